@@ -1,0 +1,152 @@
+/*
+ * cpu.h - the CPU backend's kernels (OpenBLAS + OpenMP loops) and the loop
+ * helpers they share. Each family lives in its own file (mem.c, ew.c,
+ * blas.c, reduce.c, index.c, loss.c, optim.c); backend.c assembles the table.
+ */
+#ifndef FX_CPU_H
+#define FX_CPU_H
+
+#include "../internal.h"
+
+#include <math.h>
+#include <string.h>
+
+static inline float *fx_f32(const fx_tensor *t) { return (float *)fx_data(t); }
+
+/* Parallel loops: work below the grain runs on the calling thread, so small
+ * tensors pay no fork/join. The pragma is a no-op without OpenMP. */
+#define FX_GRAIN 32768
+#define FX_STR(x) #x
+#define FX_OMP(clause) _Pragma(FX_STR(omp clause))
+#define FX_PARALLEL_FOR(n) FX_OMP(parallel for if ((n) > FX_GRAIN && fx__num_threads > 1) num_threads(fx__num_threads) schedule(static))
+
+/*
+ * Walks the elements of an n-d index space in row-major order with up to
+ * three operands, each with its own strides (0 on broadcast dims). The last
+ * dimension is the inner loop; callers write
+ *
+ *     fx_iter it; fx_iter_init(&it, ndim, shape, 3, (const int64_t *[]){ sa, sb, so });
+ *     do { for (int64_t i = 0; i < it.inner; i++) ... p[k][i * it.step[k]] ...
+ *     } while (fx_iter_next(&it));
+ *
+ * with it.off[k] the current element offset of operand k.
+ */
+typedef struct {
+    int ndim, nops;
+    int64_t shape[FX_MAX_DIMS], idx[FX_MAX_DIMS];
+    int64_t strides[3][FX_MAX_DIMS];
+    int64_t off[3], step[3], inner;
+    bool done;
+} fx_iter;
+
+static inline void fx_iter_init(fx_iter *it, int ndim, const int64_t *shape, int nops,
+                                const int64_t *const *strides)
+{
+    it->ndim = ndim;
+    it->nops = nops;
+    it->done = false;
+    for (int k = 0; k < nops; k++) {
+        it->off[k] = 0;
+        for (int d = 0; d < ndim; d++)
+            it->strides[k][d] = strides[k][d];
+        it->step[k] = ndim ? strides[k][ndim - 1] : 0;
+    }
+    for (int d = 0; d < ndim; d++) {
+        it->shape[d] = shape[d];
+        it->idx[d] = 0;
+        if (shape[d] == 0)
+            it->done = true;
+    }
+    it->inner = ndim ? shape[ndim - 1] : 1;
+}
+
+/* Advances over all dims but the last; false when finished. */
+static inline bool fx_iter_next(fx_iter *it)
+{
+    for (int d = it->ndim - 2; d >= 0; d--) {
+        if (++it->idx[d] < it->shape[d]) {
+            for (int k = 0; k < it->nops; k++)
+                it->off[k] += it->strides[k][d];
+            return true;
+        }
+        for (int k = 0; k < it->nops; k++)
+            it->off[k] -= it->strides[k][d] * (it->shape[d] - 1);
+        it->idx[d] = 0;
+    }
+    return false;
+}
+
+/* Strides of t in the index space of shape (same ndim): 0 where t has size 1
+ * and shape does not, so t is broadcast there. */
+static inline void fx_bcast_strides(const fx_tensor *t, const int64_t *shape, int64_t *out)
+{
+    for (int d = 0; d < t->ndim; d++)
+        out[d] = (t->shape[d] == 1 && shape[d] != 1) ? 0 : t->strides[d];
+}
+
+/* memory (mem.c) */
+void *cpu_alloc(fx_device dev, size_t nbytes);
+void cpu_free(fx_device dev, void *p);
+void cpu_to_host(const fx_tensor *t, void *dst);
+void cpu_from_host(fx_tensor *t, const void *src);
+void cpu_copy(fx_tensor *dst, const fx_tensor *src, bool accumulate);
+void cpu_fill(fx_tensor *t, double v);
+
+/* elementwise (ew.c) */
+int64_t cpu_unary(fx_unary_op op, float a, float b, const fx_tensor *x, fx_tensor *y);
+void cpu_unary_backward(fx_unary_op op, float a, float b, const fx_tensor *x, const fx_tensor *y,
+                        const fx_tensor *dy, fx_tensor *dx);
+int64_t cpu_binary(fx_binary_op op, const fx_tensor *a, const fx_tensor *b, fx_tensor *out);
+void cpu_binary_backward(fx_binary_op op, const fx_tensor *a, const fx_tensor *b,
+                         const fx_tensor *dy, fx_tensor *da, fx_tensor *db);
+void cpu_where(const fx_tensor *cond, const fx_tensor *a, const fx_tensor *b, fx_tensor *out);
+void cpu_where_backward(const fx_tensor *cond, const fx_tensor *dy, fx_tensor *da, fx_tensor *db);
+void cpu_dropout_mask(fx_tensor *mask, float p, uint64_t seed);
+void cpu_axpy(float alpha, const fx_tensor *x, fx_tensor *y);
+
+/* blas (blas.c) */
+void cpu_gemm(int64_t batch, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+              const fx_tensor *a, int64_t stride_a, const fx_tensor *b, int64_t stride_b,
+              float beta, fx_tensor *c, int64_t stride_c);
+void cpu_bias_fill(fx_tensor *y, const fx_tensor *bias);
+void cpu_bias_backward(const fx_tensor *dy, fx_tensor *dbias);
+
+/* reductions (reduce.c) */
+void cpu_reduce(fx_reduce_op op, const fx_tensor *x, fx_tensor *y, fx_tensor *argmax);
+void cpu_reduce_backward(fx_reduce_op op, const fx_tensor *dy, const fx_tensor *argmax,
+                         fx_tensor *dx);
+void cpu_softmax(const fx_tensor *x, int axis, bool log, fx_tensor *y);
+void cpu_softmax_backward(const fx_tensor *y, const fx_tensor *dy, int axis, bool log,
+                          fx_tensor *dx);
+double cpu_sum_squares(const fx_tensor *x);
+int64_t cpu_count_nonfinite(const fx_tensor *x);
+
+/* indexing (index.c) */
+int64_t cpu_index_select(const fx_tensor *x, int axis, const fx_tensor *idx, fx_tensor *y);
+void cpu_index_add(const fx_tensor *dy, int axis, const fx_tensor *idx, fx_tensor *dx);
+int64_t cpu_gather(const fx_tensor *x, int axis, const fx_tensor *idx, fx_tensor *y);
+void cpu_scatter_add(const fx_tensor *dy, int axis, const fx_tensor *idx, fx_tensor *dx);
+
+/* losses (loss.c) */
+int64_t cpu_ce_labels(const fx_tensor *logits, const fx_tensor *labels, fx_tensor *loss);
+void cpu_ce_labels_backward(const fx_tensor *logits, const fx_tensor *labels,
+                            const fx_tensor *dloss, fx_tensor *dlogits);
+void cpu_ce_soft(const fx_tensor *logits, const fx_tensor *probs, fx_tensor *loss);
+void cpu_ce_soft_backward(const fx_tensor *logits, const fx_tensor *probs, const fx_tensor *dloss,
+                          fx_tensor *dlogits, fx_tensor *dprobs);
+void cpu_bce_logits(const fx_tensor *x, const fx_tensor *t, fx_tensor *loss);
+void cpu_bce_logits_backward(const fx_tensor *x, const fx_tensor *t, const fx_tensor *dloss,
+                             fx_tensor *dx, fx_tensor *dt);
+
+/* optimizers (optim.c) */
+void cpu_optim_step(fx_optim_kind kind, const fx_optim_step_args *a, fx_tensor *p,
+                    const fx_tensor *g, fx_tensor *s1, fx_tensor *s2);
+
+/* An index value of an i32/i64 index tensor. */
+static inline int64_t fx_index_at(const fx_tensor *idx, int64_t off)
+{
+    return idx->dtype == FX_I64 ? ((const int64_t *)fx_data(idx))[off]
+                                : ((const int32_t *)fx_data(idx))[off];
+}
+
+#endif /* FX_CPU_H */

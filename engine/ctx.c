@@ -1,0 +1,297 @@
+/* ctx.c - contexts: arena, grad mode, errors, and the helpers ops share. */
+#include "internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+fx_ctx *fx_ctx_create(fx_device dev)
+{
+    const fx_backend *be = fx_backend_for(dev);
+    if (!be || !be->available(dev.index))
+        return NULL;
+    fx_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx)
+        return NULL;
+    ctx->dev = dev;
+    ctx->be = be;
+    fx_arena_init(&ctx->meta, NULL, dev);
+    fx_arena_init(&ctx->data, be, dev);
+    ctx->grad = true;
+    ctx->training = true;
+    fx_rng_init(&ctx->rng, 0x5eed);
+    return ctx;
+}
+
+void fx_ctx_free(fx_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    fx_arena_release(&ctx->meta);
+    fx_arena_release(&ctx->data);
+    free(ctx);
+}
+
+void fx_ctx_reset(fx_ctx *ctx)
+{
+    fx_arena_reset(&ctx->meta);
+    fx_arena_reset(&ctx->data);
+    ctx->tape = NULL;
+    ctx->tape_len = 0;
+    fx_ctx_clear_error(ctx);
+}
+
+fx_device fx_ctx_device(const fx_ctx *ctx) { return ctx->dev; }
+
+bool fx_ctx_set_grad(fx_ctx *ctx, bool on)
+{
+    bool old = ctx->grad;
+    ctx->grad = on;
+    return old;
+}
+
+bool fx_ctx_grad_enabled(const fx_ctx *ctx) { return ctx->grad; }
+void fx_ctx_set_training(fx_ctx *ctx, bool on) { ctx->training = on; }
+bool fx_ctx_training(const fx_ctx *ctx) { return ctx->training; }
+void fx_ctx_seed(fx_ctx *ctx, uint64_t seed) { fx_rng_init(&ctx->rng, seed); }
+fx_rng *fx_ctx_rng(fx_ctx *ctx) { return &ctx->rng; }
+fx_status fx_ctx_status(const fx_ctx *ctx) { return ctx->status; }
+const char *fx_ctx_error(const fx_ctx *ctx) { return ctx->err; }
+size_t fx_ctx_arena_capacity(const fx_ctx *ctx) { return ctx->meta.capacity + ctx->data.capacity; }
+size_t fx_ctx_arena_used(const fx_ctx *ctx) { return ctx->meta.used + ctx->data.used; }
+size_t fx_tape_length(const fx_ctx *ctx) { return ctx->tape_len; }
+
+void fx_ctx_clear_error(fx_ctx *ctx)
+{
+    ctx->status = FX_OK;
+    ctx->err[0] = '\0';
+}
+
+static void vfail(fx_ctx *ctx, fx_status s, const char *prefix, const char *fmt, va_list ap)
+{
+    if (ctx->status != FX_OK)
+        return; /* the first error is the one worth reading */
+    ctx->status = s;
+    size_t k = 0;
+    if (prefix)
+        k = (size_t)snprintf(ctx->err, sizeof ctx->err, "%s: ", prefix);
+    if (k < sizeof ctx->err)
+        vsnprintf(ctx->err + k, sizeof ctx->err - k, fmt, ap);
+}
+
+fx_tensor *fx_ctx_fail(fx_ctx *ctx, fx_status s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(ctx, s, NULL, fmt, ap);
+    va_end(ap);
+    return NULL;
+}
+
+fx_tensor *fx_op_fail(fx_ctx *ctx, fx_status s, const char *op, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(ctx, s, op, fmt, ap);
+    va_end(ap);
+    return NULL;
+}
+
+void *fx_ctx_alloc_meta(fx_ctx *ctx, size_t nbytes)
+{
+    void *p = fx_arena_alloc(&ctx->meta, nbytes);
+    if (!p)
+        fx_ctx_fail(ctx, FX_ERR_NOMEM, "out of memory (%zu bytes of tape)", nbytes);
+    return p;
+}
+
+bool fx_op_check_dtype(fx_ctx *ctx, const char *op, const char *what, const fx_tensor *t,
+                       fx_dtype want)
+{
+    if (t->dtype == want)
+        return true;
+    char b[96];
+    fx_op_fail(ctx, FX_ERR_DTYPE, op, "%s must be %s, got %s %s", what, fx_dtype_name(want),
+               fx_dtype_name(t->dtype), fx_shape_str(t, b, sizeof b));
+    return false;
+}
+
+bool fx_op_check(fx_ctx *ctx, const char *op, int n, fx_tensor *const *xs)
+{
+    if (!ctx)
+        return false;
+    for (int i = 0; i < n; i++)
+        if (!xs[i]) {
+            if (ctx->status == FX_OK)
+                fx_op_fail(ctx, FX_ERR_ARG, op, "input %d is NULL", i);
+            return false;
+        }
+    for (int i = 0; i < n; i++) {
+        if (xs[i]->device.type != ctx->dev.type || xs[i]->device.index != ctx->dev.index) {
+            char d1[32], d2[32];
+            fx_op_fail(ctx, FX_ERR_DEVICE, op, "input %d is on %s but the context runs on %s", i,
+                       fx_device_str(xs[i]->device, d1, sizeof d1),
+                       fx_device_str(ctx->dev, d2, sizeof d2));
+            return false;
+        }
+        if (xs[i]->dtype != FX_F32) {
+            char b[96];
+            fx_op_fail(ctx, FX_ERR_DTYPE, op, "input %d must be f32, got %s %s", i,
+                       fx_dtype_name(xs[i]->dtype), fx_shape_str(xs[i], b, sizeof b));
+            return false;
+        }
+    }
+    return true;
+}
+
+int fx_axis(fx_ctx *ctx, const char *op, const fx_tensor *x, int axis)
+{
+    int a = axis < 0 ? axis + x->ndim : axis;
+    if (a < 0 || a >= x->ndim) {
+        char b[96];
+        fx_op_fail(ctx, FX_ERR_AXIS, op, "axis %d is out of range for shape %s", axis,
+                   fx_shape_str(x, b, sizeof b));
+        return -1;
+    }
+    return a;
+}
+
+bool fx_check_finite(fx_ctx *ctx, const char *op, int64_t nonfinite, const fx_tensor *out)
+{
+    if (nonfinite == 0)
+        return true;
+    char b[96];
+    fx_op_fail(ctx, FX_ERR_VALUE, op, "%lld of %lld outputs are not finite (shape %s): input "
+               "outside the op's domain, or overflow", (long long)nonfinite,
+               (long long)fx_tensor_numel(out), fx_shape_str(out, b, sizeof b));
+    return false;
+}
+
+fx_node *fx_record(fx_ctx *ctx, const char *op, fx_backward_fn backward, fx_tensor *out, int nin,
+                   fx_tensor *const *in)
+{
+    if (!ctx->grad)
+        return NULL;
+    bool any = false;
+    for (int i = 0; i < nin; i++)
+        any |= fx_tensor_requires_grad(in[i]);
+    if (!any)
+        return NULL;
+    fx_node *n = fx_ctx_alloc_meta(ctx, sizeof *n + (size_t)nin * sizeof(fx_tensor *));
+    if (!n)
+        return NULL;
+    memset(n, 0, sizeof *n);
+    n->backward = backward;
+    n->op = op;
+    n->out = out;
+    n->in = (fx_tensor **)(n + 1);
+    n->nin = nin;
+    for (int i = 0; i < nin; i++)
+        n->in[i] = in[i];
+    n->prev = ctx->tape;
+    ctx->tape = n;
+    ctx->tape_len++;
+    out->flags |= FX_TENSOR_REQUIRES_GRAD;
+    return n;
+}
+
+fx_tensor *fx_grad(fx_ctx *ctx, fx_tensor *t)
+{
+    if (!t->grad)
+        t->grad = fx_zeros(ctx, t->dtype, t->ndim, t->shape);
+    return t->grad;
+}
+
+static fx_status run_tape(fx_ctx *ctx)
+{
+    for (fx_node *n = ctx->tape; n; n = n->prev) {
+        if (!n->out->grad)
+            continue; /* no gradient reached this output */
+        n->backward(ctx, n);
+        if (ctx->status != FX_OK)
+            return ctx->status;
+    }
+    ctx->tape = NULL;
+    ctx->tape_len = 0;
+    return FX_OK;
+}
+
+fx_status fx_backward_seed(fx_ctx *ctx, fx_tensor *out, const fx_tensor *seed)
+{
+    if (!ctx)
+        return FX_ERR_ARG;
+    if (ctx->status != FX_OK)
+        return ctx->status;
+    if (!out || !seed) {
+        fx_ctx_fail(ctx, FX_ERR_ARG, "backward: output or seed is NULL");
+        return ctx->status;
+    }
+    if (!fx_tensor_requires_grad(out)) {
+        fx_ctx_fail(ctx, FX_ERR_STATE, "backward: the output does not depend on any tensor that "
+                    "requires grad (was grad mode off, or backward already run?)");
+        return ctx->status;
+    }
+    if (!ctx->tape && !(out->flags & FX_TENSOR_PERSISTENT)) {
+        fx_ctx_fail(ctx, FX_ERR_STATE, "backward: the tape is empty (backward already run?)");
+        return ctx->status;
+    }
+    if (!fx_tensor_same_shape(out, seed) || seed->dtype != out->dtype) {
+        char b1[96], b2[96];
+        fx_ctx_fail(ctx, FX_ERR_SHAPE, "backward: seed %s does not match output %s",
+                    fx_shape_str(seed, b1, sizeof b1), fx_shape_str(out, b2, sizeof b2));
+        return ctx->status;
+    }
+    fx_tensor *g = fx_grad(ctx, out);
+    if (!g)
+        return ctx->status;
+    ctx->be->ew->axpy(1.0f, seed, g);
+    return run_tape(ctx);
+}
+
+fx_status fx_backward(fx_ctx *ctx, fx_tensor *loss)
+{
+    if (!ctx)
+        return FX_ERR_ARG;
+    if (ctx->status != FX_OK)
+        return ctx->status;
+    if (!loss) {
+        fx_ctx_fail(ctx, FX_ERR_ARG, "backward: loss is NULL");
+        return ctx->status;
+    }
+    if (fx_tensor_numel(loss) != 1) {
+        char b[96];
+        fx_ctx_fail(ctx, FX_ERR_SHAPE, "backward: loss must have one element, got shape %s "
+                    "(use fx_backward_seed for other outputs)", fx_shape_str(loss, b, sizeof b));
+        return ctx->status;
+    }
+    fx_tensor *seed = fx_full(ctx, loss->dtype, loss->ndim, loss->shape, 1.0);
+    if (!seed)
+        return ctx->status;
+    return fx_backward_seed(ctx, loss, seed);
+}
+
+/* ------------------------------------------------------------- threads */
+
+int fx__num_threads = 1;
+
+#ifdef FX_HAVE_OPENBLAS_SET_THREADS
+void openblas_set_num_threads(int n);
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+void fx_set_num_threads(int n)
+{
+    if (n < 1)
+        n = 1;
+    fx__num_threads = n;
+#ifdef FX_HAVE_OPENBLAS_SET_THREADS
+    openblas_set_num_threads(n);
+#endif
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#endif
+}
+
+int fx_get_num_threads(void) { return fx__num_threads; }

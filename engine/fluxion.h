@@ -1,0 +1,528 @@
+/*
+ * fluxion.h - the Fluxion autodiff engine: public API.
+ *
+ * The engine is a C library with no network code. It builds reverse-mode
+ * gradients at run time: every op called in grad mode appends a record
+ * (backward function, inputs, output, saved values) to the tape of its
+ * context; fx_backward() walks that tape in reverse and accumulates into the
+ * inputs' gradients. Model code is ordinary C: loops, recursion and branches
+ * on values just work, because the tape records what actually ran.
+ *
+ * A minimal training step:
+ *
+ *     fx_ctx *ctx = fx_ctx_create(fx_cpu());
+ *     fx_layer *net = fx_chain_create(2, (fx_layer *[]){
+ *         fx_dense_create("fc1", 20, 64, &(fx_dense_opts){ .act = FX_ACT_RELU }, rng),
+ *         fx_dense_create("fc2", 64, 5, NULL, rng) });
+ *     fx_params params; fx_params_init(&params);
+ *     fx_layer_collect_params(net, &params);
+ *     fx_optim *opt = fx_optim_create(FX_OPT_ADAM, &(fx_optim_hparams){ .lr = 1e-3 }, &params);
+ *     for (;;) {
+ *         fx_tensor *x = fx_tensor_from_host(ctx, FX_F32, 2, (int64_t[]){ 256, 20 }, xs);
+ *         fx_tensor *y = fx_tensor_from_host(ctx, FX_I32, 1, (int64_t[]){ 256 }, labels);
+ *         fx_tensor *loss = fx_cross_entropy(ctx, fx_layer_forward(net, ctx, x), y, FX_MEAN);
+ *         if (fx_backward(ctx, loss) != FX_OK) { puts(fx_ctx_error(ctx)); break; }
+ *         fx_optim_step(opt);
+ *         fx_optim_zero_grad(opt);
+ *         fx_ctx_reset(ctx);                  // frees the step's intermediates
+ *     }
+ *
+ * Memory. Tensors made by ops live in the context's arena until
+ * fx_ctx_reset(); the arena keeps its memory, so a steady-state step makes no
+ * heap allocation. Parameters, their gradients and optimizer state are
+ * persistent tensors (fx_tensor_create / fx_tensor_free).
+ *
+ * Errors. An op that fails (shape mismatch, bad axis, wrong dtype, a result
+ * that is not finite) returns NULL and records a message in its context that
+ * names the op and the shapes, e.g.
+ *     "matmul: inner dimensions differ: a is [3,4], b is [5,6]".
+ * Every op accepts NULL inputs and returns NULL without touching the recorded
+ * error, so a whole forward pass can be written without checks and tested
+ * once at the end with fx_ctx_status(). The error is sticky until
+ * fx_ctx_reset() or fx_ctx_clear_error(). The library never calls exit() or
+ * abort() on user input.
+ *
+ * Devices. Every kernel is reached through a backend table chosen by the
+ * tensor's device (engine/backend.h). Nothing outside a backend touches raw
+ * element memory: use fx_tensor_to_host / fx_tensor_copy_from_host.
+ *
+ * Threads. fx_set_num_threads(n) sets one process-wide count honoured by
+ * OpenBLAS and by the engine's own loops. A context is used by one thread at
+ * a time; different threads use different contexts.
+ */
+#ifndef FLUXION_H
+#define FLUXION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FX_VERSION_STRING "0.1.0"
+#define FX_MAX_DIMS 8
+
+/* ------------------------------------------------------------------ status */
+
+typedef enum {
+    FX_OK = 0,
+    FX_ERR_SHAPE,    /* shapes do not fit the op */
+    FX_ERR_AXIS,     /* an axis is out of range or repeated */
+    FX_ERR_DTYPE,    /* the op does not take this dtype */
+    FX_ERR_DEVICE,   /* tensors on different devices, or no such device */
+    FX_ERR_VALUE,    /* a value is out of range, or a result is not finite */
+    FX_ERR_ARG,      /* a bad argument (NULL where one is needed, p > 1, ...) */
+    FX_ERR_STATE,    /* call out of order (backward twice, no grad mode, ...) */
+    FX_ERR_NOMEM,    /* out of memory */
+    FX_ERR_IO,       /* a file could not be read or written */
+    FX_ERR_FORMAT,   /* a file is truncated or corrupt */
+} fx_status;
+
+const char *fx_status_name(fx_status s);
+
+/* ------------------------------------------------------- dtypes, devices */
+
+typedef enum { FX_F32 = 0, FX_F16, FX_BF16, FX_I32, FX_I64, FX_DTYPE_COUNT } fx_dtype;
+
+size_t fx_dtype_size(fx_dtype dt);
+const char *fx_dtype_name(fx_dtype dt); /* "f32", "i64", ... */
+
+typedef enum { FX_DEV_CPU = 0, FX_DEV_CUDA = 1 } fx_device_type;
+
+typedef struct {
+    fx_device_type type;
+    int index;
+} fx_device;
+
+static inline fx_device fx_cpu(void) { return (fx_device){ FX_DEV_CPU, 0 }; }
+bool fx_device_available(fx_device dev);
+/* Writes "cpu" or "cuda:N" into buf. Returns buf. */
+const char *fx_device_str(fx_device dev, char *buf, size_t n);
+
+/* Process-wide thread count for OpenBLAS and the engine's loops (>= 1). */
+void fx_set_num_threads(int n);
+int fx_get_num_threads(void);
+
+/* ----------------------------------------------------------------- tensors */
+
+/* Storage: one block of element memory on one device. Views share it. */
+typedef struct fx_storage {
+    void *ptr;       /* device memory; only backends dereference it */
+    size_t nbytes;
+    fx_device device;
+    bool owned;      /* freed with the persistent tensor that made it */
+} fx_storage;
+
+enum {
+    FX_TENSOR_REQUIRES_GRAD = 1u << 0, /* gradients flow into this tensor */
+    FX_TENSOR_PERSISTENT = 1u << 1,    /* heap tensor, outlives fx_ctx_reset */
+};
+
+/*
+ * A tensor: the fields are public to read; change them only through the API.
+ * strides and offset are in elements. Tensors made by ops are contiguous
+ * (row-major) unless documented as views.
+ */
+typedef struct fx_tensor {
+    fx_dtype dtype;
+    int ndim;
+    int64_t shape[FX_MAX_DIMS];
+    int64_t strides[FX_MAX_DIMS];
+    int64_t offset;
+    fx_device device;
+    fx_storage *storage;
+    struct fx_tensor *grad; /* same shape; NULL until a gradient reaches it */
+    unsigned flags;
+} fx_tensor;
+
+int64_t fx_tensor_numel(const fx_tensor *t);
+bool fx_tensor_is_contiguous(const fx_tensor *t);
+bool fx_tensor_same_shape(const fx_tensor *a, const fx_tensor *b);
+static inline bool fx_tensor_requires_grad(const fx_tensor *t)
+{
+    return t && (t->flags & FX_TENSOR_REQUIRES_GRAD);
+}
+/* Writes a shape as "[2,3,4]" into buf; returns buf. */
+const char *fx_shape_str(const fx_tensor *t, char *buf, size_t n);
+
+/* Persistent tensors (parameters, optimizer state, data sets): heap memory,
+ * zero-filled. Return NULL on a bad shape or out of memory. */
+fx_tensor *fx_tensor_create(fx_device dev, fx_dtype dt, int ndim, const int64_t *shape);
+void fx_tensor_free(fx_tensor *t); /* also frees its grad; NULL is fine */
+/* Gives a persistent tensor a persistent, zeroed gradient and marks it. */
+fx_status fx_tensor_set_requires_grad(fx_tensor *t, bool on);
+
+/* Host <-> tensor copies; nbytes must equal numel * dtype size. The tensor
+ * may be strided (views are gathered / scattered by the backend). */
+fx_status fx_tensor_to_host(const fx_tensor *t, void *dst, size_t nbytes);
+fx_status fx_tensor_copy_from_host(fx_tensor *t, const void *src, size_t nbytes);
+/* Copies between two tensors of one shape and dtype (any devices). */
+fx_status fx_tensor_copy(fx_tensor *dst, const fx_tensor *src);
+fx_status fx_tensor_fill(fx_tensor *t, double value);
+/* The single element of a tensor with numel 1, as double (NAN on error). */
+double fx_tensor_item(const fx_tensor *t);
+
+/* ---------------------------------------------------------------- context */
+
+typedef struct fx_ctx fx_ctx;
+typedef struct fx_rng fx_rng;
+
+/* A context runs ops on one device; NULL if the device is not available. */
+fx_ctx *fx_ctx_create(fx_device dev);
+void fx_ctx_free(fx_ctx *ctx);
+/* Ends a step: forgets the tape and every arena tensor, clears the error.
+ * Keeps the arena's memory for the next step. */
+void fx_ctx_reset(fx_ctx *ctx);
+fx_device fx_ctx_device(const fx_ctx *ctx);
+
+/* Grad mode (default on): ops record the tape. Returns the previous mode. */
+bool fx_ctx_set_grad(fx_ctx *ctx, bool on);
+bool fx_ctx_grad_enabled(const fx_ctx *ctx);
+/* Training mode (default on): dropout drops, batch norm uses batch stats. */
+void fx_ctx_set_training(fx_ctx *ctx, bool on);
+bool fx_ctx_training(const fx_ctx *ctx);
+/* Seeds the context's RNG (dropout masks). */
+void fx_ctx_seed(fx_ctx *ctx, uint64_t seed);
+fx_rng *fx_ctx_rng(fx_ctx *ctx);
+
+fx_status fx_ctx_status(const fx_ctx *ctx);
+const char *fx_ctx_error(const fx_ctx *ctx); /* "" when no error */
+void fx_ctx_clear_error(fx_ctx *ctx);
+/* Records an error (printf-style) unless one is already recorded; for custom
+ * layers and ops. Always returns NULL so it can end a forward function. */
+fx_tensor *fx_ctx_fail(fx_ctx *ctx, fx_status s, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Bytes the arena holds (capacity) and uses now; for tests and tuning. */
+size_t fx_ctx_arena_capacity(const fx_ctx *ctx);
+size_t fx_ctx_arena_used(const fx_ctx *ctx);
+
+/* Arena tensors, valid until fx_ctx_reset. */
+fx_tensor *fx_tensor_new(fx_ctx *ctx, fx_dtype dt, int ndim, const int64_t *shape); /* uninitialised */
+fx_tensor *fx_zeros(fx_ctx *ctx, fx_dtype dt, int ndim, const int64_t *shape);
+fx_tensor *fx_full(fx_ctx *ctx, fx_dtype dt, int ndim, const int64_t *shape, double v);
+fx_tensor *fx_tensor_from_host(fx_ctx *ctx, fx_dtype dt, int ndim, const int64_t *shape,
+                               const void *data);
+/* Contiguous copy of x (a view or any tensor); differentiable. */
+fx_tensor *fx_contiguous(fx_ctx *ctx, fx_tensor *x);
+
+/* ---------------------------------------------------------------- autodiff */
+
+/* Backpropagates from a tensor with one element (seed 1). Gradients are
+ * accumulated (+=) into every tensor that requires grad; persistent tensors
+ * keep them until zeroed. The tape is consumed: a second call fails. */
+fx_status fx_backward(fx_ctx *ctx, fx_tensor *loss);
+/* Same, from any tensor with an explicit seed gradient of its shape. */
+fx_status fx_backward_seed(fx_ctx *ctx, fx_tensor *out, const fx_tensor *seed);
+/* Number of records on the tape (for tests). */
+size_t fx_tape_length(const fx_ctx *ctx);
+
+/* -------------------------------------------------------------------- ops */
+/*
+ * Every op returns a new arena tensor (or a view where said), NULL on error.
+ * Binary elementwise ops broadcast numpy-style. Axes may be negative.
+ */
+
+/* matmul: [..,M,K] x [..,K,N] -> [..,M,N]. Either side may be 2-D; batch
+ * dimensions otherwise must be equal. 1-D operands are not promoted. */
+fx_tensor *fx_matmul(fx_ctx *ctx, fx_tensor *a, fx_tensor *b);
+/* linear: x [..,in] times w^T (w is [out,in]) plus b [out] (b may be NULL). */
+fx_tensor *fx_linear(fx_ctx *ctx, fx_tensor *x, fx_tensor *w, fx_tensor *b);
+
+fx_tensor *fx_add(fx_ctx *ctx, fx_tensor *a, fx_tensor *b);
+fx_tensor *fx_sub(fx_ctx *ctx, fx_tensor *a, fx_tensor *b);
+fx_tensor *fx_mul(fx_ctx *ctx, fx_tensor *a, fx_tensor *b);
+fx_tensor *fx_div(fx_ctx *ctx, fx_tensor *a, fx_tensor *b);
+
+fx_tensor *fx_neg(fx_ctx *ctx, fx_tensor *x);
+fx_tensor *fx_scale(fx_ctx *ctx, fx_tensor *x, float s);
+fx_tensor *fx_add_scalar(fx_ctx *ctx, fx_tensor *x, float s);
+fx_tensor *fx_exp(fx_ctx *ctx, fx_tensor *x);
+fx_tensor *fx_log(fx_ctx *ctx, fx_tensor *x);
+fx_tensor *fx_sqrt(fx_ctx *ctx, fx_tensor *x);
+fx_tensor *fx_pow(fx_ctx *ctx, fx_tensor *x, float p);
+fx_tensor *fx_abs(fx_ctx *ctx, fx_tensor *x);
+fx_tensor *fx_relu(fx_ctx *ctx, fx_tensor *x);
+fx_tensor *fx_leaky_relu(fx_ctx *ctx, fx_tensor *x, float slope);
+fx_tensor *fx_elu(fx_ctx *ctx, fx_tensor *x, float alpha);
+fx_tensor *fx_gelu(fx_ctx *ctx, fx_tensor *x); /* tanh approximation */
+fx_tensor *fx_sigmoid(fx_ctx *ctx, fx_tensor *x);
+fx_tensor *fx_tanh(fx_ctx *ctx, fx_tensor *x);
+fx_tensor *fx_clamp(fx_ctx *ctx, fx_tensor *x, float lo, float hi);
+
+fx_tensor *fx_softmax(fx_ctx *ctx, fx_tensor *x, int axis);
+fx_tensor *fx_log_softmax(fx_ctx *ctx, fx_tensor *x, int axis);
+
+/* Reductions over a set of axes (naxes == 0: all axes). */
+fx_tensor *fx_sum(fx_ctx *ctx, fx_tensor *x, int naxes, const int *axes, bool keepdim);
+fx_tensor *fx_mean(fx_ctx *ctx, fx_tensor *x, int naxes, const int *axes, bool keepdim);
+fx_tensor *fx_max(fx_ctx *ctx, fx_tensor *x, int naxes, const int *axes, bool keepdim);
+
+/* Shapes. reshape takes one -1; it is a view when x is contiguous. */
+fx_tensor *fx_reshape(fx_ctx *ctx, fx_tensor *x, int ndim, const int64_t *shape);
+fx_tensor *fx_transpose(fx_ctx *ctx, fx_tensor *x, int axis0, int axis1);
+fx_tensor *fx_permute(fx_ctx *ctx, fx_tensor *x, const int *perm);
+fx_tensor *fx_concat(fx_ctx *ctx, int n, fx_tensor *const *xs, int axis);
+/* slice [start, end) with step >= 1 along axis; negative start/end count
+ * from the end. */
+fx_tensor *fx_slice(fx_ctx *ctx, fx_tensor *x, int axis, int64_t start, int64_t end, int64_t step);
+/* Splits x along axis into n parts of the given sizes (which must add up);
+ * writes the parts to out[0..n). Returns the status. */
+fx_status fx_split(fx_ctx *ctx, fx_tensor *x, int axis, int n, const int64_t *sizes,
+                   fx_tensor **out);
+/* index_select: picks entries idx (1-D i32/i64) along axis. */
+fx_tensor *fx_index_select(fx_ctx *ctx, fx_tensor *x, int axis, fx_tensor *idx);
+/* gather: out[i][j][k] = x[i][idx[i][j][k]][k] for axis 1 (torch.gather);
+ * idx has x's rank, i32/i64. */
+fx_tensor *fx_gather(fx_ctx *ctx, fx_tensor *x, int axis, fx_tensor *idx);
+/* where: cond ? a : b, elementwise with broadcasting; cond is f32 (nonzero =
+ * true) or i32. Gradients flow to a and b. */
+fx_tensor *fx_where(fx_ctx *ctx, fx_tensor *cond, fx_tensor *a, fx_tensor *b);
+/* dropout: in training mode zeroes each element with probability p and scales
+ * the rest by 1/(1-p); in eval mode returns x. Uses the context RNG. */
+fx_tensor *fx_dropout(fx_ctx *ctx, fx_tensor *x, float p);
+
+/* ----------------------------------------------------------------- losses */
+
+typedef enum { FX_MEAN = 0, FX_SUM = 1, FX_NONE = 2 } fx_reduction;
+
+/* (pred - target)^2, shapes equal. */
+fx_tensor *fx_mse_loss(fx_ctx *ctx, fx_tensor *pred, fx_tensor *target, fx_reduction r);
+/* logits [N,C], labels [N] i32/i64 in [0,C). FX_NONE gives [N]. */
+fx_tensor *fx_cross_entropy(fx_ctx *ctx, fx_tensor *logits, fx_tensor *labels, fx_reduction r);
+/* logits [N,C], target probabilities [N,C] (rows sum to 1, not checked). */
+fx_tensor *fx_cross_entropy_soft(fx_ctx *ctx, fx_tensor *logits, fx_tensor *probs, fx_reduction r);
+/* Binary cross-entropy from logits, targets in [0,1], shapes equal. */
+fx_tensor *fx_bce_with_logits(fx_ctx *ctx, fx_tensor *logits, fx_tensor *targets, fx_reduction r);
+
+/* -------------------------------------------------------------------- RNG */
+
+/* A seeded, reproducible generator (xoshiro256**). */
+fx_rng *fx_rng_create(uint64_t seed);
+void fx_rng_free(fx_rng *r);
+void fx_rng_seed(fx_rng *r, uint64_t seed);
+uint64_t fx_rng_u64(fx_rng *r);
+double fx_rng_uniform(fx_rng *r); /* [0,1) */
+double fx_rng_normal(fx_rng *r);  /* N(0,1) */
+/* Copies the generator's state out / in (for checkpoints): 4 words. */
+void fx_rng_get_state(const fx_rng *r, uint64_t state[4]);
+void fx_rng_set_state(fx_rng *r, const uint64_t state[4]);
+
+/* ----------------------------------------------------------- initializers */
+
+typedef enum {
+    FX_INIT_ZEROS = 0,
+    FX_INIT_CONSTANT,
+    FX_INIT_UNIFORM,        /* U(a, b) */
+    FX_INIT_NORMAL,         /* N(a, b^2): a mean, b std */
+    FX_INIT_GLOROT_UNIFORM, /* Xavier */
+    FX_INIT_GLOROT_NORMAL,
+    FX_INIT_HE_UNIFORM,     /* Kaiming, fan_in, gain sqrt(2) */
+    FX_INIT_HE_NORMAL,
+    FX_INIT_ORTHOGONAL,     /* gain a (0 means 1) */
+} fx_init_kind;
+
+/* Fills a persistent f32 tensor. Fans follow PyTorch: for [out,in,k...] fan_in
+ * = in*prod(k), fan_out = out*prod(k). */
+fx_status fx_init_tensor(fx_tensor *t, fx_init_kind kind, double a, double b, fx_rng *rng);
+
+/* ------------------------------------------------------- parameter store */
+
+typedef struct {
+    char *name;
+    fx_tensor *tensor;
+} fx_named_tensor;
+
+/* A growable list of named persistent tensors; it does not own them unless
+ * fx_params_free_tensors is called. */
+typedef struct {
+    fx_named_tensor *items;
+    int count, cap;
+} fx_params;
+
+void fx_params_init(fx_params *p);
+fx_status fx_params_add(fx_params *p, const char *name, fx_tensor *t);
+fx_tensor *fx_params_find(const fx_params *p, const char *name);
+void fx_params_free_tensors(fx_params *p); /* frees the tensors too */
+void fx_params_clear(fx_params *p);        /* frees the list only */
+int64_t fx_params_numel(const fx_params *p);
+
+/* ----------------------------------------------------------------- layers */
+
+typedef struct fx_layer fx_layer;
+typedef fx_tensor *(*fx_forward_fn)(fx_layer *self, fx_ctx *ctx, fx_tensor *x);
+
+/*
+ * A layer (component) owns its parameters and may own child layers. A custom
+ * layer is a forward function plus parameters:
+ *
+ *     static fx_tensor *scale_fwd(fx_layer *self, fx_ctx *ctx, fx_tensor *x) {
+ *         return fx_mul(ctx, x, fx_layer_param(self, "gain"));
+ *     }
+ *     fx_layer *l = fx_layer_create("scale", scale_fwd);
+ *     fx_layer_add_param(l, "gain", fx_param_create(fx_cpu(), 1, (int64_t[]){ 16 },
+ *                                                   FX_INIT_CONSTANT, 1.0, 0, rng));
+ */
+fx_layer *fx_layer_create(const char *name, fx_forward_fn forward);
+void fx_layer_free(fx_layer *l); /* frees children and parameters */
+const char *fx_layer_name(const fx_layer *l);
+fx_tensor *fx_layer_forward(fx_layer *l, fx_ctx *ctx, fx_tensor *x);
+/* Takes ownership of t and marks it as requiring grad. */
+fx_status fx_layer_add_param(fx_layer *l, const char *name, fx_tensor *t);
+fx_tensor *fx_layer_param(const fx_layer *l, const char *name);
+/* Takes ownership of the child. */
+fx_status fx_layer_add_child(fx_layer *l, fx_layer *child);
+int fx_layer_num_children(const fx_layer *l);
+fx_layer *fx_layer_child(const fx_layer *l, int i);
+/* Opaque user data for custom layers, freed with free_fn (may be NULL). */
+void fx_layer_set_data(fx_layer *l, void *data, void (*free_fn)(void *));
+void *fx_layer_data(const fx_layer *l);
+/* Appends "prefix.child.param" names of every parameter, depth first. */
+fx_status fx_layer_collect_params(const fx_layer *l, fx_params *out);
+
+/* A persistent f32 parameter, initialised, with requires_grad set. */
+fx_tensor *fx_param_create(fx_device dev, int ndim, const int64_t *shape, fx_init_kind kind,
+                           double a, double b, fx_rng *rng);
+
+typedef enum {
+    FX_ACT_NONE = 0, FX_ACT_RELU, FX_ACT_SIGMOID, FX_ACT_TANH, FX_ACT_GELU,
+    FX_ACT_SOFTMAX, FX_ACT_LEAKY_RELU, FX_ACT_ELU
+} fx_activation;
+
+fx_tensor *fx_activate(fx_ctx *ctx, fx_tensor *x, fx_activation act);
+
+typedef struct {
+    bool no_bias;            /* default: with bias */
+    fx_activation act;       /* default: none */
+    fx_init_kind init;       /* weight init; default (0) means Glorot uniform */
+    fx_device device;        /* default cpu */
+} fx_dense_opts;
+
+/* dense/affine: y = act(x w^T + b), w [out,in] ("weight"), b [out] ("bias"). */
+fx_layer *fx_dense_create(const char *name, int64_t in, int64_t out, const fx_dense_opts *o,
+                          fx_rng *rng);
+/* chain: applies the layers in order; takes ownership. */
+fx_layer *fx_chain_create(const char *name, int n, fx_layer *const *layers);
+
+/* ------------------------------------------------------------- optimizers */
+
+typedef enum {
+    FX_OPT_SGD = 0, FX_OPT_MOMENTUM, FX_OPT_NESTEROV, FX_OPT_RMSPROP, FX_OPT_ADAGRAD,
+    FX_OPT_ADADELTA, FX_OPT_ADAM, FX_OPT_ADAMW, FX_OPT_COUNT
+} fx_optim_kind;
+
+typedef enum { FX_SCHED_CONSTANT = 0, FX_SCHED_STEP, FX_SCHED_COSINE } fx_sched_kind;
+
+typedef struct {
+    fx_sched_kind kind;
+    int64_t warmup_steps; /* linear warmup from 0 to lr over these steps */
+    int64_t step_size;    /* FX_SCHED_STEP: multiply by gamma every step_size */
+    double gamma;
+    int64_t total_steps;  /* FX_SCHED_COSINE: decay to min_lr at total_steps */
+    double min_lr;
+} fx_schedule;
+
+/* Zero fields take the usual defaults (shown). */
+typedef struct {
+    double lr;           /* required, > 0 (AdaDelta: 1.0 if 0) */
+    double momentum;     /* MOMENTUM/NESTEROV: 0.9; RMSPROP: 0 */
+    double beta1, beta2; /* ADAM(W): 0.9, 0.999 */
+    double eps;          /* ADAM 1e-8, RMSPROP 1e-8, ADAGRAD 1e-10, ADADELTA 1e-6 */
+    double alpha;        /* RMSPROP decay 0.99 */
+    double rho;          /* ADADELTA 0.9 */
+    double weight_decay; /* L2 added to the gradient; ADAMW: decoupled (0.01) */
+    double clip_value;   /* > 0: clamp each gradient element to [-c, c] */
+    double clip_norm;    /* > 0: scale gradients so their global L2 norm <= c */
+    fx_schedule schedule;
+} fx_optim_hparams;
+
+typedef struct fx_optim fx_optim;
+
+/* The optimizer keeps a pointer to params' tensors (not the list). */
+fx_optim *fx_optim_create(fx_optim_kind kind, const fx_optim_hparams *h, const fx_params *params);
+void fx_optim_free(fx_optim *o);
+/* One update with the current gradients. Fails with FX_ERR_VALUE (and
+ * changes nothing) if a gradient is not finite. */
+fx_status fx_optim_step(fx_optim *o);
+void fx_optim_zero_grad(fx_optim *o);
+double fx_optim_lr(const fx_optim *o);     /* the rate the next step uses */
+int64_t fx_optim_steps(const fx_optim *o); /* steps taken */
+/* Global L2 norm of the gradients before clipping, at the last step. */
+double fx_optim_last_grad_norm(const fx_optim *o);
+const char *fx_optim_error(const fx_optim *o);
+const char *fx_optim_kind_name(fx_optim_kind k);
+/* Optimizer state ("<param>.m", "<param>.v", ...) for checkpoints. */
+fx_status fx_optim_state(const fx_optim *o, fx_params *out);
+void fx_optim_set_steps(fx_optim *o, int64_t steps);
+/* The learning rate a schedule gives at a step, for a base rate. */
+double fx_schedule_lr(const fx_schedule *s, double base_lr, int64_t step);
+
+/* --------------------------------------------------------- gradient check */
+
+/* Builds a scalar loss from the tensors being checked. */
+typedef fx_tensor *(*fx_loss_fn)(fx_ctx *ctx, void *user);
+
+typedef struct {
+    double eps;     /* finite-difference step; default 1e-3 */
+    double rtol;    /* default 1e-2 */
+    double atol;    /* default 1e-3 */
+    int64_t max_checks_per_tensor; /* 0: every element */
+} fx_gradcheck_opts;
+
+typedef struct {
+    int checked;         /* elements compared */
+    int failed;          /* elements outside tolerance */
+    double max_abs_err, max_rel_err;
+    int worst_tensor;    /* index into wrt of the worst element */
+    int64_t worst_index;
+    double worst_analytic, worst_numeric;
+    char message[256];   /* why it failed, or "" */
+} fx_gradcheck_report;
+
+/*
+ * Compares the gradient of loss_fn w.r.t. each persistent f32 tensor in wrt
+ * (computed by fx_backward) with central finite differences
+ * (f(x+eps) - f(x-eps)) / 2eps, evaluated in double-checked float. Users can
+ * run it on their own models. Returns FX_OK when every element is within
+ * |a - n| <= atol + rtol * |n|, FX_ERR_VALUE when not, other codes when the
+ * loss could not be computed (the report's message says why). The wrt
+ * tensors' grads are zeroed before and after.
+ */
+fx_status fx_gradcheck(fx_ctx *ctx, fx_loss_fn loss_fn, void *user, int nwrt, fx_tensor **wrt,
+                       const fx_gradcheck_opts *opts, fx_gradcheck_report *report);
+
+/* ------------------------------------------------------------ checkpoints */
+
+/*
+ * safetensors: 8-byte little-endian header length N, N bytes of JSON
+ * {"name":{"dtype":"F32","shape":[..],"data_offsets":[b,e]},...,
+ *  "__metadata__":{...}}, then the raw little-endian data.
+ * Saving is atomic: a temporary file in the same directory, fsync, rename,
+ * fsync of the directory. nmeta string pairs go to "__metadata__" (keys and
+ * values may be NULL when nmeta is 0). err (may be NULL) gets a message.
+ */
+fx_status fx_safetensors_save(const char *path, const fx_params *tensors, int nmeta,
+                              const char *const *keys, const char *const *values, char *err,
+                              size_t errlen);
+/* Encodes to a malloc'd buffer (for the network). */
+fx_status fx_safetensors_encode(const fx_params *tensors, int nmeta, const char *const *keys,
+                                const char *const *values, uint8_t **out, size_t *outlen,
+                                char *err, size_t errlen);
+/* Loads every tensor of a file as new persistent CPU tensors into out
+ * (names owned by out; free with fx_params_free_tensors). A truncated or
+ * corrupt file gives FX_ERR_FORMAT with a message; nothing is added then. */
+fx_status fx_safetensors_load(const char *path, fx_params *out, char *err, size_t errlen);
+fx_status fx_safetensors_decode(const uint8_t *buf, size_t len, fx_params *out, char *err,
+                                size_t errlen);
+/* Copies tensors from a file into existing tensors of the same names, shapes
+ * and dtypes (e.g. a model's parameters). Every name in dst must be present
+ * unless allow_missing; nothing is changed on error. */
+fx_status fx_safetensors_load_into(const char *path, const fx_params *dst, bool allow_missing,
+                                   char *err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FLUXION_H */

@@ -1,0 +1,157 @@
+/*
+ * internal.h - what the engine's modules share and users do not see: the
+ * context, the arena, tape records and the helpers every op uses.
+ *
+ * How an op is written (see op_matmul.c for a complete one):
+ *
+ *     fx_tensor *fx_relu(fx_ctx *ctx, fx_tensor *x) {
+ *         if (!fx_op_check(ctx, "relu", 1, (fx_tensor *[]){ x })) return NULL;
+ *         fx_tensor *y = fx_tensor_new_like(ctx, x);              // arena
+ *         if (!y) return NULL;
+ *         fx_be(x)->ew->unary(FX_UN_RELU, 0, 0, x, y);            // kernel
+ *         fx_node *n = fx_record(ctx, "relu", relu_backward, y, 1, (fx_tensor *[]){ x });
+ *         (void)n;                                                // save extras in n
+ *         return y;
+ *     }
+ *     static void relu_backward(fx_ctx *ctx, fx_node *n) {
+ *         fx_tensor *x = n->in[0];
+ *         if (fx_tensor_requires_grad(x))
+ *             fx_be(x)->ew->unary_backward(FX_UN_RELU, 0, 0, x, n->out, n->out->grad,
+ *                                          fx_grad(ctx, x));
+ *     }
+ *
+ * fx_op_check returns false for a NULL input (error already recorded
+ * upstream) and records an error for a device or dtype mismatch.
+ */
+#ifndef FX_INTERNAL_H
+#define FX_INTERNAL_H
+
+#include "backend.h"
+#include "fluxion.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+/* ------------------------------------------------------------------ rng */
+struct fx_rng {
+    uint64_t s[4];
+};
+void fx_rng_init(struct fx_rng *r, uint64_t seed);
+/* Counter-based uniform in [0,1) from (seed, i): the same on every backend. */
+static inline uint64_t fx_mix64(uint64_t z)
+{
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+static inline float fx_uniform_at(uint64_t seed, uint64_t i)
+{
+    return (float)(fx_mix64(seed ^ fx_mix64(i)) >> 40) * (1.0f / 16777216.0f);
+}
+
+/* ---------------------------------------------------------------- arena */
+typedef struct fx_chunk {
+    struct fx_chunk *next;
+    char *base;
+    size_t size, used;
+} fx_chunk;
+
+/* A bump allocator. Host arenas malloc their chunks; device arenas get them
+ * from the backend. Reset keeps the memory (coalesced into one chunk when the
+ * step needed several), so steady-state steps do not allocate. */
+typedef struct {
+    fx_chunk *chunks; /* newest first */
+    size_t capacity, used;
+    const fx_backend *be; /* NULL: host memory */
+    fx_device dev;
+} fx_arena;
+
+void fx_arena_init(fx_arena *a, const fx_backend *be, fx_device dev);
+void *fx_arena_alloc(fx_arena *a, size_t nbytes); /* 64-byte aligned, NULL on OOM */
+void fx_arena_reset(fx_arena *a);
+void fx_arena_release(fx_arena *a);
+
+/* ----------------------------------------------------------------- tape */
+typedef struct fx_node fx_node;
+typedef void (*fx_backward_fn)(fx_ctx *ctx, fx_node *n);
+
+#define FX_NODE_INTS (2 * FX_MAX_DIMS + 4)
+
+/* One tape record: what the op's backward needs. */
+struct fx_node {
+    fx_backward_fn backward;
+    const char *op;
+    fx_tensor *out;
+    fx_tensor **in;
+    int nin;
+    fx_tensor *saved[3];
+    float f[4];
+    int64_t i[FX_NODE_INTS];
+    fx_node *prev;
+};
+
+struct fx_ctx {
+    fx_device dev;
+    const fx_backend *be;
+    fx_arena meta; /* tensor structs, tape records (host) */
+    fx_arena data; /* element memory (device) */
+    fx_node *tape;
+    size_t tape_len;
+    bool grad, training;
+    struct fx_rng rng;
+    fx_status status;
+    char err[512];
+};
+
+/* ------------------------------------------------------- op helpers */
+
+static inline const fx_backend *fx_be(const fx_tensor *t) { return fx_backend_for(t->device); }
+
+/* Checks n inputs: none NULL (returns false silently: the error is already
+ * recorded), all on the context's device (records FX_ERR_DEVICE) and all f32
+ * (FX_ERR_DTYPE). Use fx_op_check_dtype for other dtypes. */
+bool fx_op_check(fx_ctx *ctx, const char *op, int n, fx_tensor *const *xs);
+bool fx_op_check_dtype(fx_ctx *ctx, const char *op, const char *what, const fx_tensor *t,
+                       fx_dtype want);
+/* Records "op: message" and returns NULL. */
+fx_tensor *fx_op_fail(fx_ctx *ctx, fx_status s, const char *op, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Normalises a possibly negative axis; -1 if out of range (and records
+ * FX_ERR_AXIS naming op and shape). */
+int fx_axis(fx_ctx *ctx, const char *op, const fx_tensor *x, int axis);
+
+/* Arena tensors. */
+fx_tensor *fx_tensor_new_like(fx_ctx *ctx, const fx_tensor *x);
+/* A tensor struct sharing x's storage with a new shape/strides/offset. */
+fx_tensor *fx_view(fx_ctx *ctx, const fx_tensor *x, int ndim, const int64_t *shape,
+                   const int64_t *strides, int64_t offset);
+void fx_contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
+/* Checked product of a shape; -1 on overflow or a negative dim. */
+int64_t fx_shape_numel(int ndim, const int64_t *shape);
+void *fx_ctx_alloc_meta(fx_ctx *ctx, size_t nbytes); /* records NOMEM on failure */
+
+/* Broadcast shapes of a and b into out (ndim = max); false if they do not
+ * broadcast. */
+bool fx_broadcast_shape(const fx_tensor *a, const fx_tensor *b, int *ndim, int64_t *shape);
+/* A view of t with ndim dims (leading 1s prepended), for kernels that want
+ * equal ranks. */
+fx_tensor *fx_expand_rank(fx_ctx *ctx, const fx_tensor *t, int ndim);
+
+/* Appends a tape record when grad mode is on and some input requires grad;
+ * then marks out as requiring grad. Returns the record (to save extras in) or
+ * NULL when nothing was recorded (or on OOM, which is recorded). */
+fx_node *fx_record(fx_ctx *ctx, const char *op, fx_backward_fn backward, fx_tensor *out, int nin,
+                   fx_tensor *const *in);
+/* The gradient buffer of t: its existing grad, or a new zeroed arena tensor
+ * of t's shape (contiguous). NULL only on OOM. */
+fx_tensor *fx_grad(fx_ctx *ctx, fx_tensor *t);
+
+/* Fails the op with FX_ERR_VALUE when a kernel reported non-finite outputs. */
+bool fx_check_finite(fx_ctx *ctx, const char *op, int64_t nonfinite, const fx_tensor *out);
+
+/* Thread count for the engine's loops (set by fx_set_num_threads). */
+extern int fx__num_threads;
+
+#endif /* FX_INTERNAL_H */

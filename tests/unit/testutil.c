@@ -1,0 +1,98 @@
+/* testutil.c - see testutil.h. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static fx_tensor *make(fx_rng *rng, int ndim, const int64_t *shape, int kind, double a, double b)
+{
+    fx_tensor *t = fx_tensor_create(fx_cpu(), FX_F32, ndim, shape);
+    assert_non_null(t);
+    int64_t n = fx_tensor_numel(t);
+    float *v = malloc((size_t)(n ? n : 1) * sizeof(float));
+    for (int64_t i = 0; i < n; i++)
+        v[i] = (float)(kind ? a + (b - a) * fx_rng_uniform(rng) : fx_rng_normal(rng) * a + b);
+    assert_int_equal(fx_tensor_copy_from_host(t, v, (size_t)n * sizeof(float)), FX_OK);
+    free(v);
+    assert_int_equal(fx_tensor_set_requires_grad(t, true), FX_OK);
+    return t;
+}
+
+fx_tensor *tu_randn(fx_rng *rng, int ndim, const int64_t *shape, double scale, double shift)
+{
+    return make(rng, ndim, shape, 0, scale, shift);
+}
+
+fx_tensor *tu_uniform(fx_rng *rng, int ndim, const int64_t *shape, double lo, double hi)
+{
+    return make(rng, ndim, shape, 1, lo, hi);
+}
+
+fx_tensor *tu_from(fx_dtype dt, int ndim, const int64_t *shape, const void *data)
+{
+    fx_tensor *t = fx_tensor_create(fx_cpu(), dt, ndim, shape);
+    assert_non_null(t);
+    size_t nb = (size_t)fx_tensor_numel(t) * fx_dtype_size(dt);
+    assert_int_equal(fx_tensor_copy_from_host(t, data, nb), FX_OK);
+    return t;
+}
+
+typedef struct {
+    tu_op_fn op;
+    void *arg;
+    fx_tensor **in;
+    fx_tensor *weights;
+} op_loss;
+
+static fx_tensor *weighted_sum(fx_ctx *ctx, void *user)
+{
+    op_loss *l = user;
+    fx_tensor *y = l->op(ctx, l->in, l->arg);
+    return fx_sum(ctx, fx_mul(ctx, y, l->weights), 0, NULL, false);
+}
+
+void tu_gradcheck_op(tu_op_fn op, void *arg, int nin, fx_tensor **in, double rtol, double atol)
+{
+    fx_ctx *ctx = fx_ctx_create(fx_cpu());
+    assert_non_null(ctx);
+    fx_ctx_set_grad(ctx, false);
+    fx_tensor *y = op(ctx, in, arg);
+    if (!y)
+        fail_msg("op failed: %s", fx_ctx_error(ctx));
+    fx_rng *rng = fx_rng_create(1234);
+    op_loss l = { op, arg, in, tu_randn(rng, y->ndim, y->shape, 1.0, 0.0) };
+    fx_tensor_set_requires_grad(l.weights, false);
+    fx_ctx_set_grad(ctx, true);
+    fx_ctx_reset(ctx);
+    fx_gradcheck_report rep;
+    fx_gradcheck_opts o = { .eps = 1e-3, .rtol = rtol, .atol = atol };
+    fx_status s = fx_gradcheck(ctx, weighted_sum, &l, nin, in, &o, &rep);
+    fx_tensor_free(l.weights);
+    fx_rng_free(rng);
+    fx_ctx_free(ctx);
+    if (s != FX_OK)
+        fail_msg("gradcheck: %s (%s)", rep.message, fx_status_name(s));
+    assert_true(rep.checked > 0);
+}
+
+float *tu_values(const fx_tensor *t)
+{
+    int64_t n = fx_tensor_numel(t);
+    float *v = malloc((size_t)(n ? n : 1) * sizeof(float));
+    assert_int_equal(fx_tensor_to_host(t, v, (size_t)n * sizeof(float)), FX_OK);
+    return v;
+}
+
+void tu_assert_close(const float *a, const float *b, int64_t n, double tol)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!(fabs((double)a[i] - (double)b[i]) <= tol))
+            fail_msg("element %lld: %.7g vs %.7g (tol %g)", (long long)i, a[i], b[i], tol);
+}
+
+void tu_free_all(int n, fx_tensor **ts)
+{
+    for (int i = 0; i < n; i++)
+        fx_tensor_free(ts[i]);
+}

@@ -1,0 +1,44 @@
+/*
+ * testutil.h - shared helpers for the engine's cmocka tests.
+ *
+ * The core helper is tu_gradcheck_op: it checks an op's gradient w.r.t.
+ * every input by finite differences, on the loss sum(op(inputs) * R) with R a
+ * fixed random tensor of the output's shape (so every output element weighs
+ * differently and a wrong index in a backward cannot cancel out).
+ */
+#ifndef FX_TESTUTIL_H
+#define FX_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "fluxion.h"
+
+#define TU_SHAPE(...) ((int64_t[]){ __VA_ARGS__ })
+#define TU_NDIM(...) ((int)(sizeof((int64_t[]){ __VA_ARGS__ }) / sizeof(int64_t)))
+
+/* A persistent f32 tensor with N(0,1)*scale + shift entries, requires_grad. */
+fx_tensor *tu_randn(fx_rng *rng, int ndim, const int64_t *shape, double scale, double shift);
+/* A persistent f32 tensor with U(lo, hi) entries, requires_grad. */
+fx_tensor *tu_uniform(fx_rng *rng, int ndim, const int64_t *shape, double lo, double hi);
+/* A persistent tensor from host data (any dtype), no grad. */
+fx_tensor *tu_from(fx_dtype dt, int ndim, const int64_t *shape, const void *data);
+
+/* An op under test: builds its output from the inputs. arg is the caller's. */
+typedef fx_tensor *(*tu_op_fn)(fx_ctx *ctx, fx_tensor **in, void *arg);
+
+/* Gradient-checks op w.r.t. in[0..nin) (all persistent f32 with grad).
+ * Fails the cmocka test with the report's message when it does not pass. */
+void tu_gradcheck_op(tu_op_fn op, void *arg, int nin, fx_tensor **in, double rtol, double atol);
+
+/* Host copy of a tensor's f32 values (malloc'd). */
+float *tu_values(const fx_tensor *t);
+/* Asserts |a[i] - b[i]| <= tol for all i. */
+void tu_assert_close(const float *a, const float *b, int64_t n, double tol);
+/* Frees n persistent tensors. */
+void tu_free_all(int n, fx_tensor **ts);
+
+#endif
