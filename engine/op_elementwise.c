@@ -65,15 +65,22 @@ fx_tensor *fx_clamp(fx_ctx *ctx, fx_tensor *x, float lo, float hi)
 
 /* --------------------------------------------------------------- binary */
 
+/* t's gradient buffer seen with nd dims (NULL on OOM, recorded). */
+static fx_tensor *grad_view(fx_ctx *ctx, fx_tensor *t, int nd)
+{
+    fx_tensor *g = fx_grad(ctx, t);
+    return g ? fx_expand_rank(ctx, g, nd) : NULL;
+}
+
 /* Gradients of a and b, as views of their grads with the output's rank. */
 static void binary_backward(fx_ctx *ctx, fx_node *n)
 {
     fx_tensor *a = n->in[0], *b = n->in[1], *dy = n->out->grad;
     int nd = dy->ndim;
     fx_tensor *da = NULL, *db = NULL;
-    if (fx_tensor_requires_grad(a) && !(da = fx_expand_rank(ctx, fx_grad(ctx, a), nd)))
+    if (fx_tensor_requires_grad(a) && !(da = grad_view(ctx, a, nd)))
         return;
-    if (fx_tensor_requires_grad(b) && !(db = fx_expand_rank(ctx, fx_grad(ctx, b), nd)))
+    if (fx_tensor_requires_grad(b) && !(db = grad_view(ctx, b, nd)))
         return;
     fx_be(a)->ew->binary_backward((fx_binary_op)n->i[0], fx_expand_rank(ctx, a, nd),
                                   fx_expand_rank(ctx, b, nd), dy, da, db);
@@ -119,9 +126,9 @@ static void where_backward(fx_ctx *ctx, fx_node *n)
     fx_tensor *cond = n->saved[0], *a = n->in[0], *b = n->in[1], *dy = n->out->grad;
     int nd = dy->ndim;
     fx_tensor *da = NULL, *db = NULL;
-    if (fx_tensor_requires_grad(a) && !(da = fx_expand_rank(ctx, fx_grad(ctx, a), nd)))
+    if (fx_tensor_requires_grad(a) && !(da = grad_view(ctx, a, nd)))
         return;
-    if (fx_tensor_requires_grad(b) && !(db = fx_expand_rank(ctx, fx_grad(ctx, b), nd)))
+    if (fx_tensor_requires_grad(b) && !(db = grad_view(ctx, b, nd)))
         return;
     fx_be(a)->ew->where_backward(cond, dy, da, db);
 }
