@@ -440,8 +440,14 @@ typedef struct {
 
 typedef struct fx_optim fx_optim;
 
-/* The optimizer keeps a pointer to params' tensors (not the list). */
+/* The optimizer keeps a pointer to params' tensors (not the list). Returns
+ * NULL on a bad hyper-parameter (lr <= 0, momentum/betas/alpha/rho outside
+ * [0,1), eps <= 0, a negative decay or clip, a bad schedule) or a param that
+ * is NULL or not persistent; fx_optim_last_create_error says why. State is
+ * made for params requiring grad now (others get it at their first step). */
 fx_optim *fx_optim_create(fx_optim_kind kind, const fx_optim_hparams *h, const fx_params *params);
+/* Why the calling thread's last fx_optim_create failed ("" after success). */
+const char *fx_optim_last_create_error(void);
 void fx_optim_free(fx_optim *o);
 /* One update with the current gradients. Fails with FX_ERR_VALUE (and
  * changes nothing) if a gradient is not finite. */
@@ -453,10 +459,17 @@ int64_t fx_optim_steps(const fx_optim *o); /* steps taken */
 double fx_optim_last_grad_norm(const fx_optim *o);
 const char *fx_optim_error(const fx_optim *o);
 const char *fx_optim_kind_name(fx_optim_kind k);
-/* Optimizer state ("<param>.m", "<param>.v", ...) for checkpoints. */
+/* Optimizer state ("<param>.m", "<param>.v", ...) for checkpoints. Slots:
+ * MOMENTUM/NESTEROV momentum; RMSPROP square_avg (+ momentum when > 0);
+ * ADAGRAD sum; ADADELTA square_avg, acc_delta; ADAM(W) m, v. */
 fx_status fx_optim_state(const fx_optim *o, fx_params *out);
 void fx_optim_set_steps(fx_optim *o, int64_t steps);
-/* The learning rate a schedule gives at a step, for a base rate. */
+/* The learning rate a schedule gives at a step (counted from 0), for a base
+ * rate: step s < warmup_steps gives base * (s + 1) / warmup_steps; then, with
+ * t = s - warmup_steps, CONSTANT base, STEP base * gamma^floor(t / step_size)
+ * (step_size > 0; gamma 0 means 0.1), COSINE min_lr + (base - min_lr) *
+ * (1 + cos(pi * t / T)) / 2 with T = total_steps - warmup_steps, t clamped
+ * to T (PyTorch's SequentialLR of LinearLR and StepLR / CosineAnnealingLR). */
 double fx_schedule_lr(const fx_schedule *s, double base_lr, int64_t step);
 
 /* --------------------------------------------------------- gradient check */
