@@ -1,0 +1,156 @@
+/* loss.c - loss kernels: cross-entropy from labels or soft targets, and
+ * binary cross-entropy from logits. Every formula is the numerically stable
+ * one: log-sum-exp subtracts the row maximum, and BCE never exponentiates a
+ * positive number. Rows (or elements) are independent, so large inputs are
+ * split over threads. */
+#include "cpu.h"
+
+/* log(sum_c exp(x[c])) of one row of C logits, computed as
+ * max + log(sum exp(x - max)) so no exp overflows. -inf for C == 0. */
+static float row_logsumexp(const float *x, int64_t C)
+{
+    if (C == 0)
+        return -INFINITY;
+    float m = x[0];
+    for (int64_t c = 1; c < C; c++)
+        m = x[c] > m ? x[c] : m;
+    if (isinf(m)) /* all -inf, or a +inf: exp(x - m) would give NaN */
+        return m;
+    double s = 0.0;
+    for (int64_t c = 0; c < C; c++)
+        s += expf(x[c] - m);
+    return m + (float)log(s);
+}
+
+/* loss[n] = logsumexp(logits[n]) - logits[n, labels[n]].
+ * logits (N, C), labels (N) i32/i64, loss (N). Returns -1, or the first
+ * sample whose label is outside [0, C) (nothing is written then). */
+int64_t cpu_ce_labels(const fx_tensor *logits, const fx_tensor *labels, fx_tensor *loss)
+{
+    int64_t N = logits->shape[0], C = logits->shape[1];
+    for (int64_t n = 0; n < N; n++) {
+        int64_t y = fx_index_at(labels, n);
+        if (y < 0 || y >= C)
+            return n;
+    }
+    const float *X = fx_f32(logits);
+    float *L = fx_f32(loss);
+    int64_t work = N * C;
+    FX_PARALLEL_FOR(work)
+    for (int64_t n = 0; n < N; n++) {
+        const float *x = X + n * C;
+        L[n] = row_logsumexp(x, C) - x[fx_index_at(labels, n)];
+    }
+    return -1;
+}
+
+/* dlogits[n, c] += dloss[n] * (softmax(logits[n])[c] - [c == labels[n]]).
+ * Labels were validated by the forward. */
+void cpu_ce_labels_backward(const fx_tensor *logits, const fx_tensor *labels,
+                            const fx_tensor *dloss, fx_tensor *dlogits)
+{
+    int64_t N = logits->shape[0], C = logits->shape[1];
+    const float *X = fx_f32(logits), *G = fx_f32(dloss);
+    float *D = fx_f32(dlogits);
+    int64_t work = N * C;
+    FX_PARALLEL_FOR(work)
+    for (int64_t n = 0; n < N; n++) {
+        const float *x = X + n * C;
+        float *d = D + n * C, g = G[n], lse = row_logsumexp(x, C);
+        for (int64_t c = 0; c < C; c++)
+            d[c] += g * expf(x[c] - lse);
+        d[fx_index_at(labels, n)] -= g;
+    }
+}
+
+/* loss[n] = -sum_c probs[n,c] * (logits[n,c] - lse[n]); logits, probs (N, C),
+ * loss (N). */
+void cpu_ce_soft(const fx_tensor *logits, const fx_tensor *probs, fx_tensor *loss)
+{
+    int64_t N = logits->shape[0], C = logits->shape[1];
+    const float *X = fx_f32(logits), *P = fx_f32(probs);
+    float *L = fx_f32(loss);
+    int64_t work = N * C;
+    FX_PARALLEL_FOR(work)
+    for (int64_t n = 0; n < N; n++) {
+        const float *x = X + n * C, *p = P + n * C;
+        float lse = row_logsumexp(x, C);
+        double s = 0.0;
+        for (int64_t c = 0; c < C; c++)
+            s -= (double)p[c] * (double)(x[c] - lse);
+        L[n] = (float)s;
+    }
+}
+
+/* dlogits[n] += dloss[n] * (softmax(logits[n]) * sum(probs[n]) - probs[n]);
+ * dprobs[n] += -dloss[n] * log_softmax(logits[n]). Either may be NULL. The
+ * sum(probs) factor keeps the gradient exact for targets that do not sum
+ * to one. */
+void cpu_ce_soft_backward(const fx_tensor *logits, const fx_tensor *probs, const fx_tensor *dloss,
+                          fx_tensor *dlogits, fx_tensor *dprobs)
+{
+    int64_t N = logits->shape[0], C = logits->shape[1];
+    const float *X = fx_f32(logits), *P = fx_f32(probs), *G = fx_f32(dloss);
+    float *DX = dlogits ? fx_f32(dlogits) : NULL, *DP = dprobs ? fx_f32(dprobs) : NULL;
+    int64_t work = N * C;
+    FX_PARALLEL_FOR(work)
+    for (int64_t n = 0; n < N; n++) {
+        const float *x = X + n * C, *p = P + n * C;
+        float g = G[n], lse = row_logsumexp(x, C);
+        if (DX) {
+            double psum = 0.0;
+            for (int64_t c = 0; c < C; c++)
+                psum += p[c];
+            float *d = DX + n * C, gs = g * (float)psum;
+            for (int64_t c = 0; c < C; c++)
+                d[c] += gs * expf(x[c] - lse) - g * p[c];
+        }
+        if (DP) {
+            float *d = DP + n * C;
+            for (int64_t c = 0; c < C; c++)
+                d[c] -= g * (x[c] - lse);
+        }
+    }
+}
+
+/* loss = max(x, 0) - x t + log1p(exp(-|x|)): log(1 + e^x) - x t without
+ * overflow for large |x|. x, t, loss of one shape. */
+void cpu_bce_logits(const fx_tensor *x, const fx_tensor *t, fx_tensor *loss)
+{
+    int64_t n = fx_tensor_numel(x);
+    const float *X = fx_f32(x), *T = fx_f32(t);
+    float *L = fx_f32(loss);
+    FX_PARALLEL_FOR(n)
+    for (int64_t i = 0; i < n; i++) {
+        float v = X[i];
+        L[i] = fmaxf(v, 0.0f) - v * T[i] + log1pf(expf(-fabsf(v)));
+    }
+}
+
+/* sigmoid(v) from exp of a non-positive number only. */
+static inline float stable_sigmoid(float v)
+{
+    if (v >= 0.0f)
+        return 1.0f / (1.0f + expf(-v));
+    float e = expf(v);
+    return e / (1.0f + e);
+}
+
+/* dx += dloss * (sigmoid(x) - t); dt += -dloss * x. Either may be NULL. */
+void cpu_bce_logits_backward(const fx_tensor *x, const fx_tensor *t, const fx_tensor *dloss,
+                             fx_tensor *dx, fx_tensor *dt)
+{
+    int64_t n = fx_tensor_numel(x);
+    const float *X = fx_f32(x), *T = fx_f32(t), *G = fx_f32(dloss);
+    float *DX = dx ? fx_f32(dx) : NULL, *DT = dt ? fx_f32(dt) : NULL;
+    if (DX) {
+        FX_PARALLEL_FOR(n)
+        for (int64_t i = 0; i < n; i++)
+            DX[i] += G[i] * (stable_sigmoid(X[i]) - T[i]);
+    }
+    if (DT) {
+        FX_PARALLEL_FOR(n)
+        for (int64_t i = 0; i < n; i++)
+            DT[i] -= G[i] * X[i];
+    }
+}
