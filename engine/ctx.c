@@ -4,12 +4,16 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+static void threads_default(void);
 
 fx_ctx *fx_ctx_create(fx_device dev)
 {
     const fx_backend *be = fx_backend_for(dev);
     if (!be || !be->available(dev.index))
         return NULL;
+    threads_default();
     fx_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx)
         return NULL;
@@ -273,6 +277,7 @@ fx_status fx_backward(fx_ctx *ctx, fx_tensor *loss)
 /* ------------------------------------------------------------- threads */
 
 int fx__num_threads = 1;
+static bool threads_set;
 
 #ifdef FX_HAVE_OPENBLAS_SET_THREADS
 void openblas_set_num_threads(int n);
@@ -285,6 +290,7 @@ void fx_set_num_threads(int n)
 {
     if (n < 1)
         n = 1;
+    threads_set = true;
     fx__num_threads = n;
 #ifdef FX_HAVE_OPENBLAS_SET_THREADS
     openblas_set_num_threads(n);
@@ -294,4 +300,19 @@ void fx_set_num_threads(int n)
 #endif
 }
 
-int fx_get_num_threads(void) { return fx__num_threads; }
+/* The default, until fx_set_num_threads is called: FX_NUM_THREADS from the
+ * environment, else every online core, so OpenBLAS and our loops agree. */
+static void threads_default(void)
+{
+    if (threads_set)
+        return;
+    const char *env = getenv("FX_NUM_THREADS");
+    long n = env ? strtol(env, NULL, 10) : sysconf(_SC_NPROCESSORS_ONLN);
+    fx_set_num_threads(n > 0 && n < 4096 ? (int)n : 1);
+}
+
+int fx_get_num_threads(void)
+{
+    threads_default();
+    return fx__num_threads;
+}

@@ -101,7 +101,8 @@ bool fx_device_available(fx_device dev);
 /* Writes "cpu" or "cuda:N" into buf. Returns buf. */
 const char *fx_device_str(fx_device dev, char *buf, size_t n);
 
-/* Process-wide thread count for OpenBLAS and the engine's loops (>= 1). */
+/* Process-wide thread count for OpenBLAS and the engine's loops (>= 1).
+ * Until set: $FX_NUM_THREADS, else the number of online cores. */
 void fx_set_num_threads(int n);
 int fx_get_num_threads(void);
 
