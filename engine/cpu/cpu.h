@@ -84,6 +84,15 @@ static inline void fx_bcast_strides(const fx_tensor *t, const int64_t *shape, in
         out[d] = (t->shape[d] == 1 && shape[d] != 1) ? 0 : t->strides[d];
 }
 
+/* Views a contiguous shape as (O, A, I) around axis: O the product of the dims
+ * before it, A its size, I the product of the dims after it. */
+static inline void fx_axis_split(const fx_tensor *t, int axis, int64_t *O, int64_t *A, int64_t *I)
+{
+    *O = fx_shape_numel(axis, t->shape);
+    *A = t->shape[axis];
+    *I = fx_shape_numel(t->ndim - axis - 1, t->shape + axis + 1);
+}
+
 /* memory (mem.c) */
 void *cpu_alloc(fx_device dev, size_t nbytes);
 void cpu_free(fx_device dev, void *p);
