@@ -818,14 +818,40 @@ static fx_status st_read_header(const uint8_t *buf, size_t len, st_header *h,
 /* ------------------------------------------------------------- encoding */
 
 /*
- * Checks the tensors and metadata to save and builds the padded header
- * (without the 8-byte length) into hdr. Tensors are laid out in list order.
- * *dlen gets the size of the data buffer and *maxbytes the largest tensor.
+ * Where each tensor's bytes go in the data buffer. Like the reference
+ * writer, the data is ordered by decreasing element size (8, 4, then 2
+ * bytes; list order within a size), so that with the header padded to a
+ * multiple of 8 every tensor is aligned to its element size in the file, as
+ * readers that map the file without copying want. The header itself keeps
+ * the list's order.
+ */
+typedef struct {
+    int *order;     /* tensor indices in data order */
+    uint64_t *off;  /* per tensor (list index), from the start of the data */
+    uint64_t dlen;  /* size of the data buffer */
+    uint64_t maxbytes; /* the largest tensor */
+} st_layout;
+
+static void st_layout_free(st_layout *l)
+{
+    free(l->order);
+    free(l->off);
+}
+
+static size_t st_nbytes(const fx_tensor *t)
+{
+    return (size_t)fx_tensor_numel(t) * fx_dtype_size(t->dtype);
+}
+
+/*
+ * Checks the tensors and metadata to save, lays the data out (lay) and
+ * builds the padded header (without the 8-byte length) into hdr.
  */
 static fx_status st_build_header(const fx_params *ts, int nmeta, const char *const *keys,
-                                 const char *const *values, st_buf *hdr, uint64_t *dlen,
-                                 uint64_t *maxbytes, char *err, size_t errlen)
+                                 const char *const *values, st_buf *hdr, st_layout *lay,
+                                 char *err, size_t errlen)
 {
+    *lay = (st_layout){ 0 };
     if (!ts || nmeta < 0 || (nmeta > 0 && (!keys || !values)) || ts->count < 0 ||
         (ts->count > 0 && !ts->items)) {
         st_msg(err, errlen, "safetensors: bad arguments (NULL tensor list or metadata arrays)");
@@ -858,12 +884,31 @@ static fx_status st_build_header(const fx_params *ts, int nmeta, const char *con
             return FX_ERR_ARG;
         }
 
-    uint64_t off = 0;
-    *maxbytes = 0;
+    size_t n = (size_t)(ts->count ? ts->count : 1);
+    lay->order = malloc(n * sizeof *lay->order);
+    lay->off = malloc(n * sizeof *lay->off);
+    if (!lay->order || !lay->off) {
+        st_msg(err, errlen, "safetensors: out of memory");
+        return FX_ERR_NOMEM;
+    }
+    int k = 0;
+    for (size_t es = 8; es >= 1; es /= 2)
+        for (int i = 0; i < ts->count; i++) {
+            const fx_tensor *t = ts->items[i].tensor;
+            if (fx_dtype_size(t->dtype) != es)
+                continue;
+            uint64_t nb = st_nbytes(t);
+            lay->order[k++] = i;
+            lay->off[i] = lay->dlen;
+            lay->dlen += nb;
+            if (nb > lay->maxbytes)
+                lay->maxbytes = nb;
+        }
+
     st_puts(hdr, "{");
     for (int i = 0; i < ts->count; i++) {
         const fx_tensor *t = ts->items[i].tensor;
-        uint64_t nb = (uint64_t)fx_tensor_numel(t) * fx_dtype_size(t->dtype);
+        uint64_t off = lay->off[i], nb = st_nbytes(t);
         char num[64];
         if (i)
             st_puts(hdr, ",");
@@ -878,9 +923,6 @@ static fx_status st_build_header(const fx_params *ts, int nmeta, const char *con
         snprintf(num, sizeof num, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
                  (unsigned long long)(off + nb));
         st_puts(hdr, num);
-        off += nb;
-        if (nb > *maxbytes)
-            *maxbytes = nb;
     }
     if (nmeta > 0) {
         st_puts(hdr, ts->count ? ",\"" ST_META_KEY "\":{" : "\"" ST_META_KEY "\":{");
@@ -896,7 +938,7 @@ static fx_status st_build_header(const fx_params *ts, int nmeta, const char *con
     st_puts(hdr, "}");
     while (!hdr->oom && hdr->n % 8)
         st_puts(hdr, " ");
-    if (hdr->oom || off > SIZE_MAX / 2) {
+    if (hdr->oom || lay->dlen > SIZE_MAX / 2) {
         st_msg(err, errlen, "safetensors: out of memory building the header");
         return FX_ERR_NOMEM;
     }
@@ -905,7 +947,6 @@ static fx_status st_build_header(const fx_params *ts, int nmeta, const char *con
                hdr->n, ST_MAX_HEADER);
         return FX_ERR_ARG;
     }
-    *dlen = off;
     return FX_OK;
 }
 
@@ -927,33 +968,27 @@ fx_status fx_safetensors_encode(const fx_params *tensors, int nmeta, const char 
     *out = NULL;
     *outlen = 0;
     st_buf hdr = { 0 };
-    uint64_t dlen, maxbytes;
-    fx_status s =
-        st_build_header(tensors, nmeta, keys, values, &hdr, &dlen, &maxbytes, err, errlen);
-    if (s != FX_OK) {
-        free(hdr.s);
-        return s;
-    }
-    size_t total = 8 + hdr.n + (size_t)dlen;
-    uint8_t *buf = malloc(total);
-    if (!buf) {
-        free(hdr.s);
+    st_layout lay;
+    fx_status s = st_build_header(tensors, nmeta, keys, values, &hdr, &lay, err, errlen);
+    size_t total = 8 + hdr.n + (size_t)lay.dlen;
+    uint8_t *buf = s == FX_OK ? malloc(total) : NULL;
+    if (s == FX_OK && !buf) {
         st_msg(err, errlen, "safetensors: out of memory for %zu bytes", total);
-        return FX_ERR_NOMEM;
+        s = FX_ERR_NOMEM;
     }
-    st_put_u64le(buf, hdr.n);
-    memcpy(buf + 8, hdr.s, hdr.n);
-    size_t off = 8 + hdr.n;
-    for (int i = 0; i < tensors->count && s == FX_OK; i++) {
+    if (s == FX_OK) {
+        st_put_u64le(buf, hdr.n);
+        memcpy(buf + 8, hdr.s, hdr.n);
+    }
+    for (int i = 0; s == FX_OK && i < tensors->count; i++) {
         const fx_tensor *t = tensors->items[i].tensor;
-        size_t nb = (size_t)fx_tensor_numel(t) * fx_dtype_size(t->dtype);
-        s = fx_tensor_to_host(t, buf + off, nb);
+        s = fx_tensor_to_host(t, buf + 8 + hdr.n + lay.off[i], st_nbytes(t));
         if (s != FX_OK)
             st_msg(err, errlen, "safetensors: cannot read tensor '%.*s' to the host: %s",
                    ST_NAME_SHOWN, tensors->items[i].name, fx_status_name(s));
-        off += nb;
     }
     free(hdr.s);
+    st_layout_free(&lay);
     if (s != FX_OK) {
         free(buf);
         return s;
@@ -1014,12 +1049,11 @@ fx_status fx_safetensors_save(const char *path, const fx_params *tensors, int nm
         return FX_ERR_ARG;
     }
     st_buf hdr = { 0 };
-    uint64_t dlen, maxbytes;
-    fx_status s =
-        st_build_header(tensors, nmeta, keys, values, &hdr, &dlen, &maxbytes, err, errlen);
+    st_layout lay;
+    fx_status s = st_build_header(tensors, nmeta, keys, values, &hdr, &lay, err, errlen);
     size_t tmplen = strlen(path) + 32;
     char *tmp = malloc(tmplen);
-    void *scratch = s == FX_OK ? malloc(maxbytes ? (size_t)maxbytes : 1) : NULL;
+    void *scratch = s == FX_OK ? malloc(lay.maxbytes ? (size_t)lay.maxbytes : 1) : NULL;
     FILE *f = NULL;
     if (s == FX_OK && (!tmp || !scratch)) {
         st_msg(err, errlen, "safetensors: out of memory");
@@ -1041,9 +1075,10 @@ fx_status fx_safetensors_save(const char *path, const fx_params *tensors, int nm
         if (s == FX_OK)
             s = st_fwrite(f, hdr.s, hdr.n, tmp, err, errlen);
     }
-    for (int i = 0; s == FX_OK && i < tensors->count; i++) {
+    for (int k = 0; s == FX_OK && k < tensors->count; k++) {
+        int i = lay.order[k];
         const fx_tensor *t = tensors->items[i].tensor;
-        size_t nb = (size_t)fx_tensor_numel(t) * fx_dtype_size(t->dtype);
+        size_t nb = st_nbytes(t);
         s = fx_tensor_to_host(t, scratch, nb);
         if (s != FX_OK)
             st_msg(err, errlen, "safetensors: cannot read tensor '%.*s' to the host: %s",
@@ -1073,6 +1108,7 @@ fx_status fx_safetensors_save(const char *path, const fx_params *tensors, int nm
     free(scratch);
     free(tmp);
     free(hdr.s);
+    st_layout_free(&lay);
     return s;
 }
 
