@@ -24,14 +24,6 @@ W int64_t cpu_index_select(const fx_tensor *, int, const fx_tensor *, fx_tensor 
 W void cpu_index_add(const fx_tensor *, int, const fx_tensor *, fx_tensor *);
 W int64_t cpu_gather(const fx_tensor *, int, const fx_tensor *, fx_tensor *);
 W void cpu_scatter_add(const fx_tensor *, int, const fx_tensor *, fx_tensor *);
-W int64_t cpu_ce_labels(const fx_tensor *, const fx_tensor *, fx_tensor *);
-W void cpu_ce_labels_backward(const fx_tensor *, const fx_tensor *, const fx_tensor *, fx_tensor *);
-W void cpu_ce_soft(const fx_tensor *, const fx_tensor *, fx_tensor *);
-W void cpu_ce_soft_backward(const fx_tensor *, const fx_tensor *, const fx_tensor *, fx_tensor *,
-                            fx_tensor *);
-W void cpu_bce_logits(const fx_tensor *, const fx_tensor *, fx_tensor *);
-W void cpu_bce_logits_backward(const fx_tensor *, const fx_tensor *, const fx_tensor *,
-                               fx_tensor *, fx_tensor *);
 W void cpu_optim_step(fx_optim_kind, const fx_optim_step_args *, fx_tensor *, const fx_tensor *,
                       fx_tensor *, fx_tensor *);
 #undef W
