@@ -24,8 +24,6 @@ W int64_t cpu_index_select(const fx_tensor *, int, const fx_tensor *, fx_tensor 
 W void cpu_index_add(const fx_tensor *, int, const fx_tensor *, fx_tensor *);
 W int64_t cpu_gather(const fx_tensor *, int, const fx_tensor *, fx_tensor *);
 W void cpu_scatter_add(const fx_tensor *, int, const fx_tensor *, fx_tensor *);
-W void cpu_optim_step(fx_optim_kind, const fx_optim_step_args *, fx_tensor *, const fx_tensor *,
-                      fx_tensor *, fx_tensor *);
 #undef W
 
 static bool cpu_available(int index) { return index == 0; }
