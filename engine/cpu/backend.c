@@ -14,16 +14,6 @@ W void cpu_binary_backward(fx_binary_op, const fx_tensor *, const fx_tensor *, c
 W void cpu_where(const fx_tensor *, const fx_tensor *, const fx_tensor *, fx_tensor *);
 W void cpu_where_backward(const fx_tensor *, const fx_tensor *, fx_tensor *, fx_tensor *);
 W void cpu_dropout_mask(fx_tensor *, float, uint64_t);
-W void cpu_reduce(fx_reduce_op, const fx_tensor *, fx_tensor *, fx_tensor *);
-W void cpu_reduce_backward(fx_reduce_op, const fx_tensor *, const fx_tensor *, fx_tensor *);
-W void cpu_softmax(const fx_tensor *, int, bool, fx_tensor *);
-W void cpu_softmax_backward(const fx_tensor *, const fx_tensor *, int, bool, fx_tensor *);
-W double cpu_sum_squares(const fx_tensor *);
-W int64_t cpu_count_nonfinite(const fx_tensor *);
-W int64_t cpu_index_select(const fx_tensor *, int, const fx_tensor *, fx_tensor *);
-W void cpu_index_add(const fx_tensor *, int, const fx_tensor *, fx_tensor *);
-W int64_t cpu_gather(const fx_tensor *, int, const fx_tensor *, fx_tensor *);
-W void cpu_scatter_add(const fx_tensor *, int, const fx_tensor *, fx_tensor *);
 #undef W
 
 static bool cpu_available(int index) { return index == 0; }

@@ -43,23 +43,19 @@ static inline void acc_merge(red_acc *a, red_acc b)
     }
 }
 
-/* Sum (or sum of squares) of a contiguous run: 16 float lanes over blocks of
- * 1024 elements, which the compiler vectorises, folded into a double. */
+/* Sum (or sum of squares) of a contiguous run in 8 double lanes, which the
+ * compiler vectorises (a plain sum would be one serial dependency chain). */
 static inline double run_sum(const float *p, int64_t n, bool square)
 {
-    double total = 0.0;
-    for (int64_t i0 = 0; i0 < n; i0 += 1024) {
-        int64_t m = n - i0 < 1024 ? n - i0 : 1024, i = 0;
-        const float *q = p + i0;
-        float lane[16] = { 0 };
-        for (; i + 16 <= m; i += 16)
-            for (int j = 0; j < 16; j++)
-                lane[j] += square ? q[i + j] * q[i + j] : q[i + j];
-        for (; i < m; i++)
-            total += square ? (double)q[i] * q[i] : q[i];
-        for (int j = 0; j < 16; j++)
-            total += lane[j];
-    }
+    double lane[8] = { 0 }, total = 0.0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            lane[j] += square ? (double)p[i + j] * p[i + j] : (double)p[i + j];
+    for (; i < n; i++)
+        total += square ? (double)p[i] * p[i] : p[i];
+    for (int j = 0; j < 8; j++)
+        total += lane[j];
     return total;
 }
 
