@@ -11,7 +11,7 @@
  * A minimal training step:
  *
  *     fx_ctx *ctx = fx_ctx_create(fx_cpu());
- *     fx_layer *net = fx_chain_create(2, (fx_layer *[]){
+ *     fx_layer *net = fx_chain_create("net", 2, (fx_layer *[]){
  *         fx_dense_create("fc1", 20, 64, &(fx_dense_opts){ .act = FX_ACT_RELU }, rng),
  *         fx_dense_create("fc2", 64, 5, NULL, rng) });
  *     fx_params params; fx_params_init(&params);
@@ -344,6 +344,7 @@ typedef struct {
 } fx_params;
 
 void fx_params_init(fx_params *p);
+/* Copies name; names are unique in a list (a repeated one: FX_ERR_ARG). */
 fx_status fx_params_add(fx_params *p, const char *name, fx_tensor *t);
 fx_tensor *fx_params_find(const fx_params *p, const char *name);
 void fx_params_free_tensors(fx_params *p); /* frees the tensors too */
@@ -370,10 +371,10 @@ fx_layer *fx_layer_create(const char *name, fx_forward_fn forward);
 void fx_layer_free(fx_layer *l); /* frees children and parameters */
 const char *fx_layer_name(const fx_layer *l);
 fx_tensor *fx_layer_forward(fx_layer *l, fx_ctx *ctx, fx_tensor *x);
-/* Takes ownership of t and marks it as requiring grad. */
+/* Takes ownership of t (freed on failure) and marks it as requiring grad. */
 fx_status fx_layer_add_param(fx_layer *l, const char *name, fx_tensor *t);
 fx_tensor *fx_layer_param(const fx_layer *l, const char *name);
-/* Takes ownership of the child. */
+/* Takes ownership of the child (freed on failure); names must be distinct. */
 fx_status fx_layer_add_child(fx_layer *l, fx_layer *child);
 int fx_layer_num_children(const fx_layer *l);
 fx_layer *fx_layer_child(const fx_layer *l, int i);

@@ -136,7 +136,8 @@ static void test_dense_init(void **state)
     /* with the same seed, the same layer */
     fx_rng *r1 = fx_rng_create(5), *r2 = fx_rng_create(5);
     fx_layer *a = fx_dense_create("a", 7, 3, NULL, r1), *b = fx_dense_create("b", 7, 3, NULL, r2);
-    float *wa = tu_values(fx_layer_param(a, "weight")), *wb = tu_values(fx_layer_param(b, "weight"));
+    float *wa = tu_values(fx_layer_param(a, "weight"));
+    float *wb = tu_values(fx_layer_param(b, "weight"));
     assert_memory_equal(wa, wb, 21 * sizeof(float));
     free(wa);
     free(wb);
