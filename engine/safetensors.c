@@ -817,6 +817,31 @@ static fx_status st_read_header(const uint8_t *buf, size_t len, st_header *h,
 
 /* ------------------------------------------------------------- encoding */
 
+static int st_cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* False if two tensors of the list share a name (*dup gets it) or on out of
+ * memory (*dup stays NULL). Sorts copies of the name pointers: n log n. */
+static bool st_unique_names(const fx_params *ts, const char **dup)
+{
+    *dup = NULL;
+    if (ts->count < 2)
+        return true;
+    const char **names = malloc((size_t)ts->count * sizeof *names);
+    if (!names)
+        return false;
+    for (int i = 0; i < ts->count; i++)
+        names[i] = ts->items[i].name;
+    qsort(names, (size_t)ts->count, sizeof *names, st_cmp_str);
+    for (int i = 1; i < ts->count && !*dup; i++)
+        if (strcmp(names[i - 1], names[i]) == 0)
+            *dup = names[i];
+    free(names);
+    return !*dup;
+}
+
 /*
  * Where each tensor's bytes go in the data buffer. Like the reference
  * writer, the data is ordered by decreasing element size (8, 4, then 2
@@ -871,12 +896,15 @@ static fx_status st_build_header(const fx_params *ts, int nmeta, const char *con
                    ST_NAME_SHOWN, it->name);
             return FX_ERR_ARG;
         }
-        for (int j = 0; j < i; j++)
-            if (strcmp(ts->items[j].name, it->name) == 0) {
-                st_msg(err, errlen, "safetensors: tensor name '%.*s' appears twice",
-                       ST_NAME_SHOWN, it->name);
-                return FX_ERR_ARG;
-            }
+    }
+    const char *dup = NULL;
+    if (!st_unique_names(ts, &dup)) {
+        if (!dup) {
+            st_msg(err, errlen, "safetensors: out of memory");
+            return FX_ERR_NOMEM;
+        }
+        st_msg(err, errlen, "safetensors: tensor name '%.*s' appears twice", ST_NAME_SHOWN, dup);
+        return FX_ERR_ARG;
     }
     for (int i = 0; i < nmeta; i++)
         if (!keys[i] || !values[i] || !st_valid_utf8(keys[i]) || !st_valid_utf8(values[i])) {
@@ -1164,12 +1192,48 @@ static void st_with_path(const char *path, const char *msg, char *err, size_t er
 
 /* ------------------------------------------------------------- decoding */
 
+/* True if one of the header's names is already in the list (the first such
+ * name in *clash). Sorted lookups: n log n, not n * count. */
+static bool st_clashes(const fx_params *out, const st_header *h, const char **clash, bool *oom)
+{
+    *oom = false;
+    if (out->count == 0 || h->n == 0)
+        return false;
+    const char **names = malloc((size_t)out->count * sizeof *names);
+    if (!names) {
+        *oom = true;
+        return false;
+    }
+    for (int i = 0; i < out->count; i++)
+        names[i] = out->items[i].name;
+    qsort(names, (size_t)out->count, sizeof *names, st_cmp_str);
+    bool hit = false;
+    for (int i = 0; i < h->n && !hit; i++) {
+        const char *key = h->v[i].name;
+        if (bsearch(&key, names, (size_t)out->count, sizeof *names, st_cmp_str)) {
+            *clash = key;
+            hit = true;
+        }
+    }
+    free(names);
+    return hit;
+}
+
+/*
+ * Creates every tensor first and appends them all at the end, so that a
+ * failure adds nothing. The entries are appended to the list directly, not
+ * through fx_params_add: their names are already known to be unique, and
+ * fx_params_add's linear uniqueness scan would make a crafted header with
+ * millions of entries take quadratic time. fx_params is a public struct
+ * whose items grow with realloc and whose names it owns and free()s; the
+ * parser's malloc'd names are handed over as they are.
+ */
 fx_status fx_safetensors_decode(const uint8_t *buf, size_t len, fx_params *out, char *err,
                                 size_t errlen)
 {
     st_msg(err, errlen, "%s", "");
-    if (!out) {
-        st_msg(err, errlen, "safetensors: NULL output list");
+    if (!out || out->count < 0 || (out->count > 0 && !out->items)) {
+        st_msg(err, errlen, "safetensors: NULL or invalid output list");
         return FX_ERR_ARG;
     }
     st_header h;
@@ -1177,45 +1241,47 @@ fx_status fx_safetensors_decode(const uint8_t *buf, size_t len, fx_params *out, 
     fx_status s = st_read_header(buf, len, &h, &data, NULL, err, errlen);
     if (s != FX_OK)
         return s;
-    for (int i = 0; i < h.n; i++)
-        if (fx_params_find(out, h.v[i].name)) {
-            st_msg(err, errlen, "tensor '%.*s' is already in the output list", ST_NAME_SHOWN,
-                   h.v[i].name);
-            st_header_free(&h);
-            return FX_ERR_ARG;
-        }
-
-    /* Create every tensor first, so that a failure adds nothing. */
-    fx_tensor **ts = calloc((size_t)(h.n ? h.n : 1), sizeof *ts);
-    if (!ts)
+    const char *clash = NULL;
+    bool oom;
+    if (st_clashes(out, &h, &clash, &oom)) {
+        st_msg(err, errlen, "tensor '%.*s' is already in the output list", ST_NAME_SHOWN, clash);
+        s = FX_ERR_ARG;
+    } else if (oom || out->count > INT32_MAX - h.n) {
+        st_msg(err, errlen, "out of memory");
         s = FX_ERR_NOMEM;
+    }
+    if (s == FX_OK && out->count + h.n > out->cap) {
+        fx_named_tensor *items = realloc(out->items, (size_t)(out->count + h.n) * sizeof *items);
+        if (!items) {
+            st_msg(err, errlen, "out of memory");
+            s = FX_ERR_NOMEM;
+        } else {
+            out->items = items;
+            out->cap = out->count + h.n;
+        }
+    }
+
+    fx_tensor **ts = s == FX_OK ? calloc((size_t)(h.n ? h.n : 1), sizeof *ts) : NULL;
+    if (s == FX_OK && !ts) {
+        st_msg(err, errlen, "out of memory");
+        s = FX_ERR_NOMEM;
+    }
     for (int i = 0; s == FX_OK && i < h.n; i++) {
         const st_entry *e = &h.v[i];
         ts[i] = fx_tensor_create(fx_cpu(), e->dtype, e->ndim, e->shape);
-        if (!ts[i])
-            s = FX_ERR_NOMEM;
-        else
-            s = fx_tensor_copy_from_host(ts[i], data + e->begin, (size_t)e->nbytes);
+        s = ts[i] ? fx_tensor_copy_from_host(ts[i], data + e->begin, (size_t)e->nbytes)
+                  : FX_ERR_NOMEM;
         if (s != FX_OK)
             st_msg(err, errlen, "tensor '%.*s': cannot create it (%s)", ST_NAME_SHOWN, e->name,
                    fx_status_name(s));
     }
-    int count0 = out->count;
     for (int i = 0; s == FX_OK && i < h.n; i++) {
-        s = fx_params_add(out, h.v[i].name, ts[i]);
-        if (s != FX_OK) {
-            st_msg(err, errlen, "tensor '%.*s': cannot add it to the list (%s)", ST_NAME_SHOWN,
-                   h.v[i].name, fx_status_name(s));
-            /* Take back what was added: the list owns copies of the names. */
-            while (out->count > count0)
-                free(out->items[--out->count].name);
-        }
+        out->items[out->count++] = (fx_named_tensor){ h.v[i].name, ts[i] };
+        h.v[i].name = NULL; /* now the list's */
     }
     if (s != FX_OK && ts)
         for (int i = 0; i < h.n; i++)
             fx_tensor_free(ts[i]);
-    if (!ts)
-        st_msg(err, errlen, "out of memory");
     free(ts);
     st_header_free(&h);
     return s;

@@ -724,6 +724,20 @@ static void test_bad_args(void **state)
     assert_int_equal(out.count, 1);
     assert_ptr_equal(out.items[0].tensor, mine);
     assert_int_equal(fx_safetensors_decode(enc, len, NULL, err, ERRLEN), FX_ERR_ARG);
+    fx_params_free_tensors(&out);
+
+    /* Decoding into a list with other names appends and keeps them. */
+    fx_params_init(&out);
+    mine = tu_from(FX_F32, 1, TU_SHAPE(1), &one);
+    fx_params_add(&out, "y", mine);
+    assert_int_equal(fx_safetensors_decode(enc, len, &out, err, ERRLEN), FX_OK);
+    assert_int_equal(out.count, 2);
+    assert_ptr_equal(fx_params_find(&out, "y"), mine);
+    assert_non_null(fx_params_find(&out, "x"));
+    /* The list stays usable: it grows and refuses duplicates as before. */
+    assert_int_equal(fx_params_add(&out, "z", tu_from(FX_F32, 1, TU_SHAPE(1), &one)), FX_OK);
+    assert_int_equal(fx_params_add(&out, "x", t), FX_ERR_ARG);
+    assert_int_equal(out.count, 3);
     free(enc);
     fx_params_free_tensors(&out);
     fx_tensor_free(t);
