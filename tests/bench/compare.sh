@@ -1,0 +1,108 @@
+#!/bin/sh
+# compare.sh - fluxion vs PyTorch training throughput, as a Markdown table.
+#
+#     tests/bench/compare.sh [path/to/fluxion-bench]
+#
+# For each model (logreg, mlp) and thread count (1, 2) it runs
+# `fluxion-bench train` and tests/bench/torch_bench.py REPS times each,
+# alternating the two so they share the machine's noise, and reports the
+# median samples/s of each, their ratio and the final losses. It then times
+# OpenBLAS sgemm at the mlp's first-layer shape (M 128, N 512, K 784) and
+# reports the mlp step's achieved matmul GFLOP/s as a fraction of it.
+#
+# Environment: REPS (default 3), MODELS (default "logreg mlp"), THREADS
+# (default "1 2"), PYTHON (default /usr/bin/python3), STEPS / WARMUP (passed
+# through when set). The raw JSON lines go to stderr.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+bench=${1:-${FLUXION_BENCH:-$root/build/fluxion-bench}}
+py=${PYTHON:-/usr/bin/python3}
+reps=${REPS:-3}
+models=${MODELS:-logreg mlp}
+threads=${THREADS:-1 2}
+extra=""
+[ -n "${STEPS:-}" ] && extra="$extra --steps $STEPS"
+[ -n "${WARMUP:-}" ] && extra="$extra --warmup $WARMUP"
+
+if [ ! -x "$bench" ]; then
+    echo "compare.sh: no fluxion-bench at $bench (build it, or pass its path)" >&2
+    exit 2
+fi
+if ! "$py" -c "import torch" 2>/dev/null; then
+    echo "compare.sh: $py cannot import torch (apt-get install -y python3-torch)" >&2
+    exit 2
+fi
+
+raw=$(mktemp)
+trap 'rm -f "$raw"' EXIT
+
+for m in $models; do
+    for t in $threads; do
+        r=0
+        while [ "$r" -lt "$reps" ]; do
+            # shellcheck disable=SC2086
+            "$bench" train --model "$m" --threads "$t" $extra | tee -a "$raw" >&2
+            # shellcheck disable=SC2086
+            "$py" "$here/torch_bench.py" train --model "$m" --threads "$t" $extra \
+                | tee -a "$raw" >&2
+            r=$((r + 1))
+        done
+    done
+done
+for t in $threads; do
+    r=0
+    while [ "$r" -lt "$reps" ]; do
+        "$bench" sgemm --m 128 --n 512 --k 784 --threads "$t" | tee -a "$raw" >&2
+        r=$((r + 1))
+    done
+done
+
+"$py" - "$raw" "$(cat /proc/loadavg 2>/dev/null || echo '?')" <<'EOF'
+import json, statistics, sys
+
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+target = {"logreg": 10.0, "mlp": 1.5}
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+runs, sgemm = {}, {}
+for r in rows:
+    if r.get("bench") == "sgemm":
+        sgemm.setdefault(r["threads"], []).append(r["gflops"])
+    else:
+        runs.setdefault((r["model"], r["threads"], r["impl"]), []).append(r)
+
+keys = sorted({(m, t) for (m, t, _) in runs}, key=lambda k: (k[0] != "logreg", k[0], k[1]))
+print("| model | threads | fluxion samples/s | torch samples/s | ratio | target | "
+      "fluxion final loss | torch final loss |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+for m, t in keys:
+    f, p = runs.get((m, t, "fluxion"), []), runs.get((m, t, "torch"), [])
+    fs, ps = med([r["samples_per_s"] for r in f]), med([r["samples_per_s"] for r in p])
+    fl = f[-1]["final_loss"] if f else float("nan")
+    pl = p[-1]["final_loss"] if p else float("nan")
+    ratio = fs / ps if ps else float("nan")
+    tg = target.get(m)
+    mark = "" if tg is None else (f">= {tg:g}x " + ("ok" if ratio >= tg else "MISSED"))
+    print(f"| {m} | {t} | {fs:,.0f} | {ps:,.0f} | {ratio:.2f}x | {mark} | {fl:.4f} | {pl:.4f} |")
+
+if sgemm and any(m == "mlp" for m, _ in keys):
+    print()
+    print("| mlp threads | fluxion step GFLOP/s | torch step GFLOP/s | sgemm 128x512x784 GFLOP/s "
+          "| fluxion / sgemm | torch / sgemm |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for t in sorted(sgemm):
+        peak = med(sgemm[t])
+        fg = med([r["gflops"] for r in runs.get(("mlp", t, "fluxion"), [])])
+        tg = med([r["gflops"] for r in runs.get(("mlp", t, "torch"), [])])
+        print(f"| {t} | {fg:.1f} | {tg:.1f} | {peak:.1f} | {fg / peak:.0%} | {tg / peak:.0%} |")
+    print()
+    print("Step GFLOP/s counts 3 matmuls per dense layer (forward, d input, d weight; "
+          "2*M*N*K flops each).")
+n = max((len(v) for v in runs.values()), default=0)
+print(f"Medians of {n} runs each, fluxion and torch alternated; load average at the end: "
+      f"{sys.argv[2].split()[0] if sys.argv[2] != '?' else '?'}.")
+EOF

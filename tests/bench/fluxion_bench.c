@@ -1,0 +1,346 @@
+/*
+ * fluxion_bench.c - training-throughput and sgemm benchmarks.
+ *
+ *     fluxion-bench train --model M [--threads N] [--steps S] [--warmup W]
+ *     fluxion-bench sgemm [--m M] [--n N] [--k K] [--threads N] [--reps R]
+ *
+ * train runs the step loop a user writes (forward, fx_backward,
+ * fx_optim_step, fx_optim_zero_grad, fx_ctx_reset) on synthetic data and
+ * prints one JSON line:
+ *
+ *     {"model":"mlp","threads":2,"samples_per_s":...,"final_loss":...,
+ *      "impl":"fluxion","batch":128,"steps":200,"warmup":20,"ms_per_step":...,
+ *      "gflops":...}
+ *
+ * The data is a pool of pre-generated batches (inputs N(0,1), random integer
+ * labels, fixed seed) held in persistent tensors, so data generation is not
+ * timed. Timing starts after the warmup steps (which also grow the arena to
+ * its steady size) and uses CLOCK_MONOTONIC. tests/bench/torch_bench.py runs
+ * the same models in PyTorch with the same JSON format; tests/bench/compare.sh
+ * puts the two side by side.
+ *
+ * Models are rows of a table (name, builder, batch, input shape, classes,
+ * optimizer, learning rate, matmul flop count): adding one (cnn, lstm) is a
+ * builder function and a row.
+ *
+ * sgemm times OpenBLAS's C = A B (through the engine's fx_matmul in no-grad
+ * mode, which is one cblas_sgemm call) and prints GFLOP/s, to compare a
+ * training step's achieved rate with what the BLAS can do on this machine.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "fluxion.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define POOL 8 /* pre-generated batches, cycled */
+
+/* ------------------------------------------------------------ utilities */
+
+/* Prints a command-line error (printf-style) and exits with status 2. */
+static void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die_usage(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "fluxion-bench: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n(see fluxion-bench --help)\n");
+    va_end(ap);
+    exit(2);
+}
+
+/* An engine failure at run time: message on stderr, status 1. */
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "fluxion-bench: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(1);
+}
+
+static long parse_int(const char *flag, const char *s, long lo, long hi)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        die_usage("%s needs an integer in [%ld, %ld], got '%s'", flag, lo, hi, s);
+    return v;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: fluxion-bench train --model M [--threads N] [--steps S] [--warmup W]\n"
+            "       fluxion-bench sgemm [--m M] [--n N] [--k K] [--threads N] [--reps R]\n"
+            "\n"
+            "train: times training steps on synthetic data (inputs N(0,1), random labels,\n"
+            "       a pool of %d pre-generated batches) and prints one JSON line with\n"
+            "       samples_per_s and final_loss. Models:\n"
+            "         logreg  dense 20->5, batch 256, RMSProp lr 1e-3, cross-entropy\n"
+            "         mlp     dense 784->512 relu ->256 relu ->10, batch 128, Adam lr 1e-3\n"
+            "       --steps S   timed steps (default: per model, logreg 3000, mlp 200)\n"
+            "       --warmup W  untimed steps first (default: per model, logreg 200, mlp 20)\n"
+            "sgemm: times C[M,N] = A[M,K] B[K,N] and prints GFLOP/s as JSON\n"
+            "       (defaults: the mlp's first layer, M 128, N 512, K 784; reps 200).\n"
+            "--threads N  threads for OpenBLAS and the engine (default 1)\n"
+            "Exit status: 0 ok, 1 engine error, 2 bad command line.\n",
+            POOL);
+}
+
+/* --------------------------------------------------------------- models */
+
+/* A benchmark model: the layer, its batch geometry and how it trains. */
+typedef struct {
+    const char *name;
+    fx_layer *(*build)(fx_rng *rng);
+    int batch;
+    int in_ndim;                   /* sample shape, without the batch dim */
+    int64_t in_shape[FX_MAX_DIMS - 1];
+    int classes;
+    fx_optim_kind optim;
+    double lr;
+    /* Matmul FLOPs of one training step per sample (forward plus the two
+     * backward products, 2*M*N*K each), for GFLOP/s; 0 if not counted. */
+    double flops_per_sample;
+    int steps, warmup; /* defaults */
+} bench_model;
+
+static fx_layer *build_logreg(fx_rng *rng)
+{
+    return fx_dense_create("fc", 20, 5, NULL, rng);
+}
+
+static fx_layer *build_mlp(fx_rng *rng)
+{
+    fx_dense_opts relu = { .act = FX_ACT_RELU };
+    return fx_chain_create("mlp", 3,
+                           (fx_layer *[]){ fx_dense_create("fc1", 784, 512, &relu, rng),
+                                           fx_dense_create("fc2", 512, 256, &relu, rng),
+                                           fx_dense_create("fc3", 256, 10, NULL, rng) });
+}
+
+/* 3 products (forward, d input, d weight) of 2*in*out flops per sample and
+ * layer. The first layer's d input is not needed (the data does not require
+ * grad), and neither fluxion nor torch computes it, but it is counted the
+ * same way for both so the number stays a plain "3 matmuls per layer". */
+#define DENSE_FLOPS(in, out) (3.0 * 2.0 * (in) * (out))
+
+static const bench_model MODELS[] = {
+    { "logreg", build_logreg, 256, 1, { 20 }, 5, FX_OPT_RMSPROP, 1e-3, DENSE_FLOPS(20, 5), 3000,
+      200 },
+    { "mlp", build_mlp, 128, 1, { 784 }, 10, FX_OPT_ADAM, 1e-3,
+      DENSE_FLOPS(784, 512) + DENSE_FLOPS(512, 256) + DENSE_FLOPS(256, 10), 200, 20 },
+};
+#define NMODELS (int)(sizeof MODELS / sizeof *MODELS)
+
+/* ---------------------------------------------------------------- train */
+
+static int cmd_train(int argc, char **argv)
+{
+    const char *model = NULL;
+    int threads = 1, steps = -1, warmup = -1;
+    for (int i = 0; i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+            usage(stdout);
+            exit(0);
+        }
+        if (strcmp(f, "--model") && strcmp(f, "--threads") && strcmp(f, "--steps") &&
+            strcmp(f, "--warmup"))
+            die_usage("train: unknown option '%s'", f);
+        if (i + 1 >= argc)
+            die_usage("train: %s needs a value", f);
+        const char *v = argv[++i];
+        if (!strcmp(f, "--model"))
+            model = v;
+        else if (!strcmp(f, "--threads"))
+            threads = (int)parse_int(f, v, 1, 1024);
+        else if (!strcmp(f, "--steps"))
+            steps = (int)parse_int(f, v, 1, 100000000);
+        else
+            warmup = (int)parse_int(f, v, 0, 100000000);
+    }
+    if (!model)
+        die_usage("train: --model is required (logreg, mlp)");
+    const bench_model *m = NULL;
+    for (int i = 0; i < NMODELS; i++)
+        if (!strcmp(MODELS[i].name, model))
+            m = &MODELS[i];
+    if (!m) {
+        char names[256] = "";
+        for (int i = 0; i < NMODELS; i++)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "",
+                     MODELS[i].name);
+        die_usage("train: unknown model '%s' (known: %s)", model, names);
+    }
+    if (steps < 0)
+        steps = m->steps;
+    if (warmup < 0)
+        warmup = m->warmup;
+    fx_set_num_threads(threads);
+
+    fx_rng *rng = fx_rng_create(1234);
+    fx_ctx *ctx = fx_ctx_create(fx_cpu());
+    fx_layer *net = m->build(rng);
+    fx_params params;
+    fx_params_init(&params);
+    if (!rng || !ctx || !net || fx_layer_collect_params(net, &params) != FX_OK)
+        die("could not build model %s", m->name);
+    fx_optim *opt = fx_optim_create(m->optim, &(fx_optim_hparams){ .lr = m->lr }, &params);
+    if (!opt)
+        die("could not create the optimizer: %s", fx_optim_last_create_error());
+
+    /* The data pool: persistent input and label tensors. */
+    int64_t xshape[FX_MAX_DIMS] = { m->batch };
+    int64_t per_sample = 1;
+    for (int d = 0; d < m->in_ndim; d++)
+        per_sample *= xshape[d + 1] = m->in_shape[d];
+    int64_t nx = m->batch * per_sample;
+    float *hx = malloc((size_t)nx * sizeof *hx);
+    int32_t *hy = malloc((size_t)m->batch * sizeof *hy);
+    fx_tensor *xs[POOL], *ys[POOL];
+    if (!hx || !hy)
+        die("out of memory");
+    for (int p = 0; p < POOL; p++) {
+        for (int64_t i = 0; i < nx; i++)
+            hx[i] = (float)fx_rng_normal(rng);
+        for (int i = 0; i < m->batch; i++)
+            hy[i] = (int32_t)(fx_rng_u64(rng) % (uint64_t)m->classes);
+        xs[p] = fx_tensor_create(fx_cpu(), FX_F32, m->in_ndim + 1, xshape);
+        ys[p] = fx_tensor_create(fx_cpu(), FX_I32, 1, (int64_t[]){ m->batch });
+        if (!xs[p] || !ys[p] || fx_tensor_copy_from_host(xs[p], hx, (size_t)nx * 4) != FX_OK ||
+            fx_tensor_copy_from_host(ys[p], hy, (size_t)m->batch * 4) != FX_OK)
+            die("could not make the data pool");
+    }
+
+    /* The step loop, as a user writes it. */
+    double t0 = 0, loss = NAN;
+    for (int s = 0; s < warmup + steps; s++) {
+        if (s == warmup)
+            t0 = now_s();
+        int p = s % POOL;
+        fx_tensor *out = fx_layer_forward(net, ctx, xs[p]);
+        fx_tensor *l = fx_cross_entropy(ctx, out, ys[p], FX_MEAN);
+        if (fx_backward(ctx, l) != FX_OK)
+            die("step %d: %s", s, fx_ctx_error(ctx));
+        if (fx_optim_step(opt) != FX_OK)
+            die("step %d: %s", s, fx_optim_error(opt));
+        fx_optim_zero_grad(opt);
+        if (s == warmup + steps - 1)
+            loss = fx_tensor_item(l);
+        fx_ctx_reset(ctx);
+    }
+    double dt = now_s() - t0;
+    double sps = (double)steps * m->batch / dt;
+    printf("{\"model\":\"%s\",\"threads\":%d,\"samples_per_s\":%.1f,\"final_loss\":%.6f,"
+           "\"impl\":\"fluxion\",\"batch\":%d,\"steps\":%d,\"warmup\":%d,\"ms_per_step\":%.4f,"
+           "\"gflops\":%.3f}\n",
+           m->name, threads, sps, loss, m->batch, steps, warmup, 1e3 * dt / steps,
+           sps * m->flops_per_sample * 1e-9);
+
+    for (int p = 0; p < POOL; p++) {
+        fx_tensor_free(xs[p]);
+        fx_tensor_free(ys[p]);
+    }
+    free(hx);
+    free(hy);
+    fx_optim_free(opt);
+    fx_params_clear(&params);
+    fx_layer_free(net);
+    fx_ctx_free(ctx);
+    fx_rng_free(rng);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- sgemm */
+
+static int cmd_sgemm(int argc, char **argv)
+{
+    int64_t M = 128, N = 512, K = 784;
+    int threads = 1, reps = 200;
+    for (int i = 0; i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+            usage(stdout);
+            exit(0);
+        }
+        if (strcmp(f, "--m") && strcmp(f, "--n") && strcmp(f, "--k") && strcmp(f, "--threads") &&
+            strcmp(f, "--reps"))
+            die_usage("sgemm: unknown option '%s'", f);
+        if (i + 1 >= argc)
+            die_usage("sgemm: %s needs a value", f);
+        const char *v = argv[++i];
+        if (!strcmp(f, "--m"))
+            M = parse_int(f, v, 1, 65536);
+        else if (!strcmp(f, "--n"))
+            N = parse_int(f, v, 1, 65536);
+        else if (!strcmp(f, "--k"))
+            K = parse_int(f, v, 1, 65536);
+        else if (!strcmp(f, "--threads"))
+            threads = (int)parse_int(f, v, 1, 1024);
+        else
+            reps = (int)parse_int(f, v, 1, 100000000);
+    }
+    fx_set_num_threads(threads);
+    fx_rng *rng = fx_rng_create(42);
+    fx_ctx *ctx = fx_ctx_create(fx_cpu());
+    fx_tensor *a = fx_tensor_create(fx_cpu(), FX_F32, 2, (int64_t[]){ M, K });
+    fx_tensor *b = fx_tensor_create(fx_cpu(), FX_F32, 2, (int64_t[]){ K, N });
+    if (!rng || !ctx || !a || !b ||
+        fx_init_tensor(a, FX_INIT_NORMAL, 0, 1, rng) != FX_OK ||
+        fx_init_tensor(b, FX_INIT_NORMAL, 0, 1, rng) != FX_OK)
+        die("could not make the sgemm operands");
+    fx_ctx_set_grad(ctx, false);
+    int warm = reps / 10 + 1;
+    double t0 = 0;
+    for (int r = 0; r < warm + reps; r++) {
+        if (r == warm)
+            t0 = now_s();
+        if (!fx_matmul(ctx, a, b))
+            die("sgemm: %s", fx_ctx_error(ctx));
+        fx_ctx_reset(ctx);
+    }
+    double dt = now_s() - t0;
+    printf("{\"bench\":\"sgemm\",\"m\":%lld,\"n\":%lld,\"k\":%lld,\"threads\":%d,"
+           "\"gflops\":%.3f,\"ms_per_call\":%.4f}\n",
+           (long long)M, (long long)N, (long long)K, threads,
+           2.0 * M * N * K * reps / dt * 1e-9, 1e3 * dt / reps);
+    fx_tensor_free(a);
+    fx_tensor_free(b);
+    fx_ctx_free(ctx);
+    fx_rng_free(rng);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        die_usage("missing command (train or sgemm)");
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "train"))
+        return cmd_train(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "sgemm"))
+        return cmd_sgemm(argc - 2, argv + 2);
+    die_usage("unknown command '%s' (train or sgemm)", argv[1]);
+}

@@ -1,0 +1,121 @@
+#!/usr/bin/python3
+"""torch_bench.py - the fluxion-bench training models in PyTorch.
+
+    torch_bench.py train --model M [--threads N] [--steps S] [--warmup W]
+
+Same models, batch sizes, optimizers, learning rates, warmup and timed steps
+as tests/bench/fluxion_bench.c, and the same JSON line with "impl":"torch":
+
+    {"model":"mlp","threads":2,"samples_per_s":...,"final_loss":...,"impl":"torch",...}
+
+The data is a pool of 8 pre-generated batches (inputs N(0,1), random integer
+labels, fixed seed), cycled, so data generation is not timed. The step loop is
+PyTorch's usual one: zero_grad, forward, loss.backward(), step.
+"""
+import argparse
+import json
+import sys
+import time
+
+import torch
+import torch.nn as nn
+
+POOL = 8
+
+
+def build_logreg():
+    return nn.Linear(20, 5)
+
+
+def build_mlp():
+    return nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(),
+                         nn.Linear(256, 10))
+
+
+def dense_flops(i, o):
+    """3 products (forward, d input, d weight) of 2*in*out flops per sample."""
+    return 3.0 * 2.0 * i * o
+
+
+# name -> (builder, batch, sample shape, classes, optimizer, lr, flops/sample, steps, warmup);
+# the defaults match fluxion_bench.c's table.
+MODELS = {
+    "logreg": (build_logreg, 256, (20,), 5, "rmsprop", 1e-3, dense_flops(20, 5), 3000, 200),
+    "mlp": (build_mlp, 128, (784,), 10, "adam", 1e-3,
+            dense_flops(784, 512) + dense_flops(512, 256) + dense_flops(256, 10), 200, 20),
+}
+
+
+def fail_usage(msg):
+    print(f"torch_bench: {msg}\n(see torch_bench.py --help)", file=sys.stderr)
+    sys.exit(2)
+
+
+def positive(lo):
+    def parse(s):
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"needs an integer >= {lo}, got '{s}'")
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"needs an integer >= {lo}, got '{s}'")
+        return v
+    return parse
+
+
+def train(args):
+    if args.model not in MODELS:
+        fail_usage(f"train: unknown model '{args.model}' (known: {', '.join(MODELS)})")
+    build, batch, shape, classes, optim, lr, flops, steps, warmup = MODELS[args.model]
+    steps = args.steps if args.steps is not None else steps
+    warmup = args.warmup if args.warmup is not None else warmup
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(1234)
+
+    net = build()
+    if optim == "adam":
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+    else:
+        opt = torch.optim.RMSprop(net.parameters(), lr=lr)
+    loss_fn = nn.CrossEntropyLoss()
+    xs = [torch.randn(batch, *shape) for _ in range(POOL)]
+    ys = [torch.randint(0, classes, (batch,)) for _ in range(POOL)]
+
+    t0 = 0.0
+    loss = None
+    for s in range(warmup + steps):
+        if s == warmup:
+            t0 = time.perf_counter()
+        p = s % POOL
+        opt.zero_grad()
+        loss = loss_fn(net(xs[p]), ys[p])
+        loss.backward()
+        opt.step()
+    dt = time.perf_counter() - t0
+    sps = steps * batch / dt
+    print(json.dumps({"model": args.model, "threads": args.threads,
+                      "samples_per_s": round(sps, 1), "final_loss": round(loss.item(), 6),
+                      "impl": "torch", "batch": batch, "steps": steps, "warmup": warmup,
+                      "ms_per_step": round(1e3 * dt / steps, 4),
+                      "gflops": round(sps * flops * 1e-9, 3),
+                      "torch": torch.__version__}, separators=(",", ":")))
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Training-throughput benchmark in PyTorch "
+                                 "(the same models as fluxion-bench train).")
+    sub = ap.add_subparsers(dest="cmd")
+    tr = sub.add_parser("train", help="time training steps, print one JSON line")
+    tr.add_argument("--model", required=True, help="logreg or mlp")
+    tr.add_argument("--threads", type=positive(1), default=1, help="torch.set_num_threads")
+    tr.add_argument("--steps", type=positive(1), default=None, help="timed steps")
+    tr.add_argument("--warmup", type=positive(0), default=None, help="untimed steps first")
+    args = ap.parse_args()  # argparse exits 2 on bad flags
+    if args.cmd != "train":
+        fail_usage("missing command (train)")
+    return train(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
