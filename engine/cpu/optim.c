@@ -14,8 +14,8 @@
  */
 #include "cpu.h"
 
-/* Applies one update of the given kind to p (n elements) with gradient g and
- * state s1 / s2:
+/* Applies one update of the given kind to n elements of p with gradient g
+ * and state s1 / s2 (pointers to the block's first element):
  *   SGD       p -= lr * g'
  *   MOMENTUM  s1 = mu * s1 + g';            p -= lr * s1
  *   NESTEROV  s1 = mu * s1 + g';            p -= lr * (g' + mu * s1)
@@ -28,21 +28,16 @@
  *   ADAM      s1 = b1 * s1 + (1 - b1) * g';  s2 = b2 * s2 + (1 - b2) * g'^2;
  *             p -= lr / bc1 * s1 / (sqrt(s2) / sqrt(bc2) + eps)
  *   ADAMW     p *= 1 - lr * wd, then ADAM with g (no L2 term).
- * s2 is NULL for RMSPROP without momentum and for the kinds with one slot. */
-void cpu_optim_step(fx_optim_kind kind, const fx_optim_step_args *a, fx_tensor *p,
-                    const fx_tensor *g, fx_tensor *s1, fx_tensor *s2)
+ * S2 is NULL for RMSPROP without momentum and for the kinds with one slot. */
+static void step_block(fx_optim_kind kind, const fx_optim_step_args *a, float *restrict P,
+                       const float *restrict G, float *restrict S1, float *restrict S2,
+                       int64_t n)
 {
-    const int64_t n = fx_tensor_numel(p);
-    float *P = fx_f32(p);
-    const float *G = fx_f32(g);
-    float *S1 = s1 ? fx_f32(s1) : NULL;
-    float *S2 = s2 ? fx_f32(s2) : NULL;
     const float lr = (float)a->lr, wd = (float)a->weight_decay, mu = (float)a->momentum;
     const float eps = (float)a->eps;
 
     switch (kind) {
     case FX_OPT_SGD:
-        FX_PARALLEL_FOR(n)
         for (int64_t i = 0; i < n; i++)
             P[i] -= lr * (G[i] + wd * P[i]);
         break;
@@ -52,7 +47,6 @@ void cpu_optim_step(fx_optim_kind kind, const fx_optim_step_args *a, fx_tensor *
         /* PyTorch seeds the buffer with the first gradient; a zero buffer
          * gives the same value: mu * 0 + g. */
         const bool nesterov = kind == FX_OPT_NESTEROV;
-        FX_PARALLEL_FOR(n)
         for (int64_t i = 0; i < n; i++) {
             float gi = G[i] + wd * P[i];
             float b = mu * S1[i] + gi;
@@ -64,7 +58,6 @@ void cpu_optim_step(fx_optim_kind kind, const fx_optim_step_args *a, fx_tensor *
 
     case FX_OPT_RMSPROP: {
         const float al = (float)a->alpha, one_al = (float)(1.0 - a->alpha);
-        FX_PARALLEL_FOR(n)
         for (int64_t i = 0; i < n; i++) {
             float gi = G[i] + wd * P[i];
             float sq = al * S1[i] + one_al * gi * gi;
@@ -80,7 +73,6 @@ void cpu_optim_step(fx_optim_kind kind, const fx_optim_step_args *a, fx_tensor *
     }
 
     case FX_OPT_ADAGRAD:
-        FX_PARALLEL_FOR(n)
         for (int64_t i = 0; i < n; i++) {
             float gi = G[i] + wd * P[i];
             float sum = S1[i] + gi * gi;
@@ -91,7 +83,6 @@ void cpu_optim_step(fx_optim_kind kind, const fx_optim_step_args *a, fx_tensor *
 
     case FX_OPT_ADADELTA: {
         const float rho = (float)a->rho, one_rho = (float)(1.0 - a->rho);
-        FX_PARALLEL_FOR(n)
         for (int64_t i = 0; i < n; i++) {
             float gi = G[i] + wd * P[i];
             float sq = rho * S1[i] + one_rho * gi * gi;
@@ -114,7 +105,6 @@ void cpu_optim_step(fx_optim_kind kind, const fx_optim_step_args *a, fx_tensor *
         const float b2 = (float)a->beta2, one_b2 = (float)(1.0 - a->beta2);
         const float step_size = (float)(a->lr / a->bias_c1);
         const float inv_sqrt_bc2 = (float)(1.0 / sqrt(a->bias_c2));
-        FX_PARALLEL_FOR(n)
         for (int64_t i = 0; i < n; i++) {
             float pi = P[i] * shrink;
             float gi = G[i] + l2 * P[i];
@@ -129,5 +119,29 @@ void cpu_optim_step(fx_optim_kind kind, const fx_optim_step_args *a, fx_tensor *
 
     default:
         break; /* fx_optim_create rejects unknown kinds */
+    }
+}
+
+/* Splits the update into blocks of FX_GRAIN elements, run on the engine's
+ * threads when there are several. A tensor of one block calls step_block
+ * directly instead of entering an OpenMP region with a false if-clause:
+ * libgomp allocates a team for every region it enters, even a serial one,
+ * and a steady-state optimizer step must not allocate. */
+void cpu_optim_step(fx_optim_kind kind, const fx_optim_step_args *a, fx_tensor *p,
+                    const fx_tensor *g, fx_tensor *s1, fx_tensor *s2)
+{
+    const int64_t n = fx_tensor_numel(p), nblocks = (n + FX_GRAIN - 1) / FX_GRAIN;
+    float *P = fx_f32(p);
+    const float *G = fx_f32(g);
+    float *S1 = s1 ? fx_f32(s1) : NULL;
+    float *S2 = s2 ? fx_f32(s2) : NULL;
+    if (nblocks <= 1 || fx__num_threads <= 1) {
+        step_block(kind, a, P, G, S1, S2, n);
+        return;
+    }
+    FX_OMP(parallel for num_threads(fx__num_threads) schedule(static))
+    for (int64_t b = 0; b < nblocks; b++) {
+        int64_t lo = b * FX_GRAIN, len = n - lo < FX_GRAIN ? n - lo : FX_GRAIN;
+        step_block(kind, a, P + lo, G + lo, S1 ? S1 + lo : NULL, S2 ? S2 + lo : NULL, len);
     }
 }
