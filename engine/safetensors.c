@@ -357,8 +357,8 @@ static bool st_string(st_parser *p, char **out)
     for (;;) {
         if (p->pos >= p->n) {
             p->pos = start - 1;
-            free(o);
-            return st_fail(p, "unterminated string");
+            st_fail(p, "unterminated string");
+            goto fail;
         }
         uint8_t c = p->s[p->pos];
         if (c == '"') {
@@ -366,14 +366,14 @@ static bool st_string(st_parser *p, char **out)
             break;
         }
         if (c < 0x20) {
-            free(o);
-            return st_fail(p, "control character 0x%02x in a string", c);
+            st_fail(p, "control character 0x%02x in a string", c);
+            goto fail;
         }
         if (c != '\\') {
             size_t len = st_utf8_len(p->s + p->pos, p->n - p->pos);
             if (!len) {
-                free(o);
-                return st_fail(p, "invalid UTF-8 in a string");
+                st_fail(p, "invalid UTF-8 in a string");
+                goto fail;
             }
             memcpy(o + k, p->s + p->pos, len);
             k += len;
@@ -391,43 +391,42 @@ static bool st_string(st_parser *p, char **out)
         }
         if (c != 'u') {
             p->pos--;
-            free(o);
-            return st_fail(p, "unknown escape '\\%c' in a string", c >= 0x20 && c < 0x7f ? c : '?');
+            st_fail(p, "unknown escape '\\%c' in a string", c >= 0x20 && c < 0x7f ? c : '?');
+            goto fail;
         }
         unsigned cp, lo;
-        if (!st_hex4(p, &cp)) {
-            free(o);
-            return false;
-        }
+        if (!st_hex4(p, &cp))
+            goto fail;
         if (cp >= 0xDC00 && cp <= 0xDFFF) {
-            free(o);
-            return st_fail(p, "unpaired low surrogate \\u%04x in a string", cp);
+            st_fail(p, "unpaired low surrogate \\u%04x in a string", cp);
+            goto fail;
         }
         if (cp >= 0xD800 && cp <= 0xDBFF) {
             if (p->n - p->pos < 2 || p->s[p->pos] != '\\' || p->s[p->pos + 1] != 'u') {
-                free(o);
-                return st_fail(p, "unpaired high surrogate \\u%04x in a string", cp);
+                st_fail(p, "unpaired high surrogate \\u%04x in a string", cp);
+                goto fail;
             }
             p->pos += 2;
-            if (!st_hex4(p, &lo)) {
-                free(o);
-                return false;
-            }
+            if (!st_hex4(p, &lo))
+                goto fail;
             if (lo < 0xDC00 || lo > 0xDFFF) {
-                free(o);
-                return st_fail(p, "high surrogate \\u%04x not followed by a low one", cp);
+                st_fail(p, "high surrogate \\u%04x not followed by a low one", cp);
+                goto fail;
             }
             cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
         }
         if (cp == 0) {
-            free(o);
-            return st_fail(p, "\\u0000 in a string is not supported");
+            st_fail(p, "\\u0000 in a string is not supported");
+            goto fail;
         }
         k += st_put_utf8(o + k, cp);
     }
     o[k] = '\0';
     *out = o;
     return true;
+fail:
+    free(o);
+    return false;
 }
 
 /* A JSON integer (after whitespace) that fits int64: no fraction, no
