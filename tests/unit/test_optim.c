@@ -152,12 +152,14 @@ static void ref_step(fx_optim_kind k, const ref_hp *h, int t, double *p, double 
 }
 
 /* Deterministic, varied test data: initial values and the gradient of
- * element i at step t (some exact zeros, some large). */
+ * element i at step t (some exact zeros, some tiny, some large). */
 static double init_value(int64_t i) { return 2.0 * sin(1.3 * (double)i + 0.2); }
 static double grad_value(int64_t i, int t)
 {
     if (i % 11 == 3)
         return 0.0;
+    if (i % 11 == 5) /* tiny: the result depends on eps (and its default) */
+        return 1e-9 * (1.0 + t);
     return cos(0.9 * (double)i + 0.5 * t) * (1.0 + 0.5 * t) * (i % 7 == 0 ? 20.0 : 1.0);
 }
 
