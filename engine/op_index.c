@@ -17,7 +17,8 @@ static bool check_indices(fx_ctx *ctx, const char *op, const fx_tensor *idx)
     if (idx->device.type != ctx->dev.type || idx->device.index != ctx->dev.index) {
         char d1[32], d2[32];
         fx_op_fail(ctx, FX_ERR_DEVICE, op, "the indices are on %s but the context runs on %s",
-                   fx_device_str(idx->device, d1, sizeof d1), fx_device_str(ctx->dev, d2, sizeof d2));
+                   fx_device_str(idx->device, d1, sizeof d1),
+                   fx_device_str(ctx->dev, d2, sizeof d2));
         return false;
     }
     if (idx->dtype != FX_I32 && idx->dtype != FX_I64) {

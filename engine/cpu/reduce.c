@@ -43,20 +43,39 @@ static inline void acc_merge(red_acc *a, red_acc b)
     }
 }
 
-/* Sum (or sum of squares) of a contiguous run in 8 double lanes, which the
- * compiler vectorises (a plain sum would be one serial dependency chain). */
-static inline double run_sum(const float *p, int64_t n, bool square)
+/* Sum of p[i] (q NULL) or of p[i] * q[i] over a contiguous run, in 8 double
+ * lanes that the compiler vectorises (one accumulator would be a serial
+ * chain of dependent adds). */
+static inline double run_sum(const float *p, const float *q, int64_t n)
 {
     double lane[8] = { 0 }, total = 0.0;
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
         for (int j = 0; j < 8; j++)
-            lane[j] += square ? (double)p[i + j] * p[i + j] : (double)p[i + j];
+            lane[j] += q ? (double)p[i + j] * q[i + j] : (double)p[i + j];
     for (; i < n; i++)
-        total += square ? (double)p[i] * p[i] : p[i];
+        total += q ? (double)p[i] * q[i] : p[i];
     for (int j = 0; j < 8; j++)
         total += lane[j];
     return total;
+}
+
+/* Maximum of a contiguous run (NaN ignored; -inf when empty), in 8 lanes so
+ * the compares do not form one serial chain. */
+static inline float run_max(const float *p, int64_t n)
+{
+    float lane[8], m = -INFINITY;
+    for (int j = 0; j < 8; j++)
+        lane[j] = -INFINITY;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            lane[j] = p[i + j] > lane[j] ? p[i + j] : lane[j];
+    for (; i < n; i++)
+        m = p[i] > m ? p[i] : m;
+    for (int j = 0; j < 8; j++)
+        m = lane[j] > m ? lane[j] : m;
+    return m;
 }
 
 /* Reduces the contiguous run p[0..n) whose first element has flat index base
@@ -72,15 +91,18 @@ static red_acc reduce_run(int kind, const float *p, int64_t n, int64_t base)
                 a.arg = base + i;
             }
         break;
-    case RUN_NONFINITE: {
+    case RUN_NONFINITE: { /* exponent all ones: inf or NaN; an integer test vectorises */
         int64_t bad = 0;
-        for (int64_t i = 0; i < n; i++)
-            bad += !isfinite(p[i]);
+        for (int64_t i = 0; i < n; i++) {
+            uint32_t b;
+            memcpy(&b, p + i, sizeof b);
+            bad += (b & 0x7f800000u) == 0x7f800000u;
+        }
         a.sum = (double)bad;
         break;
     }
     default:
-        a.sum = run_sum(p, n, kind == RUN_SUMSQ);
+        a.sum = run_sum(p, kind == RUN_SUMSQ ? p : NULL, n);
         break;
     }
     return a;
@@ -91,7 +113,7 @@ static red_acc reduce_run(int kind, const float *p, int64_t n, int64_t base)
 #define RUN_CHUNKS 64
 static red_acc reduce_run_par(int kind, const float *p, int64_t n, int64_t base)
 {
-    if (n <= FX_GRAIN || fx__num_threads <= 1)
+    if (n <= FX_GRAIN) /* one chunk (the split depends on n only, not on threads) */
         return reduce_run(kind, p, n, base);
     int64_t nch = (n + FX_GRAIN - 1) / FX_GRAIN;
     if (nch > RUN_CHUNKS)
@@ -328,12 +350,51 @@ void cpu_reduce_backward(fx_reduce_op op, const fx_tensor *dy, const fx_tensor *
 
 /* ---------------------------------------------------------------- softmax */
 
+/* exp(x) for x <= 88 (softmax calls it on x - max <= 0), within 1e-7
+ * relative of expf, in straight-line float and integer code the compiler
+ * vectorises (a call to expf is the bottleneck of a softmax otherwise).
+ * Below -87 it returns 0; NaN stays NaN. Cephes' method: x = n ln2 + r with
+ * |r| <= ln2/2, e^r by a degree-6 polynomial, 2^n built in the exponent
+ * bits. Comparisons are on integer keys (the float bits mapped to an
+ * order-preserving int): float compares may trap, which keeps the compiler
+ * from if-converting them. */
+static inline float softmax_exp(float x)
+{
+    int32_t k;
+    memcpy(&k, &x, sizeof k);
+    k ^= (k >> 31) & 0x7fffffff;                     /* the order-preserving key */
+    const int32_t lo = (int32_t)(0xc2ae0000u ^ 0x7fffffffu); /* key of -87.0f */
+    int32_t keep = k < lo ? 0 : -1;                  /* mask: x >= -87 (or NaN) */
+    k = k < lo ? lo : k;
+    k ^= (k >> 31) & 0x7fffffff;
+    memcpy(&x, &k, sizeof x);
+    float t = x * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23: rounds x / ln2 */
+    uint32_t nb;
+    memcpy(&nb, &t, sizeof nb); /* n in the low mantissa bits */
+    float n = t - 12582912.0f;
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f; /* x - n ln2, ln2 in two parts */
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    uint32_t eb = ((nb + 127u) << 23) & (uint32_t)keep; /* 2^n, or 0 below -87 */
+    float e;
+    memcpy(&e, &eb, sizeof e);
+    return p * e;
+}
+
 /* Softmax of w <= COL_BLOCK interleaved rows of A elements (element a of row
  * k at x[a * I + k]): y = exp(x - max) / sum, or for the log form
  * y = (x - max) - log(sum). Subtracting the max keeps exp <= 1. Rows advance
- * together so each pass streams memory in order; called with the constants
- * I = w = 1 it inlines into the plain loops of a contiguous row. */
-static inline void softmax_tile(const float *x, float *y, int64_t A, int64_t I, int w, bool lg)
+ * together so each pass streams memory in order and vectorises across k;
+ * called with the constants I = w = 1 it inlines (always_inline: a shared
+ * clone would lose the constants) into the loops of one contiguous row, whose
+ * max and sum then run in lanes. */
+static inline __attribute__((always_inline)) void
+softmax_tile(const float *x, float *y, int64_t A, int64_t I, int w, bool lg)
 {
     float m[COL_BLOCK];
     double s[COL_BLOCK];
@@ -341,16 +402,23 @@ static inline void softmax_tile(const float *x, float *y, int64_t A, int64_t I, 
         m[k] = -INFINITY;
         s[k] = 0.0;
     }
+    if (I == 1) {
+        m[0] = run_max(x, A);
+    } else {
+        for (int64_t a = 0; a < A; a++)
+            for (int k = 0; k < w; k++)
+                m[k] = x[a * I + k] > m[k] ? x[a * I + k] : m[k];
+    }
     for (int64_t a = 0; a < A; a++)
         for (int k = 0; k < w; k++)
-            m[k] = fmaxf(m[k], x[a * I + k]);
-    for (int64_t a = 0; a < A; a++)
-        for (int k = 0; k < w; k++) {
-            float e = expf(x[a * I + k] - m[k]);
-            s[k] += e;
-            if (!lg)
-                y[a * I + k] = e;
-        }
+            y[a * I + k] = softmax_exp(x[a * I + k] - m[k]);
+    if (I == 1) {
+        s[0] = run_sum(y, NULL, A);
+    } else {
+        for (int64_t a = 0; a < A; a++)
+            for (int k = 0; k < w; k++)
+                s[k] += y[a * I + k];
+    }
     float f[COL_BLOCK];
     for (int k = 0; k < w; k++)
         f[k] = lg ? (float)log(s[k]) : (float)(1.0 / s[k]);
@@ -361,20 +429,24 @@ static inline void softmax_tile(const float *x, float *y, int64_t A, int64_t I, 
 
 /* Backward of a tile of interleaved rows (as above): softmax
  * dx += y * (dy - sum(dy * y)); log-softmax dx += dy - exp(y) * sum(dy). */
-static inline void softmax_back_tile(const float *y, const float *dy, float *dx, int64_t A,
-                                     int64_t I, int w, bool lg)
+static inline __attribute__((always_inline)) void
+softmax_back_tile(const float *y, const float *dy, float *dx, int64_t A, int64_t I, int w, bool lg)
 {
     double s[COL_BLOCK] = { 0 };
-    for (int64_t a = 0; a < A; a++)
-        for (int k = 0; k < w; k++)
-            s[k] += lg ? dy[a * I + k] : dy[a * I + k] * y[a * I + k];
+    if (I == 1) {
+        s[0] = run_sum(dy, lg ? NULL : y, A);
+    } else {
+        for (int64_t a = 0; a < A; a++)
+            for (int k = 0; k < w; k++)
+                s[k] += lg ? dy[a * I + k] : dy[a * I + k] * y[a * I + k];
+    }
     float f[COL_BLOCK];
     for (int k = 0; k < w; k++)
         f[k] = (float)s[k];
     for (int64_t a = 0; a < A; a++)
         for (int k = 0; k < w; k++) {
             int64_t i = a * I + k;
-            dx[i] += lg ? dy[i] - expf(y[i]) * f[k] : y[i] * (dy[i] - f[k]);
+            dx[i] += lg ? dy[i] - softmax_exp(y[i]) * f[k] : y[i] * (dy[i] - f[k]);
         }
 }
 

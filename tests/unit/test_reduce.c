@@ -334,6 +334,49 @@ static void test_softmax_stable_and_large(void **state)
     fx_rng_free(rng);
 }
 
+/* Every softmax output is within a small relative error of the exact value,
+ * across the whole range of exp (x - max from 0 down to -86), both as one
+ * contiguous row and as a column (the tiled path); -inf entries (masks) give
+ * exactly 0 and their log_softmax fails as not finite. */
+static void test_softmax_relative_accuracy(void **state)
+{
+    (void)state;
+    enum { N = 4301 };
+    float *v = malloc(N * sizeof(float)), *ref = malloc(N * sizeof(float));
+    for (int i = 0; i < N; i++)
+        v[i] = -86.0f + 0.02f * (float)((i * 37) % N); /* shuffled ramp up to 0 */
+    fx_tensor tmp = { .ndim = 1, .shape = { N } };
+    fx_ctx *ctx = fx_ctx_create(fx_cpu());
+    for (int axis = 0; axis < 2; axis++) {
+        int64_t shape[2] = { axis ? 1 : N, axis ? N : 1 };
+        fx_tensor *x = fx_tensor_from_host(ctx, FX_F32, 2, shape, v);
+        for (int lg = 0; lg < 2; lg++) {
+            fx_tensor *y = lg ? fx_log_softmax(ctx, x, axis) : fx_softmax(ctx, x, axis);
+            assert_non_null(y);
+            float *yv = tu_values(y);
+            reference_softmax(&tmp, v, 0, lg, ref);
+            for (int i = 0; i < N; i++)
+                if (!(fabs((double)yv[i] - ref[i]) <= 1e-5 * fabs(ref[i]) + (lg ? 1e-5 : 1e-37)))
+                    fail_msg("axis %d log %d element %d (x %g): %.9g vs %.9g", axis, lg, i,
+                             v[i], yv[i], ref[i]);
+            free(yv);
+        }
+    }
+    float masked[4] = { 0.5f, -INFINITY, 2.0f, -INFINITY };
+    fx_tensor *xm = fx_tensor_from_host(ctx, FX_F32, 1, TU_SHAPE(4), masked);
+    fx_tensor *ym = fx_softmax(ctx, xm, 0);
+    assert_non_null(ym);
+    float yv[4], e = expf(-1.5f), want[4] = { e / (1 + e), 0, 1 / (1 + e), 0 };
+    assert_int_equal(fx_tensor_to_host(ym, yv, sizeof yv), FX_OK);
+    tu_assert_close(yv, want, 4, 1e-6);
+    assert_true(yv[1] == 0.0f && yv[3] == 0.0f);
+    assert_null(fx_log_softmax(ctx, xm, 0));
+    assert_int_equal(fx_ctx_status(ctx), FX_ERR_VALUE);
+    fx_ctx_free(ctx);
+    free(v);
+    free(ref);
+}
+
 /* A softmax row sums to 1 and its gradient against a constant upstream is
  * zero (the outputs' sum does not change). */
 static void test_softmax_rows_sum_to_one(void **state)
@@ -466,6 +509,7 @@ int main(void)
         cmocka_unit_test(test_reduce_strided),
         cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_softmax_stable_and_large),
+        cmocka_unit_test(test_softmax_relative_accuracy),
         cmocka_unit_test(test_softmax_rows_sum_to_one),
         cmocka_unit_test(test_sum_squares_and_nonfinite),
         cmocka_unit_test(test_reduce_bad_input),

@@ -301,7 +301,8 @@ static void test_concat_bad(void **state)
 {
     (void)state;
     fx_rng *rng = fx_rng_create(7);
-    fx_tensor *a = tu_randn(rng, 2, TU_SHAPE(2, 3), 1, 0), *b = tu_randn(rng, 2, TU_SHAPE(3, 3), 1, 0);
+    fx_tensor *a = tu_randn(rng, 2, TU_SHAPE(2, 3), 1, 0);
+    fx_tensor *b = tu_randn(rng, 2, TU_SHAPE(3, 3), 1, 0);
     fx_tensor *c = tu_randn(rng, 3, TU_SHAPE(2, 3, 1), 1, 0);
     fx_ctx *ctx = fx_ctx_create(fx_cpu());
     assert_null(fx_concat(ctx, 2, (fx_tensor *[]){ a, b }, 1));
