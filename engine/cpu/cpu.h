@@ -13,12 +13,32 @@
 
 static inline float *fx_f32(const fx_tensor *t) { return (float *)fx_data(t); }
 
-/* Parallel loops: work below the grain runs on the calling thread, so small
- * tensors pay no fork/join. The pragma is a no-op without OpenMP. */
+/*
+ * FX_PFOR(work, i, n, body...) runs `for (int64_t i = 0; i < n; i++) { body }`
+ * on fx__num_threads threads (static schedule) when `work` (the loop's total
+ * element count) exceeds FX_GRAIN, else on the calling thread, so small
+ * tensors pay no fork/join. The test sits outside the OpenMP region on
+ * purpose: libgomp allocates a team for every region it enters, even one
+ * whose if() clause is false, and a steady-state step must not allocate.
+ * Without OpenMP the pragma is ignored and both branches are serial.
+ */
 #define FX_GRAIN 32768
 #define FX_STR(x) #x
 #define FX_OMP(clause) _Pragma(FX_STR(omp clause))
-#define FX_PARALLEL_FOR(n) FX_OMP(parallel for if ((n) > FX_GRAIN && fx__num_threads > 1) num_threads(fx__num_threads) schedule(static))
+#define FX_PFOR(work, i, n, ...)                                                              \
+    do {                                                                                      \
+        const int64_t fx_pfor_n_ = (n);                                                       \
+        if ((work) > FX_GRAIN && fx__num_threads > 1) {                                       \
+            FX_OMP(parallel for num_threads(fx__num_threads) schedule(static))                \
+            for (int64_t i = 0; i < fx_pfor_n_; i++) {                                        \
+                __VA_ARGS__                                                                   \
+            }                                                                                 \
+        } else {                                                                              \
+            for (int64_t i = 0; i < fx_pfor_n_; i++) {                                        \
+                __VA_ARGS__                                                                   \
+            }                                                                                 \
+        }                                                                                     \
+    } while (0)
 
 /*
  * Walks the elements of an n-d index space in row-major order with up to

@@ -7,13 +7,9 @@
 #define GELU_K 0.044715f
 
 /* Expands to one parallel loop per op so the compiler can vectorise each. */
-#define MAP(expr)                                                                             \
-    do {                                                                                      \
-        FX_PARALLEL_FOR(n)                                                                    \
-        for (int64_t i = 0; i < n; i++) {                                                     \
-            float v = X[i];                                                                   \
-            Y[i] = (expr);                                                                    \
-        }                                                                                     \
+#define MAP(expr)                                                                                  \
+    do {                                                                                           \
+        FX_PFOR(n, i, n, float v = X[i]; Y[i] = (expr););                                          \
     } while (0)
 
 static int64_t count_nonfinite(const float *p, int64_t n)
@@ -42,31 +38,29 @@ int64_t cpu_unary(fx_unary_op op, float a, float b, const fx_tensor *x, fx_tenso
     case FX_UN_LEAKY_RELU: MAP(v > 0.0f ? v : a * v); break;
     case FX_UN_ELU: MAP(v > 0.0f ? v : a * expm1f(v)); break;
     case FX_UN_GELU: MAP(0.5f * v * (1.0f + tanhf(GELU_C * (v + GELU_K * v * v * v)))); break;
-    case FX_UN_SIGMOID: MAP(v >= 0.0f ? 1.0f / (1.0f + expf(-v)) : expf(v) / (1.0f + expf(v))); break;
+    case FX_UN_SIGMOID:
+        MAP(v >= 0.0f ? 1.0f / (1.0f + expf(-v)) : expf(v) / (1.0f + expf(v)));
+        break;
     case FX_UN_TANH: MAP(tanhf(v)); break;
     case FX_UN_CLAMP: MAP(v < a ? a : (v > b ? b : v)); break;
     default: return n;
     }
     switch (op) { /* only these can turn finite inputs into inf/nan */
-    case FX_UN_EXP: case FX_UN_LOG: case FX_UN_SQRT: case FX_UN_POW: case FX_UN_SCALE:
-    case FX_UN_ADD_SCALAR:
-        return count_nonfinite(Y, n);
-    default:
-        return 0;
+    case FX_UN_EXP:
+    case FX_UN_LOG:
+    case FX_UN_SQRT:
+    case FX_UN_POW:
+    case FX_UN_SCALE:
+    case FX_UN_ADD_SCALAR: return count_nonfinite(Y, n);
+    default: return 0;
     }
 }
 
 /* dx += f'(x) * dy, with y = f(x) available for ops whose derivative is
  * cheapest in terms of the output. */
-#define GRAD(expr)                                                                            \
-    do {                                                                                      \
-        FX_PARALLEL_FOR(n)                                                                    \
-        for (int64_t i = 0; i < n; i++) {                                                     \
-            float v = X[i], o = Y[i];                                                         \
-            (void)v;                                                                          \
-            (void)o;                                                                          \
-            DX[i] += (expr) * DY[i];                                                          \
-        }                                                                                     \
+#define GRAD(expr)                                                                                 \
+    do {                                                                                           \
+        FX_PFOR(n, i, n, float v = X[i], o = Y[i]; (void)v; (void)o; DX[i] += (expr)*DY[i];);      \
     } while (0)
 
 void cpu_unary_backward(fx_unary_op op, float a, float b, const fx_tensor *x, const fx_tensor *y,
@@ -88,13 +82,10 @@ void cpu_unary_backward(fx_unary_op op, float a, float b, const fx_tensor *x, co
     case FX_UN_LEAKY_RELU: GRAD(v > 0.0f ? 1.0f : a); break;
     case FX_UN_ELU: GRAD(v > 0.0f ? 1.0f : o + a); break;
     case FX_UN_GELU: {
-        FX_PARALLEL_FOR(n)
-        for (int64_t i = 0; i < n; i++) {
-            float v = X[i], t = tanhf(GELU_C * (v + GELU_K * v * v * v));
-            float d = 0.5f * (1.0f + t) +
-                      0.5f * v * (1.0f - t * t) * GELU_C * (1.0f + 3.0f * GELU_K * v * v);
-            DX[i] += d * DY[i];
-        }
+        FX_PFOR(n, i, n, float v = X[i], t = tanhf(GELU_C * (v + GELU_K * v * v * v));
+                float d = 0.5f * (1.0f + t) +
+                          0.5f * v * (1.0f - t * t) * GELU_C * (1.0f + 3.0f * GELU_K * v * v);
+                DX[i] += d * DY[i];);
         break;
     }
     case FX_UN_SIGMOID: GRAD(o * (1.0f - o)); break;
@@ -115,11 +106,9 @@ static inline float bin_apply(fx_binary_op op, float x, float y)
 }
 
 /* Same-shape contiguous operands: one flat loop per op. */
-#define ZIP(expr)                                                                             \
-    do {                                                                                      \
-        FX_PARALLEL_FOR(n)                                                                    \
-        for (int64_t i = 0; i < n; i++)                                                       \
-            O[i] = (expr);                                                                    \
+#define ZIP(expr)                                                                                  \
+    do {                                                                                           \
+        FX_PFOR(n, i, n, O[i] = (expr););                                                          \
     } while (0)
 
 int64_t cpu_binary(fx_binary_op op, const fx_tensor *a, const fx_tensor *b, fx_tensor *out)
@@ -147,7 +136,7 @@ int64_t cpu_binary(fx_binary_op op, const fx_tensor *a, const fx_tensor *b, fx_t
         fx_bcast_strides(a, out->shape, sa);
         fx_bcast_strides(b, out->shape, sb);
         fx_iter it;
-        fx_iter_init(&it, out->ndim, out->shape, 2, (const int64_t *[]){ sa, sb });
+        fx_iter_init(&it, out->ndim, out->shape, 2, (const int64_t *[]){sa, sb});
         int64_t k = 0;
         if (!it.done)
             do {
@@ -163,10 +152,22 @@ int64_t cpu_binary(fx_binary_op op, const fx_tensor *a, const fx_tensor *b, fx_t
 static inline void bin_grads(fx_binary_op op, float x, float y, float g, float *gx, float *gy)
 {
     switch (op) {
-    case FX_BIN_ADD: *gx = g; *gy = g; break;
-    case FX_BIN_SUB: *gx = g; *gy = -g; break;
-    case FX_BIN_MUL: *gx = g * y; *gy = g * x; break;
-    default: *gx = g / y; *gy = -g * x / (y * y); break;
+    case FX_BIN_ADD:
+        *gx = g;
+        *gy = g;
+        break;
+    case FX_BIN_SUB:
+        *gx = g;
+        *gy = -g;
+        break;
+    case FX_BIN_MUL:
+        *gx = g * y;
+        *gy = g * x;
+        break;
+    default:
+        *gx = g / y;
+        *gy = -g * x / (y * y);
+        break;
     }
 }
 
@@ -178,15 +179,8 @@ void cpu_binary_backward(fx_binary_op op, const fx_tensor *a, const fx_tensor *b
     float *DA = da ? fx_f32(da) : NULL, *DB = db ? fx_f32(db) : NULL;
     if (fx_tensor_numel(a) == n && fx_tensor_numel(b) == n) {
         /* No broadcasting: every element is written once, so in parallel. */
-        FX_PARALLEL_FOR(n)
-        for (int64_t i = 0; i < n; i++) {
-            float gx, gy;
-            bin_grads(op, A[i], B[i], G[i], &gx, &gy);
-            if (DA)
-                DA[i] += gx;
-            if (DB)
-                DB[i] += gy;
-        }
+        FX_PFOR(n, i, n, float gx, gy; bin_grads(op, A[i], B[i], G[i], &gx, &gy);
+                if (DA) DA[i] += gx; if (DB) DB[i] += gy;);
         return;
     }
     /* Broadcast operands receive sums over their repeated positions; the walk
@@ -195,7 +189,7 @@ void cpu_binary_backward(fx_binary_op op, const fx_tensor *a, const fx_tensor *b
     fx_bcast_strides(a, dy->shape, sa);
     fx_bcast_strides(b, dy->shape, sb);
     fx_iter it;
-    fx_iter_init(&it, dy->ndim, dy->shape, 2, (const int64_t *[]){ sa, sb });
+    fx_iter_init(&it, dy->ndim, dy->shape, 2, (const int64_t *[]){sa, sb});
     int64_t k = 0;
     if (it.done)
         return;
@@ -227,7 +221,7 @@ void cpu_where(const fx_tensor *cond, const fx_tensor *a, const fx_tensor *b, fx
     const float *A = fx_f32(a), *B = fx_f32(b);
     float *O = fx_f32(out);
     fx_iter it;
-    fx_iter_init(&it, out->ndim, out->shape, 3, (const int64_t *[]){ sc, sa, sb });
+    fx_iter_init(&it, out->ndim, out->shape, 3, (const int64_t *[]){sc, sa, sb});
     int64_t k = 0;
     if (it.done)
         return;
@@ -240,7 +234,7 @@ void cpu_where(const fx_tensor *cond, const fx_tensor *a, const fx_tensor *b, fx
 
 void cpu_where_backward(const fx_tensor *cond, const fx_tensor *dy, fx_tensor *da, fx_tensor *db)
 {
-    int64_t sc[FX_MAX_DIMS], sa[FX_MAX_DIMS] = { 0 }, sb[FX_MAX_DIMS] = { 0 };
+    int64_t sc[FX_MAX_DIMS], sa[FX_MAX_DIMS] = {0}, sb[FX_MAX_DIMS] = {0};
     fx_bcast_strides(cond, dy->shape, sc);
     if (da)
         fx_bcast_strides(da, dy->shape, sa);
@@ -249,7 +243,7 @@ void cpu_where_backward(const fx_tensor *cond, const fx_tensor *dy, fx_tensor *d
     const float *G = fx_f32(dy);
     float *DA = da ? fx_f32(da) : NULL, *DB = db ? fx_f32(db) : NULL;
     fx_iter it;
-    fx_iter_init(&it, dy->ndim, dy->shape, 3, (const int64_t *[]){ sc, sa, sb });
+    fx_iter_init(&it, dy->ndim, dy->shape, 3, (const int64_t *[]){sc, sa, sb});
     int64_t k = 0;
     if (it.done)
         return;
@@ -269,9 +263,7 @@ void cpu_dropout_mask(fx_tensor *mask, float p, uint64_t seed)
 {
     int64_t n = fx_tensor_numel(mask);
     float *M = fx_f32(mask), keep = 1.0f / (1.0f - p);
-    FX_PARALLEL_FOR(n)
-    for (int64_t i = 0; i < n; i++)
-        M[i] = fx_uniform_at(seed, (uint64_t)i) >= p ? keep : 0.0f;
+    FX_PFOR(n, i, n, M[i] = fx_uniform_at(seed, (uint64_t)i) >= p ? keep : 0.0f;);
 }
 
 void cpu_axpy(float alpha, const fx_tensor *x, fx_tensor *y)
@@ -279,7 +271,5 @@ void cpu_axpy(float alpha, const fx_tensor *x, fx_tensor *y)
     int64_t n = fx_tensor_numel(x);
     const float *X = fx_f32(x);
     float *Y = fx_f32(y);
-    FX_PARALLEL_FOR(n)
-    for (int64_t i = 0; i < n; i++)
-        Y[i] += alpha * X[i];
+    FX_PFOR(n, i, n, Y[i] += alpha * X[i];);
 }

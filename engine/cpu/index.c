@@ -32,11 +32,8 @@ int64_t cpu_index_select(const fx_tensor *x, int axis, const fx_tensor *idx, fx_
     const char *X = fx_data(x);
     char *Y = fx_data(y);
     int64_t rows = O * n, work = rows * I;
-    FX_PARALLEL_FOR(work)
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t o = r / n, j = r % n;
-        memcpy(Y + (size_t)r * row, X + (size_t)(o * A + fx_index_at(idx, j)) * row, row);
-    }
+    FX_PFOR(work, r, rows, int64_t o = r / n, j = r % n;
+            memcpy(Y + (size_t)r * row, X + (size_t)(o * A + fx_index_at(idx, j)) * row, row););
     return -1;
 }
 
@@ -51,11 +48,9 @@ void cpu_index_add(const fx_tensor *dy, int axis, const fx_tensor *idx, fx_tenso
     const float *DY = fx_f32(dy);
     float *DX = fx_f32(dx);
     int64_t nb = (I + INDEX_BLOCK - 1) / INDEX_BLOCK, ntasks = O * nb, work = O * n * I;
-    FX_PARALLEL_FOR(work)
-    for (int64_t t = 0; t < ntasks; t++) {
-        int64_t o = t / nb, k0 = (t % nb) * INDEX_BLOCK;
-        int64_t w = I - k0 < INDEX_BLOCK ? I - k0 : INDEX_BLOCK;
-        for (int64_t j = 0; j < n; j++) {
+    FX_PFOR(
+        work, t, ntasks, int64_t o = t / nb, k0 = (t % nb) * INDEX_BLOCK;
+        int64_t w = I - k0 < INDEX_BLOCK ? I - k0 : INDEX_BLOCK; for (int64_t j = 0; j < n; j++) {
             int64_t v = fx_index_at(idx, j);
             if (v < 0 || v >= A)
                 continue;
@@ -63,8 +58,7 @@ void cpu_index_add(const fx_tensor *dy, int axis, const fx_tensor *idx, fx_tenso
             float *d = DX + (o * A + v) * I + k0;
             for (int64_t k = 0; k < w; k++)
                 d[k] += s[k];
-        }
-    }
+        });
 }
 
 /*
@@ -93,19 +87,13 @@ static void gather_walk(float *X, const fx_tensor *x, int axis, const fx_tensor 
     for (int d = 0; d < ni; d++)
         wx[d] = d == 0 ? 0 : xs[axis + d];
     int64_t work = outer * inner;
-    FX_PARALLEL_FOR(work)
-    for (int64_t o = 0; o < outer; o++) {
-        int64_t xbase = 0, rem = o;
-        for (int d = axis - 1; d >= 0; d--) {
+    FX_PFOR(
+        work, o, outer, int64_t xbase = 0, rem = o; for (int d = axis - 1; d >= 0; d--) {
             xbase += (rem % idx->shape[d]) * xs[d];
             rem /= idx->shape[d];
-        }
-        int64_t ebase = o * inner;
-        fx_iter it;
-        fx_iter_init(&it, ni, idx->shape + axis, 2, (const int64_t *[]){ is + axis, wx });
-        if (it.done)
-            continue;
-        do {
+        } int64_t ebase = o * inner;
+        fx_iter it; fx_iter_init(&it, ni, idx->shape + axis, 2, (const int64_t *[]){is + axis, wx});
+        if (it.done) continue; do {
             for (int64_t i = 0; i < it.inner; i++) {
                 int64_t e = ebase + it.off[0] + i * it.step[0];
                 int64_t v = fx_index_at(idx, e);
@@ -117,8 +105,7 @@ static void gather_walk(float *X, const fx_tensor *x, int axis, const fx_tensor 
                 else
                     Y[e] = X[p];
             }
-        } while (fx_iter_next(&it));
-    }
+        } while (fx_iter_next(&it)););
 }
 
 /* y = torch.gather(x, axis, idx); y has idx's shape. */

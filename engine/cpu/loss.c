@@ -36,11 +36,8 @@ int64_t cpu_ce_labels(const fx_tensor *logits, const fx_tensor *labels, fx_tenso
     const float *X = fx_f32(logits);
     float *L = fx_f32(loss);
     int64_t work = N * C;
-    FX_PARALLEL_FOR(work)
-    for (int64_t n = 0; n < N; n++) {
-        const float *x = X + n * C;
-        L[n] = row_logsumexp(x, C) - x[fx_index_at(labels, n)];
-    }
+    FX_PFOR(work, n, N, const float *x = X + n * C;
+            L[n] = row_logsumexp(x, C) - x[fx_index_at(labels, n)];);
     return -1;
 }
 
@@ -53,14 +50,10 @@ void cpu_ce_labels_backward(const fx_tensor *logits, const fx_tensor *labels,
     const float *X = fx_f32(logits), *G = fx_f32(dloss);
     float *D = fx_f32(dlogits);
     int64_t work = N * C;
-    FX_PARALLEL_FOR(work)
-    for (int64_t n = 0; n < N; n++) {
-        const float *x = X + n * C;
-        float *d = D + n * C, g = G[n], lse = row_logsumexp(x, C);
-        for (int64_t c = 0; c < C; c++)
-            d[c] += g * expf(x[c] - lse);
-        d[fx_index_at(labels, n)] -= g;
-    }
+    FX_PFOR(work, n, N, const float *x = X + n * C;
+            float *d = D + n * C, g = G[n], lse = row_logsumexp(x, C);
+            for (int64_t c = 0; c < C; c++) d[c] += g * expf(x[c] - lse);
+            d[fx_index_at(labels, n)] -= g;);
 }
 
 /* loss[n] = -sum_c probs[n,c] * (logits[n,c] - lse[n]); logits, probs (N, C),
@@ -71,15 +64,10 @@ void cpu_ce_soft(const fx_tensor *logits, const fx_tensor *probs, fx_tensor *los
     const float *X = fx_f32(logits), *P = fx_f32(probs);
     float *L = fx_f32(loss);
     int64_t work = N * C;
-    FX_PARALLEL_FOR(work)
-    for (int64_t n = 0; n < N; n++) {
-        const float *x = X + n * C, *p = P + n * C;
-        float lse = row_logsumexp(x, C);
-        double s = 0.0;
-        for (int64_t c = 0; c < C; c++)
-            s -= (double)p[c] * (double)(x[c] - lse);
-        L[n] = (float)s;
-    }
+    FX_PFOR(work, n, N, const float *x = X + n * C, *p = P + n * C; float lse = row_logsumexp(x, C);
+            double s = 0.0;
+            for (int64_t c = 0; c < C; c++) s -= (double)p[c] * (double)(x[c] - lse);
+            L[n] = (float)s;);
 }
 
 /* dlogits[n] += dloss[n] * (softmax(logits[n]) * sum(probs[n]) - probs[n]);
@@ -93,24 +81,20 @@ void cpu_ce_soft_backward(const fx_tensor *logits, const fx_tensor *probs, const
     const float *X = fx_f32(logits), *P = fx_f32(probs), *G = fx_f32(dloss);
     float *DX = dlogits ? fx_f32(dlogits) : NULL, *DP = dprobs ? fx_f32(dprobs) : NULL;
     int64_t work = N * C;
-    FX_PARALLEL_FOR(work)
-    for (int64_t n = 0; n < N; n++) {
-        const float *x = X + n * C, *p = P + n * C;
-        float g = G[n], lse = row_logsumexp(x, C);
-        if (DX) {
+    FX_PFOR(
+        work, n, N, const float *x = X + n * C, *p = P + n * C;
+        float g = G[n], lse = row_logsumexp(x, C); if (DX) {
             double psum = 0.0;
             for (int64_t c = 0; c < C; c++)
                 psum += p[c];
             float *d = DX + n * C, gs = g * (float)psum;
             for (int64_t c = 0; c < C; c++)
                 d[c] += gs * expf(x[c] - lse) - g * p[c];
-        }
-        if (DP) {
+        } if (DP) {
             float *d = DP + n * C;
             for (int64_t c = 0; c < C; c++)
                 d[c] -= g * (x[c] - lse);
-        }
-    }
+        });
 }
 
 /* loss = max(x, 0) - x t + log1p(exp(-|x|)): log(1 + e^x) - x t without
@@ -120,11 +104,7 @@ void cpu_bce_logits(const fx_tensor *x, const fx_tensor *t, fx_tensor *loss)
     int64_t n = fx_tensor_numel(x);
     const float *X = fx_f32(x), *T = fx_f32(t);
     float *L = fx_f32(loss);
-    FX_PARALLEL_FOR(n)
-    for (int64_t i = 0; i < n; i++) {
-        float v = X[i];
-        L[i] = fmaxf(v, 0.0f) - v * T[i] + log1pf(expf(-fabsf(v)));
-    }
+    FX_PFOR(n, i, n, float v = X[i]; L[i] = fmaxf(v, 0.0f) - v * T[i] + log1pf(expf(-fabsf(v))););
 }
 
 /* sigmoid(v) from exp of a non-positive number only. */
@@ -144,13 +124,9 @@ void cpu_bce_logits_backward(const fx_tensor *x, const fx_tensor *t, const fx_te
     const float *X = fx_f32(x), *T = fx_f32(t), *G = fx_f32(dloss);
     float *DX = dx ? fx_f32(dx) : NULL, *DT = dt ? fx_f32(dt) : NULL;
     if (DX) {
-        FX_PARALLEL_FOR(n)
-        for (int64_t i = 0; i < n; i++)
-            DX[i] += G[i] * (stable_sigmoid(X[i]) - T[i]);
+        FX_PFOR(n, i, n, DX[i] += G[i] * (stable_sigmoid(X[i]) - T[i]););
     }
     if (DT) {
-        FX_PARALLEL_FOR(n)
-        for (int64_t i = 0; i < n; i++)
-            DT[i] -= G[i] * X[i];
+        FX_PFOR(n, i, n, DT[i] -= G[i] * X[i];);
     }
 }

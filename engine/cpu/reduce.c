@@ -24,7 +24,7 @@ typedef struct {
 /* Kinds of run beyond fx_reduce_op, for the whole-tensor helpers. */
 enum { RUN_SUMSQ = FX_RED_MAX + 1, RUN_NONFINITE };
 
-static inline red_acc acc_empty(void) { return (red_acc){ 0.0, -INFINITY, -1 }; }
+static inline red_acc acc_empty(void) { return (red_acc){0.0, -INFINITY, -1}; }
 
 /* True when v (at a later index) replaces the current maximum m: larger, or
  * the first NaN, which then sticks (maxima propagate NaN like torch.max). */
@@ -48,7 +48,7 @@ static inline void acc_merge(red_acc *a, red_acc b)
  * chain of dependent adds). */
 static inline double run_sum(const float *p, const float *q, int64_t n)
 {
-    double lane[8] = { 0 }, total = 0.0;
+    double lane[8] = {0}, total = 0.0;
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
         for (int j = 0; j < 8; j++)
@@ -101,9 +101,7 @@ static red_acc reduce_run(int kind, const float *p, int64_t n, int64_t base)
         a.sum = (double)bad;
         break;
     }
-    default:
-        a.sum = run_sum(p, kind == RUN_SUMSQ ? p : NULL, n);
-        break;
+    default: a.sum = run_sum(p, kind == RUN_SUMSQ ? p : NULL, n); break;
     }
     return a;
 }
@@ -120,11 +118,8 @@ static red_acc reduce_run_par(int kind, const float *p, int64_t n, int64_t base)
         nch = RUN_CHUNKS;
     int64_t len = (n + nch - 1) / nch;
     red_acc part[RUN_CHUNKS];
-    FX_PARALLEL_FOR(n)
-    for (int64_t c = 0; c < nch; c++) {
-        int64_t b = c * len, e = b + len < n ? b + len : n;
-        part[c] = b < e ? reduce_run(kind, p + b, e - b, base + b) : acc_empty();
-    }
+    FX_PFOR(n, c, nch, int64_t b = c * len, e = b + len < n ? b + len : n;
+            part[c] = b < e ? reduce_run(kind, p + b, e - b, base + b) : acc_empty(););
     red_acc a = part[0];
     for (int64_t c = 1; c < nch; c++)
         acc_merge(&a, part[c]);
@@ -203,14 +198,10 @@ static void reduce_columns(fx_reduce_op op, const float *X, int64_t O, int64_t R
                            float *Y, int64_t *A)
 {
     int64_t nb = (I + COL_BLOCK - 1) / COL_BLOCK, ntasks = O * nb, work = O * R * I;
-    FX_PARALLEL_FOR(work)
-    for (int64_t t = 0; t < ntasks; t++) {
-        int64_t o = t / nb, k0 = (t % nb) * COL_BLOCK;
-        int w = (int)(I - k0 < COL_BLOCK ? I - k0 : COL_BLOCK);
-        const float *x = X + o * R * I + k0;
-        red_acc acc[COL_BLOCK];
-        for (int k = 0; k < w; k++)
-            acc[k] = acc_empty();
+    FX_PFOR(
+        work, t, ntasks, int64_t o = t / nb, k0 = (t % nb) * COL_BLOCK;
+        int w = (int)(I - k0 < COL_BLOCK ? I - k0 : COL_BLOCK); const float *x = X + o * R * I + k0;
+        red_acc acc[COL_BLOCK]; for (int k = 0; k < w; k++) acc[k] = acc_empty();
         if (op == FX_RED_MAX) {
             for (int64_t r = 0; r < R; r++)
                 for (int k = 0; k < w; k++)
@@ -219,16 +210,13 @@ static void reduce_columns(fx_reduce_op op, const float *X, int64_t O, int64_t R
                         acc[k].arg = o * R * I + r * I + k0 + k;
                     }
         } else {
-            double s[COL_BLOCK] = { 0 };
+            double s[COL_BLOCK] = {0};
             for (int64_t r = 0; r < R; r++)
                 for (int k = 0; k < w; k++)
                     s[k] += x[r * I + k];
             for (int k = 0; k < w; k++)
                 acc[k].sum = s[k];
-        }
-        for (int k = 0; k < w; k++)
-            red_store(op, acc[k], R, Y, A, o * I + k0 + k);
-    }
+        } for (int k = 0; k < w; k++) red_store(op, acc[k], R, Y, A, o * I + k0 + k););
 }
 
 /* y (x's shape with reduced dims of size 1) = op over the reduced dims of x;
@@ -244,14 +232,13 @@ void cpu_reduce(fx_reduce_op op, const fx_tensor *x, fx_tensor *y, fx_tensor *ar
 
     if (g.nr == 1 && g.rstride[0] == 1) { /* rows: (O, R), reduced run contiguous */
         if (g.nout >= 8 || work <= FX_GRAIN) {
-            FX_PARALLEL_FOR(work)
-            for (int64_t o = 0; o < g.nout; o++)
-                red_store(op, reduce_run(op, X + o * g.count, g.count, o * g.count), g.count, Y,
-                          A, o);
+            FX_PFOR(work, o, g.nout,
+                    red_store(op, reduce_run(op, X + o * g.count, g.count, o * g.count), g.count, Y,
+                              A, o););
         } else {
             for (int64_t o = 0; o < g.nout; o++)
-                red_store(op, reduce_run_par(op, X + o * g.count, g.count, o * g.count), g.count,
-                          Y, A, o);
+                red_store(op, reduce_run_par(op, X + o * g.count, g.count, o * g.count), g.count, Y,
+                          A, o);
         }
         return;
     }
@@ -261,27 +248,23 @@ void cpu_reduce(fx_reduce_op op, const fx_tensor *x, fx_tensor *y, fx_tensor *ar
         return;
     }
     /* General: each output walks its reduced dims (nr == 0 walks one element). */
-    FX_PARALLEL_FOR(work)
-    for (int64_t o = 0; o < g.nout; o++) {
-        int64_t base = red_base(&g, o);
-        red_acc a = acc_empty();
-        fx_iter it;
-        fx_iter_init(&it, g.nr, g.rshape, 1, (const int64_t *[]){ g.rstride });
+    FX_PFOR(
+        work, o, g.nout, int64_t base = red_base(&g, o); red_acc a = acc_empty(); fx_iter it;
+        fx_iter_init(&it, g.nr, g.rshape, 1, (const int64_t *[]){g.rstride});
         if (!it.done) /* a reduced dim of size 0: an empty reduction */
-            do {
-                const float *p = X + base + it.off[0];
-                for (int64_t i = 0; i < it.inner; i++) {
-                    float v = p[i * it.step[0]];
-                    if (op != FX_RED_MAX)
-                        a.sum += v;
-                    else if (max_beats(v, a.max, a.arg)) {
-                        a.max = v;
-                        a.arg = base + it.off[0] + i * it.step[0];
-                    }
+        do {
+            const float *p = X + base + it.off[0];
+            for (int64_t i = 0; i < it.inner; i++) {
+                float v = p[i * it.step[0]];
+                if (op != FX_RED_MAX)
+                    a.sum += v;
+                else if (max_beats(v, a.max, a.arg)) {
+                    a.max = v;
+                    a.arg = base + it.off[0] + i * it.step[0];
                 }
-            } while (fx_iter_next(&it));
-        red_store(op, a, g.count, Y, A, o);
-    }
+            }
+        } while (fx_iter_next(&it));
+        red_store(op, a, g.count, Y, A, o););
 }
 
 /* dx += broadcast(dy) (MEAN: divided by the count); MAX: dx[argmax] += dy.
@@ -295,10 +278,7 @@ void cpu_reduce_backward(fx_reduce_op op, const fx_tensor *dy, const fx_tensor *
     if (op == FX_RED_MAX) {
         const int64_t *A = fx_data(argmax);
         int64_t n = fx_tensor_numel(dy);
-        FX_PARALLEL_FOR(n)
-        for (int64_t o = 0; o < n; o++)
-            if (A[o] >= 0)
-                DX[A[o]] += DY[o];
+        FX_PFOR(n, o, n, if (A[o] >= 0) DX[A[o]] += DY[o];);
         return;
     }
     red_geom g;
@@ -309,43 +289,26 @@ void cpu_reduce_backward(fx_reduce_op op, const fx_tensor *dy, const fx_tensor *
     if (g.nr == 1 && g.rstride[0] == 1) { /* rows: dx (O, R) */
         if (g.nout == 1) {
             float v = DY[0] * s;
-            FX_PARALLEL_FOR(work)
-            for (int64_t i = 0; i < g.count; i++)
-                DX[i] += v;
+            FX_PFOR(work, i, g.count, DX[i] += v;);
         } else {
-            FX_PARALLEL_FOR(work)
-            for (int64_t o = 0; o < g.nout; o++) {
-                float v = DY[o] * s, *d = DX + o * g.count;
-                for (int64_t i = 0; i < g.count; i++)
-                    d[i] += v;
-            }
+            FX_PFOR(work, o, g.nout, float v = DY[o] * s, *d = DX + o * g.count;
+                    for (int64_t i = 0; i < g.count; i++) d[i] += v;);
         }
         return;
     }
     if (g.nr == 1 && g.nk >= 1 && g.kstride[g.nk - 1] == 1) { /* columns: dx (O, R, I) */
         int64_t I = g.kshape[g.nk - 1], R = g.rshape[0], rows = work / I;
-        FX_PARALLEL_FOR(work)
-        for (int64_t q = 0; q < rows; q++) {
-            const float *src = DY + (q / R) * I;
-            float *d = DX + q * I;
-            for (int64_t k = 0; k < I; k++)
-                d[k] += src[k] * s;
-        }
+        FX_PFOR(work, q, rows, const float *src = DY + (q / R) * I; float *d = DX + q * I;
+                for (int64_t k = 0; k < I; k++) d[k] += src[k] * s;);
         return;
     }
-    FX_PARALLEL_FOR(work)
-    for (int64_t o = 0; o < g.nout; o++) {
-        int64_t base = red_base(&g, o);
-        float v = DY[o] * s;
-        fx_iter it;
-        fx_iter_init(&it, g.nr, g.rshape, 1, (const int64_t *[]){ g.rstride });
-        if (!it.done)
-            do {
-                float *p = DX + base + it.off[0];
-                for (int64_t i = 0; i < it.inner; i++)
-                    p[i * it.step[0]] += v;
-            } while (fx_iter_next(&it));
-    }
+    FX_PFOR(
+        work, o, g.nout, int64_t base = red_base(&g, o); float v = DY[o] * s; fx_iter it;
+        fx_iter_init(&it, g.nr, g.rshape, 1, (const int64_t *[]){g.rstride}); if (!it.done) do {
+            float *p = DX + base + it.off[0];
+            for (int64_t i = 0; i < it.inner; i++)
+                p[i * it.step[0]] += v;
+        } while (fx_iter_next(&it)););
 }
 
 /* ---------------------------------------------------------------- softmax */
@@ -362,9 +325,9 @@ static inline float softmax_exp(float x)
 {
     int32_t k;
     memcpy(&k, &x, sizeof k);
-    k ^= (k >> 31) & 0x7fffffff;                     /* the order-preserving key */
+    k ^= (k >> 31) & 0x7fffffff;                             /* the order-preserving key */
     const int32_t lo = (int32_t)(0xc2ae0000u ^ 0x7fffffffu); /* key of -87.0f */
-    int32_t keep = k < lo ? 0 : -1;                  /* mask: x >= -87 (or NaN) */
+    int32_t keep = k < lo ? 0 : -1;                          /* mask: x >= -87 (or NaN) */
     k = k < lo ? lo : k;
     k ^= (k >> 31) & 0x7fffffff;
     memcpy(&x, &k, sizeof x);
@@ -393,8 +356,8 @@ static inline float softmax_exp(float x)
  * called with the constants I = w = 1 it inlines (always_inline: a shared
  * clone would lose the constants) into the loops of one contiguous row, whose
  * max and sum then run in lanes. */
-static inline __attribute__((always_inline)) void
-softmax_tile(const float *x, float *y, int64_t A, int64_t I, int w, bool lg)
+static inline __attribute__((always_inline)) void softmax_tile(const float *x, float *y, int64_t A,
+                                                               int64_t I, int w, bool lg)
 {
     float m[COL_BLOCK];
     double s[COL_BLOCK];
@@ -432,7 +395,7 @@ softmax_tile(const float *x, float *y, int64_t A, int64_t I, int w, bool lg)
 static inline __attribute__((always_inline)) void
 softmax_back_tile(const float *y, const float *dy, float *dx, int64_t A, int64_t I, int w, bool lg)
 {
-    double s[COL_BLOCK] = { 0 };
+    double s[COL_BLOCK] = {0};
     if (I == 1) {
         s[0] = run_sum(dy, lg ? NULL : y, A);
     } else {
@@ -453,28 +416,21 @@ softmax_back_tile(const float *y, const float *dy, float *dx, int64_t A, int64_t
 /* Runs TILE over rows (I == 1, the last axis: w = I = 1 are constants there)
  * or over (o, block of COL_BLOCK inner positions) otherwise. TILE sees off
  * (the tile's first element), A, I and w. */
-#define SOFTMAX_LOOP(TILE)                                                                    \
-    do {                                                                                      \
-        int64_t O, A, I;                                                                      \
-        fx_axis_split(ref, axis, &O, &A, &I);                                                 \
-        int64_t work = O * A * I;                                                             \
-        if (I == 1) {                                                                         \
-            FX_PARALLEL_FOR(work)                                                             \
-            for (int64_t o = 0; o < O; o++) {                                                 \
-                const int64_t off = o * A, I = 1; /* shadows: a constant */                   \
-                const int w = 1;                                                              \
-                TILE;                                                                         \
-            }                                                                                 \
-        } else {                                                                              \
-            int64_t nb = (I + COL_BLOCK - 1) / COL_BLOCK, ntasks = O * nb;                    \
-            FX_PARALLEL_FOR(work)                                                             \
-            for (int64_t t = 0; t < ntasks; t++) {                                            \
-                int64_t k0 = (t % nb) * COL_BLOCK, off = (t / nb) * A * I + k0;               \
-                int w = (int)(I - k0 < COL_BLOCK ? I - k0 : COL_BLOCK);                       \
-                TILE;                                                                         \
-            }                                                                                 \
-        }                                                                                     \
-                                                                                              \
+#define SOFTMAX_LOOP(TILE)                                                                         \
+    do {                                                                                           \
+        int64_t O, A, I;                                                                           \
+        fx_axis_split(ref, axis, &O, &A, &I);                                                      \
+        int64_t work = O * A * I;                                                                  \
+        if (I == 1) {                                                                              \
+            FX_PFOR(work, o, O, const int64_t off = o * A, I = 1; /* shadows: a constant */        \
+                    const int w = 1; TILE;);                                                       \
+        } else {                                                                                   \
+            int64_t nb = (I + COL_BLOCK - 1) / COL_BLOCK, ntasks = O * nb;                         \
+            FX_PFOR(work, t, ntasks, int64_t k0 = (t % nb) * COL_BLOCK,                            \
+                    off = (t / nb) * A * I + k0;                                                   \
+                    int w = (int)(I - k0 < COL_BLOCK ? I - k0 : COL_BLOCK); TILE;);                \
+        }                                                                                          \
+                                                                                                   \
     } while (0)
 
 /* y = softmax(x) or log_softmax(x) along axis; x, y contiguous. */
@@ -487,8 +443,7 @@ void cpu_softmax(const fx_tensor *x, int axis, bool lg, fx_tensor *y)
 }
 
 /* dx += the softmax (or log-softmax) Jacobian applied to dy, from y. */
-void cpu_softmax_backward(const fx_tensor *y, const fx_tensor *dy, int axis, bool lg,
-                          fx_tensor *dx)
+void cpu_softmax_backward(const fx_tensor *y, const fx_tensor *dy, int axis, bool lg, fx_tensor *dx)
 {
     const fx_tensor *ref = y;
     const float *Y = fx_f32(y), *DY = fx_f32(dy);
@@ -507,7 +462,7 @@ static double reduce_all(int kind, const fx_tensor *x)
         return reduce_run_par(kind, X, fx_tensor_numel(x), 0).sum;
     red_acc a = acc_empty();
     fx_iter it;
-    fx_iter_init(&it, x->ndim, x->shape, 1, (const int64_t *[]){ x->strides });
+    fx_iter_init(&it, x->ndim, x->shape, 1, (const int64_t *[]){x->strides});
     if (it.done)
         return 0.0;
     do {

@@ -9,6 +9,8 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <execinfo.h>
+#include <unistd.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -27,11 +29,19 @@ extern void __libc_free(void *);
 
 static atomic_int counting;
 static atomic_long allocations;
+static int trace; /* FX_ALLOC_TRACE=1: print where each counted allocation came from */
 
-static inline void note(void)
+static void note(void)
 {
-    if (atomic_load_explicit(&counting, memory_order_relaxed))
-        atomic_fetch_add(&allocations, 1);
+    if (!atomic_load_explicit(&counting, memory_order_relaxed))
+        return;
+    atomic_fetch_add(&allocations, 1);
+    if (trace) {
+        void *frames[12];
+        int n = backtrace(frames, 12); /* primed in main, so it does not allocate */
+        backtrace_symbols_fd(frames, n, 2);
+        write(2, "--\n", 3);
+    }
 }
 
 void *malloc(size_t n) { note(); return __libc_malloc(n); }
@@ -110,6 +120,11 @@ static void test_two_threads(void **state) { (void)state; run_steps(2); }
 
 int main(void)
 {
+#if FX_ALLOC_HOOKS
+    void *prime[2];
+    backtrace(prime, 2);
+    trace = getenv("FX_ALLOC_TRACE") != NULL;
+#endif
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_thread),
         cmocka_unit_test(test_two_threads),
