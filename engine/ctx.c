@@ -293,7 +293,9 @@ void fx_set_num_threads(int n)
     threads_set = true;
     fx__num_threads = n;
 #ifdef FX_HAVE_OPENBLAS_SET_THREADS
-    openblas_set_num_threads(n);
+    /* OpenBLAS runs on the calling thread; cpu_gemm splits large products
+     * across our own OpenMP threads (see engine/cpu/blas.c). */
+    openblas_set_num_threads(1);
 #endif
 #ifdef _OPENMP
     omp_set_num_threads(n);
