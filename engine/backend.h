@@ -158,6 +158,11 @@ typedef struct {
                  const fx_tensor *g, fx_tensor *s1, fx_tensor *s2);
 } fx_optim_kernels;
 
+#include "kern_conv.h"
+#include "kern_norm.h"
+#include "kern_rnn.h"
+#include "kern_seq.h"
+
 typedef struct fx_backend {
     const char *name;
     fx_device_type type;
@@ -169,6 +174,10 @@ typedef struct fx_backend {
     const fx_index_kernels *idx;
     const fx_loss_kernels *loss;
     const fx_optim_kernels *optim;
+    const fx_conv_kernels *conv;
+    const fx_norm_kernels *norm;
+    const fx_rnn_kernels *rnn;
+    const fx_seq_kernels *seq;
 } fx_backend;
 
 /* The backend for a device type, or NULL when it is not built in. */

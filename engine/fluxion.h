@@ -540,4 +540,12 @@ fx_status fx_safetensors_load_into(const char *path, const fx_params *dst, bool 
 #ifdef __cplusplus
 }
 #endif
+
+/* Layers of the field, one header per family. */
+#include "fx_conv.h"
+#include "fx_norm.h"
+#include "fx_rnn.h"
+#include "fx_seq.h"
+#include "fx_model.h"
+
 #endif /* FLUXION_H */

@@ -1,20 +1,6 @@
-/* backend.c - the CPU backend table.
- *
- * Kernels not yet written are weak references (NULL in the table) so the
- * library links while families are filled in; tests call every entry. */
+/* backend.c - the CPU backend table: one entry per kernel family. The
+ * kernels are declared in cpu.h; the newer families export whole tables. */
 #include "cpu.h"
-
-#define W __attribute__((weak))
-W int64_t cpu_unary(fx_unary_op, float, float, const fx_tensor *, fx_tensor *);
-W void cpu_unary_backward(fx_unary_op, float, float, const fx_tensor *, const fx_tensor *,
-                          const fx_tensor *, fx_tensor *);
-W int64_t cpu_binary(fx_binary_op, const fx_tensor *, const fx_tensor *, fx_tensor *);
-W void cpu_binary_backward(fx_binary_op, const fx_tensor *, const fx_tensor *, const fx_tensor *,
-                           fx_tensor *, fx_tensor *);
-W void cpu_where(const fx_tensor *, const fx_tensor *, const fx_tensor *, fx_tensor *);
-W void cpu_where_backward(const fx_tensor *, const fx_tensor *, fx_tensor *, fx_tensor *);
-W void cpu_dropout_mask(fx_tensor *, float, uint64_t);
-#undef W
 
 static bool cpu_available(int index) { return index == 0; }
 
@@ -33,6 +19,11 @@ static const fx_loss_kernels loss = { cpu_ce_labels, cpu_ce_labels_backward, cpu
                                       cpu_bce_logits_backward };
 static const fx_optim_kernels optim = { cpu_optim_step };
 
+extern const fx_conv_kernels fx_cpu_conv;
+extern const fx_norm_kernels fx_cpu_norm;
+extern const fx_rnn_kernels fx_cpu_rnn;
+extern const fx_seq_kernels fx_cpu_seq;
+
 const fx_backend fx_cpu_backend = {
     .name = "cpu",
     .type = FX_DEV_CPU,
@@ -44,4 +35,8 @@ const fx_backend fx_cpu_backend = {
     .idx = &idx,
     .loss = &loss,
     .optim = &optim,
+    .conv = &fx_cpu_conv,
+    .norm = &fx_cpu_norm,
+    .rnn = &fx_cpu_rnn,
+    .seq = &fx_cpu_seq,
 };
