@@ -106,6 +106,17 @@ const char *fx_device_str(fx_device dev, char *buf, size_t n);
 void fx_set_num_threads(int n);
 int fx_get_num_threads(void);
 
+/* The OpenBLAS kernel family in use ("SkylakeX", "Haswell", "Prescott", ...)
+ * and the best one this CPU can run (NULL if none is known). */
+const char *fx_blas_core(void);
+const char *fx_blas_best_core(void);
+/* For programs, first thing in main: when OpenBLAS picked kernels older than
+ * the CPU supports (misdetection) and OPENBLAS_CORETYPE is not set, sets it
+ * to the best family and re-executes the program with the same argv. Returns
+ * 0 when nothing needed doing, -1 if re-executing failed (the program then
+ * runs on with the detected kernels); does not return on success. */
+int fx_blas_reexec_if_misdetected(char **argv);
+
 /* ----------------------------------------------------------------- tensors */
 
 /* Storage: one block of element memory on one device. Views share it. */

@@ -2,6 +2,9 @@
 #include "cpu.h"
 
 #include <cblas.h>
+#include <stdlib.h>
+#include <strings.h>
+#include <unistd.h>
 
 /* Below this many multiply-adds a product runs on the calling thread. */
 #define GEMM_PAR_MIN (1 << 18)
@@ -98,4 +101,52 @@ void cpu_bias_backward(const fx_tensor *dy, fx_tensor *dbias)
         for (int64_t c = 0; c < C; c++)
             g[c] += row[c];
     }
+}
+
+/* ------------------------------------------------------- kernel choice */
+
+char *openblas_get_corename(void);
+
+const char *fx_blas_core(void) { return openblas_get_corename(); }
+
+/* The best OpenBLAS kernel family this CPU can run, from cpuid. */
+const char *fx_blas_best_core(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+        return "SkylakeX";
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return "Haswell";
+#endif
+    return NULL;
+}
+
+/* Kernel families older than AVX2: a CPU that has AVX2 but got one of these
+ * was misdetected (OpenBLAS 0.3.21 does this for some newer Xeons under
+ * virtualisation, and its SSE3 kernels run at half speed or less). */
+static bool pre_avx2(const char *core)
+{
+    static const char *old[] = { "prescott", "core2", "penryn", "dunnington", "nehalem",
+                                 "atom", "sandybridge", "katmai", "coppermine", "northwood",
+                                 "banias", "unknown" };
+    for (size_t i = 0; core && i < sizeof old / sizeof *old; i++)
+        if (strcasecmp(core, old[i]) == 0)
+            return true;
+    return false;
+}
+
+int fx_blas_reexec_if_misdetected(char **argv)
+{
+    const char *best = fx_blas_best_core();
+    if (!argv || getenv("OPENBLAS_CORETYPE") || !best || !pre_avx2(fx_blas_core()))
+        return 0;
+    /* OpenBLAS reads OPENBLAS_CORETYPE once, when it is loaded: only a fresh
+     * image of this program can pick it up. */
+    if (setenv("OPENBLAS_CORETYPE", best, 1) != 0)
+        return -1;
+    execv("/proc/self/exe", argv);
+    unsetenv("OPENBLAS_CORETYPE");
+    return -1; /* exec failed: carry on with the detected kernels */
 }
