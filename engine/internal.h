@@ -151,6 +151,10 @@ fx_tensor *fx_grad(fx_ctx *ctx, fx_tensor *t);
 /* Fails the op with FX_ERR_VALUE when a kernel reported non-finite outputs. */
 bool fx_check_finite(fx_ctx *ctx, const char *op, int64_t nonfinite, const fx_tensor *out);
 
+/* The forward function a layer was created with (layer.c); lets combinators
+ * recognise their own layer kinds. NULL for a NULL layer. */
+fx_forward_fn fx_layer_forward_fn(const fx_layer *l);
+
 /* Thread count for the engine's loops (set by fx_set_num_threads). */
 extern int fx__num_threads;
 

@@ -164,6 +164,10 @@ void fx_layer_set_data(fx_layer *l, void *data, void (*free_fn)(void *))
 
 void *fx_layer_data(const fx_layer *l) { return l ? l->data : NULL; }
 
+/* The layer's forward function: combinators (model.c) recognise their own
+ * kinds by it before touching a layer's data. */
+fx_forward_fn fx_layer_forward_fn(const fx_layer *l) { return l ? l->forward : NULL; }
+
 /* "prefix.name", or name alone for an empty prefix; malloc'd. */
 static char *join_name(const char *prefix, const char *name)
 {
