@@ -384,6 +384,10 @@ const char *fx_layer_name(const fx_layer *l);
 fx_tensor *fx_layer_forward(fx_layer *l, fx_ctx *ctx, fx_tensor *x);
 /* Takes ownership of t (freed on failure) and marks it as requiring grad. */
 fx_status fx_layer_add_param(fx_layer *l, const char *name, fx_tensor *t);
+/* Same ownership, but t stays without a gradient: persistent state such as
+ * batch norm's running statistics. fx_layer_collect_params and
+ * fx_layer_param list it (checkpoints save it); optimizers skip it. */
+fx_status fx_layer_add_buffer(fx_layer *l, const char *name, fx_tensor *t);
 fx_tensor *fx_layer_param(const fx_layer *l, const char *name);
 /* Takes ownership of the child (freed on failure); names must be distinct. */
 fx_status fx_layer_add_child(fx_layer *l, fx_layer *child);

@@ -73,8 +73,9 @@ fx_tensor *fx_layer_forward(fx_layer *l, fx_ctx *ctx, fx_tensor *x)
 /* Takes ownership of t even on failure (it is freed then), so that
  * fx_layer_add_param(l, "w", fx_param_create(...)) never leaks. A name the
  * layer already has, or a tensor that cannot take a gradient (not f32, not
- * persistent), is refused. */
-fx_status fx_layer_add_param(fx_layer *l, const char *name, fx_tensor *t)
+ * persistent), is refused. grad: mark t as requiring grad (a parameter) or
+ * clear the mark (a buffer). */
+static fx_status add_owned(fx_layer *l, const char *name, fx_tensor *t, bool grad)
 {
     fx_status s = FX_OK;
     if (!l || !name || !t)
@@ -85,12 +86,24 @@ fx_status fx_layer_add_param(fx_layer *l, const char *name, fx_tensor *t)
         if (l->params.items[i].tensor == t)
             return FX_ERR_ARG; /* already ours: freeing it would free it twice */
     if (s == FX_OK)
-        s = fx_tensor_set_requires_grad(t, true);
+        s = fx_tensor_set_requires_grad(t, grad);
     if (s == FX_OK)
         s = fx_params_add(&l->params, name, t);
     if (s != FX_OK)
         fx_tensor_free(t);
     return s;
+}
+
+fx_status fx_layer_add_param(fx_layer *l, const char *name, fx_tensor *t)
+{
+    return add_owned(l, name, t, true);
+}
+
+/* A buffer is owned and listed like a parameter (so checkpoints save it)
+ * but never requires grad, so optimizers leave it alone. */
+fx_status fx_layer_add_buffer(fx_layer *l, const char *name, fx_tensor *t)
+{
+    return add_owned(l, name, t, false);
 }
 
 /* A parameter of this layer, or of a descendant by a dotted path relative
