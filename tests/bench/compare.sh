@@ -10,6 +10,17 @@
 # OpenBLAS sgemm at the mlp's first-layer shape (M 128, N 512, K 784) and
 # reports the mlp step's achieved matmul GFLOP/s as a fraction of it.
 #
+# torch runs with OPENBLAS_NUM_THREADS set to the thread count: its
+# set_num_threads sizes its OpenMP pool but not OpenBLAS's own pthread pool,
+# which otherwise uses every core, so "torch at 1 thread" would run its
+# matmuls on 2. fluxion runs with OPENBLAS_NUM_THREADS=1: the engine calls
+# OpenBLAS single-threaded and splits products over its own OpenMP threads
+# (engine/cpu/blas.c), and a larger pool would only spin idle at start-up. OPENBLAS_CORETYPE is passed through unchanged: OpenBLAS
+# 0.3.21 takes some newer Xeons (e.g. family 6 model 207 under KVM) for a
+# "Prescott" and uses its SSE3 kernels; the table's footer names the core
+# OpenBLAS picked, and OPENBLAS_CORETYPE=SkylakeX selects the AVX-512 ones
+# (for both implementations, which share the system OpenBLAS).
+#
 # Environment: REPS (default 3), MODELS (default "logreg mlp"), THREADS
 # (default "1 2"), PYTHON (default /usr/bin/python3), STEPS / WARMUP (passed
 # through when set). The raw JSON lines go to stderr.
@@ -43,9 +54,10 @@ for m in $models; do
         r=0
         while [ "$r" -lt "$reps" ]; do
             # shellcheck disable=SC2086
-            "$bench" train --model "$m" --threads "$t" $extra | tee -a "$raw" >&2
+            OPENBLAS_NUM_THREADS=1 "$bench" train --model "$m" --threads "$t" $extra \
+                | tee -a "$raw" >&2
             # shellcheck disable=SC2086
-            "$py" "$here/torch_bench.py" train --model "$m" --threads "$t" $extra \
+            OPENBLAS_NUM_THREADS=$t "$py" "$here/torch_bench.py" train --model "$m" --threads "$t" $extra \
                 | tee -a "$raw" >&2
             r=$((r + 1))
         done
@@ -54,12 +66,13 @@ done
 for t in $threads; do
     r=0
     while [ "$r" -lt "$reps" ]; do
-        "$bench" sgemm --m 128 --n 512 --k 784 --threads "$t" | tee -a "$raw" >&2
+        OPENBLAS_NUM_THREADS=1 "$bench" sgemm --m 128 --n 512 --k 784 --threads "$t" | tee -a "$raw" >&2
         r=$((r + 1))
     done
 done
 
-"$py" - "$raw" "$(cat /proc/loadavg 2>/dev/null || echo '?')" <<'EOF'
+core=$(OPENBLAS_VERBOSE=2 "$bench" sgemm --reps 1 2>&1 | sed -n 's/^Core: *//p' | head -n 1)
+"$py" - "$raw" "$(cat /proc/loadavg 2>/dev/null || echo '?')" "${core:-unknown}" <<'EOF'
 import json, statistics, sys
 
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
@@ -77,8 +90,8 @@ for r in rows:
 
 keys = sorted({(m, t) for (m, t, _) in runs}, key=lambda k: (k[0] != "logreg", k[0], k[1]))
 print("| model | threads | fluxion samples/s | torch samples/s | ratio | target | "
-      "fluxion final loss | torch final loss |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|")
+      "fluxion final loss | torch final loss | cpu util fluxion / torch |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for m, t in keys:
     f, p = runs.get((m, t, "fluxion"), []), runs.get((m, t, "torch"), [])
     fs, ps = med([r["samples_per_s"] for r in f]), med([r["samples_per_s"] for r in p])
@@ -87,7 +100,9 @@ for m, t in keys:
     ratio = fs / ps if ps else float("nan")
     tg = target.get(m)
     mark = "" if tg is None else (f">= {tg:g}x " + ("ok" if ratio >= tg else "MISSED"))
-    print(f"| {m} | {t} | {fs:,.0f} | {ps:,.0f} | {ratio:.2f}x | {mark} | {fl:.4f} | {pl:.4f} |")
+    fu, pu = med([r.get("cpu_util", 0) for r in f]), med([r.get("cpu_util", 0) for r in p])
+    print(f"| {m} | {t} | {fs:,.0f} | {ps:,.0f} | {ratio:.2f}x | {mark} | {fl:.4f} | {pl:.4f} "
+          f"| {fu:.2f} / {pu:.2f} |")
 
 if sgemm and any(m == "mlp" for m, _ in keys):
     print()
@@ -103,6 +118,7 @@ if sgemm and any(m == "mlp" for m, _ in keys):
     print("Step GFLOP/s counts 3 matmuls per dense layer (forward, d input, d weight; "
           "2*M*N*K flops each).")
 n = max((len(v) for v in runs.values()), default=0)
-print(f"Medians of {n} runs each, fluxion and torch alternated; load average at the end: "
-      f"{sys.argv[2].split()[0] if sys.argv[2] != '?' else '?'}.")
+print(f"Medians of {n} runs each, fluxion and torch alternated; OpenBLAS core {sys.argv[3]}; "
+      f"load average at the end {sys.argv[2].split()[0]}. cpu util is CPU time over wall time "
+      "of the timed steps (below 1 at 1 thread: the run shared its core).")
 EOF

@@ -40,7 +40,7 @@ def dense_flops(i, o):
 # name -> (builder, batch, sample shape, classes, optimizer, lr, flops/sample, steps, warmup);
 # the defaults match fluxion_bench.c's table.
 MODELS = {
-    "logreg": (build_logreg, 256, (20,), 5, "rmsprop", 1e-3, dense_flops(20, 5), 3000, 200),
+    "logreg": (build_logreg, 256, (20,), 5, "rmsprop", 1e-3, dense_flops(20, 5), 10000, 1000),
     "mlp": (build_mlp, 128, (784,), 10, "adam", 1e-3,
             dense_flops(784, 512) + dense_flops(512, 256) + dense_flops(256, 10), 200, 20),
 }
@@ -81,23 +81,23 @@ def train(args):
     xs = [torch.randn(batch, *shape) for _ in range(POOL)]
     ys = [torch.randint(0, classes, (batch,)) for _ in range(POOL)]
 
-    t0 = 0.0
+    t0 = c0 = 0.0
     loss = None
     for s in range(warmup + steps):
         if s == warmup:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
         p = s % POOL
         opt.zero_grad()
         loss = loss_fn(net(xs[p]), ys[p])
         loss.backward()
         opt.step()
-    dt = time.perf_counter() - t0
+    dt, dc = time.perf_counter() - t0, time.process_time() - c0
     sps = steps * batch / dt
     print(json.dumps({"model": args.model, "threads": args.threads,
                       "samples_per_s": round(sps, 1), "final_loss": round(loss.item(), 6),
                       "impl": "torch", "batch": batch, "steps": steps, "warmup": warmup,
                       "ms_per_step": round(1e3 * dt / steps, 4),
-                      "gflops": round(sps * flops * 1e-9, 3),
+                      "gflops": round(sps * flops * 1e-9, 3), "cpu_util": round(dc / dt, 2),
                       "torch": torch.__version__}, separators=(",", ":")))
     return 0
 
