@@ -1,13 +1,55 @@
 /* kern_norm.h - kernel family: batch/layer/group normalisation and embedding.
  * Part of the backend table (backend.h); the CPU versions live in
- * engine/cpu/norm.c as the table fx_cpu_norm. */
+ * engine/cpu/norm.c as the table fx_cpu_norm.
+ *
+ * Every normalisation sees its input as a contiguous x (N, C, L): N samples,
+ * C channels, L positions per channel (the product of the spatial dims; 1
+ * for [N, C]). Layer norm is group norm with one group and L = 1 (x viewed
+ * as (rows, normalised size, 1)). gamma and beta ([C]) may be NULL (no
+ * affine map); mean and rstd = 1/sqrt(var + eps) are the statistics the
+ * forward writes and the backward reads. Variances used for normalising are
+ * biased (divided by the count). */
 #ifndef FX_KERN_NORM_H
 #define FX_KERN_NORM_H
 
 #include "fluxion.h"
 
 typedef struct {
-    int reserved; /* replace with the family's kernels */
+    /* Batch norm, statistics per channel over N and L (mean, rstd [C]).
+     * training: batch statistics; when running_mean / running_var are given
+     * (both or neither) they become (1 - momentum) * running + momentum *
+     * batch, with the unbiased variance (N*L > 1, checked by the op).
+     * Not training: mean = running_mean, rstd = 1/sqrt(running_var + eps).
+     * Then y = (x - mean) * rstd * gamma + beta. */
+    void (*batch_norm)(const fx_tensor *x, const fx_tensor *gamma, const fx_tensor *beta,
+                       fx_tensor *running_mean, fx_tensor *running_var, bool training,
+                       float momentum, float eps, fx_tensor *mean, fx_tensor *rstd, fx_tensor *y);
+    /* Gradients of batch_norm (each of dx, dgamma, dbeta may be NULL):
+     * dgamma += sum dy * xhat, dbeta += sum dy, and dx += the gradient
+     * through the batch statistics (training) or through the affine map
+     * alone (running statistics are constants). */
+    void (*batch_norm_backward)(const fx_tensor *x, const fx_tensor *gamma, const fx_tensor *mean,
+                                const fx_tensor *rstd, const fx_tensor *dy, bool training,
+                                fx_tensor *dx, fx_tensor *dgamma, fx_tensor *dbeta);
+    /* Group norm: the C channels form `groups` equal groups; statistics per
+     * (sample, group) over its channels and L (mean, rstd [N * groups]).
+     * y = (x - mean) * rstd * gamma[c] + beta[c]. */
+    void (*group_norm)(const fx_tensor *x, int64_t groups, const fx_tensor *gamma,
+                       const fx_tensor *beta, float eps, fx_tensor *mean, fx_tensor *rstd,
+                       fx_tensor *y);
+    /* Gradients of group_norm; each of dx, dgamma, dbeta may be NULL. */
+    void (*group_norm_backward)(const fx_tensor *x, int64_t groups, const fx_tensor *gamma,
+                                const fx_tensor *mean, const fx_tensor *rstd, const fx_tensor *dy,
+                                fx_tensor *dx, fx_tensor *dgamma, fx_tensor *dbeta);
+    /* y[j, :] = weight[idx[j], :] for weight [num, dim] and idx (i32/i64,
+     * any shape, n elements; y [n, dim]). Returns -1 when every index is in
+     * [0, num), else the flat position of the first one that is not (y is
+     * then not written). */
+    int64_t (*embedding)(const fx_tensor *weight, const fx_tensor *idx, fx_tensor *y);
+    /* dweight[idx[j], :] += dy[j, :], repeated indices accumulating, except
+     * rows whose index is padding_idx (negative: none). */
+    void (*embedding_backward)(const fx_tensor *dy, const fx_tensor *idx, int64_t padding_idx,
+                               fx_tensor *dweight);
 } fx_norm_kernels;
 
 #endif
