@@ -1,4 +1,311 @@
-/* rnn.c - CPU kernels: recurrent cells (simple RNN, GRU, LSTM) over variable lengths. */
+/*
+ * rnn.c - CPU kernels: the fused pointwise steps of simple RNN, GRU and LSTM
+ * cells over variable-length sequences (see kern_rnn.h for the layouts).
+ *
+ * The products (x W_ih^T for all steps, h W_hh^T per step, the weight
+ * gradients) run in the op through the gemm kernel; what is left per step is
+ * one pass over the N x G*H gates, fused here so that each gate value is read
+ * and written once. Rows (samples) are independent and split over threads
+ * when a step is large enough; the inner loops over H are straight-line float
+ * code that the compiler vectorises, which is why the nonlinearities use the
+ * polynomial exp below instead of calls to expf / tanhf.
+ */
 #include "cpu.h"
 
-const fx_rnn_kernels fx_cpu_rnn = { 0 };
+/*
+ * exp(x), within a few ulp of expf for x in [-87, 88] and clamped to that
+ * range outside it (sigmoid and tanh only need the clamped values): x = n ln2
+ * + r with |r| <= ln2/2, e^r by Cephes' degree-6 polynomial, 2^n written into
+ * the exponent bits. Straight-line code, so loops calling it vectorise.
+ */
+static inline float rnn_exp(float x)
+{
+    /* The clamp compares order-preserving integer keys of the float bits:
+     * float compares may trap, which keeps the compiler from if-converting
+     * them, and the loop would not vectorise. */
+    int32_t k;
+    memcpy(&k, &x, sizeof k);
+    k ^= (k >> 31) & 0x7fffffff;
+    const int32_t lo = (int32_t)(0xc2ae0000u ^ 0x7fffffffu); /* key of -87.0f */
+    const int32_t hi = 0x42b00000;                           /* key of 88.0f */
+    k = k < lo ? lo : k;
+    k = k > hi ? hi : k;
+    k ^= (k >> 31) & 0x7fffffff;
+    memcpy(&x, &k, sizeof x);
+    float t = x * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23: rounds x / ln2 */
+    uint32_t nb;
+    memcpy(&nb, &t, sizeof nb); /* n in the low mantissa bits */
+    float n = t - 12582912.0f;
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f; /* x - n ln2, ln2 in two parts */
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    uint32_t eb = (nb + 127u) << 23; /* 2^n: n + 127 in [1, 254] after the clamp */
+    float e;
+    memcpy(&e, &eb, sizeof e);
+    return p * e;
+}
+
+static inline float rnn_sigmoid(float x) { return 1.0f / (1.0f + rnn_exp(-x)); }
+
+/* tanh(x) = sign(x) (1 - e) / (1 + e) with e = exp(-2|x|): absolute error
+ * about 1e-7 (relative error grows near 0, where it does not matter). */
+static inline float rnn_tanh(float x)
+{
+    float e = rnn_exp(-2.0f * fabsf(x));
+    return copysignf((1.0f - e) / (1.0f + e), x);
+}
+
+/* The geometry every step kernel needs, read from the tensors. */
+typedef struct {
+    int64_t N, T, H, GH, Y, s, col;
+    const int64_t *len;
+} step_geom;
+
+static step_geom geom(const fx_rnn_step_args *a)
+{
+    step_geom g;
+    g.N = a->hs->shape[1];
+    g.H = a->hs->shape[2];
+    g.T = a->xg ? a->xg->shape[1] : a->dxg->shape[1];
+    g.GH = a->xg ? a->xg->shape[2] : a->dxg->shape[2];
+    g.Y = a->y ? a->y->shape[2] : a->dy->shape[2];
+    g.s = a->step;
+    g.col = a->col;
+    g.len = (const int64_t *)fx_data(a->lengths);
+    return g;
+}
+
+/* The position of sample n at step s (only called for active samples). */
+static inline int64_t position(const fx_rnn_step_args *a, const step_geom *g, int64_t n)
+{
+    return a->reverse ? g->len[n] - 1 - g->s : g->s;
+}
+
+/* ---------------------------------------------------------------- forward */
+
+/* One active row of a tanh / relu cell: h = act(xg + hg + b). */
+static void rnn_row(bool relu, int64_t H, const float *restrict xg, const float *restrict hg,
+                    const float *restrict b, float *restrict h, float *restrict y)
+{
+    if (b)
+        for (int64_t j = 0; j < H; j++)
+            h[j] = xg[j] + hg[j] + b[j];
+    else
+        for (int64_t j = 0; j < H; j++)
+            h[j] = xg[j] + hg[j];
+    if (relu)
+        for (int64_t j = 0; j < H; j++)
+            h[j] = h[j] > 0.0f ? h[j] : 0.0f;
+    else
+        for (int64_t j = 0; j < H; j++)
+            h[j] = rnn_tanh(h[j]);
+    memcpy(y, h, (size_t)H * sizeof *y);
+}
+
+/* One active row of a GRU: pre-activations into act, then the cell. */
+static void gru_row(int64_t H, const float *restrict xg, const float *restrict hg,
+                    const float *restrict b, const float *restrict hp, float *restrict h,
+                    float *restrict act, float *restrict y)
+{
+    float *r = act, *z = act + H, *nn = act + 2 * H, *hn = act + 3 * H;
+    if (b)
+        for (int64_t j = 0; j < H; j++) {
+            r[j] = hg[j] + b[j];
+            z[j] = hg[H + j] + b[H + j];
+            hn[j] = hg[2 * H + j] + b[2 * H + j];
+        }
+    else
+        for (int64_t j = 0; j < H; j++) {
+            r[j] = hg[j];
+            z[j] = hg[H + j];
+            hn[j] = hg[2 * H + j];
+        }
+    for (int64_t j = 0; j < H; j++) {
+        float rj = rnn_sigmoid(xg[j] + r[j]), zj = rnn_sigmoid(xg[H + j] + z[j]);
+        float nj = rnn_tanh(xg[2 * H + j] + rj * hn[j]);
+        float hj = (1.0f - zj) * nj + zj * hp[j];
+        r[j] = rj;
+        z[j] = zj;
+        nn[j] = nj;
+        h[j] = hj;
+        y[j] = hj;
+    }
+}
+
+/* One active row of an LSTM: gates i, f, g, o into act, then c and h. */
+static void lstm_row(int64_t H, const float *restrict xg, const float *restrict hg,
+                     const float *restrict b, const float *restrict cp, float *restrict c,
+                     float *restrict h, float *restrict act, float *restrict y)
+{
+    int64_t GH = 4 * H;
+    if (b)
+        for (int64_t j = 0; j < GH; j++)
+            act[j] = xg[j] + hg[j] + b[j];
+    else
+        for (int64_t j = 0; j < GH; j++)
+            act[j] = xg[j] + hg[j];
+    float *gi = act, *gf = act + H, *gg = act + 2 * H, *go = act + 3 * H;
+    for (int64_t j = 0; j < H; j++) {
+        float i = rnn_sigmoid(gi[j]), f = rnn_sigmoid(gf[j]), g = rnn_tanh(gg[j]);
+        float o = rnn_sigmoid(go[j]);
+        float cj = f * cp[j] + i * g, hj = o * rnn_tanh(cj);
+        gi[j] = i;
+        gf[j] = f;
+        gg[j] = g;
+        go[j] = o;
+        c[j] = cj;
+        h[j] = hj;
+        y[j] = hj;
+    }
+}
+
+static void cpu_rnn_cell_forward(const fx_rnn_step_args *a)
+{
+    step_geom g = geom(a);
+    int64_t N = g.N, H = g.H, GH = g.GH, A = 4 * H;
+    const float *XG = fx_f32(a->xg), *HG = fx_f32(a->hg);
+    const float *B = a->b_hh ? fx_f32(a->b_hh) : NULL;
+    const float *Hp = fx_f32(a->hs) + g.s * N * H;
+    float *Hn = fx_f32(a->hs) + (g.s + 1) * N * H, *Y = fx_f32(a->y);
+    const float *Cp = a->cs ? fx_f32(a->cs) + g.s * N * H : NULL;
+    float *Cn = a->cs ? fx_f32(a->cs) + (g.s + 1) * N * H : NULL;
+    float *Act = a->act ? fx_f32(a->act) + g.s * N * A : NULL;
+    fx_cell_kind kind = a->kind;
+    FX_PFOR(N * GH, n, N, {
+        if (g.s >= g.len[n]) { /* done: carry the state */
+            memcpy(Hn + n * H, Hp + n * H, (size_t)H * sizeof(float));
+            if (Cn)
+                memcpy(Cn + n * H, Cp + n * H, (size_t)H * sizeof(float));
+            continue;
+        }
+        int64_t t = position(a, &g, n);
+        const float *xg = XG + (n * g.T + t) * GH, *hg = HG + n * GH;
+        float *y = Y + (n * g.T + t) * g.Y + g.col;
+        if (kind == FX_CELL_LSTM)
+            lstm_row(H, xg, hg, B, Cp + n * H, Cn + n * H, Hn + n * H, Act + n * A, y);
+        else if (kind == FX_CELL_GRU)
+            gru_row(H, xg, hg, B, Hp + n * H, Hn + n * H, Act + n * A, y);
+        else
+            rnn_row(kind == FX_CELL_RELU, H, xg, hg, B, Hn + n * H, y);
+    });
+}
+
+/* --------------------------------------------------------------- backward */
+
+/* dh_t = dh + dy for one active row: the total gradient of the new state. */
+static void add_dy(int64_t H, float *restrict dh, const float *restrict dy)
+{
+    for (int64_t j = 0; j < H; j++)
+        dh[j] += dy[j];
+}
+
+/* tanh / relu cell: one gradient for the input and recurrent products. */
+static void rnn_row_backward(bool relu, int64_t H, const float *restrict h, float *restrict dh,
+                             float *restrict dxg, float *restrict dhg)
+{
+    if (relu)
+        for (int64_t j = 0; j < H; j++)
+            dxg[j] = (float)(h[j] > 0.0f) * dh[j];
+    else
+        for (int64_t j = 0; j < H; j++)
+            dxg[j] = dh[j] * (1.0f - h[j] * h[j]);
+    memcpy(dhg, dxg, (size_t)H * sizeof *dhg);
+    memset(dh, 0, (size_t)H * sizeof *dh);
+}
+
+/* GRU: h' = (1-z) n + z h, n = tanh(x_n + r hn). The n gate's recurrent
+ * gradient is r times its input gradient; dh keeps z dh'. */
+static void gru_row_backward(int64_t H, const float *restrict act, const float *restrict hp,
+                             float *restrict dh, float *restrict dxg, float *restrict dhg)
+{
+    const float *r = act, *z = act + H, *nn = act + 2 * H, *hn = act + 3 * H;
+    for (int64_t j = 0; j < H; j++) {
+        float d = dh[j], rj = r[j], zj = z[j], nj = nn[j];
+        float dpn = d * (1.0f - zj) * (1.0f - nj * nj);
+        float dpz = d * (hp[j] - nj) * zj * (1.0f - zj);
+        float dpr = dpn * hn[j] * rj * (1.0f - rj);
+        dxg[j] = dhg[j] = dpr;
+        dxg[H + j] = dhg[H + j] = dpz;
+        dxg[2 * H + j] = dpn;
+        dhg[2 * H + j] = dpn * rj;
+        dh[j] = d * zj;
+    }
+}
+
+/* LSTM: c' = f c + i g, h' = o tanh(c'). dc leaves as d c * f; the whole
+ * gradient of h goes through the gates (dh leaves zero). */
+static void lstm_row_backward(int64_t H, const float *restrict act, const float *restrict cp,
+                              const float *restrict c, float *restrict dh, float *restrict dc,
+                              float *restrict dxg, float *restrict dhg)
+{
+    const float *gi = act, *gf = act + H, *gg = act + 2 * H, *go = act + 3 * H;
+    for (int64_t j = 0; j < H; j++) {
+        float i = gi[j], f = gf[j], g = gg[j], o = go[j], tc = rnn_tanh(c[j]), d = dh[j];
+        float dcj = dc[j] + d * o * (1.0f - tc * tc);
+        float di = dcj * g * i * (1.0f - i), df = dcj * cp[j] * f * (1.0f - f);
+        float dg = dcj * i * (1.0f - g * g), dout = d * tc * o * (1.0f - o);
+        dxg[j] = di;
+        dxg[H + j] = df;
+        dxg[2 * H + j] = dg;
+        dxg[3 * H + j] = dout;
+        dc[j] = dcj * f;
+    }
+    memcpy(dhg, dxg, (size_t)(4 * H) * sizeof *dhg);
+    memset(dh, 0, (size_t)H * sizeof *dh);
+}
+
+static void cpu_rnn_cell_backward(const fx_rnn_step_args *a)
+{
+    step_geom g = geom(a);
+    int64_t N = g.N, H = g.H, GH = g.GH, A = 4 * H;
+    const float *DY = fx_f32(a->dy);
+    const float *Hp = fx_f32(a->hs) + g.s * N * H, *Hn = Hp + N * H;
+    const float *Cp = a->cs ? fx_f32(a->cs) + g.s * N * H : NULL;
+    const float *Cn = Cp ? Cp + N * H : NULL;
+    const float *Act = a->act ? fx_f32(a->act) + g.s * N * A : NULL;
+    float *DH = fx_f32(a->dh), *DC = a->dc ? fx_f32(a->dc) : NULL;
+    float *DXG = fx_f32(a->dxg), *DHG = fx_f32(a->dhg) + g.s * N * GH;
+    fx_cell_kind kind = a->kind;
+    FX_PFOR(N * GH, n, N, {
+        float *dhg = DHG + n * GH, *dh = DH + n * H;
+        if (g.s >= g.len[n]) { /* done: the state was carried, so is its gradient */
+            memset(dhg, 0, (size_t)GH * sizeof(float));
+            continue;
+        }
+        int64_t t = position(a, &g, n);
+        float *dxg = DXG + (n * g.T + t) * GH;
+        add_dy(H, dh, DY + (n * g.T + t) * g.Y + g.col);
+        if (kind == FX_CELL_LSTM)
+            lstm_row_backward(H, Act + n * A, Cp + n * H, Cn + n * H, dh, DC + n * H, dxg, dhg);
+        else if (kind == FX_CELL_GRU)
+            gru_row_backward(H, Act + n * A, Hp + n * H, dh, dxg, dhg);
+        else
+            rnn_row_backward(kind == FX_CELL_RELU, H, Hn + n * H, dh, dxg, dhg);
+    });
+}
+
+/* ------------------------------------------------------------------ masks */
+
+static void cpu_rnn_mask_steps(const fx_tensor *x, const fx_tensor *lengths, fx_tensor *y)
+{
+    int64_t N = x->shape[0], T = x->shape[1], C = x->shape[2];
+    const int64_t *len = (const int64_t *)fx_data(lengths);
+    const float *X = fx_f32(x);
+    float *Y = fx_f32(y);
+    FX_PFOR(N * T * C, n, N, {
+        int64_t k = len[n] < T ? len[n] : T;
+        memcpy(Y + n * T * C, X + n * T * C, (size_t)(k * C) * sizeof(float));
+        memset(Y + (n * T + k) * C, 0, (size_t)((T - k) * C) * sizeof(float));
+    });
+}
+
+const fx_rnn_kernels fx_cpu_rnn = {
+    .cell_forward = cpu_rnn_cell_forward,
+    .cell_backward = cpu_rnn_cell_backward,
+    .mask_steps = cpu_rnn_mask_steps,
+};
