@@ -135,9 +135,10 @@ fx_tensor *fx_batch_norm(fx_ctx *ctx, fx_tensor *x, fx_tensor *gamma, fx_tensor 
     if (x->ndim < 2)
         return fx_op_fail(ctx, FX_ERR_SHAPE, op, "x must be [N,C,...], got %s",
                           fx_shape_str(x, b1, sizeof b1));
-    if (!check_channels(ctx, op, "gamma", gamma, x) || !check_channels(ctx, op, "beta", beta, x) ||
-        !check_channels(ctx, op, "running_mean", running_mean, x) ||
-        !check_channels(ctx, op, "running_var", running_var, x) || !check_eps(ctx, op, eps))
+    if (!check_channels(ctx, op, "running_mean", running_mean, x) ||
+        !check_channels(ctx, op, "running_var", running_var, x) ||
+        !check_channels(ctx, op, "gamma", gamma, x) || !check_channels(ctx, op, "beta", beta, x) ||
+        !check_eps(ctx, op, eps))
         return NULL;
     if (!running_mean != !running_var)
         return fx_op_fail(ctx, FX_ERR_ARG, op,
