@@ -61,6 +61,14 @@ static bool check_eps(fx_ctx *ctx, const char *op, float eps)
 
 enum { NORM_BATCH = 0, NORM_GROUP = 1 };
 
+/* The kernels' workspace for x seen as (N, C, L) (kern_norm.h): an arena
+ * tensor, or NULL when none is needed (or on OOM, which is recorded). */
+static fx_tensor *norm_work(fx_ctx *ctx, const fx_tensor *x3)
+{
+    int64_t nw = fx_norm_work_size(x3->shape[0], x3->shape[1], x3->shape[2]);
+    return nw ? fx_tensor_new(ctx, FX_F32, 1, &nw) : NULL;
+}
+
 /* The backward of every normalisation. n->in: x, gamma, beta (either may
  * be NULL); n->saved: x as (N, C, L), mean, rstd; n->i[0]: NORM_BATCH or
  * NORM_GROUP; n->i[1]: batch norm with batch statistics, or the number of
@@ -75,13 +83,16 @@ static void norm_backward(fx_ctx *ctx, fx_node *n)
         return;
     if (fx_tensor_requires_grad(beta) && !(db = fx_grad(ctx, beta)))
         return;
+    fx_tensor *x3 = n->saved[0], *work = norm_work(ctx, x3);
+    if (!work && fx_ctx_status(ctx) != FX_OK)
+        return;
     const fx_norm_kernels *k = fx_be(x)->norm;
     if (n->i[0] == NORM_BATCH)
-        k->batch_norm_backward(n->saved[0], gamma, n->saved[1], n->saved[2], n->out->grad,
-                               n->i[1] != 0, dx, dg, db);
+        k->batch_norm_backward(x3, gamma, n->saved[1], n->saved[2], n->out->grad, n->i[1] != 0, dx,
+                               dg, db, work);
     else
-        k->group_norm_backward(n->saved[0], n->i[1], gamma, n->saved[1], n->saved[2], n->out->grad,
-                               dx, dg, db);
+        k->group_norm_backward(x3, n->i[1], gamma, n->saved[1], n->saved[2], n->out->grad, dx, dg,
+                               db, work);
 }
 
 /* What the normalisations share once their arguments are checked: x is
@@ -106,11 +117,12 @@ static fx_tensor *norm_run(fx_ctx *ctx, const char *op, int kind, fx_tensor *x, 
     fx_tensor *mean = fx_tensor_new(ctx, FX_F32, 1, &nstat);
     fx_tensor *rstd = fx_tensor_new(ctx, FX_F32, 1, &nstat);
     fx_tensor *y = fx_tensor_new_like(ctx, x);
-    if (!x3 || !mean || !rstd || !y)
+    fx_tensor *work = x3 && kind == NORM_BATCH ? norm_work(ctx, x3) : NULL;
+    if (!x3 || !mean || !rstd || !y || fx_ctx_status(ctx) != FX_OK)
         return NULL;
     const fx_norm_kernels *k = fx_be(x)->norm;
     if (kind == NORM_BATCH)
-        k->batch_norm(x3, gamma, beta, rm, rv, batch_stats, momentum, eps, mean, rstd, y);
+        k->batch_norm(x3, gamma, beta, rm, rv, batch_stats, momentum, eps, mean, rstd, y, work);
     else
         k->group_norm(x3, groups, gamma, beta, eps, mean, rstd, y);
     fx_node *n = fx_record(ctx, op, norm_backward, y, 3, (fx_tensor *[]){x, gamma, beta});

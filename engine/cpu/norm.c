@@ -10,45 +10,53 @@
  * Two layouts get their own loops:
  *   L > 1:  each (n, c) is a contiguous run of L elements; a task owns a
  *           channel (batch norm) or a (sample, group) row (group norm);
- *   L == 1: channels are contiguous in each row, so batch norm and the
- *           per-channel sums of group/layer norm work on blocks of
- *           channels, streaming the rows with a vector of accumulators.
- * Every task writes only its own channels or rows, so no loop races, and
- * the sums do not depend on the thread count. */
+ *   L == 1: channels are contiguous in each row; per-channel sums are
+ *           column sums over chunks of FX_NORM_CHUNK rows (partials in the
+ *           op's workspace, added up per channel afterwards), so every
+ *           pass streams memory in order instead of striding down columns.
+ * Every task writes only its own channels, rows or chunk partials, so no
+ * loop races, and no sum depends on the thread count. */
 #include "cpu.h"
 
-#define LANES  16
-#define FLUSH  512 /* elements per float partial sum before it goes to double */
-#define CBLOCK 64  /* channels per task in the L == 1 loops */
+#define FLUSH 512 /* elements per float partial sum before it goes to double */
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* Four floats in a register; loads through it need no alignment. */
+typedef float v4f __attribute__((vector_size(16), aligned(sizeof(float)), may_alias));
 
 /* Over a contiguous run of n elements: s1 = sum (p - kp) * w and
  * s2 = sum (p - kp) * w * (q - kq), with w NULL meaning 1. Forward
  * statistics use p = q = x and kp = kq = a shift; backward sums use p = dy,
- * kp = 0, q = x, kq = the mean (and w = gamma for layer norm). */
+ * kp = 0, q = x, kq = the mean (and w = gamma for layer norm). Sixteen
+ * float lanes (four vectors, so the adds do not form one serial chain)
+ * are flushed into double every FLUSH elements. */
 static void run_sums(const float *p, float kp, const float *w, const float *q, float kq, int64_t n,
                      double *s1, double *s2)
 {
     double t1 = 0.0, t2 = 0.0;
-    for (int64_t b = 0; b < n; b += FLUSH) {
-        int64_t e = min64(n, b + FLUSH), i = b;
-        float a1[LANES] = {0}, a2[LANES] = {0};
-        for (; i + LANES <= e; i += LANES)
-            for (int j = 0; j < LANES; j++) {
-                float v = (p[i + j] - kp) * (w ? w[i + j] : 1.0f);
+    int64_t i = 0;
+    while (i + 16 <= n) {
+        int64_t e = min64(n, i + FLUSH);
+        v4f a1[4] = {0}, a2[4] = {0};
+        for (; i + 16 <= e; i += 16)
+            for (int j = 0; j < 4; j++) {
+                v4f v = *(const v4f *)(p + i + 4 * j) - kp;
+                if (w)
+                    v *= *(const v4f *)(w + i + 4 * j);
                 a1[j] += v;
-                a2[j] += v * (q[i + j] - kq);
+                a2[j] += v * (*(const v4f *)(q + i + 4 * j) - kq);
             }
-        for (; i < e; i++) {
-            float v = (p[i] - kp) * (w ? w[i] : 1.0f);
-            t1 += v;
-            t2 += (double)v * (q[i] - kq);
-        }
-        for (int j = 0; j < LANES; j++) {
-            t1 += a1[j];
-            t2 += a2[j];
-        }
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 4; l++) {
+                t1 += a1[j][l];
+                t2 += a2[j][l];
+            }
+    }
+    for (; i < n; i++) {
+        float v = (p[i] - kp) * (w ? w[i] : 1.0f);
+        t1 += v;
+        t2 += (double)v * (q[i] - kq);
     }
     *s1 = t1;
     *s2 = t2;
@@ -69,20 +77,32 @@ static inline void finish_stats(double s1, double s2, int64_t M, float K, float 
         *var = v;
 }
 
+#define V4(p) (*(const v4f *)(p))
+
 /* y[i] = (x[i] - m) * r * g[i] + b[i] over a run of channels (L == 1), with
  * m and r one value per channel (per_channel: batch norm) or one for the
- * whole run (group and layer norm: m[0], r[0]); g, b NULL mean 1 and 0. */
-static inline void affine_channels(const float *x, float *y, int64_t n, const float *m,
-                                   const float *r, bool per_channel, const float *g, const float *b)
+ * whole run (group and layer norm: m[0], r[0]); g, b NULL mean 1 and 0.
+ * Written with vectors: the optional operands are tests the branch
+ * predictor always gets right, where a scalar loop would not vectorise. */
+static void affine_channels(const float *x, float *y, int64_t n, const float *m, const float *r,
+                            bool per_channel, const float *g, const float *b)
 {
-    if (per_channel) {
-        for (int64_t i = 0; i < n; i++)
-            y[i] = (x[i] - m[i]) * (r[i] * (g ? g[i] : 1.0f)) + (b ? b[i] : 0.0f);
-    } else {
-        float m0 = m[0], r0 = r[0];
-        for (int64_t i = 0; i < n; i++)
-            y[i] = (x[i] - m0) * (r0 * (g ? g[i] : 1.0f)) + (b ? b[i] : 0.0f);
+    v4f m0 = {0}, r0 = {0};
+    m0 += m[0];
+    r0 += r[0];
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        v4f a = per_channel ? V4(r + i) : r0, v = V4(x + i) - (per_channel ? V4(m + i) : m0);
+        if (g)
+            a *= V4(g + i);
+        v *= a;
+        if (b)
+            v += V4(b + i);
+        *(v4f *)(y + i) = v;
     }
+    for (; i < n; i++)
+        y[i] = (x[i] - m[per_channel ? i : 0]) * (r[per_channel ? i : 0] * (g ? g[i] : 1.0f)) +
+               (b ? b[i] : 0.0f);
 }
 
 /* y[i] = (x[i] - m) * a + b over a run of one channel (L > 1). */
@@ -102,35 +122,68 @@ static inline void dx_run(const float *dy, const float *x, float *dx, int64_t n,
         dx[i] += a * dy[i] - c1 - (x[i] - m) * c2;
 }
 
-/* ------------------------------------------------------------ batch norm */
+/* ------------------------------------------------------ L == 1 columns */
 
-/* Per-channel sums for (N, C) rows (L == 1) over channels [c0, c0 + w):
- * s1[k] = sum_n (p - shift*m[c]) and s2[k] = sum_n (p - shift*m[c]) *
- * (q - m[c]) with c = c0 + k; shift says whether p is shifted too. Rows
- * stream through a block of float accumulators, flushed to double every 64
- * rows so that long batches keep their precision. */
-static void bn_col_sums(const float *p, bool shift, const float *q, const float *m, int64_t N,
-                        int64_t C, int64_t c0, int64_t w, double *s1, double *s2)
+static inline int64_t num_chunks(int64_t N) { return (N + FX_NORM_CHUNK - 1) / FX_NORM_CHUNK; }
+
+/* a1[k] += p[k] - kp[k] and a2[k] += (p[k] - kp[k]) * (q[k] - kq[k]) over
+ * one row of a tile (kp NULL means 0); restrict lets it vectorise without
+ * alias checks. */
+static inline void col_accum(float *restrict a1, float *restrict a2, const float *restrict p,
+                             const float *restrict kp, const float *restrict q,
+                             const float *restrict kq, int64_t w)
+{
+    if (kp)
+        for (int64_t k = 0; k < w; k++) {
+            float v = p[k] - kp[k];
+            a1[k] += v;
+            a2[k] += v * (q[k] - kq[k]);
+        }
+    else
+        for (int64_t k = 0; k < w; k++) {
+            a1[k] += p[k];
+            a2[k] += p[k] * (q[k] - kq[k]);
+        }
+}
+
+/*
+ * Partial column sums of (N, C) rows: for chunk h (rows [h, h + 1) *
+ * FX_NORM_CHUNK) and channel c, part[2h*C + c] = sum (p - kp[c]) and
+ * part[(2h+1)*C + c] = sum (p - kp[c]) * (q - kq[c]). Tiles of (chunk,
+ * TILE_C channels) run in parallel, each streaming its rows in order; a
+ * chunk's floats never sum more than FX_NORM_CHUNK terms, and the chunks
+ * are added in double by col_totals.
+ */
+#define TILE_C 256
+static void col_partials(const float *p, const float *kp, const float *q, const float *kq,
+                         int64_t N, int64_t C, float *part)
+{
+    int64_t H = num_chunks(N), nb = (C + TILE_C - 1) / TILE_C;
+    FX_PFOR(
+        N * C, t, H * nb, int64_t h = t / nb, c0 = (t % nb) * TILE_C;
+        int64_t w = min64(TILE_C, C - c0); float *a1 = part + 2 * h * C + c0, *a2 = a1 + C;
+        memset(a1, 0, (size_t)w * sizeof *a1); memset(a2, 0, (size_t)w * sizeof *a2);
+        for (int64_t n = h * FX_NORM_CHUNK; n < min64(N, (h + 1) * FX_NORM_CHUNK); n++)
+            col_accum(a1, a2, p + n * C + c0, kp ? kp + c0 : NULL, q + n * C + c0, kq + c0, w););
+}
+
+/* s1[k], s2[k]: the chunks' partial sums of channel c0 + k added in double
+ * (in chunk order, so the result does not depend on the thread count). */
+static void col_totals(const float *part, int64_t N, int64_t C, int64_t c0, int64_t w, double *s1,
+                       double *s2)
 {
     for (int64_t k = 0; k < w; k++)
         s1[k] = s2[k] = 0.0;
-    const int64_t rows = 64;
-    for (int64_t n0 = 0; n0 < N; n0 += rows) {
-        float a1[CBLOCK] = {0}, a2[CBLOCK] = {0};
-        for (int64_t n = n0; n < min64(N, n0 + rows); n++) {
-            const float *pr = p + n * C + c0, *qr = q + n * C + c0, *mr = m + c0;
-            for (int64_t k = 0; k < w; k++) {
-                float v = pr[k] - (shift ? mr[k] : 0.0f);
-                a1[k] += v;
-                a2[k] += v * (qr[k] - mr[k]);
-            }
-        }
+    for (int64_t h = 0; h < num_chunks(N); h++) {
+        const float *a1 = part + 2 * h * C + c0, *a2 = a1 + C;
         for (int64_t k = 0; k < w; k++) {
             s1[k] += a1[k];
             s2[k] += a2[k];
         }
     }
 }
+
+/* ------------------------------------------------------------ batch norm */
 
 /* Batch statistics of channel c from its shifted sums; updates the running
  * statistics (unbiased variance) when there are some. */
@@ -145,29 +198,32 @@ static inline void bn_finish(int64_t c, double s1, double s2, int64_t M, float K
     }
 }
 
-/* Batch norm forward (kern_norm.h). Training computes the statistics
- * channel by channel (blocks of channels when L == 1), then every row is
- * normalised; the shift K of a channel is its first element, parked in
- * mean[c] while the sums run. */
+/* Batch norm forward (kern_norm.h). Training takes the statistics channel
+ * by channel (L > 1) or by column sums over row chunks (L == 1, the shift
+ * of a channel being its entry in the first row, parked in mean while the
+ * sums run); then every row is normalised in parallel. */
 static void cpu_batch_norm(const fx_tensor *x, const fx_tensor *gamma, const fx_tensor *beta,
                            fx_tensor *running_mean, fx_tensor *running_var, bool training,
                            float momentum, float eps, fx_tensor *mean, fx_tensor *rstd,
-                           fx_tensor *y)
+                           fx_tensor *y, fx_tensor *work)
 {
-    int64_t N = x->shape[0], C = x->shape[1], L = x->shape[2], M = N * L, work = N * C * L;
+    int64_t N = x->shape[0], C = x->shape[1], L = x->shape[2], M = N * L, n_el = N * C * L;
     const float *X = fx_f32(x), *G = gamma ? fx_f32(gamma) : NULL, *B = beta ? fx_f32(beta) : NULL;
     float *Y = fx_f32(y), *Mn = fx_f32(mean), *R = fx_f32(rstd);
     float *rm = running_mean ? fx_f32(running_mean) : NULL;
     float *rv = running_var ? fx_f32(running_var) : NULL;
     if (training && L == 1) {
-        int64_t nb = (C + CBLOCK - 1) / CBLOCK;
-        FX_PFOR(work, t, nb, int64_t c0 = t * CBLOCK, w = min64(CBLOCK, C - c0);
-                double s1[CBLOCK], s2[CBLOCK]; memcpy(Mn + c0, X + c0, (size_t)w * sizeof(float));
-                bn_col_sums(X, true, X, Mn, N, C, c0, w, s1, s2); for (int64_t k = 0; k < w; k++)
+        float *part = fx_f32(work);
+        memcpy(Mn, X, (size_t)C * sizeof *Mn);
+        col_partials(X, Mn, X, Mn, N, C, part);
+        int64_t nb = (C + TILE_C - 1) / TILE_C;
+        FX_PFOR(num_chunks(N) * C, t, nb, int64_t c0 = t * TILE_C, w = min64(TILE_C, C - c0);
+                double s1[TILE_C], s2[TILE_C]; col_totals(part, N, C, c0, w, s1, s2);
+                for (int64_t k = 0; k < w; k++)
                     bn_finish(c0 + k, s1[k], s2[k], M, Mn[c0 + k], eps, momentum, Mn, R, rm, rv););
     } else if (training) {
         FX_PFOR(
-            work, c, C, float K = X[c * L]; double s1 = 0.0, s2 = 0.0;
+            n_el, c, C, float K = X[c * L]; double s1 = 0.0, s2 = 0.0;
             for (int64_t n = 0; n < N; n++) {
                 double a, b;
                 const float *xr = X + (n * C + c) * L;
@@ -182,9 +238,9 @@ static void cpu_batch_norm(const fx_tensor *x, const fx_tensor *gamma, const fx_
         }
     }
     if (L == 1)
-        FX_PFOR(work, n, N, affine_channels(X + n * C, Y + n * C, C, Mn, R, true, G, B););
+        FX_PFOR(n_el, n, N, affine_channels(X + n * C, Y + n * C, C, Mn, R, true, G, B););
     else
-        FX_PFOR(work, r, N * C, int64_t c = r % C; affine_run(
+        FX_PFOR(n_el, r, N * C, int64_t c = r % C; affine_run(
                     X + r * L, Y + r * L, L, Mn[c], R[c] * (G ? G[c] : 1.0f), B ? B[c] : 0.0f););
 }
 
@@ -206,15 +262,27 @@ static inline void bn_grad_coef(int64_t c, double s1, double s2, int64_t M, cons
     *c2 = training ? (float)(g * r * r * r * s2 / (double)M) : 0.0f;
 }
 
-/* Batch norm backward (kern_norm.h): a task owns a channel (or a block of
- * channels when L == 1), sums its dy and dy * (x - mean), then writes that
- * channel's dgamma, dbeta and dx. */
+/* dx[k] += a[k] * dy[k] - c1[k] - (x[k] - m[k]) * c2[k] over a row of
+ * channels (L == 1). */
+static inline void dx_channels(const float *restrict dy, const float *restrict x,
+                               float *restrict dx, int64_t n, const float *restrict a,
+                               const float *restrict c1, const float *restrict c2,
+                               const float *restrict m)
+{
+    for (int64_t k = 0; k < n; k++)
+        dx[k] += a[k] * dy[k] - c1[k] - (x[k] - m[k]) * c2[k];
+}
+
+/* Batch norm backward (kern_norm.h). L > 1: a task owns a channel, sums its
+ * dy and dy * (x - mean), then writes its dgamma, dbeta and dx. L == 1: the
+ * sums are column sums over row chunks; the per-channel coefficients go to
+ * the end of work, then the rows of dx are written in parallel. */
 static void cpu_batch_norm_backward(const fx_tensor *x, const fx_tensor *gamma,
                                     const fx_tensor *mean, const fx_tensor *rstd,
                                     const fx_tensor *dy, bool training, fx_tensor *dx,
-                                    fx_tensor *dgamma, fx_tensor *dbeta)
+                                    fx_tensor *dgamma, fx_tensor *dbeta, fx_tensor *work)
 {
-    int64_t N = x->shape[0], C = x->shape[1], L = x->shape[2], M = N * L, work = N * C * L;
+    int64_t N = x->shape[0], C = x->shape[1], L = x->shape[2], M = N * L, n_el = N * C * L;
     const float *X = fx_f32(x), *DY = fx_f32(dy), *Mn = fx_f32(mean), *R = fx_f32(rstd);
     const float *G = gamma ? fx_f32(gamma) : NULL;
     float *DX = dx ? fx_f32(dx) : NULL, *DG = dgamma ? fx_f32(dgamma) : NULL,
@@ -222,22 +290,20 @@ static void cpu_batch_norm_backward(const fx_tensor *x, const fx_tensor *gamma,
     /* Eval mode with only dx wanted needs no sums. */
     bool sums = DG || DB || (training && DX);
     if (L == 1) {
-        int64_t nb = (C + CBLOCK - 1) / CBLOCK;
-        FX_PFOR(
-            work, t, nb, int64_t c0 = t * CBLOCK, w = min64(CBLOCK, C - c0);
-            double s1[CBLOCK] = {0}, s2[CBLOCK] = {0}; float a[CBLOCK], c1[CBLOCK], c2[CBLOCK];
-            if (sums) bn_col_sums(DY, false, X, Mn, N, C, c0, w, s1, s2);
-            for (int64_t k = 0; k < w; k++) bn_grad_coef(c0 + k, s1[k], s2[k], M, G, R, training,
-                                                         DG, DB, &a[k], &c1[k], &c2[k]);
-            if (DX) for (int64_t n = 0; n < N; n++) {
-                const float *dyr = DY + n * C + c0, *xr = X + n * C + c0, *mr = Mn + c0;
-                float *dxr = DX + n * C + c0;
-                for (int64_t k = 0; k < w; k++)
-                    dxr[k] += a[k] * dyr[k] - c1[k] - (xr[k] - mr[k]) * c2[k];
-            });
+        float *part = fx_f32(work), *a = part + 2 * num_chunks(N) * C, *c1 = a + C, *c2 = c1 + C;
+        if (sums)
+            col_partials(DY, NULL, X, Mn, N, C, part);
+        int64_t nb = (C + TILE_C - 1) / TILE_C;
+        FX_PFOR(num_chunks(N) * C, t, nb, int64_t c0 = t * TILE_C, w = min64(TILE_C, C - c0);
+                double s1[TILE_C] = {0}, s2[TILE_C] = {0};
+                if (sums) col_totals(part, N, C, c0, w, s1, s2); for (int64_t k = 0; k < w; k++)
+                    bn_grad_coef(c0 + k, s1[k], s2[k], M, G, R, training, DG, DB, &a[c0 + k],
+                                 &c1[c0 + k], &c2[c0 + k]););
+        if (DX)
+            FX_PFOR(n_el, n, N, dx_channels(DY + n * C, X + n * C, DX + n * C, C, a, c1, c2, Mn););
     } else {
         FX_PFOR(
-            work, c, C, double s1 = 0.0, s2 = 0.0; float a, c1, c2;
+            n_el, c, C, double s1 = 0.0, s2 = 0.0; float a, c1, c2;
             for (int64_t n = 0; sums && n < N; n++) {
                 double u, v;
                 int64_t o = (n * C + c) * L;
@@ -275,86 +341,98 @@ static void cpu_group_norm(const fx_tensor *x, int64_t groups, const fx_tensor *
                            B ? B[c0 + k] : 0.0f););
 }
 
-/* Per-channel sums for group norm's dgamma and dbeta over channels
- * [c0, c0 + w) with L == 1: s1[k] = sum_n dy and s2[k] = sum_n dy * xhat,
- * where xhat uses the statistics of (n, the channel's group). A row of the
- * block is split where it crosses a group boundary. */
-static void gn_col_sums(const float *dy, const float *x, const float *mean, const float *rstd,
-                        int64_t N, int64_t C, int64_t groups, int64_t c0, int64_t w, double *s1,
-                        double *s2)
+/* The gradient of one (sample, group) row of S elements with statistics m,
+ * rs. With dxhat = dy * gamma, s1 = sum dxhat and s2 = sum dxhat * (x - m):
+ * dx += rs * dxhat - rs * s1 / S - (x - m) * rs^3 * s2 / S, run by run
+ * (Cg runs of L elements, gamma constant along a run). */
+static void gn_row_dx(const float *dy, const float *x, float *dx, const float *gam, int64_t Cg,
+                      int64_t L, float m, float rs)
 {
-    int64_t Cg = C / groups;
-    for (int64_t k = 0; k < w; k++)
-        s1[k] = s2[k] = 0.0;
-    const int64_t rows = 64;
-    for (int64_t n0 = 0; n0 < N; n0 += rows) {
-        float a1[CBLOCK] = {0}, a2[CBLOCK] = {0};
-        for (int64_t n = n0; n < min64(N, n0 + rows); n++)
-            for (int64_t k = 0; k < w;) {
-                int64_t g = (c0 + k) / Cg, e = min64(w, (g + 1) * Cg - c0);
-                float m = mean[n * groups + g], r = rstd[n * groups + g];
-                const float *dyr = dy + n * C + c0, *xr = x + n * C + c0;
-                for (; k < e; k++) {
-                    a1[k] += dyr[k];
-                    a2[k] += dyr[k] * ((xr[k] - m) * r);
-                }
-            }
-        for (int64_t k = 0; k < w; k++) {
-            s1[k] += a1[k];
-            s2[k] += a2[k];
+    int64_t S = Cg * L;
+    double s1 = 0.0, s2 = 0.0;
+    if (L == 1) {
+        run_sums(dy, 0.0f, gam, x, m, Cg, &s1, &s2);
+    } else {
+        for (int64_t k = 0; k < Cg; k++) {
+            double u, v, g = gam ? gam[k] : 1.0;
+            run_sums(dy + k * L, 0.0f, NULL, x + k * L, m, L, &u, &v);
+            s1 += u * g;
+            s2 += v * g;
         }
+    }
+    float c1 = (float)(rs * s1 / (double)S), c2 = (float)((double)rs * rs * rs * s2 / (double)S);
+    if (L == 1 && gam)
+        for (int64_t k = 0; k < Cg; k++)
+            dx[k] += rs * gam[k] * dy[k] - c1 - (x[k] - m) * c2;
+    else if (L == 1)
+        dx_run(dy, x, dx, Cg, rs, m, c1, c2);
+    else
+        for (int64_t k = 0; k < Cg; k++)
+            dx_run(dy + k * L, x + k * L, dx + k * L, L, rs * (gam ? gam[k] : 1.0f), m, c1, c2);
+}
+
+/* a1[k] += dy[k], a2[k] += dy[k] * (x[k] - m) * rs over a row of channels
+ * (L == 1): one row's share of dbeta and dgamma. */
+static inline void gn_accum(float *restrict a1, float *restrict a2, const float *restrict dy,
+                            const float *restrict x, int64_t n, float m, float rs)
+{
+    for (int64_t k = 0; k < n; k++) {
+        a1[k] += dy[k];
+        a2[k] += dy[k] * ((x[k] - m) * rs);
     }
 }
 
-/* Group norm backward (kern_norm.h). dx: a task owns a (sample, group) row;
- * with dxhat = dy * gamma, s1 = sum dxhat, s2 = sum dxhat * (x - mean) over
- * the row's S elements, dx = rstd * dxhat - rstd * s1 / S - (x - mean) *
- * rstd^3 * s2 / S. dgamma, dbeta: a task owns a channel (a block when
- * L == 1) and sums over the samples. */
+/* Group norm backward (kern_norm.h). L == 1 (layer norm, group norm of
+ * [N, C]): a task owns a chunk of samples and, row by row, writes dx and
+ * adds the row's dgamma / dbeta shares to the chunk's partial sums, which
+ * are then added up per channel. L > 1: a task owns a (sample, group) row
+ * for dx, then a task owns a channel for dgamma and dbeta. */
 static void cpu_group_norm_backward(const fx_tensor *x, int64_t groups, const fx_tensor *gamma,
                                     const fx_tensor *mean, const fx_tensor *rstd,
                                     const fx_tensor *dy, fx_tensor *dx, fx_tensor *dgamma,
-                                    fx_tensor *dbeta)
+                                    fx_tensor *dbeta, fx_tensor *work)
 {
     int64_t N = x->shape[0], C = x->shape[1], L = x->shape[2];
-    int64_t Cg = C / groups, S = Cg * L, rows = N * groups, work = N * C * L;
+    int64_t Cg = C / groups, S = Cg * L, rows = N * groups, n_el = N * C * L;
     const float *X = fx_f32(x), *DY = fx_f32(dy), *Mn = fx_f32(mean), *R = fx_f32(rstd);
     const float *G = gamma ? fx_f32(gamma) : NULL;
     float *DX = dx ? fx_f32(dx) : NULL, *DG = dgamma ? fx_f32(dgamma) : NULL,
           *DB = dbeta ? fx_f32(dbeta) : NULL;
-    if (DX)
-        FX_PFOR(
-            work, r, rows, int64_t c0 = (r % groups) * Cg, o = r * S; float m = Mn[r], rs = R[r];
-            double s1 = 0.0, s2 = 0.0;
-            if (L == 1) run_sums(DY + o, 0.0f, G ? G + c0 : NULL, X + o, m, Cg, &s1, &s2);
-            else for (int64_t k = 0; k < Cg; k++) {
-                double u, v, g = G ? G[c0 + k] : 1.0;
-                run_sums(DY + o + k * L, 0.0f, NULL, X + o + k * L, m, L, &u, &v);
-                s1 += u * g;
-                s2 += v * g;
-            } float c1 = (float)(rs * s1 / (double)S);
-            float c2 = (float)((double)rs * rs * rs * s2 / (double)S);
-            if (L == 1) for (int64_t k = 0; k < Cg; k++) DX[o + k] +=
-            rs * (G ? G[c0 + k] : 1.0f) * DY[o + k] - c1 - (X[o + k] - m) * c2;
-            else for (int64_t k = 0; k < Cg; k++)
-                dx_run(DY + o + k * L, X + o + k * L, DX + o + k * L, L,
-                       rs * (G ? G[c0 + k] : 1.0f), m, c1, c2););
-    if (!DG && !DB)
-        return;
+    bool params = DG || DB;
     if (L == 1) {
-        int64_t nb = (C + CBLOCK - 1) / CBLOCK;
+        float *part = fx_f32(work);
         FX_PFOR(
-            work, t, nb, int64_t c0 = t * CBLOCK, w = min64(CBLOCK, C - c0);
-            double s1[CBLOCK], s2[CBLOCK]; gn_col_sums(DY, X, Mn, R, N, C, groups, c0, w, s1, s2);
-            for (int64_t k = 0; k < w; k++) {
-                if (DB)
-                    DB[c0 + k] += (float)s1[k];
-                if (DG)
-                    DG[c0 + k] += (float)s2[k];
+            n_el, h, num_chunks(N), float *a1 = part + 2 * h * C, *a2 = a1 + C; if (params) {
+                memset(a1, 0, (size_t)C * sizeof *a1);
+                memset(a2, 0, (size_t)C * sizeof *a2);
+            } for (int64_t n = h * FX_NORM_CHUNK; n < min64(N, (h + 1) * FX_NORM_CHUNK);
+                   n++) for (int64_t g = 0; g < groups; g++) {
+                int64_t o = n * C + g * Cg, r = n * groups + g;
+                if (DX)
+                    gn_row_dx(DY + o, X + o, DX + o, G ? G + g * Cg : NULL, Cg, 1, Mn[r], R[r]);
+                if (params)
+                    gn_accum(a1 + g * Cg, a2 + g * Cg, DY + o, X + o, Cg, Mn[r], R[r]);
             });
-    } else {
+        if (params) {
+            int64_t nb = (C + TILE_C - 1) / TILE_C;
+            FX_PFOR(
+                num_chunks(N) * C, t, nb, int64_t c0 = t * TILE_C, w = min64(TILE_C, C - c0);
+                double s1[TILE_C], s2[TILE_C]; col_totals(part, N, C, c0, w, s1, s2);
+                for (int64_t k = 0; k < w; k++) {
+                    if (DB)
+                        DB[c0 + k] += (float)s1[k];
+                    if (DG)
+                        DG[c0 + k] += (float)s2[k];
+                });
+        }
+        return;
+    }
+    if (DX)
+        FX_PFOR(n_el, r, rows, int64_t c0 = (r % groups) * Cg; gn_row_dx(
+                    DY + r * S, X + r * S, DX + r * S, G ? G + c0 : NULL, Cg, L, Mn[r], R[r]););
+    if (params)
         FX_PFOR(
-            work, c, C, int64_t g = c / Cg; double s1 = 0.0, s2 = 0.0;
+            n_el, c, C, int64_t g = c / Cg; double s1 = 0.0, s2 = 0.0;
             for (int64_t n = 0; n < N; n++) {
                 double u, v;
                 int64_t o = (n * C + c) * L;
@@ -363,7 +441,6 @@ static void cpu_group_norm_backward(const fx_tensor *x, int64_t groups, const fx
                 s2 += v * R[n * groups + g];
             } if (DB) DB[c] += (float)s1;
             if (DG) DG[c] += (float)s2;);
-    }
 }
 
 /* ------------------------------------------------------------- embedding */
