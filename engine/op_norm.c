@@ -38,10 +38,8 @@ static bool check_channels(fx_ctx *ctx, const char *op, const char *what, const 
     int64_t C = x->shape[1];
     if (t->ndim != 1)
         fx_op_fail(ctx, FX_ERR_SHAPE, op,
-                   "%s must be [%lld], one entry per channel of x %s, "
-                   "got %s",
-                   what, (long long)C, fx_shape_str(x, b1, sizeof b1),
-                   fx_shape_str(t, b2, sizeof b2));
+                   "%s must be [%lld], one entry per channel of x %s, got %s", what, (long long)C,
+                   fx_shape_str(x, b1, sizeof b1), fx_shape_str(t, b2, sizeof b2));
     else if (t->shape[0] != C)
         fx_op_fail(ctx, FX_ERR_SHAPE, op, "x has %lld channels, %s has %lld (x is %s)",
                    (long long)C, what, (long long)t->shape[0], fx_shape_str(x, b1, sizeof b1));
@@ -153,16 +151,16 @@ fx_tensor *fx_batch_norm(fx_ctx *ctx, fx_tensor *x, fx_tensor *gamma, fx_tensor 
         !check_eps(ctx, op, eps))
         return NULL;
     if (!running_mean != !running_var)
-        return fx_op_fail(ctx, FX_ERR_ARG, op,
-                          "running_mean and running_var go together: "
-                          "running_mean is %s, running_var is %s",
-                          running_mean ? "given" : "NULL", running_var ? "given" : "NULL");
+        return fx_op_fail(
+            ctx, FX_ERR_ARG, op,
+            "running_mean and running_var go together: running_mean is %s, running_var is %s",
+            running_mean ? "given" : "NULL", running_var ? "given" : "NULL");
     /* The kernel updates the running statistics in place. */
     if (running_mean &&
         (!fx_tensor_is_contiguous(running_mean) || !fx_tensor_is_contiguous(running_var)))
-        return fx_op_fail(ctx, FX_ERR_ARG, op,
-                          "running_mean and running_var must be "
-                          "contiguous (they are updated in place)");
+        return fx_op_fail(
+            ctx, FX_ERR_ARG, op,
+            "running_mean and running_var must be contiguous (they are updated in place)");
     if (!(momentum >= 0.0f && momentum <= 1.0f))
         return fx_op_fail(ctx, FX_ERR_ARG, op, "momentum is %g; it must be in [0, 1]",
                           (double)momentum);
@@ -171,8 +169,7 @@ fx_tensor *fx_batch_norm(fx_ctx *ctx, fx_tensor *x, fx_tensor *gamma, fx_tensor 
     bool batch_stats = fx_ctx_training(ctx) || !running_mean;
     if (batch_stats && C > 0 && N * L <= 1)
         return fx_op_fail(ctx, FX_ERR_SHAPE, op,
-                          "batch statistics need more than one value "
-                          "per channel, x is %s%s",
+                          "batch statistics need more than one value per channel, x is %s%s",
                           fx_shape_str(x, b2, sizeof b2), running_mean ? " (training mode)" : "");
     return norm_run(ctx, op, NORM_BATCH, x, N, C, L, 1, gamma, beta, running_mean, running_var,
                     batch_stats, momentum, eps);
@@ -188,9 +185,8 @@ fx_tensor *fx_layer_norm(fx_ctx *ctx, fx_tensor *x, int nshape, const int64_t *s
     char b1[96], b2[96], b3[96];
     if (!shape || nshape < 1 || nshape > FX_MAX_DIMS)
         return fx_op_fail(ctx, FX_ERR_ARG, op,
-                          "the normalised shape must have 1 to %d dims, "
-                          "got %d%s",
-                          FX_MAX_DIMS, nshape, shape ? "" : " (shape is NULL)");
+                          "the normalised shape must have 1 to %d dims, got %d%s", FX_MAX_DIMS,
+                          nshape, shape ? "" : " (shape is NULL)");
     fx_tensor ns = {.ndim = nshape}; /* the normalised shape, for messages */
     for (int d = 0; d < nshape; d++)
         ns.shape[d] = shape[d];
@@ -233,9 +229,8 @@ fx_tensor *fx_group_norm(fx_ctx *ctx, fx_tensor *x, int64_t groups, fx_tensor *g
                           (long long)groups);
     if (C % groups != 0)
         return fx_op_fail(ctx, FX_ERR_SHAPE, op,
-                          "%lld groups do not divide the %lld channels "
-                          "of x %s",
-                          (long long)groups, (long long)C, fx_shape_str(x, b1, sizeof b1));
+                          "%lld groups do not divide the %lld channels of x %s", (long long)groups,
+                          (long long)C, fx_shape_str(x, b1, sizeof b1));
     if (!check_channels(ctx, op, "gamma", gamma, x) || !check_channels(ctx, op, "beta", beta, x) ||
         !check_eps(ctx, op, eps))
         return NULL;
@@ -267,11 +262,9 @@ fx_tensor *fx_embedding(fx_ctx *ctx, fx_tensor *weight, fx_tensor *idx, int64_t 
         return fx_ctx_status(ctx) == FX_OK ? fx_op_fail(ctx, FX_ERR_ARG, op, "idx is NULL") : NULL;
     if (idx->device.type != ctx->dev.type || idx->device.index != ctx->dev.index) {
         char d1[32], d2[32];
-        return fx_op_fail(ctx, FX_ERR_DEVICE, op,
-                          "the indices are on %s but the context "
-                          "runs on %s",
-                          fx_device_str(idx->device, d1, sizeof d1),
-                          fx_device_str(ctx->dev, d2, sizeof d2));
+        return fx_op_fail(
+            ctx, FX_ERR_DEVICE, op, "the indices are on %s but the context runs on %s",
+            fx_device_str(idx->device, d1, sizeof d1), fx_device_str(ctx->dev, d2, sizeof d2));
     }
     if (idx->dtype != FX_I32 && idx->dtype != FX_I64)
         return fx_op_fail(ctx, FX_ERR_DTYPE, op, "indices must be i32 or i64, got %s %s",
@@ -285,8 +278,7 @@ fx_tensor *fx_embedding(fx_ctx *ctx, fx_tensor *weight, fx_tensor *idx, int64_t 
     int64_t num = weight->shape[0], dim = weight->shape[1];
     if (padding_idx >= num)
         return fx_op_fail(ctx, FX_ERR_ARG, op,
-                          "padding_idx %lld is out of range for %lld "
-                          "embeddings",
+                          "padding_idx %lld is out of range for %lld embeddings",
                           (long long)padding_idx, (long long)num);
     weight = fx_contiguous(ctx, weight);
     idx = weight ? fx_contiguous(ctx, idx) : NULL;
@@ -303,8 +295,8 @@ fx_tensor *fx_embedding(fx_ctx *ctx, fx_tensor *weight, fx_tensor *idx, int64_t 
     if (bad >= 0) {
         fx_tensor *v = fx_view(ctx, idx, 0, NULL, NULL, idx->offset + bad);
         return fx_op_fail(ctx, FX_ERR_VALUE, op,
-                          "index %lld (at flat position %lld of the "
-                          "indices %s) is out of range: the vocabulary has %lld entries",
+                          "index %lld (at flat position %lld of the indices %s) is out of range: "
+                          "the vocabulary has %lld entries",
                           v ? (long long)fx_tensor_item(v) : -1LL, (long long)bad,
                           fx_shape_str(idx, b2, sizeof b2), (long long)num);
     }
