@@ -81,24 +81,25 @@ typedef struct {
                          const fx_tensor *input_lengths, const fx_tensor *target_lengths,
                          fx_tensor *offsets, fx_tensor *inv_len, int64_t *smax,
                          fx_ctc_issue *issue);
-    /* Alpha recursion in log space. Writes alpha (f32 [N, T, 2 smax + 1],
-     * entries past a sample's lengths are left unset), nll [N] (-log p, inf
-     * when no alignment has probability) and loss [N] (nll, with inf
-     * replaced by 0 when a->zero_infinity). */
+    /* Alpha recursion in log space. Writes ext (i32 [N, 2, 2 smax + 3]: the
+     * extended labels and skip flags, for the backward), alpha (f32
+     * [N, T, 2 smax + 3], two guard cells in front of each row; entries past
+     * a sample's lengths are left unset), nll [N] (-log p: inf when no
+     * alignment has probability, NaN when a log_prob it reads is NaN) and
+     * loss [N] (nll, with inf replaced by 0 when a->zero_infinity). */
     void (*ctc_forward)(const fx_ctc_args *a, const fx_tensor *log_probs, const fx_tensor *targets,
                         const fx_tensor *offsets, const fx_tensor *input_lengths,
-                        const fx_tensor *target_lengths, fx_tensor *alpha, fx_tensor *nll,
-                        fx_tensor *loss);
+                        const fx_tensor *target_lengths, fx_tensor *ext, fx_tensor *alpha,
+                        fx_tensor *nll, fx_tensor *loss);
     /* Beta recursion and dlog_probs += dloss[n] * d nll[n] / d log_probs:
      * -sum over the extended-label positions s of c at frame t of
      * exp(alpha_t(s) + beta_t(s) - log_probs[t,n,c] + nll[n]). Frames at or
      * past the input length and samples with a non-finite nll get nothing.
-     * beta is scratch, f32 [N, 2, 2 smax + 1]. */
+     * scratch is f32 [N, 3, 2 smax + 3]. */
     void (*ctc_backward)(const fx_ctc_args *a, const fx_tensor *log_probs,
-                         const fx_tensor *targets, const fx_tensor *offsets,
                          const fx_tensor *input_lengths, const fx_tensor *target_lengths,
-                         const fx_tensor *alpha, const fx_tensor *nll, const fx_tensor *dloss,
-                         fx_tensor *beta, fx_tensor *dlog_probs);
+                         const fx_tensor *ext, const fx_tensor *alpha, const fx_tensor *nll,
+                         const fx_tensor *dloss, fx_tensor *scratch, fx_tensor *dlog_probs);
 } fx_seq_kernels;
 
 #endif

@@ -396,8 +396,8 @@ fail:
 
 /* ================================================================= CTC */
 
-/* Per-sample losses need these for the backward: in[0] log_probs, in[1..3]
- * targets, input_lengths, target_lengths; saved alpha, nll, offsets. */
+/* The per-sample losses' record: in[0] log_probs, in[1..2] input_lengths,
+ * target_lengths; saved alpha, nll and the extended labels. */
 static fx_ctc_args ctc_args_of(const fx_node *n)
 {
     return (fx_ctc_args){ n->i[0], n->i[1], n->i[2], n->i[3], n->i[4], n->i[5] != 0 };
@@ -410,11 +410,11 @@ static void ctc_backward(fx_ctx *ctx, fx_node *n)
         return;
     fx_ctc_args a = ctc_args_of(n);
     fx_tensor *dlp = fx_grad(ctx, lp);
-    fx_tensor *beta = dlp ? fx_tensor_new(ctx, FX_F32, 3, (int64_t[]){ a.N, 2, 2 * a.smax + 1 })
-                          : NULL;
-    if (beta)
-        fx_be(lp)->seq->ctc_backward(&a, lp, n->in[1], n->saved[2], n->in[2], n->in[3],
-                                     n->saved[0], n->saved[1], n->out->grad, beta, dlp);
+    fx_tensor *scratch = dlp ? fx_tensor_new(ctx, FX_F32, 3, (int64_t[]){ a.N, 3, 2 * a.smax + 3 })
+                             : NULL;
+    if (scratch)
+        fx_be(lp)->seq->ctc_backward(&a, lp, n->in[1], n->in[2], n->saved[2], n->saved[0],
+                                     n->saved[1], n->out->grad, scratch, dlp);
 }
 
 /* Turns the first bad sample ctc_check found into an error message. */
@@ -520,25 +520,26 @@ fx_tensor *fx_ctc_loss(fx_ctx *ctx, fx_tensor *log_probs, fx_tensor *targets,
     if (be->seq->ctc_check(&a, targets, padded ? targets->shape[1] : -1, input_lengths,
                            target_lengths, offsets, inv_len, &a.smax, &issue) >= 0)
         return ctc_issue_fail(ctx, op, &issue, log_probs, targets, o.blank);
-    int64_t W2 = 2 * a.smax + 1;
-    if (fx_shape_numel(3, (int64_t[]){ N, T, W2 }) < 0)
+    int64_t R = 2 * a.smax + 3; /* extended labels plus two guard cells */
+    if (fx_shape_numel(3, (int64_t[]){ N, T, R }) < 0 || R > INT32_MAX)
         return fx_op_fail(ctx, FX_ERR_SHAPE, op, "too large: log_probs %s, longest target %lld",
                           fx_shape_str(log_probs, s1, 96), (long long)a.smax);
-    fx_tensor *alpha = fx_tensor_new(ctx, FX_F32, 3, (int64_t[]){ N, T, W2 });
+    fx_tensor *ext = fx_tensor_new(ctx, FX_I32, 3, (int64_t[]){ N, 2, R });
+    fx_tensor *alpha = ext ? fx_tensor_new(ctx, FX_F32, 3, (int64_t[]){ N, T, R }) : NULL;
     fx_tensor *nll = alpha ? fx_tensor_new(ctx, FX_F32, 1, (int64_t[]){ N }) : NULL;
     fx_tensor *loss = nll ? fx_tensor_new(ctx, FX_F32, 1, (int64_t[]){ N }) : NULL;
     if (!loss)
         return NULL;
-    be->seq->ctc_forward(&a, log_probs, targets, offsets, input_lengths, target_lengths, alpha,
-                         nll, loss);
+    be->seq->ctc_forward(&a, log_probs, targets, offsets, input_lengths, target_lengths, ext,
+                         alpha, nll, loss);
     if (be->red->count_nonfinite(loss))
         return ctc_nonfinite_fail(ctx, op, loss, input_lengths, target_lengths);
-    fx_node *n = fx_record(ctx, op, ctc_backward, loss, 4,
-                           (fx_tensor *[]){ log_probs, targets, input_lengths, target_lengths });
+    fx_node *n = fx_record(ctx, op, ctc_backward, loss, 3,
+                           (fx_tensor *[]){ log_probs, input_lengths, target_lengths });
     if (n) {
         n->saved[0] = alpha;
         n->saved[1] = nll;
-        n->saved[2] = offsets;
+        n->saved[2] = ext;
         int64_t iv[6] = { T, N, C, a.smax, o.blank, o.zero_infinity };
         for (int i = 0; i < 6; i++)
             n->i[i] = iv[i];

@@ -178,4 +178,75 @@ static inline int64_t fx_index_at(const fx_tensor *idx, int64_t off)
                                 : ((const int32_t *)fx_data(idx))[off];
 }
 
+/*
+ * exp(x) for x <= 88, within 1e-7 relative of expf, in straight-line code
+ * that loops vectorise (a call to expf stops that). Below -87, and for -inf,
+ * it returns 0; NaN stays NaN. Cephes' method: x = n ln2 + r, |r| <= ln2/2,
+ * e^r by a degree-6 polynomial, 2^n built in the exponent bits; the clamp
+ * compares order-preserving integer keys of the float bits (float compares
+ * may trap, which keeps the compiler from if-converting them). The same as
+ * reduce.c's softmax_exp.
+ */
+static inline float fx_exp_approx(float x)
+{
+    int32_t k;
+    memcpy(&k, &x, sizeof k);
+    k ^= (k >> 31) & 0x7fffffff;
+    const int32_t lo = (int32_t)(0xc2ae0000u ^ 0x7fffffffu); /* key of -87.0f */
+    int32_t keep = k < lo ? 0 : -1;
+    k = k < lo ? lo : k;
+    k ^= (k >> 31) & 0x7fffffff;
+    memcpy(&x, &k, sizeof x);
+    float t = x * 1.44269504088896341f + 12582912.0f;
+    uint32_t nb;
+    memcpy(&nb, &t, sizeof nb);
+    float n = t - 12582912.0f;
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    uint32_t eb = ((nb + 127u) << 23) & (uint32_t)keep;
+    float e;
+    memcpy(&e, &eb, sizeof e);
+    return p * e;
+}
+
+/*
+ * log(x) for finite normal x > 0, within ~2e-7 relative of logf, vectorisable
+ * like fx_exp_approx (Cephes' logf: x = m 2^e with m in [sqrt(1/2), sqrt(2)),
+ * log(m) by a degree-9 polynomial in m - 1). Zero, denormals, infinities and
+ * NaN are not handled: callers select around them.
+ */
+static inline float fx_log_approx(float x)
+{
+    int32_t i;
+    memcpy(&i, &x, sizeof i);
+    int32_t e = ((i >> 23) & 0xff) - 126; /* x = m 2^e, m in [0.5, 1) */
+    i = (i & 0x007fffff) | 0x3f000000;
+    float m;
+    memcpy(&m, &i, sizeof m);
+    int32_t small = i < 0x3f3504f3 ? 1 : 0; /* m < sqrt(1/2), on the bits (m > 0) */
+    e -= small;
+    float twice = small ? m : 0.0f; /* a select of values: both arms computed would trap */
+    m = m + twice - 1.0f;
+    float z = m * m, fe = (float)e;
+    float y = 7.0376836292e-2f;
+    y = y * m - 1.1514610310e-1f;
+    y = y * m + 1.1676998740e-1f;
+    y = y * m - 1.2420140846e-1f;
+    y = y * m + 1.4249322787e-1f;
+    y = y * m - 1.6668057665e-1f;
+    y = y * m + 2.0000714765e-1f;
+    y = y * m - 2.4999993993e-1f;
+    y = y * m + 3.3333331174e-1f;
+    y = y * m * z;
+    y += -2.12194440e-4f * fe;
+    y += -0.5f * z;
+    return m + y + 0.693359375f * fe;
+}
+
 #endif /* FX_CPU_H */

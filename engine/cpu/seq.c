@@ -6,6 +6,31 @@
  * few dozen frames, a sum of logs does not. */
 #include "cpu.h"
 
+/*
+ * Branch-free selects on the float bits. GCC (under the default
+ * -ftrapping-math) will not if-convert a float select whose arms it would
+ * have to compute, since that may raise an FP exception the branch avoided,
+ * and a loop with a branch does not vectorise; masks on the bits have no
+ * such problem. neginf_mask(x) is all ones when x is -inf; pick(mask, a, b)
+ * is a where mask is all ones, b where it is 0.
+ */
+static inline int32_t neginf_mask(float x)
+{
+    int32_t b;
+    memcpy(&b, &x, sizeof b);
+    return -(int32_t)(b == (int32_t)0xff800000);
+}
+
+static inline float pick(int32_t mask, float a, float b)
+{
+    int32_t ia, ib;
+    memcpy(&ia, &a, sizeof ia);
+    memcpy(&ib, &b, sizeof ib);
+    ia = (ia & mask) | (ib & ~mask);
+    memcpy(&a, &ia, sizeof a);
+    return a;
+}
+
 /* -------------------------------------------------------------- lengths */
 
 static int64_t cpu_check_lengths(const fx_tensor *len, int64_t lo, int64_t hi)
@@ -32,17 +57,17 @@ static int64_t cpu_check_lengths(const fx_tensor *len, int64_t lo, int64_t hi)
 static bool attn_row(float *row, int64_t S, int64_t limit, const float *add, const int32_t *keep,
                      int64_t ms)
 {
+    if (add)
+        for (int64_t j = 0; j < limit; j++)
+            row[j] += add[j * ms];
+    else if (keep)
+        for (int64_t j = 0; j < limit; j++)
+            row[j] = pick(-(int32_t)(keep[j * ms] != 0), row[j], -INFINITY);
     float mx = -INFINITY;
     bool nan = false;
     for (int64_t j = 0; j < limit; j++) {
-        float x = row[j];
-        if (add)
-            x += add[j * ms];
-        else if (keep && keep[j * ms] == 0)
-            x = -INFINITY;
-        nan |= x != x;
-        row[j] = x;
-        mx = x > mx ? x : mx;
+        nan |= row[j] != row[j];
+        mx = row[j] > mx ? row[j] : mx;
     }
     if (nan || mx == INFINITY) {
         for (int64_t j = 0; j < S; j++)
@@ -53,12 +78,11 @@ static bool attn_row(float *row, int64_t S, int64_t limit, const float *add, con
         memset(row, 0, (size_t)S * sizeof(float));
         return true;
     }
+    for (int64_t j = 0; j < limit; j++) /* exactly 0 for a dropped key */
+        row[j] = fx_exp_approx(row[j] - mx);
     double sum = 0.0;
-    for (int64_t j = 0; j < limit; j++) {
-        float e = expf(row[j] - mx); /* exactly 0 for a dropped key */
-        row[j] = e;
-        sum += e;
-    }
+    for (int64_t j = 0; j < limit; j++)
+        sum += row[j];
     float inv = (float)(1.0 / sum);
     for (int64_t j = 0; j < limit; j++)
         row[j] *= inv;
@@ -122,53 +146,80 @@ static void cpu_attn_softmax_backward(const fx_tensor *p, const fx_tensor *drop,
 
 /* ------------------------------------------------------------------ CTC */
 
-/* log(e^a + e^b + e^c), -inf when all three are. */
+/*
+ * log(e^a + e^b + e^c), -inf when all three are: the largest m plus
+ * log(1 + e^(mid - m) + e^(min - m)), so the log's argument is in [1, 3].
+ */
 static inline float lse3(float a, float b, float c)
 {
-    float m = a > b ? a : b;
-    m = c > m ? c : m;
-    if (m == -INFINITY)
-        return -INFINITY;
-    return m + logf(expf(a - m) + expf(b - m) + expf(c - m));
+    float hi = a > b ? a : b, lo = a > b ? b : a;
+    float m = hi > c ? hi : c, t = hi < c ? hi : c;
+    float mid = lo > t ? lo : t, mn = lo < c ? lo : c;
+    float r = m + fx_log_approx(1.0f + fx_exp_approx(mid - m) + fx_exp_approx(mn - m));
+    return pick(neginf_mask(m), m, r);
 }
 
-/* One sample's view of the CTC inputs: extended label s is blank for even s
- * and target label (s - 1) / 2 for odd s. */
+/*
+ * One sample's view of the CTC inputs. The extended label sequence has
+ * Sp = 2 tl + 1 positions: blank at even s, target label (s - 1) / 2 at odd
+ * s. lab[s] holds it and skip[s] is all ones (a mask for pick) where a path
+ * may jump from s - 2 to s (odd s >= 3 whose label differs from that at
+ * s - 2), else 0. Both rows have W2 + 2
+ * entries, zero past Sp, so skip[s + 2] is readable for every s < Sp.
+ */
 typedef struct {
-    const float *lp;        /* log_probs, [T, N, C] */
-    int64_t rowstride;      /* N * C: from frame t to t + 1 */
-    const fx_tensor *tg;    /* targets */
-    int64_t off;            /* where the sample's labels start in tg */
-    int64_t Tn, tl, Sp;     /* input length, target length, 2 tl + 1 */
-    int64_t blank;
+    const float *lp;   /* log_probs of the sample at frame 0: lp[t * rowstride + c] */
+    int64_t rowstride; /* N * C */
+    int32_t *lab, *skip;
+    int64_t Tn, tl, Sp;
 } ctc_sample;
 
-static inline int64_t ext_label(const ctc_sample *s, int64_t i)
-{
-    return (i & 1) ? fx_index_at(s->tg, s->off + (i >> 1)) : s->blank;
-}
-
-/* Whether the path may skip from extended position i - 2 (resp. to i + 2)
- * to i: only between distinct labels, across the blank between them. */
-static inline bool can_skip(const ctc_sample *s, int64_t i, int64_t j)
-{
-    return (i & 1) && j >= 1 && j < s->Sp && ext_label(s, i) != ext_label(s, j);
-}
-
 static ctc_sample ctc_sample_of(const fx_ctc_args *a, const fx_tensor *log_probs,
-                                const fx_tensor *targets, const fx_tensor *offsets,
-                                const fx_tensor *il, const fx_tensor *tl, int64_t n)
+                                const fx_tensor *ext, const fx_tensor *il, const fx_tensor *tl,
+                                int64_t n)
 {
     ctc_sample s;
+    const int64_t W2 = 2 * a->smax + 1;
     s.rowstride = a->N * a->C;
     s.lp = fx_f32(log_probs) + n * a->C;
-    s.tg = targets;
-    s.off = ((const int64_t *)fx_data(offsets))[n];
+    s.lab = (int32_t *)fx_data(ext) + n * 2 * (W2 + 2);
+    s.skip = s.lab + W2 + 2;
     s.Tn = fx_index_at(il, n);
     s.tl = fx_index_at(tl, n);
     s.Sp = 2 * s.tl + 1;
-    s.blank = a->blank;
     return s;
+}
+
+/* cur[i] += lse(prev[i], prev[i-1], prev[i-2] where skip[i]) for i < Sp;
+ * prev[-1] and prev[-2] are -inf guards. One frame of the alpha recursion
+ * (cur holds the frame's log_probs); the loop vectorises. */
+static void alpha_step(const float *restrict prev, const int32_t *restrict skip, int64_t Sp,
+                       float *restrict cur)
+{
+    for (int64_t i = 0; i < Sp; i++)
+        cur[i] += lse3(prev[i], prev[i - 1], pick(skip[i], prev[i - 2], -INFINITY));
+}
+
+/* cur[i] = lp[i] + lse(nxt[i], nxt[i+1], nxt[i+2] where skip[i+2]) for
+ * i < Sp; nxt[Sp] and nxt[Sp+1] are -inf guards. One frame of the beta
+ * recursion. */
+static void beta_step(const float *restrict nxt, const int32_t *restrict skip,
+                      const float *restrict lp, int64_t Sp, float *restrict cur)
+{
+    for (int64_t i = 0; i < Sp; i++)
+        cur[i] = lse3(nxt[i], nxt[i + 1], pick(skip[i + 2], nxt[i + 2], -INFINITY)) + lp[i];
+}
+
+/* In place, occ[i] = exp(alpha[i] + beta[i] - occ[i] + nll) (occ holding
+ * the frame's log_probs): the posterior of position i, 0 where alpha or beta
+ * is -inf. */
+static void posteriors(const float *restrict alpha, const float *restrict beta, float nll,
+                       int64_t Sp, float *restrict occ)
+{
+    for (int64_t i = 0; i < Sp; i++) {
+        float x = fx_exp_approx(alpha[i] + beta[i] - occ[i] + nll);
+        occ[i] = pick(neginf_mask(alpha[i]) | neginf_mask(beta[i]), 0.0f, x);
+    }
 }
 
 static int64_t cpu_ctc_check(const fx_ctc_args *a, const fx_tensor *targets, int64_t padded_width,
@@ -223,82 +274,96 @@ static int64_t cpu_ctc_check(const fx_ctc_args *a, const fx_tensor *targets, int
  * extended position s, emission at t included:
  *   alpha_0(0) = lp_0(blank), alpha_0(1) = lp_0(l_1),
  *   alpha_t(s) = lp_t(l'_s) + lse(alpha_{t-1}(s), alpha_{t-1}(s-1),
- *                                 alpha_{t-1}(s-2) when the skip is allowed).
- * -log p = -lse(alpha_{Tn-1}(Sp-1), alpha_{Tn-1}(Sp-2)).
+ *                                 alpha_{t-1}(s-2) when skip[s]).
+ * -log p = -lse(alpha_{Tn-1}(Sp-1), alpha_{Tn-1}(Sp-2)). Each alpha row has
+ * two -inf cells in front so s - 1 and s - 2 need no test. Unreachable
+ * positions simply come out -inf.
  */
 static void cpu_ctc_forward(const fx_ctc_args *a, const fx_tensor *log_probs,
                             const fx_tensor *targets, const fx_tensor *offsets,
-                            const fx_tensor *il, const fx_tensor *tl, fx_tensor *alpha,
-                            fx_tensor *nll, fx_tensor *loss)
+                            const fx_tensor *il, const fx_tensor *tl, fx_tensor *ext,
+                            fx_tensor *alpha, fx_tensor *nll, fx_tensor *loss)
 {
-    const int64_t W2 = 2 * a->smax + 1;
+    const int64_t W2 = 2 * a->smax + 1, R = W2 + 2;
+    const int64_t *off = fx_data(offsets);
     float *A = fx_f32(alpha), *NL = fx_f32(nll), *LO = fx_f32(loss);
     FX_PFOR(a->N * a->T * W2, n, a->N, {
-        ctc_sample s = ctc_sample_of(a, log_probs, targets, offsets, il, tl, n);
-        float *al = A + n * a->T * W2;
-        for (int64_t i = 0; i < s.Sp; i++)
-            al[i] = i < 2 ? s.lp[ext_label(&s, i)] : -INFINITY;
-        for (int64_t t = 1; t < s.Tn; t++) {
-            const float *prev = al + (t - 1) * W2, *lp = s.lp + t * s.rowstride;
-            float *cur = al + t * W2;
-            for (int64_t i = 0; i < s.Sp; i++) {
-                float x1 = i >= 1 ? prev[i - 1] : -INFINITY;
-                float x2 = can_skip(&s, i, i - 2) ? prev[i - 2] : -INFINITY;
-                cur[i] = lse3(prev[i], x1, x2) + lp[ext_label(&s, i)];
-            }
+        ctc_sample s = ctc_sample_of(a, log_probs, ext, il, tl, n);
+        for (int64_t i = 0; i < R; i++) {
+            bool odd = (i & 1) && i < s.Sp;
+            s.lab[i] = odd ? (int32_t)fx_index_at(targets, off[n] + (i >> 1)) : (int32_t)a->blank;
+            s.skip[i] = -(int32_t)(odd && i >= 3 && s.lab[i] != s.lab[i - 2]); /* a mask */
         }
-        const float *last = al + (s.Tn - 1) * W2;
+        float *row = A + n * a->T * R;
+        bool nan = false;
+        row[0] = row[1] = -INFINITY;
+        for (int64_t i = 0; i < s.Sp; i++) {
+            row[2 + i] = i < 2 ? s.lp[s.lab[i]] : -INFINITY;
+            nan |= row[2 + i] != row[2 + i];
+        }
+        for (int64_t t = 1; t < s.Tn; t++) {
+            const float *prev = row + 2, *lpt = s.lp + t * s.rowstride;
+            row += R;
+            row[0] = row[1] = -INFINITY;
+            float *cur = row + 2;
+            for (int64_t i = 0; i < s.Sp; i++) { /* gather first: the next loop vectorises */
+                cur[i] = lpt[s.lab[i]];
+                nan |= cur[i] != cur[i];
+            }
+            alpha_step(prev, s.skip, s.Sp, cur);
+        }
+        const float *last = row + 2;
         float ll = lse3(last[s.Sp - 1], s.Sp > 1 ? last[s.Sp - 2] : -INFINITY, -INFINITY);
-        NL[n] = -ll;
-        LO[n] = (a->zero_infinity && isinf(-ll)) ? 0.0f : -ll;
+        NL[n] = nan ? NAN : -ll;
+        LO[n] = (a->zero_infinity && isinf(NL[n])) ? 0.0f : NL[n];
     });
 }
 
 /*
  * beta_t(s): log-probability of the paths through frames t..Tn-1 that start
- * at extended position s, emission at t included (the mirror of alpha).
- * alpha_t(s) + beta_t(s) - lp_t(l'_s) is then the log-probability of the
- * paths through s at t, and d(-log p)/d lp_t(c) = -sum over s with l'_s = c
- * of exp(alpha_t(s) + beta_t(s) - lp_t(c) + nll): each term is an occupancy
- * probability (<= 1), so it is summed directly. Only two frames of beta are
- * kept; the gradient of frame t is added as soon as beta_t is known.
+ * at extended position s, emission at t included (the mirror of alpha; rows
+ * end in two -inf cells so s + 1 and s + 2 need no test). Then
+ * alpha_t(s) + beta_t(s) - lp_t(l'_s) + nll is the log of the posterior
+ * probability that frame t sits at position s, and
+ *   d nll / d lp_t(c) = -sum over s with l'_s = c of that probability,
+ * each term <= 1, so it is summed directly. Only two frames of beta are
+ * kept (the gradient of frame t is added as soon as beta_t is known); the
+ * third scratch row holds the posteriors before they are scattered.
  */
 static void cpu_ctc_backward(const fx_ctc_args *a, const fx_tensor *log_probs,
-                             const fx_tensor *targets, const fx_tensor *offsets,
-                             const fx_tensor *il, const fx_tensor *tl, const fx_tensor *alpha,
-                             const fx_tensor *nll, const fx_tensor *dloss, fx_tensor *beta,
-                             fx_tensor *dlog_probs)
+                             const fx_tensor *il, const fx_tensor *tl, const fx_tensor *ext,
+                             const fx_tensor *alpha, const fx_tensor *nll, const fx_tensor *dloss,
+                             fx_tensor *scratch, fx_tensor *dlog_probs)
 {
-    const int64_t W2 = 2 * a->smax + 1;
+    const int64_t W2 = 2 * a->smax + 1, R = W2 + 2;
     const float *A = fx_f32(alpha), *NL = fx_f32(nll), *DL = fx_f32(dloss);
-    float *BT = fx_f32(beta), *DG = fx_f32(dlog_probs);
+    float *SC = fx_f32(scratch), *DG = fx_f32(dlog_probs);
     FX_PFOR(a->N * a->T * W2, n, a->N, {
-        ctc_sample s = ctc_sample_of(a, log_probs, targets, offsets, il, tl, n);
-        float nl = NL[n], gr = DL[n];
+        ctc_sample s = ctc_sample_of(a, log_probs, ext, il, tl, n);
+        const float nl = NL[n], gr = DL[n];
         if (isfinite(nl) && gr != 0.0f) {
-            const float *al = A + n * a->T * W2;
-            float *bufs[2] = { BT + n * 2 * W2, BT + n * 2 * W2 + W2 };
+            float *bufs[2] = { SC + n * 3 * R, SC + n * 3 * R + R }, *occ = SC + n * 3 * R + 2 * R;
             float *dg = DG + n * a->C;
             for (int64_t t = s.Tn - 1; t >= 0; t--) {
-                const float *lp = s.lp + t * s.rowstride, *nxt = bufs[(t + 1) & 1];
+                const float *lpt = s.lp + t * s.rowstride, *nxt = bufs[(t + 1) & 1];
+                const float *at = A + (n * a->T + t) * R + 2;
                 float *cur = bufs[t & 1];
-                for (int64_t i = 0; i < s.Sp; i++) {
-                    float x;
-                    if (t == s.Tn - 1)
-                        x = i >= s.Sp - 2 ? 0.0f : -INFINITY;
-                    else
-                        x = lse3(nxt[i], i + 1 < s.Sp ? nxt[i + 1] : -INFINITY,
-                                 can_skip(&s, i, i + 2) ? nxt[i + 2] : -INFINITY);
-                    cur[i] = x + lp[ext_label(&s, i)];
+                for (int64_t i = 0; i < s.Sp; i++) /* gather first: the next loops vectorise */
+                    occ[i] = lpt[s.lab[i]];
+                if (t == s.Tn - 1) {
+                    for (int64_t i = 0; i < s.Sp; i++)
+                        cur[i] = i >= s.Sp - 2 ? occ[i] : -INFINITY;
+                } else {
+                    beta_step(nxt, s.skip, occ, s.Sp, cur);
                 }
-                const float *at = al + t * W2;
-                float *g = dg + t * s.rowstride;
-                for (int64_t i = 0; i < s.Sp; i++) {
-                    if (at[i] == -INFINITY || cur[i] == -INFINITY)
-                        continue;
-                    int64_t c = ext_label(&s, i);
-                    g[c] -= gr * expf(at[i] + cur[i] - lp[c] + nl);
-                }
+                cur[s.Sp] = cur[s.Sp + 1] = -INFINITY;
+                posteriors(at, cur, nl, s.Sp, occ);
+                float *g = dg + t * s.rowstride, blank = 0.0f;
+                for (int64_t i = 0; i < s.Sp; i += 2)
+                    blank += occ[i];
+                g[s.lab[0]] -= gr * blank;
+                for (int64_t i = 1; i < s.Sp; i += 2)
+                    g[s.lab[i]] -= gr * occ[i];
             }
         }
     });
