@@ -62,7 +62,8 @@ typedef struct {
     /* In place, p [batch, L, S] (contiguous): scaled scores -> attention
      * weights, a softmax over the kept keys of each row (m->mask added
      * first when f32). Dropped keys get exactly 0; a row with no key left is
-     * all zeros. Returns the number of non-finite weights. */
+     * all zeros. Returns the number of rows that are not finite (NaN, or
+     * +inf scores). */
     int64_t (*attn_softmax)(const fx_attn_mask *m, fx_tensor *p);
     /* In place, dp [batch, L, S]: the gradient w.r.t. the weights (after
      * dropout, when drop, the scaled keep mask, is not NULL) becomes the

@@ -98,16 +98,17 @@ static void sdpa_backward(fx_ctx *ctx, fx_node *n)
     }
     if (gm) {
         fx_tensor *dm = fx_grad(ctx, mask);
-        fx_tensor *em = dm ? fx_expand_rank(ctx, dm, nd) : NULL; /* dm with P's rank */
+        if (!dm || fx_tensor_numel(dm) == fx_tensor_numel(dS)) { /* not broadcast */
+            if (dm)
+                be->ew->axpy(1.0f, dS, dm);
+            return;
+        }
+        fx_tensor *em = fx_expand_rank(ctx, dm, nd); /* dm's shape with P's rank */
         fx_tensor *red = em ? fx_tensor_new(ctx, FX_F32, nd, em->shape) : NULL;
         if (!red)
             return;
-        if (fx_tensor_numel(dm) == fx_tensor_numel(dS)) {
-            be->ew->axpy(1.0f, dS, dm);
-        } else {
-            be->red->reduce(FX_RED_SUM, dS, red, NULL);
-            be->ew->axpy(1.0f, red, dm);
-        }
+        be->red->reduce(FX_RED_SUM, dS, red, NULL);
+        be->ew->axpy(1.0f, red, dm);
     }
 }
 
@@ -228,8 +229,8 @@ fx_tensor *fx_scaled_dot_product_attention(fx_ctx *ctx, fx_tensor *q, fx_tensor 
     be->blas->gemm(B, false, true, L, S, E, scale, q, L * E, k, S * E, 0.0f, P, L * S);
     int64_t bad = be->seq->attn_softmax(&m, P);
     if (bad)
-        return fx_op_fail(ctx, FX_ERR_VALUE, op, "%lld attention weights are not finite (q %s, "
-                          "k %s): NaN or inf in q, k or the mask?", (long long)bad,
+        return fx_op_fail(ctx, FX_ERR_VALUE, op, "%lld rows of attention weights are not finite "
+                          "(q %s, k %s): NaN or inf in q, k or the mask?", (long long)bad,
                           fx_shape_str(q, s1, 96), fx_shape_str(k, s2, 96));
     fx_tensor *drop = NULL, *Pd = P;
     if (ctx->training && dropout_p > 0.0f) {

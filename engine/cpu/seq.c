@@ -164,8 +164,8 @@ static inline float lse3(float a, float b, float c)
  * Sp = 2 tl + 1 positions: blank at even s, target label (s - 1) / 2 at odd
  * s. lab[s] holds it and skip[s] is all ones (a mask for pick) where a path
  * may jump from s - 2 to s (odd s >= 3 whose label differs from that at
- * s - 2), else 0. Both rows have W2 + 2
- * entries, zero past Sp, so skip[s + 2] is readable for every s < Sp.
+ * s - 2), else 0. Both rows have W2 + 2 entries, zero past Sp, so
+ * skip[s + 2] is readable for every s < Sp.
  */
 typedef struct {
     const float *lp;   /* log_probs of the sample at frame 0: lp[t * rowstride + c] */
