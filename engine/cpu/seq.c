@@ -270,14 +270,30 @@ static int64_t cpu_ctc_check(const fx_ctc_args *a, const fx_tensor *targets, int
 }
 
 /*
+ * The extended positions a complete path can occupy at frame t: at most
+ * 2t + 1 (two steps per frame from 0), at least Sp - 2 (Tn - t) (the end
+ * must still be reachable). Cells outside stay -inf, so the recursions skip
+ * them: for targets of length tl in T frames that saves about tl / T of the
+ * work. Cells next to the range that the neighbouring frame reads are set
+ * to -inf explicitly.
+ */
+static inline void ctc_range(const ctc_sample *s, int64_t t, int64_t *lo, int64_t *hi)
+{
+    int64_t l = s->Sp - 2 * (s->Tn - t), h = 2 * t + 2;
+    *lo = l > 0 ? l : 0;
+    *hi = h < s->Sp ? h : s->Sp;
+}
+
+/*
  * alpha_t(s): log-probability of the paths through frames 0..t that end at
  * extended position s, emission at t included:
  *   alpha_0(0) = lp_0(blank), alpha_0(1) = lp_0(l_1),
  *   alpha_t(s) = lp_t(l'_s) + lse(alpha_{t-1}(s), alpha_{t-1}(s-1),
  *                                 alpha_{t-1}(s-2) when skip[s]).
  * -log p = -lse(alpha_{Tn-1}(Sp-1), alpha_{Tn-1}(Sp-2)). Each alpha row has
- * two -inf cells in front so s - 1 and s - 2 need no test. Unreachable
- * positions simply come out -inf.
+ * two -inf cells in front so s - 1 and s - 2 need no test. A sample that
+ * cannot align (tl + repeats > Tn, only met with zero_infinity) is inf
+ * without a recursion.
  */
 static void cpu_ctc_forward(const fx_ctc_args *a, const fx_tensor *log_probs,
                             const fx_tensor *targets, const fx_tensor *offsets,
@@ -289,31 +305,39 @@ static void cpu_ctc_forward(const fx_ctc_args *a, const fx_tensor *log_probs,
     float *A = fx_f32(alpha), *NL = fx_f32(nll), *LO = fx_f32(loss);
     FX_PFOR(a->N * a->T * W2, n, a->N, {
         ctc_sample s = ctc_sample_of(a, log_probs, ext, il, tl, n);
+        int64_t repeats = 0;
         for (int64_t i = 0; i < R; i++) {
             bool odd = (i & 1) && i < s.Sp;
             s.lab[i] = odd ? (int32_t)fx_index_at(targets, off[n] + (i >> 1)) : (int32_t)a->blank;
-            s.skip[i] = -(int32_t)(odd && i >= 3 && s.lab[i] != s.lab[i - 2]); /* a mask */
+            bool rep = odd && i >= 3 && s.lab[i] == s.lab[i - 2];
+            repeats += rep;
+            s.skip[i] = -(int32_t)(odd && i >= 3 && !rep); /* a mask */
         }
         float *row = A + n * a->T * R;
-        bool nan = false;
+        bool nan = false, able = s.tl + repeats <= s.Tn;
         row[0] = row[1] = -INFINITY;
         for (int64_t i = 0; i < s.Sp; i++) {
             row[2 + i] = i < 2 ? s.lp[s.lab[i]] : -INFINITY;
             nan |= row[2 + i] != row[2 + i];
         }
-        for (int64_t t = 1; t < s.Tn; t++) {
+        for (int64_t t = 1; able && t < s.Tn; t++) {
             const float *prev = row + 2, *lpt = s.lp + t * s.rowstride;
             row += R;
             row[0] = row[1] = -INFINITY;
             float *cur = row + 2;
-            for (int64_t i = 0; i < s.Sp; i++) { /* gather first: the next loop vectorises */
+            int64_t lo, hi;
+            ctc_range(&s, t, &lo, &hi);
+            for (int64_t i = lo; i < hi; i++) { /* gather first: the next loop vectorises */
                 cur[i] = lpt[s.lab[i]];
                 nan |= cur[i] != cur[i];
             }
-            alpha_step(prev, s.skip, s.Sp, cur);
+            alpha_step(prev + lo, s.skip + lo, hi - lo, cur + lo);
+            for (int64_t i = hi; i < hi + 2 && i < s.Sp; i++)
+                cur[i] = -INFINITY;
         }
         const float *last = row + 2;
-        float ll = lse3(last[s.Sp - 1], s.Sp > 1 ? last[s.Sp - 2] : -INFINITY, -INFINITY);
+        float ll = !able ? -INFINITY
+                         : lse3(last[s.Sp - 1], s.Sp > 1 ? last[s.Sp - 2] : -INFINITY, -INFINITY);
         NL[n] = nan ? NAN : -ll;
         LO[n] = (a->zero_infinity && isinf(NL[n])) ? 0.0f : NL[n];
     });
@@ -348,21 +372,24 @@ static void cpu_ctc_backward(const fx_ctc_args *a, const fx_tensor *log_probs,
                 const float *lpt = s.lp + t * s.rowstride, *nxt = bufs[(t + 1) & 1];
                 const float *at = A + (n * a->T + t) * R + 2;
                 float *cur = bufs[t & 1];
-                for (int64_t i = 0; i < s.Sp; i++) /* gather first: the next loops vectorise */
+                int64_t lo, hi;
+                ctc_range(&s, t, &lo, &hi);
+                for (int64_t i = lo; i < hi; i++) /* gather first: the next loops vectorise */
                     occ[i] = lpt[s.lab[i]];
-                if (t == s.Tn - 1) {
-                    for (int64_t i = 0; i < s.Sp; i++)
+                if (t == s.Tn - 1)
+                    for (int64_t i = lo; i < hi; i++)
                         cur[i] = i >= s.Sp - 2 ? occ[i] : -INFINITY;
-                } else {
-                    beta_step(nxt, s.skip, occ, s.Sp, cur);
-                }
+                else
+                    beta_step(nxt + lo, s.skip + lo, occ + lo, hi - lo, cur + lo);
+                for (int64_t i = lo - 2 > 0 ? lo - 2 : 0; i < lo; i++)
+                    cur[i] = -INFINITY;
                 cur[s.Sp] = cur[s.Sp + 1] = -INFINITY;
-                posteriors(at, cur, nl, s.Sp, occ);
+                posteriors(at + lo, cur + lo, nl, hi - lo, occ + lo);
                 float *g = dg + t * s.rowstride, blank = 0.0f;
-                for (int64_t i = 0; i < s.Sp; i += 2)
+                for (int64_t i = lo + (lo & 1); i < hi; i += 2)
                     blank += occ[i];
-                g[s.lab[0]] -= gr * blank;
-                for (int64_t i = 1; i < s.Sp; i += 2)
+                g[a->blank] -= gr * blank;
+                for (int64_t i = lo | 1; i < hi; i += 2)
                     g[s.lab[i]] -= gr * occ[i];
             }
         }

@@ -64,12 +64,12 @@ static const ctc_batch batch0 = {
     .tl = { 3, 2, 0, 1, 4 },
     .tg = { { 1, 2, 1 }, { 3, 3 }, { 0 }, { 2 }, { 1, 1, 2, 2 } },
 };
-/* Blank last. */
+/* Blank last; a target as long as its input (one path only). */
 static const ctc_batch batch1 = {
     .T = 5, .N = 3, .C = 4, .blank = 3,
     .il = { 5, 3, 4 },
-    .tl = { 2, 1, 3 },
-    .tg = { { 0, 0 }, { 2 }, { 1, 0, 2 } },
+    .tl = { 2, 3, 3 },
+    .tg = { { 0, 0 }, { 0, 1, 2 }, { 1, 0, 2 } },
 };
 
 /* Persistent tensors of a batch: lp [T, N, C] (random, with grad), targets
