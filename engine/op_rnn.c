@@ -311,6 +311,34 @@ static bool run_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d)
 
 /* ----------------------------------------------------------- backward */
 
+/* Bias gradients: column sums of the gate gradients, db_ih from dxg and
+ * db_hh from dhg. Outside GRU the two hold the same values (dhg by step,
+ * dxg by position, zero elsewhere), so one sum serves both. */
+static bool bias_grads(fx_ctx *ctx, fx_rnn_mode mode, const fx_rnn_weights *w,
+                       const fx_tensor *dxg, const fx_tensor *dhg)
+{
+    const fx_blas_kernels *k = ctx->be->blas;
+    bool need_i = fx_tensor_requires_grad(w->b_ih), need_h = fx_tensor_requires_grad(w->b_hh);
+    fx_tensor *gi = need_i ? fx_grad(ctx, w->b_ih) : NULL;
+    fx_tensor *gh = need_h ? fx_grad(ctx, w->b_hh) : NULL;
+    if ((need_i && !gi) || (need_h && !gh))
+        return false;
+    if (gi && gh && mode != FX_RNN_GRU) {
+        fx_tensor *sum = fx_zeros(ctx, FX_F32, 1, gi->shape);
+        if (!sum)
+            return false;
+        k->bias_backward(dxg, sum);
+        ctx->be->ew->axpy(1.0f, sum, gi);
+        ctx->be->ew->axpy(1.0f, sum, gh);
+        return true;
+    }
+    if (gi)
+        k->bias_backward(dxg, gi);
+    if (gh)
+        k->bias_backward(dhg, gh);
+    return true;
+}
+
 /* Backward of layer l, direction d: dy is the gradient of lout[l], din
  * (may be NULL) receives the gradient of lin[l]. */
 static bool backward_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d, const fx_tensor *dy,
@@ -373,21 +401,13 @@ static bool backward_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d, const fx
             return false;
         be->blas->gemm(1, true, false, GH, H, S * N, 1.0f, dhg, 0, r->hs, 0, 1.0f, g, 0);
     }
-    if (fx_tensor_requires_grad(w->b_hh)) {
-        if (!(g = fx_grad(ctx, w->b_hh)))
-            return false;
-        be->blas->bias_backward(dhg, g);
-    }
     if (fx_tensor_requires_grad(w->w_ih)) {
         if (!(g = fx_grad(ctx, w->w_ih)))
             return false;
         be->blas->gemm(1, true, false, GH, I, N * T, 1.0f, dxg, 0, in, 0, 1.0f, g, 0);
     }
-    if (fx_tensor_requires_grad(w->b_ih)) {
-        if (!(g = fx_grad(ctx, w->b_ih)))
-            return false;
-        be->blas->bias_backward(dxg, g);
-    }
+    if (!bias_grads(ctx, tp->mode, w, dxg, dhg))
+        return false;
     if (din)
         be->blas->gemm(1, false, false, N * T, I, GH, 1.0f, dxg, 0, w->w_ih, 0, 1.0f, din, 0);
     return true;

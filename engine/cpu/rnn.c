@@ -60,6 +60,16 @@ static inline float rnn_tanh(float x)
     return copysignf((1.0f - e) / (1.0f + e), x);
 }
 
+/* The row functions below are also compiled for AVX2+FMA and AVX-512 and
+ * the best one the CPU runs is chosen when the library loads: the engine is
+ * built for x86-64-v2 (SSE4), and outside the gemms these loops are most of
+ * a step. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
+#define RNN_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+#else
+#define RNN_CLONES
+#endif
+
 /* The geometry every step kernel needs, read from the tensors. */
 typedef struct {
     int64_t N, T, H, GH, Y, s, col;
@@ -89,7 +99,7 @@ static inline int64_t position(const fx_rnn_step_args *a, const step_geom *g, in
 /* ---------------------------------------------------------------- forward */
 
 /* One active row of a tanh / relu cell: h = act(xg + hg + b). */
-static void rnn_row(bool relu, int64_t H, const float *restrict xg, const float *restrict hg,
+RNN_CLONES static void rnn_row(bool relu, int64_t H, const float *restrict xg, const float *restrict hg,
                     const float *restrict b, float *restrict h, float *restrict y)
 {
     if (b)
@@ -108,7 +118,7 @@ static void rnn_row(bool relu, int64_t H, const float *restrict xg, const float 
 }
 
 /* One active row of a GRU: pre-activations into act, then the cell. */
-static void gru_row(int64_t H, const float *restrict xg, const float *restrict hg,
+RNN_CLONES static void gru_row(int64_t H, const float *restrict xg, const float *restrict hg,
                     const float *restrict b, const float *restrict hp, float *restrict h,
                     float *restrict act, float *restrict y)
 {
@@ -138,7 +148,7 @@ static void gru_row(int64_t H, const float *restrict xg, const float *restrict h
 }
 
 /* One active row of an LSTM: gates i, f, g, o into act, then c and h. */
-static void lstm_row(int64_t H, const float *restrict xg, const float *restrict hg,
+RNN_CLONES static void lstm_row(int64_t H, const float *restrict xg, const float *restrict hg,
                      const float *restrict b, const float *restrict cp, float *restrict c,
                      float *restrict h, float *restrict act, float *restrict y)
 {
@@ -205,7 +215,7 @@ static void add_dy(int64_t H, float *restrict dh, const float *restrict dy)
 }
 
 /* tanh / relu cell: one gradient for the input and recurrent products. */
-static void rnn_row_backward(bool relu, int64_t H, const float *restrict h, float *restrict dh,
+RNN_CLONES static void rnn_row_backward(bool relu, int64_t H, const float *restrict h, float *restrict dh,
                              float *restrict dxg, float *restrict dhg)
 {
     if (relu)
@@ -220,7 +230,7 @@ static void rnn_row_backward(bool relu, int64_t H, const float *restrict h, floa
 
 /* GRU: h' = (1-z) n + z h, n = tanh(x_n + r hn). The n gate's recurrent
  * gradient is r times its input gradient; dh keeps z dh'. */
-static void gru_row_backward(int64_t H, const float *restrict act, const float *restrict hp,
+RNN_CLONES static void gru_row_backward(int64_t H, const float *restrict act, const float *restrict hp,
                              float *restrict dh, float *restrict dxg, float *restrict dhg)
 {
     const float *r = act, *z = act + H, *nn = act + 2 * H, *hn = act + 3 * H;
@@ -239,7 +249,7 @@ static void gru_row_backward(int64_t H, const float *restrict act, const float *
 
 /* LSTM: c' = f c + i g, h' = o tanh(c'). dc leaves as d c * f; the whole
  * gradient of h goes through the gates (dh leaves zero). */
-static void lstm_row_backward(int64_t H, const float *restrict act, const float *restrict cp,
+RNN_CLONES static void lstm_row_backward(int64_t H, const float *restrict act, const float *restrict cp,
                               const float *restrict c, float *restrict dh, float *restrict dc,
                               float *restrict dxg, float *restrict dhg)
 {
