@@ -9,16 +9,30 @@
  *
  * An AlphaGo Zero style network: a residual tower, then a value and a policy head.
  *
- *     fx_layer *block(const char *name, int64_t c, fx_rng *rng) {   // conv-bn-relu-conv-bn
- *         fx_layer *body = fx_chain_create("body", 4, (fx_layer *[]){ conv3x3("c1", c, rng),
- *             bn("b1", c), conv3x3_bn_relu..., });
- *         return fx_residual_create(name, body, NULL, FX_ACT_RELU);  // relu(body(x) + x)
+ *     // conv k x k (same padding) -> batch norm [-> activation], as a chain
+ *     fx_layer *conv_bn(const char *name, int64_t in, int64_t out, int k, fx_activation act) {
+ *         fx_layer *ls[] = { fx_conv2d_create("conv", in, out, k, k, &(fx_conv_opts){
+ *                                .padding = k / 2, .no_bias = true }, rng),
+ *                            fx_batchnorm2d_create("bn", out, NULL),
+ *                            act ? fx_activation_create("act", act) : NULL };
+ *         return fx_chain_create(name, act ? 3 : 2, ls);
  *     }
- *     fx_layer *trunk = fx_chain_create("trunk", 3, (fx_layer *[]){ stem, block("res1", 32, rng),
- *                                                                   block("res2", 32, rng) });
- *     fx_layer *net = fx_heads_create("net", trunk, 2, (fx_layer *[]){ value_head, policy_head });
+ *     fx_layer *block(const char *name) {                      // relu(x + bn(conv(relu(bn(conv(x))))))
+ *         return fx_residual_create(name, fx_chain_create("body", 2, (fx_layer *[]){
+ *             conv_bn("a", 64, 64, 3, FX_ACT_RELU), conv_bn("b", 64, 64, 3, 0) }), NULL, FX_ACT_RELU);
+ *     }
+ *     fx_layer *tower = fx_chain_create("tower", 3, (fx_layer *[]){
+ *         conv_bn("stem", 17, 64, 3, FX_ACT_RELU), block("res1"), block("res2") });
+ *     fx_layer *value = fx_chain_create("value", 4, (fx_layer *[]){
+ *         conv_bn("reduce", 64, 1, 1, FX_ACT_RELU), fx_flatten_create("flat"),
+ *         fx_dense_create("fc1", 361, 256, &(fx_dense_opts){ .act = FX_ACT_RELU }, rng),
+ *         fx_dense_create("fc2", 256, 1, &(fx_dense_opts){ .act = FX_ACT_TANH }, rng) });
+ *     fx_layer *policy = fx_chain_create("policy", 3, (fx_layer *[]){
+ *         conv_bn("reduce", 64, 2, 1, FX_ACT_RELU), fx_flatten_create("flat"),
+ *         fx_dense_create("fc", 722, 362, NULL, rng) });          // logits
+ *     fx_layer *net = fx_heads_create("net", tower, 2, (fx_layer *[]){ value, policy });
  *     ...
- *     fx_tensor *out[2];                              // trunk runs once, then each head
+ *     fx_tensor *out[2];                              // the trunk runs once, then each head
  *     fx_layer_forward_multi(net, ctx, x, 2, out);
  *     fx_tensor *loss = fx_add(ctx, fx_mse_loss(ctx, out[0], z, FX_MEAN),
  *                              fx_cross_entropy_soft(ctx, out[1], pi, FX_MEAN));
@@ -67,6 +81,10 @@ int fx_layer_num_outputs(const fx_layer *l);
  * status (FX_OK when every output was made). */
 fx_status fx_layer_forward_multi(fx_layer *l, fx_ctx *ctx, fx_tensor *x, int nout,
                                  fx_tensor **out);
+
+/* activation: a parameterless layer applying fx_activate (e.g. the relu between a batch norm
+ * and the next convolution). NULL for an unknown activation. */
+fx_layer *fx_activation_create(const char *name, fx_activation act);
 
 /* grad_reverse: the identity forward (a view of x), -lambda * dy backward. lambda must be
  * finite; 0 blocks the gradient. */

@@ -264,6 +264,20 @@ fx_status fx_layer_forward_multi(fx_layer *l, fx_ctx *ctx, fx_tensor *x, int nou
     return s;
 }
 
+/* ----------------------------------------------------------- activation */
+
+static fx_tensor *activation_forward(fx_layer *self, fx_ctx *ctx, fx_tensor *x)
+{
+    return fx_activate(ctx, x, *(const fx_activation *)fx_layer_data(self));
+}
+
+fx_layer *fx_activation_create(const char *name, fx_activation act)
+{
+    if (!valid_act(act))
+        return NULL;
+    return combinator(name ? name : "activation", activation_forward, &act, sizeof act, 0, NULL);
+}
+
 /* --------------------------------------------------------- grad reverse */
 
 /* dx += -lambda * dy (n->f[0] is lambda). */

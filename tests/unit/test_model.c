@@ -1,6 +1,6 @@
 /* test_model.c - combinators: residual blocks (identity and projection
  * shortcuts), parallel branches joined by add and by concat, heads (several
- * outputs from one trunk) and gradient reversal. Forwards are compared with
+ * outputs from one trunk), gradient reversal and the activation layer. Forwards are compared with
  * dense layers recomputed here in double from the layers' parameters;
  * gradients are checked by finite differences w.r.t. the input and every
  * parameter; bad shapes must fail with messages naming the combinator and
@@ -248,6 +248,55 @@ static void test_residual_gradcheck(void **state)
     fx_layer_free(c);
     fx_ctx_free(ctx);
     fx_tensor_free(x);
+    fx_rng_free(rng);
+}
+
+/* A convolutional block with a 1x1 conv + batch norm projection (2 -> 4
+ * channels, stride 2): the forward equals the hand composition of its
+ * children, and finite differences pass through conv, batch norm (batch
+ * statistics) and the sum. */
+static fx_layer *conv_bn(const char *name, int64_t in, int64_t out, int k, int stride,
+                         fx_rng *rng)
+{
+    fx_layer *l = fx_chain_create(name, 2, (fx_layer *[]){
+        fx_conv2d_create("conv", in, out, k, k,
+                         &(fx_conv_opts){ .padding = k / 2, .stride = stride, .no_bias = true }, rng),
+        fx_batchnorm2d_create("bn", out, NULL) });
+    assert_non_null(l);
+    return l;
+}
+
+static void test_residual_conv_projection(void **state)
+{
+    (void)state;
+    fx_rng *rng = fx_rng_create(12);
+    fx_ctx *ctx = fx_ctx_create(fx_cpu());
+    fx_layer *body = conv_bn("body", 2, 4, 3, 2, rng), *proj = conv_bn("proj", 2, 4, 1, 2, rng);
+    fx_layer *res = fx_residual_create("down", body, proj, FX_ACT_TANH);
+    assert_non_null(res);
+    fx_tensor *x = tu_randn(rng, 4, TU_SHAPE(3, 2, 4, 4), 1.0, 0.0);
+    fx_tensor *y = fx_layer_forward(res, ctx, x);
+    if (!y)
+        fail_msg("%s", fx_ctx_error(ctx));
+    assert_shape(y, 4, TU_SHAPE(3, 4, 2, 2));
+    fx_tensor *h = fx_tanh(ctx, fx_add(ctx, fx_layer_forward(body, ctx, x),
+                                       fx_layer_forward(proj, ctx, x)));
+    float *yv = tu_values(y), *hv = tu_values(h);
+    tu_assert_close(yv, hv, 48, 1e-6);
+    free(yv);
+    free(hv);
+    fx_params p;
+    fx_params_init(&p);
+    assert_int_equal(fx_layer_collect_params(res, &p), FX_OK);
+    assert_non_null(fx_params_find(&p, "down.proj.conv.weight"));
+    assert_non_null(fx_params_find(&p, "down.proj.bn.weight"));
+    fx_params_clear(&p);
+    fx_ctx_free(ctx);
+    fx_tensor *x2 = tu_randn(rng, 4, TU_SHAPE(2, 2, 3, 3), 1.0, 0.0); /* smaller, odd size */
+    gradcheck_layer(res, x2);
+    fx_tensor_free(x);
+    fx_tensor_free(x2);
+    fx_layer_free(res);
     fx_rng_free(rng);
 }
 
@@ -594,6 +643,44 @@ static void test_grad_reverse(void **state)
     fx_rng_free(rng);
 }
 
+/* ----------------------------------------------------------- activation */
+
+/* The activation layer equals fx_activate's reference on each kind, has no
+ * parameters, and passes gradients (tanh checked by finite differences). */
+static void test_activation_layer(void **state)
+{
+    (void)state;
+    fx_rng *rng = fx_rng_create(11);
+    fx_ctx *ctx = fx_ctx_create(fx_cpu());
+    fx_tensor *x = tu_randn(rng, 3, TU_SHAPE(2, 3, 4), 1.0, 0.0);
+    double *xv = dvalues(x), want[24];
+    fx_activation acts[] = { FX_ACT_NONE, FX_ACT_RELU, FX_ACT_TANH, FX_ACT_SIGMOID };
+    for (int k = 0; k < 4; k++) {
+        fx_layer *l = fx_activation_create("act", acts[k]);
+        assert_non_null(l);
+        for (int i = 0; i < 24; i++)
+            want[i] = act_ref(xv[i], acts[k]);
+        assert_matches(fx_layer_forward(l, ctx, x), want, 24, 1e-6);
+        fx_params p;
+        fx_params_init(&p);
+        assert_int_equal(fx_layer_collect_params(l, &p), FX_OK);
+        assert_int_equal(p.count, 0);
+        fx_params_clear(&p);
+        if (acts[k] == FX_ACT_TANH)
+            gradcheck_layer(l, x);
+        fx_layer_free(l);
+        fx_ctx_reset(ctx);
+    }
+    assert_null(fx_activation_create("bad", (fx_activation)42));
+    fx_layer *d = fx_activation_create(NULL, FX_ACT_RELU);
+    assert_string_equal(fx_layer_name(d), "activation");
+    fx_layer_free(d);
+    free(xv);
+    fx_tensor_free(x);
+    fx_ctx_free(ctx);
+    fx_rng_free(rng);
+}
+
 /* ------------------------------------------------------------ bad input */
 
 /* A layer [R,C] -> [R,1,C], then l: a branch of a different rank. */
@@ -752,11 +839,13 @@ int main(void)
         cmocka_unit_test(test_residual_identity_forward),
         cmocka_unit_test(test_residual_projection_forward),
         cmocka_unit_test(test_residual_gradcheck),
+        cmocka_unit_test(test_residual_conv_projection),
         cmocka_unit_test(test_parallel_forward),
         cmocka_unit_test(test_parallel_gradcheck),
         cmocka_unit_test(test_heads_forward),
         cmocka_unit_test(test_heads_gradcheck),
         cmocka_unit_test(test_grad_reverse),
+        cmocka_unit_test(test_activation_layer),
         cmocka_unit_test(test_bad_shapes),
         cmocka_unit_test(test_bad_constructors),
     };
