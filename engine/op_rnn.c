@@ -302,7 +302,10 @@ static bool run_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d)
                            .hs = r->hs, .cs = r->cs, .act = r->act, .y = tp->lout[l] };
     for (int64_t s = 0; s < S; s++) {
         fx_tensor hp = block(r->hs, s * N * H, 2, nh);
-        be->blas->gemm(1, false, true, N, GH, H, 1.0f, &hp, 0, w->w_hh, 0, 0.0f, hg, 0);
+        if (s == 0 && !tp->h0) /* h0 = 0 */
+            be->mem->fill(hg, 0.0);
+        else
+            be->blas->gemm(1, false, true, N, GH, H, 1.0f, &hp, 0, w->w_hh, 0, 0.0f, hg, 0);
         a.step = s;
         be->rnn->cell_forward(&a);
     }

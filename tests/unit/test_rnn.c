@@ -416,7 +416,8 @@ static void test_padding_and_per_sample(void **state)
 }
 
 /* Only h_n used (the usual classifier): gradients still reach the weights
- * and x, and i32 lengths work like i64. */
+ * and x, the stack is one tape record, i32 lengths work like i64, and
+ * repeated steps stop growing the arena. */
 static void test_final_state_only(void **state)
 {
     (void)state;
@@ -445,6 +446,16 @@ static void test_final_state_only(void **state)
     for (int64_t i = (1 * 4 + 2) * 3; i < 2 * 4 * 3; i++)
         assert_true(dx[i] == 0.0f);
     free(dx);
+    /* Later steps reuse the arena: its capacity stops growing. */
+    size_t cap = 0;
+    for (int step = 0; step < 3; step++) {
+        fx_ctx_reset(ctx);
+        y = fx_recurrent_forward(lstm, ctx, x, len, NULL, NULL, &h_n, NULL);
+        assert_int_equal(fx_backward(ctx, fx_sum(ctx, y, 0, NULL, false)), FX_OK);
+        if (step == 2)
+            assert_true(fx_ctx_arena_capacity(ctx) == cap);
+        cap = fx_ctx_arena_capacity(ctx);
+    }
     fx_ctx_free(ctx);
     tu_free_all(2, (fx_tensor *[]){ x, len });
     fx_layer_free(lstm);
