@@ -3,9 +3,12 @@
  * variable-length sequences. Part of the backend table (backend.h); the CPU
  * versions live in engine/cpu/rnn.c as the table fx_cpu_rnn.
  *
- * The op (engine/op_rnn.c) runs the time loop: one gemm for the input gates
- * of every step, then per step a gemm for h W_hh^T and one call of the fused
- * pointwise cell kernel below. The cell kernels own the sequence geometry:
+ * The op (engine/op_rnn.c) forms the input gates of every step with one
+ * gemm and the weight gradients with one gemm each; the kernels below run
+ * the recurrence itself (per step a product with W_hh and a fused pointwise
+ * cell), so that a backend can keep the whole time loop on its side (the CPU
+ * splits the samples over threads for all steps at once, a GPU keeps it on
+ * one stream). They own the sequence geometry:
  * at step s sample n is active while s < lengths[n]; its position is t = s
  * forward, t = lengths[n] - 1 - s in reverse (like a packed sequence). An
  * inactive sample carries its state unchanged and receives no gradient.
@@ -24,44 +27,48 @@
 typedef enum { FX_CELL_TANH = 0, FX_CELL_RELU, FX_CELL_GRU, FX_CELL_LSTM } fx_cell_kind;
 
 /*
- * One step of one direction of one layer. S is the number of steps run (the
+ * The recurrence of one direction of one layer over all its S steps (S: the
  * longest length), D the number of directions, G*H the gate width. All
  * tensors are contiguous f32 except lengths.
  */
 typedef struct {
     fx_cell_kind kind;
     bool reverse;
-    int64_t step;            /* s in [0, S) */
-    int64_t col;             /* this direction's first column in a row of y: dir * H */
+    int64_t steps;            /* S */
+    int64_t col;              /* this direction's first column in a row of y: dir * H */
     const fx_tensor *lengths; /* i64 [N], each in [1, T] (checked by the op) */
+    const fx_tensor *w_hh;    /* [G*H, H] */
+    fx_tensor *hs;            /* [S+1, N, H] states by step, hs[0] the initial state */
+    fx_tensor *cs;            /* LSTM: cells [S+1, N, H] like hs; else NULL */
+    fx_tensor *act;           /* GRU: [S, N, 4H] r, z, n and W_hn h + b_hn; LSTM: [S, N, 4H]
+                               * i, f, g, o after their nonlinearities; else NULL */
     /* forward */
-    const fx_tensor *xg;     /* [N, T, G*H] input gates x W_ih^T + b_ih */
-    const fx_tensor *hg;     /* [N, G*H] this step's h W_hh^T (without b_hh) */
-    const fx_tensor *b_hh;   /* [G*H] or NULL */
-    fx_tensor *hs;           /* [S+1, N, H] states by step: reads hs[s], writes hs[s+1] */
-    fx_tensor *cs;           /* LSTM: cells [S+1, N, H] like hs; else NULL */
-    fx_tensor *act;          /* GRU: [S, N, 4H] r, z, n and W_hn h + b_hn; LSTM: [S, N, 4H]
-                              * i, f, g, o after their nonlinearities; else NULL */
-    fx_tensor *y;            /* [N, T, D*H] output; writes columns [col, col + H) */
+    const fx_tensor *xg;      /* [N, T, G*H] input gates x W_ih^T + b_ih */
+    const fx_tensor *b_hh;    /* [G*H] or NULL */
+    bool h0_zero;             /* hs[0] is zero: step 0 needs no product */
+    fx_tensor *hg;            /* [N, G*H] scratch for h W_hh^T */
+    fx_tensor *y;             /* [N, T, D*H] output; writes columns [col, col + H) */
     /* backward */
-    const fx_tensor *dy;     /* [N, T, D*H] gradient of y */
-    fx_tensor *dh;           /* [N, H] in: d hs[s+1]; out: the pointwise part of d hs[s] */
-    fx_tensor *dc;           /* LSTM [N, H] in: d cs[s+1]; out: d cs[s]; else NULL */
-    fx_tensor *dxg;          /* [N, T, G*H] gradient of the input gates (+ b_ih), written at
-                              * the positions of active samples */
-    fx_tensor *dhg;          /* [S, N, G*H] gradient of h W_hh^T (+ b_hh) by step: writes
-                              * block s, zero rows for inactive samples */
-} fx_rnn_step_args;
+    const fx_tensor *dy;      /* [N, T, D*H] gradient of y */
+    bool want_dh0;            /* finish the gradient of hs[0] (else it may stay partial) */
+    fx_tensor *dh;            /* [N, H] in: d hs[S]; out: d hs[0] */
+    fx_tensor *dc;            /* LSTM [N, H] in: d cs[S]; out: d cs[0]; else NULL */
+    fx_tensor *dxg;           /* [N, T, G*H] gradient of the input gates (and b_ih), written
+                               * at the positions of active samples */
+    fx_tensor *dhg;           /* [S, N, G*H] gradient of h W_hh^T (and b_hh) by step, zero
+                               * rows for inactive samples */
+} fx_rnn_seq_args;
 
 typedef struct {
-    /* Forward of step a->step: gates, state hs[s+1] (cs[s+1]), saved act,
-     * and y at the active positions. Inactive samples copy hs[s] (cs[s]). */
-    void (*cell_forward)(const fx_rnn_step_args *a);
-    /* Backward of step a->step (run from S-1 down to 0): adds dy at the
-     * active positions to dh, writes dxg and dhg, and leaves in dh (dc) the
-     * gradient of hs[s] (cs[s]) except dhg_s W_hh, which the op adds with a
-     * gemm. Inactive samples keep dh and dc. */
-    void (*cell_backward)(const fx_rnn_step_args *a);
+    /* Runs steps 0..S-1: per step hg = hs[s] W_hh^T, then the fused cell
+     * writes hs[s+1] (cs[s+1]), act[s] and y at the active positions.
+     * Inactive samples copy hs[s] (cs[s]). */
+    void (*forward)(const fx_rnn_seq_args *a);
+    /* Runs steps S-1..0: per step the cell's backward adds dy at the active
+     * positions to dh, writes dxg and dhg[s], leaves in dh (dc) the pointwise
+     * part of d hs[s] (d cs[s]), then dh += dhg[s] W_hh. Inactive samples
+     * keep dh and dc. */
+    void (*backward)(const fx_rnn_seq_args *a);
     /* y = x with rows t >= lengths[n] of x [N, T, C] set to zero (so padded
      * garbage, even NaN, never reaches a product). */
     void (*mask_steps)(const fx_tensor *x, const fx_tensor *lengths, fx_tensor *y);

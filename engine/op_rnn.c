@@ -5,16 +5,18 @@
  * kern_rnn.h.
  *
  * The whole stack is one op with one tape record. Per layer and direction:
- *   forward   xg = x W_ih^T + b_ih for every step (one gemm), then per step
- *             hg = h W_hh^T (gemm) and the fused cell kernel, which adds
- *             b_hh, applies the gates and writes the new state and output;
- *   backward  per step (last to first) the cell's backward kernel, which
- *             writes the gate gradients dxg (by position) and dhg (by step),
- *             then dh += dhg_s W_hh (gemm); after the loop one gemm each for
- *             dW_hh (over all steps), dW_ih and the layer input's gradient.
+ *   forward   xg = x W_ih^T + b_ih for every step (one gemm), then the
+ *             backend's recurrence kernel: per step hg = h W_hh^T and the
+ *             fused cell, which adds b_hh, applies the gates and writes the
+ *             new state and the output;
+ *   backward  the backend's recurrence backward: per step (last to first)
+ *             the cell's backward, which writes the gate gradients dxg (by
+ *             position) and dhg (by step), then dh += dhg_s W_hh; after it
+ *             one gemm each for dW_hh (over all steps), dW_ih and the layer
+ *             input's gradient.
  * The states, cells and gate activations of every step are kept for the
- * backward. Per-step blocks are addressed through tensor structs on the stack
- * (block()), so the time loops allocate nothing.
+ * backward. Rows of h0, h_n and the like are addressed through tensor structs
+ * on the stack (block()); every buffer comes from the context's arena.
  */
 #include "internal.h"
 
@@ -297,18 +299,11 @@ static bool run_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d)
         }
     }
 
-    fx_rnn_step_args a = { .kind = mode_cell(tp->mode), .reverse = d == 1, .col = d * H,
-                           .lengths = tp->len, .xg = r->xg, .hg = hg, .b_hh = w->b_hh,
-                           .hs = r->hs, .cs = r->cs, .act = r->act, .y = tp->lout[l] };
-    for (int64_t s = 0; s < S; s++) {
-        fx_tensor hp = block(r->hs, s * N * H, 2, nh);
-        if (s == 0 && !tp->h0) /* h0 = 0 */
-            be->mem->fill(hg, 0.0);
-        else
-            be->blas->gemm(1, false, true, N, GH, H, 1.0f, &hp, 0, w->w_hh, 0, 0.0f, hg, 0);
-        a.step = s;
-        be->rnn->cell_forward(&a);
-    }
+    /* The recurrence (kernel), starting from hs[0]. */
+    be->rnn->forward(&(fx_rnn_seq_args){
+        .kind = mode_cell(tp->mode), .reverse = d == 1, .steps = S, .col = d * H,
+        .lengths = tp->len, .w_hh = w->w_hh, .hs = r->hs, .cs = r->cs, .act = r->act,
+        .xg = r->xg, .b_hh = w->b_hh, .h0_zero = !tp->h0, .hg = hg, .y = tp->lout[l] });
     return true;
 }
 
@@ -354,7 +349,7 @@ static bool backward_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d, const fx
     fx_tensor *in = tp->lin[l];
     int64_t N = tp->N, T = tp->T, S = tp->S, H = tp->H, GH = tp->G * H, I = in->shape[2];
     bool lstm = tp->mode == FX_RNN_LSTM;
-    int64_t nh[2] = { N, H }, ng[2] = { N, GH }, xshape[3] = { N, T, GH };
+    int64_t nh[2] = { N, H }, xshape[3] = { N, T, GH };
     fx_tensor *dh = fx_tensor_new(ctx, FX_F32, 2, nh);
     fx_tensor *dc = lstm ? fx_tensor_new(ctx, FX_F32, 2, nh) : NULL;
     /* Padded positions are never written by the kernel and must add zero. */
@@ -372,17 +367,10 @@ static bool backward_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d, const fx
         be->mem->copy(dc, &src, false);
     }
     bool need_h0 = fx_tensor_requires_grad(tp->h0), need_c0 = fx_tensor_requires_grad(tp->c0);
-    fx_rnn_step_args a = { .kind = mode_cell(tp->mode), .reverse = d == 1, .col = d * H,
-                           .lengths = tp->len, .hs = r->hs, .cs = r->cs, .act = r->act,
-                           .dy = dy, .dh = dh, .dc = dc, .dxg = dxg, .dhg = dhg };
-    for (int64_t s = S - 1; s >= 0; s--) {
-        a.step = s;
-        be->rnn->cell_backward(&a);
-        if (s > 0 || need_h0) { /* dh += dhg_s W_hh; after step 0 only h0 wants it */
-            fx_tensor g = block(dhg, s * N * GH, 2, ng);
-            be->blas->gemm(1, false, false, N, H, GH, 1.0f, &g, 0, w->w_hh, 0, 1.0f, dh, 0);
-        }
-    }
+    be->rnn->backward(&(fx_rnn_seq_args){
+        .kind = mode_cell(tp->mode), .reverse = d == 1, .steps = S, .col = d * H,
+        .lengths = tp->len, .w_hh = w->w_hh, .hs = r->hs, .cs = r->cs, .act = r->act,
+        .dy = dy, .want_dh0 = need_h0, .dh = dh, .dc = dc, .dxg = dxg, .dhg = dhg });
 
     fx_tensor *init[2] = { tp->h0, tp->c0 }, *dstate[2] = { dh, dc };
     bool need[2] = { need_h0, lstm && need_c0 };

@@ -1,16 +1,21 @@
 /*
- * rnn.c - CPU kernels: the fused pointwise steps of simple RNN, GRU and LSTM
- * cells over variable-length sequences (see kern_rnn.h for the layouts).
+ * rnn.c - CPU kernels: the recurrence of simple RNN, GRU and LSTM cells over
+ * variable-length sequences (see kern_rnn.h for the layouts).
  *
- * The products (x W_ih^T for all steps, h W_hh^T per step, the weight
- * gradients) run in the op through the gemm kernel; what is left per step is
- * one pass over the N x G*H gates, fused here so that each gate value is read
- * and written once. Rows (samples) are independent and split over threads
- * when a step is large enough; the inner loops over H are straight-line float
+ * The op forms the input gates of all steps and the weight gradients with
+ * large gemms; what is left is the time loop, per step a small product with
+ * W_hh and one fused pointwise pass over the N x G*H gates. Samples are
+ * independent through time, so the rows are split into one block per thread
+ * and each thread runs its block through every step on its own: one
+ * parallel region per direction instead of a fork and join per step, which
+ * matters most when the cores are shared. Each block's product is a
+ * single-threaded sgemm. The pointwise loops over H are straight-line float
  * code that the compiler vectorises, which is why the nonlinearities use the
  * polynomial exp below instead of calls to expf / tanhf.
  */
 #include "cpu.h"
+
+#include <cblas.h>
 
 /*
  * exp(x), within a few ulp of expf for x in [-87, 88] and clamped to that
@@ -70,31 +75,45 @@ static inline float rnn_tanh(float x)
 #define RNN_CLONES
 #endif
 
-/* The geometry every step kernel needs, read from the tensors. */
+/* The geometry of a sequence, read from the tensors. */
 typedef struct {
-    int64_t N, T, H, GH, Y, s, col;
+    int64_t N, T, H, GH, Y, col;
     const int64_t *len;
-} step_geom;
+    bool reverse;
+} seq_geom;
 
-static step_geom geom(const fx_rnn_step_args *a)
+static seq_geom geom(const fx_rnn_seq_args *a)
 {
-    step_geom g;
+    seq_geom g;
     g.N = a->hs->shape[1];
     g.H = a->hs->shape[2];
     g.T = a->xg ? a->xg->shape[1] : a->dxg->shape[1];
     g.GH = a->xg ? a->xg->shape[2] : a->dxg->shape[2];
     g.Y = a->y ? a->y->shape[2] : a->dy->shape[2];
-    g.s = a->step;
     g.col = a->col;
     g.len = (const int64_t *)fx_data(a->lengths);
+    g.reverse = a->reverse;
     return g;
 }
 
-/* The position of sample n at step s (only called for active samples). */
-static inline int64_t position(const fx_rnn_step_args *a, const step_geom *g, int64_t n)
+/* The position of sample n at step s (only asked for active samples). */
+static inline int64_t position(const seq_geom *g, int64_t n, int64_t s)
 {
-    return a->reverse ? g->len[n] - 1 - g->s : g->s;
+    return g->reverse ? g->len[n] - 1 - s : s;
 }
+
+/* Runs body(r0, r1) over row blocks [r0, r1) of N rows, one block per
+ * thread (blocks of at least 8 rows, so each product keeps some height). */
+#define ROW_BLOCKS(N, r0, r1, ...)                                                             \
+    do {                                                                                       \
+        int64_t nb_ = (N) / 8 < fx__num_threads ? (N) / 8 : fx__num_threads;                   \
+        nb_ = nb_ < 1 ? 1 : nb_;                                                               \
+        int64_t per_ = ((N) + nb_ - 1) / nb_;                                                  \
+        FX_PFOR(nb_ > 1 ? INT64_MAX : 0, b_, nb_, {                                            \
+            int64_t r0 = b_ * per_, r1 = r0 + per_ < (N) ? r0 + per_ : (N);                    \
+            __VA_ARGS__                                                                        \
+        });                                                                                    \
+    } while (0)
 
 /* ---------------------------------------------------------------- forward */
 
@@ -174,34 +193,48 @@ RNN_CLONES static void lstm_row(int64_t H, const float *restrict xg, const float
     }
 }
 
-static void cpu_rnn_cell_forward(const fx_rnn_step_args *a)
+/* Step s of rows [r0, r1): hg = hs[s] W_hh^T, then the cells. */
+static void forward_rows(const fx_rnn_seq_args *a, const seq_geom *g, int64_t s, int64_t r0,
+                         int64_t r1)
 {
-    step_geom g = geom(a);
-    int64_t N = g.N, H = g.H, GH = g.GH, A = 4 * H;
-    const float *XG = fx_f32(a->xg), *HG = fx_f32(a->hg);
-    const float *B = a->b_hh ? fx_f32(a->b_hh) : NULL;
-    const float *Hp = fx_f32(a->hs) + g.s * N * H;
-    float *Hn = fx_f32(a->hs) + (g.s + 1) * N * H, *Y = fx_f32(a->y);
-    const float *Cp = a->cs ? fx_f32(a->cs) + g.s * N * H : NULL;
-    float *Cn = a->cs ? fx_f32(a->cs) + (g.s + 1) * N * H : NULL;
-    float *Act = a->act ? fx_f32(a->act) + g.s * N * A : NULL;
-    fx_cell_kind kind = a->kind;
-    FX_PFOR(N * GH, n, N, {
-        if (g.s >= g.len[n]) { /* done: carry the state */
+    int64_t N = g->N, H = g->H, GH = g->GH, A = 4 * H;
+    const float *Hp = fx_f32(a->hs) + s * N * H;
+    float *Hn = fx_f32(a->hs) + (s + 1) * N * H, *HG = fx_f32(a->hg), *Y = fx_f32(a->y);
+    const float *Cp = a->cs ? fx_f32(a->cs) + s * N * H : NULL;
+    float *Cn = a->cs ? fx_f32(a->cs) + (s + 1) * N * H : NULL;
+    float *Act = a->act ? fx_f32(a->act) + s * N * A : NULL;
+    const float *XG = fx_f32(a->xg), *B = a->b_hh ? fx_f32(a->b_hh) : NULL;
+    if (s == 0 && a->h0_zero)
+        memset(HG + r0 * GH, 0, (size_t)((r1 - r0) * GH) * sizeof(float));
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(r1 - r0), (int)GH, (int)H,
+                    1.0f, Hp + r0 * H, (int)H, fx_f32(a->w_hh), (int)H, 0.0f, HG + r0 * GH,
+                    (int)GH);
+    for (int64_t n = r0; n < r1; n++) {
+        if (s >= g->len[n]) { /* done: carry the state */
             memcpy(Hn + n * H, Hp + n * H, (size_t)H * sizeof(float));
             if (Cn)
                 memcpy(Cn + n * H, Cp + n * H, (size_t)H * sizeof(float));
             continue;
         }
-        int64_t t = position(a, &g, n);
-        const float *xg = XG + (n * g.T + t) * GH, *hg = HG + n * GH;
-        float *y = Y + (n * g.T + t) * g.Y + g.col;
-        if (kind == FX_CELL_LSTM)
+        int64_t t = position(g, n, s);
+        const float *xg = XG + (n * g->T + t) * GH, *hg = HG + n * GH;
+        float *y = Y + (n * g->T + t) * g->Y + g->col;
+        if (a->kind == FX_CELL_LSTM)
             lstm_row(H, xg, hg, B, Cp + n * H, Cn + n * H, Hn + n * H, Act + n * A, y);
-        else if (kind == FX_CELL_GRU)
+        else if (a->kind == FX_CELL_GRU)
             gru_row(H, xg, hg, B, Hp + n * H, Hn + n * H, Act + n * A, y);
         else
-            rnn_row(kind == FX_CELL_RELU, H, xg, hg, B, Hn + n * H, y);
+            rnn_row(a->kind == FX_CELL_RELU, H, xg, hg, B, Hn + n * H, y);
+    }
+}
+
+static void cpu_rnn_forward(const fx_rnn_seq_args *a)
+{
+    seq_geom g = geom(a);
+    ROW_BLOCKS(g.N, r0, r1, {
+        for (int64_t s = 0; s < a->steps; s++)
+            forward_rows(a, &g, s, r0, r1);
     });
 }
 
@@ -269,33 +302,47 @@ RNN_CLONES static void lstm_row_backward(int64_t H, const float *restrict act, c
     memset(dh, 0, (size_t)H * sizeof *dh);
 }
 
-static void cpu_rnn_cell_backward(const fx_rnn_step_args *a)
+/* Step s of rows [r0, r1): the cells' backward, then dh += dhg[s] W_hh
+ * (after step 0 only when the gradient of hs[0] is wanted). */
+static void backward_rows(const fx_rnn_seq_args *a, const seq_geom *g, int64_t s, int64_t r0,
+                          int64_t r1)
 {
-    step_geom g = geom(a);
-    int64_t N = g.N, H = g.H, GH = g.GH, A = 4 * H;
+    int64_t N = g->N, H = g->H, GH = g->GH, A = 4 * H;
     const float *DY = fx_f32(a->dy);
-    const float *Hp = fx_f32(a->hs) + g.s * N * H, *Hn = Hp + N * H;
-    const float *Cp = a->cs ? fx_f32(a->cs) + g.s * N * H : NULL;
+    const float *Hp = fx_f32(a->hs) + s * N * H, *Hn = Hp + N * H;
+    const float *Cp = a->cs ? fx_f32(a->cs) + s * N * H : NULL;
     const float *Cn = Cp ? Cp + N * H : NULL;
-    const float *Act = a->act ? fx_f32(a->act) + g.s * N * A : NULL;
+    const float *Act = a->act ? fx_f32(a->act) + s * N * A : NULL;
     float *DH = fx_f32(a->dh), *DC = a->dc ? fx_f32(a->dc) : NULL;
-    float *DXG = fx_f32(a->dxg), *DHG = fx_f32(a->dhg) + g.s * N * GH;
-    fx_cell_kind kind = a->kind;
-    FX_PFOR(N * GH, n, N, {
+    float *DXG = fx_f32(a->dxg), *DHG = fx_f32(a->dhg) + s * N * GH;
+    for (int64_t n = r0; n < r1; n++) {
         float *dhg = DHG + n * GH, *dh = DH + n * H;
-        if (g.s >= g.len[n]) { /* done: the state was carried, so is its gradient */
+        if (s >= g->len[n]) { /* done: the state was carried, so is its gradient */
             memset(dhg, 0, (size_t)GH * sizeof(float));
             continue;
         }
-        int64_t t = position(a, &g, n);
-        float *dxg = DXG + (n * g.T + t) * GH;
-        add_dy(H, dh, DY + (n * g.T + t) * g.Y + g.col);
-        if (kind == FX_CELL_LSTM)
+        int64_t t = position(g, n, s);
+        float *dxg = DXG + (n * g->T + t) * GH;
+        add_dy(H, dh, DY + (n * g->T + t) * g->Y + g->col);
+        if (a->kind == FX_CELL_LSTM)
             lstm_row_backward(H, Act + n * A, Cp + n * H, Cn + n * H, dh, DC + n * H, dxg, dhg);
-        else if (kind == FX_CELL_GRU)
+        else if (a->kind == FX_CELL_GRU)
             gru_row_backward(H, Act + n * A, Hp + n * H, dh, dxg, dhg);
         else
-            rnn_row_backward(kind == FX_CELL_RELU, H, Hn + n * H, dh, dxg, dhg);
+            rnn_row_backward(a->kind == FX_CELL_RELU, H, Hn + n * H, dh, dxg, dhg);
+    }
+    if (s > 0 || a->want_dh0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)H, (int)GH,
+                    1.0f, DHG + r0 * GH, (int)GH, fx_f32(a->w_hh), (int)H, 1.0f, DH + r0 * H,
+                    (int)H);
+}
+
+static void cpu_rnn_backward(const fx_rnn_seq_args *a)
+{
+    seq_geom g = geom(a);
+    ROW_BLOCKS(g.N, r0, r1, {
+        for (int64_t s = a->steps - 1; s >= 0; s--)
+            backward_rows(a, &g, s, r0, r1);
     });
 }
 
@@ -315,7 +362,7 @@ static void cpu_rnn_mask_steps(const fx_tensor *x, const fx_tensor *lengths, fx_
 }
 
 const fx_rnn_kernels fx_cpu_rnn = {
-    .cell_forward = cpu_rnn_cell_forward,
-    .cell_backward = cpu_rnn_cell_backward,
+    .forward = cpu_rnn_forward,
+    .backward = cpu_rnn_backward,
     .mask_steps = cpu_rnn_mask_steps,
 };
