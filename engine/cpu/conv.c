@@ -1,101 +1,329 @@
 /*
- * conv.c - CPU kernels: convolution by im2col + sgemm, and pooling.
+ * conv.c - CPU kernels: convolution (im2col and a register-tiled matrix
+ * product of our own) and pooling.
  *
- * Convolution. For each sample and group, the input patches are unrolled
- * into a column matrix col [Kc, L] (Kc = C/groups * KH * KW taps, L = OH*OW
- * output positions) and the convolution becomes products with the group's
- * weight W_g [Og, Kc]:
+ * Convolution. The input patches of a block of samples are unrolled into a
+ * column matrix col [Kc, S*L] (Kc = C/groups * KH * KW taps, L = OH*OW
+ * output positions, S samples side by side) and, per group, the convolution
+ * becomes products with the group's weight W_g [Og, Kc]:
  *
- *     forward          y_g   = W_g col            (Og x L)
- *     backward data    dcol  = W_g^T dy_g, then col2im adds dcol into dx
- *     backward weight  dW_g += dy_g col^T
+ *     forward          y_g    = W_g col          M = Og, N = S*L, K = Kc
+ *     backward data    dcol   = W_g^T dy_g       M = Kc, N = S*L, K = Og
+ *                      then col2im adds dcol into dx
+ *     backward weight  dW_g^T += col dy_g^T      M = Kc, N = Og,  K = S*L
  *
- * A 1x1 convolution with stride 1 and no padding needs no unrolling: col is
- * the input itself. The column buffer of one sample (a few hundred KB for
- * usual layers) stays in cache between its unrolling and its product.
+ * Unrolling several samples together gives the products long rows (a 14x14
+ * output alone would leave a 32-wide tile 1/8 empty) while col stays in
+ * cache. A 1x1 convolution with stride 1 and no padding needs no unrolling
+ * in the forward and data passes: the input is col (and dx is dcol).
+ *
+ * The products run on a register-tiled kernel of our own rather than BLAS:
+ * it reads the weights, the unrolled input and dy where they lie (A by row
+ * and column strides, B and C in per-sample segments), so nothing is packed
+ * but the small dy^T of the weight pass and the edges of each matrix; and
+ * the speed does not hang on which kernels the system's BLAS picked for the
+ * CPU (OpenBLAS 0.3.21 takes some AVX-512 Xeons for a Prescott and runs
+ * SSE3 code).
  *
  * Threads. With at least as many samples as threads, the batch is split into
- * one contiguous run of samples per thread, each with its own column buffer
- * (and, for the weight gradient, its own partial sum, added up in thread
- * order at the end so results do not depend on scheduling); the products
- * run single-threaded inside. With fewer samples (inference on one image),
- * samples run in turn and each step is split instead: im2col over rows,
- * col2im over channels, the products over cpu_gemm's threads.
+ * one contiguous run of samples per thread, each with its own buffers (and,
+ * for the weight gradient, its own partial sum, added up in thread order at
+ * the end, so results do not depend on scheduling). With fewer samples
+ * (inference on one image), blocks run in turn and each step is split
+ * instead: the unrolling over rows, col2im over channels, the products over
+ * tiles.
  */
 #include "cpu.h"
 
-#include <cblas.h>
 #include <stdint.h>
 
-/* Sizes derived from a geometry. direct: col is the input itself. */
-typedef struct {
-    int64_t cg, og, kc, l, hw;
-    bool direct;
-} conv_dims;
+/* 4-wide vectors for shuffles and selects (any target; SSE on x86-64). */
+typedef float v4f __attribute__((vector_size(16), aligned(4), may_alias));
+typedef int32_t v4i __attribute__((vector_size(16), aligned(4), may_alias));
 
-static conv_dims dims_of(const fx_conv_geom *g)
+/* ------------------------------------------------------- micro-kernels */
+
+/*
+ * The product's inner loop: an MR x NR tile C = (add ? C : 0) + bias + A B
+ * over kc steps, with A(i, k) = a[i*rsa + k*csa], B rows of NR floats ldb
+ * apart and bias (MR values, one per row) or NULL. Written once with GCC
+ * vector types and instantiated per instruction set: the tile lives in
+ * MR * NV vector registers, and each step is NV loads of B, MR broadcasts of
+ * A and MR * NV fused multiply-adds.
+ */
+#define FX_MICRO(NAME, ATTR, VW, MR, NV)                                                        \
+    ATTR static void NAME(int64_t kc, const float *a, int64_t rsa, int64_t csa, const float *b, \
+                          int64_t ldb, float *c, int64_t ldc, bool add, const float *bias)     \
+    {                                                                                           \
+        typedef float vf                                                                        \
+            __attribute__((vector_size(VW * sizeof(float)), aligned(sizeof(float)), may_alias)); \
+        vf acc[MR][NV];                                                                         \
+        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                                   \
+            _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++)                                \
+                acc[i][j] = (vf){ 0 } + (bias ? bias[i] : 0.0f);                                \
+        for (int64_t k = 0; k < kc; k++, a += csa, b += ldb) {                                  \
+            vf bv[NV];                                                                          \
+            _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++)                                \
+                bv[j] = *(const vf *)(b + j * VW);                                              \
+            _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                               \
+                _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++)                            \
+                    acc[i][j] += a[i * rsa] * bv[j];                                            \
+        }                                                                                       \
+        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                                   \
+            _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) {                              \
+                vf *p = (vf *)(c + i * ldc + j * VW);                                           \
+                if (add)                                                                        \
+                    *p += acc[i][j];                                                            \
+                else                                                                            \
+                    *p = acc[i][j];                                                             \
+            }                                                                                   \
+    }
+
+typedef void (*micro_fn)(int64_t kc, const float *a, int64_t rsa, int64_t csa, const float *b,
+                         int64_t ldb, float *c, int64_t ldc, bool add, const float *bias);
+
+/* A micro-kernel, its tile and its speed relative to the widest of its set
+ * (so a product can trade padded rows against speed). */
+typedef struct {
+    micro_fn fn;
+    int64_t mr, nr;
+    double speed;
+} micro_kernel;
+
+#define MR_MAX 12
+#define NR_MAX 32
+#define MR_LCM 24   /* every kernel's MR divides it: padded row counts fit all */
+#define KC 256      /* K steps per pass over a tile: B's NR-wide panel stays in L1 */
+#define COL_BUDGET (1 << 18) /* floats of unrolled input per block (1 MB, in L2) */
+
+FX_MICRO(micro_generic, , 4, 4, 2)
+#if defined(__x86_64__) && defined(__GNUC__)
+#define FX_HAVE_X86_MICRO 1
+FX_MICRO(micro_avx2, __attribute__((target("avx2,fma"))), 8, 6, 2)
+FX_MICRO(micro_avx512_12, __attribute__((target("avx512f,fma"))), 16, 12, 2)
+FX_MICRO(micro_avx512_8, __attribute__((target("avx512f,fma"))), 16, 8, 2)
+#endif
+
+/* For tests: 1 forces the portable kernels, 2 AVX2, 3 AVX-512 (each only
+ * when the CPU has it); 0 picks the best the CPU has. */
+int fx__conv_isa = 0;
+
+/* The kernel for a product with M rows: of the best instruction set's
+ * kernels (all with one NR), the one with the least time on padded rows. */
+static micro_kernel kernel_for_rows(int64_t M)
 {
-    conv_dims d;
-    d.cg = g->c / g->groups;
-    d.og = g->o / g->groups;
-    d.kc = d.cg * g->kh * g->kw;
-    d.l = g->oh * g->ow;
-    d.hw = g->h * g->w;
-    d.direct = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 &&
-               g->pw == 0 && g->oh == g->h && g->ow == g->w;
-    return d;
+#ifdef FX_HAVE_X86_MICRO
+    bool avx512 = __builtin_cpu_supports("avx512f");
+    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (avx512 && (fx__conv_isa == 0 || fx__conv_isa == 3)) {
+        micro_kernel k12 = { micro_avx512_12, 12, 32, 1.0 }, k8 = { micro_avx512_8, 8, 32, 0.92 };
+        double c12 = (double)((M + 11) / 12 * 12) / k12.speed;
+        double c8 = (double)((M + 7) / 8 * 8) / k8.speed;
+        return c8 < c12 ? k8 : k12;
+    }
+    if (avx2 && fx__conv_isa != 1)
+        return (micro_kernel){ micro_avx2, 6, 16, 1.0 };
+#endif
+    (void)M;
+    return (micro_kernel){ micro_generic, 4, 8, 1.0 };
 }
 
-/* Threads that get a run of samples each: all of them when every thread gets
- * a sample, else 1 (the per-sample steps are split instead). */
-static int sample_threads(const fx_conv_geom *g)
+/* ------------------------------------------------------------ products */
+
+/*
+ * One product C = (add ? C : 0) + bias + A B, M x N with inner size K.
+ * A(i, k) = a[i*rsa + k*csa]; rows below am may be read (am >= M).
+ * B(k, q) and C(i, q) live in segments of bseg (cseg) columns, segment s at
+ * b + s*bstride (c + s*cstride), rows ldb (ldc) apart: a block of samples
+ * side by side. The first bread columns of a B segment may be read, and the
+ * first cm rows and cwrite columns of a C segment written (padding lets full
+ * tiles run on the buffers themselves). bias: one per row, readable to M +
+ * MR_MAX, or NULL.
+ */
+typedef struct {
+    int64_t M, N, K;
+    const float *a;
+    int64_t rsa, csa, am;
+    const float *b;
+    int64_t ldb, bseg, bstride, bread;
+    float *c;
+    int64_t ldc, cseg, cstride, cm, cwrite;
+    bool add;
+    const float *bias;
+} mm_args;
+
+/* Copies B's columns [j, j+nr) x rows [pc, pc+kc) to panel (rows of nr),
+ * reading each run of columns from its segment; columns past N are zero. */
+static void copy_b(const mm_args *x, int64_t j, int64_t nr, int64_t pc, int64_t kc, float *panel)
 {
-    return g->n >= fx__num_threads ? fx__num_threads : 1;
+    int64_t end = j + nr < x->N ? j + nr : x->N;
+    for (int64_t q = j; q < end;) {
+        int64_t s = q / x->bseg, off = q % x->bseg;
+        int64_t run = (s + 1) * x->bseg < end ? (s + 1) * x->bseg - q : end - q;
+        const float *src = x->b + s * x->bstride + off + pc * x->ldb;
+        for (int64_t k = 0; k < kc; k++)
+            memcpy(panel + k * nr + (q - j), src + k * x->ldb, (size_t)run * sizeof(float));
+        q += run;
+    }
+    for (int64_t k = 0; k < kc; k++)
+        for (int64_t q = end; q < j + nr; q++)
+            panel[k * nr + (q - j)] = 0.0f;
+}
+
+/* Adds or copies the valid part (rows below M, columns below N) of a tile
+ * computed at rows i, columns j into C, column runs per segment. */
+static void store_tile(const mm_args *x, const float *t, int64_t mr, int64_t nr, int64_t i,
+                       int64_t j, bool add)
+{
+    int64_t rows = x->M - i < mr ? x->M - i : mr, end = j + nr < x->N ? j + nr : x->N;
+    for (int64_t q = j; q < end;) {
+        int64_t s = q / x->cseg, off = q % x->cseg;
+        int64_t run = (s + 1) * x->cseg < end ? (s + 1) * x->cseg - q : end - q;
+        for (int64_t r = 0; r < rows; r++) {
+            float *dst = x->c + s * x->cstride + off + (i + r) * x->ldc;
+            const float *src = t + r * nr + (q - j);
+            for (int64_t u = 0; u < run; u++)
+                dst[u] = (add ? dst[u] : 0.0f) + src[u];
+        }
+        q += run;
+    }
+}
+
+/*
+ * The tiles [is0, is1) x [js0, js1) (in slivers of MR rows and NR columns)
+ * of a product, K in steps of KC. A sliver of B that crosses a segment or
+ * runs past the readable columns is copied to bpanel (KC x NR); the last
+ * sliver of A, when it runs past A's readable rows, to apanel (KC x MR,
+ * zero rows); a tile that crosses a segment or runs past C's writable part
+ * is computed into a local tile and its valid part stored.
+ */
+static void mm_tiles(const micro_kernel *mk, const mm_args *x, int64_t is0, int64_t is1,
+                     int64_t js0, int64_t js1, float *apanel, float *bpanel)
+{
+    int64_t mr = mk->mr, nr = mk->nr;
+    int64_t edge = is1 > is0 && is1 * mr > x->am ? is1 - 1 : -1; /* the A sliver to copy */
+    for (int64_t pc = 0; pc < x->K; pc += KC) {
+        int64_t kc = x->K - pc < KC ? x->K - pc : KC;
+        bool add = x->add || pc > 0;
+        const float *bias = pc == 0 ? x->bias : NULL;
+        if (edge >= 0)
+            for (int64_t k = 0; k < kc; k++)
+                for (int64_t r = 0; r < mr; r++) {
+                    int64_t i = edge * mr + r;
+                    apanel[k * mr + r] = i < x->am ? x->a[i * x->rsa + (pc + k) * x->csa] : 0.0f;
+                }
+        for (int64_t js = js0; js < js1; js++) {
+            int64_t j = js * nr, ldb = x->ldb;
+            const float *bp = x->b + j / x->bseg * x->bstride + j % x->bseg + pc * ldb;
+            if (j % x->bseg + nr > x->bread) {
+                copy_b(x, j, nr, pc, kc, bpanel);
+                bp = bpanel;
+                ldb = nr;
+            }
+            bool cdirect = j % x->cseg + nr <= x->cwrite;
+            float *cbase = x->c + j / x->cseg * x->cstride + j % x->cseg;
+            for (int64_t is = is0; is < is1; is++) {
+                int64_t i = is * mr;
+                const float *bi = bias ? bias + i : NULL;
+                const float *ap = x->a + i * x->rsa + pc * x->csa;
+                int64_t rsa = x->rsa, csa = x->csa;
+                if (is == edge)
+                    ap = apanel, rsa = 1, csa = mr;
+                if (cdirect && i + mr <= x->cm) {
+                    mk->fn(kc, ap, rsa, csa, bp, ldb, cbase + i * x->ldc, x->ldc, add, bi);
+                } else {
+                    float t[MR_MAX * NR_MAX];
+                    mk->fn(kc, ap, rsa, csa, bp, ldb, t, nr, false, bi);
+                    store_tile(x, t, mr, nr, i, j, add);
+                }
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------ planning */
+
+/* Sizes of one kernel call, the kernels of its products and its workspace. */
+typedef struct {
+    const fx_conv_geom *g;
+    int64_t cg, og, kc, l, hw; /* per group: channels, outputs, taps; plane sizes */
+    bool direct;               /* 1x1, stride 1, no padding: col is the input */
+    micro_kernel kf, kd, kw;   /* kernels of the forward, data and weight products */
+    int64_t nr;                /* their NR (one per instruction set) */
+    int64_t nt;                /* threads given a run of samples (1: split each block) */
+    int64_t nb;                /* samples unrolled together */
+    int64_t kcp, ldn, ogn;     /* Kc to MR_LCM; columns of col (nb*L to NR); Og to NR */
+    /* Workspace (floats): the bias padded by MR_MAX per group, shared, then
+     * one region per thread: col, an A panel, a B panel, dy^T for nb
+     * samples and a weight-gradient sum per group. */
+    int64_t shared, apanel, bpanel, bt, dwt, per_thread;
+} conv_plan;
+
+static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+static conv_plan plan_of(const fx_conv_geom *g)
+{
+    conv_plan p;
+    p.g = g;
+    p.cg = g->c / g->groups;
+    p.og = g->o / g->groups;
+    p.kc = p.cg * g->kh * g->kw;
+    p.l = g->oh * g->ow;
+    p.hw = g->h * g->w;
+    p.direct = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 &&
+               g->pw == 0 && g->oh == g->h && g->ow == g->w;
+    p.kf = kernel_for_rows(p.og);
+    p.kd = kernel_for_rows(p.kc);
+    p.kw = kernel_for_rows(p.kc);
+    p.nr = p.kf.nr;
+    p.nt = g->n >= fx__num_threads ? fx__num_threads : 1;
+    p.kcp = round_up(p.kc, MR_LCM);
+    int64_t per = p.nt > 1 ? g->n / p.nt : g->n, fit = COL_BUDGET / (p.kcp * p.l);
+    p.nb = fit < 1 ? 1 : fit < per ? fit : per > 0 ? per : 1;
+    p.ldn = round_up(p.nb * p.l, p.nr);
+    p.ogn = round_up(p.og, p.nr);
+    p.shared = g->groups * (p.og + MR_MAX);
+    p.apanel = p.kcp * p.ldn; /* col comes first */
+    p.bpanel = p.apanel + KC * MR_MAX;
+    p.bt = p.bpanel + KC * NR_MAX;
+    p.dwt = p.bt + p.nb * p.l * p.ogn;
+    p.per_thread = p.dwt + g->groups * p.kcp * p.ogn;
+    return p;
 }
 
 static int64_t cpu_conv2d_workspace(const fx_conv_geom *g)
 {
-    conv_dims d = dims_of(g);
-    int64_t nt = fx__num_threads, col = d.direct ? 0 : d.kc * d.l;
-    /* per-thread column buffers + partial weight gradients of threads 1.. */
-    return nt * col + (nt - 1) * g->o * d.kc;
+    conv_plan p = plan_of(g);
+    return p.shared + fx__num_threads * p.per_thread;
 }
 
-/* C = op(A) op(B) + beta C on packed row-major matrices, on this thread. */
-static void sgemm1(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A,
-                   const float *B, float beta, float *C)
+/* Runs a product on this thread with region t's panels, or split over every
+ * thread (region k for part k) along its longer side in slivers. */
+static void product(const conv_plan *p, const micro_kernel *mk, const mm_args *x, bool par,
+                    float *regions, int64_t t)
 {
-    int lda = (int)(ta ? M : K), ldb = (int)(tb ? K : N);
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                (int)M, (int)N, (int)K, 1.0f, A, lda > 0 ? lda : 1, B, ldb > 0 ? ldb : 1, beta,
-                C, N > 0 ? (int)N : 1);
-}
-
-/* A stack view of base's storage starting at p, so cpu_gemm (which takes
- * tensors) can run on pointers into the tensors and workspace. */
-static fx_tensor view_at(const fx_tensor *base, const float *p)
-{
-    fx_tensor v = *base;
-    v.offset = p - (const float *)base->storage->ptr;
-    return v;
-}
-
-/* The same product either on this thread or split over every thread by
- * cpu_gemm; the base tensors only name the storages A, B and C live in. */
-static void gemm(bool par, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
-                 const fx_tensor *ta_base, const float *A, const fx_tensor *tb_base,
-                 const float *B, float beta, const fx_tensor *tc_base, float *C)
-{
+    int64_t ms = (x->M + mk->mr - 1) / mk->mr, ns = (x->N + mk->nr - 1) / mk->nr;
     if (!par) {
-        sgemm1(ta, tb, M, N, K, A, B, beta, C);
+        float *r = regions + t * p->per_thread;
+        mm_tiles(mk, x, 0, ms, 0, ns, r + p->apanel, r + p->bpanel);
         return;
     }
-    fx_tensor a = view_at(ta_base, A), b = view_at(tb_base, B), c = view_at(tc_base, C);
-    cpu_gemm(1, ta, tb, M, N, K, 1.0f, &a, 0, &b, 0, beta, &c, 0);
+    int64_t nt = fx__num_threads, len = ns >= ms ? ns : ms;
+    bool by_cols = ns >= ms;
+    FX_PFOR(2.0 * (double)x->M * x->N * x->K, k, nt, {
+        int64_t lo = k * len / nt, hi = (k + 1) * len / nt;
+        float *r = regions + k * p->per_thread;
+        if (by_cols)
+            mm_tiles(mk, x, 0, ms, lo, hi, r + p->apanel, r + p->bpanel);
+        else
+            mm_tiles(mk, x, lo, hi, 0, ns, r + p->apanel, r + p->bpanel);
+    });
 }
 
+/* ---------------------------------------------------- im2col, col2im */
+
 /* The output columns j with 0 <= j*s + off < n (an image row seen from an
- * output row), as [*j0, *j1) within [0, on). */
+ * output row), as [*j0, *j1) within [0, on); the same for rows. */
 static void valid_range(int64_t off, int64_t s, int64_t n, int64_t on, int64_t *j0, int64_t *j1)
 {
     int64_t lo = off >= 0 ? 0 : (-off + s - 1) / s;
@@ -106,214 +334,317 @@ static void valid_range(int64_t off, int64_t s, int64_t n, int64_t on, int64_t *
         *j1 = *j0;
 }
 
-/* Rows [r0, r1) of one group's column matrix: row (c, a, b) holds, for each
- * output position (i, j), x[c, i*SH - PH + a*DH, j*SW - PW + b*DW], or 0
- * outside the image. x points at the group's first channel. */
-static void im2col_rows(const fx_conv_geom *g, const float *x, float *col, int64_t r0,
-                        int64_t r1)
-{
-    int64_t taps = g->kh * g->kw, l = g->oh * g->ow;
-    for (int64_t r = r0; r < r1; r++) {
-        int64_t c = r / taps, a = r % taps / g->kw, b = r % g->kw;
-        const float *xc = x + c * g->h * g->w;
-        float *dst = col + r * l;
-        int64_t off = b * g->dw - g->pw, j0, j1;
-        valid_range(off, g->sw, g->w, g->ow, &j0, &j1);
-        for (int64_t i = 0; i < g->oh; i++, dst += g->ow) {
-            int64_t iy = i * g->sh - g->ph + a * g->dh;
-            if (iy < 0 || iy >= g->h) {
-                memset(dst, 0, (size_t)g->ow * sizeof(float));
-                continue;
-            }
-            const float *src = xc + iy * g->w;
-            for (int64_t j = 0; j < j0; j++)
-                dst[j] = 0.0f;
-            if (g->sw == 1)
-                memcpy(dst + j0, src + j0 + off, (size_t)(j1 - j0) * sizeof(float));
-            else
-                for (int64_t j = j0; j < j1; j++)
-                    dst[j] = src[j * g->sw + off];
-            for (int64_t j = j1; j < g->ow; j++)
-                dst[j] = 0.0f;
-        }
-    }
-}
-
-/* The adjoint of im2col for channels [c0, c1): adds every column entry back
- * into the input position it was copied from. dx points at the group's first
- * channel; channels are independent, so they can be split over threads. */
-static void col2im_channels(const fx_conv_geom *g, const float *col, float *dx, int64_t c0,
-                            int64_t c1)
-{
-    int64_t l = g->oh * g->ow;
-    for (int64_t c = c0; c < c1; c++) {
-        float *dxc = dx + c * g->h * g->w;
-        for (int64_t a = 0; a < g->kh; a++)
-            for (int64_t b = 0; b < g->kw; b++) {
-                const float *src = col + ((c * g->kh + a) * g->kw + b) * l;
-                int64_t off = b * g->dw - g->pw, j0, j1;
-                valid_range(off, g->sw, g->w, g->ow, &j0, &j1);
-                for (int64_t i = 0; i < g->oh; i++, src += g->ow) {
-                    int64_t iy = i * g->sh - g->ph + a * g->dh;
-                    if (iy < 0 || iy >= g->h)
-                        continue;
-                    float *dst = dxc + iy * g->w;
-                    if (g->sw == 1)
-                        for (int64_t j = j0; j < j1; j++)
-                            dst[j + off] += src[j];
-                    else
-                        for (int64_t j = j0; j < j1; j++)
-                            dst[j * g->sw + off] += src[j];
-                }
-            }
-    }
-}
-
-/* Unrolls one sample's group into col, split over rows when par. */
-static void im2col(bool par, const fx_conv_geom *g, int64_t kc, const float *x, float *col)
-{
-    if (par)
-        FX_PFOR(kc * g->oh * g->ow, r, kc, im2col_rows(g, x, col, r, r + 1););
-    else
-        im2col_rows(g, x, col, 0, kc);
-}
-
-static void col2im(bool par, const fx_conv_geom *g, int64_t cg, const float *col, float *dx)
-{
-    if (par)
-        FX_PFOR(cg * g->kh * g->kw * g->oh * g->ow, c, cg, col2im_channels(g, col, dx, c, c + 1););
-    else
-        col2im_channels(g, col, dx, 0, cg);
-}
-
-/* Which product a per-sample step computes. */
-typedef enum { CONV_FWD, CONV_BWD_DATA, CONV_BWD_WEIGHT } conv_pass;
-
-/* The operands of one kernel call. For CONV_FWD: x, w, b -> y; for
- * CONV_BWD_DATA: dy (in y), w -> dx (in x); for CONV_BWD_WEIGHT: x, dy (in
- * y) -> dw (in w). */
+/*
+ * Where kernel tap (a, b) reads: output (i, j) sees image (i*SH + dy,
+ * j*SW + off); the output rows [i0, i1) and columns [j0, j1) land in the
+ * image. In a "same" layer (strides 1, OW == W) the rows [i0, i1) read one
+ * contiguous run of the image from src, shifted by off: what the shift
+ * carries across a row end (columns outside [j0, j1)) stands for padding.
+ */
 typedef struct {
-    const fx_conv_geom *g;
-    conv_dims d;
-    conv_pass pass;
-    const fx_tensor *x, *w, *y, *ws;
-    const float *b;
-    bool accumulate;
-} conv_job;
+    int64_t dy, off, i0, i1, j0, j1, src;
+    bool same;
+} tap_geom;
 
-/*
- * One sample's work for a pass. col is this thread's column buffer; dw is
- * where this thread's weight gradient goes (beta says whether to add to it);
- * par splits each step over the threads (only when samples run in turn).
- */
-static void conv_sample(const conv_job *j, int64_t n, float *col, float *dw, float beta,
-                        bool par)
+static tap_geom tap_of(const fx_conv_geom *g, int64_t a, int64_t b)
 {
-    const fx_conv_geom *g = j->g;
-    const conv_dims *d = &j->d;
-    float *X = fx_f32(j->x), *W = fx_f32(j->w), *Y = fx_f32(j->y);
-    float *xn = X + n * g->c * d->hw, *yn = Y + n * g->o * d->l;
-    if (j->pass == CONV_FWD && j->b) { /* start from the bias, then add the products */
-        for (int64_t o = 0; o < g->o; o++) {
-            float *row = yn + o * d->l, bo = j->b[o];
-            if (j->accumulate)
-                for (int64_t i = 0; i < d->l; i++)
-                    row[i] += bo;
-            else
-                for (int64_t i = 0; i < d->l; i++)
-                    row[i] = bo;
-        }
-    }
-    float fwd_beta = (j->b || j->accumulate) ? 1.0f : 0.0f;
-    for (int64_t gi = 0; gi < g->groups; gi++) {
-        float *xg = xn + gi * d->cg * d->hw, *yg = yn + gi * d->og * d->l;
-        float *wg = W + gi * d->og * d->kc;
-        switch (j->pass) {
-        case CONV_FWD: { /* y_g (Og x L) = W_g (Og x Kc) col (Kc x L) */
-            const float *c = d->direct ? xg : col;
-            if (!d->direct)
-                im2col(par, g, d->kc, xg, col);
-            gemm(par, false, false, d->og, d->l, d->kc, j->w, wg, d->direct ? j->x : j->ws, c,
-                 fwd_beta, j->y, yg);
-            break;
-        }
-        case CONV_BWD_DATA: /* dcol (Kc x L) = W_g^T (Kc x Og) dy_g (Og x L) */
-            if (d->direct) {
-                gemm(par, true, false, d->kc, d->l, d->og, j->w, wg, j->y, yg, 1.0f, j->x, xg);
-            } else {
-                gemm(par, true, false, d->kc, d->l, d->og, j->w, wg, j->y, yg, 0.0f, j->ws, col);
-                col2im(par, g, d->cg, col, xg);
-            }
-            break;
-        case CONV_BWD_WEIGHT: { /* dW_g (Og x Kc) += dy_g (Og x L) col^T (L x Kc) */
-            const float *c = d->direct ? xg : col;
-            if (!d->direct)
-                im2col(par, g, d->kc, xg, col);
-            gemm(par, false, true, d->og, d->kc, d->l, j->y, yg, d->direct ? j->x : j->ws, c,
-                 beta, dw == W ? j->w : j->ws, dw + gi * d->og * d->kc);
-            break;
-        }
-        }
-    }
+    tap_geom t;
+    t.dy = a * g->dh - g->ph;
+    t.off = b * g->dw - g->pw;
+    valid_range(t.dy, g->sh, g->h, g->oh, &t.i0, &t.i1);
+    valid_range(t.off, g->sw, g->w, g->ow, &t.j0, &t.j1);
+    t.same = g->sh == 1 && g->sw == 1 && g->ow == g->w;
+    t.src = (t.i0 + t.dy) * g->w + t.off;
+    return t;
 }
 
-/*
- * Runs a pass over the batch. With nt > 1 sample threads, thread t takes
- * samples [t*N/nt, (t+1)*N/nt) with column buffer t; for the weight
- * gradient thread 0 adds into dw itself and thread t > 0 into partial t,
- * which are added to dw in order afterwards.
- */
-static void conv_run(const conv_job *j)
+/* Zeroes the columns outside [j0, j1) of rows [i0, i1) of a row of col:
+ * column by column (a column or two; a loop along rows would become a
+ * memset call per row). */
+static void zero_edges(const tap_geom *t, int64_t ow, float *d)
 {
-    const fx_conv_geom *g = j->g;
-    int64_t nt = sample_threads(g), colsz = j->d.direct ? 0 : j->d.kc * j->d.l;
-    int64_t wsz = g->o * j->d.kc;
-    float *ws = j->ws ? fx_f32(j->ws) : NULL, *dw = fx_f32(j->w);
-    float *parts = ws ? ws + fx__num_threads * colsz : NULL;
-    bool weight = j->pass == CONV_BWD_WEIGHT;
-    if (nt == 1) {
-        bool par = fx__num_threads > 1;
-        for (int64_t n = 0; n < g->n; n++)
-            conv_sample(j, n, ws, dw, 1.0f, par);
+    for (int64_t j = 0; j < ow; j++)
+        if (j < t->j0 || j >= t->j1)
+            for (int64_t i = t->i0; i < t->i1; i++)
+                d[i * ow + j] = 0.0f;
+}
+
+/* One row of the unrolled input: d[i*OW + j] = xc[(i*SH + dy)*W + j*SW + off]
+ * for the positions in the image. The positions outside it are padding and
+ * d holds zeros there already (the buffer is zeroed once per call and they
+ * are the same for every sample), so only the image part is written. A
+ * "same" layer copies its rows as one run and then zeroes what the shift
+ * carried across row ends; others copy per output row (short rows in small
+ * layers: plain loops, not memcpy calls). */
+static void unroll_row(const fx_conv_geom *g, const tap_geom *t, int64_t hw, const float *xc,
+                       float *d)
+{
+    int64_t ow = g->ow;
+    if (t->same) {
+        int64_t n = (t->i1 - t->i0) * ow, lo = t->src < 0 ? -t->src : 0;
+        int64_t hi = hw - t->src < n ? hw - t->src : n;
+        if (hi > lo)
+            memcpy(d + t->i0 * ow + lo, xc + t->src + lo, (size_t)(hi - lo) * sizeof(float));
+        zero_edges(t, ow, d);
         return;
     }
-    double flops = 2.0 * (double)g->n * g->o * j->d.kc * j->d.l;
-    FX_PFOR(flops, t, nt, {
-        int64_t lo = t * g->n / nt, hi = (t + 1) * g->n / nt;
-        float *mine = t == 0 || !weight ? dw : parts + (t - 1) * wsz;
-        float *col = ws ? ws + t * colsz : NULL;
-        for (int64_t n = lo; n < hi; n++)
-            conv_sample(j, n, col, mine, (t == 0 || n > lo) ? 1.0f : 0.0f, false);
-        if (weight && t > 0 && hi == lo)
-            memset(mine, 0, (size_t)wsz * sizeof(float));
-    });
-    if (weight)
-        for (int64_t t = 1; t < nt; t++) {
-            const float *p = parts + (t - 1) * wsz;
-            for (int64_t i = 0; i < wsz; i++)
-                dw[i] += p[i];
+    for (int64_t i = t->i0; i < t->i1; i++) {
+        float *row = d + i * ow;
+        const float *src = xc + (i * g->sh + t->dy) * g->w + t->off;
+        if (g->sw == 1)
+            for (int64_t j = t->j0; j < t->j1; j++)
+                row[j] = src[j];
+        else
+            for (int64_t j = t->j0; j < t->j1; j++)
+                row[j] = src[j * g->sw];
+    }
+}
+
+/* The adjoint of unroll_row: adds each entry of a row of dcol into the
+ * image position it was read from. A "same" layer first zeroes the entries
+ * standing for padding (they would land on a neighbouring row's ends), then
+ * adds the rows as one run; the row is scratch. */
+static void fold_row(const fx_conv_geom *g, const tap_geom *t, int64_t hw, float *src,
+                     float *dxc)
+{
+    int64_t ow = g->ow;
+    if (t->same) {
+        zero_edges(t, ow, src);
+        int64_t n = (t->i1 - t->i0) * ow, lo = t->src < 0 ? -t->src : 0;
+        int64_t hi = hw - t->src < n ? hw - t->src : n;
+        if (hi <= lo)
+            return;
+        float *dd = dxc + t->src + lo;
+        const float *ss = src + t->i0 * ow + lo;
+        for (int64_t q = 0; q < hi - lo; q++)
+            dd[q] += ss[q];
+        return;
+    }
+    for (int64_t i = t->i0; i < t->i1; i++) {
+        const float *row = src + i * ow;
+        float *dst = dxc + (i * g->sh + t->dy) * g->w + t->off;
+        if (g->sw == 1)
+            for (int64_t j = t->j0; j < t->j1; j++)
+                dst[j] += row[j];
+        else
+            for (int64_t j = t->j0; j < t->j1; j++)
+                dst[j * g->sw] += row[j];
+    }
+}
+
+/*
+ * Unrolls (unfold) or folds back (!unfold) channels [c0, c1) of one sample's
+ * group: row r = (c, a, b) of col (rows ld apart) holds tap (a, b) of
+ * channel c for every output position. Taps outside, channels inside, so
+ * each tap's geometry is worked out once.
+ */
+static void col_channels(const conv_plan *p, bool unfold, float *x, float *col, int64_t ld,
+                         int64_t c0, int64_t c1)
+{
+    const fx_conv_geom *g = p->g;
+    for (int64_t a = 0; a < g->kh; a++)
+        for (int64_t b = 0; b < g->kw; b++) {
+            tap_geom t = tap_of(g, a, b);
+            for (int64_t c = c0; c < c1; c++) {
+                float *row = col + ((c * g->kh + a) * g->kw + b) * ld;
+                if (unfold)
+                    unroll_row(g, &t, p->hw, x + c * p->hw, row);
+                else
+                    fold_row(g, &t, p->hw, row, x + c * p->hw);
+            }
+        }
+}
+
+/* im2col (unfold) or col2im (fold) of one sample's group, split over
+ * channels when par (channels are independent both ways). */
+static void col_run(const conv_plan *p, bool par, bool unfold, float *x, float *col, int64_t ld)
+{
+    if (par)
+        FX_PFOR(p->kc * p->l, c, p->cg, col_channels(p, unfold, x, col, ld, c, c + 1););
+    else
+        col_channels(p, unfold, x, col, ld, 0, p->cg);
+}
+
+/*
+ * dst[q*ld + o] = src[o*cols + q] for a rows x cols src, columns rows..ld of
+ * dst zero. In 4x4 blocks of vector shuffles (the element-wise loop costs
+ * more than the weight gradient's product in a layer with few taps), within
+ * blocks of 16 columns so the rows written stay in L1.
+ */
+static void transpose_pad(const float *src, int64_t rows, int64_t cols, float *dst, int64_t ld)
+{
+    const v4i lo = { 0, 4, 1, 5 }, hi = { 2, 6, 3, 7 }, first = { 0, 1, 4, 5 };
+    const v4i second = { 2, 3, 6, 7 };
+    int64_t r4 = rows / 4 * 4;
+    for (int64_t q0 = 0; q0 < cols; q0 += 16) {
+        int64_t q1 = q0 + 16 < cols ? q0 + 16 : cols;
+        for (int64_t o = 0; o < r4; o += 4) {
+            const float *s0 = src + o * cols;
+            int64_t q = q0;
+            for (; q + 4 <= q1; q += 4) {
+                v4f a = *(const v4f *)(s0 + q), b = *(const v4f *)(s0 + cols + q);
+                v4f c = *(const v4f *)(s0 + 2 * cols + q), d = *(const v4f *)(s0 + 3 * cols + q);
+                v4f t0 = __builtin_shuffle(a, b, lo), t1 = __builtin_shuffle(a, b, hi);
+                v4f t2 = __builtin_shuffle(c, d, lo), t3 = __builtin_shuffle(c, d, hi);
+                *(v4f *)(dst + q * ld + o) = __builtin_shuffle(t0, t2, first);
+                *(v4f *)(dst + (q + 1) * ld + o) = __builtin_shuffle(t0, t2, second);
+                *(v4f *)(dst + (q + 2) * ld + o) = __builtin_shuffle(t1, t3, first);
+                *(v4f *)(dst + (q + 3) * ld + o) = __builtin_shuffle(t1, t3, second);
+            }
+            for (; q < q1; q++)
+                for (int64_t k = 0; k < 4; k++)
+                    dst[q * ld + o + k] = s0[k * cols + q];
+        }
+        for (int64_t o = r4; o < rows; o++)
+            for (int64_t q = q0; q < q1; q++)
+                dst[q * ld + o] = src[o * cols + q];
+        for (int64_t q = q0; q < q1; q++)
+            for (int64_t o = rows; o < ld; o++)
+                dst[q * ld + o] = 0.0f;
+    }
+}
+
+/* ----------------------------------------------------------- the passes */
+
+typedef enum { CONV_FWD, CONV_BWD_DATA, CONV_BWD_WEIGHT } conv_pass;
+
+/* The operands of one kernel call. CONV_FWD: x, w, b -> y; CONV_BWD_DATA:
+ * dy (in y), w -> dx (in x); CONV_BWD_WEIGHT: x, dy (in y) -> dw (in w). */
+typedef struct {
+    conv_pass pass;
+    float *x, *w, *y;
+    const float *b;
+    bool accumulate;
+    float *bias, *regions; /* workspace: padded bias, per-thread regions */
+} conv_io;
+
+/*
+ * One block of samples [s0, s1) for a pass, with thread region t's buffers;
+ * first says it is the region's first block (its weight-gradient sum starts
+ * there); par splits each step over the threads.
+ */
+static void conv_block(const conv_plan *p, const conv_io *io, int64_t s0, int64_t s1, int64_t t,
+                       bool first, bool par)
+{
+    const fx_conv_geom *g = p->g;
+    int64_t S = s1 - s0, xs = g->c * p->hw, ys = g->o * p->l;
+    float *mine = io->regions + t * p->per_thread, *col = mine;
+    for (int64_t gi = 0; gi < g->groups; gi++) {
+        float *xg = io->x + s0 * xs + gi * p->cg * p->hw, *yg = io->y + s0 * ys + gi * p->og * p->l;
+        float *wg = io->w + gi * p->og * p->kc;
+        bool unroll = io->pass == CONV_BWD_WEIGHT || (io->pass == CONV_FWD && !p->direct);
+        if (unroll)
+            for (int64_t s = 0; s < S; s++)
+                col_run(p, par, true, xg + s * xs, col + s * p->l, p->ldn);
+        mm_args a;
+        switch (io->pass) {
+        case CONV_FWD: /* y_g (Og x S*L, per-sample segments) = W_g col */
+            a = (mm_args){ p->og, S * p->l, p->kc, wg, p->kc, 1, p->og,
+                           col, p->ldn, S * p->l, 0, p->ldn,
+                           yg, p->l, p->l, ys, p->og, p->l,
+                           io->accumulate, io->b ? io->bias + gi * (p->og + MR_MAX) : NULL };
+            if (p->direct) /* col is x itself, in per-sample segments */
+                a.b = xg, a.ldb = a.bseg = a.bread = p->hw, a.bstride = xs;
+            product(p, &p->kf, &a, par, io->regions, t);
+            break;
+        case CONV_BWD_DATA: /* dcol (Kc x S*L) = W_g^T dy_g; dx_g itself when 1x1 */
+            a = (mm_args){ p->kc, S * p->l, p->og, wg, 1, p->kc, p->kc,
+                           yg, p->l, p->l, ys, p->l,
+                           col, p->ldn, S * p->l, 0, p->kcp, p->ldn, false, NULL };
+            if (p->direct) {
+                a.c = xg, a.ldc = a.cseg = a.cwrite = p->hw, a.cstride = xs;
+                a.cm = p->kc, a.add = true;
+                product(p, &p->kd, &a, par, io->regions, t);
+                break;
+            }
+            product(p, &p->kd, &a, par, io->regions, t);
+            for (int64_t s = 0; s < S; s++)
+                col_run(p, par, false, xg + s * xs, col + s * p->l, p->ldn);
+            break;
+        case CONV_BWD_WEIGHT: { /* dW_g^T (Kc x Og) += col dy_g^T, K = S*L */
+            float *bt = mine + p->bt;
+            for (int64_t s = 0; s < S; s++)
+                transpose_pad(yg + s * ys, p->og, p->l, bt + s * p->l * p->ogn, p->ogn);
+            a = (mm_args){ p->kc, p->ogn, S * p->l, col, p->ldn, 1, p->kcp,
+                           bt, p->ogn, p->ogn, 0, p->ogn,
+                           mine + p->dwt + gi * p->kcp * p->ogn, p->ogn, p->ogn, 0, p->kcp,
+                           p->ogn, !first, NULL };
+            product(p, &p->kw, &a, par, io->regions, t);
+            break;
+        }
+        }
+    }
+}
+
+/*
+ * Runs a pass over the batch: either thread t takes the samples [t*N/nt,
+ * (t+1)*N/nt) in blocks of nb, or the blocks run in turn with each step
+ * split; the weight gradient's per-region sums are then added into dw in
+ * region order.
+ */
+static void conv_run(const conv_plan *p, conv_io *io, fx_tensor *ws)
+{
+    const fx_conv_geom *g = p->g;
+    io->bias = fx_f32(ws);
+    io->regions = io->bias + p->shared;
+    if (io->b) /* each group's bias, zero past Og */
+        for (int64_t gi = 0; gi < g->groups; gi++)
+            for (int64_t o = 0; o < p->og + MR_MAX; o++)
+                io->bias[gi * (p->og + MR_MAX) + o] = o < p->og ? io->b[gi * p->og + o] : 0.0f;
+    /* The unrolling writes only the image part of col: zero the buffers it
+     * uses once. (Rows Kc..Kcp are read as the weight product's padding
+     * rows of A; what they hold only reaches the discarded rows of its sums.) */
+    if (io->pass == CONV_BWD_WEIGHT || (io->pass == CONV_FWD && !p->direct))
+        for (int64_t t = 0; t < (p->nt > 1 ? p->nt : 1); t++)
+            memset(io->regions + t * p->per_thread, 0, (size_t)(p->kc * p->ldn) * sizeof(float));
+    int64_t nt = p->nt, nb = p->nb;
+    if (nt > 1) {
+        double flops = 2.0 * (double)g->n * g->o * p->kc * p->l;
+        FX_PFOR(flops, t, nt, {
+            int64_t lo = t * g->n / nt, hi = (t + 1) * g->n / nt;
+            for (int64_t s = lo; s < hi; s += nb)
+                conv_block(p, io, s, s + nb < hi ? s + nb : hi, t, s == lo, false);
+        });
+    } else {
+        for (int64_t s = 0; s < g->n; s += nb)
+            conv_block(p, io, s, s + nb < g->n ? s + nb : g->n, 0, s == 0, fx__num_threads > 1);
+    }
+    if (io->pass != CONV_BWD_WEIGHT || g->n == 0)
+        return;
+    for (int64_t gi = 0; gi < g->groups; gi++)
+        for (int64_t o = 0; o < p->og; o++) {
+            float *dw = io->w + (gi * p->og + o) * p->kc;
+            for (int64_t t = 0; t < nt; t++) {
+                const float *s = io->regions + t * p->per_thread + p->dwt + gi * p->kcp * p->ogn;
+                for (int64_t r = 0; r < p->kc; r++)
+                    dw[r] += s[r * p->ogn + o];
+            }
         }
 }
 
 static void cpu_conv2d(const fx_conv_geom *g, const fx_tensor *x, const fx_tensor *w,
-                const fx_tensor *b, fx_tensor *y, bool accumulate, fx_tensor *ws)
+                       const fx_tensor *b, fx_tensor *y, bool accumulate, fx_tensor *ws)
 {
-    conv_job j = { g, dims_of(g), CONV_FWD, x, w, y, ws, b ? fx_f32(b) : NULL, accumulate };
-    conv_run(&j);
+    conv_plan p = plan_of(g);
+    conv_io io = { CONV_FWD, fx_f32(x), fx_f32(w), fx_f32(y), b ? fx_f32(b) : NULL, accumulate,
+                   NULL, NULL };
+    conv_run(&p, &io, ws);
 }
 
-static void cpu_conv2d_backward_data(const fx_conv_geom *g, const fx_tensor *dy, const fx_tensor *w,
-                              fx_tensor *dx, fx_tensor *ws)
+static void cpu_conv2d_backward_data(const fx_conv_geom *g, const fx_tensor *dy,
+                                     const fx_tensor *w, fx_tensor *dx, fx_tensor *ws)
 {
-    conv_job j = { g, dims_of(g), CONV_BWD_DATA, dx, w, dy, ws, NULL, true };
-    conv_run(&j);
+    conv_plan p = plan_of(g);
+    conv_io io = { CONV_BWD_DATA, fx_f32(dx), fx_f32(w), fx_f32(dy), NULL, true, NULL, NULL };
+    conv_run(&p, &io, ws);
 }
 
-static void cpu_conv2d_backward_weight(const fx_conv_geom *g, const fx_tensor *x, const fx_tensor *dy,
-                                fx_tensor *dw, fx_tensor *ws)
+static void cpu_conv2d_backward_weight(const fx_conv_geom *g, const fx_tensor *x,
+                                       const fx_tensor *dy, fx_tensor *dw, fx_tensor *ws)
 {
-    conv_job j = { g, dims_of(g), CONV_BWD_WEIGHT, x, dw, dy, ws, NULL, true };
-    conv_run(&j);
+    conv_plan p = plan_of(g);
+    conv_io io = { CONV_BWD_WEIGHT, fx_f32(x), fx_f32(dw), fx_f32(dy), NULL, true, NULL, NULL };
+    conv_run(&p, &io, ws);
 }
 
 static void cpu_channel_bias_fill(const fx_tensor *b, fx_tensor *y, int64_t n, int64_t c, int64_t l)
@@ -327,21 +658,33 @@ static void cpu_channel_bias_fill(const fx_tensor *b, fx_tensor *y, int64_t n, i
     });
 }
 
-/* Per channel: float sums of each row (vectorised), added up in double. */
+/* The sum of a row in 16 float lanes (vectorised; one accumulator would be
+ * a serial chain of adds), the lanes and the tail added in double. */
+static double row_sum(const float *row, int64_t l)
+{
+    float lane[16] = { 0 };
+    int64_t i = 0;
+    for (; i + 16 <= l; i += 16)
+        for (int k = 0; k < 16; k++)
+            lane[k] += row[i + k];
+    double s = 0.0;
+    for (int k = 0; k < 16; k++)
+        s += lane[k];
+    for (; i < l; i++)
+        s += row[i];
+    return s;
+}
+
+/* Per channel, a sum over samples of row sums. */
 static void cpu_channel_bias_backward(const fx_tensor *dy, fx_tensor *db, int64_t n, int64_t c,
-                               int64_t l)
+                                      int64_t l)
 {
     const float *D = fx_f32(dy);
     float *G = fx_f32(db);
     FX_PFOR(n * c * l, ch, c, {
         double s = 0.0;
-        for (int64_t k = 0; k < n; k++) {
-            const float *row = D + (k * c + ch) * l;
-            float r = 0.0f;
-            for (int64_t i = 0; i < l; i++)
-                r += row[i];
-            s += r;
-        }
+        for (int64_t k = 0; k < n; k++)
+            s += row_sum(D + (k * c + ch) * l, l);
         G[ch] += (float)s;
     });
 }
@@ -393,15 +736,42 @@ static void maxpool_plane(const fx_pool_geom *g, const float *x, float *y, int32
     }
 }
 
+/* Where b beats the running maximum m (greater, or NaN over a number). */
+static inline v4i beats(v4f b, v4f m)
+{
+    return (b > m) | ((b != b) & (m == m));
+}
+
 /* Max pooling 2x2, stride 2, no padding: the common case, without window
- * bookkeeping. */
+ * bookkeeping, four outputs at a time (even and odd columns split by
+ * shuffles, the maximum and its index picked by masks), then one by one. */
 static void maxpool2_plane(const fx_pool_geom *g, const float *x, float *y, int32_t *am)
 {
+    const v4i even = { 0, 2, 4, 6 }, odd = { 1, 3, 5, 7 }, step = { 0, 2, 4, 6 };
     for (int64_t i = 0; i < g->oh; i++) {
         const float *r0 = x + 2 * i * g->w, *r1 = r0 + g->w;
         float *yr = y + i * g->ow;
         int32_t *ar = am ? am + i * g->ow : NULL;
-        for (int64_t j = 0; j < g->ow; j++) {
+        int64_t j = 0;
+        for (; j + 4 <= g->ow; j += 4) {
+            v4f u0 = *(const v4f *)(r0 + 2 * j), u1 = *(const v4f *)(r0 + 2 * j + 4);
+            v4f l0 = *(const v4f *)(r1 + 2 * j), l1 = *(const v4f *)(r1 + 2 * j + 4);
+            v4f cand[4] = { __builtin_shuffle(u0, u1, even), __builtin_shuffle(u0, u1, odd),
+                            __builtin_shuffle(l0, l1, even), __builtin_shuffle(l0, l1, odd) };
+            int32_t base = (int32_t)(2 * i * g->w + 2 * j), w = (int32_t)g->w;
+            int32_t offs[4] = { 0, 1, w, w + 1 };
+            v4f m = cand[0];
+            v4i k = step + base;
+            for (int c = 1; c < 4; c++) {
+                v4i sel = beats(cand[c], m);
+                m = (v4f)((sel & (v4i)cand[c]) | (~sel & (v4i)m));
+                k = (sel & (step + (base + offs[c]))) | (~sel & k);
+            }
+            *(v4f *)(yr + j) = m;
+            if (ar)
+                *(v4i *)(ar + j) = k;
+        }
+        for (; j < g->ow; j++) {
             float a = r0[2 * j], b = r0[2 * j + 1], c = r1[2 * j], d = r1[2 * j + 1];
             int64_t k = 2 * j;
             float m = a;

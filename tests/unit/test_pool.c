@@ -49,15 +49,16 @@ static void naive_pool(const pool_case *c, bool max, const float *x, float *y)
             }
 }
 
-/* A persistent tensor whose entries are distinct and at least 0.05 apart
- * (a shuffled ramp), so a finite-difference step never changes which
- * element of a window is the maximum. */
+/* A persistent tensor whose entries are distinct and 0.01 apart (a
+ * shuffled ramp around 0), so a finite-difference step (1e-3) never changes
+ * which element of a window is the maximum, and the values stay small
+ * enough that the loss's float rounding stays far below the tolerance. */
 static fx_tensor *distinct(fx_rng *rng, int64_t n, int64_t c, int64_t h, int64_t w)
 {
     int64_t k = n * c * h * w;
     float *v = malloc((size_t)k * sizeof(float));
     for (int64_t i = 0; i < k; i++)
-        v[i] = 0.05f * (float)i - 0.025f * (float)k;
+        v[i] = 0.01f * (float)i - 0.005f * (float)k;
     for (int64_t i = k - 1; i > 0; i--) {
         int64_t j = (int64_t)(fx_rng_uniform(rng) * (double)(i + 1));
         float t = v[i];
@@ -111,6 +112,7 @@ static void check_case(fx_tensor *x, pool_arg *a, const float *ref, int64_t oh, 
 static const pool_case max_cases[] = {
     { 2, 3, 6, 6, 2, 2, 2, 2, 0, 0, false }, /* the common 2x2 */
     { 2, 2, 7, 6, 2, 2, 2, 2, 0, 0, false }, /* odd height: the last row is dropped */
+    { 2, 2, 9, 11, 2, 2, 2, 2, 0, 0, false }, /* 2x2 four at a time, then one */
     { 2, 2, 7, 7, 3, 3, 2, 2, 1, 1, false }, /* overlapping windows with padding */
     { 1, 2, 5, 7, 2, 3, 1, 2, 0, 1, false }, /* non-square */
     { 1, 1, 5, 5, 3, 3, 3, 3, 0, 0, false }, /* one window, the rest dropped */
@@ -153,6 +155,22 @@ static void test_maxpool_routes(void **state)
     for (int i = 0; i < 9; i++)
         assert_float_equal(g[i], i == 4 ? 1111.0 : 0.0, 0.0);
     free(g);
+    /* a NaN wins its window (it propagates, as in PyTorch), in the vector
+     * part of a row and in its tail */
+    fx_ctx_reset(ctx);
+    float nv[2 * 10];
+    for (int i = 0; i < 20; i++)
+        nv[i] = (float)i;
+    nv[13] = NAN; /* output 1 */
+    nv[18] = NAN; /* output 4, the tail */
+    fx_tensor *xn = fx_tensor_from_host(ctx, FX_F32, 4, TU_SHAPE(1, 1, 2, 10), nv);
+    float *yn = tu_values(fx_maxpool2d(ctx, xn, &(fx_pool_opts){ .kernel = 2 }));
+    for (int j = 0; j < 5; j++)
+        if (j == 1 || j == 4)
+            assert_true(isnan(yn[j]));
+        else
+            assert_float_equal(yn[j], 11 + 2 * j, 0.0);
+    free(yn);
     /* no grad mode: no argmax, no record, same values */
     fx_ctx_reset(ctx);
     fx_ctx_set_grad(ctx, false);
