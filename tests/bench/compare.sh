@@ -21,9 +21,16 @@
 # OpenBLAS picked, and OPENBLAS_CORETYPE=SkylakeX selects the AVX-512 ones
 # (for both implementations, which share the system OpenBLAS).
 #
+# On a shared machine a run that meets another busy process loses far more
+# than its share at 2 threads (every parallel region waits for the thread
+# that was descheduled), so before each run the script waits, up to
+# IDLE_WAIT seconds, for the cores to be idle (IDLE_PCT percent over half a
+# second). The cpu util column shows how much CPU each run actually got.
+#
 # Environment: REPS (default 3), MODELS (default "logreg mlp"), THREADS
 # (default "1 2"), PYTHON (default /usr/bin/python3), STEPS / WARMUP (passed
-# through when set). The raw JSON lines go to stderr.
+# through when set), IDLE_WAIT (default 120; 0 disables), IDLE_PCT (default
+# 90). The raw JSON lines go to stderr.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -46,6 +53,32 @@ if ! "$py" -c "import torch" 2>/dev/null; then
     exit 2
 fi
 
+idle_wait=${IDLE_WAIT:-120}
+idle_pct=${IDLE_PCT:-90}
+
+# Percent of CPU time idle over half a second, from /proc/stat.
+idle_now() {
+    a=$(head -n 1 /proc/stat)
+    sleep 0.5
+    b=$(head -n 1 /proc/stat)
+    printf '%s\n%s\n' "$a" "$b" | awk '{ idle[NR] = $5 + $6; tot[NR] = 0
+        for (i = 2; i <= NF; i++) tot[NR] += $i }
+        END { d = tot[2] - tot[1]; printf "%d\n", d > 0 ? 100 * (idle[2] - idle[1]) / d : 100 }'
+}
+
+# Waits until the machine is idle or idle_wait seconds have passed.
+wait_idle() {
+    [ "$idle_wait" -gt 0 ] && [ -r /proc/stat ] || return 0
+    start=$(date +%s)
+    while [ "$(idle_now)" -lt "$idle_pct" ]; do
+        if [ $(($(date +%s) - start)) -ge "$idle_wait" ]; then
+            echo "compare.sh: machine still busy after ${idle_wait}s; running anyway" >&2
+            return 0
+        fi
+        sleep 1
+    done
+}
+
 raw=$(mktemp)
 trap 'rm -f "$raw"' EXIT
 
@@ -53,9 +86,11 @@ for m in $models; do
     for t in $threads; do
         r=0
         while [ "$r" -lt "$reps" ]; do
+            wait_idle
             # shellcheck disable=SC2086
             OPENBLAS_NUM_THREADS=1 "$bench" train --model "$m" --threads "$t" $extra \
                 | tee -a "$raw" >&2
+            wait_idle
             # shellcheck disable=SC2086
             OPENBLAS_NUM_THREADS=$t "$py" "$here/torch_bench.py" train --model "$m" --threads "$t" $extra \
                 | tee -a "$raw" >&2
@@ -66,6 +101,7 @@ done
 for t in $threads; do
     r=0
     while [ "$r" -lt "$reps" ]; do
+        wait_idle
         OPENBLAS_NUM_THREADS=1 "$bench" sgemm --m 128 --n 512 --k 784 --threads "$t" | tee -a "$raw" >&2
         r=$((r + 1))
     done
