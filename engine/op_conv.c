@@ -532,7 +532,9 @@ fx_layer *fx_conv_transpose2d_create(const char *name, int64_t in, int64_t out,
 }
 
 /* A pooling layer's settings: a window, or an adaptive output size. */
-typedef enum { LAYER_MAXPOOL, LAYER_AVGPOOL, LAYER_ADAPTIVE, LAYER_GLOBAL, LAYER_FLATTEN } pool_layer_kind;
+typedef enum {
+    LAYER_MAXPOOL, LAYER_AVGPOOL, LAYER_ADAPTIVE, LAYER_GLOBAL, LAYER_FLATTEN
+} pool_layer_kind;
 
 typedef struct {
     pool_layer_kind kind;

@@ -539,18 +539,22 @@ static void conv_block(const conv_plan *p, const conv_io *io, int64_t s0, int64_
         mm_args a;
         switch (io->pass) {
         case CONV_FWD: /* y_g (Og x S*L, per-sample segments) = W_g col */
-            a = (mm_args){ p->og, S * p->l, p->kc, wg, p->kc, 1, p->og,
-                           col, p->ldn, S * p->l, 0, p->ldn,
-                           yg, p->l, p->l, ys, p->og, p->l,
-                           io->accumulate, io->b ? io->bias + gi * (p->og + MR_MAX) : NULL };
+            a = (mm_args){ .M = p->og, .N = S * p->l, .K = p->kc,
+                           .a = wg, .rsa = p->kc, .csa = 1, .am = p->og,
+                           .b = col, .ldb = p->ldn, .bseg = S * p->l, .bread = p->ldn,
+                           .c = yg, .ldc = p->l, .cseg = p->l, .cstride = ys, .cm = p->og,
+                           .cwrite = p->l, .add = io->accumulate,
+                           .bias = io->b ? io->bias + gi * (p->og + MR_MAX) : NULL };
             if (p->direct) /* col is x itself, in per-sample segments */
                 a.b = xg, a.ldb = a.bseg = a.bread = p->hw, a.bstride = xs;
             product(p, &p->kf, &a, par, io->regions, t);
             break;
         case CONV_BWD_DATA: /* dcol (Kc x S*L) = W_g^T dy_g; dx_g itself when 1x1 */
-            a = (mm_args){ p->kc, S * p->l, p->og, wg, 1, p->kc, p->kc,
-                           yg, p->l, p->l, ys, p->l,
-                           col, p->ldn, S * p->l, 0, p->kcp, p->ldn, false, NULL };
+            a = (mm_args){ .M = p->kc, .N = S * p->l, .K = p->og,
+                           .a = wg, .rsa = 1, .csa = p->kc, .am = p->kc,
+                           .b = yg, .ldb = p->l, .bseg = p->l, .bstride = ys, .bread = p->l,
+                           .c = col, .ldc = p->ldn, .cseg = S * p->l, .cm = p->kcp,
+                           .cwrite = p->ldn };
             if (p->direct) {
                 a.c = xg, a.ldc = a.cseg = a.cwrite = p->hw, a.cstride = xs;
                 a.cm = p->kc, a.add = true;
@@ -565,10 +569,11 @@ static void conv_block(const conv_plan *p, const conv_io *io, int64_t s0, int64_
             float *bt = mine + p->bt;
             for (int64_t s = 0; s < S; s++)
                 transpose_pad(yg + s * ys, p->og, p->l, bt + s * p->l * p->ogn, p->ogn);
-            a = (mm_args){ p->kc, p->ogn, S * p->l, col, p->ldn, 1, p->kcp,
-                           bt, p->ogn, p->ogn, 0, p->ogn,
-                           mine + p->dwt + gi * p->kcp * p->ogn, p->ogn, p->ogn, 0, p->kcp,
-                           p->ogn, !first, NULL };
+            a = (mm_args){ .M = p->kc, .N = p->ogn, .K = S * p->l,
+                           .a = col, .rsa = p->ldn, .csa = 1, .am = p->kcp,
+                           .b = bt, .ldb = p->ogn, .bseg = p->ogn, .bread = p->ogn,
+                           .c = mine + p->dwt + gi * p->kcp * p->ogn, .ldc = p->ogn,
+                           .cseg = p->ogn, .cm = p->kcp, .cwrite = p->ogn, .add = !first };
             product(p, &p->kw, &a, par, io->regions, t);
             break;
         }

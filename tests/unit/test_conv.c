@@ -59,8 +59,8 @@ static void naive_conv2d(const conv_case *c, const float *x, const float *w, con
                                 int64_t ix = j * c->sw - c->pw + bb * c->dw;
                                 if (iy < 0 || iy >= c->h || ix < 0 || ix >= c->w)
                                     continue;
-                                s += (double)x[((n * c->c + gi * cg + ci) * c->h + iy) * c->w + ix] *
-                                     w[((o * cg + ci) * c->kh + a) * c->kw + bb];
+                                int64_t xi = ((n * c->c + gi * cg + ci) * c->h + iy) * c->w + ix;
+                                s += (double)x[xi] * w[((o * cg + ci) * c->kh + a) * c->kw + bb];
                             }
                     y[((n * c->o + o) * oh + i) * ow + j] = (float)s;
                 }
@@ -140,7 +140,8 @@ static void conv2d_cases(int isa)
     for (size_t k = 0; k < sizeof cases2d / sizeof *cases2d; k++) {
         const conv_case *c = &cases2d[k];
         fx_tensor *in[3] = { tu_randn(rng, 4, TU_SHAPE(c->n, c->c, c->h, c->w), 1, 0),
-                             tu_randn(rng, 4, TU_SHAPE(c->o, c->c / c->groups, c->kh, c->kw), 0.5, 0),
+                             tu_randn(rng, 4, TU_SHAPE(c->o, c->c / c->groups, c->kh, c->kw), 0.5,
+                                      0),
                              tu_randn(rng, 1, TU_SHAPE(c->o), 1, 0) };
         conv_arg a = { opts_of(c), 0, c->bias };
         fx_ctx *ctx = fx_ctx_create(fx_cpu());
@@ -310,7 +311,8 @@ static void test_transpose_cases(void **state)
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
         const conv_case *c = &cases[k].c;
         fx_tensor *in[3] = { tu_randn(rng, 4, TU_SHAPE(c->n, c->c, c->h, c->w), 1, 0),
-                             tu_randn(rng, 4, TU_SHAPE(c->c, c->o / c->groups, c->kh, c->kw), 0.5, 0),
+                             tu_randn(rng, 4, TU_SHAPE(c->c, c->o / c->groups, c->kh, c->kw), 0.5,
+                                      0),
                              tu_randn(rng, 1, TU_SHAPE(c->o), 1, 0) };
         conv_arg a = { opts_of(c), 2, c->bias };
         a.o.output_padding_h = cases[k].oph;
@@ -578,9 +580,11 @@ static void test_cnn_trains(void **state)
     (void)state;
     fx_rng *rng = fx_rng_create(17);
     fx_layer *net = fx_chain_create("cnn", 6, (fx_layer *[]){
-        fx_conv2d_create("conv1", 1, 4, 3, 3, &(fx_conv_opts){ .padding = 1, .act = FX_ACT_RELU }, rng),
+        fx_conv2d_create("conv1", 1, 4, 3, 3, &(fx_conv_opts){ .padding = 1, .act = FX_ACT_RELU },
+                         rng),
         fx_maxpool2d_create("pool1", &(fx_pool_opts){ .kernel = 2 }),
-        fx_conv2d_create("conv2", 4, 8, 3, 3, &(fx_conv_opts){ .padding = 1, .act = FX_ACT_RELU }, rng),
+        fx_conv2d_create("conv2", 4, 8, 3, 3, &(fx_conv_opts){ .padding = 1, .act = FX_ACT_RELU },
+                         rng),
         fx_global_avgpool2d_create("gap"),
         fx_dense_create("fc", 8, 3, NULL, rng),
         fx_flatten_create("flat") });
