@@ -40,6 +40,12 @@
 /* 4-wide vectors for shuffles and selects (any target; SSE on x86-64). */
 typedef float v4f __attribute__((vector_size(16), aligned(4), may_alias));
 typedef int32_t v4i __attribute__((vector_size(16), aligned(4), may_alias));
+/* Lanes i0..i3 of a and b side by side (0-3 from a, 4-7 from b). */
+#if defined(__clang__)
+#define SHUF(a, b, i0, i1, i2, i3) __builtin_shufflevector(a, b, i0, i1, i2, i3)
+#else
+#define SHUF(a, b, i0, i1, i2, i3) __builtin_shuffle(a, b, (v4i){ i0, i1, i2, i3 })
+#endif
 
 /* ------------------------------------------------------- micro-kernels */
 
@@ -473,8 +479,6 @@ static void col_run(const conv_plan *p, bool par, bool unfold, float *x, float *
  */
 static void transpose_pad(const float *src, int64_t rows, int64_t cols, float *dst, int64_t ld)
 {
-    const v4i lo = { 0, 4, 1, 5 }, hi = { 2, 6, 3, 7 }, first = { 0, 1, 4, 5 };
-    const v4i second = { 2, 3, 6, 7 };
     int64_t r4 = rows / 4 * 4;
     for (int64_t q0 = 0; q0 < cols; q0 += 16) {
         int64_t q1 = q0 + 16 < cols ? q0 + 16 : cols;
@@ -484,12 +488,12 @@ static void transpose_pad(const float *src, int64_t rows, int64_t cols, float *d
             for (; q + 4 <= q1; q += 4) {
                 v4f a = *(const v4f *)(s0 + q), b = *(const v4f *)(s0 + cols + q);
                 v4f c = *(const v4f *)(s0 + 2 * cols + q), d = *(const v4f *)(s0 + 3 * cols + q);
-                v4f t0 = __builtin_shuffle(a, b, lo), t1 = __builtin_shuffle(a, b, hi);
-                v4f t2 = __builtin_shuffle(c, d, lo), t3 = __builtin_shuffle(c, d, hi);
-                *(v4f *)(dst + q * ld + o) = __builtin_shuffle(t0, t2, first);
-                *(v4f *)(dst + (q + 1) * ld + o) = __builtin_shuffle(t0, t2, second);
-                *(v4f *)(dst + (q + 2) * ld + o) = __builtin_shuffle(t1, t3, first);
-                *(v4f *)(dst + (q + 3) * ld + o) = __builtin_shuffle(t1, t3, second);
+                v4f t0 = SHUF(a, b, 0, 4, 1, 5), t1 = SHUF(a, b, 2, 6, 3, 7);
+                v4f t2 = SHUF(c, d, 0, 4, 1, 5), t3 = SHUF(c, d, 2, 6, 3, 7);
+                *(v4f *)(dst + q * ld + o) = SHUF(t0, t2, 0, 1, 4, 5);
+                *(v4f *)(dst + (q + 1) * ld + o) = SHUF(t0, t2, 2, 3, 6, 7);
+                *(v4f *)(dst + (q + 2) * ld + o) = SHUF(t1, t3, 0, 1, 4, 5);
+                *(v4f *)(dst + (q + 3) * ld + o) = SHUF(t1, t3, 2, 3, 6, 7);
             }
             for (; q < q1; q++)
                 for (int64_t k = 0; k < 4; k++)
@@ -752,7 +756,7 @@ static inline v4i beats(v4f b, v4f m)
  * shuffles, the maximum and its index picked by masks), then one by one. */
 static void maxpool2_plane(const fx_pool_geom *g, const float *x, float *y, int32_t *am)
 {
-    const v4i even = { 0, 2, 4, 6 }, odd = { 1, 3, 5, 7 }, step = { 0, 2, 4, 6 };
+    const v4i step = { 0, 2, 4, 6 };
     for (int64_t i = 0; i < g->oh; i++) {
         const float *r0 = x + 2 * i * g->w, *r1 = r0 + g->w;
         float *yr = y + i * g->ow;
@@ -761,8 +765,8 @@ static void maxpool2_plane(const fx_pool_geom *g, const float *x, float *y, int3
         for (; j + 4 <= g->ow; j += 4) {
             v4f u0 = *(const v4f *)(r0 + 2 * j), u1 = *(const v4f *)(r0 + 2 * j + 4);
             v4f l0 = *(const v4f *)(r1 + 2 * j), l1 = *(const v4f *)(r1 + 2 * j + 4);
-            v4f cand[4] = { __builtin_shuffle(u0, u1, even), __builtin_shuffle(u0, u1, odd),
-                            __builtin_shuffle(l0, l1, even), __builtin_shuffle(l0, l1, odd) };
+            v4f cand[4] = { SHUF(u0, u1, 0, 2, 4, 6), SHUF(u0, u1, 1, 3, 5, 7),
+                            SHUF(l0, l1, 0, 2, 4, 6), SHUF(l0, l1, 1, 3, 5, 7) };
             int32_t base = (int32_t)(2 * i * g->w + 2 * j), w = (int32_t)g->w;
             int32_t offs[4] = { 0, 1, w, w + 1 };
             v4f m = cand[0];
