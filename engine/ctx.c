@@ -120,7 +120,10 @@ bool fx_op_check_dtype(fx_ctx *ctx, const char *op, const char *what, const fx_t
     return false;
 }
 
-bool fx_op_check(fx_ctx *ctx, const char *op, int n, fx_tensor *const *xs)
+/* Inputs non-NULL (silently false: the error is upstream), on the context's
+ * device, and either all f32 or, for ops that only move elements, all of
+ * input 0's dtype. */
+static bool check_inputs(fx_ctx *ctx, const char *op, int n, fx_tensor *const *xs, bool f32)
 {
     if (!ctx)
         return false;
@@ -131,21 +134,35 @@ bool fx_op_check(fx_ctx *ctx, const char *op, int n, fx_tensor *const *xs)
             return false;
         }
     for (int i = 0; i < n; i++) {
+        char b1[96], b2[32];
         if (xs[i]->device.type != ctx->dev.type || xs[i]->device.index != ctx->dev.index) {
-            char d1[32], d2[32];
             fx_op_fail(ctx, FX_ERR_DEVICE, op, "input %d is on %s but the context runs on %s", i,
-                       fx_device_str(xs[i]->device, d1, sizeof d1),
-                       fx_device_str(ctx->dev, d2, sizeof d2));
+                       fx_device_str(xs[i]->device, b1, sizeof b1),
+                       fx_device_str(ctx->dev, b2, sizeof b2));
             return false;
         }
-        if (xs[i]->dtype != FX_F32) {
-            char b[96];
+        if (f32 && xs[i]->dtype != FX_F32) {
             fx_op_fail(ctx, FX_ERR_DTYPE, op, "input %d must be f32, got %s %s", i,
-                       fx_dtype_name(xs[i]->dtype), fx_shape_str(xs[i], b, sizeof b));
+                       fx_dtype_name(xs[i]->dtype), fx_shape_str(xs[i], b1, sizeof b1));
+            return false;
+        }
+        if (!f32 && xs[i]->dtype != xs[0]->dtype) {
+            fx_op_fail(ctx, FX_ERR_DTYPE, op, "input %d is %s but input 0 is %s", i,
+                       fx_dtype_name(xs[i]->dtype), fx_dtype_name(xs[0]->dtype));
             return false;
         }
     }
     return true;
+}
+
+bool fx_op_check(fx_ctx *ctx, const char *op, int n, fx_tensor *const *xs)
+{
+    return check_inputs(ctx, op, n, xs, true);
+}
+
+bool fx_op_check_same_dtype(fx_ctx *ctx, const char *op, int n, fx_tensor *const *xs)
+{
+    return check_inputs(ctx, op, n, xs, false);
 }
 
 int fx_axis(fx_ctx *ctx, const char *op, const fx_tensor *x, int axis)

@@ -112,6 +112,8 @@ static inline const fx_backend *fx_be(const fx_tensor *t) { return fx_backend_fo
  * recorded), all on the context's device (records FX_ERR_DEVICE) and all f32
  * (FX_ERR_DTYPE). Use fx_op_check_dtype for other dtypes. */
 bool fx_op_check(fx_ctx *ctx, const char *op, int n, fx_tensor *const *xs);
+/* Like fx_op_check for ops that only move elements: any dtype, but one. */
+bool fx_op_check_same_dtype(fx_ctx *ctx, const char *op, int n, fx_tensor *const *xs);
 bool fx_op_check_dtype(fx_ctx *ctx, const char *op, const char *what, const fx_tensor *t,
                        fx_dtype want);
 /* Records "op: message" and returns NULL. */

@@ -5,35 +5,6 @@
  * accumulate. */
 #include "internal.h"
 
-/* Like fx_op_check, without the f32 rule: inputs non-NULL, on the context's
- * device, and of one dtype. */
-static bool check_any_dtype(fx_ctx *ctx, const char *op, int n, fx_tensor *const *xs)
-{
-    if (!ctx)
-        return false;
-    for (int i = 0; i < n; i++)
-        if (!xs[i]) {
-            if (fx_ctx_status(ctx) == FX_OK)
-                fx_op_fail(ctx, FX_ERR_ARG, op, "input %d is NULL", i);
-            return false;
-        }
-    for (int i = 0; i < n; i++) {
-        if (xs[i]->device.type != ctx->dev.type || xs[i]->device.index != ctx->dev.index) {
-            char d1[32], d2[32];
-            fx_op_fail(ctx, FX_ERR_DEVICE, op, "input %d is on %s but the context runs on %s", i,
-                       fx_device_str(xs[i]->device, d1, sizeof d1),
-                       fx_device_str(ctx->dev, d2, sizeof d2));
-            return false;
-        }
-        if (xs[i]->dtype != xs[0]->dtype) {
-            fx_op_fail(ctx, FX_ERR_DTYPE, op, "input %d is %s but input 0 is %s", i,
-                       fx_dtype_name(xs[i]->dtype), fx_dtype_name(xs[0]->dtype));
-            return false;
-        }
-    }
-    return true;
-}
-
 /* Writes a dim list as "[2,3,4]" (for shapes that are not a tensor's yet). */
 static const char *dims_str(int ndim, const int64_t *dims, char *buf, size_t n)
 {
@@ -78,7 +49,7 @@ static void reshape_backward(fx_ctx *ctx, fx_node *n)
 fx_tensor *fx_reshape(fx_ctx *ctx, fx_tensor *x, int ndim, const int64_t *shape)
 {
     static const char *op = "reshape";
-    if (!check_any_dtype(ctx, op, 1, (fx_tensor *[]){ x }))
+    if (!fx_op_check_same_dtype(ctx, op, 1, (fx_tensor *[]){ x }))
         return NULL;
     char b1[96], b2[160];
     if (ndim < 0 || ndim > FX_MAX_DIMS || (ndim > 0 && !shape))
@@ -171,7 +142,7 @@ static fx_tensor *permute(fx_ctx *ctx, const char *op, fx_tensor *x, const int *
 
 fx_tensor *fx_permute(fx_ctx *ctx, fx_tensor *x, const int *perm)
 {
-    if (!check_any_dtype(ctx, "permute", 1, (fx_tensor *[]){ x }))
+    if (!fx_op_check_same_dtype(ctx, "permute", 1, (fx_tensor *[]){ x }))
         return NULL;
     if (!perm && x->ndim > 0)
         return fx_op_fail(ctx, FX_ERR_ARG, "permute", "perm is NULL");
@@ -181,7 +152,7 @@ fx_tensor *fx_permute(fx_ctx *ctx, fx_tensor *x, const int *perm)
 fx_tensor *fx_transpose(fx_ctx *ctx, fx_tensor *x, int axis0, int axis1)
 {
     static const char *op = "transpose";
-    if (!check_any_dtype(ctx, op, 1, (fx_tensor *[]){ x }))
+    if (!fx_op_check_same_dtype(ctx, op, 1, (fx_tensor *[]){ x }))
         return NULL;
     int a0 = fx_axis(ctx, op, x, axis0), a1 = a0 < 0 ? -1 : fx_axis(ctx, op, x, axis1);
     if (a1 < 0)
@@ -222,7 +193,7 @@ fx_tensor *fx_concat(fx_ctx *ctx, int n, fx_tensor *const *xs, int axis)
     if (n < 1 || !xs)
         return fx_op_fail(ctx, FX_ERR_ARG, op, "needs at least one input (n is %d%s)", n,
                           xs ? "" : ", inputs NULL");
-    if (!check_any_dtype(ctx, op, n, xs))
+    if (!fx_op_check_same_dtype(ctx, op, n, xs))
         return NULL;
     int a = fx_axis(ctx, op, xs[0], axis);
     if (a < 0)
@@ -289,7 +260,7 @@ static int64_t slice_bound(int64_t v, int64_t size)
 fx_tensor *fx_slice(fx_ctx *ctx, fx_tensor *x, int axis, int64_t start, int64_t end, int64_t step)
 {
     static const char *op = "slice";
-    if (!check_any_dtype(ctx, op, 1, (fx_tensor *[]){ x }))
+    if (!fx_op_check_same_dtype(ctx, op, 1, (fx_tensor *[]){ x }))
         return NULL;
     int a = fx_axis(ctx, op, x, axis);
     if (a < 0)
@@ -326,7 +297,7 @@ fx_status fx_split(fx_ctx *ctx, fx_tensor *x, int axis, int n, const int64_t *si
         return FX_ERR_ARG;
     for (int i = 0; out && i < n; i++)
         out[i] = NULL;
-    if (!check_any_dtype(ctx, op, 1, (fx_tensor *[]){ x }))
+    if (!fx_op_check_same_dtype(ctx, op, 1, (fx_tensor *[]){ x }))
         return fx_ctx_status(ctx);
     char b[96];
     if (n < 1 || !sizes || !out) {

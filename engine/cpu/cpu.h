@@ -179,13 +179,14 @@ static inline int64_t fx_index_at(const fx_tensor *idx, int64_t off)
 }
 
 /*
- * exp(x) for x <= 88, within 1e-7 relative of expf, in straight-line code
- * that loops vectorise (a call to expf stops that). Below -87, and for -inf,
- * it returns 0; NaN stays NaN. Cephes' method: x = n ln2 + r, |r| <= ln2/2,
+ * exp(x) within 1e-7 relative of expf for x in [-87, 88], in straight-line
+ * code that loops vectorise (a call to expf stops that). Below -87, and for
+ * -inf, it returns 0; above 88 it returns exp(88) (finite, which sigmoid and
+ * tanh built on it need); NaN stays NaN. Cephes' method: x = n ln2 + r, |r| <= ln2/2,
  * e^r by a degree-6 polynomial, 2^n built in the exponent bits; the clamp
  * compares order-preserving integer keys of the float bits (float compares
- * may trap, which keeps the compiler from if-converting them). The same as
- * reduce.c's softmax_exp.
+ * may trap, which keeps the compiler from if-converting them). Softmax,
+ * the recurrent cells and CTC all use it.
  */
 static inline float fx_exp_approx(float x)
 {
@@ -193,8 +194,10 @@ static inline float fx_exp_approx(float x)
     memcpy(&k, &x, sizeof k);
     k ^= (k >> 31) & 0x7fffffff;
     const int32_t lo = (int32_t)(0xc2ae0000u ^ 0x7fffffffu); /* key of -87.0f */
+    const int32_t hi = 0x42b00000;                           /* key of 88.0f */
     int32_t keep = k < lo ? 0 : -1;
     k = k < lo ? lo : k;
+    k = k > hi ? hi : k;
     k ^= (k >> 31) & 0x7fffffff;
     memcpy(&x, &k, sizeof x);
     float t = x * 1.44269504088896341f + 12582912.0f;

@@ -313,41 +313,6 @@ void cpu_reduce_backward(fx_reduce_op op, const fx_tensor *dy, const fx_tensor *
 
 /* ---------------------------------------------------------------- softmax */
 
-/* exp(x) for x <= 88 (softmax calls it on x - max <= 0), within 1e-7
- * relative of expf, in straight-line float and integer code the compiler
- * vectorises (a call to expf is the bottleneck of a softmax otherwise).
- * Below -87 it returns 0; NaN stays NaN. Cephes' method: x = n ln2 + r with
- * |r| <= ln2/2, e^r by a degree-6 polynomial, 2^n built in the exponent
- * bits. Comparisons are on integer keys (the float bits mapped to an
- * order-preserving int): float compares may trap, which keeps the compiler
- * from if-converting them. */
-static inline float softmax_exp(float x)
-{
-    int32_t k;
-    memcpy(&k, &x, sizeof k);
-    k ^= (k >> 31) & 0x7fffffff;                             /* the order-preserving key */
-    const int32_t lo = (int32_t)(0xc2ae0000u ^ 0x7fffffffu); /* key of -87.0f */
-    int32_t keep = k < lo ? 0 : -1;                          /* mask: x >= -87 (or NaN) */
-    k = k < lo ? lo : k;
-    k ^= (k >> 31) & 0x7fffffff;
-    memcpy(&x, &k, sizeof x);
-    float t = x * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23: rounds x / ln2 */
-    uint32_t nb;
-    memcpy(&nb, &t, sizeof nb); /* n in the low mantissa bits */
-    float n = t - 12582912.0f;
-    float r = x - n * 0.693359375f + n * 2.12194440e-4f; /* x - n ln2, ln2 in two parts */
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    uint32_t eb = ((nb + 127u) << 23) & (uint32_t)keep; /* 2^n, or 0 below -87 */
-    float e;
-    memcpy(&e, &eb, sizeof e);
-    return p * e;
-}
 
 /* Softmax of w <= COL_BLOCK interleaved rows of A elements (element a of row
  * k at x[a * I + k]): y = exp(x - max) / sum, or for the log form
@@ -374,7 +339,7 @@ static inline __attribute__((always_inline)) void softmax_tile(const float *x, f
     }
     for (int64_t a = 0; a < A; a++)
         for (int k = 0; k < w; k++)
-            y[a * I + k] = softmax_exp(x[a * I + k] - m[k]);
+            y[a * I + k] = fx_exp_approx(x[a * I + k] - m[k]);
     if (I == 1) {
         s[0] = run_sum(y, NULL, A);
     } else {
@@ -409,7 +374,7 @@ softmax_back_tile(const float *y, const float *dy, float *dx, int64_t A, int64_t
     for (int64_t a = 0; a < A; a++)
         for (int k = 0; k < w; k++) {
             int64_t i = a * I + k;
-            dx[i] += lg ? dy[i] - softmax_exp(y[i]) * f[k] : y[i] * (dy[i] - f[k]);
+            dx[i] += lg ? dy[i] - fx_exp_approx(y[i]) * f[k] : y[i] * (dy[i] - f[k]);
         }
 }
 

@@ -17,51 +17,14 @@
 
 #include <cblas.h>
 
-/*
- * exp(x), within a few ulp of expf for x in [-87, 88] and clamped to that
- * range outside it (sigmoid and tanh only need the clamped values): x = n ln2
- * + r with |r| <= ln2/2, e^r by Cephes' degree-6 polynomial, 2^n written into
- * the exponent bits. Straight-line code, so loops calling it vectorise.
- */
-static inline float rnn_exp(float x)
-{
-    /* The clamp compares order-preserving integer keys of the float bits:
-     * float compares may trap, which keeps the compiler from if-converting
-     * them, and the loop would not vectorise. */
-    int32_t k;
-    memcpy(&k, &x, sizeof k);
-    k ^= (k >> 31) & 0x7fffffff;
-    const int32_t lo = (int32_t)(0xc2ae0000u ^ 0x7fffffffu); /* key of -87.0f */
-    const int32_t hi = 0x42b00000;                           /* key of 88.0f */
-    k = k < lo ? lo : k;
-    k = k > hi ? hi : k;
-    k ^= (k >> 31) & 0x7fffffff;
-    memcpy(&x, &k, sizeof x);
-    float t = x * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23: rounds x / ln2 */
-    uint32_t nb;
-    memcpy(&nb, &t, sizeof nb); /* n in the low mantissa bits */
-    float n = t - 12582912.0f;
-    float r = x - n * 0.693359375f + n * 2.12194440e-4f; /* x - n ln2, ln2 in two parts */
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    uint32_t eb = (nb + 127u) << 23; /* 2^n: n + 127 in [1, 254] after the clamp */
-    float e;
-    memcpy(&e, &eb, sizeof e);
-    return p * e;
-}
 
-static inline float rnn_sigmoid(float x) { return 1.0f / (1.0f + rnn_exp(-x)); }
+static inline float rnn_sigmoid(float x) { return 1.0f / (1.0f + fx_exp_approx(-x)); }
 
 /* tanh(x) = sign(x) (1 - e) / (1 + e) with e = exp(-2|x|): absolute error
  * about 1e-7 (relative error grows near 0, where it does not matter). */
 static inline float rnn_tanh(float x)
 {
-    float e = rnn_exp(-2.0f * fabsf(x));
+    float e = fx_exp_approx(-2.0f * fabsf(x));
     return copysignf((1.0f - e) / (1.0f + e), x);
 }
 
