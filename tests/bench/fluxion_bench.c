@@ -104,8 +104,8 @@ static void usage(FILE *f)
             "       samples_per_s and final_loss. Models:\n"
             "         logreg  dense 20->5, batch 256, RMSProp lr 1e-3, cross-entropy\n"
             "         mlp     dense 784->512 relu ->256 relu ->10, batch 128, Adam lr 1e-3\n"
-            "       --steps S   timed steps (default: per model, logreg 10000, mlp 200)\n"
-            "       --warmup W  untimed steps first (default: per model, logreg 1000, mlp 20)\n"
+            "       --steps S   timed steps (default: per model, logreg 10000, mlp 200, cnn 50, lstm 200)\n"
+            "       --warmup W  untimed steps first (default: per model, logreg 1000, mlp 20, cnn 5, lstm 20)\n"
             "sgemm: times C[M,N] = A[M,K] B[K,N] and prints GFLOP/s as JSON\n"
             "       (defaults: the mlp's first layer, M 128, N 512, K 784; reps 200).\n"
             "--threads N  threads for OpenBLAS and the engine (default 1)\n"
@@ -129,6 +129,8 @@ typedef struct {
      * backward products, 2*M*N*K each), for GFLOP/s; 0 if not counted. */
     double flops_per_sample;
     int steps, warmup; /* defaults */
+    fx_dtype in_dtype; /* f32 (default) or i32 token ids in [0, vocab) */
+    int vocab;
 } bench_model;
 
 static fx_layer *build_logreg(fx_rng *rng)
@@ -145,17 +147,63 @@ static fx_layer *build_mlp(fx_rng *rng)
                                            fx_dense_create("fc3", 256, 10, NULL, rng) });
 }
 
+/* cnn: 1x28x28 -> conv3x3 1->32 pad 1, relu, maxpool 2 -> conv3x3 32->64
+ * pad 1, relu, maxpool 2 -> flatten -> dense 3136->128 relu -> dense 128->10. */
+static fx_layer *build_cnn(fx_rng *rng)
+{
+    fx_conv_opts conv = { .padding = 1, .act = FX_ACT_RELU };
+    fx_pool_opts pool = { .kernel = 2 };
+    fx_dense_opts relu = { .act = FX_ACT_RELU };
+    return fx_chain_create("cnn", 7, (fx_layer *[]){
+        fx_conv2d_create("conv1", 1, 32, 3, 3, &conv, rng), fx_maxpool2d_create("pool1", &pool),
+        fx_conv2d_create("conv2", 32, 64, 3, 3, &conv, rng), fx_maxpool2d_create("pool2", &pool),
+        fx_flatten_create("flat"), fx_dense_create("fc1", 64 * 7 * 7, 128, &relu, rng),
+        fx_dense_create("fc2", 128, 10, NULL, rng) });
+}
+
+/* The last time step of a sequence output [N, T, H] -> [N, H] (every
+ * benchmark sequence has length T, so this is the final hidden state). */
+static fx_tensor *last_step(fx_layer *self, fx_ctx *ctx, fx_tensor *x)
+{
+    (void)self;
+    if (!x)
+        return NULL;
+    fx_tensor *s = fx_slice(ctx, x, 1, -1, x->shape[1], 1);
+    return fx_reshape(ctx, s, 2, (int64_t[]){ x->shape[0], x->shape[2] });
+}
+
+/* lstm: embedding 100->64, one LSTM layer 64->128 over 32 steps, the last
+ * hidden state -> dense 128->10. */
+static fx_layer *build_lstm(fx_rng *rng)
+{
+    return fx_chain_create("lstm", 4, (fx_layer *[]){
+        fx_embedding_create("emb", 100, 64, NULL, rng),
+        fx_lstm_create("lstm", 64, 128, NULL, rng), fx_layer_create("last", last_step),
+        fx_dense_create("fc", 128, 10, NULL, rng) });
+}
+
 /* 3 products (forward, d input, d weight) of 2*in*out flops per sample and
  * layer. The first layer's d input is not needed (the data does not require
  * grad), and neither fluxion nor torch computes it, but it is counted the
  * same way for both so the number stays a plain "3 matmuls per layer". */
 #define DENSE_FLOPS(in, out) (3.0 * 2.0 * (in) * (out))
+/* The same count for a convolution: a dense map of in*k*k -> out per output
+ * pixel. */
+#define CONV_FLOPS(in, out, k, pixels) (DENSE_FLOPS((in) * (k) * (k), out) * (pixels))
+/* An LSTM step: input and hidden products to 4 gates. */
+#define LSTM_FLOPS(in, h, steps) ((DENSE_FLOPS(in, 4 * (h)) + DENSE_FLOPS(h, 4 * (h))) * (steps))
 
 static const bench_model MODELS[] = {
     { "logreg", build_logreg, 256, 1, { 20 }, 5, FX_OPT_RMSPROP, 1e-3, DENSE_FLOPS(20, 5), 10000,
-      1000 },
+      1000, FX_F32, 0 },
     { "mlp", build_mlp, 128, 1, { 784 }, 10, FX_OPT_ADAM, 1e-3,
-      DENSE_FLOPS(784, 512) + DENSE_FLOPS(512, 256) + DENSE_FLOPS(256, 10), 200, 20 },
+      DENSE_FLOPS(784, 512) + DENSE_FLOPS(512, 256) + DENSE_FLOPS(256, 10), 200, 20, FX_F32, 0 },
+    { "cnn", build_cnn, 64, 3, { 1, 28, 28 }, 10, FX_OPT_ADAM, 1e-3,
+      CONV_FLOPS(1, 32, 3, 28 * 28) + CONV_FLOPS(32, 64, 3, 14 * 14) + DENSE_FLOPS(3136, 128) +
+          DENSE_FLOPS(128, 10),
+      50, 5, FX_F32, 0 },
+    { "lstm", build_lstm, 32, 1, { 32 }, 10, FX_OPT_ADAM, 1e-3,
+      LSTM_FLOPS(64, 128, 32) + DENSE_FLOPS(128, 10), 200, 20, FX_I32, 100 },
 };
 #define NMODELS (int)(sizeof MODELS / sizeof *MODELS)
 
@@ -187,7 +235,7 @@ static int cmd_train(int argc, char **argv)
             warmup = (int)parse_int(f, v, 0, 100000000);
     }
     if (!model)
-        die_usage("train: --model is required (logreg, mlp)");
+        die_usage("train: --model is required (logreg, mlp, cnn, lstm)");
     const bench_model *m = NULL;
     for (int i = 0; i < NMODELS; i++)
         if (!strcmp(MODELS[i].name, model))
@@ -228,11 +276,17 @@ static int cmd_train(int argc, char **argv)
     if (!hx || !hy)
         die("out of memory");
     for (int p = 0; p < POOL; p++) {
-        for (int64_t i = 0; i < nx; i++)
-            hx[i] = (float)fx_rng_normal(rng);
+        for (int64_t i = 0; i < nx; i++) {
+            if (m->in_dtype == FX_I32) { /* token ids, stored in the same buffer */
+                int32_t tok = (int32_t)(fx_rng_u64(rng) % (uint64_t)m->vocab);
+                memcpy(&hx[i], &tok, sizeof tok);
+            } else {
+                hx[i] = (float)fx_rng_normal(rng);
+            }
+        }
         for (int i = 0; i < m->batch; i++)
             hy[i] = (int32_t)(fx_rng_u64(rng) % (uint64_t)m->classes);
-        xs[p] = fx_tensor_create(fx_cpu(), FX_F32, m->in_ndim + 1, xshape);
+        xs[p] = fx_tensor_create(fx_cpu(), m->in_dtype, m->in_ndim + 1, xshape);
         ys[p] = fx_tensor_create(fx_cpu(), FX_I32, 1, (int64_t[]){ m->batch });
         if (!xs[p] || !ys[p] || fx_tensor_copy_from_host(xs[p], hx, (size_t)nx * 4) != FX_OK ||
             fx_tensor_copy_from_host(ys[p], hy, (size_t)m->batch * 4) != FX_OK)

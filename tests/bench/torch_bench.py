@@ -32,9 +32,38 @@ def build_mlp():
                          nn.Linear(256, 10))
 
 
+def build_cnn():
+    return nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(3136, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+class LstmClassifier(nn.Module):
+    """embedding 100->64, one LSTM layer 64->128 over the sequence, the last
+    hidden state -> dense 128->10."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(100, 64)
+        self.lstm = nn.LSTM(64, 128, batch_first=True)
+        self.fc = nn.Linear(128, 10)
+
+    def forward(self, tokens):
+        _, (h, _) = self.lstm(self.emb(tokens))
+        return self.fc(h[-1])
+
+
 def dense_flops(i, o):
     """3 products (forward, d input, d weight) of 2*in*out flops per sample."""
     return 3.0 * 2.0 * i * o
+
+
+def conv_flops(i, o, k, pixels):
+    return dense_flops(i * k * k, o) * pixels
+
+
+def lstm_flops(i, h, steps):
+    return (dense_flops(i, 4 * h) + dense_flops(h, 4 * h)) * steps
 
 
 # name -> (builder, batch, sample shape, classes, optimizer, lr, flops/sample, steps, warmup);
@@ -43,7 +72,13 @@ MODELS = {
     "logreg": (build_logreg, 256, (20,), 5, "rmsprop", 1e-3, dense_flops(20, 5), 10000, 1000),
     "mlp": (build_mlp, 128, (784,), 10, "adam", 1e-3,
             dense_flops(784, 512) + dense_flops(512, 256) + dense_flops(256, 10), 200, 20),
+    "cnn": (build_cnn, 64, (1, 28, 28), 10, "adam", 1e-3,
+            conv_flops(1, 32, 3, 28 * 28) + conv_flops(32, 64, 3, 14 * 14)
+            + dense_flops(3136, 128) + dense_flops(128, 10), 50, 5),
+    "lstm": (LstmClassifier, 32, (32,), 10, "adam", 1e-3,
+             lstm_flops(64, 128, 32) + dense_flops(128, 10), 200, 20),
 }
+VOCAB = {"lstm": 100}  # models whose input is token ids
 
 
 def fail_usage(msg):
@@ -78,7 +113,10 @@ def train(args):
     else:
         opt = torch.optim.RMSprop(net.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
-    xs = [torch.randn(batch, *shape) for _ in range(POOL)]
+    if args.model in VOCAB:
+        xs = [torch.randint(0, VOCAB[args.model], (batch, *shape)) for _ in range(POOL)]
+    else:
+        xs = [torch.randn(batch, *shape) for _ in range(POOL)]
     ys = [torch.randint(0, classes, (batch,)) for _ in range(POOL)]
 
     t0 = c0 = 0.0
@@ -107,7 +145,7 @@ def main():
                                  "(the same models as fluxion-bench train).")
     sub = ap.add_subparsers(dest="cmd")
     tr = sub.add_parser("train", help="time training steps, print one JSON line")
-    tr.add_argument("--model", required=True, help="logreg or mlp")
+    tr.add_argument("--model", required=True, help="logreg, mlp, cnn or lstm")
     tr.add_argument("--threads", type=positive(1), default=1, help="torch.set_num_threads")
     tr.add_argument("--steps", type=positive(1), default=None, help="timed steps")
     tr.add_argument("--warmup", type=positive(0), default=None, help="untimed steps first")
