@@ -304,6 +304,7 @@ static double train_epoch(fx_layer *net, fx_optim *opt, fx_ctx *ctx, const datas
 
 int main(int argc, char **argv)
 {
+    fx_blas_reexec_if_misdetected(argv);
     options o = parse_args(argc, argv);
     fx_set_num_threads(o.threads);
 

@@ -27,7 +27,7 @@
 # IDLE_WAIT seconds, for the cores to be idle (IDLE_PCT percent over half a
 # second). The cpu util column shows how much CPU each run actually got.
 #
-# Environment: REPS (default 3), MODELS (default "logreg mlp"), THREADS
+# Environment: REPS (default 3), MODELS (default "logreg mlp cnn lstm"), THREADS
 # (default "1 2"), PYTHON (default /usr/bin/python3), STEPS / WARMUP (passed
 # through when set), IDLE_WAIT (default 120; 0 disables), IDLE_PCT (default
 # 90). The raw JSON lines go to stderr.
@@ -37,8 +37,17 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 bench=${1:-${FLUXION_BENCH:-$root/build/fluxion-bench}}
 py=${PYTHON:-/usr/bin/python3}
+
+# Both implementations share the system OpenBLAS: give them the same kernels,
+# the best this CPU runs. (fluxion-bench would re-exec itself onto them anyway,
+# fx_blas_reexec_if_misdetected, while torch would keep OpenBLAS's detection.)
+if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
+    if grep -qw avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE=SkylakeX
+    elif grep -qw avx2 /proc/cpuinfo; then export OPENBLAS_CORETYPE=Haswell
+    fi
+fi
 reps=${REPS:-3}
-models=${MODELS:-logreg mlp}
+models=${MODELS:-logreg mlp cnn lstm}
 threads=${THREADS:-1 2}
 extra=""
 [ -n "${STEPS:-}" ] && extra="$extra --steps $STEPS"

@@ -396,6 +396,7 @@ static int cmd_sgemm(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    fx_blas_reexec_if_misdetected(argv);
     if (argc < 2)
         die_usage("missing command (train or sgemm)");
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
