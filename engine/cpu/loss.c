@@ -54,8 +54,12 @@ void cpu_ce_labels_backward(const fx_tensor *logits, const fx_tensor *labels,
     float *D = fx_f32(dlogits);
     int64_t work = N * C;
     FX_PFOR(work, n, N, const float *x = X + n * C;
-            float *d = D + n * C, g = G[n], lse = row_logsumexp(x, C);
-            for (int64_t c = 0; c < C; c++) d[c] += g * fx_exp_approx(x[c] - lse);
+            float *d = D + n * C, g = G[n], m = x[0], s = 0.0f;
+            /* softmax = exp(x - max) / sum: no log needed here */
+            for (int64_t c = 1; c < C; c++) m = x[c] > m ? x[c] : m;
+            for (int64_t c = 0; c < C; c++) s += fx_exp_approx(x[c] - m);
+            float k = g / s;
+            for (int64_t c = 0; c < C; c++) d[c] += k * fx_exp_approx(x[c] - m);
             d[fx_index_at(labels, n)] -= g;);
 }
 
