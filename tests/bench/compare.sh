@@ -10,16 +10,19 @@
 # OpenBLAS sgemm at the mlp's first-layer shape (M 128, N 512, K 784) and
 # reports the mlp step's achieved matmul GFLOP/s as a fraction of it.
 #
-# torch runs with OPENBLAS_NUM_THREADS set to the thread count: its
-# set_num_threads sizes its OpenMP pool but not OpenBLAS's own pthread pool,
-# which otherwise uses every core, so "torch at 1 thread" would run its
-# matmuls on 2. fluxion runs with OPENBLAS_NUM_THREADS=1: the engine calls
-# OpenBLAS single-threaded and splits products over its own OpenMP threads
-# (engine/cpu/blas.c), and a larger pool would only spin idle at start-up. OPENBLAS_CORETYPE is passed through unchanged: OpenBLAS
-# 0.3.21 takes some newer Xeons (e.g. family 6 model 207 under KVM) for a
-# "Prescott" and uses its SSE3 kernels; the table's footer names the core
-# OpenBLAS picked, and OPENBLAS_CORETYPE=SkylakeX selects the AVX-512 ones
-# (for both implementations, which share the system OpenBLAS).
+# Both run with OPENBLAS_NUM_THREADS=1, each one's best setting. fluxion
+# calls OpenBLAS single-threaded and splits products over its own OpenMP
+# threads (engine/cpu/blas.c); a larger OpenBLAS pool would only spin idle
+# at start-up. torch's set_num_threads sizes its OpenMP pool but not
+# OpenBLAS's pthread pool, which otherwise takes every core: at 1 thread
+# torch would then run its matmuls on 2 cores, and at 2 threads the two
+# pools oversubscribe the cores and torch runs 2-3x slower than with
+# OPENBLAS_NUM_THREADS=1 (measured on a 2-core VM), so leaving it unset
+# would flatter fluxion.
+# OpenBLAS 0.3.21 takes some newer Xeons (family 6 model 207 under KVM) for
+# a "Prescott" and runs its SSE3 kernels, ~5x slower than the AVX-512 ones;
+# unless OPENBLAS_CORETYPE is set, the script picks the best kernels the CPU
+# runs for both implementations (below), and the footer names the core used.
 #
 # On a shared machine a run that meets another busy process loses far more
 # than its share at 2 threads (every parallel region waits for the thread
@@ -101,7 +104,7 @@ for m in $models; do
                 | tee -a "$raw" >&2
             wait_idle
             # shellcheck disable=SC2086
-            OPENBLAS_NUM_THREADS=$t "$py" "$here/torch_bench.py" train --model "$m" --threads "$t" $extra \
+            OPENBLAS_NUM_THREADS=1 "$py" "$here/torch_bench.py" train --model "$m" --threads "$t" $extra \
                 | tee -a "$raw" >&2
             r=$((r + 1))
         done
