@@ -75,7 +75,7 @@ idle_now() {
     b=$(head -n 1 /proc/stat)
     printf '%s\n%s\n' "$a" "$b" | awk '{ idle[NR] = $5 + $6; tot[NR] = 0
         for (i = 2; i <= NF; i++) tot[NR] += $i }
-        END { d = tot[2] - tot[1]; printf "%d\n", d > 0 ? 100 * (idle[2] - idle[1]) / d : 100 }'
+        END { d = tot[2] - tot[1]; printf "%d\n", (d > 0 ? 100 * (idle[2] - idle[1]) / d : 100) }'
 }
 
 # Waits until the machine is idle or idle_wait seconds have passed.
