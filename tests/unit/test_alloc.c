@@ -8,59 +8,13 @@
  * replace malloc themselves, so there the test is skipped. */
 #include "testutil.h"
 
-#include <errno.h>
-#include <execinfo.h>
-#include <unistd.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define FX_ALLOC_HOOKS 0
-#else
-#define FX_ALLOC_HOOKS 1
-#endif
-
-#if FX_ALLOC_HOOKS
-extern void *__libc_malloc(size_t);
-extern void *__libc_calloc(size_t, size_t);
-extern void *__libc_realloc(void *, size_t);
-extern void *__libc_memalign(size_t, size_t);
-extern void __libc_free(void *);
-
-static atomic_int counting;
-static atomic_long allocations;
-static int trace; /* FX_ALLOC_TRACE=1: print where each counted allocation came from */
-
-static void note(void)
-{
-    if (!atomic_load_explicit(&counting, memory_order_relaxed))
-        return;
-    atomic_fetch_add(&allocations, 1);
-    if (trace) {
-        void *frames[12];
-        int n = backtrace(frames, 12); /* primed in main, so it does not allocate */
-        backtrace_symbols_fd(frames, n, 2);
-        write(2, "--\n", 3);
-    }
-}
-
-void *malloc(size_t n) { note(); return __libc_malloc(n); }
-void *calloc(size_t a, size_t b) { note(); return __libc_calloc(a, b); }
-void *realloc(void *p, size_t n) { note(); return __libc_realloc(p, n); }
-void *memalign(size_t a, size_t n) { note(); return __libc_memalign(a, n); }
-void *aligned_alloc(size_t a, size_t n) { note(); return __libc_memalign(a, n); }
-int posix_memalign(void **p, size_t a, size_t n)
-{
-    note();
-    *p = __libc_memalign(a, n);
-    return *p ? 0 : ENOMEM;
-}
-void free(void *p) { __libc_free(p); }
-#endif
+#include "allochooks.h"
 
 static void run_steps(int threads)
 {
-#if FX_ALLOC_HOOKS
+#if TU_ALLOC_HOOKS
     fx_set_num_threads(threads);
     fx_rng *rng = fx_rng_create(5);
     fx_layer *net = fx_chain_create("net", 3, (fx_layer *[]){
@@ -83,7 +37,7 @@ static void run_steps(int threads)
     fx_ctx *ctx = fx_ctx_create(fx_cpu());
     for (int step = 0; step < 13; step++) {
         if (step == 3)
-            atomic_store(&counting, 1);
+            tu_alloc_count_start();
         fx_tensor *xt = fx_tensor_from_host(ctx, FX_F32, 2, TU_SHAPE(B, 64), x);
         fx_tensor *yt = fx_tensor_from_host(ctx, FX_I32, 1, TU_SHAPE(B), y);
         fx_tensor *h = fx_dropout(ctx, fx_layer_forward(net, ctx, xt), 0.1f);
@@ -93,13 +47,11 @@ static void run_steps(int threads)
         fx_optim_zero_grad(opt);
         fx_ctx_reset(ctx);
         if (s != FX_OK || s2 != FX_OK) {
-            atomic_store(&counting, 0);
+            tu_alloc_count_stop();
             fail_msg("step %d failed: %s %s", step, fx_ctx_error(ctx), fx_optim_error(opt));
         }
     }
-    atomic_store(&counting, 0);
-    long n = atomic_load(&allocations);
-    atomic_store(&allocations, 0);
+    long n = tu_alloc_count_stop();
     fx_ctx_free(ctx);
     free(x);
     free(y);
@@ -120,11 +72,7 @@ static void test_two_threads(void **state) { (void)state; run_steps(2); }
 
 int main(void)
 {
-#if FX_ALLOC_HOOKS
-    void *prime[2];
-    backtrace(prime, 2);
-    trace = getenv("FX_ALLOC_TRACE") != NULL;
-#endif
+    tu_alloc_trace(getenv("FX_ALLOC_TRACE") != NULL);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_thread),
         cmocka_unit_test(test_two_threads),

@@ -8,51 +8,13 @@
  * schedules, non-finite gradients, bad hyper-parameters, state names and the
  * no-allocation rule of a steady-state step are tested one by one. */
 #include "testutil.h"
+#include "allochooks.h"
 
 #include <errno.h>
 #include <math.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ------------------------------------------------ allocation counting */
-
-/* The executable's malloc family takes precedence over libc's, so every
- * allocation in the process is counted while `counting` is set. Sanitizer
- * builds replace malloc themselves: there the check is skipped. */
-#if defined(__SANITIZE_ADDRESS__)
-#define ALLOC_HOOKS 0
-#else
-#define ALLOC_HOOKS 1
-extern void *__libc_malloc(size_t);
-extern void *__libc_calloc(size_t, size_t);
-extern void *__libc_realloc(void *, size_t);
-extern void *__libc_memalign(size_t, size_t);
-extern void __libc_free(void *);
-
-static atomic_int counting;
-static atomic_long allocations;
-
-static inline void note(void)
-{
-    if (atomic_load_explicit(&counting, memory_order_relaxed))
-        atomic_fetch_add(&allocations, 1);
-}
-
-void *malloc(size_t n) { note(); return __libc_malloc(n); }
-void *calloc(size_t a, size_t b) { note(); return __libc_calloc(a, b); }
-void *realloc(void *p, size_t n) { note(); return __libc_realloc(p, n); }
-void *memalign(size_t a, size_t n) { note(); return __libc_memalign(a, n); }
-void *aligned_alloc(size_t a, size_t n) { note(); return __libc_memalign(a, n); }
-int posix_memalign(void **p, size_t a, size_t n)
-{
-    note();
-    *p = __libc_memalign(a, n);
-    return *p ? 0 : ENOMEM;
-}
-void free(void *p) { __libc_free(p); }
-#endif
 
 /* --------------------------------------------------------------- helpers */
 
@@ -843,7 +805,7 @@ static void test_kind_names(void **state)
 static void test_step_allocates_nothing(void **state)
 {
     (void)state;
-#if ALLOC_HOOKS
+#if TU_ALLOC_HOOKS
     int old = fx_get_num_threads();
     fx_set_num_threads(2);
     int64_t n = 40000;
@@ -864,18 +826,16 @@ static void test_step_allocates_nothing(void **state)
         fx_optim *o = fx_optim_create((fx_optim_kind)k, &h, &ps);
         assert_non_null(o);
         assert_int_equal(fx_optim_step(o), FX_OK); /* warm-up (thread pool) */
-        atomic_store(&allocations, 0);
-        atomic_store(&counting, 1);
+        tu_alloc_count_start();
         for (int r = 0; r < 3; r++)
             assert_int_equal(fx_optim_step(o), FX_OK);
         fx_optim_zero_grad(o);
-        atomic_store(&counting, 0);
+        long n = tu_alloc_count_stop();
         /* Note: libgomp allocates a team for every OpenMP region it enters,
          * even one whose if-clause is false, so a kernel must not enter a
          * region for a small tensor (see cpu_optim_step). */
-        if (atomic_load(&allocations) != 0)
-            fail_msg("%s: %ld allocations in 3 steps", fx_optim_kind_name((fx_optim_kind)k),
-                     atomic_load(&allocations));
+        if (n != 0)
+            fail_msg("%s: %ld allocations in 3 steps", fx_optim_kind_name((fx_optim_kind)k), n);
         fx_optim_free(o);
     }
     fx_params_clear(&ps);
