@@ -16,23 +16,6 @@ static void expect_fail(fx_ctx *ctx, fx_tensor *y, fx_status s, const char *op)
     fx_ctx_clear_error(ctx);
 }
 
-/* Row-major offset of coords in shape, and the inverse. */
-static int64_t offset_of(int ndim, const int64_t *shape, const int64_t *c)
-{
-    int64_t off = 0;
-    for (int d = 0; d < ndim; d++)
-        off = off * shape[d] + c[d];
-    return off;
-}
-
-static void coords_of(int ndim, const int64_t *shape, int64_t i, int64_t *c)
-{
-    for (int d = ndim - 1; d >= 0; d--) {
-        c[d] = i % shape[d];
-        i /= shape[d];
-    }
-}
-
 /* An index tensor of dtype dt from int64 values. */
 static fx_tensor *make_idx(fx_dtype dt, int ndim, const int64_t *shape, const int64_t *v)
 {
@@ -87,9 +70,9 @@ static void check_index(fx_rng *rng, int ndim, const int64_t *xshape, index_case
     float *xv = tu_values(x), *yv = tu_values(y);
     for (int64_t i = 0; i < fx_tensor_numel(y); i++) {
         int64_t cc[FX_MAX_DIMS];
-        coords_of(ndim, y->shape, i, cc);
+        tu_coords_of(ndim, y->shape, i, cc);
         cc[a] = c.gather ? iv[i] : iv[cc[a]];
-        assert_true(yv[i] == xv[offset_of(ndim, xshape, cc)]);
+        assert_true(yv[i] == xv[tu_offset_of(ndim, xshape, cc)]);
     }
     free(iv);
     free(xv);

@@ -23,24 +23,6 @@ static void assert_shape(const fx_tensor *t, int ndim, const int64_t *shape)
         assert_int_equal(t->shape[d], shape[d]);
 }
 
-/* Row-major offset of coords in shape. */
-static int64_t offset_of(int ndim, const int64_t *shape, const int64_t *c)
-{
-    int64_t off = 0;
-    for (int d = 0; d < ndim; d++)
-        off = off * shape[d] + c[d];
-    return off;
-}
-
-/* Coordinates of flat index i in shape. */
-static void coords_of(int ndim, const int64_t *shape, int64_t i, int64_t *c)
-{
-    for (int d = ndim - 1; d >= 0; d--) {
-        c[d] = i % shape[d];
-        i /= shape[d];
-    }
-}
-
 /* ---------------------------------------------------------------- reshape */
 
 typedef struct {
@@ -79,11 +61,11 @@ static void test_reshape(void **state)
     yv = tu_values(y);
     for (int64_t i = 0; i < 24; i++) { /* x^T has shape [3,2,4] */
         int64_t c[3], xc[3];
-        coords_of(3, TU_SHAPE(3, 2, 4), i, c);
+        tu_coords_of(3, TU_SHAPE(3, 2, 4), i, c);
         xc[0] = c[1];
         xc[1] = c[0];
         xc[2] = c[2];
-        assert_true(yv[i] == xv[offset_of(3, TU_SHAPE(2, 3, 4), xc)]);
+        assert_true(yv[i] == xv[tu_offset_of(3, TU_SHAPE(2, 3, 4), xc)]);
     }
     free(yv);
     free(xv);
@@ -181,10 +163,10 @@ static void check_permute(fx_rng *rng, int ndim, const int64_t *shape, perm_case
     float *xv = tu_values(x), *yv = tu_values(y);
     for (int64_t i = 0; i < fx_tensor_numel(y); i++) {
         int64_t yc[FX_MAX_DIMS], xc[FX_MAX_DIMS];
-        coords_of(ndim, y->shape, i, yc);
+        tu_coords_of(ndim, y->shape, i, yc);
         for (int d = 0; d < ndim; d++)
             xc[p[d]] = yc[d];
-        assert_true(yv[i] == xv[offset_of(ndim, shape, xc)]);
+        assert_true(yv[i] == xv[tu_offset_of(ndim, shape, xc)]);
     }
     free(xv);
     free(yv);
@@ -368,9 +350,9 @@ static void check_slice(fx_rng *rng, slice_case c, bool gradcheck)
     float *xv = tu_values(x), *yv = tu_values(y);
     for (int64_t i = 0; i < fx_tensor_numel(y); i++) {
         int64_t cc[3];
-        coords_of(3, want, i, cc);
+        tu_coords_of(3, want, i, cc);
         cc[a] = pick[cc[a]];
-        assert_true(yv[i] == xv[offset_of(3, x->shape, cc)]);
+        assert_true(yv[i] == xv[tu_offset_of(3, x->shape, cc)]);
     }
     free(xv);
     free(yv);

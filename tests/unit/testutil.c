@@ -96,3 +96,19 @@ void tu_free_all(int n, fx_tensor **ts)
     for (int i = 0; i < n; i++)
         fx_tensor_free(ts[i]);
 }
+
+int64_t tu_offset_of(int ndim, const int64_t *shape, const int64_t *c)
+{
+    int64_t off = 0;
+    for (int d = 0; d < ndim; d++)
+        off = off * shape[d] + c[d];
+    return off;
+}
+
+void tu_coords_of(int ndim, const int64_t *shape, int64_t i, int64_t *c)
+{
+    for (int d = ndim - 1; d >= 0; d--) {
+        c[d] = i % shape[d];
+        i /= shape[d];
+    }
+}

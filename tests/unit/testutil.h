@@ -38,6 +38,10 @@ void tu_gradcheck_op(tu_op_fn op, void *arg, int nin, fx_tensor **in, double rto
 float *tu_values(const fx_tensor *t);
 /* Asserts |a[i] - b[i]| <= tol for all i. */
 void tu_assert_close(const float *a, const float *b, int64_t n, double tol);
+/* Row-major offset of coordinates c in shape, and the coordinates of a
+ * flat offset i. */
+int64_t tu_offset_of(int ndim, const int64_t *shape, const int64_t *c);
+void tu_coords_of(int ndim, const int64_t *shape, int64_t i, int64_t *c);
 /* Frees n persistent tensors. */
 void tu_free_all(int n, fx_tensor **ts);
 
