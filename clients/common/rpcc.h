@@ -1,0 +1,82 @@
+/*
+ * rpcc.h - the client side of gRPC for C programs (the `fluxion` CLI,
+ * fluxion-bench, tests): the one client module that calls gRPC C core.
+ *
+ * A channel is thread-safe; calls on it may run from several threads at
+ * once. Every call has a deadline (timeout_ms > 0) and returns a status:
+ * FXC_OK, a gRPC status code (the server's, or the library's: UNAVAILABLE
+ * for a refused connection, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED for an
+ * oversize message) with the status message copied into the call's err.
+ */
+#ifndef FXC_RPCC_H
+#define FXC_RPCC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <protobuf-c/protobuf-c.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct fxc_channel fxc_channel;
+
+typedef struct {
+    size_t max_recv_bytes; /* 0: 64 MiB */
+    size_t max_send_bytes; /* 0: 64 MiB */
+} fxc_channel_opts;
+
+/* target "HOST:PORT"; insecure. NULL only on allocation failure (a bad or
+ * unreachable target shows up as UNAVAILABLE on the first call). */
+fxc_channel *fxc_channel_create(const char *target, const fxc_channel_opts *opts);
+void fxc_channel_free(fxc_channel *ch);
+
+/* Status name of a gRPC code: "OK", "INVALID_ARGUMENT", ... */
+const char *fxc_status_name(int code);
+
+/* One metadata entry to send with a call (key lowercase). */
+typedef struct { const char *key, *value; } fxc_metadata;
+
+typedef struct {
+    int64_t timeout_ms;          /* <= 0: 30 s */
+    const fxc_metadata *md;      /* optional */
+    int n_md;
+} fxc_call_opts;
+
+/* Unary call. path "/pkg.Service/Method". On FXC_OK *resp is the unpacked
+ * response (free with protobuf_c_message_free_unpacked). Returns the status
+ * code (0 OK); err gets the status message. */
+int fxc_unary(fxc_channel *ch, const char *path, const ProtobufCMessage *req,
+              const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+              const fxc_call_opts *opts, char *err, size_t errlen);
+
+/* Server-streaming call: on_msg is called for every response in order (the
+ * message is freed after it returns); a non-zero return from on_msg cancels
+ * the call (the result is then CANCELLED). Returns the final status. */
+int fxc_server_stream(fxc_channel *ch, const char *path, const ProtobufCMessage *req,
+                      const ProtobufCMessageDescriptor *resp_desc,
+                      int (*on_msg)(const ProtobufCMessage *msg, void *data), void *data,
+                      const fxc_call_opts *opts, char *err, size_t errlen);
+
+/* Client-streaming call: next() is called for each request until it
+ * returns NULL (end of stream) or sets *fail (cancels the call, result
+ * CANCELLED); the message returned is packed and then given to
+ * release() if not NULL. On FXC_OK *resp is the response. */
+int fxc_client_stream(fxc_channel *ch, const char *path,
+                      const ProtobufCMessage *(*next)(void *data, int *fail),
+                      void (*release)(const ProtobufCMessage *msg, void *data), void *data,
+                      const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                      const fxc_call_opts *opts, char *err, size_t errlen);
+
+/* Raw unary call on packed bytes (for load generators and tests of bad
+ * input): sends req_len bytes, returns the response bytes in *resp (malloc,
+ * caller frees) and *resp_len. */
+int fxc_unary_raw(fxc_channel *ch, const char *path, const void *req, size_t req_len,
+                  void **resp, size_t *resp_len, const fxc_call_opts *opts,
+                  char *err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,102 @@
+/*
+ * graph.h - a model built from a ModelSpec (proto/fluxion/v1/model.proto):
+ * validation, shape inference, layers with seeded initial weights, weights
+ * in and out as safetensors, and the forward pass on an engine context.
+ *
+ * This module is the only place that knows the op names of the spec ("dense",
+ * "conv2d", "add", ...); every engine layer and op is reachable through it.
+ * It calls the engine, never gRPC or libuv.
+ *
+ * Naming: node outputs are referenced as "node" (first output) or "node:K";
+ * parameters and buffers are named "<node>.<param>" ("fc1.weight",
+ * "bn.running_mean", "lstm.weight_ih_l0"), the same names and layouts as the
+ * equivalent PyTorch modules, so a state_dict saved with safetensors loads.
+ *
+ * Thread safety: a graph is immutable after fxg_create/fxg_load_weights;
+ * any number of threads may run fxg_forward on it at once, each with its
+ * own context in inference mode (no grad, not training). Training (grad
+ * mode) must be exclusive.
+ */
+#ifndef FXG_GRAPH_H
+#define FXG_GRAPH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fluxion.h"
+#include "fluxion/v1/model.pb-c.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct fxg_graph fxg_graph;
+
+/* A named tensor of the model's interface; shape[i] == -1: any size. */
+typedef struct {
+    const char *name;
+    fx_dtype dtype;
+    int ndim;
+    int64_t shape[FX_MAX_DIMS];
+} fxg_tensor_info;
+
+typedef struct {
+    uint64_t seed;        /* initialization seed */
+    uint64_t max_params;  /* limit on parameter + buffer elements; 0: 1 << 30 */
+    int max_nodes;        /* 0: 10000 */
+} fxg_options;
+
+/* Validates the spec and instantiates it (seeded initial weights). On error
+ * returns NULL with a message naming the node, attribute or input and the
+ * problem: unknown op, missing/duplicate names, unknown input reference,
+ * cycles, wrong input count, attribute missing/wrong type/out of range,
+ * parameter count overflow or over max_params, shape inference failure.
+ * Every such error is the caller's (INVALID_ARGUMENT); *nomem (optional) is
+ * set when the failure was out of memory instead. */
+fxg_graph *fxg_create(const Fluxion__V1__ModelSpec *spec, const fxg_options *opts,
+                      char *err, size_t errlen, bool *nomem);
+void fxg_free(fxg_graph *g);
+
+int fxg_num_inputs(const fxg_graph *g);
+const fxg_tensor_info *fxg_input(const fxg_graph *g, int i);
+int fxg_find_input(const fxg_graph *g, const char *name); /* index or -1 */
+int fxg_num_outputs(const fxg_graph *g);
+/* Outputs with inferred dtype and shape (-1 where the size follows an
+ * input's -1 dimension). */
+const fxg_tensor_info *fxg_output(const fxg_graph *g, int i);
+int fxg_find_output(const fxg_graph *g, const char *name);
+
+/* Parameters and buffers (owned by the graph), in node order. */
+const fx_params *fxg_params(const fxg_graph *g);
+bool fxg_param_trainable(const fxg_graph *g, int i);
+/* The trainable ones only (for an optimizer). */
+const fx_params *fxg_trainable_params(const fxg_graph *g);
+int64_t fxg_num_trainable(const fxg_graph *g); /* trainable scalars */
+
+/* Replaces every parameter and buffer with the ones in a safetensors
+ * buffer. Strict: a missing tensor, an extra tensor, a wrong shape or dtype
+ * fails with a message naming the tensor, and nothing is changed. */
+int fxg_load_weights(fxg_graph *g, const void *buf, size_t len, char *err, size_t errlen);
+
+/* The weights as a safetensors buffer (malloc; caller frees). */
+int fxg_save_weights(const fxg_graph *g, void **buf, size_t *len, char *err, size_t errlen);
+
+/* Checks an input tensor against the spec (dtype, rank, fixed sizes):
+ * 0, or -1 with a message naming the input. */
+int fxg_check_input(const fxg_graph *g, int i, fx_dtype dtype, int ndim, const int64_t *shape,
+                    char *err, size_t errlen);
+
+/* Runs the graph in ctx (its grad and training modes apply): inputs[i] for
+ * input i (checked as fxg_check_input), outputs[j] is set for output j
+ * (arena tensors of ctx). Returns 0, or -1 with a message naming the node. */
+int fxg_forward(const fxg_graph *g, fx_ctx *ctx, fx_tensor *const *inputs, fx_tensor **outputs,
+                char *err, size_t errlen);
+
+/* Op names known to the spec, NULL-terminated (for `fluxion ops` and docs). */
+const char *const *fxg_op_names(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

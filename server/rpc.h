@@ -1,0 +1,164 @@
+/*
+ * rpc.h - the daemon's gRPC layer: the one module that calls gRPC C core on
+ * the server side (the core API is not stable across minor versions; keep
+ * every grpc_* call behind this header).
+ *
+ * Services are registered from protoc-c service descriptors: each method's
+ * path is "/" + descriptor->name + "/" + method name, its request type is
+ * methods[i].input. protoc-c drops the `stream` keyword, so the streaming
+ * kind of each method comes from the fxs_method table given at registration
+ * (the side table). Methods with no handler, and unknown paths, are answered
+ * UNIMPLEMENTED.
+ *
+ * Threads: `poll_threads` threads poll one completion queue and never run a
+ * handler. Unary and server-streaming handlers run on a pool of
+ * `handler_threads` threads; each client-streaming or bidi call gets a
+ * thread of its own for its lifetime. Handlers may block.
+ *
+ * Every call is finished exactly once, by fxs_reply or fxs_fail, either
+ * before the handler returns or later from any thread (deferred: hand the
+ * call to a worker, return, finish it there). After the client cancels or
+ * the deadline passes, fxs_reply/fxs_fail still must be called (they then
+ * only release the call); fxs_cancelled() tells a long handler to stop early.
+ */
+#ifndef FXS_RPC_H
+#define FXS_RPC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <protobuf-c/protobuf-c.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* gRPC status codes (same values as grpc_status_code; no gRPC header
+ * needed by handlers). */
+typedef enum {
+    FXS_OK = 0,
+    FXS_CANCELLED = 1,
+    FXS_UNKNOWN = 2,
+    FXS_INVALID_ARGUMENT = 3,
+    FXS_DEADLINE_EXCEEDED = 4,
+    FXS_NOT_FOUND = 5,
+    FXS_ALREADY_EXISTS = 6,
+    FXS_PERMISSION_DENIED = 7,
+    FXS_RESOURCE_EXHAUSTED = 8,
+    FXS_FAILED_PRECONDITION = 9,
+    FXS_ABORTED = 10,
+    FXS_OUT_OF_RANGE = 11,
+    FXS_UNIMPLEMENTED = 12,
+    FXS_INTERNAL = 13,
+    FXS_UNAVAILABLE = 14,
+    FXS_DATA_LOSS = 15,
+    FXS_UNAUTHENTICATED = 16,
+} fxs_status;
+
+const char *fxs_status_name(int code); /* "INVALID_ARGUMENT", ... */
+
+typedef enum {
+    FXS_UNARY = 0,
+    FXS_SERVER_STREAM, /* one request, a stream of responses (fxs_send) */
+    FXS_CLIENT_STREAM, /* a stream of requests (fxs_recv), one response */
+    FXS_BIDI,          /* both */
+} fxs_kind;
+
+typedef struct fxs_server fxs_server;
+typedef struct fxs_call fxs_call;
+
+/* A handler. req is the unpacked request for unary and server-streaming
+ * methods (owned by the call: valid until the call is finished), NULL for
+ * client-streaming and bidi methods (read them with fxs_recv). data is the
+ * pointer given at registration. */
+typedef void (*fxs_handler)(fxs_call *call, const ProtobufCMessage *req, void *data);
+
+typedef struct {
+    const char *name; /* method name as in the .proto ("ModelInfer") */
+    fxs_kind kind;
+    fxs_handler fn;
+} fxs_method;
+
+typedef struct {
+    const char *listen;       /* "127.0.0.1:0" (port 0: a free port) */
+    int poll_threads;         /* 0: 2 */
+    int handler_threads;      /* 0: 8 */
+    size_t max_recv_bytes;    /* per message; 0: 64 MiB. Larger: RESOURCE_EXHAUSTED */
+    size_t max_send_bytes;    /* per message; 0: 64 MiB */
+    /* Called (from any thread) with one line per event worth logging:
+     * level "info"/"warn"/"error". NULL: stderr. */
+    void (*log)(void *log_data, const char *level, const char *msg);
+    void *log_data;
+} fxs_server_opts;
+
+/* Creates a server bound to opts->listen; NULL with a message in err when
+ * the address cannot be bound or an option is invalid. */
+fxs_server *fxs_server_create(const fxs_server_opts *opts, char *err, size_t errlen);
+
+/* Registers a service: every method of the descriptor gets a route; the
+ * ones named in methods[0..n) get their handler and kind. Before start.
+ * Returns 0, or -1 when a name in methods is not in the descriptor. */
+int fxs_server_add_service(fxs_server *s, const ProtobufCServiceDescriptor *desc,
+                           const fxs_method *methods, int n, void *data);
+
+/* Starts polling; returns the bound port (> 0), or -1. */
+int fxs_server_start(fxs_server *s);
+
+/* Graceful shutdown: stops accepting calls, waits up to grace_ms for
+ * in-flight calls to finish, cancels the rest, waits for their handlers to
+ * release them, stops the threads. Blocks; call from a non-handler thread. */
+void fxs_server_shutdown(fxs_server *s, int grace_ms);
+
+/* Frees everything; the server must be shut down (or never started). */
+void fxs_server_destroy(fxs_server *s);
+
+/* Calls in flight (received and not yet finished), and calls so far. */
+uint64_t fxs_server_in_flight(const fxs_server *s);
+uint64_t fxs_server_total_calls(const fxs_server *s);
+
+/* ---------------------------------------------------------------- calls */
+
+/* Unary and client-streaming: sends resp (packed at once: the caller keeps
+ * ownership of resp) and status OK, finishing the call. */
+void fxs_reply(fxs_call *call, const ProtobufCMessage *resp);
+
+/* Finishes the call with a non-OK status and a message (printf format). */
+void fxs_fail(fxs_call *call, fxs_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Streaming: sends one message and waits until it is written. Returns 0, or
+ * -1 when the call is gone (cancelled, deadline, disconnect) or shutting
+ * down; the caller then finishes it with fxs_fail. */
+int fxs_send(fxs_call *call, const ProtobufCMessage *msg);
+
+/* Server-streaming: finishes with status OK after the messages sent. */
+void fxs_finish(fxs_call *call);
+
+/* Client-streaming and bidi: waits for the next request message. Returns 1
+ * with *msg (free with protobuf_c_message_free_unpacked), 0 at the end of
+ * the client's stream, -1 when the call is gone or the message does not
+ * parse (the call is then answered INVALID_ARGUMENT/CANCELLED by the caller
+ * via fxs_fail as usual). */
+int fxs_recv(fxs_call *call, ProtobufCMessage **msg);
+
+/* True once the client cancelled, the deadline passed, or the server is
+ * shutting down. */
+bool fxs_cancelled(const fxs_call *call);
+
+/* The client's deadline as CLOCK_MONOTONIC nanoseconds; INT64_MAX when none. */
+int64_t fxs_deadline_ns(const fxs_call *call);
+
+/* Request metadata value for a lowercase key, copied into buf (NUL
+ * terminated, truncated to len). Returns false when absent. */
+bool fxs_metadata(const fxs_call *call, const char *key, char *buf, size_t len);
+
+/* The full method path ("/inference.GRPCInferenceService/ModelInfer"). */
+const char *fxs_method_path(const fxs_call *call);
+
+/* The peer address ("ipv4:127.0.0.1:50321"), for logs. */
+const char *fxs_peer(const fxs_call *call);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

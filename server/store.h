@@ -1,0 +1,97 @@
+/*
+ * store.h - the daemon's persistent state under a data directory:
+ *
+ *   DIR/fluxion.db                     SQLite (WAL): models, versions, ...
+ *   DIR/models/<name>/v<N>.safetensors weights of version N
+ *
+ * Files are written to a temporary name in the same directory, fsynced,
+ * renamed, and the directory fsynced; rows are inserted in a transaction
+ * after the file is in place. Opening the store removes temporary files and
+ * weight files no row refers to (left by a crash), so a crash at any point
+ * leaves either the old state or the new one.
+ *
+ * Thread-safe: calls may come from any thread (one connection, a mutex).
+ * Functions return 0 or an fxs_status code (rpc.h) with a message in err:
+ * FXS_NOT_FOUND, FXS_ALREADY_EXISTS, FXS_INVALID_ARGUMENT (bad name),
+ * FXS_INTERNAL (I/O, SQLite).
+ */
+#ifndef FXS_STORE_H
+#define FXS_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct fxs_store fxs_store;
+
+typedef struct {
+    int64_t version;
+    int64_t created_ms;     /* ms since the epoch */
+    char *source;           /* "init (seed 7)", "import", "job 12" */
+    uint64_t weights_bytes;
+    char sha256[65];        /* hex of the weights file */
+} fxs_version_rec;
+
+typedef struct {
+    char *name;
+    char *description;
+    void *spec;             /* packed fluxion.v1.ModelSpec */
+    size_t spec_len;
+    uint64_t seed;
+    bool loaded;            /* served */
+    int64_t created_ms;
+    int n_versions;
+    fxs_version_rec *versions; /* ascending */
+} fxs_model_rec;
+
+void fxs_model_rec_free(fxs_model_rec *m); /* frees the contents */
+
+fxs_store *fxs_store_open(const char *dir, char *err, size_t errlen);
+void fxs_store_close(fxs_store *st);
+const char *fxs_store_dir(const fxs_store *st);
+
+/* Model names: 1..128 of [A-Za-z0-9_.-], not starting with '.' or '-'.
+ * Returns true, or false with a message. */
+bool fxs_model_name_ok(const char *name, char *err, size_t errlen);
+
+/* A new model with version 1 (weights = safetensors bytes). */
+int fxs_store_create_model(fxs_store *st, const char *name, const char *description,
+                           const void *spec, size_t spec_len, uint64_t seed, bool loaded,
+                           const void *weights, size_t weights_len, const char *source,
+                           char *err, size_t errlen);
+
+/* A new version (latest + 1) of an existing model; *version gets it. */
+int fxs_store_add_version(fxs_store *st, const char *name, const void *weights,
+                          size_t weights_len, const char *source, int64_t *version,
+                          char *err, size_t errlen);
+
+int fxs_store_get_model(fxs_store *st, const char *name, fxs_model_rec *out, char *err,
+                        size_t errlen);
+/* All models, by name. *out: array of *n records (free each, then the array). */
+int fxs_store_list_models(fxs_store *st, fxs_model_rec **out, int *n, char *err, size_t errlen);
+int fxs_store_delete_model(fxs_store *st, const char *name, char *err, size_t errlen);
+int fxs_store_set_loaded(fxs_store *st, const char *name, bool loaded, char *err, size_t errlen);
+
+/* Weights of a version (0: the latest) read into *buf (malloc). */
+int fxs_store_read_weights(fxs_store *st, const char *name, int64_t version, void **buf,
+                           size_t *len, char *err, size_t errlen);
+
+/* Writes a file atomically: DIR/.name.tmp.XXXXXX, write, fsync, rename,
+ * fsync the directory. 0 or -1 with a message (errno text, path). */
+int fxs_write_file_atomic(const char *path, const void *data, size_t len, char *err,
+                          size_t errlen);
+
+/* Reads a whole file (malloc). 0 or -1 with a message. */
+int fxs_read_file(const char *path, void **buf, size_t *len, char *err, size_t errlen);
+
+/* Lowercase hex SHA-256 of data into out[65]. */
+void fxs_sha256_hex(const void *data, size_t len, char out[65]);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
