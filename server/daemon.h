@@ -1,0 +1,39 @@
+/*
+ * daemon.h - what the RPC services of fluxiond share: the store, the served
+ * models, limits and state. main.c builds one and registers the services.
+ */
+#ifndef FXD_DAEMON_H
+#define FXD_DAEMON_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "rpc.h"
+#include "serving.h"
+#include "store.h"
+
+#define FLUXION_VERSION "0.2.0"
+
+typedef struct {
+    fxs_store *store;
+    fxd_serving *serving;
+    fxs_server *rpc;
+    const char *data_dir;
+    int64_t start_ms;
+    atomic_bool draining;        /* SIGTERM seen: not ready, finishing calls */
+    uint64_t max_params;         /* per model */
+    uint64_t max_import_bytes;   /* ImportWeights total */
+    uint64_t max_message_bytes;  /* per gRPC message */
+    uint32_t chunk_bytes;        /* ExportWeights default chunk */
+    int engine_threads;
+} fxd_daemon;
+
+int fxd_register_model_service(fxd_daemon *d);
+int fxd_register_inference_service(fxd_daemon *d);
+int fxd_register_cluster_service(fxd_daemon *d);
+
+int64_t fxd_now_ms(void);   /* wall clock, ms since the epoch */
+uint64_t fxd_mono_ns(void); /* CLOCK_MONOTONIC ns */
+
+#endif

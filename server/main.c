@@ -1,0 +1,321 @@
+/*
+ * fluxiond - the Fluxion daemon: serves models over gRPC (fluxion.v1 and the
+ * Open Inference Protocol). libuv runs the control loop (signals, timers,
+ * wake-ups); gRPC threads take calls; inference workers run the models.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "daemon.h"
+#include "log.h"
+
+typedef struct {
+    const char *listen, *data_dir, *device, *log_level, *log_format;
+    long threads, infer_workers, rpc_threads, poll_threads;
+    long max_message_mb, max_import_mb, grace_seconds;
+    long long max_model_params;
+} options;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"usage: fluxiond [options]\n"
+"\n"
+"The Fluxion daemon: defines, stores and serves neural network models for\n"
+"remote clients over gRPC (fluxion.v1.* services and the Open Inference\n"
+"Protocol, inference.GRPCInferenceService). Prints 'listening on HOST:PORT'\n"
+"on stdout once it accepts calls; logs go to stderr. SIGINT/SIGTERM drain:\n"
+"no new calls, calls in flight finish (up to --grace-seconds), exit 0.\n"
+"\n"
+"  --listen HOST:PORT      address to serve on (default 127.0.0.1:7070;\n"
+"                          port 0 picks a free port)\n"
+"  --data-dir DIR          models and metadata (default ./fluxion-data)\n"
+"  --device DEV            compute device: cpu (default cpu)\n"
+"  --threads N             engine threads per operation (default: CPUs online)\n"
+"  --infer-workers N       threads running inference requests (default 2)\n"
+"  --rpc-threads N         threads running RPC handlers (default 8)\n"
+"  --poll-threads N        threads polling gRPC completion queues (default 2)\n"
+"  --max-message-mb N      largest gRPC message in or out, MiB (default 64);\n"
+"                          larger requests get RESOURCE_EXHAUSTED\n"
+"  --max-import-mb N       largest weights upload (ImportWeights), MiB (default 4096)\n"
+"  --max-model-params N    most parameter elements per model (default 1073741824)\n"
+"  --grace-seconds S       time calls in flight get to finish on shutdown (default 5)\n"
+"  --log-level LEVEL       debug, info, warn, error (default info)\n"
+"  --log-format FORMAT     text (logfmt) or json (default text)\n"
+"  --version               print the version and exit\n"
+"  -h, --help              this help\n");
+}
+
+static int parse_long(const char *flag, const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "fluxiond: %s: '%s' is not a number in [%ld, %ld]\n", flag, s, lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, options *o)
+{
+    enum { O_LISTEN = 1000, O_DATA, O_DEVICE, O_THREADS, O_WORKERS, O_RPC, O_POLL, O_MSG,
+           O_IMPORT, O_PARAMS, O_GRACE, O_LEVEL, O_FORMAT, O_VERSION };
+    static const struct option longs[] = {
+        { "listen", required_argument, 0, O_LISTEN },
+        { "data-dir", required_argument, 0, O_DATA },
+        { "device", required_argument, 0, O_DEVICE },
+        { "threads", required_argument, 0, O_THREADS },
+        { "infer-workers", required_argument, 0, O_WORKERS },
+        { "rpc-threads", required_argument, 0, O_RPC },
+        { "poll-threads", required_argument, 0, O_POLL },
+        { "max-message-mb", required_argument, 0, O_MSG },
+        { "max-import-mb", required_argument, 0, O_IMPORT },
+        { "max-model-params", required_argument, 0, O_PARAMS },
+        { "grace-seconds", required_argument, 0, O_GRACE },
+        { "log-level", required_argument, 0, O_LEVEL },
+        { "log-format", required_argument, 0, O_FORMAT },
+        { "version", no_argument, 0, O_VERSION },
+        { "help", no_argument, 0, 'h' },
+        { 0, 0, 0, 0 },
+    };
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    *o = (options){ .listen = "127.0.0.1:7070", .data_dir = "fluxion-data", .device = "cpu",
+                    .log_level = "info", .log_format = "text", .threads = ncpu > 0 ? ncpu : 1,
+                    .infer_workers = 2, .rpc_threads = 8, .poll_threads = 2,
+                    .max_message_mb = 64, .max_import_mb = 4096, .grace_seconds = 5,
+                    .max_model_params = 1LL << 30 };
+    int c;
+    long v;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
+        switch (c) {
+        case O_LISTEN: o->listen = optarg; break;
+        case O_DATA: o->data_dir = optarg; break;
+        case O_DEVICE: o->device = optarg; break;
+        case O_THREADS: if (parse_long("--threads", optarg, 1, 1024, &o->threads)) return 2; break;
+        case O_WORKERS: if (parse_long("--infer-workers", optarg, 1, 256, &o->infer_workers)) return 2; break;
+        case O_RPC: if (parse_long("--rpc-threads", optarg, 1, 1024, &o->rpc_threads)) return 2; break;
+        case O_POLL: if (parse_long("--poll-threads", optarg, 1, 64, &o->poll_threads)) return 2; break;
+        case O_MSG: if (parse_long("--max-message-mb", optarg, 1, 2047, &o->max_message_mb)) return 2; break;
+        case O_IMPORT: if (parse_long("--max-import-mb", optarg, 1, 1L << 20, &o->max_import_mb)) return 2; break;
+        case O_PARAMS:
+            if (parse_long("--max-model-params", optarg, 1, LONG_MAX, &v)) return 2;
+            o->max_model_params = v;
+            break;
+        case O_GRACE: if (parse_long("--grace-seconds", optarg, 0, 3600, &o->grace_seconds)) return 2; break;
+        case O_LEVEL: o->log_level = optarg; break;
+        case O_FORMAT: o->log_format = optarg; break;
+        case O_VERSION: printf("fluxiond %s\n", FLUXION_VERSION); exit(0);
+        case 'h': usage(stdout); exit(0);
+        default:
+            fprintf(stderr, "fluxiond: unknown or incomplete option '%s' (see --help)\n",
+                    argv[optind - 1]);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "fluxiond: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return 2;
+    }
+    if (fxl_parse_level(o->log_level) < 0) {
+        fprintf(stderr, "fluxiond: --log-level: '%s' is not debug, info, warn or error\n", o->log_level);
+        return 2;
+    }
+    if (strcmp(o->log_format, "text") != 0 && strcmp(o->log_format, "json") != 0) {
+        fprintf(stderr, "fluxiond: --log-format: '%s' is not text or json\n", o->log_format);
+        return 2;
+    }
+    if (strcmp(o->device, "cpu") != 0) {
+        fprintf(stderr, "fluxiond: --device: '%s' is not available (this build serves on: cpu)\n",
+                o->device);
+        return 2;
+    }
+    const char *colon = strrchr(o->listen, ':');
+    if (!colon || colon == o->listen || !colon[1]) {
+        fprintf(stderr, "fluxiond: --listen: '%s' is not HOST:PORT\n", o->listen);
+        return 2;
+    }
+    if (parse_long("--listen port", colon + 1, 0, 65535, &v))
+        return 2;
+    return 0;
+}
+
+/* ------------------------------------------------------------ control loop */
+
+typedef struct {
+    fxd_daemon *d;
+    int grace_ms;
+    uv_async_t done;     /* the drain thread finished */
+    uv_signal_t sigint, sigterm;
+    uv_timer_t heartbeat;
+    pthread_t drain_thread;
+    bool draining;
+} control;
+
+static void *drain_main(void *arg)
+{
+    control *c = arg;
+    fxs_server_shutdown(c->d->rpc, c->grace_ms);
+    uv_async_send(&c->done);
+    return NULL;
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    control *c = h->data;
+    if (c->draining) {
+        fxl_log(FXL_WARN, "main", "already draining signal=%d", signum);
+        return;
+    }
+    c->draining = true;
+    atomic_store(&c->d->draining, true);
+    fxl_log(FXL_INFO, "main", "draining signal=%s in_flight=%llu grace_ms=%d",
+            signum == SIGINT ? "SIGINT" : "SIGTERM",
+            (unsigned long long)fxs_server_in_flight(c->d->rpc), c->grace_ms);
+    if (pthread_create(&c->drain_thread, NULL, drain_main, c) != 0) {
+        fxl_log(FXL_ERROR, "main", "cannot start the drain thread; shutting down inline");
+        drain_main(c);
+        c->draining = false; /* nothing to join */
+    }
+}
+
+static void on_done(uv_async_t *h)
+{
+    uv_stop(h->loop);
+}
+
+static void on_heartbeat(uv_timer_t *h)
+{
+    control *c = h->data;
+    fxl_log(FXL_DEBUG, "main", "heartbeat in_flight=%llu calls=%llu models_loaded=%d",
+            (unsigned long long)fxs_server_in_flight(c->d->rpc),
+            (unsigned long long)fxs_server_total_calls(c->d->rpc),
+            fxd_serving_count_loaded(c->d->serving));
+}
+
+static void close_cb(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void rpc_log(void *data, const char *level, const char *msg)
+{
+    int lv = fxl_parse_level(level);
+    fxl_log(lv < 0 ? FXL_INFO : (fxl_level)lv, "rpc", "%s", msg);
+}
+
+/* Serves the models marked loaded in the store. */
+static void load_stored(fxd_daemon *d)
+{
+    char err[1024];
+    fxs_model_rec *recs;
+    int n;
+    if (fxs_store_list_models(d->store, &recs, &n, err, sizeof err) != 0) {
+        fxl_log(FXL_ERROR, "main", "cannot list stored models: %s", err);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        if (recs[i].loaded && fxd_serving_load(d->serving, recs[i].name, err, sizeof err) != 0)
+            fxl_log(FXL_ERROR, "main", "cannot serve stored model model=%s error=\"%s\"",
+                    recs[i].name, err);
+        fxs_model_rec_free(&recs[i]);
+    }
+    free(recs);
+    fxl_log(FXL_INFO, "main", "store opened models=%d", n);
+}
+
+int main(int argc, char **argv)
+{
+    fx_blas_reexec_if_misdetected(argv);
+    options o;
+    int rc = parse_args(argc, argv, &o);
+    if (rc)
+        return rc;
+    fxl_configure((fxl_level)fxl_parse_level(o.log_level), strcmp(o.log_format, "json") == 0);
+    signal(SIGPIPE, SIG_IGN);
+    fx_set_num_threads((int)o.threads);
+
+    fxd_daemon d = { .data_dir = o.data_dir, .start_ms = fxd_now_ms(),
+                     .max_params = (uint64_t)o.max_model_params,
+                     .max_import_bytes = (uint64_t)o.max_import_mb << 20,
+                     .max_message_bytes = (uint64_t)o.max_message_mb << 20,
+                     .chunk_bytes = 1u << 20, .engine_threads = (int)o.threads };
+    atomic_init(&d.draining, false);
+    char err[1024];
+    d.store = fxs_store_open(o.data_dir, err, sizeof err);
+    if (!d.store) {
+        fxl_log(FXL_ERROR, "main", "cannot open the data directory dir=%s error=\"%s\"",
+                o.data_dir, err);
+        return 1;
+    }
+    d.serving = fxd_serving_create(d.store, &(fxd_serving_opts){
+                                       .workers = (int)o.infer_workers,
+                                       .max_params = d.max_params });
+    fxs_server_opts so = { .listen = o.listen, .poll_threads = (int)o.poll_threads,
+                           .handler_threads = (int)o.rpc_threads,
+                           .max_recv_bytes = d.max_message_bytes,
+                           .max_send_bytes = d.max_message_bytes, .log = rpc_log };
+    d.rpc = d.serving ? fxs_server_create(&so, err, sizeof err) : NULL;
+    if (!d.rpc) {
+        fxl_log(FXL_ERROR, "main", "cannot serve addr=%s error=\"%s\"", o.listen,
+                d.serving ? err : "cannot start inference workers");
+        fxd_serving_free(d.serving);
+        fxs_store_close(d.store);
+        return 1;
+    }
+    if (fxd_register_model_service(&d) || fxd_register_inference_service(&d) ||
+        fxd_register_cluster_service(&d)) {
+        fxl_log(FXL_ERROR, "main", "cannot register the services");
+        return 1;
+    }
+    load_stored(&d);
+    int port = fxs_server_start(d.rpc);
+    if (port <= 0) {
+        fxl_log(FXL_ERROR, "main", "cannot start serving addr=%s", o.listen);
+        return 1;
+    }
+
+    uv_loop_t *loop = uv_default_loop();
+    control c = { .d = &d, .grace_ms = (int)o.grace_seconds * 1000 };
+    uv_async_init(loop, &c.done, on_done);
+    uv_signal_init(loop, &c.sigint);
+    uv_signal_init(loop, &c.sigterm);
+    c.sigint.data = c.sigterm.data = &c;
+    uv_signal_start(&c.sigint, on_signal, SIGINT);
+    uv_signal_start(&c.sigterm, on_signal, SIGTERM);
+    uv_timer_init(loop, &c.heartbeat);
+    c.heartbeat.data = &c;
+    uv_timer_start(&c.heartbeat, on_heartbeat, 30000, 30000);
+
+    int hostlen = (int)(strrchr(o.listen, ':') - o.listen);
+    printf("listening on %.*s:%d\n", hostlen, o.listen, port);
+    fflush(stdout);
+    fxl_log(FXL_INFO, "main", "listening addr=%.*s:%d data_dir=%s threads=%ld infer_workers=%ld "
+            "version=%s", hostlen, o.listen, port, o.data_dir, o.threads, o.infer_workers,
+            FLUXION_VERSION);
+
+    uv_run(loop, UV_RUN_DEFAULT);
+
+    if (c.draining)
+        pthread_join(c.drain_thread, NULL);
+    uv_walk(loop, close_cb, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
+    fxs_server_destroy(d.rpc);
+    fxd_serving_free(d.serving);
+    fxs_store_close(d.store);
+    fxl_log(FXL_INFO, "main", "stopped");
+    return 0;
+}

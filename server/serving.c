@@ -1,0 +1,467 @@
+/* serving.c - see serving.h. */
+#include "serving.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "rpc.h"
+
+#define MAX_OLD_VERSIONS 4
+
+struct fxd_served {
+    atomic_int refs;
+    char *name;
+    int64_t version;
+    fxg_graph *g;
+    pthread_mutex_t mu; /* stats */
+    fxd_stats stats;
+};
+
+typedef struct entry {
+    char *name;
+    fxd_served *current;
+    fxd_served *old[MAX_OLD_VERSIONS]; /* other versions asked for by number */
+    int n_old;
+    struct entry *next;
+} entry;
+
+typedef struct task {
+    fxd_task_fn fn;
+    void *arg;
+    struct task *next;
+} task;
+
+struct fxd_serving {
+    fxs_store *st;
+    fxd_serving_opts o;
+    pthread_mutex_t mu; /* entries */
+    entry *entries;
+
+    pthread_mutex_t qmu;
+    pthread_cond_t qcv;
+    task *head, *tail;
+    bool stop;
+    int nthreads;
+    pthread_t *threads;
+};
+
+/* ------------------------------------------------------------ instances */
+
+static void served_unref(fxd_served *m)
+{
+    if (!m || atomic_fetch_sub(&m->refs, 1) != 1)
+        return;
+    fxg_free(m->g);
+    pthread_mutex_destroy(&m->mu);
+    free(m->name);
+    free(m);
+}
+
+void fxd_served_release(fxd_served *m) { served_unref(m); }
+const fxg_graph *fxd_served_graph(const fxd_served *m) { return m->g; }
+const char *fxd_served_name(const fxd_served *m) { return m->name; }
+int64_t fxd_served_version(const fxd_served *m) { return m->version; }
+
+/* Builds the graph of a stored version (0: latest) with its weights. */
+static int build_served(fxd_serving *sv, const char *name, int64_t version, fxd_served **out,
+                        char *err, size_t errlen)
+{
+    fxs_model_rec rec;
+    int rc = fxs_store_get_model(sv->st, name, &rec, err, errlen);
+    if (rc)
+        return rc;
+    if (version == 0 && rec.n_versions > 0)
+        version = rec.versions[rec.n_versions - 1].version;
+    bool found = false;
+    for (int i = 0; i < rec.n_versions; i++)
+        found |= rec.versions[i].version == version;
+    if (!found) {
+        snprintf(err, errlen, "model '%s' has no version %lld", name, (long long)version);
+        fxs_model_rec_free(&rec);
+        return FXS_NOT_FOUND;
+    }
+    Fluxion__V1__ModelSpec *spec =
+        fluxion__v1__model_spec__unpack(NULL, rec.spec_len, rec.spec);
+    if (!spec) {
+        snprintf(err, errlen, "model '%s': stored spec does not parse", name);
+        fxs_model_rec_free(&rec);
+        return FXS_INTERNAL;
+    }
+    fxg_options go = { .seed = rec.seed, .max_params = sv->o.max_params };
+    char gerr[512];
+    fxg_graph *g = fxg_create(spec, &go, gerr, sizeof gerr, NULL);
+    fluxion__v1__model_spec__free_unpacked(spec, NULL);
+    fxs_model_rec_free(&rec);
+    if (!g) {
+        snprintf(err, errlen, "model '%s': %s", name, gerr);
+        return FXS_INTERNAL;
+    }
+    void *w = NULL;
+    size_t wlen = 0;
+    rc = fxs_store_read_weights(sv->st, name, version, &w, &wlen, err, errlen);
+    if (rc == 0 && fxg_load_weights(g, w, wlen, gerr, sizeof gerr) != 0) {
+        snprintf(err, errlen, "model '%s' version %lld: %s", name, (long long)version, gerr);
+        rc = FXS_INTERNAL;
+    }
+    free(w);
+    if (rc) {
+        fxg_free(g);
+        return rc;
+    }
+    fxd_served *m = calloc(1, sizeof *m);
+    if (!m || !(m->name = strdup(name))) {
+        free(m);
+        fxg_free(g);
+        snprintf(err, errlen, "out of memory");
+        return FXS_RESOURCE_EXHAUSTED;
+    }
+    atomic_init(&m->refs, 1);
+    m->version = version;
+    m->g = g;
+    pthread_mutex_init(&m->mu, NULL);
+    *out = m;
+    return 0;
+}
+
+/* -------------------------------------------------------------- registry */
+
+static entry *find_entry(fxd_serving *sv, const char *name)
+{
+    for (entry *e = sv->entries; e; e = e->next)
+        if (strcmp(e->name, name) == 0)
+            return e;
+    return NULL;
+}
+
+static void entry_clear(entry *e)
+{
+    served_unref(e->current);
+    for (int i = 0; i < e->n_old; i++)
+        served_unref(e->old[i]);
+    free(e->name);
+    free(e);
+}
+
+int fxd_serving_load(fxd_serving *sv, const char *name, char *err, size_t errlen)
+{
+    fxd_served *m;
+    int rc = build_served(sv, name, 0, &m, err, errlen);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&sv->mu);
+    entry *e = find_entry(sv, name);
+    if (!e) {
+        e = calloc(1, sizeof *e);
+        if (!e || !(e->name = strdup(name))) {
+            pthread_mutex_unlock(&sv->mu);
+            free(e);
+            served_unref(m);
+            snprintf(err, errlen, "out of memory");
+            return FXS_RESOURCE_EXHAUSTED;
+        }
+        e->next = sv->entries;
+        sv->entries = e;
+    }
+    fxd_served *prev = e->current;
+    e->current = m;
+    pthread_mutex_unlock(&sv->mu);
+    served_unref(prev); /* requests in flight hold their own reference */
+    fxl_log(FXL_INFO, "serving", "model loaded model=%s version=%lld", name, (long long)m->version);
+    return 0;
+}
+
+int fxd_serving_unload(fxd_serving *sv, const char *name, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&sv->mu);
+    entry **pp = &sv->entries;
+    while (*pp && strcmp((*pp)->name, name) != 0)
+        pp = &(*pp)->next;
+    entry *e = *pp;
+    if (e)
+        *pp = e->next;
+    pthread_mutex_unlock(&sv->mu);
+    if (!e) {
+        snprintf(err, errlen, "model '%s' is not loaded", name);
+        return FXS_NOT_FOUND;
+    }
+    entry_clear(e);
+    fxl_log(FXL_INFO, "serving", "model unloaded model=%s", name);
+    return 0;
+}
+
+bool fxd_serving_is_loaded(fxd_serving *sv, const char *name, int64_t *version)
+{
+    pthread_mutex_lock(&sv->mu);
+    entry *e = find_entry(sv, name);
+    if (e && version)
+        *version = e->current->version;
+    pthread_mutex_unlock(&sv->mu);
+    return e != NULL;
+}
+
+int fxd_serving_count_loaded(fxd_serving *sv)
+{
+    int n = 0;
+    pthread_mutex_lock(&sv->mu);
+    for (entry *e = sv->entries; e; e = e->next)
+        n++;
+    pthread_mutex_unlock(&sv->mu);
+    return n;
+}
+
+static fxd_served *ref(fxd_served *m)
+{
+    atomic_fetch_add(&m->refs, 1);
+    return m;
+}
+
+/* The cached instance of a version of e, or NULL. Under sv->mu. */
+static fxd_served *cached(entry *e, int64_t version)
+{
+    if (version == 0 || e->current->version == version)
+        return e->current;
+    for (int i = 0; i < e->n_old; i++)
+        if (e->old[i]->version == version)
+            return e->old[i];
+    return NULL;
+}
+
+int fxd_serving_acquire(fxd_serving *sv, const char *name, int64_t version, fxd_served **out,
+                        char *err, size_t errlen)
+{
+    pthread_mutex_lock(&sv->mu);
+    entry *e = find_entry(sv, name);
+    fxd_served *m = e ? cached(e, version) : NULL;
+    if (m)
+        *out = ref(m);
+    pthread_mutex_unlock(&sv->mu);
+    if (m)
+        return 0;
+    if (!e) {
+        fxs_model_rec rec;
+        int rc = fxs_store_get_model(sv->st, name, &rec, err, errlen);
+        if (rc)
+            return rc;
+        fxs_model_rec_free(&rec);
+        snprintf(err, errlen, "model '%s' is not loaded (load it with RepositoryModelLoad)", name);
+        return FXS_UNAVAILABLE;
+    }
+    /* An older version, loaded on demand (outside the lock: it reads files). */
+    fxd_served *built;
+    int rc = build_served(sv, name, version, &built, err, errlen);
+    if (rc)
+        return rc;
+    fxd_served *evicted = NULL;
+    pthread_mutex_lock(&sv->mu);
+    e = find_entry(sv, name);
+    m = e ? cached(e, version) : NULL;
+    if (m) {                /* another request built it meanwhile, or unloaded */
+        *out = ref(m);
+    } else if (e) {
+        if (e->n_old == MAX_OLD_VERSIONS) {
+            evicted = e->old[0];
+            memmove(e->old, e->old + 1, sizeof e->old[0] * (MAX_OLD_VERSIONS - 1));
+            e->n_old--;
+        }
+        e->old[e->n_old++] = ref(built);
+        *out = ref(built);
+    }
+    pthread_mutex_unlock(&sv->mu);
+    served_unref(built);
+    served_unref(evicted);
+    if (!e) {
+        snprintf(err, errlen, "model '%s' was unloaded", name);
+        return FXS_UNAVAILABLE;
+    }
+    return 0;
+}
+
+int fxd_serving_list(fxd_serving *sv, fxd_served ***out, int *n)
+{
+    pthread_mutex_lock(&sv->mu);
+    int count = 0;
+    for (entry *e = sv->entries; e; e = e->next)
+        count += 1 + e->n_old;
+    fxd_served **arr = calloc((size_t)count + 1, sizeof *arr);
+    int k = 0;
+    if (arr)
+        for (entry *e = sv->entries; e; e = e->next) {
+            arr[k++] = ref(e->current);
+            for (int i = 0; i < e->n_old; i++)
+                arr[k++] = ref(e->old[i]);
+        }
+    pthread_mutex_unlock(&sv->mu);
+    *out = arr;
+    *n = k;
+    return arr ? 0 : -1;
+}
+
+/* ----------------------------------------------------------- statistics */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void add(fxd_duration *d, uint64_t ns)
+{
+    d->count++;
+    d->ns += ns;
+}
+
+void fxd_served_record(fxd_served *m, const fxd_exec_record *r)
+{
+    pthread_mutex_lock(&m->mu);
+    fxd_stats *s = &m->stats;
+    uint64_t total = r->queue_ns + r->input_ns + r->infer_ns + r->output_ns;
+    if (!r->ok) {
+        add(&s->fail, total);
+        pthread_mutex_unlock(&m->mu);
+        return;
+    }
+    s->last_inference_ms = now_ms();
+    s->inference_count += r->batch_size;
+    s->execution_count++;
+    add(&s->success, total);
+    add(&s->queue, r->queue_ns);
+    add(&s->input, r->input_ns);
+    add(&s->infer, r->infer_ns);
+    add(&s->output, r->output_ns);
+    int i = 0;
+    while (i < s->n_batch && s->batch[i].batch_size < r->batch_size)
+        i++;
+    if (i == s->n_batch || s->batch[i].batch_size != r->batch_size) {
+        if (s->n_batch == (int)(sizeof s->batch / sizeof s->batch[0])) {
+            pthread_mutex_unlock(&m->mu); /* table full: only totals count */
+            return;
+        }
+        memmove(&s->batch[i + 1], &s->batch[i], sizeof s->batch[0] * (size_t)(s->n_batch - i));
+        memset(&s->batch[i], 0, sizeof s->batch[i]);
+        s->batch[i].batch_size = r->batch_size;
+        s->n_batch++;
+    }
+    add(&s->batch[i].input, r->input_ns);
+    add(&s->batch[i].infer, r->infer_ns);
+    add(&s->batch[i].output, r->output_ns);
+    pthread_mutex_unlock(&m->mu);
+}
+
+void fxd_served_stats(fxd_served *m, fxd_stats *out)
+{
+    pthread_mutex_lock(&m->mu);
+    *out = m->stats;
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* -------------------------------------------------------------- workers */
+
+static void *worker_main(void *arg)
+{
+    fxd_serving *sv = arg;
+    fx_ctx *ctx = fx_ctx_create(fx_cpu());
+    if (ctx) {
+        fx_ctx_set_grad(ctx, false);
+        fx_ctx_set_training(ctx, false);
+    }
+    for (;;) {
+        pthread_mutex_lock(&sv->qmu);
+        while (!sv->head && !sv->stop)
+            pthread_cond_wait(&sv->qcv, &sv->qmu);
+        task *t = sv->head;
+        if (t) {
+            sv->head = t->next;
+            if (!sv->head)
+                sv->tail = NULL;
+        }
+        pthread_mutex_unlock(&sv->qmu);
+        if (!t)
+            break; /* stopping and the queue is empty */
+        t->fn(t->arg, ctx);
+        if (ctx)
+            fx_ctx_reset(ctx);
+        free(t);
+    }
+    fx_ctx_free(ctx);
+    return NULL;
+}
+
+int fxd_serving_submit(fxd_serving *sv, fxd_task_fn fn, void *arg)
+{
+    task *t = malloc(sizeof *t);
+    if (!t)
+        return -1;
+    *t = (task){ fn, arg, NULL };
+    pthread_mutex_lock(&sv->qmu);
+    if (sv->stop) {
+        pthread_mutex_unlock(&sv->qmu);
+        free(t);
+        return -1;
+    }
+    if (sv->tail)
+        sv->tail->next = t;
+    else
+        sv->head = t;
+    sv->tail = t;
+    pthread_cond_signal(&sv->qcv);
+    pthread_mutex_unlock(&sv->qmu);
+    return 0;
+}
+
+fxd_serving *fxd_serving_create(fxs_store *st, const fxd_serving_opts *opts)
+{
+    fxd_serving *sv = calloc(1, sizeof *sv);
+    if (!sv)
+        return NULL;
+    sv->st = st;
+    if (opts)
+        sv->o = *opts;
+    if (sv->o.workers <= 0)
+        sv->o.workers = 2;
+    pthread_mutex_init(&sv->mu, NULL);
+    pthread_mutex_init(&sv->qmu, NULL);
+    pthread_cond_init(&sv->qcv, NULL);
+    sv->threads = calloc((size_t)sv->o.workers, sizeof *sv->threads);
+    if (!sv->threads) {
+        fxd_serving_free(sv);
+        return NULL;
+    }
+    for (int i = 0; i < sv->o.workers; i++) {
+        if (pthread_create(&sv->threads[i], NULL, worker_main, sv) != 0)
+            break;
+        sv->nthreads++;
+    }
+    if (sv->nthreads == 0) {
+        fxd_serving_free(sv);
+        return NULL;
+    }
+    return sv;
+}
+
+void fxd_serving_free(fxd_serving *sv)
+{
+    if (!sv)
+        return;
+    pthread_mutex_lock(&sv->qmu);
+    sv->stop = true;
+    pthread_cond_broadcast(&sv->qcv);
+    pthread_mutex_unlock(&sv->qmu);
+    for (int i = 0; i < sv->nthreads; i++)
+        pthread_join(sv->threads[i], NULL);
+    free(sv->threads);
+    while (sv->entries) {
+        entry *e = sv->entries;
+        sv->entries = e->next;
+        entry_clear(e);
+    }
+    pthread_mutex_destroy(&sv->mu);
+    pthread_mutex_destroy(&sv->qmu);
+    pthread_cond_destroy(&sv->qcv);
+    free(sv);
+}

@@ -1,0 +1,83 @@
+/*
+ * serving.h - the models being served: for each loaded model, the graph of
+ * the version it serves (and of older versions asked for by number), their
+ * statistics, and the pool of inference workers that run them.
+ *
+ * A loaded version is a reference-counted fxd_served: a request acquires it,
+ * runs on a worker, and releases it, so loading a new version (new weights)
+ * or unloading swaps the pointer without failing any request in flight.
+ */
+#ifndef FXD_SERVING_H
+#define FXD_SERVING_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fluxion.h"
+#include "graph.h"
+#include "store.h"
+
+typedef struct fxd_serving fxd_serving;
+typedef struct fxd_served fxd_served;
+
+typedef struct {
+    int workers;              /* inference worker threads; 0: 2 */
+    uint64_t max_params;      /* per model (graph limit); 0: graph default */
+} fxd_serving_opts;
+
+fxd_serving *fxd_serving_create(fxs_store *st, const fxd_serving_opts *opts);
+/* Stops the workers after the queued tasks ran, unloads everything. */
+void fxd_serving_free(fxd_serving *sv);
+
+/* Serves the latest stored version of a model (replacing the one served:
+ * requests in flight finish on the old one). Status codes as store.h. */
+int fxd_serving_load(fxd_serving *sv, const char *name, char *err, size_t errlen);
+/* Stops serving it (requests in flight finish). NOT_FOUND when not loaded. */
+int fxd_serving_unload(fxd_serving *sv, const char *name, char *err, size_t errlen);
+bool fxd_serving_is_loaded(fxd_serving *sv, const char *name, int64_t *version);
+int fxd_serving_count_loaded(fxd_serving *sv);
+
+/* The served instance of name at version (0: the one served). NOT_FOUND when
+ * the model or version is not stored; UNAVAILABLE when the model is not
+ * loaded. An older stored version is loaded on demand and kept. */
+int fxd_serving_acquire(fxd_serving *sv, const char *name, int64_t version, fxd_served **out,
+                        char *err, size_t errlen);
+void fxd_served_release(fxd_served *m);
+
+const fxg_graph *fxd_served_graph(const fxd_served *m);
+const char *fxd_served_name(const fxd_served *m);
+int64_t fxd_served_version(const fxd_served *m);
+
+/* Statistics of one executed request (nanoseconds). */
+typedef struct {
+    bool ok;
+    uint64_t queue_ns, input_ns, infer_ns, output_ns;
+    uint64_t batch_size;     /* samples in the executed batch */
+} fxd_exec_record;
+void fxd_served_record(fxd_served *m, const fxd_exec_record *r);
+
+typedef struct {
+    uint64_t count, ns;
+} fxd_duration;
+typedef struct {
+    uint64_t batch_size;
+    fxd_duration input, infer, output;
+} fxd_batch_stats;
+typedef struct {
+    uint64_t last_inference_ms, inference_count, execution_count;
+    fxd_duration success, fail, queue, input, infer, output;
+    int n_batch;
+    fxd_batch_stats batch[64]; /* by batch size, ascending */
+} fxd_stats;
+void fxd_served_stats(fxd_served *m, fxd_stats *out);
+
+/* Every served instance (loaded versions), acquired: release each. */
+int fxd_serving_list(fxd_serving *sv, fxd_served ***out, int *n);
+
+/* Runs fn(arg, ctx) on an inference worker with the worker's context (no
+ * grad, inference mode, reset after fn returns). -1 when shutting down. */
+typedef void (*fxd_task_fn)(void *arg, fx_ctx *ctx);
+int fxd_serving_submit(fxd_serving *sv, fxd_task_fn fn, void *arg);
+
+#endif
