@@ -768,6 +768,7 @@ static int remove_orphans_in(fxs_store *st, const char *model, char *err, size_t
 typedef struct {
     int64_t model_id, version;
     uint64_t bytes;
+    char *name;
     char *path;
     char sha[65];
     char *unusable; /* the verdict */
@@ -776,6 +777,7 @@ typedef struct {
 static void check_rows_free(check_row *rows, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
+        free(rows[i].name);
         free(rows[i].path);
         free(rows[i].unusable);
     }
@@ -822,7 +824,8 @@ static int load_check_rows(fxs_store *st, check_row **out, size_t *n, char *err,
         c->version = sqlite3_column_int64(s, 1);
         c->bytes = (uint64_t)sqlite3_column_int64(s, 2);
         snprintf(c->sha, sizeof c->sha, "%s", (const char *)sqlite3_column_text(s, 3));
-        c->path = weights_path(st, (const char *)sqlite3_column_text(s, 4), c->version);
+        c->name = xstrdup((const char *)sqlite3_column_text(s, 4));
+        c->path = c->name ? weights_path(st, c->name, c->version) : NULL;
         cnt++;
         if (!c->path)
             rc = oom(err, errlen);
@@ -867,7 +870,8 @@ static int verify_versions(fxs_store *st, char *err, size_t errlen)
     for (size_t i = 0; i < n; i++) {
         rows[i].unusable = check_weights(rows[i].path, rows[i].bytes, rows[i].sha);
         if (rows[i].unusable)
-            logmsg("version %" PRId64 " is unusable: %s", rows[i].version, rows[i].unusable);
+            logmsg("version %" PRId64 " of model \"%s\" is unusable: %s", rows[i].version,
+                   rows[i].name, rows[i].unusable);
     }
     rc = exec(st, "BEGIN IMMEDIATE", err, errlen);
     for (size_t i = 0; !rc && i < n; i++)
@@ -1519,7 +1523,6 @@ static int find_version(fxs_store *st, const char *name, int64_t version, versio
         sqlite3_bind_int64(s, 2, version);
     int r = sqlite3_step(s);
     if (r == SQLITE_ROW) {
-        memset(out, 0, sizeof *out);
         out->model_id = id;
         out->version = sqlite3_column_int64(s, 0);
         out->bytes = (uint64_t)sqlite3_column_int64(s, 1);
@@ -1557,6 +1560,7 @@ static void mark_unusable(fxs_store *st, const char *name, const version_row *ro
 static int open_version(fxs_store *st, const char *name, int64_t version, version_row *row,
                         int *fd, char **path, char *err, size_t errlen)
 {
+    memset(row, 0, sizeof *row);
     pthread_mutex_lock(&st->mu);
     int rc = find_version(st, name, version, row, err, errlen);
     if (!rc && row->unusable) {
