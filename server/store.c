@@ -667,45 +667,61 @@ static int migrate(fxs_store *st, int *was, char *err, size_t errlen)
 
 /* ------------------------------------------------------------ recovery */
 
-static bool dir_has_entries(const char *path)
+/* Calls fn for each entry of dir but . and ..; stops at the first nonzero
+ * return and returns it. -1 if dir cannot be opened. */
+typedef int (*entry_fn)(const char *dir, const char *fname, void *ctx);
+
+static int each_entry(const char *dir, entry_fn fn, void *ctx)
 {
-    DIR *d = opendir(path);
+    DIR *d = opendir(dir);
     if (!d)
-        return false;
+        return -1;
+    int rc = 0;
     struct dirent *e;
-    bool any = false;
-    while (!any && (e = readdir(d)) != NULL)
-        any = strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    while (!rc && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+            rc = fn(dir, e->d_name, ctx);
+    }
     closedir(d);
-    return any;
+    return rc;
 }
 
+static int stop_at_first(const char *dir, const char *fname, void *ctx)
+{
+    return 1;
+}
+
+static bool dir_has_entries(const char *path)
+{
+    return each_entry(path, stop_at_first, NULL) == 1;
+}
+
+/* Unlinks dir/fname; logs why (NULL: only failures). */
 static void remove_file(const char *dir, const char *fname, const char *why)
 {
     char *p = strf("%s/%s", dir, fname);
     if (!p)
         return;
-    if (unlink(p) == 0)
+    if (unlink(p) != 0)
+        logmsg("cannot remove %s: %s (retried at the next start)", p, strerror(errno));
+    else if (why)
         logmsg("removed %s (%s)", p, why);
-    else
-        logmsg("cannot remove %s (%s): %s", p, why, strerror(errno));
     free(p);
 }
 
-/* Removes temp files in dir (every file when all is set). */
-static void remove_temp_files(const char *dir, bool all)
+#define CRASH_TEMP "temporary file left by a crash"
+
+static int remove_any(const char *dir, const char *fname, void *ctx)
 {
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        if (all || is_temp_name(e->d_name))
-            remove_file(dir, e->d_name, "temporary file left by a crash");
-    }
-    closedir(d);
+    remove_file(dir, fname, CRASH_TEMP);
+    return 0;
+}
+
+static int remove_if_temp(const char *dir, const char *fname, void *ctx)
+{
+    if (is_temp_name(fname))
+        remove_file(dir, fname, CRASH_TEMP);
+    return 0;
 }
 
 static int version_exists(fxs_store *st, const char *model, int64_t version, bool *exists,
@@ -727,39 +743,47 @@ static int version_exists(fxs_store *st, const char *model, int64_t version, boo
     return rc;
 }
 
-/* Removes weight files of models/<model>/ that no row refers to, and the
- * directory when that leaves it empty. */
-static int remove_orphans_in(fxs_store *st, const char *model, char *err, size_t errlen)
+typedef struct {
+    fxs_store *st;
+    const char *model;
+    char *err;
+    size_t errlen;
+} orphan_ctx;
+
+/* An entry of models/<model>/: temporaries and weights no row refers to go. */
+static int remove_if_orphan(const char *dir, const char *fname, void *ctx)
 {
-    char *dir = model_dir(st, model);
-    if (!dir)
-        return oom(err, errlen);
-    DIR *d = opendir(dir);
-    if (!d) {
-        free(dir);
-        return 0; /* not a directory: not ours, leave it */
-    }
+    orphan_ctx *c = ctx;
+    int64_t v;
+    bool canonical, exists = false;
     int rc = 0;
-    struct dirent *e;
-    while (!rc && (e = readdir(d)) != NULL) {
-        int64_t v;
-        bool canonical, exists = false;
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        if (is_temp_name(e->d_name)) {
-            remove_file(dir, e->d_name, "temporary file left by a crash");
-        } else if (parse_weights_name(e->d_name, &v, &canonical)) {
-            if (canonical)
-                rc = version_exists(st, model, v, &exists, err, errlen);
-            if (!rc && !exists)
-                remove_file(dir, e->d_name, "weights no version refers to");
-        } else {
-            logmsg("leaving unknown file %s/%s", dir, e->d_name);
-        }
+    if (is_temp_name(fname)) {
+        remove_file(dir, fname, CRASH_TEMP);
+    } else if (parse_weights_name(fname, &v, &canonical)) {
+        if (canonical)
+            rc = version_exists(c->st, c->model, v, &exists, c->err, c->errlen);
+        if (!rc && !exists)
+            remove_file(dir, fname, "weights no version refers to");
+    } else {
+        logmsg("leaving unknown file %s/%s", dir, fname);
     }
-    closedir(d);
+    return rc;
+}
+
+/* An entry of models/: its orphans go, and the directory if it is no
+ * model's and is left empty. */
+static int remove_orphans_in(const char *models_dir, const char *model, void *ctx)
+{
+    orphan_ctx c = *(orphan_ctx *)ctx;
+    c.model = model;
+    char *dir = model_dir(c.st, model);
+    if (!dir)
+        return oom(c.err, c.errlen);
+    int rc = each_entry(dir, remove_if_orphan, &c);
+    if (rc == -1) /* not a directory: not ours, leave it */
+        rc = 0;
     int64_t id;
-    if (!rc && model_id(st, model, &id, NULL, 0) == FXS_NOT_FOUND && rmdir(dir) == 0)
+    if (!rc && model_id(c.st, model, &id, NULL, 0) == FXS_NOT_FOUND && rmdir(dir) == 0)
         logmsg("removed %s (no such model)", dir);
     free(dir);
     return rc;
@@ -886,20 +910,14 @@ static int verify_versions(fxs_store *st, char *err, size_t errlen)
 
 static int recover(fxs_store *st, char *err, size_t errlen)
 {
-    remove_temp_files(st->tmp_dir, true);
-    remove_temp_files(st->dir, false);
-    DIR *d = opendir(st->models_dir);
-    if (!d) {
+    each_entry(st->tmp_dir, remove_any, NULL);
+    each_entry(st->dir, remove_if_temp, NULL);
+    orphan_ctx c = { st, NULL, err, errlen };
+    int rc = each_entry(st->models_dir, remove_orphans_in, &c);
+    if (rc == -1) {
         seterr(err, errlen, "cannot open %s: %s", st->models_dir, strerror(errno));
         return FXS_INTERNAL;
     }
-    int rc = 0;
-    struct dirent *e;
-    while (!rc && (e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-            rc = remove_orphans_in(st, e->d_name, err, errlen);
-    }
-    closedir(d);
     if (!rc && fsync_dir(st->models_dir, err, errlen) != 0)
         rc = FXS_INTERNAL;
     return rc ? rc : verify_versions(st, err, errlen);
@@ -1415,28 +1433,22 @@ int fxs_store_add_version(fxs_store *st, const char *name, const void *weights,
     return rc;
 }
 
+static int remove_ours(const char *dir, const char *fname, void *ctx)
+{
+    int64_t v;
+    bool canonical;
+    if (is_temp_name(fname) || parse_weights_name(fname, &v, &canonical))
+        remove_file(dir, fname, NULL);
+    return 0;
+}
+
 /* Removes models/<name>/ and what we put in it. */
 static void remove_model_files(fxs_store *st, const char *name)
 {
     char *dir = model_dir(st, name);
     if (!dir)
         return;
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            int64_t v;
-            bool canonical;
-            if (is_temp_name(e->d_name) || parse_weights_name(e->d_name, &v, &canonical)) {
-                char *p = strf("%s/%s", dir, e->d_name);
-                if (p && unlink(p) != 0)
-                    logmsg("cannot remove %s: %s (removed at the next start)", p,
-                           strerror(errno));
-                free(p);
-            }
-        }
-        closedir(d);
-    }
+    each_entry(dir, remove_ours, NULL);
     if (rmdir(dir) != 0 && errno != ENOENT)
         logmsg("cannot remove %s: %s", dir, strerror(errno));
     fsync_dir(st->models_dir, NULL, 0);

@@ -791,6 +791,55 @@ static void test_schema(void **state)
     assert_true(exists(pathf("%s/models/m/v1.safetensors", f->data)));
 }
 
+static void sql(sqlite3 *db, const char *q)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, q, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("%s: %s", q, msg);
+}
+
+/* An SQLite failure after the weights are in place: FXS_INTERNAL with
+ * SQLite's message, and the file is removed again. */
+static void test_sqlite_failure_removes_file(void **state)
+{
+    fixture *f = *state;
+    create(f, "a", "a1");
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(pathf("%s/fluxion.db", f->data), &db), SQLITE_OK);
+    sql(db, "CREATE TRIGGER boom BEFORE INSERT ON versions "
+            "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+    assert_int_equal(fxs_store_create_model(f->st, "b", "", NULL, 0, 0, true, "b1", 2, "",
+                                            f->err, sizeof f->err),
+                     FXS_INTERNAL);
+    assert_non_null(strstr(f->err, "injected failure"));
+    int64_t v = 0;
+    assert_int_equal(fxs_store_add_version(f->st, "a", "a2", 2, "", &v, f->err, sizeof f->err),
+                     FXS_INTERNAL);
+    assert_non_null(strstr(f->err, "injected failure"));
+    /* no trace: no model b (row or directory), no v2, no temporaries */
+    fxs_model_rec m;
+    assert_int_equal(fxs_store_get_model(f->st, "b", &m, f->err, sizeof f->err),
+                     FXS_NOT_FOUND);
+    assert_false(exists(pathf("%s/models/b", f->data)));
+    assert_false(exists(pathf("%s/models/a/v2.safetensors", f->data)));
+    assert_int_equal(count_entries(pathf("%s/tmp", f->data)), 0);
+    assert_string_equal(versions_of(f, "a"), "1");
+
+    sql(db, "DROP TRIGGER boom");
+    /* another writer holding the database: the store waits, then says so */
+    sql(db, "BEGIN IMMEDIATE");
+    time_t t0 = time(NULL);
+    assert_int_equal(fxs_store_add_version(f->st, "a", "a2", 2, "", &v, f->err, sizeof f->err),
+                     FXS_INTERNAL);
+    assert_true(time(NULL) - t0 >= 2); /* the busy timeout, not an instant failure */
+    assert_non_null(strstr(f->err, "locked"));
+    sql(db, "ROLLBACK");
+    sqlite3_close(db);
+    assert_int_equal(add(f, "a", "a2"), 2);
+    create(f, "b", "b1");
+    assert_weights(f, "b", 0, "b1");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -817,6 +866,7 @@ int main(void)
         T(test_open_errors),
         T(test_new_db_with_files_is_refused),
         T(test_schema),
+        T(test_sqlite_failure_removes_file),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
