@@ -84,6 +84,22 @@ static int count_entries(const char *path)
     return n;
 }
 
+/* One integer from the store's database, read through a connection of
+ * the test's own (WAL lets it read while the store is open). */
+static int64_t db_int(const fixture *f, const char *query)
+{
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    if (sqlite3_open_v2(pathf("%s/fluxion.db", f->data), &db, SQLITE_OPEN_READONLY, NULL) ||
+        sqlite3_prepare_v2(db, query, -1, &s, NULL) != SQLITE_OK)
+        fail_msg("%s: %s", query, sqlite3_errmsg(db));
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return v;
+}
+
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
@@ -487,8 +503,12 @@ static void test_delete_removes_files(void **state)
     create(f, "stays", "s");
     const char *mdir = pathf("%s/models/gone", f->data);
     assert_int_equal(count_entries(mdir), 2);
+    assert_int_equal(db_int(f, "SELECT COUNT(*) FROM versions"), 3);
     assert_int_equal(fxs_store_delete_model(f->st, "gone", f->err, sizeof f->err), 0);
     assert_false(exists(pathf("%s/models/gone", f->data)));
+    /* the version rows went with the model (foreign keys are on) */
+    assert_int_equal(db_int(f, "SELECT COUNT(*) FROM versions"), 1);
+    assert_int_equal(db_int(f, "SELECT COUNT(*) FROM models"), 1);
     fxs_model_rec m;
     assert_int_equal(fxs_store_get_model(f->st, "gone", &m, f->err, sizeof f->err),
                      FXS_NOT_FOUND);
