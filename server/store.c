@@ -206,10 +206,13 @@ static int write_temp(const char *dir, const char *base, const void *data, size_
     return 0;
 }
 
-/* Renames tmp to path and fsyncs path's directory. */
-static int commit_rename(const char *tmp, const char *path, char *err, size_t errlen)
+/* Renames tmp to path and fsyncs path's directory. *renamed tells whether
+ * the rename happened (then tmp's name is no longer ours, even on failure). */
+static int commit_rename(const char *tmp, const char *path, bool *renamed, char *err,
+                         size_t errlen)
 {
-    if (rename(tmp, path) != 0) {
+    *renamed = rename(tmp, path) == 0;
+    if (!*renamed) {
         seterr(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
         return -1;
     }
@@ -254,13 +257,14 @@ int fxs_write_file_atomic(const char *path, const void *data, size_t len, char *
         return -1;
     }
     char *tmp = NULL;
+    bool renamed;
     int rc = write_temp(d, base, data, len, &tmp, err, errlen);
     free(dir);
     if (rc != 0)
         return -1;
-    rc = commit_rename(tmp, path, err, errlen);
-    if (rc != 0)
-        unlink(tmp); /* no-op if the rename happened and only the dir fsync failed */
+    rc = commit_rename(tmp, path, &renamed, err, errlen);
+    if (!renamed)
+        unlink(tmp);
     free(tmp);
     return rc;
 }
@@ -1278,7 +1282,7 @@ static int stage_weights(fxs_store *st, new_weights *w, const char *name, const 
 static void unstage_weights(new_weights *w)
 {
     if (w->tmp)
-        unlink(w->tmp); /* ENOENT after a successful rename */
+        unlink(w->tmp);
     free(w->tmp);
     w->tmp = NULL;
 }
@@ -1314,10 +1318,15 @@ static int write_version(fxs_store *st, new_weights *w, version_prelude prelude,
     if (!rc && !(path = weights_path(st, w->name, *version)))
         rc = oom(err, errlen);
     if (!rc) {
-        placed = commit_rename(w->tmp, path, e, sizeof e) == 0;
-        if (!placed) {
+        if (commit_rename(w->tmp, path, &placed, e, sizeof e) != 0) {
             seterr(err, errlen, "store: %s", e);
             rc = FXS_INTERNAL;
+        }
+        if (placed) {
+            /* the temp name is free again: another thread's mkstemp may
+             * take it, so it must not be unlinked later */
+            free(w->tmp);
+            w->tmp = NULL;
         }
     }
     if (!rc)
