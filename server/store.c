@@ -950,7 +950,7 @@ static int take_lock(fxs_store *st, char *err, size_t errlen)
         pid[strcspn(pid, "\n")] = '\0';
         if (e == EWOULDBLOCK)
             seterr(err, errlen, "data directory %s is in use by another fluxiond%s%s (%s is "
-                   "locked); stop it or use another --data-dir", st->dir,
+                   "locked); stop it or use another data directory", st->dir,
                    pid[0] ? " with pid " : "", pid, path);
         else
             seterr(err, errlen, "cannot lock %s: %s", path, strerror(e));
