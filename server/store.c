@@ -87,9 +87,11 @@ static void logmsg(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
+    flockfile(stderr); /* one line, even with several threads logging */
     fputs("fluxiond: store: ", stderr);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
+    funlockfile(stderr);
     va_end(ap);
 }
 
@@ -204,10 +206,13 @@ static int write_temp(const char *dir, const char *base, const void *data, size_
     return 0;
 }
 
-/* Renames tmp to path and fsyncs path's directory. */
-static int commit_rename(const char *tmp, const char *path, char *err, size_t errlen)
+/* Renames tmp to path and fsyncs path's directory. *renamed tells whether
+ * the rename happened (then tmp's name is no longer ours, even on failure). */
+static int commit_rename(const char *tmp, const char *path, bool *renamed, char *err,
+                         size_t errlen)
 {
-    if (rename(tmp, path) != 0) {
+    *renamed = rename(tmp, path) == 0;
+    if (!*renamed) {
         seterr(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
         return -1;
     }
@@ -252,13 +257,14 @@ int fxs_write_file_atomic(const char *path, const void *data, size_t len, char *
         return -1;
     }
     char *tmp = NULL;
+    bool renamed;
     int rc = write_temp(d, base, data, len, &tmp, err, errlen);
     free(dir);
     if (rc != 0)
         return -1;
-    rc = commit_rename(tmp, path, err, errlen);
-    if (rc != 0)
-        unlink(tmp); /* no-op if the rename happened and only the dir fsync failed */
+    rc = commit_rename(tmp, path, &renamed, err, errlen);
+    if (!renamed)
+        unlink(tmp);
     free(tmp);
     return rc;
 }
@@ -667,45 +673,61 @@ static int migrate(fxs_store *st, int *was, char *err, size_t errlen)
 
 /* ------------------------------------------------------------ recovery */
 
-static bool dir_has_entries(const char *path)
+/* Calls fn for each entry of dir but . and ..; stops at the first nonzero
+ * return and returns it. -1 if dir cannot be opened. */
+typedef int (*entry_fn)(const char *dir, const char *fname, void *ctx);
+
+static int each_entry(const char *dir, entry_fn fn, void *ctx)
 {
-    DIR *d = opendir(path);
+    DIR *d = opendir(dir);
     if (!d)
-        return false;
+        return -1;
+    int rc = 0;
     struct dirent *e;
-    bool any = false;
-    while (!any && (e = readdir(d)) != NULL)
-        any = strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    while (!rc && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+            rc = fn(dir, e->d_name, ctx);
+    }
     closedir(d);
-    return any;
+    return rc;
 }
 
+static int stop_at_first(const char *dir, const char *fname, void *ctx)
+{
+    return 1;
+}
+
+static bool dir_has_entries(const char *path)
+{
+    return each_entry(path, stop_at_first, NULL) == 1;
+}
+
+/* Unlinks dir/fname; logs why (NULL: only failures). */
 static void remove_file(const char *dir, const char *fname, const char *why)
 {
     char *p = strf("%s/%s", dir, fname);
     if (!p)
         return;
-    if (unlink(p) == 0)
+    if (unlink(p) != 0)
+        logmsg("cannot remove %s: %s (retried at the next start)", p, strerror(errno));
+    else if (why)
         logmsg("removed %s (%s)", p, why);
-    else
-        logmsg("cannot remove %s (%s): %s", p, why, strerror(errno));
     free(p);
 }
 
-/* Removes temp files in dir (every file when all is set). */
-static void remove_temp_files(const char *dir, bool all)
+#define CRASH_TEMP "temporary file left by a crash"
+
+static int remove_any(const char *dir, const char *fname, void *ctx)
 {
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        if (all || is_temp_name(e->d_name))
-            remove_file(dir, e->d_name, "temporary file left by a crash");
-    }
-    closedir(d);
+    remove_file(dir, fname, CRASH_TEMP);
+    return 0;
+}
+
+static int remove_if_temp(const char *dir, const char *fname, void *ctx)
+{
+    if (is_temp_name(fname))
+        remove_file(dir, fname, CRASH_TEMP);
+    return 0;
 }
 
 static int version_exists(fxs_store *st, const char *model, int64_t version, bool *exists,
@@ -727,39 +749,47 @@ static int version_exists(fxs_store *st, const char *model, int64_t version, boo
     return rc;
 }
 
-/* Removes weight files of models/<model>/ that no row refers to, and the
- * directory when that leaves it empty. */
-static int remove_orphans_in(fxs_store *st, const char *model, char *err, size_t errlen)
+typedef struct {
+    fxs_store *st;
+    const char *model;
+    char *err;
+    size_t errlen;
+} orphan_ctx;
+
+/* An entry of models/<model>/: temporaries and weights no row refers to go. */
+static int remove_if_orphan(const char *dir, const char *fname, void *ctx)
 {
-    char *dir = model_dir(st, model);
-    if (!dir)
-        return oom(err, errlen);
-    DIR *d = opendir(dir);
-    if (!d) {
-        free(dir);
-        return 0; /* not a directory: not ours, leave it */
-    }
+    orphan_ctx *c = ctx;
+    int64_t v;
+    bool canonical, exists = false;
     int rc = 0;
-    struct dirent *e;
-    while (!rc && (e = readdir(d)) != NULL) {
-        int64_t v;
-        bool canonical, exists = false;
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        if (is_temp_name(e->d_name)) {
-            remove_file(dir, e->d_name, "temporary file left by a crash");
-        } else if (parse_weights_name(e->d_name, &v, &canonical)) {
-            if (canonical)
-                rc = version_exists(st, model, v, &exists, err, errlen);
-            if (!rc && !exists)
-                remove_file(dir, e->d_name, "weights no version refers to");
-        } else {
-            logmsg("leaving unknown file %s/%s", dir, e->d_name);
-        }
+    if (is_temp_name(fname)) {
+        remove_file(dir, fname, CRASH_TEMP);
+    } else if (parse_weights_name(fname, &v, &canonical)) {
+        if (canonical)
+            rc = version_exists(c->st, c->model, v, &exists, c->err, c->errlen);
+        if (!rc && !exists)
+            remove_file(dir, fname, "weights no version refers to");
+    } else {
+        logmsg("leaving unknown file %s/%s", dir, fname);
     }
-    closedir(d);
+    return rc;
+}
+
+/* An entry of models/: its orphans go, and the directory if it is no
+ * model's and is left empty. */
+static int remove_orphans_in(const char *models_dir, const char *model, void *ctx)
+{
+    orphan_ctx c = *(orphan_ctx *)ctx;
+    c.model = model;
+    char *dir = model_dir(c.st, model);
+    if (!dir)
+        return oom(c.err, c.errlen);
+    int rc = each_entry(dir, remove_if_orphan, &c);
+    if (rc == -1) /* not a directory: not ours, leave it */
+        rc = 0;
     int64_t id;
-    if (!rc && model_id(st, model, &id, NULL, 0) == FXS_NOT_FOUND && rmdir(dir) == 0)
+    if (!rc && model_id(c.st, model, &id, NULL, 0) == FXS_NOT_FOUND && rmdir(dir) == 0)
         logmsg("removed %s (no such model)", dir);
     free(dir);
     return rc;
@@ -768,6 +798,7 @@ static int remove_orphans_in(fxs_store *st, const char *model, char *err, size_t
 typedef struct {
     int64_t model_id, version;
     uint64_t bytes;
+    char *name;
     char *path;
     char sha[65];
     char *unusable; /* the verdict */
@@ -776,6 +807,7 @@ typedef struct {
 static void check_rows_free(check_row *rows, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
+        free(rows[i].name);
         free(rows[i].path);
         free(rows[i].unusable);
     }
@@ -822,7 +854,8 @@ static int load_check_rows(fxs_store *st, check_row **out, size_t *n, char *err,
         c->version = sqlite3_column_int64(s, 1);
         c->bytes = (uint64_t)sqlite3_column_int64(s, 2);
         snprintf(c->sha, sizeof c->sha, "%s", (const char *)sqlite3_column_text(s, 3));
-        c->path = weights_path(st, (const char *)sqlite3_column_text(s, 4), c->version);
+        c->name = xstrdup((const char *)sqlite3_column_text(s, 4));
+        c->path = c->name ? weights_path(st, c->name, c->version) : NULL;
         cnt++;
         if (!c->path)
             rc = oom(err, errlen);
@@ -867,7 +900,8 @@ static int verify_versions(fxs_store *st, char *err, size_t errlen)
     for (size_t i = 0; i < n; i++) {
         rows[i].unusable = check_weights(rows[i].path, rows[i].bytes, rows[i].sha);
         if (rows[i].unusable)
-            logmsg("version %" PRId64 " is unusable: %s", rows[i].version, rows[i].unusable);
+            logmsg("version %" PRId64 " of model \"%s\" is unusable: %s", rows[i].version,
+                   rows[i].name, rows[i].unusable);
     }
     rc = exec(st, "BEGIN IMMEDIATE", err, errlen);
     for (size_t i = 0; !rc && i < n; i++)
@@ -882,20 +916,14 @@ static int verify_versions(fxs_store *st, char *err, size_t errlen)
 
 static int recover(fxs_store *st, char *err, size_t errlen)
 {
-    remove_temp_files(st->tmp_dir, true);
-    remove_temp_files(st->dir, false);
-    DIR *d = opendir(st->models_dir);
-    if (!d) {
+    each_entry(st->tmp_dir, remove_any, NULL);
+    each_entry(st->dir, remove_if_temp, NULL);
+    orphan_ctx c = { st, NULL, err, errlen };
+    int rc = each_entry(st->models_dir, remove_orphans_in, &c);
+    if (rc == -1) {
         seterr(err, errlen, "cannot open %s: %s", st->models_dir, strerror(errno));
         return FXS_INTERNAL;
     }
-    int rc = 0;
-    struct dirent *e;
-    while (!rc && (e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-            rc = remove_orphans_in(st, e->d_name, err, errlen);
-    }
-    closedir(d);
     if (!rc && fsync_dir(st->models_dir, err, errlen) != 0)
         rc = FXS_INTERNAL;
     return rc ? rc : verify_versions(st, err, errlen);
@@ -922,7 +950,7 @@ static int take_lock(fxs_store *st, char *err, size_t errlen)
         pid[strcspn(pid, "\n")] = '\0';
         if (e == EWOULDBLOCK)
             seterr(err, errlen, "data directory %s is in use by another fluxiond%s%s (%s is "
-                   "locked); stop it or use another --data-dir", st->dir,
+                   "locked); stop it or use another data directory", st->dir,
                    pid[0] ? " with pid " : "", pid, path);
         else
             seterr(err, errlen, "cannot lock %s: %s", path, strerror(e));
@@ -1254,7 +1282,7 @@ static int stage_weights(fxs_store *st, new_weights *w, const char *name, const 
 static void unstage_weights(new_weights *w)
 {
     if (w->tmp)
-        unlink(w->tmp); /* ENOENT after a successful rename */
+        unlink(w->tmp);
     free(w->tmp);
     w->tmp = NULL;
 }
@@ -1290,10 +1318,15 @@ static int write_version(fxs_store *st, new_weights *w, version_prelude prelude,
     if (!rc && !(path = weights_path(st, w->name, *version)))
         rc = oom(err, errlen);
     if (!rc) {
-        placed = commit_rename(w->tmp, path, e, sizeof e) == 0;
-        if (!placed) {
+        if (commit_rename(w->tmp, path, &placed, e, sizeof e) != 0) {
             seterr(err, errlen, "store: %s", e);
             rc = FXS_INTERNAL;
+        }
+        if (placed) {
+            /* the temp name is free again: another thread's mkstemp may
+             * take it, so it must not be unlinked later */
+            free(w->tmp);
+            w->tmp = NULL;
         }
     }
     if (!rc)
@@ -1411,28 +1444,22 @@ int fxs_store_add_version(fxs_store *st, const char *name, const void *weights,
     return rc;
 }
 
+static int remove_ours(const char *dir, const char *fname, void *ctx)
+{
+    int64_t v;
+    bool canonical;
+    if (is_temp_name(fname) || parse_weights_name(fname, &v, &canonical))
+        remove_file(dir, fname, NULL);
+    return 0;
+}
+
 /* Removes models/<name>/ and what we put in it. */
 static void remove_model_files(fxs_store *st, const char *name)
 {
     char *dir = model_dir(st, name);
     if (!dir)
         return;
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-            int64_t v;
-            bool canonical;
-            if (is_temp_name(e->d_name) || parse_weights_name(e->d_name, &v, &canonical)) {
-                char *p = strf("%s/%s", dir, e->d_name);
-                if (p && unlink(p) != 0)
-                    logmsg("cannot remove %s: %s (removed at the next start)", p,
-                           strerror(errno));
-                free(p);
-            }
-        }
-        closedir(d);
-    }
+    each_entry(dir, remove_ours, NULL);
     if (rmdir(dir) != 0 && errno != ENOENT)
         logmsg("cannot remove %s: %s", dir, strerror(errno));
     fsync_dir(st->models_dir, NULL, 0);
@@ -1519,7 +1546,6 @@ static int find_version(fxs_store *st, const char *name, int64_t version, versio
         sqlite3_bind_int64(s, 2, version);
     int r = sqlite3_step(s);
     if (r == SQLITE_ROW) {
-        memset(out, 0, sizeof *out);
         out->model_id = id;
         out->version = sqlite3_column_int64(s, 0);
         out->bytes = (uint64_t)sqlite3_column_int64(s, 1);
@@ -1557,6 +1583,7 @@ static void mark_unusable(fxs_store *st, const char *name, const version_row *ro
 static int open_version(fxs_store *st, const char *name, int64_t version, version_row *row,
                         int *fd, char **path, char *err, size_t errlen)
 {
+    memset(row, 0, sizeof *row);
     pthread_mutex_lock(&st->mu);
     int rc = find_version(st, name, version, row, err, errlen);
     if (!rc && row->unusable) {
