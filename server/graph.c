@@ -219,8 +219,9 @@ static bool int_of(const Fluxion__V1__AttrValue *v, int64_t *out)
         *out = v->i;
         return true;
     }
-    if (v->value_case == FLUXION__V1__ATTR_VALUE__VALUE_F && v->f == (double)(int64_t)v->f &&
-        v->f >= -9.2e18 && v->f <= 9.2e18) {
+    /* the range first: converting a NaN or a huge double is undefined */
+    if (v->value_case == FLUXION__V1__ATTR_VALUE__VALUE_F && v->f >= -9.2e18 && v->f <= 9.2e18 &&
+        v->f == (double)(int64_t)v->f) {
         *out = (int64_t)v->f;
         return true;
     }
@@ -817,7 +818,7 @@ static void find_lengths_inputs(fxg_graph *g)
 {
     for (int i = 0; i < g->nnodes; i++) {
         const fxg_node *n = &g->nodes[i];
-        for (int k = 0; k < n->nin; k++)
+        for (int k = 0; k < n->nin && k < 32; k++)
             if ((n->op->lengths_inputs & FXG_ROLE_LENGTHS(k)) && n->in_slot[k] < g->nin)
                 g->in_is_lengths[n->in_slot[k]] = true;
     }
