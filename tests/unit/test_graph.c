@@ -993,6 +993,15 @@ static void test_weights_round_trip(void **state)
     save(a, &wa, &la);
     save(b, &wb0, &lb0);
     assert_true(la != lb0 || memcmp(wa, wb0, la) != 0);
+    /* the seed alone decides the initial weights */
+    fxg_graph *a2 = create(s, 2);
+    void *wa2;
+    size_t la2;
+    save(a2, &wa2, &la2);
+    assert_int_equal(la2, lb0);
+    assert_memory_equal(wa2, wb0, la2);
+    free(wa2);
+    fxg_free(a2);
     char err[256];
     assert_int_equal(fxg_load_weights(b, wa, la, err, sizeof err), 0);
     save(b, &wb1, &lb1);
@@ -1145,6 +1154,25 @@ static void test_op_names(void **state)
     }
     assert_true(dense && ctc);
     assert_true(n >= 60);
+    /* docs/model-spec.md has a section per op (found from this file's path) */
+    char path[1024];
+    snprintf(path, sizeof path, "%s", __FILE__);
+    char *cut = strstr(path, "tests/unit/test_graph.c");
+    if (!cut)
+        skip();
+    snprintf(cut, sizeof path - (size_t)(cut - path), "docs/model-spec.md");
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    static char doc[1 << 17];
+    size_t len = fread(doc, 1, sizeof doc - 1, f);
+    fclose(f);
+    doc[len] = '\0';
+    for (int i = 0; names[i]; i++) {
+        char head[96];
+        snprintf(head, sizeof head, "### %s\n", names[i]);
+        if (!strstr(doc, head))
+            fail_msg("docs/model-spec.md has no section for op '%s'", names[i]);
+    }
 }
 
 /* ---------------------------------------------------------- concurrency */
