@@ -19,6 +19,7 @@
 /* Elements of one input's fixed dims: beyond this a request could not be
  * served anyway, and products of sizes stay far from overflow. */
 #define INPUT_MAX_NUMEL (INT64_C(1) << 31)
+#define MAX_ATTRS 32 /* per op schema */
 
 struct fxg_graph {
     int nin;
@@ -321,8 +322,12 @@ static int parse_attrs(builder *b, fxg_node *n, const Fluxion__V1__Node *spec)
     int na = 0;
     while (schema[na].name)
         na++;
+    if (na > MAX_ATTRS)
+        return fail(b->err, b->errlen, "internal error: op '%s' has too many attributes",
+                    n->op->name);
     if (!(n->attrs = calloc(na ? (size_t)na : 1, sizeof *n->attrs)))
         return nomem(b, "attributes");
+    bool given[MAX_ATTRS] = { false };
     for (int k = 0; k < na; k++)
         set_default(&schema[k], &n->attrs[k]);
     for (size_t e = 0; e < spec->n_attrs; e++) {
@@ -339,10 +344,10 @@ static int parse_attrs(builder *b, fxg_node *n, const Fluxion__V1__Node *spec)
             return fail(b->err, b->errlen, "node '%s' (%s): unknown attribute '%.64s' (%s%s)",
                         n->name, n->op->name, key, na ? "known: " : "it takes none", list);
         }
-        for (size_t e2 = 0; e2 < e; e2++)
-            if (spec->attrs[e2] && spec->attrs[e2]->key && strcmp(spec->attrs[e2]->key, key) == 0)
-                return fail(b->err, b->errlen, "node '%s' (%s): attribute '%s' is given twice",
-                            n->name, n->op->name, key);
+        if (given[k])
+            return fail(b->err, b->errlen, "node '%s' (%s): attribute '%s' is given twice",
+                        n->name, n->op->name, key);
+        given[k] = true;
         if (!entry->value || entry->value->value_case == FLUXION__V1__ATTR_VALUE__VALUE__NOT_SET)
             return fail(b->err, b->errlen, "node '%s' (%s): attribute '%s' has no value",
                         n->name, n->op->name, key);
@@ -525,6 +530,29 @@ static int resolve(builder *b, const name_entry *t, int nt, const char *ref, con
                 NAME_MAX_LEN, ref);
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Sorting finds duplicates in n log n (specs may have many outputs). */
+static int check_output_names(builder *b)
+{
+    fxg_graph *g = b->g;
+    const char **names = malloc((size_t)g->nout * sizeof *names);
+    if (!names)
+        return nomem(b, "outputs");
+    for (int j = 0; j < g->nout; j++)
+        names[j] = g->outputs[j].name;
+    qsort(names, (size_t)g->nout, sizeof *names, cmp_str);
+    int rc = 0;
+    for (int j = 1; j < g->nout && !rc; j++)
+        if (strcmp(names[j - 1], names[j]) == 0)
+            rc = fail(b->err, b->errlen, "duplicate output name '%s'", names[j]);
+    free(names);
+    return rc;
+}
+
 static int resolve_all(builder *b)
 {
     fxg_graph *g = b->g;
@@ -562,9 +590,6 @@ static int resolve_all(builder *b)
         if (!o)
             rc = fail(b->err, b->errlen, "output %zu is missing", j);
         else if (!check_name(b, "output", o->name, false)) {
-            for (size_t j2 = 0; j2 < j && !rc; j2++)
-                if (strcmp(spec->outputs[j2]->name, o->name) == 0)
-                    rc = fail(b->err, b->errlen, "duplicate output name '%s'", o->name);
             char what[NAME_MAX_LEN + 16];
             snprintf(what, sizeof what, "output '%s'", o->name);
             if (!rc && (g->out_slot[j] = resolve(b, t, nt, o->source, what)) < 0)
@@ -578,7 +603,7 @@ static int resolve_all(builder *b)
         }
     }
     free(t);
-    return rc;
+    return rc ? rc : check_output_names(b);
 }
 
 /* --------------------------------------------------------- topology */
@@ -594,7 +619,8 @@ static int owner_of(const fxg_graph *g, const int *slot_owner, int slot)
 static int report_cycle(builder *b, const int *slot_owner, const int *indeg)
 {
     fxg_graph *g = b->g;
-    int *pos = malloc((size_t)g->nnodes * sizeof *pos), *path = malloc((size_t)g->nnodes * sizeof *path);
+    int *pos = malloc((size_t)g->nnodes * sizeof *pos);
+    int *path = malloc((size_t)g->nnodes * sizeof *path);
     if (!pos || !path) {
         free(pos);
         free(path);
@@ -754,7 +780,8 @@ static int run(const fxg_graph *g, fx_ctx *ctx, fx_tensor *const *inputs, fx_ten
     if (!vals)
         return fail(err, errlen, "out of memory");
     fx_tensor **in = vals + g->nslots;
-    memcpy(vals, inputs, (size_t)g->nin * sizeof *vals);
+    if (g->nin)
+        memcpy(vals, inputs, (size_t)g->nin * sizeof *vals);
     int rc = 0;
     for (int i = 0; i < g->nnodes && !rc; i++) {
         const fxg_node *n = &g->nodes[g->order[i]];
@@ -788,11 +815,12 @@ int fxg_check_input(const fxg_graph *g, int i, fx_dtype dtype, int ndim, const i
     bool ok = ndim == t->ndim && (ndim == 0 || shape);
     for (int d = 0; ok && d < ndim; d++)
         ok = t->shape[d] == -1 ? shape[d] >= 1 : shape[d] == t->shape[d];
-    if (!ok)
+    if (!ok) {
+        bool shown = shape && ndim >= 0 && ndim <= FX_MAX_DIMS;
         return fail(err, errlen, "input '%s': shape %s, expected %s (-1: any size)", t->name,
-                    shape && ndim >= 0 && ndim <= FX_MAX_DIMS ? dims_str(ndim, shape, got, sizeof got)
-                                                              : "(bad)",
+                    shown ? dims_str(ndim, shape, got, sizeof got) : "(bad)",
                     dims_str(t->ndim, t->shape, want, sizeof want));
+    }
     return 0;
 }
 

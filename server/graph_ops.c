@@ -441,7 +441,8 @@ static int64_t rnn_params(const fxg_node *n)
     int64_t GH = fxg_mul(rnn_gates(n), H), total = 0;
     for (int64_t l = 0; l < L && total >= 0; l++) {
         int64_t width = l ? fxg_mul(D, H) : in;
-        int64_t one = fxg_add(fxg_mul(GH, fxg_add(width, H)), fxg_attr_b(n, "bias") ? fxg_mul(2, GH) : 0);
+        int64_t biases = fxg_attr_b(n, "bias") ? fxg_mul(2, GH) : 0;
+        int64_t one = fxg_add(fxg_mul(GH, fxg_add(width, H)), biases);
         total = fxg_add(total, fxg_mul(D, one));
     }
     return total;
