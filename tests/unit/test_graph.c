@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "graph.h"
+#include "graph_internal.h" /* the op table, for random specs */
 
 /* ------------------------------------------------------------ spec builder */
 
@@ -974,6 +975,95 @@ static void test_errors_limits(void **state)
     EXPECT(s, "node 'ce' (cross_entropy)");
 }
 
+/* Random specs (ops, references, attribute types and values, shapes) must
+ * never crash or leak: each is refused with a message or builds, and a built
+ * one runs (or fails with a message) on inputs of its spec. */
+static attr_t *random_attr(fx_rng *rng, const fxg_attr_schema *a)
+{
+    int kind = (int)(fx_rng_u64(rng) % 40); /* 0-2: a type that may be wrong */
+    int64_t v = (int64_t)(fx_rng_u64(rng) % 10) - 2;
+    if (kind == 0)
+        return S(a->name, "relu");
+    if (kind == 1)
+        return F(a->name, (double)v / 4);
+    if (kind == 2)
+        return L(a->name, 2, v, N64(fx_rng_u64(rng) % 4));
+    switch (a->type) {
+    case AT_BOOL: return B(a->name, v & 1);
+    case AT_FLOAT: return F(a->name, fx_rng_uniform(rng));
+    case AT_STRING: return S(a->name, a->choices[fx_rng_u64(rng) % 2]);
+    case AT_INTS: return L(a->name, 1 + (int)(fx_rng_u64(rng) % 2), v, N64(1 + v % 3));
+    default: return I(a->name, v < 1 ? 1 + (v & 1) : v);
+    }
+}
+
+static spec_t *random_spec(fx_rng *rng, int nops)
+{
+    spec_t *s = spec_new();
+    input(s, "x", FP32, 3, N64(-1), N64(2 + fx_rng_u64(rng) % 3), N64(4));
+    input(s, "i", INT32, 1, N64(-1));
+    char names[8][16] = { "x", "i" };
+    int nnames = 2, nn = 1 + (int)(fx_rng_u64(rng) % 6);
+    for (int k = 0; k < nn; k++) {
+        const fxg_op *op = &fxg_ops[fx_rng_u64(rng) % (uint64_t)nops];
+        int nin = op->min_in + (fx_rng_u64(rng) % 8 == 0);
+        char in[64] = "";
+        for (int j = 0; j < nin; j++) {
+            const char *ref = names[fx_rng_u64(rng) % (uint64_t)nnames];
+            snprintf(in + strlen(in), sizeof in - strlen(in), "%s%s%s", j ? "," : "", ref,
+                     fx_rng_u64(rng) % 16 == 0 ? ":1" : "");
+        }
+        snprintf(names[nnames], sizeof names[0], "n%d", k);
+        Fluxion__V1__Node *n = node(s, names[nnames++], op->name, in, NULL);
+        for (const fxg_attr_schema *a = op->attrs; a->name; a++)
+            if (fx_rng_u64(rng) % (a->required ? 30 : 3) != 0)
+                *GROW(n->attrs, n->n_attrs) = random_attr(rng, a);
+    }
+    output(s, "y", names[nnames - 1]);
+    return s;
+}
+
+static void test_random_specs(void **state)
+{
+    fx_rng *rng = fx_rng_create(21);
+    int nops = 0, built = 0, ran = 0;
+    while (fxg_ops[nops].name)
+        nops++;
+    fx_ctx *ctx = fx_ctx_create(fx_cpu());
+    for (int it = 0; it < 3000; it++) {
+        spec_t *s = random_spec(rng, nops);
+        char err[512] = "";
+        bool nomem;
+        fxg_graph *g = fxg_create(s, NULL, err, sizeof err, &nomem);
+        assert_false(nomem);
+        if (!g) {
+            assert_true(err[0] != 0);
+        } else {
+            built++;
+            fx_ctx_set_training(ctx, it & 1);
+            fx_tensor *in[2] = {
+                fx_full(ctx, FX_F32, 3, TU_SHAPE(3, fxg_input(g, 0)->shape[1], 4), 0.25),
+                fx_full(ctx, FX_I32, 1, TU_SHAPE(3), 1) };
+            fx_tensor *out;
+            if (fxg_forward(g, ctx, in, &out, err, sizeof err) == 0) {
+                assert_non_null(out);
+                ran++;
+            } else {
+                assert_non_null(strstr(err, "node '"));
+            }
+            fx_ctx_reset(ctx);
+            fxg_free(g);
+        }
+        spec_free(s);
+    }
+    print_message("random specs: %d of 3000 built, %d ran\n", built, ran);
+    /* the generator must reach both sides, or it tests nothing */
+    assert_true(built > 60);
+    assert_true(ran > 60);
+    fx_ctx_free(ctx);
+    fx_rng_free(rng);
+}
+
 /* ------------------------------------------------------------- weights */
 
 static void save(fxg_graph *g, void **buf, size_t *len)
@@ -1341,6 +1431,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_errors_attrs),
         cmocka_unit_test(test_errors_io),
         cmocka_unit_test(test_errors_limits),
+        cmocka_unit_test(test_random_specs),
         cmocka_unit_test(test_weights_round_trip),
         cmocka_unit_test(test_weights_strict),
         cmocka_unit_test(test_check_input),
