@@ -708,6 +708,50 @@ static void test_more_ops(void **state)
     spec_free(s);
 }
 
+/* Training through a graph: the gradient of a loss output w.r.t. every
+ * parameter matches finite differences. */
+typedef struct {
+    fxg_graph *g;
+    fx_tensor *x, *t; /* persistent input and target */
+} loss_arg;
+
+static fx_tensor *graph_loss(fx_ctx *ctx, void *user)
+{
+    loss_arg *a = user;
+    fx_tensor *in[2] = { a->x, a->t }, *out[2];
+    char err[256];
+    return fxg_forward(a->g, ctx, in, out, err, sizeof err) ? NULL : out[1];
+}
+
+static void test_gradients(void **state)
+{
+    spec_t *s = mlp_spec();
+    input(s, "target", FP32, 2, N64(-1), N64(3));
+    node(s, "loss", "mse_loss", "fc2,target", NULL);
+    output(s, "loss", "loss");
+    fxg_graph *g = create(s, 1);
+    randomize(g, 2);
+    fx_rng *rng = fx_rng_create(3);
+    loss_arg a = { g, tu_uniform(rng, 2, TU_SHAPE(4, 4), -1, 1),
+                   tu_uniform(rng, 2, TU_SHAPE(4, 3), -1, 1) };
+    const fx_params *p = fxg_trainable_params(g);
+    fx_tensor *wrt[4];
+    for (int i = 0; i < p->count; i++)
+        wrt[i] = p->items[i].tensor;
+    fx_ctx *ctx = fx_ctx_create(fx_cpu());
+    fx_gradcheck_report r;
+    fx_status st = fx_gradcheck(ctx, graph_loss, &a, p->count, wrt, NULL, &r);
+    if (st != FX_OK)
+        fail_msg("gradcheck: %s", r.message);
+    assert_true(r.checked > 50);
+    fx_ctx_free(ctx);
+    fx_tensor_free(a.x);
+    fx_tensor_free(a.t);
+    fx_rng_free(rng);
+    fxg_free(g);
+    spec_free(s);
+}
+
 /* ---------------------------------------------------------- validation */
 
 typedef void (*spec_fn)(spec_t *s);
@@ -1427,6 +1471,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_misc_model),
         cmocka_unit_test(test_more_ops),
+        cmocka_unit_test(test_gradients),
         cmocka_unit_test(test_errors_names),
         cmocka_unit_test(test_errors_attrs),
         cmocka_unit_test(test_errors_io),
