@@ -790,9 +790,9 @@ static bool is_default(const ProtobufCFieldDescriptor *f, const void *slot)
     }
 }
 
-/* Whether a singular field is written: set oneof members and present
- * optionals always; implicit-presence fields when not default (or when
- * defaults are asked for); unset messages never. */
+/* Whether a singular field is written: set oneof members, present
+ * optionals and required fields always; implicit-presence fields when not
+ * default (or when defaults are asked for); unset messages never. */
 static bool field_present(walk *w, const ProtobufCFieldDescriptor *f, const ProtobufCMessage *m)
 {
     const void *slot = MEMBER(m, f->offset);
@@ -800,10 +800,14 @@ static bool field_present(walk *w, const ProtobufCFieldDescriptor *f, const Prot
         return *(const uint32_t *)MEMBER(m, f->quantifier_offset) == f->id;
     if (f->type == PROTOBUF_C_TYPE_MESSAGE)
         return *(void *const *)slot != NULL;
+    if (f->label == PROTOBUF_C_LABEL_REQUIRED)
+        return true;
+    /* proto2 optional: a has_ flag, or for strings a pointer other than
+     * the default's. */
     if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->type != PROTOBUF_C_TYPE_STRING)
         return *(const protobuf_c_boolean *)MEMBER(m, f->quantifier_offset);
     if (f->label == PROTOBUF_C_LABEL_OPTIONAL)
-        return *(char *const *)slot != NULL;
+        return *(char *const *)slot && *(char *const *)slot != f->default_value;
     return (w->flags & PBJSON_EMIT_DEFAULTS) || !is_default(f, slot);
 }
 
