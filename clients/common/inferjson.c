@@ -9,6 +9,7 @@
  * descriptor, so one code path serves all of them.
  */
 #include "inferjson.h"
+#include "pbjson.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -717,7 +718,7 @@ static json_t *typed_elem(const dtype *dt, const void *array, size_t k)
         uint64_t u = ((const uint64_t *)array)[k];
         return u <= INT64_MAX ? json_integer((json_int_t)u) : json_real((double)u);
     }
-    case L_FP32: return float_json(((const float *)array)[k]);
+    case L_FP32: return float_json(pbjson_float_to_double(((const float *)array)[k]));
     case L_FP64: return float_json(((const double *)array)[k]);
     default: {
         const ProtobufCBinaryData *bd = &((const ProtobufCBinaryData *)array)[k];
@@ -732,7 +733,7 @@ static json_t *raw_elem(const dtype *dt, const unsigned char *p)
         if (dt->raw_size == 4) {
             float f;
             memcpy(&f, p, 4);
-            return float_json(f);
+            return float_json(pbjson_float_to_double(f));
         }
         double d;
         memcpy(&d, p, 8);

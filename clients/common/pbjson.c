@@ -627,6 +627,21 @@ ProtobufCMessage *pbjson_decode(const ProtobufCMessageDescriptor *desc, const js
 
 static json_t *encode_message(walk *w, const ProtobufCMessage *m);
 
+double pbjson_float_to_double(float f)
+{
+    if (!isfinite(f))
+        return f;
+    /* Shorter decimals than 6 digits show up as %.6g with zeros stripped;
+     * 9 digits always read back. */
+    char buf[32];
+    for (int prec = 6; prec <= 9; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, (double)f);
+        if (prec == 9 || strtof(buf, NULL) == f)
+            break;
+    }
+    return strtod(buf, NULL);
+}
+
 static json_t *encode_double(double v)
 {
     if (isnan(v))
@@ -670,7 +685,7 @@ static json_t *encode_value(walk *w, const ProtobufCFieldDescriptor *f, const vo
         j = encode_u64(w, *(const uint64_t *)slot);
         break;
     case PROTOBUF_C_TYPE_FLOAT:
-        j = encode_double(*(const float *)slot);
+        j = encode_double(pbjson_float_to_double(*(const float *)slot));
         break;
     case PROTOBUF_C_TYPE_DOUBLE:
         j = encode_double(*(const double *)slot);

@@ -67,6 +67,12 @@ json_t *pbjson_encode(const ProtobufCMessage *msg, unsigned flags, char *err, si
  * as protoc computes it. Truncated to fit; returns buf. */
 char *pbjson_json_name(const char *field_name, char *buf, size_t buflen);
 
+/* The double nearest the shortest decimal that reads back as f (0.1f ->
+ * 0.1, not 0.10000000149011612): float fields and FP32 tensors go into
+ * JSON this way, so that a writer printing shortest doubles (jsonout.h)
+ * shows what a person would write. NaN and infinities pass through. */
+double pbjson_float_to_double(float f);
+
 /* Base64 (standard alphabet, padded). Returns a malloc'd NUL-terminated
  * string, NULL on out of memory. */
 char *pbjson_base64_encode(const void *data, size_t len);
