@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fluxion/v1/cluster.pb-c.h"
 #include "inference/grpc_service.pb-c.h"
@@ -59,6 +60,9 @@ static int cmd_predict(cli_ctx *c, const cli_args *a)
         snprintf(version, sizeof version, "%" PRId64, v);
     }
     const char *input = a->opt[1] ? a->opt[1] : "-";
+    /* Waiting on a terminal would look like a hang: no prompts. */
+    if (!a->opt[1] && isatty(STDIN_FILENO))
+        return cli_usage_error("predict: give the inputs with --input FILE or on stdin");
     json_t *in, *out;
     int rc = cli_load_json(input, &in);
     if (rc)

@@ -141,7 +141,7 @@ static int create_request(const cli_args *a, Fluxion__V1__CreateModelRequest **o
         }
     }
     if (!rc && !*req->name)
-        rc = cli_usage_error("model create: the model has no name (give \"name\" in %s or "
+        rc = cli_usage_error("model create: %s gives the model no name (add \"name\" or use "
                              "--name NAME)", cli_path_name(a->pos[0]));
     if (rc) {
         protobuf_c_message_free_unpacked(&req->base, NULL);
@@ -201,14 +201,14 @@ static int cmd_list(cli_ctx *c, const cli_args *a)
         for (size_t i = 0; i < l->n_models; i++)
             if ((int)strlen(l->models[i]->name) > w)
                 w = (int)strlen(l->models[i]->name);
-        printf("%-*s  %6s  %-6s  %12s  %-20s  %s\n", w, "NAME", "LATEST", "LOADED",
-               "PARAMETERS", "CREATED", "DESCRIPTION");
+        printf("%-*s  %6s  %-6s  %-20s  %s\n", w, "NAME", "LATEST", "LOADED", "CREATED",
+               "DESCRIPTION");
         for (size_t i = 0; i < l->n_models; i++) {
             const Fluxion__V1__Model *m = l->models[i];
             char t[32];
-            printf("%-*s  %6" PRId64 "  %-6s  %12" PRIu64 "  %-20s  %s\n", w, m->name,
-                   m->latest_version, m->loaded ? "yes" : "no", m->num_parameters,
-                   cli_time(m->created_unix_ms, t, sizeof t), m->description);
+            printf("%-*s  %6" PRId64 "  %-6s  %-20s  %s\n", w, m->name, m->latest_version,
+                   m->loaded ? "yes" : "no", cli_time(m->created_unix_ms, t, sizeof t),
+                   m->description);
         }
     }
     protobuf_c_message_free_unpacked(resp, NULL);
