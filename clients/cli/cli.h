@@ -23,7 +23,7 @@
 #define FLUXION_VERSION "0.1.0"
 #endif
 /* fluxiond's default listening address. */
-#define FLUXION_DEFAULT_SERVER "127.0.0.1:7070"
+#define FLUXION_DEFAULT_SERVER    "127.0.0.1:7070"
 #define FLUXION_DEFAULT_TIMEOUT_S 30.0
 
 enum {
@@ -36,8 +36,8 @@ enum {
 
 /* gRPC status codes the CLI acts on (rpcc.h returns gRPC's values). */
 #define CLI_GRPC_DEADLINE_EXCEEDED 4
-#define CLI_GRPC_UNAVAILABLE 14
-#define CLI_GRPC_DATA_LOSS 15
+#define CLI_GRPC_UNAVAILABLE       14
+#define CLI_GRPC_DATA_LOSS         15
 
 typedef struct {
     const char *server;
@@ -46,14 +46,14 @@ typedef struct {
     fxc_channel *ch; /* opened on the first call */
 } cli_ctx;
 
-#define CLI_MAX_POS 4
+#define CLI_MAX_POS  4
 #define CLI_MAX_OPTS 4
 
 /* A command's own option: --name VALUE (or -c VALUE), or a flag. */
 typedef struct {
-    const char *name;   /* without "--" */
-    char short_name;    /* 0: none */
-    const char *arg;    /* value placeholder for help; NULL: a flag */
+    const char *name; /* without "--" */
+    char short_name;  /* 0: none */
+    const char *arg;  /* value placeholder for help; NULL: a flag */
     const char *help;
 } cli_opt;
 
@@ -66,10 +66,10 @@ typedef struct {
 } cli_args;
 
 typedef struct {
-    const char *name;     /* "model create" */
-    const char *usage;    /* after the name: "FILE [--name NAME]" */
-    const char *summary;  /* one line */
-    const char *details;  /* more lines, or NULL */
+    const char *name;    /* "model create" */
+    const char *usage;   /* after the name: "FILE [--name NAME]" */
+    const char *summary; /* one line */
+    const char *details; /* more lines, or NULL */
     int min_pos, max_pos;
     cli_opt opts[CLI_MAX_OPTS]; /* ended by a NULL name */
     int (*run)(cli_ctx *c, const cli_args *a);

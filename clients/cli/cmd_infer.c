@@ -123,8 +123,8 @@ static int cmd_status(cli_ctx *c, const cli_args *a)
     bool live, ready;
     Inference__ServerLiveRequest lreq = INFERENCE__SERVER_LIVE_REQUEST__INIT;
     Inference__ServerReadyRequest rreq = INFERENCE__SERVER_READY_REQUEST__INIT;
-    int rc = probe(c, "ServerLive", &lreq.base, &inference__server_live_response__descriptor,
-                   &live);
+    int rc =
+        probe(c, "ServerLive", &lreq.base, &inference__server_live_response__descriptor, &live);
     if (!rc)
         rc = probe(c, "ServerReady", &rreq.base, &inference__server_ready_response__descriptor,
                    &ready);
@@ -138,8 +138,9 @@ static int cmd_status(cli_ctx *c, const cli_args *a)
         return rc;
     if (c->json) {
         json_t *status = cli_message_json(resp);
-        json_t *j = status ? json_pack("{s:s, s:b, s:b}", "server", c->server, "live", live,
-                                       "ready", ready) : NULL;
+        json_t *j =
+            status ? json_pack("{s:s, s:b, s:b}", "server", c->server, "live", live, "ready", ready)
+                   : NULL;
         if (j && !json_object_update(j, status))
             rc = cli_print_json(c, j);
         else
@@ -156,7 +157,8 @@ static int cmd_status(cli_ctx *c, const cli_args *a)
 /* ------------------------------------------------------------------ table */
 
 const cli_command cli_other_commands[] = {
-    {"predict", "MODEL [--version N] [--input FILE|-] [--raw]",
+    {"predict",
+     "MODEL [--version N] [--input FILE|-] [--raw]",
      "run a model on inputs given as JSON; prints its outputs as JSON",
      "Inputs (from FILE, or stdin by default), one of:\n"
      "  {\"x\": [[1, 2, 3, 4], [5, 6, 7, 8]]}\n"
@@ -168,12 +170,19 @@ const cli_command cli_other_commands[] = {
      "Outputs, in the model's order:\n"
      "  {\"y\": {\"shape\": [2, 2], \"datatype\": \"FP32\", \"data\": [...]}}\n"
      "Floats may also be written \"NaN\", \"Infinity\", \"-Infinity\".\n",
-     1, 1,
+     1,
+     1,
      {{"version", 0, "N", "the model version (default: the latest)"},
       {"input", 'i', "FILE", "the inputs' JSON (default: - for stdin)"},
       {"raw", 0, NULL, "send tensors as raw_input_contents (little-endian bytes)"}},
      cmd_predict},
-    {"status", "", "show the server: live, ready, version, devices, models, requests", NULL, 0,
-     0, {{0}}, cmd_status},
+    {"status",
+     "",
+     "show the server: live, ready, version, devices, models, requests",
+     NULL,
+     0,
+     0,
+     {{0}},
+     cmd_status},
 };
 const size_t cli_n_other_commands = sizeof cli_other_commands / sizeof cli_other_commands[0];

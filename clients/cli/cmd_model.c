@@ -17,8 +17,8 @@
 #include "jsonout.h"
 #include "pbjson.h"
 
-#define MODEL_SERVICE "/fluxion.v1.ModelService/"
-#define INFERENCE_SERVICE "/inference.GRPCInferenceService/"
+#define MODEL_SERVICE      "/fluxion.v1.ModelService/"
+#define INFERENCE_SERVICE  "/inference.GRPCInferenceService/"
 #define IMPORT_CHUNK_BYTES (1u << 20)
 
 /* --------------------------------------------------------------- printing */
@@ -77,8 +77,7 @@ static void print_model(const Fluxion__V1__Model *m)
         print_tensor_specs("inputs", s->n_inputs, s->inputs);
         printf("outputs:\n");
         for (size_t i = 0; i < s->n_outputs; i++) {
-            const Fluxion__V1__TensorSpec *spec =
-                i < m->n_output_specs ? m->output_specs[i] : NULL;
+            const Fluxion__V1__TensorSpec *spec = i < m->n_output_specs ? m->output_specs[i] : NULL;
             printf("  %-16s ", s->outputs[i]->name);
             if (spec) {
                 printf("%-6s ", dtype_name(spec->dtype));
@@ -142,7 +141,8 @@ static int create_request(const cli_args *a, Fluxion__V1__CreateModelRequest **o
     }
     if (!rc && !*req->name)
         rc = cli_usage_error("model create: %s gives the model no name (add \"name\" or use "
-                             "--name NAME)", cli_path_name(a->pos[0]));
+                             "--name NAME)",
+                             cli_path_name(a->pos[0]));
     if (rc) {
         protobuf_c_message_free_unpacked(&req->base, NULL);
         return rc;
@@ -222,8 +222,8 @@ static int cmd_get(cli_ctx *c, const cli_args *a)
     Fluxion__V1__GetModelRequest req = FLUXION__V1__GET_MODEL_REQUEST__INIT;
     req.name = (char *)a->pos[0];
     ProtobufCMessage *resp;
-    int rc = cli_unary(c, MODEL_SERVICE "GetModel", &req.base, &fluxion__v1__model__descriptor,
-                       &resp);
+    int rc =
+        cli_unary(c, MODEL_SERVICE "GetModel", &req.base, &fluxion__v1__model__descriptor, &resp);
     if (rc)
         return rc;
     if (c->json)
@@ -264,14 +264,12 @@ static int cmd_load(cli_ctx *c, const cli_args *a)
     Inference__RepositoryModelLoadRequest req = INFERENCE__REPOSITORY_MODEL_LOAD_REQUEST__INIT;
     req.model_name = (char *)a->pos[0];
     return simple_call(c, INFERENCE_SERVICE "RepositoryModelLoad", &req.base,
-                       &inference__repository_model_load_response__descriptor, "loaded",
-                       a->pos[0]);
+                       &inference__repository_model_load_response__descriptor, "loaded", a->pos[0]);
 }
 
 static int cmd_unload(cli_ctx *c, const cli_args *a)
 {
-    Inference__RepositoryModelUnloadRequest req =
-        INFERENCE__REPOSITORY_MODEL_UNLOAD_REQUEST__INIT;
+    Inference__RepositoryModelUnloadRequest req = INFERENCE__REPOSITORY_MODEL_UNLOAD_REQUEST__INIT;
     req.model_name = (char *)a->pos[0];
     return simple_call(c, INFERENCE_SERVICE "RepositoryModelUnload", &req.base,
                        &inference__repository_model_unload_response__descriptor, "unloaded",
@@ -318,15 +316,15 @@ static int export_stream(cli_ctx *c, const cli_args *a, export_state *s)
     char err[1024] = "";
     fxc_call_opts o = cli_call_opts(c);
     int code = fxc_server_stream(ch, MODEL_SERVICE "ExportWeights", &req.base,
-                                 &fluxion__v1__weights_chunk__descriptor, export_chunk, s, &o,
-                                 err, sizeof err);
+                                 &fluxion__v1__weights_chunk__descriptor, export_chunk, s, &o, err,
+                                 sizeof err);
     if (s->write_errno)
         return cli_local_error("%s: %s", s->path, strerror(s->write_errno));
     if (code)
         return cli_status_error(c, code, err);
     if (s->total && s->written != s->total) {
-        snprintf(err, sizeof err, "the server sent %" PRIu64 " of %" PRIu64 " bytes",
-                 s->written, s->total);
+        snprintf(err, sizeof err, "the server sent %" PRIu64 " of %" PRIu64 " bytes", s->written,
+                 s->total);
         return cli_status_error(c, CLI_GRPC_DATA_LOSS, err);
     }
     return CLI_OK;
@@ -420,8 +418,10 @@ static const ProtobufCMessage *import_next(void *data, int *fail)
 static int cmd_import(cli_ctx *c, const cli_args *a)
 {
     const char *path = a->pos[1];
-    import_state s = {.name = a->pos[0], .path = cli_path_name(path),
-                      .source = a->opt[0] ? a->opt[0] : "import", .first = true};
+    import_state s = {.name = a->pos[0],
+                      .path = cli_path_name(path),
+                      .source = a->opt[0] ? a->opt[0] : "import",
+                      .first = true};
     bool is_stdin = !strcmp(path, "-");
     s.f = is_stdin ? stdin : fopen(path, "rb");
     if (!s.f)
@@ -440,9 +440,9 @@ static int cmd_import(cli_ctx *c, const cli_args *a)
     if (!rc) {
         char err[1024] = "";
         fxc_call_opts o = cli_call_opts(c);
-        int code = fxc_client_stream(ch, MODEL_SERVICE "ImportWeights", import_next, NULL, &s,
-                                     &fluxion__v1__model_version__descriptor, &resp, &o, err,
-                                     sizeof err);
+        int code =
+            fxc_client_stream(ch, MODEL_SERVICE "ImportWeights", import_next, NULL, &s,
+                              &fluxion__v1__model_version__descriptor, &resp, &o, err, sizeof err);
         if (s.read_errno)
             rc = cli_local_error("%s: %s", s.path, strerror(s.read_errno));
         else if (code)
@@ -468,7 +468,8 @@ static int cmd_import(cli_ctx *c, const cli_args *a)
 /* ------------------------------------------------------------------ table */
 
 const cli_command cli_model_commands[] = {
-    {"model create", "FILE [--name NAME] [--weights FILE.safetensors]",
+    {"model create",
+     "FILE [--name NAME] [--weights FILE.safetensors]",
      "define a model from a JSON model file (- for stdin)",
      "The model file is JSON of a fluxion.v1.CreateModelRequest:\n"
      "  {\"name\": \"mlp\", \"description\": \"...\", \"seed\": 1,\n"
@@ -479,32 +480,55 @@ const cli_command cli_model_commands[] = {
      "Attribute values are plain JSON: an integer, a number, a string, a bool, or an\n"
      "array of integers, numbers or strings. Weights not given are initialized\n"
      "from \"seed\"; \"no_load\": true stores the model without serving it.\n",
-     1, 1,
+     1,
+     1,
      {{"name", 0, "NAME", "the model's name (overrides the file's)"},
       {"weights", 0, "FILE", "initial weights, a safetensors file"}},
      cmd_create},
     {"model list", "", "list the models on the server, by name", NULL, 0, 0, {{0}}, cmd_list},
-    {"model get", "NAME", "show a model: interface, nodes, weights, versions", NULL, 1, 1, {{0}},
+    {"model get",
+     "NAME",
+     "show a model: interface, nodes, weights, versions",
+     NULL,
+     1,
+     1,
+     {{0}},
      cmd_get},
-    {"model delete", "NAME", "delete a model and all its versions", NULL, 1, 1, {{0}},
-     cmd_delete},
-    {"model export", "NAME [--version N] -o FILE",
+    {"model delete", "NAME", "delete a model and all its versions", NULL, 1, 1, {{0}}, cmd_delete},
+    {"model export",
+     "NAME [--version N] -o FILE",
      "save a model's weights as a safetensors file",
      "The file is written under a temporary name and renamed when complete: an\n"
      "interrupted export leaves no partial FILE. -o - writes to stdout.\n",
-     1, 1,
+     1,
+     1,
      {{"version", 0, "N", "the version to export (default: the latest)"},
       {"output", 'o', "FILE", "where to write the weights (required)"}},
      cmd_export},
-    {"model import", "NAME FILE [--source TEXT]",
+    {"model import",
+     "NAME FILE [--source TEXT]",
      "upload weights (safetensors, - for stdin) as a new version",
      "The file is streamed in 1 MiB chunks; the server checks every tensor against\n"
      "the model before it stores the version.\n",
-     2, 2, {{"source", 0, "TEXT", "recorded as the version's source (default: import)"}},
+     2,
+     2,
+     {{"source", 0, "TEXT", "recorded as the version's source (default: import)"}},
      cmd_import},
-    {"model load", "NAME", "serve a model for inference (RepositoryModelLoad)", NULL, 1, 1, {{0}},
+    {"model load",
+     "NAME",
+     "serve a model for inference (RepositoryModelLoad)",
+     NULL,
+     1,
+     1,
+     {{0}},
      cmd_load},
-    {"model unload", "NAME", "stop serving a model (RepositoryModelUnload)", NULL, 1, 1, {{0}},
+    {"model unload",
+     "NAME",
+     "stop serving a model (RepositoryModelUnload)",
+     NULL,
+     1,
+     1,
+     {{0}},
      cmd_unload},
 };
 const size_t cli_n_model_commands = sizeof cli_model_commands / sizeof cli_model_commands[0];

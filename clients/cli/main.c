@@ -78,8 +78,10 @@ static void print_command_help(FILE *f, const cli_command *cmd)
             fprintf(f, "  %-24s %s\n", left, o->help);
         }
     }
-    fprintf(f, "\nglobal options: --server HOST:PORT, --timeout SECONDS, --json "
-               "(see fluxion --help)\n\n%s", EXIT_CODES);
+    fprintf(f,
+            "\nglobal options: --server HOST:PORT, --timeout SECONDS, --json "
+            "(see fluxion --help)\n\n%s",
+            EXIT_CODES);
 }
 
 /* ---------------------------------------------------------------- parsing */
@@ -172,13 +174,9 @@ static int command_option(const cli_command *cmd, cli_args *a, int argc, char **
     return option_value(argc, argv, i, o->name, inl, &a->opt[idx]);
 }
 
-static bool is_help(const char *arg)
-{
-    return !strcmp(arg, "--help") || !strcmp(arg, "-h");
-}
+static bool is_help(const char *arg) { return !strcmp(arg, "--help") || !strcmp(arg, "-h"); }
 
-static int parse_args(cli_ctx *c, const cli_command *cmd, int argc, char **argv, int i,
-                      cli_args *a)
+static int parse_args(cli_ctx *c, const cli_command *cmd, int argc, char **argv, int i, cli_args *a)
 {
     bool only_pos = false;
     for (; i < argc; i++) {
@@ -203,8 +201,8 @@ static int parse_args(cli_ctx *c, const cli_command *cmd, int argc, char **argv,
         a->pos[a->npos++] = arg;
     }
     if (a->npos < cmd->min_pos)
-        return cli_usage_error("%s: missing arguments (usage: fluxion %s %s)", cmd->name,
-                               cmd->name, cmd->usage);
+        return cli_usage_error("%s: missing arguments (usage: fluxion %s %s)", cmd->name, cmd->name,
+                               cmd->usage);
     return CLI_OK;
 }
 

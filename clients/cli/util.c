@@ -85,10 +85,7 @@ int cli_parse_seconds(const char *flag, const char *text, double *out)
 
 /* ------------------------------------------------------------- files */
 
-const char *cli_path_name(const char *path)
-{
-    return strcmp(path, "-") ? path : "stdin";
-}
+const char *cli_path_name(const char *path) { return strcmp(path, "-") ? path : "stdin"; }
 
 int cli_read_file(const char *path, unsigned char **buf, size_t *len)
 {
@@ -230,8 +227,8 @@ int cli_unary(cli_ctx *c, const char *path, const ProtobufCMessage *req,
 
 int cli_print_json(const cli_ctx *c, const json_t *j)
 {
-    if (jsonout_write(stdout, j, c->json ? JSONOUT_LINE : JSONOUT_PRETTY) ||
-        putchar('\n') == EOF || fflush(stdout))
+    if (jsonout_write(stdout, j, c->json ? JSONOUT_LINE : JSONOUT_PRETTY) || putchar('\n') == EOF ||
+        fflush(stdout))
         return cli_local_error("stdout: %s", strerror(errno));
     return CLI_OK;
 }
@@ -239,8 +236,8 @@ int cli_print_json(const cli_ctx *c, const json_t *j)
 json_t *cli_message_json(const ProtobufCMessage *m)
 {
     char err[256];
-    json_t *j = pbjson_encode(m, PBJSON_ORIGINAL_NAMES | PBJSON_EMIT_DEFAULTS |
-                                 PBJSON_INT64_NUMBERS, err, sizeof err);
+    json_t *j = pbjson_encode(
+        m, PBJSON_ORIGINAL_NAMES | PBJSON_EMIT_DEFAULTS | PBJSON_INT64_NUMBERS, err, sizeof err);
     if (!j)
         cli_local_error("cannot write the server's answer as JSON: %s", err);
     return j;

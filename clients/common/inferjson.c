@@ -9,6 +9,7 @@
  * descriptor, so one code path serves all of them.
  */
 #include "inferjson.h"
+#include "jsonpath.h"
 #include "pbjson.h"
 
 #include <errno.h>
@@ -25,7 +26,7 @@
 #endif
 
 #define MEMBER(msg, off) ((void *)((char *)(msg) + (off)))
-#define MAX_DIMS 32
+#define MAX_DIMS         32
 
 /* The lists of InferTensorContents, in field order (id - 1). */
 enum { L_BOOL, L_INT, L_INT64, L_UINT, L_UINT64, L_FP32, L_FP64, L_BYTES };
@@ -72,66 +73,12 @@ static const ProtobufCFieldDescriptor *list_field(int list)
 static size_t list_elem_size(int list)
 {
     switch (list) {
-    case L_INT64: case L_UINT64: case L_FP64: return 8;
+    case L_INT64:
+    case L_UINT64:
+    case L_FP64: return 8;
     case L_BYTES: return sizeof(ProtobufCBinaryData);
     case L_BOOL: return sizeof(protobuf_c_boolean);
     default: return 4;
-    }
-}
-
-/* ------------------------------------------------------------------ errors */
-
-typedef struct {
-    char path[512];
-    size_t len;
-    char *err;
-    size_t errlen;
-} ctx;
-
-static size_t push(ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static size_t push(ctx *c, const char *fmt, ...)
-{
-    size_t old = c->len;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(c->path + c->len, sizeof c->path - c->len, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        c->len = c->len + (size_t)n < sizeof c->path ? c->len + (size_t)n : sizeof c->path - 1;
-    return old;
-}
-
-static void pop(ctx *c, size_t old)
-{
-    c->len = old;
-    c->path[old] = '\0';
-}
-
-static int fail(ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(ctx *c, const char *fmt, ...)
-{
-    if (!c->err || !c->errlen)
-        return -1;
-    int n = snprintf(c->err, c->errlen, "%s: ", c->len ? c->path : "top level");
-    if (n < 0 || (size_t)n >= c->errlen)
-        return -1;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(c->err + n, c->errlen - (size_t)n, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-static const char *json_kind(const json_t *j)
-{
-    switch (json_typeof(j)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number";
-    case JSON_TRUE: case JSON_FALSE: return "a bool";
-    default: return "null";
     }
 }
 
@@ -146,43 +93,45 @@ typedef struct {
 
 /* The shape is read off the first element at each depth; every other
  * element must then agree with it. */
-static int nest_shape(ctx *c, const json_t *j, flat *f)
+static int nest_shape(jsonpath *c, const json_t *j, flat *f)
 {
     f->ndim = 0;
     while (json_is_array(j)) {
         if (f->ndim == MAX_DIMS)
-            return fail(c, "more than %d nested dimensions", MAX_DIMS);
+            return jsonpath_fail(c, "more than %d nested dimensions", MAX_DIMS);
         f->shape[f->ndim++] = (int64_t)json_array_size(j);
         j = json_array_get(j, 0);
     }
     return 0;
 }
 
-static int collect(ctx *c, const json_t *j, int depth, flat *f)
+static int collect(jsonpath *c, const json_t *j, int depth, flat *f)
 {
     if (depth == f->ndim) {
         if (json_is_array(j))
-            return fail(c, "expected a value, got an array (nested deeper than the first "
-                           "element)");
+            return jsonpath_fail(c, "expected a value, got an array (nested deeper than the first "
+                                    "element)");
         f->leaf[f->n++] = j;
         return 0;
     }
     if (!json_is_array(j))
-        return fail(c, "expected an array of %" PRId64 " elements, got %s", f->shape[depth],
-                    json_kind(j));
+        return jsonpath_fail(c, "expected an array of %" PRId64 " elements, got %s",
+                             f->shape[depth], jsonpath_kind(j));
     if ((int64_t)json_array_size(j) != f->shape[depth])
-        return fail(c, "expected %" PRId64 " elements like the first array at this depth, "
-                       "got %zu", f->shape[depth], json_array_size(j));
+        return jsonpath_fail(c,
+                             "expected %" PRId64 " elements like the first array at this depth, "
+                             "got %zu",
+                             f->shape[depth], json_array_size(j));
     for (size_t i = 0; i < json_array_size(j); i++) {
-        size_t old = push(c, "[%zu]", i);
+        size_t old = jsonpath_push(c, "[%zu]", i);
         if (collect(c, json_array_get(j, i), depth + 1, f))
             return -1;
-        pop(c, old);
+        jsonpath_pop(c, old);
     }
     return 0;
 }
 
-static int flatten(ctx *c, const json_t *data, flat *f)
+static int flatten(jsonpath *c, const json_t *data, flat *f)
 {
     f->leaf = NULL;
     f->n = 0;
@@ -193,12 +142,12 @@ static int flatten(ctx *c, const json_t *data, flat *f)
         total *= (size_t)f->shape[d]; /* bounded by the JSON's own size */
     f->leaf = malloc((total ? total : 1) * sizeof *f->leaf);
     if (!f->leaf)
-        return fail(c, "out of memory");
+        return jsonpath_fail(c, "out of memory");
     return collect(c, data, 0, f);
 }
 
 /* Path of leaf k: the prefix and its coordinates in the nested data. */
-static size_t push_leaf(ctx *c, const flat *f, size_t k)
+static size_t push_leaf(jsonpath *c, const flat *f, size_t k)
 {
     size_t old = c->len;
     int64_t idx[MAX_DIMS];
@@ -207,7 +156,7 @@ static size_t push_leaf(ctx *c, const flat *f, size_t k)
         k = f->shape[d] ? k / (size_t)f->shape[d] : 0;
     }
     for (int d = 0; d < f->ndim; d++)
-        push(c, "[%" PRId64 "]", idx[d]);
+        jsonpath_push(c, "[%" PRId64 "]", idx[d]);
     return old;
 }
 
@@ -220,19 +169,19 @@ typedef union {
     const json_t *s; /* BYTES: the JSON string */
 } value;
 
-static int leaf_integer(ctx *c, const dtype *dt, const json_t *j, value *v)
+static int leaf_integer(jsonpath *c, const dtype *dt, const json_t *j, value *v)
 {
     if (json_is_real(j) && json_real_value(j) != floor(json_real_value(j)))
-        return fail(c, "expected an integer for %s, got %g", dt->name, json_real_value(j));
+        return jsonpath_fail(c, "expected an integer for %s, got %g", dt->name, json_real_value(j));
     if (!json_is_number(j))
-        return fail(c, "expected an integer for %s, got %s", dt->name, json_kind(j));
+        return jsonpath_fail(c, "expected an integer for %s, got %s", dt->name, jsonpath_kind(j));
     double d = json_number_value(j);
     if (json_is_integer(j)) {
         json_int_t x = json_integer_value(j);
         bool ok = dt->kind == K_INT ? x >= dt->min && (x < 0 || (uint64_t)x <= dt->max)
                                     : x >= 0 && (uint64_t)x <= dt->max;
         if (!ok)
-            return fail(c, "%" JSON_INTEGER_FORMAT " is out of range for %s", x, dt->name);
+            return jsonpath_fail(c, "%" JSON_INTEGER_FORMAT " is out of range for %s", x, dt->name);
         if (dt->kind == K_INT)
             v->i = x;
         else
@@ -242,7 +191,7 @@ static int leaf_integer(ctx *c, const dtype *dt, const json_t *j, value *v)
     /* An integral real: 2.0, or beyond json_int_t (2^63 and up, UINT64). */
     if (dt->kind == K_INT ? d < (double)dt->min || d >= -(double)dt->min
                           : d < 0 || d >= (double)dt->max + 1.0)
-        return fail(c, "%g is out of range for %s", d, dt->name);
+        return jsonpath_fail(c, "%g is out of range for %s", d, dt->name);
     if (dt->kind == K_INT)
         v->i = (int64_t)d;
     else
@@ -250,7 +199,7 @@ static int leaf_integer(ctx *c, const dtype *dt, const json_t *j, value *v)
     return 0;
 }
 
-static int leaf_float(ctx *c, const dtype *dt, const json_t *j, value *v)
+static int leaf_float(jsonpath *c, const dtype *dt, const json_t *j, value *v)
 {
     if (json_is_string(j)) {
         const char *s = json_string_value(j);
@@ -259,32 +208,31 @@ static int leaf_float(ctx *c, const dtype *dt, const json_t *j, value *v)
         else if (!strcmp(s, "Infinity") || !strcmp(s, "-Infinity"))
             v->f = *s == '-' ? -INFINITY : INFINITY;
         else
-            return fail(c, "expected a number for %s, got \"%s\"", dt->name, s);
+            return jsonpath_fail(c, "expected a number for %s, got \"%s\"", dt->name, s);
         return 0;
     }
     if (!json_is_number(j))
-        return fail(c, "expected a number for %s, got %s", dt->name, json_kind(j));
+        return jsonpath_fail(c, "expected a number for %s, got %s", dt->name, jsonpath_kind(j));
     v->f = json_number_value(j);
     if (dt->list == L_FP32 && fabs(v->f) > 3.4028234663852886e38)
-        return fail(c, "%g is out of range for FP32", v->f);
+        return jsonpath_fail(c, "%g is out of range for FP32", v->f);
     return 0;
 }
 
-static int leaf_value(ctx *c, const dtype *dt, const json_t *j, value *v)
+static int leaf_value(jsonpath *c, const dtype *dt, const json_t *j, value *v)
 {
     switch (dt->kind) {
     case K_BOOL:
         if (!json_is_boolean(j))
-            return fail(c, "expected true or false for BOOL, got %s", json_kind(j));
+            return jsonpath_fail(c, "expected true or false for BOOL, got %s", jsonpath_kind(j));
         v->u = json_is_true(j);
         return 0;
-    case K_INT: case K_UINT:
-        return leaf_integer(c, dt, j, v);
-    case K_FLOAT:
-        return leaf_float(c, dt, j, v);
+    case K_INT:
+    case K_UINT: return leaf_integer(c, dt, j, v);
+    case K_FLOAT: return leaf_float(c, dt, j, v);
     case K_BYTES:
         if (!json_is_string(j))
-            return fail(c, "expected a string for BYTES, got %s", json_kind(j));
+            return jsonpath_fail(c, "expected a string for BYTES, got %s", jsonpath_kind(j));
         v->s = j;
         return 0;
     }
@@ -331,8 +279,7 @@ static size_t store_raw(const dtype *dt, unsigned char *out, const value *v)
         float f = (float)v->f;
         memcpy(out, &f, 4);
     } else {
-        memcpy(out, dt->kind == K_FLOAT ? (const void *)&v->f : (const void *)&v->u,
-               dt->raw_size);
+        memcpy(out, dt->kind == K_FLOAT ? (const void *)&v->f : (const void *)&v->u, dt->raw_size);
     }
     return dt->raw_size;
 }
@@ -352,7 +299,7 @@ static size_t raw_bytes(const dtype *dt, const flat *f)
 }
 
 /* Converts the leaves into t->contents (typed) or *raw. */
-static int fill_data(ctx *c, const dtype *dt, const flat *f, input_tensor *t,
+static int fill_data(jsonpath *c, const dtype *dt, const flat *f, input_tensor *t,
                      ProtobufCBinaryData *raw)
 {
     void *array = NULL;
@@ -373,23 +320,22 @@ static int fill_data(ctx *c, const dtype *dt, const flat *f, input_tensor *t,
         }
     }
     if (raw ? !out : !array)
-        return fail(c, "out of memory");
+        return jsonpath_fail(c, "out of memory");
     for (size_t k = 0; k < f->n; k++) {
         value v;
         size_t old = push_leaf(c, f, k);
         if (leaf_value(c, dt, f->leaf[k], &v))
             return -1;
-        pop(c, old);
+        jsonpath_pop(c, old);
         if (raw)
             out += store_raw(dt, out, &v);
         else if (store_typed(dt->list, array, k, &v))
-            return fail(c, "out of memory");
+            return jsonpath_fail(c, "out of memory");
     }
     return 0;
 }
 
-static const char *meta_datatype(const Inference__ModelMetadataResponse *meta,
-                                 const char *name)
+static const char *meta_datatype(const Inference__ModelMetadataResponse *meta, const char *name)
 {
     for (size_t i = 0; meta && i < meta->n_inputs; i++)
         if (!strcmp(meta->inputs[i]->name, name))
@@ -397,35 +343,36 @@ static const char *meta_datatype(const Inference__ModelMetadataResponse *meta,
     return NULL;
 }
 
-static int unknown_input(ctx *c, const Inference__ModelMetadataResponse *meta,
+static int unknown_input(jsonpath *c, const Inference__ModelMetadataResponse *meta,
                          const char *name)
 {
     if (!meta)
-        return fail(c, "no datatype given for input \"%s\" (and no model metadata)", name);
+        return jsonpath_fail(c, "no datatype given for input \"%s\" (and no model metadata)", name);
     char names[256] = "";
     for (size_t i = 0; i < meta->n_inputs; i++) {
         size_t l = strlen(names);
         snprintf(names + l, sizeof names - l, "%s%s", i ? ", " : "", meta->inputs[i]->name);
     }
-    return fail(c, "model %s has no input \"%s\" (its inputs: %s)", meta->name, name, names);
+    return jsonpath_fail(c, "model %s has no input \"%s\" (its inputs: %s)", meta->name, name,
+                         names);
 }
 
 /* Checks a declared "shape" against the data's element count. */
-static int declared_shape(ctx *c, const json_t *js, flat *f)
+static int declared_shape(jsonpath *c, const json_t *js, flat *f)
 {
     if (!json_is_array(js))
-        return fail(c, "expected an array of dimensions, got %s", json_kind(js));
+        return jsonpath_fail(c, "expected an array of dimensions, got %s", jsonpath_kind(js));
     if (json_array_size(js) > MAX_DIMS)
-        return fail(c, "more than %d dimensions", MAX_DIMS);
+        return jsonpath_fail(c, "more than %d dimensions", MAX_DIMS);
     uint64_t total = 1;
     bool overflow = false;
     int64_t shape[MAX_DIMS];
     for (size_t d = 0; d < json_array_size(js); d++) {
         json_t *e = json_array_get(js, d);
         if (!json_is_integer(e) || json_integer_value(e) < 0) {
-            size_t old = push(c, "[%zu]", d);
-            fail(c, "expected a dimension (an integer >= 0), got %s", json_kind(e));
-            pop(c, old);
+            size_t old = jsonpath_push(c, "[%zu]", d);
+            jsonpath_fail(c, "expected a dimension (an integer >= 0), got %s", jsonpath_kind(e));
+            jsonpath_pop(c, old);
             return -1;
         }
         shape[d] = json_integer_value(e);
@@ -434,8 +381,8 @@ static int declared_shape(ctx *c, const json_t *js, flat *f)
         total *= (uint64_t)shape[d];
     }
     if (overflow || total != f->n)
-        return fail(c, "shape holds %s%" PRIu64 " elements, the data has %zu",
-                    overflow ? "over " : "", overflow ? UINT64_MAX : total, f->n);
+        return jsonpath_fail(c, "shape holds %s%" PRIu64 " elements, the data has %zu",
+                             overflow ? "over " : "", overflow ? UINT64_MAX : total, f->n);
     f->ndim = (int)json_array_size(js);
     memcpy(f->shape, shape, sizeof(int64_t) * (size_t)f->ndim);
     return 0;
@@ -445,186 +392,187 @@ static int declared_shape(ctx *c, const json_t *js, flat *f)
  * datatype. The path is the input's on entry; data_key names the member
  * holding the data within it (NULL: the input is the data). The tensor is
  * already owned by the request, so a failure leaves nothing to free. */
-static int build_input(ctx *c, const char *name, const json_t *data, const char *data_key,
+static int build_input(jsonpath *c, const char *name, const json_t *data, const char *data_key,
                        const json_t *jshape, const char *datatype,
                        const Inference__ModelMetadataResponse *meta, input_tensor *t,
                        ProtobufCBinaryData *raw)
 {
     t->name = strdup(name);
     if (!t->name)
-        return fail(c, "out of memory");
+        return jsonpath_fail(c, "out of memory");
     if (!datatype)
         datatype = meta_datatype(meta, name);
     if (!datatype)
         return unknown_input(c, meta, name);
     const dtype *dt = find_dtype(datatype);
     if (!dt)
-        return fail(c, "unsupported datatype \"%s\"", datatype);
+        return jsonpath_fail(c, "unsupported datatype \"%s\"", datatype);
     t->datatype = strdup(datatype);
     if (!t->datatype)
-        return fail(c, "out of memory");
+        return jsonpath_fail(c, "out of memory");
 
     flat f;
     size_t base = c->len;
     if (data_key)
-        push(c, ".%s", data_key);
+        jsonpath_push(c, ".%s", data_key);
     int rc = flatten(c, data, &f);
     if (!rc)
-        pop(c, base);
+        jsonpath_pop(c, base);
     const flat nested = f; /* the data's own nesting, for value paths */
     if (!rc && jshape) {
-        push(c, ".shape");
+        jsonpath_push(c, ".shape");
         rc = declared_shape(c, jshape, &f);
         if (!rc)
-            pop(c, base);
+            jsonpath_pop(c, base);
     }
     if (!rc) {
         t->shape = malloc(((size_t)f.ndim ? (size_t)f.ndim : 1) * sizeof *t->shape);
         if (!t->shape)
-            rc = fail(c, "out of memory");
+            rc = jsonpath_fail(c, "out of memory");
     }
     if (!rc) {
         t->n_shape = (size_t)f.ndim;
         memcpy(t->shape, f.shape, sizeof(int64_t) * (size_t)f.ndim);
         if (data_key)
-            push(c, ".%s", data_key);
+            jsonpath_push(c, ".%s", data_key);
         rc = fill_data(c, dt, &nested, t, raw);
-        pop(c, base);
+        jsonpath_pop(c, base);
     }
     free(f.leaf);
     return rc;
 }
 
 /* Gives the request n empty input tensors (and raw buffers). */
-static int alloc_inputs(ctx *c, Inference__ModelInferRequest *req, size_t n, bool raw)
+static int alloc_inputs(jsonpath *c, Inference__ModelInferRequest *req, size_t n, bool raw)
 {
     req->inputs = calloc(n ? n : 1, sizeof *req->inputs);
     if (!req->inputs)
-        return fail(c, "out of memory");
+        return jsonpath_fail(c, "out of memory");
     req->n_inputs = n;
     for (size_t i = 0; i < n; i++) {
         req->inputs[i] = malloc(sizeof *req->inputs[i]);
         if (!req->inputs[i])
-            return fail(c, "out of memory");
+            return jsonpath_fail(c, "out of memory");
         inference__model_infer_request__infer_input_tensor__init(req->inputs[i]);
     }
     if (raw) {
         req->raw_input_contents = calloc(n ? n : 1, sizeof *req->raw_input_contents);
         if (!req->raw_input_contents)
-            return fail(c, "out of memory");
+            return jsonpath_fail(c, "out of memory");
         req->n_raw_input_contents = n;
     }
     return 0;
 }
 
-static int short_form(ctx *c, const json_t *in, Inference__ModelInferRequest *req,
+static int short_form(jsonpath *c, const json_t *in, Inference__ModelInferRequest *req,
                       const Inference__ModelMetadataResponse *meta, bool raw)
 {
     if (json_object_size(in) == 0)
-        return fail(c, "no inputs given");
+        return jsonpath_fail(c, "no inputs given");
     if (alloc_inputs(c, req, json_object_size(in), raw))
         return -1;
     size_t i = 0;
     const char *key;
     json_t *val;
-    json_object_foreach((json_t *)in, key, val) {
-        size_t old = push(c, "%s", key);
+    json_object_foreach((json_t *)in, key, val)
+    {
+        size_t old = jsonpath_push(c, "%s", key);
         if (build_input(c, key, val, NULL, NULL, NULL, meta, req->inputs[i],
                         raw ? &req->raw_input_contents[i] : NULL))
             return -1;
-        pop(c, old);
+        jsonpath_pop(c, old);
         i++;
     }
     return 0;
 }
 
 /* Member `key` of object o as a string (NULL when absent and optional). */
-static int get_string(ctx *c, const json_t *o, const char *key, bool required,
+static int get_string(jsonpath *c, const json_t *o, const char *key, bool required,
                       const char **out)
 {
     json_t *v = json_object_get(o, key);
     *out = NULL;
     if (!v && !required)
         return 0;
-    size_t old = push(c, "%s%s", c->len ? "." : "", key);
+    size_t old = jsonpath_key(c, key);
     if (!v)
-        return fail(c, "missing");
+        return jsonpath_fail(c, "missing");
     if (!json_is_string(v))
-        return fail(c, "expected a string, got %s", json_kind(v));
-    pop(c, old);
+        return jsonpath_fail(c, "expected a string, got %s", jsonpath_kind(v));
+    jsonpath_pop(c, old);
     *out = json_string_value(v);
     return 0;
 }
 
 /* Every member of o is one of the allowed keys (NULL-terminated). */
-static int only_keys(ctx *c, const json_t *o, const char *const *allowed, const char *list)
+static int only_keys(jsonpath *c, const json_t *o, const char *const *allowed, const char *list)
 {
     const char *key;
     json_t *val;
-    json_object_foreach((json_t *)o, key, val) {
+    json_object_foreach((json_t *)o, key, val)
+    {
         const char *const *a = allowed;
         while (*a && strcmp(*a, key))
             a++;
         if (!*a) {
-            push(c, "%s%s", c->len ? "." : "", key);
-            return fail(c, "unknown member (expected %s)", list);
+            jsonpath_key(c, key);
+            return jsonpath_fail(c, "unknown member (expected %s)", list);
         }
     }
     return 0;
 }
 
-static int kserve_input(ctx *c, const json_t *e, const Inference__ModelMetadataResponse *meta,
+static int kserve_input(jsonpath *c, const json_t *e, const Inference__ModelMetadataResponse *meta,
                         input_tensor *t, ProtobufCBinaryData *raw)
 {
     static const char *const keys[] = {"name", "shape", "datatype", "data", NULL};
     const char *name, *datatype;
     if (!json_is_object(e))
-        return fail(c, "expected an object (name, shape, datatype, data), got %s",
-                    json_kind(e));
+        return jsonpath_fail(c, "expected an object (name, shape, datatype, data), got %s",
+                             jsonpath_kind(e));
     if (only_keys(c, e, keys, "name, shape, datatype, data") ||
-        get_string(c, e, "name", true, &name) ||
-        get_string(c, e, "datatype", false, &datatype))
+        get_string(c, e, "name", true, &name) || get_string(c, e, "datatype", false, &datatype))
         return -1;
     json_t *data = json_object_get(e, "data");
     if (!data) {
-        push(c, ".data");
-        return fail(c, "missing");
+        jsonpath_push(c, ".data");
+        return jsonpath_fail(c, "missing");
     }
-    return build_input(c, name, data, "data", json_object_get(e, "shape"), datatype, meta, t,
-                       raw);
+    return build_input(c, name, data, "data", json_object_get(e, "shape"), datatype, meta, t, raw);
 }
 
-static int kserve_outputs(ctx *c, const json_t *outs, Inference__ModelInferRequest *req)
+static int kserve_outputs(jsonpath *c, const json_t *outs, Inference__ModelInferRequest *req)
 {
     static const char *const keys[] = {"name", NULL};
     if (!json_is_array(outs))
-        return fail(c, "expected an array of {\"name\": ...}, got %s", json_kind(outs));
+        return jsonpath_fail(c, "expected an array of {\"name\": ...}, got %s",
+                             jsonpath_kind(outs));
     size_t n = json_array_size(outs);
     req->outputs = calloc(n ? n : 1, sizeof *req->outputs);
     if (!req->outputs)
-        return fail(c, "out of memory");
+        return jsonpath_fail(c, "out of memory");
     req->n_outputs = n;
     for (size_t i = 0; i < n; i++) {
         json_t *e = json_array_get(outs, i);
         const char *name;
-        size_t old = push(c, "[%zu]", i);
+        size_t old = jsonpath_push(c, "[%zu]", i);
         if (!json_is_object(e))
-            return fail(c, "expected an object {\"name\": ...}, got %s", json_kind(e));
+            return jsonpath_fail(c, "expected an object {\"name\": ...}, got %s", jsonpath_kind(e));
         if (only_keys(c, e, keys, "name") || get_string(c, e, "name", true, &name))
             return -1;
-        pop(c, old);
+        jsonpath_pop(c, old);
         Inference__ModelInferRequest__InferRequestedOutputTensor *o = malloc(sizeof *o);
         if (!o)
-            return fail(c, "out of memory");
+            return jsonpath_fail(c, "out of memory");
         inference__model_infer_request__infer_requested_output_tensor__init(o);
         req->outputs[i] = o;
         if (!(o->name = strdup(name)))
-            return fail(c, "out of memory");
+            return jsonpath_fail(c, "out of memory");
     }
     return 0;
 }
 
-static int kserve_form(ctx *c, const json_t *in, Inference__ModelInferRequest *req,
+static int kserve_form(jsonpath *c, const json_t *in, Inference__ModelInferRequest *req,
                        const Inference__ModelMetadataResponse *meta, bool raw)
 {
     static const char *const keys[] = {"inputs", "outputs", "id", NULL};
@@ -633,26 +581,26 @@ static int kserve_form(ctx *c, const json_t *in, Inference__ModelInferRequest *r
     if (only_keys(c, in, keys, "inputs, outputs, id") || get_string(c, in, "id", false, &id))
         return -1;
     if (id && !(req->id = strdup(id)))
-        return fail(c, "out of memory");
+        return jsonpath_fail(c, "out of memory");
     if (json_array_size(inputs) == 0) {
-        push(c, "inputs");
-        return fail(c, "no inputs given");
+        jsonpath_push(c, "inputs");
+        return jsonpath_fail(c, "no inputs given");
     }
     if (alloc_inputs(c, req, json_array_size(inputs), raw))
         return -1;
     for (size_t i = 0; i < json_array_size(inputs); i++) {
-        size_t old = push(c, "inputs[%zu]", i);
+        size_t old = jsonpath_push(c, "inputs[%zu]", i);
         if (kserve_input(c, json_array_get(inputs, i), meta, req->inputs[i],
                          raw ? &req->raw_input_contents[i] : NULL))
             return -1;
-        pop(c, old);
+        jsonpath_pop(c, old);
     }
     const json_t *outs = json_object_get(in, "outputs");
     if (outs) {
-        push(c, "outputs");
+        jsonpath_push(c, "outputs");
         if (kserve_outputs(c, outs, req))
             return -1;
-        pop(c, 0);
+        jsonpath_pop(c, 0);
     }
     return 0;
 }
@@ -671,21 +619,22 @@ Inference__ModelInferRequest *inferjson_request(const json_t *in, const char *mo
                                                 const Inference__ModelMetadataResponse *meta,
                                                 bool raw, char *err, size_t errlen)
 {
-    ctx c = {.err = err, .errlen = errlen};
+    jsonpath c = {.err = err, .errlen = errlen};
     if (!json_is_object(in)) {
-        fail(&c, "expected an object of inputs, got %s", in ? json_kind(in) : "nothing");
+        jsonpath_fail(&c, "expected an object of inputs, got %s",
+                      in ? jsonpath_kind(in) : "nothing");
         return NULL;
     }
     Inference__ModelInferRequest *req = malloc(sizeof *req);
     if (!req) {
-        fail(&c, "out of memory");
+        jsonpath_fail(&c, "out of memory");
         return NULL;
     }
     inference__model_infer_request__init(req);
     int rc = 0;
     if (!(req->model_name = strdup(model ? model : "")) ||
         (version && *version && !(req->model_version = strdup(version))))
-        rc = fail(&c, "out of memory");
+        rc = jsonpath_fail(&c, "out of memory");
     if (!rc)
         rc = is_kserve(in) ? kserve_form(&c, in, req, meta, raw)
                            : short_form(&c, in, req, meta, raw);
@@ -751,13 +700,13 @@ static json_t *raw_elem(const dtype *dt, const unsigned char *p)
 }
 
 /* Appends `count` elements of one output to data. */
-static int output_data(ctx *c, const dtype *dt, const Inference__ModelInferResponse *resp,
+static int output_data(jsonpath *c, const dtype *dt, const Inference__ModelInferResponse *resp,
                        size_t i, uint64_t count, json_t *data)
 {
     const Inference__ModelInferResponse__InferOutputTensor *o = resp->outputs[i];
     if (resp->n_raw_output_contents) {
         if (i >= resp->n_raw_output_contents)
-            return fail(c, "no raw contents for this output");
+            return jsonpath_fail(c, "no raw contents for this output");
         const ProtobufCBinaryData *r = &resp->raw_output_contents[i];
         size_t pos = 0;
         for (uint64_t k = 0; k < count; k++) {
@@ -765,21 +714,22 @@ static int output_data(ctx *c, const dtype *dt, const Inference__ModelInferRespo
             uint32_t len = 0;
             if (dt->kind == K_BYTES) {
                 if (r->len - pos < 4)
-                    return fail(c, "raw contents end inside element %" PRIu64, k);
+                    return jsonpath_fail(c, "raw contents end inside element %" PRIu64, k);
                 memcpy(&len, r->data + pos, 4);
                 pos += 4;
                 n = len;
             }
             if (r->len - pos < n)
-                return fail(c, "raw contents end inside element %" PRIu64, k);
+                return jsonpath_fail(c, "raw contents end inside element %" PRIu64, k);
             json_t *v = dt->kind == K_BYTES ? json_stringn((const char *)r->data + pos, n)
                                             : raw_elem(dt, r->data + pos);
             if (!v || json_array_append_new(data, v))
-                return fail(c, "element %" PRIu64 " cannot be written as JSON", k);
+                return jsonpath_fail(c, "element %" PRIu64 " cannot be written as JSON", k);
             pos += n;
         }
         if (pos != r->len)
-            return fail(c, "raw contents hold %zu bytes, the shape needs %zu", r->len, pos);
+            return jsonpath_fail(c, "raw contents hold %zu bytes, the shape needs %zu", r->len,
+                                 pos);
         return 0;
     }
     size_t have = 0;
@@ -790,35 +740,34 @@ static int output_data(ctx *c, const dtype *dt, const Inference__ModelInferRespo
         array = *(void *const *)MEMBER(o->contents, lf->offset);
     }
     if (have != count)
-        return fail(c, "the shape holds %" PRIu64 " elements, the contents have %zu", count,
-                    have);
+        return jsonpath_fail(c, "the shape holds %" PRIu64 " elements, the contents have %zu",
+                             count, have);
     for (size_t k = 0; k < have; k++) {
         json_t *v = typed_elem(dt, array, k);
         if (!v || json_array_append_new(data, v))
-            return fail(c, "element %zu cannot be written as JSON", k);
+            return jsonpath_fail(c, "element %zu cannot be written as JSON", k);
     }
     return 0;
 }
 
-static json_t *output_json(ctx *c, const Inference__ModelInferResponse *resp, size_t i)
+static json_t *output_json(jsonpath *c, const Inference__ModelInferResponse *resp, size_t i)
 {
     const Inference__ModelInferResponse__InferOutputTensor *o = resp->outputs[i];
     const dtype *dt = find_dtype(o->datatype ? o->datatype : "");
     if (!dt) {
-        fail(c, "unsupported datatype \"%s\"", o->datatype ? o->datatype : "");
+        jsonpath_fail(c, "unsupported datatype \"%s\"", o->datatype ? o->datatype : "");
         return NULL;
     }
     json_t *shape = json_array(), *data = json_array();
-    json_t *out = json_pack("{s:o, s:s, s:o}", "shape", shape, "datatype", dt->name,
-                            "data", data);
+    json_t *out = json_pack("{s:o, s:s, s:o}", "shape", shape, "datatype", dt->name, "data", data);
     if (!out) {
-        fail(c, "out of memory");
+        jsonpath_fail(c, "out of memory");
         return NULL;
     }
     uint64_t count = 1;
     for (size_t d = 0; d < o->n_shape; d++) {
         if (o->shape[d] < 0 || (o->shape[d] && count > UINT64_MAX / (uint64_t)o->shape[d])) {
-            fail(c, "bad shape dimension %" PRId64, o->shape[d]);
+            jsonpath_fail(c, "bad shape dimension %" PRId64, o->shape[d]);
             json_decref(out);
             return NULL;
         }
@@ -834,21 +783,21 @@ static json_t *output_json(ctx *c, const Inference__ModelInferResponse *resp, si
 
 json_t *inferjson_response(const Inference__ModelInferResponse *resp, char *err, size_t errlen)
 {
-    ctx c = {.err = err, .errlen = errlen};
+    jsonpath c = {.err = err, .errlen = errlen};
     json_t *out = json_object();
     if (!out) {
-        fail(&c, "out of memory");
+        jsonpath_fail(&c, "out of memory");
         return NULL;
     }
     for (size_t i = 0; i < resp->n_outputs; i++) {
         const char *name = resp->outputs[i]->name ? resp->outputs[i]->name : "";
-        size_t old = push(&c, "output %s", name);
+        size_t old = jsonpath_push(&c, "output %s", name);
         json_t *o = output_json(&c, resp, i);
         if (!o || json_object_set_new(out, name, o)) {
             json_decref(out);
             return NULL;
         }
-        pop(&c, old);
+        jsonpath_pop(&c, old);
     }
     return out;
 }

@@ -52,8 +52,7 @@ Inference__ModelInferRequest *inferjson_request(const json_t *in, const char *mo
 /* The outputs of a response as JSON (typed contents or raw_output_contents).
  * NULL on error (an element count that does not match the shape, a raw
  * buffer of the wrong size, an unknown datatype) with the reason in err. */
-json_t *inferjson_response(const Inference__ModelInferResponse *resp, char *err,
-                           size_t errlen);
+json_t *inferjson_response(const Inference__ModelInferResponse *resp, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

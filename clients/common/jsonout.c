@@ -46,10 +46,7 @@ static int write_string(FILE *f, const char *s, size_t n)
     return putc('"', f) == EOF ? -1 : 0;
 }
 
-static bool is_container(const json_t *j)
-{
-    return json_is_object(j) || json_is_array(j);
-}
+static bool is_container(const json_t *j) { return json_is_object(j) || json_is_array(j); }
 
 static int indent(FILE *f, int layout, int depth)
 {
@@ -86,7 +83,8 @@ static int write_object(FILE *f, const json_t *j, int layout, int depth)
     bool first = true;
     if (putc('{', f) == EOF)
         return -1;
-    json_object_foreach((json_t *)j, key, v) {
+    json_object_foreach((json_t *)j, key, v)
+    {
         if ((!first && fputs(layout == JSONOUT_PRETTY ? "," : ", ", f) == EOF) ||
             indent(f, layout, depth + 1) || write_string(f, key, strlen(key)) ||
             fputs(": ", f) == EOF || write_value(f, v, layout, depth + 1))
@@ -107,8 +105,7 @@ static int write_value(FILE *f, const json_t *j, int layout, int depth)
     case JSON_STRING: return write_string(f, json_string_value(j), json_string_length(j));
     case JSON_INTEGER:
         return fprintf(f, "%" JSON_INTEGER_FORMAT, json_integer_value(j)) < 0 ? -1 : 0;
-    case JSON_REAL:
-        return fputs(jsonout_real(json_real_value(j), buf), f) == EOF ? -1 : 0;
+    case JSON_REAL: return fputs(jsonout_real(json_real_value(j), buf), f) == EOF ? -1 : 0;
     case JSON_TRUE: return fputs("true", f) == EOF ? -1 : 0;
     case JSON_FALSE: return fputs("false", f) == EOF ? -1 : 0;
     case JSON_NULL: return fputs("null", f) == EOF ? -1 : 0;

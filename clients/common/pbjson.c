@@ -18,73 +18,15 @@
 #include <string.h>
 
 #include "fluxion/v1/model.pb-c.h"
+#include "jsonpath.h"
 
 #define MEMBER(msg, off) ((void *)((char *)(msg) + (off)))
 
-/* ------------------------------------------------------------ paths, errors */
-
-/* The JSON path of the value being converted, grown and shrunk as the walk
- * goes down and up. Too deep a path is cut short, never overflowed. */
+/* The walk: where we are in the JSON (for errors) and the encoder's flags. */
 typedef struct {
-    char path[512];
-    size_t len;
-    char *err;
-    size_t errlen;
+    jsonpath jp;
     unsigned flags;
 } walk;
-
-static size_t path_key(walk *w, const char *key)
-{
-    size_t old = w->len;
-    int n = snprintf(w->path + w->len, sizeof w->path - w->len, "%s%s",
-                     w->len ? "." : "", key);
-    if (n > 0)
-        w->len = w->len + (size_t)n < sizeof w->path ? w->len + (size_t)n : sizeof w->path - 1;
-    return old;
-}
-
-static size_t path_index(walk *w, size_t i)
-{
-    size_t old = w->len;
-    int n = snprintf(w->path + w->len, sizeof w->path - w->len, "[%zu]", i);
-    if (n > 0)
-        w->len = w->len + (size_t)n < sizeof w->path ? w->len + (size_t)n : sizeof w->path - 1;
-    return old;
-}
-
-static void path_pop(walk *w, size_t old)
-{
-    w->len = old;
-    w->path[old] = '\0';
-}
-
-__attribute__((format(printf, 2, 3)))
-static int fail(walk *w, const char *fmt, ...)
-{
-    if (!w->err || !w->errlen)
-        return -1;
-    int n = snprintf(w->err, w->errlen, "%s: ", w->len ? w->path : "top level");
-    if (n < 0 || (size_t)n >= w->errlen)
-        return -1;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(w->err + n, w->errlen - (size_t)n, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-static const char *json_kind(const json_t *j)
-{
-    switch (json_typeof(j)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number";
-    case JSON_TRUE: case JSON_FALSE: return "a bool";
-    default: return "null";
-    }
-}
 
 /* ------------------------------------------------------------- field facts */
 
@@ -108,17 +50,17 @@ char *pbjson_json_name(const char *name, char *buf, size_t buflen)
 static size_t elem_size(ProtobufCType t)
 {
     switch (t) {
-    case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_SINT64: case PROTOBUF_C_TYPE_SFIXED64:
-    case PROTOBUF_C_TYPE_UINT64: case PROTOBUF_C_TYPE_FIXED64: case PROTOBUF_C_TYPE_DOUBLE:
-        return 8;
-    case PROTOBUF_C_TYPE_STRING: case PROTOBUF_C_TYPE_MESSAGE:
-        return sizeof(void *);
-    case PROTOBUF_C_TYPE_BYTES:
-        return sizeof(ProtobufCBinaryData);
-    case PROTOBUF_C_TYPE_BOOL:
-        return sizeof(protobuf_c_boolean);
-    default:
-        return 4;
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
+    case PROTOBUF_C_TYPE_DOUBLE: return 8;
+    case PROTOBUF_C_TYPE_STRING:
+    case PROTOBUF_C_TYPE_MESSAGE: return sizeof(void *);
+    case PROTOBUF_C_TYPE_BYTES: return sizeof(ProtobufCBinaryData);
+    case PROTOBUF_C_TYPE_BOOL: return sizeof(protobuf_c_boolean);
+    default: return 4;
     }
 }
 
@@ -158,78 +100,6 @@ static const ProtobufCFieldDescriptor *find_field(const ProtobufCMessageDescript
     return NULL;
 }
 
-/* ------------------------------------------------------------------ base64 */
-
-static const char b64_std[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-char *pbjson_base64_encode(const void *data, size_t len)
-{
-    const unsigned char *s = data;
-    char *out = malloc((len + 2) / 3 * 4 + 1), *o = out;
-    if (!out)
-        return NULL;
-    for (size_t i = 0; i < len; i += 3) {
-        uint32_t v = (uint32_t)s[i] << 16;
-        if (i + 1 < len) v |= (uint32_t)s[i + 1] << 8;
-        if (i + 2 < len) v |= s[i + 2];
-        *o++ = b64_std[v >> 18 & 63];
-        *o++ = b64_std[v >> 12 & 63];
-        *o++ = i + 1 < len ? b64_std[v >> 6 & 63] : '=';
-        *o++ = i + 2 < len ? b64_std[v & 63] : '=';
-    }
-    *o = '\0';
-    return out;
-}
-
-static int b64_digit(char c)
-{
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+' || c == '-') return 62;
-    if (c == '/' || c == '_') return 63;
-    return -1;
-}
-
-int pbjson_base64_decode(const char *text, size_t len, unsigned char **out, size_t *outlen)
-{
-    *out = NULL;
-    *outlen = 0;
-    size_t pad = 0;
-    while (pad < 2 && len > 0 && text[len - 1] == '=') {
-        len--;
-        pad++;
-    }
-    /* Padding, when present, completes the last group of 4. */
-    if (len % 4 == 1 || (pad && (len + pad) % 4))
-        return -1;
-    size_t n = len / 4 * 3 + (len % 4 ? len % 4 - 1 : 0);
-    if (n == 0)
-        return 0;
-    unsigned char *buf = malloc(n), *o = buf;
-    if (!buf)
-        return -1;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < len; i++) {
-        int v = b64_digit(text[i]);
-        if (v < 0) {
-            free(buf);
-            return -1;
-        }
-        acc = acc << 6 | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            *o++ = (unsigned char)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-    *out = buf;
-    *outlen = n;
-    return 0;
-}
-
 /* ---------------------------------------------------------- decode scalars */
 
 /* Integers arrive as JSON integers, integral reals (1.0, 1e3) or decimal
@@ -246,7 +116,7 @@ static int get_integer(walk *w, const json_t *j, bool is_unsigned, int64_t min, 
     } else if (json_is_real(j)) {
         double v = json_real_value(j);
         if (v != floor(v) || fabs(v) >= 18446744073709551616.0)
-            return fail(w, "expected an integer, got %g", v);
+            return jsonpath_fail(&w->jp, "expected an integer, got %g", v);
         neg = v < 0;
         mag = (uint64_t)fabs(v);
     } else if (json_is_string(j)) {
@@ -255,21 +125,22 @@ static int get_integer(walk *w, const json_t *j, bool is_unsigned, int64_t min, 
         errno = 0;
         mag = strtoull(digits, &end, 10);
         if (*digits < '0' || *digits > '9' || *end || errno)
-            return fail(w, "expected an integer, got \"%s\"", s);
+            return jsonpath_fail(&w->jp, "expected an integer, got \"%s\"", s);
         neg = *s == '-' && mag;
     } else {
-        return fail(w, "expected an integer, got %s", json_kind(j));
+        return jsonpath_fail(&w->jp, "expected an integer, got %s", jsonpath_kind(j));
     }
     if (is_unsigned) {
         if (neg || mag > max)
-            return fail(w, "%s%" PRIu64 " is out of range 0..%" PRIu64, neg ? "-" : "", mag, max);
+            return jsonpath_fail(&w->jp, "%s%" PRIu64 " is out of range 0..%" PRIu64,
+                                 neg ? "-" : "", mag, max);
         *uv = mag;
         return 0;
     }
     /* min is INT32_MIN or INT64_MIN; compare magnitudes to stay unsigned. */
     if ((neg && mag > (uint64_t)0 - (uint64_t)min) || (!neg && mag > max))
-        return fail(w, "%s%" PRIu64 " is out of range %" PRId64 "..%" PRIu64, neg ? "-" : "",
-                    mag, min, max);
+        return jsonpath_fail(&w->jp, "%s%" PRIu64 " is out of range %" PRId64 "..%" PRIu64,
+                             neg ? "-" : "", mag, min, max);
     *sv = neg ? (int64_t)((uint64_t)0 - mag) : (int64_t)mag;
     return 0;
 }
@@ -292,12 +163,12 @@ static int get_double(walk *w, const json_t *j, bool is_float, double *out)
         errno = 0;
         *out = strtod(s, &end);
         if (!*s || *end || errno || !isfinite(*out))
-            return fail(w, "expected a number, got \"%s\"", s);
+            return jsonpath_fail(&w->jp, "expected a number, got \"%s\"", s);
     } else {
-        return fail(w, "expected a number, got %s", json_kind(j));
+        return jsonpath_fail(&w->jp, "expected a number, got %s", jsonpath_kind(j));
     }
     if (is_float && fabs(*out) > 3.4028234663852886e38)
-        return fail(w, "%g is out of range for a float", *out);
+        return jsonpath_fail(&w->jp, "%g is out of range for a float", *out);
     return 0;
 }
 
@@ -315,8 +186,8 @@ static int get_enum(walk *w, const ProtobufCEnumDescriptor *ed, const json_t *j,
             size_t l = strlen(names);
             snprintf(names + l, sizeof names - l, "%s%s", i ? ", " : "", ed->values[i].name);
         }
-        return fail(w, "unknown %s \"%s\" (expected one of %s)", ed->name,
-                    json_string_value(j), names);
+        return jsonpath_fail(&w->jp, "unknown %s \"%s\" (expected one of %s)", ed->name,
+                             json_string_value(j), names);
     }
     if (json_is_number(j)) {
         /* proto3 enums are open: any int32 is a value. */
@@ -326,7 +197,7 @@ static int get_enum(walk *w, const ProtobufCEnumDescriptor *ed, const json_t *j,
         *out = (int32_t)v;
         return 0;
     }
-    return fail(w, "expected a %s name, got %s", ed->name, json_kind(j));
+    return jsonpath_fail(&w->jp, "expected a %s name, got %s", ed->name, jsonpath_kind(j));
 }
 
 static int decode_message(walk *w, const ProtobufCMessageDescriptor *d, const json_t *j,
@@ -339,55 +210,64 @@ static int decode_value(walk *w, const ProtobufCFieldDescriptor *f, const json_t
     uint64_t u;
     double dv;
     switch (f->type) {
-    case PROTOBUF_C_TYPE_INT32: case PROTOBUF_C_TYPE_SINT32: case PROTOBUF_C_TYPE_SFIXED32:
-        if (get_integer(w, j, false, INT32_MIN, INT32_MAX, &s, NULL)) return -1;
+    case PROTOBUF_C_TYPE_INT32:
+    case PROTOBUF_C_TYPE_SINT32:
+    case PROTOBUF_C_TYPE_SFIXED32:
+        if (get_integer(w, j, false, INT32_MIN, INT32_MAX, &s, NULL))
+            return -1;
         *(int32_t *)slot = (int32_t)s;
         return 0;
-    case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_SINT64: case PROTOBUF_C_TYPE_SFIXED64:
-        if (get_integer(w, j, false, INT64_MIN, INT64_MAX, &s, NULL)) return -1;
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+        if (get_integer(w, j, false, INT64_MIN, INT64_MAX, &s, NULL))
+            return -1;
         *(int64_t *)slot = s;
         return 0;
-    case PROTOBUF_C_TYPE_UINT32: case PROTOBUF_C_TYPE_FIXED32:
-        if (get_integer(w, j, true, 0, UINT32_MAX, NULL, &u)) return -1;
+    case PROTOBUF_C_TYPE_UINT32:
+    case PROTOBUF_C_TYPE_FIXED32:
+        if (get_integer(w, j, true, 0, UINT32_MAX, NULL, &u))
+            return -1;
         *(uint32_t *)slot = (uint32_t)u;
         return 0;
-    case PROTOBUF_C_TYPE_UINT64: case PROTOBUF_C_TYPE_FIXED64:
-        if (get_integer(w, j, true, 0, UINT64_MAX, NULL, &u)) return -1;
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
+        if (get_integer(w, j, true, 0, UINT64_MAX, NULL, &u))
+            return -1;
         *(uint64_t *)slot = u;
         return 0;
     case PROTOBUF_C_TYPE_FLOAT:
-        if (get_double(w, j, true, &dv)) return -1;
+        if (get_double(w, j, true, &dv))
+            return -1;
         *(float *)slot = (float)dv;
         return 0;
-    case PROTOBUF_C_TYPE_DOUBLE:
-        return get_double(w, j, false, (double *)slot);
+    case PROTOBUF_C_TYPE_DOUBLE: return get_double(w, j, false, (double *)slot);
     case PROTOBUF_C_TYPE_BOOL:
         if (!json_is_boolean(j))
-            return fail(w, "expected true or false, got %s", json_kind(j));
+            return jsonpath_fail(&w->jp, "expected true or false, got %s", jsonpath_kind(j));
         *(protobuf_c_boolean *)slot = json_is_true(j);
         return 0;
-    case PROTOBUF_C_TYPE_ENUM:
-        return get_enum(w, f->descriptor, j, (int32_t *)slot);
+    case PROTOBUF_C_TYPE_ENUM: return get_enum(w, f->descriptor, j, (int32_t *)slot);
     case PROTOBUF_C_TYPE_STRING: {
         if (!json_is_string(j))
-            return fail(w, "expected a string, got %s", json_kind(j));
+            return jsonpath_fail(&w->jp, "expected a string, got %s", jsonpath_kind(j));
         /* Embedded NULs cannot live in a C string field. */
         if (strlen(json_string_value(j)) != json_string_length(j))
-            return fail(w, "string contains a NUL character");
+            return jsonpath_fail(&w->jp, "string contains a NUL character");
         char *dup = strdup(json_string_value(j));
         if (!dup)
-            return fail(w, "out of memory");
+            return jsonpath_fail(&w->jp, "out of memory");
         *(char **)slot = dup;
         return 0;
     }
     case PROTOBUF_C_TYPE_BYTES: {
         if (!json_is_string(j))
-            return fail(w, "expected a base64 string, got %s", json_kind(j));
+            return jsonpath_fail(&w->jp, "expected a base64 string, got %s", jsonpath_kind(j));
         ProtobufCBinaryData *bd = slot;
         unsigned char *data;
         size_t n;
         if (pbjson_base64_decode(json_string_value(j), json_string_length(j), &data, &n))
-            return fail(w, "invalid base64");
+            return jsonpath_fail(&w->jp, "invalid base64");
         bd->data = data;
         bd->len = n;
         return 0;
@@ -395,22 +275,21 @@ static int decode_value(walk *w, const ProtobufCFieldDescriptor *f, const json_t
     case PROTOBUF_C_TYPE_MESSAGE:
         return decode_message(w, f->descriptor, j, (ProtobufCMessage **)slot);
     }
-    return fail(w, "unsupported field type %d", (int)f->type);
+    return jsonpath_fail(&w->jp, "unsupported field type %d", (int)f->type);
 }
 
 /* A map key arrives as a JSON object key: a string, parsed per key type. */
-static int decode_map_key(walk *w, const ProtobufCFieldDescriptor *kf, const char *key,
-                          void *slot)
+static int decode_map_key(walk *w, const ProtobufCFieldDescriptor *kf, const char *key, void *slot)
 {
     if (kf->type == PROTOBUF_C_TYPE_BOOL) {
         if (strcmp(key, "true") && strcmp(key, "false"))
-            return fail(w, "map key must be \"true\" or \"false\"");
+            return jsonpath_fail(&w->jp, "map key must be \"true\" or \"false\"");
         *(protobuf_c_boolean *)slot = !strcmp(key, "true");
         return 0;
     }
     json_t *k = json_string(key);
     if (!k)
-        return fail(w, "out of memory");
+        return jsonpath_fail(&w->jp, "out of memory");
     int rc = decode_value(w, kf, k, slot);
     json_decref(k);
     return rc;
@@ -424,31 +303,32 @@ static ProtobufCMessage *new_message(const ProtobufCMessageDescriptor *d)
     return m;
 }
 
-static int decode_map(walk *w, const ProtobufCFieldDescriptor *f, const json_t *j,
-                      size_t *count, void **array)
+static int decode_map(walk *w, const ProtobufCFieldDescriptor *f, const json_t *j, size_t *count,
+                      void **array)
 {
     if (!json_is_object(j))
-        return fail(w, "expected an object (a map), got %s", json_kind(j));
+        return jsonpath_fail(&w->jp, "expected an object (a map), got %s", jsonpath_kind(j));
     const ProtobufCMessageDescriptor *ed = f->descriptor;
     size_t n = json_object_size(j);
     ProtobufCMessage **entries = calloc(n ? n : 1, sizeof *entries);
     if (!entries)
-        return fail(w, "out of memory");
+        return jsonpath_fail(&w->jp, "out of memory");
     *array = entries;
     const char *key;
     json_t *val;
-    json_object_foreach((json_t *)j, key, val) {
-        size_t old = path_key(w, key);
+    json_object_foreach((json_t *)j, key, val)
+    {
+        size_t old = jsonpath_key(&w->jp, key);
         ProtobufCMessage *e = new_message(ed);
         if (!e)
-            return fail(w, "out of memory");
+            return jsonpath_fail(&w->jp, "out of memory");
         entries[(*count)++] = e;
         if (decode_map_key(w, &ed->fields[0], key, MEMBER(e, ed->fields[0].offset)))
             return -1;
         if (!json_is_null(val) &&
             decode_value(w, &ed->fields[1], val, MEMBER(e, ed->fields[1].offset)))
             return -1;
-        path_pop(w, old);
+        jsonpath_pop(&w->jp, old);
     }
     return 0;
 }
@@ -461,22 +341,22 @@ static int decode_repeated(walk *w, const ProtobufCMessageDescriptor *d,
     if (is_map(d, f))
         return decode_map(w, f, j, count, array);
     if (!json_is_array(j))
-        return fail(w, "expected an array, got %s", json_kind(j));
+        return jsonpath_fail(&w->jp, "expected an array, got %s", jsonpath_kind(j));
     size_t n = json_array_size(j), size = elem_size(f->type);
     /* Zeroed elements are safe for free_unpacked at any point. */
     char *elems = calloc(n ? n : 1, size);
     if (!elems)
-        return fail(w, "out of memory");
+        return jsonpath_fail(&w->jp, "out of memory");
     *array = elems;
     *count = n;
     for (size_t i = 0; i < n; i++) {
-        size_t old = path_index(w, i);
+        size_t old = jsonpath_index(&w->jp, i);
         json_t *e = json_array_get(j, i);
         if (json_is_null(e))
-            return fail(w, "null is not allowed in an array");
+            return jsonpath_fail(&w->jp, "null is not allowed in an array");
         if (decode_value(w, f, e, elems + i * size))
             return -1;
-        path_pop(w, old);
+        jsonpath_pop(&w->jp, old);
     }
     return 0;
 }
@@ -515,39 +395,37 @@ static int decode_attr_friendly(walk *w, const json_t *j, Fluxion__V1__AttrValue
         return 0;
     }
     if (json_is_string(j)) {
-        const ProtobufCFieldDescriptor *fs =
-            find_field(&fluxion__v1__attr_value__descriptor, "s");
+        const ProtobufCFieldDescriptor *fs = find_field(&fluxion__v1__attr_value__descriptor, "s");
         if (decode_value(w, fs, j, &a->s))
             return -1;
         a->value_case = FLUXION__V1__ATTR_VALUE__VALUE_S;
         return 0;
     }
     if (!json_is_array(j))
-        return fail(w, "expected a number, string, bool, array or object, got %s",
-                    json_kind(j));
+        return jsonpath_fail(&w->jp, "expected a number, string, bool, array or object, got %s",
+                             jsonpath_kind(j));
     /* The first element decides numbers vs strings; any real makes floats. */
     size_t n = json_array_size(j);
     bool strings = n && json_is_string(json_array_get(j, 0)), any_real = false;
     for (size_t i = 0; i < n; i++) {
         json_t *e = json_array_get(j, i);
         if (strings ? !json_is_string(e) : !json_is_number(e)) {
-            size_t old = path_index(w, i);
+            size_t old = jsonpath_index(&w->jp, i);
             if (i == 0)
-                fail(w, "expected a number or a string, got %s", json_kind(e));
+                jsonpath_fail(&w->jp, "expected a number or a string, got %s", jsonpath_kind(e));
             else
-                fail(w, "expected %s like the elements before it, got %s",
-                     strings ? "a string" : "a number", json_kind(e));
-            path_pop(w, old);
+                jsonpath_fail(&w->jp, "expected %s like the elements before it, got %s",
+                              strings ? "a string" : "a number", jsonpath_kind(e));
+            jsonpath_pop(&w->jp, old);
             return -1;
         }
         any_real |= json_is_real(e);
     }
     const char *member = strings ? "strings" : any_real ? "floats" : "ints";
-    const ProtobufCFieldDescriptor *lf =
-        find_field(&fluxion__v1__attr_value__descriptor, member);
+    const ProtobufCFieldDescriptor *lf = find_field(&fluxion__v1__attr_value__descriptor, member);
     ProtobufCMessage *list = new_message(lf->descriptor);
     if (!list)
-        return fail(w, "out of memory");
+        return jsonpath_fail(&w->jp, "out of memory");
     /* The list's set-up happens before decoding so that the attr owns it
      * (and frees it) even when an element fails. */
     a->value_case = lf->id;
@@ -563,17 +441,18 @@ static int decode_fields(walk *w, const ProtobufCMessageDescriptor *d, const jso
     memset(given, 0, sizeof given);
     const char *key;
     json_t *val;
-    json_object_foreach((json_t *)j, key, val) {
+    json_object_foreach((json_t *)j, key, val)
+    {
         const ProtobufCFieldDescriptor *f = find_field(d, key);
-        size_t old = path_key(w, key);
+        size_t old = jsonpath_key(&w->jp, key);
         if (!f)
-            return fail(w, "unknown field of %s", d->name);
+            return jsonpath_fail(&w->jp, "unknown field of %s", d->name);
         size_t idx = (size_t)(f - d->fields);
         if (given[idx])
-            return fail(w, "field given twice (also as \"%s\")", given[idx]);
+            return jsonpath_fail(&w->jp, "field given twice (also as \"%s\")", given[idx]);
         given[idx] = key;
         if (json_is_null(val)) {
-            path_pop(w, old);
+            jsonpath_pop(&w->jp, old);
             continue;
         }
         if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
@@ -581,13 +460,14 @@ static int decode_fields(walk *w, const ProtobufCMessageDescriptor *d, const jso
             if (set) {
                 const ProtobufCFieldDescriptor *other =
                     protobuf_c_message_descriptor_get_field(d, set);
-                return fail(w, "only one of a oneof may be set, and \"%s\" is already",
-                            other ? other->name : "?");
+                return jsonpath_fail(&w->jp,
+                                     "only one of a oneof may be set, and \"%s\" is already",
+                                     other ? other->name : "?");
             }
         }
         if (decode_field(w, d, f, val, m))
             return -1;
-        path_pop(w, old);
+        jsonpath_pop(&w->jp, old);
     }
     return 0;
 }
@@ -596,10 +476,10 @@ static int decode_message(walk *w, const ProtobufCMessageDescriptor *d, const js
                           ProtobufCMessage **out)
 {
     if (!json_is_object(j) && !is_attr_value(d))
-        return fail(w, "expected an object (%s), got %s", d->name, json_kind(j));
+        return jsonpath_fail(&w->jp, "expected an object (%s), got %s", d->name, jsonpath_kind(j));
     ProtobufCMessage *m = new_message(d);
     if (!m)
-        return fail(w, "out of memory");
+        return jsonpath_fail(&w->jp, "out of memory");
     /* Owned by the parent from here on: its cleanup frees it. */
     *out = m;
     if (!json_is_object(j))
@@ -610,10 +490,10 @@ static int decode_message(walk *w, const ProtobufCMessageDescriptor *d, const js
 ProtobufCMessage *pbjson_decode(const ProtobufCMessageDescriptor *desc, const json_t *json,
                                 char *err, size_t errlen)
 {
-    walk w = {.err = err, .errlen = errlen};
+    walk w = {.jp = {.err = err, .errlen = errlen}};
     ProtobufCMessage *m = NULL;
     if (!json) {
-        fail(&w, "no JSON value");
+        jsonpath_fail(&w.jp, "no JSON value");
         return NULL;
     }
     if (decode_message(&w, desc, json, &m)) {
@@ -664,13 +544,14 @@ static json_t *encode_value(walk *w, const ProtobufCFieldDescriptor *f, const vo
 {
     json_t *j = NULL;
     switch (f->type) {
-    case PROTOBUF_C_TYPE_INT32: case PROTOBUF_C_TYPE_SINT32: case PROTOBUF_C_TYPE_SFIXED32:
-        j = json_integer(*(const int32_t *)slot);
-        break;
-    case PROTOBUF_C_TYPE_UINT32: case PROTOBUF_C_TYPE_FIXED32:
-        j = json_integer(*(const uint32_t *)slot);
-        break;
-    case PROTOBUF_C_TYPE_INT64: case PROTOBUF_C_TYPE_SINT64: case PROTOBUF_C_TYPE_SFIXED64: {
+    case PROTOBUF_C_TYPE_INT32:
+    case PROTOBUF_C_TYPE_SINT32:
+    case PROTOBUF_C_TYPE_SFIXED32: j = json_integer(*(const int32_t *)slot); break;
+    case PROTOBUF_C_TYPE_UINT32:
+    case PROTOBUF_C_TYPE_FIXED32: j = json_integer(*(const uint32_t *)slot); break;
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64: {
         int64_t v = *(const int64_t *)slot;
         if (w->flags & PBJSON_INT64_NUMBERS) {
             j = json_integer(v);
@@ -681,18 +562,13 @@ static json_t *encode_value(walk *w, const ProtobufCFieldDescriptor *f, const vo
         }
         break;
     }
-    case PROTOBUF_C_TYPE_UINT64: case PROTOBUF_C_TYPE_FIXED64:
-        j = encode_u64(w, *(const uint64_t *)slot);
-        break;
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64: j = encode_u64(w, *(const uint64_t *)slot); break;
     case PROTOBUF_C_TYPE_FLOAT:
         j = encode_double(pbjson_float_to_double(*(const float *)slot));
         break;
-    case PROTOBUF_C_TYPE_DOUBLE:
-        j = encode_double(*(const double *)slot);
-        break;
-    case PROTOBUF_C_TYPE_BOOL:
-        j = json_boolean(*(const protobuf_c_boolean *)slot);
-        break;
+    case PROTOBUF_C_TYPE_DOUBLE: j = encode_double(*(const double *)slot); break;
+    case PROTOBUF_C_TYPE_BOOL: j = json_boolean(*(const protobuf_c_boolean *)slot); break;
     case PROTOBUF_C_TYPE_ENUM: {
         int32_t v = *(const int32_t *)slot;
         const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(f->descriptor, v);
@@ -703,7 +579,7 @@ static json_t *encode_value(walk *w, const ProtobufCFieldDescriptor *f, const vo
         const char *s = *(char *const *)slot;
         j = json_string(s ? s : "");
         if (!j) {
-            fail(w, "string is not valid UTF-8");
+            jsonpath_fail(&w->jp, "string is not valid UTF-8");
             return NULL;
         }
         break;
@@ -724,7 +600,7 @@ static json_t *encode_value(walk *w, const ProtobufCFieldDescriptor *f, const vo
     }
     }
     if (!j)
-        fail(w, "out of memory");
+        jsonpath_fail(&w->jp, "out of memory");
     return j;
 }
 
@@ -749,7 +625,7 @@ static json_t *encode_repeated(walk *w, const ProtobufCMessageDescriptor *d,
     bool map = is_map(d, f);
     json_t *out = map ? json_object() : json_array();
     if (!out) {
-        fail(w, "out of memory");
+        jsonpath_fail(&w->jp, "out of memory");
         return NULL;
     }
     for (size_t i = 0; i < n; i++) {
@@ -760,18 +636,18 @@ static json_t *encode_repeated(walk *w, const ProtobufCMessageDescriptor *d,
             json_t *k = encode_map_key(w, &ed->fields[0], MEMBER(e, ed->fields[0].offset));
             if (!k)
                 goto fail;
-            size_t old = path_key(w, json_string_value(k));
+            size_t old = jsonpath_key(&w->jp, json_string_value(k));
             v = encode_value(w, &ed->fields[1], MEMBER(e, ed->fields[1].offset));
-            path_pop(w, old);
+            jsonpath_pop(&w->jp, old);
             if (!v || json_object_set_new(out, json_string_value(k), v)) {
                 json_decref(k);
                 goto fail;
             }
             json_decref(k);
         } else {
-            size_t old = path_index(w, i);
+            size_t old = jsonpath_index(&w->jp, i);
             v = encode_value(w, f, elems + i * elem_size(f->type));
-            path_pop(w, old);
+            jsonpath_pop(&w->jp, old);
             if (!v || json_array_append_new(out, v))
                 goto fail;
         }
@@ -790,12 +666,9 @@ static bool is_default(const ProtobufCFieldDescriptor *f, const void *slot)
         const char *s = *(char *const *)slot;
         return !s || !*s;
     }
-    case PROTOBUF_C_TYPE_BYTES:
-        return ((const ProtobufCBinaryData *)slot)->len == 0;
-    case PROTOBUF_C_TYPE_MESSAGE:
-        return *(void *const *)slot == NULL;
-    case PROTOBUF_C_TYPE_FLOAT:
-        return *(const float *)slot == 0 && !signbit(*(const float *)slot);
+    case PROTOBUF_C_TYPE_BYTES: return ((const ProtobufCBinaryData *)slot)->len == 0;
+    case PROTOBUF_C_TYPE_MESSAGE: return *(void *const *)slot == NULL;
+    case PROTOBUF_C_TYPE_FLOAT: return *(const float *)slot == 0 && !signbit(*(const float *)slot);
     case PROTOBUF_C_TYPE_DOUBLE:
         return *(const double *)slot == 0 && !signbit(*(const double *)slot);
     default: {
@@ -831,31 +704,32 @@ static json_t *encode_fields(walk *w, const ProtobufCMessage *m)
     const ProtobufCMessageDescriptor *d = m->descriptor;
     json_t *obj = json_object();
     if (!obj) {
-        fail(w, "out of memory");
+        jsonpath_fail(&w->jp, "out of memory");
         return NULL;
     }
     for (unsigned i = 0; i < d->n_fields; i++) {
         const ProtobufCFieldDescriptor *f = &d->fields[i];
         char camel[160];
         const char *key = w->flags & PBJSON_ORIGINAL_NAMES
-                              ? f->name : pbjson_json_name(f->name, camel, sizeof camel);
+                              ? f->name
+                              : pbjson_json_name(f->name, camel, sizeof camel);
         json_t *v = NULL;
-        size_t old = path_key(w, key);
+        size_t old = jsonpath_key(&w->jp, key);
         if (f->label == PROTOBUF_C_LABEL_REPEATED) {
             if (*(const size_t *)MEMBER(m, f->quantifier_offset) ||
                 (w->flags & PBJSON_EMIT_DEFAULTS))
                 v = encode_repeated(w, d, f, m);
             else {
-                path_pop(w, old);
+                jsonpath_pop(&w->jp, old);
                 continue;
             }
         } else if (field_present(w, f, m)) {
             v = encode_value(w, f, MEMBER(m, f->offset));
         } else {
-            path_pop(w, old);
+            jsonpath_pop(&w->jp, old);
             continue;
         }
-        path_pop(w, old);
+        jsonpath_pop(&w->jp, old);
         if (!v || json_object_set_new(obj, key, v)) {
             json_decref(obj);
             return NULL;
@@ -883,14 +757,10 @@ static json_t *encode_attr_friendly(const Fluxion__V1__AttrValue *a)
 {
     json_t *arr;
     switch (a->value_case) {
-    case FLUXION__V1__ATTR_VALUE__VALUE_I:
-        return json_integer(a->i);
-    case FLUXION__V1__ATTR_VALUE__VALUE_F:
-        return isfinite(a->f) ? json_real(a->f) : NULL;
-    case FLUXION__V1__ATTR_VALUE__VALUE_B:
-        return json_boolean(a->b);
-    case FLUXION__V1__ATTR_VALUE__VALUE_S:
-        return json_string(a->s ? a->s : "");
+    case FLUXION__V1__ATTR_VALUE__VALUE_I: return json_integer(a->i);
+    case FLUXION__V1__ATTR_VALUE__VALUE_F: return isfinite(a->f) ? json_real(a->f) : NULL;
+    case FLUXION__V1__ATTR_VALUE__VALUE_B: return json_boolean(a->b);
+    case FLUXION__V1__ATTR_VALUE__VALUE_S: return json_string(a->s ? a->s : "");
     case FLUXION__V1__ATTR_VALUE__VALUE_INTS:
         arr = json_array();
         for (size_t i = 0; a->ints && i < a->ints->n_values; i++)
@@ -902,8 +772,7 @@ static json_t *encode_attr_friendly(const Fluxion__V1__AttrValue *a)
             return NULL;
         arr = json_array();
         for (size_t i = 0; i < a->floats->n_values; i++)
-            if (!isfinite(a->floats->values[i]) ||
-                !append(&arr, json_real(a->floats->values[i])))
+            if (!isfinite(a->floats->values[i]) || !append(&arr, json_real(a->floats->values[i])))
                 return json_decref(arr), NULL;
         return arr;
     case FLUXION__V1__ATTR_VALUE__VALUE_STRINGS:
@@ -914,8 +783,7 @@ static json_t *encode_attr_friendly(const Fluxion__V1__AttrValue *a)
             if (!append(&arr, json_string(a->strings->values[i])))
                 return NULL;
         return arr;
-    default:
-        return NULL;
+    default: return NULL;
     }
 }
 
@@ -931,7 +799,7 @@ static json_t *encode_message(walk *w, const ProtobufCMessage *m)
 
 json_t *pbjson_encode(const ProtobufCMessage *msg, unsigned flags, char *err, size_t errlen)
 {
-    walk w = {.err = err, .errlen = errlen, .flags = flags};
+    walk w = {.jp = {.err = err, .errlen = errlen}, .flags = flags};
     if (err && errlen)
         err[0] = '\0';
     return encode_message(&w, msg);

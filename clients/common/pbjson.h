@@ -79,8 +79,7 @@ char *pbjson_base64_encode(const void *data, size_t len);
 /* Decodes standard or URL-safe base64, padding optional, no whitespace.
  * Returns 0 and a malloc'd buffer in *out (NULL when *outlen is 0), or -1
  * on malformed input or out of memory. */
-int pbjson_base64_decode(const char *text, size_t textlen, unsigned char **out,
-                         size_t *outlen);
+int pbjson_base64_decode(const char *text, size_t textlen, unsigned char **out, size_t *outlen);
 
 #ifdef __cplusplus
 }

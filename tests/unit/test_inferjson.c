@@ -54,8 +54,8 @@ static Inference__ModelInferRequest *request(const char *text, const char *dtype
     meta_init(&mm, dtype_x);
     char err[256] = "";
     json_t *j = parse(text);
-    Inference__ModelInferRequest *r = inferjson_request(j, "m", "3", &mm.meta, raw, err,
-                                                        sizeof err);
+    Inference__ModelInferRequest *r =
+        inferjson_request(j, "m", "3", &mm.meta, raw, err, sizeof err);
     json_decref(j);
     if (!r)
         fail_msg("request failed: %s", err);
@@ -68,8 +68,8 @@ static void expect_error(const char *text, const char *dtype_x, bool raw, const 
     meta_init(&mm, dtype_x);
     char err[256] = "";
     json_t *j = parse(text);
-    Inference__ModelInferRequest *r = inferjson_request(j, "m", NULL, &mm.meta, raw, err,
-                                                        sizeof err);
+    Inference__ModelInferRequest *r =
+        inferjson_request(j, "m", NULL, &mm.meta, raw, err, sizeof err);
     json_decref(j);
     if (r) {
         protobuf_c_message_free_unpacked(&r->base, NULL);
@@ -252,7 +252,10 @@ static void test_raw_encoding(void **state)
 
     r = request("{\"x\": [\"ab\", \"\"]}", "BYTES", true);
     assert_int_equal(r->raw_input_contents[0].len, 10);
-    assert_memory_equal(r->raw_input_contents[0].data, "\x02\x00\x00\x00" "ab\x00\x00\x00\x00", 10);
+    assert_memory_equal(r->raw_input_contents[0].data,
+                        "\x02\x00\x00\x00"
+                        "ab\x00\x00\x00\x00",
+                        10);
     protobuf_c_message_free_unpacked(&r->base, NULL);
 
     r = request("{\"x\": [\"ab\", \"\"]}", "BYTES", false);
@@ -268,10 +271,12 @@ static void test_raw_encoding(void **state)
 static void test_kserve_form(void **state)
 {
     Inference__ModelInferRequest *r = request(
-        "{\"id\": \"r7\", \"inputs\": [{\"name\": \"x\", \"shape\": [2, 2], \"datatype\": \"INT32\","
+        "{\"id\": \"r7\", \"inputs\": [{\"name\": \"x\", \"shape\": [2, 2], \"datatype\": "
+        "\"INT32\","
         " \"data\": [1, 2, 3, 4]}, {\"name\": \"k\", \"shape\": [1, 3], \"data\": [[5, 6, 7]]},"
         " {\"name\": \"n\", \"datatype\": \"FP64\", \"data\": [[0.5], [1.5]]}],"
-        " \"outputs\": [{\"name\": \"y\"}]}", "FP32", false);
+        " \"outputs\": [{\"name\": \"y\"}]}",
+        "FP32", false);
     assert_string_equal(r->id, "r7");
     assert_int_equal(r->n_inputs, 3);
     assert_string_equal(r->inputs[0]->datatype, "INT32"); /* given beats metadata */
@@ -304,42 +309,43 @@ static void test_kserve_errors(void **state)
 {
     expect_error("{\"inputs\": [{\"name\": \"x\", \"shape\": [2, 4], \"data\": [1, 2, 3]}]}",
                  "FP32", false, "inputs[0].shape: shape holds 8 elements, the data has 3");
-    expect_error("{\"inputs\": [{\"name\": \"x\", \"shape\": [2, -1], \"data\": [1, 2]}]}",
-                 "FP32", false,
+    expect_error("{\"inputs\": [{\"name\": \"x\", \"shape\": [2, -1], \"data\": [1, 2]}]}", "FP32",
+                 false,
                  "inputs[0].shape[1]: expected a dimension (an integer >= 0), got an integer");
-    expect_error("{\"inputs\": [{\"name\": \"x\", \"shape\": 2, \"data\": [1, 2]}]}", "FP32",
-                 false, "inputs[0].shape: expected an array of dimensions, got an integer");
+    expect_error("{\"inputs\": [{\"name\": \"x\", \"shape\": 2, \"data\": [1, 2]}]}", "FP32", false,
+                 "inputs[0].shape: expected an array of dimensions, got an integer");
     expect_error("{\"inputs\": [{\"name\": \"x\", \"shape\": [4294967296, 4294967296, 4294967296],"
-                 " \"data\": [1]}]}", "FP32", false,
+                 " \"data\": [1]}]}",
+                 "FP32", false,
                  "inputs[0].shape: shape holds over 18446744073709551615 elements, the data has 1");
     expect_error("{\"inputs\": [{\"shape\": [1], \"data\": [1]}]}", "FP32", false,
                  "inputs[0].name: missing");
     expect_error("{\"inputs\": [{\"name\": 3, \"data\": [1]}]}", "FP32", false,
                  "inputs[0].name: expected a string, got an integer");
     expect_error("{\"inputs\": [{\"name\": \"x\"}]}", "FP32", false, "inputs[0].data: missing");
-    expect_error("{\"inputs\": [{\"name\": \"x\", \"dims\": [1], \"data\": [1]}]}", "FP32",
-                 false, "inputs[0].dims: unknown member (expected name, shape, datatype, data)");
+    expect_error("{\"inputs\": [{\"name\": \"x\", \"dims\": [1], \"data\": [1]}]}", "FP32", false,
+                 "inputs[0].dims: unknown member (expected name, shape, datatype, data)");
     expect_error("{\"inputs\": [{\"name\": \"x\", \"data\": [1]}, 5]}", "FP32", false,
                  "inputs[1]: expected an object (name, shape, datatype, data), got an integer");
-    expect_error("{\"inputs\": [{\"name\": \"x\", \"datatype\": \"INT32\", \"data\": [[1], [2, 3]]}]}",
-                 "FP32", false,
-                 "inputs[0].data[1]: expected 1 elements like the first array at this depth, "
-                 "got 2");
+    expect_error(
+        "{\"inputs\": [{\"name\": \"x\", \"datatype\": \"INT32\", \"data\": [[1], [2, 3]]}]}",
+        "FP32", false,
+        "inputs[0].data[1]: expected 1 elements like the first array at this depth, "
+        "got 2");
     expect_error("{\"inputs\": [{\"name\": \"x\", \"shape\": [3], \"datatype\": \"INT32\","
-                 " \"data\": [1, 2, 3.5]}]}", "FP32", false,
-                 "inputs[0].data[2]: expected an integer for INT32, got 3.5");
+                 " \"data\": [1, 2, 3.5]}]}",
+                 "FP32", false, "inputs[0].data[2]: expected an integer for INT32, got 3.5");
     expect_error("{\"inputs\": [{\"name\": \"q\", \"data\": [1]}]}", "FP32", false,
                  "inputs[0]: model m has no input \"q\" (its inputs: x, k)");
     expect_error("{\"inputs\": []}", "FP32", false, "inputs: no inputs given");
-    expect_error("{\"inputs\": [{\"name\": \"x\", \"data\": [1]}], \"output\": []}", "FP32",
-                 false, "output: unknown member (expected inputs, outputs, id)");
+    expect_error("{\"inputs\": [{\"name\": \"x\", \"data\": [1]}], \"output\": []}", "FP32", false,
+                 "output: unknown member (expected inputs, outputs, id)");
     expect_error("{\"inputs\": [{\"name\": \"x\", \"data\": [1]}], \"id\": 5}", "FP32", false,
                  "id: expected a string, got an integer");
-    expect_error("{\"inputs\": [{\"name\": \"x\", \"data\": [1]}], \"outputs\": [\"y\"]}",
-                 "FP32", false,
-                 "outputs[0]: expected an object {\"name\": ...}, got a string");
-    expect_error("{\"inputs\": [{\"name\": \"x\", \"data\": [1]}], \"outputs\": {}}",
-                 "FP32", false, "outputs: expected an array of {\"name\": ...}, got an object");
+    expect_error("{\"inputs\": [{\"name\": \"x\", \"data\": [1]}], \"outputs\": [\"y\"]}", "FP32",
+                 false, "outputs[0]: expected an object {\"name\": ...}, got a string");
+    expect_error("{\"inputs\": [{\"name\": \"x\", \"data\": [1]}], \"outputs\": {}}", "FP32", false,
+                 "outputs: expected an array of {\"name\": ...}, got an object");
     expect_error("{\"inputs\": [{\"name\": \"x\", \"data\": [1]}], \"outputs\": [{\"nam\": 1}]}",
                  "FP32", false, "outputs[0].nam: unknown member (expected name)");
 }
@@ -404,10 +410,9 @@ static void test_response_typed(void **state)
     Inference__ModelInferResponse resp = INFERENCE__MODEL_INFER_RESPONSE__INIT;
     resp.n_outputs = 2;
     resp.outputs = outs;
-    expect_response(&resp,
-        "{\"y\": {\"shape\": [2, 3], \"datatype\": \"FP32\","
-        "  \"data\": [0.5, -1.25, 2.0, 3.0, \"NaN\", \"-Infinity\"]},"
-        " \"idx\": {\"shape\": [1], \"datatype\": \"INT64\", \"data\": [-3]}}");
+    expect_response(&resp, "{\"y\": {\"shape\": [2, 3], \"datatype\": \"FP32\","
+                           "  \"data\": [0.5, -1.25, 2.0, 3.0, \"NaN\", \"-Infinity\"]},"
+                           " \"idx\": {\"shape\": [1], \"datatype\": \"INT64\", \"data\": [-3]}}");
 
     /* Output order follows the response. */
     char err[64];
@@ -450,18 +455,20 @@ static void test_response_raw(void **state)
         {2, (uint8_t *)"\xff\x7f"},
         {4, (uint8_t *)"\xff\xff\x01\x00"},
         {16, (uint8_t *)cv},
-        {11, (uint8_t *)"\x03\x00\x00\x00" "abc" "\x00\x00\x00\x00"},
+        {11, (uint8_t *)"\x03\x00\x00\x00"
+                        "abc"
+                        "\x00\x00\x00\x00"},
     };
     Inference__ModelInferResponse resp = INFERENCE__MODEL_INFER_RESPONSE__INIT;
     resp.n_outputs = 4;
     resp.outputs = outs;
     resp.n_raw_output_contents = 4;
     resp.raw_output_contents = raw;
-    expect_response(&resp,
-        "{\"a\": {\"shape\": [2], \"datatype\": \"INT8\", \"data\": [-1, 127]},"
-        " \"b\": {\"shape\": [2], \"datatype\": \"UINT16\", \"data\": [65535, 1]},"
-        " \"c\": {\"shape\": [2], \"datatype\": \"FP64\", \"data\": [0.25, -8.0]},"
-        " \"d\": {\"shape\": [2], \"datatype\": \"BYTES\", \"data\": [\"abc\", \"\"]}}");
+    expect_response(
+        &resp, "{\"a\": {\"shape\": [2], \"datatype\": \"INT8\", \"data\": [-1, 127]},"
+               " \"b\": {\"shape\": [2], \"datatype\": \"UINT16\", \"data\": [65535, 1]},"
+               " \"c\": {\"shape\": [2], \"datatype\": \"FP64\", \"data\": [0.25, -8.0]},"
+               " \"d\": {\"shape\": [2], \"datatype\": \"BYTES\", \"data\": [\"abc\", \"\"]}}");
 
     raw[1].len = 3;
     expect_response_error(&resp, "output b: raw contents end inside element 1");
@@ -480,7 +487,9 @@ static void test_response_raw(void **state)
  * bytes -> JSON equal to the input. */
 static void test_raw_round_trip(void **state)
 {
-    struct { const char *dtype, *data; } cases[] = {
+    struct {
+        const char *dtype, *data;
+    } cases[] = {
         {"BOOL", "[true, false, true]"},
         {"INT8", "[-128, 0, 127]"},
         {"INT16", "[-32768, 5, 32767]"},
@@ -524,16 +533,11 @@ static void test_raw_round_trip(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_nested_arrays),
-        cmocka_unit_test(test_scalar_and_empty),
-        cmocka_unit_test(test_ragged_rejected),
-        cmocka_unit_test(test_value_errors),
-        cmocka_unit_test(test_value_edges),
-        cmocka_unit_test(test_raw_encoding),
-        cmocka_unit_test(test_kserve_form),
-        cmocka_unit_test(test_kserve_errors),
-        cmocka_unit_test(test_response_typed),
-        cmocka_unit_test(test_response_raw),
+        cmocka_unit_test(test_nested_arrays),   cmocka_unit_test(test_scalar_and_empty),
+        cmocka_unit_test(test_ragged_rejected), cmocka_unit_test(test_value_errors),
+        cmocka_unit_test(test_value_edges),     cmocka_unit_test(test_raw_encoding),
+        cmocka_unit_test(test_kserve_form),     cmocka_unit_test(test_kserve_errors),
+        cmocka_unit_test(test_response_typed),  cmocka_unit_test(test_response_raw),
         cmocka_unit_test(test_raw_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -27,11 +27,20 @@ static void expect_text(const json_t *j, int layout, const char *want)
 
 static void test_reals(void **state)
 {
-    struct { double v; const char *text; } cases[] = {
-        {0.1, "0.1"}, {2.0, "2.0"}, {-0.0, "-0.0"}, {1e20, "1e+20"}, {1.5e-7, "1.5e-07"},
-        {1.0 / 3, "0.3333333333333333"}, {DBL_MAX, "1.7976931348623157e+308"},
-        {5e-324, "5e-324"}, {123456789012.0, "123456789012.0"}, {0.30000000000000004,
-        "0.30000000000000004"},
+    struct {
+        double v;
+        const char *text;
+    } cases[] = {
+        {0.1, "0.1"},
+        {2.0, "2.0"},
+        {-0.0, "-0.0"},
+        {1e20, "1e+20"},
+        {1.5e-7, "1.5e-07"},
+        {1.0 / 3, "0.3333333333333333"},
+        {DBL_MAX, "1.7976931348623157e+308"},
+        {5e-324, "5e-324"},
+        {123456789012.0, "123456789012.0"},
+        {0.30000000000000004, "0.30000000000000004"},
     };
     char buf[32];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -42,9 +51,16 @@ static void test_reals(void **state)
 
 static void test_float_values(void **state)
 {
-    struct { float f; const char *text; } cases[] = {
-        {0.1f, "0.1"}, {1.0f / 3, "0.33333334"}, {16777216.0f, "16777216.0"},
-        {FLT_MAX, "3.4028235e+38"}, {FLT_MIN, "1.1754944e-38"}, {-2.5f, "-2.5"},
+    struct {
+        float f;
+        const char *text;
+    } cases[] = {
+        {0.1f, "0.1"},
+        {1.0f / 3, "0.33333334"},
+        {16777216.0f, "16777216.0"},
+        {FLT_MAX, "3.4028235e+38"},
+        {FLT_MIN, "1.1754944e-38"},
+        {-2.5f, "-2.5"},
         {1e-45f, "1.4013e-45"},
     };
     char buf[32];
@@ -70,10 +86,12 @@ static void test_strings(void **state)
 static void test_layouts(void **state)
 {
     json_t *j = json_loads("{\"a\": [1, 2.5], \"b\": {\"c\": [[1], [true, null]]},"
-                           " \"d\": {}, \"e\": [], \"f\": \"s\"}", 0, NULL);
+                           " \"d\": {}, \"e\": [], \"f\": \"s\"}",
+                           0, NULL);
     assert_non_null(j);
-    expect_text(j, JSONOUT_LINE, "{\"a\": [1, 2.5], \"b\": {\"c\": [[1], [true, null]]},"
-                                 " \"d\": {}, \"e\": [], \"f\": \"s\"}");
+    expect_text(j, JSONOUT_LINE,
+                "{\"a\": [1, 2.5], \"b\": {\"c\": [[1], [true, null]]},"
+                " \"d\": {}, \"e\": [], \"f\": \"s\"}");
     expect_text(j, JSONOUT_PRETTY,
                 "{\n"
                 "  \"a\": [1, 2.5],\n"
@@ -109,10 +127,8 @@ static void test_write_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_reals),
-        cmocka_unit_test(test_float_values),
-        cmocka_unit_test(test_strings),
-        cmocka_unit_test(test_layouts),
+        cmocka_unit_test(test_reals),        cmocka_unit_test(test_float_values),
+        cmocka_unit_test(test_strings),      cmocka_unit_test(test_layouts),
         cmocka_unit_test(test_write_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

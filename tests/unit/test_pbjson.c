@@ -41,8 +41,7 @@ static ProtobufCMessage *decode(const ProtobufCMessageDescriptor *d, const char 
     return m;
 }
 
-static void expect_error(const ProtobufCMessageDescriptor *d, const char *text,
-                         const char *want)
+static void expect_error(const ProtobufCMessageDescriptor *d, const char *text, const char *want)
 {
     char err[512] = "";
     json_t *j = parse(text);
@@ -107,7 +106,10 @@ static void assert_round_trip(const ProtobufCMessage *m, unsigned flags)
 }
 
 static const unsigned ALL_FLAGS[] = {
-    0, PBJSON_ORIGINAL_NAMES, PBJSON_EMIT_DEFAULTS, PBJSON_INT64_NUMBERS,
+    0,
+    PBJSON_ORIGINAL_NAMES,
+    PBJSON_EMIT_DEFAULTS,
+    PBJSON_INT64_NUMBERS,
     PBJSON_CANONICAL_ATTRS,
     PBJSON_ORIGINAL_NAMES | PBJSON_EMIT_DEFAULTS | PBJSON_INT64_NUMBERS,
 };
@@ -186,7 +188,8 @@ static void test_all_types_encode(void **state)
     Fxtest__AllTypes *m =
         (Fxtest__AllTypes *)decode(&fxtest__all_types__descriptor, ALL_TYPES_JSON);
     /* proto3 defaults: lowerCamelCase, 64-bit integers as strings. */
-    expect_json(&m->base, 0,
+    expect_json(
+        &m->base, 0,
         "{\"i32\": -7, \"i64\": \"-9007199254740993\", \"u32\": 4294967295,"
         " \"u64\": \"18446744073709551615\", \"s32\": -2147483648, \"s64\": \"5\","
         " \"f32\": 7, \"f64\": \"8\", \"sf32\": -9, \"sf64\": \"-10\", \"fl\": 0.25,"
@@ -215,7 +218,8 @@ static void test_defaults_and_presence(void **state)
     Fxtest__AllTypes m = FXTEST__ALL_TYPES__INIT;
     expect_json(&m.base, 0, "{}");
     /* Every implicit-presence field; never unset messages or oneofs. */
-    expect_json(&m.base, PBJSON_EMIT_DEFAULTS | PBJSON_ORIGINAL_NAMES,
+    expect_json(
+        &m.base, PBJSON_EMIT_DEFAULTS | PBJSON_ORIGINAL_NAMES,
         "{\"i32\": 0, \"i64\": \"0\", \"u32\": 0, \"u64\": \"0\", \"s32\": 0, \"s64\": \"0\","
         " \"f32\": 0, \"f64\": \"0\", \"sf32\": 0, \"sf64\": \"0\", \"fl\": 0.0, \"db\": 0.0,"
         " \"b\": false, \"str\": \"\", \"by\": \"\", \"color\": \"COLOR_UNSPECIFIED\","
@@ -231,8 +235,9 @@ static void test_defaults_and_presence(void **state)
     z.db = -0.0;
     expect_json(&z.base, 0, "{\"db\": -0.0}");
     /* null means "not set". */
-    Fxtest__AllTypes *n = (Fxtest__AllTypes *)decode(&fxtest__all_types__descriptor,
-        "{\"i32\": null, \"inner\": null, \"cMsg\": null, \"cInt\": 3}");
+    Fxtest__AllTypes *n =
+        (Fxtest__AllTypes *)decode(&fxtest__all_types__descriptor,
+                                   "{\"i32\": null, \"inner\": null, \"cMsg\": null, \"cInt\": 3}");
     assert_null(n->inner);
     assert_int_equal(n->choice_case, FXTEST__ALL_TYPES__CHOICE_C_INT);
     protobuf_c_message_free_unpacked(&n->base, NULL);
@@ -258,8 +263,8 @@ static void test_proto2_presence(void **state)
 
 static void test_oneof_message_member(void **state)
 {
-    Fxtest__AllTypes *m = (Fxtest__AllTypes *)decode(&fxtest__all_types__descriptor,
-                                                    "{\"c_msg\": {\"a\": 4}}");
+    Fxtest__AllTypes *m =
+        (Fxtest__AllTypes *)decode(&fxtest__all_types__descriptor, "{\"c_msg\": {\"a\": 4}}");
     assert_int_equal(m->choice_case, FXTEST__ALL_TYPES__CHOICE_C_MSG);
     assert_int_equal(m->c_msg->a, 4);
     expect_json(&m->base, PBJSON_ORIGINAL_NAMES, "{\"c_msg\": {\"a\": 4}}");
@@ -270,7 +275,8 @@ static void test_oneof_message_member(void **state)
 static void test_number_forms(void **state)
 {
     /* Integral reals and exponents are integers; strings for every width. */
-    Fxtest__AllTypes *m = (Fxtest__AllTypes *)decode(&fxtest__all_types__descriptor,
+    Fxtest__AllTypes *m = (Fxtest__AllTypes *)decode(
+        &fxtest__all_types__descriptor,
         "{\"i32\": 1e3, \"u32\": \"12\", \"i64\": -2.0, \"u64\": 1.8e19,"
         " \"fl\": \"1.5\", \"db\": \"Infinity\", \"sf64\": \"-9223372036854775808\"}");
     assert_int_equal(m->i32, 1000);
@@ -281,8 +287,8 @@ static void test_number_forms(void **state)
     assert_true(isinf(m->db) && m->db > 0);
     assert_true(m->sf64 == INT64_MIN);
     expect_json(&m->base, PBJSON_INT64_NUMBERS,
-        "{\"i32\": 1000, \"u32\": 12, \"i64\": -2, \"u64\": \"18000000000000000000\","
-        " \"fl\": 1.5, \"db\": \"Infinity\", \"sf64\": -9223372036854775808}");
+                "{\"i32\": 1000, \"u32\": 12, \"i64\": -2, \"u64\": \"18000000000000000000\","
+                " \"fl\": 1.5, \"db\": \"Infinity\", \"sf64\": -9223372036854775808}");
     protobuf_c_message_free_unpacked(&m->base, NULL);
 }
 
@@ -355,7 +361,8 @@ static void test_model_request(void **state)
     assert_string_equal(s->outputs[0]->source, "fc2");
 
     /* Friendly attrs come back as written ([1, 2.5] as floats 1.0, 2.5). */
-    expect_json(&r->base, PBJSON_ORIGINAL_NAMES | PBJSON_INT64_NUMBERS,
+    expect_json(
+        &r->base, PBJSON_ORIGINAL_NAMES | PBJSON_INT64_NUMBERS,
         "{\"name\": \"mlp\", \"description\": \"two layers\", \"seed\": 1,"
         " \"spec\": {\"inputs\": [{\"name\": \"x\", \"dtype\": \"FP32\", \"shape\": [-1, 4]}],"
         "  \"nodes\": [{\"name\": \"fc1\", \"op\": \"dense\", \"inputs\": [\"x\"],"
@@ -489,7 +496,10 @@ static void test_attr_encode(void **state)
 
 static void test_attr_decode_forms(void **state)
 {
-    struct { const char *json; int value_case; } cases[] = {
+    struct {
+        const char *json;
+        int value_case;
+    } cases[] = {
         {"7", FLUXION__V1__ATTR_VALUE__VALUE_I},
         {"7.0", FLUXION__V1__ATTR_VALUE__VALUE_F},
         {"-1e-3", FLUXION__V1__ATTR_VALUE__VALUE_F},
@@ -503,15 +513,15 @@ static void test_attr_decode_forms(void **state)
         {"{}", FLUXION__V1__ATTR_VALUE__VALUE__NOT_SET},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        Fluxion__V1__AttrValue *a = (Fluxion__V1__AttrValue *)decode(
-            &fluxion__v1__attr_value__descriptor, cases[i].json);
+        Fluxion__V1__AttrValue *a =
+            (Fluxion__V1__AttrValue *)decode(&fluxion__v1__attr_value__descriptor, cases[i].json);
         if ((int)a->value_case != cases[i].value_case)
             fail_msg("%s: case %d, expected %d", cases[i].json, (int)a->value_case,
                      cases[i].value_case);
         protobuf_c_message_free_unpacked(&a->base, NULL);
     }
-    Fluxion__V1__AttrValue *a = (Fluxion__V1__AttrValue *)decode(
-        &fluxion__v1__attr_value__descriptor, "[1, 2, 3.5]");
+    Fluxion__V1__AttrValue *a =
+        (Fluxion__V1__AttrValue *)decode(&fluxion__v1__attr_value__descriptor, "[1, 2, 3.5]");
     assert_true(a->floats->values[0] == 1 && a->floats->values[2] == 3.5);
     protobuf_c_message_free_unpacked(&a->base, NULL);
 }
@@ -522,14 +532,16 @@ static void test_errors_name_path(void **state)
 {
     const ProtobufCMessageDescriptor *cm = &fluxion__v1__create_model_request__descriptor;
     const ProtobufCMessageDescriptor *at = &fxtest__all_types__descriptor;
-    expect_error(cm, "[]", "top level: expected an object (fluxion.v1.CreateModelRequest), "
-                           "got an array");
+    expect_error(cm, "[]",
+                 "top level: expected an object (fluxion.v1.CreateModelRequest), "
+                 "got an array");
     expect_error(cm, "{\"spec\": {\"nodes\": [{\"name\": \"a\"}, {\"atrs\": {}}]}}",
                  "spec.nodes[1].atrs: unknown field of fluxion.v1.Node");
     expect_error(cm, "{\"name\": 5}", "name: expected a string, got an integer");
     expect_error(cm, "{\"name\": \"a\\u0000b\"}", "name: string contains a NUL character");
-    expect_error(cm, "{\"spec\": {\"nodes\": [{}, {}, {\"attrs\": {\"units\": null,"
-                     " \"k\": [1, \"a\"]}}]}}",
+    expect_error(cm,
+                 "{\"spec\": {\"nodes\": [{}, {}, {\"attrs\": {\"units\": null,"
+                 " \"k\": [1, \"a\"]}}]}}",
                  "spec.nodes[2].attrs.k[1]: expected a number like the elements before it, "
                  "got a string");
     expect_error(cm, "{\"spec\": {\"nodes\": [{\"attrs\": {\"k\": [\"a\", 1]}}]}}",
@@ -539,7 +551,8 @@ static void test_errors_name_path(void **state)
                  "spec.nodes[0].attrs.k[0]: expected a number or a string, got a bool");
     expect_error(cm, "{\"spec\": {\"nodes\": [{\"attrs\": {\"units\": {\"q\": 1}}}]}}",
                  "spec.nodes[0].attrs.units.q: unknown field of fluxion.v1.AttrValue");
-    expect_error(cm, "{\"spec\": {\"nodes\": [{\"attrs\": {\"units\": {\"i\": 1, \"s\": \"x\"}}}]}}",
+    expect_error(cm,
+                 "{\"spec\": {\"nodes\": [{\"attrs\": {\"units\": {\"i\": 1, \"s\": \"x\"}}}]}}",
                  "spec.nodes[0].attrs.units.s: only one of a oneof may be set, and \"i\" is "
                  "already");
     expect_error(cm, "{\"spec\": {\"nodes\": [{\"attrs\": []}]}}",
