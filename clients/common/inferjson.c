@@ -88,7 +88,7 @@ typedef struct {
     int ndim;
     int64_t shape[MAX_DIMS];
     const json_t **leaf; /* borrowed */
-    size_t n;
+    size_t n, cap;
 } flat;
 
 /* The shape is read off the first element at each depth; every other
@@ -111,6 +111,17 @@ static int collect(jsonpath *c, const json_t *j, int depth, flat *f)
         if (json_is_array(j))
             return jsonpath_fail(c, "expected a value, got an array (nested deeper than the first "
                                     "element)");
+        /* Grown as leaves come, never sized from the shape: the shape is
+         * read off first elements only, and ragged data may claim far
+         * more elements than it holds. */
+        if (f->n == f->cap) {
+            size_t cap = f->cap ? f->cap * 2 : 64;
+            const json_t **bigger = realloc(f->leaf, cap * sizeof *bigger);
+            if (!bigger)
+                return jsonpath_fail(c, "out of memory");
+            f->leaf = bigger;
+            f->cap = cap;
+        }
         f->leaf[f->n++] = j;
         return 0;
     }
@@ -134,15 +145,9 @@ static int collect(jsonpath *c, const json_t *j, int depth, flat *f)
 static int flatten(jsonpath *c, const json_t *data, flat *f)
 {
     f->leaf = NULL;
-    f->n = 0;
+    f->n = f->cap = 0;
     if (nest_shape(c, data, f))
         return -1;
-    size_t total = 1;
-    for (int d = 0; d < f->ndim; d++)
-        total *= (size_t)f->shape[d]; /* bounded by the JSON's own size */
-    f->leaf = malloc((total ? total : 1) * sizeof *f->leaf);
-    if (!f->leaf)
-        return jsonpath_fail(c, "out of memory");
     return collect(c, data, 0, f);
 }
 

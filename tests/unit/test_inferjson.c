@@ -153,6 +153,27 @@ static void test_ragged_rejected(void **state)
                  "x[1][1]: expected 1 elements like the first array at this depth, got 2");
     expect_error("{\"x\": [[], [1]]}", "FP32", false,
                  "x[1]: expected 0 elements like the first array at this depth, got 1");
+    /* Ragged data whose first elements claim 300^8 elements (more than
+     * size_t counts): rejected at the first short element, nothing sized
+     * from the claim. */
+    json_t *level = json_array();
+    for (int i = 0; i < 300; i++)
+        json_array_append_new(level, json_integer(i));
+    for (int d = 0; d < 7; d++) {
+        json_t *up = json_array();
+        json_array_append_new(up, level);
+        for (int i = 1; i < 300; i++)
+            json_array_append_new(up, json_integer(i));
+        level = up;
+    }
+    json_t *in = json_pack("{s:o}", "x", level);
+    model_meta mm;
+    meta_init(&mm, "FP32");
+    char err[256];
+    assert_null(inferjson_request(in, "m", NULL, &mm.meta, false, err, sizeof err));
+    assert_string_equal(err, "x[0][0][0][0][0][0][1]: expected an array of 300 elements, got an "
+                             "integer");
+    json_decref(in);
     /* Too deep to be a tensor. */
     char deep[128] = "{\"x\": ";
     for (int i = 0; i < 33; i++)
