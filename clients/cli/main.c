@@ -29,10 +29,13 @@ static const char GLOBAL_OPTIONS[] =
     "  -h, --help          this help; `fluxion COMMAND --help` for a command's\n"
     "  -V, --version       print the version and exit\n";
 
+/* The space between a command's name and its usage, if it has one. */
+#define SEP(cmd) (*(cmd)->usage ? " " : "")
+
 static void print_command_line(FILE *f, const cli_command *cmd)
 {
     char left[80];
-    snprintf(left, sizeof left, "%s %s", cmd->name, cmd->usage);
+    snprintf(left, sizeof left, "%s%s%s", cmd->name, SEP(cmd), cmd->usage);
     /* Usage strings past the column go on their own line. */
     if (strlen(left) > 34)
         fprintf(f, "  %s\n  %-34s %s\n", left, "", cmd->summary);
@@ -62,7 +65,7 @@ static void print_model_help(FILE *f)
 
 static void print_command_help(FILE *f, const cli_command *cmd)
 {
-    fprintf(f, "usage: fluxion %s %s\n\n%s\n", cmd->name, cmd->usage, cmd->summary);
+    fprintf(f, "usage: fluxion %s%s%s\n\n%s\n", cmd->name, SEP(cmd), cmd->usage, cmd->summary);
     if (cmd->details)
         fprintf(f, "\n%s", cmd->details);
     if (cmd->opts[0].name) {
@@ -196,13 +199,13 @@ static int parse_args(cli_ctx *c, const cli_command *cmd, int argc, char **argv,
             continue;
         }
         if (a->npos == cmd->max_pos)
-            return cli_usage_error("%s: unexpected argument \"%s\" (usage: fluxion %s %s)",
-                                   cmd->name, arg, cmd->name, cmd->usage);
+            return cli_usage_error("%s: unexpected argument \"%s\" (usage: fluxion %s%s%s)",
+                                   cmd->name, arg, cmd->name, SEP(cmd), cmd->usage);
         a->pos[a->npos++] = arg;
     }
     if (a->npos < cmd->min_pos)
         return cli_usage_error("%s: missing arguments (usage: fluxion %s %s)", cmd->name, cmd->name,
-                               cmd->usage);
+                               cmd->usage); /* only commands with arguments */
     return CLI_OK;
 }
 
