@@ -137,8 +137,8 @@ static const char ALL_TYPES_JSON[] =
 
 static void test_all_types_decode(void **state)
 {
-    Fxtest__AllTypes *m =
-        (Fxtest__AllTypes *)decode(&fxtest__all_types__descriptor, ALL_TYPES_JSON);
+    Pbjsontest__AllTypes *m =
+        (Pbjsontest__AllTypes *)decode(&pbjsontest__all_types__descriptor, ALL_TYPES_JSON);
     assert_int_equal(m->i32, -7);
     assert_true(m->i64 == -9007199254740993LL);
     assert_true(m->u32 == 4294967295u);
@@ -150,16 +150,16 @@ static void test_all_types_decode(void **state)
     assert_string_equal(m->str, "h\xc3\xa9llo");
     assert_int_equal(m->by.len, 4);
     assert_memory_equal(m->by.data, "\x00\x01\x02\xff", 4);
-    assert_int_equal(m->color, FXTEST__COLOR__GREEN);
+    assert_int_equal(m->color, PBJSONTEST__COLOR__GREEN);
     assert_int_equal(m->inner->a, 1);
     assert_string_equal(m->inner->s, "in");
     assert_int_equal(m->n_inners, 2);
     assert_int_equal(m->inners[0]->a, 2);
     assert_int_equal(m->inners[1]->a, 0);
     assert_int_equal(m->n_colors, 3);
-    assert_int_equal(m->colors[0], FXTEST__COLOR__RED);
-    assert_int_equal(m->colors[1], FXTEST__COLOR__GREEN);
-    assert_int_equal(m->colors[2], FXTEST__COLOR__COLOR_UNSPECIFIED);
+    assert_int_equal(m->colors[0], PBJSONTEST__COLOR__RED);
+    assert_int_equal(m->colors[1], PBJSONTEST__COLOR__GREEN);
+    assert_int_equal(m->colors[2], PBJSONTEST__COLOR__COLOR_UNSPECIFIED);
     assert_int_equal(m->n_blobs, 2);
     assert_int_equal(m->blobs[0].len, 0);
     assert_int_equal(m->blobs[1].len, 2); /* URL-safe, unpadded: 0xff 0xef */
@@ -176,7 +176,7 @@ static void test_all_types_decode(void **state)
     assert_int_equal(m->by_flag[0]->value->a, 1);
     assert_int_equal(m->n_by_u64, 1);
     assert_true(m->by_u64[0]->key == UINT64_MAX);
-    assert_int_equal(m->choice_case, FXTEST__ALL_TYPES__CHOICE_C_STR);
+    assert_int_equal(m->choice_case, PBJSONTEST__ALL_TYPES__CHOICE_C_STR);
     assert_string_equal(m->c_str, "chosen");
     assert_string_equal(m->snake_case_name, "x");
     assert_round_trips(&m->base);
@@ -185,8 +185,8 @@ static void test_all_types_decode(void **state)
 
 static void test_all_types_encode(void **state)
 {
-    Fxtest__AllTypes *m =
-        (Fxtest__AllTypes *)decode(&fxtest__all_types__descriptor, ALL_TYPES_JSON);
+    Pbjsontest__AllTypes *m =
+        (Pbjsontest__AllTypes *)decode(&pbjsontest__all_types__descriptor, ALL_TYPES_JSON);
     /* proto3 defaults: lowerCamelCase, 64-bit integers as strings. */
     expect_json(
         &m->base, 0,
@@ -202,7 +202,7 @@ static void test_all_types_encode(void **state)
         " \"byU64\": {\"18446744073709551615\": 1},"
         " \"cStr\": \"chosen\", \"snakeCaseName\": \"x\"}");
     /* Proto names, numbers for 64-bit integers that fit. */
-    Fxtest__AllTypes small = FXTEST__ALL_TYPES__INIT;
+    Pbjsontest__AllTypes small = PBJSONTEST__ALL_TYPES__INIT;
     small.i64 = -5;
     small.u64 = 6;
     small.f64 = UINT64_MAX;
@@ -215,7 +215,7 @@ static void test_all_types_encode(void **state)
 
 static void test_defaults_and_presence(void **state)
 {
-    Fxtest__AllTypes m = FXTEST__ALL_TYPES__INIT;
+    Pbjsontest__AllTypes m = PBJSONTEST__ALL_TYPES__INIT;
     expect_json(&m.base, 0, "{}");
     /* Every implicit-presence field; never unset messages or oneofs. */
     expect_json(
@@ -226,34 +226,35 @@ static void test_defaults_and_presence(void **state)
         " \"inners\": [], \"colors\": [], \"blobs\": [], \"floats\": [], \"by_id\": {},"
         " \"by_flag\": {}, \"by_u64\": {}, \"snake_case_name\": \"\"}");
     /* A oneof member at its default value is still set. */
-    m.choice_case = FXTEST__ALL_TYPES__CHOICE_C_INT;
+    m.choice_case = PBJSONTEST__ALL_TYPES__CHOICE_C_INT;
     m.c_int = 0;
     expect_json(&m.base, 0, "{\"cInt\": 0}");
     assert_round_trips(&m.base);
     /* -0.0 is not the default. */
-    Fxtest__AllTypes z = FXTEST__ALL_TYPES__INIT;
+    Pbjsontest__AllTypes z = PBJSONTEST__ALL_TYPES__INIT;
     z.db = -0.0;
     expect_json(&z.base, 0, "{\"db\": -0.0}");
     /* null means "not set". */
-    Fxtest__AllTypes *n =
-        (Fxtest__AllTypes *)decode(&fxtest__all_types__descriptor,
-                                   "{\"i32\": null, \"inner\": null, \"cMsg\": null, \"cInt\": 3}");
+    Pbjsontest__AllTypes *n = (Pbjsontest__AllTypes *)decode(
+        &pbjsontest__all_types__descriptor,
+        "{\"i32\": null, \"inner\": null, \"cMsg\": null, \"cInt\": 3}");
     assert_null(n->inner);
-    assert_int_equal(n->choice_case, FXTEST__ALL_TYPES__CHOICE_C_INT);
+    assert_int_equal(n->choice_case, PBJSONTEST__ALL_TYPES__CHOICE_C_INT);
     protobuf_c_message_free_unpacked(&n->base, NULL);
 }
 
 static void test_proto2_presence(void **state)
 {
-    Fxtest2__P2 *m = (Fxtest2__P2 *)decode(&fxtest2__p2__descriptor, "{\"req\": 0}");
+    Pbjsontest2__P2 *m = (Pbjsontest2__P2 *)decode(&pbjsontest2__p2__descriptor, "{\"req\": 0}");
     assert_false(m->has_opt_i32);
     assert_false(m->has_opt_by);
     assert_string_equal(m->opt_str, "dflt");
     expect_json(&m->base, 0, "{\"req\": 0}");
     protobuf_c_message_free_unpacked(&m->base, NULL);
 
-    m = (Fxtest2__P2 *)decode(&fxtest2__p2__descriptor,
-                              "{\"optI32\": 0, \"opt_str\": \"s\", \"optBy\": \"\", \"req\": 1}");
+    m = (Pbjsontest2__P2 *)decode(
+        &pbjsontest2__p2__descriptor,
+        "{\"optI32\": 0, \"opt_str\": \"s\", \"optBy\": \"\", \"req\": 1}");
     assert_true(m->has_opt_i32 && m->has_opt_by);
     assert_string_equal(m->opt_str, "s");
     expect_json(&m->base, 0, "{\"optI32\": 0, \"optStr\": \"s\", \"optBy\": \"\", \"req\": 1}");
@@ -263,9 +264,9 @@ static void test_proto2_presence(void **state)
 
 static void test_oneof_message_member(void **state)
 {
-    Fxtest__AllTypes *m =
-        (Fxtest__AllTypes *)decode(&fxtest__all_types__descriptor, "{\"c_msg\": {\"a\": 4}}");
-    assert_int_equal(m->choice_case, FXTEST__ALL_TYPES__CHOICE_C_MSG);
+    Pbjsontest__AllTypes *m = (Pbjsontest__AllTypes *)decode(&pbjsontest__all_types__descriptor,
+                                                             "{\"c_msg\": {\"a\": 4}}");
+    assert_int_equal(m->choice_case, PBJSONTEST__ALL_TYPES__CHOICE_C_MSG);
     assert_int_equal(m->c_msg->a, 4);
     expect_json(&m->base, PBJSON_ORIGINAL_NAMES, "{\"c_msg\": {\"a\": 4}}");
     assert_round_trips(&m->base);
@@ -275,8 +276,8 @@ static void test_oneof_message_member(void **state)
 static void test_number_forms(void **state)
 {
     /* Integral reals and exponents are integers; strings for every width. */
-    Fxtest__AllTypes *m = (Fxtest__AllTypes *)decode(
-        &fxtest__all_types__descriptor,
+    Pbjsontest__AllTypes *m = (Pbjsontest__AllTypes *)decode(
+        &pbjsontest__all_types__descriptor,
         "{\"i32\": 1e3, \"u32\": \"12\", \"i64\": -2.0, \"u64\": 1.8e19,"
         " \"fl\": \"1.5\", \"db\": \"Infinity\", \"sf64\": \"-9223372036854775808\"}");
     assert_int_equal(m->i32, 1000);
@@ -531,7 +532,7 @@ static void test_attr_decode_forms(void **state)
 static void test_errors_name_path(void **state)
 {
     const ProtobufCMessageDescriptor *cm = &fluxion__v1__create_model_request__descriptor;
-    const ProtobufCMessageDescriptor *at = &fxtest__all_types__descriptor;
+    const ProtobufCMessageDescriptor *at = &pbjsontest__all_types__descriptor;
     expect_error(cm, "[]",
                  "top level: expected an object (fluxion.v1.CreateModelRequest), "
                  "got an array");
@@ -589,9 +590,10 @@ static void test_errors_name_path(void **state)
     expect_error(at, "{\"fl\": 1e39}", "fl: 1e+39 is out of range for a float");
     expect_error(at, "{\"db\": \"1e999\"}", "db: expected a number, got \"1e999\"");
     expect_error(at, "{\"db\": [1]}", "db: expected a number, got an array");
-    expect_error(at, "{\"inner\": 3}", "inner: expected an object (fxtest.Inner), got an integer");
+    expect_error(at, "{\"inner\": 3}",
+                 "inner: expected an object (pbjsontest.Inner), got an integer");
     expect_error(at, "{\"inners\": [{\"a\": 1}, {\"b\": 1}]}",
-                 "inners[1].b: unknown field of fxtest.Inner");
+                 "inners[1].b: unknown field of pbjsontest.Inner");
     expect_error(at, "{\"byId\": {\"x\": \"y\"}}", "byId.x: expected an integer, got \"x\"");
     expect_error(at, "{\"byId\": {\"1\": 2}}", "byId.1: expected a string, got an integer");
     expect_error(at, "{\"by_flag\": {\"yes\": {}}}",
@@ -599,7 +601,7 @@ static void test_errors_name_path(void **state)
     expect_error(at, "{\"cInt\": 1, \"c_str\": \"x\"}",
                  "c_str: only one of a oneof may be set, and \"c_int\" is already");
     expect_error(at, "{\"colors\": [\"RED\", \"BLUE\"]}",
-                 "colors[1]: unknown fxtest.Color \"BLUE\" (expected one of COLOR_UNSPECIFIED, "
+                 "colors[1]: unknown pbjsontest.Color \"BLUE\" (expected one of COLOR_UNSPECIFIED, "
                  "RED, GREEN)");
     expect_error(at, "{\"colors\": [4294967296]}",
                  "colors[0]: 4294967296 is out of range -2147483648..2147483647");
@@ -622,17 +624,17 @@ static void test_error_truncation(void **state)
         strcat(text, "}");
     char err[2048];
     json_t *j = parse(text);
-    assert_null(pbjson_decode(&fxtest__all_types__descriptor, j, err, sizeof err));
+    assert_null(pbjson_decode(&pbjsontest__all_types__descriptor, j, err, sizeof err));
     assert_memory_equal(err, "child.child.child.", 18);
     assert_true(strlen(err) < 600);
-    assert_non_null(strstr(err, ": unknown field of fxtest.AllTypes"));
-    assert_null(pbjson_decode(&fxtest__all_types__descriptor, j, NULL, 0));
+    assert_non_null(strstr(err, ": unknown field of pbjsontest.AllTypes"));
+    assert_null(pbjson_decode(&pbjsontest__all_types__descriptor, j, NULL, 0));
     json_decref(j);
 
     /* A message longer than err: cut at errlen - 1. */
     char small[32];
     j = parse("{\"inners\": [{\"s\": 1}]}");
-    assert_null(pbjson_decode(&fxtest__all_types__descriptor, j, small, sizeof small));
+    assert_null(pbjson_decode(&pbjsontest__all_types__descriptor, j, small, sizeof small));
     assert_int_equal(strlen(small), sizeof small - 1);
     assert_memory_equal(small, "inners[0].s: expected a string,", sizeof small - 1);
     json_decref(j);
