@@ -379,28 +379,14 @@ static int decode_field(walk *w, const ProtobufCMessageDescriptor *d,
 /* AttrValue's friendly form: the JSON type picks the oneof member. */
 static int decode_attr_friendly(walk *w, const json_t *j, Fluxion__V1__AttrValue *a)
 {
-    const ProtobufCFieldDescriptor *fi = find_field(&fluxion__v1__attr_value__descriptor, "i");
-    const ProtobufCFieldDescriptor *ff = find_field(&fluxion__v1__attr_value__descriptor, "f");
-    if (json_is_integer(j)) {
-        a->value_case = FLUXION__V1__ATTR_VALUE__VALUE_I;
-        return decode_value(w, fi, j, &a->i);
-    }
-    if (json_is_real(j)) {
-        a->value_case = FLUXION__V1__ATTR_VALUE__VALUE_F;
-        return decode_value(w, ff, j, &a->f);
-    }
-    if (json_is_boolean(j)) {
-        a->value_case = FLUXION__V1__ATTR_VALUE__VALUE_B;
-        a->b = json_is_true(j);
-        return 0;
-    }
-    if (json_is_string(j)) {
-        const ProtobufCFieldDescriptor *fs = find_field(&fluxion__v1__attr_value__descriptor, "s");
-        if (decode_value(w, fs, j, &a->s))
-            return -1;
-        a->value_case = FLUXION__V1__ATTR_VALUE__VALUE_S;
-        return 0;
-    }
+    const ProtobufCMessageDescriptor *d = &fluxion__v1__attr_value__descriptor;
+    const char *scalar = json_is_integer(j)   ? "i"
+                         : json_is_real(j)    ? "f"
+                         : json_is_string(j)  ? "s"
+                         : json_is_boolean(j) ? "b"
+                                              : NULL;
+    if (scalar)
+        return decode_field(w, d, find_field(d, scalar), j, a);
     if (!json_is_array(j))
         return jsonpath_fail(&w->jp, "expected a number, string, bool, array or object, got %s",
                              jsonpath_kind(j));
@@ -422,7 +408,7 @@ static int decode_attr_friendly(walk *w, const json_t *j, Fluxion__V1__AttrValue
         any_real |= json_is_real(e);
     }
     const char *member = strings ? "strings" : any_real ? "floats" : "ints";
-    const ProtobufCFieldDescriptor *lf = find_field(&fluxion__v1__attr_value__descriptor, member);
+    const ProtobufCFieldDescriptor *lf = find_field(d, member);
     ProtobufCMessage *list = new_message(lf->descriptor);
     if (!list)
         return jsonpath_fail(&w->jp, "out of memory");
