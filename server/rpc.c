@@ -748,6 +748,13 @@ static int check_opts(const fxs_server_opts *o, char *err, size_t errlen)
         snprintf(err, errlen, "rpc: no listen address");
         return -1;
     }
+    /* gRPC quietly binds a port over 65535 modulo 65536 */
+    const char *colon = strrchr(o->listen, ':');
+    if (colon && colon[1] && strspn(colon + 1, "0123456789") == strlen(colon + 1) &&
+        (strlen(colon + 1) > 5 || atoi(colon + 1) > 65535)) {
+        snprintf(err, errlen, "rpc: port %s in %s is not in 0..65535", colon + 1, o->listen);
+        return -1;
+    }
     if (o->poll_threads < 0 || o->poll_threads > MAX_THREADS) {
         snprintf(err, errlen, "rpc: poll_threads %d is not in 0..%d", o->poll_threads,
                  MAX_THREADS);

@@ -326,9 +326,10 @@ static void expect_create_fails(const fxs_server_opts *o, const char *needle)
 {
     char err[256] = "";
     fxs_server *s = fxs_server_create(o, err, sizeof err);
-    if (s)
+    if (s) {
         fxs_server_destroy(s);
-    assert_null(s);
+        fail_msg("fxs_server_create(%s) succeeded", o && o->listen ? o->listen : "NULL");
+    }
     if (!strstr(err, needle))
         fail_msg("error '%s' does not mention '%s'", err, needle);
 }
@@ -339,7 +340,7 @@ static void test_create_errors(void **state)
     expect_create_fails(NULL, "no listen address");
     expect_create_fails(&o, "no listen address");
     o.listen = "127.0.0.1:99999";
-    expect_create_fails(&o, "cannot listen on 127.0.0.1:99999");
+    expect_create_fails(&o, "port 99999 in 127.0.0.1:99999 is not in 0..65535");
     o.listen = "no-such-host.invalid:1";
     expect_create_fails(&o, "cannot listen on no-such-host.invalid:1");
     o.listen = "127.0.0.1:0";
@@ -422,7 +423,7 @@ static void test_unary(void **state)
     assert_string_equal(rep->metadata, "blue");
     assert_string_equal(rep->path, "/fxtest.Echo/Unary");
     assert_true(strncmp(rep->peer, "ipv4:127.0.0.1:", 15) == 0);
-    assert_true(rep->deadline_left_ms > 4000 && rep->deadline_left_ms <= 5000);
+    assert_true(rep->deadline_left_ms > 4000 && rep->deadline_left_ms <= 5100);
     assert_int_equal(fxs_server_total_calls(shared.srv), before + 1);
     protobuf_c_message_free_unpacked(&rep->base, NULL);
 
@@ -431,8 +432,8 @@ static void test_unary(void **state)
     assert_int_equal(call_echo(shared.ch, "Unary", &empty, &rep, 0, err, sizeof err), FXC_OK);
     assert_string_equal(rep->text, "");
     assert_string_equal(rep->metadata, "");
-    /* timeout_ms 0 means 30 s */
-    assert_true(rep->deadline_left_ms > 25000 && rep->deadline_left_ms <= 30000);
+    /* timeout_ms 0 means 30 s (the grpc-timeout header rounds up a little) */
+    assert_true(rep->deadline_left_ms > 25000 && rep->deadline_left_ms <= 30500);
     protobuf_c_message_free_unpacked(&rep->base, NULL);
 }
 
