@@ -469,10 +469,12 @@ int fxs_recv(fxs_call *c, ProtobufCMessage **msg)
     return 1;
 }
 
+/* The deadline is gRPC's to enforce: it cancels the call then (the client
+ * sees DEADLINE_EXCEEDED) and RECV_CLOSE_ON_SERVER sets `gone`. Checking
+ * the clock here as well would let a handler's own status race it. */
 bool fxs_cancelled(const fxs_call *c)
 {
-    return atomic_load(&c->gone) || atomic_load(&c->s->shutting) ||
-           (c->deadline_ns != INT64_MAX && mono_ns() >= c->deadline_ns);
+    return atomic_load(&c->gone) || atomic_load(&c->s->shutting);
 }
 
 int64_t fxs_deadline_ns(const fxs_call *c)
