@@ -564,7 +564,10 @@ static void *worker_main(void *arg)
         if (!s->q_head)
             s->q_tail = NULL;
         pthread_mutex_unlock(&s->q_mu);
-        c->route->fn(c, c->req, c->route->data); /* may free c */
+        if (atomic_load(&c->gone)) /* timed out or cancelled while queued */
+            call_finish(c, NULL, FXS_CANCELLED, NULL);
+        else
+            c->route->fn(c, c->req, c->route->data); /* may free c */
     }
 }
 

@@ -76,6 +76,7 @@ static bool log_has(const char *needle)
 static atomic_int slow_saw_cancel;
 static atomic_int stream_saw_cancel;
 static atomic_int deferred_returned;
+static atomic_int unary_runs;
 
 static void reply_text(fxs_call *call, const char *text, int index)
 {
@@ -90,6 +91,7 @@ static void h_unary(fxs_call *call, const ProtobufCMessage *m, void *data)
     const Fxtest__EchoRequest *req = (const Fxtest__EchoRequest *)m;
     Fxtest__EchoReply r = FXTEST__ECHO_REPLY__INIT;
     char team[64] = "";
+    atomic_fetch_add(&unary_runs, 1);
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     int64_t now_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
@@ -254,13 +256,11 @@ typedef struct {
     int port;
 } env;
 
-static env start_env(size_t server_max_recv, size_t client_max_recv)
+static env start_env_opts(const fxs_server_opts *o, size_t client_max_recv)
 {
     env e = { 0 };
     char err[256];
-    fxs_server_opts o = { .listen = "127.0.0.1:0", .max_recv_bytes = server_max_recv,
-                          .log = capture_log };
-    e.srv = fxs_server_create(&o, err, sizeof err);
+    e.srv = fxs_server_create(o, err, sizeof err);
     if (!e.srv)
         fail_msg("fxs_server_create: %s", err);
     assert_int_equal(fxs_server_add_service(e.srv, &fxtest__echo__descriptor, echo_methods,
@@ -274,6 +274,13 @@ static env start_env(size_t server_max_recv, size_t client_max_recv)
     e.ch = fxc_channel_create(target, &co);
     assert_non_null(e.ch);
     return e;
+}
+
+static env start_env(size_t server_max_recv, size_t client_max_recv)
+{
+    fxs_server_opts o = { .listen = "127.0.0.1:0", .max_recv_bytes = server_max_recv,
+                          .log = capture_log };
+    return start_env_opts(&o, client_max_recv);
 }
 
 static void stop_env(env *e)
@@ -532,6 +539,30 @@ static void test_server_stream(void **state)
     assert_int_equal(fxc_server_stream(shared.ch, "/fxtest.Echo/ServerStream", &req.base,
                                        REPLY_DESC, NULL, NULL, &co, err, sizeof err),
                      FXC_INVALID_ARGUMENT);
+}
+
+/* No bidi client in rpcc.h: a server-streaming call (one message, then
+ * half-close) still drives the bidi path's fxs_recv and fxs_send. */
+static void test_bidi(void **state)
+{
+    Fxtest__EchoRequest req = FXTEST__ECHO_REQUEST__INIT;
+    char err[256];
+    fxc_call_opts co = { .timeout_ms = 5000 };
+    req.text = "s";
+    stream_seen seen = { 0 };
+    assert_int_equal(fxc_server_stream(shared.ch, "/fxtest.Echo/Bidi", &req.base, REPLY_DESC,
+                                       on_stream_msg, &seen, &co, err, sizeof err),
+                     FXC_OK);
+    assert_int_equal(seen.n, 1);
+    assert_int_equal(seen.bad_order, 0);
+    /* a message that does not parse ends the stream with the handler's status */
+    const uint8_t junk[] = { 0xff, 0xff, 0xff, 0xff, 0x0f };
+    void *resp = NULL;
+    size_t len = 0;
+    assert_int_equal(fxc_unary_raw(shared.ch, "/fxtest.Echo/Bidi", junk, sizeof junk, &resp,
+                                   &len, &co, err, sizeof err),
+                     FXC_CANCELLED);
+    assert_string_equal(err, "bidi stream broken");
 }
 
 static bool stream_cancel_seen(void)
@@ -930,6 +961,11 @@ static bool five_in_flight(void)
     return fxs_server_in_flight(shutdown_srv) == 5;
 }
 
+static bool one_in_flight(void)
+{
+    return fxs_server_in_flight(shutdown_srv) == 1;
+}
+
 static void test_shutdown_in_flight(void **state)
 {
     env e = start_env(0, 0);
@@ -968,6 +1004,43 @@ static void test_shutdown_in_flight(void **state)
     assert_int_equal(call_echo(e.ch, "Unary", &req, &rep, 5000, err, sizeof err),
                      FXC_UNAVAILABLE);
     fxc_channel_free(e.ch);
+}
+
+/* One handler thread, kept busy: a unary call queues behind it and times
+ * out (its handler then never runs), while a client stream, which has a
+ * thread of its own, is served at once. */
+static void test_busy_pool(void **state)
+{
+    fxs_server_opts o = { .listen = "127.0.0.1:0", .handler_threads = 1, .poll_threads = 1,
+                          .log = capture_log };
+    env e = start_env_opts(&o, 0);
+    slow_client busy = { .ch = e.ch, .ignore_cancel = true, .rc = -1 };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, slow_call, &busy), 0);
+    shutdown_srv = e.srv;
+    assert_true(wait_for(one_in_flight, 5000));
+
+    Fxtest__EchoRequest req = FXTEST__ECHO_REQUEST__INIT;
+    Fxtest__EchoReply *rep = NULL;
+    char err[256];
+    int runs = atomic_load(&unary_runs);
+    assert_int_equal(call_echo(e.ch, "Unary", &req, &rep, 100, err, sizeof err),
+                     FXC_DEADLINE_EXCEEDED);
+    upload u = { .n = 10 };
+    fxc_call_opts co = { .timeout_ms = 300 };
+    assert_int_equal(fxc_client_stream(e.ch, "/fxtest.Echo/ClientStream", next_chunk, NULL, &u,
+                                       REPLY_DESC, (ProtobufCMessage **)&rep, &co, err,
+                                       sizeof err),
+                     FXC_OK);
+    assert_int_equal(rep->sum, 55);
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    pthread_join(th, NULL);
+    assert_int_equal(busy.rc, FXC_OK);
+    /* the pool is free again; the expired call was dropped, not run */
+    assert_int_equal(call_echo(e.ch, "Unary", &req, &rep, 5000, err, sizeof err), FXC_OK);
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    assert_int_equal(atomic_load(&unary_runs), runs + 1);
+    stop_env(&e);
 }
 
 static void test_shutdown_idle_fast(void **state)
@@ -1026,12 +1099,14 @@ int main(void)
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_shutdown_in_flight),
         cmocka_unit_test(test_shutdown_idle_fast),
+        cmocka_unit_test(test_busy_pool),
     };
     const struct CMUnitTest with_shared[] = {
         cmocka_unit_test(test_unary),
         cmocka_unit_test(test_client_bad_args),
         cmocka_unit_test(test_server_stream),
         cmocka_unit_test(test_server_stream_client_cancel),
+        cmocka_unit_test(test_bidi),
         cmocka_unit_test(test_client_stream),
         cmocka_unit_test(test_unimplemented),
         cmocka_unit_test(test_status_propagation),
