@@ -121,7 +121,7 @@ static const char *split_long(const char *arg, char *buf, size_t len, const char
 static int global_option(cli_ctx *c, int argc, char **argv, int *i)
 {
     char buf[64];
-    const char *inl, *value;
+    const char *inl, *value = NULL;
     if (strncmp(argv[*i], "--", 2))
         return NOT_MINE;
     const char *name = split_long(argv[*i], buf, sizeof buf, &inl);
