@@ -38,16 +38,16 @@ ADDR=$(sed -n 's/^listening on //p' "$OUT")
 echo "== fluxiond (pid $PID) listening on $ADDR, data in $DATA, log in $LOG"
 export FLUXION_SERVER="$ADDR"
 
-if ./build/fluxion model get iris >/dev/null 2>&1; then
-  echo "== model 'iris' is already stored (from an earlier run): serving it again"
+if ./build/fluxion model get mlp >/dev/null 2>&1; then
+  echo "== model 'mlp' is already stored (from an earlier run): serving it again"
 else
-  echo "== fluxion model create examples/models/iris.json"
-  ./build/fluxion model create examples/models/iris.json
+  echo "== fluxion model create examples/models/mlp.json"
+  ./build/fluxion model create examples/models/mlp.json
 fi
-echo "== fluxion model get iris"
-./build/fluxion model get iris
-echo "== fluxion predict iris --input examples/models/iris-input.json"
-./build/fluxion predict iris --input examples/models/iris-input.json
+echo "== fluxion model get mlp"
+./build/fluxion model get mlp
+echo "== fluxion predict mlp --input examples/models/mlp-input.json"
+./build/fluxion predict mlp --input examples/models/mlp-input.json
 echo "== fluxion status"
 ./build/fluxion status
 if [ "$KEEP" = 1 ]; then
