@@ -404,12 +404,14 @@ static void run_infer(void *arg, fx_ctx *ctx)
         return;
     }
     const fxg_graph *g = fxd_served_graph(j->model);
-    fx_tensor *inputs[64], *outputs[64];
+    int n_all_out = fxg_num_outputs(g);
+    fx_tensor **inputs = calloc((size_t)j->n_in + (size_t)n_all_out + 1, sizeof *inputs);
+    fx_tensor **outputs = inputs ? inputs + j->n_in : NULL;
     char err[ERRLEN];
     int status = 0;
-    if (j->n_in > 64 || fxg_num_outputs(g) > 64) {
-        status = FXS_INVALID_ARGUMENT;
-        snprintf(err, sizeof err, "models with more than 64 inputs or outputs are not served");
+    if (!inputs) {
+        status = FXS_RESOURCE_EXHAUSTED;
+        snprintf(err, sizeof err, "out of memory");
     }
     for (int i = 0; !status && i < j->n_in; i++) {
         int r = j->req_index[i];
@@ -459,6 +461,7 @@ static void run_infer(void *arg, fx_ctx *ctx)
     else
         fxs_reply(j->call, &resp.base);
     pba_free(&a);
+    free(inputs);
     job_free(j);
 }
 
