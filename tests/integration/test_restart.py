@@ -107,6 +107,8 @@ class RestartTest(unittest.TestCase):
                 self.assertFalse(t.is_alive(), "a writer hung after kill -9")
             d.start()
             self.check_store(d, acked, spec, rnd)
+            fxtest.sys.stderr.write("kill -9 round %d: %d models acknowledged so far\n"
+                                    % (rnd, len(acked)))
         self.assertGreater(len(acked), 3, "too few writes happened to test anything")
         d.stop()
 
