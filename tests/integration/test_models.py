@@ -196,6 +196,34 @@ class ModelsTest(fxtest.DaemonTest):
         req = fxtest.model_pb2.CreateModelRequest(name="nospec")
         self.assertRpcCode(C.INVALID_ARGUMENT, self.c.models.CreateModel, req, timeout=10)
 
+    def test_cluster_status(self):
+        self.c.create_model("st-loaded", mlp_spec())
+        self.c.create_model("st-stored", mlp_spec(), no_load=True)
+        st = self.c.status()
+        names = [m.name for m in self.c.list_models()]
+        loaded = [m.name for m in self.c.list_models() if m.loaded]
+        self.assertEqual(st.models_stored, len(names))
+        self.assertEqual(st.models_loaded, len(loaded))
+        self.assertEqual(st.data_dir, self.d.data_dir)
+        self.assertTrue(st.version)
+        self.assertGreaterEqual(st.uptime_ms, 0)
+        self.assertGreater(st.requests_total, 0)
+        self.assertEqual([(x.name, x.kind) for x in st.devices][:1], [("cpu", "cpu")])
+        self.assertGreater(st.devices[0].memory_total_bytes, 0)
+
+    def test_client_side_spec_errors(self):
+        """The client refuses values with no AttrValue form before sending."""
+        spec = mlp_spec()
+        spec["nodes"][0]["attrs"]["in_features"] = [1, "two"]
+        with self.assertRaises(TypeError):
+            self.c.create_model("client-bad", spec)
+        spec["nodes"][0]["attrs"]["in_features"] = {"a": 1}
+        with self.assertRaises(TypeError):
+            self.c.create_model("client-bad", spec)
+        with self.assertRaises(ValueError):
+            self.c.create_model("client-bad", dict(mlp_spec(), extra=1))
+        self.assertNotIn("client-bad", [m.name for m in self.c.list_models()])
+
     def test_bad_specs(self):
         """Each kind of bad spec: INVALID_ARGUMENT naming the node at fault."""
         base = mlp_spec()
