@@ -19,15 +19,19 @@ SPEC = {
     "inputs": [{"name": "x", "dtype": "FP32", "shape": [-1, 64]}],
     "nodes": [
         {"name": "fc1", "op": "dense", "inputs": ["x"],
-         "attrs": {"in_features": 64, "out_features": 256, "activation": "relu"}},
+         "attrs": {"in_features": 64, "out_features": 1024, "activation": "relu"}},
         {"name": "fc2", "op": "dense", "inputs": ["fc1"],
-         "attrs": {"in_features": 256, "out_features": 256, "activation": "relu"}},
+         "attrs": {"in_features": 1024, "out_features": 1024, "activation": "relu"}},
         {"name": "fc3", "op": "dense", "inputs": ["fc2"],
-         "attrs": {"in_features": 256, "out_features": 8}},
+         "attrs": {"in_features": 1024, "out_features": 8}},
     ],
     "outputs": [{"name": "y", "source": "fc3"}],
 }
 ALLOWED = {C.OK, C.UNAVAILABLE, C.CANCELLED}
+# Each call takes tens of ms and 16 threads share 2 inference workers, so
+# calls wait in the queue for a while: a call started this long before
+# SIGTERM and still running then had surely reached the daemon.
+SURELY_ACCEPTED = 0.1
 
 Call = collections.namedtuple("Call", "thread code message start seconds")
 
@@ -40,7 +44,7 @@ class DrainTest(unittest.TestCase):
         d = Daemon(["--grace-seconds", str(GRACE)], name="drain").start()
         c = d.client()
         c.create_model("load", SPEC, seed=1)
-        x = randn(1, 32, 64)
+        x = randn(1, 1024, 64)
         want = c.infer("load", {"x": x})["y"]
         cls.port = d.port
         cls.d = d
@@ -70,7 +74,7 @@ class DrainTest(unittest.TestCase):
         threads = [threading.Thread(target=caller, args=(i,)) for i in range(THREADS)]
         for t in threads:
             t.start()
-        time.sleep(1.0)
+        time.sleep(1.5)
         with lock:
             cls.ok_before = sum(1 for r in results if r.code == C.OK)
         cls.t_term = time.monotonic()
@@ -91,7 +95,8 @@ class DrainTest(unittest.TestCase):
                                 % (dict(counts), cls.exit_s))
 
     def test_exits_zero_in_time(self):
-        self.assertGreater(self.ok_before, THREADS, "too few calls succeeded before SIGTERM")
+        self.assertGreaterEqual(self.ok_before, THREADS // 2,
+                                "too few calls succeeded before SIGTERM")
         self.assertEqual(self.rc, 0, "fluxiond did not exit 0 within %d s of SIGTERM (rc %r)\n%s"
                          % (GRACE + 3, self.rc, self.d.log_tail()))
         self.assertLess(self.exit_s, GRACE + 3)
@@ -107,13 +112,18 @@ class DrainTest(unittest.TestCase):
         self.assertEqual(stopped, set(range(THREADS)), "every thread must see the daemon go")
 
     def test_calls_in_flight_finish(self):
-        """A call the daemon accepted before SIGTERM is answered, not
-        cancelled (CANCELLED comes from the daemon; a call it never accepted
-        fails UNAVAILABLE on the client side)."""
-        cancelled = [r for r in self.results if r.start < self.t_term and r.code == C.CANCELLED]
-        self.assertEqual(cancelled, [], "%d calls in flight at SIGTERM were cancelled, not "
-                         "finished (grace %d s, exit after %.2f s)"
-                         % (len(cancelled), GRACE, self.exit_s))
+        """A call the daemon had accepted before SIGTERM is answered OK
+        within the grace period, neither cancelled nor refused."""
+        accepted = [r for r in self.results if r.start < self.t_term - SURELY_ACCEPTED
+                    and r.start + r.seconds > self.t_term]
+        self.assertTrue(accepted, "no call was in flight at SIGTERM: the load is too light")
+        failed = [r for r in accepted if r.code != C.OK]
+        if failed:
+            why = collections.Counter("%s: %s" % (getattr(r.code, "name", r.code), r.message)
+                                      for r in failed)
+            self.fail("%d of %d calls in flight at SIGTERM failed instead of finishing (grace "
+                      "%d s, exit after %.2f s): %s" % (len(failed), len(accepted), GRACE,
+                                                        self.exit_s, dict(why)))
 
 
 class SigintTest(unittest.TestCase):
