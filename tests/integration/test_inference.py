@@ -2,6 +2,8 @@
 real fluxiond: health, metadata, ModelInfer (typed and raw, several outputs,
 subsets, batches), statistics, repository load/unload, and every kind of bad
 request, after which the daemon still answers."""
+import threading
+
 import fxtest
 from fxtest import C, infer_pb2, mlp_spec, np, randn
 
@@ -183,6 +185,79 @@ class InferenceTest(fxtest.DaemonTest):
         self.assertCode(C.NOT_FOUND, self.c.load_model, "nobody")
         self.assertCode(C.NOT_FOUND, self.c.unload_model, "nobody")
 
+    def test_large_messages_within_the_limit(self):
+        """8 MiB in, 6 MiB out: over gRPC's 4 MiB default, under the daemon's 64 MiB."""
+        x = randn(12, 1 << 19, 4)
+        y = self.c.infer("mlp", {"x": x}, raw=True)["y"]
+        self.assertEqual(y.shape, (1 << 19, 3))
+        np.testing.assert_allclose(y[::4099], fxtest.mlp_forward(self.w_mlp, x[::4099]),
+                                   rtol=1e-5, atol=1e-5)
+
+    def test_deadline_and_cancel(self):
+        """Calls that time out or are cancelled by the client leave the daemon serving."""
+        big = self.req(inputs={"x": randn(13, 1 << 18, 4)}, raw=True)
+        for _ in range(3):
+            with self.assertRaises(fxtest.grpc.RpcError) as cm:
+                self.c.inference.ModelInfer(big, timeout=0.001)
+            self.assertEqual(cm.exception.code(), C.DEADLINE_EXCEEDED)
+            fut = self.c.inference.ModelInfer.future(big, timeout=30)
+            fut.cancel()
+        self.assertTrue(self.c.server_live())
+        self.assertEqual(self.c.infer("mlp", {"x": randn(1, 2, 4)})["y"].shape, (2, 3))
+
+    def test_concurrent_changes(self):
+        """ModelInfer while the model gets new versions, is unloaded, loaded,
+        deleted and created again: each answer is OK with one version's
+        output, or UNAVAILABLE / NOT_FOUND; the daemon survives."""
+        spec = mlp_spec()
+        self.c.create_model("churn", spec, seed=21)
+        w1 = self.c.export_arrays("churn")
+        w2 = {k: v * -1 for k, v in w1.items()}
+        x = randn(14, 3, 4)
+        allowed = [fxtest.mlp_forward(w1, x), fxtest.mlp_forward(w2, x)]
+        stop = threading.Event()
+        problems, counts = [], {"ok": 0, "refused": 0}
+        lock = threading.Lock()
+
+        def reader(raw):
+            cl = fxtest.Client(self.d.address, timeout=20)
+            try:
+                while not stop.is_set():
+                    try:
+                        y = cl.infer("churn", {"x": x}, raw=raw)["y"]
+                        good = any(np.allclose(y, a, rtol=1e-5, atol=1e-5) for a in allowed)
+                        with lock:
+                            counts["ok"] += 1
+                            if not good:
+                                problems.append("output matches no version")
+                    except fxtest.FluxionError as e:
+                        with lock:
+                            counts["refused"] += 1
+                            if e.code not in (C.UNAVAILABLE, C.NOT_FOUND):
+                                problems.append("%s: %s" % (e.code.name, e.message))
+            finally:
+                cl.close()
+
+        threads = [threading.Thread(target=reader, args=(i % 2 == 0,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            for i in range(12):
+                self.c.import_weights("churn", w2 if i % 2 == 0 else w1)
+                self.c.unload_model("churn")
+                self.c.load_model("churn")
+                if i % 4 == 3:
+                    self.c.delete_model("churn")
+                    self.c.create_model("churn", spec, weights=w1)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+        self.assertEqual(problems, [])
+        self.assertGreater(counts["ok"], 0)
+        self.assertTrue(self.d.alive())
+        self.assertTrue(self.c.server_live())
+
     # ------------------------------------------------------ bad requests
 
     def test_bad_requests(self):
@@ -288,7 +363,30 @@ class InferenceTest(fxtest.DaemonTest):
 
 
 class MessageLimitTest(fxtest.DaemonTest):
-    DAEMON_ARGS = ("--max-message-mb", "1")
+    DAEMON_ARGS = ("--max-message-mb", "1", "--max-import-mb", "2",
+                   "--max-model-params", "1200000")
+
+    def test_weights_limits(self):
+        """Exports stream in chunks under the message limit whatever chunk_bytes
+        asks; imports over --max-import-mb and models over --max-model-params
+        are refused."""
+        spec = {"inputs": [{"name": "x", "dtype": "FP32", "shape": [-1, 1000]}],
+                "nodes": [{"name": "fc", "op": "dense", "inputs": ["x"],
+                           "attrs": {"in_features": 1000, "out_features": 700}}],
+                "outputs": [{"name": "y", "source": "fc"}]}   # 2.8 MB of weights
+        self.c.create_model("big", spec, seed=1, no_load=True)
+        chunks = self.c.export_weights_chunks("big", chunk_bytes=8 << 20)
+        self.assertGreaterEqual(len(chunks), 3)
+        self.assertTrue(all(len(c.data) < 1 << 20 for c in chunks))
+        data = b"".join(c.data for c in chunks)
+        self.assertEqual(len(data), chunks[0].total_bytes)
+        self.assertCode(C.RESOURCE_EXHAUSTED, self.c.import_weights, "big", data,
+                        chunk_bytes=512 << 10, contains="max-import-mb")
+        self.assertEqual(len(self.c.get_model("big").versions), 1)
+        huge = dict(spec, nodes=[dict(spec["nodes"][0], attrs={"in_features": 1000,
+                                                               "out_features": 1300})])
+        self.assertCode(C.INVALID_ARGUMENT, self.c.create_model, "too-big", huge,
+                        contains="fc")
 
     def test_oversize_message(self):
         self.c.create_model("mlp", mlp_spec(), seed=1)

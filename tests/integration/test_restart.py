@@ -2,6 +2,7 @@
 and prediction is back; after kill -9 in the middle of a stream of writes
 the store opens, every acknowledged write is there, and every model listed
 is complete and serves."""
+import subprocess
 import threading
 import time
 import unittest
@@ -135,6 +136,40 @@ class RestartTest(unittest.TestCase):
                 w = c.export_arrays(name)
                 np.testing.assert_allclose(c.infer(name, {"x": x})["y"],
                                            fxtest.mlp_forward(w, x), rtol=1e-4, atol=1e-4)
+
+
+class StartupTest(unittest.TestCase):
+    """What fluxiond refuses at start: a data directory in use, bad flags."""
+
+    def run_daemon(self, *args):
+        return subprocess.run([fxtest.FLUXIOND] + list(args), capture_output=True, text=True,
+                              timeout=30)
+
+    def test_data_dir_in_use(self):
+        d = Daemon(name="owner").start()
+        d.client().create_model("kept", mlp_spec(), seed=1)
+        p = self.run_daemon("--listen", "127.0.0.1:0", "--data-dir", d.data_dir)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertNotIn("listening on", p.stdout)
+        self.assertIn(d.data_dir, p.stderr)
+        self.assertTrue(d.client().model_ready("kept"))
+        d.stop()
+
+    def test_bad_flags(self):
+        for args in (["--listen", "nope"], ["--listen", "127.0.0.1:99999"], ["--bogus"],
+                     ["--max-message-mb", "0"], ["--grace-seconds", "x"], ["--device", "tpu"],
+                     ["--log-level", "loud"], ["stray"]):
+            with self.subTest(args=args):
+                p = self.run_daemon(*args)
+                self.assertEqual(p.returncode, 2, p.stderr)
+                self.assertEqual(p.stdout, "")
+                self.assertIn("fluxiond:", p.stderr)
+        p = self.run_daemon("--version")
+        self.assertEqual(p.returncode, 0)
+        self.assertRegex(p.stdout, r"^fluxiond \S+\n$")
+        p = self.run_daemon("--help")
+        self.assertEqual(p.returncode, 0)
+        self.assertIn("--listen", p.stdout)
 
 
 if __name__ == "__main__":
