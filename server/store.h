@@ -13,7 +13,15 @@
  * Thread-safe: calls may come from any thread (one connection, a mutex).
  * Functions return 0 or an fxs_status code (rpc.h) with a message in err:
  * FXS_NOT_FOUND, FXS_ALREADY_EXISTS, FXS_INVALID_ARGUMENT (bad name),
- * FXS_INTERNAL (I/O, SQLite).
+ * FXS_INTERNAL (I/O, SQLite), FXS_DATA_LOSS (reading an unusable version).
+ *
+ * A version whose weights file is missing or does not match its size and
+ * SHA-256 (checked at open and on every read) is logged and marked
+ * unusable: it is left out of fxs_model_rec.versions, "latest" means the
+ * latest usable version, and its number is never reused. fxs_store_open
+ * refuses (NULL, message) a data directory locked by another store (DIR/LOCK),
+ * a schema newer than this build, and a new fluxion.db next to existing
+ * weight files.
  */
 #ifndef FXS_STORE_H
 #define FXS_STORE_H

@@ -382,7 +382,7 @@ static void import_weights(fxs_call *call, const ProtobufCMessage *unused, void 
         /* Validate against a fresh graph: the served one is never mutated. */
         fxg_graph *g = graph_of_rec(d, &rec, err, sizeof err);
         fxs_model_rec_free(&rec);
-        char gerr[ERRLEN];
+        char gerr[ERRLEN - 200];
         if (!g) {
             status = FXS_INTERNAL;
         } else if (fxg_load_weights(g, buf, len, gerr, sizeof gerr) != 0) {

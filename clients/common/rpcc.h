@@ -22,6 +22,27 @@ extern "C" {
 
 typedef struct fxc_channel fxc_channel;
 
+/* The status codes calls return (gRPC's values, as fxs_status). */
+enum {
+    FXC_OK = 0,
+    FXC_CANCELLED = 1,
+    FXC_UNKNOWN = 2,
+    FXC_INVALID_ARGUMENT = 3,
+    FXC_DEADLINE_EXCEEDED = 4,
+    FXC_NOT_FOUND = 5,
+    FXC_ALREADY_EXISTS = 6,
+    FXC_PERMISSION_DENIED = 7,
+    FXC_RESOURCE_EXHAUSTED = 8,
+    FXC_FAILED_PRECONDITION = 9,
+    FXC_ABORTED = 10,
+    FXC_OUT_OF_RANGE = 11,
+    FXC_UNIMPLEMENTED = 12,
+    FXC_INTERNAL = 13,
+    FXC_UNAVAILABLE = 14,
+    FXC_DATA_LOSS = 15,
+    FXC_UNAUTHENTICATED = 16,
+};
+
 typedef struct {
     size_t max_recv_bytes; /* 0: 64 MiB */
     size_t max_send_bytes; /* 0: 64 MiB */

@@ -1,0 +1,146 @@
+/*
+ * cli.h - the `fluxion` command-line client: shared context, the command
+ * table's types, errors with the exit codes scripts rely on, files, calls.
+ *
+ * Exit codes (documented in `fluxion --help` and docs/cli.md):
+ *   0 ok; 1 the server answered with an error; 2 usage error; 3 the server
+ *   could not be reached (UNAVAILABLE, DEADLINE_EXCEEDED); 4 a local file or
+ *   input error (unreadable file, bad JSON, a model file that does not
+ *   match the schema).
+ */
+#ifndef FLUXION_CLI_H
+#define FLUXION_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "rpcc.h"
+
+#ifndef FLUXION_VERSION
+#define FLUXION_VERSION "0.1.0"
+#endif
+/* fluxiond's default listening address. */
+#define FLUXION_DEFAULT_SERVER    "127.0.0.1:7070"
+#define FLUXION_DEFAULT_TIMEOUT_S 30.0
+
+enum {
+    CLI_OK = 0,
+    CLI_ERR_SERVER = 1,
+    CLI_ERR_USAGE = 2,
+    CLI_ERR_UNREACHABLE = 3,
+    CLI_ERR_LOCAL = 4,
+};
+
+/* gRPC status codes the CLI acts on (rpcc.h returns gRPC's values). */
+#define CLI_GRPC_DEADLINE_EXCEEDED 4
+#define CLI_GRPC_UNAVAILABLE       14
+#define CLI_GRPC_DATA_LOSS         15
+
+typedef struct {
+    const char *server;
+    double timeout_s;
+    bool json;       /* machine-readable output */
+    fxc_channel *ch; /* opened on the first call */
+} cli_ctx;
+
+#define CLI_MAX_POS  4
+#define CLI_MAX_OPTS 4
+
+/* A command's own option: --name VALUE (or -c VALUE), or a flag. */
+typedef struct {
+    const char *name; /* without "--" */
+    char short_name;  /* 0: none */
+    const char *arg;  /* value placeholder for help; NULL: a flag */
+    const char *help;
+} cli_opt;
+
+/* Parsed arguments: positionals in order; opt[i] the value of opts[i]
+ * (a flag's value is "", NULL when not given). */
+typedef struct {
+    int npos;
+    const char *pos[CLI_MAX_POS];
+    const char *opt[CLI_MAX_OPTS];
+} cli_args;
+
+typedef struct {
+    const char *name;    /* "model create" */
+    const char *usage;   /* after the name: "FILE [--name NAME]" */
+    const char *summary; /* one line */
+    const char *details; /* more lines, or NULL */
+    int min_pos, max_pos;
+    cli_opt opts[CLI_MAX_OPTS]; /* ended by a NULL name */
+    int (*run)(cli_ctx *c, const cli_args *a);
+} cli_command;
+
+extern const cli_command cli_model_commands[];
+extern const size_t cli_n_model_commands;
+extern const cli_command cli_other_commands[];
+extern const size_t cli_n_other_commands;
+
+/* ------------------------------------------------------------ errors */
+
+/* Print "fluxion: <message>" on stderr and return the exit code. */
+int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int cli_local_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "fluxion: <STATUS_NAME>: <message>"; 3 for UNAVAILABLE and
+ * DEADLINE_EXCEEDED (with the server's address), else 1. */
+int cli_status_error(const cli_ctx *c, int code, const char *msg);
+
+/* ----------------------------------------------------------- parsing */
+
+/* A positive integer for a flag; usage error naming the flag otherwise. */
+int cli_parse_positive(const char *flag, const char *text, int64_t *out);
+/* A positive number of seconds (at most a million). */
+int cli_parse_seconds(const char *flag, const char *text, double *out);
+
+/* ------------------------------------------------------------- files */
+
+/* Display name of a path argument ("-" is stdin). */
+const char *cli_path_name(const char *path);
+/* Whole file (or stdin for "-") into a malloc'd buffer. */
+int cli_read_file(const char *path, unsigned char **buf, size_t *len);
+/* A JSON document from a file or stdin: duplicate keys are an error. */
+int cli_load_json(const char *path, json_t **out);
+
+/* Writing a file atomically: a temporary file next to it, renamed over it
+ * by cli_atomic_commit (after fsync); cli_atomic_abort removes it. */
+typedef struct {
+    FILE *f;
+    char *tmp;
+    const char *path;
+} cli_atomic;
+int cli_atomic_open(cli_atomic *a, const char *path);
+int cli_atomic_commit(cli_atomic *a);
+void cli_atomic_abort(cli_atomic *a);
+
+/* ------------------------------------------------------------- calls */
+
+fxc_call_opts cli_call_opts(const cli_ctx *c);
+/* The channel (opened on first use); NULL after printing an error. */
+fxc_channel *cli_channel(cli_ctx *c);
+/* A unary call; errors printed, exit code returned. */
+int cli_unary(cli_ctx *c, const char *path, const ProtobufCMessage *req,
+              const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp);
+
+/* ------------------------------------------------------------ output */
+
+/* JSON on stdout with a newline: one line with --json, indented otherwise. */
+int cli_print_json(const cli_ctx *c, const json_t *j);
+/* A message as proto3 JSON with proto field names, defaults, and 64-bit
+ * integers as numbers: the --json output of most commands. */
+json_t *cli_message_json(const ProtobufCMessage *m);
+int cli_print_message(const cli_ctx *c, const ProtobufCMessage *m);
+
+/* Replaces a message's string field (freeing the old one unless it is the
+ * shared empty default); false on out of memory. */
+bool cli_set_string(char **slot, const char *value);
+
+/* "2026-11-21T02:00:00Z" from milliseconds since the epoch ("-" for 0). */
+const char *cli_time(int64_t unix_ms, char *buf, size_t len);
+/* "1.5 GiB", "312 B". */
+const char *cli_bytes(uint64_t n, char *buf, size_t len);
+
+#endif

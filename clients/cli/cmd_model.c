@@ -1,0 +1,534 @@
+/*
+ * cmd_model.c - `fluxion model ...`: create, list, get, delete, export,
+ * import (fluxion.v1.ModelService), load, unload (RepositoryModelLoad /
+ * Unload of the inference service).
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "fluxion/v1/model.pb-c.h"
+#include "inference/grpc_service.pb-c.h"
+#include "jsonout.h"
+#include "pbjson.h"
+
+#define MODEL_SERVICE      "/fluxion.v1.ModelService/"
+#define INFERENCE_SERVICE  "/inference.GRPCInferenceService/"
+#define IMPORT_CHUNK_BYTES (1u << 20)
+
+/* --------------------------------------------------------------- printing */
+
+static void print_shape(FILE *f, size_t n, const int64_t *shape)
+{
+    fputc('[', f);
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%s%" PRId64, i ? ", " : "", shape[i]);
+    fputc(']', f);
+}
+
+static const char *dtype_name(int dtype)
+{
+    const ProtobufCEnumValue *v =
+        protobuf_c_enum_descriptor_get_value(&fluxion__v1__data_type__descriptor, dtype);
+    return v ? v->name : "?";
+}
+
+static void print_tensor_specs(const char *title, size_t n, Fluxion__V1__TensorSpec **specs)
+{
+    printf("%s:\n", title);
+    for (size_t i = 0; i < n; i++) {
+        printf("  %-16s %-6s ", specs[i]->name, dtype_name(specs[i]->dtype));
+        print_shape(stdout, specs[i]->n_shape, specs[i]->shape);
+        putchar('\n');
+    }
+}
+
+/* "units=16 activation=\"relu\"": each attr in its friendly JSON form. */
+static void print_attrs(const Fluxion__V1__Node *n)
+{
+    for (size_t i = 0; i < n->n_attrs; i++) {
+        const Fluxion__V1__Node__AttrsEntry *e = n->attrs[i];
+        char err[128];
+        json_t *j = e->value ? pbjson_encode(&e->value->base, 0, err, sizeof err) : NULL;
+        char *text = j ? jsonout_string(j, JSONOUT_LINE) : NULL;
+        printf(" %s=%s", e->key, text ? text : "?");
+        free(text);
+        json_decref(j);
+    }
+}
+
+static void print_model(const Fluxion__V1__Model *m)
+{
+    char t[32], b[32];
+    printf("name:        %s\n", m->name);
+    if (*m->description)
+        printf("description: %s\n", m->description);
+    printf("loaded:      %s\n", m->loaded ? "yes" : "no");
+    printf("created:     %s\n", cli_time(m->created_unix_ms, t, sizeof t));
+    printf("latest:      version %" PRId64 "\n", m->latest_version);
+    printf("parameters:  %" PRIu64 " trainable\n", m->num_parameters);
+    const Fluxion__V1__ModelSpec *s = m->spec;
+    if (s) {
+        print_tensor_specs("inputs", s->n_inputs, s->inputs);
+        printf("outputs:\n");
+        for (size_t i = 0; i < s->n_outputs; i++) {
+            const Fluxion__V1__TensorSpec *spec = i < m->n_output_specs ? m->output_specs[i] : NULL;
+            printf("  %-16s ", s->outputs[i]->name);
+            if (spec) {
+                printf("%-6s ", dtype_name(spec->dtype));
+                print_shape(stdout, spec->n_shape, spec->shape);
+            }
+            printf(" from %s\n", s->outputs[i]->source);
+        }
+        printf("nodes:\n");
+        for (size_t i = 0; i < s->n_nodes; i++) {
+            const Fluxion__V1__Node *n = s->nodes[i];
+            printf("  %-16s %-10s (", n->name, n->op);
+            for (size_t k = 0; k < n->n_inputs; k++)
+                printf("%s%s", k ? ", " : "", n->inputs[k]);
+            putchar(')');
+            print_attrs(n);
+            putchar('\n');
+        }
+    }
+    if (m->n_parameters) {
+        printf("weights:\n");
+        for (size_t i = 0; i < m->n_parameters; i++) {
+            printf("  %-24s ", m->parameters[i]->name);
+            print_shape(stdout, m->parameters[i]->n_shape, m->parameters[i]->shape);
+            printf("%s\n", m->parameters[i]->trainable ? "" : "  (buffer)");
+        }
+    }
+    printf("versions:\n");
+    for (size_t i = 0; i < m->n_versions; i++) {
+        const Fluxion__V1__ModelVersion *v = m->versions[i];
+        printf("  %-4" PRId64 " %s  %-10s %s  sha256 %s\n", v->version,
+               cli_time(v->created_unix_ms, t, sizeof t), cli_bytes(v->weights_bytes, b, sizeof b),
+               v->source, v->weights_sha256);
+    }
+}
+
+/* ----------------------------------------------------------------- create */
+
+static int create_request(const cli_args *a, Fluxion__V1__CreateModelRequest **out)
+{
+    json_t *j;
+    int rc = cli_load_json(a->pos[0], &j);
+    if (rc)
+        return rc;
+    char err[512];
+    Fluxion__V1__CreateModelRequest *req = (Fluxion__V1__CreateModelRequest *)pbjson_decode(
+        &fluxion__v1__create_model_request__descriptor, j, err, sizeof err);
+    json_decref(j);
+    if (!req)
+        return cli_local_error("%s: %s", cli_path_name(a->pos[0]), err);
+    if (a->opt[0] && !cli_set_string(&req->name, a->opt[0]))
+        rc = cli_local_error("out of memory");
+    if (!rc && a->opt[1]) {
+        unsigned char *w;
+        size_t n;
+        rc = cli_read_file(a->opt[1], &w, &n);
+        if (!rc) {
+            free(req->weights.data);
+            req->weights.data = w;
+            req->weights.len = n;
+        }
+    }
+    if (!rc && !*req->name)
+        rc = cli_usage_error("model create: %s gives the model no name (add \"name\" or use "
+                             "--name NAME)",
+                             cli_path_name(a->pos[0]));
+    if (rc) {
+        protobuf_c_message_free_unpacked(&req->base, NULL);
+        return rc;
+    }
+    *out = req;
+    return CLI_OK;
+}
+
+static int cmd_create(cli_ctx *c, const cli_args *a)
+{
+    Fluxion__V1__CreateModelRequest *req;
+    int rc = create_request(a, &req);
+    if (rc)
+        return rc;
+    ProtobufCMessage *resp;
+    rc = cli_unary(c, MODEL_SERVICE "CreateModel", &req->base, &fluxion__v1__model__descriptor,
+                   &resp);
+    protobuf_c_message_free_unpacked(&req->base, NULL);
+    if (rc)
+        return rc;
+    const Fluxion__V1__Model *m = (const Fluxion__V1__Model *)resp;
+    if (c->json)
+        rc = cli_print_message(c, resp);
+    else
+        printf("created model %s: version %" PRId64 ", %" PRIu64 " parameters, %s\n", m->name,
+               m->latest_version, m->num_parameters, m->loaded ? "loaded" : "not loaded");
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+/* ------------------------------------------------------------------- list */
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp((*(Fluxion__V1__Model *const *)a)->name, (*(Fluxion__V1__Model *const *)b)->name);
+}
+
+static int cmd_list(cli_ctx *c, const cli_args *a)
+{
+    Fluxion__V1__ListModelsRequest req = FLUXION__V1__LIST_MODELS_REQUEST__INIT;
+    ProtobufCMessage *resp;
+    int rc = cli_unary(c, MODEL_SERVICE "ListModels", &req.base,
+                       &fluxion__v1__list_models_response__descriptor, &resp);
+    if (rc)
+        return rc;
+    Fluxion__V1__ListModelsResponse *l = (Fluxion__V1__ListModelsResponse *)resp;
+    /* Deterministic output whatever order the server keeps. */
+    if (l->n_models > 1)
+        qsort(l->models, l->n_models, sizeof *l->models, by_name);
+    if (c->json) {
+        rc = cli_print_message(c, resp);
+    } else if (!l->n_models) {
+        printf("no models\n");
+    } else {
+        int w = 4;
+        for (size_t i = 0; i < l->n_models; i++)
+            if ((int)strlen(l->models[i]->name) > w)
+                w = (int)strlen(l->models[i]->name);
+        printf("%-*s  %6s  %-6s  %-20s  %s\n", w, "NAME", "LATEST", "LOADED", "CREATED",
+               "DESCRIPTION");
+        for (size_t i = 0; i < l->n_models; i++) {
+            const Fluxion__V1__Model *m = l->models[i];
+            char t[32];
+            printf("%-*s  %6" PRId64 "  %-6s  %-20s  %s\n", w, m->name, m->latest_version,
+                   m->loaded ? "yes" : "no", cli_time(m->created_unix_ms, t, sizeof t),
+                   m->description);
+        }
+    }
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+/* ------------------------------------------------------------ get, delete */
+
+static int cmd_get(cli_ctx *c, const cli_args *a)
+{
+    Fluxion__V1__GetModelRequest req = FLUXION__V1__GET_MODEL_REQUEST__INIT;
+    req.name = (char *)a->pos[0];
+    ProtobufCMessage *resp;
+    int rc =
+        cli_unary(c, MODEL_SERVICE "GetModel", &req.base, &fluxion__v1__model__descriptor, &resp);
+    if (rc)
+        return rc;
+    if (c->json)
+        rc = cli_print_message(c, resp);
+    else
+        print_model((const Fluxion__V1__Model *)resp);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+/* A call whose answer carries nothing: prints "<done> model NAME". */
+static int simple_call(cli_ctx *c, const char *path, const ProtobufCMessage *req,
+                       const ProtobufCMessageDescriptor *resp_desc, const char *done,
+                       const char *name)
+{
+    ProtobufCMessage *resp;
+    int rc = cli_unary(c, path, req, resp_desc, &resp);
+    if (rc)
+        return rc;
+    if (c->json)
+        rc = cli_print_message(c, resp);
+    else
+        printf("%s model %s\n", done, name);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+static int cmd_delete(cli_ctx *c, const cli_args *a)
+{
+    Fluxion__V1__DeleteModelRequest req = FLUXION__V1__DELETE_MODEL_REQUEST__INIT;
+    req.name = (char *)a->pos[0];
+    return simple_call(c, MODEL_SERVICE "DeleteModel", &req.base,
+                       &fluxion__v1__delete_model_response__descriptor, "deleted", a->pos[0]);
+}
+
+static int cmd_load(cli_ctx *c, const cli_args *a)
+{
+    Inference__RepositoryModelLoadRequest req = INFERENCE__REPOSITORY_MODEL_LOAD_REQUEST__INIT;
+    req.model_name = (char *)a->pos[0];
+    return simple_call(c, INFERENCE_SERVICE "RepositoryModelLoad", &req.base,
+                       &inference__repository_model_load_response__descriptor, "loaded", a->pos[0]);
+}
+
+static int cmd_unload(cli_ctx *c, const cli_args *a)
+{
+    Inference__RepositoryModelUnloadRequest req = INFERENCE__REPOSITORY_MODEL_UNLOAD_REQUEST__INIT;
+    req.model_name = (char *)a->pos[0];
+    return simple_call(c, INFERENCE_SERVICE "RepositoryModelUnload", &req.base,
+                       &inference__repository_model_unload_response__descriptor, "unloaded",
+                       a->pos[0]);
+}
+
+/* ----------------------------------------------------------------- export */
+
+typedef struct {
+    FILE *f;
+    const char *path;
+    uint64_t written, total;
+    int64_t version;      /* the server's, from the first chunk */
+    int64_t want_version; /* 0: the latest */
+    bool first;
+    int write_errno; /* set: the call was cancelled by us */
+} export_state;
+
+static int export_chunk(const ProtobufCMessage *msg, void *data)
+{
+    export_state *s = data;
+    const Fluxion__V1__WeightsChunk *ch = (const Fluxion__V1__WeightsChunk *)msg;
+    if (s->first) {
+        s->version = ch->version;
+        s->total = ch->total_bytes;
+        s->first = false;
+    }
+    if (ch->data.len && fwrite(ch->data.data, 1, ch->data.len, s->f) != ch->data.len) {
+        s->write_errno = errno ? errno : EIO;
+        return 1;
+    }
+    s->written += ch->data.len;
+    return 0;
+}
+
+static int export_stream(cli_ctx *c, const cli_args *a, export_state *s)
+{
+    Fluxion__V1__ExportWeightsRequest req = FLUXION__V1__EXPORT_WEIGHTS_REQUEST__INIT;
+    req.name = (char *)a->pos[0];
+    req.version = s->want_version;
+    fxc_channel *ch = cli_channel(c);
+    if (!ch)
+        return CLI_ERR_LOCAL;
+    char err[1024] = "";
+    fxc_call_opts o = cli_call_opts(c);
+    int code = fxc_server_stream(ch, MODEL_SERVICE "ExportWeights", &req.base,
+                                 &fluxion__v1__weights_chunk__descriptor, export_chunk, s, &o, err,
+                                 sizeof err);
+    if (s->write_errno)
+        return cli_local_error("%s: %s", s->path, strerror(s->write_errno));
+    if (code)
+        return cli_status_error(c, code, err);
+    if (s->total && s->written != s->total) {
+        snprintf(err, sizeof err, "the server sent %" PRIu64 " of %" PRIu64 " bytes", s->written,
+                 s->total);
+        return cli_status_error(c, CLI_GRPC_DATA_LOSS, err);
+    }
+    return CLI_OK;
+}
+
+static int cmd_export(cli_ctx *c, const cli_args *a)
+{
+    const char *path = a->opt[1];
+    if (!path)
+        return cli_usage_error("model export: -o FILE is required (- for stdout)");
+    export_state s = {.path = path, .first = true};
+    if (a->opt[0] && cli_parse_positive("--version", a->opt[0], &s.want_version))
+        return CLI_ERR_USAGE;
+    bool to_stdout = !strcmp(path, "-");
+    cli_atomic out = {0};
+    if (to_stdout) {
+        s.f = stdout;
+        s.path = "stdout";
+    } else {
+        int rc = cli_atomic_open(&out, path);
+        if (rc)
+            return rc;
+        s.f = out.f;
+    }
+    int rc = export_stream(c, a, &s);
+    if (to_stdout) {
+        if (!rc && fflush(stdout))
+            rc = cli_local_error("stdout: %s", strerror(errno));
+        return rc;
+    }
+    if (rc) {
+        cli_atomic_abort(&out);
+        return rc;
+    }
+    rc = cli_atomic_commit(&out);
+    if (rc)
+        return rc;
+    if (c->json) {
+        json_t *j = json_pack("{s:s, s:I, s:I, s:s}", "name", a->pos[0], "version",
+                              (json_int_t)s.version, "bytes", (json_int_t)s.written, "file", path);
+        rc = j ? cli_print_json(c, j) : cli_local_error("out of memory");
+        json_decref(j);
+    } else {
+        char b[32];
+        printf("exported model %s version %" PRId64 " (%s) to %s\n", a->pos[0], s.version,
+               cli_bytes(s.written, b, sizeof b), path);
+    }
+    return rc;
+}
+
+/* ----------------------------------------------------------------- import */
+
+typedef struct {
+    FILE *f;
+    const char *name, *path, *source;
+    uint64_t total;
+    unsigned char *buf;
+    Fluxion__V1__WeightsChunk chunk;
+    bool first, done;
+    int read_errno;
+} import_state;
+
+/* Chunks of up to 1 MiB; the first names the model (and is sent even for
+ * an empty file, so that the server answers about it). */
+static const ProtobufCMessage *import_next(void *data, int *fail)
+{
+    import_state *s = data;
+    if (s->done)
+        return NULL;
+    size_t n = fread(s->buf, 1, IMPORT_CHUNK_BYTES, s->f);
+    if (n < IMPORT_CHUNK_BYTES && ferror(s->f)) {
+        s->read_errno = errno ? errno : EIO;
+        *fail = 1;
+        return NULL;
+    }
+    if (n == 0 && !s->first)
+        return NULL;
+    s->done = n < IMPORT_CHUNK_BYTES;
+    fluxion__v1__weights_chunk__init(&s->chunk);
+    if (s->first) {
+        s->chunk.name = (char *)s->name;
+        s->chunk.source = (char *)s->source;
+        s->chunk.total_bytes = s->total;
+        s->first = false;
+    }
+    s->chunk.data.data = s->buf;
+    s->chunk.data.len = n;
+    return &s->chunk.base;
+}
+
+static int cmd_import(cli_ctx *c, const cli_args *a)
+{
+    const char *path = a->pos[1];
+    import_state s = {.name = a->pos[0],
+                      .path = cli_path_name(path),
+                      .source = a->opt[0] ? a->opt[0] : "import",
+                      .first = true};
+    bool is_stdin = !strcmp(path, "-");
+    s.f = is_stdin ? stdin : fopen(path, "rb");
+    if (!s.f)
+        return cli_local_error("%s: %s", path, strerror(errno));
+    struct stat st;
+    if (!fstat(fileno(s.f), &st) && S_ISREG(st.st_mode))
+        s.total = (uint64_t)st.st_size;
+    s.buf = malloc(IMPORT_CHUNK_BYTES);
+    fxc_channel *ch = s.buf ? cli_channel(c) : NULL;
+    int rc = CLI_OK;
+    if (!s.buf)
+        rc = cli_local_error("out of memory");
+    else if (!ch)
+        rc = CLI_ERR_LOCAL;
+    ProtobufCMessage *resp = NULL;
+    if (!rc) {
+        char err[1024] = "";
+        fxc_call_opts o = cli_call_opts(c);
+        int code =
+            fxc_client_stream(ch, MODEL_SERVICE "ImportWeights", import_next, NULL, &s,
+                              &fluxion__v1__model_version__descriptor, &resp, &o, err, sizeof err);
+        if (s.read_errno)
+            rc = cli_local_error("%s: %s", s.path, strerror(s.read_errno));
+        else if (code)
+            rc = cli_status_error(c, code, err);
+    }
+    free(s.buf);
+    if (!is_stdin)
+        fclose(s.f);
+    if (rc)
+        return rc;
+    const Fluxion__V1__ModelVersion *v = (const Fluxion__V1__ModelVersion *)resp;
+    if (c->json) {
+        rc = cli_print_message(c, resp);
+    } else {
+        char b[32];
+        printf("imported model %s version %" PRId64 " (%s, sha256 %s)\n", a->pos[0], v->version,
+               cli_bytes(v->weights_bytes, b, sizeof b), v->weights_sha256);
+    }
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ table */
+
+const cli_command cli_model_commands[] = {
+    {"model create",
+     "FILE [--name NAME] [--weights FILE.safetensors]",
+     "define a model from a JSON model file (- for stdin)",
+     "The model file is JSON of a fluxion.v1.CreateModelRequest:\n"
+     "  {\"name\": \"mlp\", \"description\": \"...\", \"seed\": 1,\n"
+     "   \"spec\": {\"inputs\": [{\"name\": \"x\", \"dtype\": \"FP32\", \"shape\": [-1, 4]}],\n"
+     "            \"nodes\": [{\"name\": \"fc1\", \"op\": \"dense\", \"inputs\": [\"x\"],\n"
+     "                       \"attrs\": {\"in_features\": 4, \"out_features\": 2}}],\n"
+     "            \"outputs\": [{\"name\": \"y\", \"source\": \"fc1\"}]}}\n"
+     "Attribute values are plain JSON: an integer, a number, a string, a bool, or an\n"
+     "array of integers, numbers or strings. Weights not given are initialized\n"
+     "from \"seed\"; \"no_load\": true stores the model without serving it.\n",
+     1,
+     1,
+     {{"name", 0, "NAME", "the model's name (overrides the file's)"},
+      {"weights", 0, "FILE", "initial weights, a safetensors file"}},
+     cmd_create},
+    {"model list", "", "list the models on the server, by name", NULL, 0, 0, {{0}}, cmd_list},
+    {"model get",
+     "NAME",
+     "show a model: interface, nodes, weights, versions",
+     NULL,
+     1,
+     1,
+     {{0}},
+     cmd_get},
+    {"model delete", "NAME", "delete a model and all its versions", NULL, 1, 1, {{0}}, cmd_delete},
+    {"model export",
+     "NAME [--version N] -o FILE",
+     "save a model's weights as a safetensors file",
+     "The file is written under a temporary name and renamed when complete: an\n"
+     "interrupted export leaves no partial FILE. -o - writes to stdout.\n",
+     1,
+     1,
+     {{"version", 0, "N", "the version to export (default: the latest)"},
+      {"output", 'o', "FILE", "where to write the weights (required)"}},
+     cmd_export},
+    {"model import",
+     "NAME FILE [--source TEXT]",
+     "upload weights (safetensors, - for stdin) as a new version",
+     "The file is streamed in 1 MiB chunks; the server checks every tensor against\n"
+     "the model before it stores the version.\n",
+     2,
+     2,
+     {{"source", 0, "TEXT", "recorded as the version's source (default: import)"}},
+     cmd_import},
+    {"model load",
+     "NAME",
+     "serve a model for inference (RepositoryModelLoad)",
+     NULL,
+     1,
+     1,
+     {{0}},
+     cmd_load},
+    {"model unload",
+     "NAME",
+     "stop serving a model (RepositoryModelUnload)",
+     NULL,
+     1,
+     1,
+     {{0}},
+     cmd_unload},
+};
+const size_t cli_n_model_commands = sizeof cli_model_commands / sizeof cli_model_commands[0];

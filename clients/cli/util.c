@@ -1,0 +1,290 @@
+/*
+ * util.c - the CLI's errors, argument values, files, calls and output.
+ */
+#define _GNU_SOURCE /* asprintf */
+#include "cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "jsonout.h"
+#include "pbjson.h"
+
+/* ------------------------------------------------------------ errors */
+
+static void vreport(const char *fmt, va_list ap)
+{
+    fflush(stdout);
+    fputs("fluxion: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
+int cli_usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vreport(fmt, ap);
+    va_end(ap);
+    return CLI_ERR_USAGE;
+}
+
+int cli_local_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vreport(fmt, ap);
+    va_end(ap);
+    return CLI_ERR_LOCAL;
+}
+
+int cli_status_error(const cli_ctx *c, int code, const char *msg)
+{
+    fflush(stdout);
+    bool unreachable = code == CLI_GRPC_UNAVAILABLE || code == CLI_GRPC_DEADLINE_EXCEEDED;
+    fprintf(stderr, "fluxion: %s: %s", fxc_status_name(code), msg && *msg ? msg : "(no message)");
+    if (unreachable)
+        fprintf(stderr, " (server %s)", c->server);
+    fputc('\n', stderr);
+    return unreachable ? CLI_ERR_UNREACHABLE : CLI_ERR_SERVER;
+}
+
+/* ----------------------------------------------------------- parsing */
+
+int cli_parse_positive(const char *flag, const char *text, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (text[0] < '0' || text[0] > '9' || *end || errno || v <= 0)
+        return cli_usage_error("%s: expected a positive integer, got \"%s\"", flag, text);
+    *out = v;
+    return CLI_OK;
+}
+
+int cli_parse_seconds(const char *flag, const char *text, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (!*text || *end || errno || !isfinite(v) || v <= 0 || v > 1e6)
+        return cli_usage_error("%s: expected a number of seconds (0 < s <= 1000000), got \"%s\"",
+                               flag, text);
+    *out = v;
+    return CLI_OK;
+}
+
+/* ------------------------------------------------------------- files */
+
+const char *cli_path_name(const char *path) { return strcmp(path, "-") ? path : "stdin"; }
+
+int cli_read_file(const char *path, unsigned char **buf, size_t *len)
+{
+    bool is_stdin = !strcmp(path, "-");
+    FILE *f = is_stdin ? stdin : fopen(path, "rb");
+    if (!f)
+        return cli_local_error("%s: %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    unsigned char *data = malloc(cap);
+    while (data) {
+        n += fread(data + n, 1, cap - n, f);
+        if (n < cap)
+            break;
+        unsigned char *bigger = cap > SIZE_MAX / 2 ? NULL : realloc(data, cap * 2);
+        if (!bigger)
+            free(data);
+        data = bigger;
+        cap *= 2;
+    }
+    int err = ferror(f) ? errno : 0;
+    if (!is_stdin)
+        fclose(f);
+    if (!data)
+        return cli_local_error("%s: out of memory", cli_path_name(path));
+    if (err) {
+        free(data);
+        return cli_local_error("%s: %s", cli_path_name(path), strerror(err));
+    }
+    *buf = data;
+    *len = n;
+    return CLI_OK;
+}
+
+int cli_load_json(const char *path, json_t **out)
+{
+    unsigned char *buf;
+    size_t len;
+    int rc = cli_read_file(path, &buf, &len);
+    if (rc)
+        return rc;
+    json_error_t e;
+    *out = json_loadb((const char *)buf, len, JSON_REJECT_DUPLICATES, &e);
+    free(buf);
+    if (!*out)
+        return cli_local_error("%s:%d:%d: %s", cli_path_name(path), e.line, e.column, e.text);
+    return CLI_OK;
+}
+
+int cli_atomic_open(cli_atomic *a, const char *path)
+{
+    a->path = path;
+    a->f = NULL;
+    if (asprintf(&a->tmp, "%s.tmp.XXXXXX", path) < 0) {
+        a->tmp = NULL;
+        return cli_local_error("%s: out of memory", path);
+    }
+    int fd = mkstemp(a->tmp);
+    if (fd < 0) {
+        int err = errno;
+        free(a->tmp);
+        a->tmp = NULL;
+        return cli_local_error("%s: %s", path, strerror(err));
+    }
+    /* mkstemp makes 0600; a plain file gets 0666 less the umask. */
+    mode_t mask = umask(0);
+    umask(mask);
+    fchmod(fd, 0666 & ~mask);
+    a->f = fdopen(fd, "wb");
+    if (!a->f) {
+        int err = errno;
+        close(fd);
+        cli_atomic_abort(a);
+        return cli_local_error("%s: %s", path, strerror(err));
+    }
+    return CLI_OK;
+}
+
+int cli_atomic_commit(cli_atomic *a)
+{
+    int err = 0;
+    if (fflush(a->f) || fsync(fileno(a->f)))
+        err = errno;
+    if (fclose(a->f) && !err)
+        err = errno;
+    a->f = NULL;
+    if (!err && rename(a->tmp, a->path))
+        err = errno;
+    if (err) {
+        cli_atomic_abort(a);
+        return cli_local_error("%s: %s", a->path, strerror(err));
+    }
+    free(a->tmp);
+    a->tmp = NULL;
+    return CLI_OK;
+}
+
+void cli_atomic_abort(cli_atomic *a)
+{
+    if (a->f)
+        fclose(a->f);
+    a->f = NULL;
+    if (a->tmp)
+        unlink(a->tmp);
+    free(a->tmp);
+    a->tmp = NULL;
+}
+
+/* ------------------------------------------------------------- calls */
+
+fxc_call_opts cli_call_opts(const cli_ctx *c)
+{
+    fxc_call_opts o = {.timeout_ms = (int64_t)ceil(c->timeout_s * 1000)};
+    return o;
+}
+
+fxc_channel *cli_channel(cli_ctx *c)
+{
+    if (!c->ch) {
+        c->ch = fxc_channel_create(c->server, NULL);
+        if (!c->ch)
+            cli_local_error("cannot create a channel to %s: out of memory", c->server);
+    }
+    return c->ch;
+}
+
+int cli_unary(cli_ctx *c, const char *path, const ProtobufCMessage *req,
+              const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp)
+{
+    fxc_channel *ch = cli_channel(c);
+    if (!ch)
+        return CLI_ERR_LOCAL;
+    char err[1024] = "";
+    fxc_call_opts o = cli_call_opts(c);
+    int code = fxc_unary(ch, path, req, resp_desc, resp, &o, err, sizeof err);
+    return code ? cli_status_error(c, code, err) : CLI_OK;
+}
+
+/* ------------------------------------------------------------ output */
+
+int cli_print_json(const cli_ctx *c, const json_t *j)
+{
+    if (jsonout_write(stdout, j, c->json ? JSONOUT_LINE : JSONOUT_PRETTY) || putchar('\n') == EOF ||
+        fflush(stdout))
+        return cli_local_error("stdout: %s", strerror(errno));
+    return CLI_OK;
+}
+
+json_t *cli_message_json(const ProtobufCMessage *m)
+{
+    char err[256];
+    json_t *j = pbjson_encode(
+        m, PBJSON_ORIGINAL_NAMES | PBJSON_EMIT_DEFAULTS | PBJSON_INT64_NUMBERS, err, sizeof err);
+    if (!j)
+        cli_local_error("cannot write the server's answer as JSON: %s", err);
+    return j;
+}
+
+int cli_print_message(const cli_ctx *c, const ProtobufCMessage *m)
+{
+    json_t *j = cli_message_json(m);
+    if (!j)
+        return CLI_ERR_LOCAL;
+    int rc = cli_print_json(c, j);
+    json_decref(j);
+    return rc;
+}
+
+bool cli_set_string(char **slot, const char *value)
+{
+    char *dup = strdup(value);
+    if (!dup)
+        return false;
+    if (*slot && *slot != (char *)protobuf_c_empty_string)
+        free(*slot);
+    *slot = dup;
+    return true;
+}
+
+const char *cli_time(int64_t unix_ms, char *buf, size_t len)
+{
+    time_t t = (time_t)(unix_ms / 1000);
+    struct tm tm;
+    if (unix_ms <= 0 || !gmtime_r(&t, &tm) || !strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm))
+        snprintf(buf, len, "-");
+    return buf;
+}
+
+const char *cli_bytes(uint64_t n, char *buf, size_t len)
+{
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    double v = (double)n;
+    int u = 0;
+    while (v >= 1024 && u < 6) {
+        v /= 1024;
+        u++;
+    }
+    if (u == 0)
+        snprintf(buf, len, "%" PRIu64 " B", n);
+    else
+        snprintf(buf, len, "%.1f %s", v, units[u]);
+    return buf;
+}

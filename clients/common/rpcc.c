@@ -1,0 +1,495 @@
+/*
+ * rpcc.c - the client side of gRPC C core behind rpcc.h.
+ *
+ * Each call has a pluck completion queue of its own (the only waiter on it
+ * is the calling thread, which plucks the tags of its own batches), so
+ * calls on one channel from many threads never see each other's events and
+ * need no lock of ours. No threads are created: gRPC's own pollers and the
+ * plucking caller do the work.
+ */
+#define _GNU_SOURCE
+#include "rpcc.h"
+
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/slice.h>
+#include <grpc/support/time.h>
+
+#define DEFAULT_MAX_MESSAGE ((size_t)64 << 20)
+#define DEFAULT_TIMEOUT_MS 30000
+#define MD_ON_STACK 8
+
+struct fxc_channel {
+    grpc_channel *ch;
+};
+
+static const char *const status_names[] = {
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+    "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+    "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+};
+
+const char *fxc_status_name(int code)
+{
+    if (code < 0 || code >= (int)(sizeof status_names / sizeof *status_names))
+        return "UNKNOWN_CODE";
+    return status_names[code];
+}
+
+static int clamp_int(size_t v)
+{
+    return v > INT_MAX ? INT_MAX : (int)v;
+}
+
+fxc_channel *fxc_channel_create(const char *target, const fxc_channel_opts *opts)
+{
+    if (!target)
+        return NULL;
+    fxc_channel *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    size_t recv = opts && opts->max_recv_bytes ? opts->max_recv_bytes : DEFAULT_MAX_MESSAGE;
+    size_t send = opts && opts->max_send_bytes ? opts->max_send_bytes : DEFAULT_MAX_MESSAGE;
+    grpc_init();
+    grpc_arg args[2] = {
+        { .type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+          .value.integer = clamp_int(recv) },
+        { .type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
+          .value.integer = clamp_int(send) },
+    };
+    grpc_channel_args cargs = { .num_args = 2, .args = args };
+    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    c->ch = grpc_channel_create(target, creds, &cargs);
+    grpc_channel_credentials_release(creds);
+    if (!c->ch) {
+        free(c);
+        grpc_shutdown();
+        return NULL;
+    }
+    return c;
+}
+
+void fxc_channel_free(fxc_channel *c)
+{
+    if (!c)
+        return;
+    grpc_channel_destroy(c->ch);
+    free(c);
+    grpc_shutdown();
+}
+
+/* ------------------------------------------------------------ one call */
+
+typedef struct {
+    grpc_call *call;
+    grpc_completion_queue *cq;
+    grpc_metadata md_stack[MD_ON_STACK];
+    grpc_metadata *md;
+    size_t n_md;
+    /* filled by the status batch */
+    grpc_metadata_array init_md, trail_md;
+    grpc_status_code code;
+    grpc_slice details;
+    int next_tag; /* tags are small integers: each batch its own */
+} ccall;
+
+static int set_err(char *err, size_t errlen, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int set_err(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+/* Creates the call. Returns 0, or a status code with err set. */
+static int call_open(fxc_channel *ch, const char *path, const fxc_call_opts *opts, ccall *cc,
+                     char *err, size_t errlen)
+{
+    memset(cc, 0, sizeof *cc);
+    if (err && errlen)
+        err[0] = '\0';
+    if (!ch || !path || path[0] != '/')
+        return set_err(err, errlen, FXC_INVALID_ARGUMENT, "rpcc: bad call: %s", !ch ? "no channel"
+                                                                 : "path must be /pkg.Service/Method");
+    int n_md = opts ? opts->n_md : 0;
+    if (n_md < 0 || (n_md > 0 && !opts->md))
+        return set_err(err, errlen, FXC_INVALID_ARGUMENT, "rpcc: bad metadata (n_md %d)", n_md);
+    cc->md = n_md <= MD_ON_STACK ? cc->md_stack : calloc((size_t)n_md, sizeof *cc->md);
+    if (!cc->md)
+        return set_err(err, errlen, FXC_RESOURCE_EXHAUSTED, "rpcc: out of memory");
+    for (int i = 0; i < n_md; i++) {
+        if (!opts->md[i].key || !opts->md[i].value) {
+            if (cc->md != cc->md_stack)
+                free(cc->md);
+            return set_err(err, errlen, FXC_INVALID_ARGUMENT, "rpcc: metadata entry %d has no key or value", i);
+        }
+        memset(&cc->md[i], 0, sizeof cc->md[i]);
+        cc->md[i].key = grpc_slice_from_static_string(opts->md[i].key);
+        cc->md[i].value = grpc_slice_from_static_string(opts->md[i].value);
+    }
+    cc->n_md = (size_t)n_md;
+
+    int64_t ms = opts && opts->timeout_ms > 0 ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
+    gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                         gpr_time_from_millis(ms, GPR_TIMESPAN));
+    cc->cq = grpc_completion_queue_create_for_pluck(NULL);
+    grpc_slice method = grpc_slice_from_static_string(path);
+    cc->call = grpc_channel_create_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cc->cq, method,
+                                        NULL, deadline, NULL);
+    grpc_metadata_array_init(&cc->init_md);
+    grpc_metadata_array_init(&cc->trail_md);
+    cc->details = grpc_empty_slice();
+    cc->code = GRPC_STATUS_UNKNOWN;
+    return 0;
+}
+
+static void call_close(ccall *cc)
+{
+    grpc_call_unref(cc->call);
+    grpc_completion_queue_shutdown(cc->cq);
+    grpc_completion_queue_destroy(cc->cq);
+    grpc_metadata_array_destroy(&cc->init_md);
+    grpc_metadata_array_destroy(&cc->trail_md);
+    grpc_slice_unref(cc->details);
+    if (cc->md != cc->md_stack)
+        free(cc->md);
+}
+
+/* Starts a batch; returns its tag, or NULL when gRPC refused it. */
+static void *batch_start(ccall *cc, const grpc_op *ops, size_t n)
+{
+    void *t = (void *)(intptr_t)++cc->next_tag;
+    return grpc_call_start_batch(cc->call, ops, n, t, NULL) == GRPC_CALL_OK ? t : NULL;
+}
+
+/* Waits for a batch started by batch_start (the call's deadline bounds it). */
+static bool batch_wait(ccall *cc, void *t)
+{
+    if (!t)
+        return false;
+    grpc_event ev = grpc_completion_queue_pluck(cc->cq, t, gpr_inf_future(GPR_CLOCK_REALTIME),
+                                                NULL);
+    return ev.type == GRPC_OP_COMPLETE && ev.success;
+}
+
+static bool batch_run(ccall *cc, const grpc_op *ops, size_t n)
+{
+    return batch_wait(cc, batch_start(cc, ops, n));
+}
+
+static void op_send_md(ccall *cc, grpc_op *op)
+{
+    memset(op, 0, sizeof *op);
+    op->op = GRPC_OP_SEND_INITIAL_METADATA;
+    op->data.send_initial_metadata.count = cc->n_md;
+    op->data.send_initial_metadata.metadata = cc->md;
+}
+
+static void op_simple(grpc_op *op, grpc_op_type type)
+{
+    memset(op, 0, sizeof *op);
+    op->op = type;
+}
+
+static void op_send_msg(grpc_op *op, grpc_byte_buffer *bb)
+{
+    op_simple(op, GRPC_OP_SEND_MESSAGE);
+    op->data.send_message.send_message = bb;
+}
+
+static void op_recv_msg(grpc_op *op, grpc_byte_buffer **bb)
+{
+    op_simple(op, GRPC_OP_RECV_MESSAGE);
+    op->data.recv_message.recv_message = bb;
+}
+
+/* Adds RECV_INITIAL_METADATA and RECV_STATUS_ON_CLIENT; returns 2. */
+static size_t op_recv_status(ccall *cc, grpc_op *ops)
+{
+    op_simple(&ops[0], GRPC_OP_RECV_INITIAL_METADATA);
+    ops[0].data.recv_initial_metadata.recv_initial_metadata = &cc->init_md;
+    op_simple(&ops[1], GRPC_OP_RECV_STATUS_ON_CLIENT);
+    ops[1].data.recv_status_on_client.trailing_metadata = &cc->trail_md;
+    ops[1].data.recv_status_on_client.status = &cc->code;
+    ops[1].data.recv_status_on_client.status_details = &cc->details;
+    return 2;
+}
+
+/* The call's final status, its message copied into err; closes the call. */
+static int call_result(ccall *cc, char *err, size_t errlen)
+{
+    int code = (int)cc->code;
+    if (err && errlen) {
+        size_t n = GRPC_SLICE_LENGTH(cc->details);
+        if (n > errlen - 1)
+            n = errlen - 1;
+        memcpy(err, GRPC_SLICE_START_PTR(cc->details), n);
+        err[n] = '\0';
+    }
+    call_close(cc);
+    return code;
+}
+
+static grpc_byte_buffer *pack_message(const ProtobufCMessage *msg)
+{
+    grpc_slice slice = grpc_slice_malloc(protobuf_c_message_get_packed_size(msg));
+    protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(slice));
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&slice, 1);
+    grpc_slice_unref(slice);
+    return bb;
+}
+
+/* The bytes of a received buffer as one slice (the caller unrefs it). */
+static grpc_slice buffer_bytes(grpc_byte_buffer *bb)
+{
+    grpc_byte_buffer_reader reader;
+    grpc_slice slice = grpc_empty_slice();
+    if (grpc_byte_buffer_reader_init(&reader, bb)) {
+        slice = grpc_byte_buffer_reader_readall(&reader);
+        grpc_byte_buffer_reader_destroy(&reader);
+    }
+    return slice;
+}
+
+/* Unpacks a received buffer (consumed) into *out; a status code. */
+static int unpack_reply(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc,
+                        ProtobufCMessage **out, char *err, size_t errlen)
+{
+    if (!bb)
+        return set_err(err, errlen, FXC_INTERNAL, "rpcc: the server sent OK without a response");
+    grpc_slice slice = buffer_bytes(bb);
+    grpc_byte_buffer_destroy(bb);
+    *out = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(slice),
+                                     GRPC_SLICE_START_PTR(slice));
+    grpc_slice_unref(slice);
+    if (!*out)
+        return set_err(err, errlen, FXC_INTERNAL, "rpcc: cannot parse the response as %s", desc->name);
+    return 0;
+}
+
+/* One request out, at most one response back: the whole call is one
+ * batch. On OK, *resp_bb is the response (or NULL when none came). */
+static int unary_call(fxc_channel *ch, const char *path, grpc_byte_buffer *req,
+                      grpc_byte_buffer **resp_bb, const fxc_call_opts *opts, char *err,
+                      size_t errlen)
+{
+    ccall cc;
+    *resp_bb = NULL;
+    int rc = call_open(ch, path, opts, &cc, err, errlen);
+    if (rc != 0) {
+        grpc_byte_buffer_destroy(req);
+        return rc;
+    }
+    grpc_op ops[6];
+    op_send_md(&cc, &ops[0]);
+    op_send_msg(&ops[1], req);
+    op_simple(&ops[2], GRPC_OP_SEND_CLOSE_FROM_CLIENT);
+    op_recv_msg(&ops[3], resp_bb);
+    size_t n = 4 + op_recv_status(&cc, &ops[4]);
+    bool ok = batch_run(&cc, ops, n);
+    grpc_byte_buffer_destroy(req);
+    if (!ok) {
+        call_close(&cc);
+        if (*resp_bb)
+            grpc_byte_buffer_destroy(*resp_bb);
+        *resp_bb = NULL;
+        return set_err(err, errlen, FXC_INTERNAL, "rpcc: %s: the call failed locally", path);
+    }
+    rc = call_result(&cc, err, errlen);
+    if (rc != 0 && *resp_bb) {
+        grpc_byte_buffer_destroy(*resp_bb);
+        *resp_bb = NULL;
+    }
+    return rc;
+}
+
+int fxc_unary(fxc_channel *ch, const char *path, const ProtobufCMessage *req,
+              const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+              const fxc_call_opts *opts, char *err, size_t errlen)
+{
+    if (resp)
+        *resp = NULL;
+    if (!req || !resp_desc || !resp)
+        return set_err(err, errlen, FXC_INVALID_ARGUMENT, "rpcc: fxc_unary needs a request, a response type and "
+                                       "a place for the response");
+    grpc_byte_buffer *resp_bb;
+    int rc = unary_call(ch, path, pack_message(req), &resp_bb, opts, err, errlen);
+    if (rc != 0)
+        return rc;
+    return unpack_reply(resp_bb, resp_desc, resp, err, errlen);
+}
+
+int fxc_unary_raw(fxc_channel *ch, const char *path, const void *req, size_t req_len,
+                  void **resp, size_t *resp_len, const fxc_call_opts *opts, char *err,
+                  size_t errlen)
+{
+    if (resp)
+        *resp = NULL;
+    if (resp_len)
+        *resp_len = 0;
+    if ((!req && req_len) || !resp || !resp_len)
+        return set_err(err, errlen, FXC_INVALID_ARGUMENT, "rpcc: fxc_unary_raw needs request bytes and a place "
+                                       "for the response");
+    grpc_slice slice = grpc_slice_from_copied_buffer(req, req_len);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&slice, 1);
+    grpc_slice_unref(slice);
+    grpc_byte_buffer *resp_bb;
+    int rc = unary_call(ch, path, bb, &resp_bb, opts, err, errlen);
+    if (rc != 0)
+        return rc;
+    if (!resp_bb)
+        return set_err(err, errlen, FXC_INTERNAL, "rpcc: the server sent OK without a response");
+    grpc_slice out = buffer_bytes(resp_bb);
+    grpc_byte_buffer_destroy(resp_bb);
+    size_t n = GRPC_SLICE_LENGTH(out);
+    *resp = malloc(n ? n : 1);
+    if (*resp) {
+        memcpy(*resp, GRPC_SLICE_START_PTR(out), n);
+        *resp_len = n;
+    }
+    grpc_slice_unref(out);
+    return *resp ? 0 : set_err(err, errlen, FXC_RESOURCE_EXHAUSTED, "rpcc: out of memory for a %zu-byte response", n);
+}
+
+int fxc_server_stream(fxc_channel *ch, const char *path, const ProtobufCMessage *req,
+                      const ProtobufCMessageDescriptor *resp_desc,
+                      int (*on_msg)(const ProtobufCMessage *msg, void *data), void *data,
+                      const fxc_call_opts *opts, char *err, size_t errlen)
+{
+    if (!req || !resp_desc || !on_msg)
+        return set_err(err, errlen, FXC_INVALID_ARGUMENT, "rpcc: fxc_server_stream needs a request, a response "
+                                       "type and a callback");
+    ccall cc;
+    int rc = call_open(ch, path, opts, &cc, err, errlen);
+    if (rc != 0)
+        return rc;
+    grpc_byte_buffer *req_bb = pack_message(req);
+    grpc_op ops[3];
+    op_send_md(&cc, &ops[0]);
+    op_send_msg(&ops[1], req_bb);
+    op_simple(&ops[2], GRPC_OP_SEND_CLOSE_FROM_CLIENT);
+    void *sent = batch_start(&cc, ops, 3);
+    size_t n = op_recv_status(&cc, ops);
+    void *status = batch_start(&cc, ops, n);
+    if (!sent || !status)
+        grpc_call_cancel(cc.call, NULL);
+    bool cancelled = false, bad_reply = false;
+    while (sent && status) {
+        grpc_byte_buffer *bb = NULL;
+        grpc_op rop;
+        op_recv_msg(&rop, &bb);
+        if (!batch_run(&cc, &rop, 1) || !bb)
+            break;
+        ProtobufCMessage *msg = NULL;
+        if (unpack_reply(bb, resp_desc, &msg, err, errlen) != 0) {
+            bad_reply = true;
+        } else {
+            cancelled = on_msg(msg, data) != 0;
+            protobuf_c_message_free_unpacked(msg, NULL);
+        }
+        if (cancelled || bad_reply) {
+            grpc_call_cancel(cc.call, NULL);
+            break;
+        }
+    }
+    batch_wait(&cc, sent);
+    grpc_byte_buffer_destroy(req_bb);
+    if (!batch_wait(&cc, status)) {
+        call_close(&cc);
+        return set_err(err, errlen, FXC_INTERNAL, "rpcc: %s: the call failed locally", path);
+    }
+    if (bad_reply) { /* keep unpack_reply's message, not "Cancelled" */
+        call_close(&cc);
+        return FXC_INTERNAL;
+    }
+    return call_result(&cc, err, errlen);
+}
+
+/* Sends the client's stream: next() until NULL. Returns false when the
+ * caller asked to fail (the call is then cancelled). */
+static bool send_stream(ccall *cc, const ProtobufCMessage *(*next)(void *data, int *fail),
+                        void (*release)(const ProtobufCMessage *msg, void *data), void *data)
+{
+    for (;;) {
+        int fail = 0;
+        const ProtobufCMessage *msg = next(data, &fail);
+        if (fail) {
+            if (msg && release)
+                release(msg, data);
+            grpc_call_cancel(cc->call, NULL);
+            return false;
+        }
+        if (!msg)
+            break;
+        grpc_byte_buffer *bb = pack_message(msg);
+        if (release)
+            release(msg, data);
+        grpc_op op;
+        op_send_msg(&op, bb);
+        bool ok = batch_run(cc, &op, 1);
+        grpc_byte_buffer_destroy(bb);
+        if (!ok) /* the server has finished already: its status says why */
+            return true;
+    }
+    grpc_op op;
+    op_simple(&op, GRPC_OP_SEND_CLOSE_FROM_CLIENT);
+    batch_run(cc, &op, 1);
+    return true;
+}
+
+int fxc_client_stream(fxc_channel *ch, const char *path,
+                      const ProtobufCMessage *(*next)(void *data, int *fail),
+                      void (*release)(const ProtobufCMessage *msg, void *data), void *data,
+                      const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                      const fxc_call_opts *opts, char *err, size_t errlen)
+{
+    if (resp)
+        *resp = NULL;
+    if (!next || !resp_desc || !resp)
+        return set_err(err, errlen, FXC_INVALID_ARGUMENT, "rpcc: fxc_client_stream needs a next callback, a "
+                                       "response type and a place for the response");
+    ccall cc;
+    int rc = call_open(ch, path, opts, &cc, err, errlen);
+    if (rc != 0)
+        return rc;
+    grpc_byte_buffer *resp_bb = NULL;
+    grpc_op ops[3];
+    op_send_md(&cc, &ops[0]);
+    void *md_sent = batch_start(&cc, ops, 1);
+    op_recv_msg(&ops[0], &resp_bb);
+    size_t n = 1 + op_recv_status(&cc, &ops[1]);
+    void *status = batch_start(&cc, ops, n);
+    if (md_sent && status)
+        send_stream(&cc, next, release, data);
+    else
+        grpc_call_cancel(cc.call, NULL);
+    batch_wait(&cc, md_sent);
+    bool ok = batch_wait(&cc, status);
+    if (!ok) {
+        if (resp_bb)
+            grpc_byte_buffer_destroy(resp_bb);
+        call_close(&cc);
+        return set_err(err, errlen, FXC_INTERNAL, "rpcc: %s: the call failed locally", path);
+    }
+    rc = call_result(&cc, err, errlen);
+    if (rc != 0) {
+        if (resp_bb)
+            grpc_byte_buffer_destroy(resp_bb);
+        return rc;
+    }
+    return unpack_reply(resp_bb, resp_desc, resp, err, errlen);
+}

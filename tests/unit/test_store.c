@@ -1,0 +1,893 @@
+/*
+ * test_store.c - the model store: records, versions, files on disk, crash
+ * recovery, the data-directory lock, threads.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "rpc.h"
+#include "store.h"
+
+/* SHA-256 test vectors (FIPS 180-2). */
+#define SHA_ABC "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+#define SHA_EMPTY "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+#define SHA_448 "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
+#define MSG_448 "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"
+
+typedef struct {
+    char dir[64];   /* the test's mkdtemp directory */
+    char data[128]; /* the store's data dir inside it (created by the store) */
+    fxs_store *st;
+    char err[512];
+} fixture;
+
+/* ----------------------------------------------------------- helpers */
+
+static char *pathf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *pathf(const char *fmt, ...)
+{
+    static char bufs[8][512];
+    static int next;
+    char *b = bufs[next++ % 8];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b, sizeof bufs[0], fmt, ap);
+    va_end(ap);
+    return b;
+}
+
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    return remove(p);
+}
+
+static void put_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+}
+
+static bool exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+/* Entries of a directory other than . and .., -1 if it cannot be opened. */
+static int count_entries(const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return n;
+}
+
+/* One integer from the store's database, read through a connection of
+ * the test's own (WAL lets it read while the store is open). */
+static int64_t db_int(const fixture *f, const char *query)
+{
+    sqlite3 *db;
+    sqlite3_stmt *s;
+    if (sqlite3_open_v2(pathf("%s/fluxion.db", f->data), &db, SQLITE_OPEN_READONLY, NULL) ||
+        sqlite3_prepare_v2(db, query, -1, &s, NULL) != SQLITE_OK)
+        fail_msg("%s: %s", query, sqlite3_errmsg(db));
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return v;
+}
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    strcpy(f->dir, "/tmp/fxs-store-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->data, sizeof f->data, "%s/data/nested", f->dir);
+    f->st = fxs_store_open(f->data, f->err, sizeof f->err);
+    if (!f->st)
+        fail_msg("open: %s", f->err);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    fxs_store_close(f->st);
+    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+static void reopen(fixture *f)
+{
+    fxs_store_close(f->st);
+    f->st = fxs_store_open(f->data, f->err, sizeof f->err);
+    if (!f->st)
+        fail_msg("reopen: %s", f->err);
+}
+
+static void create(fixture *f, const char *name, const char *weights)
+{
+    int rc = fxs_store_create_model(f->st, name, "desc", "\x0a\x01x", 3, 7, true, weights,
+                                    strlen(weights), "init (seed 7)", f->err, sizeof f->err);
+    if (rc)
+        fail_msg("create %s: %d %s", name, rc, f->err);
+}
+
+static int64_t add(fixture *f, const char *name, const char *weights)
+{
+    int64_t v = -1;
+    int rc = fxs_store_add_version(f->st, name, weights, strlen(weights), "job 1", &v, f->err,
+                                   sizeof f->err);
+    if (rc)
+        fail_msg("add_version %s: %d %s", name, rc, f->err);
+    return v;
+}
+
+/* Asserts that reading the version gives exactly `want`. */
+static void assert_weights(fixture *f, const char *name, int64_t version, const char *want)
+{
+    void *buf = NULL;
+    size_t len = 0;
+    int rc = fxs_store_read_weights(f->st, name, version, &buf, &len, f->err, sizeof f->err);
+    if (rc)
+        fail_msg("read_weights %s v%lld: %d %s", name, (long long)version, rc, f->err);
+    assert_int_equal(len, strlen(want));
+    assert_memory_equal(buf, want, len);
+    free(buf);
+}
+
+static int read_rc(fixture *f, const char *name, int64_t version)
+{
+    void *buf = (void *)1;
+    size_t len = 0;
+    f->err[0] = '\0';
+    int rc = fxs_store_read_weights(f->st, name, version, &buf, &len, f->err, sizeof f->err);
+    if (rc == 0)
+        free(buf);
+    else
+        assert_true(f->err[0] != '\0');
+    return rc;
+}
+
+/* The model's usable version numbers, as a string "1,2,3". */
+static const char *versions_of(fixture *f, const char *name)
+{
+    static char s[256];
+    fxs_model_rec m;
+    int rc = fxs_store_get_model(f->st, name, &m, f->err, sizeof f->err);
+    if (rc)
+        fail_msg("get %s: %d %s", name, rc, f->err);
+    s[0] = '\0';
+    for (int i = 0; i < m.n_versions; i++)
+        snprintf(s + strlen(s), sizeof s - strlen(s), "%s%lld", i ? "," : "",
+                 (long long)m.versions[i].version);
+    fxs_model_rec_free(&m);
+    return s;
+}
+
+/* ------------------------------------------------------------- tests */
+
+static void test_sha256_vectors(void **state)
+{
+    char hex[65];
+    fxs_sha256_hex("abc", 3, hex);
+    assert_string_equal(hex, SHA_ABC);
+    fxs_sha256_hex("", 0, hex);
+    assert_string_equal(hex, SHA_EMPTY);
+    fxs_sha256_hex(NULL, 0, hex);
+    assert_string_equal(hex, SHA_EMPTY);
+    fxs_sha256_hex(MSG_448, strlen(MSG_448), hex);
+    assert_string_equal(hex, SHA_448);
+}
+
+static void test_name_ok(void **state)
+{
+    char err[256];
+    char max[129], over[130];
+    memset(max, 'a', 128);
+    max[128] = '\0';
+    memset(over, 'a', 129);
+    over[129] = '\0';
+    const char *good[] = { "a", "Model_1", "x.y-z", "9", "_", max, "a..b" };
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        err[0] = '\0';
+        if (!fxs_model_name_ok(good[i], err, sizeof err))
+            fail_msg("\"%s\" refused: %s", good[i], err);
+    }
+    const char *bad[] = { "", over, "a/b", "/", "..", ".", ".hidden", "-x", "a b", "a\nb",
+                          "é", "a\\b", "a:b" };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        err[0] = '\0';
+        if (fxs_model_name_ok(bad[i], err, sizeof err))
+            fail_msg("\"%s\" accepted", bad[i]);
+        assert_true(err[0] != '\0');
+    }
+    assert_false(fxs_model_name_ok(NULL, err, sizeof err));
+    assert_false(fxs_model_name_ok("..", NULL, 0)); /* no err buffer: no crash */
+    assert_false(fxs_model_name_ok(over, err, sizeof err));
+    assert_non_null(strstr(err, "129"));
+}
+
+static void test_create_get(void **state)
+{
+    fixture *f = *state;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t before = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    assert_int_equal(fxs_store_create_model(f->st, "m1", "a model", "\x00\x01\x02", 3,
+                                            UINT64_MAX, true, "abc", 3, "init (seed 7)",
+                                            f->err, sizeof f->err),
+                     0);
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t after = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+
+    fxs_model_rec m;
+    assert_int_equal(fxs_store_get_model(f->st, "m1", &m, f->err, sizeof f->err), 0);
+    assert_string_equal(m.name, "m1");
+    assert_string_equal(m.description, "a model");
+    assert_int_equal(m.spec_len, 3);
+    assert_memory_equal(m.spec, "\x00\x01\x02", 3);
+    assert_true(m.seed == UINT64_MAX);
+    assert_true(m.loaded);
+    assert_in_range(m.created_ms, before, after);
+    assert_int_equal(m.n_versions, 1);
+    assert_int_equal(m.versions[0].version, 1);
+    assert_string_equal(m.versions[0].source, "init (seed 7)");
+    assert_int_equal(m.versions[0].weights_bytes, 3);
+    assert_string_equal(m.versions[0].sha256, SHA_ABC);
+    assert_in_range(m.versions[0].created_ms, before, after);
+    fxs_model_rec_free(&m);
+    assert_null(m.name); /* the record is reset: a second free is harmless */
+    fxs_model_rec_free(&m);
+    fxs_model_rec_free(NULL);
+
+    assert_true(exists(pathf("%s/models/m1/v1.safetensors", f->data)));
+    assert_true(exists(pathf("%s/fluxion.db", f->data)));
+    assert_string_equal(fxs_store_dir(f->st), f->data);
+    assert_weights(f, "m1", 1, "abc");
+}
+
+static void test_create_empty_fields(void **state)
+{
+    fixture *f = *state;
+    /* no description, spec, source; empty weights */
+    assert_int_equal(fxs_store_create_model(f->st, "e", NULL, NULL, 0, 0, false, NULL, 0, NULL,
+                                            f->err, sizeof f->err),
+                     0);
+    fxs_model_rec m;
+    assert_int_equal(fxs_store_get_model(f->st, "e", &m, f->err, sizeof f->err), 0);
+    assert_string_equal(m.description, "");
+    assert_int_equal(m.spec_len, 0);
+    assert_false(m.loaded);
+    assert_int_equal(m.seed, 0);
+    assert_string_equal(m.versions[0].source, "");
+    assert_string_equal(m.versions[0].sha256, SHA_EMPTY);
+    assert_int_equal(m.versions[0].weights_bytes, 0);
+    fxs_model_rec_free(&m);
+    assert_weights(f, "e", 0, "");
+}
+
+static void test_bad_arguments(void **state)
+{
+    fixture *f = *state;
+    /* data pointers missing while lengths say there is data */
+    assert_int_equal(fxs_store_create_model(f->st, "m", "", NULL, 4, 0, true, "w", 1, "",
+                                            f->err, sizeof f->err),
+                     FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxs_store_create_model(f->st, "m", "", NULL, 0, 0, true, NULL, 5, "",
+                                            f->err, sizeof f->err),
+                     FXS_INVALID_ARGUMENT);
+    create(f, "m", "w1");
+    int64_t v = 0;
+    assert_int_equal(fxs_store_add_version(f->st, "m", NULL, 5, "", &v, f->err, sizeof f->err),
+                     FXS_INVALID_ARGUMENT);
+    assert_int_equal(read_rc(f, "m", -1), FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxs_store_read_weights(f->st, "m", 0, NULL, NULL, f->err, sizeof f->err),
+                     FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxs_store_get_model(f->st, "m", NULL, f->err, sizeof f->err),
+                     FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxs_store_list_models(f->st, NULL, NULL, f->err, sizeof f->err),
+                     FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxs_store_get_model(NULL, "m", NULL, f->err, sizeof f->err),
+                     FXS_INVALID_ARGUMENT);
+    /* nothing was added by the refused calls, and no temp file is left */
+    assert_string_equal(versions_of(f, "m"), "1");
+    assert_int_equal(count_entries(pathf("%s/tmp", f->data)), 0);
+}
+
+static void test_bad_names(void **state)
+{
+    fixture *f = *state;
+    char over[130];
+    memset(over, 'n', 129);
+    over[129] = '\0';
+    const char *bad[] = { "", over, "a/b", "../x", "..", ".hidden", "-x", NULL };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        fxs_model_rec m;
+        int64_t v;
+        f->err[0] = '\0';
+        assert_int_equal(fxs_store_create_model(f->st, bad[i], "", NULL, 0, 0, true, "w", 1,
+                                                "", f->err, sizeof f->err),
+                         FXS_INVALID_ARGUMENT);
+        assert_true(f->err[0] != '\0');
+        assert_int_equal(fxs_store_add_version(f->st, bad[i], "w", 1, "", &v, f->err,
+                                               sizeof f->err),
+                         FXS_INVALID_ARGUMENT);
+        assert_int_equal(fxs_store_get_model(f->st, bad[i], &m, f->err, sizeof f->err),
+                         FXS_INVALID_ARGUMENT);
+        assert_int_equal(fxs_store_delete_model(f->st, bad[i], f->err, sizeof f->err),
+                         FXS_INVALID_ARGUMENT);
+        assert_int_equal(fxs_store_set_loaded(f->st, bad[i], true, f->err, sizeof f->err),
+                         FXS_INVALID_ARGUMENT);
+        assert_int_equal(read_rc(f, bad[i], 0), FXS_INVALID_ARGUMENT);
+    }
+    /* nothing reached the disk */
+    assert_int_equal(count_entries(pathf("%s/models", f->data)), 0);
+    assert_int_equal(count_entries(pathf("%s/tmp", f->data)), 0);
+    assert_false(exists(pathf("%s/x", f->dir)));
+}
+
+static void test_list_by_name(void **state)
+{
+    fixture *f = *state;
+    fxs_model_rec *recs = (fxs_model_rec *)1;
+    int n = -1;
+    assert_int_equal(fxs_store_list_models(f->st, &recs, &n, f->err, sizeof f->err), 0);
+    assert_int_equal(n, 0);
+    free(recs);
+
+    create(f, "beta", "b");
+    create(f, "alpha", "a");
+    create(f, "gamma", "g");
+    add(f, "beta", "b2");
+    assert_int_equal(fxs_store_list_models(f->st, &recs, &n, f->err, sizeof f->err), 0);
+    assert_int_equal(n, 3);
+    assert_string_equal(recs[0].name, "alpha");
+    assert_string_equal(recs[1].name, "beta");
+    assert_string_equal(recs[2].name, "gamma");
+    assert_int_equal(recs[0].n_versions, 1);
+    assert_int_equal(recs[1].n_versions, 2);
+    assert_int_equal(recs[1].versions[1].version, 2);
+    assert_string_equal(recs[1].versions[1].source, "job 1");
+    for (int i = 0; i < n; i++)
+        fxs_model_rec_free(&recs[i]);
+    free(recs);
+}
+
+static void test_versions_ascending(void **state)
+{
+    fixture *f = *state;
+    create(f, "m", "one");
+    assert_int_equal(add(f, "m", "two"), 2);
+    assert_int_equal(add(f, "m", "three"), 3);
+    assert_string_equal(versions_of(f, "m"), "1,2,3");
+    fxs_model_rec m;
+    assert_int_equal(fxs_store_get_model(f->st, "m", &m, f->err, sizeof f->err), 0);
+    assert_string_equal(m.versions[0].sha256, "7692c3ad3540bb803c020b3aee66cd8887123234ea0c6e7143c0add73ff431ed"); /* "one" */
+    fxs_model_rec_free(&m);
+    assert_weights(f, "m", 0, "three");
+    assert_weights(f, "m", 1, "one");
+    assert_weights(f, "m", 2, "two");
+    assert_weights(f, "m", 3, "three");
+    assert_int_equal(read_rc(f, "m", 4), FXS_NOT_FOUND);
+    assert_non_null(strstr(f->err, "no version 4"));
+    /* a NULL version pointer is allowed */
+    assert_int_equal(fxs_store_add_version(f->st, "m", "four", 4, "x", NULL, f->err,
+                                           sizeof f->err),
+                     0);
+    assert_weights(f, "m", 0, "four");
+}
+
+static void test_already_exists(void **state)
+{
+    fixture *f = *state;
+    create(f, "m", "first");
+    assert_int_equal(fxs_store_create_model(f->st, "m", "other", NULL, 0, 1, false, "second",
+                                            6, "", f->err, sizeof f->err),
+                     FXS_ALREADY_EXISTS);
+    assert_non_null(strstr(f->err, "\"m\""));
+    assert_non_null(strstr(f->err, "already exists"));
+    /* the first model is untouched, the refused weights left nothing behind */
+    assert_string_equal(versions_of(f, "m"), "1");
+    assert_weights(f, "m", 0, "first");
+    assert_int_equal(count_entries(pathf("%s/models/m", f->data)), 1);
+    assert_int_equal(count_entries(pathf("%s/tmp", f->data)), 0);
+}
+
+static void test_not_found(void **state)
+{
+    fixture *f = *state;
+    fxs_model_rec m;
+    int64_t v = 0;
+    create(f, "present", "p");
+    assert_int_equal(fxs_store_get_model(f->st, "absent", &m, f->err, sizeof f->err),
+                     FXS_NOT_FOUND);
+    assert_non_null(strstr(f->err, "\"absent\""));
+    assert_int_equal(fxs_store_add_version(f->st, "absent", "w", 1, "", &v, f->err,
+                                           sizeof f->err),
+                     FXS_NOT_FOUND);
+    assert_int_equal(fxs_store_delete_model(f->st, "absent", f->err, sizeof f->err),
+                     FXS_NOT_FOUND);
+    assert_int_equal(fxs_store_set_loaded(f->st, "absent", true, f->err, sizeof f->err),
+                     FXS_NOT_FOUND);
+    assert_int_equal(read_rc(f, "absent", 0), FXS_NOT_FOUND);
+    assert_int_equal(read_rc(f, "absent", 1), FXS_NOT_FOUND);
+    /* the failed add_version left no file and no directory */
+    assert_false(exists(pathf("%s/models/absent", f->data)));
+    assert_int_equal(count_entries(pathf("%s/tmp", f->data)), 0);
+    assert_string_equal(versions_of(f, "present"), "1");
+}
+
+static void test_set_loaded(void **state)
+{
+    fixture *f = *state;
+    create(f, "m", "w");
+    fxs_model_rec m;
+    assert_int_equal(fxs_store_set_loaded(f->st, "m", false, f->err, sizeof f->err), 0);
+    assert_int_equal(fxs_store_get_model(f->st, "m", &m, f->err, sizeof f->err), 0);
+    assert_false(m.loaded);
+    fxs_model_rec_free(&m);
+    /* unchanged value: still found */
+    assert_int_equal(fxs_store_set_loaded(f->st, "m", false, f->err, sizeof f->err), 0);
+    assert_int_equal(fxs_store_set_loaded(f->st, "m", true, f->err, sizeof f->err), 0);
+    assert_int_equal(fxs_store_get_model(f->st, "m", &m, f->err, sizeof f->err), 0);
+    assert_true(m.loaded);
+    fxs_model_rec_free(&m);
+}
+
+static void test_reopen_keeps_everything(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(fxs_store_create_model(f->st, "keep", "kept", "\x08\x02", 2, 123456789,
+                                            true, "abc", 3, "import", f->err, sizeof f->err),
+                     0);
+    add(f, "keep", "v2 bytes");
+    create(f, "other", "o");
+    assert_int_equal(fxs_store_set_loaded(f->st, "keep", false, f->err, sizeof f->err), 0);
+    fxs_model_rec before;
+    assert_int_equal(fxs_store_get_model(f->st, "keep", &before, f->err, sizeof f->err), 0);
+    reopen(f);
+    fxs_model_rec m;
+    assert_int_equal(fxs_store_get_model(f->st, "keep", &m, f->err, sizeof f->err), 0);
+    assert_string_equal(m.description, "kept");
+    assert_int_equal(m.spec_len, 2);
+    assert_memory_equal(m.spec, "\x08\x02", 2);
+    assert_int_equal(m.seed, 123456789);
+    assert_false(m.loaded);
+    assert_int_equal(m.created_ms, before.created_ms);
+    assert_int_equal(m.n_versions, 2);
+    assert_string_equal(m.versions[0].source, "import");
+    assert_string_equal(m.versions[0].sha256, SHA_ABC);
+    assert_int_equal(m.versions[1].created_ms, before.versions[1].created_ms);
+    assert_int_equal(m.versions[1].weights_bytes, 8);
+    fxs_model_rec_free(&m);
+    fxs_model_rec_free(&before);
+    assert_weights(f, "keep", 0, "v2 bytes");
+    assert_weights(f, "keep", 1, "abc");
+    assert_weights(f, "other", 0, "o");
+    /* numbering continues after the reopen */
+    assert_int_equal(add(f, "keep", "v3"), 3);
+}
+
+static void test_delete_removes_files(void **state)
+{
+    fixture *f = *state;
+    create(f, "gone", "g1");
+    add(f, "gone", "g2");
+    create(f, "stays", "s");
+    const char *mdir = pathf("%s/models/gone", f->data);
+    assert_int_equal(count_entries(mdir), 2);
+    assert_int_equal(db_int(f, "SELECT COUNT(*) FROM versions"), 3);
+    assert_int_equal(fxs_store_delete_model(f->st, "gone", f->err, sizeof f->err), 0);
+    assert_false(exists(pathf("%s/models/gone", f->data)));
+    /* the version rows went with the model (foreign keys are on) */
+    assert_int_equal(db_int(f, "SELECT COUNT(*) FROM versions"), 1);
+    assert_int_equal(db_int(f, "SELECT COUNT(*) FROM models"), 1);
+    fxs_model_rec m;
+    assert_int_equal(fxs_store_get_model(f->st, "gone", &m, f->err, sizeof f->err),
+                     FXS_NOT_FOUND);
+    assert_int_equal(fxs_store_delete_model(f->st, "gone", f->err, sizeof f->err),
+                     FXS_NOT_FOUND);
+    assert_weights(f, "stays", 0, "s");
+    /* the name is free again and numbering starts over */
+    create(f, "gone", "new");
+    assert_string_equal(versions_of(f, "gone"), "1");
+    assert_weights(f, "gone", 0, "new");
+    reopen(f);
+    assert_weights(f, "gone", 0, "new");
+    assert_string_equal(versions_of(f, "gone"), "1");
+}
+
+static void test_write_file_atomic(void **state)
+{
+    fixture *f = *state;
+    const char *p = pathf("%s/plain/file.bin", f->dir);
+    assert_int_equal(mkdir(pathf("%s/plain", f->dir), 0755), 0);
+    assert_int_equal(fxs_write_file_atomic(p, "hello", 5, f->err, sizeof f->err), 0);
+    assert_int_equal(fxs_write_file_atomic(p, "bye", 3, f->err, sizeof f->err), 0);
+    /* only the file itself: no temporary left next to it */
+    assert_int_equal(count_entries(pathf("%s/plain", f->dir)), 1);
+    void *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(fxs_read_file(p, &buf, &len, f->err, sizeof f->err), 0);
+    assert_int_equal(len, 3);
+    assert_memory_equal(buf, "bye", 3);
+    free(buf);
+
+    assert_int_equal(fxs_write_file_atomic(p, NULL, 0, f->err, sizeof f->err), 0);
+    assert_int_equal(fxs_read_file(p, &buf, &len, f->err, sizeof f->err), 0);
+    assert_int_equal(len, 0);
+    free(buf);
+
+    /* a directory that does not exist: the message names it */
+    const char *bad = pathf("%s/nodir/file.bin", f->dir);
+    assert_int_equal(fxs_write_file_atomic(bad, "x", 1, f->err, sizeof f->err), -1);
+    assert_non_null(strstr(f->err, "nodir"));
+    assert_int_equal(fxs_write_file_atomic(pathf("%s/plain/", f->dir), "x", 1, f->err,
+                                           sizeof f->err),
+                     -1);
+    assert_int_equal(fxs_write_file_atomic(NULL, "x", 1, f->err, sizeof f->err), -1);
+    assert_int_equal(fxs_write_file_atomic(p, NULL, 1, f->err, sizeof f->err), -1);
+    assert_int_equal(count_entries(pathf("%s/plain", f->dir)), 1);
+
+    assert_int_equal(fxs_read_file(bad, &buf, &len, f->err, sizeof f->err), -1);
+    assert_non_null(strstr(f->err, "nodir/file.bin"));
+    assert_int_equal(fxs_read_file(pathf("%s/plain", f->dir), &buf, &len, f->err,
+                                   sizeof f->err),
+                     -1);
+
+    /* the store's own writes leave no temporary either */
+    create(f, "m", "w");
+    add(f, "m", "w2");
+    assert_int_equal(count_entries(pathf("%s/tmp", f->data)), 0);
+    assert_int_equal(count_entries(pathf("%s/models/m", f->data)), 2);
+}
+
+static void test_crash_recovery(void **state)
+{
+    fixture *f = *state;
+    create(f, "a", "a-one");
+    add(f, "a", "a-two");
+    create(f, "b", "b-one");
+    fxs_store_close(f->st);
+    f->st = NULL;
+    /* what a crash can leave: temporaries, weights written but never
+     * committed (v3 of a; a model whose row never made it) */
+    const char *junk_names[] = {
+        "tmp/.weights.tmp.Ab12Cd",    "tmp/anything",
+        ".config.tmp.Zz99Yy",         "models/a/.v3.safetensors.tmp.q1w2e3",
+        "models/a/v3.safetensors",    "models/a/v007.safetensors",
+    };
+    char junk[6][256];
+    for (size_t i = 0; i < sizeof junk / sizeof *junk; i++) {
+        snprintf(junk[i], sizeof junk[i], "%s/%s", f->data, junk_names[i]);
+        put_file(junk[i], "junk", 4);
+    }
+    assert_int_equal(mkdir(pathf("%s/models/ghost", f->data), 0755), 0);
+    put_file(pathf("%s/models/ghost/v1.safetensors", f->data), "boo", 3);
+    /* files the store did not write are left alone */
+    put_file(pathf("%s/models/a/NOTES", f->data), "mine", 4);
+    put_file(pathf("%s/keep.txt", f->data), "mine", 4);
+
+    reopen(f);
+    for (size_t i = 0; i < sizeof junk / sizeof *junk; i++)
+        if (exists(junk[i]))
+            fail_msg("%s survived the reopen", junk[i]);
+    assert_false(exists(pathf("%s/models/ghost", f->data)));
+    assert_true(exists(pathf("%s/models/a/NOTES", f->data)));
+    assert_true(exists(pathf("%s/keep.txt", f->data)));
+    assert_int_equal(count_entries(pathf("%s/models/a", f->data)), 3); /* v1, v2, NOTES */
+    assert_string_equal(versions_of(f, "a"), "1,2");
+    assert_string_equal(versions_of(f, "b"), "1");
+    assert_weights(f, "a", 0, "a-two");
+    assert_weights(f, "a", 1, "a-one");
+    assert_weights(f, "b", 0, "b-one");
+    fxs_model_rec m;
+    assert_int_equal(fxs_store_get_model(f->st, "ghost", &m, f->err, sizeof f->err),
+                     FXS_NOT_FOUND);
+    /* the slot of the orphan v3 is free for the next real version */
+    assert_int_equal(add(f, "a", "a-three"), 3);
+    assert_weights(f, "a", 3, "a-three");
+}
+
+static void test_unusable_versions(void **state)
+{
+    fixture *f = *state;
+    create(f, "m", "version-1");
+    add(f, "m", "version-2");
+    add(f, "m", "version-3");
+    create(f, "ok", "fine");
+    fxs_store_close(f->st);
+    f->st = NULL;
+    const char *v2 = pathf("%s/models/m/v2.safetensors", f->data);
+    const char *v3 = pathf("%s/models/m/v3.safetensors", f->data);
+    put_file(v2, "VERSION-2", 9); /* same size, other bytes */
+    assert_int_equal(rename(v3, pathf("%s/v3.saved", f->dir)), 0);
+
+    reopen(f); /* opens despite the damage */
+    assert_string_equal(versions_of(f, "m"), "1");
+    assert_weights(f, "m", 0, "version-1"); /* latest usable */
+    assert_int_equal(read_rc(f, "m", 2), FXS_DATA_LOSS);
+    assert_non_null(strstr(f->err, "SHA-256"));
+    assert_int_equal(read_rc(f, "m", 3), FXS_DATA_LOSS);
+    assert_non_null(strstr(f->err, "v3.safetensors"));
+    assert_weights(f, "ok", 0, "fine");
+    /* numbers of unusable versions are not reused */
+    assert_int_equal(add(f, "m", "version-4"), 4);
+    assert_string_equal(versions_of(f, "m"), "1,4");
+    assert_weights(f, "m", 0, "version-4");
+    /* the damaged file was not deleted as an orphan */
+    assert_true(exists(v2));
+
+    /* files restored: usable again at the next open */
+    fxs_store_close(f->st);
+    f->st = NULL;
+    put_file(v2, "version-2", 9);
+    assert_int_equal(rename(pathf("%s/v3.saved", f->dir), v3), 0);
+    reopen(f);
+    assert_string_equal(versions_of(f, "m"), "1,2,3,4");
+    assert_weights(f, "m", 2, "version-2");
+    assert_weights(f, "m", 3, "version-3");
+}
+
+static void test_damage_while_open(void **state)
+{
+    fixture *f = *state;
+    create(f, "m", "good-1");
+    add(f, "m", "good-2");
+    put_file(pathf("%s/models/m/v2.safetensors", f->data), "longer now", 10);
+    assert_int_equal(read_rc(f, "m", 0), FXS_DATA_LOSS);
+    assert_non_null(strstr(f->err, "bytes"));
+    /* from then on the version is left out, and latest falls back */
+    assert_string_equal(versions_of(f, "m"), "1");
+    assert_weights(f, "m", 0, "good-1");
+    assert_int_equal(unlink(pathf("%s/models/m/v1.safetensors", f->data)), 0);
+    assert_int_equal(read_rc(f, "m", 1), FXS_DATA_LOSS);
+    assert_string_equal(versions_of(f, "m"), "");
+    assert_int_equal(read_rc(f, "m", 0), FXS_DATA_LOSS);
+    assert_non_null(strstr(f->err, "no usable version"));
+}
+
+typedef struct {
+    fxs_store *st;
+    int64_t got[8];
+    int rc;
+    char err[256];
+} adder;
+
+static void *add_thread(void *arg)
+{
+    adder *a = arg;
+    for (int i = 0; i < 8 && !a->rc; i++) {
+        char w[32];
+        snprintf(w, sizeof w, "weights %d", i);
+        a->rc = fxs_store_add_version(a->st, "m", w, strlen(w), "thread", &a->got[i], a->err,
+                                      sizeof a->err);
+    }
+    return NULL;
+}
+
+static void test_concurrent_add_version(void **state)
+{
+    fixture *f = *state;
+    create(f, "m", "base");
+    adder a[4];
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        memset(&a[i], 0, sizeof a[i]);
+        a[i].st = f->st;
+        assert_int_equal(pthread_create(&t[i], NULL, add_thread, &a[i]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    bool seen[34] = { false };
+    for (int i = 0; i < 4; i++) {
+        if (a[i].rc)
+            fail_msg("thread %d: %d %s", i, a[i].rc, a[i].err);
+        for (int j = 0; j < 8; j++) {
+            assert_in_range(a[i].got[j], 2, 33);
+            assert_false(seen[a[i].got[j]]);
+            seen[a[i].got[j]] = true;
+            if (j > 0) /* each thread's own versions increase */
+                assert_true(a[i].got[j] > a[i].got[j - 1]);
+        }
+    }
+    fxs_model_rec m;
+    assert_int_equal(fxs_store_get_model(f->st, "m", &m, f->err, sizeof f->err), 0);
+    assert_int_equal(m.n_versions, 33);
+    for (int i = 0; i < 33; i++)
+        assert_int_equal(m.versions[i].version, i + 1);
+    fxs_model_rec_free(&m);
+    assert_int_equal(count_entries(pathf("%s/models/m", f->data)), 33);
+}
+
+static void test_lock_refuses_second_open(void **state)
+{
+    fixture *f = *state;
+    char err[512] = "";
+    fxs_store *second = fxs_store_open(f->data, err, sizeof err);
+    assert_null(second);
+    assert_non_null(strstr(err, "in use by another fluxiond"));
+    assert_non_null(strstr(err, f->data));
+    char pid[32];
+    snprintf(pid, sizeof pid, "pid %ld", (long)getpid());
+    assert_non_null(strstr(err, pid));
+    /* the refused open changed nothing; after a close the dir opens again */
+    create(f, "m", "w");
+    fxs_store_close(f->st);
+    f->st = NULL;
+    reopen(f);
+    assert_weights(f, "m", 0, "w");
+}
+
+static void test_open_errors(void **state)
+{
+    fixture *f = *state;
+    char err[512] = "";
+    assert_null(fxs_store_open(NULL, err, sizeof err));
+    assert_true(err[0] != '\0');
+    assert_null(fxs_store_open("", err, sizeof err));
+    /* a data dir that is a file, and one below a file */
+    const char *file = pathf("%s/afile", f->dir);
+    put_file(file, "x", 1);
+    err[0] = '\0';
+    assert_null(fxs_store_open(file, err, sizeof err));
+    assert_non_null(strstr(err, "afile"));
+    err[0] = '\0';
+    assert_null(fxs_store_open(pathf("%s/afile/sub", f->dir), err, sizeof err));
+    assert_non_null(strstr(err, "afile"));
+    assert_null(fxs_store_open(file, NULL, 0)); /* no err buffer: no crash */
+}
+
+static void test_new_db_with_files_is_refused(void **state)
+{
+    fixture *f = *state;
+    create(f, "precious", "weights");
+    fxs_store_close(f->st);
+    f->st = NULL;
+    const char *db = pathf("%s/fluxion.db", f->data);
+    assert_int_equal(unlink(db), 0);
+    unlink(pathf("%s-wal", db));
+    unlink(pathf("%s-shm", db));
+    char err[512] = "";
+    assert_null(fxs_store_open(f->data, err, sizeof err));
+    assert_non_null(strstr(err, "new database"));
+    assert_true(exists(pathf("%s/models/precious/v1.safetensors", f->data)));
+}
+
+static void test_schema(void **state)
+{
+    fixture *f = *state;
+    create(f, "m", "w");
+    fxs_store_close(f->st);
+    f->st = NULL;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(pathf("%s/fluxion.db", f->data), &db), SQLITE_OK);
+    sqlite3_stmt *s;
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &s, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(s, 0), "wal");
+    sqlite3_finalize(s);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &s, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(s, 0), 1);
+    assert_int_equal(sqlite3_step(s), SQLITE_DONE); /* one row */
+    sqlite3_finalize(s);
+    /* a schema from a newer fluxiond is refused, not downgraded */
+    assert_int_equal(sqlite3_exec(db, "UPDATE schema_version SET version = 99", NULL, NULL,
+                                  NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    char err[512] = "";
+    assert_null(fxs_store_open(f->data, err, sizeof err));
+    assert_non_null(strstr(err, "schema version 99"));
+    assert_true(exists(pathf("%s/models/m/v1.safetensors", f->data)));
+}
+
+static void sql(sqlite3 *db, const char *q)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, q, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("%s: %s", q, msg);
+}
+
+/* An SQLite failure after the weights are in place: FXS_INTERNAL with
+ * SQLite's message, and the file is removed again. */
+static void test_sqlite_failure_removes_file(void **state)
+{
+    fixture *f = *state;
+    create(f, "a", "a1");
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(pathf("%s/fluxion.db", f->data), &db), SQLITE_OK);
+    sql(db, "CREATE TRIGGER boom BEFORE INSERT ON versions "
+            "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+    assert_int_equal(fxs_store_create_model(f->st, "b", "", NULL, 0, 0, true, "b1", 2, "",
+                                            f->err, sizeof f->err),
+                     FXS_INTERNAL);
+    assert_non_null(strstr(f->err, "injected failure"));
+    int64_t v = 0;
+    assert_int_equal(fxs_store_add_version(f->st, "a", "a2", 2, "", &v, f->err, sizeof f->err),
+                     FXS_INTERNAL);
+    assert_non_null(strstr(f->err, "injected failure"));
+    /* no trace: no model b (row or directory), no v2, no temporaries */
+    fxs_model_rec m;
+    assert_int_equal(fxs_store_get_model(f->st, "b", &m, f->err, sizeof f->err),
+                     FXS_NOT_FOUND);
+    assert_false(exists(pathf("%s/models/b", f->data)));
+    assert_false(exists(pathf("%s/models/a/v2.safetensors", f->data)));
+    assert_int_equal(count_entries(pathf("%s/tmp", f->data)), 0);
+    assert_string_equal(versions_of(f, "a"), "1");
+
+    sql(db, "DROP TRIGGER boom");
+    /* another writer holding the database: the store waits, then says so */
+    sql(db, "BEGIN IMMEDIATE");
+    time_t t0 = time(NULL);
+    assert_int_equal(fxs_store_add_version(f->st, "a", "a2", 2, "", &v, f->err, sizeof f->err),
+                     FXS_INTERNAL);
+    assert_true(time(NULL) - t0 >= 2); /* the busy timeout, not an instant failure */
+    assert_non_null(strstr(f->err, "locked"));
+    sql(db, "ROLLBACK");
+    sqlite3_close(db);
+    assert_int_equal(add(f, "a", "a2"), 2);
+    create(f, "b", "b1");
+    assert_weights(f, "b", 0, "b1");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sha256_vectors),
+        cmocka_unit_test(test_name_ok),
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+        T(test_create_get),
+        T(test_create_empty_fields),
+        T(test_bad_arguments),
+        T(test_bad_names),
+        T(test_list_by_name),
+        T(test_versions_ascending),
+        T(test_already_exists),
+        T(test_not_found),
+        T(test_set_loaded),
+        T(test_reopen_keeps_everything),
+        T(test_delete_removes_files),
+        T(test_write_file_atomic),
+        T(test_crash_recovery),
+        T(test_unusable_versions),
+        T(test_damage_while_open),
+        T(test_concurrent_add_version),
+        T(test_lock_refuses_second_open),
+        T(test_open_errors),
+        T(test_new_db_with_files_is_refused),
+        T(test_schema),
+        T(test_sqlite_failure_removes_file),
+#undef T
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
