@@ -57,3 +57,8 @@ def dump(tensors, metadata=None):
     hjson = json.dumps(header, separators=(",", ":")).encode()
     hjson += b" " * (-len(hjson) % 8)  # the data starts 8-byte aligned
     return struct.pack("<Q", len(hjson)) + hjson + b"".join(blobs)
+
+
+# json-style names for the same functions.
+loads = load
+dumps = dump
