@@ -4,7 +4,8 @@ port with a temporary data directory, and talks to it with fluxion_client.
 Environment (set by ctest, see CMakeLists.txt): FLUXIOND (the binary),
 FX_PY_OUT (generated stubs), FX_SOURCE_DIR, FLUXION_CLI. Run by hand:
 
-    FLUXIOND=build/fluxiond FX_PY_OUT=build/python /usr/bin/python3 tests/integration/test_x.py
+    /usr/bin/python3 tests/integration/test_x.py      (defaults: build/fluxiond, build/python)
+    FLUXIOND=build-asan/fluxiond FX_PY_OUT=build-asan/python /usr/bin/python3 tests/integration/test_x.py
 
 Exit status 77 means skipped (no daemon binary, or a missing module).
 """
@@ -23,7 +24,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.environ.get("FX_SOURCE_DIR") or os.path.dirname(os.path.dirname(HERE))
 SKIP = 77
 
-for p in (os.environ.get("FX_PY_OUT"), os.path.join(SOURCE_DIR, "clients", "python")):
+for p in (os.environ.get("FX_PY_OUT") or os.path.join(SOURCE_DIR, "build", "python"),
+          os.path.join(SOURCE_DIR, "clients", "python")):
     if p and p not in sys.path:
         sys.path.insert(0, p)
 
