@@ -126,6 +126,41 @@ class DrainTest(unittest.TestCase):
                                                         self.exit_s, dict(why)))
 
 
+class IdleConnectionTest(unittest.TestCase):
+    """Connections without calls do not hold the exit past the grace period:
+    an idle gRPC channel, and a TCP peer that never speaks HTTP/2."""
+
+    def exits_in_time(self, d, connect):
+        held = connect(d)
+        t0 = time.monotonic()
+        d.signal(fxtest.signal.SIGTERM)
+        rc = d.wait_exit(1 + 3)
+        took = time.monotonic() - t0
+        if rc is None:
+            d.kill9()
+        else:
+            d._reap()
+        self.assertEqual(rc, 0, "no exit within grace 1 s + 3 s of SIGTERM (still running "
+                         "after %.1f s)\n%s" % (took, d.log_tail()))
+        return held
+
+    def test_idle_grpc_channel(self):
+        def connect(d):
+            c = fxtest.Client(d.address)
+            self.assertTrue(c.server_live())
+            return c
+        self.exits_in_time(Daemon(["--grace-seconds", "1"], name="idle-grpc").start(),
+                           connect).close()
+
+    def test_silent_tcp_peer(self):
+        def connect(d):
+            s = fxtest.socket.create_connection(("127.0.0.1", d.port))
+            time.sleep(0.2)
+            return s
+        self.exits_in_time(Daemon(["--grace-seconds", "1"], name="idle-tcp").start(),
+                           connect).close()
+
+
 class SigintTest(unittest.TestCase):
 
     def test_sigint_idle(self):

@@ -39,7 +39,7 @@ class ExampleTest(fxtest.DaemonTest):
 
     def test_unreachable_server(self):
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        p = subprocess.run([sys.executable, EXAMPLE, "--server", "127.0.0.1:1"],
+        p = subprocess.run([sys.executable, EXAMPLE, "--server", "127.0.0.1:1", "--wait", "1"],
                            capture_output=True, text=True, timeout=60, env=env)
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("cannot reach fluxiond", p.stderr)

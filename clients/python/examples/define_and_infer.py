@@ -43,11 +43,13 @@ def main():
     ap.add_argument("--name", default="example-classifier", help="model name to define")
     ap.add_argument("--seed", type=int, default=42, help="weight initialization seed")
     ap.add_argument("--replace", action="store_true", help="delete a model of that name first")
+    ap.add_argument("--wait", type=float, default=10.0,
+                    help="seconds to wait for the server to accept the connection")
     args = ap.parse_args()
 
     with Client(args.server, timeout=30) as client:
         try:
-            client.wait_ready(timeout=10)
+            client.wait_ready(timeout=args.wait)
         except Exception:
             sys.exit("cannot reach fluxiond at %s" % args.server)
         if args.replace:
