@@ -139,6 +139,14 @@ class InferenceTest(fxtest.DaemonTest):
             close(self, got, {"vectors": want})
         self.infer_code(C.INVALID_ARGUMENT, self.req("embed", {"ids": ids.astype(np.float32)}),
                         contains=("ids", "INT64"))
+        spec32 = {"inputs": [dict(EMBED["inputs"][0], dtype="INT32")],
+                  "nodes": EMBED["nodes"], "outputs": EMBED["outputs"]}
+        self.c.create_model("embed32", spec32, weights=self.w_embed)
+        for raw in (False, True):
+            got = self.c.infer("embed32", {"ids": ids.astype(np.int32)}, raw=raw)
+            close(self, got, {"vectors": want})
+        self.infer_code(C.INVALID_ARGUMENT, self.req("embed32", {"ids": ids}),
+                        contains=("ids", "INT32"))
         self.infer_code(C.INVALID_ARGUMENT, self.req("embed", {"ids": np.full((1, 5), 10)}))
         self.infer_code(C.INVALID_ARGUMENT, self.req("embed", {"ids": np.full((1, 5), -1)}))
 

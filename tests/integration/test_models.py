@@ -4,6 +4,8 @@ bad spec, name and weights gives the right status and changes nothing."""
 import copy
 import hashlib
 import math
+import threading
+import time
 
 import fxtest
 from fxtest import C, mlp_spec, np, safetensors
@@ -192,6 +194,54 @@ class ModelsTest(fxtest.DaemonTest):
         self.assertEqual(self.c.export_weights("dup"), before)
         self.assertEqual(list(self.c.get_model("dup").output_specs[0].shape), [-1, 3])
 
+    def test_concurrent_creates_of_one_name(self):
+        """Eight clients create the same name at once: one wins, the others
+        get ALREADY_EXISTS, and the winner's weights are the stored ones."""
+        results = [None] * 8
+
+        def create(i):
+            c = fxtest.Client(self.d.address, timeout=30)
+            try:
+                results[i] = c.create_model("race", mlp_spec(), seed=100 + i).versions[0].source
+            except fxtest.FluxionError as e:
+                results[i] = e.code
+            finally:
+                c.close()
+        threads = [threading.Thread(target=create, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        won = [r for r in results if isinstance(r, str)]
+        self.assertEqual(len(won), 1, results)
+        self.assertEqual(results.count(C.ALREADY_EXISTS), 7, results)
+        self.assertEqual(self.c.get_model("race").versions[0].source, won[0])
+
+    def test_aborted_streams(self):
+        """An ImportWeights the client abandons adds no version; an
+        ExportWeights it abandons after the first chunk leaves the daemon
+        serving."""
+        spec = one_node_spec(dense("fc", ["x"], 64, 64), n_in=64)
+        self.c.create_model("abort", spec, seed=1)
+        data = self.c.export_weights("abort")[1]
+
+        def slow_chunks():
+            yield fxtest.model_pb2.WeightsChunk(name="abort", data=data[:4096])
+            time.sleep(5)
+            yield fxtest.model_pb2.WeightsChunk(data=data[4096:])
+        fut = self.c.models.ImportWeights.future(slow_chunks(), timeout=30)
+        time.sleep(0.3)
+        fut.cancel()
+        self.assertRpcCode(C.DEADLINE_EXCEEDED, self.c.models.ImportWeights, slow_chunks(),
+                           timeout=0.5)
+        stream = self.c.models.ExportWeights(
+            fxtest.model_pb2.ExportWeightsRequest(name="abort", chunk_bytes=4096), timeout=30)
+        self.assertEqual(next(stream).name, "abort")
+        stream.cancel()
+        self.assertEqual([v.version for v in self.c.get_model("abort").versions], [1])
+        self.assertEqual(self.c.export_weights("abort")[1], data)
+        self.assertTrue(self.c.model_ready("abort"))
+
     def test_missing_spec(self):
         req = fxtest.model_pb2.CreateModelRequest(name="nospec")
         self.assertRpcCode(C.INVALID_ARGUMENT, self.c.models.CreateModel, req, timeout=10)
@@ -265,6 +315,17 @@ class ModelsTest(fxtest.DaemonTest):
              ("ghost",)),
             ("no outputs", dict(base, outputs=[]), ()),
             ("empty node name", one_node_spec(dense("", ["x"], 4, 2)), ()),
+            ("node named like an input", one_node_spec(dense("x", ["x"], 4, 2)), ("x",)),
+            ("duplicate input", dict(base, inputs=base["inputs"] * 2), ("x",)),
+            ("input shape -2", dict(base, inputs=[{"name": "x", "shape": [-2, 4]}]), ("x",)),
+            ("input without shape", dict(base, inputs=[{"name": "x", "shape": []}]), ()),
+            ("duplicate output", dict(base, outputs=[{"name": "y", "source": "fc2"},
+                                                     {"name": "y", "source": "fc1"}]), ("y",)),
+            ("too many nodes", {"inputs": base["inputs"],
+                                "nodes": [{"name": "r%d" % i, "op": "relu",
+                                           "inputs": ["r%d" % (i - 1) if i else "x"]}
+                                          for i in range(10001)],
+                                "outputs": [{"name": "y", "source": "r10000"}]}, ()),
         ]
         for what, spec, names in cases:
             with self.subTest(what):
