@@ -99,6 +99,32 @@ class TorchLSTM(nn.Module):
         return {"out": out, "h_n": h_n, "c_n": c_n, "head": self.head(out)}
 
 
+GRU_SPEC = {
+    "inputs": [{"name": "seq", "dtype": "FP32", "shape": [-1, 6, 3]},
+               {"name": "lengths", "dtype": "INT64", "shape": [-1]}],
+    "nodes": [{"name": "gru", "op": "gru", "inputs": ["seq", "lengths"],
+               "attrs": {"input_size": 3, "hidden_size": 4, "bidirectional": True}}],
+    "outputs": [{"name": "out", "source": "gru"}, {"name": "h_n", "source": "gru:1"}],
+}
+
+
+class TorchGRU(nn.Module):
+    """Variable-length sequences: PyTorch packs them; outputs past each
+    length are zero, h_n is taken at each sample's last valid step."""
+
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(3, 4, bidirectional=True, batch_first=True)
+
+    def forward(self, seq, lengths):
+        packed = nn.utils.rnn.pack_padded_sequence(seq, lengths, batch_first=True,
+                                                   enforce_sorted=False)
+        out, h_n = self.gru(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True,
+                                                  total_length=seq.shape[1])
+        return {"out": out, "h_n": h_n}
+
+
 def state_arrays(module):
     """The module's state_dict as numpy, without PyTorch's batch counter."""
     return {k: v.detach().numpy().copy() for k, v in module.state_dict().items()
@@ -161,6 +187,16 @@ class TorchTest(fxtest.DaemonTest):
 
     def test_lstm(self):
         self.check("lstm", LSTM_SPEC, TorchLSTM(), {"seq": fxtest.randn(3, 4, 7, 5)}, seed=3)
+
+    def test_bidirectional_gru_with_lengths(self):
+        inputs = {"seq": fxtest.randn(4, 5, 6, 3),
+                  "lengths": np.array([6, 1, 3, 5, 2], dtype=np.int64)}
+        self.check("gru", GRU_SPEC, TorchGRU(), inputs, seed=4)
+        for bad in ([7, 1, 3, 5, 2], [0, 1, 3, 5, 2], [-1, 1, 3, 5, 2]):
+            with self.subTest(lengths=bad):
+                self.assertCode(fxtest.C.INVALID_ARGUMENT, self.c.infer, "gru",
+                                dict(inputs, lengths=np.array(bad, dtype=np.int64)),
+                                contains="gru")
 
 
 if __name__ == "__main__":
