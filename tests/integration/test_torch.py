@@ -125,6 +125,39 @@ class TorchGRU(nn.Module):
         return {"out": out, "h_n": h_n}
 
 
+BLOCK_SPEC = {
+    "inputs": [{"name": "x", "dtype": "FP32", "shape": [-1, 5, 8]},
+               {"name": "lengths", "dtype": "INT64", "shape": [-1]}],
+    "nodes": [
+        {"name": "attn", "op": "multihead_attention", "inputs": ["x", "lengths"],
+         "attrs": {"embed_dim": 8, "num_heads": 2}},
+        {"name": "res1", "op": "add", "inputs": ["x", "attn"]},
+        {"name": "ln", "op": "layernorm", "inputs": ["res1"], "attrs": {"normalized_shape": [8]}},
+        dense("ff1", "ln", 8, 16, "gelu"),
+        dense("ff2", "ff1", 16, 8),
+        {"name": "res2", "op": "add", "inputs": ["ln", "ff2"]},
+    ],
+    "outputs": [{"name": "out", "source": "res2"}, {"name": "attn", "source": "attn"}],
+}
+
+
+class TorchBlock(nn.Module):
+    """A transformer encoder block (post-norm) with padded keys masked."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.ln = nn.LayerNorm(8)
+        self.ff1, self.ff2 = nn.Linear(8, 16), nn.Linear(16, 8)
+
+    def forward(self, x, lengths):
+        mask = torch.arange(x.shape[1])[None, :] >= lengths[:, None]
+        attn, _ = self.attn(x, x, x, key_padding_mask=mask, need_weights=False)
+        ln = self.ln(x + attn)
+        ff = self.ff2(nn.functional.gelu(self.ff1(ln), approximate="tanh"))
+        return {"out": ln + ff, "attn": attn}
+
+
 def state_arrays(module):
     """The module's state_dict as numpy, without PyTorch's batch counter."""
     return {k: v.detach().numpy().copy() for k, v in module.state_dict().items()
@@ -197,6 +230,10 @@ class TorchTest(fxtest.DaemonTest):
                 self.assertCode(fxtest.C.INVALID_ARGUMENT, self.c.infer, "gru",
                                 dict(inputs, lengths=np.array(bad, dtype=np.int64)),
                                 contains="gru")
+
+    def test_attention_block(self):
+        inputs = {"x": fxtest.randn(5, 3, 5, 8), "lengths": np.array([5, 2, 4], dtype=np.int64)}
+        self.check("block", BLOCK_SPEC, TorchBlock(), inputs, seed=5)
 
 
 if __name__ == "__main__":
