@@ -4,8 +4,9 @@ port with a temporary data directory, and talks to it with fluxion_client.
 Environment (set by ctest, see CMakeLists.txt): FLUXIOND (the binary),
 FX_PY_OUT (generated stubs), FX_SOURCE_DIR, FLUXION_CLI. Run by hand:
 
-    /usr/bin/python3 tests/integration/test_x.py      (defaults: build/fluxiond, build/python)
-    FLUXIOND=build-asan/fluxiond FX_PY_OUT=build-asan/python /usr/bin/python3 tests/integration/test_x.py
+    /usr/bin/python3 tests/integration/test_x.py    # build/fluxiond, build/python
+    FLUXIOND=build-asan/fluxiond FX_PY_OUT=build-asan/python \
+        /usr/bin/python3 tests/integration/test_x.py [TestClass.test_name]
 
 Exit status 77 means skipped (no daemon binary, or a missing module).
 """
@@ -80,7 +81,8 @@ class Daemon:
         log = open(self.log_path, "wb")
         cmd = [FLUXIOND, "--listen", "127.0.0.1:0", "--data-dir", self.data_dir,
                "--log-level", "debug"] + self.args
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log,
+                                     stdin=subprocess.DEVNULL)
         log.close()
         line = self._read_line(START_TIMEOUT)
         prefix = "listening on "

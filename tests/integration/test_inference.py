@@ -335,8 +335,10 @@ class InferenceTest(fxtest.DaemonTest):
     def test_garbage_bytes_to_every_method(self):
         """Bytes that do not parse as the request message: INVALID_ARGUMENT
         from every method; unknown methods: UNIMPLEMENTED."""
-        garbage = [b"\x0a\x05ab", b"\xff\xff\xff\xff", b"\x08\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80",
-                   b"\x2a\xff\xff\xff\xff\x0f"]
+        garbage = [b"\x0a\x05ab",                      # a string field cut short
+                   b"\xff\xff\xff\xff",                  # a tag cut short
+                   b"\x08" + b"\x80" * 10,                # an 11-byte varint
+                   b"\x2a\xff\xff\xff\xff\x0f"]          # a 4 GiB length, no data
         unary = {
             "inference.GRPCInferenceService": [
                 "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata",

@@ -51,8 +51,8 @@ class RestartTest(unittest.TestCase):
         self.assertTrue(c.model_ready("a"))
         self.assertFalse(c.model_ready("c"))
         self.assertFalse(c.model_ready("d"))
-        self.assertCode_unavailable(c, "c")
-        self.assertCode_unavailable(c, "d")
+        self.assertUnavailable(c, "c")
+        self.assertUnavailable(c, "d")
         c.load_model("c")
         np.testing.assert_allclose(c.infer("c", {"x": X})["y"],
                                    fxtest.mlp_forward(c.export_arrays("c"), X),
@@ -65,7 +65,7 @@ class RestartTest(unittest.TestCase):
         self.assertEqual(sorted(snapshot(c)), ["b", "c", "d"])
         d.stop()
 
-    def assertCode_unavailable(self, c, name):
+    def assertUnavailable(self, c, name):
         with self.assertRaises(FluxionError) as cm:
             c.infer(name, {"x": X})
         self.assertEqual(cm.exception.code, C.UNAVAILABLE, cm.exception.message)

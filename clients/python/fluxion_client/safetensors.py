@@ -18,7 +18,8 @@ def load(data):
         raise ValueError("safetensors: %d bytes, shorter than the header length" % len(data))
     (hlen,) = struct.unpack("<Q", data[:8])
     if hlen > len(data) - 8:
-        raise ValueError("safetensors: header length %d past the end (%d bytes)" % (hlen, len(data)))
+        raise ValueError("safetensors: header length %d past the end (%d bytes)"
+                         % (hlen, len(data)))
     header = json.loads(data[8:8 + hlen].decode("utf-8"))
     body = memoryview(data)[8 + hlen:]
     out = {}
@@ -29,7 +30,8 @@ def load(data):
         start, end = info["data_offsets"]
         shape = tuple(info["shape"])
         if not 0 <= start <= end <= len(body):
-            raise ValueError("safetensors: %s: data_offsets %r outside the data" % (name, (start, end)))
+            raise ValueError("safetensors: %s: data_offsets %r outside the data"
+                             % (name, (start, end)))
         count = int(np.prod(shape, dtype=np.int64))
         if (end - start) != count * dtype.itemsize:
             raise ValueError("safetensors: %s: %d bytes for shape %r" % (name, end - start, shape))
