@@ -34,7 +34,7 @@ try:
     import grpc  # noqa: E402
     import numpy as np  # noqa: E402
     import fluxion_client  # noqa: E402
-    from fluxion_client import Client, FluxionError  # noqa: E402,F401
+    from fluxion_client import Client, FluxionError, InvalidArgument  # noqa: E402,F401
     from fluxion_client import safetensors  # noqa: E402,F401
     from fluxion_client._stubs import infer_pb2, model_pb2  # noqa: E402,F401
 except ImportError as e:  # pragma: no cover - environment problem, not a test failure

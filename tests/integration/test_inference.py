@@ -266,6 +266,25 @@ class InferenceTest(fxtest.DaemonTest):
         self.assertTrue(self.d.alive())
         self.assertTrue(self.c.server_live())
 
+    def test_accepted_models_are_served(self):
+        """A model CreateModel accepts (and reports ready) can be run, whatever
+        its number of inputs and outputs; otherwise CreateModel must refuse it."""
+        n = 65
+        spec = {"inputs": [{"name": "i%d" % k, "shape": [-1, 1]} for k in range(n)],
+                "nodes": [{"name": "cat", "op": "concat", "attrs": {"axis": 1},
+                           "inputs": ["i%d" % k for k in range(n)]}],
+                "outputs": [{"name": "o%d" % k, "source": "i%d" % k} for k in range(n)]
+                + [{"name": "cat", "source": "cat"}]}
+        try:
+            self.c.create_model("wide-io", spec)
+        except fxtest.InvalidArgument:
+            return
+        self.assertTrue(self.c.model_ready("wide-io"))
+        inputs = {"i%d" % k: np.full((2, 1), k, np.float32) for k in range(n)}
+        got = self.c.infer("wide-io", inputs, raw=True)
+        np.testing.assert_array_equal(got["cat"], np.tile(np.arange(n, dtype=np.float32), (2, 1)))
+        np.testing.assert_array_equal(got["o64"], inputs["i64"])
+
     # ------------------------------------------------------ bad requests
 
     def test_bad_requests(self):
