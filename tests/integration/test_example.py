@@ -37,6 +37,16 @@ class ExampleTest(fxtest.DaemonTest):
         self.assertIn("using the existing ex1", self.run_example("--name", "ex1"))
         self.assertIn("defined ex1", self.run_example("--name", "ex1", "--replace"))
 
+    def test_runs_without_pythonpath(self):
+        """As documented: plain /usr/bin/python3 from a source tree built in build/."""
+        if not os.path.isdir(os.path.join(fxtest.SOURCE_DIR, "build", "python")):
+            self.skipTest("no build/python in the source tree")
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FX_PY_OUT")}
+        p = subprocess.run([sys.executable, EXAMPLE, "--server", self.d.address, "--name", "ex2"],
+                           capture_output=True, text=True, timeout=60, env=env)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("predicted classes", p.stdout)
+
     def test_unreachable_server(self):
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         p = subprocess.run([sys.executable, EXAMPLE, "--server", "127.0.0.1:1", "--wait", "1"],

@@ -5,15 +5,16 @@ predictions with ModelInfer, and prints them.
     /usr/bin/python3 clients/python/examples/define_and_infer.py --server 127.0.0.1:7070
 
 Needs the generated stubs (BUILD/python) and clients/python on PYTHONPATH;
-when they are not, it looks for them next to this file (../.. and build/).
+when they are not, it falls back to BUILD=build in the source tree and to
+clients/python.
 """
 import argparse
 import os
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-for p in (os.path.join(ROOT, "build", "python"), os.path.join(ROOT, "clients", "python")):
+HERE = os.path.dirname(os.path.abspath(__file__))            # clients/python/examples
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))  # the source tree
+for p in (os.path.join(ROOT, "build", "python"), os.path.dirname(HERE)):
     if os.path.isdir(p) and p not in sys.path:
         sys.path.append(p)
 
