@@ -1,0 +1,176 @@
+"""State survives restarts: after SIGTERM every model, version, loaded state
+and prediction is back; after kill -9 in the middle of a stream of writes
+the store opens, every acknowledged write is there, and every model listed
+is complete and serves."""
+import subprocess
+import threading
+import time
+import unittest
+
+import fxtest
+from fxtest import C, Daemon, FluxionError, mlp_spec, np, randn
+
+X = randn(123, 5, 4)
+
+
+def snapshot(c):
+    """What must survive: {name: (loaded, [(version, sha256, bytes, source)])}."""
+    return {m.name: (m.loaded, [(v.version, v.weights_sha256, v.weights_bytes, v.source)
+                                for v in m.versions])
+            for m in c.list_models()}
+
+
+class RestartTest(unittest.TestCase):
+
+    def test_sigterm_restart_keeps_everything(self):
+        d = Daemon(name="restart").start()
+        c = d.client()
+        c.create_model("a", mlp_spec(), seed=1, description="model a")
+        c.create_model("b", mlp_spec(n_out=2), seed=2)
+        wb = c.export_arrays("b")
+        c.import_weights("b", {k: v + 1 for k, v in wb.items()}, source="plus one")
+        c.create_model("c", mlp_spec(), seed=3)
+        c.create_model("d", mlp_spec(), seed=4, no_load=True)
+        c.unload_model("c")
+        before = snapshot(c)
+        preds = {("a", ""): c.infer("a", {"x": X})["y"],
+                 ("b", ""): c.infer("b", {"x": X})["y"],
+                 ("b", "1"): c.infer("b", {"x": X}, version="1")["y"]}
+        spec_a = c.get_model("a").spec
+        weights = {n: c.export_weights(n) for n in "abcd"}
+
+        d.restart()
+        c = d.client()
+        self.assertEqual(snapshot(c), before)
+        self.assertEqual(c.get_model("a").spec, spec_a)
+        self.assertEqual(c.get_model("a").description, "model a")
+        for n in "abcd":
+            self.assertEqual(c.export_weights(n), weights[n], n)
+        for (name, version), y in preds.items():
+            np.testing.assert_array_equal(c.infer(name, {"x": X}, version=version)["y"], y)
+        self.assertTrue(c.model_ready("a"))
+        self.assertFalse(c.model_ready("c"))
+        self.assertFalse(c.model_ready("d"))
+        self.assertUnavailable(c, "c")
+        self.assertUnavailable(c, "d")
+        c.load_model("c")
+        np.testing.assert_allclose(c.infer("c", {"x": X})["y"],
+                                   fxtest.mlp_forward(c.export_arrays("c"), X),
+                                   rtol=1e-5, atol=1e-5)
+        # Loading is remembered too; deleting as well.
+        c.delete_model("a")
+        d.restart()
+        c = d.client()
+        self.assertTrue(c.model_ready("c"))
+        self.assertEqual(sorted(snapshot(c)), ["b", "c", "d"])
+        d.stop()
+
+    def assertUnavailable(self, c, name):
+        with self.assertRaises(FluxionError) as cm:
+            c.infer(name, {"x": X})
+        self.assertEqual(cm.exception.code, C.UNAVAILABLE, cm.exception.message)
+
+    def test_kill9_during_writes(self):
+        d = Daemon(name="kill9").start()
+        acked = {}          # name -> set of acknowledged versions
+        lock = threading.Lock()
+        spec = mlp_spec(n_in=64, hidden=256, n_out=8)   # ~70 KB of weights per version
+        for rnd, delay in enumerate((0.4, 0.9, 1.5)):
+            stop = threading.Event()
+
+            def writer(wid, address=d.address):
+                c = fxtest.Client(address, timeout=10)
+                k = 0
+                try:
+                    while not stop.is_set():
+                        name = "r%d-w%d-%d" % (rnd, wid, k)
+                        k += 1
+                        c.create_model(name, spec, seed=k, no_load=(k % 3 == 0))
+                        with lock:
+                            acked[name] = {1}
+                        w = {n: a * 0.5 for n, a in c.export_arrays(name).items()}
+                        v = c.import_weights(name, w, chunk_bytes=8192).version
+                        with lock:
+                            acked[name].add(v)
+                except FluxionError:
+                    pass    # the daemon died under us
+                finally:
+                    c.close()
+
+            threads = [threading.Thread(target=writer, args=(i,)) for i in range(2)]
+            for t in threads:
+                t.start()
+            time.sleep(delay)
+            d.kill9()
+            stop.set()
+            for t in threads:
+                t.join(30)
+                self.assertFalse(t.is_alive(), "a writer hung after kill -9")
+            d.start()
+            self.check_store(d, acked, spec, rnd)
+            fxtest.sys.stderr.write("kill -9 round %d: %d models acknowledged so far\n"
+                                    % (rnd, len(acked)))
+        self.assertGreater(len(acked), 3, "too few writes happened to test anything")
+        d.stop()
+
+    def check_store(self, d, acked, spec, rnd):
+        c = d.client()
+        models = {m.name: m for m in c.list_models()}
+        for name, versions in acked.items():
+            self.assertIn(name, models, "acknowledged model %s lost (round %d)" % (name, rnd))
+            have = {v.version for v in models[name].versions}
+            self.assertTrue(versions <= have, "%s: acknowledged versions %s, stored %s"
+                            % (name, sorted(versions), sorted(have)))
+        for name, m in models.items():
+            with self.subTest(model=name, round=rnd):
+                self.assertTrue(m.versions, "%s listed without versions" % name)
+                for v in m.versions:
+                    ver, data = c.export_weights(name, v.version)
+                    self.assertEqual(len(data), v.weights_bytes)
+                    arrays = fxtest.safetensors.load(data)
+                    self.assertEqual(sorted(arrays), ["fc1.bias", "fc1.weight", "fc2.bias",
+                                                      "fc2.weight"])
+                if not m.loaded:
+                    c.load_model(name)
+                x = randn(7, 2, 64)
+                w = c.export_arrays(name)
+                np.testing.assert_allclose(c.infer(name, {"x": x})["y"],
+                                           fxtest.mlp_forward(w, x), rtol=1e-4, atol=1e-4)
+
+
+class StartupTest(unittest.TestCase):
+    """What fluxiond refuses at start: a data directory in use, bad flags."""
+
+    def run_daemon(self, *args):
+        return subprocess.run([fxtest.FLUXIOND] + list(args), capture_output=True, text=True,
+                              timeout=30)
+
+    def test_data_dir_in_use(self):
+        d = Daemon(name="owner").start()
+        d.client().create_model("kept", mlp_spec(), seed=1)
+        p = self.run_daemon("--listen", "127.0.0.1:0", "--data-dir", d.data_dir)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertNotIn("listening on", p.stdout)
+        self.assertIn(d.data_dir, p.stderr)
+        self.assertTrue(d.client().model_ready("kept"))
+        d.stop()
+
+    def test_bad_flags(self):
+        for args in (["--listen", "nope"], ["--listen", "127.0.0.1:99999"], ["--bogus"],
+                     ["--max-message-mb", "0"], ["--grace-seconds", "x"], ["--device", "tpu"],
+                     ["--log-level", "loud"], ["stray"]):
+            with self.subTest(args=args):
+                p = self.run_daemon(*args)
+                self.assertEqual(p.returncode, 2, p.stderr)
+                self.assertEqual(p.stdout, "")
+                self.assertIn("fluxiond:", p.stderr)
+        p = self.run_daemon("--version")
+        self.assertEqual(p.returncode, 0)
+        self.assertRegex(p.stdout, r"^fluxiond \S+\n$")
+        p = self.run_daemon("--help")
+        self.assertEqual(p.returncode, 0)
+        self.assertIn("--listen", p.stdout)
+
+
+if __name__ == "__main__":
+    fxtest.main()
