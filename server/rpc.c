@@ -301,19 +301,25 @@ static void call_finish(fxs_call *c, const ProtobufCMessage *resp, fxs_status co
                         const char *msg)
 {
     fxs_server *s = c->s;
+    /* packed before locking: a big response must not hold up the pollers */
+    grpc_byte_buffer *bb = atomic_load(&c->gone) ? NULL : pack_message(resp);
     pthread_mutex_lock(&c->mu);
     if (c->finished) {
         pthread_mutex_unlock(&c->mu);
+        if (bb)
+            grpc_byte_buffer_destroy(bb);
         slog(s, "error", "rpc: %s finished twice (ignored)", c->path ? c->path : "?");
         return;
     }
     c->finished = true;
     while (c->sending) /* a stream's last fxs_send from another thread */
         pthread_cond_wait(&c->cv, &c->mu);
-    if (!atomic_load(&c->gone)) {
+    if (atomic_load(&c->gone) && bb) {
+        grpc_byte_buffer_destroy(bb);
+    } else if (!atomic_load(&c->gone)) {
         grpc_op ops[3];
         size_t n = add_initial_metadata(c, ops);
-        c->status_bb = pack_message(resp);
+        c->status_bb = bb;
         if (c->status_bb) {
             memset(&ops[n], 0, sizeof ops[n]);
             ops[n].op = GRPC_OP_SEND_MESSAGE;
@@ -384,16 +390,20 @@ static void on_sent(tag *t, bool ok)
 
 int fxs_send(fxs_call *c, const ProtobufCMessage *msg)
 {
+    if (!msg)
+        return -1;
+    grpc_byte_buffer *bb = pack_message(msg);
     pthread_mutex_lock(&c->mu);
     while (c->sending)
         pthread_cond_wait(&c->cv, &c->mu);
     if (c->finished || atomic_load(&c->gone) || atomic_load(&c->s->shutting)) {
         pthread_mutex_unlock(&c->mu);
+        grpc_byte_buffer_destroy(bb);
         return -1;
     }
     grpc_op ops[2];
     size_t n = add_initial_metadata(c, ops);
-    c->send_bb = pack_message(msg);
+    c->send_bb = bb;
     memset(&ops[n], 0, sizeof ops[n]);
     ops[n].op = GRPC_OP_SEND_MESSAGE;
     ops[n++].data.send_message.send_message = c->send_bb;

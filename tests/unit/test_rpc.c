@@ -77,6 +77,7 @@ static atomic_int slow_saw_cancel;
 static atomic_int stream_saw_cancel;
 static atomic_int deferred_returned;
 static atomic_int unary_runs;
+static atomic_int upload_saw_cancel;
 
 static void reply_text(fxs_call *call, const char *text, int index)
 {
@@ -136,6 +137,8 @@ static void h_client_stream(fxs_call *call, const ProtobufCMessage *m, void *dat
         protobuf_c_message_free_unpacked(msg, NULL);
     }
     if (rc < 0) {
+        if (fxs_cancelled(call))
+            atomic_fetch_add(&upload_saw_cancel, 1);
         fxs_fail(call, fxs_cancelled(call) ? FXS_CANCELLED : FXS_INVALID_ARGUMENT,
                  "client stream broken after %d messages", r.index);
         return;
@@ -444,6 +447,20 @@ static void test_unary(void **state)
     protobuf_c_message_free_unpacked(&rep->base, NULL);
 }
 
+typedef struct {
+    int n, last, bad_order, stop_after;
+} stream_seen;
+
+static int on_stream_msg(const ProtobufCMessage *m, void *data)
+{
+    stream_seen *s = data;
+    const Fxtest__EchoReply *r = (const Fxtest__EchoReply *)m;
+    if (r->index != s->n || strcmp(r->text, "s") != 0)
+        s->bad_order++;
+    s->n++;
+    return s->stop_after && s->n >= s->stop_after;
+}
+
 static void test_client_bad_args(void **state)
 {
     Fxtest__EchoRequest req = FXTEST__ECHO_REQUEST__INIT;
@@ -470,6 +487,19 @@ static void test_client_bad_args(void **state)
                                &co, err, sizeof err),
                      FXC_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "metadata entry 0"));
+    /* gRPC's own rule: keys are lowercase */
+    fxc_metadata upper[] = { { "X-Team", "blue" } };
+    fxc_call_opts co_upper = { .md = upper, .n_md = 1, .timeout_ms = 5000 };
+    assert_int_equal(fxc_unary(shared.ch, "/fxtest.Echo/Unary", &req.base, REPLY_DESC, &rep,
+                               &co_upper, err, sizeof err),
+                     FXC_INVALID_ARGUMENT);
+    assert_non_null(strstr(err, "metadata rejected"));
+    stream_seen seen = { 0 };
+    assert_int_equal(fxc_server_stream(shared.ch, "/fxtest.Echo/ServerStream", &req.base,
+                                       REPLY_DESC, on_stream_msg, &seen, &co_upper, err,
+                                       sizeof err),
+                     FXC_INVALID_ARGUMENT);
+    assert_non_null(strstr(err, "metadata rejected"));
     co.n_md = -1;
     assert_int_equal(fxc_unary(shared.ch, "/fxtest.Echo/Unary", &req.base, REPLY_DESC, &rep,
                                &co, err, sizeof err),
@@ -491,20 +521,6 @@ static void test_client_bad_args(void **state)
                      FXC_INTERNAL);
     assert_null(rep);
     assert_non_null(strstr(err, "cannot parse the response as fxtest.EchoRequest"));
-}
-
-typedef struct {
-    int n, last, bad_order, stop_after;
-} stream_seen;
-
-static int on_stream_msg(const ProtobufCMessage *m, void *data)
-{
-    stream_seen *s = data;
-    const Fxtest__EchoReply *r = (const Fxtest__EchoReply *)m;
-    if (r->index != s->n || strcmp(r->text, "s") != 0)
-        s->bad_order++;
-    s->n++;
-    return s->stop_after && s->n >= s->stop_after;
 }
 
 static void test_server_stream(void **state)
@@ -615,6 +631,11 @@ static void release_chunk(const ProtobufCMessage *m, void *data)
     ((upload *)data)->released++;
 }
 
+static bool upload_cancel_seen(void)
+{
+    return atomic_load(&upload_saw_cancel) > 0;
+}
+
 static void test_client_stream(void **state)
 {
     char err[256];
@@ -639,14 +660,17 @@ static void test_client_stream(void **state)
     assert_int_equal(rep->index, 0);
     protobuf_c_message_free_unpacked(&rep->base, NULL);
 
-    /* next() asks to fail: the call is cancelled. */
+    /* next() asks to fail: the call is cancelled, and the server's
+     * fxs_recv says so. */
     upload failing = { .n = 100, .fail_at = 10 };
+    atomic_store(&upload_saw_cancel, 0);
     assert_int_equal(fxc_client_stream(shared.ch, "/fxtest.Echo/ClientStream", next_chunk,
                                        release_chunk, &failing, REPLY_DESC,
                                        (ProtobufCMessage **)&rep, &co, err, sizeof err),
                      FXC_CANCELLED);
     assert_null(rep);
     assert_int_equal(failing.released, 10);
+    assert_true(wait_for(upload_cancel_seen, 5000));
 }
 
 static void test_unimplemented(void **state)
