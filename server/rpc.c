@@ -379,13 +379,52 @@ static void on_sent(tag *t, bool ok)
 {
     fxs_call *c = container_of(t, fxs_call, send_tag);
     pthread_mutex_lock(&c->mu);
-    grpc_byte_buffer_destroy(c->send_bb);
+    if (c->send_bb)
+        grpc_byte_buffer_destroy(c->send_bb);
     c->send_bb = NULL;
     c->sending = false;
     c->send_ok = ok;
+    if (!ok) /* before the close notice, maybe: fxs_cancelled must agree */
+        atomic_store(&c->gone, true);
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
     call_release(c);
+}
+
+/* Sends bb, or the initial metadata alone when bb is NULL, and waits until
+ * it is written; c->mu held. Takes bb. Returns 0, or -1 when the call is
+ * gone. */
+static int send_locked(fxs_call *c, grpc_byte_buffer *bb)
+{
+    while (c->sending)
+        pthread_cond_wait(&c->cv, &c->mu);
+    if (c->finished || atomic_load(&c->gone) || (bb && atomic_load(&c->s->shutting))) {
+        if (bb)
+            grpc_byte_buffer_destroy(bb);
+        return -1;
+    }
+    grpc_op ops[2];
+    size_t n = add_initial_metadata(c, ops);
+    if (bb) {
+        memset(&ops[n], 0, sizeof ops[n]);
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = bb;
+    }
+    if (n == 0)
+        return 0;
+    c->send_bb = bb;
+    c->send_tag.done = on_sent;
+    c->sending = true;
+    if (!call_batch(c, ops, n, &c->send_tag)) {
+        c->sending = false;
+        if (bb)
+            grpc_byte_buffer_destroy(bb);
+        c->send_bb = NULL;
+        return -1;
+    }
+    while (c->sending)
+        pthread_cond_wait(&c->cv, &c->mu);
+    return c->send_ok ? 0 : -1;
 }
 
 int fxs_send(fxs_call *c, const ProtobufCMessage *msg)
@@ -394,33 +433,9 @@ int fxs_send(fxs_call *c, const ProtobufCMessage *msg)
         return -1;
     grpc_byte_buffer *bb = pack_message(msg);
     pthread_mutex_lock(&c->mu);
-    while (c->sending)
-        pthread_cond_wait(&c->cv, &c->mu);
-    if (c->finished || atomic_load(&c->gone) || atomic_load(&c->s->shutting)) {
-        pthread_mutex_unlock(&c->mu);
-        grpc_byte_buffer_destroy(bb);
-        return -1;
-    }
-    grpc_op ops[2];
-    size_t n = add_initial_metadata(c, ops);
-    c->send_bb = bb;
-    memset(&ops[n], 0, sizeof ops[n]);
-    ops[n].op = GRPC_OP_SEND_MESSAGE;
-    ops[n++].data.send_message.send_message = c->send_bb;
-    c->send_tag.done = on_sent;
-    c->sending = true;
-    if (!call_batch(c, ops, n, &c->send_tag)) {
-        c->sending = false;
-        grpc_byte_buffer_destroy(c->send_bb);
-        c->send_bb = NULL;
-        pthread_mutex_unlock(&c->mu);
-        return -1;
-    }
-    while (c->sending)
-        pthread_cond_wait(&c->cv, &c->mu);
-    bool ok = c->send_ok;
+    int rc = send_locked(c, bb);
     pthread_mutex_unlock(&c->mu);
-    return ok ? 0 : -1;
+    return rc;
 }
 
 static void on_stream_recv(tag *t, bool ok)
@@ -429,6 +444,8 @@ static void on_stream_recv(tag *t, bool ok)
     pthread_mutex_lock(&c->mu);
     c->receiving = false;
     c->recv_ok = ok;
+    if (!ok) /* before the close notice, maybe: fxs_cancelled must agree */
+        atomic_store(&c->gone, true);
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
     call_release(c);
@@ -460,6 +477,11 @@ int fxs_recv(fxs_call *c, ProtobufCMessage **msg)
     grpc_byte_buffer *bb = c->recv_bb;
     c->recv_bb = NULL;
     bool ok = c->recv_ok;
+    /* A client's cancel ends its stream too, and the close notice that
+     * tells them apart may come later. Sending our initial metadata fails
+     * on a reset stream: a failed upload must not look complete. */
+    if (ok && !bb && !c->md_sent && send_locked(c, NULL) != 0)
+        ok = false;
     if (ok && !bb)
         c->recv_end = true;
     pthread_mutex_unlock(&c->mu);
