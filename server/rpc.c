@@ -580,6 +580,24 @@ static void enqueue_handler(fxs_server *s, fxs_call *c)
     pthread_mutex_unlock(&s->q_mu);
 }
 
+/* On a handler thread: parse the request (here, not on a poller: it may be
+ * big) and run the handler. */
+static void run_queued(fxs_call *c)
+{
+    grpc_byte_buffer *bb = c->recv_bb;
+    c->recv_bb = NULL;
+    if (atomic_load(&c->gone)) { /* timed out or cancelled while queued */
+        grpc_byte_buffer_destroy(bb);
+        call_finish(c, NULL, FXS_CANCELLED, NULL);
+    } else if (!(c->req = unpack_message(c->route->input, bb))) {
+        slog(c->s, "warn", "rpc: %s: cannot parse %s from %s", c->path, c->route->input->name,
+             c->peer);
+        fxs_fail(c, FXS_INVALID_ARGUMENT, "cannot parse %s", c->route->input->name);
+    } else {
+        c->route->fn(c, c->req, c->route->data); /* may free c */
+    }
+}
+
 static void *worker_main(void *arg)
 {
     fxs_server *s = arg;
@@ -596,35 +614,30 @@ static void *worker_main(void *arg)
         if (!s->q_head)
             s->q_tail = NULL;
         pthread_mutex_unlock(&s->q_mu);
-        if (atomic_load(&c->gone)) /* timed out or cancelled while queued */
-            call_finish(c, NULL, FXS_CANCELLED, NULL);
-        else
-            c->route->fn(c, c->req, c->route->data); /* may free c */
+        run_queued(c);
     }
 }
 
 /* The request message of a unary or server-streaming call arrived (on a
- * poller): parse it and hand the call to the pool. */
+ * poller): hand the call to the pool, c->recv_bb with it. */
 static void on_unary_request(tag *t, bool ok)
 {
     fxs_call *c = container_of(t, fxs_call, recv_tag);
     pthread_mutex_lock(&c->mu);
     grpc_byte_buffer *bb = c->recv_bb;
-    c->recv_bb = NULL;
     pthread_mutex_unlock(&c->mu);
+    if (!ok || !bb) {
+        c->recv_bb = NULL;
+        if (bb)
+            grpc_byte_buffer_destroy(bb);
+    }
     if (!ok) {
         /* gRPC cancelled the call (an oversize message, the client went
          * away) and told the client why: only release it. */
-        if (bb)
-            grpc_byte_buffer_destroy(bb);
         atomic_store(&c->gone, true);
         call_finish(c, NULL, FXS_CANCELLED, NULL);
     } else if (!bb) {
         fxs_fail(c, FXS_INVALID_ARGUMENT, "%s: no request message", c->path);
-    } else if (!(c->req = unpack_message(c->route->input, bb))) {
-        slog(c->s, "warn", "rpc: %s: cannot parse %s from %s", c->path, c->route->input->name,
-             c->peer);
-        fxs_fail(c, FXS_INVALID_ARGUMENT, "cannot parse %s", c->route->input->name);
     } else {
         enqueue_handler(c->s, c);
     }
@@ -1007,7 +1020,7 @@ static bool wait_until(fxs_server *s, bool (*done)(const fxs_server *), int64_t 
                  s->live_calls, s->stream_threads);
             next_log = now + 5000000000LL;
         }
-        /* Short waits: a finish may signal without taking s->mu. */
+        /* timed, for the deadline and the progress log */
         int64_t until = now + 100000000;
         if (until > deadline_ns)
             until = deadline_ns;
