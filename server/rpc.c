@@ -684,6 +684,9 @@ static void call_start(fxs_server *s, fxs_call *c)
 {
     c->path = strndup((const char *)GRPC_SLICE_START_PTR(c->details.method),
                       GRPC_SLICE_LENGTH(c->details.method));
+    for (char *p = c->path; p && *p; p++) /* it goes into one-line logs */
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+            *p = '?';
     c->peer = grpc_call_get_peer(c->call);
     c->deadline_ns = deadline_to_mono_ns(c->details.deadline);
     c->route = find_route(s, c->details.method);
