@@ -989,6 +989,13 @@ static void test_refused(void **state)
     assert_int_equal(u.released, u.sent); /* whatever was taken was released */
     assert_true(now_ms() - t0 < 6000);
     fxc_channel_free(ch);
+
+    /* a target that does not parse shows up on the first call */
+    ch = fxc_channel_create("bad target:::x", NULL);
+    assert_non_null(ch);
+    assert_int_equal(call_echo(ch, "Unary", &req, &rep, 2000, err, sizeof err),
+                     FXC_UNAVAILABLE);
+    fxc_channel_free(ch);
 }
 
 typedef struct {
