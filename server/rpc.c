@@ -301,19 +301,25 @@ static void call_finish(fxs_call *c, const ProtobufCMessage *resp, fxs_status co
                         const char *msg)
 {
     fxs_server *s = c->s;
+    /* packed before locking: a big response must not hold up the pollers */
+    grpc_byte_buffer *bb = atomic_load(&c->gone) ? NULL : pack_message(resp);
     pthread_mutex_lock(&c->mu);
     if (c->finished) {
         pthread_mutex_unlock(&c->mu);
+        if (bb)
+            grpc_byte_buffer_destroy(bb);
         slog(s, "error", "rpc: %s finished twice (ignored)", c->path ? c->path : "?");
         return;
     }
     c->finished = true;
     while (c->sending) /* a stream's last fxs_send from another thread */
         pthread_cond_wait(&c->cv, &c->mu);
-    if (!atomic_load(&c->gone)) {
+    if (atomic_load(&c->gone) && bb) {
+        grpc_byte_buffer_destroy(bb);
+    } else if (!atomic_load(&c->gone)) {
         grpc_op ops[3];
         size_t n = add_initial_metadata(c, ops);
-        c->status_bb = pack_message(resp);
+        c->status_bb = bb;
         if (c->status_bb) {
             memset(&ops[n], 0, sizeof ops[n]);
             ops[n].op = GRPC_OP_SEND_MESSAGE;
@@ -373,44 +379,63 @@ static void on_sent(tag *t, bool ok)
 {
     fxs_call *c = container_of(t, fxs_call, send_tag);
     pthread_mutex_lock(&c->mu);
-    grpc_byte_buffer_destroy(c->send_bb);
+    if (c->send_bb)
+        grpc_byte_buffer_destroy(c->send_bb);
     c->send_bb = NULL;
     c->sending = false;
     c->send_ok = ok;
+    if (!ok) /* before the close notice, maybe: fxs_cancelled must agree */
+        atomic_store(&c->gone, true);
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
     call_release(c);
 }
 
-int fxs_send(fxs_call *c, const ProtobufCMessage *msg)
+/* Sends bb, or the initial metadata alone when bb is NULL, and waits until
+ * it is written; c->mu held. Takes bb. Returns 0, or -1 when the call is
+ * gone. */
+static int send_locked(fxs_call *c, grpc_byte_buffer *bb)
 {
-    pthread_mutex_lock(&c->mu);
     while (c->sending)
         pthread_cond_wait(&c->cv, &c->mu);
-    if (c->finished || atomic_load(&c->gone) || atomic_load(&c->s->shutting)) {
-        pthread_mutex_unlock(&c->mu);
+    if (c->finished || atomic_load(&c->gone) || (bb && atomic_load(&c->s->shutting))) {
+        if (bb)
+            grpc_byte_buffer_destroy(bb);
         return -1;
     }
     grpc_op ops[2];
     size_t n = add_initial_metadata(c, ops);
-    c->send_bb = pack_message(msg);
-    memset(&ops[n], 0, sizeof ops[n]);
-    ops[n].op = GRPC_OP_SEND_MESSAGE;
-    ops[n++].data.send_message.send_message = c->send_bb;
+    if (bb) {
+        memset(&ops[n], 0, sizeof ops[n]);
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = bb;
+    }
+    if (n == 0)
+        return 0;
+    c->send_bb = bb;
     c->send_tag.done = on_sent;
     c->sending = true;
     if (!call_batch(c, ops, n, &c->send_tag)) {
         c->sending = false;
-        grpc_byte_buffer_destroy(c->send_bb);
+        if (bb)
+            grpc_byte_buffer_destroy(bb);
         c->send_bb = NULL;
-        pthread_mutex_unlock(&c->mu);
         return -1;
     }
     while (c->sending)
         pthread_cond_wait(&c->cv, &c->mu);
-    bool ok = c->send_ok;
+    return c->send_ok ? 0 : -1;
+}
+
+int fxs_send(fxs_call *c, const ProtobufCMessage *msg)
+{
+    if (!msg)
+        return -1;
+    grpc_byte_buffer *bb = pack_message(msg);
+    pthread_mutex_lock(&c->mu);
+    int rc = send_locked(c, bb);
     pthread_mutex_unlock(&c->mu);
-    return ok ? 0 : -1;
+    return rc;
 }
 
 static void on_stream_recv(tag *t, bool ok)
@@ -419,6 +444,8 @@ static void on_stream_recv(tag *t, bool ok)
     pthread_mutex_lock(&c->mu);
     c->receiving = false;
     c->recv_ok = ok;
+    if (!ok) /* before the close notice, maybe: fxs_cancelled must agree */
+        atomic_store(&c->gone, true);
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
     call_release(c);
@@ -450,6 +477,11 @@ int fxs_recv(fxs_call *c, ProtobufCMessage **msg)
     grpc_byte_buffer *bb = c->recv_bb;
     c->recv_bb = NULL;
     bool ok = c->recv_ok;
+    /* A client's cancel ends its stream too, and the close notice that
+     * tells them apart may come later. Sending our initial metadata fails
+     * on a reset stream: a failed upload must not look complete. */
+    if (ok && !bb && !c->md_sent && send_locked(c, NULL) != 0)
+        ok = false;
     if (ok && !bb)
         c->recv_end = true;
     pthread_mutex_unlock(&c->mu);
@@ -548,6 +580,24 @@ static void enqueue_handler(fxs_server *s, fxs_call *c)
     pthread_mutex_unlock(&s->q_mu);
 }
 
+/* On a handler thread: parse the request (here, not on a poller: it may be
+ * big) and run the handler. */
+static void run_queued(fxs_call *c)
+{
+    grpc_byte_buffer *bb = c->recv_bb;
+    c->recv_bb = NULL;
+    if (atomic_load(&c->gone)) { /* timed out or cancelled while queued */
+        grpc_byte_buffer_destroy(bb);
+        call_finish(c, NULL, FXS_CANCELLED, NULL);
+    } else if (!(c->req = unpack_message(c->route->input, bb))) {
+        slog(c->s, "warn", "rpc: %s: cannot parse %s from %s", c->path, c->route->input->name,
+             c->peer);
+        fxs_fail(c, FXS_INVALID_ARGUMENT, "cannot parse %s", c->route->input->name);
+    } else {
+        c->route->fn(c, c->req, c->route->data); /* may free c */
+    }
+}
+
 static void *worker_main(void *arg)
 {
     fxs_server *s = arg;
@@ -564,35 +614,30 @@ static void *worker_main(void *arg)
         if (!s->q_head)
             s->q_tail = NULL;
         pthread_mutex_unlock(&s->q_mu);
-        if (atomic_load(&c->gone)) /* timed out or cancelled while queued */
-            call_finish(c, NULL, FXS_CANCELLED, NULL);
-        else
-            c->route->fn(c, c->req, c->route->data); /* may free c */
+        run_queued(c);
     }
 }
 
 /* The request message of a unary or server-streaming call arrived (on a
- * poller): parse it and hand the call to the pool. */
+ * poller): hand the call to the pool, c->recv_bb with it. */
 static void on_unary_request(tag *t, bool ok)
 {
     fxs_call *c = container_of(t, fxs_call, recv_tag);
     pthread_mutex_lock(&c->mu);
     grpc_byte_buffer *bb = c->recv_bb;
-    c->recv_bb = NULL;
     pthread_mutex_unlock(&c->mu);
+    if (!ok || !bb) {
+        c->recv_bb = NULL;
+        if (bb)
+            grpc_byte_buffer_destroy(bb);
+    }
     if (!ok) {
         /* gRPC cancelled the call (an oversize message, the client went
          * away) and told the client why: only release it. */
-        if (bb)
-            grpc_byte_buffer_destroy(bb);
         atomic_store(&c->gone, true);
         call_finish(c, NULL, FXS_CANCELLED, NULL);
     } else if (!bb) {
         fxs_fail(c, FXS_INVALID_ARGUMENT, "%s: no request message", c->path);
-    } else if (!(c->req = unpack_message(c->route->input, bb))) {
-        slog(c->s, "warn", "rpc: %s: cannot parse %s from %s", c->path, c->route->input->name,
-             c->peer);
-        fxs_fail(c, FXS_INVALID_ARGUMENT, "cannot parse %s", c->route->input->name);
     } else {
         enqueue_handler(c->s, c);
     }
@@ -639,6 +684,9 @@ static void call_start(fxs_server *s, fxs_call *c)
 {
     c->path = strndup((const char *)GRPC_SLICE_START_PTR(c->details.method),
                       GRPC_SLICE_LENGTH(c->details.method));
+    for (char *p = c->path; p && *p; p++) /* it goes into one-line logs */
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+            *p = '?';
     c->peer = grpc_call_get_peer(c->call);
     c->deadline_ns = deadline_to_mono_ns(c->details.deadline);
     c->route = find_route(s, c->details.method);
@@ -975,7 +1023,7 @@ static bool wait_until(fxs_server *s, bool (*done)(const fxs_server *), int64_t 
                  s->live_calls, s->stream_threads);
             next_log = now + 5000000000LL;
         }
-        /* Short waits: a finish may signal without taking s->mu. */
+        /* timed, for the deadline and the progress log */
         int64_t until = now + 100000000;
         if (until > deadline_ns)
             until = deadline_ns;

@@ -100,6 +100,7 @@ typedef struct {
     grpc_status_code code;
     grpc_slice details;
     int next_tag; /* tags are small integers: each batch its own */
+    grpc_call_error start_err; /* the first batch gRPC refused */
 } ccall;
 
 static int set_err(char *err, size_t errlen, int code, const char *fmt, ...)
@@ -173,7 +174,26 @@ static void call_close(ccall *cc)
 static void *batch_start(ccall *cc, const grpc_op *ops, size_t n)
 {
     void *t = (void *)(intptr_t)++cc->next_tag;
-    return grpc_call_start_batch(cc->call, ops, n, t, NULL) == GRPC_CALL_OK ? t : NULL;
+    grpc_call_error e = grpc_call_start_batch(cc->call, ops, n, t, NULL);
+    if (e == GRPC_CALL_OK)
+        return t;
+    if (cc->start_err == GRPC_CALL_OK)
+        cc->start_err = e;
+    return NULL;
+}
+
+/* Closes a call that failed on our side (no status from anywhere), with
+ * the reason in err. */
+static int call_failed(ccall *cc, const char *path, char *err, size_t errlen)
+{
+    grpc_call_error e = cc->start_err;
+    call_close(cc);
+    if (e == GRPC_CALL_ERROR_INVALID_METADATA)
+        return set_err(err, errlen, FXC_INVALID_ARGUMENT,
+                       "rpcc: %s: metadata rejected (keys: lowercase a-z 0-9 - _ .; values: "
+                       "printable ASCII)", path);
+    return set_err(err, errlen, FXC_INTERNAL, "rpcc: %s: the call failed locally (%s)", path,
+                   grpc_call_error_to_string(e));
 }
 
 /* Waits for a batch started by batch_start (the call's deadline bounds it). */
@@ -303,11 +323,10 @@ static int unary_call(fxc_channel *ch, const char *path, grpc_byte_buffer *req,
     bool ok = batch_run(&cc, ops, n);
     grpc_byte_buffer_destroy(req);
     if (!ok) {
-        call_close(&cc);
         if (*resp_bb)
             grpc_byte_buffer_destroy(*resp_bb);
         *resp_bb = NULL;
-        return set_err(err, errlen, FXC_INTERNAL, "rpcc: %s: the call failed locally", path);
+        return call_failed(&cc, path, err, errlen);
     }
     rc = call_result(&cc, err, errlen);
     if (rc != 0 && *resp_bb) {
@@ -408,10 +427,8 @@ int fxc_server_stream(fxc_channel *ch, const char *path, const ProtobufCMessage 
     }
     batch_wait(&cc, sent);
     grpc_byte_buffer_destroy(req_bb);
-    if (!batch_wait(&cc, status)) {
-        call_close(&cc);
-        return set_err(err, errlen, FXC_INTERNAL, "rpcc: %s: the call failed locally", path);
-    }
+    if (!batch_wait(&cc, status) || cc.start_err != GRPC_CALL_OK)
+        return call_failed(&cc, path, err, errlen);
     if (bad_reply) { /* keep unpack_reply's message, not "Cancelled" */
         call_close(&cc);
         return FXC_INTERNAL;
@@ -479,11 +496,10 @@ int fxc_client_stream(fxc_channel *ch, const char *path,
         grpc_call_cancel(cc.call, NULL);
     batch_wait(&cc, md_sent);
     bool ok = batch_wait(&cc, status);
-    if (!ok) {
+    if (!ok || cc.start_err != GRPC_CALL_OK) {
         if (resp_bb)
             grpc_byte_buffer_destroy(resp_bb);
-        call_close(&cc);
-        return set_err(err, errlen, FXC_INTERNAL, "rpcc: %s: the call failed locally", path);
+        return call_failed(&cc, path, err, errlen);
     }
     rc = call_result(&cc, err, errlen);
     if (rc != 0) {

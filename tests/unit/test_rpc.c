@@ -75,8 +75,8 @@ static bool log_has(const char *needle)
 
 static atomic_int slow_saw_cancel;
 static atomic_int stream_saw_cancel;
-static atomic_int deferred_returned;
 static atomic_int unary_runs;
+static atomic_int upload_saw_cancel;
 
 static void reply_text(fxs_call *call, const char *text, int index)
 {
@@ -136,6 +136,8 @@ static void h_client_stream(fxs_call *call, const ProtobufCMessage *m, void *dat
         protobuf_c_message_free_unpacked(msg, NULL);
     }
     if (rc < 0) {
+        if (fxs_cancelled(call))
+            atomic_fetch_add(&upload_saw_cancel, 1);
         fxs_fail(call, fxs_cancelled(call) ? FXS_CANCELLED : FXS_INVALID_ARGUMENT,
                  "client stream broken after %d messages", r.index);
         return;
@@ -205,14 +207,17 @@ static void h_fail(fxs_call *call, const ProtobufCMessage *m, void *data)
 typedef struct {
     fxs_call *call;
     const Fxtest__EchoRequest *req;
+    atomic_int returned;
 } deferred;
 
 static void *deferred_main(void *arg)
 {
     deferred *d = arg;
     /* the handler has returned by now: the reply really is deferred */
-    while (!atomic_load(&deferred_returned))
+    while (!atomic_load(&d->returned))
         sleep_ms(1);
+    if (d->req->sleep_ms)
+        sleep_ms((int)d->req->sleep_ms);
     char text[128];
     snprintf(text, sizeof text, "deferred:%s", d->req->text);
     reply_text(d->call, text, 0);
@@ -227,10 +232,10 @@ static void h_deferred(fxs_call *call, const ProtobufCMessage *m, void *data)
     assert_non_null(d);
     d->call = call;
     d->req = (const Fxtest__EchoRequest *)m;
-    atomic_store(&deferred_returned, 0);
+    atomic_init(&d->returned, 0);
     assert_int_equal(pthread_create(&th, NULL, deferred_main, d), 0);
     pthread_detach(th);
-    atomic_store(&deferred_returned, 1);
+    atomic_store(&d->returned, 1);
 }
 
 static int handler_tag = 42; /* the registration's data, seen by h_unary */
@@ -444,6 +449,20 @@ static void test_unary(void **state)
     protobuf_c_message_free_unpacked(&rep->base, NULL);
 }
 
+typedef struct {
+    int n, last, bad_order, stop_after;
+} stream_seen;
+
+static int on_stream_msg(const ProtobufCMessage *m, void *data)
+{
+    stream_seen *s = data;
+    const Fxtest__EchoReply *r = (const Fxtest__EchoReply *)m;
+    if (r->index != s->n || strcmp(r->text, "s") != 0)
+        s->bad_order++;
+    s->n++;
+    return s->stop_after && s->n >= s->stop_after;
+}
+
 static void test_client_bad_args(void **state)
 {
     Fxtest__EchoRequest req = FXTEST__ECHO_REQUEST__INIT;
@@ -470,6 +489,19 @@ static void test_client_bad_args(void **state)
                                &co, err, sizeof err),
                      FXC_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "metadata entry 0"));
+    /* gRPC's own rule: keys are lowercase */
+    fxc_metadata upper[] = { { "X-Team", "blue" } };
+    fxc_call_opts co_upper = { .md = upper, .n_md = 1, .timeout_ms = 5000 };
+    assert_int_equal(fxc_unary(shared.ch, "/fxtest.Echo/Unary", &req.base, REPLY_DESC, &rep,
+                               &co_upper, err, sizeof err),
+                     FXC_INVALID_ARGUMENT);
+    assert_non_null(strstr(err, "metadata rejected"));
+    stream_seen seen = { 0 };
+    assert_int_equal(fxc_server_stream(shared.ch, "/fxtest.Echo/ServerStream", &req.base,
+                                       REPLY_DESC, on_stream_msg, &seen, &co_upper, err,
+                                       sizeof err),
+                     FXC_INVALID_ARGUMENT);
+    assert_non_null(strstr(err, "metadata rejected"));
     co.n_md = -1;
     assert_int_equal(fxc_unary(shared.ch, "/fxtest.Echo/Unary", &req.base, REPLY_DESC, &rep,
                                &co, err, sizeof err),
@@ -491,20 +523,6 @@ static void test_client_bad_args(void **state)
                      FXC_INTERNAL);
     assert_null(rep);
     assert_non_null(strstr(err, "cannot parse the response as fxtest.EchoRequest"));
-}
-
-typedef struct {
-    int n, last, bad_order, stop_after;
-} stream_seen;
-
-static int on_stream_msg(const ProtobufCMessage *m, void *data)
-{
-    stream_seen *s = data;
-    const Fxtest__EchoReply *r = (const Fxtest__EchoReply *)m;
-    if (r->index != s->n || strcmp(r->text, "s") != 0)
-        s->bad_order++;
-    s->n++;
-    return s->stop_after && s->n >= s->stop_after;
 }
 
 static void test_server_stream(void **state)
@@ -615,6 +633,11 @@ static void release_chunk(const ProtobufCMessage *m, void *data)
     ((upload *)data)->released++;
 }
 
+static bool upload_cancel_seen(void)
+{
+    return atomic_load(&upload_saw_cancel) > 0;
+}
+
 static void test_client_stream(void **state)
 {
     char err[256];
@@ -639,14 +662,17 @@ static void test_client_stream(void **state)
     assert_int_equal(rep->index, 0);
     protobuf_c_message_free_unpacked(&rep->base, NULL);
 
-    /* next() asks to fail: the call is cancelled. */
+    /* next() asks to fail: the call is cancelled, and the server's
+     * fxs_recv says so. */
     upload failing = { .n = 100, .fail_at = 10 };
+    atomic_store(&upload_saw_cancel, 0);
     assert_int_equal(fxc_client_stream(shared.ch, "/fxtest.Echo/ClientStream", next_chunk,
                                        release_chunk, &failing, REPLY_DESC,
                                        (ProtobufCMessage **)&rep, &co, err, sizeof err),
                      FXC_CANCELLED);
     assert_null(rep);
     assert_int_equal(failing.released, 10);
+    assert_true(wait_for(upload_cancel_seen, 5000));
 }
 
 static void test_unimplemented(void **state)
@@ -868,6 +894,7 @@ static void test_concurrent(void **state)
 {
     pthread_t th[N_THREADS];
     uint64_t before = fxs_server_total_calls(shared.srv);
+    int64_t t0 = now_ms();
     for (intptr_t i = 0; i < N_THREADS; i++)
         assert_int_equal(pthread_create(&th[i], NULL, hammer, (void *)i), 0);
     intptr_t bad = 0;
@@ -876,8 +903,16 @@ static void test_concurrent(void **state)
         pthread_join(th[i], &r);
         bad += (intptr_t)r;
     }
+    int64_t took = now_ms() - t0;
+    print_message("%d threads x %d calls on one channel: %lld ms (%.0f calls/s)\n", N_THREADS,
+                  N_CALLS, (long long)took, N_THREADS * N_CALLS * 1000.0 / (took ? took : 1));
     assert_int_equal(bad, 0);
     assert_int_equal(fxs_server_total_calls(shared.srv) - before, N_THREADS * N_CALLS);
+}
+
+static bool shared_idle(void)
+{
+    return fxs_server_in_flight(shared.srv) == 0;
 }
 
 static void test_deferred(void **state)
@@ -888,6 +923,31 @@ static void test_deferred(void **state)
     req.text = "later";
     assert_int_equal(call_echo(shared.ch, "Deferred", &req, &rep, 5000, err, sizeof err), FXC_OK);
     assert_string_equal(rep->text, "deferred:later");
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    /* a deferred reply after the deadline only releases the call */
+    req.sleep_ms = 1000;
+    assert_int_equal(call_echo(shared.ch, "Deferred", &req, &rep, 100, err, sizeof err),
+                     FXC_DEADLINE_EXCEEDED);
+    assert_null(rep);
+    assert_int_equal(fxs_server_in_flight(shared.srv), 1);
+    assert_true(wait_for(shared_idle, 3000));
+}
+
+static void test_metadata_truncated(void **state)
+{
+    Fxtest__EchoRequest req = FXTEST__ECHO_REQUEST__INIT;
+    Fxtest__EchoReply *rep = NULL;
+    char err[256], value[101];
+    memset(value, 'v', 100);
+    value[100] = '\0';
+    fxc_metadata md[] = { { "x-team", value } };
+    fxc_call_opts co = { .timeout_ms = 5000, .md = md, .n_md = 1 };
+    assert_int_equal(fxc_unary(shared.ch, "/fxtest.Echo/Unary", &req.base, REPLY_DESC,
+                               (ProtobufCMessage **)&rep, &co, err, sizeof err),
+                     FXC_OK);
+    /* h_unary's buffer holds 64 bytes: 63 and the terminator */
+    assert_int_equal(strlen(rep->metadata), 63);
+    assert_memory_equal(rep->metadata, value, 63);
     protobuf_c_message_free_unpacked(&rep->base, NULL);
 }
 
@@ -928,6 +988,13 @@ static void test_refused(void **state)
                      FXC_UNAVAILABLE);
     assert_int_equal(u.released, u.sent); /* whatever was taken was released */
     assert_true(now_ms() - t0 < 6000);
+    fxc_channel_free(ch);
+
+    /* a target that does not parse shows up on the first call */
+    ch = fxc_channel_create("bad target:::x", NULL);
+    assert_non_null(ch);
+    assert_int_equal(call_echo(ch, "Unary", &req, &rep, 2000, err, sizeof err),
+                     FXC_UNAVAILABLE);
     fxc_channel_free(ch);
 }
 
@@ -1043,6 +1110,56 @@ static void test_busy_pool(void **state)
     stop_env(&e);
 }
 
+typedef struct {
+    fxc_channel *ch;
+    int rc;
+    upload u;
+} slow_upload;
+
+/* next() for an upload that dawdles: 20 ms per chunk, 500 chunks */
+static const ProtobufCMessage *next_slow_chunk(void *data, int *fail)
+{
+    sleep_ms(20);
+    return next_chunk(data, fail);
+}
+
+static void *slow_upload_main(void *arg)
+{
+    slow_upload *su = arg;
+    Fxtest__EchoReply *rep = NULL;
+    char err[256];
+    fxc_call_opts co = { .timeout_ms = 30000 };
+    su->rc = fxc_client_stream(su->ch, "/fxtest.Echo/ClientStream", next_slow_chunk, NULL,
+                               &su->u, REPLY_DESC, (ProtobufCMessage **)&rep, &co, err,
+                               sizeof err);
+    if (rep)
+        protobuf_c_message_free_unpacked(&rep->base, NULL);
+    return NULL;
+}
+
+/* A client stream (a thread of its own) still uploading at shutdown: it is
+ * cancelled after the grace, its handler's fxs_recv fails, its thread ends. */
+static void test_shutdown_upload(void **state)
+{
+    env e = start_env(0, 0);
+    slow_upload su = { .ch = e.ch, .rc = -1, .u = { .n = 500 } };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, slow_upload_main, &su), 0);
+    shutdown_srv = e.srv;
+    assert_true(wait_for(one_in_flight, 5000));
+    sleep_ms(100);
+    atomic_store(&upload_saw_cancel, 0);
+    int64_t t0 = now_ms();
+    fxs_server_shutdown(e.srv, 200);
+    assert_true(now_ms() - t0 < 200 + 1500);
+    assert_int_equal(atomic_load(&upload_saw_cancel), 1);
+    pthread_join(th, NULL);
+    assert_true(su.rc != FXC_OK);
+    assert_true(su.u.sent < 500);
+    fxs_server_destroy(e.srv);
+    fxc_channel_free(e.ch);
+}
+
 static void test_shutdown_idle_fast(void **state)
 {
     env e = start_env(0, 0);
@@ -1099,6 +1216,7 @@ int main(void)
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_shutdown_in_flight),
         cmocka_unit_test(test_shutdown_idle_fast),
+        cmocka_unit_test(test_shutdown_upload),
         cmocka_unit_test(test_busy_pool),
     };
     const struct CMUnitTest with_shared[] = {
@@ -1115,6 +1233,7 @@ int main(void)
         cmocka_unit_test(test_unparseable),
         cmocka_unit_test(test_concurrent),
         cmocka_unit_test(test_deferred),
+        cmocka_unit_test(test_metadata_truncated),
         cmocka_unit_test(test_latency_report),
     };
     int failed = cmocka_run_group_tests_name("rpc", standalone, NULL, NULL);
