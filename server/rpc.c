@@ -101,7 +101,8 @@ struct fxs_server {
     pthread_mutex_t mu; /* state and the counters the shutdown waits on */
     pthread_cond_t cv;
     int state;
-    atomic_bool shutting;
+    atomic_bool shutting;    /* no new calls; calls in flight get the grace period */
+    atomic_bool past_grace;  /* grace over: calls in flight are cancelled */
     int pending_requests; /* request_call posted, not completed */
     int live_calls;       /* accepted, state not yet freed */
     int stream_threads;   /* client-stream/bidi handler threads alive */
@@ -398,7 +399,7 @@ static int send_locked(fxs_call *c, grpc_byte_buffer *bb)
 {
     while (c->sending)
         pthread_cond_wait(&c->cv, &c->mu);
-    if (c->finished || atomic_load(&c->gone) || (bb && atomic_load(&c->s->shutting))) {
+    if (c->finished || atomic_load(&c->gone) || (bb && atomic_load(&c->s->past_grace))) {
         if (bb)
             grpc_byte_buffer_destroy(bb);
         return -1;
@@ -506,7 +507,12 @@ int fxs_recv(fxs_call *c, ProtobufCMessage **msg)
  * the clock here as well would let a handler's own status race it. */
 bool fxs_cancelled(const fxs_call *c)
 {
-    return atomic_load(&c->gone) || atomic_load(&c->s->shutting);
+    return atomic_load(&c->gone) || atomic_load(&c->s->past_grace);
+}
+
+bool fxs_draining(const fxs_call *c)
+{
+    return atomic_load(&c->s->shutting);
 }
 
 int64_t fxs_deadline_ns(const fxs_call *c)
@@ -1068,13 +1074,16 @@ void fxs_server_shutdown(fxs_server *s, int grace_ms)
     grpc_server_shutdown_and_notify(s->srv, s->cq, &s->shutdown_tag);
     pthread_mutex_lock(&s->mu);
     int64_t grace_end = mono_ns() + (int64_t)(grace_ms > 0 ? grace_ms : 0) * 1000000;
-    if (!wait_until(s, calls_done, grace_end)) {
+    if (!wait_until(s, calls_done, grace_end))
         slog(s, "info", "rpc: shutdown: cancelling %llu calls still in flight after %d ms",
              (unsigned long long)atomic_load(&s->in_flight), grace_ms);
-        pthread_mutex_unlock(&s->mu);
-        grpc_server_cancel_all_calls(s->srv);
-        pthread_mutex_lock(&s->mu);
-    }
+    /* Also when every call is done: gRPC's shutdown notice waits for every
+     * connection to close, and an idle client (or a silent TCP peer) may
+     * never close its own; cancelling disconnects them. */
+    atomic_store(&s->past_grace, true);
+    pthread_mutex_unlock(&s->mu);
+    grpc_server_cancel_all_calls(s->srv);
+    pthread_mutex_lock(&s->mu);
     wait_until(s, all_released, INT64_MAX);
     pthread_mutex_unlock(&s->mu);
 

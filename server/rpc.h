@@ -127,8 +127,9 @@ void fxs_fail(fxs_call *call, fxs_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Streaming: sends one message and waits until it is written. Returns 0, or
- * -1 when the call is gone (cancelled, deadline, disconnect) or shutting
- * down; the caller then finishes it with fxs_fail. */
+ * -1 when the call is gone (cancelled, deadline, disconnect, or the
+ * shutdown's grace period is over); the caller then finishes it with
+ * fxs_fail. */
 int fxs_send(fxs_call *call, const ProtobufCMessage *msg);
 
 /* Server-streaming: finishes with status OK after the messages sent. */
@@ -141,9 +142,14 @@ void fxs_finish(fxs_call *call);
  * via fxs_fail as usual). */
 int fxs_recv(fxs_call *call, ProtobufCMessage **msg);
 
-/* True once the client cancelled, the deadline passed, or the server is
- * shutting down. */
+/* True once the client cancelled, the deadline passed, or the shutdown's
+ * grace period is over. Calls in flight when a shutdown starts get the grace
+ * period to finish. */
 bool fxs_cancelled(const fxs_call *call);
+
+/* True once a shutdown started: a handler of an endless stream (a watch)
+ * should end it now rather than hold the drain for the whole grace. */
+bool fxs_draining(const fxs_call *call);
 
 /* The client's deadline as CLOCK_MONOTONIC nanoseconds; INT64_MAX when none. */
 int64_t fxs_deadline_ns(const fxs_call *call);

@@ -249,7 +249,7 @@ int fxd_serving_acquire(fxd_serving *sv, const char *name, int64_t version, fxd_
             return rc;
         fxs_model_rec_free(&rec);
         snprintf(err, errlen, "model '%s' is not loaded (load it with RepositoryModelLoad)", name);
-        return FXS_UNAVAILABLE;
+        return FXS_FAILED_PRECONDITION;
     }
     /* An older version, loaded on demand (outside the lock: it reads files). */
     fxd_served *built;
@@ -276,7 +276,7 @@ int fxd_serving_acquire(fxd_serving *sv, const char *name, int64_t version, fxd_
     served_unref(evicted);
     if (!e) {
         snprintf(err, errlen, "model '%s' was unloaded", name);
-        return FXS_UNAVAILABLE;
+        return FXS_FAILED_PRECONDITION;
     }
     return 0;
 }

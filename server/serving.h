@@ -39,8 +39,8 @@ bool fxd_serving_is_loaded(fxd_serving *sv, const char *name, int64_t *version);
 int fxd_serving_count_loaded(fxd_serving *sv);
 
 /* The served instance of name at version (0: the one served). NOT_FOUND when
- * the model or version is not stored; UNAVAILABLE when the model is not
- * loaded. An older stored version is loaded on demand and kept. */
+ * the model or version is not stored; FAILED_PRECONDITION when the model is
+ * not loaded (UNAVAILABLE is kept for the server itself being unreachable). An older stored version is loaded on demand and kept. */
 int fxd_serving_acquire(fxd_serving *sv, const char *name, int64_t version, fxd_served **out,
                         char *err, size_t errlen);
 void fxd_served_release(fxd_served *m);

@@ -119,7 +119,8 @@ class CliTest(fxtest.DaemonTest):
         self.create("u1")
         self.cli("model", "unload", "u1")
         p = self.cli("predict", "u1", "--input", "-", stdin='{"x": [[1, 2, 3, 4]]}', expect=1)
-        self.assertIn("UNAVAILABLE", p.stderr)
+        self.assertIn("FAILED_PRECONDITION", p.stderr)
+        self.assertIn("not loaded", p.stderr)
         self.cli("model", "load", "u1")
         self.cli("predict", "u1", "--input", "-", stdin='{"x": [[1, 2, 3, 4]]}')
 

@@ -181,8 +181,8 @@ class InferenceTest(fxtest.DaemonTest):
         index = {m.name: m for m in self.c.repository_index()}
         self.assertEqual(index["toggle"].state, "UNAVAILABLE")
         self.assertNotIn("toggle", [m.name for m in self.c.repository_index(ready=True)])
-        self.infer_code(C.UNAVAILABLE, self.req("toggle"), contains="toggle")
-        self.assertCode(C.UNAVAILABLE, self.c.model_metadata, "toggle")
+        self.infer_code(C.FAILED_PRECONDITION, self.req("toggle"), contains="toggle")
+        self.assertCode(C.FAILED_PRECONDITION, self.c.model_metadata, "toggle")
         self.c.unload_model("toggle")  # twice: fine
         self.c.load_model("toggle")
         self.assertTrue(self.c.model_ready("toggle"))
@@ -216,7 +216,7 @@ class InferenceTest(fxtest.DaemonTest):
     def test_concurrent_changes(self):
         """ModelInfer while the model gets new versions, is unloaded, loaded,
         deleted and created again: each answer is OK with one version's
-        output, or UNAVAILABLE / NOT_FOUND; the daemon survives."""
+        output, or FAILED_PRECONDITION (unloaded) / NOT_FOUND; the daemon survives."""
         spec = mlp_spec()
         self.c.create_model("churn", spec, seed=21)
         w1 = self.c.export_arrays("churn")
@@ -241,7 +241,7 @@ class InferenceTest(fxtest.DaemonTest):
                     except fxtest.FluxionError as e:
                         with lock:
                             counts["refused"] += 1
-                            if e.code not in (C.UNAVAILABLE, C.NOT_FOUND):
+                            if e.code not in (C.FAILED_PRECONDITION, C.NOT_FOUND):
                                 problems.append("%s: %s" % (e.code.name, e.message))
             finally:
                 cl.close()

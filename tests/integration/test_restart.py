@@ -51,8 +51,8 @@ class RestartTest(unittest.TestCase):
         self.assertTrue(c.model_ready("a"))
         self.assertFalse(c.model_ready("c"))
         self.assertFalse(c.model_ready("d"))
-        self.assertUnavailable(c, "c")
-        self.assertUnavailable(c, "d")
+        self.assertNotLoaded(c, "c")
+        self.assertNotLoaded(c, "d")
         c.load_model("c")
         np.testing.assert_allclose(c.infer("c", {"x": X})["y"],
                                    fxtest.mlp_forward(c.export_arrays("c"), X),
@@ -65,10 +65,10 @@ class RestartTest(unittest.TestCase):
         self.assertEqual(sorted(snapshot(c)), ["b", "c", "d"])
         d.stop()
 
-    def assertUnavailable(self, c, name):
+    def assertNotLoaded(self, c, name):
         with self.assertRaises(FluxionError) as cm:
             c.infer(name, {"x": X})
-        self.assertEqual(cm.exception.code, C.UNAVAILABLE, cm.exception.message)
+        self.assertEqual(cm.exception.code, C.FAILED_PRECONDITION, cm.exception.message)
 
     def test_kill9_during_writes(self):
         d = Daemon(name="kill9").start()

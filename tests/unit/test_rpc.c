@@ -1057,9 +1057,10 @@ static void test_shutdown_in_flight(void **state)
         assert_true(c[i].took_ms < 5000);
     }
     assert_int_equal(atomic_load(&slow_saw_cancel), 4);
-    /* the honouring ones answered CANCELLED themselves, at once */
+    /* the honouring ones saw the cancel once the grace was over; their
+     * clients get CANCELLED, or UNAVAILABLE when the connection closed first */
     for (int i = 0; i < 4; i++)
-        assert_int_equal(c[i].rc, FXC_CANCELLED);
+        assert_true(c[i].rc == FXC_CANCELLED || c[i].rc == FXC_UNAVAILABLE);
     /* the ignoring one was cancelled by the server after the grace */
     assert_true(c[4].rc != FXC_OK);
     fxs_server_destroy(e.srv);
