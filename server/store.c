@@ -529,6 +529,22 @@ static const char *const MIGRATIONS[] = {
     "  sha256 TEXT NOT NULL,"
     "  unusable TEXT,"                  /* NULL, or why the file cannot be used */
     "  PRIMARY KEY (model_id, version));",
+    /* 1 -> 2: datasets and training jobs. Their modules (datasets.c, jobs.c)
+     * own these tables through fxs_store_tx/fxs_store_read; the records are
+     * packed fluxion.v1 messages, so fields can grow without migrations. */
+    "CREATE TABLE datasets ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  info BLOB NOT NULL,"            /* packed fluxion.v1.Dataset */
+    "  created_ms INTEGER NOT NULL);"
+    "CREATE TABLE jobs ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  state TEXT NOT NULL,"           /* QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED */
+    "  model TEXT NOT NULL,"
+    "  record BLOB NOT NULL,"          /* packed fluxion.v1.Job (spec included) */
+    "  created_ms INTEGER NOT NULL,"
+    "  updated_ms INTEGER NOT NULL);"
+    "CREATE INDEX jobs_by_state ON jobs(state);",
 };
 #define SCHEMA_VERSION ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 
@@ -1653,4 +1669,38 @@ int fxs_store_read_weights(fxs_store *st, const char *name, int64_t version, voi
         *len = n;
     }
     return rc;
+}
+
+/* ------------------------------------------- tables of other modules */
+
+static int run_locked(fxs_store *st, bool tx, fxs_db_fn fn, void *ctx, char *err, size_t errlen)
+{
+    if (!st || !fn) {
+        seterr(err, errlen, "store: no store or function");
+        return FXS_INTERNAL;
+    }
+    pthread_mutex_lock(&st->mu);
+    int rc = tx ? exec(st, "BEGIN IMMEDIATE", err, errlen) : 0;
+    if (!rc) {
+        rc = fn(st->db, ctx, err, errlen);
+        if (tx)
+            rc = finish_tx(st, rc, err, errlen);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+int fxs_store_tx(fxs_store *st, fxs_db_fn fn, void *ctx, char *err, size_t errlen)
+{
+    return run_locked(st, true, fn, ctx, err, errlen);
+}
+
+int fxs_store_read(fxs_store *st, fxs_db_fn fn, void *ctx, char *err, size_t errlen)
+{
+    return run_locked(st, false, fn, ctx, err, errlen);
+}
+
+const char *fxs_store_tmp_dir(const fxs_store *st)
+{
+    return st->tmp_dir;
 }

@@ -88,6 +88,20 @@ int fxs_store_set_loaded(fxs_store *st, const char *name, bool loaded, char *err
 int fxs_store_read_weights(fxs_store *st, const char *name, int64_t version, void **buf,
                            size_t *len, char *err, size_t errlen);
 
+/* Tables of other modules (datasets, jobs; see the migrations in store.c):
+ * fn runs with the store's connection under its lock, inside BEGIN
+ * IMMEDIATE ... COMMIT for fxs_store_tx (rolled back when fn returns
+ * non-zero), outside a transaction for fxs_store_read. fn returns 0 or an
+ * fxs_status code with a message in err. Keep fn short: it holds the lock. */
+struct sqlite3;
+typedef int (*fxs_db_fn)(struct sqlite3 *db, void *ctx, char *err, size_t errlen);
+int fxs_store_tx(fxs_store *st, fxs_db_fn fn, void *ctx, char *err, size_t errlen);
+int fxs_store_read(fxs_store *st, fxs_db_fn fn, void *ctx, char *err, size_t errlen);
+
+/* DIR/tmp: stage files there (same file system) and rename them into place;
+ * the store empties it at open. */
+const char *fxs_store_tmp_dir(const fxs_store *st);
+
 /* Writes a file atomically: DIR/.name.tmp.XXXXXX, write, fsync, rename,
  * fsync the directory. 0 or -1 with a message (errno text, path). */
 int fxs_write_file_atomic(const char *path, const void *data, size_t len, char *err,

@@ -337,6 +337,12 @@ static void import_weights(fxs_call *call, const ProtobufCMessage *unused, void 
                 status = FXS_INVALID_ARGUMENT;
                 snprintf(err, sizeof err, "the first chunk must name the model (field name)");
             } else {
+                if (strlen(c->name) >= sizeof name || strlen(c->source) >= sizeof source) {
+                    status = FXS_INVALID_ARGUMENT;
+                    snprintf(err, sizeof err, "%s", strlen(c->name) >= sizeof name
+                             ? "name: longer than any model name"
+                             : "source: longer than 255 bytes");
+                }
                 snprintf(name, sizeof name, "%s", c->name);
                 if (c->source[0])
                     snprintf(source, sizeof source, "%s", c->source);

@@ -797,7 +797,7 @@ static void test_schema(void **state)
     assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &s, NULL),
                      SQLITE_OK);
     assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(s, 0), 1);
+    assert_int_equal(sqlite3_column_int(s, 0), 2); /* models; datasets + jobs */
     assert_int_equal(sqlite3_step(s), SQLITE_DONE); /* one row */
     sqlite3_finalize(s);
     /* a schema from a newer fluxiond is refused, not downgraded */
@@ -860,6 +860,57 @@ static void test_sqlite_failure_removes_file(void **state)
     assert_weights(f, "b", 0, "b1");
 }
 
+
+/* fxs_store_tx commits what fn did, or rolls all of it back when fn fails;
+ * fxs_store_read sees the committed rows. */
+static int tx_insert(struct sqlite3 *db, void *ctx, char *err, size_t errlen)
+{
+    int *fail = ctx;
+    if (sqlite3_exec(db, "INSERT INTO datasets (name, info, created_ms) VALUES ('d', x'00', 1)",
+                     NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "insert: %s", sqlite3_errmsg(db));
+        return FXS_INTERNAL;
+    }
+    if (*fail) {
+        snprintf(err, errlen, "asked to fail");
+        return FXS_INVALID_ARGUMENT;
+    }
+    return 0;
+}
+
+static int tx_count(struct sqlite3 *db, void *ctx, char *err, size_t errlen)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(db, "SELECT count(*) FROM datasets", -1, &s, NULL) != SQLITE_OK)
+        return FXS_INTERNAL;
+    int rc = sqlite3_step(s) == SQLITE_ROW ? 0 : FXS_INTERNAL;
+    *(int *)ctx = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    return rc;
+}
+
+static void test_module_tx(void **state)
+{
+    fixture *f = *state;
+    char err[256];
+    int fail = 1, n = -1;
+    assert_int_equal(fxs_store_tx(f->st, tx_insert, &fail, err, sizeof err), FXS_INVALID_ARGUMENT);
+    assert_string_equal(err, "asked to fail");
+    assert_int_equal(fxs_store_read(f->st, tx_count, &n, err, sizeof err), 0);
+    assert_int_equal(n, 0); /* rolled back */
+    fail = 0;
+    assert_int_equal(fxs_store_tx(f->st, tx_insert, &fail, err, sizeof err), 0);
+    /* a second insert of the same name violates UNIQUE: the error comes back */
+    assert_int_equal(fxs_store_tx(f->st, tx_insert, &fail, err, sizeof err), FXS_INTERNAL);
+    assert_non_null(strstr(err, "UNIQUE"));
+    fxs_store_close(f->st);
+    f->st = fxs_store_open(f->data, err, sizeof err);
+    assert_non_null(f->st);
+    assert_int_equal(fxs_store_read(f->st, tx_count, &n, err, sizeof err), 0);
+    assert_int_equal(n, 1); /* committed and durable */
+    assert_non_null(strstr(fxs_store_tmp_dir(f->st), "tmp"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -886,6 +937,7 @@ int main(void)
         T(test_open_errors),
         T(test_new_db_with_files_is_refused),
         T(test_schema),
+        T(test_module_tx),
         T(test_sqlite_failure_removes_file),
 #undef T
     };
