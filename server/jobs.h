@@ -1,0 +1,60 @@
+/*
+ * jobs.h - training jobs: a queue kept in the store's jobs table, worker
+ * threads that run them (train.h), checkpoints under DIR/jobs/<id>/,
+ * TensorBoard events under DIR/jobs/<id>/tb/, live progress for watchers,
+ * and the result as a new model version (served at once when asked).
+ *
+ * Durability: state changes are committed before they are announced; a
+ * RUNNING job found at start (crash, kill -9, power cut) resumes from its
+ * last checkpoint, a QUEUED one waits its turn. A drain (fxd_jobs_stop)
+ * checkpoints running jobs and leaves them RUNNING for the next start.
+ */
+#ifndef FXD_JOBS_H
+#define FXD_JOBS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "datasets.h"
+#include "fluxion/v1/training.pb-c.h"
+#include "serving.h"
+#include "store.h"
+
+typedef struct fxd_jobs fxd_jobs;
+
+typedef struct {
+    int workers;                   /* jobs running at once; 0: 1 */
+    int64_t checkpoint_every_steps; /* default for specs that say 0; 0: 500 */
+    uint64_t max_params;           /* graph limit, as for serving */
+} fxd_jobs_opts;
+
+/* Starts the workers and resumes the stored RUNNING and QUEUED jobs. */
+fxd_jobs *fxd_jobs_start(fxs_store *st, fxd_datasets *ds, fxd_serving *sv,
+                         const fxd_jobs_opts *opts, char *err, size_t errlen);
+/* Stops: running jobs checkpoint and stay RUNNING; watchers are woken. */
+void fxd_jobs_stop(fxd_jobs *j);
+
+/* Validates (model, version, dataset, fxt_validate) and queues; *job (free
+ * with fluxion__v1__job__free_unpacked) is the stored record. */
+int fxd_jobs_submit(fxd_jobs *j, const Fluxion__V1__JobSpec *spec, Fluxion__V1__Job **job,
+                    char *err, size_t errlen);
+int fxd_jobs_get(fxd_jobs *j, const char *id, Fluxion__V1__Job **job, char *err, size_t errlen);
+int fxd_jobs_list(fxd_jobs *j, Fluxion__V1__JobState state, const char *model,
+                  Fluxion__V1__Job ***jobs, int *n, char *err, size_t errlen);
+/* QUEUED: cancelled at once; RUNNING: stops at the next step boundary.
+ * FAILED_PRECONDITION for a job already finished. */
+int fxd_jobs_cancel(fxd_jobs *j, const char *id, Fluxion__V1__Job **job, char *err,
+                    size_t errlen);
+
+/* Watching: a cursor over the job's events. The first fxd_watch_next gives
+ * a SNAPSHOT; then every event in order (a slow watcher skips PROGRESS
+ * events it missed, never STATE ones); 0 with *event NULL after the final
+ * state was delivered. Blocks up to timeout_ms (returns 0, *event NULL,
+ * *ended false when nothing came: check for cancellation and call again). */
+typedef struct fxd_watch fxd_watch;
+int fxd_watch_open(fxd_jobs *j, const char *id, fxd_watch **w, char *err, size_t errlen);
+int fxd_watch_next(fxd_watch *w, int timeout_ms, Fluxion__V1__JobEvent **event, bool *ended);
+void fxd_watch_close(fxd_watch *w);
+
+#endif

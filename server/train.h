@@ -1,0 +1,70 @@
+/*
+ * train.h - one training job on the engine: a JobSpec (proto/fluxion/v1/
+ * training.proto) applied to a graph and in-memory columns. No RPC, no store:
+ * the jobs module gives it data and hooks, and writes what it hands back.
+ *
+ * Determinism: with the same spec, seed, data and starting weights, the CPU
+ * result is bit-for-bit the same, also when the run was stopped and resumed
+ * from any of its checkpoints (the checkpoint holds the weights, optimizer
+ * state, step, epoch, RNG state, shuffle order position, schedule position,
+ * early-stopping state and best weights).
+ */
+#ifndef FXT_TRAIN_H
+#define FXT_TRAIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "columns.h"
+#include "fluxion/v1/training.pb-c.h"
+#include "graph.h"
+
+typedef enum {
+    FXT_DONE = 0,    /* finished: steps/epochs done or stopped early */
+    FXT_STOPPED,     /* should_stop said so: resume from the last checkpoint */
+    FXT_FAILED,      /* err says why (non-finite loss, out of memory, ...) */
+} fxt_result;
+
+typedef struct {
+    /* Progress (step, loss, samples/s, ETA, lr): at most every
+     * progress_interval_s seconds (0: 0.5) and at the end. */
+    void (*on_progress)(void *data, const Fluxion__V1__JobProgress *p);
+    /* After each evaluation (validation loss and metrics in p). */
+    void (*on_eval)(void *data, const Fluxion__V1__JobProgress *p);
+    /* A checkpoint to store (atomically) for step; non-zero return fails the
+     * job with the message the hook wrote into err. */
+    int (*on_checkpoint)(void *data, const void *ckpt, size_t len, int64_t step, char *err,
+                         size_t errlen);
+    /* Scalars for TensorBoard: tag ("loss", "val_loss", "lr",
+     * "accuracy:logits", ...), step, value. */
+    void (*on_scalar)(void *data, const char *tag, int64_t step, double value);
+    /* Polled between steps: true stops the run (FXT_STOPPED) after a
+     * checkpoint of the current step. */
+    bool (*should_stop)(void *data);
+    void *data;
+    double progress_interval_s;
+    int64_t checkpoint_every_steps; /* when the spec says 0; 0: 500 */
+} fxt_hooks;
+
+/* Checks the spec against the graph and the data before anything runs:
+ * every model input fed by a column with its dtype and per-sample shape,
+ * loss outputs and targets exist and fit the loss kind, metrics, optimizer
+ * and schedule names and ranges, batch size, epochs/steps, split. 0, or
+ * FXS_INVALID_ARGUMENT with a message naming the field ("losses[1].target:
+ * ..."). val may be NULL (validation_split or none). */
+int fxt_validate(const Fluxion__V1__JobSpec *spec, const fxg_graph *g, const fxd_columns *train,
+                 const fxd_columns *val, char *err, size_t errlen);
+
+/* Trains g's parameters in place (the graph must be the job's own: not one
+ * being served). resume: a checkpoint from on_checkpoint, or NULL. On
+ * FXT_DONE, *result gets the result weights (the best ones with early
+ * stopping) as safetensors bytes (malloc; caller frees) and *final the last
+ * progress (caller frees with fluxion__v1__job_progress__free_unpacked; may
+ * be NULL). */
+fxt_result fxt_run(const Fluxion__V1__JobSpec *spec, fxg_graph *g, const fxd_columns *train,
+                   const fxd_columns *val, const void *resume, size_t resume_len,
+                   const fxt_hooks *hooks, void **result, size_t *result_len,
+                   Fluxion__V1__JobProgress **final, char *err, size_t errlen);
+
+#endif
