@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "rpc.h"
+#include "servecfg.h"
 
 #define MAX_OLD_VERSIONS 4
 
@@ -18,6 +19,7 @@ struct fxd_served {
     char *name;
     int64_t version;
     fxg_graph *g;
+    fxb_batcher *b;     /* runs its requests */
     pthread_mutex_t mu; /* stats */
     fxd_stats stats;
 };
@@ -56,6 +58,7 @@ static void served_unref(fxd_served *m)
 {
     if (!m || atomic_fetch_sub(&m->refs, 1) != 1)
         return;
+    fxb_free(m->b); /* its requests are all answered: each held a reference */
     fxg_free(m->g);
     pthread_mutex_destroy(&m->mu);
     free(m->name);
@@ -66,6 +69,10 @@ void fxd_served_release(fxd_served *m) { served_unref(m); }
 const fxg_graph *fxd_served_graph(const fxd_served *m) { return m->g; }
 const char *fxd_served_name(const fxd_served *m) { return m->name; }
 int64_t fxd_served_version(const fxd_served *m) { return m->version; }
+fxb_batcher *fxd_served_batcher(const fxd_served *m) { return m->b; }
+
+static void record_batch(void *data, bool ok, uint64_t batch_size, uint64_t input_ns,
+                         uint64_t infer_ns, uint64_t output_ns);
 
 /* Builds the graph of a stored version (0: latest) with its weights. */
 static int build_served(fxd_serving *sv, const char *name, int64_t version, fxd_served **out,
@@ -124,6 +131,17 @@ static int build_served(fxd_serving *sv, const char *name, int64_t version, fxd_
     m->version = version;
     m->g = g;
     pthread_mutex_init(&m->mu, NULL);
+    fxb_config cfg;
+    char berr[512];
+    rc = fxd_cfg_load(sv->st, name, &cfg, err, errlen);
+    if (!rc && !(m->b = fxb_create(g, &cfg, record_batch, m, berr, sizeof berr))) {
+        snprintf(err, errlen, "model '%s': batching settings: %s", name, berr);
+        rc = FXS_FAILED_PRECONDITION;
+    }
+    if (rc) {
+        served_unref(m);
+        return rc;
+    }
     *out = m;
     return 0;
 }
@@ -173,6 +191,38 @@ int fxd_serving_load(fxd_serving *sv, const char *name, char *err, size_t errlen
     served_unref(prev); /* requests in flight hold their own reference */
     fxl_log(FXL_INFO, "serving", "model loaded model=%s version=%lld", name, (long long)m->version);
     return 0;
+}
+
+int fxd_serving_set_config(fxd_serving *sv, const char *name, const fxb_config *c, char *err,
+                           size_t errlen)
+{
+    fxd_served *m = NULL;
+    pthread_mutex_lock(&sv->mu);
+    entry *e = find_entry(sv, name);
+    if (e)
+        m = e->current;
+    if (m)
+        atomic_fetch_add(&m->refs, 1);
+    pthread_mutex_unlock(&sv->mu);
+    int rc = fxb_config_check(c, m ? m->g : NULL, err, errlen) ? FXS_INVALID_ARGUMENT : 0;
+    served_unref(m);
+    if (!rc)
+        rc = fxd_cfg_save(sv->st, name, c, err, errlen);
+    if (rc || !e)
+        return rc;
+    /* Older versions are rebuilt on demand with the new settings. */
+    fxd_served *old[MAX_OLD_VERSIONS];
+    int n_old = 0;
+    pthread_mutex_lock(&sv->mu);
+    if ((e = find_entry(sv, name))) {
+        n_old = e->n_old;
+        memcpy(old, e->old, sizeof old[0] * (size_t)n_old);
+        e->n_old = 0;
+    }
+    pthread_mutex_unlock(&sv->mu);
+    for (int i = 0; i < n_old; i++)
+        served_unref(old[i]);
+    return e ? fxd_serving_load(sv, name, err, errlen) : 0;
 }
 
 int fxd_serving_unload(fxd_serving *sv, const char *name, char *err, size_t errlen)
@@ -328,28 +378,41 @@ void fxd_served_record(fxd_served *m, const fxd_exec_record *r)
     }
     s->last_inference_ms = now_ms();
     s->inference_count += r->batch_size;
-    s->execution_count++;
     add(&s->success, total);
     add(&s->queue, r->queue_ns);
     add(&s->input, r->input_ns);
     add(&s->infer, r->infer_ns);
     add(&s->output, r->output_ns);
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* One executed batch (from the batcher, before its requests are answered):
+ * execution_count and the row of its size in the batch table. */
+static void record_batch(void *data, bool ok, uint64_t batch_size, uint64_t input_ns,
+                         uint64_t infer_ns, uint64_t output_ns)
+{
+    fxd_served *m = data;
+    if (!ok)
+        return;
+    pthread_mutex_lock(&m->mu);
+    fxd_stats *s = &m->stats;
+    s->execution_count++;
     int i = 0;
-    while (i < s->n_batch && s->batch[i].batch_size < r->batch_size)
+    while (i < s->n_batch && s->batch[i].batch_size < batch_size)
         i++;
-    if (i == s->n_batch || s->batch[i].batch_size != r->batch_size) {
+    if (i == s->n_batch || s->batch[i].batch_size != batch_size) {
         if (s->n_batch == (int)(sizeof s->batch / sizeof s->batch[0])) {
             pthread_mutex_unlock(&m->mu); /* table full: only totals count */
             return;
         }
         memmove(&s->batch[i + 1], &s->batch[i], sizeof s->batch[0] * (size_t)(s->n_batch - i));
         memset(&s->batch[i], 0, sizeof s->batch[i]);
-        s->batch[i].batch_size = r->batch_size;
+        s->batch[i].batch_size = batch_size;
         s->n_batch++;
     }
-    add(&s->batch[i].input, r->input_ns);
-    add(&s->batch[i].infer, r->infer_ns);
-    add(&s->batch[i].output, r->output_ns);
+    add(&s->batch[i].input, input_ns);
+    add(&s->batch[i].infer, infer_ns);
+    add(&s->batch[i].output, output_ns);
     pthread_mutex_unlock(&m->mu);
 }
 

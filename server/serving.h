@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "batcher.h"
 #include "fluxion.h"
 #include "graph.h"
 #include "store.h"
@@ -36,6 +37,10 @@ int fxd_serving_load(fxd_serving *sv, const char *name, char *err, size_t errlen
 /* Stops serving it (requests in flight finish). NOT_FOUND when not loaded. */
 int fxd_serving_unload(fxd_serving *sv, const char *name, char *err, size_t errlen);
 bool fxd_serving_is_loaded(fxd_serving *sv, const char *name, int64_t *version);
+/* Checks and stores a model's batching settings; a loaded model is reloaded
+ * with them (requests in flight finish under the old ones). */
+int fxd_serving_set_config(fxd_serving *sv, const char *name, const fxb_config *c, char *err,
+                           size_t errlen);
 int fxd_serving_count_loaded(fxd_serving *sv);
 
 /* The served instance of name at version (0: the one served). NOT_FOUND when
@@ -46,14 +51,18 @@ int fxd_serving_acquire(fxd_serving *sv, const char *name, int64_t version, fxd_
 void fxd_served_release(fxd_served *m);
 
 const fxg_graph *fxd_served_graph(const fxd_served *m);
+/* Runs the instance's inference requests (batcher.h); settings from the
+ * store (servecfg.h) as they were when the instance was built. */
+fxb_batcher *fxd_served_batcher(const fxd_served *m);
 const char *fxd_served_name(const fxd_served *m);
 int64_t fxd_served_version(const fxd_served *m);
 
-/* Statistics of one executed request (nanoseconds). */
+/* Statistics of one request (nanoseconds; compute times are its batch's).
+ * Executed batches are counted by the batcher (execution_count, batch). */
 typedef struct {
     bool ok;
     uint64_t queue_ns, input_ns, infer_ns, output_ns;
-    uint64_t batch_size;     /* samples in the executed batch */
+    uint64_t batch_size;     /* samples of the request (inference_count) */
 } fxd_exec_record;
 void fxd_served_record(fxd_served *m, const fxd_exec_record *r);
 

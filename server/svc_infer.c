@@ -13,6 +13,7 @@
 #include "inference/grpc_service.pb-c.h"
 #include "log.h"
 #include "pbarena.h"
+#include "servecfg.h"
 
 #define ERRLEN 1024
 
@@ -188,6 +189,7 @@ typedef struct {
     int n_out;           /* outputs to return */
     int *out_index;      /* -> graph output index */
     bool raw;            /* inputs came as raw_input_contents: answer raw */
+    fxb_input *inputs;   /* per graph input, pointing into req */
     uint64_t batch;
     uint64_t t_received;
 } infer_job;
@@ -198,6 +200,7 @@ static void job_free(infer_job *j)
         fxd_served_release(j->model);
     free(j->req_index);
     free(j->out_index);
+    free(j->inputs);
     free(j);
 }
 
@@ -215,6 +218,8 @@ static size_t typed_count(const Inference__InferTensorContents *c, fx_dtype dt)
 
 static const void *typed_data(const Inference__InferTensorContents *c, fx_dtype dt)
 {
+    if (!c)
+        return ""; /* no values: an empty tensor */
     switch (dt) {
     case FX_F32: return c->fp32_contents;
     case FX_I32: return c->int_contents;
@@ -353,18 +358,19 @@ static int validate(fxd_daemon *d, infer_job *j, char *err, size_t errlen)
     return 0;
 }
 
-/* Output j of the forward pass into a response tensor (typed or raw). */
+/* Output k of the request into a response tensor (typed or raw). The data
+ * is the batcher's, valid during the done call: fxs_reply packs it at once. */
 static int put_output(pba *a, Inference__ModelInferResponse *resp, const infer_job *j, int k,
-                      const fx_tensor *t, const char *name)
+                      const fxb_output *t, const char *name)
 {
     Inference__ModelInferResponse__InferOutputTensor *o =
         PBA_NEW(a, Inference__ModelInferResponse__InferOutputTensor,
                 inference__model_infer_response__infer_output_tensor__init);
-    int64_t *shape = pba_array(a, (size_t)t->ndim, sizeof *shape);
-    size_t n = (size_t)fx_tensor_numel(t), bytes = n * fx_dtype_size(t->dtype);
-    void *buf = pba_alloc(a, bytes ? bytes : 1);
-    if (!o || !shape || !buf || fx_tensor_to_host(t, buf, bytes) != FX_OK)
+    int64_t *shape = pba_array(a, (size_t)t->ndim + 1, sizeof *shape);
+    if (!o || !shape)
         return -1;
+    size_t n = t->bytes / fx_dtype_size(t->dtype);
+    void *buf = (void *)t->data;
     o->name = (char *)name;
     o->datatype = (char *)dtype_name(t->dtype);
     memcpy(shape, t->shape, sizeof *shape * (size_t)t->ndim);
@@ -372,7 +378,7 @@ static int put_output(pba *a, Inference__ModelInferResponse *resp, const infer_j
     o->n_shape = (size_t)t->ndim;
     if (j->raw) {
         resp->raw_output_contents[k].data = buf;
-        resp->raw_output_contents[k].len = bytes;
+        resp->raw_output_contents[k].len = t->bytes;
     } else {
         Inference__InferTensorContents *c = PBA_NEW(a, Inference__InferTensorContents,
                                                     inference__infer_tensor_contents__init);
@@ -390,79 +396,87 @@ static int put_output(pba *a, Inference__ModelInferResponse *resp, const infer_j
     return 0;
 }
 
-static void run_infer(void *arg, fx_ctx *ctx)
+/* The batcher's answer to one request (on a batcher thread). */
+static void infer_done(void *user, int status, const char *err, const fxb_output *outs,
+                       const fxb_timing *t)
 {
-    infer_job *j = arg;
-    const InferReq *req = j->req;
-    fxd_exec_record rec = { .batch_size = j->batch };
-    uint64_t t0 = fxd_mono_ns();
-    rec.queue_ns = t0 - j->t_received;
-    if (fxs_cancelled(j->call)) {
-        fxs_fail(j->call, FXS_CANCELLED, "cancelled before it ran");
-        fxd_served_record(j->model, &rec);
-        job_free(j);
-        return;
-    }
+    infer_job *j = user;
     const fxg_graph *g = fxd_served_graph(j->model);
-    int n_all_out = fxg_num_outputs(g);
-    fx_tensor **inputs = calloc((size_t)j->n_in + (size_t)n_all_out + 1, sizeof *inputs);
-    fx_tensor **outputs = inputs ? inputs + j->n_in : NULL;
-    char err[ERRLEN];
-    int status = 0;
-    if (!inputs) {
-        status = FXS_RESOURCE_EXHAUSTED;
-        snprintf(err, sizeof err, "out of memory");
-    }
-    for (int i = 0; !status && i < j->n_in; i++) {
-        int r = j->req_index[i];
-        const InferInput *in = req->inputs[r];
-        fx_dtype dt = fxg_input(g, i)->dtype;
-        const void *src = j->raw ? req->raw_input_contents[r].data : typed_data(in->contents, dt);
-        inputs[i] = fx_tensor_from_host(ctx, dt, (int)in->n_shape, in->shape, src);
-        if (!inputs[i]) {
-            status = FXS_RESOURCE_EXHAUSTED;
-            snprintf(err, sizeof err, "input '%s': %s", in->name, fx_ctx_error(ctx));
-        }
-    }
-    uint64_t t1 = fxd_mono_ns();
-    rec.input_ns = t1 - t0;
-    if (!status && fxg_forward(g, ctx, inputs, outputs, err, sizeof err) != 0)
-        status = FXS_INVALID_ARGUMENT; /* inputs that pass the checks but disagree (batch sizes) */
-    uint64_t t2 = fxd_mono_ns();
-    rec.infer_ns = t2 - t1;
+    fxd_exec_record rec = { .batch_size = j->batch, .queue_ns = t->queue_ns,
+                            .input_ns = t->input_ns, .infer_ns = t->infer_ns };
+    uint64_t t0 = fxd_mono_ns();
     pba a = { 0 };
     Inference__ModelInferResponse resp = INFERENCE__MODEL_INFER_RESPONSE__INIT;
     if (!status) {
         resp.model_name = (char *)fxd_served_name(j->model);
         resp.model_version = pba_printf(&a, "%" PRId64, fxd_served_version(j->model));
-        resp.id = req->id;
-        resp.outputs = pba_array(&a, (size_t)j->n_out, sizeof *resp.outputs);
+        resp.id = j->req->id;
+        resp.outputs = pba_array(&a, (size_t)j->n_out + 1, sizeof *resp.outputs);
         resp.n_outputs = (size_t)j->n_out;
         if (j->raw) {
-            resp.raw_output_contents = pba_array(&a, (size_t)j->n_out,
+            resp.raw_output_contents = pba_array(&a, (size_t)j->n_out + 1,
                                                  sizeof *resp.raw_output_contents);
             resp.n_raw_output_contents = (size_t)j->n_out;
         }
         for (int k = 0; !a.failed && k < j->n_out; k++) {
             int o = j->out_index[k];
-            if (put_output(&a, &resp, j, k, outputs[o], fxg_output(g, o)->name) != 0)
+            if (put_output(&a, &resp, j, k, &outs[o], fxg_output(g, o)->name) != 0)
                 a.failed = 1;
         }
         if (a.failed) {
             status = FXS_RESOURCE_EXHAUSTED;
-            snprintf(err, sizeof err, "out of memory building the reply");
+            err = "out of memory building the reply";
         }
     }
-    rec.output_ns = fxd_mono_ns() - t2;
-    rec.ok = status == 0;
-    fxd_served_record(j->model, &rec);
     if (status)
         fxs_fail(j->call, status, "%s", err);
     else
         fxs_reply(j->call, &resp.base);
+    rec.output_ns = t->output_ns + (fxd_mono_ns() - t0);
+    rec.ok = status == 0;
+    fxd_served_record(j->model, &rec);
     pba_free(&a);
-    free(inputs);
     job_free(j);
+}
+
+/* An InferParameter as a non-negative integer: 0 and *v, or -1. */
+static int param_uint(const Inference__InferParameter *p, uint64_t *v)
+{
+    switch (p ? p->parameter_choice_case : 0) {
+    case INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM:
+        if (p->int64_param < 0)
+            return -1;
+        *v = (uint64_t)p->int64_param;
+        return 0;
+    case INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_UINT64_PARAM:
+        *v = p->uint64_param;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+/* Request parameters the batcher honours (Triton's names): "priority"
+ * (1 is the highest) and "timeout" (microseconds). Others are ignored. */
+static int infer_params(const InferReq *req, fxb_request *br, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < req->n_parameters; i++) {
+        const char *k = req->parameters[i]->key;
+        uint64_t v;
+        bool prio = !strcmp(k, "priority"), tmo = !strcmp(k, "timeout");
+        if (!prio && !tmo)
+            continue;
+        if (param_uint(req->parameters[i]->value, &v) != 0 || (prio && v > UINT32_MAX)) {
+            snprintf(err, errlen, "parameter '%s' must be a non-negative integer (int64_param "
+                     "or uint64_param)%s", k, tmo ? ", in microseconds" : "");
+            return -1;
+        }
+        if (prio)
+            br->priority = (uint32_t)v;
+        else
+            br->timeout_us = v;
+    }
+    return 0;
 }
 
 static void model_infer(fxs_call *call, const ProtobufCMessage *msg, void *data)
@@ -482,17 +496,32 @@ static void model_infer(fxs_call *call, const ProtobufCMessage *msg, void *data)
     *j = (infer_job){ .call = call, .model = m, .req = req, .t_received = t_received };
     char err[ERRLEN];
     int rc = validate(d, j, err, sizeof err);
+    fxb_request br = { .deadline_ns = fxs_deadline_ns(call), .received_ns = t_received,
+                       .done = infer_done, .user = j };
+    if (!rc && infer_params(req, &br, err, sizeof err) != 0)
+        rc = FXS_INVALID_ARGUMENT;
+    if (!rc && !(j->inputs = calloc((size_t)j->n_in + 1, sizeof *j->inputs))) {
+        rc = FXS_RESOURCE_EXHAUSTED;
+        snprintf(err, sizeof err, "out of memory");
+    }
+    for (int i = 0; !rc && i < j->n_in; i++) {
+        /* The request stays valid until the call is finished (rpc.h). */
+        int r = j->req_index[i];
+        const InferInput *in = req->inputs[r];
+        fxb_input *x = &j->inputs[i];
+        x->ndim = (int)in->n_shape;
+        memcpy(x->shape, in->shape, sizeof *x->shape * in->n_shape);
+        x->data = j->raw ? (const void *)req->raw_input_contents[r].data
+                         : typed_data(in->contents, fxg_input(fxd_served_graph(m), i)->dtype);
+    }
+    br.inputs = j->inputs;
+    if (!rc)
+        rc = fxb_submit(fxd_served_batcher(m), &br, err, sizeof err);
     if (rc) {
         fxd_exec_record rec = { .ok = false, .queue_ns = fxd_mono_ns() - t_received };
         fxd_served_record(m, &rec);
         job_free(j);
         fxs_fail(call, rc, "%s", err);
-        return;
-    }
-    /* The request stays valid until the call is finished (rpc.h). */
-    if (fxd_serving_submit(d->serving, run_infer, j) != 0) {
-        job_free(j);
-        fxs_fail(call, FXS_UNAVAILABLE, "the server is shutting down");
     }
 }
 
@@ -643,7 +672,23 @@ static void repository_load(fxs_call *call, const ProtobufCMessage *msg, void *d
     fxd_daemon *d = data;
     const Inference__RepositoryModelLoadRequest *req = (const void *)msg;
     char err[ERRLEN];
-    int rc = fxd_serving_load(d->serving, req->model_name, err, sizeof err);
+    int rc = 0;
+    if (req->n_parameters) {
+        /* batching settings ("max_batch_size", ...): stored, then loaded */
+        fxb_config c;
+        fxs_model_rec rec;
+        rc = fxs_store_get_model(d->store, req->model_name, &rec, err, sizeof err);
+        if (!rc) {
+            fxs_model_rec_free(&rec);
+            rc = fxd_cfg_load(d->store, req->model_name, &c, err, sizeof err);
+        }
+        if (!rc)
+            rc = fxd_cfg_apply_params(&c, req->parameters, req->n_parameters, err, sizeof err);
+        if (!rc)
+            rc = fxd_serving_set_config(d->serving, req->model_name, &c, err, sizeof err);
+    }
+    if (!rc)
+        rc = fxd_serving_load(d->serving, req->model_name, err, sizeof err);
     if (rc == 0)
         rc = fxs_store_set_loaded(d->store, req->model_name, true, err, sizeof err);
     if (rc) {

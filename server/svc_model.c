@@ -11,6 +11,7 @@
 #include "graph.h"
 #include "log.h"
 #include "pbarena.h"
+#include "servecfg.h"
 
 #define ERRLEN 1024
 
@@ -63,8 +64,26 @@ static void describe_graph(pba *a, Fluxion__V1__Model *m, const fxg_graph *g)
 
 /* A Model message for a stored record (spec unpacked into *spec_out, which
  * the caller frees after the reply); g adds the inferred facts. */
-static Fluxion__V1__Model *model_msg(pba *a, const fxs_model_rec *rec, const fxg_graph *g,
-                                     Fluxion__V1__ModelSpec **spec_out)
+/* The model's batching settings as a message (defaults when none stored). */
+static Fluxion__V1__BatchingConfig *config_msg(pba *a, fxs_store *st, const char *name)
+{
+    fxb_config c;
+    char err[ERRLEN];
+    Fluxion__V1__BatchingConfig *m = PBA_NEW(a, Fluxion__V1__BatchingConfig,
+                                             fluxion__v1__batching_config__init);
+    uint32_t *pref = pba_array(a, FXB_MAX_PREFERRED, sizeof *pref);
+    if (!m || !pref)
+        return NULL;
+    if (fxd_cfg_load(st, name, &c, err, sizeof err) != 0) {
+        fxl_log(FXL_WARN, "models", "cannot read serving config model=%s err=\"%s\"", name, err);
+        fxb_config_default(&c);
+    }
+    fxd_cfg_to_msg(&c, m, pref);
+    return m;
+}
+
+static Fluxion__V1__Model *model_msg(pba *a, fxs_store *st, const fxs_model_rec *rec,
+                                     const fxg_graph *g, Fluxion__V1__ModelSpec **spec_out)
 {
     Fluxion__V1__Model *m = PBA_NEW(a, Fluxion__V1__Model, fluxion__v1__model__init);
     if (!m)
@@ -92,6 +111,7 @@ static Fluxion__V1__Model *model_msg(pba *a, const fxs_model_rec *rec, const fxg
     }
     if (g)
         describe_graph(a, m, g);
+    m->serving_config = config_msg(a, st, rec->name);
     return m;
 }
 
@@ -129,7 +149,7 @@ static void reply_model(fxs_call *call, fxd_daemon *d, const char *name, bool wi
     }
     pba a = { 0 };
     Fluxion__V1__ModelSpec *spec = NULL;
-    Fluxion__V1__Model *m = model_msg(&a, &rec, g, &spec);
+    Fluxion__V1__Model *m = model_msg(&a, d->store, &rec, g, &spec);
     if (!m || a.failed)
         fxs_fail(call, FXS_RESOURCE_EXHAUSTED, "out of memory building the reply");
     else
@@ -228,7 +248,7 @@ static void list_models(fxs_call *call, const ProtobufCMessage *msg, void *data)
     Fluxion__V1__ModelSpec **specs = calloc((size_t)n + 1, sizeof *specs);
     resp.models = pba_array(&a, (size_t)n, sizeof *resp.models);
     for (int i = 0; specs && resp.models && i < n; i++) {
-        Fluxion__V1__Model *m = model_msg(&a, &recs[i], NULL, &specs[i]);
+        Fluxion__V1__Model *m = model_msg(&a, d->store, &recs[i], NULL, &specs[i]);
         if (m)
             resp.models[resp.n_models++] = m;
     }
@@ -264,6 +284,8 @@ static void delete_model(fxs_call *call, const ProtobufCMessage *msg, void *data
         fxs_fail(call, rc, "%s", err);
         return;
     }
+    if (fxd_cfg_forget(d->store, req->name, err, sizeof err) != 0)
+        fxl_log(FXL_WARN, "models", "serving config kept model=%s err=\"%s\"", req->name, err);
     fxl_log(FXL_INFO, "models", "model deleted model=%s", req->name);
     Fluxion__V1__DeleteModelResponse resp = FLUXION__V1__DELETE_MODEL_RESPONSE__INIT;
     fxs_reply(call, &resp.base);
@@ -430,6 +452,42 @@ static void import_weights(fxs_call *call, const ProtobufCMessage *unused, void 
     fxs_model_rec_free(&rec);
 }
 
+/* Changes a model's batching settings (stored; a loaded model is reloaded). */
+static void set_serving_config(fxs_call *call, const ProtobufCMessage *msg, void *data)
+{
+    fxd_daemon *d = data;
+    const Fluxion__V1__SetServingConfigRequest *req = (const void *)msg;
+    char err[ERRLEN];
+    fxs_model_rec rec;
+    int rc = fxs_store_get_model(d->store, req->name, &rec, err, sizeof err);
+    if (rc) {
+        fxs_fail(call, rc, "%s", err);
+        return;
+    }
+    fxs_model_rec_free(&rec);
+    fxb_config c;
+    Fluxion__V1__BatchingConfig none = FLUXION__V1__BATCHING_CONFIG__INIT;
+    rc = fxd_cfg_load(d->store, req->name, &c, err, sizeof err);
+    if (!rc && req->reset)
+        fxb_config_default(&c);
+    if (!rc && (req->config || req->n_fields))
+        rc = fxd_cfg_apply(&c, req->config ? req->config : &none, req->fields, req->n_fields,
+                           err, sizeof err);
+    if (!rc)
+        rc = fxd_serving_set_config(d->serving, req->name, &c, err, sizeof err);
+    if (rc) {
+        fxs_fail(call, rc, "%s", err);
+        return;
+    }
+    fxl_log(FXL_INFO, "models", "serving config set model=%s enabled=%d max_batch_size=%u "
+            "max_queue_delay_us=%llu instances=%u", req->name, c.enabled, c.max_batch_size,
+            (unsigned long long)c.max_queue_delay_us, c.instances);
+    Fluxion__V1__BatchingConfig out = FLUXION__V1__BATCHING_CONFIG__INIT;
+    uint32_t pref[FXB_MAX_PREFERRED];
+    fxd_cfg_to_msg(&c, &out, pref);
+    fxs_reply(call, &out.base);
+}
+
 int fxd_register_model_service(fxd_daemon *d)
 {
     static const fxs_method methods[] = {
@@ -439,6 +497,7 @@ int fxd_register_model_service(fxd_daemon *d)
         { "DeleteModel", FXS_UNARY, delete_model },
         { "ExportWeights", FXS_SERVER_STREAM, export_weights },
         { "ImportWeights", FXS_CLIENT_STREAM, import_weights },
+        { "SetServingConfig", FXS_UNARY, set_serving_config },
     };
     return fxs_server_add_service(d->rpc, &fluxion__v1__model_service__descriptor, methods,
                                   (int)(sizeof methods / sizeof methods[0]), d);
