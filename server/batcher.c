@@ -17,8 +17,6 @@
  * RUNNING->DONE / RUNNING->TAKEN (compare-and-swap) race. */
 enum { RQ_QUEUED, RQ_TAKEN, RQ_RUNNING, RQ_DONE };
 
-#define FXB_MAX_IO 64 /* inputs, outputs of a model */
-
 typedef struct req {
     fxb_request r;
     uint32_t level;      /* 0-based */
@@ -50,7 +48,7 @@ struct fxb_batcher {
     const fxg_graph *g;
     fxb_config c;
     bool batchable;        /* every input and output has a -1 first dim */
-    unsigned out_var[FXB_MAX_IO]; /* per output: bit k set when dim k is -1 */
+    unsigned *out_var;     /* per output: bit k set when dim k is -1 */
     fxb_batch_fn on_batch;
     void *batch_data;
     int n_in, n_out;
@@ -379,6 +377,8 @@ typedef struct {
     stage in, out;
     fx_tensor **tin, **tout;
     fxb_output *outs;
+    int64_t (*bshape)[FX_MAX_DIMS]; /* per input: the batch's shape */
+    void **owned;                   /* per output: a request's cut copy */
 } instance;
 
 /* Builds input i of the batch r[0..n) as a tensor of ctx. */
@@ -418,7 +418,8 @@ static fx_tensor *batch_input(fxb_batcher *b, instance *in, req **r, int n, int 
 
 /* The size request q had alone along output dim k whose batch size is sz: a
  * padded size is cut back to q's size along the input dim it came from. */
-static int64_t own_size(const fxb_batcher *b, const req *q, int64_t *const *bshape, int64_t sz)
+static int64_t own_size(const fxb_batcher *b, const req *q, int64_t (*bshape)[FX_MAX_DIMS],
+                        int64_t sz)
 {
     if (!b->c.pad_variable_dims)
         return sz;
@@ -457,18 +458,16 @@ static void run(fxb_batcher *b, instance *in, req **r, int n)
 {
     fx_ctx_reset(in->ctx);
     uint64_t t0 = fxb_mono_ns();
-    int64_t *bshape[FXB_MAX_IO];
-    int64_t bshape_buf[FXB_MAX_IO][FX_MAX_DIMS];
+    int64_t (*bshape)[FX_MAX_DIMS] = in->bshape;
     char err[512] = "";
     int status = 0;
     uint64_t total = 0;
     for (int j = 0; j < n; j++)
         total += r[j]->samples > 0 ? (uint64_t)r[j]->samples : 1;
     for (int i = 0; i < b->n_in && !status; i++) {
-        bshape[i] = bshape_buf[i];
         in->tin[i] = batch_input(b, in, r, n, i, bshape[i]);
         if (n == 1)
-            memcpy(bshape[i], r[0]->r.inputs[i].shape, sizeof bshape_buf[i]);
+            memcpy(bshape[i], r[0]->r.inputs[i].shape, sizeof bshape[i]);
         if (!in->tin[i]) {
             status = FXS_RESOURCE_EXHAUSTED;
             snprintf(err, sizeof err, "input '%s': %s", fxg_input(b->g, i)->name,
@@ -519,7 +518,8 @@ static void run(fxb_batcher *b, instance *in, req **r, int n)
             finish(q, status, err, NULL, &tm);
             continue;
         }
-        void *owned[FXB_MAX_IO] = { 0 };
+        void **owned = in->owned;
+        memset(owned, 0, sizeof *owned * (size_t)b->n_out);
         int fail = 0;
         for (int o = 0; o < b->n_out && !fail; o++) {
             const fx_tensor *t = in->tout[o];
@@ -571,6 +571,7 @@ static void release(fxb_batcher *b)
     pthread_mutex_destroy(&b->mu);
     pthread_cond_destroy(&b->cv);
     pthread_cond_destroy(&b->reaper_cv);
+    free(b->out_var);
     free(b);
 }
 
@@ -587,8 +588,10 @@ static bool instance_init(fxb_batcher *b, instance *in)
     in->tin = calloc((size_t)b->n_in + 1, sizeof(fx_tensor *));
     in->tout = calloc((size_t)b->n_out + 1, sizeof(fx_tensor *));
     in->outs = calloc((size_t)b->n_out + 1, sizeof(fxb_output));
+    in->bshape = calloc((size_t)b->n_in + 1, sizeof *in->bshape);
+    in->owned = calloc((size_t)b->n_out + 1, sizeof(void *));
     if (!in->ctx || !in->in.buf || !in->in.cap || !in->out.buf || !in->out.cap || !in->tin ||
-        !in->tout || !in->outs)
+        !in->tout || !in->outs || !in->bshape || !in->owned)
         return false;
     fx_ctx_set_grad(in->ctx, false);
     fx_ctx_set_training(in->ctx, false);
@@ -608,6 +611,8 @@ static void instance_free(instance *in)
     free(in->tin);
     free(in->tout);
     free(in->outs);
+    free(in->bshape);
+    free(in->owned);
     fx_ctx_free(in->ctx);
 }
 
@@ -740,12 +745,9 @@ fxb_batcher *fxb_create(const fxg_graph *g, const fxb_config *c, fxb_batch_fn on
 {
     if (fxb_config_check(c, g, err, errlen) != 0)
         return NULL;
-    if (fxg_num_inputs(g) > FXB_MAX_IO || fxg_num_outputs(g) > FXB_MAX_IO) {
-        snprintf(err, errlen, "the model has more than %d inputs or outputs", FXB_MAX_IO);
-        return NULL;
-    }
     fxb_batcher *b = calloc(1, sizeof *b);
-    if (!b) {
+    if (!b || !(b->out_var = calloc((size_t)fxg_num_outputs(g) + 1, sizeof *b->out_var))) {
+        free(b);
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
