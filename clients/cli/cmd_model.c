@@ -465,6 +465,151 @@ static int cmd_import(cli_ctx *c, const cli_args *a)
     return rc;
 }
 
+/* ----------------------------------------------------------------- config */
+
+/* The options of `model config`, in cli_command order: the BatchingConfig
+ * field each sets and how its value is read. */
+typedef enum { V_BOOL, V_U32, V_U64, V_LIST } value_kind;
+static const struct {
+    const char *field;
+    value_kind kind;
+} CONFIG_OPTS[] = {
+    { "enabled", V_BOOL }, { "max_batch_size", V_U32 }, { "max_queue_delay_us", V_U64 },
+    { "preferred_batch_sizes", V_LIST }, { "max_queue_size", V_U32 }, { "timeout_us", V_U64 },
+    { "priority_levels", V_U32 }, { "default_priority", V_U32 }, { "instances", V_U32 },
+    { "pad_variable_dims", V_BOOL },
+};
+#define N_CONFIG_OPTS (sizeof CONFIG_OPTS / sizeof CONFIG_OPTS[0])
+
+static int parse_u64(const char *flag, const char *text, uint64_t max, uint64_t *v)
+{
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(text, &end, 10);
+    if (errno || end == text || *end || *text == '-' || x > max)
+        return cli_usage_error("model config: --%s: '%s' is not an integer in [0, %" PRIu64 "]",
+                               flag, text, max);
+    *v = x;
+    return CLI_OK;
+}
+
+/* Sets field i of m from text. */
+static int config_value(Fluxion__V1__BatchingConfig *m, size_t i, const char *flag,
+                        const char *text, uint32_t *pref)
+{
+    uint64_t v = 0;
+    int rc = CLI_OK;
+    switch (CONFIG_OPTS[i].kind) {
+    case V_BOOL:
+        if (!strcmp(text, "on") || !strcmp(text, "true"))
+            v = 1;
+        else if (strcmp(text, "off") && strcmp(text, "false"))
+            return cli_usage_error("model config: --%s: '%s' is not on or off", flag, text);
+        break;
+    case V_U32: rc = parse_u64(flag, text, UINT32_MAX, &v); break;
+    case V_U64: rc = parse_u64(flag, text, UINT64_MAX, &v); break;
+    case V_LIST: {
+        char buf[256];
+        snprintf(buf, sizeof buf, "%s", text);
+        m->preferred_batch_sizes = pref;
+        for (char *save = NULL, *t = strtok_r(buf, ",", &save); t && !rc;
+             t = strtok_r(NULL, ",", &save)) {
+            if (m->n_preferred_batch_sizes == 16)
+                return cli_usage_error("model config: --%s: at most 16 sizes", flag);
+            rc = parse_u64(flag, t, UINT32_MAX, &v);
+            pref[m->n_preferred_batch_sizes++] = (uint32_t)v;
+        }
+        return rc;
+    }
+    }
+    if (rc)
+        return rc;
+    switch (i) {
+    case 0: m->enabled = v != 0; break;
+    case 1: m->max_batch_size = (uint32_t)v; break;
+    case 2: m->max_queue_delay_us = v; break;
+    case 4: m->max_queue_size = (uint32_t)v; break;
+    case 5: m->timeout_us = v; break;
+    case 6: m->priority_levels = (uint32_t)v; break;
+    case 7: m->default_priority = (uint32_t)v; break;
+    case 8: m->instances = (uint32_t)v; break;
+    case 9: m->pad_variable_dims = v != 0; break;
+    }
+    return CLI_OK;
+}
+
+static void print_config(const Fluxion__V1__BatchingConfig *m)
+{
+    printf("batching:              %s\n", m->enabled ? "on" : "off");
+    printf("max_batch_size:        %u\n", m->max_batch_size);
+    printf("max_queue_delay_us:    %" PRIu64 "\n", m->max_queue_delay_us);
+    printf("preferred_batch_sizes: ");
+    for (size_t i = 0; i < m->n_preferred_batch_sizes; i++)
+        printf("%s%u", i ? "," : "", m->preferred_batch_sizes[i]);
+    printf("%s\n", m->n_preferred_batch_sizes ? "" : "(none)");
+    printf("max_queue_size:        %u\n", m->max_queue_size);
+    printf("timeout_us:            %" PRIu64 "%s\n", m->timeout_us, m->timeout_us ? "" : " (none)");
+    printf("priority_levels:       %u (default priority %u)\n", m->priority_levels,
+           m->default_priority);
+    printf("instances:             %u\n", m->instances);
+    printf("pad_variable_dims:     %s\n", m->pad_variable_dims ? "on" : "off");
+}
+
+/* `model config NAME [--setting VALUE ...] [--reset]`: with no setting,
+ * shows the model's settings (GetModel). */
+static int cmd_config(cli_ctx *c, const cli_args *a)
+{
+    Fluxion__V1__SetServingConfigRequest req = FLUXION__V1__SET_SERVING_CONFIG_REQUEST__INIT;
+    Fluxion__V1__BatchingConfig cfg = FLUXION__V1__BATCHING_CONFIG__INIT;
+    uint32_t pref[16];
+    char *fields[N_CONFIG_OPTS];
+    req.name = (char *)a->pos[0];
+    req.config = &cfg;
+    req.fields = fields;
+    req.reset = a->opt[N_CONFIG_OPTS] != NULL;
+    for (size_t i = 0; i < N_CONFIG_OPTS; i++) {
+        if (!a->opt[i])
+            continue;
+        char flag[64]; /* the option as typed: max_batch_size -> max-batch-size */
+        snprintf(flag, sizeof flag, "%s", i == 0 ? "batching" : CONFIG_OPTS[i].field);
+        for (char *p = flag; *p; p++)
+            *p = *p == '_' ? '-' : *p;
+        int rc = config_value(&cfg, i, flag, a->opt[i], pref);
+        if (rc)
+            return rc;
+        fields[req.n_fields++] = (char *)CONFIG_OPTS[i].field;
+    }
+    ProtobufCMessage *resp;
+    int rc;
+    if (req.n_fields == 0 && !req.reset) {
+        Fluxion__V1__GetModelRequest get = FLUXION__V1__GET_MODEL_REQUEST__INIT;
+        get.name = (char *)a->pos[0];
+        rc = cli_unary(c, MODEL_SERVICE "GetModel", &get.base, &fluxion__v1__model__descriptor,
+                       &resp);
+        if (rc)
+            return rc;
+        const Fluxion__V1__Model *m = (const void *)resp;
+        Fluxion__V1__BatchingConfig none = FLUXION__V1__BATCHING_CONFIG__INIT;
+        const Fluxion__V1__BatchingConfig *sc = m->serving_config ? m->serving_config : &none;
+        if (c->json)
+            rc = cli_print_message(c, &sc->base);
+        else
+            print_config(sc);
+        protobuf_c_message_free_unpacked(resp, NULL);
+        return rc;
+    }
+    rc = cli_unary(c, MODEL_SERVICE "SetServingConfig", &req.base,
+                   &fluxion__v1__batching_config__descriptor, &resp);
+    if (rc)
+        return rc;
+    if (c->json)
+        rc = cli_print_message(c, resp);
+    else
+        print_config((const void *)resp);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
 /* ------------------------------------------------------------------ table */
 
 const cli_command cli_model_commands[] = {
@@ -530,5 +675,30 @@ const cli_command cli_model_commands[] = {
      1,
      {{0}},
      cmd_unload},
+    {"model config",
+     "NAME [--max-batch-size N] [--max-queue-delay-us US] [--batching on|off] ...",
+     "show or change how a model's inference requests are batched",
+     "With no setting, shows the settings. Settings given change; the others keep\n"
+     "their values (--reset: start from the defaults). They are stored with the\n"
+     "model and applied at once when it is loaded (SetServingConfig). The same\n"
+     "settings can be given as RepositoryModelLoad parameters (\"max_batch_size\").\n"
+     "Requests agreeing on every dim but the first are concatenated along dim 0;\n"
+     "requests of different lengths along a -1 dim are batched by length, or padded\n"
+     "with --pad-variable-dims on (only for models whose lengths inputs mask the\n"
+     "padding: rnn, gru, lstm, attention key_lengths).\n",
+     1,
+     1,
+     {{"batching", 0, "on|off", "batch requests (default on); off: each runs alone"},
+      {"max-batch-size", 0, "N", "samples per batch (default 32)"},
+      {"max-queue-delay-us", 0, "US", "longest wait for a fuller batch (default 200)"},
+      {"preferred-batch-sizes", 0, "N,N", "sizes sent at once when reached (\"\": none)"},
+      {"max-queue-size", 0, "N", "queued requests; more: UNAVAILABLE (default 1024)"},
+      {"timeout-us", 0, "US", "per request, queued or running; 0: none (default)"},
+      {"priority-levels", 0, "N", "priorities 1 (highest) .. N (default 1)"},
+      {"default-priority", 0, "P", "for requests without one (default 1)"},
+      {"instances", 0, "N", "batches run in parallel (default 1)"},
+      {"pad-variable-dims", 0, "on|off", "pad along -1 dims (default off)"},
+      {"reset", 0, NULL, "start from the defaults"}},
+     cmd_config},
 };
 const size_t cli_n_model_commands = sizeof cli_model_commands / sizeof cli_model_commands[0];

@@ -3,6 +3,7 @@
  *
  *     fluxion-bench train --model M [--threads N] [--steps S] [--warmup W]
  *     fluxion-bench sgemm [--m M] [--n N] [--k K] [--threads N] [--reps R]
+ *     fluxion-bench serve --server ADDR --model M ... (bench_serve.c)
  *
  * train runs the step loop a user writes (forward, fx_backward,
  * fx_optim_step, fx_optim_zero_grad, fx_ctx_reset) on synthetic data and
@@ -98,7 +99,11 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: fluxion-bench train --model M [--threads N] [--steps S] [--warmup W]\n"
             "       fluxion-bench sgemm [--m M] [--n N] [--k K] [--threads N] [--reps R]\n"
+            "       fluxion-bench serve --server ADDR --model M [--concurrency C] [--duration S]\n"
+            "                           [--rate R] [--input FILE.json] [--raw]\n"
             "\n"
+            "serve: drives ModelInfer on an Open Inference Protocol server; prints one JSON\n"
+            "       line with requests_per_s and latency percentiles (serve --help).\n"
             "train: times training steps on synthetic data (inputs N(0,1), random labels,\n"
             "       a pool of %d pre-generated batches) and prints one JSON line with\n"
             "       samples_per_s and final_loss. Models:\n"
@@ -394,6 +399,8 @@ static int cmd_sgemm(int argc, char **argv)
     return 0;
 }
 
+int cmd_serve(int argc, char **argv); /* bench_serve.c: a ModelInfer load generator */
+
 int main(int argc, char **argv)
 {
     fx_blas_reexec_if_misdetected(argv);
@@ -407,5 +414,7 @@ int main(int argc, char **argv)
         return cmd_train(argc - 2, argv + 2);
     if (!strcmp(argv[1], "sgemm"))
         return cmd_sgemm(argc - 2, argv + 2);
-    die_usage("unknown command '%s' (train or sgemm)", argv[1]);
+    if (!strcmp(argv[1], "serve"))
+        return cmd_serve(argc - 2, argv + 2);
+    die_usage("unknown command '%s' (train, sgemm or serve)", argv[1]);
 }
