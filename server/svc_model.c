@@ -470,7 +470,7 @@ static void set_serving_config(fxs_call *call, const ProtobufCMessage *msg, void
     rc = fxd_cfg_load(d->store, req->name, &c, err, sizeof err);
     if (!rc && req->reset)
         fxb_config_default(&c);
-    if (!rc && (req->config || req->n_fields))
+    if (!rc && (req->n_fields || (req->config && !req->reset)))
         rc = fxd_cfg_apply(&c, req->config ? req->config : &none, req->fields, req->n_fields,
                            err, sizeof err);
     if (!rc)

@@ -225,9 +225,33 @@ class Client:
             ready=ready), timeout=self.timeout).models)
 
     @_wrap
-    def load_model(self, name):
-        self.inference.RepositoryModelLoad(infer_pb2.RepositoryModelLoadRequest(
-            model_name=name), timeout=self.timeout)
+    def load_model(self, name, parameters=None):
+        """parameters: batching settings {"max_batch_size": 8, ...} (bool, int
+        or str values), stored with the model."""
+        req = infer_pb2.RepositoryModelLoadRequest(model_name=name)
+        for k, v in (parameters or {}).items():
+            p = req.parameters[k]
+            if isinstance(v, bool):
+                p.bool_param = v
+            elif isinstance(v, int):
+                p.int64_param = v
+            else:
+                p.string_param = str(v)
+        self.inference.RepositoryModelLoad(req, timeout=self.timeout)
+
+    @_wrap
+    def set_serving_config(self, name, reset=False, **settings):
+        """Changes the named batching settings (BatchingConfig fields:
+        max_batch_size=8, enabled=False, preferred_batch_sizes=[4, 8], ...);
+        returns the settings in force."""
+        cfg = model_pb2.BatchingConfig()
+        for k, v in settings.items():
+            if k == "preferred_batch_sizes":
+                cfg.preferred_batch_sizes.extend(v)
+            else:
+                setattr(cfg, k, v)
+        return self.models.SetServingConfig(model_pb2.SetServingConfigRequest(
+            name=name, config=cfg, fields=list(settings), reset=reset), timeout=self.timeout)
 
     @_wrap
     def unload_model(self, name):
