@@ -656,6 +656,8 @@ static void *instance_main(void *arg)
         while (*pp != &bt)
             pp = &(*pp)->next;
         *pp = bt.next;
+        if (b->stop)
+            pthread_cond_signal(&b->reaper_cv); /* it ends once nothing runs */
         pthread_mutex_unlock(&b->mu);
         for (int j = 0; j < n; j++)
             free(r[j]);
