@@ -328,12 +328,22 @@ static void *grow(stage *s, int i, size_t bytes)
     return s->buf[i];
 }
 
+static size_t numel(const int64_t *shape, int ndim)
+{
+    size_t n = 1;
+    for (int k = 0; k < ndim; k++)
+        n *= (size_t)shape[k];
+    return n;
+}
+
 /* Copies a block of shape s between itself (small) and the rows
  * [row, row + s[0]) of a tensor of shape S (big), S[k] >= s[k]: the padding
  * of big is left alone. */
 static void block_copy(char *big, const int64_t *S, char *small, const int64_t *s, int ndim,
                        size_t esize, int64_t row, bool to_big)
 {
+    if (numel(s, ndim) == 0)
+        return;
     if (ndim <= 1) {
         size_t off = ndim ? (size_t)row * esize : 0, len = ndim ? (size_t)s[0] * esize : esize;
         if (to_big)
@@ -365,13 +375,6 @@ static void block_copy(char *big, const int64_t *S, char *small, const int64_t *
     }
 }
 
-static size_t numel(const int64_t *shape, int ndim)
-{
-    size_t n = 1;
-    for (int k = 0; k < ndim; k++)
-        n *= (size_t)shape[k];
-    return n;
-}
 
 typedef struct {
     fx_ctx *ctx;

@@ -81,7 +81,8 @@ static int put_list(fxb_config *c, const uint32_t *v, size_t n, char *err, size_
                  FXB_MAX_PREFERRED);
         return FXS_INVALID_ARGUMENT;
     }
-    memcpy(c->preferred, v, n * sizeof *v);
+    if (n)
+        memcpy(c->preferred, v, n * sizeof *v);
     c->n_preferred = (int)n;
     return 0;
 }
@@ -211,7 +212,8 @@ void fxd_cfg_to_msg(const fxb_config *c, Fluxion__V1__BatchingConfig *m, uint32_
     m->enabled = c->enabled;
     m->max_batch_size = c->max_batch_size;
     m->max_queue_delay_us = c->max_queue_delay_us;
-    memcpy(pref, c->preferred, sizeof *pref * (size_t)c->n_preferred);
+    if (c->n_preferred > 0)
+        memcpy(pref, c->preferred, sizeof *pref * (size_t)c->n_preferred);
     m->preferred_batch_sizes = pref;
     m->n_preferred_batch_sizes = (size_t)c->n_preferred;
     m->max_queue_size = c->max_queue_size;

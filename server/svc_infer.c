@@ -510,8 +510,10 @@ static void model_infer(fxs_call *call, const ProtobufCMessage *msg, void *data)
         const InferInput *in = req->inputs[r];
         fxb_input *x = &j->inputs[i];
         x->ndim = (int)in->n_shape;
-        memcpy(x->shape, in->shape, sizeof *x->shape * in->n_shape);
-        x->data = j->raw ? (const void *)req->raw_input_contents[r].data
+        if (in->n_shape)
+            memcpy(x->shape, in->shape, sizeof *x->shape * in->n_shape);
+        x->data = j->raw ? (req->raw_input_contents[r].data
+                                ? (const void *)req->raw_input_contents[r].data : "")
                          : typed_data(in->contents, fxg_input(fxd_served_graph(m), i)->dtype);
     }
     br.inputs = j->inputs;
