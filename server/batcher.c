@@ -61,6 +61,8 @@ struct fxb_batcher {
     uint32_t n_queued;
     batch *running;
     int64_t reaper_wake;   /* when the reaper plans to look next */
+    uint64_t last_arrival; /* ns */
+    double gap_ns;         /* moving average of the time between arrivals */
     bool stop;
 
     pthread_t threads[FXB_MAX_INSTANCES + 1]; /* instances, then the reaper */
@@ -218,6 +220,11 @@ int fxb_submit(fxb_batcher *b, const fxb_request *r, char *err, size_t errlen)
                      "retry later", b->c.max_queue_size);
         return FXS_UNAVAILABLE;
     }
+    if (b->last_arrival) {
+        double gap = (double)(q->received > b->last_arrival ? q->received - b->last_arrival : 0);
+        b->gap_ns += (gap - b->gap_ns) / 8;
+    }
+    b->last_arrival = q->received;
     level *l = &b->lv[q->level];
     q->prev = l->tail;
     if (l->tail)
@@ -286,7 +293,11 @@ static int pick(fxb_batcher *b, req **out, int64_t *wait_until)
     /* a batch of the largest preferred size goes at once, like a full one */
     bool full = !b->c.enabled || h->samples < 0 || total >= cap || total >= top_pref;
     int64_t due = clamp_ns(oldest + b->c.max_queue_delay_us * 1000u);
-    if (!full && !b->stop && (int64_t)fxb_mono_ns() < due) {
+    /* Waiting only pays when another request is likely before the delay
+     * ends: when requests come further apart than that (a lone client),
+     * the batch goes at once instead of adding the delay to its latency. */
+    bool expect_more = (double)b->last_arrival + b->gap_ns < (double)due;
+    if (!full && !b->stop && expect_more && (int64_t)fxb_mono_ns() < due) {
         *wait_until = due;
         return -1;
     }

@@ -9,7 +9,9 @@
 # Environment: DURATION (s per run, default 5), WARMUP (s, default 1),
 # MAX_BATCH (default 64), DELAY_US (max_queue_delay_us, default 200),
 # INSTANCES (execution instances, default 1; the same with batching off),
-# CONCURRENCY (list, default "1 8 64 256").
+# CONCURRENCY (list, default "1 8 64 256"), FLUXIOND_ARGS (extra daemon
+# flags, default "--threads 1": one engine thread per batch leaves the other
+# core to gRPC; OpenMP teams spin while waiting, which costs a shared CPU).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=${1:-$here/../../build}
@@ -19,6 +21,7 @@ MAX_BATCH=${MAX_BATCH:-64}
 DELAY_US=${DELAY_US:-200}
 INSTANCES=${INSTANCES:-1}
 CONCURRENCY=${CONCURRENCY:-1 8 64 256}
+FLUXIOND_ARGS=${FLUXIOND_ARGS---threads 1}
 for b in fluxiond fluxion fluxion-bench; do
     [ -x "$build/$b" ] || { echo "serve_table.sh: no $build/$b (build first)" >&2; exit 2; }
 done
@@ -31,7 +34,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$build/fluxiond" --listen 127.0.0.1:0 --data-dir "$work/data" --log-level warn \
+# shellcheck disable=SC2086
+"$build/fluxiond" --listen 127.0.0.1:0 --data-dir "$work/data" --log-level warn $FLUXIOND_ARGS \
     >"$work/out" 2>"$work/log" &
 daemon=$!
 for _ in $(seq 100); do
@@ -83,6 +87,7 @@ EOF
 
 echo "fluxion-bench serve, ${DURATION} s per run after ${WARMUP} s warmup, raw tensors;" \
      "batching on: max_batch_size $MAX_BATCH, max_queue_delay_us $DELAY_US; instances $INSTANCES;" \
+     "fluxiond $FLUXIOND_ARGS;" \
      "$(nproc) CPUs shared by client and server"
 echo
 echo "| model | concurrency | batching | requests/s | p50 us | p90 us | p99 us | p99.9 us | errors |"
@@ -92,6 +97,10 @@ for c in $CONCURRENCY; do
         run mlp "$b" "$c"
     done
 done
-for b in on off; do
-    run tiny "$b" 1
+# the tiny model: per-request overhead (concurrency 1) and the ceiling of the
+# RPC path when compute is next to nothing (concurrency 64)
+for c in 1 64; do
+    for b in on off; do
+        run tiny "$b" "$c"
+    done
 done

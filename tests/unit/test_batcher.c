@@ -280,6 +280,31 @@ static void test_partial_batch_waits_for_delay(void **state)
     fxg_free(g);
 }
 
+/* Requests that come further apart than the delay do not wait for it (the
+ * average gap between arrivals says no other request is due in time). */
+static void test_sparse_requests_do_not_wait(void **state)
+{
+    fxg_graph *g = graph(MLP);
+    fxb_config c = cfg(8, 30000); /* 30 ms */
+    fxb_batcher *b = start(g, &c);
+    rq r[12];
+    for (int i = 0; i < 12; i++) {
+        r[i] = mlp_rq(1, (float)i);
+        assert_int_equal(submit(b, &r[i], i, 0, 0), 0);
+        wait_done(i + 1);
+        struct timespec ts = { 0, 60000000 }; /* 60 ms apart */
+        nanosleep(&ts, NULL);
+    }
+    assert_true(C.t[0].queue_ns >= 29000000u); /* no history yet: it waited */
+    assert_true(C.t[11].queue_ns < 15000000u);  /* gaps of 60 ms: no wait */
+    for (int i = 0; i < 12; i++) {
+        expect_alone(g, &r[i], 1, i, 1e-6);
+        rq_free(&r[i], 1);
+    }
+    fxb_free(b);
+    fxg_free(g);
+}
+
 /* Requests that carry several samples are merged and split back. */
 static void test_multi_sample_requests_merge(void **state)
 {
@@ -645,6 +670,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_batches_go_at_once),
         cmocka_unit_test(test_partial_batch_waits_for_delay),
+        cmocka_unit_test(test_sparse_requests_do_not_wait),
         cmocka_unit_test(test_multi_sample_requests_merge),
         cmocka_unit_test(test_max_batch_size_respected),
         cmocka_unit_test(test_full_queue_rejects),
