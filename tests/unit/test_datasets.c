@@ -695,6 +695,47 @@ static void test_concurrent_uploads(void **state)
     assert_clean(f, W);
 }
 
+typedef struct {
+    fxd_datasets *ds;
+    fxd_dataset *d;
+    int rc;
+} opener;
+
+static void *open_worker(void *arg)
+{
+    opener *o = arg;
+    char err[256];
+    o->rc = fxd_dataset_open(o->ds, "many", &o->d, err, sizeof err);
+    return NULL;
+}
+
+/* Opens racing one another load the dataset once and share it. */
+static void test_concurrent_opens(void **state)
+{
+    fixture *f = *state;
+    fill_xy();
+    fluxion__v1__dataset__free_unpacked(upload_xy(f, "many", 3), NULL);
+    enum { W = 8 };
+    opener o[W];
+    pthread_t th[W];
+    for (int i = 0; i < W; i++) {
+        o[i] = (opener){ .ds = f->ds };
+        assert_int_equal(pthread_create(&th[i], NULL, open_worker, &o[i]), 0);
+    }
+    for (int i = 0; i < W; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(o[i].rc, 0);
+        assert_ptr_equal(o[i].d, o[0].d);
+    }
+    assert_memory_equal(fxd_dataset_columns(o[0].d)->cols[1].data, Y, sizeof Y);
+    assert_int_equal(fxd_dataset_delete(f->ds, "many", f->err, sizeof f->err),
+                     FXS_FAILED_PRECONDITION);
+    assert_non_null(strstr(f->err, "8 training jobs"));
+    for (int i = 0; i < W; i++)
+        fxd_dataset_release(o[i].d);
+    assert_int_equal(fxd_dataset_delete(f->ds, "many", f->err, sizeof f->err), 0);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -710,6 +751,7 @@ int main(void)
         T(test_open_release_vs_delete),
         T(test_corrupt_shard_is_data_loss),
         T(test_concurrent_uploads),
+        T(test_concurrent_opens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
