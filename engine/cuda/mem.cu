@@ -36,7 +36,8 @@ typedef struct {
 } dev_state;
 
 static dev_state g_dev[FX_CUDA_MAX_DEVICES];
-static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;      /* accounting, errors */
+static pthread_mutex_t g_init_lock = PTHREAD_MUTEX_INITIALIZER; /* device set-up only */
 static __thread char t_alloc_err[320];
 static bool g_tf32;
 
@@ -95,7 +96,8 @@ static dev_state *state(int dev)
     dev_state *d = &g_dev[dev];
     if (d->init)
         return d;
-    pthread_mutex_lock(&g_lock);
+    /* not g_lock: a failing call below records its error under g_lock */
+    pthread_mutex_lock(&g_init_lock);
     if (!d->init) {
         CU_CHECK(dev, cudaSetDevice(dev));
         CU_CHECK(dev, cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking));
@@ -110,7 +112,7 @@ static dev_state *state(int dev)
         __sync_synchronize();
         d->init = true;
     }
-    pthread_mutex_unlock(&g_lock);
+    pthread_mutex_unlock(&g_init_lock);
     return d;
 }
 
@@ -165,21 +167,32 @@ bool fx_cuda_tf32(void) { return g_tf32; }
 
 /* --------------------------------------------------------- enumeration */
 
-int fx_cuda_device_count(const char **why)
+/* Asked once: devices do not come and go while a process runs, and every
+ * allocation checks its device index. */
+static pthread_once_t g_count_once = PTHREAD_ONCE_INIT;
+static int g_count;
+static const char *g_count_why = "";
+
+static void count_devices(void)
 {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess) {
         cudaGetLastError(); /* not sticky: clear it */
-        if (why)
-            *why = cudaGetErrorString(e);
-        return 0;
+        g_count_why = cudaGetErrorString(e);
+        n = 0;
+    } else if (n == 0) {
+        g_count_why = "the driver reports 0 devices";
     }
-    if (n > FX_CUDA_MAX_DEVICES)
-        n = FX_CUDA_MAX_DEVICES;
+    g_count = n > FX_CUDA_MAX_DEVICES ? FX_CUDA_MAX_DEVICES : n;
+}
+
+int fx_cuda_device_count(const char **why)
+{
+    pthread_once(&g_count_once, count_devices);
     if (why)
-        *why = n ? "" : "the driver reports 0 devices";
-    return n;
+        *why = g_count_why;
+    return g_count;
 }
 
 static bool valid(int index) { return index >= 0 && index < fx_cuda_device_count(NULL); }

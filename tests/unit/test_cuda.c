@@ -34,7 +34,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const fx_device GPU = { FX_DEV_CUDA, 0 };
+/* cuda:0; FX_CUDA_TEST_ON_CPU=1 makes it the CPU, so the cross-backend
+ * cases (the runner, shapes, op arguments) can be checked on a machine
+ * without a GPU: CPU against CPU must pass with any tolerance. */
+static fx_device GPU = { FX_DEV_CUDA, 0 };
 
 /* ------------------------------------------------------------- the cases */
 
@@ -385,7 +388,7 @@ static void run_case(void **state)
         assert_int_equal(fx_layer_collect_params(cpu.layer, &cpu.params), FX_OK);
         assert_int_equal(fx_layer_collect_params(gpu.layer, &gpu.params), FX_OK);
         for (int i = 0; i < gpu.params.count; i++)
-            assert_int_equal(gpu.params.items[i].tensor->device.type, FX_DEV_CUDA);
+            assert_int_equal(gpu.params.items[i].tensor->device.type, GPU.type);
     }
     /* the seed gradient: fixed random values of the output's size */
     side_run(c, &cpu, NULL, 0);
@@ -680,8 +683,12 @@ static void test_parse(void **state)
 
 int main(void)
 {
-    const char *why = "";
-    if (fx_cuda_device_count(&why) == 0) {
+    const char *why = "", *on_cpu = getenv("FX_CUDA_TEST_ON_CPU");
+    bool cpu_only = on_cpu && *on_cpu && strcmp(on_cpu, "0");
+    if (cpu_only) {
+        GPU = fx_cpu();
+        printf("FX_CUDA_TEST_ON_CPU: the cases run CPU against CPU (no CUDA device used)\n");
+    } else if (fx_cuda_device_count(&why) == 0) {
         printf("SKIPPED: no CUDA device (%s)\n", why);
         return 77;
     }
@@ -689,11 +696,13 @@ int main(void)
     int n = 0;
     for (int i = 0; i < NCASES; i++)
         tests[n++] = (struct CMUnitTest){ CASES[i].name, run_case, NULL, NULL, (void *)&CASES[i] };
-    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_enumeration);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_parse);
-    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_moves);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_bad_values);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_optimizers);
+    if (cpu_only)
+        return _cmocka_run_group_tests("cuda_cases_on_cpu", tests, (size_t)n, NULL, NULL);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_enumeration);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_moves);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_pool_reuse);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_memory_limit);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_oom);
