@@ -80,11 +80,13 @@ cublasHandle_t fx_cuda_blas(int dev);
 bool fx_cuda_wait(int dev, const char *file, int line);
 #define CU_WAIT(dev) fx_cuda_wait((dev), __FILE__, __LINE__)
 
-/* A per-device scratch int64 counter block for kernels that return a count:
- * zeroed, handed to the kernel, read back after a sync. */
+/* n zeroed int64 device slots for a kernel that returns a count, from the
+ * pool (one per call: several host threads may share a device); NULL, with
+ * the device's error recorded, when there is no memory. */
 long long *fx_cuda_counter(int dev, int n);
-/* Reads back counter[0..n) after the stream finished (0s on error). */
-void fx_cuda_read_counter(int dev, long long *host, int n);
+/* Waits for the stream, copies counter[0..n) to host and frees the slots.
+ * false (host zeroed) when something failed: the error is recorded. */
+bool fx_cuda_read_counter(int dev, long long *counter, long long *host, int n);
 
 /* Position of the first element of the contiguous i32/i64 tensor idx (n
  * elements) outside [lo, hi], or -1 (synchronises the stream). */

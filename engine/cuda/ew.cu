@@ -76,13 +76,15 @@ static int64_t cu_unary(fx_unary_op op, float a, float b, const fx_tensor *x, fx
     int64_t n = numel(x);
     if (op < 0 || op >= FX_UN_COUNT)
         return n;
-    unsigned long long *bad = may_overflow(op) ? (unsigned long long *)fx_cuda_counter(dev, 1) : NULL;
-    LAUNCH(dev, n, k_unary, (int)op, a, b, F(x), F(y), n, bad);
-    if (!bad)
+    if (!may_overflow(op)) {
+        LAUNCH(dev, n, k_unary, (int)op, a, b, F(x), F(y), n, (unsigned long long *)NULL);
         return 0;
-    long long h;
-    fx_cuda_read_counter(dev, &h, 1);
-    return h;
+    }
+    long long *bad = fx_cuda_counter(dev, 1), h;
+    if (!bad)
+        return n; /* no memory to count in: the op fails (error recorded) */
+    LAUNCH(dev, n, k_unary, (int)op, a, b, F(x), F(y), n, (unsigned long long *)bad);
+    return fx_cuda_read_counter(dev, bad, &h, 1) ? h : n;
 }
 
 __global__ void k_unary_bw(int op, float a, float b, const float *x, const float *y,
@@ -134,14 +136,16 @@ static int64_t cu_binary(fx_binary_op op, const fx_tensor *a, const fx_tensor *b
 {
     int dev = tdev(out);
     int64_t n = numel(out);
-    unsigned long long *bad = op == FX_BIN_DIV ? (unsigned long long *)fx_cuda_counter(dev, 1) : NULL;
     Dims d = bcast2(a, b, out);
-    LAUNCH(dev, n, k_binary, (int)op, F(a), F(b), F(out), d, n, bad);
-    if (!bad)
+    if (op != FX_BIN_DIV) {
+        LAUNCH(dev, n, k_binary, (int)op, F(a), F(b), F(out), d, n, (unsigned long long *)NULL);
         return 0;
-    long long h;
-    fx_cuda_read_counter(dev, &h, 1);
-    return h;
+    }
+    long long *bad = fx_cuda_counter(dev, 1), h;
+    if (!bad)
+        return n;
+    LAUNCH(dev, n, k_binary, (int)op, F(a), F(b), F(out), d, n, (unsigned long long *)bad);
+    return fx_cuda_read_counter(dev, bad, &h, 1) ? h : n;
 }
 
 __global__ void k_binary_bw(int op, const float *A, const float *B, const float *G, float *DA,

@@ -22,11 +22,13 @@ int64_t fx_cuda_first_bad(const fx_tensor *idx, int64_t n, int64_t lo, int64_t h
     int dev = tdev(idx);
     if (n <= 0)
         return -1;
-    long long *c = fx_cuda_counter(dev, 1);
+    long long *c = fx_cuda_counter(dev, 1), h;
+    if (!c)
+        return 0; /* cannot check: report the first index (error recorded) */
     LAUNCH(dev, n, k_first_bad, fx_data(idx), idx->dtype == FX_I64, n, lo, hi,
            (unsigned long long *)c);
-    long long h;
-    fx_cuda_read_counter(dev, &h, 1);
+    if (!fx_cuda_read_counter(dev, c, &h, 1))
+        return 0;
     return h ? n - h : -1;
 }
 

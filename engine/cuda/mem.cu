@@ -22,7 +22,6 @@ typedef struct {
     cudaStream_t stream;
     cublasHandle_t blas;
     cudaMemPool_t pool;
-    long long *counter; /* device scratch for kernels that return counts */
     /* accounting (under lock) */
     size_t in_use, peak, limit, reserved_seen;
     uint64_t allocs, frees, grows;
@@ -108,7 +107,6 @@ static dev_state *state(int dev)
         CUBLAS_CHECK(dev, cublasSetStream(d->blas, d->stream));
         CUBLAS_CHECK(dev, cublasSetMathMode(d->blas, g_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
                                                             : CUBLAS_DEFAULT_MATH));
-        CU_CHECK(dev, cudaMalloc((void **)&d->counter, 64 * sizeof(long long)));
         __sync_synchronize();
         d->init = true;
     }
@@ -140,18 +138,30 @@ bool fx_cuda_wait(int dev, const char *file, int line)
 long long *fx_cuda_counter(int dev, int n)
 {
     dev_state *d = state(dev);
-    CU_CHECK(dev, cudaMemsetAsync(d->counter, 0, (size_t)n * sizeof(long long), d->stream));
-    return d->counter;
+    void *p = NULL;
+    size_t nb = (size_t)n * sizeof(long long);
+    if (!CU_CHECK(dev, cudaMallocAsync(&p, nb, d->stream)))
+        return NULL;
+    if (!CU_CHECK(dev, cudaMemsetAsync(p, 0, nb, d->stream))) {
+        cudaFreeAsync(p, d->stream);
+        return NULL;
+    }
+    return (long long *)p;
 }
 
-void fx_cuda_read_counter(int dev, long long *host, int n)
+bool fx_cuda_read_counter(int dev, long long *counter, long long *host, int n)
 {
     dev_state *d = state(dev);
     memset(host, 0, (size_t)n * sizeof *host);
-    if (!CU_CHECK(dev, cudaMemcpyAsync(host, d->counter, (size_t)n * sizeof(long long),
-                                       cudaMemcpyDeviceToHost, d->stream)) ||
-        !CU_WAIT(dev))
+    if (!counter)
+        return false;
+    bool ok = CU_CHECK(dev, cudaMemcpyAsync(host, counter, (size_t)n * sizeof(long long),
+                                            cudaMemcpyDeviceToHost, d->stream));
+    CU_CHECK(dev, cudaFreeAsync(counter, d->stream));
+    ok = CU_WAIT(dev) && ok;
+    if (!ok)
         memset(host, 0, (size_t)n * sizeof *host);
+    return ok;
 }
 
 void fx_cuda_set_tf32(bool on)

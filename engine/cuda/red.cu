@@ -277,11 +277,14 @@ __global__ void k_all(const float *x, Dims d, int64_t n, bool sq, double *sum,
     }
 }
 
-static void run_all(const fx_tensor *x, bool sq, long long *host)
+/* false when the device failed (error recorded). */
+static bool run_all(const fx_tensor *x, bool sq, long long *host)
 {
     int dev = tdev(x);
     int64_t n = numel(x);
     long long *c = fx_cuda_counter(dev, 1);
+    if (!c)
+        return false;
     Dims d = dims_of(x->ndim, x->shape);
     for (int a = 0; a < x->ndim; a++)
         d.st[0][a] = x->strides[a];
@@ -291,13 +294,14 @@ static void run_all(const fx_tensor *x, bool sq, long long *host)
                                                        (unsigned long long *)c);
         CU_LAUNCHED(dev);
     }
-    fx_cuda_read_counter(dev, host, 1);
+    return fx_cuda_read_counter(dev, c, host, 1);
 }
 
 static double cu_sum_squares(const fx_tensor *x)
 {
     long long h;
-    run_all(x, true, &h);
+    if (!run_all(x, true, &h))
+        return NAN; /* the optimizer reports a non-finite gradient norm */
     double d;
     memcpy(&d, &h, sizeof d);
     return d;
@@ -306,7 +310,8 @@ static double cu_sum_squares(const fx_tensor *x)
 static int64_t cu_count_nonfinite(const fx_tensor *x)
 {
     long long h;
-    run_all(x, false, &h);
+    if (!run_all(x, false, &h))
+        return numel(x) ? numel(x) : 1;
     return h;
 }
 

@@ -103,11 +103,11 @@ static int64_t cu_attn_softmax(const fx_attn_mask *m, fx_tensor *p)
     int64_t rows = m->batch * m->L;
     if (rows == 0)
         return 0;
-    long long *c = fx_cuda_counter(dev, 1);
+    long long *c = fx_cuda_counter(dev, 1), h;
+    if (!c)
+        return rows;
     LAUNCH(dev, rows, k_attn_softmax, a, F(p), (unsigned long long *)c);
-    long long h;
-    fx_cuda_read_counter(dev, &h, 1);
-    return h;
+    return fx_cuda_read_counter(dev, c, &h, 1) ? h : rows;
 }
 
 __global__ void k_attn_bw(const float *P, const float *M, float *G, int64_t S, int64_t rows)
@@ -209,13 +209,22 @@ static int64_t cu_ctc_check(const fx_ctc_args *a, const fx_tensor *targets, int6
 {
     int dev = tdev(targets);
     long long *c = fx_cuda_counter(dev, 6);
+    if (!c) { /* error recorded; blame the first sample */
+        *smax = 0;
+        *issue = (fx_ctc_issue){ FX_CTC_INPUT_LENGTH, 0, 0, a->T, 0 };
+        return 0;
+    }
     k_ctc_check<<<1, 1, 0, fx_cuda_stream(dev)>>>(
         ca_of(a), fx_data(targets), targets->dtype == FX_I64, numel(targets), padded_width,
         fx_data(input_lengths), input_lengths->dtype == FX_I64, fx_data(target_lengths),
         target_lengths->dtype == FX_I64, (int64_t *)fx_data(offsets), F(inv_len), c);
     CU_LAUNCHED(dev);
     long long h[6];
-    fx_cuda_read_counter(dev, h, 6);
+    if (!fx_cuda_read_counter(dev, c, h, 6)) {
+        *smax = 0;
+        *issue = (fx_ctc_issue){ FX_CTC_INPUT_LENGTH, 0, 0, a->T, 0 };
+        return 0;
+    }
     *smax = h[5];
     issue->kind = (fx_ctc_issue_kind)h[0];
     issue->sample = h[0] == FX_CTC_OK ? -1 : h[1];
