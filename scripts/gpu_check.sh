@@ -73,6 +73,11 @@ run)
         [ -d "$d" ] && cudalib="$cudalib:$d"
     done
     export LD_LIBRARY_PATH="$root/.gpu/lib$cudalib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    # CUDA 13 libraries elsewhere (pip's nvidia-* wheels, another prefix)?
+    for lib in $(ldd .gpu/bin/test_cuda | awk '/not found/ {print $1}'); do
+        hit=$(find /usr/local /opt /usr/lib -name "$lib" 2>/dev/null | head -1)
+        [ -n "$hit" ] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$(dirname "$hit")"
+    done
     ldd .gpu/bin/test_cuda | grep -E "not found|cublas|cudart" || true
     run_checks .gpu/bin
     ;;
