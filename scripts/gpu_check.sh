@@ -31,10 +31,11 @@ mode=${1:-}
 out=${OUT:-$root/.gpu/out}
 
 build() {
-    cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DFX_CUDA=ON >build-gpu.cfg.log 2>&1 ||
-        { tail -20 build-gpu.cfg.log; exit 1; }
-    grep -q "CUDA backend enabled" build-gpu.cfg.log ||
-        { echo "gpu_check: CMake did not enable the CUDA backend:"; grep -i cuda build-gpu.cfg.log; exit 1; }
+    mkdir -p build-gpu
+    cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DFX_CUDA=ON >build-gpu/cfg.log 2>&1 ||
+        { tail -20 build-gpu/cfg.log; exit 1; }
+    grep -q "CUDA backend enabled" build-gpu/cfg.log ||
+        { echo "gpu_check: CMake did not enable the CUDA backend:"; grep -i cuda build-gpu/cfg.log; exit 1; }
     cmake --build build-gpu --target test_cuda fluxion-bench -j"$(nproc)" || exit 1
 }
 
@@ -58,12 +59,15 @@ case "$mode" in
 prepare)
     build
     rm -rf .gpu && mkdir -p .gpu/bin .gpu/lib
-    grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >>"$(git rev-parse --git-common-dir)/info/exclude"
+    ex=$(git rev-parse --path-format=absolute --git-path info/exclude)
+    mkdir -p "$(dirname "$ex")"
+    grep -qx '/.gpu/' "$ex" 2>/dev/null || echo '/.gpu/' >>"$ex"
     cp build-gpu/test_cuda build-gpu/fluxion-bench .gpu/bin/
     # every non-glibc, non-CUDA shared library, resolved through symlinks
     for b in .gpu/bin/*; do ldd "$b"; done | awk '/=> \// {print $3}' | sort -u |
         grep -Ev '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*|libcuda|libcudart|libcublas|libcublasLt|libstdc\+\+|libgcc_s)\.so' |
         while read -r lib; do cp -L "$lib" .gpu/lib/; done
+    strip --strip-unneeded .gpu/lib/* 2>/dev/null || true # the carry limit is 64 MiB
     du -sh .gpu; ls .gpu/lib
     ;;
 run)
