@@ -570,6 +570,7 @@ int fxd_upload_begin(fxd_datasets *ds, const char *name, const char *description
     }
     if (rc != FXS_NOT_FOUND)
         return rc;
+    rc = 0;
     fxd_upload *u = calloc(1, sizeof *u);
     if (!u || !(u->name = strdup(name)) ||
         !(u->description = strdup(description ? description : ""))) {
