@@ -496,6 +496,14 @@ static void retire(fxd_jobs *j, job *x)
     job_unref(x);
 }
 
+static void remove_checkpoint(fxd_jobs *j, int64_t id)
+{
+    char *path = job_path(j, id, "checkpoint.safetensors");
+    if (path)
+        unlink(path);
+    free(path);
+}
+
 /* Sets a final or running state, commits and announces it. */
 static void set_state(fxd_jobs *j, job *x, Fluxion__V1__JobState s, const char *message)
 {
@@ -507,7 +515,11 @@ static void set_state(fxd_jobs *j, job *x, Fluxion__V1__JobState s, const char *
         if (s == FLUXION__V1__JOB_STATE__FAILED)
             set_str(&x->rec->error, message);
     }
-    commit(j, x, FLUXION__V1__JOB_EVENT__KIND__STATE, message);
+    commit(j, x, 0, NULL);
+    /* Only a committed final state makes the checkpoint useless. */
+    if (is_final(s))
+        remove_checkpoint(j, x->id);
+    announce(j, x, FLUXION__V1__JOB_EVENT__KIND__STATE, message);
     fxl_log(s == FLUXION__V1__JOB_STATE__FAILED ? FXL_WARN : FXL_INFO, "jobs",
             "job state job=%" PRId64 " model=%s state=%s msg=\"%s\"", x->id,
             x->rec->spec ? x->rec->spec->model : "", state_name(s), message ? message : "");
@@ -756,13 +768,6 @@ static void finish_early(fxd_jobs *j, job *x, Fluxion__V1__JobState s, const cha
     pthread_mutex_unlock(&j->mu);
 }
 
-static void remove_checkpoint(fxd_jobs *j, int64_t id)
-{
-    char *path = job_path(j, id, "checkpoint.safetensors");
-    if (path)
-        unlink(path);
-    free(path);
-}
 
 /* Marks the job RUNNING (or announces its resumption) and trains it. */
 static void run_job(fxd_jobs *j, job *x)
@@ -830,12 +835,9 @@ static void run_job(fxd_jobs *j, job *x)
     if (r.tb)
         fxtb_close(r.tb);
     pthread_mutex_lock(&j->mu);
-    bool final_state = is_final(x->rec->state);
-    if (!final_state)
+    if (!is_final(x->rec->state))
         commit(j, x, 0, NULL); /* the progress of a paused job */
     pthread_mutex_unlock(&j->mu);
-    if (final_state)
-        remove_checkpoint(j, x->id);
     free_inputs(&in);
     free(dir);
     free(tbdir);

@@ -578,6 +578,8 @@ static void test_watchers(void **state)
 {
     fixture *f = *state;
     fake_reset(true);
+    /* a job ahead keeps the watched one QUEUED while the watchers open */
+    char *ahead = submit(f, "");
     char *id = submit(f, "\"steps\": 80, \"checkpoint_every_steps\": 1000");
     char err[256];
     fxd_watch *early, *late, *slow;
@@ -589,7 +591,17 @@ static void test_watchers(void **state)
     fluxion__v1__job_event__free_unpacked(ev, NULL);
     ev = next_event(slow, &ended);
     assert_int_equal(ev->kind, FLUXION__V1__JOB_EVENT__KIND__SNAPSHOT);
+    assert_int_equal(ev->job->state, FLUXION__V1__JOB_STATE__QUEUED);
     fluxion__v1__job_event__free_unpacked(ev, NULL);
+    /* nothing new: the watch times out empty */
+    ev = (void *)1;
+    assert_int_equal(fxd_watch_next(early, 20, &ev, &ended), 0);
+    assert_null(ev);
+    assert_false(ended);
+    Fluxion__V1__Job *c = NULL;
+    assert_int_equal(fxd_jobs_cancel(f->j, ahead, &c, err, sizeof err), 0);
+    fluxion__v1__job__free_unpacked(c, NULL);
+    free(ahead);
     allow_steps(5);
     fluxion__v1__job__free_unpacked(wait_for(f, id, FLUXION__V1__JOB_STATE__RUNNING, 5), NULL);
     /* the early watcher sees the start, then progress */
