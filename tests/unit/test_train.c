@@ -457,6 +457,8 @@ static void test_classification_reaches_accuracy(void **state)
     expect_done(&o);
     /* independent check: 150 held-out samples (the last quarter) */
     double acc = accuracy_of(s, o.w, o.len, &d, 450, 600);
+    print_message("validation accuracy %.4f (reported %.4f), val_loss %.4f\n", acc,
+                  metric_of(o.final, "val_accuracy"), o.final->val_loss);
     assert_true(acc >= 0.95);
     /* what the trainer reports agrees with it */
     assert_true(fabs(metric_of(o.final, "val_accuracy") - acc) < 1e-9);
@@ -903,6 +905,7 @@ static void test_non_finite_loss(void **state)
     j->epochs = 5;
     outcome o = run(j, g, &d.c, NULL, NULL, 0, NULL);
     assert_int_equal(o.res, FXT_FAILED);
+    print_message("%s\n", o.err);
     assert_non_null(strstr(o.err, "step "));
     assert_true(strstr(o.err, "finite") || strstr(o.err, "inf") || strstr(o.err, "nan"));
     job_free(j);
