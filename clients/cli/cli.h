@@ -79,6 +79,8 @@ extern const cli_command cli_model_commands[];
 extern const size_t cli_n_model_commands;
 extern const cli_command cli_other_commands[];
 extern const size_t cli_n_other_commands;
+extern const cli_command cli_train_commands[]; /* train ..., job ... */
+extern const size_t cli_n_train_commands;
 
 /* ------------------------------------------------------------ errors */
 
