@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -905,11 +906,15 @@ fxd_jobs *fxd_jobs_start(fxs_store *st, fxd_datasets *ds, fxd_serving *sv,
                          const fxd_jobs_opts *opts, char *err, size_t errlen)
 {
     fxd_jobs *j = calloc(1, sizeof *j);
-    if (!j || asprintf(&j->dir, "%s/jobs", fxs_store_dir(st)) < 0) {
+    /* Absolute: tensorboard_dir in the records is for users' shells. */
+    char *root = realpath(fxs_store_dir(st), NULL);
+    if (!j || asprintf(&j->dir, "%s/jobs", root ? root : fxs_store_dir(st)) < 0) {
+        free(root);
         free(j);
         seterr(err, errlen, "jobs: out of memory");
         return NULL;
     }
+    free(root);
     j->st = st;
     j->ds = ds;
     j->sv = sv;
