@@ -87,12 +87,14 @@ class TrainingTest(DaemonTest):
         self.fail("job %s did not end within %d s: %s" % (job_id, timeout, job))
 
     def wait_until(self, job_id, cond, what, timeout=30):
+        """The job once cond(job) holds; None when it ended first."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = self.c.get_job(job_id)
             if cond(job):
                 return job
-            self.assertNotIn(job.state, FINAL_STATES, "job %s ended before %s" % (job_id, what))
+            if job.state in FINAL_STATES:
+                return None
             time.sleep(0.01)
         self.fail("job %s: no %s within %d s" % (job_id, what, timeout))
 
@@ -113,8 +115,9 @@ class TrainingTest(DaemonTest):
         self.assertEqual(job.state, training_pb2.QUEUED)
         job = self.wait(job.id)
         self.assertEqual(job.state, training_pb2.SUCCEEDED, job.error)
-        ms = max(1, job.finished_unix_ms - job.started_unix_ms)
-        type(self).steps_per_s = job.progress.step / (ms / 1000.0)
+        # the trainer's own measure: the job's wall time is mostly its
+        # evaluations and checkpoints
+        type(self).steps_per_s = job.progress.samples_per_second / JOB["batch_size"]
         val_acc = metric(job.progress, "val_accuracy")
         self.assertGreaterEqual(val_acc, STATED_ACCURACY)
         # the record: what reproduces the job
@@ -137,8 +140,10 @@ class TrainingTest(DaemonTest):
         size = sum(os.path.getsize(os.path.join(job.tensorboard_dir, f)) for f in files)
         self.assertGreater(size, 1000)
 
-    def test_2_live_watchers(self):
-        steps = self.steps_for(2.5)
+    def watch_twice(self, seconds):
+        """A job of about `seconds` watched from its start by a thread and the
+        CLI, and by a second thread once progress was seen."""
+        steps = self.steps_for(seconds)
         job = self.c.submit_job(spec(steps=steps, epochs=0, checkpoint_every_steps=steps // 4))
         early = Watcher(self.c, job.id)
         cli = subprocess.Popen([CLI, "--server", self.d.address, "job", "watch", job.id],
@@ -151,6 +156,16 @@ class TrainingTest(DaemonTest):
         early.join(60)
         late.join(60)
         out, err = cli.communicate(timeout=60)
+        return job, steps, early, late, cli, out, err
+
+    def test_2_live_watchers(self):
+        # The speed measured may be off on a loaded machine: a job that ended
+        # before the late watcher came is run again, longer.
+        for seconds in (2.5, 6, 15):
+            job, steps, early, late, cli, out, err = self.watch_twice(seconds)
+            first = late.events[0].job if late.events else None
+            if first and first.state == training_pb2.RUNNING and first.progress.step < steps:
+                break
         for w in (early, late):
             self.assertIsNone(w.error)
             self.assertEqual(w.events[0].kind, EV.SNAPSHOT)
@@ -171,13 +186,14 @@ class TrainingTest(DaemonTest):
         self.assertEqual(lines[-1], "job %s ended: SUCCEEDED" % job.id)
 
     def test_3_kill9_resumes_and_determinism(self):
-        steps = self.steps_for(3)
-        # pinned base version: "latest" moves as jobs finish
-        s = spec(steps=steps, epochs=0, checkpoint_every_steps=max(20, steps // 10),
-                 model_version=1)
-        job = self.c.submit_job(s)
-        self.wait_until(job.id, lambda j: j.checkpoint_step > 0 and j.state == training_pb2.RUNNING,
-                        "checkpoint")
+        for seconds in (3, 8, 20):  # longer when it ended before the kill
+            steps = self.steps_for(seconds)
+            # pinned base version: "latest" moves as jobs finish
+            s = spec(steps=steps, epochs=0, checkpoint_every_steps=max(20, steps // 10),
+                     model_version=1)
+            job = self.c.submit_job(s)
+            if self.wait_until(job.id, lambda j: j.checkpoint_step > 0, "checkpoint"):
+                break
         self.d.kill9()
         self.d.start()
         type(self).c = self.d.client()
