@@ -521,9 +521,13 @@ static void set_state(fxd_jobs *j, job *x, Fluxion__V1__JobState s, const char *
     if (is_final(s))
         remove_checkpoint(j, x->id);
     announce(j, x, FLUXION__V1__JOB_EVENT__KIND__STATE, message);
+    char quoted[ERRLEN]; /* logfmt: the value's own quotes become ' */
+    snprintf(quoted, sizeof quoted, "%s", message ? message : "");
+    for (char *q = quoted; (q = strchr(q, '"'));)
+        *q = '\'';
     fxl_log(s == FLUXION__V1__JOB_STATE__FAILED ? FXL_WARN : FXL_INFO, "jobs",
             "job state job=%" PRId64 " model=%s state=%s msg=\"%s\"", x->id,
-            x->rec->spec ? x->rec->spec->model : "", state_name(s), message ? message : "");
+            x->rec->spec ? x->rec->spec->model : "", state_name(s), quoted);
     if (is_final(s))
         retire(j, x);
 }
@@ -770,27 +774,70 @@ static void finish_early(fxd_jobs *j, job *x, Fluxion__V1__JobState s, const cha
 }
 
 
-/* Marks the job RUNNING (or announces its resumption) and trains it. */
-static void run_job(fxd_jobs *j, job *x)
+/* Marks the job RUNNING (or announces its resumption); false when there is
+ * nothing to train (cancelled, or its result stored before a crash). */
+static bool begin_run(fxd_jobs *j, job *x)
 {
-    char err[ERRLEN] = "", msg[ERRLEN + 64];
+    char msg[ERRLEN];
     pthread_mutex_lock(&j->mu);
     if (x->resumed)
         snprintf(msg, sizeof msg, "resumed after a restart (checkpoint step %" PRId64 ")",
                  x->rec->checkpoint_step);
     set_state(j, x, FLUXION__V1__JOB_STATE__RUNNING, x->resumed ? msg : "started");
     pthread_mutex_unlock(&j->mu);
-
-    int64_t made = x->resumed ? version_of_job(j, x) : 0;
-    if (made) {
-        pthread_mutex_lock(&j->mu);
-        x->rec->result_version = made;
-        snprintf(msg, sizeof msg, "model '%s' version %" PRId64 " (stored before the restart)",
-                 x->rec->spec->model, made);
-        set_state(j, x, FLUXION__V1__JOB_STATE__SUCCEEDED, msg);
-        pthread_mutex_unlock(&j->mu);
-        return;
+    if (atomic_load(&x->cancel)) { /* cancelled as it was taken off the queue */
+        finish_early(j, x, FLUXION__V1__JOB_STATE__CANCELLED, "cancelled before training began");
+        return false;
     }
+    int64_t made = x->resumed ? version_of_job(j, x) : 0;
+    if (!made)
+        return true;
+    pthread_mutex_lock(&j->mu);
+    x->rec->result_version = made;
+    snprintf(msg, sizeof msg, "model '%s' version %" PRId64 " (stored before the restart)",
+             x->rec->spec->model, made);
+    set_state(j, x, FLUXION__V1__JOB_STATE__SUCCEEDED, msg);
+    pthread_mutex_unlock(&j->mu);
+    return false;
+}
+
+/* fxt_run with the hooks, and what its outcome makes of the job. */
+static void train(fxd_jobs *j, job *x, run_ctx *r, run_inputs *in)
+{
+    char err[ERRLEN] = "";
+    fxt_hooks h = { .on_progress = hook_progress, .on_eval = hook_eval,
+                    .on_checkpoint = hook_checkpoint, .on_scalar = hook_scalar,
+                    .should_stop = hook_stop, .data = r,
+                    .checkpoint_every_steps = j->opts.checkpoint_every_steps };
+    void *result = NULL;
+    size_t rlen = 0;
+    Fluxion__V1__JobProgress *final = NULL;
+    fxt_result res = fxt_run(x->rec->spec, in->g, fxd_dataset_columns(in->train),
+                             in->val ? fxd_dataset_columns(in->val) : NULL, in->ckpt,
+                             in->ckpt_len, &h, &result, &rlen, &final, err, sizeof err);
+    if (r->tb)
+        fxtb_flush(r->tb);
+    if (res == FXT_DONE) {
+        finish_done(j, x, result, rlen, final);
+        final = NULL;
+    } else if (res == FXT_FAILED) {
+        finish_early(j, x, FLUXION__V1__JOB_STATE__FAILED, err);
+    } else if (atomic_load(&x->cancel)) {
+        finish_early(j, x, FLUXION__V1__JOB_STATE__CANCELLED, "cancelled while running");
+    } else {
+        fxl_log(FXL_INFO, "jobs", "job paused for the shutdown job=%" PRId64, x->id);
+    }
+    if (final)
+        fluxion__v1__job_progress__free_unpacked(final, NULL);
+    free(result);
+}
+
+/* Runs one job taken off the queue to its end (or to the drain). */
+static void run_job(fxd_jobs *j, job *x)
+{
+    if (!begin_run(j, x))
+        return;
+    char err[ERRLEN] = "";
     run_inputs in = { 0 };
     run_ctx r = { .j = j, .x = x, .last_persist_ns = fxd_mono_ns() };
     char *dir = job_path(j, x->id, NULL), *tbdir = job_path(j, x->id, "tb");
@@ -803,36 +850,10 @@ static void run_job(fxd_jobs *j, job *x)
     if (!rc && !(r.tb = fxtb_open(tbdir, err, sizeof err)))
         fxl_log(FXL_WARN, "jobs", "no TensorBoard events job=%" PRId64 " error=\"%s\"", x->id,
                 err);
-    if (rc) {
-        snprintf(msg, sizeof msg, "%s", err);
-        finish_early(j, x, FLUXION__V1__JOB_STATE__FAILED, msg);
-    } else {
-        fxt_hooks h = { .on_progress = hook_progress, .on_eval = hook_eval,
-                        .on_checkpoint = hook_checkpoint, .on_scalar = hook_scalar,
-                        .should_stop = hook_stop, .data = &r,
-                        .checkpoint_every_steps = j->opts.checkpoint_every_steps };
-        void *result = NULL;
-        size_t rlen = 0;
-        Fluxion__V1__JobProgress *final = NULL;
-        fxt_result res = fxt_run(x->rec->spec, in.g, fxd_dataset_columns(in.train),
-                                 in.val ? fxd_dataset_columns(in.val) : NULL, in.ckpt,
-                                 in.ckpt_len, &h, &result, &rlen, &final, err, sizeof err);
-        if (r.tb)
-            fxtb_flush(r.tb);
-        if (res == FXT_DONE) {
-            finish_done(j, x, result, rlen, final);
-        } else {
-            if (final)
-                fluxion__v1__job_progress__free_unpacked(final, NULL);
-            if (res == FXT_FAILED)
-                finish_early(j, x, FLUXION__V1__JOB_STATE__FAILED, err);
-            else if (atomic_load(&x->cancel))
-                finish_early(j, x, FLUXION__V1__JOB_STATE__CANCELLED, "cancelled while running");
-            else
-                fxl_log(FXL_INFO, "jobs", "job paused for the shutdown job=%" PRId64, x->id);
-        }
-        free(result);
-    }
+    if (rc)
+        finish_early(j, x, FLUXION__V1__JOB_STATE__FAILED, err);
+    else
+        train(j, x, &r, &in);
     if (r.tb)
         fxtb_close(r.tb);
     pthread_mutex_lock(&j->mu);
