@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "fluxion/v1/training.pb-c.h"
@@ -60,7 +61,8 @@ static const char *duration(double s, char *buf, size_t len)
 
 /* ------------------------------------------------------------- printing */
 
-/* "step 450/1000 epoch 2/5 loss 0.3412 val_loss 0.3520 accuracy 0.91 ..." */
+/* "step 450/1000 epoch 2/5 loss 0.3412 val_loss 0.3520 1234 samples/s ETA 0:12
+ * accuracy 0.91 ..." */
 static void progress_text(const Fluxion__V1__JobProgress *p, bool plain, char *buf, size_t len)
 {
     size_t n = 0;
@@ -72,16 +74,17 @@ static void progress_text(const Fluxion__V1__JobProgress *p, bool plain, char *b
     ADD(" loss%s%.4g", eq, p->train_loss);
     if (p->val_loss != 0)
         ADD(" val_loss%s%.4g", eq, p->val_loss);
-    for (size_t i = 0; i < p->n_metrics; i++)
-        if (strcmp(p->metrics[i]->name, "loss") && strcmp(p->metrics[i]->name, "val_loss") &&
-            strcmp(p->metrics[i]->name, "lr"))
-            ADD(" %s%s%.4g", p->metrics[i]->name, eq, p->metrics[i]->value);
     char eta[32];
     if (plain)
         ADD(" samples_per_second=%.0f eta_seconds=%.0f", p->samples_per_second, p->eta_seconds);
     else
         ADD(" %.0f samples/s ETA %s", p->samples_per_second,
             duration(p->eta_seconds, eta, sizeof eta));
+    /* last: what a narrow terminal cuts off */
+    for (size_t i = 0; i < p->n_metrics; i++)
+        if (strcmp(p->metrics[i]->name, "loss") && strcmp(p->metrics[i]->name, "val_loss") &&
+            strcmp(p->metrics[i]->name, "lr"))
+            ADD(" %s%s%.4g", p->metrics[i]->name, eq, p->metrics[i]->value);
 #undef ADD
     if (n >= len && len > 4)
         memcpy(buf + len - 4, "...", 4);
@@ -100,8 +103,14 @@ static void print_bar(const Fluxion__V1__Job *job)
     for (int i = 0; i < BAR_WIDTH; i++)
         bar[i] = i < fill ? '#' : '.';
     bar[BAR_WIDTH] = '\0';
+    char line[600];
     progress_text(p, false, text, sizeof text);
-    printf("\r\033[K[%s] %3.0f%% %s", bar, frac * 100, text);
+    int n = snprintf(line, sizeof line, "[%s] %3.0f%% %s", bar, frac * 100, text);
+    /* A line that wraps could not be redrawn in place. */
+    struct winsize ws;
+    if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1 && n >= ws.ws_col)
+        line[ws.ws_col - 1] = '\0';
+    printf("\r\033[K%s", line);
     fflush(stdout);
 }
 
@@ -116,8 +125,7 @@ static void print_plain(const Fluxion__V1__JobEvent *ev)
     fflush(stdout);
 }
 
-/* State changes and checkpoints on a terminal: a line of their own above
- * the bar. */
+/* State changes on a terminal: a line of their own above the bar. */
 static void print_note(const Fluxion__V1__JobEvent *ev, bool *bar_shown)
 {
     if (*bar_shown)
@@ -157,7 +165,8 @@ static int on_event(const ProtobufCMessage *m, void *data)
     } else if (!w->tty) {
         print_plain(ev);
     } else if (ev->kind == FLUXION__V1__JOB_EVENT__KIND__PROGRESS ||
-               ev->kind == FLUXION__V1__JOB_EVENT__KIND__EVALUATION) {
+               ev->kind == FLUXION__V1__JOB_EVENT__KIND__EVALUATION ||
+               ev->kind == FLUXION__V1__JOB_EVENT__KIND__CHECKPOINT) {
         print_bar(ev->job);
         w->bar_shown = true;
     } else {
