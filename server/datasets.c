@@ -1278,7 +1278,7 @@ int fxd_dataset_open(fxd_datasets *ds, const char *name, fxd_dataset **out, char
     pthread_mutex_unlock(&ds->mu);
 
     rc = load(ds, d, err, errlen); /* outside the lock: it may take a while */
-    if (rc)
+    if (rc && rc != FXS_NOT_FOUND)
         fxl_log(FXL_ERROR, "datasets", "cannot load dataset=%s error=\"%s\"", name, err);
 
     pthread_mutex_lock(&ds->mu);

@@ -388,6 +388,10 @@ const cli_command cli_train_commands[] = {
     {"train submit", "JOBFILE [--watch]", "submit a training job (JSON JobSpec; - for stdin)",
      SUBMIT_DETAILS, 1, 1,
      {{"watch", 'w', NULL, "follow the job until it ends"}}, cmd_submit},
+};
+const size_t cli_n_train_commands = sizeof cli_train_commands / sizeof cli_train_commands[0];
+
+const cli_command cli_job_commands[] = {
     {"job list", "[--state S] [--model M]", "list training jobs, oldest first", NULL, 0, 0,
      {{"state", 0, "S", "only jobs in state S (queued, running, succeeded, failed, cancelled)"},
       {"model", 0, "M", "only jobs of model M"}},
@@ -398,4 +402,4 @@ const cli_command cli_train_commands[] = {
     {"job watch", "ID", "follow a job's progress until it ends", WATCH_DETAILS, 1, 1, {{0}},
      cmd_watch},
 };
-const size_t cli_n_train_commands = sizeof cli_train_commands / sizeof cli_train_commands[0];
+const size_t cli_n_job_commands = sizeof cli_job_commands / sizeof cli_job_commands[0];

@@ -43,51 +43,40 @@ static void print_command_line(FILE *f, const cli_command *cmd)
         fprintf(f, "  %-34s %s\n", left, cmd->summary);
 }
 
-/* Every command table, in the order of the help. */
-static const struct {
-    const cli_command *cmds;
+/* Commands with subcommands ("model create", "dataset upload"). */
+typedef struct {
+    const char *word;
+    const cli_command *table;
     const size_t *n;
-} TABLES[] = {
-    {cli_model_commands, &cli_n_model_commands},
-    {cli_train_commands, &cli_n_train_commands},
-    {cli_other_commands, &cli_n_other_commands},
-};
-#define N_TABLES (sizeof TABLES / sizeof TABLES[0])
+} cli_group;
 
-/* A command group ("model", "job") is the first word of a command name. */
-static bool in_group(const cli_command *cmd, const char *group)
-{
-    size_t n = strlen(group);
-    return !strncmp(cmd->name, group, n) && cmd->name[n] == ' ';
-}
+static const cli_group GROUPS[] = {
+    {"model", cli_model_commands, &cli_n_model_commands},
+    {"dataset", cli_dataset_commands, &cli_n_dataset_commands},
+    {"train", cli_train_commands, &cli_n_train_commands},
+    {"job", cli_job_commands, &cli_n_job_commands},
+};
+#define N_GROUPS (sizeof GROUPS / sizeof GROUPS[0])
 
 static void print_main_help(FILE *f)
 {
     fprintf(f, "usage: fluxion [--server HOST:PORT] [--timeout SECONDS] [--json] COMMAND [ARGS]\n\n"
                "Defines, stores, trains and serves models on a fluxiond server, over gRPC.\n\n"
                "commands:\n");
-    for (size_t t = 0; t < N_TABLES; t++)
-        for (size_t i = 0; i < *TABLES[t].n; i++)
-            print_command_line(f, &TABLES[t].cmds[i]);
+    for (size_t g = 0; g < N_GROUPS; g++)
+        for (size_t i = 0; i < *GROUPS[g].n; i++)
+            print_command_line(f, &GROUPS[g].table[i]);
+    for (size_t i = 0; i < cli_n_other_commands; i++)
+        print_command_line(f, &cli_other_commands[i]);
     fprintf(f, "\n%s\n%s", GLOBAL_OPTIONS, EXIT_CODES);
 }
 
-/* false when no command is in the group. */
-static bool print_group_help(FILE *f, const char *group)
+static void print_group_help(FILE *f, const cli_group *g)
 {
-    bool any = false;
-    for (size_t t = 0; t < N_TABLES; t++)
-        for (size_t i = 0; i < *TABLES[t].n; i++) {
-            if (!in_group(&TABLES[t].cmds[i], group))
-                continue;
-            if (!any)
-                fprintf(f, "usage: fluxion %s SUBCOMMAND [ARGS]\n\nsubcommands:\n", group);
-            any = true;
-            print_command_line(f, &TABLES[t].cmds[i]);
-        }
-    if (any)
-        fprintf(f, "\n`fluxion %s SUBCOMMAND --help` for details.\n", group);
-    return any;
+    fprintf(f, "usage: fluxion %s SUBCOMMAND [ARGS]\n\nsubcommands:\n", g->word);
+    for (size_t i = 0; i < *g->n; i++)
+        print_command_line(f, &g->table[i]);
+    fprintf(f, "\n`fluxion %s SUBCOMMAND --help` for details.\n", g->word);
 }
 
 static void print_command_help(FILE *f, const cli_command *cmd)
@@ -236,47 +225,41 @@ static int parse_args(cli_ctx *c, const cli_command *cmd, int argc, char **argv,
     return CLI_OK;
 }
 
-static const cli_command *find_command(const char *name)
+static const cli_command *find_command(const cli_command *table, size_t n, const char *name)
 {
-    for (size_t t = 0; t < N_TABLES; t++)
-        for (size_t i = 0; i < *TABLES[t].n; i++)
-            if (!strcmp(TABLES[t].cmds[i].name, name))
-                return &TABLES[t].cmds[i];
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(table[i].name, name))
+            return &table[i];
     return NULL;
 }
 
-static bool is_group(const char *word)
-{
-    for (size_t t = 0; t < N_TABLES; t++)
-        for (size_t i = 0; i < *TABLES[t].n; i++)
-            if (in_group(&TABLES[t].cmds[i], word))
-                return true;
-    return false;
-}
-
-/* GROUP SUB ("model create") or a top-level command at argv[*i]; *i moves
- * past it. */
+/* A group's SUB ("model list") or a top-level command at argv[*i]; *i
+ * moves past it. */
 static int select_command(int argc, char **argv, int *i, const cli_command **out)
 {
     const char *word = argv[*i];
-    if (is_group(word)) {
+    const cli_group *g = NULL;
+    for (size_t k = 0; k < N_GROUPS; k++)
+        if (!strcmp(word, GROUPS[k].word))
+            g = &GROUPS[k];
+    if (g) {
         if (*i + 1 >= argc) {
-            print_group_help(stderr, word);
+            print_group_help(stderr, g);
             return cli_usage_error("%s: missing subcommand", word);
         }
         const char *sub = argv[++*i];
         if (is_help(sub)) {
-            print_group_help(stdout, word);
+            print_group_help(stdout, g);
             return HELP;
         }
         char full[64];
         snprintf(full, sizeof full, "%s %s", word, sub);
-        *out = find_command(full);
+        *out = find_command(g->table, *g->n, full);
         if (!*out)
             return cli_usage_error("%s: unknown subcommand \"%s\" (see fluxion %s --help)", word,
                                    sub, word);
     } else {
-        *out = find_command(word);
+        *out = find_command(cli_other_commands, cli_n_other_commands, word);
         if (!*out)
             return cli_usage_error("unknown command \"%s\" (see fluxion --help)", word);
     }
