@@ -233,6 +233,29 @@ class TrainingTest(DaemonTest):
         self.assertEqual([e.kind for e in evs], [EV.SNAPSHOT])
         self.assertEqual(evs[0].job.state, training_pb2.CANCELLED)
 
+    def test_6_drain_keeps_running_jobs(self):
+        for seconds in (3, 8, 20):
+            job = self.c.submit_job(spec(steps=self.steps_for(seconds), epochs=0))
+            if self.wait_until(job.id, lambda j: j.progress.step > 0, "progress"):
+                break
+        # a client of its own: stop() closes the daemon's clients first
+        watcher_client = fxtest.Client(self.d.address)
+        w = Watcher(watcher_client, job.id)
+        while not w.events:
+            time.sleep(0.01)
+        t0 = time.monotonic()
+        self.d.stop()   # SIGTERM: exit 0, the job checkpointed
+        self.assertLess(time.monotonic() - t0, 4, "the watch held the drain")
+        w.join(10)
+        watcher_client.close()
+        self.assertEqual(w.error.code, C.UNAVAILABLE, w.error)
+        self.d.start()
+        type(self).c = self.d.client()
+        self.assertEqual(self.c.get_job(job.id).state, training_pb2.RUNNING)
+        job = self.wait(job.id)
+        self.assertEqual(job.state, training_pb2.SUCCEEDED, job.error)
+        self.assertEqual(job.restarts, 1)
+
     def test_5_errors(self):
         self.assertCode(C.NOT_FOUND, self.c.submit_job, spec(model="nope"), contains="nope")
         self.assertCode(C.NOT_FOUND, self.c.submit_job, spec(dataset="nope2"), contains="nope2")
