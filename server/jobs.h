@@ -2,7 +2,10 @@
  * jobs.h - training jobs: a queue kept in the store's jobs table, worker
  * threads that run them (train.h), checkpoints under DIR/jobs/<id>/,
  * TensorBoard events under DIR/jobs/<id>/tb/, live progress for watchers,
- * and the result as a new model version (served at once when asked).
+ * and the result as a new model version. Serving it: when the model is
+ * being served, the new version is served at once (as after ImportWeights);
+ * spec.serve_when_done also starts serving a model that was not (and marks
+ * it loaded in the store). Requests in flight keep the version they hold.
  *
  * Durability: state changes are committed before they are announced; a
  * RUNNING job found at start (crash, kill -9, power cut) resumes from its

@@ -316,7 +316,8 @@ static Fluxion__V1__JobSpec *spec_json(const char *extra)
     snprintf(buf, sizeof buf,
              "{\"model\": \"m\", \"dataset\": \"blobs\","
              " \"feeds\": [{\"input\": \"x\", \"tensor\": \"x\"}],"
-             " \"losses\": [{\"output\": \"logits\", \"kind\": \"cross_entropy\", \"target\": \"y\"}]"
+             " \"losses\": [{\"output\": \"logits\", \"kind\": \"cross_entropy\","
+             " \"target\": \"y\"}]"
              "%s%s}", *extra ? ", " : "", extra);
     return (void *)from_json(&fluxion__v1__job_spec__descriptor, buf);
 }
@@ -711,6 +712,7 @@ static void test_resume_from_checkpoint(void **state)
     free(a);
 }
 
+/* Jobs whose model or dataset is gone by the restart fail, naming it. */
 static void test_vanished_model(void **state)
 {
     fixture *f = *state;
@@ -718,6 +720,9 @@ static void test_vanished_model(void **state)
     char *a = submit(f, "\"description\": \"a\"");
     create_model(f, "m2");
     char *b = submit(f, "\"model\": \"m2\", \"description\": \"b\"");
+    upload(f, "blobs2", 10);
+    create_model(f, "m3");
+    char *c = submit(f, "\"model\": \"m3\", \"dataset\": \"blobs2\", \"description\": \"c\"");
     allow_steps(1);
     fluxion__v1__job__free_unpacked(wait_for(f, a, FLUXION__V1__JOB_STATE__RUNNING, 1), NULL);
     close_all(f);
@@ -725,6 +730,10 @@ static void test_vanished_model(void **state)
     f->st = fxs_store_open(f->dir, err, sizeof err);
     assert_int_equal(fxs_store_delete_model(f->st, "m", err, sizeof err), 0);
     assert_int_equal(fxs_store_delete_model(f->st, "m2", err, sizeof err), 0);
+    fxd_datasets *ds = fxd_datasets_open(f->st, NULL, err, sizeof err);
+    assert_non_null(ds);
+    assert_int_equal(fxd_dataset_delete(ds, "blobs2", err, sizeof err), 0);
+    fxd_datasets_close(ds);
     fxs_store_close(f->st);
     fake_reset(false);
     open_all(f);
@@ -734,8 +743,14 @@ static void test_vanished_model(void **state)
     job = wait_for(f, b, FLUXION__V1__JOB_STATE__FAILED, 0);
     assert_non_null(strstr(job->error, "\"m2\""));
     fluxion__v1__job__free_unpacked(job, NULL);
+    job = wait_for(f, c, FLUXION__V1__JOB_STATE__FAILED, 0);
+    assert_non_null(strstr(job->error, "dataset"));
+    assert_non_null(strstr(job->error, "blobs2"));
+    fluxion__v1__job__free_unpacked(job, NULL);
+    assert_string_equal(fake.order, ""); /* none of them trained */
     free(a);
     free(b);
+    free(c);
 }
 
 static void test_serve_when_done(void **state)
