@@ -82,6 +82,12 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
     return FXS_INVALID_ARGUMENT;
 }
 
+static int nomem(char *err, size_t errlen)
+{
+    fail(err, errlen, "out of memory");
+    return FXS_RESOURCE_EXHAUSTED;
+}
+
 static void plan_free(plan_t *p)
 {
     free(p->feeds);
@@ -189,7 +195,7 @@ static int check_feeds(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err, s
     p->nfeeds = (int)spec->n_feeds;
     p->feeds = calloc(spec->n_feeds + 1, sizeof *p->feeds);
     if (!p->feeds)
-        return fail(err, errlen, "out of memory");
+        return nomem(err, errlen);
     for (int i = 0; i < p->nfeeds; i++) {
         int rc = check_feed(p, spec->feeds[i], i, err, errlen, &p->feeds[i]);
         if (rc)
@@ -293,7 +299,7 @@ static int check_losses(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err, 
     p->nlosses = (int)spec->n_losses;
     p->losses = calloc(spec->n_losses, sizeof *p->losses);
     if (!p->losses)
-        return fail(err, errlen, "out of memory");
+        return nomem(err, errlen);
     for (int i = 0; i < p->nlosses; i++) {
         int rc = check_loss(p, spec->losses[i], i, err, errlen, &p->losses[i]);
         if (rc)
@@ -308,7 +314,7 @@ static int check_metrics(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err,
     p->nmetrics = (int)spec->n_metrics;
     p->metrics = calloc(spec->n_metrics + 1, sizeof *p->metrics);
     if (!p->metrics)
-        return fail(err, errlen, "out of memory");
+        return nomem(err, errlen);
     for (int i = 0; i < p->nmetrics; i++) {
         const char *m = spec->metrics[i];
         const char *out = NULL;
@@ -423,6 +429,9 @@ static int check_sizes(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err, s
     int64_t n = p->train->num_samples;
     if (n <= 0)
         return fail(err, errlen, "dataset: it has no samples");
+    if (spec->validation_dataset && *spec->validation_dataset && !p->valc)
+        return fail(err, errlen, "validation_dataset: '%s' was not given to the trainer",
+                    spec->validation_dataset);
     if (split > 0 && p->valc)
         return fail(err, errlen, "validation_split: %g and a validation dataset%s%s%s exclude "
                     "each other", split, spec->validation_dataset && *spec->validation_dataset ?
@@ -445,11 +454,11 @@ static int check_sizes(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err, s
         p->val_offset = p->n_train;
     }
     p->steps_per_epoch = (p->n_train + p->batch - 1) / p->batch;
+    if (spec->steps <= 0 && spec->epochs > INT64_MAX / p->steps_per_epoch)
+        return fail(err, errlen, "epochs: %" PRId64 " is too many", spec->epochs);
     p->total_steps = spec->steps > 0 ? spec->steps : spec->epochs * p->steps_per_epoch;
     p->total_epochs = spec->steps > 0 ? (spec->steps + p->steps_per_epoch - 1) / p->steps_per_epoch
                                       : spec->epochs;
-    if (spec->steps <= 0 && p->total_steps / p->steps_per_epoch != spec->epochs)
-        return fail(err, errlen, "epochs: %" PRId64 " is too many", spec->epochs);
     p->eval_every = spec->eval_every_steps;
     p->ckpt_every = spec->checkpoint_every_steps;
     return 0;
@@ -566,7 +575,7 @@ typedef struct {
     double pr_loss, sc_loss;
     int64_t pr_n, sc_n, scalar_every;
     double t_start, t_last;
-    int64_t step_start;
+    int64_t step_start, samples; /* this process's */
     /* early stopping */
     bool has_best, stop_early;
     double best;
@@ -851,6 +860,7 @@ static int train_step(run_t *r)
     r->sc_loss += loss;
     r->sc_n++;
     r->step++;
+    r->samples += b;
     r->pos += b;
     if (r->pos >= p->n_train) {
         r->pos = 0;
@@ -931,7 +941,7 @@ static void progress_of(run_t *r, Fluxion__V1__JobProgress *pg, Fluxion__V1__Met
     double el = now_s() - r->t_start;
     int64_t done = r->step - r->step_start;
     if (el > 0 && done > 0) {
-        pg->samples_per_second = (double)done * (double)r->P.batch / el;
+        pg->samples_per_second = (double)r->samples / el;
         pg->eta_seconds = (double)(r->P.total_steps - r->step) * el / (double)done;
     }
     size_t n = 0;

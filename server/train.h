@@ -52,7 +52,8 @@ typedef struct {
  * loss outputs and targets exist and fit the loss kind, metrics, optimizer
  * and schedule names and ranges, batch size, epochs/steps, split. 0, or
  * FXS_INVALID_ARGUMENT with a message naming the field ("losses[1].target:
- * ..."). val may be NULL (validation_split or none). */
+ * ..."), or FXS_RESOURCE_EXHAUSTED when out of memory. val may be NULL
+ * (validation_split or none), not when the spec names a validation_dataset. */
 int fxt_validate(const Fluxion__V1__JobSpec *spec, const fxg_graph *g, const fxd_columns *train,
                  const fxd_columns *val, char *err, size_t errlen);
 

@@ -982,6 +982,7 @@ static void m_split_neg(jspec *j) { j->validation_split = -0.1; }
 static void m_split_tiny(jspec *j) { j->validation_split = 0.001; }
 static void m_no_length(jspec *j) { j->epochs = 0; j->steps = 0; }
 static void m_neg_epochs(jspec *j) { j->epochs = -1; }
+static void m_huge_epochs(jspec *j) { j->epochs = INT64_MAX / 2; }
 static void m_eval_every(jspec *j) { j->eval_every_steps = -1; }
 static void m_ckpt_every(jspec *j) { j->checkpoint_every_steps = -5; }
 static void m_device(jspec *j) { j->device = xstrdup("cuda:0"); }
@@ -1032,6 +1033,7 @@ static void test_validate_errors(void **state)
         { m_split_tiny, "validation_split: 0.001 of 100 samples holds out none" },
         { m_no_length, "epochs, steps: neither is set" },
         { m_neg_epochs, "epochs: -1 must be >= 0" },
+        { m_huge_epochs, "epochs: 4611686018427387903 is too many" },
         { m_eval_every, "eval_every_steps: -1 must be >= 0" },
         { m_ckpt_every, "checkpoint_every_steps: -5 must be >= 0" },
         { m_device, "device: 'cuda:0' is not available" },
@@ -1084,6 +1086,9 @@ static void test_validate_val_dataset(void **state)
     assert_int_equal(fxt_validate(j, g, &d.c, &v.c, err, sizeof err), FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "validation_split: 0.2 and a validation dataset ('vd') exclude"));
     j->validation_split = 0;
+    assert_int_equal(fxt_validate(j, g, &d.c, NULL, err, sizeof err), FXS_INVALID_ARGUMENT);
+    assert_non_null(strstr(err, "validation_dataset: 'vd' was not given to the trainer"));
+    assert_int_equal(fxt_validate(j, g, &d.c, &v.c, err, sizeof err), 0);
     v.cols[1].name = "label";
     assert_int_equal(fxt_validate(j, g, &d.c, &v.c, err, sizeof err), FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "losses[0].target: no column 'y' in the validation dataset"));
