@@ -225,14 +225,16 @@ static void job_free(jspec *j) { fluxion__v1__job_spec__free_unpacked(j, NULL); 
 /* --------------------------------------------------------------- datasets */
 
 typedef struct {
-    fxd_column cols[4];
+    fxd_column cols[6];
     fxd_columns c;
-    float *x, *yf, *reg;
+    float *x, *yf, *reg, *yb;
     int32_t *y;
+    int64_t *y64;
 } data_t;
 
 /* XOR of 4 clusters at (+-3, +-3), std 1: class 1 where the signs differ.
- * Columns x f32 [2], y i32 [], yf f32 [2] (one-hot), reg f32 [1] (x0 + x1). */
+ * Columns x f32 [2], y i32 [], yf f32 [2] (one-hot), reg f32 [1] ((x0 + x1)
+ * / 4), y64 i64 [] (= y), yb f32 [1] (= y). */
 static void xor_data(data_t *d, int64_t n, uint64_t seed)
 {
     memset(d, 0, sizeof *d);
@@ -241,6 +243,8 @@ static void xor_data(data_t *d, int64_t n, uint64_t seed)
     d->y = xcalloc((size_t)n, sizeof *d->y);
     d->yf = xcalloc((size_t)n * 2, sizeof *d->yf);
     d->reg = xcalloc((size_t)n, sizeof *d->reg);
+    d->y64 = xcalloc((size_t)n, sizeof *d->y64);
+    d->yb = xcalloc((size_t)n, sizeof *d->yb);
     for (int64_t i = 0; i < n; i++) {
         int a = (int)(fx_rng_u64(rng) & 1), b = (int)(fx_rng_u64(rng) & 1);
         d->x[2 * i] = (float)((a ? 3 : -3) + fx_rng_normal(rng));
@@ -248,13 +252,17 @@ static void xor_data(data_t *d, int64_t n, uint64_t seed)
         d->y[i] = a != b;
         d->yf[2 * i + d->y[i]] = 1;
         d->reg[i] = (d->x[2 * i] + d->x[2 * i + 1]) / 4;
+        d->y64[i] = d->y[i];
+        d->yb[i] = (float)d->y[i];
     }
     fx_rng_free(rng);
     d->cols[0] = (fxd_column){ "x", FX_F32, 1, { 2 }, d->x };
     d->cols[1] = (fxd_column){ "y", FX_I32, 0, { 0 }, d->y };
     d->cols[2] = (fxd_column){ "yf", FX_F32, 1, { 2 }, d->yf };
     d->cols[3] = (fxd_column){ "reg", FX_F32, 1, { 1 }, d->reg };
-    d->c = (fxd_columns){ n, 4, d->cols };
+    d->cols[4] = (fxd_column){ "y64", FX_I64, 0, { 0 }, d->y64 };
+    d->cols[5] = (fxd_column){ "yb", FX_F32, 1, { 1 }, d->yb };
+    d->c = (fxd_columns){ n, 6, d->cols };
 }
 
 /* y = 3 x0 - 2 x1 + 0.5 + N(0, 0.01^2) (sign flips with negate: for a
@@ -283,6 +291,8 @@ static void data_free(data_t *d)
     free(d->y);
     free(d->yf);
     free(d->reg);
+    free(d->y64);
+    free(d->yb);
 }
 
 /* ------------------------------------------------------------------ hooks */
@@ -579,6 +589,50 @@ static void test_two_outputs_weighted_losses(void **state)
     data_free(&d);
 }
 
+/* Binary classification with one logit: bce_with_logits, accuracy by the
+ * sign of the logit. */
+static void test_bce_accuracy(void **state)
+{
+    (void)state;
+    data_t d;
+    xor_data(&d, 400, 12);
+    mspec *s = mspec_new();
+    m_input(s, "x", FLUXION__V1__DATA_TYPE__FP32, 2);
+    m_dense(s, "fc1", "x", 2, 16, "tanh");
+    m_dense(s, "fc2", "fc1", 16, 1, NULL);
+    m_output(s, "logit", "fc2");
+    fxg_graph *g = build(s, 2);
+    jspec *j = job_new();
+    job_feed(j, "x", "x");
+    job_loss(j, "logit", "bce_with_logits", "yb", 0);
+    job_metric(j, "accuracy");
+    j->epochs = 20;
+    j->validation_split = 0.25;
+    outcome o = run(j, g, &d.c, NULL, NULL, 0, NULL);
+    expect_done(&o);
+    /* independently: sign of the logit on the held-out 100 */
+    fx_ctx *ctx = fx_ctx_create(fx_cpu());
+    fx_ctx_set_grad(ctx, false);
+    fx_ctx_set_training(ctx, false);
+    fx_tensor *x = fx_tensor_from_host(ctx, FX_F32, 2, TU_SHAPE(100, 2), d.x + 600);
+    fx_tensor *out = NULL;
+    char err[256];
+    assert_int_equal(fxg_forward(g, ctx, &x, &out, err, sizeof err), 0);
+    float *v = tu_values(out);
+    int ok = 0;
+    for (int i = 0; i < 100; i++)
+        ok += (v[i] > 0) == (d.y[300 + i] == 1);
+    free(v);
+    fx_ctx_free(ctx);
+    assert_true(ok >= 95);
+    assert_true(fabs(metric_of(o.final, "val_accuracy") - ok / 100.0) < 1e-9);
+    outcome_free(&o);
+    job_free(j);
+    fxg_free(g);
+    fluxion__v1__model_spec__free_unpacked(s, NULL);
+    data_free(&d);
+}
+
 /* Validation that disagrees with training: val_loss is best after the first
  * epoch and then worsens, so patience 2 stops after epoch 3 with the
  * weights of epoch 1. */
@@ -636,7 +690,7 @@ static void test_early_stopping_accuracy_min_delta(void **state)
     fxg_graph *g = build(s, 3);
     jspec *j = job_new();
     job_feed(j, "x", "x");
-    job_loss(j, "logits", "cross_entropy", "y", 0);
+    job_loss(j, "logits", "cross_entropy", "y64", 0); /* i64 class indices */
     job_metric(j, "accuracy:logits");
     j->epochs = 50;
     j->validation_split = 0.25;
@@ -1002,7 +1056,7 @@ static void test_validate_errors(void **state)
         mutate_fn f;
         const char *want;
     } cases[] = {
-        { m_feed_tensor, "feeds[0].tensor: no column 'xx' in the dataset (columns: x, y, yf, reg)" },
+        { m_feed_tensor, "feeds[0].tensor: no column 'xx' in the dataset (columns: x, y, yf, reg, y64, yb)" },
         { m_feed_input, "feeds[0].input: no input 'q' in the model (inputs: x)" },
         { m_feed_dup, "feeds[1].input: 'x' is already fed by feeds[0]" },
         { m_feed_none, "feeds: model input 'x' is not fed" },
@@ -1097,7 +1151,7 @@ static void test_validate_val_dataset(void **state)
     assert_int_equal(fxt_validate(j, g, &d.c, &v.c, err, sizeof err), FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "feeds[0].tensor: column 'x' of the validation dataset is i64"));
     v.cols[0].dtype = FX_F32;
-    fxd_columns empty = { 0, 4, d.cols };
+    fxd_columns empty = { 0, 6, d.cols };
     assert_int_equal(fxt_validate(j, g, &empty, NULL, err, sizeof err), FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "dataset: it has no samples"));
     assert_int_equal(fxt_validate(NULL, g, &d.c, NULL, err, sizeof err), FXS_INVALID_ARGUMENT);
@@ -1114,6 +1168,7 @@ int main(void)
         cmocka_unit_test(test_classification_reaches_accuracy),
         cmocka_unit_test(test_regression_mse),
         cmocka_unit_test(test_two_outputs_weighted_losses),
+        cmocka_unit_test(test_bce_accuracy),
         cmocka_unit_test(test_early_stopping_returns_best),
         cmocka_unit_test(test_early_stopping_accuracy_min_delta),
         cmocka_unit_test(test_determinism_and_resume),
