@@ -344,33 +344,10 @@ static int check_metrics(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err,
     return 0;
 }
 
-static int check_optimizer(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err, size_t errlen)
+/* Schedule and clipping fields (their ranges; the engine checks the rest). */
+static int check_schedule_clip(const Fluxion__V1__ScheduleSpec *s, const Fluxion__V1__ClipSpec *c,
+                               fx_schedule *out, char *err, size_t errlen)
 {
-    static const Fluxion__V1__OptimizerSpec none = FLUXION__V1__OPTIMIZER_SPEC__INIT;
-    static const Fluxion__V1__ScheduleSpec no_sched = FLUXION__V1__SCHEDULE_SPEC__INIT;
-    static const Fluxion__V1__ClipSpec no_clip = FLUXION__V1__CLIP_SPEC__INIT;
-    const Fluxion__V1__OptimizerSpec *o = spec->optimizer ? spec->optimizer : &none;
-    const Fluxion__V1__ScheduleSpec *s = spec->schedule ? spec->schedule : &no_sched;
-    const Fluxion__V1__ClipSpec *c = spec->clip ? spec->clip : &no_clip;
-    const char *kind = o->kind && *o->kind ? o->kind : "adam";
-    p->opt_kind = FX_OPT_COUNT;
-    for (int k = 0; k < FX_OPT_COUNT; k++)
-        if (strcmp(kind, fx_optim_kind_name((fx_optim_kind)k)) == 0)
-            p->opt_kind = (fx_optim_kind)k;
-    if (p->opt_kind == FX_OPT_COUNT)
-        return fail(err, errlen, "optimizer.kind: '%s' is not one of sgd, momentum, nesterov, "
-                    "rmsprop, adagrad, adadelta, adam, adamw", kind);
-    static const double default_lr[FX_OPT_COUNT] = { 0.01, 0.01, 0.01, 0.01,
-                                                     0.01, 1.0,  1e-3, 1e-3 };
-    fx_optim_hparams *h = &p->hp;
-    *h = (fx_optim_hparams){ .lr = o->lr ? o->lr : default_lr[p->opt_kind],
-                             .momentum = o->momentum, .beta1 = o->beta1, .beta2 = o->beta2,
-                             .eps = o->eps, .weight_decay = o->weight_decay,
-                             .clip_norm = c->max_norm, .clip_value = c->max_value };
-    if (p->opt_kind == FX_OPT_RMSPROP)
-        h->alpha = o->rho; /* the spec's one decay field */
-    else
-        h->rho = o->rho;
     const char *sk = s->kind && *s->kind ? s->kind : "constant";
     static const char *const sched[] = { "constant", "step", "cosine" };
     int si = -1;
@@ -388,13 +365,52 @@ static int check_optimizer(const Fluxion__V1__JobSpec *spec, plan_t *p, char *er
     if (!(s->gamma >= 0) || !(s->min_lr >= 0))
         return fail(err, errlen, "schedule.%s: %g must be >= 0", s->gamma >= 0 ? "min_lr" : "gamma",
                     s->gamma >= 0 ? s->min_lr : s->gamma);
-    if (!(c->max_norm >= 0) || !(c->max_value >= 0))
-        return fail(err, errlen, "clip.%s: %g must be >= 0 (0: off)",
-                    c->max_norm >= 0 ? "max_value" : "max_norm",
-                    c->max_norm >= 0 ? c->max_value : c->max_norm);
-    h->schedule = (fx_schedule){ .kind = (fx_sched_kind)si, .warmup_steps = s->warmup_steps,
-                                 .step_size = s->step_size, .gamma = s->gamma,
-                                 .total_steps = p->total_steps, .min_lr = s->min_lr };
+    if (!(c->max_norm >= 0) || !(c->max_value >= 0) || isinf(c->max_norm) || isinf(c->max_value))
+        return fail(err, errlen, "clip.%s: %g must be >= 0 and finite (0: off)",
+                    c->max_norm >= 0 && !isinf(c->max_norm) ? "max_value" : "max_norm",
+                    c->max_norm >= 0 && !isinf(c->max_norm) ? c->max_value : c->max_norm);
+    *out = (fx_schedule){ .kind = (fx_sched_kind)si, .warmup_steps = s->warmup_steps,
+                          .step_size = s->step_size, .gamma = s->gamma, .min_lr = s->min_lr };
+    return 0;
+}
+
+static int check_optimizer(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err, size_t errlen)
+{
+    static const Fluxion__V1__OptimizerSpec none = FLUXION__V1__OPTIMIZER_SPEC__INIT;
+    static const Fluxion__V1__ScheduleSpec no_sched = FLUXION__V1__SCHEDULE_SPEC__INIT;
+    static const Fluxion__V1__ClipSpec no_clip = FLUXION__V1__CLIP_SPEC__INIT;
+    const Fluxion__V1__OptimizerSpec *o = spec->optimizer ? spec->optimizer : &none;
+    const Fluxion__V1__ScheduleSpec *s = spec->schedule ? spec->schedule : &no_sched;
+    const Fluxion__V1__ClipSpec *c = spec->clip ? spec->clip : &no_clip;
+    const char *kind = o->kind && *o->kind ? o->kind : "adam";
+    p->opt_kind = FX_OPT_COUNT;
+    for (int k = 0; k < FX_OPT_COUNT; k++)
+        if (strcmp(kind, fx_optim_kind_name((fx_optim_kind)k)) == 0)
+            p->opt_kind = (fx_optim_kind)k;
+    if (p->opt_kind == FX_OPT_COUNT)
+        return fail(err, errlen, "optimizer.kind: '%s' is not one of sgd, momentum, nesterov, "
+                    "rmsprop, adagrad, adadelta, adam, adamw", kind);
+    const double vals[] = { o->lr, o->momentum, o->beta1, o->beta2, o->eps, o->weight_decay,
+                            o->rho };
+    static const char *const names[] = { "lr", "momentum", "beta1", "beta2", "eps",
+                                         "weight_decay", "rho" };
+    for (int k = 0; k < 7; k++)
+        if (!isfinite(vals[k]))
+            return fail(err, errlen, "optimizer.%s: %g is not a number", names[k], vals[k]);
+    static const double default_lr[FX_OPT_COUNT] = { 0.01, 0.01, 0.01, 0.01,
+                                                     0.01, 1.0,  1e-3, 1e-3 };
+    fx_optim_hparams *h = &p->hp;
+    *h = (fx_optim_hparams){ .lr = o->lr ? o->lr : default_lr[p->opt_kind],
+                             .momentum = o->momentum, .beta1 = o->beta1, .beta2 = o->beta2,
+                             .eps = o->eps, .weight_decay = o->weight_decay,
+                             .clip_norm = c->max_norm, .clip_value = c->max_value };
+    if (p->opt_kind == FX_OPT_RMSPROP)
+        h->alpha = o->rho; /* the spec's one decay field */
+    else
+        h->rho = o->rho;
+    if (check_schedule_clip(s, c, &h->schedule, err, errlen))
+        return FXS_INVALID_ARGUMENT;
+    h->schedule.total_steps = p->total_steps;
     /* the engine's own checks (ranges of every hyper-parameter), on no params */
     fx_params empty;
     fx_params_init(&empty);
@@ -1109,19 +1125,17 @@ static int add_prefixed(fx_params *out, const char *prefix, const fx_params *src
     return 0;
 }
 
-static int checkpoint(run_t *r)
+/* The loop's scalar state as i64 words (doubles by their bits). */
+static void pack_state(run_t *r, int64_t st[ST_COUNT])
 {
-    if (!r->hk->on_checkpoint)
-        return 0;
-    const plan_t *p = &r->P;
-    int64_t st[ST_COUNT] = { 0 };
+    memset(st, 0, ST_COUNT * sizeof *st);
     st[ST_MAGIC] = CKPT_MAGIC;
     st[ST_STEP] = r->step;
     st[ST_EPOCH] = r->epoch;
     st[ST_POS] = r->pos;
-    st[ST_NTRAIN] = p->n_train;
-    st[ST_TOTAL] = p->total_steps;
-    st[ST_NMETRICS] = p->nmetrics;
+    st[ST_NTRAIN] = r->P.n_train;
+    st[ST_TOTAL] = r->P.total_steps;
+    st[ST_NMETRICS] = r->P.nmetrics;
     st[ST_HAS_BEST] = r->has_best;
     st[ST_BEST] = double_bits(r->best);
     st[ST_WAIT] = r->wait;
@@ -1129,25 +1143,53 @@ static int checkpoint(run_t *r)
     st[ST_WIN_N] = r->win_n;
     fx_rng_get_state(r->rng, (uint64_t *)&st[ST_RNG]);
     fx_rng_get_state(fx_ctx_rng(r->ctx), (uint64_t *)&st[ST_CTX_RNG]);
-    int64_t *win = calloc((size_t)p->nmetrics * 2 + 1, sizeof *win);
+}
+
+static void unpack_state(run_t *r, const int64_t st[ST_COUNT])
+{
+    r->step = st[ST_STEP];
+    r->epoch = st[ST_EPOCH];
+    r->pos = st[ST_POS];
+    r->has_best = st[ST_HAS_BEST] != 0;
+    r->best = bits_to_double(st[ST_BEST]);
+    r->wait = st[ST_WAIT];
+    r->win_loss = bits_to_double(st[ST_WIN_LOSS]);
+    r->win_n = st[ST_WIN_N];
+    fx_rng_set_state(r->rng, (const uint64_t *)&st[ST_RNG]);
+    fx_rng_set_state(fx_ctx_rng(r->ctx), (const uint64_t *)&st[ST_CTX_RNG]);
+    fx_optim_set_steps(r->opt, r->step); /* the schedule's position */
+}
+
+/* Every tensor of the checkpoint, by its name there. */
+static int checkpoint_tensors(run_t *r, fx_params *all, fx_params *ostate, fx_params *extra,
+                              fx_tensor **ts)
+{
+    int64_t st[ST_COUNT];
+    pack_state(r, st);
+    ts[0] = i64_tensor(ST_COUNT, st);
+    ts[1] = i64_tensor(r->P.n_train, r->perm);
+    ts[2] = i64_tensor(2 * r->P.nmetrics + 1, r->win_correct); /* then win_total */
+    static const char *const names[3] = { "state", "perm", "window" };
+    for (int i = 0; i < 3; i++)
+        if (!ts[i] || fx_params_add(extra, names[i], ts[i]) != FX_OK)
+            return -1;
+    if (fx_optim_state(r->opt, ostate) != FX_OK)
+        return -1;
+    return add_prefixed(all, "model/", fxg_params(r->g)) || add_prefixed(all, "optim/", ostate) ||
+           (r->has_best && add_prefixed(all, "best/", &r->best_w)) ||
+           add_prefixed(all, "trainer/", extra);
+}
+
+static int checkpoint(run_t *r)
+{
+    if (!r->hk->on_checkpoint)
+        return 0;
     fx_params all, ostate, extra;
     fx_params_init(&all);
     fx_params_init(&ostate);
     fx_params_init(&extra);
-    int rc = win ? 0 : -1;
-    for (int j = 0; j < p->nmetrics && !rc; j++) {
-        win[2 * j] = r->win_correct[j];
-        win[2 * j + 1] = r->win_total[j];
-    }
-    fx_tensor *ts[3] = { i64_tensor(ST_COUNT, st), i64_tensor(p->n_train, r->perm),
-                         win ? i64_tensor(2 * p->nmetrics + 1, win) : NULL };
-    static const char *const tnames[3] = { "state", "perm", "window" };
-    for (int i = 0; i < 3 && !rc; i++)
-        rc = ts[i] && fx_params_add(&extra, tnames[i], ts[i]) == FX_OK ? 0 : -1;
-    rc = rc || fx_optim_state(r->opt, &ostate) != FX_OK || add_prefixed(&all, "model/", fxg_params(r->g)) ||
-         add_prefixed(&all, "optim/", &ostate) ||
-         (r->has_best && add_prefixed(&all, "best/", &r->best_w)) ||
-         add_prefixed(&all, "trainer/", &extra);
+    fx_tensor *ts[3] = { NULL, NULL, NULL };
+    int rc = checkpoint_tensors(r, &all, &ostate, &extra, ts);
     char sstep[32], sepoch[32], msg[512] = "";
     snprintf(sstep, sizeof sstep, "%" PRId64, r->step);
     snprintf(sepoch, sizeof sepoch, "%" PRId64, r->epoch);
@@ -1155,14 +1197,13 @@ static int checkpoint(run_t *r)
     const char *vals[] = { "fluxion-train-checkpoint-1", sstep, sepoch };
     uint8_t *buf = NULL;
     size_t len = 0;
-    if (!rc && fx_safetensors_encode(&all, 3, keys, vals, &buf, &len, msg, sizeof msg) != FX_OK)
-        rc = rfail(r, "checkpoint at step %" PRId64 ": %s", r->step, msg);
-    else if (rc)
+    if (rc)
         rfail(r, "checkpoint at step %" PRId64 ": out of memory", r->step);
-    if (!rc && r->hk->on_checkpoint(r->hk->data, buf, len, r->step, msg, sizeof msg))
+    else if (fx_safetensors_encode(&all, 3, keys, vals, &buf, &len, msg, sizeof msg) != FX_OK)
+        rc = rfail(r, "checkpoint at step %" PRId64 ": %s", r->step, msg);
+    else if (r->hk->on_checkpoint(r->hk->data, buf, len, r->step, msg, sizeof msg))
         rc = rfail(r, "checkpoint at step %" PRId64 ": %s", r->step, msg[0] ? msg : "not stored");
     free(buf);
-    free(win);
     for (int i = 0; i < 3; i++)
         fx_tensor_free(ts[i]);
     fx_params_clear(&all);
@@ -1203,6 +1244,21 @@ static int read_i64(run_t *r, const fx_params *src, const char *name, int64_t n,
                ? 0 : rfail(r, "resume: could not read '%s'", name);
 }
 
+/* The checkpoint's state words, checked against this job. */
+static int read_state(run_t *r, const fx_params *in, int64_t st[ST_COUNT])
+{
+    const plan_t *p = &r->P;
+    if (read_i64(r, in, "trainer/state", ST_COUNT, st))
+        return -1;
+    if (st[ST_MAGIC] != CKPT_MAGIC || st[ST_NTRAIN] != p->n_train ||
+        st[ST_TOTAL] != p->total_steps || st[ST_NMETRICS] != p->nmetrics || st[ST_STEP] < 0 ||
+        st[ST_STEP] > p->total_steps || st[ST_POS] < 0 || st[ST_POS] >= p->n_train)
+        return rfail(r, "resume: the checkpoint does not fit this job (step %" PRId64 " of %" PRId64
+                     ", %" PRId64 " training samples; the job has %" PRId64 " steps, %" PRId64 ")",
+                     st[ST_STEP], st[ST_TOTAL], st[ST_NTRAIN], p->total_steps, p->n_train);
+    return 0;
+}
+
 static int resume(run_t *r, const void *buf, size_t len)
 {
     const plan_t *p = &r->P;
@@ -1213,44 +1269,17 @@ static int resume(run_t *r, const void *buf, size_t len)
     if (fx_safetensors_decode(buf, len, &in, msg, sizeof msg) != FX_OK)
         return rfail(r, "resume: %s", msg);
     int64_t st[ST_COUNT];
-    int64_t *win = calloc((size_t)p->nmetrics * 2 + 1, sizeof *win);
-    int rc = win ? read_i64(r, &in, "trainer/state", ST_COUNT, st) : rfail(r, "out of memory");
-    if (!rc && (st[ST_MAGIC] != CKPT_MAGIC || st[ST_NTRAIN] != p->n_train ||
-                st[ST_TOTAL] != p->total_steps || st[ST_NMETRICS] != p->nmetrics ||
-                st[ST_STEP] < 0 || st[ST_STEP] > p->total_steps || st[ST_POS] < 0 ||
-                st[ST_POS] >= p->n_train))
-        rc = rfail(r, "resume: the checkpoint does not fit this job (step %" PRId64 " of %" PRId64
-                   ", %" PRId64 " training samples; the job has %" PRId64 " steps, %" PRId64 ")",
-                   st[ST_STEP], st[ST_TOTAL], st[ST_NTRAIN], p->total_steps, p->n_train);
-    rc = rc || read_i64(r, &in, "trainer/perm", p->n_train, r->perm) ||
-         read_i64(r, &in, "trainer/window", 2 * p->nmetrics + 1, win);
+    int rc = read_state(r, &in, st) || read_i64(r, &in, "trainer/perm", p->n_train, r->perm) ||
+             read_i64(r, &in, "trainer/window", 2 * p->nmetrics + 1, r->win_correct);
     for (int64_t i = 0; !rc && i < p->n_train; i++)
         if (r->perm[i] < 0 || r->perm[i] >= p->n_train)
             rc = rfail(r, "resume: trainer/perm holds %" PRId64 ", not a sample index", r->perm[i]);
     if (!rc && fx_optim_state(r->opt, &ostate) != FX_OK)
         rc = rfail(r, "out of memory");
-    rc = rc || restore(r, fxg_params(r->g), "model/", &in) || restore(r, &ostate, "optim/", &in);
-    if (!rc && st[ST_HAS_BEST]) {
-        rc = keep_best(r) || restore(r, &r->best_w, "best/", &in);
-    }
-    if (!rc) {
-        r->step = st[ST_STEP];
-        r->epoch = st[ST_EPOCH];
-        r->pos = st[ST_POS];
-        r->has_best = st[ST_HAS_BEST] != 0;
-        r->best = bits_to_double(st[ST_BEST]);
-        r->wait = st[ST_WAIT];
-        r->win_loss = bits_to_double(st[ST_WIN_LOSS]);
-        r->win_n = st[ST_WIN_N];
-        fx_rng_set_state(r->rng, (const uint64_t *)&st[ST_RNG]);
-        fx_rng_set_state(fx_ctx_rng(r->ctx), (const uint64_t *)&st[ST_CTX_RNG]);
-        for (int j = 0; j < p->nmetrics; j++) {
-            r->win_correct[j] = win[2 * j];
-            r->win_total[j] = win[2 * j + 1];
-        }
-        fx_optim_set_steps(r->opt, r->step);
-    }
-    free(win);
+    rc = rc || restore(r, fxg_params(r->g), "model/", &in) || restore(r, &ostate, "optim/", &in) ||
+         (st[ST_HAS_BEST] && (keep_best(r) || restore(r, &r->best_w, "best/", &in)));
+    if (!rc)
+        unpack_state(r, st);
     fx_params_clear(&ostate);
     fx_params_free_tensors(&in);
     return rc;

@@ -671,7 +671,6 @@ static void test_early_stopping_returns_best(void **state)
     assert_int_equal(one.len, o.len);
     assert_memory_equal(one.w, o.w, o.len);
 
-    /* higher-is-better metrics: val accuracy that cannot improve stops too */
     outcome_free(&o);
     outcome_free(&one);
     job_free(j);
@@ -792,8 +791,8 @@ static void test_determinism_and_resume(void **state)
     assert_int_equal(h4.ckpts, 3);
     assert_int_equal(h4.ckpt_step[0], 28);
     assert_memory_equal(h4.ckpt[0], h1.ckpt[3], h1.ckpt_len[3]);
-    /* and from a periodic checkpoint (step 14, an epoch boundary... no: 14
-     * is mid-epoch 2; step 21 follows the epoch end at 20) */
+    /* and from periodic checkpoints: step 14 (mid-epoch, after the
+     * evaluation at 12) and step 21 (just after the epoch end at 20) */
     for (int k = 1; k <= 2; k++) {
         fxg_graph *g6 = build(s, 5);
         outcome r2 = run(j, g6, &d.c, NULL, h1.ckpt[k], h1.ckpt_len[k], NULL);
@@ -1016,6 +1015,7 @@ static void m_metric_mse(jspec *j)
 static void m_opt_kind(jspec *j) { free(j->optimizer->kind); j->optimizer->kind = xstrdup("lbfgs"); }
 static void m_opt_lr(jspec *j) { j->optimizer->lr = -1; }
 static void m_opt_beta(jspec *j) { j->optimizer->beta1 = 1.5; }
+static void m_opt_nan(jspec *j) { j->optimizer->weight_decay = NAN; }
 static void m_sched_kind(jspec *j)
 {
     j->schedule = xcalloc(1, sizeof *j->schedule);
@@ -1077,6 +1077,7 @@ static void test_validate_errors(void **state)
         { m_opt_kind, "optimizer.kind: 'lbfgs' is not one of sgd, momentum" },
         { m_opt_lr, "optimizer: " },
         { m_opt_beta, "optimizer: " },
+        { m_opt_nan, "optimizer.weight_decay: nan is not a number" },
         { m_sched_kind, "schedule.kind: 'linear' is not one of constant, step, cosine" },
         { m_sched_step, "schedule.step_size: 0 must be > 0 for kind 'step'" },
         { m_sched_warmup, "schedule.warmup_steps: -3 must be >= 0" },
