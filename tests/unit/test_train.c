@@ -304,8 +304,10 @@ typedef struct {
     void *ckpt[64];   /* every checkpoint, by arrival */
     size_t ckpt_len[64];
     int64_t ckpt_step[64];
-    double last_sps, last_eta;
+    double last_sps, last_eta, first_eta;
     int64_t last_progress_step;
+    int loss_scalars;      /* "loss" scalars, at steps loss_step_every apart */
+    int64_t last_loss_step;
     char scalars[1024]; /* distinct tags seen */
     double val_acc;     /* from the last on_eval, or -1 */
 } hookrec;
@@ -314,6 +316,9 @@ static void on_progress(void *data, const Fluxion__V1__JobProgress *p)
 {
     hookrec *h = data;
     h->progress++;
+    assert_true(p->step > h->last_progress_step);
+    if (h->progress == 1)
+        h->first_eta = p->eta_seconds;
     h->last_sps = p->samples_per_second;
     h->last_eta = p->eta_seconds;
     h->last_progress_step = p->step;
@@ -356,8 +361,12 @@ static int on_checkpoint(void *data, const void *ckpt, size_t len, int64_t step,
 static void on_scalar(void *data, const char *tag, int64_t step, double value)
 {
     hookrec *h = data;
-    (void)step;
     assert_true(isfinite(value));
+    if (strcmp(tag, "loss") == 0) {
+        h->loss_scalars++;
+        assert_true(step > h->last_loss_step);
+        h->last_loss_step = step;
+    }
     char key[128];
     snprintf(key, sizeof key, "|%s|", tag);
     if (!strstr(h->scalars, key))
@@ -541,9 +550,15 @@ static void test_regression_mse(void **state)
     j->schedule->warmup_steps = 10;
     hookrec h;
     fxt_hooks hk = hooks_for(&h);
+    hk.progress_interval_s = 1e-9; /* a report after every step */
     outcome o = run(j, g, &d.c, &v.c, NULL, 0, &hk);
     expect_done(&o);
     assert_int_equal(h.evals, 4);
+    assert_int_equal(h.progress, 400);
+    assert_true(h.first_eta > 0);
+    assert_true(h.last_eta == 0);
+    assert_int_equal(h.loss_scalars, 100); /* every 400 / 100 steps */
+    assert_int_equal(h.last_loss_step, 400);
     assert_true(fabs(weight_at(o.w, o.len, "fc.weight", 0) - 3) < 0.01);
     assert_true(fabs(weight_at(o.w, o.len, "fc.weight", 1) + 2) < 0.01);
     assert_true(fabs(weight_at(o.w, o.len, "fc.bias", 0) - 0.5) < 0.01);
