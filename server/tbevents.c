@@ -31,7 +31,7 @@ struct fxtb_writer {
     char *path;
     unsigned char *buf; /* framed records not yet written */
     size_t len, cap;
-    bool failed;        /* a write failed: later calls fail too */
+    bool failed; /* a write failed: later calls fail too */
 };
 
 /* ----------------------------------------------------------------- CRC-32C */
@@ -144,7 +144,7 @@ static void encode_event(bytes *ev, int64_t step, const char *file_version, cons
     if (file_version)
         put_len_field(ev, 3, file_version, strlen(file_version));
     if (tag) {
-        bytes val = { 0 }, summary = { 0 };
+        bytes val = {0}, summary = {0};
         put_len_field(&val, 1, tag, strlen(tag));
         float f = (float)value;
         uint32_t fb;
@@ -204,7 +204,7 @@ static int mkdirs(const char *dir, char *err, size_t errlen)
 /* Appends one TFRecord (length, masked CRC of it, data, masked CRC). */
 static int append_record(fxtb_writer *w, const bytes *ev)
 {
-    bytes rec = { .p = w->buf, .len = w->len, .cap = w->cap };
+    bytes rec = {.p = w->buf, .len = w->len, .cap = w->cap};
     unsigned char hdr[8];
     for (int i = 0; i < 8; i++)
         hdr[i] = (unsigned char)((uint64_t)ev->len >> (8 * i));
@@ -229,7 +229,7 @@ static int add_event(fxtb_writer *w, int64_t step, const char *file_version, con
 {
     if (!w || w->failed)
         return -1;
-    bytes ev = { 0 };
+    bytes ev = {0};
     encode_event(&ev, step, file_version, tag, value);
     int rc = ev.nomem ? -1 : append_record(w, &ev);
     free(ev.p);
@@ -258,8 +258,8 @@ fxtb_writer *fxtb_open(const char *dir, char *err, size_t errlen)
         set_err(err, errlen, "out of memory");
         return NULL;
     }
-    snprintf(w->path, n, "%s/events.out.tfevents.%lld.%s.%d.%u", dir, (long long)time(NULL),
-             host, (int)getpid(), atomic_fetch_add(&counter, 1));
+    snprintf(w->path, n, "%s/events.out.tfevents.%lld.%s.%d.%u", dir, (long long)time(NULL), host,
+             (int)getpid(), atomic_fetch_add(&counter, 1));
     w->fd = open(w->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (w->fd < 0) {
         set_err(err, errlen, "%s: %s", w->path, strerror(errno));

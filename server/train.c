@@ -30,16 +30,16 @@
 /* ------------------------------------------------------------------- plan */
 
 enum { LK_MSE, LK_CE, LK_CE_SOFT, LK_BCE, LK_COUNT };
-static const char *const loss_kinds[LK_COUNT] = { "mse", "cross_entropy", "cross_entropy_soft",
-                                                  "bce_with_logits" };
+static const char *const loss_kinds[LK_COUNT] = {"mse", "cross_entropy", "cross_entropy_soft",
+                                                 "bce_with_logits"};
 
 typedef struct {
-    int input;      /* graph input */
-    int col, vcol;  /* column in train / in the validation columns */
+    int input;     /* graph input */
+    int col, vcol; /* column in train / in the validation columns */
 } feed_t;
 
 typedef struct {
-    int out;        /* graph output */
+    int out; /* graph output */
     int kind;
     int col, vcol;
     double weight;
@@ -63,14 +63,15 @@ typedef struct {
     int64_t steps_per_epoch, total_steps, total_epochs, eval_every, ckpt_every;
     fx_optim_kind opt_kind;
     fx_optim_hparams hp;
-    bool es;            /* early stopping on */
+    bool es; /* early stopping on */
     const char *es_metric;
     bool es_higher;
     double es_min_delta;
     int es_patience;
 } plan_t;
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t errlen, const char *fmt, ...)
 {
     if (err && errlen) {
@@ -80,6 +81,12 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
         va_end(ap);
     }
     return FXS_INVALID_ARGUMENT;
+}
+
+static int nomem(char *err, size_t errlen)
+{
+    fail(err, errlen, "out of memory");
+    return FXS_RESOURCE_EXHAUSTED;
 }
 
 static void plan_free(plan_t *p)
@@ -144,8 +151,8 @@ static int find_column(const fxd_columns *cols, const char *name, const char *wh
     return 0;
 }
 
-static int check_feed(const plan_t *p, const Fluxion__V1__Feed *f, int i, char *err,
-                      size_t errlen, feed_t *out)
+static int check_feed(const plan_t *p, const Fluxion__V1__Feed *f, int i, char *err, size_t errlen,
+                      feed_t *out)
 {
     char what[64], list[512], s1[160], s2[160];
     snprintf(what, sizeof what, "feeds[%d].input", i);
@@ -155,9 +162,10 @@ static int check_feed(const plan_t *p, const Fluxion__V1__Feed *f, int i, char *
                     name_list(list, sizeof list, fxg_num_inputs(p->g), p->g, in_name));
     const fxg_tensor_info *t = fxg_input(p->g, out->input);
     if (t->ndim < 1 || t->shape[0] != -1)
-        return fail(err, errlen, "%s: input '%s' has shape %s; training needs a batch "
-                    "dimension of any size (-1) first", what, t->name,
-                    dims_str(t->ndim, t->shape, s1, sizeof s1));
+        return fail(err, errlen,
+                    "%s: input '%s' has shape %s; training needs a batch "
+                    "dimension of any size (-1) first",
+                    what, t->name, dims_str(t->ndim, t->shape, s1, sizeof s1));
     snprintf(what, sizeof what, "feeds[%d].tensor", i);
     for (int v = 0; v < 2; v++) {
         const fxd_columns *cols = v ? p->valc : p->train;
@@ -169,13 +177,14 @@ static int check_feed(const plan_t *p, const Fluxion__V1__Feed *f, int i, char *
             return FXS_INVALID_ARGUMENT;
         const fxd_column *c = &cols->cols[*ci];
         if (c->dtype != t->dtype)
-            return fail(err, errlen, "%s: column '%s'%s is %s, input '%s' takes %s", what,
-                        c->name, v ? " of the validation dataset" : "", fx_dtype_name(c->dtype),
-                        t->name, fx_dtype_name(t->dtype));
+            return fail(err, errlen, "%s: column '%s'%s is %s, input '%s' takes %s", what, c->name,
+                        v ? " of the validation dataset" : "", fx_dtype_name(c->dtype), t->name,
+                        fx_dtype_name(t->dtype));
         if (!sample_fits(c, t, 0))
-            return fail(err, errlen, "%s: column '%s'%s has samples of shape %s, input '%s' "
-                        "takes %s (the first dimension is the batch; -1: any size)", what,
-                        c->name, v ? " of the validation dataset" : "",
+            return fail(err, errlen,
+                        "%s: column '%s'%s has samples of shape %s, input '%s' "
+                        "takes %s (the first dimension is the batch; -1: any size)",
+                        what, c->name, v ? " of the validation dataset" : "",
                         dims_str(c->sample_ndim, c->sample_shape, s1, sizeof s1), t->name,
                         dims_str(t->ndim, t->shape, s2, sizeof s2));
     }
@@ -189,7 +198,7 @@ static int check_feeds(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err, s
     p->nfeeds = (int)spec->n_feeds;
     p->feeds = calloc(spec->n_feeds + 1, sizeof *p->feeds);
     if (!p->feeds)
-        return fail(err, errlen, "out of memory");
+        return nomem(err, errlen);
     for (int i = 0; i < p->nfeeds; i++) {
         int rc = check_feed(p, spec->feeds[i], i, err, errlen, &p->feeds[i]);
         if (rc)
@@ -204,8 +213,10 @@ static int check_feeds(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err, s
         for (int i = 0; i < p->nfeeds && !fed; i++)
             fed = p->feeds[i].input == k;
         if (!fed)
-            return fail(err, errlen, "feeds: model input '%s' is not fed (every input needs a "
-                        "dataset tensor)", fxg_input(p->g, k)->name);
+            return fail(err, errlen,
+                        "feeds: model input '%s' is not fed (every input needs a "
+                        "dataset tensor)",
+                        fxg_input(p->g, k)->name);
     }
     return 0;
 }
@@ -225,17 +236,20 @@ static int check_target(const fxd_column *c, const fxg_tensor_info *t, int kind,
     char s1[160], s2[160];
     bool classes = kind == LK_CE;
     if (classes && c->dtype != FX_I32 && c->dtype != FX_I64)
-        return fail(err, errlen, "%s: column '%s'%s is %s; cross_entropy takes class indices "
-                    "(i32 or i64)", what, c->name, which, fx_dtype_name(c->dtype));
+        return fail(err, errlen,
+                    "%s: column '%s'%s is %s; cross_entropy takes class indices "
+                    "(i32 or i64)",
+                    what, c->name, which, fx_dtype_name(c->dtype));
     if (!classes && c->dtype != FX_F32)
         return fail(err, errlen, "%s: column '%s'%s is %s; %s takes f32 targets", what, c->name,
                     which, fx_dtype_name(c->dtype), loss_kinds[kind]);
     if (!sample_fits(c, t, classes ? 1 : 0)) {
         int nd = t->ndim - 1 - (classes ? 1 : 0);
-        return fail(err, errlen, "%s: column '%s'%s has samples of shape %s; %s on output '%s' "
-                    "(shape %s) needs %s (-1: any size)", what, c->name, which,
-                    dims_str(c->sample_ndim, c->sample_shape, s1, sizeof s1), loss_kinds[kind],
-                    t->name, dims_str(t->ndim, t->shape, s2, sizeof s2),
+        return fail(err, errlen,
+                    "%s: column '%s'%s has samples of shape %s; %s on output '%s' "
+                    "(shape %s) needs %s (-1: any size)",
+                    what, c->name, which, dims_str(c->sample_ndim, c->sample_shape, s1, sizeof s1),
+                    loss_kinds[kind], t->name, dims_str(t->ndim, t->shape, s2, sizeof s2),
                     dims_str(nd < 0 ? 0 : nd, t->shape + 1, s1, sizeof s1));
     }
     return 0;
@@ -257,14 +271,17 @@ static int check_loss(const plan_t *p, const Fluxion__V1__LossSpec *l, int i, ch
     snprintf(what, sizeof what, "losses[%d].kind", i);
     out->kind = loss_kind(l->kind);
     if (out->kind < 0)
-        return fail(err, errlen, "%s: '%s' is not one of mse, cross_entropy, cross_entropy_soft, "
-                    "bce_with_logits", what, l->kind);
+        return fail(err, errlen,
+                    "%s: '%s' is not one of mse, cross_entropy, cross_entropy_soft, "
+                    "bce_with_logits",
+                    what, l->kind);
     if (t->ndim < (out->kind == LK_CE || out->kind == LK_CE_SOFT ? 2 : 1) ||
         (t->shape[0] != -1 && t->ndim >= 1))
-        return fail(err, errlen, "%s: output '%s' has shape %s; %s needs a batch dimension "
-                    "(-1) first%s", what, t->name, dims_str(t->ndim, t->shape, s1, sizeof s1),
-                    l->kind, out->kind == LK_CE || out->kind == LK_CE_SOFT ?
-                    " and classes last" : "");
+        return fail(err, errlen,
+                    "%s: output '%s' has shape %s; %s needs a batch dimension "
+                    "(-1) first%s",
+                    what, t->name, dims_str(t->ndim, t->shape, s1, sizeof s1), l->kind,
+                    out->kind == LK_CE || out->kind == LK_CE_SOFT ? " and classes last" : "");
     snprintf(what, sizeof what, "losses[%d].weight", i);
     if (!(l->weight >= 0) || !isfinite(l->weight))
         return fail(err, errlen, "%s: %g must be >= 0 (0 means 1)", what, l->weight);
@@ -293,7 +310,7 @@ static int check_losses(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err, 
     p->nlosses = (int)spec->n_losses;
     p->losses = calloc(spec->n_losses, sizeof *p->losses);
     if (!p->losses)
-        return fail(err, errlen, "out of memory");
+        return nomem(err, errlen);
     for (int i = 0; i < p->nlosses; i++) {
         int rc = check_loss(p, spec->losses[i], i, err, errlen, &p->losses[i]);
         if (rc)
@@ -308,15 +325,17 @@ static int check_metrics(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err,
     p->nmetrics = (int)spec->n_metrics;
     p->metrics = calloc(spec->n_metrics + 1, sizeof *p->metrics);
     if (!p->metrics)
-        return fail(err, errlen, "out of memory");
+        return nomem(err, errlen);
     for (int i = 0; i < p->nmetrics; i++) {
         const char *m = spec->metrics[i];
         const char *out = NULL;
         if (strncmp(m, "accuracy:", 9) == 0)
             out = m + 9;
         else if (strcmp(m, "accuracy") != 0)
-            return fail(err, errlen, "metrics[%d]: '%s' is not one of accuracy, "
-                        "accuracy:OUTPUT", i, m);
+            return fail(err, errlen,
+                        "metrics[%d]: '%s' is not one of accuracy, "
+                        "accuracy:OUTPUT",
+                        i, m);
         if (out && fxg_find_output(p->g, out) < 0)
             return fail(err, errlen, "metrics[%d]: no output '%s' in the model (outputs: %s)", i,
                         out, name_list(list, sizeof list, fxg_num_outputs(p->g), p->g, out_name));
@@ -324,17 +343,51 @@ static int check_metrics(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err,
             if (strcmp(p->metrics[j].name, m) == 0)
                 return fail(err, errlen, "metrics[%d]: '%s' is listed twice", i, m);
         /* plain "accuracy": the first classification loss's output */
-        p->metrics[i] = (metric_t){ .name = m, .loss = -1 };
+        p->metrics[i] = (metric_t){.name = m, .loss = -1};
         for (int k = 0; k < p->nlosses && p->metrics[i].loss < 0; k++) {
             const loss_t *l = &p->losses[k];
             if (l->kind != LK_MSE && (!out || l->out == fxg_find_output(p->g, out)))
                 p->metrics[i].loss = k;
         }
         if (p->metrics[i].loss < 0)
-            return fail(err, errlen, "metrics[%d]: '%s' needs %s with a cross_entropy, "
-                        "cross_entropy_soft or bce_with_logits loss (for its targets)", i, m,
-                        out ? "that output" : "an output");
+            return fail(err, errlen,
+                        "metrics[%d]: '%s' needs %s with a cross_entropy, "
+                        "cross_entropy_soft or bce_with_logits loss (for its targets)",
+                        i, m, out ? "that output" : "an output");
     }
+    return 0;
+}
+
+/* Schedule and clipping fields (their ranges; the engine checks the rest). */
+static int check_schedule_clip(const Fluxion__V1__ScheduleSpec *s, const Fluxion__V1__ClipSpec *c,
+                               fx_schedule *out, char *err, size_t errlen)
+{
+    const char *sk = s->kind && *s->kind ? s->kind : "constant";
+    static const char *const sched[] = {"constant", "step", "cosine"};
+    int si = -1;
+    for (int k = 0; k < 3; k++)
+        if (strcmp(sk, sched[k]) == 0)
+            si = k;
+    if (si < 0)
+        return fail(err, errlen, "schedule.kind: '%s' is not one of constant, step, cosine", sk);
+    if (si == FX_SCHED_STEP && s->step_size <= 0)
+        return fail(err, errlen, "schedule.step_size: %" PRId64 " must be > 0 for kind 'step'",
+                    s->step_size);
+    if (s->warmup_steps < 0)
+        return fail(err, errlen, "schedule.warmup_steps: %" PRId64 " must be >= 0",
+                    s->warmup_steps);
+    if (!(s->gamma >= 0) || !(s->min_lr >= 0))
+        return fail(err, errlen, "schedule.%s: %g must be >= 0", s->gamma >= 0 ? "min_lr" : "gamma",
+                    s->gamma >= 0 ? s->min_lr : s->gamma);
+    if (!(c->max_norm >= 0) || !(c->max_value >= 0) || isinf(c->max_norm) || isinf(c->max_value))
+        return fail(err, errlen, "clip.%s: %g must be >= 0 and finite (0: off)",
+                    c->max_norm >= 0 && !isinf(c->max_norm) ? "max_value" : "max_norm",
+                    c->max_norm >= 0 && !isinf(c->max_norm) ? c->max_value : c->max_norm);
+    *out = (fx_schedule){.kind = (fx_sched_kind)si,
+                         .warmup_steps = s->warmup_steps,
+                         .step_size = s->step_size,
+                         .gamma = s->gamma,
+                         .min_lr = s->min_lr};
     return 0;
 }
 
@@ -352,43 +405,33 @@ static int check_optimizer(const Fluxion__V1__JobSpec *spec, plan_t *p, char *er
         if (strcmp(kind, fx_optim_kind_name((fx_optim_kind)k)) == 0)
             p->opt_kind = (fx_optim_kind)k;
     if (p->opt_kind == FX_OPT_COUNT)
-        return fail(err, errlen, "optimizer.kind: '%s' is not one of sgd, momentum, nesterov, "
-                    "rmsprop, adagrad, adadelta, adam, adamw", kind);
-    static const double default_lr[FX_OPT_COUNT] = { 0.01, 0.01, 0.01, 0.01,
-                                                     0.01, 1.0,  1e-3, 1e-3 };
+        return fail(err, errlen,
+                    "optimizer.kind: '%s' is not one of sgd, momentum, nesterov, "
+                    "rmsprop, adagrad, adadelta, adam, adamw",
+                    kind);
+    const double vals[] = {o->lr, o->momentum, o->beta1, o->beta2, o->eps, o->weight_decay, o->rho};
+    static const char *const names[] = {"lr",  "momentum",     "beta1", "beta2",
+                                        "eps", "weight_decay", "rho"};
+    for (int k = 0; k < 7; k++)
+        if (!isfinite(vals[k]))
+            return fail(err, errlen, "optimizer.%s: %g is not a number", names[k], vals[k]);
+    static const double default_lr[FX_OPT_COUNT] = {0.01, 0.01, 0.01, 0.01, 0.01, 1.0, 1e-3, 1e-3};
     fx_optim_hparams *h = &p->hp;
-    *h = (fx_optim_hparams){ .lr = o->lr ? o->lr : default_lr[p->opt_kind],
-                             .momentum = o->momentum, .beta1 = o->beta1, .beta2 = o->beta2,
-                             .eps = o->eps, .weight_decay = o->weight_decay,
-                             .clip_norm = c->max_norm, .clip_value = c->max_value };
+    *h = (fx_optim_hparams){.lr = o->lr ? o->lr : default_lr[p->opt_kind],
+                            .momentum = o->momentum,
+                            .beta1 = o->beta1,
+                            .beta2 = o->beta2,
+                            .eps = o->eps,
+                            .weight_decay = o->weight_decay,
+                            .clip_norm = c->max_norm,
+                            .clip_value = c->max_value};
     if (p->opt_kind == FX_OPT_RMSPROP)
         h->alpha = o->rho; /* the spec's one decay field */
     else
         h->rho = o->rho;
-    const char *sk = s->kind && *s->kind ? s->kind : "constant";
-    static const char *const sched[] = { "constant", "step", "cosine" };
-    int si = -1;
-    for (int k = 0; k < 3; k++)
-        if (strcmp(sk, sched[k]) == 0)
-            si = k;
-    if (si < 0)
-        return fail(err, errlen, "schedule.kind: '%s' is not one of constant, step, cosine", sk);
-    if (si == FX_SCHED_STEP && s->step_size <= 0)
-        return fail(err, errlen, "schedule.step_size: %" PRId64 " must be > 0 for kind 'step'",
-                    s->step_size);
-    if (s->warmup_steps < 0)
-        return fail(err, errlen, "schedule.warmup_steps: %" PRId64 " must be >= 0",
-                    s->warmup_steps);
-    if (!(s->gamma >= 0) || !(s->min_lr >= 0))
-        return fail(err, errlen, "schedule.%s: %g must be >= 0", s->gamma >= 0 ? "min_lr" : "gamma",
-                    s->gamma >= 0 ? s->min_lr : s->gamma);
-    if (!(c->max_norm >= 0) || !(c->max_value >= 0))
-        return fail(err, errlen, "clip.%s: %g must be >= 0 (0: off)",
-                    c->max_norm >= 0 ? "max_value" : "max_norm",
-                    c->max_norm >= 0 ? c->max_value : c->max_norm);
-    h->schedule = (fx_schedule){ .kind = (fx_sched_kind)si, .warmup_steps = s->warmup_steps,
-                                 .step_size = s->step_size, .gamma = s->gamma,
-                                 .total_steps = p->total_steps, .min_lr = s->min_lr };
+    if (check_schedule_clip(s, c, &h->schedule, err, errlen))
+        return FXS_INVALID_ARGUMENT;
+    h->schedule.total_steps = p->total_steps;
     /* the engine's own checks (ranges of every hyper-parameter), on no params */
     fx_params empty;
     fx_params_init(&empty);
@@ -406,7 +449,8 @@ static int check_sizes(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err, s
                     spec->batch_size);
     p->batch = spec->batch_size ? spec->batch_size : 32;
     if (spec->epochs < 0 || spec->steps < 0)
-        return fail(err, errlen, "%s: %" PRId64 " must be >= 0", spec->epochs < 0 ? "epochs" : "steps",
+        return fail(err, errlen, "%s: %" PRId64 " must be >= 0",
+                    spec->epochs < 0 ? "epochs" : "steps",
                     spec->epochs < 0 ? spec->epochs : spec->steps);
     if (!spec->epochs && !spec->steps)
         return fail(err, errlen, "epochs, steps: neither is set (one must be > 0)");
@@ -423,10 +467,15 @@ static int check_sizes(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err, s
     int64_t n = p->train->num_samples;
     if (n <= 0)
         return fail(err, errlen, "dataset: it has no samples");
+    if (spec->validation_dataset && *spec->validation_dataset && !p->valc)
+        return fail(err, errlen, "validation_dataset: '%s' was not given to the trainer",
+                    spec->validation_dataset);
     if (split > 0 && p->valc)
-        return fail(err, errlen, "validation_split: %g and a validation dataset%s%s%s exclude "
-                    "each other", split, spec->validation_dataset && *spec->validation_dataset ?
-                    " ('" : "", spec->validation_dataset ? spec->validation_dataset : "",
+        return fail(err, errlen,
+                    "validation_split: %g and a validation dataset%s%s%s exclude "
+                    "each other",
+                    split, spec->validation_dataset && *spec->validation_dataset ? " ('" : "",
+                    spec->validation_dataset ? spec->validation_dataset : "",
                     spec->validation_dataset && *spec->validation_dataset ? "')" : "");
     p->n_val = split > 0 ? (int64_t)floor(split * (double)n) : 0;
     if (split > 0 && p->n_val == 0)
@@ -434,8 +483,10 @@ static int check_sizes(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err, s
                     split, n);
     p->n_train = n - p->n_val;
     if (p->n_train <= 0)
-        return fail(err, errlen, "validation_split: %g of %" PRId64 " samples leaves none to "
-                    "train on", split, n);
+        return fail(err, errlen,
+                    "validation_split: %g of %" PRId64 " samples leaves none to "
+                    "train on",
+                    split, n);
     if (p->valc) {
         if (p->valc->num_samples <= 0)
             return fail(err, errlen, "validation_dataset: it has no samples");
@@ -445,11 +496,11 @@ static int check_sizes(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err, s
         p->val_offset = p->n_train;
     }
     p->steps_per_epoch = (p->n_train + p->batch - 1) / p->batch;
+    if (spec->steps <= 0 && spec->epochs > INT64_MAX / p->steps_per_epoch)
+        return fail(err, errlen, "epochs: %" PRId64 " is too many", spec->epochs);
     p->total_steps = spec->steps > 0 ? spec->steps : spec->epochs * p->steps_per_epoch;
     p->total_epochs = spec->steps > 0 ? (spec->steps + p->steps_per_epoch - 1) / p->steps_per_epoch
                                       : spec->epochs;
-    if (spec->steps <= 0 && p->total_steps / p->steps_per_epoch != spec->epochs)
-        return fail(err, errlen, "epochs: %" PRId64 " is too many", spec->epochs);
     p->eval_every = spec->eval_every_steps;
     p->ckpt_every = spec->checkpoint_every_steps;
     return 0;
@@ -488,12 +539,15 @@ static int check_early_stopping(const Fluxion__V1__JobSpec *spec, plan_t *p, cha
         return 0;
     const char *m = e->metric && *e->metric ? e->metric : "val_loss";
     if (!reported(p, m))
-        return fail(err, errlen, "early_stopping.metric: '%s' is not reported (losses: loss, "
-                    "val_loss%s; metrics listed in metrics, with val_ for validation)", m,
-                    p->nlosses > 1 ? ", loss:OUTPUT, val_loss:OUTPUT" : "");
+        return fail(err, errlen,
+                    "early_stopping.metric: '%s' is not reported (losses: loss, "
+                    "val_loss%s; metrics listed in metrics, with val_ for validation)",
+                    m, p->nlosses > 1 ? ", loss:OUTPUT, val_loss:OUTPUT" : "");
     if (strncmp(m, "val_", 4) == 0 && !p->n_val)
-        return fail(err, errlen, "early_stopping.metric: '%s' needs validation data "
-                    "(validation_split or validation_dataset)", m);
+        return fail(err, errlen,
+                    "early_stopping.metric: '%s' needs validation data "
+                    "(validation_split or validation_dataset)",
+                    m);
     p->es = true;
     p->es_metric = m;
     p->es_higher = strstr(m, "accuracy") != NULL;
@@ -549,13 +603,13 @@ typedef struct {
     const fxt_hooks *hk;
     fx_ctx *ctx;
     fx_optim *opt;
-    fx_rng *rng;          /* shuffling */
+    fx_rng *rng; /* shuffling */
     int64_t *perm;
     int64_t step, epoch, pos;
     bool shuffle;
     unsigned char *stage; /* one batch of one column, host side */
     size_t stage_cap;
-    float *pred;          /* one output, host side, for accuracy */
+    float *pred; /* one output, host side, for accuracy */
     size_t pred_cap;
     fx_tensor **in, **out;
     /* since the last evaluation (in checkpoints: they feed early stopping) */
@@ -566,12 +620,12 @@ typedef struct {
     double pr_loss, sc_loss;
     int64_t pr_n, sc_n, scalar_every;
     double t_start, t_last;
-    int64_t step_start;
+    int64_t step_start, samples; /* this process's */
     /* early stopping */
     bool has_best, stop_early;
     double best;
     int64_t wait;
-    fx_params best_w;     /* persistent copies of every parameter and buffer */
+    fx_params best_w; /* persistent copies of every parameter and buffer */
     /* values for reports */
     int nvals;
     char **vname;
@@ -628,7 +682,7 @@ static int make_value_names(run_t *r)
     r->vhave = calloc((size_t)cap, sizeof *r->vhave);
     if (!r->vname || !r->vval || !r->vhave)
         return rfail(r, "out of memory");
-    static const char *const fixed[V_FIXED] = { "loss", "lr", "val_loss" };
+    static const char *const fixed[V_FIXED] = {"loss", "lr", "val_loss"};
     for (int i = 0; i < V_FIXED; i++)
         if (add_value_name(r, "%s%s", fixed[i], ""))
             return -1;
@@ -661,8 +715,7 @@ static void set_value(run_t *r, int i, double v)
 
 /* A batch of rows idx[0..b) of column c (from row offset base) as an arena
  * tensor. */
-static fx_tensor *gather(run_t *r, const fxd_column *c, const int64_t *idx, int64_t base,
-                         int64_t b)
+static fx_tensor *gather(run_t *r, const fxd_column *c, const int64_t *idx, int64_t base, int64_t b)
 {
     size_t rb = row_bytes(c);
     if ((size_t)b * rb > r->stage_cap) {
@@ -694,11 +747,10 @@ static fx_tensor *loss_term(fx_ctx *ctx, int kind, fx_tensor *pred, fx_tensor *t
     }
     int64_t c = pred->shape[pred->ndim - 1];
     *count = c ? fx_tensor_numel(pred) / c : 0;
-    fx_tensor *logits = fx_reshape(ctx, pred, 2, (int64_t[]){ -1, c });
+    fx_tensor *logits = fx_reshape(ctx, pred, 2, (int64_t[]){-1, c});
     if (kind == LK_CE)
-        return fx_cross_entropy(ctx, logits, fx_reshape(ctx, target, 1, (int64_t[]){ -1 }), red);
-    return fx_cross_entropy_soft(ctx, logits, fx_reshape(ctx, target, 2, (int64_t[]){ -1, c }),
-                                 red);
+        return fx_cross_entropy(ctx, logits, fx_reshape(ctx, target, 1, (int64_t[]){-1}), red);
+    return fx_cross_entropy_soft(ctx, logits, fx_reshape(ctx, target, 2, (int64_t[]){-1, c}), red);
 }
 
 static float f32_at(const void *p, int64_t i)
@@ -830,8 +882,10 @@ static int train_step(run_t *r)
     if (fx_ctx_status(r->ctx) != FX_OK)
         return rfail(r, "step %" PRId64 ": %s", stepno, fx_ctx_error(r->ctx));
     if (!isfinite(loss))
-        return rfail(r, "step %" PRId64 ": the loss is not finite (%g); try a lower learning "
-                     "rate or gradient clipping", stepno, loss);
+        return rfail(r,
+                     "step %" PRId64 ": the loss is not finite (%g); try a lower learning "
+                     "rate or gradient clipping",
+                     stepno, loss);
     for (int j = 0; j < p->nmetrics; j++) {
         const loss_t *l = &p->losses[p->metrics[j].loss];
         if (count_correct(r, j, r->out[l->out], &p->train->cols[l->col], idx, 0, b,
@@ -851,6 +905,7 @@ static int train_step(run_t *r)
     r->sc_loss += loss;
     r->sc_n++;
     r->step++;
+    r->samples += b;
     r->pos += b;
     if (r->pos >= p->n_train) {
         r->pos = 0;
@@ -883,9 +938,9 @@ static int validate_all(run_t *r)
         for (int i = 0; i < p->nlosses && !rc; i++) {
             const loss_t *l = &p->losses[i];
             int64_t c = 0;
-            fx_tensor *t = loss_term(r->ctx, l->kind, r->out[l->out],
-                                     gather(r, &p->valc->cols[l->vcol], NULL, p->val_offset + at,
-                                            b), FX_SUM, &c);
+            fx_tensor *t = loss_term(
+                r->ctx, l->kind, r->out[l->out],
+                gather(r, &p->valc->cols[l->vcol], NULL, p->val_offset + at, b), FX_SUM, &c);
             sum[i] += t ? fx_tensor_item(t) : 0;
             cnt[i] += (double)c;
             if (fx_ctx_status(r->ctx) != FX_OK)
@@ -931,7 +986,7 @@ static void progress_of(run_t *r, Fluxion__V1__JobProgress *pg, Fluxion__V1__Met
     double el = now_s() - r->t_start;
     int64_t done = r->step - r->step_start;
     if (el > 0 && done > 0) {
-        pg->samples_per_second = (double)done * (double)r->P.batch / el;
+        pg->samples_per_second = (double)r->samples / el;
         pg->eta_seconds = (double)(r->P.total_steps - r->step) * el / (double)done;
     }
     size_t n = 0;
@@ -1033,8 +1088,8 @@ static int early_stopping(run_t *r)
     if (k < 0 || !r->vhave[k])
         return 0;
     double v = r->vval[k];
-    bool better = !r->has_best || (p->es_higher ? v > r->best + p->es_min_delta
-                                                : v < r->best - p->es_min_delta);
+    bool better = !r->has_best ||
+                  (p->es_higher ? v > r->best + p->es_min_delta : v < r->best - p->es_min_delta);
     if (better) {
         r->best = v;
         r->wait = 0;
@@ -1053,8 +1108,7 @@ static int evaluate(run_t *r)
         set_value(r, V_LOSS, r->win_loss / (double)r->win_n);
     for (int j = 0; j < p->nmetrics; j++)
         if (r->win_total[j])
-            set_value(r, metric_value(r, j),
-                      (double)r->win_correct[j] / (double)r->win_total[j]);
+            set_value(r, metric_value(r, j), (double)r->win_correct[j] / (double)r->win_total[j]);
     if (p->n_val && validate_all(r))
         return -1;
     set_value(r, V_LR, fx_optim_lr(r->opt));
@@ -1072,15 +1126,27 @@ static int evaluate(run_t *r)
 /* ------------------------------------------------------------ checkpoints */
 
 enum st_word {
-    ST_MAGIC, ST_STEP, ST_EPOCH, ST_POS, ST_NTRAIN, ST_TOTAL, ST_NMETRICS, ST_HAS_BEST,
-    ST_BEST, ST_WAIT, ST_WIN_LOSS, ST_WIN_N, ST_RNG, ST_CTX_RNG = ST_RNG + 4,
+    ST_MAGIC,
+    ST_STEP,
+    ST_EPOCH,
+    ST_POS,
+    ST_NTRAIN,
+    ST_TOTAL,
+    ST_NMETRICS,
+    ST_HAS_BEST,
+    ST_BEST,
+    ST_WAIT,
+    ST_WIN_LOSS,
+    ST_WIN_N,
+    ST_RNG,
+    ST_CTX_RNG = ST_RNG + 4,
     ST_COUNT = ST_CTX_RNG + 4
 };
 #define CKPT_MAGIC 0x46585431 /* "FXT1" */
 
 static fx_tensor *i64_tensor(int64_t n, const int64_t *v)
 {
-    fx_tensor *t = fx_tensor_create(fx_cpu(), FX_I64, 1, (int64_t[]){ n });
+    fx_tensor *t = fx_tensor_create(fx_cpu(), FX_I64, 1, (int64_t[]){n});
     if (t && fx_tensor_copy_from_host(t, v, (size_t)n * sizeof *v) != FX_OK) {
         fx_tensor_free(t);
         t = NULL;
@@ -1099,19 +1165,17 @@ static int add_prefixed(fx_params *out, const char *prefix, const fx_params *src
     return 0;
 }
 
-static int checkpoint(run_t *r)
+/* The loop's scalar state as i64 words (doubles by their bits). */
+static void pack_state(run_t *r, int64_t st[ST_COUNT])
 {
-    if (!r->hk->on_checkpoint)
-        return 0;
-    const plan_t *p = &r->P;
-    int64_t st[ST_COUNT] = { 0 };
+    memset(st, 0, ST_COUNT * sizeof *st);
     st[ST_MAGIC] = CKPT_MAGIC;
     st[ST_STEP] = r->step;
     st[ST_EPOCH] = r->epoch;
     st[ST_POS] = r->pos;
-    st[ST_NTRAIN] = p->n_train;
-    st[ST_TOTAL] = p->total_steps;
-    st[ST_NMETRICS] = p->nmetrics;
+    st[ST_NTRAIN] = r->P.n_train;
+    st[ST_TOTAL] = r->P.total_steps;
+    st[ST_NMETRICS] = r->P.nmetrics;
     st[ST_HAS_BEST] = r->has_best;
     st[ST_BEST] = double_bits(r->best);
     st[ST_WAIT] = r->wait;
@@ -1119,40 +1183,67 @@ static int checkpoint(run_t *r)
     st[ST_WIN_N] = r->win_n;
     fx_rng_get_state(r->rng, (uint64_t *)&st[ST_RNG]);
     fx_rng_get_state(fx_ctx_rng(r->ctx), (uint64_t *)&st[ST_CTX_RNG]);
-    int64_t *win = calloc((size_t)p->nmetrics * 2 + 1, sizeof *win);
+}
+
+static void unpack_state(run_t *r, const int64_t st[ST_COUNT])
+{
+    r->step = st[ST_STEP];
+    r->epoch = st[ST_EPOCH];
+    r->pos = st[ST_POS];
+    r->has_best = st[ST_HAS_BEST] != 0;
+    r->best = bits_to_double(st[ST_BEST]);
+    r->wait = st[ST_WAIT];
+    r->win_loss = bits_to_double(st[ST_WIN_LOSS]);
+    r->win_n = st[ST_WIN_N];
+    fx_rng_set_state(r->rng, (const uint64_t *)&st[ST_RNG]);
+    fx_rng_set_state(fx_ctx_rng(r->ctx), (const uint64_t *)&st[ST_CTX_RNG]);
+    fx_optim_set_steps(r->opt, r->step); /* the schedule's position */
+}
+
+/* Every tensor of the checkpoint, by its name there. */
+static int checkpoint_tensors(run_t *r, fx_params *all, fx_params *ostate, fx_params *extra,
+                              fx_tensor **ts)
+{
+    int64_t st[ST_COUNT];
+    pack_state(r, st);
+    ts[0] = i64_tensor(ST_COUNT, st);
+    ts[1] = i64_tensor(r->P.n_train, r->perm);
+    ts[2] = i64_tensor(2 * r->P.nmetrics + 1, r->win_correct); /* then win_total */
+    static const char *const names[3] = {"state", "perm", "window"};
+    for (int i = 0; i < 3; i++)
+        if (!ts[i] || fx_params_add(extra, names[i], ts[i]) != FX_OK)
+            return -1;
+    if (fx_optim_state(r->opt, ostate) != FX_OK)
+        return -1;
+    return add_prefixed(all, "model/", fxg_params(r->g)) || add_prefixed(all, "optim/", ostate) ||
+           (r->has_best && add_prefixed(all, "best/", &r->best_w)) ||
+           add_prefixed(all, "trainer/", extra);
+}
+
+static int checkpoint(run_t *r)
+{
+    if (!r->hk->on_checkpoint)
+        return 0;
     fx_params all, ostate, extra;
     fx_params_init(&all);
     fx_params_init(&ostate);
     fx_params_init(&extra);
-    int rc = win ? 0 : -1;
-    for (int j = 0; j < p->nmetrics && !rc; j++) {
-        win[2 * j] = r->win_correct[j];
-        win[2 * j + 1] = r->win_total[j];
-    }
-    fx_tensor *ts[3] = { i64_tensor(ST_COUNT, st), i64_tensor(p->n_train, r->perm),
-                         win ? i64_tensor(2 * p->nmetrics + 1, win) : NULL };
-    static const char *const tnames[3] = { "state", "perm", "window" };
-    for (int i = 0; i < 3 && !rc; i++)
-        rc = ts[i] && fx_params_add(&extra, tnames[i], ts[i]) == FX_OK ? 0 : -1;
-    rc = rc || fx_optim_state(r->opt, &ostate) != FX_OK || add_prefixed(&all, "model/", fxg_params(r->g)) ||
-         add_prefixed(&all, "optim/", &ostate) ||
-         (r->has_best && add_prefixed(&all, "best/", &r->best_w)) ||
-         add_prefixed(&all, "trainer/", &extra);
+    fx_tensor *ts[3] = {NULL, NULL, NULL};
+    int rc = checkpoint_tensors(r, &all, &ostate, &extra, ts);
     char sstep[32], sepoch[32], msg[512] = "";
     snprintf(sstep, sizeof sstep, "%" PRId64, r->step);
     snprintf(sepoch, sizeof sepoch, "%" PRId64, r->epoch);
-    const char *keys[] = { "format", "step", "epoch" };
-    const char *vals[] = { "fluxion-train-checkpoint-1", sstep, sepoch };
+    const char *keys[] = {"format", "step", "epoch"};
+    const char *vals[] = {"fluxion-train-checkpoint-1", sstep, sepoch};
     uint8_t *buf = NULL;
     size_t len = 0;
-    if (!rc && fx_safetensors_encode(&all, 3, keys, vals, &buf, &len, msg, sizeof msg) != FX_OK)
-        rc = rfail(r, "checkpoint at step %" PRId64 ": %s", r->step, msg);
-    else if (rc)
+    if (rc)
         rfail(r, "checkpoint at step %" PRId64 ": out of memory", r->step);
-    if (!rc && r->hk->on_checkpoint(r->hk->data, buf, len, r->step, msg, sizeof msg))
+    else if (fx_safetensors_encode(&all, 3, keys, vals, &buf, &len, msg, sizeof msg) != FX_OK)
+        rc = rfail(r, "checkpoint at step %" PRId64 ": %s", r->step, msg);
+    else if (r->hk->on_checkpoint(r->hk->data, buf, len, r->step, msg, sizeof msg))
         rc = rfail(r, "checkpoint at step %" PRId64 ": %s", r->step, msg[0] ? msg : "not stored");
     free(buf);
-    free(win);
     for (int i = 0; i < 3; i++)
         fx_tensor_free(ts[i]);
     fx_params_clear(&all);
@@ -1187,10 +1278,29 @@ static int read_i64(run_t *r, const fx_params *src, const char *name, int64_t n,
 {
     const fx_tensor *t = fx_params_find(src, name);
     if (!t || t->dtype != FX_I64 || t->ndim != 1 || t->shape[0] != n)
-        return rfail(r, "resume: '%s' is missing or not i64[%" PRId64 "] (not a checkpoint of "
-                     "this job?)", name, n);
+        return rfail(r,
+                     "resume: '%s' is missing or not i64[%" PRId64 "] (not a checkpoint of "
+                     "this job?)",
+                     name, n);
     return fx_tensor_to_host(t, out, (size_t)n * sizeof *out) == FX_OK
-               ? 0 : rfail(r, "resume: could not read '%s'", name);
+               ? 0
+               : rfail(r, "resume: could not read '%s'", name);
+}
+
+/* The checkpoint's state words, checked against this job. */
+static int read_state(run_t *r, const fx_params *in, int64_t st[ST_COUNT])
+{
+    const plan_t *p = &r->P;
+    if (read_i64(r, in, "trainer/state", ST_COUNT, st))
+        return -1;
+    if (st[ST_MAGIC] != CKPT_MAGIC || st[ST_NTRAIN] != p->n_train ||
+        st[ST_TOTAL] != p->total_steps || st[ST_NMETRICS] != p->nmetrics || st[ST_STEP] < 0 ||
+        st[ST_STEP] > p->total_steps || st[ST_POS] < 0 || st[ST_POS] >= p->n_train)
+        return rfail(r,
+                     "resume: the checkpoint does not fit this job (step %" PRId64 " of %" PRId64
+                     ", %" PRId64 " training samples; the job has %" PRId64 " steps, %" PRId64 ")",
+                     st[ST_STEP], st[ST_TOTAL], st[ST_NTRAIN], p->total_steps, p->n_train);
+    return 0;
 }
 
 static int resume(run_t *r, const void *buf, size_t len)
@@ -1203,44 +1313,17 @@ static int resume(run_t *r, const void *buf, size_t len)
     if (fx_safetensors_decode(buf, len, &in, msg, sizeof msg) != FX_OK)
         return rfail(r, "resume: %s", msg);
     int64_t st[ST_COUNT];
-    int64_t *win = calloc((size_t)p->nmetrics * 2 + 1, sizeof *win);
-    int rc = win ? read_i64(r, &in, "trainer/state", ST_COUNT, st) : rfail(r, "out of memory");
-    if (!rc && (st[ST_MAGIC] != CKPT_MAGIC || st[ST_NTRAIN] != p->n_train ||
-                st[ST_TOTAL] != p->total_steps || st[ST_NMETRICS] != p->nmetrics ||
-                st[ST_STEP] < 0 || st[ST_STEP] > p->total_steps || st[ST_POS] < 0 ||
-                st[ST_POS] >= p->n_train))
-        rc = rfail(r, "resume: the checkpoint does not fit this job (step %" PRId64 " of %" PRId64
-                   ", %" PRId64 " training samples; the job has %" PRId64 " steps, %" PRId64 ")",
-                   st[ST_STEP], st[ST_TOTAL], st[ST_NTRAIN], p->total_steps, p->n_train);
-    rc = rc || read_i64(r, &in, "trainer/perm", p->n_train, r->perm) ||
-         read_i64(r, &in, "trainer/window", 2 * p->nmetrics + 1, win);
+    int rc = read_state(r, &in, st) || read_i64(r, &in, "trainer/perm", p->n_train, r->perm) ||
+             read_i64(r, &in, "trainer/window", 2 * p->nmetrics + 1, r->win_correct);
     for (int64_t i = 0; !rc && i < p->n_train; i++)
         if (r->perm[i] < 0 || r->perm[i] >= p->n_train)
             rc = rfail(r, "resume: trainer/perm holds %" PRId64 ", not a sample index", r->perm[i]);
     if (!rc && fx_optim_state(r->opt, &ostate) != FX_OK)
         rc = rfail(r, "out of memory");
-    rc = rc || restore(r, fxg_params(r->g), "model/", &in) || restore(r, &ostate, "optim/", &in);
-    if (!rc && st[ST_HAS_BEST]) {
-        rc = keep_best(r) || restore(r, &r->best_w, "best/", &in);
-    }
-    if (!rc) {
-        r->step = st[ST_STEP];
-        r->epoch = st[ST_EPOCH];
-        r->pos = st[ST_POS];
-        r->has_best = st[ST_HAS_BEST] != 0;
-        r->best = bits_to_double(st[ST_BEST]);
-        r->wait = st[ST_WAIT];
-        r->win_loss = bits_to_double(st[ST_WIN_LOSS]);
-        r->win_n = st[ST_WIN_N];
-        fx_rng_set_state(r->rng, (const uint64_t *)&st[ST_RNG]);
-        fx_rng_set_state(fx_ctx_rng(r->ctx), (const uint64_t *)&st[ST_CTX_RNG]);
-        for (int j = 0; j < p->nmetrics; j++) {
-            r->win_correct[j] = win[2 * j];
-            r->win_total[j] = win[2 * j + 1];
-        }
-        fx_optim_set_steps(r->opt, r->step);
-    }
-    free(win);
+    rc = rc || restore(r, fxg_params(r->g), "model/", &in) || restore(r, &ostate, "optim/", &in) ||
+         (st[ST_HAS_BEST] && (keep_best(r) || restore(r, &r->best_w, "best/", &in)));
+    if (!rc)
+        unpack_state(r, st);
     fx_params_clear(&ostate);
     fx_params_free_tensors(&in);
     return rc;
@@ -1313,9 +1396,9 @@ static bool eval_due(const run_t *r, bool epoch_end)
 static fxt_result loop(run_t *r)
 {
     const plan_t *p = &r->P;
-    int64_t every = p->ckpt_every ? p->ckpt_every
-                                  : r->hk->checkpoint_every_steps > 0 ? r->hk->checkpoint_every_steps
-                                                                      : 500;
+    int64_t every = p->ckpt_every                       ? p->ckpt_every
+                    : r->hk->checkpoint_every_steps > 0 ? r->hk->checkpoint_every_steps
+                                                        : 500;
     int64_t last_eval = -1;
     while (r->step < p->total_steps && !r->stop_early) {
         if (r->hk->should_stop && r->hk->should_stop(r->hk->data))
@@ -1380,8 +1463,10 @@ fxt_result fxt_run(const Fluxion__V1__JobSpec *spec, fxg_graph *g, const fxd_col
 {
     static const fxt_hooks no_hooks;
     char local[512];
-    run_t r = { .g = g, .hk = hooks ? hooks : &no_hooks, .err = err && errlen ? err : local,
-                .errlen = err && errlen ? errlen : sizeof local };
+    run_t r = {.g = g,
+               .hk = hooks ? hooks : &no_hooks,
+               .err = err && errlen ? err : local,
+               .errlen = err && errlen ? errlen : sizeof local};
     if (final)
         *final = NULL;
     if (result)

@@ -59,7 +59,7 @@ static void test_crc32c_vectors(void **state)
     (void)state;
     assert_int_equal(fxtb_crc32c("123456789", 9), 0xE3069283u);
     assert_int_equal(fxtb_crc32c("", 0), 0);
-    unsigned char zeros[32] = { 0 }, ones[32];
+    unsigned char zeros[32] = {0}, ones[32];
     memset(ones, 0xFF, sizeof ones);
     assert_int_equal(fxtb_crc32c(zeros, 32), 0x8A9136AAu); /* RFC 3720 B.4 */
     assert_int_equal(fxtb_crc32c(ones, 32), 0x62A8AB43u);
@@ -109,7 +109,8 @@ static void test_file_layout(void **state)
     size_t dlen[8];
     /* the header event is on disk at once: wall_time, step 0, file_version */
     assert_int_equal(records(p, len, data, dlen, 8), 1);
-    static const unsigned char version[] = "\x10\x00\x1a\x0d" "brain.Event:2";
+    static const unsigned char version[] = "\x10\x00\x1a\x0d"
+                                           "brain.Event:2";
     assert_int_equal(dlen[0], 9 + sizeof version - 1);
     assert_int_equal(data[0][0], 0x09);
     assert_memory_equal(data[0] + 9, version, sizeof version - 1);
@@ -124,13 +125,13 @@ static void test_file_layout(void **state)
     p = slurp(path, &len);
     assert_int_equal(records(p, len, data, dlen, 8), 3);
     /* step 7 (varint), summary { value { tag "ab", simple_value 0.5f } } */
-    static const unsigned char ev1[] = { 0x10, 0x07, 0x2a, 0x0b, 0x0a, 0x09, 0x0a, 0x02,
-                                         'a',  'b',  0x15, 0x00, 0x00, 0x00, 0x3f };
+    static const unsigned char ev1[] = {0x10, 0x07, 0x2a, 0x0b, 0x0a, 0x09, 0x0a, 0x02,
+                                        'a',  'b',  0x15, 0x00, 0x00, 0x00, 0x3f};
     assert_int_equal(dlen[1], 9 + sizeof ev1);
     assert_memory_equal(data[1] + 9, ev1, sizeof ev1);
     /* step 300 = 0xac 0x02; -2.0f = 0xc0000000 */
-    static const unsigned char ev2[] = { 0x10, 0xac, 0x02, 0x2a, 0x0d, 0x0a, 0x0b, 0x0a, 0x04,
-                                         'l',  'o',  's',  's',  0x15, 0x00, 0x00, 0x00, 0xc0 };
+    static const unsigned char ev2[] = {0x10, 0xac, 0x02, 0x2a, 0x0d, 0x0a, 0x0b, 0x0a, 0x04,
+                                        'l',  'o',  's',  's',  0x15, 0x00, 0x00, 0x00, 0xc0};
     assert_int_equal(dlen[2], 9 + sizeof ev2);
     assert_memory_equal(data[2] + 9, ev2, sizeof ev2);
     free(p);

@@ -39,7 +39,7 @@ static void *xcalloc(size_t n, size_t s)
     return p;
 }
 
-#define GROW(arr, n) \
+#define GROW(arr, n)                                                                               \
     ((arr) = realloc((arr), ((n) + 1) * sizeof *(arr)), assert_non_null(arr), &(arr)[(n)++])
 
 static void m_input(mspec *s, const char *name, Fluxion__V1__DataType dt, int64_t width)
@@ -109,7 +109,7 @@ static void m_output(mspec *s, const char *name, const char *source)
 static fxg_graph *build(mspec *s, uint64_t seed)
 {
     char err[512];
-    fxg_graph *g = fxg_create(s, &(fxg_options){ .seed = seed }, err, sizeof err, NULL);
+    fxg_graph *g = fxg_create(s, &(fxg_options){.seed = seed}, err, sizeof err, NULL);
     if (!g)
         fail_msg("fxg_create: %s", err);
     return g;
@@ -225,14 +225,16 @@ static void job_free(jspec *j) { fluxion__v1__job_spec__free_unpacked(j, NULL); 
 /* --------------------------------------------------------------- datasets */
 
 typedef struct {
-    fxd_column cols[4];
+    fxd_column cols[6];
     fxd_columns c;
-    float *x, *yf, *reg;
+    float *x, *yf, *reg, *yb;
     int32_t *y;
+    int64_t *y64;
 } data_t;
 
 /* XOR of 4 clusters at (+-3, +-3), std 1: class 1 where the signs differ.
- * Columns x f32 [2], y i32 [], yf f32 [2] (one-hot), reg f32 [1] (x0 + x1). */
+ * Columns x f32 [2], y i32 [], yf f32 [2] (one-hot), reg f32 [1] ((x0 + x1)
+ * / 4), y64 i64 [] (= y), yb f32 [1] (= y). */
 static void xor_data(data_t *d, int64_t n, uint64_t seed)
 {
     memset(d, 0, sizeof *d);
@@ -241,6 +243,8 @@ static void xor_data(data_t *d, int64_t n, uint64_t seed)
     d->y = xcalloc((size_t)n, sizeof *d->y);
     d->yf = xcalloc((size_t)n * 2, sizeof *d->yf);
     d->reg = xcalloc((size_t)n, sizeof *d->reg);
+    d->y64 = xcalloc((size_t)n, sizeof *d->y64);
+    d->yb = xcalloc((size_t)n, sizeof *d->yb);
     for (int64_t i = 0; i < n; i++) {
         int a = (int)(fx_rng_u64(rng) & 1), b = (int)(fx_rng_u64(rng) & 1);
         d->x[2 * i] = (float)((a ? 3 : -3) + fx_rng_normal(rng));
@@ -248,13 +252,17 @@ static void xor_data(data_t *d, int64_t n, uint64_t seed)
         d->y[i] = a != b;
         d->yf[2 * i + d->y[i]] = 1;
         d->reg[i] = (d->x[2 * i] + d->x[2 * i + 1]) / 4;
+        d->y64[i] = d->y[i];
+        d->yb[i] = (float)d->y[i];
     }
     fx_rng_free(rng);
-    d->cols[0] = (fxd_column){ "x", FX_F32, 1, { 2 }, d->x };
-    d->cols[1] = (fxd_column){ "y", FX_I32, 0, { 0 }, d->y };
-    d->cols[2] = (fxd_column){ "yf", FX_F32, 1, { 2 }, d->yf };
-    d->cols[3] = (fxd_column){ "reg", FX_F32, 1, { 1 }, d->reg };
-    d->c = (fxd_columns){ n, 4, d->cols };
+    d->cols[0] = (fxd_column){"x", FX_F32, 1, {2}, d->x};
+    d->cols[1] = (fxd_column){"y", FX_I32, 0, {0}, d->y};
+    d->cols[2] = (fxd_column){"yf", FX_F32, 1, {2}, d->yf};
+    d->cols[3] = (fxd_column){"reg", FX_F32, 1, {1}, d->reg};
+    d->cols[4] = (fxd_column){"y64", FX_I64, 0, {0}, d->y64};
+    d->cols[5] = (fxd_column){"yb", FX_F32, 1, {1}, d->yb};
+    d->c = (fxd_columns){n, 6, d->cols};
 }
 
 /* y = 3 x0 - 2 x1 + 0.5 + N(0, 0.01^2) (sign flips with negate: for a
@@ -272,9 +280,9 @@ static void linear_data(data_t *d, int64_t n, uint64_t seed, bool negate)
         d->yf[i] = (float)(negate ? -y : y);
     }
     fx_rng_free(rng);
-    d->cols[0] = (fxd_column){ "x", FX_F32, 1, { 2 }, d->x };
-    d->cols[1] = (fxd_column){ "t", FX_F32, 1, { 1 }, d->yf };
-    d->c = (fxd_columns){ n, 2, d->cols };
+    d->cols[0] = (fxd_column){"x", FX_F32, 1, {2}, d->x};
+    d->cols[1] = (fxd_column){"t", FX_F32, 1, {1}, d->yf};
+    d->c = (fxd_columns){n, 2, d->cols};
 }
 
 static void data_free(data_t *d)
@@ -283,27 +291,34 @@ static void data_free(data_t *d)
     free(d->y);
     free(d->yf);
     free(d->reg);
+    free(d->y64);
+    free(d->yb);
 }
 
 /* ------------------------------------------------------------------ hooks */
 
 typedef struct {
     int progress, evals, ckpts, polls;
-    int stop_at_poll;        /* should_stop true from this poll on (0: never) */
-    int fail_ckpt;           /* on_checkpoint fails */
-    void *ckpt[64];          /* every checkpoint, by arrival */
+    int stop_at_poll; /* should_stop true from this poll on (0: never) */
+    int fail_ckpt;    /* on_checkpoint fails */
+    void *ckpt[64];   /* every checkpoint, by arrival */
     size_t ckpt_len[64];
     int64_t ckpt_step[64];
-    double last_sps, last_eta;
+    double last_sps, last_eta, first_eta;
     int64_t last_progress_step;
-    char scalars[1024];      /* distinct tags seen */
-    double val_acc;          /* from the last on_eval, or -1 */
+    int loss_scalars;      /* "loss" scalars, at steps loss_step_every apart */
+    int64_t last_loss_step;
+    char scalars[1024]; /* distinct tags seen */
+    double val_acc;     /* from the last on_eval, or -1 */
 } hookrec;
 
 static void on_progress(void *data, const Fluxion__V1__JobProgress *p)
 {
     hookrec *h = data;
     h->progress++;
+    assert_true(p->step > h->last_progress_step);
+    if (h->progress == 1)
+        h->first_eta = p->eta_seconds;
     h->last_sps = p->samples_per_second;
     h->last_eta = p->eta_seconds;
     h->last_progress_step = p->step;
@@ -346,8 +361,12 @@ static int on_checkpoint(void *data, const void *ckpt, size_t len, int64_t step,
 static void on_scalar(void *data, const char *tag, int64_t step, double value)
 {
     hookrec *h = data;
-    (void)step;
     assert_true(isfinite(value));
+    if (strcmp(tag, "loss") == 0) {
+        h->loss_scalars++;
+        assert_true(step > h->last_loss_step);
+        h->last_loss_step = step;
+    }
     char key[128];
     snprintf(key, sizeof key, "|%s|", tag);
     if (!strstr(h->scalars, key))
@@ -365,7 +384,7 @@ static fxt_hooks hooks_for(hookrec *h)
 {
     memset(h, 0, sizeof *h);
     h->val_acc = -1;
-    return (fxt_hooks){ on_progress, on_eval, on_checkpoint, on_scalar, should_stop, h, 0.0, 0 };
+    return (fxt_hooks){on_progress, on_eval, on_checkpoint, on_scalar, should_stop, h, 0.0, 0};
 }
 
 static void hooks_free(hookrec *h)
@@ -385,9 +404,9 @@ typedef struct {
 static outcome run(const jspec *j, fxg_graph *g, const fxd_columns *train, const fxd_columns *val,
                    const void *resume, size_t rlen, const fxt_hooks *hk)
 {
-    outcome o = { 0 };
-    o.res = fxt_run(j, g, train, val, resume, rlen, hk, &o.w, &o.len, &o.final, o.err,
-                    sizeof o.err);
+    outcome o = {0};
+    o.res =
+        fxt_run(j, g, train, val, resume, rlen, hk, &o.w, &o.len, &o.final, o.err, sizeof o.err);
     if (o.res == FXT_DONE) {
         assert_non_null(o.w);
         assert_non_null(o.final);
@@ -473,8 +492,8 @@ static void test_classification_reaches_accuracy(void **state)
     assert_true(h.last_sps > 0);
     assert_true(h.last_eta == 0);
     assert_int_equal(h.ckpts, 0); /* the default interval (500) is beyond the job */
-    for (const char *const *t = (const char *const[]){ "|loss|", "|lr|", "|val_loss|",
-                                                       "|accuracy|", "|val_accuracy|", NULL };
+    for (const char *const *t = (const char *const[]){"|loss|", "|lr|", "|val_loss|", "|accuracy|",
+                                                      "|val_accuracy|", NULL};
          *t; t++)
         if (!strstr(h.scalars, *t))
             fail_msg("no scalar %s in %s", *t, h.scalars);
@@ -531,9 +550,15 @@ static void test_regression_mse(void **state)
     j->schedule->warmup_steps = 10;
     hookrec h;
     fxt_hooks hk = hooks_for(&h);
+    hk.progress_interval_s = 1e-9; /* a report after every step */
     outcome o = run(j, g, &d.c, &v.c, NULL, 0, &hk);
     expect_done(&o);
     assert_int_equal(h.evals, 4);
+    assert_int_equal(h.progress, 400);
+    assert_true(h.first_eta > 0);
+    assert_true(h.last_eta == 0);
+    assert_int_equal(h.loss_scalars, 100); /* every 400 / 100 steps */
+    assert_int_equal(h.last_loss_step, 400);
     assert_true(fabs(weight_at(o.w, o.len, "fc.weight", 0) - 3) < 0.01);
     assert_true(fabs(weight_at(o.w, o.len, "fc.weight", 1) + 2) < 0.01);
     assert_true(fabs(weight_at(o.w, o.len, "fc.bias", 0) - 0.5) < 0.01);
@@ -579,6 +604,50 @@ static void test_two_outputs_weighted_losses(void **state)
     data_free(&d);
 }
 
+/* Binary classification with one logit: bce_with_logits, accuracy by the
+ * sign of the logit. */
+static void test_bce_accuracy(void **state)
+{
+    (void)state;
+    data_t d;
+    xor_data(&d, 400, 12);
+    mspec *s = mspec_new();
+    m_input(s, "x", FLUXION__V1__DATA_TYPE__FP32, 2);
+    m_dense(s, "fc1", "x", 2, 16, "tanh");
+    m_dense(s, "fc2", "fc1", 16, 1, NULL);
+    m_output(s, "logit", "fc2");
+    fxg_graph *g = build(s, 2);
+    jspec *j = job_new();
+    job_feed(j, "x", "x");
+    job_loss(j, "logit", "bce_with_logits", "yb", 0);
+    job_metric(j, "accuracy");
+    j->epochs = 20;
+    j->validation_split = 0.25;
+    outcome o = run(j, g, &d.c, NULL, NULL, 0, NULL);
+    expect_done(&o);
+    /* independently: sign of the logit on the held-out 100 */
+    fx_ctx *ctx = fx_ctx_create(fx_cpu());
+    fx_ctx_set_grad(ctx, false);
+    fx_ctx_set_training(ctx, false);
+    fx_tensor *x = fx_tensor_from_host(ctx, FX_F32, 2, TU_SHAPE(100, 2), d.x + 600);
+    fx_tensor *out = NULL;
+    char err[256];
+    assert_int_equal(fxg_forward(g, ctx, &x, &out, err, sizeof err), 0);
+    float *v = tu_values(out);
+    int ok = 0;
+    for (int i = 0; i < 100; i++)
+        ok += (v[i] > 0) == (d.y[300 + i] == 1);
+    free(v);
+    fx_ctx_free(ctx);
+    assert_true(ok >= 95);
+    assert_true(fabs(metric_of(o.final, "val_accuracy") - ok / 100.0) < 1e-9);
+    outcome_free(&o);
+    job_free(j);
+    fxg_free(g);
+    fluxion__v1__model_spec__free_unpacked(s, NULL);
+    data_free(&d);
+}
+
 /* Validation that disagrees with training: val_loss is best after the first
  * epoch and then worsens, so patience 2 stops after epoch 3 with the
  * weights of epoch 1. */
@@ -617,7 +686,6 @@ static void test_early_stopping_returns_best(void **state)
     assert_int_equal(one.len, o.len);
     assert_memory_equal(one.w, o.w, o.len);
 
-    /* higher-is-better metrics: val accuracy that cannot improve stops too */
     outcome_free(&o);
     outcome_free(&one);
     job_free(j);
@@ -636,7 +704,7 @@ static void test_early_stopping_accuracy_min_delta(void **state)
     fxg_graph *g = build(s, 3);
     jspec *j = job_new();
     job_feed(j, "x", "x");
-    job_loss(j, "logits", "cross_entropy", "y", 0);
+    job_loss(j, "logits", "cross_entropy", "y64", 0); /* i64 class indices */
     job_metric(j, "accuracy:logits");
     j->epochs = 50;
     j->validation_split = 0.25;
@@ -738,8 +806,8 @@ static void test_determinism_and_resume(void **state)
     assert_int_equal(h4.ckpts, 3);
     assert_int_equal(h4.ckpt_step[0], 28);
     assert_memory_equal(h4.ckpt[0], h1.ckpt[3], h1.ckpt_len[3]);
-    /* and from a periodic checkpoint (step 14, an epoch boundary... no: 14
-     * is mid-epoch 2; step 21 follows the epoch end at 20) */
+    /* and from periodic checkpoints: step 14 (mid-epoch, after the
+     * evaluation at 12) and step 21 (just after the epoch end at 20) */
     for (int k = 1; k <= 2; k++) {
         fxg_graph *g6 = build(s, 5);
         outcome r2 = run(j, g6, &d.c, NULL, h1.ckpt[k], h1.ckpt_len[k], NULL);
@@ -782,9 +850,9 @@ static void test_buffers_checkpointed(void **state)
     fx_params_init(&p);
     char err[256];
     assert_int_equal(fx_safetensors_decode(h.ckpt[0], h.ckpt_len[0], &p, err, sizeof err), FX_OK);
-    const char *need[] = { "model/bn.running_mean", "model/bn.running_var", "model/fc1.weight",
-                           "optim/fc1.weight.m", "optim/fc1.weight.v", "best/fc2.bias",
-                           "trainer/state", "trainer/perm" };
+    const char *need[] = {"model/bn.running_mean", "model/bn.running_var", "model/fc1.weight",
+                          "optim/fc1.weight.m",    "optim/fc1.weight.v",   "best/fc2.bias",
+                          "trainer/state",         "trainer/perm"};
     for (size_t i = 0; i < sizeof need / sizeof *need; i++)
         if (!fx_params_find(&p, need[i]))
             fail_msg("checkpoint lacks %s", need[i]);
@@ -918,20 +986,52 @@ static void test_non_finite_loss(void **state)
 
 typedef void (*mutate_fn)(jspec *j);
 
-static void m_feed_tensor(jspec *j) { free(j->feeds[0]->tensor); j->feeds[0]->tensor = xstrdup("xx"); }
-static void m_feed_input(jspec *j) { free(j->feeds[0]->input); j->feeds[0]->input = xstrdup("q"); }
+static void m_feed_tensor(jspec *j)
+{
+    free(j->feeds[0]->tensor);
+    j->feeds[0]->tensor = xstrdup("xx");
+}
+static void m_feed_input(jspec *j)
+{
+    free(j->feeds[0]->input);
+    j->feeds[0]->input = xstrdup("q");
+}
 static void m_feed_dup(jspec *j) { job_feed(j, "x", "x"); }
 static void m_feed_none(jspec *j)
 {
     fluxion__v1__feed__free_unpacked(j->feeds[0], NULL);
     j->n_feeds = 0;
 }
-static void m_feed_dtype(jspec *j) { free(j->feeds[0]->tensor); j->feeds[0]->tensor = xstrdup("y"); }
-static void m_feed_shape(jspec *j) { free(j->feeds[0]->tensor); j->feeds[0]->tensor = xstrdup("reg"); }
-static void m_loss_kind(jspec *j) { free(j->losses[0]->kind); j->losses[0]->kind = xstrdup("hinge"); }
-static void m_loss_output(jspec *j) { free(j->losses[0]->output); j->losses[0]->output = xstrdup("z"); }
-static void m_loss_target(jspec *j) { free(j->losses[0]->target); j->losses[0]->target = xstrdup("q"); }
-static void m_loss_ce_float(jspec *j) { free(j->losses[0]->target); j->losses[0]->target = xstrdup("yf"); }
+static void m_feed_dtype(jspec *j)
+{
+    free(j->feeds[0]->tensor);
+    j->feeds[0]->tensor = xstrdup("y");
+}
+static void m_feed_shape(jspec *j)
+{
+    free(j->feeds[0]->tensor);
+    j->feeds[0]->tensor = xstrdup("reg");
+}
+static void m_loss_kind(jspec *j)
+{
+    free(j->losses[0]->kind);
+    j->losses[0]->kind = xstrdup("hinge");
+}
+static void m_loss_output(jspec *j)
+{
+    free(j->losses[0]->output);
+    j->losses[0]->output = xstrdup("z");
+}
+static void m_loss_target(jspec *j)
+{
+    free(j->losses[0]->target);
+    j->losses[0]->target = xstrdup("q");
+}
+static void m_loss_ce_float(jspec *j)
+{
+    free(j->losses[0]->target);
+    j->losses[0]->target = xstrdup("yf");
+}
 static void m_loss_mse_int(jspec *j)
 {
     free(j->losses[0]->kind);
@@ -951,7 +1051,11 @@ static void m_loss_none(jspec *j)
 }
 static void m_metric(jspec *j) { job_metric(j, "f1"); }
 static void m_metric_out(jspec *j) { job_metric(j, "accuracy:nope"); }
-static void m_metric_dup(jspec *j) { job_metric(j, "accuracy"); job_metric(j, "accuracy"); }
+static void m_metric_dup(jspec *j)
+{
+    job_metric(j, "accuracy");
+    job_metric(j, "accuracy");
+}
 static void m_metric_mse(jspec *j)
 {
     m_loss_mse_int(j);
@@ -959,17 +1063,33 @@ static void m_metric_mse(jspec *j)
     j->losses[0]->target = xstrdup("yf");
     job_metric(j, "accuracy");
 }
-static void m_opt_kind(jspec *j) { free(j->optimizer->kind); j->optimizer->kind = xstrdup("lbfgs"); }
+static void m_opt_kind(jspec *j)
+{
+    free(j->optimizer->kind);
+    j->optimizer->kind = xstrdup("lbfgs");
+}
 static void m_opt_lr(jspec *j) { j->optimizer->lr = -1; }
 static void m_opt_beta(jspec *j) { j->optimizer->beta1 = 1.5; }
+static void m_opt_nan(jspec *j) { j->optimizer->weight_decay = NAN; }
 static void m_sched_kind(jspec *j)
 {
     j->schedule = xcalloc(1, sizeof *j->schedule);
     fluxion__v1__schedule_spec__init(j->schedule);
     j->schedule->kind = xstrdup("linear");
 }
-static void m_sched_step(jspec *j) { m_sched_kind(j); free(j->schedule->kind); j->schedule->kind = xstrdup("step"); }
-static void m_sched_warmup(jspec *j) { m_sched_kind(j); free(j->schedule->kind); j->schedule->kind = xstrdup(""); j->schedule->warmup_steps = -3; }
+static void m_sched_step(jspec *j)
+{
+    m_sched_kind(j);
+    free(j->schedule->kind);
+    j->schedule->kind = xstrdup("step");
+}
+static void m_sched_warmup(jspec *j)
+{
+    m_sched_kind(j);
+    free(j->schedule->kind);
+    j->schedule->kind = xstrdup("");
+    j->schedule->warmup_steps = -3;
+}
 static void m_clip(jspec *j)
 {
     j->clip = xcalloc(1, sizeof *j->clip);
@@ -980,15 +1100,24 @@ static void m_batch(jspec *j) { j->batch_size = -4; }
 static void m_split(jspec *j) { j->validation_split = 1.0; }
 static void m_split_neg(jspec *j) { j->validation_split = -0.1; }
 static void m_split_tiny(jspec *j) { j->validation_split = 0.001; }
-static void m_no_length(jspec *j) { j->epochs = 0; j->steps = 0; }
+static void m_no_length(jspec *j)
+{
+    j->epochs = 0;
+    j->steps = 0;
+}
 static void m_neg_epochs(jspec *j) { j->epochs = -1; }
+static void m_huge_epochs(jspec *j) { j->epochs = INT64_MAX / 2; }
 static void m_eval_every(jspec *j) { j->eval_every_steps = -1; }
 static void m_ckpt_every(jspec *j) { j->checkpoint_every_steps = -5; }
 static void m_device(jspec *j) { j->device = xstrdup("cuda:0"); }
 static void m_es_metric(jspec *j) { job_early(j, "f1", 3, 0); }
 static void m_es_patience(jspec *j) { job_early(j, "", -1, 0); }
 static void m_es_delta(jspec *j) { job_early(j, "", 2, -0.5); }
-static void m_es_noval(jspec *j) { j->validation_split = 0; job_early(j, "val_loss", 2, 0); }
+static void m_es_noval(jspec *j)
+{
+    j->validation_split = 0;
+    job_early(j, "val_loss", 2, 0);
+}
 
 static void test_validate_errors(void **state)
 {
@@ -1001,44 +1130,51 @@ static void test_validate_errors(void **state)
         mutate_fn f;
         const char *want;
     } cases[] = {
-        { m_feed_tensor, "feeds[0].tensor: no column 'xx' in the dataset (columns: x, y, yf, reg)" },
-        { m_feed_input, "feeds[0].input: no input 'q' in the model (inputs: x)" },
-        { m_feed_dup, "feeds[1].input: 'x' is already fed by feeds[0]" },
-        { m_feed_none, "feeds: model input 'x' is not fed" },
-        { m_feed_dtype, "feeds[0].tensor: column 'y' is i32, input 'x' takes f32" },
-        { m_feed_shape, "feeds[0].tensor: column 'reg' has samples of shape [1], input 'x' takes [-1,2]" },
-        { m_loss_kind, "losses[0].kind: 'hinge' is not one of mse, cross_entropy, cross_entropy_soft, bce_with_logits" },
-        { m_loss_output, "losses[0].output: no output 'z' in the model (outputs: logits)" },
-        { m_loss_target, "losses[0].target: no column 'q' in the dataset" },
-        { m_loss_ce_float, "losses[0].target: column 'yf' is f32; cross_entropy takes class indices" },
-        { m_loss_mse_int, "losses[0].target: column 'y' is i32; mse takes f32 targets" },
-        { m_loss_mse_shape, "losses[0].target: column 'reg' has samples of shape [1]; mse on output 'logits'" },
-        { m_loss_weight, "losses[0].weight: -1 must be >= 0" },
-        { m_loss_none, "losses: at least one loss is needed" },
-        { m_metric, "metrics[0]: 'f1' is not one of accuracy, accuracy:OUTPUT" },
-        { m_metric_out, "metrics[0]: no output 'nope' in the model" },
-        { m_metric_dup, "metrics[1]: 'accuracy' is listed twice" },
-        { m_metric_mse, "metrics[0]: 'accuracy' needs an output with a cross_entropy" },
-        { m_opt_kind, "optimizer.kind: 'lbfgs' is not one of sgd, momentum" },
-        { m_opt_lr, "optimizer: " },
-        { m_opt_beta, "optimizer: " },
-        { m_sched_kind, "schedule.kind: 'linear' is not one of constant, step, cosine" },
-        { m_sched_step, "schedule.step_size: 0 must be > 0 for kind 'step'" },
-        { m_sched_warmup, "schedule.warmup_steps: -3 must be >= 0" },
-        { m_clip, "clip.max_norm: -1 must be >= 0" },
-        { m_batch, "batch_size: -4 must be > 0" },
-        { m_split, "validation_split: 1 is not in [0, 1)" },
-        { m_split_neg, "validation_split: -0.1 is not in [0, 1)" },
-        { m_split_tiny, "validation_split: 0.001 of 100 samples holds out none" },
-        { m_no_length, "epochs, steps: neither is set" },
-        { m_neg_epochs, "epochs: -1 must be >= 0" },
-        { m_eval_every, "eval_every_steps: -1 must be >= 0" },
-        { m_ckpt_every, "checkpoint_every_steps: -5 must be >= 0" },
-        { m_device, "device: 'cuda:0' is not available" },
-        { m_es_metric, "early_stopping.metric: 'f1' is not reported" },
-        { m_es_patience, "early_stopping.patience: -1 must be >= 0" },
-        { m_es_delta, "early_stopping.min_delta: -0.5 must be >= 0" },
-        { m_es_noval, "early_stopping.metric: 'val_loss' needs validation data" },
+        {m_feed_tensor,
+         "feeds[0].tensor: no column 'xx' in the dataset (columns: x, y, yf, reg, y64, yb)"},
+        {m_feed_input, "feeds[0].input: no input 'q' in the model (inputs: x)"},
+        {m_feed_dup, "feeds[1].input: 'x' is already fed by feeds[0]"},
+        {m_feed_none, "feeds: model input 'x' is not fed"},
+        {m_feed_dtype, "feeds[0].tensor: column 'y' is i32, input 'x' takes f32"},
+        {m_feed_shape,
+         "feeds[0].tensor: column 'reg' has samples of shape [1], input 'x' takes [-1,2]"},
+        {m_loss_kind, "losses[0].kind: 'hinge' is not one of mse, cross_entropy, "
+                      "cross_entropy_soft, bce_with_logits"},
+        {m_loss_output, "losses[0].output: no output 'z' in the model (outputs: logits)"},
+        {m_loss_target, "losses[0].target: no column 'q' in the dataset"},
+        {m_loss_ce_float,
+         "losses[0].target: column 'yf' is f32; cross_entropy takes class indices"},
+        {m_loss_mse_int, "losses[0].target: column 'y' is i32; mse takes f32 targets"},
+        {m_loss_mse_shape,
+         "losses[0].target: column 'reg' has samples of shape [1]; mse on output 'logits'"},
+        {m_loss_weight, "losses[0].weight: -1 must be >= 0"},
+        {m_loss_none, "losses: at least one loss is needed"},
+        {m_metric, "metrics[0]: 'f1' is not one of accuracy, accuracy:OUTPUT"},
+        {m_metric_out, "metrics[0]: no output 'nope' in the model"},
+        {m_metric_dup, "metrics[1]: 'accuracy' is listed twice"},
+        {m_metric_mse, "metrics[0]: 'accuracy' needs an output with a cross_entropy"},
+        {m_opt_kind, "optimizer.kind: 'lbfgs' is not one of sgd, momentum"},
+        {m_opt_lr, "optimizer: "},
+        {m_opt_beta, "optimizer: "},
+        {m_opt_nan, "optimizer.weight_decay: nan is not a number"},
+        {m_sched_kind, "schedule.kind: 'linear' is not one of constant, step, cosine"},
+        {m_sched_step, "schedule.step_size: 0 must be > 0 for kind 'step'"},
+        {m_sched_warmup, "schedule.warmup_steps: -3 must be >= 0"},
+        {m_clip, "clip.max_norm: -1 must be >= 0"},
+        {m_batch, "batch_size: -4 must be > 0"},
+        {m_split, "validation_split: 1 is not in [0, 1)"},
+        {m_split_neg, "validation_split: -0.1 is not in [0, 1)"},
+        {m_split_tiny, "validation_split: 0.001 of 100 samples holds out none"},
+        {m_no_length, "epochs, steps: neither is set"},
+        {m_neg_epochs, "epochs: -1 must be >= 0"},
+        {m_huge_epochs, "epochs: 4611686018427387903 is too many"},
+        {m_eval_every, "eval_every_steps: -1 must be >= 0"},
+        {m_ckpt_every, "checkpoint_every_steps: -5 must be >= 0"},
+        {m_device, "device: 'cuda:0' is not available"},
+        {m_es_metric, "early_stopping.metric: 'f1' is not reported"},
+        {m_es_patience, "early_stopping.patience: -1 must be >= 0"},
+        {m_es_delta, "early_stopping.min_delta: -0.5 must be >= 0"},
+        {m_es_noval, "early_stopping.metric: 'val_loss' needs validation data"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         jspec *j = job_new();
@@ -1084,6 +1220,9 @@ static void test_validate_val_dataset(void **state)
     assert_int_equal(fxt_validate(j, g, &d.c, &v.c, err, sizeof err), FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "validation_split: 0.2 and a validation dataset ('vd') exclude"));
     j->validation_split = 0;
+    assert_int_equal(fxt_validate(j, g, &d.c, NULL, err, sizeof err), FXS_INVALID_ARGUMENT);
+    assert_non_null(strstr(err, "validation_dataset: 'vd' was not given to the trainer"));
+    assert_int_equal(fxt_validate(j, g, &d.c, &v.c, err, sizeof err), 0);
     v.cols[1].name = "label";
     assert_int_equal(fxt_validate(j, g, &d.c, &v.c, err, sizeof err), FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "losses[0].target: no column 'y' in the validation dataset"));
@@ -1092,7 +1231,7 @@ static void test_validate_val_dataset(void **state)
     assert_int_equal(fxt_validate(j, g, &d.c, &v.c, err, sizeof err), FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "feeds[0].tensor: column 'x' of the validation dataset is i64"));
     v.cols[0].dtype = FX_F32;
-    fxd_columns empty = { 0, 4, d.cols };
+    fxd_columns empty = {0, 6, d.cols};
     assert_int_equal(fxt_validate(j, g, &empty, NULL, err, sizeof err), FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "dataset: it has no samples"));
     assert_int_equal(fxt_validate(NULL, g, &d.c, NULL, err, sizeof err), FXS_INVALID_ARGUMENT);
@@ -1109,6 +1248,7 @@ int main(void)
         cmocka_unit_test(test_classification_reaches_accuracy),
         cmocka_unit_test(test_regression_mse),
         cmocka_unit_test(test_two_outputs_weighted_losses),
+        cmocka_unit_test(test_bce_accuracy),
         cmocka_unit_test(test_early_stopping_returns_best),
         cmocka_unit_test(test_early_stopping_accuracy_min_delta),
         cmocka_unit_test(test_determinism_and_resume),
