@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "datasets.h"
+#include "jobs.h"
 #include "rpc.h"
 #include "serving.h"
 #include "store.h"
@@ -21,6 +22,7 @@ typedef struct {
     fxd_serving *serving;
     fxs_server *rpc;
     fxd_datasets *datasets;
+    fxd_jobs *jobs;              /* training jobs */
     const char *data_dir;
     int64_t start_ms;
     atomic_bool draining;        /* SIGTERM seen: not ready, finishing calls */
@@ -35,6 +37,7 @@ int fxd_register_model_service(fxd_daemon *d);
 int fxd_register_inference_service(fxd_daemon *d);
 int fxd_register_cluster_service(fxd_daemon *d);
 int fxd_register_dataset_service(fxd_daemon *d);
+int fxd_register_training_service(fxd_daemon *d);
 
 int64_t fxd_now_ms(void);   /* wall clock, ms since the epoch */
 uint64_t fxd_mono_ns(void); /* CLOCK_MONOTONIC ns */

@@ -53,13 +53,15 @@ typedef struct {
 static const cli_group GROUPS[] = {
     {"model", cli_model_commands, &cli_n_model_commands},
     {"dataset", cli_dataset_commands, &cli_n_dataset_commands},
+    {"train", cli_train_commands, &cli_n_train_commands},
+    {"job", cli_job_commands, &cli_n_job_commands},
 };
 #define N_GROUPS (sizeof GROUPS / sizeof GROUPS[0])
 
 static void print_main_help(FILE *f)
 {
     fprintf(f, "usage: fluxion [--server HOST:PORT] [--timeout SECONDS] [--json] COMMAND [ARGS]\n\n"
-               "Defines, stores and serves models on a fluxiond server, over gRPC.\n\n"
+               "Defines, stores, trains and serves models on a fluxiond server, over gRPC.\n\n"
                "commands:\n");
     for (size_t g = 0; g < N_GROUPS; g++)
         for (size_t i = 0; i < *GROUPS[g].n; i++)
