@@ -101,6 +101,52 @@ bool fx_device_available(fx_device dev);
 /* Writes "cpu" or "cuda:N" into buf. Returns buf. */
 const char *fx_device_str(fx_device dev, char *buf, size_t n);
 
+/* Devices present in this build and machine: CPU always 1; CUDA the number
+ * of GPUs the driver reports (0 without a driver, a GPU, or a CUDA build). */
+int fx_device_count(fx_device_type type);
+/* The first device of a type, "cpu" or "cuda:N" parsed; false on bad text. */
+bool fx_device_parse(const char *text, fx_device *out);
+
+typedef struct {
+    fx_device device;
+    char name[96];          /* "cpu", "NVIDIA H200", ... */
+    int cc_major, cc_minor; /* compute capability (CUDA), else 0 */
+    size_t total_bytes;     /* device memory (CUDA) or physical memory (CPU) */
+    size_t free_bytes;      /* as the driver reports it now */
+    size_t used_bytes;      /* held by Fluxion on this device (CUDA) */
+    size_t limit_bytes;     /* fx_device_set_memory_limit, 0 = none */
+} fx_device_info;
+fx_status fx_device_get_info(fx_device dev, fx_device_info *out);
+
+/* Caps what Fluxion allocates on a CUDA device (0 removes the cap). An
+ * allocation past the cap fails with FX_ERR_NOMEM and a message naming the
+ * device and the sizes (fx_device_last_error). */
+fx_status fx_device_set_memory_limit(fx_device dev, size_t bytes);
+
+/* Memory accounting of a CUDA device's stream-ordered pool. driver_grows
+ * counts the times the pool had to take memory from the driver: it stays
+ * put over steady-state training steps. */
+typedef struct {
+    uint64_t allocs, frees;  /* pool allocations made and returned */
+    uint64_t driver_grows;   /* allocations that grew the pool's reservation */
+    size_t in_use, peak;     /* bytes held by Fluxion now / at most */
+    size_t reserved;         /* bytes the pool holds from the driver */
+} fx_device_mem_stats;
+fx_status fx_device_mem_stats_get(fx_device dev, fx_device_mem_stats *out);
+
+/* Waits until the device finished the work queued on it. Returns FX_OK, or
+ * the first CUDA error recorded on it since the last call (a failed launch,
+ * a kernel fault, out of memory inside a library call), whose message (with
+ * file:line) goes into err when err is not NULL. CPU: always FX_OK. */
+fx_status fx_device_sync(fx_device dev, char *err, size_t n);
+/* The message of the last failed device allocation on this thread. */
+const char *fx_device_last_error(void);
+
+/* TF32 tensor-core math for f32 matrix products on CUDA (off by default:
+ * results then match the CPU within float rounding). */
+void fx_set_tf32(bool on);
+bool fx_get_tf32(void);
+
 /* Process-wide thread count for OpenBLAS and the engine's loops (>= 1).
  * Until set: $FX_NUM_THREADS, else the number of online cores. */
 void fx_set_num_threads(int n);
@@ -172,6 +218,13 @@ fx_status fx_tensor_to_host(const fx_tensor *t, void *dst, size_t nbytes);
 fx_status fx_tensor_copy_from_host(fx_tensor *t, const void *src, size_t nbytes);
 /* Copies between two tensors of one shape and dtype (any devices). */
 fx_status fx_tensor_copy(fx_tensor *dst, const fx_tensor *src);
+/* A persistent copy of t (contiguous, same shape and dtype) on dev, without
+ * gradient; NULL when dev is not available or out of memory. */
+fx_tensor *fx_tensor_to_device(const fx_tensor *t, fx_device dev);
+/* Moves a persistent tensor (and its gradient) to dev in place: the pointer
+ * stays valid, its storage is replaced. FX_ERR_STATE for views and arena
+ * tensors, FX_ERR_DEVICE when dev is not available. */
+fx_status fx_tensor_move_to_device(fx_tensor *t, fx_device dev);
 fx_status fx_tensor_fill(fx_tensor *t, double value);
 /* The single element of a tensor with numel 1, as double (NAN on error). */
 double fx_tensor_item(const fx_tensor *t);
@@ -398,6 +451,10 @@ void fx_layer_set_data(fx_layer *l, void *data, void (*free_fn)(void *));
 void *fx_layer_data(const fx_layer *l);
 /* Appends "prefix.child.param" names of every parameter, depth first. */
 fx_status fx_layer_collect_params(const fx_layer *l, fx_params *out);
+/* Moves every parameter and buffer of l (and its children) to dev in place.
+ * Optimizer state follows on the optimizer's next step only if created
+ * after the move: move the model before creating its optimizer. */
+fx_status fx_layer_to_device(fx_layer *l, fx_device dev);
 
 /* A persistent f32 parameter, initialised, with requires_grad set. */
 fx_tensor *fx_param_create(fx_device dev, int ndim, const int64_t *shape, fx_init_kind kind,

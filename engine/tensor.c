@@ -287,8 +287,12 @@ fx_tensor *fx_tensor_new(fx_ctx *ctx, fx_dtype dt, int ndim, const int64_t *shap
     st->ptr = fx_arena_alloc(&ctx->data, nbytes);
     if (!st->ptr) {
         char b[96];
-        return fx_ctx_fail(ctx, FX_ERR_NOMEM, "out of memory for a tensor of shape %s (%zu bytes)",
-                           fx_shape_str(t, b, sizeof b), nbytes);
+        char d[24];
+        const char *why = ctx->dev.type == FX_DEV_CPU ? "" : fx_device_last_error();
+        return fx_ctx_fail(ctx, FX_ERR_NOMEM,
+                           "out of memory on %s for a tensor of shape %s (%zu bytes)%s%s",
+                           fx_device_str(ctx->dev, d, sizeof d), fx_shape_str(t, b, sizeof b),
+                           nbytes, *why ? ": " : "", why);
     }
     st->nbytes = nbytes;
     st->device = ctx->dev;

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # run.sh - the main job: set up and build, start fluxiond (data in
-# ./fluxion-data, CPU) on a free loopback port, define the example model
-# over gRPC with the `fluxion` CLI, serve a prediction, show the daemon's
-# status, and stop it with SIGTERM (a graceful drain).
+# ./fluxion-data, CPU) on a free loopback port, and with the `fluxion` CLI
+# over gRPC: define a model, upload a dataset, train the model remotely
+# (watching the job live), serve predictions of the trained version, show
+# the daemon's status, and stop it with SIGTERM (a graceful drain).
 #
 #   scripts/run.sh [--keep]     --keep: leave the daemon running at the end
 #
@@ -38,16 +39,32 @@ ADDR=$(sed -n 's/^listening on //p' "$OUT")
 echo "== fluxiond (pid $PID) listening on $ADDR, data in $DATA, log in $LOG"
 export FLUXION_SERVER="$ADDR"
 
-if ./build/fluxion model get mlp >/dev/null 2>&1; then
-  echo "== model 'mlp' is already stored (from an earlier run): serving it again"
+# A model and a dataset (kept in the data directory across runs).
+if ./build/fluxion model get blobs-mlp >/dev/null 2>&1; then
+  echo "== model 'blobs-mlp' is already stored (from an earlier run)"
 else
-  echo "== fluxion model create examples/models/mlp.json"
-  ./build/fluxion model create examples/models/mlp.json
+  echo "== fluxion model create examples/jobs/mlp-blobs-model.json"
+  ./build/fluxion model create examples/jobs/mlp-blobs-model.json
 fi
-echo "== fluxion model get mlp"
-./build/fluxion model get mlp
-echo "== fluxion predict mlp --input examples/models/mlp-input.json"
-./build/fluxion predict mlp --input examples/models/mlp-input.json
+if ./build/fluxion dataset get blobs >/dev/null 2>&1; then
+  echo "== dataset 'blobs' is already stored (from an earlier run)"
+else
+  BLOBS=$(mktemp --suffix=.safetensors)
+  /usr/bin/python3 examples/jobs/make_blobs.py "$BLOBS" --samples 4000
+  echo "== fluxion dataset upload blobs (4000 samples of 4 Gaussian blobs)"
+  ./build/fluxion dataset upload blobs "$BLOBS" --description "4 Gaussian blobs, 2 features"
+  rm -f "$BLOBS"
+fi
+
+# Train it remotely, watching the job live; the result becomes a new model
+# version, served at once (the job file asks for it).
+echo "== fluxion train submit examples/jobs/mlp-blobs.json --watch"
+./build/fluxion train submit examples/jobs/mlp-blobs.json --watch
+
+# Predictions of the trained version: one point at each blob's centre, so
+# the largest logit of row k should be class k.
+echo "== fluxion predict blobs-mlp --input examples/jobs/blobs-input.json"
+./build/fluxion predict blobs-mlp --input examples/jobs/blobs-input.json
 echo "== fluxion status"
 ./build/fluxion status
 if [ "$KEEP" = 1 ]; then

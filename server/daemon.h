@@ -9,6 +9,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "datasets.h"
+#include "jobs.h"
 #include "rpc.h"
 #include "serving.h"
 #include "store.h"
@@ -19,6 +21,8 @@ typedef struct {
     fxs_store *store;
     fxd_serving *serving;
     fxs_server *rpc;
+    fxd_datasets *datasets;
+    fxd_jobs *jobs;              /* training jobs */
     const char *data_dir;
     int64_t start_ms;
     atomic_bool draining;        /* SIGTERM seen: not ready, finishing calls */
@@ -32,6 +36,8 @@ typedef struct {
 int fxd_register_model_service(fxd_daemon *d);
 int fxd_register_inference_service(fxd_daemon *d);
 int fxd_register_cluster_service(fxd_daemon *d);
+int fxd_register_dataset_service(fxd_daemon *d);
+int fxd_register_training_service(fxd_daemon *d);
 
 int64_t fxd_now_ms(void);   /* wall clock, ms since the epoch */
 uint64_t fxd_mono_ns(void); /* CLOCK_MONOTONIC ns */

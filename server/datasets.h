@@ -45,6 +45,8 @@ int fxd_upload_add(fxd_upload *u, const Fluxion__V1__TensorData *t, char *err, s
  * stored description. The upload is freed either way. */
 int fxd_upload_commit(fxd_upload *u, Fluxion__V1__Dataset **info, char *err, size_t errlen);
 void fxd_upload_abort(fxd_upload *u);
+/* The dataset name the upload was begun with. */
+const char *fxd_upload_name(const fxd_upload *u);
 
 int fxd_dataset_get(fxd_datasets *ds, const char *name, Fluxion__V1__Dataset **info, char *err,
                     size_t errlen);

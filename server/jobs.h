@@ -2,7 +2,10 @@
  * jobs.h - training jobs: a queue kept in the store's jobs table, worker
  * threads that run them (train.h), checkpoints under DIR/jobs/<id>/,
  * TensorBoard events under DIR/jobs/<id>/tb/, live progress for watchers,
- * and the result as a new model version (served at once when asked).
+ * and the result as a new model version. Serving it: when the model is
+ * being served, the new version is served at once (as after ImportWeights);
+ * spec.serve_when_done also starts serving a model that was not (and marks
+ * it loaded in the store). Requests in flight keep the version they hold.
  *
  * Durability: state changes are committed before they are announced; a
  * RUNNING job found at start (crash, kill -9, power cut) resumes from its
@@ -32,8 +35,13 @@ typedef struct {
 /* Starts the workers and resumes the stored RUNNING and QUEUED jobs. */
 fxd_jobs *fxd_jobs_start(fxs_store *st, fxd_datasets *ds, fxd_serving *sv,
                          const fxd_jobs_opts *opts, char *err, size_t errlen);
-/* Stops: running jobs checkpoint and stay RUNNING; watchers are woken. */
+/* Stops: running jobs checkpoint and stay RUNNING; watchers are woken
+ * (fxd_watch_next then answers UNAVAILABLE). New submissions get
+ * UNAVAILABLE. Idempotent; the module stays readable (get, list) until
+ * fxd_jobs_free. */
 void fxd_jobs_stop(fxd_jobs *j);
+/* Stops (if not yet) and frees; every watch must be closed first. */
+void fxd_jobs_free(fxd_jobs *j);
 
 /* Validates (model, version, dataset, fxt_validate) and queues; *job (free
  * with fluxion__v1__job__free_unpacked) is the stored record. */
@@ -51,7 +59,10 @@ int fxd_jobs_cancel(fxd_jobs *j, const char *id, Fluxion__V1__Job **job, char *e
  * a SNAPSHOT; then every event in order (a slow watcher skips PROGRESS
  * events it missed, never STATE ones); 0 with *event NULL after the final
  * state was delivered. Blocks up to timeout_ms (returns 0, *event NULL,
- * *ended false when nothing came: check for cancellation and call again). */
+ * *ended false when nothing came: check for cancellation and call again).
+ * Free *event with fluxion__v1__job_event__free_unpacked(ev, NULL). After
+ * fxd_jobs_stop, once the buffered events are delivered: FXS_UNAVAILABLE.
+ * A finished job's watch gives its stored record as the SNAPSHOT, then ends. */
 typedef struct fxd_watch fxd_watch;
 int fxd_watch_open(fxd_jobs *j, const char *id, fxd_watch **w, char *err, size_t errlen);
 int fxd_watch_next(fxd_watch *w, int timeout_ms, Fluxion__V1__JobEvent **event, bool *ended);

@@ -20,7 +20,8 @@
 typedef struct {
     const char *listen, *data_dir, *device, *log_level, *log_format;
     long threads, infer_workers, rpc_threads, poll_threads;
-    long max_message_mb, max_import_mb, grace_seconds;
+    long max_message_mb, max_import_mb, grace_seconds, max_dataset_mb, dataset_quota_mb;
+    long train_workers, checkpoint_steps;
     long long max_model_params;
 } options;
 
@@ -46,7 +47,13 @@ static void usage(FILE *f)
 "  --max-message-mb N      largest gRPC message in or out, MiB (default 64);\n"
 "                          larger requests get RESOURCE_EXHAUSTED\n"
 "  --max-import-mb N       largest weights upload (ImportWeights), MiB (default 4096)\n"
+"  --max-dataset-mb N      largest dataset (tensor data), MiB (default 16384)\n"
+"  --dataset-quota-mb N    all datasets together, MiB (default 0: no limit);\n"
+"                          uploads over either get RESOURCE_EXHAUSTED\n"
 "  --max-model-params N    most parameter elements per model (default 1073741824)\n"
+"  --train-workers N       training jobs running at once (default 1)\n"
+"  --checkpoint-steps N    checkpoint interval of jobs that do not set one,\n"
+"                          in steps (default 500)\n"
 "  --grace-seconds S       time calls in flight get to finish on shutdown (default 5)\n"
 "  --log-level LEVEL       debug, info, warn, error (default info)\n"
 "  --log-format FORMAT     text (logfmt) or json (default text)\n"
@@ -70,7 +77,8 @@ static int parse_long(const char *flag, const char *s, long lo, long hi, long *o
 static int parse_args(int argc, char **argv, options *o)
 {
     enum { O_LISTEN = 1000, O_DATA, O_DEVICE, O_THREADS, O_WORKERS, O_RPC, O_POLL, O_MSG,
-           O_IMPORT, O_PARAMS, O_GRACE, O_LEVEL, O_FORMAT, O_VERSION };
+           O_IMPORT, O_PARAMS, O_GRACE, O_LEVEL, O_FORMAT, O_VERSION, O_DSMAX, O_DSQUOTA,
+           O_TWORKERS, O_CKPT };
     static const struct option longs[] = {
         { "listen", required_argument, 0, O_LISTEN },
         { "data-dir", required_argument, 0, O_DATA },
@@ -82,6 +90,10 @@ static int parse_args(int argc, char **argv, options *o)
         { "max-message-mb", required_argument, 0, O_MSG },
         { "max-import-mb", required_argument, 0, O_IMPORT },
         { "max-model-params", required_argument, 0, O_PARAMS },
+        { "max-dataset-mb", required_argument, 0, O_DSMAX },
+        { "dataset-quota-mb", required_argument, 0, O_DSQUOTA },
+        { "train-workers", required_argument, 0, O_TWORKERS },
+        { "checkpoint-steps", required_argument, 0, O_CKPT },
         { "grace-seconds", required_argument, 0, O_GRACE },
         { "log-level", required_argument, 0, O_LEVEL },
         { "log-format", required_argument, 0, O_FORMAT },
@@ -94,7 +106,8 @@ static int parse_args(int argc, char **argv, options *o)
                     .log_level = "info", .log_format = "text", .threads = ncpu > 0 ? ncpu : 1,
                     .infer_workers = 2, .rpc_threads = 8, .poll_threads = 2,
                     .max_message_mb = 64, .max_import_mb = 4096, .grace_seconds = 5,
-                    .max_model_params = 1LL << 30 };
+                    .max_model_params = 1LL << 30, .max_dataset_mb = 16384,
+                    .train_workers = 1, .checkpoint_steps = 500 };
     int c;
     long v;
     opterr = 0;
@@ -113,6 +126,10 @@ static int parse_args(int argc, char **argv, options *o)
             if (parse_long("--max-model-params", optarg, 1, LONG_MAX, &v)) return 2;
             o->max_model_params = v;
             break;
+        case O_DSMAX: if (parse_long("--max-dataset-mb", optarg, 1, 1L << 30, &o->max_dataset_mb)) return 2; break;
+        case O_DSQUOTA: if (parse_long("--dataset-quota-mb", optarg, 0, 1L << 40, &o->dataset_quota_mb)) return 2; break;
+        case O_TWORKERS: if (parse_long("--train-workers", optarg, 1, 256, &o->train_workers)) return 2; break;
+        case O_CKPT: if (parse_long("--checkpoint-steps", optarg, 1, LONG_MAX, &o->checkpoint_steps)) return 2; break;
         case O_GRACE: if (parse_long("--grace-seconds", optarg, 0, 3600, &o->grace_seconds)) return 2; break;
         case O_LEVEL: o->log_level = optarg; break;
         case O_FORMAT: o->log_format = optarg; break;
@@ -166,6 +183,7 @@ typedef struct {
 static void *drain_main(void *arg)
 {
     control *c = arg;
+    fxd_jobs_stop(c->d->jobs); /* running jobs checkpoint; they resume at the next start */
     fxs_server_shutdown(c->d->rpc, c->grace_ms);
     uv_async_send(&c->done);
     return NULL;
@@ -260,6 +278,15 @@ int main(int argc, char **argv)
                 o.data_dir, err);
         return 1;
     }
+    d.datasets = fxd_datasets_open(d.store, &(fxd_datasets_opts){
+                                       .max_dataset_bytes = (uint64_t)o.max_dataset_mb << 20,
+                                       .quota_bytes = (uint64_t)o.dataset_quota_mb << 20 },
+                                   err, sizeof err);
+    if (!d.datasets) {
+        fxl_log(FXL_ERROR, "main", "cannot open the datasets dir=%s error=\"%s\"", o.data_dir, err);
+        fxs_store_close(d.store);
+        return 1;
+    }
     d.serving = fxd_serving_create(d.store, &(fxd_serving_opts){
                                        .workers = (int)o.infer_workers,
                                        .max_params = d.max_params });
@@ -272,15 +299,25 @@ int main(int argc, char **argv)
         fxl_log(FXL_ERROR, "main", "cannot serve addr=%s error=\"%s\"", o.listen,
                 d.serving ? err : "cannot start inference workers");
         fxd_serving_free(d.serving);
+        fxd_datasets_close(d.datasets);
         fxs_store_close(d.store);
         return 1;
     }
     if (fxd_register_model_service(&d) || fxd_register_inference_service(&d) ||
-        fxd_register_cluster_service(&d)) {
+        fxd_register_cluster_service(&d) || fxd_register_dataset_service(&d) ||
+        fxd_register_training_service(&d)) {
         fxl_log(FXL_ERROR, "main", "cannot register the services");
         return 1;
     }
     load_stored(&d);
+    d.jobs = fxd_jobs_start(d.store, d.datasets, d.serving, &(fxd_jobs_opts){
+                                .workers = (int)o.train_workers,
+                                .checkpoint_every_steps = o.checkpoint_steps,
+                                .max_params = d.max_params }, err, sizeof err);
+    if (!d.jobs) {
+        fxl_log(FXL_ERROR, "main", "cannot start the training jobs error=\"%s\"", err);
+        return 1;
+    }
     int port = fxs_server_start(d.rpc);
     if (port <= 0) {
         fxl_log(FXL_ERROR, "main", "cannot start serving addr=%s", o.listen);
@@ -314,7 +351,9 @@ int main(int argc, char **argv)
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
     fxs_server_destroy(d.rpc);
+    fxd_jobs_free(d.jobs);
     fxd_serving_free(d.serving);
+    fxd_datasets_close(d.datasets);
     fxs_store_close(d.store);
     fxl_log(FXL_INFO, "main", "stopped");
     return 0;

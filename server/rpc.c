@@ -624,8 +624,11 @@ static void *worker_main(void *arg)
     }
 }
 
+static void start_stream_thread(fxs_server *s, fxs_call *c);
+
 /* The request message of a unary or server-streaming call arrived (on a
- * poller): hand the call to the pool, c->recv_bb with it. */
+ * poller): hand the call to the pool (unary) or a thread of its own (server
+ * stream), c->recv_bb with it. */
 static void on_unary_request(tag *t, bool ok)
 {
     fxs_call *c = container_of(t, fxs_call, recv_tag);
@@ -644,17 +647,26 @@ static void on_unary_request(tag *t, bool ok)
         call_finish(c, NULL, FXS_CANCELLED, NULL);
     } else if (!bb) {
         fxs_fail(c, FXS_INVALID_ARGUMENT, "%s: no request message", c->path);
+    } else if (c->route->kind == FXS_SERVER_STREAM) {
+        start_stream_thread(c->s, c);
     } else {
         enqueue_handler(c->s, c);
     }
     call_release(c);
 }
 
+/* A streaming call's thread: client-streaming and bidi handlers read their
+ * requests themselves; a server-streaming one gets its request parsed here.
+ * Streams may last as long as a training job: they never hold a thread of
+ * the handler pool, which stays free for unary calls. */
 static void *stream_main(void *arg)
 {
     fxs_call *c = arg;
     fxs_server *s = c->s;
-    c->route->fn(c, NULL, c->route->data); /* may free c */
+    if (c->route->kind == FXS_SERVER_STREAM)
+        run_queued(c); /* may free c */
+    else
+        c->route->fn(c, NULL, c->route->data); /* may free c */
     wake_shutdown(s, &s->stream_threads, -1);
     return NULL;
 }

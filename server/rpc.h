@@ -11,9 +11,10 @@
  * UNIMPLEMENTED.
  *
  * Threads: `poll_threads` threads poll one completion queue and never run a
- * handler. Unary and server-streaming handlers run on a pool of
- * `handler_threads` threads; each client-streaming or bidi call gets a
- * thread of its own for its lifetime. Handlers may block.
+ * handler. Unary handlers run on a pool of `handler_threads` threads; each
+ * streaming call (server, client or bidi) gets a thread of its own for its
+ * lifetime, so long streams (watches) never starve unary calls. Handlers may
+ * block.
  *
  * Every call is finished exactly once, by fxs_reply or fxs_fail, either
  * before the handler returns or later from any thread (deferred: hand the

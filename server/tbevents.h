@@ -17,6 +17,8 @@ fxtb_writer *fxtb_open(const char *dir, char *err, size_t errlen);
 int fxtb_scalar(fxtb_writer *w, const char *tag, int64_t step, double value);
 int fxtb_flush(fxtb_writer *w); /* write + fsync what is buffered */
 void fxtb_close(fxtb_writer *w);
+/* The event file's path (owned by w). */
+const char *fxtb_path(const fxtb_writer *w);
 
 /* CRC-32C (Castagnoli) of data, and TensorFlow's masked form of it. */
 uint32_t fxtb_crc32c(const void *data, size_t len);

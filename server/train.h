@@ -52,9 +52,27 @@ typedef struct {
  * loss outputs and targets exist and fit the loss kind, metrics, optimizer
  * and schedule names and ranges, batch size, epochs/steps, split. 0, or
  * FXS_INVALID_ARGUMENT with a message naming the field ("losses[1].target:
- * ..."). val may be NULL (validation_split or none). */
+ * ..."), or FXS_RESOURCE_EXHAUSTED when out of memory. val may be NULL
+ * (validation_split or none), not when the spec names a validation_dataset. */
 int fxt_validate(const Fluxion__V1__JobSpec *spec, const fxg_graph *g, const fxd_columns *train,
                  const fxd_columns *val, char *err, size_t errlen);
+
+/* Semantics beyond training.proto's comments:
+ * - optimizer.kind "" is adam; lr 0 takes the kind's default (sgd, momentum,
+ *   nesterov, rmsprop, adagrad 0.01; adadelta 1.0; adam, adamw 1e-3);
+ *   optimizer.rho is RMSprop's decay (alpha) or AdaDelta's rho.
+ * - The last partial batch of an epoch is used; validation_split holds out
+ *   floor(split * samples) of the last samples.
+ * - Reported values (JobProgress.metrics, on_scalar tags): "loss" (training,
+ *   averaged since the last report), "lr", "val_loss"; with several losses
+ *   also "loss:OUTPUT" and "val_loss:OUTPUT" (unweighted); per metric NAME
+ *   ("accuracy", "accuracy:OUTPUT": training since the last evaluation) and
+ *   "val_NAME". Plain "accuracy" is on the first cross_entropy,
+ *   cross_entropy_soft or bce_with_logits loss's output. early_stopping.metric
+ *   is one of these names. "loss" and "lr" scalars come every
+ *   max(1, total_steps / 100) steps, the others at each evaluation.
+ * - Periodic checkpoints are not taken at the final step (the result
+ *   follows); a stop request checkpoints the step it stops at. */
 
 /* Trains g's parameters in place (the graph must be the job's own: not one
  * being served). resume: a checkpoint from on_checkpoint, or NULL. On

@@ -77,8 +77,14 @@ typedef struct {
 
 extern const cli_command cli_model_commands[];
 extern const size_t cli_n_model_commands;
+extern const cli_command cli_dataset_commands[];
+extern const size_t cli_n_dataset_commands;
 extern const cli_command cli_other_commands[];
 extern const size_t cli_n_other_commands;
+extern const cli_command cli_train_commands[];
+extern const size_t cli_n_train_commands;
+extern const cli_command cli_job_commands[];
+extern const size_t cli_n_job_commands;
 
 /* ------------------------------------------------------------ errors */
 

@@ -43,24 +43,40 @@ static void print_command_line(FILE *f, const cli_command *cmd)
         fprintf(f, "  %-34s %s\n", left, cmd->summary);
 }
 
+/* Commands with subcommands ("model create", "dataset upload"). */
+typedef struct {
+    const char *word;
+    const cli_command *table;
+    const size_t *n;
+} cli_group;
+
+static const cli_group GROUPS[] = {
+    {"model", cli_model_commands, &cli_n_model_commands},
+    {"dataset", cli_dataset_commands, &cli_n_dataset_commands},
+    {"train", cli_train_commands, &cli_n_train_commands},
+    {"job", cli_job_commands, &cli_n_job_commands},
+};
+#define N_GROUPS (sizeof GROUPS / sizeof GROUPS[0])
+
 static void print_main_help(FILE *f)
 {
     fprintf(f, "usage: fluxion [--server HOST:PORT] [--timeout SECONDS] [--json] COMMAND [ARGS]\n\n"
-               "Defines, stores and serves models on a fluxiond server, over gRPC.\n\n"
+               "Defines, stores, trains and serves models on a fluxiond server, over gRPC.\n\n"
                "commands:\n");
-    for (size_t i = 0; i < cli_n_model_commands; i++)
-        print_command_line(f, &cli_model_commands[i]);
+    for (size_t g = 0; g < N_GROUPS; g++)
+        for (size_t i = 0; i < *GROUPS[g].n; i++)
+            print_command_line(f, &GROUPS[g].table[i]);
     for (size_t i = 0; i < cli_n_other_commands; i++)
         print_command_line(f, &cli_other_commands[i]);
     fprintf(f, "\n%s\n%s", GLOBAL_OPTIONS, EXIT_CODES);
 }
 
-static void print_model_help(FILE *f)
+static void print_group_help(FILE *f, const cli_group *g)
 {
-    fprintf(f, "usage: fluxion model SUBCOMMAND [ARGS]\n\nsubcommands:\n");
-    for (size_t i = 0; i < cli_n_model_commands; i++)
-        print_command_line(f, &cli_model_commands[i]);
-    fprintf(f, "\n`fluxion model SUBCOMMAND --help` for details.\n");
+    fprintf(f, "usage: fluxion %s SUBCOMMAND [ARGS]\n\nsubcommands:\n", g->word);
+    for (size_t i = 0; i < *g->n; i++)
+        print_command_line(f, &g->table[i]);
+    fprintf(f, "\n`fluxion %s SUBCOMMAND --help` for details.\n", g->word);
 }
 
 static void print_command_help(FILE *f, const cli_command *cmd)
@@ -217,26 +233,31 @@ static const cli_command *find_command(const cli_command *table, size_t n, const
     return NULL;
 }
 
-/* "model" SUB or a top-level command at argv[*i]; *i moves past it. */
+/* A group's SUB ("model list") or a top-level command at argv[*i]; *i
+ * moves past it. */
 static int select_command(int argc, char **argv, int *i, const cli_command **out)
 {
     const char *word = argv[*i];
-    if (!strcmp(word, "model")) {
+    const cli_group *g = NULL;
+    for (size_t k = 0; k < N_GROUPS; k++)
+        if (!strcmp(word, GROUPS[k].word))
+            g = &GROUPS[k];
+    if (g) {
         if (*i + 1 >= argc) {
-            print_model_help(stderr);
-            return cli_usage_error("model: missing subcommand");
+            print_group_help(stderr, g);
+            return cli_usage_error("%s: missing subcommand", word);
         }
         const char *sub = argv[++*i];
         if (is_help(sub)) {
-            print_model_help(stdout);
+            print_group_help(stdout, g);
             return HELP;
         }
         char full[64];
-        snprintf(full, sizeof full, "model %s", sub);
-        *out = find_command(cli_model_commands, cli_n_model_commands, full);
+        snprintf(full, sizeof full, "%s %s", word, sub);
+        *out = find_command(g->table, *g->n, full);
         if (!*out)
-            return cli_usage_error("model: unknown subcommand \"%s\" (see fluxion model --help)",
-                                   sub);
+            return cli_usage_error("%s: unknown subcommand \"%s\" (see fluxion %s --help)", word,
+                                   sub, word);
     } else {
         *out = find_command(cli_other_commands, cli_n_other_commands, word);
         if (!*out)

@@ -2,6 +2,7 @@
  * fluxion_bench.c - training-throughput and sgemm benchmarks.
  *
  *     fluxion-bench train --model M [--threads N] [--steps S] [--warmup W]
+ *                         [--device cpu|cuda:N] [--batch B]
  *     fluxion-bench sgemm [--m M] [--n N] [--k K] [--threads N] [--reps R]
  *     fluxion-bench serve --server ADDR --model M ... (bench_serve.c)
  *
@@ -98,6 +99,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: fluxion-bench train --model M [--threads N] [--steps S] [--warmup W]\n"
+            "                           [--device cpu|cuda:N] [--batch B] [--tf32]\n"
             "       fluxion-bench sgemm [--m M] [--n N] [--k K] [--threads N] [--reps R]\n"
             "       fluxion-bench serve --server ADDR --model M [--concurrency C] [--duration S]\n"
             "                           [--rate R] [--input FILE.json] [--raw]\n"
@@ -113,6 +115,10 @@ static void usage(FILE *f)
             "       --warmup W  untimed steps first (default: per model, logreg 1000, mlp 20, cnn 5, lstm 20)\n"
             "sgemm: times C[M,N] = A[M,K] B[K,N] and prints GFLOP/s as JSON\n"
             "       (defaults: the mlp's first layer, M 128, N 512, K 784; reps 200).\n"
+            "       --device D  cpu (default) or cuda:N: model, data pool and context live\n"
+            "                   there; the timed loop ends with a device sync\n"
+            "       --batch B   samples per step (default: per model)\n"
+            "       --tf32      allow TF32 tensor cores in f32 products (CUDA; default off)\n"
             "--threads N  threads for OpenBLAS and the engine (default 1)\n"
             "Exit status: 0 ok, 1 engine error, 2 bad command line.\n",
             POOL);
@@ -217,7 +223,8 @@ static const bench_model MODELS[] = {
 static int cmd_train(int argc, char **argv)
 {
     const char *model = NULL;
-    int threads = 1, steps = -1, warmup = -1;
+    int threads = 1, steps = -1, warmup = -1, batch = -1;
+    fx_device dev = fx_cpu();
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
@@ -225,8 +232,13 @@ static int cmd_train(int argc, char **argv)
             exit(0);
         }
         if (strcmp(f, "--model") && strcmp(f, "--threads") && strcmp(f, "--steps") &&
-            strcmp(f, "--warmup"))
+            strcmp(f, "--warmup") && strcmp(f, "--device") && strcmp(f, "--batch") &&
+            strcmp(f, "--tf32"))
             die_usage("train: unknown option '%s'", f);
+        if (!strcmp(f, "--tf32")) { /* a switch: TF32 tensor cores for f32 products */
+            fx_set_tf32(true);
+            continue;
+        }
         if (i + 1 >= argc)
             die_usage("train: %s needs a value", f);
         const char *v = argv[++i];
@@ -234,6 +246,11 @@ static int cmd_train(int argc, char **argv)
             model = v;
         else if (!strcmp(f, "--threads"))
             threads = (int)parse_int(f, v, 1, 1024);
+        else if (!strcmp(f, "--device")) {
+            if (!fx_device_parse(v, &dev))
+                die_usage("train: bad --device '%s' (cpu or cuda:N)", v);
+        } else if (!strcmp(f, "--batch"))
+            batch = (int)parse_int(f, v, 1, 1 << 20);
         else if (!strcmp(f, "--steps"))
             steps = (int)parse_int(f, v, 1, 100000000);
         else
@@ -242,9 +259,15 @@ static int cmd_train(int argc, char **argv)
     if (!model)
         die_usage("train: --model is required (logreg, mlp, cnn, lstm)");
     const bench_model *m = NULL;
+    bench_model mb;
     for (int i = 0; i < NMODELS; i++)
         if (!strcmp(MODELS[i].name, model))
             m = &MODELS[i];
+    if (m && batch > 0) { /* the same model at another batch size */
+        mb = *m;
+        mb.batch = batch;
+        m = &mb;
+    }
     if (!m) {
         char names[256] = "";
         for (int i = 0; i < NMODELS; i++)
@@ -257,14 +280,20 @@ static int cmd_train(int argc, char **argv)
     if (warmup < 0)
         warmup = m->warmup;
     fx_set_num_threads(threads);
+    char dname[32];
+    fx_device_str(dev, dname, sizeof dname);
+    if (!fx_device_available(dev))
+        die("device %s is not available (%d CUDA devices in this build and machine)", dname,
+            fx_device_count(FX_DEV_CUDA));
 
     fx_rng *rng = fx_rng_create(1234);
-    fx_ctx *ctx = fx_ctx_create(fx_cpu());
+    fx_ctx *ctx = fx_ctx_create(dev);
     fx_layer *net = m->build(rng);
     fx_params params;
     fx_params_init(&params);
-    if (!rng || !ctx || !net || fx_layer_collect_params(net, &params) != FX_OK)
-        die("could not build model %s", m->name);
+    if (!rng || !ctx || !net || fx_layer_to_device(net, dev) != FX_OK ||
+        fx_layer_collect_params(net, &params) != FX_OK)
+        die("could not build model %s on %s", m->name, dname);
     fx_optim *opt = fx_optim_create(m->optim, &(fx_optim_hparams){ .lr = m->lr }, &params);
     if (!opt)
         die("could not create the optimizer: %s", fx_optim_last_create_error());
@@ -291,8 +320,8 @@ static int cmd_train(int argc, char **argv)
         }
         for (int i = 0; i < m->batch; i++)
             hy[i] = (int32_t)(fx_rng_u64(rng) % (uint64_t)m->classes);
-        xs[p] = fx_tensor_create(fx_cpu(), m->in_dtype, m->in_ndim + 1, xshape);
-        ys[p] = fx_tensor_create(fx_cpu(), FX_I32, 1, (int64_t[]){ m->batch });
+        xs[p] = fx_tensor_create(dev, m->in_dtype, m->in_ndim + 1, xshape);
+        ys[p] = fx_tensor_create(dev, FX_I32, 1, (int64_t[]){ m->batch });
         if (!xs[p] || !ys[p] || fx_tensor_copy_from_host(xs[p], hx, (size_t)nx * 4) != FX_OK ||
             fx_tensor_copy_from_host(ys[p], hy, (size_t)m->batch * 4) != FX_OK)
             die("could not make the data pool");
@@ -317,12 +346,15 @@ static int cmd_train(int argc, char **argv)
             loss = fx_tensor_item(l);
         fx_ctx_reset(ctx);
     }
+    char err[512];
+    if (fx_device_sync(dev, err, sizeof err) != FX_OK) /* queued device work is timed too */
+        die("%s: %s", dname, err);
     double dt = now_s() - t0, dc = cpu_s() - c0;
     double sps = (double)steps * m->batch / dt;
     printf("{\"model\":\"%s\",\"threads\":%d,\"samples_per_s\":%.1f,\"final_loss\":%.6f,"
-           "\"impl\":\"fluxion\",\"batch\":%d,\"steps\":%d,\"warmup\":%d,\"ms_per_step\":%.4f,"
+           "\"impl\":\"fluxion\",\"device\":\"%s\",\"batch\":%d,\"steps\":%d,\"warmup\":%d,\"ms_per_step\":%.4f,"
            "\"gflops\":%.3f,\"cpu_util\":%.2f}\n",
-           m->name, threads, sps, loss, m->batch, steps, warmup, 1e3 * dt / steps,
+           m->name, threads, sps, loss, dname, m->batch, steps, warmup, 1e3 * dt / steps,
            sps * m->flops_per_sample * 1e-9, dc / dt);
 
     for (int p = 0; p < POOL; p++) {

@@ -102,38 +102,51 @@ def train(args):
     if args.model not in MODELS:
         fail_usage(f"train: unknown model '{args.model}' (known: {', '.join(MODELS)})")
     build, batch, shape, classes, optim, lr, flops, steps, warmup = MODELS[args.model]
+    batch = args.batch if args.batch is not None else batch
+    dev = torch.device(args.device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            print(f"torch_bench: device {args.device} is not available", file=sys.stderr)
+            return 1
+        # fluxion keeps f32 products exact unless asked (fx_set_tf32): so does this run
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        torch.backends.cudnn.allow_tf32 = args.tf32
     steps = args.steps if args.steps is not None else steps
     warmup = args.warmup if args.warmup is not None else warmup
     torch.set_num_threads(args.threads)
     torch.manual_seed(1234)
 
-    net = build()
+    net = build().to(dev)
     if optim == "adam":
         opt = torch.optim.Adam(net.parameters(), lr=lr)
     else:
         opt = torch.optim.RMSprop(net.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     if args.model in VOCAB:
-        xs = [torch.randint(0, VOCAB[args.model], (batch, *shape)) for _ in range(POOL)]
+        xs = [torch.randint(0, VOCAB[args.model], (batch, *shape)).to(dev) for _ in range(POOL)]
     else:
-        xs = [torch.randn(batch, *shape) for _ in range(POOL)]
-    ys = [torch.randint(0, classes, (batch,)) for _ in range(POOL)]
+        xs = [torch.randn(batch, *shape).to(dev) for _ in range(POOL)]
+    ys = [torch.randint(0, classes, (batch,)).to(dev) for _ in range(POOL)]
 
     t0 = c0 = 0.0
     loss = None
     for s in range(warmup + steps):
         if s == warmup:
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
             t0, c0 = time.perf_counter(), time.process_time()
         p = s % POOL
         opt.zero_grad()
         loss = loss_fn(net(xs[p]), ys[p])
         loss.backward()
         opt.step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)  # queued kernels are timed too
     dt, dc = time.perf_counter() - t0, time.process_time() - c0
     sps = steps * batch / dt
     print(json.dumps({"model": args.model, "threads": args.threads,
                       "samples_per_s": round(sps, 1), "final_loss": round(loss.item(), 6),
-                      "impl": "torch", "batch": batch, "steps": steps, "warmup": warmup,
+                      "impl": "torch", "device": args.device, "batch": batch, "steps": steps, "warmup": warmup,
                       "ms_per_step": round(1e3 * dt / steps, 4),
                       "gflops": round(sps * flops * 1e-9, 3), "cpu_util": round(dc / dt, 2),
                       "torch": torch.__version__}, separators=(",", ":")))
@@ -149,6 +162,9 @@ def main():
     tr.add_argument("--threads", type=positive(1), default=1, help="torch.set_num_threads")
     tr.add_argument("--steps", type=positive(1), default=None, help="timed steps")
     tr.add_argument("--warmup", type=positive(0), default=None, help="untimed steps first")
+    tr.add_argument("--device", default="cpu", help="cpu (default) or cuda:N")
+    tr.add_argument("--batch", type=positive(1), default=None, help="samples per step")
+    tr.add_argument("--tf32", action="store_true", help="allow TF32 in f32 products (CUDA)")
     args = ap.parse_args()  # argparse exits 2 on bad flags
     if args.cmd != "train":
         fail_usage("missing command (train)")

@@ -11,7 +11,9 @@ import unittest
 import fxtest
 from fxtest import C, Daemon, FluxionError, np, randn
 
-GRACE = 2
+# Generous: ctest runs other tests beside this one on 2 cores, and the point
+# is that accepted calls finish, not how fast.
+GRACE = 10
 DEADLINE = 10.0
 THREADS = 16
 

@@ -9,6 +9,8 @@ import numpy as np
 from . import safetensors
 from ._stubs import cluster_pb2, cluster_pb2_grpc, infer_pb2, infer_pb2_grpc, model_pb2, \
     model_pb2_grpc
+from .datasets import DatasetsMixin
+from .jobs import JobsMixin
 from .errors import FluxionError, from_rpc_error
 from .spec import model_spec
 
@@ -81,7 +83,7 @@ def infer_outputs(resp):
     return out
 
 
-class Client:
+class Client(DatasetsMixin, JobsMixin):
     """A connection to fluxiond at target ("host:port"). timeout: seconds
     each call may take (None: no deadline). Usable as a context manager."""
 

@@ -1,0 +1,405 @@
+/*
+ * cmd_train.c - `fluxion train submit` and `fluxion job list|get|cancel|
+ * watch` (fluxion.v1.TrainingService).
+ *
+ * Watching draws a progress bar redrawn in place when stdout is a terminal,
+ * one plain line per event otherwise, JSON lines with --json; it ends with
+ * the job's final state (exit 0 for SUCCEEDED, 1 otherwise).
+ */
+#include "cli.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "fluxion/v1/training.pb-c.h"
+#include "pbjson.h"
+
+#define TRAINING_SERVICE "/fluxion.v1.TrainingService/"
+/* A watch follows a job for as long as it runs: no per-call deadline. */
+#define WATCH_TIMEOUT_MS (7LL * 24 * 3600 * 1000)
+#define BAR_WIDTH 24
+
+static const char *state_name(int s)
+{
+    const ProtobufCEnumValue *v =
+        protobuf_c_enum_descriptor_get_value(&fluxion__v1__job_state__descriptor, s);
+    return v ? v->name : "?";
+}
+
+static const char *kind_name(int k)
+{
+    const ProtobufCEnumValue *v =
+        protobuf_c_enum_descriptor_get_value(&fluxion__v1__job_event__kind__descriptor, k);
+    return v ? v->name : "?";
+}
+
+static bool is_final(int s)
+{
+    return s == FLUXION__V1__JOB_STATE__SUCCEEDED || s == FLUXION__V1__JOB_STATE__FAILED ||
+           s == FLUXION__V1__JOB_STATE__CANCELLED;
+}
+
+/* "1:05:09", "4:07" */
+static const char *duration(double s, char *buf, size_t len)
+{
+    if (!(s >= 0) || s > 1e8) {
+        snprintf(buf, len, "?");
+        return buf;
+    }
+    long t = (long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, len, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(buf, len, "%ld:%02ld", t / 60, t % 60);
+    return buf;
+}
+
+/* ------------------------------------------------------------- printing */
+
+/* "step 450/1000 epoch 2/5 loss 0.3412 val_loss 0.3520 1234 samples/s ETA 0:12
+ * accuracy 0.91 ..." */
+static void progress_text(const Fluxion__V1__JobProgress *p, bool plain, char *buf, size_t len)
+{
+    size_t n = 0;
+#define ADD(...) (n += (size_t)snprintf(buf + n, n < len ? len - n : 0, __VA_ARGS__))
+    const char *eq = plain ? "=" : " ";
+    ADD("step%s%" PRId64 "/%" PRId64, eq, p->step, p->total_steps);
+    if (p->total_epochs)
+        ADD(" epoch%s%" PRId64 "/%" PRId64, eq, p->epoch, p->total_epochs);
+    ADD(" loss%s%.4g", eq, p->train_loss);
+    if (p->val_loss != 0)
+        ADD(" val_loss%s%.4g", eq, p->val_loss);
+    char eta[32];
+    if (plain)
+        ADD(" samples_per_second=%.0f eta_seconds=%.0f", p->samples_per_second, p->eta_seconds);
+    else
+        ADD(" %.0f samples/s ETA %s", p->samples_per_second,
+            duration(p->eta_seconds, eta, sizeof eta));
+    /* last: what a narrow terminal cuts off */
+    for (size_t i = 0; i < p->n_metrics; i++)
+        if (strcmp(p->metrics[i]->name, "loss") && strcmp(p->metrics[i]->name, "val_loss") &&
+            strcmp(p->metrics[i]->name, "lr"))
+            ADD(" %s%s%.4g", p->metrics[i]->name, eq, p->metrics[i]->value);
+#undef ADD
+    if (n >= len && len > 4)
+        memcpy(buf + len - 4, "...", 4);
+}
+
+static void print_bar(const Fluxion__V1__Job *job)
+{
+    const Fluxion__V1__JobProgress *p = job->progress;
+    if (!p)
+        return;
+    double frac = p->total_steps > 0 ? (double)p->step / (double)p->total_steps : 0;
+    if (frac > 1)
+        frac = 1;
+    char bar[BAR_WIDTH + 1], text[512];
+    int fill = (int)(frac * BAR_WIDTH + 0.5);
+    for (int i = 0; i < BAR_WIDTH; i++)
+        bar[i] = i < fill ? '#' : '.';
+    bar[BAR_WIDTH] = '\0';
+    char line[600];
+    progress_text(p, false, text, sizeof text);
+    int n = snprintf(line, sizeof line, "[%s] %3.0f%% %s", bar, frac * 100, text);
+    /* A line that wraps could not be redrawn in place. */
+    struct winsize ws;
+    if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1 && n >= ws.ws_col)
+        line[ws.ws_col - 1] = '\0';
+    printf("\r\033[K%s", line);
+    fflush(stdout);
+}
+
+static void print_plain(const Fluxion__V1__JobEvent *ev)
+{
+    const Fluxion__V1__Job *job = ev->job;
+    char text[512] = "";
+    if (job->progress && ev->kind != FLUXION__V1__JOB_EVENT__KIND__STATE)
+        progress_text(job->progress, true, text, sizeof text);
+    printf("job %s %s state=%s%s%s%s%s\n", job->id, kind_name(ev->kind), state_name(job->state),
+           *text ? " " : "", text, *ev->message ? " message=" : "", ev->message);
+    fflush(stdout);
+}
+
+/* State changes on a terminal: a line of their own above the bar. */
+static void print_note(const Fluxion__V1__JobEvent *ev, bool *bar_shown)
+{
+    if (*bar_shown)
+        printf("\r\033[K");
+    *bar_shown = false;
+    const Fluxion__V1__Job *job = ev->job;
+    if (ev->kind == FLUXION__V1__JOB_EVENT__KIND__SNAPSHOT)
+        printf("job %s: %s (model %s, dataset %s)\n", job->id, state_name(job->state),
+               job->spec ? job->spec->model : "?", job->spec ? job->spec->dataset : "?");
+    else
+        printf("job %s: %s%s%s\n", job->id,
+               ev->kind == FLUXION__V1__JOB_EVENT__KIND__STATE ? state_name(job->state) : "",
+               ev->kind == FLUXION__V1__JOB_EVENT__KIND__STATE && *ev->message ? ": " : "",
+               ev->message);
+}
+
+typedef struct {
+    cli_ctx *c;
+    bool tty, bar_shown;
+    int state;  /* last known */
+    char error[512];
+} watch_ctx;
+
+static int on_event(const ProtobufCMessage *m, void *data)
+{
+    watch_ctx *w = data;
+    const Fluxion__V1__JobEvent *ev = (const void *)m;
+    if (!ev->job)
+        return 0;
+    w->state = ev->job->state;
+    snprintf(w->error, sizeof w->error, "%s", ev->job->error);
+    if (w->c->json) {
+        json_t *j = cli_message_json(m);
+        if (j)
+            cli_print_json(w->c, j);
+        json_decref(j);
+    } else if (!w->tty) {
+        print_plain(ev);
+    } else if (ev->kind == FLUXION__V1__JOB_EVENT__KIND__PROGRESS ||
+               ev->kind == FLUXION__V1__JOB_EVENT__KIND__EVALUATION ||
+               ev->kind == FLUXION__V1__JOB_EVENT__KIND__CHECKPOINT) {
+        print_bar(ev->job);
+        w->bar_shown = true;
+    } else {
+        print_note(ev, &w->bar_shown);
+        if (!is_final(ev->job->state) && ev->job->progress) {
+            print_bar(ev->job);
+            w->bar_shown = true;
+        }
+    }
+    return 0;
+}
+
+static int watch(cli_ctx *c, const char *id)
+{
+    fxc_channel *ch = cli_channel(c);
+    if (!ch)
+        return CLI_ERR_LOCAL;
+    Fluxion__V1__WatchJobRequest req = FLUXION__V1__WATCH_JOB_REQUEST__INIT;
+    req.id = (char *)id;
+    watch_ctx w = { .c = c, .tty = isatty(STDOUT_FILENO) };
+    fxc_call_opts o = { .timeout_ms = WATCH_TIMEOUT_MS };
+    char err[1024] = "";
+    int code = fxc_server_stream(ch, TRAINING_SERVICE "WatchJob", &req.base,
+                                 &fluxion__v1__job_event__descriptor, on_event, &w, &o, err,
+                                 sizeof err);
+    if (w.bar_shown)
+        putchar('\n');
+    if (code)
+        return cli_status_error(c, code, err);
+    if (!c->json && !w.tty)
+        printf("job %s ended: %s%s%s\n", id, state_name(w.state), *w.error ? ": " : "", w.error);
+    fflush(stdout);
+    return w.state == FLUXION__V1__JOB_STATE__SUCCEEDED ? CLI_OK : CLI_ERR_SERVER;
+}
+
+static void print_job(const Fluxion__V1__Job *j)
+{
+    char t[32], text[512];
+    const Fluxion__V1__JobSpec *s = j->spec;
+    printf("id:            %s\n", j->id);
+    printf("state:         %s\n", state_name(j->state));
+    if (*j->error)
+        printf("error:         %s\n", j->error);
+    if (s) {
+        printf("model:         %s (from version %" PRId64 ")\n", s->model, j->base_version);
+        printf("dataset:       %s (sha256 %s)\n", s->dataset, j->dataset_sha256);
+        if (*s->description)
+            printf("description:   %s\n", s->description);
+    }
+    if (j->result_version)
+        printf("result:        version %" PRId64 "\n", j->result_version);
+    if (j->progress) {
+        progress_text(j->progress, false, text, sizeof text);
+        printf("progress:      %s\n", text);
+    }
+    printf("checkpoint:    step %" PRId64 "\n", j->checkpoint_step);
+    printf("restarts:      %d\n", j->restarts);
+    printf("created:       %s\n", cli_time(j->created_unix_ms, t, sizeof t));
+    printf("started:       %s\n", cli_time(j->started_unix_ms, t, sizeof t));
+    printf("finished:      %s\n", cli_time(j->finished_unix_ms, t, sizeof t));
+    printf("engine:        %s\n", j->engine_version);
+    printf("tensorboard:   %s\n", j->tensorboard_dir);
+}
+
+/* ------------------------------------------------------------- commands */
+
+static int job_call(cli_ctx *c, const char *method, const ProtobufCMessage *req,
+                    Fluxion__V1__Job **job)
+{
+    char path[96];
+    snprintf(path, sizeof path, TRAINING_SERVICE "%s", method);
+    return cli_unary(c, path, req, &fluxion__v1__job__descriptor, (ProtobufCMessage **)job);
+}
+
+static int cmd_submit(cli_ctx *c, const cli_args *a)
+{
+    json_t *js;
+    int rc = cli_load_json(a->pos[0], &js);
+    if (rc)
+        return rc;
+    char err[512];
+    Fluxion__V1__JobSpec *spec =
+        (void *)pbjson_decode(&fluxion__v1__job_spec__descriptor, js, err, sizeof err);
+    json_decref(js);
+    if (!spec)
+        return cli_local_error("%s: not a job spec: %s", cli_path_name(a->pos[0]), err);
+    Fluxion__V1__SubmitJobRequest req = FLUXION__V1__SUBMIT_JOB_REQUEST__INIT;
+    req.spec = spec;
+    Fluxion__V1__Job *job = NULL;
+    rc = job_call(c, "SubmitJob", &req.base, &job);
+    fluxion__v1__job_spec__free_unpacked(spec, NULL);
+    if (rc)
+        return rc;
+    if (c->json && !a->opt[0])
+        rc = cli_print_message(c, &job->base);
+    else if (!c->json)
+        printf("job %s queued (model %s, dataset %s)\n", job->id, job->spec->model,
+               job->spec->dataset);
+    fflush(stdout);
+    if (!rc && a->opt[0])
+        rc = watch(c, job->id);
+    fluxion__v1__job__free_unpacked(job, NULL);
+    return rc;
+}
+
+static int cmd_get(cli_ctx *c, const cli_args *a)
+{
+    Fluxion__V1__GetJobRequest req = FLUXION__V1__GET_JOB_REQUEST__INIT;
+    req.id = (char *)a->pos[0];
+    Fluxion__V1__Job *job = NULL;
+    int rc = job_call(c, "GetJob", &req.base, &job);
+    if (rc)
+        return rc;
+    if (c->json)
+        rc = cli_print_message(c, &job->base);
+    else
+        print_job(job);
+    fluxion__v1__job__free_unpacked(job, NULL);
+    return rc;
+}
+
+static int cmd_cancel(cli_ctx *c, const cli_args *a)
+{
+    Fluxion__V1__CancelJobRequest req = FLUXION__V1__CANCEL_JOB_REQUEST__INIT;
+    req.id = (char *)a->pos[0];
+    Fluxion__V1__Job *job = NULL;
+    int rc = job_call(c, "CancelJob", &req.base, &job);
+    if (rc)
+        return rc;
+    if (c->json)
+        rc = cli_print_message(c, &job->base);
+    else if (job->state == FLUXION__V1__JOB_STATE__CANCELLED)
+        printf("job %s cancelled\n", job->id);
+    else
+        printf("job %s: cancel requested; it stops at the next step (%s)\n", job->id,
+               state_name(job->state));
+    fluxion__v1__job__free_unpacked(job, NULL);
+    return rc;
+}
+
+static int cmd_watch(cli_ctx *c, const cli_args *a)
+{
+    return watch(c, a->pos[0]);
+}
+
+/* "running" or "RUNNING" -> the enum value; usage error otherwise. */
+static int parse_state(const char *text, int *out)
+{
+    char up[32];
+    size_t i = 0;
+    for (; text[i] && i < sizeof up - 1; i++)
+        up[i] = (char)toupper((unsigned char)text[i]);
+    up[i] = '\0';
+    const ProtobufCEnumValue *v =
+        protobuf_c_enum_descriptor_get_value_by_name(&fluxion__v1__job_state__descriptor, up);
+    if (!v || v->value == 0)
+        return cli_usage_error("--state: '%s' is not one of queued, running, succeeded, failed, "
+                               "cancelled", text);
+    *out = v->value;
+    return CLI_OK;
+}
+
+static int cmd_list(cli_ctx *c, const cli_args *a)
+{
+    Fluxion__V1__ListJobsRequest req = FLUXION__V1__LIST_JOBS_REQUEST__INIT;
+    int state = 0;
+    if (a->opt[0] && parse_state(a->opt[0], &state))
+        return CLI_ERR_USAGE;
+    req.state = (Fluxion__V1__JobState)state;
+    req.model = (char *)(a->opt[1] ? a->opt[1] : "");
+    Fluxion__V1__ListJobsResponse *resp = NULL;
+    int rc = cli_unary(c, TRAINING_SERVICE "ListJobs", &req.base,
+                       &fluxion__v1__list_jobs_response__descriptor, (ProtobufCMessage **)&resp);
+    if (rc)
+        return rc;
+    if (c->json) {
+        rc = cli_print_message(c, &resp->base);
+    } else {
+        printf("%-6s %-10s %-20s %-16s %-16s %-10s %s\n", "ID", "STATE", "MODEL", "DATASET",
+               "STEP", "LOSS", "RESULT");
+        for (size_t i = 0; i < resp->n_jobs; i++) {
+            const Fluxion__V1__Job *j = resp->jobs[i];
+            const Fluxion__V1__JobProgress *p = j->progress;
+            char step[40] = "-", loss[24] = "-", result[24] = "-";
+            if (p) {
+                snprintf(step, sizeof step, "%" PRId64 "/%" PRId64, p->step, p->total_steps);
+                snprintf(loss, sizeof loss, "%.4g", p->train_loss);
+            }
+            if (j->result_version)
+                snprintf(result, sizeof result, "v%" PRId64, j->result_version);
+            printf("%-6s %-10s %-20s %-16s %-16s %-10s %s\n", j->id, state_name(j->state),
+                   j->spec ? j->spec->model : "?", j->spec ? j->spec->dataset : "?", step, loss,
+                   result);
+        }
+    }
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
+}
+
+static const char SUBMIT_DETAILS[] =
+    "JOBFILE is a JSON JobSpec (proto/fluxion/v1/training.proto), e.g.\n"
+    "  {\"model\": \"mlp\", \"dataset\": \"blobs\",\n"
+    "   \"feeds\": [{\"input\": \"x\", \"tensor\": \"x\"}],\n"
+    "   \"losses\": [{\"output\": \"logits\", \"kind\": \"cross_entropy\", \"target\": \"y\"}],\n"
+    "   \"optimizer\": {\"kind\": \"adam\", \"lr\": 0.01}, \"batch_size\": 32, \"epochs\": 5,\n"
+    "   \"validation_split\": 0.2, \"metrics\": [\"accuracy\"], \"seed\": 1,\n"
+    "   \"serve_when_done\": true}\n"
+    "The finished job adds a version to the model. With --watch, follows it\n"
+    "as `fluxion job watch` does (exit 0 only when it SUCCEEDED).\n";
+
+static const char WATCH_DETAILS[] =
+    "Shows a progress bar (step, epoch, loss, validation loss, samples/s, ETA)\n"
+    "redrawn in place on a terminal; one line per event when stdout is not a\n"
+    "terminal; JSON lines (JobEvent) with --json. Ends when the job ends: exit 0\n"
+    "when it SUCCEEDED, 1 when it FAILED or was CANCELLED. --timeout does not\n"
+    "apply to the watch.\n";
+
+const cli_command cli_train_commands[] = {
+    {"train submit", "JOBFILE [--watch]", "submit a training job (JSON JobSpec; - for stdin)",
+     SUBMIT_DETAILS, 1, 1,
+     {{"watch", 'w', NULL, "follow the job until it ends"}}, cmd_submit},
+};
+const size_t cli_n_train_commands = sizeof cli_train_commands / sizeof cli_train_commands[0];
+
+const cli_command cli_job_commands[] = {
+    {"job list", "[--state S] [--model M]", "list training jobs, oldest first", NULL, 0, 0,
+     {{"state", 0, "S", "only jobs in state S (queued, running, succeeded, failed, cancelled)"},
+      {"model", 0, "M", "only jobs of model M"}},
+     cmd_list},
+    {"job get", "ID", "show a job: state, progress, result, record", NULL, 1, 1, {{0}}, cmd_get},
+    {"job cancel", "ID", "cancel a job (a running one stops at the next step)", NULL, 1, 1,
+     {{0}}, cmd_cancel},
+    {"job watch", "ID", "follow a job's progress until it ends", WATCH_DETAILS, 1, 1, {{0}},
+     cmd_watch},
+};
+const size_t cli_n_job_commands = sizeof cli_job_commands / sizeof cli_job_commands[0];

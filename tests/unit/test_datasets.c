@@ -1,0 +1,757 @@
+/*
+ * test_datasets.c - the datasets module: chunked uploads into shards, the
+ * checksum, every validation error, aborts and crash leftovers leaving
+ * nothing, limits and the quota, shared loading against deletion, threads.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <openssl/evp.h>
+
+#include "datasets.h"
+#include "rpc.h"
+#include "store.h"
+
+typedef struct {
+    char dir[64];
+    fxs_store *st;
+    fxd_datasets *ds;
+    fxd_datasets_opts opts;
+    char err[1024];
+} fixture;
+
+#define F32 FLUXION__V1__DATA_TYPE__FP32
+#define I32 FLUXION__V1__DATA_TYPE__INT32
+#define I64 FLUXION__V1__DATA_TYPE__INT64
+
+/* ----------------------------------------------------------- helpers */
+
+static char *pathf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *pathf(const char *fmt, ...)
+{
+    static char bufs[8][512];
+    static int next;
+    char *b = bufs[next++ % 8];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b, sizeof bufs[0], fmt, ap);
+    va_end(ap);
+    return b;
+}
+
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    return remove(p);
+}
+
+/* Entries of a directory (not . and ..). */
+static int count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return n;
+}
+
+static void open_all(fixture *f)
+{
+    f->st = fxs_store_open(f->dir, f->err, sizeof f->err);
+    assert_non_null(f->st);
+    f->ds = fxd_datasets_open(f->st, &f->opts, f->err, sizeof f->err);
+    if (!f->ds)
+        fail_msg("%s", f->err);
+}
+
+static void close_all(fixture *f)
+{
+    fxd_datasets_close(f->ds);
+    fxs_store_close(f->st);
+    f->ds = NULL;
+    f->st = NULL;
+}
+
+static int setup_opts(void **state, fxd_datasets_opts o)
+{
+    fixture *f = calloc(1, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/fxds-XXXXXX");
+    if (!mkdtemp(f->dir))
+        return -1;
+    f->opts = o;
+    open_all(f);
+    *state = f;
+    return 0;
+}
+
+/* Small shards so that every upload spans several. */
+static int setup(void **state)
+{
+    return setup_opts(state, (fxd_datasets_opts){ .shard_bytes = 100 });
+}
+
+static int setup_limited(void **state)
+{
+    return setup_opts(state, (fxd_datasets_opts){ .max_dataset_bytes = 1000, .quota_bytes = 2500,
+                                                  .shard_bytes = 256 });
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    close_all(f);
+    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+/* Nothing of an upload anywhere: no dataset directories, tmp/ empty. */
+static void assert_clean(fixture *f, int datasets_kept)
+{
+    assert_int_equal(count_entries(pathf("%s/datasets", f->dir)), datasets_kept);
+    assert_int_equal(count_entries(pathf("%s/tmp", f->dir)), 0);
+}
+
+static Fluxion__V1__TensorData piece(const char *name, Fluxion__V1__DataType dt, int ndim,
+                                     int64_t *shape, const void *data, size_t len)
+{
+    Fluxion__V1__TensorData t = FLUXION__V1__TENSOR_DATA__INIT;
+    t.name = (char *)name;
+    t.dtype = dt;
+    t.n_shape = (size_t)ndim;
+    t.shape = shape;
+    t.data.data = (uint8_t *)data;
+    t.data.len = len;
+    return t;
+}
+
+/* Adds samples [s0, s1) of x ([n,3] f32) and y ([n] i64). */
+static int add_xy(fixture *f, fxd_upload *u, const float *x, const int64_t *y, int s0, int s1,
+                  bool with_x, bool with_y)
+{
+    int64_t sx[2] = { s1 - s0, 3 }, sy[1] = { s1 - s0 };
+    Fluxion__V1__TensorData tx = piece("x", F32, 2, sx, x + 3 * s0, sizeof(float) * 3 * (size_t)(s1 - s0));
+    Fluxion__V1__TensorData ty = piece("y", I64, 1, sy, y + s0, sizeof(int64_t) * (size_t)(s1 - s0));
+    int rc = 0;
+    if (with_x)
+        rc = fxd_upload_add(u, &tx, f->err, sizeof f->err);
+    if (!rc && with_y)
+        rc = fxd_upload_add(u, &ty, f->err, sizeof f->err);
+    return rc;
+}
+
+#define N 40
+static float X[N * 3];
+static int64_t Y[N];
+
+static void fill_xy(void)
+{
+    for (int i = 0; i < N * 3; i++)
+        X[i] = (float)i * 0.5f - 7.0f;
+    for (int i = 0; i < N; i++)
+        Y[i] = i % 5;
+}
+
+/* Uploads X, Y as name in chunks of `step` samples (y lagging x by one
+ * chunk, to interleave the tensors); asserts success. */
+static Fluxion__V1__Dataset *upload_xy(fixture *f, const char *name, int step)
+{
+    fxd_upload *u;
+    assert_int_equal(fxd_upload_begin(f->ds, name, "desc", &u, f->err, sizeof f->err), 0);
+    for (int s = 0; s < N; s += step) {
+        int e = s + step < N ? s + step : N;
+        assert_int_equal(add_xy(f, u, X, Y, s, e, true, false), 0);
+        if (s > 0)
+            assert_int_equal(add_xy(f, u, X, Y, s - step, s, false, true), 0);
+    }
+    int last = ((N - 1) / step) * step;
+    assert_int_equal(add_xy(f, u, X, Y, last, N, false, true), 0);
+    Fluxion__V1__Dataset *info = NULL;
+    int rc = fxd_upload_commit(u, &info, f->err, sizeof f->err);
+    if (rc)
+        fail_msg("commit: %s", f->err);
+    return info;
+}
+
+/* The documented checksum, computed here from scratch. */
+static void sha_of(const char *const *names, const char *const *dtypes, const char *const *shapes,
+                   const void *const *data, const size_t *lens, int n, char out[65])
+{
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(c, EVP_sha256(), NULL);
+    for (int i = 0; i < n; i++) {
+        unsigned char d[32];
+        unsigned int dl;
+        EVP_Digest(data[i], lens[i], d, &dl, EVP_sha256(), NULL);
+        EVP_DigestUpdate(c, names[i], strlen(names[i]) + 1);
+        EVP_DigestUpdate(c, dtypes[i], strlen(dtypes[i]) + 1);
+        EVP_DigestUpdate(c, shapes[i], strlen(shapes[i]) + 1);
+        EVP_DigestUpdate(c, d, 32);
+    }
+    unsigned char md[32];
+    unsigned int ml;
+    EVP_DigestFinal_ex(c, md, &ml);
+    EVP_MD_CTX_free(c);
+    for (int i = 0; i < 32; i++)
+        sprintf(out + 2 * i, "%02x", md[i]);
+}
+
+static void xy_sha(const float *x, const int64_t *y, char out[65])
+{
+    sha_of((const char *[]){ "x", "y" }, (const char *[]){ "F32", "I64" },
+           (const char *[]){ "[40,3]", "[40]" }, (const void *[]){ x, y },
+           (size_t[]){ sizeof X, sizeof Y }, 2, out);
+}
+
+/* ------------------------------------------------------------- tests */
+
+static void test_upload_in_chunks_and_reopen(void **state)
+{
+    fixture *f = *state;
+    fill_xy();
+    Fluxion__V1__Dataset *info = upload_xy(f, "xy", 7);
+    assert_string_equal(info->name, "xy");
+    assert_string_equal(info->description, "desc");
+    assert_int_equal(info->num_samples, N);
+    assert_int_equal(info->bytes, sizeof X + sizeof Y);
+    assert_int_equal(info->n_tensors, 2);
+    assert_string_equal(info->tensors[0]->name, "x");
+    assert_int_equal(info->tensors[0]->dtype, F32);
+    assert_int_equal(info->tensors[0]->n_sample_shape, 1);
+    assert_int_equal(info->tensors[0]->sample_shape[0], 3);
+    assert_string_equal(info->tensors[1]->name, "y");
+    assert_int_equal(info->tensors[1]->dtype, I64);
+    assert_int_equal(info->tensors[1]->n_sample_shape, 0);
+    /* a sample is 12 + 8 bytes: 5 per 100-byte shard */
+    assert_int_equal(info->num_shards, 8);
+    assert_int_equal(count_entries(pathf("%s/datasets/xy", f->dir)), 8);
+    char want[65];
+    xy_sha(X, Y, want);
+    assert_string_equal(info->sha256, want);
+    assert_true(info->created_unix_ms > 0);
+    fluxion__v1__dataset__free_unpacked(info, NULL);
+    assert_clean(f, 1);
+
+    close_all(f);
+    open_all(f);
+    Fluxion__V1__Dataset *again = NULL;
+    assert_int_equal(fxd_dataset_get(f->ds, "xy", &again, f->err, sizeof f->err), 0);
+    assert_string_equal(again->sha256, want);
+    assert_int_equal(again->num_samples, N);
+    fluxion__v1__dataset__free_unpacked(again, NULL);
+
+    fxd_dataset *d;
+    assert_int_equal(fxd_dataset_open(f->ds, "xy", &d, f->err, sizeof f->err), 0);
+    const fxd_columns *c = fxd_dataset_columns(d);
+    assert_int_equal(c->num_samples, N);
+    assert_int_equal(c->n, 2);
+    assert_int_equal(fxd_columns_find(c, "y"), 1);
+    assert_int_equal(fxd_columns_find(c, "z"), -1);
+    assert_string_equal(c->cols[0].name, "x");
+    assert_int_equal(c->cols[0].dtype, FX_F32);
+    assert_int_equal(c->cols[0].sample_ndim, 1);
+    assert_int_equal(c->cols[0].sample_shape[0], 3);
+    assert_memory_equal(c->cols[0].data, X, sizeof X);
+    assert_int_equal(c->cols[1].dtype, FX_I64);
+    assert_int_equal(c->cols[1].sample_ndim, 0);
+    assert_memory_equal(c->cols[1].data, Y, sizeof Y);
+    assert_string_equal(fxd_dataset_sha256(d), want);
+    fxd_dataset_release(d);
+}
+
+static void test_checksum_stable_and_sensitive(void **state)
+{
+    fixture *f = *state;
+    fill_xy();
+    char want[65];
+    xy_sha(X, Y, want);
+    Fluxion__V1__Dataset *a = upload_xy(f, "a", 1);
+    Fluxion__V1__Dataset *b = upload_xy(f, "b", 40);
+    assert_string_equal(a->sha256, want);
+    assert_string_equal(b->sha256, want); /* chunking does not matter */
+    X[77] += 1.0f;
+    Fluxion__V1__Dataset *c = upload_xy(f, "c", 13);
+    xy_sha(X, Y, want);
+    assert_string_equal(c->sha256, want);
+    assert_string_not_equal(c->sha256, a->sha256);
+    X[77] -= 1.0f;
+    /* the same bytes under another shape are other data */
+    fxd_upload *u;
+    int64_t s6[2] = { 20, 6 }, sy[1] = { 20 };
+    Fluxion__V1__TensorData t6 = piece("x", F32, 2, s6, X, sizeof X);
+    Fluxion__V1__TensorData ty = piece("y", I64, 1, sy, Y, sizeof Y / 2);
+    Fluxion__V1__Dataset *d = NULL;
+    assert_int_equal(fxd_upload_begin(f->ds, "d", NULL, &u, f->err, sizeof f->err), 0);
+    assert_int_equal(fxd_upload_add(u, &t6, f->err, sizeof f->err), 0);
+    assert_int_equal(fxd_upload_add(u, &ty, f->err, sizeof f->err), 0);
+    assert_int_equal(fxd_upload_commit(u, &d, f->err, sizeof f->err), 0);
+    sha_of((const char *[]){ "x", "y" }, (const char *[]){ "F32", "I64" },
+           (const char *[]){ "[20,6]", "[20]" }, (const void *[]){ X, Y },
+           (size_t[]){ sizeof X, sizeof Y / 2 }, 2, want);
+    assert_string_equal(d->sha256, want);
+    assert_string_not_equal(d->sha256, a->sha256);
+    Fluxion__V1__Dataset *all[] = { a, b, c, d };
+    for (int i = 0; i < 4; i++)
+        fluxion__v1__dataset__free_unpacked(all[i], NULL);
+}
+
+/* One bad piece after a good one: the add fails with code and a message
+ * containing each of want; the abort leaves nothing. */
+static void expect_add_error(fixture *f, const Fluxion__V1__TensorData *good,
+                             const Fluxion__V1__TensorData *bad, int code, const char *want1,
+                             const char *want2)
+{
+    fxd_upload *u;
+    assert_int_equal(fxd_upload_begin(f->ds, "v", NULL, &u, f->err, sizeof f->err), 0);
+    if (good)
+        assert_int_equal(fxd_upload_add(u, good, f->err, sizeof f->err), 0);
+    assert_int_equal(fxd_upload_add(u, bad, f->err, sizeof f->err), code);
+    if (!strstr(f->err, want1) || (want2 && !strstr(f->err, want2)))
+        fail_msg("message '%s' should mention '%s' and '%s'", f->err, want1, want2 ? want2 : "");
+    fxd_upload_abort(u);
+    assert_clean(f, 0);
+}
+
+static void test_validation_errors(void **state)
+{
+    fixture *f = *state;
+    float buf[64] = { 0 };
+    int32_t ibuf[64] = { 0 };
+    int64_t s42[2] = { 4, 2 }, s43[2] = { 4, 3 }, s4[1] = { 4 }, s_neg[2] = { -1, 2 },
+            s_zero[2] = { 4, 0 }, s9[9] = { 1, 1, 1, 1, 1, 1, 1, 1, 1 },
+            s_huge[3] = { INT64_MAX / 2, 4, 4 };
+    Fluxion__V1__TensorData good = piece("x", F32, 2, s42, buf, 32);
+    Fluxion__V1__TensorData t;
+
+    t = piece("x", I32, 2, s42, ibuf, 32);
+    expect_add_error(f, &good, &t, FXS_INVALID_ARGUMENT, "'x'", "dtype changed from F32 to I32");
+    t = piece("x", F32, 2, s43, buf, 48);
+    expect_add_error(f, &good, &t, FXS_INVALID_ARGUMENT, "'x'", "per-sample shape changed");
+    t = piece("x", F32, 1, s4, buf, 16);
+    expect_add_error(f, &good, &t, FXS_INVALID_ARGUMENT, "'x'", "[4,2]");
+    t = piece("x", F32, 2, s42, buf, 31);
+    expect_add_error(f, NULL, &t, FXS_INVALID_ARGUMENT, "'x'", "31 bytes");
+    t = piece("x", F32, 0, NULL, buf, 4);
+    expect_add_error(f, NULL, &t, FXS_INVALID_ARGUMENT, "'x'", "0 dimensions");
+    t = piece("x", F32, 9, s9, buf, 4);
+    expect_add_error(f, NULL, &t, FXS_INVALID_ARGUMENT, "'x'", "9 dimensions");
+    t = piece("x", F32, 2, s_neg, buf, 0);
+    expect_add_error(f, NULL, &t, FXS_INVALID_ARGUMENT, "'x'", "-1");
+    t = piece("x", F32, 2, s_zero, buf, 0);
+    expect_add_error(f, NULL, &t, FXS_INVALID_ARGUMENT, "'x'", "dimension 1 is 0");
+    t = piece("x", F32, 3, s_huge, buf, 4);
+    expect_add_error(f, NULL, &t, FXS_INVALID_ARGUMENT, "'x'", "too large");
+    t = piece("x", (Fluxion__V1__DataType)9, 2, s42, buf, 32);
+    expect_add_error(f, NULL, &t, FXS_INVALID_ARGUMENT, "'x'", "dtype 9");
+    t = piece("", F32, 2, s42, buf, 32);
+    expect_add_error(f, NULL, &t, FXS_INVALID_ARGUMENT, "tensor name", NULL);
+    t = piece("a\"b", F32, 2, s42, buf, 32);
+    expect_add_error(f, NULL, &t, FXS_INVALID_ARGUMENT, "a\"b", "position 1");
+    t = piece("__metadata__", F32, 2, s42, buf, 32);
+    expect_add_error(f, NULL, &t, FXS_INVALID_ARGUMENT, "reserved", NULL);
+
+    /* DATA_TYPE_UNSPECIFIED reads as FP32: the same tensor continues */
+    fxd_upload *u;
+    Fluxion__V1__Dataset *info = NULL;
+    t = piece("x", FLUXION__V1__DATA_TYPE__DATA_TYPE_UNSPECIFIED, 2, s42, buf, 32);
+    assert_int_equal(fxd_upload_begin(f->ds, "ok", NULL, &u, f->err, sizeof f->err), 0);
+    assert_int_equal(fxd_upload_add(u, &good, f->err, sizeof f->err), 0);
+    assert_int_equal(fxd_upload_add(u, &t, f->err, sizeof f->err), 0);
+    assert_int_equal(fxd_upload_commit(u, &info, f->err, sizeof f->err), 0);
+    assert_int_equal(info->num_samples, 8);
+    assert_int_equal(info->tensors[0]->dtype, F32);
+    fluxion__v1__dataset__free_unpacked(info, NULL);
+}
+
+/* Errors found at commit: the upload is freed, nothing is left. */
+static void test_commit_errors(void **state)
+{
+    fixture *f = *state;
+    float buf[16] = { 0 };
+    int64_t s42[2] = { 4, 2 }, s3[1] = { 3 }, s0[2] = { 0, 2 };
+    Fluxion__V1__TensorData x = piece("x", F32, 2, s42, buf, 32);
+    Fluxion__V1__TensorData y = piece("y", I64, 1, s3, buf, 24);
+    Fluxion__V1__TensorData empty = piece("x", F32, 2, s0, buf, 0);
+    struct {
+        const Fluxion__V1__TensorData *t[2];
+        int n;
+        const char *want1, *want2;
+    } cases[] = {
+        { { &x, &y }, 2, "tensor 'y' has 3 samples", "'x' has 4" },
+        { { NULL }, 0, "'v'", "no tensors" },
+        { { &empty }, 1, "'v'", "no samples" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fxd_upload *u;
+        Fluxion__V1__Dataset *info = (void *)1;
+        assert_int_equal(fxd_upload_begin(f->ds, "v", NULL, &u, f->err, sizeof f->err), 0);
+        for (int k = 0; k < cases[i].n; k++)
+            assert_int_equal(fxd_upload_add(u, cases[i].t[k], f->err, sizeof f->err), 0);
+        assert_int_equal(fxd_upload_commit(u, &info, f->err, sizeof f->err), FXS_INVALID_ARGUMENT);
+        assert_null(info);
+        assert_non_null(strstr(f->err, cases[i].want1));
+        assert_non_null(strstr(f->err, cases[i].want2));
+        assert_clean(f, 0);
+    }
+    Fluxion__V1__Dataset **l;
+    int n;
+    assert_int_equal(fxd_dataset_list(f->ds, &l, &n, f->err, sizeof f->err), 0);
+    assert_int_equal(n, 0);
+    free(l);
+}
+
+static void test_names(void **state)
+{
+    fixture *f = *state;
+    fxd_upload *u = (void *)1;
+    const char *bad[] = { "", ".hidden", "-x", "a/b", "..", "sp ace",
+                          "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                          "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(fxd_upload_begin(f->ds, bad[i], NULL, &u, f->err, sizeof f->err),
+                         FXS_INVALID_ARGUMENT);
+        assert_null(u);
+        assert_non_null(strstr(f->err, "dataset name"));
+    }
+    char longdesc[5000];
+    memset(longdesc, 'd', sizeof longdesc - 1);
+    longdesc[sizeof longdesc - 1] = '\0';
+    assert_int_equal(fxd_upload_begin(f->ds, "ok", longdesc, &u, f->err, sizeof f->err),
+                     FXS_INVALID_ARGUMENT);
+    assert_non_null(strstr(f->err, "description"));
+
+    fill_xy();
+    fluxion__v1__dataset__free_unpacked(upload_xy(f, "taken", 10), NULL);
+    assert_int_equal(fxd_upload_begin(f->ds, "taken", NULL, &u, f->err, sizeof f->err),
+                     FXS_ALREADY_EXISTS);
+    assert_non_null(strstr(f->err, "'taken'"));
+    /* a name being uploaded is taken too, until that upload ends */
+    fxd_upload *first, *second;
+    assert_int_equal(fxd_upload_begin(f->ds, "busy", NULL, &first, f->err, sizeof f->err), 0);
+    assert_int_equal(fxd_upload_begin(f->ds, "busy", NULL, &second, f->err, sizeof f->err),
+                     FXS_ALREADY_EXISTS);
+    assert_non_null(strstr(f->err, "in progress"));
+    fxd_upload_abort(first);
+    assert_int_equal(fxd_upload_begin(f->ds, "busy", NULL, &second, f->err, sizeof f->err), 0);
+    assert_string_equal(fxd_upload_name(second), "busy");
+    fxd_upload_abort(second);
+
+    Fluxion__V1__Dataset *info;
+    assert_int_equal(fxd_dataset_get(f->ds, "nope", &info, f->err, sizeof f->err), FXS_NOT_FOUND);
+    assert_non_null(strstr(f->err, "'nope'"));
+    assert_int_equal(fxd_dataset_get(f->ds, "../x", &info, f->err, sizeof f->err),
+                     FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxd_dataset_delete(f->ds, "nope", f->err, sizeof f->err), FXS_NOT_FOUND);
+    fxd_dataset *d;
+    assert_int_equal(fxd_dataset_open(f->ds, "nope", &d, f->err, sizeof f->err), FXS_NOT_FOUND);
+    assert_null(d);
+    assert_clean(f, 1);
+}
+
+static void test_abort_leaves_nothing(void **state)
+{
+    fixture *f = *state;
+    fill_xy();
+    fxd_upload *u;
+    assert_int_equal(fxd_upload_begin(f->ds, "gone", NULL, &u, f->err, sizeof f->err), 0);
+    assert_int_equal(add_xy(f, u, X, Y, 0, 30, true, true), 0);
+    assert_int_equal(count_entries(pathf("%s/tmp", f->dir)), 0); /* spill files are unlinked */
+    fxd_upload_abort(u);
+    fxd_upload_abort(NULL);
+    assert_clean(f, 0);
+    Fluxion__V1__Dataset *info;
+    assert_int_equal(fxd_dataset_get(f->ds, "gone", &info, f->err, sizeof f->err), FXS_NOT_FOUND);
+}
+
+static void put_file(const char *path)
+{
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    fputs("partial", fp);
+    fclose(fp);
+}
+
+static void test_crash_leftovers_removed_at_open(void **state)
+{
+    fixture *f = *state;
+    fill_xy();
+    fluxion__v1__dataset__free_unpacked(upload_xy(f, "kept", 10), NULL);
+    close_all(f);
+    /* a crash during a commit (staging dir), after the rename but before the
+     * row (a dir no row names), during a delete (trash), or mid-shard (tmp/) */
+    const char *dirs[] = { ".staging-a1b2c3", "norow", ".trash-x9y8z7" };
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(mkdir(pathf("%s/datasets/%s", f->dir, dirs[i]), 0755), 0);
+        put_file(pathf("%s/datasets/%s/shard-0.safetensors", f->dir, dirs[i]));
+    }
+    put_file(pathf("%s/tmp/.shard.tmp.abcdef", f->dir));
+    open_all(f);
+    assert_clean(f, 1);
+    assert_int_equal(count_entries(pathf("%s/datasets/kept", f->dir)), 8);
+    fxd_dataset *d;
+    assert_int_equal(fxd_dataset_open(f->ds, "kept", &d, f->err, sizeof f->err), 0);
+    assert_memory_equal(fxd_dataset_columns(d)->cols[0].data, X, sizeof X);
+    fxd_dataset_release(d);
+}
+
+static void test_limits_and_quota(void **state)
+{
+    fixture *f = *state; /* max 1000 bytes per dataset, quota 2500 */
+    float buf[300] = { 0 };
+    int64_t s200[2] = { 200, 1 }, s100[2] = { 100, 1 }, s51[2] = { 51, 1 };
+    Fluxion__V1__TensorData t200 = piece("x", F32, 2, s200, buf, 800);
+    Fluxion__V1__TensorData t100 = piece("x", F32, 2, s100, buf, 400);
+    Fluxion__V1__TensorData t51 = piece("x", F32, 2, s51, buf, 204);
+    fxd_upload *u, *v;
+    Fluxion__V1__Dataset *info;
+
+    /* one dataset over max_dataset_bytes */
+    assert_int_equal(fxd_upload_begin(f->ds, "big", NULL, &u, f->err, sizeof f->err), 0);
+    assert_int_equal(fxd_upload_add(u, &t200, f->err, sizeof f->err), 0);
+    assert_int_equal(fxd_upload_add(u, &t51, f->err, sizeof f->err), FXS_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(f->err, "'big'"));
+    assert_non_null(strstr(f->err, "1000 bytes"));
+    fxd_upload_abort(u);
+    assert_clean(f, 0);
+
+    /* the quota counts stored datasets and uploads in progress */
+    const char *names[] = { "q1", "q2" };
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(fxd_upload_begin(f->ds, names[i], NULL, &u, f->err, sizeof f->err), 0);
+        assert_int_equal(fxd_upload_add(u, &t200, f->err, sizeof f->err), 0);
+        assert_int_equal(fxd_upload_commit(u, &info, f->err, sizeof f->err), 0);
+        assert_int_equal(info->num_shards, 4); /* 64 samples of 4 bytes per 256-byte shard */
+        fluxion__v1__dataset__free_unpacked(info, NULL);
+    }
+    assert_int_equal(fxd_upload_begin(f->ds, "q3", NULL, &u, f->err, sizeof f->err), 0);
+    assert_int_equal(fxd_upload_begin(f->ds, "q4", NULL, &v, f->err, sizeof f->err), 0);
+    assert_int_equal(fxd_upload_add(u, &t100, f->err, sizeof f->err), 0);   /* 2000 of 2500 */
+    assert_int_equal(fxd_upload_add(v, &t200, f->err, sizeof f->err), FXS_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(f->err, "quota"));
+    assert_non_null(strstr(f->err, "'q4'"));
+    assert_non_null(strstr(f->err, "'x'"));
+    fxd_upload_abort(u); /* gives its reservation back */
+    assert_int_equal(fxd_upload_add(v, &t200, f->err, sizeof f->err), 0);
+    fxd_upload_abort(v);
+
+    /* the stored total (1600) survives a restart; a deletion frees its share */
+    close_all(f);
+    open_all(f);
+    assert_int_equal(fxd_upload_begin(f->ds, "q3", NULL, &u, f->err, sizeof f->err), 0);
+    assert_int_equal(fxd_upload_begin(f->ds, "q4", NULL, &v, f->err, sizeof f->err), 0);
+    assert_int_equal(fxd_upload_add(u, &t100, f->err, sizeof f->err), 0);   /* 2000 */
+    assert_int_equal(fxd_upload_add(v, &t100, f->err, sizeof f->err), 0);   /* 2400 */
+    assert_int_equal(fxd_upload_add(v, &t51, f->err, sizeof f->err), FXS_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(f->err, "quota"));
+    assert_int_equal(fxd_dataset_delete(f->ds, "q1", f->err, sizeof f->err), 0);
+    assert_int_equal(fxd_upload_add(v, &t51, f->err, sizeof f->err), 0);
+    assert_int_equal(fxd_upload_commit(u, &info, f->err, sizeof f->err), 0);
+    fluxion__v1__dataset__free_unpacked(info, NULL);
+    assert_int_equal(fxd_upload_commit(v, &info, f->err, sizeof f->err), 0);
+    assert_int_equal(info->num_samples, 151);
+    fluxion__v1__dataset__free_unpacked(info, NULL);
+    assert_clean(f, 3);
+}
+
+static void test_open_release_vs_delete(void **state)
+{
+    fixture *f = *state;
+    fill_xy();
+    fluxion__v1__dataset__free_unpacked(upload_xy(f, "shared", 9), NULL);
+    fxd_dataset *a, *b;
+    assert_int_equal(fxd_dataset_open(f->ds, "shared", &a, f->err, sizeof f->err), 0);
+    assert_int_equal(fxd_dataset_open(f->ds, "shared", &b, f->err, sizeof f->err), 0);
+    assert_ptr_equal(a, b); /* loaded once, shared */
+    assert_ptr_equal(fxd_dataset_columns(a)->cols[0].data, fxd_dataset_columns(b)->cols[0].data);
+    assert_int_equal(fxd_dataset_delete(f->ds, "shared", f->err, sizeof f->err),
+                     FXS_FAILED_PRECONDITION);
+    assert_non_null(strstr(f->err, "2 training jobs"));
+    fxd_dataset_release(b);
+    assert_int_equal(fxd_dataset_delete(f->ds, "shared", f->err, sizeof f->err),
+                     FXS_FAILED_PRECONDITION);
+    assert_non_null(strstr(f->err, "1 training job"));
+    Fluxion__V1__Dataset *info;
+    assert_int_equal(fxd_dataset_get(f->ds, "shared", &info, f->err, sizeof f->err), 0);
+    fluxion__v1__dataset__free_unpacked(info, NULL);
+    fxd_dataset_release(a);
+    fxd_dataset_release(NULL);
+    assert_int_equal(fxd_dataset_delete(f->ds, "shared", f->err, sizeof f->err), 0);
+    assert_int_equal(fxd_dataset_open(f->ds, "shared", &a, f->err, sizeof f->err), FXS_NOT_FOUND);
+    assert_clean(f, 0);
+    /* deleted for good: not back after a restart either */
+    close_all(f);
+    open_all(f);
+    assert_int_equal(fxd_dataset_get(f->ds, "shared", &info, f->err, sizeof f->err),
+                     FXS_NOT_FOUND);
+}
+
+static void test_corrupt_shard_is_data_loss(void **state)
+{
+    fixture *f = *state;
+    fill_xy();
+    fluxion__v1__dataset__free_unpacked(upload_xy(f, "bad", 10), NULL);
+    /* flip one data byte (past the header) of shard 3 */
+    const char *p = pathf("%s/datasets/bad/shard-3.safetensors", f->dir);
+    FILE *fp = fopen(p, "r+b");
+    assert_non_null(fp);
+    fseek(fp, -3, SEEK_END);
+    int ch = fgetc(fp);
+    fseek(fp, -3, SEEK_END);
+    fputc(ch ^ 0x40, fp);
+    fclose(fp);
+    fxd_dataset *d = (void *)1;
+    assert_int_equal(fxd_dataset_open(f->ds, "bad", &d, f->err, sizeof f->err), FXS_DATA_LOSS);
+    assert_null(d);
+    assert_non_null(strstr(f->err, "SHA-256"));
+    /* a missing shard too */
+    assert_int_equal(unlink(pathf("%s/datasets/bad/shard-1.safetensors", f->dir)), 0);
+    assert_int_equal(fxd_dataset_open(f->ds, "bad", &d, f->err, sizeof f->err), FXS_DATA_LOSS);
+    assert_non_null(strstr(f->err, "'bad'"));
+    /* a failed load holds nothing open: the dataset can be deleted */
+    assert_int_equal(fxd_dataset_delete(f->ds, "bad", f->err, sizeof f->err), 0);
+}
+
+typedef struct {
+    fixture *f;
+    char name[16];
+    int id;
+    char err[512];
+    int rc;
+    char sha[65], want[65];
+} worker;
+
+static void *upload_worker(void *arg)
+{
+    worker *w = arg;
+    float x[N * 3];
+    int64_t y[N];
+    for (int i = 0; i < N * 3; i++)
+        x[i] = (float)(i + w->id * 1000);
+    for (int i = 0; i < N; i++)
+        y[i] = w->id;
+    fxd_upload *u;
+    w->rc = fxd_upload_begin(w->f->ds, w->name, NULL, &u, w->err, sizeof w->err);
+    for (int s = 0; !w->rc && s < N; s += 4) {
+        int64_t sx[2] = { 4, 3 }, sy[1] = { 4 };
+        Fluxion__V1__TensorData tx = piece("x", F32, 2, sx, x + 3 * s, 48);
+        Fluxion__V1__TensorData ty = piece("y", I64, 1, sy, y + s, 32);
+        w->rc = fxd_upload_add(u, &tx, w->err, sizeof w->err);
+        if (!w->rc)
+            w->rc = fxd_upload_add(u, &ty, w->err, sizeof w->err);
+        if (w->rc)
+            fxd_upload_abort(u);
+    }
+    Fluxion__V1__Dataset *info = NULL;
+    if (!w->rc)
+        w->rc = fxd_upload_commit(u, &info, w->err, sizeof w->err);
+    if (info) {
+        snprintf(w->sha, sizeof w->sha, "%s", info->sha256);
+        fluxion__v1__dataset__free_unpacked(info, NULL);
+    }
+    xy_sha(x, y, w->want);
+    return NULL;
+}
+
+static void test_concurrent_uploads(void **state)
+{
+    fixture *f = *state;
+    enum { W = 6 };
+    worker w[W];
+    pthread_t th[W];
+    for (int i = 0; i < W; i++) {
+        w[i] = (worker){ .f = f, .id = i };
+        snprintf(w[i].name, sizeof w[i].name, "par%d", i);
+        assert_int_equal(pthread_create(&th[i], NULL, upload_worker, &w[i]), 0);
+    }
+    for (int i = 0; i < W; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(w[i].rc, 0);
+        assert_string_equal(w[i].sha, w[i].want);
+    }
+    Fluxion__V1__Dataset **l;
+    int n;
+    assert_int_equal(fxd_dataset_list(f->ds, &l, &n, f->err, sizeof f->err), 0);
+    assert_int_equal(n, W);
+    for (int i = 0; i < n; i++) {
+        assert_string_equal(l[i]->name, w[i].name); /* by name */
+        fluxion__v1__dataset__free_unpacked(l[i], NULL);
+    }
+    free(l);
+    assert_clean(f, W);
+}
+
+typedef struct {
+    fxd_datasets *ds;
+    fxd_dataset *d;
+    int rc;
+} opener;
+
+static void *open_worker(void *arg)
+{
+    opener *o = arg;
+    char err[256];
+    o->rc = fxd_dataset_open(o->ds, "many", &o->d, err, sizeof err);
+    return NULL;
+}
+
+/* Opens racing one another load the dataset once and share it. */
+static void test_concurrent_opens(void **state)
+{
+    fixture *f = *state;
+    fill_xy();
+    fluxion__v1__dataset__free_unpacked(upload_xy(f, "many", 3), NULL);
+    enum { W = 8 };
+    opener o[W];
+    pthread_t th[W];
+    for (int i = 0; i < W; i++) {
+        o[i] = (opener){ .ds = f->ds };
+        assert_int_equal(pthread_create(&th[i], NULL, open_worker, &o[i]), 0);
+    }
+    for (int i = 0; i < W; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(o[i].rc, 0);
+        assert_ptr_equal(o[i].d, o[0].d);
+    }
+    assert_memory_equal(fxd_dataset_columns(o[0].d)->cols[1].data, Y, sizeof Y);
+    assert_int_equal(fxd_dataset_delete(f->ds, "many", f->err, sizeof f->err),
+                     FXS_FAILED_PRECONDITION);
+    assert_non_null(strstr(f->err, "8 training jobs"));
+    for (int i = 0; i < W; i++)
+        fxd_dataset_release(o[i].d);
+    assert_int_equal(fxd_dataset_delete(f->ds, "many", f->err, sizeof f->err), 0);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_upload_in_chunks_and_reopen),
+        T(test_checksum_stable_and_sensitive),
+        T(test_validation_errors),
+        T(test_commit_errors),
+        T(test_names),
+        T(test_abort_leaves_nothing),
+        T(test_crash_leftovers_removed_at_open),
+        cmocka_unit_test_setup_teardown(test_limits_and_quota, setup_limited, teardown),
+        T(test_open_release_vs_delete),
+        T(test_corrupt_shard_is_data_loss),
+        T(test_concurrent_uploads),
+        T(test_concurrent_opens),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,1263 @@
+/* test_train.c - the trainer (server/train.c) on synthetic tasks.
+ *
+ * XOR of 4 Gaussian clusters (an MLP must reach 95% validation accuracy,
+ * checked here by a forward of the result weights, not only by what the
+ * trainer reports); linear regression with mse recovers the generating
+ * coefficients; two outputs with two weighted losses; early stopping returns
+ * the weights of the best evaluation (equal to a run that stops there);
+ * determinism and stop/resume equality with shuffle, dropout and batch
+ * norm; every fxt_validate error names its field; should_stop checkpoints
+ * then stops; a non-finite loss fails naming the step; failing hooks and
+ * bad checkpoints fail cleanly. */
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph.h"
+#include "rpc.h"
+#include "train.h"
+
+/* ------------------------------------------------------------ spec builders */
+
+typedef Fluxion__V1__ModelSpec mspec;
+typedef Fluxion__V1__JobSpec jspec;
+
+static char *xstrdup(const char *s)
+{
+    char *p = strdup(s);
+    assert_non_null(p);
+    return p;
+}
+
+static void *xcalloc(size_t n, size_t s)
+{
+    void *p = calloc(n ? n : 1, s);
+    assert_non_null(p);
+    return p;
+}
+
+#define GROW(arr, n)                                                                               \
+    ((arr) = realloc((arr), ((n) + 1) * sizeof *(arr)), assert_non_null(arr), &(arr)[(n)++])
+
+static void m_input(mspec *s, const char *name, Fluxion__V1__DataType dt, int64_t width)
+{
+    Fluxion__V1__TensorSpec *t = xcalloc(1, sizeof *t);
+    fluxion__v1__tensor_spec__init(t);
+    t->name = xstrdup(name);
+    t->dtype = dt;
+    t->n_shape = 2;
+    t->shape = xcalloc(2, sizeof *t->shape);
+    t->shape[0] = -1;
+    t->shape[1] = width;
+    *GROW(s->inputs, s->n_inputs) = t;
+}
+
+static Fluxion__V1__Node__AttrsEntry *attr(const char *key, int64_t i, double f, const char *str)
+{
+    Fluxion__V1__Node__AttrsEntry *e = xcalloc(1, sizeof *e);
+    fluxion__v1__node__attrs_entry__init(e);
+    e->key = xstrdup(key);
+    e->value = xcalloc(1, sizeof *e->value);
+    fluxion__v1__attr_value__init(e->value);
+    if (str) {
+        e->value->value_case = FLUXION__V1__ATTR_VALUE__VALUE_S;
+        e->value->s = xstrdup(str);
+    } else if (f != 0) {
+        e->value->value_case = FLUXION__V1__ATTR_VALUE__VALUE_F;
+        e->value->f = f;
+    } else {
+        e->value->value_case = FLUXION__V1__ATTR_VALUE__VALUE_I;
+        e->value->i = i;
+    }
+    return e;
+}
+
+static Fluxion__V1__Node *m_node(mspec *s, const char *name, const char *op, const char *input)
+{
+    Fluxion__V1__Node *n = xcalloc(1, sizeof *n);
+    fluxion__v1__node__init(n);
+    n->name = xstrdup(name);
+    n->op = xstrdup(op);
+    *GROW(n->inputs, n->n_inputs) = xstrdup(input);
+    *GROW(s->nodes, s->n_nodes) = n;
+    return n;
+}
+
+/* dense in->out with an optional activation */
+static void m_dense(mspec *s, const char *name, const char *input, int64_t in, int64_t out,
+                    const char *act)
+{
+    Fluxion__V1__Node *n = m_node(s, name, "dense", input);
+    *GROW(n->attrs, n->n_attrs) = attr("in_features", in, 0, NULL);
+    *GROW(n->attrs, n->n_attrs) = attr("out_features", out, 0, NULL);
+    if (act)
+        *GROW(n->attrs, n->n_attrs) = attr("activation", 0, 0, act);
+}
+
+static void m_output(mspec *s, const char *name, const char *source)
+{
+    Fluxion__V1__OutputSpec *o = xcalloc(1, sizeof *o);
+    fluxion__v1__output_spec__init(o);
+    o->name = xstrdup(name);
+    o->source = xstrdup(source);
+    *GROW(s->outputs, s->n_outputs) = o;
+}
+
+static fxg_graph *build(mspec *s, uint64_t seed)
+{
+    char err[512];
+    fxg_graph *g = fxg_create(s, &(fxg_options){.seed = seed}, err, sizeof err, NULL);
+    if (!g)
+        fail_msg("fxg_create: %s", err);
+    return g;
+}
+
+static mspec *mspec_new(void)
+{
+    mspec *s = xcalloc(1, sizeof *s);
+    fluxion__v1__model_spec__init(s);
+    return s;
+}
+
+/* x [N,2] -> 16 relu -> 16 relu -> logits [N,2] */
+static mspec *mlp_spec(void)
+{
+    mspec *s = mspec_new();
+    m_input(s, "x", FLUXION__V1__DATA_TYPE__FP32, 2);
+    m_dense(s, "fc1", "x", 2, 16, "relu");
+    m_dense(s, "fc2", "fc1", 16, 16, "relu");
+    m_dense(s, "fc3", "fc2", 16, 2, NULL);
+    m_output(s, "logits", "fc3");
+    return s;
+}
+
+/* x [N,4] -> dense 16 -> batchnorm1d -> relu -> dropout 0.3 -> dense 2 */
+static mspec *bn_dropout_spec(void)
+{
+    mspec *s = mspec_new();
+    m_input(s, "x", FLUXION__V1__DATA_TYPE__FP32, 2);
+    m_dense(s, "fc1", "x", 2, 16, NULL);
+    Fluxion__V1__Node *bn = m_node(s, "bn", "batchnorm1d", "fc1");
+    *GROW(bn->attrs, bn->n_attrs) = attr("num_features", 16, 0, NULL);
+    m_node(s, "act", "relu", "bn");
+    Fluxion__V1__Node *d = m_node(s, "drop", "dropout", "act");
+    *GROW(d->attrs, d->n_attrs) = attr("p", 0, 0.3, NULL);
+    m_dense(s, "fc2", "drop", 16, 2, NULL);
+    m_output(s, "logits", "fc2");
+    return s;
+}
+
+/* x [N,2] -> dense 1 */
+static mspec *linear_spec(void)
+{
+    mspec *s = mspec_new();
+    m_input(s, "x", FLUXION__V1__DATA_TYPE__FP32, 2);
+    m_dense(s, "fc", "x", 2, 1, NULL);
+    m_output(s, "y", "fc");
+    return s;
+}
+
+/* x -> trunk 16 relu -> "cls" [N,2] and "reg" [N,1] */
+static mspec *two_heads_spec(void)
+{
+    mspec *s = mspec_new();
+    m_input(s, "x", FLUXION__V1__DATA_TYPE__FP32, 2);
+    m_dense(s, "trunk", "x", 2, 16, "relu");
+    m_dense(s, "cls", "trunk", 16, 2, NULL);
+    m_dense(s, "reg", "trunk", 16, 1, NULL);
+    m_output(s, "cls", "cls");
+    m_output(s, "reg", "reg");
+    return s;
+}
+
+static jspec *job_new(void)
+{
+    jspec *j = xcalloc(1, sizeof *j);
+    fluxion__v1__job_spec__init(j);
+    j->model = xstrdup("m");
+    j->dataset = xstrdup("d");
+    j->optimizer = xcalloc(1, sizeof *j->optimizer);
+    fluxion__v1__optimizer_spec__init(j->optimizer);
+    j->optimizer->kind = xstrdup("adam");
+    j->optimizer->lr = 0.01;
+    j->batch_size = 32;
+    j->seed = 7;
+    return j;
+}
+
+static void job_feed(jspec *j, const char *input, const char *tensor)
+{
+    Fluxion__V1__Feed *f = xcalloc(1, sizeof *f);
+    fluxion__v1__feed__init(f);
+    f->input = xstrdup(input);
+    f->tensor = xstrdup(tensor);
+    *GROW(j->feeds, j->n_feeds) = f;
+}
+
+static void job_loss(jspec *j, const char *output, const char *kind, const char *target,
+                     double weight)
+{
+    Fluxion__V1__LossSpec *l = xcalloc(1, sizeof *l);
+    fluxion__v1__loss_spec__init(l);
+    l->output = xstrdup(output);
+    l->kind = xstrdup(kind);
+    l->target = xstrdup(target);
+    l->weight = weight;
+    *GROW(j->losses, j->n_losses) = l;
+}
+
+static void job_metric(jspec *j, const char *m) { *GROW(j->metrics, j->n_metrics) = xstrdup(m); }
+
+static void job_early(jspec *j, const char *metric, int patience, double min_delta)
+{
+    j->early_stopping = xcalloc(1, sizeof *j->early_stopping);
+    fluxion__v1__early_stopping__init(j->early_stopping);
+    j->early_stopping->metric = xstrdup(metric);
+    j->early_stopping->patience = patience;
+    j->early_stopping->min_delta = min_delta;
+}
+
+static void job_free(jspec *j) { fluxion__v1__job_spec__free_unpacked(j, NULL); }
+
+/* --------------------------------------------------------------- datasets */
+
+typedef struct {
+    fxd_column cols[6];
+    fxd_columns c;
+    float *x, *yf, *reg, *yb;
+    int32_t *y;
+    int64_t *y64;
+} data_t;
+
+/* XOR of 4 clusters at (+-3, +-3), std 1: class 1 where the signs differ.
+ * Columns x f32 [2], y i32 [], yf f32 [2] (one-hot), reg f32 [1] ((x0 + x1)
+ * / 4), y64 i64 [] (= y), yb f32 [1] (= y). */
+static void xor_data(data_t *d, int64_t n, uint64_t seed)
+{
+    memset(d, 0, sizeof *d);
+    fx_rng *rng = fx_rng_create(seed);
+    d->x = xcalloc((size_t)n * 2, sizeof *d->x);
+    d->y = xcalloc((size_t)n, sizeof *d->y);
+    d->yf = xcalloc((size_t)n * 2, sizeof *d->yf);
+    d->reg = xcalloc((size_t)n, sizeof *d->reg);
+    d->y64 = xcalloc((size_t)n, sizeof *d->y64);
+    d->yb = xcalloc((size_t)n, sizeof *d->yb);
+    for (int64_t i = 0; i < n; i++) {
+        int a = (int)(fx_rng_u64(rng) & 1), b = (int)(fx_rng_u64(rng) & 1);
+        d->x[2 * i] = (float)((a ? 3 : -3) + fx_rng_normal(rng));
+        d->x[2 * i + 1] = (float)((b ? 3 : -3) + fx_rng_normal(rng));
+        d->y[i] = a != b;
+        d->yf[2 * i + d->y[i]] = 1;
+        d->reg[i] = (d->x[2 * i] + d->x[2 * i + 1]) / 4;
+        d->y64[i] = d->y[i];
+        d->yb[i] = (float)d->y[i];
+    }
+    fx_rng_free(rng);
+    d->cols[0] = (fxd_column){"x", FX_F32, 1, {2}, d->x};
+    d->cols[1] = (fxd_column){"y", FX_I32, 0, {0}, d->y};
+    d->cols[2] = (fxd_column){"yf", FX_F32, 1, {2}, d->yf};
+    d->cols[3] = (fxd_column){"reg", FX_F32, 1, {1}, d->reg};
+    d->cols[4] = (fxd_column){"y64", FX_I64, 0, {0}, d->y64};
+    d->cols[5] = (fxd_column){"yb", FX_F32, 1, {1}, d->yb};
+    d->c = (fxd_columns){n, 6, d->cols};
+}
+
+/* y = 3 x0 - 2 x1 + 0.5 + N(0, 0.01^2) (sign flips with negate: for a
+ * validation set that disagrees with training). Columns x, t. */
+static void linear_data(data_t *d, int64_t n, uint64_t seed, bool negate)
+{
+    memset(d, 0, sizeof *d);
+    fx_rng *rng = fx_rng_create(seed);
+    d->x = xcalloc((size_t)n * 2, sizeof *d->x);
+    d->yf = xcalloc((size_t)n, sizeof *d->yf);
+    for (int64_t i = 0; i < n; i++) {
+        d->x[2 * i] = (float)fx_rng_normal(rng);
+        d->x[2 * i + 1] = (float)fx_rng_normal(rng);
+        double y = 3 * d->x[2 * i] - 2 * d->x[2 * i + 1] + 0.5 + 0.01 * fx_rng_normal(rng);
+        d->yf[i] = (float)(negate ? -y : y);
+    }
+    fx_rng_free(rng);
+    d->cols[0] = (fxd_column){"x", FX_F32, 1, {2}, d->x};
+    d->cols[1] = (fxd_column){"t", FX_F32, 1, {1}, d->yf};
+    d->c = (fxd_columns){n, 2, d->cols};
+}
+
+static void data_free(data_t *d)
+{
+    free(d->x);
+    free(d->y);
+    free(d->yf);
+    free(d->reg);
+    free(d->y64);
+    free(d->yb);
+}
+
+/* ------------------------------------------------------------------ hooks */
+
+typedef struct {
+    int progress, evals, ckpts, polls;
+    int stop_at_poll; /* should_stop true from this poll on (0: never) */
+    int fail_ckpt;    /* on_checkpoint fails */
+    void *ckpt[64];   /* every checkpoint, by arrival */
+    size_t ckpt_len[64];
+    int64_t ckpt_step[64];
+    double last_sps, last_eta, first_eta;
+    int64_t last_progress_step;
+    int loss_scalars;      /* "loss" scalars, at steps loss_step_every apart */
+    int64_t last_loss_step;
+    char scalars[1024]; /* distinct tags seen */
+    double val_acc;     /* from the last on_eval, or -1 */
+} hookrec;
+
+static void on_progress(void *data, const Fluxion__V1__JobProgress *p)
+{
+    hookrec *h = data;
+    h->progress++;
+    assert_true(p->step > h->last_progress_step);
+    if (h->progress == 1)
+        h->first_eta = p->eta_seconds;
+    h->last_sps = p->samples_per_second;
+    h->last_eta = p->eta_seconds;
+    h->last_progress_step = p->step;
+    assert_true(p->step <= p->total_steps);
+}
+
+static double metric_of(const Fluxion__V1__JobProgress *p, const char *name)
+{
+    for (size_t i = 0; i < p->n_metrics; i++)
+        if (strcmp(p->metrics[i]->name, name) == 0)
+            return p->metrics[i]->value;
+    return -1;
+}
+
+static void on_eval(void *data, const Fluxion__V1__JobProgress *p)
+{
+    hookrec *h = data;
+    h->evals++;
+    h->val_acc = metric_of(p, "val_accuracy");
+}
+
+static int on_checkpoint(void *data, const void *ckpt, size_t len, int64_t step, char *err,
+                         size_t errlen)
+{
+    hookrec *h = data;
+    if (h->fail_ckpt) {
+        snprintf(err, errlen, "disk full (test)");
+        return -1;
+    }
+    assert_true(h->ckpts < 64);
+    h->ckpt[h->ckpts] = malloc(len);
+    assert_non_null(h->ckpt[h->ckpts]);
+    memcpy(h->ckpt[h->ckpts], ckpt, len);
+    h->ckpt_len[h->ckpts] = len;
+    h->ckpt_step[h->ckpts] = step;
+    h->ckpts++;
+    return 0;
+}
+
+static void on_scalar(void *data, const char *tag, int64_t step, double value)
+{
+    hookrec *h = data;
+    assert_true(isfinite(value));
+    if (strcmp(tag, "loss") == 0) {
+        h->loss_scalars++;
+        assert_true(step > h->last_loss_step);
+        h->last_loss_step = step;
+    }
+    char key[128];
+    snprintf(key, sizeof key, "|%s|", tag);
+    if (!strstr(h->scalars, key))
+        strncat(h->scalars, key, sizeof h->scalars - strlen(h->scalars) - 1);
+}
+
+static bool should_stop(void *data)
+{
+    hookrec *h = data;
+    h->polls++;
+    return h->stop_at_poll && h->polls >= h->stop_at_poll;
+}
+
+static fxt_hooks hooks_for(hookrec *h)
+{
+    memset(h, 0, sizeof *h);
+    h->val_acc = -1;
+    return (fxt_hooks){on_progress, on_eval, on_checkpoint, on_scalar, should_stop, h, 0.0, 0};
+}
+
+static void hooks_free(hookrec *h)
+{
+    for (int i = 0; i < h->ckpts; i++)
+        free(h->ckpt[i]);
+}
+
+typedef struct {
+    fxt_result res;
+    void *w;
+    size_t len;
+    Fluxion__V1__JobProgress *final;
+    char err[512];
+} outcome;
+
+static outcome run(const jspec *j, fxg_graph *g, const fxd_columns *train, const fxd_columns *val,
+                   const void *resume, size_t rlen, const fxt_hooks *hk)
+{
+    outcome o = {0};
+    o.res =
+        fxt_run(j, g, train, val, resume, rlen, hk, &o.w, &o.len, &o.final, o.err, sizeof o.err);
+    if (o.res == FXT_DONE) {
+        assert_non_null(o.w);
+        assert_non_null(o.final);
+    } else {
+        assert_null(o.w);
+        assert_null(o.final);
+    }
+    return o;
+}
+
+static void outcome_free(outcome *o)
+{
+    free(o->w);
+    if (o->final)
+        fluxion__v1__job_progress__free_unpacked(o->final, NULL);
+}
+
+static void expect_done(const outcome *o)
+{
+    if (o->res != FXT_DONE)
+        fail_msg("fxt_run: result %d: %s", o->res, o->err);
+}
+
+/* Accuracy of argmax(logits) over rows [from, to) of d, with weights w in
+ * a fresh graph of spec s. */
+static double accuracy_of(mspec *s, const void *w, size_t len, const data_t *d, int64_t from,
+                          int64_t to)
+{
+    fxg_graph *g = build(s, 99);
+    char err[512];
+    assert_int_equal(fxg_load_weights(g, w, len, err, sizeof err), 0);
+    fx_ctx *ctx = fx_ctx_create(fx_cpu());
+    fx_ctx_set_grad(ctx, false);
+    fx_ctx_set_training(ctx, false);
+    fx_tensor *x = fx_tensor_from_host(ctx, FX_F32, 2, TU_SHAPE(to - from, 2), d->x + 2 * from);
+    fx_tensor *out = NULL;
+    assert_int_equal(fxg_forward(g, ctx, &x, &out, err, sizeof err), 0);
+    float *v = tu_values(out);
+    int64_t ok = 0;
+    for (int64_t i = 0; i < to - from; i++)
+        ok += (v[2 * i + 1] > v[2 * i]) == (d->y[from + i] == 1);
+    free(v);
+    fx_ctx_free(ctx);
+    fxg_free(g);
+    return (double)ok / (double)(to - from);
+}
+
+/* ------------------------------------------------------------------ tests */
+
+static void test_classification_reaches_accuracy(void **state)
+{
+    (void)state;
+    data_t d;
+    xor_data(&d, 600, 1);
+    mspec *s = mlp_spec();
+    fxg_graph *g = build(s, 3);
+    jspec *j = job_new();
+    job_feed(j, "x", "x");
+    job_loss(j, "logits", "cross_entropy", "y", 0);
+    job_metric(j, "accuracy");
+    j->epochs = 15;
+    j->shuffle = true;
+    j->validation_split = 0.25;
+    hookrec h;
+    fxt_hooks hk = hooks_for(&h);
+    outcome o = run(j, g, &d.c, NULL, NULL, 0, &hk);
+    expect_done(&o);
+    /* independent check: 150 held-out samples (the last quarter) */
+    double acc = accuracy_of(s, o.w, o.len, &d, 450, 600);
+    print_message("validation accuracy %.4f (reported %.4f), val_loss %.4f\n", acc,
+                  metric_of(o.final, "val_accuracy"), o.final->val_loss);
+    assert_true(acc >= 0.95);
+    /* what the trainer reports agrees with it */
+    assert_true(fabs(metric_of(o.final, "val_accuracy") - acc) < 1e-9);
+    assert_int_equal(o.final->step, 15 * 15); /* ceil(450 / 32) = 15 steps per epoch */
+    assert_int_equal(o.final->total_steps, 225);
+    assert_int_equal(o.final->epoch, 15);
+    assert_int_equal(o.final->total_epochs, 15);
+    assert_true(o.final->val_loss > 0 && o.final->val_loss < 0.2);
+    assert_int_equal(h.evals, 15);
+    assert_true(h.progress >= 1);
+    assert_int_equal(h.last_progress_step, 225);
+    assert_true(h.last_sps > 0);
+    assert_true(h.last_eta == 0);
+    assert_int_equal(h.ckpts, 0); /* the default interval (500) is beyond the job */
+    for (const char *const *t = (const char *const[]){"|loss|", "|lr|", "|val_loss|", "|accuracy|",
+                                                      "|val_accuracy|", NULL};
+         *t; t++)
+        if (!strstr(h.scalars, *t))
+            fail_msg("no scalar %s in %s", *t, h.scalars);
+    /* the graph holds the result */
+    void *w2;
+    size_t l2;
+    char err[256];
+    assert_int_equal(fxg_save_weights(g, &w2, &l2, err, sizeof err), 0);
+    assert_int_equal(l2, o.len);
+    assert_memory_equal(w2, o.w, l2);
+    free(w2);
+    outcome_free(&o);
+    job_free(j);
+    fxg_free(g);
+    fluxion__v1__model_spec__free_unpacked(s, NULL);
+    data_free(&d);
+}
+
+static float weight_at(const void *w, size_t len, const char *name, int64_t i)
+{
+    fx_params p;
+    fx_params_init(&p);
+    char err[256];
+    assert_int_equal(fx_safetensors_decode(w, len, &p, err, sizeof err), FX_OK);
+    fx_tensor *t = fx_params_find(&p, name);
+    assert_non_null(t);
+    float *v = tu_values(t);
+    float r = v[i];
+    free(v);
+    fx_params_free_tensors(&p);
+    return r;
+}
+
+static void test_regression_mse(void **state)
+{
+    (void)state;
+    data_t d, v;
+    linear_data(&d, 512, 2, false);
+    linear_data(&v, 128, 3, false);
+    mspec *s = linear_spec();
+    fxg_graph *g = build(s, 1);
+    jspec *j = job_new();
+    job_feed(j, "x", "x");
+    job_loss(j, "y", "mse", "t", 0);
+    free(j->optimizer->kind);
+    j->optimizer->kind = xstrdup("momentum");
+    j->optimizer->lr = 0.05;
+    j->steps = 400; /* 25 epochs of 16 steps */
+    j->eval_every_steps = 100;
+    j->shuffle = true;
+    j->schedule = xcalloc(1, sizeof *j->schedule);
+    fluxion__v1__schedule_spec__init(j->schedule);
+    j->schedule->kind = xstrdup("cosine");
+    j->schedule->warmup_steps = 10;
+    hookrec h;
+    fxt_hooks hk = hooks_for(&h);
+    hk.progress_interval_s = 1e-9; /* a report after every step */
+    outcome o = run(j, g, &d.c, &v.c, NULL, 0, &hk);
+    expect_done(&o);
+    assert_int_equal(h.evals, 4);
+    assert_int_equal(h.progress, 400);
+    assert_true(h.first_eta > 0);
+    assert_true(h.last_eta == 0);
+    assert_int_equal(h.loss_scalars, 100); /* every 400 / 100 steps */
+    assert_int_equal(h.last_loss_step, 400);
+    assert_true(fabs(weight_at(o.w, o.len, "fc.weight", 0) - 3) < 0.01);
+    assert_true(fabs(weight_at(o.w, o.len, "fc.weight", 1) + 2) < 0.01);
+    assert_true(fabs(weight_at(o.w, o.len, "fc.bias", 0) - 0.5) < 0.01);
+    assert_true(o.final->val_loss < 1e-3);
+    assert_true(o.final->learning_rate < 1e-4); /* cosine to 0 at the end */
+    outcome_free(&o);
+    job_free(j);
+    fxg_free(g);
+    fluxion__v1__model_spec__free_unpacked(s, NULL);
+    data_free(&d);
+    data_free(&v);
+}
+
+static void test_two_outputs_weighted_losses(void **state)
+{
+    (void)state;
+    data_t d;
+    xor_data(&d, 400, 4);
+    mspec *s = two_heads_spec();
+    fxg_graph *g = build(s, 5);
+    jspec *j = job_new();
+    job_feed(j, "x", "x");
+    job_loss(j, "cls", "cross_entropy_soft", "yf", 1);
+    job_loss(j, "reg", "mse", "reg", 0.5);
+    job_metric(j, "accuracy:cls");
+    j->epochs = 20;
+    j->validation_split = 0.25;
+    hookrec h;
+    fxt_hooks hk = hooks_for(&h);
+    outcome o = run(j, g, &d.c, NULL, NULL, 0, &hk);
+    expect_done(&o);
+    double vc = metric_of(o.final, "val_loss:cls"), vr = metric_of(o.final, "val_loss:reg");
+    assert_true(vc > 0 && vr > 0);
+    assert_true(fabs(o.final->val_loss - (vc + 0.5 * vr)) < 1e-9 * (1 + o.final->val_loss));
+    assert_true(vr < 0.05); /* the regression head learned x0 + x1 */
+    assert_true(metric_of(o.final, "val_accuracy:cls") >= 0.95);
+    assert_true(metric_of(o.final, "loss:cls") > 0);
+    assert_true(strstr(h.scalars, "|val_loss:reg|") && strstr(h.scalars, "|accuracy:cls|"));
+    outcome_free(&o);
+    job_free(j);
+    fxg_free(g);
+    fluxion__v1__model_spec__free_unpacked(s, NULL);
+    data_free(&d);
+}
+
+/* Binary classification with one logit: bce_with_logits, accuracy by the
+ * sign of the logit. */
+static void test_bce_accuracy(void **state)
+{
+    (void)state;
+    data_t d;
+    xor_data(&d, 400, 12);
+    mspec *s = mspec_new();
+    m_input(s, "x", FLUXION__V1__DATA_TYPE__FP32, 2);
+    m_dense(s, "fc1", "x", 2, 16, "tanh");
+    m_dense(s, "fc2", "fc1", 16, 1, NULL);
+    m_output(s, "logit", "fc2");
+    fxg_graph *g = build(s, 2);
+    jspec *j = job_new();
+    job_feed(j, "x", "x");
+    job_loss(j, "logit", "bce_with_logits", "yb", 0);
+    job_metric(j, "accuracy");
+    j->epochs = 20;
+    j->validation_split = 0.25;
+    outcome o = run(j, g, &d.c, NULL, NULL, 0, NULL);
+    expect_done(&o);
+    /* independently: sign of the logit on the held-out 100 */
+    fx_ctx *ctx = fx_ctx_create(fx_cpu());
+    fx_ctx_set_grad(ctx, false);
+    fx_ctx_set_training(ctx, false);
+    fx_tensor *x = fx_tensor_from_host(ctx, FX_F32, 2, TU_SHAPE(100, 2), d.x + 600);
+    fx_tensor *out = NULL;
+    char err[256];
+    assert_int_equal(fxg_forward(g, ctx, &x, &out, err, sizeof err), 0);
+    float *v = tu_values(out);
+    int ok = 0;
+    for (int i = 0; i < 100; i++)
+        ok += (v[i] > 0) == (d.y[300 + i] == 1);
+    free(v);
+    fx_ctx_free(ctx);
+    assert_true(ok >= 95);
+    assert_true(fabs(metric_of(o.final, "val_accuracy") - ok / 100.0) < 1e-9);
+    outcome_free(&o);
+    job_free(j);
+    fxg_free(g);
+    fluxion__v1__model_spec__free_unpacked(s, NULL);
+    data_free(&d);
+}
+
+/* Validation that disagrees with training: val_loss is best after the first
+ * epoch and then worsens, so patience 2 stops after epoch 3 with the
+ * weights of epoch 1. */
+static void test_early_stopping_returns_best(void **state)
+{
+    (void)state;
+    data_t d, v;
+    linear_data(&d, 256, 6, false);
+    linear_data(&v, 64, 7, true);
+    mspec *s = linear_spec();
+    jspec *j = job_new();
+    job_feed(j, "x", "x");
+    job_loss(j, "y", "mse", "t", 0);
+    free(j->optimizer->kind);
+    j->optimizer->kind = xstrdup("sgd");
+    j->optimizer->lr = 0.02;
+    j->epochs = 30;
+    job_early(j, "", 2, 0);
+    hookrec h;
+    fxt_hooks hk = hooks_for(&h);
+    fxg_graph *g = build(s, 8);
+    outcome o = run(j, g, &d.c, &v.c, NULL, 0, &hk);
+    expect_done(&o);
+    assert_int_equal(h.evals, 3);
+    assert_int_equal(o.final->epoch, 3);
+    assert_int_equal(o.final->step, 3 * 8);
+
+    /* the same job for one epoch and no early stopping: the same weights */
+    fxg_free(g);
+    g = build(s, 8);
+    j->epochs = 1;
+    fluxion__v1__early_stopping__free_unpacked(j->early_stopping, NULL);
+    j->early_stopping = NULL;
+    outcome one = run(j, g, &d.c, &v.c, NULL, 0, NULL);
+    expect_done(&one);
+    assert_int_equal(one.len, o.len);
+    assert_memory_equal(one.w, o.w, o.len);
+
+    outcome_free(&o);
+    outcome_free(&one);
+    job_free(j);
+    fxg_free(g);
+    fluxion__v1__model_spec__free_unpacked(s, NULL);
+    data_free(&d);
+    data_free(&v);
+}
+
+static void test_early_stopping_accuracy_min_delta(void **state)
+{
+    (void)state;
+    data_t d;
+    xor_data(&d, 400, 9);
+    mspec *s = mlp_spec();
+    fxg_graph *g = build(s, 3);
+    jspec *j = job_new();
+    job_feed(j, "x", "x");
+    job_loss(j, "logits", "cross_entropy", "y64", 0); /* i64 class indices */
+    job_metric(j, "accuracy:logits");
+    j->epochs = 50;
+    j->validation_split = 0.25;
+    /* accuracy is at most 1: an improvement of 2 never comes */
+    job_early(j, "val_accuracy:logits", 3, 2.0);
+    hookrec h;
+    fxt_hooks hk = hooks_for(&h);
+    outcome o = run(j, g, &d.c, NULL, NULL, 0, &hk);
+    expect_done(&o);
+    assert_int_equal(h.evals, 4);
+    assert_int_equal(o.final->epoch, 4);
+    outcome_free(&o);
+    job_free(j);
+    fxg_free(g);
+    fluxion__v1__model_spec__free_unpacked(s, NULL);
+    data_free(&d);
+}
+
+/* The resume fixture: shuffle, dropout, batch norm, validation, metrics,
+ * early stopping tracking the best weights (patience never reached),
+ * momentum, warmup + step schedule, clipping, checkpoints every 7 steps;
+ * 10 steps per epoch, 45 steps. */
+static jspec *resume_job(void)
+{
+    jspec *j = job_new();
+    job_feed(j, "x", "x");
+    job_loss(j, "logits", "cross_entropy", "y", 0);
+    job_metric(j, "accuracy");
+    free(j->optimizer->kind);
+    j->optimizer->kind = xstrdup("adamw");
+    j->schedule = xcalloc(1, sizeof *j->schedule);
+    fluxion__v1__schedule_spec__init(j->schedule);
+    j->schedule->kind = xstrdup("step");
+    j->schedule->step_size = 9;
+    j->schedule->gamma = 0.5;
+    j->schedule->warmup_steps = 4;
+    j->clip = xcalloc(1, sizeof *j->clip);
+    fluxion__v1__clip_spec__init(j->clip);
+    j->clip->max_norm = 1.0;
+    j->batch_size = 30; /* 300 training samples: 10 steps per epoch */
+    j->steps = 45;
+    j->shuffle = true;
+    j->validation_split = 0.25;
+    j->eval_every_steps = 6;
+    j->checkpoint_every_steps = 7;
+    job_early(j, "val_loss", 1000, 0);
+    return j;
+}
+
+static void test_determinism_and_resume(void **state)
+{
+    (void)state;
+    data_t d;
+    xor_data(&d, 400, 11);
+    mspec *s = bn_dropout_spec();
+    jspec *j = resume_job();
+
+    hookrec h1, h2, h3, h4;
+    fxt_hooks k1 = hooks_for(&h1), k2 = hooks_for(&h2), k3 = hooks_for(&h3), k4 = hooks_for(&h4);
+    fxg_graph *g1 = build(s, 21), *g2 = build(s, 21);
+    outcome a = run(j, g1, &d.c, NULL, NULL, 0, &k1);
+    outcome b = run(j, g2, &d.c, NULL, NULL, 0, &k2);
+    expect_done(&a);
+    expect_done(&b);
+    assert_int_equal(a.len, b.len);
+    assert_memory_equal(a.w, b.w, a.len);
+    /* checkpoints at 7, 14, ..., 42 and they are identical run to run */
+    assert_int_equal(h1.ckpts, 6);
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(h1.ckpt_step[i], 7 * (i + 1));
+        assert_int_equal(h1.ckpt_len[i], h2.ckpt_len[i]);
+        assert_memory_equal(h1.ckpt[i], h2.ckpt[i], h1.ckpt_len[i]);
+    }
+    /* another seed gives other weights (the seed is used) */
+    fxg_graph *g3 = build(s, 21);
+    j->seed = 8;
+    outcome c = run(j, g3, &d.c, NULL, NULL, 0, NULL);
+    expect_done(&c);
+    assert_true(c.len != a.len || memcmp(c.w, a.w, a.len) != 0);
+    outcome_free(&c);
+    fxg_free(g3);
+    j->seed = 7;
+
+    /* stopped at the 24th poll (after step 23, mid-epoch, between the
+     * evaluations at 18 and 24): a checkpoint of step 23, then STOPPED */
+    fxg_graph *g4 = build(s, 21);
+    h3.stop_at_poll = 24;
+    outcome st = run(j, g4, &d.c, NULL, NULL, 0, &k3);
+    assert_int_equal(st.res, FXT_STOPPED);
+    assert_int_equal(h3.ckpts, 4);
+    assert_int_equal(h3.ckpt_step[3], 23);
+    /* resumed into a graph with other initial weights: the same end */
+    fxg_graph *g5 = build(s, 99);
+    outcome r = run(j, g5, &d.c, NULL, h3.ckpt[3], h3.ckpt_len[3], &k4);
+    expect_done(&r);
+    assert_int_equal(r.len, a.len);
+    assert_memory_equal(r.w, a.w, a.len);
+    /* later checkpoints of the resumed run equal the uninterrupted ones */
+    assert_int_equal(h4.ckpts, 3);
+    assert_int_equal(h4.ckpt_step[0], 28);
+    assert_memory_equal(h4.ckpt[0], h1.ckpt[3], h1.ckpt_len[3]);
+    /* and from periodic checkpoints: step 14 (mid-epoch, after the
+     * evaluation at 12) and step 21 (just after the epoch end at 20) */
+    for (int k = 1; k <= 2; k++) {
+        fxg_graph *g6 = build(s, 5);
+        outcome r2 = run(j, g6, &d.c, NULL, h1.ckpt[k], h1.ckpt_len[k], NULL);
+        expect_done(&r2);
+        assert_memory_equal(r2.w, a.w, a.len);
+        outcome_free(&r2);
+        fxg_free(g6);
+    }
+    outcome_free(&a);
+    outcome_free(&b);
+    outcome_free(&st);
+    outcome_free(&r);
+    hooks_free(&h1);
+    hooks_free(&h2);
+    hooks_free(&h3);
+    hooks_free(&h4);
+    fxg_free(g1);
+    fxg_free(g2);
+    fxg_free(g4);
+    fxg_free(g5);
+    job_free(j);
+    fluxion__v1__model_spec__free_unpacked(s, NULL);
+    data_free(&d);
+}
+
+/* Batch norm running statistics are in the checkpoint and the result. */
+static void test_buffers_checkpointed(void **state)
+{
+    (void)state;
+    data_t d;
+    xor_data(&d, 400, 11);
+    mspec *s = bn_dropout_spec();
+    jspec *j = resume_job();
+    hookrec h;
+    fxt_hooks k = hooks_for(&h);
+    fxg_graph *g = build(s, 21);
+    outcome a = run(j, g, &d.c, NULL, NULL, 0, &k);
+    expect_done(&a);
+    fx_params p;
+    fx_params_init(&p);
+    char err[256];
+    assert_int_equal(fx_safetensors_decode(h.ckpt[0], h.ckpt_len[0], &p, err, sizeof err), FX_OK);
+    const char *need[] = {"model/bn.running_mean", "model/bn.running_var", "model/fc1.weight",
+                          "optim/fc1.weight.m",    "optim/fc1.weight.v",   "best/fc2.bias",
+                          "trainer/state",         "trainer/perm"};
+    for (size_t i = 0; i < sizeof need / sizeof *need; i++)
+        if (!fx_params_find(&p, need[i]))
+            fail_msg("checkpoint lacks %s", need[i]);
+    /* the running mean moved away from its initial zeros */
+    float *rm = tu_values(fx_params_find(&p, "model/bn.running_mean"));
+    double sum = 0;
+    for (int i = 0; i < 16; i++)
+        sum += fabs(rm[i]);
+    assert_true(sum > 1e-3);
+    free(rm);
+    fx_params_free_tensors(&p);
+    assert_true(fabs(weight_at(a.w, a.len, "bn.running_var", 0) - 1) > 1e-4);
+    outcome_free(&a);
+    hooks_free(&h);
+    fxg_free(g);
+    job_free(j);
+    fluxion__v1__model_spec__free_unpacked(s, NULL);
+    data_free(&d);
+}
+
+static void test_stop_at_once(void **state)
+{
+    (void)state;
+    data_t d;
+    xor_data(&d, 100, 1);
+    mspec *s = mlp_spec();
+    fxg_graph *g = build(s, 3);
+    jspec *j = job_new();
+    job_feed(j, "x", "x");
+    job_loss(j, "logits", "cross_entropy", "y", 0);
+    j->epochs = 2;
+    hookrec h;
+    fxt_hooks k = hooks_for(&h);
+    h.stop_at_poll = 1;
+    outcome o = run(j, g, &d.c, NULL, NULL, 0, &k);
+    assert_int_equal(o.res, FXT_STOPPED);
+    assert_int_equal(h.ckpts, 1);
+    assert_int_equal(h.ckpt_step[0], 0);
+    /* a failing checkpoint store fails the job with its message */
+    hookrec h2;
+    fxt_hooks k2 = hooks_for(&h2);
+    h2.stop_at_poll = 3;
+    h2.fail_ckpt = 1;
+    outcome f = run(j, g, &d.c, NULL, NULL, 0, &k2);
+    assert_int_equal(f.res, FXT_FAILED);
+    assert_non_null(strstr(f.err, "disk full (test)"));
+    assert_non_null(strstr(f.err, "step 2"));
+    hooks_free(&h);
+    job_free(j);
+    fxg_free(g);
+    fluxion__v1__model_spec__free_unpacked(s, NULL);
+    data_free(&d);
+}
+
+static void test_bad_resume(void **state)
+{
+    (void)state;
+    data_t d;
+    xor_data(&d, 100, 1);
+    mspec *s = mlp_spec();
+    fxg_graph *g = build(s, 3);
+    jspec *j = job_new();
+    job_feed(j, "x", "x");
+    job_loss(j, "logits", "cross_entropy", "y", 0);
+    j->epochs = 2;
+    j->checkpoint_every_steps = 2;
+    hookrec h;
+    fxt_hooks k = hooks_for(&h);
+    outcome o = run(j, g, &d.c, NULL, NULL, 0, &k);
+    expect_done(&o);
+    assert_true(h.ckpts >= 1);
+
+    outcome r = run(j, g, &d.c, NULL, "garbage", 7, NULL);
+    assert_int_equal(r.res, FXT_FAILED);
+    assert_non_null(strstr(r.err, "resume:"));
+    /* plain weights are not a checkpoint */
+    r = run(j, g, &d.c, NULL, o.w, o.len, NULL);
+    assert_int_equal(r.res, FXT_FAILED);
+    assert_non_null(strstr(r.err, "trainer/state"));
+    /* a checkpoint of another job (more steps) */
+    j->epochs = 3;
+    r = run(j, g, &d.c, NULL, h.ckpt[0], h.ckpt_len[0], NULL);
+    assert_int_equal(r.res, FXT_FAILED);
+    assert_non_null(strstr(r.err, "does not fit this job"));
+    /* a checkpoint of another model */
+    j->epochs = 2;
+    mspec *s2 = two_heads_spec();
+    fxg_graph *g2 = build(s2, 1);
+    free(j->losses[0]->output);
+    j->losses[0]->output = xstrdup("cls");
+    r = run(j, g2, &d.c, NULL, h.ckpt[0], h.ckpt_len[0], NULL);
+    assert_int_equal(r.res, FXT_FAILED);
+    assert_non_null(strstr(r.err, "resume: "));
+    assert_non_null(strstr(r.err, "model/"));
+    fxg_free(g2);
+    fluxion__v1__model_spec__free_unpacked(s2, NULL);
+    outcome_free(&o);
+    hooks_free(&h);
+    job_free(j);
+    fxg_free(g);
+    fluxion__v1__model_spec__free_unpacked(s, NULL);
+    data_free(&d);
+}
+
+static void test_non_finite_loss(void **state)
+{
+    (void)state;
+    data_t d;
+    linear_data(&d, 128, 2, false);
+    mspec *s = linear_spec();
+    fxg_graph *g = build(s, 1);
+    jspec *j = job_new();
+    job_feed(j, "x", "x");
+    job_loss(j, "y", "mse", "t", 0);
+    free(j->optimizer->kind);
+    j->optimizer->kind = xstrdup("sgd");
+    j->optimizer->lr = 1e30;
+    j->epochs = 5;
+    outcome o = run(j, g, &d.c, NULL, NULL, 0, NULL);
+    assert_int_equal(o.res, FXT_FAILED);
+    print_message("%s\n", o.err);
+    assert_non_null(strstr(o.err, "step "));
+    assert_true(strstr(o.err, "finite") || strstr(o.err, "inf") || strstr(o.err, "nan"));
+    job_free(j);
+    fxg_free(g);
+    fluxion__v1__model_spec__free_unpacked(s, NULL);
+    data_free(&d);
+}
+
+/* ------------------------------------------------------------- validation */
+
+typedef void (*mutate_fn)(jspec *j);
+
+static void m_feed_tensor(jspec *j)
+{
+    free(j->feeds[0]->tensor);
+    j->feeds[0]->tensor = xstrdup("xx");
+}
+static void m_feed_input(jspec *j)
+{
+    free(j->feeds[0]->input);
+    j->feeds[0]->input = xstrdup("q");
+}
+static void m_feed_dup(jspec *j) { job_feed(j, "x", "x"); }
+static void m_feed_none(jspec *j)
+{
+    fluxion__v1__feed__free_unpacked(j->feeds[0], NULL);
+    j->n_feeds = 0;
+}
+static void m_feed_dtype(jspec *j)
+{
+    free(j->feeds[0]->tensor);
+    j->feeds[0]->tensor = xstrdup("y");
+}
+static void m_feed_shape(jspec *j)
+{
+    free(j->feeds[0]->tensor);
+    j->feeds[0]->tensor = xstrdup("reg");
+}
+static void m_loss_kind(jspec *j)
+{
+    free(j->losses[0]->kind);
+    j->losses[0]->kind = xstrdup("hinge");
+}
+static void m_loss_output(jspec *j)
+{
+    free(j->losses[0]->output);
+    j->losses[0]->output = xstrdup("z");
+}
+static void m_loss_target(jspec *j)
+{
+    free(j->losses[0]->target);
+    j->losses[0]->target = xstrdup("q");
+}
+static void m_loss_ce_float(jspec *j)
+{
+    free(j->losses[0]->target);
+    j->losses[0]->target = xstrdup("yf");
+}
+static void m_loss_mse_int(jspec *j)
+{
+    free(j->losses[0]->kind);
+    j->losses[0]->kind = xstrdup("mse");
+}
+static void m_loss_mse_shape(jspec *j)
+{
+    m_loss_mse_int(j);
+    free(j->losses[0]->target);
+    j->losses[0]->target = xstrdup("reg");
+}
+static void m_loss_weight(jspec *j) { j->losses[0]->weight = -1; }
+static void m_loss_none(jspec *j)
+{
+    fluxion__v1__loss_spec__free_unpacked(j->losses[0], NULL);
+    j->n_losses = 0;
+}
+static void m_metric(jspec *j) { job_metric(j, "f1"); }
+static void m_metric_out(jspec *j) { job_metric(j, "accuracy:nope"); }
+static void m_metric_dup(jspec *j)
+{
+    job_metric(j, "accuracy");
+    job_metric(j, "accuracy");
+}
+static void m_metric_mse(jspec *j)
+{
+    m_loss_mse_int(j);
+    free(j->losses[0]->target);
+    j->losses[0]->target = xstrdup("yf");
+    job_metric(j, "accuracy");
+}
+static void m_opt_kind(jspec *j)
+{
+    free(j->optimizer->kind);
+    j->optimizer->kind = xstrdup("lbfgs");
+}
+static void m_opt_lr(jspec *j) { j->optimizer->lr = -1; }
+static void m_opt_beta(jspec *j) { j->optimizer->beta1 = 1.5; }
+static void m_opt_nan(jspec *j) { j->optimizer->weight_decay = NAN; }
+static void m_sched_kind(jspec *j)
+{
+    j->schedule = xcalloc(1, sizeof *j->schedule);
+    fluxion__v1__schedule_spec__init(j->schedule);
+    j->schedule->kind = xstrdup("linear");
+}
+static void m_sched_step(jspec *j)
+{
+    m_sched_kind(j);
+    free(j->schedule->kind);
+    j->schedule->kind = xstrdup("step");
+}
+static void m_sched_warmup(jspec *j)
+{
+    m_sched_kind(j);
+    free(j->schedule->kind);
+    j->schedule->kind = xstrdup("");
+    j->schedule->warmup_steps = -3;
+}
+static void m_clip(jspec *j)
+{
+    j->clip = xcalloc(1, sizeof *j->clip);
+    fluxion__v1__clip_spec__init(j->clip);
+    j->clip->max_norm = -1;
+}
+static void m_batch(jspec *j) { j->batch_size = -4; }
+static void m_split(jspec *j) { j->validation_split = 1.0; }
+static void m_split_neg(jspec *j) { j->validation_split = -0.1; }
+static void m_split_tiny(jspec *j) { j->validation_split = 0.001; }
+static void m_no_length(jspec *j)
+{
+    j->epochs = 0;
+    j->steps = 0;
+}
+static void m_neg_epochs(jspec *j) { j->epochs = -1; }
+static void m_huge_epochs(jspec *j) { j->epochs = INT64_MAX / 2; }
+static void m_eval_every(jspec *j) { j->eval_every_steps = -1; }
+static void m_ckpt_every(jspec *j) { j->checkpoint_every_steps = -5; }
+static void m_device(jspec *j) { j->device = xstrdup("cuda:0"); }
+static void m_es_metric(jspec *j) { job_early(j, "f1", 3, 0); }
+static void m_es_patience(jspec *j) { job_early(j, "", -1, 0); }
+static void m_es_delta(jspec *j) { job_early(j, "", 2, -0.5); }
+static void m_es_noval(jspec *j)
+{
+    j->validation_split = 0;
+    job_early(j, "val_loss", 2, 0);
+}
+
+static void test_validate_errors(void **state)
+{
+    (void)state;
+    data_t d;
+    xor_data(&d, 100, 1);
+    mspec *s = mlp_spec();
+    fxg_graph *g = build(s, 3);
+    static const struct {
+        mutate_fn f;
+        const char *want;
+    } cases[] = {
+        {m_feed_tensor,
+         "feeds[0].tensor: no column 'xx' in the dataset (columns: x, y, yf, reg, y64, yb)"},
+        {m_feed_input, "feeds[0].input: no input 'q' in the model (inputs: x)"},
+        {m_feed_dup, "feeds[1].input: 'x' is already fed by feeds[0]"},
+        {m_feed_none, "feeds: model input 'x' is not fed"},
+        {m_feed_dtype, "feeds[0].tensor: column 'y' is i32, input 'x' takes f32"},
+        {m_feed_shape,
+         "feeds[0].tensor: column 'reg' has samples of shape [1], input 'x' takes [-1,2]"},
+        {m_loss_kind, "losses[0].kind: 'hinge' is not one of mse, cross_entropy, "
+                      "cross_entropy_soft, bce_with_logits"},
+        {m_loss_output, "losses[0].output: no output 'z' in the model (outputs: logits)"},
+        {m_loss_target, "losses[0].target: no column 'q' in the dataset"},
+        {m_loss_ce_float,
+         "losses[0].target: column 'yf' is f32; cross_entropy takes class indices"},
+        {m_loss_mse_int, "losses[0].target: column 'y' is i32; mse takes f32 targets"},
+        {m_loss_mse_shape,
+         "losses[0].target: column 'reg' has samples of shape [1]; mse on output 'logits'"},
+        {m_loss_weight, "losses[0].weight: -1 must be >= 0"},
+        {m_loss_none, "losses: at least one loss is needed"},
+        {m_metric, "metrics[0]: 'f1' is not one of accuracy, accuracy:OUTPUT"},
+        {m_metric_out, "metrics[0]: no output 'nope' in the model"},
+        {m_metric_dup, "metrics[1]: 'accuracy' is listed twice"},
+        {m_metric_mse, "metrics[0]: 'accuracy' needs an output with a cross_entropy"},
+        {m_opt_kind, "optimizer.kind: 'lbfgs' is not one of sgd, momentum"},
+        {m_opt_lr, "optimizer: "},
+        {m_opt_beta, "optimizer: "},
+        {m_opt_nan, "optimizer.weight_decay: nan is not a number"},
+        {m_sched_kind, "schedule.kind: 'linear' is not one of constant, step, cosine"},
+        {m_sched_step, "schedule.step_size: 0 must be > 0 for kind 'step'"},
+        {m_sched_warmup, "schedule.warmup_steps: -3 must be >= 0"},
+        {m_clip, "clip.max_norm: -1 must be >= 0"},
+        {m_batch, "batch_size: -4 must be > 0"},
+        {m_split, "validation_split: 1 is not in [0, 1)"},
+        {m_split_neg, "validation_split: -0.1 is not in [0, 1)"},
+        {m_split_tiny, "validation_split: 0.001 of 100 samples holds out none"},
+        {m_no_length, "epochs, steps: neither is set"},
+        {m_neg_epochs, "epochs: -1 must be >= 0"},
+        {m_huge_epochs, "epochs: 4611686018427387903 is too many"},
+        {m_eval_every, "eval_every_steps: -1 must be >= 0"},
+        {m_ckpt_every, "checkpoint_every_steps: -5 must be >= 0"},
+        {m_device, "device: 'cuda:0' is not available"},
+        {m_es_metric, "early_stopping.metric: 'f1' is not reported"},
+        {m_es_patience, "early_stopping.patience: -1 must be >= 0"},
+        {m_es_delta, "early_stopping.min_delta: -0.5 must be >= 0"},
+        {m_es_noval, "early_stopping.metric: 'val_loss' needs validation data"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        jspec *j = job_new();
+        job_feed(j, "x", "x");
+        job_loss(j, "logits", "cross_entropy", "y", 0);
+        j->epochs = 1;
+        j->validation_split = 0.2;
+        char err[512] = "";
+        assert_int_equal(fxt_validate(j, g, &d.c, NULL, err, sizeof err), 0);
+        cases[i].f(j);
+        int rc = fxt_validate(j, g, &d.c, NULL, err, sizeof err);
+        if (rc != FXS_INVALID_ARGUMENT || !strstr(err, cases[i].want))
+            fail_msg("case %zu: rc %d, '%s', expected '%s'", i, rc, err, cases[i].want);
+        /* fxt_run refuses the same spec with the same message */
+        outcome o = run(j, g, &d.c, NULL, NULL, 0, NULL);
+        assert_int_equal(o.res, FXT_FAILED);
+        assert_string_equal(o.err, err);
+        job_free(j);
+    }
+    fxg_free(g);
+    fluxion__v1__model_spec__free_unpacked(s, NULL);
+    data_free(&d);
+}
+
+/* Validation datasets: columns must exist there too and match; exclusive
+ * with validation_split. */
+static void test_validate_val_dataset(void **state)
+{
+    (void)state;
+    data_t d, v;
+    xor_data(&d, 100, 1);
+    xor_data(&v, 40, 2);
+    mspec *s = mlp_spec();
+    fxg_graph *g = build(s, 3);
+    jspec *j = job_new();
+    job_feed(j, "x", "x");
+    job_loss(j, "logits", "cross_entropy", "y", 0);
+    j->epochs = 1;
+    char err[512] = "";
+    assert_int_equal(fxt_validate(j, g, &d.c, &v.c, err, sizeof err), 0);
+    j->validation_split = 0.2;
+    j->validation_dataset = xstrdup("vd");
+    assert_int_equal(fxt_validate(j, g, &d.c, &v.c, err, sizeof err), FXS_INVALID_ARGUMENT);
+    assert_non_null(strstr(err, "validation_split: 0.2 and a validation dataset ('vd') exclude"));
+    j->validation_split = 0;
+    assert_int_equal(fxt_validate(j, g, &d.c, NULL, err, sizeof err), FXS_INVALID_ARGUMENT);
+    assert_non_null(strstr(err, "validation_dataset: 'vd' was not given to the trainer"));
+    assert_int_equal(fxt_validate(j, g, &d.c, &v.c, err, sizeof err), 0);
+    v.cols[1].name = "label";
+    assert_int_equal(fxt_validate(j, g, &d.c, &v.c, err, sizeof err), FXS_INVALID_ARGUMENT);
+    assert_non_null(strstr(err, "losses[0].target: no column 'y' in the validation dataset"));
+    v.cols[1].name = "y";
+    v.cols[0].dtype = FX_I64;
+    assert_int_equal(fxt_validate(j, g, &d.c, &v.c, err, sizeof err), FXS_INVALID_ARGUMENT);
+    assert_non_null(strstr(err, "feeds[0].tensor: column 'x' of the validation dataset is i64"));
+    v.cols[0].dtype = FX_F32;
+    fxd_columns empty = {0, 6, d.cols};
+    assert_int_equal(fxt_validate(j, g, &empty, NULL, err, sizeof err), FXS_INVALID_ARGUMENT);
+    assert_non_null(strstr(err, "dataset: it has no samples"));
+    assert_int_equal(fxt_validate(NULL, g, &d.c, NULL, err, sizeof err), FXS_INVALID_ARGUMENT);
+    job_free(j);
+    fxg_free(g);
+    fluxion__v1__model_spec__free_unpacked(s, NULL);
+    data_free(&d);
+    data_free(&v);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_classification_reaches_accuracy),
+        cmocka_unit_test(test_regression_mse),
+        cmocka_unit_test(test_two_outputs_weighted_losses),
+        cmocka_unit_test(test_bce_accuracy),
+        cmocka_unit_test(test_early_stopping_returns_best),
+        cmocka_unit_test(test_early_stopping_accuracy_min_delta),
+        cmocka_unit_test(test_determinism_and_resume),
+        cmocka_unit_test(test_buffers_checkpointed),
+        cmocka_unit_test(test_stop_at_once),
+        cmocka_unit_test(test_bad_resume),
+        cmocka_unit_test(test_non_finite_loss),
+        cmocka_unit_test(test_validate_errors),
+        cmocka_unit_test(test_validate_val_dataset),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
