@@ -74,6 +74,25 @@ fxb_batcher *fxd_served_batcher(const fxd_served *m) { return m->b; }
 static void record_batch(void *data, bool ok, uint64_t batch_size, uint64_t input_ns,
                          uint64_t infer_ns, uint64_t output_ns);
 
+/* The graph of a stored model's spec (seeded weights). */
+static fxg_graph *spec_graph(fxd_serving *sv, const fxs_model_rec *rec, char *err,
+                             size_t errlen)
+{
+    Fluxion__V1__ModelSpec *spec =
+        fluxion__v1__model_spec__unpack(NULL, rec->spec_len, rec->spec);
+    if (!spec) {
+        snprintf(err, errlen, "model '%s': stored spec does not parse", rec->name);
+        return NULL;
+    }
+    fxg_options go = { .seed = rec->seed, .max_params = sv->o.max_params };
+    char gerr[512];
+    fxg_graph *g = fxg_create(spec, &go, gerr, sizeof gerr, NULL);
+    fluxion__v1__model_spec__free_unpacked(spec, NULL);
+    if (!g)
+        snprintf(err, errlen, "model '%s': %s", rec->name, gerr);
+    return g;
+}
+
 /* Builds the graph of a stored version (0: latest) with its weights. */
 static int build_served(fxd_serving *sv, const char *name, int64_t version, fxd_served **out,
                         char *err, size_t errlen)
@@ -92,22 +111,11 @@ static int build_served(fxd_serving *sv, const char *name, int64_t version, fxd_
         fxs_model_rec_free(&rec);
         return FXS_NOT_FOUND;
     }
-    Fluxion__V1__ModelSpec *spec =
-        fluxion__v1__model_spec__unpack(NULL, rec.spec_len, rec.spec);
-    if (!spec) {
-        snprintf(err, errlen, "model '%s': stored spec does not parse", name);
-        fxs_model_rec_free(&rec);
-        return FXS_INTERNAL;
-    }
-    fxg_options go = { .seed = rec.seed, .max_params = sv->o.max_params };
-    char gerr[512];
-    fxg_graph *g = fxg_create(spec, &go, gerr, sizeof gerr, NULL);
-    fluxion__v1__model_spec__free_unpacked(spec, NULL);
+    fxg_graph *g = spec_graph(sv, &rec, err, errlen);
     fxs_model_rec_free(&rec);
-    if (!g) {
-        snprintf(err, errlen, "model '%s': %s", name, gerr);
+    if (!g)
         return FXS_INTERNAL;
-    }
+    char gerr[512];
     void *w = NULL;
     size_t wlen = 0;
     rc = fxs_store_read_weights(sv->st, name, version, &w, &wlen, err, errlen);
@@ -204,7 +212,18 @@ int fxd_serving_set_config(fxd_serving *sv, const char *name, const fxb_config *
     if (m)
         atomic_fetch_add(&m->refs, 1);
     pthread_mutex_unlock(&sv->mu);
-    int rc = fxb_config_check(c, m ? m->g : NULL, err, errlen) ? FXS_INVALID_ARGUMENT : 0;
+    /* checked against the model's graph (its own when it is not loaded) */
+    fxg_graph *own = NULL;
+    fxs_model_rec rec;
+    int rc = 0;
+    if (!m && c->pad_variable_dims && !(rc = fxs_store_get_model(sv->st, name, &rec, err, errlen))) {
+        own = spec_graph(sv, &rec, err, errlen);
+        fxs_model_rec_free(&rec);
+        rc = own ? 0 : FXS_INTERNAL;
+    }
+    if (!rc && fxb_config_check(c, m ? m->g : own, err, errlen) != 0)
+        rc = FXS_INVALID_ARGUMENT;
+    fxg_free(own);
     served_unref(m);
     if (!rc)
         rc = fxd_cfg_save(sv->st, name, c, err, errlen);

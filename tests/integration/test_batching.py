@@ -129,6 +129,10 @@ class BatchingTest(DaemonTest):
                         contains="max_batch_size")
         self.assertCode(C.INVALID_ARGUMENT, c.set_serving_config, "b", pad_variable_dims=True,
                         contains="lengths")
+        c.create_model("b-stored", mlp_spec(), seed=1, no_load=True)
+        self.assertCode(C.INVALID_ARGUMENT, c.load_model, "b-stored",
+                        {"pad_variable_dims": True}, contains="lengths")
+        c.load_model("b-stored")
         self.assertCode(C.INVALID_ARGUMENT, c.set_serving_config, "b",
                         preferred_batch_sizes=[8, 4], contains="ascending")
         self.assertCode(C.NOT_FOUND, c.set_serving_config, "nope", max_batch_size=4)
