@@ -3,6 +3,9 @@ batches (ModelStatistics batch_stats show sizes > 1) with the results each
 request gets alone; a full queue is refused at once; timeouts answer
 DEADLINE_EXCEEDED; settings given as RepositoryModelLoad parameters or by
 SetServingConfig are checked, and persist across a restart."""
+import json
+import os
+import subprocess
 import threading
 import unittest
 
@@ -145,6 +148,46 @@ class BatchingTest(DaemonTest):
         cfg = c.get_model("b").serving_config
         self.assertEqual((cfg.max_batch_size, cfg.enabled), (32, True))
         self.assertEqual(c.infer("b", {"x": randn(1, 2, 4)})["y"].shape, (2, 3))
+
+
+BENCH = os.path.join(os.path.dirname(fxtest.FLUXIOND), "fluxion-bench")
+
+
+@unittest.skipUnless(os.access(BENCH, os.X_OK), "no fluxion-bench next to fluxiond")
+class LoadGeneratorTest(DaemonTest):
+
+    def bench(self, *args):
+        return subprocess.run([BENCH, "serve", "--server", self.d.address, "--warmup", "0",
+                               "--duration", "0.5", *args],
+                              capture_output=True, text=True, timeout=60)
+
+    def test_prints_one_json_line(self):
+        self.c.create_model("g", mlp_spec(), seed=1)
+        for extra in ([], ["--raw", "--concurrency", "4"], ["--rate", "200"]):
+            r = self.bench("--model", "g", *extra)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            lines = r.stdout.strip().splitlines()
+            self.assertEqual(len(lines), 1, r.stdout)
+            out = json.loads(lines[0])
+            for k in ("requests_per_s", "p50_us", "p90_us", "p99_us", "p999_us", "errors"):
+                self.assertIn(k, out)
+            self.assertGreater(out["ok"], 0)
+            self.assertEqual(out["errors"], {})
+            self.assertLessEqual(out["p50_us"], out["p99_us"])
+        self.assertGreater(stats(self.c, "g").inference_count, 0)
+
+    def test_errors_are_counted_and_reported(self):
+        r = self.bench("--model", "nope")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("NOT_FOUND", r.stderr)
+        self.c.create_model("full", mlp_spec(), seed=1)
+        self.c.set_serving_config("full", max_queue_size=1, max_batch_size=64,
+                                  max_queue_delay_us=100000)
+        out = json.loads(self.bench("--model", "full", "--concurrency", "8").stdout)
+        self.assertGreater(out["errors"].get("UNAVAILABLE", 0), 0)
+        r = self.bench("--model", "g", "--concurrency", "0")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--concurrency", r.stderr)
 
 
 class PersistTest(unittest.TestCase):
