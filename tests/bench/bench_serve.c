@@ -327,7 +327,8 @@ int cmd_serve(int argc, char **argv)
     size_t k = 0;
     double sum = 0;
     for (int i = 0; i < started; i++) {
-        memcpy(all + k, w[i].lat_us, sizeof *all * w[i].n);
+        if (w[i].n)
+            memcpy(all + k, w[i].lat_us, sizeof *all * w[i].n);
         k += w[i].n;
     }
     for (size_t i = 0; i < total; i++)
