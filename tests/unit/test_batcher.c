@@ -453,19 +453,22 @@ static void test_priority_order(void **state)
     c.priority_levels = 3;
     c.default_priority = 2;
     fxb_batcher *b = start(g, &c);
-    rq blocker = slow_rq(512, 0);
+    rq blocker = slow_rq(1024, 0); /* runs for tens of ms */
     rq r[4];
     for (int i = 0; i < 4; i++)
         r[i] = slow_rq(1, (float)i);
     assert_int_equal(submit(b, &blocker, 0, 0, 0), 0);
-    struct timespec ts = { 0, 20000000 }; /* let it start */
+    struct timespec ts = { 0, 10000000 }; /* let it start (it is taken at once) */
     nanosleep(&ts, NULL);
+    uint64_t queued_from = fxb_mono_ns();
     assert_int_equal(submit(b, &r[0], 1, 3, 0), 0); /* low */
     assert_int_equal(submit(b, &r[1], 2, 0, 0), 0); /* default: 2 */
     assert_int_equal(submit(b, &r[2], 3, 1, 0), 0); /* high */
     assert_int_equal(submit(b, &r[3], 4, 1, 0), 0); /* high, later */
     assert_int_equal(submit(b, &r[3], 5, 4, 0), FXS_INVALID_ARGUMENT); /* no level 4 */
     wait_done(5);
+    /* the premise: the blocker ran while the others were queued */
+    assert_true(C.done_ns[0] > queued_from && C.t[0].queue_ns < 10000000u);
     int want[5] = { 0, 3, 4, 2, 1 };
     for (int i = 0; i < 5; i++)
         assert_int_equal(C.order[i], want[i]);
