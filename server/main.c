@@ -1,7 +1,8 @@
 /*
  * fluxiond - the Fluxion daemon: serves models over gRPC (fluxion.v1 and the
  * Open Inference Protocol). libuv runs the control loop (signals, timers,
- * wake-ups); gRPC threads take calls; inference workers run the models.
+ * wake-ups); gRPC threads take calls; per-model batchers run inference, training
+ * workers run jobs.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -19,7 +20,7 @@
 
 typedef struct {
     const char *listen, *data_dir, *device, *log_level, *log_format;
-    long threads, infer_workers, rpc_threads, poll_threads;
+    long threads, rpc_threads, poll_threads;
     long max_message_mb, max_import_mb, grace_seconds, max_dataset_mb, dataset_quota_mb;
     long train_workers, checkpoint_steps;
     long long max_model_params;
@@ -41,9 +42,6 @@ static void usage(FILE *f)
 "  --data-dir DIR          models and metadata (default ./fluxion-data)\n"
 "  --device DEV            compute device: cpu (default cpu)\n"
 "  --threads N             engine threads per operation (default: CPUs online)\n"
-"  --infer-workers N       serving worker threads for background tasks (default 2);\n"
-"                          inference runs on each model's batcher instances\n"
-"                          (fluxion model config NAME --instances N)\n"
 "  --rpc-threads N         threads running RPC handlers (default 8)\n"
 "  --poll-threads N        threads polling gRPC completion queues (default 2)\n"
 "  --max-message-mb N      largest gRPC message in or out, MiB (default 64);\n"
@@ -78,7 +76,7 @@ static int parse_long(const char *flag, const char *s, long lo, long hi, long *o
 
 static int parse_args(int argc, char **argv, options *o)
 {
-    enum { O_LISTEN = 1000, O_DATA, O_DEVICE, O_THREADS, O_WORKERS, O_RPC, O_POLL, O_MSG,
+    enum { O_LISTEN = 1000, O_DATA, O_DEVICE, O_THREADS, O_RPC, O_POLL, O_MSG,
            O_IMPORT, O_PARAMS, O_GRACE, O_LEVEL, O_FORMAT, O_VERSION, O_DSMAX, O_DSQUOTA,
            O_TWORKERS, O_CKPT };
     static const struct option longs[] = {
@@ -86,7 +84,6 @@ static int parse_args(int argc, char **argv, options *o)
         { "data-dir", required_argument, 0, O_DATA },
         { "device", required_argument, 0, O_DEVICE },
         { "threads", required_argument, 0, O_THREADS },
-        { "infer-workers", required_argument, 0, O_WORKERS },
         { "rpc-threads", required_argument, 0, O_RPC },
         { "poll-threads", required_argument, 0, O_POLL },
         { "max-message-mb", required_argument, 0, O_MSG },
@@ -106,7 +103,7 @@ static int parse_args(int argc, char **argv, options *o)
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     *o = (options){ .listen = "127.0.0.1:7070", .data_dir = "fluxion-data", .device = "cpu",
                     .log_level = "info", .log_format = "text", .threads = ncpu > 0 ? ncpu : 1,
-                    .infer_workers = 2, .rpc_threads = 8, .poll_threads = 2,
+                    .rpc_threads = 8, .poll_threads = 2,
                     .max_message_mb = 64, .max_import_mb = 4096, .grace_seconds = 5,
                     .max_model_params = 1LL << 30, .max_dataset_mb = 16384,
                     .train_workers = 1, .checkpoint_steps = 500 };
@@ -119,7 +116,6 @@ static int parse_args(int argc, char **argv, options *o)
         case O_DATA: o->data_dir = optarg; break;
         case O_DEVICE: o->device = optarg; break;
         case O_THREADS: if (parse_long("--threads", optarg, 1, 1024, &o->threads)) return 2; break;
-        case O_WORKERS: if (parse_long("--infer-workers", optarg, 1, 256, &o->infer_workers)) return 2; break;
         case O_RPC: if (parse_long("--rpc-threads", optarg, 1, 1024, &o->rpc_threads)) return 2; break;
         case O_POLL: if (parse_long("--poll-threads", optarg, 1, 64, &o->poll_threads)) return 2; break;
         case O_MSG: if (parse_long("--max-message-mb", optarg, 1, 2047, &o->max_message_mb)) return 2; break;
@@ -290,7 +286,6 @@ int main(int argc, char **argv)
         return 1;
     }
     d.serving = fxd_serving_create(d.store, &(fxd_serving_opts){
-                                       .workers = (int)o.infer_workers,
                                        .max_params = d.max_params });
     fxs_server_opts so = { .listen = o.listen, .poll_threads = (int)o.poll_threads,
                            .handler_threads = (int)o.rpc_threads,
@@ -299,7 +294,7 @@ int main(int argc, char **argv)
     d.rpc = d.serving ? fxs_server_create(&so, err, sizeof err) : NULL;
     if (!d.rpc) {
         fxl_log(FXL_ERROR, "main", "cannot serve addr=%s error=\"%s\"", o.listen,
-                d.serving ? err : "cannot start inference workers");
+                d.serving ? err : "out of memory");
         fxd_serving_free(d.serving);
         fxd_datasets_close(d.datasets);
         fxs_store_close(d.store);
@@ -341,8 +336,8 @@ int main(int argc, char **argv)
     int hostlen = (int)(strrchr(o.listen, ':') - o.listen);
     printf("listening on %.*s:%d\n", hostlen, o.listen, port);
     fflush(stdout);
-    fxl_log(FXL_INFO, "main", "listening addr=%.*s:%d data_dir=%s threads=%ld infer_workers=%ld "
-            "version=%s", hostlen, o.listen, port, o.data_dir, o.threads, o.infer_workers,
+    fxl_log(FXL_INFO, "main", "listening addr=%.*s:%d data_dir=%s threads=%ld "
+            "version=%s", hostlen, o.listen, port, o.data_dir, o.threads,
             FLUXION_VERSION);
 
     uv_run(loop, UV_RUN_DEFAULT);

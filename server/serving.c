@@ -32,11 +32,6 @@ typedef struct entry {
     struct entry *next;
 } entry;
 
-typedef struct task {
-    fxd_task_fn fn;
-    void *arg;
-    struct task *next;
-} task;
 
 struct fxd_serving {
     fxs_store *st;
@@ -44,12 +39,6 @@ struct fxd_serving {
     pthread_mutex_t mu; /* entries */
     entry *entries;
 
-    pthread_mutex_t qmu;
-    pthread_cond_t qcv;
-    task *head, *tail;
-    bool stop;
-    int nthreads;
-    pthread_t *threads;
 };
 
 /* ------------------------------------------------------------ instances */
@@ -442,60 +431,6 @@ void fxd_served_stats(fxd_served *m, fxd_stats *out)
     pthread_mutex_unlock(&m->mu);
 }
 
-/* -------------------------------------------------------------- workers */
-
-static void *worker_main(void *arg)
-{
-    fxd_serving *sv = arg;
-    fx_ctx *ctx = fx_ctx_create(fx_cpu());
-    if (ctx) {
-        fx_ctx_set_grad(ctx, false);
-        fx_ctx_set_training(ctx, false);
-    }
-    for (;;) {
-        pthread_mutex_lock(&sv->qmu);
-        while (!sv->head && !sv->stop)
-            pthread_cond_wait(&sv->qcv, &sv->qmu);
-        task *t = sv->head;
-        if (t) {
-            sv->head = t->next;
-            if (!sv->head)
-                sv->tail = NULL;
-        }
-        pthread_mutex_unlock(&sv->qmu);
-        if (!t)
-            break; /* stopping and the queue is empty */
-        t->fn(t->arg, ctx);
-        if (ctx)
-            fx_ctx_reset(ctx);
-        free(t);
-    }
-    fx_ctx_free(ctx);
-    return NULL;
-}
-
-int fxd_serving_submit(fxd_serving *sv, fxd_task_fn fn, void *arg)
-{
-    task *t = malloc(sizeof *t);
-    if (!t)
-        return -1;
-    *t = (task){ fn, arg, NULL };
-    pthread_mutex_lock(&sv->qmu);
-    if (sv->stop) {
-        pthread_mutex_unlock(&sv->qmu);
-        free(t);
-        return -1;
-    }
-    if (sv->tail)
-        sv->tail->next = t;
-    else
-        sv->head = t;
-    sv->tail = t;
-    pthread_cond_signal(&sv->qcv);
-    pthread_mutex_unlock(&sv->qmu);
-    return 0;
-}
-
 fxd_serving *fxd_serving_create(fxs_store *st, const fxd_serving_opts *opts)
 {
     fxd_serving *sv = calloc(1, sizeof *sv);
@@ -504,25 +439,7 @@ fxd_serving *fxd_serving_create(fxs_store *st, const fxd_serving_opts *opts)
     sv->st = st;
     if (opts)
         sv->o = *opts;
-    if (sv->o.workers <= 0)
-        sv->o.workers = 2;
     pthread_mutex_init(&sv->mu, NULL);
-    pthread_mutex_init(&sv->qmu, NULL);
-    pthread_cond_init(&sv->qcv, NULL);
-    sv->threads = calloc((size_t)sv->o.workers, sizeof *sv->threads);
-    if (!sv->threads) {
-        fxd_serving_free(sv);
-        return NULL;
-    }
-    for (int i = 0; i < sv->o.workers; i++) {
-        if (pthread_create(&sv->threads[i], NULL, worker_main, sv) != 0)
-            break;
-        sv->nthreads++;
-    }
-    if (sv->nthreads == 0) {
-        fxd_serving_free(sv);
-        return NULL;
-    }
     return sv;
 }
 
@@ -530,20 +447,11 @@ void fxd_serving_free(fxd_serving *sv)
 {
     if (!sv)
         return;
-    pthread_mutex_lock(&sv->qmu);
-    sv->stop = true;
-    pthread_cond_broadcast(&sv->qcv);
-    pthread_mutex_unlock(&sv->qmu);
-    for (int i = 0; i < sv->nthreads; i++)
-        pthread_join(sv->threads[i], NULL);
-    free(sv->threads);
     while (sv->entries) {
         entry *e = sv->entries;
         sv->entries = e->next;
         entry_clear(e);
     }
     pthread_mutex_destroy(&sv->mu);
-    pthread_mutex_destroy(&sv->qmu);
-    pthread_cond_destroy(&sv->qcv);
     free(sv);
 }

@@ -1,10 +1,10 @@
 /*
  * serving.h - the models being served: for each loaded model, the graph of
  * the version it serves (and of older versions asked for by number), their
- * statistics, and the pool of inference workers that run them.
+ * statistics, and their batchers (batcher.h), whose instances run them.
  *
  * A loaded version is a reference-counted fxd_served: a request acquires it,
- * runs on a worker, and releases it, so loading a new version (new weights)
+ * runs in a batch, and releases it, so loading a new version (new weights)
  * or unloading swaps the pointer without failing any request in flight.
  */
 #ifndef FXD_SERVING_H
@@ -23,12 +23,11 @@ typedef struct fxd_serving fxd_serving;
 typedef struct fxd_served fxd_served;
 
 typedef struct {
-    int workers;              /* inference worker threads; 0: 2 */
     uint64_t max_params;      /* per model (graph limit); 0: graph default */
 } fxd_serving_opts;
 
 fxd_serving *fxd_serving_create(fxs_store *st, const fxd_serving_opts *opts);
-/* Stops the workers after the queued tasks ran, unloads everything. */
+/* Unloads everything (requests in flight hold their own references). */
 void fxd_serving_free(fxd_serving *sv);
 
 /* Serves the latest stored version of a model (replacing the one served:
@@ -84,9 +83,5 @@ void fxd_served_stats(fxd_served *m, fxd_stats *out);
 /* Every served instance (loaded versions), acquired: release each. */
 int fxd_serving_list(fxd_serving *sv, fxd_served ***out, int *n);
 
-/* Runs fn(arg, ctx) on an inference worker with the worker's context (no
- * grad, inference mode, reset after fn returns). -1 when shutting down. */
-typedef void (*fxd_task_fn)(void *arg, fx_ctx *ctx);
-int fxd_serving_submit(fxd_serving *sv, fxd_task_fn fn, void *arg);
 
 #endif

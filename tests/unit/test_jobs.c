@@ -260,7 +260,7 @@ static void open_all(fixture *f)
     assert_non_null(f->st);
     f->ds = fxd_datasets_open(f->st, NULL, err, sizeof err);
     assert_non_null(f->ds);
-    f->sv = fxd_serving_create(f->st, &(fxd_serving_opts){ .workers = 1 });
+    f->sv = fxd_serving_create(f->st, NULL);
     assert_non_null(f->sv);
     start_jobs(f);
 }
@@ -284,7 +284,7 @@ static int setup(void **state)
     assert_non_null(f->st);
     f->ds = fxd_datasets_open(f->st, NULL, err, sizeof err);
     assert_non_null(f->ds);
-    f->sv = fxd_serving_create(f->st, &(fxd_serving_opts){ .workers = 1 });
+    f->sv = fxd_serving_create(f->st, NULL);
     create_model(f, "m");
     upload(f, "blobs", 30);
     start_jobs(f);
