@@ -10,6 +10,7 @@
 #include <sys/prctl.h>
 #include <time.h>
 
+#include "devices.h"
 #include "rpc.h"
 
 /* A request's life: QUEUED (in a level's list) -> TAKEN (an instance copies
@@ -64,6 +65,11 @@ struct fxb_batcher {
     uint64_t last_arrival; /* ns */
     double gap_ns;         /* moving average of the time between arrivals */
     bool stop;
+
+    fx_device device;      /* the graph's: the instances' contexts run there */
+    uint64_t weights_bytes;
+    atomic_size_t arena[FXB_MAX_INSTANCES]; /* each instance's arena capacity */
+    atomic_int next_slot;
 
     pthread_t threads[FXB_MAX_INSTANCES + 1]; /* instances, then the reaper */
     int nthreads;
@@ -389,6 +395,7 @@ static void block_copy(char *big, const int64_t *S, char *small, const int64_t *
 
 typedef struct {
     fx_ctx *ctx;
+    int slot;                       /* in fxb_batcher.arena */
     stage in, out;
     fx_tensor **tin, **tout;
     fxb_output *outs;
@@ -457,6 +464,49 @@ static void finish(req *q, int status, const char *err, const fxb_output *outs,
 
 static void run(fxb_batcher *b, instance *in, req **r, int n);
 
+static fx_ctx *instance_ctx(const fxb_batcher *b)
+{
+    fx_ctx *ctx = fx_ctx_create(b->device);
+    if (ctx) {
+        fx_ctx_set_grad(ctx, false);
+        fx_ctx_set_training(ctx, false);
+    }
+    return ctx;
+}
+
+/* After a batch: a device error queued by its kernels (INTERNAL), then the
+ * model's memory limit over the weights and every instance's arena
+ * (RESOURCE_EXHAUSTED; *fresh: this instance should drop its arena). */
+static int device_check(fxb_batcher *b, instance *in, char *err, size_t errlen, bool *fresh)
+{
+    char msg[384], name[32];
+    if (fx_device_sync(b->device, msg, sizeof msg) != FX_OK) {
+        snprintf(err, errlen, "device %s: %s", fx_device_str(b->device, name, sizeof name),
+                 msg[0] ? msg : "the device reported an error");
+        return FXS_INTERNAL;
+    }
+    atomic_store(&b->arena[in->slot], fx_ctx_arena_capacity(in->ctx));
+    uint64_t used = b->weights_bytes;
+    for (uint32_t i = 0; i < b->c.instances; i++)
+        used += atomic_load(&b->arena[i]);
+    int rc = fxd_check_memory_limit("the model's weights and batches", b->device, used,
+                                    b->c.memory_limit_bytes, err, errlen);
+    *fresh = rc != 0;
+    return rc;
+}
+
+/* Replaces the instance's context by an empty one (its arena grew past the
+ * memory limit); the old one stays when no new one can be made. */
+static void instance_refresh(fxb_batcher *b, instance *in)
+{
+    fx_ctx *ctx = instance_ctx(b);
+    if (!ctx)
+        return;
+    fx_ctx_free(in->ctx);
+    in->ctx = ctx;
+    atomic_store(&b->arena[in->slot], 0);
+}
+
 /* The batch did not work as one (a forward error, an output whose first dim
  * is not the batch): runs each request that is still unanswered alone, so a
  * request gets the result it would have alone. */
@@ -515,6 +565,9 @@ static void run(fxb_batcher *b, instance *in, req **r, int n)
                      fxg_output(b->g, o)->name);
         }
     }
+    bool fresh = false;
+    if (!status)
+        status = device_check(b, in, err, sizeof err, &fresh);
     uint64_t t3 = fxb_mono_ns();
     /* Statistics first: the last done call may free what on_batch reports to. */
     if (b->on_batch)
@@ -577,6 +630,8 @@ static void run(fxb_batcher *b, instance *in, req **r, int n)
             free(owned[o]);
         row += q->samples;
     }
+    if (fresh)
+        instance_refresh(b, in);
 }
 
 static void release(fxb_batcher *b)
@@ -593,7 +648,8 @@ static void release(fxb_batcher *b)
 static bool instance_init(fxb_batcher *b, instance *in)
 {
     memset(in, 0, sizeof *in);
-    in->ctx = fx_ctx_create(fx_cpu());
+    in->ctx = instance_ctx(b);
+    in->slot = atomic_fetch_add(&b->next_slot, 1);
     in->in.n = b->n_in;
     in->out.n = b->n_out;
     in->in.buf = calloc((size_t)b->n_in + 1, sizeof(void *));
@@ -608,8 +664,6 @@ static bool instance_init(fxb_batcher *b, instance *in)
     if (!in->ctx || !in->in.buf || !in->in.cap || !in->out.buf || !in->out.cap || !in->tin ||
         !in->tout || !in->outs || !in->bshape || !in->owned)
         return false;
-    fx_ctx_set_grad(in->ctx, false);
-    fx_ctx_set_training(in->ctx, false);
     return true;
 }
 
@@ -765,6 +819,12 @@ fxb_batcher *fxb_create(const fxg_graph *g, const fxb_config *c, fxb_batch_fn on
 {
     if (fxb_config_check(c, g, err, errlen) != 0)
         return NULL;
+    char name[32];
+    if (!fx_device_available(fxg_device(g))) {
+        snprintf(err, errlen, "device %s is not available",
+                 fx_device_str(fxg_device(g), name, sizeof name));
+        return NULL;
+    }
     fxb_batcher *b = calloc(1, sizeof *b);
     if (!b || !(b->out_var = calloc((size_t)fxg_num_outputs(g) + 1, sizeof *b->out_var))) {
         free(b);
@@ -773,6 +833,8 @@ fxb_batcher *fxb_create(const fxg_graph *g, const fxb_config *c, fxb_batch_fn on
     }
     b->g = g;
     b->c = *c;
+    b->device = fxg_device(g);
+    b->weights_bytes = fxd_params_bytes(fxg_params(g));
     b->on_batch = on_batch;
     b->batch_data = batch_data;
     b->n_in = fxg_num_inputs(g);

@@ -50,6 +50,8 @@ typedef struct {
     uint32_t default_priority;/* in [1, priority_levels] */
     uint32_t instances;       /* >= 1 */
     bool pad_variable_dims;
+    char device[32];          /* as requested (devices.h); "": the server's first */
+    uint64_t memory_limit_bytes; /* weights + instances' arenas; 0: none */
 } fxb_config;
 
 #define FXB_DEFAULT_MAX_BATCH 32
@@ -111,7 +113,11 @@ typedef void (*fxb_batch_fn)(void *data, bool ok, uint64_t batch_size, uint64_t 
 typedef struct fxb_batcher fxb_batcher;
 
 /* Starts the instances and the reaper for graph g (which must outlive the
- * batcher). on_batch may be NULL. NULL with err on a bad config or when
+ * batcher). The instances' contexts are on the graph's device
+ * (fxg_device); after each batch the device is synchronised (a device error
+ * fails the batch with INTERNAL) and c->memory_limit_bytes is checked
+ * against the weights plus every instance's arena (RESOURCE_EXHAUSTED for
+ * the batch over it; that instance then starts afresh with an empty arena). on_batch may be NULL. NULL with err on a bad config or when
  * threads cannot start. */
 fxb_batcher *fxb_create(const fxg_graph *g, const fxb_config *c, fxb_batch_fn on_batch,
                         void *batch_data, char *err, size_t errlen);

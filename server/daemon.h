@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "datasets.h"
+#include "devices.h"
 #include "jobs.h"
 #include "rpc.h"
 #include "serving.h"
@@ -31,6 +32,7 @@ typedef struct {
     uint64_t max_message_bytes;  /* per gRPC message */
     uint32_t chunk_bytes;        /* ExportWeights default chunk */
     int engine_threads;
+    fxd_devices devices;         /* enabled (--devices) */
 } fxd_daemon;
 
 int fxd_register_model_service(fxd_daemon *d);

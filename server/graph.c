@@ -33,6 +33,7 @@ struct fxg_graph {
     fxg_tensor_info *outputs;
     int *out_slot;
     fx_params params, trainable;
+    fx_device device;    /* of every parameter and buffer */
 };
 
 /* ----------------------------------------------------------------- errors */
@@ -1134,4 +1135,36 @@ int fxg_save_weights(const fxg_graph *g, void **buf, size_t *len, char *err, siz
     fx_status s = fx_safetensors_encode(&g->params, 1, keys, values, &out, len, err, errlen);
     *buf = out;
     return s == FX_OK ? 0 : -1;
+}
+
+int fxg_to_device(fxg_graph *g, fx_device dev, char *err, size_t errlen)
+{
+    if (!g)
+        return fail(err, errlen, "fxg_to_device: NULL graph");
+    char name[32];
+    fx_device_str(dev, name, sizeof name);
+    if (!fx_device_available(dev))
+        return fail(err, errlen, "device %s is not available", name);
+    fx_device from = g->device;
+    for (int i = 0; i < g->params.count; i++) {
+        fx_status s = fx_tensor_move_to_device(g->params.items[i].tensor, dev);
+        if (s == FX_OK)
+            continue;
+        const char *why = s == FX_ERR_NOMEM && fx_device_last_error()[0]
+                              ? fx_device_last_error()
+                              : fx_status_name(s);
+        fail(err, errlen, "moving '%s' to %s: %s", g->params.items[i].name, name, why);
+        /* back where they were, so the graph stays whole (on the host this
+         * cannot run out: the memory was just given back) */
+        for (int k = 0; k < i; k++)
+            fx_tensor_move_to_device(g->params.items[k].tensor, from);
+        return -1;
+    }
+    g->device = dev;
+    return 0;
+}
+
+fx_device fxg_device(const fxg_graph *g)
+{
+    return g->device;
 }

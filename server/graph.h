@@ -82,6 +82,15 @@ int fxg_load_weights(fxg_graph *g, const void *buf, size_t len, char *err, size_
 /* The weights as a safetensors buffer (malloc; caller frees). */
 int fxg_save_weights(const fxg_graph *g, void **buf, size_t *len, char *err, size_t errlen);
 
+/* Moves every parameter and buffer to dev (the engine's
+ * fx_tensor_move_to_device; gradients follow). Forward passes must then run
+ * in contexts on dev. Not while the graph is in use. On failure (dev not
+ * available, out of device memory) the tensors moved are moved back and -1
+ * comes with a message naming the device and the tensor. */
+int fxg_to_device(fxg_graph *g, fx_device dev, char *err, size_t errlen);
+/* Where the parameters are (cpu until fxg_to_device). */
+fx_device fxg_device(const fxg_graph *g);
+
 /* Checks an input tensor against the spec (dtype, rank, fixed sizes):
  * 0, or -1 with a message naming the input. */
 int fxg_check_input(const fxg_graph *g, int i, fx_dtype dtype, int ndim, const int64_t *shape,

@@ -612,6 +612,7 @@ typedef struct {
     fxd_dataset *train, *val;
     void *ckpt;
     size_t ckpt_len;
+    fx_device device;   /* spec.device, resolved when the job starts */
 } run_inputs;
 
 static void free_inputs(run_inputs *in)
@@ -659,9 +660,12 @@ static int open_data(fxd_jobs *j, const char *name, const char *what, fxd_datase
 static int prepare_inputs(fxd_jobs *j, job *x, run_inputs *in, char *err, size_t errlen)
 {
     const Fluxion__V1__JobSpec *spec = x->rec->spec;
-    fxs_model_rec mr;
-    int rc = fxs_store_get_model(j->st, spec->model, &mr, err, errlen);
+    int rc = fxd_devices_resolve(j->opts.devices, spec->device, "spec.device", &in->device, err,
+                                 errlen);
     if (rc)
+        return rc;
+    fxs_model_rec mr;
+    if ((rc = fxs_store_get_model(j->st, spec->model, &mr, err, errlen)))
         return rc;
     in->g = model_graph(j, spec->model, &mr, err, errlen, &rc);
     fxs_model_rec_free(&mr);
@@ -808,10 +812,15 @@ static void train(fxd_jobs *j, job *x, run_ctx *r, run_inputs *in)
     fxt_hooks h = { .on_progress = hook_progress, .on_eval = hook_eval,
                     .on_checkpoint = hook_checkpoint, .on_scalar = hook_scalar,
                     .should_stop = hook_stop, .data = r,
-                    .checkpoint_every_steps = j->opts.checkpoint_every_steps };
+                    .checkpoint_every_steps = j->opts.checkpoint_every_steps,
+                    .device = in->device,
+                    .memory_limit_bytes = x->rec->spec->memory_limit_bytes };
     void *result = NULL;
     size_t rlen = 0;
     Fluxion__V1__JobProgress *final = NULL;
+    char dname[32];
+    fxl_log(FXL_INFO, "jobs", "job training job=%" PRId64 " device=%s", x->id,
+            fx_device_str(in->device, dname, sizeof dname));
     fxt_result res = fxt_run(x->rec->spec, in->g, fxd_dataset_columns(in->train),
                              in->val ? fxd_dataset_columns(in->val) : NULL, in->ckpt,
                              in->ckpt_len, &h, &result, &rlen, &final, err, sizeof err);
@@ -1030,7 +1039,8 @@ static int check_version(const fxs_model_rec *mr, int64_t want, int64_t *base, c
     return FXS_NOT_FOUND;
 }
 
-static int check_fields(const Fluxion__V1__JobSpec *spec, char *err, size_t errlen)
+static int check_fields(const fxd_jobs *j, const Fluxion__V1__JobSpec *spec, char *err,
+                        size_t errlen)
 {
     if (!spec) {
         seterr(err, errlen, "spec: missing");
@@ -1046,12 +1056,8 @@ static int check_fields(const Fluxion__V1__JobSpec *spec, char *err, size_t errl
         seterr(err, errlen, "%s", bad);
         return FXS_INVALID_ARGUMENT;
     }
-    if (spec->device && *spec->device && strcmp(spec->device, "cpu") != 0) {
-        seterr(err, errlen, "spec.device: '%s' is not available (this server trains on: cpu)",
-               spec->device);
-        return FXS_INVALID_ARGUMENT;
-    }
-    return 0;
+    fx_device dev;
+    return fxd_devices_resolve(j->opts.devices, spec->device, "spec.device", &dev, err, errlen);
 }
 
 /* Everything that can be checked before queueing; rec gets the facts to
@@ -1059,7 +1065,7 @@ static int check_fields(const Fluxion__V1__JobSpec *spec, char *err, size_t errl
 static int validate(fxd_jobs *j, const Fluxion__V1__JobSpec *spec, Fluxion__V1__Job *rec,
                     char *sha, char *err, size_t errlen)
 {
-    int rc = check_fields(spec, err, errlen);
+    int rc = check_fields(j, spec, err, errlen);
     if (rc)
         return rc;
     fxs_model_rec mr;

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "datasets.h"
+#include "devices.h"
 #include "fluxion/v1/training.pb-c.h"
 #include "serving.h"
 #include "store.h"
@@ -30,6 +31,7 @@ typedef struct {
     int workers;                   /* jobs running at once; 0: 1 */
     int64_t checkpoint_every_steps; /* default for specs that say 0; 0: 500 */
     uint64_t max_params;           /* graph limit, as for serving */
+    const fxd_devices *devices;    /* enabled (outlives the module); NULL: cpu only */
 } fxd_jobs_opts;
 
 /* Starts the workers and resumes the stored RUNNING and QUEUED jobs. */
@@ -43,8 +45,10 @@ void fxd_jobs_stop(fxd_jobs *j);
 /* Stops (if not yet) and frees; every watch must be closed first. */
 void fxd_jobs_free(fxd_jobs *j);
 
-/* Validates (model, version, dataset, fxt_validate) and queues; *job (free
- * with fluxion__v1__job__free_unpacked) is the stored record. */
+/* Validates (model, version, dataset, device, fxt_validate) and queues;
+ * *job (free with fluxion__v1__job__free_unpacked) is the stored record.
+ * spec.device is resolved again when the job starts ("gpu": the GPU with
+ * the most free memory then); a device gone by then fails the job. */
 int fxd_jobs_submit(fxd_jobs *j, const Fluxion__V1__JobSpec *spec, Fluxion__V1__Job **job,
                     char *err, size_t errlen);
 int fxd_jobs_get(fxd_jobs *j, const char *id, Fluxion__V1__Job **job, char *err, size_t errlen);

@@ -19,11 +19,12 @@
 #include "log.h"
 
 typedef struct {
-    const char *listen, *data_dir, *device, *log_level, *log_format;
+    const char *listen, *data_dir, *devices, *log_level, *log_format;
     long threads, rpc_threads, poll_threads;
     long max_message_mb, max_import_mb, grace_seconds, max_dataset_mb, dataset_quota_mb;
     long train_workers, checkpoint_steps;
     long long max_model_params;
+    fxd_devices enabled; /* --devices parsed */
 } options;
 
 static void usage(FILE *f)
@@ -40,7 +41,10 @@ static void usage(FILE *f)
 "  --listen HOST:PORT      address to serve on (default 127.0.0.1:7070;\n"
 "                          port 0 picks a free port)\n"
 "  --data-dir DIR          models and metadata (default ./fluxion-data)\n"
-"  --device DEV            compute device: cpu (default cpu)\n"
+"  --devices LIST          devices jobs and models may use, comma-separated:\n"
+"                          cpu, cuda:N (default: cpu and every GPU found);\n"
+"                          requests without a device get the first one.\n"
+"                          --device is the same flag (older name)\n"
 "  --threads N             engine threads per operation (default: CPUs online)\n"
 "  --rpc-threads N         threads running RPC handlers (default 8)\n"
 "  --poll-threads N        threads polling gRPC completion queues (default 2)\n"
@@ -82,6 +86,7 @@ static int parse_args(int argc, char **argv, options *o)
     static const struct option longs[] = {
         { "listen", required_argument, 0, O_LISTEN },
         { "data-dir", required_argument, 0, O_DATA },
+        { "devices", required_argument, 0, O_DEVICE },
         { "device", required_argument, 0, O_DEVICE },
         { "threads", required_argument, 0, O_THREADS },
         { "rpc-threads", required_argument, 0, O_RPC },
@@ -101,7 +106,7 @@ static int parse_args(int argc, char **argv, options *o)
         { 0, 0, 0, 0 },
     };
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    *o = (options){ .listen = "127.0.0.1:7070", .data_dir = "fluxion-data", .device = "cpu",
+    *o = (options){ .listen = "127.0.0.1:7070", .data_dir = "fluxion-data", .devices = NULL,
                     .log_level = "info", .log_format = "text", .threads = ncpu > 0 ? ncpu : 1,
                     .rpc_threads = 8, .poll_threads = 2,
                     .max_message_mb = 64, .max_import_mb = 4096, .grace_seconds = 5,
@@ -114,7 +119,7 @@ static int parse_args(int argc, char **argv, options *o)
         switch (c) {
         case O_LISTEN: o->listen = optarg; break;
         case O_DATA: o->data_dir = optarg; break;
-        case O_DEVICE: o->device = optarg; break;
+        case O_DEVICE: o->devices = optarg; break;
         case O_THREADS: if (parse_long("--threads", optarg, 1, 1024, &o->threads)) return 2; break;
         case O_RPC: if (parse_long("--rpc-threads", optarg, 1, 1024, &o->rpc_threads)) return 2; break;
         case O_POLL: if (parse_long("--poll-threads", optarg, 1, 64, &o->poll_threads)) return 2; break;
@@ -151,9 +156,9 @@ static int parse_args(int argc, char **argv, options *o)
         fprintf(stderr, "fluxiond: --log-format: '%s' is not text or json\n", o->log_format);
         return 2;
     }
-    if (strcmp(o->device, "cpu") != 0) {
-        fprintf(stderr, "fluxiond: --device: '%s' is not available (this build serves on: cpu)\n",
-                o->device);
+    char derr[512];
+    if (fxd_devices_parse(o->devices, &o->enabled, derr, sizeof derr) != 0) {
+        fprintf(stderr, "fluxiond: --devices: %s\n", derr);
         return 2;
     }
     const char *colon = strrchr(o->listen, ':');
@@ -267,7 +272,8 @@ int main(int argc, char **argv)
                      .max_params = (uint64_t)o.max_model_params,
                      .max_import_bytes = (uint64_t)o.max_import_mb << 20,
                      .max_message_bytes = (uint64_t)o.max_message_mb << 20,
-                     .chunk_bytes = 1u << 20, .engine_threads = (int)o.threads };
+                     .chunk_bytes = 1u << 20, .engine_threads = (int)o.threads,
+                     .devices = o.enabled };
     atomic_init(&d.draining, false);
     char err[1024];
     d.store = fxs_store_open(o.data_dir, err, sizeof err);
@@ -286,7 +292,8 @@ int main(int argc, char **argv)
         return 1;
     }
     d.serving = fxd_serving_create(d.store, &(fxd_serving_opts){
-                                       .max_params = d.max_params });
+                                       .max_params = d.max_params,
+                                       .devices = &d.devices });
     fxs_server_opts so = { .listen = o.listen, .poll_threads = (int)o.poll_threads,
                            .handler_threads = (int)o.rpc_threads,
                            .max_recv_bytes = d.max_message_bytes,
@@ -310,7 +317,8 @@ int main(int argc, char **argv)
     d.jobs = fxd_jobs_start(d.store, d.datasets, d.serving, &(fxd_jobs_opts){
                                 .workers = (int)o.train_workers,
                                 .checkpoint_every_steps = o.checkpoint_steps,
-                                .max_params = d.max_params }, err, sizeof err);
+                                .max_params = d.max_params,
+                                .devices = &d.devices }, err, sizeof err);
     if (!d.jobs) {
         fxl_log(FXL_ERROR, "main", "cannot start the training jobs error=\"%s\"", err);
         return 1;
@@ -336,9 +344,10 @@ int main(int argc, char **argv)
     int hostlen = (int)(strrchr(o.listen, ':') - o.listen);
     printf("listening on %.*s:%d\n", hostlen, o.listen, port);
     fflush(stdout);
+    char devs[256];
     fxl_log(FXL_INFO, "main", "listening addr=%.*s:%d data_dir=%s threads=%ld "
-            "version=%s", hostlen, o.listen, port, o.data_dir, o.threads,
-            FLUXION_VERSION);
+            "devices=\"%s\" version=%s", hostlen, o.listen, port, o.data_dir, o.threads,
+            fxd_devices_str(&d.devices, devs, sizeof devs), FLUXION_VERSION);
 
     uv_run(loop, UV_RUN_DEFAULT);
 

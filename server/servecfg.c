@@ -10,7 +10,7 @@
 
 #include "rpc.h"
 
-typedef enum { F_BOOL, F_U32, F_U64, F_LIST } field_kind;
+typedef enum { F_BOOL, F_U32, F_U64, F_LIST, F_STR } field_kind;
 
 typedef struct {
     const char *name;
@@ -32,6 +32,8 @@ static const field FIELDS[] = {
     { "default_priority", F_U32, CF(default_priority), MF(default_priority) },
     { "instances", F_U32, CF(instances), MF(instances) },
     { "pad_variable_dims", F_BOOL, CF(pad_variable_dims), MF(pad_variable_dims) },
+    { "device", F_STR, CF(device), MF(device) },
+    { "memory_limit_bytes", F_U64, CF(memory_limit_bytes), MF(memory_limit_bytes) },
 };
 #define N_FIELDS ((int)(sizeof FIELDS / sizeof FIELDS[0]))
 
@@ -87,6 +89,20 @@ static int put_list(fxb_config *c, const uint32_t *v, size_t n, char *err, size_
     return 0;
 }
 
+/* Text fields (device names): checked for size here; for meaning where they
+ * are used (devices.h), since what is enabled depends on the server. */
+static int put_str(fxb_config *c, const field *f, const char *v, char *err, size_t errlen)
+{
+    char *p = (char *)c + f->cfg_off;
+    size_t cap = sizeof c->device;
+    if (strlen(v) >= cap) {
+        snprintf(err, errlen, "%s: '%.40s' is longer than %zu characters", f->name, v, cap - 1);
+        return FXS_INVALID_ARGUMENT;
+    }
+    memcpy(p, v, strlen(v) + 1);
+    return 0;
+}
+
 static bool parse_u64(const char *s, uint64_t *v)
 {
     char *end;
@@ -107,6 +123,8 @@ int fxd_cfg_set_text(fxb_config *c, const char *name, const char *value, char *e
     if (!f)
         return FXS_INVALID_ARGUMENT;
     uint64_t v;
+    if (f->kind == F_STR)
+        return put_str(c, f, value, err, errlen);
     if (f->kind == F_BOOL) {
         if (!strcmp(value, "true") || !strcmp(value, "1") || !strcmp(value, "on"))
             return put_num(c, f, 1, err, errlen);
@@ -148,6 +166,10 @@ static int apply_field(fxb_config *c, const field *f, const Fluxion__V1__Batchin
     case F_U64: return put_num(c, f, *(const uint64_t *)p, err, errlen);
     case F_LIST:
         return put_list(c, m->preferred_batch_sizes, m->n_preferred_batch_sizes, err, errlen);
+    case F_STR: {
+        const char *v = *(char *const *)p;
+        return put_str(c, f, v ? v : "", err, errlen);
+    }
     }
     return FXS_INTERNAL;
 }
@@ -222,6 +244,8 @@ void fxd_cfg_to_msg(const fxb_config *c, Fluxion__V1__BatchingConfig *m, uint32_
     m->default_priority = c->default_priority;
     m->instances = c->instances;
     m->pad_variable_dims = c->pad_variable_dims;
+    m->device = (char *)c->device;
+    m->memory_limit_bytes = c->memory_limit_bytes;
 }
 
 /* ---------------------------------------------------------------- store */

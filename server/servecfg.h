@@ -36,7 +36,8 @@ int fxd_cfg_apply_params(fxb_config *c,
                          size_t n, char *err, size_t errlen);
 
 /* Fills m (initialised by the caller) from c; pref is storage for the
- * preferred sizes (FXB_MAX_PREFERRED). */
+ * preferred sizes (FXB_MAX_PREFERRED). m->device points into c: c must
+ * outlive m. */
 void fxd_cfg_to_msg(const fxb_config *c, Fluxion__V1__BatchingConfig *m, uint32_t *pref);
 
 /* Stored settings of a model; the defaults when none are stored. */

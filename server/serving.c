@@ -82,6 +82,31 @@ static fxg_graph *spec_graph(fxd_serving *sv, const fxs_model_rec *rec, char *er
     return g;
 }
 
+/* Moves the weights to the device the settings ask for, within the
+ * model's memory limit. */
+static int place(fxd_serving *sv, const char *name, fxg_graph *g, const fxb_config *c,
+                 char *err, size_t errlen)
+{
+    char what[192], gerr[512];
+    snprintf(what, sizeof what, "model '%s': serving setting device", name);
+    fx_device dev;
+    int rc = fxd_devices_resolve(sv->o.devices, c->device, what, &dev, err, errlen);
+    if (rc)
+        return rc;
+    snprintf(what, sizeof what, "model '%s': weights", name);
+    rc = fxd_check_memory_limit(what, dev, fxd_params_bytes(fxg_params(g)),
+                                c->memory_limit_bytes, err, errlen);
+    if (rc)
+        return rc;
+    if (dev.type == fxg_device(g).type && dev.index == fxg_device(g).index)
+        return 0;
+    if (fxg_to_device(g, dev, gerr, sizeof gerr) != 0) {
+        snprintf(err, errlen, "model '%s': %s", name, gerr);
+        return FXS_RESOURCE_EXHAUSTED;
+    }
+    return 0;
+}
+
 /* Builds the graph of a stored version (0: latest) with its weights. */
 static int build_served(fxd_serving *sv, const char *name, int64_t version, fxd_served **out,
                         char *err, size_t errlen)
@@ -131,6 +156,8 @@ static int build_served(fxd_serving *sv, const char *name, int64_t version, fxd_
     fxb_config cfg;
     char berr[512];
     rc = fxd_cfg_load(sv->st, name, &cfg, err, errlen);
+    if (!rc)
+        rc = place(sv, name, g, &cfg, err, errlen);
     if (!rc && !(m->b = fxb_create(g, &cfg, record_batch, m, berr, sizeof berr))) {
         snprintf(err, errlen, "model '%s': batching settings: %s", name, berr);
         rc = FXS_FAILED_PRECONDITION;
@@ -212,6 +239,10 @@ int fxd_serving_set_config(fxd_serving *sv, const char *name, const fxb_config *
     }
     if (!rc && fxb_config_check(c, m ? m->g : own, err, errlen) != 0)
         rc = FXS_INVALID_ARGUMENT;
+    fx_device dev;
+    if (!rc)
+        rc = fxd_devices_resolve(sv->o.devices, c->device, "serving setting device", &dev, err,
+                                 errlen);
     fxg_free(own);
     served_unref(m);
     if (!rc)

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "batcher.h"
+#include "devices.h"
 #include "fluxion.h"
 #include "graph.h"
 #include "store.h"
@@ -24,6 +25,7 @@ typedef struct fxd_served fxd_served;
 
 typedef struct {
     uint64_t max_params;      /* per model (graph limit); 0: graph default */
+    const fxd_devices *devices; /* enabled (outlives the module); NULL: cpu only */
 } fxd_serving_opts;
 
 fxd_serving *fxd_serving_create(fxs_store *st, const fxd_serving_opts *opts);
@@ -31,13 +33,17 @@ fxd_serving *fxd_serving_create(fxs_store *st, const fxd_serving_opts *opts);
 void fxd_serving_free(fxd_serving *sv);
 
 /* Serves the latest stored version of a model (replacing the one served:
- * requests in flight finish on the old one). Status codes as store.h. */
+ * requests in flight finish on the old one). Status codes as store.h; the
+ * serving setting "device" (devices.h) places the weights: a device not
+ * enabled is FAILED_PRECONDITION, weights over memory_limit_bytes or out of
+ * device memory RESOURCE_EXHAUSTED, each naming the device. */
 int fxd_serving_load(fxd_serving *sv, const char *name, char *err, size_t errlen);
 /* Stops serving it (requests in flight finish). NOT_FOUND when not loaded. */
 int fxd_serving_unload(fxd_serving *sv, const char *name, char *err, size_t errlen);
 bool fxd_serving_is_loaded(fxd_serving *sv, const char *name, int64_t *version);
-/* Checks and stores a model's batching settings; a loaded model is reloaded
- * with them (requests in flight finish under the old ones). */
+/* Checks and stores a model's batching settings (the device must be one
+ * this server has enabled); a loaded model is reloaded with them (requests
+ * in flight finish under the old ones). */
 int fxd_serving_set_config(fxd_serving *sv, const char *name, const fxb_config *c, char *err,
                            size_t errlen);
 int fxd_serving_count_loaded(fxd_serving *sv);

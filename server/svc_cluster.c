@@ -2,7 +2,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "daemon.h"
 #include "fluxion/v1/cluster.pb-c.h"
@@ -21,6 +20,38 @@ uint64_t fxd_mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* One enabled device: memory as the engine reports it. A device whose
+ * driver stopped answering is listed with its name and no figures. */
+static void device_msg(const fxd_daemon *d, fx_device dev, Fluxion__V1__Device *m, char *name,
+                       char *model, char *cc)
+{
+    *m = (Fluxion__V1__Device)FLUXION__V1__DEVICE__INIT;
+    m->name = (char *)fx_device_str(dev, name, 32);
+    m->kind = dev.type == FX_DEV_CPU ? "cpu" : "cuda";
+    m->model = model;
+    m->compute_capability = cc;
+    snprintf(model, 96, "%s", m->name);
+    cc[0] = 0;
+    fx_device_info info;
+    if (fx_device_get_info(dev, &info) != FX_OK)
+        return;
+    snprintf(model, 96, "%s", info.name);
+    m->memory_total_bytes = info.total_bytes;
+    m->memory_free_bytes = info.free_bytes;
+    m->memory_limit_bytes = info.limit_bytes;
+    if (dev.type == FX_DEV_CPU) {
+        m->threads = d->engine_threads;
+        if (info.total_bytes >= info.free_bytes)
+            m->memory_used_bytes = info.total_bytes - info.free_bytes;
+        return;
+    }
+    snprintf(cc, 16, "%d.%d", info.cc_major, info.cc_minor);
+    m->memory_used_bytes = info.used_bytes;
+    fx_device_mem_stats ms;
+    if (fx_device_mem_stats_get(dev, &ms) == FX_OK)
+        m->memory_reserved_bytes = ms.reserved;
+}
+
 static void get_status(fxs_call *call, const ProtobufCMessage *req, void *data)
 {
     fxd_daemon *d = data;
@@ -36,23 +67,17 @@ static void get_status(fxs_call *call, const ProtobufCMessage *req, void *data)
         fxs_model_rec_free(&recs[i]);
     free(recs);
 
-    Fluxion__V1__Device cpu = FLUXION__V1__DEVICE__INIT;
-    cpu.name = "cpu";
-    cpu.kind = "cpu";
-    cpu.threads = d->engine_threads;
-    long pages = sysconf(_SC_PHYS_PAGES), avail = sysconf(_SC_AVPHYS_PAGES),
-         psize = sysconf(_SC_PAGESIZE);
-    if (pages > 0 && psize > 0) {
-        cpu.memory_total_bytes = (uint64_t)pages * (uint64_t)psize;
-        if (avail > 0)
-            cpu.memory_used_bytes = (uint64_t)(pages - avail) * (uint64_t)psize;
+    Fluxion__V1__Device devs[FXD_MAX_DEVICES], *pdevs[FXD_MAX_DEVICES];
+    char names[FXD_MAX_DEVICES][32], models[FXD_MAX_DEVICES][96], ccs[FXD_MAX_DEVICES][16];
+    for (int i = 0; i < d->devices.n; i++) {
+        device_msg(d, d->devices.dev[i], &devs[i], names[i], models[i], ccs[i]);
+        pdevs[i] = &devs[i];
     }
-    Fluxion__V1__Device *devs[] = { &cpu };
     Fluxion__V1__GetStatusResponse r = FLUXION__V1__GET_STATUS_RESPONSE__INIT;
     r.version = FLUXION_VERSION;
     r.uptime_ms = fxd_now_ms() - d->start_ms;
-    r.devices = devs;
-    r.n_devices = 1;
+    r.devices = pdevs;
+    r.n_devices = (size_t)d->devices.n;
     r.models_stored = n;
     r.models_loaded = fxd_serving_count_loaded(d->serving);
     r.requests_in_flight = fxs_server_in_flight(d->rpc);

@@ -67,18 +67,18 @@ static void describe_graph(pba *a, Fluxion__V1__Model *m, const fxg_graph *g)
 /* The model's batching settings as a message (defaults when none stored). */
 static Fluxion__V1__BatchingConfig *config_msg(pba *a, fxs_store *st, const char *name)
 {
-    fxb_config c;
     char err[ERRLEN];
     Fluxion__V1__BatchingConfig *m = PBA_NEW(a, Fluxion__V1__BatchingConfig,
                                              fluxion__v1__batching_config__init);
     uint32_t *pref = pba_array(a, FXB_MAX_PREFERRED, sizeof *pref);
-    if (!m || !pref)
+    fxb_config *c = pba_array(a, 1, sizeof *c); /* the message points into it */
+    if (!m || !pref || !c)
         return NULL;
-    if (fxd_cfg_load(st, name, &c, err, sizeof err) != 0) {
+    if (fxd_cfg_load(st, name, c, err, sizeof err) != 0) {
         fxl_log(FXL_WARN, "models", "cannot read serving config model=%s err=\"%s\"", name, err);
-        fxb_config_default(&c);
+        fxb_config_default(c);
     }
-    fxd_cfg_to_msg(&c, m, pref);
+    fxd_cfg_to_msg(c, m, pref);
     return m;
 }
 

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "devices.h"
 #include "rpc.h"
 
 /* ------------------------------------------------------------------- plan */
@@ -459,8 +460,6 @@ static int check_sizes(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err, s
                     spec->eval_every_steps < 0 ? "eval_every_steps" : "checkpoint_every_steps",
                     spec->eval_every_steps < 0 ? spec->eval_every_steps
                                                : spec->checkpoint_every_steps);
-    if (spec->device && *spec->device && strcmp(spec->device, "cpu") != 0)
-        return fail(err, errlen, "device: '%s' is not available (only cpu)", spec->device);
     double split = spec->validation_split;
     if (!(split >= 0 && split < 1))
         return fail(err, errlen, "validation_split: %g is not in [0, 1)", split);
@@ -625,7 +624,8 @@ typedef struct {
     bool has_best, stop_early;
     double best;
     int64_t wait;
-    fx_params best_w; /* persistent copies of every parameter and buffer */
+    fx_params best_w; /* persistent copies of every parameter and buffer (host) */
+    uint64_t persist_bytes; /* parameters, gradients, optimizer state; 0: not yet */
     /* values for reports */
     int nvals;
     char **vname;
@@ -853,6 +853,40 @@ static int64_t double_bits(double d)
     return b;
 }
 
+/* Surfaces an error the device recorded while running the queued work
+ * (what: "step 12", "evaluation at step 12"). */
+static int device_ok(run_t *r, const char *what)
+{
+    char msg[384], name[32];
+    if (fx_device_sync(r->hk->device, msg, sizeof msg) != FX_OK)
+        return rfail(r, "%s: device %s: %s", what, fx_device_str(r->hk->device, name, sizeof name),
+                     msg[0] ? msg : "the device reported an error");
+    return 0;
+}
+
+/* The job's memory limit over what it holds on its device. The persistent
+ * part is measured once, after the first step made the gradients and the
+ * optimizer state. */
+static int memory_ok(run_t *r, const char *what)
+{
+    if (!r->hk->memory_limit_bytes)
+        return 0;
+    if (!r->persist_bytes) {
+        fx_params ostate;
+        fx_params_init(&ostate);
+        if (fx_optim_state(r->opt, &ostate) != FX_OK)
+            return rfail(r, "out of memory");
+        r->persist_bytes = fxd_params_bytes(fxg_params(r->g)) + fxd_params_bytes(&ostate);
+        fx_params_clear(&ostate);
+    }
+    char msg[384];
+    uint64_t used = r->persist_bytes + fx_ctx_arena_capacity(r->ctx);
+    if (fxd_check_memory_limit("the job's weights, optimizer state and batches",
+                               r->hk->device, used, r->hk->memory_limit_bytes, msg, sizeof msg))
+        return rfail(r, "%s: %s", what, msg);
+    return 0;
+}
+
 /* One optimizer step on the batch at the current position. */
 static int train_step(run_t *r)
 {
@@ -897,6 +931,10 @@ static int train_step(run_t *r)
     if (fx_optim_step(r->opt) != FX_OK)
         return rfail(r, "step %" PRId64 ": %s", stepno, fx_optim_error(r->opt));
     fx_optim_zero_grad(r->opt);
+    char what[48];
+    snprintf(what, sizeof what, "step %" PRId64, stepno);
+    if (device_ok(r, what) || memory_ok(r, what))
+        return -1;
     fx_ctx_reset(r->ctx);
     r->win_loss += loss;
     r->win_n++;
@@ -1109,7 +1147,9 @@ static int evaluate(run_t *r)
     for (int j = 0; j < p->nmetrics; j++)
         if (r->win_total[j])
             set_value(r, metric_value(r, j), (double)r->win_correct[j] / (double)r->win_total[j]);
-    if (p->n_val && validate_all(r))
+    char what[64];
+    snprintf(what, sizeof what, "evaluation at step %" PRId64, r->step);
+    if (p->n_val && (validate_all(r) || device_ok(r, what)))
         return -1;
     set_value(r, V_LR, fx_optim_lr(r->opt));
     for (int i = 0; i < r->nvals; i++)
@@ -1345,7 +1385,7 @@ static int run_init(run_t *r, const Fluxion__V1__JobSpec *spec)
 {
     const plan_t *p = &r->P;
     int nin = fxg_num_inputs(r->g), nout = fxg_num_outputs(r->g);
-    r->ctx = fx_ctx_create(fx_cpu());
+    r->ctx = fx_ctx_create(r->hk->device);
     r->rng = fx_rng_create(spec->seed);
     r->perm = malloc((size_t)p->n_train * sizeof *r->perm);
     r->in = calloc((size_t)nin + 1, sizeof *r->in);
@@ -1479,6 +1519,12 @@ fxt_result fxt_run(const Fluxion__V1__JobSpec *spec, fxg_graph *g, const fxd_col
     }
     if (plan_build(spec, g, train, val, &r.P, r.err, r.errlen))
         return FXT_FAILED;
+    /* before the optimizer exists: its state is made where the weights are */
+    if ((fxg_device(g).type != r.hk->device.type || fxg_device(g).index != r.hk->device.index) &&
+        fxg_to_device(g, r.hk->device, r.err, r.errlen)) {
+        plan_free(&r.P);
+        return FXT_FAILED;
+    }
     r.shuffle = spec->shuffle;
     r.scalar_every = r.P.total_steps / 100 > 1 ? r.P.total_steps / 100 : 1;
     fxt_result res = FXT_FAILED;

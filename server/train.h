@@ -45,6 +45,14 @@ typedef struct {
     void *data;
     double progress_interval_s;
     int64_t checkpoint_every_steps; /* when the spec says 0; 0: 500 */
+    /* Where to train (zero: cpu); the caller resolved spec.device to it.
+     * fxt_run moves g there first; batches are built on the host and
+     * copied; the device is synchronised after every step and evaluation
+     * (an error it reports fails the run with its message). */
+    fx_device device;
+    /* spec.memory_limit_bytes: checked after every step against the
+     * parameters, gradients, optimizer state and the step's arena. */
+    uint64_t memory_limit_bytes;
 } fxt_hooks;
 
 /* Checks the spec against the graph and the data before anything runs:
