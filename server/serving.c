@@ -243,6 +243,10 @@ int fxd_serving_set_config(fxd_serving *sv, const char *name, const fxb_config *
     if (!rc)
         rc = fxd_devices_resolve(sv->o.devices, c->device, "serving setting device", &dev, err,
                                  errlen);
+    if (!rc && m) /* not stored when the weights served now could not be placed */
+        rc = fxd_check_memory_limit("serving setting memory_limit_bytes: the weights", dev,
+                                    fxd_params_bytes(fxg_params(m->g)), c->memory_limit_bytes,
+                                    err, errlen);
     fxg_free(own);
     served_unref(m);
     if (!rc)

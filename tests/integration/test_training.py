@@ -261,8 +261,8 @@ class TrainingTest(DaemonTest):
         self.assertCode(C.NOT_FOUND, self.c.submit_job, spec(dataset="nope2"), contains="nope2")
         self.assertCode(C.INVALID_ARGUMENT, self.c.submit_job,
                         spec(feeds=[{"input": "x", "tensor": "zz"}]), contains="zz")
-        self.assertCode(C.INVALID_ARGUMENT, self.c.submit_job, spec(device="cuda"),
-                        contains="cuda")
+        self.assertCode(C.INVALID_ARGUMENT, self.c.submit_job, spec(device="tpu"),
+                        contains="tpu")  # more device errors: test_devices.py
         self.assertCode(C.NOT_FOUND, self.c.get_job, "9999")
         self.assertCode(C.INVALID_ARGUMENT, self.c.get_job, "x1")
         with self.assertRaises(fxtest.FluxionError) as cm:

@@ -1,0 +1,193 @@
+"""Devices on a real fluxiond (issue 7, the daemon's side): --devices, the
+devices in cluster status, device requests of training jobs and served
+models and their errors, per-job and per-model memory limits.
+
+Written for either machine: where no GPU is present (the default daemon
+lists none), asking for cuda:0 must fail with a message naming it and what
+there is; cuda:63 fails everywhere. The GPU runs themselves are in
+scripts/gpu_check.sh (daemon step)."""
+import os
+import subprocess
+import sys
+import unittest
+
+import fxtest
+from fxtest import C, Daemon, DaemonTest, mlp_forward, mlp_spec, np, randn
+
+sys.path.insert(0, os.path.join(fxtest.SOURCE_DIR, "examples", "jobs"))
+import make_blobs  # noqa: E402
+from fluxion_client.jobs import training_pb2  # noqa: E402
+
+GPUS = None  # CUDA devices the default daemon lists, set by DefaultDevicesTest
+
+
+def run_daemon(*args):
+    return subprocess.run([fxtest.FLUXIOND] + list(args), capture_output=True, text=True,
+                          timeout=30)
+
+
+def job(**over):
+    s = {"model": "blobs-mlp", "dataset": "blobs", "feeds": [{"input": "x", "tensor": "x"}],
+         "losses": [{"output": "logits", "kind": "cross_entropy", "target": "y"}],
+         "optimizer": {"kind": "adam", "lr": 0.01}, "batch_size": 32, "steps": 12,
+         "shuffle": True, "seed": 3}
+    s.update(over)
+    return s
+
+
+class DefaultDevicesTest(unittest.TestCase):
+    """The flag itself: default, alias, errors (exit 2 naming the device)."""
+
+    def test_1_default_lists_cpu_first(self):
+        global GPUS
+        d = Daemon(name="default").start()
+        st = d.client().status()
+        d.stop()
+        self.assertEqual((st.devices[0].name, st.devices[0].kind), ("cpu", "cpu"))
+        GPUS = [x.name for x in st.devices if x.kind == "cuda"]
+        self.assertEqual([x.name for x in st.devices], ["cpu"] + GPUS)
+        self.assertEqual(GPUS, ["cuda:%d" % i for i in range(len(GPUS))])
+
+    def test_2_unavailable_device_exits_2(self):
+        wanted = ["cuda:63", "cpu,cuda:63"] + ([] if GPUS else ["cuda:0", "cpu,cuda:0"])
+        present = ", ".join(["cpu"] + (GPUS or []))
+        for devs in wanted:
+            with self.subTest(devices=devs):
+                p = run_daemon("--devices", devs, "--listen", "127.0.0.1:0")
+                self.assertEqual(p.returncode, 2, p.stderr)
+                self.assertEqual(p.stdout, "")
+                self.assertIn(devs.split(",")[-1] + " is not available", p.stderr)
+                self.assertIn("(present: %s)" % present, p.stderr)
+
+    def test_3_bad_lists_exit_2(self):
+        for devs, says in (("tpu", "'tpu' is not a device"), ("cpu,cpu", "cpu is listed twice"),
+                           ("cpu,", "'cpu,': an empty entry"), ("gpu", "'gpu' is not a device")):
+            with self.subTest(devices=devs):
+                p = run_daemon("--devices", devs, "--listen", "127.0.0.1:0")
+                self.assertEqual(p.returncode, 2, p.stderr)
+                self.assertIn("fluxiond: --devices: " + says, p.stderr)
+
+    def test_4_device_alias(self):
+        d = Daemon(["--device", "cpu"], name="alias").start()
+        st = d.client().status()
+        d.stop()
+        self.assertEqual([x.name for x in st.devices], ["cpu"])
+        p = run_daemon("--help")
+        self.assertIn("--devices LIST", p.stdout)
+        self.assertIn("--device is the same flag", p.stdout)
+
+
+class DevicesTest(DaemonTest):
+    DAEMON_ARGS = ("--devices", "cpu", "--threads", "1")
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.c.upload_dataset("blobs", make_blobs.blobs(256, 0))
+        cls.c.create_model("blobs-mlp", make_blobs_spec(), seed=1, no_load=True)
+        cls.c.create_model("m", mlp_spec(), seed=1)
+
+    def wait(self, job_id):
+        return self.c.wait_job(job_id, timeout=60)
+
+    def test_status_lists_the_cpu_with_memory(self):
+        st = self.c.status()
+        self.assertEqual(len(st.devices), 1)
+        cpu = st.devices[0]
+        self.assertEqual((cpu.name, cpu.kind, cpu.model), ("cpu", "cpu", "cpu"))
+        self.assertEqual(cpu.threads, 1)
+        page = os.sysconf("SC_PAGE_SIZE")
+        self.assertEqual(cpu.memory_total_bytes, os.sysconf("SC_PHYS_PAGES") * page)
+        self.assertGreater(cpu.memory_free_bytes, 0)
+        self.assertGreater(cpu.memory_used_bytes, 0)
+        self.assertEqual(cpu.memory_used_bytes + cpu.memory_free_bytes, cpu.memory_total_bytes)
+        self.assertEqual(cpu.memory_limit_bytes, 0)
+        self.assertEqual(cpu.compute_capability, "")
+
+    def test_job_device_errors(self):
+        for dev in ["cuda:7"] + ([] if GPUS else ["cuda:0", "cuda"]):
+            with self.subTest(device=dev):
+                self.assertCode(C.FAILED_PRECONDITION, self.c.submit_job, job(device=dev),
+                                contains=("spec.device", "cuda:", "(enabled: cpu)"))
+        self.assertCode(C.FAILED_PRECONDITION, self.c.submit_job, job(device="gpu"),
+                        contains=("'gpu'", "none enabled (enabled: cpu)"))
+        for dev in ("tpu", "cuda:x", "CPU"):
+            with self.subTest(device=dev):
+                self.assertCode(C.INVALID_ARGUMENT, self.c.submit_job, job(device=dev),
+                                contains=("'%s' is not a device" % dev, "enabled: cpu"))
+        self.assertEqual(self.c.list_jobs(), [])  # nothing was queued
+
+    def test_job_on_cpu_named_or_not_is_the_same(self):
+        weights = []
+        for dev in ("cpu", ""):
+            j = self.wait(self.c.submit_job(job(device=dev, model_version=1)).id)
+            self.assertEqual(j.state, training_pb2.SUCCEEDED, j.error)
+            weights.append(self.c.export_arrays("blobs-mlp", j.result_version))
+        self.assertEqual(sorted(weights[0]), sorted(weights[1]))
+        for k in weights[0]:
+            np.testing.assert_array_equal(weights[0][k], weights[1][k])
+
+    def test_job_memory_limit(self):
+        j = self.wait(self.c.submit_job(job(memory_limit_bytes=1000)).id)
+        self.assertEqual(j.state, training_pb2.FAILED)
+        self.assertIn("step 1: ", j.error)
+        self.assertIn("on cpu: needs", j.error)
+        self.assertIn("over its memory limit of 1000 bytes", j.error)
+        j = self.wait(self.c.submit_job(job(memory_limit_bytes=256 << 20)).id)
+        self.assertEqual(j.state, training_pb2.SUCCEEDED, j.error)
+
+    def test_model_device_errors(self):
+        for dev in ["cuda:9"] + ([] if GPUS else ["cuda:0"]):
+            with self.subTest(device=dev):
+                self.assertCode(C.FAILED_PRECONDITION, self.c.load_model, "m", {"device": dev},
+                                contains=(dev, "(enabled: cpu)"))
+                self.assertCode(C.FAILED_PRECONDITION, self.c.set_serving_config, "m",
+                                device=dev, contains=(dev, "(enabled: cpu)"))
+        self.assertCode(C.FAILED_PRECONDITION, self.c.load_model, "m", {"device": "gpu"},
+                        contains="'gpu'")
+        self.assertCode(C.INVALID_ARGUMENT, self.c.load_model, "m", {"device": "tpu"},
+                        contains=("'tpu' is not a device", "enabled: cpu"))
+        self.assertCode(C.INVALID_ARGUMENT, self.c.load_model, "m", {"device": "x" * 40},
+                        contains="device")
+        # nothing was stored, and the model still serves
+        self.assertEqual(self.c.get_model("m").serving_config.device, "")
+        x = randn(1, 3, 4)
+        w = self.c.export_arrays("m")
+        np.testing.assert_allclose(self.c.infer("m", {"x": x})["y"], mlp_forward(w, x),
+                                   rtol=1e-5, atol=1e-5)
+
+    def test_model_memory_limit(self):
+        w = self.c.export_arrays("m")
+        # the model's graph keeps a gradient beside every parameter
+        wbytes = 2 * sum(a.nbytes for a in w.values())
+        # the weights alone are over it: refused, not stored, still served
+        self.assertCode(C.RESOURCE_EXHAUSTED, self.c.load_model, "m",
+                        {"memory_limit_bytes": wbytes - 1},
+                        contains=("the weights on cpu: needs %d bytes" % wbytes,
+                                  "over its memory limit of %d bytes" % (wbytes - 1)))
+        self.assertEqual(self.c.get_model("m").serving_config.memory_limit_bytes, 0)
+        # room for the weights only: each batch is over it
+        self.c.load_model("m", {"memory_limit_bytes": wbytes, "device": "cpu"})
+        self.assertEqual(self.c.get_model("m").serving_config.device, "cpu")
+        x = randn(2, 5, 4)
+        self.assertCode(C.RESOURCE_EXHAUSTED, self.c.infer, "m", {"x": x},
+                        contains=("on cpu: needs", "memory limit of %d bytes" % wbytes))
+        # room enough: the same answers as without a limit
+        cfg = self.c.set_serving_config("m", memory_limit_bytes=64 << 20)
+        self.assertEqual((cfg.device, cfg.memory_limit_bytes), ("cpu", 64 << 20))
+        np.testing.assert_allclose(self.c.infer("m", {"x": x})["y"], mlp_forward(w, x),
+                                   rtol=1e-5, atol=1e-5)
+        self.c.set_serving_config("m", memory_limit_bytes=0, device="")
+
+
+def make_blobs_spec():
+    return {"inputs": [{"name": "x", "dtype": "FP32", "shape": [-1, 2]}],
+            "nodes": [{"name": "fc1", "op": "dense", "inputs": ["x"],
+                       "attrs": {"in_features": 2, "out_features": 16, "activation": "relu"}},
+                      {"name": "fc2", "op": "dense", "inputs": ["fc1"],
+                       "attrs": {"in_features": 16, "out_features": 4}}],
+            "outputs": [{"name": "logits", "source": "fc2"}]}
+
+
+if __name__ == "__main__":
+    fxtest.main()
