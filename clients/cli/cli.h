@@ -47,7 +47,7 @@ typedef struct {
 } cli_ctx;
 
 #define CLI_MAX_POS  4
-#define CLI_MAX_OPTS 12 /* and a NULL-named end: at most 11 per command */
+#define CLI_MAX_OPTS 16 /* and a NULL-named end: at most 15 per command */
 
 /* A command's own option: --name VALUE (or -c VALUE), or a flag. */
 typedef struct {

@@ -112,9 +112,17 @@ static void print_status(const cli_ctx *c, bool live, bool ready,
     printf("devices:\n");
     for (size_t i = 0; i < s->n_devices; i++) {
         const Fluxion__V1__Device *d = s->devices[i];
-        printf("  %-10s %-6s %4d threads  memory %s used of %s\n", d->name, d->kind, d->threads,
+        char b3[32];
+        printf("  %-8s %-22s memory %s used, %s free of %s", d->name,
+               d->model && *d->model ? d->model : d->kind,
                cli_bytes(d->memory_used_bytes, b1, sizeof b1),
+               cli_bytes(d->memory_free_bytes, b3, sizeof b3),
                cli_bytes(d->memory_total_bytes, b2, sizeof b2));
+        if (d->threads)
+            printf(", %d threads", d->threads);
+        if (d->memory_limit_bytes)
+            printf(", limit %s", cli_bytes(d->memory_limit_bytes, b3, sizeof b3));
+        printf("\n");
     }
 }
 

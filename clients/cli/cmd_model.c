@@ -469,7 +469,7 @@ static int cmd_import(cli_ctx *c, const cli_args *a)
 
 /* The options of `model config`, in cli_command order: the BatchingConfig
  * field each sets and how its value is read. */
-typedef enum { V_BOOL, V_U32, V_U64, V_LIST } value_kind;
+typedef enum { V_BOOL, V_U32, V_U64, V_LIST, V_TEXT } value_kind;
 static const struct {
     const char *field;
     value_kind kind;
@@ -477,7 +477,7 @@ static const struct {
     { "enabled", V_BOOL }, { "max_batch_size", V_U32 }, { "max_queue_delay_us", V_U64 },
     { "preferred_batch_sizes", V_LIST }, { "max_queue_size", V_U32 }, { "timeout_us", V_U64 },
     { "priority_levels", V_U32 }, { "default_priority", V_U32 }, { "instances", V_U32 },
-    { "pad_variable_dims", V_BOOL },
+    { "pad_variable_dims", V_BOOL }, { "device", V_TEXT }, { "memory_limit_bytes", V_U64 },
 };
 #define N_CONFIG_OPTS (sizeof CONFIG_OPTS / sizeof CONFIG_OPTS[0])
 
@@ -508,6 +508,9 @@ static int config_value(Fluxion__V1__BatchingConfig *m, size_t i, const char *fl
         break;
     case V_U32: rc = parse_u64(flag, text, UINT32_MAX, &v); break;
     case V_U64: rc = parse_u64(flag, text, UINT64_MAX, &v); break;
+    case V_TEXT: /* the server checks it against its devices */
+        m->device = (char *)text;
+        return CLI_OK;
     case V_LIST: {
         char buf[256];
         snprintf(buf, sizeof buf, "%s", text);
@@ -534,6 +537,7 @@ static int config_value(Fluxion__V1__BatchingConfig *m, size_t i, const char *fl
     case 7: m->default_priority = (uint32_t)v; break;
     case 8: m->instances = (uint32_t)v; break;
     case 9: m->pad_variable_dims = v != 0; break;
+    case 11: m->memory_limit_bytes = v; break;
     }
     return CLI_OK;
 }
@@ -553,6 +557,10 @@ static void print_config(const Fluxion__V1__BatchingConfig *m)
            m->default_priority);
     printf("instances:             %u\n", m->instances);
     printf("pad_variable_dims:     %s\n", m->pad_variable_dims ? "on" : "off");
+    printf("device:                %s\n", m->device && *m->device ? m->device
+                                                                 : "(the server's first)");
+    printf("memory_limit_bytes:    %" PRIu64 "%s\n", m->memory_limit_bytes,
+           m->memory_limit_bytes ? "" : " (none)");
 }
 
 /* `model config NAME [--setting VALUE ...] [--reset]`: with no setting,
@@ -698,6 +706,8 @@ const cli_command cli_model_commands[] = {
       {"default-priority", 0, "P", "for requests without one (default 1)"},
       {"instances", 0, "N", "batches run in parallel (default 1)"},
       {"pad-variable-dims", 0, "on|off", "pad along -1 dims (default off)"},
+      {"device", 0, "DEV", "cpu, cuda:N or gpu (default: the server's first device)"},
+      {"memory-limit-bytes", 0, "N", "weights + batches on the device; 0: none (default)"},
       {"reset", 0, NULL, "start from the defaults"}},
      cmd_config},
 };

@@ -179,6 +179,30 @@ class DevicesTest(DaemonTest):
                                    rtol=1e-5, atol=1e-5)
         self.c.set_serving_config("m", memory_limit_bytes=0, device="")
 
+    def test_cli(self):
+        cli = os.environ.get("FLUXION_CLI") or os.path.join(fxtest.SOURCE_DIR, "build", "fluxion")
+        if not os.access(cli, os.X_OK):
+            self.skipTest("no fluxion CLI at %s" % cli)
+
+        def run(*args):
+            return subprocess.run([cli, "--server", self.d.address] + list(args),
+                                  capture_output=True, text=True, timeout=30)
+        p = run("status")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stdout, r"\n  cpu +cpu +memory .* used, .* free of .*, 1 threads\n")
+        p = run("model", "config", "m", "--device", "cuda:11")
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("FAILED_PRECONDITION: serving setting device: cuda:11 is not", p.stderr)
+        p = run("model", "config", "m", "--device", "cpu", "--memory-limit-bytes", str(32 << 20))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("device:                cpu\n", p.stdout)
+        self.assertIn("memory_limit_bytes:    %d\n" % (32 << 20), p.stdout)
+        p = run("model", "config", "m", "--memory-limit-bytes", "-3")
+        self.assertEqual(p.returncode, 2, p.stderr)
+        p = run("model", "config", "m", "--reset")
+        self.assertIn("device:                (the server's first)\n", p.stdout)
+        self.assertIn("memory_limit_bytes:    0 (none)\n", p.stdout)
+
 
 def make_blobs_spec():
     return {"inputs": [{"name": "x", "dtype": "FP32", "shape": [-1, 2]}],
