@@ -819,12 +819,16 @@ fxb_batcher *fxb_create(const fxg_graph *g, const fxb_config *c, fxb_batch_fn on
 {
     if (fxb_config_check(c, g, err, errlen) != 0)
         return NULL;
+    /* an instance that cannot make its context would leave requests queued:
+     * find out here, where the caller hears of it */
     char name[32];
-    if (!fx_device_available(fxg_device(g))) {
-        snprintf(err, errlen, "device %s is not available",
+    fx_ctx *probe = fx_ctx_create(fxg_device(g));
+    if (!probe) {
+        snprintf(err, errlen, "cannot run on device %s (no engine context there)",
                  fx_device_str(fxg_device(g), name, sizeof name));
         return NULL;
     }
+    fx_ctx_free(probe);
     fxb_batcher *b = calloc(1, sizeof *b);
     if (!b || !(b->out_var = calloc((size_t)fxg_num_outputs(g) + 1, sizeof *b->out_var))) {
         free(b);

@@ -432,7 +432,11 @@ static void test_submit_errors(void **state)
     expect_submit_error(f, "\"model_version\": -1", FXS_INVALID_ARGUMENT, "model_version");
     expect_submit_error(f, "\"dataset\": \"gone\"", FXS_NOT_FOUND, "gone");
     expect_submit_error(f, "\"validation_dataset\": \"gone2\"", FXS_NOT_FOUND, "gone2");
-    expect_submit_error(f, "\"device\": \"cuda:0\"", FXS_INVALID_ARGUMENT, "cuda:0");
+    /* no device list given to the module: cpu only (test_devices.c: the rest) */
+    expect_submit_error(f, "\"device\": \"cuda:0\"", FXS_FAILED_PRECONDITION,
+                        "spec.device: cuda:0 is not ");
+    expect_submit_error(f, "\"device\": \"gpu\"", FXS_FAILED_PRECONDITION, "'gpu'");
+    expect_submit_error(f, "\"device\": \"tpu\"", FXS_INVALID_ARGUMENT, "'tpu'");
     expect_submit_error(f, "\"checkpoint_every_steps\": -3", FXS_INVALID_ARGUMENT,
                         "checkpoint_every_steps");
     /* the trainer's own validation comes through with its message */

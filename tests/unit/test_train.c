@@ -384,7 +384,8 @@ static fxt_hooks hooks_for(hookrec *h)
 {
     memset(h, 0, sizeof *h);
     h->val_acc = -1;
-    return (fxt_hooks){on_progress, on_eval, on_checkpoint, on_scalar, should_stop, h, 0.0, 0};
+    return (fxt_hooks){on_progress, on_eval, on_checkpoint, on_scalar, should_stop, h, 0.0, 0,
+                       {FX_DEV_CPU, 0}, 0};
 }
 
 static void hooks_free(hookrec *h)
@@ -982,6 +983,62 @@ static void test_non_finite_loss(void **state)
     data_free(&d);
 }
 
+/* The job's device (the jobs module resolved spec.device to it) and its
+ * memory limit: a device not present and a limit under what a step holds
+ * fail the run with a message naming the device and the sizes; a limit
+ * with room changes nothing. */
+static void test_device_and_memory_limit(void **state)
+{
+    (void)state;
+    data_t d;
+    linear_data(&d, 128, 2, false);
+    mspec *s = linear_spec();
+    jspec *j = job_new();
+    job_feed(j, "x", "x");
+    job_loss(j, "y", "mse", "t", 0);
+    j->steps = 3;
+    hookrec h;
+    fxt_hooks hk = hooks_for(&h);
+    hk.device = (fx_device){FX_DEV_CUDA, 63};
+    fxg_graph *g = build(s, 1);
+    outcome o = run(j, g, &d.c, NULL, NULL, 0, &hk);
+    assert_int_equal(o.res, FXT_FAILED);
+    assert_non_null(strstr(o.err, "cuda:63 is not available"));
+    hooks_free(&h);
+    fxg_free(g);
+
+    hk = hooks_for(&h);
+    hk.memory_limit_bytes = 4096; /* the weights fit; a step's arena does not */
+    g = build(s, 1);
+    o = run(j, g, &d.c, NULL, NULL, 0, &hk);
+    assert_int_equal(o.res, FXT_FAILED);
+    print_message("%s\n", o.err);
+    assert_non_null(strstr(o.err, "step 1: "));
+    assert_non_null(strstr(o.err, "on cpu: needs "));
+    assert_non_null(strstr(o.err, "over its memory limit of 4096 bytes"));
+    hooks_free(&h);
+    fxg_free(g);
+
+    /* the same run with room and without a limit: the same weights */
+    outcome r[2];
+    for (int k = 0; k < 2; k++) {
+        hk = hooks_for(&h);
+        hk.memory_limit_bytes = k ? 0 : 256u << 20;
+        g = build(s, 1);
+        r[k] = run(j, g, &d.c, NULL, NULL, 0, &hk);
+        expect_done(&r[k]);
+        hooks_free(&h);
+        fxg_free(g);
+    }
+    assert_int_equal(r[0].len, r[1].len);
+    assert_memory_equal(r[0].w, r[1].w, r[0].len);
+    outcome_free(&r[0]);
+    outcome_free(&r[1]);
+    job_free(j);
+    fluxion__v1__model_spec__free_unpacked(s, NULL);
+    data_free(&d);
+}
+
 /* ------------------------------------------------------------- validation */
 
 typedef void (*mutate_fn)(jspec *j);
@@ -1109,7 +1166,6 @@ static void m_neg_epochs(jspec *j) { j->epochs = -1; }
 static void m_huge_epochs(jspec *j) { j->epochs = INT64_MAX / 2; }
 static void m_eval_every(jspec *j) { j->eval_every_steps = -1; }
 static void m_ckpt_every(jspec *j) { j->checkpoint_every_steps = -5; }
-static void m_device(jspec *j) { j->device = xstrdup("cuda:0"); }
 static void m_es_metric(jspec *j) { job_early(j, "f1", 3, 0); }
 static void m_es_patience(jspec *j) { job_early(j, "", -1, 0); }
 static void m_es_delta(jspec *j) { job_early(j, "", 2, -0.5); }
@@ -1170,7 +1226,6 @@ static void test_validate_errors(void **state)
         {m_huge_epochs, "epochs: 4611686018427387903 is too many"},
         {m_eval_every, "eval_every_steps: -1 must be >= 0"},
         {m_ckpt_every, "checkpoint_every_steps: -5 must be >= 0"},
-        {m_device, "device: 'cuda:0' is not available"},
         {m_es_metric, "early_stopping.metric: 'f1' is not reported"},
         {m_es_patience, "early_stopping.patience: -1 must be >= 0"},
         {m_es_delta, "early_stopping.min_delta: -0.5 must be >= 0"},
@@ -1256,6 +1311,7 @@ int main(void)
         cmocka_unit_test(test_stop_at_once),
         cmocka_unit_test(test_bad_resume),
         cmocka_unit_test(test_non_finite_loss),
+        cmocka_unit_test(test_device_and_memory_limit),
         cmocka_unit_test(test_validate_errors),
         cmocka_unit_test(test_validate_val_dataset),
     };
