@@ -41,6 +41,10 @@ int fxd_register_cluster_service(fxd_daemon *d);
 int fxd_register_dataset_service(fxd_daemon *d);
 int fxd_register_training_service(fxd_daemon *d);
 
+/* True when the model is stored; otherwise fails the call (NOT_FOUND, or
+ * INVALID_ARGUMENT for a bad name) and returns false. */
+bool fxd_model_stored_or_fail(fxd_daemon *d, fxs_call *call, const char *name);
+
 int64_t fxd_now_ms(void);   /* wall clock, ms since the epoch */
 uint64_t fxd_mono_ns(void); /* CLOCK_MONOTONIC ns */
 

@@ -46,6 +46,7 @@
 
 #include "log.h"
 #include "rpc.h"
+#include "util.h"
 
 #define MAX_TENSORS 256
 #define TENSOR_NAME_MAX 256
@@ -99,36 +100,6 @@ struct fxd_upload {
 
 /* -------------------------------------------------------------- helpers */
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
-static int oom(char *err, size_t errlen)
-{
-    return fail(err, errlen, FXS_RESOURCE_EXHAUSTED, "out of memory");
-}
-
-static char *strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *strf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
-
 static int64_t now_ms(void)
 {
     struct timespec ts;
@@ -144,7 +115,7 @@ static int fsync_path(const char *path, char *err, size_t errlen)
     if (fd >= 0)
         close(fd);
     if (rc != 0)
-        return fail(err, errlen, FXS_INTERNAL, "cannot fsync %s: %s", path, strerror(e));
+        return fxu_fail(err, errlen, FXS_INTERNAL, "cannot fsync %s: %s", path, strerror(e));
     return 0;
 }
 
@@ -230,18 +201,18 @@ static bool tensor_name_ok(const char *name, char *err, size_t errlen)
 {
     size_t n = strlen(name);
     if (n == 0 || n > TENSOR_NAME_MAX) {
-        fail(err, errlen, 0, "a tensor name must be 1 to %d bytes long (got %zu)",
+        fxu_fail(err, errlen, 0, "a tensor name must be 1 to %d bytes long (got %zu)",
              TENSOR_NAME_MAX, n);
         return false;
     }
     if (strcmp(name, "__metadata__") == 0) {
-        fail(err, errlen, 0, "tensor name \"__metadata__\" is reserved by safetensors");
+        fxu_fail(err, errlen, 0, "tensor name \"__metadata__\" is reserved by safetensors");
         return false;
     }
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)name[i];
         if (c < 0x20 || c == 0x7f || c == '"' || c == '\\') {
-            fail(err, errlen, 0, "tensor name \"%.64s\" has byte 0x%02x at position %zu "
+            fxu_fail(err, errlen, 0, "tensor name \"%.64s\" has byte 0x%02x at position %zu "
                  "(no quotes, backslashes or control characters)", name, c, i);
             return false;
         }
@@ -299,7 +270,7 @@ typedef struct {
 
 static int db_err(sqlite3 *db, char *err, size_t errlen, const char *what)
 {
-    return fail(err, errlen, FXS_INTERNAL, "store: %s: %s", what, sqlite3_errmsg(db));
+    return fxu_fail(err, errlen, FXS_INTERNAL, "store: %s: %s", what, sqlite3_errmsg(db));
 }
 
 static Fluxion__V1__Dataset *unpack_info(const void *blob, int len, const char *name)
@@ -321,10 +292,10 @@ static int get_row(sqlite3 *db, void *ctx, char *err, size_t errlen)
     if (r == SQLITE_ROW) {
         c->info = unpack_info(sqlite3_column_blob(s, 0), sqlite3_column_bytes(s, 0), c->name);
         if (!c->info)
-            rc = fail(err, errlen, FXS_DATA_LOSS, "the stored record of dataset '%s' does not "
+            rc = fxu_fail(err, errlen, FXS_DATA_LOSS, "the stored record of dataset '%s' does not "
                       "parse", c->name);
     } else if (r == SQLITE_DONE) {
-        rc = fail(err, errlen, FXS_NOT_FOUND, "no dataset named '%s'", c->name);
+        rc = fxu_fail(err, errlen, FXS_NOT_FOUND, "no dataset named '%s'", c->name);
     } else {
         rc = db_err(db, err, errlen, "reading a dataset");
     }
@@ -350,7 +321,7 @@ static int list_rows(sqlite3 *db, void *ctx, char *err, size_t errlen)
             Fluxion__V1__Dataset **nl = realloc(c->list, (size_t)cap * sizeof *nl);
             if (!nl) {
                 fluxion__v1__dataset__free_unpacked(d, NULL);
-                rc = oom(err, errlen);
+                rc = fxu_oom(err, errlen);
                 break;
             }
             c->list = nl;
@@ -378,9 +349,9 @@ static int insert_row(sqlite3 *db, void *ctx, char *err, size_t errlen)
     row_ctx *c = ctx;
     if (rename(c->from, c->to) != 0) {
         if (errno == EEXIST || errno == ENOTEMPTY)
-            return fail(err, errlen, FXS_ALREADY_EXISTS, "a dataset named '%s' already exists",
+            return fxu_fail(err, errlen, FXS_ALREADY_EXISTS, "a dataset named '%s' already exists",
                         c->name);
-        return fail(err, errlen, FXS_INTERNAL, "cannot rename %s to %s: %s", c->from, c->to,
+        return fxu_fail(err, errlen, FXS_INTERNAL, "cannot rename %s to %s: %s", c->from, c->to,
                     strerror(errno));
     }
     c->renamed = true;
@@ -390,7 +361,7 @@ static int insert_row(sqlite3 *db, void *ctx, char *err, size_t errlen)
     char *slash = parent ? strrchr(parent, '/') : NULL;
     if (slash)
         *slash = '\0';
-    int rc = parent ? fsync_path(parent, err, errlen) : oom(err, errlen);
+    int rc = parent ? fsync_path(parent, err, errlen) : fxu_oom(err, errlen);
     free(parent);
     if (rc)
         return rc;
@@ -403,7 +374,7 @@ static int insert_row(sqlite3 *db, void *ctx, char *err, size_t errlen)
     sqlite3_bind_int64(s, 3, c->created_ms);
     int r = sqlite3_step(s);
     if (r == SQLITE_CONSTRAINT)
-        rc = fail(err, errlen, FXS_ALREADY_EXISTS, "a dataset named '%s' already exists", c->name);
+        rc = fxu_fail(err, errlen, FXS_ALREADY_EXISTS, "a dataset named '%s' already exists", c->name);
     else if (r != SQLITE_DONE)
         rc = db_err(db, err, errlen, "adding a dataset");
     sqlite3_finalize(s);
@@ -422,7 +393,7 @@ static int delete_row(sqlite3 *db, void *ctx, char *err, size_t errlen)
     if (rename(c->from, c->to) == 0)
         c->renamed = true;
     else if (errno != ENOENT) /* a missing directory: the row goes anyway */
-        return fail(err, errlen, FXS_INTERNAL, "cannot rename %s to %s: %s", c->from, c->to,
+        return fxu_fail(err, errlen, FXS_INTERNAL, "cannot rename %s to %s: %s", c->from, c->to,
                     strerror(errno));
     sqlite3_stmt *s;
     if (sqlite3_prepare_v2(db, "DELETE FROM datasets WHERE name = ?", -1, &s, NULL))
@@ -455,14 +426,14 @@ static int recover(fxd_datasets *ds, const name_set *rows, char *err, size_t err
 {
     DIR *d = opendir(ds->dir);
     if (!d)
-        return fail(err, errlen, FXS_INTERNAL, "cannot open %s: %s", ds->dir, strerror(errno));
+        return fxu_fail(err, errlen, FXS_INTERNAL, "cannot open %s: %s", ds->dir, strerror(errno));
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
             continue;
         if (e->d_name[0] != '.' && has_row(rows, e->d_name))
             continue;
-        char *p = strf("%s/%s", ds->dir, e->d_name);
+        char *p = fxu_strf("%s/%s", ds->dir, e->d_name);
         if (!p)
             continue;
         fxl_log(FXL_WARN, "datasets", "removing %s (%s)", p,
@@ -481,7 +452,7 @@ fxd_datasets *fxd_datasets_open(fxs_store *st, const fxd_datasets_opts *opts, ch
     fxd_datasets *ds = calloc(1, sizeof *ds);
     if (!ds || !st) {
         free(ds);
-        fail(err, errlen, 0, st ? "out of memory" : "datasets: no store");
+        fxu_fail(err, errlen, 0, st ? "out of memory" : "datasets: no store");
         return NULL;
     }
     ds->st = st;
@@ -493,14 +464,14 @@ fxd_datasets *fxd_datasets_open(fxs_store *st, const fxd_datasets_opts *opts, ch
         ds->o.shard_bytes = DEFAULT_SHARD_BYTES;
     pthread_mutex_init(&ds->mu, NULL);
     pthread_cond_init(&ds->cv, NULL);
-    ds->dir = strf("%s/datasets", fxs_store_dir(st));
+    ds->dir = fxu_strf("%s/datasets", fxs_store_dir(st));
     if (!ds->dir) {
-        oom(err, errlen);
+        fxu_oom(err, errlen);
         fxd_datasets_close(ds);
         return NULL;
     }
     if (mkdir(ds->dir, 0755) != 0 && errno != EEXIST) {
-        fail(err, errlen, 0, "cannot create %s: %s", ds->dir, strerror(errno));
+        fxu_fail(err, errlen, 0, "cannot create %s: %s", ds->dir, strerror(errno));
         fxd_datasets_close(ds);
         return NULL;
     }
@@ -546,7 +517,7 @@ static int check_name(const char *name, char *err, size_t errlen)
     if (!fxs_model_name_ok(name, e, sizeof e)) {
         /* the rules are the model names'; the message should say dataset */
         const char *rest = strncmp(e, "model name", 10) == 0 ? e + 10 : e;
-        return fail(err, errlen, FXS_INVALID_ARGUMENT, "dataset name%s", rest);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "dataset name%s", rest);
     }
     return 0;
 }
@@ -559,13 +530,13 @@ int fxd_upload_begin(fxd_datasets *ds, const char *name, const char *description
     if (rc)
         return rc;
     if (description && strlen(description) > DESCRIPTION_MAX)
-        return fail(err, errlen, FXS_INVALID_ARGUMENT, "description: %zu bytes (at most %d)",
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "description: %zu bytes (at most %d)",
                     strlen(description), DESCRIPTION_MAX);
     row_ctx c = { .name = name };
     rc = fxs_store_read(ds->st, get_row, &c, err, errlen);
     if (rc == 0) {
         fluxion__v1__dataset__free_unpacked(c.info, NULL);
-        return fail(err, errlen, FXS_ALREADY_EXISTS, "a dataset named '%s' already exists "
+        return fxu_fail(err, errlen, FXS_ALREADY_EXISTS, "a dataset named '%s' already exists "
                     "(delete it first or choose another name)", name);
     }
     if (rc != FXS_NOT_FOUND)
@@ -577,12 +548,12 @@ int fxd_upload_begin(fxd_datasets *ds, const char *name, const char *description
         if (u)
             free(u->name);
         free(u);
-        return oom(err, errlen);
+        return fxu_oom(err, errlen);
     }
     u->ds = ds;
     pthread_mutex_lock(&ds->mu);
     if (name_taken(ds, name)) {
-        rc = fail(err, errlen, FXS_ALREADY_EXISTS, "an upload of a dataset named '%s' is "
+        rc = fxu_fail(err, errlen, FXS_ALREADY_EXISTS, "an upload of a dataset named '%s' is "
                   "already in progress", name);
     } else {
         u->next = ds->uploads;
@@ -642,12 +613,12 @@ static int spill_open(fxd_datasets *ds, char *err, size_t errlen)
     int fd = open(tmp, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
     if (fd >= 0)
         return fd;
-    char *p = strf("%s/.spill.tmp.XXXXXX", tmp);
+    char *p = fxu_strf("%s/.spill.tmp.XXXXXX", tmp);
     fd = p ? mkostemp(p, O_CLOEXEC) : -1;
     if (fd >= 0)
         unlink(p);
     else
-        fail(err, errlen, FXS_INTERNAL, "cannot create a file in %s: %s", tmp, strerror(errno));
+        fxu_fail(err, errlen, FXS_INTERNAL, "cannot create a file in %s: %s", tmp, strerror(errno));
     free(p);
     return fd;
 }
@@ -664,11 +635,11 @@ static int new_tensor(fxd_upload *u, const Fluxion__V1__TensorData *t, fx_dtype 
                       up_tensor **out, char *err, size_t errlen)
 {
     if (u->n >= MAX_TENSORS)
-        return fail(err, errlen, FXS_INVALID_ARGUMENT, "tensor '%s': a dataset holds at most %d "
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "tensor '%s': a dataset holds at most %d "
                     "tensors", t->name, MAX_TENSORS);
     up_tensor *nt = realloc(u->t, (size_t)(u->n + 1) * sizeof *nt);
     if (!nt)
-        return oom(err, errlen);
+        return fxu_oom(err, errlen);
     u->t = nt;
     up_tensor *x = &nt[u->n];
     *x = (up_tensor){ .dtype = dt, .sample_ndim = (int)t->n_shape - 1, .fd = -1 };
@@ -679,7 +650,7 @@ static int new_tensor(fxd_upload *u, const Fluxion__V1__TensorData *t, fx_dtype 
     }
     if (!(x->name = strdup(t->name)) || !(x->sha = EVP_MD_CTX_new())) {
         free(x->name);
-        return oom(err, errlen);
+        return fxu_oom(err, errlen);
     }
     EVP_DigestInit_ex(x->sha, EVP_sha256(), NULL);
     if ((x->fd = spill_open(u->ds, err, errlen)) < 0) {
@@ -698,26 +669,26 @@ static int check_piece(const Fluxion__V1__TensorData *t, fx_dtype *dt, uint64_t 
 {
     char e[320];
     if (!tensor_name_ok(t->name, e, sizeof e))
-        return fail(err, errlen, FXS_INVALID_ARGUMENT, "%s", e);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "%s", e);
     if (!from_proto_dtype(t->dtype, dt))
-        return fail(err, errlen, FXS_INVALID_ARGUMENT, "tensor '%s': dtype %d is not FP32, "
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "tensor '%s': dtype %d is not FP32, "
                     "INT32 or INT64", t->name, (int)t->dtype);
     if (t->n_shape < 1 || t->n_shape > FX_MAX_DIMS)
-        return fail(err, errlen, FXS_INVALID_ARGUMENT, "tensor '%s': shape has %zu dimensions "
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "tensor '%s': shape has %zu dimensions "
                     "(1 to %d: the samples, then one sample's shape)", t->name, t->n_shape,
                     FX_MAX_DIMS);
     uint64_t n = fx_dtype_size(*dt);
     for (size_t i = 0; i < t->n_shape; i++) {
         if (t->shape[i] < (i == 0 ? 0 : 1))
-            return fail(err, errlen, FXS_INVALID_ARGUMENT, "tensor '%s': dimension %zu is "
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "tensor '%s': dimension %zu is "
                         "%" PRId64 " (sample counts must be >= 0, sample dimensions >= 1)",
                         t->name, i, t->shape[i]);
         if (__builtin_mul_overflow(n, (uint64_t)t->shape[i], &n) || n > (1ull << 62))
-            return fail(err, errlen, FXS_INVALID_ARGUMENT, "tensor '%s': shape too large",
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "tensor '%s': shape too large",
                         t->name);
     }
     if (n != t->data.len)
-        return fail(err, errlen, FXS_INVALID_ARGUMENT, "tensor '%s': data has %zu bytes but "
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "tensor '%s': data has %zu bytes but "
                     "shape and dtype %s need %" PRIu64, t->name, t->data.len, st_dtype(*dt), n);
     *bytes = n;
     return 0;
@@ -728,7 +699,7 @@ static int check_same(const up_tensor *x, const Fluxion__V1__TensorData *t, fx_d
                       char *err, size_t errlen)
 {
     if (x->dtype != dt)
-        return fail(err, errlen, FXS_INVALID_ARGUMENT, "tensor '%s': dtype changed from %s to "
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "tensor '%s': dtype changed from %s to "
                     "%s between chunks", t->name, st_dtype(x->dtype), st_dtype(dt));
     bool same = (int)t->n_shape - 1 == x->sample_ndim;
     for (int i = 0; same && i < x->sample_ndim; i++)
@@ -737,7 +708,7 @@ static int check_same(const up_tensor *x, const Fluxion__V1__TensorData *t, fx_d
         char was[FX_MAX_DIMS * 24 + 8], now[FX_MAX_DIMS * 24 + 8];
         shape_str(x->samples, x->sample_ndim, x->sample_shape, was, sizeof was);
         shape_str(t->shape[0], (int)t->n_shape - 1, t->shape + 1, now, sizeof now);
-        return fail(err, errlen, FXS_INVALID_ARGUMENT, "tensor '%s': per-sample shape changed "
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "tensor '%s': per-sample shape changed "
                     "between chunks (so far %s, this piece %s)", t->name, was, now);
     }
     return 0;
@@ -748,14 +719,14 @@ static int reserve(fxd_upload *u, const char *tensor, uint64_t bytes, char *err,
 {
     fxd_datasets *ds = u->ds;
     if (bytes > ds->o.max_dataset_bytes - u->bytes)
-        return fail(err, errlen, FXS_RESOURCE_EXHAUSTED, "dataset '%s' is larger than the limit "
+        return fxu_fail(err, errlen, FXS_RESOURCE_EXHAUSTED, "dataset '%s' is larger than the limit "
                     "of %" PRIu64 " bytes per dataset (at tensor '%s')", u->name,
                     ds->o.max_dataset_bytes, tensor);
     int rc = 0;
     pthread_mutex_lock(&ds->mu);
     uint64_t used = ds->stored_bytes + ds->reserved_bytes;
     if (ds->o.quota_bytes && bytes > (used > ds->o.quota_bytes ? 0 : ds->o.quota_bytes - used))
-        rc = fail(err, errlen, FXS_RESOURCE_EXHAUSTED, "dataset quota of %" PRIu64 " bytes "
+        rc = fxu_fail(err, errlen, FXS_RESOURCE_EXHAUSTED, "dataset quota of %" PRIu64 " bytes "
                   "exceeded (%" PRIu64 " stored or being uploaded; tensor '%s' of '%s' adds %"
                   PRIu64 ")", ds->o.quota_bytes, used, tensor, u->name, bytes);
     else
@@ -781,7 +752,7 @@ int fxd_upload_add(fxd_upload *u, const Fluxion__V1__TensorData *t, char *err, s
     if (rc)
         return rc;
     if (bytes && write_all(x->fd, t->data.data, bytes) != 0)
-        return fail(err, errlen, errno == ENOSPC ? FXS_RESOURCE_EXHAUSTED : FXS_INTERNAL,
+        return fxu_fail(err, errlen, errno == ENOSPC ? FXS_RESOURCE_EXHAUSTED : FXS_INTERNAL,
                     "cannot stage tensor '%s' of dataset '%s': %s", t->name, u->name,
                     strerror(errno));
     EVP_DigestUpdate(x->sha, t->data.data, bytes);
@@ -799,15 +770,15 @@ static int cmp_tensor(const void *a, const void *b)
 static int check_counts(fxd_upload *u, char *err, size_t errlen)
 {
     if (u->n == 0)
-        return fail(err, errlen, FXS_INVALID_ARGUMENT, "dataset '%s' has no tensors", u->name);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "dataset '%s' has no tensors", u->name);
     for (int i = 1; i < u->n; i++)
         if (u->t[i].samples != u->t[0].samples)
-            return fail(err, errlen, FXS_INVALID_ARGUMENT, "tensor '%s' has %" PRId64
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "tensor '%s' has %" PRId64
                         " samples but tensor '%s' has %" PRId64 " (every tensor needs one per "
                         "sample)", u->t[i].name, u->t[i].samples, u->t[0].name,
                         u->t[0].samples);
     if (u->t[0].samples == 0)
-        return fail(err, errlen, FXS_INVALID_ARGUMENT, "dataset '%s' has no samples", u->name);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "dataset '%s' has no samples", u->name);
     return 0;
 }
 
@@ -847,16 +818,16 @@ static int write_shard(fxd_upload *u, const char *stage, int k, int64_t s0, int6
 {
     size_t hlen;
     char *h = shard_header(u, n, &hlen);
-    char *tmp = strf("%s/.shard.tmp.XXXXXX", fxs_store_tmp_dir(u->ds->st));
-    char *dst = strf("%s/shard-%d.safetensors", stage, k);
+    char *tmp = fxu_strf("%s/.shard.tmp.XXXXXX", fxs_store_tmp_dir(u->ds->st));
+    char *dst = fxu_strf("%s/shard-%d.safetensors", stage, k);
     size_t bufcap = 4 << 20;
     char *buf = malloc(bufcap);
     int fd = h && tmp && dst && buf ? mkostemp(tmp, O_CLOEXEC) : -1;
     int rc = 0;
     if (!h || !tmp || !dst || !buf)
-        rc = oom(err, errlen);
+        rc = fxu_oom(err, errlen);
     else if (fd < 0 || write_all(fd, h, hlen) != 0)
-        rc = fail(err, errlen, FXS_INTERNAL, "cannot write %s: %s", tmp, strerror(errno));
+        rc = fxu_fail(err, errlen, FXS_INTERNAL, "cannot write %s: %s", tmp, strerror(errno));
     for (int i = 0; !rc && i < u->n; i++) {
         const up_tensor *x = &u->t[i];
         uint64_t left = x->sample_bytes * (uint64_t)n;
@@ -864,7 +835,7 @@ static int write_shard(fxd_upload *u, const char *stage, int k, int64_t s0, int6
         while (!rc && left > 0) {
             size_t m = left < bufcap ? (size_t)left : bufcap;
             if (read_at(x->fd, buf, m, off) != 0 || write_all(fd, buf, m) != 0)
-                rc = fail(err, errlen, errno == ENOSPC ? FXS_RESOURCE_EXHAUSTED : FXS_INTERNAL,
+                rc = fxu_fail(err, errlen, errno == ENOSPC ? FXS_RESOURCE_EXHAUSTED : FXS_INTERNAL,
                           "cannot write shard %d of dataset '%s': %s", k, u->name,
                           strerror(errno));
             left -= m;
@@ -872,11 +843,11 @@ static int write_shard(fxd_upload *u, const char *stage, int k, int64_t s0, int6
         }
     }
     if (!rc && fsync(fd) != 0)
-        rc = fail(err, errlen, FXS_INTERNAL, "cannot fsync %s: %s", tmp, strerror(errno));
+        rc = fxu_fail(err, errlen, FXS_INTERNAL, "cannot fsync %s: %s", tmp, strerror(errno));
     if (fd >= 0)
         close(fd);
     if (!rc && rename(tmp, dst) != 0)
-        rc = fail(err, errlen, FXS_INTERNAL, "cannot rename %s to %s: %s", tmp, dst,
+        rc = fxu_fail(err, errlen, FXS_INTERNAL, "cannot rename %s to %s: %s", tmp, dst,
                   strerror(errno));
     if (rc && fd >= 0)
         unlink(tmp);
@@ -963,11 +934,11 @@ static int publish(fxd_upload *u, const char *stage, const Fluxion__V1__Dataset 
     fxd_datasets *ds = u->ds;
     size_t len = fluxion__v1__dataset__get_packed_size(d);
     uint8_t *packed = malloc(len ? len : 1);
-    char *final = strf("%s/%s", ds->dir, u->name);
+    char *final = fxu_strf("%s/%s", ds->dir, u->name);
     if (!packed || !final) {
         free(packed);
         free(final);
-        return oom(err, errlen);
+        return fxu_oom(err, errlen);
     }
     fluxion__v1__dataset__pack(d, packed);
     row_ctx c = { .name = u->name, .packed = packed, .packed_len = len,
@@ -990,11 +961,11 @@ int fxd_upload_commit(fxd_upload *u, Fluxion__V1__Dataset **info, char *err, siz
         return rc;
     }
     qsort(u->t, (size_t)u->n, sizeof *u->t, cmp_tensor);
-    char *stage = strf("%s/.staging-XXXXXX", ds->dir);
+    char *stage = fxu_strf("%s/.staging-XXXXXX", ds->dir);
     if (!stage || !mkdtemp(stage)) {
-        rc = stage ? fail(err, errlen, FXS_INTERNAL, "cannot create %s: %s", stage,
+        rc = stage ? fxu_fail(err, errlen, FXS_INTERNAL, "cannot create %s: %s", stage,
                           strerror(errno))
-                   : oom(err, errlen);
+                   : fxu_oom(err, errlen);
         free(stage);
         upload_free(u);
         return rc;
@@ -1003,7 +974,7 @@ int fxd_upload_commit(fxd_upload *u, Fluxion__V1__Dataset **info, char *err, siz
     rc = write_shards(u, stage, &nshards, err, errlen);
     Fluxion__V1__Dataset *d = NULL;
     if (!rc && !(d = build_info(u, nshards, now_ms())))
-        rc = oom(err, errlen);
+        rc = fxu_oom(err, errlen);
     if (!rc)
         rc = publish(u, stage, d, err, errlen);
     if (rc) {
@@ -1068,12 +1039,12 @@ int fxd_dataset_delete(fxd_datasets *ds, const char *name, char *err, size_t err
     int rc = check_name(name, err, errlen);
     if (rc)
         return rc;
-    char *from = strf("%s/%s", ds->dir, name);
-    char *trash = strf("%s/.trash-XXXXXX", ds->dir);
+    char *from = fxu_strf("%s/%s", ds->dir, name);
+    char *trash = fxu_strf("%s/.trash-XXXXXX", ds->dir);
     if (!from || !trash || !mkdtemp(trash)) {
-        rc = from && trash ? fail(err, errlen, FXS_INTERNAL, "cannot create %s: %s", trash,
+        rc = from && trash ? fxu_fail(err, errlen, FXS_INTERNAL, "cannot create %s: %s", trash,
                                   strerror(errno))
-                           : oom(err, errlen);
+                           : fxu_oom(err, errlen);
         free(from);
         free(trash);
         return rc;
@@ -1083,7 +1054,7 @@ int fxd_dataset_delete(fxd_datasets *ds, const char *name, char *err, size_t err
     pthread_mutex_lock(&ds->mu); /* no open may start in between */
     fxd_dataset *o = find_open(ds, name);
     if (o)
-        rc = fail(err, errlen, FXS_FAILED_PRECONDITION, "dataset '%s' is in use by %d training "
+        rc = fxu_fail(err, errlen, FXS_FAILED_PRECONDITION, "dataset '%s' is in use by %d training "
                   "job%s; cancel %s first", name, o->refs, o->refs == 1 ? "" : "s",
                   o->refs == 1 ? "it" : "them");
     else
@@ -1121,7 +1092,7 @@ static int alloc_columns(fxd_dataset *d, const Fluxion__V1__Dataset *info, char 
 {
     d->colv = calloc(info->n_tensors ? info->n_tensors : 1, sizeof *d->colv);
     if (!d->colv)
-        return oom(err, errlen);
+        return fxu_oom(err, errlen);
     d->cols = (fxd_columns){ .num_samples = (int64_t)info->num_samples, .n = 0,
                              .cols = d->colv };
     for (size_t i = 0; i < info->n_tensors; i++) {
@@ -1139,7 +1110,7 @@ static int alloc_columns(fxd_dataset *d, const Fluxion__V1__Dataset *info, char 
         c->name = strdup(t->name);
         c->data = malloc(bytes ? bytes : 1);
         if (!c->name || !c->data)
-            return fail(err, errlen, FXS_RESOURCE_EXHAUSTED, "out of memory loading dataset "
+            return fxu_fail(err, errlen, FXS_RESOURCE_EXHAUSTED, "out of memory loading dataset "
                         "'%s' (%zu bytes for tensor '%s')", info->name, bytes, t->name);
     }
     return 0;
@@ -1149,15 +1120,15 @@ static int alloc_columns(fxd_dataset *d, const Fluxion__V1__Dataset *info, char 
 static int load_shard(fxd_datasets *ds, fxd_dataset *d, uint32_t k, int64_t *at, char *err,
                       size_t errlen)
 {
-    char *path = strf("%s/%s/shard-%u.safetensors", ds->dir, d->name, k);
+    char *path = fxu_strf("%s/%s/shard-%u.safetensors", ds->dir, d->name, k);
     if (!path)
-        return oom(err, errlen);
+        return fxu_oom(err, errlen);
     fx_params p;
     fx_params_init(&p);
     char e[512];
     int rc = 0;
     if (fx_safetensors_load(path, &p, e, sizeof e) != FX_OK)
-        rc = fail(err, errlen, FXS_DATA_LOSS, "dataset '%s': %s", d->name, e);
+        rc = fxu_fail(err, errlen, FXS_DATA_LOSS, "dataset '%s': %s", d->name, e);
     int64_t n = -1;
     for (int i = 0; !rc && i < d->cols.n; i++) {
         const fxd_column *c = &d->colv[i];
@@ -1167,7 +1138,7 @@ static int load_shard(fxd_datasets *ds, fxd_dataset *d, uint32_t k, int64_t *at,
         for (int j = 0; ok && j < c->sample_ndim; j++)
             ok = t->shape[j + 1] == c->sample_shape[j];
         if (!ok) {
-            rc = fail(err, errlen, FXS_DATA_LOSS, "dataset '%s': %s does not match the record "
+            rc = fxu_fail(err, errlen, FXS_DATA_LOSS, "dataset '%s': %s does not match the record "
                       "(tensor '%s')", d->name, path, c->name);
             break;
         }
@@ -1176,7 +1147,7 @@ static int load_shard(fxd_datasets *ds, fxd_dataset *d, uint32_t k, int64_t *at,
         fx_tensor_to_host(t, (char *)c->data + (size_t)*at * sb, (size_t)n * sb);
     }
     if (!rc && p.count != d->cols.n)
-        rc = fail(err, errlen, FXS_DATA_LOSS, "dataset '%s': %s has %d tensors, the record %d",
+        rc = fxu_fail(err, errlen, FXS_DATA_LOSS, "dataset '%s': %s has %d tensors, the record %d",
                   d->name, path, p.count, d->cols.n);
     if (!rc)
         *at += n;
@@ -1217,12 +1188,12 @@ static int load(fxd_datasets *ds, fxd_dataset *d, char *err, size_t errlen)
     for (uint32_t k = 0; !rc && k < c.info->num_shards; k++)
         rc = load_shard(ds, d, k, &at, err, errlen);
     if (!rc && at != d->cols.num_samples)
-        rc = fail(err, errlen, FXS_DATA_LOSS, "dataset '%s': the shards hold %" PRId64
+        rc = fxu_fail(err, errlen, FXS_DATA_LOSS, "dataset '%s': the shards hold %" PRId64
                   " samples, the record %" PRId64, d->name, at, d->cols.num_samples);
     if (!rc) {
         column_sha(d, d->sha);
         if (strcmp(d->sha, c.info->sha256) != 0)
-            rc = fail(err, errlen, FXS_DATA_LOSS, "dataset '%s': the data on disk has SHA-256 "
+            rc = fxu_fail(err, errlen, FXS_DATA_LOSS, "dataset '%s': the data on disk has SHA-256 "
                       "%s, the record %s", d->name, d->sha, c.info->sha256);
     }
     fluxion__v1__dataset__free_unpacked(c.info, NULL);
@@ -1253,7 +1224,7 @@ int fxd_dataset_open(fxd_datasets *ds, const char *name, fxd_dataset **out, char
             pthread_cond_wait(&ds->cv, &ds->mu);
         rc = d->status;
         if (rc) {
-            fail(err, errlen, rc, "dataset '%s' could not be loaded (see the log)", name);
+            fxu_fail(err, errlen, rc, "dataset '%s' could not be loaded (see the log)", name);
             if (--d->refs == 0) {
                 free(d->name);
                 free(d);
@@ -1268,7 +1239,7 @@ int fxd_dataset_open(fxd_datasets *ds, const char *name, fxd_dataset **out, char
     if (!d || !(d->name = strdup(name))) {
         free(d);
         pthread_mutex_unlock(&ds->mu);
-        return oom(err, errlen);
+        return fxu_oom(err, errlen);
     }
     d->ds = ds;
     d->refs = 1;

@@ -37,6 +37,7 @@
 #include "rpc.h"
 #include "tbevents.h"
 #include "train.h"
+#include "util.h"
 
 #define ERRLEN 1024
 /* PROGRESS/EVALUATION/CHECKPOINT events kept per job for slow watchers;
@@ -95,18 +96,6 @@ struct fxd_watch {
 
 /* ------------------------------------------------------------ helpers */
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static bool is_final(Fluxion__V1__JobState s)
 {
     return s == FLUXION__V1__JOB_STATE__SUCCEEDED || s == FLUXION__V1__JOB_STATE__FAILED ||
@@ -155,7 +144,7 @@ static int mkdir_p(const char *path, char *err, size_t errlen)
 {
     char buf[4096];
     if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
-        seterr(err, errlen, "path too long: %s", path);
+        fxu_seterr(err, errlen, "path too long: %s", path);
         return -1;
     }
     for (char *p = buf + 1; ; p++) {
@@ -163,7 +152,7 @@ static int mkdir_p(const char *path, char *err, size_t errlen)
             char c = *p;
             *p = '\0';
             if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
-                seterr(err, errlen, "cannot create %s: %s", buf, strerror(errno));
+                fxu_seterr(err, errlen, "cannot create %s: %s", buf, strerror(errno));
                 return -1;
             }
             *p = c;
@@ -188,7 +177,7 @@ static int parse_id(const char *s, int64_t *id, char *err, size_t errlen)
     errno = 0;
     long long v = s && *s ? strtoll(s, &end, 10) : 0;
     if (!s || !*s || errno || *end || v <= 0 || s[0] == '+' || s[0] == ' ') {
-        seterr(err, errlen, "job id '%s' is not a job number", s ? s : "");
+        fxu_seterr(err, errlen, "job id '%s' is not a job number", s ? s : "");
         return FXS_INVALID_ARGUMENT;
     }
     *id = v;
@@ -231,7 +220,7 @@ static int save_fn(sqlite3 *db, void *vctx, char *err, size_t errlen)
     size_t len = protobuf_c_message_get_packed_size(&tmp.base);
     uint8_t *buf = malloc(len ? len : 1);
     if (!buf) {
-        seterr(err, errlen, "jobs: out of memory packing job %" PRId64, c->id);
+        fxu_seterr(err, errlen, "jobs: out of memory packing job %" PRId64, c->id);
         return FXS_RESOURCE_EXHAUSTED;
     }
     protobuf_c_message_pack(&tmp.base, buf);
@@ -247,9 +236,9 @@ static int save_fn(sqlite3 *db, void *vctx, char *err, size_t errlen)
     free(buf);
 out:
     if (rc == FXS_INTERNAL)
-        seterr(err, errlen, "jobs: saving job %" PRId64 ": %s", c->id, sqlite3_errmsg(db));
+        fxu_seterr(err, errlen, "jobs: saving job %" PRId64 ": %s", c->id, sqlite3_errmsg(db));
     else if (rc == FXS_NOT_FOUND)
-        seterr(err, errlen, "jobs: job %" PRId64 " has no row", c->id);
+        fxu_seterr(err, errlen, "jobs: job %" PRId64 " has no row", c->id);
     sqlite3_finalize(s);
     return rc;
 }
@@ -278,7 +267,7 @@ static int load_fn(sqlite3 *db, void *vctx, char *err, size_t errlen)
     if (sqlite3_prepare_v2(db, "SELECT id, record FROM jobs WHERE (?1 = 0 OR id = ?1) AND "
                            "(?2 = '' OR state = ?2) AND (?3 = '' OR model = ?3) ORDER BY id",
                            -1, &s, NULL) != SQLITE_OK) {
-        seterr(err, errlen, "jobs: %s", sqlite3_errmsg(db));
+        fxu_seterr(err, errlen, "jobs: %s", sqlite3_errmsg(db));
         return FXS_INTERNAL;
     }
     sqlite3_bind_int64(s, 1, c->id);
@@ -299,7 +288,7 @@ static int load_fn(sqlite3 *db, void *vctx, char *err, size_t errlen)
             void *p = realloc(c->recs, sizeof *c->recs * (size_t)ncap);
             if (!p) {
                 fluxion__v1__job__free_unpacked(r, NULL);
-                seterr(err, errlen, "jobs: out of memory listing jobs");
+                fxu_seterr(err, errlen, "jobs: out of memory listing jobs");
                 rc = FXS_RESOURCE_EXHAUSTED;
                 break;
             }
@@ -309,7 +298,7 @@ static int load_fn(sqlite3 *db, void *vctx, char *err, size_t errlen)
         c->recs[c->n++] = r;
     }
     if (!rc && step != SQLITE_DONE) {
-        seterr(err, errlen, "jobs: reading jobs: %s", sqlite3_errmsg(db));
+        fxu_seterr(err, errlen, "jobs: reading jobs: %s", sqlite3_errmsg(db));
         rc = FXS_INTERNAL;
     }
     sqlite3_finalize(s);
@@ -343,7 +332,7 @@ static int load_one(fxd_jobs *j, int64_t id, Fluxion__V1__Job **out, char *err, 
         return rc;
     if (c.n == 0) {
         free(c.recs);
-        seterr(err, errlen, "job %" PRId64 " not found", id);
+        fxu_seterr(err, errlen, "job %" PRId64 " not found", id);
         return FXS_NOT_FOUND;
     }
     *out = c.recs[0];
@@ -586,7 +575,7 @@ static int hook_checkpoint(void *data, const void *ckpt, size_t len, int64_t ste
     int rc = commit(r->j, r->x, FLUXION__V1__JOB_EVENT__KIND__CHECKPOINT, msg);
     pthread_mutex_unlock(&r->j->mu);
     if (rc)
-        seterr(err, errlen, "job %" PRId64 ": cannot record the checkpoint of step %" PRId64,
+        fxu_seterr(err, errlen, "job %" PRId64 ": cannot record the checkpoint of step %" PRId64,
                r->x->id, step);
     return rc ? -1 : 0;
 }
@@ -632,7 +621,7 @@ static fxg_graph *model_graph(fxd_jobs *j, const char *model, fxs_model_rec *mr,
     Fluxion__V1__ModelSpec *ms =
         fluxion__v1__model_spec__unpack(NULL, mr->spec_len, mr->spec);
     if (!ms) {
-        seterr(err, errlen, "the stored spec of model '%s' does not parse", model);
+        fxu_seterr(err, errlen, "the stored spec of model '%s' does not parse", model);
         *status = FXS_INTERNAL;
         return NULL;
     }
@@ -641,7 +630,7 @@ static fxg_graph *model_graph(fxd_jobs *j, const char *model, fxs_model_rec *mr,
     fxg_graph *g = fxg_create(ms, &go, gerr, sizeof gerr, NULL);
     fluxion__v1__model_spec__free_unpacked(ms, NULL);
     if (!g) {
-        seterr(err, errlen, "model '%s': %s", model, gerr);
+        fxu_seterr(err, errlen, "model '%s': %s", model, gerr);
         *status = FXS_INTERNAL;
     }
     return g;
@@ -653,7 +642,7 @@ static int open_data(fxd_jobs *j, const char *name, const char *what, fxd_datase
     char derr[ERRLEN - 100];
     int rc = fxd_dataset_open(j->ds, name, out, derr, sizeof derr);
     if (rc)
-        seterr(err, errlen, "%s: %s", what, derr);
+        fxu_seterr(err, errlen, "%s: %s", what, derr);
     return rc;
 }
 
@@ -680,14 +669,14 @@ static int prepare_inputs(fxd_jobs *j, job *x, run_inputs *in, char *err, size_t
         rc = FXS_INTERNAL;
     free(w);
     if (rc) {
-        seterr(err, errlen, "base version %" PRId64 " of model '%s': %s", x->rec->base_version,
+        fxu_seterr(err, errlen, "base version %" PRId64 " of model '%s': %s", x->rec->base_version,
                spec->model, werr);
         return rc;
     }
     if ((rc = open_data(j, spec->dataset, "dataset", &in->train, err, errlen)))
         return rc;
     if (strcmp(fxd_dataset_sha256(in->train), x->rec->dataset_sha256) != 0) {
-        seterr(err, errlen, "dataset '%s' changed since the job was submitted (sha256 %s, "
+        fxu_seterr(err, errlen, "dataset '%s' changed since the job was submitted (sha256 %s, "
                "was %s)", spec->dataset, fxd_dataset_sha256(in->train), x->rec->dataset_sha256);
         return FXS_FAILED_PRECONDITION;
     }
@@ -851,7 +840,7 @@ static void run_job(fxd_jobs *j, job *x)
     run_ctx r = { .j = j, .x = x, .last_persist_ns = fxd_mono_ns() };
     char *dir = job_path(j, x->id, NULL), *tbdir = job_path(j, x->id, "tb");
     r.ckpt_path = job_path(j, x->id, "checkpoint.safetensors");
-    int rc = !dir || !tbdir || !r.ckpt_path ? (seterr(err, sizeof err, "out of memory"), 1) : 0;
+    int rc = !dir || !tbdir || !r.ckpt_path ? (fxu_seterr(err, sizeof err, "out of memory"), 1) : 0;
     if (!rc)
         rc = mkdir_p(dir, err, sizeof err) ? FXS_INTERNAL : 0;
     if (!rc)
@@ -941,7 +930,7 @@ fxd_jobs *fxd_jobs_start(fxs_store *st, fxd_datasets *ds, fxd_serving *sv,
     if (!j || asprintf(&j->dir, "%s/jobs", root ? root : fxs_store_dir(st)) < 0) {
         free(root);
         free(j);
-        seterr(err, errlen, "jobs: out of memory");
+        fxu_seterr(err, errlen, "jobs: out of memory");
         return NULL;
     }
     free(root);
@@ -959,7 +948,7 @@ fxd_jobs *fxd_jobs_start(fxs_store *st, fxd_datasets *ds, fxd_serving *sv,
     atomic_init(&j->stopping, false);
     int rc = mkdir_p(j->dir, err, errlen) ? FXS_INTERNAL : restore(j, err, errlen);
     if (!rc && !(j->workers = calloc((size_t)j->opts.workers, sizeof *j->workers))) {
-        seterr(err, errlen, "jobs: out of memory");
+        fxu_seterr(err, errlen, "jobs: out of memory");
         rc = FXS_RESOURCE_EXHAUSTED;
     }
     if (rc) {
@@ -969,7 +958,7 @@ fxd_jobs *fxd_jobs_start(fxs_store *st, fxd_datasets *ds, fxd_serving *sv,
     }
     for (int i = 0; i < j->opts.workers; i++) {
         if (pthread_create(&j->workers[i], NULL, worker_main, j) != 0) {
-            seterr(err, errlen, "jobs: cannot start worker thread %d", i);
+            fxu_seterr(err, errlen, "jobs: cannot start worker thread %d", i);
             fxd_jobs_stop(j);
             fxd_jobs_free(j);
             return NULL;
@@ -1023,7 +1012,7 @@ static int check_version(const fxs_model_rec *mr, int64_t want, int64_t *base, c
                          size_t errlen)
 {
     if (mr->n_versions == 0) {
-        seterr(err, errlen, "model '%s' has no usable version", mr->name);
+        fxu_seterr(err, errlen, "model '%s' has no usable version", mr->name);
         return FXS_FAILED_PRECONDITION;
     }
     if (want == 0) {
@@ -1035,7 +1024,7 @@ static int check_version(const fxs_model_rec *mr, int64_t want, int64_t *base, c
             *base = want;
             return 0;
         }
-    seterr(err, errlen, "model '%s' has no version %" PRId64, mr->name, want);
+    fxu_seterr(err, errlen, "model '%s' has no version %" PRId64, mr->name, want);
     return FXS_NOT_FOUND;
 }
 
@@ -1043,7 +1032,7 @@ static int check_fields(const fxd_jobs *j, const Fluxion__V1__JobSpec *spec, cha
                         size_t errlen)
 {
     if (!spec) {
-        seterr(err, errlen, "spec: missing");
+        fxu_seterr(err, errlen, "spec: missing");
         return FXS_INVALID_ARGUMENT;
     }
     const char *bad = !spec->model || !*spec->model ? "spec.model: missing"
@@ -1053,7 +1042,7 @@ static int check_fields(const fxd_jobs *j, const Fluxion__V1__JobSpec *spec, cha
                           ? "spec.checkpoint_every_steps: must not be negative"
                           : NULL;
     if (bad) {
-        seterr(err, errlen, "%s", bad);
+        fxu_seterr(err, errlen, "%s", bad);
         return FXS_INVALID_ARGUMENT;
     }
     fx_device dev;
@@ -1098,7 +1087,7 @@ int fxd_jobs_submit(fxd_jobs *j, const Fluxion__V1__JobSpec *spec, Fluxion__V1__
 {
     *out = NULL;
     if (atomic_load(&j->stopping)) {
-        seterr(err, errlen, "the server is shutting down: no new jobs");
+        fxu_seterr(err, errlen, "the server is shutting down: no new jobs");
         return FXS_UNAVAILABLE;
     }
     Fluxion__V1__Job rec = FLUXION__V1__JOB__INIT;
@@ -1113,7 +1102,7 @@ int fxd_jobs_submit(fxd_jobs *j, const Fluxion__V1__JobSpec *spec, Fluxion__V1__
     rec.engine_version = FLUXION_VERSION;
     Fluxion__V1__Job *copy = job_copy(&rec);
     if (!copy) {
-        seterr(err, errlen, "jobs: out of memory");
+        fxu_seterr(err, errlen, "jobs: out of memory");
         return FXS_RESOURCE_EXHAUSTED;
     }
     pthread_mutex_lock(&j->mu);
@@ -1135,7 +1124,7 @@ int fxd_jobs_submit(fxd_jobs *j, const Fluxion__V1__JobSpec *spec, Fluxion__V1__
     if (rc) {
         pthread_mutex_unlock(&j->mu);
         if (rc == FXS_RESOURCE_EXHAUSTED)
-            seterr(err, errlen, "jobs: out of memory");
+            fxu_seterr(err, errlen, "jobs: out of memory");
         free(x);
         fluxion__v1__job__free_unpacked(copy, NULL);
         return rc;
@@ -1162,7 +1151,7 @@ int fxd_jobs_get(fxd_jobs *j, const char *id, Fluxion__V1__Job **out, char *err,
     if (x) {
         *out = job_copy(x->rec);
         if (!*out) {
-            seterr(err, errlen, "jobs: out of memory");
+            fxu_seterr(err, errlen, "jobs: out of memory");
             rc = FXS_RESOURCE_EXHAUSTED;
         }
     } else {
@@ -1179,7 +1168,7 @@ int fxd_jobs_list(fxd_jobs *j, Fluxion__V1__JobState state, const char *model,
     *n = 0;
     if (state != FLUXION__V1__JOB_STATE__JOB_STATE_UNSPECIFIED &&
         !protobuf_c_enum_descriptor_get_value(&fluxion__v1__job_state__descriptor, (int)state)) {
-        seterr(err, errlen, "state: %d is not a job state", (int)state);
+        fxu_seterr(err, errlen, "state: %d is not a job state", (int)state);
         return FXS_INVALID_ARGUMENT;
     }
     load_ctx c = { .state = state ? state_name(state) : "", .model = model ? model : "" };
@@ -1215,7 +1204,7 @@ int fxd_jobs_cancel(fxd_jobs *j, const char *id, Fluxion__V1__Job **out, char *e
         Fluxion__V1__Job *r = NULL;
         rc = load_one(j, n, &r, err, errlen);
         if (!rc) {
-            seterr(err, errlen, "job %" PRId64 " already finished (%s)", n,
+            fxu_seterr(err, errlen, "job %" PRId64 " already finished (%s)", n,
                    state_name(r->state));
             fluxion__v1__job__free_unpacked(r, NULL);
             rc = FXS_FAILED_PRECONDITION;
@@ -1235,7 +1224,7 @@ int fxd_jobs_cancel(fxd_jobs *j, const char *id, Fluxion__V1__Job **out, char *e
     }
     pthread_mutex_unlock(&j->mu);
     if (!rc && !*out) {
-        seterr(err, errlen, "jobs: out of memory");
+        fxu_seterr(err, errlen, "jobs: out of memory");
         rc = FXS_RESOURCE_EXHAUSTED;
     }
     return rc;
@@ -1252,7 +1241,7 @@ int fxd_watch_open(fxd_jobs *j, const char *id, fxd_watch **out, char *err, size
         return rc;
     fxd_watch *w = calloc(1, sizeof *w);
     if (!w) {
-        seterr(err, errlen, "jobs: out of memory");
+        fxu_seterr(err, errlen, "jobs: out of memory");
         return FXS_RESOURCE_EXHAUSTED;
     }
     w->j = j;

@@ -55,6 +55,7 @@
 #include <sqlite3.h>
 
 #include "rpc.h"
+#include "util.h"
 
 #define FXS_NAME_MAX 128
 #define BUSY_TIMEOUT_MS 5000
@@ -70,18 +71,6 @@ struct fxs_store {
 
 /* ------------------------------------------------------------- helpers */
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void logmsg(const char *fmt, ...)
 {
@@ -96,18 +85,6 @@ static void logmsg(const char *fmt, ...)
 }
 
 /* A malloc'd formatted string, NULL when out of memory. */
-static char *strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *strf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
-
 static char *xstrdup(const char *s)
 {
     return strdup(s ? s : "");
@@ -122,13 +99,7 @@ static int64_t now_ms(void)
 
 static int db_fail(fxs_store *st, char *err, size_t errlen, const char *what)
 {
-    seterr(err, errlen, "store: %s: %s", what, sqlite3_errmsg(st->db));
-    return FXS_INTERNAL;
-}
-
-static int oom(char *err, size_t errlen)
-{
-    seterr(err, errlen, "store: out of memory");
+    fxu_seterr(err, errlen, "store: %s: %s", what, sqlite3_errmsg(st->db));
     return FXS_INTERNAL;
 }
 
@@ -149,7 +120,7 @@ static int fsync_dir(const char *dir, char *err, size_t errlen)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0 || fsync(fd) != 0) {
-        seterr(err, errlen, "fsync of directory %s: %s", dir, strerror(errno));
+        fxu_seterr(err, errlen, "fsync of directory %s: %s", dir, strerror(errno));
         if (fd >= 0)
             close(fd);
         return -1;
@@ -178,26 +149,26 @@ static int write_all(int fd, const void *data, size_t len)
 static int write_temp(const char *dir, const char *base, const void *data, size_t len,
                       char **tmp, char *err, size_t errlen)
 {
-    char *path = strf("%s/.%s.tmp.XXXXXX", dir, base);
+    char *path = fxu_strf("%s/.%s.tmp.XXXXXX", dir, base);
     if (!path) {
-        seterr(err, errlen, "out of memory");
+        fxu_seterr(err, errlen, "out of memory");
         return -1;
     }
     int fd = mkostemp(path, O_CLOEXEC);
     if (fd < 0) {
-        seterr(err, errlen, "cannot create a temporary file in %s: %s", dir, strerror(errno));
+        fxu_seterr(err, errlen, "cannot create a temporary file in %s: %s", dir, strerror(errno));
         free(path);
         return -1;
     }
     if (write_all(fd, data, len) != 0 || fsync(fd) != 0) {
-        seterr(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        fxu_seterr(err, errlen, "cannot write %s: %s", path, strerror(errno));
         close(fd);
         unlink(path);
         free(path);
         return -1;
     }
     if (close(fd) != 0) {
-        seterr(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        fxu_seterr(err, errlen, "cannot write %s: %s", path, strerror(errno));
         unlink(path);
         free(path);
         return -1;
@@ -213,12 +184,12 @@ static int commit_rename(const char *tmp, const char *path, bool *renamed, char 
 {
     *renamed = rename(tmp, path) == 0;
     if (!*renamed) {
-        seterr(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+        fxu_seterr(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
         return -1;
     }
     char *dir = strdup(path);
     if (!dir) {
-        seterr(err, errlen, "out of memory");
+        fxu_seterr(err, errlen, "out of memory");
         return -1;
     }
     char *slash = strrchr(dir, '/');
@@ -238,12 +209,12 @@ int fxs_write_file_atomic(const char *path, const void *data, size_t len, char *
                           size_t errlen)
 {
     if (!path || !*path || (!data && len > 0)) {
-        seterr(err, errlen, "write_file_atomic: %s", !path || !*path ? "no path" : "no data");
+        fxu_seterr(err, errlen, "write_file_atomic: %s", !path || !*path ? "no path" : "no data");
         return -1;
     }
     char *dir = strdup(path);
     if (!dir) {
-        seterr(err, errlen, "out of memory");
+        fxu_seterr(err, errlen, "out of memory");
         return -1;
     }
     char *slash = strrchr(dir, '/');
@@ -252,7 +223,7 @@ int fxs_write_file_atomic(const char *path, const void *data, size_t len, char *
     if (slash && slash != dir)
         *slash = '\0';
     if (!*base) {
-        seterr(err, errlen, "write_file_atomic: %s names a directory, not a file", path);
+        fxu_seterr(err, errlen, "write_file_atomic: %s names a directory, not a file", path);
         free(dir);
         return -1;
     }
@@ -275,21 +246,21 @@ static int read_fd(int fd, const char *path, void **buf, size_t *len, char *err,
 {
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
-        seterr(err, errlen, "cannot stat %s: %s", path, strerror(errno));
+        fxu_seterr(err, errlen, "cannot stat %s: %s", path, strerror(errno));
         return -1;
     }
     if (!S_ISREG(sb.st_mode)) {
-        seterr(err, errlen, "%s is not a regular file", path);
+        fxu_seterr(err, errlen, "%s is not a regular file", path);
         return -1;
     }
     if ((uintmax_t)sb.st_size >= SIZE_MAX) {
-        seterr(err, errlen, "%s is too large to read (%jd bytes)", path, (intmax_t)sb.st_size);
+        fxu_seterr(err, errlen, "%s is too large to read (%jd bytes)", path, (intmax_t)sb.st_size);
         return -1;
     }
     size_t cap = (size_t)sb.st_size, n = 0;
     char *b = malloc(cap + 1);
     if (!b) {
-        seterr(err, errlen, "out of memory reading %s (%zu bytes)", path, cap);
+        fxu_seterr(err, errlen, "out of memory reading %s (%zu bytes)", path, cap);
         return -1;
     }
     for (;;) {
@@ -297,7 +268,7 @@ static int read_fd(int fd, const char *path, void **buf, size_t *len, char *err,
             char *nb = realloc(b, 2 * cap + 4096);
             if (!nb) {
                 free(b);
-                seterr(err, errlen, "out of memory reading %s", path);
+                fxu_seterr(err, errlen, "out of memory reading %s", path);
                 return -1;
             }
             b = nb;
@@ -307,7 +278,7 @@ static int read_fd(int fd, const char *path, void **buf, size_t *len, char *err,
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
-            seterr(err, errlen, "cannot read %s: %s", path, strerror(errno));
+            fxu_seterr(err, errlen, "cannot read %s: %s", path, strerror(errno));
             free(b);
             return -1;
         }
@@ -323,12 +294,12 @@ static int read_fd(int fd, const char *path, void **buf, size_t *len, char *err,
 int fxs_read_file(const char *path, void **buf, size_t *len, char *err, size_t errlen)
 {
     if (!path || !buf || !len) {
-        seterr(err, errlen, "read_file: missing argument");
+        fxu_seterr(err, errlen, "read_file: missing argument");
         return -1;
     }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        seterr(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        fxu_seterr(err, errlen, "cannot open %s: %s", path, strerror(errno));
         return -1;
     }
     int rc = read_fd(fd, path, buf, len, err, errlen);
@@ -341,7 +312,7 @@ static int hash_file(const char *path, uint64_t *size, char hex[65], char *err, 
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        seterr(err, errlen, "%s", strerror(errno));
+        fxu_seterr(err, errlen, "%s", strerror(errno));
         return -1;
     }
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
@@ -350,7 +321,7 @@ static int hash_file(const char *path, uint64_t *size, char hex[65], char *err, 
     int rc = -1;
     uint64_t total = 0;
     if (!ctx || !b || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) {
-        seterr(err, errlen, "out of memory");
+        fxu_seterr(err, errlen, "out of memory");
         goto out;
     }
     for (;;) {
@@ -358,21 +329,21 @@ static int hash_file(const char *path, uint64_t *size, char hex[65], char *err, 
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
-            seterr(err, errlen, "read error: %s", strerror(errno));
+            fxu_seterr(err, errlen, "read error: %s", strerror(errno));
             goto out;
         }
         if (r == 0)
             break;
         total += (uint64_t)r;
         if (!EVP_DigestUpdate(ctx, b, (size_t)r)) {
-            seterr(err, errlen, "SHA-256 failed");
+            fxu_seterr(err, errlen, "SHA-256 failed");
             goto out;
         }
     }
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
     if (!EVP_DigestFinal_ex(ctx, md, &mdlen) || mdlen != 32) {
-        seterr(err, errlen, "SHA-256 failed");
+        fxu_seterr(err, errlen, "SHA-256 failed");
         goto out;
     }
     for (unsigned i = 0; i < 32; i++)
@@ -393,10 +364,10 @@ static int ensure_dir(const char *path, char *err, size_t errlen)
         struct stat sb;
         if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
             return 0;
-        seterr(err, errlen, "%s exists and is not a directory", path);
+        fxu_seterr(err, errlen, "%s exists and is not a directory", path);
         return -1;
     }
-    seterr(err, errlen, "cannot create directory %s: %s", path, strerror(errno));
+    fxu_seterr(err, errlen, "cannot create directory %s: %s", path, strerror(errno));
     return -1;
 }
 
@@ -405,7 +376,7 @@ static int ensure_dir_tree(const char *path, char *err, size_t errlen)
 {
     char *p = strdup(path);
     if (!p) {
-        seterr(err, errlen, "out of memory");
+        fxu_seterr(err, errlen, "out of memory");
         return -1;
     }
     for (char *s = p + 1; *s; s++) {
@@ -429,16 +400,16 @@ static int ensure_dir_tree(const char *path, char *err, size_t errlen)
 bool fxs_model_name_ok(const char *name, char *err, size_t errlen)
 {
     if (!name || !*name) {
-        seterr(err, errlen, "model name is empty");
+        fxu_seterr(err, errlen, "model name is empty");
         return false;
     }
     size_t n = strlen(name);
     if (n > FXS_NAME_MAX) {
-        seterr(err, errlen, "model name is %zu characters long (at most %d)", n, FXS_NAME_MAX);
+        fxu_seterr(err, errlen, "model name is %zu characters long (at most %d)", n, FXS_NAME_MAX);
         return false;
     }
     if (name[0] == '.' || name[0] == '-') {
-        seterr(err, errlen, "model name \"%s\" starts with '%c' (names start with a letter, "
+        fxu_seterr(err, errlen, "model name \"%s\" starts with '%c' (names start with a letter, "
                "digit or '_')", name, name[0]);
         return false;
     }
@@ -448,10 +419,10 @@ bool fxs_model_name_ok(const char *name, char *err, size_t errlen)
                   c == '_' || c == '.' || c == '-';
         if (!ok) {
             if (c >= 0x20 && c < 0x7f)
-                seterr(err, errlen, "model name \"%s\" has '%c' at position %zu (allowed: "
+                fxu_seterr(err, errlen, "model name \"%s\" has '%c' at position %zu (allowed: "
                        "A-Z a-z 0-9 _ . -)", name, c, i);
             else
-                seterr(err, errlen, "model name has byte 0x%02x at position %zu (allowed: "
+                fxu_seterr(err, errlen, "model name has byte 0x%02x at position %zu (allowed: "
                        "A-Z a-z 0-9 _ . -)", c, i);
             return false;
         }
@@ -461,12 +432,12 @@ bool fxs_model_name_ok(const char *name, char *err, size_t errlen)
 
 static char *model_dir(const fxs_store *st, const char *name)
 {
-    return strf("%s/%s", st->models_dir, name);
+    return fxu_strf("%s/%s", st->models_dir, name);
 }
 
 static char *weights_path(const fxs_store *st, const char *name, int64_t version)
 {
-    return strf("%s/%s/v%" PRId64 ".safetensors", st->models_dir, name, version);
+    return fxu_strf("%s/%s/v%" PRId64 ".safetensors", st->models_dir, name, version);
 }
 
 /* v<N>.safetensors with N >= 1 written as we write it: *version gets N.
@@ -552,7 +523,7 @@ static int exec(fxs_store *st, const char *sql, char *err, size_t errlen)
 {
     char *msg = NULL;
     if (sqlite3_exec(st->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        seterr(err, errlen, "store: %s: %s", sql, msg ? msg : sqlite3_errmsg(st->db));
+        fxu_seterr(err, errlen, "store: %s: %s", sql, msg ? msg : sqlite3_errmsg(st->db));
         sqlite3_free(msg);
         return FXS_INTERNAL;
     }
@@ -612,7 +583,7 @@ static int model_id(fxs_store *st, const char *name, int64_t *id, char *err, siz
 {
     int rc = query_int(st, "SELECT id FROM models WHERE name = ?", name, id, err, errlen);
     if (rc == FXS_NOT_FOUND)
-        seterr(err, errlen, "model \"%s\" not found", name);
+        fxu_seterr(err, errlen, "model \"%s\" not found", name);
     return rc;
 }
 
@@ -628,7 +599,7 @@ static int pragma_check(fxs_store *st, const char *sql, const char *want, char *
     } else {
         const char *got = (const char *)sqlite3_column_text(s, 0);
         if (!got || strcasecmp(got, want) != 0) {
-            seterr(err, errlen, "store: %s gave \"%s\", need \"%s\"", sql, got ? got : "",
+            fxu_seterr(err, errlen, "store: %s gave \"%s\", need \"%s\"", sql, got ? got : "",
                    want);
             rc = FXS_INTERNAL;
         }
@@ -668,7 +639,7 @@ static int migrate(fxs_store *st, int *was, char *err, size_t errlen)
         }
     }
     if (!rc && (v < 0 || v > SCHEMA_VERSION)) {
-        seterr(err, errlen, "store: database schema version %" PRId64 " is newer than this "
+        fxu_seterr(err, errlen, "store: database schema version %" PRId64 " is newer than this "
                "fluxiond knows (%d); use a newer fluxiond", v, SCHEMA_VERSION);
         rc = FXS_FAILED_PRECONDITION;
     }
@@ -721,7 +692,7 @@ static bool dir_has_entries(const char *path)
 /* Unlinks dir/fname; logs why (NULL: only failures). */
 static void remove_file(const char *dir, const char *fname, const char *why)
 {
-    char *p = strf("%s/%s", dir, fname);
+    char *p = fxu_strf("%s/%s", dir, fname);
     if (!p)
         return;
     if (unlink(p) != 0)
@@ -800,7 +771,7 @@ static int remove_orphans_in(const char *models_dir, const char *model, void *ct
     c.model = model;
     char *dir = model_dir(c.st, model);
     if (!dir)
-        return oom(c.err, c.errlen);
+        return fxu_oom(c.err, c.errlen);
     int rc = each_entry(dir, remove_if_orphan, &c);
     if (rc == -1) /* not a directory: not ours, leave it */
         rc = 0;
@@ -836,11 +807,11 @@ static char *check_weights(const char *path, uint64_t bytes, const char *sha)
     char e[256], hex[65];
     uint64_t size;
     if (hash_file(path, &size, hex, e, sizeof e) != 0)
-        return strf("cannot read weights %s: %s", path, e);
+        return fxu_strf("cannot read weights %s: %s", path, e);
     if (size != bytes)
-        return strf("weights %s have %" PRIu64 " bytes, expected %" PRIu64, path, size, bytes);
+        return fxu_strf("weights %s have %" PRIu64 " bytes, expected %" PRIu64, path, size, bytes);
     if (strcmp(hex, sha) != 0)
-        return strf("weights %s have SHA-256 %s, expected %s", path, hex, sha);
+        return fxu_strf("weights %s have SHA-256 %s, expected %s", path, hex, sha);
     return NULL;
 }
 
@@ -859,7 +830,7 @@ static int load_check_rows(fxs_store *st, check_row **out, size_t *n, char *err,
             cap = cap ? 2 * cap : 16;
             check_row *nr = realloc(rows, cap * sizeof *rows);
             if (!nr) {
-                rc = oom(err, errlen);
+                rc = fxu_oom(err, errlen);
                 break;
             }
             rows = nr;
@@ -874,7 +845,7 @@ static int load_check_rows(fxs_store *st, check_row **out, size_t *n, char *err,
         c->path = c->name ? weights_path(st, c->name, c->version) : NULL;
         cnt++;
         if (!c->path)
-            rc = oom(err, errlen);
+            rc = fxu_oom(err, errlen);
     }
     if (!rc && r != SQLITE_DONE)
         rc = db_fail(st, err, errlen, "reading versions");
@@ -937,7 +908,7 @@ static int recover(fxs_store *st, char *err, size_t errlen)
     orphan_ctx c = { st, NULL, err, errlen };
     int rc = each_entry(st->models_dir, remove_orphans_in, &c);
     if (rc == -1) {
-        seterr(err, errlen, "cannot open %s: %s", st->models_dir, strerror(errno));
+        fxu_seterr(err, errlen, "cannot open %s: %s", st->models_dir, strerror(errno));
         return FXS_INTERNAL;
     }
     if (!rc && fsync_dir(st->models_dir, err, errlen) != 0)
@@ -949,12 +920,12 @@ static int recover(fxs_store *st, char *err, size_t errlen)
 
 static int take_lock(fxs_store *st, char *err, size_t errlen)
 {
-    char *path = strf("%s/LOCK", st->dir);
+    char *path = fxu_strf("%s/LOCK", st->dir);
     if (!path)
-        return oom(err, errlen);
+        return fxu_oom(err, errlen);
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) {
-        seterr(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        fxu_seterr(err, errlen, "cannot open %s: %s", path, strerror(errno));
         free(path);
         return FXS_INTERNAL;
     }
@@ -965,11 +936,11 @@ static int take_lock(fxs_store *st, char *err, size_t errlen)
         pid[r > 0 ? r : 0] = '\0';
         pid[strcspn(pid, "\n")] = '\0';
         if (e == EWOULDBLOCK)
-            seterr(err, errlen, "data directory %s is in use by another fluxiond%s%s (%s is "
+            fxu_seterr(err, errlen, "data directory %s is in use by another fluxiond%s%s (%s is "
                    "locked); stop it or use another data directory", st->dir,
                    pid[0] ? " with pid " : "", pid, path);
         else
-            seterr(err, errlen, "cannot lock %s: %s", path, strerror(e));
+            fxu_seterr(err, errlen, "cannot lock %s: %s", path, strerror(e));
         close(fd);
         free(path);
         return FXS_FAILED_PRECONDITION;
@@ -1000,12 +971,12 @@ void fxs_store_close(fxs_store *st)
 
 static int open_db(fxs_store *st, char *err, size_t errlen)
 {
-    char *path = strf("%s/fluxion.db", st->dir);
+    char *path = fxu_strf("%s/fluxion.db", st->dir);
     if (!path)
-        return oom(err, errlen);
+        return fxu_oom(err, errlen);
     int r = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
     if (r != SQLITE_OK) {
-        seterr(err, errlen, "store: cannot open %s: %s", path,
+        fxu_seterr(err, errlen, "store: cannot open %s: %s", path,
                st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(r));
         free(path);
         return FXS_INTERNAL;
@@ -1015,7 +986,7 @@ static int open_db(fxs_store *st, char *err, size_t errlen)
     if (!rc)
         rc = migrate(st, &was, err, errlen);
     if (!rc && was == 0 && dir_has_entries(st->models_dir)) {
-        seterr(err, errlen, "store: %s is a new database but %s holds files; refusing to "
+        fxu_seterr(err, errlen, "store: %s is a new database but %s holds files; refusing to "
                "treat them as orphans (restore fluxion.db or move models/ away)", path,
                st->models_dir);
         rc = FXS_FAILED_PRECONDITION;
@@ -1027,12 +998,12 @@ static int open_db(fxs_store *st, char *err, size_t errlen)
 fxs_store *fxs_store_open(const char *dir, char *err, size_t errlen)
 {
     if (!dir || !*dir) {
-        seterr(err, errlen, "store: no data directory given");
+        fxu_seterr(err, errlen, "store: no data directory given");
         return NULL;
     }
     fxs_store *st = calloc(1, sizeof *st);
     if (!st) {
-        oom(err, errlen);
+        fxu_oom(err, errlen);
         return NULL;
     }
     st->lock_fd = -1;
@@ -1041,10 +1012,10 @@ fxs_store *fxs_store_open(const char *dir, char *err, size_t errlen)
     while (n > 1 && dir[n - 1] == '/')
         n--;
     st->dir = strndup(dir, n);
-    st->models_dir = st->dir ? strf("%s/models", st->dir) : NULL;
-    st->tmp_dir = st->dir ? strf("%s/tmp", st->dir) : NULL;
+    st->models_dir = st->dir ? fxu_strf("%s/models", st->dir) : NULL;
+    st->tmp_dir = st->dir ? fxu_strf("%s/tmp", st->dir) : NULL;
     if (!st->dir || !st->models_dir || !st->tmp_dir) {
-        oom(err, errlen);
+        fxu_oom(err, errlen);
         fxs_store_close(st);
         return NULL;
     }
@@ -1093,7 +1064,7 @@ static int load_versions(fxs_store *st, int64_t id, fxs_model_rec *m, char *err,
             cap = cap ? 2 * cap : 4;
             fxs_version_rec *nv = realloc(m->versions, (size_t)cap * sizeof *nv);
             if (!nv) {
-                rc = oom(err, errlen);
+                rc = fxu_oom(err, errlen);
                 break;
             }
             m->versions = nv;
@@ -1107,7 +1078,7 @@ static int load_versions(fxs_store *st, int64_t id, fxs_model_rec *m, char *err,
         snprintf(v->sha256, sizeof v->sha256, "%s", (const char *)sqlite3_column_text(s, 4));
         m->n_versions++;
         if (!v->source) {
-            rc = oom(err, errlen);
+            rc = fxu_oom(err, errlen);
             break;
         }
     }
@@ -1135,7 +1106,7 @@ static int load_model(fxs_store *st, sqlite3_stmt *s, fxs_model_rec *m, char *er
     m->created_ms = sqlite3_column_int64(s, 6);
     int rc = 0;
     if (!m->name || !m->description || (m->spec_len > 0 && !m->spec))
-        rc = oom(err, errlen);
+        rc = fxu_oom(err, errlen);
     if (!rc)
         rc = load_versions(st, sqlite3_column_int64(s, 0), m, err, errlen);
     if (rc)
@@ -1146,7 +1117,7 @@ static int load_model(fxs_store *st, sqlite3_stmt *s, fxs_model_rec *m, char *er
 static int check_args(fxs_store *st, const char *name, char *err, size_t errlen)
 {
     if (!st) {
-        seterr(err, errlen, "store: no store");
+        fxu_seterr(err, errlen, "store: no store");
         return FXS_INVALID_ARGUMENT;
     }
     return fxs_model_name_ok(name, err, errlen) ? 0 : FXS_INVALID_ARGUMENT;
@@ -1159,7 +1130,7 @@ int fxs_store_get_model(fxs_store *st, const char *name, fxs_model_rec *out, cha
     if (rc)
         return rc;
     if (!out) {
-        seterr(err, errlen, "store: get_model: no output record");
+        fxu_seterr(err, errlen, "store: get_model: no output record");
         return FXS_INVALID_ARGUMENT;
     }
     pthread_mutex_lock(&st->mu);
@@ -1171,7 +1142,7 @@ int fxs_store_get_model(fxs_store *st, const char *name, fxs_model_rec *out, cha
         if (r == SQLITE_ROW)
             rc = load_model(st, s, out, err, errlen);
         else if (r == SQLITE_DONE) {
-            seterr(err, errlen, "model \"%s\" not found", name);
+            fxu_seterr(err, errlen, "model \"%s\" not found", name);
             rc = FXS_NOT_FOUND;
         } else
             rc = db_fail(st, err, errlen, "reading a model");
@@ -1184,7 +1155,7 @@ int fxs_store_get_model(fxs_store *st, const char *name, fxs_model_rec *out, cha
 int fxs_store_list_models(fxs_store *st, fxs_model_rec **out, int *n, char *err, size_t errlen)
 {
     if (!st || !out || !n) {
-        seterr(err, errlen, "store: list_models: missing argument");
+        fxu_seterr(err, errlen, "store: list_models: missing argument");
         return FXS_INVALID_ARGUMENT;
     }
     *out = NULL;
@@ -1199,7 +1170,7 @@ int fxs_store_list_models(fxs_store *st, fxs_model_rec **out, int *n, char *err,
             cap = cap ? 2 * cap : 8;
             fxs_model_rec *nr = realloc(recs, (size_t)cap * sizeof *nr);
             if (!nr) {
-                rc = oom(err, errlen);
+                rc = fxu_oom(err, errlen);
                 break;
             }
             recs = nr;
@@ -1247,7 +1218,7 @@ static int insert_model(fxs_store *st, const char *name, const char *description
                         int64_t *id, char *err, size_t errlen)
 {
     if (spec_len > INT_MAX) {
-        seterr(err, errlen, "model spec is too large (%zu bytes)", spec_len);
+        fxu_seterr(err, errlen, "model spec is too large (%zu bytes)", spec_len);
         return FXS_INVALID_ARGUMENT;
     }
     sqlite3_stmt *s;
@@ -1280,7 +1251,7 @@ static int stage_weights(fxs_store *st, new_weights *w, const char *name, const 
 {
     memset(w, 0, sizeof *w);
     if (!data && len > 0) {
-        seterr(err, errlen, "store: no weights data (%zu bytes claimed)", len);
+        fxu_seterr(err, errlen, "store: no weights data (%zu bytes claimed)", len);
         return FXS_INVALID_ARGUMENT;
     }
     w->name = name;
@@ -1289,7 +1260,7 @@ static int stage_weights(fxs_store *st, new_weights *w, const char *name, const 
     fxs_sha256_hex(data, len, w->sha);
     char e[512];
     if (write_temp(st->tmp_dir, "weights", data, len, &w->tmp, e, sizeof e) != 0) {
-        seterr(err, errlen, "store: %s", e);
+        fxu_seterr(err, errlen, "store: %s", e);
         return FXS_INTERNAL;
     }
     return 0;
@@ -1332,10 +1303,10 @@ static int write_version(fxs_store *st, new_weights *w, version_prelude prelude,
         return rc;
     rc = prelude(st, ctx, &id, version, err, errlen);
     if (!rc && !(path = weights_path(st, w->name, *version)))
-        rc = oom(err, errlen);
+        rc = fxu_oom(err, errlen);
     if (!rc) {
         if (commit_rename(w->tmp, path, &placed, e, sizeof e) != 0) {
-            seterr(err, errlen, "store: %s", e);
+            fxu_seterr(err, errlen, "store: %s", e);
             rc = FXS_INTERNAL;
         }
         if (placed) {
@@ -1369,24 +1340,24 @@ static int create_prelude(fxs_store *st, void *ctx, int64_t *id, int64_t *versio
     create_args *a = ctx;
     int rc = query_int(st, "SELECT id FROM models WHERE name = ?", a->name, id, err, errlen);
     if (rc == 0) {
-        seterr(err, errlen, "model \"%s\" already exists", a->name);
+        fxu_seterr(err, errlen, "model \"%s\" already exists", a->name);
         return FXS_ALREADY_EXISTS;
     }
     if (rc != FXS_NOT_FOUND)
         return rc;
     char *dir = model_dir(st, a->name);
     if (!dir)
-        return oom(err, errlen);
+        return fxu_oom(err, errlen);
     char e[512];
     rc = 0;
     if (mkdir(dir, 0755) == 0) {
         a->made_dir = true;
         if (fsync_dir(st->models_dir, e, sizeof e) != 0) {
-            seterr(err, errlen, "store: %s", e);
+            fxu_seterr(err, errlen, "store: %s", e);
             rc = FXS_INTERNAL;
         }
     } else if (errno != EEXIST) { /* left by a delete that could not remove it */
-        seterr(err, errlen, "store: cannot create %s: %s", dir, strerror(errno));
+        fxu_seterr(err, errlen, "store: cannot create %s: %s", dir, strerror(errno));
         rc = FXS_INTERNAL;
     }
     free(dir);
@@ -1406,7 +1377,7 @@ int fxs_store_create_model(fxs_store *st, const char *name, const char *descript
     if (rc)
         return rc;
     if (!spec && spec_len > 0) {
-        seterr(err, errlen, "store: no spec data (%zu bytes claimed)", spec_len);
+        fxu_seterr(err, errlen, "store: no spec data (%zu bytes claimed)", spec_len);
         return FXS_INVALID_ARGUMENT;
     }
     new_weights w;
@@ -1523,7 +1494,7 @@ int fxs_store_set_loaded(fxs_store *st, const char *name, bool loaded, char *err
         rc = step_done(st, s, "updating a model", err, errlen);
     }
     if (!rc && sqlite3_changes(st->db) == 0) {
-        seterr(err, errlen, "model \"%s\" not found", name);
+        fxu_seterr(err, errlen, "model \"%s\" not found", name);
         rc = FXS_NOT_FOUND;
     }
     pthread_mutex_unlock(&st->mu);
@@ -1569,10 +1540,10 @@ static int find_version(fxs_store *st, const char *name, int64_t version, versio
         if (sqlite3_column_type(s, 3) != SQLITE_NULL)
             out->unusable = xstrdup((const char *)sqlite3_column_text(s, 3));
     } else if (r == SQLITE_DONE && version > 0) {
-        seterr(err, errlen, "model \"%s\" has no version %" PRId64, name, version);
+        fxu_seterr(err, errlen, "model \"%s\" has no version %" PRId64, name, version);
         rc = FXS_NOT_FOUND;
     } else if (r == SQLITE_DONE) {
-        seterr(err, errlen, "model \"%s\" has no usable version (see the daemon's log)", name);
+        fxu_seterr(err, errlen, "model \"%s\" has no usable version (see the daemon's log)", name);
         rc = FXS_DATA_LOSS;
     } else {
         rc = db_fail(st, err, errlen, "reading a version");
@@ -1590,7 +1561,7 @@ static void mark_unusable(fxs_store *st, const char *name, const version_row *ro
     char e[256];
     if (set_unusable(st, row->model_id, row->version, why, e, sizeof e) != 0)
         logmsg("%s", e);
-    seterr(err, errlen, "version %" PRId64 " of model \"%s\" is unusable: %s", row->version,
+    fxu_seterr(err, errlen, "version %" PRId64 " of model \"%s\" is unusable: %s", row->version,
            name, why);
 }
 
@@ -1603,14 +1574,14 @@ static int open_version(fxs_store *st, const char *name, int64_t version, versio
     pthread_mutex_lock(&st->mu);
     int rc = find_version(st, name, version, row, err, errlen);
     if (!rc && row->unusable) {
-        seterr(err, errlen, "version %" PRId64 " of model \"%s\" is unusable: %s", row->version,
+        fxu_seterr(err, errlen, "version %" PRId64 " of model \"%s\" is unusable: %s", row->version,
                name, row->unusable);
         rc = FXS_DATA_LOSS;
     }
     if (!rc && !(*path = weights_path(st, name, row->version)))
-        rc = oom(err, errlen);
+        rc = fxu_oom(err, errlen);
     if (!rc && (*fd = open(*path, O_RDONLY | O_CLOEXEC)) < 0) {
-        char *why = strf("cannot open weights %s: %s", *path, strerror(errno));
+        char *why = fxu_strf("cannot open weights %s: %s", *path, strerror(errno));
         mark_unusable(st, name, row, why ? why : "cannot open weights", err, errlen);
         free(why);
         rc = FXS_DATA_LOSS;
@@ -1628,7 +1599,7 @@ int fxs_store_read_weights(fxs_store *st, const char *name, int64_t version, voi
     if (rc)
         return rc;
     if (!buf || !len || version < 0) {
-        seterr(err, errlen, version < 0 ? "version %" PRId64 " is negative (0: the latest)"
+        fxu_seterr(err, errlen, version < 0 ? "version %" PRId64 " is negative (0: the latest)"
                                         : "store: read_weights: missing argument",
                version);
         return FXS_INVALID_ARGUMENT;
@@ -1641,7 +1612,7 @@ int fxs_store_read_weights(fxs_store *st, const char *name, int64_t version, voi
     size_t n = 0;
     char e[512];
     if (!rc && read_fd(fd, path, &b, &n, e, sizeof e) != 0) {
-        seterr(err, errlen, "store: %s", e);
+        fxu_seterr(err, errlen, "store: %s", e);
         rc = FXS_INTERNAL;
     }
     char *bad = NULL;
@@ -1649,9 +1620,9 @@ int fxs_store_read_weights(fxs_store *st, const char *name, int64_t version, voi
         char hex[65];
         fxs_sha256_hex(b, n, hex);
         if (n != row.bytes)
-            bad = strf("weights %s have %zu bytes, expected %" PRIu64, path, n, row.bytes);
+            bad = fxu_strf("weights %s have %zu bytes, expected %" PRIu64, path, n, row.bytes);
         else if (strcmp(hex, row.sha) != 0)
-            bad = strf("weights %s have SHA-256 %s, expected %s", path, hex, row.sha);
+            bad = fxu_strf("weights %s have SHA-256 %s, expected %s", path, hex, row.sha);
     }
     if (bad) {
         pthread_mutex_lock(&st->mu);
@@ -1676,7 +1647,7 @@ int fxs_store_read_weights(fxs_store *st, const char *name, int64_t version, voi
 static int run_locked(fxs_store *st, bool tx, fxs_db_fn fn, void *ctx, char *err, size_t errlen)
 {
     if (!st || !fn) {
-        seterr(err, errlen, "store: no store or function");
+        fxu_seterr(err, errlen, "store: no store or function");
         return FXS_INTERNAL;
     }
     pthread_mutex_lock(&st->mu);

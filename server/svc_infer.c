@@ -590,15 +590,8 @@ static void model_statistics(fxs_call *call, const ProtobufCMessage *msg, void *
         fxs_fail(call, FXS_INVALID_ARGUMENT, "%s", err);
         return;
     }
-    if (req->name[0]) {
-        fxs_model_rec rec;
-        int rc = fxs_store_get_model(d->store, req->name, &rec, err, sizeof err);
-        if (rc) {
-            fxs_fail(call, rc, "%s", err);
-            return;
-        }
-        fxs_model_rec_free(&rec);
-    }
+    if (req->name[0] && !fxd_model_stored_or_fail(d, call, req->name))
+        return;
     fxd_served **all;
     int n;
     if (fxd_serving_list(d->serving, &all, &n) != 0) {
@@ -706,15 +699,10 @@ static void repository_unload(fxs_call *call, const ProtobufCMessage *msg, void 
     fxd_daemon *d = data;
     const Inference__RepositoryModelUnloadRequest *req = (const void *)msg;
     char err[ERRLEN];
-    fxs_model_rec rec;
-    int rc = fxs_store_get_model(d->store, req->model_name, &rec, err, sizeof err);
-    if (rc) {
-        fxs_fail(call, rc, "%s", err);
+    if (!fxd_model_stored_or_fail(d, call, req->model_name))
         return;
-    }
-    fxs_model_rec_free(&rec);
     fxd_serving_unload(d->serving, req->model_name, err, sizeof err); /* not loaded: fine */
-    rc = fxs_store_set_loaded(d->store, req->model_name, false, err, sizeof err);
+    int rc = fxs_store_set_loaded(d->store, req->model_name, false, err, sizeof err);
     if (rc) {
         fxs_fail(call, rc, "%s", err);
         return;

@@ -271,15 +271,10 @@ static void delete_model(fxs_call *call, const ProtobufCMessage *msg, void *data
     fxd_daemon *d = data;
     const Fluxion__V1__DeleteModelRequest *req = (const void *)msg;
     char err[ERRLEN];
-    fxs_model_rec rec;
-    int rc = fxs_store_get_model(d->store, req->name, &rec, err, sizeof err);
-    if (rc) {
-        fxs_fail(call, rc, "%s", err);
+    if (!fxd_model_stored_or_fail(d, call, req->name))
         return;
-    }
-    fxs_model_rec_free(&rec);
     fxd_serving_unload(d->serving, req->name, err, sizeof err); /* NOT_FOUND is fine */
-    rc = fxs_store_delete_model(d->store, req->name, err, sizeof err);
+    int rc = fxs_store_delete_model(d->store, req->name, err, sizeof err);
     if (rc) {
         fxs_fail(call, rc, "%s", err);
         return;
@@ -458,16 +453,11 @@ static void set_serving_config(fxs_call *call, const ProtobufCMessage *msg, void
     fxd_daemon *d = data;
     const Fluxion__V1__SetServingConfigRequest *req = (const void *)msg;
     char err[ERRLEN];
-    fxs_model_rec rec;
-    int rc = fxs_store_get_model(d->store, req->name, &rec, err, sizeof err);
-    if (rc) {
-        fxs_fail(call, rc, "%s", err);
+    if (!fxd_model_stored_or_fail(d, call, req->name))
         return;
-    }
-    fxs_model_rec_free(&rec);
     fxb_config c;
     Fluxion__V1__BatchingConfig none = FLUXION__V1__BATCHING_CONFIG__INIT;
-    rc = fxd_cfg_load(d->store, req->name, &c, err, sizeof err);
+    int rc = fxd_cfg_load(d->store, req->name, &c, err, sizeof err);
     if (!rc && req->reset)
         fxb_config_default(&c);
     if (!rc && (req->n_fields || (req->config && !req->reset)))
