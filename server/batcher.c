@@ -565,9 +565,15 @@ static void run(fxb_batcher *b, instance *in, req **r, int n)
                      fxg_output(b->g, o)->name);
         }
     }
+    /* a device error explains whatever else failed (an output copy), so it
+     * comes first; the memory limit only matters for a batch that worked */
     bool fresh = false;
-    if (!status)
-        status = device_check(b, in, err, sizeof err, &fresh);
+    char derr[512];
+    int dst = device_check(b, in, derr, sizeof derr, &fresh);
+    if (dst == FXS_INTERNAL || (dst && !status)) {
+        status = dst;
+        snprintf(err, sizeof err, "%s", derr);
+    }
     uint64_t t3 = fxb_mono_ns();
     /* Statistics first: the last done call may free what on_batch reports to. */
     if (b->on_batch)
