@@ -1034,10 +1034,22 @@ int fxg_find_output(const fxg_graph *g, const char *name)
 
 const fx_params *fxg_params(const fxg_graph *g) { return g ? &g->params : NULL; }
 
+void fxg_drop_grads(fxg_graph *g)
+{
+    for (int i = 0; g && i < g->params.count; i++) {
+        fx_tensor *t = g->params.items[i].tensor;
+        fx_tensor_set_requires_grad(t, false);
+        fx_tensor_free(t->grad);
+        t->grad = NULL;
+    }
+}
+
 bool fxg_param_trainable(const fxg_graph *g, int i)
 {
+    /* by the list made at creation, not the tensor's flag: fxg_drop_grads
+     * clears the flag of a served graph's parameters */
     return g && i >= 0 && i < g->params.count &&
-           fx_tensor_requires_grad(g->params.items[i].tensor);
+           fx_params_find(&g->trainable, g->params.items[i].name) != NULL;
 }
 
 const fx_params *fxg_trainable_params(const fxg_graph *g) { return g ? &g->trainable : NULL; }

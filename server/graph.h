@@ -70,6 +70,11 @@ int fxg_find_output(const fxg_graph *g, const char *name);
 /* Parameters and buffers (owned by the graph), in node order. */
 const fx_params *fxg_params(const fxg_graph *g);
 bool fxg_param_trainable(const fxg_graph *g, int i);
+/* For a graph that only serves: frees the gradient buffers the parameters
+ * were created with (half of their memory). Backward through it afterwards
+ * has nothing to accumulate into (the graph is then inference-only). */
+void fxg_drop_grads(fxg_graph *g);
+
 /* The trainable ones only (for an optimizer). */
 const fx_params *fxg_trainable_params(const fxg_graph *g);
 int64_t fxg_num_trainable(const fxg_graph *g); /* trainable scalars */

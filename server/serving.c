@@ -142,6 +142,7 @@ static int build_served(fxd_serving *sv, const char *name, int64_t version, fxd_
         fxg_free(g);
         return rc;
     }
+    fxg_drop_grads(g); /* served graphs never train: half the parameter memory */
     fxd_served *m = calloc(1, sizeof *m);
     if (!m || !(m->name = strdup(name))) {
         free(m);

@@ -401,6 +401,18 @@ static void test_mlp(void **state)
     forward_ok(g, ctx, &x, &y);
     fx_tensor *h = fx_relu(ctx, fx_linear(ctx, x, param(g, "fc1.weight"), param(g, "fc1.bias")));
     assert_same(y, fx_linear(ctx, h, param(g, "fc2.weight"), param(g, "fc2.bias")), 1e-5);
+
+    /* a serving graph drops its gradient buffers: same outputs, still
+     * described as trainable */
+    assert_non_null(param(g, "fc1.weight")->grad);
+    fxg_drop_grads(g);
+    for (int i = 0; i < p->count; i++) {
+        assert_null(p->items[i].tensor->grad);
+        assert_true(fxg_param_trainable(g, i));
+    }
+    fx_tensor *y2;
+    forward_ok(g, ctx, &x, &y2);
+    assert_same(y2, y, 0);
     fx_rng_free(rng);
     fx_ctx_free(ctx);
     fxg_free(g);
