@@ -907,9 +907,17 @@ void fxb_free(fxb_batcher *b)
                   NULL, &tm);
         free(q);
     }
+    /* Called from a done call on one of b's threads (the model's last
+     * reference went with a request): that thread's batch is still in the
+     * running list, and the reaper ends only once the list is empty, so
+     * neither can be joined here; both end by themselves once the batch
+     * returns (each holds a reference to b). The other instances are joined:
+     * the caller frees the graph they run. */
+    bool own = tl_batcher == b;
     for (int i = 0; i < b->nthreads; i++) {
-        if (tl_batcher == b && pthread_equal(b->threads[i], pthread_self()))
-            pthread_detach(b->threads[i]); /* freed from a done call: it ends by itself */
+        bool reaper = i == (int)b->c.instances;
+        if (own && (reaper || pthread_equal(b->threads[i], pthread_self())))
+            pthread_detach(b->threads[i]);
         else
             pthread_join(b->threads[i], NULL);
     }

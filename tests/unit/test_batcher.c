@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <unistd.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -668,9 +669,48 @@ static void test_config_checks(void **state)
     fxg_free(lstm);
 }
 
+
+/* The last reference to a model can go in a done call, on the instance
+ * thread whose batch is still running (a model unloaded while its last
+ * request ran): fxb_free there must return, not wait for that batch. */
+static fxb_batcher *free_target;
+static atomic_int freed_in_done;
+
+static void free_in_done(void *user, int status, const char *err, const fxb_output *outs,
+                         const fxb_timing *t)
+{
+    on_done(user, status, err, outs, t);
+    fxb_free(free_target);
+    atomic_store(&freed_in_done, 1);
+}
+
+static void test_free_from_done(void **state)
+{
+    fxg_graph *g = graph(MLP);
+    for (int round = 0; round < 2; round++) {
+        fxb_config c = cfg(8, 0);
+        c.instances = round + 1;
+        free_target = start(g, &c);
+        atomic_store(&freed_in_done, 0);
+        rq r = mlp_rq(2, 0.5f);
+        fxb_request br = { .inputs = r.in, .done = free_in_done, .user = &TAGS[0] };
+        char err[256];
+        assert_int_equal(fxb_submit(free_target, &br, err, sizeof err), 0);
+        wait_done(1);
+        assert_int_equal(C.status[0], 0);
+        for (int i = 0; i < 500 && !atomic_load(&freed_in_done); i++)
+            usleep(10000);
+        assert_int_equal(atomic_load(&freed_in_done), 1);
+        usleep(50000); /* the detached threads end and release the batcher */
+        rq_free(&r, 1);
+    }
+    fxg_free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_free_from_done),
         cmocka_unit_test(test_full_batches_go_at_once),
         cmocka_unit_test(test_partial_batch_waits_for_delay),
         cmocka_unit_test(test_sparse_requests_do_not_wait),
