@@ -74,6 +74,13 @@ struct fxb_batcher {
     pthread_t threads[FXB_MAX_INSTANCES + 1]; /* instances, then the reaper */
     int nthreads;
     atomic_int refs;       /* the owner + each thread that runs */
+
+    /* A lone request that would go at once runs on the submitting thread
+     * (the RPC handler) with this instance, saving the hand-off to an
+     * instance thread; at most c.instances batches run at a time either way. */
+    struct instance *inl;  /* NULL: not offered (a GPU device, no slot left) */
+    bool inl_busy;
+    int n_running;         /* batches running, inline included */
 };
 
 static __thread fxb_batcher *tl_batcher; /* the batcher whose thread this is */
@@ -191,6 +198,56 @@ static int64_t req_samples(const fxb_batcher *b, const fxb_request *r)
     return n;
 }
 
+static int pick(fxb_batcher *b, req **out, int64_t *wait_until);
+static void run(fxb_batcher *b, struct instance *in, req **r, int n);
+static void release(fxb_batcher *b);
+
+/* Under b->mu, just after a request was queued: when the next batch would
+ * go at once and a slot is free, runs it on this thread with the inline
+ * instance; returns true then, with b->mu released. */
+static bool run_inline(fxb_batcher *b)
+{
+    if (!b->inl || b->inl_busy || b->stop || b->n_running >= (int)b->c.instances)
+        return false;
+    req *stackr[64];
+    size_t cap = b->c.enabled ? b->c.max_batch_size : 1;
+    req **rr = cap <= 64 ? stackr : malloc(cap * sizeof *rr);
+    int64_t until = 0;
+    int n = rr ? pick(b, rr, &until) : -1;
+    if (n <= 0) { /* it should wait for more: the instances do that */
+        if (rr != stackr)
+            free(rr);
+        return false;
+    }
+    b->inl_busy = true;
+    b->n_running++;
+    batch bt = { rr, n, b->running };
+    b->running = &bt;
+    atomic_fetch_add(&b->refs, 1); /* a done call may free the model, and b's owner */
+    pthread_mutex_unlock(&b->mu);
+    fxb_batcher *prev = tl_batcher;
+    tl_batcher = b; /* fxb_free from a done call here must not wait for this batch */
+    run(b, b->inl, rr, n);
+    tl_batcher = prev;
+    pthread_mutex_lock(&b->mu);
+    b->n_running--;
+    b->inl_busy = false;
+    batch **pp = &b->running;
+    while (*pp != &bt)
+        pp = &(*pp)->next;
+    *pp = bt.next;
+    pthread_cond_broadcast(&b->cv); /* instances waiting for the slot, or for work */
+    if (b->stop)
+        pthread_cond_signal(&b->reaper_cv); /* it ends once nothing runs */
+    pthread_mutex_unlock(&b->mu);
+    for (int j = 0; j < n; j++)
+        free(rr[j]);
+    if (rr != stackr)
+        free(rr);
+    release(b);
+    return true;
+}
+
 int fxb_submit(fxb_batcher *b, const fxb_request *r, char *err, size_t errlen)
 {
     uint32_t prio = r->priority ? r->priority : b->c.default_priority;
@@ -239,9 +296,11 @@ int fxb_submit(fxb_batcher *b, const fxb_request *r, char *err, size_t errlen)
         l->head = q;
     l->tail = q;
     b->n_queued++;
-    pthread_cond_signal(&b->cv);
     if (q->deadline < b->reaper_wake)
         pthread_cond_signal(&b->reaper_cv);
+    if (r->may_run_inline && run_inline(b))
+        return 0; /* ran here, answered, b->mu released */
+    pthread_cond_signal(&b->cv);
     pthread_mutex_unlock(&b->mu);
     return 0;
 }
@@ -393,7 +452,7 @@ static void block_copy(char *big, const int64_t *S, char *small, const int64_t *
 }
 
 
-typedef struct {
+typedef struct instance {
     fx_ctx *ctx;
     int slot;                       /* in fxb_batcher.arena */
     stage in, out;
@@ -487,7 +546,7 @@ static int device_check(fxb_batcher *b, instance *in, char *err, size_t errlen, 
     }
     atomic_store(&b->arena[in->slot], fx_ctx_arena_capacity(in->ctx));
     uint64_t used = b->weights_bytes;
-    for (uint32_t i = 0; i < b->c.instances; i++)
+    for (int i = 0; i < FXB_MAX_INSTANCES; i++) /* unused slots stay 0 */
         used += atomic_load(&b->arena[i]);
     int rc = fxd_check_memory_limit("the model's weights and batches", b->device, used,
                                     b->c.memory_limit_bytes, err, errlen);
@@ -640,10 +699,16 @@ static void run(fxb_batcher *b, instance *in, req **r, int n)
         instance_refresh(b, in);
 }
 
+static void instance_free(instance *in);
+
 static void release(fxb_batcher *b)
 {
     if (atomic_fetch_sub(&b->refs, 1) != 1)
         return;
+    if (b->inl) {
+        instance_free(b->inl);
+        free(b->inl);
+    }
     pthread_mutex_destroy(&b->mu);
     pthread_cond_destroy(&b->cv);
     pthread_cond_destroy(&b->reaper_cv);
@@ -710,6 +775,10 @@ static void *instance_main(void *arg)
     req **r = calloc(cap, sizeof *r);
     pthread_mutex_lock(&b->mu);
     while (ok && r) {
+        if (!b->stop && b->n_running >= (int)b->c.instances) {
+            pthread_cond_wait(&b->cv, &b->mu); /* an inline batch holds the slot */
+            continue;
+        }
         int64_t until = 0;
         int n = pick(b, r, &until);
         if (n == 0 && b->stop)
@@ -723,9 +792,11 @@ static void *instance_main(void *arg)
         }
         batch bt = { r, n, b->running };
         b->running = &bt;
+        b->n_running++;
         pthread_mutex_unlock(&b->mu);
         run(b, &in, r, n);
         pthread_mutex_lock(&b->mu);
+        b->n_running--;
         batch **pp = &b->running;
         while (*pp != &bt)
             pp = &(*pp)->next;
@@ -867,6 +938,14 @@ fxb_batcher *fxb_create(const fxg_graph *g, const fxb_config *c, fxb_batch_fn on
     pthread_cond_init(&b->reaper_cv, &ca);
     pthread_condattr_destroy(&ca);
     atomic_init(&b->refs, 1);
+    if (b->device.type == FX_DEV_CPU && c->instances < FXB_MAX_INSTANCES) {
+        b->inl = calloc(1, sizeof *b->inl);
+        if (b->inl && !instance_init(b, b->inl)) {
+            instance_free(b->inl);
+            free(b->inl);
+            b->inl = NULL; /* not offered: requests go to the instance threads */
+        }
+    }
     int want = (int)c->instances + 1;
     for (int i = 0; i < want; i++) {
         atomic_fetch_add(&b->refs, 1);

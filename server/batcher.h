@@ -104,6 +104,10 @@ typedef struct {
     uint64_t received_ns;     /* CLOCK_MONOTONIC; 0: now */
     fxb_done_fn done;
     void *user;
+    /* The caller's thread may run the request's batch itself when it would
+     * go at once and an execution slot is free (CPU models): fxb_submit then
+     * returns after the done call. Leave false where that would block. */
+    bool may_run_inline;
 } fxb_request;
 
 /* Per executed batch, for statistics (on the instance thread). */

@@ -497,7 +497,7 @@ static void model_infer(fxs_call *call, const ProtobufCMessage *msg, void *data)
     char err[ERRLEN];
     int rc = validate(d, j, err, sizeof err);
     fxb_request br = { .deadline_ns = fxs_deadline_ns(call), .received_ns = t_received,
-                       .done = infer_done, .user = j };
+                       .done = infer_done, .user = j, .may_run_inline = true };
     if (!rc && infer_params(req, &br, err, sizeof err) != 0)
         rc = FXS_INVALID_ARGUMENT;
     if (!rc && !(j->inputs = calloc((size_t)j->n_in + 1, sizeof *j->inputs))) {

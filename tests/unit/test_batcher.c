@@ -707,10 +707,53 @@ static void test_free_from_done(void **state)
     fxg_free(g);
 }
 
+
+/* may_run_inline: a request that would go at once runs on the submitting
+ * thread (no hand-off), answered before fxb_submit returns, with the same
+ * result as through an instance thread. */
+static pthread_t done_thread;
+
+static void record_thread(void *user, int status, const char *err, const fxb_output *outs,
+                          const fxb_timing *t)
+{
+    done_thread = pthread_self();
+    on_done(user, status, err, outs, t);
+}
+
+static void test_inline_run(void **state)
+{
+    fxg_graph *g = graph(MLP);
+    fxb_config c = cfg(8, 0);
+    c.enabled = false;
+    fxb_batcher *b = start(g, &c);
+    rq r = mlp_rq(3, 0.25f);
+    char err[256];
+    fxb_request br = { .inputs = r.in, .done = record_thread, .user = &TAGS[0],
+                       .may_run_inline = true };
+    assert_int_equal(fxb_submit(b, &br, err, sizeof err), 0);
+    pthread_mutex_lock(&C.mu);
+    int done_now = C.n_done;
+    pthread_mutex_unlock(&C.mu);
+    assert_int_equal(done_now, 1);                      /* answered before submit returned */
+    assert_true(pthread_equal(done_thread, pthread_self())); /* on this thread */
+    br.may_run_inline = false;
+    br.user = &TAGS[1];
+    assert_int_equal(fxb_submit(b, &br, err, sizeof err), 0);
+    wait_done(2);
+    assert_false(pthread_equal(done_thread, pthread_self())); /* an instance thread */
+    assert_int_equal(C.status[0], 0);
+    assert_int_equal(C.status[1], 0);
+    assert_memory_equal(C.out[0], C.out[1], 3 * 3 * sizeof(float));
+    fxb_free(b);
+    rq_free(&r, 1);
+    fxg_free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_free_from_done),
+        cmocka_unit_test(test_inline_run),
         cmocka_unit_test(test_full_batches_go_at_once),
         cmocka_unit_test(test_partial_batch_waits_for_delay),
         cmocka_unit_test(test_sparse_requests_do_not_wait),
