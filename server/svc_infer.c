@@ -428,13 +428,15 @@ static void infer_done(void *user, int status, const char *err, const fxb_output
             err = "out of memory building the reply";
         }
     }
+    /* Recorded before the reply goes: a client that asks for statistics
+     * right after its answer must find its request counted. */
+    rec.output_ns = t->output_ns + (fxd_mono_ns() - t0);
+    rec.ok = status == 0;
+    fxd_served_record(j->model, &rec);
     if (status)
         fxs_fail(j->call, status, "%s", err);
     else
         fxs_reply(j->call, &resp.base);
-    rec.output_ns = t->output_ns + (fxd_mono_ns() - t0);
-    rec.ok = status == 0;
-    fxd_served_record(j->model, &rec);
     pba_free(&a);
     job_free(j);
 }
