@@ -187,7 +187,18 @@ class UploadTest(DaemonTest):
             time.sleep(0.05)
         self.assertEqual(data_entries(self.d), [])
         self.assertEqual(self.c.list_datasets(), [])
-        self.c.upload_dataset("half", arrays(5))  # the name is free again
+        # the name is free again once the server has seen the cancel (it
+        # learns of it asynchronously: slow under sanitizers)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.c.upload_dataset("half", arrays(5))
+                break
+            except fxtest.FluxionError as e:
+                if (e.code != C.ALREADY_EXISTS or "in progress" not in e.message
+                        or time.monotonic() > deadline):
+                    raise
+                time.sleep(0.05)
         self.c.delete_dataset("half")
 
 
