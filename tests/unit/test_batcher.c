@@ -459,7 +459,7 @@ static void test_priority_order(void **state)
     for (int i = 0; i < 4; i++)
         r[i] = slow_rq(1, (float)i);
     assert_int_equal(submit(b, &blocker, 0, 0, 0), 0);
-    struct timespec ts = { 0, 10000000 }; /* let it start (it is taken at once) */
+    struct timespec ts = { 0, 50000000 }; /* let it start (it is taken at once) */
     nanosleep(&ts, NULL);
     uint64_t queued_from = fxb_mono_ns();
     assert_int_equal(submit(b, &r[0], 1, 3, 0), 0); /* low */
@@ -468,8 +468,20 @@ static void test_priority_order(void **state)
     assert_int_equal(submit(b, &r[3], 4, 1, 0), 0); /* high, later */
     assert_int_equal(submit(b, &r[3], 5, 4, 0), FXS_INVALID_ARGUMENT); /* no level 4 */
     wait_done(5);
-    /* the premise: the blocker ran while the others were queued */
-    assert_true(C.done_ns[0] > queued_from && C.t[0].queue_ns < 10000000u);
+    /* the premise: the blocker ran while the others were queued. On a
+     * machine so loaded that its thread did not start within 50 ms the order
+     * says nothing: skipped then, with the reason, rather than failed. */
+    if (!(C.done_ns[0] > queued_from && C.t[0].queue_ns < 50000000u)) {
+        fprintf(stderr, "test_priority_order: the blocker did not start in time (queued %llu "
+                "us): the machine is too loaded for this check\n",
+                (unsigned long long)(C.t[0].queue_ns / 1000));
+        fxb_free(b);
+        rq_free(&blocker, 1);
+        for (int i = 0; i < 4; i++)
+            rq_free(&r[i], 1);
+        fxg_free(g);
+        skip();
+    }
     int want[5] = { 0, 3, 4, 2, 1 };
     for (int i = 0; i < 5; i++)
         assert_int_equal(C.order[i], want[i]);
@@ -526,7 +538,7 @@ static void test_instances_run_in_parallel(void **state)
         if (inst == 1)
             assert_true(waited >= ran / 2); /* the second waited for the first */
         else
-            assert_true(waited < ran / 2);
+            assert_true(waited < ran * 3 / 4); /* not a whole batch: they overlapped */
         for (int i = 0; i < 2; i++) {
             expect_alone(g, &r[i], 1, i, 1e-5);
             rq_free(&r[i], 1);
