@@ -6,9 +6,9 @@
  * graph_ops.c.
  */
 #include "graph_internal.h"
+#include "util.h"
 
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,19 +38,6 @@ struct fxg_graph {
 
 /* ----------------------------------------------------------------- errors */
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 /* The graph under construction and where its errors go. */
 typedef struct {
@@ -64,7 +51,7 @@ typedef struct {
 static int nomem(builder *b, const char *what)
 {
     b->nomem = true;
-    return fail(b->err, b->errlen, "out of memory (%s)", what);
+    return fxu_fail(b->err, b->errlen, -1, "out of memory (%s)", what);
 }
 
 /* --------------------------------------------------------------- freeing */
@@ -127,14 +114,16 @@ static const char *dims_str(int ndim, const int64_t *shape, char *buf, size_t n)
 static int check_name(builder *b, const char *what, const char *name, bool is_node)
 {
     if (!name || !name[0])
-        return fail(b->err, b->errlen, "%s has an empty name", what);
+        return fxu_fail(b->err, b->errlen, -1, "%s has an empty name", what);
     if (strlen(name) > NAME_MAX_LEN)
-        return fail(b->err, b->errlen, "%s name '%.40s...' is longer than %d characters", what,
-                    name, NAME_MAX_LEN);
+        return fxu_fail(b->err, b->errlen, -1, "%s name '%.40s...' is longer than %d characters",
+                        what, name, NAME_MAX_LEN);
     /* '.' separates parameter names, ':' selects an output. */
     if (is_node && strpbrk(name, ".:"))
-        return fail(b->err, b->errlen, "node name '%s' contains '%c' (reserved for parameter "
-                    "names and output references)", name, *strpbrk(name, ".:"));
+        return fxu_fail(b->err, b->errlen, -1,
+                        "node name '%s' contains '%c' (reserved for parameter "
+                        "names and output references)",
+                        name, *strpbrk(name, ".:"));
     return 0;
 }
 
@@ -149,26 +138,32 @@ static int parse_inputs(builder *b)
     for (size_t i = 0; i < s->n_inputs; i++) {
         const Fluxion__V1__TensorSpec *t = s->inputs[i];
         if (!t)
-            return fail(b->err, b->errlen, "input %zu is missing", i);
+            return fxu_fail(b->err, b->errlen, -1, "input %zu is missing", i);
         if (check_name(b, "input", t->name, false))
             return -1;
         fxg_tensor_info *info = &g->inputs[i];
         if (!dtype_of(t->dtype, &info->dtype))
-            return fail(b->err, b->errlen, "input '%s': dtype %d is not supported (FP32, INT32, "
-                        "INT64)", t->name, (int)t->dtype);
+            return fxu_fail(b->err, b->errlen, -1,
+                            "input '%s': dtype %d is not supported (FP32, INT32, "
+                            "INT64)",
+                            t->name, (int)t->dtype);
         if (t->n_shape > FX_MAX_DIMS)
-            return fail(b->err, b->errlen, "input '%s': %zu dims, at most %d are supported",
-                        t->name, t->n_shape, FX_MAX_DIMS);
+            return fxu_fail(b->err, b->errlen, -1, "input '%s': %zu dims, at most %d are supported",
+                            t->name, t->n_shape, FX_MAX_DIMS);
         int64_t fixed = 1;
         for (size_t d = 0; d < t->n_shape; d++) {
             int64_t v = t->shape[d];
             if (v == 0 || v < -1)
-                return fail(b->err, b->errlen, "input '%s': dim %zu is %lld; sizes are >= 1, "
-                            "or -1 for any size", t->name, d, (long long)v);
+                return fxu_fail(b->err, b->errlen, -1,
+                                "input '%s': dim %zu is %lld; sizes are >= 1, "
+                                "or -1 for any size",
+                                t->name, d, (long long)v);
             fixed = v > 0 ? fxg_mul(fixed, v) : fixed;
             if (fixed < 0 || fixed > INPUT_MAX_NUMEL)
-                return fail(b->err, b->errlen, "input '%s': its fixed dims hold more than %lld "
-                            "elements", t->name, (long long)INPUT_MAX_NUMEL);
+                return fxu_fail(b->err, b->errlen, -1,
+                                "input '%s': its fixed dims hold more than %lld "
+                                "elements",
+                                t->name, (long long)INPUT_MAX_NUMEL);
             info->shape[d] = v;
         }
         info->ndim = (int)t->n_shape;
@@ -204,8 +199,10 @@ static const char *value_case_name(Fluxion__V1__AttrValue__ValueCase c)
 
 static int range_fail(builder *b, const fxg_node *n, const fxg_attr_schema *s, double v)
 {
-    return fail(b->err, b->errlen, "node '%s' (%s): attribute '%s' is %.17g, outside [%.17g, "
-                "%.17g]", n->name, n->op->name, s->name, v, s->min, s->max);
+    return fxu_fail(b->err, b->errlen, -1,
+                    "node '%s' (%s): attribute '%s' is %.17g, outside [%.17g, "
+                    "%.17g]",
+                    n->name, n->op->name, s->name, v, s->min, s->max);
 }
 
 static int check_int(builder *b, const fxg_node *n, const fxg_attr_schema *s, int64_t v)
@@ -236,8 +233,10 @@ static int parse_list(builder *b, const fxg_node *n, const fxg_attr_schema *s,
     const Fluxion__V1__IntList *l = v->ints;
     size_t len = l ? l->n_values : 0;
     if (len < (size_t)s->min_len || len > (size_t)s->max_len)
-        return fail(b->err, b->errlen, "node '%s' (%s): attribute '%s' has %zu values, expected "
-                    "%d to %d", n->name, n->op->name, s->name, len, s->min_len, s->max_len);
+        return fxu_fail(b->err, b->errlen, -1,
+                        "node '%s' (%s): attribute '%s' has %zu values, expected "
+                        "%d to %d",
+                        n->name, n->op->name, s->name, len, s->min_len, s->max_len);
     if (!(a->v = malloc((len ? len : 1) * sizeof *a->v)))
         return nomem(b, "attribute");
     for (size_t i = 0; i < len; i++) {
@@ -281,8 +280,10 @@ static int parse_value(builder *b, const fxg_node *n, const fxg_attr_schema *s,
             for (int k = 0; s->choices[k]; k++)
                 snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", k ? ", " : "",
                          s->choices[k]);
-            return fail(b->err, b->errlen, "node '%s' (%s): attribute '%s' is '%.64s', expected "
-                        "one of %s", n->name, n->op->name, s->name, v->s, list);
+            return fxu_fail(b->err, b->errlen, -1,
+                            "node '%s' (%s): attribute '%s' is '%.64s', expected "
+                            "one of %s",
+                            n->name, n->op->name, s->name, v->s, list);
         }
         break;
     case AT_INTS:
@@ -303,10 +304,11 @@ static int parse_value(builder *b, const fxg_node *n, const fxg_attr_schema *s,
         return check_int(b, n, s, a->i) || check_int(b, n, s, a->i2) ? -1 : 0;
     }
     if (!ok)
-        return fail(b->err, b->errlen, "node '%s' (%s): attribute '%s' must be %s, got %s",
-                    n->name, n->op->name, s->name, attr_type_name(s->type),
-                    c == FLUXION__V1__ATTR_VALUE__VALUE_INTS && s->type == AT_PAIR
-                        ? "a list of another length" : value_case_name(c));
+        return fxu_fail(b->err, b->errlen, -1, "node '%s' (%s): attribute '%s' must be %s, got %s",
+                        n->name, n->op->name, s->name, attr_type_name(s->type),
+                        c == FLUXION__V1__ATTR_VALUE__VALUE_INTS && s->type == AT_PAIR
+                            ? "a list of another length"
+                            : value_case_name(c));
     return 0;
 }
 
@@ -324,11 +326,11 @@ static int parse_attrs(builder *b, fxg_node *n, const Fluxion__V1__Node *spec)
     while (schema[na].name)
         na++;
     if (na > MAX_ATTRS)
-        return fail(b->err, b->errlen, "internal error: op '%s' has too many attributes",
-                    n->op->name);
+        return fxu_fail(b->err, b->errlen, -1, "internal error: op '%s' has too many attributes",
+                        n->op->name);
     if (!(n->attrs = calloc(na ? (size_t)na : 1, sizeof *n->attrs)))
         return nomem(b, "attributes");
-    bool given[MAX_ATTRS] = { false };
+    bool given[MAX_ATTRS] = {false};
     for (int k = 0; k < na; k++)
         set_default(&schema[k], &n->attrs[k]);
     for (size_t e = 0; e < spec->n_attrs; e++) {
@@ -342,23 +344,25 @@ static int parse_attrs(builder *b, fxg_node *n, const Fluxion__V1__Node *spec)
             for (int j = 0; j < na; j++)
                 snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", j ? ", " : "",
                          schema[j].name);
-            return fail(b->err, b->errlen, "node '%s' (%s): unknown attribute '%.64s' (%s%s)",
-                        n->name, n->op->name, key, na ? "known: " : "it takes none", list);
+            return fxu_fail(b->err, b->errlen, -1,
+                            "node '%s' (%s): unknown attribute '%.64s' (%s%s)", n->name,
+                            n->op->name, key, na ? "known: " : "it takes none", list);
         }
         if (given[k])
-            return fail(b->err, b->errlen, "node '%s' (%s): attribute '%s' is given twice",
-                        n->name, n->op->name, key);
+            return fxu_fail(b->err, b->errlen, -1, "node '%s' (%s): attribute '%s' is given twice",
+                            n->name, n->op->name, key);
         given[k] = true;
         if (!entry->value || entry->value->value_case == FLUXION__V1__ATTR_VALUE__VALUE__NOT_SET)
-            return fail(b->err, b->errlen, "node '%s' (%s): attribute '%s' has no value",
-                        n->name, n->op->name, key);
+            return fxu_fail(b->err, b->errlen, -1, "node '%s' (%s): attribute '%s' has no value",
+                            n->name, n->op->name, key);
         if (parse_value(b, n, &schema[k], entry->value, &n->attrs[k]))
             return -1;
     }
     for (int k = 0; k < na; k++)
         if (schema[k].required && !n->attrs[k].set)
-            return fail(b->err, b->errlen, "node '%s' (%s): attribute '%s' (%s) is required",
-                        n->name, n->op->name, schema[k].name, attr_type_name(schema[k].type));
+            return fxu_fail(b->err, b->errlen, -1,
+                            "node '%s' (%s): attribute '%s' (%s) is required", n->name, n->op->name,
+                            schema[k].name, attr_type_name(schema[k].type));
     return 0;
 }
 
@@ -395,8 +399,8 @@ static int unknown_op(builder *b, const char *node, const char *op)
         if (edit_distance(op, o->name) <= 2 || (strlen(op) >= 3 && strstr(o->name, op)))
             snprintf(close + strlen(close), sizeof close - strlen(close), "%s%s",
                      close[0] ? ", " : "", o->name);
-    return fail(b->err, b->errlen, "node '%s': unknown op '%.64s'%s%s%s", node, op,
-                close[0] ? " (did you mean " : "", close, close[0] ? "?)" : "");
+    return fxu_fail(b->err, b->errlen, -1, "node '%s': unknown op '%.64s'%s%s%s", node, op,
+                    close[0] ? " (did you mean " : "", close, close[0] ? "?)" : "");
 }
 
 static int parse_node(builder *b, int idx)
@@ -404,7 +408,7 @@ static int parse_node(builder *b, int idx)
     const Fluxion__V1__Node *s = b->spec->nodes[idx];
     fxg_node *n = &b->g->nodes[idx];
     if (!s)
-        return fail(b->err, b->errlen, "node %d is missing", idx);
+        return fxu_fail(b->err, b->errlen, -1, "node %d is missing", idx);
     char what[32];
     snprintf(what, sizeof what, "node %d", idx);
     if (check_name(b, what, s->name, true))
@@ -412,7 +416,7 @@ static int parse_node(builder *b, int idx)
     if (!(n->name = strdup(s->name)))
         return nomem(b, "node name");
     if (!s->op || !s->op[0])
-        return fail(b->err, b->errlen, "node '%s': no op given", n->name);
+        return fxu_fail(b->err, b->errlen, -1, "node '%s': no op given", n->name);
     if (!(n->op = fxg_find_op(s->op)))
         return unknown_op(b, n->name, s->op);
     int lo = n->op->min_in, hi = n->op->max_in;
@@ -424,14 +428,14 @@ static int parse_node(builder *b, int idx)
             snprintf(want, sizeof want, "%d", lo);
         else
             snprintf(want, sizeof want, "%d to %d", lo, hi);
-        return fail(b->err, b->errlen, "node '%s' (%s): takes %s input%s, got %zu", n->name,
-                    n->op->name, want, hi == 1 ? "" : "s", s->n_inputs);
+        return fxu_fail(b->err, b->errlen, -1, "node '%s' (%s): takes %s input%s, got %zu", n->name,
+                        n->op->name, want, hi == 1 ? "" : "s", s->n_inputs);
     }
     if (parse_attrs(b, n, s))
         return -1;
     char msg[384];
     if (n->op->check && n->op->check(n, msg, sizeof msg))
-        return fail(b->err, b->errlen, "node '%s' (%s): %s", n->name, n->op->name, msg);
+        return fxu_fail(b->err, b->errlen, -1, "node '%s' (%s): %s", n->name, n->op->name, msg);
     n->nout = n->op->nout ? n->op->nout(n) : 1;
     n->nin = (int)s->n_inputs;
     if (!(n->in_slot = calloc(s->n_inputs ? s->n_inputs : 1, sizeof *n->in_slot)))
@@ -488,11 +492,11 @@ static name_entry *name_table(builder *b, int *count)
             continue;
         const char *nm = t[i].name;
         if (t[i - 1].kind != t[i].kind)
-            fail(b->err, b->errlen, "input '%s' and node '%s' share a name", nm, nm);
+            fxu_fail(b->err, b->errlen, -1, "input '%s' and node '%s' share a name", nm, nm);
         else
-            fail(b->err, b->errlen, "duplicate %s name '%s' (%s %d and %d)",
-                 t[i].kind ? "node" : "input", nm, t[i].kind ? "nodes" : "inputs",
-                 t[i - 1].index, t[i].index);
+            fxu_fail(b->err, b->errlen, -1, "duplicate %s name '%s' (%s %d and %d)",
+                     t[i].kind ? "node" : "input", nm, t[i].kind ? "nodes" : "inputs",
+                     t[i - 1].index, t[i].index);
         free(t);
         return NULL;
     }
@@ -506,7 +510,7 @@ static int resolve(builder *b, const name_entry *t, int nt, const char *ref, con
 {
     fxg_graph *g = b->g;
     if (!ref || !ref[0])
-        return fail(b->err, b->errlen, "%s: empty tensor reference", what);
+        return fxu_fail(b->err, b->errlen, -1, "%s: empty tensor reference", what);
     const name_entry *e = find_name(t, nt, ref);
     if (e)
         return e->kind == 0 ? e->index : g->nodes[e->index].out_slot;
@@ -521,14 +525,16 @@ static int resolve(builder *b, const name_entry *t, int nt, const char *ref, con
             const fxg_node *n = &g->nodes[e->index];
             long long k = strlen(colon + 1) > 9 ? -1 : atoll(colon + 1);
             if (k < 0 || k >= n->nout)
-                return fail(b->err, b->errlen, "%s: node '%s' (%s) has %d output%s, no output "
-                            "%s", what, n->name, n->op->name, n->nout, n->nout == 1 ? "" : "s",
-                            colon + 1);
+                return fxu_fail(b->err, b->errlen, -1,
+                                "%s: node '%s' (%s) has %d output%s, no output "
+                                "%s",
+                                what, n->name, n->op->name, n->nout, n->nout == 1 ? "" : "s",
+                                colon + 1);
             return n->out_slot + (int)k;
         }
     }
-    return fail(b->err, b->errlen, "%s: '%.*s' names no graph input or node", what,
-                NAME_MAX_LEN, ref);
+    return fxu_fail(b->err, b->errlen, -1, "%s: '%.*s' names no graph input or node", what,
+                    NAME_MAX_LEN, ref);
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -549,7 +555,7 @@ static int check_output_names(builder *b)
     int rc = 0;
     for (int j = 1; j < g->nout && !rc; j++)
         if (strcmp(names[j - 1], names[j]) == 0)
-            rc = fail(b->err, b->errlen, "duplicate output name '%s'", names[j]);
+            rc = fxu_fail(b->err, b->errlen, -1, "duplicate output name '%s'", names[j]);
     free(names);
     return rc;
 }
@@ -582,14 +588,14 @@ static int resolve_all(builder *b)
     }
     const Fluxion__V1__ModelSpec *spec = b->spec;
     if (!rc && spec->n_outputs == 0)
-        rc = fail(b->err, b->errlen, "the model has no outputs");
+        rc = fxu_fail(b->err, b->errlen, -1, "the model has no outputs");
     if (!rc && (!(g->outputs = calloc(spec->n_outputs, sizeof *g->outputs)) ||
                 !(g->out_slot = calloc(spec->n_outputs, sizeof *g->out_slot))))
         rc = nomem(b, "outputs");
     for (size_t j = 0; !rc && j < spec->n_outputs; j++) {
         const Fluxion__V1__OutputSpec *o = spec->outputs[j];
         if (!o)
-            rc = fail(b->err, b->errlen, "output %zu is missing", j);
+            rc = fxu_fail(b->err, b->errlen, -1, "output %zu is missing", j);
         else if (!check_name(b, "output", o->name, false)) {
             char what[NAME_MAX_LEN + 16];
             snprintf(what, sizeof what, "output '%s'", o->name);
@@ -651,7 +657,7 @@ static int report_cycle(builder *b, const int *slot_owner, const int *indeg)
         k += (size_t)snprintf(msg + k, sizeof msg - k, " -> '%s'", g->nodes[path[i]].name);
     free(pos);
     free(path);
-    return fail(b->err, b->errlen, "the nodes form a cycle: %s", msg);
+    return fxu_fail(b->err, b->errlen, -1, "the nodes form a cycle: %s", msg);
 }
 
 /* Kahn's algorithm; nodes ready at the same time keep the spec's order. */
@@ -726,13 +732,14 @@ static int count_params(builder *b, uint64_t max_params)
             continue;
         int64_t p = n->op->nparams(n);
         if (p < 0)
-            return fail(b->err, b->errlen, "node '%s' (%s): its parameter count overflows",
-                        n->name, n->op->name);
+            return fxu_fail(b->err, b->errlen, -1, "node '%s' (%s): its parameter count overflows",
+                            n->name, n->op->name);
         total = fxg_add(total, p);
         if (total < 0 || (uint64_t)total > max_params)
-            return fail(b->err, b->errlen, "node '%s' (%s): %lld parameters bring the model "
-                        "above the limit of %llu parameters", n->name, n->op->name,
-                        (long long)p, (unsigned long long)max_params);
+            return fxu_fail(b->err, b->errlen, -1,
+                            "node '%s' (%s): %lld parameters bring the model "
+                            "above the limit of %llu parameters",
+                            n->name, n->op->name, (long long)p, (unsigned long long)max_params);
     }
     return 0;
 }
@@ -757,9 +764,10 @@ static int build_layers(builder *b, uint64_t seed)
         for (int k = before; !rc && k < g->params.count; k++)
             numel += fx_tensor_numel(g->params.items[k].tensor);
         if (!rc && numel != n->op->nparams(n))
-            rc = fail(b->err, b->errlen, "node '%s' (%s): internal error: %lld parameters made, "
-                      "%lld counted", n->name, n->op->name, (long long)numel,
-                      (long long)n->op->nparams(n));
+            rc = fxu_fail(b->err, b->errlen, -1,
+                          "node '%s' (%s): internal error: %lld parameters made, "
+                          "%lld counted",
+                          n->name, n->op->name, (long long)numel, (long long)n->op->nparams(n));
     }
     for (int k = 0; !rc && k < g->params.count; k++)
         if (fx_tensor_requires_grad(g->params.items[k].tensor) &&
@@ -776,10 +784,10 @@ static int run(const fxg_graph *g, fx_ctx *ctx, fx_tensor *const *inputs, fx_ten
                bool probe, char *err, size_t errlen)
 {
     if (fx_ctx_status(ctx) != FX_OK)
-        return fail(err, errlen, "the context has an earlier error: %s", fx_ctx_error(ctx));
+        return fxu_fail(err, errlen, -1, "the context has an earlier error: %s", fx_ctx_error(ctx));
     fx_tensor **vals = calloc((size_t)g->nslots + (size_t)g->max_node_in + 1, sizeof *vals);
     if (!vals)
-        return fail(err, errlen, "out of memory");
+        return fxu_fail(err, errlen, -1, "out of memory");
     fx_tensor **in = vals + g->nslots;
     if (g->nin)
         memcpy(vals, inputs, (size_t)g->nin * sizeof *vals);
@@ -794,8 +802,8 @@ static int run(const fxg_graph *g, fx_ctx *ctx, fx_tensor *const *inputs, fx_ten
         for (int k = 0; k < n->nout; k++)
             made = made && out[k];
         if (fx_ctx_status(ctx) != FX_OK || !made)
-            rc = fail(err, errlen, "node '%s' (%s): %s", n->name, n->op->name,
-                      fx_ctx_status(ctx) != FX_OK ? fx_ctx_error(ctx) : "no result");
+            rc = fxu_fail(err, errlen, -1, "node '%s' (%s): %s", n->name, n->op->name,
+                          fx_ctx_status(ctx) != FX_OK ? fx_ctx_error(ctx) : "no result");
     }
     for (int j = 0; j < g->nout; j++)
         outputs[j] = rc ? NULL : vals[g->out_slot[j]];
@@ -807,20 +815,20 @@ int fxg_check_input(const fxg_graph *g, int i, fx_dtype dtype, int ndim, const i
                     char *err, size_t errlen)
 {
     if (!g || i < 0 || i >= g->nin)
-        return fail(err, errlen, "no input %d", i);
+        return fxu_fail(err, errlen, -1, "no input %d", i);
     const fxg_tensor_info *t = &g->inputs[i];
     char want[160], got[160];
     if (dtype != t->dtype)
-        return fail(err, errlen, "input '%s': dtype %s, expected %s", t->name,
-                    fx_dtype_name(dtype), fx_dtype_name(t->dtype));
+        return fxu_fail(err, errlen, -1, "input '%s': dtype %s, expected %s", t->name,
+                        fx_dtype_name(dtype), fx_dtype_name(t->dtype));
     bool ok = ndim == t->ndim && (ndim == 0 || shape);
     for (int d = 0; ok && d < ndim; d++)
         ok = t->shape[d] == -1 ? shape[d] >= 1 : shape[d] == t->shape[d];
     if (!ok) {
         bool shown = shape && ndim >= 0 && ndim <= FX_MAX_DIMS;
-        return fail(err, errlen, "input '%s': shape %s, expected %s (-1: any size)", t->name,
-                    shown ? dims_str(ndim, shape, got, sizeof got) : "(bad)",
-                    dims_str(t->ndim, t->shape, want, sizeof want));
+        return fxu_fail(err, errlen, -1, "input '%s': shape %s, expected %s (-1: any size)",
+                        t->name, shown ? dims_str(ndim, shape, got, sizeof got) : "(bad)",
+                        dims_str(t->ndim, t->shape, want, sizeof want));
     }
     return 0;
 }
@@ -829,11 +837,11 @@ int fxg_forward(const fxg_graph *g, fx_ctx *ctx, fx_tensor *const *inputs, fx_te
                 char *err, size_t errlen)
 {
     if (!g || !ctx || (!inputs && g->nin) || !outputs)
-        return fail(err, errlen, "fxg_forward: NULL argument");
+        return fxu_fail(err, errlen, -1, "fxg_forward: NULL argument");
     for (int i = 0; i < g->nin; i++) {
         const fx_tensor *x = inputs[i];
         if (!x)
-            return fail(err, errlen, "input '%s' is missing", g->inputs[i].name);
+            return fxu_fail(err, errlen, -1, "input '%s' is missing", g->inputs[i].name);
         if (fxg_check_input(g, i, x->dtype, x->ndim, x->shape, err, errlen))
             return -1;
     }
@@ -886,14 +894,14 @@ static int probe(builder *b, fx_ctx *ctx, int64_t p, fxg_tensor_info *info)
         in[i] = fx_full(ctx, t->dtype, t->ndim, s, v);
     }
     char msg[512];
-    int rc = fx_ctx_status(ctx) != FX_OK ? fail(msg, sizeof msg, "%s", fx_ctx_error(ctx))
+    int rc = fx_ctx_status(ctx) != FX_OK ? fxu_fail(msg, sizeof msg, -1, "%s", fx_ctx_error(ctx))
                                          : run(g, ctx, in, out, true, msg, sizeof msg);
     if (rc) {
         char shapes[512];
         probe_shapes_str(g, p, shapes, sizeof shapes);
         if (fx_ctx_status(ctx) == FX_ERR_NOMEM)
             b->nomem = true;
-        fail(b->err, b->errlen, "shape inference: %s (probe inputs: %s)", msg, shapes);
+        fxu_fail(b->err, b->errlen, -1, "shape inference: %s (probe inputs: %s)", msg, shapes);
     }
     for (int j = 0; !rc && j < g->nout; j++) {
         info[j].dtype = out[j]->dtype;
@@ -954,15 +962,15 @@ fxg_graph *fxg_create(const Fluxion__V1__ModelSpec *spec, const fxg_options *opt
     if (err && errlen)
         err[0] = '\0';
     if (!spec) {
-        fail(err, errlen, "no model spec");
+        fxu_fail(err, errlen, -1, "no model spec");
         return NULL;
     }
-    fxg_options o = opts ? *opts : (fxg_options){ 0 };
+    fxg_options o = opts ? *opts : (fxg_options){0};
     uint64_t max_params = o.max_params ? o.max_params : DEFAULT_MAX_PARAMS;
     int max_nodes = o.max_nodes > 0 ? o.max_nodes : DEFAULT_MAX_NODES;
     if (spec->n_nodes > (size_t)max_nodes) {
-        fail(err, errlen, "the model has %zu nodes, above the limit of %d", spec->n_nodes,
-             max_nodes);
+        fxu_fail(err, errlen, -1, "the model has %zu nodes, above the limit of %d", spec->n_nodes,
+                 max_nodes);
         return NULL;
     }
     if (!(b.g = calloc(1, sizeof *b.g)) ||
@@ -970,7 +978,7 @@ fxg_graph *fxg_create(const Fluxion__V1__ModelSpec *spec, const fxg_options *opt
         free(b.g);
         if (nomem_out)
             *nomem_out = true;
-        fail(err, errlen, "out of memory");
+        fxu_fail(err, errlen, -1, "out of memory");
         return NULL;
     }
     fxg_graph *g = b.g;
@@ -1103,36 +1111,37 @@ static int check_weights(const fxg_graph *g, const fx_params *in, char *err, siz
         if (!mine) {
             if (ignorable(g, name))
                 continue;
-            return fail(err, errlen, "tensor '%s' is not a parameter of the model", name);
+            return fxu_fail(err, errlen, -1, "tensor '%s' is not a parameter of the model", name);
         }
         if (t->dtype != mine->dtype)
-            return fail(err, errlen, "tensor '%s': dtype %s, expected %s", name,
-                        fx_dtype_name(t->dtype), fx_dtype_name(mine->dtype));
+            return fxu_fail(err, errlen, -1, "tensor '%s': dtype %s, expected %s", name,
+                            fx_dtype_name(t->dtype), fx_dtype_name(mine->dtype));
         if (!fx_tensor_same_shape(t, mine))
-            return fail(err, errlen, "tensor '%s': shape %s, expected %s", name,
-                        fx_shape_str(t, s1, sizeof s1), fx_shape_str(mine, s2, sizeof s2));
+            return fxu_fail(err, errlen, -1, "tensor '%s': shape %s, expected %s", name,
+                            fx_shape_str(t, s1, sizeof s1), fx_shape_str(mine, s2, sizeof s2));
     }
     for (int i = 0; i < g->params.count; i++)
         if (!fx_params_find(in, g->params.items[i].name))
-            return fail(err, errlen, "tensor '%s' is missing", g->params.items[i].name);
+            return fxu_fail(err, errlen, -1, "tensor '%s' is missing", g->params.items[i].name);
     return 0;
 }
 
 int fxg_load_weights(fxg_graph *g, const void *buf, size_t len, char *err, size_t errlen)
 {
     if (!g || (!buf && len))
-        return fail(err, errlen, "fxg_load_weights: NULL argument");
+        return fxu_fail(err, errlen, -1, "fxg_load_weights: NULL argument");
     fx_params in;
     fx_params_init(&in);
     char msg[384];
     fx_status s = fx_safetensors_decode(buf, len, &in, msg, sizeof msg);
     if (s != FX_OK)
-        return fail(err, errlen, "weights: %s", msg);
+        return fxu_fail(err, errlen, -1, "weights: %s", msg);
     int rc = check_weights(g, &in, err, errlen);
     for (int i = 0; !rc && i < g->params.count; i++) {
         const fx_tensor *src = fx_params_find(&in, g->params.items[i].name);
         if (fx_tensor_copy(g->params.items[i].tensor, src) != FX_OK)
-            rc = fail(err, errlen, "tensor '%s' could not be copied", g->params.items[i].name);
+            rc = fxu_fail(err, errlen, -1, "tensor '%s' could not be copied",
+                          g->params.items[i].name);
     }
     fx_params_free_tensors(&in);
     return rc;
@@ -1141,8 +1150,8 @@ int fxg_load_weights(fxg_graph *g, const void *buf, size_t len, char *err, size_
 int fxg_save_weights(const fxg_graph *g, void **buf, size_t *len, char *err, size_t errlen)
 {
     if (!g || !buf || !len)
-        return fail(err, errlen, "fxg_save_weights: NULL argument");
-    static const char *const keys[] = { "format" }, *const values[] = { "pt" };
+        return fxu_fail(err, errlen, -1, "fxg_save_weights: NULL argument");
+    static const char *const keys[] = {"format"}, *const values[] = {"pt"};
     uint8_t *out = NULL;
     fx_status s = fx_safetensors_encode(&g->params, 1, keys, values, &out, len, err, errlen);
     *buf = out;
@@ -1152,11 +1161,11 @@ int fxg_save_weights(const fxg_graph *g, void **buf, size_t *len, char *err, siz
 int fxg_to_device(fxg_graph *g, fx_device dev, char *err, size_t errlen)
 {
     if (!g)
-        return fail(err, errlen, "fxg_to_device: NULL graph");
+        return fxu_fail(err, errlen, -1, "fxg_to_device: NULL graph");
     char name[32];
     fx_device_str(dev, name, sizeof name);
     if (!fx_device_available(dev))
-        return fail(err, errlen, "device %s is not available", name);
+        return fxu_fail(err, errlen, -1, "device %s is not available", name);
     fx_device from = g->device;
     for (int i = 0; i < g->params.count; i++) {
         fx_status s = fx_tensor_move_to_device(g->params.items[i].tensor, dev);
@@ -1165,7 +1174,7 @@ int fxg_to_device(fxg_graph *g, fx_device dev, char *err, size_t errlen)
         const char *why = s == FX_ERR_NOMEM && fx_device_last_error()[0]
                               ? fx_device_last_error()
                               : fx_status_name(s);
-        fail(err, errlen, "moving '%s' to %s: %s", g->params.items[i].name, name, why);
+        fxu_fail(err, errlen, -1, "moving '%s' to %s: %s", g->params.items[i].name, name, why);
         /* back where they were, so the graph stays whole (on the host this
          * cannot run out: the memory was just given back) */
         for (int k = 0; k < i; k++)

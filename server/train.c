@@ -16,6 +16,7 @@
  * evaluation); the metadata repeats step and epoch for people.
  */
 #include "train.h"
+#include "util.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -71,24 +72,7 @@ typedef struct {
     int es_patience;
 } plan_t;
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return FXS_INVALID_ARGUMENT;
-}
-
-static int nomem(char *err, size_t errlen)
-{
-    fail(err, errlen, "out of memory");
-    return FXS_RESOURCE_EXHAUSTED;
-}
+static int nomem(char *err, size_t errlen) { return fxu_oom(err, errlen); }
 
 static void plan_free(plan_t *p)
 {
@@ -147,8 +131,9 @@ static int find_column(const fxd_columns *cols, const char *name, const char *wh
     char list[512];
     *out = fxd_columns_find(cols, name);
     if (*out < 0)
-        return fail(err, errlen, "%s: no column '%s' in the%s dataset (columns: %s)", what, name,
-                    which, name_list(list, sizeof list, cols->n, cols, col_name));
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "%s: no column '%s' in the%s dataset (columns: %s)", what, name, which,
+                        name_list(list, sizeof list, cols->n, cols, col_name));
     return 0;
 }
 
@@ -159,14 +144,15 @@ static int check_feed(const plan_t *p, const Fluxion__V1__Feed *f, int i, char *
     snprintf(what, sizeof what, "feeds[%d].input", i);
     out->input = fxg_find_input(p->g, f->input);
     if (out->input < 0)
-        return fail(err, errlen, "%s: no input '%s' in the model (inputs: %s)", what, f->input,
-                    name_list(list, sizeof list, fxg_num_inputs(p->g), p->g, in_name));
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "%s: no input '%s' in the model (inputs: %s)", what, f->input,
+                        name_list(list, sizeof list, fxg_num_inputs(p->g), p->g, in_name));
     const fxg_tensor_info *t = fxg_input(p->g, out->input);
     if (t->ndim < 1 || t->shape[0] != -1)
-        return fail(err, errlen,
-                    "%s: input '%s' has shape %s; training needs a batch "
-                    "dimension of any size (-1) first",
-                    what, t->name, dims_str(t->ndim, t->shape, s1, sizeof s1));
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "%s: input '%s' has shape %s; training needs a batch "
+                        "dimension of any size (-1) first",
+                        what, t->name, dims_str(t->ndim, t->shape, s1, sizeof s1));
     snprintf(what, sizeof what, "feeds[%d].tensor", i);
     for (int v = 0; v < 2; v++) {
         const fxd_columns *cols = v ? p->valc : p->train;
@@ -178,16 +164,17 @@ static int check_feed(const plan_t *p, const Fluxion__V1__Feed *f, int i, char *
             return FXS_INVALID_ARGUMENT;
         const fxd_column *c = &cols->cols[*ci];
         if (c->dtype != t->dtype)
-            return fail(err, errlen, "%s: column '%s'%s is %s, input '%s' takes %s", what, c->name,
-                        v ? " of the validation dataset" : "", fx_dtype_name(c->dtype), t->name,
-                        fx_dtype_name(t->dtype));
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                            "%s: column '%s'%s is %s, input '%s' takes %s", what, c->name,
+                            v ? " of the validation dataset" : "", fx_dtype_name(c->dtype), t->name,
+                            fx_dtype_name(t->dtype));
         if (!sample_fits(c, t, 0))
-            return fail(err, errlen,
-                        "%s: column '%s'%s has samples of shape %s, input '%s' "
-                        "takes %s (the first dimension is the batch; -1: any size)",
-                        what, c->name, v ? " of the validation dataset" : "",
-                        dims_str(c->sample_ndim, c->sample_shape, s1, sizeof s1), t->name,
-                        dims_str(t->ndim, t->shape, s2, sizeof s2));
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                            "%s: column '%s'%s has samples of shape %s, input '%s' "
+                            "takes %s (the first dimension is the batch; -1: any size)",
+                            what, c->name, v ? " of the validation dataset" : "",
+                            dims_str(c->sample_ndim, c->sample_shape, s1, sizeof s1), t->name,
+                            dims_str(t->ndim, t->shape, s2, sizeof s2));
     }
     if (p->valc == p->train)
         out->vcol = out->col;
@@ -206,18 +193,19 @@ static int check_feeds(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err, s
             return rc;
         for (int j = 0; j < i; j++)
             if (p->feeds[j].input == p->feeds[i].input)
-                return fail(err, errlen, "feeds[%d].input: '%s' is already fed by feeds[%d]", i,
-                            spec->feeds[i]->input, j);
+                return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                                "feeds[%d].input: '%s' is already fed by feeds[%d]", i,
+                                spec->feeds[i]->input, j);
     }
     for (int k = 0; k < fxg_num_inputs(p->g); k++) {
         bool fed = false;
         for (int i = 0; i < p->nfeeds && !fed; i++)
             fed = p->feeds[i].input == k;
         if (!fed)
-            return fail(err, errlen,
-                        "feeds: model input '%s' is not fed (every input needs a "
-                        "dataset tensor)",
-                        fxg_input(p->g, k)->name);
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                            "feeds: model input '%s' is not fed (every input needs a "
+                            "dataset tensor)",
+                            fxg_input(p->g, k)->name);
     }
     return 0;
 }
@@ -237,21 +225,23 @@ static int check_target(const fxd_column *c, const fxg_tensor_info *t, int kind,
     char s1[160], s2[160];
     bool classes = kind == LK_CE;
     if (classes && c->dtype != FX_I32 && c->dtype != FX_I64)
-        return fail(err, errlen,
-                    "%s: column '%s'%s is %s; cross_entropy takes class indices "
-                    "(i32 or i64)",
-                    what, c->name, which, fx_dtype_name(c->dtype));
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "%s: column '%s'%s is %s; cross_entropy takes class indices "
+                        "(i32 or i64)",
+                        what, c->name, which, fx_dtype_name(c->dtype));
     if (!classes && c->dtype != FX_F32)
-        return fail(err, errlen, "%s: column '%s'%s is %s; %s takes f32 targets", what, c->name,
-                    which, fx_dtype_name(c->dtype), loss_kinds[kind]);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "%s: column '%s'%s is %s; %s takes f32 targets", what, c->name, which,
+                        fx_dtype_name(c->dtype), loss_kinds[kind]);
     if (!sample_fits(c, t, classes ? 1 : 0)) {
         int nd = t->ndim - 1 - (classes ? 1 : 0);
-        return fail(err, errlen,
-                    "%s: column '%s'%s has samples of shape %s; %s on output '%s' "
-                    "(shape %s) needs %s (-1: any size)",
-                    what, c->name, which, dims_str(c->sample_ndim, c->sample_shape, s1, sizeof s1),
-                    loss_kinds[kind], t->name, dims_str(t->ndim, t->shape, s2, sizeof s2),
-                    dims_str(nd < 0 ? 0 : nd, t->shape + 1, s1, sizeof s1));
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "%s: column '%s'%s has samples of shape %s; %s on output '%s' "
+                        "(shape %s) needs %s (-1: any size)",
+                        what, c->name, which,
+                        dims_str(c->sample_ndim, c->sample_shape, s1, sizeof s1), loss_kinds[kind],
+                        t->name, dims_str(t->ndim, t->shape, s2, sizeof s2),
+                        dims_str(nd < 0 ? 0 : nd, t->shape + 1, s1, sizeof s1));
     }
     return 0;
 }
@@ -263,29 +253,32 @@ static int check_loss(const plan_t *p, const Fluxion__V1__LossSpec *l, int i, ch
     snprintf(what, sizeof what, "losses[%d].output", i);
     out->out = fxg_find_output(p->g, l->output);
     if (out->out < 0)
-        return fail(err, errlen, "%s: no output '%s' in the model (outputs: %s)", what, l->output,
-                    name_list(list, sizeof list, fxg_num_outputs(p->g), p->g, out_name));
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "%s: no output '%s' in the model (outputs: %s)", what, l->output,
+                        name_list(list, sizeof list, fxg_num_outputs(p->g), p->g, out_name));
     const fxg_tensor_info *t = fxg_output(p->g, out->out);
     if (t->dtype != FX_F32)
-        return fail(err, errlen, "%s: output '%s' is %s; losses take f32 outputs", what, t->name,
-                    fx_dtype_name(t->dtype));
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "%s: output '%s' is %s; losses take f32 outputs", what, t->name,
+                        fx_dtype_name(t->dtype));
     snprintf(what, sizeof what, "losses[%d].kind", i);
     out->kind = loss_kind(l->kind);
     if (out->kind < 0)
-        return fail(err, errlen,
-                    "%s: '%s' is not one of mse, cross_entropy, cross_entropy_soft, "
-                    "bce_with_logits",
-                    what, l->kind);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "%s: '%s' is not one of mse, cross_entropy, cross_entropy_soft, "
+                        "bce_with_logits",
+                        what, l->kind);
     if (t->ndim < (out->kind == LK_CE || out->kind == LK_CE_SOFT ? 2 : 1) ||
         (t->shape[0] != -1 && t->ndim >= 1))
-        return fail(err, errlen,
-                    "%s: output '%s' has shape %s; %s needs a batch dimension "
-                    "(-1) first%s",
-                    what, t->name, dims_str(t->ndim, t->shape, s1, sizeof s1), l->kind,
-                    out->kind == LK_CE || out->kind == LK_CE_SOFT ? " and classes last" : "");
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "%s: output '%s' has shape %s; %s needs a batch dimension "
+                        "(-1) first%s",
+                        what, t->name, dims_str(t->ndim, t->shape, s1, sizeof s1), l->kind,
+                        out->kind == LK_CE || out->kind == LK_CE_SOFT ? " and classes last" : "");
     snprintf(what, sizeof what, "losses[%d].weight", i);
     if (!(l->weight >= 0) || !isfinite(l->weight))
-        return fail(err, errlen, "%s: %g must be >= 0 (0 means 1)", what, l->weight);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "%s: %g must be >= 0 (0 means 1)", what,
+                        l->weight);
     out->weight = l->weight > 0 ? l->weight : 1.0;
     snprintf(what, sizeof what, "losses[%d].target", i);
     for (int v = 0; v < 2; v++) {
@@ -307,7 +300,7 @@ static int check_loss(const plan_t *p, const Fluxion__V1__LossSpec *l, int i, ch
 static int check_losses(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err, size_t errlen)
 {
     if (!spec->n_losses)
-        return fail(err, errlen, "losses: at least one loss is needed");
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "losses: at least one loss is needed");
     p->nlosses = (int)spec->n_losses;
     p->losses = calloc(spec->n_losses, sizeof *p->losses);
     if (!p->losses)
@@ -333,16 +326,18 @@ static int check_metrics(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err,
         if (strncmp(m, "accuracy:", 9) == 0)
             out = m + 9;
         else if (strcmp(m, "accuracy") != 0)
-            return fail(err, errlen,
-                        "metrics[%d]: '%s' is not one of accuracy, "
-                        "accuracy:OUTPUT",
-                        i, m);
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                            "metrics[%d]: '%s' is not one of accuracy, "
+                            "accuracy:OUTPUT",
+                            i, m);
         if (out && fxg_find_output(p->g, out) < 0)
-            return fail(err, errlen, "metrics[%d]: no output '%s' in the model (outputs: %s)", i,
-                        out, name_list(list, sizeof list, fxg_num_outputs(p->g), p->g, out_name));
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                            "metrics[%d]: no output '%s' in the model (outputs: %s)", i, out,
+                            name_list(list, sizeof list, fxg_num_outputs(p->g), p->g, out_name));
         for (int j = 0; j < i; j++)
             if (strcmp(p->metrics[j].name, m) == 0)
-                return fail(err, errlen, "metrics[%d]: '%s' is listed twice", i, m);
+                return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                                "metrics[%d]: '%s' is listed twice", i, m);
         /* plain "accuracy": the first classification loss's output */
         p->metrics[i] = (metric_t){.name = m, .loss = -1};
         for (int k = 0; k < p->nlosses && p->metrics[i].loss < 0; k++) {
@@ -351,10 +346,10 @@ static int check_metrics(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err,
                 p->metrics[i].loss = k;
         }
         if (p->metrics[i].loss < 0)
-            return fail(err, errlen,
-                        "metrics[%d]: '%s' needs %s with a cross_entropy, "
-                        "cross_entropy_soft or bce_with_logits loss (for its targets)",
-                        i, m, out ? "that output" : "an output");
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                            "metrics[%d]: '%s' needs %s with a cross_entropy, "
+                            "cross_entropy_soft or bce_with_logits loss (for its targets)",
+                            i, m, out ? "that output" : "an output");
     }
     return 0;
 }
@@ -370,20 +365,23 @@ static int check_schedule_clip(const Fluxion__V1__ScheduleSpec *s, const Fluxion
         if (strcmp(sk, sched[k]) == 0)
             si = k;
     if (si < 0)
-        return fail(err, errlen, "schedule.kind: '%s' is not one of constant, step, cosine", sk);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "schedule.kind: '%s' is not one of constant, step, cosine", sk);
     if (si == FX_SCHED_STEP && s->step_size <= 0)
-        return fail(err, errlen, "schedule.step_size: %" PRId64 " must be > 0 for kind 'step'",
-                    s->step_size);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "schedule.step_size: %" PRId64 " must be > 0 for kind 'step'",
+                        s->step_size);
     if (s->warmup_steps < 0)
-        return fail(err, errlen, "schedule.warmup_steps: %" PRId64 " must be >= 0",
-                    s->warmup_steps);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "schedule.warmup_steps: %" PRId64 " must be >= 0", s->warmup_steps);
     if (!(s->gamma >= 0) || !(s->min_lr >= 0))
-        return fail(err, errlen, "schedule.%s: %g must be >= 0", s->gamma >= 0 ? "min_lr" : "gamma",
-                    s->gamma >= 0 ? s->min_lr : s->gamma);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "schedule.%s: %g must be >= 0",
+                        s->gamma >= 0 ? "min_lr" : "gamma", s->gamma >= 0 ? s->min_lr : s->gamma);
     if (!(c->max_norm >= 0) || !(c->max_value >= 0) || isinf(c->max_norm) || isinf(c->max_value))
-        return fail(err, errlen, "clip.%s: %g must be >= 0 and finite (0: off)",
-                    c->max_norm >= 0 && !isinf(c->max_norm) ? "max_value" : "max_norm",
-                    c->max_norm >= 0 && !isinf(c->max_norm) ? c->max_value : c->max_norm);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "clip.%s: %g must be >= 0 and finite (0: off)",
+                        c->max_norm >= 0 && !isinf(c->max_norm) ? "max_value" : "max_norm",
+                        c->max_norm >= 0 && !isinf(c->max_norm) ? c->max_value : c->max_norm);
     *out = (fx_schedule){.kind = (fx_sched_kind)si,
                          .warmup_steps = s->warmup_steps,
                          .step_size = s->step_size,
@@ -406,16 +404,17 @@ static int check_optimizer(const Fluxion__V1__JobSpec *spec, plan_t *p, char *er
         if (strcmp(kind, fx_optim_kind_name((fx_optim_kind)k)) == 0)
             p->opt_kind = (fx_optim_kind)k;
     if (p->opt_kind == FX_OPT_COUNT)
-        return fail(err, errlen,
-                    "optimizer.kind: '%s' is not one of sgd, momentum, nesterov, "
-                    "rmsprop, adagrad, adadelta, adam, adamw",
-                    kind);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "optimizer.kind: '%s' is not one of sgd, momentum, nesterov, "
+                        "rmsprop, adagrad, adadelta, adam, adamw",
+                        kind);
     const double vals[] = {o->lr, o->momentum, o->beta1, o->beta2, o->eps, o->weight_decay, o->rho};
     static const char *const names[] = {"lr",  "momentum",     "beta1", "beta2",
                                         "eps", "weight_decay", "rho"};
     for (int k = 0; k < 7; k++)
         if (!isfinite(vals[k]))
-            return fail(err, errlen, "optimizer.%s: %g is not a number", names[k], vals[k]);
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "optimizer.%s: %g is not a number",
+                            names[k], vals[k]);
     static const double default_lr[FX_OPT_COUNT] = {0.01, 0.01, 0.01, 0.01, 0.01, 1.0, 1e-3, 1e-3};
     fx_optim_hparams *h = &p->hp;
     *h = (fx_optim_hparams){.lr = o->lr ? o->lr : default_lr[p->opt_kind],
@@ -438,7 +437,8 @@ static int check_optimizer(const Fluxion__V1__JobSpec *spec, plan_t *p, char *er
     fx_params_init(&empty);
     fx_optim *probe = fx_optim_create(p->opt_kind, h, &empty);
     if (!probe)
-        return fail(err, errlen, "optimizer: %s", fx_optim_last_create_error());
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "optimizer: %s",
+                        fx_optim_last_create_error());
     fx_optim_free(probe);
     return 0;
 }
@@ -446,49 +446,53 @@ static int check_optimizer(const Fluxion__V1__JobSpec *spec, plan_t *p, char *er
 static int check_sizes(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err, size_t errlen)
 {
     if (spec->batch_size < 0)
-        return fail(err, errlen, "batch_size: %" PRId64 " must be > 0 (0 means 32)",
-                    spec->batch_size);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "batch_size: %" PRId64 " must be > 0 (0 means 32)", spec->batch_size);
     p->batch = spec->batch_size ? spec->batch_size : 32;
     if (spec->epochs < 0 || spec->steps < 0)
-        return fail(err, errlen, "%s: %" PRId64 " must be >= 0",
-                    spec->epochs < 0 ? "epochs" : "steps",
-                    spec->epochs < 0 ? spec->epochs : spec->steps);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "%s: %" PRId64 " must be >= 0",
+                        spec->epochs < 0 ? "epochs" : "steps",
+                        spec->epochs < 0 ? spec->epochs : spec->steps);
     if (!spec->epochs && !spec->steps)
-        return fail(err, errlen, "epochs, steps: neither is set (one must be > 0)");
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "epochs, steps: neither is set (one must be > 0)");
     if (spec->eval_every_steps < 0 || spec->checkpoint_every_steps < 0)
-        return fail(err, errlen, "%s: %" PRId64 " must be >= 0",
-                    spec->eval_every_steps < 0 ? "eval_every_steps" : "checkpoint_every_steps",
-                    spec->eval_every_steps < 0 ? spec->eval_every_steps
-                                               : spec->checkpoint_every_steps);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "%s: %" PRId64 " must be >= 0",
+                        spec->eval_every_steps < 0 ? "eval_every_steps" : "checkpoint_every_steps",
+                        spec->eval_every_steps < 0 ? spec->eval_every_steps
+                                                   : spec->checkpoint_every_steps);
     double split = spec->validation_split;
     if (!(split >= 0 && split < 1))
-        return fail(err, errlen, "validation_split: %g is not in [0, 1)", split);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "validation_split: %g is not in [0, 1)",
+                        split);
     int64_t n = p->train->num_samples;
     if (n <= 0)
-        return fail(err, errlen, "dataset: it has no samples");
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "dataset: it has no samples");
     if (spec->validation_dataset && *spec->validation_dataset && !p->valc)
-        return fail(err, errlen, "validation_dataset: '%s' was not given to the trainer",
-                    spec->validation_dataset);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "validation_dataset: '%s' was not given to the trainer",
+                        spec->validation_dataset);
     if (split > 0 && p->valc)
-        return fail(err, errlen,
-                    "validation_split: %g and a validation dataset%s%s%s exclude "
-                    "each other",
-                    split, spec->validation_dataset && *spec->validation_dataset ? " ('" : "",
-                    spec->validation_dataset ? spec->validation_dataset : "",
-                    spec->validation_dataset && *spec->validation_dataset ? "')" : "");
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "validation_split: %g and a validation dataset%s%s%s exclude "
+                        "each other",
+                        split, spec->validation_dataset && *spec->validation_dataset ? " ('" : "",
+                        spec->validation_dataset ? spec->validation_dataset : "",
+                        spec->validation_dataset && *spec->validation_dataset ? "')" : "");
     p->n_val = split > 0 ? (int64_t)floor(split * (double)n) : 0;
     if (split > 0 && p->n_val == 0)
-        return fail(err, errlen, "validation_split: %g of %" PRId64 " samples holds out none",
-                    split, n);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "validation_split: %g of %" PRId64 " samples holds out none", split, n);
     p->n_train = n - p->n_val;
     if (p->n_train <= 0)
-        return fail(err, errlen,
-                    "validation_split: %g of %" PRId64 " samples leaves none to "
-                    "train on",
-                    split, n);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "validation_split: %g of %" PRId64 " samples leaves none to "
+                        "train on",
+                        split, n);
     if (p->valc) {
         if (p->valc->num_samples <= 0)
-            return fail(err, errlen, "validation_dataset: it has no samples");
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                            "validation_dataset: it has no samples");
         p->n_val = p->valc->num_samples;
     } else if (p->n_val) {
         p->valc = p->train;
@@ -496,7 +500,8 @@ static int check_sizes(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err, s
     }
     p->steps_per_epoch = (p->n_train + p->batch - 1) / p->batch;
     if (spec->steps <= 0 && spec->epochs > INT64_MAX / p->steps_per_epoch)
-        return fail(err, errlen, "epochs: %" PRId64 " is too many", spec->epochs);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "epochs: %" PRId64 " is too many",
+                        spec->epochs);
     p->total_steps = spec->steps > 0 ? spec->steps : spec->epochs * p->steps_per_epoch;
     p->total_epochs = spec->steps > 0 ? (spec->steps + p->steps_per_epoch - 1) / p->steps_per_epoch
                                       : spec->epochs;
@@ -531,22 +536,24 @@ static int check_early_stopping(const Fluxion__V1__JobSpec *spec, plan_t *p, cha
     if (!e)
         return 0;
     if (e->patience < 0)
-        return fail(err, errlen, "early_stopping.patience: %d must be >= 0 (0: off)", e->patience);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "early_stopping.patience: %d must be >= 0 (0: off)", e->patience);
     if (!(e->min_delta >= 0))
-        return fail(err, errlen, "early_stopping.min_delta: %g must be >= 0", e->min_delta);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "early_stopping.min_delta: %g must be >= 0", e->min_delta);
     if (!e->patience)
         return 0;
     const char *m = e->metric && *e->metric ? e->metric : "val_loss";
     if (!reported(p, m))
-        return fail(err, errlen,
-                    "early_stopping.metric: '%s' is not reported (losses: loss, "
-                    "val_loss%s; metrics listed in metrics, with val_ for validation)",
-                    m, p->nlosses > 1 ? ", loss:OUTPUT, val_loss:OUTPUT" : "");
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "early_stopping.metric: '%s' is not reported (losses: loss, "
+                        "val_loss%s; metrics listed in metrics, with val_ for validation)",
+                        m, p->nlosses > 1 ? ", loss:OUTPUT, val_loss:OUTPUT" : "");
     if (strncmp(m, "val_", 4) == 0 && !p->n_val)
-        return fail(err, errlen,
-                    "early_stopping.metric: '%s' needs validation data "
-                    "(validation_split or validation_dataset)",
-                    m);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "early_stopping.metric: '%s' needs validation data "
+                        "(validation_split or validation_dataset)",
+                        m);
     p->es = true;
     p->es_metric = m;
     p->es_higher = strstr(m, "accuracy") != NULL;
@@ -561,7 +568,7 @@ static int plan_build(const Fluxion__V1__JobSpec *spec, const fxg_graph *g,
 {
     memset(p, 0, sizeof *p);
     if (!spec || !g || !train)
-        return fail(err, errlen, "fxt: NULL argument");
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "fxt: NULL argument");
     p->g = g;
     p->train = train;
     p->valc = val;
