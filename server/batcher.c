@@ -12,6 +12,7 @@
 
 #include "devices.h"
 #include "rpc.h"
+#include "util.h"
 
 /* A request's life: QUEUED (in a level's list) -> TAKEN (an instance copies
  * its inputs; nobody else touches it) -> RUNNING (its batch runs; the reaper
@@ -85,12 +86,7 @@ struct fxb_batcher {
 
 static __thread fxb_batcher *tl_batcher; /* the batcher whose thread this is */
 
-uint64_t fxb_mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+uint64_t fxb_mono_ns(void) { return fxu_mono_ns(); }
 
 /* ---------------------------------------------------------------- config */
 

@@ -15,6 +15,7 @@
 #include "rpc.h"
 #include "serving.h"
 #include "store.h"
+#include "util.h"
 
 #define FLUXION_VERSION "0.2.0"
 
@@ -45,7 +46,5 @@ int fxd_register_training_service(fxd_daemon *d);
  * INVALID_ARGUMENT for a bad name) and returns false. */
 bool fxd_model_stored_or_fail(fxd_daemon *d, fxs_call *call, const char *name);
 
-int64_t fxd_now_ms(void);   /* wall clock, ms since the epoch */
-uint64_t fxd_mono_ns(void); /* CLOCK_MONOTONIC ns */
 
 #endif

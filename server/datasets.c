@@ -100,13 +100,6 @@ struct fxd_upload {
 
 /* -------------------------------------------------------------- helpers */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int fsync_path(const char *path, char *err, size_t errlen)
 {
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -129,21 +122,6 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 static void rm_tree(const char *path)
 {
     nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static int write_all(int fd, const void *data, size_t len)
-{
-    const char *p = data;
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
 }
 
 static int read_at(int fd, void *buf, size_t len, off_t off)
@@ -751,7 +729,7 @@ int fxd_upload_add(fxd_upload *u, const Fluxion__V1__TensorData *t, char *err, s
         rc = new_tensor(u, t, dt, &x, err, errlen);
     if (rc)
         return rc;
-    if (bytes && write_all(x->fd, t->data.data, bytes) != 0)
+    if (bytes && fxu_write_all(x->fd, t->data.data, bytes) != 0)
         return fxu_fail(err, errlen, errno == ENOSPC ? FXS_RESOURCE_EXHAUSTED : FXS_INTERNAL,
                     "cannot stage tensor '%s' of dataset '%s': %s", t->name, u->name,
                     strerror(errno));
@@ -826,7 +804,7 @@ static int write_shard(fxd_upload *u, const char *stage, int k, int64_t s0, int6
     int rc = 0;
     if (!h || !tmp || !dst || !buf)
         rc = fxu_oom(err, errlen);
-    else if (fd < 0 || write_all(fd, h, hlen) != 0)
+    else if (fd < 0 || fxu_write_all(fd, h, hlen) != 0)
         rc = fxu_fail(err, errlen, FXS_INTERNAL, "cannot write %s: %s", tmp, strerror(errno));
     for (int i = 0; !rc && i < u->n; i++) {
         const up_tensor *x = &u->t[i];
@@ -834,7 +812,7 @@ static int write_shard(fxd_upload *u, const char *stage, int k, int64_t s0, int6
         off_t off = (off_t)(x->sample_bytes * (uint64_t)s0);
         while (!rc && left > 0) {
             size_t m = left < bufcap ? (size_t)left : bufcap;
-            if (read_at(x->fd, buf, m, off) != 0 || write_all(fd, buf, m) != 0)
+            if (read_at(x->fd, buf, m, off) != 0 || fxu_write_all(fd, buf, m) != 0)
                 rc = fxu_fail(err, errlen, errno == ENOSPC ? FXS_RESOURCE_EXHAUSTED : FXS_INTERNAL,
                           "cannot write shard %d of dataset '%s': %s", k, u->name,
                           strerror(errno));
@@ -973,7 +951,7 @@ int fxd_upload_commit(fxd_upload *u, Fluxion__V1__Dataset **info, char *err, siz
     uint32_t nshards = 0;
     rc = write_shards(u, stage, &nshards, err, errlen);
     Fluxion__V1__Dataset *d = NULL;
-    if (!rc && !(d = build_info(u, nshards, now_ms())))
+    if (!rc && !(d = build_info(u, nshards, fxu_now_ms())))
         rc = fxu_oom(err, errlen);
     if (!rc)
         rc = publish(u, stage, d, err, errlen);

@@ -246,7 +246,7 @@ out:
 /* Commits rec (a new row when *id is 0; *id gets it). */
 static int save(fxd_jobs *j, const Fluxion__V1__Job *rec, int64_t *id, char *err, size_t errlen)
 {
-    save_ctx c = { .rec = rec, .id = *id, .now = fxd_now_ms(), .dir = j->dir };
+    save_ctx c = { .rec = rec, .id = *id, .now = fxu_now_ms(), .dir = j->dir };
     int rc = fxs_store_tx(j->st, save_fn, &c, err, errlen);
     if (!rc)
         *id = c.id;
@@ -429,7 +429,7 @@ static void *pack_event(int kind, const Fluxion__V1__Job *rec, const char *messa
     Fluxion__V1__JobEvent ev = FLUXION__V1__JOB_EVENT__INIT;
     ev.kind = (Fluxion__V1__JobEvent__Kind)kind;
     ev.job = (Fluxion__V1__Job *)rec;
-    ev.unix_ms = fxd_now_ms();
+    ev.unix_ms = fxu_now_ms();
     ev.message = (char *)(message ? message : "");
     *len = fluxion__v1__job_event__get_packed_size(&ev);
     void *buf = malloc(*len ? *len : 1);
@@ -499,9 +499,9 @@ static void set_state(fxd_jobs *j, job *x, Fluxion__V1__JobState s, const char *
 {
     x->rec->state = s;
     if (s == FLUXION__V1__JOB_STATE__RUNNING && !x->rec->started_unix_ms)
-        x->rec->started_unix_ms = fxd_now_ms();
+        x->rec->started_unix_ms = fxu_now_ms();
     if (is_final(s)) {
-        x->rec->finished_unix_ms = fxd_now_ms();
+        x->rec->finished_unix_ms = fxu_now_ms();
         if (s == FLUXION__V1__JOB_STATE__FAILED)
             set_str(&x->rec->error, message);
     }
@@ -540,7 +540,7 @@ static void on_update(run_ctx *r, const Fluxion__V1__JobProgress *p, int kind)
     if (r->x->rec->progress)
         fluxion__v1__job_progress__free_unpacked(r->x->rec->progress, NULL);
     r->x->rec->progress = copy;
-    uint64_t now = fxd_mono_ns();
+    uint64_t now = fxu_mono_ns();
     if (now - r->last_persist_ns >= PERSIST_EVERY_NS) {
         r->last_persist_ns = now;
         commit(r->j, r->x, 0, NULL);
@@ -569,7 +569,7 @@ static int hook_checkpoint(void *data, const void *ckpt, size_t len, int64_t ste
         fxtb_flush(r->tb);
     pthread_mutex_lock(&r->j->mu);
     r->x->rec->checkpoint_step = step;
-    r->last_persist_ns = fxd_mono_ns();
+    r->last_persist_ns = fxu_mono_ns();
     char msg[64];
     snprintf(msg, sizeof msg, "checkpoint at step %" PRId64, step);
     int rc = commit(r->j, r->x, FLUXION__V1__JOB_EVENT__KIND__CHECKPOINT, msg);
@@ -837,7 +837,7 @@ static void run_job(fxd_jobs *j, job *x)
         return;
     char err[ERRLEN] = "";
     run_inputs in = { 0 };
-    run_ctx r = { .j = j, .x = x, .last_persist_ns = fxd_mono_ns() };
+    run_ctx r = { .j = j, .x = x, .last_persist_ns = fxu_mono_ns() };
     char *dir = job_path(j, x->id, NULL), *tbdir = job_path(j, x->id, "tb");
     r.ckpt_path = job_path(j, x->id, "checkpoint.safetensors");
     int rc = !dir || !tbdir || !r.ckpt_path ? (fxu_seterr(err, sizeof err, "out of memory"), 1) : 0;
@@ -1097,7 +1097,7 @@ int fxd_jobs_submit(fxd_jobs *j, const Fluxion__V1__JobSpec *spec, Fluxion__V1__
         return rc;
     rec.spec = (Fluxion__V1__JobSpec *)spec;
     rec.state = FLUXION__V1__JOB_STATE__QUEUED;
-    rec.created_unix_ms = fxd_now_ms();
+    rec.created_unix_ms = fxu_now_ms();
     rec.dataset_sha256 = sha;
     rec.engine_version = FLUXION_VERSION;
     Fluxion__V1__Job *copy = job_copy(&rec);

@@ -268,7 +268,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     fx_set_num_threads((int)o.threads);
 
-    fxd_daemon d = { .data_dir = o.data_dir, .start_ms = fxd_now_ms(),
+    fxd_daemon d = { .data_dir = o.data_dir, .start_ms = fxu_now_ms(),
                      .max_params = (uint64_t)o.max_model_params,
                      .max_import_bytes = (uint64_t)o.max_import_mb << 20,
                      .max_message_bytes = (uint64_t)o.max_message_mb << 20,

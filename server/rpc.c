@@ -15,6 +15,7 @@
  */
 #define _GNU_SOURCE
 #include "rpc.h"
+#include "util.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -155,13 +156,6 @@ static void slog(const fxs_server *s, const char *level, const char *fmt, ...)
     s->opts.log(s->opts.log_data, level, msg);
 }
 
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* gRPC's clocks need not share CLOCK_MONOTONIC's origin: carry the time
  * left over to our clock instead of the absolute value. */
 static int64_t deadline_to_mono_ns(gpr_timespec d)
@@ -171,7 +165,7 @@ static int64_t deadline_to_mono_ns(gpr_timespec d)
     gpr_timespec left = gpr_time_sub(gpr_convert_clock_type(d, GPR_CLOCK_MONOTONIC),
                                      gpr_now(GPR_CLOCK_MONOTONIC));
     int64_t left_ns = left.tv_sec * 1000000000 + left.tv_nsec;
-    return mono_ns() + left_ns;
+    return (int64_t)fxu_mono_ns() + left_ns;
 }
 
 /* Packs msg into a new byte buffer (NULL for a NULL msg). */
@@ -1031,9 +1025,9 @@ int fxs_server_start(fxs_server *s)
  * deadline INT64_MAX, logs every 5 s what it is still waiting for. */
 static bool wait_until(fxs_server *s, bool (*done)(const fxs_server *), int64_t deadline_ns)
 {
-    int64_t next_log = mono_ns() + 5000000000LL;
+    int64_t next_log = (int64_t)fxu_mono_ns() + 5000000000LL;
     while (!done(s)) {
-        int64_t now = mono_ns();
+        int64_t now = (int64_t)fxu_mono_ns();
         if (now >= deadline_ns)
             return false;
         if (now >= next_log) {
@@ -1085,7 +1079,7 @@ void fxs_server_shutdown(fxs_server *s, int grace_ms)
 
     grpc_server_shutdown_and_notify(s->srv, s->cq, &s->shutdown_tag);
     pthread_mutex_lock(&s->mu);
-    int64_t grace_end = mono_ns() + (int64_t)(grace_ms > 0 ? grace_ms : 0) * 1000000;
+    int64_t grace_end = (int64_t)fxu_mono_ns() + (int64_t)(grace_ms > 0 ? grace_ms : 0) * 1000000;
     if (!wait_until(s, calls_done, grace_end))
         slog(s, "info", "rpc: shutdown: cancelling %llu calls still in flight after %d ms",
              (unsigned long long)atomic_load(&s->in_flight), grace_ms);

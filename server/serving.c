@@ -11,6 +11,7 @@
 #include "log.h"
 #include "rpc.h"
 #include "servecfg.h"
+#include "util.h"
 
 #define MAX_OLD_VERSIONS 4
 
@@ -397,13 +398,6 @@ int fxd_serving_list(fxd_serving *sv, fxd_served ***out, int *n)
 
 /* ----------------------------------------------------------- statistics */
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void add(fxd_duration *d, uint64_t ns)
 {
     d->count++;
@@ -420,7 +414,7 @@ void fxd_served_record(fxd_served *m, const fxd_exec_record *r)
         pthread_mutex_unlock(&m->mu);
         return;
     }
-    s->last_inference_ms = now_ms();
+    s->last_inference_ms = (uint64_t)fxu_now_ms();
     s->inference_count += r->batch_size;
     add(&s->success, total);
     add(&s->queue, r->queue_ns);

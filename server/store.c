@@ -90,13 +90,6 @@ static char *xstrdup(const char *s)
     return strdup(s ? s : "");
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int db_fail(fxs_store *st, char *err, size_t errlen, const char *what)
 {
     fxu_seterr(err, errlen, "store: %s: %s", what, sqlite3_errmsg(st->db));
@@ -129,21 +122,6 @@ static int fsync_dir(const char *dir, char *err, size_t errlen)
     return 0;
 }
 
-static int write_all(int fd, const void *data, size_t len)
-{
-    const char *p = data;
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -1;
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Writes data to a new file DIR/.BASE.tmp.XXXXXX and fsyncs it; *tmp gets
  * its path (malloc). */
 static int write_temp(const char *dir, const char *base, const void *data, size_t len,
@@ -160,7 +138,7 @@ static int write_temp(const char *dir, const char *base, const void *data, size_
         free(path);
         return -1;
     }
-    if (write_all(fd, data, len) != 0 || fsync(fd) != 0) {
+    if (fxu_write_all(fd, data, len) != 0 || fsync(fd) != 0) {
         fxu_seterr(err, errlen, "cannot write %s: %s", path, strerror(errno));
         close(fd);
         unlink(path);
@@ -1206,7 +1184,7 @@ static int insert_version(fxs_store *st, int64_t id, int64_t version, const char
         return rc;
     sqlite3_bind_int64(s, 1, id);
     sqlite3_bind_int64(s, 2, version);
-    sqlite3_bind_int64(s, 3, now_ms());
+    sqlite3_bind_int64(s, 3, fxu_now_ms());
     sqlite3_bind_text(s, 4, source ? source : "", -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 5, (int64_t)len);
     sqlite3_bind_text(s, 6, sha, -1, SQLITE_STATIC);
@@ -1231,7 +1209,7 @@ static int insert_model(fxs_store *st, const char *name, const char *description
     sqlite3_bind_blob(s, 3, spec_len ? spec : "", (int)spec_len, SQLITE_STATIC);
     sqlite3_bind_int64(s, 4, (int64_t)seed);
     sqlite3_bind_int(s, 5, loaded ? 1 : 0);
-    sqlite3_bind_int64(s, 6, now_ms());
+    sqlite3_bind_int64(s, 6, fxu_now_ms());
     rc = step_done(st, s, "inserting a model", err, errlen);
     *id = sqlite3_last_insert_rowid(st->db);
     return rc;

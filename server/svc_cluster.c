@@ -6,20 +6,6 @@
 #include "daemon.h"
 #include "fluxion/v1/cluster.pb-c.h"
 
-int64_t fxd_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-uint64_t fxd_mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* One enabled device: memory as the engine reports it. A device whose
  * driver stopped answering is listed with its name and no figures. */
 static void device_msg(const fxd_daemon *d, fx_device dev, Fluxion__V1__Device *m, char *name,
@@ -75,7 +61,7 @@ static void get_status(fxs_call *call, const ProtobufCMessage *req, void *data)
     }
     Fluxion__V1__GetStatusResponse r = FLUXION__V1__GET_STATUS_RESPONSE__INIT;
     r.version = FLUXION_VERSION;
-    r.uptime_ms = fxd_now_ms() - d->start_ms;
+    r.uptime_ms = fxu_now_ms() - d->start_ms;
     r.devices = pdevs;
     r.n_devices = (size_t)d->devices.n;
     r.models_stored = n;

@@ -404,7 +404,7 @@ static void infer_done(void *user, int status, const char *err, const fxb_output
     const fxg_graph *g = fxd_served_graph(j->model);
     fxd_exec_record rec = { .batch_size = j->batch, .queue_ns = t->queue_ns,
                             .input_ns = t->input_ns, .infer_ns = t->infer_ns };
-    uint64_t t0 = fxd_mono_ns();
+    uint64_t t0 = fxu_mono_ns();
     pba a = { 0 };
     Inference__ModelInferResponse resp = INFERENCE__MODEL_INFER_RESPONSE__INIT;
     if (!status) {
@@ -430,7 +430,7 @@ static void infer_done(void *user, int status, const char *err, const fxb_output
     }
     /* Recorded before the reply goes: a client that asks for statistics
      * right after its answer must find its request counted. */
-    rec.output_ns = t->output_ns + (fxd_mono_ns() - t0);
+    rec.output_ns = t->output_ns + (fxu_mono_ns() - t0);
     rec.ok = status == 0;
     fxd_served_record(j->model, &rec);
     if (status)
@@ -485,7 +485,7 @@ static void model_infer(fxs_call *call, const ProtobufCMessage *msg, void *data)
 {
     fxd_daemon *d = data;
     const InferReq *req = (const void *)msg;
-    uint64_t t_received = fxd_mono_ns();
+    uint64_t t_received = fxu_mono_ns();
     fxd_served *m = acquire_or_fail(call, d, req->model_name, req->model_version);
     if (!m)
         return;
@@ -522,7 +522,7 @@ static void model_infer(fxs_call *call, const ProtobufCMessage *msg, void *data)
     if (!rc)
         rc = fxb_submit(fxd_served_batcher(m), &br, err, sizeof err);
     if (rc) {
-        fxd_exec_record rec = { .ok = false, .queue_ns = fxd_mono_ns() - t_received };
+        fxd_exec_record rec = { .ok = false, .queue_ns = fxu_mono_ns() - t_received };
         fxd_served_record(m, &rec);
         job_free(j);
         fxs_fail(call, rc, "%s", err);

@@ -642,12 +642,7 @@ typedef struct {
     size_t errlen;
 } run_t;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+static double now_s(void) { return (double)fxu_mono_ns() / 1e9; }
 
 static int rfail(run_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int rfail(run_t *r, const char *fmt, ...)

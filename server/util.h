@@ -6,6 +6,7 @@
 #define FXU_UTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Writes the printf message into err (when err and errlen) and returns code. */
 int fxu_fail(char *err, size_t errlen, int code, const char *fmt, ...)
@@ -20,5 +21,12 @@ int fxu_oom(char *err, size_t errlen);
 
 /* A malloc'd formatted string; NULL when out of memory. */
 char *fxu_strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Writes all of data to fd (retrying short writes and EINTR): 0, or -1 with
+ * errno set. */
+int fxu_write_all(int fd, const void *data, size_t len);
+
+int64_t fxu_now_ms(void);   /* wall clock, ms since the epoch */
+uint64_t fxu_mono_ns(void); /* CLOCK_MONOTONIC, ns */
 
 #endif
