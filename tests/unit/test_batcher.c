@@ -19,6 +19,7 @@
 #include "graph.h"
 #include "pbjson.h"
 #include "rpc.h"
+#include "servertest.h"
 
 /* ---------------------------------------------------------------- models */
 
@@ -44,25 +45,6 @@ static const char *LSTM = "{\"inputs\": [{\"name\": \"seq\", \"dtype\": \"FP32\"
     "            {\"name\": \"fc\", \"op\": \"dense\", \"inputs\": [\"rnn\"],"
     "             \"attrs\": {\"in_features\": 8, \"out_features\": 2}}],"
     "\"outputs\": [{\"name\": \"out\", \"source\": \"fc\"}]}";
-
-static fxg_graph *graph(const char *json)
-{
-    json_error_t je;
-    json_t *j = json_loads(json, 0, &je);
-    assert_non_null(j);
-    char err[512];
-    ProtobufCMessage *spec = pbjson_decode(&fluxion__v1__model_spec__descriptor, j, err,
-                                           sizeof err);
-    json_decref(j);
-    if (!spec)
-        fail_msg("spec: %s", err);
-    fxg_options o = { .seed = 7 };
-    fxg_graph *g = fxg_create((Fluxion__V1__ModelSpec *)spec, &o, err, sizeof err, NULL);
-    protobuf_c_message_free_unpacked(spec, NULL);
-    if (!g)
-        fail_msg("graph: %s", err);
-    return g;
-}
 
 /* ------------------------------------------------------------ collector */
 
@@ -231,7 +213,7 @@ static uint64_t ms_since(uint64_t t0) { return (fxb_mono_ns() - t0) / 1000000u; 
 /* 8 requests with max 4 and a long delay: two full batches of 4, at once. */
 static void test_full_batches_go_at_once(void **state)
 {
-    fxg_graph *g = graph(MLP);
+    fxg_graph *g = st_graph_json(MLP, 7);
     fxb_config c = cfg(4, 10000000);
     fxb_batcher *b = start(g, &c);
     rq r[8];
@@ -258,7 +240,7 @@ static void test_full_batches_go_at_once(void **state)
 /* A partial batch waits for the delay, then goes with what there is. */
 static void test_partial_batch_waits_for_delay(void **state)
 {
-    fxg_graph *g = graph(MLP);
+    fxg_graph *g = st_graph_json(MLP, 7);
     fxb_config c = cfg(8, 100000); /* 100 ms */
     fxb_batcher *b = start(g, &c);
     rq r[3];
@@ -285,7 +267,7 @@ static void test_partial_batch_waits_for_delay(void **state)
  * average gap between arrivals says no other request is due in time). */
 static void test_sparse_requests_do_not_wait(void **state)
 {
-    fxg_graph *g = graph(MLP);
+    fxg_graph *g = st_graph_json(MLP, 7);
     fxb_config c = cfg(8, 30000); /* 30 ms */
     fxb_batcher *b = start(g, &c);
     rq r[12];
@@ -309,7 +291,7 @@ static void test_sparse_requests_do_not_wait(void **state)
 /* Requests that carry several samples are merged and split back. */
 static void test_multi_sample_requests_merge(void **state)
 {
-    fxg_graph *g = graph(MLP);
+    fxg_graph *g = st_graph_json(MLP, 7);
     fxb_config c = cfg(8, 10000000);
     fxb_batcher *b = start(g, &c);
     rq r[3] = { mlp_rq(2, 0), mlp_rq(3, 1), mlp_rq(3, 2) };
@@ -330,7 +312,7 @@ static void test_multi_sample_requests_merge(void **state)
  * the batch waits for the next. */
 static void test_max_batch_size_respected(void **state)
 {
-    fxg_graph *g = graph(MLP);
+    fxg_graph *g = st_graph_json(MLP, 7);
     fxb_config c = cfg(4, 50000);
     fxb_batcher *b = start(g, &c);
     rq r[3] = { mlp_rq(3, 0), mlp_rq(3, 1), mlp_rq(6, 2) };
@@ -352,7 +334,7 @@ static void test_max_batch_size_respected(void **state)
  * freeing the batcher answers the queued ones UNAVAILABLE. */
 static void test_full_queue_rejects(void **state)
 {
-    fxg_graph *g = graph(MLP);
+    fxg_graph *g = st_graph_json(MLP, 7);
     fxb_config c = cfg(8, 10000000);
     c.max_queue_size = 2;
     fxb_batcher *b = start(g, &c);
@@ -377,7 +359,7 @@ static void test_full_queue_rejects(void **state)
 /* A request whose timeout passes in the queue is answered then. */
 static void test_timeout_while_queued(void **state)
 {
-    fxg_graph *g = graph(MLP);
+    fxg_graph *g = st_graph_json(MLP, 7);
     fxb_config c = cfg(8, 10000000);
     c.timeout_us = 30000;
     fxb_batcher *b = start(g, &c);
@@ -420,7 +402,7 @@ static rq slow_rq(int64_t n, float seed)
  * timeout, before the batch ends; the result is dropped. */
 static void test_timeout_while_running(void **state)
 {
-    fxg_graph *g = graph(SLOW);
+    fxg_graph *g = st_graph_json(SLOW, 7);
     fxb_config c = cfg(1, 0);
     fxb_batcher *b = start(g, &c);
     rq r = slow_rq(2048, 0); /* ~8 GFLOP: far longer than 5 ms */
@@ -449,7 +431,7 @@ static void test_timeout_while_running(void **state)
 /* With the only instance busy, queued requests go by priority, then age. */
 static void test_priority_order(void **state)
 {
-    fxg_graph *g = graph(SLOW);
+    fxg_graph *g = st_graph_json(SLOW, 7);
     fxb_config c = cfg(1, 0);
     c.priority_levels = 3;
     c.default_priority = 2;
@@ -496,7 +478,7 @@ static void test_priority_order(void **state)
  * preferred size that fits goes, then the rest. */
 static void test_preferred_sizes(void **state)
 {
-    fxg_graph *g = graph(MLP);
+    fxg_graph *g = st_graph_json(MLP, 7);
     fxb_config c = cfg(8, 100000);
     c.preferred[0] = 2;
     c.preferred[1] = 4;
@@ -524,7 +506,7 @@ static void test_preferred_sizes(void **state)
 /* Two instances run two batches at once: neither waits for the other. */
 static void test_instances_run_in_parallel(void **state)
 {
-    fxg_graph *g = graph(SLOW);
+    fxg_graph *g = st_graph_json(SLOW, 7);
     for (uint32_t inst = 1; inst <= 2; inst++) {
         fxb_config c = cfg(1, 0);
         c.instances = inst;
@@ -561,7 +543,7 @@ static rq seq_rq(int64_t n, int64_t T, const int64_t *lens, float seed)
  * are bucketed by length; either way each result equals the request alone. */
 static void test_mixed_lengths_equal_unbatched(void **state)
 {
-    fxg_graph *g = graph(LSTM);
+    fxg_graph *g = st_graph_json(LSTM, 7);
     for (int pad = 0; pad <= 1; pad++) {
         fxb_config c = cfg(16, 100000);
         c.pad_variable_dims = pad;
@@ -590,7 +572,7 @@ static void test_mixed_lengths_equal_unbatched(void **state)
  * alone: the others get their results. */
 static void test_bad_request_fails_alone(void **state)
 {
-    fxg_graph *g = graph(LSTM);
+    fxg_graph *g = st_graph_json(LSTM, 7);
     fxb_config c = cfg(16, 10000000);
     c.max_batch_size = 3;
     fxb_batcher *b = start(g, &c);
@@ -612,7 +594,7 @@ static void test_bad_request_fails_alone(void **state)
 /* Batching off: every request runs alone, with no wait. */
 static void test_batching_off(void **state)
 {
-    fxg_graph *g = graph(MLP);
+    fxg_graph *g = st_graph_json(MLP, 7);
     fxb_config c = cfg(8, 10000000);
     c.enabled = false;
     fxb_batcher *b = start(g, &c);
@@ -660,7 +642,7 @@ static const char *make_bad(fxb_config *c, int i)
 /* Every setting out of range is refused with its name. */
 static void test_config_checks(void **state)
 {
-    fxg_graph *mlp = graph(MLP), *lstm = graph(LSTM);
+    fxg_graph *mlp = st_graph_json(MLP, 7), *lstm = st_graph_json(LSTM, 7);
     char err[512];
     fxb_config c;
     for (int i = 0;; i++) {
@@ -698,7 +680,7 @@ static void free_in_done(void *user, int status, const char *err, const fxb_outp
 
 static void test_free_from_done(void **state)
 {
-    fxg_graph *g = graph(MLP);
+    fxg_graph *g = st_graph_json(MLP, 7);
     for (int round = 0; round < 2; round++) {
         fxb_config c = cfg(8, 0);
         c.instances = round + 1;
@@ -734,7 +716,7 @@ static void record_thread(void *user, int status, const char *err, const fxb_out
 
 static void test_inline_run(void **state)
 {
-    fxg_graph *g = graph(MLP);
+    fxg_graph *g = st_graph_json(MLP, 7);
     fxb_config c = cfg(8, 0);
     c.enabled = false;
     fxb_batcher *b = start(g, &c);

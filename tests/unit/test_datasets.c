@@ -5,7 +5,6 @@
  */
 #define _GNU_SOURCE
 #include <dirent.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,6 +22,7 @@
 #include "datasets.h"
 #include "rpc.h"
 #include "store.h"
+#include "testutil.h"
 
 typedef struct {
     char dir[64];
@@ -37,24 +37,6 @@ typedef struct {
 #define I64 FLUXION__V1__DATA_TYPE__INT64
 
 /* ----------------------------------------------------------- helpers */
-
-static char *pathf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *pathf(const char *fmt, ...)
-{
-    static char bufs[8][512];
-    static int next;
-    char *b = bufs[next++ % 8];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(b, sizeof bufs[0], fmt, ap);
-    va_end(ap);
-    return b;
-}
-
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(p);
-}
 
 /* Entries of a directory (not . and ..). */
 static int count_entries(const char *dir)
@@ -115,7 +97,7 @@ static int teardown(void **state)
 {
     fixture *f = *state;
     close_all(f);
-    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    tu_rmtree(f->dir);
     free(f);
     return 0;
 }
@@ -123,8 +105,8 @@ static int teardown(void **state)
 /* Nothing of an upload anywhere: no dataset directories, tmp/ empty. */
 static void assert_clean(fixture *f, int datasets_kept)
 {
-    assert_int_equal(count_entries(pathf("%s/datasets", f->dir)), datasets_kept);
-    assert_int_equal(count_entries(pathf("%s/tmp", f->dir)), 0);
+    assert_int_equal(count_entries(tu_pathf("%s/datasets", f->dir)), datasets_kept);
+    assert_int_equal(count_entries(tu_pathf("%s/tmp", f->dir)), 0);
 }
 
 static Fluxion__V1__TensorData piece(const char *name, Fluxion__V1__DataType dt, int ndim,
@@ -239,7 +221,7 @@ static void test_upload_in_chunks_and_reopen(void **state)
     assert_int_equal(info->tensors[1]->n_sample_shape, 0);
     /* a sample is 12 + 8 bytes: 5 per 100-byte shard */
     assert_int_equal(info->num_shards, 8);
-    assert_int_equal(count_entries(pathf("%s/datasets/xy", f->dir)), 8);
+    assert_int_equal(count_entries(tu_pathf("%s/datasets/xy", f->dir)), 8);
     char want[65];
     xy_sha(X, Y, want);
     assert_string_equal(info->sha256, want);
@@ -470,7 +452,7 @@ static void test_abort_leaves_nothing(void **state)
     fxd_upload *u;
     assert_int_equal(fxd_upload_begin(f->ds, "gone", NULL, &u, f->err, sizeof f->err), 0);
     assert_int_equal(add_xy(f, u, X, Y, 0, 30, true, true), 0);
-    assert_int_equal(count_entries(pathf("%s/tmp", f->dir)), 0); /* spill files are unlinked */
+    assert_int_equal(count_entries(tu_pathf("%s/tmp", f->dir)), 0); /* spill files are unlinked */
     fxd_upload_abort(u);
     fxd_upload_abort(NULL);
     assert_clean(f, 0);
@@ -496,13 +478,13 @@ static void test_crash_leftovers_removed_at_open(void **state)
      * row (a dir no row names), during a delete (trash), or mid-shard (tmp/) */
     const char *dirs[] = { ".staging-a1b2c3", "norow", ".trash-x9y8z7" };
     for (int i = 0; i < 3; i++) {
-        assert_int_equal(mkdir(pathf("%s/datasets/%s", f->dir, dirs[i]), 0755), 0);
-        put_file(pathf("%s/datasets/%s/shard-0.safetensors", f->dir, dirs[i]));
+        assert_int_equal(mkdir(tu_pathf("%s/datasets/%s", f->dir, dirs[i]), 0755), 0);
+        put_file(tu_pathf("%s/datasets/%s/shard-0.safetensors", f->dir, dirs[i]));
     }
-    put_file(pathf("%s/tmp/.shard.tmp.abcdef", f->dir));
+    put_file(tu_pathf("%s/tmp/.shard.tmp.abcdef", f->dir));
     open_all(f);
     assert_clean(f, 1);
-    assert_int_equal(count_entries(pathf("%s/datasets/kept", f->dir)), 8);
+    assert_int_equal(count_entries(tu_pathf("%s/datasets/kept", f->dir)), 8);
     fxd_dataset *d;
     assert_int_equal(fxd_dataset_open(f->ds, "kept", &d, f->err, sizeof f->err), 0);
     assert_memory_equal(fxd_dataset_columns(d)->cols[0].data, X, sizeof X);
@@ -606,7 +588,7 @@ static void test_corrupt_shard_is_data_loss(void **state)
     fill_xy();
     fluxion__v1__dataset__free_unpacked(upload_xy(f, "bad", 10), NULL);
     /* flip one data byte (past the header) of shard 3 */
-    const char *p = pathf("%s/datasets/bad/shard-3.safetensors", f->dir);
+    const char *p = tu_pathf("%s/datasets/bad/shard-3.safetensors", f->dir);
     FILE *fp = fopen(p, "r+b");
     assert_non_null(fp);
     fseek(fp, -3, SEEK_END);
@@ -619,7 +601,7 @@ static void test_corrupt_shard_is_data_loss(void **state)
     assert_null(d);
     assert_non_null(strstr(f->err, "SHA-256"));
     /* a missing shard too */
-    assert_int_equal(unlink(pathf("%s/datasets/bad/shard-1.safetensors", f->dir)), 0);
+    assert_int_equal(unlink(tu_pathf("%s/datasets/bad/shard-1.safetensors", f->dir)), 0);
     assert_int_equal(fxd_dataset_open(f->ds, "bad", &d, f->err, sizeof f->err), FXS_DATA_LOSS);
     assert_non_null(strstr(f->err, "'bad'"));
     /* a failed load holds nothing open: the dataset can be deleted */

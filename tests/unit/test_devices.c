@@ -19,6 +19,7 @@
 #include "pbjson.h"
 #include "rpc.h"
 #include "servecfg.h"
+#include "servertest.h"
 
 static bool have_gpu(void) { return fx_device_count(FX_DEV_CUDA) > 0; }
 
@@ -229,25 +230,6 @@ static const char *MLP = "{\"inputs\": [{\"name\": \"x\", \"dtype\": \"FP32\", \
     "\"outputs\": [{\"name\": \"y\", \"source\": \"fc\"}]}";
 #define MLP_WEIGHT_BYTES ((4 * 3 + 3) * 4)
 
-static fxg_graph *graph(const char *json)
-{
-    json_error_t je;
-    json_t *j = json_loads(json, 0, &je);
-    assert_non_null(j);
-    char err[512];
-    ProtobufCMessage *spec = pbjson_decode(&fluxion__v1__model_spec__descriptor, j, err,
-                                           sizeof err);
-    json_decref(j);
-    if (!spec)
-        fail_msg("spec: %s", err);
-    fxg_options o = { .seed = 7 };
-    fxg_graph *g = fxg_create((Fluxion__V1__ModelSpec *)spec, &o, err, sizeof err, NULL);
-    protobuf_c_message_free_unpacked(spec, NULL);
-    if (!g)
-        fail_msg("graph: %s", err);
-    return g;
-}
-
 static const float X[2 * 4] = { 1, -2, 0.5f, 3, -1, 0, 2, 0.25f };
 
 /* y = fc(X) run on dev, copied to host */
@@ -283,7 +265,7 @@ static void forward_ref(const fxg_graph *g, float *y)
 static void test_graph_to_device(void **state)
 {
     (void)state;
-    fxg_graph *g = graph(MLP);
+    fxg_graph *g = st_graph_json(MLP, 7);
     float ref[6], y[6];
     forward_ref(g, ref);
     assert_int_equal(fxg_device(g).type, FX_DEV_CPU);
@@ -423,7 +405,7 @@ static void infer(fxb_batcher *b, int rows, answer *a)
 static void test_batcher_memory_limit(void **state)
 {
     (void)state;
-    fxg_graph *g = graph(MLP);
+    fxg_graph *g = st_graph_json(MLP, 7);
     float ref[6];
     forward_ref(g, ref);
     fxb_config c;

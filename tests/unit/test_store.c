@@ -4,7 +4,6 @@
  */
 #define _GNU_SOURCE
 #include <dirent.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -22,6 +21,7 @@
 
 #include "rpc.h"
 #include "store.h"
+#include "testutil.h"
 
 /* SHA-256 test vectors (FIPS 180-2). */
 #define SHA_ABC "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
@@ -37,24 +37,6 @@ typedef struct {
 } fixture;
 
 /* ----------------------------------------------------------- helpers */
-
-static char *pathf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *pathf(const char *fmt, ...)
-{
-    static char bufs[8][512];
-    static int next;
-    char *b = bufs[next++ % 8];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(b, sizeof bufs[0], fmt, ap);
-    va_end(ap);
-    return b;
-}
-
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(p);
-}
 
 static void put_file(const char *path, const void *data, size_t len)
 {
@@ -90,7 +72,7 @@ static int64_t db_int(const fixture *f, const char *query)
 {
     sqlite3 *db;
     sqlite3_stmt *s;
-    if (sqlite3_open_v2(pathf("%s/fluxion.db", f->data), &db, SQLITE_OPEN_READONLY, NULL) ||
+    if (sqlite3_open_v2(tu_pathf("%s/fluxion.db", f->data), &db, SQLITE_OPEN_READONLY, NULL) ||
         sqlite3_prepare_v2(db, query, -1, &s, NULL) != SQLITE_OK)
         fail_msg("%s: %s", query, sqlite3_errmsg(db));
     assert_int_equal(sqlite3_step(s), SQLITE_ROW);
@@ -118,7 +100,7 @@ static int teardown(void **state)
 {
     fixture *f = *state;
     fxs_store_close(f->st);
-    nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    tu_rmtree(f->dir);
     free(f);
     return 0;
 }
@@ -267,8 +249,8 @@ static void test_create_get(void **state)
     fxs_model_rec_free(&m);
     fxs_model_rec_free(NULL);
 
-    assert_true(exists(pathf("%s/models/m1/v1.safetensors", f->data)));
-    assert_true(exists(pathf("%s/fluxion.db", f->data)));
+    assert_true(exists(tu_pathf("%s/models/m1/v1.safetensors", f->data)));
+    assert_true(exists(tu_pathf("%s/fluxion.db", f->data)));
     assert_string_equal(fxs_store_dir(f->st), f->data);
     assert_weights(f, "m1", 1, "abc");
 }
@@ -318,7 +300,7 @@ static void test_bad_arguments(void **state)
                      FXS_INVALID_ARGUMENT);
     /* nothing was added by the refused calls, and no temp file is left */
     assert_string_equal(versions_of(f, "m"), "1");
-    assert_int_equal(count_entries(pathf("%s/tmp", f->data)), 0);
+    assert_int_equal(count_entries(tu_pathf("%s/tmp", f->data)), 0);
 }
 
 static void test_bad_names(void **state)
@@ -348,9 +330,9 @@ static void test_bad_names(void **state)
         assert_int_equal(read_rc(f, bad[i], 0), FXS_INVALID_ARGUMENT);
     }
     /* nothing reached the disk */
-    assert_int_equal(count_entries(pathf("%s/models", f->data)), 0);
-    assert_int_equal(count_entries(pathf("%s/tmp", f->data)), 0);
-    assert_false(exists(pathf("%s/x", f->dir)));
+    assert_int_equal(count_entries(tu_pathf("%s/models", f->data)), 0);
+    assert_int_equal(count_entries(tu_pathf("%s/tmp", f->data)), 0);
+    assert_false(exists(tu_pathf("%s/x", f->dir)));
 }
 
 static void test_list_by_name(void **state)
@@ -416,8 +398,8 @@ static void test_already_exists(void **state)
     /* the first model is untouched, the refused weights left nothing behind */
     assert_string_equal(versions_of(f, "m"), "1");
     assert_weights(f, "m", 0, "first");
-    assert_int_equal(count_entries(pathf("%s/models/m", f->data)), 1);
-    assert_int_equal(count_entries(pathf("%s/tmp", f->data)), 0);
+    assert_int_equal(count_entries(tu_pathf("%s/models/m", f->data)), 1);
+    assert_int_equal(count_entries(tu_pathf("%s/tmp", f->data)), 0);
 }
 
 static void test_not_found(void **state)
@@ -439,8 +421,8 @@ static void test_not_found(void **state)
     assert_int_equal(read_rc(f, "absent", 0), FXS_NOT_FOUND);
     assert_int_equal(read_rc(f, "absent", 1), FXS_NOT_FOUND);
     /* the failed add_version left no file and no directory */
-    assert_false(exists(pathf("%s/models/absent", f->data)));
-    assert_int_equal(count_entries(pathf("%s/tmp", f->data)), 0);
+    assert_false(exists(tu_pathf("%s/models/absent", f->data)));
+    assert_int_equal(count_entries(tu_pathf("%s/tmp", f->data)), 0);
     assert_string_equal(versions_of(f, "present"), "1");
 }
 
@@ -501,11 +483,11 @@ static void test_delete_removes_files(void **state)
     create(f, "gone", "g1");
     add(f, "gone", "g2");
     create(f, "stays", "s");
-    const char *mdir = pathf("%s/models/gone", f->data);
+    const char *mdir = tu_pathf("%s/models/gone", f->data);
     assert_int_equal(count_entries(mdir), 2);
     assert_int_equal(db_int(f, "SELECT COUNT(*) FROM versions"), 3);
     assert_int_equal(fxs_store_delete_model(f->st, "gone", f->err, sizeof f->err), 0);
-    assert_false(exists(pathf("%s/models/gone", f->data)));
+    assert_false(exists(tu_pathf("%s/models/gone", f->data)));
     /* the version rows went with the model (foreign keys are on) */
     assert_int_equal(db_int(f, "SELECT COUNT(*) FROM versions"), 1);
     assert_int_equal(db_int(f, "SELECT COUNT(*) FROM models"), 1);
@@ -527,12 +509,12 @@ static void test_delete_removes_files(void **state)
 static void test_write_file_atomic(void **state)
 {
     fixture *f = *state;
-    const char *p = pathf("%s/plain/file.bin", f->dir);
-    assert_int_equal(mkdir(pathf("%s/plain", f->dir), 0755), 0);
+    const char *p = tu_pathf("%s/plain/file.bin", f->dir);
+    assert_int_equal(mkdir(tu_pathf("%s/plain", f->dir), 0755), 0);
     assert_int_equal(fxs_write_file_atomic(p, "hello", 5, f->err, sizeof f->err), 0);
     assert_int_equal(fxs_write_file_atomic(p, "bye", 3, f->err, sizeof f->err), 0);
     /* only the file itself: no temporary left next to it */
-    assert_int_equal(count_entries(pathf("%s/plain", f->dir)), 1);
+    assert_int_equal(count_entries(tu_pathf("%s/plain", f->dir)), 1);
     void *buf = NULL;
     size_t len = 0;
     assert_int_equal(fxs_read_file(p, &buf, &len, f->err, sizeof f->err), 0);
@@ -546,27 +528,27 @@ static void test_write_file_atomic(void **state)
     free(buf);
 
     /* a directory that does not exist: the message names it */
-    const char *bad = pathf("%s/nodir/file.bin", f->dir);
+    const char *bad = tu_pathf("%s/nodir/file.bin", f->dir);
     assert_int_equal(fxs_write_file_atomic(bad, "x", 1, f->err, sizeof f->err), -1);
     assert_non_null(strstr(f->err, "nodir"));
-    assert_int_equal(fxs_write_file_atomic(pathf("%s/plain/", f->dir), "x", 1, f->err,
+    assert_int_equal(fxs_write_file_atomic(tu_pathf("%s/plain/", f->dir), "x", 1, f->err,
                                            sizeof f->err),
                      -1);
     assert_int_equal(fxs_write_file_atomic(NULL, "x", 1, f->err, sizeof f->err), -1);
     assert_int_equal(fxs_write_file_atomic(p, NULL, 1, f->err, sizeof f->err), -1);
-    assert_int_equal(count_entries(pathf("%s/plain", f->dir)), 1);
+    assert_int_equal(count_entries(tu_pathf("%s/plain", f->dir)), 1);
 
     assert_int_equal(fxs_read_file(bad, &buf, &len, f->err, sizeof f->err), -1);
     assert_non_null(strstr(f->err, "nodir/file.bin"));
-    assert_int_equal(fxs_read_file(pathf("%s/plain", f->dir), &buf, &len, f->err,
+    assert_int_equal(fxs_read_file(tu_pathf("%s/plain", f->dir), &buf, &len, f->err,
                                    sizeof f->err),
                      -1);
 
     /* the store's own writes leave no temporary either */
     create(f, "m", "w");
     add(f, "m", "w2");
-    assert_int_equal(count_entries(pathf("%s/tmp", f->data)), 0);
-    assert_int_equal(count_entries(pathf("%s/models/m", f->data)), 2);
+    assert_int_equal(count_entries(tu_pathf("%s/tmp", f->data)), 0);
+    assert_int_equal(count_entries(tu_pathf("%s/models/m", f->data)), 2);
 }
 
 static void test_crash_recovery(void **state)
@@ -589,20 +571,20 @@ static void test_crash_recovery(void **state)
         snprintf(junk[i], sizeof junk[i], "%s/%s", f->data, junk_names[i]);
         put_file(junk[i], "junk", 4);
     }
-    assert_int_equal(mkdir(pathf("%s/models/ghost", f->data), 0755), 0);
-    put_file(pathf("%s/models/ghost/v1.safetensors", f->data), "boo", 3);
+    assert_int_equal(mkdir(tu_pathf("%s/models/ghost", f->data), 0755), 0);
+    put_file(tu_pathf("%s/models/ghost/v1.safetensors", f->data), "boo", 3);
     /* files the store did not write are left alone */
-    put_file(pathf("%s/models/a/NOTES", f->data), "mine", 4);
-    put_file(pathf("%s/keep.txt", f->data), "mine", 4);
+    put_file(tu_pathf("%s/models/a/NOTES", f->data), "mine", 4);
+    put_file(tu_pathf("%s/keep.txt", f->data), "mine", 4);
 
     reopen(f);
     for (size_t i = 0; i < sizeof junk / sizeof *junk; i++)
         if (exists(junk[i]))
             fail_msg("%s survived the reopen", junk[i]);
-    assert_false(exists(pathf("%s/models/ghost", f->data)));
-    assert_true(exists(pathf("%s/models/a/NOTES", f->data)));
-    assert_true(exists(pathf("%s/keep.txt", f->data)));
-    assert_int_equal(count_entries(pathf("%s/models/a", f->data)), 3); /* v1, v2, NOTES */
+    assert_false(exists(tu_pathf("%s/models/ghost", f->data)));
+    assert_true(exists(tu_pathf("%s/models/a/NOTES", f->data)));
+    assert_true(exists(tu_pathf("%s/keep.txt", f->data)));
+    assert_int_equal(count_entries(tu_pathf("%s/models/a", f->data)), 3); /* v1, v2, NOTES */
     assert_string_equal(versions_of(f, "a"), "1,2");
     assert_string_equal(versions_of(f, "b"), "1");
     assert_weights(f, "a", 0, "a-two");
@@ -625,10 +607,10 @@ static void test_unusable_versions(void **state)
     create(f, "ok", "fine");
     fxs_store_close(f->st);
     f->st = NULL;
-    const char *v2 = pathf("%s/models/m/v2.safetensors", f->data);
-    const char *v3 = pathf("%s/models/m/v3.safetensors", f->data);
+    const char *v2 = tu_pathf("%s/models/m/v2.safetensors", f->data);
+    const char *v3 = tu_pathf("%s/models/m/v3.safetensors", f->data);
     put_file(v2, "VERSION-2", 9); /* same size, other bytes */
-    assert_int_equal(rename(v3, pathf("%s/v3.saved", f->dir)), 0);
+    assert_int_equal(rename(v3, tu_pathf("%s/v3.saved", f->dir)), 0);
 
     reopen(f); /* opens despite the damage */
     assert_string_equal(versions_of(f, "m"), "1");
@@ -649,7 +631,7 @@ static void test_unusable_versions(void **state)
     fxs_store_close(f->st);
     f->st = NULL;
     put_file(v2, "version-2", 9);
-    assert_int_equal(rename(pathf("%s/v3.saved", f->dir), v3), 0);
+    assert_int_equal(rename(tu_pathf("%s/v3.saved", f->dir), v3), 0);
     reopen(f);
     assert_string_equal(versions_of(f, "m"), "1,2,3,4");
     assert_weights(f, "m", 2, "version-2");
@@ -661,13 +643,13 @@ static void test_damage_while_open(void **state)
     fixture *f = *state;
     create(f, "m", "good-1");
     add(f, "m", "good-2");
-    put_file(pathf("%s/models/m/v2.safetensors", f->data), "longer now", 10);
+    put_file(tu_pathf("%s/models/m/v2.safetensors", f->data), "longer now", 10);
     assert_int_equal(read_rc(f, "m", 0), FXS_DATA_LOSS);
     assert_non_null(strstr(f->err, "bytes"));
     /* from then on the version is left out, and latest falls back */
     assert_string_equal(versions_of(f, "m"), "1");
     assert_weights(f, "m", 0, "good-1");
-    assert_int_equal(unlink(pathf("%s/models/m/v1.safetensors", f->data)), 0);
+    assert_int_equal(unlink(tu_pathf("%s/models/m/v1.safetensors", f->data)), 0);
     assert_int_equal(read_rc(f, "m", 1), FXS_DATA_LOSS);
     assert_string_equal(versions_of(f, "m"), "");
     assert_int_equal(read_rc(f, "m", 0), FXS_DATA_LOSS);
@@ -724,7 +706,7 @@ static void test_concurrent_add_version(void **state)
     for (int i = 0; i < 33; i++)
         assert_int_equal(m.versions[i].version, i + 1);
     fxs_model_rec_free(&m);
-    assert_int_equal(count_entries(pathf("%s/models/m", f->data)), 33);
+    assert_int_equal(count_entries(tu_pathf("%s/models/m", f->data)), 33);
 }
 
 static void test_lock_refuses_second_open(void **state)
@@ -754,13 +736,13 @@ static void test_open_errors(void **state)
     assert_true(err[0] != '\0');
     assert_null(fxs_store_open("", err, sizeof err));
     /* a data dir that is a file, and one below a file */
-    const char *file = pathf("%s/afile", f->dir);
+    const char *file = tu_pathf("%s/afile", f->dir);
     put_file(file, "x", 1);
     err[0] = '\0';
     assert_null(fxs_store_open(file, err, sizeof err));
     assert_non_null(strstr(err, "afile"));
     err[0] = '\0';
-    assert_null(fxs_store_open(pathf("%s/afile/sub", f->dir), err, sizeof err));
+    assert_null(fxs_store_open(tu_pathf("%s/afile/sub", f->dir), err, sizeof err));
     assert_non_null(strstr(err, "afile"));
     assert_null(fxs_store_open(file, NULL, 0)); /* no err buffer: no crash */
 }
@@ -771,14 +753,14 @@ static void test_new_db_with_files_is_refused(void **state)
     create(f, "precious", "weights");
     fxs_store_close(f->st);
     f->st = NULL;
-    const char *db = pathf("%s/fluxion.db", f->data);
+    const char *db = tu_pathf("%s/fluxion.db", f->data);
     assert_int_equal(unlink(db), 0);
-    unlink(pathf("%s-wal", db));
-    unlink(pathf("%s-shm", db));
+    unlink(tu_pathf("%s-wal", db));
+    unlink(tu_pathf("%s-shm", db));
     char err[512] = "";
     assert_null(fxs_store_open(f->data, err, sizeof err));
     assert_non_null(strstr(err, "new database"));
-    assert_true(exists(pathf("%s/models/precious/v1.safetensors", f->data)));
+    assert_true(exists(tu_pathf("%s/models/precious/v1.safetensors", f->data)));
 }
 
 static void test_schema(void **state)
@@ -788,7 +770,7 @@ static void test_schema(void **state)
     fxs_store_close(f->st);
     f->st = NULL;
     sqlite3 *db;
-    assert_int_equal(sqlite3_open(pathf("%s/fluxion.db", f->data), &db), SQLITE_OK);
+    assert_int_equal(sqlite3_open(tu_pathf("%s/fluxion.db", f->data), &db), SQLITE_OK);
     sqlite3_stmt *s;
     assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &s, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(s), SQLITE_ROW);
@@ -808,7 +790,7 @@ static void test_schema(void **state)
     char err[512] = "";
     assert_null(fxs_store_open(f->data, err, sizeof err));
     assert_non_null(strstr(err, "schema version 99"));
-    assert_true(exists(pathf("%s/models/m/v1.safetensors", f->data)));
+    assert_true(exists(tu_pathf("%s/models/m/v1.safetensors", f->data)));
 }
 
 static void sql(sqlite3 *db, const char *q)
@@ -825,7 +807,7 @@ static void test_sqlite_failure_removes_file(void **state)
     fixture *f = *state;
     create(f, "a", "a1");
     sqlite3 *db;
-    assert_int_equal(sqlite3_open(pathf("%s/fluxion.db", f->data), &db), SQLITE_OK);
+    assert_int_equal(sqlite3_open(tu_pathf("%s/fluxion.db", f->data), &db), SQLITE_OK);
     sql(db, "CREATE TRIGGER boom BEFORE INSERT ON versions "
             "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
     assert_int_equal(fxs_store_create_model(f->st, "b", "", NULL, 0, 0, true, "b1", 2, "",
@@ -840,9 +822,9 @@ static void test_sqlite_failure_removes_file(void **state)
     fxs_model_rec m;
     assert_int_equal(fxs_store_get_model(f->st, "b", &m, f->err, sizeof f->err),
                      FXS_NOT_FOUND);
-    assert_false(exists(pathf("%s/models/b", f->data)));
-    assert_false(exists(pathf("%s/models/a/v2.safetensors", f->data)));
-    assert_int_equal(count_entries(pathf("%s/tmp", f->data)), 0);
+    assert_false(exists(tu_pathf("%s/models/b", f->data)));
+    assert_false(exists(tu_pathf("%s/models/a/v2.safetensors", f->data)));
+    assert_int_equal(count_entries(tu_pathf("%s/tmp", f->data)), 0);
     assert_string_equal(versions_of(f, "a"), "1");
 
     sql(db, "DROP TRIGGER boom");

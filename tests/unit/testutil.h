@@ -45,4 +45,9 @@ void tu_coords_of(int ndim, const int64_t *shape, int64_t i, int64_t *c);
 /* Frees n persistent tensors. */
 void tu_free_all(int n, fx_tensor **ts);
 
+/* A formatted path in one of 8 rotating static buffers (valid for the next
+ * 7 calls), and the removal of a directory tree (tests' mkdtemp dirs). */
+char *tu_pathf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void tu_rmtree(const char *dir);
+
 #endif
