@@ -2,6 +2,7 @@
 and prediction is back; after kill -9 in the middle of a stream of writes
 the store opens, every acknowledged write is there, and every model listed
 is complete and serves."""
+import json
 import subprocess
 import threading
 import time
@@ -158,7 +159,11 @@ class StartupTest(unittest.TestCase):
     def test_bad_flags(self):
         for args in (["--listen", "nope"], ["--listen", "127.0.0.1:99999"], ["--bogus"],
                      ["--max-message-mb", "0"], ["--grace-seconds", "x"], ["--device", "tpu"],
-                     ["--log-level", "loud"], ["stray"]):
+                     ["--log-level", "loud"], ["stray"], ["--threads", "0"],
+                     ["--rpc-threads", "x"], ["--poll-threads", "65"], ["--max-import-mb", "0"],
+                     ["--max-model-params", "-1"], ["--max-dataset-mb", "0"],
+                     ["--dataset-quota-mb", "-5"], ["--train-workers", "0"],
+                     ["--checkpoint-steps", "0"], ["--log-format", "xml"], ["--threads"]):
             with self.subTest(args=args):
                 p = self.run_daemon(*args)
                 self.assertEqual(p.returncode, 2, p.stderr)
@@ -170,6 +175,24 @@ class StartupTest(unittest.TestCase):
         p = self.run_daemon("--help")
         self.assertEqual(p.returncode, 0)
         self.assertIn("--listen", p.stdout)
+
+    def test_json_logs(self):
+        """--log-format json: every line the daemon logs is one JSON object
+        with ts, level, comp and msg (key=value pairs become fields)."""
+        d = Daemon(["--log-format", "json"], name="jsonlog").start()
+        d.stop()
+        with open(d.log_path) as f:
+            lines = [line for line in f.read().splitlines() if line.strip()]
+        records = []
+        for line in lines:
+            self.assertFalse(line.startswith("ts="), line)
+            if line.startswith("{"):
+                records.append(json.loads(line))
+        for r in records:
+            self.assertTrue({"ts", "level", "comp", "msg"} <= set(r), r)
+        listening = [r for r in records if r["msg"] == "listening"]
+        self.assertEqual(len(listening), 1, lines)
+        self.assertEqual(listening[0]["addr"], d.address)
 
 
 if __name__ == "__main__":
