@@ -15,8 +15,8 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "daemon.h"
-#include "log.h"
+#include "api/api.h"
+#include "base/log.h"
 
 typedef struct {
     const char *listen, *data_dir, *devices, *log_level, *log_format;
@@ -24,7 +24,7 @@ typedef struct {
     long max_message_mb, max_import_mb, grace_seconds, max_dataset_mb, dataset_quota_mb;
     long train_workers, checkpoint_steps;
     long long max_model_params;
-    fxd_devices enabled; /* --devices parsed */
+    fxsv_devices enabled; /* --devices parsed */
 } options;
 
 static void usage(FILE *f)
@@ -157,7 +157,7 @@ static int parse_args(int argc, char **argv, options *o)
         return 2;
     }
     char derr[512];
-    if (fxd_devices_parse(o->devices, &o->enabled, derr, sizeof derr) != 0) {
+    if (fxsv_devices_parse(o->devices, &o->enabled, derr, sizeof derr) != 0) {
         fprintf(stderr, "fluxiond: --devices: %s\n", derr);
         return 2;
     }
@@ -174,7 +174,7 @@ static int parse_args(int argc, char **argv, options *o)
 /* ------------------------------------------------------------ control loop */
 
 typedef struct {
-    fxd_daemon *d;
+    fxa_daemon *d;
     int grace_ms;
     uv_async_t done;     /* the drain thread finished */
     uv_signal_t sigint, sigterm;
@@ -186,8 +186,8 @@ typedef struct {
 static void *drain_main(void *arg)
 {
     control *c = arg;
-    fxd_jobs_stop(c->d->jobs); /* running jobs checkpoint; they resume at the next start */
-    fxs_server_shutdown(c->d->rpc, c->grace_ms);
+    fxj_jobs_stop(c->d->jobs); /* running jobs checkpoint; they resume at the next start */
+    fxr_server_shutdown(c->d->rpc, c->grace_ms);
     uv_async_send(&c->done);
     return NULL;
 }
@@ -203,7 +203,7 @@ static void on_signal(uv_signal_t *h, int signum)
     atomic_store(&c->d->draining, true);
     fxl_log(FXL_INFO, "main", "draining signal=%s in_flight=%llu grace_ms=%d",
             signum == SIGINT ? "SIGINT" : "SIGTERM",
-            (unsigned long long)fxs_server_in_flight(c->d->rpc), c->grace_ms);
+            (unsigned long long)fxr_server_in_flight(c->d->rpc), c->grace_ms);
     if (pthread_create(&c->drain_thread, NULL, drain_main, c) != 0) {
         fxl_log(FXL_ERROR, "main", "cannot start the drain thread; shutting down inline");
         drain_main(c);
@@ -220,9 +220,9 @@ static void on_heartbeat(uv_timer_t *h)
 {
     control *c = h->data;
     fxl_log(FXL_DEBUG, "main", "heartbeat in_flight=%llu calls=%llu models_loaded=%d",
-            (unsigned long long)fxs_server_in_flight(c->d->rpc),
-            (unsigned long long)fxs_server_total_calls(c->d->rpc),
-            fxd_serving_count_loaded(c->d->serving));
+            (unsigned long long)fxr_server_in_flight(c->d->rpc),
+            (unsigned long long)fxr_server_total_calls(c->d->rpc),
+            fxsv_serving_count_loaded(c->d->serving));
 }
 
 static void close_cb(uv_handle_t *h, void *arg)
@@ -238,20 +238,20 @@ static void rpc_log(void *data, const char *level, const char *msg)
 }
 
 /* Serves the models marked loaded in the store. */
-static void load_stored(fxd_daemon *d)
+static void load_stored(fxa_daemon *d)
 {
     char err[1024];
-    fxs_model_rec *recs;
+    fxdb_model_rec *recs;
     int n;
-    if (fxs_store_list_models(d->store, &recs, &n, err, sizeof err) != 0) {
+    if (fxdb_store_list_models(d->store, &recs, &n, err, sizeof err) != 0) {
         fxl_log(FXL_ERROR, "main", "cannot list stored models: %s", err);
         return;
     }
     for (int i = 0; i < n; i++) {
-        if (recs[i].loaded && fxd_serving_load(d->serving, recs[i].name, err, sizeof err) != 0)
+        if (recs[i].loaded && fxsv_serving_load(d->serving, recs[i].name, err, sizeof err) != 0)
             fxl_log(FXL_ERROR, "main", "cannot serve stored model model=%s error=\"%s\"",
                     recs[i].name, err);
-        fxs_model_rec_free(&recs[i]);
+        fxdb_model_rec_free(&recs[i]);
     }
     free(recs);
     fxl_log(FXL_INFO, "main", "store opened models=%d", n);
@@ -268,7 +268,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     fx_set_num_threads((int)o.threads);
 
-    fxd_daemon d = { .data_dir = o.data_dir, .start_ms = fxu_now_ms(),
+    fxa_daemon d = { .data_dir = o.data_dir, .start_ms = fxu_now_ms(),
                      .max_params = (uint64_t)o.max_model_params,
                      .max_import_bytes = (uint64_t)o.max_import_mb << 20,
                      .max_message_bytes = (uint64_t)o.max_message_mb << 20,
@@ -276,45 +276,45 @@ int main(int argc, char **argv)
                      .devices = o.enabled };
     atomic_init(&d.draining, false);
     char err[1024];
-    d.store = fxs_store_open(o.data_dir, err, sizeof err);
+    d.store = fxdb_store_open(o.data_dir, err, sizeof err);
     if (!d.store) {
         fxl_log(FXL_ERROR, "main", "cannot open the data directory dir=%s error=\"%s\"",
                 o.data_dir, err);
         return 1;
     }
-    d.datasets = fxd_datasets_open(d.store, &(fxd_datasets_opts){
+    d.datasets = fxds_datasets_open(d.store, &(fxds_datasets_opts){
                                        .max_dataset_bytes = (uint64_t)o.max_dataset_mb << 20,
                                        .quota_bytes = (uint64_t)o.dataset_quota_mb << 20 },
                                    err, sizeof err);
     if (!d.datasets) {
         fxl_log(FXL_ERROR, "main", "cannot open the datasets dir=%s error=\"%s\"", o.data_dir, err);
-        fxs_store_close(d.store);
+        fxdb_store_close(d.store);
         return 1;
     }
-    d.serving = fxd_serving_create(d.store, &(fxd_serving_opts){
+    d.serving = fxsv_serving_create(d.store, &(fxsv_serving_opts){
                                        .max_params = d.max_params,
                                        .devices = &d.devices });
-    fxs_server_opts so = { .listen = o.listen, .poll_threads = (int)o.poll_threads,
+    fxr_server_opts so = { .listen = o.listen, .poll_threads = (int)o.poll_threads,
                            .handler_threads = (int)o.rpc_threads,
                            .max_recv_bytes = d.max_message_bytes,
                            .max_send_bytes = d.max_message_bytes, .log = rpc_log };
-    d.rpc = d.serving ? fxs_server_create(&so, err, sizeof err) : NULL;
+    d.rpc = d.serving ? fxr_server_create(&so, err, sizeof err) : NULL;
     if (!d.rpc) {
         fxl_log(FXL_ERROR, "main", "cannot serve addr=%s error=\"%s\"", o.listen,
                 d.serving ? err : "out of memory");
-        fxd_serving_free(d.serving);
-        fxd_datasets_close(d.datasets);
-        fxs_store_close(d.store);
+        fxsv_serving_free(d.serving);
+        fxds_datasets_close(d.datasets);
+        fxdb_store_close(d.store);
         return 1;
     }
-    if (fxd_register_model_service(&d) || fxd_register_inference_service(&d) ||
-        fxd_register_cluster_service(&d) || fxd_register_dataset_service(&d) ||
-        fxd_register_training_service(&d)) {
+    if (fxa_register_model_service(&d) || fxa_register_inference_service(&d) ||
+        fxa_register_cluster_service(&d) || fxa_register_dataset_service(&d) ||
+        fxa_register_training_service(&d)) {
         fxl_log(FXL_ERROR, "main", "cannot register the services");
         return 1;
     }
     load_stored(&d);
-    d.jobs = fxd_jobs_start(d.store, d.datasets, d.serving, &(fxd_jobs_opts){
+    d.jobs = fxj_jobs_start(d.store, d.datasets, d.serving, &(fxj_jobs_opts){
                                 .workers = (int)o.train_workers,
                                 .checkpoint_every_steps = o.checkpoint_steps,
                                 .max_params = d.max_params,
@@ -323,7 +323,7 @@ int main(int argc, char **argv)
         fxl_log(FXL_ERROR, "main", "cannot start the training jobs error=\"%s\"", err);
         return 1;
     }
-    int port = fxs_server_start(d.rpc);
+    int port = fxr_server_start(d.rpc);
     if (port <= 0) {
         fxl_log(FXL_ERROR, "main", "cannot start serving addr=%s", o.listen);
         return 1;
@@ -347,7 +347,7 @@ int main(int argc, char **argv)
     char devs[256];
     fxl_log(FXL_INFO, "main", "listening addr=%.*s:%d data_dir=%s threads=%ld "
             "devices=\"%s\" version=%s", hostlen, o.listen, port, o.data_dir, o.threads,
-            fxd_devices_str(&d.devices, devs, sizeof devs), FLUXION_VERSION);
+            fxsv_devices_str(&d.devices, devs, sizeof devs), FLUXION_VERSION);
 
     uv_run(loop, UV_RUN_DEFAULT);
 
@@ -356,11 +356,11 @@ int main(int argc, char **argv)
     uv_walk(loop, close_cb, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
-    fxs_server_destroy(d.rpc);
-    fxd_jobs_free(d.jobs);
-    fxd_serving_free(d.serving);
-    fxd_datasets_close(d.datasets);
-    fxs_store_close(d.store);
+    fxr_server_destroy(d.rpc);
+    fxj_jobs_free(d.jobs);
+    fxsv_serving_free(d.serving);
+    fxds_datasets_close(d.datasets);
+    fxdb_store_close(d.store);
     fxl_log(FXL_INFO, "main", "stopped");
     return 0;
 }

@@ -7,7 +7,7 @@
 
 #include <jansson.h>
 
-#include "graph.h"
+#include "models/graph.h"
 #include "pbjson.h"
 
 /* A graph from a ModelSpec written as JSON (the CLI's model-file form),

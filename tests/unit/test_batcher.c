@@ -15,10 +15,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "batcher.h"
-#include "graph.h"
+#include "serving/batcher.h"
+#include "models/graph.h"
 #include "pbjson.h"
-#include "rpc.h"
+#include "rpc/rpc.h"
 #include "servertest.h"
 
 /* ---------------------------------------------------------------- models */

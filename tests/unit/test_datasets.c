@@ -19,16 +19,16 @@
 #include <cmocka.h>
 #include <openssl/evp.h>
 
-#include "datasets.h"
-#include "rpc.h"
-#include "store.h"
+#include "datasets/datasets.h"
+#include "rpc/rpc.h"
+#include "store/store.h"
 #include "testutil.h"
 
 typedef struct {
     char dir[64];
-    fxs_store *st;
-    fxd_datasets *ds;
-    fxd_datasets_opts opts;
+    fxdb_store *st;
+    fxds_datasets *ds;
+    fxds_datasets_opts opts;
     char err[1024];
 } fixture;
 
@@ -54,22 +54,22 @@ static int count_entries(const char *dir)
 
 static void open_all(fixture *f)
 {
-    f->st = fxs_store_open(f->dir, f->err, sizeof f->err);
+    f->st = fxdb_store_open(f->dir, f->err, sizeof f->err);
     assert_non_null(f->st);
-    f->ds = fxd_datasets_open(f->st, &f->opts, f->err, sizeof f->err);
+    f->ds = fxds_datasets_open(f->st, &f->opts, f->err, sizeof f->err);
     if (!f->ds)
         fail_msg("%s", f->err);
 }
 
 static void close_all(fixture *f)
 {
-    fxd_datasets_close(f->ds);
-    fxs_store_close(f->st);
+    fxds_datasets_close(f->ds);
+    fxdb_store_close(f->st);
     f->ds = NULL;
     f->st = NULL;
 }
 
-static int setup_opts(void **state, fxd_datasets_opts o)
+static int setup_opts(void **state, fxds_datasets_opts o)
 {
     fixture *f = calloc(1, sizeof *f);
     snprintf(f->dir, sizeof f->dir, "/tmp/fxds-XXXXXX");
@@ -84,12 +84,12 @@ static int setup_opts(void **state, fxd_datasets_opts o)
 /* Small shards so that every upload spans several. */
 static int setup(void **state)
 {
-    return setup_opts(state, (fxd_datasets_opts){ .shard_bytes = 100 });
+    return setup_opts(state, (fxds_datasets_opts){ .shard_bytes = 100 });
 }
 
 static int setup_limited(void **state)
 {
-    return setup_opts(state, (fxd_datasets_opts){ .max_dataset_bytes = 1000, .quota_bytes = 2500,
+    return setup_opts(state, (fxds_datasets_opts){ .max_dataset_bytes = 1000, .quota_bytes = 2500,
                                                   .shard_bytes = 256 });
 }
 
@@ -123,7 +123,7 @@ static Fluxion__V1__TensorData piece(const char *name, Fluxion__V1__DataType dt,
 }
 
 /* Adds samples [s0, s1) of x ([n,3] f32) and y ([n] i64). */
-static int add_xy(fixture *f, fxd_upload *u, const float *x, const int64_t *y, int s0, int s1,
+static int add_xy(fixture *f, fxds_upload *u, const float *x, const int64_t *y, int s0, int s1,
                   bool with_x, bool with_y)
 {
     int64_t sx[2] = { s1 - s0, 3 }, sy[1] = { s1 - s0 };
@@ -131,9 +131,9 @@ static int add_xy(fixture *f, fxd_upload *u, const float *x, const int64_t *y, i
     Fluxion__V1__TensorData ty = piece("y", I64, 1, sy, y + s0, sizeof(int64_t) * (size_t)(s1 - s0));
     int rc = 0;
     if (with_x)
-        rc = fxd_upload_add(u, &tx, f->err, sizeof f->err);
+        rc = fxds_upload_add(u, &tx, f->err, sizeof f->err);
     if (!rc && with_y)
-        rc = fxd_upload_add(u, &ty, f->err, sizeof f->err);
+        rc = fxds_upload_add(u, &ty, f->err, sizeof f->err);
     return rc;
 }
 
@@ -153,8 +153,8 @@ static void fill_xy(void)
  * chunk, to interleave the tensors); asserts success. */
 static Fluxion__V1__Dataset *upload_xy(fixture *f, const char *name, int step)
 {
-    fxd_upload *u;
-    assert_int_equal(fxd_upload_begin(f->ds, name, "desc", &u, f->err, sizeof f->err), 0);
+    fxds_upload *u;
+    assert_int_equal(fxds_upload_begin(f->ds, name, "desc", &u, f->err, sizeof f->err), 0);
     for (int s = 0; s < N; s += step) {
         int e = s + step < N ? s + step : N;
         assert_int_equal(add_xy(f, u, X, Y, s, e, true, false), 0);
@@ -164,7 +164,7 @@ static Fluxion__V1__Dataset *upload_xy(fixture *f, const char *name, int step)
     int last = ((N - 1) / step) * step;
     assert_int_equal(add_xy(f, u, X, Y, last, N, false, true), 0);
     Fluxion__V1__Dataset *info = NULL;
-    int rc = fxd_upload_commit(u, &info, f->err, sizeof f->err);
+    int rc = fxds_upload_commit(u, &info, f->err, sizeof f->err);
     if (rc)
         fail_msg("commit: %s", f->err);
     return info;
@@ -232,18 +232,18 @@ static void test_upload_in_chunks_and_reopen(void **state)
     close_all(f);
     open_all(f);
     Fluxion__V1__Dataset *again = NULL;
-    assert_int_equal(fxd_dataset_get(f->ds, "xy", &again, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_dataset_get(f->ds, "xy", &again, f->err, sizeof f->err), 0);
     assert_string_equal(again->sha256, want);
     assert_int_equal(again->num_samples, N);
     fluxion__v1__dataset__free_unpacked(again, NULL);
 
-    fxd_dataset *d;
-    assert_int_equal(fxd_dataset_open(f->ds, "xy", &d, f->err, sizeof f->err), 0);
-    const fxd_columns *c = fxd_dataset_columns(d);
+    fxds_dataset *d;
+    assert_int_equal(fxds_dataset_open(f->ds, "xy", &d, f->err, sizeof f->err), 0);
+    const fxds_columns *c = fxds_dataset_columns(d);
     assert_int_equal(c->num_samples, N);
     assert_int_equal(c->n, 2);
-    assert_int_equal(fxd_columns_find(c, "y"), 1);
-    assert_int_equal(fxd_columns_find(c, "z"), -1);
+    assert_int_equal(fxds_columns_find(c, "y"), 1);
+    assert_int_equal(fxds_columns_find(c, "z"), -1);
     assert_string_equal(c->cols[0].name, "x");
     assert_int_equal(c->cols[0].dtype, FX_F32);
     assert_int_equal(c->cols[0].sample_ndim, 1);
@@ -252,8 +252,8 @@ static void test_upload_in_chunks_and_reopen(void **state)
     assert_int_equal(c->cols[1].dtype, FX_I64);
     assert_int_equal(c->cols[1].sample_ndim, 0);
     assert_memory_equal(c->cols[1].data, Y, sizeof Y);
-    assert_string_equal(fxd_dataset_sha256(d), want);
-    fxd_dataset_release(d);
+    assert_string_equal(fxds_dataset_sha256(d), want);
+    fxds_dataset_release(d);
 }
 
 static void test_checksum_stable_and_sensitive(void **state)
@@ -273,15 +273,15 @@ static void test_checksum_stable_and_sensitive(void **state)
     assert_string_not_equal(c->sha256, a->sha256);
     X[77] -= 1.0f;
     /* the same bytes under another shape are other data */
-    fxd_upload *u;
+    fxds_upload *u;
     int64_t s6[2] = { 20, 6 }, sy[1] = { 20 };
     Fluxion__V1__TensorData t6 = piece("x", F32, 2, s6, X, sizeof X);
     Fluxion__V1__TensorData ty = piece("y", I64, 1, sy, Y, sizeof Y / 2);
     Fluxion__V1__Dataset *d = NULL;
-    assert_int_equal(fxd_upload_begin(f->ds, "d", NULL, &u, f->err, sizeof f->err), 0);
-    assert_int_equal(fxd_upload_add(u, &t6, f->err, sizeof f->err), 0);
-    assert_int_equal(fxd_upload_add(u, &ty, f->err, sizeof f->err), 0);
-    assert_int_equal(fxd_upload_commit(u, &d, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_begin(f->ds, "d", NULL, &u, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_add(u, &t6, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_add(u, &ty, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_commit(u, &d, f->err, sizeof f->err), 0);
     sha_of((const char *[]){ "x", "y" }, (const char *[]){ "F32", "I64" },
            (const char *[]){ "[20,6]", "[20]" }, (const void *[]){ X, Y },
            (size_t[]){ sizeof X, sizeof Y / 2 }, 2, want);
@@ -298,14 +298,14 @@ static void expect_add_error(fixture *f, const Fluxion__V1__TensorData *good,
                              const Fluxion__V1__TensorData *bad, int code, const char *want1,
                              const char *want2)
 {
-    fxd_upload *u;
-    assert_int_equal(fxd_upload_begin(f->ds, "v", NULL, &u, f->err, sizeof f->err), 0);
+    fxds_upload *u;
+    assert_int_equal(fxds_upload_begin(f->ds, "v", NULL, &u, f->err, sizeof f->err), 0);
     if (good)
-        assert_int_equal(fxd_upload_add(u, good, f->err, sizeof f->err), 0);
-    assert_int_equal(fxd_upload_add(u, bad, f->err, sizeof f->err), code);
+        assert_int_equal(fxds_upload_add(u, good, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_add(u, bad, f->err, sizeof f->err), code);
     if (!strstr(f->err, want1) || (want2 && !strstr(f->err, want2)))
         fail_msg("message '%s' should mention '%s' and '%s'", f->err, want1, want2 ? want2 : "");
-    fxd_upload_abort(u);
+    fxds_upload_abort(u);
     assert_clean(f, 0);
 }
 
@@ -348,13 +348,13 @@ static void test_validation_errors(void **state)
     expect_add_error(f, NULL, &t, FXS_INVALID_ARGUMENT, "reserved", NULL);
 
     /* DATA_TYPE_UNSPECIFIED reads as FP32: the same tensor continues */
-    fxd_upload *u;
+    fxds_upload *u;
     Fluxion__V1__Dataset *info = NULL;
     t = piece("x", FLUXION__V1__DATA_TYPE__DATA_TYPE_UNSPECIFIED, 2, s42, buf, 32);
-    assert_int_equal(fxd_upload_begin(f->ds, "ok", NULL, &u, f->err, sizeof f->err), 0);
-    assert_int_equal(fxd_upload_add(u, &good, f->err, sizeof f->err), 0);
-    assert_int_equal(fxd_upload_add(u, &t, f->err, sizeof f->err), 0);
-    assert_int_equal(fxd_upload_commit(u, &info, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_begin(f->ds, "ok", NULL, &u, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_add(u, &good, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_add(u, &t, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_commit(u, &info, f->err, sizeof f->err), 0);
     assert_int_equal(info->num_samples, 8);
     assert_int_equal(info->tensors[0]->dtype, F32);
     fluxion__v1__dataset__free_unpacked(info, NULL);
@@ -379,12 +379,12 @@ static void test_commit_errors(void **state)
         { { &empty }, 1, "'v'", "no samples" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        fxd_upload *u;
+        fxds_upload *u;
         Fluxion__V1__Dataset *info = (void *)1;
-        assert_int_equal(fxd_upload_begin(f->ds, "v", NULL, &u, f->err, sizeof f->err), 0);
+        assert_int_equal(fxds_upload_begin(f->ds, "v", NULL, &u, f->err, sizeof f->err), 0);
         for (int k = 0; k < cases[i].n; k++)
-            assert_int_equal(fxd_upload_add(u, cases[i].t[k], f->err, sizeof f->err), 0);
-        assert_int_equal(fxd_upload_commit(u, &info, f->err, sizeof f->err), FXS_INVALID_ARGUMENT);
+            assert_int_equal(fxds_upload_add(u, cases[i].t[k], f->err, sizeof f->err), 0);
+        assert_int_equal(fxds_upload_commit(u, &info, f->err, sizeof f->err), FXS_INVALID_ARGUMENT);
         assert_null(info);
         assert_non_null(strstr(f->err, cases[i].want1));
         assert_non_null(strstr(f->err, cases[i].want2));
@@ -392,7 +392,7 @@ static void test_commit_errors(void **state)
     }
     Fluxion__V1__Dataset **l;
     int n;
-    assert_int_equal(fxd_dataset_list(f->ds, &l, &n, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_dataset_list(f->ds, &l, &n, f->err, sizeof f->err), 0);
     assert_int_equal(n, 0);
     free(l);
 }
@@ -400,12 +400,12 @@ static void test_commit_errors(void **state)
 static void test_names(void **state)
 {
     fixture *f = *state;
-    fxd_upload *u = (void *)1;
+    fxds_upload *u = (void *)1;
     const char *bad[] = { "", ".hidden", "-x", "a/b", "..", "sp ace",
                           "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
                           "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        assert_int_equal(fxd_upload_begin(f->ds, bad[i], NULL, &u, f->err, sizeof f->err),
+        assert_int_equal(fxds_upload_begin(f->ds, bad[i], NULL, &u, f->err, sizeof f->err),
                          FXS_INVALID_ARGUMENT);
         assert_null(u);
         assert_non_null(strstr(f->err, "dataset name"));
@@ -413,34 +413,34 @@ static void test_names(void **state)
     char longdesc[5000];
     memset(longdesc, 'd', sizeof longdesc - 1);
     longdesc[sizeof longdesc - 1] = '\0';
-    assert_int_equal(fxd_upload_begin(f->ds, "ok", longdesc, &u, f->err, sizeof f->err),
+    assert_int_equal(fxds_upload_begin(f->ds, "ok", longdesc, &u, f->err, sizeof f->err),
                      FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(f->err, "description"));
 
     fill_xy();
     fluxion__v1__dataset__free_unpacked(upload_xy(f, "taken", 10), NULL);
-    assert_int_equal(fxd_upload_begin(f->ds, "taken", NULL, &u, f->err, sizeof f->err),
+    assert_int_equal(fxds_upload_begin(f->ds, "taken", NULL, &u, f->err, sizeof f->err),
                      FXS_ALREADY_EXISTS);
     assert_non_null(strstr(f->err, "'taken'"));
     /* a name being uploaded is taken too, until that upload ends */
-    fxd_upload *first, *second;
-    assert_int_equal(fxd_upload_begin(f->ds, "busy", NULL, &first, f->err, sizeof f->err), 0);
-    assert_int_equal(fxd_upload_begin(f->ds, "busy", NULL, &second, f->err, sizeof f->err),
+    fxds_upload *first, *second;
+    assert_int_equal(fxds_upload_begin(f->ds, "busy", NULL, &first, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_begin(f->ds, "busy", NULL, &second, f->err, sizeof f->err),
                      FXS_ALREADY_EXISTS);
     assert_non_null(strstr(f->err, "in progress"));
-    fxd_upload_abort(first);
-    assert_int_equal(fxd_upload_begin(f->ds, "busy", NULL, &second, f->err, sizeof f->err), 0);
-    assert_string_equal(fxd_upload_name(second), "busy");
-    fxd_upload_abort(second);
+    fxds_upload_abort(first);
+    assert_int_equal(fxds_upload_begin(f->ds, "busy", NULL, &second, f->err, sizeof f->err), 0);
+    assert_string_equal(fxds_upload_name(second), "busy");
+    fxds_upload_abort(second);
 
     Fluxion__V1__Dataset *info;
-    assert_int_equal(fxd_dataset_get(f->ds, "nope", &info, f->err, sizeof f->err), FXS_NOT_FOUND);
+    assert_int_equal(fxds_dataset_get(f->ds, "nope", &info, f->err, sizeof f->err), FXS_NOT_FOUND);
     assert_non_null(strstr(f->err, "'nope'"));
-    assert_int_equal(fxd_dataset_get(f->ds, "../x", &info, f->err, sizeof f->err),
+    assert_int_equal(fxds_dataset_get(f->ds, "../x", &info, f->err, sizeof f->err),
                      FXS_INVALID_ARGUMENT);
-    assert_int_equal(fxd_dataset_delete(f->ds, "nope", f->err, sizeof f->err), FXS_NOT_FOUND);
-    fxd_dataset *d;
-    assert_int_equal(fxd_dataset_open(f->ds, "nope", &d, f->err, sizeof f->err), FXS_NOT_FOUND);
+    assert_int_equal(fxds_dataset_delete(f->ds, "nope", f->err, sizeof f->err), FXS_NOT_FOUND);
+    fxds_dataset *d;
+    assert_int_equal(fxds_dataset_open(f->ds, "nope", &d, f->err, sizeof f->err), FXS_NOT_FOUND);
     assert_null(d);
     assert_clean(f, 1);
 }
@@ -449,15 +449,15 @@ static void test_abort_leaves_nothing(void **state)
 {
     fixture *f = *state;
     fill_xy();
-    fxd_upload *u;
-    assert_int_equal(fxd_upload_begin(f->ds, "gone", NULL, &u, f->err, sizeof f->err), 0);
+    fxds_upload *u;
+    assert_int_equal(fxds_upload_begin(f->ds, "gone", NULL, &u, f->err, sizeof f->err), 0);
     assert_int_equal(add_xy(f, u, X, Y, 0, 30, true, true), 0);
     assert_int_equal(count_entries(tu_pathf("%s/tmp", f->dir)), 0); /* spill files are unlinked */
-    fxd_upload_abort(u);
-    fxd_upload_abort(NULL);
+    fxds_upload_abort(u);
+    fxds_upload_abort(NULL);
     assert_clean(f, 0);
     Fluxion__V1__Dataset *info;
-    assert_int_equal(fxd_dataset_get(f->ds, "gone", &info, f->err, sizeof f->err), FXS_NOT_FOUND);
+    assert_int_equal(fxds_dataset_get(f->ds, "gone", &info, f->err, sizeof f->err), FXS_NOT_FOUND);
 }
 
 static void put_file(const char *path)
@@ -485,10 +485,10 @@ static void test_crash_leftovers_removed_at_open(void **state)
     open_all(f);
     assert_clean(f, 1);
     assert_int_equal(count_entries(tu_pathf("%s/datasets/kept", f->dir)), 8);
-    fxd_dataset *d;
-    assert_int_equal(fxd_dataset_open(f->ds, "kept", &d, f->err, sizeof f->err), 0);
-    assert_memory_equal(fxd_dataset_columns(d)->cols[0].data, X, sizeof X);
-    fxd_dataset_release(d);
+    fxds_dataset *d;
+    assert_int_equal(fxds_dataset_open(f->ds, "kept", &d, f->err, sizeof f->err), 0);
+    assert_memory_equal(fxds_dataset_columns(d)->cols[0].data, X, sizeof X);
+    fxds_dataset_release(d);
 }
 
 static void test_limits_and_quota(void **state)
@@ -499,52 +499,52 @@ static void test_limits_and_quota(void **state)
     Fluxion__V1__TensorData t200 = piece("x", F32, 2, s200, buf, 800);
     Fluxion__V1__TensorData t100 = piece("x", F32, 2, s100, buf, 400);
     Fluxion__V1__TensorData t51 = piece("x", F32, 2, s51, buf, 204);
-    fxd_upload *u, *v;
+    fxds_upload *u, *v;
     Fluxion__V1__Dataset *info;
 
     /* one dataset over max_dataset_bytes */
-    assert_int_equal(fxd_upload_begin(f->ds, "big", NULL, &u, f->err, sizeof f->err), 0);
-    assert_int_equal(fxd_upload_add(u, &t200, f->err, sizeof f->err), 0);
-    assert_int_equal(fxd_upload_add(u, &t51, f->err, sizeof f->err), FXS_RESOURCE_EXHAUSTED);
+    assert_int_equal(fxds_upload_begin(f->ds, "big", NULL, &u, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_add(u, &t200, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_add(u, &t51, f->err, sizeof f->err), FXS_RESOURCE_EXHAUSTED);
     assert_non_null(strstr(f->err, "'big'"));
     assert_non_null(strstr(f->err, "1000 bytes"));
-    fxd_upload_abort(u);
+    fxds_upload_abort(u);
     assert_clean(f, 0);
 
     /* the quota counts stored datasets and uploads in progress */
     const char *names[] = { "q1", "q2" };
     for (int i = 0; i < 2; i++) {
-        assert_int_equal(fxd_upload_begin(f->ds, names[i], NULL, &u, f->err, sizeof f->err), 0);
-        assert_int_equal(fxd_upload_add(u, &t200, f->err, sizeof f->err), 0);
-        assert_int_equal(fxd_upload_commit(u, &info, f->err, sizeof f->err), 0);
+        assert_int_equal(fxds_upload_begin(f->ds, names[i], NULL, &u, f->err, sizeof f->err), 0);
+        assert_int_equal(fxds_upload_add(u, &t200, f->err, sizeof f->err), 0);
+        assert_int_equal(fxds_upload_commit(u, &info, f->err, sizeof f->err), 0);
         assert_int_equal(info->num_shards, 4); /* 64 samples of 4 bytes per 256-byte shard */
         fluxion__v1__dataset__free_unpacked(info, NULL);
     }
-    assert_int_equal(fxd_upload_begin(f->ds, "q3", NULL, &u, f->err, sizeof f->err), 0);
-    assert_int_equal(fxd_upload_begin(f->ds, "q4", NULL, &v, f->err, sizeof f->err), 0);
-    assert_int_equal(fxd_upload_add(u, &t100, f->err, sizeof f->err), 0);   /* 2000 of 2500 */
-    assert_int_equal(fxd_upload_add(v, &t200, f->err, sizeof f->err), FXS_RESOURCE_EXHAUSTED);
+    assert_int_equal(fxds_upload_begin(f->ds, "q3", NULL, &u, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_begin(f->ds, "q4", NULL, &v, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_add(u, &t100, f->err, sizeof f->err), 0);   /* 2000 of 2500 */
+    assert_int_equal(fxds_upload_add(v, &t200, f->err, sizeof f->err), FXS_RESOURCE_EXHAUSTED);
     assert_non_null(strstr(f->err, "quota"));
     assert_non_null(strstr(f->err, "'q4'"));
     assert_non_null(strstr(f->err, "'x'"));
-    fxd_upload_abort(u); /* gives its reservation back */
-    assert_int_equal(fxd_upload_add(v, &t200, f->err, sizeof f->err), 0);
-    fxd_upload_abort(v);
+    fxds_upload_abort(u); /* gives its reservation back */
+    assert_int_equal(fxds_upload_add(v, &t200, f->err, sizeof f->err), 0);
+    fxds_upload_abort(v);
 
     /* the stored total (1600) survives a restart; a deletion frees its share */
     close_all(f);
     open_all(f);
-    assert_int_equal(fxd_upload_begin(f->ds, "q3", NULL, &u, f->err, sizeof f->err), 0);
-    assert_int_equal(fxd_upload_begin(f->ds, "q4", NULL, &v, f->err, sizeof f->err), 0);
-    assert_int_equal(fxd_upload_add(u, &t100, f->err, sizeof f->err), 0);   /* 2000 */
-    assert_int_equal(fxd_upload_add(v, &t100, f->err, sizeof f->err), 0);   /* 2400 */
-    assert_int_equal(fxd_upload_add(v, &t51, f->err, sizeof f->err), FXS_RESOURCE_EXHAUSTED);
+    assert_int_equal(fxds_upload_begin(f->ds, "q3", NULL, &u, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_begin(f->ds, "q4", NULL, &v, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_add(u, &t100, f->err, sizeof f->err), 0);   /* 2000 */
+    assert_int_equal(fxds_upload_add(v, &t100, f->err, sizeof f->err), 0);   /* 2400 */
+    assert_int_equal(fxds_upload_add(v, &t51, f->err, sizeof f->err), FXS_RESOURCE_EXHAUSTED);
     assert_non_null(strstr(f->err, "quota"));
-    assert_int_equal(fxd_dataset_delete(f->ds, "q1", f->err, sizeof f->err), 0);
-    assert_int_equal(fxd_upload_add(v, &t51, f->err, sizeof f->err), 0);
-    assert_int_equal(fxd_upload_commit(u, &info, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_dataset_delete(f->ds, "q1", f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_add(v, &t51, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_commit(u, &info, f->err, sizeof f->err), 0);
     fluxion__v1__dataset__free_unpacked(info, NULL);
-    assert_int_equal(fxd_upload_commit(v, &info, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_commit(v, &info, f->err, sizeof f->err), 0);
     assert_int_equal(info->num_samples, 151);
     fluxion__v1__dataset__free_unpacked(info, NULL);
     assert_clean(f, 3);
@@ -555,30 +555,30 @@ static void test_open_release_vs_delete(void **state)
     fixture *f = *state;
     fill_xy();
     fluxion__v1__dataset__free_unpacked(upload_xy(f, "shared", 9), NULL);
-    fxd_dataset *a, *b;
-    assert_int_equal(fxd_dataset_open(f->ds, "shared", &a, f->err, sizeof f->err), 0);
-    assert_int_equal(fxd_dataset_open(f->ds, "shared", &b, f->err, sizeof f->err), 0);
+    fxds_dataset *a, *b;
+    assert_int_equal(fxds_dataset_open(f->ds, "shared", &a, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_dataset_open(f->ds, "shared", &b, f->err, sizeof f->err), 0);
     assert_ptr_equal(a, b); /* loaded once, shared */
-    assert_ptr_equal(fxd_dataset_columns(a)->cols[0].data, fxd_dataset_columns(b)->cols[0].data);
-    assert_int_equal(fxd_dataset_delete(f->ds, "shared", f->err, sizeof f->err),
+    assert_ptr_equal(fxds_dataset_columns(a)->cols[0].data, fxds_dataset_columns(b)->cols[0].data);
+    assert_int_equal(fxds_dataset_delete(f->ds, "shared", f->err, sizeof f->err),
                      FXS_FAILED_PRECONDITION);
     assert_non_null(strstr(f->err, "2 training jobs"));
-    fxd_dataset_release(b);
-    assert_int_equal(fxd_dataset_delete(f->ds, "shared", f->err, sizeof f->err),
+    fxds_dataset_release(b);
+    assert_int_equal(fxds_dataset_delete(f->ds, "shared", f->err, sizeof f->err),
                      FXS_FAILED_PRECONDITION);
     assert_non_null(strstr(f->err, "1 training job"));
     Fluxion__V1__Dataset *info;
-    assert_int_equal(fxd_dataset_get(f->ds, "shared", &info, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_dataset_get(f->ds, "shared", &info, f->err, sizeof f->err), 0);
     fluxion__v1__dataset__free_unpacked(info, NULL);
-    fxd_dataset_release(a);
-    fxd_dataset_release(NULL);
-    assert_int_equal(fxd_dataset_delete(f->ds, "shared", f->err, sizeof f->err), 0);
-    assert_int_equal(fxd_dataset_open(f->ds, "shared", &a, f->err, sizeof f->err), FXS_NOT_FOUND);
+    fxds_dataset_release(a);
+    fxds_dataset_release(NULL);
+    assert_int_equal(fxds_dataset_delete(f->ds, "shared", f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_dataset_open(f->ds, "shared", &a, f->err, sizeof f->err), FXS_NOT_FOUND);
     assert_clean(f, 0);
     /* deleted for good: not back after a restart either */
     close_all(f);
     open_all(f);
-    assert_int_equal(fxd_dataset_get(f->ds, "shared", &info, f->err, sizeof f->err),
+    assert_int_equal(fxds_dataset_get(f->ds, "shared", &info, f->err, sizeof f->err),
                      FXS_NOT_FOUND);
 }
 
@@ -596,16 +596,16 @@ static void test_corrupt_shard_is_data_loss(void **state)
     fseek(fp, -3, SEEK_END);
     fputc(ch ^ 0x40, fp);
     fclose(fp);
-    fxd_dataset *d = (void *)1;
-    assert_int_equal(fxd_dataset_open(f->ds, "bad", &d, f->err, sizeof f->err), FXS_DATA_LOSS);
+    fxds_dataset *d = (void *)1;
+    assert_int_equal(fxds_dataset_open(f->ds, "bad", &d, f->err, sizeof f->err), FXS_DATA_LOSS);
     assert_null(d);
     assert_non_null(strstr(f->err, "SHA-256"));
     /* a missing shard too */
     assert_int_equal(unlink(tu_pathf("%s/datasets/bad/shard-1.safetensors", f->dir)), 0);
-    assert_int_equal(fxd_dataset_open(f->ds, "bad", &d, f->err, sizeof f->err), FXS_DATA_LOSS);
+    assert_int_equal(fxds_dataset_open(f->ds, "bad", &d, f->err, sizeof f->err), FXS_DATA_LOSS);
     assert_non_null(strstr(f->err, "'bad'"));
     /* a failed load holds nothing open: the dataset can be deleted */
-    assert_int_equal(fxd_dataset_delete(f->ds, "bad", f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_dataset_delete(f->ds, "bad", f->err, sizeof f->err), 0);
 }
 
 typedef struct {
@@ -626,21 +626,21 @@ static void *upload_worker(void *arg)
         x[i] = (float)(i + w->id * 1000);
     for (int i = 0; i < N; i++)
         y[i] = w->id;
-    fxd_upload *u;
-    w->rc = fxd_upload_begin(w->f->ds, w->name, NULL, &u, w->err, sizeof w->err);
+    fxds_upload *u;
+    w->rc = fxds_upload_begin(w->f->ds, w->name, NULL, &u, w->err, sizeof w->err);
     for (int s = 0; !w->rc && s < N; s += 4) {
         int64_t sx[2] = { 4, 3 }, sy[1] = { 4 };
         Fluxion__V1__TensorData tx = piece("x", F32, 2, sx, x + 3 * s, 48);
         Fluxion__V1__TensorData ty = piece("y", I64, 1, sy, y + s, 32);
-        w->rc = fxd_upload_add(u, &tx, w->err, sizeof w->err);
+        w->rc = fxds_upload_add(u, &tx, w->err, sizeof w->err);
         if (!w->rc)
-            w->rc = fxd_upload_add(u, &ty, w->err, sizeof w->err);
+            w->rc = fxds_upload_add(u, &ty, w->err, sizeof w->err);
         if (w->rc)
-            fxd_upload_abort(u);
+            fxds_upload_abort(u);
     }
     Fluxion__V1__Dataset *info = NULL;
     if (!w->rc)
-        w->rc = fxd_upload_commit(u, &info, w->err, sizeof w->err);
+        w->rc = fxds_upload_commit(u, &info, w->err, sizeof w->err);
     if (info) {
         snprintf(w->sha, sizeof w->sha, "%s", info->sha256);
         fluxion__v1__dataset__free_unpacked(info, NULL);
@@ -667,7 +667,7 @@ static void test_concurrent_uploads(void **state)
     }
     Fluxion__V1__Dataset **l;
     int n;
-    assert_int_equal(fxd_dataset_list(f->ds, &l, &n, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_dataset_list(f->ds, &l, &n, f->err, sizeof f->err), 0);
     assert_int_equal(n, W);
     for (int i = 0; i < n; i++) {
         assert_string_equal(l[i]->name, w[i].name); /* by name */
@@ -678,8 +678,8 @@ static void test_concurrent_uploads(void **state)
 }
 
 typedef struct {
-    fxd_datasets *ds;
-    fxd_dataset *d;
+    fxds_datasets *ds;
+    fxds_dataset *d;
     int rc;
 } opener;
 
@@ -687,7 +687,7 @@ static void *open_worker(void *arg)
 {
     opener *o = arg;
     char err[256];
-    o->rc = fxd_dataset_open(o->ds, "many", &o->d, err, sizeof err);
+    o->rc = fxds_dataset_open(o->ds, "many", &o->d, err, sizeof err);
     return NULL;
 }
 
@@ -709,13 +709,13 @@ static void test_concurrent_opens(void **state)
         assert_int_equal(o[i].rc, 0);
         assert_ptr_equal(o[i].d, o[0].d);
     }
-    assert_memory_equal(fxd_dataset_columns(o[0].d)->cols[1].data, Y, sizeof Y);
-    assert_int_equal(fxd_dataset_delete(f->ds, "many", f->err, sizeof f->err),
+    assert_memory_equal(fxds_dataset_columns(o[0].d)->cols[1].data, Y, sizeof Y);
+    assert_int_equal(fxds_dataset_delete(f->ds, "many", f->err, sizeof f->err),
                      FXS_FAILED_PRECONDITION);
     assert_non_null(strstr(f->err, "8 training jobs"));
     for (int i = 0; i < W; i++)
-        fxd_dataset_release(o[i].d);
-    assert_int_equal(fxd_dataset_delete(f->ds, "many", f->err, sizeof f->err), 0);
+        fxds_dataset_release(o[i].d);
+    assert_int_equal(fxds_dataset_delete(f->ds, "many", f->err, sizeof f->err), 0);
 }
 
 int main(void)

@@ -13,12 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "batcher.h"
-#include "devices.h"
-#include "graph.h"
+#include "serving/batcher.h"
+#include "serving/devices.h"
+#include "models/graph.h"
 #include "pbjson.h"
-#include "rpc.h"
-#include "servecfg.h"
+#include "rpc/rpc.h"
+#include "serving/servecfg.h"
 #include "servertest.h"
 
 static bool have_gpu(void) { return fx_device_count(FX_DEV_CUDA) > 0; }
@@ -36,11 +36,11 @@ static fx_device cuda(int i) { return (fx_device){ FX_DEV_CUDA, i }; }
 static void test_parse_default(void **state)
 {
     (void)state;
-    fxd_devices d;
+    fxsv_devices d;
     char err[256] = "";
     for (int k = 0; k < 2; k++) {
         memset(&d, 0x5a, sizeof d);
-        assert_int_equal(fxd_devices_parse(k ? "" : NULL, &d, err, sizeof err), 0);
+        assert_int_equal(fxsv_devices_parse(k ? "" : NULL, &d, err, sizeof err), 0);
         assert_int_equal(d.n, 1 + fx_device_count(FX_DEV_CUDA));
         assert_int_equal(d.dev[0].type, FX_DEV_CPU);
         for (int i = 1; i < d.n; i++) {
@@ -49,23 +49,23 @@ static void test_parse_default(void **state)
         }
     }
     char buf[64];
-    fxd_devices cpu = { .n = 1, .dev = { fx_cpu() } };
-    assert_string_equal(fxd_devices_str(&cpu, buf, sizeof buf), "cpu");
-    fxd_devices two = { .n = 3, .dev = { cuda(1), fx_cpu(), cuda(0) } };
-    assert_string_equal(fxd_devices_str(&two, buf, sizeof buf), "cuda:1, cpu, cuda:0");
-    assert_string_equal(fxd_devices_str(&two, buf, 6), "cuda:");
+    fxsv_devices cpu = { .n = 1, .dev = { fx_cpu() } };
+    assert_string_equal(fxsv_devices_str(&cpu, buf, sizeof buf), "cpu");
+    fxsv_devices two = { .n = 3, .dev = { cuda(1), fx_cpu(), cuda(0) } };
+    assert_string_equal(fxsv_devices_str(&two, buf, sizeof buf), "cuda:1, cpu, cuda:0");
+    assert_string_equal(fxsv_devices_str(&two, buf, 6), "cuda:");
 }
 
 static void test_parse_list(void **state)
 {
     (void)state;
-    fxd_devices d;
+    fxsv_devices d;
     char err[256];
-    assert_int_equal(fxd_devices_parse("cpu", &d, err, sizeof err), 0);
+    assert_int_equal(fxsv_devices_parse("cpu", &d, err, sizeof err), 0);
     assert_int_equal(d.n, 1);
     assert_int_equal(d.dev[0].type, FX_DEV_CPU);
     if (have_gpu()) {
-        assert_int_equal(fxd_devices_parse("cuda:0,cpu", &d, err, sizeof err), 0);
+        assert_int_equal(fxsv_devices_parse("cuda:0,cpu", &d, err, sizeof err), 0);
         assert_int_equal(d.n, 2);
         assert_int_equal(d.dev[0].type, FX_DEV_CUDA);
         assert_int_equal(d.dev[1].type, FX_DEV_CPU);
@@ -74,9 +74,9 @@ static void test_parse_list(void **state)
 
 static void parse_fails(const char *list, const char *const *mentions)
 {
-    fxd_devices d;
+    fxsv_devices d;
     char err[256] = "";
-    if (fxd_devices_parse(list, &d, err, sizeof err) == 0)
+    if (fxsv_devices_parse(list, &d, err, sizeof err) == 0)
         fail_msg("--devices '%s' should fail", list);
     for (; *mentions; mentions++)
         assert_contains(err, *mentions);
@@ -107,9 +107,9 @@ static void test_parse_errors(void **state)
 
 /* ------------------------------------------------------------- requests */
 
-static int resolve(const fxd_devices *d, const char *req, fx_device *out, char *err)
+static int resolve(const fxsv_devices *d, const char *req, fx_device *out, char *err)
 {
-    return fxd_devices_resolve(d, req, "spec.device", out, err, 256);
+    return fxsv_devices_resolve(d, req, "spec.device", out, err, 256);
 }
 
 static void test_resolve(void **state)
@@ -117,9 +117,9 @@ static void test_resolve(void **state)
     (void)state;
     fx_device out;
     char err[256];
-    fxd_devices cpu = { .n = 1, .dev = { fx_cpu() } };
+    fxsv_devices cpu = { .n = 1, .dev = { fx_cpu() } };
     /* "" and NULL take the first enabled device; NULL devices: cpu only */
-    const fxd_devices *sets[] = { &cpu, NULL };
+    const fxsv_devices *sets[] = { &cpu, NULL };
     for (int s = 0; s < 2; s++) {
         out = cuda(5);
         assert_int_equal(resolve(sets[s], "", &out, err), 0);
@@ -132,13 +132,13 @@ static void test_resolve(void **state)
         assert_int_equal(out.type, FX_DEV_CPU);
     }
     /* the order given decides the default; only the enabled ones count */
-    fxd_devices gpu_first = { .n = 2, .dev = { cuda(3), fx_cpu() } };
+    fxsv_devices gpu_first = { .n = 2, .dev = { cuda(3), fx_cpu() } };
     assert_int_equal(resolve(&gpu_first, "", &out, err), 0);
     assert_int_equal(out.type, FX_DEV_CUDA);
     assert_int_equal(out.index, 3);
     assert_int_equal(resolve(&gpu_first, "cuda:3", &out, err), 0);
     assert_int_equal(out.index, 3);
-    fxd_devices gpu_only = { .n = 1, .dev = { cuda(0) } };
+    fxsv_devices gpu_only = { .n = 1, .dev = { cuda(0) } };
     assert_int_equal(resolve(&gpu_only, "cpu", &out, err), FXS_FAILED_PRECONDITION);
     assert_contains(err, "spec.device: cpu is not enabled");
     assert_contains(err, "enabled: cuda:0");
@@ -149,7 +149,7 @@ static void test_resolve_errors(void **state)
     (void)state;
     fx_device out = fx_cpu();
     char err[256];
-    fxd_devices cpu = { .n = 1, .dev = { fx_cpu() } };
+    fxsv_devices cpu = { .n = 1, .dev = { fx_cpu() } };
     assert_int_equal(resolve(&cpu, "cuda:7", &out, err), FXS_FAILED_PRECONDITION);
     assert_contains(err, "spec.device: cuda:7");
     assert_contains(err, "enabled: cpu");
@@ -178,11 +178,11 @@ static void test_resolve_errors(void **state)
 static void test_most_free(void **state)
 {
     (void)state;
-    assert_int_equal(fxd_devices_most_free(NULL, 0), -1);
-    assert_int_equal(fxd_devices_most_free((size_t[]){ 7 }, 1), 0);
-    assert_int_equal(fxd_devices_most_free((size_t[]){ 5, 9, 9, 1 }, 4), 1);
-    assert_int_equal(fxd_devices_most_free((size_t[]){ 0, 0, 3 }, 3), 2);
-    assert_int_equal(fxd_devices_most_free((size_t[]){ (size_t)1 << 40, 1 }, 2), 0);
+    assert_int_equal(fxsv_devices_most_free(NULL, 0), -1);
+    assert_int_equal(fxsv_devices_most_free((size_t[]){ 7 }, 1), 0);
+    assert_int_equal(fxsv_devices_most_free((size_t[]){ 5, 9, 9, 1 }, 4), 1);
+    assert_int_equal(fxsv_devices_most_free((size_t[]){ 0, 0, 3 }, 3), 2);
+    assert_int_equal(fxsv_devices_most_free((size_t[]){ (size_t)1 << 40, 1 }, 2), 0);
 }
 
 /* --------------------------------------------------------- memory limits */
@@ -191,15 +191,15 @@ static void test_memory_limit(void **state)
 {
     (void)state;
     char err[256] = "";
-    assert_int_equal(fxd_check_memory_limit("x", fx_cpu(), 1u << 30, 0, err, sizeof err), 0);
-    assert_int_equal(fxd_check_memory_limit("x", fx_cpu(), 100, 100, err, sizeof err), 0);
+    assert_int_equal(fxsv_check_memory_limit("x", fx_cpu(), 1u << 30, 0, err, sizeof err), 0);
+    assert_int_equal(fxsv_check_memory_limit("x", fx_cpu(), 100, 100, err, sizeof err), 0);
     assert_string_equal(err, "");
-    assert_int_equal(fxd_check_memory_limit("the job", cuda(2), 3145728, 1048576, err,
+    assert_int_equal(fxsv_check_memory_limit("the job", cuda(2), 3145728, 1048576, err,
                                             sizeof err),
                      FXS_RESOURCE_EXHAUSTED);
     assert_string_equal(err, "the job on cuda:2: needs 3145728 bytes (3.0 MiB), over its memory "
                              "limit of 1048576 bytes (1.0 MiB)");
-    assert_int_equal(fxd_check_memory_limit("m", fx_cpu(), 101, 100, err, sizeof err),
+    assert_int_equal(fxsv_check_memory_limit("m", fx_cpu(), 101, 100, err, sizeof err),
                      FXS_RESOURCE_EXHAUSTED);
     assert_contains(err, "m on cpu: needs 101 bytes");
 }
@@ -209,15 +209,15 @@ static void test_params_bytes(void **state)
     (void)state;
     fx_params p;
     fx_params_init(&p);
-    assert_int_equal(fxd_params_bytes(&p), 0);
-    assert_int_equal(fxd_params_bytes(NULL), 0);
+    assert_int_equal(fxsv_params_bytes(&p), 0);
+    assert_int_equal(fxsv_params_bytes(NULL), 0);
     fx_tensor *w = fx_tensor_create(fx_cpu(), FX_F32, 2, TU_SHAPE(2, 3));
     fx_tensor *ix = fx_tensor_create(fx_cpu(), FX_I64, 1, TU_SHAPE(4));
     assert_int_equal(fx_params_add(&p, "w", w), FX_OK);
     assert_int_equal(fx_params_add(&p, "ix", ix), FX_OK);
-    assert_int_equal(fxd_params_bytes(&p), 6 * 4 + 4 * 8);
+    assert_int_equal(fxsv_params_bytes(&p), 6 * 4 + 4 * 8);
     assert_int_equal(fx_tensor_set_requires_grad(w, true), FX_OK); /* a gradient: 6 more */
-    assert_int_equal(fxd_params_bytes(&p), 6 * 4 * 2 + 4 * 8);
+    assert_int_equal(fxsv_params_bytes(&p), 6 * 4 * 2 + 4 * 8);
     fx_params_free_tensors(&p);
 }
 
@@ -318,39 +318,39 @@ static void test_config_fields(void **state)
     assert_string_equal(c.device, "");
     assert_int_equal(c.memory_limit_bytes, 0);
     char err[256];
-    assert_int_equal(fxd_cfg_set_text(&c, "device", "cuda:1", err, sizeof err), 0);
+    assert_int_equal(fxsv_cfg_set_text(&c, "device", "cuda:1", err, sizeof err), 0);
     assert_string_equal(c.device, "cuda:1");
-    assert_int_equal(fxd_cfg_set_text(&c, "memory_limit_bytes", "1048576", err, sizeof err), 0);
+    assert_int_equal(fxsv_cfg_set_text(&c, "memory_limit_bytes", "1048576", err, sizeof err), 0);
     assert_int_equal(c.memory_limit_bytes, 1048576);
-    assert_int_equal(fxd_cfg_set_text(&c, "memory_limit_bytes", "-1", err, sizeof err),
+    assert_int_equal(fxsv_cfg_set_text(&c, "memory_limit_bytes", "-1", err, sizeof err),
                      FXS_INVALID_ARGUMENT);
     assert_contains(err, "memory_limit_bytes");
     char longer[64];
     memset(longer, 'g', sizeof longer - 1);
     longer[sizeof longer - 1] = 0;
-    assert_int_equal(fxd_cfg_set_text(&c, "device", longer, err, sizeof err),
+    assert_int_equal(fxsv_cfg_set_text(&c, "device", longer, err, sizeof err),
                      FXS_INVALID_ARGUMENT);
     assert_contains(err, "device");
     assert_string_equal(c.device, "cuda:1"); /* unchanged */
     /* the message round trip, as stored */
     Fluxion__V1__BatchingConfig m = FLUXION__V1__BATCHING_CONFIG__INIT;
     uint32_t pref[FXB_MAX_PREFERRED];
-    fxd_cfg_to_msg(&c, &m, pref);
+    fxsv_cfg_to_msg(&c, &m, pref);
     assert_string_equal(m.device, "cuda:1");
     assert_int_equal(m.memory_limit_bytes, 1048576);
     fxb_config back;
     fxb_config_default(&back);
-    assert_int_equal(fxd_cfg_apply(&back, &m, NULL, 0, err, sizeof err), 0);
+    assert_int_equal(fxsv_cfg_apply(&back, &m, NULL, 0, err, sizeof err), 0);
     assert_string_equal(back.device, "cuda:1");
     assert_int_equal(back.memory_limit_bytes, 1048576);
     /* only the named field */
     fxb_config_default(&back);
     char *mask[] = { "device" };
-    assert_int_equal(fxd_cfg_apply(&back, &m, mask, 1, err, sizeof err), 0);
+    assert_int_equal(fxsv_cfg_apply(&back, &m, mask, 1, err, sizeof err), 0);
     assert_string_equal(back.device, "cuda:1");
     assert_int_equal(back.memory_limit_bytes, 0);
     bool listed = false;
-    for (const char *const *f = fxd_cfg_fields(); *f; f++)
+    for (const char *const *f = fxsv_cfg_fields(); *f; f++)
         listed |= strcmp(*f, "device") == 0;
     assert_true(listed);
 }

@@ -19,8 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "graph.h"
-#include "graph_internal.h" /* the op table, for random specs */
+#include "models/graph.h"
+#include "models/graph_internal.h" /* the op table, for random specs */
 
 /* ------------------------------------------------------------ spec builder */
 

@@ -20,11 +20,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "daemon.h"
-#include "jobs.h"
+#include "api/api.h"
+#include "training/jobs.h"
 #include "pbjson.h"
-#include "rpc.h"
-#include "train.h"
+#include "rpc/rpc.h"
+#include "training/train.h"
 
 /* ------------------------------------------------------ stand-in trainer */
 
@@ -84,13 +84,13 @@ static bool take_step(const fxt_hooks *h)
     return !stop;
 }
 
-int fxt_validate(const Fluxion__V1__JobSpec *spec, const fxg_graph *g, const fxd_columns *train,
-                 const fxd_columns *val, char *err, size_t errlen)
+int fxt_validate(const Fluxion__V1__JobSpec *spec, const fxg_graph *g, const fxds_columns *train,
+                 const fxds_columns *val, char *err, size_t errlen)
 {
     (void)val;
     assert_non_null(g);
     for (size_t i = 0; i < spec->n_feeds; i++)
-        if (fxd_columns_find(train, spec->feeds[i]->tensor) < 0) {
+        if (fxds_columns_find(train, spec->feeds[i]->tensor) < 0) {
             snprintf(err, errlen, "feeds[%zu].tensor: the dataset has no tensor '%s'", i,
                      spec->feeds[i]->tensor);
             return FXS_INVALID_ARGUMENT;
@@ -105,8 +105,8 @@ static int checkpoint(const fxt_hooks *h, int64_t step, char *err, size_t errlen
     return h->on_checkpoint(h->data, buf, (size_t)n, step, err, errlen);
 }
 
-fxt_result fxt_run(const Fluxion__V1__JobSpec *spec, fxg_graph *g, const fxd_columns *train,
-                   const fxd_columns *val, const void *resume, size_t resume_len,
+fxt_result fxt_run(const Fluxion__V1__JobSpec *spec, fxg_graph *g, const fxds_columns *train,
+                   const fxds_columns *val, const void *resume, size_t resume_len,
                    const fxt_hooks *h, void **result, size_t *result_len,
                    Fluxion__V1__JobProgress **final, char *err, size_t errlen)
 {
@@ -157,10 +157,10 @@ fxt_result fxt_run(const Fluxion__V1__JobSpec *spec, fxg_graph *g, const fxd_col
 
 typedef struct {
     char dir[64];
-    fxs_store *st;
-    fxd_datasets *ds;
-    fxd_serving *sv;
-    fxd_jobs *j;
+    fxdb_store *st;
+    fxds_datasets *ds;
+    fxsv_serving *sv;
+    fxj_jobs *j;
 } fixture;
 
 static ProtobufCMessage *from_json(const ProtobufCMessageDescriptor *d, const char *text)
@@ -194,7 +194,7 @@ static void create_model(fixture *f, const char *name)
     uint8_t *spec = malloc(slen);
     fluxion__v1__model_spec__pack(ms, spec);
     assert_int_equal(fxg_save_weights(g, &w, &wlen, err, sizeof err), 0);
-    int rc = fxs_store_create_model(f->st, name, "", spec, slen, 1, false, w, wlen, "init",
+    int rc = fxdb_store_create_model(f->st, name, "", spec, slen, 1, false, w, wlen, "init",
                                     err, sizeof err);
     if (rc)
         fail_msg("%s", err);
@@ -226,14 +226,14 @@ static void upload(fixture *f, const char *name, int n)
     ty.n_shape = 1;
     ty.data = (ProtobufCBinaryData){ sizeof *y * (size_t)n, (uint8_t *)y };
     char err[512];
-    fxd_upload *u;
+    fxds_upload *u;
     Fluxion__V1__Dataset *info = NULL;
-    int rc = fxd_upload_begin(f->ds, name, "", &u, err, sizeof err);
-    if (!rc && ((rc = fxd_upload_add(u, &tx, err, sizeof err)) ||
-                (rc = fxd_upload_add(u, &ty, err, sizeof err)))) {
-        fxd_upload_abort(u);
+    int rc = fxds_upload_begin(f->ds, name, "", &u, err, sizeof err);
+    if (!rc && ((rc = fxds_upload_add(u, &tx, err, sizeof err)) ||
+                (rc = fxds_upload_add(u, &ty, err, sizeof err)))) {
+        fxds_upload_abort(u);
     } else if (!rc) {
-        rc = fxd_upload_commit(u, &info, err, sizeof err);
+        rc = fxds_upload_commit(u, &info, err, sizeof err);
     }
     if (rc)
         fail_msg("upload: %d %s", rc, err);
@@ -245,7 +245,7 @@ static void upload(fixture *f, const char *name, int n)
 static void start_jobs(fixture *f)
 {
     char err[512];
-    f->j = fxd_jobs_start(f->st, f->ds, f->sv, &(fxd_jobs_opts){ .workers = 1,
+    f->j = fxj_jobs_start(f->st, f->ds, f->sv, &(fxj_jobs_opts){ .workers = 1,
                                                                   .checkpoint_every_steps = 4 },
                           err, sizeof err);
     if (!f->j)
@@ -255,21 +255,21 @@ static void start_jobs(fixture *f)
 static void open_all(fixture *f)
 {
     char err[512];
-    f->st = fxs_store_open(f->dir, err, sizeof err);
+    f->st = fxdb_store_open(f->dir, err, sizeof err);
     assert_non_null(f->st);
-    f->ds = fxd_datasets_open(f->st, NULL, err, sizeof err);
+    f->ds = fxds_datasets_open(f->st, NULL, err, sizeof err);
     assert_non_null(f->ds);
-    f->sv = fxd_serving_create(f->st, NULL);
+    f->sv = fxsv_serving_create(f->st, NULL);
     assert_non_null(f->sv);
     start_jobs(f);
 }
 
 static void close_all(fixture *f)
 {
-    fxd_jobs_free(f->j);
-    fxd_serving_free(f->sv);
-    fxd_datasets_close(f->ds);
-    fxs_store_close(f->st);
+    fxj_jobs_free(f->j);
+    fxsv_serving_free(f->sv);
+    fxds_datasets_close(f->ds);
+    fxdb_store_close(f->st);
 }
 
 static int setup(void **state)
@@ -279,11 +279,11 @@ static int setup(void **state)
     assert_non_null(mkdtemp(f->dir));
     fake_reset(false);
     char err[512];
-    f->st = fxs_store_open(f->dir, err, sizeof err);
+    f->st = fxdb_store_open(f->dir, err, sizeof err);
     assert_non_null(f->st);
-    f->ds = fxd_datasets_open(f->st, NULL, err, sizeof err);
+    f->ds = fxds_datasets_open(f->st, NULL, err, sizeof err);
     assert_non_null(f->ds);
-    f->sv = fxd_serving_create(f->st, NULL);
+    f->sv = fxsv_serving_create(f->st, NULL);
     create_model(f, "m");
     upload(f, "blobs", 30);
     start_jobs(f);
@@ -321,7 +321,7 @@ static char *submit(fixture *f, const char *extra)
     Fluxion__V1__JobSpec *s = spec_json(extra);
     Fluxion__V1__Job *job = NULL;
     char err[512];
-    int rc = fxd_jobs_submit(f->j, s, &job, err, sizeof err);
+    int rc = fxj_jobs_submit(f->j, s, &job, err, sizeof err);
     fluxion__v1__job_spec__free_unpacked(s, NULL);
     if (rc)
         fail_msg("submit: %s", err);
@@ -336,7 +336,7 @@ static void expect_submit_error(fixture *f, const char *extra, int code, const c
     Fluxion__V1__JobSpec *s = extra ? spec_json(extra) : NULL;
     Fluxion__V1__Job *job = (void *)1;
     char err[512] = "";
-    int rc = fxd_jobs_submit(f->j, s, &job, err, sizeof err);
+    int rc = fxj_jobs_submit(f->j, s, &job, err, sizeof err);
     if (s)
         fluxion__v1__job_spec__free_unpacked(s, NULL);
     if (rc != code || !strstr(err, frag))
@@ -349,7 +349,7 @@ static Fluxion__V1__Job *get(fixture *f, const char *id)
 {
     Fluxion__V1__Job *job = NULL;
     char err[512];
-    if (fxd_jobs_get(f->j, id, &job, err, sizeof err))
+    if (fxj_jobs_get(f->j, id, &job, err, sizeof err))
         fail_msg("get %s: %s", id, err);
     return job;
 }
@@ -375,11 +375,11 @@ static void wait_done(fixture *f, const char *id, Fluxion__V1__JobState state)
     fluxion__v1__job__free_unpacked(wait_for(f, id, state, 0), NULL);
 }
 
-static Fluxion__V1__JobEvent *next_event(fxd_watch *w, bool *ended)
+static Fluxion__V1__JobEvent *next_event(fxj_watch *w, bool *ended)
 {
     Fluxion__V1__JobEvent *ev = NULL;
     for (int i = 0; i < 100; i++) {
-        assert_int_equal(fxd_watch_next(w, 100, &ev, ended), 0);
+        assert_int_equal(fxj_watch_next(w, 100, &ev, ended), 0);
         if (ev || *ended)
             return ev;
     }
@@ -389,7 +389,7 @@ static Fluxion__V1__JobEvent *next_event(fxd_watch *w, bool *ended)
 
 /* Reads a watch to its end: counts events by kind, checks that steps never
  * go back, returns the last event's job state. */
-static Fluxion__V1__JobState drain_watch(fxd_watch *w, int counts[6], int64_t *last_step)
+static Fluxion__V1__JobState drain_watch(fxj_watch *w, int counts[6], int64_t *last_step)
 {
     Fluxion__V1__JobState last = 0;
     bool ended = false;
@@ -439,23 +439,23 @@ static void test_submit_errors(void **state)
     static const char *const bad[] = { "", "abc", "0", "-1", "1x", "99999999999999999999" };
     char err[256];
     Fluxion__V1__Job *job = NULL;
-    fxd_watch *w = NULL;
+    fxj_watch *w = NULL;
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        assert_int_equal(fxd_jobs_get(f->j, bad[i], &job, err, sizeof err), FXS_INVALID_ARGUMENT);
-        assert_int_equal(fxd_jobs_cancel(f->j, bad[i], &job, err, sizeof err),
+        assert_int_equal(fxj_jobs_get(f->j, bad[i], &job, err, sizeof err), FXS_INVALID_ARGUMENT);
+        assert_int_equal(fxj_jobs_cancel(f->j, bad[i], &job, err, sizeof err),
                          FXS_INVALID_ARGUMENT);
-        assert_int_equal(fxd_watch_open(f->j, bad[i], &w, err, sizeof err), FXS_INVALID_ARGUMENT);
+        assert_int_equal(fxj_watch_open(f->j, bad[i], &w, err, sizeof err), FXS_INVALID_ARGUMENT);
     }
-    assert_int_equal(fxd_jobs_get(f->j, "42", &job, err, sizeof err), FXS_NOT_FOUND);
+    assert_int_equal(fxj_jobs_get(f->j, "42", &job, err, sizeof err), FXS_NOT_FOUND);
     assert_non_null(strstr(err, "42"));
-    assert_int_equal(fxd_jobs_cancel(f->j, "42", &job, err, sizeof err), FXS_NOT_FOUND);
-    assert_int_equal(fxd_watch_open(f->j, "42", &w, err, sizeof err), FXS_NOT_FOUND);
+    assert_int_equal(fxj_jobs_cancel(f->j, "42", &job, err, sizeof err), FXS_NOT_FOUND);
+    assert_int_equal(fxj_watch_open(f->j, "42", &w, err, sizeof err), FXS_NOT_FOUND);
     Fluxion__V1__Job **list;
     int n;
-    assert_int_equal(fxd_jobs_list(f->j, 77, "", &list, &n, err, sizeof err),
+    assert_int_equal(fxj_jobs_list(f->j, 77, "", &list, &n, err, sizeof err),
                      FXS_INVALID_ARGUMENT);
     /* nothing was stored by the failures */
-    assert_int_equal(fxd_jobs_list(f->j, 0, "", &list, &n, err, sizeof err), 0);
+    assert_int_equal(fxj_jobs_list(f->j, 0, "", &list, &n, err, sizeof err), 0);
     assert_int_equal(n, 0);
     free(list);
 }
@@ -479,14 +479,14 @@ static void test_record_and_result(void **state)
     assert_int_equal(job->checkpoint_step, 4);
     assert_int_equal(job->restarts, 0);
     /* the version is stored with its source; nothing was served */
-    fxs_model_rec mr;
+    fxdb_model_rec mr;
     char err[256];
-    assert_int_equal(fxs_store_get_model(f->st, "m", &mr, err, sizeof err), 0);
+    assert_int_equal(fxdb_store_get_model(f->st, "m", &mr, err, sizeof err), 0);
     assert_int_equal(mr.n_versions, 2);
     assert_string_equal(mr.versions[1].source, "job 1");
     assert_false(mr.loaded);
-    fxs_model_rec_free(&mr);
-    assert_false(fxd_serving_is_loaded(f->sv, "m", NULL));
+    fxdb_model_rec_free(&mr);
+    assert_false(fxsv_serving_is_loaded(f->sv, "m", NULL));
     /* TensorBoard events, and no checkpoint left behind */
     char path[256];
     snprintf(path, sizeof path, "%s/jobs/1/tb", f->dir);
@@ -503,21 +503,21 @@ static void test_record_and_result(void **state)
     /* the list filters */
     Fluxion__V1__Job **list;
     int n;
-    assert_int_equal(fxd_jobs_list(f->j, FLUXION__V1__JOB_STATE__SUCCEEDED, "m", &list, &n, err,
+    assert_int_equal(fxj_jobs_list(f->j, FLUXION__V1__JOB_STATE__SUCCEEDED, "m", &list, &n, err,
                                    sizeof err), 0);
     assert_int_equal(n, 1);
     fluxion__v1__job__free_unpacked(list[0], NULL);
     free(list);
-    assert_int_equal(fxd_jobs_list(f->j, FLUXION__V1__JOB_STATE__QUEUED, "", &list, &n, err,
+    assert_int_equal(fxj_jobs_list(f->j, FLUXION__V1__JOB_STATE__QUEUED, "", &list, &n, err,
                                    sizeof err), 0);
     assert_int_equal(n, 0);
     free(list);
-    assert_int_equal(fxd_jobs_list(f->j, 0, "other", &list, &n, err, sizeof err), 0);
+    assert_int_equal(fxj_jobs_list(f->j, 0, "other", &list, &n, err, sizeof err), 0);
     assert_int_equal(n, 0);
     free(list);
     /* a finished job cannot be cancelled */
     Fluxion__V1__Job *c = NULL;
-    assert_int_equal(fxd_jobs_cancel(f->j, id, &c, err, sizeof err), FXS_FAILED_PRECONDITION);
+    assert_int_equal(fxj_jobs_cancel(f->j, id, &c, err, sizeof err), FXS_FAILED_PRECONDITION);
     assert_non_null(strstr(err, "SUCCEEDED"));
     fluxion__v1__job__free_unpacked(job, NULL);
     free(id);
@@ -545,7 +545,7 @@ static void test_queue_order_and_cancel(void **state)
     Fluxion__V1__Job **list;
     int n;
     char err[256];
-    assert_int_equal(fxd_jobs_list(f->j, FLUXION__V1__JOB_STATE__QUEUED, "", &list, &n, err,
+    assert_int_equal(fxj_jobs_list(f->j, FLUXION__V1__JOB_STATE__QUEUED, "", &list, &n, err,
                                    sizeof err), 0);
     assert_int_equal(n, 3);
     assert_string_equal(list[0]->id, b);
@@ -555,11 +555,11 @@ static void test_queue_order_and_cancel(void **state)
     free(list);
     /* a queued job is cancelled at once */
     Fluxion__V1__Job *job = NULL;
-    assert_int_equal(fxd_jobs_cancel(f->j, c, &job, err, sizeof err), 0);
+    assert_int_equal(fxj_jobs_cancel(f->j, c, &job, err, sizeof err), 0);
     assert_int_equal(job->state, FLUXION__V1__JOB_STATE__CANCELLED);
     fluxion__v1__job__free_unpacked(job, NULL);
     /* a running one stops at the next step boundary */
-    assert_int_equal(fxd_jobs_cancel(f->j, a, &job, err, sizeof err), 0);
+    assert_int_equal(fxj_jobs_cancel(f->j, a, &job, err, sizeof err), 0);
     fluxion__v1__job__free_unpacked(job, NULL);
     job = wait_for(f, a, FLUXION__V1__JOB_STATE__CANCELLED, 0);
     assert_int_equal(job->progress->step, 1);
@@ -580,9 +580,9 @@ static void test_watchers(void **state)
     char *ahead = submit(f, "");
     char *id = submit(f, "\"steps\": 80, \"checkpoint_every_steps\": 1000");
     char err[256];
-    fxd_watch *early, *late, *slow;
-    assert_int_equal(fxd_watch_open(f->j, id, &early, err, sizeof err), 0);
-    assert_int_equal(fxd_watch_open(f->j, id, &slow, err, sizeof err), 0);
+    fxj_watch *early, *late, *slow;
+    assert_int_equal(fxj_watch_open(f->j, id, &early, err, sizeof err), 0);
+    assert_int_equal(fxj_watch_open(f->j, id, &slow, err, sizeof err), 0);
     bool ended;
     Fluxion__V1__JobEvent *ev = next_event(early, &ended);
     assert_int_equal(ev->kind, FLUXION__V1__JOB_EVENT__KIND__SNAPSHOT);
@@ -593,11 +593,11 @@ static void test_watchers(void **state)
     fluxion__v1__job_event__free_unpacked(ev, NULL);
     /* nothing new: the watch times out empty */
     ev = (void *)1;
-    assert_int_equal(fxd_watch_next(early, 20, &ev, &ended), 0);
+    assert_int_equal(fxj_watch_next(early, 20, &ev, &ended), 0);
     assert_null(ev);
     assert_false(ended);
     Fluxion__V1__Job *c = NULL;
-    assert_int_equal(fxd_jobs_cancel(f->j, ahead, &c, err, sizeof err), 0);
+    assert_int_equal(fxj_jobs_cancel(f->j, ahead, &c, err, sizeof err), 0);
     fluxion__v1__job__free_unpacked(c, NULL);
     free(ahead);
     allow_steps(5);
@@ -612,7 +612,7 @@ static void test_watchers(void **state)
     assert_int_equal(ev->job->progress->step, 1);
     fluxion__v1__job_event__free_unpacked(ev, NULL);
     /* a late watcher gets the current state first */
-    assert_int_equal(fxd_watch_open(f->j, id, &late, err, sizeof err), 0);
+    assert_int_equal(fxj_watch_open(f->j, id, &late, err, sizeof err), 0);
     ev = next_event(late, &ended);
     assert_int_equal(ev->kind, FLUXION__V1__JOB_EVENT__KIND__SNAPSHOT);
     assert_int_equal(ev->job->state, FLUXION__V1__JOB_STATE__RUNNING);
@@ -631,19 +631,19 @@ static void test_watchers(void **state)
     assert_true(cs[FLUXION__V1__JOB_EVENT__KIND__PROGRESS] < 80);
     assert_int_equal(cl[FLUXION__V1__JOB_EVENT__KIND__STATE], 1);
     assert_int_equal(cl[FLUXION__V1__JOB_EVENT__KIND__EVALUATION], 1);
-    fxd_watch_close(early);
-    fxd_watch_close(late);
-    fxd_watch_close(slow);
+    fxj_watch_close(early);
+    fxj_watch_close(late);
+    fxj_watch_close(slow);
     /* a finished job: its record as the snapshot, then the end */
-    fxd_watch *after;
-    assert_int_equal(fxd_watch_open(f->j, id, &after, err, sizeof err), 0);
+    fxj_watch *after;
+    assert_int_equal(fxj_watch_open(f->j, id, &after, err, sizeof err), 0);
     ev = next_event(after, &ended);
     assert_int_equal(ev->kind, FLUXION__V1__JOB_EVENT__KIND__SNAPSHOT);
     assert_int_equal(ev->job->state, FLUXION__V1__JOB_STATE__SUCCEEDED);
     fluxion__v1__job_event__free_unpacked(ev, NULL);
     assert_null(next_event(after, &ended));
     assert_true(ended);
-    fxd_watch_close(after);
+    fxj_watch_close(after);
     free(id);
 }
 
@@ -657,19 +657,19 @@ static void test_restart_resumes(void **state)
     Fluxion__V1__Job *job = wait_for(f, a, FLUXION__V1__JOB_STATE__RUNNING, 4);
     fluxion__v1__job__free_unpacked(job, NULL);
     /* a watcher is told the server stops */
-    fxd_watch *w;
+    fxj_watch *w;
     char err[256];
-    assert_int_equal(fxd_watch_open(f->j, a, &w, err, sizeof err), 0);
-    fxd_jobs_stop(f->j);
+    assert_int_equal(fxj_watch_open(f->j, a, &w, err, sizeof err), 0);
+    fxj_jobs_stop(f->j);
     Fluxion__V1__JobEvent *ev = NULL;
     bool ended;
     int rc;
-    while ((rc = fxd_watch_next(w, 100, &ev, &ended)) == 0 && ev)
+    while ((rc = fxj_watch_next(w, 100, &ev, &ended)) == 0 && ev)
         fluxion__v1__job_event__free_unpacked(ev, NULL);
     assert_int_equal(rc, FXS_UNAVAILABLE);
-    fxd_watch_close(w);
+    fxj_watch_close(w);
     Fluxion__V1__JobSpec *s = spec_json("");
-    assert_int_equal(fxd_jobs_submit(f->j, s, &job, err, sizeof err), FXS_UNAVAILABLE);
+    assert_int_equal(fxj_jobs_submit(f->j, s, &job, err, sizeof err), FXS_UNAVAILABLE);
     fluxion__v1__job_spec__free_unpacked(s, NULL);
     /* a drained job stays RUNNING with a checkpoint at its last step */
     job = get(f, a);
@@ -724,14 +724,14 @@ static void test_vanished_model(void **state)
     fluxion__v1__job__free_unpacked(wait_for(f, a, FLUXION__V1__JOB_STATE__RUNNING, 1), NULL);
     close_all(f);
     char err[256];
-    f->st = fxs_store_open(f->dir, err, sizeof err);
-    assert_int_equal(fxs_store_delete_model(f->st, "m", err, sizeof err), 0);
-    assert_int_equal(fxs_store_delete_model(f->st, "m2", err, sizeof err), 0);
-    fxd_datasets *ds = fxd_datasets_open(f->st, NULL, err, sizeof err);
+    f->st = fxdb_store_open(f->dir, err, sizeof err);
+    assert_int_equal(fxdb_store_delete_model(f->st, "m", err, sizeof err), 0);
+    assert_int_equal(fxdb_store_delete_model(f->st, "m2", err, sizeof err), 0);
+    fxds_datasets *ds = fxds_datasets_open(f->st, NULL, err, sizeof err);
     assert_non_null(ds);
-    assert_int_equal(fxd_dataset_delete(ds, "blobs2", err, sizeof err), 0);
-    fxd_datasets_close(ds);
-    fxs_store_close(f->st);
+    assert_int_equal(fxds_dataset_delete(ds, "blobs2", err, sizeof err), 0);
+    fxds_datasets_close(ds);
+    fxdb_store_close(f->st);
     fake_reset(false);
     open_all(f);
     Fluxion__V1__Job *job = wait_for(f, a, FLUXION__V1__JOB_STATE__FAILED, 0);
@@ -758,24 +758,24 @@ static void test_serve_when_done(void **state)
     char *a = submit(f, "\"serve_when_done\": true, \"steps\": 2");
     wait_done(f, a, FLUXION__V1__JOB_STATE__SUCCEEDED);
     int64_t v = 0;
-    assert_true(fxd_serving_is_loaded(f->sv, "m", &v));
+    assert_true(fxsv_serving_is_loaded(f->sv, "m", &v));
     assert_int_equal(v, 2);
-    fxs_model_rec mr;
-    assert_int_equal(fxs_store_get_model(f->st, "m", &mr, err, sizeof err), 0);
+    fxdb_model_rec mr;
+    assert_int_equal(fxdb_store_get_model(f->st, "m", &mr, err, sizeof err), 0);
     assert_true(mr.loaded);
-    fxs_model_rec_free(&mr);
+    fxdb_model_rec_free(&mr);
     /* served: a request holding version 2 keeps it while version 3 comes */
-    fxd_served *held;
-    assert_int_equal(fxd_serving_acquire(f->sv, "m", 0, &held, err, sizeof err), 0);
+    fxsv_served *held;
+    assert_int_equal(fxsv_serving_acquire(f->sv, "m", 0, &held, err, sizeof err), 0);
     char *b = submit(f, "\"steps\": 2, \"model_version\": 1");
     Fluxion__V1__Job *job = wait_for(f, b, FLUXION__V1__JOB_STATE__SUCCEEDED, 0);
     assert_int_equal(job->base_version, 1);
     assert_int_equal(job->result_version, 3);
     fluxion__v1__job__free_unpacked(job, NULL);
-    assert_true(fxd_serving_is_loaded(f->sv, "m", &v));
+    assert_true(fxsv_serving_is_loaded(f->sv, "m", &v));
     assert_int_equal(v, 3);
-    assert_int_equal(fxd_served_version(held), 2);
-    fxd_served_release(held);
+    assert_int_equal(fxsv_served_version(held), 2);
+    fxsv_served_release(held);
     free(a);
     free(b);
 }

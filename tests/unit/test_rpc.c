@@ -16,7 +16,7 @@
 #include <sys/socket.h>
 
 #include "testutil.h"
-#include "rpc.h"
+#include "rpc/rpc.h"
 #include "rpcc.h"
 #include "echo.pb-c.h"
 
@@ -78,15 +78,15 @@ static atomic_int stream_saw_cancel;
 static atomic_int unary_runs;
 static atomic_int upload_saw_cancel;
 
-static void reply_text(fxs_call *call, const char *text, int index)
+static void reply_text(fxr_call *call, const char *text, int index)
 {
     Fxtest__EchoReply r = FXTEST__ECHO_REPLY__INIT;
     r.text = (char *)text;
     r.index = index;
-    fxs_reply(call, &r.base);
+    fxr_reply(call, &r.base);
 }
 
-static void h_unary(fxs_call *call, const ProtobufCMessage *m, void *data)
+static void h_unary(fxr_call *call, const ProtobufCMessage *m, void *data)
 {
     const Fxtest__EchoRequest *req = (const Fxtest__EchoRequest *)m;
     Fxtest__EchoReply r = FXTEST__ECHO_REPLY__INIT;
@@ -95,64 +95,64 @@ static void h_unary(fxs_call *call, const ProtobufCMessage *m, void *data)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     int64_t now_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-    int64_t dl = fxs_deadline_ns(call);
+    int64_t dl = fxr_deadline_ns(call);
     r.text = req->text;
     r.index = *(int *)data;
     r.deadline_left_ms = dl == INT64_MAX ? -1 : (dl - now_ns) / 1000000;
-    if (fxs_metadata(call, "x-team", team, sizeof team))
+    if (fxr_metadata(call, "x-team", team, sizeof team))
         r.metadata = team;
-    r.peer = (char *)fxs_peer(call);
-    r.path = (char *)fxs_method_path(call);
-    fxs_reply(call, &r.base);
+    r.peer = (char *)fxr_peer(call);
+    r.path = (char *)fxr_method_path(call);
+    fxr_reply(call, &r.base);
 }
 
-static void h_server_stream(fxs_call *call, const ProtobufCMessage *m, void *data)
+static void h_server_stream(fxr_call *call, const ProtobufCMessage *m, void *data)
 {
     const Fxtest__EchoRequest *req = (const Fxtest__EchoRequest *)m;
     for (int i = 0; i < req->count; i++) {
         Fxtest__EchoReply r = FXTEST__ECHO_REPLY__INIT;
         r.text = req->text;
         r.index = i;
-        if (fxs_send(call, &r.base) != 0) {
+        if (fxr_send(call, &r.base) != 0) {
             atomic_fetch_add(&stream_saw_cancel, 1);
-            fxs_fail(call, FXS_CANCELLED, "stream stopped at %d", i);
+            fxr_fail(call, FXS_CANCELLED, "stream stopped at %d", i);
             return;
         }
         if (req->sleep_ms)
             sleep_ms((int)req->sleep_ms);
     }
-    fxs_finish(call);
+    fxr_finish(call);
 }
 
-static void h_client_stream(fxs_call *call, const ProtobufCMessage *m, void *data)
+static void h_client_stream(fxr_call *call, const ProtobufCMessage *m, void *data)
 {
     assert_null(m);
     Fxtest__EchoReply r = FXTEST__ECHO_REPLY__INIT;
     ProtobufCMessage *msg;
     int rc;
-    while ((rc = fxs_recv(call, &msg)) == 1) {
+    while ((rc = fxr_recv(call, &msg)) == 1) {
         r.sum += ((Fxtest__EchoRequest *)msg)->value;
         r.index++;
         protobuf_c_message_free_unpacked(msg, NULL);
     }
     if (rc < 0) {
-        if (fxs_cancelled(call))
+        if (fxr_cancelled(call))
             atomic_fetch_add(&upload_saw_cancel, 1);
-        fxs_fail(call, fxs_cancelled(call) ? FXS_CANCELLED : FXS_INVALID_ARGUMENT,
+        fxr_fail(call, fxr_cancelled(call) ? FXS_CANCELLED : FXS_INVALID_ARGUMENT,
                  "client stream broken after %d messages", r.index);
         return;
     }
-    fxs_reply(call, &r.base);
+    fxr_reply(call, &r.base);
 }
 
-static void h_bidi(fxs_call *call, const ProtobufCMessage *m, void *data)
+static void h_bidi(fxr_call *call, const ProtobufCMessage *m, void *data)
 {
     ProtobufCMessage *msg;
     int rc;
-    while ((rc = fxs_recv(call, &msg)) == 1) {
+    while ((rc = fxr_recv(call, &msg)) == 1) {
         Fxtest__EchoReply r = FXTEST__ECHO_REPLY__INIT;
         r.text = ((Fxtest__EchoRequest *)msg)->text;
-        int sent = fxs_send(call, &r.base);
+        int sent = fxr_send(call, &r.base);
         protobuf_c_message_free_unpacked(msg, NULL);
         if (sent != 0) {
             rc = -1;
@@ -160,19 +160,19 @@ static void h_bidi(fxs_call *call, const ProtobufCMessage *m, void *data)
         }
     }
     if (rc < 0)
-        fxs_fail(call, FXS_CANCELLED, "bidi stream broken");
+        fxr_fail(call, FXS_CANCELLED, "bidi stream broken");
     else
-        fxs_finish(call);
+        fxr_finish(call);
 }
 
-static void h_slow(fxs_call *call, const ProtobufCMessage *m, void *data)
+static void h_slow(fxr_call *call, const ProtobufCMessage *m, void *data)
 {
     const Fxtest__EchoRequest *req = (const Fxtest__EchoRequest *)m;
     int64_t end = now_ms() + req->sleep_ms;
     while (now_ms() < end) {
-        if (fxs_cancelled(call) && !req->ignore_cancel) {
+        if (fxr_cancelled(call) && !req->ignore_cancel) {
             atomic_fetch_add(&slow_saw_cancel, 1);
-            fxs_fail(call, FXS_CANCELLED, "slow: cancelled");
+            fxr_fail(call, FXS_CANCELLED, "slow: cancelled");
             return;
         }
         sleep_ms(2);
@@ -180,13 +180,13 @@ static void h_slow(fxs_call *call, const ProtobufCMessage *m, void *data)
     reply_text(call, "slept", 0);
 }
 
-static void h_big(fxs_call *call, const ProtobufCMessage *m, void *data)
+static void h_big(fxr_call *call, const ProtobufCMessage *m, void *data)
 {
     const Fxtest__EchoRequest *req = (const Fxtest__EchoRequest *)m;
     Fxtest__EchoReply r = FXTEST__ECHO_REPLY__INIT;
     uint8_t *buf = malloc(req->size ? (size_t)req->size : 1);
     if (!buf) {
-        fxs_fail(call, FXS_RESOURCE_EXHAUSTED, "big: no memory for %lld bytes",
+        fxr_fail(call, FXS_RESOURCE_EXHAUSTED, "big: no memory for %lld bytes",
                  (long long)req->size);
         return;
     }
@@ -194,18 +194,18 @@ static void h_big(fxs_call *call, const ProtobufCMessage *m, void *data)
         buf[i] = (uint8_t)(i * 7 % 251);
     r.data.data = buf;
     r.data.len = (size_t)req->size;
-    fxs_reply(call, &r.base);
+    fxr_reply(call, &r.base);
     free(buf);
 }
 
-static void h_fail(fxs_call *call, const ProtobufCMessage *m, void *data)
+static void h_fail(fxr_call *call, const ProtobufCMessage *m, void *data)
 {
     const Fxtest__EchoRequest *req = (const Fxtest__EchoRequest *)m;
-    fxs_fail(call, (fxs_status)req->code, "failing as asked: %s", req->text);
+    fxr_fail(call, (fxs_status)req->code, "failing as asked: %s", req->text);
 }
 
 typedef struct {
-    fxs_call *call;
+    fxr_call *call;
     const Fxtest__EchoRequest *req;
     atomic_int returned;
 } deferred;
@@ -225,7 +225,7 @@ static void *deferred_main(void *arg)
     return NULL;
 }
 
-static void h_deferred(fxs_call *call, const ProtobufCMessage *m, void *data)
+static void h_deferred(fxr_call *call, const ProtobufCMessage *m, void *data)
 {
     deferred *d = malloc(sizeof *d);
     pthread_t th;
@@ -240,15 +240,15 @@ static void h_deferred(fxs_call *call, const ProtobufCMessage *m, void *data)
 
 static int handler_tag = 42; /* the registration's data, seen by h_unary */
 
-static const fxs_method echo_methods[] = {
-    { "Unary", FXS_UNARY, h_unary },
-    { "ServerStream", FXS_SERVER_STREAM, h_server_stream },
-    { "ClientStream", FXS_CLIENT_STREAM, h_client_stream },
-    { "Bidi", FXS_BIDI, h_bidi },
-    { "Slow", FXS_UNARY, h_slow },
-    { "Big", FXS_UNARY, h_big },
-    { "Fail", FXS_UNARY, h_fail },
-    { "Deferred", FXS_UNARY, h_deferred },
+static const fxr_method echo_methods[] = {
+    { "Unary", FXR_UNARY, h_unary },
+    { "ServerStream", FXR_SERVER_STREAM, h_server_stream },
+    { "ClientStream", FXR_CLIENT_STREAM, h_client_stream },
+    { "Bidi", FXR_BIDI, h_bidi },
+    { "Slow", FXR_UNARY, h_slow },
+    { "Big", FXR_UNARY, h_big },
+    { "Fail", FXR_UNARY, h_fail },
+    { "Deferred", FXR_UNARY, h_deferred },
     /* NoHandler: routed, no handler -> UNIMPLEMENTED */
 };
 #define N_ECHO_METHODS ((int)(sizeof echo_methods / sizeof *echo_methods))
@@ -256,22 +256,22 @@ static const fxs_method echo_methods[] = {
 /* ------------------------------------------------------------- fixture */
 
 typedef struct {
-    fxs_server *srv;
+    fxr_server *srv;
     fxc_channel *ch;
     int port;
 } env;
 
-static env start_env_opts(const fxs_server_opts *o, size_t client_max_recv)
+static env start_env_opts(const fxr_server_opts *o, size_t client_max_recv)
 {
     env e = { 0 };
     char err[256];
-    e.srv = fxs_server_create(o, err, sizeof err);
+    e.srv = fxr_server_create(o, err, sizeof err);
     if (!e.srv)
-        fail_msg("fxs_server_create: %s", err);
-    assert_int_equal(fxs_server_add_service(e.srv, &fxtest__echo__descriptor, echo_methods,
+        fail_msg("fxr_server_create: %s", err);
+    assert_int_equal(fxr_server_add_service(e.srv, &fxtest__echo__descriptor, echo_methods,
                                             N_ECHO_METHODS, &handler_tag),
                      0);
-    e.port = fxs_server_start(e.srv);
+    e.port = fxr_server_start(e.srv);
     assert_true(e.port > 0);
     char target[64];
     snprintf(target, sizeof target, "127.0.0.1:%d", e.port);
@@ -283,7 +283,7 @@ static env start_env_opts(const fxs_server_opts *o, size_t client_max_recv)
 
 static env start_env(size_t server_max_recv, size_t client_max_recv)
 {
-    fxs_server_opts o = { .listen = "127.0.0.1:0", .max_recv_bytes = server_max_recv,
+    fxr_server_opts o = { .listen = "127.0.0.1:0", .max_recv_bytes = server_max_recv,
                           .log = capture_log };
     return start_env_opts(&o, client_max_recv);
 }
@@ -291,9 +291,9 @@ static env start_env(size_t server_max_recv, size_t client_max_recv)
 static void stop_env(env *e)
 {
     fxc_channel_free(e->ch);
-    fxs_server_shutdown(e->srv, 1000);
-    assert_int_equal(fxs_server_in_flight(e->srv), 0);
-    fxs_server_destroy(e->srv);
+    fxr_server_shutdown(e->srv, 1000);
+    assert_int_equal(fxr_server_in_flight(e->srv), 0);
+    fxr_server_destroy(e->srv);
 }
 
 static env shared; /* most tests share one server and channel */
@@ -334,13 +334,13 @@ static void test_status_names(void **state)
     assert_string_equal(fxc_status_name(99), "UNKNOWN_CODE");
 }
 
-static void expect_create_fails(const fxs_server_opts *o, const char *needle)
+static void expect_create_fails(const fxr_server_opts *o, const char *needle)
 {
     char err[256] = "";
-    fxs_server *s = fxs_server_create(o, err, sizeof err);
+    fxr_server *s = fxr_server_create(o, err, sizeof err);
     if (s) {
-        fxs_server_destroy(s);
-        fail_msg("fxs_server_create(%s) succeeded", o && o->listen ? o->listen : "NULL");
+        fxr_server_destroy(s);
+        fail_msg("fxr_server_create(%s) succeeded", o && o->listen ? o->listen : "NULL");
     }
     if (!strstr(err, needle))
         fail_msg("error '%s' does not mention '%s'", err, needle);
@@ -348,7 +348,7 @@ static void expect_create_fails(const fxs_server_opts *o, const char *needle)
 
 static void test_create_errors(void **state)
 {
-    fxs_server_opts o = { .log = capture_log };
+    fxr_server_opts o = { .log = capture_log };
     expect_create_fails(NULL, "no listen address");
     expect_create_fails(&o, "no listen address");
     o.listen = "127.0.0.1:99999";
@@ -368,52 +368,52 @@ static void test_create_errors(void **state)
 
     /* A port in use: the second server must not share it. */
     char err[256];
-    fxs_server *a = fxs_server_create(&o, err, sizeof err);
+    fxr_server *a = fxr_server_create(&o, err, sizeof err);
     assert_non_null(a);
-    int port = fxs_server_start(a);
+    int port = fxr_server_start(a);
     assert_true(port > 0);
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
     o.listen = addr;
     expect_create_fails(&o, "cannot listen on");
-    fxs_server_shutdown(a, 0);
-    fxs_server_destroy(a);
+    fxr_server_shutdown(a, 0);
+    fxr_server_destroy(a);
 
     /* Created, never started: destroy must still release everything. */
     o.listen = "127.0.0.1:0";
-    fxs_server *b = fxs_server_create(&o, err, sizeof err);
+    fxr_server *b = fxr_server_create(&o, err, sizeof err);
     assert_non_null(b);
-    fxs_server_destroy(b);
-    fxs_server_destroy(NULL);
+    fxr_server_destroy(b);
+    fxr_server_destroy(NULL);
 }
 
 static void test_add_service_errors(void **state)
 {
     char err[256];
-    fxs_server_opts o = { .listen = "127.0.0.1:0", .log = capture_log };
-    fxs_server *s = fxs_server_create(&o, err, sizeof err);
+    fxr_server_opts o = { .listen = "127.0.0.1:0", .log = capture_log };
+    fxr_server *s = fxr_server_create(&o, err, sizeof err);
     assert_non_null(s);
-    fxs_method bad[] = { { "Unary", FXS_UNARY, h_unary }, { "Nope", FXS_UNARY, h_unary } };
-    assert_int_equal(fxs_server_add_service(s, &fxtest__echo__descriptor, bad, 2, NULL), -1);
+    fxr_method bad[] = { { "Unary", FXR_UNARY, h_unary }, { "Nope", FXR_UNARY, h_unary } };
+    assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, bad, 2, NULL), -1);
     assert_true(log_has("rpc: service fxtest.Echo has no method Nope"));
-    fxs_method bad_kind[] = { { "Unary", (fxs_kind)7, h_unary } };
-    assert_int_equal(fxs_server_add_service(s, &fxtest__echo__descriptor, bad_kind, 1, NULL),
+    fxr_method bad_kind[] = { { "Unary", (fxr_kind)7, h_unary } };
+    assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, bad_kind, 1, NULL),
                      -1);
-    assert_int_equal(fxs_server_add_service(s, NULL, NULL, 0, NULL), -1);
-    assert_int_equal(fxs_server_add_service(s, &fxtest__echo__descriptor, NULL, 1, NULL), -1);
-    assert_int_equal(fxs_server_add_service(s, &fxtest__echo__descriptor, echo_methods,
+    assert_int_equal(fxr_server_add_service(s, NULL, NULL, 0, NULL), -1);
+    assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, NULL, 1, NULL), -1);
+    assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, echo_methods,
                                             N_ECHO_METHODS, NULL),
                      0);
-    assert_int_equal(fxs_server_add_service(s, &fxtest__echo__descriptor, echo_methods,
+    assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, echo_methods,
                                             N_ECHO_METHODS, NULL),
                      -1);
     assert_true(log_has("rpc: service fxtest.Echo registered twice"));
-    assert_true(fxs_server_start(s) > 0);
-    assert_int_equal(fxs_server_start(s), -1);
-    assert_int_equal(fxs_server_add_service(s, &fxtest__echo__descriptor, NULL, 0, NULL), -1);
-    fxs_server_shutdown(s, 0);
-    fxs_server_shutdown(s, 0); /* twice is harmless */
-    fxs_server_destroy(s);
+    assert_true(fxr_server_start(s) > 0);
+    assert_int_equal(fxr_server_start(s), -1);
+    assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, NULL, 0, NULL), -1);
+    fxr_server_shutdown(s, 0);
+    fxr_server_shutdown(s, 0); /* twice is harmless */
+    fxr_server_destroy(s);
 }
 
 static void test_unary(void **state)
@@ -424,7 +424,7 @@ static void test_unary(void **state)
     req.text = "hello";
     fxc_metadata md[] = { { "x-team", "blue" }, { "x-other", "1" } };
     fxc_call_opts co = { .timeout_ms = 5000, .md = md, .n_md = 2 };
-    uint64_t before = fxs_server_total_calls(shared.srv);
+    uint64_t before = fxr_server_total_calls(shared.srv);
     int rc = fxc_unary(shared.ch, "/fxtest.Echo/Unary", &req.base, REPLY_DESC,
                        (ProtobufCMessage **)&rep, &co, err, sizeof err);
     assert_int_equal(rc, FXC_OK);
@@ -436,7 +436,7 @@ static void test_unary(void **state)
     assert_string_equal(rep->path, "/fxtest.Echo/Unary");
     assert_true(strncmp(rep->peer, "ipv4:127.0.0.1:", 15) == 0);
     assert_true(rep->deadline_left_ms > 4000 && rep->deadline_left_ms <= 5100);
-    assert_int_equal(fxs_server_total_calls(shared.srv), before + 1);
+    assert_int_equal(fxr_server_total_calls(shared.srv), before + 1);
     protobuf_c_message_free_unpacked(&rep->base, NULL);
 
     /* Without metadata the handler sees none; an empty request is valid. */
@@ -560,7 +560,7 @@ static void test_server_stream(void **state)
 }
 
 /* No bidi client in rpcc.h: a server-streaming call (one message, then
- * half-close) still drives the bidi path's fxs_recv and fxs_send. */
+ * half-close) still drives the bidi path's fxr_recv and fxr_send. */
 static void test_bidi(void **state)
 {
     Fxtest__EchoRequest req = FXTEST__ECHO_REQUEST__INIT;
@@ -604,7 +604,7 @@ static void test_server_stream_client_cancel(void **state)
     assert_int_equal(rc, FXC_CANCELLED);
     assert_int_equal(seen.n, 3);
     assert_true(now_ms() - t0 < 5000);
-    /* the server's fxs_send noticed and the handler stopped */
+    /* the server's fxr_send noticed and the handler stopped */
     assert_true(wait_for(stream_cancel_seen, 5000));
 }
 
@@ -663,7 +663,7 @@ static void test_client_stream(void **state)
     protobuf_c_message_free_unpacked(&rep->base, NULL);
 
     /* next() asks to fail: the call is cancelled, and the server's
-     * fxs_recv says so. */
+     * fxr_recv says so. */
     upload failing = { .n = 100, .fail_at = 10 };
     atomic_store(&upload_saw_cancel, 0);
     assert_int_equal(fxc_client_stream(shared.ch, "/fxtest.Echo/ClientStream", next_chunk,
@@ -721,7 +721,7 @@ static void test_status_propagation(void **state)
         assert_int_equal(call_echo(shared.ch, "Fail", &req, &rep, 5000, want, 8), codes[i]);
         assert_string_equal(want, "failing");
     }
-    /* fxs_fail with OK must not read as success */
+    /* fxr_fail with OK must not read as success */
     Fxtest__EchoRequest req = FXTEST__ECHO_REQUEST__INIT;
     Fxtest__EchoReply *rep = NULL;
     char err[256];
@@ -893,7 +893,7 @@ static void *hammer(void *arg)
 static void test_concurrent(void **state)
 {
     pthread_t th[N_THREADS];
-    uint64_t before = fxs_server_total_calls(shared.srv);
+    uint64_t before = fxr_server_total_calls(shared.srv);
     int64_t t0 = now_ms();
     for (intptr_t i = 0; i < N_THREADS; i++)
         assert_int_equal(pthread_create(&th[i], NULL, hammer, (void *)i), 0);
@@ -907,12 +907,12 @@ static void test_concurrent(void **state)
     print_message("%d threads x %d calls on one channel: %lld ms (%.0f calls/s)\n", N_THREADS,
                   N_CALLS, (long long)took, N_THREADS * N_CALLS * 1000.0 / (took ? took : 1));
     assert_int_equal(bad, 0);
-    assert_int_equal(fxs_server_total_calls(shared.srv) - before, N_THREADS * N_CALLS);
+    assert_int_equal(fxr_server_total_calls(shared.srv) - before, N_THREADS * N_CALLS);
 }
 
 static bool shared_idle(void)
 {
-    return fxs_server_in_flight(shared.srv) == 0;
+    return fxr_server_in_flight(shared.srv) == 0;
 }
 
 static void test_deferred(void **state)
@@ -929,7 +929,7 @@ static void test_deferred(void **state)
     assert_int_equal(call_echo(shared.ch, "Deferred", &req, &rep, 100, err, sizeof err),
                      FXC_DEADLINE_EXCEEDED);
     assert_null(rep);
-    assert_int_equal(fxs_server_in_flight(shared.srv), 1);
+    assert_int_equal(fxr_server_in_flight(shared.srv), 1);
     assert_true(wait_for(shared_idle, 3000));
 }
 
@@ -1021,16 +1021,16 @@ static void *slow_call(void *arg)
     return NULL;
 }
 
-static fxs_server *shutdown_srv;
+static fxr_server *shutdown_srv;
 
 static bool five_in_flight(void)
 {
-    return fxs_server_in_flight(shutdown_srv) == 5;
+    return fxr_server_in_flight(shutdown_srv) == 5;
 }
 
 static bool one_in_flight(void)
 {
-    return fxs_server_in_flight(shutdown_srv) == 1;
+    return fxr_server_in_flight(shutdown_srv) == 1;
 }
 
 static void test_shutdown_in_flight(void **state)
@@ -1046,11 +1046,11 @@ static void test_shutdown_in_flight(void **state)
     assert_true(wait_for(five_in_flight, 5000));
     atomic_store(&slow_saw_cancel, 0);
     int64_t t0 = now_ms();
-    fxs_server_shutdown(e.srv, 200);
+    fxr_server_shutdown(e.srv, 200);
     int64_t took = now_ms() - t0;
     /* the ignoring handler holds its call for 800 ms; nothing waits longer */
     assert_true(took < 800 + 1500);
-    assert_int_equal(fxs_server_in_flight(e.srv), 0);
+    assert_int_equal(fxr_server_in_flight(e.srv), 0);
     for (int i = 0; i < 5; i++) {
         pthread_join(th[i], NULL);
         assert_true(c[i].rc != FXC_OK || i == 4);
@@ -1063,7 +1063,7 @@ static void test_shutdown_in_flight(void **state)
         assert_true(c[i].rc == FXC_CANCELLED || c[i].rc == FXC_UNAVAILABLE);
     /* the ignoring one was cancelled by the server after the grace */
     assert_true(c[4].rc != FXC_OK);
-    fxs_server_destroy(e.srv);
+    fxr_server_destroy(e.srv);
 
     /* new calls to a stopped server fail fast */
     Fxtest__EchoRequest req = FXTEST__ECHO_REQUEST__INIT;
@@ -1079,7 +1079,7 @@ static void test_shutdown_in_flight(void **state)
  * thread of its own, is served at once. */
 static void test_busy_pool(void **state)
 {
-    fxs_server_opts o = { .listen = "127.0.0.1:0", .handler_threads = 1, .poll_threads = 1,
+    fxr_server_opts o = { .listen = "127.0.0.1:0", .handler_threads = 1, .poll_threads = 1,
                           .log = capture_log };
     env e = start_env_opts(&o, 0);
     slow_client busy = { .ch = e.ch, .ignore_cancel = true, .rc = -1 };
@@ -1139,7 +1139,7 @@ static void *slow_upload_main(void *arg)
 }
 
 /* A client stream (a thread of its own) still uploading at shutdown: it is
- * cancelled after the grace, its handler's fxs_recv fails, its thread ends. */
+ * cancelled after the grace, its handler's fxr_recv fails, its thread ends. */
 static void test_shutdown_upload(void **state)
 {
     env e = start_env(0, 0);
@@ -1151,13 +1151,13 @@ static void test_shutdown_upload(void **state)
     sleep_ms(100);
     atomic_store(&upload_saw_cancel, 0);
     int64_t t0 = now_ms();
-    fxs_server_shutdown(e.srv, 200);
+    fxr_server_shutdown(e.srv, 200);
     assert_true(now_ms() - t0 < 200 + 1500);
     assert_int_equal(atomic_load(&upload_saw_cancel), 1);
     pthread_join(th, NULL);
     assert_true(su.rc != FXC_OK);
     assert_true(su.u.sent < 500);
-    fxs_server_destroy(e.srv);
+    fxr_server_destroy(e.srv);
     fxc_channel_free(e.ch);
 }
 
@@ -1170,9 +1170,9 @@ static void test_shutdown_idle_fast(void **state)
     assert_int_equal(call_echo(e.ch, "Unary", &req, &rep, 5000, err, sizeof err), FXC_OK);
     protobuf_c_message_free_unpacked(&rep->base, NULL);
     int64_t t0 = now_ms();
-    fxs_server_shutdown(e.srv, 5000);
+    fxr_server_shutdown(e.srv, 5000);
     assert_true(now_ms() - t0 < 1000); /* nothing in flight: no waiting out the grace */
-    fxs_server_destroy(e.srv);
+    fxr_server_destroy(e.srv);
     fxc_channel_free(e.ch);
 }
 

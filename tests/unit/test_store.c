@@ -19,8 +19,8 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
-#include "rpc.h"
-#include "store.h"
+#include "rpc/rpc.h"
+#include "store/store.h"
 #include "testutil.h"
 
 /* SHA-256 test vectors (FIPS 180-2). */
@@ -32,7 +32,7 @@
 typedef struct {
     char dir[64];   /* the test's mkdtemp directory */
     char data[128]; /* the store's data dir inside it (created by the store) */
-    fxs_store *st;
+    fxdb_store *st;
     char err[512];
 } fixture;
 
@@ -89,7 +89,7 @@ static int setup(void **state)
     strcpy(f->dir, "/tmp/fxs-store-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
     snprintf(f->data, sizeof f->data, "%s/data/nested", f->dir);
-    f->st = fxs_store_open(f->data, f->err, sizeof f->err);
+    f->st = fxdb_store_open(f->data, f->err, sizeof f->err);
     if (!f->st)
         fail_msg("open: %s", f->err);
     *state = f;
@@ -99,7 +99,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    fxs_store_close(f->st);
+    fxdb_store_close(f->st);
     tu_rmtree(f->dir);
     free(f);
     return 0;
@@ -107,15 +107,15 @@ static int teardown(void **state)
 
 static void reopen(fixture *f)
 {
-    fxs_store_close(f->st);
-    f->st = fxs_store_open(f->data, f->err, sizeof f->err);
+    fxdb_store_close(f->st);
+    f->st = fxdb_store_open(f->data, f->err, sizeof f->err);
     if (!f->st)
         fail_msg("reopen: %s", f->err);
 }
 
 static void create(fixture *f, const char *name, const char *weights)
 {
-    int rc = fxs_store_create_model(f->st, name, "desc", "\x0a\x01x", 3, 7, true, weights,
+    int rc = fxdb_store_create_model(f->st, name, "desc", "\x0a\x01x", 3, 7, true, weights,
                                     strlen(weights), "init (seed 7)", f->err, sizeof f->err);
     if (rc)
         fail_msg("create %s: %d %s", name, rc, f->err);
@@ -124,7 +124,7 @@ static void create(fixture *f, const char *name, const char *weights)
 static int64_t add(fixture *f, const char *name, const char *weights)
 {
     int64_t v = -1;
-    int rc = fxs_store_add_version(f->st, name, weights, strlen(weights), "job 1", &v, f->err,
+    int rc = fxdb_store_add_version(f->st, name, weights, strlen(weights), "job 1", &v, f->err,
                                    sizeof f->err);
     if (rc)
         fail_msg("add_version %s: %d %s", name, rc, f->err);
@@ -136,7 +136,7 @@ static void assert_weights(fixture *f, const char *name, int64_t version, const 
 {
     void *buf = NULL;
     size_t len = 0;
-    int rc = fxs_store_read_weights(f->st, name, version, &buf, &len, f->err, sizeof f->err);
+    int rc = fxdb_store_read_weights(f->st, name, version, &buf, &len, f->err, sizeof f->err);
     if (rc)
         fail_msg("read_weights %s v%lld: %d %s", name, (long long)version, rc, f->err);
     assert_int_equal(len, strlen(want));
@@ -149,7 +149,7 @@ static int read_rc(fixture *f, const char *name, int64_t version)
     void *buf = (void *)1;
     size_t len = 0;
     f->err[0] = '\0';
-    int rc = fxs_store_read_weights(f->st, name, version, &buf, &len, f->err, sizeof f->err);
+    int rc = fxdb_store_read_weights(f->st, name, version, &buf, &len, f->err, sizeof f->err);
     if (rc == 0)
         free(buf);
     else
@@ -161,15 +161,15 @@ static int read_rc(fixture *f, const char *name, int64_t version)
 static const char *versions_of(fixture *f, const char *name)
 {
     static char s[256];
-    fxs_model_rec m;
-    int rc = fxs_store_get_model(f->st, name, &m, f->err, sizeof f->err);
+    fxdb_model_rec m;
+    int rc = fxdb_store_get_model(f->st, name, &m, f->err, sizeof f->err);
     if (rc)
         fail_msg("get %s: %d %s", name, rc, f->err);
     s[0] = '\0';
     for (int i = 0; i < m.n_versions; i++)
         snprintf(s + strlen(s), sizeof s - strlen(s), "%s%lld", i ? "," : "",
                  (long long)m.versions[i].version);
-    fxs_model_rec_free(&m);
+    fxdb_model_rec_free(&m);
     return s;
 }
 
@@ -178,13 +178,13 @@ static const char *versions_of(fixture *f, const char *name)
 static void test_sha256_vectors(void **state)
 {
     char hex[65];
-    fxs_sha256_hex("abc", 3, hex);
+    fxu_sha256_hex("abc", 3, hex);
     assert_string_equal(hex, SHA_ABC);
-    fxs_sha256_hex("", 0, hex);
+    fxu_sha256_hex("", 0, hex);
     assert_string_equal(hex, SHA_EMPTY);
-    fxs_sha256_hex(NULL, 0, hex);
+    fxu_sha256_hex(NULL, 0, hex);
     assert_string_equal(hex, SHA_EMPTY);
-    fxs_sha256_hex(MSG_448, strlen(MSG_448), hex);
+    fxu_sha256_hex(MSG_448, strlen(MSG_448), hex);
     assert_string_equal(hex, SHA_448);
 }
 
@@ -199,20 +199,20 @@ static void test_name_ok(void **state)
     const char *good[] = { "a", "Model_1", "x.y-z", "9", "_", max, "a..b" };
     for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
         err[0] = '\0';
-        if (!fxs_model_name_ok(good[i], err, sizeof err))
+        if (!fxdb_model_name_ok(good[i], err, sizeof err))
             fail_msg("\"%s\" refused: %s", good[i], err);
     }
     const char *bad[] = { "", over, "a/b", "/", "..", ".", ".hidden", "-x", "a b", "a\nb",
                           "é", "a\\b", "a:b" };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         err[0] = '\0';
-        if (fxs_model_name_ok(bad[i], err, sizeof err))
+        if (fxdb_model_name_ok(bad[i], err, sizeof err))
             fail_msg("\"%s\" accepted", bad[i]);
         assert_true(err[0] != '\0');
     }
-    assert_false(fxs_model_name_ok(NULL, err, sizeof err));
-    assert_false(fxs_model_name_ok("..", NULL, 0)); /* no err buffer: no crash */
-    assert_false(fxs_model_name_ok(over, err, sizeof err));
+    assert_false(fxdb_model_name_ok(NULL, err, sizeof err));
+    assert_false(fxdb_model_name_ok("..", NULL, 0)); /* no err buffer: no crash */
+    assert_false(fxdb_model_name_ok(over, err, sizeof err));
     assert_non_null(strstr(err, "129"));
 }
 
@@ -222,15 +222,15 @@ static void test_create_get(void **state)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     int64_t before = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    assert_int_equal(fxs_store_create_model(f->st, "m1", "a model", "\x00\x01\x02", 3,
+    assert_int_equal(fxdb_store_create_model(f->st, "m1", "a model", "\x00\x01\x02", 3,
                                             UINT64_MAX, true, "abc", 3, "init (seed 7)",
                                             f->err, sizeof f->err),
                      0);
     clock_gettime(CLOCK_REALTIME, &ts);
     int64_t after = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 
-    fxs_model_rec m;
-    assert_int_equal(fxs_store_get_model(f->st, "m1", &m, f->err, sizeof f->err), 0);
+    fxdb_model_rec m;
+    assert_int_equal(fxdb_store_get_model(f->st, "m1", &m, f->err, sizeof f->err), 0);
     assert_string_equal(m.name, "m1");
     assert_string_equal(m.description, "a model");
     assert_int_equal(m.spec_len, 3);
@@ -244,14 +244,14 @@ static void test_create_get(void **state)
     assert_int_equal(m.versions[0].weights_bytes, 3);
     assert_string_equal(m.versions[0].sha256, SHA_ABC);
     assert_in_range(m.versions[0].created_ms, before, after);
-    fxs_model_rec_free(&m);
+    fxdb_model_rec_free(&m);
     assert_null(m.name); /* the record is reset: a second free is harmless */
-    fxs_model_rec_free(&m);
-    fxs_model_rec_free(NULL);
+    fxdb_model_rec_free(&m);
+    fxdb_model_rec_free(NULL);
 
     assert_true(exists(tu_pathf("%s/models/m1/v1.safetensors", f->data)));
     assert_true(exists(tu_pathf("%s/fluxion.db", f->data)));
-    assert_string_equal(fxs_store_dir(f->st), f->data);
+    assert_string_equal(fxdb_store_dir(f->st), f->data);
     assert_weights(f, "m1", 1, "abc");
 }
 
@@ -259,11 +259,11 @@ static void test_create_empty_fields(void **state)
 {
     fixture *f = *state;
     /* no description, spec, source; empty weights */
-    assert_int_equal(fxs_store_create_model(f->st, "e", NULL, NULL, 0, 0, false, NULL, 0, NULL,
+    assert_int_equal(fxdb_store_create_model(f->st, "e", NULL, NULL, 0, 0, false, NULL, 0, NULL,
                                             f->err, sizeof f->err),
                      0);
-    fxs_model_rec m;
-    assert_int_equal(fxs_store_get_model(f->st, "e", &m, f->err, sizeof f->err), 0);
+    fxdb_model_rec m;
+    assert_int_equal(fxdb_store_get_model(f->st, "e", &m, f->err, sizeof f->err), 0);
     assert_string_equal(m.description, "");
     assert_int_equal(m.spec_len, 0);
     assert_false(m.loaded);
@@ -271,7 +271,7 @@ static void test_create_empty_fields(void **state)
     assert_string_equal(m.versions[0].source, "");
     assert_string_equal(m.versions[0].sha256, SHA_EMPTY);
     assert_int_equal(m.versions[0].weights_bytes, 0);
-    fxs_model_rec_free(&m);
+    fxdb_model_rec_free(&m);
     assert_weights(f, "e", 0, "");
 }
 
@@ -279,24 +279,24 @@ static void test_bad_arguments(void **state)
 {
     fixture *f = *state;
     /* data pointers missing while lengths say there is data */
-    assert_int_equal(fxs_store_create_model(f->st, "m", "", NULL, 4, 0, true, "w", 1, "",
+    assert_int_equal(fxdb_store_create_model(f->st, "m", "", NULL, 4, 0, true, "w", 1, "",
                                             f->err, sizeof f->err),
                      FXS_INVALID_ARGUMENT);
-    assert_int_equal(fxs_store_create_model(f->st, "m", "", NULL, 0, 0, true, NULL, 5, "",
+    assert_int_equal(fxdb_store_create_model(f->st, "m", "", NULL, 0, 0, true, NULL, 5, "",
                                             f->err, sizeof f->err),
                      FXS_INVALID_ARGUMENT);
     create(f, "m", "w1");
     int64_t v = 0;
-    assert_int_equal(fxs_store_add_version(f->st, "m", NULL, 5, "", &v, f->err, sizeof f->err),
+    assert_int_equal(fxdb_store_add_version(f->st, "m", NULL, 5, "", &v, f->err, sizeof f->err),
                      FXS_INVALID_ARGUMENT);
     assert_int_equal(read_rc(f, "m", -1), FXS_INVALID_ARGUMENT);
-    assert_int_equal(fxs_store_read_weights(f->st, "m", 0, NULL, NULL, f->err, sizeof f->err),
+    assert_int_equal(fxdb_store_read_weights(f->st, "m", 0, NULL, NULL, f->err, sizeof f->err),
                      FXS_INVALID_ARGUMENT);
-    assert_int_equal(fxs_store_get_model(f->st, "m", NULL, f->err, sizeof f->err),
+    assert_int_equal(fxdb_store_get_model(f->st, "m", NULL, f->err, sizeof f->err),
                      FXS_INVALID_ARGUMENT);
-    assert_int_equal(fxs_store_list_models(f->st, NULL, NULL, f->err, sizeof f->err),
+    assert_int_equal(fxdb_store_list_models(f->st, NULL, NULL, f->err, sizeof f->err),
                      FXS_INVALID_ARGUMENT);
-    assert_int_equal(fxs_store_get_model(NULL, "m", NULL, f->err, sizeof f->err),
+    assert_int_equal(fxdb_store_get_model(NULL, "m", NULL, f->err, sizeof f->err),
                      FXS_INVALID_ARGUMENT);
     /* nothing was added by the refused calls, and no temp file is left */
     assert_string_equal(versions_of(f, "m"), "1");
@@ -311,21 +311,21 @@ static void test_bad_names(void **state)
     over[129] = '\0';
     const char *bad[] = { "", over, "a/b", "../x", "..", ".hidden", "-x", NULL };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        fxs_model_rec m;
+        fxdb_model_rec m;
         int64_t v;
         f->err[0] = '\0';
-        assert_int_equal(fxs_store_create_model(f->st, bad[i], "", NULL, 0, 0, true, "w", 1,
+        assert_int_equal(fxdb_store_create_model(f->st, bad[i], "", NULL, 0, 0, true, "w", 1,
                                                 "", f->err, sizeof f->err),
                          FXS_INVALID_ARGUMENT);
         assert_true(f->err[0] != '\0');
-        assert_int_equal(fxs_store_add_version(f->st, bad[i], "w", 1, "", &v, f->err,
+        assert_int_equal(fxdb_store_add_version(f->st, bad[i], "w", 1, "", &v, f->err,
                                                sizeof f->err),
                          FXS_INVALID_ARGUMENT);
-        assert_int_equal(fxs_store_get_model(f->st, bad[i], &m, f->err, sizeof f->err),
+        assert_int_equal(fxdb_store_get_model(f->st, bad[i], &m, f->err, sizeof f->err),
                          FXS_INVALID_ARGUMENT);
-        assert_int_equal(fxs_store_delete_model(f->st, bad[i], f->err, sizeof f->err),
+        assert_int_equal(fxdb_store_delete_model(f->st, bad[i], f->err, sizeof f->err),
                          FXS_INVALID_ARGUMENT);
-        assert_int_equal(fxs_store_set_loaded(f->st, bad[i], true, f->err, sizeof f->err),
+        assert_int_equal(fxdb_store_set_loaded(f->st, bad[i], true, f->err, sizeof f->err),
                          FXS_INVALID_ARGUMENT);
         assert_int_equal(read_rc(f, bad[i], 0), FXS_INVALID_ARGUMENT);
     }
@@ -338,9 +338,9 @@ static void test_bad_names(void **state)
 static void test_list_by_name(void **state)
 {
     fixture *f = *state;
-    fxs_model_rec *recs = (fxs_model_rec *)1;
+    fxdb_model_rec *recs = (fxdb_model_rec *)1;
     int n = -1;
-    assert_int_equal(fxs_store_list_models(f->st, &recs, &n, f->err, sizeof f->err), 0);
+    assert_int_equal(fxdb_store_list_models(f->st, &recs, &n, f->err, sizeof f->err), 0);
     assert_int_equal(n, 0);
     free(recs);
 
@@ -348,7 +348,7 @@ static void test_list_by_name(void **state)
     create(f, "alpha", "a");
     create(f, "gamma", "g");
     add(f, "beta", "b2");
-    assert_int_equal(fxs_store_list_models(f->st, &recs, &n, f->err, sizeof f->err), 0);
+    assert_int_equal(fxdb_store_list_models(f->st, &recs, &n, f->err, sizeof f->err), 0);
     assert_int_equal(n, 3);
     assert_string_equal(recs[0].name, "alpha");
     assert_string_equal(recs[1].name, "beta");
@@ -358,7 +358,7 @@ static void test_list_by_name(void **state)
     assert_int_equal(recs[1].versions[1].version, 2);
     assert_string_equal(recs[1].versions[1].source, "job 1");
     for (int i = 0; i < n; i++)
-        fxs_model_rec_free(&recs[i]);
+        fxdb_model_rec_free(&recs[i]);
     free(recs);
 }
 
@@ -369,10 +369,10 @@ static void test_versions_ascending(void **state)
     assert_int_equal(add(f, "m", "two"), 2);
     assert_int_equal(add(f, "m", "three"), 3);
     assert_string_equal(versions_of(f, "m"), "1,2,3");
-    fxs_model_rec m;
-    assert_int_equal(fxs_store_get_model(f->st, "m", &m, f->err, sizeof f->err), 0);
+    fxdb_model_rec m;
+    assert_int_equal(fxdb_store_get_model(f->st, "m", &m, f->err, sizeof f->err), 0);
     assert_string_equal(m.versions[0].sha256, "7692c3ad3540bb803c020b3aee66cd8887123234ea0c6e7143c0add73ff431ed"); /* "one" */
-    fxs_model_rec_free(&m);
+    fxdb_model_rec_free(&m);
     assert_weights(f, "m", 0, "three");
     assert_weights(f, "m", 1, "one");
     assert_weights(f, "m", 2, "two");
@@ -380,7 +380,7 @@ static void test_versions_ascending(void **state)
     assert_int_equal(read_rc(f, "m", 4), FXS_NOT_FOUND);
     assert_non_null(strstr(f->err, "no version 4"));
     /* a NULL version pointer is allowed */
-    assert_int_equal(fxs_store_add_version(f->st, "m", "four", 4, "x", NULL, f->err,
+    assert_int_equal(fxdb_store_add_version(f->st, "m", "four", 4, "x", NULL, f->err,
                                            sizeof f->err),
                      0);
     assert_weights(f, "m", 0, "four");
@@ -390,7 +390,7 @@ static void test_already_exists(void **state)
 {
     fixture *f = *state;
     create(f, "m", "first");
-    assert_int_equal(fxs_store_create_model(f->st, "m", "other", NULL, 0, 1, false, "second",
+    assert_int_equal(fxdb_store_create_model(f->st, "m", "other", NULL, 0, 1, false, "second",
                                             6, "", f->err, sizeof f->err),
                      FXS_ALREADY_EXISTS);
     assert_non_null(strstr(f->err, "\"m\""));
@@ -405,18 +405,18 @@ static void test_already_exists(void **state)
 static void test_not_found(void **state)
 {
     fixture *f = *state;
-    fxs_model_rec m;
+    fxdb_model_rec m;
     int64_t v = 0;
     create(f, "present", "p");
-    assert_int_equal(fxs_store_get_model(f->st, "absent", &m, f->err, sizeof f->err),
+    assert_int_equal(fxdb_store_get_model(f->st, "absent", &m, f->err, sizeof f->err),
                      FXS_NOT_FOUND);
     assert_non_null(strstr(f->err, "\"absent\""));
-    assert_int_equal(fxs_store_add_version(f->st, "absent", "w", 1, "", &v, f->err,
+    assert_int_equal(fxdb_store_add_version(f->st, "absent", "w", 1, "", &v, f->err,
                                            sizeof f->err),
                      FXS_NOT_FOUND);
-    assert_int_equal(fxs_store_delete_model(f->st, "absent", f->err, sizeof f->err),
+    assert_int_equal(fxdb_store_delete_model(f->st, "absent", f->err, sizeof f->err),
                      FXS_NOT_FOUND);
-    assert_int_equal(fxs_store_set_loaded(f->st, "absent", true, f->err, sizeof f->err),
+    assert_int_equal(fxdb_store_set_loaded(f->st, "absent", true, f->err, sizeof f->err),
                      FXS_NOT_FOUND);
     assert_int_equal(read_rc(f, "absent", 0), FXS_NOT_FOUND);
     assert_int_equal(read_rc(f, "absent", 1), FXS_NOT_FOUND);
@@ -430,33 +430,33 @@ static void test_set_loaded(void **state)
 {
     fixture *f = *state;
     create(f, "m", "w");
-    fxs_model_rec m;
-    assert_int_equal(fxs_store_set_loaded(f->st, "m", false, f->err, sizeof f->err), 0);
-    assert_int_equal(fxs_store_get_model(f->st, "m", &m, f->err, sizeof f->err), 0);
+    fxdb_model_rec m;
+    assert_int_equal(fxdb_store_set_loaded(f->st, "m", false, f->err, sizeof f->err), 0);
+    assert_int_equal(fxdb_store_get_model(f->st, "m", &m, f->err, sizeof f->err), 0);
     assert_false(m.loaded);
-    fxs_model_rec_free(&m);
+    fxdb_model_rec_free(&m);
     /* unchanged value: still found */
-    assert_int_equal(fxs_store_set_loaded(f->st, "m", false, f->err, sizeof f->err), 0);
-    assert_int_equal(fxs_store_set_loaded(f->st, "m", true, f->err, sizeof f->err), 0);
-    assert_int_equal(fxs_store_get_model(f->st, "m", &m, f->err, sizeof f->err), 0);
+    assert_int_equal(fxdb_store_set_loaded(f->st, "m", false, f->err, sizeof f->err), 0);
+    assert_int_equal(fxdb_store_set_loaded(f->st, "m", true, f->err, sizeof f->err), 0);
+    assert_int_equal(fxdb_store_get_model(f->st, "m", &m, f->err, sizeof f->err), 0);
     assert_true(m.loaded);
-    fxs_model_rec_free(&m);
+    fxdb_model_rec_free(&m);
 }
 
 static void test_reopen_keeps_everything(void **state)
 {
     fixture *f = *state;
-    assert_int_equal(fxs_store_create_model(f->st, "keep", "kept", "\x08\x02", 2, 123456789,
+    assert_int_equal(fxdb_store_create_model(f->st, "keep", "kept", "\x08\x02", 2, 123456789,
                                             true, "abc", 3, "import", f->err, sizeof f->err),
                      0);
     add(f, "keep", "v2 bytes");
     create(f, "other", "o");
-    assert_int_equal(fxs_store_set_loaded(f->st, "keep", false, f->err, sizeof f->err), 0);
-    fxs_model_rec before;
-    assert_int_equal(fxs_store_get_model(f->st, "keep", &before, f->err, sizeof f->err), 0);
+    assert_int_equal(fxdb_store_set_loaded(f->st, "keep", false, f->err, sizeof f->err), 0);
+    fxdb_model_rec before;
+    assert_int_equal(fxdb_store_get_model(f->st, "keep", &before, f->err, sizeof f->err), 0);
     reopen(f);
-    fxs_model_rec m;
-    assert_int_equal(fxs_store_get_model(f->st, "keep", &m, f->err, sizeof f->err), 0);
+    fxdb_model_rec m;
+    assert_int_equal(fxdb_store_get_model(f->st, "keep", &m, f->err, sizeof f->err), 0);
     assert_string_equal(m.description, "kept");
     assert_int_equal(m.spec_len, 2);
     assert_memory_equal(m.spec, "\x08\x02", 2);
@@ -468,8 +468,8 @@ static void test_reopen_keeps_everything(void **state)
     assert_string_equal(m.versions[0].sha256, SHA_ABC);
     assert_int_equal(m.versions[1].created_ms, before.versions[1].created_ms);
     assert_int_equal(m.versions[1].weights_bytes, 8);
-    fxs_model_rec_free(&m);
-    fxs_model_rec_free(&before);
+    fxdb_model_rec_free(&m);
+    fxdb_model_rec_free(&before);
     assert_weights(f, "keep", 0, "v2 bytes");
     assert_weights(f, "keep", 1, "abc");
     assert_weights(f, "other", 0, "o");
@@ -486,15 +486,15 @@ static void test_delete_removes_files(void **state)
     const char *mdir = tu_pathf("%s/models/gone", f->data);
     assert_int_equal(count_entries(mdir), 2);
     assert_int_equal(db_int(f, "SELECT COUNT(*) FROM versions"), 3);
-    assert_int_equal(fxs_store_delete_model(f->st, "gone", f->err, sizeof f->err), 0);
+    assert_int_equal(fxdb_store_delete_model(f->st, "gone", f->err, sizeof f->err), 0);
     assert_false(exists(tu_pathf("%s/models/gone", f->data)));
     /* the version rows went with the model (foreign keys are on) */
     assert_int_equal(db_int(f, "SELECT COUNT(*) FROM versions"), 1);
     assert_int_equal(db_int(f, "SELECT COUNT(*) FROM models"), 1);
-    fxs_model_rec m;
-    assert_int_equal(fxs_store_get_model(f->st, "gone", &m, f->err, sizeof f->err),
+    fxdb_model_rec m;
+    assert_int_equal(fxdb_store_get_model(f->st, "gone", &m, f->err, sizeof f->err),
                      FXS_NOT_FOUND);
-    assert_int_equal(fxs_store_delete_model(f->st, "gone", f->err, sizeof f->err),
+    assert_int_equal(fxdb_store_delete_model(f->st, "gone", f->err, sizeof f->err),
                      FXS_NOT_FOUND);
     assert_weights(f, "stays", 0, "s");
     /* the name is free again and numbering starts over */
@@ -511,36 +511,36 @@ static void test_write_file_atomic(void **state)
     fixture *f = *state;
     const char *p = tu_pathf("%s/plain/file.bin", f->dir);
     assert_int_equal(mkdir(tu_pathf("%s/plain", f->dir), 0755), 0);
-    assert_int_equal(fxs_write_file_atomic(p, "hello", 5, f->err, sizeof f->err), 0);
-    assert_int_equal(fxs_write_file_atomic(p, "bye", 3, f->err, sizeof f->err), 0);
+    assert_int_equal(fxu_write_file_atomic(p, "hello", 5, f->err, sizeof f->err), 0);
+    assert_int_equal(fxu_write_file_atomic(p, "bye", 3, f->err, sizeof f->err), 0);
     /* only the file itself: no temporary left next to it */
     assert_int_equal(count_entries(tu_pathf("%s/plain", f->dir)), 1);
     void *buf = NULL;
     size_t len = 0;
-    assert_int_equal(fxs_read_file(p, &buf, &len, f->err, sizeof f->err), 0);
+    assert_int_equal(fxu_read_file(p, &buf, &len, f->err, sizeof f->err), 0);
     assert_int_equal(len, 3);
     assert_memory_equal(buf, "bye", 3);
     free(buf);
 
-    assert_int_equal(fxs_write_file_atomic(p, NULL, 0, f->err, sizeof f->err), 0);
-    assert_int_equal(fxs_read_file(p, &buf, &len, f->err, sizeof f->err), 0);
+    assert_int_equal(fxu_write_file_atomic(p, NULL, 0, f->err, sizeof f->err), 0);
+    assert_int_equal(fxu_read_file(p, &buf, &len, f->err, sizeof f->err), 0);
     assert_int_equal(len, 0);
     free(buf);
 
     /* a directory that does not exist: the message names it */
     const char *bad = tu_pathf("%s/nodir/file.bin", f->dir);
-    assert_int_equal(fxs_write_file_atomic(bad, "x", 1, f->err, sizeof f->err), -1);
+    assert_int_equal(fxu_write_file_atomic(bad, "x", 1, f->err, sizeof f->err), -1);
     assert_non_null(strstr(f->err, "nodir"));
-    assert_int_equal(fxs_write_file_atomic(tu_pathf("%s/plain/", f->dir), "x", 1, f->err,
+    assert_int_equal(fxu_write_file_atomic(tu_pathf("%s/plain/", f->dir), "x", 1, f->err,
                                            sizeof f->err),
                      -1);
-    assert_int_equal(fxs_write_file_atomic(NULL, "x", 1, f->err, sizeof f->err), -1);
-    assert_int_equal(fxs_write_file_atomic(p, NULL, 1, f->err, sizeof f->err), -1);
+    assert_int_equal(fxu_write_file_atomic(NULL, "x", 1, f->err, sizeof f->err), -1);
+    assert_int_equal(fxu_write_file_atomic(p, NULL, 1, f->err, sizeof f->err), -1);
     assert_int_equal(count_entries(tu_pathf("%s/plain", f->dir)), 1);
 
-    assert_int_equal(fxs_read_file(bad, &buf, &len, f->err, sizeof f->err), -1);
+    assert_int_equal(fxu_read_file(bad, &buf, &len, f->err, sizeof f->err), -1);
     assert_non_null(strstr(f->err, "nodir/file.bin"));
-    assert_int_equal(fxs_read_file(tu_pathf("%s/plain", f->dir), &buf, &len, f->err,
+    assert_int_equal(fxu_read_file(tu_pathf("%s/plain", f->dir), &buf, &len, f->err,
                                    sizeof f->err),
                      -1);
 
@@ -557,7 +557,7 @@ static void test_crash_recovery(void **state)
     create(f, "a", "a-one");
     add(f, "a", "a-two");
     create(f, "b", "b-one");
-    fxs_store_close(f->st);
+    fxdb_store_close(f->st);
     f->st = NULL;
     /* what a crash can leave: temporaries, weights written but never
      * committed (v3 of a; a model whose row never made it) */
@@ -590,8 +590,8 @@ static void test_crash_recovery(void **state)
     assert_weights(f, "a", 0, "a-two");
     assert_weights(f, "a", 1, "a-one");
     assert_weights(f, "b", 0, "b-one");
-    fxs_model_rec m;
-    assert_int_equal(fxs_store_get_model(f->st, "ghost", &m, f->err, sizeof f->err),
+    fxdb_model_rec m;
+    assert_int_equal(fxdb_store_get_model(f->st, "ghost", &m, f->err, sizeof f->err),
                      FXS_NOT_FOUND);
     /* the slot of the orphan v3 is free for the next real version */
     assert_int_equal(add(f, "a", "a-three"), 3);
@@ -605,7 +605,7 @@ static void test_unusable_versions(void **state)
     add(f, "m", "version-2");
     add(f, "m", "version-3");
     create(f, "ok", "fine");
-    fxs_store_close(f->st);
+    fxdb_store_close(f->st);
     f->st = NULL;
     const char *v2 = tu_pathf("%s/models/m/v2.safetensors", f->data);
     const char *v3 = tu_pathf("%s/models/m/v3.safetensors", f->data);
@@ -628,7 +628,7 @@ static void test_unusable_versions(void **state)
     assert_true(exists(v2));
 
     /* files restored: usable again at the next open */
-    fxs_store_close(f->st);
+    fxdb_store_close(f->st);
     f->st = NULL;
     put_file(v2, "version-2", 9);
     assert_int_equal(rename(tu_pathf("%s/v3.saved", f->dir), v3), 0);
@@ -657,7 +657,7 @@ static void test_damage_while_open(void **state)
 }
 
 typedef struct {
-    fxs_store *st;
+    fxdb_store *st;
     int64_t got[8];
     int rc;
     char err[256];
@@ -669,7 +669,7 @@ static void *add_thread(void *arg)
     for (int i = 0; i < 8 && !a->rc; i++) {
         char w[32];
         snprintf(w, sizeof w, "weights %d", i);
-        a->rc = fxs_store_add_version(a->st, "m", w, strlen(w), "thread", &a->got[i], a->err,
+        a->rc = fxdb_store_add_version(a->st, "m", w, strlen(w), "thread", &a->got[i], a->err,
                                       sizeof a->err);
     }
     return NULL;
@@ -700,12 +700,12 @@ static void test_concurrent_add_version(void **state)
                 assert_true(a[i].got[j] > a[i].got[j - 1]);
         }
     }
-    fxs_model_rec m;
-    assert_int_equal(fxs_store_get_model(f->st, "m", &m, f->err, sizeof f->err), 0);
+    fxdb_model_rec m;
+    assert_int_equal(fxdb_store_get_model(f->st, "m", &m, f->err, sizeof f->err), 0);
     assert_int_equal(m.n_versions, 33);
     for (int i = 0; i < 33; i++)
         assert_int_equal(m.versions[i].version, i + 1);
-    fxs_model_rec_free(&m);
+    fxdb_model_rec_free(&m);
     assert_int_equal(count_entries(tu_pathf("%s/models/m", f->data)), 33);
 }
 
@@ -713,7 +713,7 @@ static void test_lock_refuses_second_open(void **state)
 {
     fixture *f = *state;
     char err[512] = "";
-    fxs_store *second = fxs_store_open(f->data, err, sizeof err);
+    fxdb_store *second = fxdb_store_open(f->data, err, sizeof err);
     assert_null(second);
     assert_non_null(strstr(err, "in use by another fluxiond"));
     assert_non_null(strstr(err, f->data));
@@ -722,7 +722,7 @@ static void test_lock_refuses_second_open(void **state)
     assert_non_null(strstr(err, pid));
     /* the refused open changed nothing; after a close the dir opens again */
     create(f, "m", "w");
-    fxs_store_close(f->st);
+    fxdb_store_close(f->st);
     f->st = NULL;
     reopen(f);
     assert_weights(f, "m", 0, "w");
@@ -732,33 +732,33 @@ static void test_open_errors(void **state)
 {
     fixture *f = *state;
     char err[512] = "";
-    assert_null(fxs_store_open(NULL, err, sizeof err));
+    assert_null(fxdb_store_open(NULL, err, sizeof err));
     assert_true(err[0] != '\0');
-    assert_null(fxs_store_open("", err, sizeof err));
+    assert_null(fxdb_store_open("", err, sizeof err));
     /* a data dir that is a file, and one below a file */
     const char *file = tu_pathf("%s/afile", f->dir);
     put_file(file, "x", 1);
     err[0] = '\0';
-    assert_null(fxs_store_open(file, err, sizeof err));
+    assert_null(fxdb_store_open(file, err, sizeof err));
     assert_non_null(strstr(err, "afile"));
     err[0] = '\0';
-    assert_null(fxs_store_open(tu_pathf("%s/afile/sub", f->dir), err, sizeof err));
+    assert_null(fxdb_store_open(tu_pathf("%s/afile/sub", f->dir), err, sizeof err));
     assert_non_null(strstr(err, "afile"));
-    assert_null(fxs_store_open(file, NULL, 0)); /* no err buffer: no crash */
+    assert_null(fxdb_store_open(file, NULL, 0)); /* no err buffer: no crash */
 }
 
 static void test_new_db_with_files_is_refused(void **state)
 {
     fixture *f = *state;
     create(f, "precious", "weights");
-    fxs_store_close(f->st);
+    fxdb_store_close(f->st);
     f->st = NULL;
     const char *db = tu_pathf("%s/fluxion.db", f->data);
     assert_int_equal(unlink(db), 0);
     unlink(tu_pathf("%s-wal", db));
     unlink(tu_pathf("%s-shm", db));
     char err[512] = "";
-    assert_null(fxs_store_open(f->data, err, sizeof err));
+    assert_null(fxdb_store_open(f->data, err, sizeof err));
     assert_non_null(strstr(err, "new database"));
     assert_true(exists(tu_pathf("%s/models/precious/v1.safetensors", f->data)));
 }
@@ -767,7 +767,7 @@ static void test_schema(void **state)
 {
     fixture *f = *state;
     create(f, "m", "w");
-    fxs_store_close(f->st);
+    fxdb_store_close(f->st);
     f->st = NULL;
     sqlite3 *db;
     assert_int_equal(sqlite3_open(tu_pathf("%s/fluxion.db", f->data), &db), SQLITE_OK);
@@ -788,7 +788,7 @@ static void test_schema(void **state)
                      SQLITE_OK);
     sqlite3_close(db);
     char err[512] = "";
-    assert_null(fxs_store_open(f->data, err, sizeof err));
+    assert_null(fxdb_store_open(f->data, err, sizeof err));
     assert_non_null(strstr(err, "schema version 99"));
     assert_true(exists(tu_pathf("%s/models/m/v1.safetensors", f->data)));
 }
@@ -810,17 +810,17 @@ static void test_sqlite_failure_removes_file(void **state)
     assert_int_equal(sqlite3_open(tu_pathf("%s/fluxion.db", f->data), &db), SQLITE_OK);
     sql(db, "CREATE TRIGGER boom BEFORE INSERT ON versions "
             "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
-    assert_int_equal(fxs_store_create_model(f->st, "b", "", NULL, 0, 0, true, "b1", 2, "",
+    assert_int_equal(fxdb_store_create_model(f->st, "b", "", NULL, 0, 0, true, "b1", 2, "",
                                             f->err, sizeof f->err),
                      FXS_INTERNAL);
     assert_non_null(strstr(f->err, "injected failure"));
     int64_t v = 0;
-    assert_int_equal(fxs_store_add_version(f->st, "a", "a2", 2, "", &v, f->err, sizeof f->err),
+    assert_int_equal(fxdb_store_add_version(f->st, "a", "a2", 2, "", &v, f->err, sizeof f->err),
                      FXS_INTERNAL);
     assert_non_null(strstr(f->err, "injected failure"));
     /* no trace: no model b (row or directory), no v2, no temporaries */
-    fxs_model_rec m;
-    assert_int_equal(fxs_store_get_model(f->st, "b", &m, f->err, sizeof f->err),
+    fxdb_model_rec m;
+    assert_int_equal(fxdb_store_get_model(f->st, "b", &m, f->err, sizeof f->err),
                      FXS_NOT_FOUND);
     assert_false(exists(tu_pathf("%s/models/b", f->data)));
     assert_false(exists(tu_pathf("%s/models/a/v2.safetensors", f->data)));
@@ -831,7 +831,7 @@ static void test_sqlite_failure_removes_file(void **state)
     /* another writer holding the database: the store waits, then says so */
     sql(db, "BEGIN IMMEDIATE");
     time_t t0 = time(NULL);
-    assert_int_equal(fxs_store_add_version(f->st, "a", "a2", 2, "", &v, f->err, sizeof f->err),
+    assert_int_equal(fxdb_store_add_version(f->st, "a", "a2", 2, "", &v, f->err, sizeof f->err),
                      FXS_INTERNAL);
     assert_true(time(NULL) - t0 >= 2); /* the busy timeout, not an instant failure */
     assert_non_null(strstr(f->err, "locked"));
@@ -843,8 +843,8 @@ static void test_sqlite_failure_removes_file(void **state)
 }
 
 
-/* fxs_store_tx commits what fn did, or rolls all of it back when fn fails;
- * fxs_store_read sees the committed rows. */
+/* fxdb_store_tx commits what fn did, or rolls all of it back when fn fails;
+ * fxdb_store_read sees the committed rows. */
 static int tx_insert(struct sqlite3 *db, void *ctx, char *err, size_t errlen)
 {
     int *fail = ctx;
@@ -876,21 +876,21 @@ static void test_module_tx(void **state)
     fixture *f = *state;
     char err[256];
     int fail = 1, n = -1;
-    assert_int_equal(fxs_store_tx(f->st, tx_insert, &fail, err, sizeof err), FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxdb_store_tx(f->st, tx_insert, &fail, err, sizeof err), FXS_INVALID_ARGUMENT);
     assert_string_equal(err, "asked to fail");
-    assert_int_equal(fxs_store_read(f->st, tx_count, &n, err, sizeof err), 0);
+    assert_int_equal(fxdb_store_read(f->st, tx_count, &n, err, sizeof err), 0);
     assert_int_equal(n, 0); /* rolled back */
     fail = 0;
-    assert_int_equal(fxs_store_tx(f->st, tx_insert, &fail, err, sizeof err), 0);
+    assert_int_equal(fxdb_store_tx(f->st, tx_insert, &fail, err, sizeof err), 0);
     /* a second insert of the same name violates UNIQUE: the error comes back */
-    assert_int_equal(fxs_store_tx(f->st, tx_insert, &fail, err, sizeof err), FXS_INTERNAL);
+    assert_int_equal(fxdb_store_tx(f->st, tx_insert, &fail, err, sizeof err), FXS_INTERNAL);
     assert_non_null(strstr(err, "UNIQUE"));
-    fxs_store_close(f->st);
-    f->st = fxs_store_open(f->data, err, sizeof err);
+    fxdb_store_close(f->st);
+    f->st = fxdb_store_open(f->data, err, sizeof err);
     assert_non_null(f->st);
-    assert_int_equal(fxs_store_read(f->st, tx_count, &n, err, sizeof err), 0);
+    assert_int_equal(fxdb_store_read(f->st, tx_count, &n, err, sizeof err), 0);
     assert_int_equal(n, 1); /* committed and durable */
-    assert_non_null(strstr(fxs_store_tmp_dir(f->st), "tmp"));
+    assert_non_null(strstr(fxdb_store_tmp_dir(f->st), "tmp"));
 }
 
 int main(void)

@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "tbevents.h"
+#include "training/tbevents.h"
 
 static char tmpdir[256];
 

@@ -16,9 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "graph.h"
-#include "rpc.h"
-#include "train.h"
+#include "models/graph.h"
+#include "rpc/rpc.h"
+#include "training/train.h"
 
 /* ------------------------------------------------------------ spec builders */
 
@@ -225,8 +225,8 @@ static void job_free(jspec *j) { fluxion__v1__job_spec__free_unpacked(j, NULL); 
 /* --------------------------------------------------------------- datasets */
 
 typedef struct {
-    fxd_column cols[6];
-    fxd_columns c;
+    fxds_column cols[6];
+    fxds_columns c;
     float *x, *yf, *reg, *yb;
     int32_t *y;
     int64_t *y64;
@@ -256,13 +256,13 @@ static void xor_data(data_t *d, int64_t n, uint64_t seed)
         d->yb[i] = (float)d->y[i];
     }
     fx_rng_free(rng);
-    d->cols[0] = (fxd_column){"x", FX_F32, 1, {2}, d->x};
-    d->cols[1] = (fxd_column){"y", FX_I32, 0, {0}, d->y};
-    d->cols[2] = (fxd_column){"yf", FX_F32, 1, {2}, d->yf};
-    d->cols[3] = (fxd_column){"reg", FX_F32, 1, {1}, d->reg};
-    d->cols[4] = (fxd_column){"y64", FX_I64, 0, {0}, d->y64};
-    d->cols[5] = (fxd_column){"yb", FX_F32, 1, {1}, d->yb};
-    d->c = (fxd_columns){n, 6, d->cols};
+    d->cols[0] = (fxds_column){"x", FX_F32, 1, {2}, d->x};
+    d->cols[1] = (fxds_column){"y", FX_I32, 0, {0}, d->y};
+    d->cols[2] = (fxds_column){"yf", FX_F32, 1, {2}, d->yf};
+    d->cols[3] = (fxds_column){"reg", FX_F32, 1, {1}, d->reg};
+    d->cols[4] = (fxds_column){"y64", FX_I64, 0, {0}, d->y64};
+    d->cols[5] = (fxds_column){"yb", FX_F32, 1, {1}, d->yb};
+    d->c = (fxds_columns){n, 6, d->cols};
 }
 
 /* y = 3 x0 - 2 x1 + 0.5 + N(0, 0.01^2) (sign flips with negate: for a
@@ -280,9 +280,9 @@ static void linear_data(data_t *d, int64_t n, uint64_t seed, bool negate)
         d->yf[i] = (float)(negate ? -y : y);
     }
     fx_rng_free(rng);
-    d->cols[0] = (fxd_column){"x", FX_F32, 1, {2}, d->x};
-    d->cols[1] = (fxd_column){"t", FX_F32, 1, {1}, d->yf};
-    d->c = (fxd_columns){n, 2, d->cols};
+    d->cols[0] = (fxds_column){"x", FX_F32, 1, {2}, d->x};
+    d->cols[1] = (fxds_column){"t", FX_F32, 1, {1}, d->yf};
+    d->c = (fxds_columns){n, 2, d->cols};
 }
 
 static void data_free(data_t *d)
@@ -402,7 +402,7 @@ typedef struct {
     char err[512];
 } outcome;
 
-static outcome run(const jspec *j, fxg_graph *g, const fxd_columns *train, const fxd_columns *val,
+static outcome run(const jspec *j, fxg_graph *g, const fxds_columns *train, const fxds_columns *val,
                    const void *resume, size_t rlen, const fxt_hooks *hk)
 {
     outcome o = {0};
@@ -1286,7 +1286,7 @@ static void test_validate_val_dataset(void **state)
     assert_int_equal(fxt_validate(j, g, &d.c, &v.c, err, sizeof err), FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "feeds[0].tensor: column 'x' of the validation dataset is i64"));
     v.cols[0].dtype = FX_F32;
-    fxd_columns empty = {0, 6, d.cols};
+    fxds_columns empty = {0, 6, d.cols};
     assert_int_equal(fxt_validate(j, g, &empty, NULL, err, sizeof err), FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "dataset: it has no samples"));
     assert_int_equal(fxt_validate(NULL, g, &d.c, NULL, err, sizeof err), FXS_INVALID_ARGUMENT);

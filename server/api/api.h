@@ -1,0 +1,50 @@
+/*
+ * daemon.h - what the RPC services of fluxiond share: the store, the served
+ * models, limits and state. main.c builds one and registers the services.
+ */
+#ifndef FXA_API_H
+#define FXA_API_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "datasets/datasets.h"
+#include "serving/devices.h"
+#include "training/jobs.h"
+#include "rpc/rpc.h"
+#include "serving/serving.h"
+#include "store/store.h"
+#include "base/util.h"
+
+#define FLUXION_VERSION "0.2.0"
+
+typedef struct {
+    fxdb_store *store;
+    fxsv_serving *serving;
+    fxr_server *rpc;
+    fxds_datasets *datasets;
+    fxj_jobs *jobs;              /* training jobs */
+    const char *data_dir;
+    int64_t start_ms;
+    atomic_bool draining;        /* SIGTERM seen: not ready, finishing calls */
+    uint64_t max_params;         /* per model */
+    uint64_t max_import_bytes;   /* ImportWeights total */
+    uint64_t max_message_bytes;  /* per gRPC message */
+    uint32_t chunk_bytes;        /* ExportWeights default chunk */
+    int engine_threads;
+    fxsv_devices devices;         /* enabled (--devices) */
+} fxa_daemon;
+
+int fxa_register_model_service(fxa_daemon *d);
+int fxa_register_inference_service(fxa_daemon *d);
+int fxa_register_cluster_service(fxa_daemon *d);
+int fxa_register_dataset_service(fxa_daemon *d);
+int fxa_register_training_service(fxa_daemon *d);
+
+/* True when the model is stored; otherwise fails the call (NOT_FOUND, or
+ * INVALID_ARGUMENT for a bad name) and returns false. */
+bool fxa_model_stored_or_fail(fxa_daemon *d, fxr_call *call, const char *name);
+
+
+#endif

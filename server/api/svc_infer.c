@@ -1,0 +1,732 @@
+/*
+ * svc_infer.c - inference.GRPCInferenceService, the Open Inference Protocol
+ * (KServe v2 / Triton gRPC). ModelInfer is validated on the RPC handler
+ * thread, then runs on an inference worker (serving.h), which replies.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "models/graph.h"
+#include "inference/grpc_service.pb-c.h"
+#include "base/log.h"
+#include "base/pbarena.h"
+#include "serving/servecfg.h"
+
+#define ERRLEN 1024
+
+typedef Inference__ModelInferRequest InferReq;
+typedef Inference__ModelInferRequest__InferInputTensor InferInput;
+
+static const char *dtype_name(fx_dtype dt)
+{
+    switch (dt) {
+    case FX_F32: return "FP32";
+    case FX_F16: return "FP16";
+    case FX_BF16: return "BF16";
+    case FX_I32: return "INT32";
+    case FX_I64: return "INT64";
+    default: return "UNKNOWN";
+    }
+}
+
+/* Parses a model_version field: "" -> 0 (the served one). */
+static bool parse_version(const char *s, int64_t *v, char *err, size_t errlen)
+{
+    *v = 0;
+    if (!s || !*s)
+        return true;
+    char *end;
+    long long x = strtoll(s, &end, 10);
+    if (*end || x <= 0) {
+        snprintf(err, errlen, "version '%s' is not a version number (1, 2, ...)", s);
+        return false;
+    }
+    *v = x;
+    return true;
+}
+
+/* Acquires the served model or fails the call. */
+static fxsv_served *acquire_or_fail(fxr_call *call, fxa_daemon *d, const char *name,
+                                   const char *version)
+{
+    char err[ERRLEN];
+    int64_t v;
+    fxsv_served *m = NULL;
+    if (!name || !*name) {
+        fxr_fail(call, FXS_INVALID_ARGUMENT, "model name is empty");
+        return NULL;
+    }
+    if (!parse_version(version, &v, err, sizeof err)) {
+        fxr_fail(call, FXS_INVALID_ARGUMENT, "%s", err);
+        return NULL;
+    }
+    int rc = fxsv_serving_acquire(d->serving, name, v, &m, err, sizeof err);
+    if (rc) {
+        fxr_fail(call, rc, "%s", err);
+        return NULL;
+    }
+    return m;
+}
+
+/* ------------------------------------------------------- health, metadata */
+
+static void server_live(fxr_call *call, const ProtobufCMessage *req, void *data)
+{
+    Inference__ServerLiveResponse r = INFERENCE__SERVER_LIVE_RESPONSE__INIT;
+    r.live = true;
+    fxr_reply(call, &r.base);
+}
+
+static void server_ready(fxr_call *call, const ProtobufCMessage *req, void *data)
+{
+    fxa_daemon *d = data;
+    Inference__ServerReadyResponse r = INFERENCE__SERVER_READY_RESPONSE__INIT;
+    r.ready = !atomic_load(&d->draining);
+    fxr_reply(call, &r.base);
+}
+
+static void model_ready(fxr_call *call, const ProtobufCMessage *msg, void *data)
+{
+    fxa_daemon *d = data;
+    const Inference__ModelReadyRequest *req = (const void *)msg;
+    char err[ERRLEN];
+    int64_t v;
+    if (!parse_version(req->version, &v, err, sizeof err)) {
+        fxr_fail(call, FXS_INVALID_ARGUMENT, "%s", err);
+        return;
+    }
+    fxsv_served *m = NULL;
+    int rc = fxsv_serving_acquire(d->serving, req->name, v, &m, err, sizeof err);
+    if (rc == FXS_NOT_FOUND && v == 0) {
+        fxr_fail(call, rc, "%s", err);
+        return;
+    }
+    Inference__ModelReadyResponse r = INFERENCE__MODEL_READY_RESPONSE__INIT;
+    r.ready = rc == 0 && !atomic_load(&d->draining);
+    if (m)
+        fxsv_served_release(m);
+    fxr_reply(call, &r.base);
+}
+
+static void server_metadata(fxr_call *call, const ProtobufCMessage *req, void *data)
+{
+    static char *ext[] = { "model_repository", "statistics" };
+    Inference__ServerMetadataResponse r = INFERENCE__SERVER_METADATA_RESPONSE__INIT;
+    r.name = "fluxion";
+    r.version = FLUXION_VERSION;
+    r.extensions = ext;
+    r.n_extensions = 2;
+    fxr_reply(call, &r.base);
+}
+
+static Inference__ModelMetadataResponse__TensorMetadata *tensor_meta(pba *a,
+                                                                      const fxg_tensor_info *t)
+{
+    Inference__ModelMetadataResponse__TensorMetadata *tm =
+        PBA_NEW(a, Inference__ModelMetadataResponse__TensorMetadata,
+                inference__model_metadata_response__tensor_metadata__init);
+    int64_t *shape = pba_array(a, (size_t)t->ndim, sizeof *shape);
+    if (!tm || !shape)
+        return NULL;
+    tm->name = pba_strdup(a, t->name);
+    tm->datatype = (char *)dtype_name(t->dtype);
+    memcpy(shape, t->shape, sizeof *shape * (size_t)t->ndim);
+    tm->shape = shape;
+    tm->n_shape = (size_t)t->ndim;
+    return tm;
+}
+
+static void model_metadata(fxr_call *call, const ProtobufCMessage *msg, void *data)
+{
+    fxa_daemon *d = data;
+    const Inference__ModelMetadataRequest *req = (const void *)msg;
+    fxsv_served *m = acquire_or_fail(call, d, req->name, req->version);
+    if (!m)
+        return;
+    const fxg_graph *g = fxsv_served_graph(m);
+    char err[ERRLEN];
+    fxdb_model_rec rec;
+    int rc = fxdb_store_get_model(d->store, req->name, &rec, err, sizeof err);
+    if (rc) {
+        fxsv_served_release(m);
+        fxr_fail(call, rc, "%s", err);
+        return;
+    }
+    pba a = { 0 };
+    Inference__ModelMetadataResponse r = INFERENCE__MODEL_METADATA_RESPONSE__INIT;
+    r.name = req->name;
+    r.platform = "fluxion";
+    r.versions = pba_array(&a, (size_t)rec.n_versions, sizeof *r.versions);
+    for (int i = 0; r.versions && i < rec.n_versions; i++)
+        r.versions[r.n_versions++] = pba_printf(&a, "%" PRId64, rec.versions[i].version);
+    int ni = fxg_num_inputs(g), no = fxg_num_outputs(g);
+    r.inputs = pba_array(&a, (size_t)ni, sizeof *r.inputs);
+    r.outputs = pba_array(&a, (size_t)no, sizeof *r.outputs);
+    for (int i = 0; r.inputs && i < ni; i++)
+        r.inputs[r.n_inputs++] = tensor_meta(&a, fxg_input(g, i));
+    for (int i = 0; r.outputs && i < no; i++)
+        r.outputs[r.n_outputs++] = tensor_meta(&a, fxg_output(g, i));
+    if (a.failed)
+        fxr_fail(call, FXS_RESOURCE_EXHAUSTED, "out of memory building the reply");
+    else
+        fxr_reply(call, &r.base);
+    pba_free(&a);
+    fxdb_model_rec_free(&rec);
+    fxsv_served_release(m);
+}
+
+/* ------------------------------------------------------------ ModelInfer */
+
+typedef struct {
+    fxr_call *call;
+    fxsv_served *model;
+    const InferReq *req;
+    int n_in;            /* graph inputs */
+    int *req_index;      /* graph input i -> request input index */
+    int n_out;           /* outputs to return */
+    int *out_index;      /* -> graph output index */
+    bool raw;            /* inputs came as raw_input_contents: answer raw */
+    fxb_input *inputs;   /* per graph input, pointing into req */
+    uint64_t batch;
+    uint64_t t_received;
+} infer_job;
+
+static void job_free(infer_job *j)
+{
+    if (j->model)
+        fxsv_served_release(j->model);
+    free(j->req_index);
+    free(j->out_index);
+    free(j->inputs);
+    free(j);
+}
+
+static size_t typed_count(const Inference__InferTensorContents *c, fx_dtype dt)
+{
+    if (!c)
+        return 0;
+    switch (dt) {
+    case FX_F32: return c->n_fp32_contents;
+    case FX_I32: return c->n_int_contents;
+    case FX_I64: return c->n_int64_contents;
+    default: return 0;
+    }
+}
+
+static const void *typed_data(const Inference__InferTensorContents *c, fx_dtype dt)
+{
+    if (!c)
+        return ""; /* no values: an empty tensor */
+    switch (dt) {
+    case FX_F32: return c->fp32_contents;
+    case FX_I32: return c->int_contents;
+    case FX_I64: return c->int64_contents;
+    default: return NULL;
+    }
+}
+
+/* Checks one request input against graph input gi; sets *batch. */
+static int check_input(const fxg_graph *g, int gi, const InferReq *req, int ri, bool raw,
+                       uint64_t max_bytes, char *err, size_t errlen)
+{
+    const InferInput *in = req->inputs[ri];
+    const fxg_tensor_info *info = fxg_input(g, gi);
+    if (strcmp(in->datatype, dtype_name(info->dtype)) != 0) {
+        snprintf(err, errlen, "input '%s': datatype '%s', the model expects %s", in->name,
+                 in->datatype, dtype_name(info->dtype));
+        return -1;
+    }
+    if (in->n_shape > FX_MAX_DIMS) {
+        snprintf(err, errlen, "input '%s': rank %zu, the model expects %d", in->name, in->n_shape,
+                 info->ndim);
+        return -1;
+    }
+    uint64_t numel = 1;
+    for (size_t k = 0; k < in->n_shape; k++) {
+        if (in->shape[k] < 0) {
+            snprintf(err, errlen, "input '%s': shape[%zu] = %" PRId64 " is negative", in->name, k,
+                     in->shape[k]);
+            return -1;
+        }
+        if (in->shape[k] && numel > max_bytes / (uint64_t)in->shape[k]) {
+            snprintf(err, errlen, "input '%s': the shape's element count overflows the limit of %"
+                     PRIu64 " bytes", in->name, max_bytes);
+            return -1;
+        }
+        numel *= (uint64_t)in->shape[k];
+    }
+    if (fxg_check_input(g, gi, info->dtype, (int)in->n_shape, in->shape, err, errlen) != 0)
+        return -1;
+    size_t esize = fx_dtype_size(info->dtype);
+    if (raw) {
+        if (in->contents) {
+            snprintf(err, errlen, "input '%s': contents set although raw_input_contents is used "
+                     "(use one or the other for all inputs)", in->name);
+            return -1;
+        }
+        size_t got = req->raw_input_contents[ri].len;
+        if (got != numel * esize) {
+            snprintf(err, errlen, "input '%s': raw_input_contents[%d] has %zu bytes, shape and "
+                     "datatype need %" PRIu64, in->name, ri, got, numel * esize);
+            return -1;
+        }
+    } else {
+        size_t got = typed_count(in->contents, info->dtype);
+        if (got != numel) {
+            snprintf(err, errlen, "input '%s': %zu values in contents (%s), the shape needs %" PRIu64,
+                     in->name, got, info->dtype == FX_F32 ? "fp32_contents"
+                                   : info->dtype == FX_I32 ? "int_contents" : "int64_contents",
+                     numel);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Validates the whole request (names, dtypes, shapes, sizes, outputs) and
+ * fills the job's index tables. */
+static int validate(fxa_daemon *d, infer_job *j, char *err, size_t errlen)
+{
+    const InferReq *req = j->req;
+    const fxg_graph *g = fxsv_served_graph(j->model);
+    j->n_in = fxg_num_inputs(g);
+    j->req_index = malloc(sizeof(int) * (size_t)j->n_in);
+    int no = fxg_num_outputs(g);
+    j->out_index = malloc(sizeof(int) * (size_t)(no + (int)req->n_outputs + 1));
+    if (!j->req_index || !j->out_index) {
+        snprintf(err, errlen, "out of memory");
+        return FXS_RESOURCE_EXHAUSTED;
+    }
+    for (int i = 0; i < j->n_in; i++)
+        j->req_index[i] = -1;
+    j->raw = req->n_raw_input_contents > 0;
+    if (j->raw && req->n_raw_input_contents != req->n_inputs) {
+        snprintf(err, errlen, "raw_input_contents has %zu entries for %zu inputs (one per input, "
+                 "in order)", req->n_raw_input_contents, req->n_inputs);
+        return FXS_INVALID_ARGUMENT;
+    }
+    for (size_t r = 0; r < req->n_inputs; r++) {
+        const char *name = req->inputs[r]->name;
+        int gi = fxg_find_input(g, name);
+        if (gi < 0) {
+            char list[256] = "";
+            for (int i = 0; i < j->n_in; i++)
+                snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "",
+                         fxg_input(g, i)->name);
+            snprintf(err, errlen, "input '%s' is not an input of model '%s' (inputs: %s)", name,
+                     fxsv_served_name(j->model), list);
+            return FXS_INVALID_ARGUMENT;
+        }
+        if (j->req_index[gi] >= 0) {
+            snprintf(err, errlen, "input '%s' is given twice", name);
+            return FXS_INVALID_ARGUMENT;
+        }
+        j->req_index[gi] = (int)r;
+        if (check_input(g, gi, req, (int)r, j->raw, d->max_message_bytes, err, errlen) != 0)
+            return FXS_INVALID_ARGUMENT;
+    }
+    for (int i = 0; i < j->n_in; i++)
+        if (j->req_index[i] < 0) {
+            snprintf(err, errlen, "input '%s' is missing", fxg_input(g, i)->name);
+            return FXS_INVALID_ARGUMENT;
+        }
+    const InferInput *first = req->inputs[j->req_index[0]];
+    j->batch = first->n_shape ? (uint64_t)first->shape[0] : 1;
+    if (req->n_outputs == 0) {
+        for (int o = 0; o < no; o++)
+            j->out_index[o] = o;
+        j->n_out = no;
+        return 0;
+    }
+    for (size_t r = 0; r < req->n_outputs; r++) {
+        int o = fxg_find_output(g, req->outputs[r]->name);
+        if (o < 0) {
+            snprintf(err, errlen, "output '%s' is not an output of model '%s'",
+                     req->outputs[r]->name, fxsv_served_name(j->model));
+            return FXS_INVALID_ARGUMENT;
+        }
+        for (int k = 0; k < j->n_out; k++)
+            if (j->out_index[k] == o) {
+                snprintf(err, errlen, "output '%s' is requested twice", req->outputs[r]->name);
+                return FXS_INVALID_ARGUMENT;
+            }
+        j->out_index[j->n_out++] = o;
+    }
+    return 0;
+}
+
+/* Output k of the request into a response tensor (typed or raw). The data
+ * is the batcher's, valid during the done call: fxr_reply packs it at once. */
+static int put_output(pba *a, Inference__ModelInferResponse *resp, const infer_job *j, int k,
+                      const fxb_output *t, const char *name)
+{
+    Inference__ModelInferResponse__InferOutputTensor *o =
+        PBA_NEW(a, Inference__ModelInferResponse__InferOutputTensor,
+                inference__model_infer_response__infer_output_tensor__init);
+    int64_t *shape = pba_array(a, (size_t)t->ndim + 1, sizeof *shape);
+    if (!o || !shape)
+        return -1;
+    size_t n = t->bytes / fx_dtype_size(t->dtype);
+    void *buf = (void *)t->data;
+    o->name = (char *)name;
+    o->datatype = (char *)dtype_name(t->dtype);
+    memcpy(shape, t->shape, sizeof *shape * (size_t)t->ndim);
+    o->shape = shape;
+    o->n_shape = (size_t)t->ndim;
+    if (j->raw) {
+        resp->raw_output_contents[k].data = buf;
+        resp->raw_output_contents[k].len = t->bytes;
+    } else {
+        Inference__InferTensorContents *c = PBA_NEW(a, Inference__InferTensorContents,
+                                                    inference__infer_tensor_contents__init);
+        if (!c)
+            return -1;
+        switch (t->dtype) {
+        case FX_F32: c->fp32_contents = buf; c->n_fp32_contents = n; break;
+        case FX_I32: c->int_contents = buf; c->n_int_contents = n; break;
+        case FX_I64: c->int64_contents = buf; c->n_int64_contents = n; break;
+        default: return -1;
+        }
+        o->contents = c;
+    }
+    resp->outputs[k] = o;
+    return 0;
+}
+
+/* The batcher's answer to one request (on a batcher thread). */
+static void infer_done(void *user, int status, const char *err, const fxb_output *outs,
+                       const fxb_timing *t)
+{
+    infer_job *j = user;
+    const fxg_graph *g = fxsv_served_graph(j->model);
+    fxsv_exec_record rec = { .batch_size = j->batch, .queue_ns = t->queue_ns,
+                            .input_ns = t->input_ns, .infer_ns = t->infer_ns };
+    uint64_t t0 = fxu_mono_ns();
+    pba a = { 0 };
+    Inference__ModelInferResponse resp = INFERENCE__MODEL_INFER_RESPONSE__INIT;
+    if (!status) {
+        resp.model_name = (char *)fxsv_served_name(j->model);
+        resp.model_version = pba_printf(&a, "%" PRId64, fxsv_served_version(j->model));
+        resp.id = j->req->id;
+        resp.outputs = pba_array(&a, (size_t)j->n_out + 1, sizeof *resp.outputs);
+        resp.n_outputs = (size_t)j->n_out;
+        if (j->raw) {
+            resp.raw_output_contents = pba_array(&a, (size_t)j->n_out + 1,
+                                                 sizeof *resp.raw_output_contents);
+            resp.n_raw_output_contents = (size_t)j->n_out;
+        }
+        for (int k = 0; !a.failed && k < j->n_out; k++) {
+            int o = j->out_index[k];
+            if (put_output(&a, &resp, j, k, &outs[o], fxg_output(g, o)->name) != 0)
+                a.failed = 1;
+        }
+        if (a.failed) {
+            status = FXS_RESOURCE_EXHAUSTED;
+            err = "out of memory building the reply";
+        }
+    }
+    /* Recorded before the reply goes: a client that asks for statistics
+     * right after its answer must find its request counted. */
+    rec.output_ns = t->output_ns + (fxu_mono_ns() - t0);
+    rec.ok = status == 0;
+    fxsv_served_record(j->model, &rec);
+    if (status)
+        fxr_fail(j->call, status, "%s", err);
+    else
+        fxr_reply(j->call, &resp.base);
+    pba_free(&a);
+    job_free(j);
+}
+
+/* An InferParameter as a non-negative integer: 0 and *v, or -1. */
+static int param_uint(const Inference__InferParameter *p, uint64_t *v)
+{
+    switch (p ? p->parameter_choice_case : 0) {
+    case INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM:
+        if (p->int64_param < 0)
+            return -1;
+        *v = (uint64_t)p->int64_param;
+        return 0;
+    case INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_UINT64_PARAM:
+        *v = p->uint64_param;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+/* Request parameters the batcher honours (Triton's names): "priority"
+ * (1 is the highest) and "timeout" (microseconds). Others are ignored. */
+static int infer_params(const InferReq *req, fxb_request *br, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < req->n_parameters; i++) {
+        const char *k = req->parameters[i]->key;
+        uint64_t v;
+        bool prio = !strcmp(k, "priority"), tmo = !strcmp(k, "timeout");
+        if (!prio && !tmo)
+            continue;
+        if (param_uint(req->parameters[i]->value, &v) != 0 || (prio && v > UINT32_MAX)) {
+            snprintf(err, errlen, "parameter '%s' must be a non-negative integer (int64_param "
+                     "or uint64_param)%s", k, tmo ? ", in microseconds" : "");
+            return -1;
+        }
+        if (prio)
+            br->priority = (uint32_t)v;
+        else
+            br->timeout_us = v;
+    }
+    return 0;
+}
+
+static void model_infer(fxr_call *call, const ProtobufCMessage *msg, void *data)
+{
+    fxa_daemon *d = data;
+    const InferReq *req = (const void *)msg;
+    uint64_t t_received = fxu_mono_ns();
+    fxsv_served *m = acquire_or_fail(call, d, req->model_name, req->model_version);
+    if (!m)
+        return;
+    infer_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        fxsv_served_release(m);
+        fxr_fail(call, FXS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    *j = (infer_job){ .call = call, .model = m, .req = req, .t_received = t_received };
+    char err[ERRLEN];
+    int rc = validate(d, j, err, sizeof err);
+    fxb_request br = { .deadline_ns = fxr_deadline_ns(call), .received_ns = t_received,
+                       .done = infer_done, .user = j, .may_run_inline = true };
+    if (!rc && infer_params(req, &br, err, sizeof err) != 0)
+        rc = FXS_INVALID_ARGUMENT;
+    if (!rc && !(j->inputs = calloc((size_t)j->n_in + 1, sizeof *j->inputs))) {
+        rc = FXS_RESOURCE_EXHAUSTED;
+        snprintf(err, sizeof err, "out of memory");
+    }
+    for (int i = 0; !rc && i < j->n_in; i++) {
+        /* The request stays valid until the call is finished (rpc.h). */
+        int r = j->req_index[i];
+        const InferInput *in = req->inputs[r];
+        fxb_input *x = &j->inputs[i];
+        x->ndim = (int)in->n_shape;
+        if (in->n_shape)
+            memcpy(x->shape, in->shape, sizeof *x->shape * in->n_shape);
+        x->data = j->raw ? (req->raw_input_contents[r].data
+                                ? (const void *)req->raw_input_contents[r].data : "")
+                         : typed_data(in->contents, fxg_input(fxsv_served_graph(m), i)->dtype);
+    }
+    br.inputs = j->inputs;
+    if (!rc)
+        rc = fxb_submit(fxsv_served_batcher(m), &br, err, sizeof err);
+    if (rc) {
+        fxsv_exec_record rec = { .ok = false, .queue_ns = fxu_mono_ns() - t_received };
+        fxsv_served_record(m, &rec);
+        job_free(j);
+        fxr_fail(call, rc, "%s", err);
+    }
+}
+
+/* ------------------------------------------------------- statistics, repo */
+
+static Inference__StatisticDuration *dur(pba *a, const fxsv_duration *x)
+{
+    Inference__StatisticDuration *s = PBA_NEW(a, Inference__StatisticDuration,
+                                              inference__statistic_duration__init);
+    if (s) {
+        s->count = x->count;
+        s->ns = x->ns;
+    }
+    return s;
+}
+
+static Inference__ModelStatistics *stats_msg(pba *a, fxsv_served *m)
+{
+    fxsv_stats st;
+    fxsv_served_stats(m, &st);
+    Inference__ModelStatistics *ms = PBA_NEW(a, Inference__ModelStatistics,
+                                             inference__model_statistics__init);
+    Inference__InferStatistics *is = PBA_NEW(a, Inference__InferStatistics,
+                                             inference__infer_statistics__init);
+    if (!ms || !is)
+        return NULL;
+    ms->name = pba_strdup(a, fxsv_served_name(m));
+    ms->version = pba_printf(a, "%" PRId64, fxsv_served_version(m));
+    ms->last_inference = st.last_inference_ms;
+    ms->inference_count = st.inference_count;
+    ms->execution_count = st.execution_count;
+    is->success = dur(a, &st.success);
+    is->fail = dur(a, &st.fail);
+    is->queue = dur(a, &st.queue);
+    is->compute_input = dur(a, &st.input);
+    is->compute_infer = dur(a, &st.infer);
+    is->compute_output = dur(a, &st.output);
+    fxsv_duration zero = { 0, 0 };
+    is->cache_hit = dur(a, &zero);
+    is->cache_miss = dur(a, &zero);
+    ms->inference_stats = is;
+    ms->batch_stats = pba_array(a, (size_t)st.n_batch, sizeof *ms->batch_stats);
+    for (int i = 0; ms->batch_stats && i < st.n_batch; i++) {
+        Inference__InferBatchStatistics *b = PBA_NEW(a, Inference__InferBatchStatistics,
+                                                     inference__infer_batch_statistics__init);
+        if (!b)
+            break;
+        b->batch_size = st.batch[i].batch_size;
+        b->compute_input = dur(a, &st.batch[i].input);
+        b->compute_infer = dur(a, &st.batch[i].infer);
+        b->compute_output = dur(a, &st.batch[i].output);
+        ms->batch_stats[ms->n_batch_stats++] = b;
+    }
+    return ms;
+}
+
+static void model_statistics(fxr_call *call, const ProtobufCMessage *msg, void *data)
+{
+    fxa_daemon *d = data;
+    const Inference__ModelStatisticsRequest *req = (const void *)msg;
+    char err[ERRLEN];
+    int64_t v;
+    if (!parse_version(req->version, &v, err, sizeof err)) {
+        fxr_fail(call, FXS_INVALID_ARGUMENT, "%s", err);
+        return;
+    }
+    if (req->name[0] && !fxa_model_stored_or_fail(d, call, req->name))
+        return;
+    fxsv_served **all;
+    int n;
+    if (fxsv_serving_list(d->serving, &all, &n) != 0) {
+        fxr_fail(call, FXS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    pba a = { 0 };
+    Inference__ModelStatisticsResponse r = INFERENCE__MODEL_STATISTICS_RESPONSE__INIT;
+    r.model_stats = pba_array(&a, (size_t)n, sizeof *r.model_stats);
+    for (int i = 0; r.model_stats && i < n; i++) {
+        if (req->name[0] && strcmp(req->name, fxsv_served_name(all[i])) != 0)
+            continue;
+        if (v && fxsv_served_version(all[i]) != v)
+            continue;
+        Inference__ModelStatistics *ms = stats_msg(&a, all[i]);
+        if (ms)
+            r.model_stats[r.n_model_stats++] = ms;
+    }
+    for (int i = 0; i < n; i++)
+        fxsv_served_release(all[i]);
+    free(all);
+    if (a.failed)
+        fxr_fail(call, FXS_RESOURCE_EXHAUSTED, "out of memory building the reply");
+    else
+        fxr_reply(call, &r.base);
+    pba_free(&a);
+}
+
+static void repository_index(fxr_call *call, const ProtobufCMessage *msg, void *data)
+{
+    fxa_daemon *d = data;
+    const Inference__RepositoryIndexRequest *req = (const void *)msg;
+    char err[ERRLEN];
+    fxdb_model_rec *recs;
+    int n;
+    int rc = fxdb_store_list_models(d->store, &recs, &n, err, sizeof err);
+    if (rc) {
+        fxr_fail(call, rc, "%s", err);
+        return;
+    }
+    pba a = { 0 };
+    Inference__RepositoryIndexResponse r = INFERENCE__REPOSITORY_INDEX_RESPONSE__INIT;
+    r.models = pba_array(&a, (size_t)n, sizeof *r.models);
+    for (int i = 0; r.models && i < n; i++) {
+        int64_t served = 0;
+        bool loaded = fxsv_serving_is_loaded(d->serving, recs[i].name, &served);
+        if (req->ready && !loaded)
+            continue;
+        Inference__RepositoryIndexResponse__ModelIndex *mi =
+            PBA_NEW(&a, Inference__RepositoryIndexResponse__ModelIndex,
+                    inference__repository_index_response__model_index__init);
+        if (!mi)
+            break;
+        int64_t latest = recs[i].n_versions ? recs[i].versions[recs[i].n_versions - 1].version : 0;
+        mi->name = pba_strdup(&a, recs[i].name);
+        mi->version = pba_printf(&a, "%" PRId64, loaded ? served : latest);
+        mi->state = loaded ? "READY" : "UNAVAILABLE";
+        mi->reason = loaded ? "" : "unloaded";
+        r.models[r.n_models++] = mi;
+    }
+    if (a.failed)
+        fxr_fail(call, FXS_RESOURCE_EXHAUSTED, "out of memory building the reply");
+    else
+        fxr_reply(call, &r.base);
+    pba_free(&a);
+    for (int i = 0; i < n; i++)
+        fxdb_model_rec_free(&recs[i]);
+    free(recs);
+}
+
+static void repository_load(fxr_call *call, const ProtobufCMessage *msg, void *data)
+{
+    fxa_daemon *d = data;
+    const Inference__RepositoryModelLoadRequest *req = (const void *)msg;
+    char err[ERRLEN];
+    int rc = 0;
+    if (req->n_parameters) {
+        /* batching settings ("max_batch_size", ...): stored, then loaded */
+        fxb_config c;
+        fxdb_model_rec rec;
+        rc = fxdb_store_get_model(d->store, req->model_name, &rec, err, sizeof err);
+        if (!rc) {
+            fxdb_model_rec_free(&rec);
+            rc = fxsv_cfg_load(d->store, req->model_name, &c, err, sizeof err);
+        }
+        if (!rc)
+            rc = fxsv_cfg_apply_params(&c, req->parameters, req->n_parameters, err, sizeof err);
+        if (!rc)
+            rc = fxsv_serving_set_config(d->serving, req->model_name, &c, err, sizeof err);
+    }
+    if (!rc)
+        rc = fxsv_serving_load(d->serving, req->model_name, err, sizeof err);
+    if (rc == 0)
+        rc = fxdb_store_set_loaded(d->store, req->model_name, true, err, sizeof err);
+    if (rc) {
+        fxr_fail(call, rc, "%s", err);
+        return;
+    }
+    Inference__RepositoryModelLoadResponse r = INFERENCE__REPOSITORY_MODEL_LOAD_RESPONSE__INIT;
+    fxr_reply(call, &r.base);
+}
+
+static void repository_unload(fxr_call *call, const ProtobufCMessage *msg, void *data)
+{
+    fxa_daemon *d = data;
+    const Inference__RepositoryModelUnloadRequest *req = (const void *)msg;
+    char err[ERRLEN];
+    if (!fxa_model_stored_or_fail(d, call, req->model_name))
+        return;
+    fxsv_serving_unload(d->serving, req->model_name, err, sizeof err); /* not loaded: fine */
+    int rc = fxdb_store_set_loaded(d->store, req->model_name, false, err, sizeof err);
+    if (rc) {
+        fxr_fail(call, rc, "%s", err);
+        return;
+    }
+    Inference__RepositoryModelUnloadResponse r = INFERENCE__REPOSITORY_MODEL_UNLOAD_RESPONSE__INIT;
+    fxr_reply(call, &r.base);
+}
+
+int fxa_register_inference_service(fxa_daemon *d)
+{
+    static const fxr_method methods[] = {
+        { "ServerLive", FXR_UNARY, server_live },
+        { "ServerReady", FXR_UNARY, server_ready },
+        { "ModelReady", FXR_UNARY, model_ready },
+        { "ServerMetadata", FXR_UNARY, server_metadata },
+        { "ModelMetadata", FXR_UNARY, model_metadata },
+        { "ModelInfer", FXR_UNARY, model_infer },
+        { "ModelStatistics", FXR_UNARY, model_statistics },
+        { "RepositoryIndex", FXR_UNARY, repository_index },
+        { "RepositoryModelLoad", FXR_UNARY, repository_load },
+        { "RepositoryModelUnload", FXR_UNARY, repository_unload },
+    };
+    return fxr_server_add_service(d->rpc, &inference__grpcinference_service__descriptor,
+                                  methods, (int)(sizeof methods / sizeof methods[0]), d);
+}

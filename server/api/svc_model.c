@@ -1,0 +1,494 @@
+/*
+ * svc_model.c - fluxion.v1.ModelService: define, inspect, delete models, and
+ * move their weights in and out as safetensors (streamed).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "fluxion/v1/model.pb-c.h"
+#include "models/graph.h"
+#include "base/log.h"
+#include "base/pbarena.h"
+#include "serving/servecfg.h"
+
+#define ERRLEN 1024
+
+static Fluxion__V1__DataType proto_dtype(fx_dtype dt)
+{
+    switch (dt) {
+    case FX_I32: return FLUXION__V1__DATA_TYPE__INT32;
+    case FX_I64: return FLUXION__V1__DATA_TYPE__INT64;
+    default: return FLUXION__V1__DATA_TYPE__FP32;
+    }
+}
+
+/* Interface and parameter facts from a graph into m. */
+static void describe_graph(pba *a, Fluxion__V1__Model *m, const fxg_graph *g)
+{
+    int no = fxg_num_outputs(g);
+    m->output_specs = pba_array(a, (size_t)no, sizeof *m->output_specs);
+    for (int i = 0; m->output_specs && i < no; i++) {
+        const fxg_tensor_info *t = fxg_output(g, i);
+        Fluxion__V1__TensorSpec *ts = PBA_NEW(a, Fluxion__V1__TensorSpec,
+                                              fluxion__v1__tensor_spec__init);
+        int64_t *shape = pba_array(a, (size_t)t->ndim, sizeof *shape);
+        if (!ts || !shape)
+            return;
+        ts->name = pba_strdup(a, t->name);
+        ts->dtype = proto_dtype(t->dtype);
+        memcpy(shape, t->shape, sizeof *shape * (size_t)t->ndim);
+        ts->shape = shape;
+        ts->n_shape = (size_t)t->ndim;
+        m->output_specs[m->n_output_specs++] = ts;
+    }
+    const fx_params *ps = fxg_params(g);
+    m->parameters = pba_array(a, (size_t)ps->count, sizeof *m->parameters);
+    for (int i = 0; m->parameters && i < ps->count; i++) {
+        const fx_tensor *t = ps->items[i].tensor;
+        Fluxion__V1__ParameterInfo *pi = PBA_NEW(a, Fluxion__V1__ParameterInfo,
+                                                 fluxion__v1__parameter_info__init);
+        int64_t *shape = pba_array(a, (size_t)t->ndim, sizeof *shape);
+        if (!pi || !shape)
+            return;
+        pi->name = pba_strdup(a, ps->items[i].name);
+        memcpy(shape, t->shape, sizeof *shape * (size_t)t->ndim);
+        pi->shape = shape;
+        pi->n_shape = (size_t)t->ndim;
+        pi->trainable = fxg_param_trainable(g, i);
+        m->parameters[m->n_parameters++] = pi;
+    }
+    m->num_parameters = (uint64_t)fxg_num_trainable(g);
+}
+
+/* A Model message for a stored record (spec unpacked into *spec_out, which
+ * the caller frees after the reply); g adds the inferred facts. */
+/* The model's batching settings as a message (defaults when none stored). */
+static Fluxion__V1__BatchingConfig *config_msg(pba *a, fxdb_store *st, const char *name)
+{
+    char err[ERRLEN];
+    Fluxion__V1__BatchingConfig *m = PBA_NEW(a, Fluxion__V1__BatchingConfig,
+                                             fluxion__v1__batching_config__init);
+    uint32_t *pref = pba_array(a, FXB_MAX_PREFERRED, sizeof *pref);
+    fxb_config *c = pba_array(a, 1, sizeof *c); /* the message points into it */
+    if (!m || !pref || !c)
+        return NULL;
+    if (fxsv_cfg_load(st, name, c, err, sizeof err) != 0) {
+        fxl_log(FXL_WARN, "models", "cannot read serving config model=%s err=\"%s\"", name, err);
+        fxb_config_default(c);
+    }
+    fxsv_cfg_to_msg(c, m, pref);
+    return m;
+}
+
+static Fluxion__V1__Model *model_msg(pba *a, fxdb_store *st, const fxdb_model_rec *rec,
+                                     const fxg_graph *g, Fluxion__V1__ModelSpec **spec_out)
+{
+    Fluxion__V1__Model *m = PBA_NEW(a, Fluxion__V1__Model, fluxion__v1__model__init);
+    if (!m)
+        return NULL;
+    m->name = pba_strdup(a, rec->name);
+    m->description = pba_strdup(a, rec->description ? rec->description : "");
+    *spec_out = fluxion__v1__model_spec__unpack(NULL, rec->spec_len, rec->spec);
+    m->spec = *spec_out;
+    m->loaded = rec->loaded;
+    m->created_unix_ms = rec->created_ms;
+    m->versions = pba_array(a, (size_t)rec->n_versions, sizeof *m->versions);
+    for (int i = 0; m->versions && i < rec->n_versions; i++) {
+        const fxdb_version_rec *vr = &rec->versions[i];
+        Fluxion__V1__ModelVersion *v = PBA_NEW(a, Fluxion__V1__ModelVersion,
+                                               fluxion__v1__model_version__init);
+        if (!v)
+            break;
+        v->version = vr->version;
+        v->created_unix_ms = vr->created_ms;
+        v->source = pba_strdup(a, vr->source ? vr->source : "");
+        v->weights_bytes = vr->weights_bytes;
+        v->weights_sha256 = pba_strdup(a, vr->sha256);
+        m->versions[m->n_versions++] = v;
+        m->latest_version = vr->version;
+    }
+    if (g)
+        describe_graph(a, m, g);
+    m->serving_config = config_msg(a, st, rec->name);
+    return m;
+}
+
+/* A graph for a stored model without weights loaded (for its description). */
+static fxg_graph *graph_of_rec(fxa_daemon *d, const fxdb_model_rec *rec, char *err, size_t errlen)
+{
+    Fluxion__V1__ModelSpec *spec = fluxion__v1__model_spec__unpack(NULL, rec->spec_len, rec->spec);
+    if (!spec) {
+        snprintf(err, errlen, "stored spec of '%s' does not parse", rec->name);
+        return NULL;
+    }
+    fxg_options go = { .seed = rec->seed, .max_params = d->max_params };
+    fxg_graph *g = fxg_create(spec, &go, err, errlen, NULL);
+    fluxion__v1__model_spec__free_unpacked(spec, NULL);
+    return g;
+}
+
+static void reply_model(fxr_call *call, fxa_daemon *d, const char *name, bool with_graph)
+{
+    char err[ERRLEN];
+    fxdb_model_rec rec;
+    int rc = fxdb_store_get_model(d->store, name, &rec, err, sizeof err);
+    if (rc) {
+        fxr_fail(call, rc, "%s", err);
+        return;
+    }
+    fxsv_served *served = NULL;
+    fxg_graph *own = NULL;
+    const fxg_graph *g = NULL;
+    if (with_graph) {
+        if (fxsv_serving_acquire(d->serving, name, 0, &served, err, sizeof err) == 0)
+            g = fxsv_served_graph(served);
+        else if ((own = graph_of_rec(d, &rec, err, sizeof err)))
+            g = own;
+    }
+    pba a = { 0 };
+    Fluxion__V1__ModelSpec *spec = NULL;
+    Fluxion__V1__Model *m = model_msg(&a, d->store, &rec, g, &spec);
+    if (!m || a.failed)
+        fxr_fail(call, FXS_RESOURCE_EXHAUSTED, "out of memory building the reply");
+    else
+        fxr_reply(call, &m->base);
+    if (spec)
+        fluxion__v1__model_spec__free_unpacked(spec, NULL);
+    pba_free(&a);
+    fxg_free(own);
+    if (served)
+        fxsv_served_release(served);
+    fxdb_model_rec_free(&rec);
+}
+
+/* ------------------------------------------------------------- handlers */
+
+static void create_model(fxr_call *call, const ProtobufCMessage *msg, void *data)
+{
+    fxa_daemon *d = data;
+    const Fluxion__V1__CreateModelRequest *req = (const void *)msg;
+    char err[ERRLEN];
+    if (!fxdb_model_name_ok(req->name, err, sizeof err)) {
+        fxr_fail(call, FXS_INVALID_ARGUMENT, "name: %s", err);
+        return;
+    }
+    if (!req->spec) {
+        fxr_fail(call, FXS_INVALID_ARGUMENT, "spec: missing (a model needs inputs, nodes and outputs)");
+        return;
+    }
+    fxg_options go = { .seed = req->seed, .max_params = d->max_params };
+    bool nomem = false;
+    fxg_graph *g = fxg_create(req->spec, &go, err, sizeof err, &nomem);
+    if (!g) {
+        fxr_fail(call, nomem ? FXS_RESOURCE_EXHAUSTED : FXS_INVALID_ARGUMENT, "spec: %s", err);
+        return;
+    }
+    char source[64];
+    snprintf(source, sizeof source, "init (seed %llu)", (unsigned long long)req->seed);
+    if (req->weights.len > 0) {
+        if (fxg_load_weights(g, req->weights.data, req->weights.len, err, sizeof err) != 0) {
+            fxr_fail(call, FXS_INVALID_ARGUMENT, "weights: %s", err);
+            fxg_free(g);
+            return;
+        }
+        snprintf(source, sizeof source, "create (weights given)");
+    }
+    void *w = NULL, *spec = NULL;
+    size_t wlen = 0;
+    int rc = fxg_save_weights(g, &w, &wlen, err, sizeof err);
+    size_t slen = fluxion__v1__model_spec__get_packed_size(req->spec);
+    if (rc == 0 && !(spec = malloc(slen ? slen : 1))) {
+        snprintf(err, sizeof err, "out of memory");
+        rc = -1;
+    }
+    fxg_free(g);
+    if (rc != 0) {
+        fxr_fail(call, FXS_RESOURCE_EXHAUSTED, "%s", err);
+        free(w);
+        return;
+    }
+    fluxion__v1__model_spec__pack(req->spec, spec);
+    rc = fxdb_store_create_model(d->store, req->name, req->description, spec, slen, req->seed,
+                                !req->no_load, w, wlen, source, err, sizeof err);
+    free(w);
+    free(spec);
+    if (rc) {
+        fxr_fail(call, rc, "%s", err);
+        return;
+    }
+    fxl_log(FXL_INFO, "models", "model created model=%s weights_bytes=%zu", req->name, wlen);
+    if (!req->no_load && (rc = fxsv_serving_load(d->serving, req->name, err, sizeof err)) != 0) {
+        fxr_fail(call, rc, "stored, but cannot be served: %s", err);
+        return;
+    }
+    reply_model(call, d, req->name, true);
+}
+
+static void get_model(fxr_call *call, const ProtobufCMessage *msg, void *data)
+{
+    const Fluxion__V1__GetModelRequest *req = (const void *)msg;
+    reply_model(call, data, req->name, true);
+}
+
+static void list_models(fxr_call *call, const ProtobufCMessage *msg, void *data)
+{
+    fxa_daemon *d = data;
+    char err[ERRLEN];
+    fxdb_model_rec *recs = NULL;
+    int n = 0;
+    int rc = fxdb_store_list_models(d->store, &recs, &n, err, sizeof err);
+    if (rc) {
+        fxr_fail(call, rc, "%s", err);
+        return;
+    }
+    pba a = { 0 };
+    Fluxion__V1__ListModelsResponse resp = FLUXION__V1__LIST_MODELS_RESPONSE__INIT;
+    Fluxion__V1__ModelSpec **specs = calloc((size_t)n + 1, sizeof *specs);
+    resp.models = pba_array(&a, (size_t)n, sizeof *resp.models);
+    for (int i = 0; specs && resp.models && i < n; i++) {
+        Fluxion__V1__Model *m = model_msg(&a, d->store, &recs[i], NULL, &specs[i]);
+        if (m)
+            resp.models[resp.n_models++] = m;
+    }
+    if (!specs || a.failed)
+        fxr_fail(call, FXS_RESOURCE_EXHAUSTED, "out of memory building the reply");
+    else
+        fxr_reply(call, &resp.base);
+    for (int i = 0; specs && i < n; i++)
+        if (specs[i])
+            fluxion__v1__model_spec__free_unpacked(specs[i], NULL);
+    free(specs);
+    pba_free(&a);
+    for (int i = 0; i < n; i++)
+        fxdb_model_rec_free(&recs[i]);
+    free(recs);
+}
+
+static void delete_model(fxr_call *call, const ProtobufCMessage *msg, void *data)
+{
+    fxa_daemon *d = data;
+    const Fluxion__V1__DeleteModelRequest *req = (const void *)msg;
+    char err[ERRLEN];
+    if (!fxa_model_stored_or_fail(d, call, req->name))
+        return;
+    fxsv_serving_unload(d->serving, req->name, err, sizeof err); /* NOT_FOUND is fine */
+    int rc = fxdb_store_delete_model(d->store, req->name, err, sizeof err);
+    if (rc) {
+        fxr_fail(call, rc, "%s", err);
+        return;
+    }
+    if (fxsv_cfg_forget(d->store, req->name, err, sizeof err) != 0)
+        fxl_log(FXL_WARN, "models", "serving config kept model=%s err=\"%s\"", req->name, err);
+    fxl_log(FXL_INFO, "models", "model deleted model=%s", req->name);
+    Fluxion__V1__DeleteModelResponse resp = FLUXION__V1__DELETE_MODEL_RESPONSE__INIT;
+    fxr_reply(call, &resp.base);
+}
+
+static void export_weights(fxr_call *call, const ProtobufCMessage *msg, void *data)
+{
+    fxa_daemon *d = data;
+    const Fluxion__V1__ExportWeightsRequest *req = (const void *)msg;
+    char err[ERRLEN];
+    if (req->version < 0) {
+        fxr_fail(call, FXS_INVALID_ARGUMENT, "version: %lld is negative (0 means the latest)",
+                 (long long)req->version);
+        return;
+    }
+    fxdb_model_rec rec;
+    int rc = fxdb_store_get_model(d->store, req->name, &rec, err, sizeof err);
+    if (rc) {
+        fxr_fail(call, rc, "%s", err);
+        return;
+    }
+    int64_t version = req->version ? req->version
+                                   : rec.n_versions ? rec.versions[rec.n_versions - 1].version : 0;
+    fxdb_model_rec_free(&rec);
+    void *w = NULL;
+    size_t wlen = 0;
+    rc = fxdb_store_read_weights(d->store, req->name, version, &w, &wlen, err, sizeof err);
+    if (rc) {
+        fxr_fail(call, rc, "%s", err);
+        return;
+    }
+    size_t chunk = req->chunk_bytes ? req->chunk_bytes : d->chunk_bytes;
+    if (chunk < 4096)
+        chunk = 4096;
+    if (chunk > d->max_message_bytes - 4096)
+        chunk = d->max_message_bytes - 4096;
+    size_t off = 0;
+    do {
+        Fluxion__V1__WeightsChunk c = FLUXION__V1__WEIGHTS_CHUNK__INIT;
+        if (off == 0) {
+            c.name = req->name;
+            c.version = version;
+            c.total_bytes = wlen;
+        }
+        size_t n = wlen - off < chunk ? wlen - off : chunk;
+        c.data.data = (uint8_t *)w + off;
+        c.data.len = n;
+        if (fxr_send(call, &c.base) != 0) {
+            fxr_fail(call, FXS_CANCELLED, "export of '%s' cancelled", req->name);
+            free(w);
+            return;
+        }
+        off += n;
+    } while (off < wlen);
+    free(w);
+    fxr_finish(call);
+}
+
+static void import_weights(fxr_call *call, const ProtobufCMessage *unused, void *data)
+{
+    fxa_daemon *d = data;
+    char err[ERRLEN], name[160] = "", source[256] = "import";
+    uint8_t *buf = NULL;
+    size_t len = 0, cap = 0;
+    ProtobufCMessage *msg;
+    int r, status = 0;
+    while ((r = fxr_recv(call, &msg)) == 1) {
+        Fluxion__V1__WeightsChunk *c = (void *)msg;
+        if (!name[0]) {
+            if (!c->name[0]) {
+                status = FXS_INVALID_ARGUMENT;
+                snprintf(err, sizeof err, "the first chunk must name the model (field name)");
+            } else {
+                if (strlen(c->name) >= sizeof name || strlen(c->source) >= sizeof source) {
+                    status = FXS_INVALID_ARGUMENT;
+                    snprintf(err, sizeof err, "%s", strlen(c->name) >= sizeof name
+                             ? "name: longer than any model name"
+                             : "source: longer than 255 bytes");
+                }
+                snprintf(name, sizeof name, "%s", c->name);
+                if (c->source[0])
+                    snprintf(source, sizeof source, "%s", c->source);
+            }
+        }
+        if (!status && c->data.len > d->max_import_bytes - len) {
+            status = FXS_RESOURCE_EXHAUSTED;
+            snprintf(err, sizeof err, "weights larger than the limit of %llu bytes (--max-import-mb)",
+                     (unsigned long long)d->max_import_bytes);
+        }
+        if (!status && len + c->data.len > cap) {
+            size_t ncap = cap ? cap : 1 << 20;
+            while (ncap < len + c->data.len)
+                ncap *= 2;
+            uint8_t *nb = realloc(buf, ncap);
+            if (!nb) {
+                status = FXS_RESOURCE_EXHAUSTED;
+                snprintf(err, sizeof err, "out of memory receiving %zu bytes", len + c->data.len);
+            } else {
+                buf = nb;
+                cap = ncap;
+            }
+        }
+        if (!status && c->data.len) {
+            memcpy(buf + len, c->data.data, c->data.len);
+            len += c->data.len;
+        }
+        protobuf_c_message_free_unpacked(msg, NULL);
+        if (status)
+            break;
+    }
+    if (!status && r < 0) {
+        status = fxr_cancelled(call) ? FXS_CANCELLED : FXS_INVALID_ARGUMENT;
+        snprintf(err, sizeof err, "%s", fxr_cancelled(call) ? "import cancelled"
+                                                             : "a chunk does not parse as WeightsChunk");
+    }
+    if (!status && !name[0]) {
+        status = FXS_INVALID_ARGUMENT;
+        snprintf(err, sizeof err, "no chunks received");
+    }
+    fxdb_model_rec rec;
+    if (!status && (status = fxdb_store_get_model(d->store, name, &rec, err, sizeof err)) == 0) {
+        /* Validate against a fresh graph: the served one is never mutated. */
+        fxg_graph *g = graph_of_rec(d, &rec, err, sizeof err);
+        fxdb_model_rec_free(&rec);
+        char gerr[ERRLEN - 200];
+        if (!g) {
+            status = FXS_INTERNAL;
+        } else if (fxg_load_weights(g, buf, len, gerr, sizeof gerr) != 0) {
+            status = FXS_INVALID_ARGUMENT;
+            snprintf(err, sizeof err, "weights for '%s': %s", name, gerr);
+        }
+        fxg_free(g);
+    }
+    int64_t version = 0;
+    if (!status)
+        status = fxdb_store_add_version(d->store, name, buf, len, source, &version, err, sizeof err);
+    free(buf);
+    if (status) {
+        fxr_fail(call, status, "%s", err);
+        return;
+    }
+    fxl_log(FXL_INFO, "models", "weights imported model=%s version=%lld bytes=%zu", name,
+            (long long)version, len);
+    if (fxsv_serving_is_loaded(d->serving, name, NULL) &&
+        (status = fxsv_serving_load(d->serving, name, err, sizeof err)) != 0) {
+        fxr_fail(call, status, "stored as version %lld, but cannot be served: %s",
+                 (long long)version, err);
+        return;
+    }
+    if ((status = fxdb_store_get_model(d->store, name, &rec, err, sizeof err)) != 0) {
+        fxr_fail(call, status, "%s", err);
+        return;
+    }
+    Fluxion__V1__ModelVersion v = FLUXION__V1__MODEL_VERSION__INIT;
+    for (int i = 0; i < rec.n_versions; i++)
+        if (rec.versions[i].version == version) {
+            v.version = version;
+            v.created_unix_ms = rec.versions[i].created_ms;
+            v.source = rec.versions[i].source;
+            v.weights_bytes = rec.versions[i].weights_bytes;
+            v.weights_sha256 = rec.versions[i].sha256;
+        }
+    fxr_reply(call, &v.base);
+    fxdb_model_rec_free(&rec);
+}
+
+/* Changes a model's batching settings (stored; a loaded model is reloaded). */
+static void set_serving_config(fxr_call *call, const ProtobufCMessage *msg, void *data)
+{
+    fxa_daemon *d = data;
+    const Fluxion__V1__SetServingConfigRequest *req = (const void *)msg;
+    char err[ERRLEN];
+    if (!fxa_model_stored_or_fail(d, call, req->name))
+        return;
+    fxb_config c;
+    Fluxion__V1__BatchingConfig none = FLUXION__V1__BATCHING_CONFIG__INIT;
+    int rc = fxsv_cfg_load(d->store, req->name, &c, err, sizeof err);
+    if (!rc && req->reset)
+        fxb_config_default(&c);
+    if (!rc && (req->n_fields || (req->config && !req->reset)))
+        rc = fxsv_cfg_apply(&c, req->config ? req->config : &none, req->fields, req->n_fields,
+                           err, sizeof err);
+    if (!rc)
+        rc = fxsv_serving_set_config(d->serving, req->name, &c, err, sizeof err);
+    if (rc) {
+        fxr_fail(call, rc, "%s", err);
+        return;
+    }
+    fxl_log(FXL_INFO, "models", "serving config set model=%s enabled=%d max_batch_size=%u "
+            "max_queue_delay_us=%llu instances=%u", req->name, c.enabled, c.max_batch_size,
+            (unsigned long long)c.max_queue_delay_us, c.instances);
+    Fluxion__V1__BatchingConfig out = FLUXION__V1__BATCHING_CONFIG__INIT;
+    uint32_t pref[FXB_MAX_PREFERRED];
+    fxsv_cfg_to_msg(&c, &out, pref);
+    fxr_reply(call, &out.base);
+}
+
+int fxa_register_model_service(fxa_daemon *d)
+{
+    static const fxr_method methods[] = {
+        { "CreateModel", FXR_UNARY, create_model },
+        { "GetModel", FXR_UNARY, get_model },
+        { "ListModels", FXR_UNARY, list_models },
+        { "DeleteModel", FXR_UNARY, delete_model },
+        { "ExportWeights", FXR_SERVER_STREAM, export_weights },
+        { "ImportWeights", FXR_CLIENT_STREAM, import_weights },
+        { "SetServingConfig", FXR_UNARY, set_serving_config },
+    };
+    return fxr_server_add_service(d->rpc, &fluxion__v1__model_service__descriptor, methods,
+                                  (int)(sizeof methods / sizeof methods[0]), d);
+}

@@ -1,0 +1,156 @@
+/*
+ * svc_training.c - fluxion.v1.TrainingService: submit, inspect, cancel and
+ * watch training jobs (jobs.h does the work; this file only translates).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "api/api.h"
+#include "fluxion/v1/training.pb-c.h"
+#include "training/jobs.h"
+#include "base/log.h"
+
+#define ERRLEN 1024
+/* How long a watch waits for an event before it checks the call. */
+#define WATCH_POLL_MS 200
+
+static bool ready(fxr_call *call, fxa_daemon *d)
+{
+    if (!d->jobs) {
+        fxr_fail(call, FXS_UNAVAILABLE, "training is not available on this server");
+        return false;
+    }
+    return true;
+}
+
+/* Replies with a job record (or the failure) and frees it. */
+static void reply_job(fxr_call *call, int rc, Fluxion__V1__Job *job, const char *err)
+{
+    if (rc)
+        fxr_fail(call, rc, "%s", err);
+    else
+        fxr_reply(call, &job->base);
+    if (job)
+        fluxion__v1__job__free_unpacked(job, NULL);
+}
+
+static void submit_job(fxr_call *call, const ProtobufCMessage *msg, void *data)
+{
+    fxa_daemon *d = data;
+    const Fluxion__V1__SubmitJobRequest *req = (const void *)msg;
+    if (!ready(call, d))
+        return;
+    char err[ERRLEN];
+    Fluxion__V1__Job *job = NULL;
+    int rc = fxj_jobs_submit(d->jobs, req->spec, &job, err, sizeof err);
+    reply_job(call, rc, job, err);
+}
+
+static void get_job(fxr_call *call, const ProtobufCMessage *msg, void *data)
+{
+    fxa_daemon *d = data;
+    const Fluxion__V1__GetJobRequest *req = (const void *)msg;
+    if (!ready(call, d))
+        return;
+    char err[ERRLEN];
+    Fluxion__V1__Job *job = NULL;
+    int rc = fxj_jobs_get(d->jobs, req->id, &job, err, sizeof err);
+    reply_job(call, rc, job, err);
+}
+
+static void cancel_job(fxr_call *call, const ProtobufCMessage *msg, void *data)
+{
+    fxa_daemon *d = data;
+    const Fluxion__V1__CancelJobRequest *req = (const void *)msg;
+    if (!ready(call, d))
+        return;
+    char err[ERRLEN];
+    Fluxion__V1__Job *job = NULL;
+    int rc = fxj_jobs_cancel(d->jobs, req->id, &job, err, sizeof err);
+    reply_job(call, rc, job, err);
+}
+
+static void list_jobs(fxr_call *call, const ProtobufCMessage *msg, void *data)
+{
+    fxa_daemon *d = data;
+    const Fluxion__V1__ListJobsRequest *req = (const void *)msg;
+    if (!ready(call, d))
+        return;
+    char err[ERRLEN];
+    Fluxion__V1__Job **jobs = NULL;
+    int n = 0;
+    int rc = fxj_jobs_list(d->jobs, req->state, req->model, &jobs, &n, err, sizeof err);
+    if (rc) {
+        fxr_fail(call, rc, "%s", err);
+        return;
+    }
+    Fluxion__V1__ListJobsResponse resp = FLUXION__V1__LIST_JOBS_RESPONSE__INIT;
+    resp.jobs = jobs;
+    resp.n_jobs = (size_t)n;
+    fxr_reply(call, &resp.base);
+    for (int i = 0; i < n; i++)
+        fluxion__v1__job__free_unpacked(jobs[i], NULL);
+    free(jobs);
+}
+
+/* Streams the job's events until it ends, the client leaves or the server
+ * drains (the client then watches again after the restart). */
+static void watch_job(fxr_call *call, const ProtobufCMessage *msg, void *data)
+{
+    fxa_daemon *d = data;
+    const Fluxion__V1__WatchJobRequest *req = (const void *)msg;
+    if (!ready(call, d))
+        return;
+    char err[ERRLEN];
+    fxj_watch *w = NULL;
+    int rc = fxj_watch_open(d->jobs, req->id, &w, err, sizeof err);
+    if (rc) {
+        fxr_fail(call, rc, "%s", err);
+        return;
+    }
+    for (;;) {
+        if (fxr_cancelled(call)) {
+            fxr_fail(call, FXS_CANCELLED, "watch of job %s cancelled", req->id);
+            break;
+        }
+        if (fxr_draining(call) || atomic_load(&d->draining)) {
+            fxr_fail(call, FXS_UNAVAILABLE, "the server is shutting down; job %s continues "
+                     "after its restart: watch it again then", req->id);
+            break;
+        }
+        Fluxion__V1__JobEvent *ev = NULL;
+        bool ended = false;
+        rc = fxj_watch_next(w, WATCH_POLL_MS, &ev, &ended);
+        if (rc) {
+            fxr_fail(call, rc, "watch of job %s: %s", req->id,
+                     rc == FXS_UNAVAILABLE ? "the server is shutting down" : "out of memory");
+            break;
+        }
+        if (ended) {
+            fxr_finish(call);
+            break;
+        }
+        if (!ev)
+            continue;
+        int sent = fxr_send(call, &ev->base);
+        fluxion__v1__job_event__free_unpacked(ev, NULL);
+        if (sent != 0) {
+            fxr_fail(call, FXS_CANCELLED, "watch of job %s: the client is gone", req->id);
+            break;
+        }
+    }
+    fxj_watch_close(w);
+}
+
+int fxa_register_training_service(fxa_daemon *d)
+{
+    static const fxr_method methods[] = {
+        { "SubmitJob", FXR_UNARY, submit_job },
+        { "GetJob", FXR_UNARY, get_job },
+        { "ListJobs", FXR_UNARY, list_jobs },
+        { "CancelJob", FXR_UNARY, cancel_job },
+        { "WatchJob", FXR_SERVER_STREAM, watch_job },
+    };
+    return fxr_server_add_service(d->rpc, &fluxion__v1__training_service__descriptor, methods,
+                                  (int)(sizeof methods / sizeof methods[0]), d);
+}

@@ -1,0 +1,150 @@
+/*
+ * rpc.h - the daemon's gRPC layer: the one module that calls gRPC C core on
+ * the server side (the core API is not stable across minor versions; keep
+ * every grpc_* call behind this header).
+ *
+ * Services are registered from protoc-c service descriptors: each method's
+ * path is "/" + descriptor->name + "/" + method name, its request type is
+ * methods[i].input. protoc-c drops the `stream` keyword, so the streaming
+ * kind of each method comes from the fxr_method table given at registration
+ * (the side table). Methods with no handler, and unknown paths, are answered
+ * UNIMPLEMENTED.
+ *
+ * Threads: `poll_threads` threads poll one completion queue and never run a
+ * handler. Unary handlers run on a pool of `handler_threads` threads; each
+ * streaming call (server, client or bidi) gets a thread of its own for its
+ * lifetime, so long streams (watches) never starve unary calls. Handlers may
+ * block.
+ *
+ * Every call is finished exactly once, by fxr_reply or fxr_fail, either
+ * before the handler returns or later from any thread (deferred: hand the
+ * call to a worker, return, finish it there). After the client cancels or
+ * the deadline passes, fxr_reply/fxr_fail still must be called (they then
+ * only release the call); fxr_cancelled() tells a long handler to stop early.
+ */
+#ifndef FXR_RPC_H
+#define FXR_RPC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "base/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+
+typedef enum {
+    FXR_UNARY = 0,
+    FXR_SERVER_STREAM, /* one request, a stream of responses (fxr_send) */
+    FXR_CLIENT_STREAM, /* a stream of requests (fxr_recv), one response */
+    FXR_BIDI,          /* both */
+} fxr_kind;
+
+typedef struct fxr_server fxr_server;
+typedef struct fxr_call fxr_call;
+
+/* A handler. req is the unpacked request for unary and server-streaming
+ * methods (owned by the call: valid until the call is finished), NULL for
+ * client-streaming and bidi methods (read them with fxr_recv). data is the
+ * pointer given at registration. */
+typedef void (*fxr_handler)(fxr_call *call, const ProtobufCMessage *req, void *data);
+
+typedef struct {
+    const char *name; /* method name as in the .proto ("ModelInfer") */
+    fxr_kind kind;
+    fxr_handler fn;
+} fxr_method;
+
+typedef struct {
+    const char *listen;       /* "127.0.0.1:0" (port 0: a free port) */
+    int poll_threads;         /* 0: 2 */
+    int handler_threads;      /* 0: 8 */
+    size_t max_recv_bytes;    /* per message; 0: 64 MiB. Larger: RESOURCE_EXHAUSTED */
+    size_t max_send_bytes;    /* per message; 0: 64 MiB */
+    /* Called (from any thread) with one line per event worth logging:
+     * level "info"/"warn"/"error". NULL: stderr. */
+    void (*log)(void *log_data, const char *level, const char *msg);
+    void *log_data;
+} fxr_server_opts;
+
+/* Creates a server bound to opts->listen; NULL with a message in err when
+ * the address cannot be bound or an option is invalid. */
+fxr_server *fxr_server_create(const fxr_server_opts *opts, char *err, size_t errlen);
+
+/* Registers a service: every method of the descriptor gets a route; the
+ * ones named in methods[0..n) get their handler and kind. Before start.
+ * Returns 0, or -1 when a name in methods is not in the descriptor. */
+int fxr_server_add_service(fxr_server *s, const ProtobufCServiceDescriptor *desc,
+                           const fxr_method *methods, int n, void *data);
+
+/* Starts polling; returns the bound port (> 0), or -1. */
+int fxr_server_start(fxr_server *s);
+
+/* Graceful shutdown: stops accepting calls, waits up to grace_ms for
+ * in-flight calls to finish, cancels the rest, waits for their handlers to
+ * release them, stops the threads. Blocks; call from a non-handler thread. */
+void fxr_server_shutdown(fxr_server *s, int grace_ms);
+
+/* Frees everything; the server must be shut down (or never started). */
+void fxr_server_destroy(fxr_server *s);
+
+/* Calls in flight (received and not yet finished), and calls so far. */
+uint64_t fxr_server_in_flight(const fxr_server *s);
+uint64_t fxr_server_total_calls(const fxr_server *s);
+
+/* ---------------------------------------------------------------- calls */
+
+/* Unary and client-streaming: sends resp (packed at once: the caller keeps
+ * ownership of resp) and status OK, finishing the call. */
+void fxr_reply(fxr_call *call, const ProtobufCMessage *resp);
+
+/* Finishes the call with a non-OK status and a message (printf format). */
+void fxr_fail(fxr_call *call, fxs_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Streaming: sends one message and waits until it is written. Returns 0, or
+ * -1 when the call is gone (cancelled, deadline, disconnect, or the
+ * shutdown's grace period is over); the caller then finishes it with
+ * fxr_fail. */
+int fxr_send(fxr_call *call, const ProtobufCMessage *msg);
+
+/* Server-streaming: finishes with status OK after the messages sent. */
+void fxr_finish(fxr_call *call);
+
+/* Client-streaming and bidi: waits for the next request message. Returns 1
+ * with *msg (free with protobuf_c_message_free_unpacked), 0 at the end of
+ * the client's stream, -1 when the call is gone or the message does not
+ * parse (the call is then answered INVALID_ARGUMENT/CANCELLED by the caller
+ * via fxr_fail as usual). */
+int fxr_recv(fxr_call *call, ProtobufCMessage **msg);
+
+/* True once the client cancelled, the deadline passed, or the shutdown's
+ * grace period is over. Calls in flight when a shutdown starts get the grace
+ * period to finish. */
+bool fxr_cancelled(const fxr_call *call);
+
+/* True once a shutdown started: a handler of an endless stream (a watch)
+ * should end it now rather than hold the drain for the whole grace. */
+bool fxr_draining(const fxr_call *call);
+
+/* The client's deadline as CLOCK_MONOTONIC nanoseconds; INT64_MAX when none. */
+int64_t fxr_deadline_ns(const fxr_call *call);
+
+/* Request metadata value for a lowercase key, copied into buf (NUL
+ * terminated, truncated to len). Returns false when absent. */
+bool fxr_metadata(const fxr_call *call, const char *key, char *buf, size_t len);
+
+/* The full method path ("/inference.GRPCInferenceService/ModelInfer"). */
+const char *fxr_method_path(const fxr_call *call);
+
+/* The peer address ("ipv4:127.0.0.1:50321"), for logs. */
+const char *fxr_peer(const fxr_call *call);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

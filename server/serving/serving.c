@@ -1,0 +1,487 @@
+/* serving.c - see serving.h. */
+#include "serving/serving.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/log.h"
+#include "base/status.h"
+#include "serving/servecfg.h"
+#include "base/util.h"
+
+#define MAX_OLD_VERSIONS 4
+
+struct fxsv_served {
+    atomic_int refs;
+    char *name;
+    int64_t version;
+    fxg_graph *g;
+    fxb_batcher *b;     /* runs its requests */
+    pthread_mutex_t mu; /* stats */
+    fxsv_stats stats;
+};
+
+typedef struct entry {
+    char *name;
+    fxsv_served *current;
+    fxsv_served *old[MAX_OLD_VERSIONS]; /* other versions asked for by number */
+    int n_old;
+    struct entry *next;
+} entry;
+
+
+struct fxsv_serving {
+    fxdb_store *st;
+    fxsv_serving_opts o;
+    pthread_mutex_t mu; /* entries */
+    entry *entries;
+
+};
+
+/* ------------------------------------------------------------ instances */
+
+static void served_unref(fxsv_served *m)
+{
+    if (!m || atomic_fetch_sub(&m->refs, 1) != 1)
+        return;
+    fxb_free(m->b); /* its requests are all answered: each held a reference */
+    fxg_free(m->g);
+    pthread_mutex_destroy(&m->mu);
+    free(m->name);
+    free(m);
+}
+
+void fxsv_served_release(fxsv_served *m) { served_unref(m); }
+const fxg_graph *fxsv_served_graph(const fxsv_served *m) { return m->g; }
+const char *fxsv_served_name(const fxsv_served *m) { return m->name; }
+int64_t fxsv_served_version(const fxsv_served *m) { return m->version; }
+fxb_batcher *fxsv_served_batcher(const fxsv_served *m) { return m->b; }
+
+static void record_batch(void *data, bool ok, uint64_t batch_size, uint64_t input_ns,
+                         uint64_t infer_ns, uint64_t output_ns);
+
+/* The graph of a stored model's spec (seeded weights). */
+static fxg_graph *spec_graph(fxsv_serving *sv, const fxdb_model_rec *rec, char *err,
+                             size_t errlen)
+{
+    Fluxion__V1__ModelSpec *spec =
+        fluxion__v1__model_spec__unpack(NULL, rec->spec_len, rec->spec);
+    if (!spec) {
+        snprintf(err, errlen, "model '%s': stored spec does not parse", rec->name);
+        return NULL;
+    }
+    fxg_options go = { .seed = rec->seed, .max_params = sv->o.max_params };
+    char gerr[512];
+    fxg_graph *g = fxg_create(spec, &go, gerr, sizeof gerr, NULL);
+    fluxion__v1__model_spec__free_unpacked(spec, NULL);
+    if (!g)
+        snprintf(err, errlen, "model '%s': %s", rec->name, gerr);
+    return g;
+}
+
+/* Moves the weights to the device the settings ask for, within the
+ * model's memory limit. */
+static int place(fxsv_serving *sv, const char *name, fxg_graph *g, const fxb_config *c,
+                 char *err, size_t errlen)
+{
+    char what[192], gerr[512];
+    snprintf(what, sizeof what, "model '%s': serving setting device", name);
+    fx_device dev;
+    int rc = fxsv_devices_resolve(sv->o.devices, c->device, what, &dev, err, errlen);
+    if (rc)
+        return rc;
+    snprintf(what, sizeof what, "model '%s': weights", name);
+    rc = fxsv_check_memory_limit(what, dev, fxsv_params_bytes(fxg_params(g)),
+                                c->memory_limit_bytes, err, errlen);
+    if (rc)
+        return rc;
+    if (dev.type == fxg_device(g).type && dev.index == fxg_device(g).index)
+        return 0;
+    if (fxg_to_device(g, dev, gerr, sizeof gerr) != 0) {
+        snprintf(err, errlen, "model '%s': %s", name, gerr);
+        return FXS_RESOURCE_EXHAUSTED;
+    }
+    return 0;
+}
+
+/* Builds the graph of a stored version (0: latest) with its weights. */
+static int build_served(fxsv_serving *sv, const char *name, int64_t version, fxsv_served **out,
+                        char *err, size_t errlen)
+{
+    fxdb_model_rec rec;
+    int rc = fxdb_store_get_model(sv->st, name, &rec, err, errlen);
+    if (rc)
+        return rc;
+    if (version == 0 && rec.n_versions > 0)
+        version = rec.versions[rec.n_versions - 1].version;
+    bool found = false;
+    for (int i = 0; i < rec.n_versions; i++)
+        found |= rec.versions[i].version == version;
+    if (!found) {
+        snprintf(err, errlen, "model '%s' has no version %lld", name, (long long)version);
+        fxdb_model_rec_free(&rec);
+        return FXS_NOT_FOUND;
+    }
+    fxg_graph *g = spec_graph(sv, &rec, err, errlen);
+    fxdb_model_rec_free(&rec);
+    if (!g)
+        return FXS_INTERNAL;
+    char gerr[512];
+    void *w = NULL;
+    size_t wlen = 0;
+    rc = fxdb_store_read_weights(sv->st, name, version, &w, &wlen, err, errlen);
+    if (rc == 0 && fxg_load_weights(g, w, wlen, gerr, sizeof gerr) != 0) {
+        snprintf(err, errlen, "model '%s' version %lld: %s", name, (long long)version, gerr);
+        rc = FXS_INTERNAL;
+    }
+    free(w);
+    if (rc) {
+        fxg_free(g);
+        return rc;
+    }
+    fxg_drop_grads(g); /* served graphs never train: half the parameter memory */
+    fxsv_served *m = calloc(1, sizeof *m);
+    if (!m || !(m->name = strdup(name))) {
+        free(m);
+        fxg_free(g);
+        snprintf(err, errlen, "out of memory");
+        return FXS_RESOURCE_EXHAUSTED;
+    }
+    atomic_init(&m->refs, 1);
+    m->version = version;
+    m->g = g;
+    pthread_mutex_init(&m->mu, NULL);
+    fxb_config cfg;
+    char berr[512];
+    rc = fxsv_cfg_load(sv->st, name, &cfg, err, errlen);
+    if (!rc)
+        rc = place(sv, name, g, &cfg, err, errlen);
+    if (!rc && !(m->b = fxb_create(g, &cfg, record_batch, m, berr, sizeof berr))) {
+        snprintf(err, errlen, "model '%s': batching settings: %s", name, berr);
+        rc = FXS_FAILED_PRECONDITION;
+    }
+    if (rc) {
+        served_unref(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+/* -------------------------------------------------------------- registry */
+
+static entry *find_entry(fxsv_serving *sv, const char *name)
+{
+    for (entry *e = sv->entries; e; e = e->next)
+        if (strcmp(e->name, name) == 0)
+            return e;
+    return NULL;
+}
+
+static void entry_clear(entry *e)
+{
+    served_unref(e->current);
+    for (int i = 0; i < e->n_old; i++)
+        served_unref(e->old[i]);
+    free(e->name);
+    free(e);
+}
+
+int fxsv_serving_load(fxsv_serving *sv, const char *name, char *err, size_t errlen)
+{
+    fxsv_served *m;
+    int rc = build_served(sv, name, 0, &m, err, errlen);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&sv->mu);
+    entry *e = find_entry(sv, name);
+    if (!e) {
+        e = calloc(1, sizeof *e);
+        if (!e || !(e->name = strdup(name))) {
+            pthread_mutex_unlock(&sv->mu);
+            free(e);
+            served_unref(m);
+            snprintf(err, errlen, "out of memory");
+            return FXS_RESOURCE_EXHAUSTED;
+        }
+        e->next = sv->entries;
+        sv->entries = e;
+    }
+    fxsv_served *prev = e->current;
+    e->current = m;
+    pthread_mutex_unlock(&sv->mu);
+    served_unref(prev); /* requests in flight hold their own reference */
+    fxl_log(FXL_INFO, "serving", "model loaded model=%s version=%lld", name, (long long)m->version);
+    return 0;
+}
+
+int fxsv_serving_set_config(fxsv_serving *sv, const char *name, const fxb_config *c, char *err,
+                           size_t errlen)
+{
+    fxsv_served *m = NULL;
+    pthread_mutex_lock(&sv->mu);
+    entry *e = find_entry(sv, name);
+    if (e)
+        m = e->current;
+    if (m)
+        atomic_fetch_add(&m->refs, 1);
+    pthread_mutex_unlock(&sv->mu);
+    /* checked against the model's graph (its own when it is not loaded) */
+    fxg_graph *own = NULL;
+    fxdb_model_rec rec;
+    int rc = 0;
+    if (!m && c->pad_variable_dims && !(rc = fxdb_store_get_model(sv->st, name, &rec, err, errlen))) {
+        own = spec_graph(sv, &rec, err, errlen);
+        fxdb_model_rec_free(&rec);
+        rc = own ? 0 : FXS_INTERNAL;
+    }
+    if (!rc && fxb_config_check(c, m ? m->g : own, err, errlen) != 0)
+        rc = FXS_INVALID_ARGUMENT;
+    fx_device dev;
+    if (!rc)
+        rc = fxsv_devices_resolve(sv->o.devices, c->device, "serving setting device", &dev, err,
+                                 errlen);
+    if (!rc && m) /* not stored when the weights served now could not be placed */
+        rc = fxsv_check_memory_limit("serving setting memory_limit_bytes: the weights", dev,
+                                    fxsv_params_bytes(fxg_params(m->g)), c->memory_limit_bytes,
+                                    err, errlen);
+    fxg_free(own);
+    served_unref(m);
+    if (!rc)
+        rc = fxsv_cfg_save(sv->st, name, c, err, errlen);
+    if (rc || !e)
+        return rc;
+    /* Older versions are rebuilt on demand with the new settings. */
+    fxsv_served *old[MAX_OLD_VERSIONS];
+    int n_old = 0;
+    pthread_mutex_lock(&sv->mu);
+    if ((e = find_entry(sv, name))) {
+        n_old = e->n_old;
+        memcpy(old, e->old, sizeof old[0] * (size_t)n_old);
+        e->n_old = 0;
+    }
+    pthread_mutex_unlock(&sv->mu);
+    for (int i = 0; i < n_old; i++)
+        served_unref(old[i]);
+    return e ? fxsv_serving_load(sv, name, err, errlen) : 0;
+}
+
+int fxsv_serving_unload(fxsv_serving *sv, const char *name, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&sv->mu);
+    entry **pp = &sv->entries;
+    while (*pp && strcmp((*pp)->name, name) != 0)
+        pp = &(*pp)->next;
+    entry *e = *pp;
+    if (e)
+        *pp = e->next;
+    pthread_mutex_unlock(&sv->mu);
+    if (!e) {
+        snprintf(err, errlen, "model '%s' is not loaded", name);
+        return FXS_NOT_FOUND;
+    }
+    entry_clear(e);
+    fxl_log(FXL_INFO, "serving", "model unloaded model=%s", name);
+    return 0;
+}
+
+bool fxsv_serving_is_loaded(fxsv_serving *sv, const char *name, int64_t *version)
+{
+    pthread_mutex_lock(&sv->mu);
+    entry *e = find_entry(sv, name);
+    if (e && version)
+        *version = e->current->version;
+    pthread_mutex_unlock(&sv->mu);
+    return e != NULL;
+}
+
+int fxsv_serving_count_loaded(fxsv_serving *sv)
+{
+    int n = 0;
+    pthread_mutex_lock(&sv->mu);
+    for (entry *e = sv->entries; e; e = e->next)
+        n++;
+    pthread_mutex_unlock(&sv->mu);
+    return n;
+}
+
+static fxsv_served *ref(fxsv_served *m)
+{
+    atomic_fetch_add(&m->refs, 1);
+    return m;
+}
+
+/* The cached instance of a version of e, or NULL. Under sv->mu. */
+static fxsv_served *cached(entry *e, int64_t version)
+{
+    if (version == 0 || e->current->version == version)
+        return e->current;
+    for (int i = 0; i < e->n_old; i++)
+        if (e->old[i]->version == version)
+            return e->old[i];
+    return NULL;
+}
+
+int fxsv_serving_acquire(fxsv_serving *sv, const char *name, int64_t version, fxsv_served **out,
+                        char *err, size_t errlen)
+{
+    pthread_mutex_lock(&sv->mu);
+    entry *e = find_entry(sv, name);
+    fxsv_served *m = e ? cached(e, version) : NULL;
+    if (m)
+        *out = ref(m);
+    pthread_mutex_unlock(&sv->mu);
+    if (m)
+        return 0;
+    if (!e) {
+        fxdb_model_rec rec;
+        int rc = fxdb_store_get_model(sv->st, name, &rec, err, errlen);
+        if (rc)
+            return rc;
+        fxdb_model_rec_free(&rec);
+        snprintf(err, errlen, "model '%s' is not loaded (load it with RepositoryModelLoad)", name);
+        return FXS_FAILED_PRECONDITION;
+    }
+    /* An older version, loaded on demand (outside the lock: it reads files). */
+    fxsv_served *built;
+    int rc = build_served(sv, name, version, &built, err, errlen);
+    if (rc)
+        return rc;
+    fxsv_served *evicted = NULL;
+    pthread_mutex_lock(&sv->mu);
+    e = find_entry(sv, name);
+    m = e ? cached(e, version) : NULL;
+    if (m) {                /* another request built it meanwhile, or unloaded */
+        *out = ref(m);
+    } else if (e) {
+        if (e->n_old == MAX_OLD_VERSIONS) {
+            evicted = e->old[0];
+            memmove(e->old, e->old + 1, sizeof e->old[0] * (MAX_OLD_VERSIONS - 1));
+            e->n_old--;
+        }
+        e->old[e->n_old++] = ref(built);
+        *out = ref(built);
+    }
+    pthread_mutex_unlock(&sv->mu);
+    served_unref(built);
+    served_unref(evicted);
+    if (!e) {
+        snprintf(err, errlen, "model '%s' was unloaded", name);
+        return FXS_FAILED_PRECONDITION;
+    }
+    return 0;
+}
+
+int fxsv_serving_list(fxsv_serving *sv, fxsv_served ***out, int *n)
+{
+    pthread_mutex_lock(&sv->mu);
+    int count = 0;
+    for (entry *e = sv->entries; e; e = e->next)
+        count += 1 + e->n_old;
+    fxsv_served **arr = calloc((size_t)count + 1, sizeof *arr);
+    int k = 0;
+    if (arr)
+        for (entry *e = sv->entries; e; e = e->next) {
+            arr[k++] = ref(e->current);
+            for (int i = 0; i < e->n_old; i++)
+                arr[k++] = ref(e->old[i]);
+        }
+    pthread_mutex_unlock(&sv->mu);
+    *out = arr;
+    *n = k;
+    return arr ? 0 : -1;
+}
+
+/* ----------------------------------------------------------- statistics */
+
+static void add(fxsv_duration *d, uint64_t ns)
+{
+    d->count++;
+    d->ns += ns;
+}
+
+void fxsv_served_record(fxsv_served *m, const fxsv_exec_record *r)
+{
+    pthread_mutex_lock(&m->mu);
+    fxsv_stats *s = &m->stats;
+    uint64_t total = r->queue_ns + r->input_ns + r->infer_ns + r->output_ns;
+    if (!r->ok) {
+        add(&s->fail, total);
+        pthread_mutex_unlock(&m->mu);
+        return;
+    }
+    s->last_inference_ms = (uint64_t)fxu_now_ms();
+    s->inference_count += r->batch_size;
+    add(&s->success, total);
+    add(&s->queue, r->queue_ns);
+    add(&s->input, r->input_ns);
+    add(&s->infer, r->infer_ns);
+    add(&s->output, r->output_ns);
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* One executed batch (from the batcher, before its requests are answered):
+ * execution_count and the row of its size in the batch table. */
+static void record_batch(void *data, bool ok, uint64_t batch_size, uint64_t input_ns,
+                         uint64_t infer_ns, uint64_t output_ns)
+{
+    fxsv_served *m = data;
+    if (!ok)
+        return;
+    pthread_mutex_lock(&m->mu);
+    fxsv_stats *s = &m->stats;
+    s->execution_count++;
+    int i = 0;
+    while (i < s->n_batch && s->batch[i].batch_size < batch_size)
+        i++;
+    if (i == s->n_batch || s->batch[i].batch_size != batch_size) {
+        if (s->n_batch == (int)(sizeof s->batch / sizeof s->batch[0])) {
+            pthread_mutex_unlock(&m->mu); /* table full: only totals count */
+            return;
+        }
+        memmove(&s->batch[i + 1], &s->batch[i], sizeof s->batch[0] * (size_t)(s->n_batch - i));
+        memset(&s->batch[i], 0, sizeof s->batch[i]);
+        s->batch[i].batch_size = batch_size;
+        s->n_batch++;
+    }
+    add(&s->batch[i].input, input_ns);
+    add(&s->batch[i].infer, infer_ns);
+    add(&s->batch[i].output, output_ns);
+    pthread_mutex_unlock(&m->mu);
+}
+
+void fxsv_served_stats(fxsv_served *m, fxsv_stats *out)
+{
+    pthread_mutex_lock(&m->mu);
+    *out = m->stats;
+    pthread_mutex_unlock(&m->mu);
+}
+
+fxsv_serving *fxsv_serving_create(fxdb_store *st, const fxsv_serving_opts *opts)
+{
+    fxsv_serving *sv = calloc(1, sizeof *sv);
+    if (!sv)
+        return NULL;
+    sv->st = st;
+    if (opts)
+        sv->o = *opts;
+    pthread_mutex_init(&sv->mu, NULL);
+    return sv;
+}
+
+void fxsv_serving_free(fxsv_serving *sv)
+{
+    if (!sv)
+        return;
+    while (sv->entries) {
+        entry *e = sv->entries;
+        sv->entries = e->next;
+        entry_clear(e);
+    }
+    pthread_mutex_destroy(&sv->mu);
+    free(sv);
+}

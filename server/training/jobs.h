@@ -1,0 +1,75 @@
+/*
+ * jobs.h - training jobs: a queue kept in the store's jobs table, worker
+ * threads that run them (train.h), checkpoints under DIR/jobs/<id>/,
+ * TensorBoard events under DIR/jobs/<id>/tb/, live progress for watchers,
+ * and the result as a new model version. Serving it: when the model is
+ * being served, the new version is served at once (as after ImportWeights);
+ * spec.serve_when_done also starts serving a model that was not (and marks
+ * it loaded in the store). Requests in flight keep the version they hold.
+ *
+ * Durability: state changes are committed before they are announced; a
+ * RUNNING job found at start (crash, kill -9, power cut) resumes from its
+ * last checkpoint, a QUEUED one waits its turn. A drain (fxj_jobs_stop)
+ * checkpoints running jobs and leaves them RUNNING for the next start.
+ */
+#ifndef FXJ_JOBS_H
+#define FXJ_JOBS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "datasets/datasets.h"
+#include "serving/devices.h"
+#include "fluxion/v1/training.pb-c.h"
+#include "serving/serving.h"
+#include "store/store.h"
+
+typedef struct fxj_jobs fxj_jobs;
+
+typedef struct {
+    int workers;                   /* jobs running at once; 0: 1 */
+    int64_t checkpoint_every_steps; /* default for specs that say 0; 0: 500 */
+    uint64_t max_params;           /* graph limit, as for serving */
+    const fxsv_devices *devices;    /* enabled (outlives the module); NULL: cpu only */
+} fxj_jobs_opts;
+
+/* Starts the workers and resumes the stored RUNNING and QUEUED jobs. */
+fxj_jobs *fxj_jobs_start(fxdb_store *st, fxds_datasets *ds, fxsv_serving *sv,
+                         const fxj_jobs_opts *opts, char *err, size_t errlen);
+/* Stops: running jobs checkpoint and stay RUNNING; watchers are woken
+ * (fxj_watch_next then answers UNAVAILABLE). New submissions get
+ * UNAVAILABLE. Idempotent; the module stays readable (get, list) until
+ * fxj_jobs_free. */
+void fxj_jobs_stop(fxj_jobs *j);
+/* Stops (if not yet) and frees; every watch must be closed first. */
+void fxj_jobs_free(fxj_jobs *j);
+
+/* Validates (model, version, dataset, device, fxt_validate) and queues;
+ * *job (free with fluxion__v1__job__free_unpacked) is the stored record.
+ * spec.device is resolved again when the job starts ("gpu": the GPU with
+ * the most free memory then); a device gone by then fails the job. */
+int fxj_jobs_submit(fxj_jobs *j, const Fluxion__V1__JobSpec *spec, Fluxion__V1__Job **job,
+                    char *err, size_t errlen);
+int fxj_jobs_get(fxj_jobs *j, const char *id, Fluxion__V1__Job **job, char *err, size_t errlen);
+int fxj_jobs_list(fxj_jobs *j, Fluxion__V1__JobState state, const char *model,
+                  Fluxion__V1__Job ***jobs, int *n, char *err, size_t errlen);
+/* QUEUED: cancelled at once; RUNNING: stops at the next step boundary.
+ * FAILED_PRECONDITION for a job already finished. */
+int fxj_jobs_cancel(fxj_jobs *j, const char *id, Fluxion__V1__Job **job, char *err,
+                    size_t errlen);
+
+/* Watching: a cursor over the job's events. The first fxj_watch_next gives
+ * a SNAPSHOT; then every event in order (a slow watcher skips PROGRESS
+ * events it missed, never STATE ones); 0 with *event NULL after the final
+ * state was delivered. Blocks up to timeout_ms (returns 0, *event NULL,
+ * *ended false when nothing came: check for cancellation and call again).
+ * Free *event with fluxion__v1__job_event__free_unpacked(ev, NULL). After
+ * fxj_jobs_stop, once the buffered events are delivered: FXS_UNAVAILABLE.
+ * A finished job's watch gives its stored record as the SNAPSHOT, then ends. */
+typedef struct fxj_watch fxj_watch;
+int fxj_watch_open(fxj_jobs *j, const char *id, fxj_watch **w, char *err, size_t errlen);
+int fxj_watch_next(fxj_watch *w, int timeout_ms, Fluxion__V1__JobEvent **event, bool *ended);
+void fxj_watch_close(fxj_watch *w);
+
+#endif

@@ -1,0 +1,319 @@
+/*
+ * tbevents.c - TensorBoard event files: TFRecord framing around hand-encoded
+ * tensorflow.Event protobufs (only the few fields scalars need, so no .proto
+ * and no TensorFlow dependency).
+ *
+ * Records are buffered in memory and written by fxtb_flush (or when the
+ * buffer grows large). A crash can tear the last record; TensorBoard's reader
+ * stops at a record whose length or CRC does not check out, so everything
+ * before it stays readable.
+ */
+#include "training/tbevents.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define AUTO_FLUSH_BYTES (64 * 1024)
+
+struct fxtb_writer {
+    int fd;
+    char *path;
+    unsigned char *buf; /* framed records not yet written */
+    size_t len, cap;
+    bool failed; /* a write failed: later calls fail too */
+};
+
+/* ----------------------------------------------------------------- CRC-32C */
+
+static uint32_t crc_table[256];
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+
+static void crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1; /* Castagnoli, reflected */
+        crc_table[i] = c;
+    }
+}
+
+uint32_t fxtb_crc32c(const void *data, size_t len)
+{
+    pthread_once(&crc_once, crc_init);
+    const unsigned char *p = data;
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < len; i++)
+        c = crc_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+uint32_t fxtb_masked_crc(const void *data, size_t len)
+{
+    uint32_t c = fxtb_crc32c(data, len);
+    return ((c >> 15) | (c << 17)) + 0xA282EAD8u;
+}
+
+/* ------------------------------------------------------- protobuf encoding */
+
+/* A small growable byte string for building one Event. */
+typedef struct {
+    unsigned char *p;
+    size_t len, cap;
+    bool nomem;
+} bytes;
+
+static void put(bytes *b, const void *src, size_t n)
+{
+    if (b->nomem)
+        return;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (cap < b->len + n)
+            cap *= 2;
+        unsigned char *q = realloc(b->p, cap);
+        if (!q) {
+            b->nomem = true;
+            return;
+        }
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, src, n);
+    b->len += n;
+}
+
+static void put_varint(bytes *b, uint64_t v)
+{
+    unsigned char tmp[10];
+    int n = 0;
+    do {
+        tmp[n] = (unsigned char)(v & 0x7F);
+        v >>= 7;
+        if (v)
+            tmp[n] |= 0x80;
+        n++;
+    } while (v);
+    put(b, tmp, (size_t)n);
+}
+
+static void put_le(bytes *b, uint64_t v, int n)
+{
+    unsigned char tmp[8];
+    for (int i = 0; i < n; i++)
+        tmp[i] = (unsigned char)(v >> (8 * i));
+    put(b, tmp, (size_t)n);
+}
+
+enum { WT_VARINT = 0, WT_I64 = 1, WT_LEN = 2, WT_I32 = 5 };
+
+static void put_key(bytes *b, int field, int wire) { put_varint(b, (uint64_t)(field << 3 | wire)); }
+
+static void put_len_field(bytes *b, int field, const void *data, size_t n)
+{
+    put_key(b, field, WT_LEN);
+    put_varint(b, n);
+    put(b, data, n);
+}
+
+/* Event { wall_time = 1 (double), step = 2 (int64), file_version = 3,
+ * summary = 5 { value = 1 { tag = 1, simple_value = 2 (float) } } }. */
+static void encode_event(bytes *ev, int64_t step, const char *file_version, const char *tag,
+                         double value)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    double wall = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+    uint64_t bits;
+    memcpy(&bits, &wall, sizeof bits);
+    put_key(ev, 1, WT_I64);
+    put_le(ev, bits, 8);
+    put_key(ev, 2, WT_VARINT);
+    put_varint(ev, (uint64_t)step);
+    if (file_version)
+        put_len_field(ev, 3, file_version, strlen(file_version));
+    if (tag) {
+        bytes val = {0}, summary = {0};
+        put_len_field(&val, 1, tag, strlen(tag));
+        float f = (float)value;
+        uint32_t fb;
+        memcpy(&fb, &f, sizeof fb);
+        put_key(&val, 2, WT_I32);
+        put_le(&val, fb, 4);
+        put_len_field(&summary, 1, val.p, val.len);
+        put_len_field(ev, 5, summary.p, summary.len);
+        ev->nomem = ev->nomem || val.nomem || summary.nomem;
+        free(val.p);
+        free(summary.p);
+    }
+}
+
+/* ------------------------------------------------------------------ writer */
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static int mkdirs(const char *dir, char *err, size_t errlen)
+{
+    char *p = strdup(dir);
+    if (!p) {
+        set_err(err, errlen, "out of memory");
+        return -1;
+    }
+    int rc = 0;
+    for (char *s = p + 1; !rc; s++) {
+        bool end = *s == '\0';
+        if (*s != '/' && !end)
+            continue;
+        *s = '\0';
+        struct stat st;
+        if (mkdir(p, 0755) != 0 && errno != EEXIST)
+            rc = -1;
+        else if (stat(p, &st) != 0 || !S_ISDIR(st.st_mode))
+            rc = (errno = ENOTDIR, -1);
+        if (rc)
+            set_err(err, errlen, "tensorboard dir '%s': %s", p, strerror(errno));
+        if (end)
+            break;
+        *s = '/';
+    }
+    free(p);
+    return rc;
+}
+
+/* Appends one TFRecord (length, masked CRC of it, data, masked CRC). */
+static int append_record(fxtb_writer *w, const bytes *ev)
+{
+    bytes rec = {.p = w->buf, .len = w->len, .cap = w->cap};
+    unsigned char hdr[8];
+    for (int i = 0; i < 8; i++)
+        hdr[i] = (unsigned char)((uint64_t)ev->len >> (8 * i));
+    put(&rec, hdr, 8);
+    put_le(&rec, fxtb_masked_crc(hdr, 8), 4);
+    put(&rec, ev->p, ev->len);
+    put_le(&rec, fxtb_masked_crc(ev->p, ev->len), 4);
+    if (rec.nomem) {
+        /* keep the whole records already there; drop the partial one */
+        w->buf = rec.p;
+        w->cap = rec.cap;
+        return -1;
+    }
+    w->buf = rec.p;
+    w->len = rec.len;
+    w->cap = rec.cap;
+    return w->len >= AUTO_FLUSH_BYTES ? fxtb_flush(w) : 0;
+}
+
+static int add_event(fxtb_writer *w, int64_t step, const char *file_version, const char *tag,
+                     double value)
+{
+    if (!w || w->failed)
+        return -1;
+    bytes ev = {0};
+    encode_event(&ev, step, file_version, tag, value);
+    int rc = ev.nomem ? -1 : append_record(w, &ev);
+    free(ev.p);
+    return rc;
+}
+
+fxtb_writer *fxtb_open(const char *dir, char *err, size_t errlen)
+{
+    static atomic_uint counter;
+    if (!dir || !*dir) {
+        set_err(err, errlen, "tensorboard dir is empty");
+        return NULL;
+    }
+    if (mkdirs(dir, err, errlen))
+        return NULL;
+    char host[256] = "localhost";
+    if (gethostname(host, sizeof host - 1) != 0)
+        strcpy(host, "localhost");
+    host[sizeof host - 1] = '\0';
+    fxtb_writer *w = calloc(1, sizeof *w);
+    size_t n = strlen(dir) + strlen(host) + 96;
+    if (w)
+        w->path = malloc(n);
+    if (!w || !w->path) {
+        free(w);
+        set_err(err, errlen, "out of memory");
+        return NULL;
+    }
+    snprintf(w->path, n, "%s/events.out.tfevents.%lld.%s.%d.%u", dir, (long long)time(NULL), host,
+             (int)getpid(), atomic_fetch_add(&counter, 1));
+    w->fd = open(w->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (w->fd < 0) {
+        set_err(err, errlen, "%s: %s", w->path, strerror(errno));
+        free(w->path);
+        free(w);
+        return NULL;
+    }
+    if (add_event(w, 0, "brain.Event:2", NULL, 0) || fxtb_flush(w)) {
+        set_err(err, errlen, "%s: could not write the file header", w->path);
+        fxtb_close(w);
+        return NULL;
+    }
+    return w;
+}
+
+int fxtb_scalar(fxtb_writer *w, const char *tag, int64_t step, double value)
+{
+    if (!tag || !*tag)
+        return -1;
+    return add_event(w, step, NULL, tag, value);
+}
+
+int fxtb_flush(fxtb_writer *w)
+{
+    if (!w || w->failed)
+        return -1;
+    size_t off = 0;
+    while (off < w->len) {
+        ssize_t n = write(w->fd, w->buf + off, w->len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            w->failed = true;
+            return -1;
+        }
+        off += (size_t)n;
+    }
+    w->len = 0;
+    if (fsync(w->fd) != 0) {
+        w->failed = true;
+        return -1;
+    }
+    return 0;
+}
+
+void fxtb_close(fxtb_writer *w)
+{
+    if (!w)
+        return;
+    fxtb_flush(w);
+    close(w->fd);
+    free(w->buf);
+    free(w->path);
+    free(w);
+}
+
+const char *fxtb_path(const fxtb_writer *w) { return w ? w->path : NULL; }

@@ -1,0 +1,96 @@
+/*
+ * train.h - one training job on the engine: a JobSpec (proto/fluxion/v1/
+ * training.proto) applied to a graph and in-memory columns. No RPC, no store:
+ * the jobs module gives it data and hooks, and writes what it hands back.
+ *
+ * Determinism: with the same spec, seed, data and starting weights, the CPU
+ * result is bit-for-bit the same, also when the run was stopped and resumed
+ * from any of its checkpoints (the checkpoint holds the weights, optimizer
+ * state, step, epoch, RNG state, shuffle order position, schedule position,
+ * early-stopping state and best weights).
+ */
+#ifndef FXT_TRAIN_H
+#define FXT_TRAIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "datasets/columns.h"
+#include "fluxion/v1/training.pb-c.h"
+#include "models/graph.h"
+
+typedef enum {
+    FXT_DONE = 0,    /* finished: steps/epochs done or stopped early */
+    FXT_STOPPED,     /* should_stop said so: resume from the last checkpoint */
+    FXT_FAILED,      /* err says why (non-finite loss, out of memory, ...) */
+} fxt_result;
+
+typedef struct {
+    /* Progress (step, loss, samples/s, ETA, lr): at most every
+     * progress_interval_s seconds (0: 0.5) and at the end. */
+    void (*on_progress)(void *data, const Fluxion__V1__JobProgress *p);
+    /* After each evaluation (validation loss and metrics in p). */
+    void (*on_eval)(void *data, const Fluxion__V1__JobProgress *p);
+    /* A checkpoint to store (atomically) for step; non-zero return fails the
+     * job with the message the hook wrote into err. */
+    int (*on_checkpoint)(void *data, const void *ckpt, size_t len, int64_t step, char *err,
+                         size_t errlen);
+    /* Scalars for TensorBoard: tag ("loss", "val_loss", "lr",
+     * "accuracy:logits", ...), step, value. */
+    void (*on_scalar)(void *data, const char *tag, int64_t step, double value);
+    /* Polled between steps: true stops the run (FXT_STOPPED) after a
+     * checkpoint of the current step. */
+    bool (*should_stop)(void *data);
+    void *data;
+    double progress_interval_s;
+    int64_t checkpoint_every_steps; /* when the spec says 0; 0: 500 */
+    /* Where to train (zero: cpu); the caller resolved spec.device to it.
+     * fxt_run moves g there first; batches are built on the host and
+     * copied; the device is synchronised after every step and evaluation
+     * (an error it reports fails the run with its message). */
+    fx_device device;
+    /* spec.memory_limit_bytes: checked after every step against the
+     * parameters, gradients, optimizer state and the step's arena. */
+    uint64_t memory_limit_bytes;
+} fxt_hooks;
+
+/* Checks the spec against the graph and the data before anything runs:
+ * every model input fed by a column with its dtype and per-sample shape,
+ * loss outputs and targets exist and fit the loss kind, metrics, optimizer
+ * and schedule names and ranges, batch size, epochs/steps, split. 0, or
+ * FXS_INVALID_ARGUMENT with a message naming the field ("losses[1].target:
+ * ..."), or FXS_RESOURCE_EXHAUSTED when out of memory. val may be NULL
+ * (validation_split or none), not when the spec names a validation_dataset. */
+int fxt_validate(const Fluxion__V1__JobSpec *spec, const fxg_graph *g, const fxds_columns *train,
+                 const fxds_columns *val, char *err, size_t errlen);
+
+/* Semantics beyond training.proto's comments:
+ * - optimizer.kind "" is adam; lr 0 takes the kind's default (sgd, momentum,
+ *   nesterov, rmsprop, adagrad 0.01; adadelta 1.0; adam, adamw 1e-3);
+ *   optimizer.rho is RMSprop's decay (alpha) or AdaDelta's rho.
+ * - The last partial batch of an epoch is used; validation_split holds out
+ *   floor(split * samples) of the last samples.
+ * - Reported values (JobProgress.metrics, on_scalar tags): "loss" (training,
+ *   averaged since the last report), "lr", "val_loss"; with several losses
+ *   also "loss:OUTPUT" and "val_loss:OUTPUT" (unweighted); per metric NAME
+ *   ("accuracy", "accuracy:OUTPUT": training since the last evaluation) and
+ *   "val_NAME". Plain "accuracy" is on the first cross_entropy,
+ *   cross_entropy_soft or bce_with_logits loss's output. early_stopping.metric
+ *   is one of these names. "loss" and "lr" scalars come every
+ *   max(1, total_steps / 100) steps, the others at each evaluation.
+ * - Periodic checkpoints are not taken at the final step (the result
+ *   follows); a stop request checkpoints the step it stops at. */
+
+/* Trains g's parameters in place (the graph must be the job's own: not one
+ * being served). resume: a checkpoint from on_checkpoint, or NULL. On
+ * FXT_DONE, *result gets the result weights (the best ones with early
+ * stopping) as safetensors bytes (malloc; caller frees) and *final the last
+ * progress (caller frees with fluxion__v1__job_progress__free_unpacked; may
+ * be NULL). */
+fxt_result fxt_run(const Fluxion__V1__JobSpec *spec, fxg_graph *g, const fxds_columns *train,
+                   const fxds_columns *val, const void *resume, size_t resume_len,
+                   const fxt_hooks *hooks, void **result, size_t *result_len,
+                   Fluxion__V1__JobProgress **final, char *err, size_t errlen);
+
+#endif
