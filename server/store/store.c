@@ -55,6 +55,7 @@
 #include <sqlite3.h>
 
 #include "base/status.h"
+#include "base/fsutil.h"
 #include "base/util.h"
 
 #define FXDB_NAME_MAX 128
@@ -97,281 +98,6 @@ static int db_fail(fxdb_store *st, char *err, size_t errlen, const char *what)
 }
 
 /* --------------------------------------------------------------- files */
-
-void fxu_sha256_hex(const void *data, size_t len, char out[65])
-{
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    out[0] = '\0';
-    if (!EVP_Digest(data ? data : "", len, md, &mdlen, EVP_sha256(), NULL) || mdlen != 32)
-        return; /* "" never matches a stored hash: reads report it */
-    for (unsigned i = 0; i < 32; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
-}
-
-static int fsync_dir(const char *dir, char *err, size_t errlen)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) != 0) {
-        fxu_seterr(err, errlen, "fsync of directory %s: %s", dir, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    close(fd);
-    return 0;
-}
-
-/* Writes data to a new file DIR/.BASE.tmp.XXXXXX and fsyncs it; *tmp gets
- * its path (malloc). */
-static int write_temp(const char *dir, const char *base, const void *data, size_t len,
-                      char **tmp, char *err, size_t errlen)
-{
-    char *path = fxu_strf("%s/.%s.tmp.XXXXXX", dir, base);
-    if (!path) {
-        fxu_seterr(err, errlen, "out of memory");
-        return -1;
-    }
-    int fd = mkostemp(path, O_CLOEXEC);
-    if (fd < 0) {
-        fxu_seterr(err, errlen, "cannot create a temporary file in %s: %s", dir, strerror(errno));
-        free(path);
-        return -1;
-    }
-    if (fxu_write_all(fd, data, len) != 0 || fsync(fd) != 0) {
-        fxu_seterr(err, errlen, "cannot write %s: %s", path, strerror(errno));
-        close(fd);
-        unlink(path);
-        free(path);
-        return -1;
-    }
-    if (close(fd) != 0) {
-        fxu_seterr(err, errlen, "cannot write %s: %s", path, strerror(errno));
-        unlink(path);
-        free(path);
-        return -1;
-    }
-    *tmp = path;
-    return 0;
-}
-
-/* Renames tmp to path and fsyncs path's directory. *renamed tells whether
- * the rename happened (then tmp's name is no longer ours, even on failure). */
-static int commit_rename(const char *tmp, const char *path, bool *renamed, char *err,
-                         size_t errlen)
-{
-    *renamed = rename(tmp, path) == 0;
-    if (!*renamed) {
-        fxu_seterr(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-        return -1;
-    }
-    char *dir = strdup(path);
-    if (!dir) {
-        fxu_seterr(err, errlen, "out of memory");
-        return -1;
-    }
-    char *slash = strrchr(dir, '/');
-    const char *d = ".";
-    if (slash == dir)
-        d = "/";
-    else if (slash) {
-        *slash = '\0';
-        d = dir;
-    }
-    int rc = fsync_dir(d, err, errlen);
-    free(dir);
-    return rc;
-}
-
-int fxu_write_file_atomic(const char *path, const void *data, size_t len, char *err,
-                          size_t errlen)
-{
-    if (!path || !*path || (!data && len > 0)) {
-        fxu_seterr(err, errlen, "write_file_atomic: %s", !path || !*path ? "no path" : "no data");
-        return -1;
-    }
-    char *dir = strdup(path);
-    if (!dir) {
-        fxu_seterr(err, errlen, "out of memory");
-        return -1;
-    }
-    char *slash = strrchr(dir, '/');
-    const char *base = slash ? slash + 1 : dir;
-    const char *d = slash == dir ? "/" : slash ? dir : ".";
-    if (slash && slash != dir)
-        *slash = '\0';
-    if (!*base) {
-        fxu_seterr(err, errlen, "write_file_atomic: %s names a directory, not a file", path);
-        free(dir);
-        return -1;
-    }
-    char *tmp = NULL;
-    bool renamed;
-    int rc = write_temp(d, base, data, len, &tmp, err, errlen);
-    free(dir);
-    if (rc != 0)
-        return -1;
-    rc = commit_rename(tmp, path, &renamed, err, errlen);
-    if (!renamed)
-        unlink(tmp);
-    free(tmp);
-    return rc;
-}
-
-/* Reads an open file to its end. */
-static int read_fd(int fd, const char *path, void **buf, size_t *len, char *err,
-                   size_t errlen)
-{
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        fxu_seterr(err, errlen, "cannot stat %s: %s", path, strerror(errno));
-        return -1;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        fxu_seterr(err, errlen, "%s is not a regular file", path);
-        return -1;
-    }
-    if ((uintmax_t)sb.st_size >= SIZE_MAX) {
-        fxu_seterr(err, errlen, "%s is too large to read (%jd bytes)", path, (intmax_t)sb.st_size);
-        return -1;
-    }
-    size_t cap = (size_t)sb.st_size, n = 0;
-    char *b = malloc(cap + 1);
-    if (!b) {
-        fxu_seterr(err, errlen, "out of memory reading %s (%zu bytes)", path, cap);
-        return -1;
-    }
-    for (;;) {
-        if (n == cap) { /* the file grew since fstat: keep reading */
-            char *nb = realloc(b, 2 * cap + 4096);
-            if (!nb) {
-                free(b);
-                fxu_seterr(err, errlen, "out of memory reading %s", path);
-                return -1;
-            }
-            b = nb;
-            cap = 2 * cap + 4095;
-        }
-        ssize_t r = read(fd, b + n, cap - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            fxu_seterr(err, errlen, "cannot read %s: %s", path, strerror(errno));
-            free(b);
-            return -1;
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
-    }
-    *buf = b;
-    *len = n;
-    return 0;
-}
-
-int fxu_read_file(const char *path, void **buf, size_t *len, char *err, size_t errlen)
-{
-    if (!path || !buf || !len) {
-        fxu_seterr(err, errlen, "read_file: missing argument");
-        return -1;
-    }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        fxu_seterr(err, errlen, "cannot open %s: %s", path, strerror(errno));
-        return -1;
-    }
-    int rc = read_fd(fd, path, buf, len, err, errlen);
-    close(fd);
-    return rc;
-}
-
-/* Size and SHA-256 of a file, read in chunks (weights may be large). */
-static int hash_file(const char *path, uint64_t *size, char hex[65], char *err, size_t errlen)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        fxu_seterr(err, errlen, "%s", strerror(errno));
-        return -1;
-    }
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    enum { CHUNK = 1 << 20 };
-    unsigned char *b = malloc(CHUNK);
-    int rc = -1;
-    uint64_t total = 0;
-    if (!ctx || !b || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) {
-        fxu_seterr(err, errlen, "out of memory");
-        goto out;
-    }
-    for (;;) {
-        ssize_t r = read(fd, b, CHUNK);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            fxu_seterr(err, errlen, "read error: %s", strerror(errno));
-            goto out;
-        }
-        if (r == 0)
-            break;
-        total += (uint64_t)r;
-        if (!EVP_DigestUpdate(ctx, b, (size_t)r)) {
-            fxu_seterr(err, errlen, "SHA-256 failed");
-            goto out;
-        }
-    }
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    if (!EVP_DigestFinal_ex(ctx, md, &mdlen) || mdlen != 32) {
-        fxu_seterr(err, errlen, "SHA-256 failed");
-        goto out;
-    }
-    for (unsigned i = 0; i < 32; i++)
-        snprintf(hex + 2 * i, 3, "%02x", md[i]);
-    *size = total;
-    rc = 0;
-out:
-    free(b);
-    EVP_MD_CTX_free(ctx);
-    close(fd);
-    return rc;
-}
-
-/* mkdir that accepts an existing directory. */
-static int ensure_dir(const char *path, char *err, size_t errlen)
-{
-    if (mkdir(path, 0755) == 0 || errno == EEXIST) {
-        struct stat sb;
-        if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
-            return 0;
-        fxu_seterr(err, errlen, "%s exists and is not a directory", path);
-        return -1;
-    }
-    fxu_seterr(err, errlen, "cannot create directory %s: %s", path, strerror(errno));
-    return -1;
-}
-
-/* mkdir -p */
-static int ensure_dir_tree(const char *path, char *err, size_t errlen)
-{
-    char *p = strdup(path);
-    if (!p) {
-        fxu_seterr(err, errlen, "out of memory");
-        return -1;
-    }
-    for (char *s = p + 1; *s; s++) {
-        if (*s != '/')
-            continue;
-        *s = '\0';
-        int rc = ensure_dir(p, err, errlen);
-        *s = '/';
-        if (rc != 0) {
-            free(p);
-            return -1;
-        }
-    }
-    int rc = ensure_dir(p, err, errlen);
-    free(p);
-    return rc;
-}
 
 /* ------------------------------------------------------------- names */
 
@@ -784,7 +510,7 @@ static char *check_weights(const char *path, uint64_t bytes, const char *sha)
 {
     char e[256], hex[65];
     uint64_t size;
-    if (hash_file(path, &size, hex, e, sizeof e) != 0)
+    if (fxu_hash_file(path, &size, hex, e, sizeof e) != 0)
         return fxu_strf("cannot read weights %s: %s", path, e);
     if (size != bytes)
         return fxu_strf("weights %s have %" PRIu64 " bytes, expected %" PRIu64, path, size, bytes);
@@ -889,7 +615,7 @@ static int recover(fxdb_store *st, char *err, size_t errlen)
         fxu_seterr(err, errlen, "cannot open %s: %s", st->models_dir, strerror(errno));
         return FXS_INTERNAL;
     }
-    if (!rc && fsync_dir(st->models_dir, err, errlen) != 0)
+    if (!rc && fxu_fsync_dir(st->models_dir, err, errlen) != 0)
         rc = FXS_INTERNAL;
     return rc ? rc : verify_versions(st, err, errlen);
 }
@@ -997,9 +723,9 @@ fxdb_store *fxdb_store_open(const char *dir, char *err, size_t errlen)
         fxdb_store_close(st);
         return NULL;
     }
-    if (ensure_dir_tree(st->dir, err, errlen) != 0 || take_lock(st, err, errlen) != 0 ||
-        ensure_dir(st->models_dir, err, errlen) != 0 ||
-        ensure_dir(st->tmp_dir, err, errlen) != 0 || open_db(st, err, errlen) != 0 ||
+    if (fxu_mkdir_p(st->dir, err, errlen) != 0 || take_lock(st, err, errlen) != 0 ||
+        fxu_mkdir(st->models_dir, err, errlen) != 0 ||
+        fxu_mkdir(st->tmp_dir, err, errlen) != 0 || open_db(st, err, errlen) != 0 ||
         recover(st, err, errlen) != 0) {
         fxdb_store_close(st);
         return NULL;
@@ -1237,7 +963,7 @@ static int stage_weights(fxdb_store *st, new_weights *w, const char *name, const
     w->len = len;
     fxu_sha256_hex(data, len, w->sha);
     char e[512];
-    if (write_temp(st->tmp_dir, "weights", data, len, &w->tmp, e, sizeof e) != 0) {
+    if (fxu_write_temp(st->tmp_dir, "weights", data, len, &w->tmp, e, sizeof e) != 0) {
         fxu_seterr(err, errlen, "store: %s", e);
         return FXS_INTERNAL;
     }
@@ -1283,7 +1009,7 @@ static int write_version(fxdb_store *st, new_weights *w, version_prelude prelude
     if (!rc && !(path = weights_path(st, w->name, *version)))
         rc = fxu_oom(err, errlen);
     if (!rc) {
-        if (commit_rename(w->tmp, path, &placed, e, sizeof e) != 0) {
+        if (fxu_rename_durable(w->tmp, path, &placed, e, sizeof e) != 0) {
             fxu_seterr(err, errlen, "store: %s", e);
             rc = FXS_INTERNAL;
         }
@@ -1330,7 +1056,7 @@ static int create_prelude(fxdb_store *st, void *ctx, int64_t *id, int64_t *versi
     rc = 0;
     if (mkdir(dir, 0755) == 0) {
         a->made_dir = true;
-        if (fsync_dir(st->models_dir, e, sizeof e) != 0) {
+        if (fxu_fsync_dir(st->models_dir, e, sizeof e) != 0) {
             fxu_seterr(err, errlen, "store: %s", e);
             rc = FXS_INTERNAL;
         }
@@ -1427,7 +1153,7 @@ static void remove_model_files(fxdb_store *st, const char *name)
     each_entry(dir, remove_ours, NULL);
     if (rmdir(dir) != 0 && errno != ENOENT)
         logmsg("cannot remove %s: %s", dir, strerror(errno));
-    fsync_dir(st->models_dir, NULL, 0);
+    fxu_fsync_dir(st->models_dir, NULL, 0);
     free(dir);
 }
 
@@ -1589,7 +1315,7 @@ int fxdb_store_read_weights(fxdb_store *st, const char *name, int64_t version, v
     void *b = NULL;
     size_t n = 0;
     char e[512];
-    if (!rc && read_fd(fd, path, &b, &n, e, sizeof e) != 0) {
+    if (!rc && fxu_read_fd(fd, path, &b, &n, e, sizeof e) != 0) {
         fxu_seterr(err, errlen, "store: %s", e);
         rc = FXS_INTERNAL;
     }

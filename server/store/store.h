@@ -102,17 +102,6 @@ int fxdb_store_read(fxdb_store *st, fxdb_db_fn fn, void *ctx, char *err, size_t 
  * the store empties it at open. */
 const char *fxdb_store_tmp_dir(const fxdb_store *st);
 
-/* Writes a file atomically: DIR/.name.tmp.XXXXXX, write, fsync, rename,
- * fsync the directory. 0 or -1 with a message (errno text, path). */
-int fxu_write_file_atomic(const char *path, const void *data, size_t len, char *err,
-                          size_t errlen);
-
-/* Reads a whole file (malloc). 0 or -1 with a message. */
-int fxu_read_file(const char *path, void **buf, size_t *len, char *err, size_t errlen);
-
-/* Lowercase hex SHA-256 of data into out[65]. */
-void fxu_sha256_hex(const void *data, size_t len, char out[65]);
-
 #ifdef __cplusplus
 }
 #endif

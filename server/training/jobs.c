@@ -37,6 +37,7 @@
 #include "base/status.h"
 #include "training/tbevents.h"
 #include "training/train.h"
+#include "base/fsutil.h"
 #include "base/util.h"
 
 #define ERRLEN 1024

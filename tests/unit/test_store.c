@@ -20,6 +20,7 @@
 #include <sqlite3.h>
 
 #include "rpc/rpc.h"
+#include "base/fsutil.h"
 #include "store/store.h"
 #include "testutil.h"
 
@@ -529,20 +530,22 @@ static void test_write_file_atomic(void **state)
 
     /* a directory that does not exist: the message names it */
     const char *bad = tu_pathf("%s/nodir/file.bin", f->dir);
-    assert_int_equal(fxu_write_file_atomic(bad, "x", 1, f->err, sizeof f->err), -1);
+    assert_int_equal(fxu_write_file_atomic(bad, "x", 1, f->err, sizeof f->err), FXS_NOT_FOUND);
     assert_non_null(strstr(f->err, "nodir"));
     assert_int_equal(fxu_write_file_atomic(tu_pathf("%s/plain/", f->dir), "x", 1, f->err,
                                            sizeof f->err),
-                     -1);
-    assert_int_equal(fxu_write_file_atomic(NULL, "x", 1, f->err, sizeof f->err), -1);
-    assert_int_equal(fxu_write_file_atomic(p, NULL, 1, f->err, sizeof f->err), -1);
+                     FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxu_write_file_atomic(NULL, "x", 1, f->err, sizeof f->err),
+                     FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxu_write_file_atomic(p, NULL, 1, f->err, sizeof f->err),
+                     FXS_INVALID_ARGUMENT);
     assert_int_equal(count_entries(tu_pathf("%s/plain", f->dir)), 1);
 
-    assert_int_equal(fxu_read_file(bad, &buf, &len, f->err, sizeof f->err), -1);
+    assert_int_equal(fxu_read_file(bad, &buf, &len, f->err, sizeof f->err), FXS_NOT_FOUND);
     assert_non_null(strstr(f->err, "nodir/file.bin"));
     assert_int_equal(fxu_read_file(tu_pathf("%s/plain", f->dir), &buf, &len, f->err,
                                    sizeof f->err),
-                     -1);
+                     FXS_INTERNAL); /* a directory is not a regular file */
 
     /* the store's own writes leave no temporary either */
     create(f, "m", "w");
