@@ -61,7 +61,7 @@
 extern "C" {
 #endif
 
-#define FX_VERSION_STRING "0.1.0"
+#include "fx_version.h" /* FX_VERSION_STRING, from CMake */
 #define FX_MAX_DIMS 8
 
 /* ------------------------------------------------------------------ status */

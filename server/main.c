@@ -136,7 +136,7 @@ static int parse_args(int argc, char **argv, options *o)
         case O_GRACE: if (parse_long("--grace-seconds", optarg, 0, 3600, &o->grace_seconds)) return 2; break;
         case O_LEVEL: o->log_level = optarg; break;
         case O_FORMAT: o->log_format = optarg; break;
-        case O_VERSION: printf("fluxiond %s\n", FLUXION_VERSION); exit(0);
+        case O_VERSION: printf("fluxiond %s\n", FX_VERSION_STRING); exit(0);
         case 'h': usage(stdout); exit(0);
         default:
             fprintf(stderr, "fluxiond: unknown or incomplete option '%s' (see --help)\n",
@@ -347,7 +347,7 @@ int main(int argc, char **argv)
     char devs[256];
     fxl_log(FXL_INFO, "main", "listening addr=%.*s:%d data_dir=%s threads=%ld "
             "devices=\"%s\" version=%s", hostlen, o.listen, port, o.data_dir, o.threads,
-            fxsv_devices_str(&d.devices, devs, sizeof devs), FLUXION_VERSION);
+            fxsv_devices_str(&d.devices, devs, sizeof devs), FX_VERSION_STRING);
 
     uv_run(loop, UV_RUN_DEFAULT);
 

@@ -19,9 +19,6 @@
 
 #include "rpcc.h"
 
-#ifndef FLUXION_VERSION
-#define FLUXION_VERSION "0.1.0"
-#endif
 /* fluxiond's default listening address. */
 #define FLUXION_DEFAULT_SERVER    "127.0.0.1:7070"
 #define FLUXION_DEFAULT_TIMEOUT_S 30.0

@@ -7,6 +7,7 @@
  * version. No prompts: every input comes from arguments, files or stdin.
  */
 #include "cli.h"
+#include "fx_version.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -281,7 +282,7 @@ int main(int argc, char **argv)
             return CLI_OK;
         }
         if (!strcmp(argv[i], "--version") || !strcmp(argv[i], "-V")) {
-            printf("fluxion %s\n", FLUXION_VERSION);
+            printf("fluxion %s\n", FX_VERSION_STRING);
             return CLI_OK;
         }
         int rc = global_option(&c, argc, argv, &i);

@@ -17,8 +17,6 @@
 #include "store/store.h"
 #include "base/util.h"
 
-#define FLUXION_VERSION "0.2.0"
-
 typedef struct {
     fxdb_store *store;
     fxsv_serving *serving;

@@ -60,7 +60,7 @@ static void get_status(fxr_call *call, const ProtobufCMessage *req, void *data)
         pdevs[i] = &devs[i];
     }
     Fluxion__V1__GetStatusResponse r = FLUXION__V1__GET_STATUS_RESPONSE__INIT;
-    r.version = FLUXION_VERSION;
+    r.version = FX_VERSION_STRING;
     r.uptime_ms = fxu_now_ms() - d->start_ms;
     r.devices = pdevs;
     r.n_devices = (size_t)d->devices.n;

@@ -116,7 +116,7 @@ static void server_metadata(fxr_call *call, const ProtobufCMessage *req, void *d
     static char *ext[] = { "model_repository", "statistics" };
     Inference__ServerMetadataResponse r = INFERENCE__SERVER_METADATA_RESPONSE__INIT;
     r.name = "fluxion";
-    r.version = FLUXION_VERSION;
+    r.version = FX_VERSION_STRING;
     r.extensions = ext;
     r.n_extensions = 2;
     fxr_reply(call, &r.base);

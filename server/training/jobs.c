@@ -1100,7 +1100,7 @@ int fxj_jobs_submit(fxj_jobs *j, const Fluxion__V1__JobSpec *spec, Fluxion__V1__
     rec.state = FLUXION__V1__JOB_STATE__QUEUED;
     rec.created_unix_ms = fxu_now_ms();
     rec.dataset_sha256 = sha;
-    rec.engine_version = FLUXION_VERSION;
+    rec.engine_version = FX_VERSION_STRING;
     Fluxion__V1__Job *copy = job_copy(&rec);
     if (!copy) {
         fxu_seterr(err, errlen, "jobs: out of memory");

@@ -468,7 +468,7 @@ static void test_record_and_result(void **state)
     assert_string_equal(job->id, "1");
     assert_string_equal(job->spec->description, "r");
     assert_int_equal(job->spec->seed, 9);
-    assert_string_equal(job->engine_version, FLUXION_VERSION);
+    assert_string_equal(job->engine_version, FX_VERSION_STRING);
     assert_int_equal(job->base_version, 1);
     assert_int_equal(job->result_version, 2);
     assert_int_equal(strlen(job->dataset_sha256), 64);
