@@ -1,7 +1,7 @@
 /*
- * graph_internal.h - what graph.c (validation, instantiation, forward,
- * weights) and graph_ops.c (the op table) share. Nothing outside these two
- * files includes it.
+ * graph_internal.h - what the files of models/ share: graph.c (validation,
+ * instantiation, forward, weights) and the op table (graph_layers.c,
+ * graph_ops.c). Nothing outside models/ includes it but test_graph.c.
  */
 #ifndef FXG_GRAPH_INTERNAL_H
 #define FXG_GRAPH_INTERNAL_H
@@ -77,8 +77,13 @@ typedef struct fxg_op {
     void (*probe)(const fxg_node *n, fx_ctx *ctx, fx_tensor *const *in, fx_tensor **out);
 } fxg_op;
 
-/* The op table (graph_ops.c), terminated by a NULL name. */
-extern const fxg_op fxg_ops[];
+/* The op table: the rows of ops with parameters (graph_layers.c) then the
+ * others (graph_ops.c), each terminated by a NULL name. fxg_op_at(i) walks
+ * both in that order, i in [0, fxg_num_ops()). */
+extern const fxg_op fxg_layer_ops[];
+extern const fxg_op fxg_tensor_ops[];
+int fxg_num_ops(void);
+const fxg_op *fxg_op_at(int i);
 const fxg_op *fxg_find_op(const char *name);
 
 /* Attribute lookups by schema name (the name must be in the op's schema). */
@@ -90,5 +95,53 @@ bool fxg_attr_b(const fxg_node *n, const char *name);
 /* a * b and a + b, -1 when either is -1 or the result overflows. */
 int64_t fxg_mul(int64_t a, int64_t b);
 int64_t fxg_add(int64_t a, int64_t b);
+
+/* ------------------------------------------------- graph construction */
+
+#define FXG_NAME_MAX_LEN 256
+#define FXG_DEFAULT_MAX_PARAMS (UINT64_C(1) << 30)
+#define FXG_DEFAULT_MAX_NODES 10000
+/* Elements of one input's fixed dims: beyond this a request could not be
+ * served anyway, and products of sizes stay far from overflow. */
+#define FXG_INPUT_MAX_NUMEL (INT64_C(1) << 31)
+#define FXG_MAX_ATTRS 32 /* per op schema */
+
+struct fxg_graph {
+    int nin;
+    fxg_tensor_info *inputs;
+    bool *in_is_lengths; /* integer inputs read as lengths: probe with 1 */
+    int nnodes;
+    fxg_node *nodes;     /* spec order */
+    int *order;          /* topological order of node indices */
+    int nslots, max_node_in;
+    int nout;
+    fxg_tensor_info *outputs;
+    int *out_slot;
+    fx_params params, trainable;
+    fx_device device;    /* of every parameter and buffer */
+};
+
+/* The graph under construction and where its errors go. */
+typedef struct {
+    fxg_graph *g;
+    const Fluxion__V1__ModelSpec *spec;
+    char *err;
+    size_t errlen;
+    bool nomem;
+} fxg_builder;
+
+/* Records out of memory in b and writes "out of memory (what)"; returns -1. */
+int fxg__nomem(fxg_builder *b, const char *what);
+
+/* The parsing steps of fxg_create (graph_parse.c), in order: the graph's
+ * inputs, node idx (name, op, attributes against the op's schema), then
+ * every input reference and the outputs. Each returns 0 or -1 with the
+ * message in b->err naming the input, node or attribute. */
+int fxg__parse_inputs(fxg_builder *b);
+int fxg__parse_node(fxg_builder *b, int idx);
+int fxg__resolve_all(fxg_builder *b);
+
+/* "[2,-1,3]" into buf (replaced by the engine's fx_dims_str when it has one). */
+const char *fxg__dims_str(int ndim, const int64_t *shape, char *buf, size_t n);
 
 #endif

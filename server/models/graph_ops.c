@@ -9,47 +9,19 @@
  * an engine layer (named after the node, so the engine's parameter names
  * become "<node>.<param>", PyTorch's names).
  */
-#include "models/graph_internal.h"
+#include "models/graph_schema.h"
 
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
-/* ------------------------------------------------------------ schema bits */
-
-#define BIG 4.6e18        /* sizes and offsets: below INT64_MAX / 2 */
-#define SPATIAL 1048576.0 /* conv/pool settings: they are ints in the engine */
-#define FINITE 1e30       /* float attributes that must be finite */
-#define PMAX 0.999        /* probabilities in [0, 1): their float must stay < 1 */
-#define AXMIN (-FX_MAX_DIMS)
-#define AXMAX (FX_MAX_DIMS - 1)
-
-#define REQ(nm, ty, lo, hi) { .name = nm, .type = ty, .required = true, .min = lo, .max = hi }
-#define OPT(nm, ty, d, lo, hi) \
-    { .name = nm, .type = ty, .has_default = true, .def = d, .min = lo, .max = hi }
-#define UNSET(nm, ty, lo, hi) { .name = nm, .type = ty, .min = lo, .max = hi }
-#define BOOL(nm, d) { .name = nm, .type = AT_BOOL, .has_default = true, .def = d, .max = 1 }
-#define CHOICE(nm, list, d) \
-    { .name = nm, .type = AT_STRING, .has_default = true, .def = d, .choices = list }
-#define REQ_CHOICE(nm, list) { .name = nm, .type = AT_STRING, .required = true, .choices = list }
-#define INTS(nm, req, lo, hi, l0, l1) \
-    { .name = nm, .type = AT_INTS, .required = req, .min = lo, .max = hi, .min_len = l0, \
-      .max_len = l1 }
-#define END { .name = NULL }
-
 /* Index = fx_activation, fx_reduction. */
-static const char *const acts[] = { "none", "relu", "sigmoid", "tanh", "gelu",
-                                    "softmax", "leaky_relu", "elu", NULL };
+const char *const fxg_acts[] = { "none", "relu", "sigmoid", "tanh", "gelu",
+                                 "softmax", "leaky_relu", "elu", NULL };
 static const char *const reductions[] = { "mean", "sum", "none", NULL };
-static const char *const inits[] = { "default", "uniform", "normal", "glorot_uniform",
-                                     "glorot_normal", "he_uniform", "he_normal",
-                                     "orthogonal", NULL };
-static const fx_init_kind init_kinds[] = { 0, FX_INIT_UNIFORM, FX_INIT_NORMAL,
-                                           FX_INIT_GLOROT_UNIFORM, FX_INIT_GLOROT_NORMAL,
-                                           FX_INIT_HE_UNIFORM, FX_INIT_HE_NORMAL,
-                                           FX_INIT_ORTHOGONAL };
-static const char *const nonlinearities[] = { "tanh", "relu", NULL };
+
+const fxg_attr_schema fxg_no_attrs[] = { END };
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -81,7 +53,6 @@ int64_t fxg_attr_i(const fxg_node *n, const char *name) { return fxg_attr_get(n,
 double fxg_attr_f(const fxg_node *n, const char *name) { return fxg_attr_get(n, name)->f; }
 bool fxg_attr_b(const fxg_node *n, const char *name) { return fxg_attr_get(n, name)->i != 0; }
 
-static fx_init_kind attr_init(const fxg_node *n) { return init_kinds[fxg_attr_i(n, "init")]; }
 
 /* ------------------------------------------------------ generic forwards */
 
@@ -143,121 +114,6 @@ static void fwd_loss(const fxg_node *n, fx_ctx *ctx, fx_tensor *const *in, fx_te
     out[0] = engine_fn_of(n)->fn.loss(ctx, in[0], in[1], (fx_reduction)fxg_attr_i(n, "reduction"));
 }
 
-/* A layer with one input and one output. */
-static void fwd_layer(const fxg_node *n, fx_ctx *ctx, fx_tensor *const *in, fx_tensor **out)
-{
-    out[0] = fx_layer_forward(n->layer, ctx, in[0]);
-}
-
-/* --------------------------------------------------------------- dense */
-
-static int64_t dense_params(const fxg_node *n)
-{
-    int64_t in = fxg_attr_i(n, "in_features"), o = fxg_attr_i(n, "out_features");
-    return fxg_add(fxg_mul(in, o), fxg_attr_b(n, "bias") ? o : 0);
-}
-
-static fx_layer *dense_build(const fxg_node *n, fx_rng *rng)
-{
-    fx_dense_opts o = { .no_bias = !fxg_attr_b(n, "bias"),
-                        .act = (fx_activation)fxg_attr_i(n, "activation"),
-                        .init = attr_init(n) };
-    return fx_dense_create(n->name, fxg_attr_i(n, "in_features"),
-                           fxg_attr_i(n, "out_features"), &o, rng);
-}
-
-static const fxg_attr_schema dense_attrs[] = {
-    REQ("in_features", AT_INT, 1, BIG), REQ("out_features", AT_INT, 1, BIG), BOOL("bias", 1),
-    CHOICE("activation", acts, 0), CHOICE("init", inits, 0), END
-};
-
-/* --------------------------------------------------------- convolutions */
-
-typedef enum { CONV1D, CONV2D, CONVT2D } conv_kind;
-
-static conv_kind conv_kind_of(const fxg_node *n)
-{
-    return strcmp(n->op->name, "conv1d") == 0   ? CONV1D
-           : strcmp(n->op->name, "conv2d") == 0 ? CONV2D
-                                                : CONVT2D;
-}
-
-static int conv_check(const fxg_node *n, char *err, size_t errlen)
-{
-    int64_t g = fxg_attr_i(n, "groups"), in = fxg_attr_i(n, "in_channels"),
-            o = fxg_attr_i(n, "out_channels");
-    if (in % g || o % g) {
-        snprintf(err, errlen, "groups %lld must divide in_channels %lld and out_channels %lld",
-                 (long long)g, (long long)in, (long long)o);
-        return -1;
-    }
-    return 0;
-}
-
-static int64_t conv_params(const fxg_node *n)
-{
-    const fxg_attr *k = fxg_attr_get(n, "kernel_size");
-    int64_t g = fxg_attr_i(n, "groups"), in = fxg_attr_i(n, "in_channels"),
-            o = fxg_attr_i(n, "out_channels");
-    int64_t taps = conv_kind_of(n) == CONV1D ? k->i : fxg_mul(k->i, k->i2);
-    int64_t w = fxg_mul(fxg_mul(in, o / g), taps); /* in*(o/g) = o*(in/g) */
-    return fxg_add(w, fxg_attr_b(n, "bias") ? o : 0);
-}
-
-static fx_conv_opts conv_opts(const fxg_node *n)
-{
-    const fxg_attr *s = fxg_attr_get(n, "stride"), *p = fxg_attr_get(n, "padding"),
-                   *d = fxg_attr_get(n, "dilation");
-    fx_conv_opts o = { .groups = (int)fxg_attr_i(n, "groups"),
-                       .no_bias = !fxg_attr_b(n, "bias"),
-                       .act = (fx_activation)fxg_attr_i(n, "activation"),
-                       .init = attr_init(n) };
-    if (conv_kind_of(n) == CONV1D) {
-        o.stride = (int)s->i, o.padding = (int)p->i, o.dilation = (int)d->i;
-        return o;
-    }
-    /* Zero _h/_w fields fall back to the plain ones: set the plain ones too. */
-    o.stride = o.stride_h = (int)s->i, o.stride_w = (int)s->i2;
-    o.padding = o.padding_h = (int)p->i, o.padding_w = (int)p->i2;
-    o.dilation = o.dilation_h = (int)d->i, o.dilation_w = (int)d->i2;
-    const fxg_attr *op = fxg_attr_get(n, "output_padding");
-    if (op)
-        o.output_padding = o.output_padding_h = (int)op->i, o.output_padding_w = (int)op->i2;
-    return o;
-}
-
-static fx_layer *conv_build(const fxg_node *n, fx_rng *rng)
-{
-    fx_conv_opts o = conv_opts(n);
-    int64_t in = fxg_attr_i(n, "in_channels"), out = fxg_attr_i(n, "out_channels");
-    const fxg_attr *k = fxg_attr_get(n, "kernel_size");
-    switch (conv_kind_of(n)) {
-    case CONV1D: return fx_conv1d_create(n->name, in, out, k->i, &o, rng);
-    case CONV2D: return fx_conv2d_create(n->name, in, out, k->i, k->i2, &o, rng);
-    case CONVT2D: return fx_conv_transpose2d_create(n->name, in, out, k->i, k->i2, &o, rng);
-    }
-    return NULL;
-}
-
-#define CONV_COMMON                                                                      \
-    REQ("in_channels", AT_INT, 1, BIG), REQ("out_channels", AT_INT, 1, BIG),              \
-        OPT("groups", AT_INT, 1, 1, SPATIAL), BOOL("bias", 1), CHOICE("activation", acts, 0), \
-        CHOICE("init", inits, 0)
-
-static const fxg_attr_schema conv1d_attrs[] = {
-    CONV_COMMON, REQ("kernel_size", AT_INT, 1, SPATIAL), OPT("stride", AT_INT, 1, 1, SPATIAL),
-    OPT("padding", AT_INT, 0, 0, SPATIAL), OPT("dilation", AT_INT, 1, 1, SPATIAL), END
-};
-static const fxg_attr_schema conv2d_attrs[] = {
-    CONV_COMMON, REQ("kernel_size", AT_PAIR, 1, SPATIAL), OPT("stride", AT_PAIR, 1, 1, SPATIAL),
-    OPT("padding", AT_PAIR, 0, 0, SPATIAL), OPT("dilation", AT_PAIR, 1, 1, SPATIAL), END
-};
-static const fxg_attr_schema convt2d_attrs[] = {
-    CONV_COMMON, REQ("kernel_size", AT_PAIR, 1, SPATIAL), OPT("stride", AT_PAIR, 1, 1, SPATIAL),
-    OPT("padding", AT_PAIR, 0, 0, SPATIAL), OPT("dilation", AT_PAIR, 1, 1, SPATIAL),
-    OPT("output_padding", AT_PAIR, 0, 0, SPATIAL), END
-};
-
 /* --------------------------------------------------------------- pooling */
 
 static fx_pool_opts pool_opts(const fxg_node *n)
@@ -298,7 +154,6 @@ static const fxg_attr_schema maxpool_attrs[] = { POOL_COMMON, END };
 static const fxg_attr_schema avgpool_attrs[] = { POOL_COMMON, BOOL("count_include_pad", 1),
                                                  END };
 static const fxg_attr_schema adaptive_attrs[] = { REQ("output_size", AT_PAIR, 1, SPATIAL), END };
-static const fxg_attr_schema no_attrs[] = { END };
 
 /* ------------------------------------------------------------ activation */
 
@@ -308,224 +163,10 @@ static void fwd_activation(const fxg_node *n, fx_ctx *ctx, fx_tensor *const *in,
     out[0] = fx_activate(ctx, in[0], (fx_activation)fxg_attr_i(n, "activation"));
 }
 
-static const fxg_attr_schema activation_attrs[] = { REQ_CHOICE("activation", acts), END };
+static const fxg_attr_schema activation_attrs[] = { REQ_CHOICE("activation", fxg_acts), END };
 
-/* --------------------------------------------------------- normalisation */
+/* -------------------------------------------------------------- attention */
 
-#define EPS OPT("eps", AT_FLOAT, 1e-5, DBL_MIN, 1.0)
-
-static fx_norm_opts norm_opts(const fxg_node *n)
-{
-    const fxg_attr *m = fxg_attr_get(n, "momentum"), *a = fxg_attr_get(n, "affine"),
-                   *t = fxg_attr_get(n, "track_running_stats");
-    if (!a)
-        a = fxg_attr_get(n, "elementwise_affine");
-    return (fx_norm_opts){ .eps = fxg_attr_f(n, "eps"), .momentum = m ? m->f : 0,
-                           .no_affine = !a->i, .no_running_stats = t && !t->i };
-}
-
-static int64_t batchnorm_params(const fxg_node *n)
-{
-    int64_t c = fxg_attr_i(n, "num_features");
-    int per = (fxg_attr_b(n, "affine") ? 2 : 0) + (fxg_attr_b(n, "track_running_stats") ? 2 : 0);
-    return fxg_mul(c, per);
-}
-
-static fx_layer *batchnorm_build(const fxg_node *n, fx_rng *rng)
-{
-    fx_norm_opts o = norm_opts(n);
-    int64_t c = fxg_attr_i(n, "num_features");
-    return strcmp(n->op->name, "batchnorm1d") == 0 ? fx_batchnorm1d_create(n->name, c, &o)
-                                                   : fx_batchnorm2d_create(n->name, c, &o);
-}
-
-static const fxg_attr_schema batchnorm_attrs[] = {
-    REQ("num_features", AT_INT, 1, BIG), EPS, OPT("momentum", AT_FLOAT, 0.1, 1e-9, 1.0),
-    BOOL("affine", 1), BOOL("track_running_stats", 1), END
-};
-
-static int64_t layernorm_params(const fxg_node *n)
-{
-    const fxg_attr *s = fxg_attr_get(n, "normalized_shape");
-    int64_t numel = 1;
-    for (int i = 0; i < s->n; i++)
-        numel = fxg_mul(numel, s->v[i]);
-    return fxg_mul(numel, fxg_attr_b(n, "elementwise_affine") ? 2 : 0);
-}
-
-static fx_layer *layernorm_build(const fxg_node *n, fx_rng *rng)
-{
-    fx_norm_opts o = norm_opts(n);
-    const fxg_attr *s = fxg_attr_get(n, "normalized_shape");
-    return fx_layernorm_create(n->name, s->n, s->v, &o);
-}
-
-static const fxg_attr_schema layernorm_attrs[] = {
-    INTS("normalized_shape", true, 1, BIG, 1, FX_MAX_DIMS), EPS, BOOL("elementwise_affine", 1),
-    END
-};
-
-static int groupnorm_check(const fxg_node *n, char *err, size_t errlen)
-{
-    int64_t g = fxg_attr_i(n, "num_groups"), c = fxg_attr_i(n, "num_channels");
-    if (c % g) {
-        snprintf(err, errlen, "num_groups %lld must divide num_channels %lld", (long long)g,
-                 (long long)c);
-        return -1;
-    }
-    return 0;
-}
-
-static int64_t groupnorm_params(const fxg_node *n)
-{
-    return fxg_mul(fxg_attr_i(n, "num_channels"), fxg_attr_b(n, "affine") ? 2 : 0);
-}
-
-static fx_layer *groupnorm_build(const fxg_node *n, fx_rng *rng)
-{
-    fx_norm_opts o = norm_opts(n);
-    return fx_groupnorm_create(n->name, fxg_attr_i(n, "num_groups"),
-                               fxg_attr_i(n, "num_channels"), &o);
-}
-
-static const fxg_attr_schema groupnorm_attrs[] = {
-    REQ("num_groups", AT_INT, 1, BIG), REQ("num_channels", AT_INT, 1, BIG), EPS,
-    BOOL("affine", 1), END
-};
-
-static int embedding_check(const fxg_node *n, char *err, size_t errlen)
-{
-    const fxg_attr *p = fxg_attr_get(n, "padding_idx");
-    int64_t num = fxg_attr_i(n, "num_embeddings");
-    if (p->set && p->i >= num) {
-        snprintf(err, errlen, "padding_idx %lld must be below num_embeddings %lld",
-                 (long long)p->i, (long long)num);
-        return -1;
-    }
-    return 0;
-}
-
-static int64_t embedding_params(const fxg_node *n)
-{
-    return fxg_mul(fxg_attr_i(n, "num_embeddings"), fxg_attr_i(n, "embedding_dim"));
-}
-
-static fx_layer *embedding_build(const fxg_node *n, fx_rng *rng)
-{
-    const fxg_attr *p = fxg_attr_get(n, "padding_idx");
-    fx_embedding_opts o = { .has_padding = p->set, .padding_idx = p->set ? p->i : 0 };
-    return fx_embedding_create(n->name, fxg_attr_i(n, "num_embeddings"),
-                               fxg_attr_i(n, "embedding_dim"), &o, rng);
-}
-
-static const fxg_attr_schema embedding_attrs[] = {
-    REQ("num_embeddings", AT_INT, 1, BIG), REQ("embedding_dim", AT_INT, 1, BIG),
-    UNSET("padding_idx", AT_INT, 0, BIG), END
-};
-
-/* ------------------------------------------------------------- recurrent */
-
-static int rnn_gates(const fxg_node *n)
-{
-    return strcmp(n->op->name, "lstm") == 0 ? 4 : strcmp(n->op->name, "gru") == 0 ? 3 : 1;
-}
-
-static int rnn_nout(const fxg_node *n) { return rnn_gates(n) == 4 ? 3 : 2; }
-
-/* PyTorch's sizes: per layer and direction G*H x (in_l + H) weights and two
- * G*H biases, in_0 = input_size, in_l = D*H above. */
-static int64_t rnn_params(const fxg_node *n)
-{
-    int64_t in = fxg_attr_i(n, "input_size"), H = fxg_attr_i(n, "hidden_size");
-    int64_t L = fxg_attr_i(n, "num_layers"), D = fxg_attr_b(n, "bidirectional") ? 2 : 1;
-    int64_t GH = fxg_mul(rnn_gates(n), H), total = 0;
-    for (int64_t l = 0; l < L && total >= 0; l++) {
-        int64_t width = l ? fxg_mul(D, H) : in;
-        int64_t biases = fxg_attr_b(n, "bias") ? fxg_mul(2, GH) : 0;
-        int64_t one = fxg_add(fxg_mul(GH, fxg_add(width, H)), biases);
-        total = fxg_add(total, fxg_mul(D, one));
-    }
-    return total;
-}
-
-static fx_layer *rnn_build(const fxg_node *n, fx_rng *rng)
-{
-    const fxg_attr *nl = fxg_attr_get(n, "nonlinearity");
-    fx_recurrent_opts o = { .num_layers = (int)fxg_attr_i(n, "num_layers"),
-                            .bidirectional = fxg_attr_b(n, "bidirectional"),
-                            .no_bias = !fxg_attr_b(n, "bias"), .relu = nl && nl->i == 1 };
-    int64_t in = fxg_attr_i(n, "input_size"), H = fxg_attr_i(n, "hidden_size");
-    switch (rnn_gates(n)) {
-    case 4: return fx_lstm_create(n->name, in, H, &o, rng);
-    case 3: return fx_gru_create(n->name, in, H, &o, rng);
-    default: return fx_rnn_create(n->name, in, H, &o, rng);
-    }
-}
-
-/* inputs: x [, lengths [, h0 [, c0]]]; outputs: out, h_n [, c_n]. */
-static void fwd_rnn(const fxg_node *n, fx_ctx *ctx, fx_tensor *const *in, fx_tensor **out)
-{
-    fx_tensor *len = n->nin > 1 ? in[1] : NULL, *h0 = n->nin > 2 ? in[2] : NULL,
-              *c0 = n->nin > 3 ? in[3] : NULL;
-    out[0] = fx_recurrent_forward(n->layer, ctx, in[0], len, h0, c0, &out[1],
-                                  n->nout > 2 ? &out[2] : NULL);
-}
-
-#define RNN_COMMON                                                                  \
-    REQ("input_size", AT_INT, 1, BIG), REQ("hidden_size", AT_INT, 1, BIG),           \
-        OPT("num_layers", AT_INT, 1, 1, 1024), BOOL("bidirectional", 0), BOOL("bias", 1)
-
-static const fxg_attr_schema rnn_attrs[] = { RNN_COMMON, CHOICE("nonlinearity", nonlinearities, 0),
-                                             END };
-static const fxg_attr_schema gru_attrs[] = { RNN_COMMON, END };
-
-/* ------------------------------------------------------------- attention */
-
-static int mha_check(const fxg_node *n, char *err, size_t errlen)
-{
-    int64_t e = fxg_attr_i(n, "embed_dim"), h = fxg_attr_i(n, "num_heads");
-    if (e % h) {
-        snprintf(err, errlen, "num_heads %lld must divide embed_dim %lld", (long long)h,
-                 (long long)e);
-        return -1;
-    }
-    return 0;
-}
-
-static int64_t mha_params(const fxg_node *n)
-{
-    int64_t e = fxg_attr_i(n, "embed_dim");
-    return fxg_add(fxg_mul(4, fxg_mul(e, e)), fxg_attr_b(n, "bias") ? fxg_mul(4, e) : 0);
-}
-
-static fx_layer *mha_build(const fxg_node *n, fx_rng *rng)
-{
-    fx_layer *l = fx_multihead_attention_create(n->name, fxg_attr_i(n, "embed_dim"),
-                                                fxg_attr_i(n, "num_heads"),
-                                                fxg_attr_b(n, "bias"), rng);
-    if (l && fx_multihead_attention_set_dropout(l, (float)fxg_attr_f(n, "dropout")) != FX_OK) {
-        fx_layer_free(l);
-        return NULL;
-    }
-    return l;
-}
-
-/* inputs: x | x, key_lengths | q, k, v | q, k, v, key_lengths. */
-static void fwd_mha(const fxg_node *n, fx_ctx *ctx, fx_tensor *const *in, fx_tensor **out)
-{
-    bool qkv = n->nin >= 3;
-    fx_tensor *k = qkv ? in[1] : in[0], *v = qkv ? in[2] : in[0];
-    fx_tensor *len = n->nin == 2 ? in[1] : n->nin == 4 ? in[3] : NULL;
-    out[0] = fx_multihead_attention_forward(n->layer, ctx, in[0], k, v, len,
-                                            fxg_attr_b(n, "causal"));
-}
-
-static const fxg_attr_schema mha_attrs[] = {
-    REQ("embed_dim", AT_INT, 1, BIG), REQ("num_heads", AT_INT, 1, BIG), BOOL("bias", 1),
-    OPT("dropout", AT_FLOAT, 0, 0, PMAX), BOOL("causal", 0), END
-};
-
-/* inputs: q, k, v [, key_lengths [, mask]]. */
 static void fwd_sdpa(const fxg_node *n, fx_ctx *ctx, fx_tensor *const *in, fx_tensor **out)
 {
     out[0] = fx_scaled_dot_product_attention(ctx, in[0], in[1], in[2],
@@ -786,88 +427,39 @@ static const engine_fn *engine_fn_of(const fxg_node *n)
     return NULL; /* unreachable: only ops listed above use the generic forwards */
 }
 
-#define LAYER(nm, lo, hi, at, np, b, f, docs) \
-    { .name = nm, .min_in = lo, .max_in = hi, .attrs = at, .nparams = np, .build = b, \
-      .forward = f, .doc = docs }
-#define OP(nm, n_in, at, f, docs) \
-    { .name = nm, .min_in = n_in, .max_in = n_in, .attrs = at, .forward = f, .doc = docs }
-
-const fxg_op fxg_ops[] = {
-    /* layers with parameters */
-    LAYER("dense", 1, 1, dense_attrs, dense_params, dense_build, fwd_layer,
-          "x [..,in] -> [..,out]; weight [out,in], bias [out]"),
-    { .name = "conv1d", .min_in = 1, .max_in = 1, .attrs = conv1d_attrs, .check = conv_check,
-      .nparams = conv_params, .build = conv_build, .forward = fwd_layer,
-      .doc = "x [N,C,L] -> [N,O,L']; weight [O,C/groups,K], bias [O]" },
-    { .name = "conv2d", .min_in = 1, .max_in = 1, .attrs = conv2d_attrs, .check = conv_check,
-      .nparams = conv_params, .build = conv_build, .forward = fwd_layer,
-      .doc = "x [N,C,H,W] -> [N,O,H',W']; weight [O,C/groups,KH,KW], bias [O]" },
-    { .name = "conv_transpose2d", .min_in = 1, .max_in = 1, .attrs = convt2d_attrs,
-      .check = conv_check, .nparams = conv_params, .build = conv_build, .forward = fwd_layer,
-      .doc = "x [N,C,H,W] -> [N,O,H',W']; weight [C,O/groups,KH,KW], bias [O]" },
-    LAYER("batchnorm1d", 1, 1, batchnorm_attrs, batchnorm_params, batchnorm_build, fwd_layer,
-          "x [N,C] or [N,C,L]; weight, bias, running_mean, running_var [C]"),
-    LAYER("batchnorm2d", 1, 1, batchnorm_attrs, batchnorm_params, batchnorm_build, fwd_layer,
-          "x [N,C,H,W]; weight, bias, running_mean, running_var [C]"),
-    LAYER("layernorm", 1, 1, layernorm_attrs, layernorm_params, layernorm_build, fwd_layer,
-          "x [..,*normalized_shape]; weight, bias [normalized_shape]"),
-    { .name = "groupnorm", .min_in = 1, .max_in = 1, .attrs = groupnorm_attrs,
-      .check = groupnorm_check, .nparams = groupnorm_params, .build = groupnorm_build,
-      .forward = fwd_layer, .doc = "x [N,C,*]; weight, bias [C]" },
-    { .name = "embedding", .min_in = 1, .max_in = 1, .attrs = embedding_attrs,
-      .check = embedding_check, .nparams = embedding_params, .build = embedding_build,
-      .forward = fwd_layer, .doc = "idx (i32/i64, any shape) -> [idx shape.., dim]; weight "
-                                   "[num,dim]" },
-    { .name = "rnn", .min_in = 1, .max_in = 3, .attrs = rnn_attrs,
-      .lengths_inputs = FXG_ROLE_LENGTHS(1), .nout = rnn_nout, .nparams = rnn_params,
-      .build = rnn_build, .forward = fwd_rnn,
-      .doc = "x [N,T,in] [, lengths [N] [, h0]] -> out [N,T,D*H], h_n [L*D,N,H]" },
-    { .name = "gru", .min_in = 1, .max_in = 3, .attrs = gru_attrs,
-      .lengths_inputs = FXG_ROLE_LENGTHS(1), .nout = rnn_nout, .nparams = rnn_params,
-      .build = rnn_build, .forward = fwd_rnn,
-      .doc = "x [N,T,in] [, lengths [N] [, h0]] -> out [N,T,D*H], h_n [L*D,N,H]" },
-    { .name = "lstm", .min_in = 1, .max_in = 4, .attrs = gru_attrs,
-      .lengths_inputs = FXG_ROLE_LENGTHS(1), .nout = rnn_nout, .nparams = rnn_params,
-      .build = rnn_build, .forward = fwd_rnn,
-      .doc = "x [N,T,in] [, lengths [N] [, h0 [, c0]]] -> out [N,T,D*H], h_n, c_n "
-             "[L*D,N,H]" },
-    { .name = "multihead_attention", .min_in = 1, .max_in = 4, .attrs = mha_attrs,
-      .lengths_inputs = FXG_ROLE_LENGTHS(1) | FXG_ROLE_LENGTHS(3), .check = mha_check,
-      .nparams = mha_params, .build = mha_build, .forward = fwd_mha,
-      .doc = "x | x, key_lengths | q, k, v | q, k, v, key_lengths -> [N,L,E]; in_proj_weight "
-             "[3E,E], in_proj_bias [3E], out_proj.weight [E,E], out_proj.bias [E]" },
+const fxg_op fxg_tensor_ops[] = {
     /* parameterless layers */
     OP("maxpool2d", 1, maxpool_attrs, fwd_maxpool, "x [N,C,H,W] -> [N,C,H',W']"),
     OP("avgpool2d", 1, avgpool_attrs, fwd_avgpool, "x [N,C,H,W] -> [N,C,H',W']"),
     OP("adaptive_avgpool2d", 1, adaptive_attrs, fwd_adaptive, "x [N,C,H,W] -> [N,C,oh,ow]"),
-    OP("global_avgpool2d", 1, no_attrs, fwd_global_pool, "x [N,C,H,W] -> [N,C]"),
-    OP("flatten", 1, no_attrs, fwd_flatten, "x [N,...] -> [N,prod(...)]"),
+    OP("global_avgpool2d", 1, fxg_no_attrs, fwd_global_pool, "x [N,C,H,W] -> [N,C]"),
+    OP("flatten", 1, fxg_no_attrs, fwd_flatten, "x [N,...] -> [N,prod(...)]"),
     OP("activation", 1, activation_attrs, fwd_activation, "x -> act(x)"),
     OP("grad_reverse", 1, grl_attrs, fwd_grad_reverse,
        "x -> x; the gradient is multiplied by -lambda"),
     OP("dropout", 1, dropout_attrs, fwd_dropout, "x -> x with elements zeroed in training"),
     /* ops */
-    OP("matmul", 2, no_attrs, fwd_binary, "a [..,M,K], b [..,K,N] -> [..,M,N]"),
-    { .name = "linear", .min_in = 2, .max_in = 3, .attrs = no_attrs, .forward = fwd_linear,
+    OP("matmul", 2, fxg_no_attrs, fwd_binary, "a [..,M,K], b [..,K,N] -> [..,M,N]"),
+    { .name = "linear", .min_in = 2, .max_in = 3, .attrs = fxg_no_attrs, .forward = fwd_linear,
       .doc = "x [..,in], weight [out,in] [, bias [out]] -> [..,out]" },
-    OP("add", 2, no_attrs, fwd_binary, "a + b (broadcasting)"),
-    OP("sub", 2, no_attrs, fwd_binary, "a - b (broadcasting)"),
-    OP("mul", 2, no_attrs, fwd_binary, "a * b (broadcasting)"),
-    OP("div", 2, no_attrs, fwd_binary, "a / b (broadcasting)"),
-    OP("neg", 1, no_attrs, fwd_unary, "-x"),
+    OP("add", 2, fxg_no_attrs, fwd_binary, "a + b (broadcasting)"),
+    OP("sub", 2, fxg_no_attrs, fwd_binary, "a - b (broadcasting)"),
+    OP("mul", 2, fxg_no_attrs, fwd_binary, "a * b (broadcasting)"),
+    OP("div", 2, fxg_no_attrs, fwd_binary, "a / b (broadcasting)"),
+    OP("neg", 1, fxg_no_attrs, fwd_unary, "-x"),
     OP("scale", 1, value_attrs, fwd_scalar, "x * value"),
     OP("add_scalar", 1, value_attrs, fwd_scalar, "x + value"),
-    OP("exp", 1, no_attrs, fwd_unary, "exp(x)"),
-    OP("log", 1, no_attrs, fwd_unary, "log(x)"),
-    OP("sqrt", 1, no_attrs, fwd_unary, "sqrt(x)"),
+    OP("exp", 1, fxg_no_attrs, fwd_unary, "exp(x)"),
+    OP("log", 1, fxg_no_attrs, fwd_unary, "log(x)"),
+    OP("sqrt", 1, fxg_no_attrs, fwd_unary, "sqrt(x)"),
     OP("pow", 1, pow_attrs, fwd_scalar, "x ^ exponent"),
-    OP("abs", 1, no_attrs, fwd_unary, "|x|"),
-    OP("relu", 1, no_attrs, fwd_unary, "max(x, 0)"),
+    OP("abs", 1, fxg_no_attrs, fwd_unary, "|x|"),
+    OP("relu", 1, fxg_no_attrs, fwd_unary, "max(x, 0)"),
     OP("leaky_relu", 1, leaky_attrs, fwd_scalar, "x < 0 ? negative_slope * x : x"),
     OP("elu", 1, elu_attrs, fwd_scalar, "x < 0 ? alpha * (exp(x) - 1) : x"),
-    OP("gelu", 1, no_attrs, fwd_unary, "gelu(x), tanh approximation"),
-    OP("sigmoid", 1, no_attrs, fwd_unary, "1 / (1 + exp(-x))"),
-    OP("tanh", 1, no_attrs, fwd_unary, "tanh(x)"),
+    OP("gelu", 1, fxg_no_attrs, fwd_unary, "gelu(x), tanh approximation"),
+    OP("sigmoid", 1, fxg_no_attrs, fwd_unary, "1 / (1 + exp(-x))"),
+    OP("tanh", 1, fxg_no_attrs, fwd_unary, "tanh(x)"),
     { .name = "clamp", .min_in = 1, .max_in = 1, .attrs = clamp_attrs, .check = clamp_check,
       .forward = fwd_clamp, .doc = "min(max(x, min), max)" },
     OP("softmax", 1, axis_attrs, fwd_axis, "softmax along axis"),
@@ -888,7 +480,7 @@ const fxg_op fxg_ops[] = {
     OP("index_select", 2, axis0_attrs, fwd_index_select,
        "x, idx (1-D i32/i64) -> x's entries idx along axis"),
     OP("gather", 2, axis0_attrs, fwd_gather, "x, idx (x's rank) -> torch.gather(x, axis, idx)"),
-    OP("where", 3, no_attrs, fwd_where, "cond, a, b -> cond ? a : b"),
+    OP("where", 3, fxg_no_attrs, fwd_where, "cond, a, b -> cond ? a : b"),
     { .name = "scaled_dot_product_attention", .min_in = 3, .max_in = 5, .attrs = sdpa_attrs,
       .lengths_inputs = FXG_ROLE_LENGTHS(3), .forward = fwd_sdpa,
       .doc = "q [..,L,E], k [..,S,E], v [..,S,Ev] [, key_lengths [N] [, mask]] -> [..,L,Ev]" },
@@ -903,10 +495,31 @@ const fxg_op fxg_ops[] = {
     { .name = NULL },
 };
 
+static int count_ops(const fxg_op *t)
+{
+    int n = 0;
+    while (t[n].name)
+        n++;
+    return n;
+}
+
+int fxg_num_ops(void)
+{
+    return count_ops(fxg_layer_ops) + count_ops(fxg_tensor_ops);
+}
+
+const fxg_op *fxg_op_at(int i)
+{
+    int nl = count_ops(fxg_layer_ops);
+    if (i < 0 || i >= fxg_num_ops())
+        return NULL;
+    return i < nl ? &fxg_layer_ops[i] : &fxg_tensor_ops[i - nl];
+}
+
 const fxg_op *fxg_find_op(const char *name)
 {
-    for (const fxg_op *op = fxg_ops; op->name; op++)
-        if (strcmp(op->name, name) == 0)
-            return op;
+    for (int i = 0; i < fxg_num_ops(); i++)
+        if (strcmp(fxg_op_at(i)->name, name) == 0)
+            return fxg_op_at(i);
     return NULL;
 }

@@ -1061,7 +1061,7 @@ static spec_t *random_spec(fx_rng *rng, int nops)
     char names[8][16] = { "x", "i" };
     int nnames = 2, nn = 1 + (int)(fx_rng_u64(rng) % 6);
     for (int k = 0; k < nn; k++) {
-        const fxg_op *op = &fxg_ops[fx_rng_u64(rng) % (uint64_t)nops];
+        const fxg_op *op = fxg_op_at((int)(fx_rng_u64(rng) % (uint64_t)nops));
         int nin = op->min_in + (fx_rng_u64(rng) % 8 == 0);
         char in[64] = "";
         for (int j = 0; j < nin; j++) {
@@ -1082,9 +1082,7 @@ static spec_t *random_spec(fx_rng *rng, int nops)
 static void test_random_specs(void **state)
 {
     fx_rng *rng = fx_rng_create(21);
-    int nops = 0, built = 0, ran = 0;
-    while (fxg_ops[nops].name)
-        nops++;
+    int nops = fxg_num_ops(), built = 0, ran = 0;
     fx_ctx *ctx = fx_ctx_create(fx_cpu());
     for (int it = 0; it < 3000; it++) {
         spec_t *s = random_spec(rng, nops);
