@@ -1,0 +1,48 @@
+/*
+ * models.h - a stored model: the one place that turns a stored record
+ * (store/: spec bytes, seed, versions) into a graph (models/graph.h) with
+ * the weights of a version. Serving, training and the model service all go
+ * through here, so "stored spec -> graph", "version 0 means the latest" and
+ * "weights that fit the graph" are written once, with one set of messages.
+ *
+ * The folder models/ owns: graph.c/graph_parse.c (ModelSpec -> validated
+ * graph, shape inference, forward, weights in and out), the op table
+ * (graph_layers.c, graph_ops.c) and this file. It calls the engine and the
+ * store, never gRPC or serving.
+ *
+ * Every function returns 0 or an fxs_status code (base/status.h) with the
+ * message in err: FXS_NOT_FOUND (no such version), FXS_INVALID_ARGUMENT
+ * (weights that do not fit), FXS_RESOURCE_EXHAUSTED (out of memory),
+ * FXS_INTERNAL (a stored spec that no longer builds), or the store's code.
+ */
+#ifndef FXM_MODELS_H
+#define FXM_MODELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "models/graph.h"
+#include "store/store.h"
+
+/* The graph of a stored model's spec with the initial weights of its seed.
+ * max_params: the daemon's per-model limit (0: the graph's default). */
+int fxm_graph_of(const fxdb_model_rec *rec, uint64_t max_params, fxg_graph **out, char *err,
+                 size_t errlen);
+
+/* The stored version `want` (0: the latest usable one) into *version;
+ * FXS_NOT_FOUND naming the model when it has no such version. */
+int fxm_resolve_version(const fxdb_model_rec *rec, int64_t want, int64_t *version, char *err,
+                        size_t errlen);
+
+/* The graph of model `name` with the weights of version `want` (0: the
+ * latest); *version (optional) gets the version loaded. */
+int fxm_load_version(fxdb_store *st, const char *name, int64_t want, uint64_t max_params,
+                     fxg_graph **out, int64_t *version, char *err, size_t errlen);
+
+/* Checks that a safetensors buffer holds exactly the weights of the
+ * model's graph (names, shapes, dtypes): FXS_INVALID_ARGUMENT naming the
+ * tensor otherwise. Builds a fresh graph: a served one is never touched. */
+int fxm_check_weights(const fxdb_model_rec *rec, uint64_t max_params, const void *buf,
+                      size_t len, char *err, size_t errlen);
+
+#endif
