@@ -44,6 +44,9 @@ static const struct {
     { "source", 272 },             /* ImportWeights: free text; OutputSpec: "node:K" */
     { "inputs", 272 },             /* Node: "node:K" references */
 };
+/* The least limit above: a string no longer than this needs no lookup
+ * (most are names; the lookup's strcmps would double the walk's cost). */
+#define SMALLEST_LIMIT 256
 
 size_t fxr_string_limit(const char *name)
 {
@@ -221,7 +224,7 @@ static void format_path(const walker *w, char *out, size_t len)
 
 static int check_string(walker *w, const uint8_t *s, size_t n)
 {
-    size_t limit = fxr_string_limit(w->stack[w->depth - 1].field->name);
+    size_t limit = n > SMALLEST_LIMIT ? fxr_string_limit(w->stack[w->depth - 1].field->name) : 0;
     if (fxu_text_check("", s, n, limit, NULL, 0) == 0)
         return 0;
     char path[512];
