@@ -46,6 +46,7 @@
 
 #include "base/log.h"
 #include "base/status.h"
+#include "base/text.h"
 #include "base/util.h"
 
 #define MAX_TENSORS 256
@@ -174,7 +175,8 @@ static void shape_str(int64_t n, int ndim, const int64_t *dims, char *buf, size_
 }
 
 /* Tensor names end up in safetensors JSON headers and in messages: no
- * quoting needed if there are no quotes, backslashes or control bytes. */
+ * quoting needed if there are no quotes, backslashes or control bytes; and
+ * in Dataset replies, whose string fields must be valid UTF-8. */
 static bool tensor_name_ok(const char *name, char *err, size_t errlen)
 {
     size_t n = strlen(name);
@@ -194,6 +196,14 @@ static bool tensor_name_ok(const char *name, char *err, size_t errlen)
                  "(no quotes, backslashes or control characters)", name, c, i);
             return false;
         }
+    }
+    /* The RPC layer refuses such names already (rpc/wirecheck.h); this
+     * keeps the module's own rule whole for any other caller. */
+    size_t bad = fxu_utf8_invalid_at(name, n);
+    if (bad < n) {
+        fxu_fail(err, errlen, 0, "a tensor name is not valid UTF-8 (byte 0x%02x at position %zu)",
+                 (unsigned char)name[bad], bad);
+        return false;
     }
     return true;
 }

@@ -15,6 +15,7 @@
  */
 #define _GNU_SOURCE
 #include "rpc/rpc.h"
+#include "rpc/wirecheck.h"
 #include "base/util.h"
 
 #include <errno.h>
@@ -82,6 +83,7 @@ struct fxr_call {
 
     const route *route;
     ProtobufCMessage *req;
+    char *refused; /* why fxr_recv refused a message's strings (wirecheck.h) */
     char *path;
     char *peer; /* gpr_malloc'd by gRPC */
     int64_t deadline_ns;
@@ -166,21 +168,37 @@ static grpc_byte_buffer *pack_message(const ProtobufCMessage *msg)
     return bb;
 }
 
-/* Unpacks a received buffer (consumed); NULL when it does not parse. */
+/* Unpacks a received buffer (consumed) once its string fields pass
+ * fxr_wirecheck; NULL when it does not parse (refused[0] == 0) or a string
+ * is refused (why, naming the field, in refused). */
 static ProtobufCMessage *unpack_message(const ProtobufCMessageDescriptor *desc,
-                                        grpc_byte_buffer *bb)
+                                        grpc_byte_buffer *bb, char *refused, size_t len)
 {
     grpc_byte_buffer_reader reader;
     ProtobufCMessage *msg = NULL;
+    refused[0] = 0;
     if (grpc_byte_buffer_reader_init(&reader, bb)) {
         grpc_slice slice = grpc_byte_buffer_reader_readall(&reader);
-        msg = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(slice),
-                                        GRPC_SLICE_START_PTR(slice));
+        bool malformed = false; /* then unpack fails too: see wirecheck.h */
+        if (fxr_wirecheck(desc, GRPC_SLICE_START_PTR(slice), GRPC_SLICE_LENGTH(slice), &malformed,
+                          refused, len) == 0 && !malformed)
+            msg = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(slice),
+                                            GRPC_SLICE_START_PTR(slice));
         grpc_slice_unref(slice);
         grpc_byte_buffer_reader_destroy(&reader);
     }
     grpc_byte_buffer_destroy(bb);
     return msg;
+}
+
+static void log_unpack_failure(const fxr_call *c, const char *refused)
+{
+    if (refused[0])
+        slog(c->s, "warn", "rpc: %s: refused a %s from %s: %s", c->path, c->route->input->name,
+             c->peer, refused);
+    else
+        slog(c->s, "warn", "rpc: %s: cannot parse %s from %s", c->path, c->route->input->name,
+             c->peer);
 }
 
 static void wake_shutdown(fxr_server *s, int *counter, int delta)
@@ -221,6 +239,7 @@ static void call_free(fxr_call *c)
     if (c->req)
         protobuf_c_message_free_unpacked(c->req, NULL);
     free(c->path);
+    free(c->refused);
     gpr_free(c->peer);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
@@ -348,6 +367,8 @@ void fxr_fail(fxr_call *call, fxs_status code, const char *fmt, ...)
         slog(s, "error", "rpc: %s: fxr_fail with OK turned into UNKNOWN", call->path);
         code = FXS_UNKNOWN;
     }
+    if (code == FXS_INVALID_ARGUMENT && call->refused) /* the field at fault, not "cannot parse" */
+        snprintf(msg, sizeof msg, "%s", call->refused);
     call_finish(call, NULL, code, msg);
 }
 
@@ -473,10 +494,12 @@ int fxr_recv(fxr_call *c, ProtobufCMessage **msg)
     }
     if (!bb)
         return 0;
-    *msg = unpack_message(c->route->input, bb);
+    char refused[FXS_ERRLEN];
+    *msg = unpack_message(c->route->input, bb, refused, sizeof refused);
     if (!*msg) {
-        slog(c->s, "warn", "rpc: %s: cannot parse %s from %s", c->path, c->route->input->name,
-             c->peer);
+        log_unpack_failure(c, refused);
+        if (refused[0] && !c->refused)
+            c->refused = strdup(refused); /* for the handler's fxr_fail (rpc.h) */
         return -1;
     }
     return 1;
@@ -570,15 +593,16 @@ static void enqueue_handler(fxr_server *s, fxr_call *c)
  * big) and run the handler. */
 static void run_queued(fxr_call *c)
 {
+    char refused[FXS_ERRLEN];
     grpc_byte_buffer *bb = c->recv_bb;
     c->recv_bb = NULL;
     if (atomic_load(&c->gone)) { /* timed out or cancelled while queued */
         grpc_byte_buffer_destroy(bb);
         call_finish(c, NULL, FXS_CANCELLED, NULL);
-    } else if (!(c->req = unpack_message(c->route->input, bb))) {
-        slog(c->s, "warn", "rpc: %s: cannot parse %s from %s", c->path, c->route->input->name,
-             c->peer);
-        fxr_fail(c, FXS_INVALID_ARGUMENT, "cannot parse %s", c->route->input->name);
+    } else if (!(c->req = unpack_message(c->route->input, bb, refused, sizeof refused))) {
+        log_unpack_failure(c, refused);
+        fxr_fail(c, FXS_INVALID_ARGUMENT, "%s%s", refused[0] ? "" : "cannot parse ",
+                 refused[0] ? refused : c->route->input->name);
     } else {
         c->route->fn(c, c->req, c->route->data); /* may free c */
     }

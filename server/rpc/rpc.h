@@ -50,7 +50,9 @@ typedef struct fxr_call fxr_call;
 /* A handler. req is the unpacked request for unary and server-streaming
  * methods (owned by the call: valid until the call is finished), NULL for
  * client-streaming and bidi methods (read them with fxr_recv). data is the
- * pointer given at registration. */
+ * pointer given at registration. Its string fields are checked before the
+ * handler runs (rpc/wirecheck.h: valid UTF-8, no NUL, within the field's
+ * limit); a refused request is answered INVALID_ARGUMENT without it. */
 typedef void (*fxr_handler)(fxr_call *call, const ProtobufCMessage *req, void *data);
 
 typedef struct {
@@ -119,7 +121,11 @@ void fxr_finish(fxr_call *call);
  * with *msg (free with protobuf_c_message_free_unpacked), 0 at the end of
  * the client's stream, -1 when the call is gone or the message does not
  * parse (the call is then answered INVALID_ARGUMENT/CANCELLED by the caller
- * via fxr_fail as usual). */
+ * via fxr_fail as usual). Every message's string fields are checked first
+ * (rpc/wirecheck.h), as the request of a unary call is before its handler
+ * runs: when one is refused, -1 too, and the caller's fxr_fail with
+ * INVALID_ARGUMENT sends the reason that names the field instead of its own
+ * message. */
 int fxr_recv(fxr_call *call, ProtobufCMessage **msg);
 
 /* True once the client cancelled, the deadline passed, or the shutdown's

@@ -346,6 +346,8 @@ static void test_validation_errors(void **state)
     expect_add_error(f, NULL, &t, FXS_INVALID_ARGUMENT, "a\"b", "position 1");
     t = piece("__metadata__", F32, 2, s42, buf, 32);
     expect_add_error(f, NULL, &t, FXS_INVALID_ARGUMENT, "reserved", NULL);
+    t = piece("ab\xC0\xAF", F32, 2, s42, buf, 32); /* an overlong '/' */
+    expect_add_error(f, NULL, &t, FXS_INVALID_ARGUMENT, "not valid UTF-8", "position 2");
 
     /* DATA_TYPE_UNSPECIFIED reads as FP32: the same tensor continues */
     fxds_upload *u;

@@ -97,6 +97,7 @@ static void h_unary(fxr_call *call, const ProtobufCMessage *m, void *data)
     int64_t now_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
     int64_t dl = fxr_deadline_ns(call);
     r.text = req->text;
+    r.data = req->blob;
     r.index = *(int *)data;
     r.deadline_left_ms = dl == INT64_MAX ? -1 : (dl - now_ns) / 1000000;
     if (fxr_metadata(call, "x-team", team, sizeof team))
@@ -769,16 +770,22 @@ static void test_big_messages(void **state)
         bad += rep->data.data[i] != (uint8_t)(i * 7 % 251);
     assert_int_equal(bad, 0);
     protobuf_c_message_free_unpacked(&rep->base, NULL);
-    /* and a big request */
+    /* and a big request (in a bytes field: a string over 64 KiB is refused) */
     char *text = malloc(6 << 20);
     assert_non_null(text);
     memset(text, 'a', (6 << 20) - 1);
     text[(6 << 20) - 1] = '\0';
     req.size = 0;
-    req.text = text;
+    req.blob.data = (uint8_t *)text;
+    req.blob.len = 6 << 20;
     assert_int_equal(call_echo(shared.ch, "Unary", &req, &rep, 20000, err, sizeof err), FXC_OK);
-    assert_int_equal(strlen(rep->text), (6 << 20) - 1);
+    assert_int_equal(rep->data.len, 6 << 20);
     protobuf_c_message_free_unpacked(&rep->base, NULL);
+    req.blob.len = 0;
+    req.text = text;
+    assert_int_equal(call_echo(shared.ch, "Unary", &req, &rep, 20000, err, sizeof err),
+                     FXC_INVALID_ARGUMENT);
+    assert_string_equal(err, "text: 6291455 bytes, the limit is 65536");
     free(text);
 }
 
