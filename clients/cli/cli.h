@@ -31,11 +31,6 @@ enum {
     CLI_ERR_LOCAL = 4,
 };
 
-/* gRPC status codes the CLI acts on (rpcc.h returns gRPC's values). */
-#define CLI_GRPC_DEADLINE_EXCEEDED 4
-#define CLI_GRPC_UNAVAILABLE       14
-#define CLI_GRPC_DATA_LOSS         15
-
 typedef struct {
     const char *server;
     double timeout_s;

@@ -325,7 +325,7 @@ static int export_stream(cli_ctx *c, const cli_args *a, export_state *s)
     if (s->total && s->written != s->total) {
         snprintf(err, sizeof err, "the server sent %" PRIu64 " of %" PRIu64 " bytes", s->written,
                  s->total);
-        return cli_status_error(c, CLI_GRPC_DATA_LOSS, err);
+        return cli_status_error(c, FXS_DATA_LOSS, err);
     }
     return CLI_OK;
 }

@@ -50,8 +50,8 @@ int cli_local_error(const char *fmt, ...)
 int cli_status_error(const cli_ctx *c, int code, const char *msg)
 {
     fflush(stdout);
-    bool unreachable = code == CLI_GRPC_UNAVAILABLE || code == CLI_GRPC_DEADLINE_EXCEEDED;
-    fprintf(stderr, "fluxion: %s: %s", fxc_status_name(code), msg && *msg ? msg : "(no message)");
+    bool unreachable = code == FXS_UNAVAILABLE || code == FXS_DEADLINE_EXCEEDED;
+    fprintf(stderr, "fluxion: %s: %s", fxs_status_name(code), msg && *msg ? msg : "(no message)");
     if (unreachable)
         fprintf(stderr, " (server %s)", c->server);
     fputc('\n', stderr);
