@@ -98,21 +98,11 @@ int cli_parse_seconds(const char *flag, const char *text, double *out);
 
 /* Display name of a path argument ("-" is stdin). */
 const char *cli_path_name(const char *path);
-/* Whole file (or stdin for "-") into a malloc'd buffer. */
+/* Whole file (or stdin for "-") into a malloc'd buffer. Files written by the
+ * CLI go through base/fsutil.h too (fxu_atomic: `model export`). */
 int cli_read_file(const char *path, unsigned char **buf, size_t *len);
 /* A JSON document from a file or stdin: duplicate keys are an error. */
 int cli_load_json(const char *path, json_t **out);
-
-/* Writing a file atomically: a temporary file next to it, renamed over it
- * by cli_atomic_commit (after fsync); cli_atomic_abort removes it. */
-typedef struct {
-    FILE *f;
-    char *tmp;
-    const char *path;
-} cli_atomic;
-int cli_atomic_open(cli_atomic *a, const char *path);
-int cli_atomic_commit(cli_atomic *a);
-void cli_atomic_abort(cli_atomic *a);
 
 /* ------------------------------------------------------------- calls */
 

@@ -11,10 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "fluxion/v1/model.pb-c.h"
+#include "fsutil.h"
 #include "inference/grpc_service.pb-c.h"
 #include "jsonout.h"
+#include "util.h"
 #include "pbjson.h"
 
 #define MODEL_SERVICE      "/fluxion.v1.ModelService/"
@@ -279,7 +282,7 @@ static int cmd_unload(cli_ctx *c, const cli_args *a)
 /* ----------------------------------------------------------------- export */
 
 typedef struct {
-    FILE *f;
+    int fd;
     const char *path;
     uint64_t written, total;
     int64_t version;      /* the server's, from the first chunk */
@@ -297,8 +300,8 @@ static int export_chunk(const ProtobufCMessage *msg, void *data)
         s->total = ch->total_bytes;
         s->first = false;
     }
-    if (ch->data.len && fwrite(ch->data.data, 1, ch->data.len, s->f) != ch->data.len) {
-        s->write_errno = errno ? errno : EIO;
+    if (fxu_write_all(s->fd, ch->data.data, ch->data.len) != 0) {
+        s->write_errno = errno;
         return 1;
     }
     s->written += ch->data.len;
@@ -339,29 +342,29 @@ static int cmd_export(cli_ctx *c, const cli_args *a)
     if (a->opt[0] && cli_parse_positive("--version", a->opt[0], &s.want_version))
         return CLI_ERR_USAGE;
     bool to_stdout = !strcmp(path, "-");
-    cli_atomic out = {0};
+    fxu_atomic out;
+    char err[FXS_ERRLEN];
     if (to_stdout) {
-        s.f = stdout;
+        s.fd = STDOUT_FILENO; /* written unbuffered: nothing else goes to stdout */
         s.path = "stdout";
     } else {
-        int rc = cli_atomic_open(&out, path);
-        if (rc)
-            return rc;
-        s.f = out.f;
+        if (fxu_atomic_open(&out, path, err, sizeof err))
+            return cli_local_error("%s", err);
+        /* The temporary file is 0600; an export gets a plain file's mode. */
+        mode_t mask = umask(0);
+        umask(mask);
+        fchmod(out.fd, 0666 & ~mask);
+        s.fd = out.fd;
     }
     int rc = export_stream(c, a, &s);
-    if (to_stdout) {
-        if (!rc && fflush(stdout))
-            rc = cli_local_error("stdout: %s", strerror(errno));
+    if (to_stdout)
         return rc;
-    }
     if (rc) {
-        cli_atomic_abort(&out);
+        fxu_atomic_abort(&out);
         return rc;
     }
-    rc = cli_atomic_commit(&out);
-    if (rc)
-        return rc;
+    if (fxu_atomic_commit(&out, err, sizeof err))
+        return cli_local_error("%s", err);
     if (c->json) {
         json_t *j = json_pack("{s:s, s:I, s:I, s:s}", "name", a->pos[0], "version",
                               (json_int_t)s.version, "bytes", (json_int_t)s.written, "file", path);

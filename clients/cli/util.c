@@ -1,7 +1,6 @@
 /*
  * util.c - the CLI's errors, argument values, files, calls and output.
  */
-#define _GNU_SOURCE /* asprintf */
 #include "cli.h"
 
 #include <errno.h>
@@ -12,10 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "jsonout.h"
 #include "pbjson.h"
 
@@ -87,35 +86,21 @@ int cli_parse_seconds(const char *flag, const char *text, double *out)
 
 const char *cli_path_name(const char *path) { return strcmp(path, "-") ? path : "stdin"; }
 
+/* The read itself is base/fsutil's: any descriptor, to its end. */
 int cli_read_file(const char *path, unsigned char **buf, size_t *len)
 {
     bool is_stdin = !strcmp(path, "-");
-    FILE *f = is_stdin ? stdin : fopen(path, "rb");
-    if (!f)
+    int fd = is_stdin ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
         return cli_local_error("%s: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    unsigned char *data = malloc(cap);
-    while (data) {
-        n += fread(data + n, 1, cap - n, f);
-        if (n < cap)
-            break;
-        unsigned char *bigger = cap > SIZE_MAX / 2 ? NULL : realloc(data, cap * 2);
-        if (!bigger)
-            free(data);
-        data = bigger;
-        cap *= 2;
-    }
-    int err = ferror(f) ? errno : 0;
+    char err[FXS_ERRLEN];
+    void *data;
+    int rc = fxu_read_stream(fd, cli_path_name(path), &data, len, err, sizeof err);
     if (!is_stdin)
-        fclose(f);
-    if (!data)
-        return cli_local_error("%s: out of memory", cli_path_name(path));
-    if (err) {
-        free(data);
-        return cli_local_error("%s: %s", cli_path_name(path), strerror(err));
-    }
+        close(fd);
+    if (rc)
+        return cli_local_error("%s", err);
     *buf = data;
-    *len = n;
     return CLI_OK;
 }
 
@@ -132,65 +117,6 @@ int cli_load_json(const char *path, json_t **out)
     if (!*out)
         return cli_local_error("%s:%d:%d: %s", cli_path_name(path), e.line, e.column, e.text);
     return CLI_OK;
-}
-
-int cli_atomic_open(cli_atomic *a, const char *path)
-{
-    a->path = path;
-    a->f = NULL;
-    if (asprintf(&a->tmp, "%s.tmp.XXXXXX", path) < 0) {
-        a->tmp = NULL;
-        return cli_local_error("%s: out of memory", path);
-    }
-    int fd = mkstemp(a->tmp);
-    if (fd < 0) {
-        int err = errno;
-        free(a->tmp);
-        a->tmp = NULL;
-        return cli_local_error("%s: %s", path, strerror(err));
-    }
-    /* mkstemp makes 0600; a plain file gets 0666 less the umask. */
-    mode_t mask = umask(0);
-    umask(mask);
-    fchmod(fd, 0666 & ~mask);
-    a->f = fdopen(fd, "wb");
-    if (!a->f) {
-        int err = errno;
-        close(fd);
-        cli_atomic_abort(a);
-        return cli_local_error("%s: %s", path, strerror(err));
-    }
-    return CLI_OK;
-}
-
-int cli_atomic_commit(cli_atomic *a)
-{
-    int err = 0;
-    if (fflush(a->f) || fsync(fileno(a->f)))
-        err = errno;
-    if (fclose(a->f) && !err)
-        err = errno;
-    a->f = NULL;
-    if (!err && rename(a->tmp, a->path))
-        err = errno;
-    if (err) {
-        cli_atomic_abort(a);
-        return cli_local_error("%s: %s", a->path, strerror(err));
-    }
-    free(a->tmp);
-    a->tmp = NULL;
-    return CLI_OK;
-}
-
-void cli_atomic_abort(cli_atomic *a)
-{
-    if (a->f)
-        fclose(a->f);
-    a->f = NULL;
-    if (a->tmp)
-        unlink(a->tmp);
-    free(a->tmp);
-    a->tmp = NULL;
 }
 
 /* ------------------------------------------------------------- calls */
