@@ -94,7 +94,7 @@ int cli_read_file(const char *path, unsigned char **buf, size_t *len)
     if (fd < 0)
         return cli_local_error("%s: %s", path, strerror(errno));
     char err[FXS_ERRLEN];
-    void *data;
+    void *data = NULL;
     int rc = fxu_read_stream(fd, cli_path_name(path), &data, len, err, sizeof err);
     if (!is_stdin)
         close(fd);
@@ -106,7 +106,7 @@ int cli_read_file(const char *path, unsigned char **buf, size_t *len)
 
 int cli_load_json(const char *path, json_t **out)
 {
-    unsigned char *buf;
+    unsigned char *buf = NULL;
     size_t len;
     int rc = cli_read_file(path, &buf, &len);
     if (rc)
@@ -137,16 +137,60 @@ fxc_channel *cli_channel(cli_ctx *c)
     return c->ch;
 }
 
-int cli_unary(cli_ctx *c, const char *path, const ProtobufCMessage *req,
-              const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp)
+cli_rpc cli_rpc_of(const ProtobufCServiceDescriptor *service, const char *method)
 {
+    cli_rpc r = { .req = NULL };
+    const ProtobufCMethodDescriptor *m = fxc_method_path(service, method, r.path, sizeof r.path);
+    if (m) {
+        r.req = m->input;
+        r.resp = m->output;
+    } else {
+        r.path[0] = '\0';
+    }
+    return r;
+}
+
+int cli_unary(cli_ctx *c, const ProtobufCServiceDescriptor *service, const char *method,
+              const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+    cli_rpc r = cli_rpc_of(service, method);
+    if (!r.req || req->descriptor != r.req) /* a bug of the CLI, not of its input */
+        return cli_local_error("internal error: %s has no method %s taking a %s", service->name,
+                               method, req->descriptor->name);
     fxc_channel *ch = cli_channel(c);
     if (!ch)
         return CLI_ERR_LOCAL;
     char err[1024] = "";
     fxc_call_opts o = cli_call_opts(c);
-    int code = fxc_unary(ch, path, req, resp_desc, resp, &o, err, sizeof err);
+    int code = fxc_unary(ch, r.path, req, r.resp, resp, &o, err, sizeof err);
     return code ? cli_status_error(c, code, err) : CLI_OK;
+}
+
+int cli_show(const cli_ctx *c, const ProtobufCMessage *resp, cli_text_fn text, const void *arg)
+{
+    if (c->json)
+        return cli_print_message(c, resp);
+    text(resp, arg);
+    return CLI_OK;
+}
+
+int cli_call_print(cli_ctx *c, const ProtobufCServiceDescriptor *service, const char *method,
+                   const ProtobufCMessage *req, cli_text_fn text, const void *arg)
+{
+    ProtobufCMessage *resp;
+    int rc = cli_unary(c, service, method, req, &resp);
+    if (rc)
+        return rc;
+    rc = cli_show(c, resp, text, arg);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+void cli_print_done(const ProtobufCMessage *resp, const void *arg)
+{
+    (void)resp;
+    const cli_done *d = arg;
+    printf("%s %s %s\n", d->done, d->what, d->name);
 }
 
 /* ------------------------------------------------------------ output */

@@ -74,6 +74,17 @@ void fxc_channel_free(fxc_channel *c)
     grpc_shutdown();
 }
 
+const ProtobufCMethodDescriptor *fxc_method_path(const ProtobufCServiceDescriptor *service,
+                                                 const char *method, char *path, size_t len)
+{
+    const ProtobufCMethodDescriptor *m =
+        service && method ? protobuf_c_service_descriptor_get_method_by_name(service, method) : NULL;
+    if (!m || !path)
+        return NULL;
+    int n = snprintf(path, len, "/%s/%s", service->name, m->name);
+    return n > 0 && (size_t)n < len ? m : NULL;
+}
+
 /* ------------------------------------------------------------ one call */
 
 typedef struct {

@@ -35,6 +35,13 @@ typedef struct {
 fxc_channel *fxc_channel_create(const char *target, const fxc_channel_opts *opts);
 void fxc_channel_free(fxc_channel *ch);
 
+/* The path of a method, "/" + service->name + "/" + method (as the daemon's
+ * rpc/ derives it from the same protoc-c descriptor), into path[len]. Returns
+ * the method's descriptor (its request and response types), or NULL when the
+ * service has no such method or path is too short. */
+const ProtobufCMethodDescriptor *fxc_method_path(const ProtobufCServiceDescriptor *service,
+                                                 const char *method, char *path, size_t len);
+
 /* One metadata entry to send with a call (key lowercase). */
 typedef struct { const char *key, *value; } fxc_metadata;
 

@@ -334,6 +334,33 @@ static void test_status_names(void **state)
     assert_string_equal(fxs_status_name(99), "UNKNOWN_CODE");
 }
 
+/* Clients derive a method's path from the service descriptor the way the
+ * server routes it: a call on the derived path reaches the handler. */
+static void test_method_path(void **state)
+{
+    char path[64];
+    const ProtobufCMethodDescriptor *m =
+        fxc_method_path(&fxtest__echo__descriptor, "Unary", path, sizeof path);
+    assert_non_null(m);
+    assert_string_equal(path, "/fxtest.Echo/Unary");
+    assert_ptr_equal(m->input, &fxtest__echo_request__descriptor);
+    assert_ptr_equal(m->output, REPLY_DESC);
+    Fxtest__EchoRequest req = FXTEST__ECHO_REQUEST__INIT;
+    req.text = "path";
+    Fxtest__EchoReply *rep = NULL;
+    char err[256] = "";
+    fxc_call_opts co = { .timeout_ms = 5000 };
+    assert_int_equal(fxc_unary(shared.ch, path, &req.base, m->output, (ProtobufCMessage **)&rep,
+                               &co, err, sizeof err),
+                     FXS_OK);
+    assert_string_equal(rep->text, "path");
+    fxtest__echo_reply__free_unpacked(rep, NULL);
+    /* no such method, or no room for the path */
+    assert_null(fxc_method_path(&fxtest__echo__descriptor, "Nope", path, sizeof path));
+    assert_null(fxc_method_path(&fxtest__echo__descriptor, NULL, path, sizeof path));
+    assert_null(fxc_method_path(&fxtest__echo__descriptor, "Unary", path, 10));
+}
+
 static void expect_create_fails(const fxr_server_opts *o, const char *needle)
 {
     char err[256] = "";
@@ -1222,6 +1249,7 @@ int main(void)
     };
     const struct CMUnitTest with_shared[] = {
         cmocka_unit_test(test_unary),
+        cmocka_unit_test(test_method_path),
         cmocka_unit_test(test_client_bad_args),
         cmocka_unit_test(test_server_stream),
         cmocka_unit_test(test_server_stream_client_cancel),
