@@ -151,12 +151,12 @@ int fxu_rename_durable(const char *tmp, const char *path, bool *renamed, char *e
 }
 
 /* Splits path into its directory *d and file name *base (pointing into
- * *buf, malloc, or at "/" and "."). what names the caller in messages. */
-static int split_path(const char *what, const char *path, char **buf, const char **d,
-                      const char **base, char *err, size_t errlen)
+ * *buf, malloc, or at "/" and "."). */
+static int split_path(const char *path, char **buf, const char **d, const char **base,
+                      char *err, size_t errlen)
 {
     if (!path || !*path) {
-        fxu_seterr(err, errlen, "%s: no path", what);
+        fxu_seterr(err, errlen, "no path to write to");
         return FXS_INVALID_ARGUMENT;
     }
     char *dir = strdup(path);
@@ -169,7 +169,7 @@ static int split_path(const char *what, const char *path, char **buf, const char
     if (slash && slash != dir)
         *slash = '\0';
     if (!**base) {
-        fxu_seterr(err, errlen, "%s: %s names a directory, not a file", what, path);
+        fxu_seterr(err, errlen, "%s names a directory, not a file", path);
         free(dir);
         return FXS_INVALID_ARGUMENT;
     }
@@ -177,37 +177,12 @@ static int split_path(const char *what, const char *path, char **buf, const char
     return 0;
 }
 
-int fxu_write_file_atomic(const char *path, const void *data, size_t len, char *err,
-                          size_t errlen)
-{
-    if (path && *path && !data && len > 0) {
-        fxu_seterr(err, errlen, "write_file_atomic: no data");
-        return FXS_INVALID_ARGUMENT;
-    }
-    char *dir = NULL;
-    const char *d = NULL, *base = NULL;
-    int rc = split_path("write_file_atomic", path, &dir, &d, &base, err, errlen);
-    if (rc != 0)
-        return rc;
-    char *tmp = NULL;
-    bool renamed;
-    rc = fxu_write_temp(d, base, data, len, &tmp, err, errlen);
-    free(dir);
-    if (rc != 0)
-        return rc;
-    rc = fxu_rename_durable(tmp, path, &renamed, err, errlen);
-    if (!renamed)
-        unlink(tmp);
-    free(tmp);
-    return rc;
-}
-
 int fxu_atomic_open(fxu_atomic *a, const char *path, char *err, size_t errlen)
 {
     *a = (fxu_atomic){ .fd = -1, .path = path };
     char *dir = NULL;
     const char *d = NULL, *base = NULL;
-    int rc = split_path("atomic_open", path, &dir, &d, &base, err, errlen);
+    int rc = split_path(path, &dir, &d, &base, err, errlen);
     if (rc != 0)
         return rc;
     rc = temp_create(d, base, &a->fd, &a->tmp, err, errlen);
@@ -240,6 +215,26 @@ void fxu_atomic_abort(fxu_atomic *a)
         unlink(a->tmp);
     free(a->tmp);
     a->tmp = NULL;
+}
+
+int fxu_write_file_atomic(const char *path, const void *data, size_t len, char *err,
+                          size_t errlen)
+{
+    if (path && *path && !data && len > 0) {
+        fxu_seterr(err, errlen, "write_file_atomic: no data");
+        return FXS_INVALID_ARGUMENT;
+    }
+    fxu_atomic a;
+    int rc = fxu_atomic_open(&a, path, err, errlen);
+    if (rc != 0)
+        return rc;
+    if (fxu_write_all(a.fd, data, len) != 0) {
+        int e = errno;
+        fxu_seterr(err, errlen, "cannot write %s: %s", a.tmp, strerror(e));
+        fxu_atomic_abort(&a);
+        return fxu_errno_status(e);
+    }
+    return fxu_atomic_commit(&a, err, errlen);
 }
 
 /* Reads fd to its end into a buffer first sized for cap bytes (and one
