@@ -138,6 +138,9 @@ class CliTest(fxtest.DaemonTest):
             self.assertEqual(f.read(), exported)
         p = self.cli("model", "export", "e1", "-o", os.path.join(out, "nodir", "x"), expect=4)
         self.assertIn("nodir", p.stderr)
+        p = self.cli("model", "export", "e1", "-o", out + "/", expect=4)
+        self.assertIn("names a directory", p.stderr)
+        self.assertEqual(os.listdir(out), ["e.safetensors"])
 
     def test_load_unload(self):
         self.create("u1")
