@@ -31,11 +31,6 @@ enum {
     CLI_ERR_LOCAL = 4,
 };
 
-/* gRPC status codes the CLI acts on (rpcc.h returns gRPC's values). */
-#define CLI_GRPC_DEADLINE_EXCEEDED 4
-#define CLI_GRPC_UNAVAILABLE       14
-#define CLI_GRPC_DATA_LOSS         15
-
 typedef struct {
     const char *server;
     double timeout_s;
@@ -103,30 +98,46 @@ int cli_parse_seconds(const char *flag, const char *text, double *out);
 
 /* Display name of a path argument ("-" is stdin). */
 const char *cli_path_name(const char *path);
-/* Whole file (or stdin for "-") into a malloc'd buffer. */
+/* Whole file (or stdin for "-") into a malloc'd buffer. Files written by the
+ * CLI go through base/fsutil.h too (fxu_atomic: `model export`). */
 int cli_read_file(const char *path, unsigned char **buf, size_t *len);
 /* A JSON document from a file or stdin: duplicate keys are an error. */
 int cli_load_json(const char *path, json_t **out);
-
-/* Writing a file atomically: a temporary file next to it, renamed over it
- * by cli_atomic_commit (after fsync); cli_atomic_abort removes it. */
-typedef struct {
-    FILE *f;
-    char *tmp;
-    const char *path;
-} cli_atomic;
-int cli_atomic_open(cli_atomic *a, const char *path);
-int cli_atomic_commit(cli_atomic *a);
-void cli_atomic_abort(cli_atomic *a);
 
 /* ------------------------------------------------------------- calls */
 
 fxc_call_opts cli_call_opts(const cli_ctx *c);
 /* The channel (opened on first use); NULL after printing an error. */
 fxc_channel *cli_channel(cli_ctx *c);
+
+/* A method of the server, named by its service's protoc-c descriptor
+ * (&fluxion__v1__model_service__descriptor) and its name ("GetModel"): the
+ * path and the message types come from the descriptors, as the daemon's
+ * rpc/ derives them, so no command writes a path by hand. For a method the
+ * service lacks, path is "" and the types NULL: the call then fails. */
+typedef struct {
+    char path[128];
+    const ProtobufCMessageDescriptor *req, *resp;
+} cli_rpc;
+cli_rpc cli_rpc_of(const ProtobufCServiceDescriptor *service, const char *method);
+
 /* A unary call; errors printed, exit code returned. */
-int cli_unary(cli_ctx *c, const char *path, const ProtobufCMessage *req,
-              const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp);
+int cli_unary(cli_ctx *c, const ProtobufCServiceDescriptor *service, const char *method,
+              const ProtobufCMessage *req, ProtobufCMessage **resp);
+
+/* The text form of an answer (arg: the command's). */
+typedef void (*cli_text_fn)(const ProtobufCMessage *resp, const void *arg);
+/* Shows an answer: its JSON with --json (cli_print_message), else text(). */
+int cli_show(const cli_ctx *c, const ProtobufCMessage *resp, cli_text_fn text, const void *arg);
+/* Call, show, free: what most commands are. */
+int cli_call_print(cli_ctx *c, const ProtobufCServiceDescriptor *service, const char *method,
+                   const ProtobufCMessage *req, cli_text_fn text, const void *arg);
+
+/* The text of an answer that carries nothing: "deleted model NAME". */
+typedef struct {
+    const char *done, *what, *name;
+} cli_done;
+void cli_print_done(const ProtobufCMessage *resp, const void *arg /* a cli_done */);
 
 /* ------------------------------------------------------------ output */
 

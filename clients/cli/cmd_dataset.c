@@ -16,7 +16,6 @@
 
 #include "fluxion/v1/dataset.pb-c.h"
 
-#define DATASET_SERVICE "/fluxion.v1.DatasetService/"
 #define MAX_TENSORS     256
 #define MAX_DIMS        8
 
@@ -394,8 +393,10 @@ static const ProtobufCMessage *upload_next(void *data, int *fail)
     return &u->chunk.base;
 }
 
-static void print_dataset(const Fluxion__V1__Dataset *d)
+static void print_dataset(const ProtobufCMessage *msg, const void *arg)
 {
+    (void)arg;
+    const Fluxion__V1__Dataset *d = (const Fluxion__V1__Dataset *)msg;
     char t[32], b[32];
     printf("name:        %s\n", d->name);
     if (*d->description)
@@ -471,8 +472,8 @@ static int cmd_upload(cli_ctx *c, const cli_args *a)
     if (!rc) {
         char err[1024] = "";
         fxc_call_opts o = cli_call_opts(c);
-        int code = fxc_client_stream(ch, DATASET_SERVICE "UploadDataset", upload_next, NULL, u,
-                                     &fluxion__v1__dataset__descriptor, &resp, &o, err,
+        cli_rpc r = cli_rpc_of(&fluxion__v1__dataset_service__descriptor, "UploadDataset");
+        int code = fxc_client_stream(ch, r.path, upload_next, NULL, u, r.resp, &resp, &o, err,
                                      sizeof err);
         if (u->progress && code)
             fputc('\n', stderr);
@@ -481,12 +482,8 @@ static int cmd_upload(cli_ctx *c, const cli_args *a)
         else if (code)
             rc = cli_status_error(c, code, err);
     }
-    if (!rc) {
-        if (c->json)
-            rc = cli_print_message(c, resp);
-        else
-            print_dataset((const Fluxion__V1__Dataset *)resp);
-    }
+    if (!rc)
+        rc = cli_show(c, resp, print_dataset, NULL);
     if (resp)
         protobuf_c_message_free_unpacked(resp, NULL);
     free(u->buf);
@@ -504,36 +501,41 @@ static int by_name(const void *a, const void *b)
                   (*(Fluxion__V1__Dataset *const *)b)->name);
 }
 
+static void print_datasets(const ProtobufCMessage *msg, const void *arg)
+{
+    (void)arg;
+    const Fluxion__V1__ListDatasetsResponse *l = (const Fluxion__V1__ListDatasetsResponse *)msg;
+    if (!l->n_datasets) {
+        printf("no datasets\n");
+        return;
+    }
+    int w = 4;
+    for (size_t i = 0; i < l->n_datasets; i++)
+        if ((int)strlen(l->datasets[i]->name) > w)
+            w = (int)strlen(l->datasets[i]->name);
+    printf("%-*s  %10s  %10s  %7s  %-20s  %s\n", w, "NAME", "SAMPLES", "SIZE", "TENSORS",
+           "CREATED", "DESCRIPTION");
+    for (size_t i = 0; i < l->n_datasets; i++) {
+        const Fluxion__V1__Dataset *d = l->datasets[i];
+        char t[32], b[32];
+        printf("%-*s  %10" PRIu64 "  %10s  %7zu  %-20s  %s\n", w, d->name, d->num_samples,
+               cli_bytes(d->bytes, b, sizeof b), d->n_tensors,
+               cli_time(d->created_unix_ms, t, sizeof t), d->description);
+    }
+}
+
 static int cmd_list(cli_ctx *c, const cli_args *a)
 {
     Fluxion__V1__ListDatasetsRequest req = FLUXION__V1__LIST_DATASETS_REQUEST__INIT;
     ProtobufCMessage *resp;
-    int rc = cli_unary(c, DATASET_SERVICE "ListDatasets", &req.base,
-                       &fluxion__v1__list_datasets_response__descriptor, &resp);
+    int rc = cli_unary(c, &fluxion__v1__dataset_service__descriptor, "ListDatasets", &req.base,
+                       &resp);
     if (rc)
         return rc;
     Fluxion__V1__ListDatasetsResponse *l = (Fluxion__V1__ListDatasetsResponse *)resp;
     if (l->n_datasets > 1)
         qsort(l->datasets, l->n_datasets, sizeof *l->datasets, by_name);
-    if (c->json) {
-        rc = cli_print_message(c, resp);
-    } else if (!l->n_datasets) {
-        printf("no datasets\n");
-    } else {
-        int w = 4;
-        for (size_t i = 0; i < l->n_datasets; i++)
-            if ((int)strlen(l->datasets[i]->name) > w)
-                w = (int)strlen(l->datasets[i]->name);
-        printf("%-*s  %10s  %10s  %7s  %-20s  %s\n", w, "NAME", "SAMPLES", "SIZE", "TENSORS",
-               "CREATED", "DESCRIPTION");
-        for (size_t i = 0; i < l->n_datasets; i++) {
-            const Fluxion__V1__Dataset *d = l->datasets[i];
-            char t[32], b[32];
-            printf("%-*s  %10" PRIu64 "  %10s  %7zu  %-20s  %s\n", w, d->name, d->num_samples,
-                   cli_bytes(d->bytes, b, sizeof b), d->n_tensors,
-                   cli_time(d->created_unix_ms, t, sizeof t), d->description);
-        }
-    }
+    rc = cli_show(c, resp, print_datasets, NULL);
     protobuf_c_message_free_unpacked(resp, NULL);
     return rc;
 }
@@ -542,34 +544,16 @@ static int cmd_get(cli_ctx *c, const cli_args *a)
 {
     Fluxion__V1__GetDatasetRequest req = FLUXION__V1__GET_DATASET_REQUEST__INIT;
     req.name = (char *)a->pos[0];
-    ProtobufCMessage *resp;
-    int rc = cli_unary(c, DATASET_SERVICE "GetDataset", &req.base,
-                       &fluxion__v1__dataset__descriptor, &resp);
-    if (rc)
-        return rc;
-    if (c->json)
-        rc = cli_print_message(c, resp);
-    else
-        print_dataset((const Fluxion__V1__Dataset *)resp);
-    protobuf_c_message_free_unpacked(resp, NULL);
-    return rc;
+    return cli_call_print(c, &fluxion__v1__dataset_service__descriptor, "GetDataset", &req.base,
+                          print_dataset, NULL);
 }
 
 static int cmd_delete(cli_ctx *c, const cli_args *a)
 {
     Fluxion__V1__DeleteDatasetRequest req = FLUXION__V1__DELETE_DATASET_REQUEST__INIT;
     req.name = (char *)a->pos[0];
-    ProtobufCMessage *resp;
-    int rc = cli_unary(c, DATASET_SERVICE "DeleteDataset", &req.base,
-                       &fluxion__v1__delete_dataset_response__descriptor, &resp);
-    if (rc)
-        return rc;
-    if (c->json)
-        rc = cli_print_message(c, resp);
-    else
-        printf("deleted dataset %s\n", a->pos[0]);
-    protobuf_c_message_free_unpacked(resp, NULL);
-    return rc;
+    return cli_call_print(c, &fluxion__v1__dataset_service__descriptor, "DeleteDataset",
+                          &req.base, cli_print_done, &(cli_done){ "deleted", "dataset", a->pos[0] });
 }
 
 /* ------------------------------------------------------------------ table */

@@ -14,8 +14,6 @@
 #include "inference/grpc_service.pb-c.h"
 #include "inferjson.h"
 
-#define INFERENCE_SERVICE "/inference.GRPCInferenceService/"
-
 /* ---------------------------------------------------------------- predict */
 
 static int infer(cli_ctx *c, const char *model, const char *version, const json_t *in,
@@ -25,8 +23,8 @@ static int infer(cli_ctx *c, const char *model, const char *version, const json_
     mreq.name = (char *)model;
     mreq.version = (char *)version;
     ProtobufCMessage *meta;
-    int rc = cli_unary(c, INFERENCE_SERVICE "ModelMetadata", &mreq.base,
-                       &inference__model_metadata_response__descriptor, &meta);
+    int rc = cli_unary(c, &inference__grpcinference_service__descriptor, "ModelMetadata",
+                       &mreq.base, &meta);
     if (rc)
         return rc;
     char err[512];
@@ -36,8 +34,8 @@ static int infer(cli_ctx *c, const char *model, const char *version, const json_
     if (!req)
         return cli_local_error("%s: %s", input_name, err);
     ProtobufCMessage *resp;
-    rc = cli_unary(c, INFERENCE_SERVICE "ModelInfer", &req->base,
-                   &inference__model_infer_response__descriptor, &resp);
+    rc = cli_unary(c, &inference__grpcinference_service__descriptor, "ModelInfer", &req->base,
+                   &resp);
     protobuf_c_message_free_unpacked(&req->base, NULL);
     if (rc)
         return rc;
@@ -79,16 +77,13 @@ static int cmd_predict(cli_ctx *c, const cli_args *a)
 /* ----------------------------------------------------------------- status */
 
 /* ServerLive / ServerReady: an empty request, an answer of one bool. */
-static int probe(cli_ctx *c, const char *method, const ProtobufCMessage *req,
-                 const ProtobufCMessageDescriptor *resp_desc, bool *flag)
+static int probe(cli_ctx *c, const char *method, const ProtobufCMessage *req, bool *flag)
 {
-    char path[96];
-    snprintf(path, sizeof path, INFERENCE_SERVICE "%s", method);
     ProtobufCMessage *resp;
-    int rc = cli_unary(c, path, req, resp_desc, &resp);
+    int rc = cli_unary(c, &inference__grpcinference_service__descriptor, method, req, &resp);
     if (rc)
         return rc;
-    const ProtobufCFieldDescriptor *f = &resp_desc->fields[0];
+    const ProtobufCFieldDescriptor *f = &resp->descriptor->fields[0];
     *flag = *(const protobuf_c_boolean *)((const char *)resp + f->offset);
     protobuf_c_message_free_unpacked(resp, NULL);
     return CLI_OK;
@@ -131,17 +126,14 @@ static int cmd_status(cli_ctx *c, const cli_args *a)
     bool live, ready;
     Inference__ServerLiveRequest lreq = INFERENCE__SERVER_LIVE_REQUEST__INIT;
     Inference__ServerReadyRequest rreq = INFERENCE__SERVER_READY_REQUEST__INIT;
-    int rc =
-        probe(c, "ServerLive", &lreq.base, &inference__server_live_response__descriptor, &live);
+    int rc = probe(c, "ServerLive", &lreq.base, &live);
     if (!rc)
-        rc = probe(c, "ServerReady", &rreq.base, &inference__server_ready_response__descriptor,
-                   &ready);
+        rc = probe(c, "ServerReady", &rreq.base, &ready);
     if (rc)
         return rc;
     Fluxion__V1__GetStatusRequest req = FLUXION__V1__GET_STATUS_REQUEST__INIT;
     ProtobufCMessage *resp;
-    rc = cli_unary(c, "/fluxion.v1.ClusterService/GetStatus", &req.base,
-                   &fluxion__v1__get_status_response__descriptor, &resp);
+    rc = cli_unary(c, &fluxion__v1__cluster_service__descriptor, "GetStatus", &req.base, &resp);
     if (rc)
         return rc;
     if (c->json) {

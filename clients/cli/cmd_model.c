@@ -11,14 +11,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "fluxion/v1/model.pb-c.h"
+#include "fsutil.h"
 #include "inference/grpc_service.pb-c.h"
 #include "jsonout.h"
+#include "util.h"
 #include "pbjson.h"
 
-#define MODEL_SERVICE      "/fluxion.v1.ModelService/"
-#define INFERENCE_SERVICE  "/inference.GRPCInferenceService/"
 #define IMPORT_CHUNK_BYTES (1u << 20)
 
 /* --------------------------------------------------------------- printing */
@@ -62,8 +63,10 @@ static void print_attrs(const Fluxion__V1__Node *n)
     }
 }
 
-static void print_model(const Fluxion__V1__Model *m)
+static void print_model(const ProtobufCMessage *msg, const void *arg)
 {
+    (void)arg;
+    const Fluxion__V1__Model *m = (const Fluxion__V1__Model *)msg;
     char t[32], b[32];
     printf("name:        %s\n", m->name);
     if (*m->description)
@@ -151,25 +154,22 @@ static int create_request(const cli_args *a, Fluxion__V1__CreateModelRequest **o
     return CLI_OK;
 }
 
+static void print_created(const ProtobufCMessage *msg, const void *arg)
+{
+    (void)arg;
+    const Fluxion__V1__Model *m = (const Fluxion__V1__Model *)msg;
+    printf("created model %s: version %" PRId64 ", %" PRIu64 " parameters, %s\n", m->name,
+           m->latest_version, m->num_parameters, m->loaded ? "loaded" : "not loaded");
+}
+
 static int cmd_create(cli_ctx *c, const cli_args *a)
 {
     Fluxion__V1__CreateModelRequest *req;
     int rc = create_request(a, &req);
     if (rc)
         return rc;
-    ProtobufCMessage *resp;
-    rc = cli_unary(c, MODEL_SERVICE "CreateModel", &req->base, &fluxion__v1__model__descriptor,
-                   &resp);
+    rc = cli_call_print(c, &fluxion__v1__model_service__descriptor, "CreateModel", &req->base, print_created, NULL);
     protobuf_c_message_free_unpacked(&req->base, NULL);
-    if (rc)
-        return rc;
-    const Fluxion__V1__Model *m = (const Fluxion__V1__Model *)resp;
-    if (c->json)
-        rc = cli_print_message(c, resp);
-    else
-        printf("created model %s: version %" PRId64 ", %" PRIu64 " parameters, %s\n", m->name,
-               m->latest_version, m->num_parameters, m->loaded ? "loaded" : "not loaded");
-    protobuf_c_message_free_unpacked(resp, NULL);
     return rc;
 }
 
@@ -180,37 +180,41 @@ static int by_name(const void *a, const void *b)
     return strcmp((*(Fluxion__V1__Model *const *)a)->name, (*(Fluxion__V1__Model *const *)b)->name);
 }
 
+static void print_models(const ProtobufCMessage *msg, const void *arg)
+{
+    (void)arg;
+    const Fluxion__V1__ListModelsResponse *l = (const Fluxion__V1__ListModelsResponse *)msg;
+    if (!l->n_models) {
+        printf("no models\n");
+        return;
+    }
+    int w = 4;
+    for (size_t i = 0; i < l->n_models; i++)
+        if ((int)strlen(l->models[i]->name) > w)
+            w = (int)strlen(l->models[i]->name);
+    printf("%-*s  %6s  %-6s  %-20s  %s\n", w, "NAME", "LATEST", "LOADED", "CREATED",
+           "DESCRIPTION");
+    for (size_t i = 0; i < l->n_models; i++) {
+        const Fluxion__V1__Model *m = l->models[i];
+        char t[32];
+        printf("%-*s  %6" PRId64 "  %-6s  %-20s  %s\n", w, m->name, m->latest_version,
+               m->loaded ? "yes" : "no", cli_time(m->created_unix_ms, t, sizeof t),
+               m->description);
+    }
+}
+
 static int cmd_list(cli_ctx *c, const cli_args *a)
 {
     Fluxion__V1__ListModelsRequest req = FLUXION__V1__LIST_MODELS_REQUEST__INIT;
     ProtobufCMessage *resp;
-    int rc = cli_unary(c, MODEL_SERVICE "ListModels", &req.base,
-                       &fluxion__v1__list_models_response__descriptor, &resp);
+    int rc = cli_unary(c, &fluxion__v1__model_service__descriptor, "ListModels", &req.base, &resp);
     if (rc)
         return rc;
     Fluxion__V1__ListModelsResponse *l = (Fluxion__V1__ListModelsResponse *)resp;
     /* Deterministic output whatever order the server keeps. */
     if (l->n_models > 1)
         qsort(l->models, l->n_models, sizeof *l->models, by_name);
-    if (c->json) {
-        rc = cli_print_message(c, resp);
-    } else if (!l->n_models) {
-        printf("no models\n");
-    } else {
-        int w = 4;
-        for (size_t i = 0; i < l->n_models; i++)
-            if ((int)strlen(l->models[i]->name) > w)
-                w = (int)strlen(l->models[i]->name);
-        printf("%-*s  %6s  %-6s  %-20s  %s\n", w, "NAME", "LATEST", "LOADED", "CREATED",
-               "DESCRIPTION");
-        for (size_t i = 0; i < l->n_models; i++) {
-            const Fluxion__V1__Model *m = l->models[i];
-            char t[32];
-            printf("%-*s  %6" PRId64 "  %-6s  %-20s  %s\n", w, m->name, m->latest_version,
-                   m->loaded ? "yes" : "no", cli_time(m->created_unix_ms, t, sizeof t),
-                   m->description);
-        }
-    }
+    rc = cli_show(c, resp, print_models, NULL);
     protobuf_c_message_free_unpacked(resp, NULL);
     return rc;
 }
@@ -221,65 +225,39 @@ static int cmd_get(cli_ctx *c, const cli_args *a)
 {
     Fluxion__V1__GetModelRequest req = FLUXION__V1__GET_MODEL_REQUEST__INIT;
     req.name = (char *)a->pos[0];
-    ProtobufCMessage *resp;
-    int rc =
-        cli_unary(c, MODEL_SERVICE "GetModel", &req.base, &fluxion__v1__model__descriptor, &resp);
-    if (rc)
-        return rc;
-    if (c->json)
-        rc = cli_print_message(c, resp);
-    else
-        print_model((const Fluxion__V1__Model *)resp);
-    protobuf_c_message_free_unpacked(resp, NULL);
-    return rc;
-}
-
-/* A call whose answer carries nothing: prints "<done> model NAME". */
-static int simple_call(cli_ctx *c, const char *path, const ProtobufCMessage *req,
-                       const ProtobufCMessageDescriptor *resp_desc, const char *done,
-                       const char *name)
-{
-    ProtobufCMessage *resp;
-    int rc = cli_unary(c, path, req, resp_desc, &resp);
-    if (rc)
-        return rc;
-    if (c->json)
-        rc = cli_print_message(c, resp);
-    else
-        printf("%s model %s\n", done, name);
-    protobuf_c_message_free_unpacked(resp, NULL);
-    return rc;
+    return cli_call_print(c, &fluxion__v1__model_service__descriptor, "GetModel", &req.base, print_model, NULL);
 }
 
 static int cmd_delete(cli_ctx *c, const cli_args *a)
 {
     Fluxion__V1__DeleteModelRequest req = FLUXION__V1__DELETE_MODEL_REQUEST__INIT;
     req.name = (char *)a->pos[0];
-    return simple_call(c, MODEL_SERVICE "DeleteModel", &req.base,
-                       &fluxion__v1__delete_model_response__descriptor, "deleted", a->pos[0]);
+    return cli_call_print(c, &fluxion__v1__model_service__descriptor, "DeleteModel", &req.base, cli_print_done,
+                          &(cli_done){ "deleted", "model", a->pos[0] });
 }
 
 static int cmd_load(cli_ctx *c, const cli_args *a)
 {
     Inference__RepositoryModelLoadRequest req = INFERENCE__REPOSITORY_MODEL_LOAD_REQUEST__INIT;
     req.model_name = (char *)a->pos[0];
-    return simple_call(c, INFERENCE_SERVICE "RepositoryModelLoad", &req.base,
-                       &inference__repository_model_load_response__descriptor, "loaded", a->pos[0]);
+    return cli_call_print(c, &inference__grpcinference_service__descriptor,
+                          "RepositoryModelLoad", &req.base, cli_print_done,
+                          &(cli_done){ "loaded", "model", a->pos[0] });
 }
 
 static int cmd_unload(cli_ctx *c, const cli_args *a)
 {
     Inference__RepositoryModelUnloadRequest req = INFERENCE__REPOSITORY_MODEL_UNLOAD_REQUEST__INIT;
     req.model_name = (char *)a->pos[0];
-    return simple_call(c, INFERENCE_SERVICE "RepositoryModelUnload", &req.base,
-                       &inference__repository_model_unload_response__descriptor, "unloaded",
-                       a->pos[0]);
+    return cli_call_print(c, &inference__grpcinference_service__descriptor,
+                          "RepositoryModelUnload", &req.base, cli_print_done,
+                          &(cli_done){ "unloaded", "model", a->pos[0] });
 }
 
 /* ----------------------------------------------------------------- export */
 
 typedef struct {
-    FILE *f;
+    int fd;
     const char *path;
     uint64_t written, total;
     int64_t version;      /* the server's, from the first chunk */
@@ -297,8 +275,8 @@ static int export_chunk(const ProtobufCMessage *msg, void *data)
         s->total = ch->total_bytes;
         s->first = false;
     }
-    if (ch->data.len && fwrite(ch->data.data, 1, ch->data.len, s->f) != ch->data.len) {
-        s->write_errno = errno ? errno : EIO;
+    if (fxu_write_all(s->fd, ch->data.data, ch->data.len) != 0) {
+        s->write_errno = errno;
         return 1;
     }
     s->written += ch->data.len;
@@ -315,8 +293,8 @@ static int export_stream(cli_ctx *c, const cli_args *a, export_state *s)
         return CLI_ERR_LOCAL;
     char err[1024] = "";
     fxc_call_opts o = cli_call_opts(c);
-    int code = fxc_server_stream(ch, MODEL_SERVICE "ExportWeights", &req.base,
-                                 &fluxion__v1__weights_chunk__descriptor, export_chunk, s, &o, err,
+    cli_rpc r = cli_rpc_of(&fluxion__v1__model_service__descriptor, "ExportWeights");
+    int code = fxc_server_stream(ch, r.path, &req.base, r.resp, export_chunk, s, &o, err,
                                  sizeof err);
     if (s->write_errno)
         return cli_local_error("%s: %s", s->path, strerror(s->write_errno));
@@ -325,7 +303,7 @@ static int export_stream(cli_ctx *c, const cli_args *a, export_state *s)
     if (s->total && s->written != s->total) {
         snprintf(err, sizeof err, "the server sent %" PRIu64 " of %" PRIu64 " bytes", s->written,
                  s->total);
-        return cli_status_error(c, CLI_GRPC_DATA_LOSS, err);
+        return cli_status_error(c, FXS_DATA_LOSS, err);
     }
     return CLI_OK;
 }
@@ -339,29 +317,29 @@ static int cmd_export(cli_ctx *c, const cli_args *a)
     if (a->opt[0] && cli_parse_positive("--version", a->opt[0], &s.want_version))
         return CLI_ERR_USAGE;
     bool to_stdout = !strcmp(path, "-");
-    cli_atomic out = {0};
+    fxu_atomic out;
+    char err[FXS_ERRLEN];
     if (to_stdout) {
-        s.f = stdout;
+        s.fd = STDOUT_FILENO; /* written unbuffered: nothing else goes to stdout */
         s.path = "stdout";
     } else {
-        int rc = cli_atomic_open(&out, path);
-        if (rc)
-            return rc;
-        s.f = out.f;
+        if (fxu_atomic_open(&out, path, err, sizeof err))
+            return cli_local_error("%s", err);
+        /* The temporary file is 0600; an export gets a plain file's mode. */
+        mode_t mask = umask(0);
+        umask(mask);
+        fchmod(out.fd, 0666 & ~mask);
+        s.fd = out.fd;
     }
     int rc = export_stream(c, a, &s);
-    if (to_stdout) {
-        if (!rc && fflush(stdout))
-            rc = cli_local_error("stdout: %s", strerror(errno));
+    if (to_stdout)
         return rc;
-    }
     if (rc) {
-        cli_atomic_abort(&out);
+        fxu_atomic_abort(&out);
         return rc;
     }
-    rc = cli_atomic_commit(&out);
-    if (rc)
-        return rc;
+    if (fxu_atomic_commit(&out, err, sizeof err))
+        return cli_local_error("%s", err);
     if (c->json) {
         json_t *j = json_pack("{s:s, s:I, s:I, s:s}", "name", a->pos[0], "version",
                               (json_int_t)s.version, "bytes", (json_int_t)s.written, "file", path);
@@ -415,6 +393,14 @@ static const ProtobufCMessage *import_next(void *data, int *fail)
     return &s->chunk.base;
 }
 
+static void print_imported(const ProtobufCMessage *msg, const void *name)
+{
+    const Fluxion__V1__ModelVersion *v = (const Fluxion__V1__ModelVersion *)msg;
+    char b[32];
+    printf("imported model %s version %" PRId64 " (%s, sha256 %s)\n", (const char *)name,
+           v->version, cli_bytes(v->weights_bytes, b, sizeof b), v->weights_sha256);
+}
+
 static int cmd_import(cli_ctx *c, const cli_args *a)
 {
     const char *path = a->pos[1];
@@ -440,9 +426,9 @@ static int cmd_import(cli_ctx *c, const cli_args *a)
     if (!rc) {
         char err[1024] = "";
         fxc_call_opts o = cli_call_opts(c);
-        int code =
-            fxc_client_stream(ch, MODEL_SERVICE "ImportWeights", import_next, NULL, &s,
-                              &fluxion__v1__model_version__descriptor, &resp, &o, err, sizeof err);
+        cli_rpc r = cli_rpc_of(&fluxion__v1__model_service__descriptor, "ImportWeights");
+        int code = fxc_client_stream(ch, r.path, import_next, NULL, &s, r.resp, &resp, &o, err,
+                                     sizeof err);
         if (s.read_errno)
             rc = cli_local_error("%s: %s", s.path, strerror(s.read_errno));
         else if (code)
@@ -453,14 +439,7 @@ static int cmd_import(cli_ctx *c, const cli_args *a)
         fclose(s.f);
     if (rc)
         return rc;
-    const Fluxion__V1__ModelVersion *v = (const Fluxion__V1__ModelVersion *)resp;
-    if (c->json) {
-        rc = cli_print_message(c, resp);
-    } else {
-        char b[32];
-        printf("imported model %s version %" PRId64 " (%s, sha256 %s)\n", a->pos[0], v->version,
-               cli_bytes(v->weights_bytes, b, sizeof b), v->weights_sha256);
-    }
+    rc = cli_show(c, resp, print_imported, a->pos[0]);
     protobuf_c_message_free_unpacked(resp, NULL);
     return rc;
 }
@@ -542,8 +521,10 @@ static int config_value(Fluxion__V1__BatchingConfig *m, size_t i, const char *fl
     return CLI_OK;
 }
 
-static void print_config(const Fluxion__V1__BatchingConfig *m)
+static void print_config(const ProtobufCMessage *msg, const void *arg)
 {
+    (void)arg;
+    const Fluxion__V1__BatchingConfig *m = (const Fluxion__V1__BatchingConfig *)msg;
     printf("batching:              %s\n", m->enabled ? "on" : "off");
     printf("max_batch_size:        %u\n", m->max_batch_size);
     printf("max_queue_delay_us:    %" PRIu64 "\n", m->max_queue_delay_us);
@@ -587,33 +568,17 @@ static int cmd_config(cli_ctx *c, const cli_args *a)
             return rc;
         fields[req.n_fields++] = (char *)CONFIG_OPTS[i].field;
     }
+    if (req.n_fields || req.reset)
+        return cli_call_print(c, &fluxion__v1__model_service__descriptor, "SetServingConfig", &req.base, print_config, NULL);
+    Fluxion__V1__GetModelRequest get = FLUXION__V1__GET_MODEL_REQUEST__INIT;
+    get.name = (char *)a->pos[0];
     ProtobufCMessage *resp;
-    int rc;
-    if (req.n_fields == 0 && !req.reset) {
-        Fluxion__V1__GetModelRequest get = FLUXION__V1__GET_MODEL_REQUEST__INIT;
-        get.name = (char *)a->pos[0];
-        rc = cli_unary(c, MODEL_SERVICE "GetModel", &get.base, &fluxion__v1__model__descriptor,
-                       &resp);
-        if (rc)
-            return rc;
-        const Fluxion__V1__Model *m = (const void *)resp;
-        Fluxion__V1__BatchingConfig none = FLUXION__V1__BATCHING_CONFIG__INIT;
-        const Fluxion__V1__BatchingConfig *sc = m->serving_config ? m->serving_config : &none;
-        if (c->json)
-            rc = cli_print_message(c, &sc->base);
-        else
-            print_config(sc);
-        protobuf_c_message_free_unpacked(resp, NULL);
-        return rc;
-    }
-    rc = cli_unary(c, MODEL_SERVICE "SetServingConfig", &req.base,
-                   &fluxion__v1__batching_config__descriptor, &resp);
+    int rc = cli_unary(c, &fluxion__v1__model_service__descriptor, "GetModel", &get.base, &resp);
     if (rc)
         return rc;
-    if (c->json)
-        rc = cli_print_message(c, resp);
-    else
-        print_config((const void *)resp);
+    const Fluxion__V1__Model *m = (const void *)resp;
+    Fluxion__V1__BatchingConfig none = FLUXION__V1__BATCHING_CONFIG__INIT;
+    rc = cli_show(c, m->serving_config ? &m->serving_config->base : &none.base, print_config, NULL);
     protobuf_c_message_free_unpacked(resp, NULL);
     return rc;
 }

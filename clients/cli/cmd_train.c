@@ -19,7 +19,6 @@
 #include "fluxion/v1/training.pb-c.h"
 #include "pbjson.h"
 
-#define TRAINING_SERVICE "/fluxion.v1.TrainingService/"
 /* A watch follows a job for as long as it runs: no per-call deadline. */
 #define WATCH_TIMEOUT_MS (7LL * 24 * 3600 * 1000)
 #define BAR_WIDTH 24
@@ -189,9 +188,8 @@ static int watch(cli_ctx *c, const char *id)
     watch_ctx w = { .c = c, .tty = isatty(STDOUT_FILENO) };
     fxc_call_opts o = { .timeout_ms = WATCH_TIMEOUT_MS };
     char err[1024] = "";
-    int code = fxc_server_stream(ch, TRAINING_SERVICE "WatchJob", &req.base,
-                                 &fluxion__v1__job_event__descriptor, on_event, &w, &o, err,
-                                 sizeof err);
+    cli_rpc r = cli_rpc_of(&fluxion__v1__training_service__descriptor, "WatchJob");
+    int code = fxc_server_stream(ch, r.path, &req.base, r.resp, on_event, &w, &o, err, sizeof err);
     if (w.bar_shown)
         putchar('\n');
     if (code)
@@ -202,8 +200,10 @@ static int watch(cli_ctx *c, const char *id)
     return w.state == FLUXION__V1__JOB_STATE__SUCCEEDED ? CLI_OK : CLI_ERR_SERVER;
 }
 
-static void print_job(const Fluxion__V1__Job *j)
+static void print_job(const ProtobufCMessage *msg, const void *arg)
 {
+    (void)arg;
+    const Fluxion__V1__Job *j = (const Fluxion__V1__Job *)msg;
     char t[32], text[512];
     const Fluxion__V1__JobSpec *s = j->spec;
     printf("id:            %s\n", j->id);
@@ -233,12 +233,12 @@ static void print_job(const Fluxion__V1__Job *j)
 
 /* ------------------------------------------------------------- commands */
 
-static int job_call(cli_ctx *c, const char *method, const ProtobufCMessage *req,
-                    Fluxion__V1__Job **job)
+static void print_queued(const ProtobufCMessage *msg, const void *arg)
 {
-    char path[96];
-    snprintf(path, sizeof path, TRAINING_SERVICE "%s", method);
-    return cli_unary(c, path, req, &fluxion__v1__job__descriptor, (ProtobufCMessage **)job);
+    (void)arg;
+    const Fluxion__V1__Job *job = (const Fluxion__V1__Job *)msg;
+    printf("job %s queued (model %s, dataset %s)\n", job->id, job->spec->model,
+           job->spec->dataset);
 }
 
 static int cmd_submit(cli_ctx *c, const cli_args *a)
@@ -256,15 +256,13 @@ static int cmd_submit(cli_ctx *c, const cli_args *a)
     Fluxion__V1__SubmitJobRequest req = FLUXION__V1__SUBMIT_JOB_REQUEST__INIT;
     req.spec = spec;
     Fluxion__V1__Job *job = NULL;
-    rc = job_call(c, "SubmitJob", &req.base, &job);
+    rc = cli_unary(c, &fluxion__v1__training_service__descriptor, "SubmitJob", &req.base,
+                   (ProtobufCMessage **)&job);
     fluxion__v1__job_spec__free_unpacked(spec, NULL);
     if (rc)
         return rc;
-    if (c->json && !a->opt[0])
-        rc = cli_print_message(c, &job->base);
-    else if (!c->json)
-        printf("job %s queued (model %s, dataset %s)\n", job->id, job->spec->model,
-               job->spec->dataset);
+    if (!c->json || !a->opt[0]) /* --json --watch: the watch's lines are the output */
+        rc = cli_show(c, &job->base, print_queued, NULL);
     fflush(stdout);
     if (!rc && a->opt[0])
         rc = watch(c, job->id);
@@ -276,35 +274,27 @@ static int cmd_get(cli_ctx *c, const cli_args *a)
 {
     Fluxion__V1__GetJobRequest req = FLUXION__V1__GET_JOB_REQUEST__INIT;
     req.id = (char *)a->pos[0];
-    Fluxion__V1__Job *job = NULL;
-    int rc = job_call(c, "GetJob", &req.base, &job);
-    if (rc)
-        return rc;
-    if (c->json)
-        rc = cli_print_message(c, &job->base);
+    return cli_call_print(c, &fluxion__v1__training_service__descriptor, "GetJob", &req.base,
+                          print_job, NULL);
+}
+
+static void print_cancelled(const ProtobufCMessage *msg, const void *arg)
+{
+    (void)arg;
+    const Fluxion__V1__Job *job = (const Fluxion__V1__Job *)msg;
+    if (job->state == FLUXION__V1__JOB_STATE__CANCELLED)
+        printf("job %s cancelled\n", job->id);
     else
-        print_job(job);
-    fluxion__v1__job__free_unpacked(job, NULL);
-    return rc;
+        printf("job %s: cancel requested; it stops at the next step (%s)\n", job->id,
+               state_name(job->state));
 }
 
 static int cmd_cancel(cli_ctx *c, const cli_args *a)
 {
     Fluxion__V1__CancelJobRequest req = FLUXION__V1__CANCEL_JOB_REQUEST__INIT;
     req.id = (char *)a->pos[0];
-    Fluxion__V1__Job *job = NULL;
-    int rc = job_call(c, "CancelJob", &req.base, &job);
-    if (rc)
-        return rc;
-    if (c->json)
-        rc = cli_print_message(c, &job->base);
-    else if (job->state == FLUXION__V1__JOB_STATE__CANCELLED)
-        printf("job %s cancelled\n", job->id);
-    else
-        printf("job %s: cancel requested; it stops at the next step (%s)\n", job->id,
-               state_name(job->state));
-    fluxion__v1__job__free_unpacked(job, NULL);
-    return rc;
+    return cli_call_print(c, &fluxion__v1__training_service__descriptor, "CancelJob", &req.base,
+                          print_cancelled, NULL);
 }
 
 static int cmd_watch(cli_ctx *c, const cli_args *a)
@@ -329,6 +319,28 @@ static int parse_state(const char *text, int *out)
     return CLI_OK;
 }
 
+static void print_jobs(const ProtobufCMessage *msg, const void *arg)
+{
+    (void)arg;
+    const Fluxion__V1__ListJobsResponse *resp = (const Fluxion__V1__ListJobsResponse *)msg;
+    printf("%-6s %-10s %-20s %-16s %-16s %-10s %s\n", "ID", "STATE", "MODEL", "DATASET", "STEP",
+           "LOSS", "RESULT");
+    for (size_t i = 0; i < resp->n_jobs; i++) {
+        const Fluxion__V1__Job *j = resp->jobs[i];
+        const Fluxion__V1__JobProgress *p = j->progress;
+        char step[40] = "-", loss[24] = "-", result[24] = "-";
+        if (p) {
+            snprintf(step, sizeof step, "%" PRId64 "/%" PRId64, p->step, p->total_steps);
+            snprintf(loss, sizeof loss, "%.4g", p->train_loss);
+        }
+        if (j->result_version)
+            snprintf(result, sizeof result, "v%" PRId64, j->result_version);
+        printf("%-6s %-10s %-20s %-16s %-16s %-10s %s\n", j->id, state_name(j->state),
+               j->spec ? j->spec->model : "?", j->spec ? j->spec->dataset : "?", step, loss,
+               result);
+    }
+}
+
 static int cmd_list(cli_ctx *c, const cli_args *a)
 {
     Fluxion__V1__ListJobsRequest req = FLUXION__V1__LIST_JOBS_REQUEST__INIT;
@@ -337,33 +349,8 @@ static int cmd_list(cli_ctx *c, const cli_args *a)
         return CLI_ERR_USAGE;
     req.state = (Fluxion__V1__JobState)state;
     req.model = (char *)(a->opt[1] ? a->opt[1] : "");
-    Fluxion__V1__ListJobsResponse *resp = NULL;
-    int rc = cli_unary(c, TRAINING_SERVICE "ListJobs", &req.base,
-                       &fluxion__v1__list_jobs_response__descriptor, (ProtobufCMessage **)&resp);
-    if (rc)
-        return rc;
-    if (c->json) {
-        rc = cli_print_message(c, &resp->base);
-    } else {
-        printf("%-6s %-10s %-20s %-16s %-16s %-10s %s\n", "ID", "STATE", "MODEL", "DATASET",
-               "STEP", "LOSS", "RESULT");
-        for (size_t i = 0; i < resp->n_jobs; i++) {
-            const Fluxion__V1__Job *j = resp->jobs[i];
-            const Fluxion__V1__JobProgress *p = j->progress;
-            char step[40] = "-", loss[24] = "-", result[24] = "-";
-            if (p) {
-                snprintf(step, sizeof step, "%" PRId64 "/%" PRId64, p->step, p->total_steps);
-                snprintf(loss, sizeof loss, "%.4g", p->train_loss);
-            }
-            if (j->result_version)
-                snprintf(result, sizeof result, "v%" PRId64, j->result_version);
-            printf("%-6s %-10s %-20s %-16s %-16s %-10s %s\n", j->id, state_name(j->state),
-                   j->spec ? j->spec->model : "?", j->spec ? j->spec->dataset : "?", step, loss,
-                   result);
-        }
-    }
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return rc;
+    return cli_call_print(c, &fluxion__v1__training_service__descriptor, "ListJobs", &req.base,
+                          print_jobs, NULL);
 }
 
 static const char SUBMIT_DETAILS[] =

@@ -1,7 +1,6 @@
 /*
  * util.c - the CLI's errors, argument values, files, calls and output.
  */
-#define _GNU_SOURCE /* asprintf */
 #include "cli.h"
 
 #include <errno.h>
@@ -12,10 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "jsonout.h"
 #include "pbjson.h"
 
@@ -50,8 +49,8 @@ int cli_local_error(const char *fmt, ...)
 int cli_status_error(const cli_ctx *c, int code, const char *msg)
 {
     fflush(stdout);
-    bool unreachable = code == CLI_GRPC_UNAVAILABLE || code == CLI_GRPC_DEADLINE_EXCEEDED;
-    fprintf(stderr, "fluxion: %s: %s", fxc_status_name(code), msg && *msg ? msg : "(no message)");
+    bool unreachable = code == FXS_UNAVAILABLE || code == FXS_DEADLINE_EXCEEDED;
+    fprintf(stderr, "fluxion: %s: %s", fxs_status_name(code), msg && *msg ? msg : "(no message)");
     if (unreachable)
         fprintf(stderr, " (server %s)", c->server);
     fputc('\n', stderr);
@@ -87,41 +86,27 @@ int cli_parse_seconds(const char *flag, const char *text, double *out)
 
 const char *cli_path_name(const char *path) { return strcmp(path, "-") ? path : "stdin"; }
 
+/* The read itself is base/fsutil's: any descriptor, to its end. */
 int cli_read_file(const char *path, unsigned char **buf, size_t *len)
 {
     bool is_stdin = !strcmp(path, "-");
-    FILE *f = is_stdin ? stdin : fopen(path, "rb");
-    if (!f)
+    int fd = is_stdin ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
         return cli_local_error("%s: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    unsigned char *data = malloc(cap);
-    while (data) {
-        n += fread(data + n, 1, cap - n, f);
-        if (n < cap)
-            break;
-        unsigned char *bigger = cap > SIZE_MAX / 2 ? NULL : realloc(data, cap * 2);
-        if (!bigger)
-            free(data);
-        data = bigger;
-        cap *= 2;
-    }
-    int err = ferror(f) ? errno : 0;
+    char err[FXS_ERRLEN];
+    void *data = NULL;
+    int rc = fxu_read_stream(fd, cli_path_name(path), &data, len, err, sizeof err);
     if (!is_stdin)
-        fclose(f);
-    if (!data)
-        return cli_local_error("%s: out of memory", cli_path_name(path));
-    if (err) {
-        free(data);
-        return cli_local_error("%s: %s", cli_path_name(path), strerror(err));
-    }
+        close(fd);
+    if (rc)
+        return cli_local_error("%s", err);
     *buf = data;
-    *len = n;
     return CLI_OK;
 }
 
 int cli_load_json(const char *path, json_t **out)
 {
-    unsigned char *buf;
+    unsigned char *buf = NULL;
     size_t len;
     int rc = cli_read_file(path, &buf, &len);
     if (rc)
@@ -132,65 +117,6 @@ int cli_load_json(const char *path, json_t **out)
     if (!*out)
         return cli_local_error("%s:%d:%d: %s", cli_path_name(path), e.line, e.column, e.text);
     return CLI_OK;
-}
-
-int cli_atomic_open(cli_atomic *a, const char *path)
-{
-    a->path = path;
-    a->f = NULL;
-    if (asprintf(&a->tmp, "%s.tmp.XXXXXX", path) < 0) {
-        a->tmp = NULL;
-        return cli_local_error("%s: out of memory", path);
-    }
-    int fd = mkstemp(a->tmp);
-    if (fd < 0) {
-        int err = errno;
-        free(a->tmp);
-        a->tmp = NULL;
-        return cli_local_error("%s: %s", path, strerror(err));
-    }
-    /* mkstemp makes 0600; a plain file gets 0666 less the umask. */
-    mode_t mask = umask(0);
-    umask(mask);
-    fchmod(fd, 0666 & ~mask);
-    a->f = fdopen(fd, "wb");
-    if (!a->f) {
-        int err = errno;
-        close(fd);
-        cli_atomic_abort(a);
-        return cli_local_error("%s: %s", path, strerror(err));
-    }
-    return CLI_OK;
-}
-
-int cli_atomic_commit(cli_atomic *a)
-{
-    int err = 0;
-    if (fflush(a->f) || fsync(fileno(a->f)))
-        err = errno;
-    if (fclose(a->f) && !err)
-        err = errno;
-    a->f = NULL;
-    if (!err && rename(a->tmp, a->path))
-        err = errno;
-    if (err) {
-        cli_atomic_abort(a);
-        return cli_local_error("%s: %s", a->path, strerror(err));
-    }
-    free(a->tmp);
-    a->tmp = NULL;
-    return CLI_OK;
-}
-
-void cli_atomic_abort(cli_atomic *a)
-{
-    if (a->f)
-        fclose(a->f);
-    a->f = NULL;
-    if (a->tmp)
-        unlink(a->tmp);
-    free(a->tmp);
-    a->tmp = NULL;
 }
 
 /* ------------------------------------------------------------- calls */
@@ -211,16 +137,60 @@ fxc_channel *cli_channel(cli_ctx *c)
     return c->ch;
 }
 
-int cli_unary(cli_ctx *c, const char *path, const ProtobufCMessage *req,
-              const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp)
+cli_rpc cli_rpc_of(const ProtobufCServiceDescriptor *service, const char *method)
 {
+    cli_rpc r = { .req = NULL };
+    const ProtobufCMethodDescriptor *m = fxc_method_path(service, method, r.path, sizeof r.path);
+    if (m) {
+        r.req = m->input;
+        r.resp = m->output;
+    } else {
+        r.path[0] = '\0';
+    }
+    return r;
+}
+
+int cli_unary(cli_ctx *c, const ProtobufCServiceDescriptor *service, const char *method,
+              const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+    cli_rpc r = cli_rpc_of(service, method);
+    if (!r.req || req->descriptor != r.req) /* a bug of the CLI, not of its input */
+        return cli_local_error("internal error: %s has no method %s taking a %s", service->name,
+                               method, req->descriptor->name);
     fxc_channel *ch = cli_channel(c);
     if (!ch)
         return CLI_ERR_LOCAL;
     char err[1024] = "";
     fxc_call_opts o = cli_call_opts(c);
-    int code = fxc_unary(ch, path, req, resp_desc, resp, &o, err, sizeof err);
+    int code = fxc_unary(ch, r.path, req, r.resp, resp, &o, err, sizeof err);
     return code ? cli_status_error(c, code, err) : CLI_OK;
+}
+
+int cli_show(const cli_ctx *c, const ProtobufCMessage *resp, cli_text_fn text, const void *arg)
+{
+    if (c->json)
+        return cli_print_message(c, resp);
+    text(resp, arg);
+    return CLI_OK;
+}
+
+int cli_call_print(cli_ctx *c, const ProtobufCServiceDescriptor *service, const char *method,
+                   const ProtobufCMessage *req, cli_text_fn text, const void *arg)
+{
+    ProtobufCMessage *resp;
+    int rc = cli_unary(c, service, method, req, &resp);
+    if (rc)
+        return rc;
+    rc = cli_show(c, resp, text, arg);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+void cli_print_done(const ProtobufCMessage *resp, const void *arg)
+{
+    (void)resp;
+    const cli_done *d = arg;
+    printf("%s %s %s\n", d->done, d->what, d->name);
 }
 
 /* ------------------------------------------------------------ output */

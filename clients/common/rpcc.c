@@ -11,7 +11,6 @@
 #include "rpcc.h"
 
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +22,8 @@
 #include <grpc/slice.h>
 #include <grpc/support/time.h>
 
+#include "util.h"
+
 #define DEFAULT_MAX_MESSAGE ((size_t)64 << 20)
 #define DEFAULT_TIMEOUT_MS 30000
 #define MD_ON_STACK 8
@@ -30,20 +31,6 @@
 struct fxc_channel {
     grpc_channel *ch;
 };
-
-static const char *const status_names[] = {
-    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
-    "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
-    "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
-};
-
-const char *fxc_status_name(int code)
-{
-    if (code < 0 || code >= (int)(sizeof status_names / sizeof *status_names))
-        return "UNKNOWN_CODE";
-    return status_names[code];
-}
 
 static int clamp_int(size_t v)
 {
@@ -87,6 +74,17 @@ void fxc_channel_free(fxc_channel *c)
     grpc_shutdown();
 }
 
+const ProtobufCMethodDescriptor *fxc_method_path(const ProtobufCServiceDescriptor *service,
+                                                 const char *method, char *path, size_t len)
+{
+    const ProtobufCMethodDescriptor *m =
+        service && method ? protobuf_c_service_descriptor_get_method_by_name(service, method) : NULL;
+    if (!m || !path)
+        return NULL;
+    int n = snprintf(path, len, "/%s/%s", service->name, m->name);
+    return n > 0 && (size_t)n < len ? m : NULL;
+}
+
 /* ------------------------------------------------------------ one call */
 
 typedef struct {
@@ -103,19 +101,6 @@ typedef struct {
     grpc_call_error start_err; /* the first batch gRPC refused */
 } ccall;
 
-static int set_err(char *err, size_t errlen, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int set_err(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
 /* Creates the call. Returns 0, or a status code with err set. */
 static int call_open(fxc_channel *ch, const char *path, const fxc_call_opts *opts, ccall *cc,
                      char *err, size_t errlen)
@@ -124,19 +109,19 @@ static int call_open(fxc_channel *ch, const char *path, const fxc_call_opts *opt
     if (err && errlen)
         err[0] = '\0';
     if (!ch || !path || path[0] != '/')
-        return set_err(err, errlen, FXC_INVALID_ARGUMENT, "rpcc: bad call: %s", !ch ? "no channel"
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "rpcc: bad call: %s", !ch ? "no channel"
                                                                  : "path must be /pkg.Service/Method");
     int n_md = opts ? opts->n_md : 0;
     if (n_md < 0 || (n_md > 0 && !opts->md))
-        return set_err(err, errlen, FXC_INVALID_ARGUMENT, "rpcc: bad metadata (n_md %d)", n_md);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "rpcc: bad metadata (n_md %d)", n_md);
     cc->md = n_md <= MD_ON_STACK ? cc->md_stack : calloc((size_t)n_md, sizeof *cc->md);
     if (!cc->md)
-        return set_err(err, errlen, FXC_RESOURCE_EXHAUSTED, "rpcc: out of memory");
+        return fxu_fail(err, errlen, FXS_RESOURCE_EXHAUSTED, "rpcc: out of memory");
     for (int i = 0; i < n_md; i++) {
         if (!opts->md[i].key || !opts->md[i].value) {
             if (cc->md != cc->md_stack)
                 free(cc->md);
-            return set_err(err, errlen, FXC_INVALID_ARGUMENT, "rpcc: metadata entry %d has no key or value", i);
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "rpcc: metadata entry %d has no key or value", i);
         }
         memset(&cc->md[i], 0, sizeof cc->md[i]);
         cc->md[i].key = grpc_slice_from_static_string(opts->md[i].key);
@@ -189,10 +174,10 @@ static int call_failed(ccall *cc, const char *path, char *err, size_t errlen)
     grpc_call_error e = cc->start_err;
     call_close(cc);
     if (e == GRPC_CALL_ERROR_INVALID_METADATA)
-        return set_err(err, errlen, FXC_INVALID_ARGUMENT,
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
                        "rpcc: %s: metadata rejected (keys: lowercase a-z 0-9 - _ .; values: "
                        "printable ASCII)", path);
-    return set_err(err, errlen, FXC_INTERNAL, "rpcc: %s: the call failed locally (%s)", path,
+    return fxu_fail(err, errlen, FXS_INTERNAL, "rpcc: %s: the call failed locally (%s)", path,
                    grpc_call_error_to_string(e));
 }
 
@@ -290,14 +275,14 @@ static int unpack_reply(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *
                         ProtobufCMessage **out, char *err, size_t errlen)
 {
     if (!bb)
-        return set_err(err, errlen, FXC_INTERNAL, "rpcc: the server sent OK without a response");
+        return fxu_fail(err, errlen, FXS_INTERNAL, "rpcc: the server sent OK without a response");
     grpc_slice slice = buffer_bytes(bb);
     grpc_byte_buffer_destroy(bb);
     *out = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(slice),
                                      GRPC_SLICE_START_PTR(slice));
     grpc_slice_unref(slice);
     if (!*out)
-        return set_err(err, errlen, FXC_INTERNAL, "rpcc: cannot parse the response as %s", desc->name);
+        return fxu_fail(err, errlen, FXS_INTERNAL, "rpcc: cannot parse the response as %s", desc->name);
     return 0;
 }
 
@@ -343,7 +328,7 @@ int fxc_unary(fxc_channel *ch, const char *path, const ProtobufCMessage *req,
     if (resp)
         *resp = NULL;
     if (!req || !resp_desc || !resp)
-        return set_err(err, errlen, FXC_INVALID_ARGUMENT, "rpcc: fxc_unary needs a request, a response type and "
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "rpcc: fxc_unary needs a request, a response type and "
                                        "a place for the response");
     grpc_byte_buffer *resp_bb;
     int rc = unary_call(ch, path, pack_message(req), &resp_bb, opts, err, errlen);
@@ -361,7 +346,7 @@ int fxc_unary_raw(fxc_channel *ch, const char *path, const void *req, size_t req
     if (resp_len)
         *resp_len = 0;
     if ((!req && req_len) || !resp || !resp_len)
-        return set_err(err, errlen, FXC_INVALID_ARGUMENT, "rpcc: fxc_unary_raw needs request bytes and a place "
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "rpcc: fxc_unary_raw needs request bytes and a place "
                                        "for the response");
     grpc_slice slice = grpc_slice_from_copied_buffer(req, req_len);
     grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&slice, 1);
@@ -371,7 +356,7 @@ int fxc_unary_raw(fxc_channel *ch, const char *path, const void *req, size_t req
     if (rc != 0)
         return rc;
     if (!resp_bb)
-        return set_err(err, errlen, FXC_INTERNAL, "rpcc: the server sent OK without a response");
+        return fxu_fail(err, errlen, FXS_INTERNAL, "rpcc: the server sent OK without a response");
     grpc_slice out = buffer_bytes(resp_bb);
     grpc_byte_buffer_destroy(resp_bb);
     size_t n = GRPC_SLICE_LENGTH(out);
@@ -381,7 +366,7 @@ int fxc_unary_raw(fxc_channel *ch, const char *path, const void *req, size_t req
         *resp_len = n;
     }
     grpc_slice_unref(out);
-    return *resp ? 0 : set_err(err, errlen, FXC_RESOURCE_EXHAUSTED, "rpcc: out of memory for a %zu-byte response", n);
+    return *resp ? 0 : fxu_fail(err, errlen, FXS_RESOURCE_EXHAUSTED, "rpcc: out of memory for a %zu-byte response", n);
 }
 
 int fxc_server_stream(fxc_channel *ch, const char *path, const ProtobufCMessage *req,
@@ -390,7 +375,7 @@ int fxc_server_stream(fxc_channel *ch, const char *path, const ProtobufCMessage 
                       const fxc_call_opts *opts, char *err, size_t errlen)
 {
     if (!req || !resp_desc || !on_msg)
-        return set_err(err, errlen, FXC_INVALID_ARGUMENT, "rpcc: fxc_server_stream needs a request, a response "
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "rpcc: fxc_server_stream needs a request, a response "
                                        "type and a callback");
     ccall cc;
     int rc = call_open(ch, path, opts, &cc, err, errlen);
@@ -431,7 +416,7 @@ int fxc_server_stream(fxc_channel *ch, const char *path, const ProtobufCMessage 
         return call_failed(&cc, path, err, errlen);
     if (bad_reply) { /* keep unpack_reply's message, not "Cancelled" */
         call_close(&cc);
-        return FXC_INTERNAL;
+        return FXS_INTERNAL;
     }
     return call_result(&cc, err, errlen);
 }
@@ -477,7 +462,7 @@ int fxc_client_stream(fxc_channel *ch, const char *path,
     if (resp)
         *resp = NULL;
     if (!next || !resp_desc || !resp)
-        return set_err(err, errlen, FXC_INVALID_ARGUMENT, "rpcc: fxc_client_stream needs a next callback, a "
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "rpcc: fxc_client_stream needs a next callback, a "
                                        "response type and a place for the response");
     ccall cc;
     int rc = call_open(ch, path, opts, &cc, err, errlen);

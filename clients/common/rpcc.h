@@ -3,10 +3,11 @@
  * fluxion-bench, tests): the one client module that calls gRPC C core.
  *
  * A channel is thread-safe; calls on it may run from several threads at
- * once. Every call has a deadline (timeout_ms > 0) and returns a status:
- * FXC_OK, a gRPC status code (the server's, or the library's: UNAVAILABLE
- * for a refused connection, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED for an
- * oversize message) with the status message copied into the call's err.
+ * once. Every call has a deadline (timeout_ms > 0) and returns a status of
+ * base/status.h, the daemon's own table (gRPC's codes): FXS_OK, or the
+ * server's code, or the library's (UNAVAILABLE for a refused connection,
+ * DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED for an oversize message), with the
+ * status message copied into the call's err. fxs_status_name() names them.
  */
 #ifndef FXC_RPCC_H
 #define FXC_RPCC_H
@@ -16,32 +17,13 @@
 #include <stdint.h>
 #include <protobuf-c/protobuf-c.h>
 
+#include "status.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 typedef struct fxc_channel fxc_channel;
-
-/* The status codes calls return (gRPC's values, as fxs_status). */
-enum {
-    FXC_OK = 0,
-    FXC_CANCELLED = 1,
-    FXC_UNKNOWN = 2,
-    FXC_INVALID_ARGUMENT = 3,
-    FXC_DEADLINE_EXCEEDED = 4,
-    FXC_NOT_FOUND = 5,
-    FXC_ALREADY_EXISTS = 6,
-    FXC_PERMISSION_DENIED = 7,
-    FXC_RESOURCE_EXHAUSTED = 8,
-    FXC_FAILED_PRECONDITION = 9,
-    FXC_ABORTED = 10,
-    FXC_OUT_OF_RANGE = 11,
-    FXC_UNIMPLEMENTED = 12,
-    FXC_INTERNAL = 13,
-    FXC_UNAVAILABLE = 14,
-    FXC_DATA_LOSS = 15,
-    FXC_UNAUTHENTICATED = 16,
-};
 
 typedef struct {
     size_t max_recv_bytes; /* 0: 64 MiB */
@@ -53,8 +35,12 @@ typedef struct {
 fxc_channel *fxc_channel_create(const char *target, const fxc_channel_opts *opts);
 void fxc_channel_free(fxc_channel *ch);
 
-/* Status name of a gRPC code: "OK", "INVALID_ARGUMENT", ... */
-const char *fxc_status_name(int code);
+/* The path of a method, "/" + service->name + "/" + method (as the daemon's
+ * rpc/ derives it from the same protoc-c descriptor), into path[len]. Returns
+ * the method's descriptor (its request and response types), or NULL when the
+ * service has no such method or path is too short. */
+const ProtobufCMethodDescriptor *fxc_method_path(const ProtobufCServiceDescriptor *service,
+                                                 const char *method, char *path, size_t len);
 
 /* One metadata entry to send with a call (key lowercase). */
 typedef struct { const char *key, *value; } fxc_metadata;
@@ -65,7 +51,7 @@ typedef struct {
     int n_md;
 } fxc_call_opts;
 
-/* Unary call. path "/pkg.Service/Method". On FXC_OK *resp is the unpacked
+/* Unary call. path "/pkg.Service/Method". On FXS_OK *resp is the unpacked
  * response (free with protobuf_c_message_free_unpacked). Returns the status
  * code (0 OK); err gets the status message. */
 int fxc_unary(fxc_channel *ch, const char *path, const ProtobufCMessage *req,
@@ -83,7 +69,7 @@ int fxc_server_stream(fxc_channel *ch, const char *path, const ProtobufCMessage 
 /* Client-streaming call: next() is called for each request until it
  * returns NULL (end of stream) or sets *fail (cancels the call, result
  * CANCELLED); the message returned is packed and then given to
- * release() if not NULL. On FXC_OK *resp is the response. */
+ * release() if not NULL. On FXS_OK *resp is the response. */
 int fxc_client_stream(fxc_channel *ch, const char *path,
                       const ProtobufCMessage *(*next)(void *data, int *fail),
                       void (*release)(const ProtobufCMessage *msg, void *data), void *data,

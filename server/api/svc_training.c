@@ -10,7 +10,6 @@
 #include "training/jobs.h"
 #include "base/log.h"
 
-#define ERRLEN 1024
 /* How long a watch waits for an event before it checks the call. */
 #define WATCH_POLL_MS 200
 
@@ -23,9 +22,58 @@ static bool ready(fxr_call *call, fxa_daemon *d)
     return true;
 }
 
-/* Replies with a job record (or the failure) and frees it. */
-static void reply_job(fxr_call *call, int rc, Fluxion__V1__Job *job, const char *err)
+/* SubmitJob, GetJob and CancelJob answer with one Job record: each is a row
+ * of JOB_RPCS, its request type and the jobs.h call that reads it; job_rpc,
+ * their handler, finds the row by the request's type and does the rest. */
+typedef int (*job_call_fn)(fxj_jobs *j, const ProtobufCMessage *req, Fluxion__V1__Job **job,
+                           char *err, size_t errlen);
+
+static int submit(fxj_jobs *j, const ProtobufCMessage *req, Fluxion__V1__Job **job, char *err,
+                  size_t errlen)
 {
+    return fxj_jobs_submit(j, ((const Fluxion__V1__SubmitJobRequest *)req)->spec, job, err,
+                           errlen);
+}
+
+static int get(fxj_jobs *j, const ProtobufCMessage *req, Fluxion__V1__Job **job, char *err,
+               size_t errlen)
+{
+    return fxj_jobs_get(j, ((const Fluxion__V1__GetJobRequest *)req)->id, job, err, errlen);
+}
+
+static int cancel(fxj_jobs *j, const ProtobufCMessage *req, Fluxion__V1__Job **job, char *err,
+                  size_t errlen)
+{
+    return fxj_jobs_cancel(j, ((const Fluxion__V1__CancelJobRequest *)req)->id, job, err, errlen);
+}
+
+static const struct {
+    const ProtobufCMessageDescriptor *request;
+    job_call_fn call;
+} JOB_RPCS[] = {
+    { &fluxion__v1__submit_job_request__descriptor, submit },
+    { &fluxion__v1__get_job_request__descriptor, get },
+    { &fluxion__v1__cancel_job_request__descriptor, cancel },
+};
+#define N_JOB_RPCS (sizeof JOB_RPCS / sizeof JOB_RPCS[0])
+
+/* Runs the row of the request's type and replies with the job record (or
+ * the failure). */
+static void job_rpc(fxr_call *call, const ProtobufCMessage *msg, void *data)
+{
+    fxa_daemon *d = data;
+    if (!ready(call, d))
+        return;
+    size_t i = 0;
+    while (i < N_JOB_RPCS && JOB_RPCS[i].request != msg->descriptor)
+        i++;
+    if (i == N_JOB_RPCS) { /* a method given job_rpc without a row */
+        fxr_fail(call, FXS_INTERNAL, "no job call for a %s", msg->descriptor->name);
+        return;
+    }
+    char err[FXS_ERRLEN];
+    Fluxion__V1__Job *job = NULL;
+    int rc = JOB_RPCS[i].call(d->jobs, msg, &job, err, sizeof err);
     if (rc)
         fxr_fail(call, rc, "%s", err);
     else
@@ -34,49 +82,13 @@ static void reply_job(fxr_call *call, int rc, Fluxion__V1__Job *job, const char 
         fluxion__v1__job__free_unpacked(job, NULL);
 }
 
-static void submit_job(fxr_call *call, const ProtobufCMessage *msg, void *data)
-{
-    fxa_daemon *d = data;
-    const Fluxion__V1__SubmitJobRequest *req = (const void *)msg;
-    if (!ready(call, d))
-        return;
-    char err[ERRLEN];
-    Fluxion__V1__Job *job = NULL;
-    int rc = fxj_jobs_submit(d->jobs, req->spec, &job, err, sizeof err);
-    reply_job(call, rc, job, err);
-}
-
-static void get_job(fxr_call *call, const ProtobufCMessage *msg, void *data)
-{
-    fxa_daemon *d = data;
-    const Fluxion__V1__GetJobRequest *req = (const void *)msg;
-    if (!ready(call, d))
-        return;
-    char err[ERRLEN];
-    Fluxion__V1__Job *job = NULL;
-    int rc = fxj_jobs_get(d->jobs, req->id, &job, err, sizeof err);
-    reply_job(call, rc, job, err);
-}
-
-static void cancel_job(fxr_call *call, const ProtobufCMessage *msg, void *data)
-{
-    fxa_daemon *d = data;
-    const Fluxion__V1__CancelJobRequest *req = (const void *)msg;
-    if (!ready(call, d))
-        return;
-    char err[ERRLEN];
-    Fluxion__V1__Job *job = NULL;
-    int rc = fxj_jobs_cancel(d->jobs, req->id, &job, err, sizeof err);
-    reply_job(call, rc, job, err);
-}
-
 static void list_jobs(fxr_call *call, const ProtobufCMessage *msg, void *data)
 {
     fxa_daemon *d = data;
     const Fluxion__V1__ListJobsRequest *req = (const void *)msg;
     if (!ready(call, d))
         return;
-    char err[ERRLEN];
+    char err[FXS_ERRLEN];
     Fluxion__V1__Job **jobs = NULL;
     int n = 0;
     int rc = fxj_jobs_list(d->jobs, req->state, req->model, &jobs, &n, err, sizeof err);
@@ -101,7 +113,7 @@ static void watch_job(fxr_call *call, const ProtobufCMessage *msg, void *data)
     const Fluxion__V1__WatchJobRequest *req = (const void *)msg;
     if (!ready(call, d))
         return;
-    char err[ERRLEN];
+    char err[FXS_ERRLEN];
     fxj_watch *w = NULL;
     int rc = fxj_watch_open(d->jobs, req->id, &w, err, sizeof err);
     if (rc) {
@@ -145,10 +157,10 @@ static void watch_job(fxr_call *call, const ProtobufCMessage *msg, void *data)
 int fxa_register_training_service(fxa_daemon *d)
 {
     static const fxr_method methods[] = {
-        { "SubmitJob", FXR_UNARY, submit_job },
-        { "GetJob", FXR_UNARY, get_job },
+        { "SubmitJob", FXR_UNARY, job_rpc },
+        { "GetJob", FXR_UNARY, job_rpc },
         { "ListJobs", FXR_UNARY, list_jobs },
-        { "CancelJob", FXR_UNARY, cancel_job },
+        { "CancelJob", FXR_UNARY, job_rpc },
         { "WatchJob", FXR_SERVER_STREAM, watch_job },
     };
     return fxr_server_add_service(d->rpc, &fluxion__v1__training_service__descriptor, methods,

@@ -61,23 +61,51 @@ int fxu_fsync_dir(const char *dir, char *err, size_t errlen)
     return 0;
 }
 
-/* Writes data to a new file DIR/.BASE.tmp.XXXXXX and fsyncs it; *tmp gets
- * its path (malloc). */
-int fxu_write_temp(const char *dir, const char *base, const void *data, size_t len,
-                      char **tmp, char *err, size_t errlen)
+/* Creates DIR/.BASE.tmp.XXXXXX (mode 0600, close-on-exec): *fd and *tmp (its
+ * path, malloc). */
+static int temp_create(const char *dir, const char *base, int *fd, char **tmp, char *err,
+                       size_t errlen)
 {
     char *path = fxu_strf("%s/.%s.tmp.XXXXXX", dir, base);
     if (!path) {
         return fxu_oom(err, errlen);
     }
-    int fd = mkostemp(path, O_CLOEXEC);
-    if (fd < 0) {
+    *fd = mkostemp(path, O_CLOEXEC);
+    if (*fd < 0) {
         int e = errno;
         fxu_seterr(err, errlen, "cannot create a temporary file in %s: %s", dir, strerror(e));
         free(path);
         return fxu_errno_status(e);
     }
-    if (fxu_write_all(fd, data, len) != 0 || fsync(fd) != 0) {
+    *tmp = path;
+    return 0;
+}
+
+/* fsyncs and closes a temporary file; on failure it is removed. */
+static int temp_finish(int fd, const char *tmp, char *err, size_t errlen)
+{
+    int e = fsync(fd) != 0 ? errno : 0;
+    if (close(fd) != 0 && !e)
+        e = errno;
+    if (e) {
+        fxu_seterr(err, errlen, "cannot write %s: %s", tmp, strerror(e));
+        unlink(tmp);
+        return fxu_errno_status(e);
+    }
+    return 0;
+}
+
+/* Writes data to a new file DIR/.BASE.tmp.XXXXXX and fsyncs it; *tmp gets
+ * its path (malloc). */
+int fxu_write_temp(const char *dir, const char *base, const void *data, size_t len,
+                      char **tmp, char *err, size_t errlen)
+{
+    int fd = -1;
+    char *path = NULL;
+    int rc = temp_create(dir, base, &fd, &path, err, errlen);
+    if (rc != 0)
+        return rc;
+    if (fxu_write_all(fd, data, len) != 0) {
         int e = errno;
         fxu_seterr(err, errlen, "cannot write %s: %s", path, strerror(e));
         close(fd);
@@ -85,12 +113,10 @@ int fxu_write_temp(const char *dir, const char *base, const void *data, size_t l
         free(path);
         return fxu_errno_status(e);
     }
-    if (close(fd) != 0) {
-        int e = errno;
-        fxu_seterr(err, errlen, "cannot write %s: %s", path, strerror(e));
-        unlink(path);
+    rc = temp_finish(fd, path, err, errlen);
+    if (rc != 0) {
         free(path);
-        return fxu_errno_status(e);
+        return rc;
     }
     *tmp = path;
     return 0;
@@ -124,11 +150,13 @@ int fxu_rename_durable(const char *tmp, const char *path, bool *renamed, char *e
     return rc;
 }
 
-int fxu_write_file_atomic(const char *path, const void *data, size_t len, char *err,
-                          size_t errlen)
+/* Splits path into its directory *d and file name *base (pointing into
+ * *buf, malloc, or at "/" and "."). */
+static int split_path(const char *path, char **buf, const char **d, const char **base,
+                      char *err, size_t errlen)
 {
-    if (!path || !*path || (!data && len > 0)) {
-        fxu_seterr(err, errlen, "write_file_atomic: %s", !path || !*path ? "no path" : "no data");
+    if (!path || !*path) {
+        fxu_seterr(err, errlen, "no path to write to");
         return FXS_INVALID_ARGUMENT;
     }
     char *dir = strdup(path);
@@ -136,55 +164,93 @@ int fxu_write_file_atomic(const char *path, const void *data, size_t len, char *
         return fxu_oom(err, errlen);
     }
     char *slash = strrchr(dir, '/');
-    const char *base = slash ? slash + 1 : dir;
-    const char *d = slash == dir ? "/" : slash ? dir : ".";
+    *base = slash ? slash + 1 : dir;
+    *d = slash == dir ? "/" : slash ? dir : ".";
     if (slash && slash != dir)
         *slash = '\0';
-    if (!*base) {
-        fxu_seterr(err, errlen, "write_file_atomic: %s names a directory, not a file", path);
+    if (!**base) {
+        fxu_seterr(err, errlen, "%s names a directory, not a file", path);
         free(dir);
         return FXS_INVALID_ARGUMENT;
     }
-    char *tmp = NULL;
-    bool renamed;
-    int rc = fxu_write_temp(d, base, data, len, &tmp, err, errlen);
-    free(dir);
+    *buf = dir;
+    return 0;
+}
+
+int fxu_atomic_open(fxu_atomic *a, const char *path, char *err, size_t errlen)
+{
+    *a = (fxu_atomic){ .fd = -1, .path = path };
+    char *dir = NULL;
+    const char *d = NULL, *base = NULL;
+    int rc = split_path(path, &dir, &d, &base, err, errlen);
     if (rc != 0)
         return rc;
-    rc = fxu_rename_durable(tmp, path, &renamed, err, errlen);
-    if (!renamed)
-        unlink(tmp);
-    free(tmp);
+    rc = temp_create(d, base, &a->fd, &a->tmp, err, errlen);
+    free(dir);
+    if (rc != 0)
+        a->fd = -1;
     return rc;
 }
 
-/* Reads an open file to its end. */
-int fxu_read_fd(int fd, const char *path, void **buf, size_t *len, char *err,
-                   size_t errlen)
+int fxu_atomic_commit(fxu_atomic *a, char *err, size_t errlen)
 {
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
+    int rc = temp_finish(a->fd, a->tmp, err, errlen);
+    a->fd = -1;
+    bool renamed = false;
+    if (rc == 0)
+        rc = fxu_rename_durable(a->tmp, a->path, &renamed, err, errlen);
+    if (rc != 0 && !renamed)
+        unlink(a->tmp);
+    free(a->tmp);
+    a->tmp = NULL;
+    return rc;
+}
+
+void fxu_atomic_abort(fxu_atomic *a)
+{
+    if (a->fd >= 0)
+        close(a->fd);
+    a->fd = -1;
+    if (a->tmp)
+        unlink(a->tmp);
+    free(a->tmp);
+    a->tmp = NULL;
+}
+
+int fxu_write_file_atomic(const char *path, const void *data, size_t len, char *err,
+                          size_t errlen)
+{
+    if (path && *path && !data && len > 0) {
+        fxu_seterr(err, errlen, "write_file_atomic: no data");
+        return FXS_INVALID_ARGUMENT;
+    }
+    fxu_atomic a;
+    int rc = fxu_atomic_open(&a, path, err, errlen);
+    if (rc != 0)
+        return rc;
+    if (fxu_write_all(a.fd, data, len) != 0) {
         int e = errno;
-        fxu_seterr(err, errlen, "cannot stat %s: %s", path, strerror(e));
+        fxu_seterr(err, errlen, "cannot write %s: %s", a.tmp, strerror(e));
+        fxu_atomic_abort(&a);
         return fxu_errno_status(e);
     }
-    if (!S_ISREG(sb.st_mode)) {
-        fxu_seterr(err, errlen, "%s is not a regular file", path);
-        return FXS_INTERNAL;
-    }
-    if ((uintmax_t)sb.st_size >= SIZE_MAX) {
-        fxu_seterr(err, errlen, "%s is too large to read (%jd bytes)", path, (intmax_t)sb.st_size);
-        return FXS_RESOURCE_EXHAUSTED;
-    }
-    size_t cap = (size_t)sb.st_size, n = 0;
+    return fxu_atomic_commit(&a, err, errlen);
+}
+
+/* Reads fd to its end into a buffer first sized for cap bytes (and one
+ * more, for a NUL a caller may add); grows when there is more. */
+static int read_to_end(int fd, const char *path, size_t cap, void **buf, size_t *len, char *err,
+                       size_t errlen)
+{
+    size_t n = 0;
     char *b = malloc(cap + 1);
     if (!b) {
         fxu_seterr(err, errlen, "out of memory reading %s (%zu bytes)", path, cap);
         return FXS_RESOURCE_EXHAUSTED;
     }
     for (;;) {
-        if (n == cap) { /* the file grew since fstat: keep reading */
-            char *nb = realloc(b, 2 * cap + 4096);
+        if (n == cap) { /* the file grew since fstat, or a stream: keep reading */
+            char *nb = cap > (SIZE_MAX - 4096) / 2 ? NULL : realloc(b, 2 * cap + 4096);
             if (!nb) {
                 free(b);
                 fxu_seterr(err, errlen, "out of memory reading %s", path);
@@ -209,6 +275,32 @@ int fxu_read_fd(int fd, const char *path, void **buf, size_t *len, char *err,
     *buf = b;
     *len = n;
     return 0;
+}
+
+/* Reads an open file to its end. */
+int fxu_read_fd(int fd, const char *path, void **buf, size_t *len, char *err,
+                   size_t errlen)
+{
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        int e = errno;
+        fxu_seterr(err, errlen, "cannot stat %s: %s", path, strerror(e));
+        return fxu_errno_status(e);
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        fxu_seterr(err, errlen, "%s is not a regular file", path);
+        return FXS_INTERNAL;
+    }
+    if ((uintmax_t)sb.st_size >= SIZE_MAX) {
+        fxu_seterr(err, errlen, "%s is too large to read (%jd bytes)", path, (intmax_t)sb.st_size);
+        return FXS_RESOURCE_EXHAUSTED;
+    }
+    return read_to_end(fd, path, (size_t)sb.st_size, buf, len, err, errlen);
+}
+
+int fxu_read_stream(int fd, const char *name, void **buf, size_t *len, char *err, size_t errlen)
+{
+    return read_to_end(fd, name, (size_t)64 << 10, buf, len, err, errlen);
 }
 
 int fxu_read_file(const char *path, void **buf, size_t *len, char *err, size_t errlen)

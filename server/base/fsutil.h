@@ -45,9 +45,28 @@ int fxu_write_file_atomic(const char *path, const void *data, size_t len, char *
                           size_t errlen);
 
 /* Reads an open file, or a file by path, to its end (malloc; one byte more
- * than *len is allocated). */
+ * than *len is allocated). Regular files only (FXS_INTERNAL otherwise). */
 int fxu_read_fd(int fd, const char *path, void **buf, size_t *len, char *err, size_t errlen);
 int fxu_read_file(const char *path, void **buf, size_t *len, char *err, size_t errlen);
+
+/* The same for any descriptor: a pipe, a terminal, stdin (the CLI's inputs);
+ * name is for messages. */
+int fxu_read_stream(int fd, const char *name, void **buf, size_t *len, char *err, size_t errlen);
+
+/* A file written in pieces and put in place atomically, for data too large to
+ * hold in memory at once (the CLI's `model export`): fxu_atomic_open creates
+ * DIR/.BASE.tmp.XXXXXX next to path (mode 0600) and a->fd; write to a->fd;
+ * fxu_atomic_commit fsyncs and closes it, renames it over path and fsyncs the
+ * directory; fxu_atomic_abort, or a commit that fails, removes it. Until the
+ * commit the file at path is untouched. */
+typedef struct {
+    int fd;
+    char *tmp;
+    const char *path; /* the caller's, kept until the commit */
+} fxu_atomic;
+int fxu_atomic_open(fxu_atomic *a, const char *path, char *err, size_t errlen);
+int fxu_atomic_commit(fxu_atomic *a, char *err, size_t errlen);
+void fxu_atomic_abort(fxu_atomic *a);
 
 /* mkdir that accepts an existing directory; mkdir -p. */
 int fxu_mkdir(const char *path, char *err, size_t errlen);

@@ -192,7 +192,7 @@ static uint8_t *build_request(const opts *o, fxc_channel *ch, size_t *len)
                        &meta, &co, err, sizeof err);
     if (rc) {
         fprintf(stderr, "fluxion-bench serve: ModelMetadata %s: %s: %s\n", o->model,
-                fxc_status_name(rc), err);
+                fxs_status_name(rc), err);
         exit(1);
     }
     json_t *in;
@@ -222,8 +222,8 @@ static void record(worker *w, uint64_t t_from, uint64_t t_done, int code)
 {
     if (t_from < w->s->measure_ns || t_from >= w->s->end_ns)
         return; /* warmup, or due after the end */
-    w->codes[code >= 0 && code < N_CODES ? code : FXC_UNKNOWN]++;
-    if (code != FXC_OK)
+    w->codes[code >= 0 && code < N_CODES ? code : FXS_UNKNOWN]++;
+    if (code != FXS_OK)
         return;
     if (w->n == w->cap) {
         w->cap = w->cap ? w->cap * 2 : 4096;
@@ -349,7 +349,7 @@ int cmd_serve(int argc, char **argv)
     int shown = 0;
     for (int c = 1; c < N_CODES; c++)
         if (codes[c])
-            printf("%s\"%s\":%llu", shown++ ? "," : "", fxc_status_name(c),
+            printf("%s\"%s\":%llu", shown++ ? "," : "", fxs_status_name(c),
                    (unsigned long long)codes[c]);
     printf("}}\n");
     fflush(stdout);

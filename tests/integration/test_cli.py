@@ -115,6 +115,33 @@ class CliTest(fxtest.DaemonTest):
         self.assertIn("INVALID_ARGUMENT", p.stderr)
         self.cli("model", "import", "v1", self.tmp("none.safetensors"), expect=4)
 
+    def test_export_file(self):
+        """An export is a plain file (mode 0666 less the umask) put in place
+        whole: a failed export leaves neither the file nor a temporary."""
+        self.create("e1")
+        path = self.tmp("e.safetensors")
+        out = os.path.dirname(path)
+        self.cli("model", "export", "e1", "-o", path)
+        umask = os.umask(0)
+        os.umask(umask)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o666 & ~umask)
+        self.assertEqual(os.listdir(out), ["e.safetensors"])
+        with open(path, "rb") as f:
+            exported = f.read()
+        p = subprocess.run([CLI, "--server", self.d.address, "model", "export", "e1", "-o", "-"],
+                           capture_output=True, timeout=60)
+        self.assertEqual((p.returncode, p.stdout), (0, exported))
+        p = self.cli("model", "export", "nope", "-o", path, expect=1)
+        self.assertIn("NOT_FOUND", p.stderr)
+        self.assertEqual(os.listdir(out), ["e.safetensors"])
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), exported)
+        p = self.cli("model", "export", "e1", "-o", os.path.join(out, "nodir", "x"), expect=4)
+        self.assertIn("nodir", p.stderr)
+        p = self.cli("model", "export", "e1", "-o", out + "/", expect=4)
+        self.assertIn("names a directory", p.stderr)
+        self.assertEqual(os.listdir(out), ["e.safetensors"])
+
     def test_load_unload(self):
         self.create("u1")
         self.cli("model", "unload", "u1")

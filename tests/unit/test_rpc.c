@@ -330,9 +330,36 @@ static void test_status_names(void **state)
     assert_string_equal(fxs_status_name(FXS_UNAUTHENTICATED), "UNAUTHENTICATED");
     assert_string_equal(fxs_status_name(-1), "UNKNOWN_CODE");
     assert_string_equal(fxs_status_name(17), "UNKNOWN_CODE");
-    assert_string_equal(fxc_status_name(14), "UNAVAILABLE");
-    assert_string_equal(fxc_status_name(4), "DEADLINE_EXCEEDED");
-    assert_string_equal(fxc_status_name(99), "UNKNOWN_CODE");
+    assert_string_equal(fxs_status_name(14), "UNAVAILABLE");
+    assert_string_equal(fxs_status_name(4), "DEADLINE_EXCEEDED");
+    assert_string_equal(fxs_status_name(99), "UNKNOWN_CODE");
+}
+
+/* Clients derive a method's path from the service descriptor the way the
+ * server routes it: a call on the derived path reaches the handler. */
+static void test_method_path(void **state)
+{
+    char path[64];
+    const ProtobufCMethodDescriptor *m =
+        fxc_method_path(&fxtest__echo__descriptor, "Unary", path, sizeof path);
+    assert_non_null(m);
+    assert_string_equal(path, "/fxtest.Echo/Unary");
+    assert_ptr_equal(m->input, &fxtest__echo_request__descriptor);
+    assert_ptr_equal(m->output, REPLY_DESC);
+    Fxtest__EchoRequest req = FXTEST__ECHO_REQUEST__INIT;
+    req.text = "path";
+    Fxtest__EchoReply *rep = NULL;
+    char err[256] = "";
+    fxc_call_opts co = { .timeout_ms = 5000 };
+    assert_int_equal(fxc_unary(shared.ch, path, &req.base, m->output, (ProtobufCMessage **)&rep,
+                               &co, err, sizeof err),
+                     FXS_OK);
+    assert_string_equal(rep->text, "path");
+    fxtest__echo_reply__free_unpacked(rep, NULL);
+    /* no such method, or no room for the path */
+    assert_null(fxc_method_path(&fxtest__echo__descriptor, "Nope", path, sizeof path));
+    assert_null(fxc_method_path(&fxtest__echo__descriptor, NULL, path, sizeof path));
+    assert_null(fxc_method_path(&fxtest__echo__descriptor, "Unary", path, 10));
 }
 
 static void expect_create_fails(const fxr_server_opts *o, const char *needle)
@@ -428,7 +455,7 @@ static void test_unary(void **state)
     uint64_t before = fxr_server_total_calls(shared.srv);
     int rc = fxc_unary(shared.ch, "/fxtest.Echo/Unary", &req.base, REPLY_DESC,
                        (ProtobufCMessage **)&rep, &co, err, sizeof err);
-    assert_int_equal(rc, FXC_OK);
+    assert_int_equal(rc, FXS_OK);
     assert_string_equal(err, "");
     assert_non_null(rep);
     assert_string_equal(rep->text, "hello");
@@ -442,7 +469,7 @@ static void test_unary(void **state)
 
     /* Without metadata the handler sees none; an empty request is valid. */
     Fxtest__EchoRequest empty = FXTEST__ECHO_REQUEST__INIT;
-    assert_int_equal(call_echo(shared.ch, "Unary", &empty, &rep, 0, err, sizeof err), FXC_OK);
+    assert_int_equal(call_echo(shared.ch, "Unary", &empty, &rep, 0, err, sizeof err), FXS_OK);
     assert_string_equal(rep->text, "");
     assert_string_equal(rep->metadata, "");
     /* timeout_ms 0 means 30 s (the grpc-timeout header rounds up a little) */
@@ -471,42 +498,42 @@ static void test_client_bad_args(void **state)
     char err[256];
     assert_int_equal(fxc_unary(shared.ch, NULL, &req.base, REPLY_DESC, &rep, NULL, err,
                                sizeof err),
-                     FXC_INVALID_ARGUMENT);
+                     FXS_INVALID_ARGUMENT);
     assert_null(rep);
     assert_non_null(strstr(err, "path"));
     assert_int_equal(fxc_unary(shared.ch, "no-slash", &req.base, REPLY_DESC, &rep, NULL, err,
                                sizeof err),
-                     FXC_INVALID_ARGUMENT);
+                     FXS_INVALID_ARGUMENT);
     assert_int_equal(fxc_unary(NULL, "/fxtest.Echo/Unary", &req.base, REPLY_DESC, &rep, NULL,
                                err, sizeof err),
-                     FXC_INVALID_ARGUMENT);
+                     FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "no channel"));
     assert_int_equal(fxc_unary(shared.ch, "/fxtest.Echo/Unary", NULL, REPLY_DESC, &rep, NULL,
                                err, sizeof err),
-                     FXC_INVALID_ARGUMENT);
+                     FXS_INVALID_ARGUMENT);
     fxc_metadata md[] = { { "x-team", NULL } };
     fxc_call_opts co = { .md = md, .n_md = 1 };
     assert_int_equal(fxc_unary(shared.ch, "/fxtest.Echo/Unary", &req.base, REPLY_DESC, &rep,
                                &co, err, sizeof err),
-                     FXC_INVALID_ARGUMENT);
+                     FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "metadata entry 0"));
     /* gRPC's own rule: keys are lowercase */
     fxc_metadata upper[] = { { "X-Team", "blue" } };
     fxc_call_opts co_upper = { .md = upper, .n_md = 1, .timeout_ms = 5000 };
     assert_int_equal(fxc_unary(shared.ch, "/fxtest.Echo/Unary", &req.base, REPLY_DESC, &rep,
                                &co_upper, err, sizeof err),
-                     FXC_INVALID_ARGUMENT);
+                     FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "metadata rejected"));
     stream_seen seen = { 0 };
     assert_int_equal(fxc_server_stream(shared.ch, "/fxtest.Echo/ServerStream", &req.base,
                                        REPLY_DESC, on_stream_msg, &seen, &co_upper, err,
                                        sizeof err),
-                     FXC_INVALID_ARGUMENT);
+                     FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "metadata rejected"));
     co.n_md = -1;
     assert_int_equal(fxc_unary(shared.ch, "/fxtest.Echo/Unary", &req.base, REPLY_DESC, &rep,
                                &co, err, sizeof err),
-                     FXC_INVALID_ARGUMENT);
+                     FXS_INVALID_ARGUMENT);
     assert_null(fxc_channel_create(NULL, NULL));
     fxc_channel_free(NULL);
     /* A response that does not parse as the type asked for. */
@@ -514,14 +541,14 @@ static void test_client_bad_args(void **state)
     big.size = 16; /* EchoReply.data = field 5, length-delimited */
     assert_int_equal(call_echo(shared.ch, "Big", &big, (Fxtest__EchoReply **)&rep, 5000, err,
                                sizeof err),
-                     FXC_OK);
+                     FXS_OK);
     protobuf_c_message_free_unpacked(rep, NULL);
     fxc_call_opts co2 = { .timeout_ms = 5000 };
     /* field 5 as an int64 (EchoRequest.size is field 4, value is 6) would
      * parse; ask for a type whose field 5 is a varint instead */
     assert_int_equal(fxc_unary(shared.ch, "/fxtest.Echo/Big", &big.base, REQ_DESC, &rep, &co2,
                                err, sizeof err),
-                     FXC_INTERNAL);
+                     FXS_INTERNAL);
     assert_null(rep);
     assert_non_null(strstr(err, "cannot parse the response as fxtest.EchoRequest"));
 }
@@ -536,7 +563,7 @@ static void test_server_stream(void **state)
     stream_seen seen = { 0 };
     assert_int_equal(fxc_server_stream(shared.ch, "/fxtest.Echo/ServerStream", &req.base,
                                        REPLY_DESC, on_stream_msg, &seen, &co, err, sizeof err),
-                     FXC_OK);
+                     FXS_OK);
     assert_int_equal(seen.n, 50);
     assert_int_equal(seen.bad_order, 0);
 
@@ -544,7 +571,7 @@ static void test_server_stream(void **state)
     req.count = 0;
     assert_int_equal(fxc_server_stream(shared.ch, "/fxtest.Echo/ServerStream", &req.base,
                                        REPLY_DESC, on_stream_msg, &none, &co, err, sizeof err),
-                     FXC_OK);
+                     FXS_OK);
     assert_int_equal(none.n, 0);
 
     /* An error status on a stream reaches the caller as well. */
@@ -552,12 +579,12 @@ static void test_server_stream(void **state)
     req.text = "no";
     assert_int_equal(fxc_server_stream(shared.ch, "/fxtest.Echo/Fail", &req.base, REPLY_DESC,
                                        on_stream_msg, &none, &co, err, sizeof err),
-                     FXC_PERMISSION_DENIED);
+                     FXS_PERMISSION_DENIED);
     assert_string_equal(err, "failing as asked: no");
     assert_int_equal(none.n, 0);
     assert_int_equal(fxc_server_stream(shared.ch, "/fxtest.Echo/ServerStream", &req.base,
                                        REPLY_DESC, NULL, NULL, &co, err, sizeof err),
-                     FXC_INVALID_ARGUMENT);
+                     FXS_INVALID_ARGUMENT);
 }
 
 /* No bidi client in rpcc.h: a server-streaming call (one message, then
@@ -571,7 +598,7 @@ static void test_bidi(void **state)
     stream_seen seen = { 0 };
     assert_int_equal(fxc_server_stream(shared.ch, "/fxtest.Echo/Bidi", &req.base, REPLY_DESC,
                                        on_stream_msg, &seen, &co, err, sizeof err),
-                     FXC_OK);
+                     FXS_OK);
     assert_int_equal(seen.n, 1);
     assert_int_equal(seen.bad_order, 0);
     /* a message that does not parse ends the stream with the handler's status */
@@ -580,7 +607,7 @@ static void test_bidi(void **state)
     size_t len = 0;
     assert_int_equal(fxc_unary_raw(shared.ch, "/fxtest.Echo/Bidi", junk, sizeof junk, &resp,
                                    &len, &co, err, sizeof err),
-                     FXC_CANCELLED);
+                     FXS_CANCELLED);
     assert_string_equal(err, "bidi stream broken");
 }
 
@@ -602,7 +629,7 @@ static void test_server_stream_client_cancel(void **state)
     int64_t t0 = now_ms();
     int rc = fxc_server_stream(shared.ch, "/fxtest.Echo/ServerStream", &req.base, REPLY_DESC,
                                on_stream_msg, &seen, &co, err, sizeof err);
-    assert_int_equal(rc, FXC_CANCELLED);
+    assert_int_equal(rc, FXS_CANCELLED);
     assert_int_equal(seen.n, 3);
     assert_true(now_ms() - t0 < 5000);
     /* the server's fxr_send noticed and the handler stopped */
@@ -648,7 +675,7 @@ static void test_client_stream(void **state)
     assert_int_equal(fxc_client_stream(shared.ch, "/fxtest.Echo/ClientStream", next_chunk,
                                        release_chunk, &u, REPLY_DESC, (ProtobufCMessage **)&rep,
                                        &co, err, sizeof err),
-                     FXC_OK);
+                     FXS_OK);
     assert_int_equal(rep->sum, 5050);
     assert_int_equal(rep->index, 100);
     assert_int_equal(u.released, 100);
@@ -658,7 +685,7 @@ static void test_client_stream(void **state)
     assert_int_equal(fxc_client_stream(shared.ch, "/fxtest.Echo/ClientStream", next_chunk, NULL,
                                        &empty, REPLY_DESC, (ProtobufCMessage **)&rep, &co, err,
                                        sizeof err),
-                     FXC_OK);
+                     FXS_OK);
     assert_int_equal(rep->sum, 0);
     assert_int_equal(rep->index, 0);
     protobuf_c_message_free_unpacked(&rep->base, NULL);
@@ -670,7 +697,7 @@ static void test_client_stream(void **state)
     assert_int_equal(fxc_client_stream(shared.ch, "/fxtest.Echo/ClientStream", next_chunk,
                                        release_chunk, &failing, REPLY_DESC,
                                        (ProtobufCMessage **)&rep, &co, err, sizeof err),
-                     FXC_CANCELLED);
+                     FXS_CANCELLED);
     assert_null(rep);
     assert_int_equal(failing.released, 10);
     assert_true(wait_for(upload_cancel_seen, 5000));
@@ -682,26 +709,26 @@ static void test_unimplemented(void **state)
     Fxtest__EchoReply *rep = NULL;
     char err[256];
     assert_int_equal(call_echo(shared.ch, "Nope", &req, &rep, 5000, err, sizeof err),
-                     FXC_UNIMPLEMENTED);
+                     FXS_UNIMPLEMENTED);
     assert_null(rep);
     assert_string_equal(err, "unknown method /fxtest.Echo/Nope");
     assert_true(log_has("warn: rpc: unknown method /fxtest.Echo/Nope from ipv4:127.0.0.1:"));
 
     assert_int_equal(call_echo(shared.ch, "NoHandler", &req, &rep, 5000, err, sizeof err),
-                     FXC_UNIMPLEMENTED);
+                     FXS_UNIMPLEMENTED);
     assert_string_equal(err, "method /fxtest.Echo/NoHandler is not implemented");
 
     fxc_call_opts co = { .timeout_ms = 5000 };
     assert_int_equal(fxc_unary(shared.ch, "/other.Service/Unary", &req.base, REPLY_DESC,
                                (ProtobufCMessage **)&rep, &co, err, sizeof err),
-                     FXC_UNIMPLEMENTED);
+                     FXS_UNIMPLEMENTED);
     assert_string_equal(err, "unknown method /other.Service/Unary");
     /* a client-streaming call to an unknown method is answered too */
     upload u = { .n = 3 };
     assert_int_equal(fxc_client_stream(shared.ch, "/fxtest.Echo/Missing", next_chunk, NULL, &u,
                                        REPLY_DESC, (ProtobufCMessage **)&rep, &co, err,
                                        sizeof err),
-                     FXC_UNIMPLEMENTED);
+                     FXS_UNIMPLEMENTED);
 }
 
 static void test_status_propagation(void **state)
@@ -728,7 +755,7 @@ static void test_status_propagation(void **state)
     char err[256];
     req.text = "ok?";
     assert_int_equal(call_echo(shared.ch, "Fail", &req, &rep, 5000, err, sizeof err),
-                     FXC_UNKNOWN);
+                     FXS_UNKNOWN);
 }
 
 static bool slow_cancel_seen(void)
@@ -745,13 +772,13 @@ static void test_deadline(void **state)
     atomic_store(&slow_saw_cancel, 0);
     int64_t t0 = now_ms();
     assert_int_equal(call_echo(shared.ch, "Slow", &req, &rep, 200, err, sizeof err),
-                     FXC_DEADLINE_EXCEEDED);
+                     FXS_DEADLINE_EXCEEDED);
     int64_t took = now_ms() - t0;
     assert_true(took >= 150 && took < 3000);
     assert_true(wait_for(slow_cancel_seen, 5000));
     /* a slow call within its deadline succeeds */
     req.sleep_ms = 50;
-    assert_int_equal(call_echo(shared.ch, "Slow", &req, &rep, 5000, err, sizeof err), FXC_OK);
+    assert_int_equal(call_echo(shared.ch, "Slow", &req, &rep, 5000, err, sizeof err), FXS_OK);
     assert_string_equal(rep->text, "slept");
     protobuf_c_message_free_unpacked(&rep->base, NULL);
 }
@@ -763,7 +790,7 @@ static void test_big_messages(void **state)
     char err[256];
     /* over gRPC's 4 MiB default, under our 64 MiB */
     req.size = 8 << 20;
-    assert_int_equal(call_echo(shared.ch, "Big", &req, &rep, 20000, err, sizeof err), FXC_OK);
+    assert_int_equal(call_echo(shared.ch, "Big", &req, &rep, 20000, err, sizeof err), FXS_OK);
     assert_int_equal(rep->data.len, 8 << 20);
     size_t bad = 0;
     for (size_t i = 0; i < rep->data.len; i++)
@@ -778,13 +805,13 @@ static void test_big_messages(void **state)
     req.size = 0;
     req.blob.data = (uint8_t *)text;
     req.blob.len = 6 << 20;
-    assert_int_equal(call_echo(shared.ch, "Unary", &req, &rep, 20000, err, sizeof err), FXC_OK);
+    assert_int_equal(call_echo(shared.ch, "Unary", &req, &rep, 20000, err, sizeof err), FXS_OK);
     assert_int_equal(rep->data.len, 6 << 20);
     protobuf_c_message_free_unpacked(&rep->base, NULL);
     req.blob.len = 0;
     req.text = text;
     assert_int_equal(call_echo(shared.ch, "Unary", &req, &rep, 20000, err, sizeof err),
-                     FXC_INVALID_ARGUMENT);
+                     FXS_INVALID_ARGUMENT);
     assert_string_equal(err, "text: 6291455 bytes, the limit is 65536");
     free(text);
 }
@@ -801,21 +828,21 @@ static void test_oversize(void **state)
     text[(100 << 10) - 1] = '\0';
     req.text = text;
     assert_int_equal(call_echo(e.ch, "Unary", &req, &rep, 5000, err, sizeof err),
-                     FXC_RESOURCE_EXHAUSTED);
+                     FXS_RESOURCE_EXHAUSTED);
     assert_null(rep);
     free(text);
     /* the server keeps serving */
     req.text = "small";
-    assert_int_equal(call_echo(e.ch, "Unary", &req, &rep, 5000, err, sizeof err), FXC_OK);
+    assert_int_equal(call_echo(e.ch, "Unary", &req, &rep, 5000, err, sizeof err), FXS_OK);
     assert_string_equal(rep->text, "small");
     protobuf_c_message_free_unpacked(&rep->base, NULL);
     /* a response over the client's limit */
     req.size = 40 << 10;
     assert_int_equal(call_echo(e.ch, "Big", &req, &rep, 5000, err, sizeof err),
-                     FXC_RESOURCE_EXHAUSTED);
+                     FXS_RESOURCE_EXHAUSTED);
     assert_null(rep);
     req.size = 1000;
-    assert_int_equal(call_echo(e.ch, "Big", &req, &rep, 5000, err, sizeof err), FXC_OK);
+    assert_int_equal(call_echo(e.ch, "Big", &req, &rep, 5000, err, sizeof err), FXS_OK);
     assert_int_equal(rep->data.len, 1000);
     protobuf_c_message_free_unpacked(&rep->base, NULL);
     stop_env(&e);
@@ -831,7 +858,7 @@ static void test_unparseable(void **state)
     const uint8_t junk[] = { 0xff, 0xff, 0xff, 0xff, 0x0f };
     assert_int_equal(fxc_unary_raw(shared.ch, "/fxtest.Echo/Unary", junk, sizeof junk, &resp,
                                    &len, &co, err, sizeof err),
-                     FXC_INVALID_ARGUMENT);
+                     FXS_INVALID_ARGUMENT);
     assert_null(resp);
     assert_int_equal(len, 0);
     assert_string_equal(err, "cannot parse fxtest.EchoRequest");
@@ -840,12 +867,12 @@ static void test_unparseable(void **state)
     const uint8_t cut[] = { 0x0a, 0x10, 'a', 'b' };
     assert_int_equal(fxc_unary_raw(shared.ch, "/fxtest.Echo/ServerStream", cut, sizeof cut, &resp,
                                    &len, &co, err, sizeof err),
-                     FXC_INVALID_ARGUMENT);
+                     FXS_INVALID_ARGUMENT);
     /* good bytes by hand: text = "hi" */
     const uint8_t good[] = { 0x0a, 0x02, 'h', 'i' };
     assert_int_equal(fxc_unary_raw(shared.ch, "/fxtest.Echo/Unary", good, sizeof good, &resp,
                                    &len, &co, err, sizeof err),
-                     FXC_OK);
+                     FXS_OK);
     Fxtest__EchoReply *rep = fxtest__echo_reply__unpack(NULL, len, resp);
     assert_non_null(rep);
     assert_string_equal(rep->text, "hi");
@@ -854,17 +881,17 @@ static void test_unparseable(void **state)
     /* zero bytes is a valid (empty) message */
     assert_int_equal(fxc_unary_raw(shared.ch, "/fxtest.Echo/Unary", NULL, 0, &resp, &len, &co,
                                    err, sizeof err),
-                     FXC_OK);
+                     FXS_OK);
     free(resp);
     /* an unparseable message in a client stream: the handler sees -1 */
     const uint8_t *none = NULL;
     assert_int_equal(fxc_unary_raw(shared.ch, "/fxtest.Echo/ClientStream", junk, sizeof junk,
                                    &resp, &len, &co, err, sizeof err),
-                     FXC_INVALID_ARGUMENT);
+                     FXS_INVALID_ARGUMENT);
     assert_string_equal(err, "client stream broken after 0 messages");
     assert_int_equal(fxc_unary_raw(shared.ch, "/fxtest.Echo/Unary", none, 3, &resp, &len, &co,
                                    err, sizeof err),
-                     FXC_INVALID_ARGUMENT);
+                     FXS_INVALID_ARGUMENT);
 }
 
 #define N_THREADS 8
@@ -881,7 +908,7 @@ static void *hammer(void *arg)
         snprintf(text, sizeof text, "t%d-%d", (int)id, i);
         req.text = text;
         if (call_echo(shared.ch, i % 10 == 9 ? "Deferred" : "Unary", &req, &rep, 10000, err,
-                      sizeof err) != FXC_OK) {
+                      sizeof err) != FXS_OK) {
             bad++;
             continue;
         }
@@ -928,13 +955,13 @@ static void test_deferred(void **state)
     Fxtest__EchoReply *rep = NULL;
     char err[256];
     req.text = "later";
-    assert_int_equal(call_echo(shared.ch, "Deferred", &req, &rep, 5000, err, sizeof err), FXC_OK);
+    assert_int_equal(call_echo(shared.ch, "Deferred", &req, &rep, 5000, err, sizeof err), FXS_OK);
     assert_string_equal(rep->text, "deferred:later");
     protobuf_c_message_free_unpacked(&rep->base, NULL);
     /* a deferred reply after the deadline only releases the call */
     req.sleep_ms = 1000;
     assert_int_equal(call_echo(shared.ch, "Deferred", &req, &rep, 100, err, sizeof err),
-                     FXC_DEADLINE_EXCEEDED);
+                     FXS_DEADLINE_EXCEEDED);
     assert_null(rep);
     assert_int_equal(fxr_server_in_flight(shared.srv), 1);
     assert_true(wait_for(shared_idle, 3000));
@@ -951,7 +978,7 @@ static void test_metadata_truncated(void **state)
     fxc_call_opts co = { .timeout_ms = 5000, .md = md, .n_md = 1 };
     assert_int_equal(fxc_unary(shared.ch, "/fxtest.Echo/Unary", &req.base, REPLY_DESC,
                                (ProtobufCMessage **)&rep, &co, err, sizeof err),
-                     FXC_OK);
+                     FXS_OK);
     /* h_unary's buffer holds 64 bytes: 63 and the terminator */
     assert_int_equal(strlen(rep->metadata), 63);
     assert_memory_equal(rep->metadata, value, 63);
@@ -980,19 +1007,19 @@ static void test_refused(void **state)
     Fxtest__EchoReply *rep = NULL;
     int64_t t0 = now_ms();
     assert_int_equal(call_echo(ch, "Unary", &req, &rep, 10000, err, sizeof err),
-                     FXC_UNAVAILABLE);
+                     FXS_UNAVAILABLE);
     assert_true(now_ms() - t0 < 3000);
     assert_true(strlen(err) > 0);
     stream_seen seen = { 0 };
     fxc_call_opts co = { .timeout_ms = 10000 };
     assert_int_equal(fxc_server_stream(ch, "/fxtest.Echo/ServerStream", &req.base, REPLY_DESC,
                                        on_stream_msg, &seen, &co, err, sizeof err),
-                     FXC_UNAVAILABLE);
+                     FXS_UNAVAILABLE);
     upload u = { .n = 5 };
     assert_int_equal(fxc_client_stream(ch, "/fxtest.Echo/ClientStream", next_chunk,
                                        release_chunk, &u, REPLY_DESC, (ProtobufCMessage **)&rep,
                                        &co, err, sizeof err),
-                     FXC_UNAVAILABLE);
+                     FXS_UNAVAILABLE);
     assert_int_equal(u.released, u.sent); /* whatever was taken was released */
     assert_true(now_ms() - t0 < 6000);
     fxc_channel_free(ch);
@@ -1001,7 +1028,7 @@ static void test_refused(void **state)
     ch = fxc_channel_create("bad target:::x", NULL);
     assert_non_null(ch);
     assert_int_equal(call_echo(ch, "Unary", &req, &rep, 2000, err, sizeof err),
-                     FXC_UNAVAILABLE);
+                     FXS_UNAVAILABLE);
     fxc_channel_free(ch);
 }
 
@@ -1060,16 +1087,16 @@ static void test_shutdown_in_flight(void **state)
     assert_int_equal(fxr_server_in_flight(e.srv), 0);
     for (int i = 0; i < 5; i++) {
         pthread_join(th[i], NULL);
-        assert_true(c[i].rc != FXC_OK || i == 4);
+        assert_true(c[i].rc != FXS_OK || i == 4);
         assert_true(c[i].took_ms < 5000);
     }
     assert_int_equal(atomic_load(&slow_saw_cancel), 4);
     /* the honouring ones saw the cancel once the grace was over; their
      * clients get CANCELLED, or UNAVAILABLE when the connection closed first */
     for (int i = 0; i < 4; i++)
-        assert_true(c[i].rc == FXC_CANCELLED || c[i].rc == FXC_UNAVAILABLE);
+        assert_true(c[i].rc == FXS_CANCELLED || c[i].rc == FXS_UNAVAILABLE);
     /* the ignoring one was cancelled by the server after the grace */
-    assert_true(c[4].rc != FXC_OK);
+    assert_true(c[4].rc != FXS_OK);
     fxr_server_destroy(e.srv);
 
     /* new calls to a stopped server fail fast */
@@ -1077,7 +1104,7 @@ static void test_shutdown_in_flight(void **state)
     Fxtest__EchoReply *rep = NULL;
     char err[256];
     assert_int_equal(call_echo(e.ch, "Unary", &req, &rep, 5000, err, sizeof err),
-                     FXC_UNAVAILABLE);
+                     FXS_UNAVAILABLE);
     fxc_channel_free(e.ch);
 }
 
@@ -1100,19 +1127,19 @@ static void test_busy_pool(void **state)
     char err[256];
     int runs = atomic_load(&unary_runs);
     assert_int_equal(call_echo(e.ch, "Unary", &req, &rep, 100, err, sizeof err),
-                     FXC_DEADLINE_EXCEEDED);
+                     FXS_DEADLINE_EXCEEDED);
     upload u = { .n = 10 };
     fxc_call_opts co = { .timeout_ms = 300 };
     assert_int_equal(fxc_client_stream(e.ch, "/fxtest.Echo/ClientStream", next_chunk, NULL, &u,
                                        REPLY_DESC, (ProtobufCMessage **)&rep, &co, err,
                                        sizeof err),
-                     FXC_OK);
+                     FXS_OK);
     assert_int_equal(rep->sum, 55);
     protobuf_c_message_free_unpacked(&rep->base, NULL);
     pthread_join(th, NULL);
-    assert_int_equal(busy.rc, FXC_OK);
+    assert_int_equal(busy.rc, FXS_OK);
     /* the pool is free again; the expired call was dropped, not run */
-    assert_int_equal(call_echo(e.ch, "Unary", &req, &rep, 5000, err, sizeof err), FXC_OK);
+    assert_int_equal(call_echo(e.ch, "Unary", &req, &rep, 5000, err, sizeof err), FXS_OK);
     protobuf_c_message_free_unpacked(&rep->base, NULL);
     assert_int_equal(atomic_load(&unary_runs), runs + 1);
     stop_env(&e);
@@ -1162,7 +1189,7 @@ static void test_shutdown_upload(void **state)
     assert_true(now_ms() - t0 < 200 + 1500);
     assert_int_equal(atomic_load(&upload_saw_cancel), 1);
     pthread_join(th, NULL);
-    assert_true(su.rc != FXC_OK);
+    assert_true(su.rc != FXS_OK);
     assert_true(su.u.sent < 500);
     fxr_server_destroy(e.srv);
     fxc_channel_free(e.ch);
@@ -1174,7 +1201,7 @@ static void test_shutdown_idle_fast(void **state)
     Fxtest__EchoRequest req = FXTEST__ECHO_REQUEST__INIT;
     Fxtest__EchoReply *rep = NULL;
     char err[256];
-    assert_int_equal(call_echo(e.ch, "Unary", &req, &rep, 5000, err, sizeof err), FXC_OK);
+    assert_int_equal(call_echo(e.ch, "Unary", &req, &rep, 5000, err, sizeof err), FXS_OK);
     protobuf_c_message_free_unpacked(&rep->base, NULL);
     int64_t t0 = now_ms();
     fxr_server_shutdown(e.srv, 5000);
@@ -1202,7 +1229,7 @@ static void test_latency_report(void **state)
         struct timespec a, b;
         clock_gettime(CLOCK_MONOTONIC, &a);
         assert_int_equal(call_echo(shared.ch, "Unary", &req, &rep, 5000, err, sizeof err),
-                         FXC_OK);
+                         FXS_OK);
         clock_gettime(CLOCK_MONOTONIC, &b);
         protobuf_c_message_free_unpacked(&rep->base, NULL);
         us[i] = (b.tv_sec - a.tv_sec) * 1000000 + (b.tv_nsec - a.tv_nsec) / 1000;
@@ -1229,6 +1256,7 @@ int main(void)
     };
     const struct CMUnitTest with_shared[] = {
         cmocka_unit_test(test_unary),
+        cmocka_unit_test(test_method_path),
         cmocka_unit_test(test_client_bad_args),
         cmocka_unit_test(test_server_stream),
         cmocka_unit_test(test_server_stream_client_cancel),
