@@ -18,7 +18,7 @@ typedef struct {
 static fx_tensor *f_unary(fx_ctx *ctx, fx_tensor **in, fx_layer *l, const void *arg,
                           const or_case *c)
 {
-    const un_arg *u = arg;
+    const un_arg *u = c->arg ? c->arg : arg; /* a case may set its own scalars */
     fx_tensor *x = in[0];
     switch (u->op) {
     case NEG: return fx_neg(ctx, x);
@@ -64,26 +64,25 @@ static void r_unary(const or_ref *r)
 {
     or_host_init(r->out, r->in[0].ndim, r->in[0].shape);
     for (int64_t i = 0; i < r->in[0].n; i++)
-        r->out->v[i] = unary(r->in[0].v[i], r->arg);
+        r->out->v[i] = unary(r->in[0].v[i], r->c->arg ? r->c->arg : r->arg);
 }
-
-static const or_case UNARY_CASES[] = {
-    { "[7]", 1, { { 1, { 7 } } } },
-    { "[3,5]", 1, { { 2, { 3, 5 } } } },
-    { "[2,3,4]", 1, { { 3, { 2, 3, 4 } } } },
-    { "[33]: a vector tail", 1, { { 1, { 33 } } } },
-};
 
 /* Inputs away from the kinks (0 for relu / abs, the clamp bounds +-1) so a
  * finite-difference step never straddles one; positive for log, sqrt, pow. */
 #define AWAY { OR_AWAY, 0.2, 2.0, 0 }
 #define POSITIVE { OR_UNIFORM, 0.2, 2.0, 0 }
 #define AWAY_FROM_1 { OR_AWAY, 0.2, 2.0, 1.0 }
-#define UNARY(nm, op, a, b, fill_)                                                              \
-    { .name = nm, .covers = "fx_" nm, .arg = &(const un_arg){ op, a, b },                      \
-      .ncases = OR_COUNT(UNARY_CASES), .cases = UNARY_CASES, .fill = { fill_ },                \
-      .forward = f_unary, .reference = r_unary, .fwd = OR_FWD_POINT, .grad = OR_GRAD_STD,     \
-      .xb = OR_XB_EXACT }
+/* Three ranks, then a vector with a tail past the kernels' vector width and
+ * the cross-backend table's scalar a33. */
+#define UNARY(nm, op, a, b, fill_, a33)                                                          \
+    { .name = nm, .covers = "fx_" nm, .arg = &(const un_arg){ op, a, b }, .ncases = 4,          \
+      .cases = (const or_case[]){ { "[7]", 1, { { 1, { 7 } } } },                               \
+                                  { "[3,5]", 1, { { 2, { 3, 5 } } } },                          \
+                                  { "[2,3,4]", 1, { { 3, { 2, 3, 4 } } } },                     \
+                                  { "[33], scalar " #a33, 1, { { 1, { 33 } } }, 0,              \
+                                    &(const un_arg){ op, a33, b } } },                          \
+      .fill = { fill_ }, .forward = f_unary, .reference = r_unary, .fwd = OR_FWD_POINT,         \
+      .grad = OR_GRAD_STD, .xb = OR_XB_EXACT }
 
 /* ----------------------------------------------------------------- binary */
 
@@ -320,21 +319,21 @@ static const or_case ACT_CASES[] = {
 /* ------------------------------------------------------------------- rows */
 
 const or_row OR_ROWS_POINTWISE[] = {
-    UNARY("neg", NEG, 0, 0, AWAY),
-    UNARY("scale", SCALE, -1.7f, 0, AWAY),
-    UNARY("add_scalar", ADDS, 0.3f, 0, AWAY),
-    UNARY("exp", EXP, 0, 0, AWAY),
-    UNARY("log", LOG, 0, 0, POSITIVE),
-    UNARY("sqrt", SQRT, 0, 0, POSITIVE),
-    UNARY("pow", POW, 2.5f, 0, POSITIVE),
-    UNARY("abs", ABS, 0, 0, AWAY),
-    UNARY("relu", RELU, 0, 0, AWAY),
-    UNARY("leaky_relu", LEAKY, 0.3f, 0, AWAY),
-    UNARY("elu", ELU, 0.3f, 0, AWAY),
-    UNARY("gelu", GELU, 0, 0, AWAY),
-    UNARY("sigmoid", SIG, 0, 0, AWAY),
-    UNARY("tanh", TANH, 0, 0, AWAY),
-    UNARY("clamp", CLAMP, -1.0f, 1.0f, AWAY_FROM_1),
+    UNARY("neg", NEG, 0, 0, AWAY, 0),
+    UNARY("scale", SCALE, -1.7f, 0, AWAY, -1.5f),
+    UNARY("add_scalar", ADDS, 0.3f, 0, AWAY, 0.25f),
+    UNARY("exp", EXP, 0, 0, AWAY, 0),
+    UNARY("log", LOG, 0, 0, POSITIVE, 0),
+    UNARY("sqrt", SQRT, 0, 0, POSITIVE, 0),
+    UNARY("pow", POW, 2.5f, 0, POSITIVE, 1.7f),
+    UNARY("abs", ABS, 0, 0, AWAY, 0),
+    UNARY("relu", RELU, 0, 0, AWAY, 0),
+    UNARY("leaky_relu", LEAKY, 0.3f, 0, AWAY, 0.1f),
+    UNARY("elu", ELU, 0.3f, 0, AWAY, 0.8f),
+    UNARY("gelu", GELU, 0, 0, AWAY, 0),
+    UNARY("sigmoid", SIG, 0, 0, AWAY, 0),
+    UNARY("tanh", TANH, 0, 0, AWAY, 0),
+    UNARY("clamp", CLAMP, -1.0f, 1.0f, AWAY_FROM_1, -1.0f), /* the bounds the fill avoids */
     BINARY("add", 0),
     BINARY("sub", 1),
     BINARY("mul", 2),
