@@ -297,8 +297,8 @@ static void r_ctc(const or_ref *r)
     { label ", sum, logits", 1, { shape }, 0, &(const ctc_arg){ batch, padded, i32, true, FX_SUM } }
 
 static const or_case CTC_CASES[] = {
-    CTC("mixed lengths, blank 0", &BATCH0, S3(6, 5, 4), true, false),
-    CTC("blank last, a one-path target", &BATCH1, S3(5, 3, 4), false, true),
+    CTC("mixed lengths, blank 0", &BATCH0, S3(6, 5, 4), false, false),
+    CTC("blank last, a one-path target", &BATCH1, S3(5, 3, 4), true, false),
     { "T 8, C 5, from logits, none", 1, { S3(8, 2, 5) }, 0,
       &(const ctc_arg){ &BATCH2, true, true, true, FX_NONE } },
 };

@@ -182,9 +182,11 @@ static void to_host(const fx_tensor *t, or_host *h)
     free(f);
 }
 
+/* The callers seed the context's RNG first (dropout), each forward with
+ * the same seed: the check, each backend, and fx_gradcheck, which must
+ * replay that RNG for every evaluation itself (the loss does not reseed). */
 static fx_tensor *run_forward(checker *k, fx_ctx *ctx, side *s)
 {
-    fx_ctx_seed(ctx, 7); /* dropout masks repeat from call to call */
     return k->row->forward(ctx, s->in, s->layer, k->row->arg, k->c);
 }
 
@@ -213,6 +215,7 @@ static double worst_err(const double *got, const double *want, int64_t n, int64_
 static bool check_forward(checker *k, side *s, fx_tensor **shape_out, double *err)
 {
     fx_ctx *ctx = fx_ctx_create(fx_cpu());
+    fx_ctx_seed(ctx, 7);
     fx_tensor *y = run_forward(k, ctx, s);
     if (!y) {
         fail(k, "forward failed: %s", fx_ctx_error(ctx));
@@ -286,6 +289,7 @@ static bool check_grad(checker *k, side *s, const fx_tensor *shape, int *checked
     fx_gradcheck_opts o = { .eps = k->row->grad.eps, .rtol = k->row->grad.rtol,
                             .atol = k->row->grad.atol };
     fx_gradcheck_report rep;
+    fx_ctx_seed(ctx, 7);
     fx_status st = fx_gradcheck(ctx, weighted_sum, &a, s->nwrt, s->wrt, &o, &rep);
     fx_ctx_free(ctx);
     fx_tensor_free(a.r);
@@ -336,6 +340,7 @@ static bool expect_close(checker *k, const char *what, const fx_tensor *o, const
 /* Runs the forward and the backward from seed on one side. */
 static fx_tensor *xb_run(checker *k, fx_ctx *ctx, side *s, const float *seed, int64_t n)
 {
+    fx_ctx_seed(ctx, 7);
     fx_tensor *y = run_forward(k, ctx, s);
     if (!y) {
         fail(k, "xb: forward on %s failed: %s", dev_name(fx_ctx_device(ctx)), fx_ctx_error(ctx));
