@@ -361,7 +361,7 @@ static fx_tensor *xb_run(checker *k, fx_ctx *ctx, side *s, const float *seed, in
 static bool check_xb(checker *k, fx_device dev, uint64_t seed, const fx_tensor *shape,
                      double *worst)
 {
-    side cpu, other;
+    side cpu = { 0 }, other = { 0 }; /* zeroed: side_free is safe if a make fails */
     bool ok = side_make(k, &cpu, seed) && side_make(k, &other, seed);
     for (int i = 0; ok && i < k->c->nin; i++) { /* the same values, moved over */
         bool grad = fx_tensor_requires_grad(other.in[i]);
@@ -432,7 +432,7 @@ static bool run_row(const or_row *row, const run_opts *o, row_stats *st, char *m
     for (int ci = 0; ci < row->ncases; ci++) {
         checker k = { row, &row->cases[ci], ci, "", false };
         uint64_t seed = hash_name(row->name) + (uint64_t)ci;
-        side s;
+        side s = { 0 };
         fx_tensor *shape = NULL;
         bool ok = side_make(&k, &s, seed);
         double e = 0.0;
