@@ -8,17 +8,20 @@
 #   here (the dev machine, CUDA toolkit, no GPU):
 #       bash scripts/gpu_check.sh prepare
 #     builds a Release tree with the CUDA backend (sm_80, sm_90) in build-gpu/
-#     and copies test_cuda, fluxion-bench, the bench scripts and every shared
+#     and copies test_ops, test_cuda, fluxion-bench, the bench scripts and every shared
 #     library they need that is neither glibc nor CUDA into .gpu/ (ignored by
 #     git; listed in .git/info/exclude by this script). ~10-20 MiB.
 #
 #   there (through the device tool, carrying .gpu):
 #       run(command="bash scripts/gpu_check.sh run", carry=[".gpu"])
-#     runs test_cuda (every op and layer vs the CPU, memory limit, pool reuse,
-#     enumeration), the daemon check (below) and tests/bench/gpu_compare.sh
-#     (mlp, cnn vs PyTorch at two batch sizes), with the device's CUDA
-#     libraries first on the library path. Logs land in $OUT (test_cuda.log,
-#     daemon.log, bench.md, bench.jsonl) when OUT is set. Exit status:
+#     runs test_ops --xb cuda (the op registry: every op and layer, outputs
+#     and gradients, vs the CPU within each row's tolerance, plus its
+#     reference and gradient checks), test_cuda (optimizers, memory limit,
+#     pool reuse, enumeration), the daemon check (below) and
+#     tests/bench/gpu_compare.sh (mlp, cnn vs PyTorch at two batch sizes),
+#     with the device's CUDA libraries first on the library path. Logs land
+#     in $OUT (test_ops.log, test_cuda.log, daemon.log, bench.md,
+#     bench.jsonl) when OUT is set. Exit status: test_ops's, else
 #     test_cuda's, else the daemon check's, unless the benchmark fails.
 #
 #   the daemon check (also alone: gpu_check.sh daemon [BINDIR]): fluxiond
@@ -47,7 +50,7 @@ build() {
         { tail -20 build-gpu/cfg.log; exit 1; }
     grep -q "CUDA backend enabled" build-gpu/cfg.log ||
         { echo "gpu_check: CMake did not enable the CUDA backend:"; grep -i cuda build-gpu/cfg.log; exit 1; }
-    cmake --build build-gpu --target test_cuda fluxion-bench fluxiond fluxion -j"$(nproc)" || exit 1
+    cmake --build build-gpu --target test_ops test_cuda fluxion-bench fluxiond fluxion -j"$(nproc)" || exit 1
 }
 
 # The daemon on the GPU: training and serving there match the CPU. $1: dir
@@ -146,14 +149,19 @@ PY
     return "$rc"
 }
 
-run_checks() { # $1: dir with test_cuda and fluxion-bench
-    local bin=$1 rc
+run_checks() { # $1: dir with test_ops, test_cuda and fluxion-bench
+    local bin=$1 rc rc2
     mkdir -p "$out"
     nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv 2>&1 | tee "$out/gpu.txt"
+    echo "== test_ops --xb cuda"
+    "$bin/test_ops" --xb cuda 2>&1 | tee "$out/test_ops.log"
+    rc=${PIPESTATUS[0]}
+    echo "== test_ops exit status $rc (0 passed, 77 skipped: no device)"
     echo "== test_cuda"
     "$bin/test_cuda" 2>&1 | tee "$out/test_cuda.log"
-    rc=${PIPESTATUS[0]}
-    echo "== test_cuda exit status $rc (0 passed, 77 skipped: no device)"
+    rc2=${PIPESTATUS[0]}
+    echo "== test_cuda exit status $rc2 (0 passed, 77 skipped: no device)"
+    [ "$rc" = 0 ] && rc=$rc2
     echo "== daemon on the gpu"
     daemon_check "$bin" || { [ "$rc" = 0 ] && rc=4; }
     echo "== benchmarks"
@@ -171,7 +179,7 @@ prepare)
     ex=$(git rev-parse --path-format=absolute --git-path info/exclude)
     mkdir -p "$(dirname "$ex")"
     grep -qx '/.gpu/' "$ex" 2>/dev/null || echo '/.gpu/' >>"$ex"
-    cp build-gpu/test_cuda build-gpu/fluxion-bench build-gpu/fluxiond build-gpu/fluxion .gpu/bin/
+    cp build-gpu/test_ops build-gpu/test_cuda build-gpu/fluxion-bench build-gpu/fluxiond build-gpu/fluxion .gpu/bin/
     # every non-glibc, non-CUDA shared library, resolved through symlinks
     for b in .gpu/bin/*; do ldd "$b"; done | awk '/=> \// {print $3}' | sort -u |
         grep -Ev '/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*|libcuda|libcudart|libcublas|libcublasLt|libstdc\+\+|libgcc_s)\.so' |

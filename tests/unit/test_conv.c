@@ -1,7 +1,9 @@
 /* test_conv.c - conv2d, conv1d and conv_transpose2d against direct loops
- * written here, finite-difference gradients for every configuration, the
- * transposed convolution as the adjoint of the convolution, bad input,
- * threads and the layers. */
+ * written here, with each instruction set's kernels (outputs and gradients
+ * equal to the best set's), the transposed convolution as the adjoint of
+ * the convolution, bad input, threads and the layers. The finite-difference
+ * gradients of every configuration and the cross-backend comparisons are
+ * the registry's conv rows (test_ops). */
 #include "testutil.h"
 
 #include <math.h>
@@ -83,56 +85,46 @@ static fx_tensor *conv_fn(fx_ctx *ctx, fx_tensor **in, void *arg)
     return fx_conv2d(ctx, in[0], in[1], b, &a->o);
 }
 
-/* sum(op(in) * R) for a fixed random R, as tu_gradcheck_op builds it. */
-typedef struct {
-    tu_op_fn op;
-    void *arg;
-    fx_tensor **in, *r;
-} weighted;
-
-static fx_tensor *weighted_loss(fx_ctx *ctx, void *user)
-{
-    weighted *l = user;
-    return fx_sum(ctx, fx_mul(ctx, l->op(ctx, l->in, l->arg), l->r), 0, NULL, false);
-}
-
-/*
- * tu_gradcheck_op with a finite-difference step of 1e-2 instead of 1e-3.
- * A convolution is linear in each of x, w and b, so the central difference
- * has no truncation error at any step, and the only error is the float
- * rounding of the output sums divided by 2*eps: at 1e-3 that noise reaches
- * ~2e-3 (over atol) for elements with small gradients, at 1e-2 it is 10x
- * smaller. Tolerances stay rtol 1e-2, atol 1e-3.
- */
-static void gradcheck_linear(tu_op_fn op, void *arg, int nin, fx_tensor **in)
-{
-    fx_ctx *ctx = fx_ctx_create(fx_cpu());
-    fx_ctx_set_grad(ctx, false);
-    fx_tensor *y = op(ctx, in, arg);
-    if (!y)
-        fail_msg("op failed: %s", fx_ctx_error(ctx));
-    fx_rng *rng = fx_rng_create(1234);
-    weighted l = { op, arg, in, tu_randn(rng, y->ndim, y->shape, 1.0, 0.0) };
-    fx_tensor_set_requires_grad(l.r, false);
-    fx_ctx_set_grad(ctx, true);
-    fx_ctx_reset(ctx);
-    fx_gradcheck_report rep;
-    fx_gradcheck_opts o = { .eps = 1e-2, .rtol = 1e-2, .atol = 1e-3 };
-    fx_status s = fx_gradcheck(ctx, weighted_loss, &l, nin, in, &o, &rep);
-    fx_tensor_free(l.r);
-    fx_rng_free(rng);
-    fx_ctx_free(ctx);
-    if (s != FX_OK)
-        fail_msg("gradcheck: %s (%s)", rep.message, fx_status_name(s));
-    assert_true(rep.checked > 0);
-}
-
 /* The kernels' instruction set (conv.c, for tests): 1 portable, 2 AVX2,
  * 3 AVX-512 (each when the CPU has it, else the next best); 0 the best. */
 extern int fx__conv_isa;
 
-/* Forward against the direct loop, then gradients w.r.t. x, w and b, with
- * the kernels of one instruction set. */
+/* The output and the gradients of x, w and b from a fixed seed gradient,
+ * with the kernels of one instruction set, concatenated (malloc'd); grads
+ * are zeroed after. */
+static float *isa_result(int isa, conv_arg *a, fx_tensor **in, int nin, int64_t *n)
+{
+    fx__conv_isa = isa;
+    fx_ctx *ctx = fx_ctx_create(fx_cpu());
+    fx_tensor *y = conv_fn(ctx, in, a);
+    if (!y)
+        fail_msg("isa %d: %s", isa, fx_ctx_error(ctx));
+    int64_t ny = fx_tensor_numel(y);
+    *n = ny;
+    for (int i = 0; i < nin; i++)
+        *n += fx_tensor_numel(in[i]);
+    float *res = malloc((size_t)*n * sizeof *res), *seed = malloc((size_t)ny * sizeof *seed);
+    for (int64_t i = 0; i < ny; i++)
+        seed[i] = (float)(((i * 7919) % 23) - 11) / 7.0f;
+    assert_int_equal(fx_backward_seed(ctx, y, fx_tensor_from_host(ctx, FX_F32, y->ndim, y->shape,
+                                                                  seed)), FX_OK);
+    assert_int_equal(fx_tensor_to_host(y, res, (size_t)ny * sizeof *res), FX_OK);
+    int64_t off = ny;
+    for (int i = 0; i < nin; i++) {
+        int64_t k = fx_tensor_numel(in[i]);
+        assert_int_equal(fx_tensor_to_host(in[i]->grad, res + off, (size_t)k * sizeof *res), FX_OK);
+        fx_tensor_fill(in[i]->grad, 0.0);
+        off += k;
+    }
+    free(seed);
+    fx_ctx_free(ctx);
+    fx__conv_isa = 0;
+    return res;
+}
+
+/* Forward against the direct loop with the kernels of one instruction set,
+ * and its output and gradients against those of the best one (isa 0, whose
+ * gradients the registry's conv2d row checks by finite differences). */
 static void conv2d_cases(int isa)
 {
     fx__conv_isa = isa;
@@ -161,7 +153,17 @@ static void conv2d_cases(int isa)
         tu_assert_close(yv, ref, fx_tensor_numel(y), 1e-4);
         free(xv); free(wv); free(bv); free(yv); free(ref);
         fx_ctx_free(ctx);
-        gradcheck_linear(conv_fn, &a, c->bias ? 3 : 2, in);
+        int64_t n0, n1;
+        float *best = isa_result(0, &a, in, c->bias ? 3 : 2, &n0);
+        float *mine = isa_result(isa, &a, in, c->bias ? 3 : 2, &n1);
+        assert_int_equal(n0, n1);
+        double scale = 0;
+        for (int64_t j = 0; j < n0; j++)
+            scale = fmax(scale, fabs(best[j]));
+        tu_assert_close(mine, best, n0, 1e-5 * (1 + scale));
+        free(best);
+        free(mine);
+        fx__conv_isa = isa;
         tu_free_all(3, in);
     }
     fx_rng_free(rng);
@@ -205,7 +207,6 @@ static void test_conv1d(void **state)
         tu_assert_close(yv, ref, fx_tensor_numel(y), 1e-4);
         free(xv); free(wv); free(bv); free(yv); free(ref);
         fx_ctx_free(ctx);
-        gradcheck_linear(conv_fn, &a, c->bias ? 3 : 2, in);
         tu_free_all(3, in);
     }
     fx_rng_free(rng);
@@ -295,8 +296,8 @@ static void naive_conv_t(const conv_case *c, int oph, int opw, const float *x, c
     *owp = ow;
 }
 
-/* conv_transpose2d forward by its definition and its gradients. Here c is
- * the transposed op's view: input channels c, output channels o, weight
+/* conv_transpose2d forward by its definition. Here c is the transposed
+ * op's view: input channels c, output channels o, weight
  * [c, o/groups, kh, kw]. */
 static void test_transpose_cases(void **state)
 {
@@ -331,7 +332,6 @@ static void test_transpose_cases(void **state)
         tu_assert_close(yv, ref, fx_tensor_numel(y), 1e-4);
         free(xv); free(wv); free(bv); free(yv); free(ref);
         fx_ctx_free(ctx);
-        gradcheck_linear(conv_fn, &a, c->bias ? 3 : 2, in);
         tu_free_all(3, in);
     }
     fx_rng_free(rng);

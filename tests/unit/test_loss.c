@@ -1,6 +1,7 @@
 /* test_loss.c - losses: forward values against references computed here in
- * double, gradients by finite differences for every reduction, numerical
- * stability at extreme logits, the parallel path, and bad inputs. */
+ * double for every reduction, numerical stability at extreme logits, the
+ * parallel path, and bad inputs. Their gradient checks for every reduction
+ * and cross-backend comparisons are the registry's loss rows (test_ops). */
 #include "testutil.h"
 
 #include <math.h>
@@ -126,36 +127,6 @@ static void test_ce_stability(void **state)
     fx_tensor_free(y);
 }
 
-typedef struct {
-    fx_tensor *labels;
-    fx_reduction r;
-} ce_arg;
-
-static fx_tensor *ce_op(fx_ctx *ctx, fx_tensor **in, void *arg)
-{
-    ce_arg *a = arg;
-    return fx_cross_entropy(ctx, in[0], a->labels, a->r);
-}
-
-static void test_ce_grad(void **state)
-{
-    (void)state;
-    fx_rng *rng = fx_rng_create(11);
-    const int64_t shapes[][2] = { { 4, 3 }, { 2, 6 }, { 1, 1 }, { 5, 2 } };
-    for (int s = 0; s < 4; s++) {
-        int64_t N = shapes[s][0], C = shapes[s][1], lab[64];
-        fx_tensor *x = tu_randn(rng, 2, TU_SHAPE(N, C), 1.5, 0.0);
-        fx_tensor *y = make_labels(rng, s % 2 ? FX_I64 : FX_I32, N, C, lab);
-        for (int k = 0; k < 3; k++) {
-            ce_arg a = { y, REDS[k] };
-            tu_gradcheck_op(ce_op, &a, 1, &x, 1e-2, 1e-3);
-        }
-        fx_tensor_free(x);
-        fx_tensor_free(y);
-    }
-    fx_rng_free(rng);
-}
-
 /* N*C above the kernels' parallel grain, with two threads. */
 static void test_ce_parallel(void **state)
 {
@@ -272,31 +243,6 @@ static void test_ce_soft_matches_labels(void **state)
     fx_rng_free(rng);
 }
 
-typedef struct {
-    fx_reduction r;
-} red_arg;
-
-static fx_tensor *ce_soft_op(fx_ctx *ctx, fx_tensor **in, void *arg)
-{
-    return fx_cross_entropy_soft(ctx, in[0], in[1], ((red_arg *)arg)->r);
-}
-
-static void test_ce_soft_grad(void **state)
-{
-    (void)state;
-    fx_rng *rng = fx_rng_create(13);
-    const int64_t shapes[][2] = { { 3, 4 }, { 1, 5 }, { 4, 1 }, { 2, 3 } };
-    for (int s = 0; s < 4; s++) {
-        int64_t N = shapes[s][0], C = shapes[s][1];
-        fx_tensor *in[2] = { tu_randn(rng, 2, TU_SHAPE(N, C), 1.0, 0.0),
-                             make_probs(rng, N, C, s != 3) }; /* one unnormalised */
-        for (int k = 0; k < 3; k++)
-            tu_gradcheck_op(ce_soft_op, &(red_arg){ REDS[k] }, 2, in, 1e-2, 1e-3);
-        tu_free_all(2, in);
-    }
-    fx_rng_free(rng);
-}
-
 /* ------------------------------------------------------------------- BCE */
 
 static double ref_bce(double x, double t)
@@ -348,27 +294,6 @@ static void test_bce_forward(void **state)
     fx_rng_free(rng);
 }
 
-static fx_tensor *bce_op(fx_ctx *ctx, fx_tensor **in, void *arg)
-{
-    return fx_bce_with_logits(ctx, in[0], in[1], ((red_arg *)arg)->r);
-}
-
-static void test_bce_grad(void **state)
-{
-    (void)state;
-    fx_rng *rng = fx_rng_create(19);
-    const int64_t shapes[][3] = { { 5, 0, 0 }, { 3, 4, 0 }, { 2, 1, 3 } };
-    for (int s = 0; s < 3; s++) {
-        int nd = shapes[s][2] ? 3 : shapes[s][1] ? 2 : 1;
-        fx_tensor *in[2] = { tu_randn(rng, nd, shapes[s], 2.0, 0.0),
-                             tu_uniform(rng, nd, shapes[s], 0.0, 1.0) };
-        for (int k = 0; k < 3; k++)
-            tu_gradcheck_op(bce_op, &(red_arg){ REDS[k] }, 2, in, 1e-2, 1e-3);
-        tu_free_all(2, in);
-    }
-    fx_rng_free(rng);
-}
-
 /* ------------------------------------------------------------------- MSE */
 
 static void test_mse(void **state)
@@ -394,27 +319,6 @@ static void test_mse(void **state)
     free(tv);
     fx_ctx_free(ctx);
     tu_free_all(2, (fx_tensor *[]){ p, t });
-    fx_rng_free(rng);
-}
-
-static fx_tensor *mse_op(fx_ctx *ctx, fx_tensor **in, void *arg)
-{
-    return fx_mse_loss(ctx, in[0], in[1], ((red_arg *)arg)->r);
-}
-
-static void test_mse_grad(void **state)
-{
-    (void)state;
-    fx_rng *rng = fx_rng_create(29);
-    const int64_t shapes[][2] = { { 4, 0 }, { 2, 3 } };
-    for (int s = 0; s < 2; s++) {
-        int nd = shapes[s][1] ? 2 : 1;
-        fx_tensor *in[2] = { tu_randn(rng, nd, shapes[s], 1.0, 0.0),
-                             tu_randn(rng, nd, shapes[s], 1.0, 0.0) };
-        for (int k = 0; k < 3; k++)
-            tu_gradcheck_op(mse_op, &(red_arg){ REDS[k] }, 2, in, 1e-2, 1e-3);
-        tu_free_all(2, in);
-    }
     fx_rng_free(rng);
 }
 
@@ -521,15 +425,11 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ce_forward),
         cmocka_unit_test(test_ce_stability),
-        cmocka_unit_test(test_ce_grad),
         cmocka_unit_test(test_ce_parallel),
         cmocka_unit_test(test_ce_soft_forward),
         cmocka_unit_test(test_ce_soft_matches_labels),
-        cmocka_unit_test(test_ce_soft_grad),
         cmocka_unit_test(test_bce_forward),
-        cmocka_unit_test(test_bce_grad),
         cmocka_unit_test(test_mse),
-        cmocka_unit_test(test_mse_grad),
         cmocka_unit_test(test_bad_inputs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

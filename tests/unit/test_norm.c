@@ -1,10 +1,11 @@
 /* test_norm.c - batch, layer and group normalisation: forwards against
  * references computed here in double, running statistics against PyTorch's
- * formula over several steps, finite-difference gradients (batch norm in
- * training and eval mode), large inputs that take the parallel loops
+ * formula over several steps, large inputs that take the parallel loops
  * (against the double reference, and equal for 1 and 4 threads), the
  * layers (parameters, buffers, optimizer, modes) and refused inputs with
- * their status and message. */
+ * their status and message. The finite-difference gradients (batch norm in
+ * training and eval mode, affine or not) and the cross-backend comparisons
+ * are the registry's norm rows (test_ops). */
 #include "testutil.h"
 
 #include <math.h>
@@ -124,12 +125,12 @@ static void ncl(const fx_tensor *x, int64_t *N, int64_t *C, int64_t *L)
     *L = fx_tensor_numel(x) / (*N * *C);
 }
 
-/* Finite-difference checks run on inputs of at most this many elements.
- * The f32 loss sum(y * R) carries rounding noise of about sqrt(n) * 6e-8 *
- * |yR| / (2 eps), which passes atol 1e-3 at a few hundred outputs; the larger
+/* Finite-difference checks (the registry's batch_norm, layer_norm and
+ * group_norm rows) run on inputs of at most a few hundred elements: the f32
+ * loss sum(y * R) carries rounding noise of about sqrt(n) * 6e-8 * |yR| /
+ * (2 eps), which passes atol 1e-3 at a few hundred outputs. The larger
  * shapes below (long runs, channel blocks) have their gradients checked
- * against the double reference at 1e-4 in test_norm_reference instead. */
-#define FD_MAX 256
+ * against the double reference at 1e-4 in test_norm_reference. */
 
 /* ------------------------------------------------------------ batch norm */
 
@@ -274,53 +275,6 @@ static void test_batch_norm_no_running(void **state)
     fx_rng_free(rng);
 }
 
-typedef struct {
-    bool eval, affine;
-    fx_tensor *rm, *rv; /* may be NULL */
-} bn_arg;
-
-/* The op under gradcheck; sets the mode on the checker's context. */
-static fx_tensor *bn_op(fx_ctx *ctx, fx_tensor **in, void *arg)
-{
-    bn_arg *a = arg;
-    fx_ctx_set_training(ctx, !a->eval);
-    return fx_batch_norm(ctx, in[0], a->affine ? in[1] : NULL, a->affine ? in[2] : NULL, a->rm,
-                         a->rv, 0.1f, 1e-5f);
-}
-
-/* Finite differences w.r.t. x, gamma and beta: training mode (through the
- * batch statistics, with and without running statistics) and eval mode
- * (running statistics with non-trivial values), affine or not. */
-static void test_batch_norm_grad(void **state)
-{
-    (void)state;
-    fx_rng *rng = fx_rng_create(4);
-    for (size_t k = 0; k < sizeof bn_shapes / sizeof *bn_shapes; k++)
-        for (int mode = 0; mode < 3; mode++) { /* training+running, training, eval */
-            fx_tensor *x = tu_randn(rng, bn_shapes[k].ndim, bn_shapes[k].shape, 1.5, 0.3);
-            if (fx_tensor_numel(x) > FD_MAX) {
-                fx_tensor_free(x);
-                continue;
-            }
-            int64_t C = x->shape[1];
-            fx_tensor *g = tu_randn(rng, 1, &C, 0.5, 1.0), *b = tu_randn(rng, 1, &C, 0.5, 0.0);
-            fx_tensor *rm = NULL, *rv = NULL;
-            if (mode != 1) {
-                rm = tu_randn(rng, 1, &C, 0.3, 0.2);
-                rv = tu_uniform(rng, 1, &C, 0.5, 2.0);
-                fx_tensor_set_requires_grad(rm, false);
-                fx_tensor_set_requires_grad(rv, false);
-            }
-            for (int affine = 1; affine >= 0; affine--) {
-                bn_arg a = {mode == 2, affine, rm, rv};
-                tu_gradcheck_op(bn_op, &a, affine ? 3 : 1, (fx_tensor *[]){x, g, b}, 1e-2, 1e-3);
-            }
-            fx_tensor *ts[] = {x, g, b, rm, rv};
-            tu_free_all(5, ts);
-        }
-    fx_rng_free(rng);
-}
-
 /* ------------------------------------------------------ layer/group norm */
 
 typedef struct {
@@ -391,47 +345,6 @@ static void test_layer_norm_forward(void **state)
     fx_rng_free(rng);
 }
 
-typedef struct {
-    int kind;      /* 0 layer norm, 1 group norm */
-    int64_t param; /* trailing dims or groups */
-    bool affine;
-} gn_arg;
-
-static fx_tensor *gn_op(fx_ctx *ctx, fx_tensor **in, void *arg)
-{
-    gn_arg *a = arg;
-    fx_tensor *g = a->affine ? in[1] : NULL, *b = a->affine ? in[2] : NULL;
-    if (a->kind == 0) {
-        int ns = (int)a->param;
-        return fx_layer_norm(ctx, in[0], ns, in[0]->shape + in[0]->ndim - ns, g, b, 1e-5f);
-    }
-    return fx_group_norm(ctx, in[0], a->param, g, b, 1e-5f);
-}
-
-static void test_layer_norm_grad(void **state)
-{
-    (void)state;
-    fx_rng *rng = fx_rng_create(6);
-    for (size_t k = 0; k < sizeof ln_cases / sizeof *ln_cases; k++) {
-        const norm_case *nc = &ln_cases[k];
-        int ns = (int)nc->groups;
-        fx_tensor *x = tu_randn(rng, nc->ndim, nc->shape, 1.0, 0.5);
-        if (fx_tensor_numel(x) > FD_MAX) {
-            fx_tensor_free(x);
-            continue;
-        }
-        fx_tensor *g = tu_randn(rng, ns, nc->shape + nc->ndim - ns, 0.5, 1.0);
-        fx_tensor *b = tu_randn(rng, ns, nc->shape + nc->ndim - ns, 0.5, 0.0);
-        for (int affine = 1; affine >= 0; affine--) {
-            gn_arg a = {0, ns, affine};
-            tu_gradcheck_op(gn_op, &a, affine ? 3 : 1, (fx_tensor *[]){x, g, b}, 1e-2, 1e-3);
-        }
-        fx_tensor *ts[] = {x, g, b};
-        tu_free_all(3, ts);
-    }
-    fx_rng_free(rng);
-}
-
 /* In order: L > 1; 4-D; L == 1; instance norm (groups == C); one group;
  * L == 1 with channel blocks crossing group boundaries. */
 static const norm_case gn_cases[] = {
@@ -472,29 +385,6 @@ static void test_group_norm_forward(void **state)
             tu_free_all(3, ts);
         }
     fx_ctx_free(ctx);
-    fx_rng_free(rng);
-}
-
-static void test_group_norm_grad(void **state)
-{
-    (void)state;
-    fx_rng *rng = fx_rng_create(8);
-    for (size_t k = 0; k < sizeof gn_cases / sizeof *gn_cases; k++) {
-        const norm_case *nc = &gn_cases[k];
-        fx_tensor *x = tu_randn(rng, nc->ndim, nc->shape, 1.0, -0.5);
-        if (fx_tensor_numel(x) > FD_MAX) {
-            fx_tensor_free(x);
-            continue;
-        }
-        int64_t C = x->shape[1];
-        fx_tensor *g = tu_randn(rng, 1, &C, 0.5, 1.0), *b = tu_randn(rng, 1, &C, 0.5, 0.0);
-        for (int affine = 1; affine >= 0; affine--) {
-            gn_arg a = {1, nc->groups, affine};
-            tu_gradcheck_op(gn_op, &a, affine ? 3 : 1, (fx_tensor *[]){x, g, b}, 1e-2, 1e-3);
-        }
-        fx_tensor *ts[] = {x, g, b};
-        tu_free_all(3, ts);
-    }
     fx_rng_free(rng);
 }
 
@@ -701,8 +591,9 @@ static void test_batchnorm_layer(void **state)
     fx_rng_free(rng);
 }
 
-/* layernorm and groupnorm layers: their parameters, the op's output, and
- * a gradient check through the layer. */
+/* layernorm and groupnorm layers: their parameters and the op's output
+ * (the gradient check through the layers is the registry's layernorm and
+ * groupnorm rows). */
 static void test_ln_gn_layers(void **state)
 {
     (void)state;
@@ -862,9 +753,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_norm_forward),    cmocka_unit_test(test_batch_norm_running),
-        cmocka_unit_test(test_batch_norm_no_running), cmocka_unit_test(test_batch_norm_grad),
-        cmocka_unit_test(test_layer_norm_forward),    cmocka_unit_test(test_layer_norm_grad),
-        cmocka_unit_test(test_group_norm_forward),    cmocka_unit_test(test_group_norm_grad),
+        cmocka_unit_test(test_batch_norm_no_running), cmocka_unit_test(test_layer_norm_forward),
+        cmocka_unit_test(test_group_norm_forward),
         cmocka_unit_test(test_norm_reference),        cmocka_unit_test(test_batchnorm_layer),
         cmocka_unit_test(test_ln_gn_layers),          cmocka_unit_test(test_norm_bad),
     };

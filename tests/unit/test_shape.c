@@ -1,5 +1,8 @@
 /* test_shape.c - reshape, transpose / permute, concat, slice and split
- * against plain index loops, finite-difference gradients, bad input. */
+ * against plain index loops (views and storage, empty and clamped slices,
+ * scalars, any dtype), and bad input with its messages. Their gradients
+ * and cross-backend comparisons, views and strided inputs included, are the
+ * registry's rows (test_ops). */
 #include "testutil.h"
 
 #include <math.h>
@@ -81,30 +84,6 @@ static void test_reshape(void **state)
     assert_shape(im, 2, TU_SHAPE(3, 2));
     assert_int_equal(im->dtype, FX_I64);
     fx_ctx_free(ctx);
-
-    tu_gradcheck_op(reshape_op, &c1, 1, &x, 1e-2, 1e-3);
-    tu_gradcheck_op(reshape_op, &c2, 1, &x, 1e-2, 1e-3);
-    reshape_case c3 = { 4, { 2, 2, 3, 2 }, true };
-    tu_gradcheck_op(reshape_op, &c3, 1, &x, 1e-2, 1e-3);
-    fx_tensor_free(x);
-    fx_rng_free(rng);
-}
-
-/* Two reshape views of one tensor both send their gradients to it. */
-static fx_tensor *two_views(fx_ctx *ctx, fx_tensor **in, void *arg)
-{
-    (void)arg;
-    fx_tensor *a = fx_reshape(ctx, in[0], 1, TU_SHAPE(6));
-    fx_tensor *b = fx_reshape(ctx, in[0], 2, TU_SHAPE(3, 2));
-    return fx_add(ctx, fx_reshape(ctx, b, 1, TU_SHAPE(-1)), fx_scale(ctx, a, 2.0f));
-}
-
-static void test_reshape_views_accumulate(void **state)
-{
-    (void)state;
-    fx_rng *rng = fx_rng_create(2);
-    fx_tensor *x = tu_randn(rng, 2, TU_SHAPE(2, 3), 1, 0);
-    tu_gradcheck_op(two_views, NULL, 1, &x, 1e-2, 1e-3);
     fx_tensor_free(x);
     fx_rng_free(rng);
 }
@@ -144,7 +123,7 @@ static fx_tensor *permute_op(fx_ctx *ctx, fx_tensor **in, void *arg)
                           : fx_permute(ctx, in[0], c->perm);
 }
 
-/* Forward against y[c] = x[c permuted back], then the gradient. */
+/* Forward against y[c] = x[c permuted back]; the result is contiguous. */
 static void check_permute(fx_rng *rng, int ndim, const int64_t *shape, perm_case c)
 {
     fx_tensor *x = tu_randn(rng, ndim, shape, 1, 0);
@@ -171,7 +150,6 @@ static void check_permute(fx_rng *rng, int ndim, const int64_t *shape, perm_case
     free(xv);
     free(yv);
     fx_ctx_free(ctx);
-    tu_gradcheck_op(permute_op, &c, 1, &x, 1e-2, 1e-3);
     fx_tensor_free(x);
 }
 
@@ -189,19 +167,11 @@ static void test_permute(void **state)
     fx_rng_free(rng);
 }
 
-/* A permute of a permute (a strided input) composes. */
-static fx_tensor *permute_twice(fx_ctx *ctx, fx_tensor **in, void *arg)
-{
-    (void)arg;
-    return fx_permute(ctx, fx_transpose(ctx, in[0], 0, 2), (int[]){ 1, 2, 0 });
-}
-
-static void test_permute_bad_and_composed(void **state)
+static void test_permute_bad(void **state)
 {
     (void)state;
     fx_rng *rng = fx_rng_create(5);
     fx_tensor *x = tu_randn(rng, 3, TU_SHAPE(2, 3, 4), 1, 0);
-    tu_gradcheck_op(permute_twice, NULL, 1, &x, 1e-2, 1e-3);
     fx_ctx *ctx = fx_ctx_create(fx_cpu());
     expect_fail(ctx, fx_permute(ctx, x, (int[]){ 0, 1, 1 }), FX_ERR_AXIS, "permute");
     expect_fail(ctx, fx_permute(ctx, x, (int[]){ 0, 1, 3 }), FX_ERR_AXIS, "permute");
@@ -248,23 +218,11 @@ static void test_concat(void **state)
     for (int t = 0; t < 3; t++)
         free(v[t]);
     fx_ctx_free(ctx);
-    tu_gradcheck_op(concat_op, arg, 3, in, 1e-2, 1e-3);
-    int neg[2] = { 3, -2 };
-    tu_gradcheck_op(concat_op, neg, 3, in, 1e-2, 1e-3);
     tu_free_all(3, in);
 
-    /* Along the first and last axes, and one input. */
+    /* The same input twice gets both gradients. */
     fx_tensor *rows[2] = { tu_randn(rng, 2, TU_SHAPE(2, 3), 1, 0),
                            tu_randn(rng, 2, TU_SHAPE(4, 3), 1, 0) };
-    int first[2] = { 2, 0 }, single[2] = { 1, 1 };
-    tu_gradcheck_op(concat_op, first, 2, rows, 1e-2, 1e-3);
-    tu_gradcheck_op(concat_op, single, 1, rows, 1e-2, 1e-3);
-    fx_tensor *cols[2] = { tu_randn(rng, 2, TU_SHAPE(3, 2), 1, 0),
-                           tu_randn(rng, 2, TU_SHAPE(3, 1), 1, 0) };
-    int last[2] = { 2, -1 };
-    tu_gradcheck_op(concat_op, last, 2, cols, 1e-2, 1e-3);
-
-    /* The same input twice gets both gradients. */
     fx_tensor *twice[2] = { rows[0], rows[0] };
     ctx = fx_ctx_create(fx_cpu());
     fx_tensor *z = fx_concat(ctx, 2, twice, 0);
@@ -275,7 +233,6 @@ static void test_concat(void **state)
     free(g);
     fx_ctx_free(ctx);
     tu_free_all(2, rows);
-    tu_free_all(2, cols);
     fx_rng_free(rng);
 }
 
@@ -334,7 +291,7 @@ static int python_slice(int64_t size, int64_t start, int64_t end, int64_t step, 
     return n;
 }
 
-static void check_slice(fx_rng *rng, slice_case c, bool gradcheck)
+static void check_slice(fx_rng *rng, slice_case c)
 {
     fx_tensor *x = tu_randn(rng, 3, TU_SHAPE(3, 7, 2), 1, 0);
     fx_ctx *ctx = fx_ctx_create(fx_cpu());
@@ -342,7 +299,7 @@ static void check_slice(fx_rng *rng, slice_case c, bool gradcheck)
     if (!y)
         fail_msg("slice: %s", fx_ctx_error(ctx));
     int a = c.axis < 0 ? c.axis + 3 : c.axis;
-    int64_t pick[16];
+    int64_t pick[16] = { 0 };
     int n = python_slice(x->shape[a], c.start, c.end, c.step, pick);
     int64_t want[3] = { 3, 7, 2 };
     want[a] = n;
@@ -357,8 +314,6 @@ static void check_slice(fx_rng *rng, slice_case c, bool gradcheck)
     free(xv);
     free(yv);
     fx_ctx_free(ctx);
-    if (gradcheck)
-        tu_gradcheck_op(slice_op, &c, 1, &x, 1e-2, 1e-3);
     fx_tensor_free(x);
 }
 
@@ -366,14 +321,14 @@ static void test_slice(void **state)
 {
     (void)state;
     fx_rng *rng = fx_rng_create(8);
-    check_slice(rng, (slice_case){ 1, 1, 6, 2 }, true);    /* step 2 */
-    check_slice(rng, (slice_case){ 1, -6, -1, 2 }, true);  /* negative bounds */
-    check_slice(rng, (slice_case){ -2, -100, 100, 3 }, true); /* clamped */
-    check_slice(rng, (slice_case){ 0, 1, 3, 1 }, true);
-    check_slice(rng, (slice_case){ 2, -1, 2, 1 }, true);
-    check_slice(rng, (slice_case){ 1, 5, 2, 1 }, false);   /* empty */
-    check_slice(rng, (slice_case){ 1, 7, 9, 1 }, false);   /* empty, past the end */
-    check_slice(rng, (slice_case){ 1, 0, 7, 10 }, false);  /* one element */
+    check_slice(rng, (slice_case){ 1, 1, 6, 2 });    /* step 2 */
+    check_slice(rng, (slice_case){ 1, -6, -1, 2 });  /* negative bounds */
+    check_slice(rng, (slice_case){ -2, -100, 100, 3 }); /* clamped */
+    check_slice(rng, (slice_case){ 0, 1, 3, 1 });
+    check_slice(rng, (slice_case){ 2, -1, 2, 1 });
+    check_slice(rng, (slice_case){ 1, 5, 2, 1 });   /* empty */
+    check_slice(rng, (slice_case){ 1, 7, 9, 1 });   /* empty, past the end */
+    check_slice(rng, (slice_case){ 1, 0, 7, 10 });  /* one element */
 
     fx_tensor *x = tu_randn(rng, 2, TU_SHAPE(3, 4), 1, 0);
     fx_ctx *ctx = fx_ctx_create(fx_cpu());
@@ -386,17 +341,6 @@ static void test_slice(void **state)
 }
 
 /* ----------------------------------------------------------------- split */
-
-/* The parts of a split, concatenated in reverse order (so a wrong window in
- * any part's backward shows in the gradient). */
-static fx_tensor *split_op(fx_ctx *ctx, fx_tensor **in, void *arg)
-{
-    (void)arg;
-    fx_tensor *p[3];
-    if (fx_split(ctx, in[0], -1, 3, TU_SHAPE(1, 2, 3), p) != FX_OK)
-        return NULL;
-    return fx_concat(ctx, 3, (fx_tensor *[]){ p[2], p[1], p[0] }, 1);
-}
 
 static void test_split(void **state)
 {
@@ -438,7 +382,6 @@ static void test_split(void **state)
     fx_ctx_clear_error(ctx);
     assert_int_equal(fx_split(ctx, NULL, 0, 1, TU_SHAPE(4), p), FX_ERR_ARG);
     fx_ctx_free(ctx);
-    tu_gradcheck_op(split_op, NULL, 1, &x, 1e-2, 1e-3);
     fx_tensor_free(x);
     fx_rng_free(rng);
 }
@@ -447,10 +390,9 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reshape),
-        cmocka_unit_test(test_reshape_views_accumulate),
         cmocka_unit_test(test_reshape_bad),
         cmocka_unit_test(test_permute),
-        cmocka_unit_test(test_permute_bad_and_composed),
+        cmocka_unit_test(test_permute_bad),
         cmocka_unit_test(test_concat),
         cmocka_unit_test(test_concat_bad),
         cmocka_unit_test(test_slice),

@@ -41,44 +41,6 @@ fx_tensor *tu_from(fx_dtype dt, int ndim, const int64_t *shape, const void *data
     return t;
 }
 
-typedef struct {
-    tu_op_fn op;
-    void *arg;
-    fx_tensor **in;
-    fx_tensor *weights;
-} op_loss;
-
-static fx_tensor *weighted_sum(fx_ctx *ctx, void *user)
-{
-    op_loss *l = user;
-    fx_tensor *y = l->op(ctx, l->in, l->arg);
-    return fx_sum(ctx, fx_mul(ctx, y, l->weights), 0, NULL, false);
-}
-
-void tu_gradcheck_op(tu_op_fn op, void *arg, int nin, fx_tensor **in, double rtol, double atol)
-{
-    fx_ctx *ctx = fx_ctx_create(fx_cpu());
-    assert_non_null(ctx);
-    fx_ctx_set_grad(ctx, false);
-    fx_tensor *y = op(ctx, in, arg);
-    if (!y)
-        fail_msg("op failed: %s", fx_ctx_error(ctx));
-    fx_rng *rng = fx_rng_create(1234);
-    op_loss l = { op, arg, in, tu_randn(rng, y->ndim, y->shape, 1.0, 0.0) };
-    fx_tensor_set_requires_grad(l.weights, false);
-    fx_ctx_set_grad(ctx, true);
-    fx_ctx_reset(ctx);
-    fx_gradcheck_report rep;
-    fx_gradcheck_opts o = { .eps = 1e-3, .rtol = rtol, .atol = atol };
-    fx_status s = fx_gradcheck(ctx, weighted_sum, &l, nin, in, &o, &rep);
-    fx_tensor_free(l.weights);
-    fx_rng_free(rng);
-    fx_ctx_free(ctx);
-    if (s != FX_OK)
-        fail_msg("gradcheck: %s (%s)", rep.message, fx_status_name(s));
-    assert_true(rep.checked > 0);
-}
-
 float *tu_values(const fx_tensor *t)
 {
     int64_t n = fx_tensor_numel(t);

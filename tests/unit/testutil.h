@@ -1,10 +1,8 @@
 /*
- * testutil.h - shared helpers for the engine's cmocka tests.
- *
- * The core helper is tu_gradcheck_op: it checks an op's gradient w.r.t.
- * every input by finite differences, on the loss sum(op(inputs) * R) with R a
- * fixed random tensor of the output's shape (so every output element weighs
- * differently and a wrong index in a backward cannot cancel out).
+ * testutil.h - shared helpers for the cmocka tests: persistent tensors from
+ * a seeded generator or host data, host copies, closeness, coordinates,
+ * temporary paths. The finite-difference gradient check of every op and
+ * layer is the op registry's (ops_registry.h, test_ops), not a helper here.
  */
 #ifndef FX_TESTUTIL_H
 #define FX_TESTUTIL_H
@@ -26,13 +24,6 @@ fx_tensor *tu_randn(fx_rng *rng, int ndim, const int64_t *shape, double scale, d
 fx_tensor *tu_uniform(fx_rng *rng, int ndim, const int64_t *shape, double lo, double hi);
 /* A persistent tensor from host data (any dtype), no grad. */
 fx_tensor *tu_from(fx_dtype dt, int ndim, const int64_t *shape, const void *data);
-
-/* An op under test: builds its output from the inputs. arg is the caller's. */
-typedef fx_tensor *(*tu_op_fn)(fx_ctx *ctx, fx_tensor **in, void *arg);
-
-/* Gradient-checks op w.r.t. in[0..nin) (all persistent f32 with grad).
- * Fails the cmocka test with the report's message when it does not pass. */
-void tu_gradcheck_op(tu_op_fn op, void *arg, int nin, fx_tensor **in, double rtol, double atol);
 
 /* Host copy of a tensor's f32 values (malloc'd). */
 float *tu_values(const fx_tensor *t);
