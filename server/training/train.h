@@ -1,7 +1,14 @@
 /*
- * train.h - one training job on the engine: a JobSpec (proto/fluxion/v1/
- * training.proto) applied to a graph and in-memory columns. No RPC, no store:
- * the jobs module gives it data and hooks, and writes what it hands back.
+ * train.h - the trainer: one training job on the engine, a JobSpec
+ * (proto/fluxion/v1/training.proto) applied to a graph and in-memory columns.
+ * No RPC, no store: the jobs module (jobs.h) gives it data and hooks, and
+ * writes what it hands back (progress, checkpoints, scalars, the result).
+ *
+ * What the trainer owns, file by file (shared internals: train_internal.h):
+ *   train_plan.c    the plan: validation of the spec (fxt_validate)
+ *   train.c         the step loop, evaluations, early stopping (fxt_run)
+ *   train_report.c  reported values, progress, TensorBoard scalars
+ *   train_ckpt.c    checkpoints: what they hold, and resuming from one
  *
  * Determinism: with the same spec, seed, data and starting weights, the CPU
  * result is bit-for-bit the same, also when the run was stopped and resumed
