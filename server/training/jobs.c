@@ -567,7 +567,7 @@ static int hook_checkpoint(void *data, const void *ckpt, size_t len, int64_t ste
     if (fxu_write_file_atomic(r->ckpt_path, ckpt, len, err, errlen) != 0)
         return -1;
     if (r->tb)
-        fxtb_flush(r->tb);
+        fxtb_flush(r->tb, NULL, 0); /* a failed flush keeps its events for the next */
     pthread_mutex_lock(&r->j->mu);
     r->x->rec->checkpoint_step = step;
     r->last_persist_ns = fxu_mono_ns();
@@ -584,9 +584,11 @@ static int hook_checkpoint(void *data, const void *ckpt, size_t len, int64_t ste
 static void hook_scalar(void *data, const char *tag, int64_t step, double value)
 {
     run_ctx *r = data;
-    if (r->tb && fxtb_scalar(r->tb, tag, step, value) != 0)
-        fxl_log(FXL_WARN, "jobs", "cannot write a TensorBoard scalar job=%" PRId64 " tag=%s",
-                r->x->id, tag);
+    char err[ERRLEN];
+    if (r->tb && fxtb_scalar(r->tb, tag, step, value, err, sizeof err) != 0)
+        fxl_log(FXL_WARN, "jobs",
+                "cannot write a TensorBoard scalar job=%" PRId64 " tag=%s error=\"%s\"", r->x->id,
+                tag, err);
 }
 
 static bool hook_stop(void *data)
@@ -815,7 +817,7 @@ static void train(fxj_jobs *j, job *x, run_ctx *r, run_inputs *in)
                              in->val ? fxds_dataset_columns(in->val) : NULL, in->ckpt,
                              in->ckpt_len, &h, &result, &rlen, &final, err, sizeof err);
     if (r->tb)
-        fxtb_flush(r->tb);
+        fxtb_flush(r->tb, NULL, 0);
     if (res == FXT_DONE) {
         finish_done(j, x, result, rlen, final);
         final = NULL;
@@ -846,7 +848,7 @@ static void run_job(fxj_jobs *j, job *x)
         rc = mkdir_p(dir, err, sizeof err) ? FXS_INTERNAL : 0;
     if (!rc)
         rc = prepare_inputs(j, x, &in, err, sizeof err);
-    if (!rc && !(r.tb = fxtb_open(tbdir, err, sizeof err)))
+    if (!rc && fxtb_open(tbdir, &r.tb, err, sizeof err) != 0)
         fxl_log(FXL_WARN, "jobs", "no TensorBoard events job=%" PRId64 " error=\"%s\"", x->id,
                 err);
     if (rc)
