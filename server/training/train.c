@@ -139,7 +139,7 @@ static int train_step(run_t *r)
         fx_tensor *t = loss_term(r->ctx, l->kind, r->out[l->out],
                                  gather(r, &p->train->cols[l->col], idx, 0, b), FX_MEAN, &cnt);
         if (t && p->nlosses > 1)
-            fxt__set_value(r, fxt__loss_value(r, i), fx_tensor_item(t));
+            r->win_loss_out[i] += fx_tensor_item(t);
         if (l->weight != 1.0)
             t = fx_scale(r->ctx, t, (float)l->weight);
         total = total ? fx_add(r->ctx, total, t) : t;
@@ -170,8 +170,6 @@ static int train_step(run_t *r)
     fx_ctx_reset(r->ctx);
     r->win_loss += loss;
     r->win_n++;
-    r->pr_loss += loss;
-    r->pr_n++;
     r->sc_loss += loss;
     r->sc_n++;
     r->step++;
@@ -290,12 +288,17 @@ static int early_stopping(run_t *r)
     return 0;
 }
 
-/* An evaluation: training-window loss and metrics, validation ones. */
+/* An evaluation: the training window's mean loss and metrics, the
+ * validation ones. These means are what the job records as its loss: they
+ * depend on the steps alone, never on when progress was reported. */
 static int evaluate(run_t *r)
 {
     const plan_t *p = &r->P;
-    if (r->win_n)
+    if (r->win_n) {
         fxt__set_value(r, V_LOSS, r->win_loss / (double)r->win_n);
+        for (int i = 0; p->nlosses > 1 && i < p->nlosses; i++)
+            fxt__set_value(r, fxt__loss_value(r, i), r->win_loss_out[i] / (double)r->win_n);
+    }
     for (int j = 0; j < p->nmetrics; j++)
         if (r->win_total[j])
             fxt__set_value(r, fxt__metric_value(r, j), (double)r->win_correct[j] / (double)r->win_total[j]);
@@ -310,6 +313,8 @@ static int evaluate(run_t *r)
     fxt__report(r, r->hk->on_eval, r->vval[V_LOSS]);
     r->win_loss = 0;
     r->win_n = 0;
+    for (int i = 0; i < p->nlosses; i++)
+        r->win_loss_out[i] = 0;
     for (int j = 0; j < p->nmetrics; j++)
         r->win_correct[j] = r->win_total[j] = 0;
     return p->es ? early_stopping(r) : 0;
@@ -337,7 +342,9 @@ static int run_init(run_t *r, const Fluxion__V1__JobSpec *spec)
     r->in = calloc((size_t)nin + 1, sizeof *r->in);
     r->out = calloc((size_t)nout + 1, sizeof *r->out);
     r->win_correct = calloc((size_t)p->nmetrics * 2 + 1, sizeof *r->win_correct);
-    if (!r->ctx || !r->rng || !r->perm || !r->in || !r->out || !r->win_correct)
+    r->win_loss_out = calloc((size_t)p->nlosses, sizeof *r->win_loss_out);
+    if (!r->ctx || !r->rng || !r->perm || !r->in || !r->out || !r->win_correct ||
+        !r->win_loss_out)
         return fxt__rfail(r, "out of memory");
     r->win_total = r->win_correct + p->nmetrics;
     /* dropout masks: a stream of their own, derived from the seed */
@@ -361,6 +368,7 @@ static void run_free(run_t *r)
     free(r->in);
     free(r->out);
     free(r->win_correct);
+    free(r->win_loss_out);
     free(r->stage);
     free(r->pred);
     fx_params_free_tensors(&r->best_w);
@@ -477,7 +485,7 @@ fxt_result fxt_run(const Fluxion__V1__JobSpec *spec, fxg_graph *g, const fxds_co
     if (!run_init(&r, spec) && (!resume_buf || !fxt__resume(&r, resume_buf, resume_len))) {
         fxt__set_value(&r, V_LR, fx_optim_lr(r.opt));
         r.t_start = r.t_last = fxt__now_s();
-        r.step_start = r.step;
+        r.step_start = r.pr_step = r.step;
         res = loop(&r);
     }
     if (res == FXT_DONE && finish(&r, result, result_len, final))

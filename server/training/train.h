@@ -34,8 +34,10 @@ typedef enum {
 } fxt_result;
 
 typedef struct {
-    /* Progress (step, loss, samples/s, ETA, lr): at most every
-     * progress_interval_s seconds (0: 0.5) and at the end. */
+    /* Progress (step, samples/s, ETA, lr, and the loss and metrics of the
+     * last evaluation): at most every progress_interval_s seconds (0: 0.5)
+     * and at the end. The interval decides when a report goes out, never
+     * what it says. */
     void (*on_progress)(void *data, const Fluxion__V1__JobProgress *p);
     /* After each evaluation (validation loss and metrics in p). */
     void (*on_eval)(void *data, const Fluxion__V1__JobProgress *p);
@@ -78,14 +80,21 @@ int fxt_validate(const Fluxion__V1__JobSpec *spec, const fxg_graph *g, const fxd
  *   optimizer.rho is RMSprop's decay (alpha) or AdaDelta's rho.
  * - The last partial batch of an epoch is used; validation_split holds out
  *   floor(split * samples) of the last samples.
- * - Reported values (JobProgress.metrics, on_scalar tags): "loss" (training,
- *   averaged since the last report), "lr", "val_loss"; with several losses
- *   also "loss:OUTPUT" and "val_loss:OUTPUT" (unweighted); per metric NAME
- *   ("accuracy", "accuracy:OUTPUT": training since the last evaluation) and
+ * - Reported values (JobProgress.metrics, on_scalar tags): "loss", "lr",
+ *   "val_loss"; with several losses also "loss:OUTPUT" and "val_loss:OUTPUT"
+ *   (unweighted); per metric NAME ("accuracy", "accuracy:OUTPUT") and
  *   "val_NAME". Plain "accuracy" is on the first cross_entropy,
  *   cross_entropy_soft or bce_with_logits loss's output. early_stopping.metric
- *   is one of these names. "loss" and "lr" scalars come every
- *   max(1, total_steps / 100) steps, the others at each evaluation.
+ *   is one of these names.
+ * - Training values ("loss", "loss:OUTPUT", the metrics) are means over the
+ *   evaluation window: the steps since the evaluation before (an epoch, or
+ *   eval_every_steps steps). They are set at each evaluation, and progress
+ *   reports carry those of the last one (JobProgress.train_loss = "loss", 0
+ *   before the first evaluation), so what a job records depends on its
+ *   steps alone, also across a stop and resume. The run ends with an
+ *   evaluation.
+ * - TensorBoard: "loss" (the mean since the last "loss" scalar) and "lr"
+ *   every max(1, total_steps / 100) steps, the others at each evaluation.
  * - Periodic checkpoints are not taken at the final step (the result
  *   follows); a stop request checkpoints the step it stops at. */
 

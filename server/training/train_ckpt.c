@@ -11,7 +11,9 @@
  * buffers), "optim/<param>.<slot>", "best/<param>" (early stopping),
  * "trainer/state" (i64 words, see enum st_word), "trainer/perm" (the
  * shuffle order), "trainer/window" (accuracy counts since the last
- * evaluation); the metadata repeats step and epoch for people.
+ * evaluation), "trainer/window_loss" (per loss, the sum of its unweighted
+ * values since the last evaluation, doubles by their bits); the metadata
+ * repeats step and epoch for people.
  */
 #include "training/train_internal.h"
 
@@ -52,6 +54,7 @@ enum st_word {
     ST_COUNT = ST_CTX_RNG + 4
 };
 #define CKPT_MAGIC 0x46585431 /* "FXT1" */
+#define CKPT_EXTRA 4            /* the trainer/ tensors */
 
 static fx_tensor *i64_tensor(int64_t n, const int64_t *v)
 {
@@ -118,8 +121,10 @@ static int checkpoint_tensors(run_t *r, fx_params *all, fx_params *ostate, fx_pa
     ts[0] = i64_tensor(ST_COUNT, st);
     ts[1] = i64_tensor(r->P.n_train, r->perm);
     ts[2] = i64_tensor(2 * r->P.nmetrics + 1, r->win_correct); /* then win_total */
-    static const char *const names[3] = {"state", "perm", "window"};
-    for (int i = 0; i < 3; i++)
+    /* the doubles' bytes, as state does with its words */
+    ts[3] = i64_tensor(r->P.nlosses, (const int64_t *)(const void *)r->win_loss_out);
+    static const char *const names[CKPT_EXTRA] = {"state", "perm", "window", "window_loss"};
+    for (int i = 0; i < CKPT_EXTRA; i++)
         if (!ts[i] || fx_params_add(extra, names[i], ts[i]) != FX_OK)
             return -1;
     if (fx_optim_state(r->opt, ostate) != FX_OK)
@@ -137,7 +142,7 @@ int fxt__checkpoint(run_t *r)
     fx_params_init(&all);
     fx_params_init(&ostate);
     fx_params_init(&extra);
-    fx_tensor *ts[3] = {NULL, NULL, NULL};
+    fx_tensor *ts[CKPT_EXTRA] = {NULL};
     int rc = checkpoint_tensors(r, &all, &ostate, &extra, ts);
     char sstep[32], sepoch[32], msg[512] = "";
     snprintf(sstep, sizeof sstep, "%" PRId64, r->step);
@@ -153,7 +158,7 @@ int fxt__checkpoint(run_t *r)
     else if (r->hk->on_checkpoint(r->hk->data, buf, len, r->step, msg, sizeof msg))
         rc = fxt__rfail(r, "checkpoint at step %" PRId64 ": %s", r->step, msg[0] ? msg : "not stored");
     free(buf);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < CKPT_EXTRA; i++)
         fx_tensor_free(ts[i]);
     fx_params_clear(&all);
     fx_params_clear(&ostate);
@@ -224,6 +229,11 @@ int fxt__resume(run_t *r, const void *buf, size_t len)
     int64_t st[ST_COUNT];
     int rc = read_state(r, &in, st) || read_i64(r, &in, "trainer/perm", p->n_train, r->perm) ||
              read_i64(r, &in, "trainer/window", 2 * p->nmetrics + 1, r->win_correct);
+    /* absent from the checkpoints of older versions: the window's per-loss
+     * sums start from zero there */
+    if (!rc && fx_params_find(&in, "trainer/window_loss"))
+        rc = read_i64(r, &in, "trainer/window_loss", p->nlosses,
+                      (int64_t *)(void *)r->win_loss_out);
     for (int64_t i = 0; !rc && i < p->n_train; i++)
         if (r->perm[i] < 0 || r->perm[i] >= p->n_train)
             rc = fxt__rfail(r, "resume: trainer/perm holds %" PRId64 ", not a sample index", r->perm[i]);

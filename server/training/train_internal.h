@@ -90,13 +90,17 @@ typedef struct {
     float *pred; /* one output, host side, for accuracy */
     size_t pred_cap;
     fx_tensor **in, **out;
-    /* since the last evaluation (in checkpoints: they feed early stopping) */
+    /* The evaluation window: the steps since the last evaluation, whose
+     * means an evaluation reports as "loss", "loss:OUT" and the metrics (in
+     * checkpoints: they are what the job records, and feed early stopping). */
     double win_loss;
+    double *win_loss_out; /* per loss, unweighted (with several losses) */
     int64_t win_n;
     int64_t *win_correct, *win_total; /* per metric */
-    /* since the last progress report / "loss" scalar (not checkpointed) */
-    double pr_loss, sc_loss;
-    int64_t pr_n, sc_n, scalar_every;
+    /* since the last "loss" scalar, and the last progress report's step (not
+     * checkpointed: they depend on nothing a result depends on) */
+    double sc_loss;
+    int64_t sc_n, scalar_every, pr_step;
     double t_start, t_last;
     int64_t step_start, samples; /* this process's */
     /* early stopping */

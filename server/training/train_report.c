@@ -161,20 +161,20 @@ void fxt__scalar(run_t *r, int i)
         r->hk->on_scalar(r->hk->data, r->vname[i], r->step, r->vval[i]);
 }
 
-/* Progress every interval (and when forced): train loss averaged since the
- * last report. */
+/* Progress every interval (and when forced) when steps were taken since the
+ * last report. Its loss and metrics are those of the last evaluation (none
+ * before the first): the timer decides when a report goes out, never what
+ * it says (defect 11: the loss was averaged since the last tick, so a job
+ * recorded whatever the last 0.5 s happened to hold). */
 void fxt__maybe_progress(run_t *r, bool force)
 {
     double t = fxt__now_s(), iv = r->hk->progress_interval_s > 0 ? r->hk->progress_interval_s : 0.5;
-    if ((!force && t - r->t_last < iv) || !r->pr_n)
+    if ((!force && t - r->t_last < iv) || r->step == r->pr_step)
         return;
     r->t_last = t;
-    double loss = r->pr_loss / (double)r->pr_n;
-    r->pr_loss = 0;
-    r->pr_n = 0;
-    fxt__set_value(r, V_LOSS, loss);
+    r->pr_step = r->step;
     fxt__set_value(r, V_LR, fx_optim_lr(r->opt));
-    fxt__report(r, r->hk->on_progress, loss);
+    fxt__report(r, r->hk->on_progress, r->vhave[V_LOSS] ? r->vval[V_LOSS] : 0);
 }
 
 /* "loss" (averaged since the last one) and "lr" for TensorBoard, every

@@ -184,6 +184,19 @@ class TrainingTest(DaemonTest):
         lines = out.decode().splitlines()
         self.assertTrue(any(" PROGRESS " in ln and "step=" in ln for ln in lines), lines)
         self.assertEqual(lines[-1], "job %s ended: SUCCEEDED" % job.id)
+        # the loss the job records is the last evaluation's (the mean of the
+        # steps it closed), not an average since the last progress tick
+        # (defect 11: `job list` said 0.025 where the evaluation said 0.0032)
+        last_eval = [e for e in early.events if e.kind == EV.EVALUATION][-1].job.progress
+        final = self.c.get_job(job.id).progress
+        self.assertEqual(final.train_loss, last_eval.train_loss)
+        self.assertEqual(final.train_loss, metric(last_eval, "loss"))
+        self.assertEqual(final.step, last_eval.step)
+        p = subprocess.run([CLI, "--server", self.d.address, "job", "list"],
+                           capture_output=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        row = [ln.split() for ln in p.stdout.decode().splitlines()[1:] if ln.split()[0] == job.id]
+        self.assertEqual(row[0][5], "%.4g" % last_eval.train_loss, p.stdout)
 
     def test_3_kill9_resumes_and_determinism(self):
         for seconds in (3, 8, 20):  # longer when it ended before the kill

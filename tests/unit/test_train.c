@@ -310,6 +310,8 @@ typedef struct {
     int64_t last_loss_step;
     char scalars[1024]; /* distinct tags seen */
     double val_acc;     /* from the last on_eval, or -1 */
+    double last_progress_loss, last_eval_loss; /* train_loss / "loss" reported */
+    double step_loss[128]; /* "loss" scalars by step */
 } hookrec;
 
 static void on_progress(void *data, const Fluxion__V1__JobProgress *p)
@@ -322,6 +324,7 @@ static void on_progress(void *data, const Fluxion__V1__JobProgress *p)
     h->last_sps = p->samples_per_second;
     h->last_eta = p->eta_seconds;
     h->last_progress_step = p->step;
+    h->last_progress_loss = p->train_loss;
     assert_true(p->step <= p->total_steps);
 }
 
@@ -338,6 +341,8 @@ static void on_eval(void *data, const Fluxion__V1__JobProgress *p)
     hookrec *h = data;
     h->evals++;
     h->val_acc = metric_of(p, "val_accuracy");
+    h->last_eval_loss = metric_of(p, "loss");
+    assert_true(p->train_loss == h->last_eval_loss);
 }
 
 static int on_checkpoint(void *data, const void *ckpt, size_t len, int64_t step, char *err,
@@ -366,6 +371,8 @@ static void on_scalar(void *data, const char *tag, int64_t step, double value)
         h->loss_scalars++;
         assert_true(step > h->last_loss_step);
         h->last_loss_step = step;
+        if (step < 128)
+            h->step_loss[step] = value;
     }
     char key[128];
     snprintf(key, sizeof key, "|%s|", tag);
@@ -597,10 +604,65 @@ static void test_two_outputs_weighted_losses(void **state)
     assert_true(vr < 0.05); /* the regression head learned x0 + x1 */
     assert_true(metric_of(o.final, "val_accuracy:cls") >= 0.95);
     assert_true(metric_of(o.final, "loss:cls") > 0);
+    /* the training losses are means over the same window (the last epoch) */
+    double lc = metric_of(o.final, "loss:cls"), lr = metric_of(o.final, "loss:reg");
+    assert_true(fabs(o.final->train_loss - (lc + 0.5 * lr)) < 1e-5 * o.final->train_loss);
     assert_true(strstr(h.scalars, "|val_loss:reg|") && strstr(h.scalars, "|accuracy:cls|"));
     outcome_free(&o);
     job_free(j);
     fxg_free(g);
+    fluxion__v1__model_spec__free_unpacked(s, NULL);
+    data_free(&d);
+}
+
+/* The loss recorded for a job (train_loss and "loss" of the final record,
+ * of evaluations and of the progress reports after them) is the mean
+ * training loss of the last evaluation window, here the last epoch, whatever
+ * the progress interval (defect 11: it was an average since the last 0.5 s
+ * progress tick). The "loss" scalars of a job of at most 100 steps are the
+ * steps' own losses: the mean of the last epoch's is computed here from
+ * them. */
+static void test_recorded_loss_is_the_epoch_mean(void **state)
+{
+    (void)state;
+    data_t d;
+    xor_data(&d, 200, 3);
+    mspec *s = mlp_spec();
+    jspec *j = job_new();
+    job_feed(j, "x", "x");
+    job_loss(j, "logits", "cross_entropy", "y", 0);
+    j->epochs = 4; /* 7 steps of up to 32 samples per epoch: 28 steps */
+    j->shuffle = true;
+    static const double intervals[2] = {1e-9, 1e9}; /* a report every step; only the last */
+    hookrec h[2];
+    outcome o[2];
+    for (int k = 0; k < 2; k++) {
+        fxt_hooks hk = hooks_for(&h[k]);
+        hk.progress_interval_s = intervals[k];
+        fxg_graph *g = build(s, 3);
+        o[k] = run(j, g, &d.c, NULL, NULL, 0, &hk);
+        expect_done(&o[k]);
+        fxg_free(g);
+        assert_int_equal(h[k].loss_scalars, 28);
+    }
+    assert_int_equal(h[0].progress, 28);
+    assert_int_equal(h[1].progress, 1);
+    double sum = 0;
+    for (int step = 22; step <= 28; step++)
+        sum += h[0].step_loss[step];
+    double mean = sum / 7;
+    print_message("loss of the last epoch %.6g; recorded %.6g (every step), %.6g (at the end)\n",
+                  mean, o[0].final->train_loss, o[1].final->train_loss);
+    for (int k = 0; k < 2; k++) {
+        assert_true(fabs(o[k].final->train_loss - mean) <= 1e-12 * mean);
+        assert_true(metric_of(o[k].final, "loss") == o[k].final->train_loss);
+        assert_true(h[k].last_eval_loss == o[k].final->train_loss);
+        assert_true(h[k].last_progress_loss == o[k].final->train_loss);
+    }
+    assert_true(o[0].final->train_loss == o[1].final->train_loss);
+    for (int k = 0; k < 2; k++)
+        outcome_free(&o[k]);
+    job_free(j);
     fluxion__v1__model_spec__free_unpacked(s, NULL);
     data_free(&d);
 }
@@ -803,6 +865,10 @@ static void test_determinism_and_resume(void **state)
     expect_done(&r);
     assert_int_equal(r.len, a.len);
     assert_memory_equal(r.w, a.w, a.len);
+    /* and records the same loss and metrics */
+    assert_true(r.final->train_loss == a.final->train_loss);
+    assert_true(r.final->val_loss == a.final->val_loss);
+    assert_true(metric_of(r.final, "accuracy") == metric_of(a.final, "accuracy"));
     /* later checkpoints of the resumed run equal the uninterrupted ones */
     assert_int_equal(h4.ckpts, 3);
     assert_int_equal(h4.ckpt_step[0], 28);
@@ -1303,6 +1369,7 @@ int main(void)
         cmocka_unit_test(test_classification_reaches_accuracy),
         cmocka_unit_test(test_regression_mse),
         cmocka_unit_test(test_two_outputs_weighted_losses),
+        cmocka_unit_test(test_recorded_loss_is_the_epoch_mean),
         cmocka_unit_test(test_bce_accuracy),
         cmocka_unit_test(test_early_stopping_returns_best),
         cmocka_unit_test(test_early_stopping_accuracy_min_delta),
