@@ -39,7 +39,8 @@ struct fxtb_writer {
     off_t size;         /* bytes of whole records in the file */
     unsigned char *buf; /* framed records not yet written */
     size_t len, cap;
-    bool broken; /* a failed write could not be cut off: later calls fail */
+    bool retrying; /* the last write failed: no automatic flush until one works */
+    bool broken;   /* a failed write could not be cut off: later calls fail */
 };
 
 /* ----------------------------------------------------------------- CRC-32C */
@@ -170,8 +171,9 @@ static void encode_event(bytes *ev, int64_t step, const char *file_version, cons
 /* ------------------------------------------------------------------ writer */
 
 /* Appends one TFRecord (length, masked CRC of it, data, masked CRC). While
- * writes fail (a full disk), records wait in the buffer up to MAX_PENDING
- * bytes; past that, new ones are dropped. */
+ * writes fail (a full disk), records wait in the buffer (no automatic flush
+ * until an explicit one works) up to MAX_PENDING bytes; past that, new ones
+ * are dropped. */
 static int append_record(fxtb_writer *w, const bytes *ev, char *err, size_t errlen)
 {
     if (w->len + ev->len + 16 > MAX_PENDING)
@@ -191,7 +193,7 @@ static int append_record(fxtb_writer *w, const bytes *ev, char *err, size_t errl
     if (rec.nomem) /* keep the whole records already there; drop the partial one */
         return fxu_oom(err, errlen);
     w->len = rec.len;
-    return w->len >= AUTO_FLUSH_BYTES ? fxtb_flush(w, err, errlen) : 0;
+    return w->len >= AUTO_FLUSH_BYTES && !w->retrying ? fxtb_flush(w, err, errlen) : 0;
 }
 
 static int add_event(fxtb_writer *w, int64_t step, const char *file_version, const char *tag,
@@ -276,10 +278,12 @@ int fxtb_flush(fxtb_writer *w, char *err, size_t errlen)
          * records only, and the next flush writes the buffer again. */
         if (ftruncate(w->fd, w->size) != 0 || lseek(w->fd, w->size, SEEK_SET) != w->size)
             w->broken = true;
+        w->retrying = true;
         return fxu_fail(err, errlen, fxu_errno_status(e), "%s: %s", w->path, strerror(e));
     }
     w->size += (off_t)w->len;
     w->len = 0;
+    w->retrying = false;
     if (fsync(w->fd) != 0) {
         int e = errno;
         return fxu_fail(err, errlen, fxu_errno_status(e), "%s: fsync: %s", w->path, strerror(e));

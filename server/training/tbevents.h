@@ -20,7 +20,8 @@ typedef struct fxtb_writer fxtb_writer;
 /* Creates DIR (and parents) and a new event file in it; *out gets the
  * writer (close with fxtb_close). */
 int fxtb_open(const char *dir, fxtb_writer **out, char *err, size_t errlen);
-/* Buffers a scalar event (tag not empty); flushes when the buffer is large. */
+/* Buffers a scalar event (tag not empty); flushes when the buffer is large,
+ * unless the last write failed (then only fxtb_flush tries again). */
 int fxtb_scalar(fxtb_writer *w, const char *tag, int64_t step, double value, char *err,
                 size_t errlen);
 /* Writes and fsyncs what is buffered. When the write fails, the file is cut

@@ -396,7 +396,7 @@ static fxt_result loop(run_t *r)
     int64_t last_eval = -1;
     while (r->step < p->total_steps && !r->stop_early) {
         if (r->hk->should_stop && r->hk->should_stop(r->hk->data))
-            return fxt__checkpoint(r) ? FXT_FAILED : FXT_STOPPED;
+            return fxt__checkpoint(r, true) ? FXT_FAILED : FXT_STOPPED;
         if (r->pos == 0 && p->n_train > 1 && r->shuffle)
             shuffle(r);
         int64_t epoch = r->epoch;
@@ -407,7 +407,8 @@ static fxt_result loop(run_t *r)
                 return FXT_FAILED;
             last_eval = r->step;
         }
-        if (r->step % every == 0 && r->step < p->total_steps && !r->stop_early && fxt__checkpoint(r))
+        if (r->step % every == 0 && r->step < p->total_steps && !r->stop_early &&
+            fxt__checkpoint(r, false))
             return FXT_FAILED;
         fxt__loss_scalars(r, false);
         fxt__maybe_progress(r, false);
@@ -486,6 +487,7 @@ fxt_result fxt_run(const Fluxion__V1__JobSpec *spec, fxg_graph *g, const fxds_co
         fxt__set_value(&r, V_LR, fx_optim_lr(r.opt));
         r.t_start = r.t_last = fxt__now_s();
         r.step_start = r.pr_step = r.step;
+        r.ckpt_stored = resume_buf ? r.step : -1;
         res = loop(&r);
     }
     if (res == FXT_DONE && finish(&r, result, result_len, final))

@@ -27,6 +27,11 @@
 #include "fluxion/v1/training.pb-c.h"
 #include "models/graph.h"
 
+/* The default of fxt_hooks.max_checkpoint_failures: with the default
+ * interval (500 steps) a job trains 5,000 steps on a full disk, time for
+ * someone to free space, before it gives up. */
+#define FXT_MAX_CHECKPOINT_FAILURES 10
+
 typedef enum {
     FXT_DONE = 0,    /* finished: steps/epochs done or stopped early */
     FXT_STOPPED,     /* should_stop said so: resume from the last checkpoint */
@@ -41,8 +46,13 @@ typedef struct {
     void (*on_progress)(void *data, const Fluxion__V1__JobProgress *p);
     /* After each evaluation (validation loss and metrics in p). */
     void (*on_eval)(void *data, const Fluxion__V1__JobProgress *p);
-    /* A checkpoint to store (atomically) for step; non-zero return fails the
-     * job with the message the hook wrote into err. */
+    /* A checkpoint to store (atomically, so that a failure leaves the
+     * previous one in place) for step: 0, or an fxs_status code with the
+     * message in err. A checkpoint that was not stored does not stop the
+     * run: the previous one stays the one to resume from, and the next
+     * interval tries again; max_checkpoint_failures failures in a row fail
+     * the run ("checkpoint at step N: RESOURCE_EXHAUSTED: ..."). A stop's
+     * checkpoint that fails still stops (FXT_STOPPED). */
     int (*on_checkpoint)(void *data, const void *ckpt, size_t len, int64_t step, char *err,
                          size_t errlen);
     /* Scalars for TensorBoard: tag ("loss", "val_loss", "lr",
@@ -62,6 +72,9 @@ typedef struct {
     /* spec.memory_limit_bytes: checked after every step against the
      * parameters, gradients, optimizer state and the step's arena. */
     uint64_t memory_limit_bytes;
+    /* Periodic checkpoints in a row that may fail before the run does;
+     * 0: FXT_MAX_CHECKPOINT_FAILURES. */
+    int max_checkpoint_failures;
 } fxt_hooks;
 
 /* Checks the spec against the graph and the data before anything runs:

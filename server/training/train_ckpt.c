@@ -22,6 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/status.h"
+
 static double bits_to_double(int64_t b)
 {
     double d;
@@ -134,36 +136,62 @@ static int checkpoint_tensors(run_t *r, fx_params *all, fx_params *ostate, fx_pa
            add_prefixed(all, "trainer/", extra);
 }
 
-int fxt__checkpoint(run_t *r)
+/* The checkpoint of the current step as safetensors bytes (*buf: malloc):
+ * 0 or an fxs_status with the message in msg. */
+static int encode_checkpoint(run_t *r, uint8_t **buf, size_t *len, char *msg, size_t msglen)
 {
-    if (!r->hk->on_checkpoint)
-        return 0;
     fx_params all, ostate, extra;
     fx_params_init(&all);
     fx_params_init(&ostate);
     fx_params_init(&extra);
     fx_tensor *ts[CKPT_EXTRA] = {NULL};
-    int rc = checkpoint_tensors(r, &all, &ostate, &extra, ts);
-    char sstep[32], sepoch[32], msg[512] = "";
+    int rc = checkpoint_tensors(r, &all, &ostate, &extra, ts) ? fxu_oom(msg, msglen) : 0;
+    char sstep[32], sepoch[32];
     snprintf(sstep, sizeof sstep, "%" PRId64, r->step);
     snprintf(sepoch, sizeof sepoch, "%" PRId64, r->epoch);
     const char *keys[] = {"format", "step", "epoch"};
     const char *vals[] = {"fluxion-train-checkpoint-1", sstep, sepoch};
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    if (rc)
-        fxt__rfail(r, "checkpoint at step %" PRId64 ": out of memory", r->step);
-    else if (fx_safetensors_encode(&all, 3, keys, vals, &buf, &len, msg, sizeof msg) != FX_OK)
-        rc = fxt__rfail(r, "checkpoint at step %" PRId64 ": %s", r->step, msg);
-    else if (r->hk->on_checkpoint(r->hk->data, buf, len, r->step, msg, sizeof msg))
-        rc = fxt__rfail(r, "checkpoint at step %" PRId64 ": %s", r->step, msg[0] ? msg : "not stored");
-    free(buf);
+    if (!rc && fx_safetensors_encode(&all, 3, keys, vals, buf, len, msg, msglen) != FX_OK)
+        rc = FXS_INTERNAL;
     for (int i = 0; i < CKPT_EXTRA; i++)
         fx_tensor_free(ts[i]);
     fx_params_clear(&all);
     fx_params_clear(&ostate);
     fx_params_clear(&extra);
     return rc;
+}
+
+int fxt__checkpoint(run_t *r, bool stopping)
+{
+    if (!r->hk->on_checkpoint)
+        return 0;
+    char msg[512] = "";
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = encode_checkpoint(r, &buf, &len, msg, sizeof msg);
+    if (!rc)
+        rc = r->hk->on_checkpoint(r->hk->data, buf, len, r->step, msg, sizeof msg);
+    free(buf);
+    if (!rc) {
+        r->ckpt_failures = 0;
+        r->ckpt_stored = r->step;
+        return 0;
+    }
+    /* Not stored: the previous checkpoint stays the one to resume from. A
+     * full disk is often freed again, so the run goes on and the next
+     * interval tries again; a stop stops all the same. */
+    r->ckpt_failures++;
+    int max = r->hk->max_checkpoint_failures > 0 ? r->hk->max_checkpoint_failures
+                                                 : FXT_MAX_CHECKPOINT_FAILURES;
+    if (stopping || r->ckpt_failures < max)
+        return 0;
+    char last[64] = "no checkpoint of this run was stored";
+    if (r->ckpt_stored >= 0)
+        snprintf(last, sizeof last, "the last stored is of step %" PRId64, r->ckpt_stored);
+    return fxt__rfail(r, "checkpoint at step %" PRId64 ": %s: %s (%d checkpoints in a row were "
+                      "not stored; %s)",
+                      r->step, fxs_status_name(rc > 0 ? rc : FXS_UNKNOWN),
+                      msg[0] ? msg : "not stored", r->ckpt_failures, last);
 }
 
 /* Copies "<prefix><name>" of src into every tensor of dst (checked first,

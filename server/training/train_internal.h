@@ -108,6 +108,10 @@ typedef struct {
     double best;
     int64_t wait;
     fx_params best_w; /* persistent copies of every parameter and buffer (host) */
+    /* checkpoints: failures in a row, the step of the last one stored (-1:
+     * none in this process; the resumed one's after a resume) */
+    int ckpt_failures;
+    int64_t ckpt_stored;
     uint64_t persist_bytes; /* parameters, gradients, optimizer state; 0: not yet */
     /* values for reports */
     int nvals;
@@ -172,7 +176,11 @@ void fxt__loss_scalars(run_t *r, bool force);
 
 /* -------------------------------------------------------- train_ckpt.c */
 
-int fxt__checkpoint(run_t *r);
+/* Stores a checkpoint of the current step through on_checkpoint. 0 when it
+ * was stored, or when its failure is tolerated (stopping, or fewer than
+ * max_checkpoint_failures in a row); -1 with the message in r->err when the
+ * run must fail. */
+int fxt__checkpoint(run_t *r, bool stopping);
 int fxt__resume(run_t *r, const void *buf, size_t len);
 
 #endif

@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "models/graph.h"
-#include "rpc/rpc.h"
+#include "base/status.h"
 #include "training/train.h"
 
 /* ------------------------------------------------------------ spec builders */
@@ -300,7 +300,8 @@ static void data_free(data_t *d)
 typedef struct {
     int progress, evals, ckpts, polls;
     int stop_at_poll; /* should_stop true from this poll on (0: never) */
-    int fail_ckpt;    /* on_checkpoint fails */
+    int ckpt_calls;   /* on_checkpoint calls, stored or not */
+    int fail_first, fail_last; /* calls (from 1) that fail; fail_last 0: all after */
     void *ckpt[64];   /* every checkpoint, by arrival */
     size_t ckpt_len[64];
     int64_t ckpt_step[64];
@@ -349,9 +350,11 @@ static int on_checkpoint(void *data, const void *ckpt, size_t len, int64_t step,
                          size_t errlen)
 {
     hookrec *h = data;
-    if (h->fail_ckpt) {
+    h->ckpt_calls++;
+    if (h->fail_first && h->ckpt_calls >= h->fail_first &&
+        (!h->fail_last || h->ckpt_calls <= h->fail_last)) {
         snprintf(err, errlen, "disk full (test)");
-        return -1;
+        return FXS_RESOURCE_EXHAUSTED;
     }
     assert_true(h->ckpts < 64);
     h->ckpt[h->ckpts] = malloc(len);
@@ -391,8 +394,13 @@ static fxt_hooks hooks_for(hookrec *h)
 {
     memset(h, 0, sizeof *h);
     h->val_acc = -1;
-    return (fxt_hooks){on_progress, on_eval, on_checkpoint, on_scalar, should_stop, h, 0.0, 0,
-                       {FX_DEV_CPU, 0}, 0};
+    return (fxt_hooks){.on_progress = on_progress,
+                       .on_eval = on_eval,
+                       .on_checkpoint = on_checkpoint,
+                       .on_scalar = on_scalar,
+                       .should_stop = should_stop,
+                       .data = h,
+                       .device = {FX_DEV_CPU, 0}};
 }
 
 static void hooks_free(hookrec *h)
@@ -900,6 +908,65 @@ static void test_determinism_and_resume(void **state)
     data_free(&d);
 }
 
+/* Defect 6: a checkpoint that cannot be stored (a full disk) does not fail
+ * the run. The run goes on (the previous checkpoint stays the one to resume
+ * from), the next interval tries again, and the weights and later
+ * checkpoints are those of a run where nothing failed; only
+ * max_checkpoint_failures failures in a row fail it, with the status
+ * (RESOURCE_EXHAUSTED) and the last stored step in the message. */
+static void test_checkpoint_failures_are_retried(void **state)
+{
+    (void)state;
+    data_t d;
+    xor_data(&d, 400, 11);
+    mspec *s = bn_dropout_spec();
+    jspec *j = resume_job(); /* checkpoints at 7, 14, ..., 42 of 45 steps */
+    hookrec h1, h2, h3;
+    fxt_hooks k1 = hooks_for(&h1), k2 = hooks_for(&h2), k3 = hooks_for(&h3);
+    fxg_graph *g1 = build(s, 21), *g2 = build(s, 21), *g3 = build(s, 21);
+    outcome a = run(j, g1, &d.c, NULL, NULL, 0, &k1);
+    expect_done(&a);
+    assert_int_equal(h1.ckpts, 6);
+
+    h2.fail_first = 2; /* the disk is full at steps 14 and 21 */
+    h2.fail_last = 3;
+    outcome b = run(j, g2, &d.c, NULL, NULL, 0, &k2);
+    expect_done(&b);
+    assert_int_equal(h2.ckpt_calls, 6);
+    assert_int_equal(h2.ckpts, 4);
+    static const int64_t stored[4] = {7, 28, 35, 42};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(h2.ckpt_step[i], stored[i]);
+        int k = (int)(stored[i] / 7) - 1;
+        assert_int_equal(h2.ckpt_len[i], h1.ckpt_len[k]);
+        assert_memory_equal(h2.ckpt[i], h1.ckpt[k], h1.ckpt_len[k]);
+    }
+    assert_int_equal(b.len, a.len);
+    assert_memory_equal(b.w, a.w, a.len);
+    assert_true(b.final->train_loss == a.final->train_loss);
+
+    k3.max_checkpoint_failures = 3; /* full from step 14 on: 14, 21, 28 */
+    h3.fail_first = 2;
+    outcome c = run(j, g3, &d.c, NULL, NULL, 0, &k3);
+    assert_int_equal(c.res, FXT_FAILED);
+    print_message("%s\n", c.err);
+    assert_int_equal(h3.ckpt_calls, 4);
+    assert_non_null(strstr(c.err, "checkpoint at step 28: RESOURCE_EXHAUSTED: disk full (test)"));
+    assert_non_null(strstr(c.err, "3 checkpoints in a row"));
+    assert_non_null(strstr(c.err, "step 7"));
+    outcome_free(&a);
+    outcome_free(&b);
+    hooks_free(&h1);
+    hooks_free(&h2);
+    hooks_free(&h3);
+    fxg_free(g1);
+    fxg_free(g2);
+    fxg_free(g3);
+    job_free(j);
+    fluxion__v1__model_spec__free_unpacked(s, NULL);
+    data_free(&d);
+}
+
 /* Batch norm running statistics are in the checkpoint and the result. */
 static void test_buffers_checkpointed(void **state)
 {
@@ -958,15 +1025,17 @@ static void test_stop_at_once(void **state)
     assert_int_equal(o.res, FXT_STOPPED);
     assert_int_equal(h.ckpts, 1);
     assert_int_equal(h.ckpt_step[0], 0);
-    /* a failing checkpoint store fails the job with its message */
+    /* a stop whose checkpoint cannot be stored still stops: the run
+     * resumes from the checkpoint before (defect 6: it failed the job, and
+     * the jobs module then deleted that checkpoint) */
     hookrec h2;
     fxt_hooks k2 = hooks_for(&h2);
     h2.stop_at_poll = 3;
-    h2.fail_ckpt = 1;
+    h2.fail_first = 1;
     outcome f = run(j, g, &d.c, NULL, NULL, 0, &k2);
-    assert_int_equal(f.res, FXT_FAILED);
-    assert_non_null(strstr(f.err, "disk full (test)"));
-    assert_non_null(strstr(f.err, "step 2"));
+    assert_int_equal(f.res, FXT_STOPPED);
+    assert_int_equal(h2.ckpt_calls, 1);
+    assert_int_equal(h2.ckpts, 0);
     hooks_free(&h);
     job_free(j);
     fxg_free(g);
@@ -1374,6 +1443,7 @@ int main(void)
         cmocka_unit_test(test_early_stopping_returns_best),
         cmocka_unit_test(test_early_stopping_accuracy_min_delta),
         cmocka_unit_test(test_determinism_and_resume),
+        cmocka_unit_test(test_checkpoint_failures_are_retried),
         cmocka_unit_test(test_buffers_checkpointed),
         cmocka_unit_test(test_stop_at_once),
         cmocka_unit_test(test_bad_resume),
