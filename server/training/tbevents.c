@@ -202,8 +202,10 @@ static int add_event(fxtb_writer *w, int64_t step, const char *file_version, con
     if (!w)
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "tensorboard: no writer");
     if (w->broken)
-        return fxu_fail(err, errlen, FXS_INTERNAL, "%s: the file could not be repaired after a "
-                        "failed write", w->path);
+        return fxu_fail(err, errlen, FXS_INTERNAL,
+                        "%s: the file could not be repaired after a "
+                        "failed write",
+                        w->path);
     bytes ev = {0};
     encode_event(&ev, step, file_version, tag, value);
     int rc = ev.nomem ? fxu_oom(err, errlen) : append_record(w, &ev, err, errlen);
@@ -268,8 +270,10 @@ int fxtb_flush(fxtb_writer *w, char *err, size_t errlen)
     if (!w)
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "tensorboard: no writer");
     if (w->broken)
-        return fxu_fail(err, errlen, FXS_INTERNAL, "%s: the file could not be repaired after a "
-                        "failed write", w->path);
+        return fxu_fail(err, errlen, FXS_INTERNAL,
+                        "%s: the file could not be repaired after a "
+                        "failed write",
+                        w->path);
     if (!w->len)
         return 0;
     if (fxu_write_all(w->fd, w->buf, w->len) != 0) {

@@ -29,7 +29,8 @@ int fxt__rfail(run_t *r, const char *fmt, ...)
 
 /* A batch of rows idx[0..b) of column c (from row offset base) as an arena
  * tensor. */
-static fx_tensor *gather(run_t *r, const fxds_column *c, const int64_t *idx, int64_t base, int64_t b)
+static fx_tensor *gather(run_t *r, const fxds_column *c, const int64_t *idx, int64_t base,
+                         int64_t b)
 {
     size_t rb = fxt__row_bytes(c);
     if ((size_t)b * rb > r->stage_cap) {
@@ -91,8 +92,9 @@ static int device_ok(run_t *r, const char *what)
 {
     char msg[384], name[32];
     if (fx_device_sync(r->hk->device, msg, sizeof msg) != FX_OK)
-        return fxt__rfail(r, "%s: device %s: %s", what, fx_device_str(r->hk->device, name, sizeof name),
-                     msg[0] ? msg : "the device reported an error");
+        return fxt__rfail(r, "%s: device %s: %s", what,
+                          fx_device_str(r->hk->device, name, sizeof name),
+                          msg[0] ? msg : "the device reported an error");
     return 0;
 }
 
@@ -113,8 +115,8 @@ static int memory_ok(run_t *r, const char *what)
     }
     char msg[384];
     uint64_t used = r->persist_bytes + fx_ctx_arena_capacity(r->ctx);
-    if (fxsv_check_memory_limit("the job's weights, optimizer state and batches",
-                               r->hk->device, used, r->hk->memory_limit_bytes, msg, sizeof msg))
+    if (fxsv_check_memory_limit("the job's weights, optimizer state and batches", r->hk->device,
+                                used, r->hk->memory_limit_bytes, msg, sizeof msg))
         return fxt__rfail(r, "%s: %s", what, msg);
     return 0;
 }
@@ -149,13 +151,13 @@ static int train_step(run_t *r)
         return fxt__rfail(r, "step %" PRId64 ": %s", stepno, fx_ctx_error(r->ctx));
     if (!isfinite(loss))
         return fxt__rfail(r,
-                     "step %" PRId64 ": the loss is not finite (%g); try a lower learning "
-                     "rate or gradient clipping",
-                     stepno, loss);
+                          "step %" PRId64 ": the loss is not finite (%g); try a lower learning "
+                          "rate or gradient clipping",
+                          stepno, loss);
     for (int j = 0; j < p->nmetrics; j++) {
         const loss_t *l = &p->losses[p->metrics[j].loss];
         if (fxt__count_correct(r, j, r->out[l->out], &p->train->cols[l->col], idx, 0, b,
-                          &r->win_correct[j], &r->win_total[j]))
+                               &r->win_correct[j], &r->win_total[j]))
             return -1;
     }
     if (fx_backward(r->ctx, total) != FX_OK)
@@ -217,7 +219,7 @@ static int validate_all(run_t *r)
         for (int j = 0; j < p->nmetrics && !rc; j++) {
             const loss_t *l = &p->losses[p->metrics[j].loss];
             rc = fxt__count_correct(r, j, r->out[l->out], &p->valc->cols[l->vcol], NULL,
-                               p->val_offset + at, b, &correct[j], &total[j]);
+                                    p->val_offset + at, b, &correct[j], &total[j]);
         }
     }
     fx_ctx_reset(r->ctx);
@@ -231,7 +233,8 @@ static int validate_all(run_t *r)
         fxt__set_value(r, k < 0 ? -1 : k + 1, m);
     }
     for (int j = 0; j < p->nmetrics && !rc; j++)
-        fxt__set_value(r, fxt__metric_value(r, j) + 1, total[j] ? (double)correct[j] / (double)total[j] : 0);
+        fxt__set_value(r, fxt__metric_value(r, j) + 1,
+                       total[j] ? (double)correct[j] / (double)total[j] : 0);
     if (!rc)
         fxt__set_value(r, V_VAL_LOSS, vloss);
     free(sum);
@@ -301,7 +304,8 @@ static int evaluate(run_t *r)
     }
     for (int j = 0; j < p->nmetrics; j++)
         if (r->win_total[j])
-            fxt__set_value(r, fxt__metric_value(r, j), (double)r->win_correct[j] / (double)r->win_total[j]);
+            fxt__set_value(r, fxt__metric_value(r, j),
+                           (double)r->win_correct[j] / (double)r->win_total[j]);
     char what[64];
     snprintf(what, sizeof what, "evaluation at step %" PRId64, r->step);
     if (p->n_val && (validate_all(r) || device_ok(r, what)))
@@ -343,8 +347,7 @@ static int run_init(run_t *r, const Fluxion__V1__JobSpec *spec)
     r->out = calloc((size_t)nout + 1, sizeof *r->out);
     r->win_correct = calloc((size_t)p->nmetrics * 2 + 1, sizeof *r->win_correct);
     r->win_loss_out = calloc((size_t)p->nlosses, sizeof *r->win_loss_out);
-    if (!r->ctx || !r->rng || !r->perm || !r->in || !r->out || !r->win_correct ||
-        !r->win_loss_out)
+    if (!r->ctx || !r->rng || !r->perm || !r->in || !r->out || !r->win_correct || !r->win_loss_out)
         return fxt__rfail(r, "out of memory");
     r->win_total = r->win_correct + p->nmetrics;
     /* dropout masks: a stream of their own, derived from the seed */

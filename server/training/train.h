@@ -33,9 +33,9 @@
 #define FXT_MAX_CHECKPOINT_FAILURES 10
 
 typedef enum {
-    FXT_DONE = 0,    /* finished: steps/epochs done or stopped early */
-    FXT_STOPPED,     /* should_stop said so: resume from the last checkpoint */
-    FXT_FAILED,      /* err says why (non-finite loss, out of memory, ...) */
+    FXT_DONE = 0, /* finished: steps/epochs done or stopped early */
+    FXT_STOPPED,  /* should_stop said so: resume from the last checkpoint */
+    FXT_FAILED,   /* err says why (non-finite loss, out of memory, ...) */
 } fxt_result;
 
 typedef struct {

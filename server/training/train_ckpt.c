@@ -56,7 +56,7 @@ enum st_word {
     ST_COUNT = ST_CTX_RNG + 4
 };
 #define CKPT_MAGIC 0x46585431 /* "FXT1" */
-#define CKPT_EXTRA 4            /* the trainer/ tensors */
+#define CKPT_EXTRA 4          /* the trainer/ tensors */
 
 static fx_tensor *i64_tensor(int64_t n, const int64_t *v)
 {
@@ -188,7 +188,8 @@ int fxt__checkpoint(run_t *r, bool stopping)
     char last[64] = "no checkpoint of this run was stored";
     if (r->ckpt_stored >= 0)
         snprintf(last, sizeof last, "the last stored is of step %" PRId64, r->ckpt_stored);
-    return fxt__rfail(r, "checkpoint at step %" PRId64 ": %s: %s (%d checkpoints in a row were "
+    return fxt__rfail(r,
+                      "checkpoint at step %" PRId64 ": %s: %s (%d checkpoints in a row were "
                       "not stored; %s)",
                       r->step, fxs_status_name(rc > 0 ? rc : FXS_UNKNOWN),
                       msg[0] ? msg : "not stored", r->ckpt_failures, last);
@@ -207,8 +208,8 @@ static int restore(run_t *r, const fx_params *dst, const char *prefix, const fx_
                 return fxt__rfail(r, "resume: the checkpoint has no '%s'", name);
             if (s->dtype != d->dtype || !fx_tensor_same_shape(s, d))
                 return fxt__rfail(r, "resume: '%s' is %s %s in the checkpoint, %s %s here", name,
-                             fx_dtype_name(s->dtype), fx_shape_str(s, s1, sizeof s1),
-                             fx_dtype_name(d->dtype), fx_shape_str(d, s2, sizeof s2));
+                                  fx_dtype_name(s->dtype), fx_shape_str(s, s1, sizeof s1),
+                                  fx_dtype_name(d->dtype), fx_shape_str(d, s2, sizeof s2));
             if (pass && fx_tensor_copy(dst->items[i].tensor, s) != FX_OK)
                 return fxt__rfail(r, "resume: could not copy '%s'", name);
         }
@@ -221,9 +222,9 @@ static int read_i64(run_t *r, const fx_params *src, const char *name, int64_t n,
     const fx_tensor *t = fx_params_find(src, name);
     if (!t || t->dtype != FX_I64 || t->ndim != 1 || t->shape[0] != n)
         return fxt__rfail(r,
-                     "resume: '%s' is missing or not i64[%" PRId64 "] (not a checkpoint of "
-                     "this job?)",
-                     name, n);
+                          "resume: '%s' is missing or not i64[%" PRId64 "] (not a checkpoint of "
+                          "this job?)",
+                          name, n);
     return fx_tensor_to_host(t, out, (size_t)n * sizeof *out) == FX_OK
                ? 0
                : fxt__rfail(r, "resume: could not read '%s'", name);
@@ -239,9 +240,10 @@ static int read_state(run_t *r, const fx_params *in, int64_t st[ST_COUNT])
         st[ST_TOTAL] != p->total_steps || st[ST_NMETRICS] != p->nmetrics || st[ST_STEP] < 0 ||
         st[ST_STEP] > p->total_steps || st[ST_POS] < 0 || st[ST_POS] >= p->n_train)
         return fxt__rfail(r,
-                     "resume: the checkpoint does not fit this job (step %" PRId64 " of %" PRId64
-                     ", %" PRId64 " training samples; the job has %" PRId64 " steps, %" PRId64 ")",
-                     st[ST_STEP], st[ST_TOTAL], st[ST_NTRAIN], p->total_steps, p->n_train);
+                          "resume: the checkpoint does not fit this job (step %" PRId64
+                          " of %" PRId64 ", %" PRId64 " training samples; the job has %" PRId64
+                          " steps, %" PRId64 ")",
+                          st[ST_STEP], st[ST_TOTAL], st[ST_NTRAIN], p->total_steps, p->n_train);
     return 0;
 }
 
@@ -260,11 +262,12 @@ int fxt__resume(run_t *r, const void *buf, size_t len)
     /* absent from the checkpoints of older versions: the window's per-loss
      * sums start from zero there */
     if (!rc && fx_params_find(&in, "trainer/window_loss"))
-        rc = read_i64(r, &in, "trainer/window_loss", p->nlosses,
-                      (int64_t *)(void *)r->win_loss_out);
+        rc =
+            read_i64(r, &in, "trainer/window_loss", p->nlosses, (int64_t *)(void *)r->win_loss_out);
     for (int64_t i = 0; !rc && i < p->n_train; i++)
         if (r->perm[i] < 0 || r->perm[i] >= p->n_train)
-            rc = fxt__rfail(r, "resume: trainer/perm holds %" PRId64 ", not a sample index", r->perm[i]);
+            rc = fxt__rfail(r, "resume: trainer/perm holds %" PRId64 ", not a sample index",
+                            r->perm[i]);
     if (!rc && fx_optim_state(r->opt, &ostate) != FX_OK)
         rc = fxt__rfail(r, "out of memory");
     rc = rc || restore(r, fxg_params(r->g), "model/", &in) || restore(r, &ostate, "optim/", &in) ||

@@ -64,9 +64,8 @@ typedef struct {
 
 /* Checks spec against g and the columns and fills p (fxt_validate's
  * contract); on error p holds nothing to free. */
-int fxt__plan_build(const Fluxion__V1__JobSpec *spec, const fxg_graph *g,
-                    const fxds_columns *train, const fxds_columns *val, plan_t *p, char *err,
-                    size_t errlen);
+int fxt__plan_build(const Fluxion__V1__JobSpec *spec, const fxg_graph *g, const fxds_columns *train,
+                    const fxds_columns *val, plan_t *p, char *err, size_t errlen);
 void fxt__plan_free(plan_t *p);
 
 /* -------------------------------------------------------------------- run */

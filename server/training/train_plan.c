@@ -41,7 +41,10 @@ static const char *name_list(char *buf, size_t n, int count, const void *obj,
     return buf;
 }
 
-static const char *col_name(const void *c, int i) { return ((const fxds_columns *)c)->cols[i].name; }
+static const char *col_name(const void *c, int i)
+{
+    return ((const fxds_columns *)c)->cols[i].name;
+}
 static const char *in_name(const void *g, int i) { return fxg_input(g, i)->name; }
 static const char *out_name(const void *g, int i) { return fxg_output(g, i)->name; }
 
@@ -508,9 +511,8 @@ static int check_early_stopping(const Fluxion__V1__JobSpec *spec, plan_t *p, cha
     return 0;
 }
 
-int fxt__plan_build(const Fluxion__V1__JobSpec *spec, const fxg_graph *g,
-                    const fxds_columns *train, const fxds_columns *val, plan_t *p, char *err,
-                    size_t errlen)
+int fxt__plan_build(const Fluxion__V1__JobSpec *spec, const fxg_graph *g, const fxds_columns *train,
+                    const fxds_columns *val, plan_t *p, char *err, size_t errlen)
 {
     memset(p, 0, sizeof *p);
     if (!spec || !g || !train)

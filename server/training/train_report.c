@@ -76,8 +76,8 @@ static int64_t class_of(const fxds_column *c, const unsigned char *row, int64_t 
 }
 
 int fxt__count_correct(run_t *r, int j, const fx_tensor *pred, const fxds_column *tc,
-                         const int64_t *idx, int64_t base, int64_t b, int64_t *correct,
-                         int64_t *total)
+                       const int64_t *idx, int64_t base, int64_t b, int64_t *correct,
+                       int64_t *total)
 {
     const loss_t *l = &r->P.losses[r->P.metrics[j].loss];
     size_t n = (size_t)fx_tensor_numel(pred);
@@ -114,7 +114,7 @@ int fxt__count_correct(run_t *r, int j, const fx_tensor *pred, const fxds_column
 
 /* Builds a JobProgress over the run's values (names point into r). */
 void fxt__progress_of(run_t *r, Fluxion__V1__JobProgress *pg, Fluxion__V1__MetricValue *mv,
-                        Fluxion__V1__MetricValue **mp, double loss)
+                      Fluxion__V1__MetricValue **mp, double loss)
 {
     fluxion__v1__job_progress__init(pg);
     pg->step = r->step;

@@ -277,8 +277,8 @@ static void set_field(ProtobufCMessage *m, const char *path, const char *value)
             assert_non_null(*arr);
             (*arr)[i] = NULL;
             if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
-                (*arr)[i] = xcalloc(1, ((const ProtobufCMessageDescriptor *)f->descriptor)
-                                           ->sizeof_message);
+                (*arr)[i] =
+                    xcalloc(1, ((const ProtobufCMessageDescriptor *)f->descriptor)->sizeof_message);
                 protobuf_c_message_init(f->descriptor, (*arr)[i]);
             }
             (*count)++;
@@ -298,23 +298,12 @@ static void set_field(ProtobufCMessage *m, const char *path, const char *value)
     }
     assert_true(*rest == '\0');
     switch (f->type) {
-    case PROTOBUF_C_TYPE_STRING:
-        set_string(at, value);
-        break;
-    case PROTOBUF_C_TYPE_DOUBLE:
-        *(double *)at = strtod(value, NULL);
-        break;
-    case PROTOBUF_C_TYPE_INT64:
-        *(int64_t *)at = strtoll(value, NULL, 10);
-        break;
-    case PROTOBUF_C_TYPE_INT32:
-        *(int32_t *)at = (int32_t)strtol(value, NULL, 10);
-        break;
-    case PROTOBUF_C_TYPE_BOOL:
-        *(protobuf_c_boolean *)at = strcmp(value, "true") == 0;
-        break;
-    default:
-        fail_msg("spec_edit: field '%s' has a type this helper does not set", name);
+    case PROTOBUF_C_TYPE_STRING: set_string(at, value); break;
+    case PROTOBUF_C_TYPE_DOUBLE: *(double *)at = strtod(value, NULL); break;
+    case PROTOBUF_C_TYPE_INT64: *(int64_t *)at = strtoll(value, NULL, 10); break;
+    case PROTOBUF_C_TYPE_INT32: *(int32_t *)at = (int32_t)strtol(value, NULL, 10); break;
+    case PROTOBUF_C_TYPE_BOOL: *(protobuf_c_boolean *)at = strcmp(value, "true") == 0; break;
+    default: fail_msg("spec_edit: field '%s' has a type this helper does not set", name);
     }
 }
 
@@ -411,20 +400,20 @@ static void data_free(data_t *d)
 
 typedef struct {
     int progress, evals, ckpts, polls;
-    int stop_at_poll; /* should_stop true from this poll on (0: never) */
-    int ckpt_calls;   /* on_checkpoint calls, stored or not */
+    int stop_at_poll;          /* should_stop true from this poll on (0: never) */
+    int ckpt_calls;            /* on_checkpoint calls, stored or not */
     int fail_first, fail_last; /* calls (from 1) that fail; fail_last 0: all after */
-    void *ckpt[64];   /* every checkpoint, by arrival */
+    void *ckpt[64];            /* every checkpoint, by arrival */
     size_t ckpt_len[64];
     int64_t ckpt_step[64];
     double last_sps, last_eta, first_eta;
     int64_t last_progress_step;
-    int loss_scalars;      /* "loss" scalars, at steps loss_step_every apart */
+    int loss_scalars; /* "loss" scalars, at steps loss_step_every apart */
     int64_t last_loss_step;
-    char scalars[1024]; /* distinct tags seen */
-    double val_acc;     /* from the last on_eval, or -1 */
+    char scalars[1024];                        /* distinct tags seen */
+    double val_acc;                            /* from the last on_eval, or -1 */
     double last_progress_loss, last_eval_loss; /* train_loss / "loss" reported */
-    double step_loss[128]; /* "loss" scalars by step */
+    double step_loss[128];                     /* "loss" scalars by step */
 } hookrec;
 
 static void on_progress(void *data, const Fluxion__V1__JobProgress *p)
