@@ -398,8 +398,10 @@ static fxt_result loop(run_t *r)
                                                         : 500;
     int64_t last_eval = -1;
     while (r->step < p->total_steps && !r->stop_early) {
-        if (r->hk->should_stop && r->hk->should_stop(r->hk->data))
-            return fxt__checkpoint(r, true) ? FXT_FAILED : FXT_STOPPED;
+        if (r->hk->should_stop && r->hk->should_stop(r->hk->data)) {
+            fxt__checkpoint(r, true); /* not stored: resumed from the one before */
+            return FXT_STOPPED;
+        }
         if (r->pos == 0 && p->n_train > 1 && r->shuffle)
             shuffle(r);
         int64_t epoch = r->epoch;
