@@ -365,11 +365,11 @@ class FullDiskTest(unittest.TestCase):
                     if 'msg="%s"' % msg in ln and " job=%s " % job_id in ln + " "]
 
     def running_until(self, job_id, cond, what, timeout=60):
-        """Waits for cond(); fails when the job stops running first."""
+        """Waits for cond(job); fails when the job ends first."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             job = self.c.get_job(job_id)
-            self.assertEqual(job.state, training_pb2.RUNNING, "%s; error: %s" % (what, job.error))
+            self.assertNotIn(job.state, FINAL_STATES, "%s; error: %s" % (what, job.error))
             got = cond(job)
             if got:
                 return got
@@ -414,7 +414,9 @@ class FullDiskTest(unittest.TestCase):
             job.id, lambda j: j if j.checkpoint_step > stored.checkpoint_step else None,
             "checkpoint after the disk was freed")
         self.assertGreaterEqual(checkpoint_step(ckpt), later.checkpoint_step)
-        self.assertTrue(self.log_lines("checkpoint stored again", job.id))
+        # logged just after the record is committed
+        self.running_until(job.id, lambda j: self.log_lines("checkpoint stored again", job.id),
+                           "log line 'checkpoint stored again'")
         self.c.cancel_job(job.id)
         while self.c.get_job(job.id).state not in FINAL_STATES:
             time.sleep(0.05)
