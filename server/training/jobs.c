@@ -530,7 +530,21 @@ typedef struct {
     fxtb_writer *tb;
     char *ckpt_path;
     uint64_t last_persist_ns;
+    int ckpt_failures; /* checkpoints in a row not stored (for the log) */
+    bool tb_failing;   /* TensorBoard writes fail (logged once) */
 } run_ctx;
+
+/* TensorBoard trouble (a full disk) is logged once, and again when the
+ * events are written again, not for every scalar in between. */
+static void tb_status(run_ctx *r, int rc, const char *err)
+{
+    if (rc && !r->tb_failing)
+        fxl_log(FXL_WARN, "jobs", "cannot write TensorBoard events job=%" PRId64 " error=\"%s\"",
+                r->x->id, err);
+    else if (!rc && r->tb_failing)
+        fxl_log(FXL_INFO, "jobs", "TensorBoard events written again job=%" PRId64, r->x->id);
+    r->tb_failing = rc != 0;
+}
 
 static void on_update(run_ctx *r, const Fluxion__V1__JobProgress *p, int kind)
 {
@@ -560,33 +574,63 @@ static void hook_eval(void *data, const Fluxion__V1__JobProgress *p)
     on_update(data, p, FLUXION__V1__JOB_EVENT__KIND__EVALUATION);
 }
 
+/* A checkpoint not stored is a warning, not the job's end: the file is
+ * written atomically, so the previous checkpoint is still there to resume
+ * from, and the trainer tries again at the next interval (train.h). */
+static int checkpoint_failed(run_ctx *r, int64_t step, int rc, const char *err)
+{
+    char quoted[ERRLEN]; /* logfmt: the value's own quotes become ' */
+    snprintf(quoted, sizeof quoted, "%s", err);
+    for (char *q = quoted; (q = strchr(q, '"'));)
+        *q = '\'';
+    r->ckpt_failures++;
+    fxl_log(FXL_WARN, "jobs",
+            "checkpoint not stored job=%" PRId64 " step=%" PRId64 " failures_in_a_row=%d "
+            "status=%s error=\"%s\"",
+            r->x->id, step, r->ckpt_failures, fxs_status_name(rc), quoted);
+    return rc;
+}
+
 static int hook_checkpoint(void *data, const void *ckpt, size_t len, int64_t step, char *err,
                            size_t errlen)
 {
     run_ctx *r = data;
-    if (fxu_write_file_atomic(r->ckpt_path, ckpt, len, err, errlen) != 0)
-        return -1;
-    if (r->tb)
-        fxtb_flush(r->tb);
+    int rc = fxu_write_file_atomic(r->ckpt_path, ckpt, len, err, errlen);
+    if (rc)
+        return checkpoint_failed(r, step, rc, err);
+    char tberr[ERRLEN];
+    if (r->tb) /* a failed flush keeps its events for the next one */
+        tb_status(r, fxtb_flush(r->tb, tberr, sizeof tberr), tberr);
     pthread_mutex_lock(&r->j->mu);
     r->x->rec->checkpoint_step = step;
     r->last_persist_ns = fxu_mono_ns();
     char msg[64];
     snprintf(msg, sizeof msg, "checkpoint at step %" PRId64, step);
-    int rc = commit(r->j, r->x, FLUXION__V1__JOB_EVENT__KIND__CHECKPOINT, msg);
+    rc = commit(r->j, r->x, FLUXION__V1__JOB_EVENT__KIND__CHECKPOINT, msg);
     pthread_mutex_unlock(&r->j->mu);
-    if (rc)
+    if (rc) {
+        /* The file is the truth on a restart (prepare_inputs), so the job
+         * can resume from it; the record says an older step until the next
+         * commit. */
         fxu_seterr(err, errlen, "job %" PRId64 ": cannot record the checkpoint of step %" PRId64,
-               r->x->id, step);
-    return rc ? -1 : 0;
+                   r->x->id, step);
+        return checkpoint_failed(r, step, rc, err);
+    }
+    if (r->ckpt_failures)
+        fxl_log(FXL_INFO, "jobs",
+                "checkpoint stored again job=%" PRId64 " step=%" PRId64 " after_failures=%d",
+                r->x->id, step, r->ckpt_failures);
+    r->ckpt_failures = 0;
+    return 0;
 }
 
 static void hook_scalar(void *data, const char *tag, int64_t step, double value)
 {
     run_ctx *r = data;
-    if (r->tb && fxtb_scalar(r->tb, tag, step, value) != 0)
-        fxl_log(FXL_WARN, "jobs", "cannot write a TensorBoard scalar job=%" PRId64 " tag=%s",
-                r->x->id, tag);
+    char err[ERRLEN];
+    int rc = r->tb ? fxtb_scalar(r->tb, tag, step, value, err, sizeof err) : 0;
+    if (rc)
+        tb_status(r, rc, err);
 }
 
 static bool hook_stop(void *data)
@@ -814,8 +858,9 @@ static void train(fxj_jobs *j, job *x, run_ctx *r, run_inputs *in)
     fxt_result res = fxt_run(x->rec->spec, in->g, fxds_dataset_columns(in->train),
                              in->val ? fxds_dataset_columns(in->val) : NULL, in->ckpt,
                              in->ckpt_len, &h, &result, &rlen, &final, err, sizeof err);
+    char tberr[ERRLEN];
     if (r->tb)
-        fxtb_flush(r->tb);
+        tb_status(r, fxtb_flush(r->tb, tberr, sizeof tberr), tberr);
     if (res == FXT_DONE) {
         finish_done(j, x, result, rlen, final);
         final = NULL;
@@ -846,7 +891,7 @@ static void run_job(fxj_jobs *j, job *x)
         rc = mkdir_p(dir, err, sizeof err) ? FXS_INTERNAL : 0;
     if (!rc)
         rc = prepare_inputs(j, x, &in, err, sizeof err);
-    if (!rc && !(r.tb = fxtb_open(tbdir, err, sizeof err)))
+    if (!rc && fxtb_open(tbdir, &r.tb, err, sizeof err) != 0)
         fxl_log(FXL_WARN, "jobs", "no TensorBoard events job=%" PRId64 " error=\"%s\"", x->id,
                 err);
     if (rc)

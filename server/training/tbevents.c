@@ -6,32 +6,41 @@
  * Records are buffered in memory and written by fxtb_flush (or when the
  * buffer grows large). A crash can tear the last record; TensorBoard's reader
  * stops at a record whose length or CRC does not check out, so everything
- * before it stays readable.
+ * before it stays readable. A failed write (a full disk) is cut off the file
+ * at once and its records stay buffered for the next flush, so a disk that
+ * fills up and is freed again costs no events and leaves no torn record.
  */
 #include "training/tbevents.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "base/fsutil.h"
+#include "base/status.h"
+#include "base/util.h"
+
 #define AUTO_FLUSH_BYTES (64 * 1024)
+/* Records kept while writes fail (a full disk) before new ones are dropped. */
+#define MAX_PENDING (1024 * 1024)
 
 struct fxtb_writer {
     int fd;
     char *path;
+    off_t size;         /* bytes of whole records in the file */
     unsigned char *buf; /* framed records not yet written */
     size_t len, cap;
-    bool failed; /* a write failed: later calls fail too */
+    bool retrying; /* the last write failed: no automatic flush until one works */
+    bool broken;   /* a failed write could not be cut off: later calls fail */
 };
 
 /* ----------------------------------------------------------------- CRC-32C */
@@ -161,49 +170,16 @@ static void encode_event(bytes *ev, int64_t step, const char *file_version, cons
 
 /* ------------------------------------------------------------------ writer */
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
+/* Appends one TFRecord (length, masked CRC of it, data, masked CRC). While
+ * writes fail (a full disk), records wait in the buffer (no automatic flush
+ * until an explicit one works) up to MAX_PENDING bytes; past that, new ones
+ * are dropped. */
+static int append_record(fxtb_writer *w, const bytes *ev, char *err, size_t errlen)
 {
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
-static int mkdirs(const char *dir, char *err, size_t errlen)
-{
-    char *p = strdup(dir);
-    if (!p) {
-        set_err(err, errlen, "out of memory");
-        return -1;
-    }
-    int rc = 0;
-    for (char *s = p + 1; !rc; s++) {
-        bool end = *s == '\0';
-        if (*s != '/' && !end)
-            continue;
-        *s = '\0';
-        struct stat st;
-        if (mkdir(p, 0755) != 0 && errno != EEXIST)
-            rc = -1;
-        else if (stat(p, &st) != 0 || !S_ISDIR(st.st_mode))
-            rc = (errno = ENOTDIR, -1);
-        if (rc)
-            set_err(err, errlen, "tensorboard dir '%s': %s", p, strerror(errno));
-        if (end)
-            break;
-        *s = '/';
-    }
-    free(p);
-    return rc;
-}
-
-/* Appends one TFRecord (length, masked CRC of it, data, masked CRC). */
-static int append_record(fxtb_writer *w, const bytes *ev)
-{
+    if (w->len + ev->len + 16 > MAX_PENDING)
+        return fxu_fail(err, errlen, FXS_RESOURCE_EXHAUSTED,
+                        "%s: %zu bytes of events wait for a write that failed; event dropped",
+                        w->path, w->len);
     bytes rec = {.p = w->buf, .len = w->len, .cap = w->cap};
     unsigned char hdr[8];
     for (int i = 0; i < 8; i++)
@@ -212,39 +188,42 @@ static int append_record(fxtb_writer *w, const bytes *ev)
     put_le(&rec, fxtb_masked_crc(hdr, 8), 4);
     put(&rec, ev->p, ev->len);
     put_le(&rec, fxtb_masked_crc(ev->p, ev->len), 4);
-    if (rec.nomem) {
-        /* keep the whole records already there; drop the partial one */
-        w->buf = rec.p;
-        w->cap = rec.cap;
-        return -1;
-    }
     w->buf = rec.p;
-    w->len = rec.len;
     w->cap = rec.cap;
-    return w->len >= AUTO_FLUSH_BYTES ? fxtb_flush(w) : 0;
+    if (rec.nomem) /* keep the whole records already there; drop the partial one */
+        return fxu_oom(err, errlen);
+    w->len = rec.len;
+    return w->len >= AUTO_FLUSH_BYTES && !w->retrying ? fxtb_flush(w, err, errlen) : 0;
 }
 
 static int add_event(fxtb_writer *w, int64_t step, const char *file_version, const char *tag,
-                     double value)
+                     double value, char *err, size_t errlen)
 {
-    if (!w || w->failed)
-        return -1;
+    if (!w)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "tensorboard: no writer");
+    if (w->broken)
+        return fxu_fail(err, errlen, FXS_INTERNAL,
+                        "%s: the file could not be repaired after a "
+                        "failed write",
+                        w->path);
     bytes ev = {0};
     encode_event(&ev, step, file_version, tag, value);
-    int rc = ev.nomem ? -1 : append_record(w, &ev);
+    int rc = ev.nomem ? fxu_oom(err, errlen) : append_record(w, &ev, err, errlen);
     free(ev.p);
     return rc;
 }
 
-fxtb_writer *fxtb_open(const char *dir, char *err, size_t errlen)
+int fxtb_open(const char *dir, fxtb_writer **out, char *err, size_t errlen)
 {
     static atomic_uint counter;
-    if (!dir || !*dir) {
-        set_err(err, errlen, "tensorboard dir is empty");
-        return NULL;
-    }
-    if (mkdirs(dir, err, errlen))
-        return NULL;
+    if (!out)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "tensorboard: no place for the writer");
+    *out = NULL;
+    if (!dir || !*dir)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "tensorboard dir is empty");
+    int rc = fxu_mkdir_p(dir, err, errlen);
+    if (rc)
+        return rc;
     char host[256] = "localhost";
     if (gethostname(host, sizeof host - 1) != 0)
         strcpy(host, "localhost");
@@ -255,52 +234,63 @@ fxtb_writer *fxtb_open(const char *dir, char *err, size_t errlen)
         w->path = malloc(n);
     if (!w || !w->path) {
         free(w);
-        set_err(err, errlen, "out of memory");
-        return NULL;
+        return fxu_oom(err, errlen);
     }
     snprintf(w->path, n, "%s/events.out.tfevents.%lld.%s.%d.%u", dir, (long long)time(NULL), host,
              (int)getpid(), atomic_fetch_add(&counter, 1));
     w->fd = open(w->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (w->fd < 0) {
-        set_err(err, errlen, "%s: %s", w->path, strerror(errno));
+        int e = errno;
+        rc = fxu_fail(err, errlen, fxu_errno_status(e), "%s: %s", w->path, strerror(e));
         free(w->path);
         free(w);
-        return NULL;
+        return rc;
     }
-    if (add_event(w, 0, "brain.Event:2", NULL, 0) || fxtb_flush(w)) {
-        set_err(err, errlen, "%s: could not write the file header", w->path);
+    rc = add_event(w, 0, "brain.Event:2", NULL, 0, err, errlen);
+    if (!rc)
+        rc = fxtb_flush(w, err, errlen);
+    if (rc) {
         fxtb_close(w);
-        return NULL;
+        return rc;
     }
-    return w;
+    *out = w;
+    return 0;
 }
 
-int fxtb_scalar(fxtb_writer *w, const char *tag, int64_t step, double value)
+int fxtb_scalar(fxtb_writer *w, const char *tag, int64_t step, double value, char *err,
+                size_t errlen)
 {
     if (!tag || !*tag)
-        return -1;
-    return add_event(w, step, NULL, tag, value);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "tensorboard: a scalar needs a tag");
+    return add_event(w, step, NULL, tag, value, err, errlen);
 }
 
-int fxtb_flush(fxtb_writer *w)
+int fxtb_flush(fxtb_writer *w, char *err, size_t errlen)
 {
-    if (!w || w->failed)
-        return -1;
-    size_t off = 0;
-    while (off < w->len) {
-        ssize_t n = write(w->fd, w->buf + off, w->len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            w->failed = true;
-            return -1;
-        }
-        off += (size_t)n;
+    if (!w)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "tensorboard: no writer");
+    if (w->broken)
+        return fxu_fail(err, errlen, FXS_INTERNAL,
+                        "%s: the file could not be repaired after a "
+                        "failed write",
+                        w->path);
+    if (!w->len)
+        return 0;
+    if (fxu_write_all(w->fd, w->buf, w->len) != 0) {
+        int e = errno;
+        /* Cut off what part of the buffer got written: the file keeps whole
+         * records only, and the next flush writes the buffer again. */
+        if (ftruncate(w->fd, w->size) != 0 || lseek(w->fd, w->size, SEEK_SET) != w->size)
+            w->broken = true;
+        w->retrying = true;
+        return fxu_fail(err, errlen, fxu_errno_status(e), "%s: %s", w->path, strerror(e));
     }
+    w->size += (off_t)w->len;
     w->len = 0;
+    w->retrying = false;
     if (fsync(w->fd) != 0) {
-        w->failed = true;
-        return -1;
+        int e = errno;
+        return fxu_fail(err, errlen, fxu_errno_status(e), "%s: fsync: %s", w->path, strerror(e));
     }
     return 0;
 }
@@ -309,7 +299,7 @@ void fxtb_close(fxtb_writer *w)
 {
     if (!w)
         return;
-    fxtb_flush(w);
+    fxtb_flush(w, NULL, 0);
     close(w->fd);
     free(w->buf);
     free(w->path);

@@ -1,7 +1,14 @@
 /*
- * train.h - one training job on the engine: a JobSpec (proto/fluxion/v1/
- * training.proto) applied to a graph and in-memory columns. No RPC, no store:
- * the jobs module gives it data and hooks, and writes what it hands back.
+ * train.h - the trainer: one training job on the engine, a JobSpec
+ * (proto/fluxion/v1/training.proto) applied to a graph and in-memory columns.
+ * No RPC, no store: the jobs module (jobs.h) gives it data and hooks, and
+ * writes what it hands back (progress, checkpoints, scalars, the result).
+ *
+ * What the trainer owns, file by file (shared internals: train_internal.h):
+ *   train_plan.c    the plan: validation of the spec (fxt_validate)
+ *   train.c         the step loop, evaluations, early stopping (fxt_run)
+ *   train_report.c  reported values, progress, TensorBoard scalars
+ *   train_ckpt.c    checkpoints: what they hold, and resuming from one
  *
  * Determinism: with the same spec, seed, data and starting weights, the CPU
  * result is bit-for-bit the same, also when the run was stopped and resumed
@@ -20,20 +27,32 @@
 #include "fluxion/v1/training.pb-c.h"
 #include "models/graph.h"
 
+/* The default of fxt_hooks.max_checkpoint_failures: with the default
+ * interval (500 steps) a job trains 5,000 steps on a full disk, time for
+ * someone to free space, before it gives up. */
+#define FXT_MAX_CHECKPOINT_FAILURES 10
+
 typedef enum {
-    FXT_DONE = 0,    /* finished: steps/epochs done or stopped early */
-    FXT_STOPPED,     /* should_stop said so: resume from the last checkpoint */
-    FXT_FAILED,      /* err says why (non-finite loss, out of memory, ...) */
+    FXT_DONE = 0, /* finished: steps/epochs done or stopped early */
+    FXT_STOPPED,  /* should_stop said so: resume from the last checkpoint */
+    FXT_FAILED,   /* err says why (non-finite loss, out of memory, ...) */
 } fxt_result;
 
 typedef struct {
-    /* Progress (step, loss, samples/s, ETA, lr): at most every
-     * progress_interval_s seconds (0: 0.5) and at the end. */
+    /* Progress (step, samples/s, ETA, lr, and the loss and metrics of the
+     * last evaluation): at most every progress_interval_s seconds (0: 0.5)
+     * and at the end. The interval decides when a report goes out, never
+     * what it says. */
     void (*on_progress)(void *data, const Fluxion__V1__JobProgress *p);
     /* After each evaluation (validation loss and metrics in p). */
     void (*on_eval)(void *data, const Fluxion__V1__JobProgress *p);
-    /* A checkpoint to store (atomically) for step; non-zero return fails the
-     * job with the message the hook wrote into err. */
+    /* A checkpoint to store (atomically, so that a failure leaves the
+     * previous one in place) for step: 0, or an fxs_status code with the
+     * message in err. A checkpoint that was not stored does not stop the
+     * run: the previous one stays the one to resume from, and the next
+     * interval tries again; max_checkpoint_failures failures in a row fail
+     * the run ("checkpoint at step N: RESOURCE_EXHAUSTED: ..."). A stop's
+     * checkpoint that fails still stops (FXT_STOPPED). */
     int (*on_checkpoint)(void *data, const void *ckpt, size_t len, int64_t step, char *err,
                          size_t errlen);
     /* Scalars for TensorBoard: tag ("loss", "val_loss", "lr",
@@ -53,6 +72,9 @@ typedef struct {
     /* spec.memory_limit_bytes: checked after every step against the
      * parameters, gradients, optimizer state and the step's arena. */
     uint64_t memory_limit_bytes;
+    /* Periodic checkpoints in a row that may fail before the run does;
+     * 0: FXT_MAX_CHECKPOINT_FAILURES. */
+    int max_checkpoint_failures;
 } fxt_hooks;
 
 /* Checks the spec against the graph and the data before anything runs:
@@ -71,14 +93,21 @@ int fxt_validate(const Fluxion__V1__JobSpec *spec, const fxg_graph *g, const fxd
  *   optimizer.rho is RMSprop's decay (alpha) or AdaDelta's rho.
  * - The last partial batch of an epoch is used; validation_split holds out
  *   floor(split * samples) of the last samples.
- * - Reported values (JobProgress.metrics, on_scalar tags): "loss" (training,
- *   averaged since the last report), "lr", "val_loss"; with several losses
- *   also "loss:OUTPUT" and "val_loss:OUTPUT" (unweighted); per metric NAME
- *   ("accuracy", "accuracy:OUTPUT": training since the last evaluation) and
+ * - Reported values (JobProgress.metrics, on_scalar tags): "loss", "lr",
+ *   "val_loss"; with several losses also "loss:OUTPUT" and "val_loss:OUTPUT"
+ *   (unweighted); per metric NAME ("accuracy", "accuracy:OUTPUT") and
  *   "val_NAME". Plain "accuracy" is on the first cross_entropy,
  *   cross_entropy_soft or bce_with_logits loss's output. early_stopping.metric
- *   is one of these names. "loss" and "lr" scalars come every
- *   max(1, total_steps / 100) steps, the others at each evaluation.
+ *   is one of these names.
+ * - Training values ("loss", "loss:OUTPUT", the metrics) are means over the
+ *   evaluation window: the steps since the evaluation before (an epoch, or
+ *   eval_every_steps steps). They are set at each evaluation, and progress
+ *   reports carry those of the last one (JobProgress.train_loss = "loss", 0
+ *   before the first evaluation), so what a job records depends on its
+ *   steps alone, also across a stop and resume. The run ends with an
+ *   evaluation.
+ * - TensorBoard: "loss" (the mean since the last "loss" scalar) and "lr"
+ *   every max(1, total_steps / 100) steps, the others at each evaluation.
  * - Periodic checkpoints are not taken at the final step (the result
  *   follows); a stop request checkpoints the step it stops at. */
 
