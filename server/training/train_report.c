@@ -122,6 +122,7 @@ void fxt__progress_of(run_t *r, Fluxion__V1__JobProgress *pg, Fluxion__V1__Metri
     pg->epoch = r->epoch;
     pg->total_epochs = r->P.total_epochs;
     pg->train_loss = loss;
+    pg->running_loss = r->win_n > 0 ? r->win_loss / (double)r->win_n : 0;
     pg->val_loss = r->vhave[V_VAL_LOSS] ? r->vval[V_VAL_LOSS] : 0;
     pg->learning_rate = r->vval[V_LR];
     double el = fxt__now_s() - r->t_start;
