@@ -21,6 +21,13 @@
  * call to a worker, return, finish it there). After the client cancels or
  * the deadline passes, fxr_reply/fxr_fail still must be called (they then
  * only release the call); fxr_cancelled() tells a long handler to stop early.
+ *
+ * Files: this header is the module's interface and its documentation.
+ * server.c (lifecycle, pollers, accepting calls, drain), call.c (one call:
+ * reply/fail/send/recv, cancellation; every request is unpacked in one
+ * function there), dispatch.c (the method table, routing, the handler pool,
+ * the streams' threads). rpc_internal.h holds their shared state and is
+ * private to this folder.
  */
 #ifndef FXR_RPC_H
 #define FXR_RPC_H
