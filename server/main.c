@@ -23,6 +23,7 @@ typedef struct {
     long threads, rpc_threads, poll_threads;
     long max_message_mb, max_import_mb, grace_seconds, max_dataset_mb, dataset_quota_mb;
     long train_workers, checkpoint_steps;
+    long max_streams, max_streams_per_client, stream_idle_seconds;
     long long max_model_params;
     fxsv_devices enabled; /* --devices parsed */
 } options;
@@ -48,6 +49,15 @@ static void usage(FILE *f)
 "  --threads N             engine threads per operation (default: CPUs online)\n"
 "  --rpc-threads N         threads running RPC handlers (default 8)\n"
 "  --poll-threads N        threads polling gRPC completion queues (default 2)\n"
+"  --max-streams N         streaming calls open at once (uploads, imports,\n"
+"                          exports, watches; each holds a thread); more get\n"
+"                          RESOURCE_EXHAUSTED (default 64)\n"
+"  --max-streams-per-client N\n"
+"                          of them, the most one client connection may hold\n"
+"                          (default: a quarter of --max-streams)\n"
+"  --stream-idle-seconds S an upload or import whose client sends nothing for\n"
+"                          S seconds is ended (DEADLINE_EXCEEDED); 0: never\n"
+"                          (default 60)\n"
 "  --max-message-mb N      largest gRPC message in or out, MiB (default 64);\n"
 "                          larger requests get RESOURCE_EXHAUSTED\n"
 "  --max-import-mb N       largest weights upload (ImportWeights), MiB (default 4096)\n"
@@ -82,7 +92,7 @@ static int parse_args(int argc, char **argv, options *o)
 {
     enum { O_LISTEN = 1000, O_DATA, O_DEVICE, O_THREADS, O_RPC, O_POLL, O_MSG,
            O_IMPORT, O_PARAMS, O_GRACE, O_LEVEL, O_FORMAT, O_VERSION, O_DSMAX, O_DSQUOTA,
-           O_TWORKERS, O_CKPT };
+           O_TWORKERS, O_CKPT, O_STREAMS, O_PEER_STREAMS, O_IDLE };
     static const struct option longs[] = {
         { "listen", required_argument, 0, O_LISTEN },
         { "data-dir", required_argument, 0, O_DATA },
@@ -91,6 +101,9 @@ static int parse_args(int argc, char **argv, options *o)
         { "threads", required_argument, 0, O_THREADS },
         { "rpc-threads", required_argument, 0, O_RPC },
         { "poll-threads", required_argument, 0, O_POLL },
+        { "max-streams", required_argument, 0, O_STREAMS },
+        { "max-streams-per-client", required_argument, 0, O_PEER_STREAMS },
+        { "stream-idle-seconds", required_argument, 0, O_IDLE },
         { "max-message-mb", required_argument, 0, O_MSG },
         { "max-import-mb", required_argument, 0, O_IMPORT },
         { "max-model-params", required_argument, 0, O_PARAMS },
@@ -111,7 +124,8 @@ static int parse_args(int argc, char **argv, options *o)
                     .rpc_threads = 8, .poll_threads = 2,
                     .max_message_mb = 64, .max_import_mb = 4096, .grace_seconds = 5,
                     .max_model_params = 1LL << 30, .max_dataset_mb = 16384,
-                    .train_workers = 1, .checkpoint_steps = 500 };
+                    .train_workers = 1, .checkpoint_steps = 500,
+                    .max_streams = 64, .stream_idle_seconds = 60 };
     int c;
     long v;
     opterr = 0;
@@ -123,6 +137,12 @@ static int parse_args(int argc, char **argv, options *o)
         case O_THREADS: if (parse_long("--threads", optarg, 1, 1024, &o->threads)) return 2; break;
         case O_RPC: if (parse_long("--rpc-threads", optarg, 1, 1024, &o->rpc_threads)) return 2; break;
         case O_POLL: if (parse_long("--poll-threads", optarg, 1, 64, &o->poll_threads)) return 2; break;
+        case O_STREAMS: if (parse_long("--max-streams", optarg, 1, 1024, &o->max_streams)) return 2; break;
+        case O_PEER_STREAMS:
+            if (parse_long("--max-streams-per-client", optarg, 1, 1024, &o->max_streams_per_client))
+                return 2;
+            break;
+        case O_IDLE: if (parse_long("--stream-idle-seconds", optarg, 0, 86400, &o->stream_idle_seconds)) return 2; break;
         case O_MSG: if (parse_long("--max-message-mb", optarg, 1, 2047, &o->max_message_mb)) return 2; break;
         case O_IMPORT: if (parse_long("--max-import-mb", optarg, 1, 1L << 20, &o->max_import_mb)) return 2; break;
         case O_PARAMS:
@@ -297,7 +317,12 @@ int main(int argc, char **argv)
     fxr_server_opts so = { .listen = o.listen, .poll_threads = (int)o.poll_threads,
                            .handler_threads = (int)o.rpc_threads,
                            .max_recv_bytes = d.max_message_bytes,
-                           .max_send_bytes = d.max_message_bytes, .log = rpc_log };
+                           .max_send_bytes = d.max_message_bytes,
+                           .max_streams = (int)o.max_streams,
+                           .max_streams_per_peer = (int)o.max_streams_per_client,
+                           .stream_idle_ms = o.stream_idle_seconds
+                                                 ? (int)o.stream_idle_seconds * 1000 : -1,
+                           .log = rpc_log };
     d.rpc = d.serving ? fxr_server_create(&so, err, sizeof err) : NULL;
     if (!d.rpc) {
         fxl_log(FXL_ERROR, "main", "cannot serve addr=%s error=\"%s\"", o.listen,

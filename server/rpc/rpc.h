@@ -72,6 +72,18 @@ typedef struct {
     int handler_threads;      /* 0: 8 */
     size_t max_recv_bytes;    /* per message; 0: 64 MiB. Larger: RESOURCE_EXHAUSTED */
     size_t max_send_bytes;    /* per message; 0: 64 MiB */
+    /* Streaming calls (of every kind) open at once, each holding a thread;
+     * past it a new stream is answered RESOURCE_EXHAUSTED. 0: 64. */
+    int max_streams;
+    /* Of them, the most one client connection (one peer address) may hold,
+     * so that one client cannot take every slot. 0: max_streams / 4, at
+     * least 1. */
+    int max_streams_per_peer;
+    /* How long fxr_recv waits for the client's next message before it ends
+     * the call (DEADLINE_EXCEEDED to the client, -1 to the handler) and so
+     * frees its thread. 0: 60 s; < 0: no limit. Server-streaming calls are
+     * never idle by this measure: only waits for the client count. */
+    int stream_idle_ms;
     /* Called (from any thread) with one line per event worth logging:
      * level "info"/"warn"/"error". NULL: stderr. */
     void (*log)(void *log_data, const char *level, const char *msg);

@@ -77,6 +77,7 @@ static atomic_int slow_saw_cancel;
 static atomic_int stream_saw_cancel;
 static atomic_int unary_runs;
 static atomic_int upload_saw_cancel;
+static atomic_llong upload_broken_ms; /* when h_client_stream's fxr_recv last failed */
 
 static void reply_text(fxr_call *call, const char *text, int index)
 {
@@ -136,6 +137,7 @@ static void h_client_stream(fxr_call *call, const ProtobufCMessage *m, void *dat
         protobuf_c_message_free_unpacked(msg, NULL);
     }
     if (rc < 0) {
+        atomic_store(&upload_broken_ms, now_ms());
         if (fxr_cancelled(call))
             atomic_fetch_add(&upload_saw_cancel, 1);
         fxr_fail(call, fxr_cancelled(call) ? FXS_CANCELLED : FXS_INVALID_ARGUMENT,
@@ -1176,6 +1178,221 @@ static void test_shutdown_idle_fast(void **state)
     fxc_channel_free(e.ch);
 }
 
+/* ------------------------------------------------------ stream limits */
+
+/* next() of an upload that sends u->n chunks, each after u->gap_ms, then
+ * (when hold is set) waits until hold is cleared before ending its stream:
+ * an idle client. */
+typedef struct {
+    upload u;
+    int gap_ms;
+    atomic_int *hold;
+    fxc_channel *ch;
+    const char *path;
+    int rc;
+    char err[256];
+    atomic_int done;
+    int64_t took_ms;
+} idle_stream;
+
+static const ProtobufCMessage *next_idle_chunk(void *data, int *fail)
+{
+    idle_stream *is = data;
+    if (is->u.sent < is->u.n) {
+        if (is->gap_ms)
+            sleep_ms(is->gap_ms);
+        return next_chunk(&is->u, fail);
+    }
+    while (is->hold && atomic_load(is->hold))
+        sleep_ms(5);
+    return NULL;
+}
+
+static void *idle_stream_main(void *arg)
+{
+    idle_stream *is = arg;
+    Fxtest__EchoReply *rep = NULL;
+    fxc_call_opts co = { .timeout_ms = 20000 };
+    int64_t t0 = now_ms();
+    is->rc = fxc_client_stream(is->ch, is->path ? is->path : "/fxtest.Echo/ClientStream",
+                               next_idle_chunk, NULL, is, REPLY_DESC,
+                               (ProtobufCMessage **)&rep, &co, is->err, sizeof is->err);
+    is->took_ms = now_ms() - t0;
+    if (rep)
+        protobuf_c_message_free_unpacked(&rep->base, NULL);
+    atomic_store(&is->done, 1);
+    return NULL;
+}
+
+static fxr_server *limits_srv;
+
+static bool limits_idle(void)
+{
+    return fxr_server_in_flight(limits_srv) == 0;
+}
+
+/* Defect 7: a client stream whose client sends nothing for the idle limit
+ * is ended (DEADLINE_EXCEEDED with a message naming the limit) and its
+ * handler thread freed, long before the client would have gone on; a slow
+ * but steady client, and a server stream that is slow to send, are not
+ * idle. */
+static void test_stream_idle_timeout(void **state)
+{
+    fxr_server_opts o = { .listen = "127.0.0.1:0", .stream_idle_ms = 300, .log = capture_log };
+    env e = start_env_opts(&o, 0);
+    limits_srv = e.srv;
+    /* static: a failed assertion leaves the client thread running */
+    static atomic_int hold;
+    static idle_stream is;
+    atomic_store(&hold, 1);
+    is = (idle_stream){ .u = { .n = 1 }, .hold = &hold, .ch = e.ch };
+    pthread_t th;
+    atomic_store(&upload_broken_ms, 0);
+    int64_t t0 = now_ms();
+    assert_int_equal(pthread_create(&th, NULL, idle_stream_main, &is), 0);
+    /* the handler's fxr_recv fails after the idle limit, the call ends */
+    sleep_ms(100);
+    assert_true(wait_for(limits_idle, 2000));
+    int64_t broken = atomic_load(&upload_broken_ms);
+    assert_true(broken > 0);
+    print_message("idle client stream ended after %lld ms (limit 300 ms)\n",
+                  (long long)(broken - t0));
+    assert_true(broken - t0 >= 250 && broken - t0 < 1500);
+    assert_int_equal(atomic_load(&hold), 1); /* the client was still there */
+    atomic_store(&hold, 0);
+    pthread_join(th, NULL);
+    assert_int_equal(is.rc, FXC_DEADLINE_EXCEEDED);
+    if (!strstr(is.err, "stream idle limit") || !strstr(is.err, "--stream-idle-seconds"))
+        fail_msg("message '%s' does not name the idle limit", is.err);
+    assert_true(log_has("rpc: /fxtest.Echo/ClientStream from ipv4:127.0.0.1:"));
+
+    /* 6 chunks 150 ms apart: 900 ms in all, never 300 ms without one */
+    idle_stream steady = { .u = { .n = 6 }, .gap_ms = 150, .ch = e.ch };
+    idle_stream_main(&steady);
+    assert_int_equal(steady.rc, FXC_OK);
+    /* a server stream that waits 400 ms between messages */
+    Fxtest__EchoRequest req = FXTEST__ECHO_REQUEST__INIT;
+    req.text = "s";
+    req.count = 3;
+    req.sleep_ms = 400;
+    stream_seen seen = { 0 };
+    fxc_call_opts co = { .timeout_ms = 10000 };
+    char err[256];
+    assert_int_equal(fxc_server_stream(e.ch, "/fxtest.Echo/ServerStream", &req.base, REPLY_DESC,
+                                       on_stream_msg, &seen, &co, err, sizeof err),
+                     FXC_OK);
+    assert_int_equal(seen.n, 3);
+    stop_env(&e);
+}
+
+static const char *peer_of(fxc_channel *ch, char *buf, size_t len)
+{
+    Fxtest__EchoRequest req = FXTEST__ECHO_REQUEST__INIT;
+    Fxtest__EchoReply *rep = NULL;
+    char err[256];
+    assert_int_equal(call_echo(ch, "Unary", &req, &rep, 5000, err, sizeof err), FXC_OK);
+    snprintf(buf, len, "%s", rep->peer);
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    return buf;
+}
+
+static int count_done(idle_stream *is, int n)
+{
+    int done = 0;
+    for (int i = 0; i < n; i++)
+        done += atomic_load(&is[i].done);
+    return done;
+}
+
+/* Waits until `want` of is[0..n) finished (or 5 s). */
+static int wait_done(idle_stream *is, int n, int want)
+{
+    int64_t end = now_ms() + 5000;
+    while (count_done(is, n) < want && now_ms() < end)
+        sleep_ms(5);
+    return count_done(is, n);
+}
+
+static void expect_refused(const idle_stream *is, const char *needle)
+{
+    assert_int_equal(is->rc, FXC_RESOURCE_EXHAUSTED);
+    if (!strstr(is->err, needle))
+        fail_msg("refusal '%s' does not name '%s'", is->err, needle);
+    assert_true(is->took_ms < 2000);
+}
+
+/* Defect 7: at most max_streams streaming calls at once, and at most
+ * max_streams_per_peer from one client connection; past either a new
+ * stream (client or server streaming) is refused RESOURCE_EXHAUSTED at
+ * once, naming the limit, while unary calls go on. */
+static void test_stream_limits(void **state)
+{
+    fxr_server_opts o = { .listen = "127.0.0.1:0", .max_streams = 4, .max_streams_per_peer = 2,
+                          .stream_idle_ms = -1, .log = capture_log };
+    env e = start_env_opts(&o, 0);
+    limits_srv = e.srv;
+    /* channels with different arguments do not share a connection */
+    char t[64];
+    snprintf(t, sizeof t, "127.0.0.1:%d", e.port);
+    fxc_channel *b = fxc_channel_create(t, &(fxc_channel_opts){ .max_recv_bytes = 1 << 20 });
+    fxc_channel *c = fxc_channel_create(t, &(fxc_channel_opts){ .max_recv_bytes = 2 << 20 });
+    char pa[128], pb[128], pc[128];
+    peer_of(e.ch, pa, sizeof pa);
+    peer_of(b, pb, sizeof pb);
+    peer_of(c, pc, sizeof pc);
+    assert_true(strcmp(pa, pb) != 0 && strcmp(pb, pc) != 0 && strcmp(pa, pc) != 0);
+
+    static atomic_int hold; /* static: see test_stream_idle_timeout */
+    static idle_stream is[6];
+    pthread_t th[6];
+    atomic_store(&hold, 1);
+    fxc_channel *chans[6] = { e.ch, e.ch, e.ch, b, b, c };
+    for (int i = 0; i < 6; i++) {
+        is[i] = (idle_stream){ .u = { .n = 1 }, .hold = &hold, .ch = chans[i], .rc = -1 };
+        assert_int_equal(pthread_create(&th[i], NULL, idle_stream_main, &is[i]), 0);
+        if (i == 2) /* A's third stream is refused: A holds 2 of its own */
+            assert_int_equal(wait_done(is, 6, 1), 1);
+        if (i == 4) /* B's two fit: 4 streams open, the server's limit */
+            sleep_ms(300);
+    }
+    /* C's stream is refused: the server holds 4 */
+    assert_int_equal(wait_done(is, 6, 2), 2);
+    assert_true(atomic_load(&is[2].done) && atomic_load(&is[5].done));
+    expect_refused(&is[2], "--max-streams-per-client");
+    expect_refused(&is[5], "--max-streams");
+    assert_true(log_has("warn: rpc: refused /fxtest.Echo/ClientStream from"));
+    /* a server stream counts too */
+    Fxtest__EchoRequest req = FXTEST__ECHO_REQUEST__INIT;
+    req.text = "s";
+    req.count = 1;
+    stream_seen seen = { 0 };
+    fxc_call_opts co = { .timeout_ms = 5000 };
+    char err[256];
+    assert_int_equal(fxc_server_stream(c, "/fxtest.Echo/ServerStream", &req.base, REPLY_DESC,
+                                       on_stream_msg, &seen, &co, err, sizeof err),
+                     FXC_RESOURCE_EXHAUSTED);
+    /* unary calls are not held up, from any client */
+    int64_t t0 = now_ms();
+    peer_of(c, pc, sizeof pc);
+    peer_of(e.ch, pa, sizeof pa);
+    assert_true(now_ms() - t0 < 1000);
+    /* the held streams end normally when their clients finish */
+    atomic_store(&hold, 0);
+    for (int i = 0; i < 6; i++) {
+        pthread_join(th[i], NULL);
+        if (i != 2 && i != 5)
+            assert_int_equal(is[i].rc, FXC_OK);
+    }
+    /* and the slots are free again */
+    assert_true(wait_for(limits_idle, 2000));
+    assert_int_equal(fxc_server_stream(c, "/fxtest.Echo/ServerStream", &req.base, REPLY_DESC,
+                                       on_stream_msg, &seen, &co, err, sizeof err),
+                     FXC_OK);
+    fxc_channel_free(b);
+    fxc_channel_free(c);
+    stop_env(&e);
+}
+
 static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -1219,6 +1436,8 @@ int main(void)
         cmocka_unit_test(test_shutdown_idle_fast),
         cmocka_unit_test(test_shutdown_upload),
         cmocka_unit_test(test_busy_pool),
+        cmocka_unit_test(test_stream_idle_timeout),
+        cmocka_unit_test(test_stream_limits),
     };
     const struct CMUnitTest with_shared[] = {
         cmocka_unit_test(test_unary),
