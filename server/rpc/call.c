@@ -13,10 +13,12 @@
 #include "rpc/rpc_internal.h"
 #include "base/util.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/support/alloc.h>
@@ -80,8 +82,15 @@ fxr_call *fxr__call_new(fxr_server *s)
     grpc_call_details_init(&c->details);
     grpc_metadata_array_init(&c->md);
     pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->cv, NULL);
+    /* CLOCK_MONOTONIC: fxr_recv's idle limit must not move with the wall
+     * clock */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cv, &ca);
+    pthread_condattr_destroy(&ca);
     c->refs = 1;
+    c->stream_slot = -1;
     c->deadline_ns = INT64_MAX;
     return c;
 }
@@ -342,6 +351,43 @@ static void on_stream_recv(tag *t, bool ok)
     fxr__call_release(c);
 }
 
+/* The client sent nothing for opts.stream_idle_ms while fxr_recv waited
+ * (c->mu held): end the call with DEADLINE_EXCEEDED and a message naming
+ * the limit. gRPC then completes the pending RECV_MESSAGE (failed), so the
+ * handler's fxr_recv returns -1 at once and its thread is freed. */
+static void expire_idle(fxr_call *c)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg, "no message from the client for %g s, the stream idle limit "
+             "(--stream-idle-seconds): the call is ended", c->s->opts.stream_idle_ms / 1000.0);
+    c->idle_expired = true;
+    atomic_store(&c->gone, true);
+    grpc_call_cancel_with_status(c->call, GRPC_STATUS_DEADLINE_EXCEEDED, msg, NULL);
+    fxr__log(c->s, "info", "rpc: %s from %s: %s", c->path, fxr_peer(c), msg);
+}
+
+/* Waits (c->mu held) for the RECV_MESSAGE batch started by fxr_recv, at
+ * most the idle limit: the timer of a client-streamed call is this timed
+ * wait on its own handler thread, no thread or timer of its own. */
+static void wait_received(fxr_call *c)
+{
+    int idle_ms = c->s->opts.stream_idle_ms;
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += idle_ms / 1000;
+    until.tv_nsec += (long)(idle_ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    while (c->receiving) {
+        if (idle_ms < 0 || c->idle_expired)
+            pthread_cond_wait(&c->cv, &c->mu);
+        else if (pthread_cond_timedwait(&c->cv, &c->mu, &until) == ETIMEDOUT && c->receiving)
+            expire_idle(c);
+    }
+}
+
 int fxr_recv(fxr_call *c, ProtobufCMessage **msg)
 {
     *msg = NULL;
@@ -363,8 +409,7 @@ int fxr_recv(fxr_call *c, ProtobufCMessage **msg)
         pthread_mutex_unlock(&c->mu);
         return -1;
     }
-    while (c->receiving)
-        pthread_cond_wait(&c->cv, &c->mu);
+    wait_received(c);
     grpc_byte_buffer *bb = c->recv_bb;
     c->recv_bb = NULL;
     bool ok = c->recv_ok;

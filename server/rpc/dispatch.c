@@ -198,6 +198,64 @@ static void on_unary_request(tag *t, bool ok)
     fxr__call_release(c);
 }
 
+/* ------------------------------------------------------------- streams */
+
+/* A stream slot's key for a peer address ("ipv4:127.0.0.1:50321": one
+ * client connection): FNV-1a, never 0 (0 marks a free slot). */
+static uint64_t peer_key(const char *peer)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (const unsigned char *p = (const unsigned char *)peer; *p; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    return h ? h : 1;
+}
+
+/* Takes a stream slot for c, or says (in why) which limit refuses it. The
+ * scan is over opts.max_streams slots (64 by default), under s->mu. */
+static bool stream_admit(fxr_server *s, fxr_call *c, char *why, size_t whylen)
+{
+    uint64_t key = peer_key(fxr_peer(c));
+    int free_slot = -1, open = 0, mine = 0;
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < s->opts.max_streams; i++) {
+        if (!s->stream_peers[i]) {
+            if (free_slot < 0)
+                free_slot = i;
+            continue;
+        }
+        open++;
+        mine += s->stream_peers[i] == key;
+    }
+    bool ok = free_slot >= 0 && mine < s->opts.max_streams_per_peer;
+    if (ok) {
+        s->stream_peers[free_slot] = key;
+        c->stream_slot = free_slot;
+        s->stream_threads++;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (ok)
+        return true;
+    if (mine >= s->opts.max_streams_per_peer)
+        snprintf(why, whylen, "this client already has %d streaming calls open, the most one "
+                 "client may hold (--max-streams-per-client %d): finish or cancel one first",
+                 mine, s->opts.max_streams_per_peer);
+    else
+        snprintf(why, whylen, "the server has %d streaming calls open, its limit "
+                 "(--max-streams %d): try again later", open, s->opts.max_streams);
+    return false;
+}
+
+/* Gives back a stream's slot (its thread ends, or never started) and wakes
+ * the shutdown, which waits for every stream thread. */
+static void stream_release(fxr_server *s, int slot)
+{
+    pthread_mutex_lock(&s->mu);
+    s->stream_peers[slot] = 0;
+    s->stream_threads--;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
 /* A streaming call's thread: client-streaming and bidi handlers read their
  * requests themselves; a server-streaming one gets its request parsed here.
  * Streams may last as long as a training job: they never hold a thread of
@@ -206,25 +264,36 @@ static void *stream_main(void *arg)
 {
     fxr_call *c = arg;
     fxr_server *s = c->s;
+    int slot = c->stream_slot; /* read now: the handler may free c */
     if (c->route->kind == FXR_SERVER_STREAM)
-        run_queued(c); /* may free c */
+        run_queued(c);
     else
-        c->route->fn(c, NULL, c->route->data); /* may free c */
-    fxr__wake(s, &s->stream_threads, -1);
+        c->route->fn(c, NULL, c->route->data);
+    stream_release(s, slot);
     return NULL;
 }
 
+/* Every streaming call (server, client or bidi) gets a thread of its own,
+ * within the limits of opts.max_streams and opts.max_streams_per_peer.
+ * Past them it is refused here, on the poller, at once: a refusal blocks
+ * no other call. */
 static void start_stream_thread(fxr_server *s, fxr_call *c)
 {
+    char why[256];
+    if (!stream_admit(s, c, why, sizeof why)) {
+        fxr__log(s, "warn", "rpc: refused %s from %s: %s", c->path, fxr_peer(c), why);
+        fxr_fail(c, FXS_RESOURCE_EXHAUSTED, "%s", why);
+        return;
+    }
     pthread_attr_t attr;
     pthread_t th;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    fxr__wake(s, &s->stream_threads, +1);
+    int slot = c->stream_slot;
     int e = pthread_create(&th, &attr, stream_main, c);
     pthread_attr_destroy(&attr);
     if (e != 0) {
-        fxr__wake(s, &s->stream_threads, -1);
+        stream_release(s, slot);
         fxr__log(s, "error", "rpc: %s: cannot start a handler thread: %s", c->path, strerror(e));
         fxr_fail(c, FXS_RESOURCE_EXHAUSTED, "server cannot start a thread for %s", c->path);
     }

@@ -35,6 +35,10 @@
 #define DEFAULT_HANDLER_THREADS 8
 #define DEFAULT_MAX_MESSAGE ((size_t)64 << 20)
 #define MAX_THREADS 1024
+/* 64 streams: dozens of watchers and uploads at once, while the threads
+ * they hold stay a small multiple of the handler pool (64 + 8 + 2). */
+#define DEFAULT_MAX_STREAMS 64
+#define DEFAULT_STREAM_IDLE_MS 60000
 /* Accepts kept posted per poller, so a burst of new calls does not wait for
  * a poller to re-post one at a time. */
 #define REQUESTS_PER_POLLER 4
@@ -73,6 +77,8 @@ struct fxr_call {
     grpc_byte_buffer *recv_bb, *send_bb, *status_bb;
     grpc_slice status_msg;
     bool counted; /* counted in live_calls */
+    bool idle_expired; /* fxr_recv ended the call: the client was idle */
+    int stream_slot;   /* index in s->stream_peers while a stream thread runs */
 
     const route *route;
     ProtobufCMessage *req;
@@ -100,7 +106,10 @@ struct fxr_server {
     atomic_bool past_grace;  /* grace over: calls in flight are cancelled */
     int pending_requests; /* request_call posted, not completed */
     int live_calls;       /* accepted, state not yet freed */
-    int stream_threads;   /* client-stream/bidi handler threads alive */
+    int stream_threads;   /* streaming calls' handler threads alive */
+    /* One slot per admitted streaming call (opts.max_streams of them): a
+     * key of its peer address, 0 when free. */
+    uint64_t *stream_peers;
     bool shutdown_notified;
     tag shutdown_tag;
     atomic_uint_fast64_t in_flight, total;

@@ -156,6 +156,12 @@ static int check_opts(const fxr_server_opts *o, char *err, size_t errlen)
                  MAX_THREADS);
         return -1;
     }
+    if (o->max_streams < 0 || o->max_streams > MAX_THREADS || o->max_streams_per_peer < 0 ||
+        o->max_streams_per_peer > MAX_THREADS) {
+        snprintf(err, errlen, "rpc: max_streams %d or max_streams_per_peer %d is not in 0..%d",
+                 o->max_streams, o->max_streams_per_peer, MAX_THREADS);
+        return -1;
+    }
     if (o->max_recv_bytes > INT_MAX || o->max_send_bytes > INT_MAX) {
         snprintf(err, errlen, "rpc: max message size %zu is over gRPC's limit of %d bytes",
                  o->max_recv_bytes > INT_MAX ? o->max_recv_bytes : o->max_send_bytes, INT_MAX);
@@ -192,6 +198,21 @@ fxr_server *fxr_server_create(const fxr_server_opts *opts, char *err, size_t err
         s->opts.max_send_bytes = DEFAULT_MAX_MESSAGE;
     if (!s->opts.log)
         s->opts.log = log_stderr;
+    if (!s->opts.max_streams)
+        s->opts.max_streams = DEFAULT_MAX_STREAMS;
+    if (!s->opts.max_streams_per_peer)
+        s->opts.max_streams_per_peer = s->opts.max_streams / 4 ? s->opts.max_streams / 4 : 1;
+    if (s->opts.max_streams_per_peer > s->opts.max_streams)
+        s->opts.max_streams_per_peer = s->opts.max_streams;
+    if (!s->opts.stream_idle_ms)
+        s->opts.stream_idle_ms = DEFAULT_STREAM_IDLE_MS;
+    s->stream_peers = calloc((size_t)s->opts.max_streams, sizeof *s->stream_peers);
+    if (!s->stream_peers) {
+        free(s->listen);
+        free(s);
+        snprintf(err, errlen, "rpc: out of memory");
+        return NULL;
+    }
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     pthread_mutex_init(&s->q_mu, NULL);
@@ -372,6 +393,7 @@ void fxr_server_destroy(fxr_server *s)
     free(s->routes);
     free(s->pollers);
     free(s->workers);
+    free(s->stream_peers);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->q_mu);
