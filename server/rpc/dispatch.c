@@ -306,6 +306,8 @@ void fxr__dispatch(fxr_server *s, fxr_call *c)
     c->route = named ? find_route(s, c->details.method) : NULL;
     if (!named) {
         fxr_fail(c, FXS_RESOURCE_EXHAUSTED, "server out of memory");
+    } else if (atomic_load(&s->shutting)) {
+        fxr_fail(c, FXS_UNAVAILABLE, "the server is shutting down: call again after its restart");
     } else if (!c->route) {
         fxr__log(s, "warn", "rpc: unknown method %s from %s", c->path, fxr_peer(c));
         fxr_fail(c, FXS_UNIMPLEMENTED, "unknown method %s", c->path);

@@ -16,6 +16,26 @@
  * lifetime, so long streams (watches) never starve unary calls. Handlers may
  * block.
  *
+ * Streams are bounded, because each holds a thread: at most `max_streams`
+ * at once, and `max_streams_per_peer` of them from one client connection, so
+ * one client cannot take them all; past either, a new stream is answered
+ * RESOURCE_EXHAUSTED at once, on the poller, with a message naming the limit.
+ * A client-streamed call whose client sends nothing for `stream_idle_ms`
+ * while its handler waits in fxr_recv is ended (DEADLINE_EXCEEDED), which
+ * frees its thread. Server streams (watches, exports) count against the
+ * limits but are never idle: the handler decides when they end.
+ *
+ * Timers, and who owns them. This layer starts no timer thread:
+ *  - a call's deadline belongs to gRPC, which cancels the call when it
+ *    passes (the client sees DEADLINE_EXCEEDED); the close notice marks the
+ *    call gone, and handlers learn it from fxr_cancelled/fxr_send/fxr_recv;
+ *  - a client stream's idle limit is a timed wait inside fxr_recv, on the
+ *    handler's own thread: it runs only while that thread waits for the
+ *    client, so it can neither outlive the call nor need a wake-up;
+ *  - the shutdown's grace and release limits are timed waits of the thread
+ *    that calls fxr_server_shutdown; the process's hard deadline around it
+ *    is a libuv timer of main.c.
+ *
  * Every call is finished exactly once, by fxr_reply or fxr_fail, either
  * before the handler returns or later from any thread (deferred: hand the
  * call to a worker, return, finish it there). After the client cancels or
@@ -103,12 +123,26 @@ int fxr_server_add_service(fxr_server *s, const ProtobufCServiceDescriptor *desc
 /* Starts polling; returns the bound port (> 0), or -1. */
 int fxr_server_start(fxr_server *s);
 
-/* Graceful shutdown: stops accepting calls, waits up to grace_ms for
- * in-flight calls to finish, cancels the rest, waits for their handlers to
- * release them, stops the threads. Blocks; call from a non-handler thread. */
-void fxr_server_shutdown(fxr_server *s, int grace_ms);
+/* Graceful shutdown, every step bounded. Blocks; call from a non-handler
+ * thread.
+ *  1. At once: new calls are answered UNAVAILABLE (the listener stays open
+ *     meanwhile, so that no call gRPC had received is dropped) and
+ *     fxr_draining() turns true; calls in flight go on.
+ *  2. When no call is in flight, or grace_ms has passed: gRPC's shutdown
+ *     (listener closed, GOAWAY), and every call still in flight cancelled
+ *     (its client gets UNAVAILABLE, fxr_cancelled() turns true).
+ *  3. Up to release_ms (< 0: no limit) for the handlers to release their
+ *     calls and for the server's threads to stop.
+ * Returns 0; or FXS_DEADLINE_EXCEEDED, with a message in err, when step 3
+ * ran out: handlers still hold calls, the server stays as it is (its memory
+ * in use) and the caller should exit the process rather than wait. A
+ * second call returns at once. */
+int fxr_server_shutdown(fxr_server *s, int grace_ms, int release_ms, char *err, size_t errlen);
 
-/* Frees everything; the server must be shut down (or never started). */
+/* Frees everything; the server must be shut down (or never started). A
+ * started one is shut down first (no grace, no limit). One whose shutdown
+ * gave up is freed only if its handlers have let go of their calls since;
+ * else it is left as it is (see fxr_server_shutdown). */
 void fxr_server_destroy(fxr_server *s);
 
 /* Calls in flight (received and not yet finished), and calls so far. */

@@ -88,7 +88,9 @@ struct fxr_call {
     fxr_call *next; /* handler pool queue */
 };
 
-enum { S_CREATED, S_STARTED, S_SHUTTING, S_STOPPED };
+/* S_ABANDONED: the shutdown gave up with calls still held by handlers; the
+ * server's memory stays in use until the process exits. */
+enum { S_CREATED, S_STARTED, S_SHUTTING, S_STOPPED, S_ABANDONED };
 
 struct fxr_server {
     fxr_server_opts opts;
@@ -102,7 +104,8 @@ struct fxr_server {
     pthread_mutex_t mu; /* state and the counters the shutdown waits on */
     pthread_cond_t cv;
     int state;
-    atomic_bool shutting;    /* no new calls; calls in flight get the grace period */
+    atomic_bool shutting;    /* new calls get UNAVAILABLE; calls in flight get the grace */
+    bool closing;            /* gRPC's shutdown started: no more accepts posted (s->mu) */
     atomic_bool past_grace;  /* grace over: calls in flight are cancelled */
     int pending_requests; /* request_call posted, not completed */
     int live_calls;       /* accepted, state not yet freed */
@@ -115,14 +118,14 @@ struct fxr_server {
     atomic_uint_fast64_t in_flight, total;
 
     pthread_t *pollers;
-    int n_pollers;
+    int n_pollers, pollers_joined;
 
     pthread_mutex_t q_mu; /* the handler pool */
     pthread_cond_t q_cv;
     fxr_call *q_head, *q_tail;
     bool q_stop;
     pthread_t *workers;
-    int n_workers;
+    int n_workers, workers_joined;
 };
 
 /* ------------------------------------------------------------- server.c */

@@ -81,7 +81,7 @@ static void post_request(fxr_server *s)
     }
     c->accept_tag.done = on_accept;
     pthread_mutex_lock(&s->mu);
-    if (atomic_load(&s->shutting)) {
+    if (s->closing) {
         pthread_mutex_unlock(&s->mu);
         fxr__call_free(c);
         return;
@@ -270,7 +270,7 @@ int fxr_server_start(fxr_server *s)
     s->pollers = start_threads(s, s->opts.poll_threads, poller_main, &s->n_pollers);
     if (s->n_workers < s->opts.handler_threads || s->n_pollers < s->opts.poll_threads) {
         fxr__log(s, "error", "rpc: cannot start the server's threads");
-        fxr_server_shutdown(s, 0);
+        fxr_server_shutdown(s, 0, -1, NULL, 0);
         return -1;
     }
     for (int i = 0; i < REQUESTS_PER_POLLER * s->n_pollers; i++)
@@ -319,52 +319,98 @@ static bool all_released(const fxr_server *s)
            s->shutdown_notified;
 }
 
-static void join_threads(pthread_t *th, int n)
+/* Joins th[*joined..n) by deadline_ns (CLOCK_MONOTONIC; INT64_MAX: no
+ * limit), counting them in *joined. Returns whether all are joined: a
+ * thread left running is left alone (a later call may join it). */
+static bool join_threads(pthread_t *th, int n, int *joined, int64_t deadline_ns)
 {
-    for (int i = 0; i < n; i++)
-        pthread_join(th[i], NULL);
+    for (int i = *joined; i < n; i++, (*joined)++) {
+        if (deadline_ns == INT64_MAX) {
+            pthread_join(th[i], NULL);
+            continue;
+        }
+        int64_t left = deadline_ns - (int64_t)fxu_mono_ns();
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts); /* pthread_timedjoin_np's clock */
+        int64_t rt = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec + (left > 0 ? left : 0);
+        ts.tv_sec = rt / 1000000000;
+        ts.tv_nsec = rt % 1000000000;
+        if (pthread_timedjoin_np(th[i], NULL, &ts) != 0)
+            return false;
+    }
+    return true;
 }
 
-void fxr_server_shutdown(fxr_server *s, int grace_ms)
+/* Stops the pollers and the handler pool once every call is released. */
+static bool stop_threads(fxr_server *s, int64_t deadline_ns)
 {
-    pthread_mutex_lock(&s->mu);
-    if (s->state != S_STARTED) {
-        pthread_mutex_unlock(&s->mu);
-        return;
-    }
-    s->state = S_SHUTTING;
-    atomic_store(&s->shutting, true);
-    pthread_mutex_unlock(&s->mu);
-
-    grpc_server_shutdown_and_notify(s->srv, s->cq, &s->shutdown_tag);
-    pthread_mutex_lock(&s->mu);
-    int64_t grace_end = (int64_t)fxu_mono_ns() + (int64_t)(grace_ms > 0 ? grace_ms : 0) * 1000000;
-    if (!wait_until(s, calls_done, grace_end))
-        fxr__log(s, "info", "rpc: shutdown: cancelling %llu calls still in flight after %d ms",
-             (unsigned long long)atomic_load(&s->in_flight), grace_ms);
-    /* Also when every call is done: gRPC's shutdown notice waits for every
-     * connection to close, and an idle client (or a silent TCP peer) may
-     * never close its own; cancelling disconnects them. */
-    atomic_store(&s->past_grace, true);
-    pthread_mutex_unlock(&s->mu);
-    grpc_server_cancel_all_calls(s->srv);
-    pthread_mutex_lock(&s->mu);
-    wait_until(s, all_released, INT64_MAX);
-    pthread_mutex_unlock(&s->mu);
-
-    grpc_completion_queue_shutdown(s->cq);
-    join_threads(s->pollers, s->n_pollers);
+    grpc_completion_queue_shutdown(s->cq); /* a second time is harmless */
+    if (!join_threads(s->pollers, s->n_pollers, &s->pollers_joined, deadline_ns))
+        return false;
     pthread_mutex_lock(&s->q_mu);
     s->q_stop = true;
     pthread_cond_broadcast(&s->q_cv);
     pthread_mutex_unlock(&s->q_mu);
-    join_threads(s->workers, s->n_workers);
+    return join_threads(s->workers, s->n_workers, &s->workers_joined, deadline_ns);
+}
+
+/* The drain, in the order rpc.h promises. New calls are answered
+ * UNAVAILABLE by fxr__dispatch while the listener stays open: had gRPC's
+ * own shutdown been started at once, calls its transport had received but
+ * not yet handed to us would be dropped, and their clients, whose calls
+ * were in flight, would see CANCELLED. */
+int fxr_server_shutdown(fxr_server *s, int grace_ms, int release_ms, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&s->mu);
+    if (s->state != S_STARTED) {
+        bool abandoned = s->state == S_ABANDONED;
+        pthread_mutex_unlock(&s->mu);
+        return abandoned ? fxu_fail(err, errlen, FXS_DEADLINE_EXCEEDED,
+                                    "rpc: an earlier shutdown gave up")
+                         : 0;
+    }
+    s->state = S_SHUTTING;
+    atomic_store(&s->shutting, true);
+    int64_t t0 = (int64_t)fxu_mono_ns();
+    int64_t grace_end = t0 + (int64_t)(grace_ms > 0 ? grace_ms : 0) * 1000000;
+    bool in_time = wait_until(s, calls_done, grace_end);
+    s->closing = true; /* post_request stops re-posting */
+    pthread_mutex_unlock(&s->mu);
+    if (!in_time)
+        fxr__log(s, "info", "rpc: shutdown: cancelling %llu calls still in flight after %d ms",
+                 (unsigned long long)atomic_load(&s->in_flight), grace_ms);
+
+    /* Closes the listener, sends GOAWAY, fails our pending accepts. Then the
+     * cancel, also when every call is done: gRPC's shutdown notice waits
+     * for every connection to close, and an idle client (or a silent TCP
+     * peer) may never close its own; cancelling disconnects them. */
+    grpc_server_shutdown_and_notify(s->srv, s->cq, &s->shutdown_tag);
+    atomic_store(&s->past_grace, true);
+    grpc_server_cancel_all_calls(s->srv);
+
+    int64_t now = (int64_t)fxu_mono_ns();
+    int64_t release_end = release_ms < 0 ? INT64_MAX : now + (int64_t)release_ms * 1000000;
+    pthread_mutex_lock(&s->mu);
+    bool released = wait_until(s, all_released, release_end);
+    int held = s->live_calls, streams = s->stream_threads;
+    pthread_mutex_unlock(&s->mu);
+    if (released)
+        released = stop_threads(s, release_end);
 
     pthread_mutex_lock(&s->mu);
-    s->state = S_STOPPED;
+    s->state = released ? S_STOPPED : S_ABANDONED;
     pthread_mutex_unlock(&s->mu);
+    if (!released) {
+        int rc = fxu_fail(err, errlen, FXS_DEADLINE_EXCEEDED,
+                          "rpc: shutdown gave up %d ms after the cancel: %d calls still held "
+                          "by handlers (%d of them streams), or a thread that does not stop",
+                          release_ms, held, streams);
+        fxr__log(s, "error", "%s", err && errlen ? err : "rpc: shutdown gave up");
+        return rc;
+    }
     fxr__log(s, "info", "rpc: server on port %d stopped after %llu calls", s->port,
-         (unsigned long long)atomic_load(&s->total));
+             (unsigned long long)atomic_load(&s->total));
+    return 0;
 }
 
 /* A server that never started may still have a listener: gRPC wants it
@@ -382,7 +428,19 @@ void fxr_server_destroy(fxr_server *s)
     if (!s)
         return;
     if (s->state == S_STARTED)
-        fxr_server_shutdown(s, 0);
+        fxr_server_shutdown(s, 0, -1, NULL, 0);
+    if (s->state == S_ABANDONED) {
+        /* Freed only if its handlers let go since; else they still use it
+         * and it is left to the process's exit. */
+        pthread_mutex_lock(&s->mu);
+        bool released = all_released(s);
+        pthread_mutex_unlock(&s->mu);
+        if (!released || !stop_threads(s, (int64_t)fxu_mono_ns() + 1000000000)) {
+            fxr__log(s, "warn", "rpc: server on port %d not freed: handlers still hold calls",
+                     s->port);
+            return;
+        }
+    }
     if (s->state == S_CREATED)
         shutdown_unstarted(s);
     grpc_server_destroy(s->srv);

@@ -303,7 +303,7 @@ static env start_env(size_t server_max_recv, size_t client_max_recv)
 static void stop_env(env *e)
 {
     fxc_channel_free(e->ch);
-    fxr_server_shutdown(e->srv, 1000);
+    assert_int_equal(fxr_server_shutdown(e->srv, 1000, -1, NULL, 0), 0);
     assert_int_equal(fxr_server_in_flight(e->srv), 0);
     fxr_server_destroy(e->srv);
 }
@@ -388,7 +388,7 @@ static void test_create_errors(void **state)
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
     o.listen = addr;
     expect_create_fails(&o, "cannot listen on");
-    fxr_server_shutdown(a, 0);
+    assert_int_equal(fxr_server_shutdown(a, 0, -1, NULL, 0), 0);
     fxr_server_destroy(a);
 
     /* Created, never started: destroy must still release everything. */
@@ -423,8 +423,8 @@ static void test_add_service_errors(void **state)
     assert_true(fxr_server_start(s) > 0);
     assert_int_equal(fxr_server_start(s), -1);
     assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, NULL, 0, NULL), -1);
-    fxr_server_shutdown(s, 0);
-    fxr_server_shutdown(s, 0); /* twice is harmless */
+    assert_int_equal(fxr_server_shutdown(s, 0, -1, NULL, 0), 0);
+    assert_int_equal(fxr_server_shutdown(s, 0, -1, NULL, 0), 0); /* twice is harmless */
     fxr_server_destroy(s);
 }
 
@@ -1015,6 +1015,7 @@ typedef struct {
     bool ignore_cancel;
     int rc;
     int64_t took_ms;
+    int sleep_ms; /* 0: 800 when ignoring the cancel, else 20000 */
 } slow_client;
 
 static void *slow_call(void *arg)
@@ -1023,7 +1024,7 @@ static void *slow_call(void *arg)
     Fxtest__EchoRequest req = FXTEST__ECHO_REQUEST__INIT;
     Fxtest__EchoReply *rep = NULL;
     char err[256];
-    req.sleep_ms = c->ignore_cancel ? 800 : 20000;
+    req.sleep_ms = c->sleep_ms ? c->sleep_ms : c->ignore_cancel ? 800 : 20000;
     req.ignore_cancel = c->ignore_cancel;
     int64_t t0 = now_ms();
     c->rc = call_echo(c->ch, "Slow", &req, &rep, 30000, err, sizeof err);
@@ -1058,7 +1059,7 @@ static void test_shutdown_in_flight(void **state)
     assert_true(wait_for(five_in_flight, 5000));
     atomic_store(&slow_saw_cancel, 0);
     int64_t t0 = now_ms();
-    fxr_server_shutdown(e.srv, 200);
+    assert_int_equal(fxr_server_shutdown(e.srv, 200, -1, NULL, 0), 0);
     int64_t took = now_ms() - t0;
     /* the ignoring handler holds its call for 800 ms; nothing waits longer */
     assert_true(took < 800 + 1500);
@@ -1163,13 +1164,98 @@ static void test_shutdown_upload(void **state)
     sleep_ms(100);
     atomic_store(&upload_saw_cancel, 0);
     int64_t t0 = now_ms();
-    fxr_server_shutdown(e.srv, 200);
+    assert_int_equal(fxr_server_shutdown(e.srv, 200, -1, NULL, 0), 0);
     assert_true(now_ms() - t0 < 200 + 1500);
     assert_int_equal(atomic_load(&upload_saw_cancel), 1);
     pthread_join(th, NULL);
     assert_true(su.rc != FXC_OK);
     assert_true(su.u.sent < 500);
     fxr_server_destroy(e.srv);
+    fxc_channel_free(e.ch);
+}
+
+typedef struct {
+    fxr_server *srv;
+    int grace_ms, release_ms, rc;
+    char err[256];
+    int64_t took_ms;
+} shutdown_run;
+
+static void *shutdown_main(void *arg)
+{
+    shutdown_run *r = arg;
+    int64_t t0 = now_ms();
+    r->rc = fxr_server_shutdown(r->srv, r->grace_ms, r->release_ms, r->err, sizeof r->err);
+    r->took_ms = now_ms() - t0;
+    return NULL;
+}
+
+static bool shutdown_idle(void)
+{
+    return fxr_server_in_flight(shutdown_srv) == 0;
+}
+
+/* Defect 9: during the grace, a call in flight finishes OK while a new one
+ * is answered UNAVAILABLE by the server itself (gRPC's own shutdown, which
+ * drops calls it received but had not handed over, comes after). */
+static void test_shutdown_new_calls_unavailable(void **state)
+{
+    env e = start_env(0, 0);
+    static slow_client slow; /* static: a failed assertion leaves its thread */
+    slow = (slow_client){ .ch = e.ch, .ignore_cancel = true, .rc = -1 };
+    pthread_t th, sd;
+    assert_int_equal(pthread_create(&th, NULL, slow_call, &slow), 0); /* 800 ms */
+    shutdown_srv = e.srv;
+    assert_true(wait_for(one_in_flight, 5000));
+    static shutdown_run run;
+    run = (shutdown_run){ .srv = e.srv, .grace_ms = 5000, .release_ms = 1000 };
+    assert_int_equal(pthread_create(&sd, NULL, shutdown_main, &run), 0);
+    sleep_ms(100);
+    Fxtest__EchoRequest req = FXTEST__ECHO_REQUEST__INIT;
+    Fxtest__EchoReply *rep = NULL;
+    char err[256];
+    assert_int_equal(call_echo(e.ch, "Unary", &req, &rep, 5000, err, sizeof err),
+                     FXC_UNAVAILABLE);
+    if (!strstr(err, "the server is shutting down"))
+        fail_msg("a call during the drain: '%s'", err);
+    pthread_join(th, NULL);
+    assert_int_equal(slow.rc, FXC_OK); /* in flight at the start: finished */
+    pthread_join(sd, NULL);
+    assert_int_equal(run.rc, 0);
+    assert_true(run.took_ms < 800 + 1000); /* no waiting out the grace */
+    fxr_server_destroy(e.srv);
+    fxc_channel_free(e.ch);
+}
+
+/* Defect 9: a handler that ignores the cancel cannot hold the shutdown
+ * past release_ms: it returns DEADLINE_EXCEEDED, naming what is held, and
+ * leaves the server alone; once the handler lets go, destroy frees it. */
+static void test_shutdown_gives_up(void **state)
+{
+    env e = start_env(0, 0);
+    static slow_client slow; /* static: a failed assertion leaves its thread */
+    slow = (slow_client){ .ch = e.ch, .ignore_cancel = true, .rc = -1, .sleep_ms = 1500 };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, slow_call, &slow), 0);
+    shutdown_srv = e.srv;
+    assert_true(wait_for(one_in_flight, 5000));
+    char err[256] = "";
+    int64_t t0 = now_ms();
+    assert_int_equal(fxr_server_shutdown(e.srv, 100, 200, err, sizeof err),
+                     FXS_DEADLINE_EXCEEDED);
+    int64_t took = now_ms() - t0;
+    print_message("shutdown gave up after %lld ms (grace 100 ms, release 200 ms): %s\n",
+                  (long long)took, err);
+    assert_true(took >= 250 && took < 800);
+    if (!strstr(err, "1 calls still held"))
+        fail_msg("'%s' does not say what is held", err);
+    assert_int_equal(fxr_server_shutdown(e.srv, 0, 0, err, sizeof err), FXS_DEADLINE_EXCEEDED);
+    fxr_server_destroy(e.srv); /* the handler still holds its call: not freed */
+    assert_true(log_has("not freed: handlers still hold calls"));
+    pthread_join(th, NULL);
+    assert_true(slow.rc != FXC_OK); /* cancelled after the grace */
+    assert_true(wait_for(shutdown_idle, 3000));
+    fxr_server_destroy(e.srv); /* now it is */
     fxc_channel_free(e.ch);
 }
 
@@ -1182,7 +1268,7 @@ static void test_shutdown_idle_fast(void **state)
     assert_int_equal(call_echo(e.ch, "Unary", &req, &rep, 5000, err, sizeof err), FXC_OK);
     protobuf_c_message_free_unpacked(&rep->base, NULL);
     int64_t t0 = now_ms();
-    fxr_server_shutdown(e.srv, 5000);
+    assert_int_equal(fxr_server_shutdown(e.srv, 5000, -1, NULL, 0), 0);
     assert_true(now_ms() - t0 < 1000); /* nothing in flight: no waiting out the grace */
     fxr_server_destroy(e.srv);
     fxc_channel_free(e.ch);
@@ -1442,6 +1528,8 @@ int main(void)
         cmocka_unit_test(test_shutdown_in_flight),
         cmocka_unit_test(test_shutdown_idle_fast),
         cmocka_unit_test(test_shutdown_upload),
+        cmocka_unit_test(test_shutdown_new_calls_unavailable),
+        cmocka_unit_test(test_shutdown_gives_up),
         cmocka_unit_test(test_busy_pool),
         cmocka_unit_test(test_stream_idle_timeout),
         cmocka_unit_test(test_stream_limits),
