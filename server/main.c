@@ -455,8 +455,8 @@ int main(int argc, char **argv)
         fxl_log(FXL_ERROR, "main", "cannot start the training jobs error=\"%s\"", err);
         return 1;
     }
-    int port = fxr_server_start(d.rpc);
-    if (port <= 0) {
+    int port = 0;
+    if (fxr_server_start(d.rpc, &port) != 0) {
         fxl_log(FXL_ERROR, "main", "cannot start serving addr=%s", o.listen);
         return 1;
     }

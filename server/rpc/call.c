@@ -292,8 +292,8 @@ static void on_sent(tag *t, bool ok)
 }
 
 /* Sends bb, or the initial metadata alone when bb is NULL, and waits until
- * it is written; c->mu held. Takes bb. Returns 0, or -1 when the call is
- * gone. */
+ * it is written; c->mu held. Takes bb. Returns 0, or FXS_CANCELLED when
+ * the call is gone. */
 static int send_locked(fxr_call *c, grpc_byte_buffer *bb)
 {
     while (c->sending)
@@ -301,7 +301,7 @@ static int send_locked(fxr_call *c, grpc_byte_buffer *bb)
     if (c->finished || atomic_load(&c->gone) || (bb && atomic_load(&c->s->past_grace))) {
         if (bb)
             grpc_byte_buffer_destroy(bb);
-        return -1;
+        return FXS_CANCELLED;
     }
     grpc_op ops[2];
     size_t n = add_initial_metadata(c, ops);
@@ -320,17 +320,17 @@ static int send_locked(fxr_call *c, grpc_byte_buffer *bb)
         if (bb)
             grpc_byte_buffer_destroy(bb);
         c->send_bb = NULL;
-        return -1;
+        return FXS_CANCELLED;
     }
     while (c->sending)
         pthread_cond_wait(&c->cv, &c->mu);
-    return c->send_ok ? 0 : -1;
+    return c->send_ok ? 0 : FXS_CANCELLED;
 }
 
 int fxr_send(fxr_call *c, const ProtobufCMessage *msg)
 {
     if (!msg)
-        return -1;
+        return FXS_INVALID_ARGUMENT;
     grpc_byte_buffer *bb = pack_message(msg);
     pthread_mutex_lock(&c->mu);
     int rc = send_locked(c, bb);

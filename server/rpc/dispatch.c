@@ -17,6 +17,7 @@
 
 /* ---------------------------------------------------------- the table */
 
+/* Appends the route of method m: 0 or FXS_RESOURCE_EXHAUSTED. */
 static int add_route(fxr_server *s, const ProtobufCServiceDescriptor *desc,
                      const ProtobufCMethodDescriptor *m)
 {
@@ -24,14 +25,14 @@ static int add_route(fxr_server *s, const ProtobufCServiceDescriptor *desc,
         int cap = s->cap_routes ? 2 * s->cap_routes : 16;
         route *r = realloc(s->routes, (size_t)cap * sizeof *r);
         if (!r)
-            return -1;
+            return FXS_RESOURCE_EXHAUSTED;
         s->routes = r;
         s->cap_routes = cap;
     }
     route *r = &s->routes[s->n_routes];
     memset(r, 0, sizeof *r);
     if (asprintf(&r->path, "/%s/%s", desc->name, m->name) < 0)
-        return -1;
+        return FXS_RESOURCE_EXHAUSTED;
     r->path_len = strlen(r->path);
     r->input = m->input;
     r->kind = FXR_UNARY;
@@ -55,22 +56,22 @@ static int check_service(fxr_server *s, const ProtobufCServiceDescriptor *desc,
 {
     if (!desc || n < 0 || (n > 0 && !methods)) {
         fxr__log(s, "error", "rpc: add_service: no descriptor or a bad method table");
-        return -1;
+        return FXS_INVALID_ARGUMENT;
     }
     if (s->state != S_CREATED) {
         fxr__log(s, "error", "rpc: add_service %s after start", desc->name);
-        return -1;
+        return FXS_FAILED_PRECONDITION;
     }
     for (int i = 0; i < n; i++) {
         if (!methods[i].name || !find_method(desc, methods[i].name)) {
             fxr__log(s, "error", "rpc: service %s has no method %s", desc->name,
-                 methods[i].name ? methods[i].name : "(null)");
-            return -1;
+                     methods[i].name ? methods[i].name : "(null)");
+            return FXS_INVALID_ARGUMENT;
         }
         if (methods[i].kind < FXR_UNARY || methods[i].kind > FXR_BIDI) {
-            fxr__log(s, "error", "rpc: %s/%s: bad streaming kind %d", desc->name, methods[i].name,
-                 (int)methods[i].kind);
-            return -1;
+            fxr__log(s, "error", "rpc: %s/%s: bad streaming kind %d", desc->name,
+                     methods[i].name, (int)methods[i].kind);
+            return FXS_INVALID_ARGUMENT;
         }
     }
     for (int i = 0; i < s->n_routes; i++) {
@@ -78,7 +79,7 @@ static int check_service(fxr_server *s, const ProtobufCServiceDescriptor *desc,
         if (strncmp(s->routes[i].path + 1, desc->name, len) == 0 &&
             s->routes[i].path[len + 1] == '/') {
             fxr__log(s, "error", "rpc: service %s registered twice", desc->name);
-            return -1;
+            return FXS_ALREADY_EXISTS;
         }
     }
     return 0;
@@ -87,13 +88,16 @@ static int check_service(fxr_server *s, const ProtobufCServiceDescriptor *desc,
 int fxr_server_add_service(fxr_server *s, const ProtobufCServiceDescriptor *desc,
                            const fxr_method *methods, int n, void *data)
 {
-    if (check_service(s, desc, methods, n) != 0)
-        return -1;
+    int rc = check_service(s, desc, methods, n);
+    if (rc)
+        return rc;
     int first = s->n_routes;
     for (unsigned i = 0; i < desc->n_methods; i++) {
-        if (add_route(s, desc, &desc->methods[i]) != 0) {
+        if ((rc = add_route(s, desc, &desc->methods[i])) != 0) {
             fxr__log(s, "error", "rpc: out of memory registering %s", desc->name);
-            return -1;
+            while (s->n_routes > first) /* as it was */
+                free(s->routes[--s->n_routes].path);
+            return rc;
         }
     }
     for (int i = 0; i < n; i++) {

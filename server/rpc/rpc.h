@@ -116,12 +116,17 @@ fxr_server *fxr_server_create(const fxr_server_opts *opts, char *err, size_t err
 
 /* Registers a service: every method of the descriptor gets a route; the
  * ones named in methods[0..n) get their handler and kind. Before start.
- * Returns 0, or -1 when a name in methods is not in the descriptor. */
+ * Returns 0, or (logged, the server left as it was) FXS_INVALID_ARGUMENT
+ * for a bad table (a name not in the descriptor, a bad kind),
+ * FXS_ALREADY_EXISTS for a service registered twice, FXS_FAILED_PRECONDITION
+ * after start, FXS_RESOURCE_EXHAUSTED when out of memory. */
 int fxr_server_add_service(fxr_server *s, const ProtobufCServiceDescriptor *desc,
                            const fxr_method *methods, int n, void *data);
 
-/* Starts polling; returns the bound port (> 0), or -1. */
-int fxr_server_start(fxr_server *s);
+/* Starts polling: 0 with the bound port in *port, or (logged)
+ * FXS_FAILED_PRECONDITION when started twice, FXS_RESOURCE_EXHAUSTED when
+ * its threads cannot start. */
+int fxr_server_start(fxr_server *s, int *port);
 
 /* Graceful shutdown, every step bounded. Blocks; call from a non-handler
  * thread.
@@ -160,8 +165,8 @@ void fxr_fail(fxr_call *call, fxs_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Streaming: sends one message and waits until it is written. Returns 0, or
- * -1 when the call is gone (cancelled, deadline, disconnect, or the
- * shutdown's grace period is over); the caller then finishes it with
+ * FXS_CANCELLED when the call is gone (cancelled, deadline, disconnect, or
+ * the shutdown's grace period is over); the caller then finishes it with
  * fxr_fail. */
 int fxr_send(fxr_call *call, const ProtobufCMessage *msg);
 
@@ -172,7 +177,11 @@ void fxr_finish(fxr_call *call);
  * with *msg (free with protobuf_c_message_free_unpacked), 0 at the end of
  * the client's stream, -1 when the call is gone or the message does not
  * parse (the call is then answered INVALID_ARGUMENT/CANCELLED by the caller
- * via fxr_fail as usual). */
+ * via fxr_fail as usual). A read, not a module call: its three outcomes are
+ * the exception to the 0-or-status rule. When the client sends nothing for
+ * opts.stream_idle_ms, the call is ended (the client gets
+ * DEADLINE_EXCEEDED naming the limit) and this returns -1 with
+ * fxr_cancelled() true. */
 int fxr_recv(fxr_call *call, ProtobufCMessage **msg);
 
 /* True once the client cancelled, the deadline passed, or the shutdown's

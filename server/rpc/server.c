@@ -255,13 +255,14 @@ static pthread_t *start_threads(fxr_server *s, int n, void *(*fn)(void *), int *
     return th;
 }
 
-int fxr_server_start(fxr_server *s)
+int fxr_server_start(fxr_server *s, int *port)
 {
+    *port = 0;
     pthread_mutex_lock(&s->mu);
     if (s->state != S_CREATED) {
         pthread_mutex_unlock(&s->mu);
         fxr__log(s, "error", "rpc: server started twice");
-        return -1;
+        return FXS_FAILED_PRECONDITION;
     }
     s->state = S_STARTED;
     pthread_mutex_unlock(&s->mu);
@@ -271,13 +272,14 @@ int fxr_server_start(fxr_server *s)
     if (s->n_workers < s->opts.handler_threads || s->n_pollers < s->opts.poll_threads) {
         fxr__log(s, "error", "rpc: cannot start the server's threads");
         fxr_server_shutdown(s, 0, -1, NULL, 0);
-        return -1;
+        return FXS_RESOURCE_EXHAUSTED;
     }
     for (int i = 0; i < REQUESTS_PER_POLLER * s->n_pollers; i++)
         post_request(s);
     fxr__log(s, "info", "rpc: listening on %s (port %d, %d pollers, %d handler threads)", s->listen,
          s->port, s->n_pollers, s->n_workers);
-    return s->port;
+    *port = s->port;
+    return 0;
 }
 
 /* Waits on s->cv (s->mu held) until done(s) or until deadline_ns; with

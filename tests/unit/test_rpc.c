@@ -283,7 +283,7 @@ static env start_env_opts(const fxr_server_opts *o, size_t client_max_recv)
     assert_int_equal(fxr_server_add_service(e.srv, &fxtest__echo__descriptor, echo_methods,
                                             N_ECHO_METHODS, &handler_tag),
                      0);
-    e.port = fxr_server_start(e.srv);
+    assert_int_equal(fxr_server_start(e.srv, &e.port), 0);
     assert_true(e.port > 0);
     char target[64];
     snprintf(target, sizeof target, "127.0.0.1:%d", e.port);
@@ -382,7 +382,8 @@ static void test_create_errors(void **state)
     char err[256];
     fxr_server *a = fxr_server_create(&o, err, sizeof err);
     assert_non_null(a);
-    int port = fxr_server_start(a);
+    int port = 0;
+    assert_int_equal(fxr_server_start(a, &port), 0);
     assert_true(port > 0);
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
@@ -406,23 +407,29 @@ static void test_add_service_errors(void **state)
     fxr_server *s = fxr_server_create(&o, err, sizeof err);
     assert_non_null(s);
     fxr_method bad[] = { { "Unary", FXR_UNARY, h_unary }, { "Nope", FXR_UNARY, h_unary } };
-    assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, bad, 2, NULL), -1);
+    assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, bad, 2, NULL),
+                     FXS_INVALID_ARGUMENT);
     assert_true(log_has("rpc: service fxtest.Echo has no method Nope"));
     fxr_method bad_kind[] = { { "Unary", (fxr_kind)7, h_unary } };
     assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, bad_kind, 1, NULL),
-                     -1);
-    assert_int_equal(fxr_server_add_service(s, NULL, NULL, 0, NULL), -1);
-    assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, NULL, 1, NULL), -1);
+                     FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxr_server_add_service(s, NULL, NULL, 0, NULL), FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, NULL, 1, NULL),
+                     FXS_INVALID_ARGUMENT);
     assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, echo_methods,
                                             N_ECHO_METHODS, NULL),
                      0);
     assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, echo_methods,
                                             N_ECHO_METHODS, NULL),
-                     -1);
+                     FXS_ALREADY_EXISTS);
     assert_true(log_has("rpc: service fxtest.Echo registered twice"));
-    assert_true(fxr_server_start(s) > 0);
-    assert_int_equal(fxr_server_start(s), -1);
-    assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, NULL, 0, NULL), -1);
+    int port = 0;
+    assert_int_equal(fxr_server_start(s, &port), 0);
+    assert_true(port > 0);
+    assert_int_equal(fxr_server_start(s, &port), FXS_FAILED_PRECONDITION);
+    assert_int_equal(port, 0);
+    assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, NULL, 0, NULL),
+                     FXS_FAILED_PRECONDITION);
     assert_int_equal(fxr_server_shutdown(s, 0, -1, NULL, 0), 0);
     assert_int_equal(fxr_server_shutdown(s, 0, -1, NULL, 0), 0); /* twice is harmless */
     fxr_server_destroy(s);
