@@ -44,8 +44,8 @@
  *
  * Files: this header is the module's interface and its documentation.
  * server.c (lifecycle, pollers, accepting calls, drain), call.c (one call:
- * reply/fail/send/recv, cancellation; every request is unpacked in one
- * function there), dispatch.c (the method table, routing, the handler pool,
+ * reply/fail/send/recv, cancellation; every request message, unary or
+ * streamed, is unpacked in fxr__unpack_request there), dispatch.c (the method table, routing, the handler pool,
  * the streams' threads). rpc_internal.h holds their shared state and is
  * private to this folder.
  */

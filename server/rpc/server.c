@@ -403,12 +403,12 @@ int fxr_server_shutdown(fxr_server *s, int grace_ms, int release_ms, char *err, 
     s->state = released ? S_STOPPED : S_ABANDONED;
     pthread_mutex_unlock(&s->mu);
     if (!released) {
-        int rc = fxu_fail(err, errlen, FXS_DEADLINE_EXCEEDED,
-                          "rpc: shutdown gave up %d ms after the cancel: %d calls still held "
-                          "by handlers (%d of them streams), or a thread that does not stop",
-                          release_ms, held, streams);
-        fxr__log(s, "error", "%s", err && errlen ? err : "rpc: shutdown gave up");
-        return rc;
+        char msg[256];
+        snprintf(msg, sizeof msg, "rpc: shutdown gave up %d ms after the cancel: %d calls "
+                 "still held by handlers (%d of them streams), or a thread that does not stop",
+                 release_ms, held, streams);
+        fxr__log(s, "error", "%s", msg);
+        return fxu_fail(err, errlen, FXS_DEADLINE_EXCEEDED, "%s", msg);
     }
     fxr__log(s, "info", "rpc: server on port %d stopped after %llu calls", s->port,
              (unsigned long long)atomic_load(&s->total));
