@@ -1493,6 +1493,69 @@ static void test_stream_limits(void **state)
     stop_env(&e);
 }
 
+#define HAMMER_THREADS 8
+#define HAMMER_STREAMS 30
+
+static void *stream_hammer(void *arg)
+{
+    fxc_channel *ch = arg;
+    intptr_t bad = 0;
+    for (int i = 0; i < HAMMER_STREAMS; i++) {
+        idle_stream is = { .u = { .n = 3 }, .ch = ch };
+        if (i % 3 == 2) { /* a server stream takes a slot too */
+            Fxtest__EchoRequest req = FXTEST__ECHO_REQUEST__INIT;
+            req.text = "s";
+            req.count = 2;
+            stream_seen seen = { 0 };
+            fxc_call_opts co = { .timeout_ms = 10000 };
+            is.rc = fxc_server_stream(ch, "/fxtest.Echo/ServerStream", &req.base, REPLY_DESC,
+                                      on_stream_msg, &seen, &co, is.err, sizeof is.err);
+        } else {
+            idle_stream_main(&is);
+        }
+        bad += is.rc != FXC_OK && is.rc != FXC_RESOURCE_EXHAUSTED;
+    }
+    return (void *)bad;
+}
+
+/* The stream slots under contention: 8 threads open 240 short streams
+ * against 3 slots; each ends OK or RESOURCE_EXHAUSTED, and afterwards every
+ * slot is free again. */
+static void test_stream_limits_hammer(void **state)
+{
+    fxr_server_opts o = { .listen = "127.0.0.1:0", .max_streams = 3, .max_streams_per_peer = 3,
+                          .log = capture_log };
+    env e = start_env_opts(&o, 0);
+    limits_srv = e.srv;
+    pthread_t th[HAMMER_THREADS];
+    for (int i = 0; i < HAMMER_THREADS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, stream_hammer, e.ch), 0);
+    intptr_t bad = 0;
+    for (int i = 0; i < HAMMER_THREADS; i++) {
+        void *r;
+        pthread_join(th[i], &r);
+        bad += (intptr_t)r;
+    }
+    assert_int_equal(bad, 0);
+    assert_true(wait_for(limits_idle, 3000));
+    /* all 3 slots free: 3 held streams fit, a 4th does not */
+    static atomic_int hold; /* static: see test_stream_idle_timeout */
+    static idle_stream is[4];
+    pthread_t h[4];
+    atomic_store(&hold, 1);
+    int refusals = log_count("warn: rpc: refused");
+    for (int i = 0; i < 4; i++) {
+        is[i] = (idle_stream){ .u = { .n = 1 }, .hold = &hold, .ch = e.ch, .rc = -1 };
+        assert_int_equal(pthread_create(&h[i], NULL, idle_stream_main, &is[i]), 0);
+        assert_true(wait_server(i < 3 ? i + 1 : 3, refusals + (i == 3)));
+    }
+    atomic_store(&hold, 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(h[i], NULL);
+    assert_int_equal(is[3].rc, FXC_RESOURCE_EXHAUSTED);
+    stop_env(&e);
+}
+
 static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -1540,6 +1603,7 @@ int main(void)
         cmocka_unit_test(test_busy_pool),
         cmocka_unit_test(test_stream_idle_timeout),
         cmocka_unit_test(test_stream_limits),
+        cmocka_unit_test(test_stream_limits_hammer),
     };
     const struct CMUnitTest with_shared[] = {
         cmocka_unit_test(test_unary),
