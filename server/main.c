@@ -3,15 +3,27 @@
  * Open Inference Protocol). libuv runs the control loop (signals, timers,
  * wake-ups); gRPC threads take calls; per-model batchers run inference, training
  * workers run jobs.
+ *
+ * This file's libuv loop owns the daemon-wide timers: the debug heartbeat
+ * (30 s) and the shutdown's hard deadline (see "control loop" below). The
+ * other timers belong to their modules: call deadlines, stream idle limits
+ * and the shutdown's grace (rpc/rpc.h), the batcher's reaper thread per
+ * served model (serving/batcher.h), the job watchers' timed waits
+ * (training/jobs.c). They stay there because each waits on its own module's
+ * lock and condition variable; a libuv timer would need a wake-up across
+ * threads for each.
  */
+#define _GNU_SOURCE /* pthread_timedjoin_np */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -23,6 +35,7 @@ typedef struct {
     long threads, rpc_threads, poll_threads;
     long max_message_mb, max_import_mb, grace_seconds, max_dataset_mb, dataset_quota_mb;
     long train_workers, checkpoint_steps;
+    long max_streams, max_streams_per_client, stream_idle_seconds;
     long long max_model_params;
     fxsv_devices enabled; /* --devices parsed */
 } options;
@@ -36,7 +49,8 @@ static void usage(FILE *f)
 "remote clients over gRPC (fluxion.v1.* services and the Open Inference\n"
 "Protocol, inference.GRPCInferenceService). Prints 'listening on HOST:PORT'\n"
 "on stdout once it accepts calls; logs go to stderr. SIGINT/SIGTERM drain:\n"
-"no new calls, calls in flight finish (up to --grace-seconds), exit 0.\n"
+"new calls get UNAVAILABLE, calls in flight finish (up to --grace-seconds),\n"
+"running jobs checkpoint; exit 0 within the grace + 1 s, always.\n"
 "\n"
 "  --listen HOST:PORT      address to serve on (default 127.0.0.1:7070;\n"
 "                          port 0 picks a free port)\n"
@@ -48,6 +62,15 @@ static void usage(FILE *f)
 "  --threads N             engine threads per operation (default: CPUs online)\n"
 "  --rpc-threads N         threads running RPC handlers (default 8)\n"
 "  --poll-threads N        threads polling gRPC completion queues (default 2)\n"
+"  --max-streams N         streaming calls open at once (uploads, imports,\n"
+"                          exports, watches; each holds a thread); more get\n"
+"                          RESOURCE_EXHAUSTED (default 64)\n"
+"  --max-streams-per-client N\n"
+"                          of them, the most one client connection may hold\n"
+"                          (default: a quarter of --max-streams)\n"
+"  --stream-idle-seconds S an upload or import whose client sends nothing for\n"
+"                          S seconds is ended (DEADLINE_EXCEEDED); 0: never\n"
+"                          (default 60)\n"
 "  --max-message-mb N      largest gRPC message in or out, MiB (default 64);\n"
 "                          larger requests get RESOURCE_EXHAUSTED\n"
 "  --max-import-mb N       largest weights upload (ImportWeights), MiB (default 4096)\n"
@@ -58,7 +81,8 @@ static void usage(FILE *f)
 "  --train-workers N       training jobs running at once (default 1)\n"
 "  --checkpoint-steps N    checkpoint interval of jobs that do not set one,\n"
 "                          in steps (default 500)\n"
-"  --grace-seconds S       time calls in flight get to finish on shutdown (default 5)\n"
+"  --grace-seconds S       time calls in flight get to finish on shutdown\n"
+"                          (default 5); the exit follows within 1 s\n"
 "  --log-level LEVEL       debug, info, warn, error (default info)\n"
 "  --log-format FORMAT     text (logfmt) or json (default text)\n"
 "  --version               print the version and exit\n"
@@ -82,7 +106,7 @@ static int parse_args(int argc, char **argv, options *o)
 {
     enum { O_LISTEN = 1000, O_DATA, O_DEVICE, O_THREADS, O_RPC, O_POLL, O_MSG,
            O_IMPORT, O_PARAMS, O_GRACE, O_LEVEL, O_FORMAT, O_VERSION, O_DSMAX, O_DSQUOTA,
-           O_TWORKERS, O_CKPT };
+           O_TWORKERS, O_CKPT, O_STREAMS, O_PEER_STREAMS, O_IDLE };
     static const struct option longs[] = {
         { "listen", required_argument, 0, O_LISTEN },
         { "data-dir", required_argument, 0, O_DATA },
@@ -91,6 +115,9 @@ static int parse_args(int argc, char **argv, options *o)
         { "threads", required_argument, 0, O_THREADS },
         { "rpc-threads", required_argument, 0, O_RPC },
         { "poll-threads", required_argument, 0, O_POLL },
+        { "max-streams", required_argument, 0, O_STREAMS },
+        { "max-streams-per-client", required_argument, 0, O_PEER_STREAMS },
+        { "stream-idle-seconds", required_argument, 0, O_IDLE },
         { "max-message-mb", required_argument, 0, O_MSG },
         { "max-import-mb", required_argument, 0, O_IMPORT },
         { "max-model-params", required_argument, 0, O_PARAMS },
@@ -111,7 +138,8 @@ static int parse_args(int argc, char **argv, options *o)
                     .rpc_threads = 8, .poll_threads = 2,
                     .max_message_mb = 64, .max_import_mb = 4096, .grace_seconds = 5,
                     .max_model_params = 1LL << 30, .max_dataset_mb = 16384,
-                    .train_workers = 1, .checkpoint_steps = 500 };
+                    .train_workers = 1, .checkpoint_steps = 500,
+                    .max_streams = 64, .stream_idle_seconds = 60 };
     int c;
     long v;
     opterr = 0;
@@ -123,6 +151,12 @@ static int parse_args(int argc, char **argv, options *o)
         case O_THREADS: if (parse_long("--threads", optarg, 1, 1024, &o->threads)) return 2; break;
         case O_RPC: if (parse_long("--rpc-threads", optarg, 1, 1024, &o->rpc_threads)) return 2; break;
         case O_POLL: if (parse_long("--poll-threads", optarg, 1, 64, &o->poll_threads)) return 2; break;
+        case O_STREAMS: if (parse_long("--max-streams", optarg, 1, 1024, &o->max_streams)) return 2; break;
+        case O_PEER_STREAMS:
+            if (parse_long("--max-streams-per-client", optarg, 1, 1024, &o->max_streams_per_client))
+                return 2;
+            break;
+        case O_IDLE: if (parse_long("--stream-idle-seconds", optarg, 0, 86400, &o->stream_idle_seconds)) return 2; break;
         case O_MSG: if (parse_long("--max-message-mb", optarg, 1, 2047, &o->max_message_mb)) return 2; break;
         case O_IMPORT: if (parse_long("--max-import-mb", optarg, 1, 1L << 20, &o->max_import_mb)) return 2; break;
         case O_PARAMS:
@@ -173,23 +207,111 @@ static int parse_args(int argc, char **argv, options *o)
 
 /* ------------------------------------------------------------ control loop */
 
+/*
+ * The shutdown (SIGINT or SIGTERM), on CLOCK_MONOTONIC from the signal:
+ *
+ *   0                 new calls get UNAVAILABLE; running jobs are told to
+ *                     stop (they checkpoint at their next step), in a thread
+ *                     of their own, beside the drain of the calls
+ *   up to grace       calls in flight finish; no waiting once none is left
+ *   grace             calls still in flight are cancelled
+ *   + DRAIN_RELEASE   handlers have let go of their calls and the training
+ *                     workers have stopped, or the exit goes on without them
+ *                     (nothing is freed then: they may still use it)
+ *   + DRAIN_HARD      the hard deadline, a libuv timer of this loop: the
+ *                     process exits (_exit) whatever still runs, e.g. a
+ *                     grpc_shutdown or a store close that blocks
+ *
+ * so that the exit comes within the grace + 1 s, always. An exit that does
+ * not wait loses nothing stored: every write is crash-safe (the kill -9
+ * tests), and a job resumes from its last checkpoint.
+ */
+#define DRAIN_RELEASE_MS 400
+#define DRAIN_HARD_MS 800
+
 typedef struct {
     fxa_daemon *d;
     int grace_ms;
     uv_async_t done;     /* the drain thread finished */
     uv_signal_t sigint, sigterm;
     uv_timer_t heartbeat;
+    uv_timer_t hard;     /* the hard deadline */
     pthread_t drain_thread;
     bool draining;
+    bool clean;          /* the drain freed everything (set before `done`) */
+    uint64_t t_signal_ns;
+    _Atomic(const char *) waiting_for; /* the drain's current step, for logs */
 } control;
+
+static void *jobs_stop_main(void *arg)
+{
+    fxj_jobs_stop(arg);
+    return NULL;
+}
+
+/* Joins th by deadline_ns (CLOCK_MONOTONIC); false when it still runs. */
+static bool join_by(pthread_t th, uint64_t deadline_ns)
+{
+    uint64_t now = fxu_mono_ns();
+    uint64_t left = deadline_ns > now ? deadline_ns - now : 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts); /* pthread_timedjoin_np's clock */
+    uint64_t rt = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec + left;
+    ts.tv_sec = (time_t)(rt / 1000000000u);
+    ts.tv_nsec = (long)(rt % 1000000000u);
+    return pthread_timedjoin_np(th, NULL, &ts) == 0;
+}
 
 static void *drain_main(void *arg)
 {
     control *c = arg;
-    fxj_jobs_stop(c->d->jobs); /* running jobs checkpoint; they resume at the next start */
-    fxr_server_shutdown(c->d->rpc, c->grace_ms);
+    fxa_daemon *d = c->d;
+    uint64_t release_end = c->t_signal_ns + (uint64_t)(c->grace_ms + DRAIN_RELEASE_MS) * 1000000;
+    pthread_t jobs_th;
+    bool jobs_async = pthread_create(&jobs_th, NULL, jobs_stop_main, d->jobs) == 0;
+    if (!jobs_async) {
+        atomic_store(&c->waiting_for, "the training jobs to stop");
+        fxj_jobs_stop(d->jobs);
+    }
+    atomic_store(&c->waiting_for, "calls in flight");
+    char err[512];
+    uint64_t now = fxu_mono_ns();
+    int release_ms = now < release_end ? (int)((release_end - now) / 1000000) - c->grace_ms : 0;
+    int rc = fxr_server_shutdown(d->rpc, c->grace_ms, release_ms > 0 ? release_ms : 0, err,
+                                 sizeof err);
+    atomic_store(&c->waiting_for, "the training jobs to stop");
+    bool jobs_stopped = !jobs_async || join_by(jobs_th, release_end);
+    if (rc || !jobs_stopped) {
+        fxl_log(FXL_WARN, "main", "exit without waiting error=\"%s\"",
+                rc ? err : "a training step did not end in time; its job resumes from its "
+                           "last checkpoint at the next start");
+        c->clean = false;
+        uv_async_send(&c->done);
+        return NULL;
+    }
+    atomic_store(&c->waiting_for, "gRPC to shut down");
+    fxr_server_destroy(d->rpc);
+    atomic_store(&c->waiting_for, "the jobs to be freed");
+    fxj_jobs_free(d->jobs);
+    atomic_store(&c->waiting_for, "the served models to stop");
+    fxsv_serving_free(d->serving);
+    atomic_store(&c->waiting_for, "the datasets to close");
+    fxds_datasets_close(d->datasets);
+    atomic_store(&c->waiting_for, "the store to close");
+    fxdb_store_close(d->store);
+    c->clean = true;
     uv_async_send(&c->done);
     return NULL;
+}
+
+/* The hard deadline passed: exit now. No flush of stdio (a stuck thread may
+ * hold a FILE lock); the log line goes to unbuffered stderr. */
+static void on_hard_deadline(uv_timer_t *h)
+{
+    control *c = h->data;
+    fxl_log(FXL_WARN, "main", "exit forced after grace_ms=%d + %d ms waiting_for=\"%s\"",
+            c->grace_ms, DRAIN_HARD_MS, atomic_load(&c->waiting_for));
+    _exit(0);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -200,10 +322,15 @@ static void on_signal(uv_signal_t *h, int signum)
         return;
     }
     c->draining = true;
+    c->t_signal_ns = fxu_mono_ns();
     atomic_store(&c->d->draining, true);
     fxl_log(FXL_INFO, "main", "draining signal=%s in_flight=%llu grace_ms=%d",
             signum == SIGINT ? "SIGINT" : "SIGTERM",
             (unsigned long long)fxr_server_in_flight(c->d->rpc), c->grace_ms);
+    /* the drain thread frees what the heartbeat reads */
+    uv_timer_stop(&c->heartbeat);
+    uv_update_time(h->loop);
+    uv_timer_start(&c->hard, on_hard_deadline, (uint64_t)c->grace_ms + DRAIN_HARD_MS, 0);
     if (pthread_create(&c->drain_thread, NULL, drain_main, c) != 0) {
         fxl_log(FXL_ERROR, "main", "cannot start the drain thread; shutting down inline");
         drain_main(c);
@@ -297,7 +424,12 @@ int main(int argc, char **argv)
     fxr_server_opts so = { .listen = o.listen, .poll_threads = (int)o.poll_threads,
                            .handler_threads = (int)o.rpc_threads,
                            .max_recv_bytes = d.max_message_bytes,
-                           .max_send_bytes = d.max_message_bytes, .log = rpc_log };
+                           .max_send_bytes = d.max_message_bytes,
+                           .max_streams = (int)o.max_streams,
+                           .max_streams_per_peer = (int)o.max_streams_per_client,
+                           .stream_idle_ms = o.stream_idle_seconds
+                                                 ? (int)o.stream_idle_seconds * 1000 : -1,
+                           .log = rpc_log };
     d.rpc = d.serving ? fxr_server_create(&so, err, sizeof err) : NULL;
     if (!d.rpc) {
         fxl_log(FXL_ERROR, "main", "cannot serve addr=%s error=\"%s\"", o.listen,
@@ -323,8 +455,8 @@ int main(int argc, char **argv)
         fxl_log(FXL_ERROR, "main", "cannot start the training jobs error=\"%s\"", err);
         return 1;
     }
-    int port = fxr_server_start(d.rpc);
-    if (port <= 0) {
+    int port = 0;
+    if (fxr_server_start(d.rpc, &port) != 0) {
         fxl_log(FXL_ERROR, "main", "cannot start serving addr=%s", o.listen);
         return 1;
     }
@@ -339,6 +471,9 @@ int main(int argc, char **argv)
     uv_signal_start(&c.sigterm, on_signal, SIGTERM);
     uv_timer_init(loop, &c.heartbeat);
     c.heartbeat.data = &c;
+    uv_timer_init(loop, &c.hard);
+    c.hard.data = &c;
+    atomic_init(&c.waiting_for, "nothing");
     uv_timer_start(&c.heartbeat, on_heartbeat, 30000, 30000);
 
     int hostlen = (int)(strrchr(o.listen, ':') - o.listen);
@@ -352,15 +487,15 @@ int main(int argc, char **argv)
     uv_run(loop, UV_RUN_DEFAULT);
 
     if (c.draining)
-        pthread_join(c.drain_thread, NULL);
+        pthread_join(c.drain_thread, NULL); /* it has sent `done`: no wait */
     uv_walk(loop, close_cb, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
-    fxr_server_destroy(d.rpc);
-    fxj_jobs_free(d.jobs);
-    fxsv_serving_free(d.serving);
-    fxds_datasets_close(d.datasets);
-    fxdb_store_close(d.store);
+    if (!c.clean) {
+        /* threads still use what was not freed: no exit handlers either */
+        fxl_log(FXL_INFO, "main", "stopped clean=false");
+        _exit(0);
+    }
     fxl_log(FXL_INFO, "main", "stopped");
     return 0;
 }

@@ -16,11 +16,38 @@
  * lifetime, so long streams (watches) never starve unary calls. Handlers may
  * block.
  *
+ * Streams are bounded, because each holds a thread: at most `max_streams`
+ * at once, and `max_streams_per_peer` of them from one client connection, so
+ * one client cannot take them all; past either, a new stream is answered
+ * RESOURCE_EXHAUSTED at once, on the poller, with a message naming the limit.
+ * A client-streamed call whose client sends nothing for `stream_idle_ms`
+ * while its handler waits in fxr_recv is ended (DEADLINE_EXCEEDED), which
+ * frees its thread. Server streams (watches, exports) count against the
+ * limits but are never idle: the handler decides when they end.
+ *
+ * Timers, and who owns them. This layer starts no timer thread:
+ *  - a call's deadline belongs to gRPC, which cancels the call when it
+ *    passes (the client sees DEADLINE_EXCEEDED); the close notice marks the
+ *    call gone, and handlers learn it from fxr_cancelled/fxr_send/fxr_recv;
+ *  - a client stream's idle limit is a timed wait inside fxr_recv, on the
+ *    handler's own thread: it runs only while that thread waits for the
+ *    client, so it can neither outlive the call nor need a wake-up;
+ *  - the shutdown's grace and release limits are timed waits of the thread
+ *    that calls fxr_server_shutdown; the process's hard deadline around it
+ *    is a libuv timer of main.c.
+ *
  * Every call is finished exactly once, by fxr_reply or fxr_fail, either
  * before the handler returns or later from any thread (deferred: hand the
  * call to a worker, return, finish it there). After the client cancels or
  * the deadline passes, fxr_reply/fxr_fail still must be called (they then
  * only release the call); fxr_cancelled() tells a long handler to stop early.
+ *
+ * Files: this header is the module's interface and its documentation.
+ * server.c (lifecycle, pollers, accepting calls, drain), call.c (one call:
+ * reply/fail/send/recv, cancellation; every request message, unary or
+ * streamed, is unpacked in fxr__unpack_request there), dispatch.c (the method table, routing, the handler pool,
+ * the streams' threads). rpc_internal.h holds their shared state and is
+ * private to this folder.
  */
 #ifndef FXR_RPC_H
 #define FXR_RPC_H
@@ -67,6 +94,18 @@ typedef struct {
     int handler_threads;      /* 0: 8 */
     size_t max_recv_bytes;    /* per message; 0: 64 MiB. Larger: RESOURCE_EXHAUSTED */
     size_t max_send_bytes;    /* per message; 0: 64 MiB */
+    /* Streaming calls (of every kind) open at once, each holding a thread;
+     * past it a new stream is answered RESOURCE_EXHAUSTED. 0: 64. */
+    int max_streams;
+    /* Of them, the most one client connection (one peer address) may hold,
+     * so that one client cannot take every slot. 0: max_streams / 4, at
+     * least 1. */
+    int max_streams_per_peer;
+    /* How long fxr_recv waits for the client's next message before it ends
+     * the call (DEADLINE_EXCEEDED to the client, -1 to the handler) and so
+     * frees its thread. 0: 60 s; < 0: no limit. Server-streaming calls are
+     * never idle by this measure: only waits for the client count. */
+    int stream_idle_ms;
     /* Called (from any thread) with one line per event worth logging:
      * level "info"/"warn"/"error". NULL: stderr. */
     void (*log)(void *log_data, const char *level, const char *msg);
@@ -79,19 +118,38 @@ fxr_server *fxr_server_create(const fxr_server_opts *opts, char *err, size_t err
 
 /* Registers a service: every method of the descriptor gets a route; the
  * ones named in methods[0..n) get their handler and kind. Before start.
- * Returns 0, or -1 when a name in methods is not in the descriptor. */
+ * Returns 0, or (logged, the server left as it was) FXS_INVALID_ARGUMENT
+ * for a bad table (a name not in the descriptor, a bad kind),
+ * FXS_ALREADY_EXISTS for a service registered twice, FXS_FAILED_PRECONDITION
+ * after start, FXS_RESOURCE_EXHAUSTED when out of memory. */
 int fxr_server_add_service(fxr_server *s, const ProtobufCServiceDescriptor *desc,
                            const fxr_method *methods, int n, void *data);
 
-/* Starts polling; returns the bound port (> 0), or -1. */
-int fxr_server_start(fxr_server *s);
+/* Starts polling: 0 with the bound port in *port, or (logged)
+ * FXS_FAILED_PRECONDITION when started twice, FXS_RESOURCE_EXHAUSTED when
+ * its threads cannot start. */
+int fxr_server_start(fxr_server *s, int *port);
 
-/* Graceful shutdown: stops accepting calls, waits up to grace_ms for
- * in-flight calls to finish, cancels the rest, waits for their handlers to
- * release them, stops the threads. Blocks; call from a non-handler thread. */
-void fxr_server_shutdown(fxr_server *s, int grace_ms);
+/* Graceful shutdown, every step bounded. Blocks; call from a non-handler
+ * thread.
+ *  1. At once: new calls are answered UNAVAILABLE (the listener stays open
+ *     meanwhile, so that no call gRPC had received is dropped) and
+ *     fxr_draining() turns true; calls in flight go on.
+ *  2. When no call is in flight, or grace_ms has passed: gRPC's shutdown
+ *     (listener closed, GOAWAY), and every call still in flight cancelled
+ *     (its client gets UNAVAILABLE, fxr_cancelled() turns true).
+ *  3. Up to release_ms (< 0: no limit) for the handlers to release their
+ *     calls and for the server's threads to stop.
+ * Returns 0; or FXS_DEADLINE_EXCEEDED, with a message in err, when step 3
+ * ran out: handlers still hold calls, the server stays as it is (its memory
+ * in use) and the caller should exit the process rather than wait. A
+ * second call returns at once. */
+int fxr_server_shutdown(fxr_server *s, int grace_ms, int release_ms, char *err, size_t errlen);
 
-/* Frees everything; the server must be shut down (or never started). */
+/* Frees everything; the server must be shut down (or never started). A
+ * started one is shut down first (no grace, no limit). One whose shutdown
+ * gave up is freed only if its handlers have let go of their calls since;
+ * else it is left as it is (see fxr_server_shutdown). */
 void fxr_server_destroy(fxr_server *s);
 
 /* Calls in flight (received and not yet finished), and calls so far. */
@@ -109,8 +167,8 @@ void fxr_fail(fxr_call *call, fxs_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Streaming: sends one message and waits until it is written. Returns 0, or
- * -1 when the call is gone (cancelled, deadline, disconnect, or the
- * shutdown's grace period is over); the caller then finishes it with
+ * FXS_CANCELLED when the call is gone (cancelled, deadline, disconnect, or
+ * the shutdown's grace period is over); the caller then finishes it with
  * fxr_fail. */
 int fxr_send(fxr_call *call, const ProtobufCMessage *msg);
 
@@ -121,11 +179,14 @@ void fxr_finish(fxr_call *call);
  * with *msg (free with protobuf_c_message_free_unpacked), 0 at the end of
  * the client's stream, -1 when the call is gone or the message does not
  * parse (the call is then answered INVALID_ARGUMENT/CANCELLED by the caller
- * via fxr_fail as usual). Every message's string fields are checked first
- * (rpc/wirecheck.h), as the request of a unary call is before its handler
- * runs: when one is refused, -1 too, and the caller's fxr_fail with
- * INVALID_ARGUMENT sends the reason that names the field instead of its own
- * message. */
+ * via fxr_fail as usual). A read, not a module call: its three outcomes are
+ * the exception to the 0-or-status rule. Every message's string fields are
+ * checked first (rpc/wirecheck.h), as the request of a unary call is before
+ * its handler runs: when one is refused, -1 too, and the caller's fxr_fail
+ * with INVALID_ARGUMENT sends the reason that names the field instead of
+ * its own message. When the client sends nothing for opts.stream_idle_ms,
+ * the call is ended (the client gets DEADLINE_EXCEEDED naming the limit)
+ * and this returns -1 with fxr_cancelled() true. */
 int fxr_recv(fxr_call *call, ProtobufCMessage **msg);
 
 /* True once the client cancelled, the deadline passed, or the shutdown's

@@ -71,12 +71,23 @@ static bool log_has(const char *needle)
     return found;
 }
 
+static int log_count(const char *needle)
+{
+    int n = 0;
+    pthread_mutex_lock(&log_mu);
+    for (const char *p = log_buf; (p = strstr(p, needle)) != NULL; p++)
+        n++;
+    pthread_mutex_unlock(&log_mu);
+    return n;
+}
+
 /* ------------------------------------------------------------ handlers */
 
 static atomic_int slow_saw_cancel;
 static atomic_int stream_saw_cancel;
 static atomic_int unary_runs;
 static atomic_int upload_saw_cancel;
+static atomic_llong upload_broken_ms; /* when h_client_stream's fxr_recv last failed */
 
 static void reply_text(fxr_call *call, const char *text, int index)
 {
@@ -137,6 +148,7 @@ static void h_client_stream(fxr_call *call, const ProtobufCMessage *m, void *dat
         protobuf_c_message_free_unpacked(msg, NULL);
     }
     if (rc < 0) {
+        atomic_store(&upload_broken_ms, now_ms());
         if (fxr_cancelled(call))
             atomic_fetch_add(&upload_saw_cancel, 1);
         fxr_fail(call, fxr_cancelled(call) ? FXS_CANCELLED : FXS_INVALID_ARGUMENT,
@@ -272,7 +284,7 @@ static env start_env_opts(const fxr_server_opts *o, size_t client_max_recv)
     assert_int_equal(fxr_server_add_service(e.srv, &fxtest__echo__descriptor, echo_methods,
                                             N_ECHO_METHODS, &handler_tag),
                      0);
-    e.port = fxr_server_start(e.srv);
+    assert_int_equal(fxr_server_start(e.srv, &e.port), 0);
     assert_true(e.port > 0);
     char target[64];
     snprintf(target, sizeof target, "127.0.0.1:%d", e.port);
@@ -292,7 +304,7 @@ static env start_env(size_t server_max_recv, size_t client_max_recv)
 static void stop_env(env *e)
 {
     fxc_channel_free(e->ch);
-    fxr_server_shutdown(e->srv, 1000);
+    assert_int_equal(fxr_server_shutdown(e->srv, 1000, -1, NULL, 0), 0);
     assert_int_equal(fxr_server_in_flight(e->srv), 0);
     fxr_server_destroy(e->srv);
 }
@@ -398,13 +410,14 @@ static void test_create_errors(void **state)
     char err[256];
     fxr_server *a = fxr_server_create(&o, err, sizeof err);
     assert_non_null(a);
-    int port = fxr_server_start(a);
+    int port = 0;
+    assert_int_equal(fxr_server_start(a, &port), 0);
     assert_true(port > 0);
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
     o.listen = addr;
     expect_create_fails(&o, "cannot listen on");
-    fxr_server_shutdown(a, 0);
+    assert_int_equal(fxr_server_shutdown(a, 0, -1, NULL, 0), 0);
     fxr_server_destroy(a);
 
     /* Created, never started: destroy must still release everything. */
@@ -422,25 +435,31 @@ static void test_add_service_errors(void **state)
     fxr_server *s = fxr_server_create(&o, err, sizeof err);
     assert_non_null(s);
     fxr_method bad[] = { { "Unary", FXR_UNARY, h_unary }, { "Nope", FXR_UNARY, h_unary } };
-    assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, bad, 2, NULL), -1);
+    assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, bad, 2, NULL),
+                     FXS_INVALID_ARGUMENT);
     assert_true(log_has("rpc: service fxtest.Echo has no method Nope"));
     fxr_method bad_kind[] = { { "Unary", (fxr_kind)7, h_unary } };
     assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, bad_kind, 1, NULL),
-                     -1);
-    assert_int_equal(fxr_server_add_service(s, NULL, NULL, 0, NULL), -1);
-    assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, NULL, 1, NULL), -1);
+                     FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxr_server_add_service(s, NULL, NULL, 0, NULL), FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, NULL, 1, NULL),
+                     FXS_INVALID_ARGUMENT);
     assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, echo_methods,
                                             N_ECHO_METHODS, NULL),
                      0);
     assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, echo_methods,
                                             N_ECHO_METHODS, NULL),
-                     -1);
+                     FXS_ALREADY_EXISTS);
     assert_true(log_has("rpc: service fxtest.Echo registered twice"));
-    assert_true(fxr_server_start(s) > 0);
-    assert_int_equal(fxr_server_start(s), -1);
-    assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, NULL, 0, NULL), -1);
-    fxr_server_shutdown(s, 0);
-    fxr_server_shutdown(s, 0); /* twice is harmless */
+    int port = 0;
+    assert_int_equal(fxr_server_start(s, &port), 0);
+    assert_true(port > 0);
+    assert_int_equal(fxr_server_start(s, &port), FXS_FAILED_PRECONDITION);
+    assert_int_equal(port, 0);
+    assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, NULL, 0, NULL),
+                     FXS_FAILED_PRECONDITION);
+    assert_int_equal(fxr_server_shutdown(s, 0, -1, NULL, 0), 0);
+    assert_int_equal(fxr_server_shutdown(s, 0, -1, NULL, 0), 0); /* twice is harmless */
     fxr_server_destroy(s);
 }
 
@@ -1037,6 +1056,7 @@ typedef struct {
     bool ignore_cancel;
     int rc;
     int64_t took_ms;
+    int sleep_ms; /* 0: 800 when ignoring the cancel, else 20000 */
 } slow_client;
 
 static void *slow_call(void *arg)
@@ -1045,7 +1065,7 @@ static void *slow_call(void *arg)
     Fxtest__EchoRequest req = FXTEST__ECHO_REQUEST__INIT;
     Fxtest__EchoReply *rep = NULL;
     char err[256];
-    req.sleep_ms = c->ignore_cancel ? 800 : 20000;
+    req.sleep_ms = c->sleep_ms ? c->sleep_ms : c->ignore_cancel ? 800 : 20000;
     req.ignore_cancel = c->ignore_cancel;
     int64_t t0 = now_ms();
     c->rc = call_echo(c->ch, "Slow", &req, &rep, 30000, err, sizeof err);
@@ -1080,7 +1100,7 @@ static void test_shutdown_in_flight(void **state)
     assert_true(wait_for(five_in_flight, 5000));
     atomic_store(&slow_saw_cancel, 0);
     int64_t t0 = now_ms();
-    fxr_server_shutdown(e.srv, 200);
+    assert_int_equal(fxr_server_shutdown(e.srv, 200, -1, NULL, 0), 0);
     int64_t took = now_ms() - t0;
     /* the ignoring handler holds its call for 800 ms; nothing waits longer */
     assert_true(took < 800 + 1500);
@@ -1185,13 +1205,98 @@ static void test_shutdown_upload(void **state)
     sleep_ms(100);
     atomic_store(&upload_saw_cancel, 0);
     int64_t t0 = now_ms();
-    fxr_server_shutdown(e.srv, 200);
+    assert_int_equal(fxr_server_shutdown(e.srv, 200, -1, NULL, 0), 0);
     assert_true(now_ms() - t0 < 200 + 1500);
     assert_int_equal(atomic_load(&upload_saw_cancel), 1);
     pthread_join(th, NULL);
     assert_true(su.rc != FXS_OK);
     assert_true(su.u.sent < 500);
     fxr_server_destroy(e.srv);
+    fxc_channel_free(e.ch);
+}
+
+typedef struct {
+    fxr_server *srv;
+    int grace_ms, release_ms, rc;
+    char err[256];
+    int64_t took_ms;
+} shutdown_run;
+
+static void *shutdown_main(void *arg)
+{
+    shutdown_run *r = arg;
+    int64_t t0 = now_ms();
+    r->rc = fxr_server_shutdown(r->srv, r->grace_ms, r->release_ms, r->err, sizeof r->err);
+    r->took_ms = now_ms() - t0;
+    return NULL;
+}
+
+static bool shutdown_idle(void)
+{
+    return fxr_server_in_flight(shutdown_srv) == 0;
+}
+
+/* Defect 9: during the grace, a call in flight finishes OK while a new one
+ * is answered UNAVAILABLE by the server itself (gRPC's own shutdown, which
+ * drops calls it received but had not handed over, comes after). */
+static void test_shutdown_new_calls_unavailable(void **state)
+{
+    env e = start_env(0, 0);
+    static slow_client slow; /* static: a failed assertion leaves its thread */
+    slow = (slow_client){ .ch = e.ch, .ignore_cancel = true, .rc = -1 };
+    pthread_t th, sd;
+    assert_int_equal(pthread_create(&th, NULL, slow_call, &slow), 0); /* 800 ms */
+    shutdown_srv = e.srv;
+    assert_true(wait_for(one_in_flight, 5000));
+    static shutdown_run run;
+    run = (shutdown_run){ .srv = e.srv, .grace_ms = 5000, .release_ms = 1000 };
+    assert_int_equal(pthread_create(&sd, NULL, shutdown_main, &run), 0);
+    sleep_ms(100);
+    Fxtest__EchoRequest req = FXTEST__ECHO_REQUEST__INIT;
+    Fxtest__EchoReply *rep = NULL;
+    char err[256];
+    assert_int_equal(call_echo(e.ch, "Unary", &req, &rep, 5000, err, sizeof err),
+                     FXS_UNAVAILABLE);
+    if (!strstr(err, "the server is shutting down"))
+        fail_msg("a call during the drain: '%s'", err);
+    pthread_join(th, NULL);
+    assert_int_equal(slow.rc, FXS_OK); /* in flight at the start: finished */
+    pthread_join(sd, NULL);
+    assert_int_equal(run.rc, 0);
+    assert_true(run.took_ms < 800 + 1000); /* no waiting out the grace */
+    fxr_server_destroy(e.srv);
+    fxc_channel_free(e.ch);
+}
+
+/* Defect 9: a handler that ignores the cancel cannot hold the shutdown
+ * past release_ms: it returns DEADLINE_EXCEEDED, naming what is held, and
+ * leaves the server alone; once the handler lets go, destroy frees it. */
+static void test_shutdown_gives_up(void **state)
+{
+    env e = start_env(0, 0);
+    static slow_client slow; /* static: a failed assertion leaves its thread */
+    slow = (slow_client){ .ch = e.ch, .ignore_cancel = true, .rc = -1, .sleep_ms = 1500 };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, slow_call, &slow), 0);
+    shutdown_srv = e.srv;
+    assert_true(wait_for(one_in_flight, 5000));
+    char err[256] = "";
+    int64_t t0 = now_ms();
+    assert_int_equal(fxr_server_shutdown(e.srv, 100, 200, err, sizeof err),
+                     FXS_DEADLINE_EXCEEDED);
+    int64_t took = now_ms() - t0;
+    print_message("shutdown gave up after %lld ms (grace 100 ms, release 200 ms): %s\n",
+                  (long long)took, err);
+    assert_true(took >= 250 && took < 800);
+    if (!strstr(err, "1 calls still held"))
+        fail_msg("'%s' does not say what is held", err);
+    assert_int_equal(fxr_server_shutdown(e.srv, 0, 0, err, sizeof err), FXS_DEADLINE_EXCEEDED);
+    fxr_server_destroy(e.srv); /* the handler still holds its call: not freed */
+    assert_true(log_has("not freed: handlers still hold calls"));
+    pthread_join(th, NULL);
+    assert_true(slow.rc != FXS_OK); /* cancelled after the grace */
+    assert_true(wait_for(shutdown_idle, 3000));
+    fxr_server_destroy(e.srv); /* now it is */
     fxc_channel_free(e.ch);
 }
 
@@ -1204,10 +1309,285 @@ static void test_shutdown_idle_fast(void **state)
     assert_int_equal(call_echo(e.ch, "Unary", &req, &rep, 5000, err, sizeof err), FXS_OK);
     protobuf_c_message_free_unpacked(&rep->base, NULL);
     int64_t t0 = now_ms();
-    fxr_server_shutdown(e.srv, 5000);
+    assert_int_equal(fxr_server_shutdown(e.srv, 5000, -1, NULL, 0), 0);
     assert_true(now_ms() - t0 < 1000); /* nothing in flight: no waiting out the grace */
     fxr_server_destroy(e.srv);
     fxc_channel_free(e.ch);
+}
+
+/* ------------------------------------------------------ stream limits */
+
+/* next() of an upload that sends u->n chunks, each after u->gap_ms, then
+ * (when hold is set) waits until hold is cleared before ending its stream:
+ * an idle client. */
+typedef struct {
+    upload u;
+    int gap_ms;
+    atomic_int *hold;
+    fxc_channel *ch;
+    const char *path;
+    int rc;
+    char err[256];
+    atomic_int done;
+    int64_t took_ms;
+} idle_stream;
+
+static const ProtobufCMessage *next_idle_chunk(void *data, int *fail)
+{
+    idle_stream *is = data;
+    if (is->u.sent < is->u.n) {
+        if (is->gap_ms)
+            sleep_ms(is->gap_ms);
+        return next_chunk(&is->u, fail);
+    }
+    while (is->hold && atomic_load(is->hold))
+        sleep_ms(5);
+    return NULL;
+}
+
+static void *idle_stream_main(void *arg)
+{
+    idle_stream *is = arg;
+    Fxtest__EchoReply *rep = NULL;
+    fxc_call_opts co = { .timeout_ms = 20000 };
+    int64_t t0 = now_ms();
+    is->rc = fxc_client_stream(is->ch, is->path ? is->path : "/fxtest.Echo/ClientStream",
+                               next_idle_chunk, NULL, is, REPLY_DESC,
+                               (ProtobufCMessage **)&rep, &co, is->err, sizeof is->err);
+    is->took_ms = now_ms() - t0;
+    if (rep)
+        protobuf_c_message_free_unpacked(&rep->base, NULL);
+    atomic_store(&is->done, 1);
+    return NULL;
+}
+
+static fxr_server *limits_srv;
+
+static bool limits_idle(void)
+{
+    return fxr_server_in_flight(limits_srv) == 0;
+}
+
+/* Defect 7: a client stream whose client sends nothing for the idle limit
+ * is ended (DEADLINE_EXCEEDED with a message naming the limit) and its
+ * handler thread freed, long before the client would have gone on; a slow
+ * but steady client, and a server stream that is slow to send, are not
+ * idle. */
+static void test_stream_idle_timeout(void **state)
+{
+    fxr_server_opts o = { .listen = "127.0.0.1:0", .stream_idle_ms = 300, .log = capture_log };
+    env e = start_env_opts(&o, 0);
+    limits_srv = e.srv;
+    /* static: a failed assertion leaves the client thread running */
+    static atomic_int hold;
+    static idle_stream is;
+    atomic_store(&hold, 1);
+    is = (idle_stream){ .u = { .n = 1 }, .hold = &hold, .ch = e.ch };
+    pthread_t th;
+    atomic_store(&upload_broken_ms, 0);
+    int64_t t0 = now_ms();
+    assert_int_equal(pthread_create(&th, NULL, idle_stream_main, &is), 0);
+    /* the handler's fxr_recv fails after the idle limit, the call ends */
+    sleep_ms(100);
+    assert_true(wait_for(limits_idle, 2000));
+    int64_t broken = atomic_load(&upload_broken_ms);
+    assert_true(broken > 0);
+    print_message("idle client stream ended after %lld ms (limit 300 ms)\n",
+                  (long long)(broken - t0));
+    assert_true(broken - t0 >= 250 && broken - t0 < 1500);
+    assert_int_equal(atomic_load(&hold), 1); /* the client was still there */
+    atomic_store(&hold, 0);
+    pthread_join(th, NULL);
+    assert_int_equal(is.rc, FXS_DEADLINE_EXCEEDED);
+    if (!strstr(is.err, "stream idle limit") || !strstr(is.err, "--stream-idle-seconds"))
+        fail_msg("message '%s' does not name the idle limit", is.err);
+    assert_true(log_has("rpc: /fxtest.Echo/ClientStream from ipv4:127.0.0.1:"));
+
+    /* 6 chunks 150 ms apart: 900 ms in all, never 300 ms without one */
+    idle_stream steady = { .u = { .n = 6 }, .gap_ms = 150, .ch = e.ch };
+    idle_stream_main(&steady);
+    assert_int_equal(steady.rc, FXS_OK);
+    /* a server stream that waits 400 ms between messages */
+    Fxtest__EchoRequest req = FXTEST__ECHO_REQUEST__INIT;
+    req.text = "s";
+    req.count = 3;
+    req.sleep_ms = 400;
+    stream_seen seen = { 0 };
+    fxc_call_opts co = { .timeout_ms = 10000 };
+    char err[256];
+    assert_int_equal(fxc_server_stream(e.ch, "/fxtest.Echo/ServerStream", &req.base, REPLY_DESC,
+                                       on_stream_msg, &seen, &co, err, sizeof err),
+                     FXS_OK);
+    assert_int_equal(seen.n, 3);
+    stop_env(&e);
+}
+
+static const char *peer_of(fxc_channel *ch, char *buf, size_t len)
+{
+    Fxtest__EchoRequest req = FXTEST__ECHO_REQUEST__INIT;
+    Fxtest__EchoReply *rep = NULL;
+    char err[256];
+    assert_int_equal(call_echo(ch, "Unary", &req, &rep, 5000, err, sizeof err), FXS_OK);
+    snprintf(buf, len, "%s", rep->peer);
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    return buf;
+}
+
+/* Waits until the server counts `want` calls in flight and has logged
+ * `refusals` refused streams (or 5 s). The clients cannot tell: a refused
+ * upload's client learns it only once its next() returns. */
+static bool wait_server(int want, int refusals)
+{
+    int64_t end = now_ms() + 5000;
+    while ((fxr_server_in_flight(limits_srv) != (uint64_t)want ||
+            log_count("warn: rpc: refused") != refusals) && now_ms() < end)
+        sleep_ms(5);
+    return fxr_server_in_flight(limits_srv) == (uint64_t)want &&
+           log_count("warn: rpc: refused") == refusals;
+}
+
+static void expect_refused(const idle_stream *is, const char *needle)
+{
+    assert_int_equal(is->rc, FXS_RESOURCE_EXHAUSTED);
+    if (!strstr(is->err, needle))
+        fail_msg("refusal '%s' does not name '%s'", is->err, needle);
+}
+
+/* Defect 7: at most max_streams streaming calls at once, and at most
+ * max_streams_per_peer from one client connection; past either a new
+ * stream (client or server streaming) is refused RESOURCE_EXHAUSTED at
+ * once, naming the limit, while unary calls go on. */
+static void test_stream_limits(void **state)
+{
+    fxr_server_opts o = { .listen = "127.0.0.1:0", .max_streams = 4, .max_streams_per_peer = 2,
+                          .stream_idle_ms = -1, .log = capture_log };
+    env e = start_env_opts(&o, 0);
+    limits_srv = e.srv;
+    /* channels with different arguments do not share a connection */
+    char t[64];
+    snprintf(t, sizeof t, "127.0.0.1:%d", e.port);
+    fxc_channel *b = fxc_channel_create(t, &(fxc_channel_opts){ .max_recv_bytes = 1 << 20 });
+    fxc_channel *c = fxc_channel_create(t, &(fxc_channel_opts){ .max_recv_bytes = 2 << 20 });
+    char pa[128], pb[128], pc[128];
+    peer_of(e.ch, pa, sizeof pa);
+    peer_of(b, pb, sizeof pb);
+    peer_of(c, pc, sizeof pc);
+    assert_true(strcmp(pa, pb) != 0 && strcmp(pb, pc) != 0 && strcmp(pa, pc) != 0);
+
+    static atomic_int hold; /* static: see test_stream_idle_timeout */
+    static idle_stream is[6];
+    pthread_t th[6];
+    atomic_store(&hold, 1);
+    int refusals = log_count("warn: rpc: refused");
+    /* A: 2 held, its third refused (its own limit); B: 2 held, the server's
+     * 4; C: refused (the server's limit). In that order, one at a time. */
+    fxc_channel *chans[6] = { e.ch, e.ch, e.ch, b, b, c };
+    const int in_flight[6] = { 1, 2, 2, 3, 4, 4 };
+    for (int i = 0; i < 6; i++) {
+        is[i] = (idle_stream){ .u = { .n = 1 }, .hold = &hold, .ch = chans[i], .rc = -1 };
+        assert_int_equal(pthread_create(&th[i], NULL, idle_stream_main, &is[i]), 0);
+        refusals += i == 2 || i == 5;
+        if (!wait_server(in_flight[i], refusals))
+            fail_msg("stream %d: %d calls in flight, %d refused; want %d and %d", i,
+                     (int)fxr_server_in_flight(limits_srv), log_count("warn: rpc: refused"),
+                     in_flight[i], refusals);
+    }
+    assert_true(log_has("warn: rpc: refused /fxtest.Echo/ClientStream from"));
+    /* a server stream counts too */
+    Fxtest__EchoRequest req = FXTEST__ECHO_REQUEST__INIT;
+    req.text = "s";
+    req.count = 1;
+    stream_seen seen = { 0 };
+    fxc_call_opts co = { .timeout_ms = 5000 };
+    char err[256];
+    assert_int_equal(fxc_server_stream(c, "/fxtest.Echo/ServerStream", &req.base, REPLY_DESC,
+                                       on_stream_msg, &seen, &co, err, sizeof err),
+                     FXS_RESOURCE_EXHAUSTED);
+    /* unary calls are not held up, from any client */
+    int64_t t0 = now_ms();
+    peer_of(c, pc, sizeof pc);
+    peer_of(e.ch, pa, sizeof pa);
+    assert_true(now_ms() - t0 < 1000);
+    /* the held streams end normally when their clients finish */
+    atomic_store(&hold, 0);
+    for (int i = 0; i < 6; i++) {
+        pthread_join(th[i], NULL);
+        if (i != 2 && i != 5)
+            assert_int_equal(is[i].rc, FXS_OK);
+    }
+    expect_refused(&is[2], "--max-streams-per-client 2");
+    expect_refused(&is[5], "--max-streams 4");
+    /* and the slots are free again */
+    assert_true(wait_for(limits_idle, 2000));
+    assert_int_equal(fxc_server_stream(c, "/fxtest.Echo/ServerStream", &req.base, REPLY_DESC,
+                                       on_stream_msg, &seen, &co, err, sizeof err),
+                     FXS_OK);
+    fxc_channel_free(b);
+    fxc_channel_free(c);
+    stop_env(&e);
+}
+
+#define HAMMER_THREADS 8
+#define HAMMER_STREAMS 30
+
+static void *stream_hammer(void *arg)
+{
+    fxc_channel *ch = arg;
+    intptr_t bad = 0;
+    for (int i = 0; i < HAMMER_STREAMS; i++) {
+        idle_stream is = { .u = { .n = 3 }, .ch = ch };
+        if (i % 3 == 2) { /* a server stream takes a slot too */
+            Fxtest__EchoRequest req = FXTEST__ECHO_REQUEST__INIT;
+            req.text = "s";
+            req.count = 2;
+            stream_seen seen = { 0 };
+            fxc_call_opts co = { .timeout_ms = 10000 };
+            is.rc = fxc_server_stream(ch, "/fxtest.Echo/ServerStream", &req.base, REPLY_DESC,
+                                      on_stream_msg, &seen, &co, is.err, sizeof is.err);
+        } else {
+            idle_stream_main(&is);
+        }
+        bad += is.rc != FXS_OK && is.rc != FXS_RESOURCE_EXHAUSTED;
+    }
+    return (void *)bad;
+}
+
+/* The stream slots under contention: 8 threads open 240 short streams
+ * against 3 slots; each ends OK or RESOURCE_EXHAUSTED, and afterwards every
+ * slot is free again. */
+static void test_stream_limits_hammer(void **state)
+{
+    fxr_server_opts o = { .listen = "127.0.0.1:0", .max_streams = 3, .max_streams_per_peer = 3,
+                          .log = capture_log };
+    env e = start_env_opts(&o, 0);
+    limits_srv = e.srv;
+    pthread_t th[HAMMER_THREADS];
+    for (int i = 0; i < HAMMER_THREADS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, stream_hammer, e.ch), 0);
+    intptr_t bad = 0;
+    for (int i = 0; i < HAMMER_THREADS; i++) {
+        void *r;
+        pthread_join(th[i], &r);
+        bad += (intptr_t)r;
+    }
+    assert_int_equal(bad, 0);
+    assert_true(wait_for(limits_idle, 3000));
+    /* all 3 slots free: 3 held streams fit, a 4th does not */
+    static atomic_int hold; /* static: see test_stream_idle_timeout */
+    static idle_stream is[4];
+    pthread_t h[4];
+    atomic_store(&hold, 1);
+    int refusals = log_count("warn: rpc: refused");
+    for (int i = 0; i < 4; i++) {
+        is[i] = (idle_stream){ .u = { .n = 1 }, .hold = &hold, .ch = e.ch, .rc = -1 };
+        assert_int_equal(pthread_create(&h[i], NULL, idle_stream_main, &is[i]), 0);
+        assert_true(wait_server(i < 3 ? i + 1 : 3, refusals + (i == 3)));
+    }
+    atomic_store(&hold, 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(h[i], NULL);
+    assert_int_equal(is[3].rc, FXS_RESOURCE_EXHAUSTED);
+    stop_env(&e);
 }
 
 static int cmp_i64(const void *a, const void *b)
@@ -1252,7 +1632,12 @@ int main(void)
         cmocka_unit_test(test_shutdown_in_flight),
         cmocka_unit_test(test_shutdown_idle_fast),
         cmocka_unit_test(test_shutdown_upload),
+        cmocka_unit_test(test_shutdown_new_calls_unavailable),
+        cmocka_unit_test(test_shutdown_gives_up),
         cmocka_unit_test(test_busy_pool),
+        cmocka_unit_test(test_stream_idle_timeout),
+        cmocka_unit_test(test_stream_limits),
+        cmocka_unit_test(test_stream_limits_hammer),
     };
     const struct CMUnitTest with_shared[] = {
         cmocka_unit_test(test_unary),
