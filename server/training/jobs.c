@@ -30,9 +30,8 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <sqlite3.h>
 
-#include "api/api.h"
+#include "fx_version.h"
 #include "base/log.h"
 #include "base/status.h"
 #include "training/tbevents.h"
@@ -187,141 +186,77 @@ static int parse_id(const char *s, int64_t *id, char *err, size_t errlen)
 
 /* ------------------------------------------------------------- store */
 
+/* The jobs table belongs to the store (store/jobs_tab.c); its records are
+ * packed fluxion.v1.Job messages. */
+
 typedef struct {
     const Fluxion__V1__Job *rec;
-    int64_t id;          /* in: row to update (0: insert); out: the row */
-    int64_t now;
+    bool fresh;          /* a new row: its id and tensorboard_dir are set here */
     const char *dir;     /* DIR/jobs, for a new row's tensorboard_dir */
-} save_ctx;
+} pack_ctx;
 
-static int save_fn(sqlite3 *db, void *vctx, char *err, size_t errlen)
+/* fxdb_pack_fn: the record as stored (run by the store under its lock). */
+static int pack_job(void *vctx, int64_t id, void **blob, size_t *len, char *err, size_t errlen)
 {
-    save_ctx *c = vctx;
+    pack_ctx *c = vctx;
     Fluxion__V1__Job tmp = *c->rec;
     char idbuf[24], tbdir[4200];
-    sqlite3_stmt *s = NULL;
-    int rc = FXS_INTERNAL;
-    if (!c->id) {
-        if (sqlite3_prepare_v2(db, "INSERT INTO jobs(state, model, record, created_ms, "
-                               "updated_ms) VALUES ('QUEUED', ?1, x'', ?2, ?2)", -1, &s,
-                               NULL) != SQLITE_OK)
-            goto out;
-        sqlite3_bind_text(s, 1, c->rec->spec ? c->rec->spec->model : "", -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(s, 2, c->now);
-        if (sqlite3_step(s) != SQLITE_DONE)
-            goto out;
-        sqlite3_finalize(s);
-        s = NULL;
-        c->id = sqlite3_last_insert_rowid(db);
-        snprintf(idbuf, sizeof idbuf, "%" PRId64, c->id);
-        snprintf(tbdir, sizeof tbdir, "%s/%" PRId64 "/tb", c->dir, c->id);
+    if (c->fresh) {
+        snprintf(idbuf, sizeof idbuf, "%" PRId64, id);
+        snprintf(tbdir, sizeof tbdir, "%s/%" PRId64 "/tb", c->dir, id);
         tmp.id = idbuf;
         tmp.tensorboard_dir = tbdir;
     }
-    size_t len = protobuf_c_message_get_packed_size(&tmp.base);
-    uint8_t *buf = malloc(len ? len : 1);
+    *len = protobuf_c_message_get_packed_size(&tmp.base);
+    uint8_t *buf = malloc(*len ? *len : 1);
     if (!buf) {
-        fxu_seterr(err, errlen, "jobs: out of memory packing job %" PRId64, c->id);
+        fxu_seterr(err, errlen, "jobs: out of memory packing job %" PRId64, id);
         return FXS_RESOURCE_EXHAUSTED;
     }
     protobuf_c_message_pack(&tmp.base, buf);
-    if (sqlite3_prepare_v2(db, "UPDATE jobs SET state = ?1, record = ?2, updated_ms = ?3 "
-                           "WHERE id = ?4", -1, &s, NULL) == SQLITE_OK) {
-        sqlite3_bind_text(s, 1, state_name(tmp.state), -1, SQLITE_STATIC);
-        sqlite3_bind_blob(s, 2, buf, (int)len, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(s, 3, c->now);
-        sqlite3_bind_int64(s, 4, c->id);
-        if (sqlite3_step(s) == SQLITE_DONE)
-            rc = sqlite3_changes(db) == 1 ? 0 : FXS_NOT_FOUND;
-    }
-    free(buf);
-out:
-    if (rc == FXS_INTERNAL)
-        fxu_seterr(err, errlen, "jobs: saving job %" PRId64 ": %s", c->id, sqlite3_errmsg(db));
-    else if (rc == FXS_NOT_FOUND)
-        fxu_seterr(err, errlen, "jobs: job %" PRId64 " has no row", c->id);
-    sqlite3_finalize(s);
-    return rc;
+    *blob = buf;
+    return 0;
 }
 
 /* Commits rec (a new row when *id is 0; *id gets it). */
 static int save(fxj_jobs *j, const Fluxion__V1__Job *rec, int64_t *id, char *err, size_t errlen)
 {
-    save_ctx c = { .rec = rec, .id = *id, .now = fxu_now_ms(), .dir = j->dir };
-    int rc = fxdb_store_tx(j->st, save_fn, &c, err, errlen);
-    if (!rc)
-        *id = c.id;
-    return rc;
+    pack_ctx c = { .rec = rec, .fresh = *id == 0, .dir = j->dir };
+    fxdb_job_cols cols = { .state = state_name(rec->state),
+                           .model = rec->spec ? rec->spec->model : "" };
+    return fxdb_job_save(j->st, id, &cols, pack_job, &c, err, errlen);
 }
 
 typedef struct {
     const char *state, *model; /* filters ("": any) */
     int64_t id;                /* > 0: that row only */
     Fluxion__V1__Job **recs;
-    int n, cap;
+    int n;
 } load_ctx;
-
-static int load_fn(sqlite3 *db, void *vctx, char *err, size_t errlen)
-{
-    load_ctx *c = vctx;
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(db, "SELECT id, record FROM jobs WHERE (?1 = 0 OR id = ?1) AND "
-                           "(?2 = '' OR state = ?2) AND (?3 = '' OR model = ?3) ORDER BY id",
-                           -1, &s, NULL) != SQLITE_OK) {
-        fxu_seterr(err, errlen, "jobs: %s", sqlite3_errmsg(db));
-        return FXS_INTERNAL;
-    }
-    sqlite3_bind_int64(s, 1, c->id);
-    sqlite3_bind_text(s, 2, c->state, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 3, c->model, -1, SQLITE_STATIC);
-    int rc = 0, step;
-    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
-        int64_t id = sqlite3_column_int64(s, 0);
-        const void *blob = sqlite3_column_blob(s, 1);
-        Fluxion__V1__Job *r = fluxion__v1__job__unpack(
-            NULL, (size_t)sqlite3_column_bytes(s, 1), blob);
-        if (!r) {
-            fxl_log(FXL_ERROR, "jobs", "stored record does not parse job=%" PRId64, id);
-            continue;
-        }
-        if (c->n == c->cap) {
-            int ncap = c->cap ? 2 * c->cap : 16;
-            void *p = realloc(c->recs, sizeof *c->recs * (size_t)ncap);
-            if (!p) {
-                fluxion__v1__job__free_unpacked(r, NULL);
-                fxu_seterr(err, errlen, "jobs: out of memory listing jobs");
-                rc = FXS_RESOURCE_EXHAUSTED;
-                break;
-            }
-            c->recs = p;
-            c->cap = ncap;
-        }
-        c->recs[c->n++] = r;
-    }
-    if (!rc && step != SQLITE_DONE) {
-        fxu_seterr(err, errlen, "jobs: reading jobs: %s", sqlite3_errmsg(db));
-        rc = FXS_INTERNAL;
-    }
-    sqlite3_finalize(s);
-    return rc;
-}
-
-static void free_recs(Fluxion__V1__Job **recs, int n)
-{
-    for (int i = 0; i < n; i++)
-        fluxion__v1__job__free_unpacked(recs[i], NULL);
-    free(recs);
-}
 
 static int load(fxj_jobs *j, load_ctx *c, char *err, size_t errlen)
 {
-    int rc = fxdb_store_read(j->st, load_fn, c, err, errlen);
-    if (rc) {
-        free_recs(c->recs, c->n);
-        c->recs = NULL;
-        c->n = 0;
+    fxdb_row *rows = NULL;
+    int n = 0;
+    int rc = fxdb_job_list(j->st, c->id, c->state, c->model, &rows, &n, err, errlen);
+    if (rc)
+        return rc;
+    c->recs = calloc(n ? (size_t)n : 1, sizeof *c->recs);
+    if (!c->recs) {
+        fxdb_rows_free(rows, n);
+        fxu_seterr(err, errlen, "jobs: out of memory listing jobs");
+        return FXS_RESOURCE_EXHAUSTED;
     }
-    return rc;
+    for (int i = 0; i < n; i++) {
+        Fluxion__V1__Job *r = fluxion__v1__job__unpack(NULL, rows[i].len, rows[i].blob);
+        if (!r) {
+            fxl_log(FXL_ERROR, "jobs", "stored record does not parse job=%" PRId64, rows[i].id);
+            continue;
+        }
+        c->recs[c->n++] = r;
+    }
+    fxdb_rows_free(rows, n);
+    return 0;
 }
 
 /* The stored record of one job. */

@@ -782,7 +782,7 @@ static void test_schema(void **state)
     assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &s, NULL),
                      SQLITE_OK);
     assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(s, 0), 2); /* models; datasets + jobs */
+    assert_int_equal(sqlite3_column_int(s, 0), 3); /* models; datasets + jobs; serving_config */
     assert_int_equal(sqlite3_step(s), SQLITE_DONE); /* one row */
     sqlite3_finalize(s);
     /* a schema from a newer fluxiond is refused, not downgraded */
@@ -846,54 +846,188 @@ static void test_sqlite_failure_removes_file(void **state)
 }
 
 
-/* fxdb_store_tx commits what fn did, or rolls all of it back when fn fails;
- * fxdb_store_read sees the committed rows. */
-static int tx_insert(struct sqlite3 *db, void *ctx, char *err, size_t errlen)
+/* The tables of other modules through their typed functions: a failing
+ * hook rolls its transaction back; rows are durable across a reopen. */
+static int hook_fail(void *ctx, char *err, size_t errlen)
 {
-    int *fail = ctx;
-    if (sqlite3_exec(db, "INSERT INTO datasets (name, info, created_ms) VALUES ('d', x'00', 1)",
-                     NULL, NULL, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "insert: %s", sqlite3_errmsg(db));
-        return FXS_INTERNAL;
-    }
-    if (*fail) {
-        snprintf(err, errlen, "asked to fail");
-        return FXS_INVALID_ARGUMENT;
-    }
+    int *calls = ctx;
+    (*calls)++;
+    snprintf(err, errlen, "asked to fail");
+    return FXS_INVALID_ARGUMENT;
+}
+
+static int hook_count(void *ctx, char *err, size_t errlen)
+{
+    (*(int *)ctx)++;
     return 0;
 }
 
-static int tx_count(struct sqlite3 *db, void *ctx, char *err, size_t errlen)
-{
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(db, "SELECT count(*) FROM datasets", -1, &s, NULL) != SQLITE_OK)
-        return FXS_INTERNAL;
-    int rc = sqlite3_step(s) == SQLITE_ROW ? 0 : FXS_INTERNAL;
-    *(int *)ctx = sqlite3_column_int(s, 0);
-    sqlite3_finalize(s);
-    return rc;
-}
-
-static void test_module_tx(void **state)
+static void test_datasets_table(void **state)
 {
     fixture *f = *state;
     char err[256];
-    int fail = 1, n = -1;
-    assert_int_equal(fxdb_store_tx(f->st, tx_insert, &fail, err, sizeof err), FXS_INVALID_ARGUMENT);
+    int calls = 0, n = -1;
+    void *info = NULL;
+    size_t len = 0;
+    assert_int_equal(fxdb_dataset_insert(f->st, "d", "\x01\x02", 2, 5, hook_fail, &calls, err,
+                                         sizeof err), FXS_INVALID_ARGUMENT);
     assert_string_equal(err, "asked to fail");
-    assert_int_equal(fxdb_store_read(f->st, tx_count, &n, err, sizeof err), 0);
-    assert_int_equal(n, 0); /* rolled back */
-    fail = 0;
-    assert_int_equal(fxdb_store_tx(f->st, tx_insert, &fail, err, sizeof err), 0);
-    /* a second insert of the same name violates UNIQUE: the error comes back */
-    assert_int_equal(fxdb_store_tx(f->st, tx_insert, &fail, err, sizeof err), FXS_INTERNAL);
-    assert_non_null(strstr(err, "UNIQUE"));
+    assert_int_equal(calls, 1);
+    assert_int_equal(fxdb_dataset_get(f->st, "d", &info, &len, err, sizeof err), FXS_NOT_FOUND);
+    assert_non_null(strstr(err, "no dataset named 'd'"));
+    assert_int_equal(fxdb_dataset_insert(f->st, "d", "\x01\x02", 2, 5, hook_count, &calls, err,
+                                         sizeof err), 0);
+    assert_int_equal(calls, 2);
+    assert_int_equal(fxdb_dataset_insert(f->st, "d", "\x03", 1, 6, NULL, NULL, err, sizeof err),
+                     FXS_ALREADY_EXISTS);
+    assert_int_equal(fxdb_dataset_insert(f->st, "c", "", 0, 7, NULL, NULL, err, sizeof err), 0);
+    assert_int_equal(fxdb_dataset_insert(f->st, "../x", "", 0, 7, NULL, NULL, err, sizeof err),
+                     FXS_INVALID_ARGUMENT);
+    reopen(f);
+    fxdb_row *rows = NULL;
+    assert_int_equal(fxdb_dataset_list(f->st, &rows, &n, err, sizeof err), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(rows[0].name, "c"); /* by name */
+    assert_int_equal(rows[0].len, 0);
+    assert_string_equal(rows[1].name, "d");
+    assert_int_equal(rows[1].len, 2);
+    assert_memory_equal(rows[1].blob, "\x01\x02", 2);
+    fxdb_rows_free(rows, n);
+    /* a failing hook keeps the row; a delete hands back the record */
+    assert_int_equal(fxdb_dataset_delete(f->st, "d", hook_fail, &calls, &info, &len, err,
+                                         sizeof err), FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxdb_dataset_get(f->st, "d", &info, &len, err, sizeof err), 0);
+    assert_int_equal(len, 2);
+    free(info);
+    info = NULL;
+    assert_int_equal(fxdb_dataset_delete(f->st, "d", hook_count, &calls, &info, &len, err,
+                                         sizeof err), 0);
+    assert_int_equal(len, 2);
+    assert_memory_equal(info, "\x01\x02", 2);
+    free(info);
+    assert_int_equal(fxdb_dataset_delete(f->st, "d", NULL, NULL, NULL, NULL, err, sizeof err),
+                     FXS_NOT_FOUND);
+    reopen(f);
+    assert_int_equal(fxdb_dataset_list(f->st, &rows, &n, err, sizeof err), 0);
+    assert_int_equal(n, 1);
+    fxdb_rows_free(rows, n);
+}
+
+typedef struct {
+    const char *text;
+    int calls;
+} pack_arg;
+
+static int pack_text(void *ctx, int64_t id, void **blob, size_t *len, char *err, size_t errlen)
+{
+    pack_arg *a = ctx;
+    a->calls++;
+    char *s = tu_pathf("%s#%lld", a->text, (long long)id); /* the id is known inside */
+    *blob = strdup(s);
+    *len = strlen(s);
+    return 0;
+}
+
+static int pack_fail(void *ctx, int64_t id, void **blob, size_t *len, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "no pack");
+    return FXS_INTERNAL;
+}
+
+static void test_jobs_table(void **state)
+{
+    fixture *f = *state;
+    char err[256];
+    int64_t id = 0;
+    pack_arg a = { "first", 0 };
+    assert_int_equal(fxdb_job_save(f->st, &id, &(fxdb_job_cols){ "QUEUED", "m" }, pack_text, &a,
+                                   err, sizeof err), 0);
+    assert_int_equal(id, 1);
+    int64_t id2 = 0;
+    a.text = "second";
+    assert_int_equal(fxdb_job_save(f->st, &id2, &(fxdb_job_cols){ "QUEUED", "other" }, pack_text,
+                                   &a, err, sizeof err), 0);
+    assert_int_equal(id2, 2);
+    a.text = "running";
+    assert_int_equal(fxdb_job_save(f->st, &id, &(fxdb_job_cols){ "RUNNING", "m" }, pack_text, &a,
+                                   err, sizeof err), 0);
+    assert_int_equal(id, 1);
+    /* a failed pack leaves no row behind */
+    int64_t id3 = 0;
+    assert_int_equal(fxdb_job_save(f->st, &id3, &(fxdb_job_cols){ "QUEUED", "m" }, pack_fail, NULL,
+                                   err, sizeof err), FXS_INTERNAL);
+    assert_string_equal(err, "no pack");
+    int64_t missing = 99;
+    assert_int_equal(fxdb_job_save(f->st, &missing, &(fxdb_job_cols){ "QUEUED", "m" }, pack_text,
+                                   &a, err, sizeof err), FXS_NOT_FOUND);
+    reopen(f);
+    fxdb_row *rows;
+    int n;
+    assert_int_equal(fxdb_job_list(f->st, 0, "", "", &rows, &n, err, sizeof err), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(rows[0].id, 1);
+    assert_int_equal(rows[0].len, strlen("running#1"));
+    assert_memory_equal(rows[0].blob, "running#1", rows[0].len);
+    assert_memory_equal(rows[1].blob, "second#2", rows[1].len);
+    fxdb_rows_free(rows, n);
+    assert_int_equal(fxdb_job_list(f->st, 0, "QUEUED", NULL, &rows, &n, err, sizeof err), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(rows[0].id, 2);
+    fxdb_rows_free(rows, n);
+    assert_int_equal(fxdb_job_list(f->st, 0, "", "m", &rows, &n, err, sizeof err), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(rows[0].id, 1);
+    fxdb_rows_free(rows, n);
+    assert_int_equal(fxdb_job_list(f->st, 2, "", "", &rows, &n, err, sizeof err), 0);
+    assert_int_equal(n, 1);
+    fxdb_rows_free(rows, n);
+    assert_int_equal(fxdb_job_list(f->st, 7, "", "", &rows, &n, err, sizeof err), 0);
+    assert_int_equal(n, 0);
+    fxdb_rows_free(rows, n);
+}
+
+static void test_servecfg_table(void **state)
+{
+    fixture *f = *state;
+    char err[256];
+    void *cfg = NULL;
+    size_t len = 0;
+    assert_int_equal(fxdb_servecfg_get(f->st, "m", &cfg, &len, err, sizeof err), FXS_NOT_FOUND);
+    assert_int_equal(fxdb_servecfg_delete(f->st, "m", err, sizeof err), 0); /* none is fine */
+    assert_int_equal(fxdb_servecfg_put(f->st, "m", "ab", 2, err, sizeof err), 0);
+    assert_int_equal(fxdb_servecfg_put(f->st, "m", "xyz", 3, err, sizeof err), 0); /* replaces */
+    reopen(f);
+    assert_int_equal(fxdb_servecfg_get(f->st, "m", &cfg, &len, err, sizeof err), 0);
+    assert_int_equal(len, 3);
+    assert_memory_equal(cfg, "xyz", 3);
+    free(cfg);
+    assert_int_equal(fxdb_servecfg_delete(f->st, "m", err, sizeof err), 0);
+    assert_int_equal(fxdb_servecfg_get(f->st, "m", &cfg, &len, err, sizeof err), FXS_NOT_FOUND);
+}
+
+/* A data directory of a daemon from before serving_config had a migration:
+ * the table exists (created on first use) with rows, at schema version 2.
+ * It opens, keeps its rows, and reaches the current schema. */
+static void test_servecfg_table_before_migration(void **state)
+{
+    fixture *f = *state;
     fxdb_store_close(f->st);
-    f->st = fxdb_store_open(f->data, err, sizeof err);
-    assert_non_null(f->st);
-    assert_int_equal(fxdb_store_read(f->st, tx_count, &n, err, sizeof err), 0);
-    assert_int_equal(n, 1); /* committed and durable */
-    assert_non_null(strstr(fxdb_store_tmp_dir(f->st), "tmp"));
+    f->st = NULL;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(tu_pathf("%s/fluxion.db", f->data), &db), SQLITE_OK);
+    sql(db, "CREATE TABLE IF NOT EXISTS serving_config (model TEXT PRIMARY KEY, config BLOB "
+            "NOT NULL)");
+    sql(db, "INSERT INTO serving_config VALUES ('m', x'0102')");
+    sql(db, "UPDATE schema_version SET version = 2");
+    sqlite3_close(db);
+    reopen(f);
+    char err[256];
+    void *cfg = NULL;
+    size_t len = 0;
+    assert_int_equal(fxdb_servecfg_get(f->st, "m", &cfg, &len, err, sizeof err), 0);
+    assert_int_equal(len, 2);
+    free(cfg);
+    assert_true(db_int(f, "SELECT version FROM schema_version") > 2);
 }
 
 int main(void)
@@ -922,7 +1056,10 @@ int main(void)
         T(test_open_errors),
         T(test_new_db_with_files_is_refused),
         T(test_schema),
-        T(test_module_tx),
+        T(test_datasets_table),
+        T(test_jobs_table),
+        T(test_servecfg_table),
+        T(test_servecfg_table_before_migration),
         T(test_sqlite_failure_removes_file),
 #undef T
     };

@@ -1,0 +1,146 @@
+/*
+ * jobs_tab.c - the jobs table (see store.h): one row per training job, its
+ * record a packed fluxion.v1.Job, with the columns the store filters on
+ * (state, model) kept beside it. training/ owns the queue, checkpoints and
+ * TensorBoard files.
+ */
+#define _GNU_SOURCE
+#include "store/db.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/status.h"
+#include "base/util.h"
+
+typedef struct {
+    int64_t id;
+    const fxdb_job_cols *cols;
+    fxdb_pack_fn pack;
+    void *pack_ctx;
+} save_op;
+
+static const char *col(const char *s)
+{
+    return s ? s : "";
+}
+
+/* UPDATE of the row's columns and record, packed now that the id is known. */
+static int update_row(fxdb_store *st, save_op *o, int64_t now, char *err, size_t errlen)
+{
+    void *blob = NULL;
+    size_t len = 0;
+    int rc = o->pack(o->pack_ctx, o->id, &blob, &len, err, errlen);
+    if (rc)
+        return rc;
+    sqlite3_stmt *s = NULL;
+    if (len > INT32_MAX)
+        rc = fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "store: job %" PRId64 ": a record of "
+                      "%zu bytes", o->id, len);
+    if (!rc)
+        rc = fxdb__prepare(st, "UPDATE jobs SET state = ?1, model = ?2, record = ?3, "
+                               "updated_ms = ?4 WHERE id = ?5", &s, err, errlen);
+    if (!rc) {
+        sqlite3_bind_text(s, 1, col(o->cols->state), -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, col(o->cols->model), -1, SQLITE_STATIC);
+        sqlite3_bind_blob(s, 3, len ? blob : "", (int)len, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 4, now);
+        sqlite3_bind_int64(s, 5, o->id);
+        rc = fxdb__step_done(st, s, "saving a job", err, errlen);
+    }
+    if (!rc && sqlite3_changes(st->db) != 1)
+        rc = fxu_fail(err, errlen, FXS_NOT_FOUND, "store: job %" PRId64 " has no row", o->id);
+    free(blob);
+    return rc;
+}
+
+static int save_fn(fxdb_store *st, void *ctx, char *err, size_t errlen)
+{
+    save_op *o = ctx;
+    int64_t now = fxu_now_ms();
+    if (!o->id) {
+        sqlite3_stmt *s;
+        int rc = fxdb__prepare(st, "INSERT INTO jobs (state, model, record, created_ms, "
+                                   "updated_ms) VALUES (?1, ?2, x'', ?3, ?3)", &s, err, errlen);
+        if (rc)
+            return rc;
+        sqlite3_bind_text(s, 1, col(o->cols->state), -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, col(o->cols->model), -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 3, now);
+        if ((rc = fxdb__step_done(st, s, "adding a job", err, errlen)))
+            return rc;
+        o->id = sqlite3_last_insert_rowid(st->db);
+    }
+    return update_row(st, o, now, err, errlen);
+}
+
+int fxdb_job_save(fxdb_store *st, int64_t *id, const fxdb_job_cols *cols, fxdb_pack_fn pack,
+                  void *ctx, char *err, size_t errlen)
+{
+    if (!id || *id < 0 || !cols || !pack)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "store: job_save: missing argument");
+    save_op o = { .id = *id, .cols = cols, .pack = pack, .pack_ctx = ctx };
+    int rc = fxdb__tx(st, save_fn, &o, err, errlen);
+    if (!rc)
+        *id = o.id;
+    return rc;
+}
+
+typedef struct {
+    int64_t id;
+    const char *state, *model;
+    fxdb_row *rows;
+    int n;
+} list_op;
+
+static int list_fn(fxdb_store *st, void *ctx, char *err, size_t errlen)
+{
+    list_op *o = ctx;
+    sqlite3_stmt *s;
+    int rc = fxdb__prepare(st, "SELECT id, record FROM jobs WHERE (?1 = 0 OR id = ?1) AND "
+                               "(?2 = '' OR state = ?2) AND (?3 = '' OR model = ?3) ORDER BY id",
+                           &s, err, errlen);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(s, 1, o->id);
+    sqlite3_bind_text(s, 2, o->state, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, o->model, -1, SQLITE_STATIC);
+    int r = SQLITE_DONE, cap = 0;
+    while (!rc && (r = sqlite3_step(s)) == SQLITE_ROW) {
+        if (o->n == cap) {
+            cap = cap ? 2 * cap : 16;
+            fxdb_row *nr = realloc(o->rows, (size_t)cap * sizeof *nr);
+            if (!nr) {
+                rc = fxu_oom(err, errlen);
+                break;
+            }
+            o->rows = nr;
+        }
+        fxdb_row *row = &o->rows[o->n++];
+        memset(row, 0, sizeof *row);
+        row->id = sqlite3_column_int64(s, 0);
+        rc = fxdb__column_blob(s, 1, &row->blob, &row->len, err, errlen);
+    }
+    if (!rc && r != SQLITE_DONE)
+        rc = fxdb__fail(st, err, errlen, "reading jobs");
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int fxdb_job_list(fxdb_store *st, int64_t id, const char *state, const char *model,
+                  fxdb_row **rows, int *n, char *err, size_t errlen)
+{
+    if (!rows || !n)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "store: job_list: missing argument");
+    list_op o = { .id = id > 0 ? id : 0, .state = col(state), .model = col(model) };
+    int rc = fxdb__read(st, list_fn, &o, err, errlen);
+    if (rc) {
+        fxdb_rows_free(o.rows, o.n);
+        o.rows = NULL;
+        o.n = 0;
+    }
+    *rows = o.rows;
+    *n = o.n;
+    return rc;
+}
