@@ -42,17 +42,17 @@
 
 /* ------------------------------------------------------------ logging */
 
+/* Everything the store logs goes through the daemon's logger, so that
+ * --log-format json is JSON on every line (the store used to write plain
+ * text to stderr). */
 void fxdb__log(int level, const char *fmt, ...)
 {
-    (void)level;
+    char msg[1536];
     va_list ap;
     va_start(ap, fmt);
-    flockfile(stderr); /* one line, even with several threads logging */
-    fputs("fluxiond: store: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    funlockfile(stderr);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    fxl_log((fxl_level)level, "store", "%s", msg);
 }
 
 /* ---------------------------------------------------------- migrations */

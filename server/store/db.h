@@ -36,7 +36,8 @@ struct fxdb_store {
 
 /* ------------------------------------------------------------ logging */
 
-/* A line through the daemon's logger (base/log.h), component "store". */
+/* A line through the daemon's logger (base/log.h), component "store": the
+ * store never writes to stderr itself. */
 void fxdb__log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* --------------------------------------------------------- statements */
