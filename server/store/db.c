@@ -101,6 +101,11 @@ static const char *const MIGRATIONS[] = {
     "CREATE TABLE IF NOT EXISTS serving_config ("
     "  model TEXT PRIMARY KEY,"
     "  config BLOB NOT NULL);",         /* packed fluxion.v1.BatchingConfig */
+    /* 3 -> 4: the job that made a version, written in the transaction that
+     * marks the job SUCCEEDED (jobs_tab.c). Versions made before have none:
+     * their source text ("job 12") was never a reliable link. */
+    "ALTER TABLE versions ADD COLUMN job_id INTEGER;"
+    "CREATE INDEX versions_by_job ON versions(job_id) WHERE job_id IS NOT NULL;",
 };
 #define SCHEMA_VERSION ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 

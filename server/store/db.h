@@ -101,6 +101,17 @@ int fxdb__each_entry(const char *dir, fxdb__entry_fn fn, void *ctx);
 /* Unlinks dir/fname; logs why (NULL: only failures). */
 void fxdb__remove_file(const char *dir, const char *fname, const char *why);
 
+/* -------------------------------------------------------------- models */
+
+/* Runs inside a version's transaction once its row is in. */
+typedef int (*fxdb__after_fn)(fxdb_store *st, void *ctx, int64_t version, char *err,
+                              size_t errlen);
+/* fxdb_store_add_version, with the job that made the version (job_id > 0:
+ * versions.job_id) and after(ctx) in the same transaction (models_tab.c). */
+int fxdb__add_version(fxdb_store *st, const char *name, const void *weights, size_t weights_len,
+                      const char *source, int64_t job_id, fxdb__after_fn after, void *ctx,
+                      int64_t *version, char *err, size_t errlen);
+
 /* ------------------------------------------------------------ recovery */
 
 /* At open, after the migrations: removes what a crash left (recovery.c). */

@@ -3,6 +3,10 @@
  * record a packed fluxion.v1.Job, with the columns the store filters on
  * (state, model) kept beside it. training/ owns the queue, checkpoints and
  * TensorBoard files.
+ *
+ * A job's result version is linked to the job by versions.job_id, written
+ * in the transaction that marks the job finished (fxdb_job_finish). The
+ * version's source text is the client's to write; it links nothing.
  */
 #define _GNU_SOURCE
 #include "store/db.h"
@@ -16,6 +20,7 @@
 
 typedef struct {
     int64_t id;
+    int64_t version;      /* finish: the result version */
     const fxdb_job_cols *cols;
     fxdb_pack_fn pack;
     void *pack_ctx;
@@ -31,7 +36,7 @@ static int update_row(fxdb_store *st, save_op *o, int64_t now, char *err, size_t
 {
     void *blob = NULL;
     size_t len = 0;
-    int rc = o->pack(o->pack_ctx, o->id, &blob, &len, err, errlen);
+    int rc = o->pack(o->pack_ctx, o->id, o->version, &blob, &len, err, errlen);
     if (rc)
         return rc;
     sqlite3_stmt *s = NULL;
@@ -84,6 +89,56 @@ int fxdb_job_save(fxdb_store *st, int64_t *id, const fxdb_job_cols *cols, fxdb_p
     int rc = fxdb__tx(st, save_fn, &o, err, errlen);
     if (!rc)
         *id = o.id;
+    return rc;
+}
+
+/* fxdb__after_fn: inside the version's transaction, the job's row. */
+static int finish_fn(fxdb_store *st, void *ctx, int64_t version, char *err, size_t errlen)
+{
+    save_op *o = ctx;
+    o->version = version;
+    return update_row(st, o, fxu_now_ms(), err, errlen);
+}
+
+int fxdb_job_finish(fxdb_store *st, int64_t id, const fxdb_job_cols *cols, const void *weights,
+                    size_t weights_len, const char *source, fxdb_pack_fn pack, void *ctx,
+                    int64_t *version, char *err, size_t errlen)
+{
+    if (id <= 0 || !cols || !cols->model || !pack)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "store: job_finish: missing argument");
+    save_op o = { .id = id, .cols = cols, .pack = pack, .pack_ctx = ctx };
+    return fxdb__add_version(st, cols->model, weights, weights_len, source, id, finish_fn, &o,
+                             version, err, errlen);
+}
+
+typedef struct {
+    int64_t id, version;
+} version_op;
+
+static int version_fn(fxdb_store *st, void *ctx, char *err, size_t errlen)
+{
+    version_op *o = ctx;
+    sqlite3_stmt *s;
+    int rc = fxdb__prepare(st, "SELECT COALESCE(MAX(version), 0) FROM versions WHERE job_id = ?",
+                           &s, err, errlen);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(s, 1, o->id);
+    if (sqlite3_step(s) == SQLITE_ROW)
+        o->version = sqlite3_column_int64(s, 0);
+    else
+        rc = fxdb__fail(st, err, errlen, "finding a job's version");
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int fxdb_job_version(fxdb_store *st, int64_t id, int64_t *version, char *err, size_t errlen)
+{
+    if (!version)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "store: job_version: missing argument");
+    version_op o = { .id = id };
+    int rc = fxdb__read(st, version_fn, &o, err, errlen);
+    *version = rc ? 0 : o.version;
     return rc;
 }
 

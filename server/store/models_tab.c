@@ -186,14 +186,20 @@ int fxdb_store_list_models(fxdb_store *st, fxdb_model_rec **out, int *n, char *e
 
 /* ------------------------------------------------------------ writing */
 
+/* job_id 0: no job made it (NULL in the row). */
 static int insert_version(fxdb_store *st, int64_t id, int64_t version, const char *source,
-                          size_t len, const char *sha, char *err, size_t errlen)
+                          size_t len, const char *sha, int64_t job_id, char *err, size_t errlen)
 {
     sqlite3_stmt *s;
     int rc = fxdb__prepare(st, "INSERT INTO versions (model_id, version, created_ms, source, "
-                           "weights_bytes, sha256) VALUES (?, ?, ?, ?, ?, ?)", &s, err, errlen);
+                           "weights_bytes, sha256, job_id) VALUES (?, ?, ?, ?, ?, ?, ?)", &s,
+                           err, errlen);
     if (rc)
         return rc;
+    if (job_id > 0)
+        sqlite3_bind_int64(s, 7, job_id);
+    else
+        sqlite3_bind_null(s, 7);
     sqlite3_bind_int64(s, 1, id);
     sqlite3_bind_int64(s, 2, version);
     sqlite3_bind_int64(s, 3, fxu_now_ms());
@@ -234,6 +240,9 @@ typedef struct {
     size_t len;
     char sha[65];
     char *tmp;
+    int64_t job_id;          /* the job whose result this is; 0: none */
+    fxdb__after_fn after;    /* runs once the row is in (may be NULL) */
+    void *after_ctx;
 } new_weights;
 
 static int stage_weights(fxdb_store *st, new_weights *w, const char *name, const void *data,
@@ -270,7 +279,8 @@ typedef int (*version_prelude)(fxdb_store *st, void *ctx, int64_t *id, int64_t *
                                char *err, size_t errlen);
 
 /* One transaction: the prelude, the staged weights renamed into place, the
- * version row, commit. On any failure the weights file is removed again. */
+ * version row, w->after, commit. On any failure the weights file is removed
+ * again. */
 static int write_version(fxdb_store *st, new_weights *w, version_prelude prelude, void *ctx,
                          int64_t *version, char *err, size_t errlen)
 {
@@ -297,7 +307,9 @@ static int write_version(fxdb_store *st, new_weights *w, version_prelude prelude
         }
     }
     if (!rc)
-        rc = insert_version(st, id, *version, w->source, w->len, w->sha, err, errlen);
+        rc = insert_version(st, id, *version, w->source, w->len, w->sha, w->job_id, err, errlen);
+    if (!rc && w->after)
+        rc = w->after(st, w->after_ctx, *version, err, errlen);
     rc = fxdb__finish_tx(st, rc, err, errlen);
     if (rc && placed)
         unlink(path);
@@ -391,9 +403,9 @@ static int add_prelude(fxdb_store *st, void *ctx, int64_t *id, int64_t *version,
     return rc;
 }
 
-int fxdb_store_add_version(fxdb_store *st, const char *name, const void *weights,
-                          size_t weights_len, const char *source, int64_t *version,
-                          char *err, size_t errlen)
+int fxdb__add_version(fxdb_store *st, const char *name, const void *weights, size_t weights_len,
+                      const char *source, int64_t job_id, fxdb__after_fn after, void *ctx,
+                      int64_t *version, char *err, size_t errlen)
 {
     int rc = fxdb__check_name(st, name, err, errlen);
     if (rc)
@@ -401,6 +413,9 @@ int fxdb_store_add_version(fxdb_store *st, const char *name, const void *weights
     new_weights w;
     if ((rc = stage_weights(st, &w, name, weights, weights_len, source, err, errlen)))
         return rc;
+    w.job_id = job_id;
+    w.after = after;
+    w.after_ctx = ctx;
     int64_t v = 0;
     pthread_mutex_lock(&st->mu);
     rc = write_version(st, &w, add_prelude, (void *)name, &v, err, errlen);
@@ -409,6 +424,14 @@ int fxdb_store_add_version(fxdb_store *st, const char *name, const void *weights
     if (!rc && version)
         *version = v;
     return rc;
+}
+
+int fxdb_store_add_version(fxdb_store *st, const char *name, const void *weights,
+                          size_t weights_len, const char *source, int64_t *version,
+                          char *err, size_t errlen)
+{
+    return fxdb__add_version(st, name, weights, weights_len, source, 0, NULL, NULL, version, err,
+                             errlen);
 }
 
 static int remove_ours(const char *dir, const char *fname, void *ctx)

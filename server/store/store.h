@@ -80,7 +80,8 @@ typedef int (*fxdb_hook)(void *ctx, char *err, size_t errlen);
 typedef struct {
     int64_t version;
     int64_t created_ms;     /* ms since the epoch */
-    char *source;           /* the client's text ("init (seed 7)", "import", ...) */
+    char *source;           /* free text ("init (seed 7)", "import", "job 12"): only
+                             * ever shown; a job's version is found by job id */
     uint64_t weights_bytes;
     char sha256[65];        /* hex of the weights file */
 } fxdb_version_rec;
@@ -149,16 +150,27 @@ typedef struct {
     const char *model;
 } fxdb_job_cols;
 
-/* Packs a job's record for the row being written (*blob: malloc). n is the
- * job's id, known only inside the transaction for a new job. Runs under the
+/* Packs a job's record for the row being written (*blob: malloc). id is the
+ * job's (known only inside the transaction for a new job); version is the
+ * version fxdb_job_finish stores (0 for fxdb_job_save). Runs under the
  * store's lock, like fxdb_hook. */
-typedef int (*fxdb_pack_fn)(void *ctx, int64_t n, void **blob, size_t *len, char *err,
-                            size_t errlen);
+typedef int (*fxdb_pack_fn)(void *ctx, int64_t id, int64_t version, void **blob, size_t *len,
+                            char *err, size_t errlen);
 
 /* Writes a job row in one transaction: a new one when *id is 0 (*id gets
  * it), else the row *id (NOT_FOUND when it has none). */
 int fxdb_job_save(fxdb_store *st, int64_t *id, const fxdb_job_cols *cols, fxdb_pack_fn pack,
                   void *ctx, char *err, size_t errlen);
+/* A job's result: the weights become the next version of cols->model with
+ * versions.job_id = id, and the job's row is written (cols, pack), in ONE
+ * transaction: after a crash the job either is unfinished and has no
+ * version, or is finished with it. *version gets the version. */
+int fxdb_job_finish(fxdb_store *st, int64_t id, const fxdb_job_cols *cols, const void *weights,
+                    size_t weights_len, const char *source, fxdb_pack_fn pack, void *ctx,
+                    int64_t *version, char *err, size_t errlen);
+/* The version a job stored as its result (by versions.job_id, never by the
+ * source text); *version 0 when there is none. */
+int fxdb_job_version(fxdb_store *st, int64_t id, int64_t *version, char *err, size_t errlen);
 /* Job rows (row.id, row.blob) by id, filtered: id > 0 that job only; state
  * and model "" (or NULL) for any. */
 int fxdb_job_list(fxdb_store *st, int64_t id, const char *state, const char *model,

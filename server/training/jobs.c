@@ -195,11 +195,15 @@ typedef struct {
     const char *dir;     /* DIR/jobs, for a new row's tensorboard_dir */
 } pack_ctx;
 
-/* fxdb_pack_fn: the record as stored (run by the store under its lock). */
-static int pack_job(void *vctx, int64_t id, void **blob, size_t *len, char *err, size_t errlen)
+/* fxdb_pack_fn: the record as stored (run by the store under its lock);
+ * version > 0: the result version fxdb_job_finish is storing with it. */
+static int pack_job(void *vctx, int64_t id, int64_t version, void **blob, size_t *len,
+                    char *err, size_t errlen)
 {
     pack_ctx *c = vctx;
     Fluxion__V1__Job tmp = *c->rec;
+    if (version > 0)
+        tmp.result_version = version;
     char idbuf[24], tbdir[4200];
     if (c->fresh) {
         snprintf(idbuf, sizeof idbuf, "%" PRId64, id);
@@ -430,19 +434,10 @@ static void remove_checkpoint(fxj_jobs *j, int64_t id)
     free(path);
 }
 
-/* Sets a final or running state, commits and announces it. */
-static void set_state(fxj_jobs *j, job *x, Fluxion__V1__JobState s, const char *message)
+/* After a state is committed: a final state makes the checkpoint useless
+ * (only then), watchers hear of it, the log says so, a final job retires. */
+static void announce_state(fxj_jobs *j, job *x, Fluxion__V1__JobState s, const char *message)
 {
-    x->rec->state = s;
-    if (s == FLUXION__V1__JOB_STATE__RUNNING && !x->rec->started_unix_ms)
-        x->rec->started_unix_ms = fxu_now_ms();
-    if (is_final(s)) {
-        x->rec->finished_unix_ms = fxu_now_ms();
-        if (s == FLUXION__V1__JOB_STATE__FAILED)
-            set_str(&x->rec->error, message);
-    }
-    commit(j, x, 0, NULL);
-    /* Only a committed final state makes the checkpoint useless. */
     if (is_final(s))
         remove_checkpoint(j, x->id);
     announce(j, x, FLUXION__V1__JOB_EVENT__KIND__STATE, message);
@@ -455,6 +450,21 @@ static void set_state(fxj_jobs *j, job *x, Fluxion__V1__JobState s, const char *
             x->rec->spec ? x->rec->spec->model : "", state_name(s), quoted);
     if (is_final(s))
         retire(j, x);
+}
+
+/* Sets a final or running state, commits and announces it. */
+static void set_state(fxj_jobs *j, job *x, Fluxion__V1__JobState s, const char *message)
+{
+    x->rec->state = s;
+    if (s == FLUXION__V1__JOB_STATE__RUNNING && !x->rec->started_unix_ms)
+        x->rec->started_unix_ms = fxu_now_ms();
+    if (is_final(s)) {
+        x->rec->finished_unix_ms = fxu_now_ms();
+        if (s == FLUXION__V1__JOB_STATE__FAILED)
+            set_str(&x->rec->error, message);
+    }
+    commit(j, x, 0, NULL);
+    announce_state(j, x, s, message);
 }
 
 /* ------------------------------------------------------------ running */
@@ -630,20 +640,17 @@ static int prepare_inputs(fxj_jobs *j, job *x, run_inputs *in, char *err, size_t
     return rc;
 }
 
-/* A version made by this job already (the daemon died after storing it and
- * before recording SUCCEEDED): 0 when there is none. */
+/* A version made by this job already: 0 when there is none. The store
+ * links them by versions.job_id (never by the version's source text), in
+ * the transaction that also marks the job SUCCEEDED, so a RUNNING job found
+ * at start has none; this stays as a guard for that invariant. */
 static int64_t version_of_job(fxj_jobs *j, job *x)
 {
-    fxdb_model_rec mr;
-    char err[ERRLEN], src[48];
+    char err[ERRLEN];
     int64_t v = 0;
-    if (fxdb_store_get_model(j->st, x->rec->spec->model, &mr, err, sizeof err) != 0)
-        return 0;
-    snprintf(src, sizeof src, "job %" PRId64, x->id);
-    for (int i = 0; i < mr.n_versions; i++)
-        if (mr.versions[i].source && strcmp(mr.versions[i].source, src) == 0)
-            v = mr.versions[i].version;
-    fxdb_model_rec_free(&mr);
+    if (fxdb_job_version(j->st, x->id, &v, err, sizeof err) != 0)
+        fxl_log(FXL_ERROR, "jobs", "cannot look up the result job=%" PRId64 " error=\"%s\"",
+                x->id, err);
     return v;
 }
 
@@ -667,30 +674,50 @@ static void serve_result(fxj_jobs *j, job *x, char *note, size_t notelen)
     }
 }
 
+/* The result: the version and the SUCCEEDED record are committed in one
+ * transaction (fxdb_job_finish), so a crash never leaves a version the job
+ * does not know about, nor a finished job without its version. The final
+ * record is prepared as a copy under j->mu and committed outside it (storing
+ * the weights writes and fsyncs a file); nothing else changes the record of
+ * a job whose training has ended. */
 static void finish_done(fxj_jobs *j, job *x, void *result, size_t len,
                         Fluxion__V1__JobProgress *final)
 {
     char err[ERRLEN], src[48], msg[ERRLEN + 100], note[300] = "";
     snprintf(src, sizeof src, "job %" PRId64, x->id);
-    int64_t v = 0;
-    int rc = fxdb_store_add_version(j->st, x->rec->spec->model, result, len, src, &v, err,
-                                   sizeof err);
-    if (!rc)
-        serve_result(j, x, note, sizeof note);
     pthread_mutex_lock(&j->mu);
     if (final) {
         if (x->rec->progress)
             fluxion__v1__job_progress__free_unpacked(x->rec->progress, NULL);
         x->rec->progress = final;
     }
+    Fluxion__V1__Job *done = job_copy(x->rec);
+    pthread_mutex_unlock(&j->mu);
+    int64_t v = 0;
+    int rc = done ? 0 : fxu_oom(err, sizeof err);
+    if (!rc) {
+        done->state = FLUXION__V1__JOB_STATE__SUCCEEDED;
+        done->finished_unix_ms = fxu_now_ms();
+        pack_ctx c = { .rec = done, .fresh = false, .dir = j->dir };
+        fxdb_job_cols cols = { .state = state_name(done->state), .model = done->spec->model };
+        rc = fxdb_job_finish(j->st, x->id, &cols, result, len, src, pack_job, &c, &v, err,
+                             sizeof err);
+    }
+    if (!rc)
+        serve_result(j, x, note, sizeof note);
+    pthread_mutex_lock(&j->mu);
     if (rc) {
+        if (done)
+            fluxion__v1__job__free_unpacked(done, NULL);
         snprintf(msg, sizeof msg, "cannot store the result: %s", err);
         set_state(j, x, FLUXION__V1__JOB_STATE__FAILED, msg);
     } else {
-        x->rec->result_version = v;
+        done->result_version = v;
+        fluxion__v1__job__free_unpacked(x->rec, NULL);
+        x->rec = done;
         snprintf(msg, sizeof msg, "model '%s' version %" PRId64 "%s", x->rec->spec->model, v,
                  note);
-        set_state(j, x, FLUXION__V1__JOB_STATE__SUCCEEDED, msg);
+        announce_state(j, x, FLUXION__V1__JOB_STATE__SUCCEEDED, msg);
     }
     pthread_mutex_unlock(&j->mu);
 }

@@ -709,6 +709,45 @@ static void test_resume_from_checkpoint(void **state)
     free(a);
 }
 
+/* Defect 2: a version whose free-text source says "job 1" (ImportWeights
+ * lets clients write anything there) is not job 1's result. Job 1 runs, a
+ * client imports weights with source "job 1", the daemon restarts: job 1
+ * resumes and stores its own result (version 3), it is not marked SUCCEEDED
+ * with the imported version 2. */
+static void test_source_is_not_a_job_link(void **state)
+{
+    fixture *f = *state;
+    fake_reset(true);
+    char *a = submit(f, "\"steps\": 12, \"checkpoint_every_steps\": 3");
+    assert_string_equal(a, "1");
+    allow_steps(4);
+    fluxion__v1__job__free_unpacked(wait_for(f, a, FLUXION__V1__JOB_STATE__RUNNING, 4), NULL);
+    char err[256];
+    void *w = NULL;
+    size_t wlen = 0;
+    int64_t v = 0;
+    assert_int_equal(fxdb_store_read_weights(f->st, "m", 1, &w, &wlen, err, sizeof err), 0);
+    assert_int_equal(fxdb_store_add_version(f->st, "m", w, wlen, "job 1", &v, err, sizeof err), 0);
+    assert_int_equal(v, 2);
+    free(w);
+    close_all(f);
+
+    fake_reset(false);
+    open_all(f);
+    Fluxion__V1__Job *job = wait_for(f, a, FLUXION__V1__JOB_STATE__SUCCEEDED, 0);
+    assert_int_equal(job->result_version, 3);
+    assert_int_equal(job->progress->step, 12); /* it trained to the end */
+    assert_int_equal(job->restarts, 1);
+    assert_int_equal(fake.resumed_from, 4); /* the drain checkpointed step 4 */
+    fluxion__v1__job__free_unpacked(job, NULL);
+    fxdb_model_rec mr;
+    assert_int_equal(fxdb_store_get_model(f->st, "m", &mr, err, sizeof err), 0);
+    assert_int_equal(mr.n_versions, 3);
+    assert_string_equal(mr.versions[1].source, "job 1"); /* the client's text, kept */
+    fxdb_model_rec_free(&mr);
+    free(a);
+}
+
 /* Jobs whose model or dataset is gone by the restart fail, naming it. */
 static void test_vanished_model(void **state)
 {
@@ -790,6 +829,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_watchers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_resumes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_from_checkpoint, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_source_is_not_a_job_link, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vanished_model, setup, teardown),
         cmocka_unit_test_setup_teardown(test_serve_when_done, setup, teardown),
     };

@@ -782,7 +782,8 @@ static void test_schema(void **state)
     assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &s, NULL),
                      SQLITE_OK);
     assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(s, 0), 3); /* models; datasets + jobs; serving_config */
+    assert_int_equal(sqlite3_column_int(s, 0), 4); /* models; datasets + jobs; serving_config;
+                                                    * versions.job_id */
     assert_int_equal(sqlite3_step(s), SQLITE_DONE); /* one row */
     sqlite3_finalize(s);
     /* a schema from a newer fluxiond is refused, not downgraded */
@@ -918,17 +919,21 @@ typedef struct {
     int calls;
 } pack_arg;
 
-static int pack_text(void *ctx, int64_t id, void **blob, size_t *len, char *err, size_t errlen)
+static int pack_text(void *ctx, int64_t id, int64_t version, void **blob, size_t *len, char *err,
+                     size_t errlen)
 {
     pack_arg *a = ctx;
     a->calls++;
-    char *s = tu_pathf("%s#%lld", a->text, (long long)id); /* the id is known inside */
+    /* the id (and a result's version) are known inside the transaction */
+    char *s = version ? tu_pathf("%s#%lld v%lld", a->text, (long long)id, (long long)version)
+                      : tu_pathf("%s#%lld", a->text, (long long)id);
     *blob = strdup(s);
     *len = strlen(s);
     return 0;
 }
 
-static int pack_fail(void *ctx, int64_t id, void **blob, size_t *len, char *err, size_t errlen)
+static int pack_fail(void *ctx, int64_t id, int64_t version, void **blob, size_t *len, char *err,
+                     size_t errlen)
 {
     snprintf(err, errlen, "no pack");
     return FXS_INTERNAL;
@@ -986,6 +991,54 @@ static void test_jobs_table(void **state)
     fxdb_rows_free(rows, n);
 }
 
+/* A job's result: the version (with its job id) and the job's row in one
+ * transaction. A failure in either leaves neither; a version whose source
+ * text says "job N" is not job N's. */
+static void test_job_finish(void **state)
+{
+    fixture *f = *state;
+    char err[256];
+    create(f, "m", "w1");
+    assert_int_equal(add(f, "m", "imported"), 2); /* source "job 1", from a client */
+    int64_t id = 0, v = -1;
+    pack_arg a = { "queued", 0 };
+    assert_int_equal(fxdb_job_save(f->st, &id, &(fxdb_job_cols){ "RUNNING", "m" }, pack_text, &a,
+                                   err, sizeof err), 0);
+    assert_int_equal(id, 1);
+    assert_int_equal(fxdb_job_version(f->st, 1, &v, err, sizeof err), 0);
+    assert_int_equal(v, 0); /* the source text links nothing */
+    /* the record cannot be packed: no version either */
+    assert_int_equal(fxdb_job_finish(f->st, 1, &(fxdb_job_cols){ "SUCCEEDED", "m" }, "w3", 2,
+                                     "job 1", pack_fail, NULL, &v, err, sizeof err),
+                     FXS_INTERNAL);
+    assert_string_equal(versions_of(f, "m"), "1,2");
+    assert_false(exists(tu_pathf("%s/models/m/v3.safetensors", f->data)));
+    /* a job without a row: no version */
+    assert_int_equal(fxdb_job_finish(f->st, 9, &(fxdb_job_cols){ "SUCCEEDED", "m" }, "w3", 2,
+                                     "job 9", pack_text, &a, &v, err, sizeof err),
+                     FXS_NOT_FOUND);
+    assert_string_equal(versions_of(f, "m"), "1,2");
+    assert_int_equal(count_entries(tu_pathf("%s/tmp", f->data)), 0);
+    /* both, together */
+    a.text = "done";
+    assert_int_equal(fxdb_job_finish(f->st, 1, &(fxdb_job_cols){ "SUCCEEDED", "m" }, "w3", 2,
+                                     "job 1", pack_text, &a, &v, err, sizeof err), 0);
+    assert_int_equal(v, 3);
+    reopen(f);
+    assert_weights(f, "m", 3, "w3");
+    assert_int_equal(fxdb_job_version(f->st, 1, &v, err, sizeof err), 0);
+    assert_int_equal(v, 3);
+    assert_int_equal(db_int(f, "SELECT job_id FROM versions WHERE version = 3"), 1);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM versions WHERE job_id IS NULL"), 2);
+    fxdb_row *rows;
+    int n;
+    assert_int_equal(fxdb_job_list(f->st, 1, "SUCCEEDED", "m", &rows, &n, err, sizeof err), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(rows[0].len, strlen("done#1 v3"));
+    assert_memory_equal(rows[0].blob, "done#1 v3", rows[0].len);
+    fxdb_rows_free(rows, n);
+}
+
 static void test_servecfg_table(void **state)
 {
     fixture *f = *state;
@@ -1005,20 +1058,42 @@ static void test_servecfg_table(void **state)
     assert_int_equal(fxdb_servecfg_get(f->st, "m", &cfg, &len, err, sizeof err), FXS_NOT_FOUND);
 }
 
-/* A data directory of a daemon from before serving_config had a migration:
- * the table exists (created on first use) with rows, at schema version 2.
- * It opens, keeps its rows, and reaches the current schema. */
+/* A data directory of a daemon from before serving_config had a migration
+ * (schema version 2; that daemon created serving_config on first use). It
+ * opens, keeps its rows, and reaches the current schema. */
 static void test_servecfg_table_before_migration(void **state)
 {
     fixture *f = *state;
     fxdb_store_close(f->st);
     f->st = NULL;
+    const char *path = tu_pathf("%s/fluxion.db", f->data);
+    char *paths[3] = { strdup(path), strdup(tu_pathf("%s-wal", path)),
+                       strdup(tu_pathf("%s-shm", path)) };
+    for (int i = 0; i < 3; i++) {
+        unlink(paths[i]);
+        free(paths[i]);
+    }
     sqlite3 *db;
     assert_int_equal(sqlite3_open(tu_pathf("%s/fluxion.db", f->data), &db), SQLITE_OK);
-    sql(db, "CREATE TABLE IF NOT EXISTS serving_config (model TEXT PRIMARY KEY, config BLOB "
-            "NOT NULL)");
-    sql(db, "INSERT INTO serving_config VALUES ('m', x'0102')");
-    sql(db, "UPDATE schema_version SET version = 2");
+    sql(db, "PRAGMA journal_mode=WAL");
+    sql(db, "CREATE TABLE schema_version (version INTEGER NOT NULL);"
+            "INSERT INTO schema_version VALUES (2);"
+            "CREATE TABLE models (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL "
+            "UNIQUE, description TEXT NOT NULL, spec BLOB NOT NULL, seed INTEGER NOT NULL, "
+            "loaded INTEGER NOT NULL CHECK (loaded IN (0, 1)), created_ms INTEGER NOT NULL);"
+            "CREATE TABLE versions (model_id INTEGER NOT NULL REFERENCES models(id) ON DELETE "
+            "CASCADE, version INTEGER NOT NULL CHECK (version >= 1), created_ms INTEGER NOT "
+            "NULL, source TEXT NOT NULL, weights_bytes INTEGER NOT NULL, sha256 TEXT NOT NULL, "
+            "unusable TEXT, PRIMARY KEY (model_id, version));"
+            "CREATE TABLE datasets (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL "
+            "UNIQUE, info BLOB NOT NULL, created_ms INTEGER NOT NULL);"
+            "CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, state TEXT NOT NULL, "
+            "model TEXT NOT NULL, record BLOB NOT NULL, created_ms INTEGER NOT NULL, "
+            "updated_ms INTEGER NOT NULL);"
+            "CREATE INDEX jobs_by_state ON jobs(state);"
+            "CREATE TABLE IF NOT EXISTS serving_config (model TEXT PRIMARY KEY, config BLOB NOT "
+            "NULL);"
+            "INSERT INTO serving_config VALUES ('m', x'0102');");
     sqlite3_close(db);
     reopen(f);
     char err[256];
@@ -1027,7 +1102,9 @@ static void test_servecfg_table_before_migration(void **state)
     assert_int_equal(fxdb_servecfg_get(f->st, "m", &cfg, &len, err, sizeof err), 0);
     assert_int_equal(len, 2);
     free(cfg);
-    assert_true(db_int(f, "SELECT version FROM schema_version") > 2);
+    assert_int_equal(db_int(f, "SELECT version FROM schema_version"), 4);
+    create(f, "m", "w1"); /* the new columns work */
+    assert_int_equal(db_int(f, "SELECT count(*) FROM versions WHERE job_id IS NULL"), 1);
 }
 
 int main(void)
@@ -1058,6 +1135,7 @@ int main(void)
         T(test_schema),
         T(test_datasets_table),
         T(test_jobs_table),
+        T(test_job_finish),
         T(test_servecfg_table),
         T(test_servecfg_table_before_migration),
         T(test_sqlite_failure_removes_file),
