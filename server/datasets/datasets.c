@@ -299,6 +299,7 @@ static void free_list(Fluxion__V1__Dataset **l, int n)
 /* A dataset's directory moved inside the store's transaction for its row
  * (the store calls these hooks under its lock). */
 typedef struct {
+    fxds_datasets *ds;
     const char *name;
     const char *from, *to;
     bool renamed;
@@ -328,10 +329,20 @@ static int place_dir(void *ctx, char *err, size_t errlen)
     return rc;
 }
 
-/* Delete: the directory goes to the trash name, then the row. */
+static fxds_dataset *find_open(fxds_datasets *ds, const char *name);
+
+/* Delete (the store has checked that no queued or running job needs it):
+ * a dataset still held open (a submission validating against it) stays;
+ * otherwise the directory goes to the trash name, then the row. Runs under
+ * ds->mu, held by fxds_dataset_delete: no open may start in between. */
 static int unplace_dir(void *ctx, char *err, size_t errlen)
 {
     move_ctx *c = ctx;
+    fxds_dataset *o = find_open(c->ds, c->name);
+    if (o)
+        return fxu_fail(err, errlen, FXS_FAILED_PRECONDITION, "dataset '%s' is in use by %d "
+                        "training job%s; cancel %s first", c->name, o->refs,
+                        o->refs == 1 ? "" : "s", o->refs == 1 ? "it" : "them");
     if (c->renamed)
         return 0; /* an earlier try of the same transaction moved it */
     if (rename(c->from, c->to) == 0)
@@ -878,7 +889,7 @@ static int publish(fxds_upload *u, const char *stage, const Fluxion__V1__Dataset
         return fxu_oom(err, errlen);
     }
     fluxion__v1__dataset__pack(d, packed);
-    move_ctx c = { .name = u->name, .from = stage, .to = final };
+    move_ctx c = { .ds = ds, .name = u->name, .from = stage, .to = final };
     int rc = fxdb_dataset_insert(ds->st, u->name, packed, len, d->created_unix_ms, place_dir, &c,
                                  err, errlen);
     if (rc && c.renamed && rename(final, stage) != 0)
@@ -976,17 +987,11 @@ int fxds_dataset_delete(fxds_datasets *ds, const char *name, char *err, size_t e
         return rc;
     }
     /* rename(2) replaces an empty directory: the trash name is ours */
-    move_ctx c = { .name = name, .from = from, .to = trash };
+    move_ctx c = { .ds = ds, .name = name, .from = from, .to = trash };
     void *old = NULL;
     size_t old_len = 0;
     pthread_mutex_lock(&ds->mu); /* no open may start in between */
-    fxds_dataset *o = find_open(ds, name);
-    if (o)
-        rc = fxu_fail(err, errlen, FXS_FAILED_PRECONDITION, "dataset '%s' is in use by %d training "
-                  "job%s; cancel %s first", name, o->refs, o->refs == 1 ? "" : "s",
-                  o->refs == 1 ? "it" : "them");
-    else
-        rc = fxdb_dataset_delete(ds->st, name, unplace_dir, &c, &old, &old_len, err, errlen);
+    rc = fxdb_dataset_delete(ds->st, name, unplace_dir, &c, &old, &old_len, err, errlen);
     if (rc && c.renamed)
         rename(trash, from);
     if (!rc) {

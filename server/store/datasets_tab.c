@@ -147,6 +147,8 @@ static int delete_fn(fxdb_store *st, void *ctx, char *err, size_t errlen)
 {
     ds_op *o = ctx;
     int rc = get_fn(st, ctx, err, errlen);
+    if (!rc)
+        rc = fxdb__refuse_if_jobs_use(st, "dataset", o->name, err, errlen);
     if (!rc && o->hook)
         rc = o->hook(o->hook_ctx, err, errlen);
     sqlite3_stmt *s;

@@ -106,6 +106,12 @@ static const char *const MIGRATIONS[] = {
      * their source text ("job 12") was never a reliable link. */
     "ALTER TABLE versions ADD COLUMN job_id INTEGER;"
     "CREATE INDEX versions_by_job ON versions(job_id) WHERE job_id IS NOT NULL;",
+    /* 4 -> 5: the datasets a job reads, so that deleting one that a queued
+     * or running job needs is refused in the delete's transaction. Rows
+     * written before get them when training/ restores its unfinished jobs
+     * (it saves each), before any delete can be asked for. */
+    "ALTER TABLE jobs ADD COLUMN dataset TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE jobs ADD COLUMN validation_dataset TEXT NOT NULL DEFAULT '';",
 };
 #define SCHEMA_VERSION ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 
@@ -242,18 +248,21 @@ int fxdb__finish_tx(fxdb_store *st, int rc, char *err, size_t errlen)
     return rc;
 }
 
+int fxdb__tx_locked(fxdb_store *st, fxdb__fn fn, void *ctx, char *err, size_t errlen)
+{
+    int rc = fxdb__exec(st, "BEGIN IMMEDIATE", err, errlen);
+    if (rc)
+        return rc;
+    return fxdb__finish_tx(st, fn(st, ctx, err, errlen), err, errlen);
+}
+
 static int run_locked(fxdb_store *st, bool tx, fxdb__fn fn, void *ctx, char *err,
                       size_t errlen)
 {
     if (!st)
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "store: no store");
     pthread_mutex_lock(&st->mu);
-    int rc = tx ? fxdb__exec(st, "BEGIN IMMEDIATE", err, errlen) : 0;
-    if (!rc) {
-        rc = fn(st, ctx, err, errlen);
-        if (tx)
-            rc = fxdb__finish_tx(st, rc, err, errlen);
-    }
+    int rc = tx ? fxdb__tx_locked(st, fn, ctx, err, errlen) : fn(st, ctx, err, errlen);
     pthread_mutex_unlock(&st->mu);
     return rc;
 }

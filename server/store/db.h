@@ -73,6 +73,8 @@ int fxdb__finish_tx(fxdb_store *st, int rc, char *err, size_t errlen);
  * for fxdb__read (one statement at a time sees committed rows). */
 typedef int (*fxdb__fn)(fxdb_store *st, void *ctx, char *err, size_t errlen);
 int fxdb__tx(fxdb_store *st, fxdb__fn fn, void *ctx, char *err, size_t errlen);
+/* fxdb__tx for a caller that holds st->mu already. */
+int fxdb__tx_locked(fxdb_store *st, fxdb__fn fn, void *ctx, char *err, size_t errlen);
 int fxdb__read(fxdb_store *st, fxdb__fn fn, void *ctx, char *err, size_t errlen);
 
 /* Argument checks shared by the table files: a store, and a valid name. */
@@ -111,6 +113,18 @@ typedef int (*fxdb__after_fn)(fxdb_store *st, void *ctx, int64_t version, char *
 int fxdb__add_version(fxdb_store *st, const char *name, const void *weights, size_t weights_len,
                       const char *source, int64_t job_id, fxdb__after_fn after, void *ctx,
                       int64_t *version, char *err, size_t errlen);
+
+/* ---------------------------------------------------- across the tables */
+
+/* Inside a delete's transaction: FXS_FAILED_PRECONDITION, naming the jobs,
+ * when QUEUED or RUNNING jobs use the model (what "model") or the dataset
+ * (what "dataset": as dataset or validation_dataset); 0 when none do
+ * (jobs_tab.c). */
+int fxdb__refuse_if_jobs_use(fxdb_store *st, const char *what, const char *name, char *err,
+                             size_t errlen);
+/* Inside a model's delete transaction: its serving settings go too
+ * (servecfg_tab.c). */
+int fxdb__servecfg_forget(fxdb_store *st, const char *model, char *err, size_t errlen);
 
 /* ------------------------------------------------------------ recovery */
 

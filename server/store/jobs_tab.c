@@ -1,7 +1,7 @@
 /*
  * jobs_tab.c - the jobs table (see store.h): one row per training job, its
  * record a packed fluxion.v1.Job, with the columns the store filters on
- * (state, model) kept beside it. training/ owns the queue, checkpoints and
+ * (state, model, datasets) kept beside it. training/ owns the queue, checkpoints and
  * TensorBoard files.
  *
  * A job's result version is linked to the job by versions.job_id, written
@@ -12,6 +12,8 @@
 #include "store/db.h"
 
 #include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,13 +47,16 @@ static int update_row(fxdb_store *st, save_op *o, int64_t now, char *err, size_t
                       "%zu bytes", o->id, len);
     if (!rc)
         rc = fxdb__prepare(st, "UPDATE jobs SET state = ?1, model = ?2, record = ?3, "
-                               "updated_ms = ?4 WHERE id = ?5", &s, err, errlen);
+                               "updated_ms = ?4, dataset = ?6, validation_dataset = ?7 "
+                               "WHERE id = ?5", &s, err, errlen);
     if (!rc) {
         sqlite3_bind_text(s, 1, col(o->cols->state), -1, SQLITE_STATIC);
         sqlite3_bind_text(s, 2, col(o->cols->model), -1, SQLITE_STATIC);
         sqlite3_bind_blob(s, 3, len ? blob : "", (int)len, SQLITE_STATIC);
         sqlite3_bind_int64(s, 4, now);
         sqlite3_bind_int64(s, 5, o->id);
+        sqlite3_bind_text(s, 6, col(o->cols->dataset), -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 7, col(o->cols->validation_dataset), -1, SQLITE_STATIC);
         rc = fxdb__step_done(st, s, "saving a job", err, errlen);
     }
     if (!rc && sqlite3_changes(st->db) != 1)
@@ -198,4 +203,41 @@ int fxdb_job_list(fxdb_store *st, int64_t id, const char *state, const char *mod
     *rows = o.rows;
     *n = o.n;
     return rc;
+}
+
+/* The ids in the message: enough to act on, bounded. */
+#define MAX_NAMED_JOBS 10
+
+int fxdb__refuse_if_jobs_use(fxdb_store *st, const char *what, const char *name, char *err,
+                             size_t errlen)
+{
+    bool model = strcmp(what, "model") == 0;
+    sqlite3_stmt *s;
+    int rc = fxdb__prepare(st, model ? "SELECT id FROM jobs WHERE state IN ('QUEUED', 'RUNNING') "
+                                       "AND model = ?1 ORDER BY id"
+                                     : "SELECT id FROM jobs WHERE state IN ('QUEUED', 'RUNNING') "
+                                       "AND (dataset = ?1 OR validation_dataset = ?1) ORDER BY id",
+                           &s, err, errlen);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+    char ids[MAX_NAMED_JOBS * 24 + 32] = "";
+    size_t used = 0;
+    int n = 0, r;
+    while ((r = sqlite3_step(s)) == SQLITE_ROW) {
+        if (n < MAX_NAMED_JOBS)
+            used += (size_t)snprintf(ids + used, sizeof ids - used, "%s%" PRId64, n ? ", " : "",
+                                     (int64_t)sqlite3_column_int64(s, 0));
+        n++;
+    }
+    if (r != SQLITE_DONE)
+        rc = fxdb__fail(st, err, errlen, "finding the jobs that use a model or dataset");
+    sqlite3_finalize(s);
+    if (rc || n == 0)
+        return rc;
+    if (n > MAX_NAMED_JOBS)
+        snprintf(ids + used, sizeof ids - used, " and %d more", n - MAX_NAMED_JOBS);
+    return fxu_fail(err, errlen, FXS_FAILED_PRECONDITION, "%s '%s' is used by queued or running "
+                    "training job%s %s; cancel %s (or wait until %s finished) first", what, name,
+                    n == 1 ? "" : "s", ids, n == 1 ? "it" : "them", n == 1 ? "it has" : "they have");
 }

@@ -456,25 +456,32 @@ static void remove_model_files(fxdb_store *st, const char *name)
     free(dir);
 }
 
+/* In the transaction: the rows of the model (its versions cascade) and of
+ * its serving settings, unless jobs still need the model. */
+static int delete_fn(fxdb_store *st, void *ctx, char *err, size_t errlen)
+{
+    const char *name = ctx;
+    int64_t id = 0;
+    int rc = fxdb__model_id(st, name, &id, err, errlen);
+    if (!rc)
+        rc = fxdb__refuse_if_jobs_use(st, "model", name, err, errlen);
+    sqlite3_stmt *s;
+    if (!rc && !(rc = fxdb__prepare(st, "DELETE FROM models WHERE id = ?", &s, err, errlen))) {
+        sqlite3_bind_int64(s, 1, id);
+        rc = fxdb__step_done(st, s, "deleting a model", err, errlen);
+    }
+    if (!rc)
+        rc = fxdb__servecfg_forget(st, name, err, errlen);
+    return rc;
+}
+
 int fxdb_store_delete_model(fxdb_store *st, const char *name, char *err, size_t errlen)
 {
     int rc = fxdb__check_name(st, name, err, errlen);
     if (rc)
         return rc;
     pthread_mutex_lock(&st->mu);
-    int64_t id = 0;
-    rc = fxdb__exec(st, "BEGIN IMMEDIATE", err, errlen);
-    if (!rc) {
-        sqlite3_stmt *s = NULL;
-        rc = fxdb__model_id(st, name, &id, err, errlen);
-        if (!rc)
-            rc = fxdb__prepare(st, "DELETE FROM models WHERE id = ?", &s, err, errlen);
-        if (!rc) {
-            sqlite3_bind_int64(s, 1, id);
-            rc = fxdb__step_done(st, s, "deleting a model", err, errlen);
-        }
-        rc = fxdb__finish_tx(st, rc, err, errlen);
-    }
+    rc = fxdb__tx_locked(st, delete_fn, (void *)name, err, errlen);
     /* rows first: a crash now leaves only orphan files, removed at open */
     if (!rc)
         remove_model_files(st, name);

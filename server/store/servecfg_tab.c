@@ -74,15 +74,19 @@ int fxdb_servecfg_put(fxdb_store *st, const char *model, const void *config, siz
     return fxdb__tx(st, put_fn, &o, err, errlen);
 }
 
-static int delete_fn(fxdb_store *st, void *ctx, char *err, size_t errlen)
+int fxdb__servecfg_forget(fxdb_store *st, const char *model, char *err, size_t errlen)
 {
-    cfg_op *o = ctx;
     sqlite3_stmt *s;
     int rc = fxdb__prepare(st, "DELETE FROM serving_config WHERE model = ?", &s, err, errlen);
     if (rc)
         return rc;
-    sqlite3_bind_text(s, 1, o->model, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 1, model, -1, SQLITE_STATIC);
     return fxdb__step_done(st, s, "forgetting serving settings", err, errlen);
+}
+
+static int delete_fn(fxdb_store *st, void *ctx, char *err, size_t errlen)
+{
+    return fxdb__servecfg_forget(st, ((cfg_op *)ctx)->model, err, errlen);
 }
 
 int fxdb_servecfg_delete(fxdb_store *st, const char *model, char *err, size_t errlen)

@@ -115,6 +115,9 @@ int fxdb_store_get_model(fxdb_store *st, const char *name, fxdb_model_rec *out, 
                         size_t errlen);
 /* All models, by name. *out: array of *n records (free each, then the array). */
 int fxdb_store_list_models(fxdb_store *st, fxdb_model_rec **out, int *n, char *err, size_t errlen);
+/* The model, its versions' rows and files, and its serving settings, in one
+ * transaction. FAILED_PRECONDITION (naming the jobs) while QUEUED or RUNNING
+ * jobs train it. */
 int fxdb_store_delete_model(fxdb_store *st, const char *name, char *err, size_t errlen);
 int fxdb_store_set_loaded(fxdb_store *st, const char *name, bool loaded, char *err, size_t errlen);
 
@@ -135,19 +138,23 @@ int fxdb_dataset_list(fxdb_store *st, fxdb_row **rows, int *n, char *err, size_t
 int fxdb_dataset_insert(fxdb_store *st, const char *name, const void *info, size_t len,
                         int64_t created_ms, fxdb_hook place, void *ctx, char *err,
                         size_t errlen);
-/* One transaction: the row is found (NOT_FOUND), unplace(ctx) runs (the
- * caller moves the files away), the row goes. *info gets the deleted record
- * (malloc; may be NULL when the caller does not want it). */
+/* One transaction: the row is found (NOT_FOUND), QUEUED or RUNNING jobs
+ * that read it (dataset or validation_dataset) refuse the delete
+ * (FAILED_PRECONDITION naming them), unplace(ctx) runs (the caller moves the
+ * files away), the row goes. *info gets the deleted record (malloc; info
+ * may be NULL when the caller does not want it). */
 int fxdb_dataset_delete(fxdb_store *st, const char *name, fxdb_hook unplace, void *ctx,
                         void **info, size_t *len, char *err, size_t errlen);
 
 /* ---------------------------------------------------------------- jobs */
 
-/* The columns of a job row that the store filters on; the rest of the job
- * is its packed fluxion.v1.Job. */
+/* The columns of a job row that the store filters and checks deletes on;
+ * the rest of the job is its packed fluxion.v1.Job. */
 typedef struct {
     const char *state;      /* QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED */
     const char *model;
+    const char *dataset;
+    const char *validation_dataset; /* "" or NULL: none */
 } fxdb_job_cols;
 
 /* Packs a job's record for the row being written (*blob: malloc). id is the

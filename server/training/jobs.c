@@ -222,12 +222,21 @@ static int pack_job(void *vctx, int64_t id, int64_t version, void **blob, size_t
     return 0;
 }
 
+/* What the store filters on and checks deletes against (a queued or
+ * running job's model and datasets cannot be deleted). */
+static fxdb_job_cols job_cols(const Fluxion__V1__Job *rec, Fluxion__V1__JobState state)
+{
+    const Fluxion__V1__JobSpec *sp = rec->spec;
+    return (fxdb_job_cols){ .state = state_name(state), .model = sp ? sp->model : "",
+                            .dataset = sp ? sp->dataset : "",
+                            .validation_dataset = sp ? sp->validation_dataset : "" };
+}
+
 /* Commits rec (a new row when *id is 0; *id gets it). */
 static int save(fxj_jobs *j, const Fluxion__V1__Job *rec, int64_t *id, char *err, size_t errlen)
 {
     pack_ctx c = { .rec = rec, .fresh = *id == 0, .dir = j->dir };
-    fxdb_job_cols cols = { .state = state_name(rec->state),
-                           .model = rec->spec ? rec->spec->model : "" };
+    fxdb_job_cols cols = job_cols(rec, rec->state);
     return fxdb_job_save(j->st, id, &cols, pack_job, &c, err, errlen);
 }
 
@@ -699,7 +708,7 @@ static void finish_done(fxj_jobs *j, job *x, void *result, size_t len,
         done->state = FLUXION__V1__JOB_STATE__SUCCEEDED;
         done->finished_unix_ms = fxu_now_ms();
         pack_ctx c = { .rec = done, .fresh = false, .dir = j->dir };
-        fxdb_job_cols cols = { .state = state_name(done->state), .model = done->spec->model };
+        fxdb_job_cols cols = job_cols(done, done->state);
         rc = fxdb_job_finish(j->st, x->id, &cols, result, len, src, pack_job, &c, &v, err,
                              sizeof err);
     }
@@ -871,8 +880,10 @@ static int restore(fxj_jobs *j, char *err, size_t errlen)
             if (s == 0) {
                 x->resumed = true;
                 x->rec->restarts++;
-                commit(j, x, 0, NULL);
             }
+            /* Also fills the dataset columns of rows written before the
+             * store had them (they protect the datasets from deletion). */
+            commit(j, x, 0, NULL);
             x->next = j->jobs;
             j->jobs = x;
             push_pending(j, x);

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sqlite3.h>
 
 #include "api/api.h"
 #include "training/jobs.h"
@@ -748,6 +749,94 @@ static void test_source_is_not_a_job_link(void **state)
     free(a);
 }
 
+/* Defect 3: a model or dataset that queued or running jobs use cannot be
+ * deleted (FAILED_PRECONDITION naming the jobs); once they are done, it can. */
+static void test_delete_in_use(void **state)
+{
+    fixture *f = *state;
+    fake_reset(true);
+    create_model(f, "m2");
+    upload(f, "blobs2", 10);
+    upload(f, "val2", 10);
+    char *a = submit(f, "\"description\": \"a\"");
+    char *b = submit(f, "\"model\": \"m2\", \"dataset\": \"blobs2\", "
+                        "\"validation_dataset\": \"val2\", \"description\": \"b\"");
+    char *c = submit(f, "\"model\": \"m2\", \"description\": \"c\"");
+    allow_steps(1);
+    fluxion__v1__job__free_unpacked(wait_for(f, a, FLUXION__V1__JOB_STATE__RUNNING, 1), NULL);
+    char err[256];
+    /* running job 1 uses m and blobs; queued jobs 2 and 3 use m2, blobs2, val2 */
+    assert_int_equal(fxdb_store_delete_model(f->st, "m", err, sizeof err),
+                     FXS_FAILED_PRECONDITION);
+    assert_non_null(strstr(err, "job 1"));
+    assert_int_equal(fxdb_store_delete_model(f->st, "m2", err, sizeof err),
+                     FXS_FAILED_PRECONDITION);
+    assert_non_null(strstr(err, "jobs 2, 3"));
+    assert_int_equal(fxds_dataset_delete(f->ds, "blobs", err, sizeof err),
+                     FXS_FAILED_PRECONDITION);
+    assert_int_equal(fxds_dataset_delete(f->ds, "blobs2", err, sizeof err),
+                     FXS_FAILED_PRECONDITION);
+    assert_non_null(strstr(err, "job 2"));
+    assert_int_equal(fxds_dataset_delete(f->ds, "val2", err, sizeof err),
+                     FXS_FAILED_PRECONDITION);
+    assert_non_null(strstr(err, "job 2"));
+    Fluxion__V1__Dataset *info = NULL;
+    assert_int_equal(fxds_dataset_get(f->ds, "blobs2", &info, err, sizeof err), 0);
+    fluxion__v1__dataset__free_unpacked(info, NULL);
+    /* cancelled: the queued job no longer holds them */
+    Fluxion__V1__Job *job = NULL;
+    assert_int_equal(fxj_jobs_cancel(f->j, b, &job, err, sizeof err), 0);
+    fluxion__v1__job__free_unpacked(job, NULL);
+    assert_int_equal(fxds_dataset_delete(f->ds, "blobs2", err, sizeof err), 0);
+    assert_int_equal(fxds_dataset_delete(f->ds, "val2", err, sizeof err), 0);
+    assert_int_equal(fxdb_store_delete_model(f->st, "m2", err, sizeof err),
+                     FXS_FAILED_PRECONDITION); /* job 3 still waits */
+    assert_non_null(strstr(err, "job 3"));
+    assert_int_equal(fxj_jobs_cancel(f->j, c, &job, err, sizeof err), 0);
+    fluxion__v1__job__free_unpacked(job, NULL);
+    assert_int_equal(fxdb_store_delete_model(f->st, "m2", err, sizeof err), 0);
+    /* finished: m and blobs are free again */
+    open_gate();
+    wait_done(f, a, FLUXION__V1__JOB_STATE__SUCCEEDED);
+    /* the worker lets go of the loaded dataset just after the final state */
+    int rc = FXS_FAILED_PRECONDITION;
+    for (int i = 0; i < 400 && rc == FXS_FAILED_PRECONDITION; i++)
+        if ((rc = fxds_dataset_delete(f->ds, "blobs", err, sizeof err)) != 0)
+            usleep(5000);
+    assert_int_equal(rc, 0);
+    assert_int_equal(fxdb_store_delete_model(f->st, "m", err, sizeof err), 0);
+    free(a);
+    free(b);
+    free(c);
+}
+
+/* Job rows written before the store kept a job's datasets (schema 4) get
+ * them when the jobs are restored, so a queued job's dataset is protected
+ * after an upgrade too. */
+static void test_delete_in_use_after_upgrade(void **state)
+{
+    fixture *f = *state;
+    fake_reset(true);
+    char *a = submit(f, "\"description\": \"a\"");
+    char *b = submit(f, "\"description\": \"b\"");
+    allow_steps(1);
+    fluxion__v1__job__free_unpacked(wait_for(f, a, FLUXION__V1__JOB_STATE__RUNNING, 1), NULL);
+    close_all(f);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(tu_pathf("%s/fluxion.db", f->dir), &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "UPDATE jobs SET dataset = ''", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    open_all(f); /* the gate is still closed: a resumes, b stays queued */
+    char err[256];
+    assert_int_equal(fxds_dataset_delete(f->ds, "blobs", err, sizeof err),
+                     FXS_FAILED_PRECONDITION);
+    assert_non_null(strstr(err, "jobs 1, 2"));
+    open_gate();
+    wait_done(f, b, FLUXION__V1__JOB_STATE__SUCCEEDED);
+    free(a);
+    free(b);
+}
+
 /* Jobs whose model or dataset is gone by the restart fail, naming it. */
 static void test_vanished_model(void **state)
 {
@@ -763,14 +852,20 @@ static void test_vanished_model(void **state)
     fluxion__v1__job__free_unpacked(wait_for(f, a, FLUXION__V1__JOB_STATE__RUNNING, 1), NULL);
     close_all(f);
     char err[256];
+    /* The store refuses to delete what the jobs need (test_delete_in_use),
+     * so they vanish the other way: rows gone behind the daemon's back (a
+     * data directory restored from an older backup, say). */
     f->st = fxdb_store_open(f->dir, err, sizeof err);
-    assert_int_equal(fxdb_store_delete_model(f->st, "m", err, sizeof err), 0);
-    assert_int_equal(fxdb_store_delete_model(f->st, "m2", err, sizeof err), 0);
-    fxds_datasets *ds = fxds_datasets_open(f->st, NULL, err, sizeof err);
-    assert_non_null(ds);
-    assert_int_equal(fxds_dataset_delete(ds, "blobs2", err, sizeof err), 0);
-    fxds_datasets_close(ds);
+    assert_int_equal(fxdb_store_delete_model(f->st, "m", err, sizeof err),
+                     FXS_FAILED_PRECONDITION);
     fxdb_store_close(f->st);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(tu_pathf("%s/fluxion.db", f->dir), &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA foreign_keys=ON;"
+                                      "DELETE FROM models WHERE name IN ('m', 'm2');"
+                                      "DELETE FROM datasets WHERE name = 'blobs2'",
+                                  NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
     fake_reset(false);
     open_all(f);
     Fluxion__V1__Job *job = wait_for(f, a, FLUXION__V1__JOB_STATE__FAILED, 0);
@@ -830,6 +925,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_restart_resumes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_from_checkpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_source_is_not_a_job_link, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delete_in_use, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delete_in_use_after_upgrade, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vanished_model, setup, teardown),
         cmocka_unit_test_setup_teardown(test_serve_when_done, setup, teardown),
     };

@@ -782,8 +782,8 @@ static void test_schema(void **state)
     assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &s, NULL),
                      SQLITE_OK);
     assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(s, 0), 4); /* models; datasets + jobs; serving_config;
-                                                    * versions.job_id */
+    assert_int_equal(sqlite3_column_int(s, 0), 5); /* models; datasets + jobs; serving_config;
+                                                    * versions.job_id; jobs' datasets */
     assert_int_equal(sqlite3_step(s), SQLITE_DONE); /* one row */
     sqlite3_finalize(s);
     /* a schema from a newer fluxiond is refused, not downgraded */
@@ -914,6 +914,9 @@ static void test_datasets_table(void **state)
     fxdb_rows_free(rows, n);
 }
 
+/* A job row's columns (datasets: none). */
+#define COLS(s, m) (&(fxdb_job_cols){ .state = (s), .model = (m) })
+
 typedef struct {
     const char *text;
     int calls;
@@ -945,25 +948,25 @@ static void test_jobs_table(void **state)
     char err[256];
     int64_t id = 0;
     pack_arg a = { "first", 0 };
-    assert_int_equal(fxdb_job_save(f->st, &id, &(fxdb_job_cols){ "QUEUED", "m" }, pack_text, &a,
+    assert_int_equal(fxdb_job_save(f->st, &id, COLS("QUEUED", "m"), pack_text, &a,
                                    err, sizeof err), 0);
     assert_int_equal(id, 1);
     int64_t id2 = 0;
     a.text = "second";
-    assert_int_equal(fxdb_job_save(f->st, &id2, &(fxdb_job_cols){ "QUEUED", "other" }, pack_text,
+    assert_int_equal(fxdb_job_save(f->st, &id2, COLS("QUEUED", "other"), pack_text,
                                    &a, err, sizeof err), 0);
     assert_int_equal(id2, 2);
     a.text = "running";
-    assert_int_equal(fxdb_job_save(f->st, &id, &(fxdb_job_cols){ "RUNNING", "m" }, pack_text, &a,
+    assert_int_equal(fxdb_job_save(f->st, &id, COLS("RUNNING", "m"), pack_text, &a,
                                    err, sizeof err), 0);
     assert_int_equal(id, 1);
     /* a failed pack leaves no row behind */
     int64_t id3 = 0;
-    assert_int_equal(fxdb_job_save(f->st, &id3, &(fxdb_job_cols){ "QUEUED", "m" }, pack_fail, NULL,
+    assert_int_equal(fxdb_job_save(f->st, &id3, COLS("QUEUED", "m"), pack_fail, NULL,
                                    err, sizeof err), FXS_INTERNAL);
     assert_string_equal(err, "no pack");
     int64_t missing = 99;
-    assert_int_equal(fxdb_job_save(f->st, &missing, &(fxdb_job_cols){ "QUEUED", "m" }, pack_text,
+    assert_int_equal(fxdb_job_save(f->st, &missing, COLS("QUEUED", "m"), pack_text,
                                    &a, err, sizeof err), FXS_NOT_FOUND);
     reopen(f);
     fxdb_row *rows;
@@ -1002,26 +1005,26 @@ static void test_job_finish(void **state)
     assert_int_equal(add(f, "m", "imported"), 2); /* source "job 1", from a client */
     int64_t id = 0, v = -1;
     pack_arg a = { "queued", 0 };
-    assert_int_equal(fxdb_job_save(f->st, &id, &(fxdb_job_cols){ "RUNNING", "m" }, pack_text, &a,
+    assert_int_equal(fxdb_job_save(f->st, &id, COLS("RUNNING", "m"), pack_text, &a,
                                    err, sizeof err), 0);
     assert_int_equal(id, 1);
     assert_int_equal(fxdb_job_version(f->st, 1, &v, err, sizeof err), 0);
     assert_int_equal(v, 0); /* the source text links nothing */
     /* the record cannot be packed: no version either */
-    assert_int_equal(fxdb_job_finish(f->st, 1, &(fxdb_job_cols){ "SUCCEEDED", "m" }, "w3", 2,
+    assert_int_equal(fxdb_job_finish(f->st, 1, COLS("SUCCEEDED", "m"), "w3", 2,
                                      "job 1", pack_fail, NULL, &v, err, sizeof err),
                      FXS_INTERNAL);
     assert_string_equal(versions_of(f, "m"), "1,2");
     assert_false(exists(tu_pathf("%s/models/m/v3.safetensors", f->data)));
     /* a job without a row: no version */
-    assert_int_equal(fxdb_job_finish(f->st, 9, &(fxdb_job_cols){ "SUCCEEDED", "m" }, "w3", 2,
+    assert_int_equal(fxdb_job_finish(f->st, 9, COLS("SUCCEEDED", "m"), "w3", 2,
                                      "job 9", pack_text, &a, &v, err, sizeof err),
                      FXS_NOT_FOUND);
     assert_string_equal(versions_of(f, "m"), "1,2");
     assert_int_equal(count_entries(tu_pathf("%s/tmp", f->data)), 0);
     /* both, together */
     a.text = "done";
-    assert_int_equal(fxdb_job_finish(f->st, 1, &(fxdb_job_cols){ "SUCCEEDED", "m" }, "w3", 2,
+    assert_int_equal(fxdb_job_finish(f->st, 1, COLS("SUCCEEDED", "m"), "w3", 2,
                                      "job 1", pack_text, &a, &v, err, sizeof err), 0);
     assert_int_equal(v, 3);
     reopen(f);
@@ -1056,6 +1059,36 @@ static void test_servecfg_table(void **state)
     free(cfg);
     assert_int_equal(fxdb_servecfg_delete(f->st, "m", err, sizeof err), 0);
     assert_int_equal(fxdb_servecfg_get(f->st, "m", &cfg, &len, err, sizeof err), FXS_NOT_FOUND);
+}
+
+/* Defect 3 (store part): a model's serving settings go with the model, in
+ * the same transaction: a model created again under the name starts from
+ * the defaults. */
+static void test_delete_forgets_serving_config(void **state)
+{
+    fixture *f = *state;
+    char err[256];
+    create(f, "m", "w1");
+    assert_int_equal(fxdb_servecfg_put(f->st, "m", "cfg", 3, err, sizeof err), 0);
+    assert_int_equal(fxdb_servecfg_put(f->st, "other", "cfg", 3, err, sizeof err), 0);
+    assert_int_equal(fxdb_store_delete_model(f->st, "m", err, sizeof err), 0);
+    void *cfg = NULL;
+    size_t len = 0;
+    assert_int_equal(fxdb_servecfg_get(f->st, "m", &cfg, &len, err, sizeof err), FXS_NOT_FOUND);
+    assert_int_equal(fxdb_servecfg_get(f->st, "other", &cfg, &len, err, sizeof err), 0);
+    free(cfg);
+    /* a delete that fails keeps both */
+    create(f, "m", "w1");
+    assert_int_equal(fxdb_servecfg_put(f->st, "m", "cfg", 3, err, sizeof err), 0);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(tu_pathf("%s/fluxion.db", f->data), &db), SQLITE_OK);
+    sql(db, "CREATE TRIGGER boom BEFORE DELETE ON models "
+            "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+    sqlite3_close(db);
+    assert_int_equal(fxdb_store_delete_model(f->st, "m", err, sizeof err), FXS_INTERNAL);
+    assert_int_equal(fxdb_servecfg_get(f->st, "m", &cfg, &len, err, sizeof err), 0);
+    free(cfg);
+    assert_string_equal(versions_of(f, "m"), "1");
 }
 
 /* A data directory of a daemon from before serving_config had a migration
@@ -1102,7 +1135,7 @@ static void test_servecfg_table_before_migration(void **state)
     assert_int_equal(fxdb_servecfg_get(f->st, "m", &cfg, &len, err, sizeof err), 0);
     assert_int_equal(len, 2);
     free(cfg);
-    assert_int_equal(db_int(f, "SELECT version FROM schema_version"), 4);
+    assert_int_equal(db_int(f, "SELECT version FROM schema_version"), 5);
     create(f, "m", "w1"); /* the new columns work */
     assert_int_equal(db_int(f, "SELECT count(*) FROM versions WHERE job_id IS NULL"), 1);
 }
@@ -1137,6 +1170,7 @@ int main(void)
         T(test_jobs_table),
         T(test_job_finish),
         T(test_servecfg_table),
+        T(test_delete_forgets_serving_config),
         T(test_servecfg_table_before_migration),
         T(test_sqlite_failure_removes_file),
 #undef T
