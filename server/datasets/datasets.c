@@ -4,7 +4,7 @@
  * Layout under the data directory:
  *   datasets/<name>/shard-<k>.safetensors  samples [k*S, (k+1)*S) of every tensor
  *   datasets/.staging-XXXXXX/              an upload being committed
- *   datasets/.trash-XXXXXX/                a dataset being deleted
+ *   datasets/.trash-<k>-<name>/            a dataset being deleted
  *   tmp/.spill-<tensor>.XXXXXX              one upload's data, per tensor
  *
  * An upload appends each tensor's pieces to a spill file in tmp/ (so clients
@@ -32,6 +32,7 @@
 #include <ftw.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -976,17 +977,18 @@ int fxds_dataset_delete(fxds_datasets *ds, const char *name, char *err, size_t e
     int rc = check_name(name, err, errlen);
     if (rc)
         return rc;
+    /* The trash is a new name, not a new directory: creating one needs a
+     * free block, and a delete must work on a full disk. The name is unique
+     * in this process; leftovers of earlier ones are removed at open. */
+    static atomic_ulong trash_seq;
     char *from = fxu_strf("%s/%s", ds->dir, name);
-    char *trash = fxu_strf("%s/.trash-XXXXXX", ds->dir);
-    if (!from || !trash || !mkdtemp(trash)) {
-        rc = from && trash ? fxu_fail(err, errlen, FXS_INTERNAL, "cannot create %s: %s", trash,
-                                  strerror(errno))
-                           : fxu_oom(err, errlen);
+    char *trash = fxu_strf("%s/.trash-%lu-%s", ds->dir, atomic_fetch_add(&trash_seq, 1) + 1,
+                           name);
+    if (!from || !trash) {
         free(from);
         free(trash);
-        return rc;
+        return fxu_oom(err, errlen);
     }
-    /* rename(2) replaces an empty directory: the trash name is ours */
     move_ctx c = { .ds = ds, .name = name, .from = from, .to = trash };
     void *old = NULL;
     size_t old_len = 0;

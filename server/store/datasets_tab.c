@@ -35,12 +35,17 @@ static int get_fn(fxdb_store *st, void *ctx, char *err, size_t errlen)
         return rc;
     sqlite3_bind_text(s, 1, o->name, -1, SQLITE_STATIC);
     int r = sqlite3_step(s);
-    if (r == SQLITE_ROW)
-        rc = o->out ? fxdb__column_blob(s, 0, o->out, o->out_len, err, errlen) : 0;
-    else if (r == SQLITE_DONE)
+    if (r == SQLITE_ROW) {
+        if (o->out) {
+            free(*o->out); /* from an earlier try of a delete's transaction */
+            *o->out = NULL;
+            rc = fxdb__column_blob(s, 0, o->out, o->out_len, err, errlen);
+        }
+    } else if (r == SQLITE_DONE) {
         rc = fxu_fail(err, errlen, FXS_NOT_FOUND, "no dataset named '%s'", o->name);
-    else
+    } else {
         rc = fxdb__fail(st, err, errlen, "reading a dataset");
+    }
     sqlite3_finalize(s);
     return rc;
 }
@@ -140,7 +145,12 @@ int fxdb_dataset_insert(fxdb_store *st, const char *name, const void *info, size
                         len);
     ds_op o = { .name = name, .info = info, .len = len, .created_ms = created_ms,
                 .hook = place, .hook_ctx = ctx };
-    return fxdb__tx(st, insert_fn, &o, err, errlen);
+    pthread_mutex_lock(&st->mu);
+    rc = fxdb__reserve_ensure(st, err, errlen);
+    if (!rc)
+        rc = fxdb__tx_locked(st, insert_fn, &o, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
 }
 
 static int delete_fn(fxdb_store *st, void *ctx, char *err, size_t errlen)
@@ -169,7 +179,9 @@ int fxdb_dataset_delete(fxdb_store *st, const char *name, fxdb_hook unplace, voi
     size_t rec_len = 0;
     ds_op o = { .name = name, .hook = unplace, .hook_ctx = ctx, .out = &rec,
                 .out_len = &rec_len };
-    rc = fxdb__tx(st, delete_fn, &o, err, errlen);
+    pthread_mutex_lock(&st->mu);
+    rc = fxdb__tx_freeing(st, delete_fn, &o, err, errlen); /* works on a full disk */
+    pthread_mutex_unlock(&st->mu);
     if (!rc && info) {
         *info = rec;
         *len = rec_len;

@@ -5,6 +5,7 @@
  *
  * Layout under DIR:
  *   LOCK                               flock'ed while a store is open (pid inside)
+ *   RESERVE                            space kept for deletes on a full disk
  *   fluxion.db (+ -wal, -shm)          SQLite
  *   models/<name>/v<N>.safetensors     weights (models_tab.c)
  *   tmp/                               files being written (emptied at open)
@@ -149,11 +150,20 @@ int fxdb__migrate(fxdb_store *st, int *was, char *err, size_t errlen)
 
 /* --------------------------------------------------------- statements */
 
+/* A full disk is SQLITE_FULL, or an I/O error whose errno says so (an
+ * fsync on some file systems). */
+static int status_of(fxdb_store *st, int code)
+{
+    int e = sqlite3_system_errno(st->db);
+    if ((code & 0xff) == SQLITE_FULL || e == ENOSPC || e == EDQUOT)
+        return FXS_RESOURCE_EXHAUSTED;
+    return FXS_INTERNAL;
+}
+
 int fxdb__fail(fxdb_store *st, char *err, size_t errlen, const char *what)
 {
-    int code = sqlite3_errcode(st->db) & 0xff;
     fxu_seterr(err, errlen, "store: %s: %s", what, sqlite3_errmsg(st->db));
-    return code == SQLITE_FULL ? FXS_RESOURCE_EXHAUSTED : FXS_INTERNAL;
+    return status_of(st, sqlite3_extended_errcode(st->db));
 }
 
 int fxdb__exec(fxdb_store *st, const char *sql, char *err, size_t errlen)
@@ -163,7 +173,7 @@ int fxdb__exec(fxdb_store *st, const char *sql, char *err, size_t errlen)
     if (r != SQLITE_OK) {
         fxu_seterr(err, errlen, "store: %s: %s", sql, msg ? msg : sqlite3_errmsg(st->db));
         sqlite3_free(msg);
-        return (r & 0xff) == SQLITE_FULL ? FXS_RESOURCE_EXHAUSTED : FXS_INTERNAL;
+        return status_of(st, r);
     }
     return 0;
 }
@@ -277,6 +287,53 @@ int fxdb__read(fxdb_store *st, fxdb__fn fn, void *ctx, char *err, size_t errlen)
     return run_locked(st, false, fn, ctx, err, errlen);
 }
 
+/* ------------------------------------------------------- a full disk */
+
+/* What a delete writes: a few pages of the tables and indexes to the WAL
+ * (a WAL frame is a 4 KiB page plus 24 bytes), tens of KiB at most; the
+ * reserve holds several times that. */
+#define RESERVE_BYTES (256 * 1024)
+
+int fxdb__reserve_ensure(fxdb_store *st, char *err, size_t errlen)
+{
+    if (st->reserve_ok)
+        return 0;
+    int fd = open(st->reserve_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    int e = fd < 0 ? errno : posix_fallocate(fd, 0, RESERVE_BYTES);
+    if (e == EOPNOTSUPP || e == EINVAL) { /* no fallocate here: write the bytes */
+        static const char zeros[4096];
+        e = 0;
+        for (off_t at = 0; !e && at < RESERVE_BYTES; at += (off_t)sizeof zeros) {
+            ssize_t w = pwrite(fd, zeros, sizeof zeros, at);
+            if (w != (ssize_t)sizeof zeros)
+                e = w < 0 ? errno : ENOSPC;
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    if (e) {
+        unlink(st->reserve_path); /* a part of it would only hide the space */
+        return fxu_fail(err, errlen, fxu_errno_status(e), "store: cannot keep %d KiB free for "
+                        "deletes (%s: %s); the disk is full: delete models or datasets to make "
+                        "room", RESERVE_BYTES / 1024, st->reserve_path, strerror(e));
+    }
+    st->reserve_ok = true;
+    return 0;
+}
+
+int fxdb__tx_freeing(fxdb_store *st, fxdb__fn fn, void *ctx, char *err, size_t errlen)
+{
+    int rc = fxdb__tx_locked(st, fn, ctx, err, errlen);
+    if (rc != FXS_RESOURCE_EXHAUSTED || !st->reserve_ok)
+        return rc;
+    if (unlink(st->reserve_path) != 0 && errno != ENOENT)
+        return rc;
+    st->reserve_ok = false;
+    fxdb__log(FXL_WARN, "the disk is full: gave up the reserve so that a delete can proceed "
+              "path=%s bytes=%d", st->reserve_path, RESERVE_BYTES);
+    return fxdb__tx_locked(st, fn, ctx, err, errlen);
+}
+
 /* ------------------------------------------------------------- names */
 
 bool fxdb_model_name_ok(const char *name, char *err, size_t errlen)
@@ -380,6 +437,7 @@ void fxdb_store_close(fxdb_store *st)
     free(st->dir);
     free(st->models_dir);
     free(st->tmp_dir);
+    free(st->reserve_path);
     free(st);
 }
 
@@ -466,7 +524,8 @@ fxdb_store *fxdb_store_open(const char *dir, char *err, size_t errlen)
     st->dir = strndup(dir, n);
     st->models_dir = st->dir ? fxu_strf("%s/models", st->dir) : NULL;
     st->tmp_dir = st->dir ? fxu_strf("%s/tmp", st->dir) : NULL;
-    if (!st->dir || !st->models_dir || !st->tmp_dir) {
+    st->reserve_path = st->dir ? fxu_strf("%s/RESERVE", st->dir) : NULL;
+    if (!st->dir || !st->models_dir || !st->tmp_dir || !st->reserve_path) {
         fxu_oom(err, errlen);
         fxdb_store_close(st);
         return NULL;
@@ -478,6 +537,11 @@ fxdb_store *fxdb_store_open(const char *dir, char *err, size_t errlen)
         fxdb_store_close(st);
         return NULL;
     }
+    /* A full disk must not keep the daemon from starting: deleting is how
+     * it gets room again. */
+    char e[512];
+    if (fxdb__reserve_ensure(st, e, sizeof e) != 0)
+        fxdb__log(FXL_WARN, "%s", e);
     return st;
 }
 

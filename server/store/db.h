@@ -31,6 +31,8 @@ struct fxdb_store {
     char *dir;
     char *models_dir;
     char *tmp_dir;
+    char *reserve_path;   /* DIR/RESERVE (see store.h, "A full disk") */
+    bool reserve_ok;      /* it exists at full size */
     int lock_fd;
 };
 
@@ -76,6 +78,17 @@ int fxdb__tx(fxdb_store *st, fxdb__fn fn, void *ctx, char *err, size_t errlen);
 /* fxdb__tx for a caller that holds st->mu already. */
 int fxdb__tx_locked(fxdb_store *st, fxdb__fn fn, void *ctx, char *err, size_t errlen);
 int fxdb__read(fxdb_store *st, fxdb__fn fn, void *ctx, char *err, size_t errlen);
+
+/* ------------------------------------------------------- a full disk */
+
+/* Under st->mu: makes sure DIR/RESERVE holds its space. Writes that add
+ * data call it first: FXS_RESOURCE_EXHAUSTED when the space cannot be
+ * reserved (the disk is full; deleting makes room). */
+int fxdb__reserve_ensure(fxdb_store *st, char *err, size_t errlen);
+/* fxdb__tx_locked for a delete: when it fails for a full disk, the reserve
+ * is given up (its space is what SQLite's WAL needs) and the transaction
+ * runs once more. fn may run twice: it must be repeatable. */
+int fxdb__tx_freeing(fxdb_store *st, fxdb__fn fn, void *ctx, char *err, size_t errlen);
 
 /* Argument checks shared by the table files: a store, and a valid name. */
 int fxdb__check_name(fxdb_store *st, const char *name, char *err, size_t errlen);

@@ -258,11 +258,10 @@ static int stage_weights(fxdb_store *st, new_weights *w, const char *name, const
     w->len = len;
     fxu_sha256_hex(data, len, w->sha);
     char e[512];
-    if (fxu_write_temp(st->tmp_dir, "weights", data, len, &w->tmp, e, sizeof e) != 0) {
+    int rc = fxu_write_temp(st->tmp_dir, "weights", data, len, &w->tmp, e, sizeof e);
+    if (rc) /* a full disk: RESOURCE_EXHAUSTED */
         fxu_seterr(err, errlen, "store: %s", e);
-        return FXS_INTERNAL;
-    }
-    return 0;
+    return rc;
 }
 
 static void unstage_weights(new_weights *w)
@@ -295,10 +294,8 @@ static int write_version(fxdb_store *st, new_weights *w, version_prelude prelude
     if (!rc && !(path = fxdb__weights_path(st, w->name, *version)))
         rc = fxu_oom(err, errlen);
     if (!rc) {
-        if (fxu_rename_durable(w->tmp, path, &placed, e, sizeof e) != 0) {
+        if ((rc = fxu_rename_durable(w->tmp, path, &placed, e, sizeof e)) != 0)
             fxu_seterr(err, errlen, "store: %s", e);
-            rc = FXS_INTERNAL;
-        }
         if (placed) {
             /* the temp name is free again: another thread's mkstemp may
              * take it, so it must not be unlinked later */
@@ -344,13 +341,12 @@ static int create_prelude(fxdb_store *st, void *ctx, int64_t *id, int64_t *versi
     rc = 0;
     if (mkdir(dir, 0755) == 0) {
         a->made_dir = true;
-        if (fxu_fsync_dir(st->models_dir, e, sizeof e) != 0) {
+        if ((rc = fxu_fsync_dir(st->models_dir, e, sizeof e)) != 0)
             fxu_seterr(err, errlen, "store: %s", e);
-            rc = FXS_INTERNAL;
-        }
-    } else if (errno != EEXIST) { /* left by a delete that could not remove it */
-        fxu_seterr(err, errlen, "store: cannot create %s: %s", dir, strerror(errno));
-        rc = FXS_INTERNAL;
+    } else if (errno != EEXIST) { /* EEXIST: left by a delete that could not remove it */
+        int en = errno;
+        rc = fxu_fail(err, errlen, fxu_errno_status(en), "store: cannot create %s: %s", dir,
+                      strerror(en));
     }
     free(dir);
     if (!rc)
@@ -378,7 +374,9 @@ int fxdb_store_create_model(fxdb_store *st, const char *name, const char *descri
     create_args a = { name, description, spec, spec_len, seed, loaded, false };
     int64_t version;
     pthread_mutex_lock(&st->mu);
-    rc = write_version(st, &w, create_prelude, &a, &version, err, errlen);
+    rc = fxdb__reserve_ensure(st, err, errlen);
+    if (!rc)
+        rc = write_version(st, &w, create_prelude, &a, &version, err, errlen);
     if (rc && a.made_dir) {
         char *dir = fxdb__model_dir(st, name);
         if (dir)
@@ -418,7 +416,9 @@ int fxdb__add_version(fxdb_store *st, const char *name, const void *weights, siz
     w.after_ctx = ctx;
     int64_t v = 0;
     pthread_mutex_lock(&st->mu);
-    rc = write_version(st, &w, add_prelude, (void *)name, &v, err, errlen);
+    rc = fxdb__reserve_ensure(st, err, errlen);
+    if (!rc)
+        rc = write_version(st, &w, add_prelude, (void *)name, &v, err, errlen);
     pthread_mutex_unlock(&st->mu);
     unstage_weights(&w);
     if (!rc && version)
@@ -481,10 +481,12 @@ int fxdb_store_delete_model(fxdb_store *st, const char *name, char *err, size_t 
     if (rc)
         return rc;
     pthread_mutex_lock(&st->mu);
-    rc = fxdb__tx_locked(st, delete_fn, (void *)name, err, errlen);
+    rc = fxdb__tx_freeing(st, delete_fn, (void *)name, err, errlen); /* works on a full disk */
     /* rows first: a crash now leaves only orphan files, removed at open */
-    if (!rc)
+    if (!rc) {
         remove_model_files(st, name);
+        fxdb__reserve_ensure(st, NULL, 0); /* with the room the files left, if it was given up */
+    }
     pthread_mutex_unlock(&st->mu);
     return rc;
 }
@@ -622,10 +624,8 @@ int fxdb_store_read_weights(fxdb_store *st, const char *name, int64_t version, v
     void *b = NULL;
     size_t n = 0;
     char e[512];
-    if (!rc && fxu_read_fd(fd, path, &b, &n, e, sizeof e) != 0) {
+    if (!rc && (rc = fxu_read_fd(fd, path, &b, &n, e, sizeof e)) != 0)
         fxu_seterr(err, errlen, "store: %s", e);
-        rc = FXS_INTERNAL;
-    }
     char *bad = NULL;
     if (!rc) {
         char hex[65];

@@ -12,6 +12,7 @@
  *
  *   DIR/fluxion.db     SQLite (WAL)
  *   DIR/tmp/           stage files there (same file system), emptied at open
+ *   DIR/RESERVE        room kept for deletes on a full disk (below)
  *
  * Files are written to a temporary name in the same directory, fsynced,
  * renamed, and the directory fsynced; rows are inserted in a transaction
@@ -22,7 +23,22 @@
  * Thread-safe: calls may come from any thread (one connection, a mutex).
  * Functions return 0 or an fxs_status code (base/status.h) with a message in
  * err: FXS_NOT_FOUND, FXS_ALREADY_EXISTS, FXS_INVALID_ARGUMENT (bad name),
- * FXS_INTERNAL (I/O, SQLite), FXS_DATA_LOSS (reading an unusable version).
+ * FXS_FAILED_PRECONDITION (a delete of what queued or running jobs use),
+ * FXS_RESOURCE_EXHAUSTED (the disk is full: SQLITE_FULL, ENOSPC; or out of
+ * memory), FXS_INTERNAL (other I/O and SQLite errors), FXS_DATA_LOSS
+ * (reading an unusable version).
+ *
+ * A full disk. Deletes are how a full disk gets room again, but SQLite
+ * needs room to delete: the rows go through the WAL, which grows. So the
+ * store keeps DIR/RESERVE, a file of 256 KiB (several times what a delete
+ * writes) allocated at open. When a delete's transaction fails for a full
+ * disk, the store removes the reserve and runs the transaction again; the
+ * files the delete frees are then removed. Writes that add data (a model,
+ * a version, a dataset) first re-create the reserve and answer
+ * RESOURCE_EXHAUSTED when they cannot, so the room the deletes freed goes
+ * to the reserve first and a full disk can always be freed through the API.
+ * Opening a store on a full disk works (it writes nothing when there is
+ * nothing to repair); the reserve comes back with the first room.
  *
  * A version whose weights file is missing or does not match its size and
  * SHA-256 (checked at open and on every read) is logged and marked
