@@ -65,13 +65,35 @@ static int update_row(fxdb_store *st, save_op *o, int64_t now, char *err, size_t
     return rc;
 }
 
+/* A new job needs its model and datasets to exist at the moment its row
+ * goes in: with the deletes' check of the jobs (fxdb__refuse_if_jobs_use),
+ * a delete and a submission racing each other cannot both succeed. */
+static int check_inputs(fxdb_store *st, const fxdb_job_cols *c, char *err, size_t errlen)
+{
+    int64_t id;
+    int rc = fxdb__model_id(st, col(c->model), &id, err, errlen);
+    const char *ds[2] = { col(c->dataset), col(c->validation_dataset) };
+    for (int i = 0; !rc && i < 2; i++) {
+        if (!*ds[i])
+            continue;
+        rc = fxdb__query_int(st, "SELECT id FROM datasets WHERE name = ?", ds[i], &id, err,
+                             errlen);
+        if (rc == FXS_NOT_FOUND)
+            fxu_seterr(err, errlen, "no dataset named '%s'", ds[i]);
+    }
+    return rc;
+}
+
 static int save_fn(fxdb_store *st, void *ctx, char *err, size_t errlen)
 {
     save_op *o = ctx;
     int64_t now = fxu_now_ms();
     if (!o->id) {
         sqlite3_stmt *s;
-        int rc = fxdb__prepare(st, "INSERT INTO jobs (state, model, record, created_ms, "
+        int rc = check_inputs(st, o->cols, err, errlen);
+        if (rc)
+            return rc;
+        rc = fxdb__prepare(st, "INSERT INTO jobs (state, model, record, created_ms, "
                                    "updated_ms) VALUES (?1, ?2, x'', ?3, ?3)", &s, err, errlen);
         if (rc)
             return rc;

@@ -181,7 +181,8 @@ typedef int (*fxdb_pack_fn)(void *ctx, int64_t id, int64_t version, void **blob,
                             char *err, size_t errlen);
 
 /* Writes a job row in one transaction: a new one when *id is 0 (*id gets
- * it), else the row *id (NOT_FOUND when it has none). */
+ * it; NOT_FOUND unless its model and datasets exist then), else the row *id
+ * (NOT_FOUND when it has none). */
 int fxdb_job_save(fxdb_store *st, int64_t *id, const fxdb_job_cols *cols, fxdb_pack_fn pack,
                   void *ctx, char *err, size_t errlen);
 /* A job's result: the weights become the next version of cols->model with

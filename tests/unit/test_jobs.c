@@ -810,6 +810,70 @@ static void test_delete_in_use(void **state)
     free(c);
 }
 
+/* A delete racing a submission that needs what it deletes: exactly one of
+ * them succeeds, every time (the store checks both in their transactions).
+ * Run under ASan. */
+typedef struct {
+    fixture *f;
+    bool model;        /* delete the model "rm", else the dataset "rd" */
+    int rc;
+    char err[256];
+} deleter;
+
+static void *delete_thread(void *arg)
+{
+    deleter *d = arg;
+    d->rc = d->model ? fxdb_store_delete_model(d->f->st, "rm", d->err, sizeof d->err)
+                     : fxds_dataset_delete(d->f->ds, "rd", d->err, sizeof d->err);
+    return NULL;
+}
+
+static void test_delete_races_submit(void **state)
+{
+    fixture *f = *state;
+    fake_reset(true);
+    char *blocker = submit(f, "\"description\": \"x\""); /* holds the worker: the rest queue */
+    fluxion__v1__job__free_unpacked(wait_for(f, blocker, FLUXION__V1__JOB_STATE__RUNNING, 0),
+                                    NULL);
+    int won[2] = { 0, 0 };
+    for (int i = 0; i < 24; i++) {
+        deleter d = { .f = f, .model = i % 2 == 0 };
+        if (d.model)
+            create_model(f, "rm");
+        else
+            upload(f, "rd", 10);
+        Fluxion__V1__JobSpec *s = spec_json(d.model ? "\"model\": \"rm\""
+                                                    : "\"dataset\": \"rd\"");
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, delete_thread, &d), 0);
+        Fluxion__V1__Job *job = NULL;
+        char err[256];
+        int rc = fxj_jobs_submit(f->j, s, &job, err, sizeof err);
+        pthread_join(t, NULL);
+        fluxion__v1__job_spec__free_unpacked(s, NULL);
+        if (rc == 0) { /* the job is queued: the delete must have been refused */
+            if (d.rc != FXS_FAILED_PRECONDITION)
+                fail_msg("round %d: submitted, and the delete gave %d \"%s\"", i, d.rc, d.err);
+            Fluxion__V1__Job *c = NULL;
+            assert_int_equal(fxj_jobs_cancel(f->j, job->id, &c, err, sizeof err), 0);
+            fluxion__v1__job__free_unpacked(c, NULL);
+            fluxion__v1__job__free_unpacked(job, NULL);
+            delete_thread(&d);
+            assert_int_equal(d.rc, 0);
+            won[0]++;
+        } else {
+            if (d.rc != 0 || (rc != FXS_NOT_FOUND && rc != FXS_FAILED_PRECONDITION))
+                fail_msg("round %d: submit gave %d \"%s\", the delete %d \"%s\"", i, rc, err,
+                         d.rc, d.err);
+            won[1]++;
+        }
+    }
+    print_message("submissions won %d rounds, deletes %d\n", won[0], won[1]);
+    open_gate();
+    wait_done(f, blocker, FLUXION__V1__JOB_STATE__SUCCEEDED);
+    free(blocker);
+}
+
 /* Job rows written before the store kept a job's datasets (schema 4) get
  * them when the jobs are restored, so a queued job's dataset is protected
  * after an upgrade too. */
@@ -927,6 +991,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_source_is_not_a_job_link, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete_in_use, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete_in_use_after_upgrade, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delete_races_submit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vanished_model, setup, teardown),
         cmocka_unit_test_setup_teardown(test_serve_when_done, setup, teardown),
     };

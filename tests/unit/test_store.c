@@ -928,11 +928,14 @@ static int pack_text(void *ctx, int64_t id, int64_t version, void **blob, size_t
     pack_arg *a = ctx;
     a->calls++;
     /* the id (and a result's version) are known inside the transaction */
-    char *s = version ? tu_pathf("%s#%lld v%lld", a->text, (long long)id, (long long)version)
-                      : tu_pathf("%s#%lld", a->text, (long long)id);
+    char s[128]; /* no tu_pathf: its buffers are not for threads */
+    if (version)
+        snprintf(s, sizeof s, "%s#%lld v%lld", a->text, (long long)id, (long long)version);
+    else
+        snprintf(s, sizeof s, "%s#%lld", a->text, (long long)id);
     *blob = strdup(s);
     *len = strlen(s);
-    return 0;
+    return *blob ? 0 : FXS_RESOURCE_EXHAUSTED;
 }
 
 static int pack_fail(void *ctx, int64_t id, int64_t version, void **blob, size_t *len, char *err,
@@ -948,6 +951,24 @@ static void test_jobs_table(void **state)
     char err[256];
     int64_t id = 0;
     pack_arg a = { "first", 0 };
+    /* a new job's model and datasets must exist as its row goes in */
+    assert_int_equal(fxdb_job_save(f->st, &id, COLS("QUEUED", "m"), pack_text, &a, err,
+                                   sizeof err), FXS_NOT_FOUND);
+    assert_non_null(strstr(err, "model \"m\" not found"));
+    create(f, "m", "w1");
+    create(f, "other", "w1");
+    fxdb_job_cols with_data = { .state = "QUEUED", .model = "m", .dataset = "d",
+                                .validation_dataset = "" };
+    assert_int_equal(fxdb_job_save(f->st, &id, &with_data, pack_text, &a, err, sizeof err),
+                     FXS_NOT_FOUND);
+    assert_non_null(strstr(err, "no dataset named 'd'"));
+    assert_int_equal(fxdb_dataset_insert(f->st, "d", "", 0, 1, NULL, NULL, err, sizeof err), 0);
+    with_data.validation_dataset = "v";
+    assert_int_equal(fxdb_job_save(f->st, &id, &with_data, pack_text, &a, err, sizeof err),
+                     FXS_NOT_FOUND);
+    assert_non_null(strstr(err, "no dataset named 'v'"));
+    assert_int_equal(id, 0);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM jobs"), 0);
     assert_int_equal(fxdb_job_save(f->st, &id, COLS("QUEUED", "m"), pack_text, &a,
                                    err, sizeof err), 0);
     assert_int_equal(id, 1);
@@ -1040,6 +1061,94 @@ static void test_job_finish(void **state)
     assert_int_equal(rows[0].len, strlen("done#1 v3"));
     assert_memory_equal(rows[0].blob, "done#1 v3", rows[0].len);
     fxdb_rows_free(rows, n);
+}
+
+/* Jobs finishing, clients importing versions (with sources that look like
+ * job links) and deletes of the model, all at once: every job gets exactly
+ * its own version, imports never become a job's result, and the model
+ * cannot go while a job runs. Run under ASan. */
+#define RACE_ROUNDS 6
+
+typedef struct {
+    fxdb_store *st;
+    int kind;          /* 0: a job finishing each round; 1: imports; 2: deletes */
+    int n;             /* thread number */
+    int64_t jobs[RACE_ROUNDS], versions[RACE_ROUNDS];
+    int rc, refused;
+    char err[256];
+} racer;
+
+static void *race_thread(void *arg)
+{
+    racer *r = arg;
+    pack_arg a = { "job", 0 };
+    for (int k = 0; k < RACE_ROUNDS && !r->rc; k++) {
+        char w[32];
+        snprintf(w, sizeof w, "w-%d-%d-%d", r->kind, r->n, k);
+        if (r->kind == 0) {
+            int64_t id = 0;
+            r->rc = fxdb_job_save(r->st, &id, COLS("RUNNING", "m"), pack_text, &a, r->err,
+                                  sizeof r->err);
+            char src[32];
+            snprintf(src, sizeof src, "job %lld", (long long)id);
+            if (!r->rc)
+                r->rc = fxdb_job_finish(r->st, id, COLS("SUCCEEDED", "m"), w, strlen(w), src,
+                                        pack_text, &a, &r->versions[k], r->err, sizeof r->err);
+            r->jobs[k] = id;
+        } else if (r->kind == 1) {
+            char src[32];
+            snprintf(src, sizeof src, "job %d", k + 1);
+            r->rc = fxdb_store_add_version(r->st, "m", w, strlen(w), src, &r->versions[k],
+                                          r->err, sizeof r->err);
+        } else {
+            int rc = fxdb_store_delete_model(r->st, "m", r->err, sizeof r->err);
+            if (rc == FXS_FAILED_PRECONDITION)
+                r->refused++;
+            else
+                r->rc = rc ? rc : -1; /* deleted: wrong */
+        }
+    }
+    return NULL;
+}
+
+static void test_concurrent_job_finish(void **state)
+{
+    fixture *f = *state;
+    char err[256];
+    create(f, "m", "base");
+    int64_t blocker = 0; /* keeps the model in use throughout */
+    pack_arg a = { "blocker", 0 };
+    assert_int_equal(fxdb_job_save(f->st, &blocker, COLS("RUNNING", "m"), pack_text, &a, err,
+                                   sizeof err), 0);
+    racer r[7];
+    pthread_t t[7];
+    for (int i = 0; i < 7; i++) {
+        memset(&r[i], 0, sizeof r[i]);
+        r[i].st = f->st;
+        r[i].kind = i < 4 ? 0 : i < 6 ? 1 : 2;
+        r[i].n = i;
+        assert_int_equal(pthread_create(&t[i], NULL, race_thread, &r[i]), 0);
+    }
+    for (int i = 0; i < 7; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < 7; i++)
+        if (r[i].rc)
+            fail_msg("thread %d: %d %s", i, r[i].rc, r[i].err);
+    assert_int_equal(r[6].refused, RACE_ROUNDS);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM versions"), 1 + 6 * RACE_ROUNDS);
+    assert_int_equal(db_int(f, "SELECT count(DISTINCT job_id) FROM versions"), 4 * RACE_ROUNDS);
+    for (int i = 0; i < 4; i++)
+        for (int k = 0; k < RACE_ROUNDS; k++) {
+            int64_t v = 0;
+            assert_int_equal(fxdb_job_version(f->st, r[i].jobs[k], &v, err, sizeof err), 0);
+            assert_int_equal(v, r[i].versions[k]);
+            char w[32];
+            snprintf(w, sizeof w, "w-0-%d-%d", i, k);
+            assert_weights(f, "m", v, w);
+        }
+    int64_t v = -1;
+    assert_int_equal(fxdb_job_version(f->st, blocker, &v, err, sizeof err), 0);
+    assert_int_equal(v, 0);
 }
 
 static void test_servecfg_table(void **state)
@@ -1169,6 +1278,7 @@ int main(void)
         T(test_datasets_table),
         T(test_jobs_table),
         T(test_job_finish),
+        T(test_concurrent_job_finish),
         T(test_servecfg_table),
         T(test_delete_forgets_serving_config),
         T(test_servecfg_table_before_migration),
