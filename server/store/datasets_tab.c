@@ -70,23 +70,11 @@ static int list_fn(fxdb_store *st, void *ctx, char *err, size_t errlen)
         return rc;
     int r = SQLITE_DONE, cap = 0;
     while (!rc && (r = sqlite3_step(s)) == SQLITE_ROW) {
-        if (o->n == cap) {
-            cap = cap ? 2 * cap : 16;
-            fxdb_row *nr = realloc(o->rows, (size_t)cap * sizeof *nr);
-            if (!nr) {
-                rc = fxu_oom(err, errlen);
-                break;
-            }
-            o->rows = nr;
-        }
-        fxdb_row *row = &o->rows[o->n];
-        memset(row, 0, sizeof *row);
-        row->name = strdup((const char *)sqlite3_column_text(s, 0));
-        if (!row->name)
+        fxdb_row *row = fxdb__rows_add(&o->rows, &o->n, &cap);
+        if (!row || !(row->name = strdup((const char *)sqlite3_column_text(s, 0))))
             rc = fxu_oom(err, errlen);
         else
             rc = fxdb__column_blob(s, 1, &row->blob, &row->len, err, errlen);
-        o->n++;
     }
     if (!rc && r != SQLITE_DONE)
         rc = fxdb__fail(st, err, errlen, "listing datasets");

@@ -300,7 +300,7 @@ int fxdb__reserve_ensure(fxdb_store *st, char *err, size_t errlen)
         return 0;
     int fd = open(st->reserve_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
     int e = fd < 0 ? errno : posix_fallocate(fd, 0, RESERVE_BYTES);
-    if (e == EOPNOTSUPP || e == EINVAL) { /* no fallocate here: write the bytes */
+    if (fd >= 0 && (e == EOPNOTSUPP || e == EINVAL)) { /* no fallocate: write the bytes */
         static const char zeros[4096];
         e = 0;
         for (off_t at = 0; !e && at < RESERVE_BYTES; at += (off_t)sizeof zeros) {
@@ -313,9 +313,11 @@ int fxdb__reserve_ensure(fxdb_store *st, char *err, size_t errlen)
         close(fd);
     if (e) {
         unlink(st->reserve_path); /* a part of it would only hide the space */
-        return fxu_fail(err, errlen, fxu_errno_status(e), "store: cannot keep %d KiB free for "
-                        "deletes (%s: %s); the disk is full: delete models or datasets to make "
-                        "room", RESERVE_BYTES / 1024, st->reserve_path, strerror(e));
+        int code = fxu_errno_status(e);
+        return fxu_fail(err, errlen, code, "store: cannot keep %d KiB free for deletes (%s: "
+                        "%s)%s", RESERVE_BYTES / 1024, st->reserve_path, strerror(e),
+                        code == FXS_RESOURCE_EXHAUSTED
+                            ? "; the disk is full: delete models or datasets to make room" : "");
     }
     st->reserve_ok = true;
     return 0;
@@ -375,6 +377,21 @@ int fxdb__check_name(fxdb_store *st, const char *name, char *err, size_t errlen)
     if (!st)
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "store: no store");
     return fxdb_model_name_ok(name, err, errlen) ? 0 : FXS_INVALID_ARGUMENT;
+}
+
+fxdb_row *fxdb__rows_add(fxdb_row **rows, int *n, int *cap)
+{
+    if (*n == *cap) {
+        int ncap = *cap ? 2 * *cap : 16;
+        fxdb_row *nr = realloc(*rows, (size_t)ncap * sizeof *nr);
+        if (!nr)
+            return NULL;
+        *rows = nr;
+        *cap = ncap;
+    }
+    fxdb_row *row = &(*rows)[(*n)++];
+    memset(row, 0, sizeof *row);
+    return row;
 }
 
 void fxdb_rows_free(fxdb_row *rows, int n)

@@ -61,6 +61,9 @@ int fxdb__query_int(fxdb_store *st, const char *sql, const char *param, int64_t 
 /* A blob column as a malloc'd copy (one byte more than *len is allocated). */
 int fxdb__column_blob(sqlite3_stmt *s, int col, void **out, size_t *len, char *err,
                       size_t errlen);
+/* A new zeroed row at the end of *rows (n rows, room for cap); NULL when
+ * out of memory (the rows so far stay, for fxdb_rows_free). */
+fxdb_row *fxdb__rows_add(fxdb_row **rows, int *n, int *cap);
 /* The id of a model row; FXS_NOT_FOUND ("model \"x\" not found"). */
 int fxdb__model_id(fxdb_store *st, const char *name, int64_t *id, char *err, size_t errlen);
 

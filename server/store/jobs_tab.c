@@ -1,8 +1,8 @@
 /*
  * jobs_tab.c - the jobs table (see store.h): one row per training job, its
- * record a packed fluxion.v1.Job, with the columns the store filters on
- * (state, model, datasets) kept beside it. training/ owns the queue, checkpoints and
- * TensorBoard files.
+ * record a packed fluxion.v1.Job, with the columns the store filters and
+ * checks deletes on (state, model, datasets) kept beside it. training/ owns
+ * the queue, checkpoints and TensorBoard files.
  *
  * A job's result version is linked to the job by versions.job_id, written
  * in the transaction that marks the job finished (fxdb_job_finish). The
@@ -190,17 +190,11 @@ static int list_fn(fxdb_store *st, void *ctx, char *err, size_t errlen)
     sqlite3_bind_text(s, 3, o->model, -1, SQLITE_STATIC);
     int r = SQLITE_DONE, cap = 0;
     while (!rc && (r = sqlite3_step(s)) == SQLITE_ROW) {
-        if (o->n == cap) {
-            cap = cap ? 2 * cap : 16;
-            fxdb_row *nr = realloc(o->rows, (size_t)cap * sizeof *nr);
-            if (!nr) {
-                rc = fxu_oom(err, errlen);
-                break;
-            }
-            o->rows = nr;
+        fxdb_row *row = fxdb__rows_add(&o->rows, &o->n, &cap);
+        if (!row) {
+            rc = fxu_oom(err, errlen);
+            break;
         }
-        fxdb_row *row = &o->rows[o->n++];
-        memset(row, 0, sizeof *row);
         row->id = sqlite3_column_int64(s, 0);
         rc = fxdb__column_blob(s, 1, &row->blob, &row->len, err, errlen);
     }
