@@ -273,14 +273,15 @@ static void delete_model(fxr_call *call, const ProtobufCMessage *msg, void *data
     char err[ERRLEN];
     if (!fxa_model_stored_or_fail(d, call, req->name))
         return;
-    fxsv_serving_unload(d->serving, req->name, err, sizeof err); /* NOT_FOUND is fine */
+    /* The store first: it refuses while jobs use the model (the model then
+     * stays served) and forgets the serving settings in the same
+     * transaction. Requests in flight finish on the version they hold. */
     int rc = fxdb_store_delete_model(d->store, req->name, err, sizeof err);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return;
     }
-    if (fxsv_cfg_forget(d->store, req->name, err, sizeof err) != 0)
-        fxl_log(FXL_WARN, "models", "serving config kept model=%s err=\"%s\"", req->name, err);
+    fxsv_serving_unload(d->serving, req->name, err, sizeof err); /* NOT_FOUND is fine */
     fxl_log(FXL_INFO, "models", "model deleted model=%s", req->name);
     Fluxion__V1__DeleteModelResponse resp = FLUXION__V1__DELETE_MODEL_RESPONSE__INIT;
     fxr_reply(call, &resp.base);

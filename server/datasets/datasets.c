@@ -4,7 +4,7 @@
  * Layout under the data directory:
  *   datasets/<name>/shard-<k>.safetensors  samples [k*S, (k+1)*S) of every tensor
  *   datasets/.staging-XXXXXX/              an upload being committed
- *   datasets/.trash-XXXXXX/                a dataset being deleted
+ *   datasets/.trash-<k>-<name>/            a dataset being deleted
  *   tmp/.spill-<tensor>.XXXXXX              one upload's data, per tensor
  *
  * An upload appends each tensor's pieces to a spill file in tmp/ (so clients
@@ -32,6 +32,7 @@
 #include <ftw.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -42,7 +43,6 @@
 #include <unistd.h>
 
 #include <openssl/evp.h>
-#include <sqlite3.h>
 
 #include "base/log.h"
 #include "base/status.h"
@@ -241,86 +241,63 @@ static void combine_sha(const sum_item *it, int n, char out[65])
 
 /* ---------------------------------------------------------------- rows */
 
-typedef struct {
-    const char *name;
-    Fluxion__V1__Dataset *info;   /* get: out */
-    Fluxion__V1__Dataset **list;  /* list: out */
-    int n;
-    uint64_t total;               /* list: sum of bytes */
-    /* commit */
-    const uint8_t *packed;
-    size_t packed_len;
-    int64_t created_ms;
-    const char *from, *to;        /* rename inside the transaction */
-    bool renamed;
-    uint64_t deleted_bytes;
-} row_ctx;
+/* The datasets table belongs to the store (store/datasets_tab.c); its
+ * records are packed fluxion.v1.Dataset messages. */
 
-static int db_err(sqlite3 *db, char *err, size_t errlen, const char *what)
+static Fluxion__V1__Dataset *unpack_info(const void *blob, size_t len, const char *name)
 {
-    return fxu_fail(err, errlen, FXS_INTERNAL, "store: %s: %s", what, sqlite3_errmsg(db));
-}
-
-static Fluxion__V1__Dataset *unpack_info(const void *blob, int len, const char *name)
-{
-    Fluxion__V1__Dataset *d = fluxion__v1__dataset__unpack(NULL, (size_t)len, blob);
+    Fluxion__V1__Dataset *d = fluxion__v1__dataset__unpack(NULL, len, blob);
     if (!d)
         fxl_log(FXL_ERROR, "datasets", "stored record of dataset %s does not parse", name);
     return d;
 }
 
-static int get_row(sqlite3 *db, void *ctx, char *err, size_t errlen)
+/* The stored record of a dataset. */
+static int get_info(fxdb_store *st, const char *name, Fluxion__V1__Dataset **info, char *err,
+                    size_t errlen)
 {
-    row_ctx *c = ctx;
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(db, "SELECT info FROM datasets WHERE name = ?", -1, &s, NULL))
-        return db_err(db, err, errlen, "reading a dataset");
-    sqlite3_bind_text(s, 1, c->name, -1, SQLITE_STATIC);
-    int r = sqlite3_step(s), rc = 0;
-    if (r == SQLITE_ROW) {
-        c->info = unpack_info(sqlite3_column_blob(s, 0), sqlite3_column_bytes(s, 0), c->name);
-        if (!c->info)
-            rc = fxu_fail(err, errlen, FXS_DATA_LOSS, "the stored record of dataset '%s' does not "
-                      "parse", c->name);
-    } else if (r == SQLITE_DONE) {
-        rc = fxu_fail(err, errlen, FXS_NOT_FOUND, "no dataset named '%s'", c->name);
-    } else {
-        rc = db_err(db, err, errlen, "reading a dataset");
-    }
-    sqlite3_finalize(s);
-    return rc;
+    void *blob = NULL;
+    size_t len = 0;
+    int rc = fxdb_dataset_get(st, name, &blob, &len, err, errlen);
+    if (rc)
+        return rc;
+    *info = unpack_info(blob, len, name);
+    free(blob);
+    if (!*info)
+        return fxu_fail(err, errlen, FXS_DATA_LOSS, "the stored record of dataset '%s' does not "
+                        "parse", name);
+    return 0;
 }
 
-static int list_rows(sqlite3 *db, void *ctx, char *err, size_t errlen)
+/* Every record that parses, by name; *total gets the sum of their bytes. */
+static int list_infos(fxdb_store *st, Fluxion__V1__Dataset ***list, int *n, uint64_t *total,
+                      char *err, size_t errlen)
 {
-    row_ctx *c = ctx;
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(db, "SELECT name, info FROM datasets ORDER BY name", -1, &s, NULL))
-        return db_err(db, err, errlen, "listing datasets");
-    int r, rc = 0, cap = 0;
-    while ((r = sqlite3_step(s)) == SQLITE_ROW) {
-        Fluxion__V1__Dataset *d = unpack_info(sqlite3_column_blob(s, 1),
-                                              sqlite3_column_bytes(s, 1),
-                                              (const char *)sqlite3_column_text(s, 0));
+    *list = NULL;
+    *n = 0;
+    *total = 0;
+    fxdb_row *rows = NULL;
+    int nr = 0;
+    int rc = fxdb_dataset_list(st, &rows, &nr, err, errlen);
+    if (rc)
+        return rc;
+    Fluxion__V1__Dataset **l = calloc(nr ? (size_t)nr : 1, sizeof *l);
+    if (!l) {
+        fxdb_rows_free(rows, nr);
+        return fxu_oom(err, errlen);
+    }
+    int k = 0;
+    for (int i = 0; i < nr; i++) {
+        Fluxion__V1__Dataset *d = unpack_info(rows[i].blob, rows[i].len, rows[i].name);
         if (!d)
             continue;
-        if (c->n == cap) {
-            cap = cap ? cap * 2 : 16;
-            Fluxion__V1__Dataset **nl = realloc(c->list, (size_t)cap * sizeof *nl);
-            if (!nl) {
-                fluxion__v1__dataset__free_unpacked(d, NULL);
-                rc = fxu_oom(err, errlen);
-                break;
-            }
-            c->list = nl;
-        }
-        c->list[c->n++] = d;
-        c->total += d->bytes;
+        l[k++] = d;
+        *total += d->bytes;
     }
-    if (!rc && r != SQLITE_DONE)
-        rc = db_err(db, err, errlen, "listing datasets");
-    sqlite3_finalize(s);
-    return rc;
+    fxdb_rows_free(rows, nr);
+    *list = l;
+    *n = k;
+    return 0;
 }
 
 static void free_list(Fluxion__V1__Dataset **l, int n)
@@ -330,11 +307,20 @@ static void free_list(Fluxion__V1__Dataset **l, int n)
     free(l);
 }
 
-/* Inside the transaction: the directory is renamed into place first, so a
- * taken name (or a stray directory) fails before the row exists. */
-static int insert_row(sqlite3 *db, void *ctx, char *err, size_t errlen)
+/* A dataset's directory moved inside the store's transaction for its row
+ * (the store calls these hooks under its lock). */
+typedef struct {
+    fxds_datasets *ds;
+    const char *name;
+    const char *from, *to;
+    bool renamed;
+} move_ctx;
+
+/* Commit: the directory is renamed into place first, so a taken name (or a
+ * stray directory) fails before the row exists. */
+static int place_dir(void *ctx, char *err, size_t errlen)
 {
-    row_ctx *c = ctx;
+    move_ctx *c = ctx;
     if (rename(c->from, c->to) != 0) {
         if (errno == EEXIST || errno == ENOTEMPTY)
             return fxu_fail(err, errlen, FXS_ALREADY_EXISTS, "a dataset named '%s' already exists",
@@ -351,46 +337,31 @@ static int insert_row(sqlite3 *db, void *ctx, char *err, size_t errlen)
         *slash = '\0';
     int rc = parent ? fsync_path(parent, err, errlen) : fxu_oom(err, errlen);
     free(parent);
-    if (rc)
-        return rc;
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(db, "INSERT INTO datasets (name, info, created_ms) VALUES (?, ?, ?)",
-                           -1, &s, NULL))
-        return db_err(db, err, errlen, "adding a dataset");
-    sqlite3_bind_text(s, 1, c->name, -1, SQLITE_STATIC);
-    sqlite3_bind_blob(s, 2, c->packed, (int)c->packed_len, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 3, c->created_ms);
-    int r = sqlite3_step(s);
-    if (r == SQLITE_CONSTRAINT)
-        rc = fxu_fail(err, errlen, FXS_ALREADY_EXISTS, "a dataset named '%s' already exists", c->name);
-    else if (r != SQLITE_DONE)
-        rc = db_err(db, err, errlen, "adding a dataset");
-    sqlite3_finalize(s);
     return rc;
 }
 
-static int delete_row(sqlite3 *db, void *ctx, char *err, size_t errlen)
+static fxds_dataset *find_open(fxds_datasets *ds, const char *name);
+
+/* Delete (the store has checked that no queued or running job needs it):
+ * a dataset still held open (a submission validating against it) stays;
+ * otherwise the directory goes to the trash name, then the row. Runs under
+ * ds->mu, held by fxds_dataset_delete: no open may start in between. */
+static int unplace_dir(void *ctx, char *err, size_t errlen)
 {
-    row_ctx *c = ctx;
-    int rc = get_row(db, ctx, err, errlen);
-    if (rc)
-        return rc;
-    c->deleted_bytes = c->info->bytes;
-    fluxion__v1__dataset__free_unpacked(c->info, NULL);
-    c->info = NULL;
+    move_ctx *c = ctx;
+    fxds_dataset *o = find_open(c->ds, c->name);
+    if (o)
+        return fxu_fail(err, errlen, FXS_FAILED_PRECONDITION, "dataset '%s' is in use by %d "
+                        "training job%s; cancel %s first", c->name, o->refs,
+                        o->refs == 1 ? "" : "s", o->refs == 1 ? "it" : "them");
+    if (c->renamed)
+        return 0; /* an earlier try of the same transaction moved it */
     if (rename(c->from, c->to) == 0)
         c->renamed = true;
     else if (errno != ENOENT) /* a missing directory: the row goes anyway */
         return fxu_fail(err, errlen, FXS_INTERNAL, "cannot rename %s to %s: %s", c->from, c->to,
                     strerror(errno));
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(db, "DELETE FROM datasets WHERE name = ?", -1, &s, NULL))
-        return db_err(db, err, errlen, "deleting a dataset");
-    sqlite3_bind_text(s, 1, c->name, -1, SQLITE_STATIC);
-    if (sqlite3_step(s) != SQLITE_DONE)
-        rc = db_err(db, err, errlen, "deleting a dataset");
-    sqlite3_finalize(s);
-    return rc;
+    return 0;
 }
 
 /* -------------------------------------------------------- open / close */
@@ -463,13 +434,13 @@ fxds_datasets *fxds_datasets_open(fxdb_store *st, const fxds_datasets_opts *opts
         fxds_datasets_close(ds);
         return NULL;
     }
-    row_ctx c = { 0 };
-    int rc = fxdb_store_read(st, list_rows, &c, err, errlen);
-    name_set rows = { c.list, c.n };
+    name_set rows = { NULL, 0 };
+    uint64_t total = 0;
+    int rc = list_infos(st, &rows.list, &rows.n, &total, err, errlen);
     if (!rc)
         rc = recover(ds, &rows, err, errlen);
-    ds->stored_bytes = c.total;
-    free_list(c.list, c.n);
+    ds->stored_bytes = total;
+    free_list(rows.list, rows.n);
     if (rc) {
         fxds_datasets_close(ds);
         return NULL;
@@ -520,10 +491,10 @@ int fxds_upload_begin(fxds_datasets *ds, const char *name, const char *descripti
     if (description && strlen(description) > DESCRIPTION_MAX)
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "description: %zu bytes (at most %d)",
                     strlen(description), DESCRIPTION_MAX);
-    row_ctx c = { .name = name };
-    rc = fxdb_store_read(ds->st, get_row, &c, err, errlen);
+    Fluxion__V1__Dataset *old = NULL;
+    rc = get_info(ds->st, name, &old, err, errlen);
     if (rc == 0) {
-        fluxion__v1__dataset__free_unpacked(c.info, NULL);
+        fluxion__v1__dataset__free_unpacked(old, NULL);
         return fxu_fail(err, errlen, FXS_ALREADY_EXISTS, "a dataset named '%s' already exists "
                     "(delete it first or choose another name)", name);
     }
@@ -929,9 +900,9 @@ static int publish(fxds_upload *u, const char *stage, const Fluxion__V1__Dataset
         return fxu_oom(err, errlen);
     }
     fluxion__v1__dataset__pack(d, packed);
-    row_ctx c = { .name = u->name, .packed = packed, .packed_len = len,
-                  .created_ms = d->created_unix_ms, .from = stage, .to = final };
-    int rc = fxdb_store_tx(ds->st, insert_row, &c, err, errlen);
+    move_ctx c = { .ds = ds, .name = u->name, .from = stage, .to = final };
+    int rc = fxdb_dataset_insert(ds->st, u->name, packed, len, d->created_unix_ms, place_dir, &c,
+                                 err, errlen);
     if (rc && c.renamed && rename(final, stage) != 0)
         rm_tree(final); /* no row: the next open would remove it anyway */
     free(packed);
@@ -993,25 +964,14 @@ int fxds_dataset_get(fxds_datasets *ds, const char *name, Fluxion__V1__Dataset *
     int rc = check_name(name, err, errlen);
     if (rc)
         return rc;
-    row_ctx c = { .name = name };
-    rc = fxdb_store_read(ds->st, get_row, &c, err, errlen);
-    *info = c.info;
-    return rc;
+    return get_info(ds->st, name, info, err, errlen);
 }
 
 int fxds_dataset_list(fxds_datasets *ds, Fluxion__V1__Dataset ***infos, int *n, char *err,
                      size_t errlen)
 {
-    row_ctx c = { 0 };
-    int rc = fxdb_store_read(ds->st, list_rows, &c, err, errlen);
-    if (rc) {
-        free_list(c.list, c.n);
-        c.list = NULL;
-        c.n = 0;
-    }
-    *infos = c.list;
-    *n = c.n;
-    return rc;
+    uint64_t total;
+    return list_infos(ds->st, infos, n, &total, err, errlen);
 }
 
 static fxds_dataset *find_open(fxds_datasets *ds, const char *name)
@@ -1027,31 +987,33 @@ int fxds_dataset_delete(fxds_datasets *ds, const char *name, char *err, size_t e
     int rc = check_name(name, err, errlen);
     if (rc)
         return rc;
+    /* The trash is a new name, not a new directory: creating one needs a
+     * free block, and a delete must work on a full disk. The name is unique
+     * in this process; leftovers of earlier ones are removed at open. */
+    static atomic_ulong trash_seq;
     char *from = fxu_strf("%s/%s", ds->dir, name);
-    char *trash = fxu_strf("%s/.trash-XXXXXX", ds->dir);
-    if (!from || !trash || !mkdtemp(trash)) {
-        rc = from && trash ? fxu_fail(err, errlen, FXS_INTERNAL, "cannot create %s: %s", trash,
-                                  strerror(errno))
-                           : fxu_oom(err, errlen);
+    char *trash = fxu_strf("%s/.trash-%lu-%s", ds->dir, atomic_fetch_add(&trash_seq, 1) + 1,
+                           name);
+    if (!from || !trash) {
         free(from);
         free(trash);
-        return rc;
+        return fxu_oom(err, errlen);
     }
-    /* rename(2) replaces an empty directory: the trash name is ours */
-    row_ctx c = { .name = name, .from = from, .to = trash };
+    move_ctx c = { .ds = ds, .name = name, .from = from, .to = trash };
+    void *old = NULL;
+    size_t old_len = 0;
     pthread_mutex_lock(&ds->mu); /* no open may start in between */
-    fxds_dataset *o = find_open(ds, name);
-    if (o)
-        rc = fxu_fail(err, errlen, FXS_FAILED_PRECONDITION, "dataset '%s' is in use by %d training "
-                  "job%s; cancel %s first", name, o->refs, o->refs == 1 ? "" : "s",
-                  o->refs == 1 ? "it" : "them");
-    else
-        rc = fxdb_store_tx(ds->st, delete_row, &c, err, errlen);
+    rc = fxdb_dataset_delete(ds->st, name, unplace_dir, &c, &old, &old_len, err, errlen);
     if (rc && c.renamed)
         rename(trash, from);
-    if (!rc)
-        ds->stored_bytes -= c.deleted_bytes < ds->stored_bytes ? c.deleted_bytes
-                                                               : ds->stored_bytes;
+    if (!rc) {
+        Fluxion__V1__Dataset *gone = unpack_info(old, old_len, name);
+        uint64_t bytes = gone ? gone->bytes : 0;
+        if (gone)
+            fluxion__v1__dataset__free_unpacked(gone, NULL);
+        ds->stored_bytes -= bytes < ds->stored_bytes ? bytes : ds->stored_bytes;
+    }
+    free(old);
     pthread_mutex_unlock(&ds->mu);
     rm_tree(trash);
     if (!rc) {
@@ -1167,24 +1129,24 @@ static void column_sha(const fxds_dataset *d, char out[65])
 
 static int load(fxds_datasets *ds, fxds_dataset *d, char *err, size_t errlen)
 {
-    row_ctx c = { .name = d->name };
-    int rc = fxdb_store_read(ds->st, get_row, &c, err, errlen);
+    Fluxion__V1__Dataset *info = NULL;
+    int rc = get_info(ds->st, d->name, &info, err, errlen);
     if (rc)
         return rc;
-    rc = alloc_columns(d, c.info, err, errlen);
+    rc = alloc_columns(d, info, err, errlen);
     int64_t at = 0;
-    for (uint32_t k = 0; !rc && k < c.info->num_shards; k++)
+    for (uint32_t k = 0; !rc && k < info->num_shards; k++)
         rc = load_shard(ds, d, k, &at, err, errlen);
     if (!rc && at != d->cols.num_samples)
         rc = fxu_fail(err, errlen, FXS_DATA_LOSS, "dataset '%s': the shards hold %" PRId64
                   " samples, the record %" PRId64, d->name, at, d->cols.num_samples);
     if (!rc) {
         column_sha(d, d->sha);
-        if (strcmp(d->sha, c.info->sha256) != 0)
+        if (strcmp(d->sha, info->sha256) != 0)
             rc = fxu_fail(err, errlen, FXS_DATA_LOSS, "dataset '%s': the data on disk has SHA-256 "
-                      "%s, the record %s", d->name, d->sha, c.info->sha256);
+                      "%s, the record %s", d->name, d->sha, info->sha256);
     }
-    fluxion__v1__dataset__free_unpacked(c.info, NULL);
+    fluxion__v1__dataset__free_unpacked(info, NULL);
     return rc;
 }
 

@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -250,82 +249,49 @@ void fxsv_cfg_to_msg(const fxb_config *c, Fluxion__V1__BatchingConfig *m, uint32
 
 /* ---------------------------------------------------------------- store */
 
-#define TABLE "CREATE TABLE IF NOT EXISTS serving_config (" \
-              "  model TEXT PRIMARY KEY, config BLOB NOT NULL)"
-
-typedef struct {
-    const char *model;
-    fxb_config *c;          /* load: out; save: in (NULL: forget) */
-    bool save;
-} db_op;
-
-static int db_err(sqlite3 *db, const char *what, char *err, size_t errlen)
-{
-    snprintf(err, errlen, "store: serving config: %s: %s", what, sqlite3_errmsg(db));
-    return FXS_INTERNAL;
-}
-
-static int db_run(sqlite3 *db, void *arg, char *err, size_t errlen)
-{
-    db_op *op = arg;
-    if (sqlite3_exec(db, TABLE, NULL, NULL, NULL) != SQLITE_OK)
-        return db_err(db, "create table", err, errlen);
-    const char *sql = !op->save ? "SELECT config FROM serving_config WHERE model = ?1"
-                      : op->c   ? "INSERT OR REPLACE INTO serving_config VALUES (?1, ?2)"
-                                : "DELETE FROM serving_config WHERE model = ?1";
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK)
-        return db_err(db, "prepare", err, errlen);
-    sqlite3_bind_text(s, 1, op->model, -1, SQLITE_STATIC);
-    uint8_t *packed = NULL;
-    int rc = 0;
-    if (op->save && op->c) {
-        Fluxion__V1__BatchingConfig m = FLUXION__V1__BATCHING_CONFIG__INIT;
-        uint32_t pref[FXB_MAX_PREFERRED];
-        fxsv_cfg_to_msg(op->c, &m, pref);
-        size_t len = fluxion__v1__batching_config__get_packed_size(&m);
-        packed = malloc(len + 1);
-        if (!packed) {
-            sqlite3_finalize(s);
-            snprintf(err, errlen, "out of memory");
-            return FXS_RESOURCE_EXHAUSTED;
-        }
-        fluxion__v1__batching_config__pack(&m, packed);
-        sqlite3_bind_blob(s, 2, packed, (int)len, SQLITE_STATIC);
-    }
-    int r = sqlite3_step(s);
-    if (!op->save && r == SQLITE_ROW) {
-        Fluxion__V1__BatchingConfig *m = fluxion__v1__batching_config__unpack(
-            NULL, (size_t)sqlite3_column_bytes(s, 0), sqlite3_column_blob(s, 0));
-        if (!m) {
-            snprintf(err, errlen, "store: the serving config of '%s' does not parse", op->model);
-            rc = FXS_INTERNAL;
-        } else {
-            rc = fxsv_cfg_apply(op->c, m, NULL, 0, err, errlen);
-            fluxion__v1__batching_config__free_unpacked(m, NULL);
-        }
-    } else if (r != SQLITE_DONE) {
-        rc = db_err(db, "step", err, errlen);
-    }
-    sqlite3_finalize(s);
-    free(packed);
-    return rc;
-}
+/* The stored record is the packed message (store/servecfg_tab.c keeps the
+ * bytes), so fields can grow without migrations. */
 
 int fxsv_cfg_load(fxdb_store *st, const char *model, fxb_config *c, char *err, size_t errlen)
 {
     fxb_config_default(c);
-    /* a transaction: the first use creates the table */
-    return fxdb_store_tx(st, db_run, &(db_op){ model, c, false }, err, errlen);
+    void *packed = NULL;
+    size_t len = 0;
+    int rc = fxdb_servecfg_get(st, model, &packed, &len, err, errlen);
+    if (rc == FXS_NOT_FOUND)
+        return 0; /* the defaults */
+    if (rc)
+        return rc;
+    Fluxion__V1__BatchingConfig *m = fluxion__v1__batching_config__unpack(NULL, len, packed);
+    free(packed);
+    if (!m) {
+        snprintf(err, errlen, "store: the serving config of '%s' does not parse", model);
+        return FXS_INTERNAL;
+    }
+    rc = fxsv_cfg_apply(c, m, NULL, 0, err, errlen);
+    fluxion__v1__batching_config__free_unpacked(m, NULL);
+    return rc;
 }
 
 int fxsv_cfg_save(fxdb_store *st, const char *model, const fxb_config *c, char *err,
                  size_t errlen)
 {
-    return fxdb_store_tx(st, db_run, &(db_op){ model, (fxb_config *)c, true }, err, errlen);
+    Fluxion__V1__BatchingConfig m = FLUXION__V1__BATCHING_CONFIG__INIT;
+    uint32_t pref[FXB_MAX_PREFERRED];
+    fxsv_cfg_to_msg(c, &m, pref);
+    size_t len = fluxion__v1__batching_config__get_packed_size(&m);
+    uint8_t *packed = malloc(len + 1);
+    if (!packed) {
+        snprintf(err, errlen, "out of memory");
+        return FXS_RESOURCE_EXHAUSTED;
+    }
+    fluxion__v1__batching_config__pack(&m, packed);
+    int rc = fxdb_servecfg_put(st, model, packed, len, err, errlen);
+    free(packed);
+    return rc;
 }
 
 int fxsv_cfg_forget(fxdb_store *st, const char *model, char *err, size_t errlen)
 {
-    return fxdb_store_tx(st, db_run, &(db_op){ model, NULL, true }, err, errlen);
+    return fxdb_servecfg_delete(st, model, err, errlen);
 }

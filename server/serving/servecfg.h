@@ -1,9 +1,9 @@
 /*
  * servecfg.h - the batching settings of a model (batcher.h's fxb_config):
  * as a fluxion.v1.BatchingConfig message, from RepositoryModelLoad
- * parameters, and stored per model (a table of its own in the store,
- * created on first use; the record is the packed message, so fields can
- * grow without migrations).
+ * parameters, and stored per model (the store's serving_config table;
+ * the record is the packed message, so fields can grow without
+ * migrations).
  */
 #ifndef FXSV_SERVECFG_H
 #define FXSV_SERVECFG_H

@@ -1,8 +1,18 @@
 /*
- * store.h - the daemon's persistent state under a data directory:
+ * store.h - the daemon's persistent state under a data directory. store/
+ * owns persistence: the data directory and its lock, every table's schema
+ * and SQL (one migration list, db.c), and crash recovery at open
+ * (recovery.c). No other module includes sqlite3.h or writes SQL; they
+ * call the typed functions below, one file per table:
  *
- *   DIR/fluxion.db                     SQLite (WAL): models, versions, ...
- *   DIR/models/<name>/v<N>.safetensors weights of version N
+ *   models_tab.c    models, versions   DIR/models/<name>/v<N>.safetensors
+ *   datasets_tab.c  datasets           (the shards are datasets/'s files)
+ *   jobs_tab.c      jobs               (checkpoints are training/'s files)
+ *   servecfg_tab.c  serving_config
+ *
+ *   DIR/fluxion.db     SQLite (WAL)
+ *   DIR/tmp/           stage files there (same file system), emptied at open
+ *   DIR/RESERVE        room kept for deletes on a full disk (below)
  *
  * Files are written to a temporary name in the same directory, fsynced,
  * renamed, and the directory fsynced; rows are inserted in a transaction
@@ -11,9 +21,24 @@
  * leaves either the old state or the new one.
  *
  * Thread-safe: calls may come from any thread (one connection, a mutex).
- * Functions return 0 or an fxs_status code (rpc.h) with a message in err:
- * FXS_NOT_FOUND, FXS_ALREADY_EXISTS, FXS_INVALID_ARGUMENT (bad name),
- * FXS_INTERNAL (I/O, SQLite), FXS_DATA_LOSS (reading an unusable version).
+ * Functions return 0 or an fxs_status code (base/status.h) with a message in
+ * err: FXS_NOT_FOUND, FXS_ALREADY_EXISTS, FXS_INVALID_ARGUMENT (bad name),
+ * FXS_FAILED_PRECONDITION (a delete of what queued or running jobs use),
+ * FXS_RESOURCE_EXHAUSTED (the disk is full: SQLITE_FULL, ENOSPC; or out of
+ * memory), FXS_INTERNAL (other I/O and SQLite errors), FXS_DATA_LOSS
+ * (reading an unusable version).
+ *
+ * A full disk. Deletes are how a full disk gets room again, but SQLite
+ * needs room to delete: the rows go through the WAL, which grows. So the
+ * store keeps DIR/RESERVE, a file of 256 KiB (several times what a delete
+ * writes) allocated at open. When a delete's transaction fails for a full
+ * disk, the store removes the reserve and runs the transaction again; the
+ * files the delete frees are then removed. Writes that add data (a model,
+ * a version, a dataset) first re-create the reserve and answer
+ * RESOURCE_EXHAUSTED when they cannot, so the room the deletes freed goes
+ * to the reserve first and a full disk can always be freed through the API.
+ * Opening a store on a full disk works (it writes nothing when there is
+ * nothing to repair); the reserve comes back with the first room.
  *
  * A version whose weights file is missing or does not match its size and
  * SHA-256 (checked at open and on every read) is logged and marked
@@ -36,10 +61,43 @@ extern "C" {
 
 typedef struct fxdb_store fxdb_store;
 
+fxdb_store *fxdb_store_open(const char *dir, char *err, size_t errlen);
+void fxdb_store_close(fxdb_store *st);
+const char *fxdb_store_dir(const fxdb_store *st);
+/* DIR/tmp: stage files there (same file system) and rename them into place;
+ * the store empties it at open. */
+const char *fxdb_store_tmp_dir(const fxdb_store *st);
+
+/* Model names: 1..128 of [A-Za-z0-9_.-], not starting with '.' or '-'.
+ * Returns true, or false with a message. (Dataset names follow the same
+ * rules.) */
+bool fxdb_model_name_ok(const char *name, char *err, size_t errlen);
+
+/* A row of a table whose records are packed fluxion.v1 messages (datasets,
+ * jobs): the store keeps them as bytes, their modules pack and unpack. */
+typedef struct {
+    int64_t id;     /* jobs: the job's id */
+    char *name;     /* datasets: the dataset's name (NULL for jobs) */
+    void *blob;     /* the packed record (malloc) */
+    size_t len;
+} fxdb_row;
+/* Frees rows[0..n) and the array. */
+void fxdb_rows_free(fxdb_row *rows, int n);
+
+/* A step of the caller's that must happen inside a store transaction (a
+ * directory renamed into place with its row, say). It runs under the
+ * store's lock: keep it short and never call the store from it. A non-zero
+ * return (an fxs_status code with a message in err) rolls the transaction
+ * back. */
+typedef int (*fxdb_hook)(void *ctx, char *err, size_t errlen);
+
+/* ---------------------------------------------------- models, versions */
+
 typedef struct {
     int64_t version;
     int64_t created_ms;     /* ms since the epoch */
-    char *source;           /* "init (seed 7)", "import", "job 12" */
+    char *source;           /* free text ("init (seed 7)", "import", "job 12"): only
+                             * ever shown; a job's version is found by job id */
     uint64_t weights_bytes;
     char sha256[65];        /* hex of the weights file */
 } fxdb_version_rec;
@@ -58,14 +116,6 @@ typedef struct {
 
 void fxdb_model_rec_free(fxdb_model_rec *m); /* frees the contents */
 
-fxdb_store *fxdb_store_open(const char *dir, char *err, size_t errlen);
-void fxdb_store_close(fxdb_store *st);
-const char *fxdb_store_dir(const fxdb_store *st);
-
-/* Model names: 1..128 of [A-Za-z0-9_.-], not starting with '.' or '-'.
- * Returns true, or false with a message. */
-bool fxdb_model_name_ok(const char *name, char *err, size_t errlen);
-
 /* A new model with version 1 (weights = safetensors bytes). */
 int fxdb_store_create_model(fxdb_store *st, const char *name, const char *description,
                            const void *spec, size_t spec_len, uint64_t seed, bool loaded,
@@ -81,6 +131,9 @@ int fxdb_store_get_model(fxdb_store *st, const char *name, fxdb_model_rec *out, 
                         size_t errlen);
 /* All models, by name. *out: array of *n records (free each, then the array). */
 int fxdb_store_list_models(fxdb_store *st, fxdb_model_rec **out, int *n, char *err, size_t errlen);
+/* The model, its versions' rows and files, and its serving settings, in one
+ * transaction. FAILED_PRECONDITION (naming the jobs) while QUEUED or RUNNING
+ * jobs train it. */
 int fxdb_store_delete_model(fxdb_store *st, const char *name, char *err, size_t errlen);
 int fxdb_store_set_loaded(fxdb_store *st, const char *name, bool loaded, char *err, size_t errlen);
 
@@ -88,19 +141,75 @@ int fxdb_store_set_loaded(fxdb_store *st, const char *name, bool loaded, char *e
 int fxdb_store_read_weights(fxdb_store *st, const char *name, int64_t version, void **buf,
                            size_t *len, char *err, size_t errlen);
 
-/* Tables of other modules (datasets, jobs; see the migrations in store.c):
- * fn runs with the store's connection under its lock, inside BEGIN
- * IMMEDIATE ... COMMIT for fxdb_store_tx (rolled back when fn returns
- * non-zero), outside a transaction for fxdb_store_read. fn returns 0 or an
- * fxs_status code with a message in err. Keep fn short: it holds the lock. */
-struct sqlite3;
-typedef int (*fxdb_db_fn)(struct sqlite3 *db, void *ctx, char *err, size_t errlen);
-int fxdb_store_tx(fxdb_store *st, fxdb_db_fn fn, void *ctx, char *err, size_t errlen);
-int fxdb_store_read(fxdb_store *st, fxdb_db_fn fn, void *ctx, char *err, size_t errlen);
+/* ------------------------------------------------------------ datasets */
 
-/* DIR/tmp: stage files there (same file system) and rename them into place;
- * the store empties it at open. */
-const char *fxdb_store_tmp_dir(const fxdb_store *st);
+/* The packed fluxion.v1.Dataset of a dataset (*info: malloc). NOT_FOUND
+ * ("no dataset named 'x'"). */
+int fxdb_dataset_get(fxdb_store *st, const char *name, void **info, size_t *len, char *err,
+                     size_t errlen);
+/* All datasets by name (row.name, row.blob). */
+int fxdb_dataset_list(fxdb_store *st, fxdb_row **rows, int *n, char *err, size_t errlen);
+/* One transaction: place(ctx) (the caller moves the files into place), then
+ * the row. ALREADY_EXISTS when the name is taken. */
+int fxdb_dataset_insert(fxdb_store *st, const char *name, const void *info, size_t len,
+                        int64_t created_ms, fxdb_hook place, void *ctx, char *err,
+                        size_t errlen);
+/* One transaction: the row is found (NOT_FOUND), QUEUED or RUNNING jobs
+ * that read it (dataset or validation_dataset) refuse the delete
+ * (FAILED_PRECONDITION naming them), unplace(ctx) runs (the caller moves the
+ * files away), the row goes. *info gets the deleted record (malloc; info
+ * may be NULL when the caller does not want it). */
+int fxdb_dataset_delete(fxdb_store *st, const char *name, fxdb_hook unplace, void *ctx,
+                        void **info, size_t *len, char *err, size_t errlen);
+
+/* ---------------------------------------------------------------- jobs */
+
+/* The columns of a job row that the store filters and checks deletes on;
+ * the rest of the job is its packed fluxion.v1.Job. */
+typedef struct {
+    const char *state;      /* QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED */
+    const char *model;
+    const char *dataset;
+    const char *validation_dataset; /* "" or NULL: none */
+} fxdb_job_cols;
+
+/* Packs a job's record for the row being written (*blob: malloc). id is the
+ * job's (known only inside the transaction for a new job); version is the
+ * version fxdb_job_finish stores (0 for fxdb_job_save). Runs under the
+ * store's lock, like fxdb_hook. */
+typedef int (*fxdb_pack_fn)(void *ctx, int64_t id, int64_t version, void **blob, size_t *len,
+                            char *err, size_t errlen);
+
+/* Writes a job row in one transaction: a new one when *id is 0 (*id gets
+ * it; NOT_FOUND unless its model and datasets exist then), else the row *id
+ * (NOT_FOUND when it has none). */
+int fxdb_job_save(fxdb_store *st, int64_t *id, const fxdb_job_cols *cols, fxdb_pack_fn pack,
+                  void *ctx, char *err, size_t errlen);
+/* A job's result: the weights become the next version of cols->model with
+ * versions.job_id = id, and the job's row is written (cols, pack), in ONE
+ * transaction: after a crash the job either is unfinished and has no
+ * version, or is finished with it. *version gets the version. */
+int fxdb_job_finish(fxdb_store *st, int64_t id, const fxdb_job_cols *cols, const void *weights,
+                    size_t weights_len, const char *source, fxdb_pack_fn pack, void *ctx,
+                    int64_t *version, char *err, size_t errlen);
+/* The version a job stored as its result (by versions.job_id, never by the
+ * source text); *version 0 when there is none. */
+int fxdb_job_version(fxdb_store *st, int64_t id, int64_t *version, char *err, size_t errlen);
+/* Job rows (row.id, row.blob) by id, filtered: id > 0 that job only; state
+ * and model "" (or NULL) for any. */
+int fxdb_job_list(fxdb_store *st, int64_t id, const char *state, const char *model,
+                  fxdb_row **rows, int *n, char *err, size_t errlen);
+
+/* ------------------------------------------------------ serving_config */
+
+/* The packed fluxion.v1.BatchingConfig stored for a model (*config:
+ * malloc); NOT_FOUND when none is stored. */
+int fxdb_servecfg_get(fxdb_store *st, const char *model, void **config, size_t *len, char *err,
+                      size_t errlen);
+int fxdb_servecfg_put(fxdb_store *st, const char *model, const void *config, size_t len,
+                      char *err, size_t errlen);
+/* Forgets a model's settings (none stored is fine). */
+int fxdb_servecfg_delete(fxdb_store *st, const char *model, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -30,9 +30,8 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <sqlite3.h>
 
-#include "api/api.h"
+#include "fx_version.h"
 #include "base/log.h"
 #include "base/status.h"
 #include "training/tbevents.h"
@@ -187,141 +186,90 @@ static int parse_id(const char *s, int64_t *id, char *err, size_t errlen)
 
 /* ------------------------------------------------------------- store */
 
+/* The jobs table belongs to the store (store/jobs_tab.c); its records are
+ * packed fluxion.v1.Job messages. */
+
 typedef struct {
     const Fluxion__V1__Job *rec;
-    int64_t id;          /* in: row to update (0: insert); out: the row */
-    int64_t now;
+    bool fresh;          /* a new row: its id and tensorboard_dir are set here */
     const char *dir;     /* DIR/jobs, for a new row's tensorboard_dir */
-} save_ctx;
+} pack_ctx;
 
-static int save_fn(sqlite3 *db, void *vctx, char *err, size_t errlen)
+/* fxdb_pack_fn: the record as stored (run by the store under its lock);
+ * version > 0: the result version fxdb_job_finish is storing with it. */
+static int pack_job(void *vctx, int64_t id, int64_t version, void **blob, size_t *len,
+                    char *err, size_t errlen)
 {
-    save_ctx *c = vctx;
+    pack_ctx *c = vctx;
     Fluxion__V1__Job tmp = *c->rec;
+    if (version > 0)
+        tmp.result_version = version;
     char idbuf[24], tbdir[4200];
-    sqlite3_stmt *s = NULL;
-    int rc = FXS_INTERNAL;
-    if (!c->id) {
-        if (sqlite3_prepare_v2(db, "INSERT INTO jobs(state, model, record, created_ms, "
-                               "updated_ms) VALUES ('QUEUED', ?1, x'', ?2, ?2)", -1, &s,
-                               NULL) != SQLITE_OK)
-            goto out;
-        sqlite3_bind_text(s, 1, c->rec->spec ? c->rec->spec->model : "", -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(s, 2, c->now);
-        if (sqlite3_step(s) != SQLITE_DONE)
-            goto out;
-        sqlite3_finalize(s);
-        s = NULL;
-        c->id = sqlite3_last_insert_rowid(db);
-        snprintf(idbuf, sizeof idbuf, "%" PRId64, c->id);
-        snprintf(tbdir, sizeof tbdir, "%s/%" PRId64 "/tb", c->dir, c->id);
+    if (c->fresh) {
+        snprintf(idbuf, sizeof idbuf, "%" PRId64, id);
+        snprintf(tbdir, sizeof tbdir, "%s/%" PRId64 "/tb", c->dir, id);
         tmp.id = idbuf;
         tmp.tensorboard_dir = tbdir;
     }
-    size_t len = protobuf_c_message_get_packed_size(&tmp.base);
-    uint8_t *buf = malloc(len ? len : 1);
+    *len = protobuf_c_message_get_packed_size(&tmp.base);
+    uint8_t *buf = malloc(*len ? *len : 1);
     if (!buf) {
-        fxu_seterr(err, errlen, "jobs: out of memory packing job %" PRId64, c->id);
+        fxu_seterr(err, errlen, "jobs: out of memory packing job %" PRId64, id);
         return FXS_RESOURCE_EXHAUSTED;
     }
     protobuf_c_message_pack(&tmp.base, buf);
-    if (sqlite3_prepare_v2(db, "UPDATE jobs SET state = ?1, record = ?2, updated_ms = ?3 "
-                           "WHERE id = ?4", -1, &s, NULL) == SQLITE_OK) {
-        sqlite3_bind_text(s, 1, state_name(tmp.state), -1, SQLITE_STATIC);
-        sqlite3_bind_blob(s, 2, buf, (int)len, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(s, 3, c->now);
-        sqlite3_bind_int64(s, 4, c->id);
-        if (sqlite3_step(s) == SQLITE_DONE)
-            rc = sqlite3_changes(db) == 1 ? 0 : FXS_NOT_FOUND;
-    }
-    free(buf);
-out:
-    if (rc == FXS_INTERNAL)
-        fxu_seterr(err, errlen, "jobs: saving job %" PRId64 ": %s", c->id, sqlite3_errmsg(db));
-    else if (rc == FXS_NOT_FOUND)
-        fxu_seterr(err, errlen, "jobs: job %" PRId64 " has no row", c->id);
-    sqlite3_finalize(s);
-    return rc;
+    *blob = buf;
+    return 0;
+}
+
+/* What the store filters on and checks deletes against (a queued or
+ * running job's model and datasets cannot be deleted). */
+static fxdb_job_cols job_cols(const Fluxion__V1__Job *rec, Fluxion__V1__JobState state)
+{
+    const Fluxion__V1__JobSpec *sp = rec->spec;
+    return (fxdb_job_cols){ .state = state_name(state), .model = sp ? sp->model : "",
+                            .dataset = sp ? sp->dataset : "",
+                            .validation_dataset = sp ? sp->validation_dataset : "" };
 }
 
 /* Commits rec (a new row when *id is 0; *id gets it). */
 static int save(fxj_jobs *j, const Fluxion__V1__Job *rec, int64_t *id, char *err, size_t errlen)
 {
-    save_ctx c = { .rec = rec, .id = *id, .now = fxu_now_ms(), .dir = j->dir };
-    int rc = fxdb_store_tx(j->st, save_fn, &c, err, errlen);
-    if (!rc)
-        *id = c.id;
-    return rc;
+    pack_ctx c = { .rec = rec, .fresh = *id == 0, .dir = j->dir };
+    fxdb_job_cols cols = job_cols(rec, rec->state);
+    return fxdb_job_save(j->st, id, &cols, pack_job, &c, err, errlen);
 }
 
 typedef struct {
     const char *state, *model; /* filters ("": any) */
     int64_t id;                /* > 0: that row only */
     Fluxion__V1__Job **recs;
-    int n, cap;
+    int n;
 } load_ctx;
-
-static int load_fn(sqlite3 *db, void *vctx, char *err, size_t errlen)
-{
-    load_ctx *c = vctx;
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(db, "SELECT id, record FROM jobs WHERE (?1 = 0 OR id = ?1) AND "
-                           "(?2 = '' OR state = ?2) AND (?3 = '' OR model = ?3) ORDER BY id",
-                           -1, &s, NULL) != SQLITE_OK) {
-        fxu_seterr(err, errlen, "jobs: %s", sqlite3_errmsg(db));
-        return FXS_INTERNAL;
-    }
-    sqlite3_bind_int64(s, 1, c->id);
-    sqlite3_bind_text(s, 2, c->state, -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 3, c->model, -1, SQLITE_STATIC);
-    int rc = 0, step;
-    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
-        int64_t id = sqlite3_column_int64(s, 0);
-        const void *blob = sqlite3_column_blob(s, 1);
-        Fluxion__V1__Job *r = fluxion__v1__job__unpack(
-            NULL, (size_t)sqlite3_column_bytes(s, 1), blob);
-        if (!r) {
-            fxl_log(FXL_ERROR, "jobs", "stored record does not parse job=%" PRId64, id);
-            continue;
-        }
-        if (c->n == c->cap) {
-            int ncap = c->cap ? 2 * c->cap : 16;
-            void *p = realloc(c->recs, sizeof *c->recs * (size_t)ncap);
-            if (!p) {
-                fluxion__v1__job__free_unpacked(r, NULL);
-                fxu_seterr(err, errlen, "jobs: out of memory listing jobs");
-                rc = FXS_RESOURCE_EXHAUSTED;
-                break;
-            }
-            c->recs = p;
-            c->cap = ncap;
-        }
-        c->recs[c->n++] = r;
-    }
-    if (!rc && step != SQLITE_DONE) {
-        fxu_seterr(err, errlen, "jobs: reading jobs: %s", sqlite3_errmsg(db));
-        rc = FXS_INTERNAL;
-    }
-    sqlite3_finalize(s);
-    return rc;
-}
-
-static void free_recs(Fluxion__V1__Job **recs, int n)
-{
-    for (int i = 0; i < n; i++)
-        fluxion__v1__job__free_unpacked(recs[i], NULL);
-    free(recs);
-}
 
 static int load(fxj_jobs *j, load_ctx *c, char *err, size_t errlen)
 {
-    int rc = fxdb_store_read(j->st, load_fn, c, err, errlen);
-    if (rc) {
-        free_recs(c->recs, c->n);
-        c->recs = NULL;
-        c->n = 0;
+    fxdb_row *rows = NULL;
+    int n = 0;
+    int rc = fxdb_job_list(j->st, c->id, c->state, c->model, &rows, &n, err, errlen);
+    if (rc)
+        return rc;
+    c->recs = calloc(n ? (size_t)n : 1, sizeof *c->recs);
+    if (!c->recs) {
+        fxdb_rows_free(rows, n);
+        fxu_seterr(err, errlen, "jobs: out of memory listing jobs");
+        return FXS_RESOURCE_EXHAUSTED;
     }
-    return rc;
+    for (int i = 0; i < n; i++) {
+        Fluxion__V1__Job *r = fluxion__v1__job__unpack(NULL, rows[i].len, rows[i].blob);
+        if (!r) {
+            fxl_log(FXL_ERROR, "jobs", "stored record does not parse job=%" PRId64, rows[i].id);
+            continue;
+        }
+        c->recs[c->n++] = r;
+    }
+    fxdb_rows_free(rows, n);
+    return 0;
 }
 
 /* The stored record of one job. */
@@ -495,19 +443,10 @@ static void remove_checkpoint(fxj_jobs *j, int64_t id)
     free(path);
 }
 
-/* Sets a final or running state, commits and announces it. */
-static void set_state(fxj_jobs *j, job *x, Fluxion__V1__JobState s, const char *message)
+/* After a state is committed: a final state makes the checkpoint useless
+ * (only then), watchers hear of it, the log says so, a final job retires. */
+static void announce_state(fxj_jobs *j, job *x, Fluxion__V1__JobState s, const char *message)
 {
-    x->rec->state = s;
-    if (s == FLUXION__V1__JOB_STATE__RUNNING && !x->rec->started_unix_ms)
-        x->rec->started_unix_ms = fxu_now_ms();
-    if (is_final(s)) {
-        x->rec->finished_unix_ms = fxu_now_ms();
-        if (s == FLUXION__V1__JOB_STATE__FAILED)
-            set_str(&x->rec->error, message);
-    }
-    commit(j, x, 0, NULL);
-    /* Only a committed final state makes the checkpoint useless. */
     if (is_final(s))
         remove_checkpoint(j, x->id);
     announce(j, x, FLUXION__V1__JOB_EVENT__KIND__STATE, message);
@@ -520,6 +459,21 @@ static void set_state(fxj_jobs *j, job *x, Fluxion__V1__JobState s, const char *
             x->rec->spec ? x->rec->spec->model : "", state_name(s), quoted);
     if (is_final(s))
         retire(j, x);
+}
+
+/* Sets a final or running state, commits and announces it. */
+static void set_state(fxj_jobs *j, job *x, Fluxion__V1__JobState s, const char *message)
+{
+    x->rec->state = s;
+    if (s == FLUXION__V1__JOB_STATE__RUNNING && !x->rec->started_unix_ms)
+        x->rec->started_unix_ms = fxu_now_ms();
+    if (is_final(s)) {
+        x->rec->finished_unix_ms = fxu_now_ms();
+        if (s == FLUXION__V1__JOB_STATE__FAILED)
+            set_str(&x->rec->error, message);
+    }
+    commit(j, x, 0, NULL);
+    announce_state(j, x, s, message);
 }
 
 /* ------------------------------------------------------------ running */
@@ -739,20 +693,17 @@ static int prepare_inputs(fxj_jobs *j, job *x, run_inputs *in, char *err, size_t
     return rc;
 }
 
-/* A version made by this job already (the daemon died after storing it and
- * before recording SUCCEEDED): 0 when there is none. */
+/* A version made by this job already: 0 when there is none. The store
+ * links them by versions.job_id (never by the version's source text), in
+ * the transaction that also marks the job SUCCEEDED, so a RUNNING job found
+ * at start has none; this stays as a guard for that invariant. */
 static int64_t version_of_job(fxj_jobs *j, job *x)
 {
-    fxdb_model_rec mr;
-    char err[ERRLEN], src[48];
+    char err[ERRLEN];
     int64_t v = 0;
-    if (fxdb_store_get_model(j->st, x->rec->spec->model, &mr, err, sizeof err) != 0)
-        return 0;
-    snprintf(src, sizeof src, "job %" PRId64, x->id);
-    for (int i = 0; i < mr.n_versions; i++)
-        if (mr.versions[i].source && strcmp(mr.versions[i].source, src) == 0)
-            v = mr.versions[i].version;
-    fxdb_model_rec_free(&mr);
+    if (fxdb_job_version(j->st, x->id, &v, err, sizeof err) != 0)
+        fxl_log(FXL_ERROR, "jobs", "cannot look up the result job=%" PRId64 " error=\"%s\"",
+                x->id, err);
     return v;
 }
 
@@ -776,30 +727,50 @@ static void serve_result(fxj_jobs *j, job *x, char *note, size_t notelen)
     }
 }
 
+/* The result: the version and the SUCCEEDED record are committed in one
+ * transaction (fxdb_job_finish), so a crash never leaves a version the job
+ * does not know about, nor a finished job without its version. The final
+ * record is prepared as a copy under j->mu and committed outside it (storing
+ * the weights writes and fsyncs a file); nothing else changes the record of
+ * a job whose training has ended. */
 static void finish_done(fxj_jobs *j, job *x, void *result, size_t len,
                         Fluxion__V1__JobProgress *final)
 {
     char err[ERRLEN], src[48], msg[ERRLEN + 100], note[300] = "";
     snprintf(src, sizeof src, "job %" PRId64, x->id);
-    int64_t v = 0;
-    int rc = fxdb_store_add_version(j->st, x->rec->spec->model, result, len, src, &v, err,
-                                   sizeof err);
-    if (!rc)
-        serve_result(j, x, note, sizeof note);
     pthread_mutex_lock(&j->mu);
     if (final) {
         if (x->rec->progress)
             fluxion__v1__job_progress__free_unpacked(x->rec->progress, NULL);
         x->rec->progress = final;
     }
+    Fluxion__V1__Job *done = job_copy(x->rec);
+    pthread_mutex_unlock(&j->mu);
+    int64_t v = 0;
+    int rc = done ? 0 : fxu_oom(err, sizeof err);
+    if (!rc) {
+        done->state = FLUXION__V1__JOB_STATE__SUCCEEDED;
+        done->finished_unix_ms = fxu_now_ms();
+        pack_ctx c = { .rec = done, .fresh = false, .dir = j->dir };
+        fxdb_job_cols cols = job_cols(done, done->state);
+        rc = fxdb_job_finish(j->st, x->id, &cols, result, len, src, pack_job, &c, &v, err,
+                             sizeof err);
+    }
+    if (!rc)
+        serve_result(j, x, note, sizeof note);
+    pthread_mutex_lock(&j->mu);
     if (rc) {
+        if (done)
+            fluxion__v1__job__free_unpacked(done, NULL);
         snprintf(msg, sizeof msg, "cannot store the result: %s", err);
         set_state(j, x, FLUXION__V1__JOB_STATE__FAILED, msg);
     } else {
-        x->rec->result_version = v;
+        done->result_version = v;
+        fluxion__v1__job__free_unpacked(x->rec, NULL);
+        x->rec = done;
         snprintf(msg, sizeof msg, "model '%s' version %" PRId64 "%s", x->rec->spec->model, v,
                  note);
-        set_state(j, x, FLUXION__V1__JOB_STATE__SUCCEEDED, msg);
+        announce_state(j, x, FLUXION__V1__JOB_STATE__SUCCEEDED, msg);
     }
     pthread_mutex_unlock(&j->mu);
 }
@@ -954,8 +925,10 @@ static int restore(fxj_jobs *j, char *err, size_t errlen)
             if (s == 0) {
                 x->resumed = true;
                 x->rec->restarts++;
-                commit(j, x, 0, NULL);
             }
+            /* Also fills the dataset columns of rows written before the
+             * store had them (they protect the datasets from deletion). */
+            commit(j, x, 0, NULL);
             x->next = j->jobs;
             j->jobs = x;
             push_pending(j, x);

@@ -3,6 +3,7 @@ and prediction is back; after kill -9 in the middle of a stream of writes
 the store opens, every acknowledged write is there, and every model listed
 is complete and serves."""
 import json
+import os
 import subprocess
 import threading
 import time
@@ -177,22 +178,41 @@ class StartupTest(unittest.TestCase):
         self.assertIn("--listen", p.stdout)
 
     def test_json_logs(self):
-        """--log-format json: every line the daemon logs is one JSON object
-        with ts, level, comp and msg (key=value pairs become fields)."""
+        """--log-format json: every line the daemon writes to stderr is one
+        JSON object with ts, level, comp and msg (key=value pairs become
+        fields), including what the store logs while it recovers at open."""
         d = Daemon(["--log-format", "json"], name="jsonlog").start()
+        d.client().create_model("m", mlp_spec(), seed=1)
         d.stop()
-        with open(d.log_path) as f:
-            lines = [line for line in f.read().splitlines() if line.strip()]
+        first_log = d.log_path
+        # Leftovers of a crash, which the next open removes and logs: a
+        # temporary file, an orphan weights file, an unknown file.
+        for rel in ("tmp/.weights.tmp.abc123", "models/m/v7.safetensors",
+                    "models/m/.v2.safetensors.tmp.XyZ123", "models/m/notes.txt"):
+            with open(os.path.join(d.data_dir, rel), "wb") as f:
+                f.write(b"leftover")
+        d.start()
+        d.stop()
         records = []
-        for line in lines:
-            self.assertFalse(line.startswith("ts="), line)
-            if line.startswith("{"):
-                records.append(json.loads(line))
-        for r in records:
-            self.assertTrue({"ts", "level", "comp", "msg"} <= set(r), r)
+        for path in (first_log, d.log_path):
+            with open(path) as f:
+                lines = f.read().splitlines()
+            self.assertTrue(lines, path)
+            for line in lines:
+                try:
+                    r = json.loads(line)
+                except ValueError:
+                    self.fail("not a JSON line in %s: %r" % (path, line))
+                self.assertIsInstance(r, dict, line)
+                self.assertTrue({"ts", "level", "comp", "msg"} <= set(r), r)
+                records.append(r)
         listening = [r for r in records if r["msg"] == "listening"]
-        self.assertEqual(len(listening), 1, lines)
-        self.assertEqual(listening[0]["addr"], d.address)
+        self.assertEqual(len(listening), 2, records)
+        self.assertEqual(listening[-1]["addr"], d.address)
+        store = [r for r in records if r["comp"] == "store"]
+        self.assertGreaterEqual(len(store), 3, records)
+        self.assertFalse(os.path.exists(os.path.join(d.data_dir, "models/m/v7.safetensors")))
+        self.assertFalse(os.path.exists(os.path.join(d.data_dir, "tmp/.weights.tmp.abc123")))
 
 
 if __name__ == "__main__":

@@ -233,6 +233,15 @@ class TrainingTest(DaemonTest):
         running = self.c.submit_job(spec(steps=10 ** 8, epochs=0))
         queued = self.c.submit_job(spec())
         self.wait_until(running.id, lambda j: j.progress.step > 0, "progress")
+        # the model and the dataset of queued or running jobs cannot be
+        # deleted; a refused delete leaves the model served
+        self.c.load_model(MODEL["name"])
+        self.assertCode(C.FAILED_PRECONDITION, self.c.delete_model, MODEL["name"],
+                        contains=("jobs %s, %s" % (running.id, queued.id), "cancel"))
+        self.assertTrue(self.c.model_ready(MODEL["name"]))
+        self.assertCode(C.FAILED_PRECONDITION, self.c.delete_dataset, "blobs",
+                        contains=(running.id, queued.id))
+        self.c.unload_model(MODEL["name"])
         # a queued job is cancelled at once (the CLI's command)
         p = subprocess.run([CLI, "--server", self.d.address, "job", "cancel", queued.id],
                            capture_output=True, timeout=30)

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sqlite3.h>
 
 #include "api/api.h"
 #include "training/jobs.h"
@@ -709,6 +710,197 @@ static void test_resume_from_checkpoint(void **state)
     free(a);
 }
 
+/* Defect 2: a version whose free-text source says "job 1" (ImportWeights
+ * lets clients write anything there) is not job 1's result. Job 1 runs, a
+ * client imports weights with source "job 1", the daemon restarts: job 1
+ * resumes and stores its own result (version 3), it is not marked SUCCEEDED
+ * with the imported version 2. */
+static void test_source_is_not_a_job_link(void **state)
+{
+    fixture *f = *state;
+    fake_reset(true);
+    char *a = submit(f, "\"steps\": 12, \"checkpoint_every_steps\": 3");
+    assert_string_equal(a, "1");
+    allow_steps(4);
+    fluxion__v1__job__free_unpacked(wait_for(f, a, FLUXION__V1__JOB_STATE__RUNNING, 4), NULL);
+    char err[256];
+    void *w = NULL;
+    size_t wlen = 0;
+    int64_t v = 0;
+    assert_int_equal(fxdb_store_read_weights(f->st, "m", 1, &w, &wlen, err, sizeof err), 0);
+    assert_int_equal(fxdb_store_add_version(f->st, "m", w, wlen, "job 1", &v, err, sizeof err), 0);
+    assert_int_equal(v, 2);
+    free(w);
+    close_all(f);
+
+    fake_reset(false);
+    open_all(f);
+    Fluxion__V1__Job *job = wait_for(f, a, FLUXION__V1__JOB_STATE__SUCCEEDED, 0);
+    assert_int_equal(job->result_version, 3);
+    assert_int_equal(job->progress->step, 12); /* it trained to the end */
+    assert_int_equal(job->restarts, 1);
+    assert_int_equal(fake.resumed_from, 4); /* the drain checkpointed step 4 */
+    fluxion__v1__job__free_unpacked(job, NULL);
+    fxdb_model_rec mr;
+    assert_int_equal(fxdb_store_get_model(f->st, "m", &mr, err, sizeof err), 0);
+    assert_int_equal(mr.n_versions, 3);
+    assert_string_equal(mr.versions[1].source, "job 1"); /* the client's text, kept */
+    fxdb_model_rec_free(&mr);
+    free(a);
+}
+
+/* Defect 3: a model or dataset that queued or running jobs use cannot be
+ * deleted (FAILED_PRECONDITION naming the jobs); once they are done, it can. */
+static void test_delete_in_use(void **state)
+{
+    fixture *f = *state;
+    fake_reset(true);
+    create_model(f, "m2");
+    upload(f, "blobs2", 10);
+    upload(f, "val2", 10);
+    char *a = submit(f, "\"description\": \"a\"");
+    char *b = submit(f, "\"model\": \"m2\", \"dataset\": \"blobs2\", "
+                        "\"validation_dataset\": \"val2\", \"description\": \"b\"");
+    char *c = submit(f, "\"model\": \"m2\", \"description\": \"c\"");
+    allow_steps(1);
+    fluxion__v1__job__free_unpacked(wait_for(f, a, FLUXION__V1__JOB_STATE__RUNNING, 1), NULL);
+    char err[256];
+    /* running job 1 uses m and blobs; queued jobs 2 and 3 use m2, blobs2, val2 */
+    assert_int_equal(fxdb_store_delete_model(f->st, "m", err, sizeof err),
+                     FXS_FAILED_PRECONDITION);
+    assert_non_null(strstr(err, "job 1"));
+    assert_int_equal(fxdb_store_delete_model(f->st, "m2", err, sizeof err),
+                     FXS_FAILED_PRECONDITION);
+    assert_non_null(strstr(err, "jobs 2, 3"));
+    assert_int_equal(fxds_dataset_delete(f->ds, "blobs", err, sizeof err),
+                     FXS_FAILED_PRECONDITION);
+    assert_int_equal(fxds_dataset_delete(f->ds, "blobs2", err, sizeof err),
+                     FXS_FAILED_PRECONDITION);
+    assert_non_null(strstr(err, "job 2"));
+    assert_int_equal(fxds_dataset_delete(f->ds, "val2", err, sizeof err),
+                     FXS_FAILED_PRECONDITION);
+    assert_non_null(strstr(err, "job 2"));
+    Fluxion__V1__Dataset *info = NULL;
+    assert_int_equal(fxds_dataset_get(f->ds, "blobs2", &info, err, sizeof err), 0);
+    fluxion__v1__dataset__free_unpacked(info, NULL);
+    /* cancelled: the queued job no longer holds them */
+    Fluxion__V1__Job *job = NULL;
+    assert_int_equal(fxj_jobs_cancel(f->j, b, &job, err, sizeof err), 0);
+    fluxion__v1__job__free_unpacked(job, NULL);
+    assert_int_equal(fxds_dataset_delete(f->ds, "blobs2", err, sizeof err), 0);
+    assert_int_equal(fxds_dataset_delete(f->ds, "val2", err, sizeof err), 0);
+    assert_int_equal(fxdb_store_delete_model(f->st, "m2", err, sizeof err),
+                     FXS_FAILED_PRECONDITION); /* job 3 still waits */
+    assert_non_null(strstr(err, "job 3"));
+    assert_int_equal(fxj_jobs_cancel(f->j, c, &job, err, sizeof err), 0);
+    fluxion__v1__job__free_unpacked(job, NULL);
+    assert_int_equal(fxdb_store_delete_model(f->st, "m2", err, sizeof err), 0);
+    /* finished: m and blobs are free again */
+    open_gate();
+    wait_done(f, a, FLUXION__V1__JOB_STATE__SUCCEEDED);
+    /* the worker lets go of the loaded dataset just after the final state */
+    int rc = FXS_FAILED_PRECONDITION;
+    for (int i = 0; i < 400 && rc == FXS_FAILED_PRECONDITION; i++)
+        if ((rc = fxds_dataset_delete(f->ds, "blobs", err, sizeof err)) != 0)
+            usleep(5000);
+    assert_int_equal(rc, 0);
+    assert_int_equal(fxdb_store_delete_model(f->st, "m", err, sizeof err), 0);
+    free(a);
+    free(b);
+    free(c);
+}
+
+/* A delete racing a submission that needs what it deletes: exactly one of
+ * them succeeds, every time (the store checks both in their transactions).
+ * Run under ASan. */
+typedef struct {
+    fixture *f;
+    bool model;        /* delete the model "rm", else the dataset "rd" */
+    int rc;
+    char err[256];
+} deleter;
+
+static void *delete_thread(void *arg)
+{
+    deleter *d = arg;
+    d->rc = d->model ? fxdb_store_delete_model(d->f->st, "rm", d->err, sizeof d->err)
+                     : fxds_dataset_delete(d->f->ds, "rd", d->err, sizeof d->err);
+    return NULL;
+}
+
+static void test_delete_races_submit(void **state)
+{
+    fixture *f = *state;
+    fake_reset(true);
+    char *blocker = submit(f, "\"description\": \"x\""); /* holds the worker: the rest queue */
+    fluxion__v1__job__free_unpacked(wait_for(f, blocker, FLUXION__V1__JOB_STATE__RUNNING, 0),
+                                    NULL);
+    int won[2] = { 0, 0 };
+    for (int i = 0; i < 24; i++) {
+        deleter d = { .f = f, .model = i % 2 == 0 };
+        if (d.model)
+            create_model(f, "rm");
+        else
+            upload(f, "rd", 10);
+        Fluxion__V1__JobSpec *s = spec_json(d.model ? "\"model\": \"rm\""
+                                                    : "\"dataset\": \"rd\"");
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, delete_thread, &d), 0);
+        Fluxion__V1__Job *job = NULL;
+        char err[256];
+        int rc = fxj_jobs_submit(f->j, s, &job, err, sizeof err);
+        pthread_join(t, NULL);
+        fluxion__v1__job_spec__free_unpacked(s, NULL);
+        if (rc == 0) { /* the job is queued: the delete must have been refused */
+            if (d.rc != FXS_FAILED_PRECONDITION)
+                fail_msg("round %d: submitted, and the delete gave %d \"%s\"", i, d.rc, d.err);
+            Fluxion__V1__Job *c = NULL;
+            assert_int_equal(fxj_jobs_cancel(f->j, job->id, &c, err, sizeof err), 0);
+            fluxion__v1__job__free_unpacked(c, NULL);
+            fluxion__v1__job__free_unpacked(job, NULL);
+            delete_thread(&d);
+            assert_int_equal(d.rc, 0);
+            won[0]++;
+        } else {
+            if (d.rc != 0 || (rc != FXS_NOT_FOUND && rc != FXS_FAILED_PRECONDITION))
+                fail_msg("round %d: submit gave %d \"%s\", the delete %d \"%s\"", i, rc, err,
+                         d.rc, d.err);
+            won[1]++;
+        }
+    }
+    print_message("submissions won %d rounds, deletes %d\n", won[0], won[1]);
+    open_gate();
+    wait_done(f, blocker, FLUXION__V1__JOB_STATE__SUCCEEDED);
+    free(blocker);
+}
+
+/* Job rows written before the store kept a job's datasets (schema 4) get
+ * them when the jobs are restored, so a queued job's dataset is protected
+ * after an upgrade too. */
+static void test_delete_in_use_after_upgrade(void **state)
+{
+    fixture *f = *state;
+    fake_reset(true);
+    char *a = submit(f, "\"description\": \"a\"");
+    char *b = submit(f, "\"description\": \"b\"");
+    allow_steps(1);
+    fluxion__v1__job__free_unpacked(wait_for(f, a, FLUXION__V1__JOB_STATE__RUNNING, 1), NULL);
+    close_all(f);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(tu_pathf("%s/fluxion.db", f->dir), &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "UPDATE jobs SET dataset = ''", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    open_all(f); /* the gate is still closed: a resumes, b stays queued */
+    char err[256];
+    assert_int_equal(fxds_dataset_delete(f->ds, "blobs", err, sizeof err),
+                     FXS_FAILED_PRECONDITION);
+    assert_non_null(strstr(err, "jobs 1, 2"));
+    open_gate();
+    wait_done(f, b, FLUXION__V1__JOB_STATE__SUCCEEDED);
+    free(a);
+    free(b);
+}
+
 /* Jobs whose model or dataset is gone by the restart fail, naming it. */
 static void test_vanished_model(void **state)
 {
@@ -724,14 +916,20 @@ static void test_vanished_model(void **state)
     fluxion__v1__job__free_unpacked(wait_for(f, a, FLUXION__V1__JOB_STATE__RUNNING, 1), NULL);
     close_all(f);
     char err[256];
+    /* The store refuses to delete what the jobs need (test_delete_in_use),
+     * so they vanish the other way: rows gone behind the daemon's back (a
+     * data directory restored from an older backup, say). */
     f->st = fxdb_store_open(f->dir, err, sizeof err);
-    assert_int_equal(fxdb_store_delete_model(f->st, "m", err, sizeof err), 0);
-    assert_int_equal(fxdb_store_delete_model(f->st, "m2", err, sizeof err), 0);
-    fxds_datasets *ds = fxds_datasets_open(f->st, NULL, err, sizeof err);
-    assert_non_null(ds);
-    assert_int_equal(fxds_dataset_delete(ds, "blobs2", err, sizeof err), 0);
-    fxds_datasets_close(ds);
+    assert_int_equal(fxdb_store_delete_model(f->st, "m", err, sizeof err),
+                     FXS_FAILED_PRECONDITION);
     fxdb_store_close(f->st);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(tu_pathf("%s/fluxion.db", f->dir), &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA foreign_keys=ON;"
+                                      "DELETE FROM models WHERE name IN ('m', 'm2');"
+                                      "DELETE FROM datasets WHERE name = 'blobs2'",
+                                  NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
     fake_reset(false);
     open_all(f);
     Fluxion__V1__Job *job = wait_for(f, a, FLUXION__V1__JOB_STATE__FAILED, 0);
@@ -790,6 +988,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_watchers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_resumes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_from_checkpoint, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_source_is_not_a_job_link, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delete_in_use, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delete_in_use_after_upgrade, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delete_races_submit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vanished_model, setup, teardown),
         cmocka_unit_test_setup_teardown(test_serve_when_done, setup, teardown),
     };

@@ -782,7 +782,8 @@ static void test_schema(void **state)
     assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &s, NULL),
                      SQLITE_OK);
     assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(s, 0), 2); /* models; datasets + jobs */
+    assert_int_equal(sqlite3_column_int(s, 0), 5); /* models; datasets + jobs; serving_config;
+                                                    * versions.job_id; jobs' datasets */
     assert_int_equal(sqlite3_step(s), SQLITE_DONE); /* one row */
     sqlite3_finalize(s);
     /* a schema from a newer fluxiond is refused, not downgraded */
@@ -846,54 +847,406 @@ static void test_sqlite_failure_removes_file(void **state)
 }
 
 
-/* fxdb_store_tx commits what fn did, or rolls all of it back when fn fails;
- * fxdb_store_read sees the committed rows. */
-static int tx_insert(struct sqlite3 *db, void *ctx, char *err, size_t errlen)
+/* The tables of other modules through their typed functions: a failing
+ * hook rolls its transaction back; rows are durable across a reopen. */
+static int hook_fail(void *ctx, char *err, size_t errlen)
 {
-    int *fail = ctx;
-    if (sqlite3_exec(db, "INSERT INTO datasets (name, info, created_ms) VALUES ('d', x'00', 1)",
-                     NULL, NULL, NULL) != SQLITE_OK) {
-        snprintf(err, errlen, "insert: %s", sqlite3_errmsg(db));
-        return FXS_INTERNAL;
-    }
-    if (*fail) {
-        snprintf(err, errlen, "asked to fail");
-        return FXS_INVALID_ARGUMENT;
-    }
+    int *calls = ctx;
+    (*calls)++;
+    snprintf(err, errlen, "asked to fail");
+    return FXS_INVALID_ARGUMENT;
+}
+
+static int hook_count(void *ctx, char *err, size_t errlen)
+{
+    (*(int *)ctx)++;
     return 0;
 }
 
-static int tx_count(struct sqlite3 *db, void *ctx, char *err, size_t errlen)
-{
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(db, "SELECT count(*) FROM datasets", -1, &s, NULL) != SQLITE_OK)
-        return FXS_INTERNAL;
-    int rc = sqlite3_step(s) == SQLITE_ROW ? 0 : FXS_INTERNAL;
-    *(int *)ctx = sqlite3_column_int(s, 0);
-    sqlite3_finalize(s);
-    return rc;
-}
-
-static void test_module_tx(void **state)
+static void test_datasets_table(void **state)
 {
     fixture *f = *state;
     char err[256];
-    int fail = 1, n = -1;
-    assert_int_equal(fxdb_store_tx(f->st, tx_insert, &fail, err, sizeof err), FXS_INVALID_ARGUMENT);
+    int calls = 0, n = -1;
+    void *info = NULL;
+    size_t len = 0;
+    assert_int_equal(fxdb_dataset_insert(f->st, "d", "\x01\x02", 2, 5, hook_fail, &calls, err,
+                                         sizeof err), FXS_INVALID_ARGUMENT);
     assert_string_equal(err, "asked to fail");
-    assert_int_equal(fxdb_store_read(f->st, tx_count, &n, err, sizeof err), 0);
-    assert_int_equal(n, 0); /* rolled back */
-    fail = 0;
-    assert_int_equal(fxdb_store_tx(f->st, tx_insert, &fail, err, sizeof err), 0);
-    /* a second insert of the same name violates UNIQUE: the error comes back */
-    assert_int_equal(fxdb_store_tx(f->st, tx_insert, &fail, err, sizeof err), FXS_INTERNAL);
-    assert_non_null(strstr(err, "UNIQUE"));
+    assert_int_equal(calls, 1);
+    assert_int_equal(fxdb_dataset_get(f->st, "d", &info, &len, err, sizeof err), FXS_NOT_FOUND);
+    assert_non_null(strstr(err, "no dataset named 'd'"));
+    assert_int_equal(fxdb_dataset_insert(f->st, "d", "\x01\x02", 2, 5, hook_count, &calls, err,
+                                         sizeof err), 0);
+    assert_int_equal(calls, 2);
+    assert_int_equal(fxdb_dataset_insert(f->st, "d", "\x03", 1, 6, NULL, NULL, err, sizeof err),
+                     FXS_ALREADY_EXISTS);
+    assert_int_equal(fxdb_dataset_insert(f->st, "c", "", 0, 7, NULL, NULL, err, sizeof err), 0);
+    assert_int_equal(fxdb_dataset_insert(f->st, "../x", "", 0, 7, NULL, NULL, err, sizeof err),
+                     FXS_INVALID_ARGUMENT);
+    reopen(f);
+    fxdb_row *rows = NULL;
+    assert_int_equal(fxdb_dataset_list(f->st, &rows, &n, err, sizeof err), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(rows[0].name, "c"); /* by name */
+    assert_int_equal(rows[0].len, 0);
+    assert_string_equal(rows[1].name, "d");
+    assert_int_equal(rows[1].len, 2);
+    assert_memory_equal(rows[1].blob, "\x01\x02", 2);
+    fxdb_rows_free(rows, n);
+    /* a failing hook keeps the row; a delete hands back the record */
+    assert_int_equal(fxdb_dataset_delete(f->st, "d", hook_fail, &calls, &info, &len, err,
+                                         sizeof err), FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxdb_dataset_get(f->st, "d", &info, &len, err, sizeof err), 0);
+    assert_int_equal(len, 2);
+    free(info);
+    info = NULL;
+    assert_int_equal(fxdb_dataset_delete(f->st, "d", hook_count, &calls, &info, &len, err,
+                                         sizeof err), 0);
+    assert_int_equal(len, 2);
+    assert_memory_equal(info, "\x01\x02", 2);
+    free(info);
+    assert_int_equal(fxdb_dataset_delete(f->st, "d", NULL, NULL, NULL, NULL, err, sizeof err),
+                     FXS_NOT_FOUND);
+    reopen(f);
+    assert_int_equal(fxdb_dataset_list(f->st, &rows, &n, err, sizeof err), 0);
+    assert_int_equal(n, 1);
+    fxdb_rows_free(rows, n);
+}
+
+/* A job row's columns (datasets: none). */
+#define COLS(s, m) (&(fxdb_job_cols){ .state = (s), .model = (m) })
+
+typedef struct {
+    const char *text;
+    int calls;
+} pack_arg;
+
+static int pack_text(void *ctx, int64_t id, int64_t version, void **blob, size_t *len, char *err,
+                     size_t errlen)
+{
+    pack_arg *a = ctx;
+    a->calls++;
+    /* the id (and a result's version) are known inside the transaction */
+    char s[128]; /* no tu_pathf: its buffers are not for threads */
+    if (version)
+        snprintf(s, sizeof s, "%s#%lld v%lld", a->text, (long long)id, (long long)version);
+    else
+        snprintf(s, sizeof s, "%s#%lld", a->text, (long long)id);
+    *blob = strdup(s);
+    *len = strlen(s);
+    return *blob ? 0 : FXS_RESOURCE_EXHAUSTED;
+}
+
+static int pack_fail(void *ctx, int64_t id, int64_t version, void **blob, size_t *len, char *err,
+                     size_t errlen)
+{
+    snprintf(err, errlen, "no pack");
+    return FXS_INTERNAL;
+}
+
+static void test_jobs_table(void **state)
+{
+    fixture *f = *state;
+    char err[256];
+    int64_t id = 0;
+    pack_arg a = { "first", 0 };
+    /* a new job's model and datasets must exist as its row goes in */
+    assert_int_equal(fxdb_job_save(f->st, &id, COLS("QUEUED", "m"), pack_text, &a, err,
+                                   sizeof err), FXS_NOT_FOUND);
+    assert_non_null(strstr(err, "model \"m\" not found"));
+    create(f, "m", "w1");
+    create(f, "other", "w1");
+    fxdb_job_cols with_data = { .state = "QUEUED", .model = "m", .dataset = "d",
+                                .validation_dataset = "" };
+    assert_int_equal(fxdb_job_save(f->st, &id, &with_data, pack_text, &a, err, sizeof err),
+                     FXS_NOT_FOUND);
+    assert_non_null(strstr(err, "no dataset named 'd'"));
+    assert_int_equal(fxdb_dataset_insert(f->st, "d", "", 0, 1, NULL, NULL, err, sizeof err), 0);
+    with_data.validation_dataset = "v";
+    assert_int_equal(fxdb_job_save(f->st, &id, &with_data, pack_text, &a, err, sizeof err),
+                     FXS_NOT_FOUND);
+    assert_non_null(strstr(err, "no dataset named 'v'"));
+    assert_int_equal(id, 0);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM jobs"), 0);
+    assert_int_equal(fxdb_job_save(f->st, &id, COLS("QUEUED", "m"), pack_text, &a,
+                                   err, sizeof err), 0);
+    assert_int_equal(id, 1);
+    int64_t id2 = 0;
+    a.text = "second";
+    assert_int_equal(fxdb_job_save(f->st, &id2, COLS("QUEUED", "other"), pack_text,
+                                   &a, err, sizeof err), 0);
+    assert_int_equal(id2, 2);
+    a.text = "running";
+    assert_int_equal(fxdb_job_save(f->st, &id, COLS("RUNNING", "m"), pack_text, &a,
+                                   err, sizeof err), 0);
+    assert_int_equal(id, 1);
+    /* a failed pack leaves no row behind */
+    int64_t id3 = 0;
+    assert_int_equal(fxdb_job_save(f->st, &id3, COLS("QUEUED", "m"), pack_fail, NULL,
+                                   err, sizeof err), FXS_INTERNAL);
+    assert_string_equal(err, "no pack");
+    int64_t missing = 99;
+    assert_int_equal(fxdb_job_save(f->st, &missing, COLS("QUEUED", "m"), pack_text,
+                                   &a, err, sizeof err), FXS_NOT_FOUND);
+    reopen(f);
+    fxdb_row *rows;
+    int n;
+    assert_int_equal(fxdb_job_list(f->st, 0, "", "", &rows, &n, err, sizeof err), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(rows[0].id, 1);
+    assert_int_equal(rows[0].len, strlen("running#1"));
+    assert_memory_equal(rows[0].blob, "running#1", rows[0].len);
+    assert_memory_equal(rows[1].blob, "second#2", rows[1].len);
+    fxdb_rows_free(rows, n);
+    assert_int_equal(fxdb_job_list(f->st, 0, "QUEUED", NULL, &rows, &n, err, sizeof err), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(rows[0].id, 2);
+    fxdb_rows_free(rows, n);
+    assert_int_equal(fxdb_job_list(f->st, 0, "", "m", &rows, &n, err, sizeof err), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(rows[0].id, 1);
+    fxdb_rows_free(rows, n);
+    assert_int_equal(fxdb_job_list(f->st, 2, "", "", &rows, &n, err, sizeof err), 0);
+    assert_int_equal(n, 1);
+    fxdb_rows_free(rows, n);
+    assert_int_equal(fxdb_job_list(f->st, 7, "", "", &rows, &n, err, sizeof err), 0);
+    assert_int_equal(n, 0);
+    fxdb_rows_free(rows, n);
+}
+
+/* A job's result: the version (with its job id) and the job's row in one
+ * transaction. A failure in either leaves neither; a version whose source
+ * text says "job N" is not job N's. */
+static void test_job_finish(void **state)
+{
+    fixture *f = *state;
+    char err[256];
+    create(f, "m", "w1");
+    assert_int_equal(add(f, "m", "imported"), 2); /* source "job 1", from a client */
+    int64_t id = 0, v = -1;
+    pack_arg a = { "queued", 0 };
+    assert_int_equal(fxdb_job_save(f->st, &id, COLS("RUNNING", "m"), pack_text, &a,
+                                   err, sizeof err), 0);
+    assert_int_equal(id, 1);
+    assert_int_equal(fxdb_job_version(f->st, 1, &v, err, sizeof err), 0);
+    assert_int_equal(v, 0); /* the source text links nothing */
+    /* the record cannot be packed: no version either */
+    assert_int_equal(fxdb_job_finish(f->st, 1, COLS("SUCCEEDED", "m"), "w3", 2,
+                                     "job 1", pack_fail, NULL, &v, err, sizeof err),
+                     FXS_INTERNAL);
+    assert_string_equal(versions_of(f, "m"), "1,2");
+    assert_false(exists(tu_pathf("%s/models/m/v3.safetensors", f->data)));
+    /* a job without a row: no version */
+    assert_int_equal(fxdb_job_finish(f->st, 9, COLS("SUCCEEDED", "m"), "w3", 2,
+                                     "job 9", pack_text, &a, &v, err, sizeof err),
+                     FXS_NOT_FOUND);
+    assert_string_equal(versions_of(f, "m"), "1,2");
+    assert_int_equal(count_entries(tu_pathf("%s/tmp", f->data)), 0);
+    /* both, together */
+    a.text = "done";
+    assert_int_equal(fxdb_job_finish(f->st, 1, COLS("SUCCEEDED", "m"), "w3", 2,
+                                     "job 1", pack_text, &a, &v, err, sizeof err), 0);
+    assert_int_equal(v, 3);
+    reopen(f);
+    assert_weights(f, "m", 3, "w3");
+    assert_int_equal(fxdb_job_version(f->st, 1, &v, err, sizeof err), 0);
+    assert_int_equal(v, 3);
+    assert_int_equal(db_int(f, "SELECT job_id FROM versions WHERE version = 3"), 1);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM versions WHERE job_id IS NULL"), 2);
+    fxdb_row *rows;
+    int n;
+    assert_int_equal(fxdb_job_list(f->st, 1, "SUCCEEDED", "m", &rows, &n, err, sizeof err), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(rows[0].len, strlen("done#1 v3"));
+    assert_memory_equal(rows[0].blob, "done#1 v3", rows[0].len);
+    fxdb_rows_free(rows, n);
+}
+
+/* Jobs finishing, clients importing versions (with sources that look like
+ * job links) and deletes of the model, all at once: every job gets exactly
+ * its own version, imports never become a job's result, and the model
+ * cannot go while a job runs. Run under ASan. */
+#define RACE_ROUNDS 6
+
+typedef struct {
+    fxdb_store *st;
+    int kind;          /* 0: a job finishing each round; 1: imports; 2: deletes */
+    int n;             /* thread number */
+    int64_t jobs[RACE_ROUNDS], versions[RACE_ROUNDS];
+    int rc, refused;
+    char err[256];
+} racer;
+
+static void *race_thread(void *arg)
+{
+    racer *r = arg;
+    pack_arg a = { "job", 0 };
+    for (int k = 0; k < RACE_ROUNDS && !r->rc; k++) {
+        char w[32];
+        snprintf(w, sizeof w, "w-%d-%d-%d", r->kind, r->n, k);
+        if (r->kind == 0) {
+            int64_t id = 0;
+            r->rc = fxdb_job_save(r->st, &id, COLS("RUNNING", "m"), pack_text, &a, r->err,
+                                  sizeof r->err);
+            char src[32];
+            snprintf(src, sizeof src, "job %lld", (long long)id);
+            if (!r->rc)
+                r->rc = fxdb_job_finish(r->st, id, COLS("SUCCEEDED", "m"), w, strlen(w), src,
+                                        pack_text, &a, &r->versions[k], r->err, sizeof r->err);
+            r->jobs[k] = id;
+        } else if (r->kind == 1) {
+            char src[32];
+            snprintf(src, sizeof src, "job %d", k + 1);
+            r->rc = fxdb_store_add_version(r->st, "m", w, strlen(w), src, &r->versions[k],
+                                          r->err, sizeof r->err);
+        } else {
+            int rc = fxdb_store_delete_model(r->st, "m", r->err, sizeof r->err);
+            if (rc == FXS_FAILED_PRECONDITION)
+                r->refused++;
+            else
+                r->rc = rc ? rc : -1; /* deleted: wrong */
+        }
+    }
+    return NULL;
+}
+
+static void test_concurrent_job_finish(void **state)
+{
+    fixture *f = *state;
+    char err[256];
+    create(f, "m", "base");
+    int64_t blocker = 0; /* keeps the model in use throughout */
+    pack_arg a = { "blocker", 0 };
+    assert_int_equal(fxdb_job_save(f->st, &blocker, COLS("RUNNING", "m"), pack_text, &a, err,
+                                   sizeof err), 0);
+    racer r[7];
+    pthread_t t[7];
+    for (int i = 0; i < 7; i++) {
+        memset(&r[i], 0, sizeof r[i]);
+        r[i].st = f->st;
+        r[i].kind = i < 4 ? 0 : i < 6 ? 1 : 2;
+        r[i].n = i;
+        assert_int_equal(pthread_create(&t[i], NULL, race_thread, &r[i]), 0);
+    }
+    for (int i = 0; i < 7; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < 7; i++)
+        if (r[i].rc)
+            fail_msg("thread %d: %d %s", i, r[i].rc, r[i].err);
+    assert_int_equal(r[6].refused, RACE_ROUNDS);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM versions"), 1 + 6 * RACE_ROUNDS);
+    assert_int_equal(db_int(f, "SELECT count(DISTINCT job_id) FROM versions"), 4 * RACE_ROUNDS);
+    for (int i = 0; i < 4; i++)
+        for (int k = 0; k < RACE_ROUNDS; k++) {
+            int64_t v = 0;
+            assert_int_equal(fxdb_job_version(f->st, r[i].jobs[k], &v, err, sizeof err), 0);
+            assert_int_equal(v, r[i].versions[k]);
+            char w[32];
+            snprintf(w, sizeof w, "w-0-%d-%d", i, k);
+            assert_weights(f, "m", v, w);
+        }
+    int64_t v = -1;
+    assert_int_equal(fxdb_job_version(f->st, blocker, &v, err, sizeof err), 0);
+    assert_int_equal(v, 0);
+}
+
+static void test_servecfg_table(void **state)
+{
+    fixture *f = *state;
+    char err[256];
+    void *cfg = NULL;
+    size_t len = 0;
+    assert_int_equal(fxdb_servecfg_get(f->st, "m", &cfg, &len, err, sizeof err), FXS_NOT_FOUND);
+    assert_int_equal(fxdb_servecfg_delete(f->st, "m", err, sizeof err), 0); /* none is fine */
+    assert_int_equal(fxdb_servecfg_put(f->st, "m", "ab", 2, err, sizeof err), 0);
+    assert_int_equal(fxdb_servecfg_put(f->st, "m", "xyz", 3, err, sizeof err), 0); /* replaces */
+    reopen(f);
+    assert_int_equal(fxdb_servecfg_get(f->st, "m", &cfg, &len, err, sizeof err), 0);
+    assert_int_equal(len, 3);
+    assert_memory_equal(cfg, "xyz", 3);
+    free(cfg);
+    assert_int_equal(fxdb_servecfg_delete(f->st, "m", err, sizeof err), 0);
+    assert_int_equal(fxdb_servecfg_get(f->st, "m", &cfg, &len, err, sizeof err), FXS_NOT_FOUND);
+}
+
+/* Defect 3 (store part): a model's serving settings go with the model, in
+ * the same transaction: a model created again under the name starts from
+ * the defaults. */
+static void test_delete_forgets_serving_config(void **state)
+{
+    fixture *f = *state;
+    char err[256];
+    create(f, "m", "w1");
+    assert_int_equal(fxdb_servecfg_put(f->st, "m", "cfg", 3, err, sizeof err), 0);
+    assert_int_equal(fxdb_servecfg_put(f->st, "other", "cfg", 3, err, sizeof err), 0);
+    assert_int_equal(fxdb_store_delete_model(f->st, "m", err, sizeof err), 0);
+    void *cfg = NULL;
+    size_t len = 0;
+    assert_int_equal(fxdb_servecfg_get(f->st, "m", &cfg, &len, err, sizeof err), FXS_NOT_FOUND);
+    assert_int_equal(fxdb_servecfg_get(f->st, "other", &cfg, &len, err, sizeof err), 0);
+    free(cfg);
+    /* a delete that fails keeps both */
+    create(f, "m", "w1");
+    assert_int_equal(fxdb_servecfg_put(f->st, "m", "cfg", 3, err, sizeof err), 0);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(tu_pathf("%s/fluxion.db", f->data), &db), SQLITE_OK);
+    sql(db, "CREATE TRIGGER boom BEFORE DELETE ON models "
+            "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+    sqlite3_close(db);
+    assert_int_equal(fxdb_store_delete_model(f->st, "m", err, sizeof err), FXS_INTERNAL);
+    assert_int_equal(fxdb_servecfg_get(f->st, "m", &cfg, &len, err, sizeof err), 0);
+    free(cfg);
+    assert_string_equal(versions_of(f, "m"), "1");
+}
+
+/* A data directory of a daemon from before serving_config had a migration
+ * (schema version 2; that daemon created serving_config on first use). It
+ * opens, keeps its rows, and reaches the current schema. */
+static void test_servecfg_table_before_migration(void **state)
+{
+    fixture *f = *state;
     fxdb_store_close(f->st);
-    f->st = fxdb_store_open(f->data, err, sizeof err);
-    assert_non_null(f->st);
-    assert_int_equal(fxdb_store_read(f->st, tx_count, &n, err, sizeof err), 0);
-    assert_int_equal(n, 1); /* committed and durable */
-    assert_non_null(strstr(fxdb_store_tmp_dir(f->st), "tmp"));
+    f->st = NULL;
+    const char *path = tu_pathf("%s/fluxion.db", f->data);
+    char *paths[3] = { strdup(path), strdup(tu_pathf("%s-wal", path)),
+                       strdup(tu_pathf("%s-shm", path)) };
+    for (int i = 0; i < 3; i++) {
+        unlink(paths[i]);
+        free(paths[i]);
+    }
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(tu_pathf("%s/fluxion.db", f->data), &db), SQLITE_OK);
+    sql(db, "PRAGMA journal_mode=WAL");
+    sql(db, "CREATE TABLE schema_version (version INTEGER NOT NULL);"
+            "INSERT INTO schema_version VALUES (2);"
+            "CREATE TABLE models (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL "
+            "UNIQUE, description TEXT NOT NULL, spec BLOB NOT NULL, seed INTEGER NOT NULL, "
+            "loaded INTEGER NOT NULL CHECK (loaded IN (0, 1)), created_ms INTEGER NOT NULL);"
+            "CREATE TABLE versions (model_id INTEGER NOT NULL REFERENCES models(id) ON DELETE "
+            "CASCADE, version INTEGER NOT NULL CHECK (version >= 1), created_ms INTEGER NOT "
+            "NULL, source TEXT NOT NULL, weights_bytes INTEGER NOT NULL, sha256 TEXT NOT NULL, "
+            "unusable TEXT, PRIMARY KEY (model_id, version));"
+            "CREATE TABLE datasets (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL "
+            "UNIQUE, info BLOB NOT NULL, created_ms INTEGER NOT NULL);"
+            "CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, state TEXT NOT NULL, "
+            "model TEXT NOT NULL, record BLOB NOT NULL, created_ms INTEGER NOT NULL, "
+            "updated_ms INTEGER NOT NULL);"
+            "CREATE INDEX jobs_by_state ON jobs(state);"
+            "CREATE TABLE IF NOT EXISTS serving_config (model TEXT PRIMARY KEY, config BLOB NOT "
+            "NULL);"
+            "INSERT INTO serving_config VALUES ('m', x'0102');");
+    sqlite3_close(db);
+    reopen(f);
+    char err[256];
+    void *cfg = NULL;
+    size_t len = 0;
+    assert_int_equal(fxdb_servecfg_get(f->st, "m", &cfg, &len, err, sizeof err), 0);
+    assert_int_equal(len, 2);
+    free(cfg);
+    assert_int_equal(db_int(f, "SELECT version FROM schema_version"), 5);
+    create(f, "m", "w1"); /* the new columns work */
+    assert_int_equal(db_int(f, "SELECT count(*) FROM versions WHERE job_id IS NULL"), 1);
 }
 
 int main(void)
@@ -922,7 +1275,13 @@ int main(void)
         T(test_open_errors),
         T(test_new_db_with_files_is_refused),
         T(test_schema),
-        T(test_module_tx),
+        T(test_datasets_table),
+        T(test_jobs_table),
+        T(test_job_finish),
+        T(test_concurrent_job_finish),
+        T(test_servecfg_table),
+        T(test_delete_forgets_serving_config),
+        T(test_servecfg_table_before_migration),
         T(test_sqlite_failure_removes_file),
 #undef T
     };

@@ -1,0 +1,573 @@
+/*
+ * db.c - the store's connection: opening the data directory (its lock,
+ * fluxion.db), the one migration list, statements and transactions shared
+ * by the table files, and closing.
+ *
+ * Layout under DIR:
+ *   LOCK                               flock'ed while a store is open (pid inside)
+ *   RESERVE                            space kept for deletes on a full disk
+ *   fluxion.db (+ -wal, -shm)          SQLite
+ *   models/<name>/v<N>.safetensors     weights (models_tab.c)
+ *   tmp/                               files being written (emptied at open)
+ *
+ * synchronous=FULL: in WAL mode NORMAL may lose the last commits on power
+ * loss (the WAL is only synced at checkpoints). Losing a committed version
+ * row would make its weight file an "orphan" that the next open deletes: a
+ * model the client was told was stored would be gone. Commits here are rare
+ * (one per new model, version, dataset or job state) and most follow a file
+ * fsync anyway, so the extra WAL fsync costs nothing that matters.
+ *
+ * A database that is new while models/ holds files (fluxion.db deleted or
+ * the wrong directory) is refused rather than "recovered": every weight file
+ * would look like an orphan.
+ */
+#define _GNU_SOURCE
+#include "store/db.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "base/fsutil.h"
+#include "base/log.h"
+#include "base/status.h"
+#include "base/util.h"
+
+#define BUSY_TIMEOUT_MS 5000
+
+/* ------------------------------------------------------------ logging */
+
+/* Everything the store logs goes through the daemon's logger, so that
+ * --log-format json is JSON on every line (the store used to write plain
+ * text to stderr). */
+void fxdb__log(int level, const char *fmt, ...)
+{
+    char msg[1536];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fxl_log((fxl_level)level, "store", "%s", msg);
+}
+
+/* ---------------------------------------------------------- migrations */
+
+/* Migrations: entry i takes the schema from version i to i + 1. Append new
+ * entries; never edit one that has shipped. Every table of the daemon is
+ * created here, whichever module's data it holds. */
+static const char *const MIGRATIONS[] = {
+    /* 0 -> 1: models and their versions (models_tab.c) */
+    "CREATE TABLE models ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT," /* never reused: reads mark rows by id */
+    "  name TEXT NOT NULL UNIQUE,"
+    "  description TEXT NOT NULL,"
+    "  spec BLOB NOT NULL,"
+    "  seed INTEGER NOT NULL,"          /* uint64 stored as its int64 bit pattern */
+    "  loaded INTEGER NOT NULL CHECK (loaded IN (0, 1)),"
+    "  created_ms INTEGER NOT NULL);"
+    "CREATE TABLE versions ("
+    "  model_id INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,"
+    "  version INTEGER NOT NULL CHECK (version >= 1),"
+    "  created_ms INTEGER NOT NULL,"
+    "  source TEXT NOT NULL,"
+    "  weights_bytes INTEGER NOT NULL,"
+    "  sha256 TEXT NOT NULL,"
+    "  unusable TEXT,"                  /* NULL, or why the file cannot be used */
+    "  PRIMARY KEY (model_id, version));",
+    /* 1 -> 2: datasets (datasets_tab.c) and training jobs (jobs_tab.c). The
+     * records are packed fluxion.v1 messages, so fields can grow without
+     * migrations. */
+    "CREATE TABLE datasets ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  info BLOB NOT NULL,"            /* packed fluxion.v1.Dataset */
+    "  created_ms INTEGER NOT NULL);"
+    "CREATE TABLE jobs ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  state TEXT NOT NULL,"           /* QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED */
+    "  model TEXT NOT NULL,"
+    "  record BLOB NOT NULL,"          /* packed fluxion.v1.Job (spec included) */
+    "  created_ms INTEGER NOT NULL,"
+    "  updated_ms INTEGER NOT NULL);"
+    "CREATE INDEX jobs_by_state ON jobs(state);",
+    /* 2 -> 3: the serving settings of a model (servecfg_tab.c). Daemons
+     * before this migration created the table on first use, outside the
+     * migrations: IF NOT EXISTS keeps their data directories opening. */
+    "CREATE TABLE IF NOT EXISTS serving_config ("
+    "  model TEXT PRIMARY KEY,"
+    "  config BLOB NOT NULL);",         /* packed fluxion.v1.BatchingConfig */
+    /* 3 -> 4: the job that made a version, written in the transaction that
+     * marks the job SUCCEEDED (jobs_tab.c). Versions made before have none:
+     * their source text ("job 12") was never a reliable link. */
+    "ALTER TABLE versions ADD COLUMN job_id INTEGER;"
+    "CREATE INDEX versions_by_job ON versions(job_id) WHERE job_id IS NOT NULL;",
+    /* 4 -> 5: the datasets a job reads, so that deleting one that a queued
+     * or running job needs is refused in the delete's transaction. Rows
+     * written before get them when training/ restores its unfinished jobs
+     * (it saves each), before any delete can be asked for. */
+    "ALTER TABLE jobs ADD COLUMN dataset TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE jobs ADD COLUMN validation_dataset TEXT NOT NULL DEFAULT '';",
+};
+#define SCHEMA_VERSION ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
+
+int fxdb__migrate(fxdb_store *st, int *was, char *err, size_t errlen)
+{
+    int rc = fxdb__exec(st, "BEGIN IMMEDIATE", err, errlen);
+    if (rc)
+        return rc;
+    rc = fxdb__exec(st, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+                    err, errlen);
+    int64_t v = 0;
+    if (!rc) {
+        rc = fxdb__query_int(st, "SELECT version FROM schema_version", NULL, &v, err, errlen);
+        if (rc == FXS_NOT_FOUND) {
+            v = 0;
+            rc = fxdb__exec(st, "INSERT INTO schema_version VALUES (0)", err, errlen);
+        }
+    }
+    if (!rc && (v < 0 || v > SCHEMA_VERSION)) {
+        fxu_seterr(err, errlen, "store: database schema version %" PRId64 " is newer than this "
+                   "fluxiond knows (%d); use a newer fluxiond", v, SCHEMA_VERSION);
+        rc = FXS_FAILED_PRECONDITION;
+    }
+    for (int64_t i = v; !rc && i < SCHEMA_VERSION; i++)
+        rc = fxdb__exec(st, MIGRATIONS[i], err, errlen);
+    if (!rc && v < SCHEMA_VERSION) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "UPDATE schema_version SET version = %d", SCHEMA_VERSION);
+        rc = fxdb__exec(st, sql, err, errlen);
+    }
+    rc = fxdb__finish_tx(st, rc, err, errlen);
+    *was = (int)v;
+    return rc;
+}
+
+/* --------------------------------------------------------- statements */
+
+/* A full disk is SQLITE_FULL, or an I/O error whose errno says so (an
+ * fsync on some file systems). */
+static int status_of(fxdb_store *st, int code)
+{
+    int e = sqlite3_system_errno(st->db);
+    if ((code & 0xff) == SQLITE_FULL || e == ENOSPC || e == EDQUOT)
+        return FXS_RESOURCE_EXHAUSTED;
+    return FXS_INTERNAL;
+}
+
+int fxdb__fail(fxdb_store *st, char *err, size_t errlen, const char *what)
+{
+    fxu_seterr(err, errlen, "store: %s: %s", what, sqlite3_errmsg(st->db));
+    return status_of(st, sqlite3_extended_errcode(st->db));
+}
+
+int fxdb__exec(fxdb_store *st, const char *sql, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    int r = sqlite3_exec(st->db, sql, NULL, NULL, &msg);
+    if (r != SQLITE_OK) {
+        fxu_seterr(err, errlen, "store: %s: %s", sql, msg ? msg : sqlite3_errmsg(st->db));
+        sqlite3_free(msg);
+        return status_of(st, r);
+    }
+    return 0;
+}
+
+int fxdb__prepare(fxdb_store *st, const char *sql, sqlite3_stmt **stmt, char *err,
+                  size_t errlen)
+{
+    if (sqlite3_prepare_v2(st->db, sql, -1, stmt, NULL) != SQLITE_OK) {
+        *stmt = NULL;
+        return fxdb__fail(st, err, errlen, "prepare");
+    }
+    return 0;
+}
+
+int fxdb__step_done(fxdb_store *st, sqlite3_stmt *stmt, const char *what, char *err,
+                    size_t errlen)
+{
+    int rc = sqlite3_step(stmt) == SQLITE_DONE ? 0 : fxdb__fail(st, err, errlen, what);
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+int fxdb__query_int(fxdb_store *st, const char *sql, const char *param, int64_t *val,
+                    char *err, size_t errlen)
+{
+    sqlite3_stmt *s;
+    int rc = fxdb__prepare(st, sql, &s, err, errlen);
+    if (rc)
+        return rc;
+    if (param)
+        sqlite3_bind_text(s, 1, param, -1, SQLITE_STATIC);
+    int r = sqlite3_step(s);
+    if (r == SQLITE_ROW) {
+        *val = sqlite3_column_int64(s, 0);
+        rc = 0;
+    } else if (r == SQLITE_DONE) {
+        rc = FXS_NOT_FOUND;
+    } else {
+        rc = fxdb__fail(st, err, errlen, "query");
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int fxdb__column_blob(sqlite3_stmt *s, int col, void **out, size_t *len, char *err,
+                      size_t errlen)
+{
+    const void *b = sqlite3_column_blob(s, col);
+    size_t n = (size_t)sqlite3_column_bytes(s, col);
+    void *p = malloc(n + 1);
+    if (!p)
+        return fxu_oom(err, errlen);
+    if (n)
+        memcpy(p, b, n);
+    *out = p;
+    *len = n;
+    return 0;
+}
+
+int fxdb__model_id(fxdb_store *st, const char *name, int64_t *id, char *err, size_t errlen)
+{
+    int rc = fxdb__query_int(st, "SELECT id FROM models WHERE name = ?", name, id, err, errlen);
+    if (rc == FXS_NOT_FOUND)
+        fxu_seterr(err, errlen, "model \"%s\" not found", name);
+    return rc;
+}
+
+/* ------------------------------------------------------- transactions */
+
+void fxdb__rollback(fxdb_store *st)
+{
+    /* fails harmlessly when SQLite already rolled back (e.g. on SQLITE_FULL) */
+    sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+int fxdb__finish_tx(fxdb_store *st, int rc, char *err, size_t errlen)
+{
+    if (!rc)
+        rc = fxdb__exec(st, "COMMIT", err, errlen);
+    if (rc)
+        fxdb__rollback(st);
+    return rc;
+}
+
+int fxdb__tx_locked(fxdb_store *st, fxdb__fn fn, void *ctx, char *err, size_t errlen)
+{
+    int rc = fxdb__exec(st, "BEGIN IMMEDIATE", err, errlen);
+    if (rc)
+        return rc;
+    return fxdb__finish_tx(st, fn(st, ctx, err, errlen), err, errlen);
+}
+
+static int run_locked(fxdb_store *st, bool tx, fxdb__fn fn, void *ctx, char *err,
+                      size_t errlen)
+{
+    if (!st)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "store: no store");
+    pthread_mutex_lock(&st->mu);
+    int rc = tx ? fxdb__tx_locked(st, fn, ctx, err, errlen) : fn(st, ctx, err, errlen);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+int fxdb__tx(fxdb_store *st, fxdb__fn fn, void *ctx, char *err, size_t errlen)
+{
+    return run_locked(st, true, fn, ctx, err, errlen);
+}
+
+int fxdb__read(fxdb_store *st, fxdb__fn fn, void *ctx, char *err, size_t errlen)
+{
+    return run_locked(st, false, fn, ctx, err, errlen);
+}
+
+/* ------------------------------------------------------- a full disk */
+
+/* What a delete writes: a few pages of the tables and indexes to the WAL
+ * (a WAL frame is a 4 KiB page plus 24 bytes), tens of KiB at most; the
+ * reserve holds several times that. */
+#define RESERVE_BYTES (256 * 1024)
+
+int fxdb__reserve_ensure(fxdb_store *st, char *err, size_t errlen)
+{
+    if (st->reserve_ok)
+        return 0;
+    int fd = open(st->reserve_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    int e = fd < 0 ? errno : posix_fallocate(fd, 0, RESERVE_BYTES);
+    if (fd >= 0 && (e == EOPNOTSUPP || e == EINVAL)) { /* no fallocate: write the bytes */
+        static const char zeros[4096];
+        e = 0;
+        for (off_t at = 0; !e && at < RESERVE_BYTES; at += (off_t)sizeof zeros) {
+            ssize_t w = pwrite(fd, zeros, sizeof zeros, at);
+            if (w != (ssize_t)sizeof zeros)
+                e = w < 0 ? errno : ENOSPC;
+        }
+    }
+    if (fd >= 0)
+        close(fd);
+    if (e) {
+        unlink(st->reserve_path); /* a part of it would only hide the space */
+        int code = fxu_errno_status(e);
+        return fxu_fail(err, errlen, code, "store: cannot keep %d KiB free for deletes (%s: "
+                        "%s)%s", RESERVE_BYTES / 1024, st->reserve_path, strerror(e),
+                        code == FXS_RESOURCE_EXHAUSTED
+                            ? "; the disk is full: delete models or datasets to make room" : "");
+    }
+    st->reserve_ok = true;
+    return 0;
+}
+
+int fxdb__tx_freeing(fxdb_store *st, fxdb__fn fn, void *ctx, char *err, size_t errlen)
+{
+    int rc = fxdb__tx_locked(st, fn, ctx, err, errlen);
+    if (rc != FXS_RESOURCE_EXHAUSTED || !st->reserve_ok)
+        return rc;
+    if (unlink(st->reserve_path) != 0 && errno != ENOENT)
+        return rc;
+    st->reserve_ok = false;
+    fxdb__log(FXL_WARN, "the disk is full: gave up the reserve so that a delete can proceed "
+              "path=%s bytes=%d", st->reserve_path, RESERVE_BYTES);
+    return fxdb__tx_locked(st, fn, ctx, err, errlen);
+}
+
+/* ------------------------------------------------------------- names */
+
+bool fxdb_model_name_ok(const char *name, char *err, size_t errlen)
+{
+    if (!name || !*name) {
+        fxu_seterr(err, errlen, "model name is empty");
+        return false;
+    }
+    size_t n = strlen(name);
+    if (n > FXDB_NAME_MAX) {
+        fxu_seterr(err, errlen, "model name is %zu characters long (at most %d)", n,
+                   FXDB_NAME_MAX);
+        return false;
+    }
+    if (name[0] == '.' || name[0] == '-') {
+        fxu_seterr(err, errlen, "model name \"%s\" starts with '%c' (names start with a letter, "
+                   "digit or '_')", name, name[0]);
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)name[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '.' || c == '-';
+        if (!ok) {
+            if (c >= 0x20 && c < 0x7f)
+                fxu_seterr(err, errlen, "model name \"%s\" has '%c' at position %zu (allowed: "
+                           "A-Z a-z 0-9 _ . -)", name, c, i);
+            else
+                fxu_seterr(err, errlen, "model name has byte 0x%02x at position %zu (allowed: "
+                           "A-Z a-z 0-9 _ . -)", c, i);
+            return false;
+        }
+    }
+    return true;
+}
+
+int fxdb__check_name(fxdb_store *st, const char *name, char *err, size_t errlen)
+{
+    if (!st)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "store: no store");
+    return fxdb_model_name_ok(name, err, errlen) ? 0 : FXS_INVALID_ARGUMENT;
+}
+
+fxdb_row *fxdb__rows_add(fxdb_row **rows, int *n, int *cap)
+{
+    if (*n == *cap) {
+        int ncap = *cap ? 2 * *cap : 16;
+        fxdb_row *nr = realloc(*rows, (size_t)ncap * sizeof *nr);
+        if (!nr)
+            return NULL;
+        *rows = nr;
+        *cap = ncap;
+    }
+    fxdb_row *row = &(*rows)[(*n)++];
+    memset(row, 0, sizeof *row);
+    return row;
+}
+
+void fxdb_rows_free(fxdb_row *rows, int n)
+{
+    for (int i = 0; rows && i < n; i++) {
+        free(rows[i].name);
+        free(rows[i].blob);
+    }
+    free(rows);
+}
+
+/* ---------------------------------------------------------- open/close */
+
+static int take_lock(fxdb_store *st, char *err, size_t errlen)
+{
+    char *path = fxu_strf("%s/LOCK", st->dir);
+    if (!path)
+        return fxu_oom(err, errlen);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        int e = errno;
+        fxu_seterr(err, errlen, "cannot open %s: %s", path, strerror(e));
+        free(path);
+        return fxu_errno_status(e);
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char pid[32] = "";
+        ssize_t r = pread(fd, pid, sizeof pid - 1, 0);
+        pid[r > 0 ? r : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        if (e == EWOULDBLOCK)
+            fxu_seterr(err, errlen, "data directory %s is in use by another fluxiond%s%s (%s is "
+                       "locked); stop it or use another data directory", st->dir,
+                       pid[0] ? " with pid " : "", pid, path);
+        else
+            fxu_seterr(err, errlen, "cannot lock %s: %s", path, strerror(e));
+        close(fd);
+        free(path);
+        return FXS_FAILED_PRECONDITION;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) /* cosmetic */
+        fxdb__log(FXL_WARN, "cannot write the pid path=%s error=\"%s\"", path, strerror(errno));
+    free(path);
+    st->lock_fd = fd;
+    return 0;
+}
+
+void fxdb_store_close(fxdb_store *st)
+{
+    if (!st)
+        return;
+    if (st->db && sqlite3_close(st->db) != SQLITE_OK) /* an unfinalized statement */
+        fxdb__log(FXL_ERROR, "closing the database error=\"%s\"", sqlite3_errmsg(st->db));
+    if (st->lock_fd >= 0)
+        close(st->lock_fd); /* releases the flock */
+    pthread_mutex_destroy(&st->mu);
+    free(st->dir);
+    free(st->models_dir);
+    free(st->tmp_dir);
+    free(st->reserve_path);
+    free(st);
+}
+
+static int pragma_check(fxdb_store *st, const char *sql, const char *want, char *err,
+                        size_t errlen)
+{
+    sqlite3_stmt *s;
+    int rc = fxdb__prepare(st, sql, &s, err, errlen);
+    if (rc)
+        return rc;
+    if (sqlite3_step(s) != SQLITE_ROW) {
+        rc = fxdb__fail(st, err, errlen, sql);
+    } else {
+        const char *got = (const char *)sqlite3_column_text(s, 0);
+        if (!got || strcasecmp(got, want) != 0)
+            rc = fxu_fail(err, errlen, FXS_INTERNAL, "store: %s gave \"%s\", need \"%s\"", sql,
+                          got ? got : "", want);
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+static int configure_db(fxdb_store *st, char *err, size_t errlen)
+{
+    sqlite3_extended_result_codes(st->db, 1);
+    if (sqlite3_busy_timeout(st->db, BUSY_TIMEOUT_MS) != SQLITE_OK)
+        return fxdb__fail(st, err, errlen, "busy_timeout");
+    int rc;
+    if ((rc = pragma_check(st, "PRAGMA journal_mode=WAL", "wal", err, errlen)) ||
+        (rc = fxdb__exec(st, "PRAGMA synchronous=FULL", err, errlen)) ||
+        (rc = fxdb__exec(st, "PRAGMA foreign_keys=ON", err, errlen)) ||
+        (rc = pragma_check(st, "PRAGMA foreign_keys", "1", err, errlen)))
+        return rc;
+    return 0;
+}
+
+static int stop_at_first(const char *dir, const char *fname, void *ctx)
+{
+    return 1;
+}
+
+static int open_db(fxdb_store *st, char *err, size_t errlen)
+{
+    char *path = fxu_strf("%s/fluxion.db", st->dir);
+    if (!path)
+        return fxu_oom(err, errlen);
+    int r = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    if (r != SQLITE_OK) {
+        fxu_seterr(err, errlen, "store: cannot open %s: %s", path,
+                   st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(r));
+        free(path);
+        return FXS_INTERNAL;
+    }
+    int rc = configure_db(st, err, errlen);
+    int was = 0;
+    if (!rc)
+        rc = fxdb__migrate(st, &was, err, errlen);
+    if (!rc && was == 0 && fxdb__each_entry(st->models_dir, stop_at_first, NULL) == 1) {
+        fxu_seterr(err, errlen, "store: %s is a new database but %s holds files; refusing to "
+                   "treat them as orphans (restore fluxion.db or move models/ away)", path,
+                   st->models_dir);
+        rc = FXS_FAILED_PRECONDITION;
+    }
+    free(path);
+    return rc;
+}
+
+fxdb_store *fxdb_store_open(const char *dir, char *err, size_t errlen)
+{
+    if (!dir || !*dir) {
+        fxu_seterr(err, errlen, "store: no data directory given");
+        return NULL;
+    }
+    fxdb_store *st = calloc(1, sizeof *st);
+    if (!st) {
+        fxu_oom(err, errlen);
+        return NULL;
+    }
+    st->lock_fd = -1;
+    pthread_mutex_init(&st->mu, NULL);
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/')
+        n--;
+    st->dir = strndup(dir, n);
+    st->models_dir = st->dir ? fxu_strf("%s/models", st->dir) : NULL;
+    st->tmp_dir = st->dir ? fxu_strf("%s/tmp", st->dir) : NULL;
+    st->reserve_path = st->dir ? fxu_strf("%s/RESERVE", st->dir) : NULL;
+    if (!st->dir || !st->models_dir || !st->tmp_dir || !st->reserve_path) {
+        fxu_oom(err, errlen);
+        fxdb_store_close(st);
+        return NULL;
+    }
+    if (fxu_mkdir_p(st->dir, err, errlen) != 0 || take_lock(st, err, errlen) != 0 ||
+        fxu_mkdir(st->models_dir, err, errlen) != 0 ||
+        fxu_mkdir(st->tmp_dir, err, errlen) != 0 || open_db(st, err, errlen) != 0 ||
+        fxdb__recover(st, err, errlen) != 0) {
+        fxdb_store_close(st);
+        return NULL;
+    }
+    /* A full disk must not keep the daemon from starting: deleting is how
+     * it gets room again. */
+    char e[512];
+    if (fxdb__reserve_ensure(st, e, sizeof e) != 0)
+        fxdb__log(FXL_WARN, "%s", e);
+    return st;
+}
+
+const char *fxdb_store_dir(const fxdb_store *st)
+{
+    return st ? st->dir : NULL;
+}
+
+const char *fxdb_store_tmp_dir(const fxdb_store *st)
+{
+    return st ? st->tmp_dir : NULL;
+}

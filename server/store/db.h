@@ -1,0 +1,153 @@
+/*
+ * db.h - internal to store/: the store's state and the helpers its files
+ * share (the connection, its lock, statements, transactions, paths). No
+ * file outside server/store/ includes it; the public interface is store.h.
+ *
+ * Internal names carry a double underscore (fxdb__), libuv's uv__ rule: a
+ * reader knows at once that a function is not part of the module's API.
+ *
+ * Locking: st->mu guards the connection. Every public function takes it
+ * (through fxdb__tx / fxdb__read or directly) and releases it before
+ * returning; nothing in store/ calls out to another module while holding it
+ * except the caller's own hooks (store.h says which, and why that is safe).
+ */
+#ifndef FXDB_DB_H
+#define FXDB_DB_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <sqlite3.h>
+
+#include "store/store.h"
+
+#define FXDB_NAME_MAX 128
+
+struct fxdb_store {
+    pthread_mutex_t mu;
+    sqlite3 *db;
+    char *dir;
+    char *models_dir;
+    char *tmp_dir;
+    char *reserve_path;   /* DIR/RESERVE (see store.h, "A full disk") */
+    bool reserve_ok;      /* it exists at full size */
+    int lock_fd;
+};
+
+/* ------------------------------------------------------------ logging */
+
+/* A line through the daemon's logger (base/log.h), component "store": the
+ * store never writes to stderr itself. */
+void fxdb__log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* --------------------------------------------------------- statements */
+
+/* The status of the connection's last error: FXS_RESOURCE_EXHAUSTED for a
+ * full disk (SQLITE_FULL), FXS_INTERNAL otherwise; err gets "store: what:
+ * SQLite's message". */
+int fxdb__fail(fxdb_store *st, char *err, size_t errlen, const char *what);
+int fxdb__exec(fxdb_store *st, const char *sql, char *err, size_t errlen);
+int fxdb__prepare(fxdb_store *st, const char *sql, sqlite3_stmt **stmt, char *err,
+                  size_t errlen);
+/* Runs a statement that returns no rows, then finalizes it. */
+int fxdb__step_done(fxdb_store *st, sqlite3_stmt *stmt, const char *what, char *err,
+                    size_t errlen);
+/* A single integer from a query with one text parameter (or none):
+ * 0 and *val, FXS_NOT_FOUND for no row. */
+int fxdb__query_int(fxdb_store *st, const char *sql, const char *param, int64_t *val,
+                    char *err, size_t errlen);
+/* A blob column as a malloc'd copy (one byte more than *len is allocated). */
+int fxdb__column_blob(sqlite3_stmt *s, int col, void **out, size_t *len, char *err,
+                      size_t errlen);
+/* A new zeroed row at the end of *rows (n rows, room for cap); NULL when
+ * out of memory (the rows so far stay, for fxdb_rows_free). */
+fxdb_row *fxdb__rows_add(fxdb_row **rows, int *n, int *cap);
+/* The id of a model row; FXS_NOT_FOUND ("model \"x\" not found"). */
+int fxdb__model_id(fxdb_store *st, const char *name, int64_t *id, char *err, size_t errlen);
+
+/* ------------------------------------------------------- transactions */
+
+void fxdb__rollback(fxdb_store *st);
+/* Commits, or rolls back and returns rc. */
+int fxdb__finish_tx(fxdb_store *st, int rc, char *err, size_t errlen);
+
+/* fn runs with st->mu held: inside BEGIN IMMEDIATE ... COMMIT for
+ * fxdb__tx (rolled back when fn returns non-zero), outside a transaction
+ * for fxdb__read (one statement at a time sees committed rows). */
+typedef int (*fxdb__fn)(fxdb_store *st, void *ctx, char *err, size_t errlen);
+int fxdb__tx(fxdb_store *st, fxdb__fn fn, void *ctx, char *err, size_t errlen);
+/* fxdb__tx for a caller that holds st->mu already. */
+int fxdb__tx_locked(fxdb_store *st, fxdb__fn fn, void *ctx, char *err, size_t errlen);
+int fxdb__read(fxdb_store *st, fxdb__fn fn, void *ctx, char *err, size_t errlen);
+
+/* ------------------------------------------------------- a full disk */
+
+/* Under st->mu: makes sure DIR/RESERVE holds its space. Writes that add
+ * data call it first: FXS_RESOURCE_EXHAUSTED when the space cannot be
+ * reserved (the disk is full; deleting makes room). */
+int fxdb__reserve_ensure(fxdb_store *st, char *err, size_t errlen);
+/* fxdb__tx_locked for a delete: when it fails for a full disk, the reserve
+ * is given up (its space is what SQLite's WAL needs) and the transaction
+ * runs once more. fn may run twice: it must be repeatable. */
+int fxdb__tx_freeing(fxdb_store *st, fxdb__fn fn, void *ctx, char *err, size_t errlen);
+
+/* Argument checks shared by the table files: a store, and a valid name. */
+int fxdb__check_name(fxdb_store *st, const char *name, char *err, size_t errlen);
+
+/* ---------------------------------------------------------- migrations */
+
+/* Brings the schema to the newest version; *was gets the version found
+ * (0 for a new database). db.c holds the one migration list. */
+int fxdb__migrate(fxdb_store *st, int *was, char *err, size_t errlen);
+
+/* --------------------------------------------------------------- files */
+
+char *fxdb__model_dir(const fxdb_store *st, const char *name);
+char *fxdb__weights_path(const fxdb_store *st, const char *name, int64_t version);
+/* v<N>.safetensors: *version gets N; *canonical tells whether the name is
+ * exactly as the store writes it (N >= 1, no leading zeros). */
+bool fxdb__parse_weights_name(const char *fname, int64_t *version, bool *canonical);
+/* .<base>.tmp.XXXXXX, as fxu_write_temp makes them. */
+bool fxdb__is_temp_name(const char *fname);
+
+/* Calls fn for each entry of dir but . and ..; stops at the first nonzero
+ * return and returns it. -1 if dir cannot be opened. */
+typedef int (*fxdb__entry_fn)(const char *dir, const char *fname, void *ctx);
+int fxdb__each_entry(const char *dir, fxdb__entry_fn fn, void *ctx);
+/* Unlinks dir/fname; logs why (NULL: only failures). */
+void fxdb__remove_file(const char *dir, const char *fname, const char *why);
+
+/* -------------------------------------------------------------- models */
+
+/* Runs inside a version's transaction once its row is in. */
+typedef int (*fxdb__after_fn)(fxdb_store *st, void *ctx, int64_t version, char *err,
+                              size_t errlen);
+/* fxdb_store_add_version, with the job that made the version (job_id > 0:
+ * versions.job_id) and after(ctx) in the same transaction (models_tab.c). */
+int fxdb__add_version(fxdb_store *st, const char *name, const void *weights, size_t weights_len,
+                      const char *source, int64_t job_id, fxdb__after_fn after, void *ctx,
+                      int64_t *version, char *err, size_t errlen);
+
+/* ---------------------------------------------------- across the tables */
+
+/* Inside a delete's transaction: FXS_FAILED_PRECONDITION, naming the jobs,
+ * when QUEUED or RUNNING jobs use the model (what "model") or the dataset
+ * (what "dataset": as dataset or validation_dataset); 0 when none do
+ * (jobs_tab.c). */
+int fxdb__refuse_if_jobs_use(fxdb_store *st, const char *what, const char *name, char *err,
+                             size_t errlen);
+/* Inside a model's delete transaction: its serving settings go too
+ * (servecfg_tab.c). */
+int fxdb__servecfg_forget(fxdb_store *st, const char *model, char *err, size_t errlen);
+
+/* ------------------------------------------------------------ recovery */
+
+/* At open, after the migrations: removes what a crash left (recovery.c). */
+int fxdb__recover(fxdb_store *st, char *err, size_t errlen);
+/* Records why a version cannot be used (NULL: it can). */
+int fxdb__set_unusable(fxdb_store *st, int64_t model_id, int64_t version, const char *why,
+                       char *err, size_t errlen);
+
+#endif
