@@ -124,7 +124,8 @@ static fxg_graph *graph_of_rec(fxa_daemon *d, const fxdb_model_rec *rec, char *e
         return NULL;
     }
     fxg_options go = { .seed = rec->seed, .max_params = d->max_params };
-    fxg_graph *g = fxg_create(spec, &go, err, errlen, NULL);
+    fxg_graph *g = NULL;
+    fxg_build(spec, &go, &g, err, errlen);
     fluxion__v1__model_spec__free_unpacked(spec, NULL);
     return g;
 }
@@ -179,17 +180,17 @@ static void create_model(fxr_call *call, const ProtobufCMessage *msg, void *data
         return;
     }
     fxg_options go = { .seed = req->seed, .max_params = d->max_params };
-    bool nomem = false;
-    fxg_graph *g = fxg_create(req->spec, &go, err, sizeof err, &nomem);
-    if (!g) {
-        fxr_fail(call, nomem ? FXS_RESOURCE_EXHAUSTED : FXS_INVALID_ARGUMENT, "spec: %s", err);
+    fxg_graph *g = NULL;
+    int brc = fxg_build(req->spec, &go, &g, err, sizeof err);
+    if (brc) {
+        fxr_fail(call, brc, "spec: %s", err);
         return;
     }
     char source[64];
     snprintf(source, sizeof source, "init (seed %llu)", (unsigned long long)req->seed);
     if (req->weights.len > 0) {
-        if (fxg_load_weights(g, req->weights.data, req->weights.len, err, sizeof err) != 0) {
-            fxr_fail(call, FXS_INVALID_ARGUMENT, "weights: %s", err);
+        if ((brc = fxg_load_weights(g, req->weights.data, req->weights.len, err, sizeof err))) {
+            fxr_fail(call, brc, "weights: %s", err);
             fxg_free(g);
             return;
         }

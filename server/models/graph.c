@@ -7,6 +7,7 @@
  * graph_layers.c and graph_ops.c.
  */
 #include "models/graph_internal.h"
+#include "base/status.h"
 #include "base/util.h"
 
 #include <pthread.h>
@@ -23,7 +24,7 @@
 int fxg__nomem(fxg_builder *b, const char *what)
 {
     b->nomem = true;
-    return fxu_fail(b->err, b->errlen, -1, "out of memory (%s)", what);
+    return fxu_fail(b->err, b->errlen, FXS_RESOURCE_EXHAUSTED, "out of memory (%s)", what);
 }
 
 /* --------------------------------------------------------------- freeing */
@@ -104,7 +105,7 @@ static int report_cycle(fxg_builder *b, const int *slot_owner, const int *indeg)
         k += (size_t)snprintf(msg + k, sizeof msg - k, " -> '%s'", g->nodes[path[i]].name);
     free(pos);
     free(path);
-    return fxu_fail(b->err, b->errlen, -1, "the nodes form a cycle: %s", msg);
+    return fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT, "the nodes form a cycle: %s", msg);
 }
 
 /* Kahn's algorithm; nodes ready at the same time keep the spec's order. */
@@ -179,11 +180,11 @@ static int count_params(fxg_builder *b, uint64_t max_params)
             continue;
         int64_t p = n->op->nparams(n);
         if (p < 0)
-            return fxu_fail(b->err, b->errlen, -1, "node '%s' (%s): its parameter count overflows",
+            return fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT, "node '%s' (%s): its parameter count overflows",
                             n->name, n->op->name);
         total = fxg_add(total, p);
         if (total < 0 || (uint64_t)total > max_params)
-            return fxu_fail(b->err, b->errlen, -1,
+            return fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT,
                             "node '%s' (%s): %lld parameters bring the model "
                             "above the limit of %llu parameters",
                             n->name, n->op->name, (long long)p, (unsigned long long)max_params);
@@ -211,7 +212,7 @@ static int build_layers(fxg_builder *b, uint64_t seed)
         for (int k = before; !rc && k < g->params.count; k++)
             numel += fx_tensor_numel(g->params.items[k].tensor);
         if (!rc && numel != n->op->nparams(n))
-            rc = fxu_fail(b->err, b->errlen, -1,
+            rc = fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT,
                           "node '%s' (%s): internal error: %lld parameters made, "
                           "%lld counted",
                           n->name, n->op->name, (long long)numel, (long long)n->op->nparams(n));
@@ -226,15 +227,35 @@ static int build_layers(fxg_builder *b, uint64_t seed)
 
 /* ---------------------------------------------------------------- forward */
 
+/* The status for an engine error met while running a node: out of memory
+ * (host or device) is RESOURCE_EXHAUSTED; a device failure INTERNAL; every
+ * other error comes from the values or shapes of the request's inputs. */
+int fxg__status_of(fx_status s)
+{
+    switch (s) {
+    case FX_OK:
+        return FXS_INTERNAL; /* a node made no result without an error */
+    case FX_ERR_NOMEM:
+        return FXS_RESOURCE_EXHAUSTED;
+    case FX_ERR_DEVICE:
+    case FX_ERR_STATE:
+    case FX_ERR_IO:
+        return FXS_INTERNAL;
+    default:
+        return FXS_INVALID_ARGUMENT;
+    }
+}
+
 /* Runs the nodes in order; probe: use the ops' shape-only stand-ins. */
 static int run(const fxg_graph *g, fx_ctx *ctx, fx_tensor *const *inputs, fx_tensor **outputs,
                bool probe, char *err, size_t errlen)
 {
     if (fx_ctx_status(ctx) != FX_OK)
-        return fxu_fail(err, errlen, -1, "the context has an earlier error: %s", fx_ctx_error(ctx));
+        return fxu_fail(err, errlen, FXS_INTERNAL, "the context has an earlier error: %s",
+                        fx_ctx_error(ctx));
     fx_tensor **vals = calloc((size_t)g->nslots + (size_t)g->max_node_in + 1, sizeof *vals);
     if (!vals)
-        return fxu_fail(err, errlen, -1, "out of memory");
+        return fxu_oom(err, errlen);
     fx_tensor **in = vals + g->nslots;
     if (g->nin)
         memcpy(vals, inputs, (size_t)g->nin * sizeof *vals);
@@ -249,7 +270,8 @@ static int run(const fxg_graph *g, fx_ctx *ctx, fx_tensor *const *inputs, fx_ten
         for (int k = 0; k < n->nout; k++)
             made = made && out[k];
         if (fx_ctx_status(ctx) != FX_OK || !made)
-            rc = fxu_fail(err, errlen, -1, "node '%s' (%s): %s", n->name, n->op->name,
+            rc = fxu_fail(err, errlen, fxg__status_of(fx_ctx_status(ctx)), "node '%s' (%s): %s",
+                          n->name, n->op->name,
                           fx_ctx_status(ctx) != FX_OK ? fx_ctx_error(ctx) : "no result");
     }
     for (int j = 0; j < g->nout; j++)
@@ -262,18 +284,18 @@ int fxg_check_input(const fxg_graph *g, int i, fx_dtype dtype, int ndim, const i
                     char *err, size_t errlen)
 {
     if (!g || i < 0 || i >= g->nin)
-        return fxu_fail(err, errlen, -1, "no input %d", i);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "no input %d", i);
     const fxg_tensor_info *t = &g->inputs[i];
     char want[160], got[160];
     if (dtype != t->dtype)
-        return fxu_fail(err, errlen, -1, "input '%s': dtype %s, expected %s", t->name,
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "input '%s': dtype %s, expected %s", t->name,
                         fx_dtype_name(dtype), fx_dtype_name(t->dtype));
     bool ok = ndim == t->ndim && (ndim == 0 || shape);
     for (int d = 0; ok && d < ndim; d++)
         ok = t->shape[d] == -1 ? shape[d] >= 1 : shape[d] == t->shape[d];
     if (!ok) {
         bool shown = shape && ndim >= 0 && ndim <= FX_MAX_DIMS;
-        return fxu_fail(err, errlen, -1, "input '%s': shape %s, expected %s (-1: any size)",
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "input '%s': shape %s, expected %s (-1: any size)",
                         t->name, shown ? fxg__dims_str(ndim, shape, got, sizeof got) : "(bad)",
                         fxg__dims_str(t->ndim, t->shape, want, sizeof want));
     }
@@ -284,13 +306,15 @@ int fxg_forward(const fxg_graph *g, fx_ctx *ctx, fx_tensor *const *inputs, fx_te
                 char *err, size_t errlen)
 {
     if (!g || !ctx || (!inputs && g->nin) || !outputs)
-        return fxu_fail(err, errlen, -1, "fxg_forward: NULL argument");
+        return fxu_fail(err, errlen, FXS_INTERNAL, "fxg_forward: NULL argument");
     for (int i = 0; i < g->nin; i++) {
         const fx_tensor *x = inputs[i];
         if (!x)
-            return fxu_fail(err, errlen, -1, "input '%s' is missing", g->inputs[i].name);
-        if (fxg_check_input(g, i, x->dtype, x->ndim, x->shape, err, errlen))
-            return -1;
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "input '%s' is missing",
+                            g->inputs[i].name);
+        int rc = fxg_check_input(g, i, x->dtype, x->ndim, x->shape, err, errlen);
+        if (rc)
+            return rc;
     }
     return run(g, ctx, inputs, outputs, false, err, errlen);
 }
@@ -341,14 +365,14 @@ static int probe(fxg_builder *b, fx_ctx *ctx, int64_t p, fxg_tensor_info *info)
         in[i] = fx_full(ctx, t->dtype, t->ndim, s, v);
     }
     char msg[512];
-    int rc = fx_ctx_status(ctx) != FX_OK ? fxu_fail(msg, sizeof msg, -1, "%s", fx_ctx_error(ctx))
+    int rc = fx_ctx_status(ctx) != FX_OK ? fxu_fail(msg, sizeof msg, FXS_INVALID_ARGUMENT, "%s", fx_ctx_error(ctx))
                                          : run(g, ctx, in, out, true, msg, sizeof msg);
     if (rc) {
         char shapes[512];
         probe_shapes_str(g, p, shapes, sizeof shapes);
         if (fx_ctx_status(ctx) == FX_ERR_NOMEM)
             b->nomem = true;
-        fxu_fail(b->err, b->errlen, -1, "shape inference: %s (probe inputs: %s)", msg, shapes);
+        fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT, "shape inference: %s (probe inputs: %s)", msg, shapes);
     }
     for (int j = 0; !rc && j < g->nout; j++) {
         info[j].dtype = out[j]->dtype;
@@ -400,33 +424,26 @@ static int infer_shapes(fxg_builder *b)
 
 /* ----------------------------------------------------------------- create */
 
-fxg_graph *fxg_create(const Fluxion__V1__ModelSpec *spec, const fxg_options *opts, char *err,
-                      size_t errlen, bool *nomem_out)
+int fxg_build(const Fluxion__V1__ModelSpec *spec, const fxg_options *opts, fxg_graph **out,
+              char *err, size_t errlen)
 {
+    *out = NULL;
     fxg_builder b = { .spec = spec, .err = err, .errlen = errlen };
-    if (nomem_out)
-        *nomem_out = false;
     if (err && errlen)
         err[0] = '\0';
-    if (!spec) {
-        fxu_fail(err, errlen, -1, "no model spec");
-        return NULL;
-    }
+    if (!spec)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "no model spec");
     fxg_options o = opts ? *opts : (fxg_options){0};
     uint64_t max_params = o.max_params ? o.max_params : FXG_DEFAULT_MAX_PARAMS;
     int max_nodes = o.max_nodes > 0 ? o.max_nodes : FXG_DEFAULT_MAX_NODES;
-    if (spec->n_nodes > (size_t)max_nodes) {
-        fxu_fail(err, errlen, -1, "the model has %zu nodes, above the limit of %d", spec->n_nodes,
-                 max_nodes);
-        return NULL;
-    }
+    if (spec->n_nodes > (size_t)max_nodes)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "the model has %zu nodes, above the limit of %d", spec->n_nodes,
+                        max_nodes);
     if (!(b.g = calloc(1, sizeof *b.g)) ||
         !(b.g->nodes = calloc(spec->n_nodes ? spec->n_nodes : 1, sizeof *b.g->nodes))) {
         free(b.g);
-        if (nomem_out)
-            *nomem_out = true;
-        fxu_fail(err, errlen, -1, "out of memory");
-        return NULL;
+        return fxu_oom(err, errlen);
     }
     fxg_graph *g = b.g;
     fx_params_init(&g->params);
@@ -447,12 +464,11 @@ fxg_graph *fxg_create(const Fluxion__V1__ModelSpec *spec, const fxg_options *opt
     if (!rc)
         rc = infer_shapes(&b);
     if (rc) {
-        if (nomem_out)
-            *nomem_out = b.nomem;
         fxg_free(g);
-        return NULL;
+        return b.nomem ? FXS_RESOURCE_EXHAUSTED : rc;
     }
-    return g;
+    *out = g;
+    return 0;
 }
 
 /* -------------------------------------------------------------- accessors */
@@ -556,36 +572,37 @@ static int check_weights(const fxg_graph *g, const fx_params *in, char *err, siz
         if (!mine) {
             if (ignorable(g, name))
                 continue;
-            return fxu_fail(err, errlen, -1, "tensor '%s' is not a parameter of the model", name);
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "tensor '%s' is not a parameter of the model", name);
         }
         if (t->dtype != mine->dtype)
-            return fxu_fail(err, errlen, -1, "tensor '%s': dtype %s, expected %s", name,
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "tensor '%s': dtype %s, expected %s", name,
                             fx_dtype_name(t->dtype), fx_dtype_name(mine->dtype));
         if (!fx_tensor_same_shape(t, mine))
-            return fxu_fail(err, errlen, -1, "tensor '%s': shape %s, expected %s", name,
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "tensor '%s': shape %s, expected %s", name,
                             fx_shape_str(t, s1, sizeof s1), fx_shape_str(mine, s2, sizeof s2));
     }
     for (int i = 0; i < g->params.count; i++)
         if (!fx_params_find(in, g->params.items[i].name))
-            return fxu_fail(err, errlen, -1, "tensor '%s' is missing", g->params.items[i].name);
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "tensor '%s' is missing", g->params.items[i].name);
     return 0;
 }
 
 int fxg_load_weights(fxg_graph *g, const void *buf, size_t len, char *err, size_t errlen)
 {
     if (!g || (!buf && len))
-        return fxu_fail(err, errlen, -1, "fxg_load_weights: NULL argument");
+        return fxu_fail(err, errlen, FXS_INTERNAL, "fxg_load_weights: NULL argument");
     fx_params in;
     fx_params_init(&in);
     char msg[384];
     fx_status s = fx_safetensors_decode(buf, len, &in, msg, sizeof msg);
     if (s != FX_OK)
-        return fxu_fail(err, errlen, -1, "weights: %s", msg);
+        return fxu_fail(err, errlen, s == FX_ERR_NOMEM ? FXS_RESOURCE_EXHAUSTED : FXS_INVALID_ARGUMENT,
+                        "weights: %s", msg);
     int rc = check_weights(g, &in, err, errlen);
     for (int i = 0; !rc && i < g->params.count; i++) {
         const fx_tensor *src = fx_params_find(&in, g->params.items[i].name);
         if (fx_tensor_copy(g->params.items[i].tensor, src) != FX_OK)
-            rc = fxu_fail(err, errlen, -1, "tensor '%s' could not be copied",
+            rc = fxu_fail(err, errlen, FXS_RESOURCE_EXHAUSTED, "tensor '%s' could not be copied",
                           g->params.items[i].name);
     }
     fx_params_free_tensors(&in);
@@ -595,22 +612,24 @@ int fxg_load_weights(fxg_graph *g, const void *buf, size_t len, char *err, size_
 int fxg_save_weights(const fxg_graph *g, void **buf, size_t *len, char *err, size_t errlen)
 {
     if (!g || !buf || !len)
-        return fxu_fail(err, errlen, -1, "fxg_save_weights: NULL argument");
+        return fxu_fail(err, errlen, FXS_INTERNAL, "fxg_save_weights: NULL argument");
     static const char *const keys[] = {"format"}, *const values[] = {"pt"};
     uint8_t *out = NULL;
     fx_status s = fx_safetensors_encode(&g->params, 1, keys, values, &out, len, err, errlen);
     *buf = out;
-    return s == FX_OK ? 0 : -1;
+    if (s == FX_OK)
+        return 0;
+    return s == FX_ERR_NOMEM ? FXS_RESOURCE_EXHAUSTED : FXS_INTERNAL;
 }
 
 int fxg_to_device(fxg_graph *g, fx_device dev, char *err, size_t errlen)
 {
     if (!g)
-        return fxu_fail(err, errlen, -1, "fxg_to_device: NULL graph");
+        return fxu_fail(err, errlen, FXS_INTERNAL, "fxg_to_device: NULL graph");
     char name[32];
     fx_device_str(dev, name, sizeof name);
     if (!fx_device_available(dev))
-        return fxu_fail(err, errlen, -1, "device %s is not available", name);
+        return fxu_fail(err, errlen, FXS_FAILED_PRECONDITION, "device %s is not available", name);
     fx_device from = g->device;
     for (int i = 0; i < g->params.count; i++) {
         fx_status s = fx_tensor_move_to_device(g->params.items[i].tensor, dev);
@@ -619,12 +638,13 @@ int fxg_to_device(fxg_graph *g, fx_device dev, char *err, size_t errlen)
         const char *why = s == FX_ERR_NOMEM && fx_device_last_error()[0]
                               ? fx_device_last_error()
                               : fx_status_name(s);
-        fxu_fail(err, errlen, -1, "moving '%s' to %s: %s", g->params.items[i].name, name, why);
+        int rc = fxu_fail(err, errlen, s == FX_ERR_NOMEM ? FXS_RESOURCE_EXHAUSTED : FXS_INTERNAL,
+                          "moving '%s' to %s: %s", g->params.items[i].name, name, why);
         /* back where they were, so the graph stays whole (on the host this
          * cannot run out: the memory was just given back) */
         for (int k = 0; k < i; k++)
             fx_tensor_move_to_device(g->params.items[k].tensor, from);
-        return -1;
+        return rc;
     }
     g->device = dev;
     return 0;

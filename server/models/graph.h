@@ -5,14 +5,15 @@
  *
  * This module is the only place that knows the op names of the spec ("dense",
  * "conv2d", "add", ...); every engine layer and op is reachable through it.
- * It calls the engine, never gRPC or libuv.
+ * It calls the engine, never gRPC or libuv. Every function that can fail
+ * returns 0 or an fxs_status code (base/status.h) with the message in err.
  *
  * Naming: node outputs are referenced as "node" (first output) or "node:K";
  * parameters and buffers are named "<node>.<param>" ("fc1.weight",
  * "bn.running_mean", "lstm.weight_ih_l0"), the same names and layouts as the
  * equivalent PyTorch modules, so a state_dict saved with safetensors loads.
  *
- * Thread safety: a graph is immutable after fxg_create/fxg_load_weights;
+ * Thread safety: a graph is immutable after fxg_build/fxg_load_weights;
  * any number of threads may run fxg_forward on it at once, each with its
  * own context in inference mode (no grad, not training). Training (grad
  * mode) must be exclusive.
@@ -26,6 +27,7 @@
 
 #include "fluxion.h"
 #include "fluxion/v1/model.pb-c.h"
+#include "base/status.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -47,15 +49,15 @@ typedef struct {
     int max_nodes;        /* 0: 10000 */
 } fxg_options;
 
-/* Validates the spec and instantiates it (seeded initial weights). On error
- * returns NULL with a message naming the node, attribute or input and the
- * problem: unknown op, missing/duplicate names, unknown input reference,
- * cycles, wrong input count, attribute missing/wrong type/out of range,
- * parameter count overflow or over max_params, shape inference failure.
- * Every such error is the caller's (INVALID_ARGUMENT); *nomem (optional) is
- * set when the failure was out of memory instead. */
-fxg_graph *fxg_create(const Fluxion__V1__ModelSpec *spec, const fxg_options *opts,
-                      char *err, size_t errlen, bool *nomem);
+/* Validates the spec and instantiates it (seeded initial weights) into
+ * *out. On error returns FXS_INVALID_ARGUMENT with a message naming the
+ * node, attribute or input and the problem: unknown op, missing/duplicate
+ * names, unknown input reference, cycles, wrong input count, attribute
+ * missing/wrong type/out of range, parameter count overflow or over
+ * max_params, shape inference failure; FXS_RESOURCE_EXHAUSTED when out of
+ * memory. */
+int fxg_build(const Fluxion__V1__ModelSpec *spec, const fxg_options *opts, fxg_graph **out,
+              char *err, size_t errlen);
 void fxg_free(fxg_graph *g);
 
 int fxg_num_inputs(const fxg_graph *g);
@@ -81,7 +83,8 @@ int64_t fxg_num_trainable(const fxg_graph *g); /* trainable scalars */
 
 /* Replaces every parameter and buffer with the ones in a safetensors
  * buffer. Strict: a missing tensor, an extra tensor, a wrong shape or dtype
- * fails with a message naming the tensor, and nothing is changed. */
+ * fails (FXS_INVALID_ARGUMENT) with a message naming the tensor, and
+ * nothing is changed. */
 int fxg_load_weights(fxg_graph *g, const void *buf, size_t len, char *err, size_t errlen);
 
 /* The weights as a safetensors buffer (malloc; caller frees). */
@@ -91,19 +94,23 @@ int fxg_save_weights(const fxg_graph *g, void **buf, size_t *len, char *err, siz
  * fx_tensor_move_to_device; gradients follow). Forward passes must then run
  * in contexts on dev. Not while the graph is in use. On failure (dev not
  * available, out of device memory) the tensors moved are moved back and -1
- * comes with a message naming the device and the tensor. */
+ * comes with a message naming the device and the tensor:
+ * FXS_FAILED_PRECONDITION (no such device), FXS_RESOURCE_EXHAUSTED (out of
+ * device memory). */
 int fxg_to_device(fxg_graph *g, fx_device dev, char *err, size_t errlen);
 /* Where the parameters are (cpu until fxg_to_device). */
 fx_device fxg_device(const fxg_graph *g);
 
 /* Checks an input tensor against the spec (dtype, rank, fixed sizes):
- * 0, or -1 with a message naming the input. */
+ * 0, or FXS_INVALID_ARGUMENT with a message naming the input. */
 int fxg_check_input(const fxg_graph *g, int i, fx_dtype dtype, int ndim, const int64_t *shape,
                     char *err, size_t errlen);
 
 /* Runs the graph in ctx (its grad and training modes apply): inputs[i] for
  * input i (checked as fxg_check_input), outputs[j] is set for output j
- * (arena tensors of ctx). Returns 0, or -1 with a message naming the node. */
+ * (arena tensors of ctx). Returns 0 or a status with a message naming the
+ * node: FXS_INVALID_ARGUMENT (the inputs' values or shapes),
+ * FXS_RESOURCE_EXHAUSTED (out of memory), FXS_INTERNAL. */
 int fxg_forward(const fxg_graph *g, fx_ctx *ctx, fx_tensor *const *inputs, fx_tensor **outputs,
                 char *err, size_t errlen);
 

@@ -130,10 +130,14 @@ typedef struct {
     bool nomem;
 } fxg_builder;
 
-/* Records out of memory in b and writes "out of memory (what)"; returns -1. */
+/* Records out of memory in b and writes "out of memory (what)"; returns
+ * FXS_RESOURCE_EXHAUSTED. */
 int fxg__nomem(fxg_builder *b, const char *what);
 
-/* The parsing steps of fxg_create (graph_parse.c), in order: the graph's
+/* The status for an engine error met while running a node (graph.c). */
+int fxg__status_of(fx_status s);
+
+/* The parsing steps of fxg_build (graph_parse.c), in order: the graph's
  * inputs, node idx (name, op, attributes against the op's schema), then
  * every input reference and the outputs. Each returns 0 or -1 with the
  * message in b->err naming the input, node or attribute. */

@@ -1,12 +1,14 @@
 /*
- * graph_parse.c - the first steps of fxg_create: a ModelSpec's inputs,
+ * graph_parse.c - the first steps of fxg_build: a ModelSpec's inputs,
  * nodes and attributes checked against the op table, and every reference
  * between them resolved, before anything is allocated for parameters. The
  * messages name the input, node or attribute and what was expected.
  */
 #include "models/graph_internal.h"
+#include "base/status.h"
 #include "base/util.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,13 +39,13 @@ const char *fxg__dims_str(int ndim, const int64_t *shape, char *buf, size_t n)
 static int check_name(fxg_builder *b, const char *what, const char *name, bool is_node)
 {
     if (!name || !name[0])
-        return fxu_fail(b->err, b->errlen, -1, "%s has an empty name", what);
+        return fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT, "%s has an empty name", what);
     if (strlen(name) > FXG_NAME_MAX_LEN)
-        return fxu_fail(b->err, b->errlen, -1, "%s name '%.40s...' is longer than %d characters",
+        return fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT, "%s name '%.40s...' is longer than %d characters",
                         what, name, FXG_NAME_MAX_LEN);
     /* '.' separates parameter names, ':' selects an output. */
     if (is_node && strpbrk(name, ".:"))
-        return fxu_fail(b->err, b->errlen, -1,
+        return fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT,
                         "node name '%s' contains '%c' (reserved for parameter "
                         "names and output references)",
                         name, *strpbrk(name, ".:"));
@@ -61,29 +63,29 @@ int fxg__parse_inputs(fxg_builder *b)
     for (size_t i = 0; i < s->n_inputs; i++) {
         const Fluxion__V1__TensorSpec *t = s->inputs[i];
         if (!t)
-            return fxu_fail(b->err, b->errlen, -1, "input %zu is missing", i);
+            return fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT, "input %zu is missing", i);
         if (check_name(b, "input", t->name, false))
-            return -1;
+            return FXS_INVALID_ARGUMENT;
         fxg_tensor_info *info = &g->inputs[i];
         if (!dtype_of(t->dtype, &info->dtype))
-            return fxu_fail(b->err, b->errlen, -1,
+            return fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT,
                             "input '%s': dtype %d is not supported (FP32, INT32, "
                             "INT64)",
                             t->name, (int)t->dtype);
         if (t->n_shape > FX_MAX_DIMS)
-            return fxu_fail(b->err, b->errlen, -1, "input '%s': %zu dims, at most %d are supported",
+            return fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT, "input '%s': %zu dims, at most %d are supported",
                             t->name, t->n_shape, FX_MAX_DIMS);
         int64_t fixed = 1;
         for (size_t d = 0; d < t->n_shape; d++) {
             int64_t v = t->shape[d];
             if (v == 0 || v < -1)
-                return fxu_fail(b->err, b->errlen, -1,
+                return fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT,
                                 "input '%s': dim %zu is %lld; sizes are >= 1, "
                                 "or -1 for any size",
                                 t->name, d, (long long)v);
             fixed = v > 0 ? fxg_mul(fixed, v) : fixed;
             if (fixed < 0 || fixed > FXG_INPUT_MAX_NUMEL)
-                return fxu_fail(b->err, b->errlen, -1,
+                return fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT,
                                 "input '%s': its fixed dims hold more than %lld "
                                 "elements",
                                 t->name, (long long)FXG_INPUT_MAX_NUMEL);
@@ -122,7 +124,7 @@ static const char *value_case_name(Fluxion__V1__AttrValue__ValueCase c)
 
 static int range_fail(fxg_builder *b, const fxg_node *n, const fxg_attr_schema *s, double v)
 {
-    return fxu_fail(b->err, b->errlen, -1,
+    return fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT,
                     "node '%s' (%s): attribute '%s' is %.17g, outside [%.17g, "
                     "%.17g]",
                     n->name, n->op->name, s->name, v, s->min, s->max);
@@ -156,7 +158,7 @@ static int parse_list(fxg_builder *b, const fxg_node *n, const fxg_attr_schema *
     const Fluxion__V1__IntList *l = v->ints;
     size_t len = l ? l->n_values : 0;
     if (len < (size_t)s->min_len || len > (size_t)s->max_len)
-        return fxu_fail(b->err, b->errlen, -1,
+        return fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT,
                         "node '%s' (%s): attribute '%s' has %zu values, expected "
                         "%d to %d",
                         n->name, n->op->name, s->name, len, s->min_len, s->max_len);
@@ -164,7 +166,7 @@ static int parse_list(fxg_builder *b, const fxg_node *n, const fxg_attr_schema *
         return fxg__nomem(b, "attribute");
     for (size_t i = 0; i < len; i++) {
         if (check_int(b, n, s, l->values[i]))
-            return -1;
+            return FXS_INVALID_ARGUMENT;
         a->v[i] = l->values[i];
     }
     a->n = (int)len;
@@ -203,7 +205,7 @@ static int parse_value(fxg_builder *b, const fxg_node *n, const fxg_attr_schema 
             for (int k = 0; s->choices[k]; k++)
                 snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", k ? ", " : "",
                          s->choices[k]);
-            return fxu_fail(b->err, b->errlen, -1,
+            return fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT,
                             "node '%s' (%s): attribute '%s' is '%.64s', expected "
                             "one of %s",
                             n->name, n->op->name, s->name, v->s, list);
@@ -227,7 +229,7 @@ static int parse_value(fxg_builder *b, const fxg_node *n, const fxg_attr_schema 
         return check_int(b, n, s, a->i) || check_int(b, n, s, a->i2) ? -1 : 0;
     }
     if (!ok)
-        return fxu_fail(b->err, b->errlen, -1, "node '%s' (%s): attribute '%s' must be %s, got %s",
+        return fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT, "node '%s' (%s): attribute '%s' must be %s, got %s",
                         n->name, n->op->name, s->name, attr_type_name(s->type),
                         c == FLUXION__V1__ATTR_VALUE__VALUE_INTS && s->type == AT_PAIR
                             ? "a list of another length"
@@ -249,7 +251,7 @@ static int parse_attrs(fxg_builder *b, fxg_node *n, const Fluxion__V1__Node *spe
     while (schema[na].name)
         na++;
     if (na > FXG_MAX_ATTRS)
-        return fxu_fail(b->err, b->errlen, -1, "internal error: op '%s' has too many attributes",
+        return fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT, "internal error: op '%s' has too many attributes",
                         n->op->name);
     if (!(n->attrs = calloc(na ? (size_t)na : 1, sizeof *n->attrs)))
         return fxg__nomem(b, "attributes");
@@ -267,23 +269,23 @@ static int parse_attrs(fxg_builder *b, fxg_node *n, const Fluxion__V1__Node *spe
             for (int j = 0; j < na; j++)
                 snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", j ? ", " : "",
                          schema[j].name);
-            return fxu_fail(b->err, b->errlen, -1,
+            return fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT,
                             "node '%s' (%s): unknown attribute '%.64s' (%s%s)", n->name,
                             n->op->name, key, na ? "known: " : "it takes none", list);
         }
         if (given[k])
-            return fxu_fail(b->err, b->errlen, -1, "node '%s' (%s): attribute '%s' is given twice",
+            return fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT, "node '%s' (%s): attribute '%s' is given twice",
                             n->name, n->op->name, key);
         given[k] = true;
         if (!entry->value || entry->value->value_case == FLUXION__V1__ATTR_VALUE__VALUE__NOT_SET)
-            return fxu_fail(b->err, b->errlen, -1, "node '%s' (%s): attribute '%s' has no value",
+            return fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT, "node '%s' (%s): attribute '%s' has no value",
                             n->name, n->op->name, key);
         if (parse_value(b, n, &schema[k], entry->value, &n->attrs[k]))
-            return -1;
+            return FXS_INVALID_ARGUMENT;
     }
     for (int k = 0; k < na; k++)
         if (schema[k].required && !n->attrs[k].set)
-            return fxu_fail(b->err, b->errlen, -1,
+            return fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT,
                             "node '%s' (%s): attribute '%s' (%s) is required", n->name, n->op->name,
                             schema[k].name, attr_type_name(schema[k].type));
     return 0;
@@ -324,7 +326,7 @@ static int unknown_op(fxg_builder *b, const char *node, const char *op)
             snprintf(close + strlen(close), sizeof close - strlen(close), "%s%s",
                      close[0] ? ", " : "", o->name);
     }
-    return fxu_fail(b->err, b->errlen, -1, "node '%s': unknown op '%.64s'%s%s%s", node, op,
+    return fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT, "node '%s': unknown op '%.64s'%s%s%s", node, op,
                     close[0] ? " (did you mean " : "", close, close[0] ? "?)" : "");
 }
 
@@ -333,15 +335,15 @@ int fxg__parse_node(fxg_builder *b, int idx)
     const Fluxion__V1__Node *s = b->spec->nodes[idx];
     fxg_node *n = &b->g->nodes[idx];
     if (!s)
-        return fxu_fail(b->err, b->errlen, -1, "node %d is missing", idx);
+        return fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT, "node %d is missing", idx);
     char what[32];
     snprintf(what, sizeof what, "node %d", idx);
     if (check_name(b, what, s->name, true))
-        return -1;
+        return FXS_INVALID_ARGUMENT;
     if (!(n->name = strdup(s->name)))
         return fxg__nomem(b, "node name");
     if (!s->op || !s->op[0])
-        return fxu_fail(b->err, b->errlen, -1, "node '%s': no op given", n->name);
+        return fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT, "node '%s': no op given", n->name);
     if (!(n->op = fxg_find_op(s->op)))
         return unknown_op(b, n->name, s->op);
     int lo = n->op->min_in, hi = n->op->max_in;
@@ -353,14 +355,14 @@ int fxg__parse_node(fxg_builder *b, int idx)
             snprintf(want, sizeof want, "%d", lo);
         else
             snprintf(want, sizeof want, "%d to %d", lo, hi);
-        return fxu_fail(b->err, b->errlen, -1, "node '%s' (%s): takes %s input%s, got %zu", n->name,
+        return fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT, "node '%s' (%s): takes %s input%s, got %zu", n->name,
                         n->op->name, want, hi == 1 ? "" : "s", s->n_inputs);
     }
     if (parse_attrs(b, n, s))
-        return -1;
+        return FXS_INVALID_ARGUMENT;
     char msg[384];
     if (n->op->check && n->op->check(n, msg, sizeof msg))
-        return fxu_fail(b->err, b->errlen, -1, "node '%s' (%s): %s", n->name, n->op->name, msg);
+        return fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT, "node '%s' (%s): %s", n->name, n->op->name, msg);
     n->nout = n->op->nout ? n->op->nout(n) : 1;
     n->nin = (int)s->n_inputs;
     if (!(n->in_slot = calloc(s->n_inputs ? s->n_inputs : 1, sizeof *n->in_slot)))
@@ -417,9 +419,9 @@ static name_entry *name_table(fxg_builder *b, int *count)
             continue;
         const char *nm = t[i].name;
         if (t[i - 1].kind != t[i].kind)
-            fxu_fail(b->err, b->errlen, -1, "input '%s' and node '%s' share a name", nm, nm);
+            fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT, "input '%s' and node '%s' share a name", nm, nm);
         else
-            fxu_fail(b->err, b->errlen, -1, "duplicate %s name '%s' (%s %d and %d)",
+            fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT, "duplicate %s name '%s' (%s %d and %d)",
                      t[i].kind ? "node" : "input", nm, t[i].kind ? "nodes" : "inputs",
                      t[i - 1].index, t[i].index);
         free(t);
@@ -431,11 +433,25 @@ static name_entry *name_table(fxg_builder *b, int *count)
 
 /* The value slot of a reference "input", "node" or "node:K"; -1 with a
  * message starting with what (e.g. "node 'fc2': input 'x'"). */
+/* A reference that names nothing: the message into b->err, -1 for the slot. */
+static int no_slot(fxg_builder *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int no_slot(fxg_builder *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (b->err && b->errlen)
+        vsnprintf(b->err, b->errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* The value slot a reference names; -1 (with the message in b->err) when it
+ * names nothing. */
 static int resolve(fxg_builder *b, const name_entry *t, int nt, const char *ref, const char *what)
 {
     fxg_graph *g = b->g;
     if (!ref || !ref[0])
-        return fxu_fail(b->err, b->errlen, -1, "%s: empty tensor reference", what);
+        return no_slot(b, "%s: empty tensor reference", what);
     const name_entry *e = find_name(t, nt, ref);
     if (e)
         return e->kind == 0 ? e->index : g->nodes[e->index].out_slot;
@@ -450,7 +466,7 @@ static int resolve(fxg_builder *b, const name_entry *t, int nt, const char *ref,
             const fxg_node *n = &g->nodes[e->index];
             long long k = strlen(colon + 1) > 9 ? -1 : atoll(colon + 1);
             if (k < 0 || k >= n->nout)
-                return fxu_fail(b->err, b->errlen, -1,
+                return -1 - 0 * fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT,
                                 "%s: node '%s' (%s) has %d output%s, no output "
                                 "%s",
                                 what, n->name, n->op->name, n->nout, n->nout == 1 ? "" : "s",
@@ -458,7 +474,7 @@ static int resolve(fxg_builder *b, const name_entry *t, int nt, const char *ref,
             return n->out_slot + (int)k;
         }
     }
-    return fxu_fail(b->err, b->errlen, -1, "%s: '%.*s' names no graph input or node", what,
+    return no_slot(b, "%s: '%.*s' names no graph input or node", what,
                     FXG_NAME_MAX_LEN, ref);
 }
 
@@ -480,7 +496,7 @@ static int check_output_names(fxg_builder *b)
     int rc = 0;
     for (int j = 1; j < g->nout && !rc; j++)
         if (strcmp(names[j - 1], names[j]) == 0)
-            rc = fxu_fail(b->err, b->errlen, -1, "duplicate output name '%s'", names[j]);
+            rc = fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT, "duplicate output name '%s'", names[j]);
     free(names);
     return rc;
 }
@@ -499,7 +515,7 @@ int fxg__resolve_all(fxg_builder *b)
     int nt;
     name_entry *t = name_table(b, &nt);
     if (!t)
-        return -1;
+        return FXS_INVALID_ARGUMENT;
     int rc = 0;
     for (int i = 0; i < g->nnodes && !rc; i++) {
         fxg_node *n = &g->nodes[i];
@@ -507,31 +523,31 @@ int fxg__resolve_all(fxg_builder *b)
             char what[FXG_NAME_MAX_LEN + 48];
             snprintf(what, sizeof what, "node '%s' (%s), input %d", n->name, n->op->name, k);
             int s = resolve(b, t, nt, b->spec->nodes[i]->inputs[k], what);
-            rc = s < 0 ? -1 : 0;
+            rc = s < 0 ? FXS_INVALID_ARGUMENT : 0;
             n->in_slot[k] = s;
         }
     }
     const Fluxion__V1__ModelSpec *spec = b->spec;
     if (!rc && spec->n_outputs == 0)
-        rc = fxu_fail(b->err, b->errlen, -1, "the model has no outputs");
+        rc = fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT, "the model has no outputs");
     if (!rc && (!(g->outputs = calloc(spec->n_outputs, sizeof *g->outputs)) ||
                 !(g->out_slot = calloc(spec->n_outputs, sizeof *g->out_slot))))
         rc = fxg__nomem(b, "outputs");
     for (size_t j = 0; !rc && j < spec->n_outputs; j++) {
         const Fluxion__V1__OutputSpec *o = spec->outputs[j];
         if (!o)
-            rc = fxu_fail(b->err, b->errlen, -1, "output %zu is missing", j);
+            rc = fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT, "output %zu is missing", j);
         else if (!check_name(b, "output", o->name, false)) {
             char what[FXG_NAME_MAX_LEN + 16];
             snprintf(what, sizeof what, "output '%s'", o->name);
             if (!rc && (g->out_slot[j] = resolve(b, t, nt, o->source, what)) < 0)
-                rc = -1;
+                rc = FXS_INVALID_ARGUMENT;
             if (!rc && !(g->outputs[j].name = strdup(o->name)))
                 rc = fxg__nomem(b, "output name");
             if (!rc)
                 g->nout++;
         } else {
-            rc = -1;
+            rc = FXS_INVALID_ARGUMENT;
         }
     }
     free(t);

@@ -20,11 +20,11 @@ int fxm_graph_of(const fxdb_model_rec *rec, uint64_t max_params, fxg_graph **out
                         rec->name);
     fxg_options go = { .seed = rec->seed, .max_params = max_params };
     char gerr[FXS_ERRLEN];
-    bool nomem = false;
-    fxg_graph *g = fxg_create(spec, &go, gerr, sizeof gerr, &nomem);
+    fxg_graph *g = NULL;
+    int rc = fxg_build(spec, &go, &g, gerr, sizeof gerr);
     fluxion__v1__model_spec__free_unpacked(spec, NULL);
-    if (!g)
-        return fxu_fail(err, errlen, nomem ? FXS_RESOURCE_EXHAUSTED : FXS_INTERNAL,
+    if (rc) /* the spec was valid when it was stored */
+        return fxu_fail(err, errlen, rc == FXS_RESOURCE_EXHAUSTED ? rc : FXS_INTERNAL,
                         "model '%s': %s", rec->name, gerr);
     *out = g;
     return 0;
@@ -93,8 +93,8 @@ int fxm_check_weights(const fxdb_model_rec *rec, uint64_t max_params, const void
     if (rc)
         return rc;
     char gerr[FXS_ERRLEN];
-    if (fxg_load_weights(g, buf, len, gerr, sizeof gerr) != 0)
-        rc = fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "weights for '%s': %s", rec->name, gerr);
+    if ((rc = fxg_load_weights(g, buf, len, gerr, sizeof gerr)))
+        rc = fxu_fail(err, errlen, rc, "weights for '%s': %s", rec->name, gerr);
     fxg_free(g);
     return rc;
 }

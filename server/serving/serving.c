@@ -76,7 +76,8 @@ static fxg_graph *spec_graph(fxsv_serving *sv, const fxdb_model_rec *rec, char *
     }
     fxg_options go = { .seed = rec->seed, .max_params = sv->o.max_params };
     char gerr[512];
-    fxg_graph *g = fxg_create(spec, &go, gerr, sizeof gerr, NULL);
+    fxg_graph *g = NULL;
+    fxg_build(spec, &go, &g, gerr, sizeof gerr);
     fluxion__v1__model_spec__free_unpacked(spec, NULL);
     if (!g)
         snprintf(err, errlen, "model '%s': %s", rec->name, gerr);

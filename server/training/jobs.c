@@ -626,7 +626,8 @@ static fxg_graph *model_graph(fxj_jobs *j, const char *model, fxdb_model_rec *mr
     }
     fxg_options go = { .seed = mr->seed, .max_params = j->opts.max_params };
     char gerr[ERRLEN - 100];
-    fxg_graph *g = fxg_create(ms, &go, gerr, sizeof gerr, NULL);
+    fxg_graph *g = NULL;
+    fxg_build(ms, &go, &g, gerr, sizeof gerr);
     fluxion__v1__model_spec__free_unpacked(ms, NULL);
     if (!g) {
         fxu_seterr(err, errlen, "model '%s': %s", model, gerr);

@@ -24,7 +24,8 @@ static inline fxg_graph *st_graph_json(const char *json, uint64_t seed)
     if (!spec)
         fail_msg("spec: %s", err);
     fxg_options o = { .seed = seed };
-    fxg_graph *g = fxg_create((Fluxion__V1__ModelSpec *)spec, &o, err, sizeof err, NULL);
+    fxg_graph *g = NULL;
+    fxg_build((Fluxion__V1__ModelSpec *)spec, &o, &g, err, sizeof err);
     protobuf_c_message_free_unpacked(spec, NULL);
     if (!g)
         fail_msg("graph: %s", err);

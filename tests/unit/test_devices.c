@@ -274,10 +274,10 @@ static void test_graph_to_device(void **state)
     forward_on(g, fx_cpu(), y);
     tu_assert_close(y, ref, 6, 1e-5);
 
-    assert_int_equal(fxg_to_device(g, cuda(63), err, sizeof err), -1);
+    assert_int_equal(fxg_to_device(g, cuda(63), err, sizeof err), FXS_FAILED_PRECONDITION);
     assert_contains(err, "cuda:63 is not available");
     if (!have_gpu()) {
-        assert_int_equal(fxg_to_device(g, cuda(0), err, sizeof err), -1);
+        assert_int_equal(fxg_to_device(g, cuda(0), err, sizeof err), FXS_FAILED_PRECONDITION);
         assert_contains(err, "cuda:0");
     } else {
         assert_int_equal(fxg_to_device(g, cuda(0), err, sizeof err), 0);
@@ -304,7 +304,7 @@ static void test_graph_to_device(void **state)
     assert_int_equal(fxg_device(g).type, FX_DEV_CPU);
     forward_on(g, fx_cpu(), y);
     tu_assert_close(y, ref, 6, 1e-5);
-    assert_int_equal(fxg_to_device(NULL, fx_cpu(), err, sizeof err), -1);
+    assert_int_equal(fxg_to_device(NULL, fx_cpu(), err, sizeof err), FXS_INTERNAL);
     fxg_free(g);
 }
 

@@ -282,11 +282,10 @@ static spec_t *misc_spec(void)
 static fxg_graph *create(spec_t *s, uint64_t seed)
 {
     char err[512] = "";
-    bool nomem = true;
-    fxg_graph *g = fxg_create(s, &(fxg_options){ .seed = seed }, err, sizeof err, &nomem);
-    if (!g)
-        fail_msg("fxg_create: %s", err);
-    assert_false(nomem);
+    fxg_graph *g = NULL;
+    int rc = fxg_build(s, &(fxg_options){ .seed = seed }, &g, err, sizeof err);
+    if (rc)
+        fail_msg("fxg_build: %s (%s)", err, fxs_status_name(rc));
     return g;
 }
 
@@ -684,8 +683,8 @@ static void test_more_ops(void **state)
         output(s, outs[i], outs[i]);
     (void)state;
     char err[512];
-    fxg_graph *g = fxg_create(s, NULL, err, sizeof err, NULL);
-    if (!g)
+    fxg_graph *g = NULL;
+    if (fxg_build(s, NULL, &g, err, sizeof err))
         fail_msg("%s", err);
     assert_info(fxg_output(g, fxg_find_output(g, "ap")), FX_F32, 4, TU_SHAPE(-1, 2, 3, 2));
     assert_info(fxg_output(g, fxg_find_output(g, "r:1")), FX_F32, 3, TU_SHAPE(1, -1, 2));
@@ -773,11 +772,12 @@ typedef void (*spec_fn)(spec_t *s);
 static void expect_error(spec_t *s, const fxg_options *o, const char *const *frags)
 {
     char err[512] = "";
-    bool nomem = true;
-    fxg_graph *g = fxg_create(s, o, err, sizeof err, &nomem);
-    if (g)
+    fxg_graph *g = NULL;
+    int rc = fxg_build(s, o, &g, err, sizeof err);
+    if (!rc)
         fail_msg("accepted a spec that should fail with '%s'", frags[0]);
-    assert_false(nomem);
+    assert_int_equal(rc, FXS_INVALID_ARGUMENT); /* the caller's mistake, not memory */
+    assert_null(g);
     for (int i = 0; frags[i]; i++)
         if (!strstr(err, frags[i]))
             fail_msg("message '%s' lacks '%s'", err, frags[i]);
@@ -1087,10 +1087,11 @@ static void test_random_specs(void **state)
     for (int it = 0; it < 3000; it++) {
         spec_t *s = random_spec(rng, nops);
         char err[512] = "";
-        bool nomem;
-        fxg_graph *g = fxg_create(s, NULL, err, sizeof err, &nomem);
-        assert_false(nomem);
-        if (!g) {
+        fxg_graph *g = NULL;
+        int rc = fxg_build(s, NULL, &g, err, sizeof err);
+        assert_int_not_equal(rc, FXS_RESOURCE_EXHAUSTED);
+        if (rc) {
+            assert_int_equal(rc, FXS_INVALID_ARGUMENT);
             assert_true(err[0] != 0);
         } else {
             built++;
@@ -1210,7 +1211,7 @@ static void expect_load_error(fxg_graph *g, const char *skip, const char *extra,
     size_t lb, la;
     save(g, &before, &lb);
     err[0] = '\0';
-    assert_int_equal(fxg_load_weights(g, buf, len, err, sizeof err), -1);
+    assert_int_equal(fxg_load_weights(g, buf, len, err, sizeof err), FXS_INVALID_ARGUMENT);
     if (!strstr(err, frag))
         fail_msg("message '%s' lacks '%s'", err, frag);
     save(g, &after, &la);
@@ -1233,7 +1234,7 @@ static void test_weights_strict(void **state)
     expect_load_error(g, NULL, "fc.weight", TU_SHAPE(5, 7), 2,
                       "tensor 'fc.weight': shape [5,7], expected [5,18]");
     char err[256];
-    assert_int_equal(fxg_load_weights(g, "garbage!", 8, err, sizeof err), -1);
+    assert_int_equal(fxg_load_weights(g, "garbage!", 8, err, sizeof err), FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "weights:"));
 
     /* PyTorch's num_batches_tracked of a batch norm is accepted */
@@ -1263,24 +1264,24 @@ static void test_check_input(void **state)
     fxg_graph *g = create(s, 1);
     char err[256];
     assert_int_equal(fxg_check_input(g, 0, FX_F32, 3, TU_SHAPE(2, 9, 3), err, sizeof err), 0);
-    assert_int_equal(fxg_check_input(g, 0, FX_I32, 3, TU_SHAPE(2, 9, 3), err, sizeof err), -1);
+    assert_int_equal(fxg_check_input(g, 0, FX_I32, 3, TU_SHAPE(2, 9, 3), err, sizeof err), FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "input 'x': dtype i32, expected f32"));
-    assert_int_equal(fxg_check_input(g, 0, FX_F32, 2, TU_SHAPE(2, 9), err, sizeof err), -1);
+    assert_int_equal(fxg_check_input(g, 0, FX_F32, 2, TU_SHAPE(2, 9), err, sizeof err), FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "input 'x': shape [2,9], expected [-1,-1,3]"));
-    assert_int_equal(fxg_check_input(g, 0, FX_F32, 3, TU_SHAPE(2, 9, 4), err, sizeof err), -1);
-    assert_int_equal(fxg_check_input(g, 2, FX_F32, 1, TU_SHAPE(2), err, sizeof err), -1);
+    assert_int_equal(fxg_check_input(g, 0, FX_F32, 3, TU_SHAPE(2, 9, 4), err, sizeof err), FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxg_check_input(g, 2, FX_F32, 1, TU_SHAPE(2), err, sizeof err), FXS_INVALID_ARGUMENT);
     /* fxg_forward checks too, and reports engine errors with the node */
     fx_ctx *ctx = eval_ctx();
     fx_tensor *in[2] = { fx_zeros(ctx, FX_F32, 3, TU_SHAPE(2, 4, 3)),
                          fx_tensor_from_host(ctx, FX_I32, 1, TU_SHAPE(2), (int32_t[]){ 4, 9 }) },
               *out[3];
-    assert_int_equal(fxg_forward(g, ctx, in, out, err, sizeof err), -1);
+    assert_int_equal(fxg_forward(g, ctx, in, out, err, sizeof err), FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "node 'lstm' (lstm)"));
     assert_null(out[0]);
     fx_ctx_reset(ctx);
     in[0] = fx_zeros(ctx, FX_F32, 3, TU_SHAPE(2, 4, 2));
     in[1] = fx_zeros(ctx, FX_I32, 1, TU_SHAPE(2));
-    assert_int_equal(fxg_forward(g, ctx, in, out, err, sizeof err), -1);
+    assert_int_equal(fxg_forward(g, ctx, in, out, err, sizeof err), FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "input 'x'"));
     fx_ctx_free(ctx);
     fxg_free(g);
@@ -1425,7 +1426,8 @@ static int export_one(const model_def *m, const char *dir)
 {
     spec_t *s = m->spec();
     char err[512], path[1024];
-    fxg_graph *g = fxg_create(s, &(fxg_options){ .seed = 11 }, err, sizeof err, NULL);
+    fxg_graph *g = NULL;
+    fxg_build(s, &(fxg_options){ .seed = 11 }, &g, err, sizeof err);
     if (!g) {
         fprintf(stderr, "%s: %s\n", m->name, err);
         return 1;

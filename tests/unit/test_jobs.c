@@ -188,7 +188,8 @@ static void create_model(fixture *f, const char *name)
     Fluxion__V1__ModelSpec *ms =
         (void *)from_json(&fluxion__v1__model_spec__descriptor, MODEL_JSON);
     char err[512];
-    fxg_graph *g = fxg_create(ms, &(fxg_options){ .seed = 1 }, err, sizeof err, NULL);
+    fxg_graph *g = NULL;
+    fxg_build(ms, &(fxg_options){ .seed = 1 }, &g, err, sizeof err);
     assert_non_null(g);
     void *w;
     size_t wlen, slen = fluxion__v1__model_spec__get_packed_size(ms);

@@ -111,9 +111,10 @@ static void m_output(mspec *s, const char *name, const char *source)
 static fxg_graph *build(mspec *s, uint64_t seed)
 {
     char err[512];
-    fxg_graph *g = fxg_create(s, &(fxg_options){.seed = seed}, err, sizeof err, NULL);
+    fxg_graph *g = NULL;
+    fxg_build(s, &(fxg_options){.seed = seed}, &g, err, sizeof err);
     if (!g)
-        fail_msg("fxg_create: %s", err);
+        fail_msg("fxg_build: %s", err);
     return g;
 }
 
