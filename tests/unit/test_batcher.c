@@ -702,6 +702,51 @@ static void test_free_from_done(void **state)
 }
 
 
+/* The last reference to a model can also go in the reaper's done call
+ * (DEADLINE_EXCEEDED) while the request's batch still runs inline on the
+ * RPC thread that submitted it; the owner then frees the batcher and the
+ * graph (serving.c:served_unref). fxb_free must wait for that inline batch:
+ * it still runs the graph. */
+static fxg_graph *graph_target;
+
+static void free_all_in_done(void *user, int status, const char *err, const fxb_output *outs,
+                             const fxb_timing *t)
+{
+    on_done(user, status, err, outs, t);
+    fxb_free(free_target);
+    fxg_free(graph_target); /* what the owner does next */
+    atomic_store(&freed_in_done, 1);
+}
+
+static void *submit_inline(void *arg)
+{
+    fxb_request *br = arg;
+    char err[256];
+    assert_int_equal(fxb_submit(free_target, br, err, sizeof err), 0);
+    return NULL;
+}
+
+static void test_free_from_reaper_while_inline_runs(void **state)
+{
+    graph_target = st_graph_json(SLOW, 7);
+    fxb_config c = cfg(1, 0);
+    free_target = start(graph_target, &c);
+    atomic_store(&freed_in_done, 0);
+    rq r = slow_rq(2048, 0); /* runs far longer than its 5 ms timeout */
+    fxb_request br = { .inputs = r.in, .timeout_us = 5000, .done = free_all_in_done,
+                       .user = &TAGS[0], .may_run_inline = true };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, submit_inline, &br), 0);
+    pthread_join(th, NULL); /* returns once the inline batch ended */
+    for (int i = 0; i < 500 && !atomic_load(&freed_in_done); i++)
+        usleep(10000);
+    assert_int_equal(atomic_load(&freed_in_done), 1);
+    assert_int_equal(C.status[0], FXS_DEADLINE_EXCEEDED);
+    usleep(50000); /* the detached reaper ends and releases the batcher */
+    rq_free(&r, 1);
+}
+
+
 /* may_run_inline: a request that would go at once runs on the submitting
  * thread (no hand-off), answered before fxb_submit returns, with the same
  * result as through an instance thread. */
@@ -747,6 +792,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_free_from_done),
+        cmocka_unit_test(test_free_from_reaper_while_inline_runs),
         cmocka_unit_test(test_inline_run),
         cmocka_unit_test(test_full_batches_go_at_once),
         cmocka_unit_test(test_partial_batch_waits_for_delay),
