@@ -684,10 +684,8 @@ static void repository_load(fxr_call *call, const ProtobufCMessage *msg, void *d
         if (!rc)
             rc = fxsv_serving_set_config(d->serving, req->model_name, &c, err, sizeof err);
     }
-    if (!rc)
+    if (!rc) /* stores the "loaded" flag too */
         rc = fxsv_serving_load(d->serving, req->model_name, err, sizeof err);
-    if (rc == 0)
-        rc = fxdb_store_set_loaded(d->store, req->model_name, true, err, sizeof err);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return;
@@ -703,9 +701,9 @@ static void repository_unload(fxr_call *call, const ProtobufCMessage *msg, void 
     char err[ERRLEN];
     if (!fxa_model_stored_or_fail(d, call, req->model_name))
         return;
-    fxsv_serving_unload(d->serving, req->model_name, err, sizeof err); /* not loaded: fine */
-    int rc = fxdb_store_set_loaded(d->store, req->model_name, false, err, sizeof err);
-    if (rc) {
+    /* clears the "loaded" flag too; not loaded (NOT_FOUND) is fine */
+    int rc = fxsv_serving_unload(d->serving, req->model_name, err, sizeof err);
+    if (rc && rc != FXS_NOT_FOUND) {
         fxr_fail(call, rc, "%s", err);
         return;
     }

@@ -273,12 +273,13 @@ static void delete_model(fxr_call *call, const ProtobufCMessage *msg, void *data
     char err[ERRLEN];
     if (!fxa_model_stored_or_fail(d, call, req->name))
         return;
-    fxsv_serving_unload(d->serving, req->name, err, sizeof err); /* NOT_FOUND is fine */
     int rc = fxdb_store_delete_model(d->store, req->name, err, sizeof err);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return;
     }
+    /* After the delete: a load racing it ends before this or finds no model. */
+    fxsv_serving_unload(d->serving, req->name, err, sizeof err); /* NOT_FOUND is fine */
     if (fxsv_cfg_forget(d->store, req->name, err, sizeof err) != 0)
         fxl_log(FXL_WARN, "models", "serving config kept model=%s err=\"%s\"", req->name, err);
     fxl_log(FXL_INFO, "models", "model deleted model=%s", req->name);
@@ -424,8 +425,7 @@ static void import_weights(fxr_call *call, const ProtobufCMessage *unused, void 
     }
     fxl_log(FXL_INFO, "models", "weights imported model=%s version=%lld bytes=%zu", name,
             (long long)version, len);
-    if (fxsv_serving_is_loaded(d->serving, name, NULL) &&
-        (status = fxsv_serving_load(d->serving, name, err, sizeof err)) != 0) {
+    if ((status = fxsv_serving_reload(d->serving, name, err, sizeof err)) != 0) {
         fxr_fail(call, status, "stored as version %lld, but cannot be served: %s",
                  (long long)version, err);
         return;

@@ -33,6 +33,7 @@ typedef struct req {
 typedef struct batch {
     req **r;
     int n;
+    pthread_t thread;   /* running it: an instance's, or the submitter's (inline) */
     struct batch *next; /* in the running list */
 } batch;
 
@@ -217,7 +218,7 @@ static bool run_inline(fxb_batcher *b)
     }
     b->inl_busy = true;
     b->n_running++;
-    batch bt = { rr, n, b->running };
+    batch bt = { rr, n, pthread_self(), b->running };
     b->running = &bt;
     atomic_fetch_add(&b->refs, 1); /* a done call may free the model, and b's owner */
     pthread_mutex_unlock(&b->mu);
@@ -786,7 +787,7 @@ static void *instance_main(void *arg)
                 pthread_cond_wait(&b->cv, &b->mu);
             continue;
         }
-        batch bt = { r, n, b->running };
+        batch bt = { r, n, pthread_self(), b->running };
         b->running = &bt;
         b->n_running++;
         pthread_mutex_unlock(&b->mu);
@@ -797,8 +798,10 @@ static void *instance_main(void *arg)
         while (*pp != &bt)
             pp = &(*pp)->next;
         *pp = bt.next;
-        if (b->stop)
+        if (b->stop) {
             pthread_cond_signal(&b->reaper_cv); /* it ends once nothing runs */
+            pthread_cond_broadcast(&b->cv);     /* fxb_free waits for running batches */
+        }
         pthread_mutex_unlock(&b->mu);
         for (int j = 0; j < n; j++)
             free(r[j]);
@@ -982,12 +985,26 @@ void fxb_free(fxb_batcher *b)
                   NULL, &tm);
         free(q);
     }
+    /* The caller frees the graph next: every batch that runs it must end
+     * first, the inline ones on submitting threads included (their requests
+     * may all have been answered by the reaper, so nothing else keeps the
+     * graph). A batch of this thread is the exception: fxb_free was called
+     * from one of its done calls, and it touches the graph no more. */
+    pthread_mutex_lock(&b->mu);
+    for (;;) {
+        batch *bt = b->running;
+        while (bt && pthread_equal(bt->thread, pthread_self()))
+            bt = bt->next;
+        if (!bt)
+            break;
+        pthread_cond_wait(&b->cv, &b->mu);
+    }
+    pthread_mutex_unlock(&b->mu);
     /* Called from a done call on one of b's threads (the model's last
      * reference went with a request): that thread's batch is still in the
      * running list, and the reaper ends only once the list is empty, so
      * neither can be joined here; both end by themselves once the batch
-     * returns (each holds a reference to b). The other instances are joined:
-     * the caller frees the graph they run. */
+     * returns (each holds a reference to b). The other instances are joined. */
     bool own = tl_batcher == b;
     for (int i = 0; i < b->nthreads; i++) {
         bool reaper = i == (int)b->c.instances;

@@ -34,12 +34,23 @@ typedef struct entry {
 } entry;
 
 
+/* One model's changes (load, reload, unload, new settings) run one at a
+ * time: each builds an instance outside sv->mu and swaps it in under it, and
+ * two at once could swap the older build in last, or serve a model again
+ * that an unload (or a delete) had just stopped. */
+typedef struct name_lock {
+    char *name;
+    int users;          /* holders and waiters; freed at 0 (under sv->mu) */
+    pthread_mutex_t mu;
+    struct name_lock *next;
+} name_lock;
+
 struct fxsv_serving {
     fxdb_store *st;
     fxsv_serving_opts o;
-    pthread_mutex_t mu; /* entries */
+    pthread_mutex_t mu; /* entries, locks */
     entry *entries;
-
+    name_lock *locks;
 };
 
 /* ------------------------------------------------------------ instances */
@@ -53,6 +64,12 @@ static void served_unref(fxsv_served *m)
     pthread_mutex_destroy(&m->mu);
     free(m->name);
     free(m);
+}
+
+static fxsv_served *ref(fxsv_served *m)
+{
+    atomic_fetch_add(&m->refs, 1);
+    return m;
 }
 
 void fxsv_served_release(fxsv_served *m) { served_unref(m); }
@@ -108,14 +125,17 @@ static int place(fxsv_serving *sv, const char *name, fxg_graph *g, const fxb_con
     return 0;
 }
 
-/* Builds the graph of a stored version (0: latest) with its weights. */
+/* Builds the graph of a stored version (0: latest) with its weights;
+ * *stored_loaded (optional): the store's "loaded" flag of the model. */
 static int build_served(fxsv_serving *sv, const char *name, int64_t version, fxsv_served **out,
-                        char *err, size_t errlen)
+                        bool *stored_loaded, char *err, size_t errlen)
 {
     fxdb_model_rec rec;
     int rc = fxdb_store_get_model(sv->st, name, &rec, err, errlen);
     if (rc)
         return rc;
+    if (stored_loaded)
+        *stored_loaded = rec.loaded;
     if (version == 0 && rec.n_versions > 0)
         version = rec.versions[rec.n_versions - 1].version;
     bool found = false;
@@ -191,12 +211,65 @@ static void entry_clear(entry *e)
     free(e);
 }
 
-int fxsv_serving_load(fxsv_serving *sv, const char *name, char *err, size_t errlen)
+/* Takes the change lock of a model (see name_lock); NULL when out of memory. */
+static name_lock *lock_name(fxsv_serving *sv, const char *name)
 {
+    pthread_mutex_lock(&sv->mu);
+    name_lock *l = sv->locks;
+    while (l && strcmp(l->name, name) != 0)
+        l = l->next;
+    if (!l && (l = calloc(1, sizeof *l)) && !(l->name = strdup(name))) {
+        free(l);
+        l = NULL;
+    } else if (l && !l->users) {
+        pthread_mutex_init(&l->mu, NULL);
+        l->next = sv->locks;
+        sv->locks = l;
+    }
+    if (l)
+        l->users++;
+    pthread_mutex_unlock(&sv->mu);
+    if (l)
+        pthread_mutex_lock(&l->mu);
+    return l;
+}
+
+static void unlock_name(fxsv_serving *sv, name_lock *l)
+{
+    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_lock(&sv->mu);
+    if (--l->users == 0) {
+        name_lock **pp = &sv->locks;
+        while (*pp != l)
+            pp = &(*pp)->next;
+        *pp = l->next;
+        pthread_mutex_destroy(&l->mu);
+        free(l->name);
+        free(l);
+    }
+    pthread_mutex_unlock(&sv->mu);
+}
+
+static int lock_failed(char *err, size_t errlen)
+{
+    snprintf(err, errlen, "out of memory");
+    return FXS_RESOURCE_EXHAUSTED;
+}
+
+/* Builds the latest version and serves it in place of the one served (or
+ * as the first), marking the model loaded in the store. only_if_loaded:
+ * nothing happens when the model is not served. Under the model's lock. */
+static int load_locked(fxsv_serving *sv, const char *name, bool only_if_loaded, char *err,
+                       size_t errlen)
+{
+    if (only_if_loaded && !fxsv_serving_is_loaded(sv, name, NULL))
+        return 0;
     fxsv_served *m;
-    int rc = build_served(sv, name, 0, &m, err, errlen);
+    bool stored_loaded = false;
+    int rc = build_served(sv, name, 0, &m, &stored_loaded, err, errlen);
     if (rc)
         return rc;
+    int64_t version = m->version; /* m is the entry's once swapped in: not ours to read */
     pthread_mutex_lock(&sv->mu);
     entry *e = find_entry(sv, name);
     if (!e) {
@@ -205,8 +278,7 @@ int fxsv_serving_load(fxsv_serving *sv, const char *name, char *err, size_t errl
             pthread_mutex_unlock(&sv->mu);
             free(e);
             served_unref(m);
-            snprintf(err, errlen, "out of memory");
-            return FXS_RESOURCE_EXHAUSTED;
+            return lock_failed(err, errlen);
         }
         e->next = sv->entries;
         sv->entries = e;
@@ -215,22 +287,44 @@ int fxsv_serving_load(fxsv_serving *sv, const char *name, char *err, size_t errl
     e->current = m;
     pthread_mutex_unlock(&sv->mu);
     served_unref(prev); /* requests in flight hold their own reference */
-    fxl_log(FXL_INFO, "serving", "model loaded model=%s version=%lld", name, (long long)m->version);
-    return 0;
+    fxl_log(FXL_INFO, "serving", "model loaded model=%s version=%lld", name, (long long)version);
+    /* Served now; the flag makes a restart serve it too. */
+    return stored_loaded ? 0 : fxdb_store_set_loaded(sv->st, name, true, err, errlen);
 }
 
-int fxsv_serving_set_config(fxsv_serving *sv, const char *name, const fxb_config *c, char *err,
-                           size_t errlen)
+static int load_or_reload(fxsv_serving *sv, const char *name, bool only_if_loaded, char *err,
+                          size_t errlen)
+{
+    name_lock *l = lock_name(sv, name);
+    if (!l)
+        return lock_failed(err, errlen);
+    int rc = load_locked(sv, name, only_if_loaded, err, errlen);
+    unlock_name(sv, l);
+    return rc;
+}
+
+int fxsv_serving_load(fxsv_serving *sv, const char *name, char *err, size_t errlen)
+{
+    return load_or_reload(sv, name, false, err, errlen);
+}
+
+int fxsv_serving_reload(fxsv_serving *sv, const char *name, char *err, size_t errlen)
+{
+    return load_or_reload(sv, name, true, err, errlen);
+}
+
+/* Whether c can serve the model: the settings against each other and the
+ * model's graph (the served one, else its own from the spec), the device,
+ * and the memory limit against the weights served now. */
+static int check_config(fxsv_serving *sv, const char *name, const fxb_config *c, char *err,
+                        size_t errlen)
 {
     fxsv_served *m = NULL;
     pthread_mutex_lock(&sv->mu);
     entry *e = find_entry(sv, name);
     if (e)
-        m = e->current;
-    if (m)
-        atomic_fetch_add(&m->refs, 1);
+        m = ref(e->current);
     pthread_mutex_unlock(&sv->mu);
-    /* checked against the model's graph (its own when it is not loaded) */
     fxg_graph *own = NULL;
     fxdb_model_rec rec;
     int rc = 0;
@@ -251,15 +345,24 @@ int fxsv_serving_set_config(fxsv_serving *sv, const char *name, const fxb_config
                                     err, errlen);
     fxg_free(own);
     served_unref(m);
+    return rc;
+}
+
+int fxsv_serving_set_config(fxsv_serving *sv, const char *name, const fxb_config *c, char *err,
+                           size_t errlen)
+{
+    name_lock *l = lock_name(sv, name);
+    if (!l)
+        return lock_failed(err, errlen);
+    int rc = check_config(sv, name, c, err, errlen);
     if (!rc)
         rc = fxsv_cfg_save(sv->st, name, c, err, errlen);
-    if (rc || !e)
-        return rc;
     /* Older versions are rebuilt on demand with the new settings. */
     fxsv_served *old[MAX_OLD_VERSIONS];
     int n_old = 0;
     pthread_mutex_lock(&sv->mu);
-    if ((e = find_entry(sv, name))) {
+    entry *e = rc ? NULL : find_entry(sv, name);
+    if (e) {
         n_old = e->n_old;
         memcpy(old, e->old, sizeof old[0] * (size_t)n_old);
         e->n_old = 0;
@@ -267,11 +370,17 @@ int fxsv_serving_set_config(fxsv_serving *sv, const char *name, const fxb_config
     pthread_mutex_unlock(&sv->mu);
     for (int i = 0; i < n_old; i++)
         served_unref(old[i]);
-    return e ? fxsv_serving_load(sv, name, err, errlen) : 0;
+    if (e) /* the one served: rebuilt now */
+        rc = load_locked(sv, name, false, err, errlen);
+    unlock_name(sv, l);
+    return rc;
 }
 
 int fxsv_serving_unload(fxsv_serving *sv, const char *name, char *err, size_t errlen)
 {
+    name_lock *l = lock_name(sv, name);
+    if (!l)
+        return lock_failed(err, errlen);
     pthread_mutex_lock(&sv->mu);
     entry **pp = &sv->entries;
     while (*pp && strcmp((*pp)->name, name) != 0)
@@ -280,13 +389,19 @@ int fxsv_serving_unload(fxsv_serving *sv, const char *name, char *err, size_t er
     if (e)
         *pp = e->next;
     pthread_mutex_unlock(&sv->mu);
-    if (!e) {
+    /* Not loaded after a restart either; a deleted model has no flag. */
+    char serr[256];
+    int rc = fxdb_store_set_loaded(sv->st, name, false, serr, sizeof serr);
+    if (rc && rc != FXS_NOT_FOUND)
+        snprintf(err, errlen, "%s", serr);
+    else if (!e)
         snprintf(err, errlen, "model '%s' is not loaded", name);
-        return FXS_NOT_FOUND;
+    unlock_name(sv, l);
+    if (e) {
+        entry_clear(e);
+        fxl_log(FXL_INFO, "serving", "model unloaded model=%s", name);
     }
-    entry_clear(e);
-    fxl_log(FXL_INFO, "serving", "model unloaded model=%s", name);
-    return 0;
+    return rc && rc != FXS_NOT_FOUND ? rc : e ? 0 : FXS_NOT_FOUND;
 }
 
 bool fxsv_serving_is_loaded(fxsv_serving *sv, const char *name, int64_t *version)
@@ -307,12 +422,6 @@ int fxsv_serving_count_loaded(fxsv_serving *sv)
         n++;
     pthread_mutex_unlock(&sv->mu);
     return n;
-}
-
-static fxsv_served *ref(fxsv_served *m)
-{
-    atomic_fetch_add(&m->refs, 1);
-    return m;
 }
 
 /* The cached instance of a version of e, or NULL. Under sv->mu. */
@@ -348,7 +457,7 @@ int fxsv_serving_acquire(fxsv_serving *sv, const char *name, int64_t version, fx
     }
     /* An older version, loaded on demand (outside the lock: it reads files). */
     fxsv_served *built;
-    int rc = build_served(sv, name, version, &built, err, errlen);
+    int rc = build_served(sv, name, version, &built, NULL, err, errlen);
     if (rc)
         return rc;
     fxsv_served *evicted = NULL;

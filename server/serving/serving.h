@@ -32,13 +32,24 @@ fxsv_serving *fxsv_serving_create(fxdb_store *st, const fxsv_serving_opts *opts)
 /* Unloads everything (requests in flight hold their own references). */
 void fxsv_serving_free(fxsv_serving *sv);
 
-/* Serves the latest stored version of a model (replacing the one served:
+/* Changes to one model's serving (load, reload, unload, settings) run one
+ * at a time, in the order they are called: the last one called decides what
+ * is served. Each also keeps the store's "loaded" flag (a restart serves the
+ * models loaded at the stop).
+ *
+ * Serves the latest stored version of a model (replacing the one served:
  * requests in flight finish on the old one). Status codes as store.h; the
  * serving setting "device" (devices.h) places the weights: a device not
  * enabled is FAILED_PRECONDITION, weights over memory_limit_bytes or out of
  * device memory RESOURCE_EXHAUSTED, each naming the device. */
 int fxsv_serving_load(fxsv_serving *sv, const char *name, char *err, size_t errlen);
-/* Stops serving it (requests in flight finish). NOT_FOUND when not loaded. */
+/* As fxsv_serving_load for a model that is served (a new version, new
+ * settings); 0 and nothing done for one that is not. */
+int fxsv_serving_reload(fxsv_serving *sv, const char *name, char *err, size_t errlen);
+/* Stops serving it (requests in flight finish) and clears its "loaded"
+ * flag (a model no longer stored has none). NOT_FOUND when not loaded. To
+ * delete a model, delete it from the store first, then unload: a load that
+ * races the delete then either ends before the unload or finds no model. */
 int fxsv_serving_unload(fxsv_serving *sv, const char *name, char *err, size_t errlen);
 bool fxsv_serving_is_loaded(fxsv_serving *sv, const char *name, int64_t *version);
 /* Checks and stores a model's batching settings (the device must be one
