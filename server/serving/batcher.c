@@ -167,6 +167,46 @@ int fxb_config_check(const fxb_config *c, const fxg_graph *g, char *err, size_t 
     return 0;
 }
 
+/* The arena capacity of one one-sample forward pass of g in a fresh
+ * context on its device; 0 when none runs. Integer inputs are 0, except 1-D
+ * ones (per-sample lengths: 1 is within every probe size). */
+static uint64_t one_sample_arena(const fxg_graph *g)
+{
+    fx_ctx *ctx = fx_ctx_create(fxg_device(g));
+    int n_in = fxg_num_inputs(g), n_out = fxg_num_outputs(g);
+    fx_tensor **t = calloc((size_t)(n_in + n_out) + 1, sizeof *t);
+    uint64_t bytes = 0;
+    static const int64_t sizes[] = { 1, 8, 32 };
+    for (int a = 0; ctx && t && !bytes && a < 3; a++) {
+        fx_ctx_set_grad(ctx, false);
+        fx_ctx_set_training(ctx, false);
+        for (int i = 0; i < n_in; i++) {
+            const fxg_tensor_info *x = fxg_input(g, i);
+            int64_t shape[FX_MAX_DIMS];
+            for (int k = 0; k < x->ndim; k++)
+                shape[k] = x->shape[k] >= 0 ? x->shape[k] : k == 0 ? 1 : sizes[a];
+            double v = x->dtype == FX_F32 ? 0.5 : x->ndim == 1 ? 1 : 0;
+            t[i] = fx_full(ctx, x->dtype, x->ndim, shape, v);
+        }
+        char err[256];
+        if (fxg_forward(g, ctx, t, t + n_in, err, sizeof err) == 0)
+            bytes = fx_ctx_arena_capacity(ctx);
+        fx_ctx_free(ctx); /* a fresh one per try: capacity is the high-water mark */
+        ctx = bytes || a == 2 ? NULL : fx_ctx_create(fxg_device(g));
+    }
+    fx_ctx_free(ctx);
+    free(t);
+    return bytes;
+}
+
+void fxb_min_need(const fxg_graph *g, const fxb_config *c, fx_device dev, fxb_need *out)
+{
+    out->weights = fxsv_params_bytes(fxg_params(g));
+    out->contexts = (int)c->instances + (dev.type == FX_DEV_CPU && c->instances < FXB_MAX_INSTANCES);
+    out->arena = one_sample_arena(g);
+    out->total = out->weights + (uint64_t)out->contexts * out->arena;
+}
+
 /* ----------------------------------------------------------------- queue */
 
 static void unlink_req(fxb_batcher *b, req *q)

@@ -116,6 +116,17 @@ typedef void (*fxb_batch_fn)(void *data, bool ok, uint64_t batch_size, uint64_t 
 
 typedef struct fxb_batcher fxb_batcher;
 
+/* What serving a graph on dev with settings c needs at least, in the terms
+ * of memory_limit_bytes: the weights, plus the arena of one one-sample
+ * batch (every -1 dim 1, or 8 or 32 when 1 does not run) in each engine
+ * context the batcher makes (instances, and the inline one on the CPU).
+ * arena is 0 when no trial batch ran (then only the weights count). */
+typedef struct {
+    uint64_t weights, arena, total;
+    int contexts;
+} fxb_need;
+void fxb_min_need(const fxg_graph *g, const fxb_config *c, fx_device dev, fxb_need *out);
+
 /* Starts the instances and the reaper for graph g (which must outlive the
  * batcher). The instances' contexts are on the graph's device
  * (fxg_device); after each batch the device is synchronised (a device error

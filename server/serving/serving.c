@@ -100,6 +100,24 @@ static fxg_graph *spec_graph(fxsv_serving *sv, const fxdb_model_rec *rec, char *
     return g;
 }
 
+/* The memory limit of settings c against what serving g on dev needs at
+ * least beyond its weights (fxb_min_need): a limit that leaves no room for
+ * a one-sample batch would fail every request, so it is refused when set.
+ * RESOURCE_EXHAUSTED as every memory-limit failure (devices.h). */
+static int check_one_sample(const char *what, const fxg_graph *g, const fxb_config *c,
+                            fx_device dev, char *err, size_t errlen)
+{
+    if (!c->memory_limit_bytes)
+        return 0;
+    fxb_need n;
+    fxb_min_need(g, c, dev, &n);
+    char w[384];
+    snprintf(w, sizeof w, "%s: one sample (the weights, %llu bytes, and a one-sample batch's "
+             "arena of %llu bytes in each of its %d engine contexts)", what,
+             (unsigned long long)n.weights, (unsigned long long)n.arena, n.contexts);
+    return fxsv_check_memory_limit(w, dev, n.total, c->memory_limit_bytes, err, errlen);
+}
+
 /* Moves the weights to the device the settings ask for, within the
  * model's memory limit. */
 static int place(fxsv_serving *sv, const char *name, fxg_graph *g, const fxb_config *c,
@@ -116,13 +134,13 @@ static int place(fxsv_serving *sv, const char *name, fxg_graph *g, const fxb_con
                                 c->memory_limit_bytes, err, errlen);
     if (rc)
         return rc;
-    if (dev.type == fxg_device(g).type && dev.index == fxg_device(g).index)
-        return 0;
-    if (fxg_to_device(g, dev, gerr, sizeof gerr) != 0) {
+    if ((dev.type != fxg_device(g).type || dev.index != fxg_device(g).index) &&
+        fxg_to_device(g, dev, gerr, sizeof gerr) != 0) {
         snprintf(err, errlen, "model '%s': %s", name, gerr);
         return FXS_RESOURCE_EXHAUSTED;
     }
-    return 0;
+    snprintf(what, sizeof what, "model '%s'", name);
+    return check_one_sample(what, g, c, dev, err, errlen);
 }
 
 /* Builds the graph of a stored version (0: latest) with its weights;
@@ -315,7 +333,7 @@ int fxsv_serving_reload(fxsv_serving *sv, const char *name, char *err, size_t er
 
 /* Whether c can serve the model: the settings against each other and the
  * model's graph (the served one, else its own from the spec), the device,
- * and the memory limit against the weights served now. */
+ * and the memory limit against the weights and a one-sample batch. */
 static int check_config(fxsv_serving *sv, const char *name, const fxb_config *c, char *err,
                         size_t errlen)
 {
@@ -328,10 +346,13 @@ static int check_config(fxsv_serving *sv, const char *name, const fxb_config *c,
     fxg_graph *own = NULL;
     fxdb_model_rec rec;
     int rc = 0;
-    if (!m && c->pad_variable_dims && !(rc = fxdb_store_get_model(sv->st, name, &rec, err, errlen))) {
+    bool need_graph = c->pad_variable_dims || c->memory_limit_bytes;
+    if (!m && need_graph && !(rc = fxdb_store_get_model(sv->st, name, &rec, err, errlen))) {
         own = spec_graph(sv, &rec, err, errlen);
         fxdb_model_rec_free(&rec);
         rc = own ? 0 : FXS_INTERNAL;
+        if (own)
+            fxg_drop_grads(own); /* as served */
     }
     if (!rc && fxb_config_check(c, m ? m->g : own, err, errlen) != 0)
         rc = FXS_INVALID_ARGUMENT;
@@ -339,10 +360,15 @@ static int check_config(fxsv_serving *sv, const char *name, const fxb_config *c,
     if (!rc)
         rc = fxsv_devices_resolve(sv->o.devices, c->device, "serving setting device", &dev, err,
                                  errlen);
-    if (!rc && m) /* not stored when the weights served now could not be placed */
+    /* Not stored when the weights served now (or the model's, when it is
+     * not loaded) could not be placed, or would leave no room for a batch. */
+    const fxg_graph *g = m ? m->g : own;
+    if (!rc && g)
         rc = fxsv_check_memory_limit("serving setting memory_limit_bytes: the weights", dev,
-                                    fxsv_params_bytes(fxg_params(m->g)), c->memory_limit_bytes,
+                                    fxsv_params_bytes(fxg_params(g)), c->memory_limit_bytes,
                                     err, errlen);
+    if (!rc && g)
+        rc = check_one_sample("serving setting memory_limit_bytes", g, c, dev, err, errlen);
     fxg_free(own);
     served_unref(m);
     return rc;

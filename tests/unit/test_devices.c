@@ -435,6 +435,42 @@ static void test_batcher_memory_limit(void **state)
     fxg_free(g);
 }
 
+/* The least a served model needs (issue 11, defect 12): its weights and a
+ * one-sample batch's arena per engine context; a batcher held to exactly
+ * that serves a one-sample request (the figure is not an underestimate). */
+static void test_min_need(void **state)
+{
+    (void)state;
+    fxg_graph *g = st_graph_json(MLP, 7);
+    fxb_config c;
+    fxb_config_default(&c);
+    fxb_need n;
+    fxb_min_need(g, &c, fx_cpu(), &n);
+    assert_int_equal(n.weights, fxsv_params_bytes(fxg_params(g)));
+    assert_true(n.arena > 0);
+    assert_int_equal(n.contexts, 2); /* one instance and the inline one */
+    assert_int_equal(n.total, n.weights + 2 * n.arena);
+    c.instances = 3;
+    fxb_need n3;
+    fxb_min_need(g, &c, fx_cpu(), &n3);
+    assert_int_equal(n3.contexts, 4);
+    assert_int_equal(n3.arena, n.arena);
+    c.instances = 1;
+    c.memory_limit_bytes = n.total;
+    char err[256];
+    fxb_batcher *b = fxb_create(g, &c, NULL, NULL, err, sizeof err);
+    assert_non_null(b);
+    answer a;
+    for (int i = 0; i < 3; i++) { /* the instance keeps its arena: still within */
+        infer(b, 1, &a);
+        if (a.status)
+            fail_msg("one sample within the need of %llu bytes: %s",
+                     (unsigned long long)n.total, a.err);
+    }
+    fxb_free(b);
+    fxg_free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -449,6 +485,7 @@ int main(void)
         cmocka_unit_test(test_graph_to_device),
         cmocka_unit_test(test_config_fields),
         cmocka_unit_test(test_batcher_memory_limit),
+        cmocka_unit_test(test_min_need),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
