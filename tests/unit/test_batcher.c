@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -45,6 +46,12 @@ static const char *LSTM = "{\"inputs\": [{\"name\": \"seq\", \"dtype\": \"FP32\"
     "            {\"name\": \"fc\", \"op\": \"dense\", \"inputs\": [\"rnn\"],"
     "             \"attrs\": {\"in_features\": 8, \"out_features\": 2}}],"
     "\"outputs\": [{\"name\": \"out\", \"source\": \"fc\"}]}";
+
+/* wide: x [-1, 1] -> dense 65536 (4 bytes in, 256 KiB out per sample) */
+static const char *WIDE = "{\"inputs\": [{\"name\": \"x\", \"dtype\": \"FP32\", \"shape\": [-1, 1]}],"
+    "\"nodes\": [{\"name\": \"fc\", \"op\": \"dense\", \"inputs\": [\"x\"],"
+    "             \"attrs\": {\"in_features\": 1, \"out_features\": 65536}}],"
+    "\"outputs\": [{\"name\": \"y\", \"source\": \"fc\"}]}";
 
 /* ------------------------------------------------------------ collector */
 
@@ -747,6 +754,56 @@ static void test_free_from_reaper_while_inline_runs(void **state)
 }
 
 
+/* Out of memory in a batch is RESOURCE_EXHAUSTED, not INVALID_ARGUMENT
+ * (issue 11, defect 8): the process's address space is capped a little above
+ * what it uses, and a request's 1 GiB output cannot be allocated. Skipped
+ * under ASan, whose shadow memory needs the address space. */
+static uint64_t vm_size_bytes(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    unsigned long long kib = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmSize: %llu kB", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return (uint64_t)kib << 10;
+}
+
+static void test_out_of_memory(void **state)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    skip();
+#else
+    fxg_graph *g = st_graph_json(WIDE, 7);
+    fxb_config c = cfg(1, 0);
+    fxb_batcher *b = start(g, &c);
+    rq r = { .in[0] = { .ndim = 2, .shape = { 4096, 1 }, .data = values(4096, 0) } };
+    struct rlimit old, cap;
+    assert_int_equal(getrlimit(RLIMIT_AS, &old), 0);
+    cap = old;
+    cap.rlim_cur = vm_size_bytes() + (256u << 20);
+    assert_int_equal(setrlimit(RLIMIT_AS, &cap), 0);
+    int rc = submit(b, &r, 0, 0, 0);
+    if (rc == 0)
+        wait_done(1);
+    assert_int_equal(setrlimit(RLIMIT_AS, &old), 0);
+    assert_int_equal(rc, 0);
+    assert_int_equal(C.status[0], FXS_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(C.err[0], "out of memory"));
+    /* the instance goes on: a small request is answered */
+    rq small = { .in[0] = { .ndim = 2, .shape = { 2, 1 }, .data = values(2, 0) } };
+    assert_int_equal(submit(b, &small, 1, 0, 0), 0);
+    wait_done(2);
+    expect_alone(g, &small, 1, 1, 1e-6);
+    fxb_free(b);
+    rq_free(&r, 1);
+    rq_free(&small, 1);
+    fxg_free(g);
+#endif
+}
+
 /* may_run_inline: a request that would go at once runs on the submitting
  * thread (no hand-off), answered before fxb_submit returns, with the same
  * result as through an instance thread. */
@@ -809,6 +866,7 @@ int main(void)
         cmocka_unit_test(test_bad_request_fails_alone),
         cmocka_unit_test(test_batching_off),
         cmocka_unit_test(test_config_checks),
+        cmocka_unit_test(test_out_of_memory),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     reset();
