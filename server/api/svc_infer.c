@@ -286,6 +286,47 @@ static int check_input(const fxg_graph *g, int gi, const InferReq *req, int ri, 
     return 0;
 }
 
+/* The reply's size at least, from the requested outputs' shapes at the
+ * request's batch size (a -1 after the first dim counts 1: that size follows
+ * an input's and is known only once the model runs): a reply over the
+ * message limit is refused before the request runs, not computed to be
+ * dropped at send (RESOURCE_EXHAUSTED, naming the largest output). Raw and
+ * FP32 values take their size; typed integers at least a byte (varints). */
+static int check_reply_size(const fxg_graph *g, const infer_job *j, uint64_t max_bytes,
+                            char *err, size_t errlen)
+{
+    uint64_t total = 0, big_bytes = 0;
+    fx_tensor big = { .ndim = 0 }; /* only its shape is read (fx_shape_str) */
+    const fxg_tensor_info *big_info = NULL;
+    for (int k = 0; k < j->n_out; k++) {
+        const fxg_tensor_info *t = fxg_output(g, j->out_index[k]);
+        fx_tensor shape = { .ndim = t->ndim };
+        uint64_t bytes = j->raw || t->dtype == FX_F32 ? fx_dtype_size(t->dtype) : 1;
+        for (int d = 0; d < t->ndim; d++) {
+            shape.shape[d] = t->shape[d] >= 0 ? t->shape[d] : d == 0 ? (int64_t)j->batch : 1;
+            uint64_t n = (uint64_t)shape.shape[d];
+            bytes = n && bytes > UINT64_MAX / n ? UINT64_MAX : bytes * n;
+        }
+        total = total > UINT64_MAX - bytes ? UINT64_MAX : total + bytes;
+        if (!big_info || bytes > big_bytes) {
+            big_info = t;
+            big_bytes = bytes;
+            big = shape;
+        }
+    }
+    /* room for the rest of the reply: names, shapes, the request's id */
+    uint64_t slack = 4096 + strlen(j->req->id ? j->req->id : "");
+    if (total <= max_bytes && max_bytes - total >= slack)
+        return 0;
+    char dims[160];
+    snprintf(err, errlen, "the reply would be at least %" PRIu64 " bytes, over the message limit "
+             "of %" PRIu64 " bytes (--max-message-mb): output '%s' would be %s %s, %" PRIu64
+             " bytes; send fewer samples per request, or ask only for the outputs needed",
+             total, max_bytes, big_info->name, fx_shape_str(&big, dims, sizeof dims),
+             dtype_name(big_info->dtype), big_bytes);
+    return FXS_RESOURCE_EXHAUSTED;
+}
+
 /* Validates the whole request (names, dtypes, shapes, sizes, outputs) and
  * fills the job's index tables. */
 static int validate(fxa_daemon *d, infer_job *j, char *err, size_t errlen)
@@ -339,7 +380,7 @@ static int validate(fxa_daemon *d, infer_job *j, char *err, size_t errlen)
         for (int o = 0; o < no; o++)
             j->out_index[o] = o;
         j->n_out = no;
-        return 0;
+        return check_reply_size(g, j, d->max_message_bytes, err, errlen);
     }
     for (size_t r = 0; r < req->n_outputs; r++) {
         int o = fxg_find_output(g, req->outputs[r]->name);
@@ -355,7 +396,7 @@ static int validate(fxa_daemon *d, infer_job *j, char *err, size_t errlen)
             }
         j->out_index[j->n_out++] = o;
     }
-    return 0;
+    return check_reply_size(g, j, d->max_message_bytes, err, errlen);
 }
 
 /* Output k of the request into a response tensor (typed or raw). The data

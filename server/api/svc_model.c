@@ -185,6 +185,7 @@ static void create_model(fxr_call *call, const ProtobufCMessage *msg, void *data
         fxr_fail(call, nomem ? FXS_RESOURCE_EXHAUSTED : FXS_INVALID_ARGUMENT, "spec: %s", err);
         return;
     }
+    fxg_drop_grads(g); /* only its weights are stored: not twice the memory */
     char source[64];
     snprintf(source, sizeof source, "init (seed %llu)", (unsigned long long)req->seed);
     if (req->weights.len > 0) {
@@ -203,8 +204,8 @@ static void create_model(fxr_call *call, const ProtobufCMessage *msg, void *data
         snprintf(err, sizeof err, "out of memory");
         rc = -1;
     }
-    fxg_free(g);
     if (rc != 0) {
+        fxg_free(g);
         fxr_fail(call, FXS_RESOURCE_EXHAUSTED, "%s", err);
         free(w);
         return;
@@ -214,12 +215,17 @@ static void create_model(fxr_call *call, const ProtobufCMessage *msg, void *data
                                 !req->no_load, w, wlen, source, err, sizeof err);
     free(w);
     free(spec);
+    if (rc || req->no_load)
+        fxg_free(g);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return;
     }
     fxl_log(FXL_INFO, "models", "model created model=%s weights_bytes=%zu", req->name, wlen);
-    if (!req->no_load && (rc = fxsv_serving_load(d->serving, req->name, err, sizeof err)) != 0) {
+    /* Served with the graph made here (version 1), not built again from the
+     * store: one copy of the weights less at the peak. */
+    if (!req->no_load &&
+        (rc = fxsv_serving_load_graph(d->serving, req->name, 1, g, err, sizeof err)) != 0) {
         fxr_fail(call, rc, "stored, but cannot be served: %s", err);
         return;
     }

@@ -96,7 +96,8 @@ void fxb_config_default(fxb_config *c)
     *c = (fxb_config){ .enabled = true, .max_batch_size = FXB_DEFAULT_MAX_BATCH,
                        .max_queue_delay_us = FXB_DEFAULT_DELAY_US,
                        .max_queue_size = FXB_DEFAULT_QUEUE, .priority_levels = 1,
-                       .default_priority = 1, .instances = 1 };
+                       .default_priority = 1, .instances = 1,
+                       .arena_keep_bytes = FXB_ARENA_KEEP_BYTES };
 }
 
 static bool has_lengths_input(const fxg_graph *g)
@@ -591,10 +592,37 @@ static int device_check(fxb_batcher *b, instance *in, char *err, size_t errlen, 
     return rc;
 }
 
-/* Replaces the instance's context by an empty one (its arena grew past the
- * memory limit); the old one stays when no new one can be made. */
+static uint64_t stage_bytes(const stage *s)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < s->n; i++)
+        n += s->cap[i];
+    return n;
+}
+
+static void stage_release(stage *s)
+{
+    for (int i = 0; i < s->n; i++) {
+        free(s->buf[i]);
+        s->buf[i] = NULL;
+        s->cap[i] = 0;
+    }
+}
+
+/* What an instance holds between batches: its arena and staging buffers. */
+static uint64_t instance_bytes(const instance *in)
+{
+    return fx_ctx_arena_capacity(in->ctx) + stage_bytes(&in->in) + stage_bytes(&in->out);
+}
+
+/* Gives back what the instance holds: a new, empty context in place of its
+ * own (the engine has no call that shrinks an arena; the old context stays
+ * when no new one can be made), and no staging buffers. After a batch over
+ * the memory limit, or one that left more than arena_keep_bytes. */
 static void instance_refresh(fxb_batcher *b, instance *in)
 {
+    stage_release(&in->in);
+    stage_release(&in->out);
     fx_ctx *ctx = instance_ctx(b);
     if (!ctx)
         return;
@@ -644,7 +672,10 @@ static void run(fxb_batcher *b, instance *in, req **r, int n)
             run_each(b, in, r, n);
             return;
         }
-        status = FXS_INVALID_ARGUMENT; /* inputs that pass the checks but disagree */
+        /* out of memory is the server's limit, not the request's fault;
+         * anything else: inputs that pass the checks but disagree */
+        status = fx_ctx_status(in->ctx) == FX_ERR_NOMEM ? FXS_RESOURCE_EXHAUSTED
+                                                        : FXS_INVALID_ARGUMENT;
     }
     uint64_t t2 = fxb_mono_ns();
     for (int o = 0; o < b->n_out && !status; o++) {
@@ -732,7 +763,7 @@ static void run(fxb_batcher *b, instance *in, req **r, int n)
             free(owned[o]);
         row += q->samples;
     }
-    if (fresh)
+    if (fresh || instance_bytes(in) > b->c.arena_keep_bytes)
         instance_refresh(b, in);
 }
 

@@ -52,6 +52,11 @@ typedef struct {
     bool pad_variable_dims;
     char device[32];          /* as requested (devices.h); "": the server's first */
     uint64_t memory_limit_bytes; /* weights + instances' arenas; 0: none */
+    /* Not a stored setting (fxb_config_default's FXB_ARENA_KEEP_BYTES): an
+     * instance whose engine arena and staging buffers hold more than this
+     * after a batch gives them back, so one large batch does not keep its
+     * memory for the life of the model. */
+    uint64_t arena_keep_bytes;
 } fxb_config;
 
 #define FXB_DEFAULT_MAX_BATCH 32
@@ -59,6 +64,7 @@ typedef struct {
 #define FXB_DEFAULT_QUEUE 1024
 #define FXB_MAX_INSTANCES 64
 #define FXB_MAX_LEVELS 16
+#define FXB_ARENA_KEEP_BYTES (64ull << 20)
 
 void fxb_config_default(fxb_config *c);
 /* Checks the settings against each other and the graph (NULL: no graph

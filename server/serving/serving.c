@@ -143,45 +143,12 @@ static int place(fxsv_serving *sv, const char *name, fxg_graph *g, const fxb_con
     return check_one_sample(what, g, c, dev, err, errlen);
 }
 
-/* Builds the graph of a stored version (0: latest) with its weights;
- * *stored_loaded (optional): the store's "loaded" flag of the model. */
-static int build_served(fxsv_serving *sv, const char *name, int64_t version, fxsv_served **out,
-                        bool *stored_loaded, char *err, size_t errlen)
+/* An instance serving g (taken: freed on failure) as the given version,
+ * placed and batched by the model's stored settings. */
+static int served_from_graph(fxsv_serving *sv, const char *name, int64_t version, fxg_graph *g,
+                             fxsv_served **out, char *err, size_t errlen)
 {
-    fxdb_model_rec rec;
-    int rc = fxdb_store_get_model(sv->st, name, &rec, err, errlen);
-    if (rc)
-        return rc;
-    if (stored_loaded)
-        *stored_loaded = rec.loaded;
-    if (version == 0 && rec.n_versions > 0)
-        version = rec.versions[rec.n_versions - 1].version;
-    bool found = false;
-    for (int i = 0; i < rec.n_versions; i++)
-        found |= rec.versions[i].version == version;
-    if (!found) {
-        snprintf(err, errlen, "model '%s' has no version %lld", name, (long long)version);
-        fxdb_model_rec_free(&rec);
-        return FXS_NOT_FOUND;
-    }
-    fxg_graph *g = spec_graph(sv, &rec, err, errlen);
-    fxdb_model_rec_free(&rec);
-    if (!g)
-        return FXS_INTERNAL;
-    char gerr[512];
-    void *w = NULL;
-    size_t wlen = 0;
-    rc = fxdb_store_read_weights(sv->st, name, version, &w, &wlen, err, errlen);
-    if (rc == 0 && fxg_load_weights(g, w, wlen, gerr, sizeof gerr) != 0) {
-        snprintf(err, errlen, "model '%s' version %lld: %s", name, (long long)version, gerr);
-        rc = FXS_INTERNAL;
-    }
-    free(w);
-    if (rc) {
-        fxg_free(g);
-        return rc;
-    }
-    fxg_drop_grads(g); /* served graphs never train: half the parameter memory */
+    int rc;
     fxsv_served *m = calloc(1, sizeof *m);
     if (!m || !(m->name = strdup(name))) {
         free(m);
@@ -208,6 +175,50 @@ static int build_served(fxsv_serving *sv, const char *name, int64_t version, fxs
     }
     *out = m;
     return 0;
+}
+
+/* Builds the graph of a stored version (0: latest) with its weights;
+ * *stored_loaded (optional): the store's "loaded" flag of the model. */
+static int build_served(fxsv_serving *sv, const char *name, int64_t version, fxsv_served **out,
+                        bool *stored_loaded, char *err, size_t errlen)
+{
+    fxdb_model_rec rec;
+    int rc = fxdb_store_get_model(sv->st, name, &rec, err, errlen);
+    if (rc)
+        return rc;
+    if (stored_loaded)
+        *stored_loaded = rec.loaded;
+    if (version == 0 && rec.n_versions > 0)
+        version = rec.versions[rec.n_versions - 1].version;
+    bool found = false;
+    for (int i = 0; i < rec.n_versions; i++)
+        found |= rec.versions[i].version == version;
+    if (!found) {
+        snprintf(err, errlen, "model '%s' has no version %lld", name, (long long)version);
+        fxdb_model_rec_free(&rec);
+        return FXS_NOT_FOUND;
+    }
+    fxg_graph *g = spec_graph(sv, &rec, err, errlen);
+    fxdb_model_rec_free(&rec);
+    if (!g)
+        return FXS_INTERNAL;
+    /* Served graphs never train: half the parameter memory, given back
+     * before the weights are read (the peak is the graph and the file). */
+    fxg_drop_grads(g);
+    char gerr[512];
+    void *w = NULL;
+    size_t wlen = 0;
+    rc = fxdb_store_read_weights(sv->st, name, version, &w, &wlen, err, errlen);
+    if (rc == 0 && fxg_load_weights(g, w, wlen, gerr, sizeof gerr) != 0) {
+        snprintf(err, errlen, "model '%s' version %lld: %s", name, (long long)version, gerr);
+        rc = FXS_INTERNAL;
+    }
+    free(w);
+    if (rc) {
+        fxg_free(g);
+        return rc;
+    }
+    return served_from_graph(sv, name, version, g, out, err, errlen);
 }
 
 /* -------------------------------------------------------------- registry */
@@ -274,19 +285,11 @@ static int lock_failed(char *err, size_t errlen)
     return FXS_RESOURCE_EXHAUSTED;
 }
 
-/* Builds the latest version and serves it in place of the one served (or
- * as the first), marking the model loaded in the store. only_if_loaded:
- * nothing happens when the model is not served. Under the model's lock. */
-static int load_locked(fxsv_serving *sv, const char *name, bool only_if_loaded, char *err,
-                       size_t errlen)
+/* Serves m in place of the one served (or as the first) and marks the
+ * model loaded in the store unless it is. Under the model's lock. */
+static int swap_in(fxsv_serving *sv, const char *name, fxsv_served *m, bool stored_loaded,
+                   char *err, size_t errlen)
 {
-    if (only_if_loaded && !fxsv_serving_is_loaded(sv, name, NULL))
-        return 0;
-    fxsv_served *m;
-    bool stored_loaded = false;
-    int rc = build_served(sv, name, 0, &m, &stored_loaded, err, errlen);
-    if (rc)
-        return rc;
     int64_t version = m->version; /* m is the entry's once swapped in: not ours to read */
     pthread_mutex_lock(&sv->mu);
     entry *e = find_entry(sv, name);
@@ -310,6 +313,19 @@ static int load_locked(fxsv_serving *sv, const char *name, bool only_if_loaded, 
     return stored_loaded ? 0 : fxdb_store_set_loaded(sv->st, name, true, err, errlen);
 }
 
+/* Builds the latest version and serves it. only_if_loaded: nothing happens
+ * when the model is not served. Under the model's lock. */
+static int load_locked(fxsv_serving *sv, const char *name, bool only_if_loaded, char *err,
+                       size_t errlen)
+{
+    if (only_if_loaded && !fxsv_serving_is_loaded(sv, name, NULL))
+        return 0;
+    fxsv_served *m;
+    bool stored_loaded = false;
+    int rc = build_served(sv, name, 0, &m, &stored_loaded, err, errlen);
+    return rc ? rc : swap_in(sv, name, m, stored_loaded, err, errlen);
+}
+
 static int load_or_reload(fxsv_serving *sv, const char *name, bool only_if_loaded, char *err,
                           size_t errlen)
 {
@@ -329,6 +345,35 @@ int fxsv_serving_load(fxsv_serving *sv, const char *name, char *err, size_t errl
 int fxsv_serving_reload(fxsv_serving *sv, const char *name, char *err, size_t errlen)
 {
     return load_or_reload(sv, name, true, err, errlen);
+}
+
+int fxsv_serving_load_graph(fxsv_serving *sv, const char *name, int64_t version, fxg_graph *g,
+                           char *err, size_t errlen)
+{
+    name_lock *l = lock_name(sv, name);
+    if (!l) {
+        fxg_free(g);
+        return lock_failed(err, errlen);
+    }
+    /* Checked under the lock: a delete that came first is seen here, one
+     * that comes later unloads after this (fxsv_serving_unload). */
+    fxdb_model_rec rec;
+    int rc = fxdb_store_get_model(sv->st, name, &rec, err, errlen);
+    bool latest = !rc && rec.n_versions > 0 && rec.versions[rec.n_versions - 1].version == version;
+    bool stored_loaded = !rc && rec.loaded;
+    if (!rc)
+        fxdb_model_rec_free(&rec);
+    fxsv_served *m = NULL;
+    if (!rc && !latest) { /* a newer version came meanwhile: that one */
+        fxg_free(g);
+        rc = load_locked(sv, name, false, err, errlen);
+    } else if (!rc && !(rc = served_from_graph(sv, name, version, g, &m, err, errlen))) {
+        rc = swap_in(sv, name, m, stored_loaded, err, errlen);
+    } else if (rc) {
+        fxg_free(g);
+    }
+    unlock_name(sv, l);
+    return rc;
 }
 
 /* Whether c can serve the model: the settings against each other and the

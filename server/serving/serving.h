@@ -46,6 +46,13 @@ int fxsv_serving_load(fxsv_serving *sv, const char *name, char *err, size_t errl
 /* As fxsv_serving_load for a model that is served (a new version, new
  * settings); 0 and nothing done for one that is not. */
 int fxsv_serving_reload(fxsv_serving *sv, const char *name, char *err, size_t errlen);
+/* As fxsv_serving_load with the graph of the latest version already built
+ * (CreateModel's, which made its weights): g (its gradients dropped) is
+ * taken, freed on failure, and served as that version, without building it
+ * again from the store. When a newer version was stored meanwhile, that one
+ * is loaded instead. */
+int fxsv_serving_load_graph(fxsv_serving *sv, const char *name, int64_t version, fxg_graph *g,
+                           char *err, size_t errlen);
 /* Stops serving it (requests in flight finish) and clears its "loaded"
  * flag (a model no longer stored has none). NOT_FOUND when not loaded. To
  * delete a model, delete it from the store first, then unload: a load that
