@@ -775,7 +775,7 @@ static void test_out_of_memory(void **state)
 {
 #if defined(__SANITIZE_ADDRESS__)
     skip();
-#else
+#endif
     fxg_graph *g = st_graph_json(WIDE, 7);
     fxb_config c = cfg(1, 0);
     fxb_batcher *b = start(g, &c);
@@ -801,7 +801,6 @@ static void test_out_of_memory(void **state)
     rq_free(&r, 1);
     rq_free(&small, 1);
     fxg_free(g);
-#endif
 }
 
 /* may_run_inline: a request that would go at once runs on the submitting
