@@ -76,10 +76,8 @@ void fxsv_served_release(fxsv_served *m) { served_unref(m); }
 const fxg_graph *fxsv_served_graph(const fxsv_served *m) { return m->g; }
 const char *fxsv_served_name(const fxsv_served *m) { return m->name; }
 int64_t fxsv_served_version(const fxsv_served *m) { return m->version; }
-fxb_batcher *fxsv_served_batcher(const fxsv_served *m) { return m->b; }
 
-static void record_batch(void *data, bool ok, uint64_t batch_size, uint64_t input_ns,
-                         uint64_t infer_ns, uint64_t output_ns);
+static void record_batch(void *data, bool ok, const fxb_timing *t);
 
 /* The graph of a stored model's spec (seeded weights). */
 static fxg_graph *spec_graph(fxsv_serving *sv, const fxdb_model_rec *rec, char *err,
@@ -165,9 +163,10 @@ static int served_from_graph(fxsv_serving *sv, const char *name, int64_t version
     rc = fxsv_cfg_load(sv->st, name, &cfg, err, errlen);
     if (!rc)
         rc = place(sv, name, g, &cfg, err, errlen);
-    if (!rc && !(m->b = fxb_create(g, &cfg, record_batch, m, berr, sizeof berr))) {
+    if (!rc && (rc = fxb_create(g, &cfg, record_batch, m, &m->b, berr, sizeof berr))) {
         snprintf(err, errlen, "model '%s': batching settings: %s", name, berr);
-        rc = FXS_FAILED_PRECONDITION;
+        if (rc == FXS_INVALID_ARGUMENT) /* stored settings that do not fit */
+            rc = FXS_FAILED_PRECONDITION;
     }
     if (rc) {
         served_unref(m);
@@ -399,8 +398,8 @@ static int check_config(fxsv_serving *sv, const char *name, const fxb_config *c,
         if (own)
             fxg_drop_grads(own); /* as served */
     }
-    if (!rc && fxb_config_check(c, m ? m->g : own, err, errlen) != 0)
-        rc = FXS_INVALID_ARGUMENT;
+    if (!rc)
+        rc = fxb_config_check(c, m ? m->g : own, err, errlen);
     fx_device dev;
     if (!rc)
         rc = fxsv_devices_resolve(sv->o.devices, c->device, "serving setting device", &dev, err,
@@ -573,7 +572,7 @@ int fxsv_serving_list(fxsv_serving *sv, fxsv_served ***out, int *n)
     pthread_mutex_unlock(&sv->mu);
     *out = arr;
     *n = k;
-    return arr ? 0 : -1;
+    return arr ? 0 : FXS_RESOURCE_EXHAUSTED;
 }
 
 /* ----------------------------------------------------------- statistics */
@@ -584,30 +583,36 @@ static void add(fxsv_duration *d, uint64_t ns)
     d->ns += ns;
 }
 
-void fxsv_served_record(fxsv_served *m, const fxsv_exec_record *r)
+/* One request: samples its own, t its batch's (queue its own). */
+static void record(fxsv_served *m, bool ok, const fxb_timing *t, uint64_t samples)
 {
     pthread_mutex_lock(&m->mu);
     fxsv_stats *s = &m->stats;
-    uint64_t total = r->queue_ns + r->input_ns + r->infer_ns + r->output_ns;
-    if (!r->ok) {
+    uint64_t total = t->queue_ns + t->input_ns + t->infer_ns + t->output_ns;
+    if (!ok) {
         add(&s->fail, total);
         pthread_mutex_unlock(&m->mu);
         return;
     }
     s->last_inference_ms = (uint64_t)fxu_now_ms();
-    s->inference_count += r->batch_size;
+    s->inference_count += samples;
     add(&s->success, total);
-    add(&s->queue, r->queue_ns);
-    add(&s->input, r->input_ns);
-    add(&s->infer, r->infer_ns);
-    add(&s->output, r->output_ns);
+    add(&s->queue, t->queue_ns);
+    add(&s->input, t->input_ns);
+    add(&s->infer, t->infer_ns);
+    add(&s->output, t->output_ns);
     pthread_mutex_unlock(&m->mu);
+}
+
+void fxsv_served_refused(fxsv_served *m, uint64_t received_ns)
+{
+    fxb_timing t = { .queue_ns = fxu_mono_ns() - received_ns };
+    record(m, false, &t, 0);
 }
 
 /* One executed batch (from the batcher, before its requests are answered):
  * execution_count and the row of its size in the batch table. */
-static void record_batch(void *data, bool ok, uint64_t batch_size, uint64_t input_ns,
-                         uint64_t infer_ns, uint64_t output_ns)
+static void record_batch(void *data, bool ok, const fxb_timing *t)
 {
     fxsv_served *m = data;
     if (!ok)
@@ -616,22 +621,68 @@ static void record_batch(void *data, bool ok, uint64_t batch_size, uint64_t inpu
     fxsv_stats *s = &m->stats;
     s->execution_count++;
     int i = 0;
-    while (i < s->n_batch && s->batch[i].batch_size < batch_size)
+    while (i < s->n_batch && s->batch[i].batch_size < t->batch_size)
         i++;
-    if (i == s->n_batch || s->batch[i].batch_size != batch_size) {
+    if (i == s->n_batch || s->batch[i].batch_size != t->batch_size) {
         if (s->n_batch == (int)(sizeof s->batch / sizeof s->batch[0])) {
             pthread_mutex_unlock(&m->mu); /* table full: only totals count */
             return;
         }
         memmove(&s->batch[i + 1], &s->batch[i], sizeof s->batch[0] * (size_t)(s->n_batch - i));
         memset(&s->batch[i], 0, sizeof s->batch[i]);
-        s->batch[i].batch_size = batch_size;
+        s->batch[i].batch_size = t->batch_size;
         s->n_batch++;
     }
-    add(&s->batch[i].input, input_ns);
-    add(&s->batch[i].infer, infer_ns);
-    add(&s->batch[i].output, output_ns);
+    add(&s->batch[i].input, t->input_ns);
+    add(&s->batch[i].infer, t->infer_ns);
+    add(&s->batch[i].output, t->output_ns);
     pthread_mutex_unlock(&m->mu);
+}
+
+/* ------------------------------------------------------------- requests */
+
+/* A submitted request, between the batcher and its caller. */
+typedef struct {
+    fxsv_served *m; /* held until sent */
+    fxsv_request r;
+} pending;
+
+/* The batcher's answer: the caller makes its answer (counted as output
+ * time), the request is counted, then the answer goes. */
+static void request_done(void *user, int status, const char *err, const fxb_output *outs,
+                         const fxb_timing *t)
+{
+    pending *p = user;
+    uint64_t t0 = fxu_mono_ns();
+    int st = p->r.answer(p->r.user, status, err, outs);
+    fxb_timing tm = *t;
+    tm.output_ns += fxu_mono_ns() - t0;
+    record(p->m, st == 0, &tm, p->r.samples);
+    p->r.send(p->r.user, st, st == status ? err : NULL);
+    fxsv_served *m = p->m;
+    free(p);
+    served_unref(m); /* may be the last reference: done calls may free (batcher.h) */
+}
+
+int fxsv_submit(fxsv_served *m, const fxsv_request *r, char *err, size_t errlen)
+{
+    pending *p = malloc(sizeof *p);
+    int rc = FXS_RESOURCE_EXHAUSTED;
+    if (!p) {
+        snprintf(err, errlen, "out of memory");
+    } else {
+        *p = (pending){ .m = ref(m), .r = *r };
+        fxb_request br = { .inputs = r->inputs, .priority = r->priority,
+                           .timeout_us = r->timeout_us, .deadline_ns = r->deadline_ns,
+                           .received_ns = r->received_ns, .done = request_done, .user = p,
+                           .may_run_inline = r->may_run_inline };
+        if (!(rc = fxb_submit(m->b, &br, err, errlen)))
+            return 0;
+        served_unref(m); /* not the last: the caller holds m */
+        free(p);
+    }
+    fxsv_served_refused(m, r->received_ns);
+    return rc;
 }
 
 void fxsv_served_stats(fxsv_served *m, fxsv_stats *out)

@@ -115,12 +115,11 @@ static void on_done(void *user, int status, const char *err, const fxb_output *o
     pthread_mutex_unlock(&c->mu);
 }
 
-static void on_batch(void *data, bool ok, uint64_t size, uint64_t in_ns, uint64_t inf_ns,
-                     uint64_t out_ns)
+static void on_batch(void *data, bool ok, const fxb_timing *t)
 {
     collector *c = data;
     pthread_mutex_lock(&c->mu);
-    c->batch_size[c->n_batches] = size;
+    c->batch_size[c->n_batches] = t->batch_size;
     c->batch_end_ns[c->n_batches++] = fxb_mono_ns();
     pthread_mutex_unlock(&c->mu);
 }
@@ -152,8 +151,8 @@ static fxb_batcher *start(const fxg_graph *g, const fxb_config *c)
 {
     reset();
     char err[512];
-    fxb_batcher *b = fxb_create(g, c, on_batch, &C, err, sizeof err);
-    if (!b)
+    fxb_batcher *b;
+    if (fxb_create(g, c, on_batch, &C, &b, err, sizeof err) != 0)
         fail_msg("fxb_create: %s", err);
     return b;
 }
@@ -657,10 +656,13 @@ static void test_config_checks(void **state)
         const char *name = make_bad(&c, i);
         if (!name)
             break;
-        assert_int_equal(fxb_config_check(&c, mlp, err, sizeof err), -1);
+        assert_int_equal(fxb_config_check(&c, mlp, err, sizeof err), FXS_INVALID_ARGUMENT);
         if (!strstr(err, name))
             fail_msg("case %d: '%s' does not name %s", i, err, name);
-        assert_null(fxb_create(mlp, &c, NULL, NULL, err, sizeof err));
+        fxb_batcher *b = (fxb_batcher *)&c; /* set to NULL on failure */
+        assert_int_equal(fxb_create(mlp, &c, NULL, NULL, &b, err, sizeof err),
+                         FXS_INVALID_ARGUMENT);
+        assert_null(b);
     }
     fxb_config_default(&c);
     assert_int_equal(fxb_config_check(&c, mlp, err, sizeof err), 0);

@@ -413,8 +413,8 @@ static void test_batcher_memory_limit(void **state)
     char err[256];
     /* room for the weights, none for a batch */
     c.memory_limit_bytes = MLP_WEIGHT_BYTES + 1;
-    fxb_batcher *b = fxb_create(g, &c, NULL, NULL, err, sizeof err);
-    assert_non_null(b);
+    fxb_batcher *b;
+    assert_int_equal(fxb_create(g, &c, NULL, NULL, &b, err, sizeof err), 0);
     answer a;
     infer(b, 2, &a);
     assert_int_equal(a.status, FXS_RESOURCE_EXHAUSTED);
@@ -426,8 +426,7 @@ static void test_batcher_memory_limit(void **state)
     /* a limit with room: served as without one */
     c.memory_limit_bytes = 64u << 20;
     c.instances = 2;
-    b = fxb_create(g, &c, NULL, NULL, err, sizeof err);
-    assert_non_null(b);
+    assert_int_equal(fxb_create(g, &c, NULL, NULL, &b, err, sizeof err), 0);
     infer(b, 2, &a);
     assert_int_equal(a.status, 0);
     tu_assert_close(a.y, ref, 6, 1e-5);
@@ -458,8 +457,8 @@ static void test_min_need(void **state)
     c.instances = 1;
     c.memory_limit_bytes = n.total;
     char err[256];
-    fxb_batcher *b = fxb_create(g, &c, NULL, NULL, err, sizeof err);
-    assert_non_null(b);
+    fxb_batcher *b;
+    assert_int_equal(fxb_create(g, &c, NULL, NULL, &b, err, sizeof err), 0);
     answer a;
     for (int i = 0; i < 3; i++) { /* the instance keeps its arena: still within */
         infer(b, 1, &a);
