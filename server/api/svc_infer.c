@@ -189,13 +189,15 @@ typedef struct {
     int n_out;           /* outputs to return */
     int *out_index;      /* -> graph output index */
     bool raw;            /* inputs came as raw_input_contents: answer raw */
-    fxb_input *inputs;   /* per graph input, pointing into req */
+    fxsv_input *inputs;  /* per graph input, pointing into req */
     uint64_t batch;
-    uint64_t t_received;
+    pba reply_arena;     /* the answer, made before it is sent */
+    Inference__ModelInferResponse resp;
 } infer_job;
 
 static void job_free(infer_job *j)
 {
+    pba_free(&j->reply_arena);
     if (j->model)
         fxsv_served_release(j->model);
     free(j->req_index);
@@ -286,6 +288,47 @@ static int check_input(const fxg_graph *g, int gi, const InferReq *req, int ri, 
     return 0;
 }
 
+/* The reply's size at least, from the requested outputs' shapes at the
+ * request's batch size (a -1 after the first dim counts 1: that size follows
+ * an input's and is known only once the model runs): a reply over the
+ * message limit is refused before the request runs, not computed to be
+ * dropped at send (RESOURCE_EXHAUSTED, naming the largest output). Raw and
+ * FP32 values take their size; typed integers at least a byte (varints). */
+static int check_reply_size(const fxg_graph *g, const infer_job *j, uint64_t max_bytes,
+                            char *err, size_t errlen)
+{
+    uint64_t total = 0, big_bytes = 0;
+    fx_tensor big = { .ndim = 0 }; /* only its shape is read (fx_shape_str) */
+    const fxg_tensor_info *big_info = NULL;
+    for (int k = 0; k < j->n_out; k++) {
+        const fxg_tensor_info *t = fxg_output(g, j->out_index[k]);
+        fx_tensor shape = { .ndim = t->ndim };
+        uint64_t bytes = j->raw || t->dtype == FX_F32 ? fx_dtype_size(t->dtype) : 1;
+        for (int d = 0; d < t->ndim; d++) {
+            shape.shape[d] = t->shape[d] >= 0 ? t->shape[d] : d == 0 ? (int64_t)j->batch : 1;
+            uint64_t n = (uint64_t)shape.shape[d];
+            bytes = n && bytes > UINT64_MAX / n ? UINT64_MAX : bytes * n;
+        }
+        total = total > UINT64_MAX - bytes ? UINT64_MAX : total + bytes;
+        if (!big_info || bytes > big_bytes) {
+            big_info = t;
+            big_bytes = bytes;
+            big = shape;
+        }
+    }
+    /* room for the rest of the reply: names, shapes, the request's id */
+    uint64_t slack = 4096 + strlen(j->req->id ? j->req->id : "");
+    if (total <= max_bytes && max_bytes - total >= slack)
+        return 0;
+    char dims[160];
+    snprintf(err, errlen, "the reply would be at least %" PRIu64 " bytes, over the message limit "
+             "of %" PRIu64 " bytes (--max-message-mb): output '%s' would be %s %s, %" PRIu64
+             " bytes; send fewer samples per request, or ask only for the outputs needed",
+             total, max_bytes, big_info->name, fx_shape_str(&big, dims, sizeof dims),
+             dtype_name(big_info->dtype), big_bytes);
+    return FXS_RESOURCE_EXHAUSTED;
+}
+
 /* Validates the whole request (names, dtypes, shapes, sizes, outputs) and
  * fills the job's index tables. */
 static int validate(fxa_daemon *d, infer_job *j, char *err, size_t errlen)
@@ -339,7 +382,7 @@ static int validate(fxa_daemon *d, infer_job *j, char *err, size_t errlen)
         for (int o = 0; o < no; o++)
             j->out_index[o] = o;
         j->n_out = no;
-        return 0;
+        return check_reply_size(g, j, d->max_message_bytes, err, errlen);
     }
     for (size_t r = 0; r < req->n_outputs; r++) {
         int o = fxg_find_output(g, req->outputs[r]->name);
@@ -355,13 +398,13 @@ static int validate(fxa_daemon *d, infer_job *j, char *err, size_t errlen)
             }
         j->out_index[j->n_out++] = o;
     }
-    return 0;
+    return check_reply_size(g, j, d->max_message_bytes, err, errlen);
 }
 
 /* Output k of the request into a response tensor (typed or raw). The data
  * is the batcher's, valid during the done call: fxr_reply packs it at once. */
 static int put_output(pba *a, Inference__ModelInferResponse *resp, const infer_job *j, int k,
-                      const fxb_output *t, const char *name)
+                      const fxsv_output *t, const char *name)
 {
     Inference__ModelInferResponse__InferOutputTensor *o =
         PBA_NEW(a, Inference__ModelInferResponse__InferOutputTensor,
@@ -396,48 +439,43 @@ static int put_output(pba *a, Inference__ModelInferResponse *resp, const infer_j
     return 0;
 }
 
-/* The batcher's answer to one request (on a batcher thread). */
-static void infer_done(void *user, int status, const char *err, const fxb_output *outs,
-                       const fxb_timing *t)
+/* The reply to one request, made (not sent) on a serving thread: the
+ * outputs point into the batch's memory, valid until send returns. */
+static int infer_answer(void *user, int status, const char *err, const fxsv_output *outs)
 {
     infer_job *j = user;
-    const fxg_graph *g = fxsv_served_graph(j->model);
-    fxsv_exec_record rec = { .batch_size = j->batch, .queue_ns = t->queue_ns,
-                            .input_ns = t->input_ns, .infer_ns = t->infer_ns };
-    uint64_t t0 = fxu_mono_ns();
-    pba a = { 0 };
-    Inference__ModelInferResponse resp = INFERENCE__MODEL_INFER_RESPONSE__INIT;
-    if (!status) {
-        resp.model_name = (char *)fxsv_served_name(j->model);
-        resp.model_version = pba_printf(&a, "%" PRId64, fxsv_served_version(j->model));
-        resp.id = j->req->id;
-        resp.outputs = pba_array(&a, (size_t)j->n_out + 1, sizeof *resp.outputs);
-        resp.n_outputs = (size_t)j->n_out;
-        if (j->raw) {
-            resp.raw_output_contents = pba_array(&a, (size_t)j->n_out + 1,
-                                                 sizeof *resp.raw_output_contents);
-            resp.n_raw_output_contents = (size_t)j->n_out;
-        }
-        for (int k = 0; !a.failed && k < j->n_out; k++) {
-            int o = j->out_index[k];
-            if (put_output(&a, &resp, j, k, &outs[o], fxg_output(g, o)->name) != 0)
-                a.failed = 1;
-        }
-        if (a.failed) {
-            status = FXS_RESOURCE_EXHAUSTED;
-            err = "out of memory building the reply";
-        }
-    }
-    /* Recorded before the reply goes: a client that asks for statistics
-     * right after its answer must find its request counted. */
-    rec.output_ns = t->output_ns + (fxu_mono_ns() - t0);
-    rec.ok = status == 0;
-    fxsv_served_record(j->model, &rec);
     if (status)
-        fxr_fail(j->call, status, "%s", err);
+        return status;
+    const fxg_graph *g = fxsv_served_graph(j->model);
+    pba *a = &j->reply_arena;
+    Inference__ModelInferResponse *resp = &j->resp;
+    inference__model_infer_response__init(resp);
+    resp->model_name = (char *)fxsv_served_name(j->model);
+    resp->model_version = pba_printf(a, "%" PRId64, fxsv_served_version(j->model));
+    resp->id = j->req->id;
+    resp->outputs = pba_array(a, (size_t)j->n_out + 1, sizeof *resp->outputs);
+    resp->n_outputs = (size_t)j->n_out;
+    if (j->raw) {
+        resp->raw_output_contents = pba_array(a, (size_t)j->n_out + 1,
+                                              sizeof *resp->raw_output_contents);
+        resp->n_raw_output_contents = (size_t)j->n_out;
+    }
+    for (int k = 0; !a->failed && k < j->n_out; k++) {
+        int o = j->out_index[k];
+        if (put_output(a, resp, j, k, &outs[o], fxg_output(g, o)->name) != 0)
+            a->failed = 1;
+    }
+    return a->failed ? FXS_RESOURCE_EXHAUSTED : 0;
+}
+
+/* Sends the reply made, or the failure, and frees the job. */
+static void infer_send(void *user, int status, const char *err)
+{
+    infer_job *j = user;
+    if (status)
+        fxr_fail(j->call, status, "%s", err ? err : "out of memory building the reply");
     else
-        fxr_reply(j->call, &resp.base);
-    pba_free(&a);
+        fxr_reply(j->call, &j->resp.base);
     job_free(j);
 }
 
@@ -460,7 +498,7 @@ static int param_uint(const Inference__InferParameter *p, uint64_t *v)
 
 /* Request parameters the batcher honours (Triton's names): "priority"
  * (1 is the highest) and "timeout" (microseconds). Others are ignored. */
-static int infer_params(const InferReq *req, fxb_request *br, char *err, size_t errlen)
+static int infer_params(const InferReq *req, fxsv_request *br, char *err, size_t errlen)
 {
     for (size_t i = 0; i < req->n_parameters; i++) {
         const char *k = req->parameters[i]->key;
@@ -495,11 +533,12 @@ static void model_infer(fxr_call *call, const ProtobufCMessage *msg, void *data)
         fxr_fail(call, FXS_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
-    *j = (infer_job){ .call = call, .model = m, .req = req, .t_received = t_received };
+    *j = (infer_job){ .call = call, .model = m, .req = req };
     char err[ERRLEN];
     int rc = validate(d, j, err, sizeof err);
-    fxb_request br = { .deadline_ns = fxr_deadline_ns(call), .received_ns = t_received,
-                       .done = infer_done, .user = j, .may_run_inline = true };
+    fxsv_request br = { .samples = j->batch, .deadline_ns = fxr_deadline_ns(call),
+                        .received_ns = t_received, .answer = infer_answer, .send = infer_send,
+                        .user = j, .may_run_inline = true };
     if (!rc && infer_params(req, &br, err, sizeof err) != 0)
         rc = FXS_INVALID_ARGUMENT;
     if (!rc && !(j->inputs = calloc((size_t)j->n_in + 1, sizeof *j->inputs))) {
@@ -510,7 +549,7 @@ static void model_infer(fxr_call *call, const ProtobufCMessage *msg, void *data)
         /* The request stays valid until the call is finished (rpc.h). */
         int r = j->req_index[i];
         const InferInput *in = req->inputs[r];
-        fxb_input *x = &j->inputs[i];
+        fxsv_input *x = &j->inputs[i];
         x->ndim = (int)in->n_shape;
         if (in->n_shape)
             memcpy(x->shape, in->shape, sizeof *x->shape * in->n_shape);
@@ -519,11 +558,13 @@ static void model_infer(fxr_call *call, const ProtobufCMessage *msg, void *data)
                          : typed_data(in->contents, fxg_input(fxsv_served_graph(m), i)->dtype);
     }
     br.inputs = j->inputs;
-    if (!rc)
-        rc = fxb_submit(fxsv_served_batcher(m), &br, err, sizeof err);
+    br.samples = j->batch;
+    if (!rc) {
+        rc = fxsv_submit(m, &br, err, sizeof err); /* counts a refusal itself */
+    } else {
+        fxsv_served_refused(m, t_received);
+    }
     if (rc) {
-        fxsv_exec_record rec = { .ok = false, .queue_ns = fxu_mono_ns() - t_received };
-        fxsv_served_record(m, &rec);
         job_free(j);
         fxr_fail(call, rc, "%s", err);
     }
@@ -684,10 +725,8 @@ static void repository_load(fxr_call *call, const ProtobufCMessage *msg, void *d
         if (!rc)
             rc = fxsv_serving_set_config(d->serving, req->model_name, &c, err, sizeof err);
     }
-    if (!rc)
+    if (!rc) /* stores the "loaded" flag too */
         rc = fxsv_serving_load(d->serving, req->model_name, err, sizeof err);
-    if (rc == 0)
-        rc = fxdb_store_set_loaded(d->store, req->model_name, true, err, sizeof err);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return;
@@ -703,9 +742,9 @@ static void repository_unload(fxr_call *call, const ProtobufCMessage *msg, void 
     char err[ERRLEN];
     if (!fxa_model_stored_or_fail(d, call, req->model_name))
         return;
-    fxsv_serving_unload(d->serving, req->model_name, err, sizeof err); /* not loaded: fine */
-    int rc = fxdb_store_set_loaded(d->store, req->model_name, false, err, sizeof err);
-    if (rc) {
+    /* clears the "loaded" flag too; not loaded (NOT_FOUND) is fine */
+    int rc = fxsv_serving_unload(d->serving, req->model_name, err, sizeof err);
+    if (rc && rc != FXS_NOT_FOUND) {
         fxr_fail(call, rc, "%s", err);
         return;
     }

@@ -186,6 +186,7 @@ static void create_model(fxr_call *call, const ProtobufCMessage *msg, void *data
         fxr_fail(call, brc, "spec: %s", err);
         return;
     }
+    fxg_drop_grads(g); /* only its weights are stored: not twice the memory */
     char source[64];
     snprintf(source, sizeof source, "init (seed %llu)", (unsigned long long)req->seed);
     if (req->weights.len > 0) {
@@ -204,8 +205,8 @@ static void create_model(fxr_call *call, const ProtobufCMessage *msg, void *data
         snprintf(err, sizeof err, "out of memory");
         rc = -1;
     }
-    fxg_free(g);
     if (rc != 0) {
+        fxg_free(g);
         fxr_fail(call, FXS_RESOURCE_EXHAUSTED, "%s", err);
         free(w);
         return;
@@ -215,12 +216,17 @@ static void create_model(fxr_call *call, const ProtobufCMessage *msg, void *data
                                 !req->no_load, w, wlen, source, err, sizeof err);
     free(w);
     free(spec);
+    if (rc || req->no_load)
+        fxg_free(g);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return;
     }
     fxl_log(FXL_INFO, "models", "model created model=%s weights_bytes=%zu", req->name, wlen);
-    if (!req->no_load && (rc = fxsv_serving_load(d->serving, req->name, err, sizeof err)) != 0) {
+    /* Served with the graph made here (version 1), not built again from the
+     * store: one copy of the weights less at the peak. */
+    if (!req->no_load &&
+        (rc = fxsv_serving_load_graph(d->serving, req->name, 1, g, err, sizeof err)) != 0) {
         fxr_fail(call, rc, "stored, but cannot be served: %s", err);
         return;
     }
@@ -282,6 +288,7 @@ static void delete_model(fxr_call *call, const ProtobufCMessage *msg, void *data
         fxr_fail(call, rc, "%s", err);
         return;
     }
+    /* After the delete: a load racing it ends before this or finds no model. */
     fxsv_serving_unload(d->serving, req->name, err, sizeof err); /* NOT_FOUND is fine */
     fxl_log(FXL_INFO, "models", "model deleted model=%s", req->name);
     Fluxion__V1__DeleteModelResponse resp = FLUXION__V1__DELETE_MODEL_RESPONSE__INIT;
@@ -426,8 +433,7 @@ static void import_weights(fxr_call *call, const ProtobufCMessage *unused, void 
     }
     fxl_log(FXL_INFO, "models", "weights imported model=%s version=%lld bytes=%zu", name,
             (long long)version, len);
-    if (fxsv_serving_is_loaded(d->serving, name, NULL) &&
-        (status = fxsv_serving_load(d->serving, name, err, sizeof err)) != 0) {
+    if ((status = fxsv_serving_reload(d->serving, name, err, sizeof err)) != 0) {
         fxr_fail(call, status, "stored as version %lld, but cannot be served: %s",
                  (long long)version, err);
         return;

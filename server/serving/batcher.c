@@ -10,6 +10,7 @@
 #include <sys/prctl.h>
 #include <time.h>
 
+#include "serving/batch_io.h"
 #include "serving/devices.h"
 #include "base/status.h"
 #include "base/util.h"
@@ -33,19 +34,13 @@ typedef struct req {
 typedef struct batch {
     req **r;
     int n;
+    pthread_t thread;   /* running it: an instance's, or the submitter's (inline) */
     struct batch *next; /* in the running list */
 } batch;
 
 typedef struct {
     req *head, *tail;
 } level;
-
-/* Staging buffers of one instance, grown as needed. */
-typedef struct {
-    void **buf;
-    size_t *cap;
-    int n;
-} stage;
 
 struct fxb_batcher {
     const fxg_graph *g;
@@ -87,84 +82,6 @@ struct fxb_batcher {
 static __thread fxb_batcher *tl_batcher; /* the batcher whose thread this is */
 
 uint64_t fxb_mono_ns(void) { return fxu_mono_ns(); }
-
-/* ---------------------------------------------------------------- config */
-
-void fxb_config_default(fxb_config *c)
-{
-    *c = (fxb_config){ .enabled = true, .max_batch_size = FXB_DEFAULT_MAX_BATCH,
-                       .max_queue_delay_us = FXB_DEFAULT_DELAY_US,
-                       .max_queue_size = FXB_DEFAULT_QUEUE, .priority_levels = 1,
-                       .default_priority = 1, .instances = 1 };
-}
-
-static bool has_lengths_input(const fxg_graph *g)
-{
-    for (int i = 0; i < fxg_num_inputs(g); i++) {
-        const fxg_tensor_info *t = fxg_input(g, i);
-        if (t->ndim == 1 && (t->dtype == FX_I32 || t->dtype == FX_I64))
-            return true;
-    }
-    return false;
-}
-
-int fxb_config_check(const fxb_config *c, const fxg_graph *g, char *err, size_t errlen)
-{
-    if (c->max_batch_size < 1 || c->max_batch_size > 1u << 20) {
-        snprintf(err, errlen, "max_batch_size %u is not in [1, 1048576]", c->max_batch_size);
-        return -1;
-    }
-    if (c->max_queue_delay_us > 10000000) {
-        snprintf(err, errlen, "max_queue_delay_us %llu is over 10 s",
-                 (unsigned long long)c->max_queue_delay_us);
-        return -1;
-    }
-    if (c->n_preferred < 0 || c->n_preferred > FXB_MAX_PREFERRED) {
-        snprintf(err, errlen, "at most %d preferred_batch_sizes", FXB_MAX_PREFERRED);
-        return -1;
-    }
-    for (int i = 0; i < c->n_preferred; i++) {
-        if (c->preferred[i] < 1 || c->preferred[i] > c->max_batch_size) {
-            snprintf(err, errlen, "preferred batch size %u is not in [1, max_batch_size %u]",
-                     c->preferred[i], c->max_batch_size);
-            return -1;
-        }
-        if (i && c->preferred[i] <= c->preferred[i - 1]) {
-            snprintf(err, errlen, "preferred_batch_sizes must be ascending without repeats");
-            return -1;
-        }
-    }
-    if (c->max_queue_size < 1 || c->max_queue_size > 1u << 20) {
-        snprintf(err, errlen, "max_queue_size %u is not in [1, 1048576]", c->max_queue_size);
-        return -1;
-    }
-    if (c->timeout_us > 3600ull * 1000000u) {
-        snprintf(err, errlen, "timeout_us %llu is over an hour",
-                 (unsigned long long)c->timeout_us);
-        return -1;
-    }
-    if (c->priority_levels < 1 || c->priority_levels > FXB_MAX_LEVELS) {
-        snprintf(err, errlen, "priority_levels %u is not in [1, %d]", c->priority_levels,
-                 FXB_MAX_LEVELS);
-        return -1;
-    }
-    if (c->default_priority < 1 || c->default_priority > c->priority_levels) {
-        snprintf(err, errlen, "default_priority %u is not in [1, priority_levels %u]",
-                 c->default_priority, c->priority_levels);
-        return -1;
-    }
-    if (c->instances < 1 || c->instances > FXB_MAX_INSTANCES) {
-        snprintf(err, errlen, "instances %u is not in [1, %d]", c->instances, FXB_MAX_INSTANCES);
-        return -1;
-    }
-    if (c->pad_variable_dims && g && !has_lengths_input(g)) {
-        snprintf(err, errlen, "pad_variable_dims: the model has no per-sample lengths input "
-                 "(1-D INT32/INT64), so padding would change its results; requests of "
-                 "different lengths are batched by length instead");
-        return -1;
-    }
-    return 0;
-}
 
 /* ----------------------------------------------------------------- queue */
 
@@ -217,7 +134,7 @@ static bool run_inline(fxb_batcher *b)
     }
     b->inl_busy = true;
     b->n_running++;
-    batch bt = { rr, n, b->running };
+    batch bt = { rr, n, pthread_self(), b->running };
     b->running = &bt;
     atomic_fetch_add(&b->refs, 1); /* a done call may free the model, and b's owner */
     pthread_mutex_unlock(&b->mu);
@@ -388,124 +305,12 @@ static int pick(fxb_batcher *b, req **out, int64_t *wait_until)
 
 /* ------------------------------------------------------------ execution */
 
-static void *grow(stage *s, int i, size_t bytes)
-{
-    if (s->cap[i] < bytes) {
-        void *p = realloc(s->buf[i], bytes);
-        if (!p)
-            return NULL;
-        s->buf[i] = p;
-        s->cap[i] = bytes;
-    }
-    return s->buf[i];
-}
-
-static size_t numel(const int64_t *shape, int ndim)
-{
-    size_t n = 1;
-    for (int k = 0; k < ndim; k++)
-        n *= (size_t)shape[k];
-    return n;
-}
-
-/* Copies a block of shape s between itself (small) and the rows
- * [row, row + s[0]) of a tensor of shape S (big), S[k] >= s[k]: the padding
- * of big is left alone. */
-static void block_copy(char *big, const int64_t *S, char *small, const int64_t *s, int ndim,
-                       size_t esize, int64_t row, bool to_big)
-{
-    if (numel(s, ndim) == 0)
-        return;
-    if (ndim <= 1) {
-        size_t off = ndim ? (size_t)row * esize : 0, len = ndim ? (size_t)s[0] * esize : esize;
-        if (to_big)
-            memcpy(big + off, small, len);
-        else
-            memcpy(small, big + off, len);
-        return;
-    }
-    size_t run = esize * (size_t)s[ndim - 1];
-    int64_t outer = 1;
-    for (int k = 0; k < ndim - 1; k++)
-        outer *= s[k];
-    int64_t idx[FX_MAX_DIMS] = { 0 };
-    for (int64_t o = 0; o < outer; o++) {
-        int64_t off = 0;
-        for (int k = 0; k < ndim - 1; k++)
-            off = off * S[k] + idx[k] + (k == 0 ? row : 0);
-        off *= S[ndim - 1];
-        if (to_big)
-            memcpy(big + (size_t)off * esize, small, run);
-        else
-            memcpy(small, big + (size_t)off * esize, run);
-        small += run;
-        for (int k = ndim - 2; k >= 0; k--) {
-            if (++idx[k] < s[k])
-                break;
-            idx[k] = 0;
-        }
-    }
-}
-
-
 typedef struct instance {
     fx_ctx *ctx;
-    int slot;                       /* in fxb_batcher.arena */
-    stage in, out;
-    fx_tensor **tin, **tout;
-    fxb_output *outs;
-    int64_t (*bshape)[FX_MAX_DIMS]; /* per input: the batch's shape */
-    void **owned;                   /* per output: a request's cut copy */
+    int slot;                 /* in fxb_batcher.arena */
+    fxb_io io;                /* the batch's data (batch_io.h) */
+    const fxb_input **xs;     /* per request of the batch: its inputs */
 } instance;
-
-/* Builds input i of the batch r[0..n) as a tensor of ctx. */
-static fx_tensor *batch_input(fxb_batcher *b, instance *in, req **r, int n, int i,
-                              int64_t *shape)
-{
-    const fxg_tensor_info *t = fxg_input(b->g, i);
-    const fxb_input *x0 = &r[0]->r.inputs[i];
-    if (n == 1)
-        return fx_tensor_from_host(in->ctx, t->dtype, x0->ndim, x0->shape, x0->data);
-    memcpy(shape, x0->shape, sizeof(int64_t) * (size_t)x0->ndim);
-    shape[0] = 0;
-    bool padded = false;
-    for (int j = 0; j < n; j++) {
-        const fxb_input *x = &r[j]->r.inputs[i];
-        shape[0] += x->shape[0];
-        for (int k = 1; k < x->ndim; k++) {
-            padded |= x->shape[k] != shape[k];
-            if (x->shape[k] > shape[k])
-                shape[k] = x->shape[k];
-        }
-    }
-    size_t esize = fx_dtype_size(t->dtype), bytes = numel(shape, x0->ndim) * esize;
-    char *buf = grow(&in->in, i, bytes ? bytes : 1);
-    if (!buf)
-        return NULL;
-    if (padded)
-        memset(buf, 0, bytes);
-    int64_t row = 0;
-    for (int j = 0; j < n; j++) {
-        const fxb_input *x = &r[j]->r.inputs[i];
-        block_copy(buf, shape, (char *)x->data, x->shape, x->ndim, esize, row, true);
-        row += x->shape[0];
-    }
-    return fx_tensor_from_host(in->ctx, t->dtype, x0->ndim, shape, buf);
-}
-
-/* The size request q had alone along output dim k whose batch size is sz: a
- * padded size is cut back to q's size along the input dim it came from. */
-static int64_t own_size(const fxb_batcher *b, const req *q, int64_t (*bshape)[FX_MAX_DIMS],
-                        int64_t sz)
-{
-    if (!b->c.pad_variable_dims)
-        return sz;
-    for (int i = 0; i < b->n_in; i++)
-        for (int k = 1; k < q->r.inputs[i].ndim; k++)
-            if (bshape[i][k] == sz && q->r.inputs[i].shape[k] != sz)
-                return q->r.inputs[i].shape[k];
-    return sz;
-}
 
 /* Answers q (unless the reaper did) with status/err or its outputs. */
 static void finish(req *q, int status, const char *err, const fxb_output *outs,
@@ -550,10 +355,19 @@ static int device_check(fxb_batcher *b, instance *in, char *err, size_t errlen, 
     return rc;
 }
 
-/* Replaces the instance's context by an empty one (its arena grew past the
- * memory limit); the old one stays when no new one can be made. */
+/* What an instance holds between batches: its arena and staging buffers. */
+static uint64_t instance_bytes(const instance *in)
+{
+    return fx_ctx_arena_capacity(in->ctx) + fxb_io_bytes(&in->io);
+}
+
+/* Gives back what the instance holds: a new, empty context in place of its
+ * own (the engine has no call that shrinks an arena; the old context stays
+ * when no new one can be made), and no staging buffers. After a batch over
+ * the memory limit, or one that left more than arena_keep_bytes. */
 static void instance_refresh(fxb_batcher *b, instance *in)
 {
+    fxb_io_release(&in->io);
     fx_ctx *ctx = instance_ctx(b);
     if (!ctx)
         return;
@@ -574,47 +388,70 @@ static void run_each(fxb_batcher *b, instance *in, req **r, int n)
     }
 }
 
+/* Answers each request of the batch that the reaper has not: its part of
+ * the outputs, or the batch's error. */
+static void answer(fxb_batcher *b, instance *in, req **r, int n, int status, const char *err,
+                   fxb_timing *tm, uint64_t t0)
+{
+    int64_t row = 0;
+    for (int j = 0; j < n; j++) {
+        req *q = r[j];
+        tm->queue_ns = t0 > q->received ? t0 - q->received : 0;
+        if (atomic_load(&q->state) == RQ_RUNNING) {
+            int st = status ? status
+                            : fxb_io_split(&in->io, n == 1, q->r.inputs, q->samples, row,
+                                           b->out_var, b->c.pad_variable_dims);
+            finish(q, st, status ? err : st ? "out of memory splitting the batch" : "",
+                   st ? NULL : in->io.outs, tm);
+            fxb_io_unsplit(&in->io);
+        }
+        row += q->samples;
+    }
+}
+
+/* Runs the batch r[0..n): merges the inputs, runs the forward pass, copies
+ * the outputs to the host, checks the device and the memory limit, and
+ * answers each request (batch_io.h moves the data). */
 static void run(fxb_batcher *b, instance *in, req **r, int n)
 {
     fx_ctx_reset(in->ctx);
+    fxb_io *io = &in->io;
+    fxb_timing tm = { 0 };
     uint64_t t0 = fxb_mono_ns();
-    int64_t (*bshape)[FX_MAX_DIMS] = in->bshape;
     char err[512] = "";
     int status = 0;
-    uint64_t total = 0;
-    for (int j = 0; j < n; j++)
-        total += r[j]->samples > 0 ? (uint64_t)r[j]->samples : 1;
-    for (int i = 0; i < b->n_in && !status; i++) {
-        in->tin[i] = batch_input(b, in, r, n, i, bshape[i]);
-        if (n == 1)
-            memcpy(bshape[i], r[0]->r.inputs[i].shape, sizeof bshape[i]);
-        if (!in->tin[i]) {
+    for (int j = 0; j < n; j++) {
+        tm.batch_size += r[j]->samples > 0 ? (uint64_t)r[j]->samples : 1;
+        in->xs[j] = r[j]->r.inputs;
+    }
+    for (int i = 0; i < b->n_in && !status; i++)
+        if (!fxb_io_merge(io, in->ctx, b->g, in->xs, n, i)) {
             status = FXS_RESOURCE_EXHAUSTED;
             snprintf(err, sizeof err, "input '%s': %s", fxg_input(b->g, i)->name,
                      fx_ctx_error(in->ctx)[0] ? fx_ctx_error(in->ctx) : "out of memory");
         }
-    }
     /* The inputs are copied: the requests' memory is no longer needed. */
     for (int j = 0; j < n; j++)
         atomic_store(&r[j]->state, RQ_RUNNING);
     uint64_t t1 = fxb_mono_ns();
-    if (!status && fxg_forward(b->g, in->ctx, in->tin, in->tout, err, sizeof err) != 0) {
+    if (!status && fxg_forward(b->g, in->ctx, io->tin, io->tout, err, sizeof err) != 0) {
         if (n > 1) {
             run_each(b, in, r, n);
             return;
         }
-        status = FXS_INVALID_ARGUMENT; /* inputs that pass the checks but disagree */
+        /* out of memory is the server's limit, not the request's fault;
+         * anything else: inputs that pass the checks but disagree */
+        status = fx_ctx_status(in->ctx) == FX_ERR_NOMEM ? FXS_RESOURCE_EXHAUSTED
+                                                        : FXS_INVALID_ARGUMENT;
     }
     uint64_t t2 = fxb_mono_ns();
     for (int o = 0; o < b->n_out && !status; o++) {
-        const fx_tensor *t = in->tout[o];
-        if (n > 1 && (t->ndim < 1 || (uint64_t)t->shape[0] != total)) {
+        const fx_tensor *t = io->tout[o];
+        if (n > 1 && (t->ndim < 1 || (uint64_t)t->shape[0] != tm.batch_size)) {
             run_each(b, in, r, n);
             return;
         }
-        size_t bytes = (size_t)fx_tensor_numel(t) * fx_dtype_size(t->dtype);
-        void *buf = grow(&in->out, o, bytes ? bytes : 1);
-        if (!buf || fx_tensor_to_host(t, buf, bytes) != FX_OK) {
+        if (fxb_io_fetch(io, o) != 0) {
             status = FXS_RESOURCE_EXHAUSTED;
             snprintf(err, sizeof err, "out of memory copying output '%s'",
                      fxg_output(b->g, o)->name);
@@ -629,69 +466,14 @@ static void run(fxb_batcher *b, instance *in, req **r, int n)
         status = dst;
         snprintf(err, sizeof err, "%s", derr);
     }
-    uint64_t t3 = fxb_mono_ns();
+    tm.input_ns = t1 - t0;
+    tm.infer_ns = t2 - t1;
+    tm.output_ns = fxb_mono_ns() - t2;
     /* Statistics first: the last done call may free what on_batch reports to. */
     if (b->on_batch)
-        b->on_batch(b->batch_data, status == 0, total, t1 - t0, t2 - t1, t3 - t2);
-    fxb_timing tm = { .input_ns = t1 - t0, .infer_ns = t2 - t1, .output_ns = t3 - t2,
-                      .batch_size = total };
-    int64_t row = 0;
-    for (int j = 0; j < n; j++) {
-        req *q = r[j];
-        tm.queue_ns = t0 > q->received ? t0 - q->received : 0;
-        if (atomic_load(&q->state) != RQ_RUNNING) { /* answered by the reaper */
-            row += q->samples;
-            continue;
-        }
-        if (status) {
-            finish(q, status, err, NULL, &tm);
-            continue;
-        }
-        void **owned = in->owned;
-        memset(owned, 0, sizeof *owned * (size_t)b->n_out);
-        int fail = 0;
-        for (int o = 0; o < b->n_out && !fail; o++) {
-            const fx_tensor *t = in->tout[o];
-            fxb_output *ou = &in->outs[o];
-            size_t esize = fx_dtype_size(t->dtype);
-            ou->dtype = t->dtype;
-            ou->ndim = t->ndim;
-            memcpy(ou->shape, t->shape, sizeof ou->shape);
-            if (n == 1) {
-                ou->data = in->out.buf[o];
-                ou->bytes = numel(t->shape, t->ndim) * esize;
-                continue;
-            }
-            ou->shape[0] = q->samples;
-            bool cut = false;
-            for (int k = 1; k < t->ndim; k++) {
-                ou->shape[k] = b->out_var[o] & (1u << k) ? own_size(b, q, bshape, t->shape[k])
-                                                         : t->shape[k];
-                cut |= ou->shape[k] != t->shape[k];
-            }
-            ou->bytes = numel(ou->shape, ou->ndim) * esize;
-            if (!cut) {
-                size_t rowbytes = numel(t->shape + 1, t->ndim - 1) * esize;
-                ou->data = (char *)in->out.buf[o] + (size_t)row * rowbytes;
-                continue;
-            }
-            if (!(owned[o] = malloc(ou->bytes ? ou->bytes : 1))) {
-                fail = 1;
-                break;
-            }
-            block_copy(in->out.buf[o], t->shape, owned[o], ou->shape, ou->ndim, esize, row,
-                       false);
-            ou->data = owned[o];
-        }
-        if (fail)
-            finish(q, FXS_RESOURCE_EXHAUSTED, "out of memory splitting the batch", NULL, &tm);
-        else
-            finish(q, 0, "", in->outs, &tm);
-        for (int o = 0; o < b->n_out; o++)
-            free(owned[o]);
-        row += q->samples;
-    }
-    if (fresh)
+        b->on_batch(b->batch_data, status == 0, &tm);
+    answer(b, in, r, n, status, err, &tm, t0);
+    if (fresh || instance_bytes(in) > b->c.arena_keep_bytes)
         instance_refresh(b, in);
 }
 
@@ -717,38 +499,14 @@ static bool instance_init(fxb_batcher *b, instance *in)
     memset(in, 0, sizeof *in);
     in->ctx = instance_ctx(b);
     in->slot = atomic_fetch_add(&b->next_slot, 1);
-    in->in.n = b->n_in;
-    in->out.n = b->n_out;
-    in->in.buf = calloc((size_t)b->n_in + 1, sizeof(void *));
-    in->in.cap = calloc((size_t)b->n_in + 1, sizeof(size_t));
-    in->out.buf = calloc((size_t)b->n_out + 1, sizeof(void *));
-    in->out.cap = calloc((size_t)b->n_out + 1, sizeof(size_t));
-    in->tin = calloc((size_t)b->n_in + 1, sizeof(fx_tensor *));
-    in->tout = calloc((size_t)b->n_out + 1, sizeof(fx_tensor *));
-    in->outs = calloc((size_t)b->n_out + 1, sizeof(fxb_output));
-    in->bshape = calloc((size_t)b->n_in + 1, sizeof *in->bshape);
-    in->owned = calloc((size_t)b->n_out + 1, sizeof(void *));
-    if (!in->ctx || !in->in.buf || !in->in.cap || !in->out.buf || !in->out.cap || !in->tin ||
-        !in->tout || !in->outs || !in->bshape || !in->owned)
-        return false;
-    return true;
+    in->xs = calloc(b->c.enabled ? b->c.max_batch_size : 1, sizeof *in->xs);
+    return fxb_io_init(&in->io, b->n_in, b->n_out) && in->ctx && in->xs;
 }
 
 static void instance_free(instance *in)
 {
-    for (int i = 0; in->in.buf && i < in->in.n; i++)
-        free(in->in.buf[i]);
-    for (int i = 0; in->out.buf && i < in->out.n; i++)
-        free(in->out.buf[i]);
-    free(in->in.buf);
-    free(in->in.cap);
-    free(in->out.buf);
-    free(in->out.cap);
-    free(in->tin);
-    free(in->tout);
-    free(in->outs);
-    free(in->bshape);
-    free(in->owned);
+    fxb_io_free(&in->io);
+    free(in->xs);
     fx_ctx_free(in->ctx);
 }
 
@@ -786,7 +544,7 @@ static void *instance_main(void *arg)
                 pthread_cond_wait(&b->cv, &b->mu);
             continue;
         }
-        batch bt = { r, n, b->running };
+        batch bt = { r, n, pthread_self(), b->running };
         b->running = &bt;
         b->n_running++;
         pthread_mutex_unlock(&b->mu);
@@ -797,8 +555,10 @@ static void *instance_main(void *arg)
         while (*pp != &bt)
             pp = &(*pp)->next;
         *pp = bt.next;
-        if (b->stop)
+        if (b->stop) {
             pthread_cond_signal(&b->reaper_cv); /* it ends once nothing runs */
+            pthread_cond_broadcast(&b->cv);     /* fxb_free waits for running batches */
+        }
         pthread_mutex_unlock(&b->mu);
         for (int j = 0; j < n; j++)
             free(r[j]);
@@ -887,11 +647,13 @@ static void *reaper_main(void *arg)
 
 static bool first_dim_free(const fxg_tensor_info *t) { return t->ndim >= 1 && t->shape[0] < 0; }
 
-fxb_batcher *fxb_create(const fxg_graph *g, const fxb_config *c, fxb_batch_fn on_batch,
-                        void *batch_data, char *err, size_t errlen)
+int fxb_create(const fxg_graph *g, const fxb_config *c, fxb_batch_fn on_batch, void *batch_data,
+               fxb_batcher **out, char *err, size_t errlen)
 {
-    if (fxb_config_check(c, g, err, errlen) != 0)
-        return NULL;
+    *out = NULL;
+    int rc = fxb_config_check(c, g, err, errlen);
+    if (rc)
+        return rc;
     /* an instance that cannot make its context would leave requests queued:
      * find out here, where the caller hears of it */
     char name[32];
@@ -899,14 +661,14 @@ fxb_batcher *fxb_create(const fxg_graph *g, const fxb_config *c, fxb_batch_fn on
     if (!probe) {
         snprintf(err, errlen, "cannot run on device %s (no engine context there)",
                  fx_device_str(fxg_device(g), name, sizeof name));
-        return NULL;
+        return FXS_FAILED_PRECONDITION;
     }
     fx_ctx_free(probe);
     fxb_batcher *b = calloc(1, sizeof *b);
     if (!b || !(b->out_var = calloc((size_t)fxg_num_outputs(g) + 1, sizeof *b->out_var))) {
         free(b);
         snprintf(err, errlen, "out of memory");
-        return NULL;
+        return FXS_RESOURCE_EXHAUSTED;
     }
     b->g = g;
     b->c = *c;
@@ -950,11 +712,12 @@ fxb_batcher *fxb_create(const fxg_graph *g, const fxb_config *c, fxb_batch_fn on
             atomic_fetch_sub(&b->refs, 1);
             snprintf(err, errlen, "cannot start batcher threads: %s", strerror(errno));
             fxb_free(b);
-            return NULL;
+            return FXS_RESOURCE_EXHAUSTED;
         }
         b->nthreads++;
     }
-    return b;
+    *out = b;
+    return 0;
 }
 
 void fxb_free(fxb_batcher *b)
@@ -982,12 +745,26 @@ void fxb_free(fxb_batcher *b)
                   NULL, &tm);
         free(q);
     }
+    /* The caller frees the graph next: every batch that runs it must end
+     * first, the inline ones on submitting threads included (their requests
+     * may all have been answered by the reaper, so nothing else keeps the
+     * graph). A batch of this thread is the exception: fxb_free was called
+     * from one of its done calls, and it touches the graph no more. */
+    pthread_mutex_lock(&b->mu);
+    for (;;) {
+        batch *bt = b->running;
+        while (bt && pthread_equal(bt->thread, pthread_self()))
+            bt = bt->next;
+        if (!bt)
+            break;
+        pthread_cond_wait(&b->cv, &b->mu);
+    }
+    pthread_mutex_unlock(&b->mu);
     /* Called from a done call on one of b's threads (the model's last
      * reference went with a request): that thread's batch is still in the
      * running list, and the reaper ends only once the list is empty, so
      * neither can be joined here; both end by themselves once the batch
-     * returns (each holds a reference to b). The other instances are joined:
-     * the caller frees the graph they run. */
+     * returns (each holds a reference to b). The other instances are joined. */
     bool own = tl_batcher == b;
     for (int i = 0; i < b->nthreads; i++) {
         bool reaper = i == (int)b->c.instances;

@@ -24,7 +24,9 @@
  * passes, while queued (the request leaves the queue) or while its batch
  * runs (the result is dropped). Every request gets exactly one done call.
  *
- * The batcher knows nothing of gRPC: svc_infer.c adapts calls to requests.
+ * The batcher knows nothing of gRPC, nor of statistics: serving.h submits
+ * requests to it (fxsv_submit) and keeps the statistics. batch_io.h moves a
+ * batch's data (merge, split).
  */
 #ifndef FXB_BATCHER_H
 #define FXB_BATCHER_H
@@ -52,6 +54,11 @@ typedef struct {
     bool pad_variable_dims;
     char device[32];          /* as requested (devices.h); "": the server's first */
     uint64_t memory_limit_bytes; /* weights + instances' arenas; 0: none */
+    /* Not a stored setting (fxb_config_default's FXB_ARENA_KEEP_BYTES): an
+     * instance whose engine arena and staging buffers hold more than this
+     * after a batch gives them back, so one large batch does not keep its
+     * memory for the life of the model. */
+    uint64_t arena_keep_bytes;
 } fxb_config;
 
 #define FXB_DEFAULT_MAX_BATCH 32
@@ -59,10 +66,11 @@ typedef struct {
 #define FXB_DEFAULT_QUEUE 1024
 #define FXB_MAX_INSTANCES 64
 #define FXB_MAX_LEVELS 16
+#define FXB_ARENA_KEEP_BYTES (64ull << 20)
 
 void fxb_config_default(fxb_config *c);
 /* Checks the settings against each other and the graph (NULL: no graph
- * checks): 0, or -1 with a message naming the setting. */
+ * checks): 0, or INVALID_ARGUMENT with a message naming the setting. */
 int fxb_config_check(const fxb_config *c, const fxg_graph *g, char *err, size_t errlen);
 
 /* One input of a request, in graph input order, host memory of the graph
@@ -82,11 +90,14 @@ typedef struct {
     size_t bytes;
 } fxb_output;
 
-/* Timings of a request (ns): queue = received to its batch starting;
- * input/infer/output are its batch's. */
+/* The timings of a request or of a batch (ns), the one struct for them
+ * from the batcher to the statistics (serving.h): queue = received to its
+ * batch starting (a request's; 0 for a batch); input (merging the inputs),
+ * infer (the forward pass) and output (copying the outputs out, checking
+ * the device) are its batch's. */
 typedef struct {
     uint64_t queue_ns, input_ns, infer_ns, output_ns;
-    uint64_t batch_size; /* samples in its batch */
+    uint64_t batch_size; /* samples in the batch */
 } fxb_timing;
 
 /* Called once per request, on a batcher thread. status 0: outputs[i] for
@@ -111,20 +122,32 @@ typedef struct {
 } fxb_request;
 
 /* Per executed batch, for statistics (on the instance thread). */
-typedef void (*fxb_batch_fn)(void *data, bool ok, uint64_t batch_size, uint64_t input_ns,
-                             uint64_t infer_ns, uint64_t output_ns);
+typedef void (*fxb_batch_fn)(void *data, bool ok, const fxb_timing *t);
 
 typedef struct fxb_batcher fxb_batcher;
 
+/* What serving a graph on dev with settings c needs at least, in the terms
+ * of memory_limit_bytes: the weights, plus the arena of one one-sample
+ * batch (every -1 dim 1, or 8 or 32 when 1 does not run) in each engine
+ * context the batcher makes (instances, and the inline one on the CPU).
+ * arena is 0 when no trial batch ran (then only the weights count). */
+typedef struct {
+    uint64_t weights, arena, total;
+    int contexts;
+} fxb_need;
+void fxb_min_need(const fxg_graph *g, const fxb_config *c, fx_device dev, fxb_need *out);
+
 /* Starts the instances and the reaper for graph g (which must outlive the
- * batcher). The instances' contexts are on the graph's device
+ * batcher) into *out. The instances' contexts are on the graph's device
  * (fxg_device); after each batch the device is synchronised (a device error
  * fails the batch with INTERNAL) and c->memory_limit_bytes is checked
  * against the weights plus every instance's arena (RESOURCE_EXHAUSTED for
- * the batch over it; that instance then starts afresh with an empty arena). on_batch may be NULL. NULL with err on a bad config or when
- * threads cannot start. */
-fxb_batcher *fxb_create(const fxg_graph *g, const fxb_config *c, fxb_batch_fn on_batch,
-                        void *batch_data, char *err, size_t errlen);
+ * the batch over it; that instance then starts afresh with an empty arena).
+ * on_batch may be NULL. 0, or INVALID_ARGUMENT (a bad config),
+ * FAILED_PRECONDITION (no engine context on the device), RESOURCE_EXHAUSTED
+ * (memory, threads), with err. */
+int fxb_create(const fxg_graph *g, const fxb_config *c, fxb_batch_fn on_batch, void *batch_data,
+               fxb_batcher **out, char *err, size_t errlen);
 /* Answers queued requests UNAVAILABLE, waits for running batches, stops the
  * threads. May be called from a batcher thread (from a done call). */
 void fxb_free(fxb_batcher *b);

@@ -65,7 +65,7 @@ int fxsv_devices_parse(const char *list, fxsv_devices *out, char *err, size_t er
         if (len == 0 || len >= sizeof item) {
             snprintf(err, errlen, "'%s': %s (give devices like cpu,cuda:0; present: %s)", list,
                      len ? "an entry is too long" : "an empty entry", present);
-            return -1;
+            return FXS_INVALID_ARGUMENT;
         }
         memcpy(item, p, len);
         item[len] = 0;
@@ -73,22 +73,22 @@ int fxsv_devices_parse(const char *list, fxsv_devices *out, char *err, size_t er
         if (!fx_device_parse(item, &dev)) {
             snprintf(err, errlen, "'%s' is not a device (cpu or cuda:N; present: %s)", item,
                      present);
-            return -1;
+            return FXS_INVALID_ARGUMENT;
         }
         char name[32];
         fx_device_str(dev, name, sizeof name);
         if (!fx_device_available(dev)) {
             snprintf(err, errlen, "%s is not available on this machine (present: %s)", name,
                      present);
-            return -1;
+            return FXS_INVALID_ARGUMENT;
         }
         if (fxsv_devices_has(out, dev)) {
             snprintf(err, errlen, "%s is listed twice", name);
-            return -1;
+            return FXS_INVALID_ARGUMENT;
         }
         if (out->n == FXSV_MAX_DEVICES) {
             snprintf(err, errlen, "more than %d devices", FXSV_MAX_DEVICES);
-            return -1;
+            return FXS_INVALID_ARGUMENT;
         }
         out->dev[out->n++] = dev;
         if (!p[len])

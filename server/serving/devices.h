@@ -39,8 +39,8 @@ typedef struct {
 void fxsv_devices_default(fxsv_devices *out);
 
 /* Parses a comma-separated list ("cpu,cuda:0"); NULL or "" gives the
- * default. 0, or -1 with a message naming the bad or missing device and
- * the devices present (a repeat, an empty entry, unknown text). */
+ * default. 0, or INVALID_ARGUMENT with a message naming the bad or missing
+ * device and the devices present (a repeat, an empty entry, unknown text). */
 int fxsv_devices_parse(const char *list, fxsv_devices *out, char *err, size_t errlen);
 
 /* "cpu, cuda:0" into buf (size n); returns buf. */

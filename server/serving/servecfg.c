@@ -291,7 +291,3 @@ int fxsv_cfg_save(fxdb_store *st, const char *model, const fxb_config *c, char *
     return rc;
 }
 
-int fxsv_cfg_forget(fxdb_store *st, const char *model, char *err, size_t errlen)
-{
-    return fxdb_servecfg_delete(st, model, err, errlen);
-}

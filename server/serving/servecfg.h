@@ -44,7 +44,5 @@ void fxsv_cfg_to_msg(const fxb_config *c, Fluxion__V1__BatchingConfig *m, uint32
 int fxsv_cfg_load(fxdb_store *st, const char *model, fxb_config *c, char *err, size_t errlen);
 int fxsv_cfg_save(fxdb_store *st, const char *model, const fxb_config *c, char *err,
                  size_t errlen);
-/* Forgets them (DeleteModel). */
-int fxsv_cfg_forget(fxdb_store *st, const char *model, char *err, size_t errlen);
 
 #endif

@@ -34,12 +34,23 @@ typedef struct entry {
 } entry;
 
 
+/* One model's changes (load, reload, unload, new settings) run one at a
+ * time: each builds an instance outside sv->mu and swaps it in under it, and
+ * two at once could swap the older build in last, or serve a model again
+ * that an unload (or a delete) had just stopped. */
+typedef struct name_lock {
+    char *name;
+    int users;          /* holders and waiters; freed at 0 (under sv->mu) */
+    pthread_mutex_t mu;
+    struct name_lock *next;
+} name_lock;
+
 struct fxsv_serving {
     fxdb_store *st;
     fxsv_serving_opts o;
-    pthread_mutex_t mu; /* entries */
+    pthread_mutex_t mu; /* entries, locks */
     entry *entries;
-
+    name_lock *locks;
 };
 
 /* ------------------------------------------------------------ instances */
@@ -55,14 +66,18 @@ static void served_unref(fxsv_served *m)
     free(m);
 }
 
+static fxsv_served *ref(fxsv_served *m)
+{
+    atomic_fetch_add(&m->refs, 1);
+    return m;
+}
+
 void fxsv_served_release(fxsv_served *m) { served_unref(m); }
 const fxg_graph *fxsv_served_graph(const fxsv_served *m) { return m->g; }
 const char *fxsv_served_name(const fxsv_served *m) { return m->name; }
 int64_t fxsv_served_version(const fxsv_served *m) { return m->version; }
-fxb_batcher *fxsv_served_batcher(const fxsv_served *m) { return m->b; }
 
-static void record_batch(void *data, bool ok, uint64_t batch_size, uint64_t input_ns,
-                         uint64_t infer_ns, uint64_t output_ns);
+static void record_batch(void *data, bool ok, const fxb_timing *t);
 
 /* The graph of a stored model's spec (seeded weights). */
 static fxg_graph *spec_graph(fxsv_serving *sv, const fxdb_model_rec *rec, char *err,
@@ -84,6 +99,24 @@ static fxg_graph *spec_graph(fxsv_serving *sv, const fxdb_model_rec *rec, char *
     return g;
 }
 
+/* The memory limit of settings c against what serving g on dev needs at
+ * least beyond its weights (fxb_min_need): a limit that leaves no room for
+ * a one-sample batch would fail every request, so it is refused when set.
+ * RESOURCE_EXHAUSTED as every memory-limit failure (devices.h). */
+static int check_one_sample(const char *what, const fxg_graph *g, const fxb_config *c,
+                            fx_device dev, char *err, size_t errlen)
+{
+    if (!c->memory_limit_bytes)
+        return 0;
+    fxb_need n;
+    fxb_min_need(g, c, dev, &n);
+    char w[384];
+    snprintf(w, sizeof w, "%s: one sample (the weights, %llu bytes, and a one-sample batch's "
+             "arena of %llu bytes in each of its %d engine contexts)", what,
+             (unsigned long long)n.weights, (unsigned long long)n.arena, n.contexts);
+    return fxsv_check_memory_limit(w, dev, n.total, c->memory_limit_bytes, err, errlen);
+}
+
 /* Moves the weights to the device the settings ask for, within the
  * model's memory limit. */
 static int place(fxsv_serving *sv, const char *name, fxg_graph *g, const fxb_config *c,
@@ -100,51 +133,21 @@ static int place(fxsv_serving *sv, const char *name, fxg_graph *g, const fxb_con
                                 c->memory_limit_bytes, err, errlen);
     if (rc)
         return rc;
-    if (dev.type == fxg_device(g).type && dev.index == fxg_device(g).index)
-        return 0;
-    if (fxg_to_device(g, dev, gerr, sizeof gerr) != 0) {
+    if ((dev.type != fxg_device(g).type || dev.index != fxg_device(g).index) &&
+        fxg_to_device(g, dev, gerr, sizeof gerr) != 0) {
         snprintf(err, errlen, "model '%s': %s", name, gerr);
         return FXS_RESOURCE_EXHAUSTED;
     }
-    return 0;
+    snprintf(what, sizeof what, "model '%s'", name);
+    return check_one_sample(what, g, c, dev, err, errlen);
 }
 
-/* Builds the graph of a stored version (0: latest) with its weights. */
-static int build_served(fxsv_serving *sv, const char *name, int64_t version, fxsv_served **out,
-                        char *err, size_t errlen)
+/* An instance serving g (taken: freed on failure) as the given version,
+ * placed and batched by the model's stored settings. */
+static int served_from_graph(fxsv_serving *sv, const char *name, int64_t version, fxg_graph *g,
+                             fxsv_served **out, char *err, size_t errlen)
 {
-    fxdb_model_rec rec;
-    int rc = fxdb_store_get_model(sv->st, name, &rec, err, errlen);
-    if (rc)
-        return rc;
-    if (version == 0 && rec.n_versions > 0)
-        version = rec.versions[rec.n_versions - 1].version;
-    bool found = false;
-    for (int i = 0; i < rec.n_versions; i++)
-        found |= rec.versions[i].version == version;
-    if (!found) {
-        snprintf(err, errlen, "model '%s' has no version %lld", name, (long long)version);
-        fxdb_model_rec_free(&rec);
-        return FXS_NOT_FOUND;
-    }
-    fxg_graph *g = spec_graph(sv, &rec, err, errlen);
-    fxdb_model_rec_free(&rec);
-    if (!g)
-        return FXS_INTERNAL;
-    char gerr[512];
-    void *w = NULL;
-    size_t wlen = 0;
-    rc = fxdb_store_read_weights(sv->st, name, version, &w, &wlen, err, errlen);
-    if (rc == 0 && fxg_load_weights(g, w, wlen, gerr, sizeof gerr) != 0) {
-        snprintf(err, errlen, "model '%s' version %lld: %s", name, (long long)version, gerr);
-        rc = FXS_INTERNAL;
-    }
-    free(w);
-    if (rc) {
-        fxg_free(g);
-        return rc;
-    }
-    fxg_drop_grads(g); /* served graphs never train: half the parameter memory */
+    int rc;
     fxsv_served *m = calloc(1, sizeof *m);
     if (!m || !(m->name = strdup(name))) {
         free(m);
@@ -161,9 +164,10 @@ static int build_served(fxsv_serving *sv, const char *name, int64_t version, fxs
     rc = fxsv_cfg_load(sv->st, name, &cfg, err, errlen);
     if (!rc)
         rc = place(sv, name, g, &cfg, err, errlen);
-    if (!rc && !(m->b = fxb_create(g, &cfg, record_batch, m, berr, sizeof berr))) {
+    if (!rc && (rc = fxb_create(g, &cfg, record_batch, m, &m->b, berr, sizeof berr))) {
         snprintf(err, errlen, "model '%s': batching settings: %s", name, berr);
-        rc = FXS_FAILED_PRECONDITION;
+        if (rc == FXS_INVALID_ARGUMENT) /* stored settings that do not fit */
+            rc = FXS_FAILED_PRECONDITION;
     }
     if (rc) {
         served_unref(m);
@@ -171,6 +175,50 @@ static int build_served(fxsv_serving *sv, const char *name, int64_t version, fxs
     }
     *out = m;
     return 0;
+}
+
+/* Builds the graph of a stored version (0: latest) with its weights;
+ * *stored_loaded (optional): the store's "loaded" flag of the model. */
+static int build_served(fxsv_serving *sv, const char *name, int64_t version, fxsv_served **out,
+                        bool *stored_loaded, char *err, size_t errlen)
+{
+    fxdb_model_rec rec;
+    int rc = fxdb_store_get_model(sv->st, name, &rec, err, errlen);
+    if (rc)
+        return rc;
+    if (stored_loaded)
+        *stored_loaded = rec.loaded;
+    if (version == 0 && rec.n_versions > 0)
+        version = rec.versions[rec.n_versions - 1].version;
+    bool found = false;
+    for (int i = 0; i < rec.n_versions; i++)
+        found |= rec.versions[i].version == version;
+    if (!found) {
+        snprintf(err, errlen, "model '%s' has no version %lld", name, (long long)version);
+        fxdb_model_rec_free(&rec);
+        return FXS_NOT_FOUND;
+    }
+    fxg_graph *g = spec_graph(sv, &rec, err, errlen);
+    fxdb_model_rec_free(&rec);
+    if (!g)
+        return FXS_INTERNAL;
+    /* Served graphs never train: half the parameter memory, given back
+     * before the weights are read (the peak is the graph and the file). */
+    fxg_drop_grads(g);
+    char gerr[512];
+    void *w = NULL;
+    size_t wlen = 0;
+    rc = fxdb_store_read_weights(sv->st, name, version, &w, &wlen, err, errlen);
+    if (rc == 0 && fxg_load_weights(g, w, wlen, gerr, sizeof gerr) != 0) {
+        snprintf(err, errlen, "model '%s' version %lld: %s", name, (long long)version, gerr);
+        rc = FXS_INTERNAL;
+    }
+    free(w);
+    if (rc) {
+        fxg_free(g);
+        return rc;
+    }
+    return served_from_graph(sv, name, version, g, out, err, errlen);
 }
 
 /* -------------------------------------------------------------- registry */
@@ -192,12 +240,57 @@ static void entry_clear(entry *e)
     free(e);
 }
 
-int fxsv_serving_load(fxsv_serving *sv, const char *name, char *err, size_t errlen)
+/* Takes the change lock of a model (see name_lock); NULL when out of memory. */
+static name_lock *lock_name(fxsv_serving *sv, const char *name)
 {
-    fxsv_served *m;
-    int rc = build_served(sv, name, 0, &m, err, errlen);
-    if (rc)
-        return rc;
+    pthread_mutex_lock(&sv->mu);
+    name_lock *l = sv->locks;
+    while (l && strcmp(l->name, name) != 0)
+        l = l->next;
+    if (!l && (l = calloc(1, sizeof *l)) && !(l->name = strdup(name))) {
+        free(l);
+        l = NULL;
+    } else if (l && !l->users) {
+        pthread_mutex_init(&l->mu, NULL);
+        l->next = sv->locks;
+        sv->locks = l;
+    }
+    if (l)
+        l->users++;
+    pthread_mutex_unlock(&sv->mu);
+    if (l)
+        pthread_mutex_lock(&l->mu);
+    return l;
+}
+
+static void unlock_name(fxsv_serving *sv, name_lock *l)
+{
+    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_lock(&sv->mu);
+    if (--l->users == 0) {
+        name_lock **pp = &sv->locks;
+        while (*pp != l)
+            pp = &(*pp)->next;
+        *pp = l->next;
+        pthread_mutex_destroy(&l->mu);
+        free(l->name);
+        free(l);
+    }
+    pthread_mutex_unlock(&sv->mu);
+}
+
+static int lock_failed(char *err, size_t errlen)
+{
+    snprintf(err, errlen, "out of memory");
+    return FXS_RESOURCE_EXHAUSTED;
+}
+
+/* Serves m in place of the one served (or as the first) and marks the
+ * model loaded in the store unless it is. Under the model's lock. */
+static int swap_in(fxsv_serving *sv, const char *name, fxsv_served *m, bool stored_loaded,
+                   char *err, size_t errlen)
+{
+    int64_t version = m->version; /* m is the entry's once swapped in: not ours to read */
     pthread_mutex_lock(&sv->mu);
     entry *e = find_entry(sv, name);
     if (!e) {
@@ -206,8 +299,7 @@ int fxsv_serving_load(fxsv_serving *sv, const char *name, char *err, size_t errl
             pthread_mutex_unlock(&sv->mu);
             free(e);
             served_unref(m);
-            snprintf(err, errlen, "out of memory");
-            return FXS_RESOURCE_EXHAUSTED;
+            return lock_failed(err, errlen);
         }
         e->next = sv->entries;
         sv->entries = e;
@@ -216,51 +308,132 @@ int fxsv_serving_load(fxsv_serving *sv, const char *name, char *err, size_t errl
     e->current = m;
     pthread_mutex_unlock(&sv->mu);
     served_unref(prev); /* requests in flight hold their own reference */
-    fxl_log(FXL_INFO, "serving", "model loaded model=%s version=%lld", name, (long long)m->version);
-    return 0;
+    fxl_log(FXL_INFO, "serving", "model loaded model=%s version=%lld", name, (long long)version);
+    /* Served now; the flag makes a restart serve it too. */
+    return stored_loaded ? 0 : fxdb_store_set_loaded(sv->st, name, true, err, errlen);
 }
 
-int fxsv_serving_set_config(fxsv_serving *sv, const char *name, const fxb_config *c, char *err,
-                           size_t errlen)
+/* Builds the latest version and serves it. only_if_loaded: nothing happens
+ * when the model is not served. Under the model's lock. */
+static int load_locked(fxsv_serving *sv, const char *name, bool only_if_loaded, char *err,
+                       size_t errlen)
+{
+    if (only_if_loaded && !fxsv_serving_is_loaded(sv, name, NULL))
+        return 0;
+    fxsv_served *m;
+    bool stored_loaded = false;
+    int rc = build_served(sv, name, 0, &m, &stored_loaded, err, errlen);
+    return rc ? rc : swap_in(sv, name, m, stored_loaded, err, errlen);
+}
+
+static int load_or_reload(fxsv_serving *sv, const char *name, bool only_if_loaded, char *err,
+                          size_t errlen)
+{
+    name_lock *l = lock_name(sv, name);
+    if (!l)
+        return lock_failed(err, errlen);
+    int rc = load_locked(sv, name, only_if_loaded, err, errlen);
+    unlock_name(sv, l);
+    return rc;
+}
+
+int fxsv_serving_load(fxsv_serving *sv, const char *name, char *err, size_t errlen)
+{
+    return load_or_reload(sv, name, false, err, errlen);
+}
+
+int fxsv_serving_reload(fxsv_serving *sv, const char *name, char *err, size_t errlen)
+{
+    return load_or_reload(sv, name, true, err, errlen);
+}
+
+int fxsv_serving_load_graph(fxsv_serving *sv, const char *name, int64_t version, fxg_graph *g,
+                           char *err, size_t errlen)
+{
+    name_lock *l = lock_name(sv, name);
+    if (!l) {
+        fxg_free(g);
+        return lock_failed(err, errlen);
+    }
+    /* Checked under the lock: a delete that came first is seen here, one
+     * that comes later unloads after this (fxsv_serving_unload). */
+    fxdb_model_rec rec;
+    int rc = fxdb_store_get_model(sv->st, name, &rec, err, errlen);
+    bool latest = !rc && rec.n_versions > 0 && rec.versions[rec.n_versions - 1].version == version;
+    bool stored_loaded = !rc && rec.loaded;
+    if (!rc)
+        fxdb_model_rec_free(&rec);
+    fxsv_served *m = NULL;
+    if (!rc && !latest) { /* a newer version came meanwhile: that one */
+        fxg_free(g);
+        rc = load_locked(sv, name, false, err, errlen);
+    } else if (!rc && !(rc = served_from_graph(sv, name, version, g, &m, err, errlen))) {
+        rc = swap_in(sv, name, m, stored_loaded, err, errlen);
+    } else if (rc) {
+        fxg_free(g);
+    }
+    unlock_name(sv, l);
+    return rc;
+}
+
+/* Whether c can serve the model: the settings against each other and the
+ * model's graph (the served one, else its own from the spec), the device,
+ * and the memory limit against the weights and a one-sample batch. */
+static int check_config(fxsv_serving *sv, const char *name, const fxb_config *c, char *err,
+                        size_t errlen)
 {
     fxsv_served *m = NULL;
     pthread_mutex_lock(&sv->mu);
     entry *e = find_entry(sv, name);
     if (e)
-        m = e->current;
-    if (m)
-        atomic_fetch_add(&m->refs, 1);
+        m = ref(e->current);
     pthread_mutex_unlock(&sv->mu);
-    /* checked against the model's graph (its own when it is not loaded) */
     fxg_graph *own = NULL;
     fxdb_model_rec rec;
     int rc = 0;
-    if (!m && c->pad_variable_dims && !(rc = fxdb_store_get_model(sv->st, name, &rec, err, errlen))) {
+    bool need_graph = c->pad_variable_dims || c->memory_limit_bytes;
+    if (!m && need_graph && !(rc = fxdb_store_get_model(sv->st, name, &rec, err, errlen))) {
         own = spec_graph(sv, &rec, err, errlen);
         fxdb_model_rec_free(&rec);
         rc = own ? 0 : FXS_INTERNAL;
+        if (own)
+            fxg_drop_grads(own); /* as served */
     }
-    if (!rc && fxb_config_check(c, m ? m->g : own, err, errlen) != 0)
-        rc = FXS_INVALID_ARGUMENT;
+    if (!rc)
+        rc = fxb_config_check(c, m ? m->g : own, err, errlen);
     fx_device dev;
     if (!rc)
         rc = fxsv_devices_resolve(sv->o.devices, c->device, "serving setting device", &dev, err,
                                  errlen);
-    if (!rc && m) /* not stored when the weights served now could not be placed */
+    /* Not stored when the weights served now (or the model's, when it is
+     * not loaded) could not be placed, or would leave no room for a batch. */
+    const fxg_graph *g = m ? m->g : own;
+    if (!rc && g)
         rc = fxsv_check_memory_limit("serving setting memory_limit_bytes: the weights", dev,
-                                    fxsv_params_bytes(fxg_params(m->g)), c->memory_limit_bytes,
+                                    fxsv_params_bytes(fxg_params(g)), c->memory_limit_bytes,
                                     err, errlen);
+    if (!rc && g)
+        rc = check_one_sample("serving setting memory_limit_bytes", g, c, dev, err, errlen);
     fxg_free(own);
     served_unref(m);
+    return rc;
+}
+
+int fxsv_serving_set_config(fxsv_serving *sv, const char *name, const fxb_config *c, char *err,
+                           size_t errlen)
+{
+    name_lock *l = lock_name(sv, name);
+    if (!l)
+        return lock_failed(err, errlen);
+    int rc = check_config(sv, name, c, err, errlen);
     if (!rc)
         rc = fxsv_cfg_save(sv->st, name, c, err, errlen);
-    if (rc || !e)
-        return rc;
     /* Older versions are rebuilt on demand with the new settings. */
     fxsv_served *old[MAX_OLD_VERSIONS];
     int n_old = 0;
     pthread_mutex_lock(&sv->mu);
-    if ((e = find_entry(sv, name))) {
+    entry *e = rc ? NULL : find_entry(sv, name);
+    if (e) {
         n_old = e->n_old;
         memcpy(old, e->old, sizeof old[0] * (size_t)n_old);
         e->n_old = 0;
@@ -268,11 +441,17 @@ int fxsv_serving_set_config(fxsv_serving *sv, const char *name, const fxb_config
     pthread_mutex_unlock(&sv->mu);
     for (int i = 0; i < n_old; i++)
         served_unref(old[i]);
-    return e ? fxsv_serving_load(sv, name, err, errlen) : 0;
+    if (e) /* the one served: rebuilt now */
+        rc = load_locked(sv, name, false, err, errlen);
+    unlock_name(sv, l);
+    return rc;
 }
 
 int fxsv_serving_unload(fxsv_serving *sv, const char *name, char *err, size_t errlen)
 {
+    name_lock *l = lock_name(sv, name);
+    if (!l)
+        return lock_failed(err, errlen);
     pthread_mutex_lock(&sv->mu);
     entry **pp = &sv->entries;
     while (*pp && strcmp((*pp)->name, name) != 0)
@@ -281,13 +460,19 @@ int fxsv_serving_unload(fxsv_serving *sv, const char *name, char *err, size_t er
     if (e)
         *pp = e->next;
     pthread_mutex_unlock(&sv->mu);
-    if (!e) {
+    /* Not loaded after a restart either; a deleted model has no flag. */
+    char serr[256];
+    int rc = fxdb_store_set_loaded(sv->st, name, false, serr, sizeof serr);
+    if (rc && rc != FXS_NOT_FOUND)
+        snprintf(err, errlen, "%s", serr);
+    else if (!e)
         snprintf(err, errlen, "model '%s' is not loaded", name);
-        return FXS_NOT_FOUND;
+    unlock_name(sv, l);
+    if (e) {
+        entry_clear(e);
+        fxl_log(FXL_INFO, "serving", "model unloaded model=%s", name);
     }
-    entry_clear(e);
-    fxl_log(FXL_INFO, "serving", "model unloaded model=%s", name);
-    return 0;
+    return rc && rc != FXS_NOT_FOUND ? rc : e ? 0 : FXS_NOT_FOUND;
 }
 
 bool fxsv_serving_is_loaded(fxsv_serving *sv, const char *name, int64_t *version)
@@ -308,12 +493,6 @@ int fxsv_serving_count_loaded(fxsv_serving *sv)
         n++;
     pthread_mutex_unlock(&sv->mu);
     return n;
-}
-
-static fxsv_served *ref(fxsv_served *m)
-{
-    atomic_fetch_add(&m->refs, 1);
-    return m;
 }
 
 /* The cached instance of a version of e, or NULL. Under sv->mu. */
@@ -349,7 +528,7 @@ int fxsv_serving_acquire(fxsv_serving *sv, const char *name, int64_t version, fx
     }
     /* An older version, loaded on demand (outside the lock: it reads files). */
     fxsv_served *built;
-    int rc = build_served(sv, name, version, &built, err, errlen);
+    int rc = build_served(sv, name, version, &built, NULL, err, errlen);
     if (rc)
         return rc;
     fxsv_served *evicted = NULL;
@@ -394,7 +573,7 @@ int fxsv_serving_list(fxsv_serving *sv, fxsv_served ***out, int *n)
     pthread_mutex_unlock(&sv->mu);
     *out = arr;
     *n = k;
-    return arr ? 0 : -1;
+    return arr ? 0 : FXS_RESOURCE_EXHAUSTED;
 }
 
 /* ----------------------------------------------------------- statistics */
@@ -405,30 +584,36 @@ static void add(fxsv_duration *d, uint64_t ns)
     d->ns += ns;
 }
 
-void fxsv_served_record(fxsv_served *m, const fxsv_exec_record *r)
+/* One request: samples its own, t its batch's (queue its own). */
+static void record(fxsv_served *m, bool ok, const fxb_timing *t, uint64_t samples)
 {
     pthread_mutex_lock(&m->mu);
     fxsv_stats *s = &m->stats;
-    uint64_t total = r->queue_ns + r->input_ns + r->infer_ns + r->output_ns;
-    if (!r->ok) {
+    uint64_t total = t->queue_ns + t->input_ns + t->infer_ns + t->output_ns;
+    if (!ok) {
         add(&s->fail, total);
         pthread_mutex_unlock(&m->mu);
         return;
     }
     s->last_inference_ms = (uint64_t)fxu_now_ms();
-    s->inference_count += r->batch_size;
+    s->inference_count += samples;
     add(&s->success, total);
-    add(&s->queue, r->queue_ns);
-    add(&s->input, r->input_ns);
-    add(&s->infer, r->infer_ns);
-    add(&s->output, r->output_ns);
+    add(&s->queue, t->queue_ns);
+    add(&s->input, t->input_ns);
+    add(&s->infer, t->infer_ns);
+    add(&s->output, t->output_ns);
     pthread_mutex_unlock(&m->mu);
+}
+
+void fxsv_served_refused(fxsv_served *m, uint64_t received_ns)
+{
+    fxb_timing t = { .queue_ns = fxu_mono_ns() - received_ns };
+    record(m, false, &t, 0);
 }
 
 /* One executed batch (from the batcher, before its requests are answered):
  * execution_count and the row of its size in the batch table. */
-static void record_batch(void *data, bool ok, uint64_t batch_size, uint64_t input_ns,
-                         uint64_t infer_ns, uint64_t output_ns)
+static void record_batch(void *data, bool ok, const fxb_timing *t)
 {
     fxsv_served *m = data;
     if (!ok)
@@ -437,22 +622,68 @@ static void record_batch(void *data, bool ok, uint64_t batch_size, uint64_t inpu
     fxsv_stats *s = &m->stats;
     s->execution_count++;
     int i = 0;
-    while (i < s->n_batch && s->batch[i].batch_size < batch_size)
+    while (i < s->n_batch && s->batch[i].batch_size < t->batch_size)
         i++;
-    if (i == s->n_batch || s->batch[i].batch_size != batch_size) {
+    if (i == s->n_batch || s->batch[i].batch_size != t->batch_size) {
         if (s->n_batch == (int)(sizeof s->batch / sizeof s->batch[0])) {
             pthread_mutex_unlock(&m->mu); /* table full: only totals count */
             return;
         }
         memmove(&s->batch[i + 1], &s->batch[i], sizeof s->batch[0] * (size_t)(s->n_batch - i));
         memset(&s->batch[i], 0, sizeof s->batch[i]);
-        s->batch[i].batch_size = batch_size;
+        s->batch[i].batch_size = t->batch_size;
         s->n_batch++;
     }
-    add(&s->batch[i].input, input_ns);
-    add(&s->batch[i].infer, infer_ns);
-    add(&s->batch[i].output, output_ns);
+    add(&s->batch[i].input, t->input_ns);
+    add(&s->batch[i].infer, t->infer_ns);
+    add(&s->batch[i].output, t->output_ns);
     pthread_mutex_unlock(&m->mu);
+}
+
+/* ------------------------------------------------------------- requests */
+
+/* A submitted request, between the batcher and its caller. */
+typedef struct {
+    fxsv_served *m; /* held until sent */
+    fxsv_request r;
+} pending;
+
+/* The batcher's answer: the caller makes its answer (counted as output
+ * time), the request is counted, then the answer goes. */
+static void request_done(void *user, int status, const char *err, const fxb_output *outs,
+                         const fxb_timing *t)
+{
+    pending *p = user;
+    uint64_t t0 = fxu_mono_ns();
+    int st = p->r.answer(p->r.user, status, err, outs);
+    fxb_timing tm = *t;
+    tm.output_ns += fxu_mono_ns() - t0;
+    record(p->m, st == 0, &tm, p->r.samples);
+    p->r.send(p->r.user, st, st == status ? err : NULL);
+    fxsv_served *m = p->m;
+    free(p);
+    served_unref(m); /* may be the last reference: done calls may free (batcher.h) */
+}
+
+int fxsv_submit(fxsv_served *m, const fxsv_request *r, char *err, size_t errlen)
+{
+    pending *p = malloc(sizeof *p);
+    int rc = FXS_RESOURCE_EXHAUSTED;
+    if (!p) {
+        snprintf(err, errlen, "out of memory");
+    } else {
+        *p = (pending){ .m = ref(m), .r = *r };
+        fxb_request br = { .inputs = r->inputs, .priority = r->priority,
+                           .timeout_us = r->timeout_us, .deadline_ns = r->deadline_ns,
+                           .received_ns = r->received_ns, .done = request_done, .user = p,
+                           .may_run_inline = r->may_run_inline };
+        if (!(rc = fxb_submit(m->b, &br, err, errlen)))
+            return 0;
+        served_unref(m); /* not the last: the caller holds m */
+        free(p);
+    }
+    fxsv_served_refused(m, r->received_ns);
+    return rc;
 }
 
 void fxsv_served_stats(fxsv_served *m, fxsv_stats *out)

@@ -1,7 +1,11 @@
 /*
- * serving.h - the models being served: for each loaded model, the graph of
- * the version it serves (and of older versions asked for by number), their
- * statistics, and their batchers (batcher.h), whose instances run them.
+ * serving.h - the models being served (serving/, prefix fxsv_; the batcher
+ * inside it is fxb_). This module owns: for each loaded model, the graph of
+ * the version it serves (and of older versions asked for by number); loading,
+ * reloading and unloading them; their inference requests (fxsv_submit hides
+ * the batcher, batcher.h, which forms and runs the batches, and batch_io.h,
+ * which moves their data); and their statistics, of which it is the only
+ * writer. Settings: servecfg.h; devices and memory limits: devices.h.
  *
  * A loaded version is a reference-counted fxsv_served: a request acquires it,
  * runs in a batch, and releases it, so loading a new version (new weights)
@@ -32,13 +36,31 @@ fxsv_serving *fxsv_serving_create(fxdb_store *st, const fxsv_serving_opts *opts)
 /* Unloads everything (requests in flight hold their own references). */
 void fxsv_serving_free(fxsv_serving *sv);
 
-/* Serves the latest stored version of a model (replacing the one served:
+/* Changes to one model's serving (load, reload, unload, settings) run one
+ * at a time, in the order they are called: the last one called decides what
+ * is served. Each also keeps the store's "loaded" flag (a restart serves the
+ * models loaded at the stop).
+ *
+ * Serves the latest stored version of a model (replacing the one served:
  * requests in flight finish on the old one). Status codes as store.h; the
  * serving setting "device" (devices.h) places the weights: a device not
  * enabled is FAILED_PRECONDITION, weights over memory_limit_bytes or out of
  * device memory RESOURCE_EXHAUSTED, each naming the device. */
 int fxsv_serving_load(fxsv_serving *sv, const char *name, char *err, size_t errlen);
-/* Stops serving it (requests in flight finish). NOT_FOUND when not loaded. */
+/* As fxsv_serving_load for a model that is served (a new version, new
+ * settings); 0 and nothing done for one that is not. */
+int fxsv_serving_reload(fxsv_serving *sv, const char *name, char *err, size_t errlen);
+/* As fxsv_serving_load with the graph of the latest version already built
+ * (CreateModel's, which made its weights): g (its gradients dropped) is
+ * taken, freed on failure, and served as that version, without building it
+ * again from the store. When a newer version was stored meanwhile, that one
+ * is loaded instead. */
+int fxsv_serving_load_graph(fxsv_serving *sv, const char *name, int64_t version, fxg_graph *g,
+                           char *err, size_t errlen);
+/* Stops serving it (requests in flight finish) and clears its "loaded"
+ * flag (a model no longer stored has none). NOT_FOUND when not loaded. To
+ * delete a model, delete it from the store first, then unload: a load that
+ * races the delete then either ends before the unload or finds no model. */
 int fxsv_serving_unload(fxsv_serving *sv, const char *name, char *err, size_t errlen);
 bool fxsv_serving_is_loaded(fxsv_serving *sv, const char *name, int64_t *version);
 /* Checks and stores a model's batching settings (the device must be one
@@ -56,21 +78,54 @@ int fxsv_serving_acquire(fxsv_serving *sv, const char *name, int64_t version, fx
 void fxsv_served_release(fxsv_served *m);
 
 const fxg_graph *fxsv_served_graph(const fxsv_served *m);
-/* Runs the instance's inference requests (batcher.h); settings from the
- * store (servecfg.h) as they were when the instance was built. */
-fxb_batcher *fxsv_served_batcher(const fxsv_served *m);
 const char *fxsv_served_name(const fxsv_served *m);
 int64_t fxsv_served_version(const fxsv_served *m);
 
-/* Statistics of one request (nanoseconds; compute times are its batch's).
- * Executed batches are counted by the batcher (execution_count, batch). */
-typedef struct {
-    bool ok;
-    uint64_t queue_ns, input_ns, infer_ns, output_ns;
-    uint64_t batch_size;     /* samples of the request (inference_count) */
-} fxsv_exec_record;
-void fxsv_served_record(fxsv_served *m, const fxsv_exec_record *r);
+/* ------------------------------------------------------------ requests */
 
+typedef fxb_input fxsv_input;   /* one input tensor of a request (batcher.h) */
+typedef fxb_output fxsv_output; /* one output tensor of an answer (batcher.h) */
+
+/* An inference request for a served instance. Its batch is formed and run
+ * by the instance's batcher (batcher.h: batching, priorities, deadlines,
+ * running on the caller's thread); serving counts it in the statistics. */
+typedef struct {
+    const fxsv_input *inputs; /* fxg_num_inputs of its graph, in order, checked by
+                               * the caller; borrowed until send */
+    uint64_t samples;         /* the request's samples (inference_count) */
+    uint32_t priority;        /* 0: the model's default */
+    uint64_t timeout_us;      /* 0: the model's */
+    int64_t deadline_ns;      /* the client's, CLOCK_MONOTONIC; 0: none */
+    uint64_t received_ns;     /* CLOCK_MONOTONIC */
+    bool may_run_inline;      /* as fxb_request: fxsv_submit may answer it itself */
+    /* Called once, on a serving thread (or the caller's, inline): status 0
+     * and outputs[i] for every graph output i (valid during the call), or
+     * an fxs status and its message. Makes the answer without sending it and
+     * returns its status: status, or non-zero when the answer could not be
+     * made (out of memory building it). */
+    int (*answer)(void *user, int status, const char *err, const fxsv_output *outputs);
+    /* Then, once the request is counted (so a client that asks for the
+     * statistics right after its answer finds it): sends the answer, or the
+     * failure (err: the batch's message; NULL when answer's own status), and
+     * frees what user holds. */
+    void (*send)(void *user, int status, const char *err);
+    void *user;
+} fxsv_request;
+
+/* Queues a request on m (which it holds until send). 0: answer and send
+ * will be called; else a status with the message and neither is called
+ * (the request is counted as failed): UNAVAILABLE (queue full, unloading),
+ * INVALID_ARGUMENT (priority out of range), RESOURCE_EXHAUSTED. */
+int fxsv_submit(fxsv_served *m, const fxsv_request *r, char *err, size_t errlen);
+/* Counts a request refused before it could be submitted (its inputs do not
+ * fit the model) as failed, received at received_ns. */
+void fxsv_served_refused(fxsv_served *m, uint64_t received_ns);
+
+/* ---------------------------------------------------------- statistics */
+
+/* ModelStatistics. Per request: success/fail, queue and its batch's times;
+ * per executed batch: execution_count and a row per batch size. Written by
+ * serving only (fxsv_submit, the batcher's per-batch report). */
 typedef struct {
     uint64_t count, ns;
 } fxsv_duration;
@@ -86,7 +141,8 @@ typedef struct {
 } fxsv_stats;
 void fxsv_served_stats(fxsv_served *m, fxsv_stats *out);
 
-/* Every served instance (loaded versions), acquired: release each. */
+/* Every served instance (loaded versions), acquired: release each. 0 or
+ * RESOURCE_EXHAUSTED. */
 int fxsv_serving_list(fxsv_serving *sv, fxsv_served ***out, int *n);
 
 

@@ -7,6 +7,7 @@ lists none), asking for cuda:0 must fail with a message naming it and what
 there is; cuda:63 fails everywhere. The GPU runs themselves are in
 scripts/gpu_check.sh (daemon step)."""
 import os
+import re
 import subprocess
 import sys
 import unittest
@@ -166,12 +167,34 @@ class DevicesTest(DaemonTest):
                         contains=("the weights on cpu: needs %d bytes" % wbytes,
                                   "over its memory limit of %d bytes" % (wbytes - 1)))
         self.assertEqual(self.c.get_model("m").serving_config.memory_limit_bytes, 0)
-        # room for the weights only: each batch is over it
-        self.c.load_model("m", {"memory_limit_bytes": wbytes, "device": "cpu"})
+        # Room for the weights but not for one sample's batch (issue 11, defect
+        # 12: this was accepted, and then every request failed): refused when
+        # set, by each way of setting it, naming the bytes the model needs.
+        for bad in (1000, wbytes):
+            err = self.assertCode(C.RESOURCE_EXHAUSTED, self.c.load_model, "m",
+                                  {"memory_limit_bytes": bad},
+                                  contains=("one sample", "needs",
+                                            "over its memory limit of %d bytes" % bad))
+            self.assertCode(C.RESOURCE_EXHAUSTED, self.c.set_serving_config, "m",
+                            memory_limit_bytes=bad, contains=("one sample", "needs"))
+        self.assertEqual(self.c.get_model("m").serving_config.memory_limit_bytes, 0)
+        need = int(re.search(r"needs (\d+) bytes", err.message).group(1))
+        self.assertGreater(need, wbytes)
+        # the same for a model that is not loaded
+        self.c.create_model("m-unloaded", mlp_spec(), seed=1, no_load=True)
+        self.assertCode(C.RESOURCE_EXHAUSTED, self.c.set_serving_config, "m-unloaded",
+                        memory_limit_bytes=1000, contains=("one sample", "needs %d bytes" % need))
+        self.c.delete_model("m-unloaded")
+        # exactly what it needs: a one-sample request is served
+        self.c.load_model("m", {"memory_limit_bytes": need, "device": "cpu"})
         self.assertEqual(self.c.get_model("m").serving_config.device, "cpu")
-        x = randn(2, 5, 4)
+        x1 = randn(1, 1, 4)
+        np.testing.assert_allclose(self.c.infer("m", {"x": x1})["y"], mlp_forward(w, x1),
+                                   rtol=1e-5, atol=1e-5)
+        # a batch that needs more is over it
+        x = randn(2, 100000, 4)
         self.assertCode(C.RESOURCE_EXHAUSTED, self.c.infer, "m", {"x": x},
-                        contains=("on cpu: needs", "memory limit of %d bytes" % wbytes))
+                        contains=("on cpu: needs", "memory limit of %d bytes" % need))
         # room enough: the same answers as without a limit
         cfg = self.c.set_serving_config("m", memory_limit_bytes=64 << 20)
         self.assertEqual((cfg.device, cfg.memory_limit_bytes), ("cpu", 64 << 20))
@@ -197,6 +220,10 @@ class DevicesTest(DaemonTest):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("device:                cpu\n", p.stdout)
         self.assertIn("memory_limit_bytes:    %d\n" % (32 << 20), p.stdout)
+        p = run("model", "config", "m", "--memory-limit-bytes", "1000")  # below one sample's needs
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("RESOURCE_EXHAUSTED", p.stderr)
+        self.assertIn("needs", p.stderr)
         p = run("model", "config", "m", "--memory-limit-bytes", "-3")
         self.assertEqual(p.returncode, 2, p.stderr)
         p = run("model", "config", "m", "--reset")

@@ -1,13 +1,18 @@
-/* test_batcher.c - the inference batcher (server/batcher.c) on real graphs.
+/* test_batcher.c - the inference batcher (server/serving/batcher.c) on real
+ * graphs.
  *
  * Batches are observed through the per-batch statistics hook; every
  * request's result is compared with the graph run on that request alone
  * (fxg_forward in a context of the test's own), so the expected values do
- * not come from the batcher. */
+ * not come from the batcher. How batches form is one table (CASES: the
+ * settings, the requests, the batches expected); the other behaviours
+ * (deadlines, priorities, instances, freeing from a done call, inline runs,
+ * memory) have a test each on the same fixture (bt_*). */
 #include "testutil.h"
 
 #include <jansson.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -45,6 +50,12 @@ static const char *LSTM = "{\"inputs\": [{\"name\": \"seq\", \"dtype\": \"FP32\"
     "            {\"name\": \"fc\", \"op\": \"dense\", \"inputs\": [\"rnn\"],"
     "             \"attrs\": {\"in_features\": 8, \"out_features\": 2}}],"
     "\"outputs\": [{\"name\": \"out\", \"source\": \"fc\"}]}";
+
+/* wide: x [-1, 1] -> dense 65536 (4 bytes in, 256 KiB out per sample) */
+static const char *WIDE = "{\"inputs\": [{\"name\": \"x\", \"dtype\": \"FP32\", \"shape\": [-1, 1]}],"
+    "\"nodes\": [{\"name\": \"fc\", \"op\": \"dense\", \"inputs\": [\"x\"],"
+    "             \"attrs\": {\"in_features\": 1, \"out_features\": 65536}}],"
+    "\"outputs\": [{\"name\": \"y\", \"source\": \"fc\"}]}";
 
 /* ------------------------------------------------------------ collector */
 
@@ -108,12 +119,11 @@ static void on_done(void *user, int status, const char *err, const fxb_output *o
     pthread_mutex_unlock(&c->mu);
 }
 
-static void on_batch(void *data, bool ok, uint64_t size, uint64_t in_ns, uint64_t inf_ns,
-                     uint64_t out_ns)
+static void on_batch(void *data, bool ok, const fxb_timing *t)
 {
     collector *c = data;
     pthread_mutex_lock(&c->mu);
-    c->batch_size[c->n_batches] = size;
+    c->batch_size[c->n_batches] = t->batch_size;
     c->batch_end_ns[c->n_batches++] = fxb_mono_ns();
     pthread_mutex_unlock(&c->mu);
 }
@@ -132,37 +142,20 @@ static void wait_done(int n)
     assert_int_equal(got, n);
 }
 
-static fxb_config cfg(uint32_t max_batch, uint64_t delay_us)
+static uint64_t ms_since(uint64_t t0) { return (fxb_mono_ns() - t0) / 1000000u; }
+
+static void sleep_ms(long ms)
 {
-    fxb_config c;
-    fxb_config_default(&c);
-    c.max_batch_size = max_batch;
-    c.max_queue_delay_us = delay_us;
-    return c;
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
+    nanosleep(&ts, NULL);
 }
 
-static fxb_batcher *start(const fxg_graph *g, const fxb_config *c)
-{
-    reset();
-    char err[512];
-    fxb_batcher *b = fxb_create(g, c, on_batch, &C, err, sizeof err);
-    if (!b)
-        fail_msg("fxb_create: %s", err);
-    return b;
-}
+/* ------------------------------------------------------------- requests */
 
 /* A request: one input tensor (or two), data owned by the test. */
 typedef struct {
     fxb_input in[2];
 } rq;
-
-static int submit(fxb_batcher *b, rq *r, int id, uint32_t prio, uint64_t timeout_us)
-{
-    fxb_request br = { .inputs = r->in, .priority = prio, .timeout_us = timeout_us,
-                       .done = on_done, .user = &TAGS[id] };
-    char err[256];
-    return fxb_submit(b, &br, err, sizeof err);
-}
 
 static float *values(int64_t n, float seed)
 {
@@ -178,356 +171,10 @@ static rq mlp_rq(int64_t n, float seed)
     return r;
 }
 
-static void rq_free(rq *r, int n_in)
-{
-    for (int i = 0; i < n_in; i++)
-        free((void *)r->in[i].data);
-}
-
-/* The graph's output 0 for r alone (fresh context), compared with got. */
-static void expect_alone(const fxg_graph *g, const rq *r, int n_in, int id, double tol)
-{
-    fx_ctx *ctx = fx_ctx_create(fx_cpu());
-    fx_ctx_set_grad(ctx, false);
-    fx_ctx_set_training(ctx, false);
-    fx_tensor *in[2], *out[2];
-    for (int i = 0; i < n_in; i++)
-        in[i] = fx_tensor_from_host(ctx, fxg_input(g, i)->dtype, r->in[i].ndim, r->in[i].shape,
-                                    r->in[i].data);
-    char err[256];
-    assert_int_equal(fxg_forward(g, ctx, in, out, err, sizeof err), 0);
-    assert_int_equal(C.status[id], 0);
-    assert_int_equal(C.out_ndim[id], out[0]->ndim);
-    for (int k = 0; k < out[0]->ndim; k++)
-        assert_int_equal(C.out_shape[id][k], out[0]->shape[k]);
-    float *want = tu_values(out[0]);
-    tu_assert_close(C.out[id], want, fx_tensor_numel(out[0]), tol);
-    free(want);
-    fx_ctx_free(ctx);
-}
-
-static uint64_t ms_since(uint64_t t0) { return (fxb_mono_ns() - t0) / 1000000u; }
-
-/* ------------------------------------------------------------------ tests */
-
-/* 8 requests with max 4 and a long delay: two full batches of 4, at once. */
-static void test_full_batches_go_at_once(void **state)
-{
-    fxg_graph *g = st_graph_json(MLP, 7);
-    fxb_config c = cfg(4, 10000000);
-    fxb_batcher *b = start(g, &c);
-    rq r[8];
-    uint64_t t0 = fxb_mono_ns();
-    for (int i = 0; i < 8; i++) {
-        r[i] = mlp_rq(1, (float)i);
-        assert_int_equal(submit(b, &r[i], i, 0, 0), 0);
-    }
-    wait_done(8);
-    assert_true(ms_since(t0) < 5000); /* not the 10 s delay */
-    assert_int_equal(C.n_batches, 2);
-    assert_int_equal(C.batch_size[0], 4);
-    assert_int_equal(C.batch_size[1], 4);
-    for (int i = 0; i < 8; i++) {
-        assert_int_equal(C.t[i].batch_size, 4);
-        expect_alone(g, &r[i], 1, i, 1e-6);
-    }
-    fxb_free(b);
-    for (int i = 0; i < 8; i++)
-        rq_free(&r[i], 1);
-    fxg_free(g);
-}
-
-/* A partial batch waits for the delay, then goes with what there is. */
-static void test_partial_batch_waits_for_delay(void **state)
-{
-    fxg_graph *g = st_graph_json(MLP, 7);
-    fxb_config c = cfg(8, 100000); /* 100 ms */
-    fxb_batcher *b = start(g, &c);
-    rq r[3];
-    uint64_t t0 = fxb_mono_ns();
-    for (int i = 0; i < 3; i++) {
-        r[i] = mlp_rq(1, (float)i);
-        assert_int_equal(submit(b, &r[i], i, 0, 0), 0);
-    }
-    wait_done(3);
-    assert_true(ms_since(t0) >= 95);
-    assert_int_equal(C.n_batches, 1);
-    assert_int_equal(C.batch_size[0], 3);
-    for (int i = 0; i < 3; i++) {
-        assert_true(C.t[i].queue_ns >= 90000000u);
-        expect_alone(g, &r[i], 1, i, 1e-6);
-    }
-    fxb_free(b);
-    for (int i = 0; i < 3; i++)
-        rq_free(&r[i], 1);
-    fxg_free(g);
-}
-
-/* Requests that come further apart than the delay do not wait for it (the
- * average gap between arrivals says no other request is due in time). */
-static void test_sparse_requests_do_not_wait(void **state)
-{
-    fxg_graph *g = st_graph_json(MLP, 7);
-    fxb_config c = cfg(8, 30000); /* 30 ms */
-    fxb_batcher *b = start(g, &c);
-    rq r[12];
-    for (int i = 0; i < 12; i++) {
-        r[i] = mlp_rq(1, (float)i);
-        assert_int_equal(submit(b, &r[i], i, 0, 0), 0);
-        wait_done(i + 1);
-        struct timespec ts = { 0, 60000000 }; /* 60 ms apart */
-        nanosleep(&ts, NULL);
-    }
-    assert_true(C.t[0].queue_ns >= 29000000u); /* no history yet: it waited */
-    assert_true(C.t[11].queue_ns < 15000000u);  /* gaps of 60 ms: no wait */
-    for (int i = 0; i < 12; i++) {
-        expect_alone(g, &r[i], 1, i, 1e-6);
-        rq_free(&r[i], 1);
-    }
-    fxb_free(b);
-    fxg_free(g);
-}
-
-/* Requests that carry several samples are merged and split back. */
-static void test_multi_sample_requests_merge(void **state)
-{
-    fxg_graph *g = st_graph_json(MLP, 7);
-    fxb_config c = cfg(8, 10000000);
-    fxb_batcher *b = start(g, &c);
-    rq r[3] = { mlp_rq(2, 0), mlp_rq(3, 1), mlp_rq(3, 2) };
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(submit(b, &r[i], i, 0, 0), 0);
-    wait_done(3);
-    assert_int_equal(C.n_batches, 1);
-    assert_int_equal(C.batch_size[0], 8);
-    for (int i = 0; i < 3; i++)
-        expect_alone(g, &r[i], 1, i, 1e-6);
-    fxb_free(b);
-    for (int i = 0; i < 3; i++)
-        rq_free(&r[i], 1);
-    fxg_free(g);
-}
-
-/* A request larger than max_batch_size runs alone; one that would overflow
- * the batch waits for the next. */
-static void test_max_batch_size_respected(void **state)
-{
-    fxg_graph *g = st_graph_json(MLP, 7);
-    fxb_config c = cfg(4, 50000);
-    fxb_batcher *b = start(g, &c);
-    rq r[3] = { mlp_rq(3, 0), mlp_rq(3, 1), mlp_rq(6, 2) };
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(submit(b, &r[i], i, 0, 0), 0);
-    wait_done(3);
-    assert_int_equal(C.n_batches, 3);
-    for (int i = 0; i < C.n_batches; i++)
-        assert_true(C.batch_size[i] == 3 || C.batch_size[i] == 6);
-    for (int i = 0; i < 3; i++)
-        expect_alone(g, &r[i], 1, i, 1e-6);
-    fxb_free(b);
-    for (int i = 0; i < 3; i++)
-        rq_free(&r[i], 1);
-    fxg_free(g);
-}
-
-/* The queue holds max_queue_size requests; the next is refused at once;
- * freeing the batcher answers the queued ones UNAVAILABLE. */
-static void test_full_queue_rejects(void **state)
-{
-    fxg_graph *g = st_graph_json(MLP, 7);
-    fxb_config c = cfg(8, 10000000);
-    c.max_queue_size = 2;
-    fxb_batcher *b = start(g, &c);
-    rq r[3];
-    for (int i = 0; i < 3; i++)
-        r[i] = mlp_rq(1, (float)i);
-    assert_int_equal(submit(b, &r[0], 0, 0, 0), 0);
-    assert_int_equal(submit(b, &r[1], 1, 0, 0), 0);
-    char err[256];
-    fxb_request br = { .inputs = r[2].in, .done = on_done, .user = &TAGS[2] };
-    assert_int_equal(fxb_submit(b, &br, err, sizeof err), FXS_UNAVAILABLE);
-    assert_non_null(strstr(err, "queue is full"));
-    fxb_free(b);
-    assert_int_equal(C.n_done, 2);
-    assert_int_equal(C.status[0], FXS_UNAVAILABLE);
-    assert_int_equal(C.status[1], FXS_UNAVAILABLE);
-    for (int i = 0; i < 3; i++)
-        rq_free(&r[i], 1);
-    fxg_free(g);
-}
-
-/* A request whose timeout passes in the queue is answered then. */
-static void test_timeout_while_queued(void **state)
-{
-    fxg_graph *g = st_graph_json(MLP, 7);
-    fxb_config c = cfg(8, 10000000);
-    c.timeout_us = 30000;
-    fxb_batcher *b = start(g, &c);
-    rq r[2] = { mlp_rq(1, 0), mlp_rq(1, 1) };
-    uint64_t t0 = fxb_mono_ns();
-    assert_int_equal(submit(b, &r[0], 0, 0, 0), 0);          /* model's 30 ms */
-    assert_int_equal(submit(b, &r[1], 1, 0, 200000), 0);     /* its own 200 ms */
-    wait_done(1);
-    assert_int_equal(C.order[0], 0);
-    assert_int_equal(C.status[0], FXS_DEADLINE_EXCEEDED);
-    assert_non_null(strstr(C.err[0], "queue"));
-    uint64_t first = (C.done_ns[0] - t0) / 1000000u;
-    assert_true(first >= 29 && first < 2000);
-    wait_done(2);
-    assert_int_equal(C.status[1], FXS_DEADLINE_EXCEEDED);
-    assert_true((C.done_ns[1] - t0) / 1000000u >= 199);
-    assert_int_equal(C.n_batches, 0);
-    fxb_free(b);
-    /* the client's deadline counts the same way */
-    b = start(g, &c);
-    fxb_request br = { .inputs = r[0].in, .deadline_ns = (int64_t)fxb_mono_ns() + 10000000,
-                       .done = on_done, .user = &TAGS[0] };
-    char err[128];
-    assert_int_equal(fxb_submit(b, &br, err, sizeof err), 0);
-    wait_done(1);
-    assert_int_equal(C.status[0], FXS_DEADLINE_EXCEEDED);
-    fxb_free(b);
-    rq_free(&r[0], 1);
-    rq_free(&r[1], 1);
-    fxg_free(g);
-}
-
 static rq slow_rq(int64_t n, float seed)
 {
     rq r = { .in[0] = { .ndim = 2, .shape = { n, 1024 }, .data = values(n * 1024, seed) } };
     return r;
-}
-
-/* A request whose timeout passes while its batch runs is answered at the
- * timeout, before the batch ends; the result is dropped. */
-static void test_timeout_while_running(void **state)
-{
-    fxg_graph *g = st_graph_json(SLOW, 7);
-    fxb_config c = cfg(1, 0);
-    fxb_batcher *b = start(g, &c);
-    rq r = slow_rq(2048, 0); /* ~8 GFLOP: far longer than 5 ms */
-    assert_int_equal(submit(b, &r, 0, 0, 5000), 0);
-    wait_done(1);
-    assert_int_equal(C.status[0], FXS_DEADLINE_EXCEEDED);
-    assert_non_null(strstr(C.err[0], "ran"));
-    /* wait for the batch to end: it ends after the answer */
-    for (int i = 0; i < 2000; i++) {
-        pthread_mutex_lock(&C.mu);
-        int nb = C.n_batches;
-        pthread_mutex_unlock(&C.mu);
-        if (nb)
-            break;
-        struct timespec ts = { 0, 5000000 };
-        nanosleep(&ts, NULL);
-    }
-    assert_int_equal(C.n_batches, 1);
-    assert_true(C.done_ns[0] < C.batch_end_ns[0]);
-    assert_int_equal(C.n_done, 1); /* no second answer */
-    fxb_free(b);
-    rq_free(&r, 1);
-    fxg_free(g);
-}
-
-/* With the only instance busy, queued requests go by priority, then age. */
-static void test_priority_order(void **state)
-{
-    fxg_graph *g = st_graph_json(SLOW, 7);
-    fxb_config c = cfg(1, 0);
-    c.priority_levels = 3;
-    c.default_priority = 2;
-    fxb_batcher *b = start(g, &c);
-    rq blocker = slow_rq(1024, 0); /* runs for tens of ms */
-    rq r[4];
-    for (int i = 0; i < 4; i++)
-        r[i] = slow_rq(1, (float)i);
-    assert_int_equal(submit(b, &blocker, 0, 0, 0), 0);
-    struct timespec ts = { 0, 50000000 }; /* let it start (it is taken at once) */
-    nanosleep(&ts, NULL);
-    uint64_t queued_from = fxb_mono_ns();
-    assert_int_equal(submit(b, &r[0], 1, 3, 0), 0); /* low */
-    assert_int_equal(submit(b, &r[1], 2, 0, 0), 0); /* default: 2 */
-    assert_int_equal(submit(b, &r[2], 3, 1, 0), 0); /* high */
-    assert_int_equal(submit(b, &r[3], 4, 1, 0), 0); /* high, later */
-    assert_int_equal(submit(b, &r[3], 5, 4, 0), FXS_INVALID_ARGUMENT); /* no level 4 */
-    wait_done(5);
-    /* the premise: the blocker ran while the others were queued. On a
-     * machine so loaded that its thread did not start within 50 ms the order
-     * says nothing: skipped then, with the reason, rather than failed. */
-    if (!(C.done_ns[0] > queued_from && C.t[0].queue_ns < 50000000u)) {
-        fprintf(stderr, "test_priority_order: the blocker did not start in time (queued %llu "
-                "us): the machine is too loaded for this check\n",
-                (unsigned long long)(C.t[0].queue_ns / 1000));
-        fxb_free(b);
-        rq_free(&blocker, 1);
-        for (int i = 0; i < 4; i++)
-            rq_free(&r[i], 1);
-        fxg_free(g);
-        skip();
-    }
-    int want[5] = { 0, 3, 4, 2, 1 };
-    for (int i = 0; i < 5; i++)
-        assert_int_equal(C.order[i], want[i]);
-    fxb_free(b);
-    rq_free(&blocker, 1);
-    for (int i = 0; i < 4; i++)
-        rq_free(&r[i], 1);
-    fxg_free(g);
-}
-
-/* The largest preferred size goes at once; after the delay the largest
- * preferred size that fits goes, then the rest. */
-static void test_preferred_sizes(void **state)
-{
-    fxg_graph *g = st_graph_json(MLP, 7);
-    fxb_config c = cfg(8, 100000);
-    c.preferred[0] = 2;
-    c.preferred[1] = 4;
-    c.n_preferred = 2;
-    fxb_batcher *b = start(g, &c);
-    rq r[7];
-    for (int i = 0; i < 7; i++) {
-        r[i] = mlp_rq(1, (float)i);
-        assert_int_equal(submit(b, &r[i], i, 0, 0), 0);
-    }
-    wait_done(7);
-    /* 4 at once, then after the delay 2 (preferred) and 1 */
-    assert_int_equal(C.n_batches, 3);
-    assert_int_equal(C.batch_size[0], 4);
-    assert_int_equal(C.batch_size[1], 2);
-    assert_int_equal(C.batch_size[2], 1);
-    for (int i = 0; i < 7; i++)
-        expect_alone(g, &r[i], 1, i, 1e-6);
-    fxb_free(b);
-    for (int i = 0; i < 7; i++)
-        rq_free(&r[i], 1);
-    fxg_free(g);
-}
-
-/* Two instances run two batches at once: neither waits for the other. */
-static void test_instances_run_in_parallel(void **state)
-{
-    fxg_graph *g = st_graph_json(SLOW, 7);
-    for (uint32_t inst = 1; inst <= 2; inst++) {
-        fxb_config c = cfg(1, 0);
-        c.instances = inst;
-        fxb_batcher *b = start(g, &c);
-        rq r[2] = { slow_rq(256, 0), slow_rq(256, 1) };
-        assert_int_equal(submit(b, &r[0], 0, 0, 0), 0);
-        assert_int_equal(submit(b, &r[1], 1, 0, 0), 0);
-        wait_done(2);
-        uint64_t waited = C.t[0].queue_ns > C.t[1].queue_ns ? C.t[0].queue_ns : C.t[1].queue_ns;
-        uint64_t ran = C.t[0].infer_ns < C.t[1].infer_ns ? C.t[0].infer_ns : C.t[1].infer_ns;
-        if (inst == 1)
-            assert_true(waited >= ran / 2); /* the second waited for the first */
-        else
-            assert_true(waited < ran * 3 / 4); /* not a whole batch: they overlapped */
-        for (int i = 0; i < 2; i++) {
-            expect_alone(g, &r[i], 1, i, 1e-5);
-            rq_free(&r[i], 1);
-        }
-        fxb_free(b);
-    }
-    fxg_free(g);
 }
 
 static rq seq_rq(int64_t n, int64_t T, const int64_t *lens, float seed)
@@ -539,83 +186,425 @@ static rq seq_rq(int64_t n, int64_t T, const int64_t *lens, float seed)
     return r;
 }
 
-/* Mixed sequence lengths: with padding they share one batch, without it they
- * are bucketed by length; either way each result equals the request alone. */
-static void test_mixed_lengths_equal_unbatched(void **state)
+static void rq_free(rq *r, int n_in)
 {
-    fxg_graph *g = st_graph_json(LSTM, 7);
-    for (int pad = 0; pad <= 1; pad++) {
-        fxb_config c = cfg(16, 100000);
-        c.pad_variable_dims = pad;
-        fxb_batcher *b = start(g, &c);
-        rq r[4] = { seq_rq(1, 2, (int64_t[]){ 2 }, 0), seq_rq(2, 5, (int64_t[]){ 5, 3 }, 1),
-                    seq_rq(1, 3, (int64_t[]){ 1 }, 2), seq_rq(1, 2, (int64_t[]){ 2 }, 3) };
-        for (int i = 0; i < 4; i++)
-            assert_int_equal(submit(b, &r[i], i, 0, 0), 0);
-        wait_done(4);
-        if (pad) {
-            assert_int_equal(C.n_batches, 1);
-            assert_int_equal(C.batch_size[0], 5);
-        } else {
-            assert_int_equal(C.n_batches, 3); /* T = 2 (two requests), 5, 3 */
-        }
-        for (int i = 0; i < 4; i++) {
-            expect_alone(g, &r[i], 2, i, 1e-6);
-            rq_free(&r[i], 2);
-        }
-        fxb_free(b);
+    for (int i = 0; i < n_in; i++)
+        free((void *)r->in[i].data);
+}
+
+/* -------------------------------------------------------------- fixture */
+
+/* A graph, a batcher on it, and the requests a test made (freed at the end). */
+typedef struct {
+    fxg_graph *g;
+    fxb_batcher *b;
+    int n_in; /* inputs per request */
+    int n;
+    rq r[MAXR];
+} bt;
+
+static fxb_config cfg(uint32_t max_batch, uint64_t delay_us)
+{
+    fxb_config c;
+    fxb_config_default(&c);
+    c.max_batch_size = max_batch;
+    c.max_queue_delay_us = delay_us;
+    return c;
+}
+
+/* A new batcher (and a clear collector) on t's graph. */
+static void bt_batcher(bt *t, const fxb_config *c)
+{
+    reset();
+    char err[512];
+    if (fxb_create(t->g, c, on_batch, &C, &t->b, err, sizeof err) != 0)
+        fail_msg("fxb_create: %s", err);
+}
+
+static void bt_start(bt *t, const char *spec, const fxb_config *c)
+{
+    memset(t, 0, sizeof *t);
+    t->g = st_graph_json(spec, 7);
+    t->n_in = fxg_num_inputs(t->g);
+    bt_batcher(t, c);
+}
+
+/* Keeps r (freed by bt_end); returns its id (the collector's index). */
+static int bt_add(bt *t, rq r)
+{
+    assert_true(t->n < MAXR);
+    t->r[t->n] = r;
+    return t->n++;
+}
+
+static int bt_submit(bt *t, int id, uint32_t prio, uint64_t timeout_us)
+{
+    fxb_request br = { .inputs = t->r[id].in, .priority = prio, .timeout_us = timeout_us,
+                       .done = on_done, .user = &TAGS[id] };
+    char err[256];
+    return fxb_submit(t->b, &br, err, sizeof err);
+}
+
+/* Output 0 of request id against the graph run on it alone (fresh context). */
+static void bt_expect_alone(const bt *t, int id, double tol)
+{
+    fx_ctx *ctx = fx_ctx_create(fx_cpu());
+    fx_ctx_set_grad(ctx, false);
+    fx_ctx_set_training(ctx, false);
+    fx_tensor *in[2], *out[2];
+    const rq *r = &t->r[id];
+    for (int i = 0; i < t->n_in; i++)
+        in[i] = fx_tensor_from_host(ctx, fxg_input(t->g, i)->dtype, r->in[i].ndim,
+                                    r->in[i].shape, r->in[i].data);
+    char err[256];
+    assert_int_equal(fxg_forward(t->g, ctx, in, out, err, sizeof err), 0);
+    assert_int_equal(C.status[id], 0);
+    assert_int_equal(C.out_ndim[id], out[0]->ndim);
+    for (int k = 0; k < out[0]->ndim; k++)
+        assert_int_equal(C.out_shape[id][k], out[0]->shape[k]);
+    float *want = tu_values(out[0]);
+    tu_assert_close(C.out[id], want, fx_tensor_numel(out[0]), tol);
+    free(want);
+    fx_ctx_free(ctx);
+}
+
+/* Frees the batcher (answering what is queued) and the requests. */
+static void bt_stop(bt *t)
+{
+    fxb_free(t->b);
+    t->b = NULL;
+    for (int i = 0; i < t->n; i++)
+        rq_free(&t->r[i], t->n_in);
+    t->n = 0;
+}
+
+static void bt_end(bt *t)
+{
+    bt_stop(t);
+    fxg_free(t->g);
+}
+
+/* ------------------------------------------------------ how batches form */
+
+/* One request of a case: n samples (T > 0: a sequence of length T with
+ * per-sample lengths lens, for LSTM). */
+typedef struct {
+    int64_t n, T, lens[2];
+} req_spec;
+
+typedef struct {
+    const char *name;
+    bool lstm;                 /* the LSTM model (sequences), else the MLP */
+    uint32_t max_batch;
+    uint64_t delay_us;
+    bool off, pad;
+    uint32_t pref[2];          /* preferred sizes (0: none) */
+    int n_req;
+    req_spec req[8];
+    int n_batches;             /* batches run */
+    int n_sizes;               /* their sizes (0: unchecked) ... */
+    uint64_t sizes[4];
+    bool in_order;             /* ... in the order they ran, else as a multiset */
+    uint64_t each_batch_size;  /* every request's batch size (0: unchecked) */
+    uint64_t min_ms, max_ms;   /* from the first submit to the last answer (0: unchecked) */
+    uint64_t min_queue_ns;     /* every request waited at least */
+    double tol;                /* against each request alone */
+} batch_case;
+
+#define R1 { 1 }
+static const batch_case CASES[] = {
+    /* 8 requests with max 4 and a long delay: two full batches of 4, at once */
+    { "full_batches_go_at_once", .max_batch = 4, .delay_us = 10000000,
+      .n_req = 8, .req = { R1, R1, R1, R1, R1, R1, R1, R1 }, .n_batches = 2, .n_sizes = 2,
+      .sizes = { 4, 4 }, .in_order = true, .each_batch_size = 4, .max_ms = 5000, .tol = 1e-6 },
+    /* a partial batch waits for the delay, then goes with what there is */
+    { "partial_batch_waits_for_delay", .max_batch = 8, .delay_us = 100000, .n_req = 3,
+      .req = { R1, R1, R1 }, .n_batches = 1, .n_sizes = 1, .sizes = { 3 }, .in_order = true,
+      .min_ms = 95, .min_queue_ns = 90000000, .tol = 1e-6 },
+    /* requests that carry several samples are merged and split back */
+    { "multi_sample_requests_merge", .max_batch = 8, .delay_us = 10000000, .n_req = 3,
+      .req = { { 2 }, { 3 }, { 3 } }, .n_batches = 1, .n_sizes = 1, .sizes = { 8 },
+      .in_order = true, .tol = 1e-6 },
+    /* a request larger than max_batch_size runs alone; one that would
+     * overflow the batch waits for the next */
+    { "max_batch_size_respected", .max_batch = 4, .delay_us = 50000, .n_req = 3,
+      .req = { { 3 }, { 3 }, { 6 } }, .n_batches = 3, .n_sizes = 3, .sizes = { 3, 3, 6 },
+      .tol = 1e-6 },
+    /* the largest preferred size goes at once; after the delay the largest
+     * preferred size that fits goes, then the rest */
+    { "preferred_sizes", .max_batch = 8, .delay_us = 100000, .pref = { 2, 4 }, .n_req = 7,
+      .req = { R1, R1, R1, R1, R1, R1, R1 }, .n_batches = 3, .n_sizes = 3, .sizes = { 4, 2, 1 },
+      .in_order = true, .tol = 1e-6 },
+    /* batching off: every request runs alone, with no wait */
+    { "batching_off", .max_batch = 8, .delay_us = 10000000, .off = true, .n_req = 4,
+      .req = { R1, R1, { 3 }, R1 }, .n_batches = 4, .n_sizes = 4, .sizes = { 1, 1, 1, 3 },
+      .max_ms = 5000, .tol = 0 },
+    /* mixed sequence lengths: with padding they share one batch, without it
+     * they are bucketed by length (T = 2 (two requests), 5, 3); either way
+     * each result equals the request alone */
+    { "mixed_lengths_padded", .lstm = true, .max_batch = 16, .delay_us = 100000, .pad = true,
+      .n_req = 4, .req = { { 1, 2, { 2 } }, { 2, 5, { 5, 3 } }, { 1, 3, { 1 } }, { 1, 2, { 2 } } },
+      .n_batches = 1, .n_sizes = 1, .sizes = { 5 }, .in_order = true, .tol = 1e-6 },
+    { "mixed_lengths_bucketed", .lstm = true, .max_batch = 16, .delay_us = 100000,
+      .n_req = 4, .req = { { 1, 2, { 2 } }, { 2, 5, { 5, 3 } }, { 1, 3, { 1 } }, { 1, 2, { 2 } } },
+      .n_batches = 3, .tol = 1e-6 },
+};
+#define N_CASES ((int)(sizeof CASES / sizeof CASES[0]))
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void run_case(void **state)
+{
+    const batch_case *k = *state;
+    fxb_config c = cfg(k->max_batch, k->delay_us);
+    c.enabled = !k->off;
+    c.pad_variable_dims = k->pad;
+    for (int i = 0; i < 2 && k->pref[i]; i++)
+        c.preferred[c.n_preferred++] = k->pref[i];
+    bt t;
+    bt_start(&t, k->lstm ? LSTM : MLP, &c);
+    for (int i = 0; i < k->n_req; i++) {
+        const req_spec *s = &k->req[i];
+        bt_add(&t, s->T ? seq_rq(s->n, s->T, s->lens, (float)i) : mlp_rq(s->n, (float)i));
     }
-    fxg_free(g);
+    uint64_t t0 = fxb_mono_ns();
+    for (int i = 0; i < k->n_req; i++)
+        assert_int_equal(bt_submit(&t, i, 0, 0), 0);
+    wait_done(k->n_req);
+    uint64_t took = ms_since(t0);
+    if (k->max_ms)
+        assert_true(took < k->max_ms);
+    assert_true(took >= k->min_ms);
+    assert_int_equal(C.n_batches, k->n_batches);
+    uint64_t got[MAXR];
+    memcpy(got, C.batch_size, sizeof got);
+    uint64_t want[4];
+    memcpy(want, k->sizes, sizeof want);
+    if (!k->in_order) {
+        qsort(got, (size_t)k->n_sizes, sizeof *got, cmp_u64);
+        qsort(want, (size_t)k->n_sizes, sizeof *want, cmp_u64);
+    }
+    for (int i = 0; i < k->n_sizes; i++)
+        assert_int_equal(got[i], want[i]);
+    for (int i = 0; i < k->n_req; i++) {
+        if (k->each_batch_size)
+            assert_int_equal(C.t[i].batch_size, k->each_batch_size);
+        assert_true(C.t[i].queue_ns >= k->min_queue_ns);
+        bt_expect_alone(&t, i, k->tol);
+    }
+    bt_end(&t);
+}
+
+/* Requests that come further apart than the delay do not wait for it (the
+ * average gap between arrivals says no other request is due in time). */
+static void test_sparse_requests_do_not_wait(void **state)
+{
+    fxb_config c = cfg(8, 30000); /* 30 ms */
+    bt t;
+    bt_start(&t, MLP, &c);
+    for (int i = 0; i < 12; i++) {
+        assert_int_equal(bt_submit(&t, bt_add(&t, mlp_rq(1, (float)i)), 0, 0), 0);
+        wait_done(i + 1);
+        sleep_ms(60); /* 60 ms apart */
+    }
+    assert_true(C.t[0].queue_ns >= 29000000u); /* no history yet: it waited */
+    assert_true(C.t[11].queue_ns < 15000000u);  /* gaps of 60 ms: no wait */
+    for (int i = 0; i < 12; i++)
+        bt_expect_alone(&t, i, 1e-6);
+    bt_end(&t);
 }
 
 /* A request that fails in the batch (a length past its sequence) fails
  * alone: the others get their results. */
 static void test_bad_request_fails_alone(void **state)
 {
-    fxg_graph *g = st_graph_json(LSTM, 7);
-    fxb_config c = cfg(16, 10000000);
-    c.max_batch_size = 3;
-    fxb_batcher *b = start(g, &c);
-    rq r[3] = { seq_rq(1, 4, (int64_t[]){ 4 }, 0), seq_rq(1, 4, (int64_t[]){ 9 }, 1),
-                seq_rq(1, 4, (int64_t[]){ 2 }, 2) };
+    fxb_config c = cfg(3, 10000000);
+    bt t;
+    bt_start(&t, LSTM, &c);
+    bt_add(&t, seq_rq(1, 4, (int64_t[]){ 4 }, 0));
+    bt_add(&t, seq_rq(1, 4, (int64_t[]){ 9 }, 1));
+    bt_add(&t, seq_rq(1, 4, (int64_t[]){ 2 }, 2));
     for (int i = 0; i < 3; i++)
-        assert_int_equal(submit(b, &r[i], i, 0, 0), 0);
+        assert_int_equal(bt_submit(&t, i, 0, 0), 0);
     wait_done(3);
     assert_int_equal(C.status[1], FXS_INVALID_ARGUMENT);
     assert_true(strlen(C.err[1]) > 0);
-    expect_alone(g, &r[0], 2, 0, 1e-6);
-    expect_alone(g, &r[2], 2, 2, 1e-6);
-    fxb_free(b);
-    for (int i = 0; i < 3; i++)
-        rq_free(&r[i], 2);
-    fxg_free(g);
+    bt_expect_alone(&t, 0, 1e-6);
+    bt_expect_alone(&t, 2, 1e-6);
+    bt_end(&t);
 }
 
-/* Batching off: every request runs alone, with no wait. */
-static void test_batching_off(void **state)
+/* ------------------------------------------------ queue, deadlines, order */
+
+/* The queue holds max_queue_size requests; the next is refused at once;
+ * freeing the batcher answers the queued ones UNAVAILABLE. */
+static void test_full_queue_rejects(void **state)
 {
-    fxg_graph *g = st_graph_json(MLP, 7);
     fxb_config c = cfg(8, 10000000);
-    c.enabled = false;
-    fxb_batcher *b = start(g, &c);
-    rq r[4] = { mlp_rq(1, 0), mlp_rq(1, 1), mlp_rq(3, 2), mlp_rq(1, 3) };
+    c.max_queue_size = 2;
+    bt t;
+    bt_start(&t, MLP, &c);
+    for (int i = 0; i < 3; i++)
+        bt_add(&t, mlp_rq(1, (float)i));
+    assert_int_equal(bt_submit(&t, 0, 0, 0), 0);
+    assert_int_equal(bt_submit(&t, 1, 0, 0), 0);
+    char err[256];
+    fxb_request br = { .inputs = t.r[2].in, .done = on_done, .user = &TAGS[2] };
+    assert_int_equal(fxb_submit(t.b, &br, err, sizeof err), FXS_UNAVAILABLE);
+    assert_non_null(strstr(err, "queue is full"));
+    fxb_free(t.b);
+    t.b = NULL;
+    assert_int_equal(C.n_done, 2);
+    assert_int_equal(C.status[0], FXS_UNAVAILABLE);
+    assert_int_equal(C.status[1], FXS_UNAVAILABLE);
+    bt_end(&t);
+}
+
+/* A request whose timeout passes in the queue is answered then. */
+static void test_timeout_while_queued(void **state)
+{
+    fxb_config c = cfg(8, 10000000);
+    c.timeout_us = 30000;
+    bt t;
+    bt_start(&t, MLP, &c);
+    bt_add(&t, mlp_rq(1, 0));
+    bt_add(&t, mlp_rq(1, 1));
     uint64_t t0 = fxb_mono_ns();
-    for (int i = 0; i < 4; i++)
-        assert_int_equal(submit(b, &r[i], i, 0, 0), 0);
-    wait_done(4);
-    assert_true(ms_since(t0) < 5000);
-    assert_int_equal(C.n_batches, 4);
-    int ones = 0, threes = 0;
-    for (int i = 0; i < 4; i++) {
-        ones += C.batch_size[i] == 1;
-        threes += C.batch_size[i] == 3;
-        expect_alone(g, &r[i], 1, i, 0);
-        rq_free(&r[i], 1);
+    assert_int_equal(bt_submit(&t, 0, 0, 0), 0);      /* model's 30 ms */
+    assert_int_equal(bt_submit(&t, 1, 0, 200000), 0); /* its own 200 ms */
+    wait_done(1);
+    assert_int_equal(C.order[0], 0);
+    assert_int_equal(C.status[0], FXS_DEADLINE_EXCEEDED);
+    assert_non_null(strstr(C.err[0], "queue"));
+    uint64_t first = (C.done_ns[0] - t0) / 1000000u;
+    assert_true(first >= 29 && first < 2000);
+    wait_done(2);
+    assert_int_equal(C.status[1], FXS_DEADLINE_EXCEEDED);
+    assert_true((C.done_ns[1] - t0) / 1000000u >= 199);
+    assert_int_equal(C.n_batches, 0);
+    fxb_free(t.b);
+    /* the client's deadline counts the same way */
+    bt_batcher(&t, &c);
+    fxb_request br = { .inputs = t.r[0].in, .deadline_ns = (int64_t)fxb_mono_ns() + 10000000,
+                       .done = on_done, .user = &TAGS[0] };
+    char err[128];
+    assert_int_equal(fxb_submit(t.b, &br, err, sizeof err), 0);
+    wait_done(1);
+    assert_int_equal(C.status[0], FXS_DEADLINE_EXCEEDED);
+    bt_end(&t);
+}
+
+/* A request whose timeout passes while its batch runs is answered at the
+ * timeout, before the batch ends; the result is dropped. The premise is
+ * that the instance takes the request within its 5 ms: on a machine so
+ * loaded that it did not (answered from the queue), it is tried again, and
+ * after three such tries skipped with the reason rather than failed. */
+static void test_timeout_while_running(void **state)
+{
+    fxb_config c = cfg(1, 0);
+    bt t;
+    bt_start(&t, SLOW, &c);
+    bt_add(&t, slow_rq(2048, 0)); /* ~8 GFLOP: far longer than 5 ms */
+    for (int try = 0;; try++) {
+        assert_int_equal(bt_submit(&t, 0, 0, 5000), 0);
+        wait_done(1);
+        assert_int_equal(C.status[0], FXS_DEADLINE_EXCEEDED);
+        if (!strstr(C.err[0], "queue"))
+            break;
+        if (try == 2) {
+            fprintf(stderr, "test_timeout_while_running: three requests timed out still "
+                    "queued: the machine is too loaded for this check\n");
+            bt_end(&t);
+            skip();
+        }
+        fxb_free(t.b);
+        bt_batcher(&t, &c);
     }
-    assert_int_equal(ones, 3);
-    assert_int_equal(threes, 1);
-    fxb_free(b);
-    fxg_free(g);
+    assert_non_null(strstr(C.err[0], "ran"));
+    /* wait for the batch to end: it ends after the answer */
+    for (int i = 0; i < 2000; i++) {
+        pthread_mutex_lock(&C.mu);
+        int nb = C.n_batches;
+        pthread_mutex_unlock(&C.mu);
+        if (nb)
+            break;
+        sleep_ms(5);
+    }
+    assert_int_equal(C.n_batches, 1);
+    assert_true(C.done_ns[0] < C.batch_end_ns[0]);
+    assert_int_equal(C.n_done, 1); /* no second answer */
+    bt_end(&t);
+}
+
+/* With the only instance busy, queued requests go by priority, then age. */
+static void test_priority_order(void **state)
+{
+    fxb_config c = cfg(1, 0);
+    c.priority_levels = 3;
+    c.default_priority = 2;
+    bt t;
+    bt_start(&t, SLOW, &c);
+    bt_add(&t, slow_rq(1024, 0)); /* 0: the blocker, runs for tens of ms */
+    for (int i = 0; i < 4; i++)
+        bt_add(&t, slow_rq(1, (float)i));
+    assert_int_equal(bt_submit(&t, 0, 0, 0), 0);
+    sleep_ms(50); /* let it start (it is taken at once) */
+    uint64_t queued_from = fxb_mono_ns();
+    assert_int_equal(bt_submit(&t, 1, 3, 0), 0); /* low */
+    assert_int_equal(bt_submit(&t, 2, 0, 0), 0); /* default: 2 */
+    assert_int_equal(bt_submit(&t, 3, 1, 0), 0); /* high */
+    assert_int_equal(bt_submit(&t, 4, 1, 0), 0); /* high, later */
+    fxb_request bad = { .inputs = t.r[4].in, .priority = 4, .done = on_done, .user = &TAGS[5] };
+    char err[256];
+    assert_int_equal(fxb_submit(t.b, &bad, err, sizeof err), FXS_INVALID_ARGUMENT); /* no 4 */
+    wait_done(5);
+    /* the premise: the blocker ran while the others were queued. On a
+     * machine so loaded that its thread did not start within 50 ms the order
+     * says nothing: skipped then, with the reason, rather than failed. */
+    if (!(C.done_ns[0] > queued_from && C.t[0].queue_ns < 50000000u)) {
+        fprintf(stderr, "test_priority_order: the blocker did not start in time (queued %llu "
+                "us): the machine is too loaded for this check\n",
+                (unsigned long long)(C.t[0].queue_ns / 1000));
+        bt_end(&t);
+        skip();
+    }
+    int want[5] = { 0, 3, 4, 2, 1 };
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(C.order[i], want[i]);
+    bt_end(&t);
+}
+
+/* Two instances run two batches at once: neither waits for the other. */
+static void test_instances_run_in_parallel(void **state)
+{
+    fxb_config c = cfg(1, 0);
+    bt t;
+    bt_start(&t, SLOW, &c);
+    for (uint32_t inst = 1; inst <= 2; inst++) {
+        if (inst > 1) {
+            bt_stop(&t);
+            c.instances = inst;
+            bt_batcher(&t, &c);
+        }
+        bt_add(&t, slow_rq(256, 0));
+        bt_add(&t, slow_rq(256, 1));
+        assert_int_equal(bt_submit(&t, 0, 0, 0), 0);
+        assert_int_equal(bt_submit(&t, 1, 0, 0), 0);
+        wait_done(2);
+        uint64_t waited = C.t[0].queue_ns > C.t[1].queue_ns ? C.t[0].queue_ns : C.t[1].queue_ns;
+        uint64_t ran = C.t[0].infer_ns < C.t[1].infer_ns ? C.t[0].infer_ns : C.t[1].infer_ns;
+        if (inst == 1)
+            assert_true(waited >= ran / 2); /* the second waited for the first */
+        else
+            assert_true(waited < ran * 3 / 4); /* not a whole batch: they overlapped */
+        for (int i = 0; i < 2; i++)
+            bt_expect_alone(&t, i, 1e-5);
+    }
+    bt_end(&t);
 }
 
 /* Config case i made bad; returns the name its message must contain. */
@@ -650,10 +639,13 @@ static void test_config_checks(void **state)
         const char *name = make_bad(&c, i);
         if (!name)
             break;
-        assert_int_equal(fxb_config_check(&c, mlp, err, sizeof err), -1);
+        assert_int_equal(fxb_config_check(&c, mlp, err, sizeof err), FXS_INVALID_ARGUMENT);
         if (!strstr(err, name))
             fail_msg("case %d: '%s' does not name %s", i, err, name);
-        assert_null(fxb_create(mlp, &c, NULL, NULL, err, sizeof err));
+        fxb_batcher *b = (fxb_batcher *)&c; /* set to NULL on failure */
+        assert_int_equal(fxb_create(mlp, &c, NULL, NULL, &b, err, sizeof err),
+                         FXS_INVALID_ARGUMENT);
+        assert_null(b);
     }
     fxb_config_default(&c);
     assert_int_equal(fxb_config_check(&c, mlp, err, sizeof err), 0);
@@ -663,11 +655,13 @@ static void test_config_checks(void **state)
     fxg_free(lstm);
 }
 
+/* ------------------------------------------- freeing from a done call */
 
 /* The last reference to a model can go in a done call, on the instance
  * thread whose batch is still running (a model unloaded while its last
  * request ran): fxb_free there must return, not wait for that batch. */
 static fxb_batcher *free_target;
+static fxg_graph *graph_target; /* freed in the done call too when set */
 static atomic_int freed_in_done;
 
 static void free_in_done(void *user, int status, const char *err, const fxb_output *outs,
@@ -675,7 +669,17 @@ static void free_in_done(void *user, int status, const char *err, const fxb_outp
 {
     on_done(user, status, err, outs, t);
     fxb_free(free_target);
+    fxg_free(graph_target); /* what the owner does next (serving.c:served_unref) */
     atomic_store(&freed_in_done, 1);
+}
+
+/* Waits for free_in_done to have run; the detached threads then end. */
+static void wait_freed(void)
+{
+    for (int i = 0; i < 500 && !atomic_load(&freed_in_done); i++)
+        usleep(10000);
+    assert_int_equal(atomic_load(&freed_in_done), 1);
+    usleep(50000); /* the detached threads end and release the batcher */
 }
 
 static void test_free_from_done(void **state)
@@ -684,23 +688,57 @@ static void test_free_from_done(void **state)
     for (int round = 0; round < 2; round++) {
         fxb_config c = cfg(8, 0);
         c.instances = round + 1;
-        free_target = start(g, &c);
+        reset();
+        char err[256];
+        assert_int_equal(fxb_create(g, &c, on_batch, &C, &free_target, err, sizeof err), 0);
+        graph_target = NULL;
         atomic_store(&freed_in_done, 0);
         rq r = mlp_rq(2, 0.5f);
         fxb_request br = { .inputs = r.in, .done = free_in_done, .user = &TAGS[0] };
-        char err[256];
         assert_int_equal(fxb_submit(free_target, &br, err, sizeof err), 0);
         wait_done(1);
         assert_int_equal(C.status[0], 0);
-        for (int i = 0; i < 500 && !atomic_load(&freed_in_done); i++)
-            usleep(10000);
-        assert_int_equal(atomic_load(&freed_in_done), 1);
-        usleep(50000); /* the detached threads end and release the batcher */
+        wait_freed();
         rq_free(&r, 1);
     }
     fxg_free(g);
 }
 
+/* The last reference to a model can also go in the reaper's done call
+ * (DEADLINE_EXCEEDED) while the request's batch still runs inline on the
+ * RPC thread that submitted it; the owner then frees the batcher and the
+ * graph (serving.c:served_unref). fxb_free must wait for that inline batch:
+ * it still runs the graph. */
+static void *submit_inline(void *arg)
+{
+    fxb_request *br = arg;
+    char err[256];
+    assert_int_equal(fxb_submit(free_target, br, err, sizeof err), 0);
+    return NULL;
+}
+
+static void test_free_from_reaper_while_inline_runs(void **state)
+{
+    graph_target = st_graph_json(SLOW, 7);
+    fxb_config c = cfg(1, 0);
+    reset();
+    char err[256];
+    assert_int_equal(fxb_create(graph_target, &c, on_batch, &C, &free_target, err, sizeof err),
+                     0);
+    atomic_store(&freed_in_done, 0);
+    rq r = slow_rq(2048, 0); /* runs far longer than its 5 ms timeout */
+    fxb_request br = { .inputs = r.in, .timeout_us = 5000, .done = free_in_done,
+                       .user = &TAGS[0], .may_run_inline = true };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, submit_inline, &br), 0);
+    pthread_join(th, NULL); /* returns once the inline batch ended */
+    wait_freed();
+    assert_int_equal(C.status[0], FXS_DEADLINE_EXCEEDED);
+    graph_target = NULL;
+    rq_free(&r, 1);
+}
+
+/* --------------------------------------------------------- inline, memory */
 
 /* may_run_inline: a request that would go at once runs on the submitting
  * thread (no hand-off), answered before fxb_submit returns, with the same
@@ -716,54 +754,102 @@ static void record_thread(void *user, int status, const char *err, const fxb_out
 
 static void test_inline_run(void **state)
 {
-    fxg_graph *g = st_graph_json(MLP, 7);
     fxb_config c = cfg(8, 0);
     c.enabled = false;
-    fxb_batcher *b = start(g, &c);
-    rq r = mlp_rq(3, 0.25f);
+    bt t;
+    bt_start(&t, MLP, &c);
+    bt_add(&t, mlp_rq(3, 0.25f));
     char err[256];
-    fxb_request br = { .inputs = r.in, .done = record_thread, .user = &TAGS[0],
+    fxb_request br = { .inputs = t.r[0].in, .done = record_thread, .user = &TAGS[0],
                        .may_run_inline = true };
-    assert_int_equal(fxb_submit(b, &br, err, sizeof err), 0);
+    assert_int_equal(fxb_submit(t.b, &br, err, sizeof err), 0);
     pthread_mutex_lock(&C.mu);
     int done_now = C.n_done;
     pthread_mutex_unlock(&C.mu);
-    assert_int_equal(done_now, 1);                      /* answered before submit returned */
+    assert_int_equal(done_now, 1);                           /* answered before submit returned */
     assert_true(pthread_equal(done_thread, pthread_self())); /* on this thread */
     br.may_run_inline = false;
     br.user = &TAGS[1];
-    assert_int_equal(fxb_submit(b, &br, err, sizeof err), 0);
+    assert_int_equal(fxb_submit(t.b, &br, err, sizeof err), 0);
     wait_done(2);
     assert_false(pthread_equal(done_thread, pthread_self())); /* an instance thread */
     assert_int_equal(C.status[0], 0);
     assert_int_equal(C.status[1], 0);
     assert_memory_equal(C.out[0], C.out[1], 3 * 3 * sizeof(float));
-    fxb_free(b);
-    rq_free(&r, 1);
-    fxg_free(g);
+    bt_end(&t);
+}
+
+/* Out of memory in a batch is RESOURCE_EXHAUSTED, not INVALID_ARGUMENT
+ * (issue 11, defect 8): the process's address space is capped a little above
+ * what it uses, and a request's 1 GiB output cannot be allocated. Skipped
+ * under ASan, whose shadow memory needs the address space. */
+static uint64_t vm_size_bytes(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    unsigned long long kib = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmSize: %llu kB", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return (uint64_t)kib << 10;
+}
+
+static void test_out_of_memory(void **state)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    skip();
+#endif
+    fxb_config c = cfg(1, 0);
+    bt t;
+    bt_start(&t, WIDE, &c);
+    rq big = { .in[0] = { .ndim = 2, .shape = { 4096, 1 }, .data = values(4096, 0) } };
+    rq small = { .in[0] = { .ndim = 2, .shape = { 2, 1 }, .data = values(2, 0) } };
+    bt_add(&t, big);
+    bt_add(&t, small);
+    struct rlimit old, cap;
+    assert_int_equal(getrlimit(RLIMIT_AS, &old), 0);
+    cap = old;
+    cap.rlim_cur = vm_size_bytes() + (256u << 20);
+    assert_int_equal(setrlimit(RLIMIT_AS, &cap), 0);
+    int rc = bt_submit(&t, 0, 0, 0);
+    if (rc == 0)
+        wait_done(1);
+    assert_int_equal(setrlimit(RLIMIT_AS, &old), 0);
+    assert_int_equal(rc, 0);
+    assert_int_equal(C.status[0], FXS_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(C.err[0], "out of memory"));
+    /* the instance goes on: a small request is answered */
+    assert_int_equal(bt_submit(&t, 1, 0, 0), 0);
+    wait_done(2);
+    bt_expect_alone(&t, 1, 1e-6);
+    bt_end(&t);
 }
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
+    static const struct CMUnitTest fixed[] = {
         cmocka_unit_test(test_free_from_done),
+        cmocka_unit_test(test_free_from_reaper_while_inline_runs),
         cmocka_unit_test(test_inline_run),
-        cmocka_unit_test(test_full_batches_go_at_once),
-        cmocka_unit_test(test_partial_batch_waits_for_delay),
         cmocka_unit_test(test_sparse_requests_do_not_wait),
-        cmocka_unit_test(test_multi_sample_requests_merge),
-        cmocka_unit_test(test_max_batch_size_respected),
         cmocka_unit_test(test_full_queue_rejects),
         cmocka_unit_test(test_timeout_while_queued),
         cmocka_unit_test(test_timeout_while_running),
         cmocka_unit_test(test_priority_order),
-        cmocka_unit_test(test_preferred_sizes),
         cmocka_unit_test(test_instances_run_in_parallel),
-        cmocka_unit_test(test_mixed_lengths_equal_unbatched),
         cmocka_unit_test(test_bad_request_fails_alone),
-        cmocka_unit_test(test_batching_off),
         cmocka_unit_test(test_config_checks),
+        cmocka_unit_test(test_out_of_memory),
     };
+    const int n_fixed = (int)(sizeof fixed / sizeof fixed[0]);
+    struct CMUnitTest tests[N_CASES + sizeof fixed / sizeof fixed[0]];
+    for (int i = 0; i < N_CASES; i++) /* one test per case, named after it */
+        tests[i] = (struct CMUnitTest){ .name = CASES[i].name, .test_func = run_case,
+                                        .initial_state = (void *)&CASES[i] };
+    for (int i = 0; i < n_fixed; i++)
+        tests[N_CASES + i] = fixed[i];
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     reset();
     return rc;

@@ -413,8 +413,8 @@ static void test_batcher_memory_limit(void **state)
     char err[256];
     /* room for the weights, none for a batch */
     c.memory_limit_bytes = MLP_WEIGHT_BYTES + 1;
-    fxb_batcher *b = fxb_create(g, &c, NULL, NULL, err, sizeof err);
-    assert_non_null(b);
+    fxb_batcher *b;
+    assert_int_equal(fxb_create(g, &c, NULL, NULL, &b, err, sizeof err), 0);
     answer a;
     infer(b, 2, &a);
     assert_int_equal(a.status, FXS_RESOURCE_EXHAUSTED);
@@ -426,11 +426,46 @@ static void test_batcher_memory_limit(void **state)
     /* a limit with room: served as without one */
     c.memory_limit_bytes = 64u << 20;
     c.instances = 2;
-    b = fxb_create(g, &c, NULL, NULL, err, sizeof err);
-    assert_non_null(b);
+    assert_int_equal(fxb_create(g, &c, NULL, NULL, &b, err, sizeof err), 0);
     infer(b, 2, &a);
     assert_int_equal(a.status, 0);
     tu_assert_close(a.y, ref, 6, 1e-5);
+    fxb_free(b);
+    fxg_free(g);
+}
+
+/* The least a served model needs (issue 11, defect 12): its weights and a
+ * one-sample batch's arena per engine context; a batcher held to exactly
+ * that serves a one-sample request (the figure is not an underestimate). */
+static void test_min_need(void **state)
+{
+    (void)state;
+    fxg_graph *g = st_graph_json(MLP, 7);
+    fxb_config c;
+    fxb_config_default(&c);
+    fxb_need n;
+    fxb_min_need(g, &c, fx_cpu(), &n);
+    assert_int_equal(n.weights, fxsv_params_bytes(fxg_params(g)));
+    assert_true(n.arena > 0);
+    assert_int_equal(n.contexts, 2); /* one instance and the inline one */
+    assert_int_equal(n.total, n.weights + 2 * n.arena);
+    c.instances = 3;
+    fxb_need n3;
+    fxb_min_need(g, &c, fx_cpu(), &n3);
+    assert_int_equal(n3.contexts, 4);
+    assert_int_equal(n3.arena, n.arena);
+    c.instances = 1;
+    c.memory_limit_bytes = n.total;
+    char err[256];
+    fxb_batcher *b;
+    assert_int_equal(fxb_create(g, &c, NULL, NULL, &b, err, sizeof err), 0);
+    answer a;
+    for (int i = 0; i < 3; i++) { /* the instance keeps its arena: still within */
+        infer(b, 1, &a);
+        if (a.status)
+            fail_msg("one sample within the need of %llu bytes: %s",
+                     (unsigned long long)n.total, a.err);
+    }
     fxb_free(b);
     fxg_free(g);
 }
@@ -449,6 +484,7 @@ int main(void)
         cmocka_unit_test(test_graph_to_device),
         cmocka_unit_test(test_config_fields),
         cmocka_unit_test(test_batcher_memory_limit),
+        cmocka_unit_test(test_min_need),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
