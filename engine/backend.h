@@ -124,26 +124,7 @@ typedef struct {
     void (*scatter_add)(const fx_tensor *dy, int axis, const fx_tensor *idx, fx_tensor *dx);
 } fx_index_kernels;
 
-/* -------------------------------------------------------------- losses */
-typedef struct {
-    /* loss[n] = logsumexp(logits[n]) - logits[n, labels[n]]; logits [N,C],
-     * labels i32/i64 [N]. Returns -1 or the first sample with a bad label. */
-    int64_t (*ce_labels)(const fx_tensor *logits, const fx_tensor *labels, fx_tensor *loss);
-    /* dlogits[n] += dloss[n] * (softmax(logits[n]) - onehot(labels[n])). */
-    void (*ce_labels_backward)(const fx_tensor *logits, const fx_tensor *labels,
-                               const fx_tensor *dloss, fx_tensor *dlogits);
-    /* loss[n] = -sum_c probs[n,c] * log_softmax(logits)[n,c]. */
-    void (*ce_soft)(const fx_tensor *logits, const fx_tensor *probs, fx_tensor *loss);
-    /* dlogits += dloss * (softmax * sum(probs) - probs); dprobs += -dloss *
-     * log_softmax. Either may be NULL. */
-    void (*ce_soft_backward)(const fx_tensor *logits, const fx_tensor *probs,
-                             const fx_tensor *dloss, fx_tensor *dlogits, fx_tensor *dprobs);
-    /* loss = max(x,0) - x*t + log1p(exp(-|x|)), elementwise. */
-    void (*bce_logits)(const fx_tensor *x, const fx_tensor *t, fx_tensor *loss);
-    /* dx += dloss * (sigmoid(x) - t); dt += -dloss * x. Either may be NULL. */
-    void (*bce_logits_backward)(const fx_tensor *x, const fx_tensor *t, const fx_tensor *dloss,
-                                fx_tensor *dx, fx_tensor *dt);
-} fx_loss_kernels;
+#include "kern_loss.h"
 
 /* ---------------------------------------------------------- optimizers */
 typedef struct {
@@ -159,6 +140,7 @@ typedef struct {
 } fx_optim_kernels;
 
 #include "kern_conv.h"
+#include "kern_embed.h"
 #include "kern_norm.h"
 #include "kern_rnn.h"
 #include "kern_seq.h"
@@ -178,6 +160,7 @@ typedef struct fx_backend {
     const fx_norm_kernels *norm;
     const fx_rnn_kernels *rnn;
     const fx_seq_kernels *seq;
+    const fx_embed_kernels *embed;
 } fx_backend;
 
 /* The backend for a device type, or NULL when it is not built in. */

@@ -120,6 +120,43 @@ bool fx_op_check_dtype(fx_ctx *ctx, const char *op, const char *what, const fx_t
     return false;
 }
 
+/* The integer tensors of an op (lengths, labels) are checked here so that
+ * every op words the errors alike. */
+bool fx__op_check_int(fx_ctx *ctx, const char *op, const char *what, const fx_tensor *t)
+{
+    char s1[96], s2[32];
+    if (t->device.type != ctx->dev.type || t->device.index != ctx->dev.index) {
+        fx_op_fail(ctx, FX_ERR_DEVICE, op, "%s are on %s but the context runs on %s", what,
+                   fx_device_str(t->device, s1, sizeof s1), fx_device_str(ctx->dev, s2, sizeof s2));
+        return false;
+    }
+    if (t->dtype != FX_I32 && t->dtype != FX_I64) {
+        fx_op_fail(ctx, FX_ERR_DTYPE, op, "%s must be i32 or i64, got %s %s", what,
+                   fx_dtype_name(t->dtype), fx_shape_str(t, s1, sizeof s1));
+        return false;
+    }
+    return true;
+}
+
+bool fx__op_check_lengths(fx_ctx *ctx, const char *op, const char *what, const fx_tensor *t,
+                          int64_t n)
+{
+    if (!fx__op_check_int(ctx, op, what, t))
+        return false;
+    if (t->ndim == 1 && t->shape[0] == n)
+        return true;
+    char s[96];
+    fx_op_fail(ctx, FX_ERR_SHAPE, op, "%s must be [%lld], one per sample, got %s", what,
+               (long long)n, fx_shape_str(t, s, sizeof s));
+    return false;
+}
+
+long long fx__int_at(fx_ctx *ctx, const fx_tensor *t, int64_t i)
+{
+    fx_tensor *v = fx_view(ctx, t, 0, NULL, NULL, t->offset + i);
+    return v ? (long long)fx_tensor_item(v) : -1LL;
+}
+
 /* Inputs non-NULL (silently false: the error is upstream), on the context's
  * device, and either all f32 or, for ops that only move elements, all of
  * input 0's dtype. */

@@ -327,6 +327,8 @@ fx_tensor *fx_max(fx_ctx *ctx, fx_tensor *x, int naxes, const int *axes, bool ke
 
 /* Shapes. reshape takes one -1; it is a view when x is contiguous. */
 fx_tensor *fx_reshape(fx_ctx *ctx, fx_tensor *x, int ndim, const int64_t *shape);
+/* flatten: [N, d1, d2, ...] -> [N, d1*d2*...] (a view when x is contiguous). */
+fx_tensor *fx_flatten(fx_ctx *ctx, fx_tensor *x);
 fx_tensor *fx_transpose(fx_ctx *ctx, fx_tensor *x, int axis0, int axis1);
 fx_tensor *fx_permute(fx_ctx *ctx, fx_tensor *x, const int *perm);
 fx_tensor *fx_concat(fx_ctx *ctx, int n, fx_tensor *const *xs, int axis);
@@ -361,6 +363,44 @@ fx_tensor *fx_cross_entropy(fx_ctx *ctx, fx_tensor *logits, fx_tensor *labels, f
 fx_tensor *fx_cross_entropy_soft(fx_ctx *ctx, fx_tensor *logits, fx_tensor *probs, fx_reduction r);
 /* Binary cross-entropy from logits, targets in [0,1], shapes equal. */
 fx_tensor *fx_bce_with_logits(fx_ctx *ctx, fx_tensor *logits, fx_tensor *targets, fx_reduction r);
+
+/* CTC, for sequence labelling without an alignment (speech, handwriting):
+ *
+ *     // log_probs [T, N, C] from fx_log_softmax(ctx, logits, 2); targets
+ *     // concatenated (1-D) or padded [N, S]; lengths i32/i64 [N].
+ *     fx_tensor *loss = fx_ctc_loss(ctx, log_probs, targets, in_len, tgt_len,
+ *                                   &(fx_ctc_opts){ .blank = 0, .reduction = FX_MEAN });
+ */
+typedef struct {
+    int64_t blank;          /* the blank class, in [0, C); default 0 */
+    fx_reduction reduction; /* FX_MEAN (default): each loss / its target
+                               length (at least 1), then the batch mean */
+    bool zero_infinity;     /* an impossible sample gives loss 0, gradient 0 */
+    bool from_logits;       /* the input is logits: log_softmax over C first */
+} fx_ctc_opts;
+
+/*
+ * Connectionist temporal classification (Graves et al. 2006), as
+ * torch.nn.functional.ctc_loss: log_probs [T, N, C] (time first), targets
+ * i32/i64, either padded [N, W] or all samples' labels concatenated (1-D,
+ * their count the sum of target_lengths); input_lengths and target_lengths
+ * i32/i64 [N]. FX_NONE gives the per-sample losses [N]. opts may be NULL.
+ *
+ * The gradient is the exact derivative w.r.t. log_probs. PyTorch's returns
+ * that plus exp(log_probs), which only agrees once it has gone through a
+ * log_softmax (where the extra term cancels); w.r.t. the logits before a
+ * log_softmax both are the same.
+ *
+ * Refused, with a message naming the sample and the sizes: an input length
+ * outside [1, T]; a negative target length, or one that does not fit the
+ * targets; a label outside [0, C) or equal to blank; and, unless
+ * zero_infinity, a target that cannot align, i.e. target length plus the
+ * number of repeated neighbouring labels exceeds the input length (PyTorch
+ * returns inf there). A target length of 0 is allowed (the all-blank path).
+ */
+fx_tensor *fx_ctc_loss(fx_ctx *ctx, fx_tensor *log_probs, fx_tensor *targets,
+                       fx_tensor *input_lengths, fx_tensor *target_lengths,
+                       const fx_ctc_opts *opts);
 
 /* -------------------------------------------------------------------- RNG */
 
@@ -615,6 +655,7 @@ fx_status fx_safetensors_load_into(const char *path, const fx_params *dst, bool 
 
 /* Layers of the field, one header per family. */
 #include "fx_conv.h"
+#include "fx_embed.h"
 #include "fx_norm.h"
 #include "fx_rnn.h"
 #include "fx_seq.h"

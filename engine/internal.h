@@ -116,6 +116,15 @@ bool fx_op_check(fx_ctx *ctx, const char *op, int n, fx_tensor *const *xs);
 bool fx_op_check_same_dtype(fx_ctx *ctx, const char *op, int n, fx_tensor *const *xs);
 bool fx_op_check_dtype(fx_ctx *ctx, const char *op, const char *what, const fx_tensor *t,
                        fx_dtype want);
+/* Checks an integer tensor argument (lengths, labels, indices named by
+ * what, plural): on the context's device and i32 or i64. */
+bool fx__op_check_int(fx_ctx *ctx, const char *op, const char *what, const fx_tensor *t);
+/* Checks a lengths tensor: as fx__op_check_int, and [n] (one per sample). */
+bool fx__op_check_lengths(fx_ctx *ctx, const char *op, const char *what, const fx_tensor *t,
+                          int64_t n);
+/* The integer at flat index i of a contiguous i32/i64 tensor, read through a
+ * one-element view (any device); for error messages. -1 on OOM. */
+long long fx__int_at(fx_ctx *ctx, const fx_tensor *t, int64_t i);
 /* Records "op: message" and returns NULL. */
 fx_tensor *fx_op_fail(fx_ctx *ctx, fx_status s, const char *op, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -156,6 +165,10 @@ bool fx_check_finite(fx_ctx *ctx, const char *op, int64_t nonfinite, const fx_te
 /* The forward function a layer was created with (layer.c); lets combinators
  * recognise their own layer kinds. NULL for a NULL layer. */
 fx_forward_fn fx_layer_forward_fn(const fx_layer *l);
+
+/* After a failure inside layer l's forward: prefixes the recorded message
+ * with "layer '<name>': " (once), so the user learns which layer failed. */
+void fx__layer_name_error(fx_ctx *ctx, const fx_layer *l);
 
 /* Thread count for the engine's loops (set by fx_set_num_threads). */
 extern int fx__num_threads;

@@ -70,6 +70,22 @@ fx_tensor *fx_layer_forward(fx_layer *l, fx_ctx *ctx, fx_tensor *x)
     return y;
 }
 
+/* After a failure inside layer l: puts "layer '<name>': " before the
+ * recorded message, so the user learns which layer of a model failed. */
+void fx__layer_name_error(fx_ctx *ctx, const fx_layer *l)
+{
+    char prefix[96];
+    int k = snprintf(prefix, sizeof prefix, "layer '%s': ", fx_layer_name(l));
+    size_t len = strlen(ctx->err), cap = sizeof ctx->err;
+    if (k <= 0 || (size_t)k >= sizeof prefix || strncmp(ctx->err, prefix, (size_t)k) == 0)
+        return;
+    if (len + (size_t)k >= cap)
+        len = cap - 1 - (size_t)k;
+    memmove(ctx->err + k, ctx->err, len);
+    memcpy(ctx->err, prefix, (size_t)k);
+    ctx->err[len + (size_t)k] = '\0';
+}
+
 /* Takes ownership of t even on failure (it is freed then), so that
  * fx_layer_add_param(l, "w", fx_param_create(...)) never leaks. A name the
  * layer already has, or a tensor that cannot take a gradient (not f32, not
@@ -177,7 +193,7 @@ void fx_layer_set_data(fx_layer *l, void *data, void (*free_fn)(void *))
 
 void *fx_layer_data(const fx_layer *l) { return l ? l->data : NULL; }
 
-/* The layer's forward function: combinators (model.c) recognise their own
+/* The layer's forward function: combinators (combinators.c) recognise their own
  * kinds by it before touching a layer's data. */
 fx_forward_fn fx_layer_forward_fn(const fx_layer *l) { return l ? l->forward : NULL; }
 

@@ -1,5 +1,6 @@
 /* loss.c - losses: cross-entropy from labels or soft targets, binary
- * cross-entropy from logits, mean squared error.
+ * cross-entropy from logits, mean squared error (the CTC loss is in
+ * loss_ctc.c).
  *
  * Each kernel-backed loss is one op that gives the per-sample (CE, [N]) or
  * per-element (BCE) losses, with its backward beside it; the reduction to a

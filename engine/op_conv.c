@@ -1,6 +1,6 @@
 /*
  * op_conv.c - convolution (1-D, 2-D, transposed 2-D) and pooling ops with
- * their checks and backward passes, flatten, and the layers built on them.
+ * their checks and backward passes, and the layers built on them.
  *
  * Every convolution is described to the kernels as one fx_conv_geom (see
  * kern_conv.h). conv1d is conv2d with H = KH = 1 (an [N, C, L] tensor has the
@@ -423,19 +423,6 @@ fx_tensor *fx_global_avgpool2d(fx_ctx *ctx, fx_tensor *x)
     return pool_op(ctx, "global_avgpool2d", FX_POOL_AVG, x, NULL, true, 1, 1, 2);
 }
 
-fx_tensor *fx_flatten(fx_ctx *ctx, fx_tensor *x)
-{
-    if (!ctx || !x)
-        return NULL;
-    if (x->ndim < 2) {
-        char s[96];
-        return fx_op_fail(ctx, FX_ERR_SHAPE, "flatten", "input must have at least 2 dims "
-                          "[N,...], got %s", fx_shape_str(x, s, 96));
-    }
-    int64_t rest = fx_shape_numel(x->ndim - 1, x->shape + 1);
-    return fx_reshape(ctx, x, 2, (int64_t[]){ x->shape[0], rest });
-}
-
 /* -------------------------------------------------------------- layers */
 
 typedef enum { LAYER_CONV1D, LAYER_CONV2D, LAYER_CONVT2D } conv_layer_kind;
@@ -533,7 +520,7 @@ fx_layer *fx_conv_transpose2d_create(const char *name, int64_t in, int64_t out,
 
 /* A pooling layer's settings: a window, or an adaptive output size. */
 typedef enum {
-    LAYER_MAXPOOL, LAYER_AVGPOOL, LAYER_ADAPTIVE, LAYER_GLOBAL, LAYER_FLATTEN
+    LAYER_MAXPOOL, LAYER_AVGPOOL, LAYER_ADAPTIVE, LAYER_GLOBAL
 } pool_layer_kind;
 
 typedef struct {
@@ -550,7 +537,6 @@ static fx_tensor *pool_layer_forward(fx_layer *self, fx_ctx *ctx, fx_tensor *x)
     case LAYER_AVGPOOL: return fx_avgpool2d(ctx, x, &d->o);
     case LAYER_ADAPTIVE: return fx_adaptive_avgpool2d(ctx, x, d->oh, d->ow);
     case LAYER_GLOBAL: return fx_global_avgpool2d(ctx, x);
-    case LAYER_FLATTEN: return fx_flatten(ctx, x);
     }
     return NULL;
 }
@@ -599,9 +585,4 @@ fx_layer *fx_adaptive_avgpool2d_create(const char *name, int64_t oh, int64_t ow)
 fx_layer *fx_global_avgpool2d_create(const char *name)
 {
     return pool_layer_create(name, "global_avgpool2d", LAYER_GLOBAL, NULL, 0, 0);
-}
-
-fx_layer *fx_flatten_create(const char *name)
-{
-    return pool_layer_create(name, "flatten", LAYER_FLATTEN, NULL, 0, 0);
 }

@@ -1,4 +1,4 @@
-/* op_norm.c - batch norm, layer norm, group norm and embedding: the ops
+/* op_norm.c - batch norm, layer norm and group norm: the ops
  * (checks, forward, backward, tape) and their layers. The kernels see every
  * normalisation as x (N, C, L) (kern_norm.h): batch norm takes [N,C,*] as
  * (N, C, prod(*)), group norm likewise, and layer norm takes x as
@@ -239,105 +239,20 @@ fx_tensor *fx_group_norm(fx_ctx *ctx, fx_tensor *x, int64_t groups, fx_tensor *g
                     eps);
 }
 
-/* ------------------------------------------------------------- embedding */
-
-/* n->in[0]: weight; n->saved[0]: the (contiguous) indices; n->i[0]: the
- * padding index (negative: none). */
-static void embedding_backward(fx_ctx *ctx, fx_node *n)
-{
-    fx_tensor *w = n->in[0];
-    fx_tensor *dw = fx_grad(ctx, w);
-    if (dw)
-        fx_be(w)->norm->embedding_backward(n->out->grad, n->saved[0], n->i[0], dw);
-}
-
-/* Rows of weight picked by idx (fx_norm.h). */
-fx_tensor *fx_embedding(fx_ctx *ctx, fx_tensor *weight, fx_tensor *idx, int64_t padding_idx)
-{
-    static const char *op = "embedding";
-    if (!fx_op_check(ctx, op, 1, (fx_tensor *[]){weight}))
-        return NULL;
-    char b1[96], b2[96];
-    if (!idx)
-        return fx_ctx_status(ctx) == FX_OK ? fx_op_fail(ctx, FX_ERR_ARG, op, "idx is NULL") : NULL;
-    if (idx->device.type != ctx->dev.type || idx->device.index != ctx->dev.index) {
-        char d1[32], d2[32];
-        return fx_op_fail(
-            ctx, FX_ERR_DEVICE, op, "the indices are on %s but the context runs on %s",
-            fx_device_str(idx->device, d1, sizeof d1), fx_device_str(ctx->dev, d2, sizeof d2));
-    }
-    if (idx->dtype != FX_I32 && idx->dtype != FX_I64)
-        return fx_op_fail(ctx, FX_ERR_DTYPE, op, "indices must be i32 or i64, got %s %s",
-                          fx_dtype_name(idx->dtype), fx_shape_str(idx, b1, sizeof b1));
-    if (weight->ndim != 2)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "weight must be [num,dim], got %s",
-                          fx_shape_str(weight, b1, sizeof b1));
-    if (idx->ndim >= FX_MAX_DIMS)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "indices %s have too many dims (at most %d)",
-                          fx_shape_str(idx, b1, sizeof b1), FX_MAX_DIMS - 1);
-    int64_t num = weight->shape[0], dim = weight->shape[1];
-    if (padding_idx >= num)
-        return fx_op_fail(ctx, FX_ERR_ARG, op,
-                          "padding_idx %lld is out of range for %lld embeddings",
-                          (long long)padding_idx, (long long)num);
-    weight = fx_contiguous(ctx, weight);
-    idx = weight ? fx_contiguous(ctx, idx) : NULL;
-    if (!idx)
-        return NULL;
-    int64_t shape[FX_MAX_DIMS];
-    for (int d = 0; d < idx->ndim; d++)
-        shape[d] = idx->shape[d];
-    shape[idx->ndim] = dim;
-    fx_tensor *y = fx_tensor_new(ctx, FX_F32, idx->ndim + 1, shape);
-    if (!y)
-        return NULL;
-    int64_t bad = fx_be(weight)->norm->embedding(weight, idx, y);
-    if (bad >= 0) {
-        fx_tensor *v = fx_view(ctx, idx, 0, NULL, NULL, idx->offset + bad);
-        return fx_op_fail(ctx, FX_ERR_VALUE, op,
-                          "index %lld (at flat position %lld of the indices %s) is out of range: "
-                          "the vocabulary has %lld entries",
-                          v ? (long long)fx_tensor_item(v) : -1LL, (long long)bad,
-                          fx_shape_str(idx, b2, sizeof b2), (long long)num);
-    }
-    fx_node *n = fx_record(ctx, op, embedding_backward, y, 1, (fx_tensor *[]){weight});
-    if (n) {
-        n->saved[0] = idx;
-        n->i[0] = padding_idx < 0 ? -1 : padding_idx;
-    }
-    return y;
-}
-
 /* ---------------------------------------------------------------- layers */
 
-typedef enum { L_BN1D = 0, L_BN2D, L_LN, L_GN, L_EMB } norm_layer_kind;
+typedef enum { L_BN1D = 0, L_BN2D, L_LN, L_GN } norm_layer_kind;
 
 /* A layer's configuration and direct pointers to its tensors (owned by the
  * layer's store), so a forward does no name lookup. */
 typedef struct {
     norm_layer_kind kind;
     float eps, momentum;
-    int64_t groups, padding_idx;
+    int64_t groups;
     int nshape;
     int64_t shape[FX_MAX_DIMS];
     fx_tensor *w, *b, *rm, *rv; /* any may be NULL */
 } norm_layer;
-
-/* After a failure inside layer l: puts "layer '<name>': " before the
- * recorded message, so the user learns which layer of a model failed. */
-static void name_layer_error(fx_ctx *ctx, const fx_layer *l)
-{
-    char prefix[96];
-    int k = snprintf(prefix, sizeof prefix, "layer '%s': ", fx_layer_name(l));
-    size_t len = strlen(ctx->err), cap = sizeof ctx->err;
-    if (k <= 0 || (size_t)k >= sizeof prefix || strncmp(ctx->err, prefix, (size_t)k) == 0)
-        return;
-    if (len + (size_t)k >= cap)
-        len = cap - 1 - (size_t)k;
-    memmove(ctx->err + k, ctx->err, len);
-    memcpy(ctx->err, prefix, (size_t)k);
-    ctx->err[len + (size_t)k] = '\0';
-}
 
 static fx_tensor *norm_layer_forward(fx_layer *self, fx_ctx *ctx, fx_tensor *x)
 {
@@ -359,10 +274,9 @@ static fx_tensor *norm_layer_forward(fx_layer *self, fx_ctx *ctx, fx_tensor *x)
         break;
     case L_LN: y = fx_layer_norm(ctx, x, d->nshape, d->shape, d->w, d->b, d->eps); break;
     case L_GN: y = fx_group_norm(ctx, x, d->groups, d->w, d->b, d->eps); break;
-    case L_EMB: y = fx_embedding(ctx, d->w, x, d->padding_idx); break;
     }
     if (!y && ok && fx_ctx_status(ctx) != FX_OK)
-        name_layer_error(ctx, self);
+        fx__layer_name_error(ctx, self);
     return y;
 }
 
@@ -441,42 +355,4 @@ fx_layer *fx_groupnorm_create(const char *name, int64_t groups, int64_t channels
         return NULL;
     return norm_layer_create(name ? name : "groupnorm",
                              (norm_layer){.kind = L_GN, .groups = groups}, 1, &channels, o, false);
-}
-
-/* weight [num, dim] ~ N(0, 1); the padding row, if any, starts at zero
- * (zeroed through a one-row view of the weight's storage). */
-fx_layer *fx_embedding_create(const char *name, int64_t num, int64_t dim,
-                              const fx_embedding_opts *o, fx_rng *rng)
-{
-    fx_embedding_opts opts = o ? *o : (fx_embedding_opts){0};
-    if (num <= 0 || dim <= 0 || !rng ||
-        (opts.has_padding && (opts.padding_idx < 0 || opts.padding_idx >= num)))
-        return NULL;
-    fx_layer *l = fx_layer_create(name ? name : "embedding", norm_layer_forward);
-    norm_layer *p = calloc(1, sizeof *p);
-    if (!l || !p) {
-        free(p);
-        fx_layer_free(l);
-        return NULL;
-    }
-    fx_layer_set_data(l, p, free);
-    p->kind = L_EMB;
-    p->padding_idx = opts.has_padding ? opts.padding_idx : -1;
-    p->w = fx_param_create(opts.device, 2, (int64_t[]){num, dim}, FX_INIT_NORMAL, 0.0, 1.0, rng);
-    if (fx_layer_add_param(l, "weight", p->w) != FX_OK)
-        goto fail;
-    if (opts.has_padding) {
-        fx_tensor row = *p->w;
-        row.ndim = 1;
-        row.shape[0] = dim;
-        row.strides[0] = 1;
-        row.offset = p->w->offset + opts.padding_idx * dim;
-        row.grad = NULL;
-        if (fx_tensor_fill(&row, 0.0) != FX_OK)
-            goto fail;
-    }
-    return l;
-fail:
-    fx_layer_free(l);
-    return NULL;
 }

@@ -1,4 +1,4 @@
-/* op_shape.c - reshape, transpose/permute, concat, slice and split. They move
+/* op_shape.c - reshape, flatten, transpose/permute, concat, slice and split. They move
  * elements without arithmetic, so they take any dtype (gradients flow for
  * f32). Every copy is the backend's strided mem->copy between a view and a
  * contiguous tensor; backwards run the same copies the other way with
@@ -89,6 +89,34 @@ fx_tensor *fx_reshape(fx_ctx *ctx, fx_tensor *x, int ndim, const int64_t *shape)
     if (y)
         fx_record(ctx, op, reshape_backward, y, 1, (fx_tensor *[]){ x });
     return y;
+}
+
+/* ---------------------------------------------------------------- flatten */
+
+/* flatten is a reshape to [N, rest], so the reshape's record gives its
+ * gradient. */
+fx_tensor *fx_flatten(fx_ctx *ctx, fx_tensor *x)
+{
+    if (!ctx || !x)
+        return NULL;
+    if (x->ndim < 2) {
+        char s[96];
+        return fx_op_fail(ctx, FX_ERR_SHAPE, "flatten", "input must have at least 2 dims "
+                          "[N,...], got %s", fx_shape_str(x, s, 96));
+    }
+    int64_t rest = fx_shape_numel(x->ndim - 1, x->shape + 1);
+    return fx_reshape(ctx, x, 2, (int64_t[]){ x->shape[0], rest });
+}
+
+static fx_tensor *flatten_forward(fx_layer *self, fx_ctx *ctx, fx_tensor *x)
+{
+    return fx_flatten(ctx, x);
+}
+
+/* A parameterless layer: no data, nothing to check. */
+fx_layer *fx_flatten_create(const char *name)
+{
+    return fx_layer_create(name ? name : "flatten", flatten_forward);
 }
 
 /* -------------------------------------------------------------- permute */

@@ -16,13 +16,15 @@ static const fx_index_kernels idx = { cpu_index_select, cpu_index_add, cpu_gathe
                                       cpu_scatter_add };
 static const fx_loss_kernels loss = { cpu_ce_labels, cpu_ce_labels_backward, cpu_ce_soft,
                                       cpu_ce_soft_backward, cpu_bce_logits,
-                                      cpu_bce_logits_backward };
+                                      cpu_bce_logits_backward, cpu_ctc_check, cpu_ctc_forward,
+                                      cpu_ctc_backward };
 static const fx_optim_kernels optim = { cpu_optim_step };
 
 extern const fx_conv_kernels fx_cpu_conv;
 extern const fx_norm_kernels fx_cpu_norm;
 extern const fx_rnn_kernels fx_cpu_rnn;
 extern const fx_seq_kernels fx_cpu_seq;
+extern const fx_embed_kernels fx_cpu_embed;
 
 const fx_backend fx_cpu_backend = {
     .name = "cpu",
@@ -39,4 +41,5 @@ const fx_backend fx_cpu_backend = {
     .norm = &fx_cpu_norm,
     .rnn = &fx_cpu_rnn,
     .seq = &fx_cpu_seq,
+    .embed = &fx_cpu_embed,
 };

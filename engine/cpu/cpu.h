@@ -167,6 +167,19 @@ void cpu_bce_logits(const fx_tensor *x, const fx_tensor *t, fx_tensor *loss);
 void cpu_bce_logits_backward(const fx_tensor *x, const fx_tensor *t, const fx_tensor *dloss,
                              fx_tensor *dx, fx_tensor *dt);
 
+/* the CTC loss (loss_ctc.c) */
+int64_t cpu_ctc_check(const fx_ctc_args *a, const fx_tensor *targets, int64_t padded_width,
+                      const fx_tensor *input_lengths, const fx_tensor *target_lengths,
+                      fx_tensor *offsets, fx_tensor *inv_len, int64_t *smax, fx_ctc_issue *issue);
+void cpu_ctc_forward(const fx_ctc_args *a, const fx_tensor *log_probs, const fx_tensor *targets,
+                     const fx_tensor *offsets, const fx_tensor *input_lengths,
+                     const fx_tensor *target_lengths, fx_tensor *ext, fx_tensor *alpha,
+                     fx_tensor *nll, fx_tensor *loss);
+void cpu_ctc_backward(const fx_ctc_args *a, const fx_tensor *log_probs,
+                      const fx_tensor *input_lengths, const fx_tensor *target_lengths,
+                      const fx_tensor *ext, const fx_tensor *alpha, const fx_tensor *nll,
+                      const fx_tensor *dloss, fx_tensor *scratch, fx_tensor *dlog_probs);
+
 /* optimizers (optim.c) */
 void cpu_optim_step(fx_optim_kind kind, const fx_optim_step_args *a, fx_tensor *p,
                     const fx_tensor *g, fx_tensor *s1, fx_tensor *s2);
@@ -176,6 +189,31 @@ static inline int64_t fx_index_at(const fx_tensor *idx, int64_t off)
 {
     return idx->dtype == FX_I64 ? ((const int64_t *)fx_data(idx))[off]
                                 : ((const int32_t *)fx_data(idx))[off];
+}
+
+/*
+ * Branch-free selects on the float bits. GCC (under the default
+ * -ftrapping-math) will not if-convert a float select whose arms it would
+ * have to compute, since that may raise an FP exception the branch avoided,
+ * and a loop with a branch does not vectorise; masks on the bits have no
+ * such problem. fx_neginf_mask(x) is all ones when x is -inf; fx_pick(mask, a, b)
+ * is a where mask is all ones, b where it is 0.
+ */
+static inline int32_t fx_neginf_mask(float x)
+{
+    int32_t b;
+    memcpy(&b, &x, sizeof b);
+    return -(int32_t)(b == (int32_t)0xff800000);
+}
+
+static inline float fx_pick(int32_t mask, float a, float b)
+{
+    int32_t ia, ib;
+    memcpy(&ia, &a, sizeof ia);
+    memcpy(&ib, &b, sizeof ib);
+    ia = (ia & mask) | (ib & ~mask);
+    memcpy(&a, &ia, sizeof a);
+    return a;
 }
 
 /*

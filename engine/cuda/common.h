@@ -49,8 +49,22 @@ extern const fx_conv_kernels fx_cuda_conv;
 extern const fx_norm_kernels fx_cuda_norm;
 extern const fx_rnn_kernels fx_cuda_rnn;
 extern const fx_seq_kernels fx_cuda_seq;
+extern const fx_embed_kernels fx_cuda_embed;
 extern const fx_backend fx_cuda_backend;
 }
+
+/* The CTC kernels (loss_ctc.cu), which loss.cu's table lists. */
+int64_t cu_ctc_check(const fx_ctc_args *a, const fx_tensor *targets, int64_t padded_width,
+                     const fx_tensor *input_lengths, const fx_tensor *target_lengths,
+                     fx_tensor *offsets, fx_tensor *inv_len, int64_t *smax, fx_ctc_issue *issue);
+void cu_ctc_forward(const fx_ctc_args *a, const fx_tensor *log_probs, const fx_tensor *targets,
+                    const fx_tensor *offsets, const fx_tensor *input_lengths,
+                    const fx_tensor *target_lengths, fx_tensor *ext, fx_tensor *alpha,
+                    fx_tensor *nll, fx_tensor *loss);
+void cu_ctc_backward(const fx_ctc_args *a, const fx_tensor *log_probs,
+                     const fx_tensor *input_lengths, const fx_tensor *target_lengths,
+                     const fx_tensor *ext, const fx_tensor *alpha, const fx_tensor *nll,
+                     const fx_tensor *dloss, fx_tensor *scratch, fx_tensor *dlog_probs);
 
 /* Records err (if the first on the device) and returns false on failure. */
 bool fx_cuda_record(int dev, cudaError_t err, const char *what, const char *file, int line);

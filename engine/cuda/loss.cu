@@ -166,6 +166,6 @@ static void cu_bce_logits_backward(const fx_tensor *x, const fx_tensor *t, const
     LAUNCH(tdev(x), n, k_bce_bw, F(x), F(t), F(dloss), dx ? F(dx) : NULL, dt ? F(dt) : NULL, n);
 }
 
-const fx_loss_kernels fx_cuda_loss = { cu_ce_labels, cu_ce_labels_backward, cu_ce_soft,
-                                       cu_ce_soft_backward, cu_bce_logits,
-                                       cu_bce_logits_backward };
+const fx_loss_kernels fx_cuda_loss = { cu_ce_labels,     cu_ce_labels_backward, cu_ce_soft,
+                                       cu_ce_soft_backward, cu_bce_logits,   cu_bce_logits_backward,
+                                       cu_ctc_check,    cu_ctc_forward,  cu_ctc_backward };

@@ -561,5 +561,5 @@ static bool cuda_available(int index) { return valid(index); }
 const fx_backend fx_cuda_backend = {
     "cuda",        FX_DEV_CUDA,   cuda_available, &fx_cuda_mem,   &fx_cuda_ew,  &fx_cuda_blas_k,
     &fx_cuda_red,  &fx_cuda_idx,  &fx_cuda_loss,  &fx_cuda_optim, &fx_cuda_conv, &fx_cuda_norm,
-    &fx_cuda_rnn,  &fx_cuda_seq,
+    &fx_cuda_rnn,  &fx_cuda_seq,  &fx_cuda_embed,
 };

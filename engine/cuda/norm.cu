@@ -1,4 +1,4 @@
-/* norm.cu - batch / group (and so layer) normalisation and embedding.
+/* norm.cu - batch / group (and so layer) normalisation.
  * x is (N, C, L) contiguous. Statistics: one block per set (a channel for
  * batch norm, a (sample, group) row for group norm), shifted sums in double
  * (shift: the set's first element) as the CPU does. The `work` tensor of
@@ -250,44 +250,5 @@ static void cu_group_norm_backward(const fx_tensor *x, int64_t groups, const fx_
     }
 }
 
-/* ------------------------------------------------------------ embedding */
-
-__global__ void k_embed(const float *w, const void *idx, bool i64, float *y, int64_t dim,
-                        int64_t total)
-{
-    GRID_LOOP(e, total) y[e] = w[idx_at(idx, i64, e / dim) * dim + e % dim];
-}
-
-static int64_t cu_embedding(const fx_tensor *weight, const fx_tensor *idx, fx_tensor *y)
-{
-    int64_t num = weight->shape[0], dim = weight->shape[1], n = numel(idx);
-    int64_t bad = fx_cuda_first_bad(idx, n, 0, num - 1);
-    if (bad >= 0)
-        return bad;
-    LAUNCH(tdev(y), n * dim, k_embed, F(weight), fx_data(idx), idx->dtype == FX_I64, F(y), dim,
-           n * dim);
-    return -1;
-}
-
-__global__ void k_embed_bw(const float *dy, const void *idx, bool i64, int64_t pad, float *dw,
-                           int64_t num, int64_t dim, int64_t total)
-{
-    GRID_LOOP(e, total)
-    {
-        int64_t v = idx_at(idx, i64, e / dim);
-        if (v != pad && v >= 0 && v < num)
-            atomicAdd(dw + v * dim + e % dim, dy[e]);
-    }
-}
-
-static void cu_embedding_backward(const fx_tensor *dy, const fx_tensor *idx, int64_t padding_idx,
-                                  fx_tensor *dweight)
-{
-    int64_t num = dweight->shape[0], dim = dweight->shape[1], n = numel(idx);
-    LAUNCH(tdev(dy), n * dim, k_embed_bw, F(dy), fx_data(idx), idx->dtype == FX_I64,
-           padding_idx < 0 ? (int64_t)-1 : padding_idx, F(dweight), num, dim, n * dim);
-}
-
 const fx_norm_kernels fx_cuda_norm = { cu_batch_norm, cu_batch_norm_backward, cu_group_norm,
-                                       cu_group_norm_backward, cu_embedding,
-                                       cu_embedding_backward };
+                                       cu_group_norm_backward };

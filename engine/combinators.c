@@ -1,4 +1,5 @@
-/* model.c - combinators (residual, parallel, heads) and gradient reversal.
+/* combinators.c - combinators (residual, parallel, heads) and the gradient
+ * reversal layer (its op, fx_grad_reverse, is in op_copy.c).
  *
  * The combinators are ordinary layers built with the public layer API: the
  * layers they combine are their children (so parameters get dotted names)
@@ -279,34 +280,6 @@ fx_layer *fx_activation_create(const char *name, fx_activation act)
 }
 
 /* --------------------------------------------------------- grad reverse */
-
-/* dx += -lambda * dy (n->f[0] is lambda). */
-static void grad_reverse_backward(fx_ctx *ctx, fx_node *n)
-{
-    fx_tensor *x = n->in[0];
-    if (!fx_tensor_requires_grad(x))
-        return;
-    fx_tensor *dx = fx_grad(ctx, x);
-    if (dx)
-        fx_be(x)->ew->axpy(-n->f[0], n->out->grad, dx);
-}
-
-/* The identity as a view (no copy); only the tape record differs. */
-fx_tensor *fx_grad_reverse(fx_ctx *ctx, fx_tensor *x, float lambda)
-{
-    if (!fx_op_check(ctx, "grad_reverse", 1, (fx_tensor *[]){ x }))
-        return NULL;
-    if (!isfinite(lambda))
-        return fx_op_fail(ctx, FX_ERR_ARG, "grad_reverse", "lambda is %g; it must be finite",
-                          (double)lambda);
-    fx_tensor *y = fx_view(ctx, x, x->ndim, x->shape, x->strides, x->offset);
-    if (!y)
-        return NULL;
-    fx_node *n = fx_record(ctx, "grad_reverse", grad_reverse_backward, y, 1, (fx_tensor *[]){ x });
-    if (n)
-        n->f[0] = lambda;
-    return y;
-}
 
 static fx_tensor *grad_reverse_forward(fx_layer *self, fx_ctx *ctx, fx_tensor *x)
 {
