@@ -109,4 +109,8 @@ static void cu_bias_backward(const fx_tensor *dy, fx_tensor *dbias)
     CU_LAUNCHED(dev);
 }
 
-const fx_blas_kernels fx_cuda_blas_k = { cu_gemm, cu_bias_fill, cu_bias_backward };
+const fx_blas_kernels fx_cuda_blas_k = {
+    .gemm = cu_gemm,
+    .bias_fill = cu_bias_fill,
+    .bias_backward = cu_bias_backward,
+};

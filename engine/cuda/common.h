@@ -37,12 +37,12 @@ extern "C" {
 void fx_contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
 int64_t fx_shape_numel(int ndim, const int64_t *shape);
 
-/* The family tables, one per .cu file, assembled in mem.cu. */
+/* The family tables, one per .cu file, assembled in backend.cu. */
 extern const fx_mem_kernels fx_cuda_mem;
 extern const fx_ew_kernels fx_cuda_ew;
 extern const fx_blas_kernels fx_cuda_blas_k;
-extern const fx_reduce_kernels fx_cuda_red;
-extern const fx_index_kernels fx_cuda_idx;
+extern const fx_reduce_kernels fx_cuda_reduce;
+extern const fx_index_kernels fx_cuda_index;
 extern const fx_loss_kernels fx_cuda_loss;
 extern const fx_optim_kernels fx_cuda_optim;
 extern const fx_conv_kernels fx_cuda_conv;

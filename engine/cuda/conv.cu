@@ -306,7 +306,13 @@ static void cu_pool2d_backward(const fx_pool_geom *g, fx_pool_kind kind, const f
                (int32_t *)NULL, F(dy), F(dx), total);
 }
 
-const fx_conv_kernels fx_cuda_conv = { cu_conv2d_workspace,     cu_conv2d,
-                                       cu_conv2d_backward_data, cu_conv2d_backward_weight,
-                                       cu_channel_bias_fill,    cu_channel_bias_backward,
-                                       cu_pool2d,               cu_pool2d_backward };
+const fx_conv_kernels fx_cuda_conv = {
+    .conv2d_workspace = cu_conv2d_workspace,
+    .conv2d = cu_conv2d,
+    .conv2d_backward_data = cu_conv2d_backward_data,
+    .conv2d_backward_weight = cu_conv2d_backward_weight,
+    .channel_bias_fill = cu_channel_bias_fill,
+    .channel_bias_backward = cu_channel_bias_backward,
+    .pool2d = cu_pool2d,
+    .pool2d_backward = cu_pool2d_backward,
+};

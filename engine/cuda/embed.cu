@@ -38,4 +38,7 @@ static void cu_embedding_backward(const fx_tensor *dy, const fx_tensor *idx, int
            padding_idx < 0 ? (int64_t)-1 : padding_idx, F(dweight), num, dim, n * dim);
 }
 
-const fx_embed_kernels fx_cuda_embed = { cu_embedding, cu_embedding_backward };
+const fx_embed_kernels fx_cuda_embed = {
+    .embedding = cu_embedding,
+    .embedding_backward = cu_embedding_backward,
+};

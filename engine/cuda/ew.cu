@@ -260,5 +260,13 @@ static void cu_axpy(float alpha, const fx_tensor *x, fx_tensor *y)
     LAUNCH(tdev(y), n, k_axpy, alpha, F(x), F(y), n);
 }
 
-const fx_ew_kernels fx_cuda_ew = { cu_unary, cu_unary_backward, cu_binary, cu_binary_backward,
-                                   cu_where, cu_where_backward, cu_dropout_mask, cu_axpy };
+const fx_ew_kernels fx_cuda_ew = {
+    .unary = cu_unary,
+    .unary_backward = cu_unary_backward,
+    .binary = cu_binary,
+    .binary_backward = cu_binary_backward,
+    .where = cu_where,
+    .where_backward = cu_where_backward,
+    .dropout_mask = cu_dropout_mask,
+    .axpy = cu_axpy,
+};

@@ -166,6 +166,14 @@ static void cu_bce_logits_backward(const fx_tensor *x, const fx_tensor *t, const
     LAUNCH(tdev(x), n, k_bce_bw, F(x), F(t), F(dloss), dx ? F(dx) : NULL, dt ? F(dt) : NULL, n);
 }
 
-const fx_loss_kernels fx_cuda_loss = { cu_ce_labels,     cu_ce_labels_backward, cu_ce_soft,
-                                       cu_ce_soft_backward, cu_bce_logits,   cu_bce_logits_backward,
-                                       cu_ctc_check,    cu_ctc_forward,  cu_ctc_backward };
+const fx_loss_kernels fx_cuda_loss = {
+    .ce_labels = cu_ce_labels,
+    .ce_labels_backward = cu_ce_labels_backward,
+    .ce_soft = cu_ce_soft,
+    .ce_soft_backward = cu_ce_soft_backward,
+    .bce_logits = cu_bce_logits,
+    .bce_logits_backward = cu_bce_logits_backward,
+    .ctc_check = cu_ctc_check,
+    .ctc_forward = cu_ctc_forward,
+    .ctc_backward = cu_ctc_backward,
+};

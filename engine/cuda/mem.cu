@@ -551,15 +551,11 @@ static void cuda_fill(fx_tensor *t, double v)
     }
 }
 
-const fx_mem_kernels fx_cuda_mem = { cuda_alloc, cuda_free, cuda_to_host, cuda_from_host,
-                                     cuda_copy, cuda_fill };
-
-/* ------------------------------------------------------------ backend */
-
-static bool cuda_available(int index) { return valid(index); }
-
-const fx_backend fx_cuda_backend = {
-    "cuda",        FX_DEV_CUDA,   cuda_available, &fx_cuda_mem,   &fx_cuda_ew,  &fx_cuda_blas_k,
-    &fx_cuda_red,  &fx_cuda_idx,  &fx_cuda_loss,  &fx_cuda_optim, &fx_cuda_conv, &fx_cuda_norm,
-    &fx_cuda_rnn,  &fx_cuda_seq,  &fx_cuda_embed,
+const fx_mem_kernels fx_cuda_mem = {
+    .alloc = cuda_alloc,
+    .free = cuda_free,
+    .to_host = cuda_to_host,
+    .from_host = cuda_from_host,
+    .copy = cuda_copy,
+    .fill = cuda_fill,
 };

@@ -250,5 +250,9 @@ static void cu_group_norm_backward(const fx_tensor *x, int64_t groups, const fx_
     }
 }
 
-const fx_norm_kernels fx_cuda_norm = { cu_batch_norm, cu_batch_norm_backward, cu_group_norm,
-                                       cu_group_norm_backward };
+const fx_norm_kernels fx_cuda_norm = {
+    .batch_norm = cu_batch_norm,
+    .batch_norm_backward = cu_batch_norm_backward,
+    .group_norm = cu_group_norm,
+    .group_norm_backward = cu_group_norm_backward,
+};

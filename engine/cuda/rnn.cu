@@ -186,4 +186,8 @@ static void cu_rnn_mask_steps(const fx_tensor *x, const fx_tensor *lengths, fx_t
            total);
 }
 
-const fx_rnn_kernels fx_cuda_rnn = { cu_rnn_forward, cu_rnn_backward, cu_rnn_mask_steps };
+const fx_rnn_kernels fx_cuda_rnn = {
+    .forward = cu_rnn_forward,
+    .backward = cu_rnn_backward,
+    .mask_steps = cu_rnn_mask_steps,
+};

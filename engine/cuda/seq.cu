@@ -129,4 +129,8 @@ static void cu_attn_softmax_backward(const fx_tensor *p, const fx_tensor *drop, 
     LAUNCH(tdev(p), rows, k_attn_bw, F(p), drop ? F(drop) : NULL, F(dp), S, rows);
 }
 
-const fx_seq_kernels fx_cuda_seq = { cu_check_lengths, cu_attn_softmax, cu_attn_softmax_backward };
+const fx_seq_kernels fx_cuda_seq = {
+    .check_lengths = cu_check_lengths,
+    .attn_softmax = cu_attn_softmax,
+    .attn_softmax_backward = cu_attn_softmax_backward,
+};

@@ -1,4 +1,4 @@
-/* idx.cu - index_select / index_add, gather / scatter_add along an axis
+/* index.cu - index_select / index_add, gather / scatter_add along an axis
  * (i32 or i64 indices), and the range check every index kernel shares.
  * Forward kernels check all indices first (one pass, one sync) and return
  * the first bad position; backward kernels skip bad indices. Accumulations
@@ -144,4 +144,9 @@ static void cu_scatter_add(const fx_tensor *dy, int axis, const fx_tensor *idx, 
     gather_walk(dx, axis, idx, dy, true);
 }
 
-const fx_index_kernels fx_cuda_idx = { cu_index_select, cu_index_add, cu_gather, cu_scatter_add };
+const fx_index_kernels fx_cuda_index = {
+    .index_select = cu_index_select,
+    .index_add = cu_index_add,
+    .gather = cu_gather,
+    .scatter_add = cu_scatter_add,
+};

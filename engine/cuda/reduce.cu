@@ -1,4 +1,4 @@
-/* red.cu - reductions (sum, mean, max with argmax: one block per output),
+/* reduce.cu - reductions (sum, mean, max with argmax: one block per output),
  * softmax / log-softmax along an axis, whole-tensor sums of squares and
  * non-finite counts. Inputs are contiguous (op contract). Sums accumulate in
  * double like the CPU's; maxima propagate the first NaN and keep the first
@@ -315,5 +315,11 @@ static int64_t cu_count_nonfinite(const fx_tensor *x)
     return h;
 }
 
-const fx_reduce_kernels fx_cuda_red = { cu_reduce, cu_reduce_backward, cu_softmax,
-                                        cu_softmax_backward, cu_sum_squares, cu_count_nonfinite };
+const fx_reduce_kernels fx_cuda_reduce = {
+    .reduce = cu_reduce,
+    .reduce_backward = cu_reduce_backward,
+    .softmax = cu_softmax,
+    .softmax_backward = cu_softmax_backward,
+    .sum_squares = cu_sum_squares,
+    .count_nonfinite = cu_count_nonfinite,
+};
