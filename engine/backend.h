@@ -164,8 +164,8 @@ typedef struct fx_backend {
 } fx_backend;
 
 /* The backend for a device type, or NULL when it is not built in. */
-const fx_backend *fx_backend_for(fx_device dev);
+const fx_backend *fx__backend_for(fx_device dev);
 
-extern const fx_backend fx_cpu_backend;
+extern const fx_backend fx__cpu_backend;
 
 #endif /* FX_BACKEND_H */

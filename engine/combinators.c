@@ -5,7 +5,7 @@
  * layers they combine are their children (so parameters get dotted names)
  * and their configuration is the layer's data. A combinator's forward only
  * calls other layers and existing ops, so its backward is the tape's. The
- * forward function identifies a layer's kind (fx_layer_forward_fn) before
+ * forward function identifies a layer's kind (fx__layer_forward_fn) before
  * its data is read. */
 #include "internal.h"
 
@@ -71,12 +71,12 @@ static fx_tensor *residual_forward(fx_layer *self, fx_ctx *ctx, fx_tensor *x)
         return NULL;
     if (!fx_tensor_same_shape(y, s)) {
         char a[96], b[96];
-        return fx_op_fail(ctx, FX_ERR_SHAPE, "residual",
-                          "'%s': body output is %s but the %s gives %s; they must be equal%s",
-                          fx_layer_name(self), fx_shape_str(y, a, sizeof a),
-                          c->has_shortcut ? "shortcut" : "identity shortcut (the input)",
-                          fx_shape_str(s, b, sizeof b),
-                          c->has_shortcut ? "" : " (use a projection shortcut)");
+        return fx__op_fail(ctx, FX_ERR_SHAPE, "residual",
+                           "'%s': body output is %s but the %s gives %s; they must be equal%s",
+                           fx_layer_name(self), fx_shape_str(y, a, sizeof a),
+                           c->has_shortcut ? "shortcut" : "identity shortcut (the input)",
+                           fx_shape_str(s, b, sizeof b),
+                           c->has_shortcut ? "" : " (use a projection shortcut)");
     }
     return fx_activate(ctx, fx_add(ctx, y, s), c->act);
 }
@@ -113,9 +113,9 @@ static bool check_join(fx_layer *self, fx_ctx *ctx, int n, fx_tensor **ys, fx_jo
     if (join == FX_JOIN_CONCAT) {
         int ax = *axis < 0 ? *axis + y0->ndim : *axis;
         if (ax < 0 || ax >= y0->ndim) {
-            fx_op_fail(ctx, FX_ERR_AXIS, "parallel",
-                       "'%s': concat axis %d is out of range for branch outputs of rank %d (%s)",
-                       nm, *axis, y0->ndim, fx_shape_str(y0, a, sizeof a));
+            fx__op_fail(ctx, FX_ERR_AXIS, "parallel",
+                        "'%s': concat axis %d is out of range for branch outputs of rank %d (%s)",
+                        nm, *axis, y0->ndim, fx_shape_str(y0, a, sizeof a));
             return false;
         }
         *axis = ax;
@@ -127,16 +127,16 @@ static bool check_join(fx_layer *self, fx_ctx *ctx, int n, fx_tensor **ys, fx_jo
             ok = y->shape[d] == y0->shape[d] || (join == FX_JOIN_CONCAT && d == *axis);
         if (!ok) {
             if (join == FX_JOIN_ADD)
-                fx_op_fail(ctx, FX_ERR_SHAPE, "parallel",
-                           "'%s': branch %d gives %s but branch 0 gives %s; an add join needs "
-                           "equal shapes",
-                           nm, i, fx_shape_str(y, a, sizeof a), fx_shape_str(y0, b, sizeof b));
+                fx__op_fail(ctx, FX_ERR_SHAPE, "parallel",
+                            "'%s': branch %d gives %s but branch 0 gives %s; an add join needs "
+                            "equal shapes",
+                            nm, i, fx_shape_str(y, a, sizeof a), fx_shape_str(y0, b, sizeof b));
             else
-                fx_op_fail(ctx, FX_ERR_SHAPE, "parallel",
-                           "'%s': branch %d gives %s but branch 0 gives %s; a concat join along "
-                           "axis %d needs the same rank and equal sizes on the other axes",
-                           nm, i, fx_shape_str(y, a, sizeof a), fx_shape_str(y0, b, sizeof b),
-                           *axis);
+                fx__op_fail(ctx, FX_ERR_SHAPE, "parallel",
+                            "'%s': branch %d gives %s but branch 0 gives %s; a concat join along "
+                            "axis %d needs the same rank and equal sizes on the other axes",
+                            nm, i, fx_shape_str(y, a, sizeof a), fx_shape_str(y0, b, sizeof b),
+                            *axis);
             return false;
         }
     }
@@ -149,7 +149,7 @@ static fx_tensor *parallel_forward(fx_layer *self, fx_ctx *ctx, fx_tensor *x)
 {
     const parallel_cfg *c = fx_layer_data(self);
     int n = fx_layer_num_children(self);
-    fx_tensor **ys = fx_ctx_alloc_meta(ctx, (size_t)n * sizeof *ys);
+    fx_tensor **ys = fx__ctx_alloc_meta(ctx, (size_t)n * sizeof *ys);
     if (!ys)
         return NULL;
     bool ok = true;
@@ -201,9 +201,9 @@ static fx_tensor *heads_forward(fx_layer *self, fx_ctx *ctx, fx_tensor *x)
 {
     const heads_cfg *c = fx_layer_data(self);
     if (c->nheads != 1)
-        return fx_op_fail(ctx, FX_ERR_ARG, "heads",
-                          "'%s' has %d outputs; run it with fx_layer_forward_multi",
-                          fx_layer_name(self), c->nheads);
+        return fx__op_fail(ctx, FX_ERR_ARG, "heads",
+                           "'%s' has %d outputs; run it with fx_layer_forward_multi",
+                           fx_layer_name(self), c->nheads);
     fx_tensor *y;
     heads_run(self, ctx, x, &y);
     return y;
@@ -232,7 +232,7 @@ int fx_layer_num_outputs(const fx_layer *l)
 {
     if (!l)
         return 0;
-    return fx_layer_forward_fn(l) == heads_forward ? ((const heads_cfg *)fx_layer_data(l))->nheads
+    return fx__layer_forward_fn(l) == heads_forward ? ((const heads_cfg *)fx_layer_data(l))->nheads
                                                    : 1;
 }
 
@@ -250,11 +250,11 @@ fx_status fx_layer_forward_multi(fx_layer *l, fx_ctx *ctx, fx_tensor *x, int nou
     int have = fx_layer_num_outputs(l);
     if (l && have != nout) {
         fx_ctx_fail(ctx, FX_ERR_ARG, "layer_forward_multi: %s '%s' has %d output%s, asked for %d",
-                    fx_layer_forward_fn(l) == heads_forward ? "heads" : "layer", fx_layer_name(l),
+                    fx__layer_forward_fn(l) == heads_forward ? "heads" : "layer", fx_layer_name(l),
                     have, have == 1 ? "" : "s", nout);
         return ctx->status;
     }
-    if (l && x && fx_layer_forward_fn(l) == heads_forward)
+    if (l && x && fx__layer_forward_fn(l) == heads_forward)
         heads_run(l, ctx, x, out);
     else
         out[0] = fx_layer_forward(l, ctx, x); /* also explains a NULL l or x */
@@ -296,7 +296,7 @@ fx_layer *fx_grad_reverse_create(const char *name, float lambda)
 
 fx_status fx_grad_reverse_set_lambda(fx_layer *l, float lambda)
 {
-    if (fx_layer_forward_fn(l) != grad_reverse_forward || !isfinite(lambda))
+    if (fx__layer_forward_fn(l) != grad_reverse_forward || !isfinite(lambda))
         return FX_ERR_ARG;
     *(float *)fx_layer_data(l) = lambda;
     return FX_OK;

@@ -1,7 +1,7 @@
 /* kern_embed.h - kernel family: embedding lookups (rows of a weight matrix
  * picked by integer indices) and their gradient. Part of the backend table
  * (backend.h); the CPU versions live in engine/cpu/embed.c as the table
- * fx_cpu_embed, the CUDA ones in engine/cuda/embed.cu. */
+ * fx__cpu_embed, the CUDA ones in engine/cuda/embed.cu. */
 #ifndef FX_KERN_EMBED_H
 #define FX_KERN_EMBED_H
 

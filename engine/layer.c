@@ -195,7 +195,7 @@ void *fx_layer_data(const fx_layer *l) { return l ? l->data : NULL; }
 
 /* The layer's forward function: combinators (combinators.c) recognise their own
  * kinds by it before touching a layer's data. */
-fx_forward_fn fx_layer_forward_fn(const fx_layer *l) { return l ? l->forward : NULL; }
+fx_forward_fn fx__layer_forward_fn(const fx_layer *l) { return l ? l->forward : NULL; }
 
 /* "prefix.name", or name alone for an empty prefix; malloc'd. */
 static char *join_name(const char *prefix, const char *name)
@@ -273,7 +273,7 @@ fx_tensor *fx_activate(fx_ctx *ctx, fx_tensor *x, fx_activation act)
     }
     if (!ctx || !x)
         return NULL;
-    return fx_op_fail(ctx, FX_ERR_ARG, "activate", "unknown activation %d", (int)act);
+    return fx__op_fail(ctx, FX_ERR_ARG, "activate", "unknown activation %d", (int)act);
 }
 
 /* ---------------------------------------------------------------- dense */

@@ -22,7 +22,7 @@ static void ctc_backward(fx_ctx *ctx, fx_node *n)
     if (!fx_tensor_requires_grad(lp))
         return;
     fx_ctc_args a = ctc_args_of(n);
-    fx_tensor *dlp = fx_grad(ctx, lp);
+    fx_tensor *dlp = fx__grad(ctx, lp);
     fx_tensor *scratch = dlp ? fx_tensor_new(ctx, FX_F32, 3, (int64_t[]){ a.N, 3, 2 * a.smax + 3 })
                              : NULL;
     if (scratch)
@@ -40,25 +40,25 @@ static fx_tensor *ctc_issue_fail(fx_ctx *ctx, const char *op, const fx_ctc_issue
     fx_shape_str(targets, s2, sizeof s2);
     switch (is->kind) {
     case FX_CTC_INPUT_LENGTH:
-        return fx_op_fail(ctx, FX_ERR_VALUE, op, "sample %lld: input length %lld is outside "
-                          "[1, T = %lld] of log_probs %s", n, a, b, s1);
+        return fx__op_fail(ctx, FX_ERR_VALUE, op, "sample %lld: input length %lld is outside "
+                           "[1, T = %lld] of log_probs %s", n, a, b, s1);
     case FX_CTC_TARGET_LENGTH:
         if (n == lp->shape[1])
-            return fx_op_fail(ctx, FX_ERR_SHAPE, op, "target_lengths add up to %lld but the "
-                              "concatenated targets %s hold %lld labels", a, s2, b);
-        return fx_op_fail(ctx, FX_ERR_VALUE, op, "sample %lld: target length %lld is %s (targets "
-                          "%s leave room for %lld)", n, a, a < 0 ? "negative" : "too long", s2, b);
+            return fx__op_fail(ctx, FX_ERR_SHAPE, op, "target_lengths add up to %lld but the "
+                               "concatenated targets %s hold %lld labels", a, s2, b);
+        return fx__op_fail(ctx, FX_ERR_VALUE, op, "sample %lld: target length %lld is %s (targets "
+                           "%s leave room for %lld)", n, a, a < 0 ? "negative" : "too long", s2, b);
     case FX_CTC_LABEL:
-        return fx_op_fail(ctx, FX_ERR_VALUE, op, "sample %lld: label %lld at position %lld of its "
-                          "target is %s (log_probs %s: C = %lld classes, blank %lld)", n, b, a,
-                          b == blank ? "the blank" : "out of range", s1, C, (long long)blank);
+        return fx__op_fail(ctx, FX_ERR_VALUE, op, "sample %lld: label %lld at position %lld of its "
+                           "target is %s (log_probs %s: C = %lld classes, blank %lld)", n, b, a,
+                           b == blank ? "the blank" : "out of range", s1, C, (long long)blank);
     case FX_CTC_ALIGN:
-        return fx_op_fail(ctx, FX_ERR_VALUE, op, "sample %lld: target length %lld with %lld "
-                          "repeated neighbouring labels needs at least %lld frames but its input "
-                          "length is %lld; no alignment exists (PyTorch gives inf; set "
-                          "zero_infinity to get 0)", n, a, b, a + b, c);
+        return fx__op_fail(ctx, FX_ERR_VALUE, op, "sample %lld: target length %lld with %lld "
+                           "repeated neighbouring labels needs at least %lld frames but its input "
+                           "length is %lld; no alignment exists (PyTorch gives inf; set "
+                           "zero_infinity to get 0)", n, a, b, a + b, c);
     default:
-        return fx_op_fail(ctx, FX_ERR_VALUE, op, "sample %lld is invalid", n);
+        return fx__op_fail(ctx, FX_ERR_VALUE, op, "sample %lld is invalid", n);
     }
 }
 
@@ -76,12 +76,12 @@ static fx_tensor *ctc_nonfinite_fail(fx_ctx *ctx, const char *op, const fx_tenso
     float v = h ? h[n] : NAN;
     free(h);
     if (isnan(v))
-        return fx_op_fail(ctx, FX_ERR_VALUE, op, "the loss of sample %lld is NaN: are log_probs "
-                          "finite?", (long long)n);
-    return fx_op_fail(ctx, FX_ERR_VALUE, op, "the loss of sample %lld (input length %lld, target "
-                      "length %lld) is infinite: every alignment has probability 0 (set "
-                      "zero_infinity to get 0)", (long long)n, fx__int_at(ctx, il, n),
-                      fx__int_at(ctx, tl, n));
+        return fx__op_fail(ctx, FX_ERR_VALUE, op, "the loss of sample %lld is NaN: are log_probs "
+                           "finite?", (long long)n);
+    return fx__op_fail(ctx, FX_ERR_VALUE, op, "the loss of sample %lld (input length %lld, target "
+                       "length %lld) is infinite: every alignment has probability 0 (set "
+                       "zero_infinity to get 0)", (long long)n, fx__int_at(ctx, il, n),
+                       fx__int_at(ctx, tl, n));
 }
 
 fx_tensor *fx_ctc_loss(fx_ctx *ctx, fx_tensor *log_probs, fx_tensor *targets,
@@ -90,33 +90,33 @@ fx_tensor *fx_ctc_loss(fx_ctx *ctx, fx_tensor *log_probs, fx_tensor *targets,
 {
     static const char *op = "ctc_loss";
     fx_ctc_opts o = opts ? *opts : (fx_ctc_opts){ 0 };
-    if (!fx_op_check(ctx, op, 1, (fx_tensor *[]){ log_probs }))
+    if (!fx__op_check(ctx, op, 1, (fx_tensor *[]){ log_probs }))
         return NULL;
     if (!targets || !input_lengths || !target_lengths)
-        return ctx->status == FX_OK ? fx_op_fail(ctx, FX_ERR_ARG, op, "targets, input_lengths "
-                                                 "or target_lengths is NULL") : NULL;
+        return ctx->status == FX_OK ? fx__op_fail(ctx, FX_ERR_ARG, op, "targets, input_lengths "
+                                                  "or target_lengths is NULL") : NULL;
     char s1[96];
     if (o.reduction != FX_MEAN && o.reduction != FX_SUM && o.reduction != FX_NONE)
-        return fx_op_fail(ctx, FX_ERR_ARG, op, "unknown reduction %d (use FX_MEAN, FX_SUM or "
-                          "FX_NONE)", (int)o.reduction);
+        return fx__op_fail(ctx, FX_ERR_ARG, op, "unknown reduction %d (use FX_MEAN, FX_SUM or "
+                           "FX_NONE)", (int)o.reduction);
     if (log_probs->ndim != 3)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "log_probs must be [T,N,C], got %s",
-                          fx_shape_str(log_probs, s1, 96));
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "log_probs must be [T,N,C], got %s",
+                           fx_shape_str(log_probs, s1, 96));
     int64_t T = log_probs->shape[0], N = log_probs->shape[1], C = log_probs->shape[2];
     if (o.blank < 0 || o.blank >= C)
-        return fx_op_fail(ctx, FX_ERR_ARG, op, "blank %lld is outside [0, C = %lld) of log_probs "
-                          "%s", (long long)o.blank, (long long)C, fx_shape_str(log_probs, s1, 96));
+        return fx__op_fail(ctx, FX_ERR_ARG, op, "blank %lld is outside [0, C = %lld) of log_probs "
+                           "%s", (long long)o.blank, (long long)C, fx_shape_str(log_probs, s1, 96));
     if (!fx__op_check_lengths(ctx, op, "input_lengths", input_lengths, N) ||
         !fx__op_check_lengths(ctx, op, "target_lengths", target_lengths, N) ||
         !fx__op_check_int(ctx, op, "targets", targets))
         return NULL;
     bool padded = targets->ndim == 2;
     if (!(targets->ndim == 1 || (padded && targets->shape[0] == N)))
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "targets must be padded [N = %lld, W] or "
-                          "concatenated 1-D, got %s", (long long)N, fx_shape_str(targets, s1, 96));
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "targets must be padded [N = %lld, W] or "
+                           "concatenated 1-D, got %s", (long long)N, fx_shape_str(targets, s1, 96));
     if (N == 0 && o.reduction == FX_MEAN)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "the mean over an empty batch is undefined "
-                          "(log_probs %s)", fx_shape_str(log_probs, s1, 96));
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "the mean over an empty batch is undefined "
+                           "(log_probs %s)", fx_shape_str(log_probs, s1, 96));
     if (o.from_logits)
         log_probs = fx_log_softmax(ctx, log_probs, 2);
     log_probs = fx_contiguous(ctx, log_probs);
@@ -134,9 +134,9 @@ fx_tensor *fx_ctc_loss(fx_ctx *ctx, fx_tensor *log_probs, fx_tensor *targets,
                            target_lengths, offsets, inv_len, &a.smax, &issue) >= 0)
         return ctc_issue_fail(ctx, op, &issue, log_probs, targets, o.blank);
     int64_t R = 2 * a.smax + 3; /* extended labels plus two guard cells */
-    if (fx_shape_numel(3, (int64_t[]){ N, T, R }) < 0 || R > INT32_MAX)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "too large: log_probs %s, longest target %lld",
-                          fx_shape_str(log_probs, s1, 96), (long long)a.smax);
+    if (fx__shape_numel(3, (int64_t[]){ N, T, R }) < 0 || R > INT32_MAX)
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "too large: log_probs %s, longest target %lld",
+                           fx_shape_str(log_probs, s1, 96), (long long)a.smax);
     fx_tensor *ext = fx_tensor_new(ctx, FX_I32, 3, (int64_t[]){ N, 2, R });
     fx_tensor *alpha = ext ? fx_tensor_new(ctx, FX_F32, 3, (int64_t[]){ N, T, R }) : NULL;
     fx_tensor *nll = alpha ? fx_tensor_new(ctx, FX_F32, 1, (int64_t[]){ N }) : NULL;
@@ -147,8 +147,8 @@ fx_tensor *fx_ctc_loss(fx_ctx *ctx, fx_tensor *log_probs, fx_tensor *targets,
                          alpha, nll, loss);
     if (be->red->count_nonfinite(loss))
         return ctc_nonfinite_fail(ctx, op, loss, input_lengths, target_lengths);
-    fx_node *n = fx_record(ctx, op, ctc_backward, loss, 3,
-                           (fx_tensor *[]){ log_probs, input_lengths, target_lengths });
+    fx_node *n = fx__record(ctx, op, ctc_backward, loss, 3,
+                            (fx_tensor *[]){ log_probs, input_lengths, target_lengths });
     if (n) {
         n->saved[0] = alpha;
         n->saved[1] = nll;

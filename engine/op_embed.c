@@ -10,7 +10,7 @@
 static void embedding_backward(fx_ctx *ctx, fx_node *n)
 {
     fx_tensor *w = n->in[0];
-    fx_tensor *dw = fx_grad(ctx, w);
+    fx_tensor *dw = fx__grad(ctx, w);
     if (dw)
         fx_be(w)->embed->embedding_backward(n->out->grad, n->saved[0], n->i[0], dw);
 }
@@ -19,31 +19,31 @@ static void embedding_backward(fx_ctx *ctx, fx_node *n)
 fx_tensor *fx_embedding(fx_ctx *ctx, fx_tensor *weight, fx_tensor *idx, int64_t padding_idx)
 {
     static const char *op = "embedding";
-    if (!fx_op_check(ctx, op, 1, (fx_tensor *[]){weight}))
+    if (!fx__op_check(ctx, op, 1, (fx_tensor *[]){weight}))
         return NULL;
     char b1[96], b2[96];
     if (!idx)
-        return fx_ctx_status(ctx) == FX_OK ? fx_op_fail(ctx, FX_ERR_ARG, op, "idx is NULL") : NULL;
+        return fx_ctx_status(ctx) == FX_OK ? fx__op_fail(ctx, FX_ERR_ARG, op, "idx is NULL") : NULL;
     if (idx->device.type != ctx->dev.type || idx->device.index != ctx->dev.index) {
         char d1[32], d2[32];
-        return fx_op_fail(
+        return fx__op_fail(
             ctx, FX_ERR_DEVICE, op, "the indices are on %s but the context runs on %s",
             fx_device_str(idx->device, d1, sizeof d1), fx_device_str(ctx->dev, d2, sizeof d2));
     }
     if (idx->dtype != FX_I32 && idx->dtype != FX_I64)
-        return fx_op_fail(ctx, FX_ERR_DTYPE, op, "indices must be i32 or i64, got %s %s",
-                          fx_dtype_name(idx->dtype), fx_shape_str(idx, b1, sizeof b1));
+        return fx__op_fail(ctx, FX_ERR_DTYPE, op, "indices must be i32 or i64, got %s %s",
+                           fx_dtype_name(idx->dtype), fx_shape_str(idx, b1, sizeof b1));
     if (weight->ndim != 2)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "weight must be [num,dim], got %s",
-                          fx_shape_str(weight, b1, sizeof b1));
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "weight must be [num,dim], got %s",
+                           fx_shape_str(weight, b1, sizeof b1));
     if (idx->ndim >= FX_MAX_DIMS)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "indices %s have too many dims (at most %d)",
-                          fx_shape_str(idx, b1, sizeof b1), FX_MAX_DIMS - 1);
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "indices %s have too many dims (at most %d)",
+                           fx_shape_str(idx, b1, sizeof b1), FX_MAX_DIMS - 1);
     int64_t num = weight->shape[0], dim = weight->shape[1];
     if (padding_idx >= num)
-        return fx_op_fail(ctx, FX_ERR_ARG, op,
-                          "padding_idx %lld is out of range for %lld embeddings",
-                          (long long)padding_idx, (long long)num);
+        return fx__op_fail(ctx, FX_ERR_ARG, op,
+                           "padding_idx %lld is out of range for %lld embeddings",
+                           (long long)padding_idx, (long long)num);
     weight = fx_contiguous(ctx, weight);
     idx = weight ? fx_contiguous(ctx, idx) : NULL;
     if (!idx)
@@ -57,14 +57,14 @@ fx_tensor *fx_embedding(fx_ctx *ctx, fx_tensor *weight, fx_tensor *idx, int64_t 
         return NULL;
     int64_t bad = fx_be(weight)->embed->embedding(weight, idx, y);
     if (bad >= 0) {
-        fx_tensor *v = fx_view(ctx, idx, 0, NULL, NULL, idx->offset + bad);
-        return fx_op_fail(ctx, FX_ERR_VALUE, op,
-                          "index %lld (at flat position %lld of the indices %s) is out of range: "
-                          "the vocabulary has %lld entries",
-                          v ? (long long)fx_tensor_item(v) : -1LL, (long long)bad,
-                          fx_shape_str(idx, b2, sizeof b2), (long long)num);
+        fx_tensor *v = fx__view(ctx, idx, 0, NULL, NULL, idx->offset + bad);
+        return fx__op_fail(ctx, FX_ERR_VALUE, op,
+                           "index %lld (at flat position %lld of the indices %s) is out of range: "
+                           "the vocabulary has %lld entries",
+                           v ? (long long)fx_tensor_item(v) : -1LL, (long long)bad,
+                           fx_shape_str(idx, b2, sizeof b2), (long long)num);
     }
-    fx_node *n = fx_record(ctx, op, embedding_backward, y, 1, (fx_tensor *[]){weight});
+    fx_node *n = fx__record(ctx, op, embedding_backward, y, 1, (fx_tensor *[]){weight});
     if (n) {
         n->saved[0] = idx;
         n->i[0] = padding_idx < 0 ? -1 : padding_idx;

@@ -30,7 +30,7 @@ static void sdpa_backward(fx_ctx *ctx, fx_node *n)
     int nd = (int)n->i[5];
     float scale = n->f[0];
     if (fx_tensor_requires_grad(v)) {
-        fx_tensor *dv = fx_grad(ctx, v);
+        fx_tensor *dv = fx__grad(ctx, v);
         if (!dv)
             return;
         be->blas->gemm(B, true, false, S, Ev, L, 1.0f, Pd, L * S, dout, L * Ev, 1.0f, dv, S * Ev);
@@ -38,31 +38,31 @@ static void sdpa_backward(fx_ctx *ctx, fx_node *n)
     bool gm = mask && fx_tensor_requires_grad(mask);
     if (!fx_tensor_requires_grad(q) && !fx_tensor_requires_grad(k) && !gm)
         return;
-    fx_tensor *dS = fx_tensor_new_like(ctx, P);
+    fx_tensor *dS = fx__tensor_new_like(ctx, P);
     if (!dS)
         return;
     be->blas->gemm(B, false, true, L, S, Ev, 1.0f, dout, L * Ev, v, S * Ev, 0.0f, dS, L * S);
     be->seq->attn_softmax_backward(P, drop, dS);
     if (fx_tensor_requires_grad(q)) {
-        fx_tensor *dq = fx_grad(ctx, q);
+        fx_tensor *dq = fx__grad(ctx, q);
         if (!dq)
             return;
         be->blas->gemm(B, false, false, L, E, S, scale, dS, L * S, k, S * E, 1.0f, dq, L * E);
     }
     if (fx_tensor_requires_grad(k)) {
-        fx_tensor *dk = fx_grad(ctx, k);
+        fx_tensor *dk = fx__grad(ctx, k);
         if (!dk)
             return;
         be->blas->gemm(B, true, false, S, E, L, scale, dS, L * S, q, L * E, 1.0f, dk, S * E);
     }
     if (gm) {
-        fx_tensor *dm = fx_grad(ctx, mask);
+        fx_tensor *dm = fx__grad(ctx, mask);
         if (!dm || fx_tensor_numel(dm) == fx_tensor_numel(dS)) { /* not broadcast */
             if (dm)
                 be->ew->axpy(1.0f, dS, dm);
             return;
         }
-        fx_tensor *em = fx_expand_rank(ctx, dm, nd); /* dm's shape with P's rank */
+        fx_tensor *em = fx__expand_rank(ctx, dm, nd); /* dm's shape with P's rank */
         fx_tensor *red = em ? fx_tensor_new(ctx, FX_F32, nd, em->shape) : NULL;
         if (!red)
             return;
@@ -78,7 +78,7 @@ static bool sdpa_mask(fx_ctx *ctx, const char *op, const fx_tensor *q, int64_t S
 {
     int nd = q->ndim;
     m->nbd = nd - 2;
-    m->batch = fx_shape_numel(nd - 2, q->shape);
+    m->batch = fx__shape_numel(nd - 2, q->shape);
     m->L = q->shape[nd - 2];
     m->S = S;
     for (int d = 0; d < nd - 2; d++)
@@ -96,13 +96,13 @@ static bool sdpa_mask(fx_ctx *ctx, const char *op, const fx_tensor *q, int64_t S
         m->mstride[d] = (d < lead || have == 1) ? 0 : mask->strides[d - lead];
     }
     if (mask->dtype != FX_F32 && mask->dtype != FX_I32)
-        fx_op_fail(ctx, FX_ERR_DTYPE, op, "mask must be i32 (nonzero = attend) or f32 (added "
-                   "to the scores), got %s %s", fx_dtype_name(mask->dtype),
-                   fx_shape_str(mask, s1, sizeof s1));
+        fx__op_fail(ctx, FX_ERR_DTYPE, op, "mask must be i32 (nonzero = attend) or f32 (added "
+                    "to the scores), got %s %s", fx_dtype_name(mask->dtype),
+                    fx_shape_str(mask, s1, sizeof s1));
     else if (!ok)
-        fx_op_fail(ctx, FX_ERR_SHAPE, op, "mask %s does not broadcast to the scores [...,%lld,%lld] "
-                   "of q %s", fx_shape_str(mask, s1, sizeof s1), (long long)m->L, (long long)S,
-                   fx_shape_str(q, s2, sizeof s2));
+        fx__op_fail(ctx, FX_ERR_SHAPE, op, "mask %s does not broadcast to the scores [...,%lld,%lld] "
+                    "of q %s", fx_shape_str(mask, s1, sizeof s1), (long long)m->L, (long long)S,
+                    fx_shape_str(q, s2, sizeof s2));
     return ok;
 }
 
@@ -117,8 +117,8 @@ static bool sdpa_lengths(fx_ctx *ctx, const char *op, const fx_tensor *q, int64_
         return true;
     char s1[96];
     if (q->ndim < 3) {
-        fx_op_fail(ctx, FX_ERR_SHAPE, op, "key_lengths need a batch dim: q is %s, use [N,...,L,E]",
-                   fx_shape_str(q, s1, sizeof s1));
+        fx__op_fail(ctx, FX_ERR_SHAPE, op, "key_lengths need a batch dim: q is %s, use [N,...,L,E]",
+                    fx_shape_str(q, s1, sizeof s1));
         return false;
     }
     if (!fx__op_check_lengths(ctx, op, "key_lengths", len, q->shape[0]))
@@ -128,8 +128,8 @@ static bool sdpa_lengths(fx_ctx *ctx, const char *op, const fx_tensor *q, int64_
         return false;
     int64_t bad = fx_be(len)->seq->check_lengths(len, 1, S);
     if (bad >= 0) {
-        fx_op_fail(ctx, FX_ERR_VALUE, op, "key_lengths[%lld] = %lld is outside [1, %lld], the "
-                   "keys of k", (long long)bad, fx__int_at(ctx, len, bad), (long long)S);
+        fx__op_fail(ctx, FX_ERR_VALUE, op, "key_lengths[%lld] = %lld is outside [1, %lld], the "
+                    "keys of k", (long long)bad, fx__int_at(ctx, len, bad), (long long)S);
         return false;
     }
     m->key_lengths = len;
@@ -142,7 +142,7 @@ fx_tensor *fx_scaled_dot_product_attention(fx_ctx *ctx, fx_tensor *q, fx_tensor 
                                            float dropout_p)
 {
     static const char *op = "scaled_dot_product_attention";
-    if (!fx_op_check(ctx, op, 3, (fx_tensor *[]){ q, k, v }))
+    if (!fx__op_check(ctx, op, 3, (fx_tensor *[]){ q, k, v }))
         return NULL;
     char s1[96], s2[96], s3[96];
     int nd = q->ndim;
@@ -151,23 +151,24 @@ fx_tensor *fx_scaled_dot_product_attention(fx_ctx *ctx, fx_tensor *q, fx_tensor 
         ok = k->shape[d] == q->shape[d] && v->shape[d] == q->shape[d];
     ok = ok && k->shape[nd - 1] == q->shape[nd - 1] && v->shape[nd - 2] == k->shape[nd - 2];
     if (!ok)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "q, k, v must be [...,L,E], [...,S,E], [...,S,Ev] "
-                          "with equal leading dims: got %s, %s, %s", fx_shape_str(q, s1, 96),
-                          fx_shape_str(k, s2, 96), fx_shape_str(v, s3, 96));
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "q, k, v must be [...,L,E], [...,S,E], "
+                           "[...,S,Ev] with equal leading dims: got %s, %s, %s",
+                           fx_shape_str(q, s1, 96), fx_shape_str(k, s2, 96),
+                           fx_shape_str(v, s3, 96));
     int64_t L = q->shape[nd - 2], E = q->shape[nd - 1], S = k->shape[nd - 2], Ev = v->shape[nd - 1];
-    int64_t B = fx_shape_numel(nd - 2, q->shape);
+    int64_t B = fx__shape_numel(nd - 2, q->shape);
     if (!fits_int(L) || !fits_int(S) || !fits_int(E) || !fits_int(Ev) || B < 0 ||
-        fx_shape_numel(3, (int64_t[]){ B, L, S }) < 0)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "dimensions too large: q %s, k %s",
-                          fx_shape_str(q, s1, 96), fx_shape_str(k, s2, 96));
+        fx__shape_numel(3, (int64_t[]){ B, L, S }) < 0)
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "dimensions too large: q %s, k %s",
+                           fx_shape_str(q, s1, 96), fx_shape_str(k, s2, 96));
     if (!(dropout_p >= 0.0f && dropout_p < 1.0f))
-        return fx_op_fail(ctx, FX_ERR_ARG, op, "dropout_p must be in [0, 1), got %g",
-                          (double)dropout_p);
+        return fx__op_fail(ctx, FX_ERR_ARG, op, "dropout_p must be in [0, 1), got %g",
+                           (double)dropout_p);
     fx_attn_mask m = { 0 };
     m.causal = causal;
     if (mask && (mask->device.type != ctx->dev.type || mask->device.index != ctx->dev.index))
-        return fx_op_fail(ctx, FX_ERR_DEVICE, op, "mask is on %s but the context runs on %s",
-                          fx_device_str(mask->device, s1, 96), fx_device_str(ctx->dev, s2, 96));
+        return fx__op_fail(ctx, FX_ERR_DEVICE, op, "mask is on %s but the context runs on %s",
+                           fx_device_str(mask->device, s1, 96), fx_device_str(ctx->dev, s2, 96));
     if (!sdpa_mask(ctx, op, q, S, mask, &m) || !sdpa_lengths(ctx, op, q, S, key_lengths, &m))
         return NULL;
     q = fx_contiguous(ctx, q);
@@ -188,13 +189,13 @@ fx_tensor *fx_scaled_dot_product_attention(fx_ctx *ctx, fx_tensor *q, fx_tensor 
     be->blas->gemm(B, false, true, L, S, E, scale, q, L * E, k, S * E, 0.0f, P, L * S);
     int64_t bad = be->seq->attn_softmax(&m, P);
     if (bad)
-        return fx_op_fail(ctx, FX_ERR_VALUE, op, "%lld rows of attention weights are not finite "
-                          "(q %s, k %s): NaN or inf in q, k or the mask?", (long long)bad,
-                          fx_shape_str(q, s1, 96), fx_shape_str(k, s2, 96));
+        return fx__op_fail(ctx, FX_ERR_VALUE, op, "%lld rows of attention weights are not finite "
+                           "(q %s, k %s): NaN or inf in q, k or the mask?", (long long)bad,
+                           fx_shape_str(q, s1, 96), fx_shape_str(k, s2, 96));
     fx_tensor *drop = NULL, *Pd = P;
     if (ctx->training && dropout_p > 0.0f) {
-        drop = fx_tensor_new_like(ctx, P);
-        Pd = drop ? fx_tensor_new_like(ctx, P) : NULL;
+        drop = fx__tensor_new_like(ctx, P);
+        Pd = drop ? fx__tensor_new_like(ctx, P) : NULL;
         if (!Pd)
             return NULL;
         be->ew->dropout_mask(drop, dropout_p, fx_rng_u64(&ctx->rng));
@@ -202,8 +203,8 @@ fx_tensor *fx_scaled_dot_product_attention(fx_ctx *ctx, fx_tensor *q, fx_tensor 
     }
     be->blas->gemm(B, false, false, L, Ev, S, 1.0f, Pd, L * S, v, S * Ev, 0.0f, y, L * Ev);
     bool gm = mask && mask->dtype == FX_F32;
-    fx_node *n = fx_record(ctx, op, sdpa_backward, y, gm ? 4 : 3,
-                           (fx_tensor *[]){ q, k, v, mask });
+    fx_node *n = fx__record(ctx, op, sdpa_backward, y, gm ? 4 : 3,
+                            (fx_tensor *[]){ q, k, v, mask });
     if (n) {
         n->saved[0] = P;
         n->saved[1] = drop;
@@ -263,13 +264,13 @@ fx_tensor *fx_multihead_attention_forward(fx_layer *l, fx_ctx *ctx, fx_tensor *q
     static const char *op = "multihead_attention";
     if (!ctx)
         return NULL;
-    if (!l || fx_layer_forward_fn(l) != mha_self_forward)
-        return fx_op_fail(ctx, FX_ERR_ARG, op, "layer '%s' was not made by "
-                          "fx_multihead_attention_create", l ? fx_layer_name(l) : "(null)");
+    if (!l || fx__layer_forward_fn(l) != mha_self_forward)
+        return fx__op_fail(ctx, FX_ERR_ARG, op, "layer '%s' was not made by "
+                           "fx_multihead_attention_create", l ? fx_layer_name(l) : "(null)");
     if (!query || !key || !value)
-        return ctx->status == FX_OK ? fx_op_fail(ctx, FX_ERR_ARG, op, "layer '%s': query, key or "
-                                                 "value is NULL", fx_layer_name(l)) : NULL;
-    if (!fx_op_check(ctx, op, 3, (fx_tensor *[]){ query, key, value }))
+        return ctx->status == FX_OK ? fx__op_fail(ctx, FX_ERR_ARG, op, "layer '%s': query, key or "
+                                                  "value is NULL", fx_layer_name(l)) : NULL;
+    if (!fx__op_check(ctx, op, 3, (fx_tensor *[]){ query, key, value }))
         return NULL;
     const mha_data *d = fx_layer_data(l);
     const char *name = fx_layer_name(l);
@@ -278,10 +279,10 @@ fx_tensor *fx_multihead_attention_forward(fx_layer *l, fx_ctx *ctx, fx_tensor *q
     if (query->ndim != 3 || key->ndim != 3 || value->ndim != 3 || query->shape[2] != E ||
         key->shape[2] != E || value->shape[2] != E || key->shape[0] != query->shape[0] ||
         value->shape[0] != query->shape[0] || key->shape[1] != value->shape[1])
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "layer '%s' (embed_dim %lld): query must be "
-                          "[N,L,%lld], key and value [N,S,%lld]; got %s, %s, %s", name,
-                          (long long)E, (long long)E, (long long)E, fx_shape_str(query, s1, 96),
-                          fx_shape_str(key, s2, 96), fx_shape_str(value, s3, 96));
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "layer '%s' (embed_dim %lld): query must be "
+                           "[N,L,%lld], key and value [N,S,%lld]; got %s, %s, %s", name,
+                           (long long)E, (long long)E, (long long)E, fx_shape_str(query, s1, 96),
+                           fx_shape_str(key, s2, 96), fx_shape_str(value, s3, 96));
     fx_tensor *q = NULL, *k = NULL, *v = NULL, *h[3] = { NULL, NULL, NULL };
     if (query == key && key == value) { /* self-attention: one product */
         if (mha_project(ctx, d, query, 0, 3, h))
@@ -312,7 +313,7 @@ fx_tensor *fx_multihead_attention_forward(fx_layer *l, fx_ctx *ctx, fx_tensor *q
 
 fx_status fx_multihead_attention_set_dropout(fx_layer *l, float p)
 {
-    if (!l || fx_layer_forward_fn(l) != mha_self_forward || !(p >= 0.0f && p < 1.0f))
+    if (!l || fx__layer_forward_fn(l) != mha_self_forward || !(p >= 0.0f && p < 1.0f))
         return FX_ERR_ARG;
     ((mha_data *)fx_layer_data(l))->dropout = p;
     return FX_OK;

@@ -689,7 +689,7 @@ static fx_status st_validate(st_header *h, uint64_t dlen, st_entry ***by_name, c
                        ST_NAME_SHOWN, e->name, sh);
                 return FX_ERR_FORMAT;
             }
-        int64_t numel = fx_shape_numel(e->ndim, e->shape);
+        int64_t numel = fx__shape_numel(e->ndim, e->shape);
         uint64_t es = fx_dtype_size(e->dtype);
         if (numel < 0 || (uint64_t)numel > UINT64_MAX / es) {
             st_msg(err, errlen, "tensor '%.*s': shape %s has too many elements", ST_NAME_SHOWN,

@@ -60,13 +60,13 @@ static const fx_optim_kernels optim = {
     .step = cpu_optim_step,
 };
 
-extern const fx_conv_kernels fx_cpu_conv;
-extern const fx_norm_kernels fx_cpu_norm;
-extern const fx_rnn_kernels fx_cpu_rnn;
-extern const fx_seq_kernels fx_cpu_seq;
-extern const fx_embed_kernels fx_cpu_embed;
+extern const fx_conv_kernels fx__cpu_conv;
+extern const fx_norm_kernels fx__cpu_norm;
+extern const fx_rnn_kernels fx__cpu_rnn;
+extern const fx_seq_kernels fx__cpu_seq;
+extern const fx_embed_kernels fx__cpu_embed;
 
-const fx_backend fx_cpu_backend = {
+const fx_backend fx__cpu_backend = {
     .name = "cpu",
     .type = FX_DEV_CPU,
     .available = cpu_available,
@@ -77,9 +77,9 @@ const fx_backend fx_cpu_backend = {
     .idx = &idx,
     .loss = &loss,
     .optim = &optim,
-    .conv = &fx_cpu_conv,
-    .norm = &fx_cpu_norm,
-    .rnn = &fx_cpu_rnn,
-    .seq = &fx_cpu_seq,
-    .embed = &fx_cpu_embed,
+    .conv = &fx__cpu_conv,
+    .norm = &fx__cpu_norm,
+    .rnn = &fx__cpu_rnn,
+    .seq = &fx__cpu_seq,
+    .embed = &fx__cpu_embed,
 };

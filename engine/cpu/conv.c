@@ -869,7 +869,7 @@ static void cpu_pool2d_backward(const fx_pool_geom *g, fx_pool_kind kind, const 
     });
 }
 
-const fx_conv_kernels fx_cpu_conv = {
+const fx_conv_kernels fx__cpu_conv = {
     .conv2d_workspace = cpu_conv2d_workspace,
     .conv2d = cpu_conv2d,
     .conv2d_backward_data = cpu_conv2d_backward_data,

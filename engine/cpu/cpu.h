@@ -108,9 +108,9 @@ static inline void fx_bcast_strides(const fx_tensor *t, const int64_t *shape, in
  * before it, A its size, I the product of the dims after it. */
 static inline void fx_axis_split(const fx_tensor *t, int axis, int64_t *O, int64_t *A, int64_t *I)
 {
-    *O = fx_shape_numel(axis, t->shape);
+    *O = fx__shape_numel(axis, t->shape);
     *A = t->shape[axis];
-    *I = fx_shape_numel(t->ndim - axis - 1, t->shape + axis + 1);
+    *I = fx__shape_numel(t->ndim - axis - 1, t->shape + axis + 1);
 }
 
 /* memory (mem.c) */

@@ -41,7 +41,7 @@ static void cpu_embedding_backward(const fx_tensor *dy, const fx_tensor *idx, in
         });
 }
 
-const fx_embed_kernels fx_cpu_embed = {
+const fx_embed_kernels fx__cpu_embed = {
     .embedding = cpu_embedding,
     .embedding_backward = cpu_embedding_backward,
 };

@@ -443,7 +443,7 @@ static void cpu_group_norm_backward(const fx_tensor *x, int64_t groups, const fx
             if (DG) DG[c] += (float)s2;);
 }
 
-const fx_norm_kernels fx_cpu_norm = {
+const fx_norm_kernels fx__cpu_norm = {
     .batch_norm = cpu_batch_norm,
     .batch_norm_backward = cpu_batch_norm_backward,
     .group_norm = cpu_group_norm,

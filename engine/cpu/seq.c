@@ -117,7 +117,7 @@ static void cpu_attn_softmax_backward(const fx_tensor *p, const fx_tensor *drop,
     });
 }
 
-const fx_seq_kernels fx_cpu_seq = {
+const fx_seq_kernels fx__cpu_seq = {
     .check_lengths = cpu_check_lengths,
     .attn_softmax = cpu_attn_softmax,
     .attn_softmax_backward = cpu_attn_softmax_backward,

@@ -6,23 +6,23 @@
 
 static bool cuda_available(int index)
 {
-    return index >= 0 && index < fx_cuda_device_count(NULL);
+    return index >= 0 && index < fx__cuda_device_count(NULL);
 }
 
-const fx_backend fx_cuda_backend = {
+const fx_backend fx__cuda_backend = {
     .name = "cuda",
     .type = FX_DEV_CUDA,
     .available = cuda_available,
-    .mem = &fx_cuda_mem,
-    .ew = &fx_cuda_ew,
-    .blas = &fx_cuda_blas_k,
-    .red = &fx_cuda_reduce,
-    .idx = &fx_cuda_index,
-    .loss = &fx_cuda_loss,
-    .optim = &fx_cuda_optim,
-    .conv = &fx_cuda_conv,
-    .norm = &fx_cuda_norm,
-    .rnn = &fx_cuda_rnn,
-    .seq = &fx_cuda_seq,
-    .embed = &fx_cuda_embed,
+    .mem = &fx__cuda_mem,
+    .ew = &fx__cuda_ew,
+    .blas = &fx__cuda_blas_k,
+    .red = &fx__cuda_reduce,
+    .idx = &fx__cuda_index,
+    .loss = &fx__cuda_loss,
+    .optim = &fx__cuda_optim,
+    .conv = &fx__cuda_conv,
+    .norm = &fx__cuda_norm,
+    .rnn = &fx__cuda_rnn,
+    .seq = &fx__cuda_seq,
+    .embed = &fx__cuda_embed,
 };

@@ -135,14 +135,14 @@ static void conv_run(int mode, const fx_conv_geom *g, float *X, float *W, float 
         for (int64_t gi = 0; gi < G; gi++) {
             float *Wg = W + gi * og * cgk, *colg = col + gi * cgk * cols, *ypg = yp + gi * og * cols;
             if (mode == FWD) /* Y'_g [og, cols] = W_g [og, cgk] col_g [cgk, cols] */
-                fx_cuda_gemm_rm(dev, false, false, og, cols, cgk, 1.0f, Wg, cgk, colg, cols, 0.0f,
-                                ypg, cols);
+                fx__cuda_gemm_rm(dev, false, false, og, cols, cgk, 1.0f, Wg, cgk, colg, cols, 0.0f,
+                                 ypg, cols);
             else if (mode == BWD_DATA) /* dcol_g [cgk, cols] = W_g^T dY'_g */
-                fx_cuda_gemm_rm(dev, true, false, cgk, cols, og, 1.0f, Wg, cgk, ypg, cols, 0.0f,
-                                colg, cols);
+                fx__cuda_gemm_rm(dev, true, false, cgk, cols, og, 1.0f, Wg, cgk, ypg, cols, 0.0f,
+                                 colg, cols);
             else /* dW_g [og, cgk] += dY'_g [og, cols] col_g^T */
-                fx_cuda_gemm_rm(dev, false, true, og, cgk, cols, 1.0f, ypg, cols, colg, cols, 1.0f,
-                                Wg, cgk);
+                fx__cuda_gemm_rm(dev, false, true, og, cgk, cols, 1.0f, ypg, cols, colg, cols, 1.0f,
+                                 Wg, cgk);
         }
         if (mode == FWD)
             LAUNCH(dev, g->o * cols, k_unpermute, yp, Y + n0 * g->o * ohw, bias, g->o, S, ohw,
@@ -200,7 +200,7 @@ static void cu_channel_bias_backward(const fx_tensor *dy, fx_tensor *db, int64_t
     int dev = tdev(dy);
     if (!c)
         return;
-    k_cbias_bw<<<(unsigned)c, TPB, 0, fx_cuda_stream(dev)>>>(F(dy), F(db), n, c, l);
+    k_cbias_bw<<<(unsigned)c, TPB, 0, fx__cuda_stream(dev)>>>(F(dy), F(db), n, c, l);
     CU_LAUNCHED(dev);
 }
 
@@ -306,7 +306,7 @@ static void cu_pool2d_backward(const fx_pool_geom *g, fx_pool_kind kind, const f
                (int32_t *)NULL, F(dy), F(dx), total);
 }
 
-const fx_conv_kernels fx_cuda_conv = {
+const fx_conv_kernels fx__cuda_conv = {
     .conv2d_workspace = cu_conv2d_workspace,
     .conv2d = cu_conv2d,
     .conv2d_backward_data = cu_conv2d_backward_data,

@@ -11,7 +11,7 @@ __global__ void k_embed(const float *w, const void *idx, bool i64, float *y, int
 static int64_t cu_embedding(const fx_tensor *weight, const fx_tensor *idx, fx_tensor *y)
 {
     int64_t num = weight->shape[0], dim = weight->shape[1], n = numel(idx);
-    int64_t bad = fx_cuda_first_bad(idx, n, 0, num - 1);
+    int64_t bad = fx__cuda_first_bad(idx, n, 0, num - 1);
     if (bad >= 0)
         return bad;
     LAUNCH(tdev(y), n * dim, k_embed, F(weight), fx_data(idx), idx->dtype == FX_I64, F(y), dim,
@@ -38,7 +38,7 @@ static void cu_embedding_backward(const fx_tensor *dy, const fx_tensor *idx, int
            padding_idx < 0 ? (int64_t)-1 : padding_idx, F(dweight), num, dim, n * dim);
 }
 
-const fx_embed_kernels fx_cuda_embed = {
+const fx_embed_kernels fx__cuda_embed = {
     .embedding = cu_embedding,
     .embedding_backward = cu_embedding_backward,
 };

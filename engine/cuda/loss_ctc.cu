@@ -79,19 +79,19 @@ int64_t cu_ctc_check(const fx_ctc_args *a, const fx_tensor *targets, int64_t pad
                      fx_tensor *offsets, fx_tensor *inv_len, int64_t *smax, fx_ctc_issue *issue)
 {
     int dev = tdev(targets);
-    long long *c = fx_cuda_counter(dev, 6);
+    long long *c = fx__cuda_counter(dev, 6);
     if (!c) { /* error recorded; blame the first sample */
         *smax = 0;
         *issue = (fx_ctc_issue){ FX_CTC_INPUT_LENGTH, 0, 0, a->T, 0 };
         return 0;
     }
-    k_ctc_check<<<1, 1, 0, fx_cuda_stream(dev)>>>(
+    k_ctc_check<<<1, 1, 0, fx__cuda_stream(dev)>>>(
         ca_of(a), fx_data(targets), targets->dtype == FX_I64, numel(targets), padded_width,
         fx_data(input_lengths), input_lengths->dtype == FX_I64, fx_data(target_lengths),
         target_lengths->dtype == FX_I64, (int64_t *)fx_data(offsets), F(inv_len), c);
     CU_LAUNCHED(dev);
     long long h[6];
-    if (!fx_cuda_read_counter(dev, c, h, 6)) {
+    if (!fx__cuda_read_counter(dev, c, h, 6)) {
         *smax = 0;
         *issue = (fx_ctc_issue){ FX_CTC_INPUT_LENGTH, 0, 0, a->T, 0 };
         return 0;

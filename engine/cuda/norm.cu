@@ -74,7 +74,7 @@ static void cu_batch_norm(const fx_tensor *x, const fx_tensor *gamma, const fx_t
     if (training) {
         if (N * L == 0)
             return;
-        k_bn_stats<<<(unsigned)C, TPB, 0, fx_cuda_stream(dev)>>>(F(x), C, L, N * L, eps, momentum,
+        k_bn_stats<<<(unsigned)C, TPB, 0, fx__cuda_stream(dev)>>>(F(x), C, L, N * L, eps, momentum,
                                                                 F(mean), F(rstd), rm, rv);
         CU_LAUNCHED(dev);
     } else {
@@ -130,19 +130,19 @@ static void cu_batch_norm_backward(const fx_tensor *x, const fx_tensor *gamma,
     int64_t N = x->shape[0], C = x->shape[1], L = x->shape[2], total = N * C * L;
     if (!C || !total)
         return;
-    float *coef = (float *)fx_cuda_mem.alloc(x->device, (size_t)(3 * C) * sizeof(float));
+    float *coef = (float *)fx__cuda_mem.alloc(x->device, (size_t)(3 * C) * sizeof(float));
     if (!coef) {
-        fx_cuda_record_msg(dev, FX_ERR_NOMEM, __FILE__, __LINE__, "batch_norm_backward: %s",
-                           fx_cuda_alloc_error());
+        fx__cuda_record_msg(dev, FX_ERR_NOMEM, __FILE__, __LINE__, "batch_norm_backward: %s",
+                            fx__cuda_alloc_error());
         return;
     }
-    k_bn_bw_sums<<<(unsigned)C, TPB, 0, fx_cuda_stream(dev)>>>(
+    k_bn_bw_sums<<<(unsigned)C, TPB, 0, fx__cuda_stream(dev)>>>(
         F(x), F(dy), F(mean), F(rstd), gamma ? F(gamma) : NULL, C, L, N * L, training,
         dgamma ? F(dgamma) : NULL, dbeta ? F(dbeta) : NULL, coef);
     CU_LAUNCHED(dev);
     if (dx)
         LAUNCH(dev, total, k_bn_bw_dx, F(x), F(dy), F(mean), coef, F(dx), C, L, total);
-    fx_cuda_mem.free(x->device, coef);
+    fx__cuda_mem.free(x->device, coef);
 }
 
 /* ------------------------------------------------------------ group norm */
@@ -178,7 +178,7 @@ static void cu_group_norm(const fx_tensor *x, int64_t groups, const fx_tensor *g
     int64_t rows = N * groups, S = (C / groups) * L;
     if (!rows || !S)
         return;
-    k_gn_stats<<<(unsigned)rows, TPB, 0, fx_cuda_stream(dev)>>>(F(x), S, eps, F(mean), F(rstd));
+    k_gn_stats<<<(unsigned)rows, TPB, 0, fx__cuda_stream(dev)>>>(F(x), S, eps, F(mean), F(rstd));
     CU_LAUNCHED(dev);
     LAUNCH(dev, total, k_affine, F(x), F(y), F(mean), F(rstd), gamma ? F(gamma) : NULL,
            beta ? F(beta) : NULL, C, L, groups, total);
@@ -236,7 +236,7 @@ static void cu_group_norm_backward(const fx_tensor *x, int64_t groups, const fx_
     int64_t N = x->shape[0], C = x->shape[1], L = x->shape[2];
     if (!N || !C)
         return;
-    cudaStream_t s = fx_cuda_stream(dev);
+    cudaStream_t s = fx__cuda_stream(dev);
     if (dx && L) {
         k_gn_bw_dx<<<(unsigned)(N * groups), TPB, 0, s>>>(F(x), F(dy), gamma ? F(gamma) : NULL,
                                                           F(mean), F(rstd), F(dx), C, L, groups);
@@ -250,7 +250,7 @@ static void cu_group_norm_backward(const fx_tensor *x, int64_t groups, const fx_
     }
 }
 
-const fx_norm_kernels fx_cuda_norm = {
+const fx_norm_kernels fx__cuda_norm = {
     .batch_norm = cu_batch_norm,
     .batch_norm_backward = cu_batch_norm_backward,
     .group_norm = cu_group_norm,

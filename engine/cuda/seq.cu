@@ -8,7 +8,7 @@
 
 static int64_t cu_check_lengths(const fx_tensor *len, int64_t lo, int64_t hi)
 {
-    return fx_cuda_first_bad(len, numel(len), lo, hi);
+    return fx__cuda_first_bad(len, numel(len), lo, hi);
 }
 
 /* ------------------------------------------------------------ attention */
@@ -98,11 +98,11 @@ static int64_t cu_attn_softmax(const fx_attn_mask *m, fx_tensor *p)
     int64_t rows = m->batch * m->L;
     if (rows == 0)
         return 0;
-    long long *c = fx_cuda_counter(dev, 1), h;
+    long long *c = fx__cuda_counter(dev, 1), h;
     if (!c)
         return rows;
     LAUNCH(dev, rows, k_attn_softmax, a, F(p), (unsigned long long *)c);
-    return fx_cuda_read_counter(dev, c, &h, 1) ? h : rows;
+    return fx__cuda_read_counter(dev, c, &h, 1) ? h : rows;
 }
 
 __global__ void k_attn_bw(const float *P, const float *M, float *G, int64_t S, int64_t rows)
@@ -129,7 +129,7 @@ static void cu_attn_softmax_backward(const fx_tensor *p, const fx_tensor *drop, 
     LAUNCH(tdev(p), rows, k_attn_bw, F(p), drop ? F(drop) : NULL, F(dp), S, rows);
 }
 
-const fx_seq_kernels fx_cuda_seq = {
+const fx_seq_kernels fx__cuda_seq = {
     .check_lengths = cu_check_lengths,
     .attn_softmax = cu_attn_softmax,
     .attn_softmax_backward = cu_attn_softmax_backward,
