@@ -202,8 +202,14 @@ static inline bool fx_tensor_requires_grad(const fx_tensor *t)
 {
     return t && (t->flags & FX_TENSOR_REQUIRES_GRAD);
 }
-/* Writes a shape as "[2,3,4]" into buf; returns buf. */
+/* Writes a tensor's shape as "[2,3,4]" into buf; returns buf. */
 const char *fx_shape_str(const fx_tensor *t, char *buf, size_t n);
+/* Writes the ndim dims as "[2,3,4]" ("[]" for ndim 0) into buf, a buffer
+ * of n bytes, always NUL-terminated (truncated when too small; n = 0
+ * writes nothing); returns buf. For shapes that are not a tensor's (yet):
+ * a requested reshape, a stored spec, a file header. FX_MAX_DIMS dims
+ * need at most FX_MAX_DIMS * 21 + 2 bytes. */
+const char *fx_dims_str(int ndim, const int64_t *dims, char *buf, size_t n);
 
 /* Persistent tensors (parameters, optimizer state, data sets): heap memory,
  * zero-filled. Return NULL on a bad shape or out of memory. */

@@ -5,15 +5,6 @@
  * accumulate. */
 #include "internal.h"
 
-/* Writes a dim list as "[2,3,4]" (for shapes that are not a tensor's yet). */
-static const char *dims_str(int ndim, const int64_t *dims, char *buf, size_t n)
-{
-    fx_tensor t = { .ndim = ndim };
-    for (int i = 0; i < ndim; i++)
-        t.shape[i] = dims[i];
-    return fx_shape_str(&t, buf, n);
-}
-
 /* A view of t restricted along axis to len elements from start, every step-th
  * (the slice window; concat places inputs with windows of step 1). */
 static fx_tensor *window(fx_ctx *ctx, const fx_tensor *t, int axis, int64_t start, int64_t len,
@@ -62,24 +53,24 @@ fx_tensor *fx_reshape(fx_ctx *ctx, fx_tensor *x, int ndim, const int64_t *shape)
         if (shape[i] == -1) {
             if (infer >= 0)
                 return fx__op_fail(ctx, FX_ERR_SHAPE, op, "more than one -1 in new shape %s",
-                                   dims_str(ndim, shape, b2, sizeof b2));
+                                   fx_dims_str(ndim, shape, b2, sizeof b2));
             infer = i;
             s[i] = 1;
         } else if (shape[i] < 0) {
             return fx__op_fail(ctx, FX_ERR_SHAPE, op, "negative dim in new shape %s",
-                               dims_str(ndim, shape, b2, sizeof b2));
+                               fx_dims_str(ndim, shape, b2, sizeof b2));
         }
     }
     int64_t numel = fx_tensor_numel(x), known = fx__shape_numel(ndim, s);
     if (infer >= 0 && known == 0)
         return fx__op_fail(ctx, FX_ERR_SHAPE, op, "cannot infer the -1 of %s: another dim is 0",
-                           dims_str(ndim, shape, b2, sizeof b2));
+                           fx_dims_str(ndim, shape, b2, sizeof b2));
     if (infer >= 0 && known > 0 && numel % known == 0)
         s[infer] = numel / known;
     if (fx__shape_numel(ndim, s) != numel)
         return fx__op_fail(ctx, FX_ERR_SHAPE, op, "cannot reshape %s (%lld elements) into %s",
                            fx_shape_str(x, b1, sizeof b1), (long long)numel,
-                           dims_str(ndim, shape, b2, sizeof b2));
+                           fx_dims_str(ndim, shape, b2, sizeof b2));
     x = fx_contiguous(ctx, x);
     if (!x)
         return NULL;

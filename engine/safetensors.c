@@ -122,17 +122,6 @@ static bool st_valid_utf8(const char *str)
     return true;
 }
 
-/* "[5,20]" into buf. */
-static const char *st_shape_str(int ndim, const int64_t *shape, char *buf, size_t n)
-{
-    size_t k = (size_t)snprintf(buf, n, "[");
-    for (int i = 0; i < ndim && k < n; i++)
-        k += (size_t)snprintf(buf + k, n - k, i ? ",%lld" : "%lld", (long long)shape[i]);
-    if (k < n)
-        snprintf(buf + k, n - k, "]");
-    return buf;
-}
-
 /* A growable byte string; oom is sticky. */
 typedef struct {
     char *s;
@@ -682,7 +671,7 @@ static fx_status st_validate(st_header *h, uint64_t dlen, st_entry ***by_name, c
     for (int i = 0; i < h->n; i++) {
         st_entry *e = &h->v[i];
         const char *dt = st_dtype_str(e->dtype);
-        st_shape_str(e->ndim, e->shape, sh, sizeof sh);
+        fx_dims_str(e->ndim, e->shape, sh, sizeof sh);
         for (int d = 0; d < e->ndim; d++)
             if (e->shape[d] < 0) {
                 st_msg(err, errlen, "tensor '%.*s': shape %s has a negative dimension",
@@ -936,18 +925,15 @@ static fx_status st_build_header(const fx_params *ts, int nmeta, const char *con
     for (int i = 0; i < ts->count; i++) {
         const fx_tensor *t = ts->items[i].tensor;
         uint64_t off = lay->off[i], nb = st_nbytes(t);
-        char num[64];
+        char num[64], dims[FX_MAX_DIMS * 21 + 2];
         if (i)
             st_puts(hdr, ",");
         st_put_json_string(hdr, ts->items[i].name);
         st_puts(hdr, ":{\"dtype\":\"");
         st_puts(hdr, st_dtype_str(t->dtype));
-        st_puts(hdr, "\",\"shape\":[");
-        for (int d = 0; d < t->ndim; d++) {
-            snprintf(num, sizeof num, d ? ",%lld" : "%lld", (long long)t->shape[d]);
-            st_puts(hdr, num);
-        }
-        snprintf(num, sizeof num, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
+        st_puts(hdr, "\",\"shape\":");
+        st_puts(hdr, fx_dims_str(t->ndim, t->shape, dims, sizeof dims)); /* a JSON array */
+        snprintf(num, sizeof num, ",\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
                  (unsigned long long)(off + nb));
         st_puts(hdr, num);
     }
@@ -1367,7 +1353,7 @@ fx_status fx_safetensors_load_into(const char *path, const fx_params *dst, bool 
         } else if (e->ndim != d->tensor->ndim ||
                    memcmp(e->shape, d->tensor->shape, (size_t)e->ndim * sizeof *e->shape) != 0) {
             st_msg(err, errlen, "tensor '%.*s': the file has shape %s, the destination %s",
-                   ST_NAME_SHOWN, d->name, st_shape_str(e->ndim, e->shape, a, sizeof a),
+                   ST_NAME_SHOWN, d->name, fx_dims_str(e->ndim, e->shape, a, sizeof a),
                    fx_shape_str(d->tensor, b, sizeof b));
             s = FX_ERR_SHAPE;
         }

@@ -96,17 +96,22 @@ bool fx_tensor_same_shape(const fx_tensor *a, const fx_tensor *b)
     return true;
 }
 
-const char *fx_shape_str(const fx_tensor *t, char *buf, size_t n)
+const char *fx_dims_str(int ndim, const int64_t *dims, char *buf, size_t n)
 {
     size_t k = 0;
     if (n == 0)
         return buf;
     k += (size_t)snprintf(buf + k, n - k, "[");
-    for (int i = 0; i < t->ndim && k < n; i++)
-        k += (size_t)snprintf(buf + k, n - k, i ? ",%lld" : "%lld", (long long)t->shape[i]);
+    for (int i = 0; i < ndim && k < n; i++)
+        k += (size_t)snprintf(buf + k, n - k, i ? ",%lld" : "%lld", (long long)dims[i]);
     if (k < n)
         snprintf(buf + k, n - k, "]");
     return buf;
+}
+
+const char *fx_shape_str(const fx_tensor *t, char *buf, size_t n)
+{
+    return fx_dims_str(t->ndim, t->shape, buf, n);
 }
 
 /* Fills the metadata of a contiguous tensor; false on a bad shape. */
