@@ -113,6 +113,17 @@ static inline void fx_axis_split(const fx_tensor *t, int axis, int64_t *O, int64
     *I = fx__shape_numel(t->ndim - axis - 1, t->shape + axis + 1);
 }
 
+/* 4-wide float and int vectors for shuffles, selects and sums (any target;
+ * SSE on x86-64); unaligned, and allowed to alias the floats they load. */
+typedef float fx_v4f __attribute__((vector_size(16), aligned(4), may_alias));
+typedef int32_t fx_v4i __attribute__((vector_size(16), aligned(4), may_alias));
+/* Lanes i0..i3 of a and b side by side (0-3 from a, 4-7 from b). */
+#if defined(__clang__)
+#define FX_SHUF(a, b, i0, i1, i2, i3) __builtin_shufflevector(a, b, i0, i1, i2, i3)
+#else
+#define FX_SHUF(a, b, i0, i1, i2, i3) __builtin_shuffle(a, b, (fx_v4i){ i0, i1, i2, i3 })
+#endif
+
 /* memory (mem.c) */
 void *cpu_alloc(fx_device dev, size_t nbytes);
 void cpu_free(fx_device dev, void *p);
@@ -179,6 +190,12 @@ void cpu_ctc_backward(const fx_ctc_args *a, const fx_tensor *log_probs,
                       const fx_tensor *input_lengths, const fx_tensor *target_lengths,
                       const fx_tensor *ext, const fx_tensor *alpha, const fx_tensor *nll,
                       const fx_tensor *dloss, fx_tensor *scratch, fx_tensor *dlog_probs);
+
+/* pooling (pool.c; the conv family's table in conv.c lists them) */
+void cpu_pool2d(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *x, fx_tensor *y,
+                fx_tensor *argmax);
+void cpu_pool2d_backward(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *dy,
+                         const fx_tensor *argmax, fx_tensor *dx);
 
 /* optimizers (optim.c) */
 void cpu_optim_step(fx_optim_kind kind, const fx_optim_step_args *a, fx_tensor *p,

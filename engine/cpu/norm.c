@@ -22,9 +22,6 @@
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-/* Four floats in a register; loads through it need no alignment. */
-typedef float v4f __attribute__((vector_size(16), aligned(sizeof(float)), may_alias));
-
 /* Over a contiguous run of n elements: s1 = sum (p - kp) * w and
  * s2 = sum (p - kp) * w * (q - kq), with w NULL meaning 1. Forward
  * statistics use p = q = x and kp = kq = a shift; backward sums use p = dy,
@@ -38,14 +35,14 @@ static void run_sums(const float *p, float kp, const float *w, const float *q, f
     int64_t i = 0;
     while (i + 16 <= n) {
         int64_t e = min64(n, i + FLUSH);
-        v4f a1[4] = {0}, a2[4] = {0};
+        fx_v4f a1[4] = {0}, a2[4] = {0};
         for (; i + 16 <= e; i += 16)
             for (int j = 0; j < 4; j++) {
-                v4f v = *(const v4f *)(p + i + 4 * j) - kp;
+                fx_v4f v = *(const fx_v4f *)(p + i + 4 * j) - kp;
                 if (w)
-                    v *= *(const v4f *)(w + i + 4 * j);
+                    v *= *(const fx_v4f *)(w + i + 4 * j);
                 a1[j] += v;
-                a2[j] += v * (*(const v4f *)(q + i + 4 * j) - kq);
+                a2[j] += v * (*(const fx_v4f *)(q + i + 4 * j) - kq);
             }
         for (int j = 0; j < 4; j++)
             for (int l = 0; l < 4; l++) {
@@ -77,7 +74,7 @@ static inline void finish_stats(double s1, double s2, int64_t M, float K, float 
         *var = v;
 }
 
-#define V4(p) (*(const v4f *)(p))
+#define V4(p) (*(const fx_v4f *)(p))
 
 /* y[i] = (x[i] - m) * r * g[i] + b[i] over a run of channels (L == 1), with
  * m and r one value per channel (per_channel: batch norm) or one for the
@@ -87,18 +84,18 @@ static inline void finish_stats(double s1, double s2, int64_t M, float K, float 
 static void affine_channels(const float *x, float *y, int64_t n, const float *m, const float *r,
                             bool per_channel, const float *g, const float *b)
 {
-    v4f m0 = {0}, r0 = {0};
+    fx_v4f m0 = {0}, r0 = {0};
     m0 += m[0];
     r0 += r[0];
     int64_t i = 0;
     for (; i + 4 <= n; i += 4) {
-        v4f a = per_channel ? V4(r + i) : r0, v = V4(x + i) - (per_channel ? V4(m + i) : m0);
+        fx_v4f a = per_channel ? V4(r + i) : r0, v = V4(x + i) - (per_channel ? V4(m + i) : m0);
         if (g)
             a *= V4(g + i);
         v *= a;
         if (b)
             v += V4(b + i);
-        *(v4f *)(y + i) = v;
+        *(fx_v4f *)(y + i) = v;
     }
     for (; i < n; i++)
         y[i] = (x[i] - m[per_channel ? i : 0]) * (r[per_channel ? i : 0] * (g ? g[i] : 1.0f)) +

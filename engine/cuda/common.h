@@ -66,6 +66,12 @@ void cu_ctc_backward(const fx_ctc_args *a, const fx_tensor *log_probs,
                      const fx_tensor *ext, const fx_tensor *alpha, const fx_tensor *nll,
                      const fx_tensor *dloss, fx_tensor *scratch, fx_tensor *dlog_probs);
 
+/* The pooling kernels (pool.cu), which conv.cu's table lists. */
+void cu_pool2d(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *x, fx_tensor *y,
+               fx_tensor *argmax);
+void cu_pool2d_backward(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *dy,
+                        const fx_tensor *argmax, fx_tensor *dx);
+
 /* Records err (if the first on the device) and returns false on failure. */
 bool fx__cuda_record(int dev, cudaError_t err, const char *what, const char *file, int line);
 bool fx__cuda_record_blas(int dev, cublasStatus_t st, const char *what, const char *file,
