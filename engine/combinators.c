@@ -50,7 +50,7 @@ static fx_layer *combinator(const char *name, fx_forward_fn fwd, const void *cfg
     return l;
 }
 
-static bool valid_act(fx_activation act) { return (unsigned)act <= FX_ACT_ELU; }
+static bool valid_act(fx_activation act) { return (unsigned)act < FX_ACT_COUNT; }
 
 /* ------------------------------------------------------------- residual */
 

@@ -433,6 +433,7 @@ typedef enum {
     FX_INIT_HE_UNIFORM,     /* Kaiming, fan_in, gain sqrt(2) */
     FX_INIT_HE_NORMAL,
     FX_INIT_ORTHOGONAL,     /* gain a (0 means 1) */
+    FX_INIT_COUNT           /* the number of kinds (not one itself); add new ones above */
 } fx_init_kind;
 
 /* Fills a persistent f32 tensor. Fans follow PyTorch: for [out,in,k...] fan_in
@@ -506,9 +507,12 @@ fx_status fx_layer_to_device(fx_layer *l, fx_device dev);
 fx_tensor *fx_param_create(fx_device dev, int ndim, const int64_t *shape, fx_init_kind kind,
                            double a, double b, fx_rng *rng);
 
+/* FX_ACT_COUNT is the number of activations, not one itself: add new ones
+ * before it, and every range check (and table indexed by activation) that
+ * uses it follows. */
 typedef enum {
     FX_ACT_NONE = 0, FX_ACT_RELU, FX_ACT_SIGMOID, FX_ACT_TANH, FX_ACT_GELU,
-    FX_ACT_SOFTMAX, FX_ACT_LEAKY_RELU, FX_ACT_ELU
+    FX_ACT_SOFTMAX, FX_ACT_LEAKY_RELU, FX_ACT_ELU, FX_ACT_COUNT
 } fx_activation;
 
 fx_tensor *fx_activate(fx_ctx *ctx, fx_tensor *x, fx_activation act);
@@ -533,7 +537,10 @@ typedef enum {
     FX_OPT_ADADELTA, FX_OPT_ADAM, FX_OPT_ADAMW, FX_OPT_COUNT
 } fx_optim_kind;
 
-typedef enum { FX_SCHED_CONSTANT = 0, FX_SCHED_STEP, FX_SCHED_COSINE } fx_sched_kind;
+/* FX_SCHED_COUNT is the number of kinds, not one itself. */
+typedef enum {
+    FX_SCHED_CONSTANT = 0, FX_SCHED_STEP, FX_SCHED_COSINE, FX_SCHED_COUNT
+} fx_sched_kind;
 
 typedef struct {
     fx_sched_kind kind;

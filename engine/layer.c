@@ -270,6 +270,7 @@ fx_tensor *fx_activate(fx_ctx *ctx, fx_tensor *x, fx_activation act)
     case FX_ACT_SOFTMAX: return fx_softmax(ctx, x, -1);
     case FX_ACT_LEAKY_RELU: return fx_leaky_relu(ctx, x, 0.01f);
     case FX_ACT_ELU: return fx_elu(ctx, x, 1.0f);
+    case FX_ACT_COUNT: break; /* not an activation */
     }
     if (!ctx || !x)
         return NULL;
@@ -301,7 +302,7 @@ fx_layer *fx_dense_create(const char *name, int64_t in, int64_t out, const fx_de
                           fx_rng *rng)
 {
     fx_dense_opts opts = o ? *o : (fx_dense_opts){ 0 };
-    if (in <= 0 || out <= 0 || (unsigned)opts.act > FX_ACT_ELU)
+    if (in <= 0 || out <= 0 || (unsigned)opts.act >= FX_ACT_COUNT)
         return NULL;
     fx_init_kind kind = opts.init ? opts.init : FX_INIT_GLOROT_UNIFORM;
     double s = 1.0 / sqrt((double)in), a = 0.0, b = 0.0;

@@ -460,7 +460,7 @@ static fx_layer *conv_layer_create(const char *name, conv_layer_kind kind, int64
     fx_conv_opts opts = o ? *o : (fx_conv_opts){ 0 };
     int64_t groups = opts.groups ? opts.groups : 1;
     if (in <= 0 || out <= 0 || kh <= 0 || kw <= 0 || groups < 1 || in % groups ||
-        out % groups || (unsigned)opts.act > FX_ACT_ELU)
+        out % groups || (unsigned)opts.act >= FX_ACT_COUNT)
         return NULL;
     int64_t shape[4] = { out, in / groups, kh, kw };
     if (kind == LAYER_CONVT2D)

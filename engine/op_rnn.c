@@ -438,7 +438,7 @@ fx_tensor *fx_recurrent(fx_ctx *ctx, const fx_recurrent_spec *spec, fx_tensor *x
         *c_n = NULL;
     if (!ctx)
         return NULL;
-    if (!spec || !spec->weights || spec->num_layers < 1 || (unsigned)spec->mode > FX_RNN_LSTM)
+    if (!spec || !spec->weights || spec->num_layers < 1 || (unsigned)spec->mode >= FX_RNN_COUNT)
         return fx__op_fail(ctx, FX_ERR_ARG, "recurrent", "needs a spec with a mode, weights and "
                            "num_layers >= 1");
     char who[128];
