@@ -6,6 +6,13 @@
  * tape; kernels do the arithmetic and are the only code that dereferences
  * element memory. A CUDA backend fills the same table with its own kernels.
  *
+ * The memory, elementwise, blas, reduction, indexing and optimizer families
+ * are defined below; the losses (kern_loss.h), convolution and pooling
+ * (kern_conv.h), embedding (kern_embed.h), normalisation (kern_norm.h),
+ * recurrence (kern_rnn.h) and attention (kern_seq.h) have a header each.
+ * Each backend implements a family in a file of the same name in
+ * engine/cpu/ and engine/cuda/ (cpu/cpu.h lists them).
+ *
  * Conventions for every kernel:
  * - Arguments are validated by the op: shapes fit, dtypes are the ones named,
  *   outputs are allocated on the same device. Kernels do not re-check.

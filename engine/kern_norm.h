@@ -1,6 +1,7 @@
 /* kern_norm.h - kernel family: batch/layer/group normalisation.
  * Part of the backend table (backend.h); the CPU versions live in
- * engine/cpu/norm.c as the table fx__cpu_norm.
+ * engine/cpu/norm.c as the table fx__cpu_norm (CUDA: engine/cuda/norm.cu).
+ * Embedding lookups have their own family (kern_embed.h).
  *
  * Every normalisation sees its input as a contiguous x (N, C, L): N samples,
  * C channels, L positions per channel (the product of the spatial dims; 1

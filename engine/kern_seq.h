@@ -1,6 +1,6 @@
 /* kern_seq.h - kernel family: attention helpers.
  * Part of the backend table (backend.h); the CPU versions live in
- * engine/cpu/seq.c as the table fx__cpu_seq.
+ * engine/cpu/seq.c as the table fx__cpu_seq (CUDA: engine/cuda/seq.cu).
  *
  * Attention's matrix products go through the blas family (gemm); this family
  * holds what sits between them: the masked softmax over the keys and its

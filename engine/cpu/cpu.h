@@ -1,7 +1,26 @@
 /*
  * cpu.h - the CPU backend's kernels (OpenBLAS + OpenMP loops) and the loop
- * helpers they share. Each family lives in its own file (mem.c, ew.c,
- * blas.c, reduce.c, index.c, loss.c, optim.c); backend.c assembles the table.
+ * helpers they share. Each kernel family (backend.h, kern_*.h) lives in its
+ * own file, and engine/cuda/ has a file of the same name for each:
+ *
+ *     mem.c       memory: alloc, host <-> tensor, strided copy, fill
+ *     ew.c        elementwise unary/binary ops, where, dropout mask, axpy
+ *     blas.c      gemm, bias fill / backward
+ *     reduce.c    sum/mean/max, softmax, sums of squares, non-finite counts
+ *     index.c     index_select / index_add, gather / scatter_add
+ *     loss.c      cross entropy (labels, soft), BCE from logits
+ *     loss_ctc.c  the CTC loss (same family as loss.c)
+ *     optim.c     optimizer steps
+ *     conv.c      convolution, channel bias (table fx__cpu_conv)
+ *     pool.c      pooling (in the conv family's table)
+ *     norm.c      batch / layer / group norm (table fx__cpu_norm)
+ *     embed.c     embedding lookups (table fx__cpu_embed)
+ *     rnn.c       recurrent cells (table fx__cpu_rnn)
+ *     seq.c       attention's masked softmax, lengths check (table fx__cpu_seq)
+ *
+ * The first families (mem to optim) declare their kernels below and
+ * backend.c lists them; the later ones export a whole table from their file.
+ * backend.c assembles the backend, one designated entry per family.
  */
 #ifndef FX_CPU_H
 #define FX_CPU_H
