@@ -6,7 +6,7 @@
 #define FX_ARENA_ALIGN 64
 #define FX_ARENA_MIN_CHUNK ((size_t)1 << 20)
 
-void fx_arena_init(fx_arena *a, const fx_backend *be, fx_device dev)
+void fx__arena_init(fx_arena *a, const fx_backend *be, fx_device dev)
 {
     a->chunks = NULL;
     a->capacity = a->used = 0;
@@ -41,7 +41,7 @@ static void chunk_free(fx_arena *a, fx_chunk *c)
     free(c);
 }
 
-void *fx_arena_alloc(fx_arena *a, size_t nbytes)
+void *fx__arena_alloc(fx_arena *a, size_t nbytes)
 {
     size_t n = (nbytes + FX_ARENA_ALIGN - 1) & ~(size_t)(FX_ARENA_ALIGN - 1);
     if (n < nbytes)
@@ -63,13 +63,13 @@ void *fx_arena_alloc(fx_arena *a, size_t nbytes)
     return p;
 }
 
-void fx_arena_reset(fx_arena *a)
+void fx__arena_reset(fx_arena *a)
 {
     if (a->chunks && a->chunks->next) {
         /* The step needed several chunks: replace them by one that holds
          * them all, so the next step bumps through one block. */
         size_t total = a->capacity;
-        fx_arena_release(a);
+        fx__arena_release(a);
         chunk_new(a, total); /* on failure the next alloc retries */
     } else if (a->chunks) {
         a->chunks->used = 0;
@@ -77,7 +77,7 @@ void fx_arena_reset(fx_arena *a)
     a->used = 0;
 }
 
-void fx_arena_release(fx_arena *a)
+void fx__arena_release(fx_arena *a)
 {
     fx_chunk *c = a->chunks;
     while (c) {

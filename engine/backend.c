@@ -2,17 +2,17 @@
 #include "backend.h"
 
 #ifdef FX_HAVE_CUDA
-extern const fx_backend fx_cuda_backend;
+extern const fx_backend fx__cuda_backend;
 #endif
 
-const fx_backend *fx_backend_for(fx_device dev)
+const fx_backend *fx__backend_for(fx_device dev)
 {
     switch (dev.type) {
     case FX_DEV_CPU:
-        return &fx_cpu_backend;
+        return &fx__cpu_backend;
 #ifdef FX_HAVE_CUDA
     case FX_DEV_CUDA:
-        return &fx_cuda_backend;
+        return &fx__cuda_backend;
 #endif
     default:
         return NULL;

@@ -6,6 +6,13 @@
  * tape; kernels do the arithmetic and are the only code that dereferences
  * element memory. A CUDA backend fills the same table with its own kernels.
  *
+ * The memory, elementwise, blas, reduction, indexing and optimizer families
+ * are defined below; the losses (kern_loss.h), convolution and pooling
+ * (kern_conv.h), embedding (kern_embed.h), normalisation (kern_norm.h),
+ * recurrence (kern_rnn.h) and attention (kern_seq.h) have a header each.
+ * Each backend implements a family in a file of the same name in
+ * engine/cpu/ and engine/cuda/ (cpu/cpu.h lists them).
+ *
  * Conventions for every kernel:
  * - Arguments are validated by the op: shapes fit, dtypes are the ones named,
  *   outputs are allocated on the same device. Kernels do not re-check.
@@ -124,26 +131,7 @@ typedef struct {
     void (*scatter_add)(const fx_tensor *dy, int axis, const fx_tensor *idx, fx_tensor *dx);
 } fx_index_kernels;
 
-/* -------------------------------------------------------------- losses */
-typedef struct {
-    /* loss[n] = logsumexp(logits[n]) - logits[n, labels[n]]; logits [N,C],
-     * labels i32/i64 [N]. Returns -1 or the first sample with a bad label. */
-    int64_t (*ce_labels)(const fx_tensor *logits, const fx_tensor *labels, fx_tensor *loss);
-    /* dlogits[n] += dloss[n] * (softmax(logits[n]) - onehot(labels[n])). */
-    void (*ce_labels_backward)(const fx_tensor *logits, const fx_tensor *labels,
-                               const fx_tensor *dloss, fx_tensor *dlogits);
-    /* loss[n] = -sum_c probs[n,c] * log_softmax(logits)[n,c]. */
-    void (*ce_soft)(const fx_tensor *logits, const fx_tensor *probs, fx_tensor *loss);
-    /* dlogits += dloss * (softmax * sum(probs) - probs); dprobs += -dloss *
-     * log_softmax. Either may be NULL. */
-    void (*ce_soft_backward)(const fx_tensor *logits, const fx_tensor *probs,
-                             const fx_tensor *dloss, fx_tensor *dlogits, fx_tensor *dprobs);
-    /* loss = max(x,0) - x*t + log1p(exp(-|x|)), elementwise. */
-    void (*bce_logits)(const fx_tensor *x, const fx_tensor *t, fx_tensor *loss);
-    /* dx += dloss * (sigmoid(x) - t); dt += -dloss * x. Either may be NULL. */
-    void (*bce_logits_backward)(const fx_tensor *x, const fx_tensor *t, const fx_tensor *dloss,
-                                fx_tensor *dx, fx_tensor *dt);
-} fx_loss_kernels;
+#include "kern_loss.h"
 
 /* ---------------------------------------------------------- optimizers */
 typedef struct {
@@ -159,6 +147,7 @@ typedef struct {
 } fx_optim_kernels;
 
 #include "kern_conv.h"
+#include "kern_embed.h"
 #include "kern_norm.h"
 #include "kern_rnn.h"
 #include "kern_seq.h"
@@ -178,11 +167,12 @@ typedef struct fx_backend {
     const fx_norm_kernels *norm;
     const fx_rnn_kernels *rnn;
     const fx_seq_kernels *seq;
+    const fx_embed_kernels *embed;
 } fx_backend;
 
 /* The backend for a device type, or NULL when it is not built in. */
-const fx_backend *fx_backend_for(fx_device dev);
+const fx_backend *fx__backend_for(fx_device dev);
 
-extern const fx_backend fx_cpu_backend;
+extern const fx_backend fx__cpu_backend;
 
 #endif /* FX_BACKEND_H */

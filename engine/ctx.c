@@ -10,7 +10,7 @@ static void threads_default(void);
 
 fx_ctx *fx_ctx_create(fx_device dev)
 {
-    const fx_backend *be = fx_backend_for(dev);
+    const fx_backend *be = fx__backend_for(dev);
     if (!be || !be->available(dev.index))
         return NULL;
     threads_default();
@@ -19,11 +19,11 @@ fx_ctx *fx_ctx_create(fx_device dev)
         return NULL;
     ctx->dev = dev;
     ctx->be = be;
-    fx_arena_init(&ctx->meta, NULL, dev);
-    fx_arena_init(&ctx->data, be, dev);
+    fx__arena_init(&ctx->meta, NULL, dev);
+    fx__arena_init(&ctx->data, be, dev);
     ctx->grad = true;
     ctx->training = true;
-    fx_rng_init(&ctx->rng, 0x5eed);
+    fx__rng_init(&ctx->rng, 0x5eed);
     return ctx;
 }
 
@@ -31,15 +31,15 @@ void fx_ctx_free(fx_ctx *ctx)
 {
     if (!ctx)
         return;
-    fx_arena_release(&ctx->meta);
-    fx_arena_release(&ctx->data);
+    fx__arena_release(&ctx->meta);
+    fx__arena_release(&ctx->data);
     free(ctx);
 }
 
 void fx_ctx_reset(fx_ctx *ctx)
 {
-    fx_arena_reset(&ctx->meta);
-    fx_arena_reset(&ctx->data);
+    fx__arena_reset(&ctx->meta);
+    fx__arena_reset(&ctx->data);
     ctx->tape = NULL;
     ctx->tape_len = 0;
     fx_ctx_clear_error(ctx);
@@ -57,7 +57,7 @@ bool fx_ctx_set_grad(fx_ctx *ctx, bool on)
 bool fx_ctx_grad_enabled(const fx_ctx *ctx) { return ctx->grad; }
 void fx_ctx_set_training(fx_ctx *ctx, bool on) { ctx->training = on; }
 bool fx_ctx_training(const fx_ctx *ctx) { return ctx->training; }
-void fx_ctx_seed(fx_ctx *ctx, uint64_t seed) { fx_rng_init(&ctx->rng, seed); }
+void fx_ctx_seed(fx_ctx *ctx, uint64_t seed) { fx__rng_init(&ctx->rng, seed); }
 fx_rng *fx_ctx_rng(fx_ctx *ctx) { return &ctx->rng; }
 fx_status fx_ctx_status(const fx_ctx *ctx) { return ctx->status; }
 const char *fx_ctx_error(const fx_ctx *ctx) { return ctx->err; }
@@ -92,7 +92,7 @@ fx_tensor *fx_ctx_fail(fx_ctx *ctx, fx_status s, const char *fmt, ...)
     return NULL;
 }
 
-fx_tensor *fx_op_fail(fx_ctx *ctx, fx_status s, const char *op, const char *fmt, ...)
+fx_tensor *fx__op_fail(fx_ctx *ctx, fx_status s, const char *op, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -101,23 +101,61 @@ fx_tensor *fx_op_fail(fx_ctx *ctx, fx_status s, const char *op, const char *fmt,
     return NULL;
 }
 
-void *fx_ctx_alloc_meta(fx_ctx *ctx, size_t nbytes)
+void *fx__ctx_alloc_meta(fx_ctx *ctx, size_t nbytes)
 {
-    void *p = fx_arena_alloc(&ctx->meta, nbytes);
+    void *p = fx__arena_alloc(&ctx->meta, nbytes);
     if (!p)
         fx_ctx_fail(ctx, FX_ERR_NOMEM, "out of memory (%zu bytes of tape)", nbytes);
     return p;
 }
 
-bool fx_op_check_dtype(fx_ctx *ctx, const char *op, const char *what, const fx_tensor *t,
-                       fx_dtype want)
+bool fx__op_check_dtype(fx_ctx *ctx, const char *op, const char *what, const fx_tensor *t,
+                        fx_dtype want)
 {
     if (t->dtype == want)
         return true;
     char b[96];
-    fx_op_fail(ctx, FX_ERR_DTYPE, op, "%s must be %s, got %s %s", what, fx_dtype_name(want),
-               fx_dtype_name(t->dtype), fx_shape_str(t, b, sizeof b));
+    fx__op_fail(ctx, FX_ERR_DTYPE, op, "%s must be %s, got %s %s", what, fx_dtype_name(want),
+                fx_dtype_name(t->dtype), fx_shape_str(t, b, sizeof b));
     return false;
+}
+
+/* The integer tensors of an op (lengths, labels) are checked here so that
+ * every op words the errors alike. */
+bool fx__op_check_int(fx_ctx *ctx, const char *op, const char *what, const fx_tensor *t)
+{
+    char s1[96], s2[32];
+    if (t->device.type != ctx->dev.type || t->device.index != ctx->dev.index) {
+        fx__op_fail(ctx, FX_ERR_DEVICE, op, "%s are on %s but the context runs on %s", what,
+                    fx_device_str(t->device, s1, sizeof s1),
+                    fx_device_str(ctx->dev, s2, sizeof s2));
+        return false;
+    }
+    if (t->dtype != FX_I32 && t->dtype != FX_I64) {
+        fx__op_fail(ctx, FX_ERR_DTYPE, op, "%s must be i32 or i64, got %s %s", what,
+                    fx_dtype_name(t->dtype), fx_shape_str(t, s1, sizeof s1));
+        return false;
+    }
+    return true;
+}
+
+bool fx__op_check_lengths(fx_ctx *ctx, const char *op, const char *what, const fx_tensor *t,
+                          int64_t n)
+{
+    if (!fx__op_check_int(ctx, op, what, t))
+        return false;
+    if (t->ndim == 1 && t->shape[0] == n)
+        return true;
+    char s[96];
+    fx__op_fail(ctx, FX_ERR_SHAPE, op, "%s must be [%lld], one per sample, got %s", what,
+                (long long)n, fx_shape_str(t, s, sizeof s));
+    return false;
+}
+
+long long fx__int_at(fx_ctx *ctx, const fx_tensor *t, int64_t i)
+{
+    fx_tensor *v = fx__view(ctx, t, 0, NULL, NULL, t->offset + i);
+    return v ? (long long)fx_tensor_item(v) : -1LL;
 }
 
 /* Inputs non-NULL (silently false: the error is upstream), on the context's
@@ -130,66 +168,66 @@ static bool check_inputs(fx_ctx *ctx, const char *op, int n, fx_tensor *const *x
     for (int i = 0; i < n; i++)
         if (!xs[i]) {
             if (ctx->status == FX_OK)
-                fx_op_fail(ctx, FX_ERR_ARG, op, "input %d is NULL", i);
+                fx__op_fail(ctx, FX_ERR_ARG, op, "input %d is NULL", i);
             return false;
         }
     for (int i = 0; i < n; i++) {
         char b1[96], b2[32];
         if (xs[i]->device.type != ctx->dev.type || xs[i]->device.index != ctx->dev.index) {
-            fx_op_fail(ctx, FX_ERR_DEVICE, op, "input %d is on %s but the context runs on %s", i,
-                       fx_device_str(xs[i]->device, b1, sizeof b1),
-                       fx_device_str(ctx->dev, b2, sizeof b2));
+            fx__op_fail(ctx, FX_ERR_DEVICE, op, "input %d is on %s but the context runs on %s", i,
+                        fx_device_str(xs[i]->device, b1, sizeof b1),
+                        fx_device_str(ctx->dev, b2, sizeof b2));
             return false;
         }
         if (f32 && xs[i]->dtype != FX_F32) {
-            fx_op_fail(ctx, FX_ERR_DTYPE, op, "input %d must be f32, got %s %s", i,
-                       fx_dtype_name(xs[i]->dtype), fx_shape_str(xs[i], b1, sizeof b1));
+            fx__op_fail(ctx, FX_ERR_DTYPE, op, "input %d must be f32, got %s %s", i,
+                        fx_dtype_name(xs[i]->dtype), fx_shape_str(xs[i], b1, sizeof b1));
             return false;
         }
         if (!f32 && xs[i]->dtype != xs[0]->dtype) {
-            fx_op_fail(ctx, FX_ERR_DTYPE, op, "input %d is %s but input 0 is %s", i,
-                       fx_dtype_name(xs[i]->dtype), fx_dtype_name(xs[0]->dtype));
+            fx__op_fail(ctx, FX_ERR_DTYPE, op, "input %d is %s but input 0 is %s", i,
+                        fx_dtype_name(xs[i]->dtype), fx_dtype_name(xs[0]->dtype));
             return false;
         }
     }
     return true;
 }
 
-bool fx_op_check(fx_ctx *ctx, const char *op, int n, fx_tensor *const *xs)
+bool fx__op_check(fx_ctx *ctx, const char *op, int n, fx_tensor *const *xs)
 {
     return check_inputs(ctx, op, n, xs, true);
 }
 
-bool fx_op_check_same_dtype(fx_ctx *ctx, const char *op, int n, fx_tensor *const *xs)
+bool fx__op_check_same_dtype(fx_ctx *ctx, const char *op, int n, fx_tensor *const *xs)
 {
     return check_inputs(ctx, op, n, xs, false);
 }
 
-int fx_axis(fx_ctx *ctx, const char *op, const fx_tensor *x, int axis)
+int fx__axis(fx_ctx *ctx, const char *op, const fx_tensor *x, int axis)
 {
     int a = axis < 0 ? axis + x->ndim : axis;
     if (a < 0 || a >= x->ndim) {
         char b[96];
-        fx_op_fail(ctx, FX_ERR_AXIS, op, "axis %d is out of range for shape %s", axis,
-                   fx_shape_str(x, b, sizeof b));
+        fx__op_fail(ctx, FX_ERR_AXIS, op, "axis %d is out of range for shape %s", axis,
+                    fx_shape_str(x, b, sizeof b));
         return -1;
     }
     return a;
 }
 
-bool fx_check_finite(fx_ctx *ctx, const char *op, int64_t nonfinite, const fx_tensor *out)
+bool fx__check_finite(fx_ctx *ctx, const char *op, int64_t nonfinite, const fx_tensor *out)
 {
     if (nonfinite == 0)
         return true;
     char b[96];
-    fx_op_fail(ctx, FX_ERR_VALUE, op, "%lld of %lld outputs are not finite (shape %s): input "
-               "outside the op's domain, or overflow", (long long)nonfinite,
-               (long long)fx_tensor_numel(out), fx_shape_str(out, b, sizeof b));
+    fx__op_fail(ctx, FX_ERR_VALUE, op, "%lld of %lld outputs are not finite (shape %s): input "
+                "outside the op's domain, or overflow", (long long)nonfinite,
+                (long long)fx_tensor_numel(out), fx_shape_str(out, b, sizeof b));
     return false;
 }
 
-fx_node *fx_record(fx_ctx *ctx, const char *op, fx_backward_fn backward, fx_tensor *out, int nin,
-                   fx_tensor *const *in)
+fx_node *fx__record(fx_ctx *ctx, const char *op, fx_backward_fn backward, fx_tensor *out, int nin,
+                    fx_tensor *const *in)
 {
     if (!ctx->grad)
         return NULL;
@@ -198,7 +236,7 @@ fx_node *fx_record(fx_ctx *ctx, const char *op, fx_backward_fn backward, fx_tens
         any |= fx_tensor_requires_grad(in[i]);
     if (!any)
         return NULL;
-    fx_node *n = fx_ctx_alloc_meta(ctx, sizeof *n + (size_t)nin * sizeof(fx_tensor *));
+    fx_node *n = fx__ctx_alloc_meta(ctx, sizeof *n + (size_t)nin * sizeof(fx_tensor *));
     if (!n)
         return NULL;
     memset(n, 0, sizeof *n);
@@ -216,7 +254,7 @@ fx_node *fx_record(fx_ctx *ctx, const char *op, fx_backward_fn backward, fx_tens
     return n;
 }
 
-fx_tensor *fx_grad(fx_ctx *ctx, fx_tensor *t)
+fx_tensor *fx__grad(fx_ctx *ctx, fx_tensor *t)
 {
     if (!t->grad)
         t->grad = fx_zeros(ctx, t->dtype, t->ndim, t->shape);
@@ -262,7 +300,7 @@ fx_status fx_backward_seed(fx_ctx *ctx, fx_tensor *out, const fx_tensor *seed)
                     fx_shape_str(seed, b1, sizeof b1), fx_shape_str(out, b2, sizeof b2));
         return ctx->status;
     }
-    fx_tensor *g = fx_grad(ctx, out);
+    fx_tensor *g = fx__grad(ctx, out);
     if (!g)
         return ctx->status;
     ctx->be->ew->axpy(1.0f, seed, g);

@@ -16,7 +16,7 @@ int fx_device_count(fx_device_type type)
     switch (type) {
     case FX_DEV_CPU: return 1;
 #ifdef FX_HAVE_CUDA
-    case FX_DEV_CUDA: return fx_cuda_device_count(NULL);
+    case FX_DEV_CUDA: return fx__cuda_device_count(NULL);
 #endif
     default: return 0;
     }
@@ -68,7 +68,7 @@ fx_status fx_device_get_info(fx_device dev, fx_device_info *out)
     }
 #ifdef FX_HAVE_CUDA
     if (dev.type == FX_DEV_CUDA)
-        return fx_cuda_device_info(dev.index, out);
+        return fx__cuda_device_info(dev.index, out);
 #endif
     return FX_ERR_DEVICE;
 }
@@ -77,7 +77,7 @@ fx_status fx_device_set_memory_limit(fx_device dev, size_t bytes)
 {
 #ifdef FX_HAVE_CUDA
     if (dev.type == FX_DEV_CUDA)
-        return fx_cuda_set_memory_limit(dev.index, bytes);
+        return fx__cuda_set_memory_limit(dev.index, bytes);
 #endif
     (void)bytes;
     return FX_ERR_DEVICE;
@@ -90,7 +90,7 @@ fx_status fx_device_mem_stats_get(fx_device dev, fx_device_mem_stats *out)
     memset(out, 0, sizeof *out);
 #ifdef FX_HAVE_CUDA
     if (dev.type == FX_DEV_CUDA)
-        return fx_cuda_mem_stats(dev.index, out);
+        return fx__cuda_mem_stats(dev.index, out);
 #endif
     return FX_ERR_DEVICE;
 }
@@ -103,7 +103,7 @@ fx_status fx_device_sync(fx_device dev, char *err, size_t n)
         return dev.index == 0 ? FX_OK : FX_ERR_DEVICE;
 #ifdef FX_HAVE_CUDA
     if (dev.type == FX_DEV_CUDA)
-        return fx_cuda_sync(dev.index, err, n);
+        return fx__cuda_sync(dev.index, err, n);
 #endif
     return FX_ERR_DEVICE;
 }
@@ -111,7 +111,7 @@ fx_status fx_device_sync(fx_device dev, char *err, size_t n)
 const char *fx_device_last_error(void)
 {
 #ifdef FX_HAVE_CUDA
-    return fx_cuda_alloc_error();
+    return fx__cuda_alloc_error();
 #else
     return "";
 #endif
@@ -120,7 +120,7 @@ const char *fx_device_last_error(void)
 void fx_set_tf32(bool on)
 {
 #ifdef FX_HAVE_CUDA
-    fx_cuda_set_tf32(on);
+    fx__cuda_set_tf32(on);
 #else
     (void)on;
 #endif
@@ -129,7 +129,7 @@ void fx_set_tf32(bool on)
 bool fx_get_tf32(void)
 {
 #ifdef FX_HAVE_CUDA
-    return fx_cuda_tf32();
+    return fx__cuda_tf32();
 #else
     return false;
 #endif

@@ -202,8 +202,14 @@ static inline bool fx_tensor_requires_grad(const fx_tensor *t)
 {
     return t && (t->flags & FX_TENSOR_REQUIRES_GRAD);
 }
-/* Writes a shape as "[2,3,4]" into buf; returns buf. */
+/* Writes a tensor's shape as "[2,3,4]" into buf; returns buf. */
 const char *fx_shape_str(const fx_tensor *t, char *buf, size_t n);
+/* Writes the ndim dims as "[2,3,4]" ("[]" for ndim 0) into buf, a buffer
+ * of n bytes, always NUL-terminated (truncated when too small; n = 0
+ * writes nothing); returns buf. For shapes that are not a tensor's (yet):
+ * a requested reshape, a stored spec, a file header. FX_MAX_DIMS dims
+ * need at most FX_MAX_DIMS * 21 + 2 bytes. */
+const char *fx_dims_str(int ndim, const int64_t *dims, char *buf, size_t n);
 
 /* Persistent tensors (parameters, optimizer state, data sets): heap memory,
  * zero-filled. Return NULL on a bad shape or out of memory. */
@@ -327,6 +333,8 @@ fx_tensor *fx_max(fx_ctx *ctx, fx_tensor *x, int naxes, const int *axes, bool ke
 
 /* Shapes. reshape takes one -1; it is a view when x is contiguous. */
 fx_tensor *fx_reshape(fx_ctx *ctx, fx_tensor *x, int ndim, const int64_t *shape);
+/* flatten: [N, d1, d2, ...] -> [N, d1*d2*...] (a view when x is contiguous). */
+fx_tensor *fx_flatten(fx_ctx *ctx, fx_tensor *x);
 fx_tensor *fx_transpose(fx_ctx *ctx, fx_tensor *x, int axis0, int axis1);
 fx_tensor *fx_permute(fx_ctx *ctx, fx_tensor *x, const int *perm);
 fx_tensor *fx_concat(fx_ctx *ctx, int n, fx_tensor *const *xs, int axis);
@@ -362,6 +370,44 @@ fx_tensor *fx_cross_entropy_soft(fx_ctx *ctx, fx_tensor *logits, fx_tensor *prob
 /* Binary cross-entropy from logits, targets in [0,1], shapes equal. */
 fx_tensor *fx_bce_with_logits(fx_ctx *ctx, fx_tensor *logits, fx_tensor *targets, fx_reduction r);
 
+/* CTC, for sequence labelling without an alignment (speech, handwriting):
+ *
+ *     // log_probs [T, N, C] from fx_log_softmax(ctx, logits, 2); targets
+ *     // concatenated (1-D) or padded [N, S]; lengths i32/i64 [N].
+ *     fx_tensor *loss = fx_ctc_loss(ctx, log_probs, targets, in_len, tgt_len,
+ *                                   &(fx_ctc_opts){ .blank = 0, .reduction = FX_MEAN });
+ */
+typedef struct {
+    int64_t blank;          /* the blank class, in [0, C); default 0 */
+    fx_reduction reduction; /* FX_MEAN (default): each loss / its target
+                               length (at least 1), then the batch mean */
+    bool zero_infinity;     /* an impossible sample gives loss 0, gradient 0 */
+    bool from_logits;       /* the input is logits: log_softmax over C first */
+} fx_ctc_opts;
+
+/*
+ * Connectionist temporal classification (Graves et al. 2006), as
+ * torch.nn.functional.ctc_loss: log_probs [T, N, C] (time first), targets
+ * i32/i64, either padded [N, W] or all samples' labels concatenated (1-D,
+ * their count the sum of target_lengths); input_lengths and target_lengths
+ * i32/i64 [N]. FX_NONE gives the per-sample losses [N]. opts may be NULL.
+ *
+ * The gradient is the exact derivative w.r.t. log_probs. PyTorch's returns
+ * that plus exp(log_probs), which only agrees once it has gone through a
+ * log_softmax (where the extra term cancels); w.r.t. the logits before a
+ * log_softmax both are the same.
+ *
+ * Refused, with a message naming the sample and the sizes: an input length
+ * outside [1, T]; a negative target length, or one that does not fit the
+ * targets; a label outside [0, C) or equal to blank; and, unless
+ * zero_infinity, a target that cannot align, i.e. target length plus the
+ * number of repeated neighbouring labels exceeds the input length (PyTorch
+ * returns inf there). A target length of 0 is allowed (the all-blank path).
+ */
+fx_tensor *fx_ctc_loss(fx_ctx *ctx, fx_tensor *log_probs, fx_tensor *targets,
+                       fx_tensor *input_lengths, fx_tensor *target_lengths,
+                       const fx_ctc_opts *opts);
+
 /* -------------------------------------------------------------------- RNG */
 
 /* A seeded, reproducible generator (xoshiro256**). */
@@ -387,6 +433,7 @@ typedef enum {
     FX_INIT_HE_UNIFORM,     /* Kaiming, fan_in, gain sqrt(2) */
     FX_INIT_HE_NORMAL,
     FX_INIT_ORTHOGONAL,     /* gain a (0 means 1) */
+    FX_INIT_COUNT           /* the number of kinds (not one itself); add new ones above */
 } fx_init_kind;
 
 /* Fills a persistent f32 tensor. Fans follow PyTorch: for [out,in,k...] fan_in
@@ -460,9 +507,12 @@ fx_status fx_layer_to_device(fx_layer *l, fx_device dev);
 fx_tensor *fx_param_create(fx_device dev, int ndim, const int64_t *shape, fx_init_kind kind,
                            double a, double b, fx_rng *rng);
 
+/* FX_ACT_COUNT is the number of activations, not one itself: add new ones
+ * before it, and every range check (and table indexed by activation) that
+ * uses it follows. */
 typedef enum {
     FX_ACT_NONE = 0, FX_ACT_RELU, FX_ACT_SIGMOID, FX_ACT_TANH, FX_ACT_GELU,
-    FX_ACT_SOFTMAX, FX_ACT_LEAKY_RELU, FX_ACT_ELU
+    FX_ACT_SOFTMAX, FX_ACT_LEAKY_RELU, FX_ACT_ELU, FX_ACT_COUNT
 } fx_activation;
 
 fx_tensor *fx_activate(fx_ctx *ctx, fx_tensor *x, fx_activation act);
@@ -487,7 +537,10 @@ typedef enum {
     FX_OPT_ADADELTA, FX_OPT_ADAM, FX_OPT_ADAMW, FX_OPT_COUNT
 } fx_optim_kind;
 
-typedef enum { FX_SCHED_CONSTANT = 0, FX_SCHED_STEP, FX_SCHED_COSINE } fx_sched_kind;
+/* FX_SCHED_COUNT is the number of kinds, not one itself. */
+typedef enum {
+    FX_SCHED_CONSTANT = 0, FX_SCHED_STEP, FX_SCHED_COSINE, FX_SCHED_COUNT
+} fx_sched_kind;
 
 typedef struct {
     fx_sched_kind kind;
@@ -615,6 +668,7 @@ fx_status fx_safetensors_load_into(const char *path, const fx_params *dst, bool 
 
 /* Layers of the field, one header per family. */
 #include "fx_conv.h"
+#include "fx_embed.h"
 #include "fx_norm.h"
 #include "fx_rnn.h"
 #include "fx_seq.h"

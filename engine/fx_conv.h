@@ -87,8 +87,6 @@ fx_tensor *fx_avgpool2d(fx_ctx *ctx, fx_tensor *x, const fx_pool_opts *opts);
 fx_tensor *fx_adaptive_avgpool2d(fx_ctx *ctx, fx_tensor *x, int64_t oh, int64_t ow);
 /* Global average pooling: x [N, C, H, W] -> [N, C]. */
 fx_tensor *fx_global_avgpool2d(fx_ctx *ctx, fx_tensor *x);
-/* flatten: [N, d1, d2, ...] -> [N, d1*d2*...] (a view when x is contiguous). */
-fx_tensor *fx_flatten(fx_ctx *ctx, fx_tensor *x);
 
 /* Layers. Parameters "weight" and "bias" (unless opts->no_bias), shaped as
  * the ops take them; NULL on bad sizes or out of memory. opts may be NULL. */
@@ -103,6 +101,8 @@ fx_layer *fx_maxpool2d_create(const char *name, const fx_pool_opts *opts);
 fx_layer *fx_avgpool2d_create(const char *name, const fx_pool_opts *opts);
 fx_layer *fx_adaptive_avgpool2d_create(const char *name, int64_t oh, int64_t ow);
 fx_layer *fx_global_avgpool2d_create(const char *name);
+/* The flatten op (fluxion.h, with the shape ops) as a layer, for the step
+ * from convolutions to dense layers. */
 fx_layer *fx_flatten_create(const char *name);
 
 #ifdef __cplusplus

@@ -1,8 +1,10 @@
 /*
- * fx_norm.h - Normalisation layers and embedding. Included by fluxion.h; see there for the
- * conventions (arena tensors, NULL propagation, error messages).
+ * fx_norm.h - Normalisation layers. Included by fluxion.h; see there for the
+ * conventions (arena tensors, NULL propagation, error messages). The
+ * embedding op and layer have their own header, fx_embed.h, which this one
+ * includes so that code written against the older layout still compiles.
  *
- * A small text model and a vision block:
+ * A small text model (fx_embedding_create: fx_embed.h) and a vision block:
  *
  *     fx_layer *emb = fx_embedding_create("emb", vocab, 64,
  *                                         &(fx_embedding_opts){ .padding_idx = 0,
@@ -27,6 +29,8 @@
  */
 #ifndef FX_NORM_PUBLIC_H
 #define FX_NORM_PUBLIC_H
+
+#include "fx_embed.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -56,12 +60,6 @@ fx_tensor *fx_layer_norm(fx_ctx *ctx, fx_tensor *x, int nshape, const int64_t *s
  * groups == C is instance norm. */
 fx_tensor *fx_group_norm(fx_ctx *ctx, fx_tensor *x, int64_t groups, fx_tensor *gamma,
                          fx_tensor *beta, float eps);
-/* embedding: rows of weight [num,dim] picked by idx (i32/i64, any shape):
- * the result is [idx shape..., dim]. An index outside [0, num) fails with
- * FX_ERR_VALUE naming the index and num. The row padding_idx (negative:
- * none) gets no gradient. */
-fx_tensor *fx_embedding(fx_ctx *ctx, fx_tensor *weight, fx_tensor *idx, int64_t padding_idx);
-
 /* ----------------------------------------------------------------- layers */
 
 /* Zero fields take the defaults (shown). */
@@ -83,17 +81,6 @@ fx_layer *fx_layernorm_create(const char *name, int nshape, const int64_t *shape
 /* groupnorm over [N,C,*] with groups dividing channels; weight/bias [C]. */
 fx_layer *fx_groupnorm_create(const char *name, int64_t groups, int64_t channels,
                               const fx_norm_opts *o);
-
-typedef struct {
-    bool has_padding;    /* default: no padding row */
-    int64_t padding_idx; /* with has_padding: this row starts at zero, gets no gradient */
-    fx_device device;    /* cpu */
-} fx_embedding_opts;
-
-/* embedding: "weight" [num,dim] ~ N(0,1) like PyTorch; the layer's input
- * is the index tensor (i32/i64). */
-fx_layer *fx_embedding_create(const char *name, int64_t num, int64_t dim,
-                              const fx_embedding_opts *o, fx_rng *rng);
 
 #ifdef __cplusplus
 }

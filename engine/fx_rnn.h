@@ -56,7 +56,8 @@
 extern "C" {
 #endif
 
-typedef enum { FX_RNN_TANH = 0, FX_RNN_RELU, FX_RNN_GRU, FX_RNN_LSTM } fx_rnn_mode;
+/* FX_RNN_COUNT is the number of modes, not one itself. */
+typedef enum { FX_RNN_TANH = 0, FX_RNN_RELU, FX_RNN_GRU, FX_RNN_LSTM, FX_RNN_COUNT } fx_rnn_mode;
 
 /* The parameters of one layer and direction (biases may be NULL). */
 typedef struct {

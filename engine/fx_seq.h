@@ -1,19 +1,15 @@
 /*
- * fx_seq.h - Attention and the CTC loss. Included by fluxion.h; see there for the
- * conventions (arena tensors, NULL propagation, error messages).
+ * fx_seq.h - Attention. Included by fluxion.h; see there for the
+ * conventions (arena tensors, NULL propagation, error messages). The CTC
+ * loss (fx_ctc_loss) is declared with the other losses in fluxion.h.
  *
  * Self-attention over a padded batch of sequences x [N, L, E] with their
- * lengths, one decoder step that may only look back, and a CTC loss:
+ * lengths, and one decoder step that may only look back:
  *
  *     fx_layer *attn = fx_multihead_attention_create("attn", 64, 8, true, rng);
  *     fx_tensor *len = fx_tensor_from_host(ctx, FX_I32, 1, (int64_t[]){ N }, lengths);
  *     fx_tensor *y = fx_multihead_attention_forward(attn, ctx, x, x, x, len, false);
  *     fx_tensor *z = fx_multihead_attention_forward(attn, ctx, x, x, x, NULL, true);
- *
- *     // log_probs [T, N, C] from fx_log_softmax(ctx, logits, 2); targets
- *     // concatenated (1-D) or padded [N, S]; lengths i32/i64 [N].
- *     fx_tensor *loss = fx_ctc_loss(ctx, log_probs, targets, in_len, tgt_len,
- *                                   &(fx_ctc_opts){ .blank = 0, .reduction = FX_MEAN });
  *
  * Masked keys get exactly zero weight, hence no gradient, and changing the
  * keys or values there changes nothing. A query whose keys are all masked
@@ -67,39 +63,6 @@ fx_tensor *fx_multihead_attention_forward(fx_layer *mha, fx_ctx *ctx, fx_tensor 
                                           fx_tensor *key_lengths, bool causal);
 /* Dropout on the attention weights in training mode (default 0). */
 fx_status fx_multihead_attention_set_dropout(fx_layer *mha, float p);
-
-/* ------------------------------------------------------------------- CTC */
-
-typedef struct {
-    int64_t blank;          /* the blank class, in [0, C); default 0 */
-    fx_reduction reduction; /* FX_MEAN (default): each loss / its target
-                               length (at least 1), then the batch mean */
-    bool zero_infinity;     /* an impossible sample gives loss 0, gradient 0 */
-    bool from_logits;       /* the input is logits: log_softmax over C first */
-} fx_ctc_opts;
-
-/*
- * Connectionist temporal classification (Graves et al. 2006), as
- * torch.nn.functional.ctc_loss: log_probs [T, N, C] (time first), targets
- * i32/i64, either padded [N, W] or all samples' labels concatenated (1-D,
- * their count the sum of target_lengths); input_lengths and target_lengths
- * i32/i64 [N]. FX_NONE gives the per-sample losses [N]. opts may be NULL.
- *
- * The gradient is the exact derivative w.r.t. log_probs. PyTorch's returns
- * that plus exp(log_probs), which only agrees once it has gone through a
- * log_softmax (where the extra term cancels); w.r.t. the logits before a
- * log_softmax both are the same.
- *
- * Refused, with a message naming the sample and the sizes: an input length
- * outside [1, T]; a negative target length, or one that does not fit the
- * targets; a label outside [0, C) or equal to blank; and, unless
- * zero_infinity, a target that cannot align, i.e. target length plus the
- * number of repeated neighbouring labels exceeds the input length (PyTorch
- * returns inf there). A target length of 0 is allowed (the all-blank path).
- */
-fx_tensor *fx_ctc_loss(fx_ctx *ctx, fx_tensor *log_probs, fx_tensor *targets,
-                       fx_tensor *input_lengths, fx_tensor *target_lengths,
-                       const fx_ctc_opts *opts);
 
 #ifdef __cplusplus
 }

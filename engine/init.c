@@ -104,7 +104,7 @@ fx_status fx_init_tensor(fx_tensor *t, fx_init_kind kind, double a, double b, fx
         return FX_ERR_ARG;
     if (t->dtype != FX_F32)
         return FX_ERR_DTYPE;
-    if ((unsigned)kind > FX_INIT_ORTHOGONAL)
+    if ((unsigned)kind >= FX_INIT_COUNT)
         return FX_ERR_ARG;
     if (kind == FX_INIT_ORTHOGONAL && t->ndim < 2)
         return FX_ERR_SHAPE;
@@ -154,6 +154,8 @@ fx_status fx_init_tensor(fx_tensor *t, fx_init_kind kind, double a, double b, fx
         break;
     case FX_INIT_ORTHOGONAL:
         s = fill_orthogonal(v, t->shape[0], n / t->shape[0], a == 0.0 ? 1.0 : a, rng);
+        break;
+    case FX_INIT_COUNT: /* refused above */
         break;
     }
     if (s == FX_OK)

@@ -5,11 +5,11 @@
  * How an op is written (see op_matmul.c for a complete one):
  *
  *     fx_tensor *fx_relu(fx_ctx *ctx, fx_tensor *x) {
- *         if (!fx_op_check(ctx, "relu", 1, (fx_tensor *[]){ x })) return NULL;
- *         fx_tensor *y = fx_tensor_new_like(ctx, x);              // arena
+ *         if (!fx__op_check(ctx, "relu", 1, (fx_tensor *[]){ x })) return NULL;
+ *         fx_tensor *y = fx__tensor_new_like(ctx, x);             // arena
  *         if (!y) return NULL;
  *         fx_be(x)->ew->unary(FX_UN_RELU, 0, 0, x, y);            // kernel
- *         fx_node *n = fx_record(ctx, "relu", relu_backward, y, 1, (fx_tensor *[]){ x });
+ *         fx_node *n = fx__record(ctx, "relu", relu_backward, y, 1, (fx_tensor *[]){ x });
  *         (void)n;                                                // save extras in n
  *         return y;
  *     }
@@ -17,11 +17,17 @@
  *         fx_tensor *x = n->in[0];
  *         if (fx_tensor_requires_grad(x))
  *             fx_be(x)->ew->unary_backward(FX_UN_RELU, 0, 0, x, n->out, n->out->grad,
- *                                          fx_grad(ctx, x));
+ *                                          fx__grad(ctx, x));
  *     }
  *
- * fx_op_check returns false for a NULL input (error already recorded
+ * fx__op_check returns false for a NULL input (error already recorded
  * upstream) and records an error for a device or dtype mismatch.
+ *
+ * Names (libuv's uv__ rule): every function or table the engine's files
+ * share but users must not call has the internal prefix fx__ (two
+ * underscores), so `fx_` in a name means public API, declared in fluxion.h
+ * or an fx_*.h header. Static inline helpers in the internal headers
+ * (fx_be, fx_data) leave no symbol behind and keep the short form.
  */
 #ifndef FX_INTERNAL_H
 #define FX_INTERNAL_H
@@ -36,7 +42,7 @@
 struct fx_rng {
     uint64_t s[4];
 };
-void fx_rng_init(struct fx_rng *r, uint64_t seed);
+void fx__rng_init(struct fx_rng *r, uint64_t seed);
 /* Counter-based uniform in [0,1) from (seed, i): the same on every backend. */
 static inline uint64_t fx_mix64(uint64_t z)
 {
@@ -67,10 +73,10 @@ typedef struct {
     fx_device dev;
 } fx_arena;
 
-void fx_arena_init(fx_arena *a, const fx_backend *be, fx_device dev);
-void *fx_arena_alloc(fx_arena *a, size_t nbytes); /* 64-byte aligned, NULL on OOM */
-void fx_arena_reset(fx_arena *a);
-void fx_arena_release(fx_arena *a);
+void fx__arena_init(fx_arena *a, const fx_backend *be, fx_device dev);
+void *fx__arena_alloc(fx_arena *a, size_t nbytes); /* 64-byte aligned, NULL on OOM */
+void fx__arena_reset(fx_arena *a);
+void fx__arena_release(fx_arena *a);
 
 /* ----------------------------------------------------------------- tape */
 typedef struct fx_node fx_node;
@@ -106,56 +112,69 @@ struct fx_ctx {
 
 /* ------------------------------------------------------- op helpers */
 
-static inline const fx_backend *fx_be(const fx_tensor *t) { return fx_backend_for(t->device); }
+static inline const fx_backend *fx_be(const fx_tensor *t) { return fx__backend_for(t->device); }
 
 /* Checks n inputs: none NULL (returns false silently: the error is already
  * recorded), all on the context's device (records FX_ERR_DEVICE) and all f32
- * (FX_ERR_DTYPE). Use fx_op_check_dtype for other dtypes. */
-bool fx_op_check(fx_ctx *ctx, const char *op, int n, fx_tensor *const *xs);
-/* Like fx_op_check for ops that only move elements: any dtype, but one. */
-bool fx_op_check_same_dtype(fx_ctx *ctx, const char *op, int n, fx_tensor *const *xs);
-bool fx_op_check_dtype(fx_ctx *ctx, const char *op, const char *what, const fx_tensor *t,
-                       fx_dtype want);
+ * (FX_ERR_DTYPE). Use fx__op_check_dtype for other dtypes. */
+bool fx__op_check(fx_ctx *ctx, const char *op, int n, fx_tensor *const *xs);
+/* Like fx__op_check for ops that only move elements: any dtype, but one. */
+bool fx__op_check_same_dtype(fx_ctx *ctx, const char *op, int n, fx_tensor *const *xs);
+bool fx__op_check_dtype(fx_ctx *ctx, const char *op, const char *what, const fx_tensor *t,
+                        fx_dtype want);
+/* Checks an integer tensor argument (lengths, labels, indices named by
+ * what, plural): on the context's device and i32 or i64. */
+bool fx__op_check_int(fx_ctx *ctx, const char *op, const char *what, const fx_tensor *t);
+/* Checks a lengths tensor: as fx__op_check_int, and [n] (one per sample). */
+bool fx__op_check_lengths(fx_ctx *ctx, const char *op, const char *what, const fx_tensor *t,
+                          int64_t n);
+/* The integer at flat index i of a contiguous i32/i64 tensor, read through a
+ * one-element view (any device); for error messages. -1 on OOM. */
+long long fx__int_at(fx_ctx *ctx, const fx_tensor *t, int64_t i);
 /* Records "op: message" and returns NULL. */
-fx_tensor *fx_op_fail(fx_ctx *ctx, fx_status s, const char *op, const char *fmt, ...)
+fx_tensor *fx__op_fail(fx_ctx *ctx, fx_status s, const char *op, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 /* Normalises a possibly negative axis; -1 if out of range (and records
  * FX_ERR_AXIS naming op and shape). */
-int fx_axis(fx_ctx *ctx, const char *op, const fx_tensor *x, int axis);
+int fx__axis(fx_ctx *ctx, const char *op, const fx_tensor *x, int axis);
 
 /* Arena tensors. */
-fx_tensor *fx_tensor_new_like(fx_ctx *ctx, const fx_tensor *x);
+fx_tensor *fx__tensor_new_like(fx_ctx *ctx, const fx_tensor *x);
 /* A tensor struct sharing x's storage with a new shape/strides/offset. */
-fx_tensor *fx_view(fx_ctx *ctx, const fx_tensor *x, int ndim, const int64_t *shape,
-                   const int64_t *strides, int64_t offset);
-void fx_contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
+fx_tensor *fx__view(fx_ctx *ctx, const fx_tensor *x, int ndim, const int64_t *shape,
+                    const int64_t *strides, int64_t offset);
+void fx__contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
 /* Checked product of a shape; -1 on overflow or a negative dim. */
-int64_t fx_shape_numel(int ndim, const int64_t *shape);
-void *fx_ctx_alloc_meta(fx_ctx *ctx, size_t nbytes); /* records NOMEM on failure */
+int64_t fx__shape_numel(int ndim, const int64_t *shape);
+void *fx__ctx_alloc_meta(fx_ctx *ctx, size_t nbytes); /* records NOMEM on failure */
 
 /* Broadcast shapes of a and b into out (ndim = max); false if they do not
  * broadcast. */
-bool fx_broadcast_shape(const fx_tensor *a, const fx_tensor *b, int *ndim, int64_t *shape);
+bool fx__broadcast_shape(const fx_tensor *a, const fx_tensor *b, int *ndim, int64_t *shape);
 /* A view of t with ndim dims (leading 1s prepended), for kernels that want
  * equal ranks. */
-fx_tensor *fx_expand_rank(fx_ctx *ctx, const fx_tensor *t, int ndim);
+fx_tensor *fx__expand_rank(fx_ctx *ctx, const fx_tensor *t, int ndim);
 
 /* Appends a tape record when grad mode is on and some input requires grad;
  * then marks out as requiring grad. Returns the record (to save extras in) or
  * NULL when nothing was recorded (or on OOM, which is recorded). */
-fx_node *fx_record(fx_ctx *ctx, const char *op, fx_backward_fn backward, fx_tensor *out, int nin,
-                   fx_tensor *const *in);
+fx_node *fx__record(fx_ctx *ctx, const char *op, fx_backward_fn backward, fx_tensor *out, int nin,
+                    fx_tensor *const *in);
 /* The gradient buffer of t: its existing grad, or a new zeroed arena tensor
  * of t's shape (contiguous). NULL only on OOM. */
-fx_tensor *fx_grad(fx_ctx *ctx, fx_tensor *t);
+fx_tensor *fx__grad(fx_ctx *ctx, fx_tensor *t);
 
 /* Fails the op with FX_ERR_VALUE when a kernel reported non-finite outputs. */
-bool fx_check_finite(fx_ctx *ctx, const char *op, int64_t nonfinite, const fx_tensor *out);
+bool fx__check_finite(fx_ctx *ctx, const char *op, int64_t nonfinite, const fx_tensor *out);
 
 /* The forward function a layer was created with (layer.c); lets combinators
  * recognise their own layer kinds. NULL for a NULL layer. */
-fx_forward_fn fx_layer_forward_fn(const fx_layer *l);
+fx_forward_fn fx__layer_forward_fn(const fx_layer *l);
+
+/* After a failure inside layer l's forward: prefixes the recorded message
+ * with "layer '<name>': " (once), so the user learns which layer failed. */
+void fx__layer_name_error(fx_ctx *ctx, const fx_layer *l);
 
 /* Thread count for the engine's loops (set by fx_set_num_threads). */
 extern int fx__num_threads;

@@ -1,6 +1,8 @@
 /* kern_conv.h - kernel family: convolution and pooling.
  * Part of the backend table (backend.h); the CPU versions live in
- * engine/cpu/conv.c as the table fx_cpu_conv.
+ * engine/cpu/conv.c (convolution, channel bias, the table fx__cpu_conv) and
+ * engine/cpu/pool.c (pooling), the CUDA ones in cuda/conv.cu and
+ * cuda/pool.cu.
  *
  * Every kernel works on the geometry it is given, never on the tensors'
  * shapes, so one kernel serves 1-D (H = 1) and 2-D, and a transposed

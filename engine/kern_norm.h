@@ -1,6 +1,7 @@
-/* kern_norm.h - kernel family: batch/layer/group normalisation and embedding.
+/* kern_norm.h - kernel family: batch/layer/group normalisation.
  * Part of the backend table (backend.h); the CPU versions live in
- * engine/cpu/norm.c as the table fx_cpu_norm.
+ * engine/cpu/norm.c as the table fx__cpu_norm (CUDA: engine/cuda/norm.cu).
+ * Embedding lookups have their own family (kern_embed.h).
  *
  * Every normalisation sees its input as a contiguous x (N, C, L): N samples,
  * C channels, L positions per channel (the product of the spatial dims; 1
@@ -56,15 +57,6 @@ typedef struct {
                                 const fx_tensor *mean, const fx_tensor *rstd, const fx_tensor *dy,
                                 fx_tensor *dx, fx_tensor *dgamma, fx_tensor *dbeta,
                                 fx_tensor *work);
-    /* y[j, :] = weight[idx[j], :] for weight [num, dim] and idx (i32/i64,
-     * any shape, n elements; y [n, dim]). Returns -1 when every index is in
-     * [0, num), else the flat position of the first one that is not (y is
-     * then not written). */
-    int64_t (*embedding)(const fx_tensor *weight, const fx_tensor *idx, fx_tensor *y);
-    /* dweight[idx[j], :] += dy[j, :], repeated indices accumulating, except
-     * rows whose index is padding_idx (negative: none). */
-    void (*embedding_backward)(const fx_tensor *dy, const fx_tensor *idx, int64_t padding_idx,
-                               fx_tensor *dweight);
 } fx_norm_kernels;
 
 #endif

@@ -1,7 +1,8 @@
 /*
  * kern_rnn.h - kernel family: recurrent cells (simple RNN, GRU, LSTM) over
  * variable-length sequences. Part of the backend table (backend.h); the CPU
- * versions live in engine/cpu/rnn.c as the table fx_cpu_rnn.
+ * versions live in engine/cpu/rnn.c as the table fx__cpu_rnn (CUDA:
+ * engine/cuda/rnn.cu).
  *
  * The op (engine/op_rnn.c) forms the input gates of every step with one
  * gemm and the weight gradients with one gemm each; the kernels below run

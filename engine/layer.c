@@ -70,6 +70,22 @@ fx_tensor *fx_layer_forward(fx_layer *l, fx_ctx *ctx, fx_tensor *x)
     return y;
 }
 
+/* After a failure inside layer l: puts "layer '<name>': " before the
+ * recorded message, so the user learns which layer of a model failed. */
+void fx__layer_name_error(fx_ctx *ctx, const fx_layer *l)
+{
+    char prefix[96];
+    int k = snprintf(prefix, sizeof prefix, "layer '%s': ", fx_layer_name(l));
+    size_t len = strlen(ctx->err), cap = sizeof ctx->err;
+    if (k <= 0 || (size_t)k >= sizeof prefix || strncmp(ctx->err, prefix, (size_t)k) == 0)
+        return;
+    if (len + (size_t)k >= cap)
+        len = cap - 1 - (size_t)k;
+    memmove(ctx->err + k, ctx->err, len);
+    memcpy(ctx->err, prefix, (size_t)k);
+    ctx->err[len + (size_t)k] = '\0';
+}
+
 /* Takes ownership of t even on failure (it is freed then), so that
  * fx_layer_add_param(l, "w", fx_param_create(...)) never leaks. A name the
  * layer already has, or a tensor that cannot take a gradient (not f32, not
@@ -177,9 +193,9 @@ void fx_layer_set_data(fx_layer *l, void *data, void (*free_fn)(void *))
 
 void *fx_layer_data(const fx_layer *l) { return l ? l->data : NULL; }
 
-/* The layer's forward function: combinators (model.c) recognise their own
+/* The layer's forward function: combinators (combinators.c) recognise their own
  * kinds by it before touching a layer's data. */
-fx_forward_fn fx_layer_forward_fn(const fx_layer *l) { return l ? l->forward : NULL; }
+fx_forward_fn fx__layer_forward_fn(const fx_layer *l) { return l ? l->forward : NULL; }
 
 /* "prefix.name", or name alone for an empty prefix; malloc'd. */
 static char *join_name(const char *prefix, const char *name)
@@ -254,10 +270,11 @@ fx_tensor *fx_activate(fx_ctx *ctx, fx_tensor *x, fx_activation act)
     case FX_ACT_SOFTMAX: return fx_softmax(ctx, x, -1);
     case FX_ACT_LEAKY_RELU: return fx_leaky_relu(ctx, x, 0.01f);
     case FX_ACT_ELU: return fx_elu(ctx, x, 1.0f);
+    case FX_ACT_COUNT: break; /* not an activation */
     }
     if (!ctx || !x)
         return NULL;
-    return fx_op_fail(ctx, FX_ERR_ARG, "activate", "unknown activation %d", (int)act);
+    return fx__op_fail(ctx, FX_ERR_ARG, "activate", "unknown activation %d", (int)act);
 }
 
 /* ---------------------------------------------------------------- dense */
@@ -285,7 +302,7 @@ fx_layer *fx_dense_create(const char *name, int64_t in, int64_t out, const fx_de
                           fx_rng *rng)
 {
     fx_dense_opts opts = o ? *o : (fx_dense_opts){ 0 };
-    if (in <= 0 || out <= 0 || (unsigned)opts.act > FX_ACT_ELU)
+    if (in <= 0 || out <= 0 || (unsigned)opts.act >= FX_ACT_COUNT)
         return NULL;
     fx_init_kind kind = opts.init ? opts.init : FX_INIT_GLOROT_UNIFORM;
     double s = 1.0 / sqrt((double)in), a = 0.0, b = 0.0;

@@ -1,6 +1,6 @@
 /*
  * op_conv.c - convolution (1-D, 2-D, transposed 2-D) and pooling ops with
- * their checks and backward passes, flatten, and the layers built on them.
+ * their checks and backward passes, and the layers built on them.
  *
  * Every convolution is described to the kernels as one fx_conv_geom (see
  * kern_conv.h). conv1d is conv2d with H = KH = 1 (an [N, C, L] tensor has the
@@ -60,25 +60,25 @@ static bool conv_cfg_read(fx_ctx *ctx, const char *op, bool one_d, const fx_conv
     c->groups = o.groups ? o.groups : 1;
     char s1[48], s2[48];
     if (c->sh < 1 || c->sw < 1)
-        return fx_op_fail(ctx, FX_ERR_ARG, op, "stride must be positive, got %s",
-                          hw_str(s1, 48, one_d, c->sh, c->sw)), false;
+        return fx__op_fail(ctx, FX_ERR_ARG, op, "stride must be positive, got %s",
+                           hw_str(s1, 48, one_d, c->sh, c->sw)), false;
     if (c->dh < 1 || c->dw < 1)
-        return fx_op_fail(ctx, FX_ERR_ARG, op, "dilation must be positive, got %s",
-                          hw_str(s1, 48, one_d, c->dh, c->dw)), false;
+        return fx__op_fail(ctx, FX_ERR_ARG, op, "dilation must be positive, got %s",
+                           hw_str(s1, 48, one_d, c->dh, c->dw)), false;
     if (c->ph < 0 || c->pw < 0)
-        return fx_op_fail(ctx, FX_ERR_ARG, op, "padding must not be negative, got %s",
-                          hw_str(s1, 48, one_d, c->ph, c->pw)), false;
+        return fx__op_fail(ctx, FX_ERR_ARG, op, "padding must not be negative, got %s",
+                           hw_str(s1, 48, one_d, c->ph, c->pw)), false;
     if (c->oph < 0 || c->opw < 0)
-        return fx_op_fail(ctx, FX_ERR_ARG, op, "output padding must not be negative, got %s",
-                          hw_str(s1, 48, one_d, c->oph, c->opw)), false;
+        return fx__op_fail(ctx, FX_ERR_ARG, op, "output padding must not be negative, got %s",
+                           hw_str(s1, 48, one_d, c->oph, c->opw)), false;
     if (c->groups < 1)
-        return fx_op_fail(ctx, FX_ERR_ARG, op, "groups must be positive, got %lld",
-                          (long long)c->groups), false;
+        return fx__op_fail(ctx, FX_ERR_ARG, op, "groups must be positive, got %lld",
+                           (long long)c->groups), false;
     if ((c->oph >= c->sh && c->oph >= c->dh) || (c->opw >= c->sw && c->opw >= c->dw))
-        return fx_op_fail(ctx, FX_ERR_ARG, op, "output padding %s must be smaller than the "
-                          "stride %s or the dilation",
-                          hw_str(s1, 48, one_d, c->oph, c->opw),
-                          hw_str(s2, 48, one_d, c->sh, c->sw)), false;
+        return fx__op_fail(ctx, FX_ERR_ARG, op, "output padding %s must be smaller than the "
+                           "stride %s or the dilation",
+                           hw_str(s1, 48, one_d, c->oph, c->opw),
+                           hw_str(s2, 48, one_d, c->sh, c->sw)), false;
     return true;
 }
 
@@ -132,7 +132,7 @@ static void conv_backward(fx_ctx *ctx, fx_node *n)
     if ((gx || gw) && !ok)
         return;
     if (gx) {
-        fx_tensor *dx = fx_grad(ctx, x);
+        fx_tensor *dx = fx__grad(ctx, x);
         if (!dx)
             return;
         if (transposed)
@@ -141,7 +141,7 @@ static void conv_backward(fx_ctx *ctx, fx_node *n)
             k->conv2d_backward_data(&g, dy, w, dx, ws);
     }
     if (gw) {
-        fx_tensor *dw = fx_grad(ctx, w);
+        fx_tensor *dw = fx__grad(ctx, w);
         if (!dw)
             return;
         if (transposed)
@@ -150,7 +150,7 @@ static void conv_backward(fx_ctx *ctx, fx_node *n)
             k->conv2d_backward_weight(&g, x, dy, dw, ws);
     }
     if (b && fx_tensor_requires_grad(b)) {
-        fx_tensor *db = fx_grad(ctx, b);
+        fx_tensor *db = fx__grad(ctx, b);
         if (!db)
             return;
         if (transposed)
@@ -172,18 +172,18 @@ static fx_tensor *conv_op(fx_ctx *ctx, const char *op, bool one_d, bool transpos
                           fx_tensor *x, fx_tensor *w, fx_tensor *b, const fx_conv_opts *opts)
 {
     int nin = b ? 3 : 2;
-    if (!fx_op_check(ctx, op, nin, (fx_tensor *[]){ x, w, b }))
+    if (!fx__op_check(ctx, op, nin, (fx_tensor *[]){ x, w, b }))
         return NULL;
     char s1[96], s2[96], s3[48], s4[48];
     int nd = one_d ? 3 : 4;
     if (x->ndim != nd)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "input must be %d-D %s, got %s", nd,
-                          one_d ? "[N,C,L]" : "[N,C,H,W]", fx_shape_str(x, s1, 96));
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "input must be %d-D %s, got %s", nd,
+                           one_d ? "[N,C,L]" : "[N,C,H,W]", fx_shape_str(x, s1, 96));
     if (w->ndim != nd)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "weight must be %d-D %s, got %s", nd,
-                          transposed ? (one_d ? "[in,out/groups,K]" : "[in,out/groups,KH,KW]")
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "weight must be %d-D %s, got %s", nd,
+                           transposed ? (one_d ? "[in,out/groups,K]" : "[in,out/groups,KH,KW]")
                                      : (one_d ? "[out,in/groups,K]" : "[out,in/groups,KH,KW]"),
-                          fx_shape_str(w, s1, 96));
+                           fx_shape_str(w, s1, 96));
     conv_cfg c;
     if (!conv_cfg_read(ctx, op, one_d, opts, &c))
         return NULL;
@@ -191,38 +191,38 @@ static fx_tensor *conv_op(fx_ctx *ctx, const char *op, bool one_d, bool transpos
     int64_t KH = one_d ? 1 : w->shape[2], KW = w->shape[nd - 1], G = c.groups;
     fx_shape_str(w, s2, 96);
     if (C % G)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "groups %lld does not divide the input's %lld "
-                          "channels (input %s)", (long long)G, (long long)C,
-                          fx_shape_str(x, s1, 96));
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "groups %lld does not divide the input's %lld "
+                           "channels (input %s)", (long long)G, (long long)C,
+                           fx_shape_str(x, s1, 96));
     int64_t O, in_per_group;
     if (transposed) {
         if (w->shape[0] != C)
-            return fx_op_fail(ctx, FX_ERR_SHAPE, op, "input has %lld channels but weight %s "
-                              "expects %lld", (long long)C, s2, (long long)w->shape[0]);
+            return fx__op_fail(ctx, FX_ERR_SHAPE, op, "input has %lld channels but weight %s "
+                               "expects %lld", (long long)C, s2, (long long)w->shape[0]);
         O = w->shape[1] * G;
         in_per_group = C / G;
     } else {
         O = w->shape[0];
         in_per_group = w->shape[1];
         if (O % G)
-            return fx_op_fail(ctx, FX_ERR_SHAPE, op, "groups %lld does not divide the weight's "
-                              "%lld output channels (weight %s)", (long long)G, (long long)O, s2);
+            return fx__op_fail(ctx, FX_ERR_SHAPE, op, "groups %lld does not divide the weight's "
+                               "%lld output channels (weight %s)", (long long)G, (long long)O, s2);
         if (in_per_group * G != C)
-            return fx_op_fail(ctx, FX_ERR_SHAPE, op, "input has %lld channels but weight %s "
-                              "expects %lld (%lld per group x %lld groups)", (long long)C, s2,
-                              (long long)(in_per_group * G), (long long)in_per_group,
-                              (long long)G);
+            return fx__op_fail(ctx, FX_ERR_SHAPE, op, "input has %lld channels but weight %s "
+                               "expects %lld (%lld per group x %lld groups)", (long long)C, s2,
+                               (long long)(in_per_group * G), (long long)in_per_group,
+                               (long long)G);
     }
     if (KH < 1 || KW < 1 || O < 1 || in_per_group < 1)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "weight %s has an empty dimension", s2);
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "weight %s has an empty dimension", s2);
     int64_t ekh = (KH - 1) * c.dh + 1, ekw = (KW - 1) * c.dw + 1, OH, OW;
     fx_conv_geom g;
     if (!transposed) {
         if (ekh > H + 2 * c.ph || ekw > W + 2 * c.pw)
-            return fx_op_fail(ctx, FX_ERR_SHAPE, op, "kernel %s (dilation %s) is larger than the "
-                              "padded input %s", hw_str(s3, 48, one_d, KH, KW),
-                              hw_str(s4, 48, one_d || c.dh == c.dw, c.dh, c.dw),
-                              hw_str(s1, 96, one_d, H + 2 * c.ph, W + 2 * c.pw));
+            return fx__op_fail(ctx, FX_ERR_SHAPE, op, "kernel %s (dilation %s) is larger than the "
+                               "padded input %s", hw_str(s3, 48, one_d, KH, KW),
+                               hw_str(s4, 48, one_d || c.dh == c.dw, c.dh, c.dw),
+                               hw_str(s1, 96, one_d, H + 2 * c.ph, W + 2 * c.pw));
         OH = (H + 2 * c.ph - ekh) / c.sh + 1;
         OW = (W + 2 * c.pw - ekw) / c.sw + 1;
         g = (fx_conv_geom){ N, C, H, W, O, OH, OW, KH, KW, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, G };
@@ -230,21 +230,21 @@ static fx_tensor *conv_op(fx_ctx *ctx, const char *op, bool one_d, bool transpos
         OH = (H - 1) * c.sh - 2 * c.ph + ekh + c.oph;
         OW = (W - 1) * c.sw - 2 * c.pw + ekw + c.opw;
         if (H < 1 || W < 1 || OH < 1 || OW < 1)
-            return fx_op_fail(ctx, FX_ERR_SHAPE, op, "output would be empty (%s) for input %s "
-                              "with kernel %s and padding %s", hw_str(s3, 48, one_d, OH, OW),
-                              fx_shape_str(x, s1, 96), hw_str(s4, 48, one_d, KH, KW),
-                              hw_str(s2, 96, one_d, c.ph, c.pw));
+            return fx__op_fail(ctx, FX_ERR_SHAPE, op, "output would be empty (%s) for input %s "
+                               "with kernel %s and padding %s", hw_str(s3, 48, one_d, OH, OW),
+                               fx_shape_str(x, s1, 96), hw_str(s4, 48, one_d, KH, KW),
+                               hw_str(s2, 96, one_d, c.ph, c.pw));
         /* the convolution this is the adjoint of: OH x OW -> H x W */
         g = (fx_conv_geom){ N, O, OH, OW, C, H, W, KH, KW, c.sh, c.sw, c.ph, c.pw, c.dh, c.dw, G };
     }
     if (b && (b->ndim != 1 || b->shape[0] != O))
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "bias must be [%lld], got %s", (long long)O,
-                          fx_shape_str(b, s1, 96));
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "bias must be [%lld], got %s", (long long)O,
+                           fx_shape_str(b, s1, 96));
     int64_t kc = g.c / G * KH * KW, l = g.oh * g.ow;
     if (!fits_int(kc) || !fits_int(l) || !fits_int(g.h * g.w) || !fits_int(g.o) ||
-        fx_shape_numel(4, (int64_t[]){ N, O, OH, OW }) < 0)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "sizes too large: input %s, weight %s",
-                          fx_shape_str(x, s1, 96), s2);
+        fx__shape_numel(4, (int64_t[]){ N, O, OH, OW }) < 0)
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "sizes too large: input %s, weight %s",
+                           fx_shape_str(x, s1, 96), s2);
     x = fx_contiguous(ctx, x);
     w = fx_contiguous(ctx, w);
     if (b)
@@ -266,7 +266,7 @@ static fx_tensor *conv_op(fx_ctx *ctx, const char *op, bool one_d, bool transpos
     } else {
         k->conv2d(&g, x, w, b, y, false, ws);
     }
-    fx_node *n = fx_record(ctx, op, conv_backward, y, nin, (fx_tensor *[]){ x, w, b });
+    fx_node *n = fx__record(ctx, op, conv_backward, y, nin, (fx_tensor *[]){ x, w, b });
     if (n) {
         geom_save(n, &g);
         n->i[CONV_GEOM_INTS] = transposed;
@@ -318,7 +318,7 @@ static void pool_backward(fx_ctx *ctx, fx_node *n)
         return;
     fx_pool_kind kind;
     fx_pool_geom g = pool_load(n, &kind);
-    fx_tensor *dx = fx_grad(ctx, x);
+    fx_tensor *dx = fx__grad(ctx, x);
     if (dx)
         fx_be(x)->conv->pool2d_backward(&g, kind, n->out->grad, n->saved[0], dx);
 }
@@ -334,24 +334,24 @@ static fx_tensor *pool_op(fx_ctx *ctx, const char *op, fx_pool_kind kind, fx_ten
                           const fx_pool_opts *opts, bool adaptive, int64_t oh, int64_t ow,
                           int out_ndim)
 {
-    if (!fx_op_check(ctx, op, 1, (fx_tensor *[]){ x }))
+    if (!fx__op_check(ctx, op, 1, (fx_tensor *[]){ x }))
         return NULL;
     char s1[96], s2[48], s3[48];
     if (x->ndim != 4)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "input must be 4-D [N,C,H,W], got %s",
-                          fx_shape_str(x, s1, 96));
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "input must be 4-D [N,C,H,W], got %s",
+                           fx_shape_str(x, s1, 96));
     fx_pool_geom g = { 0 };
     g.planes = x->shape[0] * x->shape[1];
     g.h = x->shape[2];
     g.w = x->shape[3];
     g.adaptive = adaptive;
     if (g.h < 1 || g.w < 1 || g.h * g.w > INT32_MAX)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "input %s must have planes of 1 to 2^31-1 "
-                          "elements", fx_shape_str(x, s1, 96));
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "input %s must have planes of 1 to 2^31-1 "
+                           "elements", fx_shape_str(x, s1, 96));
     if (adaptive) {
         if (oh < 1 || ow < 1)
-            return fx_op_fail(ctx, FX_ERR_ARG, op, "output size must be positive, got %lldx%lld",
-                              (long long)oh, (long long)ow);
+            return fx__op_fail(ctx, FX_ERR_ARG, op, "output size must be positive, got %lldx%lld",
+                               (long long)oh, (long long)ow);
         g.oh = oh;
         g.ow = ow;
     } else {
@@ -364,19 +364,19 @@ static fx_tensor *pool_op(fx_ctx *ctx, const char *op, fx_pool_kind kind, fx_ten
         g.pw = pick(o.padding_w, o.padding, 0);
         g.exclude_pad = o.exclude_pad;
         if (g.kh < 1 || g.kw < 1)
-            return fx_op_fail(ctx, FX_ERR_ARG, op, "kernel size must be positive, got %lldx%lld",
-                              (long long)g.kh, (long long)g.kw);
+            return fx__op_fail(ctx, FX_ERR_ARG, op, "kernel size must be positive, got %lldx%lld",
+                               (long long)g.kh, (long long)g.kw);
         if (g.sh < 1 || g.sw < 1)
-            return fx_op_fail(ctx, FX_ERR_ARG, op, "stride must be positive, got %lldx%lld",
-                              (long long)g.sh, (long long)g.sw);
+            return fx__op_fail(ctx, FX_ERR_ARG, op, "stride must be positive, got %lldx%lld",
+                               (long long)g.sh, (long long)g.sw);
         if (g.ph < 0 || g.pw < 0 || 2 * g.ph > g.kh || 2 * g.pw > g.kw)
-            return fx_op_fail(ctx, FX_ERR_ARG, op, "padding %lldx%lld must be between 0 and half "
-                              "the kernel %lldx%lld", (long long)g.ph, (long long)g.pw,
-                              (long long)g.kh, (long long)g.kw);
+            return fx__op_fail(ctx, FX_ERR_ARG, op, "padding %lldx%lld must be between 0 and half "
+                               "the kernel %lldx%lld", (long long)g.ph, (long long)g.pw,
+                               (long long)g.kh, (long long)g.kw);
         if (g.kh > g.h + 2 * g.ph || g.kw > g.w + 2 * g.pw)
-            return fx_op_fail(ctx, FX_ERR_SHAPE, op, "kernel %s is larger than the padded input "
-                              "%s", hw_str(s2, 48, false, g.kh, g.kw),
-                              hw_str(s3, 48, false, g.h + 2 * g.ph, g.w + 2 * g.pw));
+            return fx__op_fail(ctx, FX_ERR_SHAPE, op, "kernel %s is larger than the padded input "
+                               "%s", hw_str(s2, 48, false, g.kh, g.kw),
+                               hw_str(s3, 48, false, g.h + 2 * g.ph, g.w + 2 * g.pw));
         g.oh = (g.h + 2 * g.ph - g.kh) / g.sh + 1;
         g.ow = (g.w + 2 * g.pw - g.kw) / g.sw + 1;
     }
@@ -395,7 +395,7 @@ static fx_tensor *pool_op(fx_ctx *ctx, const char *op, fx_pool_kind kind, fx_ten
             return NULL;
     }
     fx_be(x)->conv->pool2d(&g, kind, x, y, am);
-    fx_node *n = fx_record(ctx, op, pool_backward, y, 1, (fx_tensor *[]){ x });
+    fx_node *n = fx__record(ctx, op, pool_backward, y, 1, (fx_tensor *[]){ x });
     if (n) {
         pool_save(n, &g, kind);
         n->saved[0] = am;
@@ -421,19 +421,6 @@ fx_tensor *fx_adaptive_avgpool2d(fx_ctx *ctx, fx_tensor *x, int64_t oh, int64_t 
 fx_tensor *fx_global_avgpool2d(fx_ctx *ctx, fx_tensor *x)
 {
     return pool_op(ctx, "global_avgpool2d", FX_POOL_AVG, x, NULL, true, 1, 1, 2);
-}
-
-fx_tensor *fx_flatten(fx_ctx *ctx, fx_tensor *x)
-{
-    if (!ctx || !x)
-        return NULL;
-    if (x->ndim < 2) {
-        char s[96];
-        return fx_op_fail(ctx, FX_ERR_SHAPE, "flatten", "input must have at least 2 dims "
-                          "[N,...], got %s", fx_shape_str(x, s, 96));
-    }
-    int64_t rest = fx_shape_numel(x->ndim - 1, x->shape + 1);
-    return fx_reshape(ctx, x, 2, (int64_t[]){ x->shape[0], rest });
 }
 
 /* -------------------------------------------------------------- layers */
@@ -473,7 +460,7 @@ static fx_layer *conv_layer_create(const char *name, conv_layer_kind kind, int64
     fx_conv_opts opts = o ? *o : (fx_conv_opts){ 0 };
     int64_t groups = opts.groups ? opts.groups : 1;
     if (in <= 0 || out <= 0 || kh <= 0 || kw <= 0 || groups < 1 || in % groups ||
-        out % groups || (unsigned)opts.act > FX_ACT_ELU)
+        out % groups || (unsigned)opts.act >= FX_ACT_COUNT)
         return NULL;
     int64_t shape[4] = { out, in / groups, kh, kw };
     if (kind == LAYER_CONVT2D)
@@ -533,7 +520,7 @@ fx_layer *fx_conv_transpose2d_create(const char *name, int64_t in, int64_t out,
 
 /* A pooling layer's settings: a window, or an adaptive output size. */
 typedef enum {
-    LAYER_MAXPOOL, LAYER_AVGPOOL, LAYER_ADAPTIVE, LAYER_GLOBAL, LAYER_FLATTEN
+    LAYER_MAXPOOL, LAYER_AVGPOOL, LAYER_ADAPTIVE, LAYER_GLOBAL
 } pool_layer_kind;
 
 typedef struct {
@@ -550,7 +537,6 @@ static fx_tensor *pool_layer_forward(fx_layer *self, fx_ctx *ctx, fx_tensor *x)
     case LAYER_AVGPOOL: return fx_avgpool2d(ctx, x, &d->o);
     case LAYER_ADAPTIVE: return fx_adaptive_avgpool2d(ctx, x, d->oh, d->ow);
     case LAYER_GLOBAL: return fx_global_avgpool2d(ctx, x);
-    case LAYER_FLATTEN: return fx_flatten(ctx, x);
     }
     return NULL;
 }
@@ -599,9 +585,4 @@ fx_layer *fx_adaptive_avgpool2d_create(const char *name, int64_t oh, int64_t ow)
 fx_layer *fx_global_avgpool2d_create(const char *name)
 {
     return pool_layer_create(name, "global_avgpool2d", LAYER_GLOBAL, NULL, 0, 0);
-}
-
-fx_layer *fx_flatten_create(const char *name)
-{
-    return pool_layer_create(name, "flatten", LAYER_FLATTEN, NULL, 0, 0);
 }

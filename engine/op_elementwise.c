@@ -11,7 +11,7 @@ static void unary_backward(fx_ctx *ctx, fx_node *n)
     fx_tensor *x = n->in[0];
     if (!fx_tensor_requires_grad(x))
         return;
-    fx_tensor *dx = fx_grad(ctx, x);
+    fx_tensor *dx = fx__grad(ctx, x);
     if (dx)
         fx_be(x)->ew->unary_backward((fx_unary_op)n->i[0], n->f[0], n->f[1], x, n->out,
                                      n->out->grad, dx);
@@ -22,16 +22,16 @@ static void unary_backward(fx_ctx *ctx, fx_node *n)
 static fx_tensor *unary(fx_ctx *ctx, const char *name, fx_unary_op op, float a, float b,
                         fx_tensor *x)
 {
-    if (!fx_op_check(ctx, name, 1, (fx_tensor *[]){ x }))
+    if (!fx__op_check(ctx, name, 1, (fx_tensor *[]){ x }))
         return NULL;
     x = fx_contiguous(ctx, x);
-    fx_tensor *y = x ? fx_tensor_new_like(ctx, x) : NULL;
+    fx_tensor *y = x ? fx__tensor_new_like(ctx, x) : NULL;
     if (!y)
         return NULL;
     int64_t bad = fx_be(x)->ew->unary(op, a, b, x, y);
-    if (!fx_check_finite(ctx, name, bad, y))
+    if (!fx__check_finite(ctx, name, bad, y))
         return NULL;
-    fx_node *n = fx_record(ctx, name, unary_backward, y, 1, (fx_tensor *[]){ x });
+    fx_node *n = fx__record(ctx, name, unary_backward, y, 1, (fx_tensor *[]){ x });
     if (n) {
         n->i[0] = op;
         n->f[0] = a;
@@ -58,8 +58,8 @@ fx_tensor *fx_tanh(fx_ctx *ctx, fx_tensor *x) { return unary(ctx, "tanh", FX_UN_
 fx_tensor *fx_clamp(fx_ctx *ctx, fx_tensor *x, float lo, float hi)
 {
     if (ctx && x && !(lo <= hi))
-        return fx_op_fail(ctx, FX_ERR_ARG, "clamp", "lower bound %g is above upper bound %g",
-                          (double)lo, (double)hi);
+        return fx__op_fail(ctx, FX_ERR_ARG, "clamp", "lower bound %g is above upper bound %g",
+                           (double)lo, (double)hi);
     return unary(ctx, "clamp", FX_UN_CLAMP, lo, hi, x);
 }
 
@@ -68,8 +68,8 @@ fx_tensor *fx_clamp(fx_ctx *ctx, fx_tensor *x, float lo, float hi)
 /* t's gradient buffer seen with nd dims (NULL on OOM, recorded). */
 static fx_tensor *grad_view(fx_ctx *ctx, fx_tensor *t, int nd)
 {
-    fx_tensor *g = fx_grad(ctx, t);
-    return g ? fx_expand_rank(ctx, g, nd) : NULL;
+    fx_tensor *g = fx__grad(ctx, t);
+    return g ? fx__expand_rank(ctx, g, nd) : NULL;
 }
 
 /* Gradients of a and b, as views of their grads with the output's rank. */
@@ -82,33 +82,33 @@ static void binary_backward(fx_ctx *ctx, fx_node *n)
         return;
     if (fx_tensor_requires_grad(b) && !(db = grad_view(ctx, b, nd)))
         return;
-    fx_be(a)->ew->binary_backward((fx_binary_op)n->i[0], fx_expand_rank(ctx, a, nd),
-                                  fx_expand_rank(ctx, b, nd), dy, da, db);
+    fx_be(a)->ew->binary_backward((fx_binary_op)n->i[0], fx__expand_rank(ctx, a, nd),
+                                  fx__expand_rank(ctx, b, nd), dy, da, db);
 }
 
 static fx_tensor *binary(fx_ctx *ctx, const char *name, fx_binary_op op, fx_tensor *a,
                          fx_tensor *b)
 {
-    if (!fx_op_check(ctx, name, 2, (fx_tensor *[]){ a, b }))
+    if (!fx__op_check(ctx, name, 2, (fx_tensor *[]){ a, b }))
         return NULL;
     int nd;
     int64_t shape[FX_MAX_DIMS];
-    if (!fx_broadcast_shape(a, b, &nd, shape)) {
+    if (!fx__broadcast_shape(a, b, &nd, shape)) {
         char s1[96], s2[96];
-        return fx_op_fail(ctx, FX_ERR_SHAPE, name, "shapes %s and %s do not broadcast",
-                          fx_shape_str(a, s1, 96), fx_shape_str(b, s2, 96));
+        return fx__op_fail(ctx, FX_ERR_SHAPE, name, "shapes %s and %s do not broadcast",
+                           fx_shape_str(a, s1, 96), fx_shape_str(b, s2, 96));
     }
     a = fx_contiguous(ctx, a);
     b = fx_contiguous(ctx, b);
     fx_tensor *y = (a && b) ? fx_tensor_new(ctx, FX_F32, nd, shape) : NULL;
-    fx_tensor *ea = y ? fx_expand_rank(ctx, a, nd) : NULL;
-    fx_tensor *eb = ea ? fx_expand_rank(ctx, b, nd) : NULL;
+    fx_tensor *ea = y ? fx__expand_rank(ctx, a, nd) : NULL;
+    fx_tensor *eb = ea ? fx__expand_rank(ctx, b, nd) : NULL;
     if (!eb)
         return NULL;
     int64_t bad = fx_be(a)->ew->binary(op, ea, eb, y);
-    if (!fx_check_finite(ctx, name, bad, y))
+    if (!fx__check_finite(ctx, name, bad, y))
         return NULL;
-    fx_node *n = fx_record(ctx, name, binary_backward, y, 2, (fx_tensor *[]){ a, b });
+    fx_node *n = fx__record(ctx, name, binary_backward, y, 2, (fx_tensor *[]){ a, b });
     if (n)
         n->i[0] = op;
     return y;
@@ -136,41 +136,41 @@ static void where_backward(fx_ctx *ctx, fx_node *n)
 fx_tensor *fx_where(fx_ctx *ctx, fx_tensor *cond, fx_tensor *a, fx_tensor *b)
 {
     static const char *op = "where";
-    if (!ctx || !cond || !fx_op_check(ctx, op, 2, (fx_tensor *[]){ a, b }))
+    if (!ctx || !cond || !fx__op_check(ctx, op, 2, (fx_tensor *[]){ a, b }))
         return NULL;
     if (cond->dtype != FX_F32 && cond->dtype != FX_I32) {
         char s[96];
-        return fx_op_fail(ctx, FX_ERR_DTYPE, op, "condition must be f32 or i32, got %s %s",
-                          fx_dtype_name(cond->dtype), fx_shape_str(cond, s, 96));
+        return fx__op_fail(ctx, FX_ERR_DTYPE, op, "condition must be f32 or i32, got %s %s",
+                           fx_dtype_name(cond->dtype), fx_shape_str(cond, s, 96));
     }
     if (cond->device.type != ctx->dev.type || cond->device.index != ctx->dev.index)
-        return fx_op_fail(ctx, FX_ERR_DEVICE, op, "condition is on another device");
+        return fx__op_fail(ctx, FX_ERR_DEVICE, op, "condition is on another device");
     int nd, nd2;
     int64_t ab[FX_MAX_DIMS], shape[FX_MAX_DIMS];
     char s1[96], s2[96], s3[96];
-    bool ok = fx_broadcast_shape(a, b, &nd, ab);
+    bool ok = fx__broadcast_shape(a, b, &nd, ab);
     if (ok) {
         fx_tensor tmp = *a; /* a stand-in with the broadcast shape of a and b */
         tmp.ndim = nd;
         for (int i = 0; i < nd; i++)
             tmp.shape[i] = ab[i];
-        ok = fx_broadcast_shape(cond, &tmp, &nd2, shape);
+        ok = fx__broadcast_shape(cond, &tmp, &nd2, shape);
     }
     if (!ok)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "shapes cond %s, a %s, b %s do not broadcast",
-                          fx_shape_str(cond, s1, 96), fx_shape_str(a, s2, 96),
-                          fx_shape_str(b, s3, 96));
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "shapes cond %s, a %s, b %s do not broadcast",
+                           fx_shape_str(cond, s1, 96), fx_shape_str(a, s2, 96),
+                           fx_shape_str(b, s3, 96));
     cond = fx_contiguous(ctx, cond);
     a = fx_contiguous(ctx, a);
     b = fx_contiguous(ctx, b);
     fx_tensor *y = (cond && a && b) ? fx_tensor_new(ctx, FX_F32, nd2, shape) : NULL;
-    fx_tensor *ec = y ? fx_expand_rank(ctx, cond, nd2) : NULL;
-    fx_tensor *ea = ec ? fx_expand_rank(ctx, a, nd2) : NULL;
-    fx_tensor *eb = ea ? fx_expand_rank(ctx, b, nd2) : NULL;
+    fx_tensor *ec = y ? fx__expand_rank(ctx, cond, nd2) : NULL;
+    fx_tensor *ea = ec ? fx__expand_rank(ctx, a, nd2) : NULL;
+    fx_tensor *eb = ea ? fx__expand_rank(ctx, b, nd2) : NULL;
     if (!eb)
         return NULL;
     fx_be(a)->ew->where(ec, ea, eb, y);
-    fx_node *n = fx_record(ctx, op, where_backward, y, 2, (fx_tensor *[]){ a, b });
+    fx_node *n = fx__record(ctx, op, where_backward, y, 2, (fx_tensor *[]){ a, b });
     if (n)
         n->saved[0] = ec;
     return y;
@@ -181,7 +181,7 @@ fx_tensor *fx_where(fx_ctx *ctx, fx_tensor *cond, fx_tensor *a, fx_tensor *b)
 static void dropout_backward(fx_ctx *ctx, fx_node *n)
 {
     fx_tensor *x = n->in[0], *mask = n->saved[0];
-    fx_tensor *dx = fx_tensor_requires_grad(x) ? fx_grad(ctx, x) : NULL;
+    fx_tensor *dx = fx_tensor_requires_grad(x) ? fx__grad(ctx, x) : NULL;
     if (dx)
         fx_be(x)->ew->binary_backward(FX_BIN_MUL, x, mask, n->out->grad, dx, NULL);
 }
@@ -189,22 +189,22 @@ static void dropout_backward(fx_ctx *ctx, fx_node *n)
 fx_tensor *fx_dropout(fx_ctx *ctx, fx_tensor *x, float p)
 {
     static const char *op = "dropout";
-    if (!fx_op_check(ctx, op, 1, (fx_tensor *[]){ x }))
+    if (!fx__op_check(ctx, op, 1, (fx_tensor *[]){ x }))
         return NULL;
     if (!(p >= 0.0f && p < 1.0f))
-        return fx_op_fail(ctx, FX_ERR_ARG, op, "probability must be in [0, 1), got %g",
-                          (double)p);
+        return fx__op_fail(ctx, FX_ERR_ARG, op, "probability must be in [0, 1), got %g",
+                           (double)p);
     if (!ctx->training || p == 0.0f)
         return x;
     x = fx_contiguous(ctx, x);
-    fx_tensor *mask = x ? fx_tensor_new_like(ctx, x) : NULL;
-    fx_tensor *y = mask ? fx_tensor_new_like(ctx, x) : NULL;
+    fx_tensor *mask = x ? fx__tensor_new_like(ctx, x) : NULL;
+    fx_tensor *y = mask ? fx__tensor_new_like(ctx, x) : NULL;
     if (!y)
         return NULL;
     const fx_ew_kernels *k = fx_be(x)->ew;
     k->dropout_mask(mask, p, fx_rng_u64(&ctx->rng));
     k->binary(FX_BIN_MUL, x, mask, y);
-    fx_node *n = fx_record(ctx, op, dropout_backward, y, 1, (fx_tensor *[]){ x });
+    fx_node *n = fx__record(ctx, op, dropout_backward, y, 1, (fx_tensor *[]){ x });
     if (n)
         n->saved[0] = mask;
     return y;

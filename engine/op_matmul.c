@@ -17,7 +17,7 @@ static void matmul_backward(fx_ctx *ctx, fx_node *n)
     mm_geom g = { n->i[0], n->i[1], n->i[2], n->i[3], n->i[4], n->i[5] };
     int64_t sy = g.M * g.N;
     if (fx_tensor_requires_grad(a)) {
-        fx_tensor *da = fx_grad(ctx, a);
+        fx_tensor *da = fx__grad(ctx, a);
         if (!da)
             return;
         if (g.sa && !g.sb) /* fold the batch into rows */
@@ -26,7 +26,7 @@ static void matmul_backward(fx_ctx *ctx, fx_node *n)
             k->gemm(g.batch, false, true, g.M, g.K, g.N, 1.0f, dy, sy, b, g.sb, 1.0f, da, g.sa);
     }
     if (fx_tensor_requires_grad(b)) {
-        fx_tensor *db = fx_grad(ctx, b);
+        fx_tensor *db = fx__grad(ctx, b);
         if (!db)
             return;
         if (g.sa && !g.sb)
@@ -41,33 +41,33 @@ static bool fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
 fx_tensor *fx_matmul(fx_ctx *ctx, fx_tensor *a, fx_tensor *b)
 {
     static const char *op = "matmul";
-    if (!fx_op_check(ctx, op, 2, (fx_tensor *[]){ a, b }))
+    if (!fx__op_check(ctx, op, 2, (fx_tensor *[]){ a, b }))
         return NULL;
     char sa_[96], sb_[96];
     if (a->ndim < 2 || b->ndim < 2)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "operands must have at least 2 dims: a is %s, "
-                          "b is %s", fx_shape_str(a, sa_, 96), fx_shape_str(b, sb_, 96));
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "operands must have at least 2 dims: a is %s, "
+                           "b is %s", fx_shape_str(a, sa_, 96), fx_shape_str(b, sb_, 96));
     mm_geom g;
     g.M = a->shape[a->ndim - 2];
     g.K = a->shape[a->ndim - 1];
     g.N = b->shape[b->ndim - 1];
     if (b->shape[b->ndim - 2] != g.K)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "inner dimensions differ: a is %s, b is %s",
-                          fx_shape_str(a, sa_, 96), fx_shape_str(b, sb_, 96));
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "inner dimensions differ: a is %s, b is %s",
+                           fx_shape_str(a, sa_, 96), fx_shape_str(b, sb_, 96));
     const fx_tensor *batched = a->ndim >= b->ndim ? a : b;
     if (a->ndim > 2 && b->ndim > 2) {
         bool same = a->ndim == b->ndim;
         for (int i = 0; same && i < a->ndim - 2; i++)
             same = a->shape[i] == b->shape[i];
         if (!same)
-            return fx_op_fail(ctx, FX_ERR_SHAPE, op, "batch dimensions differ: a is %s, b is %s",
-                              fx_shape_str(a, sa_, 96), fx_shape_str(b, sb_, 96));
+            return fx__op_fail(ctx, FX_ERR_SHAPE, op, "batch dimensions differ: a is %s, b is %s",
+                               fx_shape_str(a, sa_, 96), fx_shape_str(b, sb_, 96));
     }
-    g.batch = fx_shape_numel(batched->ndim - 2, batched->shape);
+    g.batch = fx__shape_numel(batched->ndim - 2, batched->shape);
     if (!fits_int(g.M) || !fits_int(g.N) || !fits_int(g.K) || g.batch < 0 ||
         !fits_int(g.batch * g.M))
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "dimensions too large for BLAS: a is %s, b is %s",
-                          fx_shape_str(a, sa_, 96), fx_shape_str(b, sb_, 96));
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "dimensions too large for BLAS: a is %s, b is %s",
+                           fx_shape_str(a, sa_, 96), fx_shape_str(b, sb_, 96));
     a = fx_contiguous(ctx, a);
     b = fx_contiguous(ctx, b);
     if (!a || !b)
@@ -89,7 +89,7 @@ fx_tensor *fx_matmul(fx_ctx *ctx, fx_tensor *a, fx_tensor *b)
         k->gemm(1, false, false, g.batch * g.M, g.N, g.K, 1.0f, a, 0, b, 0, 0.0f, y, 0);
     else
         k->gemm(g.batch, false, false, g.M, g.N, g.K, 1.0f, a, g.sa, b, g.sb, 0.0f, y, g.M * g.N);
-    fx_node *n = fx_record(ctx, op, matmul_backward, y, 2, (fx_tensor *[]){ a, b });
+    fx_node *n = fx__record(ctx, op, matmul_backward, y, 2, (fx_tensor *[]){ a, b });
     if (n) {
         int64_t v[6] = { g.batch, g.M, g.N, g.K, g.sa, g.sb };
         for (int i = 0; i < 6; i++)
@@ -105,19 +105,19 @@ static void linear_backward(fx_ctx *ctx, fx_node *n)
     const fx_blas_kernels *k = fx_be(x)->blas;
     int64_t R = n->i[0], in = w->shape[1], out = w->shape[0];
     if (fx_tensor_requires_grad(x)) {
-        fx_tensor *dx = fx_grad(ctx, x);
+        fx_tensor *dx = fx__grad(ctx, x);
         if (!dx)
             return;
         k->gemm(1, false, false, R, in, out, 1.0f, dy, 0, w, 0, 1.0f, dx, 0);
     }
     if (fx_tensor_requires_grad(w)) {
-        fx_tensor *dw = fx_grad(ctx, w);
+        fx_tensor *dw = fx__grad(ctx, w);
         if (!dw)
             return;
         k->gemm(1, true, false, out, in, R, 1.0f, dy, 0, x, 0, 1.0f, dw, 0);
     }
     if (b && fx_tensor_requires_grad(b)) {
-        fx_tensor *db = fx_grad(ctx, b);
+        fx_tensor *db = fx__grad(ctx, b);
         if (db)
             k->bias_backward(dy, db);
     }
@@ -127,24 +127,24 @@ fx_tensor *fx_linear(fx_ctx *ctx, fx_tensor *x, fx_tensor *w, fx_tensor *b)
 {
     static const char *op = "linear";
     int nin = b ? 3 : 2;
-    if (!fx_op_check(ctx, op, nin, (fx_tensor *[]){ x, w, b }))
+    if (!fx__op_check(ctx, op, nin, (fx_tensor *[]){ x, w, b }))
         return NULL;
     char s1[96], s2[96];
     if (w->ndim != 2)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "weight must be [out,in], got %s",
-                          fx_shape_str(w, s1, 96));
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "weight must be [out,in], got %s",
+                           fx_shape_str(w, s1, 96));
     if (x->ndim < 1 || x->shape[x->ndim - 1] != w->shape[1])
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "input %s does not end in %lld features as "
-                          "weight %s expects", fx_shape_str(x, s1, 96),
-                          (long long)w->shape[1], fx_shape_str(w, s2, 96));
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "input %s does not end in %lld features as "
+                           "weight %s expects", fx_shape_str(x, s1, 96),
+                           (long long)w->shape[1], fx_shape_str(w, s2, 96));
     if (b && (b->ndim != 1 || b->shape[0] != w->shape[0]))
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "bias must be [%lld], got %s",
-                          (long long)w->shape[0], fx_shape_str(b, s1, 96));
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "bias must be [%lld], got %s",
+                           (long long)w->shape[0], fx_shape_str(b, s1, 96));
     int64_t in = w->shape[1], out = w->shape[0];
     int64_t R = in ? fx_tensor_numel(x) / in : 0;
     if (!fits_int(R) || !fits_int(in) || !fits_int(out))
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "dimensions too large for BLAS: x is %s",
-                          fx_shape_str(x, s1, 96));
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "dimensions too large for BLAS: x is %s",
+                           fx_shape_str(x, s1, 96));
     x = fx_contiguous(ctx, x);
     w = fx_contiguous(ctx, w);
     if (b)
@@ -162,7 +162,7 @@ fx_tensor *fx_linear(fx_ctx *ctx, fx_tensor *x, fx_tensor *w, fx_tensor *b)
     if (b)
         k->bias_fill(y, b);
     k->gemm(1, false, true, R, out, in, 1.0f, x, 0, w, 0, b ? 1.0f : 0.0f, y, 0);
-    fx_node *n = fx_record(ctx, op, linear_backward, y, nin, (fx_tensor *[]){ x, w, b });
+    fx_node *n = fx__record(ctx, op, linear_backward, y, nin, (fx_tensor *[]){ x, w, b });
     if (n)
         n->i[0] = R;
     return y;

@@ -1,4 +1,4 @@
-/* op_norm.c - batch norm, layer norm, group norm and embedding: the ops
+/* op_norm.c - batch norm, layer norm and group norm: the ops
  * (checks, forward, backward, tape) and their layers. The kernels see every
  * normalisation as x (N, C, L) (kern_norm.h): batch norm takes [N,C,*] as
  * (N, C, prod(*)), group norm likewise, and layer norm takes x as
@@ -19,11 +19,12 @@ static bool check_arg(fx_ctx *ctx, const char *op, const char *what, const fx_te
         return true;
     if (t->device.type != ctx->dev.type || t->device.index != ctx->dev.index) {
         char d1[32], d2[32];
-        fx_op_fail(ctx, FX_ERR_DEVICE, op, "%s is on %s but the context runs on %s", what,
-                   fx_device_str(t->device, d1, sizeof d1), fx_device_str(ctx->dev, d2, sizeof d2));
+        fx__op_fail(ctx, FX_ERR_DEVICE, op, "%s is on %s but the context runs on %s", what,
+                    fx_device_str(t->device, d1, sizeof d1),
+                    fx_device_str(ctx->dev, d2, sizeof d2));
         return false;
     }
-    return fx_op_check_dtype(ctx, op, what, t, FX_F32);
+    return fx__op_check_dtype(ctx, op, what, t, FX_F32);
 }
 
 /* Checks an optional per-channel tensor: f32, [C] for the C channels of x. */
@@ -37,12 +38,12 @@ static bool check_channels(fx_ctx *ctx, const char *op, const char *what, const 
     char b1[96], b2[96];
     int64_t C = x->shape[1];
     if (t->ndim != 1)
-        fx_op_fail(ctx, FX_ERR_SHAPE, op,
-                   "%s must be [%lld], one entry per channel of x %s, got %s", what, (long long)C,
-                   fx_shape_str(x, b1, sizeof b1), fx_shape_str(t, b2, sizeof b2));
+        fx__op_fail(ctx, FX_ERR_SHAPE, op,
+                    "%s must be [%lld], one entry per channel of x %s, got %s", what, (long long)C,
+                    fx_shape_str(x, b1, sizeof b1), fx_shape_str(t, b2, sizeof b2));
     else if (t->shape[0] != C)
-        fx_op_fail(ctx, FX_ERR_SHAPE, op, "x has %lld channels, %s has %lld (x is %s)",
-                   (long long)C, what, (long long)t->shape[0], fx_shape_str(x, b1, sizeof b1));
+        fx__op_fail(ctx, FX_ERR_SHAPE, op, "x has %lld channels, %s has %lld (x is %s)",
+                    (long long)C, what, (long long)t->shape[0], fx_shape_str(x, b1, sizeof b1));
     return t->ndim == 1 && t->shape[0] == C;
 }
 
@@ -51,7 +52,7 @@ static bool check_eps(fx_ctx *ctx, const char *op, float eps)
 {
     if (isfinite(eps) && eps >= 0.0f)
         return true;
-    fx_op_fail(ctx, FX_ERR_ARG, op, "eps is %g; it must be finite and >= 0", (double)eps);
+    fx__op_fail(ctx, FX_ERR_ARG, op, "eps is %g; it must be finite and >= 0", (double)eps);
     return false;
 }
 
@@ -75,11 +76,11 @@ static void norm_backward(fx_ctx *ctx, fx_node *n)
 {
     fx_tensor *x = n->in[0], *gamma = n->in[1], *beta = n->in[2];
     fx_tensor *dx = NULL, *dg = NULL, *db = NULL;
-    if (fx_tensor_requires_grad(x) && !(dx = fx_grad(ctx, x)))
+    if (fx_tensor_requires_grad(x) && !(dx = fx__grad(ctx, x)))
         return;
-    if (fx_tensor_requires_grad(gamma) && !(dg = fx_grad(ctx, gamma)))
+    if (fx_tensor_requires_grad(gamma) && !(dg = fx__grad(ctx, gamma)))
         return;
-    if (fx_tensor_requires_grad(beta) && !(db = fx_grad(ctx, beta)))
+    if (fx_tensor_requires_grad(beta) && !(db = fx__grad(ctx, beta)))
         return;
     fx_tensor *x3 = n->saved[0], *work = norm_work(ctx, x3);
     if (!work && fx_ctx_status(ctx) != FX_OK)
@@ -104,17 +105,17 @@ static fx_tensor *norm_run(fx_ctx *ctx, const char *op, int kind, fx_tensor *x, 
                            float eps)
 {
     if (fx_tensor_numel(x) == 0)
-        return fx_tensor_new_like(ctx, x);
+        return fx__tensor_new_like(ctx, x);
     x = fx_contiguous(ctx, x);
     gamma = gamma ? fx_contiguous(ctx, gamma) : NULL;
     beta = beta ? fx_contiguous(ctx, beta) : NULL;
     if (!x || fx_ctx_status(ctx) != FX_OK)
         return NULL;
     int64_t nstat = kind == NORM_BATCH ? C : N * groups;
-    fx_tensor *x3 = fx_view(ctx, x, 3, (int64_t[]){N, C, L}, (int64_t[]){C * L, L, 1}, x->offset);
+    fx_tensor *x3 = fx__view(ctx, x, 3, (int64_t[]){N, C, L}, (int64_t[]){C * L, L, 1}, x->offset);
     fx_tensor *mean = fx_tensor_new(ctx, FX_F32, 1, &nstat);
     fx_tensor *rstd = fx_tensor_new(ctx, FX_F32, 1, &nstat);
-    fx_tensor *y = fx_tensor_new_like(ctx, x);
+    fx_tensor *y = fx__tensor_new_like(ctx, x);
     fx_tensor *work = x3 && kind == NORM_BATCH ? norm_work(ctx, x3) : NULL;
     if (!x3 || !mean || !rstd || !y || fx_ctx_status(ctx) != FX_OK)
         return NULL;
@@ -123,7 +124,7 @@ static fx_tensor *norm_run(fx_ctx *ctx, const char *op, int kind, fx_tensor *x, 
         k->batch_norm(x3, gamma, beta, rm, rv, batch_stats, momentum, eps, mean, rstd, y, work);
     else
         k->group_norm(x3, groups, gamma, beta, eps, mean, rstd, y);
-    fx_node *n = fx_record(ctx, op, norm_backward, y, 3, (fx_tensor *[]){x, gamma, beta});
+    fx_node *n = fx__record(ctx, op, norm_backward, y, 3, (fx_tensor *[]){x, gamma, beta});
     if (n) {
         n->saved[0] = x3;
         n->saved[1] = mean;
@@ -139,38 +140,38 @@ fx_tensor *fx_batch_norm(fx_ctx *ctx, fx_tensor *x, fx_tensor *gamma, fx_tensor 
                          fx_tensor *running_mean, fx_tensor *running_var, float momentum, float eps)
 {
     static const char *op = "batch_norm";
-    if (!fx_op_check(ctx, op, 1, (fx_tensor *[]){x}))
+    if (!fx__op_check(ctx, op, 1, (fx_tensor *[]){x}))
         return NULL;
     char b1[96], b2[96];
     if (x->ndim < 2)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "x must be [N,C,...], got %s",
-                          fx_shape_str(x, b1, sizeof b1));
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "x must be [N,C,...], got %s",
+                           fx_shape_str(x, b1, sizeof b1));
     if (!check_channels(ctx, op, "running_mean", running_mean, x) ||
         !check_channels(ctx, op, "running_var", running_var, x) ||
         !check_channels(ctx, op, "gamma", gamma, x) || !check_channels(ctx, op, "beta", beta, x) ||
         !check_eps(ctx, op, eps))
         return NULL;
     if (!running_mean != !running_var)
-        return fx_op_fail(
+        return fx__op_fail(
             ctx, FX_ERR_ARG, op,
             "running_mean and running_var go together: running_mean is %s, running_var is %s",
             running_mean ? "given" : "NULL", running_var ? "given" : "NULL");
     /* The kernel updates the running statistics in place. */
     if (running_mean &&
         (!fx_tensor_is_contiguous(running_mean) || !fx_tensor_is_contiguous(running_var)))
-        return fx_op_fail(
+        return fx__op_fail(
             ctx, FX_ERR_ARG, op,
             "running_mean and running_var must be contiguous (they are updated in place)");
     if (!(momentum >= 0.0f && momentum <= 1.0f))
-        return fx_op_fail(ctx, FX_ERR_ARG, op, "momentum is %g; it must be in [0, 1]",
-                          (double)momentum);
+        return fx__op_fail(ctx, FX_ERR_ARG, op, "momentum is %g; it must be in [0, 1]",
+                           (double)momentum);
     int64_t N = x->shape[0], C = x->shape[1];
-    int64_t L = fx_shape_numel(x->ndim - 2, x->shape + 2);
+    int64_t L = fx__shape_numel(x->ndim - 2, x->shape + 2);
     bool batch_stats = fx_ctx_training(ctx) || !running_mean;
     if (batch_stats && C > 0 && N * L <= 1)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op,
-                          "batch statistics need more than one value per channel, x is %s%s",
-                          fx_shape_str(x, b2, sizeof b2), running_mean ? " (training mode)" : "");
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op,
+                           "batch statistics need more than one value per channel, x is %s%s",
+                           fx_shape_str(x, b2, sizeof b2), running_mean ? " (training mode)" : "");
     return norm_run(ctx, op, NORM_BATCH, x, N, C, L, 1, gamma, beta, running_mean, running_var,
                     batch_stats, momentum, eps);
 }
@@ -180,13 +181,13 @@ fx_tensor *fx_layer_norm(fx_ctx *ctx, fx_tensor *x, int nshape, const int64_t *s
                          fx_tensor *gamma, fx_tensor *beta, float eps)
 {
     static const char *op = "layer_norm";
-    if (!fx_op_check(ctx, op, 1, (fx_tensor *[]){x}))
+    if (!fx__op_check(ctx, op, 1, (fx_tensor *[]){x}))
         return NULL;
     char b1[96], b2[96], b3[96];
     if (!shape || nshape < 1 || nshape > FX_MAX_DIMS)
-        return fx_op_fail(ctx, FX_ERR_ARG, op,
-                          "the normalised shape must have 1 to %d dims, got %d%s", FX_MAX_DIMS,
-                          nshape, shape ? "" : " (shape is NULL)");
+        return fx__op_fail(ctx, FX_ERR_ARG, op,
+                           "the normalised shape must have 1 to %d dims, got %d%s", FX_MAX_DIMS,
+                           nshape, shape ? "" : " (shape is NULL)");
     fx_tensor ns = {.ndim = nshape}; /* the normalised shape, for messages */
     for (int d = 0; d < nshape; d++)
         ns.shape[d] = shape[d];
@@ -195,20 +196,20 @@ fx_tensor *fx_layer_norm(fx_ctx *ctx, fx_tensor *x, int nshape, const int64_t *s
     for (int d = 0; fits && d < nshape; d++)
         fits = x->shape[x->ndim - nshape + d] == shape[d];
     if (!fits)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "x %s does not end in the normalised shape %s",
-                          fx_shape_str(x, b1, sizeof b1), b2);
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "x %s does not end in the normalised shape %s",
+                           fx_shape_str(x, b1, sizeof b1), b2);
     fx_tensor *ab[2] = {gamma, beta};
     const char *names[2] = {"gamma", "beta"};
     for (int i = 0; i < 2; i++) {
         if (!check_arg(ctx, op, names[i], ab[i]))
             return NULL;
         if (ab[i] && !fx_tensor_same_shape(ab[i], &ns))
-            return fx_op_fail(ctx, FX_ERR_SHAPE, op, "%s is %s but the normalised shape is %s",
-                              names[i], fx_shape_str(ab[i], b3, sizeof b3), b2);
+            return fx__op_fail(ctx, FX_ERR_SHAPE, op, "%s is %s but the normalised shape is %s",
+                               names[i], fx_shape_str(ab[i], b3, sizeof b3), b2);
     }
     if (!check_eps(ctx, op, eps))
         return NULL;
-    int64_t D = fx_shape_numel(nshape, shape), R = D ? fx_tensor_numel(x) / D : 0;
+    int64_t D = fx__shape_numel(nshape, shape), R = D ? fx_tensor_numel(x) / D : 0;
     return norm_run(ctx, op, NORM_GROUP, x, R, D, 1, 1, gamma, beta, NULL, NULL, true, 0.0f, eps);
 }
 
@@ -217,127 +218,42 @@ fx_tensor *fx_group_norm(fx_ctx *ctx, fx_tensor *x, int64_t groups, fx_tensor *g
                          fx_tensor *beta, float eps)
 {
     static const char *op = "group_norm";
-    if (!fx_op_check(ctx, op, 1, (fx_tensor *[]){x}))
+    if (!fx__op_check(ctx, op, 1, (fx_tensor *[]){x}))
         return NULL;
     char b1[96];
     if (x->ndim < 2)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "x must be [N,C,...], got %s",
-                          fx_shape_str(x, b1, sizeof b1));
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "x must be [N,C,...], got %s",
+                           fx_shape_str(x, b1, sizeof b1));
     int64_t N = x->shape[0], C = x->shape[1];
     if (groups < 1)
-        return fx_op_fail(ctx, FX_ERR_ARG, op, "groups is %lld; it must be positive",
-                          (long long)groups);
+        return fx__op_fail(ctx, FX_ERR_ARG, op, "groups is %lld; it must be positive",
+                           (long long)groups);
     if (C % groups != 0)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op,
-                          "%lld groups do not divide the %lld channels of x %s", (long long)groups,
-                          (long long)C, fx_shape_str(x, b1, sizeof b1));
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op,
+                           "%lld groups do not divide the %lld channels of x %s", (long long)groups,
+                           (long long)C, fx_shape_str(x, b1, sizeof b1));
     if (!check_channels(ctx, op, "gamma", gamma, x) || !check_channels(ctx, op, "beta", beta, x) ||
         !check_eps(ctx, op, eps))
         return NULL;
-    int64_t L = fx_shape_numel(x->ndim - 2, x->shape + 2);
+    int64_t L = fx__shape_numel(x->ndim - 2, x->shape + 2);
     return norm_run(ctx, op, NORM_GROUP, x, N, C, L, groups, gamma, beta, NULL, NULL, true, 0.0f,
                     eps);
 }
 
-/* ------------------------------------------------------------- embedding */
-
-/* n->in[0]: weight; n->saved[0]: the (contiguous) indices; n->i[0]: the
- * padding index (negative: none). */
-static void embedding_backward(fx_ctx *ctx, fx_node *n)
-{
-    fx_tensor *w = n->in[0];
-    fx_tensor *dw = fx_grad(ctx, w);
-    if (dw)
-        fx_be(w)->norm->embedding_backward(n->out->grad, n->saved[0], n->i[0], dw);
-}
-
-/* Rows of weight picked by idx (fx_norm.h). */
-fx_tensor *fx_embedding(fx_ctx *ctx, fx_tensor *weight, fx_tensor *idx, int64_t padding_idx)
-{
-    static const char *op = "embedding";
-    if (!fx_op_check(ctx, op, 1, (fx_tensor *[]){weight}))
-        return NULL;
-    char b1[96], b2[96];
-    if (!idx)
-        return fx_ctx_status(ctx) == FX_OK ? fx_op_fail(ctx, FX_ERR_ARG, op, "idx is NULL") : NULL;
-    if (idx->device.type != ctx->dev.type || idx->device.index != ctx->dev.index) {
-        char d1[32], d2[32];
-        return fx_op_fail(
-            ctx, FX_ERR_DEVICE, op, "the indices are on %s but the context runs on %s",
-            fx_device_str(idx->device, d1, sizeof d1), fx_device_str(ctx->dev, d2, sizeof d2));
-    }
-    if (idx->dtype != FX_I32 && idx->dtype != FX_I64)
-        return fx_op_fail(ctx, FX_ERR_DTYPE, op, "indices must be i32 or i64, got %s %s",
-                          fx_dtype_name(idx->dtype), fx_shape_str(idx, b1, sizeof b1));
-    if (weight->ndim != 2)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "weight must be [num,dim], got %s",
-                          fx_shape_str(weight, b1, sizeof b1));
-    if (idx->ndim >= FX_MAX_DIMS)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "indices %s have too many dims (at most %d)",
-                          fx_shape_str(idx, b1, sizeof b1), FX_MAX_DIMS - 1);
-    int64_t num = weight->shape[0], dim = weight->shape[1];
-    if (padding_idx >= num)
-        return fx_op_fail(ctx, FX_ERR_ARG, op,
-                          "padding_idx %lld is out of range for %lld embeddings",
-                          (long long)padding_idx, (long long)num);
-    weight = fx_contiguous(ctx, weight);
-    idx = weight ? fx_contiguous(ctx, idx) : NULL;
-    if (!idx)
-        return NULL;
-    int64_t shape[FX_MAX_DIMS];
-    for (int d = 0; d < idx->ndim; d++)
-        shape[d] = idx->shape[d];
-    shape[idx->ndim] = dim;
-    fx_tensor *y = fx_tensor_new(ctx, FX_F32, idx->ndim + 1, shape);
-    if (!y)
-        return NULL;
-    int64_t bad = fx_be(weight)->norm->embedding(weight, idx, y);
-    if (bad >= 0) {
-        fx_tensor *v = fx_view(ctx, idx, 0, NULL, NULL, idx->offset + bad);
-        return fx_op_fail(ctx, FX_ERR_VALUE, op,
-                          "index %lld (at flat position %lld of the indices %s) is out of range: "
-                          "the vocabulary has %lld entries",
-                          v ? (long long)fx_tensor_item(v) : -1LL, (long long)bad,
-                          fx_shape_str(idx, b2, sizeof b2), (long long)num);
-    }
-    fx_node *n = fx_record(ctx, op, embedding_backward, y, 1, (fx_tensor *[]){weight});
-    if (n) {
-        n->saved[0] = idx;
-        n->i[0] = padding_idx < 0 ? -1 : padding_idx;
-    }
-    return y;
-}
-
 /* ---------------------------------------------------------------- layers */
 
-typedef enum { L_BN1D = 0, L_BN2D, L_LN, L_GN, L_EMB } norm_layer_kind;
+typedef enum { L_BN1D = 0, L_BN2D, L_LN, L_GN } norm_layer_kind;
 
 /* A layer's configuration and direct pointers to its tensors (owned by the
  * layer's store), so a forward does no name lookup. */
 typedef struct {
     norm_layer_kind kind;
     float eps, momentum;
-    int64_t groups, padding_idx;
+    int64_t groups;
     int nshape;
     int64_t shape[FX_MAX_DIMS];
     fx_tensor *w, *b, *rm, *rv; /* any may be NULL */
 } norm_layer;
-
-/* After a failure inside layer l: puts "layer '<name>': " before the
- * recorded message, so the user learns which layer of a model failed. */
-static void name_layer_error(fx_ctx *ctx, const fx_layer *l)
-{
-    char prefix[96];
-    int k = snprintf(prefix, sizeof prefix, "layer '%s': ", fx_layer_name(l));
-    size_t len = strlen(ctx->err), cap = sizeof ctx->err;
-    if (k <= 0 || (size_t)k >= sizeof prefix || strncmp(ctx->err, prefix, (size_t)k) == 0)
-        return;
-    if (len + (size_t)k >= cap)
-        len = cap - 1 - (size_t)k;
-    memmove(ctx->err + k, ctx->err, len);
-    memcpy(ctx->err, prefix, (size_t)k);
-    ctx->err[len + (size_t)k] = '\0';
-}
 
 static fx_tensor *norm_layer_forward(fx_layer *self, fx_ctx *ctx, fx_tensor *x)
 {
@@ -349,20 +265,19 @@ static fx_tensor *norm_layer_forward(fx_layer *self, fx_ctx *ctx, fx_tensor *x)
     case L_BN1D:
     case L_BN2D:
         if (d->kind == L_BN1D && x->ndim != 2 && x->ndim != 3)
-            fx_op_fail(ctx, FX_ERR_SHAPE, "batchnorm1d", "x must be [N,C] or [N,C,L], got %s",
-                       fx_shape_str(x, b, sizeof b));
+            fx__op_fail(ctx, FX_ERR_SHAPE, "batchnorm1d", "x must be [N,C] or [N,C,L], got %s",
+                        fx_shape_str(x, b, sizeof b));
         else if (d->kind == L_BN2D && x->ndim != 4)
-            fx_op_fail(ctx, FX_ERR_SHAPE, "batchnorm2d", "x must be [N,C,H,W], got %s",
-                       fx_shape_str(x, b, sizeof b));
+            fx__op_fail(ctx, FX_ERR_SHAPE, "batchnorm2d", "x must be [N,C,H,W], got %s",
+                        fx_shape_str(x, b, sizeof b));
         else
             y = fx_batch_norm(ctx, x, d->w, d->b, d->rm, d->rv, d->momentum, d->eps);
         break;
     case L_LN: y = fx_layer_norm(ctx, x, d->nshape, d->shape, d->w, d->b, d->eps); break;
     case L_GN: y = fx_group_norm(ctx, x, d->groups, d->w, d->b, d->eps); break;
-    case L_EMB: y = fx_embedding(ctx, d->w, x, d->padding_idx); break;
     }
     if (!y && ok && fx_ctx_status(ctx) != FX_OK)
-        name_layer_error(ctx, self);
+        fx__layer_name_error(ctx, self);
     return y;
 }
 
@@ -375,7 +290,7 @@ static fx_layer *norm_layer_create(const char *name, norm_layer d, int wdim, con
     fx_norm_opts opts = o ? *o : (fx_norm_opts){0};
     double eps = opts.eps ? opts.eps : 1e-5, mom = opts.momentum ? opts.momentum : 0.1;
     if (!(eps > 0.0) || !isfinite(eps) || !(mom > 0.0 && mom <= 1.0) ||
-        fx_shape_numel(wdim, wshape) <= 0)
+        fx__shape_numel(wdim, wshape) <= 0)
         return NULL;
     d.eps = (float)eps;
     d.momentum = (float)mom;
@@ -441,42 +356,4 @@ fx_layer *fx_groupnorm_create(const char *name, int64_t groups, int64_t channels
         return NULL;
     return norm_layer_create(name ? name : "groupnorm",
                              (norm_layer){.kind = L_GN, .groups = groups}, 1, &channels, o, false);
-}
-
-/* weight [num, dim] ~ N(0, 1); the padding row, if any, starts at zero
- * (zeroed through a one-row view of the weight's storage). */
-fx_layer *fx_embedding_create(const char *name, int64_t num, int64_t dim,
-                              const fx_embedding_opts *o, fx_rng *rng)
-{
-    fx_embedding_opts opts = o ? *o : (fx_embedding_opts){0};
-    if (num <= 0 || dim <= 0 || !rng ||
-        (opts.has_padding && (opts.padding_idx < 0 || opts.padding_idx >= num)))
-        return NULL;
-    fx_layer *l = fx_layer_create(name ? name : "embedding", norm_layer_forward);
-    norm_layer *p = calloc(1, sizeof *p);
-    if (!l || !p) {
-        free(p);
-        fx_layer_free(l);
-        return NULL;
-    }
-    fx_layer_set_data(l, p, free);
-    p->kind = L_EMB;
-    p->padding_idx = opts.has_padding ? opts.padding_idx : -1;
-    p->w = fx_param_create(opts.device, 2, (int64_t[]){num, dim}, FX_INIT_NORMAL, 0.0, 1.0, rng);
-    if (fx_layer_add_param(l, "weight", p->w) != FX_OK)
-        goto fail;
-    if (opts.has_padding) {
-        fx_tensor row = *p->w;
-        row.ndim = 1;
-        row.shape[0] = dim;
-        row.strides[0] = 1;
-        row.offset = p->w->offset + opts.padding_idx * dim;
-        row.grad = NULL;
-        if (fx_tensor_fill(&row, 0.0) != FX_OK)
-            goto fail;
-    }
-    return l;
-fail:
-    fx_layer_free(l);
-    return NULL;
 }

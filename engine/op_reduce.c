@@ -16,8 +16,8 @@ static fx_tensor *keepdim_view(fx_ctx *ctx, const fx_tensor *t, const fx_tensor 
 {
     int64_t shape[FX_MAX_DIMS], strides[FX_MAX_DIMS];
     keepdim_shape(x, mask, shape);
-    fx_contiguous_strides(x->ndim, shape, strides);
-    return fx_view(ctx, t, x->ndim, shape, strides, t->offset);
+    fx__contiguous_strides(x->ndim, shape, strides);
+    return fx__view(ctx, t, x->ndim, shape, strides, t->offset);
 }
 
 /* n->i[0]: the kernel op; n->i[1]: the mask of reduced dims; n->saved[0]:
@@ -28,7 +28,7 @@ static void reduce_backward(fx_ctx *ctx, fx_node *n)
     fx_tensor *x = n->in[0];
     if (!fx_tensor_requires_grad(x))
         return;
-    fx_tensor *dx = fx_grad(ctx, x);
+    fx_tensor *dx = fx__grad(ctx, x);
     fx_tensor *dy = dx ? keepdim_view(ctx, n->out->grad, x, (unsigned)n->i[1]) : NULL;
     if (dy)
         fx_be(x)->red->reduce_backward((fx_reduce_op)n->i[0], dy, n->saved[0], dx);
@@ -40,29 +40,29 @@ static void reduce_backward(fx_ctx *ctx, fx_node *n)
 static fx_tensor *reduce(fx_ctx *ctx, const char *name, fx_reduce_op op, fx_tensor *x, int naxes,
                          const int *axes, bool keepdim)
 {
-    if (!fx_op_check(ctx, name, 1, (fx_tensor *[]){ x }))
+    if (!fx__op_check(ctx, name, 1, (fx_tensor *[]){ x }))
         return NULL;
     char b[96];
     if (naxes < 0 || (naxes > 0 && !axes))
-        return fx_op_fail(ctx, FX_ERR_ARG, name, "bad axis list: naxes %d, axes %s", naxes,
-                          axes ? "given" : "NULL");
+        return fx__op_fail(ctx, FX_ERR_ARG, name, "bad axis list: naxes %d, axes %s", naxes,
+                           axes ? "given" : "NULL");
     if (naxes > x->ndim)
-        return fx_op_fail(ctx, FX_ERR_AXIS, name, "%d axes given for shape %s", naxes,
-                          fx_shape_str(x, b, sizeof b));
+        return fx__op_fail(ctx, FX_ERR_AXIS, name, "%d axes given for shape %s", naxes,
+                           fx_shape_str(x, b, sizeof b));
     unsigned mask = naxes == 0 ? (1u << x->ndim) - 1u : 0u;
     for (int i = 0; i < naxes; i++) {
-        int a = fx_axis(ctx, name, x, axes[i]);
+        int a = fx__axis(ctx, name, x, axes[i]);
         if (a < 0)
             return NULL;
         if ((mask >> a) & 1u)
-            return fx_op_fail(ctx, FX_ERR_AXIS, name, "axis %d is repeated (shape %s)", axes[i],
-                              fx_shape_str(x, b, sizeof b));
+            return fx__op_fail(ctx, FX_ERR_AXIS, name, "axis %d is repeated (shape %s)", axes[i],
+                               fx_shape_str(x, b, sizeof b));
         mask |= 1u << a;
     }
     for (int d = 0; op == FX_RED_MAX && d < x->ndim; d++)
         if (((mask >> d) & 1u) && x->shape[d] == 0)
-            return fx_op_fail(ctx, FX_ERR_SHAPE, name, "max over an empty dim %d of shape %s", d,
-                              fx_shape_str(x, b, sizeof b));
+            return fx__op_fail(ctx, FX_ERR_SHAPE, name, "max over an empty dim %d of shape %s", d,
+                               fx_shape_str(x, b, sizeof b));
     x = fx_contiguous(ctx, x);
     if (!x)
         return NULL;
@@ -84,9 +84,9 @@ static fx_tensor *reduce(fx_ctx *ctx, const char *name, fx_reduce_op op, fx_tens
     }
     const fx_reduce_kernels *k = fx_be(x)->red;
     k->reduce(op, x, yk, argmax);
-    if (!fx_check_finite(ctx, name, k->count_nonfinite(y), y))
+    if (!fx__check_finite(ctx, name, k->count_nonfinite(y), y))
         return NULL;
-    fx_node *n = fx_record(ctx, name, reduce_backward, y, 1, (fx_tensor *[]){ x });
+    fx_node *n = fx__record(ctx, name, reduce_backward, y, 1, (fx_tensor *[]){ x });
     if (n) {
         n->i[0] = op;
         n->i[1] = mask;
@@ -118,7 +118,7 @@ static void softmax_backward(fx_ctx *ctx, fx_node *n)
     fx_tensor *x = n->in[0];
     if (!fx_tensor_requires_grad(x))
         return;
-    fx_tensor *dx = fx_grad(ctx, x);
+    fx_tensor *dx = fx__grad(ctx, x);
     if (dx)
         fx_be(x)->red->softmax_backward(n->out, n->out->grad, (int)n->i[0], n->i[1] != 0, dx);
 }
@@ -127,20 +127,20 @@ static void softmax_backward(fx_ctx *ctx, fx_node *n)
  * an infinite or NaN input fails the op (an all -inf row would be NaN). */
 static fx_tensor *softmax(fx_ctx *ctx, const char *name, fx_tensor *x, int axis, bool lg)
 {
-    if (!fx_op_check(ctx, name, 1, (fx_tensor *[]){ x }))
+    if (!fx__op_check(ctx, name, 1, (fx_tensor *[]){ x }))
         return NULL;
-    int a = fx_axis(ctx, name, x, axis);
+    int a = fx__axis(ctx, name, x, axis);
     if (a < 0)
         return NULL;
     x = fx_contiguous(ctx, x);
-    fx_tensor *y = x ? fx_tensor_new_like(ctx, x) : NULL;
+    fx_tensor *y = x ? fx__tensor_new_like(ctx, x) : NULL;
     if (!y)
         return NULL;
     const fx_reduce_kernels *k = fx_be(x)->red;
     k->softmax(x, a, lg, y);
-    if (!fx_check_finite(ctx, name, k->count_nonfinite(y), y))
+    if (!fx__check_finite(ctx, name, k->count_nonfinite(y), y))
         return NULL;
-    fx_node *n = fx_record(ctx, name, softmax_backward, y, 1, (fx_tensor *[]){ x });
+    fx_node *n = fx__record(ctx, name, softmax_backward, y, 1, (fx_tensor *[]){ x });
     if (n) {
         n->i[0] = a;
         n->i[1] = lg;

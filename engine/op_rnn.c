@@ -53,7 +53,7 @@ static fx_tensor block(const fx_tensor *t, int64_t off, int ndim, const int64_t 
     v.ndim = ndim;
     for (int i = 0; i < ndim; i++)
         v.shape[i] = shape[i];
-    fx_contiguous_strides(ndim, shape, v.strides);
+    fx__contiguous_strides(ndim, shape, v.strides);
     v.grad = NULL;
     v.flags = 0;
     return v;
@@ -91,8 +91,8 @@ typedef struct {
 
 /* ------------------------------------------------------------- checks */
 
-/* fx_op_fail for the checks, which return bool. */
-#define FAIL(...) (fx_op_fail(__VA_ARGS__), false)
+/* fx__op_fail for the checks, which return bool. */
+#define FAIL(...) (fx__op_fail(__VA_ARGS__), false)
 
 /* A named input is present, on the context's device and f32. A missing one
  * records an error unless one is already recorded (the usual NULL chain). */
@@ -100,16 +100,17 @@ static bool check_tensor(fx_ctx *ctx, const char *who, const char *what, const f
 {
     if (!t) {
         if (fx_ctx_status(ctx) == FX_OK)
-            fx_op_fail(ctx, FX_ERR_ARG, who, "%s is NULL", what);
+            fx__op_fail(ctx, FX_ERR_ARG, who, "%s is NULL", what);
         return false;
     }
     if (t->device.type != ctx->dev.type || t->device.index != ctx->dev.index) {
         char d1[32], d2[32];
-        fx_op_fail(ctx, FX_ERR_DEVICE, who, "%s is on %s but the context runs on %s", what,
-                   fx_device_str(t->device, d1, sizeof d1), fx_device_str(ctx->dev, d2, sizeof d2));
+        fx__op_fail(ctx, FX_ERR_DEVICE, who, "%s is on %s but the context runs on %s", what,
+                    fx_device_str(t->device, d1, sizeof d1),
+                    fx_device_str(ctx->dev, d2, sizeof d2));
         return false;
     }
-    return fx_op_check_dtype(ctx, who, what, t, FX_F32);
+    return fx__op_check_dtype(ctx, who, what, t, FX_F32);
 }
 
 /* t has exactly the shape dims[0..nd); else an FX_ERR_SHAPE naming it. */
@@ -125,8 +126,8 @@ static bool check_shape(fx_ctx *ctx, const char *who, const char *what, const fx
     fx_tensor want = { .ndim = nd };
     for (int i = 0; i < nd; i++)
         want.shape[i] = dims[i];
-    fx_op_fail(ctx, FX_ERR_SHAPE, who, "%s must be %s (%s), got %s", what,
-               fx_shape_str(&want, b1, sizeof b1), meaning, fx_shape_str(t, b2, sizeof b2));
+    fx__op_fail(ctx, FX_ERR_SHAPE, who, "%s must be %s (%s), got %s", what,
+                fx_shape_str(&want, b1, sizeof b1), meaning, fx_shape_str(t, b2, sizeof b2));
     return false;
 }
 
@@ -147,12 +148,12 @@ static bool check_weights(fx_ctx *ctx, const char *who, const fx_rnn_weights *w,
     const fx_tensor *wi = w->w_ih;
     if (wi->ndim == 2 && wi->shape[0] == GH && wi->shape[1] != in) {
         if (l == 0)
-            fx_op_fail(ctx, FX_ERR_SHAPE, who, "x has %lld input features but %s is %s (expects "
-                       "%lld); x is %s", (long long)in, name[0], fx_shape_str(wi, b1, 96),
-                       (long long)wi->shape[1], fx_shape_str(x, b2, 96));
+            fx__op_fail(ctx, FX_ERR_SHAPE, who, "x has %lld input features but %s is %s (expects "
+                        "%lld); x is %s", (long long)in, name[0], fx_shape_str(wi, b1, 96),
+                        (long long)wi->shape[1], fx_shape_str(x, b2, 96));
         else
-            fx_op_fail(ctx, FX_ERR_SHAPE, who, "%s is %s but layer %d gets %lld features from "
-                       "the layer below", name[0], fx_shape_str(wi, b1, 96), l, (long long)in);
+            fx__op_fail(ctx, FX_ERR_SHAPE, who, "%s is %s but layer %d gets %lld features from "
+                        "the layer below", name[0], fx_shape_str(wi, b1, 96), l, (long long)in);
         return false;
     }
     return check_shape(ctx, who, name[0], wi, 2, (int64_t[]){ GH, in }, "gates x input") &&
@@ -175,37 +176,37 @@ static int64_t read_lengths(fx_ctx *ctx, const char *who, const fx_tensor *lengt
         return T;
     }
     if (lengths->dtype != FX_I32 && lengths->dtype != FX_I64) {
-        fx_op_fail(ctx, FX_ERR_DTYPE, who, "lengths must be i32 or i64, got %s %s",
-                   fx_dtype_name(lengths->dtype), fx_shape_str(lengths, b1, 96));
+        fx__op_fail(ctx, FX_ERR_DTYPE, who, "lengths must be i32 or i64, got %s %s",
+                    fx_dtype_name(lengths->dtype), fx_shape_str(lengths, b1, 96));
         return -1;
     }
     if (lengths->device.type != ctx->dev.type || lengths->device.index != ctx->dev.index) {
-        fx_op_fail(ctx, FX_ERR_DEVICE, who, "lengths are on another device than the context");
+        fx__op_fail(ctx, FX_ERR_DEVICE, who, "lengths are on another device than the context");
         return -1;
     }
     if (lengths->ndim != 1 || lengths->shape[0] != N) {
-        fx_op_fail(ctx, FX_ERR_SHAPE, who, "lengths must be [%lld] (one per sample of x %s), "
-                   "got %s", (long long)N, fx_shape_str(x, b1, 96),
-                   fx_shape_str(lengths, b2, 96));
+        fx__op_fail(ctx, FX_ERR_SHAPE, who, "lengths must be [%lld] (one per sample of x %s), "
+                    "got %s", (long long)N, fx_shape_str(x, b1, 96),
+                    fx_shape_str(lengths, b2, 96));
         return -1;
     }
-    int32_t *v = lengths->dtype == FX_I32 ? fx_ctx_alloc_meta(ctx, (size_t)N * sizeof *v) : NULL;
+    int32_t *v = lengths->dtype == FX_I32 ? fx__ctx_alloc_meta(ctx, (size_t)N * sizeof *v) : NULL;
     if (lengths->dtype == FX_I32 && !v)
         return -1;
     fx_status st = v ? fx_tensor_to_host(lengths, v, (size_t)N * sizeof *v)
                      : fx_tensor_to_host(lengths, out, (size_t)N * sizeof *out);
     if (st != FX_OK) {
-        fx_op_fail(ctx, st, who, "lengths %s could not be read", fx_shape_str(lengths, b1, 96));
+        fx__op_fail(ctx, st, who, "lengths %s could not be read", fx_shape_str(lengths, b1, 96));
         return -1;
     }
     for (int64_t n = 0; v && n < N; n++)
         out[n] = v[n];
     for (int64_t n = 0; n < N; n++) {
         if (out[n] < 1 || out[n] > T) {
-            fx_op_fail(ctx, FX_ERR_VALUE, who, "lengths[%lld] = %lld is outside [1, %lld]: every "
-                       "sample needs at least one step and at most T = %lld (x is %s)",
-                       (long long)n, (long long)out[n], (long long)T, (long long)T,
-                       fx_shape_str(x, b1, 96));
+            fx__op_fail(ctx, FX_ERR_VALUE, who, "lengths[%lld] = %lld is outside [1, %lld]: every "
+                        "sample needs at least one step and at most T = %lld (x is %s)",
+                        (long long)n, (long long)out[n], (long long)T, (long long)T,
+                        fx_shape_str(x, b1, 96));
             return -1;
         }
         S = out[n] > S ? out[n] : S;
@@ -317,8 +318,8 @@ static bool bias_grads(fx_ctx *ctx, fx_rnn_mode mode, const fx_rnn_weights *w,
 {
     const fx_blas_kernels *k = ctx->be->blas;
     bool need_i = fx_tensor_requires_grad(w->b_ih), need_h = fx_tensor_requires_grad(w->b_hh);
-    fx_tensor *gi = need_i ? fx_grad(ctx, w->b_ih) : NULL;
-    fx_tensor *gh = need_h ? fx_grad(ctx, w->b_hh) : NULL;
+    fx_tensor *gi = need_i ? fx__grad(ctx, w->b_ih) : NULL;
+    fx_tensor *gh = need_h ? fx__grad(ctx, w->b_hh) : NULL;
     if ((need_i && !gi) || (need_h && !gh))
         return false;
     if (gi && gh && mode != FX_RNN_GRU) {
@@ -377,7 +378,7 @@ static bool backward_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d, const fx
     for (int i = 0; i < 2; i++) {
         if (!need[i])
             continue;
-        fx_tensor *g = fx_grad(ctx, init[i]);
+        fx_tensor *g = fx__grad(ctx, init[i]);
         if (!g)
             return false;
         fx_tensor row = block(g, k * N * H, 2, nh);
@@ -388,12 +389,12 @@ static bool backward_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d, const fx
      * inactive samples are zero, so hs[0..S) can be used whole. */
     fx_tensor *g;
     if (fx_tensor_requires_grad(w->w_hh)) {
-        if (!(g = fx_grad(ctx, w->w_hh)))
+        if (!(g = fx__grad(ctx, w->w_hh)))
             return false;
         be->blas->gemm(1, true, false, GH, H, S * N, 1.0f, dhg, 0, r->hs, 0, 1.0f, g, 0);
     }
     if (fx_tensor_requires_grad(w->w_ih)) {
-        if (!(g = fx_grad(ctx, w->w_ih)))
+        if (!(g = fx__grad(ctx, w->w_ih)))
             return false;
         be->blas->gemm(1, true, false, GH, I, N * T, 1.0f, dxg, 0, in, 0, 1.0f, g, 0);
     }
@@ -415,7 +416,7 @@ static void recurrent_backward(fx_ctx *ctx, fx_node *n)
         if (l > 0)
             din = fx_zeros(ctx, FX_F32, 3, tp->lin[l]->shape);
         else if (fx_tensor_requires_grad(tp->x))
-            din = fx_grad(ctx, tp->x);
+            din = fx__grad(ctx, tp->x);
         if ((l > 0 || fx_tensor_requires_grad(tp->x)) && !din)
             return;
         for (int d = 0; d < tp->D; d++)
@@ -437,9 +438,9 @@ fx_tensor *fx_recurrent(fx_ctx *ctx, const fx_recurrent_spec *spec, fx_tensor *x
         *c_n = NULL;
     if (!ctx)
         return NULL;
-    if (!spec || !spec->weights || spec->num_layers < 1 || (unsigned)spec->mode > FX_RNN_LSTM)
-        return fx_op_fail(ctx, FX_ERR_ARG, "recurrent", "needs a spec with a mode, weights and "
-                          "num_layers >= 1");
+    if (!spec || !spec->weights || spec->num_layers < 1 || (unsigned)spec->mode >= FX_RNN_COUNT)
+        return fx__op_fail(ctx, FX_ERR_ARG, "recurrent", "needs a spec with a mode, weights and "
+                           "num_layers >= 1");
     char who[128];
     if (spec->name)
         snprintf(who, sizeof who, "%s '%s'", mode_name(spec->mode), spec->name);
@@ -451,8 +452,8 @@ fx_tensor *fx_recurrent(fx_ctx *ctx, const fx_recurrent_spec *spec, fx_tensor *x
     int L = spec->num_layers, D = spec->bidirectional ? 2 : 1;
     int64_t N = x->shape[0], T = x->shape[1];
 
-    rnn_tape *tp = fx_ctx_alloc_meta(ctx, sizeof *tp);
-    int64_t *lens = fx_ctx_alloc_meta(ctx, (size_t)N * sizeof *lens);
+    rnn_tape *tp = fx__ctx_alloc_meta(ctx, sizeof *tp);
+    int64_t *lens = fx__ctx_alloc_meta(ctx, (size_t)N * sizeof *lens);
     if (!tp || !lens)
         return NULL;
     memset(tp, 0, sizeof *tp);
@@ -464,10 +465,10 @@ fx_tensor *fx_recurrent(fx_ctx *ctx, const fx_recurrent_spec *spec, fx_tensor *x
         padded |= lens[n] < T;
     *tp = (rnn_tape){ .mode = spec->mode, .L = L, .D = D, .N = N, .T = T, .S = S, .H = H,
                       .G = mode_gates(spec->mode), .padded = padded };
-    tp->lin = fx_ctx_alloc_meta(ctx, (size_t)L * sizeof *tp->lin);
-    tp->lout = fx_ctx_alloc_meta(ctx, (size_t)L * sizeof *tp->lout);
-    tp->sv = fx_ctx_alloc_meta(ctx, (size_t)(L * D) * sizeof *tp->sv);
-    tp->w = fx_ctx_alloc_meta(ctx, (size_t)(L * D) * sizeof *tp->w);
+    tp->lin = fx__ctx_alloc_meta(ctx, (size_t)L * sizeof *tp->lin);
+    tp->lout = fx__ctx_alloc_meta(ctx, (size_t)L * sizeof *tp->lout);
+    tp->sv = fx__ctx_alloc_meta(ctx, (size_t)(L * D) * sizeof *tp->sv);
+    tp->w = fx__ctx_alloc_meta(ctx, (size_t)(L * D) * sizeof *tp->w);
     if (!tp->lin || !tp->lout || !tp->sv || !tp->w)
         return NULL;
     tp->len = fx_tensor_from_host(ctx, FX_I64, 1, &N, lens);
@@ -490,7 +491,7 @@ fx_tensor *fx_recurrent(fx_ctx *ctx, const fx_recurrent_spec *spec, fx_tensor *x
     const fx_backend *be = ctx->be;
     tp->lin[0] = x;
     if (padded) {
-        if (!(tp->lin[0] = fx_tensor_new_like(ctx, x)))
+        if (!(tp->lin[0] = fx__tensor_new_like(ctx, x)))
             return NULL;
         be->rnn->mask_steps(x, tp->len, tp->lin[0]);
     }
@@ -531,7 +532,7 @@ fx_tensor *fx_recurrent(fx_ctx *ctx, const fx_recurrent_spec *spec, fx_tensor *x
      * buffers now, so that the backward runs whichever of them the loss
      * used (the tape only looks at the first). */
     int nin = 3 + 4 * L * D;
-    fx_tensor **in = fx_ctx_alloc_meta(ctx, (size_t)nin * sizeof *in);
+    fx_tensor **in = fx__ctx_alloc_meta(ctx, (size_t)nin * sizeof *in);
     if (!in)
         return NULL;
     in[0] = x;
@@ -543,7 +544,7 @@ fx_tensor *fx_recurrent(fx_ctx *ctx, const fx_recurrent_spec *spec, fx_tensor *x
         in[5 + 4 * k] = tp->w[k].b_ih;
         in[6 + 4 * k] = tp->w[k].b_hh;
     }
-    fx_node *node = fx_record(ctx, mode_name(spec->mode), recurrent_backward, tp->y, nin, in);
+    fx_node *node = fx__record(ctx, mode_name(spec->mode), recurrent_backward, tp->y, nin, in);
     if (node) {
         node->i[0] = (int64_t)(intptr_t)tp;
         fx_tensor *outs[3] = { tp->y, tp->h_n, tp->c_n };

@@ -1,11 +1,10 @@
-/* op_seq.c - attention (scaled dot-product, multi-head) and the CTC loss.
+/* op_seq.c - attention (scaled dot-product, multi-head).
  *
  * Scaled dot-product attention is one tape record: two batched products
  * (blas gemm) around the masked softmax kernel, and a backward that runs the
  * products transposed. Multi-head attention composes linear, reshape,
- * permute and that op, so its gradients come from theirs. The CTC loss is a
- * record for the per-sample losses (alpha recursion forward, beta recursion
- * and gradient backward) with the reduction composed on top. */
+ * permute and that op, so its gradients come from theirs. (The CTC loss,
+ * which lived here, is in loss_ctc.c with the other losses.) */
 #include "internal.h"
 
 #include <limits.h>
@@ -15,46 +14,6 @@
 #include <string.h>
 
 static bool fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
-
-/* The integer at flat index i of a contiguous i32/i64 tensor, read through a
- * one-element view (any device); for error messages. */
-static long long int_at(fx_ctx *ctx, const fx_tensor *t, int64_t i)
-{
-    fx_tensor *v = fx_view(ctx, t, 0, NULL, NULL, t->offset + i);
-    return v ? (long long)fx_tensor_item(v) : -1LL;
-}
-
-/* Checks an integer tensor argument (lengths, labels): on the context's
- * device and i32 or i64. */
-static bool check_int_tensor(fx_ctx *ctx, const char *op, const char *what, const fx_tensor *t)
-{
-    char s1[96], s2[32];
-    if (t->device.type != ctx->dev.type || t->device.index != ctx->dev.index) {
-        fx_op_fail(ctx, FX_ERR_DEVICE, op, "%s are on %s but the context runs on %s", what,
-                   fx_device_str(t->device, s1, sizeof s1), fx_device_str(ctx->dev, s2, sizeof s2));
-        return false;
-    }
-    if (t->dtype != FX_I32 && t->dtype != FX_I64) {
-        fx_op_fail(ctx, FX_ERR_DTYPE, op, "%s must be i32 or i64, got %s %s", what,
-                   fx_dtype_name(t->dtype), fx_shape_str(t, s1, sizeof s1));
-        return false;
-    }
-    return true;
-}
-
-/* Checks a lengths tensor: integer, [n]. */
-static bool check_lengths_arg(fx_ctx *ctx, const char *op, const char *what, const fx_tensor *t,
-                              int64_t n)
-{
-    if (!check_int_tensor(ctx, op, what, t))
-        return false;
-    if (t->ndim == 1 && t->shape[0] == n)
-        return true;
-    char s[96];
-    fx_op_fail(ctx, FX_ERR_SHAPE, op, "%s must be [%lld], one per sample, got %s", what,
-               (long long)n, fx_shape_str(t, s, sizeof s));
-    return false;
-}
 
 /* ============================================================ attention */
 
@@ -71,7 +30,7 @@ static void sdpa_backward(fx_ctx *ctx, fx_node *n)
     int nd = (int)n->i[5];
     float scale = n->f[0];
     if (fx_tensor_requires_grad(v)) {
-        fx_tensor *dv = fx_grad(ctx, v);
+        fx_tensor *dv = fx__grad(ctx, v);
         if (!dv)
             return;
         be->blas->gemm(B, true, false, S, Ev, L, 1.0f, Pd, L * S, dout, L * Ev, 1.0f, dv, S * Ev);
@@ -79,31 +38,31 @@ static void sdpa_backward(fx_ctx *ctx, fx_node *n)
     bool gm = mask && fx_tensor_requires_grad(mask);
     if (!fx_tensor_requires_grad(q) && !fx_tensor_requires_grad(k) && !gm)
         return;
-    fx_tensor *dS = fx_tensor_new_like(ctx, P);
+    fx_tensor *dS = fx__tensor_new_like(ctx, P);
     if (!dS)
         return;
     be->blas->gemm(B, false, true, L, S, Ev, 1.0f, dout, L * Ev, v, S * Ev, 0.0f, dS, L * S);
     be->seq->attn_softmax_backward(P, drop, dS);
     if (fx_tensor_requires_grad(q)) {
-        fx_tensor *dq = fx_grad(ctx, q);
+        fx_tensor *dq = fx__grad(ctx, q);
         if (!dq)
             return;
         be->blas->gemm(B, false, false, L, E, S, scale, dS, L * S, k, S * E, 1.0f, dq, L * E);
     }
     if (fx_tensor_requires_grad(k)) {
-        fx_tensor *dk = fx_grad(ctx, k);
+        fx_tensor *dk = fx__grad(ctx, k);
         if (!dk)
             return;
         be->blas->gemm(B, true, false, S, E, L, scale, dS, L * S, q, L * E, 1.0f, dk, S * E);
     }
     if (gm) {
-        fx_tensor *dm = fx_grad(ctx, mask);
+        fx_tensor *dm = fx__grad(ctx, mask);
         if (!dm || fx_tensor_numel(dm) == fx_tensor_numel(dS)) { /* not broadcast */
             if (dm)
                 be->ew->axpy(1.0f, dS, dm);
             return;
         }
-        fx_tensor *em = fx_expand_rank(ctx, dm, nd); /* dm's shape with P's rank */
+        fx_tensor *em = fx__expand_rank(ctx, dm, nd); /* dm's shape with P's rank */
         fx_tensor *red = em ? fx_tensor_new(ctx, FX_F32, nd, em->shape) : NULL;
         if (!red)
             return;
@@ -119,7 +78,7 @@ static bool sdpa_mask(fx_ctx *ctx, const char *op, const fx_tensor *q, int64_t S
 {
     int nd = q->ndim;
     m->nbd = nd - 2;
-    m->batch = fx_shape_numel(nd - 2, q->shape);
+    m->batch = fx__shape_numel(nd - 2, q->shape);
     m->L = q->shape[nd - 2];
     m->S = S;
     for (int d = 0; d < nd - 2; d++)
@@ -137,13 +96,13 @@ static bool sdpa_mask(fx_ctx *ctx, const char *op, const fx_tensor *q, int64_t S
         m->mstride[d] = (d < lead || have == 1) ? 0 : mask->strides[d - lead];
     }
     if (mask->dtype != FX_F32 && mask->dtype != FX_I32)
-        fx_op_fail(ctx, FX_ERR_DTYPE, op, "mask must be i32 (nonzero = attend) or f32 (added "
-                   "to the scores), got %s %s", fx_dtype_name(mask->dtype),
-                   fx_shape_str(mask, s1, sizeof s1));
+        fx__op_fail(ctx, FX_ERR_DTYPE, op, "mask must be i32 (nonzero = attend) or f32 (added "
+                    "to the scores), got %s %s", fx_dtype_name(mask->dtype),
+                    fx_shape_str(mask, s1, sizeof s1));
     else if (!ok)
-        fx_op_fail(ctx, FX_ERR_SHAPE, op, "mask %s does not broadcast to the scores [...,%lld,%lld] "
-                   "of q %s", fx_shape_str(mask, s1, sizeof s1), (long long)m->L, (long long)S,
-                   fx_shape_str(q, s2, sizeof s2));
+        fx__op_fail(ctx, FX_ERR_SHAPE, op, "mask %s does not broadcast to the scores [...,%lld,%lld] "
+                    "of q %s", fx_shape_str(mask, s1, sizeof s1), (long long)m->L, (long long)S,
+                    fx_shape_str(q, s2, sizeof s2));
     return ok;
 }
 
@@ -158,19 +117,19 @@ static bool sdpa_lengths(fx_ctx *ctx, const char *op, const fx_tensor *q, int64_
         return true;
     char s1[96];
     if (q->ndim < 3) {
-        fx_op_fail(ctx, FX_ERR_SHAPE, op, "key_lengths need a batch dim: q is %s, use [N,...,L,E]",
-                   fx_shape_str(q, s1, sizeof s1));
+        fx__op_fail(ctx, FX_ERR_SHAPE, op, "key_lengths need a batch dim: q is %s, use [N,...,L,E]",
+                    fx_shape_str(q, s1, sizeof s1));
         return false;
     }
-    if (!check_lengths_arg(ctx, op, "key_lengths", len, q->shape[0]))
+    if (!fx__op_check_lengths(ctx, op, "key_lengths", len, q->shape[0]))
         return false;
     len = fx_contiguous(ctx, len);
     if (!len)
         return false;
     int64_t bad = fx_be(len)->seq->check_lengths(len, 1, S);
     if (bad >= 0) {
-        fx_op_fail(ctx, FX_ERR_VALUE, op, "key_lengths[%lld] = %lld is outside [1, %lld], the "
-                   "keys of k", (long long)bad, int_at(ctx, len, bad), (long long)S);
+        fx__op_fail(ctx, FX_ERR_VALUE, op, "key_lengths[%lld] = %lld is outside [1, %lld], the "
+                    "keys of k", (long long)bad, fx__int_at(ctx, len, bad), (long long)S);
         return false;
     }
     m->key_lengths = len;
@@ -183,7 +142,7 @@ fx_tensor *fx_scaled_dot_product_attention(fx_ctx *ctx, fx_tensor *q, fx_tensor 
                                            float dropout_p)
 {
     static const char *op = "scaled_dot_product_attention";
-    if (!fx_op_check(ctx, op, 3, (fx_tensor *[]){ q, k, v }))
+    if (!fx__op_check(ctx, op, 3, (fx_tensor *[]){ q, k, v }))
         return NULL;
     char s1[96], s2[96], s3[96];
     int nd = q->ndim;
@@ -192,23 +151,24 @@ fx_tensor *fx_scaled_dot_product_attention(fx_ctx *ctx, fx_tensor *q, fx_tensor 
         ok = k->shape[d] == q->shape[d] && v->shape[d] == q->shape[d];
     ok = ok && k->shape[nd - 1] == q->shape[nd - 1] && v->shape[nd - 2] == k->shape[nd - 2];
     if (!ok)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "q, k, v must be [...,L,E], [...,S,E], [...,S,Ev] "
-                          "with equal leading dims: got %s, %s, %s", fx_shape_str(q, s1, 96),
-                          fx_shape_str(k, s2, 96), fx_shape_str(v, s3, 96));
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "q, k, v must be [...,L,E], [...,S,E], "
+                           "[...,S,Ev] with equal leading dims: got %s, %s, %s",
+                           fx_shape_str(q, s1, 96), fx_shape_str(k, s2, 96),
+                           fx_shape_str(v, s3, 96));
     int64_t L = q->shape[nd - 2], E = q->shape[nd - 1], S = k->shape[nd - 2], Ev = v->shape[nd - 1];
-    int64_t B = fx_shape_numel(nd - 2, q->shape);
+    int64_t B = fx__shape_numel(nd - 2, q->shape);
     if (!fits_int(L) || !fits_int(S) || !fits_int(E) || !fits_int(Ev) || B < 0 ||
-        fx_shape_numel(3, (int64_t[]){ B, L, S }) < 0)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "dimensions too large: q %s, k %s",
-                          fx_shape_str(q, s1, 96), fx_shape_str(k, s2, 96));
+        fx__shape_numel(3, (int64_t[]){ B, L, S }) < 0)
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "dimensions too large: q %s, k %s",
+                           fx_shape_str(q, s1, 96), fx_shape_str(k, s2, 96));
     if (!(dropout_p >= 0.0f && dropout_p < 1.0f))
-        return fx_op_fail(ctx, FX_ERR_ARG, op, "dropout_p must be in [0, 1), got %g",
-                          (double)dropout_p);
+        return fx__op_fail(ctx, FX_ERR_ARG, op, "dropout_p must be in [0, 1), got %g",
+                           (double)dropout_p);
     fx_attn_mask m = { 0 };
     m.causal = causal;
     if (mask && (mask->device.type != ctx->dev.type || mask->device.index != ctx->dev.index))
-        return fx_op_fail(ctx, FX_ERR_DEVICE, op, "mask is on %s but the context runs on %s",
-                          fx_device_str(mask->device, s1, 96), fx_device_str(ctx->dev, s2, 96));
+        return fx__op_fail(ctx, FX_ERR_DEVICE, op, "mask is on %s but the context runs on %s",
+                           fx_device_str(mask->device, s1, 96), fx_device_str(ctx->dev, s2, 96));
     if (!sdpa_mask(ctx, op, q, S, mask, &m) || !sdpa_lengths(ctx, op, q, S, key_lengths, &m))
         return NULL;
     q = fx_contiguous(ctx, q);
@@ -229,13 +189,13 @@ fx_tensor *fx_scaled_dot_product_attention(fx_ctx *ctx, fx_tensor *q, fx_tensor 
     be->blas->gemm(B, false, true, L, S, E, scale, q, L * E, k, S * E, 0.0f, P, L * S);
     int64_t bad = be->seq->attn_softmax(&m, P);
     if (bad)
-        return fx_op_fail(ctx, FX_ERR_VALUE, op, "%lld rows of attention weights are not finite "
-                          "(q %s, k %s): NaN or inf in q, k or the mask?", (long long)bad,
-                          fx_shape_str(q, s1, 96), fx_shape_str(k, s2, 96));
+        return fx__op_fail(ctx, FX_ERR_VALUE, op, "%lld rows of attention weights are not finite "
+                           "(q %s, k %s): NaN or inf in q, k or the mask?", (long long)bad,
+                           fx_shape_str(q, s1, 96), fx_shape_str(k, s2, 96));
     fx_tensor *drop = NULL, *Pd = P;
     if (ctx->training && dropout_p > 0.0f) {
-        drop = fx_tensor_new_like(ctx, P);
-        Pd = drop ? fx_tensor_new_like(ctx, P) : NULL;
+        drop = fx__tensor_new_like(ctx, P);
+        Pd = drop ? fx__tensor_new_like(ctx, P) : NULL;
         if (!Pd)
             return NULL;
         be->ew->dropout_mask(drop, dropout_p, fx_rng_u64(&ctx->rng));
@@ -243,8 +203,8 @@ fx_tensor *fx_scaled_dot_product_attention(fx_ctx *ctx, fx_tensor *q, fx_tensor 
     }
     be->blas->gemm(B, false, false, L, Ev, S, 1.0f, Pd, L * S, v, S * Ev, 0.0f, y, L * Ev);
     bool gm = mask && mask->dtype == FX_F32;
-    fx_node *n = fx_record(ctx, op, sdpa_backward, y, gm ? 4 : 3,
-                           (fx_tensor *[]){ q, k, v, mask });
+    fx_node *n = fx__record(ctx, op, sdpa_backward, y, gm ? 4 : 3,
+                            (fx_tensor *[]){ q, k, v, mask });
     if (n) {
         n->saved[0] = P;
         n->saved[1] = drop;
@@ -304,13 +264,13 @@ fx_tensor *fx_multihead_attention_forward(fx_layer *l, fx_ctx *ctx, fx_tensor *q
     static const char *op = "multihead_attention";
     if (!ctx)
         return NULL;
-    if (!l || fx_layer_forward_fn(l) != mha_self_forward)
-        return fx_op_fail(ctx, FX_ERR_ARG, op, "layer '%s' was not made by "
-                          "fx_multihead_attention_create", l ? fx_layer_name(l) : "(null)");
+    if (!l || fx__layer_forward_fn(l) != mha_self_forward)
+        return fx__op_fail(ctx, FX_ERR_ARG, op, "layer '%s' was not made by "
+                           "fx_multihead_attention_create", l ? fx_layer_name(l) : "(null)");
     if (!query || !key || !value)
-        return ctx->status == FX_OK ? fx_op_fail(ctx, FX_ERR_ARG, op, "layer '%s': query, key or "
-                                                 "value is NULL", fx_layer_name(l)) : NULL;
-    if (!fx_op_check(ctx, op, 3, (fx_tensor *[]){ query, key, value }))
+        return ctx->status == FX_OK ? fx__op_fail(ctx, FX_ERR_ARG, op, "layer '%s': query, key or "
+                                                  "value is NULL", fx_layer_name(l)) : NULL;
+    if (!fx__op_check(ctx, op, 3, (fx_tensor *[]){ query, key, value }))
         return NULL;
     const mha_data *d = fx_layer_data(l);
     const char *name = fx_layer_name(l);
@@ -319,10 +279,10 @@ fx_tensor *fx_multihead_attention_forward(fx_layer *l, fx_ctx *ctx, fx_tensor *q
     if (query->ndim != 3 || key->ndim != 3 || value->ndim != 3 || query->shape[2] != E ||
         key->shape[2] != E || value->shape[2] != E || key->shape[0] != query->shape[0] ||
         value->shape[0] != query->shape[0] || key->shape[1] != value->shape[1])
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "layer '%s' (embed_dim %lld): query must be "
-                          "[N,L,%lld], key and value [N,S,%lld]; got %s, %s, %s", name,
-                          (long long)E, (long long)E, (long long)E, fx_shape_str(query, s1, 96),
-                          fx_shape_str(key, s2, 96), fx_shape_str(value, s3, 96));
+        return fx__op_fail(ctx, FX_ERR_SHAPE, op, "layer '%s' (embed_dim %lld): query must be "
+                           "[N,L,%lld], key and value [N,S,%lld]; got %s, %s, %s", name,
+                           (long long)E, (long long)E, (long long)E, fx_shape_str(query, s1, 96),
+                           fx_shape_str(key, s2, 96), fx_shape_str(value, s3, 96));
     fx_tensor *q = NULL, *k = NULL, *v = NULL, *h[3] = { NULL, NULL, NULL };
     if (query == key && key == value) { /* self-attention: one product */
         if (mha_project(ctx, d, query, 0, 3, h))
@@ -353,7 +313,7 @@ fx_tensor *fx_multihead_attention_forward(fx_layer *l, fx_ctx *ctx, fx_tensor *q
 
 fx_status fx_multihead_attention_set_dropout(fx_layer *l, float p)
 {
-    if (!l || fx_layer_forward_fn(l) != mha_self_forward || !(p >= 0.0f && p < 1.0f))
+    if (!l || fx__layer_forward_fn(l) != mha_self_forward || !(p >= 0.0f && p < 1.0f))
         return FX_ERR_ARG;
     ((mha_data *)fx_layer_data(l))->dropout = p;
     return FX_OK;
@@ -393,161 +353,4 @@ fx_layer *fx_multihead_attention_create(const char *name, int64_t embed_dim, int
 fail:
     fx_layer_free(l);
     return NULL;
-}
-
-/* ================================================================= CTC */
-
-/* The per-sample losses' record: in[0] log_probs, in[1..2] input_lengths,
- * target_lengths; saved alpha, nll and the extended labels. */
-static fx_ctc_args ctc_args_of(const fx_node *n)
-{
-    return (fx_ctc_args){ n->i[0], n->i[1], n->i[2], n->i[3], n->i[4], n->i[5] != 0 };
-}
-
-static void ctc_backward(fx_ctx *ctx, fx_node *n)
-{
-    fx_tensor *lp = n->in[0];
-    if (!fx_tensor_requires_grad(lp))
-        return;
-    fx_ctc_args a = ctc_args_of(n);
-    fx_tensor *dlp = fx_grad(ctx, lp);
-    fx_tensor *scratch = dlp ? fx_tensor_new(ctx, FX_F32, 3, (int64_t[]){ a.N, 3, 2 * a.smax + 3 })
-                             : NULL;
-    if (scratch)
-        fx_be(lp)->seq->ctc_backward(&a, lp, n->in[1], n->in[2], n->saved[2], n->saved[0],
-                                     n->saved[1], n->out->grad, scratch, dlp);
-}
-
-/* Turns the first bad sample ctc_check found into an error message. */
-static fx_tensor *ctc_issue_fail(fx_ctx *ctx, const char *op, const fx_ctc_issue *is,
-                                 const fx_tensor *lp, const fx_tensor *targets, int64_t blank)
-{
-    char s1[96], s2[96];
-    long long n = is->sample, a = is->a, b = is->b, c = is->c, C = lp->shape[2];
-    fx_shape_str(lp, s1, sizeof s1);
-    fx_shape_str(targets, s2, sizeof s2);
-    switch (is->kind) {
-    case FX_CTC_INPUT_LENGTH:
-        return fx_op_fail(ctx, FX_ERR_VALUE, op, "sample %lld: input length %lld is outside "
-                          "[1, T = %lld] of log_probs %s", n, a, b, s1);
-    case FX_CTC_TARGET_LENGTH:
-        if (n == lp->shape[1])
-            return fx_op_fail(ctx, FX_ERR_SHAPE, op, "target_lengths add up to %lld but the "
-                              "concatenated targets %s hold %lld labels", a, s2, b);
-        return fx_op_fail(ctx, FX_ERR_VALUE, op, "sample %lld: target length %lld is %s (targets "
-                          "%s leave room for %lld)", n, a, a < 0 ? "negative" : "too long", s2, b);
-    case FX_CTC_LABEL:
-        return fx_op_fail(ctx, FX_ERR_VALUE, op, "sample %lld: label %lld at position %lld of its "
-                          "target is %s (log_probs %s: C = %lld classes, blank %lld)", n, b, a,
-                          b == blank ? "the blank" : "out of range", s1, C, (long long)blank);
-    case FX_CTC_ALIGN:
-        return fx_op_fail(ctx, FX_ERR_VALUE, op, "sample %lld: target length %lld with %lld "
-                          "repeated neighbouring labels needs at least %lld frames but its input "
-                          "length is %lld; no alignment exists (PyTorch gives inf; set "
-                          "zero_infinity to get 0)", n, a, b, a + b, c);
-    default:
-        return fx_op_fail(ctx, FX_ERR_VALUE, op, "sample %lld is invalid", n);
-    }
-}
-
-/* Fails naming the first sample whose loss is not finite (after the
- * kernels, so the message can say why). */
-static fx_tensor *ctc_nonfinite_fail(fx_ctx *ctx, const char *op, const fx_tensor *loss,
-                                     fx_tensor *il, fx_tensor *tl)
-{
-    int64_t N = loss->shape[0];
-    float *h = malloc((size_t)N * sizeof *h);
-    int64_t n = 0;
-    if (h && fx_tensor_to_host(loss, h, (size_t)N * sizeof *h) == FX_OK)
-        while (n < N - 1 && isfinite(h[n]))
-            n++;
-    float v = h ? h[n] : NAN;
-    free(h);
-    if (isnan(v))
-        return fx_op_fail(ctx, FX_ERR_VALUE, op, "the loss of sample %lld is NaN: are log_probs "
-                          "finite?", (long long)n);
-    return fx_op_fail(ctx, FX_ERR_VALUE, op, "the loss of sample %lld (input length %lld, target "
-                      "length %lld) is infinite: every alignment has probability 0 (set "
-                      "zero_infinity to get 0)", (long long)n, int_at(ctx, il, n),
-                      int_at(ctx, tl, n));
-}
-
-fx_tensor *fx_ctc_loss(fx_ctx *ctx, fx_tensor *log_probs, fx_tensor *targets,
-                       fx_tensor *input_lengths, fx_tensor *target_lengths,
-                       const fx_ctc_opts *opts)
-{
-    static const char *op = "ctc_loss";
-    fx_ctc_opts o = opts ? *opts : (fx_ctc_opts){ 0 };
-    if (!fx_op_check(ctx, op, 1, (fx_tensor *[]){ log_probs }))
-        return NULL;
-    if (!targets || !input_lengths || !target_lengths)
-        return ctx->status == FX_OK ? fx_op_fail(ctx, FX_ERR_ARG, op, "targets, input_lengths "
-                                                 "or target_lengths is NULL") : NULL;
-    char s1[96];
-    if (o.reduction != FX_MEAN && o.reduction != FX_SUM && o.reduction != FX_NONE)
-        return fx_op_fail(ctx, FX_ERR_ARG, op, "unknown reduction %d (use FX_MEAN, FX_SUM or "
-                          "FX_NONE)", (int)o.reduction);
-    if (log_probs->ndim != 3)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "log_probs must be [T,N,C], got %s",
-                          fx_shape_str(log_probs, s1, 96));
-    int64_t T = log_probs->shape[0], N = log_probs->shape[1], C = log_probs->shape[2];
-    if (o.blank < 0 || o.blank >= C)
-        return fx_op_fail(ctx, FX_ERR_ARG, op, "blank %lld is outside [0, C = %lld) of log_probs "
-                          "%s", (long long)o.blank, (long long)C, fx_shape_str(log_probs, s1, 96));
-    if (!check_lengths_arg(ctx, op, "input_lengths", input_lengths, N) ||
-        !check_lengths_arg(ctx, op, "target_lengths", target_lengths, N) ||
-        !check_int_tensor(ctx, op, "targets", targets))
-        return NULL;
-    bool padded = targets->ndim == 2;
-    if (!(targets->ndim == 1 || (padded && targets->shape[0] == N)))
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "targets must be padded [N = %lld, W] or "
-                          "concatenated 1-D, got %s", (long long)N, fx_shape_str(targets, s1, 96));
-    if (N == 0 && o.reduction == FX_MEAN)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "the mean over an empty batch is undefined "
-                          "(log_probs %s)", fx_shape_str(log_probs, s1, 96));
-    if (o.from_logits)
-        log_probs = fx_log_softmax(ctx, log_probs, 2);
-    log_probs = fx_contiguous(ctx, log_probs);
-    targets = fx_contiguous(ctx, targets);
-    input_lengths = fx_contiguous(ctx, input_lengths);
-    target_lengths = fx_contiguous(ctx, target_lengths);
-    fx_tensor *offsets = fx_tensor_new(ctx, FX_I64, 1, (int64_t[]){ N });
-    fx_tensor *inv_len = offsets ? fx_tensor_new(ctx, FX_F32, 1, (int64_t[]){ N }) : NULL;
-    if (!log_probs || !targets || !input_lengths || !target_lengths || !inv_len)
-        return NULL;
-    const fx_backend *be = fx_be(log_probs);
-    fx_ctc_args a = { T, N, C, 0, o.blank, o.zero_infinity };
-    fx_ctc_issue issue;
-    if (be->seq->ctc_check(&a, targets, padded ? targets->shape[1] : -1, input_lengths,
-                           target_lengths, offsets, inv_len, &a.smax, &issue) >= 0)
-        return ctc_issue_fail(ctx, op, &issue, log_probs, targets, o.blank);
-    int64_t R = 2 * a.smax + 3; /* extended labels plus two guard cells */
-    if (fx_shape_numel(3, (int64_t[]){ N, T, R }) < 0 || R > INT32_MAX)
-        return fx_op_fail(ctx, FX_ERR_SHAPE, op, "too large: log_probs %s, longest target %lld",
-                          fx_shape_str(log_probs, s1, 96), (long long)a.smax);
-    fx_tensor *ext = fx_tensor_new(ctx, FX_I32, 3, (int64_t[]){ N, 2, R });
-    fx_tensor *alpha = ext ? fx_tensor_new(ctx, FX_F32, 3, (int64_t[]){ N, T, R }) : NULL;
-    fx_tensor *nll = alpha ? fx_tensor_new(ctx, FX_F32, 1, (int64_t[]){ N }) : NULL;
-    fx_tensor *loss = nll ? fx_tensor_new(ctx, FX_F32, 1, (int64_t[]){ N }) : NULL;
-    if (!loss)
-        return NULL;
-    be->seq->ctc_forward(&a, log_probs, targets, offsets, input_lengths, target_lengths, ext,
-                         alpha, nll, loss);
-    if (be->red->count_nonfinite(loss))
-        return ctc_nonfinite_fail(ctx, op, loss, input_lengths, target_lengths);
-    fx_node *n = fx_record(ctx, op, ctc_backward, loss, 3,
-                           (fx_tensor *[]){ log_probs, input_lengths, target_lengths });
-    if (n) {
-        n->saved[0] = alpha;
-        n->saved[1] = nll;
-        n->saved[2] = ext;
-        int64_t iv[6] = { T, N, C, a.smax, o.blank, o.zero_infinity };
-        for (int i = 0; i < 6; i++)
-            n->i[i] = iv[i];
-    }
-    if (o.reduction == FX_NONE)
-        return loss;
-    if (o.reduction == FX_SUM)
-        return fx_sum(ctx, loss, 0, NULL, false);
-    return fx_mean(ctx, fx_mul(ctx, loss, inv_len), 0, NULL, false);
 }

@@ -182,7 +182,7 @@ static bool resolve_hparams(fx_optim_kind k, fx_optim_hparams *h)
                            h->weight_decay);
 
     const fx_schedule *s = &h->schedule;
-    if ((unsigned)s->kind > FX_SCHED_COSINE)
+    if ((unsigned)s->kind >= FX_SCHED_COUNT)
         return create_fail("%s: unknown schedule kind %d", fx_optim_kind_name(k), (int)s->kind);
     if (s->warmup_steps < 0)
         return create_fail("%s: schedule warmup_steps must be >= 0, got %lld",

@@ -6,7 +6,7 @@
 
 static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
-void fx_rng_init(struct fx_rng *r, uint64_t seed)
+void fx__rng_init(struct fx_rng *r, uint64_t seed)
 {
     uint64_t z = seed;
     for (int i = 0; i < 4; i++) {
@@ -19,12 +19,12 @@ fx_rng *fx_rng_create(uint64_t seed)
 {
     fx_rng *r = malloc(sizeof *r);
     if (r)
-        fx_rng_init(r, seed);
+        fx__rng_init(r, seed);
     return r;
 }
 
 void fx_rng_free(fx_rng *r) { free(r); }
-void fx_rng_seed(fx_rng *r, uint64_t seed) { fx_rng_init(r, seed); }
+void fx_rng_seed(fx_rng *r, uint64_t seed) { fx__rng_init(r, seed); }
 
 uint64_t fx_rng_u64(fx_rng *r)
 {

@@ -47,11 +47,11 @@ const char *fx_device_str(fx_device dev, char *buf, size_t n)
 
 bool fx_device_available(fx_device dev)
 {
-    const fx_backend *be = fx_backend_for(dev);
+    const fx_backend *be = fx__backend_for(dev);
     return be && be->available(dev.index);
 }
 
-int64_t fx_shape_numel(int ndim, const int64_t *shape)
+int64_t fx__shape_numel(int ndim, const int64_t *shape)
 {
     int64_t n = 1;
     for (int i = 0; i < ndim; i++) {
@@ -64,9 +64,9 @@ int64_t fx_shape_numel(int ndim, const int64_t *shape)
     return n;
 }
 
-int64_t fx_tensor_numel(const fx_tensor *t) { return fx_shape_numel(t->ndim, t->shape); }
+int64_t fx_tensor_numel(const fx_tensor *t) { return fx__shape_numel(t->ndim, t->shape); }
 
-void fx_contiguous_strides(int ndim, const int64_t *shape, int64_t *strides)
+void fx__contiguous_strides(int ndim, const int64_t *shape, int64_t *strides)
 {
     int64_t s = 1;
     for (int i = ndim - 1; i >= 0; i--) {
@@ -96,17 +96,22 @@ bool fx_tensor_same_shape(const fx_tensor *a, const fx_tensor *b)
     return true;
 }
 
-const char *fx_shape_str(const fx_tensor *t, char *buf, size_t n)
+const char *fx_dims_str(int ndim, const int64_t *dims, char *buf, size_t n)
 {
     size_t k = 0;
     if (n == 0)
         return buf;
     k += (size_t)snprintf(buf + k, n - k, "[");
-    for (int i = 0; i < t->ndim && k < n; i++)
-        k += (size_t)snprintf(buf + k, n - k, i ? ",%lld" : "%lld", (long long)t->shape[i]);
+    for (int i = 0; i < ndim && k < n; i++)
+        k += (size_t)snprintf(buf + k, n - k, i ? ",%lld" : "%lld", (long long)dims[i]);
     if (k < n)
         snprintf(buf + k, n - k, "]");
     return buf;
+}
+
+const char *fx_shape_str(const fx_tensor *t, char *buf, size_t n)
+{
+    return fx_dims_str(t->ndim, t->shape, buf, n);
 }
 
 /* Fills the metadata of a contiguous tensor; false on a bad shape. */
@@ -121,9 +126,9 @@ static bool init_meta(fx_tensor *t, fx_device dev, fx_dtype dt, int ndim, const 
     t->ndim = ndim;
     for (int i = 0; i < ndim; i++)
         t->shape[i] = shape[i];
-    if (fx_shape_numel(ndim, shape) < 0)
+    if (fx__shape_numel(ndim, shape) < 0)
         return false;
-    fx_contiguous_strides(ndim, shape, t->strides);
+    fx__contiguous_strides(ndim, shape, t->strides);
     t->device = dev;
     return true;
 }
@@ -139,7 +144,7 @@ static size_t tensor_bytes(const fx_tensor *t)
 
 fx_tensor *fx_tensor_create(fx_device dev, fx_dtype dt, int ndim, const int64_t *shape)
 {
-    const fx_backend *be = fx_backend_for(dev);
+    const fx_backend *be = fx__backend_for(dev);
     if (!be || !be->available(dev.index))
         return NULL;
     fx_tensor *t = malloc(sizeof *t);
@@ -275,7 +280,7 @@ fx_tensor *fx_tensor_new(fx_ctx *ctx, fx_dtype dt, int ndim, const int64_t *shap
 {
     if (!ctx)
         return NULL;
-    fx_tensor *t = fx_arena_alloc(&ctx->meta, sizeof *t + sizeof(fx_storage));
+    fx_tensor *t = fx__arena_alloc(&ctx->meta, sizeof *t + sizeof(fx_storage));
     if (!t)
         return fx_ctx_fail(ctx, FX_ERR_NOMEM, "out of memory for a tensor");
     if (!init_meta(t, ctx->dev, dt, ndim, shape))
@@ -284,7 +289,7 @@ fx_tensor *fx_tensor_new(fx_ctx *ctx, fx_dtype dt, int ndim, const int64_t *shap
     if (nbytes == SIZE_MAX)
         return fx_ctx_fail(ctx, FX_ERR_SHAPE, "tensor size overflows");
     fx_storage *st = (fx_storage *)(t + 1);
-    st->ptr = fx_arena_alloc(&ctx->data, nbytes);
+    st->ptr = fx__arena_alloc(&ctx->data, nbytes);
     if (!st->ptr) {
         char b[96];
         char d[24];
@@ -323,15 +328,15 @@ fx_tensor *fx_tensor_from_host(fx_ctx *ctx, fx_dtype dt, int ndim, const int64_t
     return t;
 }
 
-fx_tensor *fx_tensor_new_like(fx_ctx *ctx, const fx_tensor *x)
+fx_tensor *fx__tensor_new_like(fx_ctx *ctx, const fx_tensor *x)
 {
     return fx_tensor_new(ctx, x->dtype, x->ndim, x->shape);
 }
 
-fx_tensor *fx_view(fx_ctx *ctx, const fx_tensor *x, int ndim, const int64_t *shape,
-                   const int64_t *strides, int64_t offset)
+fx_tensor *fx__view(fx_ctx *ctx, const fx_tensor *x, int ndim, const int64_t *shape,
+                    const int64_t *strides, int64_t offset)
 {
-    fx_tensor *t = fx_arena_alloc(&ctx->meta, sizeof *t);
+    fx_tensor *t = fx__arena_alloc(&ctx->meta, sizeof *t);
     if (!t)
         return fx_ctx_fail(ctx, FX_ERR_NOMEM, "out of memory for a view");
     memset(t, 0, sizeof *t);
@@ -347,7 +352,7 @@ fx_tensor *fx_view(fx_ctx *ctx, const fx_tensor *x, int ndim, const int64_t *sha
     return t;
 }
 
-fx_tensor *fx_expand_rank(fx_ctx *ctx, const fx_tensor *t, int ndim)
+fx_tensor *fx__expand_rank(fx_ctx *ctx, const fx_tensor *t, int ndim)
 {
     int64_t shape[FX_MAX_DIMS], strides[FX_MAX_DIMS];
     int pad = ndim - t->ndim;
@@ -355,10 +360,10 @@ fx_tensor *fx_expand_rank(fx_ctx *ctx, const fx_tensor *t, int ndim)
         shape[i] = i < pad ? 1 : t->shape[i - pad];
         strides[i] = i < pad ? 0 : t->strides[i - pad];
     }
-    return fx_view(ctx, t, ndim, shape, strides, t->offset);
+    return fx__view(ctx, t, ndim, shape, strides, t->offset);
 }
 
-bool fx_broadcast_shape(const fx_tensor *a, const fx_tensor *b, int *ndim, int64_t *shape)
+bool fx__broadcast_shape(const fx_tensor *a, const fx_tensor *b, int *ndim, int64_t *shape)
 {
     int n = a->ndim > b->ndim ? a->ndim : b->ndim;
     for (int i = 0; i < n; i++) {

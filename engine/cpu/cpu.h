@@ -1,7 +1,26 @@
 /*
  * cpu.h - the CPU backend's kernels (OpenBLAS + OpenMP loops) and the loop
- * helpers they share. Each family lives in its own file (mem.c, ew.c,
- * blas.c, reduce.c, index.c, loss.c, optim.c); backend.c assembles the table.
+ * helpers they share. Each kernel family (backend.h, kern_*.h) lives in its
+ * own file, and engine/cuda/ has a file of the same name for each:
+ *
+ *     mem.c       memory: alloc, host <-> tensor, strided copy, fill
+ *     ew.c        elementwise unary/binary ops, where, dropout mask, axpy
+ *     blas.c      gemm, bias fill / backward
+ *     reduce.c    sum/mean/max, softmax, sums of squares, non-finite counts
+ *     index.c     index_select / index_add, gather / scatter_add
+ *     loss.c      cross entropy (labels, soft), BCE from logits
+ *     loss_ctc.c  the CTC loss (same family as loss.c)
+ *     optim.c     optimizer steps
+ *     conv.c      convolution, channel bias (table fx__cpu_conv)
+ *     pool.c      pooling (in the conv family's table)
+ *     norm.c      batch / layer / group norm (table fx__cpu_norm)
+ *     embed.c     embedding lookups (table fx__cpu_embed)
+ *     rnn.c       recurrent cells (table fx__cpu_rnn)
+ *     seq.c       attention's masked softmax, lengths check (table fx__cpu_seq)
+ *
+ * The first families (mem to optim) declare their kernels below and
+ * backend.c lists them; the later ones export a whole table from their file.
+ * backend.c assembles the backend, one designated entry per family.
  */
 #ifndef FX_CPU_H
 #define FX_CPU_H
@@ -108,10 +127,21 @@ static inline void fx_bcast_strides(const fx_tensor *t, const int64_t *shape, in
  * before it, A its size, I the product of the dims after it. */
 static inline void fx_axis_split(const fx_tensor *t, int axis, int64_t *O, int64_t *A, int64_t *I)
 {
-    *O = fx_shape_numel(axis, t->shape);
+    *O = fx__shape_numel(axis, t->shape);
     *A = t->shape[axis];
-    *I = fx_shape_numel(t->ndim - axis - 1, t->shape + axis + 1);
+    *I = fx__shape_numel(t->ndim - axis - 1, t->shape + axis + 1);
 }
+
+/* 4-wide float and int vectors for shuffles, selects and sums (any target;
+ * SSE on x86-64); unaligned, and allowed to alias the floats they load. */
+typedef float fx_v4f __attribute__((vector_size(16), aligned(4), may_alias));
+typedef int32_t fx_v4i __attribute__((vector_size(16), aligned(4), may_alias));
+/* Lanes i0..i3 of a and b side by side (0-3 from a, 4-7 from b). */
+#if defined(__clang__)
+#define FX_SHUF(a, b, i0, i1, i2, i3) __builtin_shufflevector(a, b, i0, i1, i2, i3)
+#else
+#define FX_SHUF(a, b, i0, i1, i2, i3) __builtin_shuffle(a, b, (fx_v4i){ i0, i1, i2, i3 })
+#endif
 
 /* memory (mem.c) */
 void *cpu_alloc(fx_device dev, size_t nbytes);
@@ -167,6 +197,25 @@ void cpu_bce_logits(const fx_tensor *x, const fx_tensor *t, fx_tensor *loss);
 void cpu_bce_logits_backward(const fx_tensor *x, const fx_tensor *t, const fx_tensor *dloss,
                              fx_tensor *dx, fx_tensor *dt);
 
+/* the CTC loss (loss_ctc.c) */
+int64_t cpu_ctc_check(const fx_ctc_args *a, const fx_tensor *targets, int64_t padded_width,
+                      const fx_tensor *input_lengths, const fx_tensor *target_lengths,
+                      fx_tensor *offsets, fx_tensor *inv_len, int64_t *smax, fx_ctc_issue *issue);
+void cpu_ctc_forward(const fx_ctc_args *a, const fx_tensor *log_probs, const fx_tensor *targets,
+                     const fx_tensor *offsets, const fx_tensor *input_lengths,
+                     const fx_tensor *target_lengths, fx_tensor *ext, fx_tensor *alpha,
+                     fx_tensor *nll, fx_tensor *loss);
+void cpu_ctc_backward(const fx_ctc_args *a, const fx_tensor *log_probs,
+                      const fx_tensor *input_lengths, const fx_tensor *target_lengths,
+                      const fx_tensor *ext, const fx_tensor *alpha, const fx_tensor *nll,
+                      const fx_tensor *dloss, fx_tensor *scratch, fx_tensor *dlog_probs);
+
+/* pooling (pool.c; the conv family's table in conv.c lists them) */
+void cpu_pool2d(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *x, fx_tensor *y,
+                fx_tensor *argmax);
+void cpu_pool2d_backward(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *dy,
+                         const fx_tensor *argmax, fx_tensor *dx);
+
 /* optimizers (optim.c) */
 void cpu_optim_step(fx_optim_kind kind, const fx_optim_step_args *a, fx_tensor *p,
                     const fx_tensor *g, fx_tensor *s1, fx_tensor *s2);
@@ -176,6 +225,31 @@ static inline int64_t fx_index_at(const fx_tensor *idx, int64_t off)
 {
     return idx->dtype == FX_I64 ? ((const int64_t *)fx_data(idx))[off]
                                 : ((const int32_t *)fx_data(idx))[off];
+}
+
+/*
+ * Branch-free selects on the float bits. GCC (under the default
+ * -ftrapping-math) will not if-convert a float select whose arms it would
+ * have to compute, since that may raise an FP exception the branch avoided,
+ * and a loop with a branch does not vectorise; masks on the bits have no
+ * such problem. fx_neginf_mask(x) is all ones when x is -inf; fx_pick(mask, a, b)
+ * is a where mask is all ones, b where it is 0.
+ */
+static inline int32_t fx_neginf_mask(float x)
+{
+    int32_t b;
+    memcpy(&b, &x, sizeof b);
+    return -(int32_t)(b == (int32_t)0xff800000);
+}
+
+static inline float fx_pick(int32_t mask, float a, float b)
+{
+    int32_t ia, ib;
+    memcpy(&ia, &a, sizeof ia);
+    memcpy(&ib, &b, sizeof ib);
+    ia = (ia & mask) | (ib & ~mask);
+    memcpy(&a, &ia, sizeof a);
+    return a;
 }
 
 /*

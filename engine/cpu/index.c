@@ -75,11 +75,11 @@ static void gather_walk(float *X, const fx_tensor *x, int axis, const fx_tensor 
                         bool scatter)
 {
     int nd = idx->ndim, ni = nd - axis;
-    int64_t outer = fx_shape_numel(axis, idx->shape);
-    int64_t inner = fx_shape_numel(ni, idx->shape + axis);
+    int64_t outer = fx__shape_numel(axis, idx->shape);
+    int64_t inner = fx__shape_numel(ni, idx->shape + axis);
     int64_t is[FX_MAX_DIMS], xs[FX_MAX_DIMS];
-    fx_contiguous_strides(nd, idx->shape, is);
-    fx_contiguous_strides(nd, x->shape, xs);
+    fx__contiguous_strides(nd, idx->shape, is);
+    fx__contiguous_strides(nd, x->shape, xs);
     int64_t xa = xs[axis], A = x->shape[axis];
     /* Strides of the walked dims [axis, nd): idx's own, and x's with the
      * axis dim zeroed (the index supplies that coordinate). */

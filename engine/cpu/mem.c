@@ -58,7 +58,7 @@ void cpu_to_host(const fx_tensor *t, void *dst)
         return;
     }
     int64_t cs[FX_MAX_DIMS];
-    fx_contiguous_strides(t->ndim, t->shape, cs);
+    fx__contiguous_strides(t->ndim, t->shape, cs);
     strided_copy(dst, cs, fx_data(t), t->strides, t->ndim, t->shape, es, false);
 }
 
@@ -70,7 +70,7 @@ void cpu_from_host(fx_tensor *t, const void *src)
         return;
     }
     int64_t cs[FX_MAX_DIMS];
-    fx_contiguous_strides(t->ndim, t->shape, cs);
+    fx__contiguous_strides(t->ndim, t->shape, cs);
     strided_copy(fx_data(t), t->strides, src, cs, t->ndim, t->shape, es, false);
 }
 

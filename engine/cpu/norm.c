@@ -1,4 +1,4 @@
-/* norm.c - CPU kernels: batch/layer/group normalisation and embedding.
+/* norm.c - CPU kernels: batch/layer/group normalisation.
  *
  * Normalisations see x as contiguous (N, C, L) (kern_norm.h). Statistics
  * come from one pass of shifted sums: with K an element of the set,
@@ -22,9 +22,6 @@
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
-/* Four floats in a register; loads through it need no alignment. */
-typedef float v4f __attribute__((vector_size(16), aligned(sizeof(float)), may_alias));
-
 /* Over a contiguous run of n elements: s1 = sum (p - kp) * w and
  * s2 = sum (p - kp) * w * (q - kq), with w NULL meaning 1. Forward
  * statistics use p = q = x and kp = kq = a shift; backward sums use p = dy,
@@ -38,14 +35,14 @@ static void run_sums(const float *p, float kp, const float *w, const float *q, f
     int64_t i = 0;
     while (i + 16 <= n) {
         int64_t e = min64(n, i + FLUSH);
-        v4f a1[4] = {0}, a2[4] = {0};
+        fx_v4f a1[4] = {0}, a2[4] = {0};
         for (; i + 16 <= e; i += 16)
             for (int j = 0; j < 4; j++) {
-                v4f v = *(const v4f *)(p + i + 4 * j) - kp;
+                fx_v4f v = *(const fx_v4f *)(p + i + 4 * j) - kp;
                 if (w)
-                    v *= *(const v4f *)(w + i + 4 * j);
+                    v *= *(const fx_v4f *)(w + i + 4 * j);
                 a1[j] += v;
-                a2[j] += v * (*(const v4f *)(q + i + 4 * j) - kq);
+                a2[j] += v * (*(const fx_v4f *)(q + i + 4 * j) - kq);
             }
         for (int j = 0; j < 4; j++)
             for (int l = 0; l < 4; l++) {
@@ -77,7 +74,7 @@ static inline void finish_stats(double s1, double s2, int64_t M, float K, float 
         *var = v;
 }
 
-#define V4(p) (*(const v4f *)(p))
+#define V4(p) (*(const fx_v4f *)(p))
 
 /* y[i] = (x[i] - m) * r * g[i] + b[i] over a run of channels (L == 1), with
  * m and r one value per channel (per_channel: batch norm) or one for the
@@ -87,18 +84,18 @@ static inline void finish_stats(double s1, double s2, int64_t M, float K, float 
 static void affine_channels(const float *x, float *y, int64_t n, const float *m, const float *r,
                             bool per_channel, const float *g, const float *b)
 {
-    v4f m0 = {0}, r0 = {0};
+    fx_v4f m0 = {0}, r0 = {0};
     m0 += m[0];
     r0 += r[0];
     int64_t i = 0;
     for (; i + 4 <= n; i += 4) {
-        v4f a = per_channel ? V4(r + i) : r0, v = V4(x + i) - (per_channel ? V4(m + i) : m0);
+        fx_v4f a = per_channel ? V4(r + i) : r0, v = V4(x + i) - (per_channel ? V4(m + i) : m0);
         if (g)
             a *= V4(g + i);
         v *= a;
         if (b)
             v += V4(b + i);
-        *(v4f *)(y + i) = v;
+        *(fx_v4f *)(y + i) = v;
     }
     for (; i < n; i++)
         y[i] = (x[i] - m[per_channel ? i : 0]) * (r[per_channel ? i : 0] * (g ? g[i] : 1.0f)) +
@@ -443,53 +440,9 @@ static void cpu_group_norm_backward(const fx_tensor *x, int64_t groups, const fx
             if (DG) DG[c] += (float)s2;);
 }
 
-/* ------------------------------------------------------------- embedding */
-
-/* y[j, :] = weight[idx[j], :]; every index is checked before any row is
- * copied. */
-static int64_t cpu_embedding(const fx_tensor *weight, const fx_tensor *idx, fx_tensor *y)
-{
-    int64_t num = weight->shape[0], dim = weight->shape[1], n = fx_tensor_numel(idx);
-    for (int64_t j = 0; j < n; j++) {
-        int64_t v = fx_index_at(idx, j);
-        if (v < 0 || v >= num)
-            return j;
-    }
-    const float *W = fx_f32(weight);
-    float *Y = fx_f32(y);
-    size_t row = (size_t)dim * sizeof(float);
-    FX_PFOR(n * dim, j, n, memcpy(Y + j * dim, W + fx_index_at(idx, j) * dim, row););
-    return -1;
-}
-
-/* dweight[idx[j], :] += dy[j, :] except for padding_idx. In parallel, task t
- * of T owns the rows with idx % T == t and scans all indices for them, so no
- * two tasks write one row; each row still adds its contributions in the
- * order of j, so the result does not depend on T. */
-static void cpu_embedding_backward(const fx_tensor *dy, const fx_tensor *idx, int64_t padding_idx,
-                                   fx_tensor *dweight)
-{
-    int64_t num = dweight->shape[0], dim = dweight->shape[1], n = fx_tensor_numel(idx);
-    const float *DY = fx_f32(dy);
-    float *DW = fx_f32(dweight);
-    int64_t work = n * dim, T = work > FX_GRAIN && fx__num_threads > 1 ? fx__num_threads : 1;
-    FX_PFOR(
-        work, t, T, for (int64_t j = 0; j < n; j++) {
-            int64_t v = fx_index_at(idx, j);
-            if (v < 0 || v >= num || v == padding_idx || v % T != t)
-                continue;
-            const float *s = DY + j * dim;
-            float *d = DW + v * dim;
-            for (int64_t k = 0; k < dim; k++)
-                d[k] += s[k];
-        });
-}
-
-const fx_norm_kernels fx_cpu_norm = {
+const fx_norm_kernels fx__cpu_norm = {
     .batch_norm = cpu_batch_norm,
     .batch_norm_backward = cpu_batch_norm_backward,
     .group_norm = cpu_group_norm,
     .group_norm_backward = cpu_group_norm_backward,
-    .embedding = cpu_embedding,
-    .embedding_backward = cpu_embedding_backward,
 };

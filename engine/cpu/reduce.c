@@ -143,7 +143,7 @@ typedef struct {
 static void red_geom_init(red_geom *g, const fx_tensor *x, const fx_tensor *y)
 {
     int64_t xs[FX_MAX_DIMS];
-    fx_contiguous_strides(x->ndim, x->shape, xs);
+    fx__contiguous_strides(x->ndim, x->shape, xs);
     g->nk = g->nr = 0;
     g->nout = g->count = 1;
     int last = -1; /* kind of the previous kept group: 0 kept, 1 reduced */

@@ -324,7 +324,7 @@ static void cpu_rnn_mask_steps(const fx_tensor *x, const fx_tensor *lengths, fx_
     });
 }
 
-const fx_rnn_kernels fx_cpu_rnn = {
+const fx_rnn_kernels fx__cpu_rnn = {
     .forward = cpu_rnn_forward,
     .backward = cpu_rnn_backward,
     .mask_steps = cpu_rnn_mask_steps,

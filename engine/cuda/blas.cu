@@ -23,12 +23,12 @@ static void cu_gemm(int64_t batch, bool ta, bool tb, int64_t M, int64_t N, int64
         return;
     }
     if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX) {
-        fx_cuda_record_msg(dev, FX_ERR_SHAPE, __FILE__, __LINE__,
-                           "gemm: dims %lld x %lld x %lld exceed cuBLAS's int range",
-                           (long long)M, (long long)N, (long long)K);
+        fx__cuda_record_msg(dev, FX_ERR_SHAPE, __FILE__, __LINE__,
+                            "gemm: dims %lld x %lld x %lld exceed cuBLAS's int range",
+                            (long long)M, (long long)N, (long long)K);
         return;
     }
-    cublasHandle_t h = fx_cuda_blas(dev);
+    cublasHandle_t h = fx__cuda_blas(dev);
     int lda = (int)(ta ? M : K), ldb = (int)(tb ? K : N), ldc = (int)N;
     cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
     if (batch == 1 || stride_c == 0) {
@@ -48,20 +48,20 @@ static void cu_gemm(int64_t batch, bool ta, bool tb, int64_t M, int64_t N, int64
     }
 }
 
-void fx_cuda_gemm_rm(int dev, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
-                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
-                     float *C, int64_t ldc)
+void fx__cuda_gemm_rm(int dev, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                      const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                      float *C, int64_t ldc)
 {
     if (M == 0 || N == 0)
         return;
     if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX ||
         ldc > INT32_MAX) {
-        fx_cuda_record_msg(dev, FX_ERR_SHAPE, __FILE__, __LINE__,
-                           "gemm: dims %lld x %lld x %lld exceed cuBLAS's int range",
-                           (long long)M, (long long)N, (long long)K);
+        fx__cuda_record_msg(dev, FX_ERR_SHAPE, __FILE__, __LINE__,
+                            "gemm: dims %lld x %lld x %lld exceed cuBLAS's int range",
+                            (long long)M, (long long)N, (long long)K);
         return;
     }
-    CUBLAS_CHECK(dev, cublasSgemm(fx_cuda_blas(dev), tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+    CUBLAS_CHECK(dev, cublasSgemm(fx__cuda_blas(dev), tb ? CUBLAS_OP_T : CUBLAS_OP_N,
                                   ta ? CUBLAS_OP_T : CUBLAS_OP_N, (int)N, (int)M, (int)K, &alpha,
                                   B, (int)(ldb < 1 ? 1 : ldb), A, (int)(lda < 1 ? 1 : lda), &beta,
                                   C, (int)ldc));
@@ -104,9 +104,13 @@ static void cu_bias_backward(const fx_tensor *dy, fx_tensor *dbias)
     int64_t C = dbias->shape[0], R = C ? numel(dy) / C : 0;
     if (!C || !R)
         return;
-    k_bias_bw<<<(unsigned)((C + 31) / 32), dim3(32, 8), 0, fx_cuda_stream(dev)>>>(F(dy),
+    k_bias_bw<<<(unsigned)((C + 31) / 32), dim3(32, 8), 0, fx__cuda_stream(dev)>>>(F(dy),
                                                                                 F(dbias), R, C);
     CU_LAUNCHED(dev);
 }
 
-const fx_blas_kernels fx_cuda_blas_k = { cu_gemm, cu_bias_fill, cu_bias_backward };
+const fx_blas_kernels fx__cuda_blas_k = {
+    .gemm = cu_gemm,
+    .bias_fill = cu_bias_fill,
+    .bias_backward = cu_bias_backward,
+};

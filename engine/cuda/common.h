@@ -34,32 +34,52 @@
 
 extern "C" {
 /* from engine/internal.h (C linkage; not included here: C-only helpers) */
-void fx_contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
-int64_t fx_shape_numel(int ndim, const int64_t *shape);
+void fx__contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
+int64_t fx__shape_numel(int ndim, const int64_t *shape);
 
-/* The family tables, one per .cu file, assembled in mem.cu. */
-extern const fx_mem_kernels fx_cuda_mem;
-extern const fx_ew_kernels fx_cuda_ew;
-extern const fx_blas_kernels fx_cuda_blas_k;
-extern const fx_reduce_kernels fx_cuda_red;
-extern const fx_index_kernels fx_cuda_idx;
-extern const fx_loss_kernels fx_cuda_loss;
-extern const fx_optim_kernels fx_cuda_optim;
-extern const fx_conv_kernels fx_cuda_conv;
-extern const fx_norm_kernels fx_cuda_norm;
-extern const fx_rnn_kernels fx_cuda_rnn;
-extern const fx_seq_kernels fx_cuda_seq;
-extern const fx_backend fx_cuda_backend;
+/* The family tables, one per .cu file, assembled in backend.cu. */
+extern const fx_mem_kernels fx__cuda_mem;
+extern const fx_ew_kernels fx__cuda_ew;
+extern const fx_blas_kernels fx__cuda_blas_k;
+extern const fx_reduce_kernels fx__cuda_reduce;
+extern const fx_index_kernels fx__cuda_index;
+extern const fx_loss_kernels fx__cuda_loss;
+extern const fx_optim_kernels fx__cuda_optim;
+extern const fx_conv_kernels fx__cuda_conv;
+extern const fx_norm_kernels fx__cuda_norm;
+extern const fx_rnn_kernels fx__cuda_rnn;
+extern const fx_seq_kernels fx__cuda_seq;
+extern const fx_embed_kernels fx__cuda_embed;
+extern const fx_backend fx__cuda_backend;
 }
 
-/* Records err (if the first on the device) and returns false on failure. */
-bool fx_cuda_record(int dev, cudaError_t err, const char *what, const char *file, int line);
-bool fx_cuda_record_blas(int dev, cublasStatus_t st, const char *what, const char *file,
-                         int line);
-void fx_cuda_record_msg(int dev, fx_status s, const char *file, int line, const char *fmt, ...);
+/* The CTC kernels (loss_ctc.cu), which loss.cu's table lists. */
+int64_t cu_ctc_check(const fx_ctc_args *a, const fx_tensor *targets, int64_t padded_width,
+                     const fx_tensor *input_lengths, const fx_tensor *target_lengths,
+                     fx_tensor *offsets, fx_tensor *inv_len, int64_t *smax, fx_ctc_issue *issue);
+void cu_ctc_forward(const fx_ctc_args *a, const fx_tensor *log_probs, const fx_tensor *targets,
+                    const fx_tensor *offsets, const fx_tensor *input_lengths,
+                    const fx_tensor *target_lengths, fx_tensor *ext, fx_tensor *alpha,
+                    fx_tensor *nll, fx_tensor *loss);
+void cu_ctc_backward(const fx_ctc_args *a, const fx_tensor *log_probs,
+                     const fx_tensor *input_lengths, const fx_tensor *target_lengths,
+                     const fx_tensor *ext, const fx_tensor *alpha, const fx_tensor *nll,
+                     const fx_tensor *dloss, fx_tensor *scratch, fx_tensor *dlog_probs);
 
-#define CU_CHECK(dev, call) fx_cuda_record((dev), (call), #call, __FILE__, __LINE__)
-#define CUBLAS_CHECK(dev, call) fx_cuda_record_blas((dev), (call), #call, __FILE__, __LINE__)
+/* The pooling kernels (pool.cu), which conv.cu's table lists. */
+void cu_pool2d(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *x, fx_tensor *y,
+               fx_tensor *argmax);
+void cu_pool2d_backward(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *dy,
+                        const fx_tensor *argmax, fx_tensor *dx);
+
+/* Records err (if the first on the device) and returns false on failure. */
+bool fx__cuda_record(int dev, cudaError_t err, const char *what, const char *file, int line);
+bool fx__cuda_record_blas(int dev, cublasStatus_t st, const char *what, const char *file,
+                          int line);
+void fx__cuda_record_msg(int dev, fx_status s, const char *file, int line, const char *fmt, ...);
+
+#define CU_CHECK(dev, call) fx__cuda_record((dev), (call), #call, __FILE__, __LINE__)
+#define CUBLAS_CHECK(dev, call) fx__cuda_record_blas((dev), (call), #call, __FILE__, __LINE__)
 
 /* After every <<<>>>: launch-configuration errors always, execution errors
  * (with a device sync) in debug builds. */
@@ -67,30 +87,30 @@ void fx_cuda_record_msg(int dev, fx_status s, const char *file, int line, const 
 #define CU_LAUNCHED(dev)                                                                          \
     do {                                                                                          \
         CU_CHECK((dev), cudaGetLastError());                                                      \
-        CU_CHECK((dev), cudaStreamSynchronize(fx_cuda_stream(dev)));                              \
+        CU_CHECK((dev), cudaStreamSynchronize(fx__cuda_stream(dev)));                              \
     } while (0)
 #else
 #define CU_LAUNCHED(dev) CU_CHECK((dev), cudaGetLastError())
 #endif
 
 /* Makes dev current and returns its stream (created on first use). */
-cudaStream_t fx_cuda_stream(int dev);
-cublasHandle_t fx_cuda_blas(int dev);
+cudaStream_t fx__cuda_stream(int dev);
+cublasHandle_t fx__cuda_blas(int dev);
 /* Synchronises dev's stream, recording any error; false on error. */
-bool fx_cuda_wait(int dev, const char *file, int line);
-#define CU_WAIT(dev) fx_cuda_wait((dev), __FILE__, __LINE__)
+bool fx__cuda_wait(int dev, const char *file, int line);
+#define CU_WAIT(dev) fx__cuda_wait((dev), __FILE__, __LINE__)
 
 /* n zeroed int64 device slots for a kernel that returns a count, from the
  * pool (one per call: several host threads may share a device); NULL, with
  * the device's error recorded, when there is no memory. */
-long long *fx_cuda_counter(int dev, int n);
+long long *fx__cuda_counter(int dev, int n);
 /* Waits for the stream, copies counter[0..n) to host and frees the slots.
  * false (host zeroed) when something failed: the error is recorded. */
-bool fx_cuda_read_counter(int dev, long long *counter, long long *host, int n);
+bool fx__cuda_read_counter(int dev, long long *counter, long long *host, int n);
 
 /* Position of the first element of the contiguous i32/i64 tensor idx (n
  * elements) outside [lo, hi], or -1 (synchronises the stream). */
-int64_t fx_cuda_first_bad(const fx_tensor *idx, int64_t n, int64_t lo, int64_t hi);
+int64_t fx__cuda_first_bad(const fx_tensor *idx, int64_t n, int64_t lo, int64_t hi);
 
 __device__ static inline int64_t idx_at(const void *p, bool i64, int64_t j)
 {
@@ -99,9 +119,9 @@ __device__ static inline int64_t idx_at(const void *p, bool i64, int64_t j)
 
 /* Row-major C = alpha op(A) op(B) + beta C on dev's cuBLAS handle, with
  * explicit leading dimensions (blas.cu). */
-void fx_cuda_gemm_rm(int dev, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
-                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
-                     float *C, int64_t ldc);
+void fx__cuda_gemm_rm(int dev, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                      const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                      float *C, int64_t ldc);
 
 static inline int tdev(const fx_tensor *t) { return t->device.index; }
 static inline int64_t numel(const fx_tensor *t) { return fx_tensor_numel(t); }
@@ -125,7 +145,7 @@ static inline unsigned blocks_for(int64_t n)
     do {                                                                                          \
         int64_t n_ = (n);                                                                         \
         if (n_ > 0) {                                                                             \
-            kern<<<blocks_for(n_), TPB, 0, fx_cuda_stream(dev)>>>(__VA_ARGS__);                   \
+            kern<<<blocks_for(n_), TPB, 0, fx__cuda_stream(dev)>>>(__VA_ARGS__);                   \
             CU_LAUNCHED(dev);                                                                     \
         }                                                                                         \
     } while (0)

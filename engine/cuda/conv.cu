@@ -1,5 +1,7 @@
 /*
- * conv.cu - convolution as im2col + cuBLAS, pooling, channel bias.
+ * conv.cu - convolution as im2col + cuBLAS, and the channel bias. The conv
+ * family's table is here; its pooling kernels are in pool.cu (as on the CPU:
+ * cpu/conv.c, cpu/pool.c).
  *
  * A chunk of S samples is unrolled into col [C*KH*KW, S*OH*OW] (row
  * (c, a, b), column (s, i, j)), so each group's product is one gemm over all
@@ -135,14 +137,14 @@ static void conv_run(int mode, const fx_conv_geom *g, float *X, float *W, float 
         for (int64_t gi = 0; gi < G; gi++) {
             float *Wg = W + gi * og * cgk, *colg = col + gi * cgk * cols, *ypg = yp + gi * og * cols;
             if (mode == FWD) /* Y'_g [og, cols] = W_g [og, cgk] col_g [cgk, cols] */
-                fx_cuda_gemm_rm(dev, false, false, og, cols, cgk, 1.0f, Wg, cgk, colg, cols, 0.0f,
-                                ypg, cols);
+                fx__cuda_gemm_rm(dev, false, false, og, cols, cgk, 1.0f, Wg, cgk, colg, cols, 0.0f,
+                                 ypg, cols);
             else if (mode == BWD_DATA) /* dcol_g [cgk, cols] = W_g^T dY'_g */
-                fx_cuda_gemm_rm(dev, true, false, cgk, cols, og, 1.0f, Wg, cgk, ypg, cols, 0.0f,
-                                colg, cols);
+                fx__cuda_gemm_rm(dev, true, false, cgk, cols, og, 1.0f, Wg, cgk, ypg, cols, 0.0f,
+                                 colg, cols);
             else /* dW_g [og, cgk] += dY'_g [og, cols] col_g^T */
-                fx_cuda_gemm_rm(dev, false, true, og, cgk, cols, 1.0f, ypg, cols, colg, cols, 1.0f,
-                                Wg, cgk);
+                fx__cuda_gemm_rm(dev, false, true, og, cgk, cols, 1.0f, ypg, cols, colg, cols, 1.0f,
+                                 Wg, cgk);
         }
         if (mode == FWD)
             LAUNCH(dev, g->o * cols, k_unpermute, yp, Y + n0 * g->o * ohw, bias, g->o, S, ohw,
@@ -200,113 +202,17 @@ static void cu_channel_bias_backward(const fx_tensor *dy, fx_tensor *db, int64_t
     int dev = tdev(dy);
     if (!c)
         return;
-    k_cbias_bw<<<(unsigned)c, TPB, 0, fx_cuda_stream(dev)>>>(F(dy), F(db), n, c, l);
+    k_cbias_bw<<<(unsigned)c, TPB, 0, fx__cuda_stream(dev)>>>(F(dy), F(db), n, c, l);
     CU_LAUNCHED(dev);
 }
 
-/* ------------------------------------------------------------- pooling */
-
-struct PG {
-    int64_t planes, h, w, oh, ow, kh, kw, sh, sw, ph, pw;
-    bool adaptive, exclude_pad;
+const fx_conv_kernels fx__cuda_conv = {
+    .conv2d_workspace = cu_conv2d_workspace,
+    .conv2d = cu_conv2d,
+    .conv2d_backward_data = cu_conv2d_backward_data,
+    .conv2d_backward_weight = cu_conv2d_backward_weight,
+    .channel_bias_fill = cu_channel_bias_fill,
+    .channel_bias_backward = cu_channel_bias_backward,
+    .pool2d = cu_pool2d,
+    .pool2d_backward = cu_pool2d_backward,
 };
-
-static PG pg_of(const fx_pool_geom *g)
-{
-    PG p = { g->planes, g->h, g->w, g->oh, g->ow, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw,
-             g->adaptive, g->exclude_pad };
-    return p;
-}
-
-__device__ static inline void pool_window(int64_t i, int64_t n, int64_t on, int64_t k, int64_t s,
-                                          int64_t p, bool adaptive, int64_t *lo, int64_t *hi,
-                                          int64_t *span)
-{
-    if (adaptive) {
-        *lo = i * n / on;
-        *hi = ((i + 1) * n + on - 1) / on;
-        *span = *hi - *lo;
-        return;
-    }
-    int64_t a = i * s - p, b = a + k < n + p ? a + k : n + p;
-    *span = b - a;
-    *lo = a > 0 ? a : 0;
-    *hi = b < n ? b : n;
-}
-
-/* One thread per output; dy != NULL: backward (scatter with atomics). */
-__global__ void k_pool(PG g, int kind, const float *x, float *y, int32_t *am, const float *dy,
-                       float *dx, int64_t total)
-{
-    GRID_LOOP(e, total)
-    {
-        int64_t out = g.oh * g.ow, p = e / out, q = e % out, i = q / g.ow, j = q % g.ow;
-        int64_t r0, r1, rs, c0, c1, cs;
-        pool_window(i, g.h, g.oh, g.kh, g.sh, g.ph, g.adaptive, &r0, &r1, &rs);
-        pool_window(j, g.w, g.ow, g.kw, g.sw, g.pw, g.adaptive, &c0, &c1, &cs);
-        int64_t in = g.h * g.w;
-        if (kind == FX_POOL_MAX) {
-            const float *xp = x + p * in;
-            int64_t bi = r0 * g.w + c0;
-            float best = xp[bi];
-            for (int64_t r = r0; r < r1; r++)
-                for (int64_t c = c0; c < c1; c++) {
-                    float v = xp[r * g.w + c];
-                    if (v > best || (v != v && best == best)) {
-                        best = v;
-                        bi = r * g.w + c;
-                    }
-                }
-            y[e] = best;
-            if (am)
-                am[e] = (int32_t)bi;
-            continue;
-        }
-        int64_t cnt = g.exclude_pad ? (r1 - r0) * (c1 - c0) : rs * cs;
-        float inv = 1.0f / (float)cnt;
-        if (dy) {
-            float v = dy[e] * inv;
-            for (int64_t r = r0; r < r1; r++)
-                for (int64_t c = c0; c < c1; c++)
-                    atomicAdd(dx + p * in + r * g.w + c, v);
-        } else {
-            float s = 0.0f;
-            for (int64_t r = r0; r < r1; r++)
-                for (int64_t c = c0; c < c1; c++)
-                    s += x[p * in + r * g.w + c];
-            y[e] = s * inv;
-        }
-    }
-}
-
-static void cu_pool2d(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *x, fx_tensor *y,
-                      fx_tensor *argmax)
-{
-    int64_t total = g->planes * g->oh * g->ow;
-    LAUNCH(tdev(x), total, k_pool, pg_of(g), (int)kind, F(x), F(y),
-           argmax ? (int32_t *)fx_data(argmax) : NULL, (const float *)NULL, (float *)NULL, total);
-}
-
-__global__ void k_maxpool_bw(const float *dy, const int32_t *am, float *dx, int64_t in,
-                             int64_t out, int64_t total)
-{
-    GRID_LOOP(e, total) atomicAdd(dx + (e / out) * in + am[e], dy[e]);
-}
-
-static void cu_pool2d_backward(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *dy,
-                               const fx_tensor *argmax, fx_tensor *dx)
-{
-    int dev = tdev(dy);
-    int64_t out = g->oh * g->ow, total = g->planes * out;
-    if (kind == FX_POOL_MAX)
-        LAUNCH(dev, total, k_maxpool_bw, F(dy), (const int32_t *)fx_data(argmax), F(dx),
-               g->h * g->w, out, total);
-    else
-        LAUNCH(dev, total, k_pool, pg_of(g), (int)kind, (const float *)NULL, (float *)NULL,
-               (int32_t *)NULL, F(dy), F(dx), total);
-}
-
-const fx_conv_kernels fx_cuda_conv = { cu_conv2d_workspace,     cu_conv2d,
-                                       cu_conv2d_backward_data, cu_conv2d_backward_weight,
-                                       cu_channel_bias_fill,    cu_channel_bias_backward,
-                                       cu_pool2d,               cu_pool2d_backward };

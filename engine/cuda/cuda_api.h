@@ -12,17 +12,17 @@ extern "C" {
 
 /* Number of CUDA devices; 0 when none or the driver is missing (*why, when
  * not NULL, then says why: a static string). */
-int fx_cuda_device_count(const char **why);
-fx_status fx_cuda_device_info(int index, fx_device_info *out);
-fx_status fx_cuda_set_memory_limit(int index, size_t bytes);
-fx_status fx_cuda_mem_stats(int index, fx_device_mem_stats *out);
+int fx__cuda_device_count(const char **why);
+fx_status fx__cuda_device_info(int index, fx_device_info *out);
+fx_status fx__cuda_set_memory_limit(int index, size_t bytes);
+fx_status fx__cuda_mem_stats(int index, fx_device_mem_stats *out);
 /* Waits for the device's stream; returns the first error recorded on the
  * device since the last call (and clears it), with its message in err. */
-fx_status fx_cuda_sync(int index, char *err, size_t n);
+fx_status fx__cuda_sync(int index, char *err, size_t n);
 /* The message of the last failed allocation on this thread ("" if none). */
-const char *fx_cuda_alloc_error(void);
-void fx_cuda_set_tf32(bool on);
-bool fx_cuda_tf32(void);
+const char *fx__cuda_alloc_error(void);
+void fx__cuda_set_tf32(bool on);
+bool fx__cuda_tf32(void);
 
 #ifdef __cplusplus
 }

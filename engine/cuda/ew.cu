@@ -80,11 +80,11 @@ static int64_t cu_unary(fx_unary_op op, float a, float b, const fx_tensor *x, fx
         LAUNCH(dev, n, k_unary, (int)op, a, b, F(x), F(y), n, (unsigned long long *)NULL);
         return 0;
     }
-    long long *bad = fx_cuda_counter(dev, 1), h;
+    long long *bad = fx__cuda_counter(dev, 1), h;
     if (!bad)
         return n; /* no memory to count in: the op fails (error recorded) */
     LAUNCH(dev, n, k_unary, (int)op, a, b, F(x), F(y), n, (unsigned long long *)bad);
-    return fx_cuda_read_counter(dev, bad, &h, 1) ? h : n;
+    return fx__cuda_read_counter(dev, bad, &h, 1) ? h : n;
 }
 
 __global__ void k_unary_bw(int op, float a, float b, const float *x, const float *y,
@@ -141,11 +141,11 @@ static int64_t cu_binary(fx_binary_op op, const fx_tensor *a, const fx_tensor *b
         LAUNCH(dev, n, k_binary, (int)op, F(a), F(b), F(out), d, n, (unsigned long long *)NULL);
         return 0;
     }
-    long long *bad = fx_cuda_counter(dev, 1), h;
+    long long *bad = fx__cuda_counter(dev, 1), h;
     if (!bad)
         return n;
     LAUNCH(dev, n, k_binary, (int)op, F(a), F(b), F(out), d, n, (unsigned long long *)bad);
-    return fx_cuda_read_counter(dev, bad, &h, 1) ? h : n;
+    return fx__cuda_read_counter(dev, bad, &h, 1) ? h : n;
 }
 
 __global__ void k_binary_bw(int op, const float *A, const float *B, const float *G, float *DA,
@@ -260,5 +260,13 @@ static void cu_axpy(float alpha, const fx_tensor *x, fx_tensor *y)
     LAUNCH(tdev(y), n, k_axpy, alpha, F(x), F(y), n);
 }
 
-const fx_ew_kernels fx_cuda_ew = { cu_unary, cu_unary_backward, cu_binary, cu_binary_backward,
-                                   cu_where, cu_where_backward, cu_dropout_mask, cu_axpy };
+const fx_ew_kernels fx__cuda_ew = {
+    .unary = cu_unary,
+    .unary_backward = cu_unary_backward,
+    .binary = cu_binary,
+    .binary_backward = cu_binary_backward,
+    .where = cu_where,
+    .where_backward = cu_where_backward,
+    .dropout_mask = cu_dropout_mask,
+    .axpy = cu_axpy,
+};

@@ -38,10 +38,10 @@ static int64_t cu_ce_labels(const fx_tensor *logits, const fx_tensor *labels, fx
 {
     int dev = tdev(logits);
     int64_t N = logits->shape[0], C = logits->shape[1];
-    int64_t bad = fx_cuda_first_bad(labels, N, 0, C - 1);
+    int64_t bad = fx__cuda_first_bad(labels, N, 0, C - 1);
     if (bad >= 0 || N == 0)
         return bad;
-    k_ce_labels<<<(unsigned)N, TPB, 0, fx_cuda_stream(dev)>>>(F(logits), fx_data(labels),
+    k_ce_labels<<<(unsigned)N, TPB, 0, fx__cuda_stream(dev)>>>(F(logits), fx_data(labels),
                                                              labels->dtype == FX_I64, F(loss), C);
     CU_LAUNCHED(dev);
     return -1;
@@ -68,7 +68,7 @@ static void cu_ce_labels_backward(const fx_tensor *logits, const fx_tensor *labe
     int64_t N = logits->shape[0], C = logits->shape[1];
     if (!N)
         return;
-    k_ce_labels_bw<<<(unsigned)N, TPB, 0, fx_cuda_stream(dev)>>>(
+    k_ce_labels_bw<<<(unsigned)N, TPB, 0, fx__cuda_stream(dev)>>>(
         F(logits), fx_data(labels), labels->dtype == FX_I64, F(dloss), F(dlogits), C);
     CU_LAUNCHED(dev);
 }
@@ -112,7 +112,7 @@ static void ce_soft_launch(const fx_tensor *logits, const fx_tensor *probs, cons
     int64_t N = logits->shape[0], C = logits->shape[1];
     if (!N)
         return;
-    k_ce_soft<<<(unsigned)N, TPB, 0, fx_cuda_stream(dev)>>>(
+    k_ce_soft<<<(unsigned)N, TPB, 0, fx__cuda_stream(dev)>>>(
         F(logits), F(probs), dloss ? F(dloss) : NULL, loss ? F(loss) : NULL,
         dlogits ? F(dlogits) : NULL, dprobs ? F(dprobs) : NULL, C);
     CU_LAUNCHED(dev);
@@ -166,6 +166,14 @@ static void cu_bce_logits_backward(const fx_tensor *x, const fx_tensor *t, const
     LAUNCH(tdev(x), n, k_bce_bw, F(x), F(t), F(dloss), dx ? F(dx) : NULL, dt ? F(dt) : NULL, n);
 }
 
-const fx_loss_kernels fx_cuda_loss = { cu_ce_labels, cu_ce_labels_backward, cu_ce_soft,
-                                       cu_ce_soft_backward, cu_bce_logits,
-                                       cu_bce_logits_backward };
+const fx_loss_kernels fx__cuda_loss = {
+    .ce_labels = cu_ce_labels,
+    .ce_labels_backward = cu_ce_labels_backward,
+    .ce_soft = cu_ce_soft,
+    .ce_soft_backward = cu_ce_soft_backward,
+    .bce_logits = cu_bce_logits,
+    .bce_logits_backward = cu_bce_logits_backward,
+    .ctc_check = cu_ctc_check,
+    .ctc_forward = cu_ctc_forward,
+    .ctc_backward = cu_ctc_backward,
+};

@@ -58,7 +58,7 @@ static void set_error(int dev, fx_status s, const char *msg)
         fprintf(stderr, "fluxion: cuda:%d: %s\n", dev, msg);
 }
 
-void fx_cuda_record_msg(int dev, fx_status s, const char *file, int line, const char *fmt, ...)
+void fx__cuda_record_msg(int dev, fx_status s, const char *file, int line, const char *fmt, ...)
 {
     char m[400], full[512];
     va_list ap;
@@ -69,22 +69,22 @@ void fx_cuda_record_msg(int dev, fx_status s, const char *file, int line, const 
     set_error(dev, s, full);
 }
 
-bool fx_cuda_record(int dev, cudaError_t err, const char *what, const char *file, int line)
+bool fx__cuda_record(int dev, cudaError_t err, const char *what, const char *file, int line)
 {
     if (err == cudaSuccess)
         return true;
-    fx_cuda_record_msg(dev, err == cudaErrorMemoryAllocation ? FX_ERR_NOMEM : FX_ERR_DEVICE, file,
-                       line, "%s failed: %s (%s)", what, cudaGetErrorString(err),
-                       cudaGetErrorName(err));
+    fx__cuda_record_msg(dev, err == cudaErrorMemoryAllocation ? FX_ERR_NOMEM : FX_ERR_DEVICE, file,
+                        line, "%s failed: %s (%s)", what, cudaGetErrorString(err),
+                        cudaGetErrorName(err));
     return false;
 }
 
-bool fx_cuda_record_blas(int dev, cublasStatus_t st, const char *what, const char *file, int line)
+bool fx__cuda_record_blas(int dev, cublasStatus_t st, const char *what, const char *file, int line)
 {
     if (st == CUBLAS_STATUS_SUCCESS)
         return true;
-    fx_cuda_record_msg(dev, st == CUBLAS_STATUS_ALLOC_FAILED ? FX_ERR_NOMEM : FX_ERR_DEVICE, file,
-                       line, "%s failed: %s", what, cublasGetStatusString(st));
+    fx__cuda_record_msg(dev, st == CUBLAS_STATUS_ALLOC_FAILED ? FX_ERR_NOMEM : FX_ERR_DEVICE, file,
+                        line, "%s failed: %s", what, cublasGetStatusString(st));
     return false;
 }
 
@@ -114,28 +114,28 @@ static dev_state *state(int dev)
     return d;
 }
 
-cudaStream_t fx_cuda_stream(int dev)
+cudaStream_t fx__cuda_stream(int dev)
 {
     dev_state *d = state(dev);
     cudaSetDevice(dev); /* cheap when already current */
     return d->stream;
 }
 
-cublasHandle_t fx_cuda_blas(int dev)
+cublasHandle_t fx__cuda_blas(int dev)
 {
-    fx_cuda_stream(dev);
+    fx__cuda_stream(dev);
     return g_dev[dev].blas;
 }
 
-bool fx_cuda_wait(int dev, const char *file, int line)
+bool fx__cuda_wait(int dev, const char *file, int line)
 {
-    cudaStream_t s = fx_cuda_stream(dev);
-    bool ok = fx_cuda_record(dev, cudaGetLastError(), "kernel launch", file, line);
-    return fx_cuda_record(dev, cudaStreamSynchronize(s), "cudaStreamSynchronize", file, line) &&
+    cudaStream_t s = fx__cuda_stream(dev);
+    bool ok = fx__cuda_record(dev, cudaGetLastError(), "kernel launch", file, line);
+    return fx__cuda_record(dev, cudaStreamSynchronize(s), "cudaStreamSynchronize", file, line) &&
            ok;
 }
 
-long long *fx_cuda_counter(int dev, int n)
+long long *fx__cuda_counter(int dev, int n)
 {
     dev_state *d = state(dev);
     void *p = NULL;
@@ -149,7 +149,7 @@ long long *fx_cuda_counter(int dev, int n)
     return (long long *)p;
 }
 
-bool fx_cuda_read_counter(int dev, long long *counter, long long *host, int n)
+bool fx__cuda_read_counter(int dev, long long *counter, long long *host, int n)
 {
     dev_state *d = state(dev);
     memset(host, 0, (size_t)n * sizeof *host);
@@ -164,7 +164,7 @@ bool fx_cuda_read_counter(int dev, long long *counter, long long *host, int n)
     return ok;
 }
 
-void fx_cuda_set_tf32(bool on)
+void fx__cuda_set_tf32(bool on)
 {
     g_tf32 = on;
     for (int i = 0; i < FX_CUDA_MAX_DEVICES; i++)
@@ -173,7 +173,7 @@ void fx_cuda_set_tf32(bool on)
                                                                 : CUBLAS_DEFAULT_MATH));
 }
 
-bool fx_cuda_tf32(void) { return g_tf32; }
+bool fx__cuda_tf32(void) { return g_tf32; }
 
 /* --------------------------------------------------------- enumeration */
 
@@ -197,7 +197,7 @@ static void count_devices(void)
     g_count = n > FX_CUDA_MAX_DEVICES ? FX_CUDA_MAX_DEVICES : n;
 }
 
-int fx_cuda_device_count(const char **why)
+int fx__cuda_device_count(const char **why)
 {
     pthread_once(&g_count_once, count_devices);
     if (why)
@@ -205,9 +205,9 @@ int fx_cuda_device_count(const char **why)
     return g_count;
 }
 
-static bool valid(int index) { return index >= 0 && index < fx_cuda_device_count(NULL); }
+static bool valid(int index) { return index >= 0 && index < fx__cuda_device_count(NULL); }
 
-fx_status fx_cuda_device_info(int index, fx_device_info *out)
+fx_status fx__cuda_device_info(int index, fx_device_info *out)
 {
     if (!valid(index))
         return FX_ERR_DEVICE;
@@ -217,7 +217,7 @@ fx_status fx_cuda_device_info(int index, fx_device_info *out)
     snprintf(out->name, sizeof out->name, "%.95s", p.name);
     out->cc_major = p.major;
     out->cc_minor = p.minor;
-    fx_cuda_stream(index);
+    fx__cuda_stream(index);
     size_t fr = 0, tot = 0;
     if (!CU_CHECK(index, cudaMemGetInfo(&fr, &tot)))
         return FX_ERR_DEVICE;
@@ -230,7 +230,7 @@ fx_status fx_cuda_device_info(int index, fx_device_info *out)
     return FX_OK;
 }
 
-fx_status fx_cuda_set_memory_limit(int index, size_t bytes)
+fx_status fx__cuda_set_memory_limit(int index, size_t bytes)
 {
     if (!valid(index))
         return FX_ERR_DEVICE;
@@ -240,7 +240,7 @@ fx_status fx_cuda_set_memory_limit(int index, size_t bytes)
     return FX_OK;
 }
 
-fx_status fx_cuda_mem_stats(int index, fx_device_mem_stats *out)
+fx_status fx__cuda_mem_stats(int index, fx_device_mem_stats *out)
 {
     if (!valid(index))
         return FX_ERR_DEVICE;
@@ -258,7 +258,7 @@ fx_status fx_cuda_mem_stats(int index, fx_device_mem_stats *out)
     return FX_OK;
 }
 
-fx_status fx_cuda_sync(int index, char *err, size_t n)
+fx_status fx__cuda_sync(int index, char *err, size_t n)
 {
     if (!valid(index))
         return FX_ERR_DEVICE;
@@ -274,7 +274,7 @@ fx_status fx_cuda_sync(int index, char *err, size_t n)
     return s;
 }
 
-const char *fx_cuda_alloc_error(void) { return t_alloc_err; }
+const char *fx__cuda_alloc_error(void) { return t_alloc_err; }
 
 /* -------------------------------------------------------------- pool */
 
@@ -431,7 +431,7 @@ static void strided(int dev, void *dst, const int64_t *dst_st, const void *src,
         d.st[0][a] = dst_st[a];
         d.st[1][a] = src_st[a];
     }
-    int64_t n = fx_shape_numel(nd, shape);
+    int64_t n = fx__shape_numel(nd, shape);
     if (acc)
         LAUNCH(dev, n, k_strided_acc, (float *)dst, (const float *)src, d, n);
     else if (es == 8)
@@ -463,7 +463,7 @@ static bool pinned(const void *p)
 static void cuda_to_host(const fx_tensor *t, void *dst)
 {
     int dev = tdev(t);
-    cudaStream_t s = fx_cuda_stream(dev);
+    cudaStream_t s = fx__cuda_stream(dev);
     size_t nb = bytes_of(t);
     if (!nb)
         return;
@@ -472,13 +472,13 @@ static void cuda_to_host(const fx_tensor *t, void *dst)
     } else { /* gather on the device, then one copy */
         void *tmp = cuda_alloc(t->device, nb);
         if (!tmp) {
-            fx_cuda_record_msg(dev, FX_ERR_NOMEM, __FILE__, __LINE__, "to_host: %s",
-                               t_alloc_err);
+            fx__cuda_record_msg(dev, FX_ERR_NOMEM, __FILE__, __LINE__, "to_host: %s",
+                                t_alloc_err);
             memset(dst, 0, nb);
             return;
         }
         int64_t cs[FX_MAX_DIMS];
-        fx_contiguous_strides(t->ndim, t->shape, cs);
+        fx__contiguous_strides(t->ndim, t->shape, cs);
         strided(dev, tmp, cs, fx_data(t), t->strides, t->ndim, t->shape,
                 fx_dtype_size(t->dtype), false);
         CU_CHECK(dev, cudaMemcpyAsync(dst, tmp, nb, cudaMemcpyDeviceToHost, s));
@@ -490,7 +490,7 @@ static void cuda_to_host(const fx_tensor *t, void *dst)
 static void cuda_from_host(fx_tensor *t, const void *src)
 {
     int dev = tdev(t);
-    cudaStream_t s = fx_cuda_stream(dev);
+    cudaStream_t s = fx__cuda_stream(dev);
     size_t nb = bytes_of(t);
     if (!nb)
         return;
@@ -499,13 +499,13 @@ static void cuda_from_host(fx_tensor *t, const void *src)
     } else {
         void *tmp = cuda_alloc(t->device, nb);
         if (!tmp) {
-            fx_cuda_record_msg(dev, FX_ERR_NOMEM, __FILE__, __LINE__, "from_host: %s",
-                               t_alloc_err);
+            fx__cuda_record_msg(dev, FX_ERR_NOMEM, __FILE__, __LINE__, "from_host: %s",
+                                t_alloc_err);
             return;
         }
         CU_CHECK(dev, cudaMemcpyAsync(tmp, src, nb, cudaMemcpyHostToDevice, s));
         int64_t cs[FX_MAX_DIMS];
-        fx_contiguous_strides(t->ndim, t->shape, cs);
+        fx__contiguous_strides(t->ndim, t->shape, cs);
         strided(dev, fx_data(t), t->strides, tmp, cs, t->ndim, t->shape,
                 fx_dtype_size(t->dtype), false);
         cuda_free(t->device, tmp);
@@ -521,7 +521,7 @@ static void cuda_copy(fx_tensor *dst, const fx_tensor *src, bool accumulate)
         size_t nb = bytes_of(src);
         if (nb)
             CU_CHECK(dev, cudaMemcpyAsync(fx_data(dst), fx_data(src), nb,
-                                          cudaMemcpyDeviceToDevice, fx_cuda_stream(dev)));
+                                          cudaMemcpyDeviceToDevice, fx__cuda_stream(dev)));
         return;
     }
     strided(dev, fx_data(dst), dst->strides, fx_data(src), src->strides, src->ndim, src->shape,
@@ -541,7 +541,7 @@ static void cuda_fill(fx_tensor *t, double v)
     bool zero = v == 0.0 && !signbit(v);
     if (zero || t->dtype == FX_F16 || t->dtype == FX_BF16) {
         if (n)
-            CU_CHECK(dev, cudaMemsetAsync(p, 0, bytes_of(t), fx_cuda_stream(dev)));
+            CU_CHECK(dev, cudaMemsetAsync(p, 0, bytes_of(t), fx__cuda_stream(dev)));
         return;
     }
     switch (t->dtype) {
@@ -551,15 +551,11 @@ static void cuda_fill(fx_tensor *t, double v)
     }
 }
 
-const fx_mem_kernels fx_cuda_mem = { cuda_alloc, cuda_free, cuda_to_host, cuda_from_host,
-                                     cuda_copy, cuda_fill };
-
-/* ------------------------------------------------------------ backend */
-
-static bool cuda_available(int index) { return valid(index); }
-
-const fx_backend fx_cuda_backend = {
-    "cuda",        FX_DEV_CUDA,   cuda_available, &fx_cuda_mem,   &fx_cuda_ew,  &fx_cuda_blas_k,
-    &fx_cuda_red,  &fx_cuda_idx,  &fx_cuda_loss,  &fx_cuda_optim, &fx_cuda_conv, &fx_cuda_norm,
-    &fx_cuda_rnn,  &fx_cuda_seq,
+const fx_mem_kernels fx__cuda_mem = {
+    .alloc = cuda_alloc,
+    .free = cuda_free,
+    .to_host = cuda_to_host,
+    .from_host = cuda_from_host,
+    .copy = cuda_copy,
+    .fill = cuda_fill,
 };

@@ -1,4 +1,4 @@
-/* norm.cu - batch / group (and so layer) normalisation and embedding.
+/* norm.cu - batch / group (and so layer) normalisation.
  * x is (N, C, L) contiguous. Statistics: one block per set (a channel for
  * batch norm, a (sample, group) row for group norm), shifted sums in double
  * (shift: the set's first element) as the CPU does. The `work` tensor of
@@ -74,7 +74,7 @@ static void cu_batch_norm(const fx_tensor *x, const fx_tensor *gamma, const fx_t
     if (training) {
         if (N * L == 0)
             return;
-        k_bn_stats<<<(unsigned)C, TPB, 0, fx_cuda_stream(dev)>>>(F(x), C, L, N * L, eps, momentum,
+        k_bn_stats<<<(unsigned)C, TPB, 0, fx__cuda_stream(dev)>>>(F(x), C, L, N * L, eps, momentum,
                                                                 F(mean), F(rstd), rm, rv);
         CU_LAUNCHED(dev);
     } else {
@@ -130,19 +130,19 @@ static void cu_batch_norm_backward(const fx_tensor *x, const fx_tensor *gamma,
     int64_t N = x->shape[0], C = x->shape[1], L = x->shape[2], total = N * C * L;
     if (!C || !total)
         return;
-    float *coef = (float *)fx_cuda_mem.alloc(x->device, (size_t)(3 * C) * sizeof(float));
+    float *coef = (float *)fx__cuda_mem.alloc(x->device, (size_t)(3 * C) * sizeof(float));
     if (!coef) {
-        fx_cuda_record_msg(dev, FX_ERR_NOMEM, __FILE__, __LINE__, "batch_norm_backward: %s",
-                           fx_cuda_alloc_error());
+        fx__cuda_record_msg(dev, FX_ERR_NOMEM, __FILE__, __LINE__, "batch_norm_backward: %s",
+                            fx__cuda_alloc_error());
         return;
     }
-    k_bn_bw_sums<<<(unsigned)C, TPB, 0, fx_cuda_stream(dev)>>>(
+    k_bn_bw_sums<<<(unsigned)C, TPB, 0, fx__cuda_stream(dev)>>>(
         F(x), F(dy), F(mean), F(rstd), gamma ? F(gamma) : NULL, C, L, N * L, training,
         dgamma ? F(dgamma) : NULL, dbeta ? F(dbeta) : NULL, coef);
     CU_LAUNCHED(dev);
     if (dx)
         LAUNCH(dev, total, k_bn_bw_dx, F(x), F(dy), F(mean), coef, F(dx), C, L, total);
-    fx_cuda_mem.free(x->device, coef);
+    fx__cuda_mem.free(x->device, coef);
 }
 
 /* ------------------------------------------------------------ group norm */
@@ -178,7 +178,7 @@ static void cu_group_norm(const fx_tensor *x, int64_t groups, const fx_tensor *g
     int64_t rows = N * groups, S = (C / groups) * L;
     if (!rows || !S)
         return;
-    k_gn_stats<<<(unsigned)rows, TPB, 0, fx_cuda_stream(dev)>>>(F(x), S, eps, F(mean), F(rstd));
+    k_gn_stats<<<(unsigned)rows, TPB, 0, fx__cuda_stream(dev)>>>(F(x), S, eps, F(mean), F(rstd));
     CU_LAUNCHED(dev);
     LAUNCH(dev, total, k_affine, F(x), F(y), F(mean), F(rstd), gamma ? F(gamma) : NULL,
            beta ? F(beta) : NULL, C, L, groups, total);
@@ -236,7 +236,7 @@ static void cu_group_norm_backward(const fx_tensor *x, int64_t groups, const fx_
     int64_t N = x->shape[0], C = x->shape[1], L = x->shape[2];
     if (!N || !C)
         return;
-    cudaStream_t s = fx_cuda_stream(dev);
+    cudaStream_t s = fx__cuda_stream(dev);
     if (dx && L) {
         k_gn_bw_dx<<<(unsigned)(N * groups), TPB, 0, s>>>(F(x), F(dy), gamma ? F(gamma) : NULL,
                                                           F(mean), F(rstd), F(dx), C, L, groups);
@@ -250,44 +250,9 @@ static void cu_group_norm_backward(const fx_tensor *x, int64_t groups, const fx_
     }
 }
 
-/* ------------------------------------------------------------ embedding */
-
-__global__ void k_embed(const float *w, const void *idx, bool i64, float *y, int64_t dim,
-                        int64_t total)
-{
-    GRID_LOOP(e, total) y[e] = w[idx_at(idx, i64, e / dim) * dim + e % dim];
-}
-
-static int64_t cu_embedding(const fx_tensor *weight, const fx_tensor *idx, fx_tensor *y)
-{
-    int64_t num = weight->shape[0], dim = weight->shape[1], n = numel(idx);
-    int64_t bad = fx_cuda_first_bad(idx, n, 0, num - 1);
-    if (bad >= 0)
-        return bad;
-    LAUNCH(tdev(y), n * dim, k_embed, F(weight), fx_data(idx), idx->dtype == FX_I64, F(y), dim,
-           n * dim);
-    return -1;
-}
-
-__global__ void k_embed_bw(const float *dy, const void *idx, bool i64, int64_t pad, float *dw,
-                           int64_t num, int64_t dim, int64_t total)
-{
-    GRID_LOOP(e, total)
-    {
-        int64_t v = idx_at(idx, i64, e / dim);
-        if (v != pad && v >= 0 && v < num)
-            atomicAdd(dw + v * dim + e % dim, dy[e]);
-    }
-}
-
-static void cu_embedding_backward(const fx_tensor *dy, const fx_tensor *idx, int64_t padding_idx,
-                                  fx_tensor *dweight)
-{
-    int64_t num = dweight->shape[0], dim = dweight->shape[1], n = numel(idx);
-    LAUNCH(tdev(dy), n * dim, k_embed_bw, F(dy), fx_data(idx), idx->dtype == FX_I64,
-           padding_idx < 0 ? (int64_t)-1 : padding_idx, F(dweight), num, dim, n * dim);
-}
-
-const fx_norm_kernels fx_cuda_norm = { cu_batch_norm, cu_batch_norm_backward, cu_group_norm,
-                                       cu_group_norm_backward, cu_embedding,
-                                       cu_embedding_backward };
+const fx_norm_kernels fx__cuda_norm = {
+    .batch_norm = cu_batch_norm,
+    .batch_norm_backward = cu_batch_norm_backward,
+    .group_norm = cu_group_norm,
+    .group_norm_backward = cu_group_norm_backward,
+};

@@ -85,4 +85,6 @@ static void cu_step(fx_optim_kind kind, const fx_optim_step_args *a, fx_tensor *
     LAUNCH(tdev(p), n, k_step, (int)kind, c, F(p), F(g), s1 ? F(s1) : NULL, s2 ? F(s2) : NULL, n);
 }
 
-const fx_optim_kernels fx_cuda_optim = { cu_step };
+const fx_optim_kernels fx__cuda_optim = {
+    .step = cu_step,
+};

@@ -94,9 +94,9 @@ static void cu_rnn_forward(const fx_rnn_seq_args *a)
         const float *Hp = HS + s * N * H;
         if (s == 0 && a->h0_zero)
             CU_CHECK(dev, cudaMemsetAsync(HG, 0, (size_t)(N * GH) * sizeof(float),
-                                          fx_cuda_stream(dev)));
+                                          fx__cuda_stream(dev)));
         else /* hg [N, GH] = h [N, H] W_hh^T */
-            fx_cuda_gemm_rm(dev, false, true, N, GH, H, 1.0f, Hp, H, F(a->w_hh), H, 0.0f, HG, GH);
+            fx__cuda_gemm_rm(dev, false, true, N, GH, H, 1.0f, Hp, H, F(a->w_hh), H, 0.0f, HG, GH);
         LAUNCH(dev, N * H, k_cell_fwd, g, s, F(a->xg), HG, a->b_hh ? F(a->b_hh) : NULL, Hp,
                HS + (s + 1) * N * H, a->cs ? F(a->cs) + s * N * H : NULL,
                a->cs ? F(a->cs) + (s + 1) * N * H : NULL,
@@ -164,8 +164,8 @@ static void cu_rnn_backward(const fx_rnn_seq_args *a)
                a->act ? F(a->act) + s * N * 4 * H : NULL, F(a->dh), a->dc ? F(a->dc) : NULL,
                F(a->dxg), DHG);
         if (s > 0 || a->want_dh0) /* dh [N, H] += dhg [N, GH] W_hh [GH, H] */
-            fx_cuda_gemm_rm(dev, false, false, N, H, GH, 1.0f, DHG, GH, F(a->w_hh), H, 1.0f,
-                            F(a->dh), H);
+            fx__cuda_gemm_rm(dev, false, false, N, H, GH, 1.0f, DHG, GH, F(a->w_hh), H, 1.0f,
+                             F(a->dh), H);
     }
 }
 
@@ -186,4 +186,8 @@ static void cu_rnn_mask_steps(const fx_tensor *x, const fx_tensor *lengths, fx_t
            total);
 }
 
-const fx_rnn_kernels fx_cuda_rnn = { cu_rnn_forward, cu_rnn_backward, cu_rnn_mask_steps };
+const fx_rnn_kernels fx__cuda_rnn = {
+    .forward = cu_rnn_forward,
+    .backward = cu_rnn_backward,
+    .mask_steps = cu_rnn_mask_steps,
+};

@@ -327,7 +327,7 @@ int main(void)
     if (cpu_only) {
         GPU = fx_cpu();
         printf("FX_CUDA_TEST_ON_CPU: CPU against CPU (no CUDA device used)\n");
-    } else if (fx_cuda_device_count(&why) == 0) {
+    } else if (fx__cuda_device_count(&why) == 0) {
         printf("SKIPPED: no CUDA device (%s)\n", why);
         return 77;
     }

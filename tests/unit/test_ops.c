@@ -494,7 +494,7 @@ int main(int argc, char **argv)
     const char *why = "the CUDA backend is not built";
     int gpus = 0;
 #ifdef FX_TEST_CUDA
-    gpus = fx_cuda_device_count(&why);
+    gpus = fx__cuda_device_count(&why);
 #endif
     if (strcmp(xb, "cuda") == 0 && gpus == 0) {
         printf("SKIPPED: no CUDA device (%s)\n", why);

@@ -317,7 +317,7 @@ static void test_sum_squares_and_nonfinite(void **state)
 {
     (void)state;
     fx_set_num_threads(2);
-    const fx_reduce_kernels *k = fx_backend_for(fx_cpu())->red;
+    const fx_reduce_kernels *k = fx__backend_for(fx_cpu())->red;
     int64_t n = 100003;
     float *v = malloc((size_t)n * sizeof(float));
     double want = 0;

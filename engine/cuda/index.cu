@@ -1,4 +1,4 @@
-/* idx.cu - index_select / index_add, gather / scatter_add along an axis
+/* index.cu - index_select / index_add, gather / scatter_add along an axis
  * (i32 or i64 indices), and the range check every index kernel shares.
  * Forward kernels check all indices first (one pass, one sync) and return
  * the first bad position; backward kernels skip bad indices. Accumulations
@@ -17,26 +17,26 @@ __global__ void k_first_bad(const void *idx, bool i64, int64_t n, int64_t lo, in
     }
 }
 
-int64_t fx_cuda_first_bad(const fx_tensor *idx, int64_t n, int64_t lo, int64_t hi)
+int64_t fx__cuda_first_bad(const fx_tensor *idx, int64_t n, int64_t lo, int64_t hi)
 {
     int dev = tdev(idx);
     if (n <= 0)
         return -1;
-    long long *c = fx_cuda_counter(dev, 1), h;
+    long long *c = fx__cuda_counter(dev, 1), h;
     if (!c)
         return 0; /* cannot check: report the first index (error recorded) */
     LAUNCH(dev, n, k_first_bad, fx_data(idx), idx->dtype == FX_I64, n, lo, hi,
            (unsigned long long *)c);
-    if (!fx_cuda_read_counter(dev, c, &h, 1))
+    if (!fx__cuda_read_counter(dev, c, &h, 1))
         return 0;
     return h ? n - h : -1;
 }
 
 static void axis_split(const fx_tensor *t, int axis, int64_t *O, int64_t *A, int64_t *I)
 {
-    *O = fx_shape_numel(axis, t->shape);
+    *O = fx__shape_numel(axis, t->shape);
     *A = t->shape[axis];
-    *I = fx_shape_numel(t->ndim - axis - 1, t->shape + axis + 1);
+    *I = fx__shape_numel(t->ndim - axis - 1, t->shape + axis + 1);
 }
 
 /* y (O, n, I) element e = x[o, idx[j], k]; T moves the element's bytes. */
@@ -56,7 +56,7 @@ static int64_t cu_index_select(const fx_tensor *x, int axis, const fx_tensor *id
     int dev = tdev(x);
     int64_t O, A, I, n = numel(idx);
     axis_split(x, axis, &O, &A, &I);
-    int64_t bad = fx_cuda_first_bad(idx, n, 0, A - 1);
+    int64_t bad = fx__cuda_first_bad(idx, n, 0, A - 1);
     if (bad >= 0)
         return bad;
     int64_t total = O * n * I;
@@ -122,7 +122,7 @@ static void gather_walk(const fx_tensor *x, int axis, const fx_tensor *idx, cons
                         bool scatter)
 {
     int64_t xs[FX_MAX_DIMS], n = numel(idx);
-    fx_contiguous_strides(x->ndim, x->shape, xs);
+    fx__contiguous_strides(x->ndim, x->shape, xs);
     Dims d = dims_of(idx->ndim, idx->shape);
     for (int a = 0; a < idx->ndim; a++)
         d.st[0][a] = a == axis ? 0 : xs[a];
@@ -132,7 +132,7 @@ static void gather_walk(const fx_tensor *x, int axis, const fx_tensor *idx, cons
 
 static int64_t cu_gather(const fx_tensor *x, int axis, const fx_tensor *idx, fx_tensor *y)
 {
-    int64_t bad = fx_cuda_first_bad(idx, numel(idx), 0, x->shape[axis] - 1);
+    int64_t bad = fx__cuda_first_bad(idx, numel(idx), 0, x->shape[axis] - 1);
     if (bad >= 0)
         return bad;
     gather_walk(x, axis, idx, y, false);
@@ -144,4 +144,9 @@ static void cu_scatter_add(const fx_tensor *dy, int axis, const fx_tensor *idx, 
     gather_walk(dx, axis, idx, dy, true);
 }
 
-const fx_index_kernels fx_cuda_idx = { cu_index_select, cu_index_add, cu_gather, cu_scatter_add };
+const fx_index_kernels fx__cuda_index = {
+    .index_select = cu_index_select,
+    .index_add = cu_index_add,
+    .gather = cu_gather,
+    .scatter_add = cu_scatter_add,
+};

@@ -1,10 +1,11 @@
-/* model.c - combinators (residual, parallel, heads) and gradient reversal.
+/* combinators.c - combinators (residual, parallel, heads) and the gradient
+ * reversal layer (its op, fx_grad_reverse, is in op_copy.c).
  *
  * The combinators are ordinary layers built with the public layer API: the
  * layers they combine are their children (so parameters get dotted names)
  * and their configuration is the layer's data. A combinator's forward only
  * calls other layers and existing ops, so its backward is the tape's. The
- * forward function identifies a layer's kind (fx_layer_forward_fn) before
+ * forward function identifies a layer's kind (fx__layer_forward_fn) before
  * its data is read. */
 #include "internal.h"
 
@@ -49,7 +50,7 @@ static fx_layer *combinator(const char *name, fx_forward_fn fwd, const void *cfg
     return l;
 }
 
-static bool valid_act(fx_activation act) { return (unsigned)act <= FX_ACT_ELU; }
+static bool valid_act(fx_activation act) { return (unsigned)act < FX_ACT_COUNT; }
 
 /* ------------------------------------------------------------- residual */
 
@@ -70,12 +71,12 @@ static fx_tensor *residual_forward(fx_layer *self, fx_ctx *ctx, fx_tensor *x)
         return NULL;
     if (!fx_tensor_same_shape(y, s)) {
         char a[96], b[96];
-        return fx_op_fail(ctx, FX_ERR_SHAPE, "residual",
-                          "'%s': body output is %s but the %s gives %s; they must be equal%s",
-                          fx_layer_name(self), fx_shape_str(y, a, sizeof a),
-                          c->has_shortcut ? "shortcut" : "identity shortcut (the input)",
-                          fx_shape_str(s, b, sizeof b),
-                          c->has_shortcut ? "" : " (use a projection shortcut)");
+        return fx__op_fail(ctx, FX_ERR_SHAPE, "residual",
+                           "'%s': body output is %s but the %s gives %s; they must be equal%s",
+                           fx_layer_name(self), fx_shape_str(y, a, sizeof a),
+                           c->has_shortcut ? "shortcut" : "identity shortcut (the input)",
+                           fx_shape_str(s, b, sizeof b),
+                           c->has_shortcut ? "" : " (use a projection shortcut)");
     }
     return fx_activate(ctx, fx_add(ctx, y, s), c->act);
 }
@@ -112,9 +113,9 @@ static bool check_join(fx_layer *self, fx_ctx *ctx, int n, fx_tensor **ys, fx_jo
     if (join == FX_JOIN_CONCAT) {
         int ax = *axis < 0 ? *axis + y0->ndim : *axis;
         if (ax < 0 || ax >= y0->ndim) {
-            fx_op_fail(ctx, FX_ERR_AXIS, "parallel",
-                       "'%s': concat axis %d is out of range for branch outputs of rank %d (%s)",
-                       nm, *axis, y0->ndim, fx_shape_str(y0, a, sizeof a));
+            fx__op_fail(ctx, FX_ERR_AXIS, "parallel",
+                        "'%s': concat axis %d is out of range for branch outputs of rank %d (%s)",
+                        nm, *axis, y0->ndim, fx_shape_str(y0, a, sizeof a));
             return false;
         }
         *axis = ax;
@@ -126,16 +127,16 @@ static bool check_join(fx_layer *self, fx_ctx *ctx, int n, fx_tensor **ys, fx_jo
             ok = y->shape[d] == y0->shape[d] || (join == FX_JOIN_CONCAT && d == *axis);
         if (!ok) {
             if (join == FX_JOIN_ADD)
-                fx_op_fail(ctx, FX_ERR_SHAPE, "parallel",
-                           "'%s': branch %d gives %s but branch 0 gives %s; an add join needs "
-                           "equal shapes",
-                           nm, i, fx_shape_str(y, a, sizeof a), fx_shape_str(y0, b, sizeof b));
+                fx__op_fail(ctx, FX_ERR_SHAPE, "parallel",
+                            "'%s': branch %d gives %s but branch 0 gives %s; an add join needs "
+                            "equal shapes",
+                            nm, i, fx_shape_str(y, a, sizeof a), fx_shape_str(y0, b, sizeof b));
             else
-                fx_op_fail(ctx, FX_ERR_SHAPE, "parallel",
-                           "'%s': branch %d gives %s but branch 0 gives %s; a concat join along "
-                           "axis %d needs the same rank and equal sizes on the other axes",
-                           nm, i, fx_shape_str(y, a, sizeof a), fx_shape_str(y0, b, sizeof b),
-                           *axis);
+                fx__op_fail(ctx, FX_ERR_SHAPE, "parallel",
+                            "'%s': branch %d gives %s but branch 0 gives %s; a concat join along "
+                            "axis %d needs the same rank and equal sizes on the other axes",
+                            nm, i, fx_shape_str(y, a, sizeof a), fx_shape_str(y0, b, sizeof b),
+                            *axis);
             return false;
         }
     }
@@ -148,7 +149,7 @@ static fx_tensor *parallel_forward(fx_layer *self, fx_ctx *ctx, fx_tensor *x)
 {
     const parallel_cfg *c = fx_layer_data(self);
     int n = fx_layer_num_children(self);
-    fx_tensor **ys = fx_ctx_alloc_meta(ctx, (size_t)n * sizeof *ys);
+    fx_tensor **ys = fx__ctx_alloc_meta(ctx, (size_t)n * sizeof *ys);
     if (!ys)
         return NULL;
     bool ok = true;
@@ -200,9 +201,9 @@ static fx_tensor *heads_forward(fx_layer *self, fx_ctx *ctx, fx_tensor *x)
 {
     const heads_cfg *c = fx_layer_data(self);
     if (c->nheads != 1)
-        return fx_op_fail(ctx, FX_ERR_ARG, "heads",
-                          "'%s' has %d outputs; run it with fx_layer_forward_multi",
-                          fx_layer_name(self), c->nheads);
+        return fx__op_fail(ctx, FX_ERR_ARG, "heads",
+                           "'%s' has %d outputs; run it with fx_layer_forward_multi",
+                           fx_layer_name(self), c->nheads);
     fx_tensor *y;
     heads_run(self, ctx, x, &y);
     return y;
@@ -231,7 +232,7 @@ int fx_layer_num_outputs(const fx_layer *l)
 {
     if (!l)
         return 0;
-    return fx_layer_forward_fn(l) == heads_forward ? ((const heads_cfg *)fx_layer_data(l))->nheads
+    return fx__layer_forward_fn(l) == heads_forward ? ((const heads_cfg *)fx_layer_data(l))->nheads
                                                    : 1;
 }
 
@@ -249,11 +250,11 @@ fx_status fx_layer_forward_multi(fx_layer *l, fx_ctx *ctx, fx_tensor *x, int nou
     int have = fx_layer_num_outputs(l);
     if (l && have != nout) {
         fx_ctx_fail(ctx, FX_ERR_ARG, "layer_forward_multi: %s '%s' has %d output%s, asked for %d",
-                    fx_layer_forward_fn(l) == heads_forward ? "heads" : "layer", fx_layer_name(l),
+                    fx__layer_forward_fn(l) == heads_forward ? "heads" : "layer", fx_layer_name(l),
                     have, have == 1 ? "" : "s", nout);
         return ctx->status;
     }
-    if (l && x && fx_layer_forward_fn(l) == heads_forward)
+    if (l && x && fx__layer_forward_fn(l) == heads_forward)
         heads_run(l, ctx, x, out);
     else
         out[0] = fx_layer_forward(l, ctx, x); /* also explains a NULL l or x */
@@ -280,34 +281,6 @@ fx_layer *fx_activation_create(const char *name, fx_activation act)
 
 /* --------------------------------------------------------- grad reverse */
 
-/* dx += -lambda * dy (n->f[0] is lambda). */
-static void grad_reverse_backward(fx_ctx *ctx, fx_node *n)
-{
-    fx_tensor *x = n->in[0];
-    if (!fx_tensor_requires_grad(x))
-        return;
-    fx_tensor *dx = fx_grad(ctx, x);
-    if (dx)
-        fx_be(x)->ew->axpy(-n->f[0], n->out->grad, dx);
-}
-
-/* The identity as a view (no copy); only the tape record differs. */
-fx_tensor *fx_grad_reverse(fx_ctx *ctx, fx_tensor *x, float lambda)
-{
-    if (!fx_op_check(ctx, "grad_reverse", 1, (fx_tensor *[]){ x }))
-        return NULL;
-    if (!isfinite(lambda))
-        return fx_op_fail(ctx, FX_ERR_ARG, "grad_reverse", "lambda is %g; it must be finite",
-                          (double)lambda);
-    fx_tensor *y = fx_view(ctx, x, x->ndim, x->shape, x->strides, x->offset);
-    if (!y)
-        return NULL;
-    fx_node *n = fx_record(ctx, "grad_reverse", grad_reverse_backward, y, 1, (fx_tensor *[]){ x });
-    if (n)
-        n->f[0] = lambda;
-    return y;
-}
-
 static fx_tensor *grad_reverse_forward(fx_layer *self, fx_ctx *ctx, fx_tensor *x)
 {
     return fx_grad_reverse(ctx, x, *(const float *)fx_layer_data(self));
@@ -323,7 +296,7 @@ fx_layer *fx_grad_reverse_create(const char *name, float lambda)
 
 fx_status fx_grad_reverse_set_lambda(fx_layer *l, float lambda)
 {
-    if (fx_layer_forward_fn(l) != grad_reverse_forward || !isfinite(lambda))
+    if (fx__layer_forward_fn(l) != grad_reverse_forward || !isfinite(lambda))
         return FX_ERR_ARG;
     *(float *)fx_layer_data(l) = lambda;
     return FX_OK;

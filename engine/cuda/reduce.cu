@@ -1,4 +1,4 @@
-/* red.cu - reductions (sum, mean, max with argmax: one block per output),
+/* reduce.cu - reductions (sum, mean, max with argmax: one block per output),
  * softmax / log-softmax along an axis, whole-tensor sums of squares and
  * non-finite counts. Inputs are contiguous (op contract). Sums accumulate in
  * double like the CPU's; maxima propagate the first NaN and keep the first
@@ -11,7 +11,7 @@ static void red_dims(const fx_tensor *x, const fx_tensor *y, Dims *kd, Dims *rd,
                      int64_t *count)
 {
     int64_t xs[FX_MAX_DIMS], ks[FX_MAX_DIMS], rs[FX_MAX_DIMS];
-    fx_contiguous_strides(x->ndim, x->shape, xs);
+    fx__contiguous_strides(x->ndim, x->shape, xs);
     *nout = *count = 1;
     for (int a = 0; a < x->ndim; a++) {
         bool red = y->shape[a] == 1;
@@ -91,17 +91,17 @@ static void cu_reduce(fx_reduce_op op, const fx_tensor *x, fx_tensor *y, fx_tens
     if (nout == 0)
         return;
     if (count == 0) { /* empty reductions: sum 0, mean NaN, max -inf with no index */
-        fx_cuda_mem.fill(y, op == FX_RED_SUM ? 0.0 : op == FX_RED_MEAN ? NAN : -INFINITY);
+        fx__cuda_mem.fill(y, op == FX_RED_SUM ? 0.0 : op == FX_RED_MEAN ? NAN : -INFINITY);
         if (argmax)
-            fx_cuda_mem.fill(argmax, -1.0);
+            fx__cuda_mem.fill(argmax, -1.0);
         return;
     }
     if (nout > INT32_MAX) {
-        fx_cuda_record_msg(dev, FX_ERR_SHAPE, __FILE__, __LINE__, "reduce: %lld outputs exceed "
-                           "the grid limit", (long long)nout);
+        fx__cuda_record_msg(dev, FX_ERR_SHAPE, __FILE__, __LINE__, "reduce: %lld outputs exceed "
+                            "the grid limit", (long long)nout);
         return;
     }
-    k_reduce<<<(unsigned)nout, TPB, 0, fx_cuda_stream(dev)>>>(
+    k_reduce<<<(unsigned)nout, TPB, 0, fx__cuda_stream(dev)>>>(
         (int)op, F(x), F(y), argmax ? (int64_t *)fx_data(argmax) : NULL, kd, rd, count);
     CU_LAUNCHED(dev);
 }
@@ -131,7 +131,7 @@ static void cu_reduce_backward(fx_reduce_op op, const fx_tensor *dy, const fx_te
     int64_t n = numel(dx), count = 1;
     Dims d = dims_of(dx->ndim, dx->shape);
     int64_t ys[FX_MAX_DIMS];
-    fx_contiguous_strides(dy->ndim, dy->shape, ys);
+    fx__contiguous_strides(dy->ndim, dy->shape, ys);
     for (int a = 0; a < dx->ndim; a++) {
         bool red = dy->shape[a] == 1;
         d.st[0][a] = red ? 0 : ys[a];
@@ -184,9 +184,9 @@ __global__ void k_softmax_lines(const float *x, float *y, int64_t O, int64_t A, 
 
 static void axis_split(const fx_tensor *t, int axis, int64_t *O, int64_t *A, int64_t *I)
 {
-    *O = fx_shape_numel(axis, t->shape);
+    *O = fx__shape_numel(axis, t->shape);
     *A = t->shape[axis];
-    *I = fx_shape_numel(t->ndim - axis - 1, t->shape + axis + 1);
+    *I = fx__shape_numel(t->ndim - axis - 1, t->shape + axis + 1);
 }
 
 static void cu_softmax(const fx_tensor *x, int axis, bool lg, fx_tensor *y)
@@ -197,7 +197,7 @@ static void cu_softmax(const fx_tensor *x, int axis, bool lg, fx_tensor *y)
     if (!O || !A || !I)
         return;
     if (I == 1) {
-        k_softmax_rows<<<(unsigned)O, TPB, 0, fx_cuda_stream(dev)>>>(F(x), F(y), A, lg);
+        k_softmax_rows<<<(unsigned)O, TPB, 0, fx__cuda_stream(dev)>>>(F(x), F(y), A, lg);
         CU_LAUNCHED(dev);
     } else {
         LAUNCH(dev, O * I, k_softmax_lines, F(x), F(y), O, A, I, lg);
@@ -245,7 +245,7 @@ static void cu_softmax_backward(const fx_tensor *y, const fx_tensor *dy, int axi
     if (!O || !A || !I)
         return;
     if (I == 1) {
-        k_softmax_bw_rows<<<(unsigned)O, TPB, 0, fx_cuda_stream(dev)>>>(F(y), F(dy), F(dx), A, lg);
+        k_softmax_bw_rows<<<(unsigned)O, TPB, 0, fx__cuda_stream(dev)>>>(F(y), F(dy), F(dx), A, lg);
         CU_LAUNCHED(dev);
     } else {
         LAUNCH(dev, O * I, k_softmax_bw_lines, F(y), F(dy), F(dx), O, A, I, lg);
@@ -282,7 +282,7 @@ static bool run_all(const fx_tensor *x, bool sq, long long *host)
 {
     int dev = tdev(x);
     int64_t n = numel(x);
-    long long *c = fx_cuda_counter(dev, 1);
+    long long *c = fx__cuda_counter(dev, 1);
     if (!c)
         return false;
     Dims d = dims_of(x->ndim, x->shape);
@@ -290,11 +290,11 @@ static bool run_all(const fx_tensor *x, bool sq, long long *host)
         d.st[0][a] = x->strides[a];
     unsigned blocks = blocks_for(n) < 1024 ? blocks_for(n) : 1024;
     if (n > 0) {
-        k_all<<<blocks, TPB, 0, fx_cuda_stream(dev)>>>(F(x), d, n, sq, (double *)c,
-                                                       (unsigned long long *)c);
+        k_all<<<blocks, TPB, 0, fx__cuda_stream(dev)>>>(F(x), d, n, sq, (double *)c,
+                                                        (unsigned long long *)c);
         CU_LAUNCHED(dev);
     }
-    return fx_cuda_read_counter(dev, c, host, 1);
+    return fx__cuda_read_counter(dev, c, host, 1);
 }
 
 static double cu_sum_squares(const fx_tensor *x)
@@ -315,5 +315,11 @@ static int64_t cu_count_nonfinite(const fx_tensor *x)
     return h;
 }
 
-const fx_reduce_kernels fx_cuda_red = { cu_reduce, cu_reduce_backward, cu_softmax,
-                                        cu_softmax_backward, cu_sum_squares, cu_count_nonfinite };
+const fx_reduce_kernels fx__cuda_reduce = {
+    .reduce = cu_reduce,
+    .reduce_backward = cu_reduce_backward,
+    .softmax = cu_softmax,
+    .softmax_backward = cu_softmax_backward,
+    .sum_squares = cu_sum_squares,
+    .count_nonfinite = cu_count_nonfinite,
+};

@@ -1,0 +1,177 @@
+/*
+ * pool.c - CPU kernels: max and average pooling over 2-D planes, window or
+ * adaptive, and their backward passes (kern_conv.h; listed in conv.c's
+ * table). Each (sample, channel) plane is independent, so each kernel is one
+ * FX_PFOR over planes; a 2x2 max pool with stride 2 has its own vectorised
+ * loop.
+ */
+#include "cpu.h"
+
+/* The window of output index i along one axis: the image range [*lo, *hi)
+ * and the number of positions it spans counting padding (*span, the
+ * divisor of an average that counts padding). */
+static inline void pool_window(int64_t i, int64_t n, int64_t on, int64_t k, int64_t s, int64_t p,
+                               bool adaptive, int64_t *lo, int64_t *hi, int64_t *span)
+{
+    if (adaptive) {
+        *lo = i * n / on;
+        *hi = ((i + 1) * n + on - 1) / on;
+        *span = *hi - *lo;
+        return;
+    }
+    int64_t a = i * s - p, b = a + k < n + p ? a + k : n + p;
+    *span = b - a;
+    *lo = a > 0 ? a : 0;
+    *hi = b < n ? b : n;
+}
+
+/* One plane of max pooling; am (may be NULL) gets each maximum's index. A
+ * NaN wins, as in PyTorch, so it propagates. */
+static void maxpool_plane(const fx_pool_geom *g, const float *x, float *y, int32_t *am)
+{
+    for (int64_t i = 0; i < g->oh; i++) {
+        int64_t r0, r1, rs;
+        pool_window(i, g->h, g->oh, g->kh, g->sh, g->ph, g->adaptive, &r0, &r1, &rs);
+        for (int64_t j = 0; j < g->ow; j++) {
+            int64_t c0, c1, cs;
+            pool_window(j, g->w, g->ow, g->kw, g->sw, g->pw, g->adaptive, &c0, &c1, &cs);
+            int64_t best_i = r0 * g->w + c0;
+            float best = x[best_i];
+            for (int64_t r = r0; r < r1; r++)
+                for (int64_t c = c0; c < c1; c++) {
+                    float v = x[r * g->w + c];
+                    if (v > best || (v != v && best == best)) {
+                        best = v;
+                        best_i = r * g->w + c;
+                    }
+                }
+            y[i * g->ow + j] = best;
+            if (am)
+                am[i * g->ow + j] = (int32_t)best_i;
+        }
+    }
+}
+
+/* Where b beats the running maximum m (greater, or NaN over a number). */
+static inline fx_v4i beats(fx_v4f b, fx_v4f m)
+{
+    return (b > m) | ((b != b) & (m == m));
+}
+
+/* Max pooling 2x2, stride 2, no padding: the common case, without window
+ * bookkeeping, four outputs at a time (even and odd columns split by
+ * shuffles, the maximum and its index picked by masks), then one by one. */
+static void maxpool2_plane(const fx_pool_geom *g, const float *x, float *y, int32_t *am)
+{
+    const fx_v4i step = { 0, 2, 4, 6 };
+    for (int64_t i = 0; i < g->oh; i++) {
+        const float *r0 = x + 2 * i * g->w, *r1 = r0 + g->w;
+        float *yr = y + i * g->ow;
+        int32_t *ar = am ? am + i * g->ow : NULL;
+        int64_t j = 0;
+        for (; j + 4 <= g->ow; j += 4) {
+            fx_v4f u0 = *(const fx_v4f *)(r0 + 2 * j), u1 = *(const fx_v4f *)(r0 + 2 * j + 4);
+            fx_v4f l0 = *(const fx_v4f *)(r1 + 2 * j), l1 = *(const fx_v4f *)(r1 + 2 * j + 4);
+            fx_v4f cand[4] = { FX_SHUF(u0, u1, 0, 2, 4, 6), FX_SHUF(u0, u1, 1, 3, 5, 7),
+                            FX_SHUF(l0, l1, 0, 2, 4, 6), FX_SHUF(l0, l1, 1, 3, 5, 7) };
+            int32_t base = (int32_t)(2 * i * g->w + 2 * j), w = (int32_t)g->w;
+            int32_t offs[4] = { 0, 1, w, w + 1 };
+            fx_v4f m = cand[0];
+            fx_v4i k = step + base;
+            for (int c = 1; c < 4; c++) {
+                fx_v4i sel = beats(cand[c], m);
+                m = (fx_v4f)((sel & (fx_v4i)cand[c]) | (~sel & (fx_v4i)m));
+                k = (sel & (step + (base + offs[c]))) | (~sel & k);
+            }
+            *(fx_v4f *)(yr + j) = m;
+            if (ar)
+                *(fx_v4i *)(ar + j) = k;
+        }
+        for (; j < g->ow; j++) {
+            float a = r0[2 * j], b = r0[2 * j + 1], c = r1[2 * j], d = r1[2 * j + 1];
+            int64_t k = 2 * j;
+            float m = a;
+            if (b > m || (b != b && m == m))
+                m = b, k = 2 * j + 1;
+            if (c > m || (c != c && m == m))
+                m = c, k = g->w + 2 * j;
+            if (d > m || (d != d && m == m))
+                m = d, k = g->w + 2 * j + 1;
+            yr[j] = m;
+            if (ar)
+                ar[j] = (int32_t)(2 * i * g->w + k);
+        }
+    }
+}
+
+/* Average pooling of one plane (dy == NULL), or its backward: dx += dy /
+ * count spread over each window (x is then dx). */
+static void avgpool_plane(const fx_pool_geom *g, float *x, float *y, const float *dy)
+{
+    for (int64_t i = 0; i < g->oh; i++) {
+        int64_t r0, r1, rs;
+        pool_window(i, g->h, g->oh, g->kh, g->sh, g->ph, g->adaptive, &r0, &r1, &rs);
+        for (int64_t j = 0; j < g->ow; j++) {
+            int64_t c0, c1, cs;
+            pool_window(j, g->w, g->ow, g->kw, g->sw, g->pw, g->adaptive, &c0, &c1, &cs);
+            int64_t cnt = g->exclude_pad ? (r1 - r0) * (c1 - c0) : rs * cs;
+            float inv = 1.0f / (float)cnt;
+            if (dy) {
+                float v = dy[i * g->ow + j] * inv;
+                for (int64_t r = r0; r < r1; r++)
+                    for (int64_t c = c0; c < c1; c++)
+                        x[r * g->w + c] += v;
+            } else {
+                float s = 0.0f;
+                for (int64_t r = r0; r < r1; r++)
+                    for (int64_t c = c0; c < c1; c++)
+                        s += x[r * g->w + c];
+                y[i * g->ow + j] = s * inv;
+            }
+        }
+    }
+}
+
+static bool is_pool2(const fx_pool_geom *g)
+{
+    return !g->adaptive && g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 &&
+           g->pw == 0;
+}
+
+void cpu_pool2d(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *x, fx_tensor *y,
+                fx_tensor *argmax)
+{
+    float *X = fx_f32(x), *Y = fx_f32(y);
+    int32_t *A = argmax ? (int32_t *)fx_data(argmax) : NULL;
+    int64_t in = g->h * g->w, out = g->oh * g->ow;
+    bool two = is_pool2(g);
+    FX_PFOR(g->planes * (in + out), p, g->planes, {
+        int32_t *ap = A ? A + p * out : NULL;
+        if (kind == FX_POOL_AVG)
+            avgpool_plane(g, X + p * in, Y + p * out, NULL);
+        else if (two)
+            maxpool2_plane(g, X + p * in, Y + p * out, ap);
+        else
+            maxpool_plane(g, X + p * in, Y + p * out, ap);
+    });
+}
+
+void cpu_pool2d_backward(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *dy,
+                         const fx_tensor *argmax, fx_tensor *dx)
+{
+    const float *D = fx_f32(dy);
+    float *DX = fx_f32(dx);
+    const int32_t *A = argmax ? (const int32_t *)fx_data(argmax) : NULL;
+    int64_t in = g->h * g->w, out = g->oh * g->ow;
+    FX_PFOR(g->planes * (in + out), p, g->planes, {
+        const float *dp = D + p * out;
+        float *xp = DX + p * in;
+        if (kind == FX_POOL_AVG) {
+            avgpool_plane(g, xp, NULL, dp);
+        } else {
+            const int32_t *ap = A + p * out;
+            for (int64_t k = 0; k < out; k++)
+                xp[ap[k]] += dp[k];
+        }
+    });
+}
