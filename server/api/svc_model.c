@@ -9,20 +9,11 @@
 #include "api/api.h"
 #include "fluxion/v1/model.pb-c.h"
 #include "models/graph.h"
+#include "models/models.h"
 #include "base/log.h"
 #include "base/pbarena.h"
 #include "serving/servecfg.h"
 
-#define ERRLEN 1024
-
-static Fluxion__V1__DataType proto_dtype(fx_dtype dt)
-{
-    switch (dt) {
-    case FX_I32: return FLUXION__V1__DATA_TYPE__INT32;
-    case FX_I64: return FLUXION__V1__DATA_TYPE__INT64;
-    default: return FLUXION__V1__DATA_TYPE__FP32;
-    }
-}
 
 /* Interface and parameter facts from a graph into m. */
 static void describe_graph(pba *a, Fluxion__V1__Model *m, const fxg_graph *g)
@@ -37,7 +28,7 @@ static void describe_graph(pba *a, Fluxion__V1__Model *m, const fxg_graph *g)
         if (!ts || !shape)
             return;
         ts->name = pba_strdup(a, t->name);
-        ts->dtype = proto_dtype(t->dtype);
+        ts->dtype = fxg_dtype_to_proto(t->dtype);
         memcpy(shape, t->shape, sizeof *shape * (size_t)t->ndim);
         ts->shape = shape;
         ts->n_shape = (size_t)t->ndim;
@@ -67,7 +58,7 @@ static void describe_graph(pba *a, Fluxion__V1__Model *m, const fxg_graph *g)
 /* The model's batching settings as a message (defaults when none stored). */
 static Fluxion__V1__BatchingConfig *config_msg(pba *a, fxdb_store *st, const char *name)
 {
-    char err[ERRLEN];
+    char err[FXS_ERRLEN];
     Fluxion__V1__BatchingConfig *m = PBA_NEW(a, Fluxion__V1__BatchingConfig,
                                              fluxion__v1__batching_config__init);
     uint32_t *pref = pba_array(a, FXB_MAX_PREFERRED, sizeof *pref);
@@ -115,24 +106,9 @@ static Fluxion__V1__Model *model_msg(pba *a, fxdb_store *st, const fxdb_model_re
     return m;
 }
 
-/* A graph for a stored model without weights loaded (for its description). */
-static fxg_graph *graph_of_rec(fxa_daemon *d, const fxdb_model_rec *rec, char *err, size_t errlen)
-{
-    Fluxion__V1__ModelSpec *spec = fluxion__v1__model_spec__unpack(NULL, rec->spec_len, rec->spec);
-    if (!spec) {
-        snprintf(err, errlen, "stored spec of '%s' does not parse", rec->name);
-        return NULL;
-    }
-    fxg_options go = { .seed = rec->seed, .max_params = d->max_params };
-    fxg_graph *g = NULL;
-    fxg_build(spec, &go, &g, err, errlen);
-    fluxion__v1__model_spec__free_unpacked(spec, NULL);
-    return g;
-}
-
 static void reply_model(fxr_call *call, fxa_daemon *d, const char *name, bool with_graph)
 {
-    char err[ERRLEN];
+    char err[FXS_ERRLEN];
     fxdb_model_rec rec;
     int rc = fxdb_store_get_model(d->store, name, &rec, err, sizeof err);
     if (rc) {
@@ -145,7 +121,7 @@ static void reply_model(fxr_call *call, fxa_daemon *d, const char *name, bool wi
     if (with_graph) {
         if (fxsv_serving_acquire(d->serving, name, 0, &served, err, sizeof err) == 0)
             g = fxsv_served_graph(served);
-        else if ((own = graph_of_rec(d, &rec, err, sizeof err)))
+        else if (fxm_graph_of(&rec, d->max_params, &own, err, sizeof err) == 0)
             g = own;
     }
     pba a = { 0 };
@@ -170,7 +146,7 @@ static void create_model(fxr_call *call, const ProtobufCMessage *msg, void *data
 {
     fxa_daemon *d = data;
     const Fluxion__V1__CreateModelRequest *req = (const void *)msg;
-    char err[ERRLEN];
+    char err[FXS_ERRLEN];
     if (!fxdb_model_name_ok(req->name, err, sizeof err)) {
         fxr_fail(call, FXS_INVALID_ARGUMENT, "name: %s", err);
         return;
@@ -242,7 +218,7 @@ static void get_model(fxr_call *call, const ProtobufCMessage *msg, void *data)
 static void list_models(fxr_call *call, const ProtobufCMessage *msg, void *data)
 {
     fxa_daemon *d = data;
-    char err[ERRLEN];
+    char err[FXS_ERRLEN];
     fxdb_model_rec *recs = NULL;
     int n = 0;
     int rc = fxdb_store_list_models(d->store, &recs, &n, err, sizeof err);
@@ -277,7 +253,7 @@ static void delete_model(fxr_call *call, const ProtobufCMessage *msg, void *data
 {
     fxa_daemon *d = data;
     const Fluxion__V1__DeleteModelRequest *req = (const void *)msg;
-    char err[ERRLEN];
+    char err[FXS_ERRLEN];
     if (!fxa_model_stored_or_fail(d, call, req->name))
         return;
     /* The store first: it refuses while jobs use the model (the model then
@@ -299,7 +275,7 @@ static void export_weights(fxr_call *call, const ProtobufCMessage *msg, void *da
 {
     fxa_daemon *d = data;
     const Fluxion__V1__ExportWeightsRequest *req = (const void *)msg;
-    char err[ERRLEN];
+    char err[FXS_ERRLEN];
     if (req->version < 0) {
         fxr_fail(call, FXS_INVALID_ARGUMENT, "version: %lld is negative (0 means the latest)",
                  (long long)req->version);
@@ -351,7 +327,7 @@ static void export_weights(fxr_call *call, const ProtobufCMessage *msg, void *da
 static void import_weights(fxr_call *call, const ProtobufCMessage *unused, void *data)
 {
     fxa_daemon *d = data;
-    char err[ERRLEN], name[160] = "", source[256] = "import";
+    char err[FXS_ERRLEN], name[160] = "", source[256] = "import";
     uint8_t *buf = NULL;
     size_t len = 0, cap = 0;
     ProtobufCMessage *msg;
@@ -411,17 +387,8 @@ static void import_weights(fxr_call *call, const ProtobufCMessage *unused, void 
     }
     fxdb_model_rec rec;
     if (!status && (status = fxdb_store_get_model(d->store, name, &rec, err, sizeof err)) == 0) {
-        /* Validate against a fresh graph: the served one is never mutated. */
-        fxg_graph *g = graph_of_rec(d, &rec, err, sizeof err);
+        status = fxm_check_weights(&rec, d->max_params, buf, len, err, sizeof err);
         fxdb_model_rec_free(&rec);
-        char gerr[ERRLEN - 200];
-        if (!g) {
-            status = FXS_INTERNAL;
-        } else if (fxg_load_weights(g, buf, len, gerr, sizeof gerr) != 0) {
-            status = FXS_INVALID_ARGUMENT;
-            snprintf(err, sizeof err, "weights for '%s': %s", name, gerr);
-        }
-        fxg_free(g);
     }
     int64_t version = 0;
     if (!status)
@@ -460,7 +427,7 @@ static void set_serving_config(fxr_call *call, const ProtobufCMessage *msg, void
 {
     fxa_daemon *d = data;
     const Fluxion__V1__SetServingConfigRequest *req = (const void *)msg;
-    char err[ERRLEN];
+    char err[FXS_ERRLEN];
     if (!fxa_model_stored_or_fail(d, call, req->name))
         return;
     fxb_config c;

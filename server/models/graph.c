@@ -296,8 +296,8 @@ int fxg_check_input(const fxg_graph *g, int i, fx_dtype dtype, int ndim, const i
     if (!ok) {
         bool shown = shape && ndim >= 0 && ndim <= FX_MAX_DIMS;
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "input '%s': shape %s, expected %s (-1: any size)",
-                        t->name, shown ? fxg__dims_str(ndim, shape, got, sizeof got) : "(bad)",
-                        fxg__dims_str(t->ndim, t->shape, want, sizeof want));
+                        t->name, shown ? fx_dims_str(ndim, shape, got, sizeof got) : "(bad)",
+                        fx_dims_str(t->ndim, t->shape, want, sizeof want));
     }
     return 0;
 }
@@ -342,7 +342,7 @@ static void probe_shapes_str(const fxg_graph *g, int64_t p, char *buf, size_t n)
             s[d] = g->inputs[i].shape[d] < 0 ? p : g->inputs[i].shape[d];
         char dims[160];
         k += (size_t)snprintf(buf + k, n - k, "%s%s %s", i ? ", " : "", g->inputs[i].name,
-                              fxg__dims_str(g->inputs[i].ndim, s, dims, sizeof dims));
+                              fx_dims_str(g->inputs[i].ndim, s, dims, sizeof dims));
     }
 }
 
@@ -472,6 +472,26 @@ int fxg_build(const Fluxion__V1__ModelSpec *spec, const fxg_options *opts, fxg_g
 }
 
 /* -------------------------------------------------------------- accessors */
+
+bool fxg_dtype_from_proto(Fluxion__V1__DataType d, fx_dtype *out)
+{
+    switch (d) {
+    case FLUXION__V1__DATA_TYPE__DATA_TYPE_UNSPECIFIED:
+    case FLUXION__V1__DATA_TYPE__FP32: *out = FX_F32; return true;
+    case FLUXION__V1__DATA_TYPE__INT32: *out = FX_I32; return true;
+    case FLUXION__V1__DATA_TYPE__INT64: *out = FX_I64; return true;
+    default: return false;
+    }
+}
+
+Fluxion__V1__DataType fxg_dtype_to_proto(fx_dtype dt)
+{
+    switch (dt) {
+    case FX_I32: return FLUXION__V1__DATA_TYPE__INT32;
+    case FX_I64: return FLUXION__V1__DATA_TYPE__INT64;
+    default: return FLUXION__V1__DATA_TYPE__FP32;
+    }
+}
 
 int fxg_num_inputs(const fxg_graph *g) { return g ? g->nin : 0; }
 

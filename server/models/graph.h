@@ -114,6 +114,11 @@ int fxg_check_input(const fxg_graph *g, int i, fx_dtype dtype, int ndim, const i
 int fxg_forward(const fxg_graph *g, fx_ctx *ctx, fx_tensor *const *inputs, fx_tensor **outputs,
                 char *err, size_t errlen);
 
+/* The engine dtype of a ModelSpec/dataset DataType (UNSPECIFIED: FP32);
+ * false for a type the engine does not have. And back. */
+bool fxg_dtype_from_proto(Fluxion__V1__DataType d, fx_dtype *out);
+Fluxion__V1__DataType fxg_dtype_to_proto(fx_dtype dt);
+
 /* Op names known to the spec, NULL-terminated (for `fluxion ops` and docs). */
 const char *const *fxg_op_names(void);
 

@@ -145,7 +145,4 @@ int fxg__parse_inputs(fxg_builder *b);
 int fxg__parse_node(fxg_builder *b, int idx);
 int fxg__resolve_all(fxg_builder *b);
 
-/* "[2,-1,3]" into buf (replaced by the engine's fx_dims_str when it has one). */
-const char *fxg__dims_str(int ndim, const int64_t *shape, char *buf, size_t n);
-
 #endif

@@ -15,27 +15,6 @@
 
 /* ------------------------------------------------------------ dtype/shape */
 
-static bool dtype_of(Fluxion__V1__DataType d, fx_dtype *out)
-{
-    switch (d) {
-    case FLUXION__V1__DATA_TYPE__DATA_TYPE_UNSPECIFIED:
-    case FLUXION__V1__DATA_TYPE__FP32: *out = FX_F32; return true;
-    case FLUXION__V1__DATA_TYPE__INT32: *out = FX_I32; return true;
-    case FLUXION__V1__DATA_TYPE__INT64: *out = FX_I64; return true;
-    default: return false;
-    }
-}
-
-const char *fxg__dims_str(int ndim, const int64_t *shape, char *buf, size_t n)
-{
-    size_t k = (size_t)snprintf(buf, n, "[");
-    for (int i = 0; i < ndim && k < n; i++)
-        k += (size_t)snprintf(buf + k, n - k, "%s%lld", i ? "," : "", (long long)shape[i]);
-    if (k < n)
-        snprintf(buf + k, n - k, "]");
-    return buf;
-}
-
 static int check_name(fxg_builder *b, const char *what, const char *name, bool is_node)
 {
     if (!name || !name[0])
@@ -67,7 +46,7 @@ int fxg__parse_inputs(fxg_builder *b)
         if (check_name(b, "input", t->name, false))
             return FXS_INVALID_ARGUMENT;
         fxg_tensor_info *info = &g->inputs[i];
-        if (!dtype_of(t->dtype, &info->dtype))
+        if (!fxg_dtype_from_proto(t->dtype, &info->dtype))
             return fxu_fail(b->err, b->errlen, FXS_INVALID_ARGUMENT,
                             "input '%s': dtype %d is not supported (FP32, INT32, "
                             "INT64)",

@@ -42,29 +42,33 @@ int fxm_resolve_version(const fxdb_model_rec *rec, int64_t want, int64_t *versio
             *version = want;
             return 0;
         }
-    if (want == 0)
-        return fxu_fail(err, errlen, FXS_NOT_FOUND, "model '%s' has no usable version",
+    if (rec->n_versions == 0) /* every version's weights are unusable */
+        return fxu_fail(err, errlen, FXS_FAILED_PRECONDITION, "model '%s' has no usable version",
                         rec->name);
     return fxu_fail(err, errlen, FXS_NOT_FOUND, "model '%s' has no version %" PRId64, rec->name,
                     want);
 }
 
-int fxm_load_version(fxdb_store *st, const char *name, int64_t want, uint64_t max_params,
-                     fxg_graph **out, int64_t *version, char *err, size_t errlen)
+int fxm_load_version(fxdb_store *st, const char *name, int64_t want, const fxm_load_opts *o,
+                     fxm_loaded *out, char *err, size_t errlen)
 {
-    *out = NULL;
+    *out = (fxm_loaded){0};
     fxdb_model_rec rec;
     int rc = fxdb_store_get_model(st, name, &rec, err, errlen);
     if (rc)
         return rc;
     int64_t v = 0;
     fxg_graph *g = NULL;
+    bool loaded = rec.loaded;
     rc = fxm_resolve_version(&rec, want, &v, err, errlen);
     if (!rc)
-        rc = fxm_graph_of(&rec, max_params, &g, err, errlen);
+        rc = fxm_graph_of(&rec, o ? o->max_params : 0, &g, err, errlen);
     fxdb_model_rec_free(&rec);
     if (rc)
         return rc;
+    if (o && o->inference_only) /* given back before the weights are read: the
+                                   peak is the graph and the file */
+        fxg_drop_grads(g);
     void *w = NULL;
     size_t wlen = 0;
     char gerr[FXS_ERRLEN];
@@ -79,9 +83,7 @@ int fxm_load_version(fxdb_store *st, const char *name, int64_t want, uint64_t ma
         fxg_free(g);
         return rc;
     }
-    *out = g;
-    if (version)
-        *version = v;
+    *out = (fxm_loaded){ .g = g, .version = v, .loaded = loaded };
     return 0;
 }
 

@@ -18,6 +18,7 @@
 #ifndef FXM_MODELS_H
 #define FXM_MODELS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,14 +31,27 @@ int fxm_graph_of(const fxdb_model_rec *rec, uint64_t max_params, fxg_graph **out
                  size_t errlen);
 
 /* The stored version `want` (0: the latest usable one) into *version;
- * FXS_NOT_FOUND naming the model when it has no such version. */
+ * FXS_NOT_FOUND naming the model when it has no such version,
+ * FXS_FAILED_PRECONDITION when it has no usable version at all. */
 int fxm_resolve_version(const fxdb_model_rec *rec, int64_t want, int64_t *version, char *err,
                         size_t errlen);
 
+typedef struct {
+    uint64_t max_params;  /* the daemon's per-model limit (0: the graph's default) */
+    bool inference_only;  /* for serving: the gradient buffers are dropped before
+                             the weights are read (half the parameter memory) */
+} fxm_load_opts;
+
+typedef struct {
+    fxg_graph *g;         /* owned by the caller */
+    int64_t version;      /* the version loaded */
+    bool loaded;          /* the store's "served" flag of the model */
+} fxm_loaded;
+
 /* The graph of model `name` with the weights of version `want` (0: the
- * latest); *version (optional) gets the version loaded. */
-int fxm_load_version(fxdb_store *st, const char *name, int64_t want, uint64_t max_params,
-                     fxg_graph **out, int64_t *version, char *err, size_t errlen);
+ * latest usable one). */
+int fxm_load_version(fxdb_store *st, const char *name, int64_t want, const fxm_load_opts *o,
+                     fxm_loaded *out, char *err, size_t errlen);
 
 /* Checks that a safetensors buffer holds exactly the weights of the
  * model's graph (names, shapes, dtypes): FXS_INVALID_ARGUMENT naming the

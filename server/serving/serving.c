@@ -10,6 +10,7 @@
 
 #include "base/log.h"
 #include "base/status.h"
+#include "models/models.h"
 #include "serving/servecfg.h"
 #include "base/util.h"
 
@@ -78,26 +79,6 @@ const char *fxsv_served_name(const fxsv_served *m) { return m->name; }
 int64_t fxsv_served_version(const fxsv_served *m) { return m->version; }
 
 static void record_batch(void *data, bool ok, const fxb_timing *t);
-
-/* The graph of a stored model's spec (seeded weights). */
-static fxg_graph *spec_graph(fxsv_serving *sv, const fxdb_model_rec *rec, char *err,
-                             size_t errlen)
-{
-    Fluxion__V1__ModelSpec *spec =
-        fluxion__v1__model_spec__unpack(NULL, rec->spec_len, rec->spec);
-    if (!spec) {
-        snprintf(err, errlen, "model '%s': stored spec does not parse", rec->name);
-        return NULL;
-    }
-    fxg_options go = { .seed = rec->seed, .max_params = sv->o.max_params };
-    char gerr[512];
-    fxg_graph *g = NULL;
-    fxg_build(spec, &go, &g, gerr, sizeof gerr);
-    fluxion__v1__model_spec__free_unpacked(spec, NULL);
-    if (!g)
-        snprintf(err, errlen, "model '%s': %s", rec->name, gerr);
-    return g;
-}
 
 /* The memory limit of settings c against what serving g on dev needs at
  * least beyond its weights (fxb_min_need): a limit that leaves no room for
@@ -182,43 +163,14 @@ static int served_from_graph(fxsv_serving *sv, const char *name, int64_t version
 static int build_served(fxsv_serving *sv, const char *name, int64_t version, fxsv_served **out,
                         bool *stored_loaded, char *err, size_t errlen)
 {
-    fxdb_model_rec rec;
-    int rc = fxdb_store_get_model(sv->st, name, &rec, err, errlen);
+    fxm_load_opts o = { .max_params = sv->o.max_params, .inference_only = true };
+    fxm_loaded l;
+    int rc = fxm_load_version(sv->st, name, version, &o, &l, err, errlen);
     if (rc)
         return rc;
     if (stored_loaded)
-        *stored_loaded = rec.loaded;
-    if (version == 0 && rec.n_versions > 0)
-        version = rec.versions[rec.n_versions - 1].version;
-    bool found = false;
-    for (int i = 0; i < rec.n_versions; i++)
-        found |= rec.versions[i].version == version;
-    if (!found) {
-        snprintf(err, errlen, "model '%s' has no version %lld", name, (long long)version);
-        fxdb_model_rec_free(&rec);
-        return FXS_NOT_FOUND;
-    }
-    fxg_graph *g = spec_graph(sv, &rec, err, errlen);
-    fxdb_model_rec_free(&rec);
-    if (!g)
-        return FXS_INTERNAL;
-    /* Served graphs never train: half the parameter memory, given back
-     * before the weights are read (the peak is the graph and the file). */
-    fxg_drop_grads(g);
-    char gerr[512];
-    void *w = NULL;
-    size_t wlen = 0;
-    rc = fxdb_store_read_weights(sv->st, name, version, &w, &wlen, err, errlen);
-    if (rc == 0 && fxg_load_weights(g, w, wlen, gerr, sizeof gerr) != 0) {
-        snprintf(err, errlen, "model '%s' version %lld: %s", name, (long long)version, gerr);
-        rc = FXS_INTERNAL;
-    }
-    free(w);
-    if (rc) {
-        fxg_free(g);
-        return rc;
-    }
-    return served_from_graph(sv, name, version, g, out, err, errlen);
+        *stored_loaded = l.loaded;
+    return served_from_graph(sv, name, l.version, l.g, out, err, errlen);
 }
 
 /* -------------------------------------------------------------- registry */
@@ -393,9 +345,8 @@ static int check_config(fxsv_serving *sv, const char *name, const fxb_config *c,
     int rc = 0;
     bool need_graph = c->pad_variable_dims || c->memory_limit_bytes;
     if (!m && need_graph && !(rc = fxdb_store_get_model(sv->st, name, &rec, err, errlen))) {
-        own = spec_graph(sv, &rec, err, errlen);
+        rc = fxm_graph_of(&rec, sv->o.max_params, &own, err, errlen);
         fxdb_model_rec_free(&rec);
-        rc = own ? 0 : FXS_INTERNAL;
         if (own)
             fxg_drop_grads(own); /* as served */
     }

@@ -34,6 +34,7 @@
 #include "fx_version.h"
 #include "base/log.h"
 #include "base/status.h"
+#include "models/models.h"
 #include "training/tbevents.h"
 #include "training/train.h"
 #include "base/fsutil.h"
@@ -613,29 +614,6 @@ static void free_inputs(run_inputs *in)
     free(in->ckpt);
 }
 
-/* A graph of the stored model (initial weights of its seed). */
-static fxg_graph *model_graph(fxj_jobs *j, const char *model, fxdb_model_rec *mr, char *err,
-                              size_t errlen, int *status)
-{
-    Fluxion__V1__ModelSpec *ms =
-        fluxion__v1__model_spec__unpack(NULL, mr->spec_len, mr->spec);
-    if (!ms) {
-        fxu_seterr(err, errlen, "the stored spec of model '%s' does not parse", model);
-        *status = FXS_INTERNAL;
-        return NULL;
-    }
-    fxg_options go = { .seed = mr->seed, .max_params = j->opts.max_params };
-    char gerr[ERRLEN - 100];
-    fxg_graph *g = NULL;
-    fxg_build(ms, &go, &g, gerr, sizeof gerr);
-    fluxion__v1__model_spec__free_unpacked(ms, NULL);
-    if (!g) {
-        fxu_seterr(err, errlen, "model '%s': %s", model, gerr);
-        *status = FXS_INTERNAL;
-    }
-    return g;
-}
-
 static int open_data(fxj_jobs *j, const char *name, const char *what, fxds_dataset **out,
                      char *err, size_t errlen)
 {
@@ -653,26 +631,16 @@ static int prepare_inputs(fxj_jobs *j, job *x, run_inputs *in, char *err, size_t
                                  errlen);
     if (rc)
         return rc;
-    fxdb_model_rec mr;
-    if ((rc = fxdb_store_get_model(j->st, spec->model, &mr, err, errlen)))
-        return rc;
-    in->g = model_graph(j, spec->model, &mr, err, errlen, &rc);
-    fxdb_model_rec_free(&mr);
-    if (!in->g)
-        return rc;
-    void *w = NULL;
-    size_t wlen = 0;
-    char werr[ERRLEN - 100];
-    rc = fxdb_store_read_weights(j->st, spec->model, x->rec->base_version, &w, &wlen, werr,
-                                sizeof werr);
-    if (!rc && fxg_load_weights(in->g, w, wlen, werr, sizeof werr) != 0)
-        rc = FXS_INTERNAL;
-    free(w);
-    if (rc) {
+    fxm_load_opts lo = { .max_params = j->opts.max_params };
+    fxm_loaded l;
+    char werr[FXS_ERRLEN];
+    if ((rc = fxm_load_version(j->st, spec->model, x->rec->base_version, &lo, &l, werr,
+                               sizeof werr))) {
         fxu_seterr(err, errlen, "base version %" PRId64 " of model '%s': %s", x->rec->base_version,
-               spec->model, werr);
+                   spec->model, werr);
         return rc;
     }
+    in->g = l.g;
     if ((rc = open_data(j, spec->dataset, "dataset", &in->train, err, errlen)))
         return rc;
     if (strcmp(fxds_dataset_sha256(in->train), x->rec->dataset_sha256) != 0) {
@@ -708,22 +676,22 @@ static int64_t version_of_job(fxj_jobs *j, job *x)
     return v;
 }
 
-/* Serving rule: see the top of this file. */
+/* Serving rule (see the top of this file): a served model switches to the
+ * new version; one not served starts serving it when the job asked for that
+ * (serve_when_done). Serving keeps the store's "loaded" flag. */
 static void serve_result(fxj_jobs *j, job *x, char *note, size_t notelen)
 {
     const char *model = x->rec->spec->model;
-    bool loaded = j->sv && fxsv_serving_is_loaded(j->sv, model, NULL);
-    if (!j->sv || (!loaded && !x->rec->spec->serve_when_done))
+    if (!j->sv)
         return;
-    char err[ERRLEN];
-    int rc = fxsv_serving_load(j->sv, model, err, sizeof err);
-    if (!rc && !loaded)
-        rc = fxdb_store_set_loaded(j->st, model, true, err, sizeof err);
+    char err[FXS_ERRLEN];
+    int rc = x->rec->spec->serve_when_done ? fxsv_serving_load(j->sv, model, err, sizeof err)
+                                           : fxsv_serving_reload(j->sv, model, err, sizeof err);
     if (rc) {
         fxl_log(FXL_ERROR, "jobs", "cannot serve the result job=%" PRId64 " model=%s error=\"%s\"",
                 x->id, model, err);
         snprintf(note, notelen, "; not served: %.200s", err);
-    } else {
+    } else if (fxsv_serving_is_loaded(j->sv, model, NULL)) {
         snprintf(note, notelen, "; now served");
     }
 }
@@ -1028,26 +996,6 @@ void fxj_jobs_free(fxj_jobs *j)
 
 /* ------------------------------------------------------------ requests */
 
-static int check_version(const fxdb_model_rec *mr, int64_t want, int64_t *base, char *err,
-                         size_t errlen)
-{
-    if (mr->n_versions == 0) {
-        fxu_seterr(err, errlen, "model '%s' has no usable version", mr->name);
-        return FXS_FAILED_PRECONDITION;
-    }
-    if (want == 0) {
-        *base = mr->versions[mr->n_versions - 1].version;
-        return 0;
-    }
-    for (int i = 0; i < mr->n_versions; i++)
-        if (mr->versions[i].version == want) {
-            *base = want;
-            return 0;
-        }
-    fxu_seterr(err, errlen, "model '%s' has no version %" PRId64, mr->name, want);
-    return FXS_NOT_FOUND;
-}
-
 static int check_fields(const fxj_jobs *j, const Fluxion__V1__JobSpec *spec, char *err,
                         size_t errlen)
 {
@@ -1080,8 +1028,10 @@ static int validate(fxj_jobs *j, const Fluxion__V1__JobSpec *spec, Fluxion__V1__
     fxdb_model_rec mr;
     if ((rc = fxdb_store_get_model(j->st, spec->model, &mr, err, errlen)))
         return rc;
-    rc = check_version(&mr, spec->model_version, &rec->base_version, err, errlen);
-    fxg_graph *g = rc ? NULL : model_graph(j, spec->model, &mr, err, errlen, &rc);
+    fxg_graph *g = NULL;
+    rc = fxm_resolve_version(&mr, spec->model_version, &rec->base_version, err, errlen);
+    if (!rc)
+        rc = fxm_graph_of(&mr, j->opts.max_params, &g, err, errlen);
     fxdb_model_rec_free(&mr);
     fxds_dataset *train = NULL, *val = NULL;
     if (!rc)

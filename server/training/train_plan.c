@@ -48,16 +48,6 @@ static const char *col_name(const void *c, int i)
 static const char *in_name(const void *g, int i) { return fxg_input(g, i)->name; }
 static const char *out_name(const void *g, int i) { return fxg_output(g, i)->name; }
 
-static const char *dims_str(int ndim, const int64_t *d, char *buf, size_t n)
-{
-    size_t off = (size_t)snprintf(buf, n, "[");
-    for (int i = 0; i < ndim && off < n; i++)
-        off += (size_t)snprintf(buf + off, n - off, "%s%" PRId64, i ? "," : "", d[i]);
-    if (off < n)
-        snprintf(buf + off, n - off, "]");
-    return buf;
-}
-
 /* Per-sample shape of a column against a graph tensor's shape after the
  * batch dimension (-1 there matches any size). */
 static bool sample_fits(const fxds_column *c, const fxg_tensor_info *t, int drop_last)
@@ -101,7 +91,7 @@ static int check_feed(const plan_t *p, const Fluxion__V1__Feed *f, int i, char *
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
                         "%s: input '%s' has shape %s; training needs a batch "
                         "dimension of any size (-1) first",
-                        what, t->name, dims_str(t->ndim, t->shape, s1, sizeof s1));
+                        what, t->name, fx_dims_str(t->ndim, t->shape, s1, sizeof s1));
     snprintf(what, sizeof what, "feeds[%d].tensor", i);
     for (int v = 0; v < 2; v++) {
         const fxds_columns *cols = v ? p->valc : p->train;
@@ -122,8 +112,8 @@ static int check_feed(const plan_t *p, const Fluxion__V1__Feed *f, int i, char *
                             "%s: column '%s'%s has samples of shape %s, input '%s' "
                             "takes %s (the first dimension is the batch; -1: any size)",
                             what, c->name, v ? " of the validation dataset" : "",
-                            dims_str(c->sample_ndim, c->sample_shape, s1, sizeof s1), t->name,
-                            dims_str(t->ndim, t->shape, s2, sizeof s2));
+                            fx_dims_str(c->sample_ndim, c->sample_shape, s1, sizeof s1), t->name,
+                            fx_dims_str(t->ndim, t->shape, s2, sizeof s2));
     }
     if (p->valc == p->train)
         out->vcol = out->col;
@@ -188,9 +178,9 @@ static int check_target(const fxds_column *c, const fxg_tensor_info *t, int kind
                         "%s: column '%s'%s has samples of shape %s; %s on output '%s' "
                         "(shape %s) needs %s (-1: any size)",
                         what, c->name, which,
-                        dims_str(c->sample_ndim, c->sample_shape, s1, sizeof s1), loss_kinds[kind],
-                        t->name, dims_str(t->ndim, t->shape, s2, sizeof s2),
-                        dims_str(nd < 0 ? 0 : nd, t->shape + 1, s1, sizeof s1));
+                        fx_dims_str(c->sample_ndim, c->sample_shape, s1, sizeof s1), loss_kinds[kind],
+                        t->name, fx_dims_str(t->ndim, t->shape, s2, sizeof s2),
+                        fx_dims_str(nd < 0 ? 0 : nd, t->shape + 1, s1, sizeof s1));
     }
     return 0;
 }
@@ -222,7 +212,7 @@ static int check_loss(const plan_t *p, const Fluxion__V1__LossSpec *l, int i, ch
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
                         "%s: output '%s' has shape %s; %s needs a batch dimension "
                         "(-1) first%s",
-                        what, t->name, dims_str(t->ndim, t->shape, s1, sizeof s1), l->kind,
+                        what, t->name, fx_dims_str(t->ndim, t->shape, s1, sizeof s1), l->kind,
                         out->kind == LK_CE || out->kind == LK_CE_SOFT ? " and classes last" : "");
     snprintf(what, sizeof what, "losses[%d].weight", i);
     if (!(l->weight >= 0) || !isfinite(l->weight))
