@@ -15,7 +15,6 @@
 #include "base/pbarena.h"
 #include "serving/servecfg.h"
 
-#define ERRLEN 1024
 
 typedef Inference__ModelInferRequest InferReq;
 typedef Inference__ModelInferRequest__InferInputTensor InferInput;
@@ -52,7 +51,7 @@ static bool parse_version(const char *s, int64_t *v, char *err, size_t errlen)
 static fxsv_served *acquire_or_fail(fxr_call *call, fxa_daemon *d, const char *name,
                                    const char *version)
 {
-    char err[ERRLEN];
+    char err[FXS_ERRLEN];
     int64_t v;
     fxsv_served *m = NULL;
     if (!name || !*name) {
@@ -92,7 +91,7 @@ static void model_ready(fxr_call *call, const ProtobufCMessage *msg, void *data)
 {
     fxa_daemon *d = data;
     const Inference__ModelReadyRequest *req = (const void *)msg;
-    char err[ERRLEN];
+    char err[FXS_ERRLEN];
     int64_t v;
     if (!parse_version(req->version, &v, err, sizeof err)) {
         fxr_fail(call, FXS_INVALID_ARGUMENT, "%s", err);
@@ -147,7 +146,7 @@ static void model_metadata(fxr_call *call, const ProtobufCMessage *msg, void *da
     if (!m)
         return;
     const fxg_graph *g = fxsv_served_graph(m);
-    char err[ERRLEN];
+    char err[FXS_ERRLEN];
     fxdb_model_rec rec;
     int rc = fxdb_store_get_model(d->store, req->name, &rec, err, sizeof err);
     if (rc) {
@@ -230,59 +229,54 @@ static const void *typed_data(const Inference__InferTensorContents *c, fx_dtype 
     }
 }
 
-/* Checks one request input against graph input gi; sets *batch. */
+/* Checks one request input against graph input gi: 0 or INVALID_ARGUMENT
+ * naming the input. */
 static int check_input(const fxg_graph *g, int gi, const InferReq *req, int ri, bool raw,
                        uint64_t max_bytes, char *err, size_t errlen)
 {
     const InferInput *in = req->inputs[ri];
     const fxg_tensor_info *info = fxg_input(g, gi);
     if (strcmp(in->datatype, dtype_name(info->dtype)) != 0) {
-        snprintf(err, errlen, "input '%s': datatype '%s', the model expects %s", in->name,
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "input '%s': datatype '%s', the model expects %s", in->name,
                  in->datatype, dtype_name(info->dtype));
-        return -1;
     }
     if (in->n_shape > FX_MAX_DIMS) {
-        snprintf(err, errlen, "input '%s': rank %zu, the model expects %d", in->name, in->n_shape,
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "input '%s': rank %zu, the model expects %d", in->name, in->n_shape,
                  info->ndim);
-        return -1;
     }
     uint64_t numel = 1;
     for (size_t k = 0; k < in->n_shape; k++) {
         if (in->shape[k] < 0) {
-            snprintf(err, errlen, "input '%s': shape[%zu] = %" PRId64 " is negative", in->name, k,
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "input '%s': shape[%zu] = %" PRId64 " is negative", in->name, k,
                      in->shape[k]);
-            return -1;
         }
         if (in->shape[k] && numel > max_bytes / (uint64_t)in->shape[k]) {
-            snprintf(err, errlen, "input '%s': the shape's element count overflows the limit of %"
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "input '%s': the shape's element count overflows the limit of %"
                      PRIu64 " bytes", in->name, max_bytes);
-            return -1;
         }
         numel *= (uint64_t)in->shape[k];
     }
-    if (fxg_check_input(g, gi, info->dtype, (int)in->n_shape, in->shape, err, errlen) != 0)
-        return -1;
+    int rc = fxg_check_input(g, gi, info->dtype, (int)in->n_shape, in->shape, err, errlen);
+    if (rc)
+        return rc;
     size_t esize = fx_dtype_size(info->dtype);
     if (raw) {
         if (in->contents) {
-            snprintf(err, errlen, "input '%s': contents set although raw_input_contents is used "
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "input '%s': contents set although raw_input_contents is used "
                      "(use one or the other for all inputs)", in->name);
-            return -1;
         }
         size_t got = req->raw_input_contents[ri].len;
         if (got != numel * esize) {
-            snprintf(err, errlen, "input '%s': raw_input_contents[%d] has %zu bytes, shape and "
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "input '%s': raw_input_contents[%d] has %zu bytes, shape and "
                      "datatype need %" PRIu64, in->name, ri, got, numel * esize);
-            return -1;
         }
     } else {
         size_t got = typed_count(in->contents, info->dtype);
         if (got != numel) {
-            snprintf(err, errlen, "input '%s': %zu values in contents (%s), the shape needs %" PRIu64,
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "input '%s': %zu values in contents (%s), the shape needs %" PRIu64,
                      in->name, got, info->dtype == FX_F32 ? "fp32_contents"
                                    : info->dtype == FX_I32 ? "int_contents" : "int64_contents",
                      numel);
-            return -1;
         }
     }
     return 0;
@@ -368,8 +362,9 @@ static int validate(fxa_daemon *d, infer_job *j, char *err, size_t errlen)
             return FXS_INVALID_ARGUMENT;
         }
         j->req_index[gi] = (int)r;
-        if (check_input(g, gi, req, (int)r, j->raw, d->max_message_bytes, err, errlen) != 0)
-            return FXS_INVALID_ARGUMENT;
+        int rc = check_input(g, gi, req, (int)r, j->raw, d->max_message_bytes, err, errlen);
+        if (rc)
+            return rc;
     }
     for (int i = 0; i < j->n_in; i++)
         if (j->req_index[i] < 0) {
@@ -534,7 +529,7 @@ static void model_infer(fxr_call *call, const ProtobufCMessage *msg, void *data)
         return;
     }
     *j = (infer_job){ .call = call, .model = m, .req = req };
-    char err[ERRLEN];
+    char err[FXS_ERRLEN];
     int rc = validate(d, j, err, sizeof err);
     fxsv_request br = { .samples = j->batch, .deadline_ns = fxr_deadline_ns(call),
                         .received_ns = t_received, .answer = infer_answer, .send = infer_send,
@@ -627,7 +622,7 @@ static void model_statistics(fxr_call *call, const ProtobufCMessage *msg, void *
 {
     fxa_daemon *d = data;
     const Inference__ModelStatisticsRequest *req = (const void *)msg;
-    char err[ERRLEN];
+    char err[FXS_ERRLEN];
     int64_t v;
     if (!parse_version(req->version, &v, err, sizeof err)) {
         fxr_fail(call, FXS_INVALID_ARGUMENT, "%s", err);
@@ -667,7 +662,7 @@ static void repository_index(fxr_call *call, const ProtobufCMessage *msg, void *
 {
     fxa_daemon *d = data;
     const Inference__RepositoryIndexRequest *req = (const void *)msg;
-    char err[ERRLEN];
+    char err[FXS_ERRLEN];
     fxdb_model_rec *recs;
     int n;
     int rc = fxdb_store_list_models(d->store, &recs, &n, err, sizeof err);
@@ -709,7 +704,7 @@ static void repository_load(fxr_call *call, const ProtobufCMessage *msg, void *d
 {
     fxa_daemon *d = data;
     const Inference__RepositoryModelLoadRequest *req = (const void *)msg;
-    char err[ERRLEN];
+    char err[FXS_ERRLEN];
     int rc = 0;
     if (req->n_parameters) {
         /* batching settings ("max_batch_size", ...): stored, then loaded */
@@ -739,7 +734,7 @@ static void repository_unload(fxr_call *call, const ProtobufCMessage *msg, void 
 {
     fxa_daemon *d = data;
     const Inference__RepositoryModelUnloadRequest *req = (const void *)msg;
-    char err[ERRLEN];
+    char err[FXS_ERRLEN];
     if (!fxa_model_stored_or_fail(d, call, req->model_name))
         return;
     /* clears the "loaded" flag too; not loaded (NOT_FOUND) is fine */
