@@ -1,6 +1,13 @@
 /*
- * daemon.h - what the RPC services of fluxiond share: the store, the served
- * models, limits and state. main.c builds one and registers the services.
+ * api.h - the services of fluxiond (api/, prefix fxa_): one file per gRPC
+ * service (svc_model.c, svc_infer.c, svc_dataset.c, svc_training.c,
+ * svc_cluster.c). A handler only translates: it reads the request, calls the
+ * domain modules (store/, models/, serving/, datasets/, training/) and
+ * builds the reply or fails the call with their status and message. No SQL
+ * and no graph building here; the domain modules never include api/ or rpc/.
+ *
+ * fxa_daemon is what the services share: the store, the served models,
+ * limits and state. main.c builds one and registers the services.
  */
 #ifndef FXA_API_H
 #define FXA_API_H
