@@ -42,6 +42,8 @@ static int read_at(int fd, void *buf, size_t len, off_t off)
         ssize_t r = pread(fd, p, len, off);
         if (r < 0 && errno == EINTR)
             continue;
+        if (r == 0)
+            errno = EIO; /* the spill file is shorter than its count: say so */
         if (r <= 0)
             return -1;
         p += r;
