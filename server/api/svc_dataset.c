@@ -1,17 +1,16 @@
 /*
  * svc_dataset.c - fluxion.v1.DatasetService: streamed uploads, and looking
- * at and deleting stored datasets (the work is in datasets.c).
+ * at and deleting stored datasets (the work is in datasets/).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api/api.h"
+#include "base/log.h"
+#include "base/status.h"
 #include "datasets/datasets.h"
 #include "fluxion/v1/dataset.pb-c.h"
-#include "base/log.h"
-
-#define ERRLEN 1024
 
 /* Feeds one chunk to the upload, beginning it at the first; 0 or a status. */
 static int take_chunk(fxa_daemon *d, fxds_upload **u, const Fluxion__V1__UploadDatasetChunk *c,
@@ -41,7 +40,7 @@ static int take_chunk(fxa_daemon *d, fxds_upload **u, const Fluxion__V1__UploadD
 static void upload_dataset(fxr_call *call, const ProtobufCMessage *unused, void *data)
 {
     fxa_daemon *d = data;
-    char err[ERRLEN] = "";
+    char err[FXS_ERRLEN] = "";
     fxds_upload *u = NULL;
     ProtobufCMessage *msg;
     int r, rc = 0;
@@ -81,7 +80,7 @@ static void get_dataset(fxr_call *call, const ProtobufCMessage *msg, void *data)
 {
     fxa_daemon *d = data;
     const Fluxion__V1__GetDatasetRequest *req = (const void *)msg;
-    char err[ERRLEN];
+    char err[FXS_ERRLEN];
     Fluxion__V1__Dataset *info = NULL;
     int rc = fxds_dataset_get(d->datasets, req->name, &info, err, sizeof err);
     if (rc) {
@@ -95,7 +94,7 @@ static void get_dataset(fxr_call *call, const ProtobufCMessage *msg, void *data)
 static void list_datasets(fxr_call *call, const ProtobufCMessage *msg, void *data)
 {
     fxa_daemon *d = data;
-    char err[ERRLEN];
+    char err[FXS_ERRLEN];
     Fluxion__V1__Dataset **infos = NULL;
     int n = 0;
     int rc = fxds_dataset_list(d->datasets, &infos, &n, err, sizeof err);
@@ -116,7 +115,7 @@ static void delete_dataset(fxr_call *call, const ProtobufCMessage *msg, void *da
 {
     fxa_daemon *d = data;
     const Fluxion__V1__DeleteDatasetRequest *req = (const void *)msg;
-    char err[ERRLEN];
+    char err[FXS_ERRLEN];
     int rc = fxds_dataset_delete(d->datasets, req->name, err, sizeof err);
     if (rc) {
         fxr_fail(call, rc, "%s", err);

@@ -1,12 +1,27 @@
 /*
- * datasets.h - datasets under the data directory: DIR/datasets/<name>/ holds
- * safetensors shards (each a slice of samples of every tensor), written to
- * DIR/tmp, fsynced, and moved into place only when the whole upload is
- * valid; the datasets table of the store (packed fluxion.v1.Dataset) makes
- * it visible in the same transaction. A half-uploaded or cancelled dataset
+ * datasets.h - the datasets module (prefix fxds_). It owns the uploaded
+ * datasets: their files under DIR/datasets/, the uploads in progress, the
+ * per-dataset limit and the quota, and the datasets loaded for training
+ * (shared, reference counted). Their rows (packed fluxion.v1.Dataset) are
+ * the store's datasets table (store/datasets_tab.c); this module never
+ * writes SQL.
+ *
+ * DIR/datasets/<name>/ holds safetensors shards (each a slice of samples of
+ * every tensor), written and fsynced in a staging directory and moved into
+ * place only when the whole upload is valid; the store's transaction that
+ * inserts the row makes it visible. A half-uploaded or cancelled dataset
  * leaves nothing; directories without a row are removed at open.
  *
- * Status codes are fxs_status values (rpc.h) with a message in err.
+ * Files: datasets.c (the registry: open/close and crash recovery, uploads'
+ * names and the quota, get/list/delete, loading and references), upload.c
+ * (begin/add/commit/abort: spill files, shards, the commit), columns.h (a
+ * loaded dataset as the trainer sees it), datasets_internal.h (what the two
+ * .c files share, prefix fxds__).
+ *
+ * Error contract: every function that can fail returns 0 or an fxs_status
+ * code (base/status.h) with a message in err (FXS_ERRLEN bytes suffice);
+ * fxds_datasets_open, like fxdb_store_open, returns the handle or NULL with
+ * the message in err.
  */
 #ifndef FXDS_DATASETS_H
 #define FXDS_DATASETS_H
