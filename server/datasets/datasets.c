@@ -57,45 +57,11 @@ void fxds__rm_tree(const char *path)
 
 /* The dtypes a dataset holds. The names are safetensors' (the shards'
  * headers and the checksum use them); the first row is the default. */
-static const struct {
-    fx_dtype dt;
-    const char *st;
-    Fluxion__V1__DataType proto;
-} DTYPES[] = {
-    { FX_F32, "F32", FLUXION__V1__DATA_TYPE__FP32 },
-    { FX_I32, "I32", FLUXION__V1__DATA_TYPE__INT32 },
-    { FX_I64, "I64", FLUXION__V1__DATA_TYPE__INT64 },
-};
-#define NDTYPES (sizeof DTYPES / sizeof DTYPES[0])
-
-static size_t dtype_row(fx_dtype dt)
-{
-    for (size_t i = 0; i < NDTYPES; i++)
-        if (DTYPES[i].dt == dt)
-            return i;
-    return 0;
-}
-
+/* Safetensors' name of a dtype (the proto mapping is models/graph.h's
+ * fxg_dtype_from_proto / fxg_dtype_to_proto, one table for the server). */
 const char *fxds__st_dtype(fx_dtype dt)
 {
-    return DTYPES[dtype_row(dt)].st;
-}
-
-Fluxion__V1__DataType fxds__proto_dtype(fx_dtype dt)
-{
-    return DTYPES[dtype_row(dt)].proto;
-}
-
-bool fxds__from_proto_dtype(Fluxion__V1__DataType p, fx_dtype *dt)
-{
-    if (p == FLUXION__V1__DATA_TYPE__DATA_TYPE_UNSPECIFIED)
-        p = FLUXION__V1__DATA_TYPE__FP32;
-    for (size_t i = 0; i < NDTYPES; i++)
-        if (DTYPES[i].proto == p) {
-            *dt = DTYPES[i].dt;
-            return true;
-        }
-    return false;
+    return dt == FX_I32 ? "I32" : dt == FX_I64 ? "I64" : "F32";
 }
 
 const char *fxds__shape_str(int64_t n, int ndim, const int64_t *dims, char *buf, size_t len)
@@ -483,7 +449,7 @@ static int alloc_columns(fxds_dataset *d, const Fluxion__V1__Dataset *info, char
         const Fluxion__V1__DatasetTensor *t = info->tensors[i];
         fxds_column *c = &d->colv[d->cols.n++];
         fx_dtype dt = FX_F32;
-        fxds__from_proto_dtype(t->dtype, &dt);
+        fxg_dtype_from_proto(t->dtype, &dt);
         c->dtype = dt;
         c->sample_ndim = (int)t->n_sample_shape;
         size_t bytes = fx_dtype_size(dt) * info->num_samples;

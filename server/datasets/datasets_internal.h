@@ -15,6 +15,7 @@
 #include <openssl/evp.h>
 
 #include "datasets/datasets.h"
+#include "models/graph.h" /* fxg_dtype_from_proto, fxg_dtype_to_proto */
 
 #define FXDS__MAX_TENSORS 256
 #define FXDS__TENSOR_NAME_MAX 256
@@ -72,8 +73,6 @@ struct fxds_upload {
 /* The dtypes a dataset may hold: safetensors name ("F32"), proto value.
  * from_proto takes UNSPECIFIED as FP32; false for any other value. */
 const char *fxds__st_dtype(fx_dtype dt);
-Fluxion__V1__DataType fxds__proto_dtype(fx_dtype dt);
-bool fxds__from_proto_dtype(Fluxion__V1__DataType p, fx_dtype *dt);
 
 /* "[n,d1,d2]": n samples of shape dims, into buf (FXDS__SHAPE_STRLEN). */
 const char *fxds__shape_str(int64_t n, int ndim, const int64_t *dims, char *buf, size_t len);

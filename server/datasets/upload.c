@@ -240,7 +240,7 @@ static int check_piece(const Fluxion__V1__TensorData *t, fx_dtype *dt, uint64_t 
     int rc = check_tensor_name(t->name, err, errlen);
     if (rc)
         return rc;
-    if (!fxds__from_proto_dtype(t->dtype, dt))
+    if (!fxg_dtype_from_proto(t->dtype, dt))
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "tensor '%s': dtype %d is not FP32, "
                     "INT32 or INT64", t->name, (int)t->dtype);
     if (t->n_shape < 1 || t->n_shape > FX_MAX_DIMS)
@@ -437,7 +437,7 @@ static Fluxion__V1__Dataset *build_info(fxds_upload *u, uint32_t nshards, int64_
         fluxion__v1__dataset_tensor__init(t);
         d->tensors[d->n_tensors++] = t;
         t->name = strdup(x->name);
-        t->dtype = fxds__proto_dtype(x->dtype);
+        t->dtype = fxg_dtype_to_proto(x->dtype);
         t->sample_shape = malloc(sizeof(int64_t) * (size_t)(x->sample_ndim + 1));
         ok = t->name && t->sample_shape;
         if (!ok)
