@@ -1,5 +1,6 @@
 /*
- * jobs.h - training jobs: a queue kept in the store's jobs table, worker
+ * jobs.h - training jobs. The jobs module owns a training job from its
+ * submission to its result: a queue kept in the store's jobs table, worker
  * threads that run them (train.h), checkpoints under DIR/jobs/<id>/,
  * TensorBoard events under DIR/jobs/<id>/tb/, live progress for watchers,
  * and the result as a new model version. Serving it: when the model is
@@ -11,6 +12,12 @@
  * RUNNING job found at start (crash, kill -9, power cut) resumes from its
  * last checkpoint, a QUEUED one waits its turn. A drain (fxj_jobs_stop)
  * checkpoints running jobs and leaves them RUNNING for the next start.
+ *
+ * Files: jobs.c (start/stop, the queue and workers, the state machine,
+ * submit/get/list/cancel), job_events.c (events and the fxj_watch_*
+ * watchers), job_store.c (the records in the store's jobs table),
+ * job_run.c (running one job: its inputs, the training hooks, storing and
+ * serving the result), jobs_internal.h (what they share, the lock order).
  */
 #ifndef FXJ_JOBS_H
 #define FXJ_JOBS_H
