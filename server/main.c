@@ -403,24 +403,22 @@ int main(int argc, char **argv)
                      .devices = o.enabled };
     atomic_init(&d.draining, false);
     char err[1024];
-    d.store = fxdb_store_open(o.data_dir, err, sizeof err);
-    if (!d.store) {
+    if (fxdb_store_open(o.data_dir, &d.store, err, sizeof err) != 0) {
         fxl_log(FXL_ERROR, "main", "cannot open the data directory dir=%s error=\"%s\"",
                 o.data_dir, err);
         return 1;
     }
-    d.datasets = fxds_datasets_open(d.store, &(fxds_datasets_opts){
-                                       .max_dataset_bytes = (uint64_t)o.max_dataset_mb << 20,
-                                       .quota_bytes = (uint64_t)o.dataset_quota_mb << 20 },
-                                   err, sizeof err);
-    if (!d.datasets) {
+    if (fxds_datasets_open(d.store, &(fxds_datasets_opts){
+                               .max_dataset_bytes = (uint64_t)o.max_dataset_mb << 20,
+                               .quota_bytes = (uint64_t)o.dataset_quota_mb << 20 },
+                           &d.datasets, err, sizeof err) != 0) {
         fxl_log(FXL_ERROR, "main", "cannot open the datasets dir=%s error=\"%s\"", o.data_dir, err);
         fxdb_store_close(d.store);
         return 1;
     }
-    d.serving = fxsv_serving_create(d.store, &(fxsv_serving_opts){
-                                       .max_params = d.max_params,
-                                       .devices = &d.devices });
+    rc = fxsv_serving_create(d.store, &(fxsv_serving_opts){ .max_params = d.max_params,
+                                                            .devices = &d.devices },
+                             &d.serving, err, sizeof err);
     fxr_server_opts so = { .listen = o.listen, .poll_threads = (int)o.poll_threads,
                            .handler_threads = (int)o.rpc_threads,
                            .max_recv_bytes = d.max_message_bytes,
@@ -430,10 +428,10 @@ int main(int argc, char **argv)
                            .stream_idle_ms = o.stream_idle_seconds
                                                  ? (int)o.stream_idle_seconds * 1000 : -1,
                            .log = rpc_log };
-    d.rpc = d.serving ? fxr_server_create(&so, err, sizeof err) : NULL;
-    if (!d.rpc) {
-        fxl_log(FXL_ERROR, "main", "cannot serve addr=%s error=\"%s\"", o.listen,
-                d.serving ? err : "out of memory");
+    if (!rc)
+        rc = fxr_server_create(&so, &d.rpc, err, sizeof err);
+    if (rc) {
+        fxl_log(FXL_ERROR, "main", "cannot serve addr=%s error=\"%s\"", o.listen, err);
         fxsv_serving_free(d.serving);
         fxds_datasets_close(d.datasets);
         fxdb_store_close(d.store);
@@ -446,12 +444,11 @@ int main(int argc, char **argv)
         return 1;
     }
     load_stored(&d);
-    d.jobs = fxj_jobs_start(d.store, d.datasets, d.serving, &(fxj_jobs_opts){
-                                .workers = (int)o.train_workers,
-                                .checkpoint_every_steps = o.checkpoint_steps,
-                                .max_params = d.max_params,
-                                .devices = &d.devices }, err, sizeof err);
-    if (!d.jobs) {
+    if (fxj_jobs_start(d.store, d.datasets, d.serving, &(fxj_jobs_opts){
+                           .workers = (int)o.train_workers,
+                           .checkpoint_every_steps = o.checkpoint_steps,
+                           .max_params = d.max_params,
+                           .devices = &d.devices }, &d.jobs, err, sizeof err) != 0) {
         fxl_log(FXL_ERROR, "main", "cannot start the training jobs error=\"%s\"", err);
         return 1;
     }

@@ -249,16 +249,17 @@ static int recover(fxds_datasets *ds, const name_set *rows, char *err, size_t er
     return fxu_fsync_dir(ds->dir, err, errlen);
 }
 
-fxds_datasets *fxds_datasets_open(fxdb_store *st, const fxds_datasets_opts *opts, char *err,
-                                size_t errlen)
+int fxds_datasets_open(fxdb_store *st, const fxds_datasets_opts *opts, fxds_datasets **out,
+                       char *err, size_t errlen)
 {
+    if (!out)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "datasets: no place for the handle");
+    *out = NULL;
+    if (!st)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "datasets: no store");
     fxds_datasets *ds = calloc(1, sizeof *ds);
-    if (!ds || !st) {
-        free(ds);
-        fxu_fail(err, errlen, st ? FXS_RESOURCE_EXHAUSTED : FXS_INVALID_ARGUMENT,
-                 st ? "out of memory" : "datasets: no store");
-        return NULL;
-    }
+    if (!ds)
+        return fxu_oom(err, errlen);
     ds->st = st;
     if (opts)
         ds->o = *opts;
@@ -270,9 +271,8 @@ fxds_datasets *fxds_datasets_open(fxdb_store *st, const fxds_datasets_opts *opts
     pthread_cond_init(&ds->cv, NULL);
     ds->dir = fxu_strf("%s/datasets", fxdb_store_dir(st));
     if (!ds->dir) {
-        fxu_oom(err, errlen);
         fxds_datasets_close(ds);
-        return NULL;
+        return fxu_oom(err, errlen);
     }
     name_set rows = { NULL, 0 };
     uint64_t total = 0;
@@ -285,9 +285,10 @@ fxds_datasets *fxds_datasets_open(fxdb_store *st, const fxds_datasets_opts *opts
     free_list(rows.list, rows.n);
     if (rc) {
         fxds_datasets_close(ds);
-        return NULL;
+        return rc;
     }
-    return ds;
+    *out = ds;
+    return 0;
 }
 
 void fxds_datasets_close(fxds_datasets *ds)

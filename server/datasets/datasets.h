@@ -19,9 +19,9 @@
  * .c files share, prefix fxds__).
  *
  * Error contract: every function that can fail returns 0 or an fxs_status
- * code (base/status.h) with a message in err (FXS_ERRLEN bytes suffice);
- * fxds_datasets_open, like fxdb_store_open, returns the handle or NULL with
- * the message in err.
+ * code (base/status.h) with a message in err (FXS_ERRLEN bytes suffice).
+ * The handles a function makes go to its out parameter, which is NULL on
+ * failure.
  */
 #ifndef FXDS_DATASETS_H
 #define FXDS_DATASETS_H
@@ -41,8 +41,10 @@ typedef struct {
     uint64_t shard_bytes;       /* target shard size; 0: 64 MiB */
 } fxds_datasets_opts;
 
-fxds_datasets *fxds_datasets_open(fxdb_store *st, const fxds_datasets_opts *opts, char *err,
-                                size_t errlen);
+/* Opens the registry on st (which must outlive it): creates DIR/datasets/
+ * and removes what a crash left there. *out is NULL on failure. */
+int fxds_datasets_open(fxdb_store *st, const fxds_datasets_opts *opts, fxds_datasets **out,
+                       char *err, size_t errlen);
 void fxds_datasets_close(fxds_datasets *ds);
 
 /* An upload: begun with the first chunk's name, fed each chunk's tensors,

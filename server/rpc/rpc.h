@@ -112,9 +112,12 @@ typedef struct {
     void *log_data;
 } fxr_server_opts;
 
-/* Creates a server bound to opts->listen; NULL with a message in err when
- * the address cannot be bound or an option is invalid. */
-fxr_server *fxr_server_create(const fxr_server_opts *opts, char *err, size_t errlen);
+/* Creates a server bound to opts->listen: 0 with the server in *out, or
+ * (*out NULL, a message in err) FXS_INVALID_ARGUMENT for an invalid option
+ * (no address, a port over 65535, a count out of range),
+ * FXS_FAILED_PRECONDITION when the address cannot be bound (malformed, or
+ * in use: gRPC does not tell which), FXS_RESOURCE_EXHAUSTED out of memory. */
+int fxr_server_create(const fxr_server_opts *opts, fxr_server **out, char *err, size_t errlen);
 
 /* Registers a service: every method of the descriptor gets a route; the
  * ones named in methods[0..n) get their handler and kind. Before start.

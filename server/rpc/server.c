@@ -135,42 +135,35 @@ uint64_t fxr_server_total_calls(const fxr_server *s)
 
 static int check_opts(const fxr_server_opts *o, char *err, size_t errlen)
 {
-    if (!o || !o->listen || !*o->listen) {
-        snprintf(err, errlen, "rpc: no listen address");
-        return -1;
-    }
+    if (!o || !o->listen || !*o->listen)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "rpc: no listen address");
     /* gRPC quietly binds a port over 65535 modulo 65536 */
     const char *colon = strrchr(o->listen, ':');
     if (colon && colon[1] && strspn(colon + 1, "0123456789") == strlen(colon + 1) &&
-        (strlen(colon + 1) > 5 || atoi(colon + 1) > 65535)) {
-        snprintf(err, errlen, "rpc: port %s in %s is not in 0..65535", colon + 1, o->listen);
-        return -1;
-    }
-    if (o->poll_threads < 0 || o->poll_threads > MAX_THREADS) {
-        snprintf(err, errlen, "rpc: poll_threads %d is not in 0..%d", o->poll_threads,
-                 MAX_THREADS);
-        return -1;
-    }
-    if (o->handler_threads < 0 || o->handler_threads > MAX_THREADS) {
-        snprintf(err, errlen, "rpc: handler_threads %d is not in 0..%d", o->handler_threads,
-                 MAX_THREADS);
-        return -1;
-    }
+        (strlen(colon + 1) > 5 || atoi(colon + 1) > 65535))
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "rpc: port %s in %s is not in 0..65535",
+                        colon + 1, o->listen);
+    if (o->poll_threads < 0 || o->poll_threads > MAX_THREADS)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "rpc: poll_threads %d is not in 0..%d",
+                        o->poll_threads, MAX_THREADS);
+    if (o->handler_threads < 0 || o->handler_threads > MAX_THREADS)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "rpc: handler_threads %d is not in 0..%d", o->handler_threads,
+                        MAX_THREADS);
     if (o->max_streams < 0 || o->max_streams > MAX_THREADS || o->max_streams_per_peer < 0 ||
-        o->max_streams_per_peer > MAX_THREADS) {
-        snprintf(err, errlen, "rpc: max_streams %d or max_streams_per_peer %d is not in 0..%d",
-                 o->max_streams, o->max_streams_per_peer, MAX_THREADS);
-        return -1;
-    }
-    if (o->max_recv_bytes > INT_MAX || o->max_send_bytes > INT_MAX) {
-        snprintf(err, errlen, "rpc: max message size %zu is over gRPC's limit of %d bytes",
-                 o->max_recv_bytes > INT_MAX ? o->max_recv_bytes : o->max_send_bytes, INT_MAX);
-        return -1;
-    }
+        o->max_streams_per_peer > MAX_THREADS)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "rpc: max_streams %d or max_streams_per_peer %d is not in 0..%d",
+                        o->max_streams, o->max_streams_per_peer, MAX_THREADS);
+    if (o->max_recv_bytes > INT_MAX || o->max_send_bytes > INT_MAX)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "rpc: max message size %zu is over gRPC's limit of %d bytes",
+                        o->max_recv_bytes > INT_MAX ? o->max_recv_bytes : o->max_send_bytes,
+                        INT_MAX);
     return 0;
 }
 
-fxr_server *fxr_server_create(const fxr_server_opts *opts, char *err, size_t errlen)
+int fxr_server_create(const fxr_server_opts *opts, fxr_server **out, char *err, size_t errlen)
 {
     char dummy[1];
     if (!err || errlen == 0) {
@@ -178,13 +171,16 @@ fxr_server *fxr_server_create(const fxr_server_opts *opts, char *err, size_t err
         errlen = sizeof dummy;
     }
     err[0] = '\0';
-    if (check_opts(opts, err, errlen) != 0)
-        return NULL;
+    if (!out)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "rpc: no place for the server");
+    *out = NULL;
+    int rc = check_opts(opts, err, errlen);
+    if (rc)
+        return rc;
     fxr_server *s = calloc(1, sizeof *s);
     if (!s || !(s->listen = strdup(opts->listen))) {
         free(s);
-        snprintf(err, errlen, "rpc: out of memory");
-        return NULL;
+        return fxu_fail(err, errlen, FXS_RESOURCE_EXHAUSTED, "rpc: out of memory");
     }
     s->opts = *opts;
     s->opts.listen = s->listen;
@@ -210,8 +206,7 @@ fxr_server *fxr_server_create(const fxr_server_opts *opts, char *err, size_t err
     if (!s->stream_peers) {
         free(s->listen);
         free(s);
-        snprintf(err, errlen, "rpc: out of memory");
-        return NULL;
+        return fxu_fail(err, errlen, FXS_RESOURCE_EXHAUSTED, "rpc: out of memory");
     }
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
@@ -237,11 +232,15 @@ fxr_server *fxr_server_create(const fxr_server_opts *opts, char *err, size_t err
     s->port = grpc_server_add_http2_port(s->srv, s->listen, creds);
     grpc_server_credentials_release(creds);
     if (s->port <= 0) {
-        snprintf(err, errlen, "rpc: cannot listen on %s (bad address or in use)", s->listen);
+        /* gRPC does not say which; like a locked data directory, the
+         * address is something to fix before this server can start. */
+        rc = fxu_fail(err, errlen, FXS_FAILED_PRECONDITION,
+                      "rpc: cannot listen on %s (bad address or in use)", s->listen);
         fxr_server_destroy(s);
-        return NULL;
+        return rc;
     }
-    return s;
+    *out = s;
+    return 0;
 }
 
 static pthread_t *start_threads(fxr_server *s, int n, void *(*fn)(void *), int *started)

@@ -644,16 +644,23 @@ void fxsv_served_stats(fxsv_served *m, fxsv_stats *out)
     pthread_mutex_unlock(&m->mu);
 }
 
-fxsv_serving *fxsv_serving_create(fxdb_store *st, const fxsv_serving_opts *opts)
+int fxsv_serving_create(fxdb_store *st, const fxsv_serving_opts *opts, fxsv_serving **out,
+                        char *err, size_t errlen)
 {
+    if (!out)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "serving: no place for the handle");
+    *out = NULL;
+    if (!st)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "serving: no store");
     fxsv_serving *sv = calloc(1, sizeof *sv);
     if (!sv)
-        return NULL;
+        return fxu_oom(err, errlen);
     sv->st = st;
     if (opts)
         sv->o = *opts;
     pthread_mutex_init(&sv->mu, NULL);
-    return sv;
+    *out = sv;
+    return 0;
 }
 
 void fxsv_serving_free(fxsv_serving *sv)

@@ -32,7 +32,10 @@ typedef struct {
     const fxsv_devices *devices; /* enabled (outlives the module); NULL: cpu only */
 } fxsv_serving_opts;
 
-fxsv_serving *fxsv_serving_create(fxdb_store *st, const fxsv_serving_opts *opts);
+/* 0 with the module (nothing served yet) in *out; INVALID_ARGUMENT without
+ * a store or RESOURCE_EXHAUSTED out of memory, with *out NULL. */
+int fxsv_serving_create(fxdb_store *st, const fxsv_serving_opts *opts, fxsv_serving **out,
+                        char *err, size_t errlen);
 /* Unloads everything (requests in flight hold their own references). */
 void fxsv_serving_free(fxsv_serving *sv);
 

@@ -431,7 +431,9 @@ static int take_lock(fxdb_store *st, char *err, size_t errlen)
             fxu_seterr(err, errlen, "cannot lock %s: %s", path, strerror(e));
         close(fd);
         free(path);
-        return FXS_FAILED_PRECONDITION;
+        /* Only a lock held by another process is the caller's to resolve;
+         * any other flock failure (ENOLCK, ...) is an I/O error. */
+        return e == EWOULDBLOCK ? FXS_FAILED_PRECONDITION : fxu_errno_status(e);
     }
     char pid[32];
     int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
@@ -506,7 +508,9 @@ static int open_db(fxdb_store *st, char *err, size_t errlen)
         fxu_seterr(err, errlen, "store: cannot open %s: %s", path,
                    st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(r));
         free(path);
-        return FXS_INTERNAL;
+        if (r == SQLITE_NOMEM)
+            return FXS_RESOURCE_EXHAUSTED;
+        return st->db ? status_of(st, r) : FXS_INTERNAL;
     }
     int rc = configure_db(st, err, errlen);
     int was = 0;
@@ -522,17 +526,16 @@ static int open_db(fxdb_store *st, char *err, size_t errlen)
     return rc;
 }
 
-fxdb_store *fxdb_store_open(const char *dir, char *err, size_t errlen)
+int fxdb_store_open(const char *dir, fxdb_store **out, char *err, size_t errlen)
 {
-    if (!dir || !*dir) {
-        fxu_seterr(err, errlen, "store: no data directory given");
-        return NULL;
-    }
+    if (!out)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "store: no place for the store");
+    *out = NULL;
+    if (!dir || !*dir)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "store: no data directory given");
     fxdb_store *st = calloc(1, sizeof *st);
-    if (!st) {
-        fxu_oom(err, errlen);
-        return NULL;
-    }
+    if (!st)
+        return fxu_oom(err, errlen);
     st->lock_fd = -1;
     pthread_mutex_init(&st->mu, NULL);
     size_t n = strlen(dir);
@@ -543,23 +546,41 @@ fxdb_store *fxdb_store_open(const char *dir, char *err, size_t errlen)
     st->tmp_dir = st->dir ? fxu_strf("%s/tmp", st->dir) : NULL;
     st->reserve_path = st->dir ? fxu_strf("%s/RESERVE", st->dir) : NULL;
     if (!st->dir || !st->models_dir || !st->tmp_dir || !st->reserve_path) {
-        fxu_oom(err, errlen);
         fxdb_store_close(st);
-        return NULL;
+        return fxu_oom(err, errlen);
     }
-    if (fxu_mkdir_p(st->dir, err, errlen) != 0 || take_lock(st, err, errlen) != 0 ||
-        fxu_mkdir(st->models_dir, err, errlen) != 0 ||
-        fxu_mkdir(st->tmp_dir, err, errlen) != 0 || open_db(st, err, errlen) != 0 ||
-        fxdb__recover(st, err, errlen) != 0) {
+    int rc = fxu_mkdir_p(st->dir, err, errlen);
+    /* ENOENT while creating the data directory itself: a dangling symlink
+     * in the path given, so the path is what is wrong. (A component that is
+     * not a directory is already INVALID_ARGUMENT.) */
+    if (rc == FXS_NOT_FOUND)
+        rc = FXS_INVALID_ARGUMENT;
+    if (!rc)
+        rc = take_lock(st, err, errlen);
+    if (!rc)
+        rc = fxu_mkdir(st->models_dir, err, errlen);
+    if (!rc)
+        rc = fxu_mkdir(st->tmp_dir, err, errlen);
+    if (!rc)
+        rc = open_db(st, err, errlen);
+    if (!rc)
+        rc = fxdb__recover(st, err, errlen);
+    if (rc) {
         fxdb_store_close(st);
-        return NULL;
+        /* A file of ours that vanished during the open (NOT_FOUND) or
+         * anything else unexpected is an I/O failure, not the caller's. */
+        if (rc != FXS_INVALID_ARGUMENT && rc != FXS_FAILED_PRECONDITION &&
+            rc != FXS_RESOURCE_EXHAUSTED)
+            rc = FXS_INTERNAL;
+        return rc;
     }
     /* A full disk must not keep the daemon from starting: deleting is how
      * it gets room again. */
     char e[512];
     if (fxdb__reserve_ensure(st, e, sizeof e) != 0)
         fxdb__log(FXL_WARN, "%s", e);
-    return st;
+    *out = st;
+    return 0;
 }
 
 const char *fxdb_store_dir(const fxdb_store *st)

@@ -43,10 +43,15 @@
  * A version whose weights file is missing or does not match its size and
  * SHA-256 (checked at open and on every read) is logged and marked
  * unusable: it is left out of fxdb_model_rec.versions, "latest" means the
- * latest usable version, and its number is never reused. fxdb_store_open
- * refuses (NULL, message) a data directory locked by another store (DIR/LOCK),
- * a schema newer than this build, and a new fluxion.db next to existing
- * weight files.
+ * latest usable version, and its number is never reused.
+ *
+ * fxdb_store_open sets *out to the open store and returns 0, or leaves
+ * *out NULL and returns a code with the message in err:
+ * FXS_FAILED_PRECONDITION for a data directory locked by another store
+ * (DIR/LOCK), a schema newer than this build, or a new fluxion.db next to
+ * existing weight files; FXS_INVALID_ARGUMENT for no directory, or a path
+ * that is not (and cannot become) a directory; FXS_RESOURCE_EXHAUSTED for a
+ * full disk or out of memory; FXS_INTERNAL for other I/O and SQLite errors.
  */
 #ifndef FXDB_STORE_H
 #define FXDB_STORE_H
@@ -61,7 +66,7 @@ extern "C" {
 
 typedef struct fxdb_store fxdb_store;
 
-fxdb_store *fxdb_store_open(const char *dir, char *err, size_t errlen);
+int fxdb_store_open(const char *dir, fxdb_store **out, char *err, size_t errlen);
 void fxdb_store_close(fxdb_store *st);
 const char *fxdb_store_dir(const fxdb_store *st);
 /* DIR/tmp: stage files there (same file system) and rename them into place;

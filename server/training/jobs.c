@@ -224,17 +224,24 @@ static int restore(fxj_jobs *j, char *err, size_t errlen)
     return 0;
 }
 
-fxj_jobs *fxj_jobs_start(fxdb_store *st, fxds_datasets *ds, fxsv_serving *sv,
-                         const fxj_jobs_opts *opts, char *err, size_t errlen)
+int fxj_jobs_start(fxdb_store *st, fxds_datasets *ds, fxsv_serving *sv, const fxj_jobs_opts *opts,
+                   fxj_jobs **out, char *err, size_t errlen)
 {
+    if (!out)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "jobs: no place for the handle");
+    *out = NULL;
+    if (!st || !ds)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "jobs: %s",
+                        st ? "no datasets" : "no store");
     fxj_jobs *j = calloc(1, sizeof *j);
+    if (!j)
+        return fxu_oom(err, errlen);
     /* Absolute: tensorboard_dir in the records is for users' shells. */
     char *root = realpath(fxdb_store_dir(st), NULL);
-    if (!j || asprintf(&j->dir, "%s/jobs", root ? root : fxdb_store_dir(st)) < 0) {
+    if (asprintf(&j->dir, "%s/jobs", root ? root : fxdb_store_dir(st)) < 0) {
         free(root);
         free(j);
-        fxu_seterr(err, errlen, "jobs: out of memory");
-        return NULL;
+        return fxu_oom(err, errlen);
     }
     free(root);
     j->st = st;
@@ -252,27 +259,29 @@ fxj_jobs *fxj_jobs_start(fxdb_store *st, fxds_datasets *ds, fxsv_serving *sv,
     int rc = fxu_mkdir_p(j->dir, err, errlen);
     if (!rc)
         rc = restore(j, err, errlen);
-    if (!rc && !(j->workers = calloc((size_t)j->opts.workers, sizeof *j->workers))) {
-        fxu_seterr(err, errlen, "jobs: out of memory");
-        rc = FXS_RESOURCE_EXHAUSTED;
-    }
+    if (!rc && !(j->workers = calloc((size_t)j->opts.workers, sizeof *j->workers)))
+        rc = fxu_oom(err, errlen);
     if (rc) {
         j->stopped = true;
         fxj_jobs_free(j);
-        return NULL;
+        return rc;
     }
     for (int i = 0; i < j->opts.workers; i++) {
-        if (pthread_create(&j->workers[i], NULL, worker_main, j) != 0) {
-            fxu_seterr(err, errlen, "jobs: cannot start worker thread %d", i);
+        int e = pthread_create(&j->workers[i], NULL, worker_main, j);
+        if (e != 0) {
+            /* EAGAIN: the system's limit on threads. */
+            rc = fxu_fail(err, errlen, e == EAGAIN ? FXS_RESOURCE_EXHAUSTED : FXS_INTERNAL,
+                          "jobs: cannot start worker thread %d: %s", i, strerror(e));
             fxj_jobs_stop(j);
             fxj_jobs_free(j);
-            return NULL;
+            return rc;
         }
         j->n_workers++;
     }
     fxl_log(FXL_INFO, "jobs", "jobs started workers=%d checkpoint_every_steps=%" PRId64,
             j->opts.workers, j->opts.checkpoint_every_steps);
-    return j;
+    *out = j;
+    return 0;
 }
 
 void fxj_jobs_stop(fxj_jobs *j)

@@ -41,9 +41,13 @@ typedef struct {
     const fxsv_devices *devices;    /* enabled (outlives the module); NULL: cpu only */
 } fxj_jobs_opts;
 
-/* Starts the workers and resumes the stored RUNNING and QUEUED jobs. */
-fxj_jobs *fxj_jobs_start(fxdb_store *st, fxds_datasets *ds, fxsv_serving *sv,
-                         const fxj_jobs_opts *opts, char *err, size_t errlen);
+/* Starts the workers and resumes the stored RUNNING and QUEUED jobs: 0
+ * with the module in *out, or a code (INVALID_ARGUMENT without a store or
+ * datasets; RESOURCE_EXHAUSTED out of memory, disk or threads; INTERNAL
+ * for other I/O errors) with *out NULL. sv may be NULL (nothing is
+ * reloaded after training). */
+int fxj_jobs_start(fxdb_store *st, fxds_datasets *ds, fxsv_serving *sv, const fxj_jobs_opts *opts,
+                   fxj_jobs **out, char *err, size_t errlen);
 /* Stops: running jobs checkpoint and stay RUNNING; watchers are woken
  * (fxj_watch_next then answers UNAVAILABLE). New submissions get
  * UNAVAILABLE. Idempotent; the module stays readable (get, list) until

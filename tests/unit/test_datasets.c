@@ -54,10 +54,9 @@ static int count_entries(const char *dir)
 
 static void open_all(fixture *f)
 {
-    f->st = fxdb_store_open(f->dir, f->err, sizeof f->err);
-    assert_non_null(f->st);
-    f->ds = fxds_datasets_open(f->st, &f->opts, f->err, sizeof f->err);
-    if (!f->ds)
+    if (fxdb_store_open(f->dir, &f->st, f->err, sizeof f->err) != 0)
+        fail_msg("%s", f->err);
+    if (fxds_datasets_open(f->st, &f->opts, &f->ds, f->err, sizeof f->err) != 0)
         fail_msg("%s", f->err);
 }
 
@@ -201,6 +200,33 @@ static void xy_sha(const float *x, const int64_t *y, char out[65])
 }
 
 /* ------------------------------------------------------------- tests */
+
+/* A refused open: its code, and *out NULL (it starts as a pointer that is
+ * not). */
+static void test_open_errors(void **state)
+{
+    fixture *f = *state;
+    fxds_datasets *ds = (fxds_datasets *)&ds;
+    assert_int_equal(fxds_datasets_open(NULL, NULL, &ds, f->err, sizeof f->err),
+                     FXS_INVALID_ARGUMENT);
+    assert_null(ds);
+    assert_non_null(strstr(f->err, "no store"));
+    /* DIR/datasets taken by a file: named, and nothing opened */
+    close_all(f);
+    tu_rmtree(tu_pathf("%s/datasets", f->dir));
+    FILE *fp = fopen(tu_pathf("%s/datasets", f->dir), "w");
+    assert_non_null(fp);
+    fclose(fp);
+    assert_int_equal(fxdb_store_open(f->dir, &f->st, f->err, sizeof f->err), 0);
+    ds = (fxds_datasets *)&ds;
+    assert_int_equal(fxds_datasets_open(f->st, NULL, &ds, f->err, sizeof f->err),
+                     FXS_INVALID_ARGUMENT);
+    assert_null(ds);
+    assert_non_null(strstr(f->err, "not a directory"));
+    assert_int_equal(unlink(tu_pathf("%s/datasets", f->dir)), 0);
+    fxdb_store_close(f->st);
+    open_all(f);
+}
 
 static void test_upload_in_chunks_and_reopen(void **state)
 {
@@ -724,6 +750,7 @@ int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
+        T(test_open_errors),
         T(test_upload_in_chunks_and_reopen),
         T(test_checksum_stable_and_sensitive),
         T(test_validation_errors),

@@ -247,22 +247,18 @@ static void upload(fixture *f, const char *name, int n)
 static void start_jobs(fixture *f)
 {
     char err[512];
-    f->j = fxj_jobs_start(f->st, f->ds, f->sv, &(fxj_jobs_opts){ .workers = 1,
-                                                                  .checkpoint_every_steps = 4 },
-                          err, sizeof err);
-    if (!f->j)
+    if (fxj_jobs_start(f->st, f->ds, f->sv,
+                       &(fxj_jobs_opts){ .workers = 1, .checkpoint_every_steps = 4 }, &f->j,
+                       err, sizeof err) != 0)
         fail_msg("%s", err);
 }
 
 static void open_all(fixture *f)
 {
     char err[512];
-    f->st = fxdb_store_open(f->dir, err, sizeof err);
-    assert_non_null(f->st);
-    f->ds = fxds_datasets_open(f->st, NULL, err, sizeof err);
-    assert_non_null(f->ds);
-    f->sv = fxsv_serving_create(f->st, NULL);
-    assert_non_null(f->sv);
+    assert_int_equal(fxdb_store_open(f->dir, &f->st, err, sizeof err), 0);
+    assert_int_equal(fxds_datasets_open(f->st, NULL, &f->ds, err, sizeof err), 0);
+    assert_int_equal(fxsv_serving_create(f->st, NULL, &f->sv, err, sizeof err), 0);
     start_jobs(f);
 }
 
@@ -281,11 +277,9 @@ static int setup(void **state)
     assert_non_null(mkdtemp(f->dir));
     fake_reset(false);
     char err[512];
-    f->st = fxdb_store_open(f->dir, err, sizeof err);
-    assert_non_null(f->st);
-    f->ds = fxds_datasets_open(f->st, NULL, err, sizeof err);
-    assert_non_null(f->ds);
-    f->sv = fxsv_serving_create(f->st, NULL);
+    assert_int_equal(fxdb_store_open(f->dir, &f->st, err, sizeof err), 0);
+    assert_int_equal(fxds_datasets_open(f->st, NULL, &f->ds, err, sizeof err), 0);
+    assert_int_equal(fxsv_serving_create(f->st, NULL, &f->sv, err, sizeof err), 0);
     create_model(f, "m");
     upload(f, "blobs", 30);
     start_jobs(f);
@@ -920,7 +914,7 @@ static void test_vanished_model(void **state)
     /* The store refuses to delete what the jobs need (test_delete_in_use),
      * so they vanish the other way: rows gone behind the daemon's back (a
      * data directory restored from an older backup, say). */
-    f->st = fxdb_store_open(f->dir, err, sizeof err);
+    assert_int_equal(fxdb_store_open(f->dir, &f->st, err, sizeof err), 0);
     assert_int_equal(fxdb_store_delete_model(f->st, "m", err, sizeof err),
                      FXS_FAILED_PRECONDITION);
     fxdb_store_close(f->st);

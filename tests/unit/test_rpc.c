@@ -278,8 +278,7 @@ static env start_env_opts(const fxr_server_opts *o, size_t client_max_recv)
 {
     env e = { 0 };
     char err[256];
-    e.srv = fxr_server_create(o, err, sizeof err);
-    if (!e.srv)
+    if (fxr_server_create(o, &e.srv, err, sizeof err) != 0)
         fail_msg("fxr_server_create: %s", err);
     assert_int_equal(fxr_server_add_service(e.srv, &fxtest__echo__descriptor, echo_methods,
                                             N_ECHO_METHODS, &handler_tag),
@@ -374,14 +373,21 @@ static void test_method_path(void **state)
     assert_null(fxc_method_path(&fxtest__echo__descriptor, "Unary", path, 10));
 }
 
-static void expect_create_fails(const fxr_server_opts *o, const char *needle)
+/* The create fails with code, *out NULL (it starts as a pointer that is
+ * not), and a message that has needle. */
+static void expect_create_fails(const fxr_server_opts *o, int code, const char *needle)
 {
     char err[256] = "";
-    fxr_server *s = fxr_server_create(o, err, sizeof err);
-    if (s) {
+    fxr_server *s = (fxr_server *)&s;
+    int rc = fxr_server_create(o, &s, err, sizeof err);
+    if (rc == 0) {
         fxr_server_destroy(s);
         fail_msg("fxr_server_create(%s) succeeded", o && o->listen ? o->listen : "NULL");
     }
+    assert_null(s);
+    if (rc != code)
+        fail_msg("fxr_server_create(%s): code %d, want %d (%s)",
+                 o && o->listen ? o->listen : "NULL", rc, code, err);
     if (!strstr(err, needle))
         fail_msg("error '%s' does not mention '%s'", err, needle);
 }
@@ -389,26 +395,28 @@ static void expect_create_fails(const fxr_server_opts *o, const char *needle)
 static void test_create_errors(void **state)
 {
     fxr_server_opts o = { .log = capture_log };
-    expect_create_fails(NULL, "no listen address");
-    expect_create_fails(&o, "no listen address");
+    expect_create_fails(NULL, FXS_INVALID_ARGUMENT, "no listen address");
+    expect_create_fails(&o, FXS_INVALID_ARGUMENT, "no listen address");
     o.listen = "127.0.0.1:99999";
-    expect_create_fails(&o, "port 99999 in 127.0.0.1:99999 is not in 0..65535");
+    expect_create_fails(&o, FXS_INVALID_ARGUMENT,
+                        "port 99999 in 127.0.0.1:99999 is not in 0..65535");
     o.listen = "no-such-host.invalid:1";
-    expect_create_fails(&o, "cannot listen on no-such-host.invalid:1");
+    expect_create_fails(&o, FXS_FAILED_PRECONDITION, "cannot listen on no-such-host.invalid:1");
     o.listen = "127.0.0.1:0";
     o.max_recv_bytes = (size_t)1 << 40;
-    expect_create_fails(&o, "over gRPC's limit");
+    expect_create_fails(&o, FXS_INVALID_ARGUMENT, "over gRPC's limit");
     o.max_recv_bytes = 0;
     o.poll_threads = -1;
-    expect_create_fails(&o, "poll_threads -1");
+    expect_create_fails(&o, FXS_INVALID_ARGUMENT, "poll_threads -1");
     o.poll_threads = 0;
     o.handler_threads = 100000;
-    expect_create_fails(&o, "handler_threads 100000");
+    expect_create_fails(&o, FXS_INVALID_ARGUMENT, "handler_threads 100000");
     o.handler_threads = 0;
 
     /* A port in use: the second server must not share it. */
     char err[256];
-    fxr_server *a = fxr_server_create(&o, err, sizeof err);
+    fxr_server *a;
+    assert_int_equal(fxr_server_create(&o, &a, err, sizeof err), 0);
     assert_non_null(a);
     int port = 0;
     assert_int_equal(fxr_server_start(a, &port), 0);
@@ -416,13 +424,14 @@ static void test_create_errors(void **state)
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
     o.listen = addr;
-    expect_create_fails(&o, "cannot listen on");
+    expect_create_fails(&o, FXS_FAILED_PRECONDITION, "cannot listen on");
     assert_int_equal(fxr_server_shutdown(a, 0, -1, NULL, 0), 0);
     fxr_server_destroy(a);
 
     /* Created, never started: destroy must still release everything. */
     o.listen = "127.0.0.1:0";
-    fxr_server *b = fxr_server_create(&o, err, sizeof err);
+    fxr_server *b;
+    assert_int_equal(fxr_server_create(&o, &b, err, sizeof err), 0);
     assert_non_null(b);
     fxr_server_destroy(b);
     fxr_server_destroy(NULL);
@@ -432,7 +441,8 @@ static void test_add_service_errors(void **state)
 {
     char err[256];
     fxr_server_opts o = { .listen = "127.0.0.1:0", .log = capture_log };
-    fxr_server *s = fxr_server_create(&o, err, sizeof err);
+    fxr_server *s;
+    assert_int_equal(fxr_server_create(&o, &s, err, sizeof err), 0);
     assert_non_null(s);
     fxr_method bad[] = { { "Unary", FXR_UNARY, h_unary }, { "Nope", FXR_UNARY, h_unary } };
     assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, bad, 2, NULL),

@@ -90,8 +90,7 @@ static int setup(void **state)
     strcpy(f->dir, "/tmp/fxs-store-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
     snprintf(f->data, sizeof f->data, "%s/data/nested", f->dir);
-    f->st = fxdb_store_open(f->data, f->err, sizeof f->err);
-    if (!f->st)
+    if (fxdb_store_open(f->data, &f->st, f->err, sizeof f->err) != 0)
         fail_msg("open: %s", f->err);
     *state = f;
     return 0;
@@ -109,8 +108,7 @@ static int teardown(void **state)
 static void reopen(fixture *f)
 {
     fxdb_store_close(f->st);
-    f->st = fxdb_store_open(f->data, f->err, sizeof f->err);
-    if (!f->st)
+    if (fxdb_store_open(f->data, &f->st, f->err, sizeof f->err) != 0)
         fail_msg("reopen: %s", f->err);
 }
 
@@ -712,12 +710,21 @@ static void test_concurrent_add_version(void **state)
     assert_int_equal(count_entries(tu_pathf("%s/models/m", f->data)), 33);
 }
 
+/* A failed fxdb_store_open: its code, after checking that *out is NULL
+ * (it starts as a pointer that is not). */
+static int refused_open(const char *dir, char *err, size_t errlen)
+{
+    fxdb_store *st = (fxdb_store *)&st;
+    int rc = fxdb_store_open(dir, &st, err, errlen);
+    assert_null(st);
+    return rc;
+}
+
 static void test_lock_refuses_second_open(void **state)
 {
     fixture *f = *state;
     char err[512] = "";
-    fxdb_store *second = fxdb_store_open(f->data, err, sizeof err);
-    assert_null(second);
+    assert_int_equal(refused_open(f->data, err, sizeof err), FXS_FAILED_PRECONDITION);
     assert_non_null(strstr(err, "in use by another fluxiond"));
     assert_non_null(strstr(err, f->data));
     char pid[32];
@@ -735,19 +742,22 @@ static void test_open_errors(void **state)
 {
     fixture *f = *state;
     char err[512] = "";
-    assert_null(fxdb_store_open(NULL, err, sizeof err));
+    assert_int_equal(refused_open(NULL, err, sizeof err), FXS_INVALID_ARGUMENT);
     assert_true(err[0] != '\0');
-    assert_null(fxdb_store_open("", err, sizeof err));
+    assert_int_equal(refused_open("", err, sizeof err), FXS_INVALID_ARGUMENT);
     /* a data dir that is a file, and one below a file */
     const char *file = tu_pathf("%s/afile", f->dir);
     put_file(file, "x", 1);
     err[0] = '\0';
-    assert_null(fxdb_store_open(file, err, sizeof err));
+    assert_int_equal(refused_open(file, err, sizeof err), FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "afile"));
     err[0] = '\0';
-    assert_null(fxdb_store_open(tu_pathf("%s/afile/sub", f->dir), err, sizeof err));
+    assert_int_equal(refused_open(tu_pathf("%s/afile/sub", f->dir), err, sizeof err),
+                     FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "afile"));
-    assert_null(fxdb_store_open(file, NULL, 0)); /* no err buffer: no crash */
+    /* no err buffer: no crash */
+    assert_int_equal(refused_open(file, NULL, 0), FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxdb_store_open(f->data, NULL, err, sizeof err), FXS_INVALID_ARGUMENT);
 }
 
 static void test_new_db_with_files_is_refused(void **state)
@@ -761,7 +771,7 @@ static void test_new_db_with_files_is_refused(void **state)
     unlink(tu_pathf("%s-wal", db));
     unlink(tu_pathf("%s-shm", db));
     char err[512] = "";
-    assert_null(fxdb_store_open(f->data, err, sizeof err));
+    assert_int_equal(refused_open(f->data, err, sizeof err), FXS_FAILED_PRECONDITION);
     assert_non_null(strstr(err, "new database"));
     assert_true(exists(tu_pathf("%s/models/precious/v1.safetensors", f->data)));
 }
@@ -792,7 +802,7 @@ static void test_schema(void **state)
                      SQLITE_OK);
     sqlite3_close(db);
     char err[512] = "";
-    assert_null(fxdb_store_open(f->data, err, sizeof err));
+    assert_int_equal(refused_open(f->data, err, sizeof err), FXS_FAILED_PRECONDITION);
     assert_non_null(strstr(err, "schema version 99"));
     assert_true(exists(tu_pathf("%s/models/m/v1.safetensors", f->data)));
 }
