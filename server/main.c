@@ -392,6 +392,7 @@ int main(int argc, char **argv)
     if (rc)
         return rc;
     fxl_configure((fxl_level)fxl_parse_level(o.log_level), strcmp(o.log_format, "json") == 0);
+    fxr_set_core_log(rpc_log, NULL); /* gRPC core's lines through the same logger */
     signal(SIGPIPE, SIG_IGN);
     fx_set_num_threads((int)o.threads);
 

@@ -80,6 +80,13 @@ typedef struct fxr_call fxr_call;
  * pointer given at registration. Its string fields are checked before the
  * handler runs (rpc/wirecheck.h: valid UTF-8, no NUL, within the field's
  * limit); a refused request is answered INVALID_ARGUMENT without it. */
+/* gRPC core's own log lines (gpr_log: transport errors, and everything
+ * GRPC_VERBOSITY=debug asks for) go to log(data, level, "grpc: file:line:
+ * message") instead of straight to stderr, so that a daemon logging JSON
+ * writes nothing else. Process-wide, as gRPC's log is: call it once at
+ * start, before the first server is created. */
+void fxr_set_core_log(void (*log)(void *data, const char *level, const char *msg), void *data);
+
 typedef void (*fxr_handler)(fxr_call *call, const ProtobufCMessage *req, void *data);
 
 typedef struct {

@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include <grpc/grpc_security.h>
+#include <grpc/support/log.h>
 #include <grpc/support/time.h>
 
 /* ------------------------------------------------------------- helpers */
@@ -26,6 +27,29 @@ static void log_stderr(void *data, const char *level, const char *msg)
 {
     (void)data;
     fprintf(stderr, "fluxiond %s: %s\n", level, msg);
+}
+
+static void (*core_log)(void *data, const char *level, const char *msg);
+static void *core_log_data;
+
+static void core_log_bridge(gpr_log_func_args *a)
+{
+    const char *level = a->severity == GPR_LOG_SEVERITY_ERROR  ? "error"
+                        : a->severity == GPR_LOG_SEVERITY_INFO ? "info"
+                                                               : "debug";
+    const char *file = a->file ? strrchr(a->file, '/') : NULL;
+    char msg[1024];
+    snprintf(msg, sizeof msg, "grpc: %s:%d: %s", file ? file + 1 : a->file ? a->file : "?",
+             a->line, a->message ? a->message : "");
+    core_log(core_log_data, level, msg);
+}
+
+void fxr_set_core_log(void (*log)(void *data, const char *level, const char *msg), void *data)
+{
+    core_log = log;
+    core_log_data = data;
+    if (log)
+        gpr_set_log_function(core_log_bridge);
 }
 
 void fxr__log(const fxr_server *s, const char *level, const char *fmt, ...)

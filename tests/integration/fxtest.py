@@ -59,8 +59,9 @@ class Daemon:
     """One fluxiond process on 127.0.0.1:<free port> and a data directory
     that outlives restarts. stderr goes to a file (shown on failure)."""
 
-    def __init__(self, args=(), data_dir=None, name="fluxiond"):
+    def __init__(self, args=(), data_dir=None, name="fluxiond", env=None):
         self.args = list(args)
+        self.env = dict(os.environ, **env) if env else None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="data-", dir=_WORK)
         self.name = name
         self.proc = None
@@ -82,7 +83,7 @@ class Daemon:
         cmd = [FLUXIOND, "--listen", "127.0.0.1:0", "--data-dir", self.data_dir,
                "--log-level", "debug"] + self.args
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, env=self.env)
         log.close()
         line = self._read_line(START_TIMEOUT)
         prefix = "listening on "

@@ -180,8 +180,11 @@ class StartupTest(unittest.TestCase):
     def test_json_logs(self):
         """--log-format json: every line the daemon writes to stderr is one
         JSON object with ts, level, comp and msg (key=value pairs become
-        fields), including what the store logs while it recovers at open."""
-        d = Daemon(["--log-format", "json"], name="jsonlog").start()
+        fields), including what the store logs while it recovers at open and
+        what gRPC core itself logs (GRPC_VERBOSITY=debug makes it log its
+        start-up and every connection)."""
+        d = Daemon(["--log-format", "json"], name="jsonlog",
+                   env={"GRPC_VERBOSITY": "debug"}).start()
         d.client().create_model("m", mlp_spec(), seed=1)
         d.stop()
         first_log = d.log_path
@@ -211,6 +214,8 @@ class StartupTest(unittest.TestCase):
         self.assertEqual(listening[-1]["addr"], d.address)
         store = [r for r in records if r["comp"] == "store"]
         self.assertGreaterEqual(len(store), 3, records)
+        core = [r for r in records if r["comp"] == "rpc" and r["msg"].startswith("grpc: ")]
+        self.assertTrue(core, "no gRPC core line came through the logger")
         self.assertFalse(os.path.exists(os.path.join(d.data_dir, "models/m/v7.safetensors")))
         self.assertFalse(os.path.exists(os.path.join(d.data_dir, "tmp/.weights.tmp.abc123")))
 
