@@ -180,6 +180,12 @@ typedef struct {
  * the output size *oh x *ow and writes y [n, o, oh, ow] when y is not NULL. */
 void or_conv2d(const or_conv *g, const double *x, const double *w, const double *b, double *y,
                int64_t *oh, int64_t *ow);
+/* conv_transpose2d by its scatter definition (ops_rows_conv.c): g is the
+ * transposed op's view (input channels c, output channels o, weight [c,
+ * o/groups, kh, kw]), oph / opw its output padding; b may be NULL; writes
+ * out [n, o, oh, ow] (or_host_init). */
+void or_conv_transpose2d(const or_conv *g, int oph, int opw, const double *x, const double *w,
+                         const double *b, or_host *out);
 /* Normalisation of x seen as (N, C, L): groups 0 is batch norm (one set of
  * statistics per channel over N and L, or the given mean / var: eval mode),
  * groups > 0 is group norm (one set per sample and group of C/groups

@@ -50,12 +50,11 @@ static fx_tensor *f_conv(fx_ctx *ctx, fx_tensor **in, fx_layer *l, const void *a
 
 /* out[n, g*og+oc, i*s-p+a*d, ...] += x[n, g*cg+ic, i, j] * w[g*cg+ic, oc, a, b]
  * (+ bias): the transposed convolution by its scatter definition. */
-static void conv_t(const conv_arg *ca, const double *x, const double *w, const double *b,
-                   or_host *out)
+void or_conv_transpose2d(const or_conv *c, int oph, int opw, const double *x, const double *w,
+                         const double *b, or_host *out)
 {
-    const or_conv *c = &ca->g;
-    int64_t oh = (c->h - 1) * c->sh - 2 * c->ph + c->dh * (c->kh - 1) + ca->oph + 1;
-    int64_t ow = (c->w - 1) * c->sw - 2 * c->pw + c->dw * (c->kw - 1) + ca->opw + 1;
+    int64_t oh = (c->h - 1) * c->sh - 2 * c->ph + c->dh * (c->kh - 1) + oph + 1;
+    int64_t ow = (c->w - 1) * c->sw - 2 * c->pw + c->dw * (c->kw - 1) + opw + 1;
     int64_t cg = c->c / c->groups, og = c->o / c->groups;
     or_host_init(out, 4, (int64_t[]){ c->n, c->o, oh, ow });
     double *y = out->v;
@@ -87,7 +86,7 @@ static void r_conv(const or_ref *r)
     const double *b = a->bias ? r->in[2].v : NULL;
     int kind = *(const int *)r->arg;
     if (kind == CONVT) {
-        conv_t(a, r->in[0].v, r->in[1].v, b, r->out);
+        or_conv_transpose2d(&a->g, a->oph, a->opw, r->in[0].v, r->in[1].v, b, r->out);
         return;
     }
     int64_t oh, ow;

@@ -1,10 +1,12 @@
-/* test_conv.c - conv2d, conv1d and conv_transpose2d against direct loops
- * written here, with each instruction set's kernels (outputs and gradients
- * equal to the best set's), the transposed convolution as the adjoint of
- * the convolution, bad input, threads and the layers. The finite-difference
+/* test_conv.c - conv2d, conv1d and conv_transpose2d against the op
+ * registry's direct loops (ops_registry.h), with each instruction set's
+ * kernels (outputs and gradients equal to the best set's), the transposed
+ * convolution as the adjoint of the convolution, bad input, threads and the
+ * layers. The finite-difference
  * gradients of every configuration and the cross-backend comparisons are
  * the registry's conv rows (test_ops). */
 #include "testutil.h"
+#include "ops_registry.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -40,32 +42,40 @@ static int64_t out_size(int64_t n, int64_t k, int s, int p, int d)
     return (n + 2 * p - d * (k - 1) - 1) / s + 1;
 }
 
-/* y[n,o,i,j] = b[o] + sum w[o,ci,a,b] x[n, g*cg+ci, i*sh-ph+a*dh, j*sw-pw+b*dw],
- * in double, zero outside the image. */
-static void naive_conv2d(const conv_case *c, const float *x, const float *w, const float *b,
-                         float *y)
+/* The registry's reference (ops_registry.h) on the values of in (x, w and,
+ * with c->bias, b), rounded to float (malloc'd): conv2d (conv1d is H = 1)
+ * by or_conv2d, or with transposed conv_transpose2d by or_conv_transpose2d
+ * and output padding oph / opw; sets the output size *oh x *ow. */
+static float *reference(const conv_case *c, bool transposed, int oph, int opw, fx_tensor **in,
+                        int64_t *oh, int64_t *ow)
 {
-    int64_t oh = out_size(c->h, c->kh, c->sh, c->ph, c->dh);
-    int64_t ow = out_size(c->w, c->kw, c->sw, c->pw, c->dw);
-    int64_t cg = c->c / c->groups, og = c->o / c->groups;
-    for (int64_t n = 0; n < c->n; n++)
-        for (int64_t o = 0; o < c->o; o++)
-            for (int64_t i = 0; i < oh; i++)
-                for (int64_t j = 0; j < ow; j++) {
-                    double s = b ? b[o] : 0.0;
-                    int64_t gi = o / og;
-                    for (int64_t ci = 0; ci < cg; ci++)
-                        for (int64_t a = 0; a < c->kh; a++)
-                            for (int64_t bb = 0; bb < c->kw; bb++) {
-                                int64_t iy = i * c->sh - c->ph + a * c->dh;
-                                int64_t ix = j * c->sw - c->pw + bb * c->dw;
-                                if (iy < 0 || iy >= c->h || ix < 0 || ix >= c->w)
-                                    continue;
-                                int64_t xi = ((n * c->c + gi * cg + ci) * c->h + iy) * c->w + ix;
-                                s += (double)x[xi] * w[((o * cg + ci) * c->kh + a) * c->kw + bb];
-                            }
-                    y[((n * c->o + o) * oh + i) * ow + j] = (float)s;
-                }
+    const or_conv g = { c->n, c->c, c->h, c->w, c->o, c->kh, c->kw,
+                        c->sh, c->sw, c->ph, c->pw, c->dh, c->dw, c->groups };
+    double *v[3];
+    for (int i = 0; i < 3; i++) {
+        int64_t n = fx_tensor_numel(in[i]);
+        float *f = tu_values(in[i]);
+        v[i] = malloc((size_t)n * sizeof *v[i]);
+        for (int64_t j = 0; j < n; j++)
+            v[i][j] = f[j];
+        free(f);
+    }
+    or_host y = { 0 };
+    if (transposed) {
+        or_conv_transpose2d(&g, oph, opw, v[0], v[1], c->bias ? v[2] : NULL, &y);
+        *oh = y.shape[2], *ow = y.shape[3];
+    } else {
+        or_conv2d(&g, v[0], v[1], c->bias ? v[2] : NULL, NULL, oh, ow);
+        or_host_init(&y, 4, (int64_t[]){ c->n, c->o, *oh, *ow });
+        or_conv2d(&g, v[0], v[1], c->bias ? v[2] : NULL, y.v, oh, ow);
+    }
+    float *ref = malloc((size_t)y.n * sizeof *ref);
+    for (int64_t j = 0; j < y.n; j++)
+        ref[j] = (float)y.v[j];
+    for (int i = 0; i < 3; i++)
+        free(v[i]);
+    free(y.v);
+    return ref;
 }
 
 typedef struct {
@@ -147,11 +157,10 @@ static void conv2d_cases(int isa)
         assert_int_equal(y->shape[1], c->o);
         assert_int_equal(y->shape[2], oh);
         assert_int_equal(y->shape[3], ow);
-        float *xv = tu_values(in[0]), *wv = tu_values(in[1]), *bv = tu_values(in[2]);
-        float *yv = tu_values(y), *ref = malloc((size_t)fx_tensor_numel(y) * sizeof(float));
-        naive_conv2d(c, xv, wv, c->bias ? bv : NULL, ref);
+        int64_t rh, rw;
+        float *yv = tu_values(y), *ref = reference(c, false, 0, 0, in, &rh, &rw);
         tu_assert_close(yv, ref, fx_tensor_numel(y), 1e-4);
-        free(xv); free(wv); free(bv); free(yv); free(ref);
+        free(yv); free(ref);
         fx_ctx_free(ctx);
         int64_t n0, n1;
         float *best = isa_result(0, &a, in, c->bias ? 3 : 2, &n0);
@@ -201,11 +210,10 @@ static void test_conv1d(void **state)
         int64_t ol = out_size(c->w, c->kw, c->sw, c->pw, c->dw);
         assert_int_equal(y->ndim, 3);
         assert_int_equal(y->shape[2], ol);
-        float *xv = tu_values(in[0]), *wv = tu_values(in[1]), *bv = tu_values(in[2]);
-        float *yv = tu_values(y), *ref = malloc((size_t)fx_tensor_numel(y) * sizeof(float));
-        naive_conv2d(c, xv, wv, c->bias ? bv : NULL, ref);
+        int64_t rh, rw;
+        float *yv = tu_values(y), *ref = reference(c, false, 0, 0, in, &rh, &rw);
         tu_assert_close(yv, ref, fx_tensor_numel(y), 1e-4);
-        free(xv); free(wv); free(bv); free(yv); free(ref);
+        free(yv); free(ref);
         fx_ctx_free(ctx);
         tu_free_all(3, in);
     }
@@ -261,41 +269,6 @@ static void test_transpose_adjoint(void **state)
     fx_rng_free(rng);
 }
 
-/* out[n, g*og+oc, i*s-p+a*d, ...] += x[n, g*cg+ic, i, j] * w[g*cg+ic, oc, a, b]
- * (+ bias): the transposed convolution by its scatter definition. */
-static void naive_conv_t(const conv_case *c, int oph, int opw, const float *x, const float *w,
-                         const float *b, float *y, int64_t *ohp, int64_t *owp)
-{
-    int64_t oh = (c->h - 1) * c->sh - 2 * c->ph + c->dh * (c->kh - 1) + oph + 1;
-    int64_t ow = (c->w - 1) * c->sw - 2 * c->pw + c->dw * (c->kw - 1) + opw + 1;
-    int64_t cg = c->c / c->groups, og = c->o / c->groups;
-    double *acc = calloc((size_t)(c->n * c->o * oh * ow), sizeof(double));
-    for (int64_t n = 0; n < c->n; n++)
-        for (int64_t ic = 0; ic < c->c; ic++)
-            for (int64_t i = 0; i < c->h; i++)
-                for (int64_t j = 0; j < c->w; j++)
-                    for (int64_t oc = 0; oc < og; oc++)
-                        for (int64_t a = 0; a < c->kh; a++)
-                            for (int64_t bb = 0; bb < c->kw; bb++) {
-                                int64_t iy = i * c->sh - c->ph + a * c->dh;
-                                int64_t ix = j * c->sw - c->pw + bb * c->dw;
-                                if (iy < 0 || iy >= oh || ix < 0 || ix >= ow)
-                                    continue;
-                                int64_t o = ic / cg * og + oc;
-                                acc[((n * c->o + o) * oh + iy) * ow + ix] +=
-                                    (double)x[((n * c->c + ic) * c->h + i) * c->w + j] *
-                                    w[((ic * og + oc) * c->kh + a) * c->kw + bb];
-                            }
-    for (int64_t n = 0; n < c->n; n++)
-        for (int64_t o = 0; o < c->o; o++)
-            for (int64_t p = 0; p < oh * ow; p++)
-                y[(n * c->o + o) * oh * ow + p] =
-                    (float)(acc[(n * c->o + o) * oh * ow + p] + (b ? b[o] : 0.0));
-    free(acc);
-    *ohp = oh;
-    *owp = ow;
-}
-
 /* conv_transpose2d forward by its definition. Here c is the transposed
  * op's view: input channels c, output channels o, weight
  * [c, o/groups, kh, kw]. */
@@ -322,15 +295,13 @@ static void test_transpose_cases(void **state)
         fx_tensor *y = conv_fn(ctx, in, &a);
         if (!y)
             fail_msg("case %zu: %s", k, fx_ctx_error(ctx));
-        float *xv = tu_values(in[0]), *wv = tu_values(in[1]), *bv = tu_values(in[2]);
-        float *yv = tu_values(y), *ref = malloc((size_t)fx_tensor_numel(y) * sizeof(float));
         int64_t oh, ow;
-        naive_conv_t(c, cases[k].oph, cases[k].opw, xv, wv, c->bias ? bv : NULL, ref, &oh, &ow);
+        float *yv = tu_values(y), *ref = reference(c, true, cases[k].oph, cases[k].opw, in, &oh, &ow);
         assert_int_equal(y->shape[1], c->o);
         assert_int_equal(y->shape[2], oh);
         assert_int_equal(y->shape[3], ow);
         tu_assert_close(yv, ref, fx_tensor_numel(y), 1e-4);
-        free(xv); free(wv); free(bv); free(yv); free(ref);
+        free(yv); free(ref);
         fx_ctx_free(ctx);
         tu_free_all(3, in);
     }
