@@ -194,6 +194,21 @@ void or_conv_transpose2d(const or_conv *g, int oph, int opw, const double *x, co
 void or_norm(const double *x, int64_t N, int64_t C, int64_t L, int64_t groups, double eps,
              const double *gamma, const double *beta, const double *mean, const double *var,
              double *y);
+/* Scaled dot-product attention in double (ops_rows_attn.c) on B problems
+ * of q [B, L, E], k [B, S, E], v [B, S, Ev]: key j of query i of problem b
+ * is kept when j < lens[b / per] (lens may be NULL), j <= i (causal) and
+ * keep[b, i, j] (keep may be NULL); add [B, L, S] (may be NULL) is added to
+ * the scores. Writes out [B, L, Ev]; a row with no key left gets zeros. */
+typedef struct {
+    int64_t B, L, S, E, Ev;
+    const int64_t *lens;
+    int64_t per;
+    bool causal;
+    const int *keep;
+    const double *add;
+} or_sdpa_spec;
+void or_sdpa(const or_sdpa_spec *r, const double *q, const double *k, const double *v,
+             double *out);
 /* An index / lengths tensor from int64 values, i32 or i64, made in ctx. */
 fx_tensor *or_index(fx_ctx *ctx, fx_dtype dt, int ndim, const int64_t *shape, const int64_t *v);
 

@@ -14,23 +14,12 @@
 
 /* -------------------------------------------------------------- reference */
 
-/* What the reference needs to know about the masks, already expanded: keep
- * and add are [B, L, S] (either may be NULL); lens[b / per]. */
-typedef struct {
-    int64_t B, L, S, E, Ev;
-    const int64_t *lens;
-    int64_t per;
-    bool causal;
-    const int *keep;
-    const double *add;
-} ref_spec;
-
-/* out [B, L, Ev] in double; a row with no key left gets zeros. */
-static void ref_sdpa(const ref_spec *r, const double *q, const double *k, const double *v,
-                     double *out)
+/* See ops_registry.h. */
+void or_sdpa(const or_sdpa_spec *r, const double *q, const double *k, const double *v,
+             double *out)
 {
     int64_t L = r->L, S = r->S, E = r->E, Ev = r->Ev;
-    double p[64];
+    double *p = malloc((size_t)(S ? S : 1) * sizeof *p);
     for (int64_t b = 0; b < r->B; b++)
         for (int64_t i = 0; i < L; i++) {
             double mx = -INFINITY, sum = 0.0;
@@ -56,6 +45,7 @@ static void ref_sdpa(const ref_spec *r, const double *q, const double *k, const 
                 out[(b * L + i) * Ev + e] = o;
             }
         }
+    free(p);
 }
 
 /* -------------------------------------------------------------------- sdpa */
@@ -129,13 +119,13 @@ static void r_sdpa(const or_ref *r)
         if (add)
             add[i] = a->mask_kind == 2 ? r->in[3].v[m] : add_at(m);
     }
-    ref_spec sp = { B, a->L, a->S, a->E, a->Ev, a->nlens ? a->lens : NULL,
+    or_sdpa_spec sp = { B, a->L, a->S, a->E, a->Ev, a->nlens ? a->lens : NULL,
                     a->nlens ? B / a->nlens : 1, a->causal, keep, add };
     int64_t shape[FX_MAX_DIMS];
     memcpy(shape, fs, sizeof shape);
     shape[nd - 1] = a->Ev;
     or_host_init(r->out, nd, shape);
-    ref_sdpa(&sp, r->in[0].v, r->in[1].v, r->in[2].v, r->out->v);
+    or_sdpa(&sp, r->in[0].v, r->in[1].v, r->in[2].v, r->out->v);
     free(keep);
     free(add);
 }
@@ -235,8 +225,8 @@ static void r_mha(const or_ref *r)
                 }
     }
     double *att = malloc((size_t)(N * H * L * D) * sizeof(double));
-    ref_spec sp = { N * H, L, S, D, D, a->nlens ? a->lens : NULL, H, a->causal, NULL, NULL };
-    ref_sdpa(&sp, proj[0], proj[1], proj[2], att);
+    or_sdpa_spec sp = { N * H, L, S, D, D, a->nlens ? a->lens : NULL, H, a->causal, NULL, NULL };
+    or_sdpa(&sp, proj[0], proj[1], proj[2], att);
     or_host_init(r->out, 3, (int64_t[]){ N, L, E });
     for (int64_t n = 0; n < N; n++)
         for (int64_t l = 0; l < L; l++)

@@ -1,6 +1,6 @@
 /* test_attention.c - scaled dot-product and multi-head attention.
  *
- * Forward results against a reference computed here in double (padding,
+ * Forward results against the registry's reference in double (or_sdpa) (padding,
  * causal, boolean and additive masks, broadcast masks, a fully masked row);
  * masked keys get exactly zero weight, and changing keys/values there
  * changes neither the output nor any gradient; dropout; PyTorch parameter
@@ -9,6 +9,7 @@
  * comparisons, are the registry's sdpa and multihead_attention rows
  * (test_ops). */
 #include "testutil.h"
+#include "ops_registry.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -17,73 +18,16 @@
 
 /* ----------------------------------------------------------- reference */
 
-/* Flat index into a tensor of shape ms (md dims) broadcast to shape fs (fd
- * dims) for the flat index i of fs. */
-static int64_t bcast_index(const int64_t *fs, int fd, const int64_t *ms, int md, int64_t i)
+/* The values of t in double (malloc'd). */
+static double *dvalues(const fx_tensor *t)
 {
-    int64_t idx = 0, stride = 1;
-    for (int d = fd - 1; d >= 0; d--) {
-        int64_t c = i % fs[d];
-        i /= fs[d];
-        int dm = d - (fd - md);
-        if (dm >= 0) {
-            if (ms[dm] != 1)
-                idx += c * stride;
-            stride *= ms[dm];
-        }
-    }
-    return idx;
-}
-
-/* What the reference needs to know about the masks, already expanded:
- * keep / add are [B, L, S] (either may be NULL). */
-typedef struct {
-    int64_t B, L, S, E, Ev;
-    const int64_t *lens; /* [B / per] or NULL */
-    int64_t per;
-    bool causal;
-    const int *keep;
-    const double *add;
-} ref_spec;
-
-/* out [B, L, Ev] and the weights w [B, L, S] (may be NULL), in double. A row
- * with no key left gets zeros. */
-static void ref_sdpa(const ref_spec *r, const float *q, const float *k, const float *v,
-                     double *out, double *w)
-{
-    int64_t L = r->L, S = r->S, E = r->E, Ev = r->Ev;
-    double *p = malloc((size_t)(S ? S : 1) * sizeof *p);
-    for (int64_t b = 0; b < r->B; b++)
-        for (int64_t i = 0; i < L; i++) {
-            double mx = -INFINITY, sum = 0.0;
-            for (int64_t j = 0; j < S; j++) {
-                int64_t f = (b * L + i) * S + j;
-                bool kept = (!r->lens || j < r->lens[b / r->per]) && (!r->causal || j <= i) &&
-                            (!r->keep || r->keep[f]);
-                double s = 0.0;
-                for (int64_t e = 0; e < E; e++)
-                    s += (double)q[(b * L + i) * E + e] * k[(b * S + j) * E + e];
-                s = s / sqrt((double)E) + (r->add ? r->add[f] : 0.0);
-                p[j] = kept ? s : -INFINITY;
-                mx = fmax(mx, p[j]);
-            }
-            for (int64_t j = 0; j < S; j++) {
-                p[j] = mx == -INFINITY ? 0.0 : exp(p[j] - mx);
-                sum += p[j];
-            }
-            for (int64_t j = 0; j < S; j++) {
-                p[j] = sum > 0 ? p[j] / sum : 0.0;
-                if (w)
-                    w[(b * L + i) * S + j] = p[j];
-            }
-            for (int64_t e = 0; e < Ev; e++) {
-                double o = 0.0;
-                for (int64_t j = 0; j < S; j++)
-                    o += p[j] * v[(b * S + j) * Ev + e];
-                out[(b * L + i) * Ev + e] = o;
-            }
-        }
-    free(p);
+    int64_t n = fx_tensor_numel(t);
+    float *f = tu_values(t);
+    double *d = malloc((size_t)(n ? n : 1) * sizeof *d);
+    for (int64_t i = 0; i < n; i++)
+        d[i] = f[i];
+    free(f);
+    return d;
 }
 
 static void assert_close_d(const float *got, const double *want, int64_t n, double tol)
@@ -183,7 +127,7 @@ static void run_free(attn_run *r)
 }
 
 /* The reference's expanded masks for a case (caller frees). */
-static ref_spec run_spec(const attn_run *r, int **keep, double **add)
+static or_sdpa_spec run_spec(const attn_run *r, int **keep, double **add)
 {
     const attn_case *c = &r->c;
     int nd = c->nbd + 2;
@@ -199,16 +143,16 @@ static ref_spec run_spec(const attn_run *r, int **keep, double **add)
         fx_tensor_to_host(r->mask, m, (size_t)prod(c->ms, c->md) * sizeof *m);
         *keep = malloc((size_t)n * sizeof **keep);
         for (int64_t i = 0; i < n; i++)
-            (*keep)[i] = m[bcast_index(fs, nd, c->ms, c->md, i)] != 0;
+            (*keep)[i] = m[or_bcast_index(fs, nd, c->ms, c->md, i)] != 0;
         free(m);
     } else if (c->mask_kind >= 2) {
         float *m = tu_values(r->mask);
         *add = malloc((size_t)n * sizeof **add);
         for (int64_t i = 0; i < n; i++)
-            (*add)[i] = m[bcast_index(fs, nd, c->ms, c->md, i)];
+            (*add)[i] = m[or_bcast_index(fs, nd, c->ms, c->md, i)];
         free(m);
     }
-    return (ref_spec){ B, c->L, c->S, c->E, c->Ev, c->nlens ? c->lens : NULL,
+    return (or_sdpa_spec){ B, c->L, c->S, c->E, c->Ev, c->nlens ? c->lens : NULL,
                        c->nlens ? B / c->nlens : 1, c->causal, *keep, *add };
 }
 
@@ -257,14 +201,15 @@ static void test_sdpa_forward(void **state)
             fail_msg("case %d: %s", ci, fx_ctx_error(ctx));
         int *keep;
         double *add;
-        ref_spec sp = run_spec(&r, &keep, &add);
+        or_sdpa_spec sp = run_spec(&r, &keep, &add);
         int64_t n = sp.B * sp.L * sp.Ev;
         assert_int_equal(fx_tensor_numel(y), n);
         assert_int_equal(y->ndim, r.c.nbd + 2);
         assert_int_equal(y->shape[y->ndim - 1], r.c.Ev);
         double *want = malloc((size_t)n * sizeof *want);
-        float *q = tu_values(r.q), *k = tu_values(r.k), *v = tu_values(r.v), *got = tu_values(y);
-        ref_sdpa(&sp, q, k, v, want, NULL);
+        double *q = dvalues(r.q), *k = dvalues(r.k), *v = dvalues(r.v);
+        float *got = tu_values(y);
+        or_sdpa(&sp, q, k, v, want);
         assert_close_d(got, want, n, 1e-5);
         free(want), free(q), free(k), free(v), free(got), free(keep), free(add);
         run_free(&r);
@@ -517,9 +462,9 @@ static void ref_mha(int64_t E, int64_t H, int64_t N, int64_t L, int64_t S, const
     int64_t D = E / H;
     const float *xs[3] = { x_q, x_k, x_v };
     int64_t T[3] = { L, S, S };
-    float *proj[3]; /* [N, H, T, D] as float, the reference's own layout */
+    double *proj[3]; /* [N, H, T, D] rounded to float, the reference's own layout */
     for (int p = 0; p < 3; p++) {
-        proj[p] = malloc((size_t)(N * T[p] * E) * sizeof(float));
+        proj[p] = malloc((size_t)(N * T[p] * E) * sizeof(double));
         for (int64_t n = 0; n < N; n++)
             for (int64_t t = 0; t < T[p]; t++)
                 for (int64_t e = 0; e < E; e++) {
@@ -531,8 +476,8 @@ static void ref_mha(int64_t E, int64_t H, int64_t N, int64_t L, int64_t S, const
                 }
     }
     double *att = malloc((size_t)(N * H * L * D) * sizeof(double));
-    ref_spec sp = { N * H, L, S, D, D, lens, H, causal, NULL, NULL };
-    ref_sdpa(&sp, proj[0], proj[1], proj[2], att, NULL);
+    or_sdpa_spec sp = { N * H, L, S, D, D, lens, H, causal, NULL, NULL };
+    or_sdpa(&sp, proj[0], proj[1], proj[2], att);
     for (int64_t n = 0; n < N; n++)
         for (int64_t l = 0; l < L; l++)
             for (int64_t o = 0; o < E; o++) {
