@@ -209,6 +209,43 @@ typedef struct {
 } or_sdpa_spec;
 void or_sdpa(const or_sdpa_spec *r, const double *q, const double *k, const double *v,
              double *out);
+/* A recurrent stack for or_rnn: cell, layers, directions, sizes and the
+ * per-sample lengths len [N] (each in [1, T]). */
+typedef struct {
+    fx_rnn_mode mode;
+    int L;
+    bool bidir;
+    int64_t N, T, in, H;
+    const int64_t *len;
+} or_rnn_spec;
+/* The stack in double (ops_rows_rnn.c), one sample at a time over its own
+ * steps only, from PyTorch's formulas. w[k] = { w_ih, w_hh, b_ih, b_hh } of
+ * layer l, direction d at k = l * D + d (biases may be NULL). x [N, T, in],
+ * h0 / c0 [L*D, N, H] (may be NULL). Writes out [N, T, D*H] (zero at padded
+ * steps), hn [L*D, N, H] and, when cn is not NULL, the cell states there
+ * (zeros for cells other than the LSTM). */
+void or_rnn(const or_rnn_spec *s, const double *const (*w)[4], const double *x, const double *h0,
+            const double *c0, double *out, double *hn, double *cn);
+/* A CTC batch: T, N, C, blank, per-sample input lengths and targets. */
+typedef struct {
+    int64_t T, N, C, blank;
+    int64_t il[6], tl[6];
+    int64_t tg[6][6];
+} or_ctc_batch;
+/* The batches of the ctc_loss row that test_ctc checks too
+ * (ops_rows_loss.c). Mixed lengths, blank 0: a full-length target with a
+ * repeat, a tight one (tl + repeats == il), an empty one, a one-frame one,
+ * a long one. */
+extern const or_ctc_batch OR_CTC_MIXED;
+/* Blank last; a target as long as its input (one path only). */
+extern const or_ctc_batch OR_CTC_BLANK_LAST;
+/* CTC by brute force (ops_rows_loss.c): -log of the summed probability of
+ * every labelling of frames [0, Tn) of sample n that collapses (merge
+ * repeats, drop blanks) to tgt[0..tl); all C^Tn labellings are enumerated
+ * (Tn <= 16). lp is [T, N, C] and need not be normalised; inf when no
+ * labelling collapses to the target. */
+double or_ctc_brute(const double *lp, int64_t N, int64_t C, int64_t n, int64_t Tn,
+                    const int64_t *tgt, int64_t tl, int64_t blank);
 /* An index / lengths tensor from int64 values, i32 or i64, made in ctx. */
 fx_tensor *or_index(fx_ctx *ctx, fx_dtype dt, int ndim, const int64_t *shape, const int64_t *v);
 

@@ -187,32 +187,23 @@ static const or_case BCE_CASES[] = {
 
 /* -------------------------------------------------------------------- ctc */
 
-/* A batch: T, N, C, blank, per-sample input lengths and targets. */
-typedef struct {
-    int64_t T, N, C, blank;
-    int64_t il[6], tl[6];
-    int64_t tg[6][6];
-} ctc_batch;
-
-/* Mixed lengths, blank 0: a full-length target with a repeat, a tight one
- * (tl + repeats == il), an empty one, a one-frame one, a long one. */
-static const ctc_batch BATCH0 = {
+/* The batches test_ctc shares (ops_registry.h). */
+const or_ctc_batch OR_CTC_MIXED = {
     .T = 6, .N = 5, .C = 4, .blank = 0, .il = { 6, 4, 5, 1, 6 }, .tl = { 3, 2, 0, 1, 4 },
     .tg = { { 1, 2, 1 }, { 3, 3 }, { 0 }, { 2 }, { 1, 1, 2, 2 } },
 };
-/* Blank last; a target as long as its input (one path only). */
-static const ctc_batch BATCH1 = {
+const or_ctc_batch OR_CTC_BLANK_LAST = {
     .T = 5, .N = 3, .C = 4, .blank = 3, .il = { 5, 3, 4 }, .tl = { 2, 3, 3 },
     .tg = { { 0, 0 }, { 0, 1, 2 }, { 1, 0, 2 } },
 };
 /* The cross-backend table's batch. */
-static const ctc_batch BATCH2 = {
+static const or_ctc_batch BATCH2 = {
     .T = 8, .N = 2, .C = 5, .blank = 0, .il = { 8, 6 }, .tl = { 3, 2 },
     .tg = { { 1, 2, 2 }, { 3, 1 } },
 };
 
 typedef struct {
-    const ctc_batch *b;
+    const or_ctc_batch *b;
     bool padded, i32, logits;
     fx_reduction red;
 } ctc_arg;
@@ -223,7 +214,7 @@ static fx_tensor *f_ctc(fx_ctx *ctx, fx_tensor **in, fx_layer *l, const void *ar
                         const or_case *c)
 {
     const ctc_arg *a = c->arg;
-    const ctc_batch *b = a->b;
+    const or_ctc_batch *b = a->b;
     int64_t flat[36], W = 6, total = 0;
     for (int64_t n = 0; n < b->N; n++)
         for (int64_t s = 0; s < (a->padded ? W : b->tl[n]); s++)
@@ -237,12 +228,12 @@ static fx_tensor *f_ctc(fx_ctx *ctx, fx_tensor **in, fx_layer *l, const void *ar
                                                                .from_logits = a->logits });
 }
 
-/* -log of the summed probability of every labelling of frames [0, Tn) of
- * sample n that collapses (merge repeats, drop blanks) to its target: all
- * C^Tn labellings enumerated. */
-static double brute_ctc(const double *lp, const ctc_batch *b, int64_t n)
+/* The brute force is or_ctc_brute (declared in ops_registry.h), shared
+ * with test_ctc. */
+double or_ctc_brute(const double *lp, int64_t N, int64_t C, int64_t n, int64_t Tn,
+                    const int64_t *tgt, int64_t tl, int64_t blank)
 {
-    int64_t paths = 1, lab[16], out[16], Tn = b->il[n], C = b->C;
+    int64_t paths = 1, lab[16], out[16];
     for (int64_t t = 0; t < Tn; t++)
         paths *= C;
     double total = 0.0;
@@ -253,15 +244,15 @@ static double brute_ctc(const double *lp, const ctc_batch *b, int64_t n)
             rem /= C;
         }
         for (int64_t t = 0; t < Tn; t++) {
-            if (lab[t] != prev && lab[t] != b->blank)
+            if (lab[t] != prev && lab[t] != blank)
                 out[len++] = lab[t];
             prev = lab[t];
         }
-        if (len != b->tl[n] || (len && memcmp(out, b->tg[n], (size_t)len * sizeof *out) != 0))
+        if (len != tl || (len && memcmp(out, tgt, (size_t)len * sizeof *out) != 0))
             continue;
         double s = 0.0;
         for (int64_t t = 0; t < Tn; t++)
-            s += lp[(t * b->N + n) * C + lab[t]];
+            s += lp[(t * N + n) * C + lab[t]];
         total += exp(s);
     }
     return -log(total);
@@ -270,13 +261,13 @@ static double brute_ctc(const double *lp, const ctc_batch *b, int64_t n)
 static void r_ctc(const or_ref *r)
 {
     const ctc_arg *a = r->c->arg;
-    const ctc_batch *b = a->b;
+    const or_ctc_batch *b = a->b;
     double *lp = malloc((size_t)r->in[0].n * sizeof *lp), per[6];
     memcpy(lp, r->in[0].v, (size_t)r->in[0].n * sizeof *lp);
     for (int64_t row = 0; a->logits && row < b->T * b->N; row++)
         or_softmax(lp + row * b->C, b->C, 1, true);
     for (int64_t n = 0; n < b->N; n++) {
-        per[n] = brute_ctc(lp, b, n);
+        per[n] = or_ctc_brute(lp, b->N, b->C, n, b->il[n], b->tg[n], b->tl[n], b->blank);
         if (a->red == FX_MEAN) /* each loss over its target length (at least 1) */
             per[n] /= (double)(b->tl[n] > 1 ? b->tl[n] : 1);
     }
@@ -297,8 +288,8 @@ static void r_ctc(const or_ref *r)
     { label ", sum, logits", 1, { shape }, 0, &(const ctc_arg){ batch, padded, i32, true, FX_SUM } }
 
 static const or_case CTC_CASES[] = {
-    CTC("mixed lengths, blank 0", &BATCH0, S3(6, 5, 4), false, false),
-    CTC("blank last, a one-path target", &BATCH1, S3(5, 3, 4), true, false),
+    CTC("mixed lengths, blank 0", &OR_CTC_MIXED, S3(6, 5, 4), false, false),
+    CTC("blank last, a one-path target", &OR_CTC_BLANK_LAST, S3(5, 3, 4), true, false),
     { "T 8, C 5, from logits, none", 1, { S3(8, 2, 5) }, 0,
       &(const ctc_arg){ &BATCH2, true, true, true, FX_NONE } },
 };

@@ -28,19 +28,15 @@ static int gates(fx_rnn_mode m) { return m == FX_RNN_LSTM ? 4 : m == FX_RNN_GRU 
 
 static double sig(double v) { return 1.0 / (1.0 + exp(-v)); }
 
-/*
- * The stack in double, one sample at a time over its own steps only, from
- * PyTorch's formulas. w[k] = { w_ih, w_hh, b_ih, b_hh } of layer l,
- * direction d at k = l * D + d (biases may be NULL). x [N,T,in], h0 / c0
- * [L*D,N,H] (may be NULL). Writes out [N,T,D*H] (zero at padded steps) then
- * hn and cn [L*D,N,H] into y.
- */
-static void rnn_ref(fx_rnn_mode mode, const rnn_cfg *c, const double *const (*w)[4],
-                    const double *x, const double *h0, const double *c0, double *y)
+/* See ops_registry.h; test_rnn checks the layers' forwards against it too. */
+void or_rnn(const or_rnn_spec *c, const double *const (*w)[4], const double *x, const double *h0,
+            const double *c0, double *out, double *hn, double *cn)
 {
-    int D = c->bidir ? 2 : 1, G = gates(mode);
+    int D = c->bidir ? 2 : 1, G = gates(c->mode);
     int64_t N = c->N, T = c->T, H = c->H, GH = G * H, DH = D * H;
-    double *out = y, *hn = y + N * T * DH, *cn = hn + c->L * D * N * H;
+    /* The step's state and gate sums, sized by the spec (no limit on H). */
+    double *h = malloc((size_t)(2 * H + 2 * GH) * sizeof *h), *cc = h + H, *gx = cc + H,
+           *gh = gx + GH;
     for (int64_t n = 0; n < N; n++) {
         int64_t len = c->len[n], width = c->in;
         double *seq = calloc((size_t)(T * (c->in > DH ? c->in : DH)), sizeof *seq);
@@ -52,7 +48,6 @@ static void rnn_ref(fx_rnn_mode mode, const rnn_cfg *c, const double *const (*w)
             for (int d = 0; d < D; d++) {
                 int k = l * D + d;
                 const double *wih = w[k][0], *whh = w[k][1], *bih = w[k][2], *bhh = w[k][3];
-                double h[16] = { 0 }, cc[16] = { 0 }, gx[64], gh[64];
                 for (int64_t j = 0; j < H; j++) {
                     h[j] = h0 ? h0[(k * N + n) * H + j] : 0.0;
                     cc[j] = c0 ? c0[(k * N + n) * H + j] : 0.0;
@@ -68,19 +63,19 @@ static void rnn_ref(fx_rnn_mode mode, const rnn_cfg *c, const double *const (*w)
                             gh[g] += whh[g * H + j] * h[j];
                     }
                     for (int64_t j = 0; j < H; j++) {
-                        if (mode == FX_RNN_LSTM) {
+                        if (c->mode == FX_RNN_LSTM) {
                             double i = sig(gx[j] + gh[j]), f = sig(gx[H + j] + gh[H + j]);
                             double g = tanh(gx[2 * H + j] + gh[2 * H + j]);
                             double og = sig(gx[3 * H + j] + gh[3 * H + j]);
                             cc[j] = f * cc[j] + i * g;
                             h[j] = og * tanh(cc[j]);
-                        } else if (mode == FX_RNN_GRU) {
+                        } else if (c->mode == FX_RNN_GRU) {
                             double r = sig(gx[j] + gh[j]), z = sig(gx[H + j] + gh[H + j]);
                             double nn = tanh(gx[2 * H + j] + r * gh[2 * H + j]);
                             h[j] = (1.0 - z) * nn + z * h[j];
                         } else {
                             double v = gx[j] + gh[j];
-                            h[j] = mode == FX_RNN_RELU ? (v > 0 ? v : 0.0) : tanh(v);
+                            h[j] = c->mode == FX_RNN_RELU ? (v > 0 ? v : 0.0) : tanh(v);
                         }
                     }
                     for (int64_t j = 0; j < H; j++)
@@ -88,7 +83,7 @@ static void rnn_ref(fx_rnn_mode mode, const rnn_cfg *c, const double *const (*w)
                 }
                 for (int64_t j = 0; j < H; j++) {
                     hn[(k * N + n) * H + j] = h[j];
-                    if (mode == FX_RNN_LSTM) /* y has room for c_n only then */
+                    if (cn)
                         cn[(k * N + n) * H + j] = cc[j];
                 }
             }
@@ -100,6 +95,19 @@ static void rnn_ref(fx_rnn_mode mode, const rnn_cfg *c, const double *const (*w)
         memcpy(out + n * T * DH, seq, (size_t)(len * DH) * sizeof *out);
         free(seq);
     }
+    free(h);
+}
+
+/* or_rnn on a row's stack, out, h_n and (LSTM) c_n written one after the
+ * other into y, as the row's forward concatenates them. */
+static void rnn_ref(fx_rnn_mode mode, const rnn_cfg *c, const double *const (*w)[4],
+                    const double *x, const double *h0, const double *c0, double *y)
+{
+    or_rnn_spec s = { mode, c->L, c->bidir, c->N, c->T, c->in, c->H, c->len };
+    int64_t D = c->bidir ? 2 : 1;
+    double *hn = y + c->N * c->T * D * c->H, *cn = hn + c->L * D * c->N * c->H;
+    /* y has room for c_n only for an LSTM. */
+    or_rnn(&s, w, x, h0, c0, y, hn, mode == FX_RNN_LSTM ? cn : NULL);
 }
 
 /* The size of out, h_n and (LSTM) c_n together. */

@@ -1,17 +1,18 @@
 /* test_ctc.c - the CTC loss.
  *
- * Forward against a brute force that enumerates all C^T frame labellings,
- * collapses each (merge repeats, drop blanks) and sums the probabilities of
- * those that give the target, for a batch with mixed input and target
- * lengths (an empty target, repeated labels, a tight alignment), padded and
- * concatenated targets, i32 and i64, blank first or last; the reductions;
- * a long sequence against a path count (stability in log space); threads;
- * the exact gradient against central differences of the brute force in
- * double; zero_infinity; refused inputs. The finite-difference checks of
- * the float loss (both batches, every reduction, from log_probs and from
- * logits) and the cross-backend comparison are the registry's ctc_loss row
- * (test_ops). */
+ * Forward against a brute force (the registry's or_ctc_brute) that
+ * enumerates all C^T frame labellings, collapses each (merge repeats, drop
+ * blanks) and sums the probabilities of those that give the target, for a
+ * batch with mixed input and target lengths (an empty target, repeated
+ * labels, a tight alignment), padded and concatenated targets, i32 and i64,
+ * blank first or last; the reductions; a long sequence against a path count
+ * (stability in log space); threads; the exact gradient against central
+ * differences of the brute force in double; zero_infinity; refused inputs.
+ * The finite-difference checks of the float loss (both batches, every
+ * reduction, from log_probs and from logits) and the cross-backend
+ * comparison are the registry's ctc_loss row (test_ops). */
 #include "testutil.h"
+#include "ops_registry.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -20,66 +21,14 @@
 
 /* ------------------------------------------------------------ reference */
 
-/* -log of the summed probability of every labelling of frames [0, Tn) of
- * sample n that collapses to tgt[0..tl); lp is [T, N, C] and need not be
- * normalised. inf when none does. */
-static double brute_ctc(const float *lp, int64_t N, int64_t C, int64_t n, int64_t Tn,
-                        const int64_t *tgt, int64_t tl, int64_t blank)
-{
-    int64_t paths = 1;
-    for (int64_t t = 0; t < Tn; t++)
-        paths *= C;
-    double total = 0.0;
-    int64_t lab[16], out[16];
-    for (int64_t p = 0; p < paths; p++) {
-        int64_t r = p, len = 0, prev = -1;
-        for (int64_t t = 0; t < Tn; t++) {
-            lab[t] = r % C;
-            r /= C;
-        }
-        for (int64_t t = 0; t < Tn; t++) {
-            if (lab[t] != prev && lab[t] != blank)
-                out[len++] = lab[t];
-            prev = lab[t];
-        }
-        if (len != tl || (tl && memcmp(out, tgt, (size_t)tl * sizeof *out) != 0))
-            continue;
-        double s = 0.0;
-        for (int64_t t = 0; t < Tn; t++)
-            s += lp[(t * N + n) * C + lab[t]];
-        total += exp(s);
-    }
-    return -log(total);
-}
-
-/* A batch: T, N, C, blank, per-sample input lengths and targets. */
-typedef struct {
-    int64_t T, N, C, blank;
-    int64_t il[6], tl[6];
-    int64_t tg[6][6];
-} ctc_batch;
-
-/* Mixed lengths, blank 0: a full-length target with a repeat, a tight one
- * (tl + repeats == il), an empty one, a one-frame one, a long one. */
-static const ctc_batch batch0 = {
-    .T = 6, .N = 5, .C = 4, .blank = 0,
-    .il = { 6, 4, 5, 1, 6 },
-    .tl = { 3, 2, 0, 1, 4 },
-    .tg = { { 1, 2, 1 }, { 3, 3 }, { 0 }, { 2 }, { 1, 1, 2, 2 } },
-};
-/* Blank last; a target as long as its input (one path only). */
-static const ctc_batch batch1 = {
-    .T = 5, .N = 3, .C = 4, .blank = 3,
-    .il = { 5, 3, 4 },
-    .tl = { 2, 3, 3 },
-    .tg = { { 0, 0 }, { 0, 1, 2 }, { 1, 0, 2 } },
-};
+/* The batches are the registry's (ops_registry.h): OR_CTC_MIXED (mixed
+ * lengths, an empty target, a tight one, blank 0) and OR_CTC_BLANK_LAST. */
 
 /* Persistent tensors of a batch: lp [T, N, C] (random, with grad), targets
  * padded [N, W] (padding 99, which must be ignored) or concatenated, and the
  * lengths, in i64 or i32. */
 typedef struct {
-    ctc_batch b;
+    or_ctc_batch b;
     fx_tensor *lp, *targets, *il, *tl;
     fx_ctc_opts o;
 } ctc_run;
@@ -99,7 +48,7 @@ static fx_tensor *int_tensor(bool i32, int ndim, const int64_t *shape, const int
     return t;
 }
 
-static void run_setup(ctc_run *r, const ctc_batch *b, bool padded, bool i32, fx_rng *rng,
+static void run_setup(ctc_run *r, const or_ctc_batch *b, bool padded, bool i32, fx_rng *rng,
                       double scale)
 {
     memset(r, 0, sizeof *r);
@@ -125,26 +74,28 @@ static fx_tensor *ctc_op(fx_ctx *ctx, fx_tensor **in, void *arg)
     return fx_ctc_loss(ctx, in[0], r->targets, r->il, r->tl, &r->o);
 }
 
+/* lp's values in double, the brute force's input. */
+static double *lp_double(const ctc_run *r)
+{
+    float *v = tu_values(r->lp);
+    int64_t n = fx_tensor_numel(r->lp);
+    double *d = malloc((size_t)n * sizeof *d);
+    for (int64_t i = 0; i < n; i++)
+        d[i] = v[i];
+    free(v);
+    return d;
+}
+
 /* The reference per-sample losses of a run, from lp as log-probabilities
  * (or as logits, log-softmaxed here in double first). */
 static void ref_losses(const ctc_run *r, bool logits, double *out)
 {
-    const ctc_batch *b = &r->b;
-    float *lp = tu_values(r->lp);
-    if (logits)
-        for (int64_t t = 0; t < b->T; t++)
-            for (int64_t n = 0; n < b->N; n++) {
-                float *row = lp + (t * b->N + n) * b->C;
-                double mx = -INFINITY, s = 0.0;
-                for (int64_t c = 0; c < b->C; c++)
-                    mx = fmax(mx, row[c]);
-                for (int64_t c = 0; c < b->C; c++)
-                    s += exp(row[c] - mx);
-                for (int64_t c = 0; c < b->C; c++)
-                    row[c] = (float)(row[c] - mx - log(s));
-            }
+    const or_ctc_batch *b = &r->b;
+    double *lp = lp_double(r);
+    for (int64_t row = 0; logits && row < b->T * b->N; row++)
+        or_softmax(lp + row * b->C, b->C, 1, true);
     for (int64_t n = 0; n < b->N; n++)
-        out[n] = brute_ctc(lp, b->N, b->C, n, b->il[n], b->tg[n], b->tl[n], b->blank);
+        out[n] = or_ctc_brute(lp, b->N, b->C, n, b->il[n], b->tg[n], b->tl[n], b->blank);
     free(lp);
 }
 
@@ -162,7 +113,7 @@ static void test_ctc_forward_brute_force(void **state)
     (void)state;
     fx_rng *rng = fx_rng_create(31);
     fx_ctx *ctx = fx_ctx_create(fx_cpu());
-    const ctc_batch *bs[2] = { &batch0, &batch1 };
+    const or_ctc_batch *bs[2] = { &OR_CTC_MIXED, &OR_CTC_BLANK_LAST };
     for (int bi = 0; bi < 2; bi++)
         for (int layout = 0; layout < 4; layout++)
             for (int logits = 0; logits < 2; logits++) {
@@ -197,7 +148,7 @@ static void test_ctc_forward_brute_force(void **state)
             }
     /* opts NULL: blank 0, mean. */
     ctc_run r;
-    run_setup(&r, &batch0, true, false, rng, 1.0);
+    run_setup(&r, &OR_CTC_MIXED, true, false, rng, 1.0);
     double want[6], mean = 0.0;
     ref_losses(&r, false, want);
     for (int64_t n = 0; n < r.b.N; n++)
@@ -324,24 +275,25 @@ static void test_ctc_gradient_brute_force(void **state)
 {
     (void)state;
     fx_rng *rng = fx_rng_create(37);
-    const ctc_batch *bs[2] = { &batch0, &batch1 };
+    const or_ctc_batch *bs[2] = { &OR_CTC_MIXED, &OR_CTC_BLANK_LAST };
     for (int bi = 0; bi < 2; bi++) {
         ctc_run r;
         run_setup(&r, bs[bi], true, false, rng, 1.0);
-        const ctc_batch *b = &r.b;
+        const or_ctc_batch *b = &r.b;
         float *loss, *g;
         loss_and_grad(&r, &loss, &g);
-        float *lp = tu_values(r.lp);
+        double *lp = lp_double(&r);
         int64_t n = fx_tensor_numel(r.lp);
         for (int64_t i = 0; i < n; i++) {
             const double h = 1e-3;
-            float orig = lp[i];
+            float orig = (float)lp[i];
             double f[2];
             for (int side = 0; side < 2; side++) {
-                lp[i] = (float)(orig + (side ? -h : h));
+                lp[i] = (float)(orig + (side ? -h : h)); /* the float input's own step */
                 f[side] = 0.0;
                 for (int64_t s = 0; s < b->N; s++)
-                    f[side] += brute_ctc(lp, b->N, b->C, s, b->il[s], b->tg[s], b->tl[s], b->blank);
+                    f[side] += or_ctc_brute(lp, b->N, b->C, s, b->il[s], b->tg[s], b->tl[s],
+                                            b->blank);
             }
             lp[i] = orig;
             double num = (f[0] - f[1]) / ((double)(float)(orig + h) - (double)(float)(orig - h));
@@ -363,11 +315,11 @@ static void test_ctc_logits_gradient_rows(void **state)
     (void)state;
     fx_rng *rng = fx_rng_create(34);
     ctc_run r;
-    run_setup(&r, &batch0, true, true, rng, 1.0);
+    run_setup(&r, &OR_CTC_MIXED, true, true, rng, 1.0);
     r.o.from_logits = true;
     float *loss, *g;
     loss_and_grad(&r, &loss, &g);
-    const ctc_batch *b = &r.b;
+    const or_ctc_batch *b = &r.b;
     for (int64_t t = 0; t < b->T; t++)
         for (int64_t n = 0; n < b->N; n++) {
             double s = 0.0, a = 0.0;
@@ -405,7 +357,7 @@ static void test_ctc_zero_infinity(void **state)
     (void)state;
     fx_rng *rng = fx_rng_create(35);
     fx_ctx *ctx = fx_ctx_create(fx_cpu());
-    ctc_batch b = batch0;
+    or_ctc_batch b = OR_CTC_MIXED;
     b.il[1] = 3; /* target {3, 3} needs 3 frames: fits */
     b.il[4] = 5; /* target {1, 1, 2, 2} needs 6 frames: impossible */
     ctc_run r;

@@ -1,13 +1,14 @@
 /* test_rnn.c - recurrent stacks (tanh/relu RNN, GRU, LSTM) over variable
- * lengths: outputs and final states against a per-sample double reference
- * written here from PyTorch's formulas, padded garbage (huge values, NaN)
- * changing nothing, a batch against each sample run alone, parameter names
- * and init, one tape record, 1 vs 2 threads, and refused inputs with their
- * messages. The finite-difference gradients w.r.t. x, h0, c0 and every
- * weight (mixed lengths, both directions, two layers) and the cross-backend
- * comparisons are the registry's rnn_tanh, rnn_relu, gru, lstm and
- * recurrent rows (test_ops). */
+ * lengths: outputs and final states against the registry's per-sample
+ * double reference (or_rnn, from PyTorch's formulas), padded garbage (huge
+ * values, NaN) changing nothing, a batch against each sample run alone,
+ * parameter names and init, one tape record, 1 vs 2 threads, and refused
+ * inputs with their messages. The finite-difference gradients w.r.t. x, h0,
+ * c0 and every weight (mixed lengths, both directions, two layers) and the
+ * cross-backend comparisons are the registry's rnn_tanh, rnn_relu, gru, lstm
+ * and recurrent rows (test_ops). */
 #include "testutil.h"
+#include "ops_registry.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -23,7 +24,6 @@ typedef struct {
     int64_t len[4];
 } cfg;
 
-static int gates(fx_rnn_mode m) { return m == FX_RNN_LSTM ? 4 : m == FX_RNN_GRU ? 3 : 1; }
 static int dirs(const cfg *c) { return c->bidir ? 2 : 1; }
 
 static fx_layer *make_layer(const cfg *c, const char *name, fx_rng *rng)
@@ -37,93 +37,59 @@ static fx_layer *make_layer(const cfg *c, const char *name, fx_rng *rng)
     return l;
 }
 
-/* Host copy of a layer's parameter, NULL when it has none of that name. */
-static float *param_values(fx_layer *l, const char *what, int layer, int dir)
+/* n floats in double (malloc'd); NULL for NULL. */
+static double *to_double(const float *v, int64_t n)
+{
+    if (!v)
+        return NULL;
+    double *d = malloc((size_t)n * sizeof *d);
+    for (int64_t i = 0; i < n; i++)
+        d[i] = v[i];
+    return d;
+}
+
+/* Host copy of a layer's parameter in double, NULL when it has none of that
+ * name. */
+static double *param_values(fx_layer *l, const char *what, int layer, int dir)
 {
     char name[64];
     snprintf(name, sizeof name, "%s_l%d%s", what, layer, dir ? "_reverse" : "");
     fx_tensor *t = fx_layer_param(l, name);
-    return t ? tu_values(t) : NULL;
+    if (!t)
+        return NULL;
+    float *v = tu_values(t);
+    double *d = to_double(v, fx_tensor_numel(t));
+    free(v);
+    return d;
 }
 
-static double sig(double v) { return 1.0 / (1.0 + exp(-v)); }
-
 /*
- * The stack in double, one sample at a time over its own steps only, from
- * PyTorch's formulas. x [N,T,in], h0/c0 [L*D,N,H] (may be NULL). Writes out
+ * The registry's double reference (or_rnn, from PyTorch's formulas) on the
+ * layer's parameters. x [N,T,in], h0/c0 [L*D,N,H] (may be NULL). Writes out
  * [N,T,D*H] (zero at padded steps), hn and cn [L*D,N,H].
  */
 static void reference(const cfg *c, fx_layer *layer, const float *x, const float *h0,
                       const float *c0, double *out, double *hn, double *cn)
 {
-    int D = dirs(c), G = gates(c->mode);
-    int64_t N = c->N, T = c->T, H = c->H, GH = G * H, DH = D * H;
-    memset(out, 0, (size_t)(N * T * DH) * sizeof *out);
-    for (int64_t n = 0; n < N; n++) {
-        int64_t len = c->len[n], width = c->in;
-        double *seq = calloc((size_t)(T * (c->in > DH ? c->in : DH)), sizeof *seq);
-        for (int64_t t = 0; t < len; t++)
-            for (int64_t i = 0; i < c->in; i++)
-                seq[t * c->in + i] = x[(n * T + t) * c->in + i];
-        for (int l = 0; l < c->L; l++) {
-            double *o = calloc((size_t)(T * DH), sizeof *o);
-            for (int d = 0; d < D; d++) {
-                int k = l * D + d;
-                float *wih = param_values(layer, "weight_ih", l, d);
-                float *whh = param_values(layer, "weight_hh", l, d);
-                float *bih = param_values(layer, "bias_ih", l, d);
-                float *bhh = param_values(layer, "bias_hh", l, d);
-                double h[16] = { 0 }, cc[16] = { 0 }, gx[64], gh[64];
-                for (int64_t j = 0; j < H; j++) {
-                    h[j] = h0 ? h0[(k * N + n) * H + j] : 0.0;
-                    cc[j] = c0 ? c0[(k * N + n) * H + j] : 0.0;
-                }
-                for (int64_t s = 0; s < len; s++) {
-                    int64_t t = d ? len - 1 - s : s;
-                    for (int64_t g = 0; g < GH; g++) {
-                        gx[g] = bih ? bih[g] : 0.0;
-                        gh[g] = bhh ? bhh[g] : 0.0;
-                        for (int64_t i = 0; i < width; i++)
-                            gx[g] += (double)wih[g * width + i] * seq[t * width + i];
-                        for (int64_t j = 0; j < H; j++)
-                            gh[g] += (double)whh[g * H + j] * h[j];
-                    }
-                    for (int64_t j = 0; j < H; j++) {
-                        if (c->mode == FX_RNN_LSTM) {
-                            double i = sig(gx[j] + gh[j]), f = sig(gx[H + j] + gh[H + j]);
-                            double g = tanh(gx[2 * H + j] + gh[2 * H + j]);
-                            double og = sig(gx[3 * H + j] + gh[3 * H + j]);
-                            cc[j] = f * cc[j] + i * g;
-                            h[j] = og * tanh(cc[j]);
-                        } else if (c->mode == FX_RNN_GRU) {
-                            double r = sig(gx[j] + gh[j]), z = sig(gx[H + j] + gh[H + j]);
-                            double nn = tanh(gx[2 * H + j] + r * gh[2 * H + j]);
-                            h[j] = (1.0 - z) * nn + z * h[j];
-                        } else {
-                            double v = gx[j] + gh[j];
-                            h[j] = c->mode == FX_RNN_RELU ? (v > 0 ? v : 0.0) : tanh(v);
-                        }
-                    }
-                    for (int64_t j = 0; j < H; j++)
-                        o[t * DH + d * H + j] = h[j];
-                }
-                for (int64_t j = 0; j < H; j++) {
-                    hn[(k * N + n) * H + j] = h[j];
-                    cn[(k * N + n) * H + j] = cc[j];
-                }
-                free(wih);
-                free(whh);
-                free(bih);
-                free(bhh);
-            }
-            memcpy(seq, o, (size_t)(T * DH) * sizeof *o);
-            width = DH;
-            free(o);
-        }
-        for (int64_t t = 0; t < len; t++)
-            memcpy(out + (n * T + t) * DH, seq + t * DH, (size_t)DH * sizeof *out);
-        free(seq);
-    }
+    static const char *const what[4] = { "weight_ih", "weight_hh", "bias_ih", "bias_hh" };
+    int D = dirs(c);
+    int64_t states = c->L * D * c->N * c->H;
+    double *w[8][4];
+    assert_true(c->L * D <= 8);
+    for (int l = 0; l < c->L; l++)
+        for (int d = 0; d < D; d++)
+            for (int k = 0; k < 4; k++)
+                w[l * D + d][k] = param_values(layer, what[k], l, d);
+    double *xd = to_double(x, c->N * c->T * c->in), *h0d = to_double(h0, states),
+           *c0d = to_double(c0, states);
+    or_rnn(&(or_rnn_spec){ c->mode, c->L, c->bidir, c->N, c->T, c->in, c->H, c->len },
+           (const double *const (*)[4])w, xd, h0d, c0d, out, hn, cn);
+    for (int k = 0; k < c->L * D; k++)
+        for (int j = 0; j < 4; j++)
+            free(w[k][j]);
+    free(xd);
+    free(h0d);
+    free(c0d);
 }
 
 static void assert_close_d(const float *got, const double *want, int64_t n, double tol,

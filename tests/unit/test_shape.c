@@ -1,11 +1,14 @@
 /* test_shape.c - reshape, transpose / permute, concat, slice and split
  * against plain index loops (views and storage, empty and clamped slices,
- * scalars, any dtype), and bad input with its messages. Their gradients
+ * scalars, any dtype), and bad input with its messages; fx_dims_str's
+ * text, truncation and documented bound. Their gradients
  * and cross-backend comparisons, views and strided inputs included, are the
  * registry's rows (test_ops). */
 #include "testutil.h"
 
 #include <math.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -386,6 +389,48 @@ static void test_split(void **state)
     fx_rng_free(rng);
 }
 
+/* fx_dims_str: "[]" for no dims, negative dims as written, every buffer
+ * size from 1 up giving a NUL-terminated prefix of the full text and
+ * nothing written past n, n = 0 writing nothing, and the documented bound
+ * (FX_MAX_DIMS * 21 + 2 bytes) holding FX_MAX_DIMS dims of INT64_MIN. */
+static void test_dims_str(void **state)
+{
+    (void)state;
+    char buf[FX_MAX_DIMS * 21 + 2 + 8];
+    assert_ptr_equal(fx_dims_str(0, NULL, buf, sizeof buf), buf);
+    assert_string_equal(buf, "[]");
+    const int64_t dims[3] = { 2, -1, 3 };
+    assert_string_equal(fx_dims_str(3, dims, buf, sizeof buf), "[2,-1,3]");
+    const char *full = "[2,-1,3]";
+    for (size_t n = 1; n <= strlen(full) + 1; n++) {
+        memset(buf, 'x', sizeof buf);
+        assert_ptr_equal(fx_dims_str(3, dims, buf, n), buf);
+        if (strlen(buf) != n - 1 || strncmp(buf, full, n - 1) != 0)
+            fail_msg("n = %zu: '%s', want the first %zu bytes of '%s'", n, buf, n - 1, full);
+        for (size_t i = n; i < sizeof buf; i++)
+            if (buf[i] != 'x')
+                fail_msg("n = %zu: byte %zu written", n, i);
+    }
+    memset(buf, 'x', sizeof buf);
+    assert_ptr_equal(fx_dims_str(3, dims, buf, 0), buf);
+    for (size_t i = 0; i < sizeof buf; i++)
+        assert_int_equal(buf[i], 'x');
+
+    /* The widest dims fit the documented size exactly untruncated. */
+    int64_t wide[FX_MAX_DIMS];
+    char want[sizeof buf] = "[";
+    for (int i = 0; i < FX_MAX_DIMS; i++) {
+        wide[i] = INT64_MIN;
+        snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", i ? "," : "",
+                 (long long)INT64_MIN);
+    }
+    strcat(want, "]");
+    memset(buf, 'x', sizeof buf);
+    fx_dims_str(FX_MAX_DIMS, wide, buf, FX_MAX_DIMS * 21 + 2);
+    assert_string_equal(buf, want);
+    assert_true(strlen(want) + 1 <= FX_MAX_DIMS * 21 + 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -397,6 +442,7 @@ int main(void)
         cmocka_unit_test(test_concat_bad),
         cmocka_unit_test(test_slice),
         cmocka_unit_test(test_split),
+        cmocka_unit_test(test_dims_str),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
