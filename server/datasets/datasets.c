@@ -20,6 +20,10 @@
  * shape as "[n,d1,...]", NUL, and the 32-byte SHA-256 of its data. It does
  * not depend on how the upload was cut into chunks or shards. Opening a
  * dataset recomputes it from the loaded data (DATA_LOSS on a mismatch).
+ *
+ * The stored record and the shards are checked like input from outside
+ * before anything is sized from them (check_record): a corrupt or hostile
+ * one is DATA_LOSS for that dataset only.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -438,33 +442,95 @@ static void free_columns(fxds_dataset *d)
     d->colv = NULL;
 }
 
+/* A stored record is checked like input from outside before anything is
+ * sized from it (a corrupt or hostile row must not overrun a column's
+ * sample_shape or size an allocation): what a commit can write (upload.c),
+ * else DATA_LOSS naming the dataset and the lie. *col_bytes (n_tensors
+ * entries) gets each tensor's data size. */
+static int check_record(const Fluxion__V1__Dataset *info, const char *name, uint64_t *col_bytes,
+                        char *err, size_t errlen)
+{
+#define LIE(...) fxu_fail(err, errlen, FXS_DATA_LOSS, "the stored record of dataset '%s' is " \
+                          "corrupt: " __VA_ARGS__)
+    if (info->n_tensors < 1 || info->n_tensors > FXDS__MAX_TENSORS)
+        return info->n_tensors ? LIE("%zu tensors (at most %d)", name, info->n_tensors,
+                                     FXDS__MAX_TENSORS)
+                               : LIE("no tensors", name);
+    for (size_t i = 0; i < info->n_tensors; i++) {
+        const Fluxion__V1__DatasetTensor *t = info->tensors[i];
+        fx_dtype dt;
+        if (!t->name[0] || strlen(t->name) > FXDS__TENSOR_NAME_MAX)
+            return LIE("tensor %zu has a name of %zu bytes", name, i, strlen(t->name));
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(info->tensors[j]->name, t->name) == 0)
+                return LIE("it lists tensor '%s' twice", name, t->name);
+        if (!fxg_dtype_from_proto(t->dtype, &dt))
+            return LIE("tensor '%s': dtype %d", name, t->name, (int)t->dtype);
+        /* a shard holds the sample index and the sample's dimensions */
+        if (t->n_sample_shape > FX_MAX_DIMS - 1)
+            return LIE("tensor '%s' has %zu dimensions per sample (at most %d)", name, t->name,
+                       t->n_sample_shape, FX_MAX_DIMS - 1);
+        for (size_t k = 0; k < t->n_sample_shape; k++)
+            if (t->sample_shape[k] < 1)
+                return LIE("tensor '%s': sample dimension %zu is %" PRId64, name, t->name, k,
+                           t->sample_shape[k]);
+    }
+    if (info->num_samples < 1 || info->num_samples > INT64_MAX)
+        return LIE("%" PRIu64 " samples", name, info->num_samples);
+    if (info->num_shards < 1 || info->num_shards > info->num_samples)
+        return LIE("%" PRIu32 " shards for %" PRIu64 " samples", name, info->num_shards,
+                   info->num_samples);
+    uint64_t total = 0;
+    for (size_t i = 0; i < info->n_tensors; i++) {
+        const Fluxion__V1__DatasetTensor *t = info->tensors[i];
+        fx_dtype dt = FX_F32;
+        fxg_dtype_from_proto(t->dtype, &dt);
+        uint64_t n = fx_dtype_size(dt);
+        bool over = __builtin_mul_overflow(n, info->num_samples, &n);
+        for (size_t k = 0; k < t->n_sample_shape && !over; k++)
+            over = __builtin_mul_overflow(n, (uint64_t)t->sample_shape[k], &n);
+        if (over || n > (1ull << 62)) /* upload.c's limit for one tensor */
+            return LIE("tensor '%s' is too large", name, t->name);
+        col_bytes[i] = n;
+        total += n; /* at most FXDS__MAX_TENSORS * 2^62: no overflow */
+    }
+    if (total != info->bytes)
+        return LIE("it says %" PRIu64 " bytes of data, its tensors hold %" PRIu64, name,
+                   info->bytes, total);
+    return 0;
+#undef LIE
+}
+
 static int alloc_columns(fxds_dataset *d, const Fluxion__V1__Dataset *info, char *err,
                          size_t errlen)
 {
+    uint64_t *col_bytes = calloc(info->n_tensors ? info->n_tensors : 1, sizeof *col_bytes);
     d->colv = calloc(info->n_tensors ? info->n_tensors : 1, sizeof *d->colv);
-    if (!d->colv)
+    if (!d->colv || !col_bytes) {
+        free(col_bytes);
         return fxu_oom(err, errlen);
+    }
+    int rc = check_record(info, d->name, col_bytes, err, errlen);
     d->cols = (fxds_columns){ .num_samples = (int64_t)info->num_samples, .n = 0,
                              .cols = d->colv };
-    for (size_t i = 0; i < info->n_tensors; i++) {
+    for (size_t i = 0; !rc && i < info->n_tensors; i++) {
         const Fluxion__V1__DatasetTensor *t = info->tensors[i];
         fxds_column *c = &d->colv[d->cols.n++];
         fx_dtype dt = FX_F32;
         fxg_dtype_from_proto(t->dtype, &dt);
         c->dtype = dt;
-        c->sample_ndim = (int)t->n_sample_shape;
-        size_t bytes = fx_dtype_size(dt) * info->num_samples;
-        for (size_t k = 0; k < t->n_sample_shape && k < FX_MAX_DIMS; k++) {
+        c->sample_ndim = (int)t->n_sample_shape; /* checked: fits sample_shape */
+        for (size_t k = 0; k < t->n_sample_shape; k++)
             c->sample_shape[k] = t->sample_shape[k];
-            bytes *= (size_t)t->sample_shape[k];
-        }
         c->name = strdup(t->name);
-        c->data = malloc(bytes ? bytes : 1);
+        c->data = col_bytes[i] <= SIZE_MAX ? malloc((size_t)col_bytes[i]) : NULL;
         if (!c->name || !c->data)
-            return fxu_fail(err, errlen, FXS_RESOURCE_EXHAUSTED, "out of memory loading dataset "
-                        "'%s' (%zu bytes for tensor '%s')", info->name, bytes, t->name);
+            rc = fxu_fail(err, errlen, FXS_RESOURCE_EXHAUSTED, "out of memory loading dataset "
+                          "'%s' (%" PRIu64 " bytes for tensor '%s')", d->name, col_bytes[i],
+                          t->name);
     }
-    return 0;
+    free(col_bytes);
+    return rc;
 }
 
 /* One shard's tensors into the columns at sample *at. */
@@ -485,7 +551,8 @@ static int load_shard(fxds_datasets *ds, fxds_dataset *d, uint32_t k, int64_t *a
         const fxds_column *c = &d->colv[i];
         fx_tensor *t = fx_params_find(&p, c->name);
         bool ok = t && t->dtype == c->dtype && t->ndim == c->sample_ndim + 1 &&
-                  (n < 0 || t->shape[0] == n) && *at + t->shape[0] <= d->cols.num_samples;
+                  t->shape[0] >= 1 && (n < 0 || t->shape[0] == n) &&
+                  *at + t->shape[0] <= d->cols.num_samples;
         for (int j = 0; ok && j < c->sample_ndim; j++)
             ok = t->shape[j + 1] == c->sample_shape[j];
         if (!ok) {

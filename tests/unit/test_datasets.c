@@ -1,7 +1,8 @@
 /*
  * test_datasets.c - the datasets module: chunked uploads into shards, the
  * checksum, every validation error, aborts and crash leftovers leaving
- * nothing, limits and the quota, shared loading against deletion, threads.
+ * nothing, limits and the quota, shared loading against deletion, corrupt
+ * shards and stored records, threads.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -636,6 +637,113 @@ static void test_corrupt_shard_is_data_loss(void **state)
     assert_int_equal(fxds_dataset_delete(f->ds, "bad", f->err, sizeof f->err), 0);
 }
 
+/* The ways a stored record can lie (a corrupt or hostile row). */
+enum { BAD_RANK, BAD_NEG_DIM, BAD_ZERO_DIM, BAD_HUGE_DIMS, BAD_SAMPLES, BAD_DTYPE, BAD_DUP_NAME,
+       BAD_BYTES, BAD_NO_TENSORS, BAD_SHARDS };
+
+static void corrupt(Fluxion__V1__Dataset *d, int how)
+{
+    static int64_t ones[40] = { [0 ... 39] = 1 };
+    static int64_t neg[1] = { -3 }, zero[1] = { 0 }, huge[2] = { 1ll << 40, 1ll << 40 };
+    Fluxion__V1__DatasetTensor *x = d->tensors[0], *y = d->tensors[1];
+    switch (how) {
+    case BAD_RANK: /* more dimensions than a column has room for; no shards to refuse it */
+        y->sample_shape = ones;
+        y->n_sample_shape = 40;
+        d->num_samples = 0;
+        d->num_shards = 0;
+        break;
+    case BAD_NEG_DIM: x->sample_shape = neg; break;
+    case BAD_ZERO_DIM: x->sample_shape = zero; break;
+    case BAD_HUGE_DIMS: /* a product that wraps to 0 */
+        x->sample_shape = huge;
+        x->n_sample_shape = 2;
+        break;
+    case BAD_SAMPLES: d->num_samples = UINT64_MAX; break;
+    case BAD_DTYPE: x->dtype = 77; break;
+    case BAD_DUP_NAME: y->name = x->name; break;
+    case BAD_BYTES: d->bytes += 1; break;
+    case BAD_NO_TENSORS: d->n_tensors = 0; break;
+    case BAD_SHARDS: d->num_shards = 41; break;
+    }
+}
+
+/* Rewrites the stored row of dataset name through the store (its shard
+ * files stay) with the record corrupted as `how` says. */
+static void rewrite_record(fixture *f, const char *name, int how)
+{
+    void *blob = NULL;
+    size_t len = 0;
+    assert_int_equal(fxdb_dataset_delete(f->st, name, NULL, NULL, &blob, &len, f->err,
+                                         sizeof f->err), 0);
+    Fluxion__V1__Dataset *d = fluxion__v1__dataset__unpack(NULL, len, blob);
+    free(blob);
+    assert_non_null(d);
+    assert_int_equal(d->n_tensors, 2);
+    /* corrupt() points fields at static memory: put the originals back before the free */
+    Fluxion__V1__Dataset saved = *d;
+    Fluxion__V1__DatasetTensor st[2] = { *d->tensors[0], *d->tensors[1] };
+    corrupt(d, how);
+    len = fluxion__v1__dataset__get_packed_size(d);
+    blob = malloc(len + 1);
+    fluxion__v1__dataset__pack(d, blob);
+    *d = saved;
+    *d->tensors[0] = st[0];
+    *d->tensors[1] = st[1];
+    fluxion__v1__dataset__free_unpacked(d, NULL);
+    assert_int_equal(fxdb_dataset_insert(f->st, name, blob, len, 0, NULL, NULL, f->err,
+                                         sizeof f->err), 0);
+    free(blob);
+}
+
+/* A stored record is checked like input from outside: every lie is
+ * DATA_LOSS naming the dataset and the lie (under ASan: no overflow of a
+ * column's sample_shape, no huge allocation), and the other datasets stay
+ * usable. */
+static void test_hostile_record_is_data_loss(void **state)
+{
+    fixture *f = *state;
+    fill_xy();
+    fluxion__v1__dataset__free_unpacked(upload_xy(f, "good", 10), NULL);
+    static const struct {
+        int how;
+        const char *says;
+    } cases[] = {
+        { BAD_RANK, "tensor 'y' has 40 dimensions per sample (at most 7)" },
+        { BAD_NEG_DIM, "tensor 'x': sample dimension 0 is -3" },
+        { BAD_ZERO_DIM, "tensor 'x': sample dimension 0 is 0" },
+        { BAD_HUGE_DIMS, "tensor 'x' is too large" },
+        { BAD_SAMPLES, "18446744073709551615 samples" },
+        { BAD_DTYPE, "tensor 'x': dtype 77" },
+        { BAD_DUP_NAME, "tensor 'x' twice" },
+        { BAD_BYTES, "801 bytes" },
+        { BAD_NO_TENSORS, "no tensors" },
+        { BAD_SHARDS, "41 shards" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fluxion__v1__dataset__free_unpacked(upload_xy(f, "bad", 10), NULL);
+        rewrite_record(f, "bad", cases[i].how);
+        fxds_dataset *d = (void *)1;
+        int rc = fxds_dataset_open(f->ds, "bad", &d, f->err, sizeof f->err);
+        if (rc != FXS_DATA_LOSS || !strstr(f->err, "'bad'") || !strstr(f->err, cases[i].says))
+            fail_msg("case %zu: status %d \"%s\", want DATA_LOSS saying \"%s\"", i, rc, f->err,
+                     cases[i].says);
+        assert_null(d);
+        /* the rest of the registry works */
+        assert_int_equal(fxds_dataset_open(f->ds, "good", &d, f->err, sizeof f->err), 0);
+        assert_memory_equal(fxds_dataset_columns(d)->cols[0].data, X, sizeof X);
+        fxds_dataset_release(d);
+        Fluxion__V1__Dataset **l;
+        int n;
+        assert_int_equal(fxds_dataset_list(f->ds, &l, &n, f->err, sizeof f->err), 0);
+        assert_int_equal(n, 2);
+        for (int k = 0; k < n; k++)
+            fluxion__v1__dataset__free_unpacked(l[k], NULL);
+        free(l);
+        assert_int_equal(fxds_dataset_delete(f->ds, "bad", f->err, sizeof f->err), 0);
+    }
+}
+
 typedef struct {
     fixture *f;
     char name[16];
@@ -761,6 +869,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_limits_and_quota, setup_limited, teardown),
         T(test_open_release_vs_delete),
         T(test_corrupt_shard_is_data_loss),
+        T(test_hostile_record_is_data_loss),
         T(test_concurrent_uploads),
         T(test_concurrent_opens),
     };
