@@ -16,7 +16,7 @@ int fxm_graph_of(const fxdb_model_rec *rec, uint64_t max_params, fxg_graph **out
     *out = NULL;
     Fluxion__V1__ModelSpec *spec = fluxion__v1__model_spec__unpack(NULL, rec->spec_len, rec->spec);
     if (!spec)
-        return fxu_fail(err, errlen, FXS_INTERNAL, "model '%s': the stored spec does not parse",
+        return fxu_fail(err, errlen, FXS_DATA_LOSS, "model '%s': the stored spec does not parse",
                         rec->name);
     fxg_options go = { .seed = rec->seed, .max_params = max_params };
     char gerr[FXS_ERRLEN];

@@ -13,7 +13,9 @@
  * Every function returns 0 or an fxs_status code (base/status.h) with the
  * message in err: FXS_NOT_FOUND (no such version), FXS_INVALID_ARGUMENT
  * (weights that do not fit), FXS_RESOURCE_EXHAUSTED (out of memory),
- * FXS_INTERNAL (a stored spec that no longer builds), or the store's code.
+ * FXS_DATA_LOSS (a stored spec that does not parse), FXS_INTERNAL (a stored
+ * spec that no longer builds, e.g. under a lower --max-model-params), or the
+ * store's code.
  */
 #ifndef FXM_MODELS_H
 #define FXM_MODELS_H
