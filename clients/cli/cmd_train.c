@@ -71,7 +71,7 @@ static void progress_text(const Fluxion__V1__JobProgress *p, bool plain, char *b
     if (p->total_epochs)
         ADD(" epoch%s%" PRId64 "/%" PRId64, eq, p->epoch, p->total_epochs);
     ADD(" loss%s%.4g", eq, p->train_loss);
-    if (p->running_loss != 0)
+    if (p->running_loss != 0 && p->running_loss != p->train_loss) /* an epoch in progress */
         ADD(" running_loss%s%.4g", eq, p->running_loss);
     if (p->val_loss != 0)
         ADD(" val_loss%s%.4g", eq, p->val_loss);
