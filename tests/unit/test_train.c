@@ -415,6 +415,7 @@ typedef struct {
     double val_acc;                            /* from the last on_eval, or -1 */
     double last_progress_loss, last_eval_loss; /* train_loss / "loss" reported */
     double step_loss[128];                     /* "loss" scalars by step */
+    double running_loss[128];                  /* running_loss reported, by step */
 } hookrec;
 
 static void on_progress(void *data, const Fluxion__V1__JobProgress *p)
@@ -428,6 +429,8 @@ static void on_progress(void *data, const Fluxion__V1__JobProgress *p)
     h->last_eta = p->eta_seconds;
     h->last_progress_step = p->step;
     h->last_progress_loss = p->train_loss;
+    if (p->step >= 0 && p->step < 128)
+        h->running_loss[p->step] = p->running_loss;
     assert_true(p->step <= p->total_steps);
 }
 
@@ -765,6 +768,15 @@ static void test_recorded_loss_is_the_epoch_mean(void **state)
         assert_true(h[k].last_progress_loss == o[k].final->train_loss);
     }
     assert_true(o[0].final->train_loss == o[1].final->train_loss);
+    /* Live, inside the last epoch (steps 22-28): running_loss is the mean of
+     * the epoch's steps so far, whatever the recorded loss says. */
+    for (int step = 23; step <= 27; step++) {
+        double part = 0;
+        for (int k = 22; k <= step; k++)
+            part += h[0].step_loss[k];
+        part /= step - 21;
+        assert_true(fabs(h[0].running_loss[step] - part) <= 1e-9 * part);
+    }
     for (int k = 0; k < 2; k++)
         outcome_free(&o[k]);
     job_free(j);
