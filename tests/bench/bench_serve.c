@@ -41,8 +41,19 @@
 
 int cmd_serve(int argc, char **argv);
 
-#define INFER_PATH "/inference.GRPCInferenceService/ModelInfer"
-#define META_PATH "/inference.GRPCInferenceService/ModelMetadata"
+/* Method paths from protoc-c's service descriptor, as the daemon and the
+ * CLI derive them (fxc_method_path). */
+static char INFER_PATH[128], META_PATH[128];
+
+static void init_paths(void)
+{
+    const ProtobufCServiceDescriptor *svc = &inference__grpcinference_service__descriptor;
+    if (!fxc_method_path(svc, "ModelInfer", INFER_PATH, sizeof INFER_PATH) ||
+        !fxc_method_path(svc, "ModelMetadata", META_PATH, sizeof META_PATH)) {
+        fprintf(stderr, "fluxion-bench: the inference service lacks ModelInfer/ModelMetadata\n");
+        exit(1);
+    }
+}
 #define N_CODES 17
 
 typedef struct {
@@ -290,6 +301,7 @@ int cmd_serve(int argc, char **argv)
 {
     opts o;
     parse(argc, argv, &o);
+    init_paths();
     fxc_channel *ch = fxc_channel_create(o.server, NULL);
     if (!ch)
         die("out of memory");
