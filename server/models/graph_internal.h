@@ -63,8 +63,9 @@ typedef struct fxg_op {
     const char *doc;             /* summary: inputs, outputs, parameters */
     /* Outputs (NULL: one). */
     int (*nout)(const fxg_node *n);
-    /* Checks between attributes and input count (NULL: none); 0 or -1 with
-     * a message (without the node name, the caller adds it). */
+    /* Checks between attributes and input count (NULL: none); 0 or
+     * FXS_INVALID_ARGUMENT with a message (without the node name, the
+     * caller adds it). */
     int (*check)(const fxg_node *n, char *err, size_t errlen);
     /* Parameter + buffer elements, -1 on overflow (NULL: none). */
     int64_t (*nparams)(const fxg_node *n);
@@ -91,6 +92,9 @@ const fxg_attr *fxg_attr_get(const fxg_node *n, const char *name);
 int64_t fxg_attr_i(const fxg_node *n, const char *name);
 double fxg_attr_f(const fxg_node *n, const char *name);
 bool fxg_attr_b(const fxg_node *n, const char *name);
+/* 0 when attribute d divides attribute m, else INVALID_ARGUMENT with
+ * "D d must divide M m" (an op's check). */
+int fxg_attr_divides(const fxg_node *n, const char *d, const char *m, char *err, size_t errlen);
 
 /* a * b and a + b, -1 when either is -1 or the result overflows. */
 int64_t fxg_mul(int64_t a, int64_t b);

@@ -71,7 +71,7 @@ static int conv_check(const fxg_node *n, char *err, size_t errlen)
     if (in % g || o % g) {
         snprintf(err, errlen, "groups %lld must divide in_channels %lld and out_channels %lld",
                  (long long)g, (long long)in, (long long)o);
-        return -1;
+        return FXS_INVALID_ARGUMENT;
     }
     return 0;
 }
@@ -197,13 +197,7 @@ static const fxg_attr_schema layernorm_attrs[] = {
 
 static int groupnorm_check(const fxg_node *n, char *err, size_t errlen)
 {
-    int64_t g = fxg_attr_i(n, "num_groups"), c = fxg_attr_i(n, "num_channels");
-    if (c % g) {
-        snprintf(err, errlen, "num_groups %lld must divide num_channels %lld", (long long)g,
-                 (long long)c);
-        return -1;
-    }
-    return 0;
+    return fxg_attr_divides(n, "num_groups", "num_channels", err, errlen);
 }
 
 static int64_t groupnorm_params(const fxg_node *n)
@@ -230,7 +224,7 @@ static int embedding_check(const fxg_node *n, char *err, size_t errlen)
     if (p->set && p->i >= num) {
         snprintf(err, errlen, "padding_idx %lld must be below num_embeddings %lld",
                  (long long)p->i, (long long)num);
-        return -1;
+        return FXS_INVALID_ARGUMENT;
     }
     return 0;
 }
@@ -313,13 +307,7 @@ static const fxg_attr_schema gru_attrs[] = { RNN_COMMON, END };
 
 static int mha_check(const fxg_node *n, char *err, size_t errlen)
 {
-    int64_t e = fxg_attr_i(n, "embed_dim"), h = fxg_attr_i(n, "num_heads");
-    if (e % h) {
-        snprintf(err, errlen, "num_heads %lld must divide embed_dim %lld", (long long)h,
-                 (long long)e);
-        return -1;
-    }
-    return 0;
+    return fxg_attr_divides(n, "num_heads", "embed_dim", err, errlen);
 }
 
 static int64_t mha_params(const fxg_node *n)

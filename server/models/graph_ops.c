@@ -53,6 +53,16 @@ int64_t fxg_attr_i(const fxg_node *n, const char *name) { return fxg_attr_get(n,
 double fxg_attr_f(const fxg_node *n, const char *name) { return fxg_attr_get(n, name)->f; }
 bool fxg_attr_b(const fxg_node *n, const char *name) { return fxg_attr_get(n, name)->i != 0; }
 
+int fxg_attr_divides(const fxg_node *n, const char *d, const char *m, char *err, size_t errlen)
+{
+    int64_t dv = fxg_attr_i(n, d), mv = fxg_attr_i(n, m);
+    if (mv % dv) {
+        snprintf(err, errlen, "%s %lld must divide %s %lld", d, (long long)dv, m, (long long)mv);
+        return FXS_INVALID_ARGUMENT;
+    }
+    return 0;
+}
+
 
 /* ------------------------------------------------------ generic forwards */
 
@@ -217,7 +227,7 @@ static int clamp_check(const fxg_node *n, char *err, size_t errlen)
     double lo = fxg_attr_f(n, "min"), hi = fxg_attr_f(n, "max");
     if (!(lo <= hi) || !((float)lo <= (float)hi)) {
         snprintf(err, errlen, "min %g is above max %g", lo, hi);
-        return -1;
+        return FXS_INVALID_ARGUMENT;
     }
     return 0;
 }
@@ -233,7 +243,7 @@ static int reshape_check(const fxg_node *n, char *err, size_t errlen)
     if (infer > 1) {
         snprintf(err, errlen, "attribute 'shape' has %d entries -1; at most one is allowed",
                  infer);
-        return -1;
+        return FXS_INVALID_ARGUMENT;
     }
     return 0;
 }

@@ -196,16 +196,23 @@ static int append_record(fxtb_writer *w, const bytes *ev, char *err, size_t errl
     return w->len >= AUTO_FLUSH_BYTES && !w->retrying ? fxtb_flush(w, err, errlen) : 0;
 }
 
-static int add_event(fxtb_writer *w, int64_t step, const char *file_version, const char *tag,
-                     double value, char *err, size_t errlen)
+/* 0 when w can take events: it exists and no failed write left it torn. */
+static int writable(const fxtb_writer *w, char *err, size_t errlen)
 {
     if (!w)
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "tensorboard: no writer");
     if (w->broken)
         return fxu_fail(err, errlen, FXS_INTERNAL,
-                        "%s: the file could not be repaired after a "
-                        "failed write",
-                        w->path);
+                        "%s: the file could not be repaired after a failed write", w->path);
+    return 0;
+}
+
+static int add_event(fxtb_writer *w, int64_t step, const char *file_version, const char *tag,
+                     double value, char *err, size_t errlen)
+{
+    int rc0 = writable(w, err, errlen);
+    if (rc0)
+        return rc0;
     bytes ev = {0};
     encode_event(&ev, step, file_version, tag, value);
     int rc = ev.nomem ? fxu_oom(err, errlen) : append_record(w, &ev, err, errlen);
@@ -267,13 +274,9 @@ int fxtb_scalar(fxtb_writer *w, const char *tag, int64_t step, double value, cha
 
 int fxtb_flush(fxtb_writer *w, char *err, size_t errlen)
 {
-    if (!w)
-        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "tensorboard: no writer");
-    if (w->broken)
-        return fxu_fail(err, errlen, FXS_INTERNAL,
-                        "%s: the file could not be repaired after a "
-                        "failed write",
-                        w->path);
+    int rc0 = writable(w, err, errlen);
+    if (rc0)
+        return rc0;
     if (!w->len)
         return 0;
     if (fxu_write_all(w->fd, w->buf, w->len) != 0) {
