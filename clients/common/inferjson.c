@@ -1,6 +1,6 @@
 /*
- * inferjson.c - tensors in JSON <-> inference.ModelInfer messages (see
- * inferjson.h).
+ * inferjson.c - tensors in JSON -> inference.ModelInferRequest (see
+ * inferjson.h); the response side is inferjson_response.c.
  *
  * An input is turned into a shape and a flat list of JSON leaves first
  * (checking that nested arrays are not ragged), then each leaf is converted
@@ -21,66 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "raw tensor contents are little-endian: this file assumes a little-endian host"
-#endif
-
-#define MEMBER(msg, off) ((void *)((char *)(msg) + (off)))
-#define MAX_DIMS         32
-
-/* The lists of InferTensorContents, in field order (id - 1). */
-enum { L_BOOL, L_INT, L_INT64, L_UINT, L_UINT64, L_FP32, L_FP64, L_BYTES };
-
-typedef enum { K_BOOL, K_INT, K_UINT, K_FLOAT, K_BYTES } kind;
-
-typedef struct {
-    const char *name;
-    kind kind;
-    unsigned raw_size; /* bytes per element in raw form; 0 for BYTES */
-    int list;
-    int64_t min;
-    uint64_t max;
-} dtype;
-
-static const dtype DTYPES[] = {
-    {"BOOL", K_BOOL, 1, L_BOOL, 0, 1},
-    {"INT8", K_INT, 1, L_INT, INT8_MIN, INT8_MAX},
-    {"INT16", K_INT, 2, L_INT, INT16_MIN, INT16_MAX},
-    {"INT32", K_INT, 4, L_INT, INT32_MIN, INT32_MAX},
-    {"INT64", K_INT, 8, L_INT64, INT64_MIN, INT64_MAX},
-    {"UINT8", K_UINT, 1, L_UINT, 0, UINT8_MAX},
-    {"UINT16", K_UINT, 2, L_UINT, 0, UINT16_MAX},
-    {"UINT32", K_UINT, 4, L_UINT, 0, UINT32_MAX},
-    {"UINT64", K_UINT, 8, L_UINT64, 0, UINT64_MAX},
-    {"FP32", K_FLOAT, 4, L_FP32, 0, 0},
-    {"FP64", K_FLOAT, 8, L_FP64, 0, 0},
-    {"BYTES", K_BYTES, 0, L_BYTES, 0, 0},
-};
-
-static const dtype *find_dtype(const char *name)
-{
-    for (size_t i = 0; i < sizeof DTYPES / sizeof DTYPES[0]; i++)
-        if (!strcmp(DTYPES[i].name, name))
-            return &DTYPES[i];
-    return NULL;
-}
-
-static const ProtobufCFieldDescriptor *list_field(int list)
-{
-    return &inference__infer_tensor_contents__descriptor.fields[list];
-}
-
-static size_t list_elem_size(int list)
-{
-    switch (list) {
-    case L_INT64:
-    case L_UINT64:
-    case L_FP64: return 8;
-    case L_BYTES: return sizeof(ProtobufCBinaryData);
-    case L_BOOL: return sizeof(protobuf_c_boolean);
-    default: return 4;
-    }
-}
+#include "inferjson_internal.h"
 
 /* ------------------------------------------------------- nested -> leaves */
 
@@ -317,8 +258,8 @@ static int fill_data(jsonpath *c, const dtype *dt, const flat *f, input_tensor *
         t->contents = malloc(sizeof *t->contents);
         if (t->contents) {
             inference__infer_tensor_contents__init(t->contents);
-            const ProtobufCFieldDescriptor *lf = list_field(dt->list);
-            array = calloc(f->n ? f->n : 1, list_elem_size(dt->list));
+            const ProtobufCFieldDescriptor *lf = ij__list_field(dt->list);
+            array = calloc(f->n ? f->n : 1, ij__list_elem_size(dt->list));
             *(void **)MEMBER(t->contents, lf->offset) = array;
             if (array)
                 *(size_t *)MEMBER(t->contents, lf->quantifier_offset) = f->n;
@@ -409,7 +350,7 @@ static int build_input(jsonpath *c, const char *name, const json_t *data, const 
         datatype = meta_datatype(meta, name);
     if (!datatype)
         return unknown_input(c, meta, name);
-    const dtype *dt = find_dtype(datatype);
+    const dtype *dt = ij__find_dtype(datatype);
     if (!dt)
         return jsonpath_fail(c, "unsupported datatype \"%s\"", datatype);
     t->datatype = strdup(datatype);
@@ -650,159 +591,3 @@ Inference__ModelInferRequest *inferjson_request(const json_t *in, const char *mo
     return req;
 }
 
-/* ------------------------------------------------------------- response */
-
-static json_t *float_json(double v)
-{
-    if (isnan(v))
-        return json_string("NaN");
-    if (isinf(v))
-        return json_string(v < 0 ? "-Infinity" : "Infinity");
-    return json_real(v);
-}
-
-static json_t *typed_elem(const dtype *dt, const void *array, size_t k)
-{
-    switch (dt->list) {
-    case L_BOOL: return json_boolean(((const protobuf_c_boolean *)array)[k]);
-    case L_INT: return json_integer(((const int32_t *)array)[k]);
-    case L_INT64: return json_integer(((const int64_t *)array)[k]);
-    case L_UINT: return json_integer(((const uint32_t *)array)[k]);
-    case L_UINT64: {
-        uint64_t u = ((const uint64_t *)array)[k];
-        return u <= INT64_MAX ? json_integer((json_int_t)u) : json_real((double)u);
-    }
-    case L_FP32: return float_json(pbjson_float_to_double(((const float *)array)[k]));
-    case L_FP64: return float_json(((const double *)array)[k]);
-    default: {
-        const ProtobufCBinaryData *bd = &((const ProtobufCBinaryData *)array)[k];
-        return json_stringn((const char *)bd->data, bd->len);
-    }
-    }
-}
-
-static json_t *raw_elem(const dtype *dt, const unsigned char *p)
-{
-    if (dt->kind == K_FLOAT) {
-        if (dt->raw_size == 4) {
-            float f;
-            memcpy(&f, p, 4);
-            return float_json(pbjson_float_to_double(f));
-        }
-        double d;
-        memcpy(&d, p, 8);
-        return float_json(d);
-    }
-    uint64_t u = 0;
-    memcpy(&u, p, dt->raw_size);
-    if (dt->kind == K_BOOL)
-        return json_boolean(u != 0);
-    if (dt->kind == K_INT && dt->raw_size < 8 && (u >> (dt->raw_size * 8 - 1) & 1))
-        u |= ~(uint64_t)0 << (dt->raw_size * 8); /* sign-extend */
-    if (dt->kind == K_INT)
-        return json_integer((json_int_t)u);
-    return u <= INT64_MAX ? json_integer((json_int_t)u) : json_real((double)u);
-}
-
-/* Appends `count` elements of one output to data. */
-static int output_data(jsonpath *c, const dtype *dt, const Inference__ModelInferResponse *resp,
-                       size_t i, uint64_t count, json_t *data)
-{
-    const Inference__ModelInferResponse__InferOutputTensor *o = resp->outputs[i];
-    if (resp->n_raw_output_contents) {
-        if (i >= resp->n_raw_output_contents)
-            return jsonpath_fail(c, "no raw contents for this output");
-        const ProtobufCBinaryData *r = &resp->raw_output_contents[i];
-        size_t pos = 0;
-        for (uint64_t k = 0; k < count; k++) {
-            size_t n = dt->raw_size;
-            uint32_t len = 0;
-            if (dt->kind == K_BYTES) {
-                if (r->len - pos < 4)
-                    return jsonpath_fail(c, "raw contents end inside element %" PRIu64, k);
-                memcpy(&len, r->data + pos, 4);
-                pos += 4;
-                n = len;
-            }
-            if (r->len - pos < n)
-                return jsonpath_fail(c, "raw contents end inside element %" PRIu64, k);
-            json_t *v = dt->kind == K_BYTES ? json_stringn((const char *)r->data + pos, n)
-                                            : raw_elem(dt, r->data + pos);
-            if (!v || json_array_append_new(data, v))
-                return jsonpath_fail(c, "element %" PRIu64 " cannot be written as JSON", k);
-            pos += n;
-        }
-        if (pos != r->len)
-            return jsonpath_fail(c, "raw contents hold %zu bytes, the shape needs %zu", r->len,
-                                 pos);
-        return 0;
-    }
-    size_t have = 0;
-    const void *array = NULL;
-    if (o->contents) {
-        const ProtobufCFieldDescriptor *lf = list_field(dt->list);
-        have = *(const size_t *)MEMBER(o->contents, lf->quantifier_offset);
-        array = *(void *const *)MEMBER(o->contents, lf->offset);
-    }
-    if (have != count)
-        return jsonpath_fail(c, "the shape holds %" PRIu64 " elements, the contents have %zu",
-                             count, have);
-    for (size_t k = 0; k < have; k++) {
-        json_t *v = typed_elem(dt, array, k);
-        if (!v || json_array_append_new(data, v))
-            return jsonpath_fail(c, "element %zu cannot be written as JSON", k);
-    }
-    return 0;
-}
-
-static json_t *output_json(jsonpath *c, const Inference__ModelInferResponse *resp, size_t i)
-{
-    const Inference__ModelInferResponse__InferOutputTensor *o = resp->outputs[i];
-    const dtype *dt = find_dtype(o->datatype ? o->datatype : "");
-    if (!dt) {
-        jsonpath_fail(c, "unsupported datatype \"%s\"", o->datatype ? o->datatype : "");
-        return NULL;
-    }
-    json_t *shape = json_array(), *data = json_array();
-    json_t *out = json_pack("{s:o, s:s, s:o}", "shape", shape, "datatype", dt->name, "data", data);
-    if (!out) {
-        jsonpath_fail(c, "out of memory");
-        return NULL;
-    }
-    uint64_t count = 1;
-    for (size_t d = 0; d < o->n_shape; d++) {
-        if (o->shape[d] < 0 || (o->shape[d] && count > UINT64_MAX / (uint64_t)o->shape[d])) {
-            jsonpath_fail(c, "bad shape dimension %" PRId64, o->shape[d]);
-            json_decref(out);
-            return NULL;
-        }
-        count *= (uint64_t)o->shape[d];
-        json_array_append_new(shape, json_integer(o->shape[d]));
-    }
-    if (output_data(c, dt, resp, i, count, data)) {
-        json_decref(out);
-        return NULL;
-    }
-    return out;
-}
-
-json_t *inferjson_response(const Inference__ModelInferResponse *resp, char *err, size_t errlen)
-{
-    jsonpath c = {.err = err, .errlen = errlen};
-    json_t *out = json_object();
-    if (!out) {
-        jsonpath_fail(&c, "out of memory");
-        return NULL;
-    }
-    for (size_t i = 0; i < resp->n_outputs; i++) {
-        const char *name = resp->outputs[i]->name ? resp->outputs[i]->name : "";
-        size_t old = jsonpath_push(&c, "output %s", name);
-        json_t *o = output_json(&c, resp, i);
-        if (!o || json_object_set_new(out, name, o)) {
-            json_decref(out);
-            return NULL;
-        }
-        jsonpath_pop(&c, old);
-    }
-    return out;
-}
