@@ -74,6 +74,6 @@ static void get_status(fxr_call *call, const ProtobufCMessage *req, void *data)
 
 int fxa_register_cluster_service(fxa_daemon *d)
 {
-    static const fxr_method methods[] = { { "GetStatus", FXR_UNARY, get_status } };
+    static const fxr_method methods[] = { { "GetStatus", FXR_UNARY, FXP_READ, get_status } };
     return fxr_server_add_service(d->rpc, &fluxion__v1__cluster_service__descriptor, methods, 1, d);
 }

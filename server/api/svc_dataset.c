@@ -128,10 +128,10 @@ static void delete_dataset(fxr_call *call, const ProtobufCMessage *msg, void *da
 int fxa_register_dataset_service(fxa_daemon *d)
 {
     static const fxr_method methods[] = {
-        { "UploadDataset", FXR_CLIENT_STREAM, upload_dataset },
-        { "GetDataset", FXR_UNARY, get_dataset },
-        { "ListDatasets", FXR_UNARY, list_datasets },
-        { "DeleteDataset", FXR_UNARY, delete_dataset },
+        { "UploadDataset", FXR_CLIENT_STREAM, FXP_WRITE, upload_dataset },
+        { "GetDataset", FXR_UNARY, FXP_READ, get_dataset },
+        { "ListDatasets", FXR_UNARY, FXP_READ, list_datasets },
+        { "DeleteDataset", FXR_UNARY, FXP_WRITE, delete_dataset },
     };
     return fxr_server_add_service(d->rpc, &fluxion__v1__dataset_service__descriptor, methods,
                                   (int)(sizeof methods / sizeof methods[0]), d);

@@ -750,16 +750,16 @@ static void repository_unload(fxr_call *call, const ProtobufCMessage *msg, void 
 int fxa_register_inference_service(fxa_daemon *d)
 {
     static const fxr_method methods[] = {
-        { "ServerLive", FXR_UNARY, server_live },
-        { "ServerReady", FXR_UNARY, server_ready },
-        { "ModelReady", FXR_UNARY, model_ready },
-        { "ServerMetadata", FXR_UNARY, server_metadata },
-        { "ModelMetadata", FXR_UNARY, model_metadata },
-        { "ModelInfer", FXR_UNARY, model_infer },
-        { "ModelStatistics", FXR_UNARY, model_statistics },
-        { "RepositoryIndex", FXR_UNARY, repository_index },
-        { "RepositoryModelLoad", FXR_UNARY, repository_load },
-        { "RepositoryModelUnload", FXR_UNARY, repository_unload },
+        { "ServerLive", FXR_UNARY, FXP_ANY, server_live },
+        { "ServerReady", FXR_UNARY, FXP_ANY, server_ready },
+        { "ModelReady", FXR_UNARY, FXP_READ, model_ready },
+        { "ServerMetadata", FXR_UNARY, FXP_ANY, server_metadata },
+        { "ModelMetadata", FXR_UNARY, FXP_READ, model_metadata },
+        { "ModelInfer", FXR_UNARY, FXP_INFER, model_infer },
+        { "ModelStatistics", FXR_UNARY, FXP_READ, model_statistics },
+        { "RepositoryIndex", FXR_UNARY, FXP_READ, repository_index },
+        { "RepositoryModelLoad", FXR_UNARY, FXP_WRITE, repository_load },
+        { "RepositoryModelUnload", FXR_UNARY, FXP_WRITE, repository_unload },
     };
     return fxr_server_add_service(d->rpc, &inference__grpcinference_service__descriptor,
                                   methods, (int)(sizeof methods / sizeof methods[0]), d);

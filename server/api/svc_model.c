@@ -456,13 +456,13 @@ static void set_serving_config(fxr_call *call, const ProtobufCMessage *msg, void
 int fxa_register_model_service(fxa_daemon *d)
 {
     static const fxr_method methods[] = {
-        { "CreateModel", FXR_UNARY, create_model },
-        { "GetModel", FXR_UNARY, get_model },
-        { "ListModels", FXR_UNARY, list_models },
-        { "DeleteModel", FXR_UNARY, delete_model },
-        { "ExportWeights", FXR_SERVER_STREAM, export_weights },
-        { "ImportWeights", FXR_CLIENT_STREAM, import_weights },
-        { "SetServingConfig", FXR_UNARY, set_serving_config },
+        { "CreateModel", FXR_UNARY, FXP_WRITE, create_model },
+        { "GetModel", FXR_UNARY, FXP_READ, get_model },
+        { "ListModels", FXR_UNARY, FXP_READ, list_models },
+        { "DeleteModel", FXR_UNARY, FXP_WRITE, delete_model },
+        { "ExportWeights", FXR_SERVER_STREAM, FXP_READ, export_weights },
+        { "ImportWeights", FXR_CLIENT_STREAM, FXP_WRITE, import_weights },
+        { "SetServingConfig", FXR_UNARY, FXP_WRITE, set_serving_config },
     };
     return fxr_server_add_service(d->rpc, &fluxion__v1__model_service__descriptor, methods,
                                   (int)(sizeof methods / sizeof methods[0]), d);

@@ -157,11 +157,11 @@ static void watch_job(fxr_call *call, const ProtobufCMessage *msg, void *data)
 int fxa_register_training_service(fxa_daemon *d)
 {
     static const fxr_method methods[] = {
-        { "SubmitJob", FXR_UNARY, job_rpc },
-        { "GetJob", FXR_UNARY, job_rpc },
-        { "ListJobs", FXR_UNARY, list_jobs },
-        { "CancelJob", FXR_UNARY, job_rpc },
-        { "WatchJob", FXR_SERVER_STREAM, watch_job },
+        { "SubmitJob", FXR_UNARY, FXP_WRITE, job_rpc },
+        { "GetJob", FXR_UNARY, FXP_READ, job_rpc },
+        { "ListJobs", FXR_UNARY, FXP_READ, list_jobs },
+        { "CancelJob", FXR_UNARY, FXP_WRITE, job_rpc },
+        { "WatchJob", FXR_SERVER_STREAM, FXP_READ, watch_job },
     };
     return fxr_server_add_service(d->rpc, &fluxion__v1__training_service__descriptor, methods,
                                   (int)(sizeof methods / sizeof methods[0]), d);

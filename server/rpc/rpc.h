@@ -57,6 +57,7 @@
 #include <stdint.h>
 #include <protobuf-c/protobuf-c.h>
 
+#include "base/principal.h"
 #include "base/status.h"
 
 #ifdef __cplusplus
@@ -92,6 +93,7 @@ typedef void (*fxr_handler)(fxr_call *call, const ProtobufCMessage *req, void *d
 typedef struct {
     const char *name; /* method name as in the .proto ("ModelInfer") */
     fxr_kind kind;
+    fxp_access access; /* what the caller's role must allow (base/principal.h) */
     fxr_handler fn;
 } fxr_method;
 

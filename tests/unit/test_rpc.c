@@ -254,14 +254,14 @@ static void h_deferred(fxr_call *call, const ProtobufCMessage *m, void *data)
 static int handler_tag = 42; /* the registration's data, seen by h_unary */
 
 static const fxr_method echo_methods[] = {
-    { "Unary", FXR_UNARY, h_unary },
-    { "ServerStream", FXR_SERVER_STREAM, h_server_stream },
-    { "ClientStream", FXR_CLIENT_STREAM, h_client_stream },
-    { "Bidi", FXR_BIDI, h_bidi },
-    { "Slow", FXR_UNARY, h_slow },
-    { "Big", FXR_UNARY, h_big },
-    { "Fail", FXR_UNARY, h_fail },
-    { "Deferred", FXR_UNARY, h_deferred },
+    { "Unary", FXR_UNARY, FXP_ANY, h_unary },
+    { "ServerStream", FXR_SERVER_STREAM, FXP_ANY, h_server_stream },
+    { "ClientStream", FXR_CLIENT_STREAM, FXP_ANY, h_client_stream },
+    { "Bidi", FXR_BIDI, FXP_ANY, h_bidi },
+    { "Slow", FXR_UNARY, FXP_ANY, h_slow },
+    { "Big", FXR_UNARY, FXP_ANY, h_big },
+    { "Fail", FXR_UNARY, FXP_ANY, h_fail },
+    { "Deferred", FXR_UNARY, FXP_ANY, h_deferred },
     /* NoHandler: routed, no handler -> UNIMPLEMENTED */
 };
 #define N_ECHO_METHODS ((int)(sizeof echo_methods / sizeof *echo_methods))
@@ -444,11 +444,11 @@ static void test_add_service_errors(void **state)
     fxr_server *s;
     assert_int_equal(fxr_server_create(&o, &s, err, sizeof err), 0);
     assert_non_null(s);
-    fxr_method bad[] = { { "Unary", FXR_UNARY, h_unary }, { "Nope", FXR_UNARY, h_unary } };
+    fxr_method bad[] = { { "Unary", FXR_UNARY, FXP_ANY, h_unary }, { "Nope", FXR_UNARY, FXP_ANY, h_unary } };
     assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, bad, 2, NULL),
                      FXS_INVALID_ARGUMENT);
     assert_true(log_has("rpc: service fxtest.Echo has no method Nope"));
-    fxr_method bad_kind[] = { { "Unary", (fxr_kind)7, h_unary } };
+    fxr_method bad_kind[] = { { "Unary", (fxr_kind)7, FXP_ANY, h_unary } };
     assert_int_equal(fxr_server_add_service(s, &fxtest__echo__descriptor, bad_kind, 1, NULL),
                      FXS_INVALID_ARGUMENT);
     assert_int_equal(fxr_server_add_service(s, NULL, NULL, 0, NULL), FXS_INVALID_ARGUMENT);
