@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "auth/auth.h"
 #include "datasets/datasets.h"
 #include "serving/devices.h"
 #include "training/jobs.h"
@@ -30,6 +31,7 @@ typedef struct {
     fxr_server *rpc;
     fxds_datasets *datasets;
     fxj_jobs *jobs;              /* training jobs */
+    fxau_auth *auth;             /* tokens and certificate principals */
     const char *data_dir;
     int64_t start_ms;
     atomic_bool draining;        /* SIGTERM seen: not ready, finishing calls */
@@ -46,10 +48,28 @@ int fxa_register_inference_service(fxa_daemon *d);
 int fxa_register_cluster_service(fxa_daemon *d);
 int fxa_register_dataset_service(fxa_daemon *d);
 int fxa_register_training_service(fxa_daemon *d);
+int fxa_register_admin_service(fxa_daemon *d);
 
-/* True when the model is stored; otherwise fails the call (NOT_FOUND, or
- * INVALID_ARGUMENT for a bad name) and returns false. */
-bool fxa_model_stored_or_fail(fxa_daemon *d, fxr_call *call, const char *name);
+/* True when the model (a key) is stored; otherwise fails the call
+ * (NOT_FOUND) and returns false. */
+bool fxa_model_stored_or_fail(fxa_daemon *d, fxr_call *call, const char *key);
+
+/* ---- scope.c: names as the caller writes them <-> keys ("team/name") */
+
+/* The key (FXP_KEY_MAX) of the object the caller names: "mlp" is the
+ * caller's team's, "b/mlp" team b's (NOT_FOUND unless the caller is an
+ * admin or in b). Checks the name (INVALID_ARGUMENT naming kind) and sets
+ * the call's audit object. false after failing the call. */
+bool fxa_key(fxr_call *call, const char *kind, const char *name, char *key, size_t keylen);
+/* A key as the caller sees it (its own team's without the prefix). */
+const char *fxa_show(const fxr_call *call, const char *key);
+/* Rewrites a key (a malloc'd string of a reply) as the caller sees it. */
+void fxa_show_in_place(const fxr_call *call, char *key);
+/* True when the caller may see the object of key. */
+bool fxa_sees(const fxr_call *call, const char *key);
+/* The team a list is filtered to: the caller's, or NULL (every team) for
+ * an admin. */
+const char *fxa_list_team(const fxr_call *call);
 
 
 #endif

@@ -44,13 +44,17 @@ static void get_status(fxr_call *call, const ProtobufCMessage *req, void *data)
     char err[512];
     fxdb_model_rec *recs = NULL;
     int n = 0;
-    int rc = fxdb_store_list_models(d->store, &recs, &n, err, sizeof err);
+    /* the caller's team's models (an admin's: all) */
+    int rc = fxdb_store_list_models(d->store, fxa_list_team(call), &recs, &n, err, sizeof err);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return;
     }
-    for (int i = 0; i < n; i++)
+    int loaded = 0;
+    for (int i = 0; i < n; i++) {
+        loaded += fxsv_serving_is_loaded(d->serving, recs[i].name, NULL);
         fxdb_model_rec_free(&recs[i]);
+    }
     free(recs);
 
     Fluxion__V1__Device devs[FXSV_MAX_DEVICES], *pdevs[FXSV_MAX_DEVICES];
@@ -65,10 +69,11 @@ static void get_status(fxr_call *call, const ProtobufCMessage *req, void *data)
     r.devices = pdevs;
     r.n_devices = (size_t)d->devices.n;
     r.models_stored = n;
-    r.models_loaded = fxsv_serving_count_loaded(d->serving);
+    r.models_loaded = loaded;
     r.requests_in_flight = fxr_server_in_flight(d->rpc);
     r.requests_total = fxr_server_total_calls(d->rpc);
-    r.data_dir = (char *)d->data_dir;
+    /* where the daemon keeps its files is the operator's business */
+    r.data_dir = fxr_principal(call)->role == FXP_ADMIN ? (char *)d->data_dir : "";
     fxr_reply(call, &r.base);
 }
 

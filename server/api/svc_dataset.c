@@ -13,20 +13,25 @@
 #include "fluxion/v1/dataset.pb-c.h"
 
 /* Feeds one chunk to the upload, beginning it at the first; 0 or a status. */
-static int take_chunk(fxa_daemon *d, fxds_upload **u, const Fluxion__V1__UploadDatasetChunk *c,
-                      char *err, size_t errlen)
+/* Feeds one chunk to the upload, beginning it at the first; 0 or a status.
+ * -1: the call was failed already (a name the caller may not use). */
+static int take_chunk(fxa_daemon *d, fxr_call *call, fxds_upload **u, char *key,
+                      const Fluxion__V1__UploadDatasetChunk *c, char *err, size_t errlen)
 {
     if (!*u) {
         if (!c->name[0]) {
             snprintf(err, errlen, "name: the first chunk must name the dataset");
             return FXS_INVALID_ARGUMENT;
         }
-        int rc = fxds_upload_begin(d->datasets, c->name, c->description, u, err, errlen);
+        if (!fxa_key(call, "dataset", c->name, key, FXP_KEY_MAX))
+            return -1;
+        int rc = fxds_upload_begin(d->datasets, key, c->description, u, err, errlen);
         if (rc)
             return rc;
-    } else if (c->name[0] && strcmp(c->name, fxds_upload_name(*u)) != 0) {
+    } else if (c->name[0] && strcmp(c->name, fxds_upload_name(*u)) != 0 &&
+               strcmp(c->name, fxa_show(call, fxds_upload_name(*u))) != 0) {
         snprintf(err, errlen, "name: chunk names dataset '%.200s' but the upload is of '%s'",
-                 c->name, fxds_upload_name(*u));
+                 c->name, fxa_show(call, fxds_upload_name(*u)));
         return FXS_INVALID_ARGUMENT;
     }
     for (size_t i = 0; i < c->n_tensors; i++) {
@@ -40,14 +45,16 @@ static int take_chunk(fxa_daemon *d, fxds_upload **u, const Fluxion__V1__UploadD
 static void upload_dataset(fxr_call *call, const ProtobufCMessage *unused, void *data)
 {
     fxa_daemon *d = data;
-    char err[FXS_ERRLEN] = "";
+    char err[FXS_ERRLEN] = "", key[FXP_KEY_MAX];
     fxds_upload *u = NULL;
     ProtobufCMessage *msg;
     int r, rc = 0;
     while (!rc && (r = fxr_recv(call, &msg)) == 1) {
-        rc = take_chunk(d, &u, (const void *)msg, err, sizeof err);
+        rc = take_chunk(d, call, &u, key, (const void *)msg, err, sizeof err);
         protobuf_c_message_free_unpacked(msg, NULL);
     }
+    if (rc < 0)
+        return; /* answered */
     if (!rc && r < 0) {
         bool cancelled = fxr_cancelled(call);
         rc = cancelled ? FXS_CANCELLED : FXS_INVALID_ARGUMENT;
@@ -72,6 +79,7 @@ static void upload_dataset(fxr_call *call, const ProtobufCMessage *unused, void 
         fxr_fail(call, rc, "%s", err);
         return;
     }
+    fxa_show_in_place(call, info->name);
     fxr_reply(call, &info->base);
     fluxion__v1__dataset__free_unpacked(info, NULL);
 }
@@ -80,13 +88,16 @@ static void get_dataset(fxr_call *call, const ProtobufCMessage *msg, void *data)
 {
     fxa_daemon *d = data;
     const Fluxion__V1__GetDatasetRequest *req = (const void *)msg;
-    char err[FXS_ERRLEN];
+    char err[FXS_ERRLEN], key[FXP_KEY_MAX];
     Fluxion__V1__Dataset *info = NULL;
-    int rc = fxds_dataset_get(d->datasets, req->name, &info, err, sizeof err);
+    if (!fxa_key(call, "dataset", req->name, key, sizeof key))
+        return;
+    int rc = fxds_dataset_get(d->datasets, key, &info, err, sizeof err);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return;
     }
+    fxa_show_in_place(call, info->name);
     fxr_reply(call, &info->base);
     fluxion__v1__dataset__free_unpacked(info, NULL);
 }
@@ -97,11 +108,13 @@ static void list_datasets(fxr_call *call, const ProtobufCMessage *msg, void *dat
     char err[FXS_ERRLEN];
     Fluxion__V1__Dataset **infos = NULL;
     int n = 0;
-    int rc = fxds_dataset_list(d->datasets, &infos, &n, err, sizeof err);
+    int rc = fxds_dataset_list(d->datasets, fxa_list_team(call), &infos, &n, err, sizeof err);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return;
     }
+    for (int i = 0; i < n; i++)
+        fxa_show_in_place(call, infos[i]->name);
     Fluxion__V1__ListDatasetsResponse resp = FLUXION__V1__LIST_DATASETS_RESPONSE__INIT;
     resp.datasets = infos;
     resp.n_datasets = (size_t)n;
@@ -115,8 +128,10 @@ static void delete_dataset(fxr_call *call, const ProtobufCMessage *msg, void *da
 {
     fxa_daemon *d = data;
     const Fluxion__V1__DeleteDatasetRequest *req = (const void *)msg;
-    char err[FXS_ERRLEN];
-    int rc = fxds_dataset_delete(d->datasets, req->name, err, sizeof err);
+    char err[FXS_ERRLEN], key[FXP_KEY_MAX];
+    if (!fxa_key(call, "dataset", req->name, key, sizeof key))
+        return;
+    int rc = fxds_dataset_delete(d->datasets, key, err, sizeof err);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return;

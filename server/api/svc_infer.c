@@ -51,18 +51,16 @@ static bool parse_version(const char *s, int64_t *v, char *err, size_t errlen)
 static fxsv_served *acquire_or_fail(fxr_call *call, fxa_daemon *d, const char *name,
                                    const char *version)
 {
-    char err[FXS_ERRLEN];
+    char err[FXS_ERRLEN], key[FXP_KEY_MAX];
     int64_t v;
     fxsv_served *m = NULL;
-    if (!name || !*name) {
-        fxr_fail(call, FXS_INVALID_ARGUMENT, "model name is empty");
+    if (!fxa_key(call, "model", name, key, sizeof key))
         return NULL;
-    }
     if (!parse_version(version, &v, err, sizeof err)) {
         fxr_fail(call, FXS_INVALID_ARGUMENT, "%s", err);
         return NULL;
     }
-    int rc = fxsv_serving_acquire(d->serving, name, v, &m, err, sizeof err);
+    int rc = fxsv_serving_acquire(d->serving, key, v, &m, err, sizeof err);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return NULL;
@@ -91,14 +89,16 @@ static void model_ready(fxr_call *call, const ProtobufCMessage *msg, void *data)
 {
     fxa_daemon *d = data;
     const Inference__ModelReadyRequest *req = (const void *)msg;
-    char err[FXS_ERRLEN];
+    char err[FXS_ERRLEN], key[FXP_KEY_MAX];
     int64_t v;
+    if (!fxa_key(call, "model", req->name, key, sizeof key))
+        return;
     if (!parse_version(req->version, &v, err, sizeof err)) {
         fxr_fail(call, FXS_INVALID_ARGUMENT, "%s", err);
         return;
     }
     fxsv_served *m = NULL;
-    int rc = fxsv_serving_acquire(d->serving, req->name, v, &m, err, sizeof err);
+    int rc = fxsv_serving_acquire(d->serving, key, v, &m, err, sizeof err);
     if (rc == FXS_NOT_FOUND && v == 0) {
         fxr_fail(call, rc, "%s", err);
         return;
@@ -148,7 +148,7 @@ static void model_metadata(fxr_call *call, const ProtobufCMessage *msg, void *da
     const fxg_graph *g = fxsv_served_graph(m);
     char err[FXS_ERRLEN];
     fxdb_model_rec rec;
-    int rc = fxdb_store_get_model(d->store, req->name, &rec, err, sizeof err);
+    int rc = fxdb_store_get_model(d->store, fxsv_served_name(m), &rec, err, sizeof err);
     if (rc) {
         fxsv_served_release(m);
         fxr_fail(call, rc, "%s", err);
@@ -156,7 +156,7 @@ static void model_metadata(fxr_call *call, const ProtobufCMessage *msg, void *da
     }
     pba a = { 0 };
     Inference__ModelMetadataResponse r = INFERENCE__MODEL_METADATA_RESPONSE__INIT;
-    r.name = req->name;
+    r.name = (char *)fxa_show(call, fxsv_served_name(m));
     r.platform = "fluxion";
     r.versions = pba_array(&a, (size_t)rec.n_versions, sizeof *r.versions);
     for (int i = 0; r.versions && i < rec.n_versions; i++)
@@ -445,7 +445,7 @@ static int infer_answer(void *user, int status, const char *err, const fxsv_outp
     pba *a = &j->reply_arena;
     Inference__ModelInferResponse *resp = &j->resp;
     inference__model_infer_response__init(resp);
-    resp->model_name = (char *)fxsv_served_name(j->model);
+    resp->model_name = (char *)fxa_show(j->call, fxsv_served_name(j->model));
     resp->model_version = pba_printf(a, "%" PRId64, fxsv_served_version(j->model));
     resp->id = j->req->id;
     resp->outputs = pba_array(a, (size_t)j->n_out + 1, sizeof *resp->outputs);
@@ -578,7 +578,7 @@ static Inference__StatisticDuration *dur(pba *a, const fxsv_duration *x)
     return s;
 }
 
-static Inference__ModelStatistics *stats_msg(pba *a, fxsv_served *m)
+static Inference__ModelStatistics *stats_msg(pba *a, fxr_call *call, fxsv_served *m)
 {
     fxsv_stats st;
     fxsv_served_stats(m, &st);
@@ -588,7 +588,7 @@ static Inference__ModelStatistics *stats_msg(pba *a, fxsv_served *m)
                                              inference__infer_statistics__init);
     if (!ms || !is)
         return NULL;
-    ms->name = pba_strdup(a, fxsv_served_name(m));
+    ms->name = pba_strdup(a, fxa_show(call, fxsv_served_name(m)));
     ms->version = pba_printf(a, "%" PRId64, fxsv_served_version(m));
     ms->last_inference = st.last_inference_ms;
     ms->inference_count = st.inference_count;
@@ -622,13 +622,15 @@ static void model_statistics(fxr_call *call, const ProtobufCMessage *msg, void *
 {
     fxa_daemon *d = data;
     const Inference__ModelStatisticsRequest *req = (const void *)msg;
-    char err[FXS_ERRLEN];
+    char err[FXS_ERRLEN], key[FXP_KEY_MAX] = "";
     int64_t v;
+    if (req->name[0] && !fxa_key(call, "model", req->name, key, sizeof key))
+        return;
     if (!parse_version(req->version, &v, err, sizeof err)) {
         fxr_fail(call, FXS_INVALID_ARGUMENT, "%s", err);
         return;
     }
-    if (req->name[0] && !fxa_model_stored_or_fail(d, call, req->name))
+    if (key[0] && !fxa_model_stored_or_fail(d, call, key))
         return;
     fxsv_served **all;
     int n;
@@ -640,11 +642,12 @@ static void model_statistics(fxr_call *call, const ProtobufCMessage *msg, void *
     Inference__ModelStatisticsResponse r = INFERENCE__MODEL_STATISTICS_RESPONSE__INIT;
     r.model_stats = pba_array(&a, (size_t)n, sizeof *r.model_stats);
     for (int i = 0; r.model_stats && i < n; i++) {
-        if (req->name[0] && strcmp(req->name, fxsv_served_name(all[i])) != 0)
+        if (key[0] ? strcmp(key, fxsv_served_name(all[i])) != 0
+                   : !fxa_sees(call, fxsv_served_name(all[i])))
             continue;
         if (v && fxsv_served_version(all[i]) != v)
             continue;
-        Inference__ModelStatistics *ms = stats_msg(&a, all[i]);
+        Inference__ModelStatistics *ms = stats_msg(&a, call, all[i]);
         if (ms)
             r.model_stats[r.n_model_stats++] = ms;
     }
@@ -665,7 +668,7 @@ static void repository_index(fxr_call *call, const ProtobufCMessage *msg, void *
     char err[FXS_ERRLEN];
     fxdb_model_rec *recs;
     int n;
-    int rc = fxdb_store_list_models(d->store, &recs, &n, err, sizeof err);
+    int rc = fxdb_store_list_models(d->store, fxa_list_team(call), &recs, &n, err, sizeof err);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return;
@@ -684,7 +687,7 @@ static void repository_index(fxr_call *call, const ProtobufCMessage *msg, void *
         if (!mi)
             break;
         int64_t latest = recs[i].n_versions ? recs[i].versions[recs[i].n_versions - 1].version : 0;
-        mi->name = pba_strdup(&a, recs[i].name);
+        mi->name = pba_strdup(&a, fxa_show(call, recs[i].name));
         mi->version = pba_printf(&a, "%" PRId64, loaded ? served : latest);
         mi->state = loaded ? "READY" : "UNAVAILABLE";
         mi->reason = loaded ? "" : "unloaded";
@@ -704,24 +707,26 @@ static void repository_load(fxr_call *call, const ProtobufCMessage *msg, void *d
 {
     fxa_daemon *d = data;
     const Inference__RepositoryModelLoadRequest *req = (const void *)msg;
-    char err[FXS_ERRLEN];
+    char err[FXS_ERRLEN], key[FXP_KEY_MAX];
     int rc = 0;
+    if (!fxa_key(call, "model", req->model_name, key, sizeof key))
+        return;
     if (req->n_parameters) {
         /* batching settings ("max_batch_size", ...): stored, then loaded */
         fxb_config c;
         fxdb_model_rec rec;
-        rc = fxdb_store_get_model(d->store, req->model_name, &rec, err, sizeof err);
+        rc = fxdb_store_get_model(d->store, key, &rec, err, sizeof err);
         if (!rc) {
             fxdb_model_rec_free(&rec);
-            rc = fxsv_cfg_load(d->store, req->model_name, &c, err, sizeof err);
+            rc = fxsv_cfg_load(d->store, key, &c, err, sizeof err);
         }
         if (!rc)
             rc = fxsv_cfg_apply_params(&c, req->parameters, req->n_parameters, err, sizeof err);
         if (!rc)
-            rc = fxsv_serving_set_config(d->serving, req->model_name, &c, err, sizeof err);
+            rc = fxsv_serving_set_config(d->serving, key, &c, err, sizeof err);
     }
     if (!rc) /* stores the "loaded" flag too */
-        rc = fxsv_serving_load(d->serving, req->model_name, err, sizeof err);
+        rc = fxsv_serving_load(d->serving, key, err, sizeof err);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return;
@@ -734,11 +739,12 @@ static void repository_unload(fxr_call *call, const ProtobufCMessage *msg, void 
 {
     fxa_daemon *d = data;
     const Inference__RepositoryModelUnloadRequest *req = (const void *)msg;
-    char err[FXS_ERRLEN];
-    if (!fxa_model_stored_or_fail(d, call, req->model_name))
+    char err[FXS_ERRLEN], key[FXP_KEY_MAX];
+    if (!fxa_key(call, "model", req->model_name, key, sizeof key) ||
+        !fxa_model_stored_or_fail(d, call, key))
         return;
     /* clears the "loaded" flag too; not loaded (NOT_FOUND) is fine */
-    int rc = fxsv_serving_unload(d->serving, req->model_name, err, sizeof err);
+    int rc = fxsv_serving_unload(d->serving, key, err, sizeof err);
     if (rc && rc != FXS_NOT_FOUND) {
         fxr_fail(call, rc, "%s", err);
         return;

@@ -73,13 +73,14 @@ static Fluxion__V1__BatchingConfig *config_msg(pba *a, fxdb_store *st, const cha
     return m;
 }
 
-static Fluxion__V1__Model *model_msg(pba *a, fxdb_store *st, const fxdb_model_rec *rec,
-                                     const fxg_graph *g, Fluxion__V1__ModelSpec **spec_out)
+static Fluxion__V1__Model *model_msg(pba *a, fxr_call *call, fxdb_store *st,
+                                     const fxdb_model_rec *rec, const fxg_graph *g,
+                                     Fluxion__V1__ModelSpec **spec_out)
 {
     Fluxion__V1__Model *m = PBA_NEW(a, Fluxion__V1__Model, fluxion__v1__model__init);
     if (!m)
         return NULL;
-    m->name = pba_strdup(a, rec->name);
+    m->name = pba_strdup(a, fxa_show(call, rec->name));
     m->description = pba_strdup(a, rec->description ? rec->description : "");
     *spec_out = fluxion__v1__model_spec__unpack(NULL, rec->spec_len, rec->spec);
     m->spec = *spec_out;
@@ -126,7 +127,7 @@ static void reply_model(fxr_call *call, fxa_daemon *d, const char *name, bool wi
     }
     pba a = { 0 };
     Fluxion__V1__ModelSpec *spec = NULL;
-    Fluxion__V1__Model *m = model_msg(&a, d->store, &rec, g, &spec);
+    Fluxion__V1__Model *m = model_msg(&a, call, d->store, &rec, g, &spec);
     if (!m || a.failed)
         fxr_fail(call, FXS_RESOURCE_EXHAUSTED, "out of memory building the reply");
     else
@@ -146,11 +147,9 @@ static void create_model(fxr_call *call, const ProtobufCMessage *msg, void *data
 {
     fxa_daemon *d = data;
     const Fluxion__V1__CreateModelRequest *req = (const void *)msg;
-    char err[FXS_ERRLEN];
-    if (!fxdb_model_name_ok(req->name, err, sizeof err)) {
-        fxr_fail(call, FXS_INVALID_ARGUMENT, "name: %s", err);
+    char err[FXS_ERRLEN], key[FXP_KEY_MAX];
+    if (!fxa_key(call, "model", req->name, key, sizeof key))
         return;
-    }
     if (!req->spec) {
         fxr_fail(call, FXS_INVALID_ARGUMENT, "spec: missing (a model needs inputs, nodes and outputs)");
         return;
@@ -188,7 +187,7 @@ static void create_model(fxr_call *call, const ProtobufCMessage *msg, void *data
         return;
     }
     fluxion__v1__model_spec__pack(req->spec, spec);
-    rc = fxdb_store_create_model(d->store, req->name, req->description, spec, slen, req->seed,
+    rc = fxdb_store_create_model(d->store, key, req->description, spec, slen, req->seed,
                                 !req->no_load, w, wlen, source, err, sizeof err);
     free(w);
     free(spec);
@@ -198,21 +197,23 @@ static void create_model(fxr_call *call, const ProtobufCMessage *msg, void *data
         fxr_fail(call, rc, "%s", err);
         return;
     }
-    fxl_log(FXL_INFO, "models", "model created model=%s weights_bytes=%zu", req->name, wlen);
+    fxl_log(FXL_INFO, "models", "model created model=%s weights_bytes=%zu", key, wlen);
     /* Served with the graph made here (version 1), not built again from the
      * store: one copy of the weights less at the peak. */
     if (!req->no_load &&
-        (rc = fxsv_serving_load_graph(d->serving, req->name, 1, g, err, sizeof err)) != 0) {
+        (rc = fxsv_serving_load_graph(d->serving, key, 1, g, err, sizeof err)) != 0) {
         fxr_fail(call, rc, "stored, but cannot be served: %s", err);
         return;
     }
-    reply_model(call, d, req->name, true);
+    reply_model(call, d, key, true);
 }
 
 static void get_model(fxr_call *call, const ProtobufCMessage *msg, void *data)
 {
     const Fluxion__V1__GetModelRequest *req = (const void *)msg;
-    reply_model(call, data, req->name, true);
+    char key[FXP_KEY_MAX];
+    if (fxa_key(call, "model", req->name, key, sizeof key))
+        reply_model(call, data, key, true);
 }
 
 static void list_models(fxr_call *call, const ProtobufCMessage *msg, void *data)
@@ -221,7 +222,7 @@ static void list_models(fxr_call *call, const ProtobufCMessage *msg, void *data)
     char err[FXS_ERRLEN];
     fxdb_model_rec *recs = NULL;
     int n = 0;
-    int rc = fxdb_store_list_models(d->store, &recs, &n, err, sizeof err);
+    int rc = fxdb_store_list_models(d->store, fxa_list_team(call), &recs, &n, err, sizeof err);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return;
@@ -231,7 +232,7 @@ static void list_models(fxr_call *call, const ProtobufCMessage *msg, void *data)
     Fluxion__V1__ModelSpec **specs = calloc((size_t)n + 1, sizeof *specs);
     resp.models = pba_array(&a, (size_t)n, sizeof *resp.models);
     for (int i = 0; specs && resp.models && i < n; i++) {
-        Fluxion__V1__Model *m = model_msg(&a, d->store, &recs[i], NULL, &specs[i]);
+        Fluxion__V1__Model *m = model_msg(&a, call, d->store, &recs[i], NULL, &specs[i]);
         if (m)
             resp.models[resp.n_models++] = m;
     }
@@ -253,20 +254,21 @@ static void delete_model(fxr_call *call, const ProtobufCMessage *msg, void *data
 {
     fxa_daemon *d = data;
     const Fluxion__V1__DeleteModelRequest *req = (const void *)msg;
-    char err[FXS_ERRLEN];
-    if (!fxa_model_stored_or_fail(d, call, req->name))
+    char err[FXS_ERRLEN], key[FXP_KEY_MAX];
+    if (!fxa_key(call, "model", req->name, key, sizeof key) ||
+        !fxa_model_stored_or_fail(d, call, key))
         return;
     /* The store first: it refuses while jobs use the model (the model then
      * stays served) and forgets the serving settings in the same
      * transaction. Requests in flight finish on the version they hold. */
-    int rc = fxdb_store_delete_model(d->store, req->name, err, sizeof err);
+    int rc = fxdb_store_delete_model(d->store, key, err, sizeof err);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return;
     }
     /* After the delete: a load racing it ends before this or finds no model. */
-    fxsv_serving_unload(d->serving, req->name, err, sizeof err); /* NOT_FOUND is fine */
-    fxl_log(FXL_INFO, "models", "model deleted model=%s", req->name);
+    fxsv_serving_unload(d->serving, key, err, sizeof err); /* NOT_FOUND is fine */
+    fxl_log(FXL_INFO, "models", "model deleted model=%s", key);
     Fluxion__V1__DeleteModelResponse resp = FLUXION__V1__DELETE_MODEL_RESPONSE__INIT;
     fxr_reply(call, &resp.base);
 }
@@ -275,14 +277,16 @@ static void export_weights(fxr_call *call, const ProtobufCMessage *msg, void *da
 {
     fxa_daemon *d = data;
     const Fluxion__V1__ExportWeightsRequest *req = (const void *)msg;
-    char err[FXS_ERRLEN];
+    char err[FXS_ERRLEN], key[FXP_KEY_MAX];
+    if (!fxa_key(call, "model", req->name, key, sizeof key))
+        return;
     if (req->version < 0) {
         fxr_fail(call, FXS_INVALID_ARGUMENT, "version: %lld is negative (0 means the latest)",
                  (long long)req->version);
         return;
     }
     fxdb_model_rec rec;
-    int rc = fxdb_store_get_model(d->store, req->name, &rec, err, sizeof err);
+    int rc = fxdb_store_get_model(d->store, key, &rec, err, sizeof err);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return;
@@ -292,7 +296,7 @@ static void export_weights(fxr_call *call, const ProtobufCMessage *msg, void *da
     fxdb_model_rec_free(&rec);
     void *w = NULL;
     size_t wlen = 0;
-    rc = fxdb_store_read_weights(d->store, req->name, version, &w, &wlen, err, sizeof err);
+    rc = fxdb_store_read_weights(d->store, key, version, &w, &wlen, err, sizeof err);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return;
@@ -327,7 +331,7 @@ static void export_weights(fxr_call *call, const ProtobufCMessage *msg, void *da
 static void import_weights(fxr_call *call, const ProtobufCMessage *unused, void *data)
 {
     fxa_daemon *d = data;
-    char err[FXS_ERRLEN], name[160] = "", source[256] = "import";
+    char err[FXS_ERRLEN], name[FXP_KEY_MAX] = "", key[FXP_KEY_MAX], source[256] = "import";
     uint8_t *buf = NULL;
     size_t len = 0, cap = 0;
     ProtobufCMessage *msg;
@@ -385,27 +389,31 @@ static void import_weights(fxr_call *call, const ProtobufCMessage *unused, void 
         status = FXS_INVALID_ARGUMENT;
         snprintf(err, sizeof err, "no chunks received");
     }
+    if (!status && !fxa_key(call, "model", name, key, sizeof key)) {
+        free(buf);
+        return;
+    }
     fxdb_model_rec rec;
-    if (!status && (status = fxdb_store_get_model(d->store, name, &rec, err, sizeof err)) == 0) {
+    if (!status && (status = fxdb_store_get_model(d->store, key, &rec, err, sizeof err)) == 0) {
         status = fxm_check_weights(&rec, d->max_params, buf, len, err, sizeof err);
         fxdb_model_rec_free(&rec);
     }
     int64_t version = 0;
     if (!status)
-        status = fxdb_store_add_version(d->store, name, buf, len, source, &version, err, sizeof err);
+        status = fxdb_store_add_version(d->store, key, buf, len, source, &version, err, sizeof err);
     free(buf);
     if (status) {
         fxr_fail(call, status, "%s", err);
         return;
     }
-    fxl_log(FXL_INFO, "models", "weights imported model=%s version=%lld bytes=%zu", name,
+    fxl_log(FXL_INFO, "models", "weights imported model=%s version=%lld bytes=%zu", key,
             (long long)version, len);
-    if ((status = fxsv_serving_reload(d->serving, name, err, sizeof err)) != 0) {
+    if ((status = fxsv_serving_reload(d->serving, key, err, sizeof err)) != 0) {
         fxr_fail(call, status, "stored as version %lld, but cannot be served: %s",
                  (long long)version, err);
         return;
     }
-    if ((status = fxdb_store_get_model(d->store, name, &rec, err, sizeof err)) != 0) {
+    if ((status = fxdb_store_get_model(d->store, key, &rec, err, sizeof err)) != 0) {
         fxr_fail(call, status, "%s", err);
         return;
     }
@@ -427,25 +435,26 @@ static void set_serving_config(fxr_call *call, const ProtobufCMessage *msg, void
 {
     fxa_daemon *d = data;
     const Fluxion__V1__SetServingConfigRequest *req = (const void *)msg;
-    char err[FXS_ERRLEN];
-    if (!fxa_model_stored_or_fail(d, call, req->name))
+    char err[FXS_ERRLEN], key[FXP_KEY_MAX];
+    if (!fxa_key(call, "model", req->name, key, sizeof key) ||
+        !fxa_model_stored_or_fail(d, call, key))
         return;
     fxb_config c;
     Fluxion__V1__BatchingConfig none = FLUXION__V1__BATCHING_CONFIG__INIT;
-    int rc = fxsv_cfg_load(d->store, req->name, &c, err, sizeof err);
+    int rc = fxsv_cfg_load(d->store, key, &c, err, sizeof err);
     if (!rc && req->reset)
         fxb_config_default(&c);
     if (!rc && (req->n_fields || (req->config && !req->reset)))
         rc = fxsv_cfg_apply(&c, req->config ? req->config : &none, req->fields, req->n_fields,
                            err, sizeof err);
     if (!rc)
-        rc = fxsv_serving_set_config(d->serving, req->name, &c, err, sizeof err);
+        rc = fxsv_serving_set_config(d->serving, key, &c, err, sizeof err);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return;
     }
     fxl_log(FXL_INFO, "models", "serving config set model=%s enabled=%d max_batch_size=%u "
-            "max_queue_delay_us=%llu instances=%u", req->name, c.enabled, c.max_batch_size,
+            "max_queue_delay_us=%llu instances=%u", key, c.enabled, c.max_batch_size,
             (unsigned long long)c.max_queue_delay_us, c.instances);
     Fluxion__V1__BatchingConfig out = FLUXION__V1__BATCHING_CONFIG__INIT;
     uint32_t pref[FXB_MAX_PREFERRED];

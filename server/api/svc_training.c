@@ -4,6 +4,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "api/api.h"
 #include "fluxion/v1/training.pb-c.h"
@@ -20,6 +21,34 @@ static bool ready(fxr_call *call, fxa_daemon *d)
         return false;
     }
     return true;
+}
+
+/* The names in a job record, rewritten in place as the caller sees them. */
+static void show_job(fxr_call *call, Fluxion__V1__Job *job)
+{
+    if (!job || !job->spec)
+        return;
+    fxa_show_in_place(call, job->spec->model);
+    fxa_show_in_place(call, job->spec->dataset);
+    fxa_show_in_place(call, job->spec->validation_dataset);
+}
+
+/* The job of id when the caller may see it (its model is the caller's
+ * team's); another team's job is NOT_FOUND with the words of a missing one.
+ * false after failing the call. */
+static bool job_visible(fxr_call *call, fxa_daemon *d, const char *id)
+{
+    char err[FXS_ERRLEN];
+    Fluxion__V1__Job *job = NULL;
+    fxr_set_object(call, "job %s", id);
+    int rc = fxj_jobs_get(d->jobs, id, &job, err, sizeof err);
+    if (rc == 0 && !(job->spec && fxa_sees(call, job->spec->model)))
+        rc = fxu_fail(err, sizeof err, FXS_NOT_FOUND, "job %s not found", job->id);
+    if (job)
+        fluxion__v1__job__free_unpacked(job, NULL);
+    if (rc)
+        fxr_fail(call, rc, "%s", err);
+    return rc == 0;
 }
 
 /* SubmitJob, GetJob and CancelJob answer with one Job record: each is a row
@@ -73,11 +102,39 @@ static void job_rpc(fxr_call *call, const ProtobufCMessage *msg, void *data)
     }
     char err[FXS_ERRLEN];
     Fluxion__V1__Job *job = NULL;
+    /* names -> keys: a shallow copy of the spec with the keys (the request
+     * is the call's) */
+    Fluxion__V1__SubmitJobRequest sub;
+    Fluxion__V1__JobSpec spec;
+    char model[FXP_KEY_MAX], ds[FXP_KEY_MAX], vds[FXP_KEY_MAX] = "";
+    if (msg->descriptor == &fluxion__v1__submit_job_request__descriptor) {
+        sub = *(const Fluxion__V1__SubmitJobRequest *)msg;
+        if (sub.spec) {
+            spec = *sub.spec;
+            if (!fxa_key(call, "model", spec.model, model, sizeof model) ||
+                !fxa_key(call, "dataset", spec.dataset, ds, sizeof ds) ||
+                (spec.validation_dataset && spec.validation_dataset[0] &&
+                 !fxa_key(call, "dataset", spec.validation_dataset, vds, sizeof vds)))
+                return;
+            spec.model = model;
+            spec.dataset = ds;
+            spec.validation_dataset = vds;
+            sub.spec = &spec;
+            fxr_set_object(call, "model %s", model);
+        }
+        msg = &sub.base;
+    } else if (!job_visible(call, d, ((const Fluxion__V1__GetJobRequest *)msg)->id)) {
+        return; /* GetJob and CancelJob: the id is field 1 of both */
+    }
     int rc = JOB_RPCS[i].call(d->jobs, msg, &job, err, sizeof err);
-    if (rc)
+    if (rc) {
         fxr_fail(call, rc, "%s", err);
-    else
+    } else {
+        if (msg->descriptor == &fluxion__v1__submit_job_request__descriptor)
+            fxr_set_object(call, "job %s (model %s)", job->id, model);
+        show_job(call, job);
         fxr_reply(call, &job->base);
+    }
     if (job)
         fluxion__v1__job__free_unpacked(job, NULL);
 }
@@ -88,14 +145,27 @@ static void list_jobs(fxr_call *call, const ProtobufCMessage *msg, void *data)
     const Fluxion__V1__ListJobsRequest *req = (const void *)msg;
     if (!ready(call, d))
         return;
-    char err[FXS_ERRLEN];
+    char err[FXS_ERRLEN], model[FXP_KEY_MAX] = "";
+    if (req->model && req->model[0] && !fxa_key(call, "model", req->model, model, sizeof model))
+        return;
     Fluxion__V1__Job **jobs = NULL;
     int n = 0;
-    int rc = fxj_jobs_list(d->jobs, req->state, req->model, &jobs, &n, err, sizeof err);
+    int rc = fxj_jobs_list(d->jobs, req->state, model, &jobs, &n, err, sizeof err);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return;
     }
+    /* the caller's team's jobs only */
+    int kept = 0;
+    for (int i = 0; i < n; i++) {
+        if (jobs[i]->spec && fxa_sees(call, jobs[i]->spec->model)) {
+            show_job(call, jobs[i]);
+            jobs[kept++] = jobs[i];
+        } else {
+            fluxion__v1__job__free_unpacked(jobs[i], NULL);
+        }
+    }
+    n = kept;
     Fluxion__V1__ListJobsResponse resp = FLUXION__V1__LIST_JOBS_RESPONSE__INIT;
     resp.jobs = jobs;
     resp.n_jobs = (size_t)n;
@@ -115,6 +185,8 @@ static void watch_job(fxr_call *call, const ProtobufCMessage *msg, void *data)
         return;
     char err[FXS_ERRLEN];
     fxj_watch *w = NULL;
+    if (!job_visible(call, d, req->id))
+        return;
     int rc = fxj_watch_open(d->jobs, req->id, &w, err, sizeof err);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
@@ -144,6 +216,7 @@ static void watch_job(fxr_call *call, const ProtobufCMessage *msg, void *data)
         }
         if (!ev)
             continue;
+        show_job(call, ev->job);
         int sent = fxr_send(call, &ev->base);
         fluxion__v1__job_event__free_unpacked(ev, NULL);
         if (sent != 0) {

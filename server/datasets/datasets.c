@@ -82,7 +82,7 @@ const char *fxds__shape_str(int64_t n, int ndim, const int64_t *dims, char *buf,
 int fxds__check_name(const char *name, char *err, size_t errlen)
 {
     char e[256];
-    if (!fxdb_model_name_ok(name, e, sizeof e)) {
+    if (!fxdb_key_ok(name, e, sizeof e)) {
         /* the rules are the model names'; the message should say dataset */
         const char *rest = strncmp(e, "model name", 10) == 0 ? e + 10 : e;
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "dataset name%s", rest);
@@ -140,19 +140,33 @@ int fxds__get_info(fxdb_store *st, const char *name, Fluxion__V1__Dataset **info
     if (!*info)
         return fxu_fail(err, errlen, FXS_DATA_LOSS, "the stored record of dataset '%s' does not "
                         "parse", name);
+    fxds__name_is_key(*info, name);
     return 0;
 }
 
-/* Every record that parses, by name; *total gets the sum of their bytes. */
-static int list_infos(fxdb_store *st, Fluxion__V1__Dataset ***list, int *n, uint64_t *total,
+/* A record written before teams names the dataset without its team: its
+ * name is the row's key. */
+void fxds__name_is_key(Fluxion__V1__Dataset *d, const char *key)
+{
+    if (!key || strcmp(d->name, key) == 0)
+        return;
+    char *k = strdup(key);
+    if (!k)
+        return;
+    if (d->name != protobuf_c_empty_string)
+        free(d->name);
+    d->name = k;
+}
+
+/* Every record that parses (of one team; NULL: all), by key. */
+static int list_infos(fxdb_store *st, const char *team, Fluxion__V1__Dataset ***list, int *n,
                       char *err, size_t errlen)
 {
     *list = NULL;
     *n = 0;
-    *total = 0;
     fxdb_row *rows = NULL;
     int nr = 0;
-    int rc = fxdb_dataset_list(st, &rows, &nr, err, errlen);
+    int rc = fxdb_dataset_list(st, team, &rows, &nr, err, errlen);
     if (rc)
         return rc;
     Fluxion__V1__Dataset **l = calloc(nr ? (size_t)nr : 1, sizeof *l);
@@ -165,8 +179,8 @@ static int list_infos(fxdb_store *st, Fluxion__V1__Dataset ***list, int *n, uint
         Fluxion__V1__Dataset *d = unpack_info(rows[i].blob, rows[i].len, rows[i].name);
         if (!d)
             continue;
+        fxds__name_is_key(d, rows[i].name);
         l[k++] = d;
-        *total += d->bytes;
     }
     fxdb_rows_free(rows, nr);
     *list = l;
@@ -227,30 +241,52 @@ static bool has_row(const name_set *s, const char *name)
     return false;
 }
 
-/* Staging and trash directories, and directories no row refers to (a crash
- * between the rename and the commit), go. */
-static int recover(fxds_datasets *ds, const name_set *rows, char *err, size_t errlen)
+/* In dir (DIR/datasets, or a team's DIR/datasets/TEAM when team is not
+ * NULL): staging and trash directories, and directories no row refers to
+ * (a crash between the rename and the commit), go. The layout is
+ * DIR/datasets/TEAM/NAME. */
+static int recover_dir(const char *dir, const char *team, const name_set *rows, char *err,
+                       size_t errlen)
 {
-    DIR *d = opendir(ds->dir);
+    DIR *d = opendir(dir);
     if (!d)
-        return fxu_fail(err, errlen, FXS_INTERNAL, "cannot open %s: %s", ds->dir, strerror(errno));
+        return fxu_fail(err, errlen, FXS_INTERNAL, "cannot open %s: %s", dir, strerror(errno));
     struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
+    int rc = 0;
+    while (!rc && (e = readdir(d)) != NULL) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
             continue;
-        if (e->d_name[0] != '.' && has_row(rows, e->d_name))
-            continue;
-        char *p = fxu_strf("%s/%s", ds->dir, e->d_name);
+        char *p = fxu_strf("%s/%s", dir, e->d_name);
         if (!p)
             continue;
-        fxl_log(FXL_WARN, "datasets", "removing %s (%s)", p,
-                e->d_name[0] == '.' ? "an upload or deletion interrupted by a crash"
-                                    : "no dataset row refers to it");
-        fxds__rm_tree(p);
+        const char *why = NULL;
+        if (e->d_name[0] == '.') {
+            why = "an upload or deletion interrupted by a crash";
+        } else if (team) {
+            char key[FXP_KEY_MAX];
+            snprintf(key, sizeof key, "%s/%s", team, e->d_name);
+            if (!has_row(rows, key))
+                why = "no dataset row refers to it";
+        } else {
+            struct stat sb;
+            if (stat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
+                rc = recover_dir(p, e->d_name, rows, err, errlen);
+            else
+                why = "not a team's directory";
+        }
+        if (why) {
+            fxl_log(FXL_WARN, "datasets", "removing %s (%s)", p, why);
+            fxds__rm_tree(p);
+        }
         free(p);
     }
     closedir(d);
-    return fxu_fsync_dir(ds->dir, err, errlen);
+    return rc ? rc : fxu_fsync_dir(dir, err, errlen);
+}
+
+static int recover(fxds_datasets *ds, const name_set *rows, char *err, size_t errlen)
+{
+    return recover_dir(ds->dir, NULL, rows, err, errlen);
 }
 
 int fxds_datasets_open(fxdb_store *st, const fxds_datasets_opts *opts, fxds_datasets **out,
@@ -279,13 +315,11 @@ int fxds_datasets_open(fxdb_store *st, const fxds_datasets_opts *opts, fxds_data
         return fxu_oom(err, errlen);
     }
     name_set rows = { NULL, 0 };
-    uint64_t total = 0;
     int rc = fxu_mkdir(ds->dir, err, errlen);
     if (!rc)
-        rc = list_infos(st, &rows.list, &rows.n, &total, err, errlen);
+        rc = list_infos(st, NULL, &rows.list, &rows.n, err, errlen);
     if (!rc)
         rc = recover(ds, &rows, err, errlen);
-    ds->stored_bytes = total;
     free_list(rows.list, rows.n);
     if (rc) {
         fxds_datasets_close(ds);
@@ -333,7 +367,6 @@ void fxds__upload_unregister(fxds_datasets *ds, fxds_upload *u)
             *p = u->next;
             break;
         }
-    ds->reserved_bytes -= u->bytes;
     pthread_mutex_unlock(&ds->mu);
 }
 
@@ -346,26 +379,34 @@ int fxds__quota_reserve(fxds_datasets *ds, fxds_upload *u, const char *tensor, u
         return fxu_fail(err, errlen, FXS_RESOURCE_EXHAUSTED, "dataset '%s' is larger than the limit "
                     "of %" PRIu64 " bytes per dataset (at tensor '%s')", u->name,
                     ds->o.max_dataset_bytes, tensor);
-    int rc = 0;
+    char team[FXP_TEAM_MAX + 1];
+    fxp_key_team(u->name, team, sizeof team);
+    fxdb_quota q;
+    int rc = fxdb_team_effective_quota(ds->st, team, &q, err, errlen);
+    if (rc)
+        return rc;
     pthread_mutex_lock(&ds->mu);
-    uint64_t used = ds->stored_bytes + ds->reserved_bytes;
-    if (ds->o.quota_bytes && bytes > (used > ds->o.quota_bytes ? 0 : ds->o.quota_bytes - used))
-        rc = fxu_fail(err, errlen, FXS_RESOURCE_EXHAUSTED, "dataset quota of %" PRIu64 " bytes "
-                  "exceeded (%" PRIu64 " stored or being uploaded; tensor '%s' of '%s' adds %"
-                  PRIu64 ")", ds->o.quota_bytes, used, tensor, u->name, bytes);
-    else
-        ds->reserved_bytes += bytes;
-    pthread_mutex_unlock(&ds->mu);
+    if (q.max_dataset_bytes) {
+        /* stored (the store's sum) + this team's uploads in progress */
+        fxdb_usage use;
+        rc = fxdb_team_usage(ds->st, team, &use, err, errlen);
+        uint64_t used = use.dataset_bytes;
+        for (fxds_upload *o = ds->uploads; !rc && o; o = o->next) {
+            char ot[FXP_TEAM_MAX + 1];
+            fxp_key_team(o->name, ot, sizeof ot);
+            if (strcmp(ot, team) == 0)
+                used += o->bytes;
+        }
+        if (!rc && bytes > (used > q.max_dataset_bytes ? 0 : q.max_dataset_bytes - used))
+            rc = fxu_fail(err, errlen, FXS_RESOURCE_EXHAUSTED, "team '%s' dataset quota: %"
+                          PRIu64 " bytes allowed, %" PRIu64 " stored or being uploaded; tensor "
+                          "'%s' of dataset '%s' needs %" PRIu64 " more", team,
+                          q.max_dataset_bytes, used, tensor, fxp_key_name(u->name), bytes);
+    }
     if (!rc)
         u->bytes += bytes;
-    return rc;
-}
-
-void fxds__quota_stored(fxds_datasets *ds, uint64_t bytes)
-{
-    pthread_mutex_lock(&ds->mu);
-    ds->stored_bytes += bytes;
     pthread_mutex_unlock(&ds->mu);
+    return rc;
 }
 
 /* ------------------------------------------------------ get/list/delete */
@@ -380,11 +421,10 @@ int fxds_dataset_get(fxds_datasets *ds, const char *name, Fluxion__V1__Dataset *
     return fxds__get_info(ds->st, name, info, err, errlen);
 }
 
-int fxds_dataset_list(fxds_datasets *ds, Fluxion__V1__Dataset ***infos, int *n, char *err,
-                     size_t errlen)
+int fxds_dataset_list(fxds_datasets *ds, const char *team, Fluxion__V1__Dataset ***infos,
+                      int *n, char *err, size_t errlen)
 {
-    uint64_t total;
-    return list_infos(ds->st, infos, n, &total, err, errlen);
+    return list_infos(ds->st, team, infos, n, err, errlen);
 }
 
 int fxds_dataset_delete(fxds_datasets *ds, const char *name, char *err, size_t errlen)
@@ -396,9 +436,11 @@ int fxds_dataset_delete(fxds_datasets *ds, const char *name, char *err, size_t e
      * free block, and a delete must work on a full disk. The name is unique
      * in this process; leftovers of earlier ones are removed at open. */
     static atomic_ulong trash_seq;
+    char team[FXP_TEAM_MAX + 1];
+    fxp_key_team(name, team, sizeof team);
     char *from = fxu_strf("%s/%s", ds->dir, name);
-    char *trash = fxu_strf("%s/.trash-%lu-%s", ds->dir, atomic_fetch_add(&trash_seq, 1) + 1,
-                           name);
+    char *trash = fxu_strf("%s/%s/.trash-%lu-%s", ds->dir, team,
+                           atomic_fetch_add(&trash_seq, 1) + 1, fxp_key_name(name));
     if (!from || !trash) {
         free(from);
         free(trash);
@@ -411,18 +453,13 @@ int fxds_dataset_delete(fxds_datasets *ds, const char *name, char *err, size_t e
     rc = fxdb_dataset_delete(ds->st, name, unplace_dir, &c, &old, &old_len, err, errlen);
     if (rc && c.renamed)
         rename(trash, from);
-    if (!rc) {
-        Fluxion__V1__Dataset *gone = unpack_info(old, old_len, name);
-        uint64_t bytes = gone ? gone->bytes : 0;
-        if (gone)
-            fluxion__v1__dataset__free_unpacked(gone, NULL);
-        ds->stored_bytes -= bytes < ds->stored_bytes ? bytes : ds->stored_bytes;
-    }
     free(old);
     pthread_mutex_unlock(&ds->mu);
     fxds__rm_tree(trash);
     if (!rc) {
-        fxu_fsync_dir(ds->dir, NULL, 0);
+        char *tdir = fxu_strf("%s/%s", ds->dir, team);
+        fxu_fsync_dir(tdir ? tdir : ds->dir, NULL, 0);
+        free(tdir);
         fxl_log(FXL_INFO, "datasets", "dataset deleted dataset=%s", name);
     }
     free(from);

@@ -37,7 +37,8 @@ typedef struct fxds_datasets fxds_datasets;
 
 typedef struct {
     uint64_t max_dataset_bytes; /* one dataset's tensor data; 0: 16 GiB */
-    uint64_t quota_bytes;       /* all datasets together; 0: no limit */
+    /* The quota of all a team's datasets together is the team's (store.h:
+     * fxdb_team_effective_quota). */
     uint64_t shard_bytes;       /* target shard size; 0: 64 MiB */
 } fxds_datasets_opts;
 
@@ -67,9 +68,10 @@ const char *fxds_upload_name(const fxds_upload *u);
 
 int fxds_dataset_get(fxds_datasets *ds, const char *name, Fluxion__V1__Dataset **info, char *err,
                     size_t errlen);
-/* All datasets by name; *infos: array of *n (free each, then the array). */
-int fxds_dataset_list(fxds_datasets *ds, Fluxion__V1__Dataset ***infos, int *n, char *err,
-                     size_t errlen);
+/* A team's datasets (team NULL or "": every team's) by key; *infos: array
+ * of *n (free each, then the array). Names are keys ("team/name"). */
+int fxds_dataset_list(fxds_datasets *ds, const char *team, Fluxion__V1__Dataset ***infos,
+                      int *n, char *err, size_t errlen);
 /* NOT_FOUND, or FAILED_PRECONDITION while a job holds it open (the message
  * names the job count). */
 int fxds_dataset_delete(fxds_datasets *ds, const char *name, char *err, size_t errlen);

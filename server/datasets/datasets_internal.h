@@ -14,6 +14,7 @@
 
 #include <openssl/evp.h>
 
+#include "base/principal.h"
 #include "datasets/datasets.h"
 #include "models/graph.h" /* fxg_dtype_from_proto, fxg_dtype_to_proto */
 
@@ -43,8 +44,6 @@ struct fxds_datasets {
     pthread_cond_t cv;
     fxds_dataset *open;        /* loaded datasets (and ones being loaded) */
     fxds_upload *uploads;      /* in progress: their names are taken */
-    uint64_t stored_bytes;    /* committed datasets, for the quota */
-    uint64_t reserved_bytes;  /* uploads in progress */
 };
 
 /* One tensor of an upload. */
@@ -64,7 +63,7 @@ struct fxds_upload {
     char *name, *description;
     fxds__tensor *t;
     int n;
-    uint64_t bytes;           /* reserved against the quota */
+    uint64_t bytes;           /* reserved against its team's quota (changed under ds->mu) */
     fxds_upload *next;
 };
 
@@ -108,16 +107,21 @@ typedef struct {
     bool renamed;
 } fxds__move;
 
+/* Sets a stored record's name to its row's key (records from before teams
+ * hold the bare name). */
+void fxds__name_is_key(Fluxion__V1__Dataset *d, const char *key);
+
 /* ------------------------------------ the registry's side of an upload */
 
 /* Takes u->name for u (ALREADY_EXISTS while another upload has it). */
 int fxds__upload_register(fxds_datasets *ds, fxds_upload *u, char *err, size_t errlen);
 /* Gives the name and u's reservation back. */
 void fxds__upload_unregister(fxds_datasets *ds, fxds_upload *u);
-/* Reserves bytes more for u against the quota (RESOURCE_EXHAUSTED). */
+/* Reserves bytes more for u against the per-dataset limit and its team's
+ * dataset quota: the team's stored datasets (the store's count) and its
+ * uploads in progress (RESOURCE_EXHAUSTED naming the team and the sizes).
+ * The store checks the quota again when the dataset is inserted. */
 int fxds__quota_reserve(fxds_datasets *ds, fxds_upload *u, const char *tensor, uint64_t bytes,
                         char *err, size_t errlen);
-/* A committed dataset of bytes now counts as stored. */
-void fxds__quota_stored(fxds_datasets *ds, uint64_t bytes);
 
 #endif

@@ -97,12 +97,15 @@ static int place_dir(void *ctx, char *err, size_t errlen)
     c->renamed = true;
     /* the rename must be durable before the row is: a row without its
      * directory would be a dataset that cannot be opened */
-    char *parent = strdup(c->to);
-    char *slash = parent ? strrchr(parent, '/') : NULL;
-    if (slash)
-        *slash = '\0';
-    int rc = parent ? fxu_fsync_dir(parent, err, errlen) : fxu_oom(err, errlen);
-    free(parent);
+    int rc = 0;
+    for (int k = 0; k < 2 && !rc; k++) { /* the new parent (the team's), and the old */
+        char *parent = strdup(k == 0 ? c->to : c->from);
+        char *slash = parent ? strrchr(parent, '/') : NULL;
+        if (slash)
+            *slash = '\0';
+        rc = parent ? fxu_fsync_dir(parent, err, errlen) : fxu_oom(err, errlen);
+        free(parent);
+    }
     return rc;
 }
 
@@ -483,8 +486,15 @@ static int publish(fxds_upload *u, const char *stage, const Fluxion__V1__Dataset
     }
     fluxion__v1__dataset__pack(d, packed);
     fxds__move c = { .ds = ds, .name = u->name, .from = stage, .to = final };
-    int rc = fxdb_dataset_insert(ds->st, u->name, packed, len, d->created_unix_ms, place_dir, &c,
-                                 err, errlen);
+    /* DIR/datasets/TEAM/NAME: the team's directory first */
+    char team[FXP_TEAM_MAX + 1];
+    fxp_key_team(u->name, team, sizeof team);
+    char *tdir = fxu_strf("%s/%s", ds->dir, team);
+    int rc = tdir ? fxu_mkdir(tdir, err, errlen) : fxu_oom(err, errlen);
+    free(tdir);
+    if (!rc)
+        rc = fxdb_dataset_insert(ds->st, u->name, packed, len, d->bytes, d->created_unix_ms,
+                                 place_dir, &c, err, errlen);
     if (rc && c.renamed && rename(final, stage) != 0)
         fxds__rm_tree(final); /* no row: the next open would remove it anyway */
     free(packed);
@@ -524,7 +534,6 @@ int fxds_upload_commit(fxds_upload *u, Fluxion__V1__Dataset **info, char *err, s
             fluxion__v1__dataset__free_unpacked(d, NULL);
         d = NULL;
     } else {
-        fxds__quota_stored(ds, d->bytes);
         fxl_log(FXL_INFO, "datasets", "dataset stored dataset=%s samples=%" PRIu64 " tensors=%zu "
                 "bytes=%" PRIu64 " shards=%u sha256=%s", d->name, d->num_samples, d->n_tensors,
                 d->bytes, d->num_shards, d->sha256);

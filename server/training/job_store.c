@@ -6,8 +6,10 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "base/log.h"
+#include "base/principal.h"
 #include "base/status.h"
 #include "base/util.h"
 #include "training/jobs_internal.h"
@@ -66,6 +68,29 @@ int fxj__save(fxj_jobs *j, const Fluxion__V1__Job *rec, int64_t *id, char *err, 
     return fxdb_job_save(j->st, id, &cols, pack_job, &c, err, errlen);
 }
 
+/* A record written before teams names its model and datasets without a
+ * team: they are the default team's (the store moved them there). */
+static void keys_from_names(Fluxion__V1__Job *r)
+{
+    char **fields[3] = { NULL, NULL, NULL };
+    if (!r->spec)
+        return;
+    fields[0] = &r->spec->model;
+    fields[1] = &r->spec->dataset;
+    fields[2] = &r->spec->validation_dataset;
+    for (int k = 0; k < 3; k++) {
+        char *v = *fields[k];
+        if (!v || !v[0] || strchr(v, '/'))
+            continue;
+        char *key = fxu_strf("%s/%s", FXP_DEFAULT_TEAM, v);
+        if (!key)
+            continue;
+        if (v != protobuf_c_empty_string)
+            free(v);
+        *fields[k] = key;
+    }
+}
+
 int fxj__load(fxj_jobs *j, load_ctx *c, char *err, size_t errlen)
 {
     fxdb_row *rows = NULL;
@@ -85,6 +110,7 @@ int fxj__load(fxj_jobs *j, load_ctx *c, char *err, size_t errlen)
             fxl_log(FXL_ERROR, "jobs", "stored record does not parse job=%" PRId64, rows[i].id);
             continue;
         }
+        keys_from_names(r);
         c->recs[c->n++] = r;
     }
     fxdb_rows_free(rows, n);
