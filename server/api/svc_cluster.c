@@ -44,7 +44,7 @@ static void get_status(fxr_call *call, const ProtobufCMessage *req, void *data)
     char err[512];
     fxdb_model_rec *recs = NULL;
     int n = 0;
-    int rc = fxdb_store_list_models(d->store, &recs, &n, err, sizeof err);
+    int rc = fxdb_store_list_models(d->store, NULL, &recs, &n, err, sizeof err);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return;

@@ -665,7 +665,7 @@ static void repository_index(fxr_call *call, const ProtobufCMessage *msg, void *
     char err[FXS_ERRLEN];
     fxdb_model_rec *recs;
     int n;
-    int rc = fxdb_store_list_models(d->store, &recs, &n, err, sizeof err);
+    int rc = fxdb_store_list_models(d->store, NULL, &recs, &n, err, sizeof err);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return;

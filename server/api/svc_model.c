@@ -221,7 +221,7 @@ static void list_models(fxr_call *call, const ProtobufCMessage *msg, void *data)
     char err[FXS_ERRLEN];
     fxdb_model_rec *recs = NULL;
     int n = 0;
-    int rc = fxdb_store_list_models(d->store, &recs, &n, err, sizeof err);
+    int rc = fxdb_store_list_models(d->store, NULL, &recs, &n, err, sizeof err);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return;

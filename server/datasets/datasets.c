@@ -152,7 +152,7 @@ static int list_infos(fxdb_store *st, Fluxion__V1__Dataset ***list, int *n, uint
     *total = 0;
     fxdb_row *rows = NULL;
     int nr = 0;
-    int rc = fxdb_dataset_list(st, &rows, &nr, err, errlen);
+    int rc = fxdb_dataset_list(st, NULL, &rows, &nr, err, errlen);
     if (rc)
         return rc;
     Fluxion__V1__Dataset **l = calloc(nr ? (size_t)nr : 1, sizeof *l);

@@ -483,8 +483,8 @@ static int publish(fxds_upload *u, const char *stage, const Fluxion__V1__Dataset
     }
     fluxion__v1__dataset__pack(d, packed);
     fxds__move c = { .ds = ds, .name = u->name, .from = stage, .to = final };
-    int rc = fxdb_dataset_insert(ds->st, u->name, packed, len, d->created_unix_ms, place_dir, &c,
-                                 err, errlen);
+    int rc = fxdb_dataset_insert(ds->st, u->name, packed, len, u->bytes, d->created_unix_ms,
+                                 place_dir, &c, err, errlen);
     if (rc && c.renamed && rename(final, stage) != 0)
         fxds__rm_tree(final); /* no row: the next open would remove it anyway */
     free(packed);
