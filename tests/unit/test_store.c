@@ -258,7 +258,8 @@ static void test_create_empty_fields(void **state)
 {
     fixture *f = *state;
     /* no description, spec, source; empty weights */
-    assert_int_equal(fxdb_store_create_model(f->st, "default/e", NULL, NULL, 0, 0, false, NULL, 0, NULL,
+    assert_int_equal(fxdb_store_create_model(f->st, "default/e", NULL, NULL, 0, 0, false, NULL, 0,
+                                             NULL,
                                             f->err, sizeof f->err),
                      0);
     fxdb_model_rec m;
@@ -286,10 +287,12 @@ static void test_bad_arguments(void **state)
                      FXS_INVALID_ARGUMENT);
     create(f, "default/m", "w1");
     int64_t v = 0;
-    assert_int_equal(fxdb_store_add_version(f->st, "default/m", NULL, 5, "", &v, f->err, sizeof f->err),
+    assert_int_equal(fxdb_store_add_version(f->st, "default/m", NULL, 5, "", &v, f->err,
+                                            sizeof f->err),
                      FXS_INVALID_ARGUMENT);
     assert_int_equal(read_rc(f, "default/m", -1), FXS_INVALID_ARGUMENT);
-    assert_int_equal(fxdb_store_read_weights(f->st, "default/m", 0, NULL, NULL, f->err, sizeof f->err),
+    assert_int_equal(fxdb_store_read_weights(f->st, "default/m", 0, NULL, NULL, f->err,
+                                             sizeof f->err),
                      FXS_INVALID_ARGUMENT);
     assert_int_equal(fxdb_store_get_model(f->st, "default/m", NULL, f->err, sizeof f->err),
                      FXS_INVALID_ARGUMENT);
@@ -374,7 +377,8 @@ static void test_versions_ascending(void **state)
     assert_string_equal(versions_of(f, "default/m"), "1,2,3");
     fxdb_model_rec m;
     assert_int_equal(fxdb_store_get_model(f->st, "default/m", &m, f->err, sizeof f->err), 0);
-    assert_string_equal(m.versions[0].sha256, "7692c3ad3540bb803c020b3aee66cd8887123234ea0c6e7143c0add73ff431ed"); /* "one" */
+    assert_string_equal(m.versions[0].sha256,
+                        "7692c3ad3540bb803c020b3aee66cd8887123234ea0c6e7143c0add73ff431ed"); /* "one" */
     fxdb_model_rec_free(&m);
     assert_weights(f, "default/m", 0, "three");
     assert_weights(f, "default/m", 1, "one");
@@ -393,7 +397,8 @@ static void test_already_exists(void **state)
 {
     fixture *f = *state;
     create(f, "default/m", "first");
-    assert_int_equal(fxdb_store_create_model(f->st, "default/m", "other", NULL, 0, 1, false, "second",
+    assert_int_equal(fxdb_store_create_model(f->st, "default/m", "other", NULL, 0, 1, false,
+                                             "second",
                                             6, "", f->err, sizeof f->err),
                      FXS_ALREADY_EXISTS);
     assert_non_null(strstr(f->err, "\"default/m\""));
@@ -449,14 +454,16 @@ static void test_set_loaded(void **state)
 static void test_reopen_keeps_everything(void **state)
 {
     fixture *f = *state;
-    assert_int_equal(fxdb_store_create_model(f->st, "default/keep", "kept", "\x08\x02", 2, 123456789,
+    assert_int_equal(fxdb_store_create_model(f->st, "default/keep", "kept", "\x08\x02", 2,
+                                             123456789,
                                             true, "abc", 3, "import", f->err, sizeof f->err),
                      0);
     add(f, "default/keep", "v2 bytes");
     create(f, "default/other", "o");
     assert_int_equal(fxdb_store_set_loaded(f->st, "default/keep", false, f->err, sizeof f->err), 0);
     fxdb_model_rec before;
-    assert_int_equal(fxdb_store_get_model(f->st, "default/keep", &before, f->err, sizeof f->err), 0);
+    assert_int_equal(fxdb_store_get_model(f->st, "default/keep", &before, f->err, sizeof f->err),
+                     0);
     reopen(f);
     fxdb_model_rec m;
     assert_int_equal(fxdb_store_get_model(f->st, "default/keep", &m, f->err, sizeof f->err), 0);
@@ -589,7 +596,8 @@ static void test_crash_recovery(void **state)
     assert_false(exists(tu_pathf("%s/models/default/ghost", f->data)));
     assert_true(exists(tu_pathf("%s/models/default/a/NOTES", f->data)));
     assert_true(exists(tu_pathf("%s/keep.txt", f->data)));
-    assert_int_equal(count_entries(tu_pathf("%s/models/default/a", f->data)), 3); /* v1, v2, NOTES */
+    assert_int_equal(count_entries(tu_pathf("%s/models/default/a", f->data)),
+                     3); /* v1, v2, NOTES */
     assert_string_equal(versions_of(f, "default/a"), "1,2");
     assert_string_equal(versions_of(f, "default/b"), "1");
     assert_weights(f, "default/a", 0, "a-two");
@@ -674,7 +682,8 @@ static void *add_thread(void *arg)
     for (int i = 0; i < 8 && !a->rc; i++) {
         char w[32];
         snprintf(w, sizeof w, "weights %d", i);
-        a->rc = fxdb_store_add_version(a->st, "default/m", w, strlen(w), "thread", &a->got[i], a->err,
+        a->rc = fxdb_store_add_version(a->st, "default/m", w, strlen(w), "thread", &a->got[i],
+                                       a->err,
                                       sizeof a->err);
     }
     return NULL;
@@ -833,7 +842,8 @@ static void test_sqlite_failure_removes_file(void **state)
                      FXS_INTERNAL);
     assert_non_null(strstr(f->err, "injected failure"));
     int64_t v = 0;
-    assert_int_equal(fxdb_store_add_version(f->st, "default/a", "a2", 2, "", &v, f->err, sizeof f->err),
+    assert_int_equal(fxdb_store_add_version(f->st, "default/a", "a2", 2, "", &v, f->err,
+                                            sizeof f->err),
                      FXS_INTERNAL);
     assert_non_null(strstr(f->err, "injected failure"));
     /* no trace: no model b (row or directory), no v2, no temporaries */
@@ -849,7 +859,8 @@ static void test_sqlite_failure_removes_file(void **state)
     /* another writer holding the database: the store waits, then says so */
     sql(db, "BEGIN IMMEDIATE");
     time_t t0 = time(NULL);
-    assert_int_equal(fxdb_store_add_version(f->st, "default/a", "a2", 2, "", &v, f->err, sizeof f->err),
+    assert_int_equal(fxdb_store_add_version(f->st, "default/a", "a2", 2, "", &v, f->err,
+                                            sizeof f->err),
                      FXS_INTERNAL);
     assert_true(time(NULL) - t0 >= 2); /* the busy timeout, not an instant failure */
     assert_non_null(strstr(f->err, "locked"));
@@ -884,18 +895,23 @@ static void test_datasets_table(void **state)
     int calls = 0, n = -1;
     void *info = NULL;
     size_t len = 0;
-    assert_int_equal(fxdb_dataset_insert(f->st, "default/d", "\x01\x02", 2, 0, 5, hook_fail, &calls, err,
+    assert_int_equal(fxdb_dataset_insert(f->st, "default/d", "\x01\x02", 2, 0, 5, hook_fail,
+                                         &calls, err,
                                          sizeof err), FXS_INVALID_ARGUMENT);
     assert_string_equal(err, "asked to fail");
     assert_int_equal(calls, 1);
-    assert_int_equal(fxdb_dataset_get(f->st, "default/d", &info, &len, err, sizeof err), FXS_NOT_FOUND);
+    assert_int_equal(fxdb_dataset_get(f->st, "default/d", &info, &len, err, sizeof err),
+                     FXS_NOT_FOUND);
     assert_non_null(strstr(err, "no dataset named 'default/d'"));
-    assert_int_equal(fxdb_dataset_insert(f->st, "default/d", "\x01\x02", 2, 0, 5, hook_count, &calls, err,
+    assert_int_equal(fxdb_dataset_insert(f->st, "default/d", "\x01\x02", 2, 0, 5, hook_count,
+                                         &calls, err,
                                          sizeof err), 0);
     assert_int_equal(calls, 2);
-    assert_int_equal(fxdb_dataset_insert(f->st, "default/d", "\x03", 1, 0, 6, NULL, NULL, err, sizeof err),
+    assert_int_equal(fxdb_dataset_insert(f->st, "default/d", "\x03", 1, 0, 6, NULL, NULL, err,
+                                         sizeof err),
                      FXS_ALREADY_EXISTS);
-    assert_int_equal(fxdb_dataset_insert(f->st, "default/c", "", 0, 0, 7, NULL, NULL, err, sizeof err), 0);
+    assert_int_equal(fxdb_dataset_insert(f->st, "default/c", "", 0, 0, 7, NULL, NULL, err,
+                                         sizeof err), 0);
     assert_int_equal(fxdb_dataset_insert(f->st, "../x", "", 0, 0, 7, NULL, NULL, err, sizeof err),
                      FXS_INVALID_ARGUMENT);
     reopen(f);
@@ -920,7 +936,8 @@ static void test_datasets_table(void **state)
     assert_int_equal(len, 2);
     assert_memory_equal(info, "\x01\x02", 2);
     free(info);
-    assert_int_equal(fxdb_dataset_delete(f->st, "default/d", NULL, NULL, NULL, NULL, err, sizeof err),
+    assert_int_equal(fxdb_dataset_delete(f->st, "default/d", NULL, NULL, NULL, NULL, err,
+                                         sizeof err),
                      FXS_NOT_FOUND);
     reopen(f);
     assert_int_equal(fxdb_dataset_list(f->st, NULL, &rows, &n, err, sizeof err), 0);
@@ -976,7 +993,8 @@ static void test_jobs_table(void **state)
     assert_int_equal(fxdb_job_save(f->st, &id, &with_data, pack_text, &a, err, sizeof err),
                      FXS_NOT_FOUND);
     assert_non_null(strstr(err, "no dataset named 'default/d'"));
-    assert_int_equal(fxdb_dataset_insert(f->st, "default/d", "", 0, 0, 1, NULL, NULL, err, sizeof err), 0);
+    assert_int_equal(fxdb_dataset_insert(f->st, "default/d", "", 0, 0, 1, NULL, NULL, err,
+                                         sizeof err), 0);
     with_data.validation_dataset = "default/v";
     assert_int_equal(fxdb_job_save(f->st, &id, &with_data, pack_text, &a, err, sizeof err),
                      FXS_NOT_FOUND);
@@ -1070,7 +1088,8 @@ static void test_job_finish(void **state)
     assert_int_equal(db_int(f, "SELECT count(*) FROM versions WHERE job_id IS NULL"), 2);
     fxdb_row *rows;
     int n;
-    assert_int_equal(fxdb_job_list(f->st, 1, NULL, "SUCCEEDED", "default/m", &rows, &n, err, sizeof err), 0);
+    assert_int_equal(fxdb_job_list(f->st, 1, NULL, "SUCCEEDED", "default/m", &rows, &n, err,
+                                   sizeof err), 0);
     assert_int_equal(n, 1);
     assert_int_equal(rows[0].len, strlen("done#1 v3"));
     assert_memory_equal(rows[0].blob, "done#1 v3", rows[0].len);
@@ -1106,7 +1125,8 @@ static void *race_thread(void *arg)
             char src[32];
             snprintf(src, sizeof src, "job %lld", (long long)id);
             if (!r->rc)
-                r->rc = fxdb_job_finish(r->st, id, COLS("SUCCEEDED", "default/m"), w, strlen(w), src,
+                r->rc = fxdb_job_finish(r->st, id, COLS("SUCCEEDED", "default/m"), w, strlen(w),
+                                        src,
                                         pack_text, &a, &r->versions[k], r->err, sizeof r->err);
             r->jobs[k] = id;
         } else if (r->kind == 1) {
@@ -1132,7 +1152,8 @@ static void test_concurrent_job_finish(void **state)
     create(f, "default/m", "base");
     int64_t blocker = 0; /* keeps the model in use throughout */
     pack_arg a = { "blocker", 0 };
-    assert_int_equal(fxdb_job_save(f->st, &blocker, COLS("RUNNING", "default/m"), pack_text, &a, err,
+    assert_int_equal(fxdb_job_save(f->st, &blocker, COLS("RUNNING", "default/m"), pack_text, &a,
+                                   err,
                                    sizeof err), 0);
     racer r[7];
     pthread_t t[7];
@@ -1171,17 +1192,21 @@ static void test_servecfg_table(void **state)
     char err[256];
     void *cfg = NULL;
     size_t len = 0;
-    assert_int_equal(fxdb_servecfg_get(f->st, "default/m", &cfg, &len, err, sizeof err), FXS_NOT_FOUND);
-    assert_int_equal(fxdb_servecfg_delete(f->st, "default/m", err, sizeof err), 0); /* none is fine */
+    assert_int_equal(fxdb_servecfg_get(f->st, "default/m", &cfg, &len, err, sizeof err),
+                     FXS_NOT_FOUND);
+    assert_int_equal(fxdb_servecfg_delete(f->st, "default/m", err, sizeof err),
+                     0); /* none is fine */
     assert_int_equal(fxdb_servecfg_put(f->st, "default/m", "ab", 2, err, sizeof err), 0);
-    assert_int_equal(fxdb_servecfg_put(f->st, "default/m", "xyz", 3, err, sizeof err), 0); /* replaces */
+    assert_int_equal(fxdb_servecfg_put(f->st, "default/m", "xyz", 3, err, sizeof err),
+                     0); /* replaces */
     reopen(f);
     assert_int_equal(fxdb_servecfg_get(f->st, "default/m", &cfg, &len, err, sizeof err), 0);
     assert_int_equal(len, 3);
     assert_memory_equal(cfg, "xyz", 3);
     free(cfg);
     assert_int_equal(fxdb_servecfg_delete(f->st, "default/m", err, sizeof err), 0);
-    assert_int_equal(fxdb_servecfg_get(f->st, "default/m", &cfg, &len, err, sizeof err), FXS_NOT_FOUND);
+    assert_int_equal(fxdb_servecfg_get(f->st, "default/m", &cfg, &len, err, sizeof err),
+                     FXS_NOT_FOUND);
 }
 
 /* Defect 3 (store part): a model's serving settings go with the model, in
@@ -1197,7 +1222,8 @@ static void test_delete_forgets_serving_config(void **state)
     assert_int_equal(fxdb_store_delete_model(f->st, "default/m", err, sizeof err), 0);
     void *cfg = NULL;
     size_t len = 0;
-    assert_int_equal(fxdb_servecfg_get(f->st, "default/m", &cfg, &len, err, sizeof err), FXS_NOT_FOUND);
+    assert_int_equal(fxdb_servecfg_get(f->st, "default/m", &cfg, &len, err, sizeof err),
+                     FXS_NOT_FOUND);
     assert_int_equal(fxdb_servecfg_get(f->st, "default/other", &cfg, &len, err, sizeof err), 0);
     free(cfg);
     /* a delete that fails keeps both */
