@@ -61,6 +61,9 @@ int fxdb_dataset_get(fxdb_store *st, const char *name, void **info, size_t *len,
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "store: dataset_get: missing argument");
     *info = NULL;
     *len = 0;
+    int rc = fxdb__check_name(st, name, err, errlen);
+    if (rc)
+        return rc;
     ds_op o = { .name = name, .out = info, .out_len = len };
     return fxdb__read(st, get_fn, &o, err, errlen);
 }

@@ -263,6 +263,19 @@ static void test_keys_and_layout(void **state)
     assert_non_null(strstr(f->err, "team 'nope' not found"));
     assert_int_equal(create_rc(f, "mlp", "w"), FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(f->err, "no team part"));
+    /* every table takes keys */
+    void *blob;
+    size_t blen;
+    assert_int_equal(fxdb_servecfg_put(f->st, "mlp", "c", 1, f->err, sizeof f->err),
+                     FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxdb_servecfg_get(f->st, "mlp", &blob, &blen, f->err, sizeof f->err),
+                     FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxdb_servecfg_delete(f->st, "mlp", f->err, sizeof f->err),
+                     FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxdb_dataset_get(f->st, "d", &blob, &blen, f->err, sizeof f->err),
+                     FXS_INVALID_ARGUMENT);
+    assert_int_equal(add_dataset(f, "d", 1), FXS_INVALID_ARGUMENT);
+    assert_non_null(strstr(f->err, "no team part"));
 
     team(f, "a", NULL);
     team(f, "b", NULL);
