@@ -166,16 +166,25 @@ static int move_into_default(const char *parent, char **names, int n, char *err,
 int fxdb__upgrade_files(fxdb_store *st, char *err, size_t errlen)
 {
     static const struct {
-        const char *sql, *sub;
+        const char *table, *sql, *sub;
     } what[] = {
-        { "SELECT name FROM models WHERE instr(name, '/') = 0", "models" },
-        { "SELECT name FROM datasets WHERE instr(name, '/') = 0", "datasets" },
+        { "models", "SELECT name FROM models WHERE instr(name, '/') = 0", "models" },
+        { "datasets", "SELECT name FROM datasets WHERE instr(name, '/') = 0", "datasets" },
     };
     int rc = 0;
     for (size_t k = 0; !rc && k < sizeof what / sizeof what[0]; k++) {
-        char **names;
-        int n;
-        rc = old_names(st, what[k].sql, &names, &n, err, errlen);
+        char **names = NULL;
+        int n = 0;
+        int64_t one;
+        /* a schema older than the table (datasets came in 1 -> 2) has none to move */
+        rc = fxdb__query_int(st, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                             what[k].table, &one, err, errlen);
+        if (rc == FXS_NOT_FOUND) {
+            rc = 0;
+            continue;
+        }
+        if (!rc)
+            rc = old_names(st, what[k].sql, &names, &n, err, errlen);
         char *parent = rc ? NULL : fxu_strf("%s/%s", st->dir, what[k].sub);
         if (!rc && !parent)
             rc = fxu_oom(err, errlen);

@@ -888,6 +888,37 @@ static void test_upgrade_model_named_default_crash3(void **state)
     model_named_default(*state, 3);
 }
 
+/* A data directory of schema 1 (models only, no datasets table yet): the
+ * upgrade moves what there is. */
+static void test_upgrade_schema_1(void **state)
+{
+    fixture *f = *state;
+    fxdb_store_close(f->st);
+    f->st = NULL;
+    tu_rmtree(f->data);
+    assert_int_equal(mkdir(f->data, 0755), 0);
+    assert_int_equal(mkdir(tu_pathf("%s/models", f->data), 0755), 0);
+    assert_int_equal(mkdir(tu_pathf("%s/models/m", f->data), 0755), 0);
+    put_file(tu_pathf("%s/models/m/v1.safetensors", f->data), "abc", 3);
+    sql(f, "CREATE TABLE schema_version (version INTEGER NOT NULL);"
+           "INSERT INTO schema_version VALUES (1);"
+           "CREATE TABLE models (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL "
+           "UNIQUE, description TEXT NOT NULL, spec BLOB NOT NULL, seed INTEGER NOT NULL, "
+           "loaded INTEGER NOT NULL CHECK (loaded IN (0, 1)), created_ms INTEGER NOT NULL);"
+           "CREATE TABLE versions (model_id INTEGER NOT NULL REFERENCES models(id) ON DELETE "
+           "CASCADE, version INTEGER NOT NULL CHECK (version >= 1), created_ms INTEGER NOT "
+           "NULL, source TEXT NOT NULL, weights_bytes INTEGER NOT NULL, sha256 TEXT NOT NULL, "
+           "unusable TEXT, PRIMARY KEY (model_id, version));"
+           "INSERT INTO models VALUES (1, 'm', '', x'', 0, 1, 1);"
+           "INSERT INTO versions VALUES (1, 1, 1, 'init', 3, "
+           "'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad', NULL);");
+    open_store(f);
+    assert_string_equal(model_keys(f, "default"), "default/m");
+    assert_readable(f, "default/m", 1, 3);
+    assert_true(exists(tu_pathf("%s/models/default/m/v1.safetensors", f->data)));
+    assert_int_equal(db_int(f, "SELECT version FROM schema_version"), 6);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -913,6 +944,7 @@ int main(void)
         U(test_upgrade_model_named_default_crash1),
         U(test_upgrade_model_named_default_crash2),
         U(test_upgrade_model_named_default_crash3),
+        T(test_upgrade_schema_1),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
