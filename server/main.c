@@ -370,7 +370,7 @@ static void load_stored(fxa_daemon *d)
     char err[1024];
     fxdb_model_rec *recs;
     int n;
-    if (fxdb_store_list_models(d->store, &recs, &n, err, sizeof err) != 0) {
+    if (fxdb_store_list_models(d->store, NULL, &recs, &n, err, sizeof err) != 0) {
         fxl_log(FXL_ERROR, "main", "cannot list stored models: %s", err);
         return;
     }

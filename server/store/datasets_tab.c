@@ -1,6 +1,7 @@
 /*
  * datasets_tab.c - the datasets table (see store.h): one row per dataset,
- * its record a packed fluxion.v1.Dataset. datasets/ owns the shard files
+ * its record a packed fluxion.v1.Dataset, its name a key "team/name", its
+ * team and the size of its files (for the quota) in columns. datasets/ owns the shard files
  * and moves them in and out of place through the hooks, inside the same
  * transaction as the row.
  */
@@ -10,13 +11,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/principal.h"
 #include "base/status.h"
 #include "base/util.h"
 
 typedef struct {
-    const char *name;
+    const char *name;     /* a key */
+    const char *team;     /* list: "" for all */
     const void *info;     /* insert: in */
     size_t len;
+    uint64_t bytes;       /* insert: the size of the dataset's files */
     int64_t created_ms;
     fxdb_hook hook;
     void *hook_ctx;
@@ -57,6 +61,9 @@ int fxdb_dataset_get(fxdb_store *st, const char *name, void **info, size_t *len,
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "store: dataset_get: missing argument");
     *info = NULL;
     *len = 0;
+    int rc = fxdb__check_name(st, name, err, errlen);
+    if (rc)
+        return rc;
     ds_op o = { .name = name, .out = info, .out_len = len };
     return fxdb__read(st, get_fn, &o, err, errlen);
 }
@@ -65,9 +72,11 @@ static int list_fn(fxdb_store *st, void *ctx, char *err, size_t errlen)
 {
     ds_op *o = ctx;
     sqlite3_stmt *s;
-    int rc = fxdb__prepare(st, "SELECT name, info FROM datasets ORDER BY name", &s, err, errlen);
+    int rc = fxdb__prepare(st, "SELECT name, info FROM datasets WHERE ?1 = '' OR team = ?1 "
+                               "ORDER BY name", &s, err, errlen);
     if (rc)
         return rc;
+    sqlite3_bind_text(s, 1, o->team, -1, SQLITE_STATIC);
     int r = SQLITE_DONE, cap = 0;
     while (!rc && (r = sqlite3_step(s)) == SQLITE_ROW) {
         fxdb_row *row = fxdb__rows_add(&o->rows, &o->n, &cap);
@@ -82,11 +91,12 @@ static int list_fn(fxdb_store *st, void *ctx, char *err, size_t errlen)
     return rc;
 }
 
-int fxdb_dataset_list(fxdb_store *st, fxdb_row **rows, int *n, char *err, size_t errlen)
+int fxdb_dataset_list(fxdb_store *st, const char *team, fxdb_row **rows, int *n, char *err,
+                      size_t errlen)
 {
     if (!rows || !n)
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "store: dataset_list: missing argument");
-    ds_op o = { 0 };
+    ds_op o = { .team = team ? team : "" };
     int rc = fxdb__read(st, list_fn, &o, err, errlen);
     if (rc) {
         fxdb_rows_free(o.rows, o.n);
@@ -101,16 +111,23 @@ int fxdb_dataset_list(fxdb_store *st, fxdb_row **rows, int *n, char *err, size_t
 static int insert_fn(fxdb_store *st, void *ctx, char *err, size_t errlen)
 {
     ds_op *o = ctx;
-    int rc = o->hook ? o->hook(o->hook_ctx, err, errlen) : 0;
+    /* the team exists (NOT_FOUND otherwise) and has room for the files */
+    int rc = fxdb__quota_check(st, o->name, false, 0, o->bytes, err, errlen);
+    if (!rc && o->hook)
+        rc = o->hook(o->hook_ctx, err, errlen);
     if (rc)
         return rc;
     sqlite3_stmt *s;
-    if ((rc = fxdb__prepare(st, "INSERT INTO datasets (name, info, created_ms) VALUES (?, ?, ?)",
-                            &s, err, errlen)))
+    if ((rc = fxdb__prepare(st, "INSERT INTO datasets (name, info, created_ms, team, bytes) "
+                                "VALUES (?, ?, ?, ?, ?)", &s, err, errlen)))
         return rc;
+    char team[FXP_TEAM_MAX + 1];
+    fxdb__key_team(o->name, team, sizeof team);
     sqlite3_bind_text(s, 1, o->name, -1, SQLITE_STATIC);
     sqlite3_bind_blob(s, 2, o->len ? o->info : "", (int)o->len, SQLITE_STATIC);
     sqlite3_bind_int64(s, 3, o->created_ms);
+    sqlite3_bind_text(s, 4, team, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(s, 5, (int64_t)o->bytes);
     int r = sqlite3_step(s);
     if ((r & 0xff) == SQLITE_CONSTRAINT)
         rc = fxu_fail(err, errlen, FXS_ALREADY_EXISTS, "a dataset named '%s' already exists",
@@ -122,16 +139,16 @@ static int insert_fn(fxdb_store *st, void *ctx, char *err, size_t errlen)
 }
 
 int fxdb_dataset_insert(fxdb_store *st, const char *name, const void *info, size_t len,
-                        int64_t created_ms, fxdb_hook place, void *ctx, char *err,
-                        size_t errlen)
+                        uint64_t bytes, int64_t created_ms, fxdb_hook place, void *ctx,
+                        char *err, size_t errlen)
 {
     int rc = fxdb__check_name(st, name, err, errlen);
     if (rc)
         return rc;
-    if ((!info && len) || len > INT32_MAX)
+    if ((!info && len) || len > INT32_MAX || bytes > INT64_MAX)
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "store: a dataset record of %zu bytes",
                         len);
-    ds_op o = { .name = name, .info = info, .len = len, .created_ms = created_ms,
+    ds_op o = { .name = name, .info = info, .len = len, .bytes = bytes, .created_ms = created_ms,
                 .hook = place, .hook_ctx = ctx };
     pthread_mutex_lock(&st->mu);
     rc = fxdb__reserve_ensure(st, err, errlen);

@@ -7,7 +7,7 @@
  *   LOCK                               flock'ed while a store is open (pid inside)
  *   RESERVE                            space kept for deletes on a full disk
  *   fluxion.db (+ -wal, -shm)          SQLite
- *   models/<name>/v<N>.safetensors     weights (models_tab.c)
+ *   models/<team>/<name>/v<N>.safetensors  weights (models_tab.c)
  *   tmp/                               files being written (emptied at open)
  *
  * synchronous=FULL: in WAL mode NORMAL may lose the last commits on power
@@ -36,6 +36,7 @@
 
 #include "base/fsutil.h"
 #include "base/log.h"
+#include "base/principal.h"
 #include "base/status.h"
 #include "base/util.h"
 
@@ -113,12 +114,75 @@ static const char *const MIGRATIONS[] = {
      * (it saves each), before any delete can be asked for. */
     "ALTER TABLE jobs ADD COLUMN dataset TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE jobs ADD COLUMN validation_dataset TEXT NOT NULL DEFAULT '';",
+    /* 5 -> 6: teams (teams_tab.c), tokens, certificate principals and
+     * settings (auth_tab.c); every object is named by its key "team/name":
+     * the rows of a data directory from before teams move to team
+     * 'default', their files too (migrate_files, run before this, see
+     * there). datasets.bytes counts the dataset's files for the quota (old
+     * rows: summed from the files, migrate_dataset_bytes). */
+    "CREATE TABLE teams ("
+    "  name TEXT PRIMARY KEY,"
+    "  display_name TEXT NOT NULL DEFAULT '',"
+    "  created_ms INTEGER NOT NULL,"
+    "  max_models INTEGER NOT NULL DEFAULT 0,"        /* 0: the daemon's default */
+    "  max_weight_bytes INTEGER NOT NULL DEFAULT 0,"
+    "  max_dataset_bytes INTEGER NOT NULL DEFAULT 0);"
+    "INSERT INTO teams (name, display_name, created_ms) VALUES ('default', 'Default team',"
+    "  CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));"
+    "CREATE TABLE tokens ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  team TEXT NOT NULL REFERENCES teams(name),"
+    "  name TEXT NOT NULL,"
+    "  role TEXT NOT NULL,"
+    "  hash BLOB NOT NULL UNIQUE CHECK (length(hash) = 32)," /* SHA-256 of the secret */
+    "  created_ms INTEGER NOT NULL,"
+    "  expires_ms INTEGER NOT NULL DEFAULT 0,"         /* 0: never */
+    "  last_used_ms INTEGER NOT NULL DEFAULT 0,"
+    "  revoked_ms INTEGER NOT NULL DEFAULT 0,"         /* 0: not revoked */
+    "  created_by TEXT NOT NULL DEFAULT '');"
+    "CREATE UNIQUE INDEX tokens_live_name ON tokens(team, name) WHERE revoked_ms = 0;"
+    "CREATE TABLE cert_principals ("
+    "  subject TEXT PRIMARY KEY,"
+    "  team TEXT NOT NULL REFERENCES teams(name),"
+    "  role TEXT NOT NULL,"
+    "  created_ms INTEGER NOT NULL);"
+    "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "UPDATE models SET name = 'default/' || name WHERE instr(name, '/') = 0;"
+    "UPDATE datasets SET name = 'default/' || name WHERE instr(name, '/') = 0;"
+    "UPDATE serving_config SET model = 'default/' || model WHERE instr(model, '/') = 0;"
+    "UPDATE jobs SET model = 'default/' || model WHERE model <> '' AND instr(model, '/') = 0;"
+    "UPDATE jobs SET dataset = 'default/' || dataset "
+    "  WHERE dataset <> '' AND instr(dataset, '/') = 0;"
+    "UPDATE jobs SET validation_dataset = 'default/' || validation_dataset "
+    "  WHERE validation_dataset <> '' AND instr(validation_dataset, '/') = 0;"
+    "ALTER TABLE models ADD COLUMN team TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE datasets ADD COLUMN team TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE datasets ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN team TEXT NOT NULL DEFAULT '';"
+    "UPDATE models SET team = substr(name, 1, instr(name, '/') - 1);"
+    "UPDATE datasets SET team = substr(name, 1, instr(name, '/') - 1);"
+    "UPDATE jobs SET team = substr(model, 1, instr(model, '/') - 1) WHERE instr(model, '/') > 0;"
+    "CREATE INDEX models_by_team ON models(team);"
+    "CREATE INDEX datasets_by_team ON datasets(team);"
+    "CREATE INDEX jobs_by_team ON jobs(team);",
 };
 #define SCHEMA_VERSION ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 
+/* The migration that moves objects into teams (its files move first,
+ * upgrade.c). */
+#define TEAMS_MIGRATION 5
+
 int fxdb__migrate(fxdb_store *st, int *was, char *err, size_t errlen)
 {
-    int rc = fxdb__exec(st, "BEGIN IMMEDIATE", err, errlen);
+    /* The files of the teams migration move before its transaction (see
+     * upgrade.c); the data directory is ours alone (LOCK). */
+    int64_t before = 0;
+    int rc = fxdb__query_int(st, "SELECT version FROM schema_version", NULL, &before, NULL, 0);
+    if (rc == 0 && before > 0 && before <= TEAMS_MIGRATION) {
+        if ((rc = fxdb__upgrade_files(st, err, errlen)) != 0)
+            return rc;
+    }
+    rc = fxdb__exec(st, "BEGIN IMMEDIATE", err, errlen);
     if (rc)
         return rc;
     rc = fxdb__exec(st, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
@@ -136,8 +200,11 @@ int fxdb__migrate(fxdb_store *st, int *was, char *err, size_t errlen)
                    "fluxiond knows (%d); use a newer fluxiond", v, SCHEMA_VERSION);
         rc = FXS_FAILED_PRECONDITION;
     }
-    for (int64_t i = v; !rc && i < SCHEMA_VERSION; i++)
+    for (int64_t i = v; !rc && i < SCHEMA_VERSION; i++) {
         rc = fxdb__exec(st, MIGRATIONS[i], err, errlen);
+        if (!rc && i == TEAMS_MIGRATION && v > 0)
+            rc = fxdb__upgrade_dataset_bytes(st, err, errlen);
+    }
     if (!rc && v < SCHEMA_VERSION) {
         char sql[64];
         snprintf(sql, sizeof sql, "UPDATE schema_version SET version = %d", SCHEMA_VERSION);
@@ -372,11 +439,41 @@ bool fxdb_model_name_ok(const char *name, char *err, size_t errlen)
     return true;
 }
 
+bool fxdb_key_ok(const char *key, char *err, size_t errlen)
+{
+    if (!key || !*key) {
+        fxu_seterr(err, errlen, "key is empty (keys are \"team/name\")");
+        return false;
+    }
+    const char *slash = strchr(key, '/');
+    if (!slash) {
+        fxu_seterr(err, errlen, "key \"%.*s\" has no team part (keys are \"team/name\")",
+                   FXDB_NAME_MAX, key);
+        return false;
+    }
+    char team[FXP_TEAM_MAX + 2];
+    size_t tl = (size_t)(slash - key);
+    if (tl >= sizeof team)
+        tl = sizeof team - 1; /* too long: fxp_team_name_ok says so */
+    memcpy(team, key, tl);
+    team[tl] = '\0';
+    char e[256];
+    if (!fxp_team_name_ok(team, e, sizeof e)) {
+        fxu_seterr(err, errlen, "team part of key \"%.*s\": %s", FXP_KEY_MAX, key, e);
+        return false;
+    }
+    if (!fxdb_model_name_ok(slash + 1, e, sizeof e)) {
+        fxu_seterr(err, errlen, "name part of key \"%.*s\": %s", FXP_KEY_MAX, key, e);
+        return false;
+    }
+    return true;
+}
+
 int fxdb__check_name(fxdb_store *st, const char *name, char *err, size_t errlen)
 {
     if (!st)
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "store: no store");
-    return fxdb_model_name_ok(name, err, errlen) ? 0 : FXS_INVALID_ARGUMENT;
+    return fxdb_key_ok(name, err, errlen) ? 0 : FXS_INVALID_ARGUMENT;
 }
 
 fxdb_row *fxdb__rows_add(fxdb_row **rows, int *n, int *cap)

@@ -34,6 +34,7 @@ struct fxdb_store {
     char *reserve_path;   /* DIR/RESERVE (see store.h, "A full disk") */
     bool reserve_ok;      /* it exists at full size */
     int lock_fd;
+    fxdb_quota default_quota; /* under mu; 0 values: none (teams_tab.c) */
 };
 
 /* ------------------------------------------------------------ logging */
@@ -93,7 +94,8 @@ int fxdb__reserve_ensure(fxdb_store *st, char *err, size_t errlen);
  * runs once more. fn may run twice: it must be repeatable. */
 int fxdb__tx_freeing(fxdb_store *st, fxdb__fn fn, void *ctx, char *err, size_t errlen);
 
-/* Argument checks shared by the table files: a store, and a valid name. */
+/* Argument checks shared by the table files: a store, and a valid key
+ * "team/name" (fxdb_key_ok). */
 int fxdb__check_name(fxdb_store *st, const char *name, char *err, size_t errlen);
 
 /* ---------------------------------------------------------- migrations */
@@ -101,6 +103,12 @@ int fxdb__check_name(fxdb_store *st, const char *name, char *err, size_t errlen)
 /* Brings the schema to the newest version; *was gets the version found
  * (0 for a new database). db.c holds the one migration list. */
 int fxdb__migrate(fxdb_store *st, int *was, char *err, size_t errlen);
+
+/* Migration 5 -> 6 (upgrade.c): before its transaction, the directories of
+ * models and datasets move into DIR/{models,datasets}/default/ (crash-safe,
+ * repeatable); inside it, datasets.bytes of old rows from their files. */
+int fxdb__upgrade_files(fxdb_store *st, char *err, size_t errlen);
+int fxdb__upgrade_dataset_bytes(fxdb_store *st, char *err, size_t errlen);
 
 /* --------------------------------------------------------------- files */
 
@@ -141,6 +149,19 @@ int fxdb__refuse_if_jobs_use(fxdb_store *st, const char *what, const char *name,
 /* Inside a model's delete transaction: its serving settings go too
  * (servecfg_tab.c). */
 int fxdb__servecfg_forget(fxdb_store *st, const char *model, char *err, size_t errlen);
+
+/* --------------------------------------------------- teams and quotas */
+
+/* The team of a key into out (FXP_TEAM_MAX + 1 bytes). */
+void fxdb__key_team(const char *key, char *out, size_t outlen);
+/* Inside a transaction: 0 when the team exists, FXS_NOT_FOUND ("team 'x'
+ * not found") when not (teams_tab.c). */
+int fxdb__team_exists(fxdb_store *st, const char *team, char *err, size_t errlen);
+/* Inside a write's transaction: FXS_RESOURCE_EXHAUSTED when the team of
+ * key would exceed its quota with one more model (new_model) and
+ * weight_bytes more weights, or dataset_bytes more datasets; 0 when not. */
+int fxdb__quota_check(fxdb_store *st, const char *key, bool new_model, uint64_t weight_bytes,
+                      uint64_t dataset_bytes, char *err, size_t errlen);
 
 /* ------------------------------------------------------------ recovery */
 

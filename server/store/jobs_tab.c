@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/principal.h"
 #include "base/status.h"
 #include "base/util.h"
 
@@ -47,7 +48,9 @@ static int update_row(fxdb_store *st, save_op *o, int64_t now, char *err, size_t
                       "%zu bytes", o->id, len);
     if (!rc)
         rc = fxdb__prepare(st, "UPDATE jobs SET state = ?1, model = ?2, record = ?3, "
-                               "updated_ms = ?4, dataset = ?6, validation_dataset = ?7 "
+                               "updated_ms = ?4, dataset = ?6, validation_dataset = ?7, "
+                               "team = CASE WHEN instr(?2, '/') > 0 "
+                               "THEN substr(?2, 1, instr(?2, '/') - 1) ELSE team END "
                                "WHERE id = ?5", &s, err, errlen);
     if (!rc) {
         sqlite3_bind_text(s, 1, col(o->cols->state), -1, SQLITE_STATIC);
@@ -94,12 +97,16 @@ static int save_fn(fxdb_store *st, void *ctx, char *err, size_t errlen)
         if (rc)
             return rc;
         rc = fxdb__prepare(st, "INSERT INTO jobs (state, model, record, created_ms, "
-                                   "updated_ms) VALUES (?1, ?2, x'', ?3, ?3)", &s, err, errlen);
+                                   "updated_ms, team) VALUES (?1, ?2, x'', ?3, ?3, ?4)", &s, err,
+                           errlen);
         if (rc)
             return rc;
+        char team[FXP_TEAM_MAX + 1];
+        fxdb__key_team(col(o->cols->model), team, sizeof team);
         sqlite3_bind_text(s, 1, col(o->cols->state), -1, SQLITE_STATIC);
         sqlite3_bind_text(s, 2, col(o->cols->model), -1, SQLITE_STATIC);
         sqlite3_bind_int64(s, 3, now);
+        sqlite3_bind_text(s, 4, team, -1, SQLITE_TRANSIENT);
         if ((rc = fxdb__step_done(st, s, "adding a job", err, errlen)))
             return rc;
         o->id = sqlite3_last_insert_rowid(st->db);
@@ -171,7 +178,7 @@ int fxdb_job_version(fxdb_store *st, int64_t id, int64_t *version, char *err, si
 
 typedef struct {
     int64_t id;
-    const char *state, *model;
+    const char *team, *state, *model;
     fxdb_row *rows;
     int n;
 } list_op;
@@ -181,10 +188,11 @@ static int list_fn(fxdb_store *st, void *ctx, char *err, size_t errlen)
     list_op *o = ctx;
     sqlite3_stmt *s;
     int rc = fxdb__prepare(st, "SELECT id, record FROM jobs WHERE (?1 = 0 OR id = ?1) AND "
-                               "(?2 = '' OR state = ?2) AND (?3 = '' OR model = ?3) ORDER BY id",
-                           &s, err, errlen);
+                               "(?2 = '' OR state = ?2) AND (?3 = '' OR model = ?3) AND "
+                               "(?4 = '' OR team = ?4) ORDER BY id", &s, err, errlen);
     if (rc)
         return rc;
+    sqlite3_bind_text(s, 4, o->team, -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 1, o->id);
     sqlite3_bind_text(s, 2, o->state, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 3, o->model, -1, SQLITE_STATIC);
@@ -204,12 +212,13 @@ static int list_fn(fxdb_store *st, void *ctx, char *err, size_t errlen)
     return rc;
 }
 
-int fxdb_job_list(fxdb_store *st, int64_t id, const char *state, const char *model,
-                  fxdb_row **rows, int *n, char *err, size_t errlen)
+int fxdb_job_list(fxdb_store *st, int64_t id, const char *team, const char *state,
+                  const char *model, fxdb_row **rows, int *n, char *err, size_t errlen)
 {
     if (!rows || !n)
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "store: job_list: missing argument");
-    list_op o = { .id = id > 0 ? id : 0, .state = col(state), .model = col(model) };
+    list_op o = { .id = id > 0 ? id : 0, .team = col(team), .state = col(state),
+                  .model = col(model) };
     int rc = fxdb__read(st, list_fn, &o, err, errlen);
     if (rc) {
         fxdb_rows_free(o.rows, o.n);

@@ -1,10 +1,10 @@
 /*
  * models_tab.c - the models and versions tables and the weights files
- * under DIR/models/<name>/ (see store.h).
+ * under DIR/models/<team>/<name>/ (see store.h). name is always a key.
  *
  * Durability. New weights are written to tmp/ and fsynced outside the
  * mutex (the slow part), then, under the mutex and inside a transaction,
- * renamed to models/<name>/v<N>.safetensors, the directory fsynced, the rows
+ * renamed to models/<team>/<name>/v<N>.safetensors, the directory fsynced, the rows
  * inserted and the transaction committed. A crash before the commit leaves
  * a file no row refers to, which the next open removes (recovery.c); after
  * it, both. A delete removes the rows first, then the files.
@@ -24,6 +24,7 @@
 
 #include "base/fsutil.h"
 #include "base/log.h"
+#include "base/principal.h"
 #include "base/status.h"
 #include "base/util.h"
 
@@ -142,7 +143,8 @@ int fxdb_store_get_model(fxdb_store *st, const char *name, fxdb_model_rec *out, 
     return rc;
 }
 
-int fxdb_store_list_models(fxdb_store *st, fxdb_model_rec **out, int *n, char *err, size_t errlen)
+int fxdb_store_list_models(fxdb_store *st, const char *team, fxdb_model_rec **out, int *n,
+                           char *err, size_t errlen)
 {
     if (!st || !out || !n) {
         fxu_seterr(err, errlen, "store: list_models: missing argument");
@@ -152,7 +154,10 @@ int fxdb_store_list_models(fxdb_store *st, fxdb_model_rec **out, int *n, char *e
     *n = 0;
     pthread_mutex_lock(&st->mu);
     sqlite3_stmt *s;
-    int rc = fxdb__prepare(st, "SELECT " MODEL_COLS " FROM models ORDER BY name", &s, err, errlen);
+    int rc = fxdb__prepare(st, "SELECT " MODEL_COLS " FROM models WHERE ?1 = '' OR team = ?1 "
+                           "ORDER BY name", &s, err, errlen);
+    if (!rc)
+        sqlite3_bind_text(s, 1, team ? team : "", -1, SQLITE_STATIC);
     fxdb_model_rec *recs = NULL;
     int cnt = 0, cap = 0, r = SQLITE_DONE;
     while (!rc && (r = sqlite3_step(s)) == SQLITE_ROW) {
@@ -219,9 +224,12 @@ static int insert_model(fxdb_store *st, const char *name, const char *descriptio
     }
     sqlite3_stmt *s;
     int rc = fxdb__prepare(st, "INSERT INTO models (name, description, spec, seed, loaded, "
-                           "created_ms) VALUES (?, ?, ?, ?, ?, ?)", &s, err, errlen);
+                           "created_ms, team) VALUES (?, ?, ?, ?, ?, ?, ?)", &s, err, errlen);
     if (rc)
         return rc;
+    char team[FXP_TEAM_MAX + 1];
+    fxdb__key_team(name, team, sizeof team);
+    sqlite3_bind_text(s, 7, team, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, description ? description : "", -1, SQLITE_STATIC);
     sqlite3_bind_blob(s, 3, spec_len ? spec : "", (int)spec_len, SQLITE_STATIC);
@@ -321,7 +329,28 @@ typedef struct {
     uint64_t seed;
     bool loaded;
     bool made_dir;
+    size_t weights_len;
 } create_args;
+
+/* mkdir of a directory whose parent is fsynced when it is new; *made tells
+ * whether it was (EEXIST is fine: left by a delete that could not remove
+ * it, or the team's directory). */
+static int make_dir(const char *dir, const char *parent, bool *made, char *err, size_t errlen)
+{
+    char e[512];
+    *made = false;
+    if (mkdir(dir, 0755) == 0) {
+        *made = true;
+        if (fxu_fsync_dir(parent, e, sizeof e) != 0)
+            return fxu_fail(err, errlen, FXS_INTERNAL, "store: %s", e);
+        return 0;
+    }
+    if (errno == EEXIST)
+        return 0;
+    int en = errno;
+    return fxu_fail(err, errlen, fxu_errno_status(en), "store: cannot create %s: %s", dir,
+                    strerror(en));
+}
 
 static int create_prelude(fxdb_store *st, void *ctx, int64_t *id, int64_t *version, char *err,
                           size_t errlen)
@@ -334,20 +363,21 @@ static int create_prelude(fxdb_store *st, void *ctx, int64_t *id, int64_t *versi
     }
     if (rc != FXS_NOT_FOUND)
         return rc;
+    /* the team exists (NOT_FOUND otherwise) and has room */
+    if ((rc = fxdb__quota_check(st, a->name, true, a->weights_len, 0, err, errlen)))
+        return rc;
+    char team[FXP_TEAM_MAX + 1];
+    fxdb__key_team(a->name, team, sizeof team);
+    char *tdir = fxu_strf("%s/%s", st->models_dir, team);
     char *dir = fxdb__model_dir(st, a->name);
-    if (!dir)
-        return fxu_oom(err, errlen);
-    char e[512];
-    rc = 0;
-    if (mkdir(dir, 0755) == 0) {
-        a->made_dir = true;
-        if ((rc = fxu_fsync_dir(st->models_dir, e, sizeof e)) != 0)
-            fxu_seterr(err, errlen, "store: %s", e);
-    } else if (errno != EEXIST) { /* EEXIST: left by a delete that could not remove it */
-        int en = errno;
-        rc = fxu_fail(err, errlen, fxu_errno_status(en), "store: cannot create %s: %s", dir,
-                      strerror(en));
-    }
+    bool made_team = false;
+    if (!tdir || !dir)
+        rc = fxu_oom(err, errlen);
+    if (!rc)
+        rc = make_dir(tdir, st->models_dir, &made_team, err, errlen);
+    if (!rc)
+        rc = make_dir(dir, tdir, &a->made_dir, err, errlen);
+    free(tdir);
     free(dir);
     if (!rc)
         rc = insert_model(st, a->name, a->description, a->spec, a->spec_len, a->seed,
@@ -371,7 +401,7 @@ int fxdb_store_create_model(fxdb_store *st, const char *name, const char *descri
     new_weights w;
     if ((rc = stage_weights(st, &w, name, weights, weights_len, source, err, errlen)))
         return rc;
-    create_args a = { name, description, spec, spec_len, seed, loaded, false };
+    create_args a = { name, description, spec, spec_len, seed, loaded, false, weights_len };
     int64_t version;
     pthread_mutex_lock(&st->mu);
     rc = fxdb__reserve_ensure(st, err, errlen);
@@ -391,8 +421,11 @@ int fxdb_store_create_model(fxdb_store *st, const char *name, const char *descri
 static int add_prelude(fxdb_store *st, void *ctx, int64_t *id, int64_t *version, char *err,
                        size_t errlen)
 {
-    const char *name = ctx;
+    const new_weights *w = ctx;
+    const char *name = w->name;
     int rc = fxdb__model_id(st, name, id, err, errlen);
+    if (!rc)
+        rc = fxdb__quota_check(st, name, false, w->len, 0, err, errlen);
     /* unusable versions count: their numbers are never reused */
     if (!rc)
         rc = fxdb__query_int(st, "SELECT COALESCE(MAX(v.version), 0) + 1 FROM versions v "
@@ -418,7 +451,7 @@ int fxdb__add_version(fxdb_store *st, const char *name, const void *weights, siz
     pthread_mutex_lock(&st->mu);
     rc = fxdb__reserve_ensure(st, err, errlen);
     if (!rc)
-        rc = write_version(st, &w, add_prelude, (void *)name, &v, err, errlen);
+        rc = write_version(st, &w, add_prelude, &w, &v, err, errlen);
     pthread_mutex_unlock(&st->mu);
     unstage_weights(&w);
     if (!rc && version)
@@ -443,7 +476,8 @@ static int remove_ours(const char *dir, const char *fname, void *ctx)
     return 0;
 }
 
-/* Removes models/<name>/ and what we put in it. */
+/* Removes models/<team>/<name>/ and what we put in it (the team's
+ * directory stays). */
 static void remove_model_files(fxdb_store *st, const char *name)
 {
     char *dir = fxdb__model_dir(st, name);
@@ -452,7 +486,9 @@ static void remove_model_files(fxdb_store *st, const char *name)
     fxdb__each_entry(dir, remove_ours, NULL);
     if (rmdir(dir) != 0 && errno != ENOENT)
         fxdb__log(FXL_WARN, "cannot remove a directory path=%s error=\"%s\"", dir, strerror(errno));
-    fxu_fsync_dir(st->models_dir, NULL, 0);
+    char *slash = strrchr(dir, '/');
+    *slash = '\0'; /* models/<team> */
+    fxu_fsync_dir(dir, NULL, 0);
     free(dir);
 }
 

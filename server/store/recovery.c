@@ -5,7 +5,8 @@
  * Every write puts a file in place before the row that refers to it is
  * committed (models_tab.c), so a crash leaves at worst files no row refers
  * to: temporaries in tmp/ or next to the weights, and weights of a version
- * whose row was never committed. Opening removes them (and logs each), then
+ * whose row was never committed. The weights are models/<team>/<name>/
+ * v<N>.safetensors: the walk is two levels deep. Opening removes them (and logs each), then
  * checks every version's file.
  *
  * Unusable versions. Every version's file is checked (exists, size,
@@ -148,7 +149,8 @@ typedef struct {
     size_t errlen;
 } orphan_ctx;
 
-/* An entry of models/<model>/: temporaries and weights no row refers to go. */
+/* An entry of models/<team>/<name>/ (c->model: the key): temporaries and
+ * weights no row refers to go. */
 static int remove_if_orphan(const char *dir, const char *fname, void *ctx)
 {
     orphan_ctx *c = ctx;
@@ -168,21 +170,57 @@ static int remove_if_orphan(const char *dir, const char *fname, void *ctx)
     return rc;
 }
 
-/* An entry of models/: its orphans go, and the directory if it is no
- * model's and is left empty. */
-static int remove_orphans_in(const char *models_dir, const char *model, void *ctx)
+/* An entry of models/<team>/: its orphans go, and the directory if it is
+ * no model's and is left empty. */
+static int remove_orphans_in(const char *team_dir, const char *fname, void *ctx)
 {
     orphan_ctx c = *(orphan_ctx *)ctx;
+    if (fxdb__is_temp_name(fname)) {
+        fxdb__remove_file(team_dir, fname, CRASH_TEMP);
+        return 0;
+    }
+    char *model = fxu_strf("%s/%s", c.model, fname); /* c.model: the team, here */
+    if (!model)
+        return fxu_oom(c.err, c.errlen);
     c.model = model;
     char *dir = fxdb__model_dir(c.st, model);
-    if (!dir)
+    if (!dir) {
+        free(model);
         return fxu_oom(c.err, c.errlen);
+    }
     int rc = fxdb__each_entry(dir, remove_if_orphan, &c);
     if (rc == -1) /* not a directory: not ours, leave it */
         rc = 0;
     int64_t id;
     if (!rc && fxdb__model_id(c.st, model, &id, NULL, 0) == FXS_NOT_FOUND && rmdir(dir) == 0)
         fxdb__log(FXL_INFO, "removed a directory path=%s reason=\"no such model\"", dir);
+    free(dir);
+    free(model);
+    return rc;
+}
+
+/* An entry of models/: a team's directory (models/<team>/<name>/ are its
+ * models); removed when left empty and no team has its name. */
+static int remove_orphans_of_team(const char *models_dir, const char *team, void *ctx)
+{
+    orphan_ctx c = *(orphan_ctx *)ctx;
+    if (fxdb__is_temp_name(team)) {
+        fxdb__remove_file(models_dir, team, CRASH_TEMP);
+        return 0;
+    }
+    c.model = team;
+    char *dir = fxu_strf("%s/%s", models_dir, team);
+    if (!dir)
+        return fxu_oom(c.err, c.errlen);
+    int rc = fxdb__each_entry(dir, remove_orphans_in, &c);
+    if (rc == -1) { /* not a directory: not ours, leave it */
+        fxdb__log(FXL_WARN, "leaving an unknown file path=%s", dir);
+        rc = 0;
+    } else if (!rc && fxdb__team_exists(c.st, team, NULL, 0) == FXS_NOT_FOUND && rmdir(dir) == 0) {
+        fxdb__log(FXL_INFO, "removed a directory path=%s reason=\"no such team\"", dir);
+    } else if (!rc) {
+        rc = fxu_fsync_dir(dir, c.err, c.errlen); /* the removals in it */
+    }
     free(dir);
     return rc;
 }
@@ -326,7 +364,7 @@ int fxdb__recover(fxdb_store *st, char *err, size_t errlen)
     fxdb__each_entry(st->tmp_dir, remove_any, NULL);
     fxdb__each_entry(st->dir, remove_if_temp, NULL);
     orphan_ctx c = { st, NULL, err, errlen };
-    int rc = fxdb__each_entry(st->models_dir, remove_orphans_in, &c);
+    int rc = fxdb__each_entry(st->models_dir, remove_orphans_of_team, &c);
     if (rc == -1) {
         int e = errno;
         fxu_seterr(err, errlen, "cannot open %s: %s", st->models_dir, strerror(e));

@@ -48,6 +48,9 @@ int fxdb_servecfg_get(fxdb_store *st, const char *model, void **config, size_t *
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "store: servecfg_get: missing argument");
     *config = NULL;
     *len = 0;
+    int rc = fxdb__check_name(st, model, err, errlen);
+    if (rc)
+        return rc;
     cfg_op o = { .model = model, .out = config, .out_len = len };
     return fxdb__read(st, get_fn, &o, err, errlen);
 }
@@ -70,6 +73,9 @@ int fxdb_servecfg_put(fxdb_store *st, const char *model, const void *config, siz
 {
     if (!model || (!config && len) || len > INT32_MAX)
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "store: servecfg_put: bad argument");
+    int rc = fxdb__check_name(st, model, err, errlen);
+    if (rc)
+        return rc;
     cfg_op o = { .model = model, .in = config, .in_len = len };
     return fxdb__tx(st, put_fn, &o, err, errlen);
 }
@@ -91,8 +97,9 @@ static int delete_fn(fxdb_store *st, void *ctx, char *err, size_t errlen)
 
 int fxdb_servecfg_delete(fxdb_store *st, const char *model, char *err, size_t errlen)
 {
-    if (!model)
-        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "store: servecfg_delete: no model");
+    int rc = fxdb__check_name(st, model, err, errlen);
+    if (rc)
+        return rc;
     cfg_op o = { .model = model };
     return fxdb__tx(st, delete_fn, &o, err, errlen);
 }

@@ -5,10 +5,27 @@
  * (recovery.c). No other module includes sqlite3.h or writes SQL; they
  * call the typed functions below, one file per table:
  *
- *   models_tab.c    models, versions   DIR/models/<name>/v<N>.safetensors
- *   datasets_tab.c  datasets           (the shards are datasets/'s files)
+ *   models_tab.c    models, versions   DIR/models/<team>/<name>/v<N>.safetensors
+ *   datasets_tab.c  datasets           (the shards are datasets/'s files,
+ *                                       DIR/datasets/<team>/<name>/)
  *   jobs_tab.c      jobs               (checkpoints are training/'s files)
  *   servecfg_tab.c  serving_config
+ *   teams_tab.c     teams, quotas and usage
+ *   auth_tab.c      tokens, cert_principals, settings
+ *   upgrade.c       moving a data directory from before teams into 'default'
+ *
+ * Keys. Every model, dataset and served model is named by its key
+ * "team/name" (base/principal.h): each function below that takes a name
+ * takes a key, checked by fxdb_key_ok. The team must exist to create
+ * anything under it (FXS_NOT_FOUND "team 'x' not found"). Opening a data
+ * directory from before teams moves every object to team 'default' ("mlp"
+ * -> "default/mlp"), rows and files (upgrade.c).
+ *
+ * Quotas. A team's models count, weight bytes (all its models' versions)
+ * and dataset bytes are checked inside the write transactions (so two
+ * concurrent writes cannot both pass): FXS_RESOURCE_EXHAUSTED naming the
+ * team, what is allowed, used and asked for. A team's quota value 0 means
+ * the daemon's default (fxdb_store_set_default_quota), whose 0 means none.
  *
  *   DIR/fluxion.db     SQLite (WAL)
  *   DIR/tmp/           stage files there (same file system), emptied at open
@@ -77,12 +94,16 @@ const char *fxdb_store_tmp_dir(const fxdb_store *st);
  * Returns true, or false with a message. (Dataset names follow the same
  * rules.) */
 bool fxdb_model_name_ok(const char *name, char *err, size_t errlen);
+/* Object keys "team/name": the team part per fxp_team_name_ok, the name part
+ * per fxdb_model_name_ok. Returns true, or false with a message that names
+ * the part that is wrong. */
+bool fxdb_key_ok(const char *key, char *err, size_t errlen);
 
 /* A row of a table whose records are packed fluxion.v1 messages (datasets,
  * jobs): the store keeps them as bytes, their modules pack and unpack. */
 typedef struct {
     int64_t id;     /* jobs: the job's id */
-    char *name;     /* datasets: the dataset's name (NULL for jobs) */
+    char *name;     /* datasets: the dataset's key (NULL for jobs) */
     void *blob;     /* the packed record (malloc) */
     size_t len;
 } fxdb_row;
@@ -121,21 +142,26 @@ typedef struct {
 
 void fxdb_model_rec_free(fxdb_model_rec *m); /* frees the contents */
 
-/* A new model with version 1 (weights = safetensors bytes). */
+/* A new model with version 1 (weights = safetensors bytes). name is the key
+ * "team/name"; NOT_FOUND when the team does not exist; RESOURCE_EXHAUSTED
+ * when the team's models or weights quota would be exceeded. */
 int fxdb_store_create_model(fxdb_store *st, const char *name, const char *description,
                            const void *spec, size_t spec_len, uint64_t seed, bool loaded,
                            const void *weights, size_t weights_len, const char *source,
                            char *err, size_t errlen);
 
-/* A new version (latest + 1) of an existing model; *version gets it. */
+/* A new version (latest + 1) of an existing model; *version gets it.
+ * RESOURCE_EXHAUSTED past the team's weights quota. */
 int fxdb_store_add_version(fxdb_store *st, const char *name, const void *weights,
                           size_t weights_len, const char *source, int64_t *version,
                           char *err, size_t errlen);
 
 int fxdb_store_get_model(fxdb_store *st, const char *name, fxdb_model_rec *out, char *err,
                         size_t errlen);
-/* All models, by name. *out: array of *n records (free each, then the array). */
-int fxdb_store_list_models(fxdb_store *st, fxdb_model_rec **out, int *n, char *err, size_t errlen);
+/* The models of a team (NULL or "": of all teams), by key. *out: array of
+ * *n records (free each, then the array). */
+int fxdb_store_list_models(fxdb_store *st, const char *team, fxdb_model_rec **out, int *n,
+                           char *err, size_t errlen);
 /* The model, its versions' rows and files, and its serving settings, in one
  * transaction. FAILED_PRECONDITION (naming the jobs) while QUEUED or RUNNING
  * jobs train it. */
@@ -152,13 +178,17 @@ int fxdb_store_read_weights(fxdb_store *st, const char *name, int64_t version, v
  * ("no dataset named 'x'"). */
 int fxdb_dataset_get(fxdb_store *st, const char *name, void **info, size_t *len, char *err,
                      size_t errlen);
-/* All datasets by name (row.name, row.blob). */
-int fxdb_dataset_list(fxdb_store *st, fxdb_row **rows, int *n, char *err, size_t errlen);
-/* One transaction: place(ctx) (the caller moves the files into place), then
- * the row. ALREADY_EXISTS when the name is taken. */
+/* The datasets of a team (NULL or "": of all teams) by key (row.name,
+ * row.blob). */
+int fxdb_dataset_list(fxdb_store *st, const char *team, fxdb_row **rows, int *n, char *err,
+                      size_t errlen);
+/* One transaction: the team's datasets quota checked (bytes: the size of
+ * the dataset's files; RESOURCE_EXHAUSTED), place(ctx) (the caller moves
+ * the files into place), then the row. ALREADY_EXISTS when the name is
+ * taken, NOT_FOUND when the team does not exist. */
 int fxdb_dataset_insert(fxdb_store *st, const char *name, const void *info, size_t len,
-                        int64_t created_ms, fxdb_hook place, void *ctx, char *err,
-                        size_t errlen);
+                        uint64_t bytes, int64_t created_ms, fxdb_hook place, void *ctx,
+                        char *err, size_t errlen);
 /* One transaction: the row is found (NOT_FOUND), QUEUED or RUNNING jobs
  * that read it (dataset or validation_dataset) refuse the delete
  * (FAILED_PRECONDITION naming them), unplace(ctx) runs (the caller moves the
@@ -187,7 +217,7 @@ typedef int (*fxdb_pack_fn)(void *ctx, int64_t id, int64_t version, void **blob,
 
 /* Writes a job row in one transaction: a new one when *id is 0 (*id gets
  * it; NOT_FOUND unless its model and datasets exist then), else the row *id
- * (NOT_FOUND when it has none). */
+ * (NOT_FOUND when it has none). The row's team is its model key's team. */
 int fxdb_job_save(fxdb_store *st, int64_t *id, const fxdb_job_cols *cols, fxdb_pack_fn pack,
                   void *ctx, char *err, size_t errlen);
 /* A job's result: the weights become the next version of cols->model with
@@ -200,10 +230,10 @@ int fxdb_job_finish(fxdb_store *st, int64_t id, const fxdb_job_cols *cols, const
 /* The version a job stored as its result (by versions.job_id, never by the
  * source text); *version 0 when there is none. */
 int fxdb_job_version(fxdb_store *st, int64_t id, int64_t *version, char *err, size_t errlen);
-/* Job rows (row.id, row.blob) by id, filtered: id > 0 that job only; state
- * and model "" (or NULL) for any. */
-int fxdb_job_list(fxdb_store *st, int64_t id, const char *state, const char *model,
-                  fxdb_row **rows, int *n, char *err, size_t errlen);
+/* Job rows (row.id, row.blob) by id, filtered: id > 0 that job only; team,
+ * state and model "" (or NULL) for any. */
+int fxdb_job_list(fxdb_store *st, int64_t id, const char *team, const char *state,
+                  const char *model, fxdb_row **rows, int *n, char *err, size_t errlen);
 
 /* ------------------------------------------------------ serving_config */
 
@@ -215,6 +245,94 @@ int fxdb_servecfg_put(fxdb_store *st, const char *model, const void *config, siz
                       char *err, size_t errlen);
 /* Forgets a model's settings (none stored is fine). */
 int fxdb_servecfg_delete(fxdb_store *st, const char *model, char *err, size_t errlen);
+
+/* --------------------------------------------------------------- teams */
+
+/* Quota values: 0 means none (or, in a team's row, the daemon's default). */
+typedef struct { uint64_t max_models, max_weight_bytes, max_dataset_bytes; } fxdb_quota;
+typedef struct { uint64_t models, weight_bytes, dataset_bytes; } fxdb_usage;
+typedef struct {
+    char *name;
+    char *display_name;
+    int64_t created_ms;
+    fxdb_quota quota;       /* the team's own values (0: the default) */
+} fxdb_team_rec;
+void fxdb_team_rec_free(fxdb_team_rec *t); /* frees the contents */
+
+/* The row 'default' always exists. q may be NULL (all 0). INVALID_ARGUMENT
+ * (a bad name), ALREADY_EXISTS. */
+int fxdb_team_create(fxdb_store *st, const char *name, const char *display_name,
+                     const fxdb_quota *q, char *err, size_t errlen);
+int fxdb_team_get(fxdb_store *st, const char *name, fxdb_team_rec *out, char *err,
+                  size_t errlen); /* NOT_FOUND */
+/* All teams by name; free each record, then the array. */
+int fxdb_team_list(fxdb_store *st, fxdb_team_rec **out, int *n, char *err, size_t errlen);
+/* display_name NULL or "": kept; q NULL: kept (else all three replaced). NOT_FOUND. */
+int fxdb_team_update(fxdb_store *st, const char *name, const char *display_name,
+                     const fxdb_quota *q, char *err, size_t errlen);
+/* One transaction: INVALID_ARGUMENT for 'default', NOT_FOUND, and
+ * FAILED_PRECONDITION naming the counts while the team owns models,
+ * datasets or queued/running jobs. Otherwise the team's rows go: its token
+ * rows and certificate principals are DELETED (not kept as revoked), and
+ * its finished jobs' rows too (their files under DIR/jobs/ are training/'s
+ * to remove). The empty DIR/models/<team>/ is removed. */
+int fxdb_team_delete(fxdb_store *st, const char *name, char *err, size_t errlen);
+/* What a team uses now (NOT_FOUND when there is no such team). */
+int fxdb_team_usage(fxdb_store *st, const char *team, fxdb_usage *u, char *err, size_t errlen);
+/* The daemon's defaults for teams whose values are 0 (flags
+ * --team-max-models etc.); 0 values: none. */
+void fxdb_store_set_default_quota(fxdb_store *st, const fxdb_quota *q);
+/* A team's values with its 0s replaced by the defaults (0: none). */
+int fxdb_team_effective_quota(fxdb_store *st, const char *team, fxdb_quota *q, char *err,
+                              size_t errlen);
+
+/* ------------------------------------------------ tokens, certificates */
+
+/* Token rows: role is fxp_role_name's ("viewer", "member", "admin"); hash
+ * the SHA-256 of the secret (the secret is never stored); times in ms since
+ * the epoch, 0: never/none. */
+typedef struct {
+    int64_t id;
+    char *team;
+    char *name;
+    char *role;
+    unsigned char hash[32];
+    int64_t created_ms, expires_ms, last_used_ms, revoked_ms;
+    char *created_by;
+} fxdb_token_rec;
+void fxdb_token_recs_free(fxdb_token_rec *t, int n); /* the records and the array */
+/* t->id is ignored; *id (may be NULL) gets the new id. In the same
+ * transaction the setting "auth" becomes "on". INVALID_ARGUMENT (bad name or
+ * role), NOT_FOUND (team), ALREADY_EXISTS (a live token of that team has the
+ * name, or any token has the hash). */
+int fxdb_token_insert(fxdb_store *st, const fxdb_token_rec *t, int64_t *id, char *err,
+                      size_t errlen);
+/* All rows (revoked ones too), by id. */
+int fxdb_token_list(fxdb_store *st, fxdb_token_rec **out, int *n, char *err, size_t errlen);
+/* NOT_FOUND; revoking a revoked token is OK (the first time is kept). */
+int fxdb_token_revoke(fxdb_store *st, int64_t id, int64_t revoked_ms, char *err, size_t errlen);
+/* Records a last use (NOT_FOUND). */
+int fxdb_token_touch(fxdb_store *st, int64_t id, int64_t last_used_ms, char *err, size_t errlen);
+
+typedef struct {
+    char *subject;
+    char *team;
+    char *role;
+    int64_t created_ms;
+} fxdb_cert_rec;
+void fxdb_cert_recs_free(fxdb_cert_rec *c, int n); /* the records and the array */
+/* Sets "auth" = "on" in the same transaction. INVALID_ARGUMENT (empty
+ * subject, bad role), NOT_FOUND (team), ALREADY_EXISTS (subject). */
+int fxdb_cert_insert(fxdb_store *st, const fxdb_cert_rec *c, char *err, size_t errlen);
+int fxdb_cert_list(fxdb_store *st, fxdb_cert_rec **out, int *n, char *err, size_t errlen);
+int fxdb_cert_delete(fxdb_store *st, const char *subject, char *err, size_t errlen); /* NOT_FOUND */
+
+/* ------------------------------------------------------------ settings */
+
+/* *value: malloc. NOT_FOUND when the key has none. */
+int fxdb_setting_get(fxdb_store *st, const char *key, char **value, char *err, size_t errlen);
+int fxdb_setting_put(fxdb_store *st, const char *key, const char *value, char *err,
+                     size_t errlen);
 
 #ifdef __cplusplus
 }

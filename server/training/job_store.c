@@ -95,7 +95,7 @@ int fxj__load(fxj_jobs *j, load_ctx *c, char *err, size_t errlen)
 {
     fxdb_row *rows = NULL;
     int n = 0;
-    int rc = fxdb_job_list(j->st, c->id, c->state, c->model, &rows, &n, err, errlen);
+    int rc = fxdb_job_list(j->st, c->id, NULL, c->state, c->model, &rows, &n, err, errlen);
     if (rc)
         return rc;
     c->recs = calloc(n ? (size_t)n : 1, sizeof *c->recs);

@@ -691,7 +691,7 @@ static void rewrite_record(fixture *f, const char *name, int how)
     *d->tensors[0] = st[0];
     *d->tensors[1] = st[1];
     fluxion__v1__dataset__free_unpacked(d, NULL);
-    assert_int_equal(fxdb_dataset_insert(f->st, name, blob, len, 0, NULL, NULL, f->err,
+    assert_int_equal(fxdb_dataset_insert(f->st, name, blob, len, 0, 0, NULL, NULL, f->err,
                                          sizeof f->err), 0);
     free(blob);
 }

@@ -221,7 +221,7 @@ static void test_create_get(void **state)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     int64_t before = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    assert_int_equal(fxdb_store_create_model(f->st, "m1", "a model", "\x00\x01\x02", 3,
+    assert_int_equal(fxdb_store_create_model(f->st, "default/m1", "a model", "\x00\x01\x02", 3,
                                             UINT64_MAX, true, "abc", 3, "init (seed 7)",
                                             f->err, sizeof f->err),
                      0);
@@ -229,8 +229,8 @@ static void test_create_get(void **state)
     int64_t after = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 
     fxdb_model_rec m;
-    assert_int_equal(fxdb_store_get_model(f->st, "m1", &m, f->err, sizeof f->err), 0);
-    assert_string_equal(m.name, "m1");
+    assert_int_equal(fxdb_store_get_model(f->st, "default/m1", &m, f->err, sizeof f->err), 0);
+    assert_string_equal(m.name, "default/m1");
     assert_string_equal(m.description, "a model");
     assert_int_equal(m.spec_len, 3);
     assert_memory_equal(m.spec, "\x00\x01\x02", 3);
@@ -248,21 +248,22 @@ static void test_create_get(void **state)
     fxdb_model_rec_free(&m);
     fxdb_model_rec_free(NULL);
 
-    assert_true(exists(tu_pathf("%s/models/m1/v1.safetensors", f->data)));
+    assert_true(exists(tu_pathf("%s/models/default/m1/v1.safetensors", f->data)));
     assert_true(exists(tu_pathf("%s/fluxion.db", f->data)));
     assert_string_equal(fxdb_store_dir(f->st), f->data);
-    assert_weights(f, "m1", 1, "abc");
+    assert_weights(f, "default/m1", 1, "abc");
 }
 
 static void test_create_empty_fields(void **state)
 {
     fixture *f = *state;
     /* no description, spec, source; empty weights */
-    assert_int_equal(fxdb_store_create_model(f->st, "e", NULL, NULL, 0, 0, false, NULL, 0, NULL,
+    assert_int_equal(fxdb_store_create_model(f->st, "default/e", NULL, NULL, 0, 0, false, NULL, 0,
+                                             NULL,
                                             f->err, sizeof f->err),
                      0);
     fxdb_model_rec m;
-    assert_int_equal(fxdb_store_get_model(f->st, "e", &m, f->err, sizeof f->err), 0);
+    assert_int_equal(fxdb_store_get_model(f->st, "default/e", &m, f->err, sizeof f->err), 0);
     assert_string_equal(m.description, "");
     assert_int_equal(m.spec_len, 0);
     assert_false(m.loaded);
@@ -271,34 +272,36 @@ static void test_create_empty_fields(void **state)
     assert_string_equal(m.versions[0].sha256, SHA_EMPTY);
     assert_int_equal(m.versions[0].weights_bytes, 0);
     fxdb_model_rec_free(&m);
-    assert_weights(f, "e", 0, "");
+    assert_weights(f, "default/e", 0, "");
 }
 
 static void test_bad_arguments(void **state)
 {
     fixture *f = *state;
     /* data pointers missing while lengths say there is data */
-    assert_int_equal(fxdb_store_create_model(f->st, "m", "", NULL, 4, 0, true, "w", 1, "",
+    assert_int_equal(fxdb_store_create_model(f->st, "default/m", "", NULL, 4, 0, true, "w", 1, "",
                                             f->err, sizeof f->err),
                      FXS_INVALID_ARGUMENT);
-    assert_int_equal(fxdb_store_create_model(f->st, "m", "", NULL, 0, 0, true, NULL, 5, "",
+    assert_int_equal(fxdb_store_create_model(f->st, "default/m", "", NULL, 0, 0, true, NULL, 5, "",
                                             f->err, sizeof f->err),
                      FXS_INVALID_ARGUMENT);
-    create(f, "m", "w1");
+    create(f, "default/m", "w1");
     int64_t v = 0;
-    assert_int_equal(fxdb_store_add_version(f->st, "m", NULL, 5, "", &v, f->err, sizeof f->err),
+    assert_int_equal(fxdb_store_add_version(f->st, "default/m", NULL, 5, "", &v, f->err,
+                                            sizeof f->err),
                      FXS_INVALID_ARGUMENT);
-    assert_int_equal(read_rc(f, "m", -1), FXS_INVALID_ARGUMENT);
-    assert_int_equal(fxdb_store_read_weights(f->st, "m", 0, NULL, NULL, f->err, sizeof f->err),
+    assert_int_equal(read_rc(f, "default/m", -1), FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxdb_store_read_weights(f->st, "default/m", 0, NULL, NULL, f->err,
+                                             sizeof f->err),
                      FXS_INVALID_ARGUMENT);
-    assert_int_equal(fxdb_store_get_model(f->st, "m", NULL, f->err, sizeof f->err),
+    assert_int_equal(fxdb_store_get_model(f->st, "default/m", NULL, f->err, sizeof f->err),
                      FXS_INVALID_ARGUMENT);
-    assert_int_equal(fxdb_store_list_models(f->st, NULL, NULL, f->err, sizeof f->err),
+    assert_int_equal(fxdb_store_list_models(f->st, NULL, NULL, NULL, f->err, sizeof f->err),
                      FXS_INVALID_ARGUMENT);
-    assert_int_equal(fxdb_store_get_model(NULL, "m", NULL, f->err, sizeof f->err),
+    assert_int_equal(fxdb_store_get_model(NULL, "default/m", NULL, f->err, sizeof f->err),
                      FXS_INVALID_ARGUMENT);
     /* nothing was added by the refused calls, and no temp file is left */
-    assert_string_equal(versions_of(f, "m"), "1");
+    assert_string_equal(versions_of(f, "default/m"), "1");
     assert_int_equal(count_entries(tu_pathf("%s/tmp", f->data)), 0);
 }
 
@@ -308,7 +311,10 @@ static void test_bad_names(void **state)
     char over[130];
     memset(over, 'n', 129);
     over[129] = '\0';
-    const char *bad[] = { "", over, "a/b", "../x", "..", ".hidden", "-x", NULL };
+    /* names without a team, bad team parts, bad name parts */
+    const char *bad[] = { "", over, "m", "../x", "..", "/m", "default/", "default/a/b",
+                          "default/../x", "default/..", "default/.hidden", "Default/m",
+                          "-team/m", "default/-x", NULL };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         fxdb_model_rec m;
         int64_t v;
@@ -332,6 +338,7 @@ static void test_bad_names(void **state)
     assert_int_equal(count_entries(tu_pathf("%s/models", f->data)), 0);
     assert_int_equal(count_entries(tu_pathf("%s/tmp", f->data)), 0);
     assert_false(exists(tu_pathf("%s/x", f->dir)));
+    assert_false(exists(tu_pathf("%s/data/x", f->dir)));
 }
 
 static void test_list_by_name(void **state)
@@ -339,19 +346,19 @@ static void test_list_by_name(void **state)
     fixture *f = *state;
     fxdb_model_rec *recs = (fxdb_model_rec *)1;
     int n = -1;
-    assert_int_equal(fxdb_store_list_models(f->st, &recs, &n, f->err, sizeof f->err), 0);
+    assert_int_equal(fxdb_store_list_models(f->st, NULL, &recs, &n, f->err, sizeof f->err), 0);
     assert_int_equal(n, 0);
     free(recs);
 
-    create(f, "beta", "b");
-    create(f, "alpha", "a");
-    create(f, "gamma", "g");
-    add(f, "beta", "b2");
-    assert_int_equal(fxdb_store_list_models(f->st, &recs, &n, f->err, sizeof f->err), 0);
+    create(f, "default/beta", "b");
+    create(f, "default/alpha", "a");
+    create(f, "default/gamma", "g");
+    add(f, "default/beta", "b2");
+    assert_int_equal(fxdb_store_list_models(f->st, NULL, &recs, &n, f->err, sizeof f->err), 0);
     assert_int_equal(n, 3);
-    assert_string_equal(recs[0].name, "alpha");
-    assert_string_equal(recs[1].name, "beta");
-    assert_string_equal(recs[2].name, "gamma");
+    assert_string_equal(recs[0].name, "default/alpha");
+    assert_string_equal(recs[1].name, "default/beta");
+    assert_string_equal(recs[2].name, "default/gamma");
     assert_int_equal(recs[0].n_versions, 1);
     assert_int_equal(recs[1].n_versions, 2);
     assert_int_equal(recs[1].versions[1].version, 2);
@@ -364,40 +371,42 @@ static void test_list_by_name(void **state)
 static void test_versions_ascending(void **state)
 {
     fixture *f = *state;
-    create(f, "m", "one");
-    assert_int_equal(add(f, "m", "two"), 2);
-    assert_int_equal(add(f, "m", "three"), 3);
-    assert_string_equal(versions_of(f, "m"), "1,2,3");
+    create(f, "default/m", "one");
+    assert_int_equal(add(f, "default/m", "two"), 2);
+    assert_int_equal(add(f, "default/m", "three"), 3);
+    assert_string_equal(versions_of(f, "default/m"), "1,2,3");
     fxdb_model_rec m;
-    assert_int_equal(fxdb_store_get_model(f->st, "m", &m, f->err, sizeof f->err), 0);
-    assert_string_equal(m.versions[0].sha256, "7692c3ad3540bb803c020b3aee66cd8887123234ea0c6e7143c0add73ff431ed"); /* "one" */
+    assert_int_equal(fxdb_store_get_model(f->st, "default/m", &m, f->err, sizeof f->err), 0);
+    assert_string_equal(m.versions[0].sha256,
+                        "7692c3ad3540bb803c020b3aee66cd8887123234ea0c6e7143c0add73ff431ed"); /* "one" */
     fxdb_model_rec_free(&m);
-    assert_weights(f, "m", 0, "three");
-    assert_weights(f, "m", 1, "one");
-    assert_weights(f, "m", 2, "two");
-    assert_weights(f, "m", 3, "three");
-    assert_int_equal(read_rc(f, "m", 4), FXS_NOT_FOUND);
+    assert_weights(f, "default/m", 0, "three");
+    assert_weights(f, "default/m", 1, "one");
+    assert_weights(f, "default/m", 2, "two");
+    assert_weights(f, "default/m", 3, "three");
+    assert_int_equal(read_rc(f, "default/m", 4), FXS_NOT_FOUND);
     assert_non_null(strstr(f->err, "no version 4"));
     /* a NULL version pointer is allowed */
-    assert_int_equal(fxdb_store_add_version(f->st, "m", "four", 4, "x", NULL, f->err,
+    assert_int_equal(fxdb_store_add_version(f->st, "default/m", "four", 4, "x", NULL, f->err,
                                            sizeof f->err),
                      0);
-    assert_weights(f, "m", 0, "four");
+    assert_weights(f, "default/m", 0, "four");
 }
 
 static void test_already_exists(void **state)
 {
     fixture *f = *state;
-    create(f, "m", "first");
-    assert_int_equal(fxdb_store_create_model(f->st, "m", "other", NULL, 0, 1, false, "second",
+    create(f, "default/m", "first");
+    assert_int_equal(fxdb_store_create_model(f->st, "default/m", "other", NULL, 0, 1, false,
+                                             "second",
                                             6, "", f->err, sizeof f->err),
                      FXS_ALREADY_EXISTS);
-    assert_non_null(strstr(f->err, "\"m\""));
+    assert_non_null(strstr(f->err, "\"default/m\""));
     assert_non_null(strstr(f->err, "already exists"));
     /* the first model is untouched, the refused weights left nothing behind */
-    assert_string_equal(versions_of(f, "m"), "1");
-    assert_weights(f, "m", 0, "first");
-    assert_int_equal(count_entries(tu_pathf("%s/models/m", f->data)), 1);
+    assert_string_equal(versions_of(f, "default/m"), "1");
+    assert_weights(f, "default/m", 0, "first");
+    assert_int_equal(count_entries(tu_pathf("%s/models/default/m", f->data)), 1);
     assert_int_equal(count_entries(tu_pathf("%s/tmp", f->data)), 0);
 }
 
@@ -406,38 +415,38 @@ static void test_not_found(void **state)
     fixture *f = *state;
     fxdb_model_rec m;
     int64_t v = 0;
-    create(f, "present", "p");
-    assert_int_equal(fxdb_store_get_model(f->st, "absent", &m, f->err, sizeof f->err),
+    create(f, "default/present", "p");
+    assert_int_equal(fxdb_store_get_model(f->st, "default/absent", &m, f->err, sizeof f->err),
                      FXS_NOT_FOUND);
-    assert_non_null(strstr(f->err, "\"absent\""));
-    assert_int_equal(fxdb_store_add_version(f->st, "absent", "w", 1, "", &v, f->err,
+    assert_non_null(strstr(f->err, "\"default/absent\""));
+    assert_int_equal(fxdb_store_add_version(f->st, "default/absent", "w", 1, "", &v, f->err,
                                            sizeof f->err),
                      FXS_NOT_FOUND);
-    assert_int_equal(fxdb_store_delete_model(f->st, "absent", f->err, sizeof f->err),
+    assert_int_equal(fxdb_store_delete_model(f->st, "default/absent", f->err, sizeof f->err),
                      FXS_NOT_FOUND);
-    assert_int_equal(fxdb_store_set_loaded(f->st, "absent", true, f->err, sizeof f->err),
+    assert_int_equal(fxdb_store_set_loaded(f->st, "default/absent", true, f->err, sizeof f->err),
                      FXS_NOT_FOUND);
-    assert_int_equal(read_rc(f, "absent", 0), FXS_NOT_FOUND);
-    assert_int_equal(read_rc(f, "absent", 1), FXS_NOT_FOUND);
+    assert_int_equal(read_rc(f, "default/absent", 0), FXS_NOT_FOUND);
+    assert_int_equal(read_rc(f, "default/absent", 1), FXS_NOT_FOUND);
     /* the failed add_version left no file and no directory */
-    assert_false(exists(tu_pathf("%s/models/absent", f->data)));
+    assert_false(exists(tu_pathf("%s/models/default/absent", f->data)));
     assert_int_equal(count_entries(tu_pathf("%s/tmp", f->data)), 0);
-    assert_string_equal(versions_of(f, "present"), "1");
+    assert_string_equal(versions_of(f, "default/present"), "1");
 }
 
 static void test_set_loaded(void **state)
 {
     fixture *f = *state;
-    create(f, "m", "w");
+    create(f, "default/m", "w");
     fxdb_model_rec m;
-    assert_int_equal(fxdb_store_set_loaded(f->st, "m", false, f->err, sizeof f->err), 0);
-    assert_int_equal(fxdb_store_get_model(f->st, "m", &m, f->err, sizeof f->err), 0);
+    assert_int_equal(fxdb_store_set_loaded(f->st, "default/m", false, f->err, sizeof f->err), 0);
+    assert_int_equal(fxdb_store_get_model(f->st, "default/m", &m, f->err, sizeof f->err), 0);
     assert_false(m.loaded);
     fxdb_model_rec_free(&m);
     /* unchanged value: still found */
-    assert_int_equal(fxdb_store_set_loaded(f->st, "m", false, f->err, sizeof f->err), 0);
-    assert_int_equal(fxdb_store_set_loaded(f->st, "m", true, f->err, sizeof f->err), 0);
-    assert_int_equal(fxdb_store_get_model(f->st, "m", &m, f->err, sizeof f->err), 0);
+    assert_int_equal(fxdb_store_set_loaded(f->st, "default/m", false, f->err, sizeof f->err), 0);
+    assert_int_equal(fxdb_store_set_loaded(f->st, "default/m", true, f->err, sizeof f->err), 0);
+    assert_int_equal(fxdb_store_get_model(f->st, "default/m", &m, f->err, sizeof f->err), 0);
     assert_true(m.loaded);
     fxdb_model_rec_free(&m);
 }
@@ -445,17 +454,19 @@ static void test_set_loaded(void **state)
 static void test_reopen_keeps_everything(void **state)
 {
     fixture *f = *state;
-    assert_int_equal(fxdb_store_create_model(f->st, "keep", "kept", "\x08\x02", 2, 123456789,
+    assert_int_equal(fxdb_store_create_model(f->st, "default/keep", "kept", "\x08\x02", 2,
+                                             123456789,
                                             true, "abc", 3, "import", f->err, sizeof f->err),
                      0);
-    add(f, "keep", "v2 bytes");
-    create(f, "other", "o");
-    assert_int_equal(fxdb_store_set_loaded(f->st, "keep", false, f->err, sizeof f->err), 0);
+    add(f, "default/keep", "v2 bytes");
+    create(f, "default/other", "o");
+    assert_int_equal(fxdb_store_set_loaded(f->st, "default/keep", false, f->err, sizeof f->err), 0);
     fxdb_model_rec before;
-    assert_int_equal(fxdb_store_get_model(f->st, "keep", &before, f->err, sizeof f->err), 0);
+    assert_int_equal(fxdb_store_get_model(f->st, "default/keep", &before, f->err, sizeof f->err),
+                     0);
     reopen(f);
     fxdb_model_rec m;
-    assert_int_equal(fxdb_store_get_model(f->st, "keep", &m, f->err, sizeof f->err), 0);
+    assert_int_equal(fxdb_store_get_model(f->st, "default/keep", &m, f->err, sizeof f->err), 0);
     assert_string_equal(m.description, "kept");
     assert_int_equal(m.spec_len, 2);
     assert_memory_equal(m.spec, "\x08\x02", 2);
@@ -469,40 +480,40 @@ static void test_reopen_keeps_everything(void **state)
     assert_int_equal(m.versions[1].weights_bytes, 8);
     fxdb_model_rec_free(&m);
     fxdb_model_rec_free(&before);
-    assert_weights(f, "keep", 0, "v2 bytes");
-    assert_weights(f, "keep", 1, "abc");
-    assert_weights(f, "other", 0, "o");
+    assert_weights(f, "default/keep", 0, "v2 bytes");
+    assert_weights(f, "default/keep", 1, "abc");
+    assert_weights(f, "default/other", 0, "o");
     /* numbering continues after the reopen */
-    assert_int_equal(add(f, "keep", "v3"), 3);
+    assert_int_equal(add(f, "default/keep", "v3"), 3);
 }
 
 static void test_delete_removes_files(void **state)
 {
     fixture *f = *state;
-    create(f, "gone", "g1");
-    add(f, "gone", "g2");
-    create(f, "stays", "s");
-    const char *mdir = tu_pathf("%s/models/gone", f->data);
+    create(f, "default/gone", "g1");
+    add(f, "default/gone", "g2");
+    create(f, "default/stays", "s");
+    const char *mdir = tu_pathf("%s/models/default/gone", f->data);
     assert_int_equal(count_entries(mdir), 2);
     assert_int_equal(db_int(f, "SELECT COUNT(*) FROM versions"), 3);
-    assert_int_equal(fxdb_store_delete_model(f->st, "gone", f->err, sizeof f->err), 0);
-    assert_false(exists(tu_pathf("%s/models/gone", f->data)));
+    assert_int_equal(fxdb_store_delete_model(f->st, "default/gone", f->err, sizeof f->err), 0);
+    assert_false(exists(tu_pathf("%s/models/default/gone", f->data)));
     /* the version rows went with the model (foreign keys are on) */
     assert_int_equal(db_int(f, "SELECT COUNT(*) FROM versions"), 1);
     assert_int_equal(db_int(f, "SELECT COUNT(*) FROM models"), 1);
     fxdb_model_rec m;
-    assert_int_equal(fxdb_store_get_model(f->st, "gone", &m, f->err, sizeof f->err),
+    assert_int_equal(fxdb_store_get_model(f->st, "default/gone", &m, f->err, sizeof f->err),
                      FXS_NOT_FOUND);
-    assert_int_equal(fxdb_store_delete_model(f->st, "gone", f->err, sizeof f->err),
+    assert_int_equal(fxdb_store_delete_model(f->st, "default/gone", f->err, sizeof f->err),
                      FXS_NOT_FOUND);
-    assert_weights(f, "stays", 0, "s");
+    assert_weights(f, "default/stays", 0, "s");
     /* the name is free again and numbering starts over */
-    create(f, "gone", "new");
-    assert_string_equal(versions_of(f, "gone"), "1");
-    assert_weights(f, "gone", 0, "new");
+    create(f, "default/gone", "new");
+    assert_string_equal(versions_of(f, "default/gone"), "1");
+    assert_weights(f, "default/gone", 0, "new");
     reopen(f);
-    assert_weights(f, "gone", 0, "new");
-    assert_string_equal(versions_of(f, "gone"), "1");
+    assert_weights(f, "default/gone", 0, "new");
+    assert_string_equal(versions_of(f, "default/gone"), "1");
 }
 
 static void test_write_file_atomic(void **state)
@@ -546,85 +557,86 @@ static void test_write_file_atomic(void **state)
                      FXS_INTERNAL); /* a directory is not a regular file */
 
     /* the store's own writes leave no temporary either */
-    create(f, "m", "w");
-    add(f, "m", "w2");
+    create(f, "default/m", "w");
+    add(f, "default/m", "w2");
     assert_int_equal(count_entries(tu_pathf("%s/tmp", f->data)), 0);
-    assert_int_equal(count_entries(tu_pathf("%s/models/m", f->data)), 2);
+    assert_int_equal(count_entries(tu_pathf("%s/models/default/m", f->data)), 2);
 }
 
 static void test_crash_recovery(void **state)
 {
     fixture *f = *state;
-    create(f, "a", "a-one");
-    add(f, "a", "a-two");
-    create(f, "b", "b-one");
+    create(f, "default/a", "a-one");
+    add(f, "default/a", "a-two");
+    create(f, "default/b", "b-one");
     fxdb_store_close(f->st);
     f->st = NULL;
     /* what a crash can leave: temporaries, weights written but never
      * committed (v3 of a; a model whose row never made it) */
     const char *junk_names[] = {
         "tmp/.weights.tmp.Ab12Cd",    "tmp/anything",
-        ".config.tmp.Zz99Yy",         "models/a/.v3.safetensors.tmp.q1w2e3",
-        "models/a/v3.safetensors",    "models/a/v007.safetensors",
+        ".config.tmp.Zz99Yy",         "models/default/a/.v3.safetensors.tmp.q1w2e3",
+        "models/default/a/v3.safetensors",    "models/default/a/v007.safetensors",
     };
     char junk[6][256];
     for (size_t i = 0; i < sizeof junk / sizeof *junk; i++) {
         snprintf(junk[i], sizeof junk[i], "%s/%s", f->data, junk_names[i]);
         put_file(junk[i], "junk", 4);
     }
-    assert_int_equal(mkdir(tu_pathf("%s/models/ghost", f->data), 0755), 0);
-    put_file(tu_pathf("%s/models/ghost/v1.safetensors", f->data), "boo", 3);
+    assert_int_equal(mkdir(tu_pathf("%s/models/default/ghost", f->data), 0755), 0);
+    put_file(tu_pathf("%s/models/default/ghost/v1.safetensors", f->data), "boo", 3);
     /* files the store did not write are left alone */
-    put_file(tu_pathf("%s/models/a/NOTES", f->data), "mine", 4);
+    put_file(tu_pathf("%s/models/default/a/NOTES", f->data), "mine", 4);
     put_file(tu_pathf("%s/keep.txt", f->data), "mine", 4);
 
     reopen(f);
     for (size_t i = 0; i < sizeof junk / sizeof *junk; i++)
         if (exists(junk[i]))
             fail_msg("%s survived the reopen", junk[i]);
-    assert_false(exists(tu_pathf("%s/models/ghost", f->data)));
-    assert_true(exists(tu_pathf("%s/models/a/NOTES", f->data)));
+    assert_false(exists(tu_pathf("%s/models/default/ghost", f->data)));
+    assert_true(exists(tu_pathf("%s/models/default/a/NOTES", f->data)));
     assert_true(exists(tu_pathf("%s/keep.txt", f->data)));
-    assert_int_equal(count_entries(tu_pathf("%s/models/a", f->data)), 3); /* v1, v2, NOTES */
-    assert_string_equal(versions_of(f, "a"), "1,2");
-    assert_string_equal(versions_of(f, "b"), "1");
-    assert_weights(f, "a", 0, "a-two");
-    assert_weights(f, "a", 1, "a-one");
-    assert_weights(f, "b", 0, "b-one");
+    assert_int_equal(count_entries(tu_pathf("%s/models/default/a", f->data)),
+                     3); /* v1, v2, NOTES */
+    assert_string_equal(versions_of(f, "default/a"), "1,2");
+    assert_string_equal(versions_of(f, "default/b"), "1");
+    assert_weights(f, "default/a", 0, "a-two");
+    assert_weights(f, "default/a", 1, "a-one");
+    assert_weights(f, "default/b", 0, "b-one");
     fxdb_model_rec m;
-    assert_int_equal(fxdb_store_get_model(f->st, "ghost", &m, f->err, sizeof f->err),
+    assert_int_equal(fxdb_store_get_model(f->st, "default/ghost", &m, f->err, sizeof f->err),
                      FXS_NOT_FOUND);
     /* the slot of the orphan v3 is free for the next real version */
-    assert_int_equal(add(f, "a", "a-three"), 3);
-    assert_weights(f, "a", 3, "a-three");
+    assert_int_equal(add(f, "default/a", "a-three"), 3);
+    assert_weights(f, "default/a", 3, "a-three");
 }
 
 static void test_unusable_versions(void **state)
 {
     fixture *f = *state;
-    create(f, "m", "version-1");
-    add(f, "m", "version-2");
-    add(f, "m", "version-3");
-    create(f, "ok", "fine");
+    create(f, "default/m", "version-1");
+    add(f, "default/m", "version-2");
+    add(f, "default/m", "version-3");
+    create(f, "default/ok", "fine");
     fxdb_store_close(f->st);
     f->st = NULL;
-    const char *v2 = tu_pathf("%s/models/m/v2.safetensors", f->data);
-    const char *v3 = tu_pathf("%s/models/m/v3.safetensors", f->data);
+    const char *v2 = tu_pathf("%s/models/default/m/v2.safetensors", f->data);
+    const char *v3 = tu_pathf("%s/models/default/m/v3.safetensors", f->data);
     put_file(v2, "VERSION-2", 9); /* same size, other bytes */
     assert_int_equal(rename(v3, tu_pathf("%s/v3.saved", f->dir)), 0);
 
     reopen(f); /* opens despite the damage */
-    assert_string_equal(versions_of(f, "m"), "1");
-    assert_weights(f, "m", 0, "version-1"); /* latest usable */
-    assert_int_equal(read_rc(f, "m", 2), FXS_DATA_LOSS);
+    assert_string_equal(versions_of(f, "default/m"), "1");
+    assert_weights(f, "default/m", 0, "version-1"); /* latest usable */
+    assert_int_equal(read_rc(f, "default/m", 2), FXS_DATA_LOSS);
     assert_non_null(strstr(f->err, "SHA-256"));
-    assert_int_equal(read_rc(f, "m", 3), FXS_DATA_LOSS);
+    assert_int_equal(read_rc(f, "default/m", 3), FXS_DATA_LOSS);
     assert_non_null(strstr(f->err, "v3.safetensors"));
-    assert_weights(f, "ok", 0, "fine");
+    assert_weights(f, "default/ok", 0, "fine");
     /* numbers of unusable versions are not reused */
-    assert_int_equal(add(f, "m", "version-4"), 4);
-    assert_string_equal(versions_of(f, "m"), "1,4");
-    assert_weights(f, "m", 0, "version-4");
+    assert_int_equal(add(f, "default/m", "version-4"), 4);
+    assert_string_equal(versions_of(f, "default/m"), "1,4");
+    assert_weights(f, "default/m", 0, "version-4");
     /* the damaged file was not deleted as an orphan */
     assert_true(exists(v2));
 
@@ -634,26 +646,26 @@ static void test_unusable_versions(void **state)
     put_file(v2, "version-2", 9);
     assert_int_equal(rename(tu_pathf("%s/v3.saved", f->dir), v3), 0);
     reopen(f);
-    assert_string_equal(versions_of(f, "m"), "1,2,3,4");
-    assert_weights(f, "m", 2, "version-2");
-    assert_weights(f, "m", 3, "version-3");
+    assert_string_equal(versions_of(f, "default/m"), "1,2,3,4");
+    assert_weights(f, "default/m", 2, "version-2");
+    assert_weights(f, "default/m", 3, "version-3");
 }
 
 static void test_damage_while_open(void **state)
 {
     fixture *f = *state;
-    create(f, "m", "good-1");
-    add(f, "m", "good-2");
-    put_file(tu_pathf("%s/models/m/v2.safetensors", f->data), "longer now", 10);
-    assert_int_equal(read_rc(f, "m", 0), FXS_DATA_LOSS);
+    create(f, "default/m", "good-1");
+    add(f, "default/m", "good-2");
+    put_file(tu_pathf("%s/models/default/m/v2.safetensors", f->data), "longer now", 10);
+    assert_int_equal(read_rc(f, "default/m", 0), FXS_DATA_LOSS);
     assert_non_null(strstr(f->err, "bytes"));
     /* from then on the version is left out, and latest falls back */
-    assert_string_equal(versions_of(f, "m"), "1");
-    assert_weights(f, "m", 0, "good-1");
-    assert_int_equal(unlink(tu_pathf("%s/models/m/v1.safetensors", f->data)), 0);
-    assert_int_equal(read_rc(f, "m", 1), FXS_DATA_LOSS);
-    assert_string_equal(versions_of(f, "m"), "");
-    assert_int_equal(read_rc(f, "m", 0), FXS_DATA_LOSS);
+    assert_string_equal(versions_of(f, "default/m"), "1");
+    assert_weights(f, "default/m", 0, "good-1");
+    assert_int_equal(unlink(tu_pathf("%s/models/default/m/v1.safetensors", f->data)), 0);
+    assert_int_equal(read_rc(f, "default/m", 1), FXS_DATA_LOSS);
+    assert_string_equal(versions_of(f, "default/m"), "");
+    assert_int_equal(read_rc(f, "default/m", 0), FXS_DATA_LOSS);
     assert_non_null(strstr(f->err, "no usable version"));
 }
 
@@ -670,7 +682,8 @@ static void *add_thread(void *arg)
     for (int i = 0; i < 8 && !a->rc; i++) {
         char w[32];
         snprintf(w, sizeof w, "weights %d", i);
-        a->rc = fxdb_store_add_version(a->st, "m", w, strlen(w), "thread", &a->got[i], a->err,
+        a->rc = fxdb_store_add_version(a->st, "default/m", w, strlen(w), "thread", &a->got[i],
+                                       a->err,
                                       sizeof a->err);
     }
     return NULL;
@@ -679,7 +692,7 @@ static void *add_thread(void *arg)
 static void test_concurrent_add_version(void **state)
 {
     fixture *f = *state;
-    create(f, "m", "base");
+    create(f, "default/m", "base");
     adder a[4];
     pthread_t t[4];
     for (int i = 0; i < 4; i++) {
@@ -702,12 +715,12 @@ static void test_concurrent_add_version(void **state)
         }
     }
     fxdb_model_rec m;
-    assert_int_equal(fxdb_store_get_model(f->st, "m", &m, f->err, sizeof f->err), 0);
+    assert_int_equal(fxdb_store_get_model(f->st, "default/m", &m, f->err, sizeof f->err), 0);
     assert_int_equal(m.n_versions, 33);
     for (int i = 0; i < 33; i++)
         assert_int_equal(m.versions[i].version, i + 1);
     fxdb_model_rec_free(&m);
-    assert_int_equal(count_entries(tu_pathf("%s/models/m", f->data)), 33);
+    assert_int_equal(count_entries(tu_pathf("%s/models/default/m", f->data)), 33);
 }
 
 /* A failed fxdb_store_open: its code, after checking that *out is NULL
@@ -731,11 +744,11 @@ static void test_lock_refuses_second_open(void **state)
     snprintf(pid, sizeof pid, "pid %ld", (long)getpid());
     assert_non_null(strstr(err, pid));
     /* the refused open changed nothing; after a close the dir opens again */
-    create(f, "m", "w");
+    create(f, "default/m", "w");
     fxdb_store_close(f->st);
     f->st = NULL;
     reopen(f);
-    assert_weights(f, "m", 0, "w");
+    assert_weights(f, "default/m", 0, "w");
 }
 
 static void test_open_errors(void **state)
@@ -763,7 +776,7 @@ static void test_open_errors(void **state)
 static void test_new_db_with_files_is_refused(void **state)
 {
     fixture *f = *state;
-    create(f, "precious", "weights");
+    create(f, "default/precious", "weights");
     fxdb_store_close(f->st);
     f->st = NULL;
     const char *db = tu_pathf("%s/fluxion.db", f->data);
@@ -773,13 +786,13 @@ static void test_new_db_with_files_is_refused(void **state)
     char err[512] = "";
     assert_int_equal(refused_open(f->data, err, sizeof err), FXS_FAILED_PRECONDITION);
     assert_non_null(strstr(err, "new database"));
-    assert_true(exists(tu_pathf("%s/models/precious/v1.safetensors", f->data)));
+    assert_true(exists(tu_pathf("%s/models/default/precious/v1.safetensors", f->data)));
 }
 
 static void test_schema(void **state)
 {
     fixture *f = *state;
-    create(f, "m", "w");
+    create(f, "default/m", "w");
     fxdb_store_close(f->st);
     f->st = NULL;
     sqlite3 *db;
@@ -792,8 +805,8 @@ static void test_schema(void **state)
     assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &s, NULL),
                      SQLITE_OK);
     assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(s, 0), 5); /* models; datasets + jobs; serving_config;
-                                                    * versions.job_id; jobs' datasets */
+    assert_int_equal(sqlite3_column_int(s, 0), 6); /* models; datasets + jobs; serving_config;
+                                                    * versions.job_id; jobs' datasets; teams */
     assert_int_equal(sqlite3_step(s), SQLITE_DONE); /* one row */
     sqlite3_finalize(s);
     /* a schema from a newer fluxiond is refused, not downgraded */
@@ -804,7 +817,7 @@ static void test_schema(void **state)
     char err[512] = "";
     assert_int_equal(refused_open(f->data, err, sizeof err), FXS_FAILED_PRECONDITION);
     assert_non_null(strstr(err, "schema version 99"));
-    assert_true(exists(tu_pathf("%s/models/m/v1.safetensors", f->data)));
+    assert_true(exists(tu_pathf("%s/models/default/m/v1.safetensors", f->data)));
 }
 
 static void sql(sqlite3 *db, const char *q)
@@ -819,41 +832,43 @@ static void sql(sqlite3 *db, const char *q)
 static void test_sqlite_failure_removes_file(void **state)
 {
     fixture *f = *state;
-    create(f, "a", "a1");
+    create(f, "default/a", "a1");
     sqlite3 *db;
     assert_int_equal(sqlite3_open(tu_pathf("%s/fluxion.db", f->data), &db), SQLITE_OK);
     sql(db, "CREATE TRIGGER boom BEFORE INSERT ON versions "
             "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
-    assert_int_equal(fxdb_store_create_model(f->st, "b", "", NULL, 0, 0, true, "b1", 2, "",
+    assert_int_equal(fxdb_store_create_model(f->st, "default/b", "", NULL, 0, 0, true, "b1", 2, "",
                                             f->err, sizeof f->err),
                      FXS_INTERNAL);
     assert_non_null(strstr(f->err, "injected failure"));
     int64_t v = 0;
-    assert_int_equal(fxdb_store_add_version(f->st, "a", "a2", 2, "", &v, f->err, sizeof f->err),
+    assert_int_equal(fxdb_store_add_version(f->st, "default/a", "a2", 2, "", &v, f->err,
+                                            sizeof f->err),
                      FXS_INTERNAL);
     assert_non_null(strstr(f->err, "injected failure"));
     /* no trace: no model b (row or directory), no v2, no temporaries */
     fxdb_model_rec m;
-    assert_int_equal(fxdb_store_get_model(f->st, "b", &m, f->err, sizeof f->err),
+    assert_int_equal(fxdb_store_get_model(f->st, "default/b", &m, f->err, sizeof f->err),
                      FXS_NOT_FOUND);
-    assert_false(exists(tu_pathf("%s/models/b", f->data)));
-    assert_false(exists(tu_pathf("%s/models/a/v2.safetensors", f->data)));
+    assert_false(exists(tu_pathf("%s/models/default/b", f->data)));
+    assert_false(exists(tu_pathf("%s/models/default/a/v2.safetensors", f->data)));
     assert_int_equal(count_entries(tu_pathf("%s/tmp", f->data)), 0);
-    assert_string_equal(versions_of(f, "a"), "1");
+    assert_string_equal(versions_of(f, "default/a"), "1");
 
     sql(db, "DROP TRIGGER boom");
     /* another writer holding the database: the store waits, then says so */
     sql(db, "BEGIN IMMEDIATE");
     time_t t0 = time(NULL);
-    assert_int_equal(fxdb_store_add_version(f->st, "a", "a2", 2, "", &v, f->err, sizeof f->err),
+    assert_int_equal(fxdb_store_add_version(f->st, "default/a", "a2", 2, "", &v, f->err,
+                                            sizeof f->err),
                      FXS_INTERNAL);
     assert_true(time(NULL) - t0 >= 2); /* the busy timeout, not an instant failure */
     assert_non_null(strstr(f->err, "locked"));
     sql(db, "ROLLBACK");
     sqlite3_close(db);
-    assert_int_equal(add(f, "a", "a2"), 2);
-    create(f, "b", "b1");
-    assert_weights(f, "b", 0, "b1");
+    assert_int_equal(add(f, "default/a", "a2"), 2);
+    create(f, "default/b", "b1");
+    assert_weights(f, "default/b", 0, "b1");
 }
 
 
@@ -880,46 +895,52 @@ static void test_datasets_table(void **state)
     int calls = 0, n = -1;
     void *info = NULL;
     size_t len = 0;
-    assert_int_equal(fxdb_dataset_insert(f->st, "d", "\x01\x02", 2, 5, hook_fail, &calls, err,
+    assert_int_equal(fxdb_dataset_insert(f->st, "default/d", "\x01\x02", 2, 0, 5, hook_fail,
+                                         &calls, err,
                                          sizeof err), FXS_INVALID_ARGUMENT);
     assert_string_equal(err, "asked to fail");
     assert_int_equal(calls, 1);
-    assert_int_equal(fxdb_dataset_get(f->st, "d", &info, &len, err, sizeof err), FXS_NOT_FOUND);
-    assert_non_null(strstr(err, "no dataset named 'd'"));
-    assert_int_equal(fxdb_dataset_insert(f->st, "d", "\x01\x02", 2, 5, hook_count, &calls, err,
+    assert_int_equal(fxdb_dataset_get(f->st, "default/d", &info, &len, err, sizeof err),
+                     FXS_NOT_FOUND);
+    assert_non_null(strstr(err, "no dataset named 'default/d'"));
+    assert_int_equal(fxdb_dataset_insert(f->st, "default/d", "\x01\x02", 2, 0, 5, hook_count,
+                                         &calls, err,
                                          sizeof err), 0);
     assert_int_equal(calls, 2);
-    assert_int_equal(fxdb_dataset_insert(f->st, "d", "\x03", 1, 6, NULL, NULL, err, sizeof err),
+    assert_int_equal(fxdb_dataset_insert(f->st, "default/d", "\x03", 1, 0, 6, NULL, NULL, err,
+                                         sizeof err),
                      FXS_ALREADY_EXISTS);
-    assert_int_equal(fxdb_dataset_insert(f->st, "c", "", 0, 7, NULL, NULL, err, sizeof err), 0);
-    assert_int_equal(fxdb_dataset_insert(f->st, "../x", "", 0, 7, NULL, NULL, err, sizeof err),
+    assert_int_equal(fxdb_dataset_insert(f->st, "default/c", "", 0, 0, 7, NULL, NULL, err,
+                                         sizeof err), 0);
+    assert_int_equal(fxdb_dataset_insert(f->st, "../x", "", 0, 0, 7, NULL, NULL, err, sizeof err),
                      FXS_INVALID_ARGUMENT);
     reopen(f);
     fxdb_row *rows = NULL;
-    assert_int_equal(fxdb_dataset_list(f->st, &rows, &n, err, sizeof err), 0);
+    assert_int_equal(fxdb_dataset_list(f->st, NULL, &rows, &n, err, sizeof err), 0);
     assert_int_equal(n, 2);
-    assert_string_equal(rows[0].name, "c"); /* by name */
+    assert_string_equal(rows[0].name, "default/c"); /* by name */
     assert_int_equal(rows[0].len, 0);
-    assert_string_equal(rows[1].name, "d");
+    assert_string_equal(rows[1].name, "default/d");
     assert_int_equal(rows[1].len, 2);
     assert_memory_equal(rows[1].blob, "\x01\x02", 2);
     fxdb_rows_free(rows, n);
     /* a failing hook keeps the row; a delete hands back the record */
-    assert_int_equal(fxdb_dataset_delete(f->st, "d", hook_fail, &calls, &info, &len, err,
+    assert_int_equal(fxdb_dataset_delete(f->st, "default/d", hook_fail, &calls, &info, &len, err,
                                          sizeof err), FXS_INVALID_ARGUMENT);
-    assert_int_equal(fxdb_dataset_get(f->st, "d", &info, &len, err, sizeof err), 0);
+    assert_int_equal(fxdb_dataset_get(f->st, "default/d", &info, &len, err, sizeof err), 0);
     assert_int_equal(len, 2);
     free(info);
     info = NULL;
-    assert_int_equal(fxdb_dataset_delete(f->st, "d", hook_count, &calls, &info, &len, err,
+    assert_int_equal(fxdb_dataset_delete(f->st, "default/d", hook_count, &calls, &info, &len, err,
                                          sizeof err), 0);
     assert_int_equal(len, 2);
     assert_memory_equal(info, "\x01\x02", 2);
     free(info);
-    assert_int_equal(fxdb_dataset_delete(f->st, "d", NULL, NULL, NULL, NULL, err, sizeof err),
+    assert_int_equal(fxdb_dataset_delete(f->st, "default/d", NULL, NULL, NULL, NULL, err,
+                                         sizeof err),
                      FXS_NOT_FOUND);
     reopen(f);
-    assert_int_equal(fxdb_dataset_list(f->st, &rows, &n, err, sizeof err), 0);
+    assert_int_equal(fxdb_dataset_list(f->st, NULL, &rows, &n, err, sizeof err), 0);
     assert_int_equal(n, 1);
     fxdb_rows_free(rows, n);
 }
@@ -962,65 +983,66 @@ static void test_jobs_table(void **state)
     int64_t id = 0;
     pack_arg a = { "first", 0 };
     /* a new job's model and datasets must exist as its row goes in */
-    assert_int_equal(fxdb_job_save(f->st, &id, COLS("QUEUED", "m"), pack_text, &a, err,
+    assert_int_equal(fxdb_job_save(f->st, &id, COLS("QUEUED", "default/m"), pack_text, &a, err,
                                    sizeof err), FXS_NOT_FOUND);
-    assert_non_null(strstr(err, "model \"m\" not found"));
-    create(f, "m", "w1");
-    create(f, "other", "w1");
-    fxdb_job_cols with_data = { .state = "QUEUED", .model = "m", .dataset = "d",
+    assert_non_null(strstr(err, "model \"default/m\" not found"));
+    create(f, "default/m", "w1");
+    create(f, "default/other", "w1");
+    fxdb_job_cols with_data = { .state = "QUEUED", .model = "default/m", .dataset = "default/d",
                                 .validation_dataset = "" };
     assert_int_equal(fxdb_job_save(f->st, &id, &with_data, pack_text, &a, err, sizeof err),
                      FXS_NOT_FOUND);
-    assert_non_null(strstr(err, "no dataset named 'd'"));
-    assert_int_equal(fxdb_dataset_insert(f->st, "d", "", 0, 1, NULL, NULL, err, sizeof err), 0);
-    with_data.validation_dataset = "v";
+    assert_non_null(strstr(err, "no dataset named 'default/d'"));
+    assert_int_equal(fxdb_dataset_insert(f->st, "default/d", "", 0, 0, 1, NULL, NULL, err,
+                                         sizeof err), 0);
+    with_data.validation_dataset = "default/v";
     assert_int_equal(fxdb_job_save(f->st, &id, &with_data, pack_text, &a, err, sizeof err),
                      FXS_NOT_FOUND);
-    assert_non_null(strstr(err, "no dataset named 'v'"));
+    assert_non_null(strstr(err, "no dataset named 'default/v'"));
     assert_int_equal(id, 0);
     assert_int_equal(db_int(f, "SELECT count(*) FROM jobs"), 0);
-    assert_int_equal(fxdb_job_save(f->st, &id, COLS("QUEUED", "m"), pack_text, &a,
+    assert_int_equal(fxdb_job_save(f->st, &id, COLS("QUEUED", "default/m"), pack_text, &a,
                                    err, sizeof err), 0);
     assert_int_equal(id, 1);
     int64_t id2 = 0;
     a.text = "second";
-    assert_int_equal(fxdb_job_save(f->st, &id2, COLS("QUEUED", "other"), pack_text,
+    assert_int_equal(fxdb_job_save(f->st, &id2, COLS("QUEUED", "default/other"), pack_text,
                                    &a, err, sizeof err), 0);
     assert_int_equal(id2, 2);
     a.text = "running";
-    assert_int_equal(fxdb_job_save(f->st, &id, COLS("RUNNING", "m"), pack_text, &a,
+    assert_int_equal(fxdb_job_save(f->st, &id, COLS("RUNNING", "default/m"), pack_text, &a,
                                    err, sizeof err), 0);
     assert_int_equal(id, 1);
     /* a failed pack leaves no row behind */
     int64_t id3 = 0;
-    assert_int_equal(fxdb_job_save(f->st, &id3, COLS("QUEUED", "m"), pack_fail, NULL,
+    assert_int_equal(fxdb_job_save(f->st, &id3, COLS("QUEUED", "default/m"), pack_fail, NULL,
                                    err, sizeof err), FXS_INTERNAL);
     assert_string_equal(err, "no pack");
     int64_t missing = 99;
-    assert_int_equal(fxdb_job_save(f->st, &missing, COLS("QUEUED", "m"), pack_text,
+    assert_int_equal(fxdb_job_save(f->st, &missing, COLS("QUEUED", "default/m"), pack_text,
                                    &a, err, sizeof err), FXS_NOT_FOUND);
     reopen(f);
     fxdb_row *rows;
     int n;
-    assert_int_equal(fxdb_job_list(f->st, 0, "", "", &rows, &n, err, sizeof err), 0);
+    assert_int_equal(fxdb_job_list(f->st, 0, NULL, "", "", &rows, &n, err, sizeof err), 0);
     assert_int_equal(n, 2);
     assert_int_equal(rows[0].id, 1);
     assert_int_equal(rows[0].len, strlen("running#1"));
     assert_memory_equal(rows[0].blob, "running#1", rows[0].len);
     assert_memory_equal(rows[1].blob, "second#2", rows[1].len);
     fxdb_rows_free(rows, n);
-    assert_int_equal(fxdb_job_list(f->st, 0, "QUEUED", NULL, &rows, &n, err, sizeof err), 0);
+    assert_int_equal(fxdb_job_list(f->st, 0, NULL, "QUEUED", NULL, &rows, &n, err, sizeof err), 0);
     assert_int_equal(n, 1);
     assert_int_equal(rows[0].id, 2);
     fxdb_rows_free(rows, n);
-    assert_int_equal(fxdb_job_list(f->st, 0, "", "m", &rows, &n, err, sizeof err), 0);
+    assert_int_equal(fxdb_job_list(f->st, 0, NULL, "", "default/m", &rows, &n, err, sizeof err), 0);
     assert_int_equal(n, 1);
     assert_int_equal(rows[0].id, 1);
     fxdb_rows_free(rows, n);
-    assert_int_equal(fxdb_job_list(f->st, 2, "", "", &rows, &n, err, sizeof err), 0);
+    assert_int_equal(fxdb_job_list(f->st, 2, NULL, "", "", &rows, &n, err, sizeof err), 0);
     assert_int_equal(n, 1);
     fxdb_rows_free(rows, n);
-    assert_int_equal(fxdb_job_list(f->st, 7, "", "", &rows, &n, err, sizeof err), 0);
+    assert_int_equal(fxdb_job_list(f->st, 7, NULL, "", "", &rows, &n, err, sizeof err), 0);
     assert_int_equal(n, 0);
     fxdb_rows_free(rows, n);
 }
@@ -1032,41 +1054,42 @@ static void test_job_finish(void **state)
 {
     fixture *f = *state;
     char err[256];
-    create(f, "m", "w1");
-    assert_int_equal(add(f, "m", "imported"), 2); /* source "job 1", from a client */
+    create(f, "default/m", "w1");
+    assert_int_equal(add(f, "default/m", "imported"), 2); /* source "job 1", from a client */
     int64_t id = 0, v = -1;
     pack_arg a = { "queued", 0 };
-    assert_int_equal(fxdb_job_save(f->st, &id, COLS("RUNNING", "m"), pack_text, &a,
+    assert_int_equal(fxdb_job_save(f->st, &id, COLS("RUNNING", "default/m"), pack_text, &a,
                                    err, sizeof err), 0);
     assert_int_equal(id, 1);
     assert_int_equal(fxdb_job_version(f->st, 1, &v, err, sizeof err), 0);
     assert_int_equal(v, 0); /* the source text links nothing */
     /* the record cannot be packed: no version either */
-    assert_int_equal(fxdb_job_finish(f->st, 1, COLS("SUCCEEDED", "m"), "w3", 2,
+    assert_int_equal(fxdb_job_finish(f->st, 1, COLS("SUCCEEDED", "default/m"), "w3", 2,
                                      "job 1", pack_fail, NULL, &v, err, sizeof err),
                      FXS_INTERNAL);
-    assert_string_equal(versions_of(f, "m"), "1,2");
-    assert_false(exists(tu_pathf("%s/models/m/v3.safetensors", f->data)));
+    assert_string_equal(versions_of(f, "default/m"), "1,2");
+    assert_false(exists(tu_pathf("%s/models/default/m/v3.safetensors", f->data)));
     /* a job without a row: no version */
-    assert_int_equal(fxdb_job_finish(f->st, 9, COLS("SUCCEEDED", "m"), "w3", 2,
+    assert_int_equal(fxdb_job_finish(f->st, 9, COLS("SUCCEEDED", "default/m"), "w3", 2,
                                      "job 9", pack_text, &a, &v, err, sizeof err),
                      FXS_NOT_FOUND);
-    assert_string_equal(versions_of(f, "m"), "1,2");
+    assert_string_equal(versions_of(f, "default/m"), "1,2");
     assert_int_equal(count_entries(tu_pathf("%s/tmp", f->data)), 0);
     /* both, together */
     a.text = "done";
-    assert_int_equal(fxdb_job_finish(f->st, 1, COLS("SUCCEEDED", "m"), "w3", 2,
+    assert_int_equal(fxdb_job_finish(f->st, 1, COLS("SUCCEEDED", "default/m"), "w3", 2,
                                      "job 1", pack_text, &a, &v, err, sizeof err), 0);
     assert_int_equal(v, 3);
     reopen(f);
-    assert_weights(f, "m", 3, "w3");
+    assert_weights(f, "default/m", 3, "w3");
     assert_int_equal(fxdb_job_version(f->st, 1, &v, err, sizeof err), 0);
     assert_int_equal(v, 3);
     assert_int_equal(db_int(f, "SELECT job_id FROM versions WHERE version = 3"), 1);
     assert_int_equal(db_int(f, "SELECT count(*) FROM versions WHERE job_id IS NULL"), 2);
     fxdb_row *rows;
     int n;
-    assert_int_equal(fxdb_job_list(f->st, 1, "SUCCEEDED", "m", &rows, &n, err, sizeof err), 0);
+    assert_int_equal(fxdb_job_list(f->st, 1, NULL, "SUCCEEDED", "default/m", &rows, &n, err,
+                                   sizeof err), 0);
     assert_int_equal(n, 1);
     assert_int_equal(rows[0].len, strlen("done#1 v3"));
     assert_memory_equal(rows[0].blob, "done#1 v3", rows[0].len);
@@ -1097,21 +1120,22 @@ static void *race_thread(void *arg)
         snprintf(w, sizeof w, "w-%d-%d-%d", r->kind, r->n, k);
         if (r->kind == 0) {
             int64_t id = 0;
-            r->rc = fxdb_job_save(r->st, &id, COLS("RUNNING", "m"), pack_text, &a, r->err,
+            r->rc = fxdb_job_save(r->st, &id, COLS("RUNNING", "default/m"), pack_text, &a, r->err,
                                   sizeof r->err);
             char src[32];
             snprintf(src, sizeof src, "job %lld", (long long)id);
             if (!r->rc)
-                r->rc = fxdb_job_finish(r->st, id, COLS("SUCCEEDED", "m"), w, strlen(w), src,
+                r->rc = fxdb_job_finish(r->st, id, COLS("SUCCEEDED", "default/m"), w, strlen(w),
+                                        src,
                                         pack_text, &a, &r->versions[k], r->err, sizeof r->err);
             r->jobs[k] = id;
         } else if (r->kind == 1) {
             char src[32];
             snprintf(src, sizeof src, "job %d", k + 1);
-            r->rc = fxdb_store_add_version(r->st, "m", w, strlen(w), src, &r->versions[k],
+            r->rc = fxdb_store_add_version(r->st, "default/m", w, strlen(w), src, &r->versions[k],
                                           r->err, sizeof r->err);
         } else {
-            int rc = fxdb_store_delete_model(r->st, "m", r->err, sizeof r->err);
+            int rc = fxdb_store_delete_model(r->st, "default/m", r->err, sizeof r->err);
             if (rc == FXS_FAILED_PRECONDITION)
                 r->refused++;
             else
@@ -1125,10 +1149,11 @@ static void test_concurrent_job_finish(void **state)
 {
     fixture *f = *state;
     char err[256];
-    create(f, "m", "base");
+    create(f, "default/m", "base");
     int64_t blocker = 0; /* keeps the model in use throughout */
     pack_arg a = { "blocker", 0 };
-    assert_int_equal(fxdb_job_save(f->st, &blocker, COLS("RUNNING", "m"), pack_text, &a, err,
+    assert_int_equal(fxdb_job_save(f->st, &blocker, COLS("RUNNING", "default/m"), pack_text, &a,
+                                   err,
                                    sizeof err), 0);
     racer r[7];
     pthread_t t[7];
@@ -1154,7 +1179,7 @@ static void test_concurrent_job_finish(void **state)
             assert_int_equal(v, r[i].versions[k]);
             char w[32];
             snprintf(w, sizeof w, "w-0-%d-%d", i, k);
-            assert_weights(f, "m", v, w);
+            assert_weights(f, "default/m", v, w);
         }
     int64_t v = -1;
     assert_int_equal(fxdb_job_version(f->st, blocker, &v, err, sizeof err), 0);
@@ -1167,17 +1192,21 @@ static void test_servecfg_table(void **state)
     char err[256];
     void *cfg = NULL;
     size_t len = 0;
-    assert_int_equal(fxdb_servecfg_get(f->st, "m", &cfg, &len, err, sizeof err), FXS_NOT_FOUND);
-    assert_int_equal(fxdb_servecfg_delete(f->st, "m", err, sizeof err), 0); /* none is fine */
-    assert_int_equal(fxdb_servecfg_put(f->st, "m", "ab", 2, err, sizeof err), 0);
-    assert_int_equal(fxdb_servecfg_put(f->st, "m", "xyz", 3, err, sizeof err), 0); /* replaces */
+    assert_int_equal(fxdb_servecfg_get(f->st, "default/m", &cfg, &len, err, sizeof err),
+                     FXS_NOT_FOUND);
+    assert_int_equal(fxdb_servecfg_delete(f->st, "default/m", err, sizeof err),
+                     0); /* none is fine */
+    assert_int_equal(fxdb_servecfg_put(f->st, "default/m", "ab", 2, err, sizeof err), 0);
+    assert_int_equal(fxdb_servecfg_put(f->st, "default/m", "xyz", 3, err, sizeof err),
+                     0); /* replaces */
     reopen(f);
-    assert_int_equal(fxdb_servecfg_get(f->st, "m", &cfg, &len, err, sizeof err), 0);
+    assert_int_equal(fxdb_servecfg_get(f->st, "default/m", &cfg, &len, err, sizeof err), 0);
     assert_int_equal(len, 3);
     assert_memory_equal(cfg, "xyz", 3);
     free(cfg);
-    assert_int_equal(fxdb_servecfg_delete(f->st, "m", err, sizeof err), 0);
-    assert_int_equal(fxdb_servecfg_get(f->st, "m", &cfg, &len, err, sizeof err), FXS_NOT_FOUND);
+    assert_int_equal(fxdb_servecfg_delete(f->st, "default/m", err, sizeof err), 0);
+    assert_int_equal(fxdb_servecfg_get(f->st, "default/m", &cfg, &len, err, sizeof err),
+                     FXS_NOT_FOUND);
 }
 
 /* Defect 3 (store part): a model's serving settings go with the model, in
@@ -1187,27 +1216,28 @@ static void test_delete_forgets_serving_config(void **state)
 {
     fixture *f = *state;
     char err[256];
-    create(f, "m", "w1");
-    assert_int_equal(fxdb_servecfg_put(f->st, "m", "cfg", 3, err, sizeof err), 0);
-    assert_int_equal(fxdb_servecfg_put(f->st, "other", "cfg", 3, err, sizeof err), 0);
-    assert_int_equal(fxdb_store_delete_model(f->st, "m", err, sizeof err), 0);
+    create(f, "default/m", "w1");
+    assert_int_equal(fxdb_servecfg_put(f->st, "default/m", "cfg", 3, err, sizeof err), 0);
+    assert_int_equal(fxdb_servecfg_put(f->st, "default/other", "cfg", 3, err, sizeof err), 0);
+    assert_int_equal(fxdb_store_delete_model(f->st, "default/m", err, sizeof err), 0);
     void *cfg = NULL;
     size_t len = 0;
-    assert_int_equal(fxdb_servecfg_get(f->st, "m", &cfg, &len, err, sizeof err), FXS_NOT_FOUND);
-    assert_int_equal(fxdb_servecfg_get(f->st, "other", &cfg, &len, err, sizeof err), 0);
+    assert_int_equal(fxdb_servecfg_get(f->st, "default/m", &cfg, &len, err, sizeof err),
+                     FXS_NOT_FOUND);
+    assert_int_equal(fxdb_servecfg_get(f->st, "default/other", &cfg, &len, err, sizeof err), 0);
     free(cfg);
     /* a delete that fails keeps both */
-    create(f, "m", "w1");
-    assert_int_equal(fxdb_servecfg_put(f->st, "m", "cfg", 3, err, sizeof err), 0);
+    create(f, "default/m", "w1");
+    assert_int_equal(fxdb_servecfg_put(f->st, "default/m", "cfg", 3, err, sizeof err), 0);
     sqlite3 *db;
     assert_int_equal(sqlite3_open(tu_pathf("%s/fluxion.db", f->data), &db), SQLITE_OK);
     sql(db, "CREATE TRIGGER boom BEFORE DELETE ON models "
             "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
     sqlite3_close(db);
-    assert_int_equal(fxdb_store_delete_model(f->st, "m", err, sizeof err), FXS_INTERNAL);
-    assert_int_equal(fxdb_servecfg_get(f->st, "m", &cfg, &len, err, sizeof err), 0);
+    assert_int_equal(fxdb_store_delete_model(f->st, "default/m", err, sizeof err), FXS_INTERNAL);
+    assert_int_equal(fxdb_servecfg_get(f->st, "default/m", &cfg, &len, err, sizeof err), 0);
     free(cfg);
-    assert_string_equal(versions_of(f, "m"), "1");
+    assert_string_equal(versions_of(f, "default/m"), "1");
 }
 
 /* A data directory of a daemon from before serving_config had a migration
@@ -1251,11 +1281,11 @@ static void test_servecfg_table_before_migration(void **state)
     char err[256];
     void *cfg = NULL;
     size_t len = 0;
-    assert_int_equal(fxdb_servecfg_get(f->st, "m", &cfg, &len, err, sizeof err), 0);
+    assert_int_equal(fxdb_servecfg_get(f->st, "default/m", &cfg, &len, err, sizeof err), 0);
     assert_int_equal(len, 2);
     free(cfg);
-    assert_int_equal(db_int(f, "SELECT version FROM schema_version"), 5);
-    create(f, "m", "w1"); /* the new columns work */
+    assert_int_equal(db_int(f, "SELECT version FROM schema_version"), 6);
+    create(f, "default/m", "w1"); /* the new columns work */
     assert_int_equal(db_int(f, "SELECT count(*) FROM versions WHERE job_id IS NULL"), 1);
 }
 
