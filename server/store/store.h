@@ -216,6 +216,42 @@ int fxdb_servecfg_put(fxdb_store *st, const char *model, const void *config, siz
 /* Forgets a model's settings (none stored is fine). */
 int fxdb_servecfg_delete(fxdb_store *st, const char *model, char *err, size_t errlen);
 
+
+/* ------------------------------------------- teams, tokens, certificates
+ * STUB NOTE (helper H2, branch h/auth): these declarations are copied from
+ * the plan (TEAMS_SPEC.md, H1 section 4) so that server/auth/ compiles and
+ * its tests run before H1's store lands; store/auth_tab.c implements the
+ * subset auth/ needs. The lead keeps H1's store.h and auth_tab.c. */
+typedef struct { uint64_t max_models, max_weight_bytes, max_dataset_bytes; } fxdb_quota; /* 0: none/default */
+typedef struct { uint64_t models, weight_bytes, dataset_bytes; } fxdb_usage;
+typedef struct { char *name; char *display_name; int64_t created_ms; fxdb_quota quota; } fxdb_team_rec;
+void fxdb_team_rec_free(fxdb_team_rec *t);
+int fxdb_team_create(fxdb_store *st, const char *name, const char *display_name, const fxdb_quota *q, char *err, size_t errlen); /* ALREADY_EXISTS, INVALID_ARGUMENT */
+int fxdb_team_get(fxdb_store *st, const char *name, fxdb_team_rec *out, char *err, size_t errlen); /* NOT_FOUND */
+int fxdb_team_list(fxdb_store *st, fxdb_team_rec **out, int *n, char *err, size_t errlen);
+int fxdb_team_update(fxdb_store *st, const char *name, const char *display_name /* NULL/"" keep */, const fxdb_quota *q /* NULL keep */, char *err, size_t errlen);
+/* One transaction; FAILED_PRECONDITION naming the counts while the team owns models, datasets or jobs;
+ * INVALID_ARGUMENT for "default"; its tokens (revoked, rows kept or deleted: say which) and cert principals go. */
+int fxdb_team_delete(fxdb_store *st, const char *name, char *err, size_t errlen);
+int fxdb_team_usage(fxdb_store *st, const char *team, fxdb_usage *u, char *err, size_t errlen);
+void fxdb_store_set_default_quota(fxdb_store *st, const fxdb_quota *q);
+int fxdb_team_effective_quota(fxdb_store *st, const char *team, fxdb_quota *q, char *err, size_t errlen);
+
+typedef struct { int64_t id; char *team; char *name; char *role; unsigned char hash[32];
+                 int64_t created_ms, expires_ms, last_used_ms, revoked_ms; char *created_by; } fxdb_token_rec;
+void fxdb_token_recs_free(fxdb_token_rec *t, int n);
+int fxdb_token_insert(fxdb_store *st, const fxdb_token_rec *t, int64_t *id, char *err, size_t errlen); /* sets setting auth=on in the same transaction; NOT_FOUND team; ALREADY_EXISTS name or hash */
+int fxdb_token_list(fxdb_store *st, fxdb_token_rec **out, int *n, char *err, size_t errlen); /* all rows, by id */
+int fxdb_token_revoke(fxdb_store *st, int64_t id, int64_t revoked_ms, char *err, size_t errlen); /* NOT_FOUND; revoking twice is OK */
+int fxdb_token_touch(fxdb_store *st, int64_t id, int64_t last_used_ms, char *err, size_t errlen);
+typedef struct { char *subject; char *team; char *role; int64_t created_ms; } fxdb_cert_rec;
+void fxdb_cert_recs_free(fxdb_cert_rec *c, int n);
+int fxdb_cert_insert(fxdb_store *st, const fxdb_cert_rec *c, char *err, size_t errlen); /* sets auth=on; ALREADY_EXISTS; NOT_FOUND team */
+int fxdb_cert_list(fxdb_store *st, fxdb_cert_rec **out, int *n, char *err, size_t errlen);
+int fxdb_cert_delete(fxdb_store *st, const char *subject, char *err, size_t errlen); /* NOT_FOUND */
+int fxdb_setting_get(fxdb_store *st, const char *key, char **value, char *err, size_t errlen); /* NOT_FOUND */
+int fxdb_setting_put(fxdb_store *st, const char *key, const char *value, char *err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif
