@@ -439,6 +439,7 @@ static char *slurp(const char *path)
     char err[256];
     if (fxu_read_file(path, &buf, &len, err, sizeof err))
         fail_msg("%s", err);
+    ((char *)buf)[len] = '\0'; /* room for it is allocated, the NUL is not written */
     return buf;
 }
 
