@@ -611,6 +611,53 @@ static void test_team_delete(void **state)
                      FXS_INVALID_ARGUMENT);
 }
 
+/* The last use goes to the store on the first use, then at most once a
+ * minute (the rest stays in memory until close). */
+static int64_t stored_last_use(fixture *f, int64_t id)
+{
+    fxdb_token_rec *recs;
+    int n;
+    assert_int_equal(fxdb_token_list(f->st, &recs, &n, f->err, sizeof f->err), 0);
+    int64_t v = -1;
+    for (int i = 0; i < n; i++)
+        if (recs[i].id == id)
+            v = recs[i].last_used_ms;
+    fxdb_token_recs_free(recs, n);
+    return v;
+}
+
+static void test_last_use_throttled(void **state)
+{
+    fixture *f = *state;
+    char s[69];
+    int64_t id = mint(f, "a", "busy", FXP_MEMBER, 0, s);
+    assert_int_equal(stored_last_use(f, id), 0);
+    fxp_principal p;
+    assert_int_equal(auth_hdr(f, bearer(s), &p), 0);
+    int64_t first = stored_last_use(f, id);
+    assert_true(first > 0);
+    usleep(20 * 1000);
+    for (int i = 0; i < 50; i++)
+        assert_int_equal(auth_hdr(f, bearer(s), &p), 0);
+    assert_int_equal(stored_last_use(f, id), first); /* not written again within a minute */
+    fxdb_token_rec *recs;
+    int n;
+    assert_int_equal(fxau_token_list(f->a, "a", false, &recs, &n, f->err, sizeof f->err), 0);
+    assert_int_equal(n, 1);
+    assert_true(recs[0].last_used_ms >= first + 20); /* the list shows memory's */
+    int64_t latest = recs[0].last_used_ms;
+    fxdb_token_recs_free(recs, n);
+    /* a reload (any change) keeps memory's value */
+    char other[69];
+    mint(f, "a", "other", FXP_MEMBER, 0, other);
+    assert_int_equal(fxau_token_list(f->a, "a", false, &recs, &n, f->err, sizeof f->err), 0);
+    assert_int_equal(recs[0].last_used_ms, latest);
+    fxdb_token_recs_free(recs, n);
+    close_all(f);
+    open_all(f, false);
+    assert_int_equal(stored_last_use(f, id), latest); /* written at close */
+}
+
 /* ------------------------------------------------------------ threads */
 
 typedef struct {
@@ -757,6 +804,7 @@ int main(void)
         T(test_bootstrap_env),
         T(test_persistence),
         T(test_team_delete),
+        T(test_last_use_throttled),
         T(test_threads),
         T(test_constant_time),
 #undef T
