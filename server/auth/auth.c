@@ -170,7 +170,13 @@ int fxau_open(fxdb_store *st, bool mtls, fxau_auth **out, char *err, size_t errl
     a->st = st;
     a->mtls = mtls;
     pthread_mutex_init(&a->admin_mu, NULL);
-    pthread_rwlock_init(&a->lock, NULL);
+    /* Writers first: a steady stream of calls (readers) must not hold off
+     * a revoke indefinitely (glibc prefers readers by default). */
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&a->lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
     char *v = NULL;
     int rc = fxdb_setting_get(st, "auth", &v, err, errlen);
     if (rc == FXS_NOT_FOUND)
