@@ -410,8 +410,7 @@ int main(int argc, char **argv)
         return 1;
     }
     if (fxds_datasets_open(d.store, &(fxds_datasets_opts){
-                               .max_dataset_bytes = (uint64_t)o.max_dataset_mb << 20,
-                               .quota_bytes = (uint64_t)o.dataset_quota_mb << 20 },
+                               .max_dataset_bytes = (uint64_t)o.max_dataset_mb << 20 },
                            &d.datasets, err, sizeof err) != 0) {
         fxl_log(FXL_ERROR, "main", "cannot open the datasets dir=%s error=\"%s\"", o.data_dir, err);
         fxdb_store_close(d.store);

@@ -263,9 +263,9 @@ static int recover_dir(const char *dir, const char *team, const name_set *rows, 
         if (e->d_name[0] == '.') {
             why = "an upload or deletion interrupted by a crash";
         } else if (team) {
-            char key[FXP_KEY_MAX];
-            snprintf(key, sizeof key, "%s/%s", team, e->d_name);
-            if (!has_row(rows, key))
+            char key[FXP_KEY_MAX + 256];
+            int kn = snprintf(key, sizeof key, "%s/%s", team, e->d_name);
+            if (kn < 0 || (size_t)kn >= sizeof key || !has_row(rows, key))
                 why = "no dataset row refers to it";
         } else {
             struct stat sb;
