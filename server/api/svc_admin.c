@@ -234,14 +234,6 @@ static void token_msg(Fluxion__V1__Token *m, const fxdb_token_rec *t)
     m->created_by = t->created_by ? t->created_by : "";
 }
 
-static void rec_strings_free(fxdb_token_rec *t)
-{
-    free(t->team);
-    free(t->name);
-    free(t->role);
-    free(t->created_by);
-}
-
 static bool role_or_fail(fxr_call *call, const char *s, fxp_role *role)
 {
     *role = fxp_role_from_name(s);
@@ -263,9 +255,8 @@ static void create_token(fxr_call *call, const ProtobufCMessage *msg, void *data
     if (!team_name_or_fail(call, team) || !role_or_fail(call, req->role, &role))
         return;
     fxr_set_object(call, "token %s/%s", team, req->name);
-    if (!fxdb_model_name_ok(req->name, err, sizeof err)) {
-        const char *rest = strncmp(err, "model name", 10) == 0 ? err + 10 : err;
-        fxr_fail(call, FXS_INVALID_ARGUMENT, "name: token name%s", rest);
+    if (!fxau_token_name_ok(req->name, err, sizeof err)) {
+        fxr_fail(call, FXS_INVALID_ARGUMENT, "name: %s", err);
         return;
     }
     if (req->ttl_seconds < 0) {
@@ -288,7 +279,7 @@ static void create_token(fxr_call *call, const ProtobufCMessage *msg, void *data
     r.secret = secret;
     fxr_reply(call, &r.base);
     memset(secret, 0, sizeof secret);
-    rec_strings_free(&t);
+    fxau_token_rec_clear(&t);
 }
 
 static void list_tokens(fxr_call *call, const ProtobufCMessage *msg, void *data)
@@ -340,8 +331,8 @@ static void revoke_token(fxr_call *call, const ProtobufCMessage *msg, void *data
         fxr_set_object(call, "token %s/%s", req->team[0] ? req->team : FXP_DEFAULT_TEAM,
                        req->name);
     fxdb_token_rec t = { 0 };
-    int rc = fxau_token_revoke(d->auth, req->id, req->team[0] ? req->team : FXP_DEFAULT_TEAM,
-                               req->name, &t, err, sizeof err);
+    const char *team = req->team[0] ? req->team : req->id > 0 ? NULL : FXP_DEFAULT_TEAM;
+    int rc = fxau_token_revoke(d->auth, req->id, team, req->name, &t, err, sizeof err);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return;
@@ -349,7 +340,7 @@ static void revoke_token(fxr_call *call, const ProtobufCMessage *msg, void *data
     Fluxion__V1__Token tm;
     token_msg(&tm, &t);
     fxr_reply(call, &tm.base);
-    rec_strings_free(&t);
+    fxau_token_rec_clear(&t);
 }
 
 /* ----------------------------------------------- certificate principals */
@@ -392,9 +383,7 @@ static void add_cert(fxr_call *call, const ProtobufCMessage *msg, void *data)
     Fluxion__V1__CertPrincipal m;
     cert_msg(&m, &c);
     fxr_reply(call, &m.base);
-    free(c.subject);
-    free(c.team);
-    free(c.role);
+    fxau_cert_rec_clear(&c);
 }
 
 static void list_certs(fxr_call *call, const ProtobufCMessage *msg, void *data)
