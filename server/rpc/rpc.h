@@ -223,10 +223,6 @@ const char *fxr_method_path(const fxr_call *call);
 /* The peer address ("ipv4:127.0.0.1:50321"), for logs. */
 const char *fxr_peer(const fxr_call *call);
 
-/*TMPSTUB*/
-const fxp_principal *fxr_principal(const fxr_call *call);
-void fxr_set_object(fxr_call *call, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-bool fxr_call_tls(const fxr_call *call);
 #ifdef __cplusplus
 }
 #endif

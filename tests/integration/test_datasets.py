@@ -55,14 +55,17 @@ def td(name, arr, dtype=None, shape=None, data=None):
 
 
 def data_entries(d):
-    """What the data directory holds for datasets (and tmp/)."""
+    """What the data directory holds for datasets (and tmp/): datasets live
+    in datasets/TEAM/NAME; a team's directory itself (left when its last
+    dataset goes) is not an entry."""
     out = []
     for sub in ("datasets", "tmp"):
         root = os.path.join(d.data_dir, sub)
         for dirpath, dirnames, files in os.walk(root):
             rel = os.path.relpath(dirpath, d.data_dir)
+            team_level = sub == "datasets" and dirpath == root
             out += [os.path.join(rel, f) for f in files] + \
-                   [os.path.join(rel, x) + "/" for x in dirnames]
+                   [os.path.join(rel, x) + "/" for x in dirnames if not team_level]
     return sorted(out)
 
 
@@ -88,19 +91,19 @@ class UploadTest(DaemonTest):
         self.assertEqual(info.sha256, expected_sha(a))
         self.assertEqual(self.c.get_dataset("big"), info)
         # the shards on disk hold the data, in order
-        shards = sorted(os.listdir(os.path.join(self.d.data_dir, "datasets", "big")))
+        shards = sorted(os.listdir(os.path.join(self.d.data_dir, "datasets", "default", "big")))
         self.assertEqual(len(shards), info.num_shards)
         self.assertEqual(shards[0], "shard-0.safetensors")
         got = []
         for k in range(info.num_shards):
-            with open(os.path.join(self.d.data_dir, "datasets", "big",
+            with open(os.path.join(self.d.data_dir, "datasets", "default", "big",
                                    "shard-%d.safetensors" % k), "rb") as f:
                 got.append(safetensors.load(f.read()))
         np.testing.assert_array_equal(np.concatenate([g["x"] for g in got]), a["x"])
         np.testing.assert_array_equal(np.concatenate([g["y"] for g in got]), a["y"])
         self.c.delete_dataset("big")
         self.assertCode(C.NOT_FOUND, self.c.get_dataset, "big", contains="big")
-        self.assertFalse(os.path.exists(os.path.join(self.d.data_dir, "datasets", "big")))
+        self.assertFalse(os.path.exists(os.path.join(self.d.data_dir, "datasets", "default", "big")))
 
     def test_checksum_independent_of_chunking_and_interleaving(self):
         a = arrays(300, seed=3)
@@ -225,15 +228,19 @@ class RestartTest(fxtest.unittest.TestCase):
                  for i, n in enumerate(("r1", "r2"))}
         d.stop()
         # what a crash could leave: a staging dir, a dir without a row
-        root = os.path.join(d.data_dir, "datasets")
-        for junk in (".staging-abc123", "orphan"):
-            os.makedirs(os.path.join(root, junk))
-            with open(os.path.join(root, junk, "shard-0.safetensors"), "wb") as f:
+        top = os.path.join(d.data_dir, "datasets")
+        root = os.path.join(top, "default")
+        for junk in (os.path.join(top, ".staging-abc123"), os.path.join(root, ".trash-1-r1"),
+                     os.path.join(root, "orphan"), os.path.join(top, "noteam", "x")):
+            os.makedirs(junk)
+            with open(os.path.join(junk, "shard-0.safetensors"), "wb") as f:
                 f.write(b"x")
         d.start()
         c = d.client()
         self.assertEqual({i.name: i for i in c.list_datasets()}, infos)
         self.assertEqual(sorted(os.listdir(root)), ["r1", "r2"])
+        self.assertEqual(sorted(os.listdir(top)), ["default", "noteam"])
+        self.assertEqual(os.listdir(os.path.join(top, "noteam")), [])
         d.kill9()
         d.start()
         c = d.client()

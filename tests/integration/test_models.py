@@ -178,10 +178,14 @@ class ModelsTest(fxtest.DaemonTest):
                                    fxtest.mlp_forward(good, x), rtol=1e-5, atol=1e-5)
 
     def test_bad_names(self):
-        for name in ["", "has space", "a/b", "../up", "x" * 129, "semi;colon", "caf\u00e9"]:
+        for name in ["", "has space", "a/b/c", "../up", "x" * 129, "semi;colon", "caf\u00e9",
+                     "Team/x", "/x", "default/"]:
             with self.subTest(name=name):
                 self.assertCode(C.INVALID_ARGUMENT, self.c.create_model, name, mlp_spec(),
                                 contains="name")
+        # TEAM/NAME is a team's model: a team that does not exist is not found
+        self.assertCode(C.NOT_FOUND, self.c.create_model, "ghost/x", mlp_spec(),
+                        contains="team 'ghost'")
         for name in ["A.b-c_9", "x" * 128]:
             self.c.create_model(name, mlp_spec(), no_load=True)
             self.c.delete_model(name)

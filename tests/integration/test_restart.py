@@ -190,8 +190,8 @@ class StartupTest(unittest.TestCase):
         first_log = d.log_path
         # Leftovers of a crash, which the next open removes and logs: a
         # temporary file, an orphan weights file, an unknown file.
-        for rel in ("tmp/.weights.tmp.abc123", "models/m/v7.safetensors",
-                    "models/m/.v2.safetensors.tmp.XyZ123", "models/m/notes.txt"):
+        for rel in ("tmp/.weights.tmp.abc123", "models/default/m/v7.safetensors",
+                    "models/default/m/.v2.safetensors.tmp.XyZ123", "models/default/m/notes.txt"):
             with open(os.path.join(d.data_dir, rel), "wb") as f:
                 f.write(b"leftover")
         d.start()
@@ -216,7 +216,7 @@ class StartupTest(unittest.TestCase):
         self.assertGreaterEqual(len(store), 3, records)
         core = [r for r in records if r["comp"] == "rpc" and r["msg"].startswith("grpc: ")]
         self.assertTrue(core, "no gRPC core line came through the logger")
-        self.assertFalse(os.path.exists(os.path.join(d.data_dir, "models/m/v7.safetensors")))
+        self.assertFalse(os.path.exists(os.path.join(d.data_dir, "models/default/m/v7.safetensors")))
         self.assertFalse(os.path.exists(os.path.join(d.data_dir, "tmp/.weights.tmp.abc123")))
 
 
