@@ -30,6 +30,7 @@ typedef struct {
     fxr_server *rpc;
     fxds_datasets *datasets;
     fxj_jobs *jobs;              /* training jobs */
+    struct fxau_auth *auth;      /* tokens, certificate principals (auth/auth.h) */
     const char *data_dir;
     int64_t start_ms;
     atomic_bool draining;        /* SIGTERM seen: not ready, finishing calls */
