@@ -187,7 +187,9 @@ typedef struct {
 
 /* Creates a server bound to opts->listen: 0 with the server in *out, or
  * (*out NULL, a message in err) FXS_INVALID_ARGUMENT for an invalid option
- * (no address, a port over 65535, a count out of range),
+ * (no address, a port over 65535, a count out of range, a TLS file that is
+ * missing or bad: the message names it, a TLS option without the ones it
+ * needs),
  * FXS_FAILED_PRECONDITION when the address cannot be bound (malformed, or
  * in use: gRPC does not tell which), FXS_RESOURCE_EXHAUSTED out of memory. */
 int fxr_server_create(const fxr_server_opts *opts, fxr_server **out, char *err, size_t errlen);
