@@ -94,8 +94,9 @@ static void usage(FILE *f)
 "\n"
 "Security (docs/fluxiond.md, \"Security\"). Without tokens or mTLS the daemon\n"
 "runs in local mode: every caller is an admin, allowed on a loopback address\n"
-"only. Another address needs TLS, and auth: the first start with TLS and no\n"
-"token writes an admin token to DATA_DIR/admin.token (mode 0600).\n"
+"only. Another address needs TLS, and auth: the first start with TLS there\n"
+"(or with mTLS anywhere) and no token writes an admin token to\n"
+"DATA_DIR/admin.token (mode 0600).\n"
 "  --tls-cert FILE         serve TLS with this PEM certificate chain ...\n"
 "  --tls-key FILE          ... and its PEM private key (unencrypted); SIGHUP\n"
 "                          re-reads both (and --tls-client-ca): new connections\n"
@@ -513,8 +514,9 @@ static void audit_hook(void *data, const fxp_principal *p, const char *method,
 /* The bootstrap admin token: env FLUXIOND_ADMIN_TOKEN (as an existing
  * file's content), then --init-admin-token FILE. The env value is removed
  * from the environment once read. */
-static int bootstrap_tokens(fxau_auth *a, const options *o)
+static int bootstrap_tokens(fxau_auth *a, const options *o, bool *given)
 {
+    *given = false;
     char err[1024];
     const char *env = getenv("FLUXIOND_ADMIN_TOKEN");
     if (env && *env) {
@@ -531,6 +533,7 @@ static int bootstrap_tokens(fxau_auth *a, const options *o)
             return 1;
         }
         fxl_log(FXL_INFO, "main", "admin token from FLUXIOND_ADMIN_TOKEN registered");
+        *given = true;
     }
     if (o->init_admin_token) {
         bool created = false;
@@ -543,42 +546,16 @@ static int bootstrap_tokens(fxau_auth *a, const options *o)
                 created ? "new admin token written (mode 0600; the secret is only there)"
                         : "admin token from file registered",
                 o->init_admin_token);
+        *given = true;
     }
     return 0;
 }
 
-/* The exposure rule (docs/fluxiond.md, "Security"): a loopback address may
- * serve anything; another needs TLS and auth. With TLS and no token yet,
- * an admin token is written to DATA_DIR/admin.token; without TLS the start
- * is refused unless --insecure. Returns 0 or 1 (logged). */
-static int check_exposure(fxau_auth *a, const options *o)
+/* Writes a new admin token to DATA_DIR/admin.token (or registers the one
+ * a previous start wrote there). */
+static int first_admin_token(fxau_auth *a, const options *o)
 {
-    if (listen_is_loopback(o->listen))
-        return 0;
     char err[1024];
-    if (!o->tls_cert) {
-        if (!o->insecure) {
-            fxl_log(FXL_ERROR, "main", "refusing to serve a non-loopback address without TLS "
-                    "addr=%s fix=\"give --tls-cert FILE --tls-key FILE (and --init-admin-token "
-                    "FILE for the first admin token), listen on 127.0.0.1, or pass --insecure "
-                    "to serve plaintext anyway\"", o->listen);
-            fprintf(stderr, "fluxiond: --listen %s is not a loopback address: serving it needs "
-                    "TLS and authentication (--tls-cert FILE --tls-key FILE, and "
-                    "--init-admin-token FILE), or --insecure to serve plaintext anyway\n",
-                    o->listen);
-            return 1;
-        }
-        fxl_log(FXL_WARN, "main", "INSECURE: serving plaintext on a non-loopback address "
-                "(--insecure): tokens and data cross the network unencrypted addr=%s",
-                o->listen);
-        if (!fxau_enabled(a))
-            fxl_log(FXL_WARN, "main", "INSECURE: no authentication either: every caller who "
-                    "can reach the address is an admin (give --init-admin-token FILE) addr=%s",
-                    o->listen);
-        return 0;
-    }
-    if (fxau_enabled(a))
-        return 0;
     char *path = fxu_strf("%s/admin.token", o->data_dir);
     bool created = false;
     int rc = path ? fxau_bootstrap_file(a, path, &created, err, sizeof err)
@@ -593,6 +570,40 @@ static int check_exposure(fxau_auth *a, const options *o)
             created ? "first admin token written (mode 0600); use it with fluxion --token-file"
                     : "admin token registered from", path);
     free(path);
+    return 0;
+}
+
+/* The exposure rule (docs/fluxiond.md, "Security"): a loopback address may
+ * serve anything; another needs TLS and auth. With TLS and no token yet
+ * (tokens_on: the store's auth setting, or a bootstrap token given now),
+ * an admin token is written to DATA_DIR/admin.token; so too with mTLS on
+ * any address, which turns auth on: someone must be able to map the
+ * certificates. Without TLS the start is refused unless --insecure.
+ * Returns 0 or 1 (logged). */
+static int check_exposure(fxau_auth *a, const options *o, bool tokens_on)
+{
+    bool loopback = listen_is_loopback(o->listen);
+    if (!tokens_on && (o->tls_client_ca || (o->tls_cert && !loopback)))
+        return first_admin_token(a, o);
+    if (loopback || o->tls_cert)
+        return 0;
+    if (!o->insecure) {
+        fxl_log(FXL_ERROR, "main", "refusing to serve a non-loopback address without TLS "
+                "addr=%s fix=\"give --tls-cert FILE --tls-key FILE (and --init-admin-token "
+                "FILE for the first admin token), listen on 127.0.0.1, or pass --insecure "
+                "to serve plaintext anyway\"", o->listen);
+        fprintf(stderr, "fluxiond: --listen %s is not a loopback address: serving it needs "
+                "TLS and authentication (--tls-cert FILE --tls-key FILE, and "
+                "--init-admin-token FILE), or --insecure to serve plaintext anyway\n",
+                o->listen);
+        return 1;
+    }
+    fxl_log(FXL_WARN, "main", "INSECURE: serving plaintext on a non-loopback address "
+            "(--insecure): tokens and data cross the network unencrypted addr=%s", o->listen);
+    if (!fxau_enabled(a))
+        fxl_log(FXL_WARN, "main", "INSECURE: no authentication either: every caller who "
+                "can reach the address is an admin (give --init-admin-token FILE) addr=%s",
+                o->listen);
     return 0;
 }
 
@@ -647,12 +658,22 @@ int main(int argc, char **argv)
                                               .max_models = (uint64_t)o.team_max_models,
                                               .max_weight_bytes = (uint64_t)o.team_max_weight_mb << 20,
                                               .max_dataset_bytes = (uint64_t)o.team_max_dataset_mb << 20 });
+    /* With mTLS, fxau_enabled is true whatever the store says: a first look
+     * without it tells whether a token or certificate was ever created. */
+    bool tokens_on = false, given = false;
+    fxau_auth *probe = NULL;
+    if (o.tls_client_ca && fxau_open(d.store, false, &probe, err, sizeof err) == 0) {
+        tokens_on = fxau_enabled(probe);
+        fxau_close(probe);
+    }
     if (fxau_open(d.store, o.tls_client_ca != NULL, &d.auth, err, sizeof err) != 0) {
         fxl_log(FXL_ERROR, "main", "cannot load the tokens dir=%s error=\"%s\"", o.data_dir, err);
         fxdb_store_close(d.store);
         return 1;
     }
-    if (bootstrap_tokens(d.auth, &o) || check_exposure(d.auth, &o)) {
+    if (!o.tls_client_ca)
+        tokens_on = fxau_enabled(d.auth);
+    if (bootstrap_tokens(d.auth, &o, &given) || check_exposure(d.auth, &o, tokens_on || given)) {
         fxau_close(d.auth);
         fxdb_store_close(d.store);
         return 1;
