@@ -129,7 +129,7 @@ static int load_pems(fxr_server *s, const char *cert, const char *key, const cha
     EVP_PKEY *pkey = NULL;
     if (count_certs(p->cert_pem, &leaf) == 0) {
         rc = fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
-                      "TLS certificate file %s has no PEM certificate "
+                      "TLS certificate file %s has no valid PEM certificate "
                       "(-----BEGIN CERTIFICATE-----)", cert);
     } else {
         BIO *bio = BIO_new_mem_buf(p->key_pem, -1);
@@ -146,7 +146,7 @@ static int load_pems(fxr_server *s, const char *cert, const char *key, const cha
     }
     if (!rc && ca && count_certs(p->ca_pem, NULL) == 0)
         rc = fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
-                      "TLS client CA file %s has no PEM certificate", ca);
+                      "TLS client CA file %s has no valid PEM certificate", ca);
     if (!rc && X509_cmp_current_time(X509_get0_notAfter(leaf)) < 0)
         fxr__log(s, "warn", "rpc: the TLS certificate in %s has expired: clients will refuse "
                  "it", cert);
@@ -225,10 +225,11 @@ grpc_server_credentials *fxr__tls_credentials(fxr_server *s)
      * context (guard.c), and refuses the handshake of one it cannot
      * verify. Without tls_require_client_cert, a client without one still
      * connects (it may send a token instead). */
-    grpc_ssl_client_certificate_request_type req =
-        !s->tls->ca_pem                 ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
-        : s->opts.tls_require_client_cert ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
-                                        : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY;
+    grpc_ssl_client_certificate_request_type req = GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
+    if (s->tls->ca_pem)
+        req = s->opts.tls_require_client_cert
+                  ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                  : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY;
     grpc_ssl_server_credentials_options *so =
         grpc_ssl_server_credentials_create_options_using_config_fetcher(req, fetch_config,
                                                                         s->tls);

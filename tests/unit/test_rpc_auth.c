@@ -761,7 +761,8 @@ static void test_tls_create_errors(void **state)
     expect_create_fails((fxr_server_opts){ .tls_cert_file = tp("nope.crt"),
                                            .tls_key_file = tp("tls.key") },
                         want);
-    snprintf(want, sizeof want, "TLS certificate file %s has no PEM certificate", tp("junk.pem"));
+    snprintf(want, sizeof want, "TLS certificate file %s has no valid PEM certificate",
+             tp("junk.pem"));
     expect_create_fails((fxr_server_opts){ .tls_cert_file = tp("junk.pem"),
                                            .tls_key_file = tp("tls.key") },
                         want);
@@ -779,7 +780,8 @@ static void test_tls_create_errors(void **state)
     expect_create_fails((fxr_server_opts){ .tls_cert_file = tp("tls.crt"),
                                            .tls_key_file = tp("srv2.key") },
                         want);
-    snprintf(want, sizeof want, "TLS client CA file %s has no PEM certificate", tp("junk.pem"));
+    snprintf(want, sizeof want, "TLS client CA file %s has no valid PEM certificate",
+             tp("junk.pem"));
     expect_create_fails((fxr_server_opts){ .tls_cert_file = tp("tls.crt"),
                                            .tls_key_file = tp("tls.key"),
                                            .tls_client_ca_file = tp("junk.pem") },
