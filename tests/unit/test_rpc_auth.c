@@ -573,6 +573,7 @@ static int tls_setup(void **state)
     make_ca("otherca");
     make_cert("srv1", "ca1", "localhost", 11);
     make_cert("srv2", "ca2", "localhost", 12);
+    make_cert("srv3", "ca1", "localhost", 13);
     make_cert("alice", "clientca", "alice", 21);
     make_cert("mallory", "otherca", "alice", 22); /* same name, wrong CA */
     make_cert("bob", "clientca", "bob", 23);
@@ -848,6 +849,48 @@ static void test_tls_reload(void **state)
     sh("cp srv1.crt tls.crt && cp srv1.key tls.key");
 }
 
+static atomic_int reload_bad_calls;
+
+static void *connect_loop(void *arg)
+{
+    int port = *(int *)arg;
+    for (int i = 0; i < 15; i++) {
+        tls_client c = tls_connect(port, "ca1", NULL);
+        char who[256], err[512];
+        if (tls_call(&c, "Unary", "Bearer viewer-a", who, sizeof who, err, sizeof err) != 0)
+            atomic_fetch_add(&reload_bad_calls, 1);
+        tls_close(&c);
+    }
+    return NULL;
+}
+
+/* Reloads while clients keep making new connections (each a handshake
+ * that asks for the config): both pairs are signed by the same CA, so
+ * every call must pass; under ASan this is the race test of the fetcher
+ * against the reload. */
+static void test_tls_reload_under_load(void **state)
+{
+    (void)state;
+    env e = start((fxr_server_opts){ .auth = test_auth, .tls_cert_file = tp("tls.crt"),
+                                     .tls_key_file = tp("tls.key") });
+    pthread_t th[3];
+    atomic_store(&reload_bad_calls, 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, connect_loop, &e.port), 0);
+    char err[512];
+    for (int i = 0; i < 20; i++) {
+        const char *pair = i % 2 ? "srv1" : "srv3";
+        sh("cp %s.crt tls.crt && cp %s.key tls.key", pair, pair);
+        assert_int_equal(fxr_server_reload_tls(e.srv, err, sizeof err), 0);
+        usleep(10000);
+    }
+    for (int i = 0; i < 3; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(atomic_load(&reload_bad_calls), 0);
+    stop(&e);
+    sh("cp srv1.crt tls.crt && cp srv1.key tls.key");
+}
+
 /* mTLS: a verified client certificate reaches the hook (subject and CN);
  * one from another CA fails the handshake; without one a token works,
  * unless certificates are required. */
@@ -891,6 +934,7 @@ int main(void)
         cmocka_unit_test(test_tls_create_errors),
         cmocka_unit_test(test_tls_serves),
         cmocka_unit_test(test_tls_reload),
+        cmocka_unit_test(test_tls_reload_under_load),
         cmocka_unit_test(test_mtls),
     };
     int rc = cmocka_run_group_tests_name("rpc auth", auth_tests, NULL, NULL);
