@@ -17,7 +17,9 @@
  *
  * Locks: s->mu (server state and counters), s->q_mu (the handler pool) and
  * c->mu (one call) are never held together, except that c->mu may be held
- * while fxr__log runs (the log callback takes no rpc lock).
+ * while fxr__log runs (the log callback takes no rpc lock). The auth and
+ * audit hooks run with no rpc lock held; the TLS state's t->mu is taken
+ * only by tls.c (gRPC's fetcher and the reload), never with another.
  */
 #ifndef FXR_RPC_INTERNAL_H
 #define FXR_RPC_INTERNAL_H
