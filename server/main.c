@@ -28,12 +28,16 @@
 #include <uv.h>
 
 #include "api/api.h"
+#include "auth/auth.h"
 #include "base/log.h"
 
 typedef struct {
     const char *listen, *data_dir, *devices, *log_level, *log_format;
+    const char *tls_cert, *tls_key, *tls_client_ca, *init_admin_token;
+    bool tls_require_client_cert, insecure;
     long threads, rpc_threads, poll_threads;
-    long max_message_mb, max_import_mb, grace_seconds, max_dataset_mb, dataset_quota_mb;
+    long max_message_mb, max_import_mb, grace_seconds, max_dataset_mb;
+    long team_max_models, team_max_weight_mb, team_max_dataset_mb;
     long train_workers, checkpoint_steps;
     long max_streams, max_streams_per_client, stream_idle_seconds;
     long long max_model_params;
@@ -75,12 +79,42 @@ static void usage(FILE *f)
 "                          larger requests get RESOURCE_EXHAUSTED\n"
 "  --max-import-mb N       largest weights upload (ImportWeights), MiB (default 4096)\n"
 "  --max-dataset-mb N      largest dataset (tensor data), MiB (default 16384)\n"
-"  --dataset-quota-mb N    all datasets together, MiB (default 0: no limit);\n"
-"                          uploads over either get RESOURCE_EXHAUSTED\n"
+"  --team-max-models N     models per team (default 0: no limit)\n"
+"  --team-max-weight-mb N  weights of a team's models together, every version,\n"
+"                          MiB (default 0: no limit)\n"
+"  --team-max-dataset-mb N a team's datasets together, MiB (default 0: no\n"
+"                          limit); --dataset-quota-mb is the same flag (older\n"
+"                          name). These are the defaults of teams whose own\n"
+"                          quota is 0 (fluxion team update); over a quota or\n"
+"                          --max-dataset-mb an upload gets RESOURCE_EXHAUSTED\n"
 "  --max-model-params N    most parameter elements per model (default 1073741824)\n"
 "  --train-workers N       training jobs running at once (default 1)\n"
 "  --checkpoint-steps N    checkpoint interval of jobs that do not set one,\n"
 "                          in steps (default 500)\n"
+"\n"
+"Security (docs/fluxiond.md, \"Security\"). Without tokens or mTLS the daemon\n"
+"runs in local mode: every caller is an admin, allowed on a loopback address\n"
+"only. Another address needs TLS, and auth: the first start with TLS there\n"
+"(or with mTLS anywhere) and no token writes an admin token to\n"
+"DATA_DIR/admin.token (mode 0600).\n"
+"  --tls-cert FILE         serve TLS with this PEM certificate chain ...\n"
+"  --tls-key FILE          ... and its PEM private key (unencrypted); SIGHUP\n"
+"                          re-reads both (and --tls-client-ca): new connections\n"
+"                          use the new files, open ones keep theirs\n"
+"  --tls-client-ca FILE    mTLS: verify client certificates against this PEM\n"
+"                          CA bundle; a verified certificate mapped with\n"
+"                          `fluxion cert add` authenticates without a token\n"
+"  --tls-require-client-cert\n"
+"                          refuse connections without a client certificate\n"
+"  --init-admin-token FILE register FILE's content (32..256 visible ASCII) as\n"
+"                          admin token 'bootstrap' of team default; a missing\n"
+"                          FILE gets a new token (mode 0600). Env\n"
+"                          FLUXIOND_ADMIN_TOKEN=SECRET does the same as an\n"
+"                          existing file. Either turns authentication on\n"
+"  --insecure              allow a non-loopback --listen without TLS (and,\n"
+"                          without tokens, without authentication): a warning\n"
+"                          is logged; for trusted networks only\n"
+"\n"
 "  --grace-seconds S       time calls in flight get to finish on shutdown\n"
 "                          (default 5); the exit follows within 1 s\n"
 "  --log-level LEVEL       debug, info, warn, error (default info)\n"
@@ -106,7 +140,8 @@ static int parse_args(int argc, char **argv, options *o)
 {
     enum { O_LISTEN = 1000, O_DATA, O_DEVICE, O_THREADS, O_RPC, O_POLL, O_MSG,
            O_IMPORT, O_PARAMS, O_GRACE, O_LEVEL, O_FORMAT, O_VERSION, O_DSMAX, O_DSQUOTA,
-           O_TWORKERS, O_CKPT, O_STREAMS, O_PEER_STREAMS, O_IDLE };
+           O_TWORKERS, O_CKPT, O_STREAMS, O_PEER_STREAMS, O_IDLE, O_TMODELS, O_TWEIGHTS,
+           O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_TLS_REQUIRE, O_INSECURE, O_INIT_TOKEN };
     static const struct option longs[] = {
         { "listen", required_argument, 0, O_LISTEN },
         { "data-dir", required_argument, 0, O_DATA },
@@ -123,6 +158,15 @@ static int parse_args(int argc, char **argv, options *o)
         { "max-model-params", required_argument, 0, O_PARAMS },
         { "max-dataset-mb", required_argument, 0, O_DSMAX },
         { "dataset-quota-mb", required_argument, 0, O_DSQUOTA },
+        { "team-max-dataset-mb", required_argument, 0, O_DSQUOTA },
+        { "team-max-models", required_argument, 0, O_TMODELS },
+        { "team-max-weight-mb", required_argument, 0, O_TWEIGHTS },
+        { "tls-cert", required_argument, 0, O_TLS_CERT },
+        { "tls-key", required_argument, 0, O_TLS_KEY },
+        { "tls-client-ca", required_argument, 0, O_TLS_CA },
+        { "tls-require-client-cert", no_argument, 0, O_TLS_REQUIRE },
+        { "insecure", no_argument, 0, O_INSECURE },
+        { "init-admin-token", required_argument, 0, O_INIT_TOKEN },
         { "train-workers", required_argument, 0, O_TWORKERS },
         { "checkpoint-steps", required_argument, 0, O_CKPT },
         { "grace-seconds", required_argument, 0, O_GRACE },
@@ -164,7 +208,15 @@ static int parse_args(int argc, char **argv, options *o)
             o->max_model_params = v;
             break;
         case O_DSMAX: if (parse_long("--max-dataset-mb", optarg, 1, 1L << 30, &o->max_dataset_mb)) return 2; break;
-        case O_DSQUOTA: if (parse_long("--dataset-quota-mb", optarg, 0, 1L << 40, &o->dataset_quota_mb)) return 2; break;
+        case O_DSQUOTA: if (parse_long("--team-max-dataset-mb", optarg, 0, 1L << 40, &o->team_max_dataset_mb)) return 2; break;
+        case O_TMODELS: if (parse_long("--team-max-models", optarg, 0, 1L << 40, &o->team_max_models)) return 2; break;
+        case O_TWEIGHTS: if (parse_long("--team-max-weight-mb", optarg, 0, 1L << 40, &o->team_max_weight_mb)) return 2; break;
+        case O_TLS_CERT: o->tls_cert = optarg; break;
+        case O_TLS_KEY: o->tls_key = optarg; break;
+        case O_TLS_CA: o->tls_client_ca = optarg; break;
+        case O_TLS_REQUIRE: o->tls_require_client_cert = true; break;
+        case O_INSECURE: o->insecure = true; break;
+        case O_INIT_TOKEN: o->init_admin_token = optarg; break;
         case O_TWORKERS: if (parse_long("--train-workers", optarg, 1, 256, &o->train_workers)) return 2; break;
         case O_CKPT: if (parse_long("--checkpoint-steps", optarg, 1, LONG_MAX, &o->checkpoint_steps)) return 2; break;
         case O_GRACE: if (parse_long("--grace-seconds", optarg, 0, 3600, &o->grace_seconds)) return 2; break;
@@ -202,7 +254,44 @@ static int parse_args(int argc, char **argv, options *o)
     }
     if (parse_long("--listen port", colon + 1, 0, 65535, &v))
         return 2;
+    if (!o->tls_cert != !o->tls_key) {
+        fprintf(stderr, "fluxiond: TLS needs both --tls-cert FILE and --tls-key FILE\n");
+        return 2;
+    }
+    if (o->tls_client_ca && !o->tls_cert) {
+        fprintf(stderr, "fluxiond: --tls-client-ca needs --tls-cert and --tls-key\n");
+        return 2;
+    }
+    if (o->tls_require_client_cert && !o->tls_client_ca) {
+        fprintf(stderr, "fluxiond: --tls-require-client-cert needs --tls-client-ca FILE\n");
+        return 2;
+    }
+    if (o->init_admin_token && !*o->init_admin_token) {
+        fprintf(stderr, "fluxiond: --init-admin-token: no file name\n");
+        return 2;
+    }
     return 0;
+}
+
+/* True when HOST of "HOST:PORT" is a loopback address: 127.0.0.0/8, ::1
+ * (written [::1] or ::1), localhost. Anything else (0.0.0.0, [::], a
+ * name, another address) can be reached from other machines. */
+static bool listen_is_loopback(const char *listen)
+{
+    const char *colon = strrchr(listen, ':');
+    size_t n = (size_t)(colon - listen);
+    char host[256];
+    if (n >= sizeof host)
+        return false;
+    memcpy(host, listen, n);
+    host[n] = '\0';
+    if (strcmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0 ||
+        strcmp(host, "::1") == 0)
+        return true;
+    unsigned a, b, c, d;
+    char extra;
+    return sscanf(host, "%u.%u.%u.%u%c", &a, &b, &c, &d, &extra) == 4 && a == 127 && b < 256 &&
+           c < 256 && d < 256;
 }
 
 /* ------------------------------------------------------------ control loop */
@@ -233,7 +322,7 @@ typedef struct {
     fxa_daemon *d;
     int grace_ms;
     uv_async_t done;     /* the drain thread finished */
-    uv_signal_t sigint, sigterm;
+    uv_signal_t sigint, sigterm, sighup;
     uv_timer_t heartbeat;
     uv_timer_t hard;     /* the hard deadline */
     pthread_t drain_thread;
@@ -297,6 +386,8 @@ static void *drain_main(void *arg)
     fxsv_serving_free(d->serving);
     atomic_store(&c->waiting_for, "the datasets to close");
     fxds_datasets_close(d->datasets);
+    atomic_store(&c->waiting_for, "the tokens' last use to be stored");
+    fxau_close(d->auth);
     atomic_store(&c->waiting_for, "the store to close");
     fxdb_store_close(d->store);
     c->clean = true;
@@ -338,6 +429,22 @@ static void on_signal(uv_signal_t *h, int signum)
     }
 }
 
+/* SIGHUP: the TLS files are read again; new connections use them. The
+ * daemon goes on either way (a bad file keeps the old ones). */
+static void on_reload(uv_signal_t *h, int signum)
+{
+    (void)signum;
+    control *c = h->data;
+    char err[1024];
+    if (c->draining)
+        return;
+    if (fxr_server_reload_tls(c->d->rpc, err, sizeof err) == 0)
+        fxl_log(FXL_INFO, "main", "SIGHUP: TLS certificate reloaded");
+    else
+        fxl_log(FXL_WARN, "main", "SIGHUP: TLS not reloaded, the current files stay error=\"%s\"",
+                err);
+}
+
 static void on_done(uv_async_t *h)
 {
     uv_stop(h->loop);
@@ -362,6 +469,142 @@ static void rpc_log(void *data, const char *level, const char *msg)
 {
     int lv = fxl_parse_level(level);
     fxl_log(lv < 0 ? FXL_INFO : (fxl_level)lv, "rpc", "%s", msg);
+}
+
+/* ---------------------------------------------------------------- security */
+
+/* The rpc layer's auth hook: the token or client certificate of a call ->
+ * its principal (auth/auth.h; local mode when auth is off). */
+static int auth_hook(void *data, const fxr_credentials *c, fxp_principal *out, char *err,
+                     size_t errlen)
+{
+    return fxau_authenticate(data, c->authorization, c->cert_subject, c->cert_cn, out, err,
+                             errlen);
+}
+
+/* Copies s into out for a quoted logfmt value: no quotes or control
+ * characters (the log's parser knows no escapes). */
+static const char *log_value(const char *s, char *out, size_t len)
+{
+    size_t i = 0;
+    for (; s && s[i] && i + 1 < len; i++)
+        out[i] = s[i] == '"' ? '\'' : (unsigned char)s[i] < 0x20 ? ' ' : s[i];
+    out[i] = '\0';
+    return out;
+}
+
+/* One audit line per write or admin call, and per refused call:
+ *   audit principal="token:ci" team=a method=/fluxion.v1.ModelService/DeleteModel
+ *   object="model a/mlp" status=OK
+ * plus error="..." when the call failed. Never a secret: the rpc layer
+ * hands over no credentials, and the auth module's messages name none. */
+static void audit_hook(void *data, const fxp_principal *p, const char *method,
+                       const char *object, fxs_status code, const char *message)
+{
+    (void)data;
+    char who[FXP_WHO_MAX + 1], obj[600], msg[600];
+    fxl_log(code == FXS_UNAUTHENTICATED || code == FXS_PERMISSION_DENIED ? FXL_WARN : FXL_INFO,
+            "audit", "audit principal=\"%s\" team=%s method=%s object=\"%s\" status=%s%s%s%s",
+            p ? log_value(p->who, who, sizeof who) : "none", p && p->team[0] ? p->team : "-",
+            method, log_value(object, obj, sizeof obj), fxs_status_name(code),
+            code ? " error=\"" : "", code ? log_value(message, msg, sizeof msg) : "",
+            code ? "\"" : "");
+}
+
+/* The bootstrap admin token: env FLUXIOND_ADMIN_TOKEN (as an existing
+ * file's content), then --init-admin-token FILE. The env value is removed
+ * from the environment once read. */
+static int bootstrap_tokens(fxau_auth *a, const options *o, bool *given)
+{
+    *given = false;
+    char err[1024];
+    const char *env = getenv("FLUXIOND_ADMIN_TOKEN");
+    if (env && *env) {
+        char *secret = strdup(env);
+        unsetenv("FLUXIOND_ADMIN_TOKEN");
+        int rc = secret ? fxau_bootstrap_secret(a, secret, err, sizeof err)
+                        : fxu_oom(err, sizeof err);
+        if (secret) {
+            memset(secret, 0, strlen(secret));
+            free(secret);
+        }
+        if (rc) {
+            fxl_log(FXL_ERROR, "main", "FLUXIOND_ADMIN_TOKEN refused error=\"%s\"", err);
+            return 1;
+        }
+        fxl_log(FXL_INFO, "main", "admin token from FLUXIOND_ADMIN_TOKEN registered");
+        *given = true;
+    }
+    if (o->init_admin_token) {
+        bool created = false;
+        if (fxau_bootstrap_file(a, o->init_admin_token, &created, err, sizeof err) != 0) {
+            fxl_log(FXL_ERROR, "main", "--init-admin-token failed file=%s error=\"%s\"",
+                    o->init_admin_token, err);
+            return 1;
+        }
+        fxl_log(FXL_INFO, "main", "%s file=%s",
+                created ? "new admin token written (mode 0600; the secret is only there)"
+                        : "admin token from file registered",
+                o->init_admin_token);
+        *given = true;
+    }
+    return 0;
+}
+
+/* Writes a new admin token to DATA_DIR/admin.token (or registers the one
+ * a previous start wrote there). */
+static int first_admin_token(fxau_auth *a, const options *o)
+{
+    char err[1024];
+    char *path = fxu_strf("%s/admin.token", o->data_dir);
+    bool created = false;
+    int rc = path ? fxau_bootstrap_file(a, path, &created, err, sizeof err)
+                  : fxu_oom(err, sizeof err);
+    if (rc) {
+        fxl_log(FXL_ERROR, "main", "cannot create the first admin token file=%s error=\"%s\"",
+                path ? path : "?", err);
+        free(path);
+        return 1;
+    }
+    fxl_log(FXL_INFO, "main", "authentication on: %s file=%s",
+            created ? "first admin token written (mode 0600); use it with fluxion --token-file"
+                    : "admin token registered from", path);
+    free(path);
+    return 0;
+}
+
+/* The exposure rule (docs/fluxiond.md, "Security"): a loopback address may
+ * serve anything; another needs TLS and auth. With TLS and no token yet
+ * (tokens_on: the store's auth setting, or a bootstrap token given now),
+ * an admin token is written to DATA_DIR/admin.token; so too with mTLS on
+ * any address, which turns auth on: someone must be able to map the
+ * certificates. Without TLS the start is refused unless --insecure.
+ * Returns 0 or 1 (logged). */
+static int check_exposure(fxau_auth *a, const options *o, bool tokens_on)
+{
+    bool loopback = listen_is_loopback(o->listen);
+    if (!tokens_on && (o->tls_client_ca || (o->tls_cert && !loopback)))
+        return first_admin_token(a, o);
+    if (loopback || o->tls_cert)
+        return 0;
+    if (!o->insecure) {
+        fxl_log(FXL_ERROR, "main", "refusing to serve a non-loopback address without TLS "
+                "addr=%s fix=\"give --tls-cert FILE --tls-key FILE (and --init-admin-token "
+                "FILE for the first admin token), listen on 127.0.0.1, or pass --insecure "
+                "to serve plaintext anyway\"", o->listen);
+        fprintf(stderr, "fluxiond: --listen %s is not a loopback address: serving it needs "
+                "TLS and authentication (--tls-cert FILE --tls-key FILE, and "
+                "--init-admin-token FILE), or --insecure to serve plaintext anyway\n",
+                o->listen);
+        return 1;
+    }
+    fxl_log(FXL_WARN, "main", "INSECURE: serving plaintext on a non-loopback address "
+            "(--insecure): tokens and data cross the network unencrypted addr=%s", o->listen);
+    if (!fxau_enabled(a))
+        fxl_log(FXL_WARN, "main", "INSECURE: no authentication either: every caller who "
+                "can reach the address is an admin (give --init-admin-token FILE) addr=%s",
+                o->listen);
+    return 0;
 }
 
 /* Serves the models marked loaded in the store. */
@@ -409,10 +652,37 @@ int main(int argc, char **argv)
                 o.data_dir, err);
         return 1;
     }
+    /* Per-team defaults; the datasets module's own global quota is off:
+     * the store enforces the team's inside its write transaction. */
+    fxdb_store_set_default_quota(d.store, &(fxdb_quota){
+                                              .max_models = (uint64_t)o.team_max_models,
+                                              .max_weight_bytes = (uint64_t)o.team_max_weight_mb << 20,
+                                              .max_dataset_bytes = (uint64_t)o.team_max_dataset_mb << 20 });
+    /* With mTLS, fxau_enabled is true whatever the store says: a first look
+     * without it tells whether a token or certificate was ever created. */
+    bool tokens_on = false, given = false;
+    fxau_auth *probe = NULL;
+    if (o.tls_client_ca && fxau_open(d.store, false, &probe, err, sizeof err) == 0) {
+        tokens_on = fxau_enabled(probe);
+        fxau_close(probe);
+    }
+    if (fxau_open(d.store, o.tls_client_ca != NULL, &d.auth, err, sizeof err) != 0) {
+        fxl_log(FXL_ERROR, "main", "cannot load the tokens dir=%s error=\"%s\"", o.data_dir, err);
+        fxdb_store_close(d.store);
+        return 1;
+    }
+    if (!o.tls_client_ca)
+        tokens_on = fxau_enabled(d.auth);
+    if (bootstrap_tokens(d.auth, &o, &given) || check_exposure(d.auth, &o, tokens_on || given)) {
+        fxau_close(d.auth);
+        fxdb_store_close(d.store);
+        return 1;
+    }
     if (fxds_datasets_open(d.store, &(fxds_datasets_opts){
                                .max_dataset_bytes = (uint64_t)o.max_dataset_mb << 20 },
                            &d.datasets, err, sizeof err) != 0) {
         fxl_log(FXL_ERROR, "main", "cannot open the datasets dir=%s error=\"%s\"", o.data_dir, err);
+        fxau_close(d.auth);
         fxdb_store_close(d.store);
         return 1;
     }
@@ -427,19 +697,27 @@ int main(int argc, char **argv)
                            .max_streams_per_peer = (int)o.max_streams_per_client,
                            .stream_idle_ms = o.stream_idle_seconds
                                                  ? (int)o.stream_idle_seconds * 1000 : -1,
-                           .log = rpc_log };
+                           .log = rpc_log,
+                           /* always: auth may turn on while the daemon runs (the first
+                            * token created), and fxau_authenticate is local mode till then */
+                           .auth = auth_hook, .auth_data = d.auth,
+                           .audit = audit_hook,
+                           .tls_cert_file = o.tls_cert, .tls_key_file = o.tls_key,
+                           .tls_client_ca_file = o.tls_client_ca,
+                           .tls_require_client_cert = o.tls_require_client_cert };
     if (!rc)
         rc = fxr_server_create(&so, &d.rpc, err, sizeof err);
     if (rc) {
         fxl_log(FXL_ERROR, "main", "cannot serve addr=%s error=\"%s\"", o.listen, err);
         fxsv_serving_free(d.serving);
         fxds_datasets_close(d.datasets);
+        fxau_close(d.auth);
         fxdb_store_close(d.store);
         return 1;
     }
     if (fxa_register_model_service(&d) || fxa_register_inference_service(&d) ||
         fxa_register_cluster_service(&d) || fxa_register_dataset_service(&d) ||
-        fxa_register_training_service(&d)) {
+        fxa_register_training_service(&d) || fxa_register_admin_service(&d)) {
         fxl_log(FXL_ERROR, "main", "cannot register the services");
         return 1;
     }
@@ -466,6 +744,9 @@ int main(int argc, char **argv)
     c.sigint.data = c.sigterm.data = &c;
     uv_signal_start(&c.sigint, on_signal, SIGINT);
     uv_signal_start(&c.sigterm, on_signal, SIGTERM);
+    uv_signal_init(loop, &c.sighup);
+    c.sighup.data = &c;
+    uv_signal_start(&c.sighup, on_reload, SIGHUP);
     uv_timer_init(loop, &c.heartbeat);
     c.heartbeat.data = &c;
     uv_timer_init(loop, &c.hard);
@@ -478,8 +759,10 @@ int main(int argc, char **argv)
     fflush(stdout);
     char devs[256];
     fxl_log(FXL_INFO, "main", "listening addr=%.*s:%d data_dir=%s threads=%ld "
-            "devices=\"%s\" version=%s", hostlen, o.listen, port, o.data_dir, o.threads,
-            fxsv_devices_str(&d.devices, devs, sizeof devs), FX_VERSION_STRING);
+            "devices=\"%s\" tls=%s auth=%s version=%s", hostlen, o.listen, port, o.data_dir,
+            o.threads, fxsv_devices_str(&d.devices, devs, sizeof devs),
+            !o.tls_cert ? "off" : o.tls_client_ca ? "mtls" : "on",
+            fxau_enabled(d.auth) ? "on" : "off(local)", FX_VERSION_STRING);
 
     uv_run(loop, UV_RUN_DEFAULT);
 

@@ -123,6 +123,7 @@ void fxr__call_free(fxr_call *c)
         protobuf_c_message_free_unpacked(c->req, NULL);
     free(c->path);
     free(c->refused);
+    free(c->object);
     gpr_free(c->peer);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
@@ -222,6 +223,7 @@ void fxr__call_finish(fxr_call *c, const ProtobufCMessage *resp, fxs_status code
         }
     }
     pthread_mutex_unlock(&c->mu);
+    fxr__audit(c, code, msg); /* outside c->mu: the hook logs */
     atomic_fetch_sub(&s->in_flight, 1);
     if (atomic_load(&s->shutting)) {
         pthread_mutex_lock(&s->mu);

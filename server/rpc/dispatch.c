@@ -73,6 +73,12 @@ static int check_service(fxr_server *s, const ProtobufCServiceDescriptor *desc,
                      methods[i].name, (int)methods[i].kind);
             return FXS_INVALID_ARGUMENT;
         }
+        if (methods[i].access <= FXP_ACCESS_UNSET || methods[i].access > FXP_MANAGE) {
+            fxr__log(s, "error", "rpc: %s/%s: no access class (%d): every method must state "
+                     "who may call it (base/principal.h)", desc->name, methods[i].name,
+                     (int)methods[i].access);
+            return FXS_INVALID_ARGUMENT;
+        }
     }
     for (int i = 0; i < s->n_routes; i++) {
         size_t len = strlen(desc->name);
@@ -104,6 +110,7 @@ int fxr_server_add_service(fxr_server *s, const ProtobufCServiceDescriptor *desc
         route *r = &s->routes[first + (find_method(desc, methods[i].name) - desc->methods)];
         r->fn = methods[i].fn;
         r->kind = methods[i].kind;
+        r->access = methods[i].access;
         r->data = data;
     }
     return 0;
@@ -134,8 +141,9 @@ static void enqueue_handler(fxr_server *s, fxr_call *c)
     pthread_mutex_unlock(&s->q_mu);
 }
 
-/* On a handler thread: parse the request (here, not on a poller: it may be
- * big) and run the handler. */
+/* On a handler thread: check the caller (guard.c), parse the request
+ * (here, not on a poller: it may be big; and only for a caller let in) and
+ * run the handler. */
 static void run_queued(fxr_call *c)
 {
     grpc_byte_buffer *bb = c->recv_bb;
@@ -144,6 +152,8 @@ static void run_queued(fxr_call *c)
     if (atomic_load(&c->gone)) { /* timed out or cancelled while queued */
         grpc_byte_buffer_destroy(bb);
         fxr__call_finish(c, NULL, FXS_CANCELLED, NULL);
+    } else if (!fxr__authorize(c)) {
+        grpc_byte_buffer_destroy(bb); /* refused: the call is finished */
     } else if (fxr__unpack_request(c, bb, &c->req, err, sizeof err) != 0) {
         fxr_fail(c, FXS_INVALID_ARGUMENT, "%s", err);
     } else {
@@ -271,7 +281,7 @@ static void *stream_main(void *arg)
     int slot = c->stream_slot; /* read now: the handler may free c */
     if (c->route->kind == FXR_SERVER_STREAM)
         run_queued(c);
-    else
+    else if (fxr__authorize(c)) /* else refused: finished */
         c->route->fn(c, NULL, c->route->data);
     stream_release(s, slot);
     return NULL;

@@ -42,7 +42,15 @@
  * the deadline passes, fxr_reply/fxr_fail still must be called (they then
  * only release the call); fxr_cancelled() tells a long handler to stop early.
  *
+ * Who calls. Every routed call is authenticated once, on its handler's
+ * thread and before its request is unpacked, by the opts.auth hook (a
+ * bearer token in the "authorization" metadata, or a verified client
+ * certificate); then its method's access class must be one the caller's
+ * role allows. Refusals never reach the handler. Writes and refusals go to
+ * the opts.audit hook. TLS (opts.tls_*) is reloadable without a restart.
+ *
  * Files: this header is the module's interface and its documentation.
+ * guard.c (auth, access, audit), tls.c (certificates, reload),
  * server.c (lifecycle, pollers, accepting calls, drain), call.c (one call:
  * reply/fail/send/recv, cancellation; every request message, unary or
  * streamed, is unpacked in fxr__unpack_request there), dispatch.c (the method table, routing, the handler pool,
@@ -97,6 +105,41 @@ typedef struct {
     fxr_handler fn;
 } fxr_method;
 
+/* What a call presents, for the auth hook. Pointers valid during the hook
+ * only. authorization: the "authorization" metadata value (at most 4 KiB
+ * of it) or NULL; cert_subject ("CN=alice,O=a", RFC 2253) and cert_cn: a
+ * client certificate's that gRPC verified against opts.tls_client_ca_file
+ * in the handshake, else NULL; peer ("ipv4:10.0.0.5:50321") and method (the
+ * path) for its messages; tls: the call came over TLS. */
+typedef struct {
+    const char *authorization;
+    const char *cert_subject;
+    const char *cert_cn;
+    const char *peer;
+    const char *method;
+    bool tls;
+} fxr_credentials;
+
+/* The auth hook (opts.auth): fills *out with the caller's principal and
+ * returns 0, or returns FXS_UNAUTHENTICATED with a message saying what is
+ * wrong (never the secret): the call is answered with that code and
+ * message and its handler never runs. Another non-zero code (the store
+ * failed) is answered with that code. Called once per routed call, on the
+ * handler's thread, before the request is unpacked; from many threads at
+ * once. A principal with role FXP_ROLE_NONE counts as a refusal. */
+typedef int (*fxr_auth_fn)(void *data, const fxr_credentials *c, fxp_principal *out, char *err,
+                           size_t errlen);
+
+/* The audit hook (opts.audit): called once when a call whose method's
+ * access is FXP_WRITE or FXP_MANAGE finishes (fxr_reply/fxr_fail/
+ * fxr_finish), and once for every call refused by the auth hook or by its
+ * role. p: the caller, NULL when it was not authenticated; method: the
+ * path; object: what fxr_set_object said ("" when nothing); code and
+ * message: the call's status. From any thread; must not call back into
+ * the call. */
+typedef void (*fxr_audit_fn)(void *data, const fxp_principal *p, const char *method,
+                             const char *object, fxs_status code, const char *message);
+
 typedef struct {
     const char *listen;       /* "127.0.0.1:0" (port 0: a free port) */
     int poll_threads;         /* 0: 2 */
@@ -119,19 +162,44 @@ typedef struct {
      * level "info"/"warn"/"error". NULL: stderr. */
     void (*log)(void *log_data, const char *level, const char *msg);
     void *log_data;
+    /* Who may call what. NULL: every caller is fxp_local_principal (an
+     * admin: local mode). With a hook, every routed call is authenticated
+     * by it, then its method's access is checked against the principal's
+     * role (fxp_allows): PERMISSION_DENIED "role 'viewer' may not call
+     * ModelService/DeleteModel (needs member)". Unknown methods and
+     * methods without a handler are answered UNIMPLEMENTED first. */
+    fxr_auth_fn auth;
+    void *auth_data;
+    fxr_audit_fn audit; /* NULL: no audit */
+    void *audit_data;
+    /* TLS: both files, or neither (plaintext). PEM; the key unencrypted and
+     * matching the certificate's. Read and checked at create (an error
+     * names the file), re-read by fxr_server_reload_tls. */
+    const char *tls_cert_file, *tls_key_file;
+    /* mTLS: clients may present a certificate signed by one of these CAs
+     * (PEM bundle); gRPC verifies it in the handshake and refuses one it
+     * cannot verify. Optional for the client (a token may stand in) unless
+     * tls_require_client_cert, which refuses handshakes without one. Needs
+     * the two files above; tls_require_client_cert needs this. */
+    const char *tls_client_ca_file;
+    bool tls_require_client_cert;
 } fxr_server_opts;
 
 /* Creates a server bound to opts->listen: 0 with the server in *out, or
  * (*out NULL, a message in err) FXS_INVALID_ARGUMENT for an invalid option
- * (no address, a port over 65535, a count out of range),
+ * (no address, a port over 65535, a count out of range, a TLS file that is
+ * missing or bad: the message names it, a TLS option without the ones it
+ * needs),
  * FXS_FAILED_PRECONDITION when the address cannot be bound (malformed, or
  * in use: gRPC does not tell which), FXS_RESOURCE_EXHAUSTED out of memory. */
 int fxr_server_create(const fxr_server_opts *opts, fxr_server **out, char *err, size_t errlen);
 
 /* Registers a service: every method of the descriptor gets a route; the
- * ones named in methods[0..n) get their handler and kind. Before start.
- * Returns 0, or (logged, the server left as it was) FXS_INVALID_ARGUMENT
- * for a bad table (a name not in the descriptor, a bad kind),
+ * ones named in methods[0..n) get their handler, kind and access. Before
+ * start. Returns 0, or (logged, the server left as it was)
+ * FXS_INVALID_ARGUMENT for a bad table (a name not in the descriptor, a
+ * bad kind, an access FXP_ACCESS_UNSET or out of range: no method is left
+ * open by omission),
  * FXS_ALREADY_EXISTS for a service registered twice, FXS_FAILED_PRECONDITION
  * after start, FXS_RESOURCE_EXHAUSTED when out of memory. */
 int fxr_server_add_service(fxr_server *s, const ProtobufCServiceDescriptor *desc,
@@ -157,6 +225,13 @@ int fxr_server_start(fxr_server *s, int *port);
  * in use) and the caller should exit the process rather than wait. A
  * second call returns at once. */
 int fxr_server_shutdown(fxr_server *s, int grace_ms, int release_ms, char *err, size_t errlen);
+
+/* Re-reads the certificate, key and client CA files given at create and
+ * checks them as create does: new handshakes use them, connections already
+ * open keep theirs. 0, or (the old ones kept, logged) FXS_INVALID_ARGUMENT
+ * naming the file that is missing or bad, FXS_FAILED_PRECONDITION when the
+ * server has no TLS. From any thread. */
+int fxr_server_reload_tls(fxr_server *s, char *err, size_t errlen);
 
 /* Frees everything; the server must be shut down (or never started). A
  * started one is shut down first (no grace, no limit). One whose shutdown
@@ -222,6 +297,18 @@ const char *fxr_method_path(const fxr_call *call);
 
 /* The peer address ("ipv4:127.0.0.1:50321"), for logs. */
 const char *fxr_peer(const fxr_call *call);
+
+/* The caller, as the auth hook named it (fxp_local_principal without a
+ * hook). Never NULL inside a handler; valid until the call is finished. */
+const fxp_principal *fxr_principal(const fxr_call *call);
+
+/* What the call acts on, for its audit line: fxr_set_object(call, "model
+ * %s", key) gives object="model a/mlp". printf format; the last call wins;
+ * quotes, backslashes and control characters become '?'. */
+void fxr_set_object(fxr_call *call, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* True when the call came over TLS. */
+bool fxr_call_tls(const fxr_call *call);
 
 #ifdef __cplusplus
 }

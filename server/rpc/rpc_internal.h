@@ -10,10 +10,16 @@
  *               unpacked in fxr__unpack_request
  *   dispatch.c  the method table built from protoc-c descriptors, routing an
  *               accepted call, the handler pool and the streams' threads
+ *   guard.c     who is calling: the auth hook, the method's access, the
+ *               audit line (once per call, on the handler's thread)
+ *   tls.c       the server's certificate, key and client CA: checked at
+ *               create, handed to gRPC by its config fetcher, reloaded
  *
  * Locks: s->mu (server state and counters), s->q_mu (the handler pool) and
  * c->mu (one call) are never held together, except that c->mu may be held
- * while fxr__log runs (the log callback takes no rpc lock).
+ * while fxr__log runs (the log callback takes no rpc lock). The auth and
+ * audit hooks run with no rpc lock held; the TLS state's t->mu is taken
+ * only by tls.c (gRPC's fetcher and the reload), never with another.
  */
 #ifndef FXR_RPC_INTERNAL_H
 #define FXR_RPC_INTERNAL_H
@@ -26,6 +32,7 @@
 
 #include <grpc/byte_buffer.h>
 #include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
 #include <grpc/slice.h>
 
 
@@ -54,6 +61,7 @@ typedef struct {
     size_t path_len;
     const ProtobufCMessageDescriptor *input;
     fxr_kind kind;
+    fxp_access access;
     fxr_handler fn;
     void *data;
 } route;
@@ -81,6 +89,12 @@ struct fxr_call {
     int stream_slot;   /* index in s->stream_peers while a stream thread runs */
 
     const route *route;
+    /* guard.c: the caller, once authenticated (authed), and whether the
+     * call's end goes into the audit (a write, or a refused auth) */
+    fxp_principal principal;
+    bool authed;
+    bool audit;
+    char *object; /* fxr_set_object, for the audit line */
     ProtobufCMessage *req;
     char *refused; /* why fxr_recv refused a message's strings (wirecheck.h) */
     char *path;
@@ -93,9 +107,21 @@ struct fxr_call {
  * server's memory stays in use until the process exits. */
 enum { S_CREATED, S_STARTED, S_SHUTTING, S_STOPPED, S_ABANDONED };
 
+/* tls.c: the files and their checked contents. gRPC asks for the config at
+ * every new handshake (fetch_config); `fresh` says whether there is a new
+ * one it has not taken yet. */
+typedef struct fxr__tls {
+    pthread_mutex_t mu;
+    char *cert_file, *key_file, *ca_file;
+    char *cert_pem, *key_pem, *ca_pem; /* ca_pem NULL without a client CA */
+    bool fresh;
+    uint64_t reloads; /* how many configs gRPC has taken */
+} fxr__tls;
+
 struct fxr_server {
     fxr_server_opts opts;
     char *listen;
+    fxr__tls *tls; /* NULL: plaintext */
     grpc_server *srv;
     grpc_completion_queue *cq;
     int port;
@@ -161,6 +187,25 @@ bool fxr__call_accepted(fxr_call *c);
  * and client-streamed calls alike. */
 int fxr__unpack_request(fxr_call *c, grpc_byte_buffer *bb, ProtobufCMessage **msg, char *err,
                         size_t errlen);
+
+/* -------------------------------------------------------------- guard.c */
+
+/* On the handler's thread, before the request is unpacked: authenticates
+ * the call (opts.auth) and checks its method's access. True when the
+ * handler may run; else the call is finished (UNAUTHENTICATED,
+ * PERMISSION_DENIED, ...) and audited. */
+bool fxr__authorize(fxr_call *c);
+/* The audit line of a finished call (fxr__call_finish), when it has one. */
+void fxr__audit(fxr_call *c, fxs_status code, const char *msg);
+
+/* ---------------------------------------------------------------- tls.c */
+
+/* Reads and checks the TLS files of opts (s->tls NULL when none are
+ * given) and makes the credentials for the listener: 0, or
+ * FXS_INVALID_ARGUMENT naming the file that is missing or bad. */
+int fxr__tls_open(fxr_server *s, char *err, size_t errlen);
+grpc_server_credentials *fxr__tls_credentials(fxr_server *s);
+void fxr__tls_free(fxr_server *s);
 
 /* ----------------------------------------------------------- dispatch.c */
 

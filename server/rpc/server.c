@@ -179,6 +179,17 @@ static int check_opts(const fxr_server_opts *o, char *err, size_t errlen)
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
                         "rpc: max_streams %d or max_streams_per_peer %d is not in 0..%d",
                         o->max_streams, o->max_streams_per_peer, MAX_THREADS);
+    if (!o->tls_cert_file != !o->tls_key_file)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "rpc: TLS needs both a certificate and a key file (only the %s is given)",
+                        o->tls_cert_file ? "certificate" : "key");
+    if (o->tls_client_ca_file && !o->tls_cert_file)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "rpc: a client CA (mTLS) needs the server's own certificate and key");
+    if (o->tls_require_client_cert && !o->tls_client_ca_file)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "rpc: requiring client certificates needs a client CA file to verify "
+                        "them");
     if (o->max_recv_bytes > INT_MAX || o->max_send_bytes > INT_MAX)
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
                         "rpc: max message size %zu is over gRPC's limit of %d bytes",
@@ -237,6 +248,16 @@ int fxr_server_create(const fxr_server_opts *opts, fxr_server **out, char *err, 
     pthread_mutex_init(&s->q_mu, NULL);
     pthread_cond_init(&s->q_cv, NULL);
     s->shutdown_tag.done = on_server_shutdown;
+    if ((rc = fxr__tls_open(s, err, errlen)) != 0) {
+        pthread_mutex_destroy(&s->mu);
+        pthread_cond_destroy(&s->cv);
+        pthread_mutex_destroy(&s->q_mu);
+        pthread_cond_destroy(&s->q_cv);
+        free(s->stream_peers);
+        free(s->listen);
+        free(s);
+        return rc;
+    }
 
     grpc_init();
     grpc_arg args[] = {
@@ -252,9 +273,10 @@ int fxr_server_create(const fxr_server_opts *opts, fxr_server **out, char *err, 
     s->srv = grpc_server_create(&cargs, NULL);
     s->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(s->srv, s->cq, NULL);
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
-    s->port = grpc_server_add_http2_port(s->srv, s->listen, creds);
-    grpc_server_credentials_release(creds);
+    grpc_server_credentials *creds = fxr__tls_credentials(s);
+    s->port = creds ? grpc_server_add_http2_port(s->srv, s->listen, creds) : 0;
+    if (creds)
+        grpc_server_credentials_release(creds);
     if (s->port <= 0) {
         /* gRPC does not say which; like a locked data directory, the
          * address is something to fix before this server can start. */
@@ -299,8 +321,12 @@ int fxr_server_start(fxr_server *s, int *port)
     }
     for (int i = 0; i < REQUESTS_PER_POLLER * s->n_pollers; i++)
         post_request(s);
-    fxr__log(s, "info", "rpc: listening on %s (port %d, %d pollers, %d handler threads)", s->listen,
-         s->port, s->n_pollers, s->n_workers);
+    fxr__log(s, "info", "rpc: listening on %s (port %d, %s, %d pollers, %d handler threads)",
+             s->listen, s->port,
+             !s->tls ? "plaintext" : !s->tls->ca_pem ? "TLS" : s->opts.tls_require_client_cert
+                                                             ? "mTLS, client certificate required"
+                                                             : "TLS, client certificates verified",
+             s->n_pollers, s->n_workers);
     *port = s->port;
     return 0;
 }
@@ -471,6 +497,7 @@ void fxr_server_destroy(fxr_server *s)
     grpc_server_destroy(s->srv);
     grpc_completion_queue_destroy(s->cq);
     grpc_shutdown();
+    fxr__tls_free(s); /* the credentials' fetcher used it until the listener closed */
     for (int i = 0; i < s->n_routes; i++)
         free(s->routes[i].path);
     free(s->routes);
