@@ -272,6 +272,24 @@ void fxr_reply(fxr_call *call, const ProtobufCMessage *resp)
     fxr__call_finish(call, resp, FXS_OK, NULL);
 }
 
+/* Messages name objects as the caller sees them (base/principal.h): the
+ * domain modules quote keys ('a/mlp'), and the caller's own team's are
+ * its bare names ('mlp'). Drops "TEAM/" after every quote, in place. */
+static void own_names(char *msg, const char *team)
+{
+    size_t tn = strlen(team);
+    if (!tn)
+        return;
+    char *w = msg;
+    for (const char *r = msg; *r;) {
+        bool quote = *r == '\'' || *r == '"';
+        *w++ = *r++;
+        if (quote && strncmp(r, team, tn) == 0 && r[tn] == '/')
+            r += tn + 1;
+    }
+    *w = 0;
+}
+
 void fxr_fail(fxr_call *call, fxs_status code, const char *fmt, ...)
 {
     char msg[1024];
@@ -286,6 +304,8 @@ void fxr_fail(fxr_call *call, fxs_status code, const char *fmt, ...)
     }
     if (code == FXS_INVALID_ARGUMENT && call->refused) /* the field at fault, not "cannot parse" */
         snprintf(msg, sizeof msg, "%s", call->refused);
+    if (call->authed)
+        own_names(msg, call->principal.team);
     fxr__call_finish(call, NULL, code, msg);
 }
 
