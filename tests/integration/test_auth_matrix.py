@@ -21,6 +21,7 @@ a 1-second token fails after 2 s; malformed headers; no secret in errors or
 logs; audit lines; and a timing check (failing calls are not measurably
 cheaper than passing ones over the network; the constant-time compare
 itself is unit-tested in C, tests/unit/test_auth.c)."""
+import os
 import re
 import secrets
 import statistics
@@ -465,6 +466,26 @@ def code_of(call, md):
         return e.code()
 
 
+class TableTest(unittest.TestCase):
+    """The table itself (no daemon needed)."""
+
+    def test_table_covers_every_rpc(self):
+        """A row for each RPC of each service, no row for an RPC that is not
+        there, and the services have the sizes the issue names."""
+        ch = fxtest.channel("127.0.0.1:1")   # never connects: the stubs' modules only
+        methods = service_methods(stubs(ch))
+        ch.close()
+        self.assertEqual(sorted(methods - set(TABLE)), [], "RPCs without a row in TABLE")
+        self.assertEqual(sorted(set(TABLE) - methods), [], "rows for RPCs that do not exist")
+        sizes = {}
+        for m in methods:
+            svc = m.split("/")[0]
+            sizes[svc] = sizes.get(svc, 0) + 1
+        self.assertEqual(sizes, SERVICE_SIZES)
+        for method, expected in TABLE.items():
+            self.assertEqual(len(expected), len(CALLERS), method)
+
+
 class AuthMatrixTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -514,20 +535,6 @@ class AuthMatrixTest(unittest.TestCase):
 
     def tearDown(self):
         self.ctx.run_cleanups()
-
-    def test_table_covers_every_rpc(self):
-        """A row for each RPC of each service, no row for an RPC that is not
-        there, and the services have the sizes the issue names."""
-        methods = service_methods(self.ctx.s)
-        self.assertEqual(sorted(methods - set(TABLE)), [], "RPCs without a row in TABLE")
-        self.assertEqual(sorted(set(TABLE) - methods), [], "rows for RPCs that do not exist")
-        sizes = {}
-        for m in methods:
-            svc = m.split("/")[0]
-            sizes[svc] = sizes.get(svc, 0) + 1
-        self.assertEqual(sizes, SERVICE_SIZES)
-        for method, expected in TABLE.items():
-            self.assertEqual(len(expected), len(CALLERS), method)
 
     def test_matrix(self):
         """Every cell of TABLE; all differing cells reported together."""
@@ -736,9 +743,10 @@ class AuthMatrixTest(unittest.TestCase):
             return None
         self.assertIsNotNone(audit_line("token:member-a", "team=a",
                                         "/fluxion.v1.ModelService/DeleteModel", "a/audited",
-                                        "OK"), "no audit line for the DeleteModel")
+                                        "status=OK"), "no audit line for the DeleteModel")
         self.assertIsNotNone(audit_line("/inference.GRPCInferenceService/ServerLive",
-                                        "UNAUTHENTICATED"), "no audit line for the refused call")
+                                        "status=UNAUTHENTICATED"),
+                             "no audit line for the refused call")
         with open(self.d.log_path, encoding="utf-8", errors="replace") as f:
             log = f.read()
         for s in self.secrets:
@@ -792,6 +800,62 @@ class AuthMatrixTest(unittest.TestCase):
                 break
         self.assertGreaterEqual(max(ratios), 0.5,
                                 "median failing/passing ServerLive time: %s" % ratios)
+
+
+class BootstrapTest(unittest.TestCase):
+    """The operator's first admin token: from FLUXIOND_ADMIN_TOKEN (Docker)
+    or an existing --init-admin-token file (any 32..256 visible ASCII
+    bytes, trimmed); registered once however often the daemon starts."""
+
+    def whoami(self, d, md=()):
+        ch = fxtest.channel(d.address)
+        try:
+            s = stubs(ch)
+            return s, s.admin.WhoAmI(s.admin_pb2.WhoAmIRequest(), metadata=md, timeout=TIMEOUT)
+        finally:
+            ch.close()
+
+    def check(self, d, secret):
+        _, r = self.whoami(d, bearer(secret))
+        self.assertEqual((r.team, r.role, r.local_mode), ("default", "admin", False))
+        with self.assertRaises(fxtest.grpc.RpcError) as cm:
+            self.whoami(d)
+        self.assertEqual(cm.exception.code(), U)
+        ch = fxtest.channel(d.address)
+        try:
+            s = stubs(ch)
+            toks = s.admin.ListTokens(s.admin_pb2.ListTokensRequest(team="default"),
+                                      metadata=bearer(secret), timeout=TIMEOUT).tokens
+        finally:
+            ch.close()
+        self.assertEqual([(t.name, t.role) for t in toks], [("bootstrap", "admin")])
+        with open(d.log_path, encoding="utf-8", errors="replace") as f:
+            self.assertNotIn(secret, f.read())
+
+    def test_env_secret(self):
+        secret = "operator-chosen_secret." + secrets.token_urlsafe(24)
+        d = fxtest.Daemon(name="BootstrapEnv", env={"FLUXIOND_ADMIN_TOKEN": secret}).start()
+        try:
+            self.check(d, secret)
+            d.restart()
+            self.check(d, secret)     # still one token
+        finally:
+            d.stop()
+
+    def test_existing_file(self):
+        secret = "fxn_" + secrets.token_hex(32)
+        path = fxtest.admin_token_path()
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write("  %s\n" % secret)
+        d = fxtest.Daemon(["--init-admin-token", path], name="BootstrapFile").start()
+        try:
+            self.check(d, secret)
+            d.restart()
+            self.check(d, secret)
+            with open(path) as f:
+                self.assertEqual(f.read(), "  %s\n" % secret, "the file is left as it was")
+        finally:
+            d.stop()
 
 
 if __name__ == "__main__":
