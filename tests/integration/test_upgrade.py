@@ -133,6 +133,8 @@ class UpgradeTest(unittest.TestCase):
         self.assertEqual(sorted(teams), ["default"])
         self.assertEqual(teams["default"].usage.models, 2)
         self.assertEqual(teams["default"].usage.weight_bytes, 1224 + 1224 + 836)
+        self.assertGreater(teams["default"].usage.dataset_bytes, 0,
+                           "the old dataset counts towards the dataset quota")
 
     def check_files(self):
         """Under models/default/ and datasets/default/, nothing left at the
