@@ -11,6 +11,7 @@ FX_PY_OUT (generated stubs), FX_SOURCE_DIR, FLUXION_CLI. Run by hand:
 Exit status 77 means skipped (no daemon binary, or a missing module).
 """
 import os
+import re
 import select
 import shutil
 import signal
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -273,9 +275,6 @@ def randn(seed, *shape):
 # test_triton_auth): tokens as call metadata, a daemon started with a
 # bootstrap admin token, raw stubs of every service on one channel, and
 # certificates made with the openssl CLI.
-
-import re  # noqa: E402
-import types  # noqa: E402
 
 TOKEN_RE = re.compile(r"^fxn_[0-9a-f]{64}$")   # what CreateToken and the bootstrap file hold
 
