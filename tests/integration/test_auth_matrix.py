@@ -450,6 +450,17 @@ class Context:
                 pass
 
 
+def render(results):
+    """The answers as a grid: one line per RPC, one column per caller."""
+    short = {OK: "OK", U: "UNAUTH", PD: "DENIED", NF: "NOTFOUND"}
+    lines = ["%-52s" % "" + " ".join("%-9s" % c[:9] for c in CALLERS)]
+    for method in sorted({m for m, _ in results}):
+        cells = [results.get((method, c)) for c in CALLERS]
+        lines.append("%-52s" % method + " ".join(
+            "%-9s" % ("-" if x is None else short.get(x, x.name)[:9]) for x in cells))
+    return "\n".join(lines)
+
+
 def quietly(fn):
     """fn(), whose RPC error does not matter (a cleanup of what may be gone)."""
     try:
@@ -491,13 +502,13 @@ class AuthMatrixTest(unittest.TestCase):
     def setUpClass(cls):
         cls.d, admin = fxtest.start_with_admin_token(name="AuthMatrix")
         ctx = cls.ctx = Context(cls.d, admin)
-        # The expired token first, so its second passes while the rest is made.
         for team in ("a", "b"):
             ctx.admin_call("CreateTeam", "CreateTeamRequest", name=team, display_name="Team " + team)
+        # The expired token first: its second passes while the rest is made.
         expired, _ = create_token(ctx.s, admin, "a", "expired", "member", ttl_seconds=1)
         cls.expired_at = time.monotonic() + 1.0
         viewer, _ = create_token(ctx.s, admin, "a", "viewer-a", "viewer")
-        member_a, cls.member_a_token = create_token(ctx.s, admin, "a", "member-a", "member")
+        member_a, _ = create_token(ctx.s, admin, "a", "member-a", "member")
         member_b, _ = create_token(ctx.s, admin, "b", "member-b", "member")
         revoked, tok = create_token(ctx.s, admin, "a", "revoked", "member")
         ctx.admin_call("RevokeToken", "RevokeTokenRequest", id=tok.id)
@@ -564,8 +575,9 @@ class AuthMatrixTest(unittest.TestCase):
                 for s in self.secrets + [ctx.md["unknown"][0][1][len("Bearer "):]]:
                     if s in msg:
                         wrong.append("%-45s %-9s the message echoes a secret" % (method, col))
-        self.assertEqual(wrong, [], "%d of %d cells differ:\n%s"
-                         % (len(wrong), len(TABLE) * len(CALLERS), "\n".join(wrong)))
+        self.assertEqual(wrong, [], "%d of %d cells differ:\n%s\n\nwhat the daemon answered:\n%s"
+                         % (len(wrong), len(TABLE) * len(CALLERS), "\n".join(wrong),
+                            render(results)))
         self.assertTrue(self.d.alive())
 
     # ---------------------------------------------------- team isolation
