@@ -11,6 +11,7 @@ FX_PY_OUT (generated stubs), FX_SOURCE_DIR, FLUXION_CLI. Run by hand:
 Exit status 77 means skipped (no daemon binary, or a missing module).
 """
 import os
+import re
 import select
 import shutil
 import signal
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -266,3 +268,159 @@ def mlp_forward(w, x):
 
 def randn(seed, *shape):
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+# ------------------------------------------------------------ auth and TLS
+# Helpers for the security tests (test_auth_matrix, test_tls, test_upgrade,
+# test_triton_auth): tokens as call metadata, a daemon started with a
+# bootstrap admin token, raw stubs of every service on one channel, and
+# certificates made with the openssl CLI.
+
+TOKEN_RE = re.compile(r"^fxn_[0-9a-f]{64}$")   # what CreateToken and the bootstrap file hold
+
+
+def bearer(secret):
+    """The call metadata that carries a token."""
+    return (("authorization", "Bearer " + secret),)
+
+
+def admin_token_path():
+    """A path in the work directory that does not exist yet: fluxiond
+    --init-admin-token PATH writes a new admin token there."""
+    return tempfile.mktemp(prefix="admin-token-", dir=_WORK)
+
+
+def read_token(path):
+    """The secret in a token file (checked: 'fxn_' + 64 hex digits, mode
+    0600)."""
+    mode = os.stat(path).st_mode & 0o777
+    if mode != 0o600:
+        raise AssertionError("token file %s has mode %o, want 600" % (path, mode))
+    with open(path) as f:
+        secret = f.read().strip()
+    if not TOKEN_RE.match(secret):
+        raise AssertionError("token file %s does not hold 'fxn_' + 64 hex digits" % path)
+    return secret
+
+
+def start_with_admin_token(name="fluxiond", args=(), data_dir=None, env=None):
+    """A daemon started with --init-admin-token FILE (a new file: the daemon
+    writes the token), so authentication is on. Returns (daemon, secret)."""
+    path = admin_token_path()
+    d = Daemon(list(args) + ["--init-admin-token", path], data_dir=data_dir, name=name,
+               env=env).start()
+    return d, read_token(path)
+
+
+def admin_pb():
+    """(admin_pb2, admin_pb2_grpc), imported when first needed so that the
+    other tests still run on a build without the admin stubs."""
+    from fluxion.v1 import admin_pb2, admin_pb2_grpc
+    return admin_pb2, admin_pb2_grpc
+
+
+def channel(address, ca=None, cert=None, key=None):
+    """A grpcio channel of its own (a local subchannel pool: it never shares
+    a connection with another channel, which the TLS tests rely on).
+    ca: PEM file to trust (TLS); cert/key: a client certificate (mTLS)."""
+    opts = [("grpc.use_local_subchannel_pool", 1),
+            ("grpc.max_send_message_length", 64 << 20),
+            ("grpc.max_receive_message_length", 64 << 20)]
+    if ca is None and cert is None:
+        return grpc.insecure_channel(address, options=opts)
+
+    def pem(p):
+        if p is None:
+            return None
+        with open(p, "rb") as f:
+            return f.read()
+    creds = grpc.ssl_channel_credentials(root_certificates=pem(ca), private_key=pem(key),
+                                         certificate_chain=pem(cert))
+    return grpc.secure_channel(address, creds, options=opts)
+
+
+def stubs(ch):
+    """Every service's stub on one channel: .models .datasets .training
+    .cluster .inference .admin (and the message modules as .model_pb2 ...)."""
+    from fluxion.v1 import (cluster_pb2, cluster_pb2_grpc, dataset_pb2, dataset_pb2_grpc,
+                            training_pb2, training_pb2_grpc)
+    from fluxion_client._stubs import infer_pb2_grpc, model_pb2_grpc
+    a_pb2, a_grpc = admin_pb()
+    return types.SimpleNamespace(
+        channel=ch,
+        models=model_pb2_grpc.ModelServiceStub(ch),
+        datasets=dataset_pb2_grpc.DatasetServiceStub(ch),
+        training=training_pb2_grpc.TrainingServiceStub(ch),
+        cluster=cluster_pb2_grpc.ClusterServiceStub(ch),
+        inference=infer_pb2_grpc.GRPCInferenceServiceStub(ch),
+        admin=a_grpc.AdminServiceStub(ch),
+        model_pb2=model_pb2, dataset_pb2=dataset_pb2, training_pb2=training_pb2,
+        cluster_pb2=cluster_pb2, infer_pb2=infer_pb2, admin_pb2=a_pb2)
+
+
+def create_token(admin_stubs, admin_secret, team, name, role, ttl_seconds=0):
+    """AdminService.CreateToken as the admin; returns (secret, Token)."""
+    a_pb2, _ = admin_pb()
+    r = admin_stubs.admin.CreateToken(
+        a_pb2.CreateTokenRequest(team=team, name=name, role=role, ttl_seconds=ttl_seconds),
+        metadata=bearer(admin_secret), timeout=30)
+    if not TOKEN_RE.match(r.secret):
+        raise AssertionError("CreateToken returned a secret that is not 'fxn_' + 64 hex")
+    return r.secret, r.token
+
+
+def wait_log(daemon, text, timeout=10.0):
+    """True once the daemon's log holds text (polls), False after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if daemon.log_path and os.path.exists(daemon.log_path):
+            with open(daemon.log_path, "rb") as f:
+                if text in f.read().decode("utf-8", "replace"):
+                    return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
+def openssl(*args, cwd=None):
+    """Runs the openssl CLI; raises with its output when it fails."""
+    exe = shutil.which("openssl")
+    if not exe:
+        raise unittest.SkipTest("no openssl CLI")
+    p = subprocess.run([exe] + list(args), cwd=cwd, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT)
+    if p.returncode != 0:
+        raise AssertionError("openssl %s failed:\n%s" % (" ".join(args),
+                                                         p.stdout.decode("utf-8", "replace")))
+    return p.stdout.decode("utf-8", "replace")
+
+
+_EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+
+def make_ca(directory, name, cn=None):
+    """A self-signed CA in directory: (NAME.crt, NAME.key) paths."""
+    crt, key = os.path.join(directory, name + ".crt"), os.path.join(directory, name + ".key")
+    openssl("req", "-x509", *_EC, "-keyout", key, "-out", crt, "-days", "2",
+            "-subj", "/CN=" + (cn or name), "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    return crt, key
+
+
+def make_cert(directory, name, ca, cn, server=False, serial=None):
+    """A certificate signed by ca (make_ca's pair): (NAME.crt, NAME.key).
+    server: SAN IP:127.0.0.1 and DNS:localhost, for serverAuth; else a
+    client certificate. serial: the serial number (default: random)."""
+    crt, key = os.path.join(directory, name + ".crt"), os.path.join(directory, name + ".key")
+    csr, ext = os.path.join(directory, name + ".csr"), os.path.join(directory, name + ".ext")
+    openssl("req", "-new", *_EC, "-keyout", key, "-out", csr, "-subj", "/CN=" + cn)
+    with open(ext, "w") as f:
+        f.write("basicConstraints=CA:FALSE\n")
+        if server:
+            f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+        else:
+            f.write("extendedKeyUsage=clientAuth\n")
+    serial_args = ["-set_serial", str(serial)] if serial else ["-CAcreateserial"]
+    openssl("x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], *serial_args,
+            "-out", crt, "-days", "2", "-extfile", ext, cwd=directory)
+    return crt, key
