@@ -331,11 +331,32 @@ int fxc_config_set(fxc_config *cfg, const fxc_context *fields, char *err, size_t
     return 0;
 }
 
+static int not_found(const fxc_config *cfg, const char *name, char *err, size_t errlen)
+{
+    return fxu_fail(err, errlen, FXS_NOT_FOUND, "context '%s' not found in %s (fluxion config "
+                    "get-contexts lists them)", name ? name : "", cfg->path ? cfg->path : "the config");
+}
+
+int fxc_config_delete(fxc_config *cfg, const char *name, char *err, size_t errlen)
+{
+    fxc_context *c = fxc_config_find(cfg, name);
+    if (!c)
+        return not_found(cfg, name, err, errlen);
+    if (cfg->current && !strcmp(cfg->current, name)) {
+        free(cfg->current);
+        cfg->current = NULL;
+    }
+    context_clear(c);
+    size_t i = (size_t)(c - cfg->contexts);
+    memmove(c, c + 1, (cfg->n - i - 1) * sizeof *c);
+    cfg->n--;
+    return 0;
+}
+
 int fxc_config_use(fxc_config *cfg, const char *name, char *err, size_t errlen)
 {
     if (!fxc_config_find(cfg, name))
-        return fxu_fail(err, errlen, FXS_NOT_FOUND, "context '%s' not found in %s (fluxion config "
-                        "get-contexts lists them)", name ? name : "", cfg->path ? cfg->path : "the config");
+        return not_found(cfg, name, err, errlen);
     char *dup = strdup(name);
     if (!dup)
         return fxu_oom(err, errlen);

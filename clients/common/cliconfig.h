@@ -71,6 +71,9 @@ fxc_context *fxc_config_find(const fxc_config *cfg, const char *name);
  * fields replaces the context's ("" removes it). Setting token removes
  * token_file and the reverse. Context names: 1..64 of [A-Za-z0-9._@:-]. */
 int fxc_config_set(fxc_config *cfg, const fxc_context *fields, char *err, size_t errlen);
+/* Removes a context (and current_context when it was that one):
+ * FXS_NOT_FOUND when there is none. */
+int fxc_config_delete(fxc_config *cfg, const char *name, char *err, size_t errlen);
 /* Makes name the current context: FXS_NOT_FOUND when there is none. */
 int fxc_config_use(fxc_config *cfg, const char *name, char *err, size_t errlen);
 
