@@ -456,7 +456,7 @@ int fxc_conn_resolve(const fxc_conn_src *flags, const fxc_conn_src *env, const f
         if (i == 0)
             out->token_source = strdup(tsrc[i].token ? "--token" : "--token-file");
         else if (i == 1)
-            out->token_source = strdup(tsrc[i].token ? "FLUXION_TOKEN" : "FLUXION_TOKEN_FILE");
+            out->token_source = strdup(tsrc[i].token ? "FLUXION_TOKEN" : "the environment's token file");
         else
             out->token_source = fxu_strf("context '%s'", ctx->name);
         if (!out->token_source)
