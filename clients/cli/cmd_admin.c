@@ -19,7 +19,7 @@
 #include "util.h"
 
 #define ADMIN (&fluxion__v1__admin_service__descriptor)
-#define MIB ((uint64_t)1 << 20)
+#define MIB   ((uint64_t)1 << 20)
 
 static int check_role(const char *role)
 {
@@ -51,8 +51,8 @@ static void print_whoami(const ProtobufCMessage *msg, const void *arg)
         printf("token id:   %" PRId64 "\n", w->token_id);
     if (w->token_id)
         printf("expires:    %s\n", w->expires_ms ? cli_time(w->expires_ms, t, sizeof t) : "never");
-    printf("auth:       %s\n", w->local_mode ? "off (local mode: no authentication configured)"
-                                             : "on");
+    printf("auth:       %s\n",
+           w->local_mode ? "off (local mode: no authentication configured)" : "on");
     printf("tls:        %s\n", w->tls ? "yes" : "no");
 }
 
@@ -73,7 +73,8 @@ static int parse_quota_value(const char *flag, const char *text, uint64_t unit, 
     unsigned long long v = strtoull(text, &end, 10);
     if (text[0] < '0' || text[0] > '9' || *end || errno || v > UINT64_MAX / unit)
         return cli_usage_error("%s: expected a whole number >= 0 (0: the daemon's default), got "
-                               "\"%s\"", flag, text);
+                               "\"%s\"",
+                               flag, text);
     *out = (uint64_t)v * unit;
     return CLI_OK;
 }
@@ -82,8 +83,13 @@ static int parse_quota_value(const char *flag, const char *text, uint64_t unit, 
  * --max-weight-mb, --max-dataset-mb. *given: any quota option was. */
 static int quota_options(const cli_args *a, Fluxion__V1__TeamQuota *q, bool *given)
 {
-    static const struct { const char *flag; uint64_t unit; } opt[3] = {
-        {"--max-models", 1}, {"--max-weight-mb", MIB}, {"--max-dataset-mb", MIB},
+    static const struct {
+        const char *flag;
+        uint64_t unit;
+    } opt[3] = {
+        {"--max-models", 1},
+        {"--max-weight-mb", MIB},
+        {"--max-dataset-mb", MIB},
     };
     uint64_t *slots[3] = {&q->max_models, &q->max_weight_bytes, &q->max_dataset_bytes};
     *given = false;
@@ -130,7 +136,11 @@ static void print_team(const ProtobufCMessage *msg, const void *arg)
     printf("display name:  %s\n", *t->display_name ? t->display_name : "-");
     printf("created:       %s\n", cli_time(t->created_ms, ts, sizeof ts));
     printf("%-13s  %-12s  %s\n", "", "USED", "LIMIT");
-    const struct { const char *what; uint64_t used, set, eff; bool bytes; } rows[3] = {
+    const struct {
+        const char *what;
+        uint64_t used, set, eff;
+        bool bytes;
+    } rows[3] = {
         {"models", u->models, set->max_models, eff->max_models, false},
         {"weights", u->weight_bytes, set->max_weight_bytes, eff->max_weight_bytes, true},
         {"datasets", u->dataset_bytes, set->max_dataset_bytes, eff->max_dataset_bytes, true},
@@ -311,8 +321,7 @@ static void print_tokens(const ProtobufCMessage *msg, const void *arg)
         const Fluxion__V1__Token *t = l->tokens[i];
         char a[32], b[32], d[32];
         printf("%5" PRId64 "  %-*s  %-*s  %-6s  %-7s  %-20s  %-20s  %-20s  %s\n", t->id, wt,
-               t->team, wn, t->name, t->role, token_state(t),
-               cli_time(t->created_ms, a, sizeof a),
+               t->team, wn, t->name, t->role, token_state(t), cli_time(t->created_ms, a, sizeof a),
                t->expires_ms ? cli_time(t->expires_ms, b, sizeof b) : "never",
                cli_time(t->last_used_ms, d, sizeof d), *t->created_by ? t->created_by : "-");
     }
@@ -516,74 +525,127 @@ static int cmd_cert_remove(cli_ctx *c, const cli_args *a)
 /* ------------------------------------------------------------------ tables */
 
 const cli_command cli_admin_commands[] = {
-    {"whoami", "", "show who the server takes you for: principal, team, role, token expiry",
+    {"whoami",
+     "",
+     "show who the server takes you for: principal, team, role, token expiry",
      "Works with any valid credentials (and in local mode, where every caller is the\n"
      "admin of team default). Checks a token before you use it in a script.\n",
-     0, 0, {{0}}, cmd_whoami},
+     0,
+     0,
+     {{0}},
+     cmd_whoami},
 };
 const size_t cli_n_admin_commands = sizeof cli_admin_commands / sizeof cli_admin_commands[0];
 
-#define QUOTA_OPTS                                                                          \
-    {"display-name", 0, "TEXT", "a human-readable name"},                                   \
-    {"max-models", 0, "N", "at most N models (0: the daemon's --team-max-models)"},         \
-    {"max-weight-mb", 0, "N", "at most N MiB of weights, all versions (0: the default)"},   \
-    {"max-dataset-mb", 0, "N", "at most N MiB of datasets (0: the default)"}
+#define QUOTA_OPTS                                                                                 \
+    {"display-name", 0, "TEXT", "a human-readable name"},                                          \
+        {"max-models", 0, "N", "at most N models (0: the daemon's --team-max-models)"},            \
+        {"max-weight-mb", 0, "N", "at most N MiB of weights, all versions (0: the default)"},      \
+    {                                                                                              \
+        "max-dataset-mb", 0, "N", "at most N MiB of datasets (0: the default)"                     \
+    }
 
 const cli_command cli_team_commands[] = {
-    {"team create", "NAME [--display-name TEXT] [--max-models N] [--max-weight-mb N] ...",
+    {"team create",
+     "NAME [--display-name TEXT] [--max-models N] [--max-weight-mb N] ...",
      "create a team (admin)",
      "Team names: 1..63 of a-z, 0-9, '-', '_', starting with a letter or digit.\n"
      "Quotas not given are 0: the daemon's defaults (which may be no limit).\n",
-     1, 1, {QUOTA_OPTS}, cmd_team_create},
-    {"team list", "", "list the teams with their usage and limits (admin)", NULL, 0, 0, {{0}},
+     1,
+     1,
+     {QUOTA_OPTS},
+     cmd_team_create},
+    {"team list",
+     "",
+     "list the teams with their usage and limits (admin)",
+     NULL,
+     0,
+     0,
+     {{0}},
      cmd_team_list},
-    {"team get", "[NAME]", "show a team: quotas, usage (default: your own team)", NULL, 0, 1,
-     {{0}}, cmd_team_get},
-    {"team update", "NAME [--display-name TEXT] [--max-models N] [--max-weight-mb N] ...",
+    {"team get",
+     "[NAME]",
+     "show a team: quotas, usage (default: your own team)",
+     NULL,
+     0,
+     1,
+     {{0}},
+     cmd_team_get},
+    {"team update",
+     "NAME [--display-name TEXT] [--max-models N] [--max-weight-mb N] ...",
      "change a team's display name or quotas (admin)",
      "Limits not given keep their values; 0 sets a limit back to the daemon's default.\n",
-     1, 1, {QUOTA_OPTS}, cmd_team_update},
-    {"team delete", "NAME", "delete a team and its tokens (admin; refused while it owns "
-                            "models, datasets or jobs)", NULL, 1, 1, {{0}}, cmd_team_delete},
+     1,
+     1,
+     {QUOTA_OPTS},
+     cmd_team_update},
+    {"team delete",
+     "NAME",
+     "delete a team and its tokens (admin; refused while it owns "
+     "models, datasets or jobs)",
+     NULL,
+     1,
+     1,
+     {{0}},
+     cmd_team_delete},
 };
 const size_t cli_n_team_commands = sizeof cli_team_commands / sizeof cli_team_commands[0];
 
 const cli_command cli_token_commands[] = {
-    {"token create", "NAME --role ROLE [--team TEAM] [--ttl DURATION] [-o FILE]",
+    {"token create",
+     "NAME --role ROLE [--team TEAM] [--ttl DURATION] [-o FILE]",
      "create a bearer token and print its secret, once (admin)",
      "ROLE: viewer (read, inference), member (and write its team's objects), admin\n"
      "(everything, every team). The secret goes to stdout alone (details and a note\n"
      "on stderr), or with -o FILE into a new file of mode 0600 only; --json prints\n"
      "the whole answer, secret included. DURATION: 3600, 90s, 45m, 12h, 30d, 2w\n"
      "(default: never expires).\n",
-     1, 1,
+     1,
+     1,
      {{"team", 0, "TEAM", "the token's team (default: default)"},
       {"role", 0, "ROLE", "admin, member or viewer (required)"},
       {"ttl", 0, "DURATION", "expires after DURATION"},
       {"output", 'o', "FILE", "write the secret to FILE (mode 0600) instead of stdout"}},
      cmd_token_create},
-    {"token list", "[--team TEAM] [--all]", "list tokens (never their secrets; admin)", NULL, 0, 0,
+    {"token list",
+     "[--team TEAM] [--all]",
+     "list tokens (never their secrets; admin)",
+     NULL,
+     0,
+     0,
      {{"team", 0, "TEAM", "only this team's"}, {"all", 0, NULL, "revoked tokens too"}},
      cmd_token_list},
-    {"token revoke", "ID | --team TEAM --name NAME",
-     "revoke a token: its next call fails (admin)", NULL, 0, 1,
+    {"token revoke",
+     "ID | --team TEAM --name NAME",
+     "revoke a token: its next call fails (admin)",
+     NULL,
+     0,
+     1,
      {{"team", 0, "TEAM", "the token's team"}, {"name", 0, "NAME", "the token's name"}},
      cmd_token_revoke},
 };
 const size_t cli_n_token_commands = sizeof cli_token_commands / sizeof cli_token_commands[0];
 
 const cli_command cli_cert_commands[] = {
-    {"cert add", "SUBJECT --team TEAM --role ROLE",
+    {"cert add",
+     "SUBJECT --team TEAM --role ROLE",
      "map a client certificate (mutual TLS) to a team and role (admin)",
      "SUBJECT: the certificate's subject as gRPC prints it (\"CN=alice,O=Example\"),\n"
      "or its common name (\"alice\"). The daemon must verify client certificates\n"
      "(fluxiond --tls-client-ca).\n",
-     1, 1,
+     1,
+     1,
      {{"team", 0, "TEAM", "the team (required)"},
       {"role", 0, "ROLE", "admin, member or viewer (required)"}},
      cmd_cert_add},
     {"cert list", "", "list the certificate principals (admin)", NULL, 0, 0, {{0}}, cmd_cert_list},
-    {"cert remove", "SUBJECT", "remove a certificate principal (admin)", NULL, 1, 1, {{0}},
+    {"cert remove",
+     "SUBJECT",
+     "remove a certificate principal (admin)",
+     NULL,
+     1,
+     1,
+     {{0}},
      cmd_cert_remove},
 };
 const size_t cli_n_cert_commands = sizeof cli_cert_commands / sizeof cli_cert_commands[0];

@@ -43,8 +43,8 @@ static int cmd_set_context(cli_ctx *c, const cli_args *a)
     if (rc)
         return rc;
     char *paths[4] = {NULL};
-    fxc_context f = {.name = (char *)a->pos[0], .server = (char *)a->opt[0],
-                     .token = (char *)a->opt[1]};
+    fxc_context f = {
+        .name = (char *)a->pos[0], .server = (char *)a->opt[0], .token = (char *)a->opt[1]};
     char **slots[4] = {&f.token_file, &f.tls_ca, &f.tls_cert, &f.tls_key};
     for (int i = 0; i < 4; i++) {
         if (!a->opt[2 + i])
@@ -62,9 +62,11 @@ static int cmd_set_context(cli_ctx *c, const cli_args *a)
     }
     const fxc_context *ctx = fxc_config_find(&cfg, a->pos[0]);
     if (!!ctx->tls_cert != !!ctx->tls_key)
-        fprintf(stderr, "fluxion: warning: context '%s' has a client %s without its %s (set "
-                        "both --tls-cert and --tls-key)\n", ctx->name,
-                ctx->tls_cert ? "certificate" : "key", ctx->tls_cert ? "key" : "certificate");
+        fprintf(stderr,
+                "fluxion: warning: context '%s' has a client %s without its %s (set "
+                "both --tls-cert and --tls-key)\n",
+                ctx->name, ctx->tls_cert ? "certificate" : "key",
+                ctx->tls_cert ? "key" : "certificate");
     if (a->opt[6] && fxc_config_use(&cfg, a->pos[0], err, sizeof err)) {
         rc = cli_local_error("%s", err);
         goto out;
@@ -76,8 +78,10 @@ static int cmd_set_context(cli_ctx *c, const cli_args *a)
         printf("context %s set in %s%s\n", a->pos[0], cfg.path,
                cfg.current && !strcmp(cfg.current, a->pos[0]) ? " (current)" : "");
         if (a->opt[1] && *a->opt[1])
-            fprintf(stderr, "fluxion: note: the token is stored in plain text in %s (mode "
-                            "0600); --token-file keeps it in a file of its own\n", cfg.path);
+            fprintf(stderr,
+                    "fluxion: note: the token is stored in plain text in %s (mode "
+                    "0600); --token-file keeps it in a file of its own\n",
+                    cfg.path);
     }
 out:
     for (int i = 0; i < 4; i++)
@@ -137,18 +141,18 @@ static int cmd_get_contexts(cli_ctx *c, const cli_args *a)
         json_t *list = json_array();
         for (size_t i = 0; list && i < cfg.n; i++) {
             const fxc_context *x = &cfg.contexts[i];
-            json_t *o = json_pack("{s:s, s:b, s:s?, s:b, s:s?, s:s?, s:s?, s:s?}", "name", x->name,
-                                  "current", cfg.current && !strcmp(cfg.current, x->name),
-                                  "server", x->server, "token_set", x->token != NULL,
-                                  "token_file", x->token_file, "tls_ca", x->tls_ca,
-                                  "tls_cert", x->tls_cert, "tls_key", x->tls_key);
+            json_t *o =
+                json_pack("{s:s, s:b, s:s?, s:b, s:s?, s:s?, s:s?, s:s?}", "name", x->name,
+                          "current", cfg.current && !strcmp(cfg.current, x->name), "server",
+                          x->server, "token_set", x->token != NULL, "token_file", x->token_file,
+                          "tls_ca", x->tls_ca, "tls_cert", x->tls_cert, "tls_key", x->tls_key);
             if (!o || json_array_append_new(list, o)) {
                 json_decref(list);
                 list = NULL;
             }
         }
-        json_t *root = list ? json_pack("{s:s?, s:s, s:o}", "current_context", cfg.current,
-                                        "path", cfg.path, "contexts", list)
+        json_t *root = list ? json_pack("{s:s?, s:s, s:o}", "current_context", cfg.current, "path",
+                                        cfg.path, "contexts", list)
                             : NULL;
         rc = root ? cli_print_json(c, root) : cli_local_error("out of memory");
         json_decref(root);
@@ -188,7 +192,8 @@ const cli_command cli_config_commands[] = {
      "NAME [--server HOST:PORT] [--token-file FILE] [--tls-ca FILE] ...",
      "create or change a context of the config file",
      CONFIG_DETAILS,
-     1, 1,
+     1,
+     1,
      {{"server", 0, "HOST:PORT", "the server"},
       {"token", 0, "TOKEN", "a token, stored in the file"},
       {"token-file", 0, "FILE", "a file holding the token"},
@@ -197,11 +202,29 @@ const cli_command cli_config_commands[] = {
       {"tls-key", 0, "FILE", "mutual TLS: the client key"},
       {"use", 0, NULL, "make it the current context"}},
      cmd_set_context},
-    {"config use-context", "NAME", "make NAME the current context", NULL, 1, 1, {{0}},
+    {"config use-context",
+     "NAME",
+     "make NAME the current context",
+     NULL,
+     1,
+     1,
+     {{0}},
      cmd_use_context},
-    {"config get-contexts", "", "list the contexts (never a token's secret); * marks the current",
-     NULL, 0, 0, {{0}}, cmd_get_contexts},
-    {"config delete-context", "NAME", "remove a context from the config file", NULL, 1, 1, {{0}},
+    {"config get-contexts",
+     "",
+     "list the contexts (never a token's secret); * marks the current",
+     NULL,
+     0,
+     0,
+     {{0}},
+     cmd_get_contexts},
+    {"config delete-context",
+     "NAME",
+     "remove a context from the config file",
+     NULL,
+     1,
+     1,
+     {{0}},
      cmd_delete_context},
 };
 const size_t cli_n_config_commands = sizeof cli_config_commands / sizeof cli_config_commands[0];

@@ -89,7 +89,8 @@ static const struct {
 
 static void print_main_help(FILE *f)
 {
-    fprintf(f, "usage: fluxion [--server HOST:PORT] [--timeout SECONDS] [--json] COMMAND [ARGS]\n\n"
+    fprintf(f, "usage: fluxion [--server HOST:PORT] [--token-file FILE] [--context NAME] [--json] "
+               "COMMAND [ARGS]\n\n"
                "Defines, stores, trains and serves models on a fluxiond server, over gRPC.\n\n"
                "commands:\n");
     for (size_t g = 0; g < N_GROUPS; g++)
@@ -356,8 +357,8 @@ int main(int argc, char **argv)
             return rc;
     }
     if (i >= argc) {
-        fprintf(stderr, "usage: fluxion [--server HOST:PORT] [--timeout SECONDS] [--json] "
-                        "COMMAND [ARGS]\n");
+        fprintf(stderr, "usage: fluxion [--server HOST:PORT] [--token-file FILE] "
+                        "[--context NAME] [--json] COMMAND [ARGS]\n");
         return cli_usage_error("no command given (see fluxion --help)");
     }
     const cli_command *cmd;

@@ -21,14 +21,17 @@
 #include "util.h"
 
 #define CONTEXT_NAME_MAX 64
-#define TOKEN_FILE_MAX 8192
+#define TOKEN_FILE_MAX   8192
 
 /* The keys of a context, in the order they are written. */
 typedef struct {
     const char *key;
     size_t off;
 } field;
-#define F(name) { #name, offsetof(fxc_context, name) }
+#define F(name)                                                                                    \
+    {                                                                                              \
+#name, offsetof(fxc_context, name)                                                         \
+    }
 static const field FIELDS[] = {
     F(server), F(token), F(token_file), F(tls_ca), F(tls_cert), F(tls_key),
 };
@@ -117,26 +120,29 @@ static int bad_shape(const char *path, char *err, size_t errlen, const char *fmt
 }
 
 /* One context object of the file into c. */
-static int parse_context(const char *path, const char *name, json_t *obj, fxc_context *c,
-                         char *err, size_t errlen)
+static int parse_context(const char *path, const char *name, json_t *obj, fxc_context *c, char *err,
+                         size_t errlen)
 {
     if (!json_is_object(obj))
         return bad_shape(path, err, errlen, "contexts.%s: expected an object%s", name, "");
     if (!context_name_ok(name))
-        return bad_shape(path, err, errlen, "context name \"%s\": use 1..64 of A-Z a-z 0-9 . _ @ : -%s",
-                         name, "");
+        return bad_shape(path, err, errlen,
+                         "context name \"%s\": use 1..64 of A-Z a-z 0-9 . _ @ : -%s", name, "");
     if (!(c->name = strdup(name)))
         return fxu_oom(err, errlen);
     const char *key;
     json_t *v;
-    json_object_foreach(obj, key, v) {
+    json_object_foreach(obj, key, v)
+    {
         const field *f = NULL;
         for (size_t i = 0; i < N_FIELDS; i++)
             if (!strcmp(FIELDS[i].key, key))
                 f = &FIELDS[i];
         if (!f)
-            return bad_shape(path, err, errlen, "contexts.%s: unknown key \"%s\" (known: server, "
-                             "token, token_file, tls_ca, tls_cert, tls_key)", name, key);
+            return bad_shape(path, err, errlen,
+                             "contexts.%s: unknown key \"%s\" (known: server, "
+                             "token, token_file, tls_ca, tls_cert, tls_key)",
+                             name, key);
         if (!json_is_string(v))
             return bad_shape(path, err, errlen, "contexts.%s.%s: expected a string", name, key);
         if (!(*slot(c, f) = strdup(json_string_value(v))))
@@ -155,12 +161,14 @@ static int parse_config(json_t *root, fxc_config *cfg, char *err, size_t errlen)
         return bad_shape(path, err, errlen, "expected a JSON object%s%s", "", "");
     const char *key;
     json_t *v;
-    json_object_foreach(root, key, v) {
+    json_object_foreach(root, key, v)
+    {
         if (!strcmp(key, "current_context")) {
             if (json_is_null(v))
                 continue;
             if (!json_is_string(v))
-                return bad_shape(path, err, errlen, "current_context: expected a string%s%s", "", "");
+                return bad_shape(path, err, errlen, "current_context: expected a string%s%s", "",
+                                 "");
             if (!(cfg->current = strdup(json_string_value(v))))
                 return fxu_oom(err, errlen);
         } else if (!strcmp(key, "contexts")) {
@@ -172,14 +180,17 @@ static int parse_config(json_t *root, fxc_config *cfg, char *err, size_t errlen)
                 return fxu_oom(err, errlen);
             const char *name;
             json_t *obj;
-            json_object_foreach(v, name, obj) {
+            json_object_foreach(v, name, obj)
+            {
                 int rc = parse_context(path, name, obj, &cfg->contexts[cfg->n++], err, errlen);
                 if (rc)
                     return rc;
             }
         } else {
-            return bad_shape(path, err, errlen, "unknown key \"%s\" (known: current_context, "
-                             "contexts)%s", key, "");
+            return bad_shape(path, err, errlen,
+                             "unknown key \"%s\" (known: current_context, "
+                             "contexts)%s",
+                             key, "");
         }
     }
     return 0;
@@ -298,10 +309,13 @@ static int set_field(fxc_context *c, const field *f, const char *value)
 int fxc_config_set(fxc_config *cfg, const fxc_context *fields, char *err, size_t errlen)
 {
     if (!fields->name || !context_name_ok(fields->name))
-        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "context name \"%s\": use 1..64 of "
-                        "A-Z a-z 0-9 . _ @ : -", fields->name ? fields->name : "");
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "context name \"%s\": use 1..64 of "
+                        "A-Z a-z 0-9 . _ @ : -",
+                        fields->name ? fields->name : "");
     if (fields->token && *fields->token && fields->token_file && *fields->token_file)
-        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "give a token or a token file, not both");
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "give a token or a token file, not both");
     fxc_context *c = fxc_config_find(cfg, fields->name);
     if (!c) {
         fxc_context *grown = realloc(cfg->contexts, (cfg->n + 1) * sizeof *grown);
@@ -333,8 +347,10 @@ int fxc_config_set(fxc_config *cfg, const fxc_context *fields, char *err, size_t
 
 static int not_found(const fxc_config *cfg, const char *name, char *err, size_t errlen)
 {
-    return fxu_fail(err, errlen, FXS_NOT_FOUND, "context '%s' not found in %s (fluxion config "
-                    "get-contexts lists them)", name ? name : "", cfg->path ? cfg->path : "the config");
+    return fxu_fail(err, errlen, FXS_NOT_FOUND,
+                    "context '%s' not found in %s (fluxion config "
+                    "get-contexts lists them)",
+                    name ? name : "", cfg->path ? cfg->path : "the config");
 }
 
 int fxc_config_delete(fxc_config *cfg, const char *name, char *err, size_t errlen)
@@ -417,46 +433,57 @@ int fxc_conn_resolve(const fxc_conn_src *flags, const fxc_conn_src *env, const f
     if (!env)
         env = &none;
     const char *name = nz(flags->context) ? flags->context
-                     : nz(env->context)   ? env->context
-                     : cfg ? nz(cfg->current) : NULL;
+                       : nz(env->context) ? env->context
+                       : cfg              ? nz(cfg->current)
+                                          : NULL;
     const char *name_src = nz(flags->context) ? "--context"
-                         : nz(env->context)   ? "FLUXION_CONTEXT" : "current_context";
+                           : nz(env->context) ? "FLUXION_CONTEXT"
+                                              : "current_context";
     const fxc_context *ctx = NULL;
     static const fxc_context empty = {0};
     if (name) {
         ctx = fxc_config_find(cfg, name);
         if (!ctx)
-            return fxu_fail(err, errlen, FXS_NOT_FOUND, "context '%s' (from %s) not found in %s "
-                            "(fluxion config get-contexts lists them)", name, name_src,
-                            cfg && cfg->path ? cfg->path : "the config file");
+            return fxu_fail(err, errlen, FXS_NOT_FOUND,
+                            "context '%s' (from %s) not found in %s "
+                            "(fluxion config get-contexts lists them)",
+                            name, name_src, cfg && cfg->path ? cfg->path : "the config file");
         if (!(out->context = strdup(name)))
             goto oom;
     }
     const fxc_context *cx = ctx ? ctx : &empty;
 
     /* one source gives the token, as a unit */
-    const struct { const char *token, *file; bool from_cfg; } tsrc[3] = {
-        { nz(flags->token), nz(flags->token_file), false },
-        { nz(env->token), nz(env->token_file), false },
-        { nz(cx->token), nz(cx->token_file), true },
+    const struct {
+        const char *token, *file;
+        bool from_cfg;
+    } tsrc[3] = {
+        {nz(flags->token), nz(flags->token_file), false},
+        {nz(env->token), nz(env->token_file), false},
+        {nz(cx->token), nz(cx->token_file), true},
     };
     for (int i = 0; i < 3; i++) {
         if (!tsrc[i].token && !tsrc[i].file)
             continue;
         if (tsrc[i].token && tsrc[i].file) {
             fxc_conn_free(out);
-            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "%s: give a token or a token file, "
-                            "not both", i == 0 ? "flags" : i == 1 ? "environment" : "context");
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                            "%s: give a token or a token file, "
+                            "not both",
+                            i == 0   ? "flags"
+                            : i == 1 ? "environment"
+                                     : "context");
         }
         if (tsrc[i].token && !(out->token = strdup(tsrc[i].token)))
             goto oom;
         if (tsrc[i].file && !(out->token_file = tsrc[i].from_cfg ? config_path(cfg, tsrc[i].file)
-                                                                  : strdup(tsrc[i].file)))
+                                                                 : strdup(tsrc[i].file)))
             goto oom;
         if (i == 0)
             out->token_source = strdup(tsrc[i].token ? "--token" : "--token-file");
         else if (i == 1)
-            out->token_source = strdup(tsrc[i].token ? "FLUXION_TOKEN" : "the environment's token file");
+            out->token_source =
+                strdup(tsrc[i].token ? "FLUXION_TOKEN" : "the environment's token file");
         else
             out->token_source = fxu_strf("context '%s'", ctx->name);
         if (!out->token_source)
@@ -465,18 +492,24 @@ int fxc_conn_resolve(const fxc_conn_src *flags, const fxc_conn_src *env, const f
     }
 
     /* the client certificate, as a unit */
-    const struct { const char *cert, *key; bool from_cfg; const char *what; } csrc[3] = {
-        { nz(flags->tls_cert), nz(flags->tls_key), false, "flags (--tls-cert, --tls-key)" },
-        { nz(env->tls_cert), nz(env->tls_key), false, "environment" },
-        { nz(cx->tls_cert), nz(cx->tls_key), true, "context (tls_cert, tls_key)" },
+    const struct {
+        const char *cert, *key;
+        bool from_cfg;
+        const char *what;
+    } csrc[3] = {
+        {nz(flags->tls_cert), nz(flags->tls_key), false, "flags (--tls-cert, --tls-key)"},
+        {nz(env->tls_cert), nz(env->tls_key), false, "environment"},
+        {nz(cx->tls_cert), nz(cx->tls_key), true, "context (tls_cert, tls_key)"},
     };
     for (int i = 0; i < 3; i++) {
         if (!csrc[i].cert && !csrc[i].key)
             continue;
         if (!csrc[i].cert || !csrc[i].key) {
             fxc_conn_free(out);
-            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "%s: a client certificate needs "
-                            "its key and the reverse (give both)", csrc[i].what);
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                            "%s: a client certificate needs "
+                            "its key and the reverse (give both)",
+                            csrc[i].what);
         }
         if (csrc[i].from_cfg) {
             out->tls_cert = config_path(cfg, csrc[i].cert);
@@ -503,19 +536,21 @@ oom:
 
 /* ------------------------------------------------------------ secrets */
 
-int fxc_read_token_file(const char *path, char **token, bool *too_open, char *err,
-                        size_t errlen)
+int fxc_read_token_file(const char *path, char **token, bool *too_open, char *err, size_t errlen)
 {
     *token = NULL;
     *too_open = false;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "token file %s: %s", path, strerror(errno));
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "token file %s: %s", path,
+                        strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > TOKEN_FILE_MAX) {
         close(fd);
-        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "token file %s: not a regular file of "
-                        "at most %d bytes", path, TOKEN_FILE_MAX);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "token file %s: not a regular file of "
+                        "at most %d bytes",
+                        path, TOKEN_FILE_MAX);
     }
     *too_open = (st.st_mode & 077) != 0;
     void *buf = NULL;
@@ -566,11 +601,17 @@ int fxc_parse_duration(const char *text, int64_t *seconds, char *err, size_t err
     if (*p == '\0')
         unit = 1;
     else if (p[1] == '\0')
-        unit = *p == 's' ? 1 : *p == 'm' ? 60 : *p == 'h' ? 3600 : *p == 'd' ? 86400
-             : *p == 'w' ? 7 * 86400 : 0;
+        unit = *p == 's'   ? 1
+               : *p == 'm' ? 60
+               : *p == 'h' ? 3600
+               : *p == 'd' ? 86400
+               : *p == 'w' ? 7 * 86400
+                           : 0;
     if (!digits || !unit || v <= 0 || v > MAX / unit)
-        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "expected a duration like 3600, 90s, "
-                        "45m, 12h, 30d or 2w (at most 100 years), got \"%s\"", text ? text : "");
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "expected a duration like 3600, 90s, "
+                        "45m, 12h, 30d or 2w (at most 100 years), got \"%s\"",
+                        text ? text : "");
     *seconds = v * unit;
     return 0;
 }

@@ -42,13 +42,13 @@ typedef struct {
 } fxc_context;
 
 typedef struct {
-    char *path;           /* the file it was read from (or will be written to) */
-    char *dir;            /* its directory: relative paths in the file are relative to it */
-    char *current;        /* current_context, or NULL */
+    char *path;    /* the file it was read from (or will be written to) */
+    char *dir;     /* its directory: relative paths in the file are relative to it */
+    char *current; /* current_context, or NULL */
     fxc_context *contexts;
     size_t n;
-    bool exists;          /* the file was there */
-    bool too_open;        /* the file is readable or writable by group or others */
+    bool exists;   /* the file was there */
+    bool too_open; /* the file is readable or writable by group or others */
 } fxc_config;
 
 /* The config file's path: env_config (FLUXION_CONFIG) when set and not "",
@@ -85,11 +85,11 @@ typedef struct {
 /* The settings to connect with (malloc'd strings, NULL: not set). */
 typedef struct {
     char *server;
-    char *token, *token_file;     /* at most one of the two */
+    char *token, *token_file; /* at most one of the two */
     char *tls_ca, *tls_cert, *tls_key;
-    char *context;                /* the context used, or NULL */
-    char *token_source;           /* where the token came from, for messages:
-                                     "--token", "FLUXION_TOKEN", "context 'prod'" */
+    char *context;      /* the context used, or NULL */
+    char *token_source; /* where the token came from, for messages:
+                           "--token", "FLUXION_TOKEN", "context 'prod'" */
 } fxc_conn;
 
 /* Resolves the settings (flags > env > the context > default_server).
@@ -105,8 +105,7 @@ void fxc_conn_free(fxc_conn *c);
  * the content). *too_open: the file is readable by group or others (the
  * caller warns, like ssh). *token is malloc'd: free it with
  * fxc_secret_free. */
-int fxc_read_token_file(const char *path, char **token, bool *too_open, char *err,
-                        size_t errlen);
+int fxc_read_token_file(const char *path, char **token, bool *too_open, char *err, size_t errlen);
 /* Zeroes and frees a secret. */
 void fxc_secret_free(char *secret);
 

@@ -54,8 +54,8 @@ static int check_token(const char *token, char *err, size_t errlen)
         if (token[i] <= ' ' || token[i] > '~')
             return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
                             "the token has a %s at byte %zu (a token is printable ASCII "
-                            "without spaces)", token[i] == ' ' ? "space" : "control or non-ASCII byte",
-                            i + 1);
+                            "without spaces)",
+                            token[i] == ' ' ? "space" : "control or non-ASCII byte", i + 1);
     return 0;
 }
 

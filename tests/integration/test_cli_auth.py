@@ -34,7 +34,7 @@ from fxtest import grpc  # noqa: E402
 import fluxion_client  # noqa: E402
 
 try:
-    from fluxion.v1 import admin_pb2, admin_pb2_grpc  # noqa: E402
+    from fluxion.v1 import admin_pb2, admin_pb2_grpc, model_pb2_grpc  # noqa: E402
 except ImportError as e:
     print("skipped: no admin stubs (%s): build the project" % e)
     sys.exit(fxtest.SKIP)
@@ -150,10 +150,27 @@ class FakeAdmin(admin_pb2_grpc.AdminServiceServicer):
             secret=GOOD)
 
 
+class FakeModels(model_pb2_grpc.ModelServiceServicer):
+    """The streaming calls answer NOT_FOUND "auth=<the authorization value>":
+    whether a server-streaming and a client-streaming call carry the token."""
+
+    @staticmethod
+    def _echo(context):
+        auth = dict(context.invocation_metadata()).get("authorization", "")
+        context.abort(C.NOT_FOUND, "auth=%s." % auth)
+
+    def ExportWeights(self, request, context):
+        self._echo(context)
+
+    def ImportWeights(self, request_iterator, context):
+        self._echo(context)
+
+
 class FakeServer:
     def __init__(self, servicer, creds=None):
         self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4))
         admin_pb2_grpc.add_AdminServiceServicer_to_server(servicer, self.server)
+        model_pb2_grpc.add_ModelServiceServicer_to_server(FakeModels(), self.server)
         if creds is None:
             self.port = self.server.add_insecure_port("127.0.0.1:0")
         else:
@@ -209,6 +226,23 @@ class FakeServerTest(unittest.TestCase):
         _, p = self.who("--token", "fxn_bad token", expect=4)
         self.assertIn("space", p.stderr)
         self.assertNotIn("fxn_bad", p.stderr)
+
+    def test_streams_carry_token(self):
+        d = tmpdir()
+        w = write(os.path.join(d, "w.safetensors"), "x" * 100)
+        env = clean_env(FLUXION_TOKEN="fxn_stream", FLUXION_SERVER=self.plain.address)
+        p = run_cli(["model", "export", "m", "-o", os.path.join(d, "out")], env, expect=1,
+                    test=self)
+        self.assertIn("auth=Bearer fxn_stream.", p.stderr)          # server streaming
+        p = run_cli(["model", "import", "m", w], env, expect=1, test=self)
+        self.assertIn("auth=Bearer fxn_stream.", p.stderr)          # client streaming
+        with fluxion_client.Client(self.plain.address, token="fxn_pys") as c:
+            with self.assertRaises(fluxion_client.NotFound) as cm:
+                c.export_weights("m")
+            self.assertIn("auth=Bearer fxn_pys.", cm.exception.message)
+            with self.assertRaises(fluxion_client.NotFound) as cm:
+                c.import_weights("m", b"x" * 10)
+            self.assertIn("auth=Bearer fxn_pys.", cm.exception.message)
 
     def test_token_file_permissions_warning(self):
         d = tmpdir()
@@ -482,7 +516,8 @@ class DaemonAdminTest(unittest.TestCase):
         p = self.admin("team", "list")
         self.assertRegex(p.stdout, r"(?m)^ta\s")
         self.assertRegex(p.stdout, r"(?m)^default\s")
-        names = [t["name"] for t in json.loads(self.admin("--json", "team", "list").stdout)["teams"]]
+        teams = json.loads(self.admin("--json", "team", "list").stdout)["teams"]
+        names = [t["name"] for t in teams]
         self.assertIn("ta", names)
         # update one limit: the others keep their values
         got = json.loads(self.admin("--json", "team", "update", "ta", "--max-models", "5").stdout)
@@ -545,6 +580,30 @@ class DaemonAdminTest(unittest.TestCase):
         self.assertGreater(t["token"]["expires_ms"], 0)
         time.sleep(2.2)
         self.cli("whoami", token=t["secret"], expect=1)
+
+    def test_member_model_streams(self):
+        """A member's token on unary and streaming calls (export: server
+        streaming, import: client streaming); without it they fail."""
+        self.admin("team", "create", "tc")
+        d = tmpdir()
+        member = os.path.join(d, "m.token")
+        self.admin("token", "create", "dev", "--team", "tc", "--role", "member", "-o", member)
+        mlp = os.path.join(fxtest.SOURCE_DIR, "examples", "models", "mlp.json")
+        self.cli("model", "create", mlp, "--name", "m1", token_file=member)
+        out = os.path.join(d, "w.safetensors")
+        self.cli("model", "export", "m1", "-o", out, token_file=member)
+        got = json.loads(self.cli("--json", "model", "import", "m1", out,
+                                  token_file=member).stdout)
+        self.assertEqual(int(got["version"]), 2)
+        p = self.cli("model", "export", "m1", "-o", out + ".2", expect=1)
+        self.assertIn("UNAUTHENTICATED", p.stderr)
+        p = self.cli("model", "import", "m1", out, expect=1)
+        self.assertIn("UNAUTHENTICATED", p.stderr)
+        # the admin sees it as tc/m1; the default team's list does not have it
+        self.assertIn("m1", self.cli("model", "list", token_file=member).stdout)
+        self.admin("model", "get", "tc/m1")
+        self.cli("model", "delete", "m1", token_file=member)
+        self.admin("team", "delete", "tc")
 
     def test_context_against_daemon(self):
         env = clean_env()

@@ -54,7 +54,8 @@ static const char *write_file(const char *name, const char *text, mode_t mode)
 static const char GOOD[] =
     "{\"current_context\": \"prod\",\n"
     " \"contexts\": {\"prod\": {\"server\": \"h:7443\", \"token_file\": \"prod.token\",\n"
-    "                          \"tls_ca\": \"/etc/ca.pem\", \"tls_cert\": \"c.pem\", \"tls_key\": \"k.pem\"},\n"
+    "                          \"tls_ca\": \"/etc/ca.pem\", \"tls_cert\": \"c.pem\", \"tls_key\": "
+    "\"k.pem\"},\n"
     "              \"dev\": {\"server\": \"127.0.0.1:7070\", \"token\": \"fxn_dev\"}}}\n";
 
 static void test_load(void **state)
@@ -95,18 +96,20 @@ static void test_load(void **state)
 static void test_load_errors(void **state)
 {
     (void)state;
-    static const struct { const char *text, *want; } cases[] = {
-        { "{", "config.json:" },
-        { "[]", "expected a JSON object" },
-        { "{\"contexts\": []}", "contexts: expected an object" },
-        { "{\"contexts\": {\"a\": {\"server\": 7}}}", "contexts.a.server: expected a string" },
-        { "{\"contexts\": {\"a\": {\"tokenfile\": \"x\"}}}", "unknown key \"tokenfile\"" },
-        { "{\"contexts\": {\"a\": {\"token\": \"x\", \"token_file\": \"y\"}}}",
-          "both token and token_file" },
-        { "{\"contexts\": {\"a b\": {}}}", "context name \"a b\"" },
-        { "{\"current_context\": 3}", "current_context: expected a string" },
-        { "{\"colour\": 3}", "unknown key \"colour\"" },
-        { "{\"contexts\": {\"a\": {}, \"a\": {}}}", "duplicate" },
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        {"{", "config.json:"},
+        {"[]", "expected a JSON object"},
+        {"{\"contexts\": []}", "contexts: expected an object"},
+        {"{\"contexts\": {\"a\": {\"server\": 7}}}", "contexts.a.server: expected a string"},
+        {"{\"contexts\": {\"a\": {\"tokenfile\": \"x\"}}}", "unknown key \"tokenfile\""},
+        {"{\"contexts\": {\"a\": {\"token\": \"x\", \"token_file\": \"y\"}}}",
+         "both token and token_file"},
+        {"{\"contexts\": {\"a b\": {}}}", "context name \"a b\""},
+        {"{\"current_context\": 3}", "current_context: expected a string"},
+        {"{\"colour\": 3}", "unknown key \"colour\""},
+        {"{\"contexts\": {\"a\": {}, \"a\": {}}}", "duplicate"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char err[512] = "";
@@ -128,17 +131,17 @@ static void test_save_roundtrip(void **state)
     assert_int_equal(fxc_config_load(path, &cfg, err, sizeof err), 0);
     assert_int_equal(fxc_config_use(&cfg, "prod", err, sizeof err), FXS_NOT_FOUND);
     assert_non_null(strstr(err, "context 'prod' not found"));
-    fxc_context f = { .name = "prod", .server = "h:1", .token = "fxn_a" };
+    fxc_context f = {.name = "prod", .server = "h:1", .token = "fxn_a"};
     assert_int_equal(fxc_config_set(&cfg, &f, err, sizeof err), 0);
     /* update: a token file replaces the token; "" removes the server */
-    f = (fxc_context){ .name = "prod", .server = "", .token_file = "t", .tls_ca = "ca.pem" };
+    f = (fxc_context){.name = "prod", .server = "", .token_file = "t", .tls_ca = "ca.pem"};
     assert_int_equal(fxc_config_set(&cfg, &f, err, sizeof err), 0);
-    f = (fxc_context){ .name = "dev", .server = "127.0.0.1:1" };
+    f = (fxc_context){.name = "dev", .server = "127.0.0.1:1"};
     assert_int_equal(fxc_config_set(&cfg, &f, err, sizeof err), 0);
     assert_int_equal(fxc_config_use(&cfg, "dev", err, sizeof err), 0);
-    f = (fxc_context){ .name = "bad name!" };
+    f = (fxc_context){.name = "bad name!"};
     assert_int_equal(fxc_config_set(&cfg, &f, err, sizeof err), FXS_INVALID_ARGUMENT);
-    f = (fxc_context){ .name = "x", .token = "a", .token_file = "b" };
+    f = (fxc_context){.name = "x", .token = "a", .token_file = "b"};
     assert_int_equal(fxc_config_set(&cfg, &f, err, sizeof err), FXS_INVALID_ARGUMENT);
     assert_int_equal(fxc_config_save(&cfg, err, sizeof err), 0);
     fxc_config_free(&cfg);
@@ -183,7 +186,7 @@ static void test_precedence(void **state)
     fxc_conn_free(&c);
 
     /* env beats the context, field by field; the token as a unit */
-    fxc_conn_src env = { .server = "e:2", .token = "fxn_env" };
+    fxc_conn_src env = {.server = "e:2", .token = "fxn_env"};
     assert_int_equal(fxc_conn_resolve(NULL, &env, &cfg, "d:1", &c, err, sizeof err), 0);
     assert_string_equal(c.server, "e:2");
     assert_string_equal(c.token, "fxn_env");
@@ -193,8 +196,8 @@ static void test_precedence(void **state)
     fxc_conn_free(&c);
 
     /* flags beat env; FLUXION_CONTEXT picks another context, --context beats it */
-    fxc_conn_src flags = { .token_file = "/x/tok", .context = "dev" };
-    env = (fxc_conn_src){ .token = "fxn_env", .context = "nope" };
+    fxc_conn_src flags = {.token_file = "/x/tok", .context = "dev"};
+    env = (fxc_conn_src){.token = "fxn_env", .context = "nope"};
     assert_int_equal(fxc_conn_resolve(&flags, &env, &cfg, "d:1", &c, err, sizeof err), 0);
     assert_string_equal(c.context, "dev");
     assert_string_equal(c.server, "127.0.0.1:7070");
@@ -208,20 +211,21 @@ static void test_precedence(void **state)
     /* an unknown context named anywhere is an error naming it and its source */
     assert_int_equal(fxc_conn_resolve(NULL, &env, &cfg, "d:1", &c, err, sizeof err), FXS_NOT_FOUND);
     assert_non_null(strstr(err, "context 'nope' (from FLUXION_CONTEXT) not found"));
-    flags = (fxc_conn_src){ .context = "zz" };
-    assert_int_equal(fxc_conn_resolve(&flags, NULL, &cfg, "d:1", &c, err, sizeof err), FXS_NOT_FOUND);
+    flags = (fxc_conn_src){.context = "zz"};
+    assert_int_equal(fxc_conn_resolve(&flags, NULL, &cfg, "d:1", &c, err, sizeof err),
+                     FXS_NOT_FOUND);
     assert_non_null(strstr(err, "--context"));
 
     /* half a certificate pair, or a token and a token file, from one source */
-    flags = (fxc_conn_src){ .tls_cert = "c" };
+    flags = (fxc_conn_src){.tls_cert = "c"};
     assert_int_equal(fxc_conn_resolve(&flags, NULL, &cfg, "d:1", &c, err, sizeof err),
                      FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "needs its key"));
-    flags = (fxc_conn_src){ .token = "a", .token_file = "b" };
+    flags = (fxc_conn_src){.token = "a", .token_file = "b"};
     assert_int_equal(fxc_conn_resolve(&flags, NULL, &cfg, "d:1", &c, err, sizeof err),
                      FXS_INVALID_ARGUMENT);
     /* a flag pair replaces the context's pair */
-    flags = (fxc_conn_src){ .tls_cert = "fc", .tls_key = "fk" };
+    flags = (fxc_conn_src){.tls_cert = "fc", .tls_key = "fk"};
     assert_int_equal(fxc_conn_resolve(&flags, NULL, &cfg, "d:1", &c, err, sizeof err), 0);
     assert_string_equal(c.tls_cert, "fc");
     assert_string_equal(c.tls_key, "fk");
@@ -269,17 +273,20 @@ static void test_token_file(void **state)
     fxc_secret_free(tok);
 
     path = write_file("t3", " \n", 0600);
-    assert_int_equal(fxc_read_token_file(path, &tok, &open_, err, sizeof err), FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxc_read_token_file(path, &tok, &open_, err, sizeof err),
+                     FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "is empty"));
     assert_null(tok);
 
     path = write_file("t4", "fxn_secretline1\nsecondline\n", 0600);
-    assert_int_equal(fxc_read_token_file(path, &tok, &open_, err, sizeof err), FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxc_read_token_file(path, &tok, &open_, err, sizeof err),
+                     FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "more than one line"));
     assert_null(strstr(err, "secret")); /* never the content */
 
-    assert_int_equal(fxc_read_token_file(tu_pathf("%s/missing", dir), &tok, &open_, err, sizeof err),
-                     FXS_INVALID_ARGUMENT);
+    assert_int_equal(
+        fxc_read_token_file(tu_pathf("%s/missing", dir), &tok, &open_, err, sizeof err),
+        FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "No such file"));
     assert_int_equal(fxc_read_token_file(dir, &tok, &open_, err, sizeof err), FXS_INVALID_ARGUMENT);
 }
@@ -287,9 +294,12 @@ static void test_token_file(void **state)
 static void test_duration(void **state)
 {
     (void)state;
-    static const struct { const char *text; int64_t want; } good[] = {
-        { "3600", 3600 }, { "90s", 90 }, { "45m", 2700 }, { "12h", 43200 },
-        { "30d", 2592000 }, { "2w", 1209600 },
+    static const struct {
+        const char *text;
+        int64_t want;
+    } good[] = {
+        {"3600", 3600}, {"90s", 90},      {"45m", 2700},
+        {"12h", 43200}, {"30d", 2592000}, {"2w", 1209600},
     };
     char err[256];
     int64_t s;
@@ -297,8 +307,8 @@ static void test_duration(void **state)
         assert_int_equal(fxc_parse_duration(good[i].text, &s, err, sizeof err), 0);
         assert_int_equal(s, good[i].want);
     }
-    static const char *const bad[] = { "", "0", "-5", "5x", "d", "1.5h", "12hh", " 5",
-                                       "99999999999999999999", "40000d" };
+    static const char *const bad[] = {
+        "", "0", "-5", "5x", "d", "1.5h", "12hh", " 5", "99999999999999999999", "40000d"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         if (fxc_parse_duration(bad[i], &s, err, sizeof err) != FXS_INVALID_ARGUMENT)
             fail_msg("\"%s\" was accepted as %lld", bad[i], (long long)s);
@@ -312,25 +322,30 @@ static void test_channel_opts(void **state)
     char err[512];
     fxc_channel *ch = NULL;
     /* a token with a space or a newline cannot be metadata */
-    fxc_channel_opts o = { .token = "fxn_a b" };
-    assert_int_equal(fxc_channel_open("127.0.0.1:1", &o, &ch, err, sizeof err), FXS_INVALID_ARGUMENT);
+    fxc_channel_opts o = {.token = "fxn_a b"};
+    assert_int_equal(fxc_channel_open("127.0.0.1:1", &o, &ch, err, sizeof err),
+                     FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "space"));
     assert_null(ch);
     o.token = "fxn_a\n";
-    assert_int_equal(fxc_channel_open("127.0.0.1:1", &o, &ch, err, sizeof err), FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxc_channel_open("127.0.0.1:1", &o, &ch, err, sizeof err),
+                     FXS_INVALID_ARGUMENT);
     /* TLS files: missing, not PEM, half a pair */
-    o = (fxc_channel_opts){ .tls_ca_file = tu_pathf("%s/missing.pem", dir) };
-    assert_int_equal(fxc_channel_open("127.0.0.1:1", &o, &ch, err, sizeof err), FXS_INVALID_ARGUMENT);
+    o = (fxc_channel_opts){.tls_ca_file = tu_pathf("%s/missing.pem", dir)};
+    assert_int_equal(fxc_channel_open("127.0.0.1:1", &o, &ch, err, sizeof err),
+                     FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "TLS CA"));
     assert_non_null(strstr(err, "missing.pem"));
     o.tls_ca_file = write_file("notpem", "hello", 0600);
-    assert_int_equal(fxc_channel_open("127.0.0.1:1", &o, &ch, err, sizeof err), FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxc_channel_open("127.0.0.1:1", &o, &ch, err, sizeof err),
+                     FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "not a PEM file"));
-    o = (fxc_channel_opts){ .tls_cert_file = o.tls_ca_file };
-    assert_int_equal(fxc_channel_open("127.0.0.1:1", &o, &ch, err, sizeof err), FXS_INVALID_ARGUMENT);
+    o = (fxc_channel_opts){.tls_cert_file = o.tls_ca_file};
+    assert_int_equal(fxc_channel_open("127.0.0.1:1", &o, &ch, err, sizeof err),
+                     FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "needs its key"));
     /* TLS with the default roots, and a token: a channel (nothing is dialled yet) */
-    o = (fxc_channel_opts){ .tls = true, .token = "fxn_ok" };
+    o = (fxc_channel_opts){.tls = true, .token = "fxn_ok"};
     assert_int_equal(fxc_channel_open("127.0.0.1:1", &o, &ch, err, sizeof err), 0);
     assert_true(fxc_channel_tls(ch));
     fxc_channel_free(ch);

@@ -15,5 +15,6 @@ from .errors import (AlreadyExists, FluxionError, InvalidArgument, NotFound, Per
 from .spec import attr_value, model_spec, spec_to_dict
 
 __all__ = ["Client", "FluxionError", "InvalidArgument", "NotFound", "AlreadyExists",
-           "Unavailable", "ResourceExhausted", "Unauthenticated", "PermissionDenied", "model_spec", "spec_to_dict", "attr_value",
+           "Unavailable", "ResourceExhausted", "Unauthenticated", "PermissionDenied",
+           "model_spec", "spec_to_dict", "attr_value",
            "infer_request", "infer_outputs", "safetensors"]
