@@ -140,10 +140,9 @@ int cli_config_load(fxc_config *cfg)
 {
     char err[1024];
     char *path = fxc_config_default_path(getenv("FLUXION_CONFIG"), getenv("HOME"));
-    if (!path) {
-        memset(cfg, 0, sizeof *cfg);
+    memset(cfg, 0, sizeof *cfg);
+    if (!path)
         return cli_local_error("no config file: set FLUXION_CONFIG or HOME");
-    }
     int rc = fxc_config_load(path, cfg, err, sizeof err);
     free(path);
     if (rc)
@@ -162,8 +161,12 @@ static int resolve_connection(cli_ctx *c, char **token)
 {
     char err[1024];
     *token = NULL;
-    fxc_config cfg;
-    int rc = cli_config_load(&cfg);
+    fxc_config cfg = {0};
+    int rc = CLI_OK;
+    /* Without HOME and FLUXION_CONFIG (a service, a container) there is no
+     * config file: flags and environment only. */
+    if (getenv("HOME") || getenv("FLUXION_CONFIG"))
+        rc = cli_config_load(&cfg);
     if (rc)
         return rc;
     rc = fxc_conn_resolve(&c->flags, &c->env, cfg.exists ? &cfg : NULL, FLUXION_DEFAULT_SERVER,

@@ -215,6 +215,11 @@ class FakeServerTest(unittest.TestCase):
         self.assertNotIn("warning", p.stderr)
         got, _ = self.who(env=clean_env(FLUXION_TOKEN="fxn_env"))
         self.assertEqual(got["principal"], "Bearer fxn_env")
+        # no HOME and no FLUXION_CONFIG (a service, a container): no config file, env works
+        bare = {k: v for k, v in clean_env(FLUXION_TOKEN="fxn_bare").items()
+                if k not in ("HOME", "FLUXION_CONFIG")}
+        got, _ = self.who(env=bare)
+        self.assertEqual(got["principal"], "Bearer fxn_bare")
         # flags beat the environment
         got, _ = self.who("--token-file", tok_file, env=clean_env(FLUXION_TOKEN="fxn_env"))
         self.assertEqual(got["principal"], "Bearer fxn_from_file")
