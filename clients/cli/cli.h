@@ -17,6 +17,7 @@
 #include <jansson.h>
 #include <protobuf-c/protobuf-c.h>
 
+#include "cliconfig.h"
 #include "rpcc.h"
 
 /* fluxiond's default listening address. */
@@ -32,9 +33,16 @@ enum {
 };
 
 typedef struct {
-    const char *server;
+    const char *server; /* for messages: the flag's or env's until the channel is opened,
+                           then the resolved one */
     double timeout_s;
     bool json;       /* machine-readable output */
+    /* Connection settings: --server, --token, --token-file, --tls-ca,
+     * --tls-cert, --tls-key, --context as given, and the environment's
+     * (FLUXION_SERVER, FLUXION_TOKEN, FLUXION_CONTEXT); resolved against the
+     * config file (clients/common/cliconfig.h) when the channel opens. */
+    fxc_conn_src flags, env;
+    fxc_conn conn;
     fxc_channel *ch; /* opened on the first call */
 } cli_ctx;
 
@@ -77,6 +85,17 @@ extern const cli_command cli_train_commands[];
 extern const size_t cli_n_train_commands;
 extern const cli_command cli_job_commands[];
 extern const size_t cli_n_job_commands;
+/* cmd_admin.c: whoami (top level), team, token, cert; cmd_config.c: config */
+extern const cli_command cli_admin_commands[];
+extern const size_t cli_n_admin_commands;
+extern const cli_command cli_team_commands[];
+extern const size_t cli_n_team_commands;
+extern const cli_command cli_token_commands[];
+extern const size_t cli_n_token_commands;
+extern const cli_command cli_cert_commands[];
+extern const size_t cli_n_cert_commands;
+extern const cli_command cli_config_commands[];
+extern const size_t cli_n_config_commands;
 
 /* ------------------------------------------------------------ errors */
 
@@ -84,7 +103,9 @@ extern const size_t cli_n_job_commands;
 int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cli_local_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* "fluxion: <STATUS_NAME>: <message>"; 3 for UNAVAILABLE and
- * DEADLINE_EXCEEDED (with the server's address), else 1. */
+ * DEADLINE_EXCEEDED (with the server's address), else 1. UNAUTHENTICATED
+ * and PERMISSION_DENIED get a hint on a second line (how to pass a token;
+ * `fluxion whoami`). */
 int cli_status_error(const cli_ctx *c, int code, const char *msg);
 
 /* ----------------------------------------------------------- parsing */
@@ -107,8 +128,15 @@ int cli_load_json(const char *path, json_t **out);
 /* ------------------------------------------------------------- calls */
 
 fxc_call_opts cli_call_opts(const cli_ctx *c);
-/* The channel (opened on first use); NULL after printing an error. */
+/* The channel (opened on first use, with the settings resolved from flags,
+ * environment and config file: TLS, the token); NULL after printing an
+ * error (a config, token or TLS file that is missing or bad, a context
+ * that does not exist: exit code CLI_ERR_LOCAL). */
 fxc_channel *cli_channel(cli_ctx *c);
+/* The config file (FLUXION_CONFIG, else ~/.config/fluxion/config.json);
+ * warns on stderr when it holds a token and others may read it. An error
+ * is printed, its exit code returned. */
+int cli_config_load(fxc_config *cfg);
 
 /* A method of the server, named by its service's protoc-c descriptor
  * (&fluxion__v1__model_service__descriptor) and its name ("GetModel"): the

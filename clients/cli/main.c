@@ -24,11 +24,25 @@ static const char EXIT_CODES[] =
 
 static const char GLOBAL_OPTIONS[] =
     "options:\n"
-    "  --server HOST:PORT  the server (default: $FLUXION_SERVER, else " FLUXION_DEFAULT_SERVER ")\n"
+    "  --server HOST:PORT  the server (default: $FLUXION_SERVER, else the context's, else\n"
+    "                      " FLUXION_DEFAULT_SERVER ")\n"
+    "  --token TOKEN       the bearer token sent with every call (default: $FLUXION_TOKEN,\n"
+    "                      else the context's); visible to other local users in `ps`:\n"
+    "                      prefer --token-file or the environment\n"
+    "  --token-file FILE   read the token from FILE (keep it chmod 600)\n"
+    "  --tls-ca FILE       connect with TLS, verifying the server with the CA certificates\n"
+    "                      in FILE (PEM)\n"
+    "  --tls-cert FILE     with --tls-key FILE: a client certificate (mutual TLS)\n"
+    "  --context NAME      the config file's context NAME (default: $FLUXION_CONTEXT,\n"
+    "                      else its current_context); see `fluxion config --help`\n"
     "  --timeout SECONDS   deadline of each call (default 30)\n"
     "  --json              machine-readable output: JSON on one line\n"
     "  -h, --help          this help; `fluxion COMMAND --help` for a command's\n"
-    "  -V, --version       print the version and exit\n";
+    "  -V, --version       print the version and exit\n"
+    "\n"
+    "Settings come from the flags, else the environment (FLUXION_SERVER, FLUXION_TOKEN,\n"
+    "FLUXION_CONTEXT), else the context of the config file ($FLUXION_CONFIG, default\n"
+    "~/.config/fluxion/config.json), else the defaults.\n";
 
 /* The space between a command's name and its usage, if it has one. */
 #define SEP(cmd) (*(cmd)->usage ? " " : "")
@@ -56,19 +70,35 @@ static const cli_group GROUPS[] = {
     {"dataset", cli_dataset_commands, &cli_n_dataset_commands},
     {"train", cli_train_commands, &cli_n_train_commands},
     {"job", cli_job_commands, &cli_n_job_commands},
+    {"team", cli_team_commands, &cli_n_team_commands},
+    {"token", cli_token_commands, &cli_n_token_commands},
+    {"cert", cli_cert_commands, &cli_n_cert_commands},
+    {"config", cli_config_commands, &cli_n_config_commands},
 };
+
+/* Top-level commands without a group. */
+static const struct {
+    const cli_command *table;
+    const size_t *n;
+} TOPS[] = {
+    {cli_other_commands, &cli_n_other_commands},
+    {cli_admin_commands, &cli_n_admin_commands},
+};
+#define N_TOPS (sizeof TOPS / sizeof TOPS[0])
 #define N_GROUPS (sizeof GROUPS / sizeof GROUPS[0])
 
 static void print_main_help(FILE *f)
 {
-    fprintf(f, "usage: fluxion [--server HOST:PORT] [--timeout SECONDS] [--json] COMMAND [ARGS]\n\n"
+    fprintf(f, "usage: fluxion [--server HOST:PORT] [--token-file FILE] [--context NAME] [--json] "
+               "COMMAND [ARGS]\n\n"
                "Defines, stores, trains and serves models on a fluxiond server, over gRPC.\n\n"
                "commands:\n");
     for (size_t g = 0; g < N_GROUPS; g++)
         for (size_t i = 0; i < *GROUPS[g].n; i++)
             print_command_line(f, &GROUPS[g].table[i]);
-    for (size_t i = 0; i < cli_n_other_commands; i++)
-        print_command_line(f, &cli_other_commands[i]);
+    for (size_t t = 0; t < N_TOPS; t++)
+        for (size_t i = 0; i < *TOPS[t].n; i++)
+            print_command_line(f, &TOPS[t].table[i]);
     fprintf(f, "\n%s\n%s", GLOBAL_OPTIONS, EXIT_CODES);
 }
 
@@ -99,8 +129,9 @@ static void print_command_help(FILE *f, const cli_command *cmd)
         }
     }
     fprintf(f,
-            "\nglobal options: --server HOST:PORT, --timeout SECONDS, --json "
-            "(see fluxion --help)\n\n%s",
+            "\nglobal options: --server HOST:PORT, --token TOKEN, --token-file FILE, "
+            "--tls-ca FILE,\n--tls-cert FILE, --tls-key FILE, --context NAME, --timeout SECONDS, "
+            "--json (see fluxion --help)\n\n%s",
             EXIT_CODES);
 }
 
@@ -148,13 +179,28 @@ static int global_option(cli_ctx *c, int argc, char **argv, int *i)
         c->json = true;
         return HANDLED;
     }
-    if (!strcmp(name, "server")) {
-        int rc = option_value(argc, argv, i, name, inl, &value);
+    /* the connection's settings: strings, resolved when the channel opens */
+    const struct { const char *name; const char **slot; const char *what; } conn[] = {
+        {"server", &c->flags.server, "HOST:PORT"},
+        {"token", &c->flags.token, "a token"},
+        {"token-file", &c->flags.token_file, "a file"},
+        {"tls-ca", &c->flags.tls_ca, "a file"},
+        {"tls-cert", &c->flags.tls_cert, "a file"},
+        {"tls-key", &c->flags.tls_key, "a file"},
+        {"context", &c->flags.context, "a context name"},
+    };
+    for (size_t k = 0; k < sizeof conn / sizeof conn[0]; k++) {
+        if (strcmp(name, conn[k].name))
+            continue;
+        int rc = option_value(argc, argv, i, conn[k].name, inl, &value);
         if (rc != HANDLED)
             return rc;
         if (!*value)
-            return cli_usage_error("--server: expected HOST:PORT, got an empty string");
-        c->server = value;
+            return cli_usage_error("--%s: expected %s, got an empty string", conn[k].name,
+                                   conn[k].what);
+        *conn[k].slot = value;
+        if (conn[k].slot == &c->flags.server)
+            c->server = value;
         return HANDLED;
     }
     if (!strcmp(name, "timeout")) {
@@ -194,6 +240,21 @@ static int command_option(const cli_command *cmd, cli_args *a, int argc, char **
     return option_value(argc, argv, i, o->name, inl, &a->opt[idx]);
 }
 
+/* True when the command has its own option of that name ("--server" of
+ * `config set-context`): it takes precedence over the global one. */
+static bool command_has(const cli_command *cmd, const char *arg)
+{
+    char buf[64];
+    const char *inl;
+    if (strncmp(arg, "--", 2))
+        return false;
+    const char *name = split_long(arg, buf, sizeof buf, &inl);
+    for (const cli_opt *o = cmd->opts; o->name; o++)
+        if (!strcmp(o->name, name))
+            return true;
+    return false;
+}
+
 static bool is_help(const char *arg) { return !strcmp(arg, "--help") || !strcmp(arg, "-h"); }
 
 static int parse_args(cli_ctx *c, const cli_command *cmd, int argc, char **argv, int i, cli_args *a)
@@ -208,7 +269,7 @@ static int parse_args(cli_ctx *c, const cli_command *cmd, int argc, char **argv,
             }
             if (is_help(arg))
                 return HELP;
-            int rc = global_option(c, argc, argv, &i);
+            int rc = command_has(cmd, arg) ? NOT_MINE : global_option(c, argc, argv, &i);
             if (rc == NOT_MINE)
                 rc = command_option(cmd, a, argc, argv, &i);
             if (rc != HANDLED)
@@ -260,7 +321,9 @@ static int select_command(int argc, char **argv, int *i, const cli_command **out
             return cli_usage_error("%s: unknown subcommand \"%s\" (see fluxion %s --help)", word,
                                    sub, word);
     } else {
-        *out = find_command(cli_other_commands, cli_n_other_commands, word);
+        *out = NULL;
+        for (size_t t = 0; t < N_TOPS && !*out; t++)
+            *out = find_command(TOPS[t].table, *TOPS[t].n, word);
         if (!*out)
             return cli_usage_error("unknown command \"%s\" (see fluxion --help)", word);
     }
@@ -274,6 +337,8 @@ int main(int argc, char **argv)
     cli_ctx c = {
         .server = env && *env ? env : FLUXION_DEFAULT_SERVER,
         .timeout_s = FLUXION_DEFAULT_TIMEOUT_S,
+        .env = { .server = env, .token = getenv("FLUXION_TOKEN"),
+                 .context = getenv("FLUXION_CONTEXT") },
     };
     int i = 1;
     for (; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
@@ -292,8 +357,8 @@ int main(int argc, char **argv)
             return rc;
     }
     if (i >= argc) {
-        fprintf(stderr, "usage: fluxion [--server HOST:PORT] [--timeout SECONDS] [--json] "
-                        "COMMAND [ARGS]\n");
+        fprintf(stderr, "usage: fluxion [--server HOST:PORT] [--token-file FILE] "
+                        "[--context NAME] [--json] COMMAND [ARGS]\n");
         return cli_usage_error("no command given (see fluxion --help)");
     }
     const cli_command *cmd;
@@ -308,8 +373,14 @@ int main(int argc, char **argv)
     }
     if (rc)
         return rc;
+    if (c.flags.token && c.flags.token_file)
+        return cli_usage_error("give --token or --token-file, not both");
+    if (!c.flags.tls_cert != !c.flags.tls_key)
+        return cli_usage_error("--tls-cert and --tls-key go together (a client certificate "
+                               "and its key)");
     rc = cmd->run(&c, &a);
     if (c.ch)
         fxc_channel_free(c.ch);
+    fxc_conn_free(&c.conn);
     return rc;
 }

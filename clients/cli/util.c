@@ -54,6 +54,15 @@ int cli_status_error(const cli_ctx *c, int code, const char *msg)
     if (unreachable)
         fprintf(stderr, " (server %s)", c->server);
     fputc('\n', stderr);
+    if (code == FXS_UNAUTHENTICATED && !c->conn.token_source)
+        fprintf(stderr, "fluxion: hint: this server needs a token: pass --token or --token-file, "
+                        "set FLUXION_TOKEN, or add it to a context (fluxion config set-context "
+                        "--help)\n");
+    else if (code == FXS_UNAUTHENTICATED)
+        fprintf(stderr, "fluxion: hint: the token (from %s) was refused: pass another with "
+                        "--token or --token-file, or set FLUXION_TOKEN\n", c->conn.token_source);
+    else if (code == FXS_PERMISSION_DENIED)
+        fprintf(stderr, "fluxion: hint: `fluxion whoami` shows your team and role\n");
     return unreachable ? CLI_ERR_UNREACHABLE : CLI_ERR_SERVER;
 }
 
@@ -127,12 +136,79 @@ fxc_call_opts cli_call_opts(const cli_ctx *c)
     return o;
 }
 
+int cli_config_load(fxc_config *cfg)
+{
+    char err[1024];
+    char *path = fxc_config_default_path(getenv("FLUXION_CONFIG"), getenv("HOME"));
+    memset(cfg, 0, sizeof *cfg);
+    if (!path)
+        return cli_local_error("no config file: set FLUXION_CONFIG or HOME");
+    int rc = fxc_config_load(path, cfg, err, sizeof err);
+    free(path);
+    if (rc)
+        return cli_local_error("config file %s", err);
+    bool has_token = false;
+    for (size_t i = 0; i < cfg->n; i++)
+        has_token |= cfg->contexts[i].token != NULL;
+    if (cfg->too_open && has_token)
+        fprintf(stderr, "fluxion: warning: config file %s holds a token and is accessible by "
+                        "others (chmod 600 %s)\n", cfg->path, cfg->path);
+    return CLI_OK;
+}
+
+/* The settings of the channel (c->conn) and its token (malloc, or NULL). */
+static int resolve_connection(cli_ctx *c, char **token)
+{
+    char err[1024];
+    *token = NULL;
+    fxc_config cfg = {0};
+    int rc = CLI_OK;
+    /* Without HOME and FLUXION_CONFIG (a service, a container) there is no
+     * config file: flags and environment only. */
+    if (getenv("HOME") || getenv("FLUXION_CONFIG"))
+        rc = cli_config_load(&cfg);
+    if (rc)
+        return rc;
+    rc = fxc_conn_resolve(&c->flags, &c->env, cfg.exists ? &cfg : NULL, FLUXION_DEFAULT_SERVER,
+                          &c->conn, err, sizeof err);
+    fxc_config_free(&cfg);
+    if (rc)
+        return cli_local_error("%s", err);
+    c->server = c->conn.server;
+    if (c->conn.token_file) {
+        bool too_open;
+        if (fxc_read_token_file(c->conn.token_file, token, &too_open, err, sizeof err))
+            return cli_local_error("%s", err);
+        if (too_open)
+            fprintf(stderr, "fluxion: warning: token file %s is accessible by others "
+                            "(chmod 600 %s)\n", c->conn.token_file, c->conn.token_file);
+    } else if (c->conn.token && !(*token = strdup(c->conn.token))) {
+        return cli_local_error("out of memory");
+    }
+    return CLI_OK;
+}
+
 fxc_channel *cli_channel(cli_ctx *c)
 {
-    if (!c->ch) {
-        c->ch = fxc_channel_create(c->server, NULL);
-        if (!c->ch)
-            cli_local_error("cannot create a channel to %s: out of memory", c->server);
+    if (c->ch)
+        return c->ch;
+    char *token = NULL;
+    if (resolve_connection(c, &token))
+        return NULL;
+    fxc_channel_opts o = {
+        .tls_ca_file = c->conn.tls_ca,
+        .tls_cert_file = c->conn.tls_cert,
+        .tls_key_file = c->conn.tls_key,
+        .token = token,
+    };
+    char err[1024];
+    int rc = fxc_channel_open(c->server, &o, &c->ch, err, sizeof err);
+    fxc_secret_free(token);
+    if (rc) {
+        if (c->conn.token_source && strstr(err, "token"))
+            cli_local_error("%s (token from %s)", err, c->conn.token_source);
+        else
+            cli_local_error("%s", err);
     }
     return c->ch;
 }

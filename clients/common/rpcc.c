@@ -22,6 +22,7 @@
 #include <grpc/slice.h>
 #include <grpc/support/time.h>
 
+#include "fsutil.h"
 #include "util.h"
 
 #define DEFAULT_MAX_MESSAGE ((size_t)64 << 20)
@@ -30,6 +31,8 @@
 
 struct fxc_channel {
     grpc_channel *ch;
+    bool tls;
+    char *auth; /* "Bearer <token>", or NULL */
 };
 
 static int clamp_int(size_t v)
@@ -37,16 +40,108 @@ static int clamp_int(size_t v)
     return v > INT_MAX ? INT_MAX : (int)v;
 }
 
-fxc_channel *fxc_channel_create(const char *target, const fxc_channel_opts *opts)
+#define MAX_TOKEN 4096
+
+/* A token goes into a metadata value: printable ASCII, no spaces (gRPC
+ * refuses other bytes at the first call with a less helpful message). */
+static int check_token(const char *token, char *err, size_t errlen)
 {
-    if (!target)
-        return NULL;
+    size_t n = strlen(token);
+    if (n > MAX_TOKEN)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "the token is %zu bytes long (at most %d)", n, MAX_TOKEN);
+    for (size_t i = 0; i < n; i++)
+        if (token[i] <= ' ' || token[i] > '~')
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                            "the token has a %s at byte %zu (a token is printable ASCII "
+                            "without spaces)",
+                            token[i] == ' ' ? "space" : "control or non-ASCII byte", i + 1);
+    return 0;
+}
+
+/* A PEM file's content, NUL-terminated (malloc). what: "--tls-ca" etc. for
+ * the message. */
+static int read_pem(const char *path, const char *what, char **out, char *err, size_t errlen)
+{
+    void *buf = NULL;
+    size_t len = 0;
+    char why[512];
+    if (fxu_read_file(path, &buf, &len, why, sizeof why))
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "%s: %s", what, why);
+    char *text = buf;
+    text[len] = '\0'; /* fxu_read_file allocates one byte more */
+    if (strlen(text) != len || !strstr(text, "-----BEGIN ")) {
+        free(buf);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "%s: %s is not a PEM file "
+                        "(no -----BEGIN line)", what, path);
+    }
+    *out = text;
+    return 0;
+}
+
+/* The channel credentials the options ask for. */
+static int make_creds(const fxc_channel_opts *o, bool *tls, grpc_channel_credentials **out,
+                      char *err, size_t errlen)
+{
+    *tls = o && (o->tls || o->tls_ca_file || o->tls_cert_file || o->tls_key_file);
+    if (!*tls) {
+        *out = grpc_insecure_credentials_create();
+        return 0;
+    }
+    if (!o->tls_cert_file != !o->tls_key_file)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "a client certificate needs its key "
+                        "and the reverse (give both --tls-cert and --tls-key, or neither)");
+    char *ca = NULL, *cert = NULL, *key = NULL;
+    int rc = 0;
+    if (o->tls_ca_file)
+        rc = read_pem(o->tls_ca_file, "TLS CA", &ca, err, errlen);
+    if (!rc && o->tls_cert_file)
+        rc = read_pem(o->tls_cert_file, "TLS client certificate", &cert, err, errlen);
+    if (!rc && o->tls_key_file)
+        rc = read_pem(o->tls_key_file, "TLS client key", &key, err, errlen);
+    if (!rc) {
+        grpc_ssl_pem_key_cert_pair pair = { .private_key = key, .cert_chain = cert };
+        /* gRPC copies the PEM strings. */
+        *out = grpc_ssl_credentials_create(ca, cert ? &pair : NULL, NULL, NULL);
+        if (!*out)
+            rc = fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "gRPC refused the TLS settings");
+    }
+    free(ca);
+    free(cert);
+    if (key) {
+        memset(key, 0, strlen(key)); /* a private key: do not leave it in freed memory */
+        free(key);
+    }
+    return rc;
+}
+
+int fxc_channel_open(const char *target, const fxc_channel_opts *opts, fxc_channel **out,
+                     char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!target || !*target)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "no server address (HOST:PORT)");
+    const char *token = opts && opts->token && *opts->token ? opts->token : NULL;
+    if (token && check_token(token, err, errlen))
+        return FXS_INVALID_ARGUMENT;
     fxc_channel *c = calloc(1, sizeof *c);
     if (!c)
-        return NULL;
+        return fxu_oom(err, errlen);
+    if (token && !(c->auth = fxu_strf("Bearer %s", token))) {
+        free(c);
+        return fxu_oom(err, errlen);
+    }
     size_t recv = opts && opts->max_recv_bytes ? opts->max_recv_bytes : DEFAULT_MAX_MESSAGE;
     size_t send = opts && opts->max_send_bytes ? opts->max_send_bytes : DEFAULT_MAX_MESSAGE;
     grpc_init();
+    grpc_channel_credentials *creds = NULL;
+    int rc = make_creds(opts, &c->tls, &creds, err, errlen);
+    if (rc) {
+        free(c->auth);
+        free(c);
+        grpc_shutdown();
+        return rc;
+    }
     grpc_arg args[2] = {
         { .type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
           .value.integer = clamp_int(recv) },
@@ -54,22 +149,36 @@ fxc_channel *fxc_channel_create(const char *target, const fxc_channel_opts *opts
           .value.integer = clamp_int(send) },
     };
     grpc_channel_args cargs = { .num_args = 2, .args = args };
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
     c->ch = grpc_channel_create(target, creds, &cargs);
     grpc_channel_credentials_release(creds);
     if (!c->ch) {
+        free(c->auth);
         free(c);
         grpc_shutdown();
-        return NULL;
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "cannot create a channel to %s", target);
     }
-    return c;
+    *out = c;
+    return 0;
 }
+
+fxc_channel *fxc_channel_create(const char *target, const fxc_channel_opts *opts)
+{
+    fxc_channel *c = NULL;
+    char err[256];
+    return fxc_channel_open(target, opts, &c, err, sizeof err) ? NULL : c;
+}
+
+bool fxc_channel_tls(const fxc_channel *ch) { return ch && ch->tls; }
 
 void fxc_channel_free(fxc_channel *c)
 {
     if (!c)
         return;
     grpc_channel_destroy(c->ch);
+    if (c->auth) {
+        memset(c->auth, 0, strlen(c->auth));
+        free(c->auth);
+    }
     free(c);
     grpc_shutdown();
 }
@@ -114,20 +223,28 @@ static int call_open(fxc_channel *ch, const char *path, const fxc_call_opts *opt
     int n_md = opts ? opts->n_md : 0;
     if (n_md < 0 || (n_md > 0 && !opts->md))
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "rpcc: bad metadata (n_md %d)", n_md);
-    cc->md = n_md <= MD_ON_STACK ? cc->md_stack : calloc((size_t)n_md, sizeof *cc->md);
+    size_t n_all = (size_t)n_md + (ch->auth ? 1 : 0); /* the channel's token first */
+    cc->md = n_all <= MD_ON_STACK ? cc->md_stack : calloc(n_all, sizeof *cc->md);
     if (!cc->md)
         return fxu_fail(err, errlen, FXS_RESOURCE_EXHAUSTED, "rpcc: out of memory");
-    for (int i = 0; i < n_md; i++) {
+    size_t k = 0;
+    if (ch->auth) {
+        memset(&cc->md[k], 0, sizeof cc->md[k]);
+        cc->md[k].key = grpc_slice_from_static_string("authorization");
+        cc->md[k].value = grpc_slice_from_static_string(ch->auth); /* lives as long as ch */
+        k++;
+    }
+    for (int i = 0; i < n_md; i++, k++) {
         if (!opts->md[i].key || !opts->md[i].value) {
             if (cc->md != cc->md_stack)
                 free(cc->md);
             return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "rpcc: metadata entry %d has no key or value", i);
         }
-        memset(&cc->md[i], 0, sizeof cc->md[i]);
-        cc->md[i].key = grpc_slice_from_static_string(opts->md[i].key);
-        cc->md[i].value = grpc_slice_from_static_string(opts->md[i].value);
+        memset(&cc->md[k], 0, sizeof cc->md[k]);
+        cc->md[k].key = grpc_slice_from_static_string(opts->md[i].key);
+        cc->md[k].value = grpc_slice_from_static_string(opts->md[i].value);
     }
-    cc->n_md = (size_t)n_md;
+    cc->n_md = n_all;
 
     int64_t ms = opts && opts->timeout_ms > 0 ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
     gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),

@@ -28,12 +28,30 @@ typedef struct fxc_channel fxc_channel;
 typedef struct {
     size_t max_recv_bytes; /* 0: 64 MiB */
     size_t max_send_bytes; /* 0: 64 MiB */
+    /* TLS: when tls is set or any of the three files is given. tls_ca_file:
+     * the PEM roots that verify the server (NULL: gRPC's default roots);
+     * tls_cert_file + tls_key_file (both or neither): the client's own
+     * certificate chain and key, for mutual TLS. */
+    bool tls;
+    const char *tls_ca_file, *tls_cert_file, *tls_key_file;
+    /* A bearer token sent on EVERY call of the channel as the metadata
+     * `authorization: Bearer <token>` (copied; NULL or "": none). */
+    const char *token;
 } fxc_channel_opts;
 
-/* target "HOST:PORT"; insecure. NULL only on allocation failure (a bad or
- * unreachable target shows up as UNAVAILABLE on the first call). */
+/* target "HOST:PORT". Returns 0 and *out, or a status code with err set:
+ * FXS_INVALID_ARGUMENT for a TLS file that cannot be read or is not PEM, a
+ * certificate without its key (or the reverse), a token with characters
+ * that cannot go in metadata; FXS_RESOURCE_EXHAUSTED out of memory. A bad
+ * or unreachable target shows up as UNAVAILABLE on the first call, a
+ * server certificate that does not verify too. */
+int fxc_channel_open(const char *target, const fxc_channel_opts *opts, fxc_channel **out,
+                     char *err, size_t errlen);
+/* fxc_channel_open without the error text: NULL on any failure. */
 fxc_channel *fxc_channel_create(const char *target, const fxc_channel_opts *opts);
 void fxc_channel_free(fxc_channel *ch);
+/* True when the channel uses TLS. */
+bool fxc_channel_tls(const fxc_channel *ch);
 
 /* The path of a method, "/" + service->name + "/" + method (as the daemon's
  * rpc/ derives it from the same protoc-c descriptor), into path[len]. Returns
@@ -47,7 +65,7 @@ typedef struct { const char *key, *value; } fxc_metadata;
 
 typedef struct {
     int64_t timeout_ms;          /* <= 0: 30 s */
-    const fxc_metadata *md;      /* optional */
+    const fxc_metadata *md;      /* optional; sent after the channel's token */
     int n_md;
 } fxc_call_opts;
 

@@ -7,6 +7,8 @@ import grpc
 import numpy as np
 
 from . import safetensors
+from .admin import AdminMixin
+from .auth import make_channel, resolve_token
 from ._stubs import cluster_pb2, cluster_pb2_grpc, infer_pb2, infer_pb2_grpc, model_pb2, \
     model_pb2_grpc
 from .datasets import DatasetsMixin
@@ -83,17 +85,26 @@ def infer_outputs(resp):
     return out
 
 
-class Client(DatasetsMixin, JobsMixin):
+class Client(DatasetsMixin, JobsMixin, AdminMixin):
     """A connection to fluxiond at target ("host:port"). timeout: seconds
-    each call may take (None: no deadline). Usable as a context manager."""
+    each call may take (None: no deadline). Usable as a context manager.
 
-    def __init__(self, target, timeout=60.0, max_message_mb=64):
+    token: a bearer token sent with every call (None: $FLUXION_TOKEN if set;
+    "": none). TLS when tls=True or any of tls_ca (the CA certificates that
+    verify the server; None with tls=True: the system's roots), tls_cert and
+    tls_key (a client certificate for mutual TLS, both or neither) is given;
+    each is a PEM file's path or its bytes."""
+
+    def __init__(self, target, timeout=60.0, max_message_mb=64, token=None, tls=False,
+                 tls_ca=None, tls_cert=None, tls_key=None):
         limit = max_message_mb << 20
         self.target = target
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(target, options=[
+        self.channel = make_channel(target, [
             ("grpc.max_send_message_length", limit),
-            ("grpc.max_receive_message_length", limit)])
+            ("grpc.max_receive_message_length", limit)],
+            token=resolve_token(token), tls=tls, tls_ca=tls_ca, tls_cert=tls_cert,
+            tls_key=tls_key)
         self.models = model_pb2_grpc.ModelServiceStub(self.channel)
         self.inference = infer_pb2_grpc.GRPCInferenceServiceStub(self.channel)
         self.cluster = cluster_pb2_grpc.ClusterServiceStub(self.channel)

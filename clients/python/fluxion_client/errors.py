@@ -35,12 +35,22 @@ class ResourceExhausted(FluxionError):
     pass
 
 
+class Unauthenticated(FluxionError):
+    """No token, or one the server does not take (unknown, revoked, expired)."""
+
+
+class PermissionDenied(FluxionError):
+    """The caller's role may not do this (a viewer writing, a member managing)."""
+
+
 _BY_CODE = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
 }
 
 

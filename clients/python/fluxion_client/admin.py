@@ -1,0 +1,117 @@
+"""Administration (fluxion.v1.AdminService): who the caller is, teams,
+tokens, client-certificate principals. All but whoami() and get_team() of
+one's own team need an admin token.
+
+    with Client("fluxion.example.com:7443", token=admin_secret, tls_ca="ca.pem") as c:
+        c.create_team("a", display_name="Team A", max_models=10)
+        made = c.create_token("ci", role="member", team="a", ttl_seconds=30 * 86400)
+        print(made.secret)        # shown only here: store it
+        c.revoke_token(made.token.id)
+"""
+from . import _stubs  # noqa: F401  (puts the generated stubs on sys.path)
+from .errors import from_rpc_error
+
+try:
+    from fluxion.v1 import admin_pb2, admin_pb2_grpc
+except ImportError as err:  # pragma: no cover - depends on the build
+    raise ImportError("fluxion_client needs the generated admin stubs (build the project): "
+                      "%s" % err) from err
+
+import grpc
+
+MIB = 1 << 20
+
+
+def _quota(max_models, max_weight_bytes, max_dataset_bytes):
+    return admin_pb2.TeamQuota(max_models=max_models or 0,
+                               max_weight_bytes=max_weight_bytes or 0,
+                               max_dataset_bytes=max_dataset_bytes or 0)
+
+
+class AdminMixin:
+    """AdminService calls of Client (needs self.channel and self.timeout)."""
+
+    def _admin(self, method, request):
+        stub = getattr(self, "_admin_stub", None)
+        if stub is None:
+            stub = self._admin_stub = admin_pb2_grpc.AdminServiceStub(self.channel)
+        try:
+            return getattr(stub, method)(request, timeout=self.timeout)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err, method) from None
+
+    def whoami(self):
+        """WhoAmIResponse: team, role, principal ("token:NAME", "cert:SUBJECT",
+        "local"), token_id, expires_ms, local_mode, tls."""
+        return self._admin("WhoAmI", admin_pb2.WhoAmIRequest())
+
+    # ----------------------------------------------------------------- teams
+
+    def create_team(self, name, display_name="", max_models=0, max_weight_bytes=0,
+                    max_dataset_bytes=0):
+        """A new team (quotas: 0 is the daemon's default). Returns Team."""
+        return self._admin("CreateTeam", admin_pb2.CreateTeamRequest(
+            name=name, display_name=display_name,
+            quota=_quota(max_models, max_weight_bytes, max_dataset_bytes)))
+
+    def get_team(self, name=""):
+        """A team with its quotas and usage ("": the caller's own)."""
+        return self._admin("GetTeam", admin_pb2.GetTeamRequest(name=name))
+
+    def list_teams(self):
+        return list(self._admin("ListTeams", admin_pb2.ListTeamsRequest()).teams)
+
+    def update_team(self, name, display_name="", max_models=None, max_weight_bytes=None,
+                    max_dataset_bytes=None):
+        """Changes the display name (when not "") and the limits given (None:
+        keep; 0: back to the daemon's default). Returns Team."""
+        req = admin_pb2.UpdateTeamRequest(name=name, display_name=display_name)
+        given = (max_models, max_weight_bytes, max_dataset_bytes)
+        if any(v is not None for v in given):
+            cur = self.get_team(name).quota  # the server replaces the quota as a whole
+            req.quota.CopyFrom(_quota(
+                cur.max_models if max_models is None else max_models,
+                cur.max_weight_bytes if max_weight_bytes is None else max_weight_bytes,
+                cur.max_dataset_bytes if max_dataset_bytes is None else max_dataset_bytes))
+        return self._admin("UpdateTeam", req)
+
+    def delete_team(self, name):
+        """Refused (FAILED_PRECONDITION) while the team owns models, datasets or jobs."""
+        self._admin("DeleteTeam", admin_pb2.DeleteTeamRequest(name=name))
+
+    # ---------------------------------------------------------------- tokens
+
+    def create_token(self, name, role, team="", ttl_seconds=0):
+        """A bearer token; role "admin", "member" or "viewer"; ttl_seconds 0:
+        never expires. Returns CreateTokenResponse: .token (Token) and
+        .secret, which is shown only here."""
+        return self._admin("CreateToken", admin_pb2.CreateTokenRequest(
+            team=team, name=name, role=role, ttl_seconds=int(ttl_seconds)))
+
+    def list_tokens(self, team="", include_revoked=False):
+        """Tokens (never their secrets); team "": every team."""
+        return list(self._admin("ListTokens", admin_pb2.ListTokensRequest(
+            team=team, include_revoked=include_revoked)).tokens)
+
+    def revoke_token(self, id=0, team="", name=""):  # noqa: A002 (the proto's field)
+        """Revokes a token by id, or by team and name: its next call fails.
+        Returns the Token."""
+        if not id and not (team and name):
+            raise ValueError("revoke_token needs an id, or a team and a name")
+        return self._admin("RevokeToken", admin_pb2.RevokeTokenRequest(
+            id=int(id or 0), team=team, name=name))
+
+    # -------------------------------------------------- certificate principals
+
+    def add_cert_principal(self, subject, team, role):
+        """Maps a client certificate's subject ("CN=alice,O=Example") or common
+        name to a team and role (mutual TLS). Returns CertPrincipal."""
+        return self._admin("AddCertPrincipal", admin_pb2.AddCertPrincipalRequest(
+            subject=subject, team=team, role=role))
+
+    def list_cert_principals(self):
+        return list(self._admin("ListCertPrincipals",
+                                admin_pb2.ListCertPrincipalsRequest()).principals)
+
+    def remove_cert_principal(self, subject):
+        self._admin("RemoveCertPrincipal", admin_pb2.RemoveCertPrincipalRequest(subject=subject))
