@@ -302,9 +302,12 @@ int cmd_serve(int argc, char **argv)
     opts o;
     parse(argc, argv, &o);
     init_paths();
-    fxc_channel *ch = fxc_channel_create(o.server, NULL);
+    /* a daemon with auth on: the token from the environment, as the CLI */
+    fxc_channel_opts co = { .token = getenv("FLUXION_TOKEN") };
+    fxc_channel *ch = fxc_channel_create(o.server, &co);
     if (!ch)
-        die("out of memory");
+        die("cannot open a channel to the server (out of memory, or FLUXION_TOKEN is not a "
+            "token)");
     shared s = { .o = &o, .ch = ch };
     s.req = build_request(&o, ch, &s.req_len);
     s.start_ns = mono_ns();
