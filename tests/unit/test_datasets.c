@@ -1,8 +1,10 @@
 /*
  * test_datasets.c - the datasets module: chunked uploads into shards, the
  * checksum, every validation error, aborts and crash leftovers leaving
- * nothing, limits and the quota, shared loading against deletion, corrupt
- * shards and stored records, threads.
+ * nothing, limits and the per-team quota, shared loading against deletion,
+ * corrupt shards and stored records, threads. Datasets are named by their
+ * keys "team/name" (store.h): here team "default" (always there) and, for
+ * the quota, a team "b" the test creates.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -30,6 +32,7 @@ typedef struct {
     fxdb_store *st;
     fxds_datasets *ds;
     fxds_datasets_opts opts;
+    uint64_t quota;   /* the store's default dataset quota per team (0: none) */
     char err[1024];
 } fixture;
 
@@ -57,6 +60,8 @@ static void open_all(fixture *f)
 {
     if (fxdb_store_open(f->dir, &f->st, f->err, sizeof f->err) != 0)
         fail_msg("%s", f->err);
+    /* the daemon's default (--dataset-quota-mb): set at every start */
+    fxdb_store_set_default_quota(f->st, &(fxdb_quota){ .max_dataset_bytes = f->quota });
     if (fxds_datasets_open(f->st, &f->opts, &f->ds, f->err, sizeof f->err) != 0)
         fail_msg("%s", f->err);
 }
@@ -69,13 +74,14 @@ static void close_all(fixture *f)
     f->st = NULL;
 }
 
-static int setup_opts(void **state, fxds_datasets_opts o)
+static int setup_opts(void **state, fxds_datasets_opts o, uint64_t quota)
 {
     fixture *f = calloc(1, sizeof *f);
     snprintf(f->dir, sizeof f->dir, "/tmp/fxds-XXXXXX");
     if (!mkdtemp(f->dir))
         return -1;
     f->opts = o;
+    f->quota = quota;
     open_all(f);
     *state = f;
     return 0;
@@ -84,13 +90,14 @@ static int setup_opts(void **state, fxds_datasets_opts o)
 /* Small shards so that every upload spans several. */
 static int setup(void **state)
 {
-    return setup_opts(state, (fxds_datasets_opts){ .shard_bytes = 100 });
+    return setup_opts(state, (fxds_datasets_opts){ .shard_bytes = 100 }, 0);
 }
 
 static int setup_limited(void **state)
 {
-    return setup_opts(state, (fxds_datasets_opts){ .max_dataset_bytes = 1000, .quota_bytes = 2500,
-                                                  .shard_bytes = 256 });
+    /* each team's datasets together: 2500 bytes (the store's default) */
+    return setup_opts(state, (fxds_datasets_opts){ .max_dataset_bytes = 1000, .shard_bytes = 256 },
+                      2500);
 }
 
 static int teardown(void **state)
@@ -102,10 +109,31 @@ static int teardown(void **state)
     return 0;
 }
 
-/* Nothing of an upload anywhere: no dataset directories, tmp/ empty. */
+/* Nothing of an upload anywhere: DIR/datasets holds only teams'
+ * directories (no staging directory, nothing else), those hold exactly
+ * datasets_kept entries together (no dataset directory beyond the kept
+ * ones, no trash), and tmp/ is empty. */
 static void assert_clean(fixture *f, int datasets_kept)
 {
-    assert_int_equal(count_entries(tu_pathf("%s/datasets", f->dir)), datasets_kept);
+    const char *top = tu_pathf("%s/datasets", f->dir);
+    DIR *d = opendir(top);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        char team[256];
+        snprintf(team, sizeof team, "%s", e->d_name);
+        if (team[0] == '.' || (strcmp(team, "default") != 0 && strcmp(team, "b") != 0))
+            fail_msg("DIR/datasets/%s is not a team's directory", team);
+        int k = count_entries(tu_pathf("%s/datasets/%s", f->dir, team));
+        if (k < 0)
+            fail_msg("DIR/datasets/%s is not a directory", team);
+        n += k;
+    }
+    closedir(d);
+    assert_int_equal(n, datasets_kept);
     assert_int_equal(count_entries(tu_pathf("%s/tmp", f->dir)), 0);
 }
 
@@ -233,8 +261,8 @@ static void test_upload_in_chunks_and_reopen(void **state)
 {
     fixture *f = *state;
     fill_xy();
-    Fluxion__V1__Dataset *info = upload_xy(f, "xy", 7);
-    assert_string_equal(info->name, "xy");
+    Fluxion__V1__Dataset *info = upload_xy(f, "default/xy", 7);
+    assert_string_equal(info->name, "default/xy"); /* the key */
     assert_string_equal(info->description, "desc");
     assert_int_equal(info->num_samples, N);
     assert_int_equal(info->bytes, sizeof X + sizeof Y);
@@ -248,7 +276,7 @@ static void test_upload_in_chunks_and_reopen(void **state)
     assert_int_equal(info->tensors[1]->n_sample_shape, 0);
     /* a sample is 12 + 8 bytes: 5 per 100-byte shard */
     assert_int_equal(info->num_shards, 8);
-    assert_int_equal(count_entries(tu_pathf("%s/datasets/xy", f->dir)), 8);
+    assert_int_equal(count_entries(tu_pathf("%s/datasets/default/xy", f->dir)), 8);
     char want[65];
     xy_sha(X, Y, want);
     assert_string_equal(info->sha256, want);
@@ -259,13 +287,13 @@ static void test_upload_in_chunks_and_reopen(void **state)
     close_all(f);
     open_all(f);
     Fluxion__V1__Dataset *again = NULL;
-    assert_int_equal(fxds_dataset_get(f->ds, "xy", &again, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_dataset_get(f->ds, "default/xy", &again, f->err, sizeof f->err), 0);
     assert_string_equal(again->sha256, want);
     assert_int_equal(again->num_samples, N);
     fluxion__v1__dataset__free_unpacked(again, NULL);
 
     fxds_dataset *d;
-    assert_int_equal(fxds_dataset_open(f->ds, "xy", &d, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_dataset_open(f->ds, "default/xy", &d, f->err, sizeof f->err), 0);
     const fxds_columns *c = fxds_dataset_columns(d);
     assert_int_equal(c->num_samples, N);
     assert_int_equal(c->n, 2);
@@ -289,12 +317,12 @@ static void test_checksum_stable_and_sensitive(void **state)
     fill_xy();
     char want[65];
     xy_sha(X, Y, want);
-    Fluxion__V1__Dataset *a = upload_xy(f, "a", 1);
-    Fluxion__V1__Dataset *b = upload_xy(f, "b", 40);
+    Fluxion__V1__Dataset *a = upload_xy(f, "default/a", 1);
+    Fluxion__V1__Dataset *b = upload_xy(f, "default/b", 40);
     assert_string_equal(a->sha256, want);
     assert_string_equal(b->sha256, want); /* chunking does not matter */
     X[77] += 1.0f;
-    Fluxion__V1__Dataset *c = upload_xy(f, "c", 13);
+    Fluxion__V1__Dataset *c = upload_xy(f, "default/c", 13);
     xy_sha(X, Y, want);
     assert_string_equal(c->sha256, want);
     assert_string_not_equal(c->sha256, a->sha256);
@@ -305,7 +333,7 @@ static void test_checksum_stable_and_sensitive(void **state)
     Fluxion__V1__TensorData t6 = piece("x", F32, 2, s6, X, sizeof X);
     Fluxion__V1__TensorData ty = piece("y", I64, 1, sy, Y, sizeof Y / 2);
     Fluxion__V1__Dataset *d = NULL;
-    assert_int_equal(fxds_upload_begin(f->ds, "d", NULL, &u, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_begin(f->ds, "default/d", NULL, &u, f->err, sizeof f->err), 0);
     assert_int_equal(fxds_upload_add(u, &t6, f->err, sizeof f->err), 0);
     assert_int_equal(fxds_upload_add(u, &ty, f->err, sizeof f->err), 0);
     assert_int_equal(fxds_upload_commit(u, &d, f->err, sizeof f->err), 0);
@@ -326,7 +354,7 @@ static void expect_add_error(fixture *f, const Fluxion__V1__TensorData *good,
                              const char *want2)
 {
     fxds_upload *u;
-    assert_int_equal(fxds_upload_begin(f->ds, "v", NULL, &u, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_begin(f->ds, "default/v", NULL, &u, f->err, sizeof f->err), 0);
     if (good)
         assert_int_equal(fxds_upload_add(u, good, f->err, sizeof f->err), 0);
     assert_int_equal(fxds_upload_add(u, bad, f->err, sizeof f->err), code);
@@ -380,7 +408,7 @@ static void test_validation_errors(void **state)
     fxds_upload *u;
     Fluxion__V1__Dataset *info = NULL;
     t = piece("x", FLUXION__V1__DATA_TYPE__DATA_TYPE_UNSPECIFIED, 2, s42, buf, 32);
-    assert_int_equal(fxds_upload_begin(f->ds, "ok", NULL, &u, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_begin(f->ds, "default/ok", NULL, &u, f->err, sizeof f->err), 0);
     assert_int_equal(fxds_upload_add(u, &good, f->err, sizeof f->err), 0);
     assert_int_equal(fxds_upload_add(u, &t, f->err, sizeof f->err), 0);
     assert_int_equal(fxds_upload_commit(u, &info, f->err, sizeof f->err), 0);
@@ -404,13 +432,13 @@ static void test_commit_errors(void **state)
         const char *want1, *want2;
     } cases[] = {
         { { &x, &y }, 2, "tensor 'y' has 3 samples", "'x' has 4" },
-        { { NULL }, 0, "'v'", "no tensors" },
-        { { &empty }, 1, "'v'", "no samples" },
+        { { NULL }, 0, "'default/v'", "no tensors" },
+        { { &empty }, 1, "'default/v'", "no samples" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         fxds_upload *u;
         Fluxion__V1__Dataset *info = (void *)1;
-        assert_int_equal(fxds_upload_begin(f->ds, "v", NULL, &u, f->err, sizeof f->err), 0);
+        assert_int_equal(fxds_upload_begin(f->ds, "default/v", NULL, &u, f->err, sizeof f->err), 0);
         for (int k = 0; k < cases[i].n; k++)
             assert_int_equal(fxds_upload_add(u, cases[i].t[k], f->err, sizeof f->err), 0);
         assert_int_equal(fxds_upload_commit(u, &info, f->err, sizeof f->err), FXS_INVALID_ARGUMENT);
@@ -421,7 +449,7 @@ static void test_commit_errors(void **state)
     }
     Fluxion__V1__Dataset **l;
     int n;
-    assert_int_equal(fxds_dataset_list(f->ds, &l, &n, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_dataset_list(f->ds, NULL, &l, &n, f->err, sizeof f->err), 0);
     assert_int_equal(n, 0);
     free(l);
 }
@@ -430,46 +458,100 @@ static void test_names(void **state)
 {
     fixture *f = *state;
     fxds_upload *u = (void *)1;
-    const char *bad[] = { "", ".hidden", "-x", "a/b", "..", "sp ace",
-                          "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-                          "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" };
+    /* keys "team/name": a bad name part, a bad team part, no team part */
+    static const struct {
+        const char *key, *says;
+    } bad[] = {
+        { "", "empty" },
+        { "default/", "name part" },
+        { "default/.hidden", "name part" },
+        { "default/-x", "name part" },
+        { "default/a/b", "name part" },
+        { "default/..", "name part" },
+        { "default/sp ace", "name part" },
+        { "default/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+          "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "name part" },
+        { "../x", "team part" },
+        { "Default/x", "team part" },
+        { "/x", "team part" },
+        { "xy", "has no team part" },
+        { "a", "has no team part" },
+    };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        assert_int_equal(fxds_upload_begin(f->ds, bad[i], NULL, &u, f->err, sizeof f->err),
-                         FXS_INVALID_ARGUMENT);
+        u = (void *)1;
+        int rc = fxds_upload_begin(f->ds, bad[i].key, NULL, &u, f->err, sizeof f->err);
+        if (rc != FXS_INVALID_ARGUMENT || !strstr(f->err, "dataset name") ||
+            !strstr(f->err, bad[i].says))
+            fail_msg("key '%s': %d \"%s\", want INVALID_ARGUMENT saying \"%s\"", bad[i].key, rc,
+                     f->err, bad[i].says);
         assert_null(u);
-        assert_non_null(strstr(f->err, "dataset name"));
     }
+    /* a bare name is refused everywhere, the message naming the missing team part */
+    Fluxion__V1__Dataset *info = (void *)1;
+    assert_int_equal(fxds_dataset_get(f->ds, "xy", &info, f->err, sizeof f->err),
+                     FXS_INVALID_ARGUMENT);
+    assert_null(info);
+    assert_non_null(strstr(f->err, "key \"xy\" has no team part"));
+    assert_int_equal(fxds_dataset_delete(f->ds, "xy", f->err, sizeof f->err),
+                     FXS_INVALID_ARGUMENT);
+    assert_non_null(strstr(f->err, "key \"xy\" has no team part"));
+    fxds_dataset *d = (void *)1;
+    assert_int_equal(fxds_dataset_open(f->ds, "xy", &d, f->err, sizeof f->err),
+                     FXS_INVALID_ARGUMENT);
+    assert_null(d);
+    assert_non_null(strstr(f->err, "key \"xy\" has no team part"));
+    /* a team that does not exist: NOT_FOUND naming it, and nothing left */
+    fill_xy();
+    int rc = fxds_upload_begin(f->ds, "ghost/xy", NULL, &u, f->err, sizeof f->err);
+    if (rc == 0) {
+        rc = add_xy(f, u, X, Y, 0, 10, true, true);
+        if (rc == 0) {
+            rc = fxds_upload_commit(u, &info, f->err, sizeof f->err);
+            assert_null(info);
+        } else {
+            fxds_upload_abort(u);
+        }
+    }
+    assert_int_equal(rc, FXS_NOT_FOUND);
+    assert_non_null(strstr(f->err, "team 'ghost' not found"));
+    assert_clean(f, 0);
+
     char longdesc[5000];
     memset(longdesc, 'd', sizeof longdesc - 1);
     longdesc[sizeof longdesc - 1] = '\0';
-    assert_int_equal(fxds_upload_begin(f->ds, "ok", longdesc, &u, f->err, sizeof f->err),
+    assert_int_equal(fxds_upload_begin(f->ds, "default/ok", longdesc, &u, f->err, sizeof f->err),
                      FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(f->err, "description"));
 
     fill_xy();
-    fluxion__v1__dataset__free_unpacked(upload_xy(f, "taken", 10), NULL);
-    assert_int_equal(fxds_upload_begin(f->ds, "taken", NULL, &u, f->err, sizeof f->err),
+    fluxion__v1__dataset__free_unpacked(upload_xy(f, "default/taken", 10), NULL);
+    assert_int_equal(fxds_upload_begin(f->ds, "default/taken", NULL, &u, f->err, sizeof f->err),
                      FXS_ALREADY_EXISTS);
-    assert_non_null(strstr(f->err, "'taken'"));
+    assert_non_null(strstr(f->err, "'default/taken'"));
     /* a name being uploaded is taken too, until that upload ends */
     fxds_upload *first, *second;
-    assert_int_equal(fxds_upload_begin(f->ds, "busy", NULL, &first, f->err, sizeof f->err), 0);
-    assert_int_equal(fxds_upload_begin(f->ds, "busy", NULL, &second, f->err, sizeof f->err),
-                     FXS_ALREADY_EXISTS);
+    assert_int_equal(fxds_upload_begin(f->ds, "default/busy", NULL, &first, f->err,
+                                       sizeof f->err), 0);
+    assert_int_equal(fxds_upload_begin(f->ds, "default/busy", NULL, &second, f->err,
+                                       sizeof f->err), FXS_ALREADY_EXISTS);
     assert_non_null(strstr(f->err, "in progress"));
     fxds_upload_abort(first);
-    assert_int_equal(fxds_upload_begin(f->ds, "busy", NULL, &second, f->err, sizeof f->err), 0);
-    assert_string_equal(fxds_upload_name(second), "busy");
+    assert_int_equal(fxds_upload_begin(f->ds, "default/busy", NULL, &second, f->err,
+                                       sizeof f->err), 0);
+    assert_string_equal(fxds_upload_name(second), "default/busy");
     fxds_upload_abort(second);
 
-    Fluxion__V1__Dataset *info;
-    assert_int_equal(fxds_dataset_get(f->ds, "nope", &info, f->err, sizeof f->err), FXS_NOT_FOUND);
-    assert_non_null(strstr(f->err, "'nope'"));
+    assert_int_equal(fxds_dataset_get(f->ds, "default/nope", &info, f->err, sizeof f->err),
+                     FXS_NOT_FOUND);
+    assert_non_null(strstr(f->err, "'default/nope'"));
     assert_int_equal(fxds_dataset_get(f->ds, "../x", &info, f->err, sizeof f->err),
                      FXS_INVALID_ARGUMENT);
-    assert_int_equal(fxds_dataset_delete(f->ds, "nope", f->err, sizeof f->err), FXS_NOT_FOUND);
-    fxds_dataset *d;
-    assert_int_equal(fxds_dataset_open(f->ds, "nope", &d, f->err, sizeof f->err), FXS_NOT_FOUND);
+    assert_int_equal(fxds_dataset_get(f->ds, "default/../x", &info, f->err, sizeof f->err),
+                     FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxds_dataset_delete(f->ds, "default/nope", f->err, sizeof f->err),
+                     FXS_NOT_FOUND);
+    assert_int_equal(fxds_dataset_open(f->ds, "default/nope", &d, f->err, sizeof f->err),
+                     FXS_NOT_FOUND);
     assert_null(d);
     assert_clean(f, 1);
 }
@@ -479,14 +561,15 @@ static void test_abort_leaves_nothing(void **state)
     fixture *f = *state;
     fill_xy();
     fxds_upload *u;
-    assert_int_equal(fxds_upload_begin(f->ds, "gone", NULL, &u, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_begin(f->ds, "default/gone", NULL, &u, f->err, sizeof f->err), 0);
     assert_int_equal(add_xy(f, u, X, Y, 0, 30, true, true), 0);
     assert_int_equal(count_entries(tu_pathf("%s/tmp", f->dir)), 0); /* spill files are unlinked */
     fxds_upload_abort(u);
     fxds_upload_abort(NULL);
     assert_clean(f, 0);
     Fluxion__V1__Dataset *info;
-    assert_int_equal(fxds_dataset_get(f->ds, "gone", &info, f->err, sizeof f->err), FXS_NOT_FOUND);
+    assert_int_equal(fxds_dataset_get(f->ds, "default/gone", &info, f->err, sizeof f->err),
+                     FXS_NOT_FOUND);
 }
 
 static void put_file(const char *path)
@@ -501,11 +584,12 @@ static void test_crash_leftovers_removed_at_open(void **state)
 {
     fixture *f = *state;
     fill_xy();
-    fluxion__v1__dataset__free_unpacked(upload_xy(f, "kept", 10), NULL);
+    fluxion__v1__dataset__free_unpacked(upload_xy(f, "default/kept", 10), NULL);
     close_all(f);
-    /* a crash during a commit (staging dir), after the rename but before the
-     * row (a dir no row names), during a delete (trash), or mid-shard (tmp/) */
-    const char *dirs[] = { ".staging-a1b2c3", "norow", ".trash-x9y8z7" };
+    /* a crash during a commit (staging dir, DIR/datasets/.staging-*), after
+     * the rename but before the row (a team's dir no row names), during a
+     * delete (trash, in the team's dir), or mid-shard (tmp/) */
+    const char *dirs[] = { ".staging-a1b2c3", "default/norow", "default/.trash-1-x9y8z7" };
     for (int i = 0; i < 3; i++) {
         assert_int_equal(mkdir(tu_pathf("%s/datasets/%s", f->dir, dirs[i]), 0755), 0);
         put_file(tu_pathf("%s/datasets/%s/shard-0.safetensors", f->dir, dirs[i]));
@@ -513,35 +597,55 @@ static void test_crash_leftovers_removed_at_open(void **state)
     put_file(tu_pathf("%s/tmp/.shard.tmp.abcdef", f->dir));
     open_all(f);
     assert_clean(f, 1);
-    assert_int_equal(count_entries(tu_pathf("%s/datasets/kept", f->dir)), 8);
+    assert_int_equal(count_entries(tu_pathf("%s/datasets/default", f->dir)), 1);
+    assert_int_equal(count_entries(tu_pathf("%s/datasets/default/kept", f->dir)), 8);
     fxds_dataset *d;
-    assert_int_equal(fxds_dataset_open(f->ds, "kept", &d, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_dataset_open(f->ds, "default/kept", &d, f->err, sizeof f->err), 0);
     assert_memory_equal(fxds_dataset_columns(d)->cols[0].data, X, sizeof X);
     fxds_dataset_release(d);
 }
 
+/* The number of datasets listed for team (NULL: all), and that each listed
+ * name is a key of that team. */
+static int list_count(fixture *f, const char *team)
+{
+    Fluxion__V1__Dataset **l;
+    int n;
+    assert_int_equal(fxds_dataset_list(f->ds, team, &l, &n, f->err, sizeof f->err), 0);
+    for (int i = 0; i < n; i++) {
+        if (team) {
+            size_t tl = strlen(team);
+            if (strncmp(l[i]->name, team, tl) != 0 || l[i]->name[tl] != '/')
+                fail_msg("team %s's list has '%s'", team, l[i]->name);
+        }
+        fluxion__v1__dataset__free_unpacked(l[i], NULL);
+    }
+    free(l);
+    return n;
+}
+
 static void test_limits_and_quota(void **state)
 {
-    fixture *f = *state; /* max 1000 bytes per dataset, quota 2500 */
+    fixture *f = *state; /* max 1000 bytes per dataset, 2500 per team (the default) */
     float buf[300] = { 0 };
     int64_t s200[2] = { 200, 1 }, s100[2] = { 100, 1 }, s51[2] = { 51, 1 };
     Fluxion__V1__TensorData t200 = piece("x", F32, 2, s200, buf, 800);
     Fluxion__V1__TensorData t100 = piece("x", F32, 2, s100, buf, 400);
     Fluxion__V1__TensorData t51 = piece("x", F32, 2, s51, buf, 204);
-    fxds_upload *u, *v;
+    fxds_upload *u, *v, *w;
     Fluxion__V1__Dataset *info;
 
     /* one dataset over max_dataset_bytes */
-    assert_int_equal(fxds_upload_begin(f->ds, "big", NULL, &u, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_begin(f->ds, "default/big", NULL, &u, f->err, sizeof f->err), 0);
     assert_int_equal(fxds_upload_add(u, &t200, f->err, sizeof f->err), 0);
     assert_int_equal(fxds_upload_add(u, &t51, f->err, sizeof f->err), FXS_RESOURCE_EXHAUSTED);
-    assert_non_null(strstr(f->err, "'big'"));
+    assert_non_null(strstr(f->err, "'default/big'"));
     assert_non_null(strstr(f->err, "1000 bytes"));
     fxds_upload_abort(u);
     assert_clean(f, 0);
 
-    /* the quota counts stored datasets and uploads in progress */
-    const char *names[] = { "q1", "q2" };
+    /* the team's quota counts stored datasets and uploads in progress */
+    const char *names[] = { "default/q1", "default/q2" };
     for (int i = 0; i < 2; i++) {
         assert_int_equal(fxds_upload_begin(f->ds, names[i], NULL, &u, f->err, sizeof f->err), 0);
         assert_int_equal(fxds_upload_add(u, &t200, f->err, sizeof f->err), 0);
@@ -549,65 +653,108 @@ static void test_limits_and_quota(void **state)
         assert_int_equal(info->num_shards, 4); /* 64 samples of 4 bytes per 256-byte shard */
         fluxion__v1__dataset__free_unpacked(info, NULL);
     }
-    assert_int_equal(fxds_upload_begin(f->ds, "q3", NULL, &u, f->err, sizeof f->err), 0);
-    assert_int_equal(fxds_upload_begin(f->ds, "q4", NULL, &v, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_begin(f->ds, "default/q3", NULL, &u, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_begin(f->ds, "default/q4", NULL, &v, f->err, sizeof f->err), 0);
     assert_int_equal(fxds_upload_add(u, &t100, f->err, sizeof f->err), 0);   /* 2000 of 2500 */
     assert_int_equal(fxds_upload_add(v, &t200, f->err, sizeof f->err), FXS_RESOURCE_EXHAUSTED);
-    assert_non_null(strstr(f->err, "quota"));
-    assert_non_null(strstr(f->err, "'q4'"));
-    assert_non_null(strstr(f->err, "'x'"));
+    assert_non_null(strstr(f->err, "team 'default' dataset quota: 2500 bytes allowed, 2000 "
+                                   "stored or being uploaded; tensor 'x' of dataset 'q4' needs "
+                                   "800 more"));
     fxds_upload_abort(u); /* gives its reservation back */
-    assert_int_equal(fxds_upload_add(v, &t200, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_add(v, &t200, f->err, sizeof f->err), 0);   /* 2400 */
+
+    /* the teams' quotas are separate: default is full (2400 of 2500, v in
+     * progress), team b (the default quota too, of its own) still uploads */
+    assert_int_equal(fxds_upload_begin(f->ds, "default/q5", NULL, &w, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_add(w, &t51, f->err, sizeof f->err), FXS_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(f->err, "team 'default' dataset quota"));
+    fxds_upload_abort(w);
+    assert_int_equal(fxdb_team_create(f->st, "b", "team b", NULL, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_begin(f->ds, "b/q1", NULL, &w, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_add(w, &t200, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_commit(w, &info, f->err, sizeof f->err), 0);
+    assert_string_equal(info->name, "b/q1");
+    fluxion__v1__dataset__free_unpacked(info, NULL);
+    assert_int_equal(count_entries(tu_pathf("%s/datasets/b/q1", f->dir)), 4);
+    /* b's 800 bytes are not default's: default still has 100 left, b 1700 */
+    assert_int_equal(fxds_upload_begin(f->ds, "default/q5", NULL, &w, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_add(w, &t51, f->err, sizeof f->err), FXS_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(f->err, "2400 stored or being uploaded"));
+    fxds_upload_abort(w);
+    assert_int_equal(fxds_upload_begin(f->ds, "b/q2", NULL, &w, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_add(w, &t200, f->err, sizeof f->err), 0);   /* b: 1600 */
+    fxds_upload_abort(w);
     fxds_upload_abort(v);
+    /* a team's own quota replaces the default: b at 1000, 800 of them stored */
+    assert_int_equal(fxdb_team_update(f->st, "b", NULL, &(fxdb_quota){ .max_dataset_bytes = 1000 },
+                                      f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_begin(f->ds, "b/q2", NULL, &w, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_add(w, &t51, f->err, sizeof f->err), FXS_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(f->err, "team 'b' dataset quota: 1000 bytes allowed, 800 stored or "
+                                   "being uploaded; tensor 'x' of dataset 'q2' needs 204 more"));
+    fxds_upload_abort(w);
+    assert_int_equal(list_count(f, "default"), 2);
+    assert_int_equal(list_count(f, "b"), 1);
+    assert_int_equal(list_count(f, NULL), 3);
 
     /* the stored total (1600) survives a restart; a deletion frees its share */
     close_all(f);
     open_all(f);
-    assert_int_equal(fxds_upload_begin(f->ds, "q3", NULL, &u, f->err, sizeof f->err), 0);
-    assert_int_equal(fxds_upload_begin(f->ds, "q4", NULL, &v, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_begin(f->ds, "default/q3", NULL, &u, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_begin(f->ds, "default/q4", NULL, &v, f->err, sizeof f->err), 0);
     assert_int_equal(fxds_upload_add(u, &t100, f->err, sizeof f->err), 0);   /* 2000 */
     assert_int_equal(fxds_upload_add(v, &t100, f->err, sizeof f->err), 0);   /* 2400 */
     assert_int_equal(fxds_upload_add(v, &t51, f->err, sizeof f->err), FXS_RESOURCE_EXHAUSTED);
-    assert_non_null(strstr(f->err, "quota"));
-    assert_int_equal(fxds_dataset_delete(f->ds, "q1", f->err, sizeof f->err), 0);
+    assert_non_null(strstr(f->err, "team 'default' dataset quota: 2500 bytes allowed, 2400 "
+                                   "stored or being uploaded; tensor 'x' of dataset 'q4' needs "
+                                   "204 more"));
+    assert_int_equal(fxds_dataset_delete(f->ds, "default/q1", f->err, sizeof f->err), 0);
     assert_int_equal(fxds_upload_add(v, &t51, f->err, sizeof f->err), 0);
     assert_int_equal(fxds_upload_commit(u, &info, f->err, sizeof f->err), 0);
     fluxion__v1__dataset__free_unpacked(info, NULL);
     assert_int_equal(fxds_upload_commit(v, &info, f->err, sizeof f->err), 0);
     assert_int_equal(info->num_samples, 151);
     fluxion__v1__dataset__free_unpacked(info, NULL);
-    assert_clean(f, 3);
+    /* b's quota and dataset came through the restart too */
+    assert_int_equal(fxds_upload_begin(f->ds, "b/q2", NULL, &w, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_upload_add(w, &t51, f->err, sizeof f->err), FXS_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(f->err, "team 'b' dataset quota: 1000 bytes allowed, 800 stored"));
+    fxds_upload_abort(w);
+    assert_int_equal(list_count(f, "default"), 3);
+    assert_int_equal(list_count(f, "b"), 1);
+    assert_clean(f, 4);
 }
 
 static void test_open_release_vs_delete(void **state)
 {
     fixture *f = *state;
     fill_xy();
-    fluxion__v1__dataset__free_unpacked(upload_xy(f, "shared", 9), NULL);
+    fluxion__v1__dataset__free_unpacked(upload_xy(f, "default/shared", 9), NULL);
     fxds_dataset *a, *b;
-    assert_int_equal(fxds_dataset_open(f->ds, "shared", &a, f->err, sizeof f->err), 0);
-    assert_int_equal(fxds_dataset_open(f->ds, "shared", &b, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_dataset_open(f->ds, "default/shared", &a, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_dataset_open(f->ds, "default/shared", &b, f->err, sizeof f->err), 0);
     assert_ptr_equal(a, b); /* loaded once, shared */
     assert_ptr_equal(fxds_dataset_columns(a)->cols[0].data, fxds_dataset_columns(b)->cols[0].data);
-    assert_int_equal(fxds_dataset_delete(f->ds, "shared", f->err, sizeof f->err),
+    assert_int_equal(fxds_dataset_delete(f->ds, "default/shared", f->err, sizeof f->err),
                      FXS_FAILED_PRECONDITION);
     assert_non_null(strstr(f->err, "2 training jobs"));
     fxds_dataset_release(b);
-    assert_int_equal(fxds_dataset_delete(f->ds, "shared", f->err, sizeof f->err),
+    assert_int_equal(fxds_dataset_delete(f->ds, "default/shared", f->err, sizeof f->err),
                      FXS_FAILED_PRECONDITION);
     assert_non_null(strstr(f->err, "1 training job"));
     Fluxion__V1__Dataset *info;
-    assert_int_equal(fxds_dataset_get(f->ds, "shared", &info, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_dataset_get(f->ds, "default/shared", &info, f->err, sizeof f->err), 0);
     fluxion__v1__dataset__free_unpacked(info, NULL);
     fxds_dataset_release(a);
     fxds_dataset_release(NULL);
-    assert_int_equal(fxds_dataset_delete(f->ds, "shared", f->err, sizeof f->err), 0);
-    assert_int_equal(fxds_dataset_open(f->ds, "shared", &a, f->err, sizeof f->err), FXS_NOT_FOUND);
+    assert_int_equal(fxds_dataset_delete(f->ds, "default/shared", f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_dataset_open(f->ds, "default/shared", &a, f->err, sizeof f->err),
+                     FXS_NOT_FOUND);
     assert_clean(f, 0);
     /* deleted for good: not back after a restart either */
     close_all(f);
     open_all(f);
-    assert_int_equal(fxds_dataset_get(f->ds, "shared", &info, f->err, sizeof f->err),
+    assert_int_equal(fxds_dataset_get(f->ds, "default/shared", &info, f->err, sizeof f->err),
                      FXS_NOT_FOUND);
 }
 
@@ -615,9 +762,9 @@ static void test_corrupt_shard_is_data_loss(void **state)
 {
     fixture *f = *state;
     fill_xy();
-    fluxion__v1__dataset__free_unpacked(upload_xy(f, "bad", 10), NULL);
+    fluxion__v1__dataset__free_unpacked(upload_xy(f, "default/bad", 10), NULL);
     /* flip one data byte (past the header) of shard 3 */
-    const char *p = tu_pathf("%s/datasets/bad/shard-3.safetensors", f->dir);
+    const char *p = tu_pathf("%s/datasets/default/bad/shard-3.safetensors", f->dir);
     FILE *fp = fopen(p, "r+b");
     assert_non_null(fp);
     fseek(fp, -3, SEEK_END);
@@ -626,15 +773,17 @@ static void test_corrupt_shard_is_data_loss(void **state)
     fputc(ch ^ 0x40, fp);
     fclose(fp);
     fxds_dataset *d = (void *)1;
-    assert_int_equal(fxds_dataset_open(f->ds, "bad", &d, f->err, sizeof f->err), FXS_DATA_LOSS);
+    assert_int_equal(fxds_dataset_open(f->ds, "default/bad", &d, f->err, sizeof f->err),
+                     FXS_DATA_LOSS);
     assert_null(d);
     assert_non_null(strstr(f->err, "SHA-256"));
     /* a missing shard too */
-    assert_int_equal(unlink(tu_pathf("%s/datasets/bad/shard-1.safetensors", f->dir)), 0);
-    assert_int_equal(fxds_dataset_open(f->ds, "bad", &d, f->err, sizeof f->err), FXS_DATA_LOSS);
-    assert_non_null(strstr(f->err, "'bad'"));
+    assert_int_equal(unlink(tu_pathf("%s/datasets/default/bad/shard-1.safetensors", f->dir)), 0);
+    assert_int_equal(fxds_dataset_open(f->ds, "default/bad", &d, f->err, sizeof f->err),
+                     FXS_DATA_LOSS);
+    assert_non_null(strstr(f->err, "'default/bad'"));
     /* a failed load holds nothing open: the dataset can be deleted */
-    assert_int_equal(fxds_dataset_delete(f->ds, "bad", f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_dataset_delete(f->ds, "default/bad", f->err, sizeof f->err), 0);
 }
 
 /* The ways a stored record can lie (a corrupt or hostile row). */
@@ -704,7 +853,7 @@ static void test_hostile_record_is_data_loss(void **state)
 {
     fixture *f = *state;
     fill_xy();
-    fluxion__v1__dataset__free_unpacked(upload_xy(f, "good", 10), NULL);
+    fluxion__v1__dataset__free_unpacked(upload_xy(f, "default/good", 10), NULL);
     static const struct {
         int how;
         const char *says;
@@ -721,26 +870,27 @@ static void test_hostile_record_is_data_loss(void **state)
         { BAD_SHARDS, "41 shards" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        fluxion__v1__dataset__free_unpacked(upload_xy(f, "bad", 10), NULL);
-        rewrite_record(f, "bad", cases[i].how);
+        fluxion__v1__dataset__free_unpacked(upload_xy(f, "default/bad", 10), NULL);
+        rewrite_record(f, "default/bad", cases[i].how);
         fxds_dataset *d = (void *)1;
-        int rc = fxds_dataset_open(f->ds, "bad", &d, f->err, sizeof f->err);
-        if (rc != FXS_DATA_LOSS || !strstr(f->err, "'bad'") || !strstr(f->err, cases[i].says))
+        int rc = fxds_dataset_open(f->ds, "default/bad", &d, f->err, sizeof f->err);
+        if (rc != FXS_DATA_LOSS || !strstr(f->err, "'default/bad'") ||
+            !strstr(f->err, cases[i].says))
             fail_msg("case %zu: status %d \"%s\", want DATA_LOSS saying \"%s\"", i, rc, f->err,
                      cases[i].says);
         assert_null(d);
         /* the rest of the registry works */
-        assert_int_equal(fxds_dataset_open(f->ds, "good", &d, f->err, sizeof f->err), 0);
+        assert_int_equal(fxds_dataset_open(f->ds, "default/good", &d, f->err, sizeof f->err), 0);
         assert_memory_equal(fxds_dataset_columns(d)->cols[0].data, X, sizeof X);
         fxds_dataset_release(d);
         Fluxion__V1__Dataset **l;
         int n;
-        assert_int_equal(fxds_dataset_list(f->ds, &l, &n, f->err, sizeof f->err), 0);
+        assert_int_equal(fxds_dataset_list(f->ds, NULL, &l, &n, f->err, sizeof f->err), 0);
         assert_int_equal(n, 2);
         for (int k = 0; k < n; k++)
             fluxion__v1__dataset__free_unpacked(l[k], NULL);
         free(l);
-        assert_int_equal(fxds_dataset_delete(f->ds, "bad", f->err, sizeof f->err), 0);
+        assert_int_equal(fxds_dataset_delete(f->ds, "default/bad", f->err, sizeof f->err), 0);
     }
 }
 
@@ -793,7 +943,7 @@ static void test_concurrent_uploads(void **state)
     pthread_t th[W];
     for (int i = 0; i < W; i++) {
         w[i] = (worker){ .f = f, .id = i };
-        snprintf(w[i].name, sizeof w[i].name, "par%d", i);
+        snprintf(w[i].name, sizeof w[i].name, "default/par%d", i);
         assert_int_equal(pthread_create(&th[i], NULL, upload_worker, &w[i]), 0);
     }
     for (int i = 0; i < W; i++) {
@@ -803,10 +953,10 @@ static void test_concurrent_uploads(void **state)
     }
     Fluxion__V1__Dataset **l;
     int n;
-    assert_int_equal(fxds_dataset_list(f->ds, &l, &n, f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_dataset_list(f->ds, "default", &l, &n, f->err, sizeof f->err), 0);
     assert_int_equal(n, W);
     for (int i = 0; i < n; i++) {
-        assert_string_equal(l[i]->name, w[i].name); /* by name */
+        assert_string_equal(l[i]->name, w[i].name); /* by key */
         fluxion__v1__dataset__free_unpacked(l[i], NULL);
     }
     free(l);
@@ -823,7 +973,7 @@ static void *open_worker(void *arg)
 {
     opener *o = arg;
     char err[256];
-    o->rc = fxds_dataset_open(o->ds, "many", &o->d, err, sizeof err);
+    o->rc = fxds_dataset_open(o->ds, "default/many", &o->d, err, sizeof err);
     return NULL;
 }
 
@@ -832,7 +982,7 @@ static void test_concurrent_opens(void **state)
 {
     fixture *f = *state;
     fill_xy();
-    fluxion__v1__dataset__free_unpacked(upload_xy(f, "many", 3), NULL);
+    fluxion__v1__dataset__free_unpacked(upload_xy(f, "default/many", 3), NULL);
     enum { W = 8 };
     opener o[W];
     pthread_t th[W];
@@ -846,12 +996,12 @@ static void test_concurrent_opens(void **state)
         assert_ptr_equal(o[i].d, o[0].d);
     }
     assert_memory_equal(fxds_dataset_columns(o[0].d)->cols[1].data, Y, sizeof Y);
-    assert_int_equal(fxds_dataset_delete(f->ds, "many", f->err, sizeof f->err),
+    assert_int_equal(fxds_dataset_delete(f->ds, "default/many", f->err, sizeof f->err),
                      FXS_FAILED_PRECONDITION);
     assert_non_null(strstr(f->err, "8 training jobs"));
     for (int i = 0; i < W; i++)
         fxds_dataset_release(o[i].d);
-    assert_int_equal(fxds_dataset_delete(f->ds, "many", f->err, sizeof f->err), 0);
+    assert_int_equal(fxds_dataset_delete(f->ds, "default/many", f->err, sizeof f->err), 0);
 }
 
 int main(void)

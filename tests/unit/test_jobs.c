@@ -1,7 +1,9 @@
 /*
  * test_jobs.c - the training jobs module (server/jobs.c): submission and its
  * errors, queue order, cancellation, watchers (late, slow, several), resume
- * after a restart, result versions and serve_when_done.
+ * after a restart, result versions and serve_when_done. Models and datasets
+ * are named by their keys "team/name" (store.h), as the API hands them to
+ * the module: here all team "default"'s.
  *
  * The trainer is a stand-in defined here (fxt_validate, fxt_run shadow the
  * library's train.o): it steps as the test allows (a gate), reports
@@ -280,8 +282,8 @@ static int setup(void **state)
     assert_int_equal(fxdb_store_open(f->dir, &f->st, err, sizeof err), 0);
     assert_int_equal(fxds_datasets_open(f->st, NULL, &f->ds, err, sizeof err), 0);
     assert_int_equal(fxsv_serving_create(f->st, NULL, &f->sv, err, sizeof err), 0);
-    create_model(f, "m");
-    upload(f, "blobs", 30);
+    create_model(f, "default/m");
+    upload(f, "default/blobs", 30);
     start_jobs(f);
     *state = f;
     return 0;
@@ -303,7 +305,7 @@ static Fluxion__V1__JobSpec *spec_json(const char *extra)
 {
     char buf[1024];
     snprintf(buf, sizeof buf,
-             "{\"model\": \"m\", \"dataset\": \"blobs\","
+             "{\"model\": \"default/m\", \"dataset\": \"default/blobs\","
              " \"feeds\": [{\"input\": \"x\", \"tensor\": \"x\"}],"
              " \"losses\": [{\"output\": \"logits\", \"kind\": \"cross_entropy\","
              " \"target\": \"y\"}]"
@@ -416,11 +418,19 @@ static void test_submit_errors(void **state)
     expect_submit_error(f, NULL, FXS_INVALID_ARGUMENT, "spec: missing");
     expect_submit_error(f, "\"model\": \"\"", FXS_INVALID_ARGUMENT, "spec.model: missing");
     expect_submit_error(f, "\"dataset\": \"\"", FXS_INVALID_ARGUMENT, "spec.dataset: missing");
-    expect_submit_error(f, "\"model\": \"nope\"", FXS_NOT_FOUND, "nope");
+    expect_submit_error(f, "\"model\": \"default/nope\"", FXS_NOT_FOUND, "default/nope");
     expect_submit_error(f, "\"model_version\": 7", FXS_NOT_FOUND, "no version 7");
     expect_submit_error(f, "\"model_version\": -1", FXS_INVALID_ARGUMENT, "model_version");
-    expect_submit_error(f, "\"dataset\": \"gone\"", FXS_NOT_FOUND, "gone");
-    expect_submit_error(f, "\"validation_dataset\": \"gone2\"", FXS_NOT_FOUND, "gone2");
+    expect_submit_error(f, "\"dataset\": \"default/gone\"", FXS_NOT_FOUND, "default/gone");
+    expect_submit_error(f, "\"validation_dataset\": \"default/gone2\"", FXS_NOT_FOUND,
+                        "default/gone2");
+    /* bare names are no keys: INVALID_ARGUMENT naming the missing team part */
+    expect_submit_error(f, "\"model\": \"m\"", FXS_INVALID_ARGUMENT,
+                        "key \"m\" has no team part");
+    expect_submit_error(f, "\"dataset\": \"blobs\"", FXS_INVALID_ARGUMENT,
+                        "key \"blobs\" has no team part");
+    expect_submit_error(f, "\"validation_dataset\": \"blobs\"", FXS_INVALID_ARGUMENT,
+                        "key \"blobs\" has no team part");
     /* no device list given to the module: cpu only (test_devices.c: the rest) */
     expect_submit_error(f, "\"device\": \"cuda:0\"", FXS_FAILED_PRECONDITION,
                         "spec.device: cuda:0 is not ");
@@ -477,12 +487,12 @@ static void test_record_and_result(void **state)
     /* the version is stored with its source; nothing was served */
     fxdb_model_rec mr;
     char err[256];
-    assert_int_equal(fxdb_store_get_model(f->st, "m", &mr, err, sizeof err), 0);
+    assert_int_equal(fxdb_store_get_model(f->st, "default/m", &mr, err, sizeof err), 0);
     assert_int_equal(mr.n_versions, 2);
     assert_string_equal(mr.versions[1].source, "job 1");
     assert_false(mr.loaded);
     fxdb_model_rec_free(&mr);
-    assert_false(fxsv_serving_is_loaded(f->sv, "m", NULL));
+    assert_false(fxsv_serving_is_loaded(f->sv, "default/m", NULL));
     /* TensorBoard events, and no checkpoint left behind */
     char path[256];
     snprintf(path, sizeof path, "%s/jobs/1/tb", f->dir);
@@ -499,8 +509,8 @@ static void test_record_and_result(void **state)
     /* the list filters */
     Fluxion__V1__Job **list;
     int n;
-    assert_int_equal(fxj_jobs_list(f->j, FLUXION__V1__JOB_STATE__SUCCEEDED, "m", &list, &n, err,
-                                   sizeof err), 0);
+    assert_int_equal(fxj_jobs_list(f->j, FLUXION__V1__JOB_STATE__SUCCEEDED, "default/m", &list,
+                                   &n, err, sizeof err), 0);
     assert_int_equal(n, 1);
     fluxion__v1__job__free_unpacked(list[0], NULL);
     free(list);
@@ -508,7 +518,7 @@ static void test_record_and_result(void **state)
                                    sizeof err), 0);
     assert_int_equal(n, 0);
     free(list);
-    assert_int_equal(fxj_jobs_list(f->j, 0, "other", &list, &n, err, sizeof err), 0);
+    assert_int_equal(fxj_jobs_list(f->j, 0, "default/other", &list, &n, err, sizeof err), 0);
     assert_int_equal(n, 0);
     free(list);
     /* a finished job cannot be cancelled */
@@ -722,8 +732,10 @@ static void test_source_is_not_a_job_link(void **state)
     void *w = NULL;
     size_t wlen = 0;
     int64_t v = 0;
-    assert_int_equal(fxdb_store_read_weights(f->st, "m", 1, &w, &wlen, err, sizeof err), 0);
-    assert_int_equal(fxdb_store_add_version(f->st, "m", w, wlen, "job 1", &v, err, sizeof err), 0);
+    assert_int_equal(fxdb_store_read_weights(f->st, "default/m", 1, &w, &wlen, err, sizeof err),
+                     0);
+    assert_int_equal(fxdb_store_add_version(f->st, "default/m", w, wlen, "job 1", &v, err,
+                                            sizeof err), 0);
     assert_int_equal(v, 2);
     free(w);
     close_all(f);
@@ -737,7 +749,7 @@ static void test_source_is_not_a_job_link(void **state)
     assert_int_equal(fake.resumed_from, 4); /* the drain checkpointed step 4 */
     fluxion__v1__job__free_unpacked(job, NULL);
     fxdb_model_rec mr;
-    assert_int_equal(fxdb_store_get_model(f->st, "m", &mr, err, sizeof err), 0);
+    assert_int_equal(fxdb_store_get_model(f->st, "default/m", &mr, err, sizeof err), 0);
     assert_int_equal(mr.n_versions, 3);
     assert_string_equal(mr.versions[1].source, "job 1"); /* the client's text, kept */
     fxdb_model_rec_free(&mr);
@@ -750,56 +762,56 @@ static void test_delete_in_use(void **state)
 {
     fixture *f = *state;
     fake_reset(true);
-    create_model(f, "m2");
-    upload(f, "blobs2", 10);
-    upload(f, "val2", 10);
+    create_model(f, "default/m2");
+    upload(f, "default/blobs2", 10);
+    upload(f, "default/val2", 10);
     char *a = submit(f, "\"description\": \"a\"");
-    char *b = submit(f, "\"model\": \"m2\", \"dataset\": \"blobs2\", "
-                        "\"validation_dataset\": \"val2\", \"description\": \"b\"");
-    char *c = submit(f, "\"model\": \"m2\", \"description\": \"c\"");
+    char *b = submit(f, "\"model\": \"default/m2\", \"dataset\": \"default/blobs2\", "
+                        "\"validation_dataset\": \"default/val2\", \"description\": \"b\"");
+    char *c = submit(f, "\"model\": \"default/m2\", \"description\": \"c\"");
     allow_steps(1);
     fluxion__v1__job__free_unpacked(wait_for(f, a, FLUXION__V1__JOB_STATE__RUNNING, 1), NULL);
     char err[256];
     /* running job 1 uses m and blobs; queued jobs 2 and 3 use m2, blobs2, val2 */
-    assert_int_equal(fxdb_store_delete_model(f->st, "m", err, sizeof err),
+    assert_int_equal(fxdb_store_delete_model(f->st, "default/m", err, sizeof err),
                      FXS_FAILED_PRECONDITION);
     assert_non_null(strstr(err, "job 1"));
-    assert_int_equal(fxdb_store_delete_model(f->st, "m2", err, sizeof err),
+    assert_int_equal(fxdb_store_delete_model(f->st, "default/m2", err, sizeof err),
                      FXS_FAILED_PRECONDITION);
     assert_non_null(strstr(err, "jobs 2, 3"));
-    assert_int_equal(fxds_dataset_delete(f->ds, "blobs", err, sizeof err),
+    assert_int_equal(fxds_dataset_delete(f->ds, "default/blobs", err, sizeof err),
                      FXS_FAILED_PRECONDITION);
-    assert_int_equal(fxds_dataset_delete(f->ds, "blobs2", err, sizeof err),
+    assert_int_equal(fxds_dataset_delete(f->ds, "default/blobs2", err, sizeof err),
                      FXS_FAILED_PRECONDITION);
     assert_non_null(strstr(err, "job 2"));
-    assert_int_equal(fxds_dataset_delete(f->ds, "val2", err, sizeof err),
+    assert_int_equal(fxds_dataset_delete(f->ds, "default/val2", err, sizeof err),
                      FXS_FAILED_PRECONDITION);
     assert_non_null(strstr(err, "job 2"));
     Fluxion__V1__Dataset *info = NULL;
-    assert_int_equal(fxds_dataset_get(f->ds, "blobs2", &info, err, sizeof err), 0);
+    assert_int_equal(fxds_dataset_get(f->ds, "default/blobs2", &info, err, sizeof err), 0);
     fluxion__v1__dataset__free_unpacked(info, NULL);
     /* cancelled: the queued job no longer holds them */
     Fluxion__V1__Job *job = NULL;
     assert_int_equal(fxj_jobs_cancel(f->j, b, &job, err, sizeof err), 0);
     fluxion__v1__job__free_unpacked(job, NULL);
-    assert_int_equal(fxds_dataset_delete(f->ds, "blobs2", err, sizeof err), 0);
-    assert_int_equal(fxds_dataset_delete(f->ds, "val2", err, sizeof err), 0);
-    assert_int_equal(fxdb_store_delete_model(f->st, "m2", err, sizeof err),
+    assert_int_equal(fxds_dataset_delete(f->ds, "default/blobs2", err, sizeof err), 0);
+    assert_int_equal(fxds_dataset_delete(f->ds, "default/val2", err, sizeof err), 0);
+    assert_int_equal(fxdb_store_delete_model(f->st, "default/m2", err, sizeof err),
                      FXS_FAILED_PRECONDITION); /* job 3 still waits */
     assert_non_null(strstr(err, "job 3"));
     assert_int_equal(fxj_jobs_cancel(f->j, c, &job, err, sizeof err), 0);
     fluxion__v1__job__free_unpacked(job, NULL);
-    assert_int_equal(fxdb_store_delete_model(f->st, "m2", err, sizeof err), 0);
+    assert_int_equal(fxdb_store_delete_model(f->st, "default/m2", err, sizeof err), 0);
     /* finished: m and blobs are free again */
     open_gate();
     wait_done(f, a, FLUXION__V1__JOB_STATE__SUCCEEDED);
     /* the worker lets go of the loaded dataset just after the final state */
     int rc = FXS_FAILED_PRECONDITION;
     for (int i = 0; i < 400 && rc == FXS_FAILED_PRECONDITION; i++)
-        if ((rc = fxds_dataset_delete(f->ds, "blobs", err, sizeof err)) != 0)
+        if ((rc = fxds_dataset_delete(f->ds, "default/blobs", err, sizeof err)) != 0)
             usleep(5000);
     assert_int_equal(rc, 0);
-    assert_int_equal(fxdb_store_delete_model(f->st, "m", err, sizeof err), 0);
+    assert_int_equal(fxdb_store_delete_model(f->st, "default/m", err, sizeof err), 0);
     free(a);
     free(b);
     free(c);
@@ -818,8 +830,8 @@ typedef struct {
 static void *delete_thread(void *arg)
 {
     deleter *d = arg;
-    d->rc = d->model ? fxdb_store_delete_model(d->f->st, "rm", d->err, sizeof d->err)
-                     : fxds_dataset_delete(d->f->ds, "rd", d->err, sizeof d->err);
+    d->rc = d->model ? fxdb_store_delete_model(d->f->st, "default/rm", d->err, sizeof d->err)
+                     : fxds_dataset_delete(d->f->ds, "default/rd", d->err, sizeof d->err);
     return NULL;
 }
 
@@ -834,11 +846,11 @@ static void test_delete_races_submit(void **state)
     for (int i = 0; i < 24; i++) {
         deleter d = { .f = f, .model = i % 2 == 0 };
         if (d.model)
-            create_model(f, "rm");
+            create_model(f, "default/rm");
         else
-            upload(f, "rd", 10);
-        Fluxion__V1__JobSpec *s = spec_json(d.model ? "\"model\": \"rm\""
-                                                    : "\"dataset\": \"rd\"");
+            upload(f, "default/rd", 10);
+        Fluxion__V1__JobSpec *s = spec_json(d.model ? "\"model\": \"default/rm\""
+                                                    : "\"dataset\": \"default/rd\"");
         pthread_t t;
         assert_int_equal(pthread_create(&t, NULL, delete_thread, &d), 0);
         Fluxion__V1__Job *job = NULL;
@@ -887,7 +899,7 @@ static void test_delete_in_use_after_upgrade(void **state)
     sqlite3_close(db);
     open_all(f); /* the gate is still closed: a resumes, b stays queued */
     char err[256];
-    assert_int_equal(fxds_dataset_delete(f->ds, "blobs", err, sizeof err),
+    assert_int_equal(fxds_dataset_delete(f->ds, "default/blobs", err, sizeof err),
                      FXS_FAILED_PRECONDITION);
     assert_non_null(strstr(err, "jobs 1, 2"));
     open_gate();
@@ -902,11 +914,12 @@ static void test_vanished_model(void **state)
     fixture *f = *state;
     fake_reset(true);
     char *a = submit(f, "\"description\": \"a\"");
-    create_model(f, "m2");
-    char *b = submit(f, "\"model\": \"m2\", \"description\": \"b\"");
-    upload(f, "blobs2", 10);
-    create_model(f, "m3");
-    char *c = submit(f, "\"model\": \"m3\", \"dataset\": \"blobs2\", \"description\": \"c\"");
+    create_model(f, "default/m2");
+    char *b = submit(f, "\"model\": \"default/m2\", \"description\": \"b\"");
+    upload(f, "default/blobs2", 10);
+    create_model(f, "default/m3");
+    char *c = submit(f, "\"model\": \"default/m3\", \"dataset\": \"default/blobs2\", "
+                        "\"description\": \"c\"");
     allow_steps(1);
     fluxion__v1__job__free_unpacked(wait_for(f, a, FLUXION__V1__JOB_STATE__RUNNING, 1), NULL);
     close_all(f);
@@ -915,27 +928,28 @@ static void test_vanished_model(void **state)
      * so they vanish the other way: rows gone behind the daemon's back (a
      * data directory restored from an older backup, say). */
     assert_int_equal(fxdb_store_open(f->dir, &f->st, err, sizeof err), 0);
-    assert_int_equal(fxdb_store_delete_model(f->st, "m", err, sizeof err),
+    assert_int_equal(fxdb_store_delete_model(f->st, "default/m", err, sizeof err),
                      FXS_FAILED_PRECONDITION);
     fxdb_store_close(f->st);
     sqlite3 *db;
     assert_int_equal(sqlite3_open(tu_pathf("%s/fluxion.db", f->dir), &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db, "PRAGMA foreign_keys=ON;"
-                                      "DELETE FROM models WHERE name IN ('m', 'm2');"
-                                      "DELETE FROM datasets WHERE name = 'blobs2'",
+                                      "DELETE FROM models WHERE name IN ('default/m', "
+                                      "'default/m2');"
+                                      "DELETE FROM datasets WHERE name = 'default/blobs2'",
                                   NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
     fake_reset(false);
     open_all(f);
     Fluxion__V1__Job *job = wait_for(f, a, FLUXION__V1__JOB_STATE__FAILED, 0);
-    assert_non_null(strstr(job->error, "\"m\""));
+    assert_non_null(strstr(job->error, "\"default/m\""));
     fluxion__v1__job__free_unpacked(job, NULL);
     job = wait_for(f, b, FLUXION__V1__JOB_STATE__FAILED, 0);
-    assert_non_null(strstr(job->error, "\"m2\""));
+    assert_non_null(strstr(job->error, "\"default/m2\""));
     fluxion__v1__job__free_unpacked(job, NULL);
     job = wait_for(f, c, FLUXION__V1__JOB_STATE__FAILED, 0);
     assert_non_null(strstr(job->error, "dataset"));
-    assert_non_null(strstr(job->error, "blobs2"));
+    assert_non_null(strstr(job->error, "'default/blobs2'"));
     fluxion__v1__job__free_unpacked(job, NULL);
     assert_string_equal(fake.order, ""); /* none of them trained */
     free(a);
@@ -951,21 +965,21 @@ static void test_serve_when_done(void **state)
     char *a = submit(f, "\"serve_when_done\": true, \"steps\": 2");
     wait_done(f, a, FLUXION__V1__JOB_STATE__SUCCEEDED);
     int64_t v = 0;
-    assert_true(fxsv_serving_is_loaded(f->sv, "m", &v));
+    assert_true(fxsv_serving_is_loaded(f->sv, "default/m", &v));
     assert_int_equal(v, 2);
     fxdb_model_rec mr;
-    assert_int_equal(fxdb_store_get_model(f->st, "m", &mr, err, sizeof err), 0);
+    assert_int_equal(fxdb_store_get_model(f->st, "default/m", &mr, err, sizeof err), 0);
     assert_true(mr.loaded);
     fxdb_model_rec_free(&mr);
     /* served: a request holding version 2 keeps it while version 3 comes */
     fxsv_served *held;
-    assert_int_equal(fxsv_serving_acquire(f->sv, "m", 0, &held, err, sizeof err), 0);
+    assert_int_equal(fxsv_serving_acquire(f->sv, "default/m", 0, &held, err, sizeof err), 0);
     char *b = submit(f, "\"steps\": 2, \"model_version\": 1");
     Fluxion__V1__Job *job = wait_for(f, b, FLUXION__V1__JOB_STATE__SUCCEEDED, 0);
     assert_int_equal(job->base_version, 1);
     assert_int_equal(job->result_version, 3);
     fluxion__v1__job__free_unpacked(job, NULL);
-    assert_true(fxsv_serving_is_loaded(f->sv, "m", &v));
+    assert_true(fxsv_serving_is_loaded(f->sv, "default/m", &v));
     assert_int_equal(v, 3);
     assert_int_equal(fxsv_served_version(held), 2);
     fxsv_served_release(held);

@@ -3,6 +3,7 @@
  * resolved the one way serving, training and the model service share
  * (0: the latest), graphs come from the stored spec and seed, weights are
  * checked against a fresh graph, and each failure has its own status.
+ * Models are named by their keys "team/name" (store.h): "default/m".
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -62,15 +63,18 @@ static int setup(void **state)
     uint8_t *packed = malloc(n);
     protobuf_c_message_pack(spec, packed);
     protobuf_c_message_free_unpacked(spec, NULL);
-    assert_int_equal(fxdb_store_create_model(f->st, "m", "", packed, n, 1, false, f->w1,
+    assert_int_equal(fxdb_store_create_model(f->st, "default/m", "", packed, n, 1, false, f->w1,
                                              f->w1_len, "init (seed 1)", f->err, sizeof f->err),
                      0);
     free(packed);
     int64_t v = 0;
-    assert_int_equal(fxdb_store_add_version(f->st, "m", f->w2, f->w2_len, "import", &v, f->err,
-                                            sizeof f->err),
+    assert_int_equal(fxdb_store_add_version(f->st, "default/m", f->w2, f->w2_len, "import", &v,
+                                            f->err, sizeof f->err),
                      0);
     assert_int_equal(v, 2);
+    /* the versions' files are the team's: DIR/models/default/m/vN.safetensors */
+    assert_int_equal(access(tu_pathf("%s/models/default/m/v1.safetensors", f->dir), F_OK), 0);
+    assert_int_equal(access(tu_pathf("%s/models/default/m/v2.safetensors", f->dir), F_OK), 0);
     *state = f;
     return 0;
 }
@@ -89,7 +93,7 @@ static int teardown(void **state)
 static fxdb_model_rec get(fixture *f)
 {
     fxdb_model_rec rec;
-    assert_int_equal(fxdb_store_get_model(f->st, "m", &rec, f->err, sizeof f->err), 0);
+    assert_int_equal(fxdb_store_get_model(f->st, "default/m", &rec, f->err, sizeof f->err), 0);
     return rec;
 }
 
@@ -105,7 +109,7 @@ static void test_resolve_version(void **state)
     assert_int_equal(fxm_resolve_version(&rec, 1, &v, f->err, sizeof f->err), 0);
     assert_int_equal(v, 1);
     assert_int_equal(fxm_resolve_version(&rec, 7, &v, f->err, sizeof f->err), FXS_NOT_FOUND);
-    assert_non_null(strstr(f->err, "model 'm' has no version 7"));
+    assert_non_null(strstr(f->err, "model 'default/m' has no version 7"));
     /* a model whose every version is unusable: a precondition, not a lookup */
     int n = rec.n_versions;
     rec.n_versions = 0;
@@ -136,7 +140,8 @@ static void test_graph_and_versions(void **state)
     for (int64_t want = 0; want <= 2; want++) {
         fxm_loaded l;
         fxm_load_opts o = { .inference_only = want == 1 };
-        assert_int_equal(fxm_load_version(f->st, "m", want, &o, &l, f->err, sizeof f->err), 0);
+        assert_int_equal(fxm_load_version(f->st, "default/m", want, &o, &l, f->err, sizeof f->err),
+                         0);
         assert_int_equal(l.version, want ? want : 2);
         assert_false(l.loaded);
         assert_int_equal(fxg_save_weights(l.g, &w, &len, f->err, sizeof f->err), 0);
@@ -147,12 +152,18 @@ static void test_graph_and_versions(void **state)
         fxg_free(l.g);
     }
     fxm_loaded l = { .g = (fxg_graph *)1 };
-    assert_int_equal(fxm_load_version(f->st, "m", 3, NULL, &l, f->err, sizeof f->err),
+    assert_int_equal(fxm_load_version(f->st, "default/m", 3, NULL, &l, f->err, sizeof f->err),
                      FXS_NOT_FOUND);
     assert_null(l.g);
-    assert_int_equal(fxm_load_version(f->st, "nope", 0, NULL, &l, f->err, sizeof f->err),
+    assert_int_equal(fxm_load_version(f->st, "default/nope", 0, NULL, &l, f->err, sizeof f->err),
                      FXS_NOT_FOUND);
     assert_null(l.g);
+    /* a bare name is no key: INVALID_ARGUMENT naming the missing team part */
+    l.g = (fxg_graph *)1;
+    assert_int_equal(fxm_load_version(f->st, "m", 0, NULL, &l, f->err, sizeof f->err),
+                     FXS_INVALID_ARGUMENT);
+    assert_null(l.g);
+    assert_non_null(strstr(f->err, "key \"m\" has no team part"));
 }
 
 /* Weights are checked against a fresh graph: other seeds' weights fit,
@@ -164,7 +175,7 @@ static void test_check_weights(void **state)
     assert_int_equal(fxm_check_weights(&rec, 0, f->w2, f->w2_len, f->err, sizeof f->err), 0);
     assert_int_equal(fxm_check_weights(&rec, 0, "garbage!", 8, f->err, sizeof f->err),
                      FXS_INVALID_ARGUMENT);
-    assert_non_null(strstr(f->err, "weights for 'm'"));
+    assert_non_null(strstr(f->err, "weights for 'default/m'"));
     fxg_graph *other = st_graph_json(
         "{\"inputs\": [{\"name\": \"x\", \"dtype\": \"FP32\", \"shape\": [-1, 4]}],"
         " \"nodes\": [{\"name\": \"fc\", \"op\": \"dense\", \"inputs\": [\"x\"],"
@@ -184,7 +195,7 @@ static void test_check_weights(void **state)
     fxg_graph *g = (fxg_graph *)1;
     assert_int_equal(fxm_graph_of(&rec, 4, &g, f->err, sizeof f->err), FXS_INTERNAL);
     assert_null(g);
-    assert_non_null(strstr(f->err, "model 'm'"));
+    assert_non_null(strstr(f->err, "model 'default/m'"));
     fxdb_model_rec_free(&rec);
 }
 
