@@ -81,11 +81,14 @@ const char *fxds__shape_str(int64_t n, int ndim, const int64_t *dims, char *buf,
 
 int fxds__check_name(const char *name, char *err, size_t errlen)
 {
-    char e[256];
+    char e[512];
     if (!fxdb_key_ok(name, e, sizeof e)) {
         /* the rules are the model names'; the message should say dataset */
-        const char *rest = strncmp(e, "model name", 10) == 0 ? e + 10 : e;
-        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "dataset name%s", rest);
+        char *m = strstr(e, "model name");
+        if (m)
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "dataset name: %.*sdataset name%s",
+                            (int)(m - e), e, m + 10);
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "dataset name: %s", e);
     }
     return 0;
 }
