@@ -3,7 +3,7 @@
 # grep so that a violation fails the suite:
 #   - only server/rpc/ includes gRPC, only server/store/ includes sqlite3.h,
 #     only server/main.c includes uv.h;
-#   - the domain folders (base, store, models, serving, datasets, training)
+#   - the domain folders (base, store, models, serving, datasets, training, auth)
 #     never include api/ or rpc/ headers;
 #   - base/ includes nothing from the other folders;
 #   - no server source file is over MAX_LINES lines.
@@ -22,14 +22,14 @@ done < <(grep -rlE '#\s*include\s*[<"]sqlite3\.h' server --include='*.[ch]')
 while IFS= read -r f; do
   [ "$f" = server/main.c ] || fail "$f includes uv.h (only server/main.c may)"
 done < <(grep -rlE '#\s*include\s*[<"]uv\.h' server --include='*.[ch]')
-for d in base store models serving datasets training; do
+for d in base store models serving datasets training auth; do
   [ -d "server/$d" ] || continue
   grep -rnE '#\s*include\s*"(api|rpc)/' "server/$d" --include='*.[ch]' |
     while IFS= read -r hit; do echo "check_layout: $hit (a domain folder includes api/ or rpc/)" >&2; done
   grep -rqE '#\s*include\s*"(api|rpc)/' "server/$d" --include='*.[ch]' && bad=1
 done
-if grep -rnE '#\s*include\s*"(api|rpc|store|models|serving|datasets|training)/' server/base --include='*.[ch]' >/dev/null; then
-  grep -rnE '#\s*include\s*"(api|rpc|store|models|serving|datasets|training)/' server/base --include='*.[ch]' >&2
+if grep -rnE '#\s*include\s*"(api|rpc|store|models|serving|datasets|training|auth)/' server/base --include='*.[ch]' >/dev/null; then
+  grep -rnE '#\s*include\s*"(api|rpc|store|models|serving|datasets|training|auth)/' server/base --include='*.[ch]' >&2
   fail "server/base/ includes another server folder (base depends on nothing)"
 fi
 while read -r n f; do
