@@ -51,7 +51,7 @@ class QuotaTest(DaemonTest):
         self.admin.delete_model("probe")
         self.admin.update_team("w", max_weight_bytes=size)
         w.create_model("one", mlp_spec(), seed=1, no_load=True)
-        weights = w.export_weights("one")
+        _, weights = w.export_weights("one")
         self.assertCode(C.RESOURCE_EXHAUSTED, w.import_weights, "one", weights,
                         contains=["team 'w'", str(size)])
         team = w.get_team()
