@@ -19,9 +19,18 @@
 #include "base/util.h"
 #include "training/jobs_internal.h"
 
-/* PROGRESS/EVALUATION/CHECKPOINT events kept per job for slow watchers;
- * STATE events are always kept (a job has only a handful). */
+/* PROGRESS/EVALUATION/CHECKPOINT/QUEUED_AT events kept per job for slow
+ * watchers; STATE, PREEMPTED and RESUMED events are always kept (a job has
+ * only a handful). */
 #define MAX_MINOR_EVENTS 32
+
+static bool is_minor(int kind)
+{
+    return kind == FLUXION__V1__JOB_EVENT__KIND__PROGRESS ||
+           kind == FLUXION__V1__JOB_EVENT__KIND__EVALUATION ||
+           kind == FLUXION__V1__JOB_EVENT__KIND__CHECKPOINT ||
+           kind == FLUXION__V1__JOB_EVENT__KIND__QUEUED_AT;
+}
 
 struct fxj_watch {
     fxj_jobs *j;
@@ -43,13 +52,13 @@ void fxj__free_events(job *x)
     x->events = x->events_tail = NULL;
 }
 
-/* Drops the oldest non-STATE event (a slow watcher skips it). */
+/* Drops the oldest minor event (a slow watcher skips it). */
 static void prune_minor(job *x)
 {
     event **pp = &x->events, *prev = NULL;
     for (; *pp; prev = *pp, pp = &(*pp)->next) {
         event *e = *pp;
-        if (e->kind == FLUXION__V1__JOB_EVENT__KIND__STATE)
+        if (!is_minor(e->kind))
             continue;
         *pp = e->next;
         if (x->events_tail == e)
@@ -93,7 +102,7 @@ void fxj__announce(fxj_jobs *j, job *x, int kind, const char *message)
     else
         x->events = e;
     x->events_tail = e;
-    if (kind != FLUXION__V1__JOB_EVENT__KIND__STATE && ++x->n_minor > MAX_MINOR_EVENTS)
+    if (is_minor(kind) && ++x->n_minor > MAX_MINOR_EVENTS)
         prune_minor(x);
     pthread_cond_broadcast(&j->events);
 }

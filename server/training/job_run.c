@@ -144,7 +144,8 @@ static void hook_scalar(void *data, const char *tag, int64_t step, double value)
 static bool hook_stop(void *data)
 {
     run_ctx *r = data;
-    return atomic_load(&r->x->cancel) || atomic_load(&r->j->stopping);
+    return atomic_load(&r->x->cancel) || atomic_load(&r->j->stopping) ||
+           atomic_load(&r->x->preempt);
 }
 
 /* What a job needs to train: its own graph at the base version's weights,
@@ -180,8 +181,11 @@ int fxj__open_data(fxj_jobs *j, const char *name, const char *what, fxds_dataset
 static int prepare_inputs(fxj_jobs *j, job *x, run_inputs *in, char *err, size_t errlen)
 {
     const Fluxion__V1__JobSpec *spec = x->rec->spec;
-    int rc = fxsv_devices_resolve(j->opts.devices, spec->device, "spec.device", &in->device, err,
-                                 errlen);
+    /* The scheduler's choice (job_sched.c); it was resolved from spec.device. */
+    int rc = 0;
+    if (!x->rec->assigned_device || !fx_device_parse(x->rec->assigned_device, &in->device))
+        rc = fxsv_devices_resolve(j->opts.devices, spec->device, "spec.device", &in->device, err,
+                                  errlen);
     if (rc)
         return rc;
     fxm_load_opts lo = { .max_params = j->opts.max_params };
@@ -308,16 +312,20 @@ static bool begin_run(fxj_jobs *j, job *x)
 {
     char msg[FXS_ERRLEN];
     pthread_mutex_lock(&j->mu);
-    if (x->resumed)
-        snprintf(msg, sizeof msg, "resumed after a restart (checkpoint step %" PRId64 ")",
-                 x->rec->checkpoint_step);
-    fxj__set_state(j, x, FLUXION__V1__JOB_STATE__RUNNING, x->resumed ? msg : "started");
+    bool again = x->resumed || x->preempted;
+    if (again)
+        snprintf(msg, sizeof msg, "resumed after a %s (checkpoint step %" PRId64 ") on %s",
+                 x->preempted ? "preemption" : "restart", x->rec->checkpoint_step,
+                 x->rec->assigned_device);
+    fxj__set_state(j, x, FLUXION__V1__JOB_STATE__RUNNING, again ? msg : "started");
+    if (again)
+        fxj__announce(j, x, FLUXION__V1__JOB_EVENT__KIND__RESUMED, msg);
     pthread_mutex_unlock(&j->mu);
     if (atomic_load(&x->cancel)) { /* cancelled as it was taken off the queue */
         finish_early(j, x, FLUXION__V1__JOB_STATE__CANCELLED, "cancelled before training began");
         return false;
     }
-    int64_t made = x->resumed ? version_of_job(j, x) : 0;
+    int64_t made = again ? version_of_job(j, x) : 0;
     if (!made)
         return true;
     pthread_mutex_lock(&j->mu);
@@ -327,6 +335,30 @@ static bool begin_run(fxj_jobs *j, job *x)
     fxj__set_state(j, x, FLUXION__V1__JOB_STATE__SUCCEEDED, msg);
     pthread_mutex_unlock(&j->mu);
     return false;
+}
+
+/* A preemption carried out: the trainer wrote a checkpoint at its step
+ * boundary (hook_checkpoint); the job goes back to QUEUED (committed
+ * first), PREEMPTED says for whom, and its thread then tells the core
+ * (job_sched.c). Its next run resumes from the checkpoint, as after a
+ * restart, and gives the same weights as an uninterrupted run. */
+static void requeue(fxj_jobs *j, job *x)
+{
+    char msg[FXSC_REASON_MAX + 64];
+    pthread_mutex_lock(&j->mu);
+    snprintf(msg, sizeof msg, "preempted at checkpoint step %" PRId64 " for %s",
+             x->rec->checkpoint_step, x->preempt_for);
+    x->rec->state = FLUXION__V1__JOB_STATE__QUEUED;
+    x->rec->preemptions++;
+    if (x->rec->assigned_device && x->rec->assigned_device != protobuf_c_empty_string)
+        free(x->rec->assigned_device);
+    x->rec->assigned_device = strdup("");
+    x->preempted = true;
+    x->requeued = true;
+    atomic_store(&x->preempt, false);
+    fxj__commit(j, x, FLUXION__V1__JOB_EVENT__KIND__PREEMPTED, msg);
+    pthread_mutex_unlock(&j->mu);
+    fxl_log(FXL_INFO, "jobs", "job preempted job=%" PRId64 " msg=\"%s\"", x->id, msg);
 }
 
 /* fxt_run with the hooks, and what its outcome makes of the job. */
@@ -358,6 +390,8 @@ static void train(fxj_jobs *j, job *x, run_ctx *r, run_inputs *in)
         finish_early(j, x, FLUXION__V1__JOB_STATE__FAILED, err);
     } else if (atomic_load(&x->cancel)) {
         finish_early(j, x, FLUXION__V1__JOB_STATE__CANCELLED, "cancelled while running");
+    } else if (atomic_load(&x->preempt) && !atomic_load(&j->stopping)) {
+        requeue(j, x);
     } else {
         fxl_log(FXL_INFO, "jobs", "job paused for the shutdown job=%" PRId64, x->id);
     }

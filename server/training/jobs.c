@@ -121,31 +121,8 @@ static job *job_new(Fluxion__V1__Job *rec, int64_t id)
     x->refs = 1;
     x->active = true;
     atomic_init(&x->cancel, false);
+    atomic_init(&x->preempt, false);
     return x;
-}
-
-static void push_pending(fxj_jobs *j, job *x)
-{
-    x->pending = true;
-    x->next_pending = NULL;
-    if (j->pending_tail)
-        j->pending_tail->next_pending = x;
-    else
-        j->pending = x;
-    j->pending_tail = x;
-}
-
-static void remove_pending(fxj_jobs *j, job *x)
-{
-    job **pp = &j->pending, *prev = NULL;
-    for (; *pp && *pp != x; pp = &(*pp)->next_pending)
-        prev = *pp;
-    if (!*pp)
-        return;
-    x->pending = false;
-    *pp = x->next_pending;
-    if (j->pending_tail == x)
-        j->pending_tail = prev;
 }
 
 /* Sets a final or running state, commits and announces it. */
@@ -163,33 +140,12 @@ void fxj__set_state(fxj_jobs *j, job *x, Fluxion__V1__JobState s, const char *me
     fxj__announce_state(j, x, s, message);
 }
 
-/* ------------------------------------------------------------ workers */
-
-static void *worker_main(void *arg)
-{
-    fxj_jobs *j = arg;
-    pthread_mutex_lock(&j->mu);
-    for (;;) {
-        while (!atomic_load(&j->stopping) && !j->pending)
-            pthread_cond_wait(&j->work, &j->mu);
-        if (atomic_load(&j->stopping))
-            break;
-        job *x = j->pending;
-        remove_pending(j, x);
-        x->refs++; /* retire() may drop the list's reference */
-        pthread_mutex_unlock(&j->mu);
-        fxj__run_job(j, x);
-        pthread_mutex_lock(&j->mu);
-        fxj__job_unref(x);
-    }
-    pthread_mutex_unlock(&j->mu);
-    return NULL;
-}
-
 /* ------------------------------------------------------------ start/stop */
 
-/* Loads the unfinished jobs: RUNNING ones first (they resume), then QUEUED,
- * each group in submission order. */
+/* Loads the unfinished jobs into the scheduler: RUNNING ones first (they
+ * resume from their checkpoints), then QUEUED, each group in submission
+ * order. A job the scheduler cannot take (its device is no longer enabled)
+ * fails. */
 static int restore(fxj_jobs *j, char *err, size_t errlen)
 {
     static const char *const states[] = { "RUNNING", "QUEUED" };
@@ -215,7 +171,12 @@ static int restore(fxj_jobs *j, char *err, size_t errlen)
             fxj__commit(j, x, 0, NULL);
             x->next = j->jobs;
             j->jobs = x;
-            push_pending(j, x);
+            char serr[FXS_ERRLEN];
+            if (fxj__sched_submit(j, x, serr, sizeof serr) != 0) {
+                x->refs++;
+                fxj__set_state(j, x, FLUXION__V1__JOB_STATE__FAILED, serr);
+                fxj__job_unref(x);
+            }
         }
         free(c.recs);
         if (c.n)
@@ -253,32 +214,25 @@ int fxj_jobs_start(fxdb_store *st, fxds_datasets *ds, fxsv_serving *sv, const fx
     if (j->opts.checkpoint_every_steps <= 0)
         j->opts.checkpoint_every_steps = 500;
     pthread_mutex_init(&j->mu, NULL);
-    pthread_cond_init(&j->work, NULL);
+    pthread_cond_init(&j->tick, NULL);
+    pthread_cond_init(&j->idle, NULL);
     pthread_cond_init(&j->events, NULL);
     atomic_init(&j->stopping, false);
     int rc = fxu_mkdir_p(j->dir, err, errlen);
     if (!rc)
+        rc = fxj__sched_init(j, err, errlen);
+    if (!rc)
         rc = restore(j, err, errlen);
-    if (!rc && !(j->workers = calloc((size_t)j->opts.workers, sizeof *j->workers)))
-        rc = fxu_oom(err, errlen);
+    if (!rc)
+        rc = fxj__sched_ticker_start(j, err, errlen);
     if (rc) {
-        j->stopped = true;
         fxj_jobs_free(j);
         return rc;
     }
-    for (int i = 0; i < j->opts.workers; i++) {
-        int e = pthread_create(&j->workers[i], NULL, worker_main, j);
-        if (e != 0) {
-            /* EAGAIN: the system's limit on threads. */
-            rc = fxu_fail(err, errlen, e == EAGAIN ? FXS_RESOURCE_EXHAUSTED : FXS_INTERNAL,
-                          "jobs: cannot start worker thread %d: %s", i, strerror(e));
-            fxj_jobs_stop(j);
-            fxj_jobs_free(j);
-            return rc;
-        }
-        j->n_workers++;
-    }
-    fxl_log(FXL_INFO, "jobs", "jobs started workers=%d checkpoint_every_steps=%" PRId64,
+    pthread_mutex_lock(&j->mu);
+    fxj__schedule(j);
+    pthread_mutex_unlock(&j->mu);
+    fxl_log(FXL_INFO, "jobs", "jobs started cpu_slots=%d checkpoint_every_steps=%" PRId64,
             j->opts.workers, j->opts.checkpoint_every_steps);
     *out = j;
     return 0;
@@ -292,14 +246,12 @@ void fxj_jobs_stop(fxj_jobs *j)
     bool was = j->stopped;
     j->stopped = true;
     atomic_store(&j->stopping, true);
-    pthread_cond_broadcast(&j->work);
+    pthread_cond_broadcast(&j->tick);
     pthread_cond_broadcast(&j->events);
     pthread_mutex_unlock(&j->mu);
     if (was)
         return;
-    for (int i = 0; i < j->n_workers; i++)
-        pthread_join(j->workers[i], NULL);
-    j->n_workers = 0;
+    fxj__sched_stop(j); /* running jobs checkpoint and their threads end */
     fxl_log(FXL_INFO, "jobs", "jobs stopped");
 }
 
@@ -312,10 +264,11 @@ void fxj_jobs_free(fxj_jobs *j)
         n = x->next;
         fxj__job_unref(x);
     }
-    pthread_cond_destroy(&j->work);
+    fxj__sched_fini(j);
+    pthread_cond_destroy(&j->tick);
+    pthread_cond_destroy(&j->idle);
     pthread_cond_destroy(&j->events);
     pthread_mutex_destroy(&j->mu);
-    free(j->workers);
     free(j->dir);
     free(j);
 }
@@ -391,6 +344,12 @@ int fxj_jobs_submit(fxj_jobs *j, const Fluxion__V1__JobSpec *spec, Fluxion__V1__
     int rc = validate(j, spec, &rec, sha, err, errlen);
     if (rc)
         return rc;
+    /* The scheduler's memory estimate, for a GPU job (outside j->mu). */
+    fx_device dev;
+    uint64_t mem = fxsv_devices_resolve(j->opts.devices, spec->device, "spec.device", &dev, err,
+                                        errlen) == 0 && dev.type == FX_DEV_CUDA
+                       ? fxj__estimate_memory(j, spec, rec.base_version)
+                       : 0;
     rec.spec = (Fluxion__V1__JobSpec *)spec;
     rec.state = FLUXION__V1__JOB_STATE__QUEUED;
     rec.created_unix_ms = fxu_now_ms();
@@ -425,11 +384,18 @@ int fxj_jobs_submit(fxj_jobs *j, const Fluxion__V1__JobSpec *spec, Fluxion__V1__
         fluxion__v1__job__free_unpacked(copy, NULL);
         return rc;
     }
+    x->memory_bytes = mem;
     x->next = j->jobs;
     j->jobs = x;
     fxj__announce(j, x, FLUXION__V1__JOB_EVENT__KIND__STATE, "queued");
-    push_pending(j, x);
-    pthread_cond_signal(&j->work);
+    char serr[FXS_ERRLEN];
+    if (fxj__sched_submit(j, x, serr, sizeof serr) != 0) {
+        /* Validated above: only a device disabled since, or no memory. */
+        x->refs++;
+        fxj__set_state(j, x, FLUXION__V1__JOB_STATE__FAILED, serr);
+        fxj__job_unref(x);
+    }
+    fxj__schedule(j);
     pthread_mutex_unlock(&j->mu);
     fxl_log(FXL_INFO, "jobs", "job queued job=%" PRId64 " model=%s dataset=%s", id, spec->model,
             spec->dataset);
@@ -506,12 +472,15 @@ int fxj_jobs_cancel(fxj_jobs *j, const char *id, Fluxion__V1__Job **out, char *e
             rc = FXS_FAILED_PRECONDITION;
         }
     } else if (x->pending) {
-        remove_pending(j, x);
+        x->pending = false;
+        char serr[FXS_ERRLEN];
+        fxsc_remove(j->sc, x->id, fxu_now_ms(), serr, sizeof serr);
         x->refs++;
         fxj__set_state(j, x, FLUXION__V1__JOB_STATE__CANCELLED,
                   x->resumed ? "cancelled before it resumed" : "cancelled before it started");
         *out = fxj__job_copy(x->rec);
         fxj__job_unref(x);
+        fxj__schedule(j);
     } else {
         /* RUNNING: the worker stops it at a step boundary. */
         atomic_store(&x->cancel, true);

@@ -29,16 +29,19 @@
 #include "datasets/datasets.h"
 #include "serving/devices.h"
 #include "fluxion/v1/training.pb-c.h"
+#include "sched/sched.h"
 #include "serving/serving.h"
 #include "store/store.h"
 
 typedef struct fxj_jobs fxj_jobs;
 
 typedef struct {
-    int workers;                   /* jobs running at once; 0: 1 */
+    int workers;                   /* cpu slots: CPU jobs running at once; 0: 1 */
     int64_t checkpoint_every_steps; /* default for specs that say 0; 0: 500 */
     uint64_t max_params;           /* graph limit, as for serving */
     const fxsv_devices *devices;    /* enabled (outlives the module); NULL: cpu only */
+    int64_t sched_half_life_ms;    /* usage decay (sched.h); 0: 1 hour */
+    int64_t sched_min_run_ms;      /* no preemption before; 0: 60 s */
 } fxj_jobs_opts;
 
 /* Starts the workers and resumes the stored RUNNING and QUEUED jobs: 0
@@ -69,6 +72,23 @@ int fxj_jobs_list(fxj_jobs *j, Fluxion__V1__JobState state, const char *model,
  * FAILED_PRECONDITION for a job already finished. */
 int fxj_jobs_cancel(fxj_jobs *j, const char *id, Fluxion__V1__Job **job, char *err,
                     size_t errlen);
+
+/* Scheduling (server/sched/sched.h, docs/scheduling.md). The core decides
+ * which queued job runs where; each running job has a thread of its own.
+ * Devices: "cpu" with opts.workers slots, each enabled GPU with 1 slot and
+ * its memory. A team's configuration comes from the store's effective
+ * quota when the module first meets the team; an admin's change is passed
+ * on with fxj_jobs_set_team. */
+void fxj_jobs_set_team(fxj_jobs *j, const char *team, const fxsc_team_cfg *cfg);
+/* A snapshot of the queue (free with fxsc_view_free); the caller filters
+ * by team. */
+int fxj_jobs_queue(fxj_jobs *j, fxsc_view *out, char *err, size_t errlen);
+/* A QUEUED job's priority (UNSPECIFIED: unchanged) and device (NULL or "":
+ * unchanged; else as JobSpec.device). FAILED_PRECONDITION when it is not
+ * queued, INVALID_ARGUMENT for a device this daemon does not have, NOT_FOUND.
+ * *job gets the updated record. */
+int fxj_jobs_update(fxj_jobs *j, const char *id, Fluxion__V1__JobPriority prio,
+                    const char *device, Fluxion__V1__Job **job, char *err, size_t errlen);
 
 /* Watching: a cursor over the job's events. The first fxj_watch_next gives
  * a SNAPSHOT; then every event in order (a slow watcher skips PROGRESS

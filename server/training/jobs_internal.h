@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sched/sched.h"
 #include "training/jobs.h"
 
 /* One of a job's events, packed as a fluxion.v1.JobEvent (job_events.c). */
@@ -30,13 +31,19 @@ typedef struct job {
     int refs;              /* the jobs list + each watcher */
     bool active;           /* in j->jobs (QUEUED or RUNNING) */
     bool resumed;          /* RUNNING at start: resume from the checkpoint */
-    bool pending;          /* in j->pending: no worker has it yet */
+    bool pending;          /* QUEUED in the scheduler core (no thread runs it) */
+    bool preempted;        /* it was preempted: its next run emits RESUMED */
+    bool requeued;         /* its run ended by a preemption (job_sched.c) */
     atomic_bool cancel;    /* cancel requested while running */
+    atomic_bool preempt;   /* PREEMPT decided: checkpoint and requeue at the next step */
+    char preempt_for[FXSC_REASON_MAX]; /* PREEMPT's reason: for whom */
+    uint64_t memory_bytes; /* the scheduler's estimate (job_sched.c) */
+    int64_t queued_at_ms;  /* last QUEUED_AT event (rate limit) */
+    bool queued_at_dirty;  /* position or reason changed since it */
     uint64_t seq;          /* last event's */
     event *events, *events_tail;
     int n_minor;
     struct job *next;      /* in j->jobs */
-    struct job *next_pending;
 } job;
 
 /*
@@ -53,14 +60,18 @@ struct fxj_jobs {
     fxj_jobs_opts opts;
     char *dir;             /* DIR/jobs */
     pthread_mutex_t mu;
-    pthread_cond_t work;   /* pending queue or stopping changed */
+    pthread_cond_t tick;   /* wakes the scheduler's timer (stopping) */
+    pthread_cond_t idle;   /* a job's thread ended */
     pthread_cond_t events; /* an event was added, or stopping */
     job *jobs;             /* active jobs */
-    job *pending, *pending_tail;
     atomic_bool stopping;
     bool stopped;
-    int n_workers;
-    pthread_t *workers;
+    fxsc *sc;              /* the scheduler core (job_sched.c) */
+    char **teams;          /* teams whose configuration the core has */
+    int n_teams;
+    int n_running;         /* job threads alive */
+    bool ticking;          /* the timer thread runs */
+    pthread_t ticker;
 };
 
 /* jobs.c: helpers. */
@@ -97,7 +108,22 @@ void fxj__announce(fxj_jobs *j, job *x, int kind, const char *message);
 int fxj__commit(fxj_jobs *j, job *x, int kind, const char *message);
 void fxj__announce_state(fxj_jobs *j, job *x, Fluxion__V1__JobState s, const char *message);
 
-/* job_run.c: running one job (called by a worker without j->mu). */
+/* job_sched.c: the scheduler core's glue. init/fini at start and free;
+ * submit puts a job (QUEUED or resumed) into the core; schedule (under
+ * j->mu, after every event) carries out the core's decisions and keeps the
+ * queue positions and reasons current; the ticker calls it every 200 ms. */
+int fxj__sched_init(fxj_jobs *j, char *err, size_t errlen);
+int fxj__sched_submit(fxj_jobs *j, job *x, char *err, size_t errlen);
+void fxj__schedule(fxj_jobs *j);
+int fxj__sched_ticker_start(fxj_jobs *j, char *err, size_t errlen);
+/* Stops the ticker and waits for the job threads (not under j->mu). */
+void fxj__sched_stop(fxj_jobs *j);
+void fxj__sched_fini(fxj_jobs *j);
+/* The memory a job needs on a GPU (documented in job_sched.c). */
+uint64_t fxj__estimate_memory(fxj_jobs *j, const Fluxion__V1__JobSpec *spec,
+                              int64_t base_version);
+
+/* job_run.c: running one job (called by its thread without j->mu). */
 int fxj__open_data(fxj_jobs *j, const char *name, const char *what, fxds_dataset **out,
                    char *err, size_t errlen);
 void fxj__run_job(fxj_jobs *j, job *x);

@@ -1,0 +1,476 @@
+/*
+ * job_sched.c - the jobs module's glue to the scheduler core (sched.h):
+ * the devices and teams it tells the core about, a job's scheduling facts
+ * (team, priority, preemptibility, device, memory estimate), carrying out
+ * the core's decisions (START: a thread of its own on the decided device;
+ * PREEMPT: the job checkpoints at its next step and is queued again,
+ * job_run.c), the queue positions and reasons kept in the records (with a
+ * QUEUED_AT event when they change, at most 4 a second per job), and the
+ * API for api/ (queue, update, set_team). Everything here but the threads'
+ * bodies runs under j->mu (lock order: jobs_internal.h).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/log.h"
+#include "base/principal.h"
+#include "base/status.h"
+#include "base/util.h"
+#include "models/models.h"
+#include "training/jobs_internal.h"
+
+#define TICK_MS 200           /* decisions also run this often (usage, budgets) */
+#define QUEUED_AT_EVERY_MS 250 /* at most 4 QUEUED_AT events a second per job */
+
+/* ------------------------------------------------------------ devices */
+
+int fxj__sched_init(fxj_jobs *j, char *err, size_t errlen)
+{
+    fxsc_opts o = { .half_life_ms = j->opts.sched_half_life_ms,
+                    .min_run_ms = j->opts.sched_min_run_ms };
+    int rc = fxsc_new(&o, &j->sc, err, errlen);
+    if (rc)
+        return rc;
+    fxsc_device cpu = { .name = "cpu", .kind = FXSC_CPU, .slots = j->opts.workers };
+    if ((rc = fxsc_add_device(j->sc, &cpu, err, errlen)))
+        return rc;
+    for (int i = 0; j->opts.devices && i < j->opts.devices->n; i++) {
+        fx_device d = j->opts.devices->dev[i];
+        if (d.type != FX_DEV_CUDA)
+            continue;
+        fxsc_device g = { .kind = FXSC_GPU, .slots = 1 };
+        fx_device_str(d, g.name, sizeof g.name);
+        fx_device_info info;
+        if (fx_device_get_info(d, &info) == FX_OK)
+            g.memory_bytes = info.limit_bytes ? info.limit_bytes : info.total_bytes;
+        if ((rc = fxsc_add_device(j->sc, &g, err, errlen)))
+            return rc;
+    }
+    return 0;
+}
+
+void fxj__sched_fini(fxj_jobs *j)
+{
+    fxsc_free(j->sc);
+    j->sc = NULL;
+    for (int i = 0; i < j->n_teams; i++)
+        free(j->teams[i]);
+    free(j->teams);
+    j->teams = NULL;
+    j->n_teams = 0;
+}
+
+/* ------------------------------------------------------------ teams */
+
+static bool team_known(fxj_jobs *j, const char *team)
+{
+    for (int i = 0; i < j->n_teams; i++)
+        if (!strcmp(j->teams[i], team))
+            return true;
+    return false;
+}
+
+static void team_remember(fxj_jobs *j, const char *team)
+{
+    char **n = realloc(j->teams, sizeof *n * (size_t)(j->n_teams + 1));
+    if (!n)
+        return;
+    j->teams = n;
+    if ((n[j->n_teams] = strdup(team)))
+        j->n_teams++;
+}
+
+/* A team's configuration from the store's effective quota. TODO(S4 merge):
+ * fxdb_quota gains the scheduling fields (store.h); then
+ *   cfg->weight = q.weight;
+ *   cfg->nominal_slots[FXSC_CPU] = q.cpu_slots, [FXSC_GPU] = q.gpu_slots;
+ *   cfg->borrow_slots[FXSC_CPU] = q.borrow_cpu_slots, [FXSC_GPU] = q.borrow_gpu_slots;
+ *   cfg->budget_device_seconds = q.budget_device_seconds;
+ *   cfg->budget_window_ms = (int64_t)q.budget_window_seconds * 1000;
+ *   cfg->max_running = (int)q.max_running_jobs;
+ * Until then every team has the core's default (weight 1, no quota). */
+static void team_cfg_from_store(fxj_jobs *j, const char *team, fxsc_team_cfg *cfg)
+{
+    *cfg = (fxsc_team_cfg){ .weight = 1 };
+    fxdb_quota q;
+    char err[FXS_ERRLEN];
+    if (fxdb_team_effective_quota(j->st, team, &q, err, sizeof err) != 0)
+        fxl_log(FXL_WARN, "jobs", "no quota for the scheduler team=%s error=\"%s\"", team, err);
+}
+
+static void team_ensure(fxj_jobs *j, const char *team)
+{
+    if (team_known(j, team))
+        return;
+    fxsc_team_cfg cfg;
+    team_cfg_from_store(j, team, &cfg);
+    char err[FXS_ERRLEN];
+    if (fxsc_set_team(j->sc, team, &cfg, err, sizeof err) == 0)
+        team_remember(j, team);
+}
+
+void fxj_jobs_set_team(fxj_jobs *j, const char *team, const fxsc_team_cfg *cfg)
+{
+    char err[FXS_ERRLEN];
+    pthread_mutex_lock(&j->mu);
+    if (fxsc_set_team(j->sc, team, cfg, err, sizeof err) != 0) {
+        fxl_log(FXL_ERROR, "jobs", "cannot configure team=%s error=\"%s\"", team, err);
+    } else {
+        if (!team_known(j, team))
+            team_remember(j, team);
+        fxj__schedule(j);
+    }
+    pthread_mutex_unlock(&j->mu);
+}
+
+/* ------------------------------------------------------------ a job's facts */
+
+/*
+ * The memory a job needs on its device, for the scheduler (a rough
+ * estimate; the engine's own accounting still enforces the job's
+ * memory_limit_bytes): with P the bytes of the parameters and buffers,
+ *   weights P + gradients P + optimizer state 2P (Adam's two moments)
+ *   + activations: batch_size x 4 bytes x (sqrt(P / 4) x 8), i.e. about
+ *     eight activation vectors per sample as wide as a square layer,
+ * plus 64 MiB for the engine's arenas. Only GPU jobs use it (the CPU's
+ * memory is not handed out by the scheduler). 0 when the model cannot be
+ * read (the job then fails when it starts, as before).
+ */
+uint64_t fxj__estimate_memory(fxj_jobs *j, const Fluxion__V1__JobSpec *spec,
+                              int64_t base_version)
+{
+    (void)base_version;
+    fxdb_model_rec mr;
+    char err[FXS_ERRLEN];
+    if (fxdb_store_get_model(j->st, spec->model, &mr, err, sizeof err) != 0)
+        return 0;
+    fxg_graph *g = NULL;
+    int rc = fxm_graph_of(&mr, j->opts.max_params, &g, err, sizeof err);
+    fxdb_model_rec_free(&mr);
+    if (rc)
+        return 0;
+    int64_t numel = fx_params_numel(fxg_params(g));
+    uint64_t params = numel > 0 ? 4u * (uint64_t)numel : 0; /* fp32 */
+    fxg_free(g);
+    uint64_t batch = spec->batch_size > 0 ? (uint64_t)spec->batch_size : 32;
+    uint64_t act = batch * 4u * (uint64_t)(sqrt((double)params / 4.0) * 8.0);
+    return 4 * params + act + (64u << 20);
+}
+
+static fxsc_priority prio_of(Fluxion__V1__JobPriority p)
+{
+    return p == FLUXION__V1__JOB_PRIORITY__LOW    ? FXSC_LOW
+           : p == FLUXION__V1__JOB_PRIORITY__HIGH ? FXSC_HIGH
+                                                  : FXSC_NORMAL;
+}
+
+/* A request's device for the core: "gpu" is any GPU (name ""), anything
+ * else the device it resolves to ("": the first enabled). */
+static int target_of(fxj_jobs *j, const char *request, const char *what, char *name,
+                     fxsc_kind *kind, char *err, size_t errlen)
+{
+    fx_device d;
+    int rc = fxsv_devices_resolve(j->opts.devices, request, what, &d, err, errlen);
+    if (rc)
+        return rc;
+    *kind = d.type == FX_DEV_CUDA ? FXSC_GPU : FXSC_CPU;
+    if (request && !strcasecmp(request, "gpu"))
+        name[0] = '\0';
+    else
+        fx_device_str(d, name, FXSC_NAME_MAX);
+    return 0;
+}
+
+int fxj__sched_submit(fxj_jobs *j, job *x, char *err, size_t errlen)
+{
+    const Fluxion__V1__JobSpec *spec = x->rec->spec;
+    fxsc_job sj = { .id = x->id, .priority = prio_of(spec->priority),
+                    .preemptible = !spec->not_preemptible, .slots = 1,
+                    .submit_ms = x->rec->created_unix_ms };
+    fxp_key_team(spec->model, sj.team, sizeof sj.team);
+    int rc = target_of(j, spec->device, "spec.device", sj.device, &sj.kind, err, errlen);
+    if (rc)
+        return rc;
+    if (sj.kind == FXSC_GPU && !x->memory_bytes)
+        x->memory_bytes = fxj__estimate_memory(j, spec, x->rec->base_version);
+    sj.memory_bytes = sj.kind == FXSC_GPU ? x->memory_bytes : 0;
+    team_ensure(j, sj.team);
+    if ((rc = fxsc_submit(j->sc, &sj, fxu_now_ms(), err, errlen)))
+        return rc;
+    x->pending = true;
+    return 0;
+}
+
+/* ------------------------------------------------------------ decisions */
+
+typedef struct {
+    fxj_jobs *j;
+    job *x;
+} run_arg;
+
+/* A job's thread: runs it, then tells the core how it ended. */
+static void *job_thread(void *arg)
+{
+    run_arg a = *(run_arg *)arg;
+    free(arg);
+    fxj_jobs *j = a.j;
+    job *x = a.x;
+    fxj__run_job(j, x);
+    pthread_mutex_lock(&j->mu);
+    char err[FXS_ERRLEN];
+    int64_t now = fxu_now_ms();
+    if (fxj__is_final(x->rec->state)) {
+        fxsc_remove(j->sc, x->id, now, err, sizeof err);
+    } else if (x->requeued) {
+        x->requeued = false;
+        if (fxsc_preempted(j->sc, x->id, now, err, sizeof err) == 0)
+            x->pending = true;
+        else
+            fxl_log(FXL_ERROR, "jobs", "preempted job=%" PRId64 " error=\"%s\"", x->id, err);
+    } /* else paused for the shutdown: it stays RUNNING for the next start */
+    j->n_running--;
+    pthread_cond_broadcast(&j->idle);
+    fxj__job_unref(x);
+    if (!atomic_load(&j->stopping))
+        fxj__schedule(j);
+    pthread_mutex_unlock(&j->mu);
+    return NULL;
+}
+
+static void start_job(fxj_jobs *j, job *x, const char *device)
+{
+    char err[FXS_ERRLEN];
+    x->pending = false;
+    atomic_store(&x->preempt, false);
+    if (x->rec->assigned_device && x->rec->assigned_device != protobuf_c_empty_string)
+        free(x->rec->assigned_device);
+    x->rec->assigned_device = strdup(device);
+    x->rec->queue_position = 0;
+    if (x->rec->wait_reason && x->rec->wait_reason != protobuf_c_empty_string)
+        free(x->rec->wait_reason);
+    x->rec->wait_reason = strdup("");
+    run_arg *a = malloc(sizeof *a);
+    pthread_t t;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    int e = a ? 0 : ENOMEM;
+    if (a) {
+        *a = (run_arg){ j, x };
+        x->refs++; /* retire() may drop the list's reference */
+        j->n_running++;
+        if ((e = pthread_create(&t, &at, job_thread, a)) != 0) {
+            free(a);
+            x->refs--;
+            j->n_running--;
+        }
+    }
+    pthread_attr_destroy(&at);
+    if (!e)
+        return;
+    snprintf(err, sizeof err, "cannot start a thread for the job: %s", strerror(e));
+    fxsc_remove(j->sc, x->id, fxu_now_ms(), err, sizeof err);
+    x->refs++;
+    fxj__set_state(j, x, FLUXION__V1__JOB_STATE__FAILED, err);
+    fxj__job_unref(x);
+}
+
+static void set_reason(Fluxion__V1__Job *r, const char *reason)
+{
+    char *n = strdup(reason);
+    if (!n)
+        return;
+    if (r->wait_reason && r->wait_reason != protobuf_c_empty_string)
+        free(r->wait_reason);
+    r->wait_reason = n;
+}
+
+/* Positions and reasons into the records; QUEUED_AT when they changed (at
+ * most every QUEUED_AT_EVERY_MS per job: a change in between is announced
+ * by a later call, the ticker's at the latest). */
+static void refresh_positions(fxj_jobs *j, int64_t now)
+{
+    fxsc_view v;
+    char err[FXS_ERRLEN];
+    if (fxsc_snapshot(j->sc, now, &v, err, sizeof err) != 0)
+        return;
+    for (int i = 0; i < v.n_jobs; i++) {
+        const fxsc_job_view *jv = &v.jobs[i];
+        if (jv->running)
+            continue;
+        job *x = fxj__find_active(j, jv->id);
+        if (!x || !x->pending)
+            continue;
+        Fluxion__V1__Job *r = x->rec;
+        if (r->queue_position != jv->position || strcmp(r->wait_reason, jv->reason)) {
+            r->queue_position = jv->position;
+            set_reason(r, jv->reason);
+            x->queued_at_dirty = true;
+        }
+        if (x->queued_at_dirty && now - x->queued_at_ms >= QUEUED_AT_EVERY_MS) {
+            x->queued_at_dirty = false;
+            x->queued_at_ms = now;
+            char msg[FXSC_REASON_MAX + 32];
+            snprintf(msg, sizeof msg, "position %d: %s", jv->position, jv->reason);
+            fxj__announce(j, x, FLUXION__V1__JOB_EVENT__KIND__QUEUED_AT, msg);
+        }
+    }
+    fxsc_view_free(&v);
+}
+
+void fxj__schedule(fxj_jobs *j)
+{
+    if (!j->sc || atomic_load(&j->stopping))
+        return;
+    int64_t now = fxu_now_ms();
+    fxsc_decision d[32];
+    int n;
+    do {
+        if (fxsc_decide(j->sc, now, d, 32, &n) != 0)
+            break;
+        for (int i = 0; i < n; i++) {
+            job *x = fxj__find_active(j, d[i].job);
+            if (!x) {
+                char err[FXS_ERRLEN];
+                fxsc_remove(j->sc, d[i].job, now, err, sizeof err);
+                continue;
+            }
+            if (d[i].action == FXSC_START) {
+                fxl_log(FXL_INFO, "jobs", "job scheduled job=%" PRId64 " device=%s", x->id,
+                        d[i].device);
+                start_job(j, x, d[i].device);
+            } else if (d[i].action == FXSC_PREEMPT) {
+                snprintf(x->preempt_for, sizeof x->preempt_for, "%s", d[i].reason);
+                atomic_store(&x->preempt, true);
+                fxl_log(FXL_INFO, "jobs", "job preempting job=%" PRId64 " for=\"%s\"", x->id,
+                        d[i].reason);
+            }
+        }
+    } while (n == 32);
+    refresh_positions(j, now);
+}
+
+/* ------------------------------------------------------------ the ticker */
+
+static void *ticker_main(void *arg)
+{
+    fxj_jobs *j = arg;
+    pthread_mutex_lock(&j->mu);
+    while (!atomic_load(&j->stopping)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += TICK_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&j->tick, &j->mu, &ts);
+        fxj__schedule(j);
+    }
+    pthread_mutex_unlock(&j->mu);
+    return NULL;
+}
+
+int fxj__sched_ticker_start(fxj_jobs *j, char *err, size_t errlen)
+{
+    int e = pthread_create(&j->ticker, NULL, ticker_main, j);
+    if (e)
+        return fxu_fail(err, errlen, e == EAGAIN ? FXS_RESOURCE_EXHAUSTED : FXS_INTERNAL,
+                        "jobs: cannot start the scheduler's thread: %s", strerror(e));
+    j->ticking = true;
+    return 0;
+}
+
+void fxj__sched_stop(fxj_jobs *j)
+{
+    if (j->ticking) {
+        pthread_join(j->ticker, NULL);
+        j->ticking = false;
+    }
+    pthread_mutex_lock(&j->mu);
+    while (j->n_running > 0)
+        pthread_cond_wait(&j->idle, &j->mu);
+    pthread_mutex_unlock(&j->mu);
+}
+
+/* ------------------------------------------------------------ the API */
+
+int fxj_jobs_queue(fxj_jobs *j, fxsc_view *out, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&j->mu);
+    int rc = fxsc_snapshot(j->sc, fxu_now_ms(), out, err, errlen);
+    pthread_mutex_unlock(&j->mu);
+    return rc;
+}
+
+static void set_spec_str(char **slot, const char *v)
+{
+    char *n = strdup(v);
+    if (!n)
+        return;
+    if (*slot && *slot != protobuf_c_empty_string)
+        free(*slot);
+    *slot = n;
+}
+
+int fxj_jobs_update(fxj_jobs *j, const char *id, Fluxion__V1__JobPriority prio,
+                    const char *device, Fluxion__V1__Job **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    int64_t n;
+    int rc = fxj__parse_id(id, &n, err, errlen);
+    if (rc)
+        return rc;
+    if (prio != FLUXION__V1__JOB_PRIORITY__JOB_PRIORITY_UNSPECIFIED &&
+        !protobuf_c_enum_descriptor_get_value(&fluxion__v1__job_priority__descriptor, (int)prio))
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "priority: %d is not a priority",
+                        (int)prio);
+    char name[FXSC_NAME_MAX];
+    fxsc_kind kind = FXSC_CPU;
+    bool move = device && *device;
+    if (move && (rc = target_of(j, device, "device", name, &kind, err, errlen)))
+        return FXS_INVALID_ARGUMENT; /* bad text, or a device not enabled here */
+    pthread_mutex_lock(&j->mu);
+    job *x = fxj__find_active(j, n);
+    if (!x) {
+        Fluxion__V1__Job *r = NULL;
+        rc = fxj__load_one(j, n, &r, err, errlen);
+        if (!rc) {
+            rc = fxu_fail(err, errlen, FXS_FAILED_PRECONDITION, "job %" PRId64
+                          " already finished (%s): only a queued job can be changed", n,
+                          fxj__state_name(r->state));
+            fluxion__v1__job__free_unpacked(r, NULL);
+        }
+    } else if (!x->pending) {
+        rc = fxu_fail(err, errlen, FXS_FAILED_PRECONDITION,
+                      "job %" PRId64 " is running: only a queued job can be changed", n);
+    } else {
+        fxsc_priority p = prio ? prio_of(prio) : prio_of(x->rec->spec->priority);
+        uint64_t mem = x->memory_bytes;
+        if (move && kind == FXSC_GPU && !mem)
+            mem = x->memory_bytes =
+                fxj__estimate_memory(j, x->rec->spec, x->rec->base_version);
+        (void)mem;
+        rc = fxsc_update(j->sc, n, p, move ? name : NULL, kind, err, errlen);
+        if (!rc) {
+            if (prio)
+                x->rec->spec->priority = prio;
+            if (move)
+                set_spec_str(&x->rec->spec->device, device);
+            fxj__commit(j, x, 0, NULL);
+            fxl_log(FXL_INFO, "jobs", "job updated job=%" PRId64 " priority=%d device=%s", n,
+                    (int)x->rec->spec->priority, x->rec->spec->device);
+            fxj__schedule(j);
+            if (!(*out = fxj__job_copy(x->rec)))
+                rc = fxu_oom(err, errlen);
+        }
+    }
+    pthread_mutex_unlock(&j->mu);
+    return rc;
+}
