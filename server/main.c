@@ -39,6 +39,8 @@ typedef struct {
     long max_message_mb, max_import_mb, grace_seconds, max_dataset_mb;
     long team_max_models, team_max_weight_mb, team_max_dataset_mb;
     long train_workers, checkpoint_steps;
+    long sched_half_life_min; /* 0: the core's default */
+    long sched_min_run_s;     /* -1: the core's default; 0: none (1 ms) */
     long max_streams, max_streams_per_client, stream_idle_seconds;
     long long max_model_params;
     fxsv_devices enabled; /* --devices parsed */
@@ -88,7 +90,12 @@ static void usage(FILE *f)
 "                          quota is 0 (fluxion team update); over a quota or\n"
 "                          --max-dataset-mb an upload gets RESOURCE_EXHAUSTED\n"
 "  --max-model-params N    most parameter elements per model (default 1073741824)\n"
-"  --train-workers N       training jobs running at once (default 1)\n"
+"  --cpu-slots N           CPU training jobs running at once (default 1; each\n"
+"                          enabled GPU runs 1); --train-workers is the same\n"
+"  --sched-half-life-minutes M  a team's past usage halves every M minutes\n"
+"                          in the scheduler's fair order (default 60)\n"
+"  --sched-min-run-seconds S  a job runs at least S seconds before it may be\n"
+"                          preempted (default 60; docs/scheduling.md)\n"
 "  --checkpoint-steps N    checkpoint interval of jobs that do not set one,\n"
 "                          in steps (default 500)\n"
 "\n"
@@ -141,7 +148,7 @@ static int parse_args(int argc, char **argv, options *o)
     enum { O_LISTEN = 1000, O_DATA, O_DEVICE, O_THREADS, O_RPC, O_POLL, O_MSG,
            O_IMPORT, O_PARAMS, O_GRACE, O_LEVEL, O_FORMAT, O_VERSION, O_DSMAX, O_DSQUOTA,
            O_TWORKERS, O_CKPT, O_STREAMS, O_PEER_STREAMS, O_IDLE, O_TMODELS, O_TWEIGHTS,
-           O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_TLS_REQUIRE, O_INSECURE, O_INIT_TOKEN };
+           O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_TLS_REQUIRE, O_INSECURE, O_INIT_TOKEN, O_HALF_LIFE, O_MIN_RUN };
     static const struct option longs[] = {
         { "listen", required_argument, 0, O_LISTEN },
         { "data-dir", required_argument, 0, O_DATA },
@@ -168,6 +175,9 @@ static int parse_args(int argc, char **argv, options *o)
         { "insecure", no_argument, 0, O_INSECURE },
         { "init-admin-token", required_argument, 0, O_INIT_TOKEN },
         { "train-workers", required_argument, 0, O_TWORKERS },
+        { "cpu-slots", required_argument, 0, O_TWORKERS },
+        { "sched-half-life-minutes", required_argument, 0, O_HALF_LIFE },
+        { "sched-min-run-seconds", required_argument, 0, O_MIN_RUN },
         { "checkpoint-steps", required_argument, 0, O_CKPT },
         { "grace-seconds", required_argument, 0, O_GRACE },
         { "log-level", required_argument, 0, O_LEVEL },
@@ -182,7 +192,7 @@ static int parse_args(int argc, char **argv, options *o)
                     .rpc_threads = 8, .poll_threads = 2,
                     .max_message_mb = 64, .max_import_mb = 4096, .grace_seconds = 5,
                     .max_model_params = 1LL << 30, .max_dataset_mb = 16384,
-                    .train_workers = 1, .checkpoint_steps = 500,
+                    .train_workers = 1, .checkpoint_steps = 500, .sched_min_run_s = -1,
                     .max_streams = 64, .stream_idle_seconds = 60 };
     int c;
     long v;
@@ -217,7 +227,9 @@ static int parse_args(int argc, char **argv, options *o)
         case O_TLS_REQUIRE: o->tls_require_client_cert = true; break;
         case O_INSECURE: o->insecure = true; break;
         case O_INIT_TOKEN: o->init_admin_token = optarg; break;
-        case O_TWORKERS: if (parse_long("--train-workers", optarg, 1, 256, &o->train_workers)) return 2; break;
+        case O_TWORKERS: if (parse_long("--cpu-slots", optarg, 1, 256, &o->train_workers)) return 2; break;
+        case O_HALF_LIFE: if (parse_long("--sched-half-life-minutes", optarg, 1, 525600, &o->sched_half_life_min)) return 2; break;
+        case O_MIN_RUN: if (parse_long("--sched-min-run-seconds", optarg, 0, 86400, &o->sched_min_run_s)) return 2; break;
         case O_CKPT: if (parse_long("--checkpoint-steps", optarg, 1, LONG_MAX, &o->checkpoint_steps)) return 2; break;
         case O_GRACE: if (parse_long("--grace-seconds", optarg, 0, 3600, &o->grace_seconds)) return 2; break;
         case O_LEVEL: o->log_level = optarg; break;
@@ -726,7 +738,11 @@ int main(int argc, char **argv)
                            .workers = (int)o.train_workers,
                            .checkpoint_every_steps = o.checkpoint_steps,
                            .max_params = d.max_params,
-                           .devices = &d.devices }, &d.jobs, err, sizeof err) != 0) {
+                           .devices = &d.devices,
+                           .sched_half_life_ms = o.sched_half_life_min * 60000,
+                           .sched_min_run_ms = o.sched_min_run_s < 0    ? 0
+                                               : o.sched_min_run_s == 0 ? 1
+                                                                        : o.sched_min_run_s * 1000 }, &d.jobs, err, sizeof err) != 0) {
         fxl_log(FXL_ERROR, "main", "cannot start the training jobs error=\"%s\"", err);
         return 1;
     }

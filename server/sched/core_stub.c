@@ -210,11 +210,26 @@ static bool dev_fits(const fxsc_device *d, const sjob *x)
     return d->kind == x->j.kind && (!x->j.device[0] || !strcmp(d->name, x->j.device));
 }
 
+static fxsc *g_sorting; /* the stub is single-threaded under its owner's lock */
+
+static int team_used(fxsc *s, const char *team, fxsc_kind k, int *running);
+
+/* 0: the job's team is below its nominal quota (it goes first), else 1. */
+static int above(fxsc *s, const sjob *x)
+{
+    steam *t = team_of(s, x->j.team, false);
+    int nominal = t ? t->cfg.nominal_slots[x->j.kind] : 0;
+    return team_used(s, x->j.team, x->j.kind, NULL) + x->j.slots <= nominal ? 0 : 1;
+}
+
 static int cmp_queued(const void *a, const void *b)
 {
     const sjob *x = *(sjob *const *)a, *y = *(sjob *const *)b;
     if (x->j.priority != y->j.priority)
         return y->j.priority - x->j.priority;
+    int ax = above(g_sorting, x), ay = above(g_sorting, y);
+    if (ax != ay)
+        return ax - ay;
     if (x->j.submit_ms != y->j.submit_ms)
         return x->j.submit_ms < y->j.submit_ms ? -1 : 1;
     return x->j.id < y->j.id ? -1 : 1;
@@ -230,6 +245,7 @@ static sjob **queued(fxsc *s, int *n)
     for (int i = 0; i < s->n_jobs; i++)
         if (!s->jobs[i].running)
             q[(*n)++] = &s->jobs[i];
+    g_sorting = s;
     qsort(q, (size_t)*n, sizeof *q, cmp_queued);
     return q;
 }

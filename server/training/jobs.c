@@ -145,44 +145,56 @@ void fxj__set_state(fxj_jobs *j, job *x, Fluxion__V1__JobState s, const char *me
 /* Loads the unfinished jobs into the scheduler: RUNNING ones first (they
  * resume from their checkpoints), then QUEUED, each group in submission
  * order. A job the scheduler cannot take (its device is no longer enabled)
- * fails. */
+ * fails. The RUNNING group is scheduled before the QUEUED one is loaded,
+ * so the jobs a restart interrupted get the slots first whatever the
+ * priorities. Under j->mu. */
+static int restore_group(fxj_jobs *j, const char *state, bool resumed, char *err, size_t errlen)
+{
+    load_ctx c = { .state = state, .model = "" };
+    int rc = fxj__load(j, &c, err, errlen);
+    if (rc)
+        return rc;
+    for (int i = 0; i < c.n; i++) {
+        int64_t id = strtoll(c.recs[i]->id, NULL, 10);
+        job *x = c.recs[i]->spec ? job_new(c.recs[i], id) : NULL;
+        if (!x) {
+            fxl_log(FXL_ERROR, "jobs", "cannot restore job=%s", c.recs[i]->id);
+            fluxion__v1__job__free_unpacked(c.recs[i], NULL);
+            continue;
+        }
+        if (resumed) {
+            x->resumed = true;
+            x->rec->restarts++;
+        }
+        /* Also fills the dataset columns of rows written before the
+         * store had them (they protect the datasets from deletion). */
+        fxj__commit(j, x, 0, NULL);
+        x->next = j->jobs;
+        j->jobs = x;
+        char serr[FXS_ERRLEN];
+        if (fxj__sched_submit(j, x, serr, sizeof serr) != 0) {
+            x->refs++;
+            fxj__set_state(j, x, FLUXION__V1__JOB_STATE__FAILED, serr);
+            fxj__job_unref(x);
+        }
+    }
+    free(c.recs);
+    if (c.n)
+        fxl_log(FXL_INFO, "jobs", "jobs restored state=%s count=%d", state, c.n);
+    if (resumed)
+    fxj__schedule(j);
+    return 0;
+}
+
 static int restore(fxj_jobs *j, char *err, size_t errlen)
 {
     static const char *const states[] = { "RUNNING", "QUEUED" };
-    for (int s = 0; s < 2; s++) {
-        load_ctx c = { .state = states[s], .model = "" };
-        int rc = fxj__load(j, &c, err, errlen);
-        if (rc)
-            return rc;
-        for (int i = 0; i < c.n; i++) {
-            int64_t id = strtoll(c.recs[i]->id, NULL, 10);
-            job *x = c.recs[i]->spec ? job_new(c.recs[i], id) : NULL;
-            if (!x) {
-                fxl_log(FXL_ERROR, "jobs", "cannot restore job=%s", c.recs[i]->id);
-                fluxion__v1__job__free_unpacked(c.recs[i], NULL);
-                continue;
-            }
-            if (s == 0) {
-                x->resumed = true;
-                x->rec->restarts++;
-            }
-            /* Also fills the dataset columns of rows written before the
-             * store had them (they protect the datasets from deletion). */
-            fxj__commit(j, x, 0, NULL);
-            x->next = j->jobs;
-            j->jobs = x;
-            char serr[FXS_ERRLEN];
-            if (fxj__sched_submit(j, x, serr, sizeof serr) != 0) {
-                x->refs++;
-                fxj__set_state(j, x, FLUXION__V1__JOB_STATE__FAILED, serr);
-                fxj__job_unref(x);
-            }
-        }
-        free(c.recs);
-        if (c.n)
-            fxl_log(FXL_INFO, "jobs", "jobs restored state=%s count=%d", states[s], c.n);
-    }
-    return 0;
+    pthread_mutex_lock(&j->mu);
+    int rc = 0;
+    for (int s = 0; s < 2 && !rc; s++)
+        rc = restore_group(j, states[s], s == 0, err, errlen);
+    pthread_mutex_unlock(&j->mu);
+    return rc;
 }
 
 int fxj_jobs_start(fxdb_store *st, fxds_datasets *ds, fxsv_serving *sv, const fxj_jobs_opts *opts,

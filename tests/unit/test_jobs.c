@@ -987,6 +987,256 @@ static void test_serve_when_done(void **state)
     free(b);
 }
 
+/* ------------------------------------------------------------ scheduling */
+
+static void free_job(Fluxion__V1__Job *job)
+{
+    fluxion__v1__job__free_unpacked(job, NULL);
+}
+
+/* A queued job's position and reason, as the record shows them. */
+static void expect_position(fixture *f, const char *id, int pos)
+{
+    for (int i = 0; i < 200; i++) { /* the ticker refreshes within 200 ms */
+        Fluxion__V1__Job *job = get(f, id);
+        bool ok = job->state == FLUXION__V1__JOB_STATE__QUEUED && job->queue_position == pos &&
+                  job->wait_reason[0] != '\0';
+        free_job(job);
+        if (ok)
+            return;
+        usleep(5000);
+    }
+    Fluxion__V1__Job *job = get(f, id);
+    fail_msg("job %s: position %d reason '%s', want %d", id, job->queue_position,
+             job->wait_reason, pos);
+}
+
+/* HIGH before NORMAL before LOW, whatever the submission order; the queue
+ * positions and reasons say so before they run. */
+static void test_priority_order(void **state)
+{
+    fixture *f = *state;
+    fake_reset(true);
+    char *a = submit(f, "\"description\": \"a\"");
+    allow_steps(1);
+    free_job(wait_for(f, a, FLUXION__V1__JOB_STATE__RUNNING, 1));
+    char *b = submit(f, "\"description\": \"b\"");
+    char *c = submit(f, "\"description\": \"c\", \"priority\": \"LOW\"");
+    char *d = submit(f, "\"description\": \"d\", \"priority\": \"HIGH\"");
+    expect_position(f, d, 1);
+    expect_position(f, b, 2);
+    expect_position(f, c, 3);
+    Fluxion__V1__Job *job = get(f, a);
+    assert_string_equal(job->assigned_device, "cpu");
+    assert_int_equal(job->queue_position, 0);
+    free_job(job);
+    job = get(f, b);
+    assert_non_null(strstr(job->wait_reason, "cpu"));
+    free_job(job);
+    fxsc_view v;
+    char err[256];
+    assert_int_equal(fxj_jobs_queue(f->j, &v, err, sizeof err), 0);
+    assert_int_equal(v.n_jobs, 4);
+    assert_true(v.jobs[0].running);
+    assert_int_equal(v.jobs[1].id, strtoll(d, NULL, 10));
+    assert_int_equal(v.jobs[1].position, 1);
+    assert_int_equal(v.n_devices, 1);
+    assert_string_equal(v.devices[0].name, "cpu");
+    assert_int_equal(v.devices[0].slots_used, 1);
+    fxsc_view_free(&v);
+    open_gate();
+    wait_done(f, c, FLUXION__V1__JOB_STATE__SUCCEEDED);
+    assert_string_equal(fake.order, "adbc");
+    free(a), free(b), free(c), free(d);
+}
+
+/* UpdateJob: a queued job's priority reorders the queue; a running or
+ * finished job, an unknown device, an unknown job are refused. */
+static void test_update_queued(void **state)
+{
+    fixture *f = *state;
+    fake_reset(true);
+    char *a = submit(f, "\"description\": \"a\"");
+    allow_steps(1);
+    free_job(wait_for(f, a, FLUXION__V1__JOB_STATE__RUNNING, 1));
+    char *b = submit(f, "\"description\": \"b\"");
+    char *c = submit(f, "\"description\": \"c\"");
+    expect_position(f, c, 2);
+    Fluxion__V1__Job *job = NULL;
+    char err[256] = "";
+    assert_int_equal(fxj_jobs_update(f->j, c, FLUXION__V1__JOB_PRIORITY__HIGH, NULL, &job, err,
+                                     sizeof err), 0);
+    assert_int_equal(job->spec->priority, FLUXION__V1__JOB_PRIORITY__HIGH);
+    assert_int_equal(job->queue_position, 1);
+    free_job(job);
+    expect_position(f, b, 2);
+    /* the change is stored: a restart would keep it */
+    assert_int_equal(fxj_jobs_update(f->j, a, FLUXION__V1__JOB_PRIORITY__LOW, NULL, &job, err,
+                                     sizeof err), FXS_FAILED_PRECONDITION);
+    assert_non_null(strstr(err, "running"));
+    assert_int_equal(fxj_jobs_update(f->j, b, 0, "cuda:7", &job, err, sizeof err),
+                     FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxj_jobs_update(f->j, b, 0, "tpu", &job, err, sizeof err),
+                     FXS_INVALID_ARGUMENT);
+    assert_int_equal(fxj_jobs_update(f->j, "999", FLUXION__V1__JOB_PRIORITY__HIGH, NULL, &job, err, sizeof err),
+                     FXS_NOT_FOUND);
+    assert_int_equal(fxj_jobs_update(f->j, b, 0, "cpu", &job, err, sizeof err), 0);
+    assert_string_equal(job->spec->device, "cpu");
+    free_job(job);
+    open_gate();
+    wait_done(f, b, FLUXION__V1__JOB_STATE__SUCCEEDED);
+    assert_string_equal(fake.order, "acb");
+    assert_int_equal(fxj_jobs_update(f->j, a, FLUXION__V1__JOB_PRIORITY__LOW, NULL, &job, err,
+                                     sizeof err), FXS_FAILED_PRECONDITION);
+    assert_non_null(strstr(err, "finished"));
+    free(a), free(b), free(c);
+}
+
+/* Team b within its nominal quota reclaims the slot from team default's
+ * job (default has no quota: best-effort): the job checkpoints at its next
+ * step, goes back to QUEUED (PREEMPTED says for whom), and resumes from
+ * that checkpoint when b's job is done (RESUMED), to the same end. */
+static void test_preempt_resume(void **state)
+{
+    fixture *f = *state;
+    char err[512];
+    fxj_jobs_free(f->j);
+    if (fxj_jobs_start(f->st, f->ds, f->sv,
+                       &(fxj_jobs_opts){ .workers = 1, .checkpoint_every_steps = 4,
+                                         .sched_min_run_ms = 1 },
+                       &f->j, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_int_equal(fxdb_team_create(f->st, "b", "", NULL, err, sizeof err), 0);
+    create_model(f, "b/m");
+    upload(f, "b/blobs", 30);
+    fxj_jobs_set_team(f->j, "b", &(fxsc_team_cfg){ .weight = 1, .nominal_slots = { 1, 0 } });
+    fake_reset(true);
+    char *a = submit(f, "\"description\": \"a\", \"steps\": 12, \"checkpoint_every_steps\": 3");
+    allow_steps(5);
+    free_job(wait_for(f, a, FLUXION__V1__JOB_STATE__RUNNING, 5));
+    fxj_watch *w;
+    assert_int_equal(fxj_watch_open(f->j, a, &w, err, sizeof err), 0);
+    bool ended = false;
+    Fluxion__V1__JobEvent *snap = next_event(w, &ended);
+    assert_int_equal(snap->kind, FLUXION__V1__JOB_EVENT__KIND__SNAPSHOT);
+    fluxion__v1__job_event__free_unpacked(snap, NULL);
+    Fluxion__V1__JobSpec *s = spec_json("\"description\": \"b\", \"steps\": 4");
+    free(s->model), free(s->dataset);
+    s->model = strdup("b/m");
+    s->dataset = strdup("b/blobs");
+    Fluxion__V1__Job *bj = NULL;
+    assert_int_equal(fxj_jobs_submit(f->j, s, &bj, err, sizeof err), 0);
+    fluxion__v1__job_spec__free_unpacked(s, NULL);
+    char *b = strdup(bj->id);
+    free_job(bj);
+    /* a is preempted at its step boundary: checkpoint at step 5, QUEUED */
+    free_job(wait_for(f, b, FLUXION__V1__JOB_STATE__RUNNING, 0));
+    Fluxion__V1__Job *job = get(f, a);
+    assert_int_equal(job->state, FLUXION__V1__JOB_STATE__QUEUED);
+    assert_int_equal(job->preemptions, 1);
+    assert_int_equal(job->checkpoint_step, 5);
+    assert_string_equal(job->assigned_device, "");
+    free_job(job);
+    open_gate();
+    wait_done(f, b, FLUXION__V1__JOB_STATE__SUCCEEDED);
+    wait_done(f, a, FLUXION__V1__JOB_STATE__SUCCEEDED);
+    assert_string_equal(fake.order, "aba");
+    assert_int_equal(fake.resumed_from, 5);
+    job = get(f, a);
+    assert_int_equal(job->progress->step, 12);
+    assert_int_equal(job->preemptions, 1);
+    assert_int_equal(job->restarts, 0);
+    /* the same weights as an uninterrupted run: the stand-in trainer's
+     * result is the base weights; real training is test_sched.py's */
+    assert_int_equal(job->result_version, 2);
+    free_job(job);
+    /* the watcher saw PREEMPTED (for b's job) then RESUMED, in order */
+    int counts[9] = { 0 };
+    bool preempted = false, resumed = false;
+    for (;;) {
+        Fluxion__V1__JobEvent *ev = next_event(w, &ended);
+        if (ended)
+            break;
+        if (ev->kind == FLUXION__V1__JOB_EVENT__KIND__PREEMPTED) {
+            char want[64];
+            snprintf(want, sizeof want, "job %s of team b", b);
+            assert_non_null(strstr(ev->message, want));
+            assert_int_equal(ev->job->state, FLUXION__V1__JOB_STATE__QUEUED);
+            preempted = true;
+        }
+        if (ev->kind == FLUXION__V1__JOB_EVENT__KIND__RESUMED) {
+            assert_true(preempted);
+            assert_non_null(strstr(ev->message, "preemption"));
+            assert_int_equal(ev->job->state, FLUXION__V1__JOB_STATE__RUNNING);
+            resumed = true;
+        }
+        counts[ev->kind]++;
+        fluxion__v1__job_event__free_unpacked(ev, NULL);
+    }
+    assert_true(resumed);
+    assert_int_equal(counts[FLUXION__V1__JOB_EVENT__KIND__PREEMPTED], 1);
+    assert_int_equal(counts[FLUXION__V1__JOB_EVENT__KIND__RESUMED], 1);
+    fxj_watch_close(w);
+    free(a), free(b);
+}
+
+/* A non-preemptible job keeps its slot: b waits with a reason. */
+static void test_not_preemptible(void **state)
+{
+    fixture *f = *state;
+    char err[512];
+    fxj_jobs_free(f->j);
+    if (fxj_jobs_start(f->st, f->ds, f->sv,
+                       &(fxj_jobs_opts){ .workers = 1, .sched_min_run_ms = 1 }, &f->j, err,
+                       sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_int_equal(fxdb_team_create(f->st, "b", "", NULL, err, sizeof err), 0);
+    create_model(f, "b/m");
+    fxj_jobs_set_team(f->j, "b", &(fxsc_team_cfg){ .weight = 1, .nominal_slots = { 1, 0 } });
+    fake_reset(true);
+    char *a = submit(f, "\"description\": \"a\", \"not_preemptible\": true");
+    allow_steps(1);
+    free_job(wait_for(f, a, FLUXION__V1__JOB_STATE__RUNNING, 1));
+    Fluxion__V1__JobSpec *s = spec_json("\"description\": \"b\"");
+    free(s->model);
+    s->model = strdup("b/m");
+    Fluxion__V1__Job *bj = NULL;
+    assert_int_equal(fxj_jobs_submit(f->j, s, &bj, err, sizeof err), 0);
+    fluxion__v1__job_spec__free_unpacked(s, NULL);
+    char *b = strdup(bj->id);
+    free_job(bj);
+    expect_position(f, b, 1);
+    usleep(300000); /* a tick or more: still not preempted */
+    Fluxion__V1__Job *job = get(f, a);
+    assert_int_equal(job->state, FLUXION__V1__JOB_STATE__RUNNING);
+    assert_int_equal(job->preemptions, 0);
+    free_job(job);
+    open_gate();
+    wait_done(f, b, FLUXION__V1__JOB_STATE__SUCCEEDED);
+    assert_string_equal(fake.order, "ab");
+    free(a), free(b);
+}
+
+/* A restart: the RUNNING job resumes first, then the queued ones by their
+ * stored priorities. */
+static void test_restart_keeps_priorities(void **state)
+{
+    fixture *f = *state;
+    fake_reset(true);
+    char *a = submit(f, "\"description\": \"a\", \"priority\": \"LOW\"");
+    allow_steps(1);
+    free_job(wait_for(f, a, FLUXION__V1__JOB_STATE__RUNNING, 1));
+    char *b = submit(f, "\"description\": \"b\", \"priority\": \"LOW\"");
+    char *c = submit(f, "\"description\": \"c\"");
+    char *d = submit(f, "\"description\": \"d\", \"priority\": \"HIGH\"");
+    close_all(f);
+    fake_reset(false);
+    open_all(f);
+    wait_done(f, b, FLUXION__V1__JOB_STATE__SUCCEEDED);
+    assert_string_equal(fake.order, "adcb");
+    free(a), free(b), free(c), free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1003,6 +1253,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_delete_races_submit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vanished_model, setup, teardown),
         cmocka_unit_test_setup_teardown(test_serve_when_done, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_priority_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_update_queued, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_preempt_resume, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_not_preemptible, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restart_keeps_priorities, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
