@@ -111,6 +111,7 @@ static int hook_checkpoint(void *data, const void *ckpt, size_t len, int64_t ste
         tb_status(r, fxtb_flush(r->tb, tberr, sizeof tberr), tberr);
     pthread_mutex_lock(&r->j->mu);
     r->x->rec->checkpoint_step = step;
+    fxsc_checkpointed(r->j->sc, r->x->id, fxu_now_ms()); /* what a preemption would lose */
     r->last_persist_ns = fxu_mono_ns();
     char msg[64];
     snprintf(msg, sizeof msg, "checkpoint at step %" PRId64, step);

@@ -138,14 +138,24 @@ void fxj_jobs_set_team(fxj_jobs *j, const char *team, const fxsc_team_cfg *cfg)
  *   weights P + gradients P + optimizer state 2P (Adam's two moments)
  *   + activations: batch_size x 4 bytes x (sqrt(P / 4) x 8), i.e. about
  *     eight activation vectors per sample as wide as a square layer,
- * plus 64 MiB for the engine's arenas. Only GPU jobs use it (the CPU's
- * memory is not handed out by the scheduler). 0 when the model cannot be
- * read (the job then fails when it starts, as before).
+ * plus 64 MiB for the engine's arenas. Computed at submission (from the
+ * graph validation builds) and handed to the core for every job; a device
+ * that does not track memory (the CPU) ignores it. A job restored at start
+ * gets it only when it asks for a GPU (building its graph costs time); 0:
+ * unknown.
  */
+uint64_t fxj__memory_formula(int64_t numel, int64_t batch_size)
+{
+    uint64_t params = numel > 0 ? 4u * (uint64_t)numel : 0; /* fp32 */
+    uint64_t batch = batch_size > 0 ? (uint64_t)batch_size : 32;
+    uint64_t act = batch * 4u * (uint64_t)(sqrt((double)params / 4.0) * 8.0);
+    return 4 * params + act + (64u << 20);
+}
+
 uint64_t fxj__estimate_memory(fxj_jobs *j, const Fluxion__V1__JobSpec *spec,
                               int64_t base_version)
 {
-    (void)base_version;
+    (void)base_version; /* every version of a model has its shapes */
     fxdb_model_rec mr;
     char err[FXS_ERRLEN];
     if (fxdb_store_get_model(j->st, spec->model, &mr, err, sizeof err) != 0)
@@ -155,12 +165,9 @@ uint64_t fxj__estimate_memory(fxj_jobs *j, const Fluxion__V1__JobSpec *spec,
     fxdb_model_rec_free(&mr);
     if (rc)
         return 0;
-    int64_t numel = fx_params_numel(fxg_params(g));
-    uint64_t params = numel > 0 ? 4u * (uint64_t)numel : 0; /* fp32 */
+    uint64_t m = fxj__memory_formula(fx_params_numel(fxg_params(g)), spec->batch_size);
     fxg_free(g);
-    uint64_t batch = spec->batch_size > 0 ? (uint64_t)spec->batch_size : 32;
-    uint64_t act = batch * 4u * (uint64_t)(sqrt((double)params / 4.0) * 8.0);
-    return 4 * params + act + (64u << 20);
+    return m;
 }
 
 static fxsc_priority prio_of(Fluxion__V1__JobPriority p)
@@ -199,7 +206,7 @@ int fxj__sched_submit(fxj_jobs *j, job *x, char *err, size_t errlen)
         return rc;
     if (sj.kind == FXSC_GPU && !x->memory_bytes)
         x->memory_bytes = fxj__estimate_memory(j, spec, x->rec->base_version);
-    sj.memory_bytes = sj.kind == FXSC_GPU ? x->memory_bytes : 0;
+    sj.memory_bytes = x->memory_bytes;
     team_ensure(j, sj.team);
     if ((rc = fxsc_submit(j->sc, &sj, fxu_now_ms(), err, errlen)))
         return rc;
@@ -451,12 +458,9 @@ int fxj_jobs_update(fxj_jobs *j, const char *id, Fluxion__V1__JobPriority prio,
         rc = fxu_fail(err, errlen, FXS_FAILED_PRECONDITION,
                       "job %" PRId64 " is running: only a queued job can be changed", n);
     } else {
+        /* sched.h's fxsc_update keeps the memory estimate given at submission
+         * (a job restored at start on the CPU has none: 0, unknown). */
         fxsc_priority p = prio ? prio_of(prio) : prio_of(x->rec->spec->priority);
-        uint64_t mem = x->memory_bytes;
-        if (move && kind == FXSC_GPU && !mem)
-            mem = x->memory_bytes =
-                fxj__estimate_memory(j, x->rec->spec, x->rec->base_version);
-        (void)mem;
         rc = fxsc_update(j->sc, n, p, move ? name : NULL, kind, err, errlen);
         if (!rc) {
             if (prio)

@@ -311,7 +311,7 @@ static int check_fields(const fxj_jobs *j, const Fluxion__V1__JobSpec *spec, cha
 /* Everything that can be checked before queueing; rec gets the facts to
  * record (base version, dataset checksum). */
 static int validate(fxj_jobs *j, const Fluxion__V1__JobSpec *spec, Fluxion__V1__Job *rec,
-                    char *sha, char *err, size_t errlen)
+                    char *sha, uint64_t *mem, char *err, size_t errlen)
 {
     int rc = check_fields(j, spec, err, errlen);
     if (rc)
@@ -335,6 +335,8 @@ static int validate(fxj_jobs *j, const Fluxion__V1__JobSpec *spec, Fluxion__V1__
                           val ? fxds_dataset_columns(val) : NULL, err, errlen);
     if (!rc)
         snprintf(sha, 65, "%s", fxds_dataset_sha256(train));
+    if (!rc) /* the scheduler's estimate (job_sched.c), kept for a move to a GPU */
+        *mem = fxj__memory_formula(fx_params_numel(fxg_params(g)), spec->batch_size);
     if (train)
         fxds_dataset_release(train);
     if (val)
@@ -353,15 +355,10 @@ int fxj_jobs_submit(fxj_jobs *j, const Fluxion__V1__JobSpec *spec, Fluxion__V1__
     }
     Fluxion__V1__Job rec = FLUXION__V1__JOB__INIT;
     char sha[65] = "";
-    int rc = validate(j, spec, &rec, sha, err, errlen);
+    uint64_t mem = 0;
+    int rc = validate(j, spec, &rec, sha, &mem, err, errlen);
     if (rc)
         return rc;
-    /* The scheduler's memory estimate, for a GPU job (outside j->mu). */
-    fx_device dev;
-    uint64_t mem = fxsv_devices_resolve(j->opts.devices, spec->device, "spec.device", &dev, err,
-                                        errlen) == 0 && dev.type == FX_DEV_CUDA
-                       ? fxj__estimate_memory(j, spec, rec.base_version)
-                       : 0;
     rec.spec = (Fluxion__V1__JobSpec *)spec;
     rec.state = FLUXION__V1__JOB_STATE__QUEUED;
     rec.created_unix_ms = fxu_now_ms();

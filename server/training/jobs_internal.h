@@ -119,7 +119,10 @@ int fxj__sched_ticker_start(fxj_jobs *j, char *err, size_t errlen);
 /* Stops the ticker and waits for the job threads (not under j->mu). */
 void fxj__sched_stop(fxj_jobs *j);
 void fxj__sched_fini(fxj_jobs *j);
-/* The memory a job needs on a GPU (documented in job_sched.c). */
+/* The memory a job needs on a GPU (documented in job_sched.c): from its
+ * model's parameter count and batch size; estimate_memory reads the model
+ * (0 when it cannot). */
+uint64_t fxj__memory_formula(int64_t numel, int64_t batch_size);
 uint64_t fxj__estimate_memory(fxj_jobs *j, const Fluxion__V1__JobSpec *spec,
                               int64_t base_version);
 
