@@ -1,7 +1,9 @@
 /*
  * jobs.h - training jobs. The jobs module owns a training job from its
- * submission to its result: a queue kept in the store's jobs table, worker
- * threads that run them (train.h), checkpoints under DIR/jobs/<id>/,
+ * submission to its result: a queue kept in the store's jobs table and
+ * ordered by the scheduler core (sched/sched.h: priorities, team quotas,
+ * fair share, preemption), a thread per running job (train.h), checkpoints
+ * under DIR/jobs/<id>/,
  * TensorBoard events under DIR/jobs/<id>/tb/, live progress for watchers,
  * and the result as a new model version. Serving it: when the model is
  * being served, the new version is served at once (as after ImportWeights);
@@ -13,8 +15,15 @@
  * last checkpoint, a QUEUED one waits its turn. A drain (fxj_jobs_stop)
  * checkpoints running jobs and leaves them RUNNING for the next start.
  *
- * Files: jobs.c (start/stop, the queue and workers, the state machine,
- * submit/get/list/cancel), job_events.c (events and the fxj_watch_*
+ * Preemption: a running job the scheduler preempts writes a checkpoint at
+ * its next step, goes back to QUEUED (PREEMPTED event: for whom) and later
+ * resumes from it (RESUMED event), ending with the same weights as an
+ * uninterrupted run. A queued job's Job.queue_position and wait_reason are
+ * kept current (QUEUED_AT events, at most 4 a second per job).
+ *
+ * Files: jobs.c (start/stop, the state machine, submit/get/list/cancel),
+ * job_sched.c (the scheduler core's glue: decisions, job threads, queue
+ * positions, queue/update/set_team), job_events.c (events and the fxj_watch_*
  * watchers), job_store.c (the records in the store's jobs table),
  * job_run.c (running one job: its inputs, the training hooks, storing and
  * serving the result), jobs_internal.h (what they share, the lock order).

@@ -1021,8 +1021,23 @@ static void test_priority_order(void **state)
     allow_steps(1);
     free_job(wait_for(f, a, FLUXION__V1__JOB_STATE__RUNNING, 1));
     char *b = submit(f, "\"description\": \"b\"");
+    expect_position(f, b, 1);
+    fxj_watch *w;
+    char werr[256];
+    assert_int_equal(fxj_watch_open(f->j, b, &w, werr, sizeof werr), 0);
+    bool ended;
+    Fluxion__V1__JobEvent *ev = next_event(w, &ended);
+    assert_int_equal(ev->kind, FLUXION__V1__JOB_EVENT__KIND__SNAPSHOT);
+    fluxion__v1__job_event__free_unpacked(ev, NULL);
     char *c = submit(f, "\"description\": \"c\", \"priority\": \"LOW\"");
     char *d = submit(f, "\"description\": \"d\", \"priority\": \"HIGH\"");
+    /* d overtakes b: b's watchers hear of its new position */
+    ev = next_event(w, &ended);
+    assert_int_equal(ev->kind, FLUXION__V1__JOB_EVENT__KIND__QUEUED_AT);
+    assert_int_equal(ev->job->queue_position, 2);
+    assert_non_null(strstr(ev->message, "position 2"));
+    fluxion__v1__job_event__free_unpacked(ev, NULL);
+    fxj_watch_close(w);
     expect_position(f, d, 1);
     expect_position(f, b, 2);
     expect_position(f, c, 3);
