@@ -129,6 +129,10 @@ static job *job_new(Fluxion__V1__Job *rec, int64_t id)
 void fxj__set_state(fxj_jobs *j, job *x, Fluxion__V1__JobState s, const char *message)
 {
     x->rec->state = s;
+    if (s != FLUXION__V1__JOB_STATE__QUEUED) { /* a position and reason only while queued */
+        x->rec->queue_position = 0;
+        set_str(&x->rec->wait_reason, "");
+    }
     if (s == FLUXION__V1__JOB_STATE__RUNNING && !x->rec->started_unix_ms)
         x->rec->started_unix_ms = fxu_now_ms();
     if (fxj__is_final(s)) {

@@ -563,6 +563,8 @@ static void test_queue_order_and_cancel(void **state)
     Fluxion__V1__Job *job = NULL;
     assert_int_equal(fxj_jobs_cancel(f->j, c, &job, err, sizeof err), 0);
     assert_int_equal(job->state, FLUXION__V1__JOB_STATE__CANCELLED);
+    assert_int_equal(job->queue_position, 0); /* only while queued */
+    assert_string_equal(job->wait_reason, "");
     fluxion__v1__job__free_unpacked(job, NULL);
     /* a running one stops at the next step boundary */
     assert_int_equal(fxj_jobs_cancel(f->j, a, &job, err, sizeof err), 0);
