@@ -316,7 +316,7 @@ static bool begin_run(fxj_jobs *j, job *x)
     bool again = x->resumed || x->preempted;
     if (again)
         snprintf(msg, sizeof msg, "resumed after a %s (checkpoint step %" PRId64 ") on %s",
-                 x->preempted ? "preemption" : "restart", x->rec->checkpoint_step,
+                 x->resumed ? "restart" : "preemption", x->rec->checkpoint_step,
                  x->rec->assigned_device);
     fxj__set_state(j, x, FLUXION__V1__JOB_STATE__RUNNING, again ? msg : "started");
     if (again)
@@ -355,6 +355,7 @@ static void requeue(fxj_jobs *j, job *x)
         free(x->rec->assigned_device);
     x->rec->assigned_device = strdup("");
     x->preempted = true;
+    x->resumed = false; /* its next start resumes from this preemption */
     x->requeued = true;
     atomic_store(&x->preempt, false);
     fxj__commit(j, x, FLUXION__V1__JOB_EVENT__KIND__PREEMPTED, msg);

@@ -170,6 +170,7 @@ static int restore_group(fxj_jobs *j, const char *state, bool resumed, char *err
             x->resumed = true;
             x->rec->restarts++;
         }
+        x->preempted = x->rec->preemptions > 0; /* its next start emits RESUMED */
         /* Also fills the dataset columns of rows written before the
          * store had them (they protect the datasets from deletion). */
         fxj__commit(j, x, 0, NULL);

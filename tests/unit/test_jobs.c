@@ -1197,6 +1197,67 @@ static void test_preempt_resume(void **state)
     free(a), free(b);
 }
 
+/* A job preempted, then the daemon restarts before it ran again: it is
+ * QUEUED in the store, and when it starts it resumes from the checkpoint
+ * of its preemption and says so (RESUMED). */
+static void test_preempted_then_restart(void **state)
+{
+    fixture *f = *state;
+    char err[512];
+    fxj_jobs_free(f->j);
+    if (fxj_jobs_start(f->st, f->ds, f->sv,
+                       &(fxj_jobs_opts){ .workers = 1, .sched_min_run_ms = 1 }, &f->j, err,
+                       sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_int_equal(fxdb_team_create(f->st, "b", "", NULL, err, sizeof err), 0);
+    create_model(f, "b/m");
+    fxj_jobs_set_team(f->j, "b", &(fxsc_team_cfg){ .weight = 1, .nominal_slots = { 1, 0 } });
+    fake_reset(true);
+    char *a = submit(f, "\"description\": \"a\", \"steps\": 9");
+    allow_steps(3);
+    free_job(wait_for(f, a, FLUXION__V1__JOB_STATE__RUNNING, 3));
+    Fluxion__V1__JobSpec *s = spec_json("\"description\": \"b\", \"steps\": 4");
+    free(s->model);
+    s->model = strdup("b/m");
+    Fluxion__V1__Job *bj = NULL;
+    assert_int_equal(fxj_jobs_submit(f->j, s, &bj, err, sizeof err), 0);
+    fluxion__v1__job_spec__free_unpacked(s, NULL);
+    char *b = strdup(bj->id);
+    free_job(bj);
+    free_job(wait_for(f, b, FLUXION__V1__JOB_STATE__RUNNING, 0));
+    free_job(wait_for(f, a, FLUXION__V1__JOB_STATE__QUEUED, 0));
+    close_all(f);
+    fake_reset(true);
+    open_all(f);
+    fxj_watch *w;
+    assert_int_equal(fxj_watch_open(f->j, a, &w, err, sizeof err), 0);
+    bool ended, resumed = false;
+    Fluxion__V1__JobEvent *snap = next_event(w, &ended);
+    assert_int_equal(snap->job->state, FLUXION__V1__JOB_STATE__QUEUED);
+    fluxion__v1__job_event__free_unpacked(snap, NULL);
+    open_gate();
+    for (;;) {
+        Fluxion__V1__JobEvent *ev = next_event(w, &ended);
+        if (ended)
+            break;
+        if (ev->kind == FLUXION__V1__JOB_EVENT__KIND__RESUMED) {
+            assert_non_null(strstr(ev->message, "preemption (checkpoint step 3)"));
+            resumed = true;
+        }
+        fluxion__v1__job_event__free_unpacked(ev, NULL);
+    }
+    fxj_watch_close(w);
+    Fluxion__V1__Job *job = get(f, a);
+    assert_int_equal(job->state, FLUXION__V1__JOB_STATE__SUCCEEDED);
+    assert_int_equal(job->preemptions, 1);
+    assert_int_equal(job->progress->step, 9);
+    free_job(job);
+    assert_true(resumed);
+    assert_int_equal(fake.resumed_from, 3);
+    assert_string_equal(fake.order, "ba"); /* b resumed first (it was RUNNING) */
+    free(a), free(b);
+}
+
 /* A non-preemptible job keeps its slot: b waits with a reason. */
 static void test_not_preemptible(void **state)
 {
@@ -1273,6 +1334,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_priority_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_update_queued, setup, teardown),
         cmocka_unit_test_setup_teardown(test_preempt_resume, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_preempted_then_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_preemptible, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_keeps_priorities, setup, teardown),
     };
