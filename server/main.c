@@ -38,8 +38,7 @@ typedef struct {
     long threads, rpc_threads, poll_threads;
     long max_message_mb, max_import_mb, grace_seconds, max_dataset_mb;
     long team_max_models, team_max_weight_mb, team_max_dataset_mb;
-    double team_weight;                   /* scheduling defaults of teams (0: built-in) */
-    long team_cpu_slots, team_gpu_slots;
+    double team_weight; long team_cpu_slots, team_gpu_slots; /* teams' scheduling defaults */
     long train_workers, checkpoint_steps;
     long max_streams, max_streams_per_client, stream_idle_seconds;
     long long max_model_params;
@@ -90,10 +89,8 @@ static void usage(FILE *f)
 "                          quota is 0 (fluxion team update); over a quota or\n"
 "                          --max-dataset-mb an upload gets RESOURCE_EXHAUSTED\n"
 "  --team-weight W         fair-share weight of teams that set none (default 1)\n"
-"  --team-cpu-slots N      CPU training slots guaranteed to a team that sets\n"
-"                          none (default 0: fair share of idle slots only)\n"
-"  --team-gpu-slots N      GPUs guaranteed to such a team (default 0); see\n"
-"                          `fluxion team quota` and docs/scheduling.md\n"
+"  --team-cpu-slots N, --team-gpu-slots N  CPU slots, GPUs guaranteed to teams\n"
+"                          that set none (default 0; docs/scheduling.md)\n"
 "  --max-model-params N    most parameter elements per model (default 1073741824)\n"
 "  --train-workers N       training jobs running at once (default 1)\n"
 "  --checkpoint-steps N    checkpoint interval of jobs that do not set one,\n"
@@ -222,16 +219,10 @@ static int parse_args(int argc, char **argv, options *o)
         case O_DSQUOTA: if (parse_long("--team-max-dataset-mb", optarg, 0, 1L << 40, &o->team_max_dataset_mb)) return 2; break;
         case O_TMODELS: if (parse_long("--team-max-models", optarg, 0, 1L << 40, &o->team_max_models)) return 2; break;
         case O_TWEIGHTS: if (parse_long("--team-max-weight-mb", optarg, 0, 1L << 40, &o->team_max_weight_mb)) return 2; break;
-        case O_TWEIGHT: {
-            char *end;
-            errno = 0;
-            o->team_weight = strtod(optarg, &end);
-            if (errno || end == optarg || *end || !(o->team_weight > 0 && o->team_weight <= 1e6)) {
-                fprintf(stderr, "fluxiond: --team-weight: '%s' is not a number in (0, 1e6]\n", optarg);
-                return 2;
-            }
-            break;
-        }
+        case O_TWEIGHT: { char *end; o->team_weight = strtod(optarg, &end);
+            if (end == optarg || *end || !(o->team_weight > 0 && o->team_weight <= 1e6))
+                return fprintf(stderr, "fluxiond: --team-weight: '%s' is not a number in (0, 1e6]\n", optarg), 2;
+            break; }
         case O_TCPU_SLOTS: if (parse_long("--team-cpu-slots", optarg, 0, 4096, &o->team_cpu_slots)) return 2; break;
         case O_TGPU_SLOTS: if (parse_long("--team-gpu-slots", optarg, 0, 4096, &o->team_gpu_slots)) return 2; break;
         case O_TLS_CERT: o->tls_cert = optarg; break;
