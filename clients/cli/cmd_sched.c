@@ -120,7 +120,7 @@ static int cmd_queue(cli_ctx *c, const cli_args *a)
 const cli_command cli_queue_commands[] = {
     {"queue",
      "",
-     "show the training queue: devices, teams' shares, running and queued jobs with why they wait",
+     "show the training queue: devices, teams, jobs and why they wait",
      "Devices: slots in use (jobs at once) and memory (running jobs' estimates +\n"
      "served models' reservations / what the scheduler hands out). Teams: weight,\n"
      "slots used/nominal+borrow, share of recent device time against the fair\n"
