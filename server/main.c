@@ -38,6 +38,7 @@ typedef struct {
     long threads, rpc_threads, poll_threads;
     long max_message_mb, max_import_mb, grace_seconds, max_dataset_mb;
     long team_max_models, team_max_weight_mb, team_max_dataset_mb;
+    double team_weight; long team_cpu_slots, team_gpu_slots; /* teams' scheduling defaults */
     long train_workers, checkpoint_steps;
     long sched_half_life_min; /* 0: the core's default */
     long sched_min_run_s;     /* -1: the core's default; 0: none (1 ms) */
@@ -89,6 +90,9 @@ static void usage(FILE *f)
 "                          name). These are the defaults of teams whose own\n"
 "                          quota is 0 (fluxion team update); over a quota or\n"
 "                          --max-dataset-mb an upload gets RESOURCE_EXHAUSTED\n"
+"  --team-weight W         fair-share weight of teams that set none (default 1)\n"
+"  --team-cpu-slots N, --team-gpu-slots N  CPU slots, GPUs guaranteed to teams\n"
+"                          that set none (default 0; docs/scheduling.md)\n"
 "  --max-model-params N    most parameter elements per model (default 1073741824)\n"
 "  --cpu-slots N           CPU training jobs running at once (default 1; each\n"
 "                          enabled GPU runs 1); --train-workers is the same\n"
@@ -145,6 +149,7 @@ static int parse_long(const char *flag, const char *s, long lo, long hi, long *o
 
 static int parse_args(int argc, char **argv, options *o)
 {
+    enum { O_TWEIGHT = 2000, O_TCPU_SLOTS, O_TGPU_SLOTS }; /* teams' scheduling defaults */
     enum { O_LISTEN = 1000, O_DATA, O_DEVICE, O_THREADS, O_RPC, O_POLL, O_MSG,
            O_IMPORT, O_PARAMS, O_GRACE, O_LEVEL, O_FORMAT, O_VERSION, O_DSMAX, O_DSQUOTA,
            O_TWORKERS, O_CKPT, O_STREAMS, O_PEER_STREAMS, O_IDLE, O_TMODELS, O_TWEIGHTS,
@@ -168,6 +173,9 @@ static int parse_args(int argc, char **argv, options *o)
         { "team-max-dataset-mb", required_argument, 0, O_DSQUOTA },
         { "team-max-models", required_argument, 0, O_TMODELS },
         { "team-max-weight-mb", required_argument, 0, O_TWEIGHTS },
+        { "team-weight", required_argument, 0, O_TWEIGHT },
+        { "team-cpu-slots", required_argument, 0, O_TCPU_SLOTS },
+        { "team-gpu-slots", required_argument, 0, O_TGPU_SLOTS },
         { "tls-cert", required_argument, 0, O_TLS_CERT },
         { "tls-key", required_argument, 0, O_TLS_KEY },
         { "tls-client-ca", required_argument, 0, O_TLS_CA },
@@ -221,6 +229,12 @@ static int parse_args(int argc, char **argv, options *o)
         case O_DSQUOTA: if (parse_long("--team-max-dataset-mb", optarg, 0, 1L << 40, &o->team_max_dataset_mb)) return 2; break;
         case O_TMODELS: if (parse_long("--team-max-models", optarg, 0, 1L << 40, &o->team_max_models)) return 2; break;
         case O_TWEIGHTS: if (parse_long("--team-max-weight-mb", optarg, 0, 1L << 40, &o->team_max_weight_mb)) return 2; break;
+        case O_TWEIGHT: { char *end; o->team_weight = strtod(optarg, &end);
+            if (end == optarg || *end || !(o->team_weight > 0 && o->team_weight <= 1e6))
+                return fprintf(stderr, "fluxiond: --team-weight: '%s' is not a number in (0, 1e6]\n", optarg), 2;
+            break; }
+        case O_TCPU_SLOTS: if (parse_long("--team-cpu-slots", optarg, 0, 4096, &o->team_cpu_slots)) return 2; break;
+        case O_TGPU_SLOTS: if (parse_long("--team-gpu-slots", optarg, 0, 4096, &o->team_gpu_slots)) return 2; break;
         case O_TLS_CERT: o->tls_cert = optarg; break;
         case O_TLS_KEY: o->tls_key = optarg; break;
         case O_TLS_CA: o->tls_client_ca = optarg; break;
@@ -669,7 +683,10 @@ int main(int argc, char **argv)
     fxdb_store_set_default_quota(d.store, &(fxdb_quota){
                                               .max_models = (uint64_t)o.team_max_models,
                                               .max_weight_bytes = (uint64_t)o.team_max_weight_mb << 20,
-                                              .max_dataset_bytes = (uint64_t)o.team_max_dataset_mb << 20 });
+                                              .max_dataset_bytes = (uint64_t)o.team_max_dataset_mb << 20,
+                                              .weight = o.team_weight,
+                                              .cpu_slots = (uint32_t)o.team_cpu_slots,
+                                              .gpu_slots = (uint32_t)o.team_gpu_slots });
     /* With mTLS, fxau_enabled is true whatever the store says: a first look
      * without it tells whether a token or certificate was ever created. */
     bool tokens_on = false, given = false;

@@ -96,6 +96,20 @@ extern const cli_command cli_cert_commands[];
 extern const size_t cli_n_cert_commands;
 extern const cli_command cli_config_commands[];
 extern const size_t cli_n_config_commands;
+/* cmd_sched.c: `queue` (top level); the handlers of `team quota`, `job
+ * priority` and `job move`, which sit in the team and job tables. */
+extern const cli_command cli_queue_commands[];
+extern const size_t cli_n_queue_commands;
+int cli_cmd_team_quota(cli_ctx *c, const cli_args *a);
+int cli_cmd_job_priority(cli_ctx *c, const cli_args *a);
+int cli_cmd_job_move(cli_ctx *c, const cli_args *a);
+/* "low", "normal", "high" (any case) -> JobPriority 1..3; usage error otherwise. */
+int cli_parse_priority(const char *text, int *out);
+/* A Team's text (cmd_admin.c), and its scheduling part (cmd_sched.c). */
+struct Fluxion__V1__TeamQuota;
+void cli_print_team(const ProtobufCMessage *msg, const void *arg);
+void cli_print_sched_quota(const struct Fluxion__V1__TeamQuota *set,
+                           const struct Fluxion__V1__TeamQuota *eff);
 
 /* ------------------------------------------------------------ errors */
 

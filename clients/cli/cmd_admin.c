@@ -122,7 +122,7 @@ static const char *usage_cell(uint64_t used, uint64_t limit, bool bytes, char *b
     return buf;
 }
 
-static void print_team(const ProtobufCMessage *msg, const void *arg)
+void cli_print_team(const ProtobufCMessage *msg, const void *arg)
 {
     (void)arg;
     const Fluxion__V1__Team *t = (const Fluxion__V1__Team *)msg;
@@ -157,6 +157,7 @@ static void print_team(const ProtobufCMessage *msg, const void *arg)
         printf("  %-11s  %-12s  %s%s\n", rows[i].what, used, rows[i].eff ? lim : "none",
                !rows[i].set ? " (the daemon's default)" : "");
     }
+    cli_print_sched_quota(set, eff);
 }
 
 static int by_team_name(const void *a, const void *b)
@@ -205,7 +206,7 @@ static int cmd_team_create(cli_ctx *c, const cli_args *a)
     if (a->opt[0])
         req.display_name = (char *)a->opt[0];
     req.quota = &q;
-    return cli_call_print(c, ADMIN, "CreateTeam", &req.base, print_team, NULL);
+    return cli_call_print(c, ADMIN, "CreateTeam", &req.base, cli_print_team, NULL);
 }
 
 static int cmd_team_get(cli_ctx *c, const cli_args *a)
@@ -213,7 +214,7 @@ static int cmd_team_get(cli_ctx *c, const cli_args *a)
     Fluxion__V1__GetTeamRequest req = FLUXION__V1__GET_TEAM_REQUEST__INIT;
     if (a->npos)
         req.name = (char *)a->pos[0];
-    return cli_call_print(c, ADMIN, "GetTeam", &req.base, print_team, NULL);
+    return cli_call_print(c, ADMIN, "GetTeam", &req.base, cli_print_team, NULL);
 }
 
 static int cmd_team_list(cli_ctx *c, const cli_args *a)
@@ -266,10 +267,19 @@ static int cmd_team_update(cli_ctx *c, const cli_args *a)
                 q.max_weight_bytes = old->max_weight_bytes;
             if (!a->opt[3])
                 q.max_dataset_bytes = old->max_dataset_bytes;
+            /* the scheduling fields are `team quota`'s: kept */
+            q.weight = old->weight;
+            q.cpu_slots = old->cpu_slots;
+            q.gpu_slots = old->gpu_slots;
+            q.borrow_cpu_slots = old->borrow_cpu_slots;
+            q.borrow_gpu_slots = old->borrow_gpu_slots;
+            q.budget_device_seconds = old->budget_device_seconds;
+            q.budget_window_seconds = old->budget_window_seconds;
+            q.max_running_jobs = old->max_running_jobs;
         }
         req.quota = &q;
     }
-    rc = cli_call_print(c, ADMIN, "UpdateTeam", &req.base, print_team, NULL);
+    rc = cli_call_print(c, ADMIN, "UpdateTeam", &req.base, cli_print_team, NULL);
     if (cur)
         protobuf_c_message_free_unpacked(cur, NULL);
     return rc;
@@ -579,6 +589,28 @@ const cli_command cli_team_commands[] = {
      1,
      {QUOTA_OPTS},
      cmd_team_update},
+    {"team quota",
+     "NAME [--weight W] [--cpu-slots N] [--gpu-slots N] [--borrow-cpu-slots N] ...",
+     "show or change a team's scheduling quota (admin to change)",
+     "The scheduler (docs/scheduling.md) orders queued jobs by priority, then by\n"
+     "their team's recent device time over its weight. A team within its nominal\n"
+     "slots starts (preempting teams that borrow) within a checkpoint interval;\n"
+     "borrowed slots come from idle capacity and are reclaimed first. Values not\n"
+     "given keep theirs; 0 sets one back to the daemon's default (fluxiond\n"
+     "--team-weight, --team-cpu-slots, --team-gpu-slots; else weight 1, no slots\n"
+     "guaranteed, no budget, a window of 24 h, no limit of running jobs).\n"
+     "Without options: shows the team.\n",
+     1,
+     1,
+     {{"weight", 0, "W", "fair-share weight (default 1)"},
+      {"cpu-slots", 0, "N", "CPU training slots guaranteed (nominal)"},
+      {"gpu-slots", 0, "N", "GPUs guaranteed (nominal)"},
+      {"borrow-cpu-slots", 0, "N", "CPU slots it may borrow beyond nominal when idle"},
+      {"borrow-gpu-slots", 0, "N", "GPUs it may borrow beyond nominal when idle"},
+      {"budget-hours", 0, "H", "device-hours per window (0: no budget)"},
+      {"budget-window-hours", 0, "H", "the budget's window (default 24)"},
+      {"max-running", 0, "N", "jobs running at once (0: no limit)"}},
+     cli_cmd_team_quota},
     {"team delete",
      "NAME",
      "delete a team and its tokens (admin; refused while it owns "

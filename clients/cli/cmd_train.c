@@ -1,6 +1,7 @@
 /*
  * cmd_train.c - `fluxion train submit` and `fluxion job list|get|cancel|
- * watch` (fluxion.v1.TrainingService).
+ * watch|priority|move` (fluxion.v1.TrainingService; priority and move are
+ * cmd_sched.c's).
  *
  * Watching draws a progress bar redrawn in place when stdout is a terminal,
  * one plain line per event otherwise, JSON lines with --json; it ends with
@@ -35,6 +36,22 @@ static const char *kind_name(int k)
     const ProtobufCEnumValue *v =
         protobuf_c_enum_descriptor_get_value(&fluxion__v1__job_event__kind__descriptor, k);
     return v ? v->name : "?";
+}
+
+static const char *priority_text(int p)
+{
+    const ProtobufCEnumValue *v =
+        protobuf_c_enum_descriptor_get_value(&fluxion__v1__job_priority__descriptor, p);
+    return p == 0 || !v ? "NORMAL" : v->name;
+}
+
+/* " position=2 reason=..." of a QUEUED job (plain), "" otherwise. */
+static void queue_text(const Fluxion__V1__Job *job, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    if (job->state == FLUXION__V1__JOB_STATE__QUEUED && job->queue_position > 0)
+        snprintf(buf, len, " position=%d%s%s", job->queue_position,
+                 *job->wait_reason ? " reason=" : "", job->wait_reason);
 }
 
 static bool is_final(int s)
@@ -118,11 +135,13 @@ static void print_bar(const Fluxion__V1__Job *job)
 static void print_plain(const Fluxion__V1__JobEvent *ev)
 {
     const Fluxion__V1__Job *job = ev->job;
-    char text[512] = "";
-    if (job->progress && ev->kind != FLUXION__V1__JOB_EVENT__KIND__STATE)
+    char text[512] = "", queue[256];
+    if (job->progress && ev->kind != FLUXION__V1__JOB_EVENT__KIND__STATE &&
+        ev->kind != FLUXION__V1__JOB_EVENT__KIND__QUEUED_AT)
         progress_text(job->progress, true, text, sizeof text);
-    printf("job %s %s state=%s%s%s%s%s\n", job->id, kind_name(ev->kind), state_name(job->state),
-           *text ? " " : "", text, *ev->message ? " message=" : "", ev->message);
+    queue_text(job, queue, sizeof queue);
+    printf("job %s %s state=%s%s%s%s%s%s\n", job->id, kind_name(ev->kind), state_name(job->state),
+           queue, *text ? " " : "", text, *ev->message ? " message=" : "", ev->message);
     fflush(stdout);
 }
 
@@ -136,6 +155,18 @@ static void print_note(const Fluxion__V1__JobEvent *ev, bool *bar_shown)
     if (ev->kind == FLUXION__V1__JOB_EVENT__KIND__SNAPSHOT)
         printf("job %s: %s (model %s, dataset %s)\n", job->id, state_name(job->state),
                job->spec ? job->spec->model : "?", job->spec ? job->spec->dataset : "?");
+    if (ev->kind == FLUXION__V1__JOB_EVENT__KIND__SNAPSHOT ||
+        ev->kind == FLUXION__V1__JOB_EVENT__KIND__QUEUED_AT) {
+        if (job->state == FLUXION__V1__JOB_STATE__QUEUED && job->queue_position > 0)
+            printf("job %s: queued at position %d%s%s\n", job->id, job->queue_position,
+                   *job->wait_reason ? ": " : "", job->wait_reason);
+    } else if (ev->kind == FLUXION__V1__JOB_EVENT__KIND__PREEMPTED ||
+               ev->kind == FLUXION__V1__JOB_EVENT__KIND__RESUMED)
+        printf("job %s: %s%s%s\n", job->id,
+               ev->kind == FLUXION__V1__JOB_EVENT__KIND__PREEMPTED ? "preempted (checkpointed, "
+                                                                    "queued again)"
+                                                                  : "resumed from its checkpoint",
+               *ev->message ? ": " : "", ev->message);
     else
         printf("job %s: %s%s%s\n", job->id,
                ev->kind == FLUXION__V1__JOB_EVENT__KIND__STATE ? state_name(job->state) : "",
@@ -224,7 +255,17 @@ static void print_job(const ProtobufCMessage *msg, const void *arg)
         progress_text(j->progress, false, text, sizeof text);
         printf("progress:      %s\n", text);
     }
+    printf("priority:      %s%s\n", priority_text(s ? (int)s->priority : 0),
+           s && s->not_preemptible ? " (not preemptible)" : "");
+    if (j->state == FLUXION__V1__JOB_STATE__QUEUED && j->queue_position > 0)
+        printf("queue:         position %d%s%s\n", j->queue_position,
+               *j->wait_reason ? ": " : "", j->wait_reason);
+    if (*j->assigned_device)
+        printf("device:        %s\n", j->assigned_device);
+    else if (s)
+        printf("device:        %s (asked)\n", *s->device ? s->device : "the first device");
     printf("checkpoint:    step %" PRId64 "\n", j->checkpoint_step);
+    printf("preemptions:   %d\n", j->preemptions);
     printf("restarts:      %d\n", j->restarts);
     printf("created:       %s\n", cli_time(j->created_unix_ms, t, sizeof t));
     printf("started:       %s\n", cli_time(j->started_unix_ms, t, sizeof t));
@@ -255,6 +296,14 @@ static int cmd_submit(cli_ctx *c, const cli_args *a)
     json_decref(js);
     if (!spec)
         return cli_local_error("%s: not a job spec: %s", cli_path_name(a->pos[0]), err);
+    if (a->opt[1]) { /* --priority overrides the file's */
+        int p = 0;
+        if ((rc = cli_parse_priority(a->opt[1], &p)) != 0) {
+            fluxion__v1__job_spec__free_unpacked(spec, NULL);
+            return rc;
+        }
+        spec->priority = (Fluxion__V1__JobPriority)p;
+    }
     Fluxion__V1__SubmitJobRequest req = FLUXION__V1__SUBMIT_JOB_REQUEST__INIT;
     req.spec = spec;
     Fluxion__V1__Job *job = NULL;
@@ -325,8 +374,8 @@ static void print_jobs(const ProtobufCMessage *msg, const void *arg)
 {
     (void)arg;
     const Fluxion__V1__ListJobsResponse *resp = (const Fluxion__V1__ListJobsResponse *)msg;
-    printf("%-6s %-10s %-20s %-16s %-16s %-10s %s\n", "ID", "STATE", "MODEL", "DATASET", "STEP",
-           "LOSS", "RESULT");
+    printf("%-6s %-10s %-20s %-16s %-16s %-10s %-7s %s\n", "ID", "STATE", "MODEL", "DATASET",
+           "STEP", "LOSS", "RESULT", "QUEUE");
     for (size_t i = 0; i < resp->n_jobs; i++) {
         const Fluxion__V1__Job *j = resp->jobs[i];
         const Fluxion__V1__JobProgress *p = j->progress;
@@ -337,9 +386,18 @@ static void print_jobs(const ProtobufCMessage *msg, const void *arg)
         }
         if (j->result_version)
             snprintf(result, sizeof result, "v%" PRId64, j->result_version);
-        printf("%-6s %-10s %-20s %-16s %-16s %-10s %s\n", j->id, state_name(j->state),
+        /* QUEUED: "#2 <why it waits>"; RUNNING: where; preempted jobs say so */
+        char queue[256] = "-";
+        if (j->state == FLUXION__V1__JOB_STATE__QUEUED && j->queue_position > 0)
+            snprintf(queue, sizeof queue, "#%d %s", j->queue_position, j->wait_reason);
+        else if (j->state == FLUXION__V1__JOB_STATE__RUNNING && *j->assigned_device)
+            snprintf(queue, sizeof queue, "on %s", j->assigned_device);
+        if (j->preemptions)
+            snprintf(queue + strlen(queue), sizeof queue - strlen(queue), " (preempted %d)",
+                     j->preemptions);
+        printf("%-6s %-10s %-20s %-16s %-16s %-10s %-7s %s\n", j->id, state_name(j->state),
                j->spec ? j->spec->model : "?", j->spec ? j->spec->dataset : "?", step, loss,
-               result);
+               result, queue);
     }
 }
 
@@ -364,19 +422,25 @@ static const char SUBMIT_DETAILS[] =
     "   \"validation_split\": 0.2, \"metrics\": [\"accuracy\"], \"seed\": 1,\n"
     "   \"serve_when_done\": true}\n"
     "The finished job adds a version to the model. With --watch, follows it\n"
-    "as `fluxion job watch` does (exit 0 only when it SUCCEEDED).\n";
+    "as `fluxion job watch` does (exit 0 only when it SUCCEEDED). --priority\n"
+    "(low, normal, high) sets spec.priority: the queue orders jobs by priority,\n"
+    "then by their team's recent device time over its weight (fluxion queue).\n";
 
 static const char WATCH_DETAILS[] =
     "Shows a progress bar (step, epoch, loss, validation loss, samples/s, ETA)\n"
     "redrawn in place on a terminal; one line per event when stdout is not a\n"
     "terminal; JSON lines (JobEvent) with --json. Ends when the job ends: exit 0\n"
     "when it SUCCEEDED, 1 when it FAILED or was CANCELLED. --timeout does not\n"
-    "apply to the watch.\n";
+    "apply to the watch. A queued job's position and the reason it waits are\n"
+    "shown as they change (QUEUED_AT); PREEMPTED (checkpointed and queued again to\n"
+    "make room, saying for whom) and RESUMED (from its checkpoint) too.\n";
 
 const cli_command cli_train_commands[] = {
-    {"train submit", "JOBFILE [--watch]", "submit a training job (JSON JobSpec; - for stdin)",
-     SUBMIT_DETAILS, 1, 1,
-     {{"watch", 'w', NULL, "follow the job until it ends"}}, cmd_submit},
+    {"train submit", "JOBFILE [--watch] [--priority P]",
+     "submit a training job (JSON JobSpec; - for stdin)", SUBMIT_DETAILS, 1, 1,
+     {{"watch", 'w', NULL, "follow the job until it ends"},
+      {"priority", 'p', "P", "low, normal or high (default: the file's, else normal)"}},
+     cmd_submit},
 };
 const size_t cli_n_train_commands = sizeof cli_train_commands / sizeof cli_train_commands[0];
 
@@ -390,5 +454,12 @@ const cli_command cli_job_commands[] = {
      {{0}}, cmd_cancel},
     {"job watch", "ID", "follow a job's progress until it ends", WATCH_DETAILS, 1, 1, {{0}},
      cmd_watch},
+    {"job priority", "ID low|normal|high", "re-prioritise a queued job (its team or an admin)",
+     "Only a QUEUED job: once it runs the answer is FAILED_PRECONDITION. The queue\n"
+     "orders jobs by priority first (fluxion queue shows the new position).\n",
+     2, 2, {{0}}, cli_cmd_job_priority},
+    {"job move", "ID --device D", "move a queued job to another device (cpu, cuda:N, gpu)",
+     "Only a QUEUED job; D as in the job spec's device (\"gpu\": any GPU).\n", 1, 1,
+     {{"device", 0, "D", "the device to run on (required)"}}, cli_cmd_job_move},
 };
 const size_t cli_n_job_commands = sizeof cli_job_commands / sizeof cli_job_commands[0];

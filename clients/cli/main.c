@@ -83,6 +83,7 @@ static const struct {
 } TOPS[] = {
     {cli_other_commands, &cli_n_other_commands},
     {cli_admin_commands, &cli_n_admin_commands},
+    {cli_queue_commands, &cli_n_queue_commands},
 };
 #define N_TOPS (sizeof TOPS / sizeof TOPS[0])
 #define N_GROUPS (sizeof GROUPS / sizeof GROUPS[0])

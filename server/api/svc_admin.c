@@ -3,6 +3,7 @@
  * certificate principals, and WhoAmI. The tokens' secrets and the cache
  * that checks them are auth/'s; the teams' rows are the store's.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,8 @@
 #include "base/log.h"
 #include "base/pbarena.h"
 #include "fluxion/v1/admin.pb-c.h"
+#include "sched/sched.h"
+#include "api/s2_stub.h" /* TEMPORARY: fxj_jobs_set_team until S2's jobs.h lands */
 
 #define MAX_DISPLAY_NAME 256
 #define MAX_SUBJECT 1024 /* a certificate's subject as gRPC prints it */
@@ -41,6 +44,14 @@ static Fluxion__V1__TeamQuota *quota_msg(pba *a, const fxdb_quota *q)
         m->max_models = q->max_models;
         m->max_weight_bytes = q->max_weight_bytes;
         m->max_dataset_bytes = q->max_dataset_bytes;
+        m->weight = q->weight;
+        m->cpu_slots = q->cpu_slots;
+        m->gpu_slots = q->gpu_slots;
+        m->borrow_cpu_slots = q->borrow_cpu_slots;
+        m->borrow_gpu_slots = q->borrow_gpu_slots;
+        m->budget_device_seconds = q->budget_device_seconds;
+        m->budget_window_seconds = q->budget_window_seconds;
+        m->max_running_jobs = q->max_running_jobs;
     }
     return m;
 }
@@ -52,8 +63,58 @@ static fxdb_quota quota_from(const Fluxion__V1__TeamQuota *m)
         q.max_models = m->max_models;
         q.max_weight_bytes = m->max_weight_bytes;
         q.max_dataset_bytes = m->max_dataset_bytes;
+        q.weight = m->weight;
+        q.cpu_slots = m->cpu_slots;
+        q.gpu_slots = m->gpu_slots;
+        q.borrow_cpu_slots = m->borrow_cpu_slots;
+        q.borrow_gpu_slots = m->borrow_gpu_slots;
+        q.budget_device_seconds = m->budget_device_seconds;
+        q.budget_window_seconds = m->budget_window_seconds;
+        q.max_running_jobs = m->max_running_jobs;
     }
     return q;
+}
+
+static int clamp_int(uint32_t v)
+{
+    return v > INT_MAX ? INT_MAX : (int)v;
+}
+
+/* What the scheduler needs of a team's effective quota (the store has
+ * filled the defaults: a weight, a budget window). */
+static fxsc_team_cfg team_sched_cfg(const fxdb_quota *q)
+{
+    fxsc_team_cfg c = { 0 };
+    c.weight = q->weight > 0 ? q->weight : FXDB_DEFAULT_WEIGHT;
+    c.nominal_slots[FXSC_CPU] = clamp_int(q->cpu_slots);
+    c.nominal_slots[FXSC_GPU] = clamp_int(q->gpu_slots);
+    c.borrow_slots[FXSC_CPU] = clamp_int(q->borrow_cpu_slots);
+    c.borrow_slots[FXSC_GPU] = clamp_int(q->borrow_gpu_slots);
+    c.budget_device_seconds = q->budget_device_seconds;
+    c.budget_window_ms = (int64_t)(q->budget_window_seconds ? q->budget_window_seconds
+                                                            : FXDB_DEFAULT_BUDGET_WINDOW_SECONDS) *
+                         1000;
+    c.max_running = clamp_int(q->max_running_jobs);
+    return c;
+}
+
+/* After an admin created or changed a team: the scheduler takes its new
+ * quota at once (queued jobs may start, running ones be reclaimed). A
+ * failure to read it back is logged: the row is written, and the jobs
+ * module reads every team's quota again at its next start. */
+static void sched_team_changed(fxa_daemon *d, const char *team)
+{
+    if (!d->jobs)
+        return;
+    char err[FXS_ERRLEN];
+    fxdb_quota eff;
+    if (fxdb_team_effective_quota(d->store, team, &eff, err, sizeof err) != 0) {
+        fxl_log(FXL_WARN, "api", "cannot read a team's quota for the scheduler team=%s "
+                "error=\"%s\"", team, err);
+        return;
+    }
+    fxsc_team_cfg cfg = team_sched_cfg(&eff);
+    fxj_jobs_set_team(d->jobs, team, &cfg);
 }
 
 /* A Team message: the row, what applies, what is used. */
@@ -137,6 +198,7 @@ static void create_team(fxr_call *call, const ProtobufCMessage *msg, void *data)
         fxr_fail(call, rc, "%s", err);
         return;
     }
+    sched_team_changed(d, req->name);
     reply_team(call, d, req->name);
 }
 
@@ -198,6 +260,8 @@ static void update_team(fxr_call *call, const ProtobufCMessage *msg, void *data)
         fxr_fail(call, rc, "%s", err);
         return;
     }
+    if (req->quota)
+        sched_team_changed(d, req->name);
     reply_team(call, d, req->name);
 }
 

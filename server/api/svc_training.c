@@ -10,6 +10,7 @@
 #include "fluxion/v1/training.pb-c.h"
 #include "training/jobs.h"
 #include "base/log.h"
+#include "api/s2_stub.h" /* TEMPORARY: fxj_jobs_update until S2's jobs.h lands */
 
 /* How long a watch waits for an event before it checks the call. */
 #define WATCH_POLL_MS 200
@@ -175,6 +176,41 @@ static void list_jobs(fxr_call *call, const ProtobufCMessage *msg, void *data)
     free(jobs);
 }
 
+/* Re-prioritises or moves a QUEUED job of the caller's team (an admin's:
+ * any); the scheduler answers FAILED_PRECONDITION once it runs. */
+static void update_job(fxr_call *call, const ProtobufCMessage *msg, void *data)
+{
+    fxa_daemon *d = data;
+    const Fluxion__V1__UpdateJobRequest *req = (const void *)msg;
+    if (!ready(call, d))
+        return;
+    if (!protobuf_c_enum_descriptor_get_value(&fluxion__v1__job_priority__descriptor,
+                                              (int)req->priority)) {
+        fxr_set_object(call, "job %s", req->id);
+        fxr_fail(call, FXS_INVALID_ARGUMENT, "priority: %d is not one of LOW, NORMAL, HIGH",
+                 (int)req->priority);
+        return;
+    }
+    if (!job_visible(call, d, req->id))
+        return;
+    const char *device = req->device && req->device[0] ? req->device : NULL;
+    if (req->priority == FLUXION__V1__JOB_PRIORITY__JOB_PRIORITY_UNSPECIFIED && !device) {
+        fxr_fail(call, FXS_INVALID_ARGUMENT, "nothing to change: give a priority or a device");
+        return;
+    }
+    char err[FXS_ERRLEN];
+    Fluxion__V1__Job *job = NULL;
+    int rc = fxj_jobs_update(d->jobs, req->id, req->priority, device, &job, err, sizeof err);
+    if (rc) {
+        fxr_fail(call, rc, "%s", err);
+    } else {
+        show_job(call, job);
+        fxr_reply(call, &job->base);
+    }
+    if (job)
+        fluxion__v1__job__free_unpacked(job, NULL);
+}
+
 /* Streams the job's events until it ends, the client leaves or the server
  * drains (the client then watches again after the restart). */
 static void watch_job(fxr_call *call, const ProtobufCMessage *msg, void *data)
@@ -235,6 +271,7 @@ int fxa_register_training_service(fxa_daemon *d)
         { "ListJobs", FXR_UNARY, FXP_READ, list_jobs },
         { "CancelJob", FXR_UNARY, FXP_WRITE, job_rpc },
         { "WatchJob", FXR_SERVER_STREAM, FXP_READ, watch_job },
+        { "UpdateJob", FXR_UNARY, FXP_WRITE, update_job },
     };
     return fxr_server_add_service(d->rpc, &fluxion__v1__training_service__descriptor, methods,
                                   (int)(sizeof methods / sizeof methods[0]), d);

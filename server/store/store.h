@@ -248,8 +248,22 @@ int fxdb_servecfg_delete(fxdb_store *st, const char *model, char *err, size_t er
 
 /* --------------------------------------------------------------- teams */
 
-/* Quota values: 0 means none (or, in a team's row, the daemon's default). */
-typedef struct { uint64_t max_models, max_weight_bytes, max_dataset_bytes; } fxdb_quota;
+/* Quota values: 0 means none (or, in a team's row, the daemon's default).
+ * The scheduling fields (docs/scheduling.md) follow the same rule, except
+ * that an effective quota always has a weight (default 1) and a budget
+ * window (default 86400 s). weight and budget_device_seconds must be
+ * finite and >= 0 (INVALID_ARGUMENT otherwise). */
+typedef struct {
+    uint64_t max_models, max_weight_bytes, max_dataset_bytes;
+    double weight;                     /* fair-share weight */
+    uint32_t cpu_slots, gpu_slots;     /* nominal: training slots guaranteed per kind */
+    uint32_t borrow_cpu_slots, borrow_gpu_slots; /* beyond nominal, from idle capacity */
+    double budget_device_seconds;      /* per window */
+    uint32_t budget_window_seconds;
+    uint32_t max_running_jobs;
+} fxdb_quota;
+#define FXDB_DEFAULT_WEIGHT 1.0
+#define FXDB_DEFAULT_BUDGET_WINDOW_SECONDS 86400u
 typedef struct { uint64_t models, weight_bytes, dataset_bytes; } fxdb_usage;
 typedef struct {
     char *name;
@@ -267,7 +281,7 @@ int fxdb_team_get(fxdb_store *st, const char *name, fxdb_team_rec *out, char *er
                   size_t errlen); /* NOT_FOUND */
 /* All teams by name; free each record, then the array. */
 int fxdb_team_list(fxdb_store *st, fxdb_team_rec **out, int *n, char *err, size_t errlen);
-/* display_name NULL or "": kept; q NULL: kept (else all three replaced). NOT_FOUND. */
+/* display_name NULL or "": kept; q NULL: kept (else every value replaced). NOT_FOUND. */
 int fxdb_team_update(fxdb_store *st, const char *name, const char *display_name,
                      const fxdb_quota *q, char *err, size_t errlen);
 /* One transaction: INVALID_ARGUMENT for 'default', NOT_FOUND, and
@@ -282,7 +296,8 @@ int fxdb_team_usage(fxdb_store *st, const char *team, fxdb_usage *u, char *err, 
 /* The daemon's defaults for teams whose values are 0 (flags
  * --team-max-models etc.); 0 values: none. */
 void fxdb_store_set_default_quota(fxdb_store *st, const fxdb_quota *q);
-/* A team's values with its 0s replaced by the defaults (0: none). */
+/* A team's values with its 0s replaced by the defaults (0: none; the
+ * weight and the budget window then take FXDB_DEFAULT_*). */
 int fxdb_team_effective_quota(fxdb_store *st, const char *team, fxdb_quota *q, char *err,
                               size_t errlen);
 

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,19 +45,56 @@ int fxdb__team_exists(fxdb_store *st, const char *team, char *err, size_t errlen
     return rc;
 }
 
-/* A quota value as SQLite stores it (int64). */
+/* A quota value as SQLite stores it (int64), and scheduling numbers that
+ * mean something (a weight of NaN would poison every share). */
 static int check_quota(const fxdb_quota *q, char *err, size_t errlen)
 {
     if (q && (q->max_models > INT64_MAX || q->max_weight_bytes > INT64_MAX ||
               q->max_dataset_bytes > INT64_MAX))
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "a quota value is larger than %" PRId64,
                         INT64_MAX);
+    if (q && !(isfinite(q->weight) && q->weight >= 0 && q->weight <= 1e6))
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "weight: %g is not a number from 0 "
+                        "(the default) to 1e6", q->weight);
+    if (q && !(isfinite(q->budget_device_seconds) && q->budget_device_seconds >= 0 &&
+               q->budget_device_seconds <= 1e15))
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "budget_device_seconds: %g is not a "
+                        "number from 0 (none) to 1e15", q->budget_device_seconds);
     return 0;
 }
 
 /* ------------------------------------------------------------ reading */
 
-#define TEAM_COLS "name, display_name, created_ms, max_models, max_weight_bytes, max_dataset_bytes"
+#define TEAM_COLS "name, display_name, created_ms, max_models, max_weight_bytes, max_dataset_bytes, " \
+                  "weight, cpu_slots, gpu_slots, borrow_cpu_slots, borrow_gpu_slots, " \
+                  "budget_device_seconds, budget_window_seconds, max_running_jobs"
+/* The quota's columns after the first three of TEAM_COLS, in its order. */
+#define QUOTA_COLS "max_models = ?, max_weight_bytes = ?, max_dataset_bytes = ?, weight = ?, " \
+                   "cpu_slots = ?, gpu_slots = ?, borrow_cpu_slots = ?, borrow_gpu_slots = ?, " \
+                   "budget_device_seconds = ?, budget_window_seconds = ?, max_running_jobs = ?"
+#define N_QUOTA_COLS 11
+
+/* Binds a quota's N_QUOTA_COLS values from parameter first on. */
+static void bind_quota(sqlite3_stmt *s, int first, const fxdb_quota *q)
+{
+    sqlite3_bind_int64(s, first, (int64_t)q->max_models);
+    sqlite3_bind_int64(s, first + 1, (int64_t)q->max_weight_bytes);
+    sqlite3_bind_int64(s, first + 2, (int64_t)q->max_dataset_bytes);
+    sqlite3_bind_double(s, first + 3, q->weight);
+    sqlite3_bind_int64(s, first + 4, q->cpu_slots);
+    sqlite3_bind_int64(s, first + 5, q->gpu_slots);
+    sqlite3_bind_int64(s, first + 6, q->borrow_cpu_slots);
+    sqlite3_bind_int64(s, first + 7, q->borrow_gpu_slots);
+    sqlite3_bind_double(s, first + 8, q->budget_device_seconds);
+    sqlite3_bind_int64(s, first + 9, q->budget_window_seconds);
+    sqlite3_bind_int64(s, first + 10, q->max_running_jobs);
+}
+
+static uint32_t col_u32(sqlite3_stmt *s, int i)
+{
+    int64_t v = sqlite3_column_int64(s, i);
+    return v < 0 ? 0 : v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+}
 
 static int load_team(sqlite3_stmt *s, fxdb_team_rec *t, char *err, size_t errlen)
 {
@@ -67,6 +105,14 @@ static int load_team(sqlite3_stmt *s, fxdb_team_rec *t, char *err, size_t errlen
     t->quota.max_models = (uint64_t)sqlite3_column_int64(s, 3);
     t->quota.max_weight_bytes = (uint64_t)sqlite3_column_int64(s, 4);
     t->quota.max_dataset_bytes = (uint64_t)sqlite3_column_int64(s, 5);
+    t->quota.weight = sqlite3_column_double(s, 6);
+    t->quota.cpu_slots = col_u32(s, 7);
+    t->quota.gpu_slots = col_u32(s, 8);
+    t->quota.borrow_cpu_slots = col_u32(s, 9);
+    t->quota.borrow_gpu_slots = col_u32(s, 10);
+    t->quota.budget_device_seconds = sqlite3_column_double(s, 11);
+    t->quota.budget_window_seconds = col_u32(s, 12);
+    t->quota.max_running_jobs = col_u32(s, 13);
     if (!t->name || !t->display_name) {
         fxdb_team_rec_free(t);
         return fxu_oom(err, errlen);
@@ -172,16 +218,14 @@ static int create_fn(fxdb_store *st, void *ctx, char *err, size_t errlen)
     fxdb_quota zero = { 0 };
     const fxdb_quota *q = o->quota ? o->quota : &zero;
     sqlite3_stmt *s;
-    int rc = fxdb__prepare(st, "INSERT INTO teams (" TEAM_COLS ") VALUES (?, ?, ?, ?, ?, ?)",
-                           &s, err, errlen);
+    int rc = fxdb__prepare(st, "INSERT INTO teams (" TEAM_COLS ") VALUES (?, ?, ?, ?, ?, ?, ?, "
+                           "?, ?, ?, ?, ?, ?, ?)", &s, err, errlen);
     if (rc)
         return rc;
     sqlite3_bind_text(s, 1, o->name, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, o->display_name ? o->display_name : "", -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 3, fxu_now_ms());
-    sqlite3_bind_int64(s, 4, (int64_t)q->max_models);
-    sqlite3_bind_int64(s, 5, (int64_t)q->max_weight_bytes);
-    sqlite3_bind_int64(s, 6, (int64_t)q->max_dataset_bytes);
+    bind_quota(s, 4, q);
     int r = sqlite3_step(s);
     if ((r & 0xff) == SQLITE_CONSTRAINT)
         rc = fxu_fail(err, errlen, FXS_ALREADY_EXISTS, "team '%s' already exists", o->name);
@@ -216,12 +260,10 @@ static int update_fn(fxdb_store *st, void *ctx, char *err, size_t errlen)
         rc = fxdb__step_done(st, s, "updating a team", err, errlen);
     }
     if (!rc && o->quota &&
-        !(rc = fxdb__prepare(st, "UPDATE teams SET max_models = ?, max_weight_bytes = ?, "
-                                 "max_dataset_bytes = ? WHERE name = ?", &s, err, errlen))) {
-        sqlite3_bind_int64(s, 1, (int64_t)o->quota->max_models);
-        sqlite3_bind_int64(s, 2, (int64_t)o->quota->max_weight_bytes);
-        sqlite3_bind_int64(s, 3, (int64_t)o->quota->max_dataset_bytes);
-        sqlite3_bind_text(s, 4, o->name, -1, SQLITE_STATIC);
+        !(rc = fxdb__prepare(st, "UPDATE teams SET " QUOTA_COLS " WHERE name = ?", &s, err,
+                             errlen))) {
+        bind_quota(s, 1, o->quota);
+        sqlite3_bind_text(s, 1 + N_QUOTA_COLS, o->name, -1, SQLITE_STATIC);
         rc = fxdb__step_done(st, s, "updating a team's quota", err, errlen);
     }
     return rc;
@@ -376,6 +418,20 @@ static int effective_locked(fxdb_store *st, const char *team, fxdb_quota *q, cha
                                                    : d->max_weight_bytes;
     q->max_dataset_bytes = t.quota.max_dataset_bytes ? t.quota.max_dataset_bytes
                                                      : d->max_dataset_bytes;
+#define OR_DEFAULT(f) (t.quota.f ? t.quota.f : d->f)
+    q->weight = OR_DEFAULT(weight);
+    q->cpu_slots = OR_DEFAULT(cpu_slots);
+    q->gpu_slots = OR_DEFAULT(gpu_slots);
+    q->borrow_cpu_slots = OR_DEFAULT(borrow_cpu_slots);
+    q->borrow_gpu_slots = OR_DEFAULT(borrow_gpu_slots);
+    q->budget_device_seconds = OR_DEFAULT(budget_device_seconds);
+    q->budget_window_seconds = OR_DEFAULT(budget_window_seconds);
+    q->max_running_jobs = OR_DEFAULT(max_running_jobs);
+#undef OR_DEFAULT
+    if (q->weight <= 0)
+        q->weight = FXDB_DEFAULT_WEIGHT;
+    if (!q->budget_window_seconds)
+        q->budget_window_seconds = FXDB_DEFAULT_BUDGET_WINDOW_SECONDS;
     fxdb_team_rec_free(&t);
     return 0;
 }

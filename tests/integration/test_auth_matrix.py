@@ -198,6 +198,20 @@ def _watch_job(ctx, col):
     return lambda md: ctx.first(ctx.s.training.WatchJob(req, metadata=md, timeout=TIMEOUT))
 
 
+@row(T + "UpdateJob", WRITE_A)
+def _update_job(ctx, col):
+    ctx.submit_long_job()             # holds the training slot (--train-workers 1)
+    job_id = ctx.submit_long_job()    # waits behind it: QUEUED, so it may be re-prioritised
+    req = ctx.s.training_pb2.UpdateJobRequest(id=job_id, priority=ctx.s.training_pb2.HIGH)
+    return lambda md: ctx.s.training.UpdateJob(req, metadata=md, timeout=TIMEOUT)
+
+
+@row(K + "GetQueue", LIST)
+def _get_queue(ctx, col):
+    return lambda md: ctx.s.cluster.GetQueue(ctx.s.cluster_pb2.GetQueueRequest(), metadata=md,
+                                             timeout=TIMEOUT)
+
+
 @row(K + "GetStatus", LIST)
 def _get_status(ctx, col):
     return lambda md: ctx.s.cluster.GetStatus(ctx.s.cluster_pb2.GetStatusRequest(), metadata=md,
@@ -339,7 +353,7 @@ TABLE = {method: expected for method, (expected, _) in ROWS.items()}
 
 # How many RPCs each service has (issue 12); the descriptors must agree.
 SERVICE_SIZES = {"fluxion.v1.ModelService": 7, "fluxion.v1.DatasetService": 4,
-                 "fluxion.v1.TrainingService": 5, "fluxion.v1.ClusterService": 1,
+                 "fluxion.v1.TrainingService": 6, "fluxion.v1.ClusterService": 2,
                  "inference.GRPCInferenceService": 10, "fluxion.v1.AdminService": 12}
 
 
@@ -682,6 +696,32 @@ class AuthMatrixTest(unittest.TestCase):
                              "another team's job and a missing job: the same words")
         jobs = s.training.ListJobs(tp.ListJobsRequest(), metadata=ctx.md["admin"], timeout=TIMEOUT)
         self.assertIn(ctx.job_id, [j.id for j in jobs.jobs])
+
+    def test_queue_shows_only_own_team(self):
+        """GetQueue: b sees the devices but neither a's jobs nor a's team row;
+        a's member sees its job under the name it writes ("trainee"), the
+        admin sees it as "a/trainee" with every team."""
+        s, ctx = self.ctx.s, self.ctx
+        job_id = ctx.submit_long_job()
+
+        def queue(md):
+            return s.cluster.GetQueue(s.cluster_pb2.GetQueueRequest(), metadata=md,
+                                      timeout=TIMEOUT)
+        deadline = time.monotonic() + 30
+        while job_id not in [j.id for j in queue(ctx.md["admin"]).jobs]:
+            self.assertLess(time.monotonic(), deadline, "job %s never in the queue" % job_id)
+            time.sleep(0.1)
+        qb = queue(ctx.md["member_b"])
+        self.assertTrue(qb.devices, "b sees the devices")
+        self.assertEqual([j.id for j in qb.jobs], [], "b sees none of a's jobs")
+        self.assertNotIn("a", [t.team for t in qb.teams])
+        qa = queue(ctx.md["member_a"])
+        mine = [j for j in qa.jobs if j.id == job_id]
+        self.assertEqual(len(mine), 1)
+        self.assertEqual((mine[0].team, mine[0].model), ("a", "trainee"))
+        self.assertEqual({t.team for t in qa.teams} - {"a"}, set())
+        adm = [j for j in queue(ctx.md["admin"]).jobs if j.id == job_id]
+        self.assertEqual(adm[0].model, "a/trainee")
 
     # ------------------------------------------------------------ tokens
 

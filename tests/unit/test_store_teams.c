@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <libgen.h>
+#include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -349,7 +350,7 @@ static void test_team_crud(void **state)
                      FXS_INVALID_ARGUMENT);
     assert_int_equal(fxdb_team_create(f->st, "a/b", "", NULL, f->err, sizeof f->err),
                      FXS_INVALID_ARGUMENT);
-    fxdb_quota q = { 3, 1000, 2000 };
+    fxdb_quota q = { .max_models = 3, .max_weight_bytes = 1000, .max_dataset_bytes = 2000 };
     assert_int_equal(fxdb_team_create(f->st, "ml", "ML team", &q, f->err, sizeof f->err), 0);
     assert_int_equal(fxdb_team_create(f->st, "ml", "", NULL, f->err, sizeof f->err),
                      FXS_ALREADY_EXISTS);
@@ -365,7 +366,7 @@ static void test_team_crud(void **state)
     assert_int_equal(fxdb_team_update(f->st, "ml", "", NULL, f->err, sizeof f->err), 0);
     assert_int_equal(fxdb_team_update(f->st, "ml", "Machine learning", NULL, f->err,
                                       sizeof f->err), 0);
-    fxdb_quota q2 = { 0, 5, 0 };
+    fxdb_quota q2 = { .max_weight_bytes = 5 };
     assert_int_equal(fxdb_team_update(f->st, "ml", NULL, &q2, f->err, sizeof f->err), 0);
     assert_int_equal(fxdb_team_get(f->st, "ml", &t, f->err, sizeof f->err), 0);
     assert_string_equal(t.display_name, "Machine learning");
@@ -469,6 +470,90 @@ static void test_quota_models(void **state)
     assert_int_equal(u.models, 2);
     assert_int_equal(u.weight_bytes, 2);
     assert_int_equal(fxdb_team_usage(f->st, "nope", &u, f->err, sizeof f->err), FXS_NOT_FOUND);
+}
+
+/* The scheduling fields: stored as given, replaced as a whole by an
+ * update, 0s filled from the daemon's defaults (then weight 1 and a window
+ * of a day), nonsense refused. */
+static void test_quota_scheduling(void **state)
+{
+    fixture *f = *state;
+    fxdb_quota q = { .max_models = 4, .weight = 2.5, .cpu_slots = 2, .gpu_slots = 1,
+                     .borrow_cpu_slots = 3, .borrow_gpu_slots = 4,
+                     .budget_device_seconds = 7200.5, .budget_window_seconds = 3600,
+                     .max_running_jobs = 5 };
+    assert_int_equal(fxdb_team_create(f->st, "a", "", &q, f->err, sizeof f->err), 0);
+    fxdb_team_rec t;
+    assert_int_equal(fxdb_team_get(f->st, "a", &t, f->err, sizeof f->err), 0);
+    assert_true(t.quota.weight == 2.5);
+    assert_int_equal(t.quota.cpu_slots, 2);
+    assert_int_equal(t.quota.gpu_slots, 1);
+    assert_int_equal(t.quota.borrow_cpu_slots, 3);
+    assert_int_equal(t.quota.borrow_gpu_slots, 4);
+    assert_true(t.quota.budget_device_seconds == 7200.5);
+    assert_int_equal(t.quota.budget_window_seconds, 3600);
+    assert_int_equal(t.quota.max_running_jobs, 5);
+    assert_int_equal(t.quota.max_models, 4);
+    fxdb_team_rec_free(&t);
+
+    /* the listing reads the same columns */
+    fxdb_team_rec *all;
+    int n;
+    assert_int_equal(fxdb_team_list(f->st, &all, &n, f->err, sizeof f->err), 0);
+    bool seen = false;
+    for (int i = 0; i < n; i++) {
+        if (strcmp(all[i].name, "a") == 0)
+            seen = all[i].quota.borrow_gpu_slots == 4 && all[i].quota.weight == 2.5;
+        fxdb_team_rec_free(&all[i]);
+    }
+    free(all);
+    assert_true(seen);
+
+    /* an update replaces every value */
+    fxdb_quota q2 = { .gpu_slots = 2 };
+    assert_int_equal(fxdb_team_update(f->st, "a", NULL, &q2, f->err, sizeof f->err), 0);
+    assert_int_equal(fxdb_team_get(f->st, "a", &t, f->err, sizeof f->err), 0);
+    assert_true(t.quota.weight == 0);
+    assert_int_equal(t.quota.cpu_slots, 0);
+    assert_int_equal(t.quota.gpu_slots, 2);
+    assert_int_equal(t.quota.max_running_jobs, 0);
+    assert_int_equal(t.quota.max_models, 0);
+    fxdb_team_rec_free(&t);
+
+    /* effective: the built-in defaults, then the daemon's, the team's first */
+    fxdb_quota eff;
+    assert_int_equal(fxdb_team_effective_quota(f->st, "a", &eff, f->err, sizeof f->err), 0);
+    assert_true(eff.weight == 1.0);
+    assert_int_equal(eff.budget_window_seconds, 86400);
+    assert_int_equal(eff.cpu_slots, 0);
+    assert_int_equal(eff.gpu_slots, 2);
+    assert_true(eff.budget_device_seconds == 0);
+    fxdb_store_set_default_quota(f->st, &(fxdb_quota){ .weight = 3, .cpu_slots = 1,
+                                                        .gpu_slots = 7, .max_running_jobs = 2 });
+    assert_int_equal(fxdb_team_effective_quota(f->st, "a", &eff, f->err, sizeof f->err), 0);
+    assert_true(eff.weight == 3.0);
+    assert_int_equal(eff.cpu_slots, 1);
+    assert_int_equal(eff.gpu_slots, 2); /* the team's own */
+    assert_int_equal(eff.max_running_jobs, 2);
+    assert_int_equal(eff.budget_window_seconds, 86400);
+    fxdb_store_set_default_quota(f->st, NULL);
+
+    /* nonsense is refused, the row kept */
+    fxdb_quota bad = { .weight = -1 };
+    assert_int_equal(fxdb_team_update(f->st, "a", NULL, &bad, f->err, sizeof f->err),
+                     FXS_INVALID_ARGUMENT);
+    assert_non_null(strstr(f->err, "weight"));
+    bad.weight = NAN;
+    assert_int_equal(fxdb_team_create(f->st, "b", "", &bad, f->err, sizeof f->err),
+                     FXS_INVALID_ARGUMENT);
+    bad = (fxdb_quota){ .budget_device_seconds = INFINITY };
+    assert_int_equal(fxdb_team_update(f->st, "a", NULL, &bad, f->err, sizeof f->err),
+                     FXS_INVALID_ARGUMENT);
+    assert_non_null(strstr(f->err, "budget_device_seconds"));
+    assert_int_equal(fxdb_team_get(f->st, "a", &t, f->err, sizeof f->err), 0);
+    assert_int_equal(t.quota.gpu_slots, 2);
+    fxdb_team_rec_free(&t);
+    assert_int_equal(fxdb_team_get(f->st, "b", &t, f->err, sizeof f->err), FXS_NOT_FOUND);
 }
 
 static int finish_job(fixture *f, int64_t id, const char *model, const char *w, int64_t *v)
@@ -790,7 +875,14 @@ static void assert_upgraded(fixture *f)
     assert_int_equal(u.models, 2);
     assert_int_equal(u.weight_bytes, 1224 * 2 + 836);
     assert_int_equal(u.dataset_bytes, 64184);
-    assert_int_equal(db_int(f, "SELECT version FROM schema_version"), 6);
+    assert_int_equal(db_int(f, "SELECT version FROM schema_version"), 7);
+    /* 6 -> 7: the scheduling columns, 0 (the defaults) in the old rows */
+    fxdb_team_rec t;
+    assert_int_equal(fxdb_team_get(f->st, "default", &t, f->err, sizeof f->err), 0);
+    assert_true(t.quota.weight == 0);
+    assert_int_equal(t.quota.cpu_slots, 0);
+    assert_int_equal(t.quota.budget_window_seconds, 0);
+    fxdb_team_rec_free(&t);
 }
 
 static void test_upgrade_0_2_0(void **state)
@@ -916,7 +1008,14 @@ static void test_upgrade_schema_1(void **state)
     assert_string_equal(model_keys(f, "default"), "default/m");
     assert_readable(f, "default/m", 1, 3);
     assert_true(exists(tu_pathf("%s/models/default/m/v1.safetensors", f->data)));
-    assert_int_equal(db_int(f, "SELECT version FROM schema_version"), 6);
+    assert_int_equal(db_int(f, "SELECT version FROM schema_version"), 7);
+    /* 6 -> 7: the scheduling columns, 0 (the defaults) in the old rows */
+    fxdb_team_rec t;
+    assert_int_equal(fxdb_team_get(f->st, "default", &t, f->err, sizeof f->err), 0);
+    assert_true(t.quota.weight == 0);
+    assert_int_equal(t.quota.cpu_slots, 0);
+    assert_int_equal(t.quota.budget_window_seconds, 0);
+    fxdb_team_rec_free(&t);
 }
 
 int main(void)
@@ -933,6 +1032,7 @@ int main(void)
         T(test_quota_weights),
         T(test_quota_datasets),
         T(test_quota_race),
+        T(test_quota_scheduling),
         T(test_tokens),
         T(test_certs),
         T(test_settings),

@@ -22,10 +22,25 @@ import grpc
 MIB = 1 << 20
 
 
-def _quota(max_models, max_weight_bytes, max_dataset_bytes):
+def _quota(max_models, max_weight_bytes, max_dataset_bytes, **sched):
     return admin_pb2.TeamQuota(max_models=max_models or 0,
                                max_weight_bytes=max_weight_bytes or 0,
-                               max_dataset_bytes=max_dataset_bytes or 0)
+                               max_dataset_bytes=max_dataset_bytes or 0,
+                               **{k: v or 0 for k, v in sched.items()})
+
+
+# The scheduling fields of TeamQuota (docs/scheduling.md); 0: the daemon's
+# default (--team-weight, --team-cpu-slots, --team-gpu-slots), whose 0 is none.
+SCHED_QUOTA_FIELDS = ("weight", "cpu_slots", "gpu_slots", "borrow_cpu_slots",
+                      "borrow_gpu_slots", "budget_device_seconds", "budget_window_seconds",
+                      "max_running_jobs")
+
+
+def _check_sched(sched):
+    unknown = sorted(set(sched) - set(SCHED_QUOTA_FIELDS))
+    if unknown:
+        raise TypeError("unknown quota fields %s (known: %s)" % (
+            ", ".join(unknown), ", ".join(SCHED_QUOTA_FIELDS)))
 
 
 class AdminMixin:
@@ -48,11 +63,13 @@ class AdminMixin:
     # ----------------------------------------------------------------- teams
 
     def create_team(self, name, display_name="", max_models=0, max_weight_bytes=0,
-                    max_dataset_bytes=0):
-        """A new team (quotas: 0 is the daemon's default). Returns Team."""
+                    max_dataset_bytes=0, **sched):
+        """A new team (quotas: 0 is the daemon's default; sched: any of
+        SCHED_QUOTA_FIELDS, e.g. weight=2, cpu_slots=1). Returns Team."""
+        _check_sched(sched)
         return self._admin("CreateTeam", admin_pb2.CreateTeamRequest(
             name=name, display_name=display_name,
-            quota=_quota(max_models, max_weight_bytes, max_dataset_bytes)))
+            quota=_quota(max_models, max_weight_bytes, max_dataset_bytes, **sched)))
 
     def get_team(self, name=""):
         """A team with its quotas and usage ("": the caller's own)."""
@@ -62,18 +79,28 @@ class AdminMixin:
         return list(self._admin("ListTeams", admin_pb2.ListTeamsRequest()).teams)
 
     def update_team(self, name, display_name="", max_models=None, max_weight_bytes=None,
-                    max_dataset_bytes=None):
+                    max_dataset_bytes=None, **sched):
         """Changes the display name (when not "") and the limits given (None:
-        keep; 0: back to the daemon's default). Returns Team."""
+        keep; 0: back to the daemon's default), the scheduling ones too (sched:
+        any of SCHED_QUOTA_FIELDS). Returns Team."""
+        _check_sched(sched)
         req = admin_pb2.UpdateTeamRequest(name=name, display_name=display_name)
-        given = (max_models, max_weight_bytes, max_dataset_bytes)
+        given = (max_models, max_weight_bytes, max_dataset_bytes) + tuple(sched.values())
         if any(v is not None for v in given):
             cur = self.get_team(name).quota  # the server replaces the quota as a whole
+            keep = {f: getattr(cur, f) if sched.get(f) is None else sched[f]
+                    for f in SCHED_QUOTA_FIELDS}
             req.quota.CopyFrom(_quota(
                 cur.max_models if max_models is None else max_models,
                 cur.max_weight_bytes if max_weight_bytes is None else max_weight_bytes,
-                cur.max_dataset_bytes if max_dataset_bytes is None else max_dataset_bytes))
+                cur.max_dataset_bytes if max_dataset_bytes is None else max_dataset_bytes,
+                **keep))
         return self._admin("UpdateTeam", req)
+
+    def set_team_quota(self, name, **sched):
+        """The scheduling quota only (fluxion team quota): update_team with
+        SCHED_QUOTA_FIELDS given, the others kept. Returns Team."""
+        return self.update_team(name, **sched)
 
     def delete_team(self, name):
         """Refused (FAILED_PRECONDITION) while the team owns models, datasets or jobs."""

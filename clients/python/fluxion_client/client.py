@@ -276,3 +276,10 @@ class Client(DatasetsMixin, JobsMixin, AdminMixin):
     @_wrap
     def status(self):
         return self.cluster.GetStatus(cluster_pb2.GetStatusRequest(), timeout=self.timeout)
+
+    @_wrap
+    def get_queue(self):
+        """GetQueueResponse: devices (slots, memory), teams (weight, usage,
+        share, quota) and jobs (running first, then queued by position, each
+        with the reason it waits). A non-admin sees its own team's."""
+        return self.cluster.GetQueue(cluster_pb2.GetQueueRequest(), timeout=self.timeout)

@@ -72,6 +72,16 @@ class JobsMixin:
         return self._call("cancel_job", self.training.CancelJob,
                           training_pb2.CancelJobRequest(id=str(job_id)))
 
+    def update_job(self, job_id, priority=None, device=None):
+        """Re-prioritises (priority: "low", "normal", "high" or a JobPriority
+        value) or moves (device: "cpu", "cuda:0", "gpu") a QUEUED job;
+        FAILED_PRECONDITION once it runs. Returns the Job."""
+        if isinstance(priority, str):
+            priority = training_pb2.JobPriority.Value(priority.upper())
+        req = training_pb2.UpdateJobRequest(id=str(job_id), priority=priority or 0,
+                                            device=device or "")
+        return self._call("update_job", self.training.UpdateJob, req)
+
     def watch_job(self, job_id, timeout=None):
         """Iterator of JobEvents: a SNAPSHOT first, then every change, ending
         after the final state. timeout: for the whole watch (None: none)."""
