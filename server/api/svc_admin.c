@@ -14,7 +14,6 @@
 #include "base/pbarena.h"
 #include "fluxion/v1/admin.pb-c.h"
 #include "sched/sched.h"
-#include "api/s2_stub.h" /* TEMPORARY: fxj_jobs_set_team until S2's jobs.h lands */
 
 #define MAX_DISPLAY_NAME 256
 #define MAX_SUBJECT 1024 /* a certificate's subject as gRPC prints it */
@@ -75,46 +74,12 @@ static fxdb_quota quota_from(const Fluxion__V1__TeamQuota *m)
     return q;
 }
 
-static int clamp_int(uint32_t v)
-{
-    return v > INT_MAX ? INT_MAX : (int)v;
-}
-
-/* What the scheduler needs of a team's effective quota (the store has
- * filled the defaults: a weight, a budget window). */
-static fxsc_team_cfg team_sched_cfg(const fxdb_quota *q)
-{
-    fxsc_team_cfg c = { 0 };
-    c.weight = q->weight > 0 ? q->weight : FXDB_DEFAULT_WEIGHT;
-    c.nominal_slots[FXSC_CPU] = clamp_int(q->cpu_slots);
-    c.nominal_slots[FXSC_GPU] = clamp_int(q->gpu_slots);
-    c.borrow_slots[FXSC_CPU] = clamp_int(q->borrow_cpu_slots);
-    c.borrow_slots[FXSC_GPU] = clamp_int(q->borrow_gpu_slots);
-    c.budget_device_seconds = q->budget_device_seconds;
-    c.budget_window_ms = (int64_t)(q->budget_window_seconds ? q->budget_window_seconds
-                                                            : FXDB_DEFAULT_BUDGET_WINDOW_SECONDS) *
-                         1000;
-    c.max_running = clamp_int(q->max_running_jobs);
-    return c;
-}
-
 /* After an admin created or changed a team: the scheduler takes its new
- * quota at once (queued jobs may start, running ones be reclaimed). A
- * failure to read it back is logged: the row is written, and the jobs
- * module reads every team's quota again at its next start. */
+ * quota at once (queued jobs may start, running ones be reclaimed). */
 static void sched_team_changed(fxa_daemon *d, const char *team)
 {
-    if (!d->jobs)
-        return;
-    char err[FXS_ERRLEN];
-    fxdb_quota eff;
-    if (fxdb_team_effective_quota(d->store, team, &eff, err, sizeof err) != 0) {
-        fxl_log(FXL_WARN, "api", "cannot read a team's quota for the scheduler team=%s "
-                "error=\"%s\"", team, err);
-        return;
-    }
-    fxsc_team_cfg cfg = team_sched_cfg(&eff);
-    fxj_jobs_set_team(d->jobs, team, &cfg);
+    if (d->jobs)
+        fxj_jobs_team_changed(d->jobs, team);
 }
 
 /* A Team message: the row, what applies, what is used. */

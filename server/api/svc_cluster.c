@@ -9,7 +9,6 @@
 #include "base/pbarena.h"
 #include "fluxion/v1/cluster.pb-c.h"
 #include "sched/sched.h"
-#include "api/s2_stub.h" /* TEMPORARY: fxj_jobs_queue until S2's jobs.h lands */
 
 /* One enabled device: memory as the engine reports it. A device whose
  * driver stopped answering is listed with its name and no figures. */

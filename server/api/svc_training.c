@@ -10,7 +10,6 @@
 #include "fluxion/v1/training.pb-c.h"
 #include "training/jobs.h"
 #include "base/log.h"
-#include "api/s2_stub.h" /* TEMPORARY: fxj_jobs_update until S2's jobs.h lands */
 
 /* How long a watch waits for an event before it checks the call. */
 #define WATCH_POLL_MS 200

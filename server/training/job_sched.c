@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,15 +87,28 @@ static void team_remember(fxj_jobs *j, const char *team)
         j->n_teams++;
 }
 
-/* A team's configuration from the store's effective quota. TODO(S4 merge):
- * fxdb_quota gains the scheduling fields (store.h); then
- *   cfg->weight = q.weight;
- *   cfg->nominal_slots[FXSC_CPU] = q.cpu_slots, [FXSC_GPU] = q.gpu_slots;
- *   cfg->borrow_slots[FXSC_CPU] = q.borrow_cpu_slots, [FXSC_GPU] = q.borrow_gpu_slots;
- *   cfg->budget_device_seconds = q.budget_device_seconds;
- *   cfg->budget_window_ms = (int64_t)q.budget_window_seconds * 1000;
- *   cfg->max_running = (int)q.max_running_jobs;
- * Until then every team has the core's default (weight 1, no quota). */
+static int clamp_int(uint32_t v)
+{
+    return v > INT_MAX ? INT_MAX : (int)v;
+}
+
+void fxj_team_cfg(const fxdb_quota *q, fxsc_team_cfg *cfg)
+{
+    *cfg = (fxsc_team_cfg){ 0 };
+    cfg->weight = q->weight > 0 ? q->weight : FXDB_DEFAULT_WEIGHT;
+    cfg->nominal_slots[FXSC_CPU] = clamp_int(q->cpu_slots);
+    cfg->nominal_slots[FXSC_GPU] = clamp_int(q->gpu_slots);
+    cfg->borrow_slots[FXSC_CPU] = clamp_int(q->borrow_cpu_slots);
+    cfg->borrow_slots[FXSC_GPU] = clamp_int(q->borrow_gpu_slots);
+    cfg->budget_device_seconds = q->budget_device_seconds;
+    cfg->budget_window_ms = (int64_t)(q->budget_window_seconds
+                                          ? q->budget_window_seconds
+                                          : FXDB_DEFAULT_BUDGET_WINDOW_SECONDS) * 1000;
+    cfg->max_running = clamp_int(q->max_running_jobs);
+}
+
+/* A team's configuration from the store's effective quota (the defaults,
+ * weight 1 and no quota, when it cannot be read). */
 static void team_cfg_from_store(fxj_jobs *j, const char *team, fxsc_team_cfg *cfg)
 {
     *cfg = (fxsc_team_cfg){ .weight = 1 };
@@ -102,6 +116,15 @@ static void team_cfg_from_store(fxj_jobs *j, const char *team, fxsc_team_cfg *cf
     char err[FXS_ERRLEN];
     if (fxdb_team_effective_quota(j->st, team, &q, err, sizeof err) != 0)
         fxl_log(FXL_WARN, "jobs", "no quota for the scheduler team=%s error=\"%s\"", team, err);
+    else
+        fxj_team_cfg(&q, cfg);
+}
+
+void fxj_jobs_team_changed(fxj_jobs *j, const char *team)
+{
+    fxsc_team_cfg cfg;
+    team_cfg_from_store(j, team, &cfg);
+    fxj_jobs_set_team(j, team, &cfg);
 }
 
 static void team_ensure(fxj_jobs *j, const char *team)

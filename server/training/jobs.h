@@ -89,6 +89,12 @@ int fxj_jobs_cancel(fxj_jobs *j, const char *id, Fluxion__V1__Job **job, char *e
  * quota when the module first meets the team; an admin's change is passed
  * on with fxj_jobs_set_team. */
 void fxj_jobs_set_team(fxj_jobs *j, const char *team, const fxsc_team_cfg *cfg);
+/* The same, read from the store's effective quota (after an admin changed
+ * it); a quota that cannot be read leaves the defaults, logged. */
+void fxj_jobs_team_changed(fxj_jobs *j, const char *team);
+/* What the scheduler needs of an effective quota (one conversion for the
+ * whole daemon). */
+void fxj_team_cfg(const fxdb_quota *q, fxsc_team_cfg *cfg);
 /* A snapshot of the queue (free with fxsc_view_free); the caller filters
  * by team. */
 int fxj_jobs_queue(fxj_jobs *j, fxsc_view *out, char *err, size_t errlen);
