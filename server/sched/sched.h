@@ -54,6 +54,11 @@ typedef enum { FXSC_LOW = 1, FXSC_NORMAL = 2, FXSC_HIGH = 3 } fxsc_priority;
 typedef struct {
     int64_t half_life_ms;    /* usage decay; 0: 1 hour */
     int64_t min_run_ms;      /* a job runs at least this long before it may be preempted; 0: 60 s */
+    /* (added by S1) Aging, against starvation: a queued job's place in the
+     * order counts one priority level higher per aging_ms it has waited
+     * (up to HIGH; preemption still uses its own priority). 0: half_life_ms;
+     * < 0: no aging. */
+    int64_t aging_ms;
 } fxsc_opts;
 
 typedef struct {
