@@ -260,6 +260,7 @@ int fxsc_submit(fxsc *s, const fxsc_job *j, int64_t now_ms, char *err, size_t er
     memset(x, 0, sizeof *x);
     x->j = c;
     x->team = ti;
+    x->want_dev = c.device[0] ? find_dev(s, c.device) : -1;
     x->dev = -1;
     x->claim_dev = -1;
     x->queued_ms = s->now_ms;
@@ -356,6 +357,7 @@ int fxsc_update(fxsc *s, int64_t id, fxsc_priority prio, const char *device, fxs
         if (rc)
             return rc;
         x->claim_dev = -1;
+        x->want_dev = c.device[0] ? find_dev(s, c.device) : -1;
     }
     x->j = c;
     return 0;

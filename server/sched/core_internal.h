@@ -36,6 +36,7 @@ typedef struct {
 typedef struct {
     fxsc_job j;
     int team;                    /* index in s->teams */
+    int want_dev;                /* j.device's index; -1: any of j.kind */
     bool running;
     int dev;                     /* running: where (index) */
     int64_t start_ms, ckpt_ms;   /* running: since; last checkpoint */

@@ -57,6 +57,7 @@ typedef struct {
     int *first_victim;              /* per job: one of them (index) */
     unsigned char *nofail;          /* per (team, device, prio, mode): no victim at all */
     int *run;                       /* running job indices */
+    int *pick;                      /* try_preempt's scratch (n_run) */
     int n_run;
     int pos;
     int cap_steps, cap_drop;
@@ -78,7 +79,9 @@ static int push_step(pass_t *P, int job, fxsc_action a, int dev, int64_t claimer
     st->action = a;
     st->dev = dev;
     st->claimer = claimer;
-    reasonf(st->reason, sizeof st->reason, "%s", why ? why : "");
+    st->reason[0] = 0;
+    if (why)
+        reasonf(st->reason, sizeof st->reason, "%s", why);
     return 0;
 }
 
@@ -114,8 +117,8 @@ static int cmp_qent(const void *a, const void *b)
 
 static bool candidate(const fxsc *s, const fxsc__job *x, int d)
 {
-    if (x->j.device[0])
-        return strcmp(s->devs[d].d.name, x->j.device) == 0;
+    if (x->want_dev >= 0)
+        return d == x->want_dev;
     return s->devs[d].d.kind == x->j.kind;
 }
 
@@ -191,9 +194,7 @@ static int try_preempt(pass_t *P, int ji, bool cross, int team_slots, int team_j
     fxsc *s = P->s;
     fxsc__job *x = &s->jobs[ji];
     int t = x->team, k = x->j.kind;
-    int *pick = malloc(((size_t)P->n_run + 1) * sizeof *pick);
-    if (!pick)
-        return -1;
+    int *pick = P->pick;
     int found = -1;
     for (int d = 0; d < s->n_devs && found < 0; d++) {
         if (!candidate(s, x, d) || !could_fit(s, x, d))
@@ -258,17 +259,14 @@ static int try_preempt(pass_t *P, int ji, bool cross, int team_slots, int team_j
             char r[FXSC_REASON_MAX];
             reasonf(r, sizeof r, "job %lld of team %s (%s)", (long long)x->j.id, x->j.team,
                      v->team == t ? "higher priority" : "within nominal");
-            if (push_step(P, pick[i], FXSC_PREEMPT, d, x->j.id, r) < 0) {
-                free(pick);
+            if (push_step(P, pick[i], FXSC_PREEMPT, d, x->j.id, r) < 0)
                 return -2;
-            }
         }
         if (why)
             reasonf(why, whylen, "waiting for %s: preempting job %lld of team %s%s",
                      s->devs[d].d.name, (long long)s->jobs[pick[0]].j.id,
                      s->jobs[pick[0]].j.team, n > 1 ? " and others" : "");
     }
-    free(pick);
     return found;
 }
 
@@ -421,7 +419,7 @@ hold:
     P->holders[h]++;
 done:
     if (w)
-        reasonf(P->p->reason[ji], FXSC_REASON_MAX, "%s", r);
+        memcpy(P->p->reason[ji], r, FXSC_REASON_MAX);
     return 0;
 }
 
@@ -445,6 +443,7 @@ int fxsc__pass(fxsc *s, fxsc__plan *p, bool want_reasons)
     P.first_victim = calloc((size_t)nj, sizeof *P.first_victim);
     P.nofail = calloc((size_t)nt * (size_t)nd * 8, 1);
     P.run = calloc((size_t)nj, sizeof *P.run);
+    P.pick = calloc((size_t)nj, sizeof *P.pick);
     qent *q = calloc((size_t)nj, sizeof *q);
     int *defer = calloc((size_t)nj, sizeof *defer);
     int rc = 0;
@@ -456,7 +455,7 @@ int fxsc__pass(fxsc *s, fxsc__plan *p, bool want_reasons)
     }
     if (rc || !claims || !P.free_slots || !P.free_mem || !P.held_slots || !P.held_mem ||
         !P.holders || !P.used || !P.reclaim || !P.running || !P.chosen || !P.pending ||
-        !P.first_victim || !P.nofail || !P.run || !q || !defer) {
+        !P.first_victim || !P.nofail || !P.run || !P.pick || !q || !defer) {
         rc = -1;
         goto out;
     }
@@ -548,6 +547,7 @@ out:
     free(P.first_victim);
     free(P.nofail);
     free(P.run);
+    free(P.pick);
     free(q);
     free(defer);
     if (rc)
