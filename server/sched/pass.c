@@ -37,7 +37,8 @@ static int reasonf(char *r, size_t rl, const char *fmt, ...)
 typedef struct {
     int job;
     int eprio;
-    double key;
+    double key;                     /* the team's usage of the kind / weight */
+    int64_t submit, id;
 } qent;
 
 typedef struct {
@@ -100,8 +101,6 @@ static int push_drop(pass_t *P, int job)
     return 0;
 }
 
-static fxsc *fxsc__sorting; /* qsort has no context argument in C11 */
-
 static int cmp_qent(const void *a, const void *b)
 {
     const qent *x = a, *y = b;
@@ -109,10 +108,9 @@ static int cmp_qent(const void *a, const void *b)
         return y->eprio - x->eprio;
     if (x->key != y->key)
         return x->key < y->key ? -1 : 1;
-    const fxsc__job *jx = &fxsc__sorting->jobs[x->job], *jy = &fxsc__sorting->jobs[y->job];
-    if (jx->j.submit_ms != jy->j.submit_ms)
-        return jx->j.submit_ms < jy->j.submit_ms ? -1 : 1;
-    return jx->j.id < jy->j.id ? -1 : 1;
+    if (x->submit != y->submit)
+        return x->submit < y->submit ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
 }
 
 static bool candidate(const fxsc *s, const fxsc__job *x, int d)
@@ -494,9 +492,8 @@ int fxsc__pass(fxsc *s, fxsc__plan *p, bool want_reasons)
         if (eprio > FXSC_HIGH)
             eprio = FXSC_HIGH;
         const fxsc__team *t = &s->teams[x->team];
-        q[nq++] = (qent){i, eprio, t->usage[x->j.kind] / t->cfg.weight};
+        q[nq++] = (qent){i, eprio, t->usage[x->j.kind] / t->cfg.weight, x->j.submit_ms, x->j.id};
     }
-    fxsc__sorting = s;
     qsort(q, (size_t)nq, sizeof *q, cmp_qent);
     /* a team over its budget gives back what it runs (the one preemption
      * that does not wait for min_run: a budget is a hard limit) */

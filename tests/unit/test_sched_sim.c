@@ -904,9 +904,9 @@ static void arrive_chaos(sim *m)
     int r = (int)uniform(m, 0, 99);
     fxsc_priority prio = (fxsc_priority)uniform(m, 1, 3);
     bool pre = uniform(m, 0, 99) >= 20;
-    int64_t work = uniform(m, 30, 900) * SEC;
+    int64_t work = uniform(m, 20, 240) * SEC;
     if (r < 65) {
-        sim_submit(m, t, prio, pre, "cpu", FXSC_CPU, (int)uniform(m, 1, 3), 0, work);
+        sim_submit(m, t, prio, pre, "cpu", FXSC_CPU, (int)uniform(m, 1, 3) > 2 ? 3 : 1, 0, work);
     } else if (r < 90) {
         const char *dev = r < 75 ? "" : r < 83 ? "cuda:0" : "cuda:1";
         int slots = dev[0] && strcmp(dev, "cuda:0") == 0 ? (int)uniform(m, 1, 2) : 1;
