@@ -23,7 +23,14 @@
  *    (device-seconds, halving every half_life_ms) divided by its weight,
  *    then submit time. A job starts when its device has the slots and the
  *    memory, and its team stays within nominal + borrowing, its budget and
- *    its max running jobs.
+ *    its max running jobs. (S1, core.c/pass.c:) jobs that fit their team's
+ *    nominal quota are admitted before jobs that borrow (nominal is
+ *    guaranteed); a queued job counts one priority level higher per
+ *    aging_ms waited, up to HIGH (no starvation); a job that fits its
+ *    team's limits but not its device holds what is free there (no
+ *    backfill: a 2-slot job is not starved by 1-slot jobs). A team whose
+ *    budget is spent has its preemptible jobs preempted (the one
+ *    preemption that does not wait for min_run_ms).
  *  - Preemption: a job that cannot start for want of slots, and whose team
  *    is within its nominal quota for that kind, reclaims from teams above
  *    theirs (the team furthest above its nominal first, then the lowest
@@ -54,6 +61,11 @@ typedef enum { FXSC_LOW = 1, FXSC_NORMAL = 2, FXSC_HIGH = 3 } fxsc_priority;
 typedef struct {
     int64_t half_life_ms;    /* usage decay; 0: 1 hour */
     int64_t min_run_ms;      /* a job runs at least this long before it may be preempted; 0: 60 s */
+    /* (added by S1) Aging, against starvation: a queued job's place in the
+     * order counts one priority level higher per aging_ms it has waited
+     * (up to HIGH; preemption still uses its own priority). 0: half_life_ms;
+     * < 0: no aging. */
+    int64_t aging_ms;
 } fxsc_opts;
 
 typedef struct {
@@ -115,7 +127,8 @@ int fxsc_preempted(fxsc *s, int64_t id, int64_t now_ms, char *err, size_t errlen
  * restarts from here). */
 int fxsc_checkpointed(fxsc *s, int64_t id, int64_t now_ms);
 /* A queued job's priority or device changes (FAILED_PRECONDITION when it
- * is not queued). device NULL: unchanged. */
+ * is not queued). device NULL: unchanged. prio 0: unchanged. An unknown
+ * device, or one the job cannot fit: INVALID_ARGUMENT. */
 int fxsc_update(fxsc *s, int64_t id, fxsc_priority prio, const char *device, fxsc_kind kind,
                 char *err, size_t errlen);
 /* Served models: memory reserved on a device (key: the model's); 0 bytes
