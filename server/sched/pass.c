@@ -486,13 +486,13 @@ int fxsc__pass(fxsc *s, fxsc__plan *p, bool want_reasons)
         }
         if (x->claim_dev >= 0)
             P.used[x->team][x->j.kind] += x->j.slots;
-        int eprio = x->j.priority;
+        int64_t eprio = x->j.priority;
         if (s->o.aging_ms > 0)
-            eprio += (int)((s->now_ms - x->queued_ms) / s->o.aging_ms);
+            eprio += (s->now_ms - x->queued_ms) / s->o.aging_ms;
         if (eprio > FXSC_HIGH)
             eprio = FXSC_HIGH;
         const fxsc__team *t = &s->teams[x->team];
-        q[nq++] = (qent){i, eprio, t->usage[x->j.kind] / t->cfg.weight, x->j.submit_ms, x->j.id};
+        q[nq++] = (qent){i, (int)eprio, t->usage[x->j.kind] / t->cfg.weight, x->j.submit_ms, x->j.id};
     }
     qsort(q, (size_t)nq, sizeof *q, cmp_qent);
     /* a team over its budget gives back what it runs (the one preemption
