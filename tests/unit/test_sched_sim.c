@@ -334,6 +334,54 @@ static void test_nominal_reclaim(void **state)
     fxsc_free(s);
 }
 
+/* A team at its quota (or its maximum of running jobs) makes room for a
+ * higher priority job by preempting its own lower priority one, never
+ * another team's; a job moved to another device while queued. */
+static void test_quota_priority_and_move(void **state)
+{
+    (void)state;
+    fxsc_decision d[64];
+    fxsc *s = new_sched(HOUR, 10 * SEC, -1);
+    add_dev(s, "cpu", FXSC_CPU, 3, 0);
+    add_dev(s, "cuda:0", FXSC_GPU, 1, 0);
+    add_dev(s, "cuda:1", FXSC_GPU, 1, 0);
+    fxsc_team_cfg a = quota(1, 0);
+    a.max_running = 2;
+    assert_int_equal(fxsc_set_team(s, "a", &a, err, sizeof err), 0);
+    submit(s, 1, "a", FXSC_LOW, 1, 0);
+    submit(s, 2, "c", FXSC_LOW, 1, 0);
+    assert_int_equal(decide(s, 0, d), 2);
+    submit(s, 3, "a", FXSC_HIGH, 1, 0);
+    assert_int_equal(decide(s, 5 * SEC, d), 0); /* min run */
+    reason_is(s, 5 * SEC, 3, "team a at quota 1/1 cpu slots (nominal 1 + borrow 0)");
+    assert_int_equal(decide(s, 10 * SEC, d), 1);
+    assert_int_equal(d[0].action, FXSC_PREEMPT);
+    assert_int_equal(d[0].job, 1);
+    assert_string_equal(d[0].reason, "job 3 of team a (higher priority)");
+    reason_is(s, 11 * SEC, 3, "waiting: preempting job 1 of team a");
+    assert_int_equal(fxsc_preempted(s, 1, 12 * SEC, err, sizeof err), 0);
+    assert_int_equal(decide(s, 12 * SEC, d), 1);
+    assert_int_equal(d[0].job, 3);
+    assert_string_equal(d[0].device, "cpu");
+    /* max running: a's GPU job waits for a's running count, not a GPU */
+    fxsc_job g = mkjob(4, "a", FXSC_NORMAL, "", FXSC_GPU, 1, 0);
+    assert_int_equal(fxsc_submit(s, &g, 12 * SEC, err, sizeof err), 0);
+    fxsc_job g2 = mkjob(5, "a", FXSC_NORMAL, "", FXSC_GPU, 1, 0);
+    assert_int_equal(fxsc_submit(s, &g2, 12 * SEC, err, sizeof err), 0);
+    assert_int_equal(decide(s, 12 * SEC, d), 1);
+    assert_int_equal(d[0].job, 4);
+    assert_string_equal(d[0].device, "cuda:0");
+    reason_is(s, 12 * SEC, 5, "team a at 2/2 running jobs");
+    /* moved while queued: job 1 (LOW, cpu) to any GPU; a is still at 2/2 */
+    assert_int_equal(fxsc_update(s, 1, 0, "", FXSC_GPU, err, sizeof err), 0);
+    assert_int_equal(fxsc_remove(s, 3, 13 * SEC, err, sizeof err), 0);
+    assert_int_equal(fxsc_remove(s, 5, 13 * SEC, err, sizeof err), 0);
+    assert_int_equal(decide(s, 13 * SEC, d), 1);
+    assert_int_equal(d[0].job, 1);
+    assert_string_equal(d[0].device, "cuda:1");
+    fxsc_free(s);
+}
+
 /* ---------------------------------------------------------- the simulator */
 
 enum { UNSUBMITTED, QUEUED, RUNNING, DONE };
@@ -983,6 +1031,7 @@ int main(void)
         cmocka_unit_test(test_decay),
         cmocka_unit_test(test_priority),
         cmocka_unit_test(test_nominal_reclaim),
+        cmocka_unit_test(test_quota_priority_and_move),
         cmocka_unit_test(test_fair_share_cpu),
         cmocka_unit_test(test_fair_share_gpu),
         cmocka_unit_test(test_nominal_starts_within_checkpoint),
