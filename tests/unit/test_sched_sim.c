@@ -1015,7 +1015,7 @@ static void test_invariants_random(void **state)
     sim_team(&m, "c", c);
     sim_team(&m, "d", (fxsc_team_cfg){.weight = 1});
     m.arrive = arrive_chaos;
-    sim_run(&m, 12 * HOUR);
+    sim_run(&m, 8 * HOUR);
     print_message("random: %d jobs, %lld starts, %lld preemptions, %lld snapshots checked\n", m.n,
                   (long long)m.starts, (long long)m.preempts, (long long)m.snapshots);
     assert_true(m.n > 1000);
