@@ -334,6 +334,63 @@ static void test_nominal_reclaim(void **state)
     fxsc_free(s);
 }
 
+/* The snapshot's devices and teams: slots, memory (jobs' estimates and
+ * served models' reservations), shares; a reservation the device cannot
+ * hold is refused. */
+static void test_snapshot_views(void **state)
+{
+    (void)state;
+    fxsc_decision d[64];
+    fxsc *s = new_sched(HOUR, MIN, -1);
+    add_dev(s, "cpu", FXSC_CPU, 2, 0);
+    add_dev(s, "cuda:0", FXSC_GPU, 1, 16 * GIB);
+    assert_int_equal(fxsc_reserve(s, "a/m1", "cuda:0", 4 * GIB, err, sizeof err), 0);
+    assert_int_equal(fxsc_reserve(s, "a/m2", "cuda:0", 13 * GIB, err, sizeof err),
+                     FXS_RESOURCE_EXHAUSTED);
+    assert_int_equal(fxsc_reserve(s, "a/m1", "cuda:0", 6 * GIB, err, sizeof err), 0); /* replaced */
+    fxsc_team_cfg b = {.weight = 3, .budget_device_seconds = 7200};
+    b.nominal_slots[FXSC_CPU] = 1;
+    b.nominal_slots[FXSC_GPU] = 1;
+    b.borrow_slots[FXSC_CPU] = 1;
+    assert_int_equal(fxsc_set_team(s, "b", &b, err, sizeof err), 0);
+    fxsc_job g = mkjob(1, "a", FXSC_NORMAL, "cuda:0", FXSC_GPU, 1, 8 * GIB);
+    assert_int_equal(fxsc_submit(s, &g, 0, err, sizeof err), 0);
+    submit(s, 2, "b", FXSC_NORMAL, 2, 0);
+    submit(s, 3, "b", FXSC_NORMAL, 1, 0);
+    assert_int_equal(decide(s, 0, d), 2); /* 3 and 1 */
+    fxsc_view v;
+    assert_int_equal(fxsc_snapshot(s, HOUR, &v, err, sizeof err), 0);
+    assert_int_equal(v.n_devices, 2);
+    assert_string_equal(v.devices[1].name, "cuda:0");
+    assert_int_equal(v.devices[1].slots_used, 1);
+    assert_int_equal(v.devices[1].memory_used, 8 * GIB);
+    assert_int_equal(v.devices[1].memory_reserved, 6 * GIB);
+    assert_int_equal(v.devices[1].reservations, 1);
+    assert_int_equal(v.devices[0].slots_used, 1);
+    /* running first, then queued by position; job 3 fits b's nominal
+     * quota, so it went before job 2, which borrows */
+    assert_int_equal(v.n_jobs, 3);
+    assert_true(v.jobs[0].running && v.jobs[1].running);
+    assert_false(v.jobs[2].running);
+    assert_int_equal(v.jobs[2].id, 2);
+    assert_int_equal(v.jobs[2].position, 1);
+    assert_string_equal(v.jobs[2].reason,
+                        "team b at quota 1/2 cpu slots (nominal 1 + borrow 1): the job needs 2");
+    const fxsc_team_view *ta = tv(&v, "a"), *tb = tv(&v, "b");
+    assert_float_equal(ta->fair_share, 0.25, 1e-9);
+    assert_float_equal(tb->fair_share, 0.75, 1e-9);
+    assert_int_equal(tb->nominal_slots, 2);
+    assert_int_equal(tb->borrow_slots, 1);
+    assert_int_equal(tb->slots_used, 1);
+    assert_int_equal(tb->queued, 1);
+    /* an hour of one slot each: equal shares; b's budget half spent */
+    assert_float_equal(ta->share, 0.5, 1e-6);
+    assert_float_equal(tb->budget_used, 3600, 1e-6);
+    assert_float_equal(tb->budget, 7200, 1e-9);
+    fxsc_view_free(&v);
+    fxsc_free(s);
+}
+
 /* A team at its quota (or its maximum of running jobs) makes room for a
  * higher priority job by preempting its own lower priority one, never
  * another team's; a job moved to another device while queued. */
@@ -1032,6 +1089,7 @@ int main(void)
         cmocka_unit_test(test_priority),
         cmocka_unit_test(test_nominal_reclaim),
         cmocka_unit_test(test_quota_priority_and_move),
+        cmocka_unit_test(test_snapshot_views),
         cmocka_unit_test(test_fair_share_cpu),
         cmocka_unit_test(test_fair_share_gpu),
         cmocka_unit_test(test_nominal_starts_within_checkpoint),
