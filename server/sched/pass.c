@@ -311,6 +311,7 @@ static int process(pass_t *P, int ji)
     if (w)
         P->p->position[ji] = ++P->pos;
 
+    bool waits = true, claims_now = false;
     if (fxsc__budget_spent(t)) {
         if (w)
             reasonf(r, sizeof r, "team %s budget spent: %.0f/%.0f device-seconds in this window",
@@ -321,8 +322,10 @@ static int process(pass_t *P, int ji)
     int team_slots = fxsc__best_effort(t, k) ? 0 : used_for(P, x) + x->j.slots - fxsc__limit(t, k);
     if (team_jobs > 0 || team_slots > 0) {
         if (P->pending[ji] == 0 && try_preempt(P, ji, false, team_slots, team_jobs, w ? r : NULL,
-                                               sizeof r) >= 0)
+                                               sizeof r) >= 0) {
+            claims_now = true;
             goto claimed;
+        }
         if (P->pending[ji] > 0 && w)
             reasonf(r, sizeof r, "waiting: preempting job %lld of team %s",
                      (long long)s->jobs[P->first_victim[ji]].j.id, t->name);
@@ -348,6 +351,7 @@ static int process(pass_t *P, int ji)
             best = d;
     }
     if (best >= 0) {
+        waits = false;
         start(P, ji, best);
         if (push_step(P, ji, FXSC_START, best, 0, NULL) < 0)
             return -1;
@@ -396,6 +400,7 @@ static int process(pass_t *P, int ji)
             return -1;
         if (d >= 0) {
             h = d;
+            claims_now = true;
             goto claimed_hold;
         }
         if (w)
@@ -416,6 +421,14 @@ hold:
                                                                          : (int64_t)x->j.memory_bytes;
     P->holders[h]++;
 done:
+    if (waits && !claims_now && x->claim_dev >= 0 && P->pending[ji] == 0) {
+        /* its victims are gone and it still waits (its team's limits or
+         * budget changed): the claim is stale */
+        if (push_drop(P, ji) < 0)
+            return -1;
+        P->used[x->team][k] -= x->j.slots;
+        x->claim_dev = -1;
+    }
     if (w)
         memcpy(P->p->reason[ji], r, FXSC_REASON_MAX);
     return 0;
@@ -486,13 +499,13 @@ int fxsc__pass(fxsc *s, fxsc__plan *p, bool want_reasons)
         }
         if (x->claim_dev >= 0)
             P.used[x->team][x->j.kind] += x->j.slots;
-        int eprio = x->j.priority;
+        int64_t eprio = x->j.priority;
         if (s->o.aging_ms > 0)
-            eprio += (int)((s->now_ms - x->queued_ms) / s->o.aging_ms);
+            eprio += (s->now_ms - x->queued_ms) / s->o.aging_ms;
         if (eprio > FXSC_HIGH)
             eprio = FXSC_HIGH;
         const fxsc__team *t = &s->teams[x->team];
-        q[nq++] = (qent){i, eprio, t->usage[x->j.kind] / t->cfg.weight, x->j.submit_ms, x->j.id};
+        q[nq++] = (qent){i, (int)eprio, t->usage[x->j.kind] / t->cfg.weight, x->j.submit_ms, x->j.id};
     }
     qsort(q, (size_t)nq, sizeof *q, cmp_qent);
     /* a team over its budget gives back what it runs (the one preemption

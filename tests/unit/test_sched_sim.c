@@ -334,6 +334,111 @@ static void test_nominal_reclaim(void **state)
     fxsc_free(s);
 }
 
+/* The snapshot's devices and teams: slots, memory (jobs' estimates and
+ * served models' reservations), shares; a reservation the device cannot
+ * hold is refused. */
+static void test_snapshot_views(void **state)
+{
+    (void)state;
+    fxsc_decision d[64];
+    fxsc *s = new_sched(HOUR, MIN, -1);
+    add_dev(s, "cpu", FXSC_CPU, 2, 0);
+    add_dev(s, "cuda:0", FXSC_GPU, 1, 16 * GIB);
+    assert_int_equal(fxsc_reserve(s, "a/m1", "cuda:0", 4 * GIB, err, sizeof err), 0);
+    assert_int_equal(fxsc_reserve(s, "a/m2", "cuda:0", 13 * GIB, err, sizeof err),
+                     FXS_RESOURCE_EXHAUSTED);
+    assert_int_equal(fxsc_reserve(s, "a/m1", "cuda:0", 6 * GIB, err, sizeof err), 0); /* replaced */
+    fxsc_team_cfg b = {.weight = 3, .budget_device_seconds = 7200};
+    b.nominal_slots[FXSC_CPU] = 1;
+    b.nominal_slots[FXSC_GPU] = 1;
+    b.borrow_slots[FXSC_CPU] = 1;
+    assert_int_equal(fxsc_set_team(s, "b", &b, err, sizeof err), 0);
+    fxsc_job g = mkjob(1, "a", FXSC_NORMAL, "cuda:0", FXSC_GPU, 1, 8 * GIB);
+    assert_int_equal(fxsc_submit(s, &g, 0, err, sizeof err), 0);
+    submit(s, 2, "b", FXSC_NORMAL, 2, 0);
+    submit(s, 3, "b", FXSC_NORMAL, 1, 0);
+    assert_int_equal(decide(s, 0, d), 2); /* 3 and 1 */
+    fxsc_view v;
+    assert_int_equal(fxsc_snapshot(s, HOUR, &v, err, sizeof err), 0);
+    assert_int_equal(v.n_devices, 2);
+    assert_string_equal(v.devices[1].name, "cuda:0");
+    assert_int_equal(v.devices[1].slots_used, 1);
+    assert_int_equal(v.devices[1].memory_used, 8 * GIB);
+    assert_int_equal(v.devices[1].memory_reserved, 6 * GIB);
+    assert_int_equal(v.devices[1].reservations, 1);
+    assert_int_equal(v.devices[0].slots_used, 1);
+    /* running first, then queued by position; job 3 fits b's nominal
+     * quota, so it went before job 2, which borrows */
+    assert_int_equal(v.n_jobs, 3);
+    assert_true(v.jobs[0].running && v.jobs[1].running);
+    assert_false(v.jobs[2].running);
+    assert_int_equal(v.jobs[2].id, 2);
+    assert_int_equal(v.jobs[2].position, 1);
+    assert_string_equal(v.jobs[2].reason,
+                        "team b at quota 1/2 cpu slots (nominal 1 + borrow 1): the job needs 2");
+    const fxsc_team_view *ta = tv(&v, "a"), *tb = tv(&v, "b");
+    assert_float_equal(ta->fair_share, 0.25, 1e-9);
+    assert_float_equal(tb->fair_share, 0.75, 1e-9);
+    assert_int_equal(tb->nominal_slots, 2);
+    assert_int_equal(tb->borrow_slots, 1);
+    assert_int_equal(tb->slots_used, 1);
+    assert_int_equal(tb->queued, 1);
+    /* an hour of one slot each: equal shares; b's budget half spent */
+    assert_float_equal(ta->share, 0.5, 1e-6);
+    assert_float_equal(tb->budget_used, 3600, 1e-6);
+    assert_float_equal(tb->budget, 7200, 1e-9);
+    fxsc_view_free(&v);
+    fxsc_free(s);
+}
+
+/* A team at its quota (or its maximum of running jobs) makes room for a
+ * higher priority job by preempting its own lower priority one, never
+ * another team's; a job moved to another device while queued. */
+static void test_quota_priority_and_move(void **state)
+{
+    (void)state;
+    fxsc_decision d[64];
+    fxsc *s = new_sched(HOUR, 10 * SEC, -1);
+    add_dev(s, "cpu", FXSC_CPU, 3, 0);
+    add_dev(s, "cuda:0", FXSC_GPU, 1, 0);
+    add_dev(s, "cuda:1", FXSC_GPU, 1, 0);
+    fxsc_team_cfg a = quota(1, 0);
+    a.max_running = 2;
+    assert_int_equal(fxsc_set_team(s, "a", &a, err, sizeof err), 0);
+    submit(s, 1, "a", FXSC_LOW, 1, 0);
+    submit(s, 2, "c", FXSC_LOW, 1, 0);
+    assert_int_equal(decide(s, 0, d), 2);
+    submit(s, 3, "a", FXSC_HIGH, 1, 0);
+    assert_int_equal(decide(s, 5 * SEC, d), 0); /* min run */
+    reason_is(s, 5 * SEC, 3, "team a at quota 1/1 cpu slots (nominal 1 + borrow 0)");
+    assert_int_equal(decide(s, 10 * SEC, d), 1);
+    assert_int_equal(d[0].action, FXSC_PREEMPT);
+    assert_int_equal(d[0].job, 1);
+    assert_string_equal(d[0].reason, "job 3 of team a (higher priority)");
+    reason_is(s, 11 * SEC, 3, "waiting: preempting job 1 of team a");
+    assert_int_equal(fxsc_preempted(s, 1, 12 * SEC, err, sizeof err), 0);
+    assert_int_equal(decide(s, 12 * SEC, d), 1);
+    assert_int_equal(d[0].job, 3);
+    assert_string_equal(d[0].device, "cpu");
+    /* max running: a's GPU job waits for a's running count, not a GPU */
+    fxsc_job g = mkjob(4, "a", FXSC_NORMAL, "", FXSC_GPU, 1, 0);
+    assert_int_equal(fxsc_submit(s, &g, 12 * SEC, err, sizeof err), 0);
+    fxsc_job g2 = mkjob(5, "a", FXSC_NORMAL, "", FXSC_GPU, 1, 0);
+    assert_int_equal(fxsc_submit(s, &g2, 12 * SEC, err, sizeof err), 0);
+    assert_int_equal(decide(s, 12 * SEC, d), 1);
+    assert_int_equal(d[0].job, 4);
+    assert_string_equal(d[0].device, "cuda:0");
+    reason_is(s, 12 * SEC, 5, "team a at 2/2 running jobs");
+    /* moved while queued: job 1 (LOW, cpu) to any GPU; a is still at 2/2 */
+    assert_int_equal(fxsc_update(s, 1, 0, "", FXSC_GPU, err, sizeof err), 0);
+    assert_int_equal(fxsc_remove(s, 3, 13 * SEC, err, sizeof err), 0);
+    assert_int_equal(fxsc_remove(s, 5, 13 * SEC, err, sizeof err), 0);
+    assert_int_equal(decide(s, 13 * SEC, d), 1);
+    assert_int_equal(d[0].job, 1);
+    assert_string_equal(d[0].device, "cuda:1");
+    fxsc_free(s);
+}
+
 /* ---------------------------------------------------------- the simulator */
 
 enum { UNSUBMITTED, QUEUED, RUNNING, DONE };
@@ -967,7 +1072,7 @@ static void test_invariants_random(void **state)
     sim_team(&m, "c", c);
     sim_team(&m, "d", (fxsc_team_cfg){.weight = 1});
     m.arrive = arrive_chaos;
-    sim_run(&m, 12 * HOUR);
+    sim_run(&m, 8 * HOUR);
     print_message("random: %d jobs, %lld starts, %lld preemptions, %lld snapshots checked\n", m.n,
                   (long long)m.starts, (long long)m.preempts, (long long)m.snapshots);
     assert_true(m.n > 1000);
@@ -983,6 +1088,8 @@ int main(void)
         cmocka_unit_test(test_decay),
         cmocka_unit_test(test_priority),
         cmocka_unit_test(test_nominal_reclaim),
+        cmocka_unit_test(test_quota_priority_and_move),
+        cmocka_unit_test(test_snapshot_views),
         cmocka_unit_test(test_fair_share_cpu),
         cmocka_unit_test(test_fair_share_gpu),
         cmocka_unit_test(test_nominal_starts_within_checkpoint),
