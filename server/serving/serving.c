@@ -637,6 +637,27 @@ int fxsv_submit(fxsv_served *m, const fxsv_request *r, char *err, size_t errlen)
     return rc;
 }
 
+static bool on_device(const fxsv_served *m, fx_device dev)
+{
+    fx_device d = fxg_device(m->g);
+    return d.type == dev.type && d.index == dev.index;
+}
+
+int fxsv_serving_pressure(fxsv_serving *sv, fx_device dev)
+{
+    int n = 0;
+    pthread_mutex_lock(&sv->mu);
+    for (entry *e = sv->entries; e; e = e->next) {
+        if (e->current && on_device(e->current, dev))
+            n += fxb_pressure(e->current->b);
+        for (int i = 0; i < e->n_old; i++)
+            if (on_device(e->old[i], dev))
+                n += fxb_pressure(e->old[i]->b);
+    }
+    pthread_mutex_unlock(&sv->mu);
+    return n;
+}
+
 void fxsv_served_stats(fxsv_served *m, fxsv_stats *out)
 {
     pthread_mutex_lock(&m->mu);

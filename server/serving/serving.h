@@ -124,6 +124,13 @@ int fxsv_submit(fxsv_served *m, const fxsv_request *r, char *err, size_t errlen)
  * fit the model) as failed, received at received_ns. */
 void fxsv_served_refused(fxsv_served *m, uint64_t received_ns);
 
+/* Inference waiting on dev: the requests queued or in a running batch for
+ * every served instance placed there (each batcher keeps its count in an
+ * atomic, fxb_pressure; this sums them under the module's lock, which no
+ * request takes). Training's inference-first yield polls it at every step
+ * boundary (training/yield.h). */
+int fxsv_serving_pressure(fxsv_serving *sv, fx_device dev);
+
 /* ---------------------------------------------------------- statistics */
 
 /* ModelStatistics. Per request: success/fail, queue and its batch's times;
