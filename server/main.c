@@ -39,6 +39,7 @@ typedef struct {
     long max_message_mb, max_import_mb, grace_seconds, max_dataset_mb;
     long team_max_models, team_max_weight_mb, team_max_dataset_mb;
     long train_workers, checkpoint_steps;
+    bool inference_first; double training_min_share;
     long max_streams, max_streams_per_client, stream_idle_seconds;
     long long max_model_params;
     fxsv_devices enabled; /* --devices parsed */
@@ -91,6 +92,8 @@ static void usage(FILE *f)
 "  --train-workers N       training jobs running at once (default 1)\n"
 "  --checkpoint-steps N    checkpoint interval of jobs that do not set one,\n"
 "                          in steps (default 500)\n"
+"  --inference-first on|off  training yields to inference on its device (default on)\n"
+"  --training-min-share F  keeping this share of the time at least (default 0.1)\n"
 "\n"
 "Security (docs/fluxiond.md, \"Security\"). Without tokens or mTLS the daemon\n"
 "runs in local mode: every caller is an admin, allowed on a loopback address\n"
@@ -141,7 +144,8 @@ static int parse_args(int argc, char **argv, options *o)
     enum { O_LISTEN = 1000, O_DATA, O_DEVICE, O_THREADS, O_RPC, O_POLL, O_MSG,
            O_IMPORT, O_PARAMS, O_GRACE, O_LEVEL, O_FORMAT, O_VERSION, O_DSMAX, O_DSQUOTA,
            O_TWORKERS, O_CKPT, O_STREAMS, O_PEER_STREAMS, O_IDLE, O_TMODELS, O_TWEIGHTS,
-           O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_TLS_REQUIRE, O_INSECURE, O_INIT_TOKEN };
+           O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_TLS_REQUIRE, O_INSECURE, O_INIT_TOKEN,
+           O_INFER_FIRST, O_MIN_SHARE };
     static const struct option longs[] = {
         { "listen", required_argument, 0, O_LISTEN },
         { "data-dir", required_argument, 0, O_DATA },
@@ -169,6 +173,8 @@ static int parse_args(int argc, char **argv, options *o)
         { "init-admin-token", required_argument, 0, O_INIT_TOKEN },
         { "train-workers", required_argument, 0, O_TWORKERS },
         { "checkpoint-steps", required_argument, 0, O_CKPT },
+        { "inference-first", required_argument, 0, O_INFER_FIRST },
+        { "training-min-share", required_argument, 0, O_MIN_SHARE },
         { "grace-seconds", required_argument, 0, O_GRACE },
         { "log-level", required_argument, 0, O_LEVEL },
         { "log-format", required_argument, 0, O_FORMAT },
@@ -183,9 +189,11 @@ static int parse_args(int argc, char **argv, options *o)
                     .max_message_mb = 64, .max_import_mb = 4096, .grace_seconds = 5,
                     .max_model_params = 1LL << 30, .max_dataset_mb = 16384,
                     .train_workers = 1, .checkpoint_steps = 500,
+                    .inference_first = true, .training_min_share = 0.1,
                     .max_streams = 64, .stream_idle_seconds = 60 };
     int c;
     long v;
+    char *end;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "h", longs, NULL)) != -1) {
         switch (c) {
@@ -219,6 +227,15 @@ static int parse_args(int argc, char **argv, options *o)
         case O_INIT_TOKEN: o->init_admin_token = optarg; break;
         case O_TWORKERS: if (parse_long("--train-workers", optarg, 1, 256, &o->train_workers)) return 2; break;
         case O_CKPT: if (parse_long("--checkpoint-steps", optarg, 1, LONG_MAX, &o->checkpoint_steps)) return 2; break;
+        case O_INFER_FIRST:
+            if ((o->inference_first = !strcmp(optarg, "on")) || !strcmp(optarg, "off")) break;
+            fprintf(stderr, "fluxiond: --inference-first: '%s' is not on or off\n", optarg);
+            return 2;
+        case O_MIN_SHARE:
+            o->training_min_share = strtod(optarg, &end);
+            if (end != optarg && !*end && o->training_min_share >= 0 && o->training_min_share <= 1) break;
+            fprintf(stderr, "fluxiond: --training-min-share: '%s' is not a number in [0, 1]\n", optarg);
+            return 2;
         case O_GRACE: if (parse_long("--grace-seconds", optarg, 0, 3600, &o->grace_seconds)) return 2; break;
         case O_LEVEL: o->log_level = optarg; break;
         case O_FORMAT: o->log_format = optarg; break;
@@ -726,6 +743,8 @@ int main(int argc, char **argv)
                            .workers = (int)o.train_workers,
                            .checkpoint_every_steps = o.checkpoint_steps,
                            .max_params = d.max_params,
+                           .inference_first = o.inference_first,
+                           .training_min_share = o.training_min_share,
                            .devices = &d.devices }, &d.jobs, err, sizeof err) != 0) {
         fxl_log(FXL_ERROR, "main", "cannot start the training jobs error=\"%s\"", err);
         return 1;

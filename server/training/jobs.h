@@ -39,6 +39,12 @@ typedef struct {
     int64_t checkpoint_every_steps; /* default for specs that say 0; 0: 500 */
     uint64_t max_params;           /* graph limit, as for serving */
     const fxsv_devices *devices;    /* enabled (outlives the module); NULL: cpu only */
+    /* Inference first (training/yield.h, fluxiond --inference-first, default
+     * on there; false here): a running job waits at its step boundaries
+     * while requests for served models wait on its device, keeping at least
+     * training_min_share ([0, 1], fluxiond's default 0.1) of the time. */
+    bool inference_first;
+    double training_min_share;
 } fxj_jobs_opts;
 
 /* Starts the workers and resumes the stored RUNNING and QUEUED jobs: 0
