@@ -82,6 +82,7 @@ struct fxb_batcher {
      * -1 just before its done call. Read without the lock (fxb_pressure) by
      * training's inference-first yield at every step boundary. */
     atomic_int pressure;
+    _Atomic uint64_t last_active; /* ns: the last submit or answer */
 };
 
 static __thread fxb_batcher *tl_batcher; /* the batcher whose thread this is */
@@ -215,6 +216,7 @@ int fxb_submit(fxb_batcher *b, const fxb_request *r, char *err, size_t errlen)
     l->tail = q;
     b->n_queued++;
     atomic_fetch_add(&b->pressure, 1);
+    atomic_store_explicit(&b->last_active, q->received, memory_order_relaxed);
     if (q->deadline < b->reaper_wake)
         pthread_cond_signal(&b->reaper_cv);
     if (r->may_run_inline && run_inline(b))
@@ -227,6 +229,7 @@ int fxb_submit(fxb_batcher *b, const fxb_request *r, char *err, size_t errlen)
 const fxb_config *fxb_get_config(const fxb_batcher *b) { return &b->c; }
 
 int fxb_pressure(fxb_batcher *b) { return atomic_load(&b->pressure); }
+uint64_t fxb_last_active_ns(fxb_batcher *b) { return atomic_load(&b->last_active); }
 
 /* ----------------------------------------------------- forming a batch */
 
@@ -327,6 +330,7 @@ static void finish(fxb_batcher *b, req *q, int status, const char *err, const fx
     int expect = RQ_RUNNING;
     if (!atomic_compare_exchange_strong(&q->state, &expect, RQ_DONE))
         return;
+    atomic_store_explicit(&b->last_active, fxb_mono_ns(), memory_order_relaxed);
     atomic_fetch_sub(&b->pressure, 1); /* before the done call, which may free b */
     q->r.done(q->r.user, status, err, outs, t);
 }

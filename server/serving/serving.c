@@ -643,19 +643,34 @@ static bool on_device(const fxsv_served *m, fx_device dev)
     return d.type == dev.type && d.index == dev.index;
 }
 
-int fxsv_serving_pressure(fxsv_serving *sv, fx_device dev)
+static void add_activity(fxsv_served *m, fx_device dev, int *n, uint64_t *last)
+{
+    if (!m || !on_device(m, dev))
+        return;
+    *n += fxb_pressure(m->b);
+    uint64_t t = fxb_last_active_ns(m->b);
+    *last = t > *last ? t : *last;
+}
+
+int fxsv_serving_activity(fxsv_serving *sv, fx_device dev, uint64_t *last_active_ns)
 {
     int n = 0;
+    uint64_t last = 0;
     pthread_mutex_lock(&sv->mu);
     for (entry *e = sv->entries; e; e = e->next) {
-        if (e->current && on_device(e->current, dev))
-            n += fxb_pressure(e->current->b);
+        add_activity(e->current, dev, &n, &last);
         for (int i = 0; i < e->n_old; i++)
-            if (on_device(e->old[i], dev))
-                n += fxb_pressure(e->old[i]->b);
+            add_activity(e->old[i], dev, &n, &last);
     }
     pthread_mutex_unlock(&sv->mu);
+    if (last_active_ns)
+        *last_active_ns = last;
     return n;
+}
+
+int fxsv_serving_pressure(fxsv_serving *sv, fx_device dev)
+{
+    return fxsv_serving_activity(sv, dev, NULL);
 }
 
 void fxsv_served_stats(fxsv_served *m, fxsv_stats *out)

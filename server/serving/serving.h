@@ -130,6 +130,10 @@ void fxsv_served_refused(fxsv_served *m, uint64_t received_ns);
  * request takes). Training's inference-first yield polls it at every step
  * boundary (training/yield.h). */
 int fxsv_serving_pressure(fxsv_serving *sv, fx_device dev);
+/* The same, and *last_active_ns (may be NULL): when a request there was last
+ * submitted or answered (fxu_mono_ns; 0: never), for a yield that lingers
+ * between the requests of a stream (batcher.h fxb_last_active_ns). */
+int fxsv_serving_activity(fxsv_serving *sv, fx_device dev, uint64_t *last_active_ns);
 
 /* ---------------------------------------------------------- statistics */
 

@@ -96,10 +96,20 @@ uint64_t fxt_yield_step(fxt_yield *y)
 
 void fxt_yield_hook(void *data) { fxt_yield_step(data); }
 
+/* The requests on the job's device, or 1 while the last one there was
+ * submitted or answered less than FXT_YIELD_LINGER_S ago: a closed-loop
+ * client sends its next request a round trip after its answer, and most of
+ * a request's time is spent outside the batcher (gRPC, the network), where
+ * the count does not see it. */
 static int serving_pressure(void *data)
 {
     const fxt_yield *y = data;
-    return fxsv_serving_pressure(y->sv, y->dev);
+    uint64_t last = 0;
+    int n = fxsv_serving_activity(y->sv, y->dev, &last);
+    if (n > 0)
+        return n;
+    uint64_t now = fxu_mono_ns();
+    return last && now - last < (uint64_t)(FXT_YIELD_LINGER_S * 1e9) ? 1 : 0;
 }
 
 void fxt_yield_serving(fxt_yield *y, fxsv_serving *sv, fx_device dev, double min_share)

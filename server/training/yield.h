@@ -4,8 +4,10 @@
  * models wait on its device.
  *
  * At a step boundary the job asks for the pressure on its device (serving.h
- * fxsv_serving_pressure: requests queued or running there). While it is
- * above 0 the job sleeps in short polls (FXT_YIELD_POLL_S), so the batchers
+ * fxsv_serving_activity: requests queued or running there, or one submitted
+ * or answered less than FXT_YIELD_LINGER_S ago, since a client's next
+ * request follows its answer by a round trip). While it is above 0 the job
+ * sleeps in short polls (FXT_YIELD_POLL_S), so the batchers
  * have the device, and the CPU cores on the CPU, to themselves; it goes on
  * as soon as the pressure is gone. Two bounds keep the job alive under
  * steady load:
@@ -43,6 +45,7 @@
 #define FXT_YIELD_WINDOW_S 2.0
 #define FXT_YIELD_MAX_WAIT_S 0.2
 #define FXT_YIELD_POLL_S 0.0002
+#define FXT_YIELD_LINGER_S 0.003 /* fxt_yield_serving: see yield.c */
 
 typedef struct {
     double min_share;  /* [0, 1]: training's least share of the window */

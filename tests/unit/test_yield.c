@@ -229,6 +229,7 @@ static int ans_answer(void *user, int status, const char *err, const fxsv_output
     return status;
 }
 
+static uint64_t A_last_sent;
 static answers A = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, { 0 } };
 
 static void ans_send(void *user, int status, const char *err)
@@ -237,6 +238,7 @@ static void ans_send(void *user, int status, const char *err)
     pthread_mutex_lock(&A.mu);
     A.status[(intptr_t)user] = status;
     A.sent++;
+    A_last_sent = fxu_mono_ns();
     pthread_cond_broadcast(&A.cv);
     pthread_mutex_unlock(&A.mu);
 }
@@ -283,16 +285,19 @@ static void test_serving_pressure_counts_queued(void **state)
     assert_int_equal(fxdb_store_open(dir, &st, err, sizeof err), 0);
     assert_int_equal(fxsv_serving_create(st, NULL, &sv, err, sizeof err), 0);
     store_model(st, "default/m");
-    /* a batch waits up to 10 s for more requests than will come */
+    /* a batch waits up to 2 s for more requests than will come */
     fxb_config c;
     fxb_config_default(&c);
     c.max_batch_size = 64;
-    c.max_queue_delay_us = 10000000;
+    c.max_queue_delay_us = 2000000;
     if (fxsv_serving_set_config(sv, "default/m", &c, err, sizeof err) ||
         fxsv_serving_load(sv, "default/m", err, sizeof err))
         fail_msg("%s", err);
-    assert_int_equal(fxsv_serving_pressure(sv, fx_cpu()), 0);
+    uint64_t last = 1;
+    assert_int_equal(fxsv_serving_activity(sv, fx_cpu(), &last), 0);
+    assert_int_equal(last, 0); /* never a request */
 
+    uint64_t t0 = fxu_mono_ns();
     fxsv_served *m;
     assert_int_equal(fxsv_serving_acquire(sv, "default/m", 0, &m, err, sizeof err), 0);
     float x[3][4] = { { 1, 2, 3, 4 }, { 0 }, { -1 } };
@@ -307,14 +312,19 @@ static void test_serving_pressure_counts_queued(void **state)
     fx_device gpu = { .type = FX_DEV_CUDA, .index = 0 };
     assert_int_equal(fxsv_serving_pressure(sv, gpu), 0);
     assert_int_equal(A.sent, 0);
-    /* unloading answers them (UNAVAILABLE) once the last reference goes */
-    assert_int_equal(fxsv_serving_unload(sv, "default/m", err, sizeof err), 0);
-    fxsv_served_release(m);
+    assert_int_equal(fxsv_serving_activity(sv, fx_cpu(), &last), 3);
+    assert_true(last >= t0);
+    /* answered (one batch, after the delay): no pressure left, and the
+     * activity is the answer's */
     pthread_mutex_lock(&A.mu);
     while (A.sent < 3)
         pthread_cond_wait(&A.cv, &A.mu);
     pthread_mutex_unlock(&A.mu);
-    assert_int_equal(fxsv_serving_pressure(sv, fx_cpu()), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(A.status[i], 0);
+    assert_int_equal(fxsv_serving_activity(sv, fx_cpu(), &last), 0);
+    assert_true(last >= t0 + 1000000000u);
+    fxsv_served_release(m);
 
     /* served again with no delay: answered requests leave no pressure */
     c.max_queue_delay_us = 0;
@@ -332,6 +342,22 @@ static void test_serving_pressure_counts_queued(void **state)
     pthread_mutex_unlock(&A.mu);
     assert_int_equal(A.status[0], 0);
     assert_int_equal(fxsv_serving_pressure(sv, fx_cpu()), 0);
+    /* a job on the CPU just after it waits for the linger (the client's next
+     * request is near), then no more; a job on another device not at all */
+    fxt_yield y, other;
+    fxt_yield_serving(&y, sv, fx_cpu(), 0);
+    fxt_yield_serving(&other, sv, gpu, 0);
+    assert_int_equal(fxt_yield_step(&other), 0);
+    uint64_t linger = (uint64_t)(FXT_YIELD_LINGER_S * 1e9);
+    bool fresh = fxu_mono_ns() - A_last_sent < linger / 2; /* not so on a loaded machine */
+    uint64_t waited = fxt_yield_step(&y);
+    assert_true(waited <= (uint64_t)(FXT_YIELD_MAX_WAIT_S * 1e9) + 50000000u);
+    if (fresh)
+        assert_true(waited > 0);
+    /* it waited until the linger was over (less the send's own time) */
+    assert_true(fxu_mono_ns() - A_last_sent + 1000000u >= linger);
+    usleep(10000);
+    assert_int_equal(fxt_yield_step(&y), 0);
     fxsv_served_release(m);
 
     fxsv_serving_free(sv);
