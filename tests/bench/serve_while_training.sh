@@ -13,7 +13,9 @@
 #   alone  fluxion-bench serve on ON with no job running
 #   on     the same while a job trains on ON
 #   off    the same while a job trains on OFF
-# and once per round "train alone": a job on ON with no requests. A job
+# and once per round "training alone": a job on ON, then on OFF, with no
+# requests (each mode's job is compared with its own daemon's: the
+# difference between the two is what the yield's checks cost a job). A job
 # is submitted for each measurement and cancelled after it (so no job runs
 # outside its own row). The job's samples/s is its steps over the
 # measurement (from its PROGRESS events' step and unix_ms) times its batch
@@ -115,11 +117,14 @@ for r in $(seq 1 "$ROUNDS"); do
       job_stop "$S"
     done
   done
-  job_start "$ON"
-  t0=$(now_ms); sleep $((SECS + 1)); t1=$(now_ms)
-  sleep 0.6
-  echo "train 0 {} $(job_rate "$t0" "$t1")" >>"$W/runs"
-  job_stop "$ON"
+  for M in on off; do
+    S=$ON; [ "$M" = off ] && S=$OFF
+    job_start "$S"
+    t0=$(now_ms); sleep $((SECS + 1)); t1=$(now_ms)
+    sleep 0.6
+    echo "train-$M 0 {} $(job_rate "$t0" "$t1")" >>"$W/runs"
+    job_stop "$S"
+  done
   echo "round $r done, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 done
 
@@ -132,7 +137,7 @@ for line in open(sys.argv[1]):
     rate = rest[end:].strip()
     rows.setdefault((mode, int(c)), []).append((dec, float(rate) if rate else None))
 med = lambda xs: statistics.median(xs) if xs else float("nan")
-train = med([x[1] for x in rows.get(("train", 0), [])])
+train = {m: med([x[1] for x in rows.get(("train-" + m, 0), [])]) for m in ("on", "off")}
 print("Serving examples/models/mlp.json (fluxion-bench serve, %s s per run) while"
       " examples/jobs/mlp-blobs.json trains on the same CPU; medians of %s"
       " interleaved rounds." % (sys.argv[3], sys.argv[2]))
@@ -153,7 +158,9 @@ for c in sorted({c for (_, c) in rows if c}):
         job = med([x[1] for x in rs if x[1] is not None and x[1] == x[1]]) if mode != "alone" else None
         print("| %d | %s | %.0f | %.0f | %.0f | %.2fx | %s | %s |" % (
             c, label, rps, p50, p99, p99 / a99,
-            "%.0f" % job if job else "-", "%.2f" % (job / train) if job else "-"))
-print("| - | none (training alone) | - | - | - | - | %.0f | 1.00 |" % train)
+            "%.0f" % job if job else "-", "%.2f" % (job / train[mode]) if job else "-"))
+for m in ("on", "off"):
+    print("| - | none: training alone, --inference-first %s | - | - | - | - | %.0f | 1.00 |"
+          % (m, train[m]))
 PY
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
