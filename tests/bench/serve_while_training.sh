@@ -74,7 +74,7 @@ job_start() {
   "$B/fluxion" --server "$1" --json job watch "$JOB" >"$W/watch.$JOB" 2>/dev/null &
   WPID=$!
   for _ in $(seq 1 100); do
-    grep -q '"PROGRESS"' "$W/watch.$JOB" && break
+    grep -qs '"PROGRESS"' "$W/watch.$JOB" && break
     sleep 0.1
   done
   sleep 0.5
