@@ -70,6 +70,8 @@ void fxf_usage(FILE *f)
 "                          preempted (default 60; docs/scheduling.md)\n"
 "  --checkpoint-steps N    checkpoint interval of jobs that do not set one,\n"
 "                          in steps (default 500)\n"
+"  --inference-first on|off  training yields to inference on its device (default on)\n"
+"  --training-min-share F  keeping this share of the time at least (default 0.1)\n"
 "\n"
 "Security (docs/fluxiond.md, \"Security\"). Without tokens or mTLS the daemon\n"
 "runs in local mode: every caller is an admin, allowed on a loopback address\n"
@@ -121,7 +123,8 @@ int fxf_parse(int argc, char **argv, fxf_options *o)
     enum { O_LISTEN = 1000, O_DATA, O_DEVICE, O_THREADS, O_RPC, O_POLL, O_MSG,
            O_IMPORT, O_PARAMS, O_GRACE, O_LEVEL, O_FORMAT, O_VERSION, O_DSMAX, O_DSQUOTA,
            O_TWORKERS, O_CKPT, O_STREAMS, O_PEER_STREAMS, O_IDLE, O_TMODELS, O_TWEIGHTS,
-           O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_TLS_REQUIRE, O_INSECURE, O_INIT_TOKEN, O_HALF_LIFE, O_MIN_RUN };
+           O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_TLS_REQUIRE, O_INSECURE, O_INIT_TOKEN, O_HALF_LIFE, O_MIN_RUN,
+           O_INFER_FIRST, O_MIN_SHARE };
     static const struct option longs[] = {
         { "listen", required_argument, 0, O_LISTEN },
         { "data-dir", required_argument, 0, O_DATA },
@@ -155,6 +158,8 @@ int fxf_parse(int argc, char **argv, fxf_options *o)
         { "sched-half-life-minutes", required_argument, 0, O_HALF_LIFE },
         { "sched-min-run-seconds", required_argument, 0, O_MIN_RUN },
         { "checkpoint-steps", required_argument, 0, O_CKPT },
+        { "inference-first", required_argument, 0, O_INFER_FIRST },
+        { "training-min-share", required_argument, 0, O_MIN_SHARE },
         { "grace-seconds", required_argument, 0, O_GRACE },
         { "log-level", required_argument, 0, O_LEVEL },
         { "log-format", required_argument, 0, O_FORMAT },
@@ -168,7 +173,8 @@ int fxf_parse(int argc, char **argv, fxf_options *o)
                     .rpc_threads = 8, .poll_threads = 2,
                     .max_message_mb = 64, .max_import_mb = 4096, .grace_seconds = 5,
                     .max_model_params = 1LL << 30, .max_dataset_mb = 16384,
-                    .train_workers = 1, .checkpoint_steps = 500, .sched_min_run_s = -1,
+                    .train_workers = 1, .checkpoint_steps = 500,
+                    .inference_first = true, .training_min_share = 0.1, .sched_min_run_s = -1,
                     .max_streams = 64, .stream_idle_seconds = 60 };
     int c;
     long v;
@@ -212,6 +218,19 @@ int fxf_parse(int argc, char **argv, fxf_options *o)
         case O_TWORKERS: if (parse_long("--cpu-slots", optarg, 1, 256, &o->train_workers)) return 2; break;
         case O_HALF_LIFE: if (parse_long("--sched-half-life-minutes", optarg, 1, 525600, &o->sched_half_life_min)) return 2; break;
         case O_MIN_RUN: if (parse_long("--sched-min-run-seconds", optarg, 0, 86400, &o->sched_min_run_s)) return 2; break;
+        case O_INFER_FIRST:
+            if ((o->inference_first = !strcmp(optarg, "on")) || !strcmp(optarg, "off")) break;
+            fprintf(stderr, "fluxiond: --inference-first: '%s' is not on or off\n", optarg);
+            return 2;
+        case O_MIN_SHARE: {
+            char *end;
+            o->training_min_share = strtod(optarg, &end);
+            if (end != optarg && !*end && o->training_min_share >= 0 && o->training_min_share <= 1)
+                break;
+            fprintf(stderr, "fluxiond: --training-min-share: '%s' is not a number in [0, 1]\n",
+                    optarg);
+            return 2;
+        }
         case O_CKPT: if (parse_long("--checkpoint-steps", optarg, 1, LONG_MAX, &o->checkpoint_steps)) return 2; break;
         case O_GRACE: if (parse_long("--grace-seconds", optarg, 0, 3600, &o->grace_seconds)) return 2; break;
         case O_LEVEL: o->log_level = optarg; break;

@@ -20,6 +20,7 @@ typedef struct {
     long team_max_models, team_max_weight_mb, team_max_dataset_mb;
     double team_weight; long team_cpu_slots, team_gpu_slots; /* teams' scheduling defaults */
     long train_workers, checkpoint_steps;
+    bool inference_first; double training_min_share;
     long sched_half_life_min; /* 0: the core's default */
     long sched_min_run_s;     /* -1: the core's default; 0: none (1 ms) */
     long max_streams, max_streams_per_client, stream_idle_seconds;

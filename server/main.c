@@ -467,6 +467,8 @@ int main(int argc, char **argv)
                            .workers = (int)o.train_workers,
                            .checkpoint_every_steps = o.checkpoint_steps,
                            .max_params = d.max_params,
+                           .inference_first = o.inference_first,
+                           .training_min_share = o.training_min_share,
                            .devices = &d.devices,
                            .sched_half_life_ms = o.sched_half_life_min * 60000,
                            .sched_min_run_ms = o.sched_min_run_s < 0    ? 0

@@ -77,6 +77,12 @@ struct fxb_batcher {
     struct instance *inl;  /* NULL: not offered (a GPU device, no slot left) */
     bool inl_busy;
     int n_running;         /* batches running, inline included */
+
+    /* Requests queued or in a running batch: +1 when fxb_submit queues one,
+     * -1 just before its done call. Read without the lock (fxb_pressure) by
+     * training's inference-first yield at every step boundary. */
+    atomic_int pressure;
+    _Atomic uint64_t last_active; /* ns: the last submit or answer */
 };
 
 static __thread fxb_batcher *tl_batcher; /* the batcher whose thread this is */
@@ -209,6 +215,8 @@ int fxb_submit(fxb_batcher *b, const fxb_request *r, char *err, size_t errlen)
         l->head = q;
     l->tail = q;
     b->n_queued++;
+    atomic_fetch_add(&b->pressure, 1);
+    atomic_store_explicit(&b->last_active, q->received, memory_order_relaxed);
     if (q->deadline < b->reaper_wake)
         pthread_cond_signal(&b->reaper_cv);
     if (r->may_run_inline && run_inline(b))
@@ -219,6 +227,9 @@ int fxb_submit(fxb_batcher *b, const fxb_request *r, char *err, size_t errlen)
 }
 
 const fxb_config *fxb_get_config(const fxb_batcher *b) { return &b->c; }
+
+int fxb_pressure(fxb_batcher *b) { return atomic_load(&b->pressure); }
+uint64_t fxb_last_active_ns(fxb_batcher *b) { return atomic_load(&b->last_active); }
 
 /* ----------------------------------------------------- forming a batch */
 
@@ -313,12 +324,14 @@ typedef struct instance {
 } instance;
 
 /* Answers q (unless the reaper did) with status/err or its outputs. */
-static void finish(req *q, int status, const char *err, const fxb_output *outs,
+static void finish(fxb_batcher *b, req *q, int status, const char *err, const fxb_output *outs,
                    const fxb_timing *t)
 {
     int expect = RQ_RUNNING;
     if (!atomic_compare_exchange_strong(&q->state, &expect, RQ_DONE))
         return;
+    atomic_store_explicit(&b->last_active, fxb_mono_ns(), memory_order_relaxed);
+    atomic_fetch_sub(&b->pressure, 1); /* before the done call, which may free b */
     q->r.done(q->r.user, status, err, outs, t);
 }
 
@@ -401,7 +414,7 @@ static void answer(fxb_batcher *b, instance *in, req **r, int n, int status, con
             int st = status ? status
                             : fxb_io_split(&in->io, n == 1, q->r.inputs, q->samples, row,
                                            b->out_var, b->c.pad_variable_dims);
-            finish(q, st, status ? err : st ? "out of memory splitting the batch" : "",
+            finish(b, q, st, status ? err : st ? "out of memory splitting the batch" : "",
                    st ? NULL : in->io.outs, tm);
             fxb_io_unsplit(&in->io);
         }
@@ -588,6 +601,7 @@ static void *reaper_main(void *arg)
                 if (q->deadline <= now) {
                     unlink_req(b, q);
                     atomic_store(&q->state, RQ_DONE);
+                    atomic_fetch_sub(&b->pressure, 1);
                     q->next = expired;
                     expired = q;
                 } else if (q->deadline < next) {
@@ -603,8 +617,10 @@ static void *reaper_main(void *arg)
                 if (q->deadline <= now && st == RQ_RUNNING && n_late < 64) {
                     int expect = RQ_RUNNING;
                     /* copied: the instance frees q once its batch ends */
-                    if (atomic_compare_exchange_strong(&q->state, &expect, RQ_DONE))
+                    if (atomic_compare_exchange_strong(&q->state, &expect, RQ_DONE)) {
                         late[n_late++] = (typeof(late[0])){ q->r.done, q->r.user };
+                        atomic_fetch_sub(&b->pressure, 1);
+                    }
                 } else if (q->deadline <= now) {
                     next = now + 100000; /* still copying its inputs: look again soon */
                 } else if (q->deadline < next) {
@@ -696,6 +712,7 @@ int fxb_create(const fxg_graph *g, const fxb_config *c, fxb_batch_fn on_batch, v
     pthread_cond_init(&b->reaper_cv, &ca);
     pthread_condattr_destroy(&ca);
     atomic_init(&b->refs, 1);
+    atomic_init(&b->pressure, 0);
     if (b->device.type == FX_DEV_CPU && c->instances < FXB_MAX_INSTANCES) {
         b->inl = calloc(1, sizeof *b->inl);
         if (b->inl && !instance_init(b, b->inl)) {
@@ -731,6 +748,7 @@ void fxb_free(fxb_batcher *b)
         while (b->lv[l].head) {
             req *q = b->lv[l].head;
             unlink_req(b, q);
+            atomic_fetch_sub(&b->pressure, 1);
             q->next = drop;
             drop = q;
         }

@@ -158,6 +158,14 @@ void fxb_free(fxb_batcher *b);
 int fxb_submit(fxb_batcher *b, const fxb_request *r, char *err, size_t errlen);
 
 const fxb_config *fxb_get_config(const fxb_batcher *b);
+/* Requests queued or in a running batch now (not yet answered): a lock-free
+ * read of a counter kept at submit and at each answer, for training's
+ * inference-first yield (serving.h fxsv_serving_pressure). */
+int fxb_pressure(fxb_batcher *b);
+/* When (fxb_mono_ns) a request was last submitted or answered by a batch;
+ * 0: never. Requests come in streams: one just answered says the next is
+ * near (its client's round trip), which the count alone does not. */
+uint64_t fxb_last_active_ns(fxb_batcher *b);
 uint64_t fxb_mono_ns(void);
 
 #endif

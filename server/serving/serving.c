@@ -637,6 +637,42 @@ int fxsv_submit(fxsv_served *m, const fxsv_request *r, char *err, size_t errlen)
     return rc;
 }
 
+static bool on_device(const fxsv_served *m, fx_device dev)
+{
+    fx_device d = fxg_device(m->g);
+    return d.type == dev.type && d.index == dev.index;
+}
+
+static void add_activity(fxsv_served *m, fx_device dev, int *n, uint64_t *last)
+{
+    if (!m || !on_device(m, dev))
+        return;
+    *n += fxb_pressure(m->b);
+    uint64_t t = fxb_last_active_ns(m->b);
+    *last = t > *last ? t : *last;
+}
+
+int fxsv_serving_activity(fxsv_serving *sv, fx_device dev, uint64_t *last_active_ns)
+{
+    int n = 0;
+    uint64_t last = 0;
+    pthread_mutex_lock(&sv->mu);
+    for (entry *e = sv->entries; e; e = e->next) {
+        add_activity(e->current, dev, &n, &last);
+        for (int i = 0; i < e->n_old; i++)
+            add_activity(e->old[i], dev, &n, &last);
+    }
+    pthread_mutex_unlock(&sv->mu);
+    if (last_active_ns)
+        *last_active_ns = last;
+    return n;
+}
+
+int fxsv_serving_pressure(fxsv_serving *sv, fx_device dev)
+{
+    return fxsv_serving_activity(sv, dev, NULL);
+}
+
 void fxsv_served_stats(fxsv_served *m, fxsv_stats *out)
 {
     pthread_mutex_lock(&m->mu);

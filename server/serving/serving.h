@@ -124,6 +124,18 @@ int fxsv_submit(fxsv_served *m, const fxsv_request *r, char *err, size_t errlen)
  * fit the model) as failed, received at received_ns. */
 void fxsv_served_refused(fxsv_served *m, uint64_t received_ns);
 
+/* Inference waiting on dev: the requests queued or in a running batch for
+ * every served instance placed there. Each batcher keeps its count in an
+ * atomic (fxb_pressure), so requests pay one atomic add and one subtract;
+ * this sums them under the module's lock, held for the walk of the loaded
+ * models only (as a request's fxsv_serving_acquire holds it). Training's
+ * inference-first yield polls it at every step boundary (training/yield.h). */
+int fxsv_serving_pressure(fxsv_serving *sv, fx_device dev);
+/* The same, and *last_active_ns (may be NULL): when a request there was last
+ * submitted or answered (fxu_mono_ns; 0: never), for a yield that lingers
+ * between the requests of a stream (batcher.h fxb_last_active_ns). */
+int fxsv_serving_activity(fxsv_serving *sv, fx_device dev, uint64_t *last_active_ns);
+
 /* ---------------------------------------------------------- statistics */
 
 /* ModelStatistics. Per request: success/fail, queue and its batch's times;

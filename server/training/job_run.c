@@ -28,6 +28,7 @@
 #include "training/jobs_internal.h"
 #include "training/tbevents.h"
 #include "training/train.h"
+#include "training/yield.h"
 
 /* Progress is written to the store at checkpoints and at most this often. */
 #define PERSIST_EVERY_NS (10ull * 1000000000ull)
@@ -367,7 +368,11 @@ static void requeue(fxj_jobs *j, job *x)
 static void train(fxj_jobs *j, job *x, run_ctx *r, run_inputs *in)
 {
     char err[FXS_ERRLEN] = "";
+    fxt_yield y; /* inference first (yield.h) */
+    fxt_yield_serving(&y, j->sv, in->device, j->opts.training_min_share);
     fxt_hooks h = { .on_progress = hook_progress, .on_eval = hook_eval,
+                    .yield = j->opts.inference_first && j->sv ? fxt_yield_hook : NULL,
+                    .yield_data = &y,
                     .on_checkpoint = hook_checkpoint, .on_scalar = hook_scalar,
                     .should_stop = hook_stop, .data = r,
                     .checkpoint_every_steps = j->opts.checkpoint_every_steps,

@@ -51,6 +51,12 @@ typedef struct {
     const fxsv_devices *devices;    /* enabled (outlives the module); NULL: cpu only */
     int64_t sched_half_life_ms;    /* usage decay (sched.h); 0: 1 hour */
     int64_t sched_min_run_ms;      /* no preemption before; 0: 60 s */
+    /* Inference first (training/yield.h, fluxiond --inference-first, default
+     * on there; false here): a running job waits at its step boundaries
+     * while requests for served models wait on its device, keeping at least
+     * training_min_share ([0, 1], fluxiond's default 0.1) of the time. */
+    bool inference_first;
+    double training_min_share;
 } fxj_jobs_opts;
 
 /* Starts the workers and resumes the stored RUNNING and QUEUED jobs: 0

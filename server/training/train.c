@@ -398,6 +398,8 @@ static fxt_result loop(run_t *r)
                                                         : 500;
     int64_t last_eval = -1;
     while (r->step < p->total_steps && !r->stop_early) {
+        if (r->hk->yield)
+            r->hk->yield(r->hk->yield_data ? r->hk->yield_data : r->hk->data);
         if (r->hk->should_stop && r->hk->should_stop(r->hk->data)) {
             fxt__checkpoint(r, true); /* not stored: resumed from the one before */
             return FXT_STOPPED;

@@ -61,6 +61,12 @@ typedef struct {
     /* Polled between steps: true stops the run (FXT_STOPPED) after a
      * checkpoint of the current step. */
     bool (*should_stop)(void *data);
+    /* Called at every step boundary, before should_stop: may block for a
+     * while to let inference on the job's device go first (yield.h:
+     * fxt_yield_hook with an fxt_yield as yield_data). NULL: never yields.
+     * The results do not depend on it, only the wall time. */
+    void (*yield)(void *data);
+    void *yield_data; /* NULL: data */
     void *data;
     double progress_interval_s;
     int64_t checkpoint_every_steps; /* when the spec says 0; 0: 500 */

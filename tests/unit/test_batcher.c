@@ -464,6 +464,41 @@ static void test_full_queue_rejects(void **state)
     bt_end(&t);
 }
 
+/* fxb_pressure counts the requests queued or running, each until just
+ * before its done call: answered by a batch, by a timeout, or by fxb_free. */
+static void test_pressure_counts_requests(void **state)
+{
+    fxb_config c = cfg(8, 10000000); /* a batch waits 10 s for a full one */
+    c.max_queue_size = 8;
+    bt t;
+    bt_start(&t, MLP, &c);
+    assert_int_equal(fxb_pressure(t.b), 0);
+    for (int i = 0; i < 4; i++)
+        bt_add(&t, mlp_rq(i == 3 ? 4 : 2, (float)i));
+    uint64_t t0 = fxb_mono_ns();
+    assert_int_equal(bt_submit(&t, 0, 0, 0), 0);
+    assert_int_equal(bt_submit(&t, 1, 0, 0), 0);
+    assert_int_equal(bt_submit(&t, 2, 0, 20000), 0); /* 20 ms: the reaper's */
+    assert_int_equal(fxb_pressure(t.b), 3);
+    wait_done(1);
+    assert_int_equal(C.status[2], FXS_DEADLINE_EXCEEDED);
+    assert_int_equal(fxb_pressure(t.b), 2);
+    assert_int_equal(bt_submit(&t, 3, 0, 0), 0); /* 2 + 2 + 4 samples: a full batch */
+    wait_done(4);
+    assert_true(ms_since(t0) < 5000);
+    assert_int_equal(C.status[0], 0);
+    assert_int_equal(fxb_pressure(t.b), 0);
+    /* a full queue's refusal does not count */
+    fxb_free(t.b);
+    c.max_queue_size = 1;
+    bt_batcher(&t, &c);
+    assert_int_equal(bt_submit(&t, 0, 0, 0), 0);
+    assert_int_equal(bt_submit(&t, 1, 0, 0), FXS_UNAVAILABLE);
+    assert_int_equal(fxb_pressure(t.b), 1);
+    bt_end(&t); /* fxb_free answers it */
+    assert_int_equal(C.n_done, 1);
+}
+
 /* A request whose timeout passes in the queue is answered then. */
 static void test_timeout_while_queued(void **state)
 {
@@ -835,6 +870,7 @@ int main(void)
         cmocka_unit_test(test_inline_run),
         cmocka_unit_test(test_sparse_requests_do_not_wait),
         cmocka_unit_test(test_full_queue_rejects),
+        cmocka_unit_test(test_pressure_counts_requests),
         cmocka_unit_test(test_timeout_while_queued),
         cmocka_unit_test(test_timeout_while_running),
         cmocka_unit_test(test_priority_order),

@@ -648,6 +648,46 @@ static float weight_at(const void *w, size_t len, const char *name, int64_t i)
     return r;
 }
 
+static void count_yield(void *data) { (*(int *)data)++; }
+
+/* The yield hook (inference first, training/yield.h) is called at every
+ * step boundary with its own data, and the result does not depend on it. */
+static void test_yield_hook_every_step(void **state)
+{
+    (void)state;
+    data_t d;
+    linear_data(&d, 64, 2, false);
+    mspec *s = linear_spec();
+    jspec *j = job_new();
+    job_feed(j, "x", "x");
+    job_loss(j, "y", "mse", "t", 0);
+    j->steps = 40;
+    j->shuffle = true;
+    outcome o[2];
+    int calls = 0;
+    for (int k = 0; k < 2; k++) {
+        fxg_graph *g = build(s, 1);
+        hookrec h;
+        fxt_hooks hk = hooks_for(&h);
+        if (k) {
+            hk.yield = count_yield;
+            hk.yield_data = &calls;
+        }
+        o[k] = run(j, g, &d.c, NULL, NULL, 0, &hk);
+        expect_done(&o[k]);
+        assert_int_equal(h.polls, 40);
+        fxg_free(g);
+    }
+    assert_int_equal(calls, 40);
+    assert_int_equal(o[0].len, o[1].len);
+    assert_memory_equal(o[0].w, o[1].w, o[0].len);
+    outcome_free(&o[0]);
+    outcome_free(&o[1]);
+    job_free(j);
+    fluxion__v1__model_spec__free_unpacked(s, NULL);
+    data_free(&d);
+}
+
 static void test_regression_mse(void **state)
 {
     (void)state;
@@ -1416,6 +1456,7 @@ int main(void)
         cmocka_unit_test(test_bad_resume),
         cmocka_unit_test(test_non_finite_loss),
         cmocka_unit_test(test_device_and_memory_limit),
+        cmocka_unit_test(test_yield_hook_every_step),
         cmocka_unit_test(test_validate_errors),
         cmocka_unit_test(test_validate_val_dataset),
     };
