@@ -266,6 +266,20 @@ void fx_ctx_clear_error(fx_ctx *ctx);
 fx_tensor *fx_ctx_fail(fx_ctx *ctx, fx_status s, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Priority of a context's device work. On a CUDA device each context has
+ * its own stream (created with cudaStreamCreateWithPriority) and cuBLAS
+ * handle, so contexts used by different threads run concurrently, and the
+ * GPU schedules a higher-priority context's kernels first whenever SMs free
+ * up: a serving context (HIGH) is not stuck behind a training context's
+ * (NORMAL) queued step. One thread's work stays in program order across its
+ * contexts. On the CPU the priority is recorded and changes nothing.
+ * The default is NORMAL. Best set right after fx_ctx_create; changing it
+ * later waits for the context's queued work (its stream is replaced).
+ * FX_ERR_ARG for a value outside the enum. */
+typedef enum { FX_PRIORITY_LOW = -1, FX_PRIORITY_NORMAL = 0, FX_PRIORITY_HIGH = 1 } fx_priority;
+fx_status fx_ctx_set_priority(fx_ctx *ctx, fx_priority p);
+fx_priority fx_ctx_priority(const fx_ctx *ctx);
+
 /* Bytes the arena holds (capacity) and uses now; for tests and tuning. */
 size_t fx_ctx_arena_capacity(const fx_ctx *ctx);
 size_t fx_ctx_arena_used(const fx_ctx *ctx);

@@ -1,12 +1,17 @@
 /*
- * common.h - what every .cu file of the CUDA backend shares: the per-device
+ * common.h - what every .cu file of the CUDA backend shares: the current
  * stream and cuBLAS handle, status checks that name file:line, launch
  * geometry and tensor views passed to kernels by value.
  *
- * All work of a device runs on its one stream, so stream order is the only
- * synchronisation kernels need; memory from the stream-ordered pool is safe
- * to reuse as soon as its free is enqueued. Host reads (to_host, kernels
- * that return a count) synchronise that stream.
+ * Streams (stream.cu has the whole story). Each engine context holds a
+ * stream of its priority with a cuBLAS handle bound to it; a thread's work
+ * on a device runs on the stream of the context it last used there, or on
+ * the device's shared stream when it has used none. Kernels ask
+ * fx__cuda_stream(dev) / fx__cuda_blas(dev) and never keep a stream: stream
+ * order is the only synchronisation they need, and memory from the
+ * stream-ordered pool is safe to reuse on the same stream as soon as its
+ * free is enqueued. Host reads (to_host, kernels that return a count)
+ * synchronise the current stream.
  *
  * Errors. Kernel-table functions mostly return void, so a failed CUDA or
  * cuBLAS call is recorded as the device's sticky error (first one wins,
@@ -93,10 +98,18 @@ void fx__cuda_record_msg(int dev, fx_status s, const char *file, int line, const
 #define CU_LAUNCHED(dev) CU_CHECK((dev), cudaGetLastError())
 #endif
 
-/* Makes dev current and returns its stream (created on first use). */
+/* Makes dev current and returns the calling thread's current stream on it
+ * (its context's, else the shared one) and the cuBLAS handle bound to that
+ * stream (stream.cu). */
 cudaStream_t fx__cuda_stream(int dev);
 cublasHandle_t fx__cuda_blas(int dev);
-/* Synchronises dev's stream, recording any error; false on error. */
+/* The device's shared stream and its handle, created with the device's
+ * state on first use (mem.cu). */
+cudaStream_t fx__cuda_shared_stream(int dev);
+cublasHandle_t fx__cuda_shared_blas(int dev);
+/* Sets the math mode of every context stream's handle (stream.cu). */
+void fx__cuda_lanes_set_tf32(bool on);
+/* Synchronises the current stream, recording any error; false on error. */
 bool fx__cuda_wait(int dev, const char *file, int line);
 #define CU_WAIT(dev) fx__cuda_wait((dev), __FILE__, __LINE__)
 
