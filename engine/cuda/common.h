@@ -14,9 +14,11 @@
  * synchronise the current stream.
  *
  * Errors. Kernel-table functions mostly return void, so a failed CUDA or
- * cuBLAS call is recorded as the device's sticky error (first one wins,
- * message with file:line), printed once to stderr, and returned by
- * fx_device_sync(). Launches are checked with cudaGetLastError after each
+ * cuBLAS call is recorded as a sticky error (first one wins, message with
+ * file:line) of the calling thread's context stream, or of the device for a
+ * thread without one, printed once to stderr, and returned by
+ * fx_device_sync() on that thread (a device's own error goes to whichever
+ * thread syncs first, as before streams were per context). Launches are checked with cudaGetLastError after each
  * launch in debug builds (FX_CUDA_DEBUG, set when NDEBUG is not) and at
  * every sync point always.
  */
@@ -77,7 +79,23 @@ void cu_pool2d(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *x, fx_
 void cu_pool2d_backward(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *dy,
                         const fx_tensor *argmax, fx_tensor *dx);
 
-/* Records err (if the first on the device) and returns false on failure. */
+/* A sticky error: the first one recorded wins, with its message. Each
+ * device has one for the work of threads without a context there, each
+ * context stream one for its own work (stream.cu); under mem.cu's lock. */
+typedef struct {
+    fx_status status;
+    char msg[512];
+} fx__cuda_error;
+/* The calling thread's current context stream's error slot on dev, or NULL
+ * when the thread runs on the shared stream (stream.cu). */
+fx__cuda_error *fx__cuda_lane_error(int dev);
+/* Moves an unread error of a stream given back to the pool to its device
+ * (unless the device has one), so the next fx_device_sync still reports it,
+ * and clears e (mem.cu). */
+void fx__cuda_error_hand_over(int dev, fx__cuda_error *e);
+
+/* Records err (if the first on the thread's stream) and returns false on
+ * failure. */
 bool fx__cuda_record(int dev, cudaError_t err, const char *what, const char *file, int line);
 bool fx__cuda_record_blas(int dev, cublasStatus_t st, const char *what, const char *file,
                           int line);

@@ -45,6 +45,10 @@ void fx__cuda_release(fx__cuda_lane *lane);
 /* The lane's stream (a cudaStream_t) and its CUDA priority
  * (cudaStreamGetPriority); for tests. */
 fx_status fx__cuda_lane_info(const fx__cuda_lane *lane, void **stream, int *cuda_priority);
+/* Records msg as if a CUDA call had failed in the calling thread's work on
+ * dev (its context's stream, else the device); for tests of where errors
+ * go. */
+void fx__cuda_inject_error(int dev, const char *msg);
 /* The CUDA stream priority an fx_priority maps to on dev: LOW is the
  * device's least priority, HIGH its greatest, NORMAL the middle (all 0 on a
  * device without stream priorities). */

@@ -38,9 +38,8 @@ typedef struct {
     void **keys;
     size_t *sizes;
     size_t cap, count;
-    /* sticky error */
-    fx_status err_status;
-    char err[512];
+    /* sticky error of the work without a context */
+    fx__cuda_error err;
 } dev_state;
 
 static dev_state g_dev[FX_CUDA_MAX_DEVICES];
@@ -55,16 +54,27 @@ static void set_error(int dev, fx_status s, const char *msg)
 {
     if (dev < 0 || dev >= FX_CUDA_MAX_DEVICES)
         dev = 0;
+    fx__cuda_error *lane = fx__cuda_lane_error(dev);
     pthread_mutex_lock(&g_lock);
-    dev_state *d = &g_dev[dev];
-    bool first = d->err_status == FX_OK;
+    fx__cuda_error *e = lane ? lane : &g_dev[dev].err;
+    bool first = e->status == FX_OK;
     if (first) {
-        d->err_status = s;
-        snprintf(d->err, sizeof d->err, "%s", msg);
+        e->status = s;
+        snprintf(e->msg, sizeof e->msg, "%s", msg);
     }
     pthread_mutex_unlock(&g_lock);
     if (first)
         fprintf(stderr, "fluxion: cuda:%d: %s\n", dev, msg);
+}
+
+void fx__cuda_error_hand_over(int dev, fx__cuda_error *e)
+{
+    pthread_mutex_lock(&g_lock);
+    if (e->status != FX_OK && g_dev[dev].err.status == FX_OK)
+        g_dev[dev].err = *e;
+    e->status = FX_OK;
+    e->msg[0] = 0;
+    pthread_mutex_unlock(&g_lock);
 }
 
 void fx__cuda_record_msg(int dev, fx_status s, const char *file, int line, const char *fmt, ...)
@@ -278,13 +288,15 @@ fx_status fx__cuda_sync(int index, char *err, size_t n)
     if (!valid(index))
         return FX_ERR_DEVICE;
     CU_WAIT(index);
+    fx__cuda_error *lane = fx__cuda_lane_error(index);
     pthread_mutex_lock(&g_lock);
-    dev_state *d = &g_dev[index];
-    fx_status s = d->err_status;
+    /* this thread's stream's error first, else the device's */
+    fx__cuda_error *e = lane && lane->status != FX_OK ? lane : &g_dev[index].err;
+    fx_status s = e->status;
     if (err && n)
-        snprintf(err, n, "%s", s == FX_OK ? "" : d->err);
-    d->err_status = FX_OK;
-    d->err[0] = 0;
+        snprintf(err, n, "%s", s == FX_OK ? "" : e->msg);
+    e->status = FX_OK;
+    e->msg[0] = 0;
     pthread_mutex_unlock(&g_lock);
     return s;
 }

@@ -44,9 +44,12 @@
  * 4. The memory pool does not add cross-stream dependencies of its own
  *    (mem.cu), for the same reason as rule 2.
  *
- * Errors stay per device (mem.cu): fx_device_sync waits for the calling
- * thread's current stream and reports the first error recorded on the
- * device by any stream.
+ * Errors. Each lane has its own sticky error (common.h): a failure while a
+ * thread runs on a context's stream is reported by fx_device_sync on that
+ * thread only, so a training step's error does not fail a serving batch on
+ * the same GPU. fx_device_sync waits for the calling thread's current
+ * stream. An error the GPU raises for the whole CUDA context (an illegal
+ * address) still reaches every stream's next call.
  */
 #include "common.h"
 
@@ -62,6 +65,7 @@ struct fx__cuda_lane {
     cublasHandle_t blas;   /* bound to stream */
     cudaEvent_t ev;        /* recorded on a stream this lane must follow */
     unsigned gen;          /* bumped on release: older thread bindings end */
+    fx__cuda_error err;    /* of the work on this stream (mem.cu's lock) */
     fx__cuda_lane *next_free;
     fx__cuda_lane *next_all;
 };
@@ -212,16 +216,23 @@ void fx__cuda_release(fx__cuda_lane *l)
     if (!l)
         return;
     int dev = l->dev;
+    if (t_lane[dev] == l)
+        t_lane[dev] = NULL; /* a failure of the wait below is the device's */
     CU_CHECK(dev, cudaSetDevice(dev));
     CU_CHECK(dev, cudaStreamSynchronize(l->stream));
     __atomic_add_fetch(&l->gen, 1, __ATOMIC_RELEASE);
-    if (t_lane[dev] == l)
-        t_lane[dev] = NULL;
+    fx__cuda_error_hand_over(dev, &l->err); /* the next owner starts clean */
     pthread_mutex_lock(&g_lanes_lock);
     int k = level_of(l->prio);
     l->next_free = g_free[dev][k];
     g_free[dev][k] = l;
     pthread_mutex_unlock(&g_lanes_lock);
+}
+
+fx__cuda_error *fx__cuda_lane_error(int dev)
+{
+    fx__cuda_lane *l = bound(dev);
+    return l ? &l->err : NULL;
 }
 
 fx_status fx__cuda_lane_info(const fx__cuda_lane *l, void **stream, int *cuda_priority)
@@ -262,4 +273,9 @@ void fx__cuda_lanes_set_tf32(bool on)
         CUBLAS_CHECK(l->dev, cublasSetMathMode(l->blas, on ? CUBLAS_TF32_TENSOR_OP_MATH
                                                            : CUBLAS_DEFAULT_MATH));
     pthread_mutex_unlock(&g_lanes_lock);
+}
+
+void fx__cuda_inject_error(int dev, const char *msg)
+{
+    fx__cuda_record_msg(dev, FX_ERR_DEVICE, __FILE__, __LINE__, "%s", msg);
 }

@@ -14,7 +14,8 @@
  * Context streams (engine/cuda/stream.cu): contexts get distinct streams of
  * the priorities asked for (cudaStreamGetPriority) and a freed context's
  * stream is reused; work on several contexts, from several threads or
- * interleaved on one, gives the results of one stream; a high-priority
+ * interleaved on one, gives the results of one stream; an error goes to
+ * the thread whose context's work failed; a high-priority
  * context's small kernels are not stuck behind a low-priority context's
  * long queue (timed loosely); fx_ctx_set_priority's contract (also on the
  * CPU, where it changes nothing).
@@ -580,6 +581,58 @@ static void test_stream_results(void **state)
     expect_synced("stream_results");
 }
 
+typedef struct {
+    fx_ctx *ctx;
+    fx_status seen;
+    char err[512];
+    atomic_int *step;
+} err_arg;
+
+/* Thread B: syncs while A's stream holds an error, then lets A go on. */
+static void *other_syncs(void *p)
+{
+    err_arg *a = p;
+    while (atomic_load(a->step) != 1)
+        ;
+    fx_ctx_reset(a->ctx);
+    fx_zeros(a->ctx, FX_F32, 1, (int64_t[]){ 4 });
+    a->seen = fx_device_sync(GPU, a->err, sizeof a->err);
+    atomic_store(a->step, 2);
+    return NULL;
+}
+
+/* An error in one context's work is reported to the thread that ran it,
+ * not to another context's thread that syncs first; an error left unread
+ * when its context is freed goes to the device's next sync. */
+static void test_stream_errors(void **state)
+{
+    atomic_int step = 0;
+    err_arg b = { fx_ctx_create(GPU), FX_OK, "", &step };
+    fx_ctx_set_priority(b.ctx, FX_PRIORITY_HIGH);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, other_syncs, &b), 0);
+    fx_ctx *a = fx_ctx_create(GPU);
+    assert_non_null(fx_zeros(a, FX_F32, 1, (int64_t[]){ 4 })); /* a's stream is current */
+    fx__cuda_inject_error(0, "injected: training step failed");
+    atomic_store(&step, 1);
+    while (atomic_load(&step) != 2)
+        ;
+    pthread_join(t, NULL);
+    if (b.seen != FX_OK)
+        fail_msg("another context's thread got the error: %s", b.err);
+    char err[512];
+    assert_int_equal(fx_device_sync(GPU, err, sizeof err), FX_ERR_DEVICE);
+    assert_non_null(strstr(err, "injected: training step failed"));
+    assert_int_equal(fx_device_sync(GPU, err, sizeof err), FX_OK); /* read once */
+
+    fx__cuda_inject_error(0, "injected: never read");
+    fx_ctx_free(a);
+    assert_int_equal(fx_device_sync(GPU, err, sizeof err), FX_ERR_DEVICE);
+    assert_non_null(strstr(err, "injected: never read"));
+    fx_ctx_free(b.ctx);
+    expect_synced("stream_errors");
+}
+
 enum { QN = 4096 };
 
 typedef struct {
@@ -724,7 +777,7 @@ int main(void)
         printf("SKIPPED: no CUDA device (%s)\n", why);
         return 77;
     }
-    struct CMUnitTest tests[12];
+    struct CMUnitTest tests[16];
     int n = 0;
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_parse);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_bad_values);
@@ -739,6 +792,7 @@ int main(void)
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_oom);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_stream_priorities);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_stream_results);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_stream_errors);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_high_not_stuck);
     return _cmocka_run_group_tests("cuda", tests, (size_t)n, NULL, NULL);
 }
