@@ -18,9 +18,9 @@
  * file:line) of the calling thread's context stream, or of the device for a
  * thread without one, printed once to stderr, and returned by
  * fx_device_sync() on that thread (a device's own error goes to whichever
- * thread syncs first, as before streams were per context). Launches are checked with cudaGetLastError after each
- * launch in debug builds (FX_CUDA_DEBUG, set when NDEBUG is not) and at
- * every sync point always.
+ * thread syncs first, as before streams were per context). Launches are
+ * checked with cudaGetLastError after each launch in debug builds
+ * (FX_CUDA_DEBUG, set when NDEBUG is not) and at every sync point always.
  */
 #ifndef FX_CUDA_COMMON_H
 #define FX_CUDA_COMMON_H

@@ -62,10 +62,10 @@ struct fx__cuda_lane {
     int dev;
     fx_priority prio;
     cudaStream_t stream;
-    cublasHandle_t blas;   /* bound to stream */
-    cudaEvent_t ev;        /* recorded on a stream this lane must follow */
-    unsigned gen;          /* bumped on release: older thread bindings end */
-    fx__cuda_error err;    /* of the work on this stream (mem.cu's lock) */
+    cublasHandle_t blas; /* bound to stream */
+    cudaEvent_t ev;      /* recorded on a stream this lane must follow */
+    unsigned gen;        /* bumped on release: older thread bindings end */
+    fx__cuda_error err;  /* of the work on this stream (mem.cu's lock) */
     fx__cuda_lane *next_free;
     fx__cuda_lane *next_all;
 };
@@ -84,7 +84,10 @@ static int level_of(fx_priority p)
     return p <= FX_PRIORITY_LOW ? 0 : p >= FX_PRIORITY_HIGH ? 2 : 1;
 }
 
-static unsigned gen_of(const fx__cuda_lane *l) { return __atomic_load_n(&l->gen, __ATOMIC_ACQUIRE); }
+static unsigned gen_of(const fx__cuda_lane *l)
+{
+    return __atomic_load_n(&l->gen, __ATOMIC_ACQUIRE);
+}
 
 int fx__cuda_priority_value(int dev, fx_priority p)
 {
@@ -122,7 +125,8 @@ static fx__cuda_lane *lane_new(int dev, fx_priority p)
 {
     fx__cuda_lane *l = (fx__cuda_lane *)calloc(1, sizeof *l);
     if (!l) {
-        fx__cuda_record_msg(dev, FX_ERR_NOMEM, __FILE__, __LINE__, "out of host memory for a stream");
+        fx__cuda_record_msg(dev, FX_ERR_NOMEM, __FILE__, __LINE__,
+                            "out of host memory for a stream");
         return NULL;
     }
     l->dev = dev;
