@@ -6,7 +6,19 @@
 #include <string.h>
 #include <unistd.h>
 
+#ifdef FX_HAVE_CUDA
+#include "cuda/cuda_api.h"
+#endif
+
 static void threads_default(void);
+
+#ifdef FX_HAVE_CUDA
+void fx__ctx_enter(fx_ctx *ctx)
+{
+    if (ctx->dev.type == FX_DEV_CUDA)
+        fx__cuda_enter(ctx->dev.index, (fx__cuda_lane **)&ctx->lane, ctx->priority);
+}
+#endif
 
 fx_ctx *fx_ctx_create(fx_device dev)
 {
@@ -23,14 +35,28 @@ fx_ctx *fx_ctx_create(fx_device dev)
     fx__arena_init(&ctx->data, be, dev);
     ctx->grad = true;
     ctx->training = true;
+    ctx->priority = FX_PRIORITY_NORMAL;
     fx__rng_init(&ctx->rng, 0x5eed);
     return ctx;
+}
+
+/* Waits for the context's device work and gives its stream back (CUDA). */
+static void release_stream(fx_ctx *ctx)
+{
+#ifdef FX_HAVE_CUDA
+    if (ctx->lane)
+        fx__cuda_release((fx__cuda_lane *)ctx->lane);
+#endif
+    ctx->lane = NULL;
 }
 
 void fx_ctx_free(fx_ctx *ctx)
 {
     if (!ctx)
         return;
+    /* the stream's work is done first, so the arena's memory can be freed
+     * on whichever stream the thread is on */
+    release_stream(ctx);
     fx__arena_release(&ctx->meta);
     fx__arena_release(&ctx->data);
     free(ctx);
@@ -38,12 +64,30 @@ void fx_ctx_free(fx_ctx *ctx)
 
 void fx_ctx_reset(fx_ctx *ctx)
 {
+    fx__ctx_enter(ctx);
     fx__arena_reset(&ctx->meta);
     fx__arena_reset(&ctx->data);
     ctx->tape = NULL;
     ctx->tape_len = 0;
     fx_ctx_clear_error(ctx);
+#ifdef FX_HAVE_CUDA
+    /* the next step sees what other threads queued without a context */
+    if (ctx->lane)
+        fx__cuda_follow_shared((fx__cuda_lane *)ctx->lane);
+#endif
 }
+
+fx_status fx_ctx_set_priority(fx_ctx *ctx, fx_priority p)
+{
+    if (!ctx || p < FX_PRIORITY_LOW || p > FX_PRIORITY_HIGH)
+        return FX_ERR_ARG;
+    if (p != ctx->priority)
+        release_stream(ctx); /* a stream's priority is fixed: the next op takes a new one */
+    ctx->priority = p;
+    return FX_OK;
+}
+
+fx_priority fx_ctx_priority(const fx_ctx *ctx) { return ctx ? ctx->priority : FX_PRIORITY_NORMAL; }
 
 fx_device fx_ctx_device(const fx_ctx *ctx) { return ctx->dev; }
 
@@ -103,6 +147,7 @@ fx_tensor *fx__op_fail(fx_ctx *ctx, fx_status s, const char *op, const char *fmt
 
 void *fx__ctx_alloc_meta(fx_ctx *ctx, size_t nbytes)
 {
+    fx__ctx_enter(ctx);
     void *p = fx__arena_alloc(&ctx->meta, nbytes);
     if (!p)
         fx_ctx_fail(ctx, FX_ERR_NOMEM, "out of memory (%zu bytes of tape)", nbytes);
@@ -124,6 +169,7 @@ bool fx__op_check_dtype(fx_ctx *ctx, const char *op, const char *what, const fx_
  * every op words the errors alike. */
 bool fx__op_check_int(fx_ctx *ctx, const char *op, const char *what, const fx_tensor *t)
 {
+    fx__ctx_enter(ctx);
     char s1[96], s2[32];
     if (t->device.type != ctx->dev.type || t->device.index != ctx->dev.index) {
         fx__op_fail(ctx, FX_ERR_DEVICE, op, "%s are on %s but the context runs on %s", what,
@@ -165,6 +211,7 @@ static bool check_inputs(fx_ctx *ctx, const char *op, int n, fx_tensor *const *x
 {
     if (!ctx)
         return false;
+    fx__ctx_enter(ctx);
     for (int i = 0; i < n; i++)
         if (!xs[i]) {
             if (ctx->status == FX_OK)
@@ -279,6 +326,7 @@ fx_status fx_backward_seed(fx_ctx *ctx, fx_tensor *out, const fx_tensor *seed)
 {
     if (!ctx)
         return FX_ERR_ARG;
+    fx__ctx_enter(ctx);
     if (ctx->status != FX_OK)
         return ctx->status;
     if (!out || !seed) {

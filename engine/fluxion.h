@@ -134,10 +134,13 @@ typedef struct {
 } fx_device_mem_stats;
 fx_status fx_device_mem_stats_get(fx_device dev, fx_device_mem_stats *out);
 
-/* Waits until the device finished the work queued on it. Returns FX_OK, or
- * the first CUDA error recorded on it since the last call (a failed launch,
- * a kernel fault, out of memory inside a library call), whose message (with
- * file:line) goes into err when err is not NULL. CPU: always FX_OK. */
+/* Waits until the device finished the work the calling thread queued on it
+ * (its current context's stream: see fx_ctx_set_priority; other threads'
+ * contexts run on). Returns FX_OK, or the first CUDA error recorded since
+ * the last call by that work, else by work without a context on the device
+ * (a failed launch, a kernel fault, out of memory inside a library call),
+ * whose message (with file:line) goes into err when err is not NULL. CPU:
+ * always FX_OK. */
 fx_status fx_device_sync(fx_device dev, char *err, size_t n);
 /* The message of the last failed device allocation on this thread. */
 const char *fx_device_last_error(void);
@@ -265,6 +268,23 @@ void fx_ctx_clear_error(fx_ctx *ctx);
  * layers and ops. Always returns NULL so it can end a forward function. */
 fx_tensor *fx_ctx_fail(fx_ctx *ctx, fx_status s, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Priority of a context's device work. On a CUDA device each context has
+ * its own stream (created with cudaStreamCreateWithPriority) and cuBLAS
+ * handle, so contexts used by different threads run concurrently, and the
+ * GPU schedules a higher-priority context's kernels first whenever SMs free
+ * up: a serving context (HIGH) is not stuck behind a training context's
+ * (NORMAL) queued step. One thread's work stays in program order across its
+ * contexts (and work without a context follows the thread's last one); a
+ * tensor written under one thread's context is for another thread after
+ * fx_device_sync on the writing thread (engine/cuda/stream.cu has the
+ * rules). On the CPU the priority is recorded and changes nothing.
+ * The default is NORMAL. Best set right after fx_ctx_create; changing it
+ * later waits for the context's queued work (its stream is replaced).
+ * FX_ERR_ARG for a value outside the enum. */
+typedef enum { FX_PRIORITY_LOW = -1, FX_PRIORITY_NORMAL = 0, FX_PRIORITY_HIGH = 1 } fx_priority;
+fx_status fx_ctx_set_priority(fx_ctx *ctx, fx_priority p);
+fx_priority fx_ctx_priority(const fx_ctx *ctx);
 
 /* Bytes the arena holds (capacity) and uses now; for tests and tuning. */
 size_t fx_ctx_arena_capacity(const fx_ctx *ctx);

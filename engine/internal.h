@@ -108,7 +108,21 @@ struct fx_ctx {
     struct fx_rng rng;
     fx_status status;
     char err[512];
+    fx_priority priority;
+    /* CUDA: the context's stream and cuBLAS handle (engine/cuda/stream.cu,
+     * an fx__cuda_lane), NULL until the context first runs something. */
+    void *lane;
 };
+
+/* Makes ctx's stream the calling thread's current one on its device (CUDA;
+ * nothing on the CPU). Every engine entry that takes a context calls it
+ * before queuing work: op checks, tensor and tape allocation, backward,
+ * reset. Cheap when it is already current. */
+#ifdef FX_HAVE_CUDA
+void fx__ctx_enter(fx_ctx *ctx);
+#else
+static inline void fx__ctx_enter(fx_ctx *ctx) { (void)ctx; }
+#endif
 
 /* ------------------------------------------------------- op helpers */
 

@@ -280,6 +280,7 @@ fx_tensor *fx_tensor_new(fx_ctx *ctx, fx_dtype dt, int ndim, const int64_t *shap
 {
     if (!ctx)
         return NULL;
+    fx__ctx_enter(ctx);
     fx_tensor *t = fx__arena_alloc(&ctx->meta, sizeof *t + sizeof(fx_storage));
     if (!t)
         return fx_ctx_fail(ctx, FX_ERR_NOMEM, "out of memory for a tensor");
@@ -336,6 +337,7 @@ fx_tensor *fx__tensor_new_like(fx_ctx *ctx, const fx_tensor *x)
 fx_tensor *fx__view(fx_ctx *ctx, const fx_tensor *x, int ndim, const int64_t *shape,
                     const int64_t *strides, int64_t offset)
 {
+    fx__ctx_enter(ctx);
     fx_tensor *t = fx__arena_alloc(&ctx->meta, sizeof *t);
     if (!t)
         return fx_ctx_fail(ctx, FX_ERR_NOMEM, "out of memory for a view");

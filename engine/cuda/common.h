@@ -1,19 +1,26 @@
 /*
- * common.h - what every .cu file of the CUDA backend shares: the per-device
+ * common.h - what every .cu file of the CUDA backend shares: the current
  * stream and cuBLAS handle, status checks that name file:line, launch
  * geometry and tensor views passed to kernels by value.
  *
- * All work of a device runs on its one stream, so stream order is the only
- * synchronisation kernels need; memory from the stream-ordered pool is safe
- * to reuse as soon as its free is enqueued. Host reads (to_host, kernels
- * that return a count) synchronise that stream.
+ * Streams (stream.cu has the whole story). Each engine context holds a
+ * stream of its priority with a cuBLAS handle bound to it; a thread's work
+ * on a device runs on the stream of the context it last used there, or on
+ * the device's shared stream when it has used none. Kernels ask
+ * fx__cuda_stream(dev) / fx__cuda_blas(dev) and never keep a stream: stream
+ * order is the only synchronisation they need, and memory from the
+ * stream-ordered pool is safe to reuse on the same stream as soon as its
+ * free is enqueued. Host reads (to_host, kernels that return a count)
+ * synchronise the current stream.
  *
  * Errors. Kernel-table functions mostly return void, so a failed CUDA or
- * cuBLAS call is recorded as the device's sticky error (first one wins,
- * message with file:line), printed once to stderr, and returned by
- * fx_device_sync(). Launches are checked with cudaGetLastError after each
- * launch in debug builds (FX_CUDA_DEBUG, set when NDEBUG is not) and at
- * every sync point always.
+ * cuBLAS call is recorded as a sticky error (first one wins, message with
+ * file:line) of the calling thread's context stream, or of the device for a
+ * thread without one, printed once to stderr, and returned by
+ * fx_device_sync() on that thread (a device's own error goes to whichever
+ * thread syncs first, as before streams were per context). Launches are
+ * checked with cudaGetLastError after each launch in debug builds
+ * (FX_CUDA_DEBUG, set when NDEBUG is not) and at every sync point always.
  */
 #ifndef FX_CUDA_COMMON_H
 #define FX_CUDA_COMMON_H
@@ -72,7 +79,23 @@ void cu_pool2d(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *x, fx_
 void cu_pool2d_backward(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *dy,
                         const fx_tensor *argmax, fx_tensor *dx);
 
-/* Records err (if the first on the device) and returns false on failure. */
+/* A sticky error: the first one recorded wins, with its message. Each
+ * device has one for the work of threads without a context there, each
+ * context stream one for its own work (stream.cu); under mem.cu's lock. */
+typedef struct {
+    fx_status status;
+    char msg[512];
+} fx__cuda_error;
+/* The calling thread's current context stream's error slot on dev, or NULL
+ * when the thread runs on the shared stream (stream.cu). */
+fx__cuda_error *fx__cuda_lane_error(int dev);
+/* Moves an unread error of a stream given back to the pool to its device
+ * (unless the device has one), so the next fx_device_sync still reports it,
+ * and clears e (mem.cu). */
+void fx__cuda_error_hand_over(int dev, fx__cuda_error *e);
+
+/* Records err (if the first on the thread's stream) and returns false on
+ * failure. */
 bool fx__cuda_record(int dev, cudaError_t err, const char *what, const char *file, int line);
 bool fx__cuda_record_blas(int dev, cublasStatus_t st, const char *what, const char *file,
                           int line);
@@ -93,10 +116,18 @@ void fx__cuda_record_msg(int dev, fx_status s, const char *file, int line, const
 #define CU_LAUNCHED(dev) CU_CHECK((dev), cudaGetLastError())
 #endif
 
-/* Makes dev current and returns its stream (created on first use). */
+/* Makes dev current and returns the calling thread's current stream on it
+ * (its context's, else the shared one) and the cuBLAS handle bound to that
+ * stream (stream.cu). */
 cudaStream_t fx__cuda_stream(int dev);
 cublasHandle_t fx__cuda_blas(int dev);
-/* Synchronises dev's stream, recording any error; false on error. */
+/* The device's shared stream and its handle, created with the device's
+ * state on first use (mem.cu). */
+cudaStream_t fx__cuda_shared_stream(int dev);
+cublasHandle_t fx__cuda_shared_blas(int dev);
+/* Sets the math mode of every context stream's handle (stream.cu). */
+void fx__cuda_lanes_set_tf32(bool on);
+/* Synchronises the current stream, recording any error; false on error. */
 bool fx__cuda_wait(int dev, const char *file, int line);
 #define CU_WAIT(dev) fx__cuda_wait((dev), __FILE__, __LINE__)
 

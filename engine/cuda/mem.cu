@@ -1,12 +1,21 @@
 /*
- * mem.cu - per-device state (stream, cuBLAS handle, sticky error), the
- * stream-ordered memory pool with accounting and limits, host<->device and
- * strided copies, fills, device enumeration.
+ * mem.cu - per-device state (the shared stream and its cuBLAS handle,
+ * sticky error), the stream-ordered memory pool with accounting and limits,
+ * host<->device and strided copies, fills, device enumeration.
  *
- * Pool: every device allocation is cudaMallocAsync on the device's stream
- * from its default pool, whose release threshold is raised to "keep
+ * Streams. Work runs on the calling thread's current stream of the device
+ * (fx__cuda_stream, stream.cu): the stream of the context the thread last
+ * used, or, for a thread that has none, the device's shared stream kept
+ * here (created at FX_PRIORITY_NORMAL).
+ *
+ * Pool: every device allocation is cudaMallocAsync on the current stream
+ * from the device's default pool, whose release threshold is raised to "keep
  * everything", so memory freed by one step (arena chunks, temporaries) is
- * reused by the next without a driver call. driver_grows counts allocations
+ * reused by the next without a driver call. The pool may not add its own
+ * dependencies between streams (cudaMemPoolReuseAllowInternalDependencies
+ * off): a block freed on a training stream but not yet reached there is not
+ * handed to a serving stream at the price of making serving wait for
+ * training's queue; the pool grows instead. driver_grows counts allocations
  * after which the pool's reserved size went up.
  */
 #include "common.h"
@@ -29,9 +38,8 @@ typedef struct {
     void **keys;
     size_t *sizes;
     size_t cap, count;
-    /* sticky error */
-    fx_status err_status;
-    char err[512];
+    /* sticky error of the work without a context */
+    fx__cuda_error err;
 } dev_state;
 
 static dev_state g_dev[FX_CUDA_MAX_DEVICES];
@@ -46,16 +54,27 @@ static void set_error(int dev, fx_status s, const char *msg)
 {
     if (dev < 0 || dev >= FX_CUDA_MAX_DEVICES)
         dev = 0;
+    fx__cuda_error *lane = fx__cuda_lane_error(dev);
     pthread_mutex_lock(&g_lock);
-    dev_state *d = &g_dev[dev];
-    bool first = d->err_status == FX_OK;
+    fx__cuda_error *e = lane ? lane : &g_dev[dev].err;
+    bool first = e->status == FX_OK;
     if (first) {
-        d->err_status = s;
-        snprintf(d->err, sizeof d->err, "%s", msg);
+        e->status = s;
+        snprintf(e->msg, sizeof e->msg, "%s", msg);
     }
     pthread_mutex_unlock(&g_lock);
     if (first)
         fprintf(stderr, "fluxion: cuda:%d: %s\n", dev, msg);
+}
+
+void fx__cuda_error_hand_over(int dev, fx__cuda_error *e)
+{
+    pthread_mutex_lock(&g_lock);
+    if (e->status != FX_OK && g_dev[dev].err.status == FX_OK)
+        g_dev[dev].err = *e;
+    e->status = FX_OK;
+    e->msg[0] = 0;
+    pthread_mutex_unlock(&g_lock);
 }
 
 void fx__cuda_record_msg(int dev, fx_status s, const char *file, int line, const char *fmt, ...)
@@ -99,10 +118,15 @@ static dev_state *state(int dev)
     pthread_mutex_lock(&g_init_lock);
     if (!d->init) {
         CU_CHECK(dev, cudaSetDevice(dev));
-        CU_CHECK(dev, cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking));
+        CU_CHECK(dev, cudaStreamCreateWithPriority(&d->stream, cudaStreamNonBlocking,
+                                                   fx__cuda_priority_value(dev,
+                                                                           FX_PRIORITY_NORMAL)));
         CU_CHECK(dev, cudaDeviceGetDefaultMemPool(&d->pool, dev));
         uint64_t keep = UINT64_MAX;
         CU_CHECK(dev, cudaMemPoolSetAttribute(d->pool, cudaMemPoolAttrReleaseThreshold, &keep));
+        int no = 0; /* see the top of the file */
+        CU_CHECK(dev, cudaMemPoolSetAttribute(d->pool, cudaMemPoolReuseAllowInternalDependencies,
+                                              &no));
         CUBLAS_CHECK(dev, cublasCreate(&d->blas));
         CUBLAS_CHECK(dev, cublasSetStream(d->blas, d->stream));
         CUBLAS_CHECK(dev, cublasSetMathMode(d->blas, g_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
@@ -114,16 +138,16 @@ static dev_state *state(int dev)
     return d;
 }
 
-cudaStream_t fx__cuda_stream(int dev)
+cudaStream_t fx__cuda_shared_stream(int dev)
 {
     dev_state *d = state(dev);
     cudaSetDevice(dev); /* cheap when already current */
     return d->stream;
 }
 
-cublasHandle_t fx__cuda_blas(int dev)
+cublasHandle_t fx__cuda_shared_blas(int dev)
 {
-    fx__cuda_stream(dev);
+    fx__cuda_shared_stream(dev);
     return g_dev[dev].blas;
 }
 
@@ -137,13 +161,13 @@ bool fx__cuda_wait(int dev, const char *file, int line)
 
 long long *fx__cuda_counter(int dev, int n)
 {
-    dev_state *d = state(dev);
+    cudaStream_t s = fx__cuda_stream(dev);
     void *p = NULL;
     size_t nb = (size_t)n * sizeof(long long);
-    if (!CU_CHECK(dev, cudaMallocAsync(&p, nb, d->stream)))
+    if (!CU_CHECK(dev, cudaMallocAsync(&p, nb, s)))
         return NULL;
-    if (!CU_CHECK(dev, cudaMemsetAsync(p, 0, nb, d->stream))) {
-        cudaFreeAsync(p, d->stream);
+    if (!CU_CHECK(dev, cudaMemsetAsync(p, 0, nb, s))) {
+        cudaFreeAsync(p, s);
         return NULL;
     }
     return (long long *)p;
@@ -151,13 +175,13 @@ long long *fx__cuda_counter(int dev, int n)
 
 bool fx__cuda_read_counter(int dev, long long *counter, long long *host, int n)
 {
-    dev_state *d = state(dev);
+    cudaStream_t s = fx__cuda_stream(dev);
     memset(host, 0, (size_t)n * sizeof *host);
     if (!counter)
         return false;
     bool ok = CU_CHECK(dev, cudaMemcpyAsync(host, counter, (size_t)n * sizeof(long long),
-                                            cudaMemcpyDeviceToHost, d->stream));
-    CU_CHECK(dev, cudaFreeAsync(counter, d->stream));
+                                            cudaMemcpyDeviceToHost, s));
+    CU_CHECK(dev, cudaFreeAsync(counter, s));
     ok = CU_WAIT(dev) && ok;
     if (!ok)
         memset(host, 0, (size_t)n * sizeof *host);
@@ -171,6 +195,7 @@ void fx__cuda_set_tf32(bool on)
         if (g_dev[i].init)
             CUBLAS_CHECK(i, cublasSetMathMode(g_dev[i].blas, on ? CUBLAS_TF32_TENSOR_OP_MATH
                                                                 : CUBLAS_DEFAULT_MATH));
+    fx__cuda_lanes_set_tf32(on);
 }
 
 bool fx__cuda_tf32(void) { return g_tf32; }
@@ -263,13 +288,15 @@ fx_status fx__cuda_sync(int index, char *err, size_t n)
     if (!valid(index))
         return FX_ERR_DEVICE;
     CU_WAIT(index);
+    fx__cuda_error *lane = fx__cuda_lane_error(index);
     pthread_mutex_lock(&g_lock);
-    dev_state *d = &g_dev[index];
-    fx_status s = d->err_status;
+    /* this thread's stream's error first, else the device's */
+    fx__cuda_error *e = lane && lane->status != FX_OK ? lane : &g_dev[index].err;
+    fx_status s = e->status;
     if (err && n)
-        snprintf(err, n, "%s", s == FX_OK ? "" : d->err);
-    d->err_status = FX_OK;
-    d->err[0] = 0;
+        snprintf(err, n, "%s", s == FX_OK ? "" : e->msg);
+    e->status = FX_OK;
+    e->msg[0] = 0;
     pthread_mutex_unlock(&g_lock);
     return s;
 }
@@ -365,7 +392,8 @@ static void *cuda_alloc(fx_device dev, size_t nbytes)
     pthread_mutex_unlock(&g_lock);
 
     void *p = NULL;
-    cudaError_t e = cudaMallocAsync(&p, n ? n : 256, d->stream);
+    cudaStream_t s = fx__cuda_stream(i);
+    cudaError_t e = cudaMallocAsync(&p, n ? n : 256, s);
     uint64_t reserved = 0;
     if (e == cudaSuccess)
         CU_CHECK(i, cudaMemPoolGetAttribute(d->pool, cudaMemPoolAttrReservedMemCurrent,
@@ -381,7 +409,7 @@ static void *cuda_alloc(fx_device dev, size_t nbytes)
                  "cuda:%d out of memory: %zu bytes requested, %zu free of %zu (%s)", i, n, fr, tot,
                  e != cudaSuccess ? cudaGetErrorString(e) : "host table");
         if (p)
-            cudaFreeAsync(p, d->stream);
+            cudaFreeAsync(p, s);
         return NULL;
     }
     d->allocs++;
@@ -406,7 +434,7 @@ static void cuda_free(fx_device dev, void *p)
     d->in_use -= n;
     d->frees++;
     pthread_mutex_unlock(&g_lock);
-    CU_CHECK(i, cudaFreeAsync(p, d->stream));
+    CU_CHECK(i, cudaFreeAsync(p, fx__cuda_stream(i)));
 }
 
 /* ------------------------------------------------------------- copies */
