@@ -343,6 +343,8 @@ static fx_ctx *instance_ctx(const fxb_batcher *b)
     if (ctx) {
         fx_ctx_set_grad(ctx, false);
         fx_ctx_set_training(ctx, false);
+        /* on CUDA: a stream of higher priority than training's (a no-op on the CPU) */
+        fx_ctx_set_priority(ctx, FX_PRIORITY_HIGH);
     }
     return ctx;
 }

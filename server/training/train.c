@@ -353,6 +353,8 @@ static int run_init(run_t *r, const Fluxion__V1__JobSpec *spec)
     /* dropout masks: a stream of their own, derived from the seed */
     fx_ctx_seed(r->ctx, spec->seed ^ 0x9E3779B97F4A7C15ull);
     fx_ctx_set_training(r->ctx, true);
+    /* below the served models' streams on a shared GPU (batcher.c: HIGH) */
+    fx_ctx_set_priority(r->ctx, FX_PRIORITY_NORMAL);
     for (int64_t i = 0; i < p->n_train; i++)
         r->perm[i] = i;
     r->opt = fx_optim_create(p->opt_kind, &p->hp, fxg_trainable_params(r->g));
