@@ -60,6 +60,7 @@ void fxj__sched_fini(fxj_jobs *j)
 {
     fxsc_free(j->sc);
     j->sc = NULL;
+    fxj__reservations_free(j);
     for (int i = 0; i < j->n_teams; i++)
         free(j->teams[i]);
     free(j->teams);
@@ -386,6 +387,79 @@ void fxj__schedule(fxj_jobs *j)
     refresh_positions(j, now);
 }
 
+/* ------------------------------------------------- served models' memory */
+
+/* A served model's reservation: its weights on its device (GPUs, where the
+ * core tracks memory; the CPU's memory is not handed out). */
+typedef struct fxj__resv {
+    char *key;
+    char device[FXSC_NAME_MAX];
+    uint64_t bytes;
+} resv;
+
+/* Read from serving without j->mu (serving has its own lock). */
+static int collect_reservations(fxsv_serving *sv, resv **out)
+{
+    *out = NULL;
+    fxsv_served **all = NULL;
+    int n = 0, k = 0;
+    if (!sv || fxsv_serving_list(sv, &all, &n) != 0)
+        return 0;
+    resv *r = calloc(n ? (size_t)n : 1, sizeof *r);
+    for (int i = 0; i < n; i++) {
+        const fxg_graph *g = fxsv_served_graph(all[i]);
+        fx_device dev = fxg_device(g);
+        if (r && dev.type != FX_DEV_CPU && (r[k].key = strdup(fxsv_served_name(all[i])))) {
+            const fx_params *ps = fxg_params(g);
+            for (int p = 0; p < ps->count; p++)
+                r[k].bytes += (uint64_t)fx_tensor_numel(ps->items[p].tensor) *
+                              fx_dtype_size(ps->items[p].tensor->dtype);
+            fx_device_str(dev, r[k].device, sizeof r[k].device);
+            k++;
+        }
+        fxsv_served_release(all[i]);
+    }
+    free(all);
+    *out = r;
+    return k;
+}
+
+static bool has_key(const resv *r, int n, const char *key, const char *device)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(r[i].key, key) == 0 && strcmp(r[i].device, device) == 0)
+            return true;
+    return false;
+}
+
+/* Under j->mu: the core's reservations become r[0..n) (taken): the new and
+ * changed ones set, the ones gone (unloaded, moved) released. */
+static void apply_reservations(fxj_jobs *j, resv *r, int n)
+{
+    char err[FXS_ERRLEN];
+    for (int i = 0; i < n; i++)
+        if (fxsc_reserve(j->sc, r[i].key, r[i].device, r[i].bytes, err, sizeof err) != 0)
+            fxl_log(FXL_WARN, "jobs", "served model not reserved model=%s device=%s error=\"%s\"",
+                    r[i].key, r[i].device, err);
+    for (int i = 0; i < j->n_reserved; i++) {
+        if (!has_key(r, n, j->reserved[i].key, j->reserved[i].device))
+            fxsc_reserve(j->sc, j->reserved[i].key, j->reserved[i].device, 0, err, sizeof err);
+        free(j->reserved[i].key);
+    }
+    free(j->reserved);
+    j->reserved = r;
+    j->n_reserved = r ? n : 0;
+}
+
+void fxj__reservations_free(fxj_jobs *j)
+{
+    for (int i = 0; i < j->n_reserved; i++)
+        free(j->reserved[i].key);
+    free(j->reserved);
+    j->reserved = NULL;
+    j->n_reserved = 0;
+}
+
 /* ------------------------------------------------------------ the ticker */
 
 static void *ticker_main(void *arg)
@@ -393,6 +467,11 @@ static void *ticker_main(void *arg)
     fxj_jobs *j = arg;
     pthread_mutex_lock(&j->mu);
     while (!atomic_load(&j->stopping)) {
+        pthread_mutex_unlock(&j->mu);
+        resv *r = NULL;
+        int nr = collect_reservations(j->sv, &r);
+        pthread_mutex_lock(&j->mu);
+        apply_reservations(j, r, nr);
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_nsec += TICK_MS * 1000000L;

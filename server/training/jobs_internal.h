@@ -72,6 +72,8 @@ struct fxj_jobs {
     int n_running;         /* job threads alive */
     bool ticking;          /* the timer thread runs */
     pthread_t ticker;
+    struct fxj__resv *reserved; /* served models the core holds a reservation for */
+    int n_reserved;
 };
 
 /* jobs.c: helpers. */
@@ -130,5 +132,7 @@ uint64_t fxj__estimate_memory(fxj_jobs *j, const Fluxion__V1__JobSpec *spec,
 int fxj__open_data(fxj_jobs *j, const char *name, const char *what, fxds_dataset **out,
                    char *err, size_t errlen);
 void fxj__run_job(fxj_jobs *j, job *x);
+/* job_sched.c: the served models' reservations the core holds, forgotten. */
+void fxj__reservations_free(fxj_jobs *j);
 
 #endif
