@@ -70,6 +70,8 @@ void fxf_usage(FILE *f)
 "                          preempted (default 60; docs/scheduling.md)\n"
 "  --checkpoint-steps N    checkpoint interval of jobs that do not set one,\n"
 "                          in steps (default 500)\n"
+"  --preempt-grace-steps N a preempted job runs up to N more steps to reach its\n"
+"                          own next checkpoint (default 0: it checkpoints at once)\n"
 "  --inference-first on|off  training yields to inference on its device (default on)\n"
 "  --training-min-share F  keeping this share of the time at least (default 0.1)\n"
 "\n"
@@ -124,7 +126,7 @@ int fxf_parse(int argc, char **argv, fxf_options *o)
            O_IMPORT, O_PARAMS, O_GRACE, O_LEVEL, O_FORMAT, O_VERSION, O_DSMAX, O_DSQUOTA,
            O_TWORKERS, O_CKPT, O_STREAMS, O_PEER_STREAMS, O_IDLE, O_TMODELS, O_TWEIGHTS,
            O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_TLS_REQUIRE, O_INSECURE, O_INIT_TOKEN, O_HALF_LIFE, O_MIN_RUN,
-           O_INFER_FIRST, O_MIN_SHARE };
+           O_INFER_FIRST, O_MIN_SHARE, O_GRACE_STEPS };
     static const struct option longs[] = {
         { "listen", required_argument, 0, O_LISTEN },
         { "data-dir", required_argument, 0, O_DATA },
@@ -159,6 +161,7 @@ int fxf_parse(int argc, char **argv, fxf_options *o)
         { "sched-min-run-seconds", required_argument, 0, O_MIN_RUN },
         { "checkpoint-steps", required_argument, 0, O_CKPT },
         { "inference-first", required_argument, 0, O_INFER_FIRST },
+        { "preempt-grace-steps", required_argument, 0, O_GRACE_STEPS },
         { "training-min-share", required_argument, 0, O_MIN_SHARE },
         { "grace-seconds", required_argument, 0, O_GRACE },
         { "log-level", required_argument, 0, O_LEVEL },
@@ -218,6 +221,10 @@ int fxf_parse(int argc, char **argv, fxf_options *o)
         case O_TWORKERS: if (parse_long("--cpu-slots", optarg, 1, 256, &o->train_workers)) return 2; break;
         case O_HALF_LIFE: if (parse_long("--sched-half-life-minutes", optarg, 1, 525600, &o->sched_half_life_min)) return 2; break;
         case O_MIN_RUN: if (parse_long("--sched-min-run-seconds", optarg, 0, 86400, &o->sched_min_run_s)) return 2; break;
+        case O_GRACE_STEPS:
+            if (parse_long("--preempt-grace-steps", optarg, 0, LONG_MAX, &o->preempt_grace_steps))
+                return 2;
+            break;
         case O_INFER_FIRST:
             if ((o->inference_first = !strcmp(optarg, "on")) || !strcmp(optarg, "off")) break;
             fprintf(stderr, "fluxiond: --inference-first: '%s' is not on or off\n", optarg);

@@ -22,6 +22,7 @@ typedef struct {
     long train_workers, checkpoint_steps;
     bool inference_first; double training_min_share;
     long sched_half_life_min; /* 0: the core's default */
+    long preempt_grace_steps;
     long sched_min_run_s;     /* -1: the core's default; 0: none (1 ms) */
     long max_streams, max_streams_per_client, stream_idle_seconds;
     long long max_model_params;

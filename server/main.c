@@ -468,6 +468,7 @@ int main(int argc, char **argv)
                            .checkpoint_every_steps = o.checkpoint_steps,
                            .max_params = d.max_params,
                            .inference_first = o.inference_first,
+                           .preempt_grace_steps = o.preempt_grace_steps,
                            .training_min_share = o.training_min_share,
                            .devices = &d.devices,
                            .sched_half_life_ms = o.sched_half_life_min * 60000,

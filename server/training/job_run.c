@@ -41,6 +41,11 @@ typedef struct {
     uint64_t last_persist_ns;
     int ckpt_failures; /* checkpoints in a row not stored (for the log) */
     bool tb_failing;   /* TensorBoard writes fail (logged once) */
+    /* A preemption's grace (fxj_jobs_opts.preempt_grace_steps): the step
+     * the job may run to, to reach its own next checkpoint (-1: not
+     * preempted), and whether that checkpoint came. */
+    int64_t grace_until;
+    bool ckpt_since_preempt;
 } run_ctx;
 
 /* TensorBoard trouble (a full disk) is logged once, and again when the
@@ -113,6 +118,8 @@ static int hook_checkpoint(void *data, const void *ckpt, size_t len, int64_t ste
     pthread_mutex_lock(&r->j->mu);
     r->x->rec->checkpoint_step = step;
     fxsc_checkpointed(r->j->sc, r->x->id, fxu_now_ms()); /* what a preemption would lose */
+    if (atomic_load(&r->x->preempt))
+        r->ckpt_since_preempt = true;
     r->last_persist_ns = fxu_mono_ns();
     char msg[64];
     snprintf(msg, sizeof msg, "checkpoint at step %" PRId64, step);
@@ -143,11 +150,26 @@ static void hook_scalar(void *data, const char *tag, int64_t step, double value)
         tb_status(r, rc, err);
 }
 
-static bool hook_stop(void *data)
+/* A preempted job stops at its next step boundary (its checkpoint is
+ * written there), or, with a grace of N steps, runs on to its own next
+ * checkpoint when that comes within N steps (one checkpoint instead of
+ * two), and stops at the grace's end otherwise. */
+static bool preempt_now(run_ctx *r, int64_t step)
+{
+    if (!atomic_load(&r->x->preempt)) {
+        r->grace_until = -1;
+        r->ckpt_since_preempt = false;
+        return false;
+    }
+    if (r->grace_until < 0)
+        r->grace_until = step + r->j->opts.preempt_grace_steps;
+    return r->ckpt_since_preempt || step >= r->grace_until;
+}
+
+static bool hook_stop(void *data, int64_t step)
 {
     run_ctx *r = data;
-    return atomic_load(&r->x->cancel) || atomic_load(&r->j->stopping) ||
-           atomic_load(&r->x->preempt);
+    return atomic_load(&r->x->cancel) || atomic_load(&r->j->stopping) || preempt_now(r, step);
 }
 
 /* What a job needs to train: its own graph at the base version's weights,
@@ -414,7 +436,7 @@ void fxj__run_job(fxj_jobs *j, job *x)
         return;
     char err[FXS_ERRLEN] = "";
     run_inputs in = { 0 };
-    run_ctx r = { .j = j, .x = x, .last_persist_ns = fxu_mono_ns() };
+    run_ctx r = { .j = j, .x = x, .last_persist_ns = fxu_mono_ns(), .grace_until = -1 };
     char *dir = fxj__job_path(j, x->id, NULL), *tbdir = fxj__job_path(j, x->id, "tb");
     r.ckpt_path = fxj__job_path(j, x->id, "checkpoint.safetensors");
     int rc = !dir || !tbdir || !r.ckpt_path ? (fxu_seterr(err, sizeof err, "out of memory"), 1) : 0;

@@ -51,6 +51,10 @@ typedef struct {
     const fxsv_devices *devices;    /* enabled (outlives the module); NULL: cpu only */
     int64_t sched_half_life_ms;    /* usage decay (sched.h); 0: 1 hour */
     int64_t sched_min_run_ms;      /* no preemption before; 0: 60 s */
+    /* A preempted job may run up to this many more steps to reach its own
+     * next checkpoint (then stops there: one checkpoint, not two); 0: it
+     * checkpoints at its next step boundary. */
+    int64_t preempt_grace_steps;
     /* Inference first (training/yield.h, fluxiond --inference-first, default
      * on there; false here): a running job waits at its step boundaries
      * while requests for served models wait on its device, keeping at least

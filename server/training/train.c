@@ -402,8 +402,9 @@ static fxt_result loop(run_t *r)
     while (r->step < p->total_steps && !r->stop_early) {
         if (r->hk->yield)
             r->hk->yield(r->hk->yield_data ? r->hk->yield_data : r->hk->data);
-        if (r->hk->should_stop && r->hk->should_stop(r->hk->data)) {
-            fxt__checkpoint(r, true); /* not stored: resumed from the one before */
+        if (r->hk->should_stop && r->hk->should_stop(r->hk->data, r->step)) {
+            if (r->ckpt_stored != r->step) /* the one just written is this step's */
+                fxt__checkpoint(r, true); /* not stored: resumed from the one before */
             return FXT_STOPPED;
         }
         if (r->pos == 0 && p->n_train > 1 && r->shuffle)

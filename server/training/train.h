@@ -58,9 +58,10 @@ typedef struct {
     /* Scalars for TensorBoard: tag ("loss", "val_loss", "lr",
      * "accuracy:logits", ...), step, value. */
     void (*on_scalar)(void *data, const char *tag, int64_t step, double value);
-    /* Polled between steps: true stops the run (FXT_STOPPED) after a
-     * checkpoint of the current step. */
-    bool (*should_stop)(void *data);
+    /* Polled between steps (step: the steps done so far): true stops the
+     * run (FXT_STOPPED) after a checkpoint of the current step (none when
+     * the one of this step was just written). */
+    bool (*should_stop)(void *data, int64_t step);
     /* Called at every step boundary, before should_stop: may block for a
      * while to let inference on the job's device go first (yield.h:
      * fxt_yield_hook with an fxt_yield as yield_data). NULL: never yields.

@@ -67,10 +67,10 @@ static void open_gate(void)
 }
 
 /* false when the run should stop instead of stepping. */
-static bool take_step(const fxt_hooks *h)
+static bool take_step(const fxt_hooks *h, int64_t done)
 {
     pthread_mutex_lock(&fake.mu);
-    while (fake.gate && fake.permits == 0 && !h->should_stop(h->data)) {
+    while (fake.gate && fake.permits == 0 && !h->should_stop(h->data, done)) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_nsec += 5000000;
@@ -80,7 +80,7 @@ static bool take_step(const fxt_hooks *h)
         }
         pthread_cond_timedwait(&fake.cv, &fake.mu, &ts);
     }
-    bool stop = h->should_stop(h->data);
+    bool stop = h->should_stop(h->data, done);
     if (!stop && fake.gate)
         fake.permits--;
     pthread_mutex_unlock(&fake.mu);
@@ -130,7 +130,7 @@ fxt_result fxt_run(const Fluxion__V1__JobSpec *spec, fxg_graph *g, const fxds_co
     Fluxion__V1__JobProgress p = FLUXION__V1__JOB_PROGRESS__INIT;
     p.total_steps = total;
     for (int64_t s = start + 1; s <= total; s++) {
-        if (!take_step(h)) {
+        if (!take_step(h, s - 1)) {
             if (checkpoint(h, s - 1, err, errlen))
                 return FXT_FAILED;
             return FXT_STOPPED;
@@ -1197,6 +1197,55 @@ static void test_preempt_resume(void **state)
     free(a), free(b);
 }
 
+/* With a grace (--preempt-grace-steps 3), a job preempted at step 5 whose
+ * own next checkpoint is at step 6 runs to it and stops there (checkpoint
+ * step 6, not 5); b waits for it. */
+static void test_preempt_grace(void **state)
+{
+    fixture *f = *state;
+    char err[512];
+    fxj_jobs_free(f->j);
+    if (fxj_jobs_start(f->st, f->ds, f->sv,
+                       &(fxj_jobs_opts){ .workers = 1, .checkpoint_every_steps = 4,
+                                         .sched_min_run_ms = 1, .preempt_grace_steps = 3 },
+                       &f->j, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_int_equal(fxdb_team_create(f->st, "b", "", NULL, err, sizeof err), 0);
+    create_model(f, "b/m");
+    upload(f, "b/blobs", 30);
+    fxj_jobs_set_team(f->j, "b", &(fxsc_team_cfg){ .weight = 1, .nominal_slots = { 1, 0 } });
+    fake_reset(true);
+    char *a = submit(f, "\"description\": \"a\", \"steps\": 12, \"checkpoint_every_steps\": 3");
+    allow_steps(5);
+    free_job(wait_for(f, a, FLUXION__V1__JOB_STATE__RUNNING, 5));
+    Fluxion__V1__JobSpec *s = spec_json("\"description\": \"b\", \"steps\": 4");
+    free(s->model), free(s->dataset);
+    s->model = strdup("b/m");
+    s->dataset = strdup("b/blobs");
+    Fluxion__V1__Job *bj = NULL;
+    assert_int_equal(fxj_jobs_submit(f->j, s, &bj, err, sizeof err), 0);
+    fluxion__v1__job_spec__free_unpacked(s, NULL);
+    char *b = strdup(bj->id);
+    free_job(bj);
+    usleep(300000); /* a tick or more: the preemption is decided, a keeps its slot */
+    Fluxion__V1__Job *job = get(f, a);
+    assert_int_equal(job->state, FLUXION__V1__JOB_STATE__RUNNING);
+    free_job(job);
+    allow_steps(1); /* step 6: a's own checkpoint, then it stops */
+    free_job(wait_for(f, b, FLUXION__V1__JOB_STATE__RUNNING, 0));
+    job = get(f, a);
+    assert_int_equal(job->state, FLUXION__V1__JOB_STATE__QUEUED);
+    assert_int_equal(job->preemptions, 1);
+    assert_int_equal(job->checkpoint_step, 6);
+    free_job(job);
+    open_gate();
+    wait_done(f, b, FLUXION__V1__JOB_STATE__SUCCEEDED);
+    wait_done(f, a, FLUXION__V1__JOB_STATE__SUCCEEDED);
+    assert_int_equal(fake.resumed_from, 6);
+    assert_string_equal(fake.order, "aba");
+    free(a), free(b);
+}
+
 /* A job preempted, then the daemon restarts before it ran again: it is
  * QUEUED in the store, and when it starts it resumes from the checkpoint
  * of its preemption and says so (RESUMED). */
@@ -1335,6 +1384,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_update_queued, setup, teardown),
         cmocka_unit_test_setup_teardown(test_preempt_resume, setup, teardown),
         cmocka_unit_test_setup_teardown(test_preempted_then_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_preempt_grace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_preemptible, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_keeps_priorities, setup, teardown),
     };

@@ -488,8 +488,9 @@ static void on_scalar(void *data, const char *tag, int64_t step, double value)
         strncat(h->scalars, key, sizeof h->scalars - strlen(h->scalars) - 1);
 }
 
-static bool should_stop(void *data)
+static bool should_stop(void *data, int64_t step)
 {
+    (void)step;
     hookrec *h = data;
     h->polls++;
     return h->stop_at_poll && h->polls >= h->stop_at_poll;
