@@ -276,6 +276,7 @@ static int cmd_team_update(cli_ctx *c, const cli_args *a)
             q.budget_device_seconds = old->budget_device_seconds;
             q.budget_window_seconds = old->budget_window_seconds;
             q.max_running_jobs = old->max_running_jobs;
+            q.gpu_memory_bytes = old->gpu_memory_bytes;
         }
         req.quota = &q;
     }
@@ -598,7 +599,9 @@ const cli_command cli_team_commands[] = {
      "borrowed slots come from idle capacity and are reclaimed first. Values not\n"
      "given keep theirs; 0 sets one back to the daemon's default (fluxiond\n"
      "--team-weight, --team-cpu-slots, --team-gpu-slots; else weight 1, no slots\n"
-     "guaranteed, no budget, a window of 24 h, no limit of running jobs).\n"
+     "guaranteed, no budget, a window of 24 h, no limit of running jobs, no cap\n"
+     "on GPU memory). A job that would take its team over --gpu-memory-gb waits\n"
+     "(it preempts nothing).\n"
      "Without options: shows the team.\n",
      1,
      1,
@@ -609,7 +612,9 @@ const cli_command cli_team_commands[] = {
       {"borrow-gpu-slots", 0, "N", "GPUs it may borrow beyond nominal when idle"},
       {"budget-hours", 0, "H", "device-hours per window (0: no budget)"},
       {"budget-window-hours", 0, "H", "the budget's window (default 24)"},
-      {"max-running", 0, "N", "jobs running at once (0: no limit)"}},
+      {"max-running", 0, "N", "jobs running at once (0: no limit)"},
+      {"gpu-memory-gb", 0, "G",
+       "GiB of GPU memory its running jobs' estimates may hold (0: no cap)"}},
      cli_cmd_team_quota},
     {"team delete",
      "NAME",

@@ -158,6 +158,11 @@ void cli_print_sched_quota(const Fluxion__V1__TeamQuota *set, const Fluxion__V1_
                set->max_running_jobs ? "" : DEF);
     else
         printf("  max running  no limit\n");
+    if (eff->gpu_memory_bytes)
+        printf("  gpu memory   %.1f GiB%s\n", eff->gpu_memory_bytes / 1073741824.0,
+               set->gpu_memory_bytes ? "" : DEF);
+    else
+        printf("  gpu memory   no cap\n");
 }
 
 /* A number >= 0 (0: the daemon's default), at most max. */
@@ -187,20 +192,20 @@ static int parse_count(const char *flag, const char *text, uint32_t *out)
 
 /* options: 0 --weight, 1 --cpu-slots, 2 --gpu-slots, 3 --borrow-cpu-slots,
  * 4 --borrow-gpu-slots, 5 --budget-hours, 6 --budget-window-hours,
- * 7 --max-running. Without one: shows the team. */
+ * 7 --max-running, 8 --gpu-memory-gb. Without one: shows the team. */
 int cli_cmd_team_quota(cli_ctx *c, const cli_args *a)
 {
     Fluxion__V1__TeamQuota set = FLUXION__V1__TEAM_QUOTA__INIT;
     bool given = false;
     int rc = CLI_OK;
-    double hours = 0;
+    double hours = 0, gib = 0;
     uint32_t *counts[] = { NULL, &set.cpu_slots, &set.gpu_slots, &set.borrow_cpu_slots,
-                           &set.borrow_gpu_slots, NULL, NULL, &set.max_running_jobs };
+                           &set.borrow_gpu_slots, NULL, NULL, &set.max_running_jobs, NULL };
     static const char *const flags[] = { "--weight", "--cpu-slots", "--gpu-slots",
                                          "--borrow-cpu-slots", "--borrow-gpu-slots",
                                          "--budget-hours", "--budget-window-hours",
-                                         "--max-running" };
-    for (int i = 0; i < 8 && !rc; i++) {
+                                         "--max-running", "--gpu-memory-gb" };
+    for (int i = 0; i < 9 && !rc; i++) {
         if (!a->opt[i])
             continue;
         given = true;
@@ -212,6 +217,8 @@ int cli_cmd_team_quota(cli_ctx *c, const cli_args *a)
             set.budget_device_seconds = hours * 3600;
         else if (i == 6 && !(rc = parse_number(flags[i], a->opt[i], 1e6, &hours)))
             set.budget_window_seconds = (uint32_t)llround(hours * 3600);
+        else if (i == 8 && !(rc = parse_number(flags[i], a->opt[i], 1e9, &gib)))
+            set.gpu_memory_bytes = (uint64_t)llround(gib * 1073741824.0);
     }
     if (rc)
         return rc;
@@ -240,6 +247,7 @@ int cli_cmd_team_quota(cli_ctx *c, const cli_args *a)
     TAKE(5, budget_device_seconds)
     TAKE(6, budget_window_seconds)
     TAKE(7, max_running_jobs)
+    TAKE(8, gpu_memory_bytes)
 #undef TAKE
     Fluxion__V1__UpdateTeamRequest req = FLUXION__V1__UPDATE_TEAM_REQUEST__INIT;
     req.name = (char *)a->pos[0];

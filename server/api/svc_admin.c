@@ -51,6 +51,7 @@ static Fluxion__V1__TeamQuota *quota_msg(pba *a, const fxdb_quota *q)
         m->budget_device_seconds = q->budget_device_seconds;
         m->budget_window_seconds = q->budget_window_seconds;
         m->max_running_jobs = q->max_running_jobs;
+        m->gpu_memory_bytes = q->gpu_memory_bytes;
     }
     return m;
 }
@@ -70,6 +71,7 @@ static fxdb_quota quota_from(const Fluxion__V1__TeamQuota *m)
         q.budget_device_seconds = m->budget_device_seconds;
         q.budget_window_seconds = m->budget_window_seconds;
         q.max_running_jobs = m->max_running_jobs;
+        q.gpu_memory_bytes = m->gpu_memory_bytes;
     }
     return q;
 }

@@ -276,6 +276,7 @@ static void stop_running(fxsc *s, fxsc__job *x)
     v->slots_used -= x->j.slots;
     v->mem_used -= x->j.memory_bytes;
     t->slots_used[x->j.kind] -= x->j.slots;
+    t->mem_used[x->j.kind] -= x->j.memory_bytes;
     t->running--;
     x->running = false;
     x->dev = -1;
@@ -501,6 +502,7 @@ int fxsc_decide(fxsc *s, int64_t now_ms, fxsc_decision *out, int max, int *n)
             v->slots_used += x->j.slots;
             v->mem_used += x->j.memory_bytes;
             t->slots_used[x->j.kind] += x->j.slots;
+            t->mem_used[x->j.kind] += x->j.memory_bytes;
             t->running++;
             t->queued--;
             snprintf(d->device, sizeof d->device, "%s", v->d.name);

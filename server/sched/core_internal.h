@@ -29,6 +29,7 @@ typedef struct {
     double budget_used;          /* slot-seconds in the current window */
     int64_t window;              /* index of the current budget window */
     int slots_used[FXSC_KINDS];  /* running jobs */
+    uint64_t mem_used[FXSC_KINDS]; /* running jobs' memory estimates */
     int running, queued;
     int preemptions;
 } fxsc__team;

@@ -53,6 +53,7 @@ typedef struct {
     int (*used)[FXSC_KINDS];        /* per team: running + started + claims */
     int (*reclaim)[FXSC_KINDS];     /* per team: running + started - chosen victims */
     int *running;                   /* per team: running + started */
+    uint64_t (*mem)[FXSC_KINDS];    /* per team: running + started memory estimates */
     bool *chosen;                   /* per job: a victim (pending or chosen now) */
     int *pending;                   /* per job: victims still pending for it */
     int *first_victim;              /* per job: one of them (index) */
@@ -296,6 +297,7 @@ static void start(pass_t *P, int ji, int d)
     if (x->claim_dev < 0)
         P->used[x->team][k] += x->j.slots;
     P->reclaim[x->team][k] += x->j.slots;
+    P->mem[x->team][k] += x->j.memory_bytes;
     P->running[x->team]++;
 }
 
@@ -316,6 +318,17 @@ static int process(pass_t *P, int ji)
         if (w)
             reasonf(r, sizeof r, "team %s budget spent: %.0f/%.0f device-seconds in this window",
                      t->name, t->budget_used, t->cfg.budget_device_seconds);
+        goto done;
+    }
+    /* the team's memory cap for the kind: it waits (memory is never a
+     * reason to preempt), holding nothing */
+    uint64_t cap = t->cfg.max_memory[k];
+    if (cap > 0 && (P->mem[x->team][k] > cap || x->j.memory_bytes > cap - P->mem[x->team][k])) {
+        if (w)
+            reasonf(r, sizeof r,
+                     "team %s at memory quota: needs %.1f GiB, %.1f/%.1f GiB in use on %s", t->name,
+                     x->j.memory_bytes / GIB, P->mem[x->team][k] / GIB, cap / GIB,
+                     fxsc__kind_name(k));
         goto done;
     }
     int team_jobs = t->cfg.max_running > 0 ? P->running[x->team] + 1 - t->cfg.max_running : 0;
@@ -449,6 +462,7 @@ int fxsc__pass(fxsc *s, fxsc__plan *p, bool want_reasons)
     P.used = calloc((size_t)nt, sizeof *P.used);
     P.reclaim = calloc((size_t)nt, sizeof *P.reclaim);
     P.running = calloc((size_t)nt, sizeof *P.running);
+    P.mem = calloc((size_t)nt, sizeof *P.mem);
     P.chosen = calloc((size_t)nj, sizeof *P.chosen);
     P.pending = calloc((size_t)nj, sizeof *P.pending);
     P.first_victim = calloc((size_t)nj, sizeof *P.first_victim);
@@ -465,7 +479,7 @@ int fxsc__pass(fxsc *s, fxsc__plan *p, bool want_reasons)
             rc = -1;
     }
     if (rc || !claims || !P.free_slots || !P.free_mem || !P.held_slots || !P.held_mem ||
-        !P.holders || !P.used || !P.reclaim || !P.running || !P.chosen || !P.pending ||
+        !P.holders || !P.used || !P.reclaim || !P.running || !P.mem || !P.chosen || !P.pending ||
         !P.first_victim || !P.nofail || !P.run || !P.pick || !q || !defer) {
         rc = -1;
         goto out;
@@ -478,8 +492,10 @@ int fxsc__pass(fxsc *s, fxsc__plan *p, bool want_reasons)
         P.free_mem[d] = (int64_t)v->d.memory_bytes - (int64_t)v->mem_used - (int64_t)v->mem_reserved;
     }
     for (int t = 0; t < s->n_teams; t++) {
-        for (int k = 0; k < FXSC_KINDS; k++)
+        for (int k = 0; k < FXSC_KINDS; k++) {
             P.used[t][k] = P.reclaim[t][k] = s->teams[t].slots_used[k];
+            P.mem[t][k] = s->teams[t].mem_used[k];
+        }
         P.running[t] = s->teams[t].running;
     }
     int nq = 0;
@@ -552,6 +568,7 @@ out:
     free(P.used);
     free(P.reclaim);
     free(P.running);
+    free(P.mem);
     free(P.chosen);
     free(P.pending);
     free(P.first_victim);

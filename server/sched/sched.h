@@ -14,8 +14,10 @@
  *  - Teams: a weight (fair share), a nominal quota of slots per kind
  *    (guaranteed), a borrowing limit beyond it (from idle capacity), an
  *    optional budget of device-seconds per window, a maximum of running
- *    jobs. A team with no quota at all (nominal 0 and borrow 0 for a kind)
- *    is best-effort for that kind: it may use any idle slot, and everything
+ *    jobs, a cap per kind on the memory its running jobs' estimates hold
+ *    (a job over it waits; memory is never a reason to preempt). A team
+ *    with no quota at all (nominal 0 and borrow 0 for a kind) is
+ *    best-effort for that kind: it may use any idle slot, and everything
  *    it runs counts as above nominal (the first to be reclaimed).
  *  - Jobs: a team, a priority, preemptible or not, a device (a name, or any
  *    device of a kind), slots wanted (all-or-nothing), a memory estimate.
@@ -82,6 +84,8 @@ typedef struct {
     double budget_device_seconds;      /* per window; 0: none */
     int64_t budget_window_ms;          /* 0: 24 h */
     int max_running;                   /* 0: no limit */
+    /* bytes its running jobs' estimates may hold on devices of the kind; 0: no cap */
+    uint64_t max_memory[FXSC_KINDS];
 } fxsc_team_cfg;
 
 typedef struct {

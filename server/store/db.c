@@ -167,7 +167,8 @@ static const char *const MIGRATIONS[] = {
     "CREATE INDEX jobs_by_team ON jobs(team);",
     /* 6 -> 7: the teams' scheduling quota (docs/scheduling.md, teams_tab.c):
      * a fair-share weight, nominal and borrowed training slots per device
-     * kind, a budget of device-seconds per window, a cap on running jobs.
+     * kind, a budget of device-seconds per window, a cap on running jobs,
+     * a cap on the GPU memory its running jobs' estimates hold (bytes).
      * 0 everywhere: the daemon's default (--team-weight etc.). */
     "ALTER TABLE teams ADD COLUMN weight REAL NOT NULL DEFAULT 0;"
     "ALTER TABLE teams ADD COLUMN cpu_slots INTEGER NOT NULL DEFAULT 0;"
@@ -176,7 +177,8 @@ static const char *const MIGRATIONS[] = {
     "ALTER TABLE teams ADD COLUMN borrow_gpu_slots INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE teams ADD COLUMN budget_device_seconds REAL NOT NULL DEFAULT 0;"
     "ALTER TABLE teams ADD COLUMN budget_window_seconds INTEGER NOT NULL DEFAULT 0;"
-    "ALTER TABLE teams ADD COLUMN max_running_jobs INTEGER NOT NULL DEFAULT 0;",
+    "ALTER TABLE teams ADD COLUMN max_running_jobs INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE teams ADD COLUMN gpu_memory_bytes INTEGER NOT NULL DEFAULT 0;",
 };
 #define SCHEMA_VERSION ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 

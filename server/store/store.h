@@ -261,6 +261,7 @@ typedef struct {
     double budget_device_seconds;      /* per window */
     uint32_t budget_window_seconds;
     uint32_t max_running_jobs;
+    uint64_t gpu_memory_bytes;         /* GPU memory its running jobs' estimates may hold */
 } fxdb_quota;
 #define FXDB_DEFAULT_WEIGHT 1.0
 #define FXDB_DEFAULT_BUDGET_WINDOW_SECONDS 86400u

@@ -67,12 +67,13 @@ static int check_quota(const fxdb_quota *q, char *err, size_t errlen)
 
 #define TEAM_COLS "name, display_name, created_ms, max_models, max_weight_bytes, max_dataset_bytes, " \
                   "weight, cpu_slots, gpu_slots, borrow_cpu_slots, borrow_gpu_slots, " \
-                  "budget_device_seconds, budget_window_seconds, max_running_jobs"
+                  "budget_device_seconds, budget_window_seconds, max_running_jobs, gpu_memory_bytes"
 /* The quota's columns after the first three of TEAM_COLS, in its order. */
 #define QUOTA_COLS "max_models = ?, max_weight_bytes = ?, max_dataset_bytes = ?, weight = ?, " \
                    "cpu_slots = ?, gpu_slots = ?, borrow_cpu_slots = ?, borrow_gpu_slots = ?, " \
-                   "budget_device_seconds = ?, budget_window_seconds = ?, max_running_jobs = ?"
-#define N_QUOTA_COLS 11
+                   "budget_device_seconds = ?, budget_window_seconds = ?, max_running_jobs = ?, " \
+                   "gpu_memory_bytes = ?"
+#define N_QUOTA_COLS 12
 
 /* Binds a quota's N_QUOTA_COLS values from parameter first on. */
 static void bind_quota(sqlite3_stmt *s, int first, const fxdb_quota *q)
@@ -88,6 +89,7 @@ static void bind_quota(sqlite3_stmt *s, int first, const fxdb_quota *q)
     sqlite3_bind_double(s, first + 8, q->budget_device_seconds);
     sqlite3_bind_int64(s, first + 9, q->budget_window_seconds);
     sqlite3_bind_int64(s, first + 10, q->max_running_jobs);
+    sqlite3_bind_int64(s, first + 11, (int64_t)q->gpu_memory_bytes);
 }
 
 static uint32_t col_u32(sqlite3_stmt *s, int i)
@@ -113,6 +115,7 @@ static int load_team(sqlite3_stmt *s, fxdb_team_rec *t, char *err, size_t errlen
     t->quota.budget_device_seconds = sqlite3_column_double(s, 11);
     t->quota.budget_window_seconds = col_u32(s, 12);
     t->quota.max_running_jobs = col_u32(s, 13);
+    t->quota.gpu_memory_bytes = (uint64_t)sqlite3_column_int64(s, 14);
     if (!t->name || !t->display_name) {
         fxdb_team_rec_free(t);
         return fxu_oom(err, errlen);
@@ -219,7 +222,7 @@ static int create_fn(fxdb_store *st, void *ctx, char *err, size_t errlen)
     const fxdb_quota *q = o->quota ? o->quota : &zero;
     sqlite3_stmt *s;
     int rc = fxdb__prepare(st, "INSERT INTO teams (" TEAM_COLS ") VALUES (?, ?, ?, ?, ?, ?, ?, "
-                           "?, ?, ?, ?, ?, ?, ?)", &s, err, errlen);
+                           "?, ?, ?, ?, ?, ?, ?, ?)", &s, err, errlen);
     if (rc)
         return rc;
     sqlite3_bind_text(s, 1, o->name, -1, SQLITE_STATIC);
@@ -427,6 +430,7 @@ static int effective_locked(fxdb_store *st, const char *team, fxdb_quota *q, cha
     q->budget_device_seconds = OR_DEFAULT(budget_device_seconds);
     q->budget_window_seconds = OR_DEFAULT(budget_window_seconds);
     q->max_running_jobs = OR_DEFAULT(max_running_jobs);
+    q->gpu_memory_bytes = OR_DEFAULT(gpu_memory_bytes);
 #undef OR_DEFAULT
     if (q->weight <= 0)
         q->weight = FXDB_DEFAULT_WEIGHT;

@@ -106,6 +106,7 @@ void fxj_team_cfg(const fxdb_quota *q, fxsc_team_cfg *cfg)
                                           ? q->budget_window_seconds
                                           : FXDB_DEFAULT_BUDGET_WINDOW_SECONDS) * 1000;
     cfg->max_running = clamp_int(q->max_running_jobs);
+    cfg->max_memory[FXSC_GPU] = q->gpu_memory_bytes;
 }
 
 /* A team's configuration from the store's effective quota (the defaults,

@@ -229,16 +229,19 @@ class QueueCliTest(fxtest.DaemonTest):
         set_ = self.cli_json("team", "quota", "q1", "--weight", "2.5", "--cpu-slots", "2",
                              "--gpu-slots", "1", "--borrow-cpu-slots", "3",
                              "--borrow-gpu-slots", "4", "--budget-hours", "1.5",
-                             "--budget-window-hours", "12", "--max-running", "5")["quota"]
+                             "--budget-window-hours", "12", "--max-running", "5",
+                             "--gpu-memory-gb", "8")["quota"]
         want = {"max_models": 7, "weight": 2.5, "cpu_slots": 2, "gpu_slots": 1,
                 "borrow_cpu_slots": 3, "borrow_gpu_slots": 4, "budget_device_seconds": 5400,
                 "budget_window_seconds": 43200, "max_running_jobs": 5}
         for k, v in want.items():
             self.assertEqual(set_[k], v, k)
+        self.assertEqual(int(set_["gpu_memory_bytes"]), 8 << 30)
         got = self.cli_json("team", "get", "q1")
         for k, v in want.items():
             self.assertEqual(got["quota"][k], v, k)
             self.assertEqual(got["effective_quota"][k], v, k)
+        self.assertEqual(int(got["effective_quota"]["gpu_memory_bytes"]), 8 << 30)
         # one value changed, the others kept; 0 is the default again
         self.cli("team", "quota", "q1", "--cpu-slots", "0")
         got = self.cli_json("team", "get", "q1")
@@ -255,15 +258,18 @@ class QueueCliTest(fxtest.DaemonTest):
         self.assertIn("gpu slots    1 nominal, 4 borrowed", text)
         self.assertIn("budget       1.5 device-hours per 12 h", text)
         self.assertIn("max running  5 jobs", text)
+        self.assertIn("gpu memory   8.0 GiB", text)
         # the defaults: weight 1, a window of a day
         self.cli("team", "create", "q2")
         eff = self.cli_json("team", "get", "q2")["effective_quota"]
         self.assertEqual((eff["weight"], eff["budget_window_seconds"]), (1, 86400))
         # the Python client
-        t = self.c.set_team_quota("q2", weight=3, max_running_jobs=2)
-        self.assertEqual((t.quota.weight, t.quota.max_running_jobs), (3, 2))
+        t = self.c.set_team_quota("q2", weight=3, max_running_jobs=2, gpu_memory_bytes=2 << 30)
+        self.assertEqual((t.quota.weight, t.quota.max_running_jobs, t.quota.gpu_memory_bytes),
+                         (3, 2, 2 << 30))
         t = self.c.update_team("q2", max_models=4)
-        self.assertEqual((t.quota.weight, t.quota.max_models), (3, 4))
+        self.assertEqual((t.quota.weight, t.quota.max_models, t.quota.gpu_memory_bytes),
+                         (3, 4, 2 << 30))
         # bad values
         self.cli("team", "quota", "q1", "--weight", "-1", expect=2)
         self.cli("team", "quota", "q1", "--weight", "nan", expect=2)

@@ -439,6 +439,68 @@ static void test_quota_priority_and_move(void **state)
     fxsc_free(s);
 }
 
+/* A team's memory cap per kind: a job over it waits (holding nothing, no
+ * preemption), counting jobs started earlier in the same pass, and starts
+ * when the memory frees. */
+static void test_memory_quota(void **state)
+{
+    (void)state;
+    fxsc_decision d[64];
+    fxsc *s = new_sched(HOUR, 10 * SEC, -1);
+    add_dev(s, "cuda:0", FXSC_GPU, 4, 32 * GIB);
+    fxsc_team_cfg a = {.weight = 1};
+    a.max_memory[FXSC_GPU] = 8 * GIB;
+    assert_int_equal(fxsc_set_team(s, "a", &a, err, sizeof err), 0);
+    fxsc_job j1 = mkjob(1, "a", FXSC_LOW, "cuda:0", FXSC_GPU, 1, 7 * GIB);
+    assert_int_equal(fxsc_submit(s, &j1, 0, err, sizeof err), 0);
+    assert_int_equal(decide(s, 0, d), 1);
+    assert_int_equal(d[0].job, 1);
+    /* HIGH over the cap: it waits, preempts nothing (its own LOW job is
+     * past min run), and holds nothing (team b starts) */
+    fxsc_job j2 = mkjob(2, "a", FXSC_HIGH, "cuda:0", FXSC_GPU, 1, 2 * GIB);
+    assert_int_equal(fxsc_submit(s, &j2, 20 * SEC, err, sizeof err), 0);
+    fxsc_job j3 = mkjob(3, "b", FXSC_NORMAL, "cuda:0", FXSC_GPU, 1, 3 * GIB);
+    assert_int_equal(fxsc_submit(s, &j3, 20 * SEC, err, sizeof err), 0);
+    reason_is(s, 20 * SEC, 2, "team a at memory quota: needs 2.0 GiB, 7.0/8.0 GiB in use on gpu");
+    assert_int_equal(decide(s, 20 * SEC, d), 1);
+    assert_int_equal(d[0].action, FXSC_START);
+    assert_int_equal(d[0].job, 3);
+    assert_int_equal(decide(s, 30 * SEC, d), 0);
+    reason_is(s, 30 * SEC, 2, "team a at memory quota: needs 2.0 GiB, 7.0/8.0 GiB in use on gpu");
+    /* the memory frees: it starts */
+    assert_int_equal(fxsc_remove(s, 1, 40 * SEC, err, sizeof err), 0);
+    assert_int_equal(decide(s, 40 * SEC, d), 1);
+    assert_int_equal(d[0].action, FXSC_START);
+    assert_int_equal(d[0].job, 2);
+    /* two jobs of 5 GiB with 2 GiB in use: the first started in a pass
+     * counts against the second */
+    fxsc_job j4 = mkjob(4, "a", FXSC_NORMAL, "cuda:0", FXSC_GPU, 1, 5 * GIB);
+    fxsc_job j5 = mkjob(5, "a", FXSC_NORMAL, "cuda:0", FXSC_GPU, 1, 5 * GIB);
+    assert_int_equal(fxsc_submit(s, &j4, 50 * SEC, err, sizeof err), 0);
+    assert_int_equal(fxsc_submit(s, &j5, 50 * SEC, err, sizeof err), 0);
+    fxsc_view v;
+    assert_int_equal(fxsc_snapshot(s, 50 * SEC, &v, err, sizeof err), 0);
+    assert_string_equal(jv(&v, 4)->reason, "starting on cuda:0");
+    assert_string_equal(jv(&v, 5)->reason,
+                        "team a at memory quota: needs 5.0 GiB, 7.0/8.0 GiB in use on gpu");
+    fxsc_view_free(&v);
+    assert_int_equal(decide(s, 50 * SEC, d), 1);
+    assert_int_equal(d[0].job, 4);
+    /* a job larger than the cap waits for it to change */
+    fxsc_job j6 = mkjob(6, "a", FXSC_NORMAL, "cuda:0", FXSC_GPU, 1, 9 * GIB);
+    assert_int_equal(fxsc_submit(s, &j6, 60 * SEC, err, sizeof err), 0);
+    assert_int_equal(fxsc_remove(s, 2, 60 * SEC, err, sizeof err), 0);
+    assert_int_equal(fxsc_remove(s, 4, 60 * SEC, err, sizeof err), 0);
+    assert_int_equal(decide(s, 60 * SEC, d), 1);
+    assert_int_equal(d[0].job, 5);
+    reason_is(s, 60 * SEC, 6, "team a at memory quota: needs 9.0 GiB, 5.0/8.0 GiB in use on gpu");
+    a.max_memory[FXSC_GPU] = 0; /* no cap */
+    assert_int_equal(fxsc_set_team(s, "a", &a, err, sizeof err), 0);
+    assert_int_equal(decide(s, 61 * SEC, d), 1);
+    assert_int_equal(d[0].job, 6);
+    fxsc_free(s);
+}
+
 /* ---------------------------------------------------------- the simulator */
 
 enum { UNSUBMITTED, QUEUED, RUNNING, DONE };
@@ -484,6 +546,7 @@ struct sim {
     int nominal_team;                 /* the team whose waits within nominal are measured */
     int64_t nominal_waits, nominal_wait_max;
     int64_t starts, preempts, snapshots;
+    int64_t memory_waits;             /* queued jobs seen "at memory quota" in snapshots */
     void (*arrive)(sim *m);           /* submits what arrives at m->now */
     int64_t next_arrival;
     unsigned rng;
@@ -603,6 +666,17 @@ static void check_invariants(sim *m)
             running += m->jobs[i].state == RUNNING && m->jobs[i].team == t;
         if (c->max_running && running > c->max_running)
             fail_msg("team %s runs %d jobs, max %d", m->teams[t].name, running, c->max_running);
+        for (int k = 0; k < FXSC_KINDS; k++) {
+            uint64_t mem = 0;
+            FOR_ACTIVE(m, i)
+                if (m->jobs[i].state == RUNNING && m->jobs[i].team == t &&
+                    (int)m->jobs[i].j.kind == k)
+                    mem += m->jobs[i].j.memory_bytes;
+            if (c->max_memory[k] && mem > c->max_memory[k])
+                fail_msg("team %s holds %llu bytes of %s memory, cap %llu at %lld",
+                         m->teams[t].name, (unsigned long long)mem, k ? "gpu" : "cpu",
+                         (unsigned long long)c->max_memory[k], (long long)m->now);
+        }
         /* a budget is overrun by at most the preemption latency (one
          * decide tick plus one checkpoint interval) of what the team runs
          * (its jobs with a budget are preemptible here: a non-preemptible
@@ -660,6 +734,11 @@ static void check_snapshot(sim *m, const fxsc_view *v, const fxsc_decision *d, i
                           (long long)(m->now - x->asked) / 1000, j->reason);
         if (!starts && strncmp(j->reason, "starting on", 11) == 0)
             fail_msg("job %lld: '%s' but not started", (long long)j->id, j->reason);
+        if (strstr(j->reason, "at memory quota")) {
+            /* memory is never a reason to preempt: it waits without a claim */
+            m->memory_waits++;
+            assert_true(m->teams[x->team].cfg.max_memory[x->j.kind] > 0);
+        }
         if (strstr(j->reason, "budget spent")) {
             const fxsc_team_view *t = tv(v, j->team);
             assert_true(t->budget > 0 && t->budget_used >= t->budget);
@@ -1064,18 +1143,23 @@ static void test_invariants_random(void **state)
     a.nominal_slots[FXSC_GPU] = 1;
     a.borrow_slots[FXSC_GPU] = 1;
     a.max_running = 4;
+    a.max_memory[FXSC_GPU] = 16 * GIB;
     sim_team(&m, "a", a);
     sim_team(&m, "b", (fxsc_team_cfg){.weight = 2, .budget_device_seconds = 1800,
                                       .budget_window_ms = 2 * HOUR});
     fxsc_team_cfg c = quota(3, 0);
     c.nominal_slots[FXSC_GPU] = 1;
     sim_team(&m, "c", c);
-    sim_team(&m, "d", (fxsc_team_cfg){.weight = 1});
+    fxsc_team_cfg dd = {.weight = 1};
+    dd.max_memory[FXSC_GPU] = 14 * GIB;
+    sim_team(&m, "d", dd);
     m.arrive = arrive_chaos;
     sim_run(&m, 8 * HOUR);
-    print_message("random: %d jobs, %lld starts, %lld preemptions, %lld snapshots checked\n", m.n,
-                  (long long)m.starts, (long long)m.preempts, (long long)m.snapshots);
+    print_message("random: %d jobs, %lld starts, %lld preemptions, %lld snapshots checked, "
+                  "%lld waits at a memory quota\n", m.n, (long long)m.starts,
+                  (long long)m.preempts, (long long)m.snapshots, (long long)m.memory_waits);
     assert_true(m.n > 1000);
+    assert_true(m.memory_waits > 0); /* the caps bind */
     assert_true(m.preempts > 20);
     sim_free(&m);
 }
@@ -1089,6 +1173,7 @@ int main(void)
         cmocka_unit_test(test_priority),
         cmocka_unit_test(test_nominal_reclaim),
         cmocka_unit_test(test_quota_priority_and_move),
+        cmocka_unit_test(test_memory_quota),
         cmocka_unit_test(test_snapshot_views),
         cmocka_unit_test(test_fair_share_cpu),
         cmocka_unit_test(test_fair_share_gpu),

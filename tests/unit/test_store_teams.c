@@ -481,7 +481,7 @@ static void test_quota_scheduling(void **state)
     fxdb_quota q = { .max_models = 4, .weight = 2.5, .cpu_slots = 2, .gpu_slots = 1,
                      .borrow_cpu_slots = 3, .borrow_gpu_slots = 4,
                      .budget_device_seconds = 7200.5, .budget_window_seconds = 3600,
-                     .max_running_jobs = 5 };
+                     .max_running_jobs = 5, .gpu_memory_bytes = (12ULL << 30) + 1 };
     assert_int_equal(fxdb_team_create(f->st, "a", "", &q, f->err, sizeof f->err), 0);
     fxdb_team_rec t;
     assert_int_equal(fxdb_team_get(f->st, "a", &t, f->err, sizeof f->err), 0);
@@ -493,6 +493,7 @@ static void test_quota_scheduling(void **state)
     assert_true(t.quota.budget_device_seconds == 7200.5);
     assert_int_equal(t.quota.budget_window_seconds, 3600);
     assert_int_equal(t.quota.max_running_jobs, 5);
+    assert_true(t.quota.gpu_memory_bytes == (12ULL << 30) + 1);
     assert_int_equal(t.quota.max_models, 4);
     fxdb_team_rec_free(&t);
 
@@ -503,7 +504,8 @@ static void test_quota_scheduling(void **state)
     bool seen = false;
     for (int i = 0; i < n; i++) {
         if (strcmp(all[i].name, "a") == 0)
-            seen = all[i].quota.borrow_gpu_slots == 4 && all[i].quota.weight == 2.5;
+            seen = all[i].quota.borrow_gpu_slots == 4 && all[i].quota.weight == 2.5 &&
+                   all[i].quota.gpu_memory_bytes == (12ULL << 30) + 1;
         fxdb_team_rec_free(&all[i]);
     }
     free(all);
@@ -517,6 +519,7 @@ static void test_quota_scheduling(void **state)
     assert_int_equal(t.quota.cpu_slots, 0);
     assert_int_equal(t.quota.gpu_slots, 2);
     assert_int_equal(t.quota.max_running_jobs, 0);
+    assert_true(t.quota.gpu_memory_bytes == 0);
     assert_int_equal(t.quota.max_models, 0);
     fxdb_team_rec_free(&t);
 
@@ -528,14 +531,21 @@ static void test_quota_scheduling(void **state)
     assert_int_equal(eff.cpu_slots, 0);
     assert_int_equal(eff.gpu_slots, 2);
     assert_true(eff.budget_device_seconds == 0);
+    assert_true(eff.gpu_memory_bytes == 0); /* no cap */
     fxdb_store_set_default_quota(f->st, &(fxdb_quota){ .weight = 3, .cpu_slots = 1,
-                                                        .gpu_slots = 7, .max_running_jobs = 2 });
+                                                        .gpu_slots = 7, .max_running_jobs = 2,
+                                                        .gpu_memory_bytes = 8ULL << 30 });
     assert_int_equal(fxdb_team_effective_quota(f->st, "a", &eff, f->err, sizeof f->err), 0);
     assert_true(eff.weight == 3.0);
     assert_int_equal(eff.cpu_slots, 1);
     assert_int_equal(eff.gpu_slots, 2); /* the team's own */
     assert_int_equal(eff.max_running_jobs, 2);
+    assert_true(eff.gpu_memory_bytes == 8ULL << 30); /* the daemon's */
     assert_int_equal(eff.budget_window_seconds, 86400);
+    q2.gpu_memory_bytes = 4ULL << 30;
+    assert_int_equal(fxdb_team_update(f->st, "a", NULL, &q2, f->err, sizeof f->err), 0);
+    assert_int_equal(fxdb_team_effective_quota(f->st, "a", &eff, f->err, sizeof f->err), 0);
+    assert_true(eff.gpu_memory_bytes == 4ULL << 30); /* the team's own */
     fxdb_store_set_default_quota(f->st, NULL);
 
     /* nonsense is refused, the row kept */

@@ -31,9 +31,10 @@ def _quota(max_models, max_weight_bytes, max_dataset_bytes, **sched):
 
 # The scheduling fields of TeamQuota (docs/scheduling.md); 0: the daemon's
 # default (--team-weight, --team-cpu-slots, --team-gpu-slots), whose 0 is none.
+# gpu_memory_bytes: the GPU memory its running jobs' estimates may hold.
 SCHED_QUOTA_FIELDS = ("weight", "cpu_slots", "gpu_slots", "borrow_cpu_slots",
                       "borrow_gpu_slots", "budget_device_seconds", "budget_window_seconds",
-                      "max_running_jobs")
+                      "max_running_jobs", "gpu_memory_bytes")
 
 
 def _check_sched(sched):
