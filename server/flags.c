@@ -61,6 +61,8 @@ void fxf_usage(FILE *f)
 "  --team-weight W         fair-share weight of teams that set none (default 1)\n"
 "  --team-cpu-slots N, --team-gpu-slots N  CPU slots, GPUs guaranteed to teams\n"
 "                          that set none (default 0; docs/scheduling.md)\n"
+"  --team-gpu-memory-gb G  GPU memory a team's running jobs may hold, for teams\n"
+"                          that set none (default 0: no cap)\n"
 "  --max-model-params N    most parameter elements per model (default 1073741824)\n"
 "  --cpu-slots N           CPU training jobs running at once (default 1; each\n"
 "                          enabled GPU runs 1); --train-workers is the same\n"
@@ -121,7 +123,7 @@ static int parse_long(const char *flag, const char *s, long lo, long hi, long *o
 
 int fxf_parse(int argc, char **argv, fxf_options *o)
 {
-    enum { O_TWEIGHT = 2000, O_TCPU_SLOTS, O_TGPU_SLOTS }; /* teams' scheduling defaults */
+    enum { O_TWEIGHT = 2000, O_TCPU_SLOTS, O_TGPU_SLOTS, O_TGPU_MEM }; /* teams' scheduling defaults */
     enum { O_LISTEN = 1000, O_DATA, O_DEVICE, O_THREADS, O_RPC, O_POLL, O_MSG,
            O_IMPORT, O_PARAMS, O_GRACE, O_LEVEL, O_FORMAT, O_VERSION, O_DSMAX, O_DSQUOTA,
            O_TWORKERS, O_CKPT, O_STREAMS, O_PEER_STREAMS, O_IDLE, O_TMODELS, O_TWEIGHTS,
@@ -149,6 +151,7 @@ int fxf_parse(int argc, char **argv, fxf_options *o)
         { "team-weight", required_argument, 0, O_TWEIGHT },
         { "team-cpu-slots", required_argument, 0, O_TCPU_SLOTS },
         { "team-gpu-slots", required_argument, 0, O_TGPU_SLOTS },
+        { "team-gpu-memory-gb", required_argument, 0, O_TGPU_MEM },
         { "tls-cert", required_argument, 0, O_TLS_CERT },
         { "tls-key", required_argument, 0, O_TLS_KEY },
         { "tls-client-ca", required_argument, 0, O_TLS_CA },
@@ -211,6 +214,16 @@ int fxf_parse(int argc, char **argv, fxf_options *o)
                 return fprintf(stderr, "fluxiond: --team-weight: '%s' is not a number in (0, 1e6]\n", optarg), 2;
             break; }
         case O_TCPU_SLOTS: if (parse_long("--team-cpu-slots", optarg, 0, 4096, &o->team_cpu_slots)) return 2; break;
+        case O_TGPU_MEM: {
+            char *end;
+            o->team_gpu_memory_gb = strtod(optarg, &end);
+            if (end != optarg && !*end && o->team_gpu_memory_gb >= 0 &&
+                o->team_gpu_memory_gb <= 1 << 20)
+                break;
+            fprintf(stderr, "fluxiond: --team-gpu-memory-gb: '%s' is not a number of GiB in "
+                    "[0, 1048576]\n", optarg);
+            return 2;
+        }
         case O_TGPU_SLOTS: if (parse_long("--team-gpu-slots", optarg, 0, 4096, &o->team_gpu_slots)) return 2; break;
         case O_TLS_CERT: o->tls_cert = optarg; break;
         case O_TLS_KEY: o->tls_key = optarg; break;

@@ -19,6 +19,7 @@ typedef struct {
     long max_message_mb, max_import_mb, grace_seconds, max_dataset_mb;
     long team_max_models, team_max_weight_mb, team_max_dataset_mb;
     double team_weight; long team_cpu_slots, team_gpu_slots; /* teams' scheduling defaults */
+    double team_gpu_memory_gb;
     long train_workers, checkpoint_steps;
     bool inference_first; double training_min_share;
     long sched_half_life_min; /* 0: the core's default */

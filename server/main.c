@@ -398,7 +398,9 @@ int main(int argc, char **argv)
                                               .max_dataset_bytes = (uint64_t)o.team_max_dataset_mb << 20,
                                               .weight = o.team_weight,
                                               .cpu_slots = (uint32_t)o.team_cpu_slots,
-                                              .gpu_slots = (uint32_t)o.team_gpu_slots });
+                                              .gpu_slots = (uint32_t)o.team_gpu_slots,
+                                              .gpu_memory_bytes = (uint64_t)(o.team_gpu_memory_gb *
+                                                                             (1 << 30)) });
     /* With mTLS, fxau_enabled is true whatever the store says: a first look
      * without it tells whether a token or certificate was ever created. */
     bool tokens_on = false, given = false;

@@ -70,5 +70,33 @@ class QuotaTest(DaemonTest):
         self.q.upload_dataset("more", arrays(60))
 
 
+
+
+class DefaultsTest(DaemonTest):
+    """The daemon's --team-* flags are the quota of teams that set none,
+    scheduling included; a team's own value wins."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d, secret = start_with_admin_token(
+            name="quota-defaults",
+            args=["--team-max-models", "5", "--team-weight", "3", "--team-cpu-slots", "2",
+                  "--team-gpu-memory-gb", "1.5"])
+        cls.admin = cls.d.client(token=secret)
+
+    def test_defaults_and_own(self):
+        self.admin.create_team("dflt")
+        q = self.admin.get_team("dflt").effective_quota
+        self.assertEqual(q.max_models, 5)
+        self.assertEqual(q.weight, 3)
+        self.assertEqual(q.cpu_slots, 2)
+        self.assertEqual(q.gpu_memory_bytes, 3 << 29)
+        self.admin.create_team("own", max_models=1)
+        self.admin.set_team_quota("own", weight=0.5, gpu_memory_bytes=1 << 30)
+        q = self.admin.get_team("own").effective_quota
+        self.assertEqual((q.max_models, q.weight, q.gpu_memory_bytes), (1, 0.5, 1 << 30))
+        self.assertEqual(q.cpu_slots, 2)   # not set: still the default
+
+
 if __name__ == "__main__":
     fxtest.main()
