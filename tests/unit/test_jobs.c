@@ -1109,6 +1109,41 @@ static void test_update_queued(void **state)
     free(a), free(b), free(c);
 }
 
+/* The preemption tests' setting: the jobs module restarted with opts, and
+ * a team b with a nominal CPU slot (default stays best-effort), its model
+ * b/m and (with_data) its dataset b/blobs. */
+static void start_with_team_b(fixture *f, fxj_jobs_opts opts, bool with_data)
+{
+    char err[512];
+    fxj_jobs_free(f->j);
+    if (fxj_jobs_start(f->st, f->ds, f->sv, &opts, &f->j, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_int_equal(fxdb_team_create(f->st, "b", "", NULL, err, sizeof err), 0);
+    create_model(f, "b/m");
+    if (with_data)
+        upload(f, "b/blobs", 30);
+    fxj_jobs_set_team(f->j, "b", &(fxsc_team_cfg){ .weight = 1, .nominal_slots = { 1, 0 } });
+}
+
+/* Submits a job of team b (spec fields as JSON); returns its id (free it). */
+static char *submit_b(fixture *f, const char *json, bool with_data)
+{
+    char err[512];
+    Fluxion__V1__JobSpec *s = spec_json(json);
+    free(s->model);
+    s->model = strdup("b/m");
+    if (with_data) {
+        free(s->dataset);
+        s->dataset = strdup("b/blobs");
+    }
+    Fluxion__V1__Job *bj = NULL;
+    assert_int_equal(fxj_jobs_submit(f->j, s, &bj, err, sizeof err), 0);
+    fluxion__v1__job_spec__free_unpacked(s, NULL);
+    char *id = strdup(bj->id);
+    free_job(bj);
+    return id;
+}
+
 /* Team b within its nominal quota reclaims the slot from team default's
  * job (default has no quota: best-effort): the job checkpoints at its next
  * step, goes back to QUEUED (PREEMPTED says for whom), and resumes from
@@ -1117,16 +1152,8 @@ static void test_preempt_resume(void **state)
 {
     fixture *f = *state;
     char err[512];
-    fxj_jobs_free(f->j);
-    if (fxj_jobs_start(f->st, f->ds, f->sv,
-                       &(fxj_jobs_opts){ .workers = 1, .checkpoint_every_steps = 4,
-                                         .sched_min_run_ms = 1 },
-                       &f->j, err, sizeof err) != 0)
-        fail_msg("%s", err);
-    assert_int_equal(fxdb_team_create(f->st, "b", "", NULL, err, sizeof err), 0);
-    create_model(f, "b/m");
-    upload(f, "b/blobs", 30);
-    fxj_jobs_set_team(f->j, "b", &(fxsc_team_cfg){ .weight = 1, .nominal_slots = { 1, 0 } });
+    start_with_team_b(f, (fxj_jobs_opts){ .workers = 1, .checkpoint_every_steps = 4,
+                                          .sched_min_run_ms = 1 }, true);
     fake_reset(true);
     char *a = submit(f, "\"description\": \"a\", \"steps\": 12, \"checkpoint_every_steps\": 3");
     allow_steps(5);
@@ -1137,15 +1164,7 @@ static void test_preempt_resume(void **state)
     Fluxion__V1__JobEvent *snap = next_event(w, &ended);
     assert_int_equal(snap->kind, FLUXION__V1__JOB_EVENT__KIND__SNAPSHOT);
     fluxion__v1__job_event__free_unpacked(snap, NULL);
-    Fluxion__V1__JobSpec *s = spec_json("\"description\": \"b\", \"steps\": 4");
-    free(s->model), free(s->dataset);
-    s->model = strdup("b/m");
-    s->dataset = strdup("b/blobs");
-    Fluxion__V1__Job *bj = NULL;
-    assert_int_equal(fxj_jobs_submit(f->j, s, &bj, err, sizeof err), 0);
-    fluxion__v1__job_spec__free_unpacked(s, NULL);
-    char *b = strdup(bj->id);
-    free_job(bj);
+    char *b = submit_b(f, "\"description\": \"b\", \"steps\": 4", true);
     /* a is preempted at its step boundary: checkpoint at step 5, QUEUED */
     free_job(wait_for(f, b, FLUXION__V1__JOB_STATE__RUNNING, 0));
     Fluxion__V1__Job *job = get(f, a);
@@ -1203,30 +1222,14 @@ static void test_preempt_resume(void **state)
 static void test_preempt_grace(void **state)
 {
     fixture *f = *state;
-    char err[512];
-    fxj_jobs_free(f->j);
-    if (fxj_jobs_start(f->st, f->ds, f->sv,
-                       &(fxj_jobs_opts){ .workers = 1, .checkpoint_every_steps = 4,
-                                         .sched_min_run_ms = 1, .preempt_grace_steps = 3 },
-                       &f->j, err, sizeof err) != 0)
-        fail_msg("%s", err);
-    assert_int_equal(fxdb_team_create(f->st, "b", "", NULL, err, sizeof err), 0);
-    create_model(f, "b/m");
-    upload(f, "b/blobs", 30);
-    fxj_jobs_set_team(f->j, "b", &(fxsc_team_cfg){ .weight = 1, .nominal_slots = { 1, 0 } });
+    start_with_team_b(f, (fxj_jobs_opts){ .workers = 1, .checkpoint_every_steps = 4,
+                                          .sched_min_run_ms = 1, .preempt_grace_steps = 3 },
+                      true);
     fake_reset(true);
     char *a = submit(f, "\"description\": \"a\", \"steps\": 12, \"checkpoint_every_steps\": 3");
     allow_steps(5);
     free_job(wait_for(f, a, FLUXION__V1__JOB_STATE__RUNNING, 5));
-    Fluxion__V1__JobSpec *s = spec_json("\"description\": \"b\", \"steps\": 4");
-    free(s->model), free(s->dataset);
-    s->model = strdup("b/m");
-    s->dataset = strdup("b/blobs");
-    Fluxion__V1__Job *bj = NULL;
-    assert_int_equal(fxj_jobs_submit(f->j, s, &bj, err, sizeof err), 0);
-    fluxion__v1__job_spec__free_unpacked(s, NULL);
-    char *b = strdup(bj->id);
-    free_job(bj);
+    char *b = submit_b(f, "\"description\": \"b\", \"steps\": 4", true);
     usleep(300000); /* a tick or more: the preemption is decided, a keeps its slot */
     Fluxion__V1__Job *job = get(f, a);
     assert_int_equal(job->state, FLUXION__V1__JOB_STATE__RUNNING);
@@ -1253,26 +1256,12 @@ static void test_preempted_then_restart(void **state)
 {
     fixture *f = *state;
     char err[512];
-    fxj_jobs_free(f->j);
-    if (fxj_jobs_start(f->st, f->ds, f->sv,
-                       &(fxj_jobs_opts){ .workers = 1, .sched_min_run_ms = 1 }, &f->j, err,
-                       sizeof err) != 0)
-        fail_msg("%s", err);
-    assert_int_equal(fxdb_team_create(f->st, "b", "", NULL, err, sizeof err), 0);
-    create_model(f, "b/m");
-    fxj_jobs_set_team(f->j, "b", &(fxsc_team_cfg){ .weight = 1, .nominal_slots = { 1, 0 } });
+    start_with_team_b(f, (fxj_jobs_opts){ .workers = 1, .sched_min_run_ms = 1 }, false);
     fake_reset(true);
     char *a = submit(f, "\"description\": \"a\", \"steps\": 9");
     allow_steps(3);
     free_job(wait_for(f, a, FLUXION__V1__JOB_STATE__RUNNING, 3));
-    Fluxion__V1__JobSpec *s = spec_json("\"description\": \"b\", \"steps\": 4");
-    free(s->model);
-    s->model = strdup("b/m");
-    Fluxion__V1__Job *bj = NULL;
-    assert_int_equal(fxj_jobs_submit(f->j, s, &bj, err, sizeof err), 0);
-    fluxion__v1__job_spec__free_unpacked(s, NULL);
-    char *b = strdup(bj->id);
-    free_job(bj);
+    char *b = submit_b(f, "\"description\": \"b\", \"steps\": 4", false);
     free_job(wait_for(f, b, FLUXION__V1__JOB_STATE__RUNNING, 0));
     free_job(wait_for(f, a, FLUXION__V1__JOB_STATE__QUEUED, 0));
     close_all(f);
@@ -1311,27 +1300,12 @@ static void test_preempted_then_restart(void **state)
 static void test_not_preemptible(void **state)
 {
     fixture *f = *state;
-    char err[512];
-    fxj_jobs_free(f->j);
-    if (fxj_jobs_start(f->st, f->ds, f->sv,
-                       &(fxj_jobs_opts){ .workers = 1, .sched_min_run_ms = 1 }, &f->j, err,
-                       sizeof err) != 0)
-        fail_msg("%s", err);
-    assert_int_equal(fxdb_team_create(f->st, "b", "", NULL, err, sizeof err), 0);
-    create_model(f, "b/m");
-    fxj_jobs_set_team(f->j, "b", &(fxsc_team_cfg){ .weight = 1, .nominal_slots = { 1, 0 } });
+    start_with_team_b(f, (fxj_jobs_opts){ .workers = 1, .sched_min_run_ms = 1 }, false);
     fake_reset(true);
     char *a = submit(f, "\"description\": \"a\", \"not_preemptible\": true");
     allow_steps(1);
     free_job(wait_for(f, a, FLUXION__V1__JOB_STATE__RUNNING, 1));
-    Fluxion__V1__JobSpec *s = spec_json("\"description\": \"b\"");
-    free(s->model);
-    s->model = strdup("b/m");
-    Fluxion__V1__Job *bj = NULL;
-    assert_int_equal(fxj_jobs_submit(f->j, s, &bj, err, sizeof err), 0);
-    fluxion__v1__job_spec__free_unpacked(s, NULL);
-    char *b = strdup(bj->id);
-    free_job(bj);
+    char *b = submit_b(f, "\"description\": \"b\"", false);
     expect_position(f, b, 1);
     usleep(300000); /* a tick or more: still not preempted */
     Fluxion__V1__Job *job = get(f, a);
