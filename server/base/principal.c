@@ -40,6 +40,7 @@ const char *fxp_access_name(fxp_access a)
     case FXP_INFER: return "infer";
     case FXP_WRITE: return "write";
     case FXP_MANAGE: return "manage";
+    case FXP_PUBLIC: return "public";
     default: return "unset";
     }
 }
@@ -47,6 +48,7 @@ const char *fxp_access_name(fxp_access a)
 fxp_role fxp_access_role(fxp_access a)
 {
     switch (a) {
+    case FXP_PUBLIC: return FXP_ROLE_NONE;
     case FXP_ANY:
     case FXP_READ:
     case FXP_INFER: return FXP_VIEWER;
@@ -58,6 +60,8 @@ fxp_role fxp_access_role(fxp_access a)
 
 bool fxp_allows(fxp_role r, fxp_access a)
 {
+    if (a == FXP_PUBLIC)
+        return true;
     if (a == FXP_ACCESS_UNSET || r == FXP_ROLE_NONE)
         return false;
     return (int)r >= (int)fxp_access_role(a);

@@ -48,6 +48,8 @@ typedef enum {
     FXP_INFER,   /* viewer and up: run the team's served models */
     FXP_WRITE,   /* member and up: create, change, delete the team's objects */
     FXP_MANAGE,  /* admin only: teams, tokens, certificate principals */
+    FXP_PUBLIC,  /* no credentials needed (grpc.health.v1: probes carry none);
+                  * such a method sees no object and changes nothing */
 } fxp_access;
 
 #define FXP_TEAM_MAX 63     /* team name: 1..63 of [a-z0-9_-], first a letter or digit */

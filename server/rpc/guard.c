@@ -56,7 +56,10 @@ bool fxr__authorize(fxr_call *c)
 {
     fxr_server *s = c->s;
     memset(&c->principal, 0, sizeof c->principal);
-    if (!s->opts.auth) {
+    if (c->route->access == FXP_PUBLIC) {
+        /* no credentials looked at: the method sees nothing of anyone's */
+        snprintf(c->principal.who, sizeof c->principal.who, "public");
+    } else if (!s->opts.auth) {
         fxp_local_principal(&c->principal);
     } else {
         char authz[AUTHZ_MAX], subject[SUBJECT_MAX], cn[256];

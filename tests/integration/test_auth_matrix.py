@@ -54,6 +54,7 @@ READ_A = (U, U, U, U, U, OK, OK, NF, OK)     # read (or infer on) a's object
 WRITE_A = (U, U, U, U, U, PD, OK, NF, OK)    # change a's object (or create one in team a)
 MANAGE = (U, U, U, U, U, PD, PD, PD, OK)     # admins only
 OWN_TEAM = (U, U, U, U, U, OK, OK, NF, OK)   # GetTeam("a"): a caller's own team only
+PUBLIC = (OK, OK, OK, OK, OK, OK, OK, OK, OK)  # grpc.health.v1: probes carry no credentials
 
 ROWS = {}  # "package.Service/Method" -> (expected row, cell function); filled below
 
@@ -82,6 +83,7 @@ T = "fluxion.v1.TrainingService/"
 K = "fluxion.v1.ClusterService/"
 I = "inference.GRPCInferenceService/"
 A = "fluxion.v1.AdminService/"
+H = "grpc.health.v1.Health/"
 
 
 @row(M + "CreateModel", WRITE_A)
@@ -230,6 +232,26 @@ def _infer_unary(method, request_type, expected, **fields_of_col):
 
 
 _infer_unary("ServerLive", "ServerLiveRequest", ANY)
+
+
+def _health(method, stream=False):
+    """grpc.health.v1: the same answer for every caller, with or without a
+    token (what a Kubernetes probe sends is nothing)."""
+    @row(H + method, PUBLIC)
+    def cell(ctx, col):
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        stub = health_pb2_grpc.HealthStub(ctx.s.channel)
+        req = (health_pb2.HealthListRequest() if method == "List"
+               else health_pb2.HealthCheckRequest(service="fluxion.v1.ModelService"))
+        if stream:
+            return lambda md: ctx.first(stub.Watch(req, metadata=md, timeout=TIMEOUT))
+        return lambda md: getattr(stub, method)(req, metadata=md, timeout=TIMEOUT)
+    return cell
+
+
+_health("Check")
+_health("List")
+_health("Watch", stream=True)
 _infer_unary("ServerReady", "ServerReadyRequest", ANY)
 _infer_unary("ServerMetadata", "ServerMetadataRequest", ANY)
 _infer_unary("ModelReady", "ModelReadyRequest", READ_A, name="mlp")
@@ -354,14 +376,16 @@ TABLE = {method: expected for method, (expected, _) in ROWS.items()}
 # How many RPCs each service has (issue 12); the descriptors must agree.
 SERVICE_SIZES = {"fluxion.v1.ModelService": 7, "fluxion.v1.DatasetService": 4,
                  "fluxion.v1.TrainingService": 6, "fluxion.v1.ClusterService": 2,
-                 "inference.GRPCInferenceService": 10, "fluxion.v1.AdminService": 12}
+                 "inference.GRPCInferenceService": 10, "fluxion.v1.AdminService": 12,
+                 "grpc.health.v1.Health": 3}
 
 
 def service_methods(s):
     """{"package.Service/Method"} of every service in the generated modules."""
+    from grpc_health.v1 import health_pb2
     out = set()
     for mod in (s.model_pb2, s.dataset_pb2, s.training_pb2, s.cluster_pb2, s.infer_pb2,
-                s.admin_pb2):
+                s.admin_pb2, health_pb2):
         for svc in mod.DESCRIPTOR.services_by_name.values():
             for m in svc.methods:
                 out.add("%s/%s" % (svc.full_name, m.name))

@@ -46,6 +46,8 @@ static void test_roles_and_access(void **state)
         assert_int_equal(fxp_allows(M[i].r, FXP_MANAGE), M[i].manage);
         /* an access nobody stated is never allowed, not even to an admin */
         assert_false(fxp_allows(M[i].r, FXP_ACCESS_UNSET));
+        /* a public method (health) is everyone's, even with no role */
+        assert_true(fxp_allows(M[i].r, FXP_PUBLIC));
     }
     assert_int_equal(fxp_role_from_name("viewer"), FXP_VIEWER);
     assert_int_equal(fxp_role_from_name("member"), FXP_MEMBER);
