@@ -46,6 +46,17 @@ int cli_local_error(const char *fmt, ...)
     return CLI_ERR_LOCAL;
 }
 
+/* "model 'NAME' is not loaded ...": the command that loads it. */
+static void unloaded_hint(const char *msg)
+{
+    const char *p = strstr(msg, "model '");
+    const char *q = p ? strstr(p + 7, "' is not loaded") : NULL;
+    if (!q || q - (p + 7) > 256 || memchr(p + 7, '\'', (size_t)(q - (p + 7))))
+        return;
+    fprintf(stderr, "fluxion: hint: load it with `fluxion model load %.*s`\n", (int)(q - (p + 7)),
+            p + 7);
+}
+
 int cli_status_error(const cli_ctx *c, int code, const char *msg)
 {
     fflush(stdout);
@@ -63,6 +74,8 @@ int cli_status_error(const cli_ctx *c, int code, const char *msg)
                         "--token or --token-file, or set FLUXION_TOKEN\n", c->conn.token_source);
     else if (code == FXS_PERMISSION_DENIED)
         fprintf(stderr, "fluxion: hint: `fluxion whoami` shows your team and role\n");
+    else if (code == FXS_FAILED_PRECONDITION && msg)
+        unloaded_hint(msg);
     return unreachable ? CLI_ERR_UNREACHABLE : CLI_ERR_SERVER;
 }
 

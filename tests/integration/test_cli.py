@@ -148,6 +148,7 @@ class CliTest(fxtest.DaemonTest):
         p = self.cli("predict", "u1", "--input", "-", stdin='{"x": [[1, 2, 3, 4]]}', expect=1)
         self.assertIn("FAILED_PRECONDITION", p.stderr)
         self.assertIn("not loaded", p.stderr)
+        self.assertIn("hint: load it with `fluxion model load u1`", p.stderr)
         self.cli("model", "load", "u1")
         self.cli("predict", "u1", "--input", "-", stdin='{"x": [[1, 2, 3, 4]]}')
 
