@@ -12,10 +12,7 @@ with the fluxion CLI (FLUXION_TOKEN)."""
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import unittest
 
 try:
@@ -32,14 +29,9 @@ except ImportError as e:
     print("skipped: %s (pip install 'tritonclient[grpc]')" % e)
     sys.exit(77)
 
-SRC = os.environ.get("FX_SOURCE_DIR") or os.path.dirname(os.path.dirname(
-    os.path.dirname(os.path.abspath(__file__))))
-FLUXIOND = os.environ.get("FLUXIOND") or os.path.join(SRC, "build", "fluxiond")
-CLI = os.environ.get("FLUXION_CLI") or os.path.join(SRC, "build", "fluxion")
-for exe in (FLUXIOND, CLI):
-    if not os.access(exe, os.X_OK):
-        print("skipped: %s is not built" % exe)
-        sys.exit(77)
+from tritonharness import SRC, Fluxiond, load_safetensors, require_built  # noqa: E402
+
+require_built()
 
 SECRET_RE = re.compile(r"fxn_[0-9a-f]{64}")
 
@@ -53,35 +45,12 @@ def forward(w, x):
     return h @ w["fc2.weight"].T + w["fc2.bias"]
 
 
-def load_safetensors(data):
-    import json
-    import struct
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        a, b = info["data_offsets"]
-        out[name] = np.frombuffer(data[8 + n + a:8 + n + b], dtype="<f4").reshape(info["shape"])
-    return out
-
-
 class TritonAuthTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.work = tempfile.mkdtemp(prefix="fx-triton-auth-")
+        cls.d = Fluxiond("fx-triton-auth-", ["--init-admin-token", "{work}/admin.token"])
+        cls.work, cls.addr = cls.d.work, cls.d.addr
         token_file = os.path.join(cls.work, "admin.token")
-        cls.log = open(os.path.join(cls.work, "fluxiond.log"), "wb")
-        cls.proc = subprocess.Popen([FLUXIOND, "--listen", "127.0.0.1:0", "--data-dir",
-                                     os.path.join(cls.work, "data"), "--init-admin-token",
-                                     token_file], stdout=subprocess.PIPE, stderr=cls.log)
-        line = cls.proc.stdout.readline().decode()
-        if not line.startswith("listening on "):
-            cls.proc.kill()
-            cls.proc.wait()
-            raise AssertionError("fluxiond did not start: %r\n%s" % (line, cls.log_text()))
-        cls.addr = line.split()[-1]
         with open(token_file) as f:
             cls.admin = f.read().strip()
         assert SECRET_RE.fullmatch(cls.admin), "the admin token file holds no token"
@@ -94,23 +63,15 @@ class TritonAuthTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.client.close()
-        cls.proc.send_signal(signal.SIGTERM)
-        rc = cls.proc.wait(timeout=15)
-        cls.log.close()
-        assert rc == 0, "fluxiond exited %d" % rc
-        shutil.rmtree(cls.work, ignore_errors=True)
+        cls.d.stop()
 
     @classmethod
     def log_text(cls):
-        with open(os.path.join(cls.work, "fluxiond.log"), "rb") as f:
-            return f.read().decode("utf-8", "replace")[-4000:]
+        return cls.d.log_text()
 
     @classmethod
     def cli(cls, *args, token=None):
-        env = dict(os.environ, FLUXION_SERVER=cls.addr, FLUXION_TOKEN=token or cls.admin)
-        p = subprocess.run([CLI] + list(args), capture_output=True, env=env, timeout=60)
-        assert p.returncode == 0, (args, p.stdout, p.stderr)
-        return p.stdout.decode("utf-8", "replace")
+        return cls.d.cli(*args, token=token or cls.admin).decode("utf-8", "replace")
 
     @classmethod
     def new_token(cls, name, team, role):

@@ -3,14 +3,8 @@
 with the `fluxion` CLI; results are checked against a numpy forward pass of
 the weights the CLI exports. Runs with the python3 on PATH (where pip
 installs tritonclient); exit 77 (skipped) when tritonclient is missing."""
-import json
 import os
-import shutil
-import signal
-import struct
-import subprocess
 import sys
-import tempfile
 import unittest
 
 try:
@@ -21,41 +15,16 @@ except ImportError as e:
     print("skipped: %s (pip install 'tritonclient[grpc]')" % e)
     sys.exit(77)
 
-SRC = os.environ.get("FX_SOURCE_DIR") or os.path.dirname(os.path.dirname(
-    os.path.dirname(os.path.abspath(__file__))))
-FLUXIOND = os.environ.get("FLUXIOND") or os.path.join(SRC, "build", "fluxiond")
-CLI = os.environ.get("FLUXION_CLI") or os.path.join(SRC, "build", "fluxion")
-for exe in (FLUXIOND, CLI):
-    if not os.access(exe, os.X_OK):
-        print("skipped: %s is not built" % exe)
-        sys.exit(77)
+from tritonharness import SRC, Fluxiond, load_safetensors, require_built  # noqa: E402
 
-
-def load_safetensors(data):
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        assert info["dtype"] == "F32", info
-        a, b = info["data_offsets"]
-        out[name] = np.frombuffer(data[8 + n + a:8 + n + b], dtype="<f4").reshape(info["shape"])
-    return out
+require_built()
 
 
 class TritonClientTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.work = tempfile.mkdtemp(prefix="fx-triton-")
-        cls.log = open(os.path.join(cls.work, "fluxiond.log"), "wb")
-        cls.proc = subprocess.Popen([FLUXIOND, "--listen", "127.0.0.1:0", "--data-dir",
-                                     os.path.join(cls.work, "data")],
-                                    stdout=subprocess.PIPE, stderr=cls.log)
-        line = cls.proc.stdout.readline().decode()
-        assert line.startswith("listening on "), line
-        cls.addr = line.split()[-1]
-        cls.env = dict(os.environ, FLUXION_SERVER=cls.addr)
+        cls.d = Fluxiond("fx-triton-")
+        cls.work, cls.addr = cls.d.work, cls.d.addr
         for f in ("mlp.json", "two_heads.json"):
             cls.cli("model", "create", os.path.join(SRC, "examples", "models", f))
         cls.client = tc.InferenceServerClient(url=cls.addr)
@@ -63,17 +32,11 @@ class TritonClientTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.client.close()
-        cls.proc.send_signal(signal.SIGTERM)
-        rc = cls.proc.wait(timeout=15)
-        cls.log.close()
-        assert rc == 0, "fluxiond exited %d" % rc
-        shutil.rmtree(cls.work, ignore_errors=True)
+        cls.d.stop()
 
     @classmethod
     def cli(cls, *args):
-        p = subprocess.run([CLI] + list(args), capture_output=True, env=cls.env, timeout=60)
-        assert p.returncode == 0, (args, p.stderr)
-        return p.stdout
+        return cls.d.cli(*args)
 
     def weights(self, model):
         path = os.path.join(self.work, model + ".safetensors")
