@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import types
 import unittest
@@ -424,3 +425,23 @@ def make_cert(directory, name, ca, cn, server=False, serial=None):
     openssl("x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], *serial_args,
             "-out", crt, "-days", "2", "-extfile", ext, cwd=directory)
     return crt, key
+
+
+class JobWatcher(threading.Thread):
+    """Collects a job's watch events (client.watch_job) in a thread."""
+
+    def __init__(self, client, job_id, timeout=120):
+        super().__init__(daemon=True)
+        self.c, self.id, self.timeout = client, job_id, timeout
+        self.events, self.error = [], None
+        self.start()
+
+    def run(self):
+        try:
+            for ev in self.c.watch_job(self.id, timeout=self.timeout):
+                self.events.append(ev)
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.error = e
+
+    def kinds(self):
+        return [e.kind for e in self.events]

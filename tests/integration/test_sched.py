@@ -14,13 +14,12 @@ the speed measured on a first job (Release or ASan alike)."""
 import json
 import os
 import sys
-import threading
 import time
 
 import grpc
 
 import fxtest
-from fxtest import DaemonTest, start_with_admin_token
+from fxtest import DaemonTest, JobWatcher, start_with_admin_token
 
 sys.path.insert(0, os.path.join(fxtest.SOURCE_DIR, "examples", "jobs"))
 import make_blobs  # noqa: E402
@@ -36,25 +35,6 @@ def spec(**over):
     s = dict(JOB, serve_when_done=False, epochs=0, model_version=1)
     s.update(over)
     return s
-
-
-class Watcher(threading.Thread):
-    """Collects a watch's events in a thread."""
-
-    def __init__(self, client, job_id):
-        super().__init__(daemon=True)
-        self.c, self.id, self.events, self.error = client, job_id, [], None
-        self.start()
-
-    def run(self):
-        try:
-            for ev in self.c.watch_job(self.id, timeout=180):
-                self.events.append(ev)
-        except Exception as e:  # noqa: BLE001 - reported by the test
-            self.error = e
-
-    def kinds(self):
-        return [e.kind for e in self.events]
 
 
 class SchedTest(DaemonTest):
@@ -135,7 +115,7 @@ class SchedTest(DaemonTest):
         steps = self.steps_for(6)
         s = spec(steps=steps, checkpoint_every_steps=max(10, steps // 20))
         job = self.a.submit_job(s)
-        w = Watcher(self.a, job.id)
+        w = JobWatcher(self.a, job.id, timeout=180)
         self.wait_until(self.a, job.id, lambda j: j.state == training_pb2.RUNNING and
                         j.progress.step > 0, "progress")
         self.assertEqual(self.a.get_job(job.id).assigned_device, "cpu")

@@ -16,12 +16,11 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
 
 import fxtest
-from fxtest import C, Daemon, DaemonTest, np
+from fxtest import C, Daemon, DaemonTest, JobWatcher, np
 
 sys.path.insert(0, os.path.join(fxtest.SOURCE_DIR, "examples", "jobs"))
 import make_blobs  # noqa: E402
@@ -50,25 +49,6 @@ def metric(progress, name):
 
 def accuracy(logits, y):
     return float(np.mean(np.argmax(logits, axis=1) == y))
-
-
-class Watcher(threading.Thread):
-    """Collects a watch's events in a thread."""
-
-    def __init__(self, client, job_id):
-        super().__init__(daemon=True)
-        self.c, self.id, self.events, self.error = client, job_id, [], None
-        self.start()
-
-    def run(self):
-        try:
-            for ev in self.c.watch_job(self.id, timeout=120):
-                self.events.append(ev)
-        except Exception as e:  # noqa: BLE001 - reported by the test
-            self.error = e
-
-    def kinds(self):
-        return [e.kind for e in self.events]
 
 
 class TrainingTest(DaemonTest):
@@ -151,14 +131,14 @@ class TrainingTest(DaemonTest):
         CLI, and by a second thread once progress was seen."""
         steps = self.steps_for(seconds)
         job = self.c.submit_job(spec(steps=steps, epochs=0, checkpoint_every_steps=steps // 4))
-        early = Watcher(self.c, job.id)
+        early = JobWatcher(self.c, job.id)
         cli = subprocess.Popen([CLI, "--server", self.d.address, "job", "watch", job.id],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30
         while EV.PROGRESS not in early.kinds() and time.monotonic() < deadline:
             time.sleep(0.01)
         self.assertIn(EV.PROGRESS, early.kinds(), early.error)
-        late = Watcher(self.c, job.id)
+        late = JobWatcher(self.c, job.id)
         early.join(60)
         late.join(60)
         out, err = cli.communicate(timeout=60)
@@ -268,7 +248,7 @@ class TrainingTest(DaemonTest):
                 break
         # a client of its own: stop() closes the daemon's clients first
         watcher_client = fxtest.Client(self.d.address)
-        w = Watcher(watcher_client, job.id)
+        w = JobWatcher(watcher_client, job.id)
         while not w.events:
             time.sleep(0.01)
         t0 = time.monotonic()
