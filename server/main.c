@@ -461,7 +461,8 @@ int main(int argc, char **argv)
     if (fxa_register_model_service(&d) || fxa_register_inference_service(&d) ||
         fxa_register_cluster_service(&d) || fxa_register_dataset_service(&d) ||
         fxa_register_training_service(&d) || fxa_register_admin_service(&d) ||
-        fxa_register_health_service(&d)) {
+        fxa_register_health_service(&d) ||
+        fxa_register_reflection_service(&d)) {
         fxl_log(FXL_ERROR, "main", "cannot register the services");
         return 1;
     }

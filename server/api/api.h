@@ -50,6 +50,7 @@ int fxa_register_dataset_service(fxa_daemon *d);
 int fxa_register_training_service(fxa_daemon *d);
 int fxa_register_admin_service(fxa_daemon *d);
 int fxa_register_health_service(fxa_daemon *d);
+int fxa_register_reflection_service(fxa_daemon *d); /* svc_reflection.c */
 
 /* True when the model (a key) is stored; otherwise fails the call
  * (NOT_FOUND) and returns false. */

@@ -19,6 +19,8 @@
 #include "fluxion/v1/model.pb-c.h"
 #include "fluxion/v1/training.pb-c.h"
 #include "grpc_health/v1/health.pb-c.h"
+#include "grpcreflect/v1/reflection.pb-c.h"
+#include "grpcreflect/v1alpha/reflection.pb-c.h"
 #include "inference/grpc_service.pb-c.h"
 
 typedef Grpc__Health__V1__HealthCheckResponse__ServingStatus serving_status;
@@ -34,6 +36,8 @@ static const ProtobufCServiceDescriptor *const SERVICES[] = {
     &fluxion__v1__admin_service__descriptor,
     &inference__grpcinference_service__descriptor,
     &grpc__health__v1__health__descriptor,
+    &grpc__reflection__v1__server_reflection__descriptor,
+    &grpc__reflection__v1alpha__server_reflection__descriptor,
 };
 #define N_SERVICES (sizeof SERVICES / sizeof SERVICES[0])
 
