@@ -7,12 +7,16 @@ jobs="$(nproc)"
 
 # Test-only peers: PyTorch (Debian) for the equivalence tests, NVIDIA's
 # tritonclient (PyPI, into the python3 on PATH) for protocol compatibility,
-# tensorboard (PyPI) to read our event files.
+# tensorboard (PyPI) to read our event files, grpcio-reflection (PyPI) as a
+# server reflection client.
 # Tests whose peer is missing are reported as skipped, not failed.
 FX_EXTRA_PKGS="python3-torch ${FX_EXTRA_PKGS:-}" scripts/setup.sh build
 python3 -c 'import tritonclient.grpc, tensorboard' 2>/dev/null ||
   python3 -m pip install -q --disable-pip-version-check 'tritonclient[grpc]' tensorboard 2>&1 | grep -v "^WARNING: Running pip as" ||
   echo "test: tritonclient/tensorboard not installed; their tests will be skipped" >&2
+python3 -c 'import grpc_reflection' 2>/dev/null ||
+  python3 -m pip install -q --disable-pip-version-check grpcio-reflection 2>&1 | grep -v "^WARNING: Running pip as" ||
+  echo "test: grpcio-reflection not installed; integ_reflection will be skipped" >&2
 (cd build && ctest --output-on-failure -j"$jobs")
 
 if [ "${FX_SKIP_SANITIZERS:-0}" != 1 ]; then

@@ -252,6 +252,29 @@ def _health(method, stream=False):
 _health("Check")
 _health("List")
 _health("Watch", stream=True)
+
+
+def _reflection(version):
+    """grpc.reflection v1 and v1alpha: the schema is public, as for health
+    (grpcurl and Postman send no token to list the services)."""
+    @row("grpc.reflection.%s.ServerReflection/ServerReflectionInfo" % version, PUBLIC)
+    def cell(ctx, col):
+        import importlib
+        pb2 = importlib.import_module("grpcreflect.%s.reflection_pb2" % version)
+        grpc_mod = importlib.import_module("grpcreflect.%s.reflection_pb2_grpc" % version)
+        stub = grpc_mod.ServerReflectionStub(ctx.s.channel)
+        req = pb2.ServerReflectionRequest(list_services="")
+
+        def call(md):
+            resp = ctx.first(stub.ServerReflectionInfo(iter([req]), metadata=md, timeout=TIMEOUT))
+            assert resp.list_services_response.service, resp  # an answer, not an error_response
+            return resp
+        return call
+    return cell
+
+
+_reflection("v1")
+_reflection("v1alpha")
 _infer_unary("ServerReady", "ServerReadyRequest", ANY)
 _infer_unary("ServerMetadata", "ServerMetadataRequest", ANY)
 _infer_unary("ModelReady", "ModelReadyRequest", READ_A, name="mlp")
@@ -377,15 +400,18 @@ TABLE = {method: expected for method, (expected, _) in ROWS.items()}
 SERVICE_SIZES = {"fluxion.v1.ModelService": 7, "fluxion.v1.DatasetService": 4,
                  "fluxion.v1.TrainingService": 6, "fluxion.v1.ClusterService": 2,
                  "inference.GRPCInferenceService": 10, "fluxion.v1.AdminService": 12,
-                 "grpc.health.v1.Health": 3}
+                 "grpc.health.v1.Health": 3, "grpc.reflection.v1.ServerReflection": 1,
+                 "grpc.reflection.v1alpha.ServerReflection": 1}
 
 
 def service_methods(s):
     """{"package.Service/Method"} of every service in the generated modules."""
     from grpc_health.v1 import health_pb2
+    from grpcreflect.v1 import reflection_pb2 as reflection_v1
+    from grpcreflect.v1alpha import reflection_pb2 as reflection_v1alpha
     out = set()
     for mod in (s.model_pb2, s.dataset_pb2, s.training_pb2, s.cluster_pb2, s.infer_pb2,
-                s.admin_pb2, health_pb2):
+                s.admin_pb2, health_pb2, reflection_v1, reflection_v1alpha):
         for svc in mod.DESCRIPTOR.services_by_name.values():
             for m in svc.methods:
                 out.add("%s/%s" % (svc.full_name, m.name))

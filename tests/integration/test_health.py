@@ -22,7 +22,8 @@ S = health_pb2.HealthCheckResponse
 SERVICES = ["", "fluxion.v1.ModelService", "fluxion.v1.DatasetService",
             "fluxion.v1.TrainingService", "fluxion.v1.ClusterService",
             "fluxion.v1.AdminService", "inference.GRPCInferenceService",
-            "grpc.health.v1.Health"]
+            "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection"]
 
 
 class HealthTest(DaemonTest):
