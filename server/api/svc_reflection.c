@@ -270,6 +270,8 @@ static long find_file(const refl_index *ix, const char *name)
 
 static long find_symbol(const refl_index *ix, const char *name)
 {
+    if (name[0] == '.') /* a resolved type name as descriptors write it */
+        name++;
     refl_sym key = { (char *)name, 0 };
     const refl_sym *s = bsearch(&key, ix->syms, ix->n_syms, sizeof *ix->syms, sym_cmp);
     return s ? (long)s->file : -1;
@@ -278,6 +280,8 @@ static long find_symbol(const refl_index *ix, const char *name)
 /* True when name is a message type of the set. */
 static bool is_message(const refl_index *ix, const char *name)
 {
+    if (name[0] == '.')
+        name++;
     long f = find_symbol(ix, name);
     if (f < 0)
         return false;
@@ -414,8 +418,9 @@ static int set_ext_numbers(const refl_index *ix, refl_resp *out, refl_scratch *s
     if (!sc->ext_numbers)
         return -1;
     grpc__reflection__v1__extension_number_response__init(&sc->numbers);
+    const char *bare = type[0] == '.' ? type + 1 : type;
     for (size_t i = 0; i < ix->n_exts; i++)
-        if (strcmp(ix->exts[i].extendee, type) == 0)
+        if (strcmp(ix->exts[i].extendee, bare) == 0)
             sc->ext_numbers[sc->numbers.n_extension_number++] = ix->exts[i].number;
     sc->numbers.base_type_name = (char *)type;
     sc->numbers.extension_number = sc->ext_numbers;
@@ -453,6 +458,8 @@ static int answer(const refl_index *ix, const refl_req *rq, refl_resp *out, refl
     case GRPC__REFLECTION__V1__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_EXTENSION: {
         const Grpc__Reflection__V1__ExtensionRequest *e = rq->file_containing_extension;
         const char *type = e && e->containing_type ? e->containing_type : "";
+        if (type[0] == '.')
+            type++;
         for (size_t i = 0; e && i < ix->n_exts; i++)
             if (ix->exts[i].number == e->extension_number && strcmp(ix->exts[i].extendee, type) == 0)
                 return set_files(ix, out, sc, ix->exts[i].file);

@@ -209,7 +209,8 @@ class ReflectionTest(unittest.TestCase):
         for sym, path in (("inference.ModelInferRequest.InferInputTensor", "inference/grpc_service.proto"),
                           ("fluxion.v1.ListModelsRequest", "fluxion/v1/model.proto"),
                           ("fluxion.v1.ModelService.ListModels", "fluxion/v1/model.proto"),
-                          ("fluxion.v1.DataType", "fluxion/v1/model.proto")):
+                          ("fluxion.v1.DataType", "fluxion/v1/model.proto"),
+                          (".fluxion.v1.Model", "fluxion/v1/model.proto")):  # as descriptors write it
             (r,) = self.ask("v1", reflection_pb2.ServerReflectionRequest(file_containing_symbol=sym))
             self.assertEqual(self.files_of(r)[0].name, path, sym)
 
