@@ -238,6 +238,9 @@ int cli_print_message(const cli_ctx *c, const ProtobufCMessage *m);
  * or of the answer itself. An answer with no fields prints nothing; one
  * without names is a usage error naming the other formats. */
 int cli_print_names(const ProtobufCMessage *m);
+/* For the commands whose answer lists no names (predict, status, export,
+ * watch): a usage error with -o name, before anything is sent. */
+int cli_no_names(const cli_ctx *c, const char *command);
 
 /* Replaces a message's string field (freeing the old one unless it is the
  * shared empty default); false on out of memory. */

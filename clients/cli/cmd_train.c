@@ -350,6 +350,8 @@ static int cmd_cancel(cli_ctx *c, const cli_args *a)
 
 static int cmd_watch(cli_ctx *c, const cli_args *a)
 {
+    if (cli_no_names(c, "job watch"))
+        return CLI_ERR_USAGE;
     return watch(c, a->pos[0]);
 }
 

@@ -380,9 +380,20 @@ static bool print_name(const ProtobufCMessage *m)
     return false;
 }
 
+int cli_no_names(const cli_ctx *c, const char *command)
+{
+    if (c->output != CLI_OUT_NAME)
+        return CLI_OK;
+    return cli_usage_error("-o name: `fluxion %s` prints no names; use -o table or -o json",
+                           command);
+}
+
+/* The answer's own name first ("model get"), else its list's ("model list"). */
 int cli_print_names(const ProtobufCMessage *m)
 {
     const ProtobufCMessageDescriptor *d = m->descriptor;
+    if (print_name(m))
+        return CLI_OK;
     for (unsigned i = 0; i < d->n_fields; i++) {
         const ProtobufCFieldDescriptor *f = &d->fields[i];
         if (f->label != PROTOBUF_C_LABEL_REPEATED || f->type != PROTOBUF_C_TYPE_MESSAGE)
@@ -395,7 +406,7 @@ int cli_print_names(const ProtobufCMessage *m)
                 break;
         return CLI_OK;
     }
-    if (!d->n_fields || print_name(m))
+    if (!d->n_fields)
         return CLI_OK;
     return cli_usage_error("-o name: this command's answer (%s) has no names; use -o table or "
                            "-o json", d->short_name);

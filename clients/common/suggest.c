@@ -5,6 +5,7 @@
 
 #include <ctype.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
@@ -44,6 +45,16 @@ size_t fxc_edit_distance(const char *a, const char *b)
 
 static size_t allowed_edits(size_t len) { return len <= 2 ? 1 : len <= 5 ? 2 : 3; }
 
+/* The distance when close enough to suggest, else SIZE_MAX: within the
+ * edits the word's length allows, and at most a third of the longer word
+ * changed ("yaml" is 2 edits from "name": half of it, not a typo). */
+static size_t distance_within(const char *word, size_t len, const char *cand)
+{
+    size_t d = fxc_edit_distance(word, cand), clen = strlen(cand);
+    size_t longer = len > clen ? len : clen;
+    return d <= allowed_edits(len) && 3 * d <= longer ? d : SIZE_MAX;
+}
+
 static bool is_prefix(const char *word, size_t len, const char *cand)
 {
     return strlen(cand) > len && !strncasecmp(cand, word, len);
@@ -68,17 +79,18 @@ size_t fxc_suggest(const char *word, const char *const *cands, size_t n, const c
     for (size_t i = 0; i < n && got < max; i++)
         if (cands[i] && is_prefix(word, len, cands[i]))
             add(out, &got, cands[i]);
-    size_t best = allowed_edits(len) + 1;
+    size_t best = SIZE_MAX;
     for (size_t i = 0; i < n; i++)
         if (cands[i] && !is_prefix(word, len, cands[i])) {
-            size_t d = fxc_edit_distance(word, cands[i]);
+            size_t d = distance_within(word, len, cands[i]);
             if (d < best)
                 best = d;
         }
-    if (best > allowed_edits(len))
+    if (best == SIZE_MAX)
         return got;
     for (size_t i = 0; i < n && got < max; i++) {
-        if (!cands[i] || is_prefix(word, len, cands[i]) || fxc_edit_distance(word, cands[i]) != best)
+        if (!cands[i] || is_prefix(word, len, cands[i]) ||
+            distance_within(word, len, cands[i]) != best)
             continue;
         add(out, &got, cands[i]);
     }

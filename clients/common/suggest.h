@@ -7,8 +7,9 @@
  * substitutions and swaps of two neighbouring letters (the optimal string
  * alignment form of the Damerau-Levenshtein distance), ignoring case. The
  * number of edits allowed grows with the word's length: 1 up to 2 letters,
- * 2 up to 5, 3 beyond (so "x" suggests nothing and "modle" suggests
- * "model"). Every prefix match is listed, then every candidate at the
+ * 2 up to 5, 3 beyond, and is at most a third of the longer of the two
+ * words (so "x" suggests nothing, "modle" suggests "model", and "yaml",
+ * half changed, does not suggest "name"). Every prefix match is listed, then every candidate at the
  * smallest distance found, each in the order of the candidates: ties are
  * all shown, never one picked at random.
  *

@@ -1,7 +1,7 @@
 /*
  * test_cli_suggest.c - the CLI's "did you mean" (clients/common/suggest.c):
  * the edit distance (swaps count once, case ignored), the threshold growing
- * with the word, prefix matches, ties all listed in the candidates' order,
+ * with the word and bounded by a third of it, prefix matches, ties all listed in the candidates' order,
  * duplicates dropped, the out array's bound.
  */
 #include <setjmp.h>
@@ -69,6 +69,14 @@ static void test_none(void **state)
     assert_int_equal(suggest("x", out, 8), 0);  /* one letter: one edit, nothing that short */
     assert_int_equal(suggest("zzzzz", out, 8), 0);
     assert_int_equal(suggest("model", out, 0), 0);
+    /* half the word changed is not a typo */
+    static const char *const FORMATS[] = {"table", "json", "name"};
+    assert_int_equal(fxc_suggest("yaml", FORMATS, 3, out, 8), 0);
+    static const char *const SHELLS[] = {"bash", "zsh"};
+    assert_int_equal(fxc_suggest("fish", SHELLS, 2, out, 8), 0);
+    assert_int_equal(fxc_suggest("bahs", SHELLS, 2, out, 8), 1);
+    assert_string_equal(out[0], "bash");
+    assert_int_equal(fxc_suggest("bsh", SHELLS, 2, out, 8), 2); /* one edit from each */
     assert_null(out[0]);
 }
 
