@@ -319,7 +319,7 @@ static const char ZSH_MAIN[] =
     "}\n"
     "if [[ $funcstack[1] == _fluxion ]]; then\n"
     "    _fluxion \"$@\"\n"
-    "else\n"
+    "elif (( $+functions[compdef] )); then\n"
     "    compdef _fluxion fluxion\n"
     "fi\n";
 

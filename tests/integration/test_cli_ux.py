@@ -176,7 +176,7 @@ class Completion(unittest.TestCase):
     def test_zsh(self):
         zsh = shutil.which("zsh")
         if not zsh:
-            self.skipTest("no zsh")
+            self.skipTest("no zsh (scripts/setup.sh installs it)")
         path = os.path.join(self.dir, "_fluxion")
         with open(path, "w") as f:
             f.write(run(["completion", "zsh"], test=self).stdout)
@@ -184,6 +184,28 @@ class Completion(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         with open(path) as f:
             self.assertTrue(f.readline().startswith("#compdef fluxion"))
+
+        # zsh's completion builtins stubbed to print what they are given
+        # (the candidates before zsh filters them by the typed prefix)
+        def zcomplete(*words):
+            prog = ('source "$1"; shift; '
+                    '_describe() { print -l -- ${${(P)4}%%:*}; }; '
+                    'compadd() { [[ $1 == -- ]] && shift; print -l -- "$@"; }; '
+                    '_files() { print FILES; }; '
+                    'words=("$@"); CURRENT=$#; _fluxion')
+            p = subprocess.run([zsh, "-c", prog, "_", path] + list(words), capture_output=True,
+                               text=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            return [w for w in p.stdout.split("\n") if w]
+        self.assertIn("model", zcomplete("fluxion", ""))
+        self.assertIn("completion", zcomplete("fluxion", "--timeout", "3", ""))
+        self.assertEqual(set(zcomplete("fluxion", "model", "")),
+                         set(complete(self.bash, ["fluxion", "model", ""])))
+        self.assertIn("--weights", zcomplete("fluxion", "model", "create", "--"))
+        self.assertEqual(zcomplete("fluxion", "-o", ""), ["table", "json", "name"])
+        self.assertEqual(zcomplete("fluxion", "model", "export", "m", "-o", ""), ["FILES"])
+        self.assertEqual(zcomplete("fluxion", "model", "create", ""), ["FILES"])
+        self.assertEqual(zcomplete("fluxion", "model", "create", "f", "--name", ""), [])
 
 
 class Output(fxtest.DaemonTest):
