@@ -23,6 +23,10 @@ static const char EXIT_CODES[] =
     "  4  local file or input error (unreadable file, bad JSON, input not matching\n"
     "     the model file or tensor format)\n";
 
+static const char USAGE_LINE[] =
+    "usage: fluxion [--server HOST:PORT] [--token-file FILE] [--context NAME]\n"
+    "               [-o table|json|name] COMMAND [ARGS]\n";
+
 static const char GLOBAL_OPTIONS[] =
     "options:\n"
     "  --server HOST:PORT  the server (default: $FLUXION_SERVER, else the context's, else\n"
@@ -107,9 +111,8 @@ const cli_opt cli_global_opts[] = {
 
 static void print_main_help(FILE *f)
 {
-    fprintf(f, "usage: fluxion [--server HOST:PORT] [--token-file FILE] [--context NAME] "
-               "[-o json|table|name] COMMAND [ARGS]\n\n"
-               "Defines, stores, trains and serves models on a fluxiond server, over gRPC.\n\n"
+    fprintf(f, "%s\n", USAGE_LINE);
+    fprintf(f, "Defines, stores, trains and serves models on a fluxiond server, over gRPC.\n\n"
                "commands:\n");
     for (size_t g = 0; g < cli_n_groups; g++)
         for (size_t i = 0; i < *cli_groups[g].n; i++)
@@ -148,8 +151,8 @@ static void print_command_help(FILE *f, const cli_command *cmd)
     }
     fprintf(f,
             "\nglobal options: --server HOST:PORT, --token TOKEN, --token-file FILE, "
-            "--tls-ca FILE,\n--tls-cert FILE, --tls-key FILE, --context NAME, --timeout SECONDS, "
-            "-o FORMAT, --json (see fluxion --help)\n\n%s",
+            "--tls-ca FILE,\n--tls-cert FILE, --tls-key FILE, --context NAME, --timeout SECONDS,\n"
+            "-o table|json|name, --json (see fluxion --help)\n\n%s",
             EXIT_CODES);
 }
 
@@ -436,8 +439,7 @@ int main(int argc, char **argv)
             return rc;
     }
     if (i >= argc) {
-        fprintf(stderr, "usage: fluxion [--server HOST:PORT] [--token-file FILE] "
-                        "[--context NAME] [-o json|table|name] COMMAND [ARGS]\n");
+        fprintf(stderr, "%s", USAGE_LINE);
         return cli_usage_error("no command given (see fluxion --help)");
     }
     const cli_command *cmd;
