@@ -242,6 +242,15 @@ int cli_print_names(const ProtobufCMessage *m);
  * watch): a usage error with -o name, before anything is sent. */
 int cli_no_names(const cli_ctx *c, const char *command);
 
+/* A list for -o table (table.c): columns as wide as their widest cell
+ * under a header line. new(n, headers), row(t, n strings), then print
+ * (which frees it; an out-of-memory anywhere is reported there). */
+#define CLI_TABLE_MAX_COLS 12
+typedef struct cli_table cli_table;
+cli_table *cli_table_new(int ncols, const char *const *headers);
+void cli_table_row(cli_table *t, ...);
+int cli_table_print(cli_table *t);
+
 /* Replaces a message's string field (freeing the old one unless it is the
  * shared empty default); false on out of memory. */
 bool cli_set_string(char **slot, const char *value);

@@ -256,6 +256,9 @@ class Output(fxtest.DaemonTest):
             self.assertEqual(doc.get(key, []), [])
             self.assertEqual(self.cli("-o", "name", *cmd).stdout, "")
         json.loads(self.cli("-o", "json", "queue").stdout)
+        # an empty list's table still has its header, without trailing blanks
+        self.assertEqual(self.cli("job", "list").stdout,
+                         "ID  STATE  MODEL  DATASET  STEP  LOSS  RESULT  QUEUE\n")
 
     def test_name_without_names(self):
         for cmd in (["status"], ["predict", "ux-a"], ["job", "watch", "j"]):
