@@ -154,6 +154,10 @@ class Completion(unittest.TestCase):
         self.assertEqual(complete(self.bash, ["fluxion", "-o", ""]), ["table", "json", "name"])
         self.assertEqual(complete(self.bash, ["fluxion", "model", "list", "--output", "j"]),
                          ["json"])
+        # --output=j, which bash splits at the =
+        self.assertEqual(complete(self.bash, ["fluxion", "--output", "=", "j"]), ["json"])
+        self.assertEqual(complete(self.bash, ["fluxion", "--output", "=", "json", "mod"]),
+                         ["model"])
         # `model export -o FILE`: its own -o is a file
         open(os.path.join(self.dir, "weights.safetensors"), "w").close()
         prefix = os.path.join(self.dir, "weig")
