@@ -3,9 +3,9 @@
  *
  * Global options may come before the command or anywhere after it
  * (`fluxion model list -o json`); a command's own option of the same name
- * wins after the command (`model export -o FILE`); --version before the command is the
- * program's version, after `predict` or `model export` it is a model
- * version. No prompts: every input comes from arguments, files or stdin.
+ * wins after the command (`model export -o FILE`): --version before the
+ * command is the program's version, after `predict` or `model export` it
+ * is a model version. No prompts: every input comes from arguments, files or stdin.
  */
 #include "cli.h"
 #include "fx_version.h"
@@ -47,8 +47,9 @@ static const char GLOBAL_OPTIONS[] =
     "                      A command's own -o/--output (`model export -o FILE`) wins\n"
     "  --json              the same as -o json\n"
     "  -h, --help          this help; `fluxion COMMAND --help` for a command's\n"
-    "  (`fluxion completion bash|zsh`: shell completion of commands, options, names)\n"
     "  -V, --version       print the version and exit\n"
+    "\n"
+    "Shell completion (commands, options, names): see `fluxion completion --help`.\n"
     "\n"
     "Settings come from the flags, else the environment (FLUXION_SERVER, FLUXION_TOKEN,\n"
     "FLUXION_CONTEXT), else the context of the config file ($FLUXION_CONFIG, default\n"
