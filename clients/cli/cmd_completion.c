@@ -41,8 +41,10 @@ static void each_command(FILE *f, command_fn fn)
  * for MODEL, the group's own list for NAME and ID), or NULL. */
 static const char *lister(const cli_group *g, const char *word)
 {
-    static const struct { const char *word, *list; } KNOWN[] = {
-        {"MODEL", "model list"}, {"DATASET", "dataset list"}, {"TEAM", "team list"},
+    static const struct {
+        const char *word, *list;
+    } KNOWN[] = {
+        {"MODEL", "model list"}, {"DATASET", "dataset list"},        {"TEAM", "team list"},
         {"JOB", "job list"},     {"CONTEXT", "config get-contexts"},
     };
     for (size_t i = 0; i < sizeof KNOWN / sizeof KNOWN[0]; i++)
@@ -156,7 +158,7 @@ static void emit_data(FILE *f)
     fputs("_fluxion_opt_kind() {\n    case \"$1|$2\" in\n", f);
     each_command(f, opt_kinds_of);
     for (const cli_opt *o = cli_global_opts; o->name; o++) {
-        const char *kind = !o->arg                     ? "flag"
+        const char *kind = !o->arg                       ? "flag"
                            : !strcmp(o->name, "output")  ? "output"
                            : !strcmp(o->name, "context") ? "context"
                                                          : value_kind(o->arg);
@@ -188,7 +190,8 @@ static const char WALK[] =
     "                [[ ${words[i]} == = ]] && (( i++ ))\n"
     "                local v=\"${words[i]}\"\n"
     "                # bash splits HOST:PORT at the colon: join it again\n"
-    "                while (( i + 1 < cword )) && [[ ${words[i+1]} == : || ${words[i]} == : ]]; do\n"
+    "                while (( i + 1 < cword )) && [[ ${words[i+1]} == : || ${words[i]} == : ]]; "
+    "do\n"
     "                    (( i++ )); v=\"$v${words[i]}\"\n"
     "                done\n"
     "                case \"$w\" in\n"
@@ -237,7 +240,8 @@ static const char BASH_MAIN[] =
     "        esac\n"
     "    fi\n"
     "    if [[ $cur == -* ]]; then\n"
-    "        COMPREPLY=($(compgen -W \"$(_fluxion_opts \"$key\") $_fluxion_globals\" -- \"$cur\"))\n"
+    "        COMPREPLY=($(compgen -W \"$(_fluxion_opts \"$key\") $_fluxion_globals\" -- "
+    "\"$cur\"))\n"
     "    elif [[ -z $key ]]; then\n"
     "        COMPREPLY=($(compgen -W \"$_fluxion_tops\" -- \"$cur\"))\n"
     "    elif [[ -n $sub_pending ]]; then\n"

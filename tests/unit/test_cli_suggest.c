@@ -1,8 +1,8 @@
 /*
  * test_cli_suggest.c - the CLI's "did you mean" (clients/common/suggest.c):
  * the edit distance (swaps count once, case ignored), the threshold growing
- * with the word and bounded by a third of it, prefix matches, ties all listed in the candidates' order,
- * duplicates dropped, the out array's bound.
+ * with the word and bounded by a third of it, prefix matches, ties all listed in the candidates'
+ * order, duplicates dropped, the out array's bound.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,9 +13,9 @@
 
 #include "suggest.h"
 
-static const char *const COMMANDS[] = {"model", "dataset", "train", "job", "team", "token",
-                                       "cert", "config", "predict", "status", "whoami",
-                                       "queue", "completion"};
+static const char *const COMMANDS[] = {"model",  "dataset", "train",     "job",     "team",
+                                       "token",  "cert",    "config",    "predict", "status",
+                                       "whoami", "queue",   "completion"};
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 
 static void test_distance(void **state)
@@ -66,7 +66,7 @@ static void test_none(void **state)
     const char *out[8] = {0};
     assert_int_equal(suggest("", out, 8), 0);
     assert_int_equal(suggest("frobnicate", out, 8), 0);
-    assert_int_equal(suggest("x", out, 8), 0);  /* one letter: one edit, nothing that short */
+    assert_int_equal(suggest("x", out, 8), 0); /* one letter: one edit, nothing that short */
     assert_int_equal(suggest("zzzzz", out, 8), 0);
     assert_int_equal(suggest("model", out, 0), 0);
     assert_null(out[0]);
