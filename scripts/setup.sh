@@ -11,6 +11,8 @@ PKGS=(build-essential cmake pkg-config
       libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler protobuf-compiler-grpc
       libjansson-dev libssl-dev python3 python3-numpy python3-grpcio python3-protobuf
       libprotobuf-dev)
+# zsh: test_cli_ux checks `fluxion completion zsh` (skipped without it).
+PKGS+=(zsh)
 # Extra packages for a caller (e.g. benchmarks ask for python3-torch).
 if [ -n "${FX_EXTRA_PKGS:-}" ]; then read -r -a extra <<< "$FX_EXTRA_PKGS"; PKGS+=("${extra[@]}"); fi
 

@@ -32,11 +32,19 @@ enum {
     CLI_ERR_LOCAL = 4,
 };
 
+/* --output (-o): how answers are printed. */
+typedef enum {
+    CLI_OUT_TABLE = 0, /* for people: aligned columns with headers, or "key: value" lines */
+    CLI_OUT_JSON,      /* the answer's proto JSON, one document on one line (also --json) */
+    CLI_OUT_NAME,      /* the names (or ids) the answer lists, one a line: for scripts */
+} cli_output;
+
 typedef struct {
     const char *server; /* for messages: the flag's or env's until the channel is opened,
                            then the resolved one */
     double timeout_s;
-    bool json;       /* machine-readable output */
+    cli_output output;
+    bool json;       /* output == CLI_OUT_JSON: machine-readable output */
     /* Connection settings: --server, --token, --token-file, --tls-ca,
      * --tls-cert, --tls-key, --context as given, and the environment's
      * (FLUXION_SERVER, FLUXION_TOKEN, FLUXION_CONTEXT); resolved against the
@@ -75,6 +83,29 @@ typedef struct {
     int (*run)(cli_ctx *c, const cli_args *a);
 } cli_command;
 
+/* The command tree, as data: the help, the parser, "did you mean" and the
+ * shell completion scripts all walk these tables (main.c). A group's
+ * commands are named "WORD SUB" ("model create"). */
+typedef struct {
+    const char *word;
+    const cli_command *table;
+    const size_t *n;
+} cli_group;
+typedef struct {
+    const cli_command *table;
+    const size_t *n;
+} cli_top;
+extern const cli_group cli_groups[];
+extern const size_t cli_n_groups;
+extern const cli_top cli_tops[];
+extern const size_t cli_n_tops;
+/* The options every command takes (--server, --output, --help, ...). */
+extern const cli_opt cli_global_opts[];
+
+/* The words of --output, in the order help lists them. */
+extern const char *const cli_output_names[];
+extern const size_t cli_n_output_names;
+
 extern const cli_command cli_model_commands[];
 extern const size_t cli_n_model_commands;
 extern const cli_command cli_dataset_commands[];
@@ -100,6 +131,9 @@ extern const size_t cli_n_config_commands;
  * priority` and `job move`, which sit in the team and job tables. */
 extern const cli_command cli_queue_commands[];
 extern const size_t cli_n_queue_commands;
+/* cmd_completion.c: `completion bash|zsh`. */
+extern const cli_command cli_completion_commands[];
+extern const size_t cli_n_completion_commands;
 int cli_cmd_team_quota(cli_ctx *c, const cli_args *a);
 int cli_cmd_job_priority(cli_ctx *c, const cli_args *a);
 int cli_cmd_job_move(cli_ctx *c, const cli_args *a);
@@ -122,7 +156,16 @@ int cli_local_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * `fluxion whoami`). */
 int cli_status_error(const cli_ctx *c, int code, const char *msg);
 
+/* "fluxion: <what> '<word>'; did you mean '<a>' or '<b>'?" naming the
+ * candidates closest to word (clients/common/suggest.h), each written with
+ * prefix ("--" for options); without any, "(see <see>)". Usage error. */
+int cli_unknown(const char *what, const char *word, const char *prefix, const char *const *cands,
+                size_t n, const char *see);
+
 /* ----------------------------------------------------------- parsing */
+
+/* An --output word into c->output (and c->json); usage error otherwise. */
+int cli_parse_output(cli_ctx *c, const char *text);
 
 /* A positive integer for a flag; usage error naming the flag otherwise. */
 int cli_parse_positive(const char *flag, const char *text, int64_t *out);
@@ -169,7 +212,8 @@ int cli_unary(cli_ctx *c, const ProtobufCServiceDescriptor *service, const char 
 
 /* The text form of an answer (arg: the command's). */
 typedef void (*cli_text_fn)(const ProtobufCMessage *resp, const void *arg);
-/* Shows an answer: its JSON with --json (cli_print_message), else text(). */
+/* Shows an answer: its JSON with -o json (cli_print_message), its names
+ * with -o name (cli_print_names), else text(). */
 int cli_show(const cli_ctx *c, const ProtobufCMessage *resp, cli_text_fn text, const void *arg);
 /* Call, show, free: what most commands are. */
 int cli_call_print(cli_ctx *c, const ProtobufCServiceDescriptor *service, const char *method,
@@ -189,6 +233,23 @@ int cli_print_json(const cli_ctx *c, const json_t *j);
  * integers as numbers: the --json output of most commands. */
 json_t *cli_message_json(const ProtobufCMessage *m);
 int cli_print_message(const cli_ctx *c, const ProtobufCMessage *m);
+/* -o name: the "name" (else "id", else "subject") of each entry of the
+ * answer's first repeated message field ("models" of ListModelsResponse),
+ * or of the answer itself. An answer with no fields prints nothing; one
+ * without names is a usage error naming the other formats. */
+int cli_print_names(const ProtobufCMessage *m);
+/* For the commands whose answer lists no names (predict, status, export,
+ * watch): a usage error with -o name, before anything is sent. */
+int cli_no_names(const cli_ctx *c, const char *command);
+
+/* A list for -o table (table.c): columns as wide as their widest cell
+ * under a header line. new(n, headers), row(t, n strings), then print
+ * (which frees it; an out-of-memory anywhere is reported there). */
+#define CLI_TABLE_MAX_COLS 12
+typedef struct cli_table cli_table;
+cli_table *cli_table_new(int ncols, const char *const *headers);
+void cli_table_row(cli_table *t, ...);
+int cli_table_print(cli_table *t);
 
 /* Replaces a message's string field (freeing the old one unless it is the
  * shared empty default); false on out of memory. */

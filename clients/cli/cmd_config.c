@@ -156,6 +156,9 @@ static int cmd_get_contexts(cli_ctx *c, const cli_args *a)
                             : NULL;
         rc = root ? cli_print_json(c, root) : cli_local_error("out of memory");
         json_decref(root);
+    } else if (c->output == CLI_OUT_NAME) {
+        for (size_t i = 0; i < cfg.n; i++)
+            printf("%s\n", cfg.contexts[i].name);
     } else if (!cfg.n) {
         printf("no contexts in %s (fluxion config set-context NAME --server HOST:PORT ...)\n",
                cfg.path);

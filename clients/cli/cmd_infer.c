@@ -51,6 +51,8 @@ static int infer(cli_ctx *c, const char *model, const char *version, const json_
 static int cmd_predict(cli_ctx *c, const cli_args *a)
 {
     char version[24] = "";
+    if (cli_no_names(c, "predict"))
+        return CLI_ERR_USAGE;
     if (a->opt[0]) {
         int64_t v;
         if (cli_parse_positive("--version", a->opt[0], &v))
@@ -124,6 +126,8 @@ static void print_status(const cli_ctx *c, bool live, bool ready,
 static int cmd_status(cli_ctx *c, const cli_args *a)
 {
     bool live, ready;
+    if (cli_no_names(c, "status"))
+        return CLI_ERR_USAGE;
     Inference__ServerLiveRequest lreq = INFERENCE__SERVER_LIVE_REQUEST__INIT;
     Inference__ServerReadyRequest rreq = INFERENCE__SERVER_READY_REQUEST__INIT;
     int rc = probe(c, "ServerLive", &lreq.base, &live);

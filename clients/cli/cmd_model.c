@@ -311,6 +311,8 @@ static int export_stream(cli_ctx *c, const cli_args *a, export_state *s)
 static int cmd_export(cli_ctx *c, const cli_args *a)
 {
     const char *path = a->opt[1];
+    if (cli_no_names(c, "model export"))
+        return CLI_ERR_USAGE;
     if (!path)
         return cli_usage_error("model export: -o FILE is required (- for stdout)");
     export_state s = {.path = path, .first = true};

@@ -350,6 +350,8 @@ static int cmd_cancel(cli_ctx *c, const cli_args *a)
 
 static int cmd_watch(cli_ctx *c, const cli_args *a)
 {
+    if (cli_no_names(c, "job watch"))
+        return CLI_ERR_USAGE;
     return watch(c, a->pos[0]);
 }
 
@@ -374,8 +376,9 @@ static void print_jobs(const ProtobufCMessage *msg, const void *arg)
 {
     (void)arg;
     const Fluxion__V1__ListJobsResponse *resp = (const Fluxion__V1__ListJobsResponse *)msg;
-    printf("%-6s %-10s %-20s %-16s %-16s %-10s %-7s %s\n", "ID", "STATE", "MODEL", "DATASET",
-           "STEP", "LOSS", "RESULT", "QUEUE");
+    static const char *const HEAD[] = {"ID",   "STATE",  "MODEL", "DATASET",
+                                       "STEP", "LOSS", "RESULT", "QUEUE"};
+    cli_table *t = cli_table_new(8, HEAD);
     for (size_t i = 0; i < resp->n_jobs; i++) {
         const Fluxion__V1__Job *j = resp->jobs[i];
         const Fluxion__V1__JobProgress *p = j->progress;
@@ -395,10 +398,11 @@ static void print_jobs(const ProtobufCMessage *msg, const void *arg)
         if (j->preemptions)
             snprintf(queue + strlen(queue), sizeof queue - strlen(queue), " (preempted %d)",
                      j->preemptions);
-        printf("%-6s %-10s %-20s %-16s %-16s %-10s %-7s %s\n", j->id, state_name(j->state),
-               j->spec ? j->spec->model : "?", j->spec ? j->spec->dataset : "?", step, loss,
-               result, queue);
+        if (t)
+            cli_table_row(t, j->id, state_name(j->state), j->spec ? j->spec->model : "?",
+                          j->spec ? j->spec->dataset : "?", step, loss, result, queue);
     }
+    cli_table_print(t);
 }
 
 static int cmd_list(cli_ctx *c, const cli_args *a)

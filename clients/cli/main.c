@@ -2,9 +2,10 @@
  * main.c - `fluxion`: global options, the command table, help, dispatch.
  *
  * Global options may come before the command or anywhere after it
- * (`fluxion model list --json`); --version before the command is the
- * program's version, after `predict` or `model export` it is a model
- * version. No prompts: every input comes from arguments, files or stdin.
+ * (`fluxion model list -o json`); a command's own option of the same name
+ * wins after the command (`model export -o FILE`): --version before the
+ * command is the program's version, after `predict` or `model export` it
+ * is a model version. No prompts: every input comes from arguments, files or stdin.
  */
 #include "cli.h"
 #include "fx_version.h"
@@ -22,6 +23,10 @@ static const char EXIT_CODES[] =
     "  4  local file or input error (unreadable file, bad JSON, input not matching\n"
     "     the model file or tensor format)\n";
 
+static const char USAGE_LINE[] =
+    "usage: fluxion [--server HOST:PORT] [--token-file FILE] [--context NAME]\n"
+    "               [-o table|json|name] COMMAND [ARGS]\n";
+
 static const char GLOBAL_OPTIONS[] =
     "options:\n"
     "  --server HOST:PORT  the server (default: $FLUXION_SERVER, else the context's, else\n"
@@ -36,9 +41,15 @@ static const char GLOBAL_OPTIONS[] =
     "  --context NAME      the config file's context NAME (default: $FLUXION_CONTEXT,\n"
     "                      else its current_context); see `fluxion config --help`\n"
     "  --timeout SECONDS   deadline of each call (default 30)\n"
-    "  --json              machine-readable output: JSON on one line\n"
+    "  -o, --output FORMAT table (default: columns with headers, or \"key: value\" lines),\n"
+    "                      json (the answer's proto JSON: one document on one line) or\n"
+    "                      name (the names or ids listed, one a line; for scripts).\n"
+    "                      A command's own -o/--output (`model export -o FILE`) wins\n"
+    "  --json              the same as -o json\n"
     "  -h, --help          this help; `fluxion COMMAND --help` for a command's\n"
     "  -V, --version       print the version and exit\n"
+    "\n"
+    "Shell completion (commands, options, names): see `fluxion completion --help`.\n"
     "\n"
     "Settings come from the flags, else the environment (FLUXION_SERVER, FLUXION_TOKEN,\n"
     "FLUXION_CONTEXT), else the context of the config file ($FLUXION_CONFIG, default\n"
@@ -59,13 +70,7 @@ static void print_command_line(FILE *f, const cli_command *cmd)
 }
 
 /* Commands with subcommands ("model create", "dataset upload"). */
-typedef struct {
-    const char *word;
-    const cli_command *table;
-    const size_t *n;
-} cli_group;
-
-static const cli_group GROUPS[] = {
+const cli_group cli_groups[] = {
     {"model", cli_model_commands, &cli_n_model_commands},
     {"dataset", cli_dataset_commands, &cli_n_dataset_commands},
     {"train", cli_train_commands, &cli_n_train_commands},
@@ -75,31 +80,47 @@ static const cli_group GROUPS[] = {
     {"cert", cli_cert_commands, &cli_n_cert_commands},
     {"config", cli_config_commands, &cli_n_config_commands},
 };
+const size_t cli_n_groups = sizeof cli_groups / sizeof cli_groups[0];
 
 /* Top-level commands without a group. */
-static const struct {
-    const cli_command *table;
-    const size_t *n;
-} TOPS[] = {
+const cli_top cli_tops[] = {
     {cli_other_commands, &cli_n_other_commands},
     {cli_admin_commands, &cli_n_admin_commands},
     {cli_queue_commands, &cli_n_queue_commands},
+    {cli_completion_commands, &cli_n_completion_commands},
 };
-#define N_TOPS (sizeof TOPS / sizeof TOPS[0])
-#define N_GROUPS (sizeof GROUPS / sizeof GROUPS[0])
+const size_t cli_n_tops = sizeof cli_tops / sizeof cli_tops[0];
+
+/* Every command's options (GLOBAL_OPTIONS is their help). The parser's
+ * connection settings are the first seven, in this order. */
+const cli_opt cli_global_opts[] = {
+    {"server", 0, "HOST:PORT", "the server"},
+    {"token", 0, "TOKEN", "the bearer token"},
+    {"token-file", 0, "FILE", "read the token from FILE"},
+    {"tls-ca", 0, "FILE", "CA certificates (PEM): connect with TLS"},
+    {"tls-cert", 0, "FILE", "a client certificate (with --tls-key)"},
+    {"tls-key", 0, "FILE", "the client certificate's key"},
+    {"context", 0, "NAME", "the config file's context NAME"},
+    {"timeout", 0, "SECONDS", "deadline of each call"},
+    {"output", 'o', "FORMAT", "table (default), json or name"},
+    {"json", 0, NULL, "the same as -o json"},
+    {"help", 'h', NULL, "help"},
+    {"version", 'V', NULL, "print the version and exit"},
+    {NULL, 0, NULL, NULL},
+};
+#define N_CONN_OPTS 7
 
 static void print_main_help(FILE *f)
 {
-    fprintf(f, "usage: fluxion [--server HOST:PORT] [--token-file FILE] [--context NAME] [--json] "
-               "COMMAND [ARGS]\n\n"
-               "Defines, stores, trains and serves models on a fluxiond server, over gRPC.\n\n"
+    fprintf(f, "%s\n", USAGE_LINE);
+    fprintf(f, "Defines, stores, trains and serves models on a fluxiond server, over gRPC.\n\n"
                "commands:\n");
-    for (size_t g = 0; g < N_GROUPS; g++)
-        for (size_t i = 0; i < *GROUPS[g].n; i++)
-            print_command_line(f, &GROUPS[g].table[i]);
-    for (size_t t = 0; t < N_TOPS; t++)
-        for (size_t i = 0; i < *TOPS[t].n; i++)
-            print_command_line(f, &TOPS[t].table[i]);
+    for (size_t g = 0; g < cli_n_groups; g++)
+        for (size_t i = 0; i < *cli_groups[g].n; i++)
+            print_command_line(f, &cli_groups[g].table[i]);
+    for (size_t t = 0; t < cli_n_tops; t++)
+        for (size_t i = 0; i < *cli_tops[t].n; i++)
+            print_command_line(f, &cli_tops[t].table[i]);
     fprintf(f, "\n%s\n%s", GLOBAL_OPTIONS, EXIT_CODES);
 }
 
@@ -131,8 +152,8 @@ static void print_command_help(FILE *f, const cli_command *cmd)
     }
     fprintf(f,
             "\nglobal options: --server HOST:PORT, --token TOKEN, --token-file FILE, "
-            "--tls-ca FILE,\n--tls-cert FILE, --tls-key FILE, --context NAME, --timeout SECONDS, "
-            "--json (see fluxion --help)\n\n%s",
+            "--tls-ca FILE,\n--tls-cert FILE, --tls-key FILE, --context NAME, --timeout SECONDS,\n"
+            "-o table|json|name, --json (see fluxion --help)\n\n%s",
             EXIT_CODES);
 }
 
@@ -170,35 +191,43 @@ static const char *split_long(const char *arg, char *buf, size_t len, const char
 static int global_option(cli_ctx *c, int argc, char **argv, int *i)
 {
     char buf[64];
-    const char *inl, *value = NULL;
-    if (strncmp(argv[*i], "--", 2))
+    const char *inl = NULL, *value = NULL, *name;
+    if (!strcmp(argv[*i], "-o"))
+        name = "output";
+    else if (!strncmp(argv[*i], "--", 2))
+        name = split_long(argv[*i], buf, sizeof buf, &inl);
+    else
         return NOT_MINE;
-    const char *name = split_long(argv[*i], buf, sizeof buf, &inl);
     if (!strcmp(name, "json")) {
         if (inl)
             return cli_usage_error("--json takes no value");
-        c->json = true;
-        return HANDLED;
+        return cli_parse_output(c, "json") ? CLI_ERR_USAGE : HANDLED;
+    }
+    if (!strcmp(name, "output")) {
+        int rc = option_value(argc, argv, i, name, inl, &value);
+        if (rc != HANDLED)
+            return rc;
+        return cli_parse_output(c, value) ? CLI_ERR_USAGE : HANDLED;
     }
     /* the connection's settings: strings, resolved when the channel opens */
-    const struct { const char *name; const char **slot; const char *what; } conn[] = {
-        {"server", &c->flags.server, "HOST:PORT"},
-        {"token", &c->flags.token, "a token"},
-        {"token-file", &c->flags.token_file, "a file"},
-        {"tls-ca", &c->flags.tls_ca, "a file"},
-        {"tls-cert", &c->flags.tls_cert, "a file"},
-        {"tls-key", &c->flags.tls_key, "a file"},
-        {"context", &c->flags.context, "a context name"},
+    const struct { const char **slot; const char *what; } conn[N_CONN_OPTS] = {
+        {&c->flags.server, "HOST:PORT"},
+        {&c->flags.token, "a token"},
+        {&c->flags.token_file, "a file"},
+        {&c->flags.tls_ca, "a file"},
+        {&c->flags.tls_cert, "a file"},
+        {&c->flags.tls_key, "a file"},
+        {&c->flags.context, "a context name"},
     };
-    for (size_t k = 0; k < sizeof conn / sizeof conn[0]; k++) {
-        if (strcmp(name, conn[k].name))
+    for (size_t k = 0; k < N_CONN_OPTS; k++) {
+        const char *opt = cli_global_opts[k].name;
+        if (strcmp(name, opt))
             continue;
-        int rc = option_value(argc, argv, i, conn[k].name, inl, &value);
+        int rc = option_value(argc, argv, i, opt, inl, &value);
         if (rc != HANDLED)
             return rc;
         if (!*value)
-            return cli_usage_error("--%s: expected %s, got an empty string", conn[k].name,
-                                   conn[k].what);
+            return cli_usage_error("--%s: expected %s, got an empty string", opt, conn[k].what);
         *conn[k].slot = value;
         if (conn[k].slot == &c->flags.server)
             c->server = value;
@@ -211,6 +240,28 @@ static int global_option(cli_ctx *c, int argc, char **argv, int *i)
         return cli_parse_seconds("--timeout", value, &c->timeout_s) ? CLI_ERR_USAGE : HANDLED;
     }
     return NOT_MINE;
+}
+
+/* The long names of the global options and, if cmd, of its own: the
+ * candidates of "did you mean" for an unknown option. */
+static size_t option_names(const cli_command *cmd, const char **out)
+{
+    size_t n = 0;
+    for (const cli_opt *o = cmd ? cmd->opts : NULL; o && o->name; o++)
+        out[n++] = o->name;
+    for (const cli_opt *o = cli_global_opts; o->name; o++)
+        out[n++] = o->name;
+    return n;
+}
+
+static int unknown_option(const cli_command *cmd, const char *arg)
+{
+    const char *names[CLI_MAX_OPTS + 16];
+    size_t n = option_names(cmd, names);
+    char what[96], see[96];
+    snprintf(what, sizeof what, "%s%sunknown option", cmd ? cmd->name : "", cmd ? ": " : "");
+    snprintf(see, sizeof see, "fluxion %s%s--help", cmd ? cmd->name : "", cmd ? " " : "");
+    return cli_unknown(what, arg, "--", names, n, see);
 }
 
 static int command_option(const cli_command *cmd, cli_args *a, int argc, char **argv, int *i)
@@ -227,8 +278,7 @@ static int command_option(const cli_command *cmd, cli_args *a, int argc, char **
             o++;
     }
     if (!o->name)
-        return cli_usage_error("%s: unknown option %s (see fluxion %s --help)", cmd->name, arg,
-                               cmd->name);
+        return unknown_option(cmd, arg);
     int idx = (int)(o - cmd->opts);
     if (a->opt[idx])
         return cli_usage_error("%s: --%s given twice", cmd->name, o->name);
@@ -242,11 +292,18 @@ static int command_option(const cli_command *cmd, cli_args *a, int argc, char **
 }
 
 /* True when the command has its own option of that name ("--server" of
- * `config set-context`): it takes precedence over the global one. */
+ * `config set-context`, "-o FILE" of `model export`): it takes precedence
+ * over the global one. */
 static bool command_has(const cli_command *cmd, const char *arg)
 {
     char buf[64];
     const char *inl;
+    if (arg[0] == '-' && arg[1] && arg[1] != '-' && !arg[2]) {
+        for (const cli_opt *o = cmd->opts; o->name; o++)
+            if (o->short_name == arg[1])
+                return true;
+        return false;
+    }
     if (strncmp(arg, "--", 2))
         return false;
     const char *name = split_long(arg, buf, sizeof buf, &inl);
@@ -296,15 +353,41 @@ static const cli_command *find_command(const cli_command *table, size_t n, const
     return NULL;
 }
 
+#define MAX_WORDS 64
+
+static int unknown_subcommand(const cli_group *g, const char *sub)
+{
+    const char *subs[MAX_WORDS];
+    size_t n = 0;
+    for (size_t i = 0; i < *g->n && n < MAX_WORDS; i++)
+        subs[n++] = g->table[i].name + strlen(g->word) + 1; /* "model list" -> "list" */
+    char what[64], see[64];
+    snprintf(what, sizeof what, "%s: unknown subcommand", g->word);
+    snprintf(see, sizeof see, "fluxion %s --help", g->word);
+    return cli_unknown(what, sub, "", subs, n, see);
+}
+
+static int unknown_command(const char *word)
+{
+    const char *words[MAX_WORDS];
+    size_t n = 0;
+    for (size_t k = 0; k < cli_n_groups && n < MAX_WORDS; k++)
+        words[n++] = cli_groups[k].word;
+    for (size_t t = 0; t < cli_n_tops; t++)
+        for (size_t i = 0; i < *cli_tops[t].n && n < MAX_WORDS; i++)
+            words[n++] = cli_tops[t].table[i].name;
+    return cli_unknown("unknown command", word, "", words, n, "fluxion --help");
+}
+
 /* A group's SUB ("model list") or a top-level command at argv[*i]; *i
  * moves past it. */
 static int select_command(int argc, char **argv, int *i, const cli_command **out)
 {
     const char *word = argv[*i];
     const cli_group *g = NULL;
-    for (size_t k = 0; k < N_GROUPS; k++)
-        if (!strcmp(word, GROUPS[k].word))
-            g = &GROUPS[k];
+    for (size_t k = 0; k < cli_n_groups; k++)
+        if (!strcmp(word, cli_groups[k].word))
+            g = &cli_groups[k];
     if (g) {
         if (*i + 1 >= argc) {
             print_group_help(stderr, g);
@@ -319,14 +402,13 @@ static int select_command(int argc, char **argv, int *i, const cli_command **out
         snprintf(full, sizeof full, "%s %s", word, sub);
         *out = find_command(g->table, *g->n, full);
         if (!*out)
-            return cli_usage_error("%s: unknown subcommand \"%s\" (see fluxion %s --help)", word,
-                                   sub, word);
+            return unknown_subcommand(g, sub);
     } else {
         *out = NULL;
-        for (size_t t = 0; t < N_TOPS && !*out; t++)
-            *out = find_command(TOPS[t].table, *TOPS[t].n, word);
+        for (size_t t = 0; t < cli_n_tops && !*out; t++)
+            *out = find_command(cli_tops[t].table, *cli_tops[t].n, word);
         if (!*out)
-            return cli_usage_error("unknown command \"%s\" (see fluxion --help)", word);
+            return unknown_command(word);
     }
     ++*i;
     return CLI_OK;
@@ -353,13 +435,12 @@ int main(int argc, char **argv)
         }
         int rc = global_option(&c, argc, argv, &i);
         if (rc == NOT_MINE)
-            return cli_usage_error("unknown option %s (see fluxion --help)", argv[i]);
+            return unknown_option(NULL, argv[i]);
         if (rc != HANDLED)
             return rc;
     }
     if (i >= argc) {
-        fprintf(stderr, "usage: fluxion [--server HOST:PORT] [--token-file FILE] "
-                        "[--context NAME] [--json] COMMAND [ARGS]\n");
+        fprintf(stderr, "%s", USAGE_LINE);
         return cli_usage_error("no command given (see fluxion --help)");
     }
     const cli_command *cmd;

@@ -17,6 +17,7 @@
 #include "fsutil.h"
 #include "jsonout.h"
 #include "pbjson.h"
+#include "suggest.h"
 
 /* ------------------------------------------------------------ errors */
 
@@ -79,7 +80,47 @@ int cli_status_error(const cli_ctx *c, int code, const char *msg)
     return unreachable ? CLI_ERR_UNREACHABLE : CLI_ERR_SERVER;
 }
 
+#define MAX_SUGGESTIONS 6
+
+int cli_unknown(const char *what, const char *word, const char *prefix, const char *const *cands,
+                size_t n, const char *see)
+{
+    const char *out[MAX_SUGGESTIONS];
+    /* "--jsno=1" is matched as "jsno" */
+    char bare[FXC_SUGGEST_MAXLEN + 1];
+    size_t skip = strncmp(word, prefix, strlen(prefix)) ? 0 : strlen(prefix);
+    snprintf(bare, sizeof bare, "%s", word + skip);
+    bare[strcspn(bare, "=")] = '\0';
+    size_t got = *prefix == '-' && !skip ? 0 : fxc_suggest(bare, cands, n, out, MAX_SUGGESTIONS);
+    fflush(stdout);
+    fprintf(stderr, "fluxion: %s '%s'", what, word);
+    if (!got) {
+        fprintf(stderr, " (see %s)\n", see);
+        return CLI_ERR_USAGE;
+    }
+    fputs("; did you mean ", stderr);
+    for (size_t i = 0; i < got; i++)
+        fprintf(stderr, "%s'%s%s'", i == 0 ? "" : i + 1 == got ? " or " : ", ", prefix, out[i]);
+    fputs("?\n", stderr);
+    return CLI_ERR_USAGE;
+}
+
 /* ----------------------------------------------------------- parsing */
+
+const char *const cli_output_names[] = {"table", "json", "name"};
+const size_t cli_n_output_names = sizeof cli_output_names / sizeof cli_output_names[0];
+
+int cli_parse_output(cli_ctx *c, const char *text)
+{
+    for (size_t i = 0; i < cli_n_output_names; i++)
+        if (!strcmp(text, cli_output_names[i])) {
+            c->output = (cli_output)i; /* the enum's order */
+            c->json = c->output == CLI_OUT_JSON;
+            return CLI_OK;
+        }
+    return cli_unknown("--output: unknown format", text, "", cli_output_names,
+                       cli_n_output_names, "fluxion --help: table, json or name");
+}
 
 int cli_parse_positive(const char *flag, const char *text, int64_t *out)
 {
@@ -257,8 +298,10 @@ int cli_unary(cli_ctx *c, const ProtobufCServiceDescriptor *service, const char 
 
 int cli_show(const cli_ctx *c, const ProtobufCMessage *resp, cli_text_fn text, const void *arg)
 {
-    if (c->json)
+    if (c->output == CLI_OUT_JSON)
         return cli_print_message(c, resp);
+    if (c->output == CLI_OUT_NAME)
+        return cli_print_names(resp);
     text(resp, arg);
     return CLI_OK;
 }
@@ -310,6 +353,63 @@ int cli_print_message(const cli_ctx *c, const ProtobufCMessage *m)
     int rc = cli_print_json(c, j);
     json_decref(j);
     return rc;
+}
+
+/* The name-like field of m printed on a line; false when it has none. */
+static bool print_name(const ProtobufCMessage *m)
+{
+    static const char *const KEYS[] = {"name", "id", "subject"};
+    for (size_t k = 0; k < sizeof KEYS / sizeof KEYS[0]; k++) {
+        const ProtobufCFieldDescriptor *f =
+            protobuf_c_message_descriptor_get_field_by_name(m->descriptor, KEYS[k]);
+        if (!f || f->label == PROTOBUF_C_LABEL_REPEATED)
+            continue;
+        const void *v = (const char *)m + f->offset;
+        if (f->type == PROTOBUF_C_TYPE_STRING) {
+            const char *s = *(char *const *)v;
+            if (!s || !*s)
+                continue; /* a token without a name: its id */
+            printf("%s\n", s);
+            return true;
+        }
+        if (f->type == PROTOBUF_C_TYPE_INT64 || f->type == PROTOBUF_C_TYPE_UINT64) {
+            printf("%" PRId64 "\n", *(const int64_t *)v);
+            return true;
+        }
+    }
+    return false;
+}
+
+int cli_no_names(const cli_ctx *c, const char *command)
+{
+    if (c->output != CLI_OUT_NAME)
+        return CLI_OK;
+    return cli_usage_error("-o name: `fluxion %s` prints no names; use -o table or -o json",
+                           command);
+}
+
+/* The answer's own name first ("model get"), else its list's ("model list"). */
+int cli_print_names(const ProtobufCMessage *m)
+{
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    if (print_name(m))
+        return CLI_OK;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->label != PROTOBUF_C_LABEL_REPEATED || f->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        size_t n = *(const size_t *)((const char *)m + f->quantifier_offset);
+        ProtobufCMessage *const *items = *(ProtobufCMessage *const *const *)((const char *)m +
+                                                                            f->offset);
+        for (size_t k = 0; k < n; k++)
+            if (!print_name(items[k]))
+                break;
+        return CLI_OK;
+    }
+    if (!d->n_fields)
+        return CLI_OK;
+    return cli_usage_error("-o name: this command's answer (%s) has no names; use -o table or "
+                           "-o json", d->short_name);
 }
 
 bool cli_set_string(char **slot, const char *value)
