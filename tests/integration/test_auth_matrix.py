@@ -256,6 +256,7 @@ _infer_unary("ServerReady", "ServerReadyRequest", ANY)
 _infer_unary("ServerMetadata", "ServerMetadataRequest", ANY)
 _infer_unary("ModelReady", "ModelReadyRequest", READ_A, name="mlp")
 _infer_unary("ModelMetadata", "ModelMetadataRequest", READ_A, name="mlp")
+_infer_unary("ModelConfig", "ModelConfigRequest", READ_A, name="mlp")
 _infer_unary("ModelStatistics", "ModelStatisticsRequest", READ_A, name="mlp")
 _infer_unary("RepositoryIndex", "RepositoryIndexRequest", LIST)
 
