@@ -13,6 +13,7 @@ PKGS=(build-essential cmake pkg-config
       libprotobuf-dev)
 # zsh: test_cli_ux checks `fluxion completion zsh` (skipped without it).
 PKGS+=(zsh)
+PKGS+=(libb64-0d)  # for Triton's perf_analyzer in test_triton_model_config.py (scripts/test.sh)
 # Extra packages for a caller (e.g. benchmarks ask for python3-torch).
 if [ -n "${FX_EXTRA_PKGS:-}" ]; then read -r -a extra <<< "$FX_EXTRA_PKGS"; PKGS+=("${extra[@]}"); fi
 

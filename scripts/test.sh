@@ -17,6 +17,16 @@ python3 -c 'import tritonclient.grpc, tensorboard' 2>/dev/null ||
 python3 -c 'import grpc_reflection' 2>/dev/null ||
   python3 -m pip install -q --disable-pip-version-check grpcio-reflection 2>&1 | grep -v "^WARNING: Running pip as" ||
   echo "test: grpcio-reflection not installed; integ_reflection will be skipped" >&2
+# Triton's perf_analyzer for test_triton_model_config.py: tritonclient
+# 2.40.0's wheel ships the binary (2.73's does not; PyPI's perf-analyzer is
+# a placeholder), installed into a folder of its own so that the
+# tritonclient above stays, with the libcudart.so.12 it links against.
+if [ ! -x build/perf_analyzer/bin/perf_analyzer ]; then
+  python3 -m pip install -q --disable-pip-version-check --no-deps --target build/perf_analyzer \
+    'tritonclient==2.40.0' nvidia-cuda-runtime-cu12 >/dev/null 2>&1 ||
+    echo "test: perf_analyzer not installed; its test will be skipped" >&2
+fi
+export FX_PERF_ANALYZER="$PWD/build/perf_analyzer/bin/perf_analyzer"
 (cd build && ctest --output-on-failure -j"$jobs")
 
 if [ "${FX_SKIP_SANITIZERS:-0}" != 1 ]; then

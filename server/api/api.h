@@ -56,6 +56,15 @@ int fxa_register_reflection_service(fxa_daemon *d); /* svc_reflection.c */
  * (NOT_FOUND) and returns false. */
 bool fxa_model_stored_or_fail(fxa_daemon *d, fxr_call *call, const char *key);
 
+/* ---- svc_infer.c, svc_infer_config.c: the inference service */
+
+/* The served instance of the model the caller names at version ("": the
+ * one served), acquired (release it); NULL after failing the call. */
+fxsv_served *fxa_acquire_served(fxr_call *call, fxa_daemon *d, const char *name,
+                                const char *version);
+/* inference.GRPCInferenceService/ModelConfig (svc_infer_config.c). */
+void fxa_model_config(fxr_call *call, const ProtobufCMessage *msg, void *data);
+
 /* ---- scope.c: names as the caller writes them <-> keys ("team/name") */
 
 /* The key (FXP_KEY_MAX) of the object the caller names: "mlp" is the

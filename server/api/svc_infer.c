@@ -47,9 +47,8 @@ static bool parse_version(const char *s, int64_t *v, char *err, size_t errlen)
     return true;
 }
 
-/* Acquires the served model or fails the call. */
-static fxsv_served *acquire_or_fail(fxr_call *call, fxa_daemon *d, const char *name,
-                                   const char *version)
+fxsv_served *fxa_acquire_served(fxr_call *call, fxa_daemon *d, const char *name,
+                                const char *version)
 {
     char err[FXS_ERRLEN], key[FXP_KEY_MAX];
     int64_t v;
@@ -142,7 +141,7 @@ static void model_metadata(fxr_call *call, const ProtobufCMessage *msg, void *da
 {
     fxa_daemon *d = data;
     const Inference__ModelMetadataRequest *req = (const void *)msg;
-    fxsv_served *m = acquire_or_fail(call, d, req->name, req->version);
+    fxsv_served *m = fxa_acquire_served(call, d, req->name, req->version);
     if (!m)
         return;
     const fxg_graph *g = fxsv_served_graph(m);
@@ -519,7 +518,7 @@ static void model_infer(fxr_call *call, const ProtobufCMessage *msg, void *data)
     fxa_daemon *d = data;
     const InferReq *req = (const void *)msg;
     uint64_t t_received = fxu_mono_ns();
-    fxsv_served *m = acquire_or_fail(call, d, req->model_name, req->model_version);
+    fxsv_served *m = fxa_acquire_served(call, d, req->model_name, req->model_version);
     if (!m)
         return;
     infer_job *j = calloc(1, sizeof *j);
@@ -762,6 +761,7 @@ int fxa_register_inference_service(fxa_daemon *d)
         { "ServerMetadata", FXR_UNARY, FXP_ANY, server_metadata },
         { "ModelMetadata", FXR_UNARY, FXP_READ, model_metadata },
         { "ModelInfer", FXR_UNARY, FXP_INFER, model_infer },
+        { "ModelConfig", FXR_UNARY, FXP_READ, fxa_model_config }, /* svc_infer_config.c */
         { "ModelStatistics", FXR_UNARY, FXP_READ, model_statistics },
         { "RepositoryIndex", FXR_UNARY, FXP_READ, repository_index },
         { "RepositoryModelLoad", FXR_UNARY, FXP_WRITE, repository_load },

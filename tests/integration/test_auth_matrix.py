@@ -279,6 +279,7 @@ _infer_unary("ServerReady", "ServerReadyRequest", ANY)
 _infer_unary("ServerMetadata", "ServerMetadataRequest", ANY)
 _infer_unary("ModelReady", "ModelReadyRequest", READ_A, name="mlp")
 _infer_unary("ModelMetadata", "ModelMetadataRequest", READ_A, name="mlp")
+_infer_unary("ModelConfig", "ModelConfigRequest", READ_A, name="mlp")
 _infer_unary("ModelStatistics", "ModelStatisticsRequest", READ_A, name="mlp")
 _infer_unary("RepositoryIndex", "RepositoryIndexRequest", LIST)
 
@@ -399,7 +400,7 @@ TABLE = {method: expected for method, (expected, _) in ROWS.items()}
 # How many RPCs each service has (issue 12); the descriptors must agree.
 SERVICE_SIZES = {"fluxion.v1.ModelService": 7, "fluxion.v1.DatasetService": 4,
                  "fluxion.v1.TrainingService": 6, "fluxion.v1.ClusterService": 2,
-                 "inference.GRPCInferenceService": 10, "fluxion.v1.AdminService": 12,
+                 "inference.GRPCInferenceService": 11, "fluxion.v1.AdminService": 12,
                  "grpc.health.v1.Health": 3, "grpc.reflection.v1.ServerReflection": 1,
                  "grpc.reflection.v1alpha.ServerReflection": 1}
 

@@ -11,8 +11,6 @@ PATH; exit 77 (skipped) when neither has it. Objects and tokens are made
 with the fluxion CLI (FLUXION_TOKEN)."""
 import os
 import re
-import shutil
-import sys
 import unittest
 
 try:
@@ -20,14 +18,8 @@ try:
     import tritonclient.grpc as tc
     from tritonclient.utils import InferenceServerException
 except ImportError as e:
-    other = shutil.which("python3")
-    if (other and not os.environ.get("FX_TRITON_REEXEC")
-            and os.path.realpath(other) != os.path.realpath(sys.executable)):
-        env = dict(os.environ, FX_TRITON_REEXEC="1")
-        env.pop("PYTHONPATH", None)   # Debian's stubs are not for that python
-        os.execve(other, [other, os.path.abspath(__file__)] + sys.argv[1:], env)
-    print("skipped: %s (pip install 'tritonclient[grpc]')" % e)
-    sys.exit(77)
+    from tritonharness import run_with_tritonclient
+    run_with_tritonclient(e)
 
 from tritonharness import SRC, Fluxiond, load_safetensors, require_built  # noqa: E402
 

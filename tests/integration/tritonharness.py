@@ -19,6 +19,24 @@ FLUXIOND = os.environ.get("FLUXIOND") or os.path.join(SRC, "build", "fluxiond")
 CLI = os.environ.get("FLUXION_CLI") or os.path.join(SRC, "build", "fluxion")
 
 
+def run_with_tritonclient(import_error):
+    """For a test named test_*.py, which ctest runs with Debian's python3:
+    when tritonclient is not importable here (import_error), runs the test
+    again with the python3 on PATH (where pip installs it), without
+    PYTHONPATH, since the generated stubs there (package `inference`, the
+    same proto package as tritonclient's own) are not for that python and
+    must not shadow tritonclient's. Exits 77 (skipped) when neither python
+    has it."""
+    other = shutil.which("python3")
+    if (other and not os.environ.get("FX_TRITON_REEXEC")
+            and os.path.realpath(other) != os.path.realpath(sys.executable)):
+        env = dict(os.environ, FX_TRITON_REEXEC="1")
+        env.pop("PYTHONPATH", None)
+        os.execve(other, [other, os.path.abspath(sys.argv[0])] + sys.argv[1:], env)
+    print("skipped: %s (pip install 'tritonclient[grpc]')" % import_error)
+    sys.exit(77)
+
+
 def require_built():
     """Exit 77 (skipped) when fluxiond or the CLI is not built."""
     for exe in (FLUXIOND, CLI):
