@@ -4,15 +4,26 @@ request counters and histograms; the counters (and ModelStatistics) keep
 growing across a reload, new serving settings and an unload and load; a
 bad input counts as INVALID_ARGUMENT; a team's member sees only its team's
 model series (and the process-wide ones), an admin every team's; a deleted
-model's series go."""
+model's series go; a running job's throughput and its team's scheduler
+rows show, to its team and the admin only."""
+import json
+import os
 import re
 import shutil
 import subprocess
-import unittest
+import sys
+import time
 
 import fxtest
 from fxtest import C, DaemonTest, mlp_spec, randn, start_with_admin_token
 from fluxion.v1 import cluster_pb2
+
+sys.path.insert(0, os.path.join(fxtest.SOURCE_DIR, "examples", "jobs"))
+import make_blobs  # noqa: E402
+
+MODEL = json.load(open(os.path.join(fxtest.SOURCE_DIR, "examples", "jobs",
+                                    "mlp-blobs-model.json")))
+JOB = json.load(open(os.path.join(fxtest.SOURCE_DIR, "examples", "jobs", "mlp-blobs.json")))
 
 LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?')
@@ -176,13 +187,37 @@ class MetricsTest(DaemonTest):
             self.assertIsNotNone(value(s, "fluxion_grpc_calls_in_flight"))
 
     def test_training_metrics(self):
-        s = parse(self.metrics(self.admin))
-        self.assertIsNotNone(value(s, "fluxion_uptime_seconds"))
-        # no jobs yet: the families are declared, no series
-        text = self.metrics(self.admin)
-        self.assertIn("# TYPE fluxion_training_jobs gauge", text)
-        self.assertIn("# TYPE fluxion_scheduler_team_slots_used gauge", text)
-
+        a = self.a
+        a.upload_dataset("blobs", make_blobs.blobs(500, 0))
+        a.create_model(MODEL["name"], MODEL["spec"], seed=MODEL["seed"], no_load=True)
+        spec = dict(JOB, serve_when_done=False, epochs=0, steps=10 ** 7, model_version=1)
+        job = a.submit_job(spec)
+        labels = dict(team="ta", job=job.id)
+        deadline = time.time() + 60
+        while True:   # running, with a throughput once its first steps are done
+            s = parse(self.metrics(a))
+            sps = value(s, "fluxion_training_samples_per_second", **labels)
+            if sps or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertGreater(sps or 0, 0)
+        self.assertEqual(value(s, "fluxion_training_jobs", team="ta", state="running"), 1)
+        self.assertEqual(value(s, "fluxion_scheduler_team_running_jobs", team="ta"), 1)
+        self.assertEqual(value(s, "fluxion_scheduler_team_slots_used", team="ta"), 1)
+        self.assertEqual(value(s, "fluxion_scheduler_device_slots_used", device="cpu"), 1)
+        # team tb sees none of it, the admin all of it
+        sb = parse(self.metrics(self.b))
+        self.assertIsNone(value(sb, "fluxion_training_samples_per_second", **labels))
+        self.assertIsNone(value(sb, "fluxion_scheduler_team_running_jobs", team="ta"))
+        self.assertEqual(value(sb, "fluxion_scheduler_device_slots_used", device="cpu"), 1)
+        adm = parse(self.metrics(self.admin))
+        self.assertIsNotNone(value(adm, "fluxion_training_samples_per_second", **labels))
+        a.cancel_job(job.id)
+        a.wait_job(job.id, timeout=60)
+        s = parse(self.metrics(a))
+        self.assertEqual(value(s, "fluxion_training_jobs", team="ta", state="cancelled"), 1)
+        self.assertEqual(value(s, "fluxion_training_jobs", team="ta", state="running"), 0)
+        self.assertIsNone(value(s, "fluxion_training_samples_per_second", **labels))
 
 if __name__ == "__main__":
     fxtest.main()
