@@ -121,7 +121,7 @@ typedef struct {
  * INVALID_ARGUMENT (priority out of range), RESOURCE_EXHAUSTED. */
 int fxsv_submit(fxsv_served *m, const fxsv_request *r, char *err, size_t errlen);
 /* Counts a request refused before it could be submitted (its inputs do not
- * fit the model) as failed, received at received_ns. */
+ * fit the model) as failed (code INVALID_ARGUMENT), received at received_ns. */
 void fxsv_served_refused(fxsv_served *m, uint64_t received_ns);
 
 /* Inference waiting on dev: the requests queued or in a running batch for

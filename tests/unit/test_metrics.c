@@ -2,7 +2,9 @@
  * test_metrics.c - the exposition writer (server/metrics/metrics.h): the
  * exact text of each kind of family, escaping, and every refusal (a family
  * twice, a counter without _total, a sample outside its family, bad names,
- * bad bounds); the first failure sticks.
+ * bad bounds); the first failure sticks. And serving's statistics records
+ * (serving/stats_internal.h), which the histograms come from: bucket edges
+ * (le is inclusive), codes, and records shared until forgotten.
  *
  * `test_metrics --promtool` writes an exposition with every feature (and
  * hostile label values) to a file and runs `promtool check metrics` on it:
@@ -22,6 +24,7 @@
 
 #include "base/status.h"
 #include "metrics/metrics.h"
+#include "serving/stats_internal.h"
 
 static char err[256];
 
@@ -218,6 +221,83 @@ static void test_empty(void **state)
     free(t);
 }
 
+static const fxsv_model_metrics *find(const fxsv_model_metrics *m, int n, const char *name,
+                                      int64_t version)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(m[i].name, name) == 0 && m[i].version == version)
+            return &m[i];
+    return NULL;
+}
+
+static void test_records(void **state)
+{
+    (void)state;
+    fxsv_records *r = fxsv_records_new();
+    assert_non_null(r);
+    fxsv_record *a = fxsv_record_get(r, "t/m", 1), *a2 = fxsv_record_get(r, "t/m", 1);
+    fxsv_record *b = fxsv_record_get(r, "t/m", 2);
+    assert_ptr_equal(a, a2); /* one record per (model, version): instances share it */
+    assert_ptr_not_equal(a, b);
+    /* 1 ms exactly is in le="0.001"; 1 ms + 1 ns in le="0.0025" */
+    fxb_timing t1 = { .queue_ns = 400000, .input_ns = 100000, .infer_ns = 400000,
+                      .output_ns = 100000, .batch_size = 2 };
+    fxb_timing t2 = t1;
+    t2.output_ns++;
+    fxsv_record_request(a, 0, &t1, 2);
+    fxsv_record_request(a2, 0, &t2, 3);
+    fxsv_record_request(a, FXS_INVALID_ARGUMENT, &t1, 0);
+    fxsv_record_request(a, 99, &t1, 0); /* not a code: UNKNOWN */
+    fxsv_record_batch(a, &t1);
+    t1.batch_size = 1025;
+    fxsv_record_batch(a, &t1);
+    fxsv_record_loaded(a);
+    fxsv_record_unloaded(a);
+    fxsv_record_in_flight(a, 1);
+    fxsv_model_metrics *ms;
+    int n;
+    assert_int_equal(fxsv_records_snapshot(r, &ms, &n), 0);
+    assert_int_equal(n, 2);
+    const fxsv_model_metrics *m = find(ms, n, "t/m", 1);
+    assert_non_null(m);
+    assert_int_equal(m->requests[0], 2);
+    assert_int_equal(m->requests[FXS_INVALID_ARGUMENT], 1);
+    assert_int_equal(m->requests[FXS_UNKNOWN], 1);
+    assert_int_equal(m->stats.inference_count, 5);
+    assert_int_equal(m->stats.fail.count, 2);
+    assert_int_equal(m->request.counts[3], 1); /* le 0.001 */
+    assert_int_equal(m->request.counts[4], 1); /* le 0.0025 */
+    assert_int_equal(m->request.sum_ns, 2000001);
+    assert_int_equal(m->queue.counts[2], 2);   /* 0.4 ms: le 0.0005 */
+    assert_int_equal(m->compute.counts[3], 2); /* 0.6 ms (+ 1 ns): le 0.001 */
+    assert_int_equal(m->batch_counts[1], 1);   /* 2: le 2 */
+    assert_int_equal(m->batch_counts[FXSV_BATCH_BOUNDS], 1); /* 1025: +Inf */
+    assert_int_equal(m->batch_samples, 1027);
+    assert_int_equal(m->stats.execution_count, 2);
+    assert_int_equal(m->loads, 1);
+    assert_int_equal(m->unloads, 1);
+    assert_int_equal(m->in_flight, 1);
+    fxsv_model_metrics_free(ms, n);
+    /* forgotten (the model deleted): gone from the registry; an instance
+     * still holding it records into it harmlessly; a new one starts at 0 */
+    fxsv_records_forget(r, "t/m");
+    assert_int_equal(fxsv_records_snapshot(r, &ms, &n), 0);
+    assert_int_equal(n, 0);
+    fxsv_model_metrics_free(ms, n);
+    fxsv_record_request(a, 0, &t2, 1);
+    fxsv_record *c = fxsv_record_get(r, "t/m", 1);
+    assert_ptr_not_equal(c, a);
+    assert_int_equal(fxsv_records_snapshot(r, &ms, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(ms[0].requests[0], 0);
+    fxsv_model_metrics_free(ms, n);
+    fxsv_record_unref(a);
+    fxsv_record_unref(a2);
+    fxsv_record_unref(b);
+    fxsv_record_unref(c);
+    fxsv_records_free(r);
+}
+
 /* Every feature, with label values a client could choose, through promtool. */
 static int run_promtool(void)
 {
@@ -270,7 +350,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_counter_gauge), cmocka_unit_test(test_histogram),
         cmocka_unit_test(test_escaping),      cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_empty),
+        cmocka_unit_test(test_empty),         cmocka_unit_test(test_records),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
