@@ -14,6 +14,8 @@ PKGS=(build-essential cmake pkg-config
 # zsh: test_cli_ux checks `fluxion completion zsh` (skipped without it).
 PKGS+=(zsh)
 PKGS+=(libb64-0d)  # for Triton's perf_analyzer in test_triton_model_config.py (scripts/test.sh)
+# promtool checks the metrics text (tests/integration/test_metrics.py, ctest metrics_promtool).
+PKGS+=(prometheus)
 # Extra packages for a caller (e.g. benchmarks ask for python3-torch).
 if [ -n "${FX_EXTRA_PKGS:-}" ]; then read -r -a extra <<< "$FX_EXTRA_PKGS"; PKGS+=("${extra[@]}"); fi
 

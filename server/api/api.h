@@ -52,6 +52,10 @@ int fxa_register_admin_service(fxa_daemon *d);
 int fxa_register_health_service(fxa_daemon *d);
 int fxa_register_reflection_service(fxa_daemon *d); /* svc_reflection.c */
 
+/* ClusterService/GetMetrics (svc_metrics.c): the Prometheus text of the
+ * daemon's metrics, filtered to the caller's team unless an admin. */
+void fxa_get_metrics(fxr_call *call, const ProtobufCMessage *req, void *data);
+
 /* True when the model (a key) is stored; otherwise fails the call
  * (NOT_FOUND) and returns false. */
 bool fxa_model_stored_or_fail(fxa_daemon *d, fxr_call *call, const char *key);

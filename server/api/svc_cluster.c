@@ -205,6 +205,7 @@ int fxa_register_cluster_service(fxa_daemon *d)
     static const fxr_method methods[] = {
         { "GetStatus", FXR_UNARY, FXP_READ, get_status },
         { "GetQueue", FXR_UNARY, FXP_READ, get_queue },
+        { "GetMetrics", FXR_UNARY, FXP_READ, fxa_get_metrics }, /* svc_metrics.c */
     };
     return fxr_server_add_service(d->rpc, &fluxion__v1__cluster_service__descriptor, methods,
                                   (int)(sizeof methods / sizeof methods[0]), d);

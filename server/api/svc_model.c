@@ -268,6 +268,7 @@ static void delete_model(fxr_call *call, const ProtobufCMessage *msg, void *data
     }
     /* After the delete: a load racing it ends before this or finds no model. */
     fxsv_serving_unload(d->serving, key, err, sizeof err); /* NOT_FOUND is fine */
+    fxsv_serving_forget(d->serving, key); /* its statistics go with it */
     fxl_log(FXL_INFO, "models", "model deleted model=%s", key);
     Fluxion__V1__DeleteModelResponse resp = FLUXION__V1__DELETE_MODEL_RESPONSE__INIT;
     fxr_reply(call, &resp.base);

@@ -242,6 +242,8 @@ void fxr_server_destroy(fxr_server *s);
 /* Calls in flight (received and not yet finished), and calls so far. */
 uint64_t fxr_server_in_flight(const fxr_server *s);
 uint64_t fxr_server_total_calls(const fxr_server *s);
+/* Streaming calls open now (each holds a stream slot and its thread). */
+int fxr_server_open_streams(fxr_server *s);
 
 /* ---------------------------------------------------------------- calls */
 

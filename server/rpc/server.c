@@ -155,6 +155,14 @@ uint64_t fxr_server_total_calls(const fxr_server *s)
     return atomic_load(&s->total);
 }
 
+int fxr_server_open_streams(fxr_server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int n = s->stream_threads;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
 /* ------------------------------------------------------------ lifecycle */
 
 static int check_opts(const fxr_server_opts *o, char *err, size_t errlen)

@@ -12,6 +12,7 @@
 #include "base/status.h"
 #include "models/models.h"
 #include "serving/servecfg.h"
+#include "serving/stats_internal.h"
 #include "base/util.h"
 
 #define MAX_OLD_VERSIONS 4
@@ -22,8 +23,7 @@ struct fxsv_served {
     int64_t version;
     fxg_graph *g;
     fxb_batcher *b;     /* runs its requests */
-    pthread_mutex_t mu; /* stats */
-    fxsv_stats stats;
+    fxsv_record *rec;   /* its version's statistics (outlive it) */
 };
 
 typedef struct entry {
@@ -52,6 +52,7 @@ struct fxsv_serving {
     pthread_mutex_t mu; /* entries, locks */
     entry *entries;
     name_lock *locks;
+    fxsv_records *records; /* statistics per (model, version) */
 };
 
 /* ------------------------------------------------------------ instances */
@@ -62,7 +63,7 @@ static void served_unref(fxsv_served *m)
         return;
     fxb_free(m->b); /* its requests are all answered: each held a reference */
     fxg_free(m->g);
-    pthread_mutex_destroy(&m->mu);
+    fxsv_record_unref(m->rec);
     free(m->name);
     free(m);
 }
@@ -130,7 +131,9 @@ static int served_from_graph(fxsv_serving *sv, const char *name, int64_t version
 {
     int rc;
     fxsv_served *m = calloc(1, sizeof *m);
-    if (!m || !(m->name = strdup(name))) {
+    if (!m || !(m->name = strdup(name)) || !(m->rec = fxsv_record_get(sv->records, name, version))) {
+        if (m)
+            free(m->name);
         free(m);
         fxg_free(g);
         snprintf(err, errlen, "out of memory");
@@ -139,7 +142,6 @@ static int served_from_graph(fxsv_serving *sv, const char *name, int64_t version
     atomic_init(&m->refs, 1);
     m->version = version;
     m->g = g;
-    pthread_mutex_init(&m->mu, NULL);
     fxb_config cfg;
     char berr[512];
     rc = fxsv_cfg_load(sv->st, name, &cfg, err, errlen);
@@ -154,6 +156,7 @@ static int served_from_graph(fxsv_serving *sv, const char *name, int64_t version
         served_unref(m);
         return rc;
     }
+    fxsv_record_loaded(m->rec);
     *out = m;
     return 0;
 }
@@ -183,11 +186,17 @@ static entry *find_entry(fxsv_serving *sv, const char *name)
     return NULL;
 }
 
-static void entry_clear(entry *e)
+/* unloaded: an unload (not the daemon stopping) counts it */
+static void entry_clear(entry *e, bool unloaded)
 {
+    if (unloaded)
+        fxsv_record_unloaded(e->current->rec);
     served_unref(e->current);
-    for (int i = 0; i < e->n_old; i++)
+    for (int i = 0; i < e->n_old; i++) {
+        if (unloaded)
+            fxsv_record_unloaded(e->old[i]->rec);
         served_unref(e->old[i]);
+    }
     free(e->name);
     free(e);
 }
@@ -420,7 +429,7 @@ int fxsv_serving_unload(fxsv_serving *sv, const char *name, char *err, size_t er
         snprintf(err, errlen, "model '%s' is not loaded", name);
     unlock_name(sv, l);
     if (e) {
-        entry_clear(e);
+        entry_clear(e, true);
         fxl_log(FXL_INFO, "serving", "model unloaded model=%s", name);
     }
     return rc && rc != FXS_NOT_FOUND ? rc : e ? 0 : FXS_NOT_FOUND;
@@ -529,37 +538,10 @@ int fxsv_serving_list(fxsv_serving *sv, fxsv_served ***out, int *n)
 
 /* ----------------------------------------------------------- statistics */
 
-static void add(fxsv_duration *d, uint64_t ns)
-{
-    d->count++;
-    d->ns += ns;
-}
-
-/* One request: samples its own, t its batch's (queue its own). */
-static void record(fxsv_served *m, bool ok, const fxb_timing *t, uint64_t samples)
-{
-    pthread_mutex_lock(&m->mu);
-    fxsv_stats *s = &m->stats;
-    uint64_t total = t->queue_ns + t->input_ns + t->infer_ns + t->output_ns;
-    if (!ok) {
-        add(&s->fail, total);
-        pthread_mutex_unlock(&m->mu);
-        return;
-    }
-    s->last_inference_ms = (uint64_t)fxu_now_ms();
-    s->inference_count += samples;
-    add(&s->success, total);
-    add(&s->queue, t->queue_ns);
-    add(&s->input, t->input_ns);
-    add(&s->infer, t->infer_ns);
-    add(&s->output, t->output_ns);
-    pthread_mutex_unlock(&m->mu);
-}
-
 void fxsv_served_refused(fxsv_served *m, uint64_t received_ns)
 {
     fxb_timing t = { .queue_ns = fxu_mono_ns() - received_ns };
-    record(m, false, &t, 0);
+    fxsv_record_request(m->rec, FXS_INVALID_ARGUMENT, &t, 0); /* inputs that do not fit */
 }
 
 /* One executed batch (from the batcher, before its requests are answered):
@@ -567,28 +549,8 @@ void fxsv_served_refused(fxsv_served *m, uint64_t received_ns)
 static void record_batch(void *data, bool ok, const fxb_timing *t)
 {
     fxsv_served *m = data;
-    if (!ok)
-        return;
-    pthread_mutex_lock(&m->mu);
-    fxsv_stats *s = &m->stats;
-    s->execution_count++;
-    int i = 0;
-    while (i < s->n_batch && s->batch[i].batch_size < t->batch_size)
-        i++;
-    if (i == s->n_batch || s->batch[i].batch_size != t->batch_size) {
-        if (s->n_batch == (int)(sizeof s->batch / sizeof s->batch[0])) {
-            pthread_mutex_unlock(&m->mu); /* table full: only totals count */
-            return;
-        }
-        memmove(&s->batch[i + 1], &s->batch[i], sizeof s->batch[0] * (size_t)(s->n_batch - i));
-        memset(&s->batch[i], 0, sizeof s->batch[i]);
-        s->batch[i].batch_size = t->batch_size;
-        s->n_batch++;
-    }
-    add(&s->batch[i].input, t->input_ns);
-    add(&s->batch[i].infer, t->infer_ns);
-    add(&s->batch[i].output, t->output_ns);
-    pthread_mutex_unlock(&m->mu);
+    if (ok)
+        fxsv_record_batch(m->rec, t);
 }
 
 /* ------------------------------------------------------------- requests */
@@ -609,7 +571,8 @@ static void request_done(void *user, int status, const char *err, const fxb_outp
     int st = p->r.answer(p->r.user, status, err, outs);
     fxb_timing tm = *t;
     tm.output_ns += fxu_mono_ns() - t0;
-    record(p->m, st == 0, &tm, p->r.samples);
+    fxsv_record_request(p->m->rec, st, &tm, p->r.samples);
+    fxsv_record_in_flight(p->m->rec, -1);
     p->r.send(p->r.user, st, st == status ? err : NULL);
     fxsv_served *m = p->m;
     free(p);
@@ -624,16 +587,19 @@ int fxsv_submit(fxsv_served *m, const fxsv_request *r, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
     } else {
         *p = (pending){ .m = ref(m), .r = *r };
+        fxsv_record_in_flight(m->rec, 1);
         fxb_request br = { .inputs = r->inputs, .priority = r->priority,
                            .timeout_us = r->timeout_us, .deadline_ns = r->deadline_ns,
                            .received_ns = r->received_ns, .done = request_done, .user = p,
                            .may_run_inline = r->may_run_inline };
         if (!(rc = fxb_submit(m->b, &br, err, errlen)))
             return 0;
+        fxsv_record_in_flight(m->rec, -1);
         served_unref(m); /* not the last: the caller holds m */
         free(p);
     }
-    fxsv_served_refused(m, r->received_ns);
+    fxb_timing t = { .queue_ns = fxu_mono_ns() - r->received_ns };
+    fxsv_record_request(m->rec, rc, &t, 0);
     return rc;
 }
 
@@ -673,11 +639,37 @@ int fxsv_serving_pressure(fxsv_serving *sv, fx_device dev)
     return fxsv_serving_activity(sv, dev, NULL);
 }
 
-void fxsv_served_stats(fxsv_served *m, fxsv_stats *out)
+void fxsv_served_stats(fxsv_served *m, fxsv_stats *out) { fxsv_record_stats(m->rec, out); }
+
+/* Adds what is served now (queue depth) to the snapshot's record of m. */
+static void add_served(fxsv_served *m, fxsv_model_metrics *arr, int n)
 {
-    pthread_mutex_lock(&m->mu);
-    *out = m->stats;
-    pthread_mutex_unlock(&m->mu);
+    for (int i = 0; m && i < n; i++)
+        if (arr[i].version == m->version && strcmp(arr[i].name, m->name) == 0) {
+            arr[i].served = true;
+            arr[i].queue_depth += fxb_pressure(m->b);
+            return;
+        }
+}
+
+int fxsv_serving_metrics(fxsv_serving *sv, fxsv_model_metrics **out, int *n)
+{
+    int rc = fxsv_records_snapshot(sv->records, out, n);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&sv->mu);
+    for (entry *e = sv->entries; e; e = e->next) {
+        add_served(e->current, *out, *n);
+        for (int i = 0; i < e->n_old; i++)
+            add_served(e->old[i], *out, *n);
+    }
+    pthread_mutex_unlock(&sv->mu);
+    return 0;
+}
+
+void fxsv_serving_forget(fxsv_serving *sv, const char *name)
+{
+    fxsv_records_forget(sv->records, name);
 }
 
 int fxsv_serving_create(fxdb_store *st, const fxsv_serving_opts *opts, fxsv_serving **out,
@@ -692,6 +684,10 @@ int fxsv_serving_create(fxdb_store *st, const fxsv_serving_opts *opts, fxsv_serv
     if (!sv)
         return fxu_oom(err, errlen);
     sv->st = st;
+    if (!(sv->records = fxsv_records_new())) {
+        free(sv);
+        return fxu_oom(err, errlen);
+    }
     if (opts)
         sv->o = *opts;
     pthread_mutex_init(&sv->mu, NULL);
@@ -706,8 +702,9 @@ void fxsv_serving_free(fxsv_serving *sv)
     while (sv->entries) {
         entry *e = sv->entries;
         sv->entries = e->next;
-        entry_clear(e);
+        entry_clear(e, false);
     }
+    fxsv_records_free(sv->records); /* after the instances: they hold references */
     pthread_mutex_destroy(&sv->mu);
     free(sv);
 }

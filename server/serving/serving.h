@@ -121,7 +121,7 @@ typedef struct {
  * INVALID_ARGUMENT (priority out of range), RESOURCE_EXHAUSTED. */
 int fxsv_submit(fxsv_served *m, const fxsv_request *r, char *err, size_t errlen);
 /* Counts a request refused before it could be submitted (its inputs do not
- * fit the model) as failed, received at received_ns. */
+ * fit the model) as failed (code INVALID_ARGUMENT), received at received_ns. */
 void fxsv_served_refused(fxsv_served *m, uint64_t received_ns);
 
 /* Inference waiting on dev: the requests queued or in a running batch for
@@ -154,7 +154,47 @@ typedef struct {
     int n_batch;
     fxsv_batch_stats batch[64]; /* by batch size, ascending */
 } fxsv_stats;
+/* The statistics of m's model version. They live in a record of serving's
+ * per (model, version), not in the instance: a reload, new settings or an
+ * unload and load keep counting in the same record (ModelStatistics and the
+ * metrics are monotonic); fxsv_serving_forget frees a deleted model's. */
 void fxsv_served_stats(fxsv_served *m, fxsv_stats *out);
+
+/* The metrics of one (model, version) record (docs/metrics.md): what
+ * fxsv_stats holds plus histograms (le bounds below, the last bucket above
+ * them; not cumulative) and failures by status code. Durations of the
+ * requests that succeeded: request = received to answered, queue, compute =
+ * input + infer + output of its batch. */
+#define FXSV_DURATION_BOUNDS 14
+#define FXSV_BATCH_BOUNDS 10
+#define FXSV_CODES 17 /* fxs_status 0..16; others are counted as UNKNOWN (2) */
+extern const double fxsv_duration_bounds_s[FXSV_DURATION_BOUNDS];
+extern const double fxsv_batch_bounds[FXSV_BATCH_BOUNDS];
+typedef struct {
+    uint64_t counts[FXSV_DURATION_BOUNDS + 1];
+    uint64_t sum_ns;
+} fxsv_duration_hist;
+typedef struct {
+    char *name;        /* the model's key */
+    int64_t version;
+    bool served;       /* an instance of it is loaded now */
+    fxsv_stats stats;
+    uint64_t requests[FXSV_CODES]; /* answered requests by status code (OK: 0) */
+    fxsv_duration_hist request, queue, compute;
+    uint64_t batch_counts[FXSV_BATCH_BOUNDS + 1];
+    uint64_t batch_samples;        /* the sum of the batch sizes */
+    uint64_t loads, unloads;       /* instances built (load, reload, new settings,
+                                    * an older version on demand) and unloaded */
+    int in_flight;                 /* submitted, not yet answered */
+    int queue_depth;               /* queued or in a running batch (fxb_pressure) */
+} fxsv_model_metrics;
+/* Every record (served or not), by name then version. 0 or
+ * RESOURCE_EXHAUSTED. Free with fxsv_model_metrics_free. */
+int fxsv_serving_metrics(fxsv_serving *sv, fxsv_model_metrics **out, int *n);
+void fxsv_model_metrics_free(fxsv_model_metrics *m, int n);
+/* Frees the statistics of a deleted model (after fxsv_serving_unload):
+ * a model made again under its name starts at zero. */
+void fxsv_serving_forget(fxsv_serving *sv, const char *name);
 
 /* Every served instance (loaded versions), acquired: release each. 0 or
  * RESOURCE_EXHAUSTED. */

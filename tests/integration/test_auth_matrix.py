@@ -214,6 +214,12 @@ def _get_queue(ctx, col):
                                              timeout=TIMEOUT)
 
 
+@row(K + "GetMetrics", LIST)
+def _get_metrics(ctx, col):
+    return lambda md: ctx.s.cluster.GetMetrics(ctx.s.cluster_pb2.GetMetricsRequest(),
+                                               metadata=md, timeout=TIMEOUT)
+
+
 @row(K + "GetStatus", LIST)
 def _get_status(ctx, col):
     return lambda md: ctx.s.cluster.GetStatus(ctx.s.cluster_pb2.GetStatusRequest(), metadata=md,
@@ -399,7 +405,7 @@ TABLE = {method: expected for method, (expected, _) in ROWS.items()}
 
 # How many RPCs each service has (issue 12); the descriptors must agree.
 SERVICE_SIZES = {"fluxion.v1.ModelService": 7, "fluxion.v1.DatasetService": 4,
-                 "fluxion.v1.TrainingService": 6, "fluxion.v1.ClusterService": 2,
+                 "fluxion.v1.TrainingService": 6, "fluxion.v1.ClusterService": 3,
                  "inference.GRPCInferenceService": 11, "fluxion.v1.AdminService": 12,
                  "grpc.health.v1.Health": 3, "grpc.reflection.v1.ServerReflection": 1,
                  "grpc.reflection.v1alpha.ServerReflection": 1}

@@ -4,9 +4,9 @@
 #   - only server/rpc/ includes gRPC, only server/store/ includes sqlite3.h,
 #     only server/main.c includes uv.h;
 #   - the domain folders (base, store, models, serving, datasets, training, auth,
-#     sched) never include api/ or rpc/ headers;
+#     sched, metrics) never include api/ or rpc/ headers;
 #   - base/ includes nothing from the other folders; sched/ (the scheduler's
-#     pure core) includes only base/;
+#     pure core) and metrics/ (the exposition writer) include only base/;
 #   - no server source file is over MAX_LINES lines.
 set -u
 cd "$(dirname "$0")/../.."
@@ -23,7 +23,7 @@ done < <(grep -rlE '#\s*include\s*[<"]sqlite3\.h' server --include='*.[ch]')
 while IFS= read -r f; do
   [ "$f" = server/main.c ] || fail "$f includes uv.h (only server/main.c may)"
 done < <(grep -rlE '#\s*include\s*[<"]uv\.h' server --include='*.[ch]')
-for d in base store models serving datasets training auth sched; do
+for d in base store models serving datasets training auth sched metrics; do
   [ -d "server/$d" ] || continue
   grep -rnE '#\s*include\s*"(api|rpc)/' "server/$d" --include='*.[ch]' |
     while IFS= read -r hit; do echo "check_layout: $hit (a domain folder includes api/ or rpc/)" >&2; done
@@ -35,6 +35,9 @@ if grep -rnE '#\s*include\s*"(api|rpc|store|models|serving|datasets|training|aut
 fi
 if grep -rnE '#\s*include\s*"[a-z]+/' server/sched --include='*.[ch]' | grep -vE '"(base|sched)/' >&2; then
   fail "server/sched/ includes a folder other than base/ (the core is pure)"
+fi
+if grep -rnE '#\s*include\s*"[a-z]+/' server/metrics --include='*.[ch]' | grep -vE '"(base|metrics)/' >&2; then
+  fail "server/metrics/ includes a folder other than base/ (the writer is pure)"
 fi
 while read -r n f; do
   [ "$f" = total ] && continue
