@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -150,6 +151,86 @@ class Images(unittest.TestCase):
             self.assertTrue(os.access(path, os.X_OK), path)
             r = subprocess.run(["sh", "-n", path], capture_output=True, text=True)
             self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_entrypoint_arguments(self):
+        # The entrypoint with a stand-in fluxiond that prints what it got.
+        with tempfile.TemporaryDirectory() as tmp:
+            fake = os.path.join(tmp, "fluxiond")
+            with open(fake, "w") as f:
+                f.write('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
+            os.chmod(fake, 0o755)
+            tls = os.path.join(tmp, "tls")
+            os.mkdir(tls)
+            secret = os.path.join(tmp, "admin-token")
+            env = dict(os.environ, PATH=f"{tmp}:{os.environ['PATH']}", FLUXION_TLS_DIR=tls,
+                       FLUXION_ADMIN_TOKEN_FILE=secret)
+            ep = os.path.join(dl.ROOT, "docker", "entrypoint.sh")
+
+            def run(extra_env=None, *args):
+                r = subprocess.run(["sh", ep, *args], env=dict(env, **(extra_env or {})),
+                                   capture_output=True, text=True, timeout=10)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                return r.stdout.split()
+
+            got = run({}, "--log-format", "json")
+            self.assertEqual(got[got.index("--http-listen") + 1], "0.0.0.0:8000")
+            self.assertEqual(got[got.index("--listen") + 1], "0.0.0.0:7070")
+            self.assertEqual(got[got.index("--data-dir") + 1], "/data")
+            self.assertEqual(got[-2:], ["--log-format", "json"])
+            self.assertNotIn("--tls-cert", got)
+            self.assertNotIn("--init-admin-token", got)
+            self.assertNotIn("--http-listen", run({"FLUXION_HTTP_LISTEN": "off"}))
+            for name in ("tls.crt", "tls.key", "client-ca.crt"):
+                open(os.path.join(tls, name), "w").close()
+            open(secret, "w").close()
+            got = run({"FLUXION_HTTP_LISTEN": "0.0.0.0:9000"})
+            self.assertEqual(got[got.index("--http-listen") + 1], "0.0.0.0:9000")
+            self.assertEqual(got[got.index("--tls-cert") + 1], os.path.join(tls, "tls.crt"))
+            self.assertEqual(got[got.index("--tls-client-ca") + 1], os.path.join(tls, "client-ca.crt"))
+            self.assertEqual(got[got.index("--init-admin-token") + 1], secret)
+
+    @unittest.skipUnless(shutil.which("curl") and shutil.which("bash"), "needs curl and bash")
+    def test_healthcheck(self):
+        # fluxion-healthcheck against a stand-in HTTP port: 200 healthy,
+        # 503 (draining) not, nothing listening not; "off" checks gRPC's TCP.
+        import http.server
+        import socket
+        import threading
+        state = {"code": 200, "paths": []}
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                state["paths"].append(self.path)
+                self.send_response(state["code"])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        hc = os.path.join(dl.ROOT, "docker", "healthcheck.sh")
+        with tempfile.TemporaryDirectory() as tmp:
+            def check(**extra):
+                env = dict(os.environ, FLUXION_TLS_DIR=tmp, **extra)
+                return subprocess.run(["sh", hc], env=env, capture_output=True, text=True,
+                                      timeout=20).returncode
+            try:
+                port = srv.server_address[1]
+                self.assertEqual(check(FLUXION_HTTP_LISTEN=f"0.0.0.0:{port}"), 0)
+                self.assertEqual(state["paths"], ["/v2/health/ready"])
+                state["code"] = 503
+                self.assertNotEqual(check(FLUXION_HTTP_LISTEN=f"0.0.0.0:{port}"), 0)
+                self.assertEqual(check(FLUXION_HTTP_LISTEN="off", FLUXION_LISTEN=f"0.0.0.0:{port}"), 0)
+            finally:
+                srv.shutdown()
+                srv.server_close()
+            with socket.socket() as s:      # a port nobody listens on
+                s.bind(("127.0.0.1", 0))
+                free = s.getsockname()[1]
+            self.assertNotEqual(check(FLUXION_HTTP_LISTEN=f"0.0.0.0:{free}"), 0)
+            self.assertNotEqual(check(FLUXION_HTTP_LISTEN="off", FLUXION_LISTEN=f"0.0.0.0:{free}"), 0)
 
     @unittest.skipUnless(HADOLINT, "hadolint not installed")
     def test_hadolint(self):
