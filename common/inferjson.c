@@ -115,8 +115,50 @@ typedef union {
     const json_t *s; /* BYTES: the JSON string */
 } value;
 
+/* A decimal integer written as a string ("18446744073709551615"): 64-bit
+ * integers may come so, as in proto3's JSON (and inferjson_loadb turns
+ * literals beyond int64 into such strings, jansson holding no more). */
+static bool decimal_string(const json_t *j)
+{
+    const char *s = json_string_value(j);
+    if (!s)
+        return false;
+    s += *s == '-';
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9')
+            return false;
+    return true;
+}
+
+static int leaf_decimal(jsonpath *c, const dtype *dt, const json_t *j, value *v)
+{
+    const char *s = json_string_value(j);
+    char *end;
+    errno = 0;
+    if (dt->raw_size == 8 && dt->kind == K_INT) {
+        v->i = strtoll(s, &end, 10);
+        if (!errno && !*end)
+            return 0;
+    } else if (dt->raw_size == 8 && *s != '-') {
+        v->u = strtoull(s, &end, 10);
+        if (!errno && !*end)
+            return 0;
+    } else if (dt->raw_size < 8) {
+        /* a quoted literal beyond int64 is out of range here; a string
+         * the sender wrote is a string */
+        (void)strtoll(s, &end, 10);
+        if (errno != ERANGE)
+            return jsonpath_fail(c, "expected an integer for %s, got a string", dt->name);
+    }
+    return jsonpath_fail(c, "%s is out of range for %s", s, dt->name);
+}
+
 static int leaf_integer(jsonpath *c, const dtype *dt, const json_t *j, value *v)
 {
+    if (decimal_string(j))
+        return leaf_decimal(c, dt, j, v);
     if (json_is_real(j) && json_real_value(j) != floor(json_real_value(j)))
         return jsonpath_fail(c, "expected an integer for %s, got %g", dt->name, json_real_value(j));
     if (!json_is_number(j))
@@ -147,20 +189,20 @@ static int leaf_integer(jsonpath *c, const dtype *dt, const json_t *j, value *v)
 
 static int leaf_float(jsonpath *c, const dtype *dt, const json_t *j, value *v)
 {
-    if (json_is_string(j)) {
-        const char *s = json_string_value(j);
-        if (!strcmp(s, "NaN"))
-            v->f = NAN;
-        else if (!strcmp(s, "Infinity") || !strcmp(s, "-Infinity"))
-            v->f = *s == '-' ? -INFINITY : INFINITY;
-        else
-            return jsonpath_fail(c, "expected a number for %s, got \"%s\"", dt->name, s);
-        return 0;
-    }
-    if (!json_is_number(j))
+    const char *s = json_string_value(j);
+    if (s && !strcmp(s, "NaN"))
+        v->f = NAN;
+    else if (s && (!strcmp(s, "Infinity") || !strcmp(s, "-Infinity")))
+        v->f = *s == '-' ? -INFINITY : INFINITY;
+    else if (s && decimal_string(j)) /* an integer literal beyond int64 */
+        v->f = strtod(s, NULL);
+    else if (s)
+        return jsonpath_fail(c, "expected a number for %s, got \"%s\"", dt->name, s);
+    else if (json_is_number(j))
+        v->f = json_number_value(j);
+    else
         return jsonpath_fail(c, "expected a number for %s, got %s", dt->name, jsonpath_kind(j));
-    v->f = json_number_value(j);
-    if (dt->list == L_FP32 && fabs(v->f) > 3.4028234663852886e38)
+    if (dt->list == L_FP32 && isfinite(v->f) && fabs(v->f) > 3.4028234663852886e38)
         return jsonpath_fail(c, "%g is out of range for FP32", v->f);
     return 0;
 }
@@ -631,3 +673,80 @@ Inference__ModelInferRequest *inferjson_request(const json_t *in, const char *mo
     return req;
 }
 
+/* Where the integer literal at s[i] ends, and whether it is beyond int64
+ * (a run of digits without a leading zero, longer than or past
+ * 9223372036854775807, or 9223372036854775808 when negative). */
+static size_t big_integer(const char *s, size_t len, size_t i, bool *big)
+{
+    size_t start = i + (s[i] == '-'), end = start;
+    while (end < len && s[end] >= '0' && s[end] <= '9')
+        end++;
+    *big = false;
+    if (end < len && (s[end] == '.' || s[end] == 'e' || s[end] == 'E')) {
+        /* a real, fraction and exponent included: jansson's */
+        while (end < len && ((s[end] >= '0' && s[end] <= '9') || s[end] == '.' || s[end] == 'e' ||
+                             s[end] == 'E' || s[end] == '+' || s[end] == '-'))
+            end++;
+        return end;
+    }
+    size_t n = end - start;
+    const char *limit = s[i] == '-' ? "9223372036854775808" : "9223372036854775807";
+    *big = n && s[start] != '0' && (n > 19 || (n == 19 && memcmp(s + start, limit, 19) > 0));
+    return end;
+}
+
+/* Copies s into out (when not NULL) with big integer literals quoted;
+ * returns how many it quoted. Strings are skipped whole, escapes and all. */
+static size_t quote_big_integers(const char *s, size_t len, char *out)
+{
+    size_t quoted = 0, o = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < len;) {
+        char ch = s[i];
+        if (in_string || ch == '"' || !(ch == '-' || (ch >= '0' && ch <= '9'))) {
+            if (in_string && ch == '\\' && i + 1 < len) {
+                if (out)
+                    out[o++] = ch;
+                i++; /* the escaped character is copied below */
+            } else if (ch == '"') {
+                in_string = !in_string;
+            }
+            if (out)
+                out[o++] = s[i];
+            i++;
+            continue;
+        }
+        bool big;
+        size_t end = big_integer(s, len, i, &big);
+        if (end == i) /* a lone '-': jansson's to refuse */
+            end = i + 1;
+        if (out && big)
+            out[o++] = '"';
+        if (out) {
+            memcpy(out + o, s + i, end - i);
+            o += end - i;
+        }
+        if (out && big)
+            out[o++] = '"';
+        quoted += big;
+        i = end;
+    }
+    return quoted;
+}
+
+json_t *inferjson_loadb(const char *text, size_t len, size_t flags, json_error_t *error)
+{
+    size_t quoted = quote_big_integers(text, len, NULL);
+    if (!quoted) /* the common case: nothing to copy */
+        return json_loadb(text, len, flags, error);
+    char *copy = malloc(len + 2 * quoted);
+    if (!copy) {
+        snprintf(error->text, sizeof error->text, "out of memory");
+        error->line = error->column = -1;
+        return NULL;
+    }
+    quote_big_integers(text, len, copy);
+    json_t *j = json_loadb(copy, len + 2 * quoted, flags, error);
+    free(copy);
+    return j;
+}

@@ -19,7 +19,8 @@
  *   objects (or an empty array); anything else is the short form.
  * Datatypes: BOOL, INT8, INT16, INT32, INT64, UINT8, UINT16, UINT32, UINT64,
  * FP32, FP64, BYTES (JSON strings). Values are range-checked per datatype;
- * numbers for float types may also be "NaN", "Infinity", "-Infinity".
+ * numbers for float types may also be "NaN", "Infinity", "-Infinity";
+ * INT64 and UINT64 values may also be decimal strings ("18446744073709551615").
  *
  * Output JSON, outputs in the response's order:
  *   {"y": {"shape": [2, 3], "datatype": "FP32", "data": [...flat...]}}
@@ -50,6 +51,12 @@ Inference__ModelInferRequest *inferjson_request(const json_t *in, const char *mo
                                                 const char *version,
                                                 const Inference__ModelMetadataResponse *meta,
                                                 bool raw, char *err, size_t errlen);
+
+/* json_loadb, except that integer literals beyond int64 (jansson cannot
+ * hold a UINT64 over 2^63 - 1) come back as decimal strings, which the
+ * converters here take for INT64 and UINT64 data. Positions in errors
+ * count the two quotes added around each. */
+json_t *inferjson_loadb(const char *text, size_t len, size_t flags, json_error_t *error);
 
 /* ---- The pieces, for codecs that read the rest of the JSON themselves
  * (server/http/kserve.c). Each takes the path of the tensor's object in c
@@ -87,6 +94,30 @@ json_t *inferjson_output(jsonpath *c, const Inference__ModelInferResponse *resp,
  * malloc'd (free out->data). */
 int inferjson_output_raw(jsonpath *c, const Inference__ModelInferResponse *resp, size_t i,
                          ProtobufCBinaryData *out);
+
+/* ---- Parameters (map<string, InferParameter>) in the REST form: plain
+ * values, {"priority": 1, "binary_data": true, "tag": "a", "scale": 0.5}. */
+
+/* The layout of every map<string, InferParameter> entry protoc-c generates
+ * (Inference__ModelInferRequest__ParametersEntry and the others). */
+typedef struct {
+    ProtobufCMessage base;
+    char *key;
+    Inference__InferParameter *value;
+} inferjson_param;
+
+/* A JSON object of plain values (bool, integer, real, string; an integral
+ * real beyond int64 is a uint64) -> the entries of a map, each made as
+ * entry (the map's entry descriptor), leaving out the key skip (may be
+ * NULL). c: the object's path. *out is set first, so the message owning it
+ * frees whatever was made when this fails. */
+int inferjson_params_from_json(jsonpath *c, const json_t *obj,
+                               const ProtobufCMessageDescriptor *entry, const char *skip,
+                               inferjson_param ***out, size_t *n_out);
+/* A map -> a JSON object of plain values (NULL on out of memory). */
+json_t *inferjson_params_json(inferjson_param *const *params, size_t n);
+/* The bool parameter key, or dflt when absent or not a bool. */
+bool inferjson_param_bool(inferjson_param *const *params, size_t n, const char *key, bool dflt);
 
 /* The outputs of a response as JSON (typed contents or raw_output_contents).
  * NULL on error (an element count that does not match the shape, a raw

@@ -97,7 +97,8 @@ static int output_data(jsonpath *c, const dtype *dt, const Inference__ModelInfer
             json_t *v = dt->kind == K_BYTES ? json_stringn((const char *)r->data + pos, n)
                                             : raw_elem(dt, r->data + pos);
             if (!v || json_array_append_new(data, v))
-                return jsonpath_fail(c, "element %" PRIu64 " cannot be written as JSON", k);
+                return jsonpath_fail(c, "element %" PRIu64 " cannot be written as JSON%s", k,
+                                     dt->kind == K_BYTES ? " (BYTES that are not UTF-8 text)" : "");
             pos += n;
         }
         if (pos != r->len)
@@ -118,7 +119,8 @@ static int output_data(jsonpath *c, const dtype *dt, const Inference__ModelInfer
     for (size_t k = 0; k < have; k++) {
         json_t *v = typed_elem(dt, array, k);
         if (!v || json_array_append_new(data, v))
-            return jsonpath_fail(c, "element %zu cannot be written as JSON", k);
+            return jsonpath_fail(c, "element %zu cannot be written as JSON%s", k,
+                                 dt->kind == K_BYTES ? " (BYTES that are not UTF-8 text)" : "");
     }
     return 0;
 }
@@ -194,13 +196,19 @@ static int typed_to_raw(jsonpath *c, const dtype *dt, const void *array, size_t 
     }
     case L_INT64: u = (uint64_t)((const int64_t *)array)[k]; break;
     case L_UINT64: u = ((const uint64_t *)array)[k]; break;
-    case L_FP32: memcpy(out, &((const float *)array)[k], 4); *n = 4; return 0;
-    case L_FP64: memcpy(out, &((const double *)array)[k], 8); *n = 8; return 0;
+    case L_FP32:
+        memcpy(out, &((const float *)array)[k], 4);
+        *n = 4;
+        return 0;
+    case L_FP64:
+        memcpy(out, &((const double *)array)[k], 8);
+        *n = 8;
+        return 0;
     default: {
         const ProtobufCBinaryData *bd = &((const ProtobufCBinaryData *)array)[k];
         if (bd->len > UINT32_MAX)
-            return jsonpath_fail(c, "element %zu: %zu bytes, over the 4 GiB of a BYTES element",
-                                 k, bd->len);
+            return jsonpath_fail(c, "element %zu: %zu bytes, over the 4 GiB of a BYTES element", k,
+                                 bd->len);
         uint32_t len = (uint32_t)bd->len;
         memcpy(out, &len, 4);
         if (len)
@@ -230,7 +238,9 @@ int inferjson_output_raw(jsonpath *c, const Inference__ModelInferResponse *resp,
         if (i >= resp->n_raw_output_contents)
             return jsonpath_fail(c, "no raw contents for this output");
         const ProtobufCBinaryData *r = &resp->raw_output_contents[i];
-        if (inferjson_check_raw(c, dt->name, count, "the raw contents", r->data, r->len))
+        char what[48];
+        snprintf(what, sizeof what, "raw_output_contents[%zu]", i);
+        if (inferjson_check_raw(c, dt->name, count, what, r->data, r->len))
             return -1;
         if (!(out->data = malloc(r->len ? r->len : 1)))
             return jsonpath_fail(c, "out of memory");
@@ -251,8 +261,8 @@ int inferjson_output_raw(jsonpath *c, const Inference__ModelInferResponse *resp,
                              count, have);
     size_t total = 0;
     for (size_t k = 0; k < have; k++) /* sizes fit: the elements are in memory already */
-        total += dt->kind == K_BYTES ? 4 + ((const ProtobufCBinaryData *)array)[k].len
-                                     : dt->raw_size;
+        total +=
+            dt->kind == K_BYTES ? 4 + ((const ProtobufCBinaryData *)array)[k].len : dt->raw_size;
     unsigned char *p = malloc(total ? total : 1);
     if (!p)
         return jsonpath_fail(c, "out of memory");

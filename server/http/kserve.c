@@ -25,20 +25,12 @@
 typedef Inference__ModelInferRequest__InferInputTensor input_tensor;
 typedef Inference__ModelInferRequest__InferRequestedOutputTensor output_request;
 
-/* Every map<string, InferParameter> entry type protoc-c generates has this
- * layout; its own descriptor initialises it. */
-typedef struct {
-    ProtobufCMessage base;
-    char *key;
-    Inference__InferParameter *value;
-} param_entry;
-
 /* ------------------------------------------------------------ JSON bits */
 
 static json_t *parse_json(jsonpath *c, const char *body, size_t len)
 {
     json_error_t je;
-    json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *j = inferjson_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
     if (!j)
         jsonpath_fail(c, "invalid JSON at line %d, column %d: %s", je.line, je.column, je.text);
     return j;
@@ -93,94 +85,6 @@ static int dup_string(jsonpath *c, char **dst, const char *s)
 }
 
 /* --------------------------------------------------------- parameters */
-
-/* A plain JSON value -> an InferParameter: true/false, an integer, a real
- * (an integral one beyond int64 as uint64) or a string. */
-static Inference__InferParameter *param_from_json(jsonpath *c, const json_t *v)
-{
-    Inference__InferParameter *p = malloc(sizeof *p);
-    if (!p) {
-        jsonpath_fail(c, "out of memory");
-        return NULL;
-    }
-    inference__infer_parameter__init(p);
-    if (json_is_boolean(v)) {
-        p->parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_BOOL_PARAM;
-        p->bool_param = json_is_true(v);
-    } else if (json_is_integer(v)) {
-        p->parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM;
-        p->int64_param = json_integer_value(v);
-    } else if (json_is_real(v)) {
-        double d = json_real_value(v);
-        if (d == floor(d) && d >= 9223372036854775808.0 && d < 18446744073709551616.0) {
-            p->parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_UINT64_PARAM;
-            p->uint64_param = (uint64_t)d;
-        } else {
-            p->parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_DOUBLE_PARAM;
-            p->double_param = d;
-        }
-    } else if (json_is_string(v)) {
-        p->parameter_choice_case = INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_STRING_PARAM;
-        if (!(p->string_param = strdup(json_string_value(v)))) {
-            free(p);
-            jsonpath_fail(c, "out of memory");
-            return NULL;
-        }
-    } else {
-        free(p);
-        jsonpath_fail(c, "expected a bool, a number or a string, got %s", jsonpath_kind(v));
-        return NULL;
-    }
-    return p;
-}
-
-static json_t *param_to_json(const Inference__InferParameter *p)
-{
-    switch (p->parameter_choice_case) {
-    case INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_BOOL_PARAM:
-        return json_boolean(p->bool_param);
-    case INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_INT64_PARAM:
-        return json_integer(p->int64_param);
-    case INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_STRING_PARAM:
-        return json_string(p->string_param ? p->string_param : "");
-    case INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_DOUBLE_PARAM:
-        return isfinite(p->double_param) ? json_real(p->double_param) : json_null();
-    case INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_UINT64_PARAM:
-        return p->uint64_param <= INT64_MAX ? json_integer((json_int_t)p->uint64_param)
-                                            : json_real((double)p->uint64_param);
-    default: return json_null();
-    }
-}
-
-/* "parameters" of a request, input or output -> its map entries (of type
- * entry, a map<string, InferParameter> entry), leaving out the key skip.
- * The path is the parameters object's. The array is owned by the message
- * as soon as it is set, so a failure leaves nothing to free. */
-static int params_from_json(jsonpath *c, const json_t *obj, const ProtobufCMessageDescriptor *entry,
-                            const char *skip, param_entry ***out, size_t *n_out)
-{
-    size_t n = json_object_size(obj);
-    *out = calloc(n ? n : 1, sizeof **out);
-    if (!*out)
-        return jsonpath_fail(c, "out of memory");
-    const char *key;
-    json_t *val;
-    json_object_foreach((json_t *)obj, key, val)
-    {
-        if (skip && !strcmp(key, skip))
-            continue;
-        size_t old = jsonpath_key(c, key);
-        param_entry *e = malloc(entry->sizeof_message);
-        if (!e)
-            return jsonpath_fail(c, "out of memory");
-        entry->message_init(&e->base);
-        (*out)[(*n_out)++] = e;
-        if (dup_string(c, &e->key, key) || !(e->value = param_from_json(c, val)))
-            return -1;
-        jsonpath_pop(c, old);
-    }
-    return 0;
-}
 
 /* The parameters member of o: absent, or an object (into *params). */
 static int get_params(jsonpath *c, const json_t *o, const json_t **params)
@@ -274,8 +178,9 @@ static int binary_input(jsonpath *c, const json_t *e, const char *datatype, int6
     if ((uint64_t)size > left) {
         jsonpath_key(c, "parameters");
         jsonpath_key(c, "binary_data_size");
-        return jsonpath_fail(c, "%" PRId64 " bytes, but only %zu of the body's binary part "
-                                "(%zu bytes after the JSON) are left for this input",
+        return jsonpath_fail(c,
+                             "%" PRId64 " bytes, but only %zu of the body's binary part "
+                             "(%zu bytes after the JSON) are left for this input",
                              size, left, bin->len);
     }
     const unsigned char *bytes = bin->data + bin->pos;
@@ -321,18 +226,20 @@ static int read_input(jsonpath *c, const json_t *e, binary_part *bin, input_tens
         const json_t *data = json_object_get(e, "data"), *shape = json_object_get(e, "shape");
         if (!data || !shape) {
             jsonpath_key(c, data ? "shape" : "data");
-            return jsonpath_fail(c, "missing%s", data ? ""
-                                                      : " (or give parameters.binary_data_size "
-                                                        "and the bytes after the JSON)");
+            return jsonpath_fail(c, "missing%s",
+                                 data ? ""
+                                      : " (or give parameters.binary_data_size "
+                                        "and the bytes after the JSON)");
         }
         if (inferjson_input(c, name, data, shape, datatype, t, raw))
             return -1;
     }
     if (params && json_object_size(params) > (size >= 0)) {
         size_t old = jsonpath_key(c, "parameters");
-        if (params_from_json(c, params, &inference__model_infer_request__infer_input_tensor__parameters_entry__descriptor,
-                             "binary_data_size", (param_entry ***)&t->parameters,
-                             &t->n_parameters))
+        if (inferjson_params_from_json(
+                c, params,
+                &inference__model_infer_request__infer_input_tensor__parameters_entry__descriptor,
+                "binary_data_size", (inferjson_param ***)&t->parameters, &t->n_parameters))
             return -1;
         jsonpath_pop(c, old);
     }
@@ -420,8 +327,10 @@ static int read_outputs(jsonpath *c, const json_t *outs, Inference__ModelInferRe
             return -1;
         if (params) {
             jsonpath_key(c, "parameters");
-            if (params_from_json(c, params, &inference__model_infer_request__infer_requested_output_tensor__parameters_entry__descriptor,
-                                 NULL, (param_entry ***)&o->parameters, &o->n_parameters))
+            if (inferjson_params_from_json(
+                    c, params,
+                    &inference__model_infer_request__infer_requested_output_tensor__parameters_entry__descriptor,
+                    NULL, (inferjson_param ***)&o->parameters, &o->n_parameters))
                 return -1;
         }
         jsonpath_pop(c, old);
@@ -433,16 +342,18 @@ static int read_outputs(jsonpath *c, const json_t *outs, Inference__ModelInferRe
 /* ------------------------------------------------------------ request */
 
 Inference__ModelInferRequest *fxh_infer_request(const char *body, size_t len, size_t json_len,
-                                               const char *model, const char *version,
-                                               char *err, size_t errlen)
+                                                const char *model, const char *version, char *err,
+                                                size_t errlen)
 {
     static const char *const keys[] = {"id", "parameters", "inputs", "outputs", NULL};
     jsonpath c = {.err = err, .errlen = errlen};
     if (json_len == SIZE_MAX)
         json_len = len;
     if (json_len > len) {
-        snprintf(err, errlen, "Inference-Header-Content-Length: %zu is beyond the body's %zu "
-                 "bytes", json_len, len);
+        snprintf(err, errlen,
+                 "Inference-Header-Content-Length: %zu is beyond the body's %zu "
+                 "bytes",
+                 json_len, len);
         return NULL;
     }
     json_t *in = parse_json(&c, body, json_len);
@@ -465,15 +376,15 @@ Inference__ModelInferRequest *fxh_infer_request(const char *body, size_t len, si
                            jsonpath_kind(in));
     if (!rc)
         rc = only_keys(&c, in, keys) || get_string(&c, in, "id", false, &id) ||
-             get_params(&c, in, &params) ||
-             bool_param(&c, params, "binary_data_output", &flag) ||
+             get_params(&c, in, &params) || bool_param(&c, params, "binary_data_output", &flag) ||
              dup_string(&c, &req->model_name, model ? model : "") ||
              (version && *version && dup_string(&c, &req->model_version, version)) ||
              (id && dup_string(&c, &req->id, id));
     if (!rc && params && json_object_size(params)) {
         jsonpath_key(&c, "parameters");
-        rc = params_from_json(&c, params, &inference__model_infer_request__parameters_entry__descriptor,
-                              NULL, (param_entry ***)&req->parameters, &req->n_parameters);
+        rc = inferjson_params_from_json(
+            &c, params, &inference__model_infer_request__parameters_entry__descriptor, NULL,
+            (inferjson_param ***)&req->parameters, &req->n_parameters);
         jsonpath_pop(&c, 0);
     }
     if (!rc)
@@ -481,8 +392,9 @@ Inference__ModelInferRequest *fxh_infer_request(const char *body, size_t len, si
     if (!rc && json_object_get(in, "outputs"))
         rc = read_outputs(&c, json_object_get(in, "outputs"), req);
     if (!rc && bin.pos != bin.len)
-        rc = jsonpath_fail(&c, "the body has %zu bytes after the JSON part, the inputs' "
-                               "binary_data_size claim %zu",
+        rc = jsonpath_fail(&c,
+                           "the body has %zu bytes after the JSON part, the inputs' "
+                           "binary_data_size claim %zu",
                            bin.len, bin.pos);
     json_decref(in);
     if (rc) {
@@ -494,93 +406,139 @@ Inference__ModelInferRequest *fxh_infer_request(const char *body, size_t len, si
 
 /* ----------------------------------------------------------- response */
 
-/* A bool parameter of a map, or dflt when absent or not a bool. */
-static bool find_bool(param_entry *const *params, size_t n, const char *key, bool dflt)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!strcmp(params[i]->key, key) && params[i]->value &&
-            params[i]->value->parameter_choice_case ==
-                INFERENCE__INFER_PARAMETER__PARAMETER_CHOICE_BOOL_PARAM)
-            return params[i]->value->bool_param;
-    return dflt;
-}
-
 /* Whether output `name` goes binary: its own "binary_data", else the
  * request's "binary_data_output", else JSON. */
 static bool wants_binary(const Inference__ModelInferRequest *req, const char *name)
 {
     if (!req)
         return false;
-    bool dflt = find_bool((param_entry *const *)req->parameters, req->n_parameters,
-                          "binary_data_output", false);
+    bool dflt = inferjson_param_bool((inferjson_param *const *)req->parameters, req->n_parameters,
+                                     "binary_data_output", false);
     for (size_t i = 0; i < req->n_outputs; i++)
         if (req->outputs[i]->name && !strcmp(req->outputs[i]->name, name))
-            return find_bool((param_entry *const *)req->outputs[i]->parameters,
-                             req->outputs[i]->n_parameters, "binary_data", dflt);
+            return inferjson_param_bool((inferjson_param *const *)req->outputs[i]->parameters,
+                                        req->outputs[i]->n_parameters, "binary_data", dflt);
     return dflt;
 }
 
-/* A parameters map -> a JSON object (NULL on out of memory). */
-static json_t *params_json(param_entry *const *params, size_t n)
+/* The body being written: JSON text, then the binary outputs. */
+typedef struct {
+    char *p;
+    size_t len, cap;
+    bool failed;
+} strbuf;
+
+static void sb_add(strbuf *b, const void *data, size_t n)
 {
-    json_t *o = json_object();
-    for (size_t i = 0; o && i < n; i++)
-        if (params[i]->key && params[i]->value &&
-            json_object_set_new(o, params[i]->key, param_to_json(params[i]->value))) {
-            json_decref(o);
-            return NULL;
+    if (b->failed)
+        return;
+    if (n > b->cap - b->len) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap - b->len < n && cap < SIZE_MAX / 2)
+            cap *= 2;
+        char *bigger = cap - b->len >= n ? realloc(b->p, cap) : NULL;
+        if (!bigger) {
+            b->failed = true;
+            return;
         }
-    return o;
+        b->p = bigger;
+        b->cap = cap;
+    }
+    if (n)
+        memcpy(b->p + b->len, data, n);
+    b->len += n;
 }
 
-/* outputs[i] as its JSON object; a binary one's bytes into *bin. */
-static json_t *output_json(jsonpath *c, const Inference__ModelInferRequest *req,
-                           const Inference__ModelInferResponse *resp, size_t i,
-                           ProtobufCBinaryData *bin)
+/* Adds j's JSON text; with cut_brace, without its closing brace, for
+ * members to follow. Takes j. */
+static void sb_json(strbuf *b, json_t *j, bool cut_brace)
+{
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!text) {
+        b->failed = true;
+        return;
+    }
+    size_t n = strlen(text);
+    sb_add(b, text, cut_brace && n ? n - 1 : n);
+    free(text);
+}
+
+/* A UINT64 output's data, printed here: jansson holds no integer over
+ * 2^63 - 1 and would turn such values into inexact reals. */
+static char *uint64_data(jsonpath *c, const Inference__ModelInferResponse *resp, size_t i)
+{
+    ProtobufCBinaryData raw;
+    if (inferjson_output_raw(c, resp, i, &raw))
+        return NULL;
+    size_t n = raw.len / 8;
+    char *text = n <= (SIZE_MAX - 3) / 21 ? malloc(n * 21 + 3) : NULL;
+    if (text) {
+        size_t o = 0;
+        text[o++] = '[';
+        for (size_t k = 0; k < n; k++) {
+            uint64_t u;
+            memcpy(&u, raw.data + 8 * k, 8);
+            o += (size_t)sprintf(text + o, "%s%" PRIu64, k ? "," : "", u);
+        }
+        text[o++] = ']';
+        text[o] = '\0';
+    } else {
+        jsonpath_fail(c, "out of memory");
+    }
+    free(raw.data);
+    return text;
+}
+
+/* outputs[i] into b; a binary one's bytes into *bin. */
+static int write_output(jsonpath *c, const Inference__ModelInferRequest *req,
+                        const Inference__ModelInferResponse *resp, size_t i, strbuf *b,
+                        ProtobufCBinaryData *bin)
 {
     const Inference__ModelInferResponse__InferOutputTensor *o = resp->outputs[i];
     const char *name = o->name ? o->name : "";
-    json_t *t = inferjson_output(c, resp, i); /* checks shape, datatype and data */
-    if (!t)
-        return NULL;
-    json_t *params = params_json((param_entry *const *)o->parameters, o->n_parameters);
-    json_t *out = json_pack("{s:s, s:O, s:O}", "name", name, "datatype",
-                            json_object_get(t, "datatype"), "shape", json_object_get(t, "shape"));
-    bool ok = out && params;
-    if (ok && wants_binary(req, name)) {
-        ok = !inferjson_output_raw(c, resp, i, bin);
-        if (ok && json_object_set_new(params, "binary_data_size", json_integer((json_int_t)bin->len)))
-            ok = false;
-    } else if (ok) {
-        ok = !json_object_set(out, "data", json_object_get(t, "data"));
-    }
-    if (ok && json_object_size(params))
-        ok = !json_object_set(out, "parameters", params);
+    bool binary = wants_binary(req, name);
+    bool exact = !binary && o->datatype && !strcmp(o->datatype, "UINT64");
+    char *data_text = NULL;
+    json_t *t = NULL;
+    /* Each path checks the datatype, the shape and the data against them;
+     * binary outputs never go through JSON (BYTES need not be UTF-8). */
+    if (binary  ? inferjson_output_raw(c, resp, i, bin)
+        : exact ? !(data_text = uint64_data(c, resp, i))
+                : !(t = inferjson_output(c, resp, i)))
+        return -1;
+    json_t *shape = json_array();
+    for (size_t d = 0; shape && d < o->n_shape; d++)
+        if (json_array_append_new(shape, json_integer(o->shape[d])))
+            json_decref(shape), shape = NULL;
+    json_t *params =
+        inferjson_params_json((inferjson_param *const *)o->parameters, o->n_parameters);
+    json_t *out =
+        shape ? json_pack("{s:s, s:s, s:O}", "name", name, "datatype", o->datatype, "shape", shape)
+              : NULL;
+    int rc = out && params ? 0 : -1;
+    if (!rc && binary)
+        rc = json_object_set_new(params, "binary_data_size", json_integer((json_int_t)bin->len));
+    if (!rc && t)
+        rc = json_object_set(out, "data", json_object_get(t, "data"));
+    if (!rc && json_object_size(params))
+        rc = json_object_set(out, "parameters", params);
     json_decref(t);
     json_decref(params);
-    if (!ok) {
+    json_decref(shape);
+    if (rc) {
         json_decref(out);
-        if (c->err && !*c->err)
-            jsonpath_fail(c, "out of memory");
-        return NULL;
-    }
-    return out;
-}
-
-static int dump(jsonpath *c, json_t *j, size_t tail, char **out, size_t *len)
-{
-    char *text = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    if (!text)
-        return jsonpath_fail(c, "out of memory");
-    size_t n = strlen(text);
-    *out = tail ? realloc(text, n + tail) : text;
-    if (!*out) {
-        free(text);
+        free(data_text);
         return jsonpath_fail(c, "out of memory");
     }
-    *len = n;
-    return 0;
+    sb_json(b, out, data_text != NULL);
+    if (data_text) {
+        sb_add(b, ",\"data\":", 8);
+        sb_add(b, data_text, strlen(data_text));
+        sb_add(b, "}", 1);
+        free(data_text);
+    }
+    return b->failed ? jsonpath_fail(c, "out of memory") : 0;
 }
 
 int fxh_infer_response(const Inference__ModelInferRequest *req,
@@ -588,57 +546,55 @@ int fxh_infer_response(const Inference__ModelInferRequest *req,
                        size_t *json_len, char *err, size_t errlen)
 {
     jsonpath c = {.err = err, .errlen = errlen};
-    size_t n = resp->n_outputs, tail = 0;
+    size_t n = resp->n_outputs;
+    strbuf b = {0};
     *body = NULL;
     *len = *json_len = 0;
-    if (err && errlen)
-        *err = '\0';
     ProtobufCBinaryData *bins = calloc(n ? n : 1, sizeof *bins);
-    json_t *outs = json_array();
-    json_t *root = json_pack("{s:s, s:s}", "model_name", resp->model_name ? resp->model_name : "",
+    json_t *head = json_pack("{s:s, s:s}", "model_name", resp->model_name ? resp->model_name : "",
                              "model_version", resp->model_version ? resp->model_version : "");
-    int rc = !bins || !outs || !root ? jsonpath_fail(&c, "out of memory") : 0;
-    if (!rc && resp->id && *resp->id && json_object_set_new(root, "id", json_string(resp->id)))
+    int rc = !bins || !head ? jsonpath_fail(&c, "out of memory") : 0;
+    if (!rc && resp->id && *resp->id && json_object_set_new(head, "id", json_string(resp->id)))
         rc = jsonpath_fail(&c, "out of memory");
     if (!rc && resp->n_parameters) {
-        json_t *p = params_json((param_entry *const *)resp->parameters, resp->n_parameters);
-        if (!p || json_object_set_new(root, "parameters", p))
+        json_t *p =
+            inferjson_params_json((inferjson_param *const *)resp->parameters, resp->n_parameters);
+        if (!p || json_object_set_new(head, "parameters", p))
             rc = jsonpath_fail(&c, "out of memory");
+    }
+    /* {"model_name": ..., "outputs": [...]}: the outputs written one by one */
+    if (!rc) {
+        sb_json(&b, head, true);
+        head = NULL;
+        sb_add(&b, ",\"outputs\":[", 12);
     }
     for (size_t i = 0; !rc && i < n; i++) {
         size_t old = jsonpath_push(&c, "outputs[%zu]", i);
-        json_t *o = output_json(&c, req, resp, i, &bins[i]);
-        if (!o || json_array_append_new(outs, o))
-            rc = -1;
-        else if (bins[i].len > SIZE_MAX - tail)
-            rc = jsonpath_fail(&c, "the binary outputs add up to more than %zu bytes", SIZE_MAX);
-        tail += bins[i].len;
+        if (i)
+            sb_add(&b, ",", 1);
+        rc = write_output(&c, req, resp, i, &b, &bins[i]);
         jsonpath_pop(&c, old);
     }
     if (!rc) {
-        rc = json_object_set_new(root, "outputs", outs);
-        outs = NULL;
-        if (rc)
-            jsonpath_fail(&c, "out of memory");
-    }
-    if (!rc) {
-        rc = dump(&c, root, tail, body, json_len);
-        root = NULL;
-    }
-    if (!rc) {
-        *len = *json_len;
-        for (size_t i = 0; i < n; i++) {
-            if (bins[i].len)
-                memcpy(*body + *len, bins[i].data, bins[i].len);
-            *len += bins[i].len;
-        }
+        sb_add(&b, "]}", 2);
+        *json_len = b.len;
+        for (size_t i = 0; i < n; i++)
+            sb_add(&b, bins[i].data, bins[i].len);
+        if (b.failed)
+            rc = jsonpath_fail(&c, "out of memory");
     }
     for (size_t i = 0; bins && i < n; i++)
         free(bins[i].data);
     free(bins);
-    json_decref(outs);
-    json_decref(root);
-    return rc ? FXS_INTERNAL : 0;
+    json_decref(head);
+    if (rc) {
+        free(b.p);
+        *json_len = 0;
+        return FXS_INTERNAL;
+    }
+    *body = b.p;
+    *len = b.len;
+    return 0;
 }
 
 /* ------------------------------------------------------ other messages */
@@ -668,14 +624,25 @@ int fxh_message_json(const ProtobufCMessage *m, char **out, size_t *len, char *e
     } else if (!strcmp(d->name, "inference.ModelConfigResponse") && config &&
                config->type == PROTOBUF_C_TYPE_MESSAGE) {
         /* ... and the config with the config itself, not {"config": ...} */
-        const ProtobufCMessage *cfg = *(ProtobufCMessage *const *)((const char *)m + config->offset);
+        const ProtobufCMessage *cfg =
+            *(ProtobufCMessage *const *)((const char *)m + config->offset);
         j = cfg ? pbjson_encode(cfg, JSON_FLAGS, err, errlen) : json_object();
     } else {
         j = pbjson_encode(m, JSON_FLAGS, err, errlen);
     }
     if (!j)
         return FXS_INTERNAL;
-    return dump(&c, j, 0, out, len) ? FXS_INTERNAL : 0;
+    strbuf b = {0};
+    sb_json(&b, j, false);
+    sb_add(&b, "", 1); /* the text's NUL */
+    if (b.failed) {
+        free(b.p);
+        jsonpath_fail(&c, "out of memory");
+        return FXS_INTERNAL;
+    }
+    *out = b.p;
+    *len = b.len - 1;
+    return 0;
 }
 
 /* Triton's plain parameter values for repository calls -> the proto JSON
@@ -694,9 +661,9 @@ static json_t *repository_params(jsonpath *c, const json_t *params)
     {
         const char *kind = json_is_boolean(v)   ? "bool_param"
                            : json_is_integer(v) ? "int64_param"
-                           : json_is_string(v)  ? (strncmp(key, "file:", 5) ? "string_param"
-                                                                             : "bytes_param")
-                                                : NULL;
+                           : json_is_string(v)
+                               ? (strncmp(key, "file:", 5) ? "string_param" : "bytes_param")
+                               : NULL;
         json_t *e = kind ? json_pack("{s:O}", kind, v) : json_incref(v);
         if (!json_is_object(v) && !kind) {
             json_decref(e);
