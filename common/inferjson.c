@@ -514,42 +514,6 @@ static int short_form(jsonpath *c, const json_t *in, Inference__ModelInferReques
     return 0;
 }
 
-/* Member `key` of object o as a string (NULL when absent and optional). */
-static int get_string(jsonpath *c, const json_t *o, const char *key, bool required,
-                      const char **out)
-{
-    json_t *v = json_object_get(o, key);
-    *out = NULL;
-    if (!v && !required)
-        return 0;
-    size_t old = jsonpath_key(c, key);
-    if (!v)
-        return jsonpath_fail(c, "missing");
-    if (!json_is_string(v))
-        return jsonpath_fail(c, "expected a string, got %s", jsonpath_kind(v));
-    jsonpath_pop(c, old);
-    *out = json_string_value(v);
-    return 0;
-}
-
-/* Every member of o is one of the allowed keys (NULL-terminated). */
-static int only_keys(jsonpath *c, const json_t *o, const char *const *allowed, const char *list)
-{
-    const char *key;
-    json_t *val;
-    json_object_foreach((json_t *)o, key, val)
-    {
-        const char *const *a = allowed;
-        while (*a && strcmp(*a, key))
-            a++;
-        if (!*a) {
-            jsonpath_key(c, key);
-            return jsonpath_fail(c, "unknown member (expected %s)", list);
-        }
-    }
-    return 0;
-}
-
 static int kserve_input(jsonpath *c, const json_t *e, const Inference__ModelMetadataResponse *meta,
                         input_tensor *t, ProtobufCBinaryData *raw)
 {
@@ -558,8 +522,8 @@ static int kserve_input(jsonpath *c, const json_t *e, const Inference__ModelMeta
     if (!json_is_object(e))
         return jsonpath_fail(c, "expected an object (name, shape, datatype, data), got %s",
                              jsonpath_kind(e));
-    if (only_keys(c, e, keys, "name, shape, datatype, data") ||
-        get_string(c, e, "name", true, &name) || get_string(c, e, "datatype", false, &datatype))
+    if (jsonpath_only_keys(c, e, keys) || jsonpath_get_string(c, e, "name", true, &name) ||
+        jsonpath_get_string(c, e, "datatype", false, &datatype))
         return -1;
     json_t *data = json_object_get(e, "data");
     if (!data) {
@@ -586,7 +550,7 @@ static int kserve_outputs(jsonpath *c, const json_t *outs, Inference__ModelInfer
         size_t old = jsonpath_push(c, "[%zu]", i);
         if (!json_is_object(e))
             return jsonpath_fail(c, "expected an object {\"name\": ...}, got %s", jsonpath_kind(e));
-        if (only_keys(c, e, keys, "name") || get_string(c, e, "name", true, &name))
+        if (jsonpath_only_keys(c, e, keys) || jsonpath_get_string(c, e, "name", true, &name))
             return -1;
         jsonpath_pop(c, old);
         Inference__ModelInferRequest__InferRequestedOutputTensor *o = malloc(sizeof *o);
@@ -606,7 +570,7 @@ static int kserve_form(jsonpath *c, const json_t *in, Inference__ModelInferReque
     static const char *const keys[] = {"inputs", "outputs", "id", NULL};
     const json_t *inputs = json_object_get(in, "inputs");
     const char *id;
-    if (only_keys(c, in, keys, "inputs, outputs, id") || get_string(c, in, "id", false, &id))
+    if (jsonpath_only_keys(c, in, keys) || jsonpath_get_string(c, in, "id", false, &id))
         return -1;
     if (id && !(req->id = strdup(id)))
         return jsonpath_fail(c, "out of memory");

@@ -10,7 +10,6 @@
 #include "http/kserve.h"
 
 #include <inttypes.h>
-#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -34,47 +33,6 @@ static json_t *parse_json(jsonpath *c, const char *body, size_t len)
     if (!j)
         jsonpath_fail(c, "invalid JSON at line %d, column %d: %s", je.line, je.column, je.text);
     return j;
-}
-
-/* Every member of o is one of the allowed keys (NULL-terminated). */
-static int only_keys(jsonpath *c, const json_t *o, const char *const *allowed)
-{
-    const char *key;
-    json_t *val;
-    json_object_foreach((json_t *)o, key, val)
-    {
-        const char *const *a = allowed;
-        while (*a && strcmp(*a, key))
-            a++;
-        if (*a)
-            continue;
-        char list[128] = "";
-        for (a = allowed; *a; a++) {
-            size_t l = strlen(list);
-            snprintf(list + l, sizeof list - l, "%s%s", a == allowed ? "" : ", ", *a);
-        }
-        jsonpath_key(c, key);
-        return jsonpath_fail(c, "unknown member (expected %s)", list);
-    }
-    return 0;
-}
-
-/* Member key of o as a string; NULL and no error when absent and optional. */
-static int get_string(jsonpath *c, const json_t *o, const char *key, bool required,
-                      const char **out)
-{
-    json_t *v = json_object_get(o, key);
-    *out = NULL;
-    if (!v && !required)
-        return 0;
-    size_t old = jsonpath_key(c, key);
-    if (!v)
-        return jsonpath_fail(c, "missing");
-    if (!json_is_string(v))
-        return jsonpath_fail(c, "expected a string, got %s", jsonpath_kind(v));
-    jsonpath_pop(c, old);
-    *out = json_string_value(v);
-    return 0;
 }
 
 static int dup_string(jsonpath *c, char **dst, const char *s)
@@ -210,8 +168,8 @@ static int read_input(jsonpath *c, const json_t *e, binary_part *bin, input_tens
     if (!json_is_object(e))
         return jsonpath_fail(c, "expected an object (name, shape, datatype, data), got %s",
                              jsonpath_kind(e));
-    if (only_keys(c, e, keys) || get_string(c, e, "name", true, &name) ||
-        get_string(c, e, "datatype", true, &datatype) || get_params(c, e, &params) ||
+    if (jsonpath_only_keys(c, e, keys) || jsonpath_get_string(c, e, "name", true, &name) ||
+        jsonpath_get_string(c, e, "datatype", true, &datatype) || get_params(c, e, &params) ||
         refuse_params(c, params, SHM_PARAMS, "no shared memory: send the tensor in the body") ||
         binary_size(c, params, &size))
         return -1;
@@ -312,7 +270,7 @@ static int read_outputs(jsonpath *c, const json_t *outs, Inference__ModelInferRe
         size_t old = jsonpath_index(c, i);
         if (!json_is_object(e))
             return jsonpath_fail(c, "expected an object {\"name\": ...}, got %s", jsonpath_kind(e));
-        if (only_keys(c, e, keys) || get_string(c, e, "name", true, &name) ||
+        if (jsonpath_only_keys(c, e, keys) || jsonpath_get_string(c, e, "name", true, &name) ||
             get_params(c, e, &params) ||
             refuse_params(c, params, SHM_PARAMS, "no shared memory: outputs come in the body") ||
             refuse_params(c, params, refused, "outputs are the model's tensors as they are") ||
@@ -375,7 +333,7 @@ Inference__ModelInferRequest *fxh_infer_request(const char *body, size_t len, si
         rc = jsonpath_fail(&c, "expected an object (inputs, outputs, id, parameters), got %s",
                            jsonpath_kind(in));
     if (!rc)
-        rc = only_keys(&c, in, keys) || get_string(&c, in, "id", false, &id) ||
+        rc = jsonpath_only_keys(&c, in, keys) || jsonpath_get_string(&c, in, "id", false, &id) ||
              get_params(&c, in, &params) || bool_param(&c, params, "binary_data_output", &flag) ||
              dup_string(&c, &req->model_name, model ? model : "") ||
              (version && *version && dup_string(&c, &req->model_version, version)) ||
@@ -709,9 +667,9 @@ ProtobufCMessage *fxh_message_from_json(const ProtobufCMessageDescriptor *desc, 
         rc = jsonpath_fail(&c, "expected an object, got %s", jsonpath_kind(j));
     /* Names come from the URL: a body may not set them. */
     if (!rc && repo)
-        rc = only_keys(&c, j, repo_keys);
+        rc = jsonpath_only_keys(&c, j, repo_keys);
     if (!rc && desc == &inference__repository_index_request__descriptor)
-        rc = only_keys(&c, j, index_keys);
+        rc = jsonpath_only_keys(&c, j, index_keys);
     json_t *params = json_object_get(j, "parameters");
     if (!rc && repo && params) {
         jsonpath_key(&c, "parameters");
