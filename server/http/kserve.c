@@ -647,7 +647,8 @@ ProtobufCMessage *fxh_message_from_json(const ProtobufCMessageDescriptor *desc, 
     static const char *const index_keys[] = {"ready", NULL};
     jsonpath c = {.err = err, .errlen = errlen};
     size_t blank = 0;
-    while (blank < len && strchr(" \t\r\n", body[blank]))
+    while (blank < len && (body[blank] == ' ' || body[blank] == '\t' || body[blank] == '\r' ||
+                           body[blank] == '\n'))
         blank++;
     if (blank == len) {
         ProtobufCMessage *m = malloc(desc->sizeof_message);

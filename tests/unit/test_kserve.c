@@ -371,6 +371,57 @@ static void test_message_json(void **state)
     assert_non_null(strstr(err, "name"));
 }
 
+/* ModelConfigResponse (the modelconfig RPC's, Triton's schema) answers
+ * with its config alone, as Triton's HTTP API does. Its descriptor is
+ * stood in for here: the codec knows the message by name only. */
+typedef struct {
+    ProtobufCMessage base;
+    ProtobufCMessage *config;
+} fake_config_response;
+
+static const ProtobufCFieldDescriptor FAKE_CONFIG_FIELD = {
+    "config",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,
+    offsetof(fake_config_response, config),
+    &inference__model_metadata_response__descriptor,
+    NULL,
+    0,
+    0,
+    NULL,
+    NULL};
+static const unsigned FAKE_CONFIG_SORTED[] = {0};
+static const ProtobufCIntRange FAKE_CONFIG_RANGES[] = {{1, 0}, {0, 1}};
+static const ProtobufCMessageDescriptor FAKE_CONFIG_RESPONSE = {
+    PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+    "inference.ModelConfigResponse",
+    "ModelConfigResponse",
+    "Inference__ModelConfigResponse",
+    "inference",
+    sizeof(fake_config_response),
+    1,
+    &FAKE_CONFIG_FIELD,
+    FAKE_CONFIG_SORTED,
+    1,
+    FAKE_CONFIG_RANGES,
+    NULL,
+    NULL,
+    NULL,
+    NULL};
+
+static void test_config_json(void **state)
+{
+    Inference__ModelMetadataResponse cfg = INFERENCE__MODEL_METADATA_RESPONSE__INIT;
+    cfg.name = "m";
+    fake_config_response r = {PROTOBUF_C_MESSAGE_INIT(&FAKE_CONFIG_RESPONSE), &cfg.base};
+    expect_message_json(&r.base, "{\"name\":\"m\",\"versions\":[],\"platform\":\"\","
+                                 "\"inputs\":[],\"outputs\":[]}");
+    r.config = NULL;
+    expect_message_json(&r.base, "{}");
+}
+
 static ProtobufCMessage *from_json(const ProtobufCMessageDescriptor *d, const char *body)
 {
     char err[256] = "";
@@ -460,9 +511,10 @@ static void test_message_from_json(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_json_request),  cmocka_unit_test(test_every_datatype),
-        cmocka_unit_test(test_binary_inputs), cmocka_unit_test(test_big_integers),
-        cmocka_unit_test(test_message_json),  cmocka_unit_test(test_message_from_json),
+        cmocka_unit_test(test_json_request),      cmocka_unit_test(test_every_datatype),
+        cmocka_unit_test(test_binary_inputs),     cmocka_unit_test(test_big_integers),
+        cmocka_unit_test(test_message_json),      cmocka_unit_test(test_config_json),
+        cmocka_unit_test(test_message_from_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
