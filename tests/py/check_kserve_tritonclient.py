@@ -15,7 +15,9 @@ makes the bodies and reads the answers, not ours:
    would; tritonclient's InferResult parses that body (JSON part, binary
    tail, its header length) and as_numpy must give the arrays back, binary
    or JSON as each output asked.
-3. A body tritonclient would not send (a cut binary part) is refused.
+3. The request parameters tritonclient writes (sequence, priority, timeout,
+   custom ones, binary_data_output) arrive as typed InferParameters.
+4. A body tritonclient would not send (a cut binary part) is refused.
 
 The HTTP half of tritonclient needs gevent only for its client class; where
 that is missing the encoder and decoder modules are loaded on their own.
@@ -235,6 +237,26 @@ mixed = [("a", sample("FP32", [2, 2]), "FP32", True),
          ("d", sample("UINT8", [4, 1]), "UINT8", False)]
 round_trip("mixed", mixed, [True, False, True, False])
 round_trip("mixed, binary_data_output", mixed, None)
+
+# request parameters as tritonclient writes them reach the gRPC request typed
+inp = InferInput("x", [1], "INT32")
+inp.set_data_from_numpy(np.array([3], dtype=np.int32), binary_data=False)
+body, json_size = _get_inference_request(inputs=[inp], request_id="r1", outputs=None,
+                                         sequence_id=5, sequence_start=True, sequence_end=False,
+                                         priority=3, timeout=1000,
+                                         custom_parameters={"tag": "t", "scale": 0.5})
+with tempfile.TemporaryDirectory() as d:
+    path = os.path.join(d, "req")
+    with open(path, "wb") as f:
+        f.write(body)
+    r = run_tool("decode", path, str(json_size) if json_size is not None else "-")
+    if check(r.returncode == 0, f"parameters: refused: {r.stderr.strip()}"):
+        params = json.loads(r.stdout).get("parameters", {})
+        want = {"sequence_id": {"int64_param": 5}, "sequence_start": {"bool_param": True},
+                "sequence_end": {"bool_param": False}, "priority": {"int64_param": 3},
+                "timeout": {"int64_param": 1000}, "tag": {"string_param": "t"},
+                "scale": {"double_param": 0.5}, "binary_data_output": {"bool_param": True}}
+        check(params == want, f"parameters: {params}")
 
 # a body cut inside its binary part is refused, not read past
 body, json_size = request_body([("x", sample("FP32", [4]), "FP32", True)], None)
