@@ -115,8 +115,50 @@ typedef union {
     const json_t *s; /* BYTES: the JSON string */
 } value;
 
+/* A decimal integer written as a string ("18446744073709551615"): 64-bit
+ * integers may come so, as in proto3's JSON (and inferjson_loadb turns
+ * literals beyond int64 into such strings, jansson holding no more). */
+static bool decimal_string(const json_t *j)
+{
+    const char *s = json_string_value(j);
+    if (!s)
+        return false;
+    s += *s == '-';
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9')
+            return false;
+    return true;
+}
+
+static int leaf_decimal(jsonpath *c, const dtype *dt, const json_t *j, value *v)
+{
+    const char *s = json_string_value(j);
+    char *end;
+    errno = 0;
+    if (dt->raw_size == 8 && dt->kind == K_INT) {
+        v->i = strtoll(s, &end, 10);
+        if (!errno && !*end)
+            return 0;
+    } else if (dt->raw_size == 8 && *s != '-') {
+        v->u = strtoull(s, &end, 10);
+        if (!errno && !*end)
+            return 0;
+    } else if (dt->raw_size < 8) {
+        /* a quoted literal beyond int64 is out of range here; a string
+         * the sender wrote is a string */
+        (void)strtoll(s, &end, 10);
+        if (errno != ERANGE)
+            return jsonpath_fail(c, "expected an integer for %s, got a string", dt->name);
+    }
+    return jsonpath_fail(c, "%s is out of range for %s", s, dt->name);
+}
+
 static int leaf_integer(jsonpath *c, const dtype *dt, const json_t *j, value *v)
 {
+    if (decimal_string(j))
+        return leaf_decimal(c, dt, j, v);
     if (json_is_real(j) && json_real_value(j) != floor(json_real_value(j)))
         return jsonpath_fail(c, "expected an integer for %s, got %g", dt->name, json_real_value(j));
     if (!json_is_number(j))
@@ -147,20 +189,20 @@ static int leaf_integer(jsonpath *c, const dtype *dt, const json_t *j, value *v)
 
 static int leaf_float(jsonpath *c, const dtype *dt, const json_t *j, value *v)
 {
-    if (json_is_string(j)) {
-        const char *s = json_string_value(j);
-        if (!strcmp(s, "NaN"))
-            v->f = NAN;
-        else if (!strcmp(s, "Infinity") || !strcmp(s, "-Infinity"))
-            v->f = *s == '-' ? -INFINITY : INFINITY;
-        else
-            return jsonpath_fail(c, "expected a number for %s, got \"%s\"", dt->name, s);
-        return 0;
-    }
-    if (!json_is_number(j))
+    const char *s = json_string_value(j);
+    if (s && !strcmp(s, "NaN"))
+        v->f = NAN;
+    else if (s && (!strcmp(s, "Infinity") || !strcmp(s, "-Infinity")))
+        v->f = *s == '-' ? -INFINITY : INFINITY;
+    else if (s && decimal_string(j)) /* an integer literal beyond int64 */
+        v->f = strtod(s, NULL);
+    else if (s)
+        return jsonpath_fail(c, "expected a number for %s, got \"%s\"", dt->name, s);
+    else if (json_is_number(j))
+        v->f = json_number_value(j);
+    else
         return jsonpath_fail(c, "expected a number for %s, got %s", dt->name, jsonpath_kind(j));
-    v->f = json_number_value(j);
-    if (dt->list == L_FP32 && fabs(v->f) > 3.4028234663852886e38)
+    if (dt->list == L_FP32 && isfinite(v->f) && fabs(v->f) > 3.4028234663852886e38)
         return jsonpath_fail(c, "%g is out of range for FP32", v->f);
     return 0;
 }
@@ -303,34 +345,68 @@ static int unknown_input(jsonpath *c, const Inference__ModelMetadataResponse *me
                          names);
 }
 
-/* Checks a declared "shape" against the data's element count. */
-static int declared_shape(jsonpath *c, const json_t *js, flat *f)
+int inferjson_shape(jsonpath *c, const json_t *js, int64_t *shape, int *ndim, uint64_t *count)
 {
+    size_t base = jsonpath_push(c, ".shape");
     if (!json_is_array(js))
         return jsonpath_fail(c, "expected an array of dimensions, got %s", jsonpath_kind(js));
     if (json_array_size(js) > MAX_DIMS)
-        return jsonpath_fail(c, "more than %d dimensions", MAX_DIMS);
+        return jsonpath_fail(c, "%zu dimensions, more than %d", json_array_size(js), MAX_DIMS);
     uint64_t total = 1;
-    bool overflow = false;
-    int64_t shape[MAX_DIMS];
+    bool overflow = false, zero = false;
     for (size_t d = 0; d < json_array_size(js); d++) {
         json_t *e = json_array_get(js, d);
         if (!json_is_integer(e) || json_integer_value(e) < 0) {
-            size_t old = jsonpath_push(c, "[%zu]", d);
-            jsonpath_fail(c, "expected a dimension (an integer >= 0), got %s", jsonpath_kind(e));
-            jsonpath_pop(c, old);
-            return -1;
+            jsonpath_index(c, d);
+            return jsonpath_fail(c, "expected a dimension (an integer >= 0), got %s",
+                                 jsonpath_kind(e));
         }
         shape[d] = json_integer_value(e);
-        if (shape[d] && total > UINT64_MAX / (uint64_t)shape[d])
+        zero |= shape[d] == 0;
+        if (!overflow && shape[d] && total > UINT64_MAX / (uint64_t)shape[d])
             overflow = true;
-        total *= (uint64_t)shape[d];
+        if (!overflow)
+            total *= (uint64_t)shape[d];
     }
-    if (overflow || total != f->n)
-        return jsonpath_fail(c, "shape holds %s%" PRIu64 " elements, the data has %zu",
-                             overflow ? "over " : "", overflow ? UINT64_MAX : total, f->n);
-    f->ndim = (int)json_array_size(js);
-    memcpy(f->shape, shape, sizeof(int64_t) * (size_t)f->ndim);
+    /* a zero dimension makes the product 0 whatever came before it */
+    if (zero)
+        total = 0;
+    else if (overflow)
+        return jsonpath_fail(c, "the shape holds more than %" PRIu64 " elements", UINT64_MAX);
+    *ndim = (int)json_array_size(js);
+    *count = total;
+    jsonpath_pop(c, base);
+    return 0;
+}
+
+/* "[2, 4]" */
+static const char *shape_text(const int64_t *shape, int ndim, char *buf, size_t buflen)
+{
+    size_t n = (size_t)snprintf(buf, buflen, "[");
+    for (int d = 0; d < ndim && n < buflen; d++)
+        n += (size_t)snprintf(buf + n, buflen - n, "%s%" PRId64, d ? ", " : "", shape[d]);
+    if (n < buflen)
+        snprintf(buf + n, buflen - n, "]");
+    return buf;
+}
+
+/* Checks a declared "shape" against the data's element count; the path is
+ * the tensor's and data_key names its data. */
+static int declared_shape(jsonpath *c, const json_t *js, const char *data_key, flat *f)
+{
+    int64_t shape[MAX_DIMS];
+    int ndim;
+    uint64_t total;
+    if (inferjson_shape(c, js, shape, &ndim, &total))
+        return -1;
+    if (total != f->n) {
+        char text[MAX_DIMS * 24];
+        jsonpath_push(c, ".%s", data_key);
+        return jsonpath_fail(c, "expected %" PRIu64 " elements for shape %s, got %zu", total,
+                             shape_text(shape, ndim, text, sizeof text), f->n);
+    }
+    f->ndim = ndim;
+    memcpy(f->shape, shape, sizeof(int64_t) * (size_t)ndim);
     return 0;
 }
 
@@ -351,8 +427,11 @@ static int build_input(jsonpath *c, const char *name, const json_t *data, const 
     if (!datatype)
         return unknown_input(c, meta, name);
     const dtype *dt = ij__find_dtype(datatype);
-    if (!dt)
+    if (!dt) {
+        if (data_key)
+            jsonpath_push(c, ".datatype");
         return jsonpath_fail(c, "unsupported datatype \"%s\"", datatype);
+    }
     t->datatype = strdup(datatype);
     if (!t->datatype)
         return jsonpath_fail(c, "out of memory");
@@ -365,12 +444,8 @@ static int build_input(jsonpath *c, const char *name, const json_t *data, const 
     if (!rc)
         jsonpath_pop(c, base);
     const flat nested = f; /* the data's own nesting, for value paths */
-    if (!rc && jshape) {
-        jsonpath_push(c, ".shape");
-        rc = declared_shape(c, jshape, &f);
-        if (!rc)
-            jsonpath_pop(c, base);
-    }
+    if (!rc && jshape)
+        rc = declared_shape(c, jshape, data_key ? data_key : "data", &f);
     if (!rc) {
         t->shape = malloc(((size_t)f.ndim ? (size_t)f.ndim : 1) * sizeof *t->shape);
         if (!t->shape)
@@ -382,10 +457,17 @@ static int build_input(jsonpath *c, const char *name, const json_t *data, const 
         if (data_key)
             jsonpath_push(c, ".%s", data_key);
         rc = fill_data(c, dt, &nested, t, raw);
-        jsonpath_pop(c, base);
+        if (!rc)
+            jsonpath_pop(c, base);
     }
     free(f.leaf);
     return rc;
+}
+
+int inferjson_input(jsonpath *c, const char *name, const json_t *data, const json_t *shape_json,
+                    const char *datatype, input_tensor *t, ProtobufCBinaryData *raw)
+{
+    return build_input(c, name, data, "data", shape_json, datatype, NULL, t, raw);
 }
 
 /* Gives the request n empty input tensors (and raw buffers). */
@@ -432,42 +514,6 @@ static int short_form(jsonpath *c, const json_t *in, Inference__ModelInferReques
     return 0;
 }
 
-/* Member `key` of object o as a string (NULL when absent and optional). */
-static int get_string(jsonpath *c, const json_t *o, const char *key, bool required,
-                      const char **out)
-{
-    json_t *v = json_object_get(o, key);
-    *out = NULL;
-    if (!v && !required)
-        return 0;
-    size_t old = jsonpath_key(c, key);
-    if (!v)
-        return jsonpath_fail(c, "missing");
-    if (!json_is_string(v))
-        return jsonpath_fail(c, "expected a string, got %s", jsonpath_kind(v));
-    jsonpath_pop(c, old);
-    *out = json_string_value(v);
-    return 0;
-}
-
-/* Every member of o is one of the allowed keys (NULL-terminated). */
-static int only_keys(jsonpath *c, const json_t *o, const char *const *allowed, const char *list)
-{
-    const char *key;
-    json_t *val;
-    json_object_foreach((json_t *)o, key, val)
-    {
-        const char *const *a = allowed;
-        while (*a && strcmp(*a, key))
-            a++;
-        if (!*a) {
-            jsonpath_key(c, key);
-            return jsonpath_fail(c, "unknown member (expected %s)", list);
-        }
-    }
-    return 0;
-}
-
 static int kserve_input(jsonpath *c, const json_t *e, const Inference__ModelMetadataResponse *meta,
                         input_tensor *t, ProtobufCBinaryData *raw)
 {
@@ -476,8 +522,8 @@ static int kserve_input(jsonpath *c, const json_t *e, const Inference__ModelMeta
     if (!json_is_object(e))
         return jsonpath_fail(c, "expected an object (name, shape, datatype, data), got %s",
                              jsonpath_kind(e));
-    if (only_keys(c, e, keys, "name, shape, datatype, data") ||
-        get_string(c, e, "name", true, &name) || get_string(c, e, "datatype", false, &datatype))
+    if (jsonpath_only_keys(c, e, keys) || jsonpath_get_string(c, e, "name", true, &name) ||
+        jsonpath_get_string(c, e, "datatype", false, &datatype))
         return -1;
     json_t *data = json_object_get(e, "data");
     if (!data) {
@@ -504,7 +550,7 @@ static int kserve_outputs(jsonpath *c, const json_t *outs, Inference__ModelInfer
         size_t old = jsonpath_push(c, "[%zu]", i);
         if (!json_is_object(e))
             return jsonpath_fail(c, "expected an object {\"name\": ...}, got %s", jsonpath_kind(e));
-        if (only_keys(c, e, keys, "name") || get_string(c, e, "name", true, &name))
+        if (jsonpath_only_keys(c, e, keys) || jsonpath_get_string(c, e, "name", true, &name))
             return -1;
         jsonpath_pop(c, old);
         Inference__ModelInferRequest__InferRequestedOutputTensor *o = malloc(sizeof *o);
@@ -524,7 +570,7 @@ static int kserve_form(jsonpath *c, const json_t *in, Inference__ModelInferReque
     static const char *const keys[] = {"inputs", "outputs", "id", NULL};
     const json_t *inputs = json_object_get(in, "inputs");
     const char *id;
-    if (only_keys(c, in, keys, "inputs, outputs, id") || get_string(c, in, "id", false, &id))
+    if (jsonpath_only_keys(c, in, keys) || jsonpath_get_string(c, in, "id", false, &id))
         return -1;
     if (id && !(req->id = strdup(id)))
         return jsonpath_fail(c, "out of memory");
@@ -591,3 +637,80 @@ Inference__ModelInferRequest *inferjson_request(const json_t *in, const char *mo
     return req;
 }
 
+/* Where the integer literal at s[i] ends, and whether it is beyond int64
+ * (a run of digits without a leading zero, longer than or past
+ * 9223372036854775807, or 9223372036854775808 when negative). */
+static size_t big_integer(const char *s, size_t len, size_t i, bool *big)
+{
+    size_t start = i + (s[i] == '-'), end = start;
+    while (end < len && s[end] >= '0' && s[end] <= '9')
+        end++;
+    *big = false;
+    if (end < len && (s[end] == '.' || s[end] == 'e' || s[end] == 'E')) {
+        /* a real, fraction and exponent included: jansson's */
+        while (end < len && ((s[end] >= '0' && s[end] <= '9') || s[end] == '.' || s[end] == 'e' ||
+                             s[end] == 'E' || s[end] == '+' || s[end] == '-'))
+            end++;
+        return end;
+    }
+    size_t n = end - start;
+    const char *limit = s[i] == '-' ? "9223372036854775808" : "9223372036854775807";
+    *big = n && s[start] != '0' && (n > 19 || (n == 19 && memcmp(s + start, limit, 19) > 0));
+    return end;
+}
+
+/* Copies s into out (when not NULL) with big integer literals quoted;
+ * returns how many it quoted. Strings are skipped whole, escapes and all. */
+static size_t quote_big_integers(const char *s, size_t len, char *out)
+{
+    size_t quoted = 0, o = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < len;) {
+        char ch = s[i];
+        if (in_string || ch == '"' || !(ch == '-' || (ch >= '0' && ch <= '9'))) {
+            if (in_string && ch == '\\' && i + 1 < len) {
+                if (out)
+                    out[o++] = ch;
+                i++; /* the escaped character is copied below */
+            } else if (ch == '"') {
+                in_string = !in_string;
+            }
+            if (out)
+                out[o++] = s[i];
+            i++;
+            continue;
+        }
+        bool big;
+        size_t end = big_integer(s, len, i, &big);
+        if (end == i) /* a lone '-': jansson's to refuse */
+            end = i + 1;
+        if (out && big)
+            out[o++] = '"';
+        if (out) {
+            memcpy(out + o, s + i, end - i);
+            o += end - i;
+        }
+        if (out && big)
+            out[o++] = '"';
+        quoted += big;
+        i = end;
+    }
+    return quoted;
+}
+
+json_t *inferjson_loadb(const char *text, size_t len, size_t flags, json_error_t *error)
+{
+    size_t quoted = quote_big_integers(text, len, NULL);
+    if (!quoted) /* the common case: nothing to copy */
+        return json_loadb(text, len, flags, error);
+    char *copy = malloc(len + 2 * quoted);
+    if (!copy) {
+        snprintf(error->text, sizeof error->text, "out of memory");
+        error->line = error->column = -1;
+        return NULL;
+    }
+    quote_big_integers(text, len, copy);
+    json_t *j = json_loadb(copy, len + 2 * quoted, flags, error);
+    free(copy);
+    return j;
+}

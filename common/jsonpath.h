@@ -30,6 +30,15 @@ void jsonpath_pop(jsonpath *p, size_t old);
 /* Writes "<path>: <message>" ("top level: ..." at the root); returns -1. */
 int jsonpath_fail(jsonpath *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Checks that every member of object o is one of allowed (NULL-terminated);
+ * else fails at the member: "<path>.key: unknown member (expected a, b)". */
+int jsonpath_only_keys(jsonpath *p, const json_t *o, const char *const *allowed);
+
+/* Member key of object o as a string into *out; NULL (and 0) when absent
+ * and not required. Fails at "<path>.key" when missing or not a string. */
+int jsonpath_get_string(jsonpath *p, const json_t *o, const char *key, int required,
+                        const char **out);
+
 /* "an object", "an integer", "a number" (a real), "null", ... */
 const char *jsonpath_kind(const json_t *j);
 

@@ -5,6 +5,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 static size_t vpush(jsonpath *p, const char *fmt, va_list ap)
 {
@@ -63,4 +64,43 @@ const char *jsonpath_kind(const json_t *j)
     case JSON_FALSE: return "a bool";
     default: return "null";
     }
+}
+
+int jsonpath_only_keys(jsonpath *p, const json_t *o, const char *const *allowed)
+{
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)o, key, val)
+    {
+        const char *const *a = allowed;
+        while (*a && strcmp(*a, key))
+            a++;
+        if (*a)
+            continue;
+        char list[256] = "";
+        for (a = allowed; *a; a++) {
+            size_t l = strlen(list);
+            snprintf(list + l, sizeof list - l, "%s%s", a == allowed ? "" : ", ", *a);
+        }
+        jsonpath_key(p, key);
+        return jsonpath_fail(p, "unknown member (expected %s)", list);
+    }
+    return 0;
+}
+
+int jsonpath_get_string(jsonpath *p, const json_t *o, const char *key, int required,
+                        const char **out)
+{
+    json_t *v = json_object_get(o, key);
+    *out = NULL;
+    if (!v && !required)
+        return 0;
+    size_t old = jsonpath_key(p, key);
+    if (!v)
+        return jsonpath_fail(p, "missing");
+    if (!json_is_string(v))
+        return jsonpath_fail(p, "expected a string, got %s", jsonpath_kind(v));
+    jsonpath_pop(p, old);
+    *out = json_string_value(v);
+    return 0;
 }
