@@ -27,8 +27,12 @@ README = os.path.join(PKG, "README.md")
 if PKG not in sys.path:
     sys.path.insert(0, PKG)
 
-import fluxion_client  # noqa: E402
-from fluxion_client import errors  # noqa: E402
+try:
+    import fluxion_client  # noqa: E402
+    from fluxion_client import errors  # noqa: E402
+except ImportError as err:   # no grpcio/numpy/stubs here: the test is skipped
+    print("skipped: fluxion_client cannot be imported: %s" % err)
+    sys.exit(77)
 
 
 def cell(text):
