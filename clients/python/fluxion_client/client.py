@@ -176,26 +176,33 @@ class Client(DatasetsMixin, JobsMixin, AdminMixin):
                               chunk_bytes: int = 0) -> List[model_pb2.WeightsChunk]:
         """ModelService.ExportWeights: the WeightsChunk messages of an export
         (version 0: the latest; chunk_bytes 0: the daemon's size)."""
+        return self._export_chunks(name, version, chunk_bytes)
+
+    def _export_chunks(self, name: str, version: int,
+                       chunk_bytes: int) -> List[model_pb2.WeightsChunk]:
         req = model_pb2.ExportWeightsRequest(name=name, version=version, chunk_bytes=chunk_bytes)
         return list(self.models.ExportWeights(req, timeout=self.timeout))
+
+    def _export(self, name: str, version: int, chunk_bytes: int, method: str) -> Tuple[int, bytes]:
+        chunks = self._export_chunks(name, version, chunk_bytes)
+        data = b"".join(c.data for c in chunks)
+        if not chunks or chunks[0].total_bytes != len(data):
+            raise DataLoss(grpc.StatusCode.DATA_LOSS, "export of %r: %d bytes received, "
+                           "the first chunk announced %d" % (name, len(data),
+                           chunks[0].total_bytes if chunks else 0), method)
+        return chunks[0].version, data
 
     @wrap
     def export_weights(self, name: str, version: int = 0,
                        chunk_bytes: int = 0) -> Tuple[int, bytes]:
         """ModelService.ExportWeights joined: (version, safetensors bytes) of
         a model version (0: the latest); DataLoss when bytes are missing."""
-        chunks = self.export_weights_chunks(name, version, chunk_bytes)
-        data = b"".join(c.data for c in chunks)
-        if not chunks or chunks[0].total_bytes != len(data):
-            raise DataLoss(grpc.StatusCode.DATA_LOSS, "export of %r: %d bytes received, "
-                           "the first chunk announced %d" % (name, len(data),
-                           chunks[0].total_bytes if chunks else 0), "export_weights")
-        return chunks[0].version, data
+        return self._export(name, version, chunk_bytes, "export_weights")
 
     @wrap
     def export_arrays(self, name: str, version: int = 0) -> Dict[str, np.ndarray]:
         """ModelService.ExportWeights as {parameter name: numpy array}."""
-        return safetensors.load(self.export_weights(name, version)[1])
+        return safetensors.load(self._export(name, version, 0, "export_arrays")[1])
 
     @wrap
     def import_weights(self, name: str, weights: Weights, source: str = "",
@@ -288,7 +295,8 @@ class Client(DatasetsMixin, JobsMixin, AdminMixin):
         """GRPCInferenceService.ModelInfer: inputs {name: array-like};
         outputs: names to return (None: all); raw: send bytes rather than
         typed contents. Returns {output name: numpy array}."""
-        resp = self.infer_raw(infer_request(model, inputs, outputs, raw, version))
+        resp = self.inference.ModelInfer(infer_request(model, inputs, outputs, raw, version),
+                                         timeout=self.timeout)
         return infer_outputs(resp)
 
     @wrap

@@ -64,8 +64,9 @@ class ResourceExhausted(FluxionError):
 
 
 class FailedPrecondition(FluxionError):
-    """FAILED_PRECONDITION: not in this state (a running job re-prioritised,
-    a team deleted while it owns objects)."""
+    """FAILED_PRECONDITION: not in this state (inference on a model not
+    loaded, a running job re-prioritised, a team deleted while it owns
+    objects)."""
 
 
 class Aborted(FluxionError):
@@ -85,8 +86,8 @@ class Internal(FluxionError):
 
 
 class Unavailable(FluxionError):
-    """UNAVAILABLE: the daemon is unreachable or shutting down, or the model
-    is not loaded."""
+    """UNAVAILABLE: the daemon is unreachable or shutting down (or has no
+    training)."""
 
 
 class DataLoss(FluxionError):

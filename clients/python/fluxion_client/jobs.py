@@ -95,6 +95,10 @@ class JobsMixin:
         """TrainingService.WatchJob: an iterator of JobEvents, a SNAPSHOT
         first, then every change, ending after the final state. timeout: for
         the whole watch (None: none)."""
+        yield from self._watch(job_id, timeout)
+
+    def _watch(self, job_id: Union[str, int],
+               timeout: Optional[float]) -> Iterator[training_pb2.JobEvent]:
         stream = self.training.WatchJob(training_pb2.WatchJobRequest(id=str(job_id)),
                                         timeout=timeout)
         try:
@@ -107,6 +111,6 @@ class JobsMixin:
                  timeout: Optional[float] = None) -> Optional[training_pb2.Job]:
         """TrainingService.WatchJob until the job ends; returns its final Job."""
         last = None
-        for ev in self.watch_job(job_id, timeout=timeout):
+        for ev in self._watch(job_id, timeout):
             last = ev.job
         return last
