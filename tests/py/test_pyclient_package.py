@@ -1,7 +1,7 @@
 """fluxion-client as a package: `pip install clients/python` into a fresh
 venv (no system site-packages) from PyPI, then, from that venv with no
 PYTHONPATH and outside the source tree, import it and call a fluxiond that
-this test starts. Also builds an sdist and installs from it (the sdist must
+this test starts; mypy checks its type hints. Also builds an sdist and installs from it (the sdist must
 carry the .proto files), and checks that the package's stubs coexist with
 other packages' `inference.*` / `grpc.health.v1.*` messages in protobuf's
 default descriptor pool (tritonclient, grpcio-health-checking).
@@ -141,7 +141,20 @@ def install(work):
     if p.returncode != 0:
         fail("pip install clients/python", p.stdout)
     print("pip install clients/python: ok")
+    p = run([VPY, "-m", "pip", "install", "mypy>=1.11,<2"], cwd=work, env=env, timeout=600)
+    if p.returncode != 0:
+        fail("pip install mypy", p.stdout)
     return env
+
+
+def typecheck(work, env):
+    """mypy on the installed package: its annotations, py.typed and the
+    generated .pyi stubs (package-relative imports) hold together."""
+    p = run([VPY, "-m", "mypy", "-p", "fluxion_client", "--ignore-missing-imports",
+             "--cache-dir", os.path.join(VENV, "mypy-cache")], cwd=work, env=env, timeout=600)
+    print("mypy: " + p.stdout.strip().splitlines()[-1] if p.stdout.strip() else "mypy: (no output)")
+    if p.returncode != 0:
+        fail("mypy -p fluxion_client", p.stdout)
 
 
 def install_sdist(work, env):
@@ -237,6 +250,7 @@ def main():
                 with open(stamp, "w") as f:
                     f.write(digest)
             check(work, env, daemon, "from-" + ("cache" if cached else "sdist"))
+            typecheck(work, env)
         finally:
             daemon.stop()
     finally:

@@ -114,7 +114,7 @@ class AdminMixin:
                 **keep))
         return self._admin("UpdateTeam", req)
 
-    def set_team_quota(self, name: str, **sched: Optional[int]) -> admin_pb2.Team:
+    def set_team_quota(self, name: str, **sched: Any) -> admin_pb2.Team:
         """AdminService.UpdateTeam of the scheduling quota only (fluxion team quota): update_team with
         SCHED_QUOTA_FIELDS given, the others kept. Returns Team."""
         return self.update_team(name, **sched)

@@ -21,12 +21,12 @@ from .jobs import JobsMixin
 from .spec import SpecLike, model_spec
 
 # numpy dtype <-> Open Inference Protocol datatype and the typed contents field.
-_DATATYPES = {
+_DATATYPES: Dict[np.dtype, Tuple[str, str]] = {
     np.dtype(np.float32): ("FP32", "fp32_contents"),
     np.dtype(np.int32): ("INT32", "int_contents"),
     np.dtype(np.int64): ("INT64", "int64_contents"),
 }
-_NUMPY = {name: (dt, field) for dt, (name, field) in _DATATYPES.items()}
+_NUMPY: Dict[str, Tuple[np.dtype, str]] = {name: (dt, field) for dt, (name, field) in _DATATYPES.items()}
 
 # Weights: safetensors bytes or {parameter name: array}.
 Weights = Union[bytes, bytearray, Mapping[str, ArrayLike]]
@@ -148,10 +148,10 @@ class Client(DatasetsMixin, JobsMixin, AdminMixin):
         """ModelService.CreateModel: defines a model (spec: a dict in the human
         form or a ModelSpec; weights: safetensors bytes or {name: array},
         else initialised from seed; no_load: do not load it for serving)."""
-        if isinstance(weights, Mapping):
-            weights = safetensors.dump(weights)
+        data = (safetensors.dump(weights) if isinstance(weights, Mapping)
+                else bytes(weights or b""))
         req = model_pb2.CreateModelRequest(name=name, description=description,
-                                           spec=model_spec(spec), weights=bytes(weights or b""),
+                                           spec=model_spec(spec), weights=data,
                                            seed=seed, no_load=no_load)
         return self.models.CreateModel(req, timeout=self.timeout)
 
@@ -210,9 +210,8 @@ class Client(DatasetsMixin, JobsMixin, AdminMixin):
         """ModelService.ImportWeights: adds a version from safetensors bytes or
         {name: array}, streamed in chunks of chunk_bytes; source: a note
         stored with the version."""
-        if isinstance(weights, Mapping):
-            weights = safetensors.dump(weights)
-        data = bytes(weights)
+        data = (safetensors.dump(weights) if isinstance(weights, Mapping)
+                else bytes(weights))
         if chunk_bytes <= 0:
             raise ValueError("chunk_bytes must be positive, not %d" % chunk_bytes)
 

@@ -11,7 +11,7 @@ live, cancel it. A finished job adds a version to its model.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, List, Mapping, Optional, Union
+from typing import Any, Iterator, List, Mapping, Optional, Union, cast
 
 import grpc
 from google.protobuf import json_format
@@ -66,9 +66,8 @@ class JobsMixin:
                   model: str = "") -> List[training_pb2.Job]:
         """TrainingService.ListJobs: jobs in submission order; state: a
         JobState value or its name; model: only that model's."""
-        if isinstance(state, str):
-            state = training_pb2.JobState.Value(state)
-        req = training_pb2.ListJobsRequest(state=state or 0, model=model)
+        value = training_pb2.JobState.Value(state) if isinstance(state, str) else state or 0
+        req = training_pb2.ListJobsRequest(state=cast(Any, value), model=model)
         return list(self.training.ListJobs(req, timeout=self.timeout).jobs)
 
     @wrap
@@ -83,9 +82,9 @@ class JobsMixin:
         """TrainingService.UpdateJob: re-prioritises (priority: "low",
         "normal", "high" or a JobPriority value) or moves (device: "cpu",
         "cuda:0", "gpu") a QUEUED job; FailedPrecondition once it runs."""
-        if isinstance(priority, str):
-            priority = training_pb2.JobPriority.Value(priority.upper())
-        req = training_pb2.UpdateJobRequest(id=str(job_id), priority=priority or 0,
+        value = (training_pb2.JobPriority.Value(priority.upper()) if isinstance(priority, str)
+                 else priority or 0)
+        req = training_pb2.UpdateJobRequest(id=str(job_id), priority=cast(Any, value),
                                             device=device or "")
         return self.training.UpdateJob(req, timeout=self.timeout)
 
