@@ -6,7 +6,7 @@ far larger than one gRPC message go through.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional
+from typing import Iterable, Iterator, List, Mapping, Optional
 
 import grpc
 import numpy as np
