@@ -32,6 +32,9 @@ for p in (os.environ.get("FX_PY_OUT") or os.path.join(SOURCE_DIR, "build", "pyth
           os.path.join(SOURCE_DIR, "clients", "python")):
     if p and p not in sys.path:
         sys.path.insert(0, p)
+# The tests mix the client with the top-level stubs (fluxion.v1.*): the
+# client must use those too, not an editable install's fluxion_client/_proto.
+os.environ.setdefault("FX_PY_OUT", os.path.join(SOURCE_DIR, "build", "python"))
 
 try:
     import grpc  # noqa: E402

@@ -4,9 +4,10 @@ predictions with ModelInfer, and prints them.
 
     /usr/bin/python3 clients/python/examples/define_and_infer.py --server 127.0.0.1:7070
 
-Needs the generated stubs (BUILD/python) and clients/python on PYTHONPATH;
-when they are not, it falls back to BUILD=build in the source tree and to
-clients/python.
+Needs fluxion_client: installed (pip install clients/python), or from the
+source tree with the generated stubs (BUILD/python) and clients/python on
+PYTHONPATH; when neither is importable, it falls back to BUILD=build in the
+source tree and to clients/python.
 """
 import argparse
 import os
@@ -14,9 +15,12 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))            # clients/python/examples
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))  # the source tree
-for p in (os.path.join(ROOT, "build", "python"), os.path.dirname(HERE)):
-    if os.path.isdir(p) and p not in sys.path:
-        sys.path.append(p)
+try:
+    import fluxion_client  # noqa: F401  (installed, or on PYTHONPATH)
+except ImportError:
+    for p in (os.path.join(ROOT, "build", "python"), os.path.dirname(HERE)):
+        if os.path.isdir(p) and p not in sys.path:
+            sys.path.append(p)
 
 import numpy as np  # noqa: E402
 

@@ -5,13 +5,19 @@ The token travels in an interceptor rather than in gRPC call credentials
 because call credentials are refused on an insecure channel, and a daemon
 on loopback may take tokens without TLS.
 """
+from __future__ import annotations
+
 import collections
 import os
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import grpc
 
+# A PEM source: a file's path (str or os.PathLike) or the PEM bytes.
+PemSource = Union[str, "os.PathLike[str]", bytes, bytearray]
 
-def _pem(value, what):
+
+def _pem(value: Optional[PemSource], what: str) -> Optional[bytes]:
     """PEM bytes from bytes, or from a file path (str or os.PathLike)."""
     if value is None:
         return None
@@ -27,7 +33,7 @@ def _pem(value, what):
     return data
 
 
-def check_token(token):
+def check_token(token: str) -> str:
     """A token must be printable ASCII without spaces (it goes in metadata)."""
     for i, ch in enumerate(token):
         if not "!" <= ch <= "~":
@@ -37,14 +43,15 @@ def check_token(token):
     return token
 
 
-def resolve_token(token):
+def resolve_token(token: Optional[str]) -> Optional[str]:
     """token=None: FLUXION_TOKEN from the environment (or none); "" : none."""
     if token is None:
         token = os.environ.get("FLUXION_TOKEN") or None
     return check_token(token.strip()) if token else None
 
 
-def channel_credentials(tls, tls_ca, tls_cert, tls_key):
+def channel_credentials(tls: bool, tls_ca: Optional[PemSource], tls_cert: Optional[PemSource],
+                        tls_key: Optional[PemSource]) -> Optional[grpc.ChannelCredentials]:
     """grpc.ssl_channel_credentials for the options, or None (insecure)."""
     if not (tls or tls_ca is not None or tls_cert is not None or tls_key is not None):
         return None
@@ -89,8 +96,10 @@ class TokenInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientI
         return continuation(self._details(details), request_iterator)
 
 
-def make_channel(target, options, token=None, tls=False, tls_ca=None, tls_cert=None,
-                 tls_key=None):
+def make_channel(target: str, options: Sequence[Tuple[str, Any]], token: Optional[str] = None,
+                 tls: bool = False, tls_ca: Optional[PemSource] = None,
+                 tls_cert: Optional[PemSource] = None,
+                 tls_key: Optional[PemSource] = None) -> grpc.Channel:
     """The channel of a Client: secure when TLS is asked for, with the token
     (already resolved) on every call."""
     creds = channel_credentials(tls, tls_ca, tls_cert, tls_key)

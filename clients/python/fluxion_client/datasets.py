@@ -4,18 +4,16 @@ far larger than one gRPC message go through.
 
     c.upload_dataset("xor", {"x": x.astype(np.float32), "y": y.astype(np.int64)})
 """
-import numpy as np
+from __future__ import annotations
 
-from . import _stubs  # noqa: F401  (puts the generated stubs on sys.path)
-from .errors import from_rpc_error
-
-try:
-    from fluxion.v1 import dataset_pb2, dataset_pb2_grpc, model_pb2
-except ImportError as err:  # pragma: no cover - depends on the build
-    raise ImportError("fluxion_client needs the generated dataset stubs (build the project): "
-                      "%s" % err) from err
+from typing import Iterable, Iterator, List, Mapping, Optional
 
 import grpc
+import numpy as np
+from numpy.typing import ArrayLike
+
+from ._stubs import dataset_pb2, dataset_pb2_grpc, model_pb2
+from .errors import wrap
 
 _DTYPES = {
     np.dtype(np.float32): model_pb2.FP32,
@@ -24,7 +22,7 @@ _DTYPES = {
 }
 
 
-def _array(name, value):
+def _array(name: str, value: ArrayLike) -> np.ndarray:
     """A C-contiguous little-endian array of a stored dtype with a sample
     dimension. float64 becomes float32, Python ints int64."""
     arr = np.asarray(value)
@@ -38,14 +36,17 @@ def _array(name, value):
     return np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("<")))
 
 
-def tensor_data(name, arr, start=0, stop=None):
+def tensor_data(name: str, arr: np.ndarray, start: int = 0,
+                stop: Optional[int] = None) -> dataset_pb2.TensorData:
     """A TensorData holding samples [start, stop) of arr (already checked)."""
     piece = arr[start:stop]
     return dataset_pb2.TensorData(name=name, dtype=_DTYPES[arr.dtype.newbyteorder("=")],
                                   shape=list(piece.shape), data=piece.tobytes())
 
 
-def upload_chunks(name, arrays, description="", chunk_samples=None, chunk_bytes=4 << 20):
+def upload_chunks(name: str, arrays: Mapping[str, ArrayLike], description: str = "",
+                  chunk_samples: Optional[int] = None,
+                  chunk_bytes: int = 4 << 20) -> Iterator[dataset_pb2.UploadDatasetChunk]:
     """The UploadDatasetChunk messages of an upload: each carries the same
     range of samples of every tensor. chunk_samples (default: as many as fit
     in about chunk_bytes) sets the range's length."""
@@ -67,45 +68,46 @@ def upload_chunks(name, arrays, description="", chunk_samples=None, chunk_bytes=
 
 
 class DatasetsMixin:
-    """Dataset calls of Client (needs self.channel and self.timeout)."""
+    """DatasetService calls of Client (needs self.channel and self.timeout)."""
+
+    channel: grpc.Channel
+    timeout: Optional[float]
 
     @property
-    def datasets(self):
+    def datasets(self) -> dataset_pb2_grpc.DatasetServiceStub:
+        """The raw DatasetService stub on the client's channel."""
         stub = getattr(self, "_datasets_stub", None)
         if stub is None:
             stub = self._datasets_stub = dataset_pb2_grpc.DatasetServiceStub(self.channel)
         return stub
 
-    def upload_dataset(self, name, arrays, description="", chunk_samples=None,
-                       chunk_bytes=4 << 20, chunks=None):
-        """Uploads {tensor name: array} (first dimension: samples) in chunks
-        of chunk_samples samples; returns the stored Dataset. chunks: an
-        iterable of UploadDatasetChunk to send instead (tests, resumable
-        sources)."""
+    @wrap
+    def upload_dataset(self, name: str, arrays: Mapping[str, ArrayLike], description: str = "",
+                       chunk_samples: Optional[int] = None, chunk_bytes: int = 4 << 20,
+                       chunks: Optional[Iterable[dataset_pb2.UploadDatasetChunk]] = None
+                       ) -> dataset_pb2.Dataset:
+        """DatasetService.UploadDataset: uploads {tensor name: array} (first
+        dimension: samples) in chunks of chunk_samples samples (default: about
+        chunk_bytes each); returns the stored Dataset. chunks: an iterable of
+        UploadDatasetChunk to send instead (tests, resumable sources)."""
         if chunks is None:
             chunks = upload_chunks(name, arrays, description, chunk_samples, chunk_bytes)
-        try:
-            return self.datasets.UploadDataset(iter(chunks), timeout=self.timeout)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err, "upload_dataset") from None
+        return self.datasets.UploadDataset(iter(chunks), timeout=self.timeout)
 
-    def get_dataset(self, name):
-        try:
-            return self.datasets.GetDataset(dataset_pb2.GetDatasetRequest(name=name),
-                                            timeout=self.timeout)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err, "get_dataset") from None
-
-    def list_datasets(self):
-        try:
-            return list(self.datasets.ListDatasets(dataset_pb2.ListDatasetsRequest(),
-                                                   timeout=self.timeout).datasets)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err, "list_datasets") from None
-
-    def delete_dataset(self, name):
-        try:
-            self.datasets.DeleteDataset(dataset_pb2.DeleteDatasetRequest(name=name),
+    @wrap
+    def get_dataset(self, name: str) -> dataset_pb2.Dataset:
+        """DatasetService.GetDataset: its tensors, sample count, size, sha256."""
+        return self.datasets.GetDataset(dataset_pb2.GetDatasetRequest(name=name),
                                         timeout=self.timeout)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err, "delete_dataset") from None
+
+    @wrap
+    def list_datasets(self) -> List[dataset_pb2.Dataset]:
+        """DatasetService.ListDatasets: the caller's team's datasets."""
+        return list(self.datasets.ListDatasets(dataset_pb2.ListDatasetsRequest(),
+                                               timeout=self.timeout).datasets)
+
+    @wrap
+    def delete_dataset(self, name: str) -> None:
+        """DatasetService.DeleteDataset."""
+        self.datasets.DeleteDataset(dataset_pb2.DeleteDatasetRequest(name=name),
+                                    timeout=self.timeout)

@@ -9,95 +9,107 @@ live, cancel it. A finished job adds a version to its model.
     for ev in c.watch_job(job.id):
         print(ev.kind, ev.job.progress.step, ev.job.progress.train_loss)
 """
-from google.protobuf import json_format
+from __future__ import annotations
 
-from . import _stubs  # noqa: F401  (puts the generated stubs on sys.path)
-from .errors import from_rpc_error
-
-try:
-    from fluxion.v1 import training_pb2, training_pb2_grpc
-except ImportError as err:  # pragma: no cover - depends on the build
-    raise ImportError("fluxion_client needs the generated training stubs (build the project): "
-                      "%s" % err) from err
+from typing import Any, Iterator, List, Mapping, Optional, Union, cast
 
 import grpc
+from google.protobuf import json_format
+
+from ._stubs import training_pb2, training_pb2_grpc
+from .errors import wrap
 
 FINAL_STATES = (training_pb2.SUCCEEDED, training_pb2.FAILED, training_pb2.CANCELLED)
 
 
-def job_spec(spec):
+def job_spec(spec: Union[Mapping[str, Any], training_pb2.JobSpec]) -> training_pb2.JobSpec:
     """A JobSpec from a dict (proto JSON names or lowerCamelCase) or a JobSpec."""
     if isinstance(spec, training_pb2.JobSpec):
         return spec
     return json_format.ParseDict(spec, training_pb2.JobSpec())
 
 
-def state_name(state):
+def state_name(state: int) -> str:
+    """The JobState's name ("RUNNING", ...)."""
     return training_pb2.JobState.Name(state)
 
 
 class JobsMixin:
-    """Training job calls of Client (needs self.channel and self.timeout)."""
+    """TrainingService calls of Client (needs self.channel and self.timeout)."""
+
+    channel: grpc.Channel
+    timeout: Optional[float]
 
     @property
-    def training(self):
+    def training(self) -> training_pb2_grpc.TrainingServiceStub:
+        """The raw TrainingService stub on the client's channel."""
         stub = getattr(self, "_training_stub", None)
         if stub is None:
             stub = self._training_stub = training_pb2_grpc.TrainingServiceStub(self.channel)
         return stub
 
-    def _call(self, what, method, req):
-        try:
-            return method(req, timeout=self.timeout)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err, what) from None
+    @wrap
+    def submit_job(self, spec: Union[Mapping[str, Any], training_pb2.JobSpec]) -> training_pb2.Job:
+        """TrainingService.SubmitJob: queues a job (spec: dict or JobSpec);
+        returns the stored Job."""
+        return self.training.SubmitJob(training_pb2.SubmitJobRequest(spec=job_spec(spec)),
+                                       timeout=self.timeout)
 
-    def submit_job(self, spec):
-        """Queues a job (spec: dict or JobSpec); returns the stored Job."""
-        return self._call("submit_job", self.training.SubmitJob,
-                          training_pb2.SubmitJobRequest(spec=job_spec(spec)))
+    @wrap
+    def get_job(self, job_id: Union[str, int]) -> training_pb2.Job:
+        """TrainingService.GetJob: its state, progress and metrics."""
+        return self.training.GetJob(training_pb2.GetJobRequest(id=str(job_id)),
+                                    timeout=self.timeout)
 
-    def get_job(self, job_id):
-        return self._call("get_job", self.training.GetJob,
-                          training_pb2.GetJobRequest(id=str(job_id)))
+    @wrap
+    def list_jobs(self, state: Union[int, str, None] = None,
+                  model: str = "") -> List[training_pb2.Job]:
+        """TrainingService.ListJobs: jobs in submission order; state: a
+        JobState value or its name; model: only that model's."""
+        value = training_pb2.JobState.Value(state) if isinstance(state, str) else state or 0
+        req = training_pb2.ListJobsRequest(state=cast(Any, value), model=model)
+        return list(self.training.ListJobs(req, timeout=self.timeout).jobs)
 
-    def list_jobs(self, state=None, model=""):
-        """Jobs in submission order; state: a JobState value or its name."""
-        if isinstance(state, str):
-            state = training_pb2.JobState.Value(state)
-        req = training_pb2.ListJobsRequest(state=state or 0, model=model)
-        return list(self._call("list_jobs", self.training.ListJobs, req).jobs)
+    @wrap
+    def cancel_job(self, job_id: Union[str, int]) -> training_pb2.Job:
+        """TrainingService.CancelJob: a queued or running job ends CANCELLED."""
+        return self.training.CancelJob(training_pb2.CancelJobRequest(id=str(job_id)),
+                                       timeout=self.timeout)
 
-    def cancel_job(self, job_id):
-        return self._call("cancel_job", self.training.CancelJob,
-                          training_pb2.CancelJobRequest(id=str(job_id)))
-
-    def update_job(self, job_id, priority=None, device=None):
-        """Re-prioritises (priority: "low", "normal", "high" or a JobPriority
-        value) or moves (device: "cpu", "cuda:0", "gpu") a QUEUED job;
-        FAILED_PRECONDITION once it runs. Returns the Job."""
-        if isinstance(priority, str):
-            priority = training_pb2.JobPriority.Value(priority.upper())
-        req = training_pb2.UpdateJobRequest(id=str(job_id), priority=priority or 0,
+    @wrap
+    def update_job(self, job_id: Union[str, int], priority: Union[int, str, None] = None,
+                   device: Optional[str] = None) -> training_pb2.Job:
+        """TrainingService.UpdateJob: re-prioritises (priority: "low",
+        "normal", "high" or a JobPriority value) or moves (device: "cpu",
+        "cuda:0", "gpu") a QUEUED job; FailedPrecondition once it runs."""
+        value = (training_pb2.JobPriority.Value(priority.upper()) if isinstance(priority, str)
+                 else priority or 0)
+        req = training_pb2.UpdateJobRequest(id=str(job_id), priority=cast(Any, value),
                                             device=device or "")
-        return self._call("update_job", self.training.UpdateJob, req)
+        return self.training.UpdateJob(req, timeout=self.timeout)
 
-    def watch_job(self, job_id, timeout=None):
-        """Iterator of JobEvents: a SNAPSHOT first, then every change, ending
-        after the final state. timeout: for the whole watch (None: none)."""
+    @wrap
+    def watch_job(self, job_id: Union[str, int],
+                  timeout: Optional[float] = None) -> Iterator[training_pb2.JobEvent]:
+        """TrainingService.WatchJob: an iterator of JobEvents, a SNAPSHOT
+        first, then every change, ending after the final state. timeout: for
+        the whole watch (None: none)."""
+        yield from self._watch(job_id, timeout)
+
+    def _watch(self, job_id: Union[str, int],
+               timeout: Optional[float]) -> Iterator[training_pb2.JobEvent]:
         stream = self.training.WatchJob(training_pb2.WatchJobRequest(id=str(job_id)),
                                         timeout=timeout)
         try:
-            for ev in stream:
-                yield ev
-        except grpc.RpcError as err:
-            raise from_rpc_error(err, "watch_job") from None
+            yield from stream
         finally:
             stream.cancel()
 
-    def wait_job(self, job_id, timeout=None):
-        """Watches until the job ends; returns its final Job."""
+    @wrap
+    def wait_job(self, job_id: Union[str, int],
+                 timeout: Optional[float] = None) -> Optional[training_pb2.Job]:
+        """TrainingService.WatchJob until the job ends; returns its final Job."""
         last = None
-        for ev in self.watch_job(job_id, timeout=timeout):
+        for ev in self._watch(job_id, timeout):
             last = ev.job
         return last

@@ -10,14 +10,20 @@ field: bool -> b, int -> i, float -> f, str -> s, a list of ints -> ints,
 a list with a float -> floats, a list of str -> strings. An output may also
 be given as a plain string ("fc": name and source alike).
 """
+from __future__ import annotations
+
 import numbers
+from typing import Any, Dict, Mapping, Union
 
 from ._stubs import model_pb2
+
+# A model spec: the human form (a dict) or a ModelSpec message.
+SpecLike = Union[Mapping[str, Any], "model_pb2.ModelSpec"]
 
 _DTYPES = {"FP32": model_pb2.FP32, "INT32": model_pb2.INT32, "INT64": model_pb2.INT64}
 
 
-def attr_value(value, where="attr"):
+def attr_value(value: Any, where: str = "attr") -> model_pb2.AttrValue:
     """An AttrValue for a plain Python value."""
     av = model_pb2.AttrValue()
     if isinstance(value, model_pb2.AttrValue):
@@ -45,7 +51,8 @@ def attr_value(value, where="attr"):
     return av
 
 
-def tensor_spec(d):
+def tensor_spec(d: Mapping[str, Any]) -> model_pb2.TensorSpec:
+    """A TensorSpec from {"name", "dtype" (default FP32), "shape"}."""
     ts = model_pb2.TensorSpec(name=d["name"], shape=[int(s) for s in d.get("shape", [])])
     dtype = d.get("dtype", "FP32")
     if isinstance(dtype, str):
@@ -57,7 +64,7 @@ def tensor_spec(d):
     return ts
 
 
-def model_spec(spec):
+def model_spec(spec: SpecLike) -> model_pb2.ModelSpec:
     """A ModelSpec message for a dict in the human form (a ModelSpec is
     returned unchanged)."""
     if isinstance(spec, model_pb2.ModelSpec):
@@ -79,7 +86,7 @@ def model_spec(spec):
     return ms
 
 
-def attr_to_python(av):
+def attr_to_python(av: model_pb2.AttrValue) -> Any:
     """The plain Python value of an AttrValue (the inverse of attr_value)."""
     which = av.WhichOneof("value")
     if which in ("ints", "floats", "strings"):
@@ -87,7 +94,7 @@ def attr_to_python(av):
     return getattr(av, which) if which else None
 
 
-def spec_to_dict(ms):
+def spec_to_dict(ms: model_pb2.ModelSpec) -> Dict[str, Any]:
     """The human form of a ModelSpec message."""
     names = {v: k for k, v in _DTYPES.items()}
     return {
