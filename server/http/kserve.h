@@ -1,8 +1,42 @@
 /*
- * kserve.h - the KServe v2 / Triton HTTP JSON codec (prefix fxh_): pure
- * functions, no HTTP, no gRPC. Owned by the kserve-codec helper; this is
- * the interface of the shared plan (OPS_SPEC section 3), so the HTTP
- * transport builds against it before the codec lands.
+ * kserve.h - the HTTP/REST bodies of the KServe v2 (Open Inference)
+ * protocol and Triton's extensions <-> our gRPC messages. Pure functions:
+ * no HTTP, no gRPC; the transport (server/http/) calls them on each side of
+ * fxr_server_call_local.
+ *
+ * Inference (POST /v2/models/{m}[/versions/{v}]/infer):
+ *   {"id": "r1", "parameters": {"binary_data_output": true},
+ *    "inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32",
+ *                "data": [[1, 2], [3, 4]]},                (flat or nested)
+ *               {"name": "s", "shape": [1], "datatype": "BYTES",
+ *                "parameters": {"binary_data_size": 9}}],  (Triton's binary
+ *    "outputs": [{"name": "y", "parameters": {"binary_data": true}}]}
+ *   followed, when a binary size is given, by the inputs' bytes in input
+ *   order (Triton's binary tensor data extension: the JSON part's length is
+ *   the Inference-Header-Content-Length header). Raw bytes are little-
+ *   endian, row-major; a BYTES element is a 4-byte little-endian length and
+ *   its bytes. When any input is binary, every input goes into
+ *   raw_input_contents (the gRPC protocol allows one form per request), the
+ *   JSON ones converted.
+ * The response:
+ *   {"model_name": "m", "model_version": "1", "id": "r1",
+ *    "outputs": [{"name": "y", "datatype": "FP32", "shape": [2],
+ *                 "data": [1.5, 2]}                            (or)
+ *                {"name": "y", "datatype": "FP32", "shape": [2],
+ *                 "parameters": {"binary_data_size": 8}}]}
+ *   and the binary outputs' bytes after the JSON, in output order.
+ *
+ * Other responses are proto JSON with the proto's field names and 64-bit
+ * integers as numbers (what tritonclient.http reads), with Triton's
+ * exceptions: the repository index is a bare array of {"name", "version",
+ * "state", "reason"}, and ModelConfig's response is its "config" object.
+ * Request bodies of the repository calls take Triton's plain parameter
+ * values ({"parameters": {"config": "{...}", "file:1/model.bin": "<base64>"}}).
+ *
+ * Errors name the JSON path of what was wrong:
+ *   "inputs[0].data: expected 8 elements for shape [2, 4], got 7"
+ * Every size is checked before it is used (shape products, binary sizes
+ * against the body, the JSON length against the body, trailing bytes).
  */
 #ifndef FXH_KSERVE_H
 #define FXH_KSERVE_H
@@ -36,7 +70,8 @@ int fxh_infer_response(const Inference__ModelInferRequest *req,
  * ModelMetadata/ServerMetadata as KServe v2 shows them). *out malloc'd. */
 int fxh_message_json(const ProtobufCMessage *m, char **out, size_t *len, char *err, size_t errlen);
 /* A JSON body -> a message of type desc (repository load/unload/index
- * bodies, statistics); an empty body is the empty message. */
+ * bodies, statistics); an empty body is the empty message. Names taken
+ * from the URL (model_name) are the caller's to set. */
 ProtobufCMessage *fxh_message_from_json(const ProtobufCMessageDescriptor *desc, const char *body,
                                         size_t len, char *err, size_t errlen);
 

@@ -1,6 +1,6 @@
 /*
  * test_inferjson.c - `fluxion predict`'s tensors in JSON <-> ModelInfer
- * messages (clients/common/inferjson.c): nested arrays -> shape + flat data,
+ * messages (common/inferjson.c): nested arrays -> shape + flat data,
  * ragged arrays rejected with their path, the KServe form, every datatype
  * typed and raw, and responses back to JSON.
  */
@@ -329,7 +329,7 @@ static void test_kserve_form(void **state)
 static void test_kserve_errors(void **state)
 {
     expect_error("{\"inputs\": [{\"name\": \"x\", \"shape\": [2, 4], \"data\": [1, 2, 3]}]}",
-                 "FP32", false, "inputs[0].shape: shape holds 8 elements, the data has 3");
+                 "FP32", false, "inputs[0].data: expected 8 elements for shape [2, 4], got 3");
     expect_error("{\"inputs\": [{\"name\": \"x\", \"shape\": [2, -1], \"data\": [1, 2]}]}", "FP32",
                  false,
                  "inputs[0].shape[1]: expected a dimension (an integer >= 0), got an integer");
@@ -338,7 +338,7 @@ static void test_kserve_errors(void **state)
     expect_error("{\"inputs\": [{\"name\": \"x\", \"shape\": [4294967296, 4294967296, 4294967296],"
                  " \"data\": [1]}]}",
                  "FP32", false,
-                 "inputs[0].shape: shape holds over 18446744073709551615 elements, the data has 1");
+                 "inputs[0].shape: the shape holds more than 18446744073709551615 elements");
     expect_error("{\"inputs\": [{\"shape\": [1], \"data\": [1]}]}", "FP32", false,
                  "inputs[0].name: missing");
     expect_error("{\"inputs\": [{\"name\": 3, \"data\": [1]}]}", "FP32", false,

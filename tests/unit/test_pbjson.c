@@ -1,5 +1,5 @@
 /*
- * test_pbjson.c - JSON <-> protobuf-c (clients/common/pbjson.c): the proto3
+ * test_pbjson.c - JSON <-> protobuf-c (common/pbjson.c): the proto3
  * JSON mapping over every field type (tests/proto/pbjson_test*.proto), the
  * service messages (CreateModelRequest, ModelInferRequest), output of
  * protoc's Python json_format, AttrValue's friendly form, and an error

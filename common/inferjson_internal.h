@@ -2,7 +2,7 @@
  * inferjson_internal.h - what inferjson.c (requests) and
  * inferjson_response.c (responses) share: the Open Inference Protocol's
  * datatypes and the typed lists of InferTensorContents. Private to
- * clients/common; the prefix ij__ marks it.
+ * common/; the prefix ij__ marks it.
  */
 #ifndef FXC_INFERJSON_INTERNAL_H
 #define FXC_INFERJSON_INTERNAL_H
@@ -11,13 +11,14 @@
 #include <stdint.h>
 
 #include "inference/grpc_service.pb-c.h"
+#include "inferjson.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "raw tensor contents are little-endian: this code assumes a little-endian host"
 #endif
 
 #define MEMBER(msg, off) ((void *)((char *)(msg) + (off)))
-#define MAX_DIMS         32
+#define MAX_DIMS         INFERJSON_MAX_DIMS
 
 /* The lists of InferTensorContents, in field order (id - 1). */
 enum { L_BOOL, L_INT, L_INT64, L_UINT, L_UINT64, L_FP32, L_FP64, L_BYTES };

@@ -31,8 +31,10 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <jansson.h>
 #include "inference/grpc_service.pb-c.h"
+#include "jsonpath.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -48,6 +50,43 @@ Inference__ModelInferRequest *inferjson_request(const json_t *in, const char *mo
                                                 const char *version,
                                                 const Inference__ModelMetadataResponse *meta,
                                                 bool raw, char *err, size_t errlen);
+
+/* ---- The pieces, for codecs that read the rest of the JSON themselves
+ * (server/http/kserve.c). Each takes the path of the tensor's object in c
+ * ("inputs[0]"), extends it for what it reads, and on error leaves it
+ * there with "<path>: <what>" in c->err. */
+
+#define INFERJSON_MAX_DIMS 32
+
+/* A declared "shape" (member shape of the tensor's object, path
+ * "<c>.shape"): up to INFERJSON_MAX_DIMS integers >= 0 whose product fits
+ * 64 bits, into shape[], *ndim and *count. */
+int inferjson_shape(jsonpath *c, const json_t *shape_json, int64_t *shape, int *ndim,
+                    uint64_t *count);
+
+/* One input tensor: t->name, datatype, shape, and data (the member "data",
+ * flat or nested) converted into t->contents, or into *raw when raw is not
+ * NULL. shape_json NULL: the data's nesting is the shape; else the data's
+ * element count must match it. */
+int inferjson_input(jsonpath *c, const char *name, const json_t *data, const json_t *shape_json,
+                    const char *datatype, Inference__ModelInferRequest__InferInputTensor *t,
+                    ProtobufCBinaryData *raw);
+
+/* Checks raw tensor bytes against a datatype and element count: count *
+ * the element size, or for BYTES exactly count length-prefixed elements.
+ * what names the bytes in the message ("binary data"). */
+int inferjson_check_raw(jsonpath *c, const char *datatype, uint64_t count, const char *what,
+                        const void *data, size_t len);
+
+/* Output i of resp as {"shape": [...], "datatype": "...", "data": [...]}
+ * (NULL on error). */
+json_t *inferjson_output(jsonpath *c, const Inference__ModelInferResponse *resp, size_t i);
+
+/* Output i's elements as raw bytes (a checked copy of
+ * raw_output_contents[i], or the typed contents converted) into *out,
+ * malloc'd (free out->data). */
+int inferjson_output_raw(jsonpath *c, const Inference__ModelInferResponse *resp, size_t i,
+                         ProtobufCBinaryData *out);
 
 /* The outputs of a response as JSON (typed contents or raw_output_contents).
  * NULL on error (an element count that does not match the shape, a raw

@@ -123,7 +123,7 @@ static int output_data(jsonpath *c, const dtype *dt, const Inference__ModelInfer
     return 0;
 }
 
-static json_t *output_json(jsonpath *c, const Inference__ModelInferResponse *resp, size_t i)
+json_t *inferjson_output(jsonpath *c, const Inference__ModelInferResponse *resp, size_t i)
 {
     const Inference__ModelInferResponse__InferOutputTensor *o = resp->outputs[i];
     const dtype *dt = ij__find_dtype(o->datatype ? o->datatype : "");
@@ -154,6 +154,122 @@ static json_t *output_json(jsonpath *c, const Inference__ModelInferResponse *res
     return out;
 }
 
+/* The element count of output o's shape. */
+static int shape_count(jsonpath *c, const Inference__ModelInferResponse__InferOutputTensor *o,
+                       uint64_t *count)
+{
+    *count = 1;
+    for (size_t d = 0; d < o->n_shape; d++) {
+        if (o->shape[d] < 0 || (o->shape[d] && *count > UINT64_MAX / (uint64_t)o->shape[d]))
+            return jsonpath_fail(c, "bad shape dimension %" PRId64, o->shape[d]);
+        *count *= (uint64_t)o->shape[d];
+    }
+    return 0;
+}
+
+/* Typed element k -> its raw form at out (raw_size bytes, or BYTES' length
+ * and bytes); returns the bytes written. The 32-bit lists carry the 8- and
+ * 16-bit types too, so their values are range-checked here. */
+static int typed_to_raw(jsonpath *c, const dtype *dt, const void *array, size_t k,
+                        unsigned char *out, size_t *n)
+{
+    uint64_t u = 0;
+    switch (dt->list) {
+    case L_BOOL: u = ((const protobuf_c_boolean *)array)[k] != 0; break;
+    case L_INT: {
+        int32_t v = ((const int32_t *)array)[k];
+        if (v < dt->min || (v > 0 && (uint64_t)v > dt->max))
+            return jsonpath_fail(c, "element %zu: %" PRId32 " is out of range for %s", k, v,
+                                 dt->name);
+        u = (uint64_t)(int64_t)v;
+        break;
+    }
+    case L_UINT: {
+        uint32_t v = ((const uint32_t *)array)[k];
+        if (v > dt->max)
+            return jsonpath_fail(c, "element %zu: %" PRIu32 " is out of range for %s", k, v,
+                                 dt->name);
+        u = v;
+        break;
+    }
+    case L_INT64: u = (uint64_t)((const int64_t *)array)[k]; break;
+    case L_UINT64: u = ((const uint64_t *)array)[k]; break;
+    case L_FP32: memcpy(out, &((const float *)array)[k], 4); *n = 4; return 0;
+    case L_FP64: memcpy(out, &((const double *)array)[k], 8); *n = 8; return 0;
+    default: {
+        const ProtobufCBinaryData *bd = &((const ProtobufCBinaryData *)array)[k];
+        if (bd->len > UINT32_MAX)
+            return jsonpath_fail(c, "element %zu: %zu bytes, over the 4 GiB of a BYTES element",
+                                 k, bd->len);
+        uint32_t len = (uint32_t)bd->len;
+        memcpy(out, &len, 4);
+        if (len)
+            memcpy(out + 4, bd->data, len);
+        *n = 4 + (size_t)len;
+        return 0;
+    }
+    }
+    memcpy(out, &u, dt->raw_size); /* little-endian: the low bytes first */
+    *n = dt->raw_size;
+    return 0;
+}
+
+int inferjson_output_raw(jsonpath *c, const Inference__ModelInferResponse *resp, size_t i,
+                         ProtobufCBinaryData *out)
+{
+    const Inference__ModelInferResponse__InferOutputTensor *o = resp->outputs[i];
+    const dtype *dt = ij__find_dtype(o->datatype ? o->datatype : "");
+    uint64_t count;
+    out->data = NULL;
+    out->len = 0;
+    if (!dt)
+        return jsonpath_fail(c, "unsupported datatype \"%s\"", o->datatype ? o->datatype : "");
+    if (shape_count(c, o, &count))
+        return -1;
+    if (resp->n_raw_output_contents) {
+        if (i >= resp->n_raw_output_contents)
+            return jsonpath_fail(c, "no raw contents for this output");
+        const ProtobufCBinaryData *r = &resp->raw_output_contents[i];
+        if (inferjson_check_raw(c, dt->name, count, "the raw contents", r->data, r->len))
+            return -1;
+        if (!(out->data = malloc(r->len ? r->len : 1)))
+            return jsonpath_fail(c, "out of memory");
+        if (r->len)
+            memcpy(out->data, r->data, r->len);
+        out->len = r->len;
+        return 0;
+    }
+    size_t have = 0;
+    const void *array = NULL;
+    if (o->contents) {
+        const ProtobufCFieldDescriptor *lf = ij__list_field(dt->list);
+        have = *(const size_t *)MEMBER(o->contents, lf->quantifier_offset);
+        array = *(void *const *)MEMBER(o->contents, lf->offset);
+    }
+    if (have != count)
+        return jsonpath_fail(c, "the shape holds %" PRIu64 " elements, the contents have %zu",
+                             count, have);
+    size_t total = 0;
+    for (size_t k = 0; k < have; k++) /* sizes fit: the elements are in memory already */
+        total += dt->kind == K_BYTES ? 4 + ((const ProtobufCBinaryData *)array)[k].len
+                                     : dt->raw_size;
+    unsigned char *p = malloc(total ? total : 1);
+    if (!p)
+        return jsonpath_fail(c, "out of memory");
+    size_t pos = 0;
+    for (size_t k = 0; k < have; k++) {
+        size_t n = 0;
+        if (typed_to_raw(c, dt, array, k, p + pos, &n)) {
+            free(p);
+            return -1;
+        }
+        pos += n;
+    }
+    out->data = p;
+    out->len = total;
+    return 0;
+}
+
 json_t *inferjson_response(const Inference__ModelInferResponse *resp, char *err, size_t errlen)
 {
     jsonpath c = {.err = err, .errlen = errlen};
@@ -165,7 +281,7 @@ json_t *inferjson_response(const Inference__ModelInferResponse *resp, char *err,
     for (size_t i = 0; i < resp->n_outputs; i++) {
         const char *name = resp->outputs[i]->name ? resp->outputs[i]->name : "";
         size_t old = jsonpath_push(&c, "output %s", name);
-        json_t *o = output_json(&c, resp, i);
+        json_t *o = inferjson_output(&c, resp, i);
         if (!o || json_object_set_new(out, name, o)) {
             json_decref(out);
             return NULL;

@@ -303,34 +303,68 @@ static int unknown_input(jsonpath *c, const Inference__ModelMetadataResponse *me
                          names);
 }
 
-/* Checks a declared "shape" against the data's element count. */
-static int declared_shape(jsonpath *c, const json_t *js, flat *f)
+int inferjson_shape(jsonpath *c, const json_t *js, int64_t *shape, int *ndim, uint64_t *count)
 {
+    size_t base = jsonpath_push(c, ".shape");
     if (!json_is_array(js))
         return jsonpath_fail(c, "expected an array of dimensions, got %s", jsonpath_kind(js));
     if (json_array_size(js) > MAX_DIMS)
-        return jsonpath_fail(c, "more than %d dimensions", MAX_DIMS);
+        return jsonpath_fail(c, "%zu dimensions, more than %d", json_array_size(js), MAX_DIMS);
     uint64_t total = 1;
-    bool overflow = false;
-    int64_t shape[MAX_DIMS];
+    bool overflow = false, zero = false;
     for (size_t d = 0; d < json_array_size(js); d++) {
         json_t *e = json_array_get(js, d);
         if (!json_is_integer(e) || json_integer_value(e) < 0) {
-            size_t old = jsonpath_push(c, "[%zu]", d);
-            jsonpath_fail(c, "expected a dimension (an integer >= 0), got %s", jsonpath_kind(e));
-            jsonpath_pop(c, old);
-            return -1;
+            jsonpath_index(c, d);
+            return jsonpath_fail(c, "expected a dimension (an integer >= 0), got %s",
+                                 jsonpath_kind(e));
         }
         shape[d] = json_integer_value(e);
-        if (shape[d] && total > UINT64_MAX / (uint64_t)shape[d])
+        zero |= shape[d] == 0;
+        if (!overflow && shape[d] && total > UINT64_MAX / (uint64_t)shape[d])
             overflow = true;
-        total *= (uint64_t)shape[d];
+        if (!overflow)
+            total *= (uint64_t)shape[d];
     }
-    if (overflow || total != f->n)
-        return jsonpath_fail(c, "shape holds %s%" PRIu64 " elements, the data has %zu",
-                             overflow ? "over " : "", overflow ? UINT64_MAX : total, f->n);
-    f->ndim = (int)json_array_size(js);
-    memcpy(f->shape, shape, sizeof(int64_t) * (size_t)f->ndim);
+    /* a zero dimension makes the product 0 whatever came before it */
+    if (zero)
+        total = 0;
+    else if (overflow)
+        return jsonpath_fail(c, "the shape holds more than %" PRIu64 " elements", UINT64_MAX);
+    *ndim = (int)json_array_size(js);
+    *count = total;
+    jsonpath_pop(c, base);
+    return 0;
+}
+
+/* "[2, 4]" */
+static const char *shape_text(const int64_t *shape, int ndim, char *buf, size_t buflen)
+{
+    size_t n = (size_t)snprintf(buf, buflen, "[");
+    for (int d = 0; d < ndim && n < buflen; d++)
+        n += (size_t)snprintf(buf + n, buflen - n, "%s%" PRId64, d ? ", " : "", shape[d]);
+    if (n < buflen)
+        snprintf(buf + n, buflen - n, "]");
+    return buf;
+}
+
+/* Checks a declared "shape" against the data's element count; the path is
+ * the tensor's and data_key names its data. */
+static int declared_shape(jsonpath *c, const json_t *js, const char *data_key, flat *f)
+{
+    int64_t shape[MAX_DIMS];
+    int ndim;
+    uint64_t total;
+    if (inferjson_shape(c, js, shape, &ndim, &total))
+        return -1;
+    if (total != f->n) {
+        char text[MAX_DIMS * 24];
+        jsonpath_push(c, ".%s", data_key);
+        return jsonpath_fail(c, "expected %" PRIu64 " elements for shape %s, got %zu", total,
+                             shape_text(shape, ndim, text, sizeof text), f->n);
+    }
+    f->ndim = ndim;
+    memcpy(f->shape, shape, sizeof(int64_t) * (size_t)ndim);
     return 0;
 }
 
@@ -351,8 +385,11 @@ static int build_input(jsonpath *c, const char *name, const json_t *data, const 
     if (!datatype)
         return unknown_input(c, meta, name);
     const dtype *dt = ij__find_dtype(datatype);
-    if (!dt)
+    if (!dt) {
+        if (data_key)
+            jsonpath_push(c, ".datatype");
         return jsonpath_fail(c, "unsupported datatype \"%s\"", datatype);
+    }
     t->datatype = strdup(datatype);
     if (!t->datatype)
         return jsonpath_fail(c, "out of memory");
@@ -365,12 +402,8 @@ static int build_input(jsonpath *c, const char *name, const json_t *data, const 
     if (!rc)
         jsonpath_pop(c, base);
     const flat nested = f; /* the data's own nesting, for value paths */
-    if (!rc && jshape) {
-        jsonpath_push(c, ".shape");
-        rc = declared_shape(c, jshape, &f);
-        if (!rc)
-            jsonpath_pop(c, base);
-    }
+    if (!rc && jshape)
+        rc = declared_shape(c, jshape, data_key ? data_key : "data", &f);
     if (!rc) {
         t->shape = malloc(((size_t)f.ndim ? (size_t)f.ndim : 1) * sizeof *t->shape);
         if (!t->shape)
@@ -382,10 +415,17 @@ static int build_input(jsonpath *c, const char *name, const json_t *data, const 
         if (data_key)
             jsonpath_push(c, ".%s", data_key);
         rc = fill_data(c, dt, &nested, t, raw);
-        jsonpath_pop(c, base);
+        if (!rc)
+            jsonpath_pop(c, base);
     }
     free(f.leaf);
     return rc;
+}
+
+int inferjson_input(jsonpath *c, const char *name, const json_t *data, const json_t *shape_json,
+                    const char *datatype, input_tensor *t, ProtobufCBinaryData *raw)
+{
+    return build_input(c, name, data, "data", shape_json, datatype, NULL, t, raw);
 }
 
 /* Gives the request n empty input tensors (and raw buffers). */
