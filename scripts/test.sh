@@ -10,8 +10,8 @@ jobs="$(nproc)"
 # tensorboard (PyPI) to read our event files.
 # Tests whose peer is missing are reported as skipped, not failed.
 FX_EXTRA_PKGS="python3-torch ${FX_EXTRA_PKGS:-}" scripts/setup.sh build
-python3 -c 'import tritonclient.grpc, tensorboard' 2>/dev/null ||
-  python3 -m pip install -q --disable-pip-version-check 'tritonclient[grpc]' tensorboard 2>&1 | grep -v "^WARNING: Running pip as" ||
+python3 -c 'import tritonclient.grpc, tritonclient.http, tensorboard' 2>/dev/null ||
+  python3 -m pip install -q --disable-pip-version-check 'tritonclient[grpc,http]' tensorboard 2>&1 | grep -v "^WARNING: Running pip as" ||
   echo "test: tritonclient/tensorboard not installed; their tests will be skipped" >&2
 (cd build && ctest --output-on-failure -j"$jobs")
 
