@@ -38,13 +38,13 @@ static int test_auth(void *data, const fxr_credentials *c, fxp_principal *out, c
 }
 
 static atomic_int audits;
-static fxs_status last_audit_code;
+static atomic_int last_audit_code;
 
 static void test_audit(void *data, const fxp_principal *p, const char *method, const char *object,
                        fxs_status code, const char *message)
 {
     (void)data, (void)p, (void)method, (void)object, (void)message;
-    last_audit_code = code;
+    atomic_store(&last_audit_code, (int)code);
     atomic_fetch_add(&audits, 1);
 }
 
@@ -331,7 +331,7 @@ static void test_auth_and_audit(void **state)
     assert_string_equal(r.msg, "failing as asked");
     result_free(&r);
     assert_int_equal(atomic_load(&audits), a1 + 2); /* a write is audited with its code */
-    assert_int_equal(last_audit_code, FXS_NOT_FOUND);
+    assert_int_equal(atomic_load(&last_audit_code), FXS_NOT_FOUND);
     assert_int_equal(fxr_server_in_flight(s), 0);
     stop(s);
 }
