@@ -50,8 +50,9 @@ static int hexval(char c)
 }
 
 /* Splits url's path (before '?') at '/' and decodes each segment. False
- * with an error answer for a bad escape, a NUL, too many segments. */
-static bool split(const char *url, path *p, fxh_answer *a)
+ * with an error answer for a bad escape, a NUL, too many segments (and
+ * nothing left in p). */
+static bool split_segments(const char *url, path *p, fxh_answer *a)
 {
     memset(p, 0, sizeof *p);
     const char *s = url;
@@ -100,6 +101,15 @@ static bool split(const char *url, path *p, fxh_answer *a)
         s += n;
     }
     return true;
+}
+
+static bool split(const char *url, path *p, fxh_answer *a)
+{
+    if (split_segments(url, p, a))
+        return true;
+    path_free(p); /* the segments before the bad one */
+    p->n = 0;
+    return false;
 }
 
 /* ------------------------------------------------------------ calls */
