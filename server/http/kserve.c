@@ -200,7 +200,8 @@ static int refuse_params(jsonpath *c, const json_t *params, const char *const *r
 {
     for (; params && *refused; refused++)
         if (json_object_get(params, *refused)) {
-            jsonpath_push(c, ".parameters.%s", *refused);
+            jsonpath_key(c, "parameters");
+            jsonpath_key(c, *refused);
             return jsonpath_fail(c, "not supported (%s)", why);
         }
     return 0;
@@ -216,7 +217,8 @@ static int bool_param(jsonpath *c, const json_t *params, const char *key, bool *
     if (!v)
         return 0;
     if (!json_is_boolean(v)) {
-        jsonpath_push(c, ".parameters.%s", key);
+        jsonpath_key(c, "parameters");
+        jsonpath_key(c, key);
         return jsonpath_fail(c, "expected true or false, got %s", jsonpath_kind(v));
     }
     *out = json_is_true(v);
@@ -240,7 +242,8 @@ static int binary_size(jsonpath *c, const json_t *params, int64_t *size)
     if (!v)
         return 0;
     if (!json_is_integer(v) || json_integer_value(v) < 0) {
-        jsonpath_push(c, ".parameters.binary_data_size");
+        jsonpath_key(c, "parameters");
+        jsonpath_key(c, "binary_data_size");
         return jsonpath_fail(c, "expected a byte count (an integer >= 0), got %s",
                              jsonpath_kind(v));
     }
@@ -257,19 +260,20 @@ static int binary_input(jsonpath *c, const json_t *e, const char *datatype, int6
     int ndim;
     uint64_t count;
     if (json_object_get(e, "data")) {
-        jsonpath_push(c, ".data");
+        jsonpath_key(c, "data");
         return jsonpath_fail(c, "given together with parameters.binary_data_size (one or the "
                                 "other)");
     }
     if (!json_object_get(e, "shape")) {
-        jsonpath_push(c, ".shape");
+        jsonpath_key(c, "shape");
         return jsonpath_fail(c, "missing");
     }
     if (inferjson_shape(c, json_object_get(e, "shape"), shape, &ndim, &count))
         return -1;
     size_t left = bin->len - bin->pos;
     if ((uint64_t)size > left) {
-        jsonpath_push(c, ".parameters.binary_data_size");
+        jsonpath_key(c, "parameters");
+        jsonpath_key(c, "binary_data_size");
         return jsonpath_fail(c, "%" PRId64 " bytes, but only %zu of the body's binary part "
                                 "(%zu bytes after the JSON) are left for this input",
                              size, left, bin->len);
