@@ -140,6 +140,17 @@ class TritonHttpTest(unittest.TestCase):
             time.sleep(0.05)
         self.assertTrue(self.client.is_model_ready("mlp", headers=self.h()))
 
+    def test_model_config(self):
+        """GET .../config (the ModelConfig RPC): 501 while a build lacks it."""
+        try:
+            cfg = self.client.get_model_config("mlp", headers=self.h(self.viewer))
+        except InferenceServerException as e:
+            if "501" in str(e.status()):
+                self.skipTest("ModelConfig is not built in yet: %s" % e.message())
+            raise
+        self.assertEqual(cfg["name"], "mlp")
+        self.assertEqual([t["name"] for t in cfg["input"]], ["x"])
+
     def test_refusals(self):
         x = np.zeros((2, 4), dtype=np.float32)
         inp = th.InferInput("x", [2, 4], "FP32")
