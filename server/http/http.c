@@ -425,13 +425,13 @@ int fxh_start(const fxh_opts *opts, fxh_server **out, int *port, char *err, size
     };
     h->mhd = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, h,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, /* first: it applies to what follows */
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->opts.max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)h->opts.idle_timeout_s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
         MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, h,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
         MHD_OPTION_ARRAY, h->tls ? tls_opts : &tls_opts[2],
         MHD_OPTION_END);
     if (!h->mhd) {
