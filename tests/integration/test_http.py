@@ -353,6 +353,16 @@ class HttpFlagsTest(unittest.TestCase):
         self.assertEqual(rc, 2)
         self.assertIn("needs --http-listen", err)
 
+    def test_port_in_use(self):
+        import socket
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen(1)
+            rc, err = self.run_daemon("--http-listen", "127.0.0.1:%d" % s.getsockname()[1])
+        self.assertEqual(rc, 1)
+        self.assertIn("cannot serve HTTP", err)
+        self.assertIn("in use", err)
+
     def test_loopback_rule(self):
         """A non-loopback HTTP address needs TLS, as --listen does."""
         rc, err = self.run_daemon("--http-listen", "0.0.0.0:0")
