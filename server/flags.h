@@ -14,6 +14,8 @@
 typedef struct {
     const char *listen, *data_dir, *devices, *log_level, *log_format;
     const char *tls_cert, *tls_key, *tls_client_ca, *init_admin_token;
+    const char *http_listen, *http_port_file; /* the HTTP port (server/http/); NULL: off */
+    long http_max_connections;
     bool tls_require_client_cert, insecure;
     long threads, rpc_threads, poll_threads;
     long max_message_mb, max_import_mb, grace_seconds, max_dataset_mb;
@@ -36,6 +38,7 @@ void fxf_usage(FILE *f);
  * (printed; exit 0), 2 for a usage error (printed to stderr). */
 int fxf_parse(int argc, char **argv, fxf_options *o);
 /* True when HOST of "HOST:PORT" is a loopback address. */
+/* (--listen and --http-listen follow the same rule: docs/fluxiond.md.) */
 bool fxf_listen_is_loopback(const char *listen);
 
 #endif

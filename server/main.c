@@ -29,8 +29,10 @@
 
 #include "api/api.h"
 #include "auth/auth.h"
+#include "base/fsutil.h"
 #include "base/log.h"
 #include "flags.h"
+#include "http/http.h"
 
 /* ------------------------------------------------------------ control loop */
 
@@ -58,6 +60,8 @@
 
 typedef struct {
     fxa_daemon *d;
+    fxh_server *http;    /* the HTTP port, or NULL */
+    bool http_tls;
     int grace_ms;
     uv_async_t done;     /* the drain thread finished */
     uv_signal_t sigint, sigterm, sighup;
@@ -116,6 +120,11 @@ static void *drain_main(void *arg)
         uv_async_send(&c->done);
         return NULL;
     }
+    /* No local call is in flight now (the rpc shutdown waited for them, and
+     * refuses new ones): the HTTP port closes before the rpc server it
+     * calls into is freed. */
+    atomic_store(&c->waiting_for, "the HTTP port to close");
+    fxh_stop(c->http);
     atomic_store(&c->waiting_for, "gRPC to shut down");
     fxr_server_destroy(d->rpc);
     atomic_store(&c->waiting_for, "the jobs to be freed");
@@ -177,7 +186,8 @@ static void on_reload(uv_signal_t *h, int signum)
     if (c->draining)
         return;
     if (fxr_server_reload_tls(c->d->rpc, err, sizeof err) == 0)
-        fxl_log(FXL_INFO, "main", "SIGHUP: TLS certificate reloaded");
+        fxl_log(FXL_INFO, "main", "SIGHUP: TLS certificate reloaded%s",
+                c->http_tls ? " (gRPC port; the HTTP port keeps its own until a restart)" : "");
     else
         fxl_log(FXL_WARN, "main", "SIGHUP: TLS not reloaded, the current files stay error=\"%s\"",
                 err);
@@ -320,7 +330,10 @@ static int first_admin_token(fxau_auth *a, const fxf_options *o)
  * Returns 0 or 1 (logged). */
 static int check_exposure(fxau_auth *a, const fxf_options *o, bool tokens_on)
 {
-    bool loopback = fxf_listen_is_loopback(o->listen);
+    /* --http-listen follows the same rule as --listen */
+    bool grpc_loopback = fxf_listen_is_loopback(o->listen);
+    bool loopback = grpc_loopback && (!o->http_listen || fxf_listen_is_loopback(o->http_listen));
+    const char *addr = grpc_loopback && o->http_listen ? o->http_listen : o->listen;
     if (!tokens_on && (o->tls_client_ca || (o->tls_cert && !loopback)))
         return first_admin_token(a, o);
     if (loopback || o->tls_cert)
@@ -329,19 +342,49 @@ static int check_exposure(fxau_auth *a, const fxf_options *o, bool tokens_on)
         fxl_log(FXL_ERROR, "main", "refusing to serve a non-loopback address without TLS "
                 "addr=%s fix=\"give --tls-cert FILE --tls-key FILE (and --init-admin-token "
                 "FILE for the first admin token), listen on 127.0.0.1, or pass --insecure "
-                "to serve plaintext anyway\"", o->listen);
-        fprintf(stderr, "fluxiond: --listen %s is not a loopback address: serving it needs "
+                "to serve plaintext anyway\"", addr);
+        fprintf(stderr, "fluxiond: %s is not a loopback address: serving it needs "
                 "TLS and authentication (--tls-cert FILE --tls-key FILE, and "
                 "--init-admin-token FILE), or --insecure to serve plaintext anyway\n",
-                o->listen);
+                addr);
         return 1;
     }
     fxl_log(FXL_WARN, "main", "INSECURE: serving plaintext on a non-loopback address "
-            "(--insecure): tokens and data cross the network unencrypted addr=%s", o->listen);
+            "(--insecure): tokens and data cross the network unencrypted addr=%s", addr);
     if (!fxau_enabled(a))
         fxl_log(FXL_WARN, "main", "INSECURE: no authentication either: every caller who "
                 "can reach the address is an admin (give --init-admin-token FILE) addr=%s",
-                o->listen);
+                addr);
+    return 0;
+}
+
+static void http_log(void *data, const char *level, const char *msg)
+{
+    int lv = fxl_parse_level(level);
+    fxl_log(lv < 0 ? FXL_INFO : (fxl_level)lv, "http", "%s", msg);
+}
+
+/* Starts the HTTP port (--http-listen), once gRPC serves: every route is a
+ * local call into d->rpc. Writes --http-port-file. Returns 0 or 1 (logged). */
+static int start_http(fxa_daemon *d, const fxf_options *o, fxh_server **out, int *port)
+{
+    char err[1024];
+    fxh_opts ho = { .listen = o->http_listen, .rpc = d->rpc,
+                    .max_body_bytes = d->max_message_bytes,
+                    .max_connections = (int)o->http_max_connections,
+                    .tls_cert_file = o->tls_cert, .tls_key_file = o->tls_key, .log = http_log };
+    if (fxh_start(&ho, out, port, err, sizeof err) != 0) {
+        fxl_log(FXL_ERROR, "main", "cannot serve HTTP addr=%s error=\"%s\"", o->http_listen, err);
+        return 1;
+    }
+    char text[16];
+    int n = snprintf(text, sizeof text, "%d\n", *port);
+    if (o->http_port_file &&
+        fxu_write_file_atomic(o->http_port_file, text, (size_t)n, err, sizeof err) != 0) {
+        fxl_log(FXL_ERROR, "main", "cannot write --http-port-file file=%s error=\"%s\"",
+                o->http_port_file, err);
+        return 1;
+    }
     return 0;
 }
 
@@ -482,14 +525,18 @@ int main(int argc, char **argv)
         fxl_log(FXL_ERROR, "main", "cannot start the training jobs error=\"%s\"", err);
         return 1;
     }
-    int port = 0;
+    int port = 0, http_port = 0;
     if (fxr_server_start(d.rpc, &port) != 0) {
         fxl_log(FXL_ERROR, "main", "cannot start serving addr=%s", o.listen);
         return 1;
     }
+    fxh_server *http = NULL;
+    if (o.http_listen && start_http(&d, &o, &http, &http_port))
+        return 1;
 
     uv_loop_t *loop = uv_default_loop();
-    control c = { .d = &d, .grace_ms = (int)o.grace_seconds * 1000 };
+    control c = { .d = &d, .http = http, .http_tls = http && o.tls_cert,
+                  .grace_ms = (int)o.grace_seconds * 1000 };
     uv_async_init(loop, &c.done, on_done);
     uv_signal_init(loop, &c.sigint);
     uv_signal_init(loop, &c.sigterm);
@@ -508,6 +555,9 @@ int main(int argc, char **argv)
 
     int hostlen = (int)(strrchr(o.listen, ':') - o.listen);
     printf("listening on %.*s:%d\n", hostlen, o.listen, port);
+    if (http) /* after gRPC's line: the first line stays the gRPC port */
+        printf("http listening on %.*s:%d\n",
+               (int)(strrchr(o.http_listen, ':') - o.http_listen), o.http_listen, http_port);
     fflush(stdout);
     char devs[256];
     fxl_log(FXL_INFO, "main", "listening addr=%.*s:%d data_dir=%s threads=%ld "
@@ -515,6 +565,10 @@ int main(int argc, char **argv)
             o.threads, fxsv_devices_str(&d.devices, devs, sizeof devs),
             !o.tls_cert ? "off" : o.tls_client_ca ? "mtls" : "on",
             fxau_enabled(d.auth) ? "on" : "off(local)", FX_VERSION_STRING);
+    if (http)
+        fxl_log(FXL_INFO, "main", "http listening addr=%.*s:%d tls=%s",
+                (int)(strrchr(o.http_listen, ':') - o.http_listen), o.http_listen, http_port,
+                o.tls_cert ? "on" : "off");
 
     uv_run(loop, UV_RUN_DEFAULT);
 

@@ -49,28 +49,19 @@ static grpc_byte_buffer *pack_message(const ProtobufCMessage *msg)
     return bb;
 }
 
-/* Every request message, of every kind of call, is unpacked here (bb is
- * consumed), once its string fields pass fxr_wirecheck: a refused string
- * is INVALID_ARGUMENT naming the field. */
-int fxr__unpack_request(fxr_call *c, grpc_byte_buffer *bb, ProtobufCMessage **msg, char *err,
-                        size_t errlen)
+/* Every request message, of every kind of call and transport, is unpacked
+ * here, once its string fields pass fxr_wirecheck: a refused string is
+ * INVALID_ARGUMENT naming the field. */
+int fxr__unpack_bytes(fxr_call *c, const uint8_t *data, size_t len, ProtobufCMessage **msg,
+                      char *err, size_t errlen)
 {
     const ProtobufCMessageDescriptor *desc = c->route->input;
-    grpc_byte_buffer_reader reader;
-    *msg = NULL;
     char refused[FXS_ERRLEN];
     refused[0] = 0;
-    if (grpc_byte_buffer_reader_init(&reader, bb)) {
-        grpc_slice slice = grpc_byte_buffer_reader_readall(&reader);
-        bool malformed = false; /* then unpack fails too: see wirecheck.h */
-        if (fxr_wirecheck(desc, GRPC_SLICE_START_PTR(slice), GRPC_SLICE_LENGTH(slice), &malformed,
-                          refused, sizeof refused) == 0 && !malformed)
-            *msg = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(slice),
-                                             GRPC_SLICE_START_PTR(slice));
-        grpc_slice_unref(slice);
-        grpc_byte_buffer_reader_destroy(&reader);
-    }
-    grpc_byte_buffer_destroy(bb);
+    bool malformed = false; /* then unpack fails too: see wirecheck.h */
+    *msg = NULL;
+    if (fxr_wirecheck(desc, data, len, &malformed, refused, sizeof refused) == 0 && !malformed)
+        *msg = protobuf_c_message_unpack(desc, NULL, len, data);
     if (*msg)
         return 0;
     if (refused[0]) {
@@ -83,6 +74,26 @@ int fxr__unpack_request(fxr_call *c, grpc_byte_buffer *bb, ProtobufCMessage **ms
     fxr__log(c->s, "warn", "rpc: %s: cannot parse %s from %s", c->path, desc->name,
              fxr_peer(c));
     return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "cannot parse %s", desc->name);
+}
+
+/* bb is consumed. */
+int fxr__unpack_request(fxr_call *c, grpc_byte_buffer *bb, ProtobufCMessage **msg, char *err,
+                        size_t errlen)
+{
+    grpc_byte_buffer_reader reader;
+    int rc;
+    *msg = NULL;
+    if (grpc_byte_buffer_reader_init(&reader, bb)) {
+        grpc_slice slice = grpc_byte_buffer_reader_readall(&reader);
+        rc = fxr__unpack_bytes(c, GRPC_SLICE_START_PTR(slice), GRPC_SLICE_LENGTH(slice), msg, err,
+                               errlen);
+        grpc_slice_unref(slice);
+        grpc_byte_buffer_reader_destroy(&reader);
+    } else {
+        rc = fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "cannot parse %s", c->route->input->name);
+    }
+    grpc_byte_buffer_destroy(bb);
+    return rc;
 }
 
 /* ---------------------------------------------------------- call state */
@@ -185,6 +196,10 @@ void fxr__call_finish(fxr_call *c, const ProtobufCMessage *resp, fxs_status code
                       const char *msg)
 {
     fxr_server *s = c->s;
+    if (c->local) {
+        fxr__local_finish(c, resp, code, msg);
+        return;
+    }
     /* packed before locking: a big response must not hold up the pollers */
     grpc_byte_buffer *bb = atomic_load(&c->gone) ? NULL : pack_message(resp);
     pthread_mutex_lock(&c->mu);

@@ -116,14 +116,18 @@ int fxr_server_add_service(fxr_server *s, const ProtobufCServiceDescriptor *desc
     return 0;
 }
 
-static const route *find_route(const fxr_server *s, grpc_slice method)
+const route *fxr__find_route(const fxr_server *s, const char *path, size_t len)
 {
-    size_t len = GRPC_SLICE_LENGTH(method);
     for (int i = 0; i < s->n_routes; i++)
-        if (s->routes[i].path_len == len &&
-            memcmp(s->routes[i].path, GRPC_SLICE_START_PTR(method), len) == 0)
+        if (s->routes[i].path_len == len && memcmp(s->routes[i].path, path, len) == 0)
             return &s->routes[i];
     return NULL;
+}
+
+static const route *find_route(const fxr_server *s, grpc_slice method)
+{
+    return fxr__find_route(s, (const char *)GRPC_SLICE_START_PTR(method),
+                           GRPC_SLICE_LENGTH(method));
 }
 
 /* ------------------------------------------------- handlers and threads */

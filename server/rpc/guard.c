@@ -64,13 +64,20 @@ bool fxr__authorize(fxr_call *c)
     } else {
         char authz[AUTHZ_MAX], subject[SUBJECT_MAX], cn[256];
         fxr_credentials cr = { .peer = fxr_peer(c), .method = c->path, .tls = s->tls != NULL };
-        if (fxr_metadata(c, "authorization", authz, sizeof authz))
+        if (c->local) { /* another transport's: copied, bounded as gRPC's are */
+            cr.tls = c->local_tls;
+            if (c->local_cred->authorization) {
+                snprintf(authz, sizeof authz, "%s", c->local_cred->authorization);
+                cr.authorization = authz;
+            }
+        } else if (fxr_metadata(c, "authorization", authz, sizeof authz)) {
             cr.authorization = authz;
+        }
         /* A certificate counts only when gRPC verified it: with a client CA
          * configured every certificate a client presents is verified in
          * the handshake (or the handshake fails), and without one none is
          * asked for. */
-        if (s->tls && s->tls->ca_pem) {
+        if (!c->local && s->tls && s->tls->ca_pem) {
             grpc_auth_context *ctx = grpc_call_auth_context(c->call);
             if (ctx) {
                 if (auth_property(ctx, GRPC_X509_SUBJECT_PROPERTY_NAME, subject, sizeof subject))

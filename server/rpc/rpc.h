@@ -50,7 +50,8 @@
  * the opts.audit hook. TLS (opts.tls_*) is reloadable without a restart.
  *
  * Files: this header is the module's interface and its documentation.
- * guard.c (auth, access, audit), tls.c (certificates, reload),
+ * guard.c (auth, access, audit), tls.c (certificates, reload), local.c
+ * (calls of another transport: fxr_server_call_local),
  * server.c (lifecycle, pollers, accepting calls, drain), call.c (one call:
  * reply/fail/send/recv, cancellation; every request message, unary or
  * streamed, is unpacked in fxr__unpack_request there), dispatch.c (the method table, routing, the handler pool,
@@ -244,6 +245,33 @@ uint64_t fxr_server_in_flight(const fxr_server *s);
 uint64_t fxr_server_total_calls(const fxr_server *s);
 /* Streaming calls open now (each holds a stream slot and its thread). */
 int fxr_server_open_streams(fxr_server *s);
+
+/* ------------------------------------------------------- local calls */
+
+/* The end of a local call: code 0 with the packed response, or a non-OK
+ * code and its message (resp NULL). Called exactly once, from any thread,
+ * possibly before fxr_server_call_local returns. resp and message are
+ * valid during the call only. */
+typedef void (*fxr_local_done)(void *ud, fxs_status code, const char *message,
+                               const uint8_t *resp, size_t resp_len);
+/* Runs the unary method `path` ("/inference.GRPCInferenceService/ModelInfer")
+ * on the packed request as if it came over gRPC: the same auth hook (cred),
+ * access check, audit, request unpack + string checks, handler, drain rules
+ * and in-flight count. For another transport (HTTP). Streaming methods and
+ * unknown paths: done(UNIMPLEMENTED).
+ *
+ * cred: what the caller presents (authorization: the raw "Bearer ..."
+ * value; tls: it came over TLS; peer: "http:ADDR", fxr_peer's answer);
+ * cert_subject/cert_cn are ignored (no client certificates over this path).
+ * Read before this returns. The handler runs on the caller's thread; it
+ * may finish the call later from another (done then comes from there).
+ * Once a shutdown started, or before start/after stop: done(UNAVAILABLE)
+ * at once, as a new gRPC call gets. The shutdown counts local calls in
+ * flight and waits for them (its grace); past the grace fxr_cancelled()
+ * is true for them. fxr_metadata() finds nothing on a local call, and its
+ * deadline is none (INT64_MAX). */
+void fxr_server_call_local(fxr_server *s, const char *path, const fxr_credentials *cred,
+                           const uint8_t *req, size_t req_len, fxr_local_done done, void *ud);
 
 /* ---------------------------------------------------------------- calls */
 

@@ -14,6 +14,8 @@
  *               audit line (once per call, on the handler's thread)
  *   tls.c       the server's certificate, key and client CA: checked at
  *               create, handed to gRPC by its config fetcher, reloaded
+ *   local.c     calls of another transport (HTTP) run as gRPC calls are:
+ *               fxr_server_call_local
  *
  * Locks: s->mu (server state and counters), s->q_mu (the handler pool) and
  * c->mu (one call) are never held together, except that c->mu may be held
@@ -101,6 +103,13 @@ struct fxr_call {
     char *peer; /* gpr_malloc'd by gRPC */
     int64_t deadline_ns;
     fxr_call *next; /* handler pool queue */
+    /* local.c: a call of another transport (HTTP): no grpc_call; its end
+     * goes to local_done, its credentials are local_cred's (valid while
+     * fxr_server_call_local runs: the guard reads them before it returns) */
+    bool local, local_tls;
+    fxr_local_done local_done;
+    void *local_ud;
+    const fxr_credentials *local_cred;
 };
 
 /* S_ABANDONED: the shutdown gave up with calls still held by handlers; the
@@ -187,6 +196,16 @@ bool fxr__call_accepted(fxr_call *c);
  * and client-streamed calls alike. */
 int fxr__unpack_request(fxr_call *c, grpc_byte_buffer *bb, ProtobufCMessage **msg, char *err,
                         size_t errlen);
+/* The same from bytes (a local call's request; not consumed). */
+int fxr__unpack_bytes(fxr_call *c, const uint8_t *data, size_t len, ProtobufCMessage **msg,
+                      char *err, size_t errlen);
+
+/* -------------------------------------------------------------- local.c */
+
+/* Finishes a local call (fxr__call_finish sends it here): done once, the
+ * audit, the counters. */
+void fxr__local_finish(fxr_call *c, const ProtobufCMessage *resp, fxs_status code,
+                       const char *msg);
 
 /* -------------------------------------------------------------- guard.c */
 
@@ -212,6 +231,8 @@ void fxr__tls_free(fxr_server *s);
 /* Routes an accepted call (on a poller): UNIMPLEMENTED, the handler pool,
  * or a thread of its own. */
 void fxr__dispatch(fxr_server *s, fxr_call *c);
+/* The route of a method path, NULL when unknown. */
+const route *fxr__find_route(const fxr_server *s, const char *path, size_t len);
 /* A thread of the handler pool. */
 void *fxr__worker_main(void *arg);
 

@@ -281,5 +281,5 @@ int fxr_server_reload_tls(fxr_server *s, char *err, size_t errlen)
 
 bool fxr_call_tls(const fxr_call *call)
 {
-    return call->s->tls != NULL;
+    return call->local ? call->local_tls : call->s->tls != NULL;
 }
