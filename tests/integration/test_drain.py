@@ -77,9 +77,17 @@ class DrainTest(unittest.TestCase):
         threads = [threading.Thread(target=caller, args=(i,)) for i in range(THREADS)]
         for t in threads:
             t.start()
-        time.sleep(1.5)
-        with lock:
-            cls.ok_before = sum(1 for r in results if r.code == C.OK)
+        # Load for 1.5 s, longer on a slow machine (ASan, a busy CI box)
+        # until half the threads have had an answer: the checks below need
+        # a daemon that was serving, not a fixed amount of work.
+        t_load = time.monotonic()
+        while True:
+            time.sleep(0.1)
+            with lock:
+                cls.ok_before = sum(1 for r in results if r.code == C.OK)
+            waited = time.monotonic() - t_load
+            if waited >= 1.5 and (cls.ok_before >= THREADS // 2 or waited >= 30):
+                break
         cls.t_term = time.monotonic()
         d.signal(fxtest.signal.SIGTERM)
         cls.rc = d.wait_exit(GRACE + 3)
