@@ -1342,6 +1342,8 @@ static void test_validate_errors(void **state)
         {"losses[0].kind=mse; losses[0].target=reg",
          "losses[0].target: column 'reg' has samples of shape [1]; mse on output 'logits'"},
         {"losses[0].weight=-1", "losses[0].weight: -1 must be >= 0"},
+        {"optimizer.grad_noise_eta=-1", "optimizer.grad_noise_eta: -1 must be >= 0"},
+        {"optimizer.grad_noise_gamma=-0.5", "optimizer.grad_noise_gamma: -0.5 must be >= 0"},
         {"losses=[]", "losses: at least one loss is needed"},
         {"metrics[0]=f1", "metrics[0]: 'f1' is not one of accuracy, accuracy:OUTPUT"},
         {"metrics[0]=accuracy:nope", "metrics[0]: no output 'nope' in the model"},
