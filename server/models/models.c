@@ -61,11 +61,17 @@ int fxm_load_version(fxdb_store *st, const char *name, int64_t want, const fxm_l
     fxg_graph *g = NULL;
     bool loaded = rec.loaded;
     rc = fxm_resolve_version(&rec, want, &v, err, errlen);
+    if (!rc && o && o->fresh && o->seed)
+        rec.seed = o->seed;
     if (!rc)
         rc = fxm_graph_of(&rec, o ? o->max_params : 0, &g, err, errlen);
     fxdb_model_rec_free(&rec);
     if (rc)
         return rc;
+    if (o && o->fresh) {
+        *out = (fxm_loaded){ .g = g, .version = v, .loaded = loaded };
+        return 0;
+    }
     if (o && o->inference_only) /* given back before the weights are read: the
                                    peak is the graph and the file */
         fxg_drop_grads(g);

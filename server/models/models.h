@@ -42,6 +42,8 @@ typedef struct {
     uint64_t max_params;  /* the daemon's per-model limit (0: the graph's default) */
     bool inference_only;  /* for serving: the gradient buffers are dropped before
                              the weights are read (half the parameter memory) */
+    bool fresh;           /* no weights read: the graph as initialized from seed */
+    uint64_t seed;        /* fresh: the initialization's seed (0: the model's) */
 } fxm_load_opts;
 
 typedef struct {

@@ -208,6 +208,13 @@ def _update_job(ctx, col):
     return lambda md: ctx.s.training.UpdateJob(req, metadata=md, timeout=TIMEOUT)
 
 
+@row(T + "ResumeJob", WRITE_A)
+def _resume_job(ctx, col):
+    job_id = ctx.cancelled_job()
+    req = ctx.s.training_pb2.ResumeJobRequest(id=job_id)
+    return lambda md: ctx.s.training.ResumeJob(req, metadata=md, timeout=TIMEOUT)
+
+
 @row(K + "GetQueue", LIST)
 def _get_queue(ctx, col):
     return lambda md: ctx.s.cluster.GetQueue(ctx.s.cluster_pb2.GetQueueRequest(), metadata=md,
@@ -405,7 +412,7 @@ TABLE = {method: expected for method, (expected, _) in ROWS.items()}
 
 # How many RPCs each service has (issue 12); the descriptors must agree.
 SERVICE_SIZES = {"fluxion.v1.ModelService": 7, "fluxion.v1.DatasetService": 4,
-                 "fluxion.v1.TrainingService": 6, "fluxion.v1.ClusterService": 3,
+                 "fluxion.v1.TrainingService": 7, "fluxion.v1.ClusterService": 3,
                  "inference.GRPCInferenceService": 11, "fluxion.v1.AdminService": 12,
                  "grpc.health.v1.Health": 3, "grpc.reflection.v1.ServerReflection": 1,
                  "grpc.reflection.v1alpha.ServerReflection": 1}
@@ -495,6 +502,23 @@ class Context:
             timeout=TIMEOUT)
         self.cleanups.append(lambda: self.cancel_job(job.id))
         return job.id
+
+    def cancelled_job(self):
+        """A job of a's cancelled while running: it has a checkpoint to
+        resume from (a resumed one is cancelled after the cell)."""
+        job_id = self.submit_long_job()
+        md = self.member_a()
+        get = self.s.training_pb2.GetJobRequest(id=job_id)
+        deadline = time.monotonic() + TIMEOUT
+        while (self.s.training.GetJob(get, metadata=md, timeout=TIMEOUT).state !=
+               self.s.training_pb2.RUNNING):
+            if time.monotonic() > deadline:
+                raise AssertionError("job %s did not start" % job_id)
+            time.sleep(0.05)
+        self.cancel_job(job_id)
+        self.wait_job(job_id, md)
+        self.cleanups.append(lambda: self.cancel_job(job_id))
+        return job_id
 
     def cancel_job(self, job_id):
         self.s.training.CancelJob(self.s.training_pb2.CancelJobRequest(id=job_id),
