@@ -605,6 +605,20 @@ const cli_command cli_model_commands[] = {
      {{"name", 0, "NAME", "the model's name (overrides the file's)"},
       {"weights", 0, "FILE", "initial weights, a safetensors file"}},
      cmd_create},
+    {"model update",
+     "NAME SPECFILE [--seed N]",
+     "a new spec revision for a model, carrying its weights over by name",
+     "SPECFILE is JSON: a model file as `model create` takes (its \"spec\") or a\n"
+     "bare ModelSpec. The new spec becomes the model's next revision with a new\n"
+     "version: the latest version's weights where a parameter keeps its name,\n"
+     "shape and dtype, the rest initialized from --seed (default: the model's).\n"
+     "Prints what was carried, re-initialized (new or reshaped) and dropped. A\n"
+     "served model serves the new version at once; every version keeps its own\n"
+     "revision's spec (jobs and serving of older versions use it).\n",
+     2,
+     2,
+     {{"seed", 0, "N", "initializes what is not carried (default: the model's seed)"}},
+     cli_cmd_model_update},
     {"model list", "", "list the models on the server, by name", NULL, 0, 0, {{0}}, cmd_list},
     {"model get",
      "NAME",

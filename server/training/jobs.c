@@ -327,6 +327,8 @@ static int validate(fxj_jobs *j, const Fluxion__V1__JobSpec *spec, Fluxion__V1__
         return rc;
     fxg_graph *g = NULL;
     rc = fxm_resolve_version(&mr, spec->model_version, &rec->base_version, err, errlen);
+    if (!rc) /* the base version's spec revision */
+        rc = fxm_use_version_spec(j->st, &mr, rec->base_version, err, errlen);
     if (!rc)
         rc = fxm_graph_of(&mr, j->opts.max_params, &g, err, errlen);
     fxdb_model_rec_free(&mr);

@@ -114,6 +114,14 @@ def _delete_model(ctx, col):
     return lambda md: ctx.s.models.DeleteModel(req, metadata=md, timeout=TIMEOUT)
 
 
+@row(M + "UpdateModelSpec", WRITE_A)
+def _update_model_spec(ctx, col):
+    name = ctx.make_model(cell_name("um", col), load=False)
+    req = ctx.s.model_pb2.UpdateModelSpecRequest(name=ctx.ref(col, name),
+                                                 spec=model_spec(mlp_spec()))
+    return lambda md: ctx.s.models.UpdateModelSpec(req, metadata=md, timeout=TIMEOUT)
+
+
 @row(M + "ExportWeights", READ_A)
 def _export_weights(ctx, col):
     req = ctx.s.model_pb2.ExportWeightsRequest(name=ctx.ref(col, "mlp"))
@@ -411,7 +419,7 @@ def _remove_cert(ctx, col):
 TABLE = {method: expected for method, (expected, _) in ROWS.items()}
 
 # How many RPCs each service has (issue 12); the descriptors must agree.
-SERVICE_SIZES = {"fluxion.v1.ModelService": 7, "fluxion.v1.DatasetService": 4,
+SERVICE_SIZES = {"fluxion.v1.ModelService": 8, "fluxion.v1.DatasetService": 4,
                  "fluxion.v1.TrainingService": 7, "fluxion.v1.ClusterService": 3,
                  "inference.GRPCInferenceService": 11, "fluxion.v1.AdminService": 12,
                  "grpc.health.v1.Health": 3, "grpc.reflection.v1.ServerReflection": 1,
