@@ -1,9 +1,10 @@
 """Jobs that start over or go on (issue 16): a cancelled job keeps its
-checkpoint and `fluxion job resume ID` (ResumeJob) continues it at that step
-with the same data order, optimizer state and gradient noise, ending with
-the same weights, bit for bit, as the same job uninterrupted; a job without
-a checkpoint (cancelled while queued), one not cancelled and an unknown one
-are refused saying why. `from_scratch` trains from a fresh initialization
+checkpoint (across a restart) and `fluxion job resume ID` (ResumeJob)
+continues it at that step with the same data order, optimizer state and
+gradient noise, ending with the same weights, bit for bit, as the same job
+uninterrupted (and it does read the checkpoint: a damaged one fails the
+resumed job); a job without a checkpoint (cancelled while queued), one not
+cancelled and an unknown one are refused saying why. `from_scratch` trains from a fresh initialization
 seeded with the job's seed: from a trained version with the model's seed it
 gives the weights a job from version 1 (the model's own initialization)
 gives; another seed gives others."""
@@ -81,6 +82,9 @@ class JobResumeTest(DaemonTest):
         self.assertTrue(os.path.exists(os.path.join(os.path.dirname(cancelled.tensorboard_dir),
                                                     "checkpoint.safetensors")),
                         "a cancelled job keeps its checkpoint")
+        # ... across a restart too
+        self.d.restart()
+        type(self).c = self.d.client()
         p = self.cli("job", "resume", job.id)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("resumes from checkpoint step %d" % at, p.stdout)
@@ -108,8 +112,20 @@ class JobResumeTest(DaemonTest):
         self.assertCode(C.FAILED_PRECONDITION, self.c.resume_job, running.id,
                         contains="only a cancelled job")
         self.assertCode(C.NOT_FOUND, self.c.resume_job, "987654")
+        deadline = time.monotonic() + 60
+        while self.c.get_job(running.id).progress.step < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
         self.c.cancel_job(running.id)
-        self.wait(running.id)
+        job = self.wait(running.id)
+        self.assertEqual(job.state, training_pb2.CANCELLED)
+        # the resumed run reads the checkpoint: a damaged one fails it
+        ckpt = os.path.join(os.path.dirname(job.tensorboard_dir), "checkpoint.safetensors")
+        with open(ckpt, "r+b") as f:
+            f.write(b"\xff" * 16)
+        self.c.resume_job(running.id)
+        job = self.wait(running.id)
+        self.assertEqual(job.state, training_pb2.FAILED)
+        self.assertIn("resume: ", job.error)
 
     def test_from_scratch(self):
         trained = self.wait(self.c.submit_job(spec(steps=30, epochs=0)).id)
