@@ -110,9 +110,13 @@ static void print_model(const ProtobufCMessage *msg, const void *arg)
     printf("versions:\n");
     for (size_t i = 0; i < m->n_versions; i++) {
         const Fluxion__V1__ModelVersion *v = m->versions[i];
-        printf("  %-4" PRId64 " %s  %-10s %s  sha256 %s\n", v->version,
+        printf("  %-4" PRId64 " %s  %-10s %s  sha256 %s", v->version,
                cli_time(v->created_unix_ms, t, sizeof t), cli_bytes(v->weights_bytes, b, sizeof b),
                v->source, v->weights_sha256);
+        /* after a `model update`: the spec revision its weights fit */
+        if (v->spec_revision > 1 || m->spec_revision > 1)
+            printf("  spec revision %" PRId64, v->spec_revision ? v->spec_revision : 1);
+        printf("\n");
     }
 }
 

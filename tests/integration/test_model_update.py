@@ -139,6 +139,10 @@ class ModelUpdateTest(DaemonTest):
                          "carried (2):", "re-initialized (2):", "(new)", "dropped (2):",
                          "fc2.weight", "[3,8]"):
                 self.assertIn(want, p.stdout)
+            p = subprocess.run([CLI, "--server", self.d.address, "model", "get", "c"],
+                               capture_output=True, text=True, timeout=60)
+            self.assertIn("spec revision 1", p.stdout)
+            self.assertIn("spec revision 2", p.stdout)
             bad = os.path.join(d, "bad.json")
             with open(bad, "w") as f:
                 json.dump({"inputs": [], "nodes": [], "outputs": []}, f)
