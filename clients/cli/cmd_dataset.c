@@ -277,7 +277,8 @@ static int csv_features(source *s, row *r, const char *features, const char *lab
         return cli_local_error("out of memory");
     int k = 0, rc = CLI_OK;
     char *save = NULL;
-    for (char *name = strtok_r(copy, ",", &save); name && !rc; name = strtok_r(NULL, ",", &save)) {
+    for (char *name = strtok_r(copy, ",", &save); name && !rc;
+         name = strtok_r(NULL, ",", &save)) {
         while (*name == ' ')
             name++;
         int c = 0;

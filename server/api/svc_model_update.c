@@ -30,7 +30,8 @@ static Fluxion__V1__ParameterChange **changes(pba *a, const fxm_param_change *c,
         if (!m)
             break;
         m->name = pba_strdup(a, c[i].name);
-        if (c[i].ndim >= 0 && (m->shape = pba_array(a, (size_t)c[i].ndim + 1, sizeof *m->shape))) {
+        if (c[i].ndim >= 0 &&
+            (m->shape = pba_array(a, (size_t)c[i].ndim + 1, sizeof *m->shape))) {
             memcpy(m->shape, c[i].shape, (size_t)c[i].ndim * sizeof *m->shape);
             m->n_shape = (size_t)c[i].ndim;
         }
@@ -79,8 +80,8 @@ static void reply(fxr_call *call, fxa_daemon *d, const char *key, int64_t revisi
 
 /* The new graph (built and initialized from seed) with the latest
  * version's weights carried in, as safetensors *w; *from: that version. */
-static int carried_weights(fxa_daemon *d, const char *key, const Fluxion__V1__UpdateModelSpecRequest *req,
-                           fxm_carry_report *rep, void **w, size_t *wlen, int64_t *from,
+static int carried_weights(fxa_daemon *d, const char *key,
+                           const Fluxion__V1__UpdateModelSpecRequest *req, fxm_carry_report *rep, void **w, size_t *wlen, int64_t *from,
                            char *err, size_t errlen)
 {
     fxdb_model_rec rec;

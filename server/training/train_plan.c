@@ -451,8 +451,9 @@ static int check_optimizer(const Fluxion__V1__JobSpec *spec, plan_t *p, char *er
     const double vals[] = {o->lr,  o->momentum,     o->beta1, o->beta2,
                            o->eps, o->weight_decay, o->rho,   o->grad_noise_eta,
                            o->grad_noise_gamma};
-    static const char *const names[] = {"lr",  "momentum",     "beta1", "beta2",         "eps",
-                                        "weight_decay", "rho", "grad_noise_eta", "grad_noise_gamma"};
+    static const char *const names[] = {"lr",           "momentum", "beta1",
+                                        "beta2",        "eps",      "weight_decay",
+                                        "rho",          "grad_noise_eta", "grad_noise_gamma"};
     for (int k = 0; k < 9; k++)
         if (!isfinite(vals[k]))
             return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "optimizer.%s: %g is not a number",
