@@ -518,11 +518,11 @@ class Context:
         md = self.member_a()
         get = self.s.training_pb2.GetJobRequest(id=job_id)
         deadline = time.monotonic() + TIMEOUT
-        while (self.s.training.GetJob(get, metadata=md, timeout=TIMEOUT).state !=
-               self.s.training_pb2.RUNNING):
+        # training began (a job cancelled as it starts has no checkpoint)
+        while self.s.training.GetJob(get, metadata=md, timeout=TIMEOUT).progress.step < 1:
             if time.monotonic() > deadline:
                 raise AssertionError("job %s did not start" % job_id)
-            time.sleep(0.05)
+            time.sleep(0.02)
         self.cancel_job(job_id)
         self.wait_job(job_id, md)
         self.cleanups.append(lambda: self.cancel_job(job_id))
