@@ -583,6 +583,16 @@ typedef struct {
     double clip_value;   /* > 0: clamp each gradient element to [-c, c] */
     double clip_norm;    /* > 0: scale gradients so their global L2 norm <= c */
     fx_schedule schedule;
+    /* Annealed Gaussian gradient noise (Neelakantan et al. 2015, "Adding
+     * gradient noise improves learning for very deep networks"): after
+     * clipping, step t (counted from 0) adds N(0, sigma_t^2) to every
+     * gradient element, sigma_t^2 = noise_eta / (1 + t)^noise_gamma. The
+     * noise of a step depends on (noise_seed, t) only, so a run resumed at
+     * step t (fx_optim_set_steps) draws what an uninterrupted one does.
+     * noise_eta 0: off (the step is bit-identical to no noise). */
+    double noise_eta;    /* >= 0 */
+    double noise_gamma;  /* >= 0; 0 means the paper's 0.55 */
+    uint64_t noise_seed;
 } fx_optim_hparams;
 
 typedef struct fx_optim fx_optim;
@@ -602,6 +612,9 @@ fx_status fx_optim_step(fx_optim *o);
 void fx_optim_zero_grad(fx_optim *o);
 double fx_optim_lr(const fx_optim *o);     /* the rate the next step uses */
 int64_t fx_optim_steps(const fx_optim *o); /* steps taken */
+/* The gradient noise's standard deviation at a step (counted from 0):
+ * sqrt(noise_eta / (1 + step)^noise_gamma); 0 when noise is off. */
+double fx_optim_noise_sigma(const fx_optim_hparams *h, int64_t step);
 /* Global L2 norm of the gradients before clipping, at the last step. */
 double fx_optim_last_grad_norm(const fx_optim *o);
 const char *fx_optim_error(const fx_optim *o);

@@ -32,6 +32,9 @@ struct fx_optim {
     int nparams;
     int64_t steps;
     double last_norm;
+    fx_rng *noise_rng; /* reseeded at every step from (noise_seed, step) */
+    float *noise_buf;  /* one gradient, host side */
+    size_t noise_cap;
     char err[512];
 };
 
@@ -160,6 +163,8 @@ static bool resolve_hparams(fx_optim_kind k, fx_optim_hparams *h)
         h->weight_decay = 0.01;
     if (h->schedule.kind == FX_SCHED_STEP && h->schedule.gamma == 0)
         h->schedule.gamma = 0.1;
+    if (h->noise_gamma == 0)
+        h->noise_gamma = 0.55;
 
     const double inf = INFINITY;
     if (!(isfinite(h->lr) && h->lr > 0))
@@ -172,7 +177,9 @@ static bool resolve_hparams(fx_optim_kind k, fx_optim_hparams *h)
         !check_range(k, "rho", h->rho, 0, 1, false) ||
         !check_range(k, "weight_decay", h->weight_decay, 0, inf, false) ||
         !check_range(k, "clip_value", h->clip_value, 0, inf, false) ||
-        !check_range(k, "clip_norm", h->clip_norm, 0, inf, false))
+        !check_range(k, "clip_norm", h->clip_norm, 0, inf, false) ||
+        !check_range(k, "noise_eta", h->noise_eta, 0, inf, false) ||
+        !check_range(k, "noise_gamma", h->noise_gamma, 0, inf, false))
         return false;
     if (!(isfinite(h->eps) && h->eps > 0))
         return create_fail("%s: eps must be a finite value > 0, got %g", fx_optim_kind_name(k),
@@ -230,6 +237,8 @@ void fx_optim_free(fx_optim *o)
         fx_tensor_free(o->params[i].state[1]);
     }
     free(o->params);
+    fx_rng_free(o->noise_rng);
+    free(o->noise_buf);
     free(o);
 }
 
@@ -396,6 +405,58 @@ static void clip_grads(fx_optim *o)
     }
 }
 
+double fx_optim_noise_sigma(const fx_optim_hparams *h, int64_t step)
+{
+    if (!h || !(h->noise_eta > 0))
+        return 0;
+    double gamma = h->noise_gamma ? h->noise_gamma : 0.55;
+    return sqrt(h->noise_eta / pow(1.0 + (double)(step > 0 ? step : 0), gamma));
+}
+
+static uint64_t splitmix64(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+/* Pass 2b: the step's gradient noise, drawn on the host from a generator
+ * seeded by (noise_seed, step) and added to each active gradient in
+ * parameter order. Noise is off the fast path by design: it is an option
+ * for small, hard-to-train models, where the copies do not matter. */
+static fx_status add_noise(fx_optim *o)
+{
+    double sigma = fx_optim_noise_sigma(&o->h, o->steps);
+    if (!(sigma > 0))
+        return FX_OK;
+    if (!o->noise_rng && !(o->noise_rng = fx_rng_create(0)))
+        return step_fail(o, FX_ERR_NOMEM, "out of memory for the gradient noise");
+    fx_rng_seed(o->noise_rng, splitmix64(o->h.noise_seed ^ splitmix64((uint64_t)o->steps)));
+    for (int i = 0; i < o->nparams; i++) {
+        optim_param *e = &o->params[i];
+        if (!is_active(e))
+            continue;
+        fx_tensor *g = e->p->grad;
+        size_t n = (size_t)fx_tensor_numel(g);
+        if (n > o->noise_cap) {
+            float *b = realloc(o->noise_buf, n * sizeof *b);
+            if (!b)
+                return step_fail(o, FX_ERR_NOMEM, "out of memory for the gradient noise of '%s'",
+                                 e->name);
+            o->noise_buf = b;
+            o->noise_cap = n;
+        }
+        if (fx_tensor_to_host(g, o->noise_buf, n * sizeof *o->noise_buf) != FX_OK)
+            return step_fail(o, FX_ERR_DEVICE, "could not read the gradient of '%s'", e->name);
+        for (size_t j = 0; j < n; j++)
+            o->noise_buf[j] += (float)(sigma * fx_rng_normal(o->noise_rng));
+        if (fx_tensor_copy_from_host(g, o->noise_buf, n * sizeof *o->noise_buf) != FX_OK)
+            return step_fail(o, FX_ERR_DEVICE, "could not write the gradient of '%s'", e->name);
+    }
+    return FX_OK;
+}
+
 fx_status fx_optim_step(fx_optim *o)
 {
     if (!o)
@@ -405,6 +466,8 @@ fx_status fx_optim_step(fx_optim *o)
     if (s != FX_OK)
         return s;
     clip_grads(o);
+    if ((s = add_noise(o)) != FX_OK)
+        return s;
 
     const fx_optim_hparams *h = &o->h;
     fx_optim_step_args a = {

@@ -137,6 +137,8 @@ extern const size_t cli_n_completion_commands;
 int cli_cmd_team_quota(cli_ctx *c, const cli_args *a);
 int cli_cmd_job_priority(cli_ctx *c, const cli_args *a);
 int cli_cmd_job_move(cli_ctx *c, const cli_args *a);
+/* cmd_model_update.c: `model update`, in the model table. */
+int cli_cmd_model_update(cli_ctx *c, const cli_args *a);
 /* "low", "normal", "high" (any case) -> JobPriority 1..3; usage error otherwise. */
 int cli_parse_priority(const char *text, int *out);
 /* A Team's text (cmd_admin.c), and its scheduling part (cmd_sched.c). */

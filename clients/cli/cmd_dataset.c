@@ -35,6 +35,10 @@ typedef struct {
 typedef struct {
     src_tensor t[MAX_TENSORS];
     int n;
+    /* CSV: where column c's values go: tensor col_t[c], element col_pos[c]
+     * of each sample (0 but in a --features group) */
+    int col_t[MAX_TENSORS], col_pos[MAX_TENSORS], ncols;
+    char *col_name[MAX_TENSORS];
     FILE *f;
     const char *path;        /* for messages */
     int64_t max_samples;
@@ -43,6 +47,8 @@ typedef struct {
 
 static void source_free(source *s)
 {
+    for (int c = 0; c < s->ncols; c++)
+        free(s->col_name[c]);
     for (int i = 0; i < s->n; i++) {
         free(s->t[i].name);
         free(s->t[i].mem);
@@ -222,56 +228,133 @@ static int grow(src_tensor *t, int64_t need)
     return 0;
 }
 
-static int csv_value(source *s, src_tensor *t, const char *cell, long line)
+/* Column c's cell of the sample at row (the tensors' shape[0] grows once
+ * the whole row is read). */
+static int csv_value(source *s, int c, const char *cell, long line)
 {
+    const char *colname = s->col_name[c];
+    src_tensor *t = &s->t[s->col_t[c]];
     char *end;
     errno = 0;
-    int64_t i = t->shape[0];
+    int64_t width = t->ndim == 2 ? t->shape[1] : 1;
+    int64_t i = t->shape[0] * width + s->col_pos[c];
     if (t->dtype == FLUXION__V1__DATA_TYPE__INT64) {
         long long v = strtoll(cell, &end, 10);
         if (!*cell || *end || errno)
             return cli_local_error("%s: line %ld, column '%s': \"%s\" is not an integer class "
-                                   "label", s->path, line, t->name, cell);
+                                   "label", s->path, line, colname, cell);
         ((int64_t *)t->mem)[i] = v;
     } else {
         float v = strtof(cell, &end);
         if (!*cell || *end || errno == ERANGE)
             return cli_local_error("%s: line %ld, column '%s': \"%s\" is not a number", s->path,
-                                   line, t->name, cell);
+                                   line, colname, cell);
         ((float *)t->mem)[i] = v;
     }
-    t->shape[0]++;
     return CLI_OK;
 }
 
-static int csv_header(source *s, row *r, const char *label)
+/* --features [NAME=]A,B,...: the group's tensor name (default "x") and its
+ * columns, found in the header row r (the group is tensor s->n, made here). */
+static int csv_features(source *s, row *r, const char *features, const char *label)
+{
+    const char *eq = strchr(features, '=');
+    const char *list = eq ? eq + 1 : features;
+    size_t nlen = eq ? (size_t)(eq - features) : 1;
+    if (eq && nlen == 0)
+        return cli_usage_error("--features: no tensor name before '=' in \"%s\"", features);
+    if (s->n == MAX_TENSORS)
+        return cli_local_error("%s: more than %d tensors", s->path, MAX_TENSORS);
+    src_tensor *g = &s->t[s->n];
+    if (!(g->name = eq ? strndup(features, nlen) : strdup("x")))
+        return cli_local_error("out of memory");
+    for (int i = 0; i < s->n; i++)
+        if (!strcmp(s->t[i].name, g->name))
+            return cli_usage_error("--features: the tensor name '%s' is also a column's: name "
+                                   "the group (--features NAME=%s)", g->name, list);
+    char *copy = strdup(list);
+    if (!copy)
+        return cli_local_error("out of memory");
+    int k = 0, rc = CLI_OK;
+    char *save = NULL;
+    for (char *name = strtok_r(copy, ",", &save); name && !rc;
+         name = strtok_r(NULL, ",", &save)) {
+        while (*name == ' ')
+            name++;
+        int c = 0;
+        while (c < r->n && strcmp(r->cells[c], name) != 0)
+            c++;
+        if (c == r->n)
+            rc = cli_local_error("%s: --features: no column '%s' in the header", s->path, name);
+        else if (label && !strcmp(label, name))
+            rc = cli_usage_error("--features: '%s' is the --label column", name);
+        else if (s->col_t[c] == s->n)
+            rc = cli_usage_error("--features: column '%s' is listed twice", name);
+        else {
+            s->col_t[c] = s->n;
+            s->col_pos[c] = k++;
+        }
+    }
+    free(copy);
+    if (!rc && k == 0)
+        rc = cli_usage_error("--features: no columns in \"%s\"", features);
+    if (rc)
+        return rc;
+    g->dtype = FLUXION__V1__DATA_TYPE__FP32;
+    g->ndim = 2;
+    g->shape[1] = k;
+    g->sample_bytes = 4 * (uint64_t)k;
+    s->n++;
+    return CLI_OK;
+}
+
+static int csv_header(source *s, row *r, const char *label, const char *features)
 {
     if (r->n > MAX_TENSORS)
         return cli_local_error("%s: %d columns (at most %d)", s->path, r->n, MAX_TENSORS);
     bool found = !label;
     for (int i = 0; i < r->n; i++) {
-        src_tensor *t = &s->t[i];
+        if (!(s->col_name[i] = strdup(r->cells[i])))
+            return cli_local_error("out of memory");
+        s->ncols = i + 1;
         if (!*r->cells[i])
             return cli_local_error("%s: line 1: column %d has no name", s->path, i + 1);
         for (int k = 0; k < i; k++)
-            if (!strcmp(s->t[k].name, r->cells[i]))
+            if (!strcmp(r->cells[k], r->cells[i]))
                 return cli_local_error("%s: line 1: column '%s' appears twice", s->path,
                                        r->cells[i]);
+        found |= label && !strcmp(label, r->cells[i]);
+        s->col_t[i] = -1;
+    }
+    if (!found)
+        return cli_local_error("%s: --label %s: no such column in the header", s->path, label);
+    int rc = features ? csv_features(s, r, features, label) : CLI_OK;
+    /* every other column: a tensor of its own */
+    for (int i = 0; !rc && i < r->n; i++) {
+        if (s->col_t[i] >= 0)
+            continue;
+        if (s->n == MAX_TENSORS)
+            return cli_local_error("%s: more than %d tensors", s->path, MAX_TENSORS);
+        src_tensor *t = &s->t[s->n];
         bool is_label = label && !strcmp(label, r->cells[i]);
-        found |= is_label;
         t->dtype = is_label ? FLUXION__V1__DATA_TYPE__INT64 : FLUXION__V1__DATA_TYPE__FP32;
         t->ndim = 1;
         t->sample_bytes = dtype_size(t->dtype);
         if (!(t->name = strdup(r->cells[i])))
             return cli_local_error("out of memory");
-        s->n++;
+        if (features)
+            for (int k = 0; k < s->n; k++)
+                if (!strcmp(s->t[k].name, t->name))
+                    return cli_usage_error("--features: the tensor name '%s' is also a "
+                                           "column's: name the group (--features NAME=...)",
+                                           t->name);
+        s->col_t[i] = s->n++;
+        s->col_pos[i] = 0;
     }
-    if (!found)
-        return cli_local_error("%s: --label %s: no such column in the header", s->path, label);
-    return CLI_OK;
+    return rc;
 }
 
-static int load_csv(source *s, const char *label)
+static int load_csv(source *s, const char *label, const char *features)
 {
     char *line = NULL;
     size_t cap = 0;
@@ -287,20 +370,21 @@ static int load_csv(source *s, const char *label)
         if (lineno > 1 && r.n == 1 && !*r.cells[0])
             continue; /* blank line */
         if (lineno == 1) {
-            rc = csv_header(s, &r, label);
+            rc = csv_header(s, &r, label, features);
             continue;
         }
-        if (r.n != s->n) {
+        if (r.n != s->ncols) {
             rc = cli_local_error("%s: line %ld has %d fields, the header %d", s->path, lineno,
-                                 r.n, s->n);
+                                 r.n, s->ncols);
             break;
         }
-        for (int i = 0; !rc && i < s->n; i++) {
+        for (int i = 0; !rc && i < s->n; i++)
             if (grow(&s->t[i], s->t[i].shape[0] + 1) != 0)
                 rc = cli_local_error("out of memory");
-            else
-                rc = csv_value(s, &s->t[i], r.cells[i], lineno);
-        }
+        for (int c = 0; !rc && c < s->ncols; c++)
+            rc = csv_value(s, c, r.cells[c], lineno);
+        for (int i = 0; !rc && i < s->n; i++)
+            s->t[i].shape[0]++;
     }
     if (!rc && ferror(s->f))
         rc = cli_local_error("%s: %s", s->path, strerror(errno));
@@ -424,17 +508,18 @@ static bool ends_with(const char *s, const char *suffix)
     return n >= m && !strcasecmp(s + n - m, suffix);
 }
 
-static int open_source(source *s, const char *path, const char *label)
+static int open_source(source *s, const char *path, const char *label, const char *features)
 {
     bool csv = ends_with(path, ".csv");
     if (!csv && !ends_with(path, ".safetensors"))
         return cli_usage_error("dataset upload: %s: expected a .safetensors or .csv file", path);
-    if (label && !csv)
-        return cli_usage_error("dataset upload: --label applies to CSV files only");
+    if ((label || features) && !csv)
+        return cli_usage_error("dataset upload: --%s applies to CSV files only",
+                               label ? "label" : "features");
     s->path = path;
     if (!(s->f = fopen(path, "rb")))
         return cli_local_error("%s: %s", path, strerror(errno));
-    int rc = csv ? load_csv(s, label) : load_safetensors(s);
+    int rc = csv ? load_csv(s, label, features) : load_safetensors(s);
     if (!rc)
         add_totals(s);
     return rc;
@@ -454,7 +539,7 @@ static int cmd_upload(cli_ctx *c, const cli_args *a)
         free(u);
         return cli_local_error("out of memory");
     }
-    int rc = open_source(s, a->pos[1], a->opt[2]);
+    int rc = open_source(s, a->pos[1], a->opt[2], a->opt[3]);
     uint64_t row = 0;
     for (int i = 0; i < s->n; i++)
         row += s->t[i].sample_bytes;
@@ -560,20 +645,23 @@ static int cmd_delete(cli_ctx *c, const cli_args *a)
 
 const cli_command cli_dataset_commands[] = {
     {"dataset upload",
-     "NAME FILE [--description TEXT] [--chunk-mb N] [--label COLUMN]",
+     "NAME FILE [--description TEXT] [--chunk-mb N] [--label COLUMN] [--features [T=]A,B,..]",
      "upload a dataset from a .safetensors or .csv file",
      "safetensors: every tensor's first dimension is the sample index (F32, I32 or\n"
      "I64). CSV: a header row names the columns; each numeric column becomes an\n"
      "FP32 tensor of that name, and --label COLUMN makes that column INT64 class\n"
-     "labels. The file is streamed in chunks of whole samples of about --chunk-mb\n"
-     "MiB (default 1; keep it under the server's --max-message-mb), so files far\n"
+     "labels; --features [T=]A,B,C,D groups those columns, in that order, into\n"
+     "one FP32 tensor T (default x) of shape [N, 4]. The file is streamed in\n"
+     "chunks of whole samples of about --chunk-mb MiB (default 1; keep it under\n"
+     "the server's --max-message-mb), so files far\n"
      "larger than one message go through; a progress line shows on a terminal.\n"
      "The server stores the dataset only when the whole upload is valid.\n",
      2,
      2,
      {{"description", 0, "TEXT", "a description kept with the dataset"},
       {"chunk-mb", 0, "N", "size of each streamed chunk, MiB (default 1)"},
-      {"label", 0, "COLUMN", "CSV: this column holds integer class labels (INT64)"}},
+      {"label", 0, "COLUMN", "CSV: this column holds integer class labels (INT64)"},
+      {"features", 0, "[T=]A,B,..", "CSV: columns grouped into one FP32 tensor T [N, k] (T: x)"}},
      cmd_upload},
     {"dataset list", "", "list the datasets on the server, by name", NULL, 0, 0, {{0}}, cmd_list},
     {"dataset get",

@@ -110,9 +110,13 @@ static void print_model(const ProtobufCMessage *msg, const void *arg)
     printf("versions:\n");
     for (size_t i = 0; i < m->n_versions; i++) {
         const Fluxion__V1__ModelVersion *v = m->versions[i];
-        printf("  %-4" PRId64 " %s  %-10s %s  sha256 %s\n", v->version,
+        printf("  %-4" PRId64 " %s  %-10s %s  sha256 %s", v->version,
                cli_time(v->created_unix_ms, t, sizeof t), cli_bytes(v->weights_bytes, b, sizeof b),
                v->source, v->weights_sha256);
+        /* after a `model update`: the spec revision its weights fit */
+        if (v->spec_revision > 1 || m->spec_revision > 1)
+            printf("  spec revision %" PRId64, v->spec_revision ? v->spec_revision : 1);
+        printf("\n");
     }
 }
 
@@ -605,6 +609,20 @@ const cli_command cli_model_commands[] = {
      {{"name", 0, "NAME", "the model's name (overrides the file's)"},
       {"weights", 0, "FILE", "initial weights, a safetensors file"}},
      cmd_create},
+    {"model update",
+     "NAME SPECFILE [--seed N]",
+     "a new spec revision for a model, carrying its weights over by name",
+     "SPECFILE is JSON: a model file as `model create` takes (its \"spec\") or a\n"
+     "bare ModelSpec. The new spec becomes the model's next revision with a new\n"
+     "version: the latest version's weights where a parameter keeps its name,\n"
+     "shape and dtype, the rest initialized from --seed (default: the model's).\n"
+     "Prints what was carried, re-initialized (new or reshaped) and dropped. A\n"
+     "served model serves the new version at once; every version keeps its own\n"
+     "revision's spec (jobs and serving of older versions use it).\n",
+     2,
+     2,
+     {{"seed", 0, "N", "initializes what is not carried (default: the model's seed)"}},
+     cli_cmd_model_update},
     {"model list", "", "list the models on the server, by name", NULL, 0, 0, {{0}}, cmd_list},
     {"model get",
      "NAME",

@@ -348,6 +348,22 @@ static int cmd_cancel(cli_ctx *c, const cli_args *a)
                           print_cancelled, NULL);
 }
 
+static void print_resumed(const ProtobufCMessage *msg, const void *arg)
+{
+    (void)arg;
+    const Fluxion__V1__Job *job = (const Fluxion__V1__Job *)msg;
+    printf("job %s: %s, resumes from checkpoint step %" PRId64 "\n", job->id,
+           state_name(job->state), job->checkpoint_step);
+}
+
+static int cmd_resume(cli_ctx *c, const cli_args *a)
+{
+    Fluxion__V1__ResumeJobRequest req = FLUXION__V1__RESUME_JOB_REQUEST__INIT;
+    req.id = (char *)a->pos[0];
+    return cli_call_print(c, &fluxion__v1__training_service__descriptor, "ResumeJob", &req.base,
+                          print_resumed, NULL);
+}
+
 static int cmd_watch(cli_ctx *c, const cli_args *a)
 {
     if (cli_no_names(c, "job watch"))
@@ -458,6 +474,12 @@ const cli_command cli_job_commands[] = {
      {{0}}, cmd_cancel},
     {"job watch", "ID", "follow a job's progress until it ends", WATCH_DETAILS, 1, 1, {{0}},
      cmd_watch},
+    {"job resume", "ID", "continue a cancelled job from its checkpoint",
+     "A cancelled job keeps its checkpoint; resuming queues it again to continue\n"
+     "at that step with the same data order and optimizer state, so it ends with\n"
+     "the weights an uninterrupted run gives. A job cancelled before its first\n"
+     "checkpoint cannot be resumed (FAILED_PRECONDITION): submit it again.\n",
+     1, 1, {{0}}, cmd_resume},
     {"job priority", "ID low|normal|high", "re-prioritise a queued job (its team or an admin)",
      "Only a QUEUED job: once it runs the answer is FAILED_PRECONDITION. The queue\n"
      "orders jobs by priority first (fluxion queue shows the new position).\n",

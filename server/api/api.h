@@ -23,7 +23,10 @@
 #include "rpc/rpc.h"
 #include "serving/serving.h"
 #include "store/store.h"
+#include "base/pbarena.h"
 #include "base/util.h"
+#include "fluxion/v1/model.pb-c.h"
+#include "models/graph.h"
 
 typedef struct {
     fxdb_store *store;
@@ -55,6 +58,15 @@ int fxa_register_reflection_service(fxa_daemon *d); /* svc_reflection.c */
 /* ClusterService/GetMetrics (svc_metrics.c): the Prometheus text of the
  * daemon's metrics, filtered to the caller's team unless an admin. */
 void fxa_get_metrics(fxr_call *call, const ProtobufCMessage *req, void *data);
+
+/* A Model message of rec (svc_model.c) in a's memory; with g, its interface
+ * and parameters; *spec_out: the unpacked spec the message points to (free
+ * it after the reply). */
+Fluxion__V1__Model *fxa_model_msg(pba *a, fxr_call *call, fxdb_store *st,
+                                  const fxdb_model_rec *rec, const fxg_graph *g,
+                                  Fluxion__V1__ModelSpec **spec_out);
+/* ModelService/UpdateModelSpec (svc_model_update.c). */
+void fxa_update_model_spec(fxr_call *call, const ProtobufCMessage *msg, void *data);
 
 /* True when the model (a key) is stored; otherwise fails the call
  * (NOT_FOUND) and returns false. */

@@ -73,7 +73,7 @@ static Fluxion__V1__BatchingConfig *config_msg(pba *a, fxdb_store *st, const cha
     return m;
 }
 
-static Fluxion__V1__Model *model_msg(pba *a, fxr_call *call, fxdb_store *st,
+Fluxion__V1__Model *fxa_model_msg(pba *a, fxr_call *call, fxdb_store *st,
                                      const fxdb_model_rec *rec, const fxg_graph *g,
                                      Fluxion__V1__ModelSpec **spec_out)
 {
@@ -86,6 +86,7 @@ static Fluxion__V1__Model *model_msg(pba *a, fxr_call *call, fxdb_store *st,
     m->spec = *spec_out;
     m->loaded = rec->loaded;
     m->created_unix_ms = rec->created_ms;
+    m->spec_revision = rec->spec_revision;
     m->versions = pba_array(a, (size_t)rec->n_versions, sizeof *m->versions);
     for (int i = 0; m->versions && i < rec->n_versions; i++) {
         const fxdb_version_rec *vr = &rec->versions[i];
@@ -98,6 +99,7 @@ static Fluxion__V1__Model *model_msg(pba *a, fxr_call *call, fxdb_store *st,
         v->source = pba_strdup(a, vr->source ? vr->source : "");
         v->weights_bytes = vr->weights_bytes;
         v->weights_sha256 = pba_strdup(a, vr->sha256);
+        v->spec_revision = vr->spec_revision;
         m->versions[m->n_versions++] = v;
         m->latest_version = vr->version;
     }
@@ -127,7 +129,7 @@ static void reply_model(fxr_call *call, fxa_daemon *d, const char *name, bool wi
     }
     pba a = { 0 };
     Fluxion__V1__ModelSpec *spec = NULL;
-    Fluxion__V1__Model *m = model_msg(&a, call, d->store, &rec, g, &spec);
+    Fluxion__V1__Model *m = fxa_model_msg(&a, call, d->store, &rec, g, &spec);
     if (!m || a.failed)
         fxr_fail(call, FXS_RESOURCE_EXHAUSTED, "out of memory building the reply");
     else
@@ -232,7 +234,7 @@ static void list_models(fxr_call *call, const ProtobufCMessage *msg, void *data)
     Fluxion__V1__ModelSpec **specs = calloc((size_t)n + 1, sizeof *specs);
     resp.models = pba_array(&a, (size_t)n, sizeof *resp.models);
     for (int i = 0; specs && resp.models && i < n; i++) {
-        Fluxion__V1__Model *m = model_msg(&a, call, d->store, &recs[i], NULL, &specs[i]);
+        Fluxion__V1__Model *m = fxa_model_msg(&a, call, d->store, &recs[i], NULL, &specs[i]);
         if (m)
             resp.models[resp.n_models++] = m;
     }
@@ -473,6 +475,7 @@ int fxa_register_model_service(fxa_daemon *d)
         { "ExportWeights", FXR_SERVER_STREAM, FXP_READ, export_weights },
         { "ImportWeights", FXR_CLIENT_STREAM, FXP_WRITE, import_weights },
         { "SetServingConfig", FXR_UNARY, FXP_WRITE, set_serving_config },
+        { "UpdateModelSpec", FXR_UNARY, FXP_WRITE, fxa_update_model_spec },
     };
     return fxr_server_add_service(d->rpc, &fluxion__v1__model_service__descriptor, methods,
                                   (int)(sizeof methods / sizeof methods[0]), d);

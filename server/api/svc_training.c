@@ -51,7 +51,7 @@ static bool job_visible(fxr_call *call, fxa_daemon *d, const char *id)
     return rc == 0;
 }
 
-/* SubmitJob, GetJob and CancelJob answer with one Job record: each is a row
+/* SubmitJob, GetJob, CancelJob and ResumeJob answer with one Job record: each is a row
  * of JOB_RPCS, its request type and the jobs.h call that reads it; job_rpc,
  * their handler, finds the row by the request's type and does the rest. */
 typedef int (*job_call_fn)(fxj_jobs *j, const ProtobufCMessage *req, Fluxion__V1__Job **job,
@@ -76,6 +76,12 @@ static int cancel(fxj_jobs *j, const ProtobufCMessage *req, Fluxion__V1__Job **j
     return fxj_jobs_cancel(j, ((const Fluxion__V1__CancelJobRequest *)req)->id, job, err, errlen);
 }
 
+static int resume(fxj_jobs *j, const ProtobufCMessage *req, Fluxion__V1__Job **job, char *err,
+                  size_t errlen)
+{
+    return fxj_jobs_resume(j, ((const Fluxion__V1__ResumeJobRequest *)req)->id, job, err, errlen);
+}
+
 static const struct {
     const ProtobufCMessageDescriptor *request;
     job_call_fn call;
@@ -83,6 +89,7 @@ static const struct {
     { &fluxion__v1__submit_job_request__descriptor, submit },
     { &fluxion__v1__get_job_request__descriptor, get },
     { &fluxion__v1__cancel_job_request__descriptor, cancel },
+    { &fluxion__v1__resume_job_request__descriptor, resume },
 };
 #define N_JOB_RPCS (sizeof JOB_RPCS / sizeof JOB_RPCS[0])
 
@@ -124,7 +131,7 @@ static void job_rpc(fxr_call *call, const ProtobufCMessage *msg, void *data)
         }
         msg = &sub.base;
     } else if (!job_visible(call, d, ((const Fluxion__V1__GetJobRequest *)msg)->id)) {
-        return; /* GetJob and CancelJob: the id is field 1 of both */
+        return; /* GetJob, CancelJob and ResumeJob: the id is field 1 of each */
     }
     int rc = JOB_RPCS[i].call(d->jobs, msg, &job, err, sizeof err);
     if (rc) {
@@ -271,6 +278,7 @@ int fxa_register_training_service(fxa_daemon *d)
         { "CancelJob", FXR_UNARY, FXP_WRITE, job_rpc },
         { "WatchJob", FXR_SERVER_STREAM, FXP_READ, watch_job },
         { "UpdateJob", FXR_UNARY, FXP_WRITE, update_job },
+        { "ResumeJob", FXR_UNARY, FXP_WRITE, job_rpc },
     };
     return fxr_server_add_service(d->rpc, &fluxion__v1__training_service__descriptor, methods,
                                   (int)(sizeof methods / sizeof methods[0]), d);

@@ -38,10 +38,18 @@ int fxm_graph_of(const fxdb_model_rec *rec, uint64_t max_params, fxg_graph **out
 int fxm_resolve_version(const fxdb_model_rec *rec, int64_t want, int64_t *version, char *err,
                         size_t errlen);
 
+/* rec's spec becomes the spec revision of its version `version` when that
+ * is not the latest version's (a `model update` since): the graph its
+ * weights fit. */
+int fxm_use_version_spec(fxdb_store *st, fxdb_model_rec *rec, int64_t version, char *err,
+                         size_t errlen);
+
 typedef struct {
     uint64_t max_params;  /* the daemon's per-model limit (0: the graph's default) */
     bool inference_only;  /* for serving: the gradient buffers are dropped before
                              the weights are read (half the parameter memory) */
+    bool fresh;           /* no weights read: the graph as initialized from seed */
+    uint64_t seed;        /* fresh: the initialization's seed (0: the model's) */
 } fxm_load_opts;
 
 typedef struct {
@@ -50,8 +58,8 @@ typedef struct {
     bool loaded;          /* the store's "served" flag of the model */
 } fxm_loaded;
 
-/* The graph of model `name` with the weights of version `want` (0: the
- * latest usable one). */
+/* The graph of model `name` (its version's spec revision) with the weights
+ * of version `want` (0: the latest usable one). */
 int fxm_load_version(fxdb_store *st, const char *name, int64_t want, const fxm_load_opts *o,
                      fxm_loaded *out, char *err, size_t errlen);
 
@@ -60,5 +68,27 @@ int fxm_load_version(fxdb_store *st, const char *name, int64_t want, const fxm_l
  * tensor otherwise. Builds a fresh graph: a served one is never touched. */
 int fxm_check_weights(const fxdb_model_rec *rec, uint64_t max_params, const void *buf,
                       size_t len, char *err, size_t errlen);
+
+/* A parameter or buffer of a carry (fxm_carry): its shape in the graph
+ * carried into (ndim -1: none, dropped) and in the one carried from (old_ndim
+ * -1: none, new). */
+typedef struct {
+    char *name;
+    int ndim, old_ndim;
+    int64_t shape[FX_MAX_DIMS], old_shape[FX_MAX_DIMS];
+} fxm_param_change;
+
+typedef struct {
+    fxm_param_change *carried, *reinit, *dropped;
+    int n_carried, n_reinit, n_dropped;
+} fxm_carry_report;
+
+/* Copies into `to` (freshly initialized) every parameter and buffer of
+ * `from` with the same name, dtype and shape; the others of `to` keep their
+ * initialization. rep says which were carried, re-initialized (new, or a
+ * shape or dtype that changed) and dropped (in `from` only). */
+int fxm_carry(const fxg_graph *from, fxg_graph *to, fxm_carry_report *rep, char *err,
+              size_t errlen);
+void fxm_carry_report_free(fxm_carry_report *rep);
 
 #endif

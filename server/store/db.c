@@ -179,6 +179,20 @@ static const char *const MIGRATIONS[] = {
     "ALTER TABLE teams ADD COLUMN budget_window_seconds INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE teams ADD COLUMN max_running_jobs INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE teams ADD COLUMN gpu_memory_bytes INTEGER NOT NULL DEFAULT 0;",
+    /* 7 -> 8: reserved for the versions helper's migration (aliases, pins);
+     * a no-op on this branch, replaced by theirs when both are merged. */
+    "SELECT 1;",
+    /* 8 -> 9: spec revisions (revisions_tab.c): `model update` stores a
+     * model's new spec as revision 2, 3, ... here (revision 1 stays
+     * models.spec, the spec it was created with), and every version
+     * records the revision whose graph its weights fit. */
+    "CREATE TABLE spec_revisions ("
+    "  model_id INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,"
+    "  revision INTEGER NOT NULL CHECK (revision >= 2),"
+    "  spec BLOB NOT NULL,"             /* packed fluxion.v1.ModelSpec */
+    "  created_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY (model_id, revision));"
+    "ALTER TABLE versions ADD COLUMN spec_revision INTEGER NOT NULL DEFAULT 1;",
 };
 #define SCHEMA_VERSION ((int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]))
 

@@ -67,6 +67,13 @@ int fxdb__column_blob(sqlite3_stmt *s, int col, void **out, size_t *len, char *e
 fxdb_row *fxdb__rows_add(fxdb_row **rows, int *n, int *cap);
 /* The id of a model row; FXS_NOT_FOUND ("model \"x\" not found"). */
 int fxdb__model_id(fxdb_store *st, const char *name, int64_t *id, char *err, size_t errlen);
+/* The packed spec of a model row's revision (under st->mu; revisions_tab.c):
+ * revision 1 is models.spec. *spec malloc'd; NOT_FOUND naming it. */
+int fxdb__revision_spec(fxdb_store *st, int64_t model_id, const char *name, int64_t revision,
+                        void **spec, size_t *len, char *err, size_t errlen);
+/* How many spec revisions a model row has (under st->mu). */
+int fxdb__revision_count(fxdb_store *st, int64_t model_id, int64_t *n, char *err,
+                         size_t errlen);
 
 /* ------------------------------------------------------- transactions */
 

@@ -131,6 +131,23 @@ static int finish_fn(fxdb_store *st, void *ctx, int64_t version, char *err, size
 {
     save_op *o = ctx;
     o->version = version;
+    /* the weights fit the base version's spec revision (revisions_tab.c),
+     * which a `model update` since the job started is not */
+    if (o->cols->base_version > 0) {
+        sqlite3_stmt *s;
+        int rc = fxdb__prepare(st, "UPDATE versions SET spec_revision = COALESCE((SELECT b."
+                               "spec_revision FROM versions b WHERE b.model_id = versions.model_id"
+                               " AND b.version = ?1), spec_revision) WHERE version = ?2 AND "
+                               "model_id = (SELECT id FROM models WHERE name = ?3)",
+                               &s, err, errlen);
+        if (rc)
+            return rc;
+        sqlite3_bind_int64(s, 1, o->cols->base_version);
+        sqlite3_bind_int64(s, 2, version);
+        sqlite3_bind_text(s, 3, o->cols->model, -1, SQLITE_STATIC);
+        if ((rc = fxdb__step_done(st, s, "recording the result's spec revision", err, errlen)))
+            return rc;
+    }
     return update_row(st, o, fxu_now_ms(), err, errlen);
 }
 

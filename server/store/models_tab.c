@@ -52,8 +52,8 @@ void fxdb_model_rec_free(fxdb_model_rec *m)
 static int load_versions(fxdb_store *st, int64_t id, fxdb_model_rec *m, char *err, size_t errlen)
 {
     sqlite3_stmt *s;
-    int rc = fxdb__prepare(st, "SELECT version, created_ms, source, weights_bytes, sha256 "
-                           "FROM versions WHERE model_id = ? AND unusable IS NULL "
+    int rc = fxdb__prepare(st, "SELECT version, created_ms, source, weights_bytes, sha256, "
+                           "spec_revision FROM versions WHERE model_id = ? AND unusable IS NULL "
                            "ORDER BY version", &s, err, errlen);
     if (rc)
         return rc;
@@ -76,6 +76,7 @@ static int load_versions(fxdb_store *st, int64_t id, fxdb_model_rec *m, char *er
         v->source = xstrdup((const char *)sqlite3_column_text(s, 2));
         v->weights_bytes = (uint64_t)sqlite3_column_int64(s, 3);
         snprintf(v->sha256, sizeof v->sha256, "%s", (const char *)sqlite3_column_text(s, 4));
+        v->spec_revision = sqlite3_column_int64(s, 5);
         m->n_versions++;
         if (!v->source) {
             rc = fxu_oom(err, errlen);
@@ -107,8 +108,19 @@ static int load_model(fxdb_store *st, sqlite3_stmt *s, fxdb_model_rec *m, char *
     int rc = 0;
     if (!m->name || !m->description || (m->spec_len > 0 && !m->spec))
         rc = fxu_oom(err, errlen);
+    int64_t id = sqlite3_column_int64(s, 0);
     if (!rc)
-        rc = load_versions(st, sqlite3_column_int64(s, 0), m, err, errlen);
+        rc = load_versions(st, id, m, err, errlen);
+    /* the spec is the latest version's revision (revision 1: models.spec) */
+    m->spec_revision = m->n_versions ? m->versions[m->n_versions - 1].spec_revision : 1;
+    if (!rc)
+        rc = fxdb__revision_count(st, id, &m->revisions, err, errlen);
+    if (!rc && m->spec_revision != 1) {
+        free(m->spec);
+        m->spec = NULL;
+        rc = fxdb__revision_spec(st, id, m->name, m->spec_revision, &m->spec, &m->spec_len, err,
+                                 errlen);
+    }
     if (rc)
         fxdb_model_rec_free(m);
     return rc;
@@ -196,9 +208,12 @@ static int insert_version(fxdb_store *st, int64_t id, int64_t version, const cha
                           size_t len, const char *sha, int64_t job_id, char *err, size_t errlen)
 {
     sqlite3_stmt *s;
+    /* its spec revision: the latest usable version's (revisions_tab.c) */
     int rc = fxdb__prepare(st, "INSERT INTO versions (model_id, version, created_ms, source, "
-                           "weights_bytes, sha256, job_id) VALUES (?, ?, ?, ?, ?, ?, ?)", &s,
-                           err, errlen);
+                           "weights_bytes, sha256, job_id, spec_revision) VALUES (?1, ?2, ?3, "
+                           "?4, ?5, ?6, ?7, COALESCE((SELECT spec_revision FROM versions WHERE "
+                           "model_id = ?1 AND unusable IS NULL ORDER BY version DESC LIMIT 1), "
+                           "1))", &s, err, errlen);
     if (rc)
         return rc;
     if (job_id > 0)

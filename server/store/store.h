@@ -126,13 +126,16 @@ typedef struct {
                              * ever shown; a job's version is found by job id */
     uint64_t weights_bytes;
     char sha256[65];        /* hex of the weights file */
+    int64_t spec_revision;  /* the spec revision its weights fit (1: the first) */
 } fxdb_version_rec;
 
 typedef struct {
     char *name;
     char *description;
-    void *spec;             /* packed fluxion.v1.ModelSpec */
+    void *spec;             /* packed fluxion.v1.ModelSpec: of spec_revision */
     size_t spec_len;
+    int64_t spec_revision;  /* the latest version's (the one it serves by default) */
+    int64_t revisions;      /* how many revisions the model has */
     uint64_t seed;
     bool loaded;            /* served */
     int64_t created_ms;
@@ -155,6 +158,20 @@ int fxdb_store_create_model(fxdb_store *st, const char *name, const char *descri
 int fxdb_store_add_version(fxdb_store *st, const char *name, const void *weights,
                           size_t weights_len, const char *source, int64_t *version,
                           char *err, size_t errlen);
+
+/* Spec revisions (revisions_tab.c). A model's spec can change (`model
+ * update`): each new spec is the next revision, stored with its first
+ * version in one transaction; a version records the revision its weights
+ * fit (a new version takes the latest version's, a job's result its base
+ * version's). fxdb_store_get_model's spec is the latest version's revision. */
+/* The packed spec of a revision (*spec malloc'd); NOT_FOUND naming it. */
+int fxdb_store_read_spec(fxdb_store *st, const char *name, int64_t revision, void **spec,
+                         size_t *len, char *err, size_t errlen);
+/* A new revision (*revision gets it) with spec, and a new version of it
+ * (*version) with weights, in one transaction. */
+int fxdb_store_update_spec(fxdb_store *st, const char *name, const void *spec, size_t spec_len,
+                           const void *weights, size_t weights_len, const char *source,
+                           int64_t *revision, int64_t *version, char *err, size_t errlen);
 
 int fxdb_store_get_model(fxdb_store *st, const char *name, fxdb_model_rec *out, char *err,
                         size_t errlen);
@@ -206,6 +223,8 @@ typedef struct {
     const char *model;
     const char *dataset;
     const char *validation_dataset; /* "" or NULL: none */
+    int64_t base_version;   /* finish: the result records this version's spec
+                               revision (0: the model's latest) */
 } fxdb_job_cols;
 
 /* Packs a job's record for the row being written (*blob: malloc). id is the

@@ -141,10 +141,11 @@ static void remove_checkpoint(fxj_jobs *j, int64_t id)
 }
 
 /* After a state is committed: a final state makes the checkpoint useless
- * (only then), watchers hear of it, the log says so, a final job retires. */
+ * (only then), except CANCELLED's, which ResumeJob continues from;
+ * watchers hear of it, the log says so, a final job retires. */
 void fxj__announce_state(fxj_jobs *j, job *x, Fluxion__V1__JobState s, const char *message)
 {
-    if (fxj__is_final(s))
+    if (fxj__is_final(s) && s != FLUXION__V1__JOB_STATE__CANCELLED)
         remove_checkpoint(j, x->id);
     fxj__announce(j, x, FLUXION__V1__JOB_EVENT__KIND__STATE, message);
     char quoted[FXS_ERRLEN]; /* logfmt: the value's own quotes become ' */

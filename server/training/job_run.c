@@ -212,7 +212,9 @@ static int prepare_inputs(fxj_jobs *j, job *x, run_inputs *in, char *err, size_t
                                   errlen);
     if (rc)
         return rc;
-    fxm_load_opts lo = { .max_params = j->opts.max_params };
+    /* from_scratch: the base version's graph, initialized from the job's seed */
+    fxm_load_opts lo = { .max_params = j->opts.max_params, .fresh = spec->from_scratch,
+                         .seed = spec->seed };
     fxm_loaded l;
     char werr[FXS_ERRLEN];
     if ((rc = fxm_load_version(j->st, spec->model, x->rec->base_version, &lo, &l, werr,
@@ -338,9 +340,11 @@ static bool begin_run(fxj_jobs *j, job *x)
     pthread_mutex_lock(&j->mu);
     bool again = x->resumed || x->preempted;
     if (again)
-        snprintf(msg, sizeof msg, "resumed after a %s (checkpoint step %" PRId64 ") on %s",
-                 x->resumed ? "restart" : "preemption", x->rec->checkpoint_step,
-                 x->rec->assigned_device);
+        snprintf(msg, sizeof msg, "resumed %s (checkpoint step %" PRId64 ") on %s",
+                 x->requested ? "on request"
+                 : x->resumed ? "after a restart"
+                              : "after a preemption",
+                 x->rec->checkpoint_step, x->rec->assigned_device);
     fxj__set_state(j, x, FLUXION__V1__JOB_STATE__RUNNING, again ? msg : "started");
     if (again)
         fxj__announce(j, x, FLUXION__V1__JOB_EVENT__KIND__RESUMED, msg);

@@ -180,13 +180,15 @@ uint64_t fxj__memory_formula(int64_t numel, int64_t batch_size)
 uint64_t fxj__estimate_memory(fxj_jobs *j, const Fluxion__V1__JobSpec *spec,
                               int64_t base_version)
 {
-    (void)base_version; /* every version of a model has its shapes */
     fxdb_model_rec mr;
     char err[FXS_ERRLEN];
     if (fxdb_store_get_model(j->st, spec->model, &mr, err, sizeof err) != 0)
         return 0;
     fxg_graph *g = NULL;
-    int rc = fxm_graph_of(&mr, j->opts.max_params, &g, err, sizeof err);
+    /* the shapes of the base version's spec revision */
+    int rc = fxm_use_version_spec(j->st, &mr, base_version, err, sizeof err);
+    if (!rc)
+        rc = fxm_graph_of(&mr, j->opts.max_params, &g, err, sizeof err);
     fxdb_model_rec_free(&mr);
     if (rc)
         return 0;

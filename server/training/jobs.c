@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fx_version.h"
 #include "base/fsutil.h"
@@ -326,6 +327,8 @@ static int validate(fxj_jobs *j, const Fluxion__V1__JobSpec *spec, Fluxion__V1__
         return rc;
     fxg_graph *g = NULL;
     rc = fxm_resolve_version(&mr, spec->model_version, &rec->base_version, err, errlen);
+    if (!rc) /* the base version's spec revision */
+        rc = fxm_use_version_spec(j->st, &mr, rec->base_version, err, errlen);
     if (!rc)
         rc = fxm_graph_of(&mr, j->opts.max_params, &g, err, errlen);
     fxdb_model_rec_free(&mr);
@@ -507,4 +510,72 @@ int fxj_jobs_cancel(fxj_jobs *j, const char *id, Fluxion__V1__Job **out, char *e
         rc = FXS_RESOURCE_EXHAUSTED;
     }
     return rc;
+}
+
+int fxj_jobs_resume(fxj_jobs *j, const char *id, Fluxion__V1__Job **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (atomic_load(&j->stopping))
+        return fxu_fail(err, errlen, FXS_UNAVAILABLE, "the server is shutting down: no resumes");
+    int64_t n;
+    int rc = fxj__parse_id(id, &n, err, errlen);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&j->mu);
+    job *x = fxj__find_active(j, n);
+    Fluxion__V1__Job *rec = NULL;
+    if (x)
+        rc = fxu_fail(err, errlen, FXS_FAILED_PRECONDITION,
+                      "job %" PRId64 " is %s; only a cancelled job can be resumed", n,
+                      fxj__state_name(x->rec->state));
+    else
+        rc = fxj__load_one(j, n, &rec, err, errlen);
+    if (!rc && rec->state != FLUXION__V1__JOB_STATE__CANCELLED)
+        rc = fxu_fail(err, errlen, FXS_FAILED_PRECONDITION,
+                      "job %" PRId64 " is %s; only a cancelled job can be resumed", n,
+                      fxj__state_name(rec->state));
+    char *path = rc ? NULL : fxj__job_path(j, n, "checkpoint.safetensors");
+    if (!rc && !path)
+        rc = fxu_oom(err, errlen);
+    if (!rc && access(path, F_OK) != 0)
+        rc = fxu_fail(err, errlen, FXS_FAILED_PRECONDITION,
+                      "job %" PRId64 " has no checkpoint to resume from (it was cancelled "
+                      "before its first one): submit it again",
+                      n);
+    free(path);
+    if (!rc && !(x = job_new(rec, n)))
+        rc = fxu_oom(err, errlen);
+    if (rc) {
+        pthread_mutex_unlock(&j->mu);
+        if (rec)
+            fluxion__v1__job__free_unpacked(rec, NULL);
+        return rc;
+    }
+    /* As a job found RUNNING at start: its run reads the checkpoint. */
+    rec->state = FLUXION__V1__JOB_STATE__QUEUED;
+    rec->finished_unix_ms = 0;
+    set_str(&rec->assigned_device, "");
+    x->resumed = true;
+    x->requested = true;
+    x->preempted = rec->preemptions > 0;
+    fxj__commit(j, x, 0, NULL);
+    x->next = j->jobs;
+    j->jobs = x;
+    char msg[96];
+    snprintf(msg, sizeof msg, "queued to resume from checkpoint step %" PRId64,
+             rec->checkpoint_step);
+    fxj__announce(j, x, FLUXION__V1__JOB_EVENT__KIND__STATE, msg);
+    char serr[FXS_ERRLEN];
+    if (fxj__sched_submit(j, x, serr, sizeof serr) != 0) {
+        x->refs++;
+        fxj__set_state(j, x, FLUXION__V1__JOB_STATE__FAILED, serr);
+        fxj__job_unref(x);
+    }
+    *out = fxj__job_copy(x->rec);
+    fxj__schedule(j);
+    pthread_mutex_unlock(&j->mu);
+    fxl_log(FXL_INFO, "jobs", "job resumed on request job=%" PRId64, n);
+    if (!*out)
+        return fxu_oom(err, errlen);
+    return 0;
 }

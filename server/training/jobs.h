@@ -92,6 +92,14 @@ int fxj_jobs_list(fxj_jobs *j, Fluxion__V1__JobState state, const char *model,
 int fxj_jobs_cancel(fxj_jobs *j, const char *id, Fluxion__V1__Job **job, char *err,
                     size_t errlen);
 
+/* A CANCELLED job queued again to continue from its checkpoint (kept when
+ * it was cancelled), as a job found RUNNING at start: the same step, data
+ * order and optimizer state, so the same final weights as an uninterrupted
+ * run. FAILED_PRECONDITION for a job in another state or without a
+ * checkpoint, NOT_FOUND, UNAVAILABLE while stopping. */
+int fxj_jobs_resume(fxj_jobs *j, const char *id, Fluxion__V1__Job **job, char *err,
+                    size_t errlen);
+
 /* Scheduling (server/sched/sched.h, docs/scheduling.md). The core decides
  * which queued job runs where; each running job has a thread of its own.
  * Devices: "cpu" with opts.workers slots, each enabled GPU with 1 slot and

@@ -31,6 +31,7 @@ typedef struct job {
     int refs;              /* the jobs list + each watcher */
     bool active;           /* in j->jobs (QUEUED or RUNNING) */
     bool resumed;          /* RUNNING at start: resume from the checkpoint */
+    bool requested;        /* resumed: by ResumeJob (a cancelled job) */
     bool pending;          /* QUEUED in the scheduler core (no thread runs it) */
     bool preempted;        /* it was preempted: its next run emits RESUMED */
     bool requeued;         /* its run ended by a preemption (job_sched.c) */

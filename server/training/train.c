@@ -68,6 +68,42 @@ static fx_tensor *loss_term(fx_ctx *ctx, int kind, fx_tensor *pred, fx_tensor *t
     return fx_cross_entropy_soft(ctx, logits, fx_reshape(ctx, target, 2, (int64_t[]){-1, c}), red);
 }
 
+/* The batch mean of a ctc loss (each sample's loss over its target length,
+ * as the engine's FX_MEAN) or of an output that is the loss. */
+static fx_tensor *batch_mean_loss(run_t *r, const loss_t *l, bool val, const fxds_columns *cols,
+                                  const int64_t *idx, int64_t base, int64_t b)
+{
+    fx_tensor *pred = r->out[l->out];
+    if (!pred)
+        return NULL;
+    if (l->kind == LK_OUTPUT)
+        return pred->ndim == 0 ? pred : fx_mean(r->ctx, pred, 0, NULL, false);
+    fx_tensor *targets = gather(r, &cols->cols[val ? l->vcol : l->col], idx, base, b);
+    fx_tensor *tlen = gather(r, &cols->cols[val ? l->vtlen : l->tlen], idx, base, b);
+    int ic = val ? l->vilen : l->ilen;
+    fx_tensor *ilen = ic >= 0 ? gather(r, &cols->cols[ic], idx, base, b)
+                              : fx_full(r->ctx, FX_I64, 1, &b, (double)pred->shape[1]);
+    fx_ctc_opts o = {.blank = l->blank, .reduction = FX_MEAN};
+    return fx_ctc_loss(r->ctx, fx_transpose(r->ctx, pred, 0, 1), targets, ilen, tlen, &o);
+}
+
+/* Loss l of a batch: rows idx (NULL: consecutive) from base of cols (val:
+ * the validation column indices). FX_SUM of ctc and output losses is the
+ * batch mean times the rows, so that a validation's sum over count is the
+ * same mean as training's. */
+static fx_tensor *loss_of(run_t *r, const loss_t *l, bool val, const fxds_columns *cols,
+                          const int64_t *idx, int64_t base, int64_t b, fx_reduction red,
+                          int64_t *count)
+{
+    if (l->kind == LK_CTC || l->kind == LK_OUTPUT) {
+        *count = b;
+        fx_tensor *t = batch_mean_loss(r, l, val, cols, idx, base, b);
+        return t && red == FX_SUM ? fx_scale(r->ctx, t, (float)b) : t;
+    }
+    return loss_term(r->ctx, l->kind, r->out[l->out],
+                     gather(r, &cols->cols[val ? l->vcol : l->col], idx, base, b), red, count);
+}
+
 /* Forward of a batch: rows idx (NULL: consecutive) from base of the
  * columns cols (val: the validation column indices). */
 static int forward(run_t *r, const fxds_columns *cols, bool val, const int64_t *idx, int64_t base,
@@ -138,8 +174,7 @@ static int train_step(run_t *r)
     for (int i = 0; i < p->nlosses; i++) {
         const loss_t *l = &p->losses[i];
         int64_t cnt;
-        fx_tensor *t = loss_term(r->ctx, l->kind, r->out[l->out],
-                                 gather(r, &p->train->cols[l->col], idx, 0, b), FX_MEAN, &cnt);
+        fx_tensor *t = loss_of(r, l, false, p->train, idx, 0, b, FX_MEAN, &cnt);
         if (t && p->nlosses > 1)
             r->win_loss_out[i] += fx_tensor_item(t);
         if (l->weight != 1.0)
@@ -208,9 +243,7 @@ static int validate_all(run_t *r)
         for (int i = 0; i < p->nlosses && !rc; i++) {
             const loss_t *l = &p->losses[i];
             int64_t c = 0;
-            fx_tensor *t = loss_term(
-                r->ctx, l->kind, r->out[l->out],
-                gather(r, &p->valc->cols[l->vcol], NULL, p->val_offset + at, b), FX_SUM, &c);
+            fx_tensor *t = loss_of(r, l, true, p->valc, NULL, p->val_offset + at, b, FX_SUM, &c);
             sum[i] += t ? fx_tensor_item(t) : 0;
             cnt[i] += (double)c;
             if (fx_ctx_status(r->ctx) != FX_OK)

@@ -23,7 +23,9 @@
 
 /* ------------------------------------------------------------------- plan */
 
-enum { LK_MSE, LK_CE, LK_CE_SOFT, LK_BCE, LK_COUNT };
+/* LK_CTC: the output is log-probabilities [N, T, C]; LK_OUTPUT: the output
+ * is the loss itself (a scalar, or [N] averaged), with no target. */
+enum { LK_MSE, LK_CE, LK_CE_SOFT, LK_BCE, LK_CTC, LK_OUTPUT, LK_COUNT };
 
 typedef struct {
     int input;     /* graph input */
@@ -33,8 +35,12 @@ typedef struct {
 typedef struct {
     int out; /* graph output */
     int kind;
-    int col, vcol;
+    int col, vcol; /* the target; -1 for LK_OUTPUT */
     double weight;
+    /* LK_CTC: the length columns (in train / validation; -1: no
+     * input_lengths, every sample uses all T steps) and the blank class */
+    int tlen, vtlen, ilen, vilen;
+    int64_t blank;
 } loss_t;
 
 typedef struct {

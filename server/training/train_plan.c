@@ -15,8 +15,8 @@
 
 #include "base/status.h"
 
-static const char *const loss_kinds[LK_COUNT] = {"mse", "cross_entropy", "cross_entropy_soft",
-                                                 "bce_with_logits"};
+static const char *const loss_kinds[LK_COUNT] = {
+    "mse", "cross_entropy", "cross_entropy_soft", "bce_with_logits", "ctc", "output"};
 
 static int nomem(char *err, size_t errlen) { return fxu_oom(err, errlen); }
 
@@ -185,6 +185,84 @@ static int check_target(const fxds_column *c, const fxg_tensor_info *t, int kind
     return 0;
 }
 
+/* A CTC length column (input_lengths / target_lengths): integer, one value
+ * per sample. */
+static int check_length_column(const fxds_columns *cols, const char *name, const char *what,
+                               bool v, char *err, size_t errlen, int *out)
+{
+    const char *which = v ? " of the validation dataset" : "";
+    if (find_column(cols, name, what, v ? " validation" : "", err, errlen, out))
+        return FXS_INVALID_ARGUMENT;
+    const fxds_column *c = &cols->cols[*out];
+    if ((c->dtype != FX_I32 && c->dtype != FX_I64) || c->sample_ndim != 0)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "%s: column '%s'%s must hold one integer (i32 or i64) per sample", what,
+                        c->name, which);
+    return 0;
+}
+
+/* The columns of a ctc loss: padded integer labels [S] and the lengths. */
+static int check_ctc(const fxds_columns *cols, const Fluxion__V1__LossSpec *l, int i, bool v,
+                     char *err, size_t errlen, int *col, int *tlen, int *ilen)
+{
+    char what[64];
+    const char *which = v ? " of the validation dataset" : "";
+    snprintf(what, sizeof what, "losses[%d].target", i);
+    if (find_column(cols, l->target, what, v ? " validation" : "", err, errlen, col))
+        return FXS_INVALID_ARGUMENT;
+    const fxds_column *c = &cols->cols[*col];
+    if ((c->dtype != FX_I32 && c->dtype != FX_I64) || c->sample_ndim != 1)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "%s: column '%s'%s must hold padded integer labels (i32 or i64, "
+                        "[S] per sample) for ctc",
+                        what, c->name, which);
+    snprintf(what, sizeof what, "losses[%d].target_lengths", i);
+    if (!l->target_lengths || !*l->target_lengths)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "%s: ctc needs a dataset tensor of target lengths", what);
+    if (check_length_column(cols, l->target_lengths, what, v, err, errlen, tlen))
+        return FXS_INVALID_ARGUMENT;
+    *ilen = -1;
+    snprintf(what, sizeof what, "losses[%d].input_lengths", i);
+    if (l->input_lengths && *l->input_lengths &&
+        check_length_column(cols, l->input_lengths, what, v, err, errlen, ilen))
+        return FXS_INVALID_ARGUMENT;
+    return 0;
+}
+
+/* The output's shape for kinds with no usual target. */
+static int check_special_output(const Fluxion__V1__LossSpec *l, const fxg_tensor_info *t, int kind,
+                                int i, char *err, size_t errlen)
+{
+    char what[64], s1[160];
+    snprintf(what, sizeof what, "losses[%d].output", i);
+    if (kind == LK_OUTPUT) {
+        if (t->ndim > 1 || (t->ndim == 1 && t->shape[0] != -1))
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                            "%s: output '%s' has shape %s; kind 'output' takes a scalar or "
+                            "one value per sample ([-1])",
+                            what, t->name, fx_dims_str(t->ndim, t->shape, s1, sizeof s1));
+        snprintf(what, sizeof what, "losses[%d].target", i);
+        if (l->target && *l->target)
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                            "%s: '%s' given, but kind 'output' takes no target (the output is "
+                            "the loss)",
+                            what, l->target);
+        return 0;
+    }
+    if (t->ndim != 3 || t->shape[0] != -1)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "%s: output '%s' has shape %s; ctc takes log-probabilities [-1, T, C] "
+                        "(batch first)",
+                        what, t->name, fx_dims_str(t->ndim, t->shape, s1, sizeof s1));
+    if (l->blank < 0 || (t->shape[2] > 0 && l->blank >= t->shape[2]))
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "losses[%d].blank: %" PRId64 " is not a class of output '%s' (C = %" PRId64
+                        ")",
+                        i, l->blank, t->name, t->shape[2]);
+    return 0;
+}
+
 static int check_loss(const plan_t *p, const Fluxion__V1__LossSpec *l, int i, char *err,
                       size_t errlen, loss_t *out)
 {
@@ -205,10 +283,13 @@ static int check_loss(const plan_t *p, const Fluxion__V1__LossSpec *l, int i, ch
     if (out->kind < 0)
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
                         "%s: '%s' is not one of mse, cross_entropy, cross_entropy_soft, "
-                        "bce_with_logits",
+                        "bce_with_logits, ctc, output",
                         what, l->kind);
-    if (t->ndim < (out->kind == LK_CE || out->kind == LK_CE_SOFT ? 2 : 1) ||
-        (t->shape[0] != -1 && t->ndim >= 1))
+    bool special = out->kind == LK_CTC || out->kind == LK_OUTPUT;
+    if (special && check_special_output(l, t, out->kind, i, err, errlen))
+        return FXS_INVALID_ARGUMENT;
+    if (!special && (t->ndim < (out->kind == LK_CE || out->kind == LK_CE_SOFT ? 2 : 1) ||
+                     (t->shape[0] != -1 && t->ndim >= 1)))
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
                         "%s: output '%s' has shape %s; %s needs a batch dimension "
                         "(-1) first%s",
@@ -219,20 +300,39 @@ static int check_loss(const plan_t *p, const Fluxion__V1__LossSpec *l, int i, ch
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "%s: %g must be >= 0 (0 means 1)", what,
                         l->weight);
     out->weight = l->weight > 0 ? l->weight : 1.0;
+    out->blank = l->blank;
+    out->col = out->vcol = out->tlen = out->vtlen = out->ilen = out->vilen = -1;
+    if (out->kind != LK_CTC && ((l->target_lengths && *l->target_lengths) ||
+                                (l->input_lengths && *l->input_lengths) || l->blank))
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "losses[%d]: target_lengths, input_lengths and blank are for kind 'ctc' "
+                        "only",
+                        i);
+    if (out->kind == LK_OUTPUT)
+        return 0;
     snprintf(what, sizeof what, "losses[%d].target", i);
     for (int v = 0; v < 2; v++) {
         const fxds_columns *cols = v ? p->valc : p->train;
         if (v && (!cols || cols == p->train))
             break;
+        const char *which = v ? " of the validation dataset" : "";
+        if (out->kind == LK_CTC) {
+            if (check_ctc(cols, l, i, v, err, errlen, v ? &out->vcol : &out->col,
+                          v ? &out->vtlen : &out->tlen, v ? &out->vilen : &out->ilen))
+                return FXS_INVALID_ARGUMENT;
+            continue;
+        }
         int *ci = v ? &out->vcol : &out->col;
         if (find_column(cols, l->target, what, v ? " validation" : "", err, errlen, ci))
             return FXS_INVALID_ARGUMENT;
-        if (check_target(&cols->cols[*ci], t, out->kind, what,
-                         v ? " of the validation dataset" : "", err, errlen))
+        if (check_target(&cols->cols[*ci], t, out->kind, what, which, err, errlen))
             return FXS_INVALID_ARGUMENT;
     }
-    if (p->valc == p->train)
+    if (p->valc == p->train) {
         out->vcol = out->col;
+        out->vtlen = out->tlen;
+        out->vilen = out->ilen;
+    }
     return 0;
 }
 
@@ -281,7 +381,8 @@ static int check_metrics(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err,
         p->metrics[i] = (metric_t){.name = m, .loss = -1};
         for (int k = 0; k < p->nlosses && p->metrics[i].loss < 0; k++) {
             const loss_t *l = &p->losses[k];
-            if (l->kind != LK_MSE && (!out || l->out == fxg_find_output(p->g, out)))
+            if (l->kind != LK_MSE && l->kind != LK_CTC && l->kind != LK_OUTPUT &&
+                (!out || l->out == fxg_find_output(p->g, out)))
                 p->metrics[i].loss = k;
         }
         if (p->metrics[i].loss < 0)
@@ -347,10 +448,13 @@ static int check_optimizer(const Fluxion__V1__JobSpec *spec, plan_t *p, char *er
                         "optimizer.kind: '%s' is not one of sgd, momentum, nesterov, "
                         "rmsprop, adagrad, adadelta, adam, adamw",
                         kind);
-    const double vals[] = {o->lr, o->momentum, o->beta1, o->beta2, o->eps, o->weight_decay, o->rho};
-    static const char *const names[] = {"lr",  "momentum",     "beta1", "beta2",
-                                        "eps", "weight_decay", "rho"};
-    for (int k = 0; k < 7; k++)
+    const double vals[] = {o->lr,  o->momentum,     o->beta1, o->beta2,
+                           o->eps, o->weight_decay, o->rho,   o->grad_noise_eta,
+                           o->grad_noise_gamma};
+    static const char *const names[] = {"lr",           "momentum", "beta1",
+                                        "beta2",        "eps",      "weight_decay",
+                                        "rho",          "grad_noise_eta", "grad_noise_gamma"};
+    for (int k = 0; k < 9; k++)
         if (!isfinite(vals[k]))
             return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "optimizer.%s: %g is not a number",
                             names[k], vals[k]);
@@ -363,11 +467,21 @@ static int check_optimizer(const Fluxion__V1__JobSpec *spec, plan_t *p, char *er
                             .eps = o->eps,
                             .weight_decay = o->weight_decay,
                             .clip_norm = c->max_norm,
-                            .clip_value = c->max_value};
+                            .clip_value = c->max_value,
+                            .noise_eta = o->grad_noise_eta,
+                            .noise_gamma = o->grad_noise_gamma,
+                            /* a seed of its own, apart from the shuffling's */
+                            .noise_seed = o->grad_noise_seed ? o->grad_noise_seed
+                                                             : spec->seed ^ 0x6e6f697365ull};
     if (p->opt_kind == FX_OPT_RMSPROP)
         h->alpha = o->rho; /* the spec's one decay field */
     else
         h->rho = o->rho;
+    if (!(o->grad_noise_eta >= 0) || !(o->grad_noise_gamma >= 0))
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "optimizer.%s: %g must be >= 0",
+                        o->grad_noise_eta >= 0 ? "grad_noise_gamma" : "grad_noise_eta",
+                        o->grad_noise_eta >= 0 ? o->grad_noise_gamma : o->grad_noise_eta);
     if (check_schedule_clip(s, c, &h->schedule, err, errlen))
         return FXS_INVALID_ARGUMENT;
     h->schedule.total_steps = p->total_steps;

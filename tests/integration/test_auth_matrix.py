@@ -114,6 +114,14 @@ def _delete_model(ctx, col):
     return lambda md: ctx.s.models.DeleteModel(req, metadata=md, timeout=TIMEOUT)
 
 
+@row(M + "UpdateModelSpec", WRITE_A)
+def _update_model_spec(ctx, col):
+    name = ctx.make_model(cell_name("um", col), load=False)
+    req = ctx.s.model_pb2.UpdateModelSpecRequest(name=ctx.ref(col, name),
+                                                 spec=model_spec(mlp_spec()))
+    return lambda md: ctx.s.models.UpdateModelSpec(req, metadata=md, timeout=TIMEOUT)
+
+
 @row(M + "ExportWeights", READ_A)
 def _export_weights(ctx, col):
     req = ctx.s.model_pb2.ExportWeightsRequest(name=ctx.ref(col, "mlp"))
@@ -206,6 +214,13 @@ def _update_job(ctx, col):
     job_id = ctx.submit_long_job()    # waits behind it: QUEUED, so it may be re-prioritised
     req = ctx.s.training_pb2.UpdateJobRequest(id=job_id, priority=ctx.s.training_pb2.HIGH)
     return lambda md: ctx.s.training.UpdateJob(req, metadata=md, timeout=TIMEOUT)
+
+
+@row(T + "ResumeJob", WRITE_A)
+def _resume_job(ctx, col):
+    job_id = ctx.cancelled_job()
+    req = ctx.s.training_pb2.ResumeJobRequest(id=job_id)
+    return lambda md: ctx.s.training.ResumeJob(req, metadata=md, timeout=TIMEOUT)
 
 
 @row(K + "GetQueue", LIST)
@@ -404,8 +419,8 @@ def _remove_cert(ctx, col):
 TABLE = {method: expected for method, (expected, _) in ROWS.items()}
 
 # How many RPCs each service has (issue 12); the descriptors must agree.
-SERVICE_SIZES = {"fluxion.v1.ModelService": 7, "fluxion.v1.DatasetService": 4,
-                 "fluxion.v1.TrainingService": 6, "fluxion.v1.ClusterService": 3,
+SERVICE_SIZES = {"fluxion.v1.ModelService": 8, "fluxion.v1.DatasetService": 4,
+                 "fluxion.v1.TrainingService": 7, "fluxion.v1.ClusterService": 3,
                  "inference.GRPCInferenceService": 11, "fluxion.v1.AdminService": 12,
                  "grpc.health.v1.Health": 3, "grpc.reflection.v1.ServerReflection": 1,
                  "grpc.reflection.v1alpha.ServerReflection": 1}
@@ -495,6 +510,23 @@ class Context:
             timeout=TIMEOUT)
         self.cleanups.append(lambda: self.cancel_job(job.id))
         return job.id
+
+    def cancelled_job(self):
+        """A job of a's cancelled while running: it has a checkpoint to
+        resume from (a resumed one is cancelled after the cell)."""
+        job_id = self.submit_long_job()
+        md = self.member_a()
+        get = self.s.training_pb2.GetJobRequest(id=job_id)
+        deadline = time.monotonic() + TIMEOUT
+        # training began (a job cancelled as it starts has no checkpoint)
+        while self.s.training.GetJob(get, metadata=md, timeout=TIMEOUT).progress.step < 1:
+            if time.monotonic() > deadline:
+                raise AssertionError("job %s did not start" % job_id)
+            time.sleep(0.02)
+        self.cancel_job(job_id)
+        self.wait_job(job_id, md)
+        self.cleanups.append(lambda: self.cancel_job(job_id))
+        return job_id
 
     def cancel_job(self, job_id):
         self.s.training.CancelJob(self.s.training_pb2.CancelJobRequest(id=job_id),

@@ -24,7 +24,7 @@ SAMPLE_ARGS = {
     "get_queue": (), "upload_dataset": ("d", {"x": np.ones((2, 2), np.float32)}),
     "get_dataset": ("d",), "list_datasets": (), "delete_dataset": ("d",),
     "submit_job": ({"model": "m"},), "get_job": ("1",), "list_jobs": (), "cancel_job": ("1",),
-    "update_job": ("1", "high"), "watch_job": ("1",), "wait_job": ("1",), "whoami": (),
+    "update_job": ("1", "high"), "resume_job": ("1",), "update_model_spec": ("m", mlp_spec()), "watch_job": ("1",), "wait_job": ("1",), "whoami": (),
     "create_team": ("t",), "get_team": (), "list_teams": (), "update_team": ("t", "T"),
     "set_team_quota": ("t",), "delete_team": ("t",), "create_token": ("n", "viewer"),
     "list_tokens": (), "revoke_token": (1,), "add_cert_principal": ("CN=x", "t", "viewer"),

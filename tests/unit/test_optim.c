@@ -798,6 +798,124 @@ static void test_kind_names(void **state)
     assert_string_equal(fx_optim_kind_name(FX_OPT_COUNT), "unknown");
 }
 
+/* ------------------------------------------------------- gradient noise */
+
+enum { NOISE_N = 20000 };
+
+/* The noise SGD with lr 1 adds at step t to a fixed gradient of 0.25 on a
+ * parameter of NOISE_N zeros: noise = -(p + g) after the step. */
+static void noise_at(const fx_optim_hparams *h, int64_t t, float *noise)
+{
+    static float g[NOISE_N], z[NOISE_N];
+    for (int i = 0; i < NOISE_N; i++)
+        g[i] = 0.25f;
+    fx_tensor *p = param_1d(NOISE_N, z);
+    set_grad(p, g);
+    fx_params ps;
+    fx_params_init(&ps);
+    fx_params_add(&ps, "p", p);
+    fx_optim_hparams hh = *h;
+    hh.lr = 1;
+    fx_optim *o = fx_optim_create(FX_OPT_SGD, &hh, &ps);
+    assert_non_null(o);
+    fx_optim_set_steps(o, t);
+    assert_int_equal(fx_optim_step(o), FX_OK);
+    get(p, noise);
+    for (int i = 0; i < NOISE_N; i++)
+        noise[i] = -noise[i] - 0.25f;
+    fx_optim_free(o);
+    fx_params_clear(&ps);
+    fx_tensor_free(p);
+}
+
+/* Step t's noise has mean 0 and variance eta / (1 + t)^gamma. For n iid
+ * N(0, s^2) draws the sample mean has standard deviation s / sqrt(n) and
+ * the sample variance's ratio to s^2 has sqrt(2 / (n - 1)) (chi-square
+ * with n - 1 degrees of freedom), so 6 of those (a false alarm about once
+ * in 5e8 runs) bound a correct implementation, while a wrong exponent (the
+ * variance off by (1 + t)^0.05 = 26% at t = 99, or sigma used as the
+ * variance) is far outside. The noise is reproducible from (seed, t) alone
+ * (a resumed optimizer draws the same), another seed draws another. */
+static void test_gradient_noise_annealing(void **state)
+{
+    (void)state;
+    static float n1[NOISE_N], n2[NOISE_N];
+    const fx_optim_hparams h = { .noise_eta = 0.3, .noise_gamma = 0.55, .noise_seed = 11 };
+    const int64_t steps[] = { 0, 1, 9, 99, 9999 };
+    for (size_t k = 0; k < sizeof steps / sizeof steps[0]; k++) {
+        int64_t t = steps[k];
+        double var = 0.3 / pow(1.0 + (double)t, 0.55);
+        assert_true(fabs(fx_optim_noise_sigma(&h, t) - sqrt(var)) <= 1e-15);
+        noise_at(&h, t, n1);
+        double sum = 0, sq = 0;
+        for (int i = 0; i < NOISE_N; i++)
+            sum += n1[i];
+        double mean = sum / NOISE_N;
+        for (int i = 0; i < NOISE_N; i++)
+            sq += (n1[i] - mean) * (n1[i] - mean);
+        double ratio = sq / (NOISE_N - 1) / var;
+        if (!(fabs(mean) <= 6 * sqrt(var / NOISE_N)) ||
+            !(fabs(ratio - 1) <= 6 * sqrt(2.0 / (NOISE_N - 1))))
+            fail_msg("step %lld: mean %g, variance %g, want 0 and %g", (long long)t, mean,
+                     sq / (NOISE_N - 1), var);
+        /* the same (seed, step): the same draws, bit for bit */
+        noise_at(&h, t, n2);
+        assert_memory_equal(n1, n2, sizeof n1);
+    }
+    fx_optim_hparams other = h;
+    other.noise_seed = 12;
+    noise_at(&h, 5, n1);
+    noise_at(&other, 5, n2);
+    assert_memory_not_equal(n1, n2, sizeof n1);
+    /* gamma 0 is the paper's 0.55 */
+    other = h;
+    other.noise_gamma = 0;
+    assert_true(fx_optim_noise_sigma(&other, 99) == fx_optim_noise_sigma(&h, 99));
+}
+
+/* noise_eta 0 is no noise, bit for bit, whatever the other noise fields
+ * (Adam with clipping, several steps); a negative eta or gamma is
+ * rejected. */
+static void test_gradient_noise_off(void **state)
+{
+    (void)state;
+    float v[64], g[64], a[64], b[64];
+    for (int i = 0; i < 64; i++) {
+        v[i] = (float)sin(i);
+        g[i] = (float)grad_value(i, 1);
+    }
+    for (int run = 0; run < 2; run++) {
+        fx_tensor *p = param_1d(64, v);
+        fx_params ps;
+        fx_params_init(&ps);
+        fx_params_add(&ps, "p", p);
+        fx_optim_hparams h = { .lr = 0.01, .clip_norm = 0.5 };
+        if (run) {
+            h.noise_gamma = 0.7;
+            h.noise_seed = 99;
+        }
+        fx_optim *o = fx_optim_create(FX_OPT_ADAM, &h, &ps);
+        assert_non_null(o);
+        for (int s = 0; s < 5; s++) {
+            set_grad(p, g);
+            assert_int_equal(fx_optim_step(o), FX_OK);
+        }
+        get(p, run ? b : a);
+        fx_optim_free(o);
+        fx_params_clear(&ps);
+        fx_tensor_free(p);
+    }
+    assert_memory_equal(a, b, sizeof a);
+    fx_params empty;
+    fx_params_init(&empty);
+    expect_rejected(FX_OPT_SGD, (fx_optim_hparams){ .lr = 1, .noise_eta = -1 }, "noise_eta",
+                    &empty);
+    expect_rejected(FX_OPT_SGD, (fx_optim_hparams){ .lr = 1, .noise_eta = 1, .noise_gamma = -2 },
+                    "noise_gamma", &empty);
+    expect_rejected(FX_OPT_SGD, (fx_optim_hparams){ .lr = 1, .noise_eta = INFINITY },
+                    "noise_eta", &empty);
+}
+
 /* ------------------------------------------------------- no allocation */
 
 /* After a warm-up step, steps of every kind (clipping on, both threads
@@ -864,6 +982,8 @@ int main(void)
         cmocka_unit_test(test_tied_and_gradless),
         cmocka_unit_test(test_kind_names),
         cmocka_unit_test(test_step_allocates_nothing),
+        cmocka_unit_test(test_gradient_noise_annealing),
+        cmocka_unit_test(test_gradient_noise_off),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1333,7 +1333,7 @@ static void test_validate_errors(void **state)
         {"feeds[0].tensor=reg",
          "feeds[0].tensor: column 'reg' has samples of shape [1], input 'x' takes [-1,2]"},
         {"losses[0].kind=hinge", "losses[0].kind: 'hinge' is not one of mse, cross_entropy, "
-                                 "cross_entropy_soft, bce_with_logits"},
+                                 "cross_entropy_soft, bce_with_logits, ctc, output"},
         {"losses[0].output=z", "losses[0].output: no output 'z' in the model (outputs: logits)"},
         {"losses[0].target=q", "losses[0].target: no column 'q' in the dataset"},
         {"losses[0].target=yf",
@@ -1342,6 +1342,8 @@ static void test_validate_errors(void **state)
         {"losses[0].kind=mse; losses[0].target=reg",
          "losses[0].target: column 'reg' has samples of shape [1]; mse on output 'logits'"},
         {"losses[0].weight=-1", "losses[0].weight: -1 must be >= 0"},
+        {"optimizer.grad_noise_eta=-1", "optimizer.grad_noise_eta: -1 must be >= 0"},
+        {"optimizer.grad_noise_gamma=-0.5", "optimizer.grad_noise_gamma: -0.5 must be >= 0"},
         {"losses=[]", "losses: at least one loss is needed"},
         {"metrics[0]=f1", "metrics[0]: 'f1' is not one of accuracy, accuracy:OUTPUT"},
         {"metrics[0]=accuracy:nope", "metrics[0]: no output 'nope' in the model"},
@@ -1440,6 +1442,209 @@ static void test_validate_val_dataset(void **state)
     data_free(&v);
 }
 
+/* ------------------------------------------------------------------- ctc */
+
+enum { CTC_T = 6, CTC_F = 4, CTC_S = 2 };
+
+typedef struct {
+    fxds_column cols[4];
+    fxds_columns c;
+    float *x;
+    int64_t *tg, *tl, *il;
+} ctc_data;
+
+/* Sequences of 1 or 2 labels in 1..3 (0 is the blank), each label shown
+ * as a one-hot of F = 4 features for 2 of the T = 6 steps with blanks
+ * between (feature 0) and noise. Columns x f32 [6,4], tg i64 [2] (padded
+ * with 0), tl i64 [] (target lengths), il i64 [] (input lengths, all 6). */
+static void ctc_make(ctc_data *d, int64_t n, uint64_t seed)
+{
+    memset(d, 0, sizeof *d);
+    fx_rng *rng = fx_rng_create(seed);
+    d->x = xcalloc((size_t)n * CTC_T * CTC_F, sizeof *d->x);
+    d->tg = xcalloc((size_t)n * CTC_S, sizeof *d->tg);
+    d->tl = xcalloc((size_t)n, sizeof *d->tl);
+    d->il = xcalloc((size_t)n, sizeof *d->il);
+    for (int64_t i = 0; i < n; i++) {
+        int64_t len = 1 + (int64_t)(fx_rng_u64(rng) & 1);
+        d->tl[i] = len;
+        d->il[i] = CTC_T;
+        int shown[CTC_T] = {0};
+        for (int64_t k = 0; k < len; k++) {
+            d->tg[i * CTC_S + k] = 1 + (int64_t)(fx_rng_u64(rng) % 3);
+            shown[3 * k] = shown[3 * k + 1] = (int)d->tg[i * CTC_S + k];
+        }
+        for (int t = 0; t < CTC_T; t++)
+            for (int f = 0; f < CTC_F; f++)
+                d->x[(i * CTC_T + t) * CTC_F + f] =
+                    (float)((f == shown[t] ? 1.0 : 0.0) + 0.1 * fx_rng_normal(rng));
+    }
+    fx_rng_free(rng);
+    d->cols[0] = (fxds_column){"x", FX_F32, 2, {CTC_T, CTC_F}, d->x};
+    d->cols[1] = (fxds_column){"tg", FX_I64, 1, {CTC_S}, d->tg};
+    d->cols[2] = (fxds_column){"tl", FX_I64, 0, {0}, d->tl};
+    d->cols[3] = (fxds_column){"il", FX_I64, 0, {0}, d->il};
+    d->c = (fxds_columns){n, 4, d->cols};
+}
+
+static void ctc_free(ctc_data *d)
+{
+    free(d->x);
+    free(d->tg);
+    free(d->tl);
+    free(d->il);
+}
+
+static void m_input_shape(mspec *s, const char *name, Fluxion__V1__DataType dt, int ndim,
+                          const int64_t *shape)
+{
+    Fluxion__V1__TensorSpec *t = xcalloc(1, sizeof *t);
+    fluxion__v1__tensor_spec__init(t);
+    t->name = xstrdup(name);
+    t->dtype = dt;
+    t->n_shape = (size_t)ndim;
+    t->shape = xcalloc((size_t)ndim + 1, sizeof *t->shape);
+    memcpy(t->shape, shape, (size_t)ndim * sizeof *shape);
+    *GROW(s->inputs, s->n_inputs) = t;
+}
+
+/* x [N,6,4] -> dense 16 tanh -> dense 4 -> log_softmax = "lp" [N,6,4]; with
+ * in_graph, also inputs tg, il, tl and the output "loss", the mean ctc loss
+ * computed by the model (a ctc_loss node on lp transposed to [T,N,C]). */
+static mspec *ctc_spec(bool in_graph)
+{
+    mspec *s = mspec_new();
+    m_input_shape(s, "x", FLUXION__V1__DATA_TYPE__FP32, 3, (int64_t[]){-1, CTC_T, CTC_F});
+    m_dense(s, "fc1", "x", CTC_F, 16, "tanh");
+    m_dense(s, "fc2", "fc1", 16, CTC_F, NULL);
+    Fluxion__V1__Node *ls = m_node(s, "lp", "log_softmax", "fc2");
+    *GROW(ls->attrs, ls->n_attrs) = attr("axis", -1, 0, NULL);
+    m_output(s, "lp", "lp");
+    if (in_graph) {
+        m_input_shape(s, "tg", FLUXION__V1__DATA_TYPE__INT64, 2, (int64_t[]){-1, CTC_S});
+        m_input_shape(s, "il", FLUXION__V1__DATA_TYPE__INT64, 1, (int64_t[]){-1});
+        m_input_shape(s, "tl", FLUXION__V1__DATA_TYPE__INT64, 1, (int64_t[]){-1});
+        Fluxion__V1__Node *tr = m_node(s, "tnc", "transpose", "lp");
+        *GROW(tr->attrs, tr->n_attrs) = attr("dim0", 0, 0, NULL);
+        *GROW(tr->attrs, tr->n_attrs) = attr("dim1", 1, 0, NULL);
+        Fluxion__V1__Node *c = m_node(s, "ctc", "ctc_loss", "tnc");
+        *GROW(c->inputs, c->n_inputs) = xstrdup("tg");
+        *GROW(c->inputs, c->n_inputs) = xstrdup("il");
+        *GROW(c->inputs, c->n_inputs) = xstrdup("tl");
+        m_output(s, "loss", "ctc");
+    }
+    return s;
+}
+
+/* The final training loss of a ctc job of so many epochs: kind "ctc" on
+ * "lp", or (in_graph) kind "output" on the model's own loss. */
+static double ctc_final_loss(bool in_graph, int64_t epochs, const ctc_data *d)
+{
+    mspec *s = ctc_spec(in_graph);
+    fxg_graph *g = build(s, 5);
+    jspec *j = job_new();
+    job_feed(j, "x", "x");
+    if (in_graph) {
+        job_feed(j, "tg", "tg");
+        job_feed(j, "il", "il");
+        job_feed(j, "tl", "tl");
+        job_loss(j, "loss", "output", "", 0);
+    } else {
+        job_loss(j, "lp", "ctc", "tg", 0);
+        spec_edit(j, "losses[0].target_lengths=tl");
+    }
+    j->epochs = epochs;
+    j->batch_size = 16;
+    j->shuffle = true;
+    j->validation_split = 0.25;
+    hookrec h;
+    fxt_hooks hk = hooks_for(&h);
+    outcome o = run(j, g, &d->c, NULL, NULL, 0, &hk);
+    expect_done(&o);
+    double loss = o.final->train_loss;
+    double vloss = o.final->val_loss;
+    assert_true(isfinite(loss) && loss > 0 && isfinite(vloss) && vloss > 0);
+    outcome_free(&o);
+    hooks_free(&h);
+    job_free(j);
+    fxg_free(g);
+    fluxion__v1__model_spec__free_unpacked(s, NULL);
+    return loss;
+}
+
+/* A ctc job trains: the loss of 40 epochs is well under that of 1; and a
+ * model that computes its own ctc loss trains the same way with the output
+ * named as the loss (kind "output"): the same weights from the same seed,
+ * so the same losses. */
+static void test_ctc_and_output_loss(void **state)
+{
+    (void)state;
+    ctc_data d;
+    ctc_make(&d, 128, 21);
+    double first = ctc_final_loss(false, 1, &d), last = ctc_final_loss(false, 40, &d);
+    if (!(last < 0.3 * first))
+        fail_msg("ctc: loss %g after 40 epochs, %g after 1", last, first);
+    double g_first = ctc_final_loss(true, 1, &d), g_last = ctc_final_loss(true, 40, &d);
+    if (!(g_last < 0.3 * g_first))
+        fail_msg("output loss: %g after 40 epochs, %g after 1", g_last, g_first);
+    assert_true(fabs(g_first - first) <= 1e-4 * first);
+    assert_true(fabs(g_last - last) <= 1e-3 * first);
+    ctc_free(&d);
+}
+
+/* The ctc and output kinds' fields are checked, naming them. */
+static void test_ctc_validate_errors(void **state)
+{
+    (void)state;
+    ctc_data d;
+    ctc_make(&d, 16, 3);
+    static const struct {
+        bool in_graph;
+        const char *edits, *want;
+    } cases[] = {
+        {false, "losses[0].target_lengths=", "losses[0].target_lengths: ctc needs a dataset tensor"},
+        {false, "losses[0].target_lengths=x",
+         "losses[0].target_lengths: column 'x' must hold one integer"},
+        {false, "losses[0].input_lengths=q", "losses[0].input_lengths: no column 'q'"},
+        {false, "losses[0].target=tl", "losses[0].target: column 'tl' must hold padded integer"},
+        {false, "losses[0].blank=4", "losses[0].blank: 4 is not a class of output 'lp' (C = 4)"},
+        {false, "losses[0].kind=mse; losses[0].blank=1",
+         "losses[0]: target_lengths, input_lengths and blank are for kind 'ctc' only"},
+        {false, "losses[0].kind=output; losses[0].target_lengths=",
+         "losses[0].output: output 'lp' has shape [-1,6,4]; kind 'output' takes a scalar"},
+        {true, "losses[0].target=tg", "losses[0].target: 'tg' given, but kind 'output' takes no"},
+        {true, "losses[0].kind=ctc", "losses[0].output: output 'loss' has shape []; ctc takes"},
+        {true, "metrics[0]=accuracy", "metrics[0]: 'accuracy' needs an output with a"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        mspec *s = ctc_spec(cases[k].in_graph);
+        fxg_graph *g = build(s, 5);
+        jspec *j = job_new();
+        j->epochs = 1;
+        job_feed(j, "x", "x");
+        if (cases[k].in_graph) {
+            job_feed(j, "tg", "tg");
+            job_feed(j, "il", "il");
+            job_feed(j, "tl", "tl");
+            job_loss(j, "loss", "output", "", 0);
+        } else {
+            job_loss(j, "lp", "ctc", "tg", 0);
+            spec_edit(j, "losses[0].target_lengths=tl");
+        }
+        char err[512] = "";
+        assert_int_equal(fxt_validate(j, g, &d.c, NULL, err, sizeof err), 0);
+        spec_edit(j, cases[k].edits);
+        int rc = fxt_validate(j, g, &d.c, NULL, err, sizeof err);
+        if (rc != FXS_INVALID_ARGUMENT || !strstr(err, cases[k].want))
+            fail_msg("case %zu (%s): rc %d, '%s', want '%s'", k, cases[k].edits, rc, err,
+                     cases[k].want);
+        job_free(j);
+        fxg_free(g);
+        fluxion__v1__model_spec__free_unpacked(s, NULL);
+    }
+    ctc_free(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1460,6 +1665,8 @@ int main(void)
         cmocka_unit_test(test_yield_hook_every_step),
         cmocka_unit_test(test_validate_errors),
         cmocka_unit_test(test_validate_val_dataset),
+        cmocka_unit_test(test_ctc_and_output_loss),
+        cmocka_unit_test(test_ctc_validate_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -156,6 +156,17 @@ class Client(DatasetsMixin, JobsMixin, AdminMixin):
         return self.models.CreateModel(req, timeout=self.timeout)
 
     @wrap
+    def update_model_spec(self, name: str, spec: SpecLike,
+                          seed: int = 0) -> model_pb2.UpdateModelSpecResponse:
+        """ModelService.UpdateModelSpec: a new spec revision of an existing
+        model, with a new version whose weights are the latest version's
+        where a parameter keeps its name, shape and dtype, the rest
+        initialised from seed (0: the model's); the reply lists what was
+        carried, re-initialised and dropped."""
+        req = model_pb2.UpdateModelSpecRequest(name=name, spec=model_spec(spec), seed=seed)
+        return self.models.UpdateModelSpec(req, timeout=self.timeout)
+
+    @wrap
     def get_model(self, name: str) -> model_pb2.Model:
         """ModelService.GetModel: a model with its versions and specs."""
         return self.models.GetModel(model_pb2.GetModelRequest(name=name), timeout=self.timeout)

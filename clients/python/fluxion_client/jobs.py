@@ -77,6 +77,13 @@ class JobsMixin:
                                        timeout=self.timeout)
 
     @wrap
+    def resume_job(self, job_id: Union[str, int]) -> training_pb2.Job:
+        """TrainingService.ResumeJob: a CANCELLED job is queued again to
+        continue from its checkpoint (FailedPrecondition without one)."""
+        return self.training.ResumeJob(training_pb2.ResumeJobRequest(id=str(job_id)),
+                                       timeout=self.timeout)
+
+    @wrap
     def update_job(self, job_id: Union[str, int], priority: Union[int, str, None] = None,
                    device: Optional[str] = None) -> training_pb2.Job:
         """TrainingService.UpdateJob: re-prioritises (priority: "low",
