@@ -56,6 +56,10 @@ int fxa_register_reflection_service(fxa_daemon *d); /* svc_reflection.c */
  * daemon's metrics, filtered to the caller's team unless an admin. */
 void fxa_get_metrics(fxr_call *call, const ProtobufCMessage *req, void *data);
 
+/* ModelService/ExportOnnx (svc_onnx_export.c): a stored version as an
+ * ONNX model, streamed in chunks. */
+void fxa_export_onnx(fxr_call *call, const ProtobufCMessage *msg, void *data);
+
 /* True when the model (a key) is stored; otherwise fails the call
  * (NOT_FOUND) and returns false. */
 bool fxa_model_stored_or_fail(fxa_daemon *d, fxr_call *call, const char *key);

@@ -472,6 +472,7 @@ int fxa_register_model_service(fxa_daemon *d)
         { "DeleteModel", FXR_UNARY, FXP_WRITE, delete_model },
         { "ExportWeights", FXR_SERVER_STREAM, FXP_READ, export_weights },
         { "ImportWeights", FXR_CLIENT_STREAM, FXP_WRITE, import_weights },
+        { "ExportOnnx", FXR_SERVER_STREAM, FXP_READ, fxa_export_onnx },
         { "SetServingConfig", FXR_UNARY, FXP_WRITE, set_serving_config },
     };
     return fxr_server_add_service(d->rpc, &fluxion__v1__model_service__descriptor, methods,
