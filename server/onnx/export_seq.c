@@ -124,7 +124,8 @@ int fxon_cv_recurrent(fxon_ex *ex, const Fluxion__V1__Node *n, const fxon_val *i
         int ni = lstm && c0[0] ? 7 : h0[0] ? 6 : lens[0] ? 5 : B[0] ? 4 : 3;
         const char *outs[] = { yo, ho, co };
         Onnx__NodeProto *np = fxon_node(ex, lstm ? "LSTM" : gru ? "GRU" : "RNN",
-                                        L == 1 ? node : pba_printf(&ex->a, "%s/l%d", node, l),
+                                        pba_printf(&ex->a, "%s/%s_l%d", node,
+                                                   lstm ? "LSTM" : gru ? "GRU" : "RNN", l),
                                         ni, ins, lstm ? 3 : 2, outs);
         if (!np)
             return -1;
@@ -178,12 +179,13 @@ static const char *attend(fxon_ex *ex, const char *node, const char *q, const ch
     const char *s = kt ? fxon_op(ex, "MatMul", node, NULL, FXON_IN(q, kt)) : NULL;
     const char *c = fxon_scalar_f(ex, node, (float)scale);
     s = s && c ? fxon_op(ex, "Mul", node, NULL, FXON_IN(s, c)) : NULL;
-    const char *ninf = fxon_scalar_f(ex, node, -INFINITY);
+    /* Constants are made where used: onnxruntime warns of unused ones. */
+    const char *ninf = s && (lens || causal || (mask && mask->dtype != FX_F32)) ? fxon_scalar_f(ex, node, -INFINITY) : "";
     if (!s || !ninf)
         return NULL;
     if (lens || causal) {
         const char *sh = fxon_op(ex, "Shape", node, NULL, FXON_IN(s));
-        const char *i1 = fxon_scalar_i64(ex, node, -1), *i2 = fxon_scalar_i64(ex, node, -2);
+        const char *i1 = fxon_scalar_i64(ex, node, -1);
         const char *z = fxon_scalar_i64(ex, node, 0), *one = fxon_scalar_i64(ex, node, 1);
         const char *S = sh && i1 ? fxon_op(ex, "Gather", node, NULL, FXON_IN(sh, i1)) : NULL;
         const char *js = S && z && one ? fxon_op(ex, "Range", node, NULL, FXON_IN(z, S, one))
@@ -210,7 +212,8 @@ static const char *attend(fxon_ex *ex, const char *node, const char *q, const ch
         }
         if (causal) {
             /* masked[i, j] = j > i. */
-            const char *L = fxon_op(ex, "Gather", node, NULL, FXON_IN(sh, i2));
+            const char *i2 = fxon_scalar_i64(ex, node, -2);
+            const char *L = i2 ? fxon_op(ex, "Gather", node, NULL, FXON_IN(sh, i2)) : NULL;
             const char *is = L ? fxon_op(ex, "Range", node, NULL, FXON_IN(z, L, one)) : NULL;
             const char *col = fxon_const_i64(ex, node, 2, (const int64_t[]){ -1, 1 });
             const char *ic = is && col ? fxon_op(ex, "Reshape", node, NULL, FXON_IN(is, col))
