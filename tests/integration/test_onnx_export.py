@@ -10,7 +10,9 @@ not into Debian's /usr/bin/python3 that ctest runs the integration tests
 with: when they are not importable here, the test runs itself again with
 the python3 on PATH (keeping PYTHONPATH: the generated stubs work there);
 exit 77 (skipped) when neither python has them."""
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -377,6 +379,37 @@ class OnnxExportTest(fxtest.DaemonTest):
         self.c.create_model("freehw", spec)
         self.assertCode(grpc.StatusCode.INVALID_ARGUMENT, self.c.export_onnx, "freehw",
                         contains=("'ap'", "adaptive_avgpool2d"))
+
+    def test_docs_browser_example(self):
+        """docs/onnx-export.md's HTML page feeds and reads the names its
+        example model's export has (no browser here: the names, the shape
+        and one run of the file with onnxruntime)."""
+        src = os.environ.get("FX_SOURCE_DIR") or os.path.join(os.path.dirname(
+            os.path.abspath(__file__)), "..", "..")
+        with open(os.path.join(src, "docs", "onnx-export.md"), encoding="utf-8") as f:
+            doc = f.read()
+        model_json = re.search(r"```json\n(.*?)```", doc, re.S).group(1)
+        html = re.search(r"```html\n(.*?)```", doc, re.S).group(1)
+        script = html[html.rindex("<script>"):]
+        spec = json.loads(model_json)
+        self.c.create_model(spec["name"], spec["spec"])
+        data = self.c.export_onnx(spec["name"])
+        model, sess = self.session(data)
+        self.assertIn('InferenceSession.create("%s.onnx")' % spec["name"], script)
+        feeds = re.findall(r'run\(\{ "(\w+)": input \}\)', script)
+        self.assertEqual(feeds, [i.name for i in model.graph.input])
+        read = re.findall(r'results\["(\w+)"\]', script)
+        self.assertTrue(read)
+        self.assertLessEqual(set(read), {o.name for o in model.graph.output})
+        shape = json.loads(re.search(r"Float32Array.from\(values\), (\[[0-9, ]+\])",
+                                     script).group(1))
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+        self.assertEqual(dims[0].dim_param, "batch")
+        self.assertEqual([d.dim_value for d in dims[1:]], shape[1:])
+        value = re.search(r'id="x" value="([^"]+)"', html).group(1)
+        x = np.array([[float(v) for v in value.split(",")]], dtype=np.float32)
+        probs = sess.run([read[0]], {feeds[0]: x})[0]
+        self.assertAlmostEqual(float(probs.sum()), 1.0, places=5)
 
 
 if __name__ == "__main__":
