@@ -175,17 +175,20 @@ void fxon_attr_strs(fxon_ex *ex, Onnx__NodeProto *np, const char *name, int n,
 }
 
 /* An initializer of raw little-endian bytes (the host is little-endian:
- * the engine's safetensors code refuses to build otherwise). */
+ * the engine's safetensors code refuses to build otherwise). copy: false
+ * when data is arena memory already (weights: not copied twice). */
 static const char *init_raw(fxon_ex *ex, const char *name, int32_t type, int ndim,
-                            const int64_t *shape, const void *data, size_t nbytes)
+                            const int64_t *shape, const void *data, size_t nbytes, bool copy)
 {
     Onnx__TensorProto *t = PBA_NEW(&ex->a, Onnx__TensorProto, onnx__tensor_proto__init);
     int64_t *dims = pba_array(&ex->a, (size_t)(ndim ? ndim : 1), sizeof *dims);
-    uint8_t *raw = pba_alloc(&ex->a, nbytes ? nbytes : 1);
-    if (!t || !dims || !raw || !grow(ex, (void ***)&ex->inits, ex->n_inits, &ex->cap_inits))
+    uint8_t *raw = copy ? pba_alloc(&ex->a, nbytes ? nbytes : 1) : (uint8_t *)data;
+    if (!name || !t || !dims || !raw ||
+        !grow(ex, (void ***)&ex->inits, ex->n_inits, &ex->cap_inits))
         return NULL;
     memcpy(dims, shape, sizeof *dims * (size_t)ndim);
-    memcpy(raw, data, nbytes);
+    if (copy)
+        memcpy(raw, data, nbytes);
     t->name = pba_strdup(&ex->a, name);
     t->dims = dims;
     t->n_dims = (size_t)ndim;
@@ -204,27 +207,27 @@ const char *fxon_init_f32(fxon_ex *ex, const char *name, int ndim, const int64_t
     int64_t n = 1;
     for (int i = 0; i < ndim; i++)
         n *= shape[i];
-    return init_raw(ex, name, FXON_FLOAT, ndim, shape, data, (size_t)n * sizeof(float));
+    return init_raw(ex, name, FXON_FLOAT, ndim, shape, data, (size_t)n * sizeof(float), false);
 }
 
 const char *fxon_const_i64(fxon_ex *ex, const char *node, int n, const int64_t *v)
 {
     const char *name = fxon_tmp(ex, node, "const");
     return name ? init_raw(ex, name, FXON_INT64, 1, (int64_t[]){ n }, v,
-                           (size_t)n * sizeof *v)
+                           (size_t)n * sizeof *v, true)
                 : NULL;
 }
 
 const char *fxon_scalar_f(fxon_ex *ex, const char *node, float v)
 {
     const char *name = fxon_tmp(ex, node, "const");
-    return name ? init_raw(ex, name, FXON_FLOAT, 0, NULL, &v, sizeof v) : NULL;
+    return name ? init_raw(ex, name, FXON_FLOAT, 0, NULL, &v, sizeof v, true) : NULL;
 }
 
 const char *fxon_scalar_i64(fxon_ex *ex, const char *node, int64_t v)
 {
     const char *name = fxon_tmp(ex, node, "const");
-    return name ? init_raw(ex, name, FXON_INT64, 0, NULL, &v, sizeof v) : NULL;
+    return name ? init_raw(ex, name, FXON_INT64, 0, NULL, &v, sizeof v, true) : NULL;
 }
 
 const fx_tensor *fxon_param(fxon_ex *ex, const char *node, const char *param)

@@ -88,9 +88,10 @@ void fxon_attr_strs(fxon_ex *ex, Onnx__NodeProto *np, const char *name, int n,
 /* The node that produced tensor name (the last one appended: for attrs). */
 Onnx__NodeProto *fxon_last(fxon_ex *ex);
 
-/* Initializers: f32 data copied (little-endian raw_data); constants named
- * "<node>/<what>_<k>". Return the initializer's name, NULL when out of
- * memory. */
+/* Initializers (little-endian raw_data): f32 data must be memory of ex's
+ * arena (kept as is, not copied: weights are large); constants are copied
+ * and named "<node>/<what>_<k>". Return the initializer's name, NULL when
+ * out of memory. */
 const char *fxon_init_f32(fxon_ex *ex, const char *name, int ndim, const int64_t *shape,
                           const float *data);
 const char *fxon_const_i64(fxon_ex *ex, const char *node, int n, const int64_t *v);
