@@ -30,8 +30,9 @@ void fxa_export_onnx(fxr_call *call, const ProtobufCMessage *msg, void *data)
         fxr_fail(call, rc, "%s", err);
         return;
     }
-    int64_t version = req->version ? req->version
-                                   : rec.n_versions ? rec.versions[rec.n_versions - 1].version : 0;
+    int64_t version = req->version     ? req->version
+                      : rec.n_versions ? rec.versions[rec.n_versions - 1].version
+                                       : 0;
     Fluxion__V1__ModelSpec *spec = fluxion__v1__model_spec__unpack(NULL, rec.spec_len, rec.spec);
     fxdb_model_rec_free(&rec);
     if (!spec) {

@@ -20,12 +20,12 @@
 #include "base/status.h"
 #include "models/graph.h"
 
-#define FXON_OPSET 17
+#define FXON_OPSET      17
 #define FXON_IR_VERSION 8 /* the IR version of opset 17 (ONNX 1.12) */
 
 /* ------------------------------------------------------------ builder */
 
-int fxon_fail(fxon_ex *ex, const Fluxion__V1__Node *n, const char *fmt, ...)
+int fxon_ex_fail(fxon_ex *ex, const Fluxion__V1__Node *n, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -36,7 +36,7 @@ int fxon_fail(fxon_ex *ex, const Fluxion__V1__Node *n, const char *fmt, ...)
     return -1;
 }
 
-const char *fxon_tmp(fxon_ex *ex, const char *node, const char *what)
+const char *fxon_ex_tmp(fxon_ex *ex, const char *node, const char *what)
 {
     return pba_printf(&ex->a, "%s/%s_%u", node, what, ex->tmp++);
 }
@@ -65,8 +65,8 @@ static char **strs(fxon_ex *ex, int n, const char *const *s)
     return out;
 }
 
-Onnx__NodeProto *fxon_node(fxon_ex *ex, const char *op, const char *name, int nin,
-                           const char *const *in, int nout, const char *const *out)
+Onnx__NodeProto *fxon_ex_node(fxon_ex *ex, const char *op, const char *name, int nin,
+                              const char *const *in, int nout, const char *const *out)
 {
     Onnx__NodeProto *np = PBA_NEW(&ex->a, Onnx__NodeProto, onnx__node_proto__init);
     if (!np || !grow(ex, (void ***)&ex->nodes, ex->n_nodes, &ex->cap_nodes))
@@ -83,14 +83,17 @@ Onnx__NodeProto *fxon_node(fxon_ex *ex, const char *op, const char *name, int ni
     return np;
 }
 
-Onnx__NodeProto *fxon_last(fxon_ex *ex) { return ex->n_nodes ? ex->nodes[ex->n_nodes - 1] : NULL; }
+Onnx__NodeProto *fxon_ex_last(fxon_ex *ex)
+{
+    return ex->n_nodes ? ex->nodes[ex->n_nodes - 1] : NULL;
+}
 
-const char *fxon_op(fxon_ex *ex, const char *op, const char *node, const char *out, int nin,
-                    const char *const *in)
+const char *fxon_ex_op(fxon_ex *ex, const char *op, const char *node, const char *out, int nin,
+                       const char *const *in)
 {
     if (!out)
-        out = fxon_tmp(ex, node, op);
-    if (!out || !fxon_node(ex, op, out, nin, in, 1, &out))
+        out = fxon_ex_tmp(ex, node, op);
+    if (!out || !fxon_ex_node(ex, op, out, nin, in, 1, &out))
         return NULL;
     return out;
 }
@@ -100,8 +103,7 @@ static Onnx__AttributeProto *attr_new(fxon_ex *ex, Onnx__NodeProto *np, const ch
 {
     if (!np)
         return NULL;
-    Onnx__AttributeProto *at = PBA_NEW(&ex->a, Onnx__AttributeProto,
-                                       onnx__attribute_proto__init);
+    Onnx__AttributeProto *at = PBA_NEW(&ex->a, Onnx__AttributeProto, onnx__attribute_proto__init);
     Onnx__AttributeProto **arr = pba_array(&ex->a, np->n_attribute + 1, sizeof *arr);
     if (!at || !arr)
         return NULL;
@@ -116,7 +118,7 @@ static Onnx__AttributeProto *attr_new(fxon_ex *ex, Onnx__NodeProto *np, const ch
     return at;
 }
 
-void fxon_attr_i(fxon_ex *ex, Onnx__NodeProto *np, const char *name, int64_t v)
+void fxon_ex_attr_i(fxon_ex *ex, Onnx__NodeProto *np, const char *name, int64_t v)
 {
     Onnx__AttributeProto *at = attr_new(ex, np, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT);
     if (at) {
@@ -125,20 +127,19 @@ void fxon_attr_i(fxon_ex *ex, Onnx__NodeProto *np, const char *name, int64_t v)
     }
 }
 
-void fxon_attr_f(fxon_ex *ex, Onnx__NodeProto *np, const char *name, float v)
+void fxon_ex_attr_f(fxon_ex *ex, Onnx__NodeProto *np, const char *name, float v)
 {
-    Onnx__AttributeProto *at = attr_new(ex, np, name,
-                                        ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
+    Onnx__AttributeProto *at = attr_new(ex, np, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
     if (at) {
         at->has_f = 1;
         at->f = v;
     }
 }
 
-void fxon_attr_s(fxon_ex *ex, Onnx__NodeProto *np, const char *name, const char *v)
+void fxon_ex_attr_s(fxon_ex *ex, Onnx__NodeProto *np, const char *name, const char *v)
 {
-    Onnx__AttributeProto *at = attr_new(ex, np, name,
-                                        ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING);
+    Onnx__AttributeProto *at =
+        attr_new(ex, np, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING);
     char *s = pba_strdup(&ex->a, v);
     if (at && s) {
         at->has_s = 1;
@@ -147,7 +148,7 @@ void fxon_attr_s(fxon_ex *ex, Onnx__NodeProto *np, const char *name, const char 
     }
 }
 
-void fxon_attr_ints(fxon_ex *ex, Onnx__NodeProto *np, const char *name, int n, const int64_t *v)
+void fxon_ex_attr_ints(fxon_ex *ex, Onnx__NodeProto *np, const char *name, int n, const int64_t *v)
 {
     Onnx__AttributeProto *at = attr_new(ex, np, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
     int64_t *c = pba_array(&ex->a, (size_t)(n ? n : 1), sizeof *c);
@@ -158,11 +159,11 @@ void fxon_attr_ints(fxon_ex *ex, Onnx__NodeProto *np, const char *name, int n, c
     }
 }
 
-void fxon_attr_strs(fxon_ex *ex, Onnx__NodeProto *np, const char *name, int n,
-                    const char *const *v)
+void fxon_ex_attr_strs(fxon_ex *ex, Onnx__NodeProto *np, const char *name, int n,
+                       const char *const *v)
 {
-    Onnx__AttributeProto *at = attr_new(ex, np, name,
-                                        ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRINGS);
+    Onnx__AttributeProto *at =
+        attr_new(ex, np, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRINGS);
     ProtobufCBinaryData *b = pba_array(&ex->a, (size_t)(n ? n : 1), sizeof *b);
     if (!at || !b)
         return;
@@ -201,8 +202,8 @@ static const char *init_raw(fxon_ex *ex, const char *name, int32_t type, int ndi
     return t->name;
 }
 
-const char *fxon_init_f32(fxon_ex *ex, const char *name, int ndim, const int64_t *shape,
-                          const float *data)
+const char *fxon_ex_init_f32(fxon_ex *ex, const char *name, int ndim, const int64_t *shape,
+                             const float *data)
 {
     int64_t n = 1;
     for (int i = 0; i < ndim; i++)
@@ -210,40 +211,38 @@ const char *fxon_init_f32(fxon_ex *ex, const char *name, int ndim, const int64_t
     return init_raw(ex, name, FXON_FLOAT, ndim, shape, data, (size_t)n * sizeof(float), false);
 }
 
-const char *fxon_const_i64(fxon_ex *ex, const char *node, int n, const int64_t *v)
+const char *fxon_ex_const_i64(fxon_ex *ex, const char *node, int n, const int64_t *v)
 {
-    const char *name = fxon_tmp(ex, node, "const");
-    return name ? init_raw(ex, name, FXON_INT64, 1, (int64_t[]){ n }, v,
-                           (size_t)n * sizeof *v, true)
+    const char *name = fxon_ex_tmp(ex, node, "const");
+    return name ? init_raw(ex, name, FXON_INT64, 1, (int64_t[]){n}, v, (size_t)n * sizeof *v, true)
                 : NULL;
 }
 
-const char *fxon_scalar_f(fxon_ex *ex, const char *node, float v)
+const char *fxon_ex_scalar_f(fxon_ex *ex, const char *node, float v)
 {
-    const char *name = fxon_tmp(ex, node, "const");
+    const char *name = fxon_ex_tmp(ex, node, "const");
     return name ? init_raw(ex, name, FXON_FLOAT, 0, NULL, &v, sizeof v, true) : NULL;
 }
 
-const char *fxon_scalar_i64(fxon_ex *ex, const char *node, int64_t v)
+const char *fxon_ex_scalar_i64(fxon_ex *ex, const char *node, int64_t v)
 {
-    const char *name = fxon_tmp(ex, node, "const");
+    const char *name = fxon_ex_tmp(ex, node, "const");
     return name ? init_raw(ex, name, FXON_INT64, 0, NULL, &v, sizeof v, true) : NULL;
 }
 
-const fx_tensor *fxon_param(fxon_ex *ex, const char *node, const char *param)
+const fx_tensor *fxon_ex_param(fxon_ex *ex, const char *node, const char *param)
 {
     char full[600];
     snprintf(full, sizeof full, "%s.%s", node, param);
     return fx_params_find(ex->params, full);
 }
 
-float *fxon_param_data(fxon_ex *ex, const Fluxion__V1__Node *n, const char *param,
-                       int64_t *numel)
+float *fxon_ex_param_data(fxon_ex *ex, const Fluxion__V1__Node *n, const char *param,
+                          int64_t *numel)
 {
-    const fx_tensor *t = fxon_param(ex, n->name, param);
+    const fx_tensor *t = fxon_ex_param(ex, n->name, param);
     if (!t || t->dtype != FX_F32) {
-        fxon_fail(ex, n, "weight '%s.%s' %s", n->name, param,
-                  t ? "is not F32" : "is missing");
+        fxon_ex_fail(ex, n, "weight '%s.%s' %s", n->name, param, t ? "is not F32" : "is missing");
         return NULL;
     }
     int64_t cnt = fx_tensor_numel(t);
@@ -251,7 +250,7 @@ float *fxon_param_data(fxon_ex *ex, const Fluxion__V1__Node *n, const char *para
     if (!d)
         return NULL;
     if (fx_tensor_to_host(t, d, (size_t)cnt * sizeof *d) != FX_OK) {
-        fxon_fail(ex, n, "cannot read weight '%s.%s'", n->name, param);
+        fxon_ex_fail(ex, n, "cannot read weight '%s.%s'", n->name, param);
         return NULL;
     }
     if (numel)
@@ -259,17 +258,17 @@ float *fxon_param_data(fxon_ex *ex, const Fluxion__V1__Node *n, const char *para
     return d;
 }
 
-const char *fxon_param_init(fxon_ex *ex, const Fluxion__V1__Node *n, const char *param)
+const char *fxon_ex_param_init(fxon_ex *ex, const Fluxion__V1__Node *n, const char *param)
 {
-    const fx_tensor *t = fxon_param(ex, n->name, param);
-    float *d = fxon_param_data(ex, n, param, NULL);
+    const fx_tensor *t = fxon_ex_param(ex, n->name, param);
+    float *d = fxon_ex_param_data(ex, n, param, NULL);
     const char *name = d ? pba_printf(&ex->a, "%s.%s", n->name, param) : NULL;
-    return name ? fxon_init_f32(ex, name, t->ndim, t->shape, d) : NULL;
+    return name ? fxon_ex_init_f32(ex, name, t->ndim, t->shape, d) : NULL;
 }
 
 /* --------------------------------------------------- spec attributes */
 
-const Fluxion__V1__AttrValue *fxon_attr(const Fluxion__V1__Node *n, const char *name)
+const Fluxion__V1__AttrValue *fxon_ex_attr(const Fluxion__V1__Node *n, const char *name)
 {
     for (size_t i = 0; i < n->n_attrs; i++)
         if (n->attrs[i]->key && strcmp(n->attrs[i]->key, name) == 0)
@@ -277,9 +276,9 @@ const Fluxion__V1__AttrValue *fxon_attr(const Fluxion__V1__Node *n, const char *
     return NULL;
 }
 
-int64_t fxon_ai(const Fluxion__V1__Node *n, const char *name, int64_t def)
+int64_t fxon_ex_ai(const Fluxion__V1__Node *n, const char *name, int64_t def)
 {
-    const Fluxion__V1__AttrValue *v = fxon_attr(n, name);
+    const Fluxion__V1__AttrValue *v = fxon_ex_attr(n, name);
     if (!v)
         return def;
     if (v->value_case == FLUXION__V1__ATTR_VALUE__VALUE_F)
@@ -287,9 +286,9 @@ int64_t fxon_ai(const Fluxion__V1__Node *n, const char *name, int64_t def)
     return v->value_case == FLUXION__V1__ATTR_VALUE__VALUE_I ? v->i : def;
 }
 
-double fxon_af(const Fluxion__V1__Node *n, const char *name, double def)
+double fxon_ex_af(const Fluxion__V1__Node *n, const char *name, double def)
 {
-    const Fluxion__V1__AttrValue *v = fxon_attr(n, name);
+    const Fluxion__V1__AttrValue *v = fxon_ex_attr(n, name);
     if (!v)
         return def;
     if (v->value_case == FLUXION__V1__ATTR_VALUE__VALUE_I)
@@ -297,30 +296,30 @@ double fxon_af(const Fluxion__V1__Node *n, const char *name, double def)
     return v->value_case == FLUXION__V1__ATTR_VALUE__VALUE_F ? v->f : def;
 }
 
-bool fxon_ab(const Fluxion__V1__Node *n, const char *name, bool def)
+bool fxon_ex_ab(const Fluxion__V1__Node *n, const char *name, bool def)
 {
-    const Fluxion__V1__AttrValue *v = fxon_attr(n, name);
+    const Fluxion__V1__AttrValue *v = fxon_ex_attr(n, name);
     return v && v->value_case == FLUXION__V1__ATTR_VALUE__VALUE_B ? v->b : def;
 }
 
-const char *fxon_as(const Fluxion__V1__Node *n, const char *name, const char *def)
+const char *fxon_ex_as(const Fluxion__V1__Node *n, const char *name, const char *def)
 {
-    const Fluxion__V1__AttrValue *v = fxon_attr(n, name);
+    const Fluxion__V1__AttrValue *v = fxon_ex_attr(n, name);
     return v && v->value_case == FLUXION__V1__ATTR_VALUE__VALUE_S ? v->s : def;
 }
 
-int fxon_aints(const Fluxion__V1__Node *n, const char *name, const int64_t **vals)
+int fxon_ex_aints(const Fluxion__V1__Node *n, const char *name, const int64_t **vals)
 {
-    const Fluxion__V1__AttrValue *v = fxon_attr(n, name);
+    const Fluxion__V1__AttrValue *v = fxon_ex_attr(n, name);
     if (!v || v->value_case != FLUXION__V1__ATTR_VALUE__VALUE_INTS || !v->ints)
         return 0;
     *vals = v->ints->values;
     return (int)v->ints->n_values;
 }
 
-bool fxon_apair(const Fluxion__V1__Node *n, const char *name, int64_t def, int64_t hw[2])
+bool fxon_ex_apair(const Fluxion__V1__Node *n, const char *name, int64_t def, int64_t hw[2])
 {
-    const Fluxion__V1__AttrValue *v = fxon_attr(n, name);
+    const Fluxion__V1__AttrValue *v = fxon_ex_attr(n, name);
     hw[0] = hw[1] = def;
     if (!v)
         return false;
@@ -328,7 +327,7 @@ bool fxon_apair(const Fluxion__V1__Node *n, const char *name, int64_t def, int64
         hw[0] = v->ints->values[0];
         hw[1] = v->ints->values[v->ints->n_values > 1 ? 1 : 0];
     } else {
-        hw[0] = hw[1] = fxon_ai(n, name, def);
+        hw[0] = hw[1] = fxon_ex_ai(n, name, def);
     }
     return true;
 }
@@ -343,9 +342,9 @@ typedef struct {
 
 typedef struct {
     const Fluxion__V1__ModelSpec *spec;
-    int *nout;   /* per node */
-    int *first;  /* per node: index of its output 0 in the augmented outputs */
-    int total;   /* node outputs */
+    int *nout;  /* per node */
+    int *first; /* per node: index of its output 0 in the augmented outputs */
+    int total;  /* node outputs */
 } layout;
 
 static int find_node(const Fluxion__V1__ModelSpec *s, const char *name, size_t len)
@@ -361,32 +360,32 @@ static ref resolve(const Fluxion__V1__ModelSpec *s, const char *r)
 {
     for (size_t i = 0; i < s->n_inputs; i++)
         if (strcmp(s->inputs[i]->name, r) == 0)
-            return (ref){ -1, (int)i };
+            return (ref){-1, (int)i};
     const char *c = strrchr(r, ':');
     if (c && c[1]) {
         int n = find_node(s, r, (size_t)(c - r));
         if (n >= 0)
-            return (ref){ n, atoi(c + 1) };
+            return (ref){n, atoi(c + 1)};
     }
-    return (ref){ find_node(s, r, strlen(r)), 0 };
+    return (ref){find_node(s, r, strlen(r)), 0};
 }
 
 static int node_nout(const Fluxion__V1__Node *n)
 {
     if (strcmp(n->op, "split") == 0) {
         const int64_t *v;
-        return fxon_aints(n, "sizes", &v);
+        return fxon_ex_aints(n, "sizes", &v);
     }
     if (strcmp(n->op, "rnn") == 0 || strcmp(n->op, "gru") == 0)
         return 2;
     return strcmp(n->op, "lstm") == 0 ? 3 : 1;
 }
 
-static fxon_conv_fn find_conv(const char *op, bool *known)
+static fxon_xconv_fn find_conv(const char *op, bool *known)
 {
-    const fxon_conv *tabs[] = { fxon_layer_convs, fxon_op_convs };
+    const fxon_xconv *tabs[] = {fxon_ex_layer_convs, fxon_ex_op_convs};
     for (int t = 0; t < 2; t++)
-        for (const fxon_conv *c = tabs[t]; c->op; c++)
+        for (const fxon_xconv *c = tabs[t]; c->op; c++)
             if (strcmp(c->op, op) == 0) {
                 *known = true;
                 return c->fn;
@@ -397,8 +396,8 @@ static fxon_conv_fn find_conv(const char *op, bool *known)
 
 static bool is_loss(const char *op)
 {
-    static const char *const losses[] = { "mse_loss", "cross_entropy", "cross_entropy_soft",
-                                          "bce_with_logits", "ctc_loss", NULL };
+    static const char *const losses[] = {"mse_loss",        "cross_entropy", "cross_entropy_soft",
+                                         "bce_with_logits", "ctc_loss",      NULL};
     for (int i = 0; losses[i]; i++)
         if (strcmp(op, losses[i]) == 0)
             return true;
@@ -411,12 +410,11 @@ static Onnx__ValueInfoProto *value_info(fxon_ex *ex, const char *name, fx_dtype 
     pba *a = &ex->a;
     Onnx__ValueInfoProto *vi = PBA_NEW(a, Onnx__ValueInfoProto, onnx__value_info_proto__init);
     Onnx__TypeProto *tp = PBA_NEW(a, Onnx__TypeProto, onnx__type_proto__init);
-    Onnx__TypeProto__Tensor *tt = PBA_NEW(a, Onnx__TypeProto__Tensor,
-                                          onnx__type_proto__tensor__init);
-    Onnx__TensorShapeProto *sh = PBA_NEW(a, Onnx__TensorShapeProto,
-                                         onnx__tensor_shape_proto__init);
-    Onnx__TensorShapeProto__Dimension **dims = pba_array(a, (size_t)(ndim ? ndim : 1),
-                                                         sizeof *dims);
+    Onnx__TypeProto__Tensor *tt =
+        PBA_NEW(a, Onnx__TypeProto__Tensor, onnx__type_proto__tensor__init);
+    Onnx__TensorShapeProto *sh = PBA_NEW(a, Onnx__TensorShapeProto, onnx__tensor_shape_proto__init);
+    Onnx__TensorShapeProto__Dimension **dims =
+        pba_array(a, (size_t)(ndim ? ndim : 1), sizeof *dims);
     if (!vi || !tp || !tt || !sh || !dims)
         return NULL;
     for (int i = 0; i < ndim; i++) {
@@ -472,13 +470,12 @@ static int augment(const Fluxion__V1__ModelSpec *spec, pba *a, layout *lay,
     memcpy(aug->outputs, spec->outputs, spec->n_outputs * sizeof *aug->outputs);
     for (size_t i = 0; i < nn; i++)
         for (int k = 0; k < lay->nout[i]; k++) {
-            Fluxion__V1__OutputSpec *o = PBA_NEW(a, Fluxion__V1__OutputSpec,
-                                                 fluxion__v1__output_spec__init);
+            Fluxion__V1__OutputSpec *o =
+                PBA_NEW(a, Fluxion__V1__OutputSpec, fluxion__v1__output_spec__init);
             if (!o)
                 return -1;
             o->name = pba_printf(a, "fxon_%d", lay->first[i] + k);
-            o->source = k ? pba_printf(a, "%s:%d", spec->nodes[i]->name, k)
-                          : spec->nodes[i]->name;
+            o->source = k ? pba_printf(a, "%s:%d", spec->nodes[i]->name, k) : spec->nodes[i]->name;
             aug->outputs[spec->n_outputs + (size_t)lay->first[i] + (size_t)k] = o;
         }
     return 0;
@@ -486,8 +483,8 @@ static int augment(const Fluxion__V1__ModelSpec *spec, pba *a, layout *lay,
 
 /* Post-order of the nodes the roots depend on (iterative: specs may be
  * 10000 nodes deep). state: 0 unseen, 1 on the stack, 2 done. */
-static int dfs(const Fluxion__V1__ModelSpec *s, const ref *const *refs, const int *roots, int nroots,
-               unsigned char *state, int *order, int *norder, int *stack, int *pos)
+static int dfs(const Fluxion__V1__ModelSpec *s, const ref *const *refs, const int *roots,
+               int nroots, unsigned char *state, int *order, int *norder, int *stack, int *pos)
 {
     for (int r = 0; r < nroots; r++) {
         if (roots[r] < 0 || state[roots[r]])
@@ -521,8 +518,8 @@ static int pack_model(fxon_ex *ex, const char *model_name, Onnx__ValueInfoProto 
     pba *a = &ex->a;
     Onnx__ModelProto *m = PBA_NEW(a, Onnx__ModelProto, onnx__model_proto__init);
     Onnx__GraphProto *gp = PBA_NEW(a, Onnx__GraphProto, onnx__graph_proto__init);
-    Onnx__OperatorSetIdProto *os = PBA_NEW(a, Onnx__OperatorSetIdProto,
-                                           onnx__operator_set_id_proto__init);
+    Onnx__OperatorSetIdProto *os =
+        PBA_NEW(a, Onnx__OperatorSetIdProto, onnx__operator_set_id_proto__init);
     Onnx__OperatorSetIdProto **osa = pba_array(a, 1, sizeof *osa);
     if (!m || !gp || !os || !osa)
         return FXS_RESOURCE_EXHAUSTED;
@@ -549,8 +546,10 @@ static int pack_model(fxon_ex *ex, const char *model_name, Onnx__ValueInfoProto 
         return FXS_RESOURCE_EXHAUSTED;
     size_t n = protobuf_c_message_get_packed_size(&m->base);
     if (n >= (size_t)INT32_MAX) {
-        snprintf(ex->err, ex->errlen, "the ONNX model would be %zu bytes: over protobuf's 2 GiB "
-                 "limit (ONNX's external data is not supported)", n);
+        snprintf(ex->err, ex->errlen,
+                 "the ONNX model would be %zu bytes: over protobuf's 2 GiB "
+                 "limit (ONNX's external data is not supported)",
+                 n);
         return FXS_INVALID_ARGUMENT;
     }
     if (!(*out = malloc(n ? n : 1)))
@@ -569,20 +568,20 @@ static int convert(fxon_ex *ex, const Fluxion__V1__ModelSpec *spec, const fxg_gr
     if (augment(spec, a, &lay, &aug))
         return FXS_RESOURCE_EXHAUSTED;
     (void)aug;
-    fxon_val *ins = pba_array(a, ni + 1, sizeof *ins);
-    fxon_val *vals = pba_array(a, (size_t)lay.total + 1, sizeof *vals);
+    fxon_xval *ins = pba_array(a, ni + 1, sizeof *ins);
+    fxon_xval *vals = pba_array(a, (size_t)lay.total + 1, sizeof *vals);
     ref **refs = pba_array(a, nn + 1, sizeof *refs);
     ref *outs = pba_array(a, no + 1, sizeof *outs);
     int *order = pba_array(a, nn + 1, sizeof *order), *stack = pba_array(a, nn + 1, sizeof(int));
     int *pos = pba_array(a, nn + 1, sizeof(int)), *roots = pba_array(a, no + 1, sizeof(int));
     unsigned char *state = pba_array(a, nn + 1, 1), *loss = pba_array(a, nn + 1, 1);
     bool *used_in = pba_array(a, ni + 1, sizeof *used_in), *kept = pba_array(a, no + 1, 1);
-    if (!ins || !vals || !refs || !outs || !order || !stack || !pos || !roots || !state ||
-        !loss || !used_in || !kept)
+    if (!ins || !vals || !refs || !outs || !order || !stack || !pos || !roots || !state || !loss ||
+        !used_in || !kept)
         return FXS_RESOURCE_EXHAUSTED;
     for (size_t i = 0; i < ni; i++) {
         const fxg_tensor_info *t = fxg_input(g, (int)i);
-        ins[i] = (fxon_val){ .name = spec->inputs[i]->name, .dtype = t->dtype, .ndim = t->ndim };
+        ins[i] = (fxon_xval){.name = spec->inputs[i]->name, .dtype = t->dtype, .ndim = t->ndim};
         memcpy(ins[i].shape, t->shape, sizeof t->shape);
     }
     for (size_t j = 0; j < no; j++)
@@ -595,7 +594,7 @@ static int convert(fxon_ex *ex, const Fluxion__V1__ModelSpec *spec, const fxg_gr
             refs[i][k] = resolve(spec, n->inputs[k]);
         for (int k = 0; k < lay.nout[i]; k++) {
             const fxg_tensor_info *t = fxg_output(g, (int)no + lay.first[i] + k);
-            fxon_val *v = &vals[lay.first[i] + k];
+            fxon_xval *v = &vals[lay.first[i] + k];
             v->name = k ? pba_printf(a, "%s:%d", n->name, k) : n->name;
             /* A spec output may carry the name of another tensor: that
              * tensor yields the name to the graph output. */
@@ -634,9 +633,11 @@ static int convert(fxon_ex *ex, const Fluxion__V1__ModelSpec *spec, const fxg_gr
                 i = order[o];
                 break;
             }
-        snprintf(ex->err, ex->errlen, "node '%s' (%s): a loss has no ONNX export (losses are "
+        snprintf(ex->err, ex->errlen,
+                 "node '%s' (%s): a loss has no ONNX export (losses are "
                  "training-only: outputs computed from one are left out, and every output of "
-                 "this model is)", spec->nodes[i]->name, spec->nodes[i]->op);
+                 "this model is)",
+                 spec->nodes[i]->name, spec->nodes[i]->op);
         return FXS_INVALID_ARGUMENT;
     }
     memset(state, 0, nn + 1);
@@ -646,13 +647,13 @@ static int convert(fxon_ex *ex, const Fluxion__V1__ModelSpec *spec, const fxg_gr
         int i = order[o];
         const Fluxion__V1__Node *n = spec->nodes[i];
         bool known;
-        fxon_conv_fn fn = find_conv(n->op, &known);
+        fxon_xconv_fn fn = find_conv(n->op, &known);
         if (!fn) {
             snprintf(ex->err, ex->errlen, "node '%s' (%s): %s", n->name, n->op,
                      known ? "this op has no ONNX form" : "unknown op");
             return FXS_INVALID_ARGUMENT;
         }
-        fxon_val *in = pba_array(a, n->n_inputs + 1, sizeof *in);
+        fxon_xval *in = pba_array(a, n->n_inputs + 1, sizeof *in);
         if (!in)
             return FXS_RESOURCE_EXHAUSTED;
         for (size_t k = 0; k < n->n_inputs; k++) {
@@ -675,20 +676,20 @@ static int convert(fxon_ex *ex, const Fluxion__V1__ModelSpec *spec, const fxg_gr
         if (!kept[j])
             continue;
         const char *oname = spec->outputs[j]->name;
-        const fxon_val *src = outs[j].node < 0 ? &ins[outs[j].k]
-                                               : &vals[lay.first[outs[j].node] + outs[j].k];
+        const fxon_xval *src =
+            outs[j].node < 0 ? &ins[outs[j].k] : &vals[lay.first[outs[j].node] + outs[j].k];
         if (outs[j].node < 0)
             used_in[outs[j].k] = true;
-        if (strcmp(src->name, oname) != 0 && !fxon_op(ex, "Identity", oname, oname,
-                                                        FXON_IN(src->name)))
+        if (strcmp(src->name, oname) != 0 &&
+            !fxon_ex_op(ex, "Identity", oname, oname, FXON_IN(src->name)))
             return FXS_RESOURCE_EXHAUSTED;
         const fxg_tensor_info *t = fxg_output(g, (int)j);
         if (!(gout[ngout++] = value_info(ex, oname, t->dtype, t->ndim, t->shape)))
             return FXS_RESOURCE_EXHAUSTED;
     }
     for (size_t i = 0; i < ni; i++)
-        if (used_in[i] && !(gin[ngin++] = value_info(ex, ins[i].name, ins[i].dtype,
-                                                      ins[i].ndim, ins[i].shape)))
+        if (used_in[i] &&
+            !(gin[ngin++] = value_info(ex, ins[i].name, ins[i].dtype, ins[i].ndim, ins[i].shape)))
             return FXS_RESOURCE_EXHAUSTED;
     return pack_model(ex, model_name, gin, ngin, gout, ngout, out, out_len);
 }
@@ -704,7 +705,7 @@ int fxon_export(const Fluxion__V1__ModelSpec *spec, const uint8_t *weights, size
         snprintf(err, errlen, "no spec or weights to export");
         return FXS_INVALID_ARGUMENT;
     }
-    fxon_ex ex = { .err = err, .errlen = errlen };
+    fxon_ex ex = {.err = err, .errlen = errlen};
     layout lay;
     Fluxion__V1__ModelSpec aug;
     fxg_graph *g = NULL;
@@ -716,7 +717,7 @@ int fxon_export(const Fluxion__V1__ModelSpec *spec, const uint8_t *weights, size
     }
     /* The build checks the spec as serving does and infers every node
      * output's shape; the weights then replace the seeded ones. */
-    fxg_options opts = { .seed = 1 };
+    fxg_options opts = {.seed = 1};
     rc = fxg_build(&aug, &opts, &g, err, errlen);
     if (!rc)
         rc = fxg_load_weights(g, weights, len, err, errlen);

@@ -20,7 +20,6 @@
  * a spec or weights that do not build), FXS_RESOURCE_EXHAUSTED when out of
  * memory. */
 int fxon_export(const Fluxion__V1__ModelSpec *spec, const uint8_t *weights, size_t len,
-                const char *model_name, uint8_t **out, size_t *out_len, char *err,
-                size_t errlen);
+                const char *model_name, uint8_t **out, size_t *out_len, char *err, size_t errlen);
 
 #endif
