@@ -203,19 +203,32 @@ static int cv_layernorm(fxon_ex *ex, const Fluxion__V1__Node *n, const fxon_xval
     return 0;
 }
 
-/* GroupNormalization (opset 18, and redefined in 21) is written out:
- * [N, C, ..] -> [N, G, -1], normalized over the last axis, back to x's
- * shape, then the per-channel affine map. */
+/* GroupNormalization is opset 18 and changed meaning in 21 (per-group,
+ * then per-channel scales): written as PyTorch writes nn.GroupNorm at
+ * opset 17, [N, C, ..] -> [N, G, -1] -> InstanceNormalization (unit scale)
+ * -> x's shape -> the per-channel affine map. */
 static int cv_groupnorm(fxon_ex *ex, const Fluxion__V1__Node *n, const fxon_xval *in, int nin,
                         const fxon_xval *out, int nout)
 {
     (void)nin, (void)nout;
     int64_t g = fxon_ex_ai(n, "num_groups", 1);
+    float *ones = pba_array(&ex->a, (size_t)g, sizeof *ones);
+    float *zeros = pba_array(&ex->a, (size_t)g, sizeof *zeros);
+    for (int64_t i = 0; ones && i < g; i++)
+        ones[i] = 1.0f;
+    const char *sc = ones ? fxon_ex_init_f32(ex, fxon_ex_tmp(ex, n->name, "ones"), 1, &g, ones)
+                          : NULL;
+    const char *bi = zeros ? fxon_ex_init_f32(ex, fxon_ex_tmp(ex, n->name, "zeros"), 1, &g, zeros)
+                           : NULL;
     const char *gs = fxon_ex_const_i64(ex, n->name, 3, (const int64_t[]){0, g, -1});
     const char *r = gs ? fxon_ex_op(ex, "Reshape", n->name, NULL, FXON_IN(in[0].name, gs)) : NULL;
-    const char *y =
-        r ? normalize(ex, n->name, r, 1, (const int64_t[]){2}, fxon_ex_af(n, "eps", 1e-5)) : NULL;
-    const char *sh = y ? fxon_ex_op(ex, "Shape", n->name, NULL, FXON_IN(in[0].name)) : NULL;
+    const char *y = r && sc && bi ? fxon_ex_op(ex, "InstanceNormalization", n->name, NULL,
+                                               FXON_IN(r, sc, bi))
+                                  : NULL;
+    if (!y)
+        return -1;
+    fxon_ex_attr_f(ex, fxon_ex_last(ex), "epsilon", (float)fxon_ex_af(n, "eps", 1e-5));
+    const char *sh = fxon_ex_op(ex, "Shape", n->name, NULL, FXON_IN(in[0].name));
     const char *back = sh ? fxon_ex_op(ex, "Reshape", n->name, NULL, FXON_IN(y, sh)) : NULL;
     return back
                ? channel_affine(ex, n, back, in[0].ndim, fxon_ex_ab(n, "affine", true), out[0].name)

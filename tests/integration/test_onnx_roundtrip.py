@@ -32,9 +32,9 @@ from fluxion_client import FluxionError  # noqa: E402
 from test_onnx_export import BATCHES, MODELS, TOL, perturbed  # noqa: E402
 
 # The kinds whose exported form (Gemm, Conv, BatchNormalization, pools,
-# Flatten, LSTM/GRU with sequence_lens, LayerNormalization, ...) the
+# Flatten, RNN/GRU/LSTM with sequence_lens, Gather, ...) the
 # importer covers.
-ROUND_TRIP = ("mlp", "cnn", "gru", "lstm", "embed")
+ROUND_TRIP = ("mlp", "cnn", "rnn", "gru", "lstm", "embed", "with_loss")
 
 
 def import_available(client):
