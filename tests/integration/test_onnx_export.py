@@ -226,6 +226,12 @@ MODELS = {
                      "idx": np.array([3, 0, 2], dtype=np.int64),
                      "gidx": r.integers(0, 2, size=(b, 4, 2)).astype(np.int64),
                      "cond": r.integers(0, 2, size=(b, 4, 6)).astype(np.int32)}),
+    # Outputs named as other tensors, an input as an output, shared sources.
+    "aliases": ({
+        "inputs": [f32("x", -1, 3)],
+        "nodes": [node("a", "relu", ["x"]), node("b", "neg", ["a"])],
+        "outputs": outs(("b", "a"), ("a", "b"), ("x_out", "x"), ("a2", "a"), ("x", "x")),
+    }, lambda b, r: {"x": rand(r, b, 3)}),
     # Training-only outputs: the loss and its target are left out.
     "with_loss": ({
         "inputs": [f32("x", -1, 4), f32("target", -1, 3)],
