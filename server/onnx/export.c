@@ -558,16 +558,13 @@ static int pack_model(fxon_ex *ex, const char *model_name, Onnx__ValueInfoProto 
     return 0;
 }
 
-static int convert(fxon_ex *ex, const Fluxion__V1__ModelSpec *spec, const fxg_graph *g,
-                   const char *model_name, uint8_t **out, size_t *out_len)
+/* The graph g (built from the augmented spec: lay) as ONNX into *out. */
+static int convert(fxon_ex *ex, const Fluxion__V1__ModelSpec *spec, const layout *lp,
+                   const fxg_graph *g, const char *model_name, uint8_t **out, size_t *out_len)
 {
     pba *a = &ex->a;
-    layout lay;
-    Fluxion__V1__ModelSpec aug;
+    const layout lay = *lp;
     size_t nn = spec->n_nodes, no = spec->n_outputs, ni = spec->n_inputs;
-    if (augment(spec, a, &lay, &aug))
-        return FXS_RESOURCE_EXHAUSTED;
-    (void)aug;
     fxon_xval *ins = pba_array(a, ni + 1, sizeof *ins);
     fxon_xval *vals = pba_array(a, (size_t)lay.total + 1, sizeof *vals);
     ref **refs = pba_array(a, nn + 1, sizeof *refs);
@@ -723,10 +720,16 @@ int fxon_export(const Fluxion__V1__ModelSpec *spec, const uint8_t *weights, size
         rc = fxg_load_weights(g, weights, len, err, errlen);
     if (!rc) {
         ex.params = fxg_params(g);
-        rc = convert(&ex, spec, g, model_name, out, out_len);
-        if (rc == FXS_RESOURCE_EXHAUSTED && !err[0])
-            snprintf(err, errlen, "out of memory building the ONNX model");
-        if (rc == FXS_RESOURCE_EXHAUSTED && ex.a.failed)
+        /* protobuf messages stop at 2 GiB: refuse before copying weights. */
+        int64_t bytes = fx_params_numel(ex.params) * (int64_t)sizeof(float);
+        if (bytes >= (int64_t)INT32_MAX - (1 << 20)) {
+            snprintf(err, errlen, "the weights are %lld bytes: over protobuf's 2 GiB limit of "
+                     "an ONNX file (ONNX's external data is not supported)", (long long)bytes);
+            rc = FXS_INVALID_ARGUMENT;
+        } else {
+            rc = convert(&ex, spec, &lay, g, model_name, out, out_len);
+        }
+        if (rc == FXS_RESOURCE_EXHAUSTED && (!err[0] || ex.a.failed))
             snprintf(err, errlen, "out of memory building the ONNX model");
     }
     if (rc) {
