@@ -111,8 +111,10 @@ MODELS = {
                  padding=2, dilation=2, stride=2, activation="sigmoid"),
             node("gn1", "groupnorm", ["c1"], num_groups=2, num_channels=4, affine=False),
             node("bn", "batchnorm1d", ["c1"], num_features=4, track_running_stats=False),
+            node("even", "adaptive_avgpool2d", ["up"], output_size=[5, 2]),
         ],
-        "outputs": outs(("up2", "up2"), ("gn", "gn"), ("gn1", "gn1"), ("bn", "bn")),
+        "outputs": outs(("up2", "up2"), ("gn", "gn"), ("gn1", "gn1"), ("bn", "bn"),
+                        ("even", "even")),
     }, lambda b, r: {"z": rand(r, b, 4, 5, 5), "sig": rand(r, b, 6, 9)}),
     "embed": ({
         "inputs": [{"name": "tokens", "dtype": "INT64", "shape": [-1, 7]},
