@@ -31,7 +31,6 @@ except ImportError as e:
 
 import fxtest  # noqa: E402
 from fxtest import np  # noqa: E402
-from fluxion_client import FluxionError  # noqa: E402
 import grpc  # noqa: E402
 
 TOL = 1e-4

@@ -112,7 +112,8 @@ static void test_refusals(void **state)
 {
     (void)state;
     Fluxion__V1__ModelSpec *spec = spec_of(
-        "{\"inputs\": [{\"name\": \"a\", \"shape\": [-1, 3]}, {\"name\": \"b\", \"shape\": [-1, 3]}],"
+        "{\"inputs\": [{\"name\": \"a\", \"shape\": [-1, 3]},"
+        "  {\"name\": \"b\", \"shape\": [-1, 3]}],"
         " \"nodes\": [{\"name\": \"crit\", \"op\": \"mse_loss\", \"inputs\": [\"a\", \"b\"]}],"
         " \"outputs\": [{\"name\": \"loss\", \"source\": \"crit\"}]}");
     void *w;
