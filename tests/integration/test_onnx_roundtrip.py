@@ -2,15 +2,21 @@
 (file A) is imported with ImportOnnx as a new model B; B's ModelInfer
 outputs and onnxruntime's on B's own export (file C) equal onnxruntime's
 on A within 1e-4, at two batch sizes, with the input and output names
-kept.
+kept. And PyTorch -> Fluxion -> ONNX: the models of
+tests/py/onnx_export_models.py (exported by Debian's torch) imported, then
+exported, give PyTorch's outputs under onnxruntime within 1e-4 (skipped
+without that script or torch).
 
 Needs both halves of docs/onnx*.md: exits 77 (skipped) while ImportOnnx is
 not there (UNIMPLEMENTED, or a client without import_onnx). onnx and
 onnxruntime: as test_onnx_export.py (the python3 on PATH; 77 when
 missing)."""
+import json
 import os
 import shutil
+import subprocess
 import sys
+import tempfile
 
 try:
     import onnx  # noqa: F401
@@ -89,6 +95,39 @@ class OnnxRoundTripTest(fxtest.DaemonTest):
                                                    err_msg="%s: C %s" % (name, o))
                         np.testing.assert_allclose(got_b[o], want[o], rtol=TOL, atol=TOL,
                                                    err_msg="%s: B %s" % (name, o))
+
+    def test_torch_models_in_and_out(self):
+        src = os.environ.get("FX_SOURCE_DIR") or os.path.join(os.path.dirname(
+            os.path.abspath(__file__)), "..", "..")
+        script = os.path.join(src, "tests", "py", "onnx_export_models.py")
+        torch_python = "/usr/bin/python3"
+        if not os.path.exists(script) or not os.access(torch_python, os.X_OK):
+            self.skipTest("no %s or %s" % (script, torch_python))
+        out = tempfile.mkdtemp(prefix="torch-onnx-", dir=self.d.data_dir)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        r = subprocess.run([torch_python, script, out], capture_output=True, text=True,
+                           timeout=600, env=env)
+        if r.returncode != 0 and "No module named 'torch'" in r.stderr:
+            self.skipTest("torch is not installed for %s" % torch_python)
+        self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+        with open(os.path.join(out, "manifest.json")) as f:
+            manifest = json.load(f)
+        self.assertTrue(manifest)
+        for i, (name, io) in enumerate(sorted(manifest.items())):
+            with self.subTest(model=name):
+                with open(os.path.join(out, name + ".onnx"), "rb") as f:
+                    data = f.read()
+                fx_name = "torch-%d" % i
+                self.c.import_onnx(fx_name, data)
+                c = self.c.export_onnx(fx_name)
+                onnx.checker.check_model(onnx.load_from_string(c), full_check=True)
+                feed = {k: np.load(os.path.join(out, "%s.in.%s.npy" % (name, k)))
+                        for k in io["inputs"]}
+                got = self.run_onnx(c, feed)
+                for o in io["outputs"]:
+                    want = np.load(os.path.join(out, "%s.out.%s.npy" % (name, o)))
+                    np.testing.assert_allclose(got[o], want, rtol=TOL, atol=TOL,
+                                               err_msg="%s: output %s" % (name, o))
 
 
 if __name__ == "__main__":
