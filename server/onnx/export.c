@@ -446,7 +446,8 @@ static Onnx__ValueInfoProto *value_info(fxon_ex *ex, const char *name, fx_dtype 
 }
 
 /* The spec with every node output appended to its outputs, so that shape
- * inference reports each one (named "fxon_<k>"). */
+ * inference reports each one (named "fxon_<k>", with more '_' while a spec
+ * output's name starts so). */
 static int augment(const Fluxion__V1__ModelSpec *spec, pba *a, layout *lay,
                    Fluxion__V1__ModelSpec *aug)
 {
@@ -462,6 +463,13 @@ static int augment(const Fluxion__V1__ModelSpec *spec, pba *a, layout *lay,
         lay->first[i] = lay->total;
         lay->total += lay->nout[i];
     }
+    char prefix[64] = "fxon_";
+    for (size_t j = 0; j < spec->n_outputs; j++)
+        if (strncmp(spec->outputs[j]->name, prefix, strlen(prefix)) == 0 &&
+            strlen(prefix) + 2 < sizeof prefix) {
+            strcat(prefix, "_");
+            j = (size_t)-1; /* again, from the first */
+        }
     *aug = *spec;
     aug->n_outputs = spec->n_outputs + (size_t)lay->total;
     aug->outputs = pba_array(a, aug->n_outputs + 1, sizeof *aug->outputs);
@@ -474,7 +482,7 @@ static int augment(const Fluxion__V1__ModelSpec *spec, pba *a, layout *lay,
                 PBA_NEW(a, Fluxion__V1__OutputSpec, fluxion__v1__output_spec__init);
             if (!o)
                 return -1;
-            o->name = pba_printf(a, "fxon_%d", lay->first[i] + k);
+            o->name = pba_printf(a, "%s%d", prefix, lay->first[i] + k);
             o->source = k ? pba_printf(a, "%s:%d", spec->nodes[i]->name, k) : spec->nodes[i]->name;
             aug->outputs[spec->n_outputs + (size_t)lay->first[i] + (size_t)k] = o;
         }
@@ -483,8 +491,8 @@ static int augment(const Fluxion__V1__ModelSpec *spec, pba *a, layout *lay,
 
 /* Post-order of the nodes the roots depend on (iterative: specs may be
  * 10000 nodes deep). state: 0 unseen, 1 on the stack, 2 done. */
-static int dfs(const Fluxion__V1__ModelSpec *s, const ref *const *refs, const int *roots,
-               int nroots, unsigned char *state, int *order, int *norder, int *stack, int *pos)
+static void dfs(const Fluxion__V1__ModelSpec *s, const ref *const *refs, const int *roots,
+                int nroots, unsigned char *state, int *order, int *norder, int *stack, int *pos)
 {
     for (int r = 0; r < nroots; r++) {
         if (roots[r] < 0 || state[roots[r]])
@@ -509,7 +517,6 @@ static int dfs(const Fluxion__V1__ModelSpec *s, const ref *const *refs, const in
             sp--;
         }
     }
-    return 0;
 }
 
 static int pack_model(fxon_ex *ex, const char *model_name, Onnx__ValueInfoProto **gin, int ngin,

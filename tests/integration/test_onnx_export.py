@@ -231,7 +231,8 @@ MODELS = {
     "aliases": ({
         "inputs": [f32("x", -1, 3)],
         "nodes": [node("a", "relu", ["x"]), node("b", "neg", ["a"])],
-        "outputs": outs(("b", "a"), ("a", "b"), ("x_out", "x"), ("a2", "a"), ("x", "x")),
+        "outputs": outs(("b", "a"), ("a", "b"), ("x_out", "x"), ("a2", "a"), ("x", "x"),
+                        ("fxon_0", "b"), ("fxon_1", "b")),
     }, lambda b, r: {"x": rand(r, b, 3)}),
     # Training-only outputs: the loss and its target are left out.
     "with_loss": ({
