@@ -267,6 +267,7 @@ typedef struct {
     int64_t version;      /* the server's, from the first chunk */
     int64_t want_version; /* 0: the latest */
     bool first;
+    bool onnx;       /* ExportOnnx rather than ExportWeights */
     int write_errno; /* set: the call was cancelled by us */
 } export_state;
 
@@ -274,16 +275,18 @@ static int export_chunk(const ProtobufCMessage *msg, void *data)
 {
     export_state *s = data;
     const Fluxion__V1__WeightsChunk *ch = (const Fluxion__V1__WeightsChunk *)msg;
+    const Fluxion__V1__OnnxChunk *oc = (const Fluxion__V1__OnnxChunk *)msg;
+    const ProtobufCBinaryData *d = s->onnx ? &oc->data : &ch->data;
     if (s->first) {
-        s->version = ch->version;
-        s->total = ch->total_bytes;
+        s->version = s->onnx ? oc->version : ch->version;
+        s->total = s->onnx ? oc->total_bytes : ch->total_bytes;
         s->first = false;
     }
-    if (fxu_write_all(s->fd, ch->data.data, ch->data.len) != 0) {
+    if (fxu_write_all(s->fd, d->data, d->len) != 0) {
         s->write_errno = errno;
         return 1;
     }
-    s->written += ch->data.len;
+    s->written += d->len;
     return 0;
 }
 
@@ -292,14 +295,18 @@ static int export_stream(cli_ctx *c, const cli_args *a, export_state *s)
     Fluxion__V1__ExportWeightsRequest req = FLUXION__V1__EXPORT_WEIGHTS_REQUEST__INIT;
     req.name = (char *)a->pos[0];
     req.version = s->want_version;
+    Fluxion__V1__ExportOnnxRequest oreq = FLUXION__V1__EXPORT_ONNX_REQUEST__INIT;
+    oreq.name = req.name;
+    oreq.version = req.version;
     fxc_channel *ch = cli_channel(c);
     if (!ch)
         return CLI_ERR_LOCAL;
     char err[1024] = "";
     fxc_call_opts o = cli_call_opts(c);
-    cli_rpc r = cli_rpc_of(&fluxion__v1__model_service__descriptor, "ExportWeights");
-    int code = fxc_server_stream(ch, r.path, &req.base, r.resp, export_chunk, s, &o, err,
-                                 sizeof err);
+    cli_rpc r = cli_rpc_of(&fluxion__v1__model_service__descriptor,
+                           s->onnx ? "ExportOnnx" : "ExportWeights");
+    int code = fxc_server_stream(ch, r.path, s->onnx ? &oreq.base : &req.base, r.resp,
+                                 export_chunk, s, &o, err, sizeof err);
     if (s->write_errno)
         return cli_local_error("%s: %s", s->path, strerror(s->write_errno));
     if (code)
@@ -312,14 +319,15 @@ static int export_stream(cli_ctx *c, const cli_args *a, export_state *s)
     return CLI_OK;
 }
 
-static int cmd_export(cli_ctx *c, const cli_args *a)
+/* model export and model export-onnx: the same stream into FILE. */
+static int export_to(cli_ctx *c, const cli_args *a, bool onnx)
 {
-    const char *path = a->opt[1];
-    if (cli_no_names(c, "model export"))
+    const char *path = a->opt[1], *cmd = onnx ? "model export-onnx" : "model export";
+    if (cli_no_names(c, cmd))
         return CLI_ERR_USAGE;
     if (!path)
-        return cli_usage_error("model export: -o FILE is required (- for stdout)");
-    export_state s = {.path = path, .first = true};
+        return cli_usage_error("%s: -o FILE is required (- for stdout)", cmd);
+    export_state s = {.path = path, .first = true, .onnx = onnx};
     if (a->opt[0] && cli_parse_positive("--version", a->opt[0], &s.want_version))
         return CLI_ERR_USAGE;
     bool to_stdout = !strcmp(path, "-");
@@ -353,11 +361,14 @@ static int cmd_export(cli_ctx *c, const cli_args *a)
         json_decref(j);
     } else {
         char b[32];
-        printf("exported model %s version %" PRId64 " (%s) to %s\n", a->pos[0], s.version,
-               cli_bytes(s.written, b, sizeof b), path);
+        printf("exported model %s version %" PRId64 "%s (%s) to %s\n", a->pos[0], s.version,
+               onnx ? " as ONNX" : "", cli_bytes(s.written, b, sizeof b), path);
     }
     return rc;
 }
+
+static int cmd_export(cli_ctx *c, const cli_args *a) { return export_to(c, a, false); }
+static int cmd_export_onnx(cli_ctx *c, const cli_args *a) { return export_to(c, a, true); }
 
 /* ----------------------------------------------------------------- import */
 
@@ -643,6 +654,17 @@ const cli_command cli_model_commands[] = {
      {{"version", 0, "N", "the version to export (default: the latest)"},
       {"output", 'o', "FILE", "where to write the weights (required)"}},
      cmd_export},
+    {"model export-onnx",
+     "NAME [--version N] -o FILE",
+     "save a model version as an ONNX model (onnxruntime, onnxruntime-web, ...)",
+     "The spec and weights become an ONNX graph (opset 17) with the model's input,\n"
+     "output and node names and a dynamic batch dimension; outputs computed from a\n"
+     "loss are left out (docs/onnx-export.md). Written as model export writes.\n",
+     1,
+     1,
+     {{"version", 0, "N", "the version to export (default: the latest)"},
+      {"output", 'o', "FILE", "where to write the ONNX model (required)"}},
+     cmd_export_onnx},
     {"model import",
      "NAME FILE [--source TEXT]",
      "upload weights (safetensors, - for stdin) as a new version",

@@ -67,6 +67,9 @@ Fluxion__V1__Model *fxa_model_msg(pba *a, fxr_call *call, fxdb_store *st,
                                   Fluxion__V1__ModelSpec **spec_out);
 /* ModelService/UpdateModelSpec (svc_model_update.c). */
 void fxa_update_model_spec(fxr_call *call, const ProtobufCMessage *msg, void *data);
+/* ModelService/ExportOnnx (svc_onnx_export.c): a stored version as an
+ * ONNX model, streamed in chunks. */
+void fxa_export_onnx(fxr_call *call, const ProtobufCMessage *msg, void *data);
 
 /* True when the model (a key) is stored; otherwise fails the call
  * (NOT_FOUND) and returns false. */

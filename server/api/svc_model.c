@@ -474,6 +474,7 @@ int fxa_register_model_service(fxa_daemon *d)
         { "DeleteModel", FXR_UNARY, FXP_WRITE, delete_model },
         { "ExportWeights", FXR_SERVER_STREAM, FXP_READ, export_weights },
         { "ImportWeights", FXR_CLIENT_STREAM, FXP_WRITE, import_weights },
+        { "ExportOnnx", FXR_SERVER_STREAM, FXP_READ, fxa_export_onnx },
         { "SetServingConfig", FXR_UNARY, FXP_WRITE, set_serving_config },
         { "UpdateModelSpec", FXR_UNARY, FXP_WRITE, fxa_update_model_spec },
     };

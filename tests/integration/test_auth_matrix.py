@@ -128,6 +128,12 @@ def _export_weights(ctx, col):
     return lambda md: ctx.first(ctx.s.models.ExportWeights(req, metadata=md, timeout=TIMEOUT))
 
 
+@row(M + "ExportOnnx", READ_A)
+def _export_onnx(ctx, col):
+    req = ctx.s.model_pb2.ExportOnnxRequest(name=ctx.ref(col, "mlp"))
+    return lambda md: ctx.first(ctx.s.models.ExportOnnx(req, metadata=md, timeout=TIMEOUT))
+
+
 @row(M + "ImportWeights", WRITE_A)
 def _import_weights(ctx, col):
     name = ctx.make_model(cell_name("iw", col), load=False)
@@ -419,7 +425,7 @@ def _remove_cert(ctx, col):
 TABLE = {method: expected for method, (expected, _) in ROWS.items()}
 
 # How many RPCs each service has (issue 12); the descriptors must agree.
-SERVICE_SIZES = {"fluxion.v1.ModelService": 8, "fluxion.v1.DatasetService": 4,
+SERVICE_SIZES = {"fluxion.v1.ModelService": 9, "fluxion.v1.DatasetService": 4,
                  "fluxion.v1.TrainingService": 7, "fluxion.v1.ClusterService": 3,
                  "inference.GRPCInferenceService": 11, "fluxion.v1.AdminService": 12,
                  "grpc.health.v1.Health": 3, "grpc.reflection.v1.ServerReflection": 1,

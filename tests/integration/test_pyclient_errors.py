@@ -16,6 +16,7 @@ SAMPLE_ARGS = {
     "create_model": ("m", mlp_spec()), "get_model": ("m",), "list_models": (),
     "delete_model": ("m",), "export_weights_chunks": ("m",), "export_weights": ("m",),
     "export_arrays": ("m",), "import_weights": ("m", b"x"),
+    "export_onnx": ("m",),
     "set_serving_config": ("m",), "server_live": (), "server_ready": (),
     "server_metadata": (), "model_ready": ("m",), "model_metadata": ("m",),
     "infer_raw": (fluxion_client.infer_request("m", {"x": np.ones((1, 4), np.float32)}),),

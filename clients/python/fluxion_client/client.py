@@ -211,6 +211,20 @@ class Client(DatasetsMixin, JobsMixin, AdminMixin):
         return self._export(name, version, chunk_bytes, "export_weights")
 
     @wrap
+    def export_onnx(self, name: str, version: int = 0, chunk_bytes: int = 0) -> bytes:
+        """ModelService.ExportOnnx joined: a model version (0: the latest) as
+        ONNX ModelProto bytes (opset 17, a dynamic batch dimension; see
+        docs/onnx-export.md); DataLoss when bytes are missing."""
+        req = model_pb2.ExportOnnxRequest(name=name, version=version, chunk_bytes=chunk_bytes)
+        chunks = list(self.models.ExportOnnx(req, timeout=self.timeout))
+        data = b"".join(c.data for c in chunks)
+        if not chunks or chunks[0].total_bytes != len(data):
+            raise DataLoss(grpc.StatusCode.DATA_LOSS, "ONNX export of %r: %d bytes received, "
+                           "the first chunk announced %d" % (name, len(data),
+                           chunks[0].total_bytes if chunks else 0), "export_onnx")
+        return data
+
+    @wrap
     def export_arrays(self, name: str, version: int = 0) -> Dict[str, np.ndarray]:
         """ModelService.ExportWeights as {parameter name: numpy array}."""
         return safetensors.load(self._export(name, version, 0, "export_arrays")[1])
