@@ -13,8 +13,9 @@
  *    (which prefixes "node 'NAME' (OpType, opset N): " and returns
  *    FXS_INVALID_ARGUMENT) or fxon_oom.
  * 2. List it in a table { "Foo", 13, cv_foo } (op_type, the lowest opset it
- *    handles, fn): fxon_ops[] in import_ops.c or fxon_layer_ops[] in
- *    import_layers.c, both ending with { NULL, 0, NULL }. For one op_type,
+ *    handles, fn): fxon_ops[] in import_ops.c (fxon_shape_ops[] in
+ *    import_shape.c) or fxon_layer_ops[] in import_layers.c, each ending
+ *    with { NULL, 0, NULL }. For one op_type,
  *    the entry with the highest min_opset <= the model's opset is used, so
  *    an operator whose meaning changed at opset K gets a second entry
  *    { "Foo", K, cv_foo_k } (or test cx->opset inside one converter).
