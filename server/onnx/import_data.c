@@ -185,3 +185,81 @@ int fxon__encode_weights(fxon_ctx *cx, uint8_t **out, size_t *len)
     *len = total;
     return 0;
 }
+
+/* ------------------------------------------------------------ constants as tensors */
+
+/* A run-time [1] tensor of ones, made once from the first float graph
+ * input: reshape [-1], its first element, the gradient blocked, ^0 (1 even
+ * for inf and NaN). The engine's graph has no constant tensors; a dense
+ * layer on this is one. */
+static const char *ones_ref(fxon_ctx *cx)
+{
+    struct fxon_impl *im = cx->impl;
+    if (im->ones_ref)
+        return im->ones_ref;
+    const char *src = NULL;
+    for (size_t i = 0; i < im->n_graph_inputs && !src; i++)
+        if (im->graph_inputs[i]->elem == FXON_FLOAT)
+            src = im->graph_inputs[i]->ref;
+    if (!src) {
+        fxon_fail(cx, "a constant tensor is used as a tensor, and the graph has no float input "
+                  "to make it from");
+        return NULL;
+    }
+    static const int64_t flat[1] = { -1 };
+    Fluxion__V1__Node *r = fxon_emit(cx, "reshape", "const_src_flat", 1, &src);
+    if (!r || fxon_set_ints(cx, r, "shape", flat, 1))
+        return NULL;
+    Fluxion__V1__Node *s = fxon_emit(cx, "slice", "const_src_first", 1,
+                                     (const char *[]){ r->name });
+    if (!s || fxon_set_int(cx, s, "axis", 0) || fxon_set_int(cx, s, "start", 0) ||
+        fxon_set_int(cx, s, "end", 1))
+        return NULL;
+    Fluxion__V1__Node *g = fxon_emit(cx, "grad_reverse", "const_src_nograd", 1,
+                                     (const char *[]){ s->name });
+    if (!g || fxon_set_float(cx, g, "lambda", 0))
+        return NULL;
+    Fluxion__V1__Node *p = fxon_emit(cx, "pow", "const_ones", 1, (const char *[]){ g->name });
+    if (!p || fxon_set_float(cx, p, "exponent", 0))
+        return NULL;
+    return im->ones_ref = p->name;
+}
+
+int fxon__materialize(fxon_ctx *cx, fxon_value *v)
+{
+    const fxon_const *c = v->c;
+    if (c->elem != FXON_FLOAT)
+        return fxon_fail(cx, "'%.200s' is an integer constant the engine cannot use as a tensor "
+                         "here (the graph has no constant tensors)", v->name);
+    if (c->numel < 1 || c->numel > FXON_MAX_MATERIALIZED)
+        return fxon_fail(cx, "'%.200s' is a constant of %lld elements used as a tensor (1 to %d "
+                         "can be)", v->name, (long long)c->numel, FXON_MAX_MATERIALIZED);
+    const char *one = ones_ref(cx);
+    if (!one)
+        return FXS_INVALID_ARGUMENT;
+    /* dense(ones [1]) = its weight [K, 1]: the constant, as a parameter. */
+    Fluxion__V1__Node *d = fxon_emit(cx, "dense", v->name, 1, &one);
+    int rc;
+    if (!d || (rc = fxon_set_int(cx, d, "in_features", 1)) ||
+        (rc = fxon_set_int(cx, d, "out_features", c->numel)) ||
+        (rc = fxon_set_bool(cx, d, "bias", false)))
+        return d ? rc : FXS_INVALID_ARGUMENT;
+    float *w = fxon_param(cx, d, "weight", 2, (int64_t[]){ c->numel, 1 });
+    if (!w)
+        return FXS_INVALID_ARGUMENT;
+    memcpy(w, c->f, sizeof *w * (size_t)c->numel);
+    const char *ref = d->name;
+    if (!(c->ndim == 1)) {
+        Fluxion__V1__Node *r = fxon_emit(cx, "reshape", fxon_printf(cx, "%s_shape", d->name), 1,
+                                         &ref);
+        if (!r || (rc = fxon_set_ints(cx, r, "shape", c->shape, (size_t)c->ndim)))
+            return r ? rc : FXS_INVALID_ARGUMENT;
+        ref = r->name;
+        v->node = r;
+    } else {
+        v->node = d;
+    }
+    v->out_index = 0;
+    v->ref = ref;
+    return 0;
+}

@@ -334,9 +334,8 @@ int fxon_need_ref(fxon_ctx *cx, const Onnx__NodeProto *n, int i, const char **re
     int rc = fxon_input(cx, n, i, &v);
     if (rc)
         return rc;
-    if (!v->ref)
-        return fxon_fail(cx, "input %d ('%.200s') is a constant the engine cannot use as a "
-                         "tensor here (the graph has no constant tensors)", i, v->name);
+    if (!v->ref && (rc = fxon__materialize(cx, v)))
+        return rc;
     *ref = v->ref;
     return 0;
 }

@@ -220,9 +220,16 @@ static int binary(fxon_ctx *cx, const Onnx__NodeProto *n, char op)
         return binary_scalar(cx, n, op, x, s, cfirst);
     if (op == '+' && fuse_bias(cx, n, x, c, &rc))
         return rc;
-    return fxon_fail(cx, "input %d ('%.200s') is a constant tensor of %lld elements: the engine "
-                     "takes scalar constants here, or a bias added right after a MatMul",
-                     cfirst ? 0 : 1, cfirst ? a->name : b->name, (long long)c->numel);
+    /* Any other constant tensor: materialised (a parameter), then the op. */
+    const char *refs[2];
+    int nd;
+    int64_t shape[FXON_MAX_DIMS];
+    if ((rc = fxon_need_ref(cx, n, 0, &refs[0])) || (rc = fxon_need_ref(cx, n, 1, &refs[1])))
+        return rc;
+    if (!fxon_broadcast(a, b, &nd, shape))
+        return fxon_fail(cx, "the operands' shapes do not broadcast");
+    const char *op_name = op == '+' ? "add" : op == '-' ? "sub" : op == '*' ? "mul" : "div";
+    return emit1(cx, n, op_name, NULL, 2, refs, x->elem, nd, shape) ? 0 : FXS_INVALID_ARGUMENT;
 }
 
 static int cv_add(fxon_ctx *cx, const Onnx__NodeProto *n) { return binary(cx, n, '+'); }

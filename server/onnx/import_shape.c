@@ -517,24 +517,23 @@ static int cv_concat(fxon_ctx *cx, const Onnx__NodeProto *n)
         return fxon_fail(cx, "attribute 'axis' is required");
     if (nin < 1)
         return fxon_fail(cx, "no inputs");
-    bool any_const = false, all_const = true;
+    bool all_const = true;
     for (int i = 0; i < nin; i++) {
         fxon_value *v;
         if ((rc = fxon_input(cx, n, i, &v)))
             return rc;
-        any_const |= v->c && !v->ref;
         all_const &= v->c != NULL;
     }
     if (all_const)
         return fxon__fold_concat(cx, n, axis);
-    if (any_const)
-        return fxon_fail(cx, "joins constants and run-time tensors (the graph has no constant "
-                         "tensors)");
     const char **refs = fxon_alloc(cx, sizeof *refs * (size_t)nin);
     fxon_value *first = fxon_value_of(cx, fxon_in(n, 0));
     int64_t shape[FXON_MAX_DIMS];
     if (!refs)
         return FXS_RESOURCE_EXHAUSTED;
+    for (int i = 0; i < nin; i++) /* constants among tensors: materialised */
+        if ((rc = fxon_need_ref(cx, n, i, &refs[i])))
+            return rc;
     if (first->ndim >= 0 && (rc = fxon_axis(cx, "axis", axis, first->ndim, &ax)))
         return rc;
     memcpy(shape, first->shape, sizeof shape);
