@@ -418,6 +418,59 @@ static void test_constant_tensor_operands(void **state)
     pool_free();
 }
 
+static void attr_ints(Onnx__NodeProto *n, const char *name, int count, const int64_t *v)
+{
+    Onnx__AttributeProto *a = attr(n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
+    a->ints = keep(malloc(sizeof *a->ints * (size_t)count));
+    memcpy(a->ints, v, sizeof *a->ints * (size_t)count);
+    a->n_ints = (size_t)count;
+}
+
+/* Split (sizes as input 1) -> outputs "node:K"; Concat; a Transpose of an
+ * initializer folded into MatMul's weight; Clip; ReduceMax (axes an
+ * attribute at opset 17). */
+static void test_plumbing(void **state)
+{
+    (void)state;
+    static const int64_t sizes[2] = { 1, 3 };
+    static const float w2[8] = { 1, 0, 0, 0, 0, 0, 0, 1 }; /* [2,4] */
+    static const float lo[1] = { 0 }, hi[1] = { 1.5f };
+    model *b = model_new(17);
+    input(b, "x", 2, (int64_t[]){ -1, 4 });
+    init(b, tensor_i("sizes", 1, (int64_t[]){ 2 }, sizes));
+    init(b, tensor_f("w2", 2, (int64_t[]){ 2, 4 }, w2));
+    init(b, tensor_f("lo", 0, NULL, lo));
+    init(b, tensor_f("hi", 0, NULL, hi));
+    attr_i(node(b, "Split", "split", IN("x", "sizes"), IN("a", "b")), "axis", 1);
+    attr_i(node(b, "Concat", "cat", IN("b", "a"), IN("c")), "axis", 1);
+    attr_ints(node(b, "Transpose", "wt", IN("w2"), IN("w2t")), "perm", 2, (int64_t[]){ 1, 0 });
+    node(b, "MatMul", "mm", IN("c", "w2t"), IN("m"));
+    node(b, "Clip", "clip", IN("m", "lo", "hi"), IN("k"));
+    Onnx__NodeProto *r = node(b, "ReduceMax", "rmax", IN("k"), IN("y"));
+    attr_ints(r, "axes", 1, (int64_t[]){ 1 });
+    output(b, "y");
+    imported im = import(b);
+    if (im.rc)
+        fail_msg("import: %s", im.err);
+    const char *ops[] = { "split", "concat", "dense", "clamp", "max" };
+    assert_int_equal(im.spec->n_nodes, 5);
+    for (int i = 0; i < 5; i++)
+        assert_string_equal(im.spec->nodes[i]->op, ops[i]);
+    assert_string_equal(im.spec->nodes[1]->inputs[0], "split:1");
+    assert_string_equal(im.spec->nodes[1]->inputs[1], "split");
+    float x[8] = { 1, 2, 3, 4, 0, 0, 9, -5 };
+    int64_t n;
+    float *y = run(&im, 2, TU_SHAPE(2, 4), x, &n);
+    /* c = [2,3,4,1] -> [c0, c3] = [2, 1] -> clip [1.5, 1] -> max 1.5;
+     * c = [0,9,-5,0] -> [0, 0] -> 0 */
+    float want[2] = { 1.5f, 0 };
+    assert_int_equal(n, 2);
+    tu_assert_close(y, want, 2, 1e-6);
+    free(y);
+    imported_free(&im);
+    pool_free();
+}
+
 /* ------------------------------------------------------------ refusals */
 
 static void test_unsupported_op_and_attribute(void **state)
@@ -583,6 +636,7 @@ int main(void)
         cmocka_unit_test(test_matmul_bias_and_reshape_chain),
         cmocka_unit_test(test_scalar_arithmetic),
         cmocka_unit_test(test_constant_tensor_operands),
+        cmocka_unit_test(test_plumbing),
         cmocka_unit_test(test_unsupported_op_and_attribute),
         cmocka_unit_test(test_bad_models),
         cmocka_unit_test(test_truncated_and_mutated),
