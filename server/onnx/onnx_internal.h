@@ -15,12 +15,11 @@
  * 2. List it in a table { "Foo", 13, cv_foo } (op_type, the lowest opset it
  *    handles, fn): fxon_ops[] in import_ops.c (fxon_shape_ops[] in
  *    import_shape.c) or fxon_layer_ops[] in import_layers.c, each ending
- *    with { NULL, 0, NULL }. For one op_type,
- *    the entry with the highest min_opset <= the model's opset is used, so
- *    an operator whose meaning changed at opset K gets a second entry
- *    { "Foo", K, cv_foo_k } (or test cx->opset inside one converter).
- *    Ops of an opset below every entry's min_opset are refused naming the
- *    opset.
+ *    with { NULL, 0, NULL }. For one op_type, the entry with the highest
+ *    min_opset <= the model's opset is used, so an operator whose meaning
+ *    changed at opset K gets a second entry { "Foo", K, cv_foo_k } (or test
+ *    cx->opset inside one converter). Ops of an opset below every entry's
+ *    min_opset are refused naming the opset.
  * 3. In the converter:
  *    - refuse attributes it does not handle: fxon_attrs_known(cx, n,
  *      (const char *[]){ "alpha", "beta", NULL }) fails naming the first
@@ -52,15 +51,17 @@
  *      fxon_const_new makes one (zeroed, owned by cx).
  *    - emitting: fxon_emit(cx, "dense", hint, nin, refs) appends a spec node
  *      with a valid unique name (from hint, else the ONNX node's name or
- *      first output: '.', ':' and a leading '/' replaced) and returns it;
+ *      first output; a leading '/' dropped, anything but letters, digits,
+ *      '_' and '-' made '_', at most 200 bytes) and returns it;
  *      fxon_set_int/_float/_bool/_str/_ints(cx, node, key, ...) set (or
  *      replace) its attributes as docs/model-spec.md lists them;
  *      fxon_out_ref(cx, node, k) is its K-th output's reference.
  *    - results: every ONNX output of the node must be defined:
  *      fxon_define(cx, onnx_name, node, k, elem, ndim, shape) for output k
  *      of a spec node (give the static shape the converter knows; ndim -1
- *      when the rank is unknown, a dim -1 when not static), fxon_define_const(cx, onnx_name, c) for a folded
- *      constant, fxon_alias(cx, onnx_name, v) to pass a value through
+ *      when the rank is unknown, a dim -1 when not static: value_info
+ *      fills what it leaves open), fxon_define_const(cx, onnx_name, c) for
+ *      a folded constant, fxon_alias(cx, onnx_name, v) to pass a value through
  *      (Identity, Dropout). v->node / v->out_index say which spec node made
  *      a value (NULL for graph inputs and constants), v->uses how many node
  *      inputs and graph outputs read it: a converter may fold into its
