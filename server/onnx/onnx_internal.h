@@ -94,9 +94,9 @@
 #include "onnx/onnx.pb-c.h"
 #include "onnx/onnx.h"
 
-#define FXON_MAX_DIMS 8     /* the engine's rank limit */
-#define FXON_MIN_OPSET 13   /* the oldest default-domain opset imported */
-#define FXON_MAX_OPSET 23   /* the newest known */
+#define FXON_MAX_DIMS  8  /* the engine's rank limit */
+#define FXON_MIN_OPSET 13 /* the oldest default-domain opset imported */
+#define FXON_MAX_OPSET 23 /* the newest known */
 
 /* ONNX element types (TensorProto.DataType) the importer names. */
 enum {
@@ -108,10 +108,13 @@ enum {
 };
 
 /* Symbolic dims in folded shape constants (see the comment above). */
-#define FXON_SYM_ANY INT64_MIN
+#define FXON_SYM_ANY   INT64_MIN
 #define FXON_SYM(axis) (INT64_MIN + 1 + (int64_t)(axis))
 static inline bool fxon_is_sym(int64_t v) { return v <= INT64_MIN + 1 + FXON_MAX_DIMS; }
-static inline int fxon_sym_axis(int64_t v) { return v == FXON_SYM_ANY ? -1 : (int)(v - INT64_MIN - 1); }
+static inline int fxon_sym_axis(int64_t v)
+{
+    return v == FXON_SYM_ANY ? -1 : (int)(v - INT64_MIN - 1);
+}
 
 /* A tensor known at import time. elem is FXON_FLOAT (data in f) or
  * FXON_INT64 (data in i); a scalar has ndim 0 and numel 1. */
@@ -126,26 +129,26 @@ typedef struct fxon_const {
 
 /* An ONNX value (a graph input, initializer or node output). */
 typedef struct fxon_value {
-    const char *name;       /* its ONNX name */
-    const char *ref;        /* spec reference of the run-time tensor, or NULL */
-    const fxon_const *c;    /* its value when known at import, or NULL */
-    int elem;               /* ONNX element type; 0: unknown */
-    int ndim;               /* -1: rank unknown */
+    const char *name;             /* its ONNX name */
+    const char *ref;              /* spec reference of the run-time tensor, or NULL */
+    const fxon_const *c;          /* its value when known at import, or NULL */
+    int elem;                     /* ONNX element type; 0: unknown */
+    int ndim;                     /* -1: rank unknown */
     int64_t shape[FXON_MAX_DIMS]; /* -1: size not static */
-    Fluxion__V1__Node *node; /* the spec node that computes it, or NULL */
-    int out_index;          /* which output of node */
-    int uses;               /* node inputs and graph outputs reading it */
-    bool initializer;       /* an initializer (its name names a weight) */
-    int producer;           /* index of the ONNX node making it; -1: none */
+    Fluxion__V1__Node *node;      /* the spec node that computes it, or NULL */
+    int out_index;                /* which output of node */
+    int uses;                     /* node inputs and graph outputs reading it */
+    bool initializer;             /* an initializer (its name names a weight) */
+    int producer;                 /* index of the ONNX node making it; -1: none */
 } fxon_value;
 
 typedef struct fxon_ctx fxon_ctx;
 struct fxon_ctx {
-    int64_t opset;                /* the default domain's opset */
-    const Onnx__NodeProto *node;  /* the node being converted */
+    int64_t opset;               /* the default domain's opset */
+    const Onnx__NodeProto *node; /* the node being converted */
     char *err;
     size_t errlen;
-    struct fxon_impl *impl;       /* import.c's state */
+    struct fxon_impl *impl; /* import.c's state */
 };
 
 typedef int (*fxon_convert_fn)(fxon_ctx *cx, const Onnx__NodeProto *n);
