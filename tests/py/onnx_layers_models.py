@@ -1,0 +1,208 @@
+"""PyTorch models with convolutions, pooling, normalisations and recurrent
+layers exported to ONNX for tests/integration/test_onnx_layers.py. Run
+with Debian's /usr/bin/python3 (torch 1.13):
+
+    onnx_layers_models.py OUT_DIR
+
+writes, for every model NAME and opset K it is exported at, OUT_DIR/NAME_opK.onnx,
+and OUT_DIR/NAME.npz holding the test inputs ("in:<input>") and PyTorch's
+outputs for them ("out:<output>"), and refusals the importer must give:
+OUT_DIR/bad_NAME_opK.onnx. Shapes are fixed (no dynamic axes); weights
+and batch-norm statistics are random so that a transposed or misordered
+weight shows."""
+import os
+import sys
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+warnings.filterwarnings("ignore")
+torch.manual_seed(0)
+torch.set_num_threads(1)
+
+
+def randomize(module, seed):
+    """Weights and running statistics far from their initial values."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in module.state_dict().items():
+            if name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+            elif t.dtype == torch.float32:
+                t.add_(0.3 * torch.randn(t.shape, generator=g))
+    return module.eval()
+
+
+class CNN(nn.Module):
+    """Conv + BatchNorm + ReLU + MaxPool, a grouped strided conv, AvgPool."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv2 = nn.Conv2d(8, 6, (3, 2), stride=(1, 2), groups=2, bias=False)
+        self.bn2 = nn.BatchNorm2d(6)
+        self.fc = nn.Linear(6 * 2 * 1, 5)
+
+    def forward(self, image):
+        h = torch.max_pool2d(torch.relu(self.bn1(self.conv1(image))), 2)
+        h = nn.functional.avg_pool2d(torch.relu(self.bn2(self.conv2(h))), 2)
+        return self.fc(torch.flatten(h, 1))
+
+
+class Residual(nn.Module):
+    """A ResNet basic block, global average pooling, a head; and a
+    transposed conv + padded max pool branch."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+        self.conv2, self.bn2 = nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+        self.head = nn.Linear(4, 3)
+        self.up = nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1)
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+
+    def forward(self, x):
+        h = torch.relu(self.bn1(self.conv1(x)))
+        h = torch.relu(self.bn2(self.conv2(h)) + x)
+        pooled = nn.functional.adaptive_avg_pool2d(h, 1)
+        return self.head(torch.flatten(pooled, 1)), self.pool(self.up(h))
+
+
+class PackedRNN(nn.Module):
+    """A batch-first recurrent layer over padded sequences of given lengths
+    (packed: PyTorch exports sequence_lens)."""
+
+    def __init__(self, rnn):
+        super().__init__()
+        self.rnn = rnn
+        self.export = True   # the exporter needs sorted lengths; the reference does not
+
+    def forward(self, seq, lengths):
+        packed = nn.utils.rnn.pack_padded_sequence(seq, lengths, batch_first=True,
+                                                   enforce_sorted=self.export)
+        out, state = self.rnn(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True,
+                                                  total_length=seq.shape[1])
+        if isinstance(state, tuple):
+            return (out,) + state
+        return out, state
+
+
+class TimeMajorRNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.RNN(4, 5, nonlinearity="relu")
+
+    def forward(self, seq):
+        return self.rnn(seq)
+
+
+class AttentionBlock(nn.Module):
+    """Self-attention + residual + LayerNorm + feed-forward (post-norm)."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.ln1, self.ln2 = nn.LayerNorm(8), nn.LayerNorm(8)
+        self.ff1, self.ff2 = nn.Linear(8, 16), nn.Linear(16, 8)
+
+    def forward(self, x):
+        a, _ = self.attn(x, x, x, need_weights=False)
+        h = self.ln1(x + a)
+        return self.ln2(h + self.ff2(torch.relu(self.ff1(h))))
+
+
+class GroupNormNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 1)
+        self.gn = nn.GroupNorm(3, 6)
+        self.inorm = nn.InstanceNorm2d(6, affine=True)
+
+    def forward(self, x):
+        h = self.gn(self.conv(x))
+        return h, self.inorm(h)
+
+
+def rng_inputs(seed, **shapes):
+    rng = np.random.default_rng(seed)
+    return {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+
+
+def models():
+    """(name, module, export inputs, test inputs, input names, output names, opsets)"""
+    lens_export = np.array([7, 5, 2], dtype=np.int64)
+    lens_test = np.array([3, 7, 1], dtype=np.int64)
+    yield ("cnn", randomize(CNN(), 1), rng_inputs(1, image=(2, 3, 12, 12)), None,
+           ["image"], ["scores"], (13, 17))
+    yield ("residual", randomize(Residual(), 2), rng_inputs(2, x=(2, 4, 6, 6)), None,
+           ["x"], ["logits", "upsampled"], (13, 17))
+    lstm = PackedRNN(randomize(nn.LSTM(5, 6, num_layers=2, batch_first=True), 3))
+    seq = rng_inputs(3, seq=(3, 7, 5))["seq"]
+    yield ("lstm", lstm, {"seq": seq, "lengths": lens_export},
+           {"seq": seq, "lengths": lens_test}, ["seq", "lengths"], ["out", "h_n", "c_n"], (13, 17))
+    gru = PackedRNN(randomize(nn.GRU(5, 4, bidirectional=True, batch_first=True), 4))
+    yield ("gru", gru, {"seq": seq, "lengths": lens_export},
+           {"seq": seq, "lengths": lens_test}, ["seq", "lengths"], ["out", "h_n"], (13, 17))
+    yield ("rnn", randomize(TimeMajorRNN(), 5), rng_inputs(5, seq=(6, 2, 4)), None,
+           ["seq"], ["out", "h_n"], (13,))
+    yield ("attention", randomize(AttentionBlock(), 6), rng_inputs(6, x=(2, 5, 8)), None,
+           ["x"], ["y"], (13, 17))
+    yield ("groupnorm", randomize(GroupNormNet(), 7), rng_inputs(7, x=(2, 3, 5, 4)), None,
+           ["x"], ["gn", "inorm"], (13, 17))
+
+
+class CeilPool(nn.Module):
+    def forward(self, x):
+        return torch.max_pool2d(x, 2, ceil_mode=True)
+
+
+class DilatedPool(nn.Module):
+    def forward(self, x):
+        return torch.max_pool2d(x, 2, dilation=2)
+
+
+def bad_models():
+    """Models the importer must refuse: (name, module, inputs, words the
+    error names)."""
+    x = rng_inputs(8, x=(1, 2, 7, 7))
+    yield ("ceil_pool", CeilPool(), x, ["MaxPool", "ceil_mode"])
+    yield ("dilated_pool", DilatedPool(), x, ["MaxPool", "dilations"])
+    yield ("conv3d", nn.Conv3d(2, 2, 3).eval(), rng_inputs(8, x=(1, 2, 4, 4, 4)),
+           ["Conv", "3-D"])
+
+
+def export(module, inputs, names, outputs, path, opset):
+    args = tuple(torch.from_numpy(inputs[k]) for k in names)
+    torch.onnx.export(module, args, path, opset_version=opset, input_names=names,
+                      output_names=outputs, do_constant_folding=True)
+
+
+def main(out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    for name, module, ex_inputs, test_inputs, names, outputs, opsets in models():
+        for opset in opsets:
+            export(module, ex_inputs, names, outputs,
+                   os.path.join(out_dir, "%s_op%d.onnx" % (name, opset)), opset)
+        test_inputs = test_inputs or ex_inputs
+        if hasattr(module, "export"):
+            module.export = False
+        with torch.no_grad():
+            got = module(*(torch.from_numpy(test_inputs[k]) for k in names))
+        if isinstance(got, torch.Tensor):
+            got = (got,)
+        arrays = {"in:" + k: v for k, v in test_inputs.items()}
+        arrays.update({"out:" + k: v.numpy() for k, v in zip(outputs, got)})
+        np.savez(os.path.join(out_dir, name + ".npz"), **arrays)
+    with open(os.path.join(out_dir, "bad.txt"), "w") as f:
+        for name, module, inputs, words in bad_models():
+            export(module, inputs, ["x"], ["y"], os.path.join(out_dir, "bad_%s.onnx" % name), 13)
+            f.write("%s %s\n" % (name, " ".join(words)))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: onnx_layers_models.py OUT_DIR")
+    main(sys.argv[1])
