@@ -23,7 +23,7 @@ done < <(grep -rlE '#\s*include\s*[<"]sqlite3\.h' server --include='*.[ch]')
 while IFS= read -r f; do
   [ "$f" = server/main.c ] || fail "$f includes uv.h (only server/main.c may)"
 done < <(grep -rlE '#\s*include\s*[<"]uv\.h' server --include='*.[ch]')
-for d in base store models serving datasets training auth sched metrics; do
+for d in base store models serving datasets training auth sched metrics onnx; do
   [ -d "server/$d" ] || continue
   grep -rnE '#\s*include\s*"(api|rpc)/' "server/$d" --include='*.[ch]' |
     while IFS= read -r hit; do echo "check_layout: $hit (a domain folder includes api/ or rpc/)" >&2; done
