@@ -36,17 +36,21 @@ def randomize(module, seed):
 
 
 class CNN(nn.Module):
-    """Conv + BatchNorm + ReLU + MaxPool, a grouped strided conv, AvgPool."""
+    """BatchNorm on the input, Conv + BatchNorm + ReLU + MaxPool, a grouped
+    strided conv, AvgPool. (The exporter folds a BatchNorm that follows a
+    Conv into the conv's weights: bn0 is the one that stays a
+    BatchNormalization.)"""
 
     def __init__(self):
         super().__init__()
+        self.bn0 = nn.BatchNorm2d(3)
         self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
         self.conv2 = nn.Conv2d(8, 6, (3, 2), stride=(1, 2), groups=2, bias=False)
         self.bn2 = nn.BatchNorm2d(6)
         self.fc = nn.Linear(6 * 2 * 1, 5)
 
     def forward(self, image):
-        h = torch.max_pool2d(torch.relu(self.bn1(self.conv1(image))), 2)
+        h = torch.max_pool2d(torch.relu(self.bn1(self.conv1(self.bn0(image)))), 2)
         h = nn.functional.avg_pool2d(torch.relu(self.bn2(self.conv2(h))), 2)
         return self.fc(torch.flatten(h, 1))
 
@@ -59,7 +63,7 @@ class Residual(nn.Module):
         super().__init__()
         self.conv1, self.bn1 = nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
         self.conv2, self.bn2 = nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
-        self.head = nn.Linear(4, 3)
+        self.head, self.bn_head = nn.Linear(4, 3), nn.BatchNorm1d(3)
         self.up = nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, output_padding=1)
         self.pool = nn.MaxPool2d(3, stride=2, padding=1)
 
@@ -67,7 +71,7 @@ class Residual(nn.Module):
         h = torch.relu(self.bn1(self.conv1(x)))
         h = torch.relu(self.bn2(self.conv2(h)) + x)
         pooled = nn.functional.adaptive_avg_pool2d(h, 1)
-        return self.head(torch.flatten(pooled, 1)), self.pool(self.up(h))
+        return self.bn_head(self.head(torch.flatten(pooled, 1))), self.pool(self.up(h))
 
 
 class PackedRNN(nn.Module):
@@ -115,10 +119,15 @@ class AttentionBlock(nn.Module):
 
 
 class GroupNormNet(nn.Module):
+    """GroupNorm without affine weights (PyTorch 1.13 exports its affine
+    part as Mul/Add by [C, 1, 1] constants, which the engine's graph cannot
+    hold) and an affine InstanceNorm (an InstanceNormalization with its
+    scale and bias)."""
+
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 6, 1)
-        self.gn = nn.GroupNorm(3, 6)
+        self.gn = nn.GroupNorm(3, 6, affine=False)
         self.inorm = nn.InstanceNorm2d(6, affine=True)
 
     def forward(self, x):

@@ -1,0 +1,105 @@
+"""ONNX models with convolutions, pooling, batch/layer/group/instance norms
+and recurrent layers, exported from PyTorch (Debian's torch 1.13, opsets 13
+and 17, by tests/py/onnx_layers_models.py run with /usr/bin/python3 into a
+temporary directory), import over gRPC (ImportOnnx) and give PyTorch's
+outputs within 1e-4: a CNN with BatchNorm and pooling, a residual block
+with global average pooling and a transposed conv, a two-layer LSTM and a
+bidirectional GRU over packed variable-length sequences, a time-major
+ReLU RNN, a self-attention + LayerNorm block, GroupNorm and InstanceNorm.
+Models using what the engine lacks (a ceil_mode that changes the size,
+dilated pooling, a 3-D convolution) are refused with INVALID_ARGUMENT
+naming the op and the attribute. Skipped (77) without torch."""
+import os
+import subprocess
+import sys
+import tempfile
+
+import fxtest
+from fxtest import np
+
+TORCH_PY = os.environ.get("FX_TORCH_PYTHON", "/usr/bin/python3")
+EXPORTER = os.path.join(fxtest.SOURCE_DIR, "tests", "py", "onnx_layers_models.py")
+ATOL = RTOL = 1e-4
+
+
+def export_models(out_dir):
+    """Runs the exporter; exits 77 when its python has no torch."""
+    probe = subprocess.run([TORCH_PY, "-c", "import torch"], capture_output=True)
+    if probe.returncode != 0:
+        print("skipped: %s has no torch" % TORCH_PY)
+        sys.exit(fxtest.SKIP)
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    r = subprocess.run([TORCH_PY, EXPORTER, out_dir], capture_output=True, text=True, env=env,
+                       timeout=300)
+    if r.returncode != 0:
+        raise AssertionError("exporting failed:\n" + r.stdout + r.stderr)
+
+
+class OnnxLayersTest(fxtest.DaemonTest):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="fx-onnx-layers-")
+        export_models(cls.tmp.name)
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        cls.tmp.cleanup()
+
+    def path(self, name):
+        return os.path.join(self.tmp.name, name)
+
+    def check(self, model, opsets=(13, 17)):
+        ref = np.load(self.path(model + ".npz"))
+        inputs = {k[3:]: ref[k] for k in ref.files if k.startswith("in:")}
+        want = {k[4:]: ref[k] for k in ref.files if k.startswith("out:")}
+        for opset in opsets:
+            name = "%s-op%d" % (model, opset)
+            with self.subTest(model=name):
+                with open(self.path("%s_op%d.onnx" % (model, opset)), "rb") as f:
+                    self.c.import_onnx(name, f.read())
+                got = self.c.infer(name, inputs)
+                self.assertEqual(set(got), set(want))
+                for k, w in want.items():
+                    self.assertEqual(got[k].shape, w.shape, k)
+                    np.testing.assert_allclose(got[k], w, rtol=RTOL, atol=ATOL,
+                                               err_msg="%s %s" % (name, k))
+
+    def test_cnn_batchnorm_pooling(self):
+        self.check("cnn")
+
+    def test_residual_block(self):
+        self.check("residual")
+
+    def test_lstm_variable_lengths(self):
+        self.check("lstm")
+
+    def test_bidirectional_gru_variable_lengths(self):
+        self.check("gru")
+
+    def test_time_major_relu_rnn(self):
+        self.check("rnn", opsets=(13,))
+
+    def test_attention_layernorm(self):
+        self.check("attention")
+
+    def test_group_and_instance_norm(self):
+        self.check("groupnorm")
+
+    def test_refusals(self):
+        with open(self.path("bad.txt")) as f:
+            cases = [line.split() for line in f if line.strip()]
+        self.assertTrue(cases)
+        for name, *words in cases:
+            with self.subTest(model=name):
+                with open(self.path("bad_%s.onnx" % name), "rb") as f:
+                    data = f.read()
+                self.assertCode(fxtest.C.INVALID_ARGUMENT, self.c.import_onnx, "bad-" + name,
+                                data, contains=words + ["opset 13"])
+
+
+if __name__ == "__main__":
+    fxtest.main()
