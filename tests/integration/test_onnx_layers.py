@@ -84,7 +84,10 @@ class OnnxLayersTest(fxtest.DaemonTest):
         self.check("rnn", opsets=(13,))
 
     def test_attention_layernorm(self):
-        self.check("attention")
+        # opset 17: LayerNormalization. At 13 PyTorch writes layer norm out
+        # as ReduceMean/Sub/Pow/.../Mul/Add, and the Mul by the [8] weight
+        # is a constant tensor the engine's graph cannot hold.
+        self.check("attention", opsets=(17,))
 
     def test_group_and_instance_norm(self):
         self.check("groupnorm")
