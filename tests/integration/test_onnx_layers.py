@@ -52,7 +52,10 @@ class OnnxLayersTest(fxtest.DaemonTest):
     def path(self, name):
         return os.path.join(self.tmp.name, name)
 
-    def check(self, model, opsets=(13, 17)):
+    def check(self, model):
+        opsets = sorted(int(f[len(model) + 3:-5]) for f in os.listdir(self.tmp.name)
+                        if f.startswith(model + "_op") and f.endswith(".onnx"))
+        self.assertTrue(opsets, model)
         ref = np.load(self.path(model + ".npz"))
         inputs = {k[3:]: ref[k] for k in ref.files if k.startswith("in:")}
         want = {k[4:]: ref[k] for k in ref.files if k.startswith("out:")}
@@ -77,17 +80,25 @@ class OnnxLayersTest(fxtest.DaemonTest):
     def test_lstm_variable_lengths(self):
         self.check("lstm")
 
+    def test_bidirectional_lstm_initial_states(self):
+        self.check("bilstm")
+
+    def test_dynamic_batch(self):
+        # exported with a dynamic batch dim, run with another batch size
+        self.check("cnn_dynamic")
+        self.check("lstm_dynamic")
+
     def test_bidirectional_gru_variable_lengths(self):
         self.check("gru")
 
     def test_time_major_relu_rnn(self):
-        self.check("rnn", opsets=(13,))
+        self.check("rnn")
 
     def test_attention_layernorm(self):
-        # opset 17: LayerNormalization. At 13 PyTorch writes layer norm out
-        # as ReduceMean/Sub/Pow/.../Mul/Add, and the Mul by the [8] weight
-        # is a constant tensor the engine's graph cannot hold.
-        self.check("attention", opsets=(17,))
+        # exported at opset 17 (LayerNormalization): at 13 PyTorch writes
+        # layer norm out as ReduceMean/Sub/Pow/.../Mul/Add, and the Mul by
+        # the [8] weight is a constant tensor the engine's graph cannot hold.
+        self.check("attention")
 
     def test_group_and_instance_norm(self):
         self.check("groupnorm")

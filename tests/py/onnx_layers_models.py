@@ -4,12 +4,13 @@ with Debian's /usr/bin/python3 (torch 1.13):
 
     onnx_layers_models.py OUT_DIR
 
-writes, for every model NAME and opset K it is exported at, OUT_DIR/NAME_opK.onnx,
+writes, for every model NAME and opset K it is exported at, OUT_DIR/NAME_opK.onnx
 and OUT_DIR/NAME.npz holding the test inputs ("in:<input>") and PyTorch's
 outputs for them ("out:<output>"), and refusals the importer must give:
-OUT_DIR/bad_NAME_opK.onnx. Shapes are fixed (no dynamic axes); weights
-and batch-norm statistics are random so that a transposed or misordered
-weight shows."""
+OUT_DIR/bad_NAME.onnx with OUT_DIR/bad.txt listing "NAME word..." (words
+the error must name). Shapes are fixed except in the *_dynamic models
+(any batch size); weights and batch-norm statistics are random so that a
+transposed or misordered weight shows."""
 import os
 import sys
 import warnings
@@ -94,6 +95,24 @@ class PackedRNN(nn.Module):
         return out, state
 
 
+class PackedBiLSTM(nn.Module):
+    """Two bidirectional layers over packed sequences from given initial
+    states (h0, c0 [layers * 2, N, H])."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(5, 3, num_layers=2, bidirectional=True, batch_first=True)
+        self.export = True
+
+    def forward(self, seq, lengths, h0, c0):
+        packed = nn.utils.rnn.pack_padded_sequence(seq, lengths, batch_first=True,
+                                                   enforce_sorted=self.export)
+        out, (h_n, c_n) = self.rnn(packed, (h0, c0))
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True,
+                                                  total_length=seq.shape[1])
+        return out, h_n, c_n
+
+
 class TimeMajorRNN(nn.Module):
     def __init__(self):
         super().__init__()
@@ -141,31 +160,62 @@ def rng_inputs(seed, **shapes):
 
 
 def models():
-    """(name, module, export inputs, test inputs, input names, output names, opsets)"""
+    """Dicts: name, module, inputs (for the export), test (test inputs, if
+    other), names (inputs), outputs, opsets, dynamic (input -> axes of any
+    size, as torch.onnx.export's dynamic_axes; the batch)."""
     lens_export = np.array([7, 5, 2], dtype=np.int64)
     lens_test = np.array([3, 7, 1], dtype=np.int64)
-    yield ("cnn", randomize(CNN(), 1), rng_inputs(1, image=(2, 3, 12, 12)), None,
-           ["image"], ["scores"], (13, 17))
-    yield ("residual", randomize(Residual(), 2), rng_inputs(2, x=(2, 4, 6, 6)), None,
-           ["x"], ["logits", "upsampled"], (13, 17))
-    lstm = PackedRNN(randomize(nn.LSTM(5, 6, num_layers=2, batch_first=True), 3))
     seq = rng_inputs(3, seq=(3, 7, 5))["seq"]
-    yield ("lstm", lstm, {"seq": seq, "lengths": lens_export},
-           {"seq": seq, "lengths": lens_test}, ["seq", "lengths"], ["out", "h_n", "c_n"], (13, 17))
-    gru = PackedRNN(randomize(nn.GRU(5, 4, bidirectional=True, batch_first=True), 4))
-    yield ("gru", gru, {"seq": seq, "lengths": lens_export},
-           {"seq": seq, "lengths": lens_test}, ["seq", "lengths"], ["out", "h_n"], (13, 17))
-    yield ("rnn", randomize(TimeMajorRNN(), 5), rng_inputs(5, seq=(6, 2, 4)), None,
-           ["seq"], ["out", "h_n"], (13,))
-    yield ("attention", randomize(AttentionBlock(), 6), rng_inputs(6, x=(2, 5, 8)), None,
-           ["x"], ["y"], (17,))
-    yield ("groupnorm", randomize(GroupNormNet(), 7), rng_inputs(7, x=(2, 3, 5, 4)), None,
-           ["x"], ["gn", "inorm"], (13, 17))
+    yield dict(name="cnn", module=randomize(CNN(), 1), inputs=rng_inputs(1, image=(2, 3, 12, 12)),
+               names=["image"], outputs=["scores"], opsets=(13, 17))
+    # exported for any batch size, tested with another one
+    yield dict(name="cnn_dynamic", module=randomize(CNN(), 11),
+               inputs=rng_inputs(11, image=(2, 3, 12, 12)), test=rng_inputs(12, image=(3, 3, 12, 12)),
+               names=["image"], outputs=["scores"], opsets=(17,),
+               dynamic={"image": {0: "n"}, "scores": {0: "n"}})
+    yield dict(name="residual", module=randomize(Residual(), 2), inputs=rng_inputs(2, x=(2, 4, 6, 6)),
+               names=["x"], outputs=["logits", "upsampled"], opsets=(13, 17))
+    yield dict(name="lstm", module=PackedRNN(randomize(nn.LSTM(5, 6, num_layers=2, batch_first=True), 3)),
+               inputs={"seq": seq, "lengths": lens_export}, test={"seq": seq, "lengths": lens_test},
+               names=["seq", "lengths"], outputs=["out", "h_n", "c_n"], opsets=(13, 17))
+    yield dict(name="lstm_dynamic",
+               module=PackedRNN(randomize(nn.LSTM(5, 6, batch_first=True), 13)),
+               inputs={"seq": seq, "lengths": lens_export},
+               test={"seq": seq[:2], "lengths": np.array([4, 7], dtype=np.int64)},
+               names=["seq", "lengths"], outputs=["out", "h_n", "c_n"], opsets=(17,),
+               dynamic={"seq": {0: "n"}, "lengths": {0: "n"}, "out": {0: "n"}, "h_n": {1: "n"},
+                        "c_n": {1: "n"}})
+    states = rng_inputs(14, h0=(4, 3, 3), c0=(4, 3, 3))
+    yield dict(name="bilstm", module=randomize(PackedBiLSTM(), 14),
+               inputs=dict(states, seq=seq, lengths=lens_export),
+               test=dict(states, seq=seq, lengths=lens_test),
+               names=["seq", "lengths", "h0", "c0"], outputs=["out", "h_n", "c_n"], opsets=(13,))
+    yield dict(name="gru", module=PackedRNN(randomize(nn.GRU(5, 4, bidirectional=True, batch_first=True), 4)),
+               inputs={"seq": seq, "lengths": lens_export}, test={"seq": seq, "lengths": lens_test},
+               names=["seq", "lengths"], outputs=["out", "h_n"], opsets=(13, 17))
+    yield dict(name="rnn", module=randomize(TimeMajorRNN(), 5), inputs=rng_inputs(5, seq=(6, 2, 4)),
+               names=["seq"], outputs=["out", "h_n"], opsets=(13,))
+    yield dict(name="attention", module=randomize(AttentionBlock(), 6), inputs=rng_inputs(6, x=(2, 5, 8)),
+               names=["x"], outputs=["y"], opsets=(17,))
+    yield dict(name="groupnorm", module=randomize(GroupNormNet(), 7),
+               inputs=rng_inputs(7, x=(2, 3, 5, 4)), names=["x"], outputs=["gn", "inorm"],
+               opsets=(13, 17))
 
 
 class CeilPool(nn.Module):
     def forward(self, x):
         return torch.max_pool2d(x, 2, ceil_mode=True)
+
+
+class StatefulLSTM(nn.Module):
+    """Initial states without lengths: the engine takes lengths first."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(2, 3)
+
+    def forward(self, x, h0, c0):
+        return self.rnn(x, (h0, c0))[0]
 
 
 class DilatedPool(nn.Module):
@@ -181,21 +231,25 @@ def bad_models():
     yield ("dilated_pool", DilatedPool(), x, ["MaxPool", "dilations"])
     yield ("conv3d", nn.Conv3d(2, 2, 3).eval(), rng_inputs(8, x=(1, 2, 4, 4, 4)),
            ["Conv", "3-D"])
+    yield ("lstm_state", StatefulLSTM().eval(), rng_inputs(8, x=(4, 1, 2), h0=(1, 1, 3), c0=(1, 1, 3)),
+           ["LSTM", "sequence_lens"])
 
 
-def export(module, inputs, names, outputs, path, opset):
+def export(module, inputs, names, outputs, path, opset, dynamic=None):
     args = tuple(torch.from_numpy(inputs[k]) for k in names)
     torch.onnx.export(module, args, path, opset_version=opset, input_names=names,
-                      output_names=outputs, do_constant_folding=True)
+                      output_names=outputs, do_constant_folding=True, dynamic_axes=dynamic)
 
 
 def main(out_dir):
     os.makedirs(out_dir, exist_ok=True)
-    for name, module, ex_inputs, test_inputs, names, outputs, opsets in models():
-        for opset in opsets:
-            export(module, ex_inputs, names, outputs,
-                   os.path.join(out_dir, "%s_op%d.onnx" % (name, opset)), opset)
-        test_inputs = test_inputs or ex_inputs
+    for m in models():
+        module, names, outputs = m["module"], m["names"], m["outputs"]
+        for opset in m["opsets"]:
+            export(module, m["inputs"], names, outputs,
+                   os.path.join(out_dir, "%s_op%d.onnx" % (m["name"], opset)), opset,
+                   m.get("dynamic"))
+        test_inputs = m.get("test") or m["inputs"]
         if hasattr(module, "export"):
             module.export = False
         with torch.no_grad():
@@ -204,10 +258,11 @@ def main(out_dir):
             got = (got,)
         arrays = {"in:" + k: v for k, v in test_inputs.items()}
         arrays.update({"out:" + k: v.numpy() for k, v in zip(outputs, got)})
-        np.savez(os.path.join(out_dir, name + ".npz"), **arrays)
+        np.savez(os.path.join(out_dir, m["name"] + ".npz"), **arrays)
     with open(os.path.join(out_dir, "bad.txt"), "w") as f:
         for name, module, inputs, words in bad_models():
-            export(module, inputs, ["x"], ["y"], os.path.join(out_dir, "bad_%s.onnx" % name), 13)
+            export(module, inputs, list(inputs), ["y"], os.path.join(out_dir, "bad_%s.onnx" % name),
+                   13)
             f.write("%s %s\n" % (name, " ".join(words)))
 
 
