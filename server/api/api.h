@@ -60,6 +60,17 @@ void fxa_get_metrics(fxr_call *call, const ProtobufCMessage *req, void *data);
  * (NOT_FOUND) and returns false. */
 bool fxa_model_stored_or_fail(fxa_daemon *d, fxr_call *call, const char *key);
 
+/* ---- svc_model.c, svc_onnx.c: creating models */
+
+/* Builds, stores (version 1) and serves (unless no_load) model key from a
+ * spec and optional safetensors weights, then replies with the Model, or
+ * fails the call. source: the version's source (NULL: CreateModel's). */
+void fxa_create_model(fxr_call *call, fxa_daemon *d, const char *key, const char *description,
+                      const Fluxion__V1__ModelSpec *spec, const uint8_t *weights,
+                      size_t weights_len, uint64_t seed, bool no_load, const char *source);
+/* ModelService/ImportOnnx (client stream of ImportOnnxRequest). */
+void fxa_import_onnx(fxr_call *call, const ProtobufCMessage *msg, void *data);
+
 /* ---- svc_infer.c, svc_infer_config.c: the inference service */
 
 /* The served instance of the model the caller names at version ("": the

@@ -143,39 +143,39 @@ static void reply_model(fxr_call *call, fxa_daemon *d, const char *name, bool wi
 
 /* ------------------------------------------------------------- handlers */
 
-static void create_model(fxr_call *call, const ProtobufCMessage *msg, void *data)
+/* Creates model key from a spec and optional safetensors weights (NULL:
+ * seeded initialization), stores it as version 1 and serves it unless
+ * no_load; replies with the Model or fails the call. source NULL: "init
+ * (seed N)" or "create (weights given)". CreateModel and ImportOnnx. */
+void fxa_create_model(fxr_call *call, fxa_daemon *d, const char *key, const char *description,
+                      const Fluxion__V1__ModelSpec *mspec, const uint8_t *weights, size_t weights_len,
+                      uint64_t seed, bool no_load, const char *source_in)
 {
-    fxa_daemon *d = data;
-    const Fluxion__V1__CreateModelRequest *req = (const void *)msg;
-    char err[FXS_ERRLEN], key[FXP_KEY_MAX];
-    if (!fxa_key(call, "model", req->name, key, sizeof key))
-        return;
-    if (!req->spec) {
-        fxr_fail(call, FXS_INVALID_ARGUMENT, "spec: missing (a model needs inputs, nodes and outputs)");
-        return;
-    }
-    fxg_options go = { .seed = req->seed, .max_params = d->max_params };
+    char err[FXS_ERRLEN];
+    fxg_options go = { .seed = seed, .max_params = d->max_params };
     fxg_graph *g = NULL;
-    int brc = fxg_build(req->spec, &go, &g, err, sizeof err);
+    int brc = fxg_build(mspec, &go, &g, err, sizeof err);
     if (brc) {
         fxr_fail(call, brc, "spec: %s", err);
         return;
     }
     fxg_drop_grads(g); /* only its weights are stored: not twice the memory */
-    char source[64];
-    snprintf(source, sizeof source, "init (seed %llu)", (unsigned long long)req->seed);
-    if (req->weights.len > 0) {
-        if ((brc = fxg_load_weights(g, req->weights.data, req->weights.len, err, sizeof err))) {
+    char source[256];
+    snprintf(source, sizeof source, "init (seed %llu)", (unsigned long long)seed);
+    if (weights_len > 0) {
+        if ((brc = fxg_load_weights(g, weights, weights_len, err, sizeof err))) {
             fxr_fail(call, brc, "weights: %s", err);
             fxg_free(g);
             return;
         }
         snprintf(source, sizeof source, "create (weights given)");
     }
+    if (source_in)
+        snprintf(source, sizeof source, "%s", source_in);
     void *w = NULL, *spec = NULL;
     size_t wlen = 0;
     int rc = fxg_save_weights(g, &w, &wlen, err, sizeof err);
-    size_t slen = fluxion__v1__model_spec__get_packed_size(req->spec);
+    size_t slen = fluxion__v1__model_spec__get_packed_size(mspec);
     if (rc == 0 && !(spec = malloc(slen ? slen : 1))) {
         snprintf(err, sizeof err, "out of memory");
         rc = -1;
@@ -186,26 +186,41 @@ static void create_model(fxr_call *call, const ProtobufCMessage *msg, void *data
         free(w);
         return;
     }
-    fluxion__v1__model_spec__pack(req->spec, spec);
-    rc = fxdb_store_create_model(d->store, key, req->description, spec, slen, req->seed,
-                                !req->no_load, w, wlen, source, err, sizeof err);
+    fluxion__v1__model_spec__pack(mspec, spec);
+    rc = fxdb_store_create_model(d->store, key, description, spec, slen, seed,
+                                !no_load, w, wlen, source, err, sizeof err);
     free(w);
     free(spec);
-    if (rc || req->no_load)
+    if (rc || no_load)
         fxg_free(g);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return;
     }
-    fxl_log(FXL_INFO, "models", "model created model=%s weights_bytes=%zu", key, wlen);
+    fxl_log(FXL_INFO, "models", "model created model=%s weights_bytes=%zu source=\"%s\"", key,
+            wlen, source);
     /* Served with the graph made here (version 1), not built again from the
      * store: one copy of the weights less at the peak. */
-    if (!req->no_load &&
-        (rc = fxsv_serving_load_graph(d->serving, key, 1, g, err, sizeof err)) != 0) {
+    if (!no_load && (rc = fxsv_serving_load_graph(d->serving, key, 1, g, err, sizeof err)) != 0) {
         fxr_fail(call, rc, "stored, but cannot be served: %s", err);
         return;
     }
     reply_model(call, d, key, true);
+}
+
+static void create_model(fxr_call *call, const ProtobufCMessage *msg, void *data)
+{
+    fxa_daemon *d = data;
+    const Fluxion__V1__CreateModelRequest *req = (const void *)msg;
+    char key[FXP_KEY_MAX];
+    if (!fxa_key(call, "model", req->name, key, sizeof key))
+        return;
+    if (!req->spec) {
+        fxr_fail(call, FXS_INVALID_ARGUMENT, "spec: missing (a model needs inputs, nodes and outputs)");
+        return;
+    }
+    fxa_create_model(call, d, key, req->description, req->spec, req->weights.data,
+                     req->weights.len, req->seed, req->no_load, NULL);
 }
 
 static void get_model(fxr_call *call, const ProtobufCMessage *msg, void *data)
@@ -473,6 +488,7 @@ int fxa_register_model_service(fxa_daemon *d)
         { "ExportWeights", FXR_SERVER_STREAM, FXP_READ, export_weights },
         { "ImportWeights", FXR_CLIENT_STREAM, FXP_WRITE, import_weights },
         { "SetServingConfig", FXR_UNARY, FXP_WRITE, set_serving_config },
+        { "ImportOnnx", FXR_CLIENT_STREAM, FXP_WRITE, fxa_import_onnx },
     };
     return fxr_server_add_service(d->rpc, &fluxion__v1__model_service__descriptor, methods,
                                   (int)(sizeof methods / sizeof methods[0]), d);

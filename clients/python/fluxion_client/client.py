@@ -4,6 +4,7 @@ AdminService, and the Open Inference Protocol's
 inference.GRPCInferenceService)."""
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import grpc
@@ -228,6 +229,28 @@ class Client(DatasetsMixin, JobsMixin, AdminMixin):
                 if off >= len(data):
                     return
         return self.models.ImportWeights(chunks(), timeout=self.timeout)
+
+    @wrap
+    def import_onnx(self, name: str, onnx: Union[str, "os.PathLike[str]", bytes],
+                    description: str = "", no_load: bool = False,
+                    chunk_bytes: int = 1 << 20) -> model_pb2.Model:
+        """ModelService.ImportOnnx: creates a model from an ONNX file (a path
+        or its bytes), streamed in chunks of chunk_bytes; the graph becomes
+        the spec, its initializers version 1's weights (docs/onnx.md)."""
+        if isinstance(onnx, (bytes, bytearray, memoryview)):
+            data = bytes(onnx)
+        else:
+            with open(onnx, "rb") as f:
+                data = f.read()
+        if chunk_bytes <= 0:
+            raise ValueError("chunk_bytes must be positive, not %d" % chunk_bytes)
+
+        def chunks() -> Iterable[model_pb2.ImportOnnxRequest]:
+            yield model_pb2.ImportOnnxRequest(name=name, description=description,
+                                              no_load=no_load, data=data[:chunk_bytes])
+            for off in range(chunk_bytes, len(data), chunk_bytes):
+                yield model_pb2.ImportOnnxRequest(data=data[off:off + chunk_bytes])
+        return self.models.ImportOnnx(chunks(), timeout=self.timeout)
 
     @wrap
     def set_serving_config(self, name: str, reset: bool = False,
