@@ -87,10 +87,11 @@ static int window_attrs(fxon_ctx *cx, const Onnx__NodeProto *n, int s, const int
         }
     } else if (!strcmp(auto_pad, "VALID")) {
         /* no padding */
-    } else if (!transposed && (!strcmp(auto_pad, "SAME_UPPER") || !strcmp(auto_pad, "SAME_LOWER"))) {
+    } else if (!transposed && !strncmp(auto_pad, "SAME_", 5) &&
+               (!strcmp(auto_pad + 5, "UPPER") || !strcmp(auto_pad + 5, "LOWER"))) {
         for (int a = 0; a < s; a++) {
-            int64_t in = x->ndim == s + 2 ? x->shape[a + 2] : -1, span = w->dil[a] * (w->k[a] - 1) + 1;
-            int64_t total;
+            int64_t in = x->ndim == s + 2 ? x->shape[a + 2] : -1;
+            int64_t span = w->dil[a] * (w->k[a] - 1) + 1, total;
             if (w->stride[a] == 1)
                 total = span - 1;
             else if (in > 0)
@@ -154,10 +155,12 @@ static int rank_check(fxon_ctx *cx, const fxon_value *x, int want, const char *w
 
 static int conv_common(fxon_ctx *cx, const Onnx__NodeProto *n, bool transposed)
 {
+    /* output_padding (last) is ConvTranspose's only */
     static const char *const known[] = { "auto_pad", "dilations", "group", "kernel_shape",
                                           "pads", "strides", "output_padding", NULL };
-    int rc = fxon_attrs_known(cx, n, transposed ? known : (const char *const[]){
-        "auto_pad", "dilations", "group", "kernel_shape", "pads", "strides", NULL });
+    static const char *const known_conv[] = { "auto_pad", "dilations", "group", "kernel_shape",
+                                               "pads", "strides", NULL };
+    int rc = fxon_attrs_known(cx, n, transposed ? known : known_conv);
     if (rc)
         return rc;
     if (transposed && fxon_attr(n, "output_shape"))
@@ -201,8 +204,7 @@ static int conv_common(fxon_ctx *cx, const Onnx__NodeProto *n, bool transposed)
         return rc;
 
     const char *op = transposed ? "conv_transpose2d" : s == 1 ? "conv1d" : "conv2d";
-    Fluxion__V1__Node *node = fxon_emit(cx, op, fxon_layer_name(cx, n, fxon_value_of(cx, fxon_in(n, 1))),
-                                        1, &xref);
+    Fluxion__V1__Node *node = fxon_emit(cx, op, fxon__layer_hint(cx, n), 1, &xref);
     if (!node)
         return FXS_INVALID_ARGUMENT;
     if ((rc = fxon_set_int(cx, node, "in_channels", in_ch)) ||
@@ -308,7 +310,8 @@ int fxon__cv_global_avgpool(fxon_ctx *cx, const Onnx__NodeProto *n)
     if (!pool)
         return FXS_INVALID_ARGUMENT;
     const char *pref = fxon_out_ref(cx, pool, 0);
-    Fluxion__V1__Node *node = fxon_emit(cx, "reshape", fxon_printf(cx, "%s_4d", pool->name), 1, &pref);
+    const char *hint = fxon_printf(cx, "%s_4d", pool->name);
+    Fluxion__V1__Node *node = fxon_emit(cx, "reshape", hint, 1, &pref);
     if (!node)
         return FXS_INVALID_ARGUMENT;
     if ((rc = fxon_set_ints(cx, node, "shape", (const int64_t[]){ 0, 0, 1, 1 }, 4)))

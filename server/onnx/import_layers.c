@@ -72,6 +72,12 @@ int fxon__weight(fxon_ctx *cx, const Onnx__NodeProto *n, int i, int want_ndim,
     return 0;
 }
 
+const char *fxon__layer_hint(fxon_ctx *cx, const Onnx__NodeProto *n)
+{
+    const char *w = fxon_in(n, 1);
+    return fxon_layer_name(cx, n, w ? fxon_value_of(cx, w) : NULL);
+}
+
 int fxon__param_copy(fxon_ctx *cx, const Fluxion__V1__Node *node, const char *param,
                      const fxon_const *c)
 {

@@ -34,6 +34,8 @@ int fxon__only_first_output(fxon_ctx *cx, const Onnx__NodeProto *n);
  * want_ndim (-1: any); fails naming the input otherwise. */
 int fxon__weight(fxon_ctx *cx, const Onnx__NodeProto *n, int i, int want_ndim,
                  const fxon_const **c);
+/* The node name hint of a layer whose weight is input 1 (fxon_layer_name). */
+const char *fxon__layer_hint(fxon_ctx *cx, const Onnx__NodeProto *n);
 /* A new parameter holding a copy of c's data. */
 int fxon__param_copy(fxon_ctx *cx, const Fluxion__V1__Node *node, const char *param,
                      const fxon_const *c);

@@ -89,7 +89,7 @@ int fxon__cv_batchnorm(fxon_ctx *cx, const Onnx__NodeProto *n)
             return fxon_fail(cx, "input 4 ('%s') or 3: channel %lld has a negative or non-finite "
                              "running statistic", fxon_in(n, 4), (long long)c);
     Fluxion__V1__Node *node = fxon_emit(cx, x->ndim == 4 ? "batchnorm2d" : "batchnorm1d",
-                                        fxon_layer_name(cx, n, fxon_value_of(cx, fxon_in(n, 1))),
+                                        fxon__layer_hint(cx, n),
                                         1, &xref);
     if (!node)
         return FXS_INVALID_ARGUMENT;
@@ -165,7 +165,7 @@ int fxon__cv_layernorm(fxon_ctx *cx, const Onnx__NodeProto *n)
                              (long long)bias->numel, (long long)numel);
     }
     Fluxion__V1__Node *node = fxon_emit(cx, "layernorm",
-                                        fxon_layer_name(cx, n, fxon_value_of(cx, fxon_in(n, 1))),
+                                        fxon__layer_hint(cx, n),
                                         1, &xref);
     if (!node)
         return FXS_INVALID_ARGUMENT;
@@ -277,5 +277,5 @@ int fxon__cv_groupnorm(fxon_ctx *cx, const Onnx__NodeProto *n)
         b = bc;
     }
     return emit_groupnorm(cx, n, x, xref, groups, C, eps, w, b,
-                          fxon_layer_name(cx, n, fxon_value_of(cx, fxon_in(n, 1))));
+                          fxon__layer_hint(cx, n));
 }

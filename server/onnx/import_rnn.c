@@ -242,7 +242,7 @@ int fxon__cv_rnn(fxon_ctx *cx, const Onnx__NodeProto *n)
         return rc;
 
     Fluxion__V1__Node *node = fxon_emit(cx, engine_op[kind],
-                                        fxon_layer_name(cx, n, fxon_value_of(cx, fxon_in(n, 1))),
+                                        fxon__layer_hint(cx, n),
                                         nin, refs);
     if (!node)
         return FXS_INVALID_ARGUMENT;
