@@ -114,15 +114,22 @@ static int window_attrs(fxon_ctx *cx, const Onnx__NodeProto *n, int s, const int
     return 0;
 }
 
+/* One attribute per axis: conv1d's are ints, the 2-D ops' [h, w] lists. */
+static int set_axes(fxon_ctx *cx, Fluxion__V1__Node *node, const char *key, const int64_t *v,
+                    int s)
+{
+    return s == 1 ? fxon_set_int(cx, node, key, v[0]) : fxon_set_ints(cx, node, key, v, 2);
+}
+
 static int set_window(fxon_ctx *cx, Fluxion__V1__Node *node, const window *w, bool dilation)
 {
-    int rc = fxon_set_ints(cx, node, "kernel_size", w->k, (size_t)w->s);
+    int rc = set_axes(cx, node, "kernel_size", w->k, w->s);
     if (!rc)
-        rc = fxon_set_ints(cx, node, "stride", w->stride, (size_t)w->s);
+        rc = set_axes(cx, node, "stride", w->stride, w->s);
     if (!rc)
-        rc = fxon_set_ints(cx, node, "padding", w->pad, (size_t)w->s);
+        rc = set_axes(cx, node, "padding", w->pad, w->s);
     if (!rc && dilation)
-        rc = fxon_set_ints(cx, node, "dilation", w->dil, (size_t)w->s);
+        rc = set_axes(cx, node, "dilation", w->dil, w->s);
     return rc;
 }
 

@@ -51,10 +51,13 @@ void fxon__groups_to_channels(float *dst, const float *src, int64_t groups, int6
 
 int fxon__only_first_output(fxon_ctx *cx, const Onnx__NodeProto *n)
 {
-    for (size_t k = 1; k < n->n_output; k++)
-        if (n->output[k] && n->output[k][0])
+    for (size_t k = 1; k < n->n_output; k++) {
+        const fxon_value *v = n->output[k] && n->output[k][0] ? fxon_value_of(cx, n->output[k])
+                                                               : NULL;
+        if (v && v->uses)
             return fxon_fail(cx, "output %zu ('%s') is not supported (only the first output)",
                              k, n->output[k]);
+    }
     return 0;
 }
 

@@ -26,8 +26,8 @@ int fxon__cv_pad(fxon_ctx *cx, const Onnx__NodeProto *n);
 
 /* Shared by the converters. */
 
-/* Fails unless every ONNX output of n past the first is absent ("" or not
- * listed): the optional outputs (MaxPool's Indices, LayerNormalization's
+/* Fails when an ONNX output of n past the first is used: the optional
+ * outputs (MaxPool's Indices, LayerNormalization's
  * Mean, ...) have no engine counterpart. */
 int fxon__only_first_output(fxon_ctx *cx, const Onnx__NodeProto *n);
 /* A float constant input i (a weight), its element count checked against

@@ -74,6 +74,9 @@ class OnnxLayersTest(fxtest.DaemonTest):
     def test_cnn_batchnorm_pooling(self):
         self.check("cnn")
 
+    def test_conv1d_batchnorm1d_layernorm(self):
+        self.check("conv1d")
+
     def test_residual_block(self):
         self.check("residual")
 

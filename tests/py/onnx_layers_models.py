@@ -137,6 +137,21 @@ class AttentionBlock(nn.Module):
         return self.ln2(h + self.ff2(torch.relu(self.ff1(h))))
 
 
+class Conv1dNet(nn.Module):
+    """BatchNorm1d over [N, C, L], a dilated padded Conv1d, LayerNorm over
+    two trailing dims (without affine weights, torch 1.13 writes an invalid
+    LayerNormalization at opset 17)."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(3)
+        self.conv = nn.Conv1d(3, 4, 3, padding=2, dilation=2, stride=2)
+        self.ln = nn.LayerNorm([4, 5])
+
+    def forward(self, x):
+        return self.ln(self.conv(self.bn(x)))
+
+
 class GroupNormNet(nn.Module):
     """GroupNorm without affine weights (PyTorch 1.13 exports its affine
     part as Mul/Add by [C, 1, 1] constants, which the engine's graph cannot
@@ -196,6 +211,8 @@ def models():
     yield dict(name="rnn", module=randomize(TimeMajorRNN(), 5), inputs=rng_inputs(5, seq=(6, 2, 4)),
                names=["seq"], outputs=["out", "h_n"], opsets=(13,))
     yield dict(name="attention", module=randomize(AttentionBlock(), 6), inputs=rng_inputs(6, x=(2, 5, 8)),
+               names=["x"], outputs=["y"], opsets=(17,))
+    yield dict(name="conv1d", module=randomize(Conv1dNet(), 8), inputs=rng_inputs(8, x=(2, 3, 9)),
                names=["x"], outputs=["y"], opsets=(17,))
     yield dict(name="groupnorm", module=randomize(GroupNormNet(), 7),
                inputs=rng_inputs(7, x=(2, 3, 5, 4)), names=["x"], outputs=["gn", "inorm"],
