@@ -56,7 +56,7 @@ void fxf_usage(FILE *f)
 "                          (default 60)\n"
 "  --max-message-mb N      largest gRPC message in or out, MiB (default 64);\n"
 "                          larger requests get RESOURCE_EXHAUSTED\n"
-"  --max-import-mb N       largest weights upload (ImportWeights), MiB (default 4096)\n"
+"  --max-import-mb N       largest weights or ONNX upload, MiB (default 4096)\n"
 "  --max-dataset-mb N      largest dataset (tensor data), MiB (default 16384)\n"
 "  --team-max-models N     models per team (default 0: no limit)\n"
 "  --team-max-weight-mb N  weights of a team's models together, every version,\n"

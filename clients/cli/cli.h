@@ -106,6 +106,8 @@ extern const cli_opt cli_global_opts[];
 extern const char *const cli_output_names[];
 extern const size_t cli_n_output_names;
 
+/* `model import-onnx` (cmd_onnx.c). */
+int cli_cmd_import_onnx(cli_ctx *c, const cli_args *a);
 extern const cli_command cli_model_commands[];
 extern const size_t cli_n_model_commands;
 extern const cli_command cli_dataset_commands[];

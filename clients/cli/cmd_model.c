@@ -634,6 +634,18 @@ const cli_command cli_model_commands[] = {
      2,
      {{"source", 0, "TEXT", "recorded as the version's source (default: import)"}},
      cmd_import},
+    {"model import-onnx",
+     "NAME FILE [--description D] [--no-load]",
+     "create a model from an ONNX file (- for stdin)",
+     "The graph becomes the model's spec and its initializers version 1's weights\n"
+     "(Gemm and MatMul weights become dense layers, so the model can be trained).\n"
+     "Opsets 13 and newer; an unsupported operator is refused naming its node, op\n"
+     "type and opset. docs/onnx.md lists the operators.\n",
+     2,
+     2,
+     {{"description", 0, "D", "the model's description"},
+      {"no-load", 0, NULL, "store without serving"}},
+     cli_cmd_import_onnx},
     {"model load",
      "NAME",
      "serve a model for inference (RepositoryModelLoad)",

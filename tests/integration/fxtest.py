@@ -448,3 +448,52 @@ class JobWatcher(threading.Thread):
 
     def kinds(self):
         return [e.kind for e in self.events]
+
+
+# ----------------------------------------------------------------- ONNX
+# A minimal ONNX ModelProto written field by field (no onnx package needed):
+# y = Relu(x), x float [batch, n], opset 17.
+
+def _pb_varint(v):
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        out.append(b | (0x80 if v else 0))
+        if not v:
+            return bytes(out)
+
+
+def _pb_field(num, value):
+    """A length-delimited field (bytes/str/message) or a varint (int)."""
+    if isinstance(value, int):
+        return _pb_varint(num << 3) + _pb_varint(value)
+    if isinstance(value, str):
+        value = value.encode()
+    return _pb_varint(num << 3 | 2) + _pb_varint(len(value)) + value
+
+
+def onnx_value_info(name, dims, elem_type=1):
+    dim_msgs = b"".join(_pb_field(1, _pb_field(2, d) if isinstance(d, str) else _pb_field(1, d))
+                        for d in dims)
+    tensor = _pb_field(1, elem_type) + _pb_field(2, dim_msgs)
+    return _pb_field(1, name) + _pb_field(2, _pb_field(1, tensor))
+
+
+def onnx_node(op_type, inputs, outputs, name=""):
+    return (b"".join(_pb_field(1, i) for i in inputs) + b"".join(_pb_field(2, o) for o in outputs)
+            + _pb_field(3, name or outputs[0]) + _pb_field(4, op_type))
+
+
+def onnx_model(nodes, inputs, outputs, opset=17):
+    """ModelProto bytes: nodes (onnx_node), inputs/outputs (onnx_value_info)."""
+    graph = (b"".join(_pb_field(1, n) for n in nodes) + _pb_field(2, "g")
+             + b"".join(_pb_field(11, i) for i in inputs)
+             + b"".join(_pb_field(12, o) for o in outputs))
+    opset_msg = _pb_field(1, "") + _pb_field(2, opset)
+    return _pb_field(1, 8) + _pb_field(8, opset_msg) + _pb_field(7, graph)
+
+
+def onnx_relu_model(n=4):
+    return onnx_model([onnx_node("Relu", ["x"], ["y"], "relu")],
+                      [onnx_value_info("x", ["batch", n])], [onnx_value_info("y", ["batch", n])])
