@@ -345,6 +345,53 @@ static void test_conv_weights(void **state)
     protobuf_c_message_free_unpacked(&spec->base, NULL);
 }
 
+/* The ints attribute key of a spec node. */
+static void assert_ints(const Fluxion__V1__Node *node, const char *key, int n, const int64_t *want)
+{
+    for (size_t i = 0; i < node->n_attrs; i++) {
+        if (strcmp(node->attrs[i]->key, key))
+            continue;
+        const Fluxion__V1__AttrValue *v = node->attrs[i]->value;
+        assert_int_equal(v->value_case, FLUXION__V1__ATTR_VALUE__VALUE_INTS);
+        assert_int_equal(v->ints->n_values, n);
+        for (int k = 0; k < n; k++)
+            assert_int_equal(v->ints->values[k], want[k]);
+        return;
+    }
+    fail_msg("no attribute %s", key);
+}
+
+/* auto_pad SAME_UPPER with an odd kernel: symmetric padding. */
+static void test_conv_auto_pad(void **state)
+{
+    (void)state;
+    mb m;
+    char err[512];
+    mb_init(&m, "Conv", "same", 13);
+    mb_input(&m, "x", 4, TU_SHAPE(1, 2, 7, 7));
+    mb_weight(&m, "w", 4, TU_SHAPE(3, 2, 3, 5));
+    mb_output(&m, "y");
+    mb_str(&m, "auto_pad", "SAME_UPPER");
+    Fluxion__V1__ModelSpec *spec = NULL;
+    fx_params w;
+    if (mb_import(&m, &spec, &w, err, sizeof err))
+        fail_msg("import failed: %s", err);
+    const Fluxion__V1__Node *conv = spec_node(spec, "conv2d");
+    assert_ints(conv, "padding", 2, (const int64_t[]){ 1, 2 });
+    assert_ints(conv, "kernel_size", 2, (const int64_t[]){ 3, 5 });
+    fx_params_free_tensors(&w);
+    protobuf_c_message_free_unpacked(&spec->base, NULL);
+    /* an even kernel needs uneven padding */
+    mb_init(&m, "Conv", "even", 13);
+    mb_input(&m, "x", 4, TU_SHAPE(1, 2, 7, 7));
+    mb_weight(&m, "w", 4, TU_SHAPE(3, 2, 2, 2));
+    mb_output(&m, "y");
+    mb_str(&m, "auto_pad", "SAME_LOWER");
+    char err2[512] = "";
+    assert_int_equal(mb_import(&m, &spec, &w, err2, sizeof err2), FXS_INVALID_ARGUMENT);
+    assert_non_null(strstr(err2, "auto_pad"));
+}
+
 /* GroupNormalization at opset 18 scales per group: the engine's groupnorm
  * gets each group's scale and bias repeated over its channels. */
 static void test_groupnorm_per_group(void **state)
@@ -442,6 +489,27 @@ static void test_refusals(void **state)
     mb_ints(&m, "kernel_shape", 2, k);
     mb_int(&m, "frobnicate", 1);
     expect_refusal(&m, (const char *[]){ "MaxPool", "frobnicate", NULL });
+    /* a Pad that pads (values 0, 1, ...): the engine has no pad op */
+    mb_init(&m, "Pad", "pad", 13);
+    mb_input(&m, "x", 4, TU_SHAPE(1, 2, 5, 5));
+    mb_weight(&m, "pads", 1, TU_SHAPE(8));
+    mb_output(&m, "y");
+    expect_refusal(&m, (const char *[]){ "'pad'", "Pad", "pads", NULL });
+    /* MaxPool's Indices output, used */
+    mb_init(&m, "MaxPool", "mpi", 13);
+    mb_input(&m, "x", 4, TU_SHAPE(1, 2, 4, 4));
+    mb_output(&m, "y");
+    mb_output(&m, "idx");
+    mb_ints(&m, "kernel_shape", 2, k);
+    expect_refusal(&m, (const char *[]){ "mpi", "output 1", NULL });
+    /* ConvTranspose's output_shape */
+    mb_init(&m, "ConvTranspose", "ct", 13);
+    mb_input(&m, "x", 4, TU_SHAPE(1, 2, 4, 4));
+    mb_weight(&m, "w", 4, TU_SHAPE(2, 2, 3, 3));
+    mb_output(&m, "y");
+    int64_t os[2] = { 9, 9 };
+    mb_ints(&m, "output_shape", 2, os);
+    expect_refusal(&m, (const char *[]){ "ConvTranspose", "output_shape", NULL });
 }
 
 int main(void)
@@ -451,6 +519,7 @@ int main(void)
         cmocka_unit_test(test_gru),           cmocka_unit_test(test_conv_weights),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_groupnorm_per_group),
+        cmocka_unit_test(test_conv_auto_pad),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
