@@ -10,6 +10,10 @@
 
 #include "base/status.h"
 
+/* Expand makes its result at import: a small file must not ask for
+ * gigabytes (a zero state is [layers, batch, hidden]). */
+#define EXPAND_MAX_ELEMS (1LL << 24)
+
 /* Expand of a constant whose values are all equal: a constant of the
  * broadcast shape, where a dim not known at import (the batch, symbolic)
  * stays 1: broadcasting then gives the same values for any size. */
@@ -44,9 +48,9 @@ int fxon__cv_expand(fxon_ctx *cx, const Onnx__NodeProto *n)
             return fxon_fail(cx, "input 0's dim %lld cannot expand to %lld", (long long)have,
                              (long long)want);
         out[d] = have != 1 ? have : want;
-        if (out[d] && numel > FXON_MAX_TENSOR_ELEMS / out[d])
-            return fxon_fail(cx, "the expanded constant exceeds %lld elements",
-                             (long long)FXON_MAX_TENSOR_ELEMS);
+        if (out[d] && numel > EXPAND_MAX_ELEMS / out[d])
+            return fxon_fail(cx, "the expanded constant would exceed %lld elements",
+                             (long long)EXPAND_MAX_ELEMS);
         numel *= out[d];
     }
     fxon_const *r = fxon_const_new(cx, c->elem, nd, out);

@@ -57,7 +57,7 @@ static int check_activations(fxon_ctx *cx, const Onnx__NodeProto *n, cell_kind k
         return fxon_fail(cx, "attribute 'activations' has %zu values, expected %zu",
                          a->n_strings, per * (size_t)D);
     for (size_t k = 0; k < a->n_strings; k++) {
-        const char *s = (const char *)a->strings[k].data;
+        const char *s = a->strings[k].data ? (const char *)a->strings[k].data : "";
         int len = (int)(a->strings[k].len > 32 ? 32 : a->strings[k].len);
         const char *want = defaults[kind][k % per];
 #define IS(name) (a->strings[k].len == strlen(name) && !memcmp(s, name, strlen(name)))
