@@ -130,6 +130,7 @@ static int make_values(fxon_ctx *cx, const Onnx__GraphProto *g, Fluxion__V1__Mod
 {
     int rc;
     char what[600];
+    cx->impl->reading_initializers = true;
     for (size_t i = 0; i < g->n_initializer; i++) {
         const Onnx__TensorProto *t = g->initializer[i];
         fxon_const *c;
@@ -145,6 +146,7 @@ static int make_values(fxon_ctx *cx, const Onnx__GraphProto *g, Fluxion__V1__Mod
         memcpy(v->shape, c->shape, sizeof v->shape);
         v->initializer = true;
     }
+    cx->impl->reading_initializers = false;
     spec->inputs = fxon_alloc(cx, sizeof *spec->inputs * (g->n_input + 1));
     if (!spec->inputs)
         return FXS_RESOURCE_EXHAUSTED;
@@ -162,12 +164,12 @@ static int make_values(fxon_ctx *cx, const Onnx__GraphProto *g, Fluxion__V1__Mod
         if (!v)
             return FXS_INVALID_ARGUMENT;
         fxon__value_info(vi, &v->elem, &v->ndim, v->shape);
-        if (!spec_dtype(v->elem))
-            return fxon_fail(cx, "graph input '%.200s': element type %d is not supported (float, "
-                             "int32 and int64 are)", vi->name, v->elem);
         if (v->ndim < 0)
             return fxon_fail(cx, "graph input '%.200s' has no shape (the engine needs its rank; "
                              "name dynamic dims with dim_param)", vi->name);
+        if (!spec_dtype(v->elem))
+            return fxon_fail(cx, "graph input '%.200s': element type %d is not supported (float, "
+                             "int32 and int64 are)", vi->name, v->elem);
         Fluxion__V1__TensorSpec *ts = fxon_alloc(cx, sizeof *ts);
         int64_t *shape = fxon_alloc(cx, sizeof *shape * (size_t)(v->ndim + 1));
         if (!ts || !shape)

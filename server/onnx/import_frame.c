@@ -378,6 +378,15 @@ fxon_const *fxon_const_new(fxon_ctx *cx, int elem, int ndim, const int64_t *shap
         }
         numel *= shape[d];
     }
+    /* Folding can multiply sizes (broadcasts, gathers, ConstantOfShape):
+     * all constants together stay within a budget. */
+    if (numel > FXON_MAX_CONST_ELEMS - cx->impl->const_elems) {
+        fxon_fail(cx, "constants computed at import of more than %lld elements in all",
+                  (long long)FXON_MAX_CONST_ELEMS);
+        return NULL;
+    }
+    if (!cx->impl->reading_initializers)
+        cx->impl->const_elems += numel;
     fxon_const *c = fxon_alloc(cx, sizeof *c);
     if (!c)
         return NULL;
@@ -775,17 +784,31 @@ int fxon__tensor_const(fxon_ctx *cx, const Onnx__TensorProto *t, const char *wha
         shape[d] = t->dims[d];
     bool is_float = dt == FXON_FLOAT || dt == FXON_DOUBLE ||
                     dt == ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT16;
-    for (size_t d = 0; d < t->n_dims; d++)
-        if (shape[d] < 0 || shape[d] > FXON_MAX_TENSOR_ELEMS)
-            return fxon_fail(cx, "%s: dim %zu is %lld", what, d, (long long)shape[d]);
+    int64_t n = 1;
+    for (size_t d = 0; d < t->n_dims; d++) {
+        if (shape[d] < 0 || (shape[d] && n > FXON_MAX_TENSOR_ELEMS / shape[d]))
+            return fxon_fail(cx, "%s: dim %zu is %lld (at most %lld elements in all)", what, d,
+                             (long long)shape[d], (long long)FXON_MAX_TENSOR_ELEMS);
+        n *= shape[d];
+    }
+    /* The data must be there before anything is allocated for it. */
+    size_t have = t->has_raw_data ? t->raw_data.len / esz
+                  : dt == FXON_FLOAT ? t->n_float_data
+                  : dt == FXON_DOUBLE ? t->n_double_data
+                  : dt == FXON_INT64 ? t->n_int64_data
+                  : dt == ONNX__TENSOR_PROTO__DATA_TYPE__UINT32 ||
+                    dt == ONNX__TENSOR_PROTO__DATA_TYPE__UINT64 ? t->n_uint64_data
+                  : t->n_int32_data;
+    if (t->has_raw_data && (uint64_t)t->raw_data.len != (uint64_t)n * esz)
+        return fxon_fail(cx, "%s: raw_data holds %zu bytes, its shape needs %llu", what,
+                         t->raw_data.len, (unsigned long long)n * esz);
+    if ((uint64_t)have != (uint64_t)n)
+        return fxon_fail(cx, "%s holds %zu values, its shape needs %lld", what, have,
+                         (long long)n);
     fxon_const *c = fxon_const_new(cx, is_float ? FXON_FLOAT : FXON_INT64, (int)t->n_dims, shape);
     if (!c)
         return FXS_INVALID_ARGUMENT;
-    int64_t n = c->numel;
     if (t->has_raw_data) {
-        if ((uint64_t)t->raw_data.len != (uint64_t)n * esz)
-            return fxon_fail(cx, "%s: raw_data holds %zu bytes, its shape needs %llu", what,
-                             t->raw_data.len, (unsigned long long)n * esz);
         const uint8_t *p = t->raw_data.data;
         for (int64_t k = 0; k < n; k++, p += esz) {
             union { float f; double d; int32_t i32; uint32_t u32; int64_t i64; uint64_t u64;
@@ -806,15 +829,6 @@ int fxon__tensor_const(fxon_ctx *cx, const Onnx__TensorProto *t, const char *wha
             }
         }
     } else {
-        size_t have = dt == FXON_FLOAT ? t->n_float_data
-                      : dt == FXON_DOUBLE ? t->n_double_data
-                      : dt == FXON_INT64 ? t->n_int64_data
-                      : dt == ONNX__TENSOR_PROTO__DATA_TYPE__UINT32 ||
-                        dt == ONNX__TENSOR_PROTO__DATA_TYPE__UINT64 ? t->n_uint64_data
-                      : t->n_int32_data;
-        if ((uint64_t)have != (uint64_t)n)
-            return fxon_fail(cx, "%s holds %zu values, its shape needs %lld", what, have,
-                             (long long)n);
         for (int64_t k = 0; k < n; k++) {
             switch (dt) {
             case FXON_FLOAT: c->f[k] = t->float_data[k]; break;

@@ -32,6 +32,8 @@ struct fxon_impl {
     fxon_param_rec *params;
     size_t n_params, cap_params;
     int64_t param_elems; /* all parameters together, against the limit */
+    int64_t const_elems; /* constants made at import (FXON_MAX_CONST_ELEMS) */
+    bool reading_initializers; /* their size is the file's: not counted */
 };
 
 /* Creates / frees cx->impl. */

@@ -20,7 +20,9 @@
 /* Limits checked before the work they guard. */
 #define FXON_MAX_NODES 20000        /* ONNX nodes in the graph */
 #define FXON_MAX_NAME 512           /* bytes of any ONNX name */
-#define FXON_MAX_TENSOR_ELEMS (1LL << 31) /* elements of one initializer */
+#define FXON_MAX_TENSOR_ELEMS (1LL << 30) /* elements of one tensor or parameter */
+#define FXON_MAX_CONST_ELEMS (1LL << 26)  /* of all constants made at import (folding,
+                                            Constant nodes): a small file stays small */
 
 /* ONNX ModelProto bytes -> a ModelSpec (fluxion.v1.ModelSpec, malloc'd,
  * free with protobuf_c_message_free_unpacked) and version 1's weights as
