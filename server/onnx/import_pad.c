@@ -55,7 +55,7 @@ int fxon__cv_expand(fxon_ctx *cx, const Onnx__NodeProto *n)
     }
     fxon_const *r = fxon_const_new(cx, c->elem, nd, out);
     if (!r)
-        return FXS_RESOURCE_EXHAUSTED;
+        return FXS_INVALID_ARGUMENT; /* the message says which: budget or memory */
     for (int64_t k = 0; k < numel; k++) {
         if (r->f)
             r->f[k] = (float)fxon_const_float(c, 0);
