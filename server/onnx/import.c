@@ -183,6 +183,10 @@ static int make_values(fxon_ctx *cx, const Onnx__GraphProto *g, Fluxion__V1__Mod
         v->ref = v->name;
         if (!fxon__name_take(cx, v->name))
             return fxon_oom(cx);
+        if (!cx->impl->graph_inputs &&
+            !(cx->impl->graph_inputs = fxon_alloc(cx, sizeof(fxon_value *) * (g->n_input + 1))))
+            return FXS_RESOURCE_EXHAUSTED;
+        cx->impl->graph_inputs[cx->impl->n_graph_inputs++] = v;
         spec->inputs[spec->n_inputs++] = ts;
     }
     if (!spec->n_inputs)

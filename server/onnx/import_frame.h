@@ -9,6 +9,7 @@
 #include "base/pbarena.h"
 
 #define FXON_MAX_NODE_ATTRS 16 /* more than any spec op takes */
+#define FXON_MAX_MATERIALIZED (1 << 24) /* elements of a constant used as a tensor */
 
 typedef struct {
     const char *name; /* "<node>.<param>" */
@@ -34,6 +35,9 @@ struct fxon_impl {
     int64_t param_elems; /* all parameters together, against the limit */
     int64_t const_elems; /* constants made at import (FXON_MAX_CONST_ELEMS) */
     bool reading_initializers; /* their size is the file's: not counted */
+    fxon_value **graph_inputs; /* the spec's inputs, in order */
+    size_t n_graph_inputs;
+    const char *ones_ref;      /* a [1] tensor of ones (import_data.c), once made */
 };
 
 /* Creates / frees cx->impl. */
@@ -50,6 +54,9 @@ int fxon__encode_weights(fxon_ctx *cx, uint8_t **out, size_t *len);
  * errors ("initializer 'w'"). */
 int fxon__tensor_const(fxon_ctx *cx, const Onnx__TensorProto *t, const char *what,
                        fxon_const **out);
+/* Makes float constant v a run-time tensor (a dense layer on a tensor of
+ * ones whose weight is the constant: a trainable parameter), sets v->ref. */
+int fxon__materialize(fxon_ctx *cx, fxon_value *v);
 /* The element type and static shape of a ValueInfoProto (ndim -1 if none). */
 void fxon__value_info(const Onnx__ValueInfoProto *vi, int *elem, int *ndim, int64_t *shape);
 

@@ -1,9 +1,10 @@
 /*
  * import_ops.c - converters of the ONNX operators that map to the engine's
- * plain ops (docs/model-spec.md), plus Gemm/MatMul with a constant weight
- * (a `dense` layer, so the model stays trainable) and the shape plumbing
- * PyTorch's exporter emits (folded by import_fold.c when constant). The
- * table at the end lists them; docs/onnx.md documents each row.
+ * elementwise ops (docs/model-spec.md), Gemm/MatMul with a constant weight
+ * (a `dense` layer, so the model stays trainable; a bias Add after a MatMul
+ * joins it), and Gather (folded, slices, index_select, or an embedding).
+ * Shapes and plumbing are in import_shape.c. The table at the end lists
+ * them; docs/onnx.md documents each row.
  */
 #include <math.h>
 #include <stdio.h>
@@ -219,9 +220,16 @@ static int binary(fxon_ctx *cx, const Onnx__NodeProto *n, char op)
         return binary_scalar(cx, n, op, x, s, cfirst);
     if (op == '+' && fuse_bias(cx, n, x, c, &rc))
         return rc;
-    return fxon_fail(cx, "input %d ('%.200s') is a constant tensor of %lld elements: the engine "
-                     "takes scalar constants here, or a bias added right after a MatMul",
-                     cfirst ? 0 : 1, cfirst ? a->name : b->name, (long long)c->numel);
+    /* Any other constant tensor: materialised (a parameter), then the op. */
+    const char *refs[2];
+    int nd;
+    int64_t shape[FXON_MAX_DIMS];
+    if ((rc = fxon_need_ref(cx, n, 0, &refs[0])) || (rc = fxon_need_ref(cx, n, 1, &refs[1])))
+        return rc;
+    if (!fxon_broadcast(a, b, &nd, shape))
+        return fxon_fail(cx, "the operands' shapes do not broadcast");
+    const char *op_name = op == '+' ? "add" : op == '-' ? "sub" : op == '*' ? "mul" : "div";
+    return emit1(cx, n, op_name, NULL, 2, refs, x->elem, nd, shape) ? 0 : FXS_INVALID_ARGUMENT;
 }
 
 static int cv_add(fxon_ctx *cx, const Onnx__NodeProto *n) { return binary(cx, n, '+'); }
@@ -352,6 +360,101 @@ static int cv_matmul(fxon_ctx *cx, const Onnx__NodeProto *n)
     return emit1(cx, n, "matmul", NULL, 2, refs, FXON_FLOAT, nd, shape) ? 0 : FXS_INVALID_ARGUMENT;
 }
 
+/* Gather on a constant 2-D table with run-time indices: an embedding. */
+static int make_embedding(fxon_ctx *cx, const Onnx__NodeProto *n, fxon_value *table,
+                          fxon_value *idx)
+{
+    const fxon_const *w = table->c;
+    if (w->ndim != 2 || w->elem != FXON_FLOAT || w->shape[0] < 1 || w->shape[1] < 1)
+        return fxon_fail(cx, "run-time indices into a constant need a 2-D float table (an "
+                         "embedding) and axis 0");
+    int64_t shape[FXON_MAX_DIMS];
+    int nd = idx->ndim >= 0 && idx->ndim < FXON_MAX_DIMS ? idx->ndim + 1 : -1;
+    for (int d = 0; d + 1 < nd; d++)
+        shape[d] = idx->shape[d];
+    if (nd > 0)
+        shape[nd - 1] = w->shape[1];
+    Fluxion__V1__Node *e = emit1(cx, n, "embedding", fxon_layer_name(cx, n, table), 1, &idx->ref,
+                                 FXON_FLOAT, nd, shape);
+    int rc;
+    if (!e || (rc = fxon_set_int(cx, e, "num_embeddings", w->shape[0])) ||
+        (rc = fxon_set_int(cx, e, "embedding_dim", w->shape[1])))
+        return e ? rc : FXS_INVALID_ARGUMENT;
+    float *p = fxon_param(cx, e, "weight", 2, w->shape);
+    if (!p)
+        return FXS_INVALID_ARGUMENT;
+    memcpy(p, w->f, sizeof *p * (size_t)w->numel);
+    return 0;
+}
+
+static int cv_gather(fxon_ctx *cx, const Onnx__NodeProto *n)
+{
+    fxon_value *x, *idx;
+    int64_t axis;
+    int rc, ax;
+    if ((rc = fxon_attrs_known(cx, n, (const char *[]){ "axis", NULL })) ||
+        (rc = fxon_attr_int(cx, n, "axis", 0, &axis)) || (rc = fxon_input(cx, n, 0, &x)) ||
+        (rc = fxon_input(cx, n, 1, &idx)) || (rc = fxon_axis(cx, "axis", axis, x->ndim, &ax)))
+        return rc;
+    if (x->c && !x->ref && idx->c)
+        return fxon__fold_gather(cx, n, x->c, idx->c, ax);
+    if (x->c && !x->ref)
+        return ax == 0 ? make_embedding(cx, n, x, idx)
+                       : fxon_fail(cx, "run-time indices into a constant along axis %d", ax);
+    if (!idx->c) { /* both at run time: index_select takes 1-D indices */
+        if (idx->ndim != 1)
+            return fxon_fail(cx, "run-time indices must be 1-D (index_select)");
+        const char *refs[2] = { x->ref, idx->ref };
+        int64_t shape[FXON_MAX_DIMS];
+        memcpy(shape, x->shape, sizeof shape);
+        shape[ax] = idx->shape[0];
+        Fluxion__V1__Node *node = emit1(cx, n, "index_select", NULL, 2, refs, x->elem, x->ndim, shape);
+        return node ? fxon_set_int(cx, node, "axis", ax) : FXS_INVALID_ARGUMENT;
+    }
+    /* Constant indices into a run-time tensor: slices. */
+    const fxon_const *ic = idx->c;
+    int64_t dim = x->shape[ax], first = fxon_const_int(ic, 0), step = 1;
+    if (ic->ndim > 1 || ic->numel < 1)
+        return fxon_fail(cx, "constant indices must be a scalar or 1-D and not empty");
+    for (int64_t k = 0; k < ic->numel; k++) {
+        int64_t i = fxon_const_int(ic, k);
+        if (i < 0 && dim < 0)
+            return fxon_fail(cx, "a negative index along a dim that is not static");
+        if (dim >= 0 && (i < -dim || i >= dim))
+            return fxon_fail(cx, "index %lld is out of range for a dim of %lld", (long long)i,
+                             (long long)dim);
+    }
+    first = first < 0 ? first + dim : first;
+    if (ic->numel > 1)
+        step = (fxon_const_int(ic, 1) < 0 ? fxon_const_int(ic, 1) + dim : fxon_const_int(ic, 1)) - first;
+    for (int64_t k = 1; k < ic->numel; k++) {
+        int64_t i = fxon_const_int(ic, k);
+        if ((i < 0 ? i + dim : i) != first + k * step || step < 1)
+            return fxon_fail(cx, "constant indices that are not an increasing progression");
+    }
+    int64_t shape[FXON_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[ax] = ic->numel;
+    const char *hint = ic->ndim == 0 ? fxon_printf(cx, "%.200s_slice", n->name && n->name[0]
+                                                   ? n->name : n->output[0]) : NULL;
+    Fluxion__V1__Node *s = fxon_emit(cx, "slice", hint, 1, &x->ref);
+    if (!s || (rc = fxon_set_int(cx, s, "axis", ax)) || (rc = fxon_set_int(cx, s, "start", first)) ||
+        (rc = fxon_set_int(cx, s, "end", first + (ic->numel - 1) * step + 1)) ||
+        (rc = fxon_set_int(cx, s, "step", step)))
+        return s ? rc : FXS_INVALID_ARGUMENT;
+    if (ic->ndim == 1)
+        return fxon_define(cx, n->output[0], s, 0, x->elem, x->ndim, shape);
+    /* A scalar index drops the axis: a sum over it (size 1) does. */
+    int64_t out[FXON_MAX_DIMS], a = ax;
+    int nd = 0;
+    for (int d = 0; d < x->ndim; d++)
+        if (d != ax)
+            out[nd++] = x->shape[d];
+    Fluxion__V1__Node *sum = emit1(cx, n, "sum", NULL, 1, (const char *[]){ s->name }, x->elem,
+                                   nd, out);
+    return sum ? fxon_set_ints(cx, sum, "axes", &a, 1) : FXS_INVALID_ARGUMENT;
+}
+
 const fxon_converter fxon_ops[] = {
     { "Add", 13, cv_add },
     { "Sub", 13, cv_sub },
@@ -373,5 +476,6 @@ const fxon_converter fxon_ops[] = {
     { "Where", 13, cv_where },
     { "Gemm", 13, cv_gemm },
     { "MatMul", 13, cv_matmul },
+    { "Gather", 13, cv_gather },
     { NULL, 0, NULL },
 };

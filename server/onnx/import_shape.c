@@ -1,7 +1,7 @@
 /*
  * import_shape.c - converters of the operators that move data around or
  * compute shapes: Reshape, Flatten, (Un)Squeeze, Transpose, Concat, Split,
- * Slice, Gather, Shape, Cast, Constant(OfShape), Identity, Dropout, the
+ * Slice, Shape, Cast, Constant(OfShape), Identity, Dropout, the
  * reductions and softmaxes. On constants they fold (import_fold.c); on
  * run-time tensors they become the engine's reshape, permute, slice, ...
  */
@@ -520,24 +520,23 @@ static int cv_concat(fxon_ctx *cx, const Onnx__NodeProto *n)
         return fxon_fail(cx, "attribute 'axis' is required");
     if (nin < 1)
         return fxon_fail(cx, "no inputs");
-    bool any_const = false, all_const = true;
+    bool all_const = true;
     for (int i = 0; i < nin; i++) {
         fxon_value *v;
         if ((rc = fxon_input(cx, n, i, &v)))
             return rc;
-        any_const |= v->c && !v->ref;
         all_const &= v->c != NULL;
     }
     if (all_const)
         return fxon__fold_concat(cx, n, axis);
-    if (any_const)
-        return fxon_fail(cx, "joins constants and run-time tensors (the graph has no constant "
-                         "tensors)");
     const char **refs = fxon_alloc(cx, sizeof *refs * (size_t)nin);
     fxon_value *first = fxon_value_of(cx, fxon_in(n, 0));
     int64_t shape[FXON_MAX_DIMS];
     if (!refs)
         return FXS_RESOURCE_EXHAUSTED;
+    for (int i = 0; i < nin; i++) /* constants among tensors: materialised */
+        if ((rc = fxon_need_ref(cx, n, i, &refs[i])))
+            return rc;
     if (first->ndim >= 0 && (rc = fxon_axis(cx, "axis", axis, first->ndim, &ax)))
         return rc;
     memcpy(shape, first->shape, sizeof shape);
@@ -681,100 +680,6 @@ static int cv_slice(fxon_ctx *cx, const Onnx__NodeProto *n)
     return 0;
 }
 
-/* Gather on a constant 2-D table with run-time indices: an embedding. */
-static int make_embedding(fxon_ctx *cx, const Onnx__NodeProto *n, fxon_value *table,
-                          fxon_value *idx)
-{
-    const fxon_const *w = table->c;
-    if (w->ndim != 2 || w->elem != FXON_FLOAT || w->shape[0] < 1 || w->shape[1] < 1)
-        return fxon_fail(cx, "run-time indices into a constant need a 2-D float table (an "
-                         "embedding) and axis 0");
-    int64_t shape[FXON_MAX_DIMS];
-    int nd = idx->ndim >= 0 && idx->ndim < FXON_MAX_DIMS ? idx->ndim + 1 : -1;
-    for (int d = 0; d + 1 < nd; d++)
-        shape[d] = idx->shape[d];
-    if (nd > 0)
-        shape[nd - 1] = w->shape[1];
-    Fluxion__V1__Node *e = emit1(cx, n, "embedding", fxon_layer_name(cx, n, table), 1, &idx->ref,
-                                 FXON_FLOAT, nd, shape);
-    int rc;
-    if (!e || (rc = fxon_set_int(cx, e, "num_embeddings", w->shape[0])) ||
-        (rc = fxon_set_int(cx, e, "embedding_dim", w->shape[1])))
-        return e ? rc : FXS_INVALID_ARGUMENT;
-    float *p = fxon_param(cx, e, "weight", 2, w->shape);
-    if (!p)
-        return FXS_INVALID_ARGUMENT;
-    memcpy(p, w->f, sizeof *p * (size_t)w->numel);
-    return 0;
-}
-
-static int cv_gather(fxon_ctx *cx, const Onnx__NodeProto *n)
-{
-    fxon_value *x, *idx;
-    int64_t axis;
-    int rc, ax;
-    if ((rc = fxon_attrs_known(cx, n, (const char *[]){ "axis", NULL })) ||
-        (rc = fxon_attr_int(cx, n, "axis", 0, &axis)) || (rc = fxon_input(cx, n, 0, &x)) ||
-        (rc = fxon_input(cx, n, 1, &idx)) || (rc = fxon_axis(cx, "axis", axis, x->ndim, &ax)))
-        return rc;
-    if (x->c && !x->ref && idx->c)
-        return fxon__fold_gather(cx, n, x->c, idx->c, ax);
-    if (x->c && !x->ref)
-        return ax == 0 ? make_embedding(cx, n, x, idx)
-                       : fxon_fail(cx, "run-time indices into a constant along axis %d", ax);
-    if (!idx->c) { /* both at run time: index_select takes 1-D indices */
-        if (idx->ndim != 1)
-            return fxon_fail(cx, "run-time indices must be 1-D (index_select)");
-        const char *refs[2] = { x->ref, idx->ref };
-        int64_t shape[FXON_MAX_DIMS];
-        memcpy(shape, x->shape, sizeof shape);
-        shape[ax] = idx->shape[0];
-        Fluxion__V1__Node *node = emit1(cx, n, "index_select", NULL, 2, refs, x->elem, x->ndim, shape);
-        return node ? fxon_set_int(cx, node, "axis", ax) : FXS_INVALID_ARGUMENT;
-    }
-    /* Constant indices into a run-time tensor: slices. */
-    const fxon_const *ic = idx->c;
-    int64_t dim = x->shape[ax], first = fxon_const_int(ic, 0), step = 1;
-    if (ic->ndim > 1 || ic->numel < 1)
-        return fxon_fail(cx, "constant indices must be a scalar or 1-D and not empty");
-    for (int64_t k = 0; k < ic->numel; k++) {
-        int64_t i = fxon_const_int(ic, k);
-        if (i < 0 && dim < 0)
-            return fxon_fail(cx, "a negative index along a dim that is not static");
-        if (dim >= 0 && (i < -dim || i >= dim))
-            return fxon_fail(cx, "index %lld is out of range for a dim of %lld", (long long)i,
-                             (long long)dim);
-    }
-    first = first < 0 ? first + dim : first;
-    if (ic->numel > 1)
-        step = (fxon_const_int(ic, 1) < 0 ? fxon_const_int(ic, 1) + dim : fxon_const_int(ic, 1)) - first;
-    for (int64_t k = 1; k < ic->numel; k++) {
-        int64_t i = fxon_const_int(ic, k);
-        if ((i < 0 ? i + dim : i) != first + k * step || step < 1)
-            return fxon_fail(cx, "constant indices that are not an increasing progression");
-    }
-    int64_t shape[FXON_MAX_DIMS];
-    memcpy(shape, x->shape, sizeof shape);
-    shape[ax] = ic->numel;
-    const char *hint = ic->ndim == 0 ? hint_of(cx, n, "slice") : NULL;
-    Fluxion__V1__Node *s = fxon_emit(cx, "slice", hint, 1, &x->ref);
-    if (!s || (rc = fxon_set_int(cx, s, "axis", ax)) || (rc = fxon_set_int(cx, s, "start", first)) ||
-        (rc = fxon_set_int(cx, s, "end", first + (ic->numel - 1) * step + 1)) ||
-        (rc = fxon_set_int(cx, s, "step", step)))
-        return s ? rc : FXS_INVALID_ARGUMENT;
-    if (ic->ndim == 1)
-        return fxon_define(cx, n->output[0], s, 0, x->elem, x->ndim, shape);
-    /* A scalar index drops the axis: a sum over it (size 1) does. */
-    int64_t out[FXON_MAX_DIMS], a = ax;
-    int nd = 0;
-    for (int d = 0; d < x->ndim; d++)
-        if (d != ax)
-            out[nd++] = x->shape[d];
-    Fluxion__V1__Node *sum = emit1(cx, n, "sum", NULL, 1, (const char *[]){ s->name }, x->elem,
-                                   nd, out);
-    return sum ? fxon_set_ints(cx, sum, "axes", &a, 1) : FXS_INVALID_ARGUMENT;
-}
-
 const fxon_converter fxon_shape_ops[] = {
     { "Softmax", 13, cv_softmax },
     { "LogSoftmax", 13, cv_log_softmax },
@@ -795,6 +700,5 @@ const fxon_converter fxon_shape_ops[] = {
     { "Concat", 13, cv_concat },
     { "Split", 13, cv_split },
     { "Slice", 13, cv_slice },
-    { "Gather", 13, cv_gather },
     { NULL, 0, NULL },
 };

@@ -13,8 +13,9 @@
  *    (which prefixes "node 'NAME' (OpType, opset N): " and returns
  *    FXS_INVALID_ARGUMENT) or fxon_oom.
  * 2. List it in a table { "Foo", 13, cv_foo } (op_type, the lowest opset it
- *    handles, fn): fxon_ops[] in import_ops.c or fxon_layer_ops[] in
- *    import_layers.c, both ending with { NULL, 0, NULL }. For one op_type,
+ *    handles, fn): fxon_ops[] in import_ops.c (fxon_shape_ops[] in
+ *    import_shape.c) or fxon_layer_ops[] in import_layers.c, each ending
+ *    with { NULL, 0, NULL }. For one op_type,
  *    the entry with the highest min_opset <= the model's opset is used, so
  *    an operator whose meaning changed at opset K gets a second entry
  *    { "Foo", K, cv_foo_k } (or test cx->opset inside one converter).
@@ -35,9 +36,13 @@
  *      or "node:K"). A value may have both (a constant that a node already
  *      materialised), never neither. fxon_need_const(cx, n, i, &c) insists
  *      on a constant (for shapes, axes, weights); fxon_need_ref(cx, n, i,
- *      &ref) on a run-time tensor (a constant that is not one fails naming
- *      it, since the engine's graph has no constant tensors: scalars
- *      become scale/add_scalar/..., weights become layer parameters).
+ *      &ref) on a run-time tensor. The engine's graph has no constant
+ *      tensors, so a float constant used as one is materialised: a dense
+ *      layer (in 1, out numel) on a [1] tensor of ones made from the first
+ *      float graph input, its weight the constant (a trainable parameter
+ *      named after the value), reshaped; integer constants fail naming
+ *      the input. Prefer folding: scalars become scale/add_scalar/...,
+ *      weights become a layer's parameters.
  *    - constants: int64 or float data (every integer and bool type is read
  *      as int64, double and half as float). Folded shape data may hold
  *      symbolic dims: FXON_SYM(axis) stands for "the size of dim `axis` of
@@ -188,7 +193,8 @@ fxon_value *fxon_value_of(fxon_ctx *cx, const char *name); /* NULL: unknown */
 int fxon_input(fxon_ctx *cx, const Onnx__NodeProto *n, int i, fxon_value **v);
 /* Input i as a constant, or fails ("input i ('x') must be a constant"). */
 int fxon_need_const(fxon_ctx *cx, const Onnx__NodeProto *n, int i, const fxon_const **c);
-/* Input i as a run-time tensor's spec reference, or fails. */
+/* Input i as a run-time tensor's spec reference (a float constant is
+ * materialised, see above), or fails. */
 int fxon_need_ref(fxon_ctx *cx, const Onnx__NodeProto *n, int i, const char **ref);
 /* The scalar value of a constant with one element (any shape). */
 bool fxon_const_scalar(const fxon_const *c, double *out);

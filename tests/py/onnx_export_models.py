@@ -87,6 +87,37 @@ class Ops(nn.Module):
         return nn.functional.elu(out, 0.7) + nn.functional.relu(-out)
 
 
+class NormAttention(nn.Module):
+    """A pre-norm self-attention block with a residual and an MLP: layer
+    norm (decomposed at opset 13: ReduceMean/Sub/Pow/Sqrt/Div and the
+    affine Mul/Add of constant tensors), heads by view/transpose on a
+    dynamic batch and sequence, q k^T / sqrt(d), softmax, GELU (tanh)."""
+
+    def __init__(self, e=8, heads=2):
+        super().__init__()
+        self.heads, self.d = heads, e // heads
+        self.ln = nn.LayerNorm(e)
+        self.q = nn.Linear(e, e)
+        self.k = nn.Linear(e, e)
+        self.v = nn.Linear(e, e)
+        self.o = nn.Linear(e, e)
+        self.ff = nn.Linear(e, e)
+        with torch.no_grad():  # not the identity affine of a fresh LayerNorm
+            self.ln.weight.uniform_(0.5, 1.5)
+            self.ln.bias.uniform_(-0.5, 0.5)
+
+    def forward(self, x):
+        n, t, e = x.size(0), x.size(1), x.size(2)
+        h = self.ln(x)
+        q = self.q(h).view(n, t, self.heads, self.d).transpose(1, 2)
+        k = self.k(h).view(n, t, self.heads, self.d).transpose(1, 2)
+        v = self.v(h).view(n, t, self.heads, self.d).transpose(1, 2)
+        a = torch.softmax(q @ k.transpose(-2, -1) / (self.d ** 0.5), dim=-1) @ v
+        a = a.transpose(1, 2).reshape(n, t, e)
+        x = x + self.o(a)
+        return x + nn.functional.gelu(self.ff(x), approximate="tanh")
+
+
 def mlp():
     torch.manual_seed(1)
     return MLP(), (torch.randn(5, 3, 4),), ["x"], ["logp"]
@@ -102,7 +133,15 @@ def ops():
     return Ops(), (torch.randn(2, 2, 3, 4), torch.randn(2, 2, 3, 4)), ["x", "y"], ["out"]
 
 
-MODELS = {"mlp": mlp, "two_head": two_head, "ops": ops}
+def norm_attention():
+    torch.manual_seed(4)
+    return NormAttention(), (torch.randn(2, 5, 8),), ["x"], ["y"]
+
+
+MODELS = {"mlp": mlp, "two_head": two_head, "ops": ops, "norm_attention": norm_attention}
+# Opsets per model where not OPSETS: at 17 LayerNorm is LayerNormalization,
+# a layer converter of import_layers.c (onnx-layers adds 17 when it lands).
+MODEL_OPSETS = {"norm_attention": (13,)}
 
 
 def export(outdir, name, opset, manifest):
@@ -111,6 +150,8 @@ def export(outdir, name, opset, manifest):
     tag = "%s_op%d" % (name, opset)
     path = os.path.join(outdir, tag + ".onnx")
     dyn = {n: {0: "batch"} for n in in_names + out_names}
+    if name == "norm_attention":  # the sequence length is dynamic too
+        dyn = {n: {0: "batch", 1: "seq"} for n in in_names + out_names}
     torch.onnx.export(model, inputs, path, input_names=in_names, output_names=out_names,
                       dynamic_axes=dyn, opset_version=opset, do_constant_folding=True)
     with torch.no_grad():
@@ -136,7 +177,7 @@ def main(argv):
         if name not in MODELS:
             print("unknown model %r (known: %s)" % (name, ", ".join(sorted(MODELS))))
             return 2
-        for opset in OPSETS:
+        for opset in MODEL_OPSETS.get(name, OPSETS):
             export(outdir, name, opset, manifest)
     with open(os.path.join(outdir, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1, sort_keys=True)

@@ -391,6 +391,33 @@ static void test_scalar_arithmetic(void **state)
     pool_free();
 }
 
+/* Constant tensors used as tensors (a layer norm's affine, exported at
+ * opset 13 as Mul + Add): materialised as parameters, values kept. */
+static void test_constant_tensor_operands(void **state)
+{
+    (void)state;
+    static const float gamma[3] = { 2, -1, 0.5f }, beta[3] = { 0, 10, -1 };
+    model *b = model_new(13);
+    input(b, "x", 2, (int64_t[]){ -1, 3 });
+    init(b, tensor_f("ln.weight", 1, (int64_t[]){ 3 }, gamma));
+    init(b, tensor_f("ln.bias", 1, (int64_t[]){ 3 }, beta));
+    node(b, "Mul", "/ln/Mul", IN("x", "ln.weight"), IN("h"));
+    node(b, "Add", "/ln/Add", IN("h", "ln.bias"), IN("y"));
+    output(b, "y");
+    imported r = import(b);
+    if (r.rc)
+        fail_msg("import: %s", r.err);
+    float x[6] = { 1, 2, 3, -1, 0, 4 };
+    int64_t n;
+    float *y = run(&r, 2, TU_SHAPE(2, 3), x, &n);
+    float want[6] = { 2, 8, 0.5f, -2, 10, 1 };
+    assert_int_equal(n, 6);
+    tu_assert_close(y, want, 6, 1e-6);
+    free(y);
+    imported_free(&r);
+    pool_free();
+}
+
 /* ------------------------------------------------------------ refusals */
 
 static void test_unsupported_op_and_attribute(void **state)
@@ -412,9 +439,11 @@ static void test_unsupported_op_and_attribute(void **state)
     b->nodes[1]->domain = "com.microsoft";
     expect_error(b, "domain 'com.microsoft' is not supported");
     pool_free();
-    b = gemm_model(); /* a constant operand where a tensor must be */
-    b->nodes[1]->input = (char **)IN("fc.weight");
-    expect_error(b, "is a constant the engine cannot use");
+    b = gemm_model(); /* an integer constant where a tensor must be */
+    static const int64_t idx[2] = { 1, 2 };
+    init(b, tensor_i("idx", 1, (int64_t[]){ 2 }, idx));
+    b->nodes[1]->input = (char **)IN("idx");
+    expect_error(b, "'idx' is an integer constant the engine cannot use as a tensor");
     pool_free();
 }
 
@@ -553,6 +582,7 @@ int main(void)
         cmocka_unit_test(test_gemm_dense),
         cmocka_unit_test(test_matmul_bias_and_reshape_chain),
         cmocka_unit_test(test_scalar_arithmetic),
+        cmocka_unit_test(test_constant_tensor_operands),
         cmocka_unit_test(test_unsupported_op_and_attribute),
         cmocka_unit_test(test_bad_models),
         cmocka_unit_test(test_truncated_and_mutated),
