@@ -103,9 +103,8 @@ class OnnxLayersTest(fxtest.DaemonTest):
         self.check("rnn")
 
     def test_attention_layernorm(self):
-        # exported at opset 17 (LayerNormalization): at 13 PyTorch writes
-        # layer norm out as ReduceMean/Sub/Pow/.../Mul/Add, and the Mul by
-        # the [8] weight is a constant tensor the engine's graph cannot hold.
+        # opset 17: LayerNormalization; 13: PyTorch writes layer norm out as
+        # ReduceMean/Sub/Pow/Sqrt/Div/Mul/Add (onnx-import's ops)
         self.check("attention")
 
     def test_group_and_instance_norm(self):

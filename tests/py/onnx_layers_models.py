@@ -153,20 +153,20 @@ class Conv1dNet(nn.Module):
 
 
 class GroupNormNet(nn.Module):
-    """GroupNorm without affine weights (PyTorch 1.13 exports its affine
-    part as Mul/Add by [C, 1, 1] constants, which the engine's graph cannot
-    hold) and an affine InstanceNorm (an InstanceNormalization with its
-    scale and bias)."""
+    """GroupNorm (PyTorch 1.13: Reshape, InstanceNormalization with unit
+    scale, Reshape, Mul and Add by [C, 1, 1] weights), without affine
+    weights, and an affine InstanceNorm."""
 
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 6, 1)
-        self.gn = nn.GroupNorm(3, 6, affine=False)
+        self.gn = nn.GroupNorm(3, 6)
+        self.gn_plain = nn.GroupNorm(2, 6, affine=False)
         self.inorm = nn.InstanceNorm2d(6, affine=True)
 
     def forward(self, x):
         h = self.gn(self.conv(x))
-        return h, self.inorm(h)
+        return h, self.inorm(self.gn_plain(h))
 
 
 def rng_inputs(seed, **shapes):
@@ -211,7 +211,7 @@ def models():
     yield dict(name="rnn", module=randomize(TimeMajorRNN(), 5), inputs=rng_inputs(5, seq=(6, 2, 4)),
                names=["seq"], outputs=["out", "h_n"], opsets=(13,))
     yield dict(name="attention", module=randomize(AttentionBlock(), 6), inputs=rng_inputs(6, x=(2, 5, 8)),
-               names=["x"], outputs=["y"], opsets=(17,))
+               names=["x"], outputs=["y"], opsets=(13, 17))
     yield dict(name="conv1d", module=randomize(Conv1dNet(), 8), inputs=rng_inputs(8, x=(2, 3, 9)),
                names=["x"], outputs=["y"], opsets=(17,))
     yield dict(name="groupnorm", module=randomize(GroupNormNet(), 7),
