@@ -267,7 +267,7 @@ static int pool_common(fxon_ctx *cx, const Onnx__NodeProto *n, bool avg)
         if (w.dil[a] != 1)
             return fxon_fail(cx, "attribute 'dilations' is not supported (the engine's pooling "
                              "is not dilated)");
-        if (!avg && 2 * w.pad[a] > w.k[a])
+        if (2 * w.pad[a] > w.k[a])
             return fxon_fail(cx, "attribute 'pads' %lld exceeds half the kernel (%lld)",
                              (long long)w.pad[a], (long long)w.k[a]);
     }

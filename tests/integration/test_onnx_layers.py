@@ -82,6 +82,9 @@ class OnnxLayersTest(fxtest.DaemonTest):
     def test_conv1d_batchnorm1d_layernorm(self):
         self.check("conv1d")
 
+    def test_padded_pooling(self):
+        self.check("pooling")
+
     def test_residual_block(self):
         self.check("residual")
 

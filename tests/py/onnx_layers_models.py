@@ -137,6 +137,21 @@ class AttentionBlock(nn.Module):
         return self.ln2(h + self.ff2(torch.relu(self.ff1(h))))
 
 
+class Pooling(nn.Module):
+    """Padded average pools (PyTorch writes count_include_pad=True as Pad +
+    AveragePool), a ceil_mode max pool whose size ceil does not change.
+    (nn.ZeroPad2d exports its pads as shape arithmetic that is not folded.)"""
+
+    def __init__(self):
+        super().__init__()
+        self.avg = nn.AvgPool2d(3, stride=1, padding=1)
+        self.avg_excl = nn.AvgPool2d(2, padding=1, count_include_pad=False)
+        self.max = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+
+    def forward(self, x):
+        return self.avg(x), self.avg_excl(x), self.max(x)
+
+
 class Conv1dNet(nn.Module):
     """BatchNorm1d over [N, C, L], a dilated padded Conv1d, LayerNorm over
     two trailing dims (without affine weights, torch 1.13 writes an invalid
@@ -212,6 +227,8 @@ def models():
                names=["seq"], outputs=["out", "h_n"], opsets=(13,))
     yield dict(name="attention", module=randomize(AttentionBlock(), 6), inputs=rng_inputs(6, x=(2, 5, 8)),
                names=["x"], outputs=["y"], opsets=(13, 17))
+    yield dict(name="pooling", module=Pooling().eval(), inputs=rng_inputs(9, x=(2, 3, 7, 7)),
+               names=["x"], outputs=["avg", "avg_excl", "max"], opsets=(13, 17))
     yield dict(name="conv1d", module=randomize(Conv1dNet(), 8), inputs=rng_inputs(8, x=(2, 3, 9)),
                names=["x"], outputs=["y"], opsets=(17,))
     yield dict(name="groupnorm", module=randomize(GroupNormNet(), 7),

@@ -489,12 +489,12 @@ static void test_refusals(void **state)
     mb_ints(&m, "kernel_shape", 2, k);
     mb_int(&m, "frobnicate", 1);
     expect_refusal(&m, (const char *[]){ "MaxPool", "frobnicate", NULL });
-    /* a Pad that pads (values 0, 1, ...): the engine has no pad op */
+    /* a Pad of the batch and channel dims (values 0, 1, ...) */
     mb_init(&m, "Pad", "pad", 13);
     mb_input(&m, "x", 4, TU_SHAPE(1, 2, 5, 5));
     mb_weight(&m, "pads", 1, TU_SHAPE(8));
     mb_output(&m, "y");
-    expect_refusal(&m, (const char *[]){ "'pad'", "Pad", "pads", NULL });
+    expect_refusal(&m, (const char *[]){ "'pad'", "Pad", "pads", "dim 0", NULL });
     /* MaxPool's Indices output, used */
     mb_init(&m, "MaxPool", "mpi", 13);
     mb_input(&m, "x", 4, TU_SHAPE(1, 2, 4, 4));
