@@ -105,6 +105,13 @@ void fxa_import_onnx(fxr_call *call, const ProtobufCMessage *unused, void *data)
     /* The name first: a bad or foreign name fails before any work. */
     if (!fxa_key(call, "model", h.name, key, sizeof key))
         goto out;
+    /* A name in use fails before the conversion (the store checks again). */
+    fxdb_model_rec rec;
+    if (fxdb_store_get_model(d->store, key, &rec, err, sizeof err) == 0) {
+        fxdb_model_rec_free(&rec);
+        fxr_fail(call, FXS_ALREADY_EXISTS, "model \"%s\" already exists", h.name);
+        goto out;
+    }
     status = fxon_import(buf, len, &spec, &weights, &wlen, err, sizeof err);
     free(buf);
     buf = NULL;

@@ -86,7 +86,7 @@ class OnnxImportTest(fxtest.DaemonTest):
                 self.assertLessEqual(err, TOL, "%s output %s: max error %g" % (tag, n, err))
 
     def test_models_match_pytorch_client(self):
-        self.assertGreaterEqual(len(self.manifest), 6)
+        self.assertGreaterEqual(len(self.manifest), 9)
         for tag in sorted(self.manifest):
             with self.subTest(tag=tag):
                 m = self.c.import_onnx("py-" + tag, self.onnx_path(tag),
@@ -120,6 +120,10 @@ class OnnxImportTest(fxtest.DaemonTest):
         ops = [n.op for n in m.spec.nodes]
         self.assertEqual(ops.count("dense"), 3)
         self.assertNotIn("dropout", ops)  # Dropout is the identity in an export
+        e = self.c.import_onnx("params-embed", self.onnx_path("embed_op17"))
+        self.assertEqual([n.op for n in e.spec.nodes][0], "embedding")
+        self.assertEqual({p.name: list(p.shape) for p in e.parameters}.get("emb.weight"), [11, 6])
+        self.assertEqual(e.spec.inputs[0].dtype, fxtest.model_pb2.INT64)
 
     def test_no_load(self):
         self.cli("model", "import-onnx", "nl", self.onnx_path("mlp_op13"), "--no-load")

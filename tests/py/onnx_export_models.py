@@ -118,6 +118,19 @@ class NormAttention(nn.Module):
         return x + nn.functional.gelu(self.ff(x), approximate="tanh")
 
 
+class Embed(nn.Module):
+    """Int64 token ids: Gather on a constant table (an embedding layer),
+    a mean over the sequence, a Gemm."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(11, 6)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, ids):
+        return self.head(self.emb(ids).mean(dim=1))
+
+
 def mlp():
     torch.manual_seed(1)
     return MLP(), (torch.randn(5, 3, 4),), ["x"], ["logp"]
@@ -138,7 +151,12 @@ def norm_attention():
     return NormAttention(), (torch.randn(2, 5, 8),), ["x"], ["y"]
 
 
-MODELS = {"mlp": mlp, "two_head": two_head, "ops": ops, "norm_attention": norm_attention}
+def embed():
+    torch.manual_seed(5)
+    return Embed(), (torch.randint(0, 11, (4, 7)),), ["ids"], ["y"]
+
+
+MODELS = {"embed": embed, "mlp": mlp, "two_head": two_head, "ops": ops, "norm_attention": norm_attention}
 # Opsets per model where not OPSETS: at 17 LayerNorm is LayerNormalization,
 # a layer converter of import_layers.c (onnx-layers adds 17 when it lands).
 MODEL_OPSETS = {"norm_attention": (13,)}
