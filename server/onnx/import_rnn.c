@@ -115,14 +115,22 @@ static int direction_params(fxon_ctx *cx, Fluxion__V1__Node *node, cell_kind kin
     return 0;
 }
 
+/* "<hint>_<what>" for the nodes around the layer, so that the layer itself
+ * gets the hint (its parameters read "rnn_LSTM.weight_ih_l0"). */
+static const char *aux_name(fxon_ctx *cx, const char *hint, const char *what)
+{
+    return hint ? fxon_printf(cx, "%s_%s", hint, what) : NULL;
+}
+
 /* A state input (initial_h / initial_c) as the engine's [D, N, H]. */
 static int state_ref(fxon_ctx *cx, const Onnx__NodeProto *n, int i, int64_t layout,
-                     const char **ref)
+                     const char *hint, const char **ref)
 {
     int rc = fxon_need_ref(cx, n, i, ref);
     if (rc || !layout)
         return rc;
-    Fluxion__V1__Node *p = emit_shape_op(cx, "permute", "dims", *ref, NULL,
+    Fluxion__V1__Node *p = emit_shape_op(cx, "permute", "dims", *ref,
+                                         aux_name(cx, hint, i == 5 ? "h0" : "c0"),
                                          (const int64_t[]){ 1, 0, 2 }, 3);
     if (!p)
         return FXS_INVALID_ARGUMENT;
@@ -213,8 +221,10 @@ int fxon__cv_rnn(fxon_ctx *cx, const Onnx__NodeProto *n)
     int64_t T = x->ndim == 3 ? x->shape[layout ? 1 : 0] : -1;
     int64_t N = x->ndim == 3 ? x->shape[layout ? 0 : 1] : -1;
     refs[0] = xref;
+    const char *hint = fxon__layer_hint(cx, n);
     if (!layout) {
-        Fluxion__V1__Node *p = emit_shape_op(cx, "permute", "dims", xref, NULL,
+        Fluxion__V1__Node *p = emit_shape_op(cx, "permute", "dims", xref,
+                                             aux_name(cx, hint, "x"),
                                              (const int64_t[]){ 1, 0, 2 }, 3);
         if (!p)
             return FXS_INVALID_ARGUMENT;
@@ -236,14 +246,12 @@ int fxon__cv_rnn(fxon_ctx *cx, const Onnx__NodeProto *n)
                          "lengths before initial states)");
     if (c0 && !h0)
         return fxon_fail(cx, "input initial_c without initial_h is not supported");
-    if (h0 && (rc = state_ref(cx, n, 5, layout, &refs[nin++])))
+    if (h0 && (rc = state_ref(cx, n, 5, layout, hint, &refs[nin++])))
         return rc;
-    if (c0 && (rc = state_ref(cx, n, 6, layout, &refs[nin++])))
+    if (c0 && (rc = state_ref(cx, n, 6, layout, hint, &refs[nin++])))
         return rc;
 
-    Fluxion__V1__Node *node = fxon_emit(cx, engine_op[kind],
-                                        fxon__layer_hint(cx, n),
-                                        nin, refs);
+    Fluxion__V1__Node *node = fxon_emit(cx, engine_op[kind], hint, nin, refs);
     if (!node)
         return FXS_INVALID_ARGUMENT;
     if ((rc = fxon_set_int(cx, node, "input_size", in)) ||
