@@ -150,7 +150,7 @@ int fxon__cv_rnn(fxon_ctx *cx, const Onnx__NodeProto *n)
         return rc;
     if ((kind != CELL_GRU && fxon_attr(n, "linear_before_reset")) ||
         (kind != CELL_LSTM && fxon_attr(n, "input_forget")))
-        return fxon_fail(cx, "attribute '%s' is not one of %s's",
+        return fxon_fail(cx, "attribute '%s' is not supported (not one of %s's)",
                          kind != CELL_GRU && fxon_attr(n, "linear_before_reset")
                              ? "linear_before_reset" : "input_forget", n->op_type);
     if (fxon_attr(n, "layout") && cx->opset < 14)
@@ -179,10 +179,12 @@ int fxon__cv_rnn(fxon_ctx *cx, const Onnx__NodeProto *n)
     if (layout != 0 && layout != 1)
         return fxon_fail(cx, "attribute 'layout' value %lld is not 0 or 1", (long long)layout);
     if (kind == CELL_GRU && lbr != 1)
-        return fxon_fail(cx, "attribute 'linear_before_reset' 0 is not supported (the engine's "
-                         "GRU, like PyTorch's, applies the reset gate after the linear map: 1)");
+        return fxon_fail(cx, "attribute 'linear_before_reset' %lld is not supported (the "
+                         "engine's GRU, like PyTorch's, applies the reset gate after the linear "
+                         "map: 1)", (long long)lbr);
     if (input_forget)
-        return fxon_fail(cx, "attribute 'input_forget' 1 is not supported");
+        return fxon_fail(cx, "attribute 'input_forget' %lld is not supported",
+                         (long long)input_forget);
     bool relu;
     if ((rc = check_activations(cx, n, kind, D, &relu)))
         return rc;
