@@ -6,7 +6,9 @@ outputs within 1e-4: a CNN with BatchNorm and pooling, a residual block
 with global average pooling and a transposed conv, a two-layer LSTM and a
 bidirectional GRU over packed variable-length sequences, a time-major
 ReLU RNN, a self-attention + LayerNorm block, GroupNorm and InstanceNorm.
-Models using what the engine lacks (a ceil_mode that changes the size,
+Single nodes as PyTorch never writes them are compared with onnxruntime
+(tests/py/onnx_layers_ort.py, run by the python on PATH; skipped without
+onnx and onnxruntime). Models using what the engine lacks (a ceil_mode that changes the size,
 dilated pooling, a 3-D convolution) are refused with INVALID_ARGUMENT
 naming the op and the attribute. Skipped (77) without torch."""
 import os
@@ -113,10 +115,13 @@ class OnnxLayersTest(fxtest.DaemonTest):
     def test_group_and_instance_norm(self):
         self.check("groupnorm")
 
-    def test_recurrent_nodes_against_onnxruntime(self):
-        """Layouts and inputs PyTorch does not write (batch-major layout 1,
-        no bias, initial states of a single node), made by the python on
-        PATH with onnx and onnxruntime; skipped without them."""
+    def test_single_nodes_against_onnxruntime(self):
+        """Nodes as PyTorch does not write them (recurrent: batch-major
+        layout 1, no bias, initial states without packing; Conv auto_pad
+        SAME at stride 2, a grouped dilated ConvTranspose with padding on
+        one axis, ceil_mode, GroupNormalization at opsets 18 and 21, ...),
+        made by the python on PATH with onnx and onnxruntime; skipped
+        without them."""
         other = shutil.which("python3")
         if not other or os.path.realpath(other) == os.path.realpath(sys.executable):
             self.skipTest("no second python3 on PATH for onnxruntime")
@@ -129,7 +134,7 @@ class OnnxLayersTest(fxtest.DaemonTest):
             self.skipTest("onnx or onnxruntime missing: " + r.stderr.strip().splitlines()[-1])
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         names = sorted(f[:-5] for f in os.listdir(out) if f.endswith(".onnx"))
-        self.assertEqual(len(names), 5)
+        self.assertEqual(len(names), 12)
         for name in names:
             with self.subTest(model=name):
                 self.compare(name.replace("_", "-"), os.path.join(out, name + ".onnx"),

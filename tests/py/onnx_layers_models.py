@@ -144,12 +144,15 @@ class Pooling(nn.Module):
 
     def __init__(self):
         super().__init__()
+        # padding on one axis only (the engine once read [1, 0] as [1, 1])
+        self.conv = nn.Conv2d(3, 3, 3, padding=(1, 0))
+        self.max_h = nn.MaxPool2d(3, stride=2, padding=(0, 1))
         self.avg = nn.AvgPool2d(3, stride=1, padding=1)
         self.avg_excl = nn.AvgPool2d(2, padding=1, count_include_pad=False)
         self.max = nn.MaxPool2d(3, stride=2, ceil_mode=True)
 
     def forward(self, x):
-        return self.avg(x), self.avg_excl(x), self.max(x)
+        return self.avg(x), self.avg_excl(x), self.max(x), self.max_h(self.conv(x))
 
 
 class Conv1dNet(nn.Module):
@@ -227,8 +230,8 @@ def models():
                names=["seq"], outputs=["out", "h_n"], opsets=(13,))
     yield dict(name="attention", module=randomize(AttentionBlock(), 6), inputs=rng_inputs(6, x=(2, 5, 8)),
                names=["x"], outputs=["y"], opsets=(13, 17))
-    yield dict(name="pooling", module=Pooling().eval(), inputs=rng_inputs(9, x=(2, 3, 7, 7)),
-               names=["x"], outputs=["avg", "avg_excl", "max"], opsets=(13, 17))
+    yield dict(name="pooling", module=randomize(Pooling(), 10), inputs=rng_inputs(9, x=(2, 3, 7, 7)),
+               names=["x"], outputs=["avg", "avg_excl", "max", "one_axis"], opsets=(13, 17))
     yield dict(name="conv1d", module=randomize(Conv1dNet(), 8), inputs=rng_inputs(8, x=(2, 3, 9)),
                names=["x"], outputs=["y"], opsets=(17,))
     yield dict(name="groupnorm", module=randomize(GroupNormNet(), 7),

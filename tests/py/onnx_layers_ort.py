@@ -1,14 +1,19 @@
-"""Recurrent ONNX nodes PyTorch never writes, with onnxruntime's outputs as
-the reference, for tests/integration/test_onnx_layers.py. Run with a
-python that has onnx and onnxruntime (PyPI):
+"""Single ONNX layer nodes written as PyTorch never writes them, with
+onnxruntime's outputs as the reference, for
+tests/integration/test_onnx_layers.py. Run with a python that has onnx and
+onnxruntime (PyPI):
 
     onnx_layers_ort.py OUT_DIR
 
-writes OUT_DIR/NAME.onnx and OUT_DIR/NAME.npz ("in:<input>", "out:<output>")
-for single LSTM, GRU and RNN nodes: batch-major layout 1 (which onnxruntime
-lacks: its reference is the layout-0 twin with transposed inputs and
-outputs, as ONNX defines layout), bidirectional, with sequence_lens and
-initial states as graph inputs, without a bias."""
+writes OUT_DIR/NAME.onnx and OUT_DIR/NAME.npz ("in:<input>", "out:<output>"):
+LSTM, GRU and RNN nodes batch-major (layout 1, which onnxruntime lacks: its
+reference is the layout-0 twin with transposed inputs and outputs, as ONNX
+defines layout), bidirectional, with sequence_lens and initial states as
+graph inputs, without a bias; and Conv with auto_pad SAME_UPPER at stride
+2, a grouped dilated ConvTranspose, MaxPool with a ceil_mode that keeps the
+size, GroupNormalization at opsets 18 (per-group scale) and 21,
+LayerNormalization over two axes without a bias, BatchNormalization on
+[N, C, L]."""
 import os
 import sys
 
@@ -80,6 +85,44 @@ CASES = [  # name, op, D, H, IN, layout, lens, states, bias, attrs
 ]
 
 
+def single(op, inputs, weights, attrs, opset, rng):
+    """One node of op on graph inputs {name: shape} and constant weights
+    {name: array}; onnxruntime gives the reference."""
+    ins = [helper.make_tensor_value_info(k, TensorProto.FLOAT, v) for k, v in inputs.items()]
+    node = helper.make_node(op, list(inputs) + list(weights), ["y"], name="node", **attrs)
+    g = helper.make_graph([node], "g", ins, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 10 if opset >= 21 else 8
+    feeds = {k: rng.standard_normal(v).astype(np.float32) for k, v in inputs.items()}
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    return m, feeds, ["y"], sess.run(None, feeds)
+
+
+def layer_cases(rng):
+    r = rng.standard_normal
+    yield "ort_conv_same_stride2", single(
+        "Conv", {"x": (2, 4, 9, 9)}, {"w": r((6, 2, 3, 3)), "b": r(6)},
+        {"auto_pad": "SAME_UPPER", "strides": [2, 2], "group": 2}, 17, rng)
+    yield "ort_convtranspose_groups", single(
+        "ConvTranspose", {"x": (2, 4, 5, 5)}, {"w": r((4, 3, 3, 3))},
+        {"group": 2, "strides": [2, 1], "dilations": [1, 2], "pads": [1, 0, 1, 0],
+         "output_padding": [1, 0]}, 17, rng)
+    yield "ort_maxpool_ceil", single(
+        "MaxPool", {"x": (1, 2, 7, 9)}, {},
+        {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1, "pads": [1, 1, 1, 1]}, 13, rng)
+    yield "ort_groupnorm18", single(
+        "GroupNormalization", {"x": (2, 6, 4, 3)}, {"s": r(3), "b": r(3)},
+        {"num_groups": 3, "epsilon": 1e-3}, 18, rng)
+    yield "ort_groupnorm21", single(
+        "GroupNormalization", {"x": (2, 6, 5)}, {"s": r(6), "b": r(6)}, {"num_groups": 2}, 21, rng)
+    yield "ort_layernorm_2axes", single(
+        "LayerNormalization", {"x": (2, 3, 4, 5)}, {"s": r((4, 5))}, {"axis": -2}, 17, rng)
+    yield "ort_batchnorm_ncl", single(
+        "BatchNormalization", {"x": (2, 3, 7)},
+        {"s": r(3), "b": r(3), "m": r(3), "v": rng.uniform(0.5, 2, 3)}, {"epsilon": 1e-3}, 15, rng)
+
+
 def main(out_dir):
     os.makedirs(out_dir, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -90,6 +133,12 @@ def main(out_dir):
         arrays = {"in:" + k: v for k, v in feeds.items()}
         arrays.update({"out:" + k: np.ascontiguousarray(v)
                        for k, v in zip(outs, reference(twin, feeds, layout))})
+        np.savez(os.path.join(out_dir, name + ".npz"), **arrays)
+    for name, (m, feeds, outs, res) in layer_cases(rng):
+        with open(os.path.join(out_dir, name + ".onnx"), "wb") as f:
+            f.write(m.SerializeToString())
+        arrays = {"in:" + k: v for k, v in feeds.items()}
+        arrays.update({"out:" + k: v for k, v in zip(outs, res)})
         np.savez(os.path.join(out_dir, name + ".npz"), **arrays)
 
 
