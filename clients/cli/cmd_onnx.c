@@ -57,9 +57,9 @@ static void print_onnx_model(const ProtobufCMessage *msg, const void *arg)
     (void)arg;
     const Fluxion__V1__Model *m = (const Fluxion__V1__Model *)msg;
     size_t nodes = m->spec ? m->spec->n_nodes : 0;
-    printf("imported model %s from ONNX: %zu nodes, %" PRIu64 " parameters, version %" PRId64
-           ", %s\n", m->name, nodes, m->num_parameters, m->latest_version,
-           m->loaded ? "loaded" : "not loaded");
+    printf(
+        "imported model %s from ONNX: %zu nodes, %" PRIu64 " parameters, version %" PRId64 ", %s\n",
+        m->name, nodes, m->num_parameters, m->latest_version, m->loaded ? "loaded" : "not loaded");
 }
 
 int cli_cmd_import_onnx(cli_ctx *c, const cli_args *a)
@@ -85,8 +85,8 @@ int cli_cmd_import_onnx(cli_ctx *c, const cli_args *a)
         char err[1024] = "";
         fxc_call_opts o = cli_call_opts(c);
         cli_rpc r = cli_rpc_of(&fluxion__v1__model_service__descriptor, "ImportOnnx");
-        int code = fxc_client_stream(ch, r.path, onnx_next, NULL, &s, r.resp, &resp, &o, err,
-                                     sizeof err);
+        int code =
+            fxc_client_stream(ch, r.path, onnx_next, NULL, &s, r.resp, &resp, &o, err, sizeof err);
         if (s.read_errno)
             rc = cli_local_error("%s: %s", cli_path_name(path), strerror(s.read_errno));
         else if (code)

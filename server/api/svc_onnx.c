@@ -48,8 +48,10 @@ static int receive_file(fxr_call *call, fxa_daemon *d, onnx_head *h, uint8_t **b
         }
         if (!status && c->data.len > d->max_import_bytes - *len) {
             status = FXS_RESOURCE_EXHAUSTED;
-            snprintf(err, errlen, "the ONNX file is larger than the limit of %llu bytes "
-                     "(--max-import-mb)", (unsigned long long)d->max_import_bytes);
+            snprintf(err, errlen,
+                     "the ONNX file is larger than the limit of %llu bytes "
+                     "(--max-import-mb)",
+                     (unsigned long long)d->max_import_bytes);
         }
         if (!status && *len + c->data.len > cap) {
             size_t ncap = cap ? cap : 1 << 20;
@@ -73,8 +75,9 @@ static int receive_file(fxr_call *call, fxa_daemon *d, onnx_head *h, uint8_t **b
             return status;
     }
     if (r < 0) {
-        snprintf(err, errlen, "%s", fxr_cancelled(call) ? "import cancelled"
-                                    : "a message does not parse as ImportOnnxRequest");
+        snprintf(err, errlen, "%s",
+                 fxr_cancelled(call) ? "import cancelled"
+                                     : "a message does not parse as ImportOnnxRequest");
         return fxr_cancelled(call) ? FXS_CANCELLED : FXS_INVALID_ARGUMENT;
     }
     if (!h->named) {
@@ -93,7 +96,7 @@ void fxa_import_onnx(fxr_call *call, const ProtobufCMessage *unused, void *data)
     (void)unused;
     fxa_daemon *d = data;
     char err[FXS_ERRLEN], key[FXP_KEY_MAX];
-    onnx_head h = { .named = false };
+    onnx_head h = {.named = false};
     uint8_t *buf = NULL, *weights = NULL;
     size_t len = 0, wlen = 0;
     Fluxion__V1__ModelSpec *spec = NULL;

@@ -25,7 +25,7 @@
 static const fxon_converter *find_converter(const char *op_type, int64_t opset, bool *newer_only)
 {
     const fxon_converter *best = NULL;
-    const fxon_converter *tables[3] = { fxon_ops, fxon_shape_ops, fxon_layer_ops };
+    const fxon_converter *tables[3] = {fxon_ops, fxon_shape_ops, fxon_layer_ops};
     *newer_only = false;
     for (int t = 0; t < 3; t++)
         for (const fxon_converter *c = tables[t]; c && c->op_type; c++) {
@@ -108,19 +108,21 @@ static int find_opset(fxon_ctx *cx, const Onnx__ModelProto *m)
     }
     if (!cx->opset)
         return fxon_fail(cx, "opset_import has no version for the default domain (\"\" or "
-                         "\"ai.onnx\")");
+                             "\"ai.onnx\")");
     if (cx->opset < FXON_MIN_OPSET || cx->opset > FXON_MAX_OPSET)
-        return fxon_fail(cx, "opset %lld is not supported (opsets %d to %d are; with PyTorch, "
-                         "export with opset_version=%d or newer)", (long long)cx->opset,
-                         FXON_MIN_OPSET, FXON_MAX_OPSET, FXON_MIN_OPSET);
+        return fxon_fail(cx,
+                         "opset %lld is not supported (opsets %d to %d are; with PyTorch, "
+                         "export with opset_version=%d or newer)",
+                         (long long)cx->opset, FXON_MIN_OPSET, FXON_MAX_OPSET, FXON_MIN_OPSET);
     return 0;
 }
 
 static Fluxion__V1__DataType spec_dtype(int elem)
 {
-    return elem == FXON_FLOAT ? FLUXION__V1__DATA_TYPE__FP32
+    return elem == FXON_FLOAT   ? FLUXION__V1__DATA_TYPE__FP32
            : elem == FXON_INT32 ? FLUXION__V1__DATA_TYPE__INT32
-           : elem == FXON_INT64 ? FLUXION__V1__DATA_TYPE__INT64 : 0;
+           : elem == FXON_INT64 ? FLUXION__V1__DATA_TYPE__INT64
+                                : 0;
 }
 
 /* Initializers -> constants; graph inputs that are not initializers -> the
@@ -165,11 +167,15 @@ static int make_values(fxon_ctx *cx, const Onnx__GraphProto *g, Fluxion__V1__Mod
             return FXS_INVALID_ARGUMENT;
         fxon__value_info(vi, &v->elem, &v->ndim, v->shape);
         if (v->ndim < 0)
-            return fxon_fail(cx, "graph input '%.200s' has no shape (the engine needs its rank; "
-                             "name dynamic dims with dim_param)", vi->name);
+            return fxon_fail(cx,
+                             "graph input '%.200s' has no shape (the engine needs its rank; "
+                             "name dynamic dims with dim_param)",
+                             vi->name);
         if (!spec_dtype(v->elem))
-            return fxon_fail(cx, "graph input '%.200s': element type %d is not supported (float, "
-                             "int32 and int64 are)", vi->name, v->elem);
+            return fxon_fail(cx,
+                             "graph input '%.200s': element type %d is not supported (float, "
+                             "int32 and int64 are)",
+                             vi->name, v->elem);
         Fluxion__V1__TensorSpec *ts = fxon_alloc(cx, sizeof *ts);
         int64_t *shape = fxon_alloc(cx, sizeof *shape * (size_t)(v->ndim + 1));
         if (!ts || !shape)
@@ -206,8 +212,8 @@ static int make_values(fxon_ctx *cx, const Onnx__GraphProto *g, Fluxion__V1__Mod
         }
     }
     for (size_t i = 0; i < g->n_value_info + g->n_output; i++) {
-        const Onnx__ValueInfoProto *vi = i < g->n_value_info ? g->value_info[i]
-                                                             : g->output[i - g->n_value_info];
+        const Onnx__ValueInfoProto *vi =
+            i < g->n_value_info ? g->value_info[i] : g->output[i - g->n_value_info];
         fxon_value *v = vi->name ? fxon_value_of(cx, vi->name) : NULL;
         if (v && v->producer >= 0)
             fxon__value_info(vi, &v->elem, &v->ndim, v->shape);
@@ -219,9 +225,10 @@ static int make_values(fxon_ctx *cx, const Onnx__GraphProto *g, Fluxion__V1__Mod
                 continue;
             fxon_value *v = fxon_value_of(cx, n->input[k]);
             if (!v)
-                return fxon_fail(cx, "node %zu ('%.200s', %.64s): input '%.200s' is not a graph "
-                                 "input, an initializer or a node's output", i,
-                                 n->name ? n->name : "", n->op_type, n->input[k]);
+                return fxon_fail(cx,
+                                 "node %zu ('%.200s', %.64s): input '%.200s' is not a graph "
+                                 "input, an initializer or a node's output",
+                                 i, n->name ? n->name : "", n->op_type, n->input[k]);
             v->uses++;
         }
     }
@@ -317,7 +324,9 @@ static int topo_order(fxon_ctx *cx, const Onnx__GraphProto *g, int *order)
             i++;
         const Onnx__NodeProto *n = g->node[i < nn ? i : 0];
         rc = fxon_fail(cx, "the graph has a cycle through node '%.200s' (%.64s)",
-                       n->name && n->name[0] ? n->name : n->n_output ? n->output[0] : "",
+                       n->name && n->name[0] ? n->name
+                       : n->n_output         ? n->output[0]
+                                             : "",
                        n->op_type);
     }
 out:
@@ -340,8 +349,9 @@ static int convert_node(fxon_ctx *cx, const Onnx__NodeProto *n)
     bool newer_only;
     const fxon_converter *c = find_converter(n->op_type, cx->opset, &newer_only);
     if (!c)
-        return fxon_fail(cx, newer_only ? "this operator is not supported at this opset"
-                                        : "operator not supported (docs/onnx.md lists those that are)");
+        return fxon_fail(cx, newer_only
+                                 ? "this operator is not supported at this opset"
+                                 : "operator not supported (docs/onnx.md lists those that are)");
     int rc = c->fn(cx, n);
     if (rc)
         return rc;
@@ -367,8 +377,10 @@ static int make_outputs(fxon_ctx *cx, const Onnx__GraphProto *g, Fluxion__V1__Mo
         if (strlen(name) > 256)
             return fxon_fail(cx, "graph output '%.40s...': longer than 256 bytes", name);
         if (!v->ref)
-            return fxon_fail(cx, "graph output '%.200s' is a constant (the engine's outputs are "
-                             "computed tensors)", name);
+            return fxon_fail(cx,
+                             "graph output '%.200s' is a constant (the engine's outputs are "
+                             "computed tensors)",
+                             name);
         Fluxion__V1__OutputSpec *o = fxon_alloc(cx, sizeof *o);
         if (!o)
             return FXS_RESOURCE_EXHAUSTED;
@@ -403,7 +415,7 @@ static int finish_spec(fxon_ctx *cx, Fluxion__V1__ModelSpec *spec, Fluxion__V1__
 int fxon_import(const uint8_t *onnx, size_t len, Fluxion__V1__ModelSpec **spec_out,
                 uint8_t **weights, size_t *weights_len, char *err, size_t errlen)
 {
-    fxon_ctx cx = { .err = err, .errlen = errlen };
+    fxon_ctx cx = {.err = err, .errlen = errlen};
     *spec_out = NULL;
     *weights = NULL;
     *weights_len = 0;
@@ -413,8 +425,10 @@ int fxon_import(const uint8_t *onnx, size_t len, Fluxion__V1__ModelSpec **spec_o
         return fxon_fail(&cx, "the ONNX file is empty");
     Onnx__ModelProto *m = onnx__model_proto__unpack(NULL, len, onnx);
     if (!m)
-        return fxon_fail(&cx, "the file is not an ONNX model (a ModelProto does not parse from "
-                         "its %zu bytes)", len);
+        return fxon_fail(&cx,
+                         "the file is not an ONNX model (a ModelProto does not parse from "
+                         "its %zu bytes)",
+                         len);
     int rc = fxon__frame_init(&cx);
     const Onnx__GraphProto *g = m->graph;
     int *order = NULL;

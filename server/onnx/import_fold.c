@@ -44,7 +44,7 @@ int fxon__fold_binary(fxon_ctx *cx, const Onnx__NodeProto *n, char op)
     fxon_const *c = fxon_const_new(cx, fl ? FXON_FLOAT : FXON_INT64, nd, shape);
     if (!c)
         return FXS_INVALID_ARGUMENT;
-    int64_t idx[FXON_MAX_DIMS] = { 0 };
+    int64_t idx[FXON_MAX_DIMS] = {0};
     for (int64_t k = 0; k < c->numel; k++) {
         int64_t ka = bcast_index(a, nd, idx), kb = bcast_index(b, nd, idx);
         if (fl) {
@@ -54,7 +54,8 @@ int fxon__fold_binary(fxon_ctx *cx, const Onnx__NodeProto *n, char op)
             int64_t x = a->i[ka], y = b->i[kb], r;
             if (fxon_is_sym(x) || fxon_is_sym(y))
                 r = (op == '*' && (x == 1 || y == 1)) ? (x == 1 ? y : x)
-                    : (op == '/' && y == 1) ? x : FXON_SYM_ANY;
+                    : (op == '/' && y == 1)           ? x
+                                                      : FXON_SYM_ANY;
             else if (op == '/' && y == 0)
                 return fxon_fail(cx, "integer division by zero in constant arithmetic");
             else if (__builtin_add_overflow(x, op == '-' ? -y : y, &r) && (op == '+' || op == '-'))
@@ -92,8 +93,8 @@ static fxon_const *reshaped(fxon_ctx *cx, const fxon_const *c, int nd, const int
     return r;
 }
 
-int fxon__fold_reshape(fxon_ctx *cx, const Onnx__NodeProto *n, const fxon_const *x,
-                       int nd, const int64_t *want)
+int fxon__fold_reshape(fxon_ctx *cx, const Onnx__NodeProto *n, const fxon_const *x, int nd,
+                       const int64_t *want)
 {
     int64_t shape[FXON_MAX_DIMS], known = 1;
     int minus = -1;
@@ -119,7 +120,7 @@ int fxon__fold_unsqueeze(fxon_ctx *cx, const Onnx__NodeProto *n, const fxon_cons
     int64_t shape[FXON_MAX_DIMS];
     int nd = 0;
     if (squeeze) {
-        bool drop[FXON_MAX_DIMS] = { false };
+        bool drop[FXON_MAX_DIMS] = {false};
         for (size_t k = 0; k < nax; k++) {
             int ax, rc = fxon_axis(cx, "axes", axes[k], x->ndim, &ax);
             if (rc)
@@ -134,8 +135,9 @@ int fxon__fold_unsqueeze(fxon_ctx *cx, const Onnx__NodeProto *n, const fxon_cons
     } else {
         int out_nd = x->ndim + (int)nax;
         if (out_nd > FXON_MAX_DIMS)
-            return fxon_fail(cx, "the result would have rank %d (at most %d)", out_nd, FXON_MAX_DIMS);
-        bool ins[FXON_MAX_DIMS] = { false };
+            return fxon_fail(cx, "the result would have rank %d (at most %d)", out_nd,
+                             FXON_MAX_DIMS);
+        bool ins[FXON_MAX_DIMS] = {false};
         for (size_t k = 0; k < nax; k++) {
             int ax, rc = fxon_axis(cx, "axes", axes[k], out_nd, &ax);
             if (rc)
@@ -220,8 +222,8 @@ int fxon__fold_gather(fxon_ctx *cx, const Onnx__NodeProto *n, const fxon_const *
         for (int64_t j = 0; j < idx->numel; j++) {
             int64_t i = fxon_const_int(idx, j);
             if (i < -dim || i >= dim)
-                return fxon_fail(cx, "index %lld is out of range for a dim of %lld",
-                                 (long long)i, (long long)dim);
+                return fxon_fail(cx, "index %lld is out of range for a dim of %lld", (long long)i,
+                                 (long long)dim);
             if (i < 0)
                 i += dim;
             for (int64_t q = 0; q < inner; q++, off++) {
@@ -278,7 +280,7 @@ int fxon__fold_transpose(fxon_ctx *cx, const Onnx__NodeProto *n, const fxon_cons
     fxon_const *r = fxon_const_new(cx, x->elem, x->ndim, shape);
     if (!r)
         return FXS_INVALID_ARGUMENT;
-    int64_t idx[FXON_MAX_DIMS] = { 0 };
+    int64_t idx[FXON_MAX_DIMS] = {0};
     for (int64_t k = 0; k < r->numel; k++) {
         int64_t src = 0;
         for (int d = 0; d < x->ndim; d++)

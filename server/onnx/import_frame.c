@@ -53,8 +53,9 @@ int fxon_fail(fxon_ctx *cx, const char *fmt, ...)
     if (!cx->err || !cx->errlen)
         return FXS_INVALID_ARGUMENT;
     if (n) {
-        const char *name = n->name && n->name[0] ? n->name
-                           : n->n_output && n->output[0] ? n->output[0] : "";
+        const char *name = n->name && n->name[0]         ? n->name
+                           : n->n_output && n->output[0] ? n->output[0]
+                                                         : "";
         snprintf(cx->err, cx->errlen, "node '%.200s' (%.64s, opset %lld): %s", name,
                  n->op_type ? n->op_type : "", (long long)cx->opset, msg);
     } else {
@@ -321,7 +322,8 @@ int fxon_need_const(fxon_ctx *cx, const Onnx__NodeProto *n, int i, const fxon_co
     if (rc)
         return rc;
     if (!v->c)
-        return fxon_fail(cx, "input %d ('%.200s') must be a constant (an initializer or "
+        return fxon_fail(cx,
+                         "input %d ('%.200s') must be a constant (an initializer or "
                          "shape arithmetic on static sizes), not a tensor computed at run time",
                          i, v->name);
     *c = v->c;
@@ -445,8 +447,9 @@ Fluxion__V1__Node *fxon_emit(fxon_ctx *cx, const char *op, const char *hint, int
     struct fxon_impl *im = cx->impl;
     const Onnx__NodeProto *n = cx->node;
     if (!hint || !hint[0])
-        hint = n && n->name && n->name[0] ? n->name
-             : n && n->n_output && n->output[0] && n->output[0][0] ? n->output[0] : op;
+        hint = n && n->name && n->name[0]                            ? n->name
+               : n && n->n_output && n->output[0] && n->output[0][0] ? n->output[0]
+                                                                     : op;
     if (im->n_nodes == im->cap_nodes) {
         size_t nc = im->cap_nodes ? im->cap_nodes * 2 : 64;
         Fluxion__V1__Node **nn = realloc(im->nodes, nc * sizeof *nn);
@@ -641,7 +644,7 @@ float *fxon_param(fxon_ctx *cx, const Fluxion__V1__Node *node, const char *param
                   const int64_t *shape)
 {
     struct fxon_impl *im = cx->impl;
-    fxon_param_rec r = { .ndim = ndim, .numel = 1 };
+    fxon_param_rec r = {.ndim = ndim, .numel = 1};
     if (ndim < 0 || ndim > FXON_MAX_DIMS) {
         fxon_fail(cx, "parameter '%s.%s' of rank %d", node->name, param, ndim);
         return NULL;
@@ -656,7 +659,8 @@ float *fxon_param(fxon_ctx *cx, const Fluxion__V1__Node *node, const char *param
         r.numel *= shape[d];
     }
     if (r.numel > FXON_MAX_TENSOR_ELEMS - im->param_elems) {
-        fxon_fail(cx, "the parameters exceed %lld elements in all", (long long)FXON_MAX_TENSOR_ELEMS);
+        fxon_fail(cx, "the parameters exceed %lld elements in all",
+                  (long long)FXON_MAX_TENSOR_ELEMS);
         return NULL;
     }
     if (im->n_params == im->cap_params) {

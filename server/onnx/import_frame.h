@@ -8,7 +8,7 @@
 #include "onnx/onnx_internal.h"
 #include "base/pbarena.h"
 
-#define FXON_MAX_NODE_ATTRS 16 /* more than any spec op takes */
+#define FXON_MAX_NODE_ATTRS   16        /* more than any spec op takes */
 #define FXON_MAX_MATERIALIZED (1 << 24) /* elements of a constant used as a tensor */
 
 typedef struct {
@@ -32,12 +32,12 @@ struct fxon_impl {
     size_t n_nodes, cap_nodes;
     fxon_param_rec *params;
     size_t n_params, cap_params;
-    int64_t param_elems; /* all parameters together, against the limit */
-    int64_t const_elems; /* constants made at import (FXON_MAX_CONST_ELEMS) */
+    int64_t param_elems;       /* all parameters together, against the limit */
+    int64_t const_elems;       /* constants made at import (FXON_MAX_CONST_ELEMS) */
     bool reading_initializers; /* their size is the file's: not counted */
     fxon_value **graph_inputs; /* the spec's inputs, in order */
     size_t n_graph_inputs;
-    const char *ones_ref;      /* a [1] tensor of ones (import_data.c), once made */
+    const char *ones_ref; /* a [1] tensor of ones (import_data.c), once made */
 };
 
 /* Creates / frees cx->impl. */

@@ -14,7 +14,7 @@
 #include "onnx/import_ops.h"
 #include "base/status.h"
 
-#define NO_ATTRS ((const char *const[]){ NULL })
+#define NO_ATTRS ((const char *const[]){NULL})
 
 /* Appends node op(refs) and defines the node's first output. */
 static Fluxion__V1__Node *emit1(fxon_ctx *cx, const Onnx__NodeProto *n, const char *op,
@@ -40,7 +40,7 @@ static int unary(fxon_ctx *cx, const Onnx__NodeProto *n, const char *op)
     return emit1(cx, n, op, NULL, 1, &ref, v->elem, v->ndim, v->shape) ? 0 : FXS_INVALID_ARGUMENT;
 }
 
-#define UNARY(fn, op) \
+#define UNARY(fn, op)                                                                              \
     static int fn(fxon_ctx *cx, const Onnx__NodeProto *n) { return unary(cx, n, op); }
 UNARY(cv_relu, "relu")
 UNARY(cv_sigmoid, "sigmoid")
@@ -68,7 +68,7 @@ static int cv_leaky_relu(fxon_ctx *cx, const Onnx__NodeProto *n)
 {
     double a;
     int rc;
-    if ((rc = fxon_attrs_known(cx, n, (const char *[]){ "alpha", NULL })) ||
+    if ((rc = fxon_attrs_known(cx, n, (const char *[]){"alpha", NULL})) ||
         (rc = fxon_attr_float(cx, n, "alpha", 0.01, &a)))
         return rc;
     return unary_f(cx, n, "leaky_relu", "negative_slope", a);
@@ -78,7 +78,7 @@ static int cv_elu(fxon_ctx *cx, const Onnx__NodeProto *n)
 {
     double a;
     int rc;
-    if ((rc = fxon_attrs_known(cx, n, (const char *[]){ "alpha", NULL })) ||
+    if ((rc = fxon_attrs_known(cx, n, (const char *[]){"alpha", NULL})) ||
         (rc = fxon_attr_float(cx, n, "alpha", 1.0, &a)))
         return rc;
     return unary_f(cx, n, "elu", "alpha", a);
@@ -88,12 +88,14 @@ static int cv_gelu(fxon_ctx *cx, const Onnx__NodeProto *n)
 {
     const char *approx;
     int rc;
-    if ((rc = fxon_attrs_known(cx, n, (const char *[]){ "approximate", NULL })) ||
+    if ((rc = fxon_attrs_known(cx, n, (const char *[]){"approximate", NULL})) ||
         (rc = fxon_attr_str(cx, n, "approximate", "none", &approx)))
         return rc;
     if (strcmp(approx, "tanh") != 0)
-        return fxon_fail(cx, "approximate='%.32s' is not supported: the engine's gelu is the "
-                         "tanh approximation (export nn.GELU(approximate='tanh'))", approx);
+        return fxon_fail(cx,
+                         "approximate='%.32s' is not supported: the engine's gelu is the "
+                         "tanh approximation (export nn.GELU(approximate='tanh'))",
+                         approx);
     return unary(cx, n, "gelu");
 }
 
@@ -118,7 +120,7 @@ static int cv_clip(fxon_ctx *cx, const Onnx__NodeProto *n)
         (rc = fxon_need_ref(cx, n, 0, &ref)))
         return rc;
     double bound[2];
-    bool has[2] = { false, false };
+    bool has[2] = {false, false};
     for (int k = 0; k < 2; k++) {
         const fxon_const *c;
         if (!fxon_in(n, k + 1))
@@ -140,8 +142,8 @@ static int cv_clip(fxon_ctx *cx, const Onnx__NodeProto *n)
 }
 
 /* x op c for a scalar constant c, as the engine's scalar ops. */
-static int binary_scalar(fxon_ctx *cx, const Onnx__NodeProto *n, char op, fxon_value *x,
-                         double c, bool const_first)
+static int binary_scalar(fxon_ctx *cx, const Onnx__NodeProto *n, char op, fxon_value *x, double c,
+                         bool const_first)
 {
     const char *ref = x->ref;
     Fluxion__V1__Node *node;
@@ -166,8 +168,8 @@ static int binary_scalar(fxon_ctx *cx, const Onnx__NodeProto *n, char op, fxon_v
     }
     if (!isfinite(c))
         return fxon_fail(cx, "the constant operand is not finite");
-    node = emit1(cx, n, op == '+' ? "add_scalar" : "scale", NULL, 1, &ref, x->elem, x->ndim,
-                 x->shape);
+    node =
+        emit1(cx, n, op == '+' ? "add_scalar" : "scale", NULL, 1, &ref, x->elem, x->ndim, x->shape);
     return node ? fxon_set_float(cx, node, "value", c) : FXS_INVALID_ARGUMENT;
 }
 
@@ -180,10 +182,11 @@ static bool fuse_bias(fxon_ctx *cx, const Onnx__NodeProto *n, fxon_value *x, con
     Fluxion__V1__AttrValue *bias, *out;
     *rc = 0;
     if (!d || x->uses != 1 || x->out_index != 0 || strcmp(d->op, "dense") != 0 ||
-        !(bias = fxon_get_attr(d, "bias")) || bias->b || !(out = fxon_get_attr(d, "out_features")) ||
-        b->elem != FXON_FLOAT || b->numel != out->i || b->ndim < 1 || b->shape[b->ndim - 1] != out->i)
+        !(bias = fxon_get_attr(d, "bias")) || bias->b ||
+        !(out = fxon_get_attr(d, "out_features")) || b->elem != FXON_FLOAT || b->numel != out->i ||
+        b->ndim < 1 || b->shape[b->ndim - 1] != out->i)
         return false;
-    float *p = fxon_param(cx, d, "bias", 1, (int64_t[]){ out->i });
+    float *p = fxon_param(cx, d, "bias", 1, (int64_t[]){out->i});
     if (!p || (*rc = fxon_set_bool(cx, d, "bias", true)) != 0) {
         *rc = *rc ? *rc : FXS_INVALID_ARGUMENT;
         return true;
@@ -195,7 +198,7 @@ static bool fuse_bias(fxon_ctx *cx, const Onnx__NodeProto *n, fxon_value *x, con
 
 static int binary(fxon_ctx *cx, const Onnx__NodeProto *n, char op)
 {
-    static const char *const ops[] = { "add", "sub", "mul", "div" };
+    static const char *const ops[] = {"add", "sub", "mul", "div"};
     fxon_value *a, *b;
     int rc;
     if ((rc = fxon_attrs_known(cx, n, NO_ATTRS)) || (rc = fxon_input(cx, n, 0, &a)) ||
@@ -208,7 +211,7 @@ static int binary(fxon_ctx *cx, const Onnx__NodeProto *n, char op)
         int64_t shape[FXON_MAX_DIMS];
         if (!fxon_broadcast(a, b, &nd, shape))
             return fxon_fail(cx, "the operands' shapes do not broadcast");
-        const char *refs[2] = { a->ref, b->ref };
+        const char *refs[2] = {a->ref, b->ref};
         const char *op_name = ops[op == '+' ? 0 : op == '-' ? 1 : op == '*' ? 2 : 3];
         return emit1(cx, n, op_name, NULL, 2, refs, a->elem, nd, shape) ? 0 : FXS_INVALID_ARGUMENT;
     }
@@ -275,21 +278,21 @@ static int make_dense(fxon_ctx *cx, const Onnx__NodeProto *n, fxon_value *x, fxo
     memcpy(shape, x->shape, sizeof shape);
     if (x->ndim > 0)
         shape[x->ndim - 1] = out;
-    Fluxion__V1__Node *d = emit1(cx, n, "dense", fxon_layer_name(cx, n, wv), 1, &x->ref,
-                                 FXON_FLOAT, x->ndim, shape);
+    Fluxion__V1__Node *d =
+        emit1(cx, n, "dense", fxon_layer_name(cx, n, wv), 1, &x->ref, FXON_FLOAT, x->ndim, shape);
     int rc;
     if (!d || (rc = fxon_set_int(cx, d, "in_features", in)) ||
         (rc = fxon_set_int(cx, d, "out_features", out)) ||
         (rc = fxon_set_bool(cx, d, "bias", bias != NULL)))
         return d ? rc : FXS_INVALID_ARGUMENT;
-    float *p = fxon_param(cx, d, "weight", 2, (int64_t[]){ out, in });
+    float *p = fxon_param(cx, d, "weight", 2, (int64_t[]){out, in});
     if (!p)
         return FXS_INVALID_ARGUMENT;
     for (int64_t o = 0; o < out; o++)
         for (int64_t i = 0; i < in; i++)
             p[o * in + i] = (float)(alpha * (transposed ? w->f[o * in + i] : w->f[i * out + o]));
     if (bias) {
-        float *b = fxon_param(cx, d, "bias", 1, (int64_t[]){ out });
+        float *b = fxon_param(cx, d, "bias", 1, (int64_t[]){out});
         if (!b)
             return FXS_INVALID_ARGUMENT;
         for (int64_t o = 0; o < out; o++)
@@ -304,7 +307,8 @@ static int cv_gemm(fxon_ctx *cx, const Onnx__NodeProto *n)
     int64_t ta, tb;
     fxon_value *a, *b;
     int rc;
-    if ((rc = fxon_attrs_known(cx, n, (const char *[]){ "alpha", "beta", "transA", "transB", NULL })) ||
+    if ((rc = fxon_attrs_known(cx, n,
+                               (const char *[]){"alpha", "beta", "transA", "transB", NULL})) ||
         (rc = fxon_attr_float(cx, n, "alpha", 1, &alpha)) ||
         (rc = fxon_attr_float(cx, n, "beta", 1, &beta)) ||
         (rc = fxon_attr_int(cx, n, "transA", 0, &ta)) ||
@@ -355,7 +359,7 @@ static int cv_matmul(fxon_ctx *cx, const Onnx__NodeProto *n)
         shape[nd - 1] = b->shape[b->ndim - 1];
     } else if (a->ndim >= 0 && b->ndim >= 0) {
         return fxon_fail(cx, "1-D operands are not supported (the engine's matmul takes 2-D or "
-                         "more)");
+                             "more)");
     }
     return emit1(cx, n, "matmul", NULL, 2, refs, FXON_FLOAT, nd, shape) ? 0 : FXS_INVALID_ARGUMENT;
 }
@@ -367,7 +371,7 @@ static int make_embedding(fxon_ctx *cx, const Onnx__NodeProto *n, fxon_value *ta
     const fxon_const *w = table->c;
     if (w->ndim != 2 || w->elem != FXON_FLOAT || w->shape[0] < 1 || w->shape[1] < 1)
         return fxon_fail(cx, "run-time indices into a constant need a 2-D float table (an "
-                         "embedding) and axis 0");
+                             "embedding) and axis 0");
     int64_t shape[FXON_MAX_DIMS];
     int nd = idx->ndim >= 0 && idx->ndim < FXON_MAX_DIMS ? idx->ndim + 1 : -1;
     for (int d = 0; d + 1 < nd; d++)
@@ -392,7 +396,7 @@ static int cv_gather(fxon_ctx *cx, const Onnx__NodeProto *n)
     fxon_value *x, *idx;
     int64_t axis;
     int rc, ax;
-    if ((rc = fxon_attrs_known(cx, n, (const char *[]){ "axis", NULL })) ||
+    if ((rc = fxon_attrs_known(cx, n, (const char *[]){"axis", NULL})) ||
         (rc = fxon_attr_int(cx, n, "axis", 0, &axis)) || (rc = fxon_input(cx, n, 0, &x)) ||
         (rc = fxon_input(cx, n, 1, &idx)) || (rc = fxon_axis(cx, "axis", axis, x->ndim, &ax)))
         return rc;
@@ -404,11 +408,12 @@ static int cv_gather(fxon_ctx *cx, const Onnx__NodeProto *n)
     if (!idx->c) { /* both at run time: index_select takes 1-D indices */
         if (idx->ndim != 1)
             return fxon_fail(cx, "run-time indices must be 1-D (index_select)");
-        const char *refs[2] = { x->ref, idx->ref };
+        const char *refs[2] = {x->ref, idx->ref};
         int64_t shape[FXON_MAX_DIMS];
         memcpy(shape, x->shape, sizeof shape);
         shape[ax] = idx->shape[0];
-        Fluxion__V1__Node *node = emit1(cx, n, "index_select", NULL, 2, refs, x->elem, x->ndim, shape);
+        Fluxion__V1__Node *node =
+            emit1(cx, n, "index_select", NULL, 2, refs, x->elem, x->ndim, shape);
         return node ? fxon_set_int(cx, node, "axis", ax) : FXS_INVALID_ARGUMENT;
     }
     /* Constant indices into a run-time tensor: slices. */
@@ -426,7 +431,8 @@ static int cv_gather(fxon_ctx *cx, const Onnx__NodeProto *n)
     }
     first = first < 0 ? first + dim : first;
     if (ic->numel > 1)
-        step = (fxon_const_int(ic, 1) < 0 ? fxon_const_int(ic, 1) + dim : fxon_const_int(ic, 1)) - first;
+        step = (fxon_const_int(ic, 1) < 0 ? fxon_const_int(ic, 1) + dim : fxon_const_int(ic, 1)) -
+               first;
     for (int64_t k = 1; k < ic->numel; k++) {
         int64_t i = fxon_const_int(ic, k);
         if ((i < 0 ? i + dim : i) != first + k * step || step < 1)
@@ -435,10 +441,12 @@ static int cv_gather(fxon_ctx *cx, const Onnx__NodeProto *n)
     int64_t shape[FXON_MAX_DIMS];
     memcpy(shape, x->shape, sizeof shape);
     shape[ax] = ic->numel;
-    const char *hint = ic->ndim == 0 ? fxon_printf(cx, "%.200s_slice", n->name && n->name[0]
-                                                   ? n->name : n->output[0]) : NULL;
+    const char *hint = ic->ndim == 0 ? fxon_printf(cx, "%.200s_slice",
+                                                   n->name && n->name[0] ? n->name : n->output[0])
+                                     : NULL;
     Fluxion__V1__Node *s = fxon_emit(cx, "slice", hint, 1, &x->ref);
-    if (!s || (rc = fxon_set_int(cx, s, "axis", ax)) || (rc = fxon_set_int(cx, s, "start", first)) ||
+    if (!s || (rc = fxon_set_int(cx, s, "axis", ax)) ||
+        (rc = fxon_set_int(cx, s, "start", first)) ||
         (rc = fxon_set_int(cx, s, "end", first + (ic->numel - 1) * step + 1)) ||
         (rc = fxon_set_int(cx, s, "step", step)))
         return s ? rc : FXS_INVALID_ARGUMENT;
@@ -450,32 +458,32 @@ static int cv_gather(fxon_ctx *cx, const Onnx__NodeProto *n)
     for (int d = 0; d < x->ndim; d++)
         if (d != ax)
             out[nd++] = x->shape[d];
-    Fluxion__V1__Node *sum = emit1(cx, n, "sum", NULL, 1, (const char *[]){ s->name }, x->elem,
-                                   nd, out);
+    Fluxion__V1__Node *sum =
+        emit1(cx, n, "sum", NULL, 1, (const char *[]){s->name}, x->elem, nd, out);
     return sum ? fxon_set_ints(cx, sum, "axes", &a, 1) : FXS_INVALID_ARGUMENT;
 }
 
 const fxon_converter fxon_ops[] = {
-    { "Add", 13, cv_add },
-    { "Sub", 13, cv_sub },
-    { "Mul", 13, cv_mul },
-    { "Div", 13, cv_div },
-    { "Relu", 13, cv_relu },
-    { "Sigmoid", 13, cv_sigmoid },
-    { "Tanh", 13, cv_tanh },
-    { "Exp", 13, cv_exp },
-    { "Log", 13, cv_log },
-    { "Sqrt", 13, cv_sqrt },
-    { "Neg", 13, cv_neg },
-    { "Abs", 13, cv_abs },
-    { "LeakyRelu", 13, cv_leaky_relu },
-    { "Elu", 13, cv_elu },
-    { "Gelu", 20, cv_gelu },
-    { "Pow", 13, cv_pow },
-    { "Clip", 13, cv_clip },
-    { "Where", 13, cv_where },
-    { "Gemm", 13, cv_gemm },
-    { "MatMul", 13, cv_matmul },
-    { "Gather", 13, cv_gather },
-    { NULL, 0, NULL },
+    {"Add", 13, cv_add},
+    {"Sub", 13, cv_sub},
+    {"Mul", 13, cv_mul},
+    {"Div", 13, cv_div},
+    {"Relu", 13, cv_relu},
+    {"Sigmoid", 13, cv_sigmoid},
+    {"Tanh", 13, cv_tanh},
+    {"Exp", 13, cv_exp},
+    {"Log", 13, cv_log},
+    {"Sqrt", 13, cv_sqrt},
+    {"Neg", 13, cv_neg},
+    {"Abs", 13, cv_abs},
+    {"LeakyRelu", 13, cv_leaky_relu},
+    {"Elu", 13, cv_elu},
+    {"Gelu", 20, cv_gelu},
+    {"Pow", 13, cv_pow},
+    {"Clip", 13, cv_clip},
+    {"Where", 13, cv_where},
+    {"Gemm", 13, cv_gemm},
+    {"MatMul", 13, cv_matmul},
+    {"Gather", 13, cv_gather},
+    {NULL, 0, NULL},
 };

@@ -11,8 +11,8 @@
 #include "onnx/import_ops.h"
 #include "base/status.h"
 
-#define NO_ATTRS ((const char *const[]){ NULL })
-#define BIG_IDX (1LL << 62) /* the spec's range for slice bounds */
+#define NO_ATTRS ((const char *const[]){NULL})
+#define BIG_IDX  (1LL << 62) /* the spec's range for slice bounds */
 
 static Fluxion__V1__Node *emit1(fxon_ctx *cx, const Onnx__NodeProto *n, const char *op,
                                 const char *hint, int nin, const char *const *refs, int elem,
@@ -37,9 +37,9 @@ static int axis_op(fxon_ctx *cx, const Onnx__NodeProto *n, const char *op)
     fxon_value *v;
     int64_t axis;
     int rc, ax;
-    if ((rc = fxon_attrs_known(cx, n, (const char *[]){ "axis", NULL })) ||
+    if ((rc = fxon_attrs_known(cx, n, (const char *[]){"axis", NULL})) ||
         (rc = fxon_attr_int(cx, n, "axis", -1, &axis)) || (rc = fxon_input(cx, n, 0, &v)) ||
-        (rc = fxon_need_ref(cx, n, 0, &(const char *){ NULL })))
+        (rc = fxon_need_ref(cx, n, 0, &(const char *){NULL})))
         return rc;
     if (v->ndim >= 0 && (rc = fxon_axis(cx, "axis", axis, v->ndim, &ax)))
         return rc;
@@ -63,11 +63,11 @@ static int reduce(fxon_ctx *cx, const Onnx__NodeProto *n, const char *op, int ax
     const int64_t *axes = NULL;
     size_t nax = 0;
     int rc;
-    if ((rc = fxon_attrs_known(cx, n, (const char *[]){ "keepdims", "noop_with_empty_axes",
-                                                        "axes", NULL })) ||
+    if ((rc = fxon_attrs_known(
+             cx, n, (const char *[]){"keepdims", "noop_with_empty_axes", "axes", NULL})) ||
         (rc = fxon_attr_int(cx, n, "keepdims", 1, &keep)) ||
         (rc = fxon_attr_int(cx, n, "noop_with_empty_axes", 0, &noop)) ||
-        (rc = fxon_input(cx, n, 0, &v)) || (rc = fxon_need_ref(cx, n, 0, &(const char *){ NULL })))
+        (rc = fxon_input(cx, n, 0, &v)) || (rc = fxon_need_ref(cx, n, 0, &(const char *){NULL})))
         return rc;
     if (cx->opset < axes_input_opset) {
         if ((rc = fxon_attr_ints(cx, n, "axes", &axes, &nax)))
@@ -90,7 +90,7 @@ static int reduce(fxon_ctx *cx, const Onnx__NodeProto *n, const char *op, int ax
         return fxon_alias(cx, n->output[0], v);
     if (nax > 8)
         return fxon_fail(cx, "%zu axes (at most 8)", nax);
-    bool red[FXON_MAX_DIMS] = { false };
+    bool red[FXON_MAX_DIMS] = {false};
     for (size_t k = 0; k < nax && v->ndim >= 0; k++) {
         int ax;
         if ((rc = fxon_axis(cx, "axes", axes[k], v->ndim, &ax)))
@@ -110,9 +110,18 @@ static int reduce(fxon_ctx *cx, const Onnx__NodeProto *n, const char *op, int ax
     return nax ? fxon_set_ints(cx, node, "axes", axes, nax) : 0;
 }
 
-static int cv_reduce_sum(fxon_ctx *cx, const Onnx__NodeProto *n) { return reduce(cx, n, "sum", 13); }
-static int cv_reduce_mean(fxon_ctx *cx, const Onnx__NodeProto *n) { return reduce(cx, n, "mean", 18); }
-static int cv_reduce_max(fxon_ctx *cx, const Onnx__NodeProto *n) { return reduce(cx, n, "max", 18); }
+static int cv_reduce_sum(fxon_ctx *cx, const Onnx__NodeProto *n)
+{
+    return reduce(cx, n, "sum", 13);
+}
+static int cv_reduce_mean(fxon_ctx *cx, const Onnx__NodeProto *n)
+{
+    return reduce(cx, n, "mean", 18);
+}
+static int cv_reduce_max(fxon_ctx *cx, const Onnx__NodeProto *n)
+{
+    return reduce(cx, n, "max", 18);
+}
 
 /* ------------------------------------------------------------ pass-through, constants */
 
@@ -130,7 +139,7 @@ static int cv_dropout(fxon_ctx *cx, const Onnx__NodeProto *n)
 {
     fxon_value *v;
     int rc;
-    if ((rc = fxon_attrs_known(cx, n, (const char *[]){ "seed", NULL })) ||
+    if ((rc = fxon_attrs_known(cx, n, (const char *[]){"seed", NULL})) ||
         (rc = fxon_input(cx, n, 0, &v)))
         return rc;
     if (fxon_in(n, 2)) {
@@ -147,8 +156,9 @@ static int cv_dropout(fxon_ctx *cx, const Onnx__NodeProto *n)
 static int cv_constant(fxon_ctx *cx, const Onnx__NodeProto *n)
 {
     int rc;
-    if ((rc = fxon_attrs_known(cx, n, (const char *[]){ "value", "value_float", "value_int",
-                                                        "value_floats", "value_ints", NULL })))
+    if ((rc = fxon_attrs_known(cx, n,
+                               (const char *[]){"value", "value_float", "value_int", "value_floats",
+                                                "value_ints", NULL})))
         return rc;
     if (n->n_attribute != 1)
         return fxon_fail(cx, "a Constant takes exactly one value attribute");
@@ -178,7 +188,7 @@ static int cv_constant_of_shape(fxon_ctx *cx, const Onnx__NodeProto *n)
 {
     const fxon_const *s, *val = NULL;
     int rc;
-    if ((rc = fxon_attrs_known(cx, n, (const char *[]){ "value", NULL })) ||
+    if ((rc = fxon_attrs_known(cx, n, (const char *[]){"value", NULL})) ||
         (rc = fxon_need_const(cx, n, 0, &s)))
         return rc;
     const Onnx__AttributeProto *a = fxon_attr(n, "value");
@@ -195,7 +205,7 @@ static int cv_constant_of_shape(fxon_ctx *cx, const Onnx__NodeProto *n)
         shape[k] = fxon_const_int(s, k);
         if (fxon_is_sym(shape[k]))
             return fxon_fail(cx, "the shape depends on a dim that is not static (only constants "
-                             "of static shapes are supported)");
+                                 "of static shapes are supported)");
     }
     fxon_const *c = fxon_const_new(cx, val ? val->elem : FXON_FLOAT, (int)s->numel, shape);
     if (!c)
@@ -216,13 +226,15 @@ static int cv_shape(fxon_ctx *cx, const Onnx__NodeProto *n)
     fxon_value *v;
     int64_t start, end;
     int rc;
-    if ((rc = fxon_attrs_known(cx, n, (const char *[]){ "start", "end", NULL })) ||
+    if ((rc = fxon_attrs_known(cx, n, (const char *[]){"start", "end", NULL})) ||
         (rc = fxon_attr_int(cx, n, "start", 0, &start)) ||
         (rc = fxon_attr_int(cx, n, "end", INT64_MAX, &end)) || (rc = fxon_input(cx, n, 0, &v)))
         return rc;
     if (v->ndim < 0)
-        return fxon_fail(cx, "the rank of '%.200s' is not known (give the graph input a shape, "
-                         "or export with shape inference)", v->name);
+        return fxon_fail(cx,
+                         "the rank of '%.200s' is not known (give the graph input a shape, "
+                         "or export with shape inference)",
+                         v->name);
     int64_t r = v->ndim;
     start = start < 0 ? start + r : start;
     end = end < 0 ? end + r : end;
@@ -244,7 +256,7 @@ static int cv_cast(fxon_ctx *cx, const Onnx__NodeProto *n)
     fxon_value *v;
     int64_t to;
     int rc;
-    if ((rc = fxon_attrs_known(cx, n, (const char *[]){ "to", "saturate", NULL })) ||
+    if ((rc = fxon_attrs_known(cx, n, (const char *[]){"to", "saturate", NULL})) ||
         (rc = fxon_attr_int(cx, n, "to", 0, &to)) || (rc = fxon_input(cx, n, 0, &v)))
         return rc;
     if (v->c && !v->ref)
@@ -254,8 +266,10 @@ static int cv_cast(fxon_ctx *cx, const Onnx__NodeProto *n)
                 (to == FXON_INT32 || to == FXON_INT64);
     bool same = to == v->elem || (v->elem == FXON_FLOAT && to == FXON_DOUBLE) || ints;
     if (!same)
-        return fxon_fail(cx, "casting a run-time tensor from element type %d to %lld is not "
-                         "supported", v->elem, (long long)to);
+        return fxon_fail(cx,
+                         "casting a run-time tensor from element type %d to %lld is not "
+                         "supported",
+                         v->elem, (long long)to);
     return fxon_alias(cx, n->output[0], v);
 }
 
@@ -285,8 +299,10 @@ static int reshape_to(fxon_ctx *cx, const Onnx__NodeProto *n, fxon_value *x, int
     }
     if (minus > 1) {
         /* Symbols may stand for static sizes the input knows: try to fill. */
-        return fxon_fail(cx, "the new shape has %d sizes that are not static (the engine's "
-                         "reshape infers one); export with static non-batch dims", minus);
+        return fxon_fail(cx,
+                         "the new shape has %d sizes that are not static (the engine's "
+                         "reshape infers one); export with static non-batch dims",
+                         minus);
     }
     if (minus == 1 && x->ndim >= 0) {
         int64_t total = 1, known = 1;
@@ -312,7 +328,7 @@ static int cv_reshape(fxon_ctx *cx, const Onnx__NodeProto *n)
     const fxon_const *s;
     int64_t allowzero;
     int rc;
-    if ((rc = fxon_attrs_known(cx, n, (const char *[]){ "allowzero", NULL })) ||
+    if ((rc = fxon_attrs_known(cx, n, (const char *[]){"allowzero", NULL})) ||
         (rc = fxon_attr_int(cx, n, "allowzero", 0, &allowzero)) ||
         (rc = fxon_input(cx, n, 0, &x)) || (rc = fxon_need_const(cx, n, 1, &s)))
         return rc;
@@ -331,9 +347,9 @@ static int cv_flatten(fxon_ctx *cx, const Onnx__NodeProto *n)
     fxon_value *x;
     int64_t axis;
     int rc;
-    if ((rc = fxon_attrs_known(cx, n, (const char *[]){ "axis", NULL })) ||
+    if ((rc = fxon_attrs_known(cx, n, (const char *[]){"axis", NULL})) ||
         (rc = fxon_attr_int(cx, n, "axis", 1, &axis)) || (rc = fxon_input(cx, n, 0, &x)) ||
-        (rc = fxon_need_ref(cx, n, 0, &(const char *){ NULL })))
+        (rc = fxon_need_ref(cx, n, 0, &(const char *){NULL})))
         return rc;
     if (x->ndim < 0)
         return fxon_fail(cx, "the input's rank is not known");
@@ -342,14 +358,14 @@ static int cv_flatten(fxon_ctx *cx, const Onnx__NodeProto *n)
     if (axis < 0 || axis > x->ndim)
         return fxon_fail(cx, "axis is out of range for rank %d", x->ndim);
     if (axis == 1 && x->ndim >= 2) {
-        int64_t shape[2] = { x->shape[0], 1 };
+        int64_t shape[2] = {x->shape[0], 1};
         for (int d = 1; d < x->ndim; d++)
             shape[1] = shape[1] >= 0 && x->shape[d] >= 0 ? shape[1] * x->shape[d] : -1;
         return emit1(cx, n, "flatten", NULL, 1, &x->ref, x->elem, 2, shape) ? 0
-                                                                              : FXS_INVALID_ARGUMENT;
+                                                                            : FXS_INVALID_ARGUMENT;
     }
     /* [d0 .. d(axis-1) copied, the rest] -> 2-D: ONNX's Flatten is always 2-D. */
-    int64_t want[2] = { 1, -1 };
+    int64_t want[2] = {1, -1};
     if (axis >= 1) {
         int64_t outer = 1;
         for (int d = 0; d < axis; d++)
@@ -402,7 +418,7 @@ static int cv_unsqueeze(fxon_ctx *cx, const Onnx__NodeProto *n)
     int out_nd = x->ndim + (int)nax;
     if (out_nd > FXON_MAX_DIMS)
         return fxon_fail(cx, "the result would have rank %d", out_nd);
-    bool ins[FXON_MAX_DIMS] = { false };
+    bool ins[FXON_MAX_DIMS] = {false};
     for (size_t k = 0; k < nax; k++) {
         int ax;
         if ((rc = fxon_axis(cx, "axes", axes[k], out_nd, &ax)))
@@ -438,7 +454,7 @@ static int cv_squeeze(fxon_ctx *cx, const Onnx__NodeProto *n)
     if (x->ndim < 0)
         return fxon_fail(cx, "the input's rank is not known");
     int64_t ax_list[FXON_MAX_DIMS], shape[FXON_MAX_DIMS];
-    bool drop[FXON_MAX_DIMS] = { false };
+    bool drop[FXON_MAX_DIMS] = {false};
     int na = 0, nd = 0;
     for (size_t k = 0; k < nax; k++) {
         int ax;
@@ -468,13 +484,13 @@ static int cv_transpose(fxon_ctx *cx, const Onnx__NodeProto *n)
     const int64_t *perm;
     size_t np;
     int rc;
-    if ((rc = fxon_attrs_known(cx, n, (const char *[]){ "perm", NULL })) ||
+    if ((rc = fxon_attrs_known(cx, n, (const char *[]){"perm", NULL})) ||
         (rc = fxon_input(cx, n, 0, &x)) || (rc = fxon_attr_ints(cx, n, "perm", &perm, &np)))
         return rc;
     if (x->ndim < 0)
         return fxon_fail(cx, "the input's rank is not known");
     int p[FXON_MAX_DIMS];
-    bool seen[FXON_MAX_DIMS] = { false };
+    bool seen[FXON_MAX_DIMS] = {false};
     if (np && np != (size_t)x->ndim)
         return fxon_fail(cx, "perm has %zu entries for rank %d", np, x->ndim);
     for (int d = 0; d < x->ndim; d++) {
@@ -498,8 +514,8 @@ static int cv_transpose(fxon_ctx *cx, const Onnx__NodeProto *n)
     }
     if (nmoved == 0)
         return fxon_alias(cx, n->output[0], x);
-    Fluxion__V1__Node *node = emit1(cx, n, nmoved == 2 ? "transpose" : "permute", NULL, 1,
-                                    &x->ref, x->elem, x->ndim, shape);
+    Fluxion__V1__Node *node = emit1(cx, n, nmoved == 2 ? "transpose" : "permute", NULL, 1, &x->ref,
+                                    x->elem, x->ndim, shape);
     if (!node)
         return FXS_INVALID_ARGUMENT;
     if (nmoved == 2)
@@ -513,7 +529,7 @@ static int cv_concat(fxon_ctx *cx, const Onnx__NodeProto *n)
 {
     int64_t axis;
     int rc, nin = fxon_nin(n), ax = 0;
-    if ((rc = fxon_attrs_known(cx, n, (const char *[]){ "axis", NULL })) ||
+    if ((rc = fxon_attrs_known(cx, n, (const char *[]){"axis", NULL})) ||
         (rc = fxon_attr_int(cx, n, "axis", 0, &axis)))
         return rc;
     if (!fxon_attr(n, "axis"))
@@ -545,9 +561,11 @@ static int cv_concat(fxon_ctx *cx, const Onnx__NodeProto *n)
         refs[i] = v->ref;
         if (i && first->ndim >= 0)
             shape[ax] = shape[ax] >= 0 && v->ndim == first->ndim && v->shape[ax] >= 0
-                        ? shape[ax] + v->shape[ax] : -1;
+                            ? shape[ax] + v->shape[ax]
+                            : -1;
     }
-    Fluxion__V1__Node *node = emit1(cx, n, "concat", NULL, nin, refs, first->elem, first->ndim, shape);
+    Fluxion__V1__Node *node =
+        emit1(cx, n, "concat", NULL, nin, refs, first->elem, first->ndim, shape);
     return node ? fxon_set_int(cx, node, "axis", axis) : FXS_INVALID_ARGUMENT;
 }
 
@@ -556,10 +574,10 @@ static int cv_split(fxon_ctx *cx, const Onnx__NodeProto *n)
     fxon_value *x;
     int64_t axis, nout_attr;
     int rc, ax;
-    if ((rc = fxon_attrs_known(cx, n, (const char *[]){ "axis", "num_outputs", NULL })) ||
+    if ((rc = fxon_attrs_known(cx, n, (const char *[]){"axis", "num_outputs", NULL})) ||
         (rc = fxon_attr_int(cx, n, "axis", 0, &axis)) ||
         (rc = fxon_attr_int(cx, n, "num_outputs", 0, &nout_attr)) ||
-        (rc = fxon_input(cx, n, 0, &x)) || (rc = fxon_need_ref(cx, n, 0, &(const char *){ NULL })) ||
+        (rc = fxon_input(cx, n, 0, &x)) || (rc = fxon_need_ref(cx, n, 0, &(const char *){NULL})) ||
         (rc = fxon_axis(cx, "axis", axis, x->ndim, &ax)))
         return rc;
     size_t nout = n->n_output;
@@ -628,14 +646,15 @@ static int slice_one(fxon_ctx *cx, const Onnx__NodeProto *n, fxon_value *x, cons
     }
     if (step < 0)
         return fxon_fail(cx, "negative steps are not supported (the engine's slice steps "
-                         "forward)");
+                             "forward)");
     if (dim < 0 && (start < -BIG_IDX || start > BIG_IDX))
         return fxon_fail(cx, "start %lld is out of range", (long long)start);
     const char *hint = last ? NULL : hint_of(cx, n, fxon_printf(cx, "ax%d", ax));
     Fluxion__V1__Node *node = fxon_emit(cx, "slice", hint, 1, ref);
     int rc;
     if (!node || (rc = fxon_set_int(cx, node, "axis", ax)) ||
-        (rc = fxon_set_int(cx, node, "start", start)) || (rc = fxon_set_int(cx, node, "step", step)))
+        (rc = fxon_set_int(cx, node, "start", start)) ||
+        (rc = fxon_set_int(cx, node, "step", step)))
         return node ? rc : FXS_INVALID_ARGUMENT;
     if (end < BIG_IDX && (rc = fxon_set_int(cx, node, "end", end < -BIG_IDX ? -BIG_IDX : end)))
         return rc;
@@ -681,24 +700,24 @@ static int cv_slice(fxon_ctx *cx, const Onnx__NodeProto *n)
 }
 
 const fxon_converter fxon_shape_ops[] = {
-    { "Softmax", 13, cv_softmax },
-    { "LogSoftmax", 13, cv_log_softmax },
-    { "ReduceSum", 13, cv_reduce_sum },
-    { "ReduceMean", 13, cv_reduce_mean },
-    { "ReduceMax", 13, cv_reduce_max },
-    { "Identity", 13, cv_identity },
-    { "Dropout", 13, cv_dropout },
-    { "Constant", 13, cv_constant },
-    { "ConstantOfShape", 13, cv_constant_of_shape },
-    { "Shape", 13, cv_shape },
-    { "Cast", 13, cv_cast },
-    { "Reshape", 13, cv_reshape },
-    { "Flatten", 13, cv_flatten },
-    { "Unsqueeze", 13, cv_unsqueeze },
-    { "Squeeze", 13, cv_squeeze },
-    { "Transpose", 13, cv_transpose },
-    { "Concat", 13, cv_concat },
-    { "Split", 13, cv_split },
-    { "Slice", 13, cv_slice },
-    { NULL, 0, NULL },
+    {"Softmax", 13, cv_softmax},
+    {"LogSoftmax", 13, cv_log_softmax},
+    {"ReduceSum", 13, cv_reduce_sum},
+    {"ReduceMean", 13, cv_reduce_mean},
+    {"ReduceMax", 13, cv_reduce_max},
+    {"Identity", 13, cv_identity},
+    {"Dropout", 13, cv_dropout},
+    {"Constant", 13, cv_constant},
+    {"ConstantOfShape", 13, cv_constant_of_shape},
+    {"Shape", 13, cv_shape},
+    {"Cast", 13, cv_cast},
+    {"Reshape", 13, cv_reshape},
+    {"Flatten", 13, cv_flatten},
+    {"Unsqueeze", 13, cv_unsqueeze},
+    {"Squeeze", 13, cv_squeeze},
+    {"Transpose", 13, cv_transpose},
+    {"Concat", 13, cv_concat},
+    {"Split", 13, cv_split},
+    {"Slice", 13, cv_slice},
+    {NULL, 0, NULL},
 };

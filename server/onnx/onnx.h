@@ -18,11 +18,12 @@
 #include "fluxion/v1/model.pb-c.h"
 
 /* Limits checked before the work they guard. */
-#define FXON_MAX_NODES 20000        /* ONNX nodes in the graph */
-#define FXON_MAX_NAME 512           /* bytes of any ONNX name */
+#define FXON_MAX_NODES        20000       /* ONNX nodes in the graph */
+#define FXON_MAX_NAME         512         /* bytes of any ONNX name */
 #define FXON_MAX_TENSOR_ELEMS (1LL << 30) /* elements of one tensor or parameter */
-#define FXON_MAX_CONST_ELEMS (1LL << 26)  /* of all constants made at import (folding,
-                                            Constant nodes): a small file stays small */
+/* Elements of all constants made at import (folding, Constant nodes): a
+ * small file stays small in memory. */
+#define FXON_MAX_CONST_ELEMS (1LL << 26)
 
 /* ONNX ModelProto bytes -> a ModelSpec (fluxion.v1.ModelSpec, malloc'd,
  * free with protobuf_c_message_free_unpacked) and version 1's weights as
@@ -30,7 +31,7 @@
  * expect. An unsupported operator or attribute: FXS_INVALID_ARGUMENT
  * naming the node, its op type and opset. A malformed file never
  * crashes. */
-int fxon_import(const uint8_t *onnx, size_t len, Fluxion__V1__ModelSpec **spec,
-                uint8_t **weights, size_t *weights_len, char *err, size_t errlen);
+int fxon_import(const uint8_t *onnx, size_t len, Fluxion__V1__ModelSpec **spec, uint8_t **weights,
+                size_t *weights_len, char *err, size_t errlen);
 
 #endif

@@ -15,12 +15,11 @@
  * 2. List it in a table { "Foo", 13, cv_foo } (op_type, the lowest opset it
  *    handles, fn): fxon_ops[] in import_ops.c (fxon_shape_ops[] in
  *    import_shape.c) or fxon_layer_ops[] in import_layers.c, each ending
- *    with { NULL, 0, NULL }. For one op_type,
- *    the entry with the highest min_opset <= the model's opset is used, so
- *    an operator whose meaning changed at opset K gets a second entry
- *    { "Foo", K, cv_foo_k } (or test cx->opset inside one converter).
- *    Ops of an opset below every entry's min_opset are refused naming the
- *    opset.
+ *    with { NULL, 0, NULL }. For one op_type, the entry with the highest
+ *    min_opset <= the model's opset is used, so an operator whose meaning
+ *    changed at opset K gets a second entry { "Foo", K, cv_foo_k } (or test
+ *    cx->opset inside one converter). Ops of an opset below every entry's
+ *    min_opset are refused naming the opset.
  * 3. In the converter:
  *    - refuse attributes it does not handle: fxon_attrs_known(cx, n,
  *      (const char *[]){ "alpha", "beta", NULL }) fails naming the first
@@ -52,15 +51,17 @@
  *      fxon_const_new makes one (zeroed, owned by cx).
  *    - emitting: fxon_emit(cx, "dense", hint, nin, refs) appends a spec node
  *      with a valid unique name (from hint, else the ONNX node's name or
- *      first output: '.', ':' and a leading '/' replaced) and returns it;
+ *      first output; a leading '/' dropped, anything but letters, digits,
+ *      '_' and '-' made '_', at most 200 bytes) and returns it;
  *      fxon_set_int/_float/_bool/_str/_ints(cx, node, key, ...) set (or
  *      replace) its attributes as docs/model-spec.md lists them;
  *      fxon_out_ref(cx, node, k) is its K-th output's reference.
  *    - results: every ONNX output of the node must be defined:
  *      fxon_define(cx, onnx_name, node, k, elem, ndim, shape) for output k
  *      of a spec node (give the static shape the converter knows; ndim -1
- *      when the rank is unknown, a dim -1 when not static), fxon_define_const(cx, onnx_name, c) for a folded
- *      constant, fxon_alias(cx, onnx_name, v) to pass a value through
+ *      when the rank is unknown, a dim -1 when not static: value_info
+ *      fills what it leaves open), fxon_define_const(cx, onnx_name, c) for
+ *      a folded constant, fxon_alias(cx, onnx_name, v) to pass a value through
  *      (Identity, Dropout). v->node / v->out_index say which spec node made
  *      a value (NULL for graph inputs and constants), v->uses how many node
  *      inputs and graph outputs read it: a converter may fold into its
@@ -93,9 +94,9 @@
 #include "onnx/onnx.pb-c.h"
 #include "onnx/onnx.h"
 
-#define FXON_MAX_DIMS 8     /* the engine's rank limit */
-#define FXON_MIN_OPSET 13   /* the oldest default-domain opset imported */
-#define FXON_MAX_OPSET 23   /* the newest known */
+#define FXON_MAX_DIMS  8  /* the engine's rank limit */
+#define FXON_MIN_OPSET 13 /* the oldest default-domain opset imported */
+#define FXON_MAX_OPSET 23 /* the newest known */
 
 /* ONNX element types (TensorProto.DataType) the importer names. */
 enum {
@@ -107,10 +108,13 @@ enum {
 };
 
 /* Symbolic dims in folded shape constants (see the comment above). */
-#define FXON_SYM_ANY INT64_MIN
+#define FXON_SYM_ANY   INT64_MIN
 #define FXON_SYM(axis) (INT64_MIN + 1 + (int64_t)(axis))
 static inline bool fxon_is_sym(int64_t v) { return v <= INT64_MIN + 1 + FXON_MAX_DIMS; }
-static inline int fxon_sym_axis(int64_t v) { return v == FXON_SYM_ANY ? -1 : (int)(v - INT64_MIN - 1); }
+static inline int fxon_sym_axis(int64_t v)
+{
+    return v == FXON_SYM_ANY ? -1 : (int)(v - INT64_MIN - 1);
+}
 
 /* A tensor known at import time. elem is FXON_FLOAT (data in f) or
  * FXON_INT64 (data in i); a scalar has ndim 0 and numel 1. */
@@ -125,26 +129,26 @@ typedef struct fxon_const {
 
 /* An ONNX value (a graph input, initializer or node output). */
 typedef struct fxon_value {
-    const char *name;       /* its ONNX name */
-    const char *ref;        /* spec reference of the run-time tensor, or NULL */
-    const fxon_const *c;    /* its value when known at import, or NULL */
-    int elem;               /* ONNX element type; 0: unknown */
-    int ndim;               /* -1: rank unknown */
+    const char *name;             /* its ONNX name */
+    const char *ref;              /* spec reference of the run-time tensor, or NULL */
+    const fxon_const *c;          /* its value when known at import, or NULL */
+    int elem;                     /* ONNX element type; 0: unknown */
+    int ndim;                     /* -1: rank unknown */
     int64_t shape[FXON_MAX_DIMS]; /* -1: size not static */
-    Fluxion__V1__Node *node; /* the spec node that computes it, or NULL */
-    int out_index;          /* which output of node */
-    int uses;               /* node inputs and graph outputs reading it */
-    bool initializer;       /* an initializer (its name names a weight) */
-    int producer;           /* index of the ONNX node making it; -1: none */
+    Fluxion__V1__Node *node;      /* the spec node that computes it, or NULL */
+    int out_index;                /* which output of node */
+    int uses;                     /* node inputs and graph outputs reading it */
+    bool initializer;             /* an initializer (its name names a weight) */
+    int producer;                 /* index of the ONNX node making it; -1: none */
 } fxon_value;
 
 typedef struct fxon_ctx fxon_ctx;
 struct fxon_ctx {
-    int64_t opset;                /* the default domain's opset */
-    const Onnx__NodeProto *node;  /* the node being converted */
+    int64_t opset;               /* the default domain's opset */
+    const Onnx__NodeProto *node; /* the node being converted */
     char *err;
     size_t errlen;
-    struct fxon_impl *impl;       /* import.c's state */
+    struct fxon_impl *impl; /* import.c's state */
 };
 
 typedef int (*fxon_convert_fn)(fxon_ctx *cx, const Onnx__NodeProto *n);

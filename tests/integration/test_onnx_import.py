@@ -171,6 +171,17 @@ class OnnxImportTest(fxtest.DaemonTest):
         self.c.import_onnx("dup", fxtest.onnx_relu_model())
         self.assertCode(C.ALREADY_EXISTS, self.c.import_onnx, "dup", fxtest.onnx_relu_model())
 
+    def test_invalid_utf8_description_refused_on_the_wire(self):
+        good = fxtest.model_pb2.ImportOnnxRequest(name="u8", description="dMARK",
+                                                   data=fxtest.onnx_relu_model())
+        raw = good.SerializeToString().replace(b"dMARK", b"d\xff\xfeAB")
+        call = self.d.client().channel.stream_unary(
+            "/fluxion.v1.ModelService/ImportOnnx", request_serializer=lambda b: b,
+            response_deserializer=fxtest.model_pb2.Model.FromString)
+        err = self.assertRpcCode(C.INVALID_ARGUMENT, call, iter([raw]), timeout=30)
+        self.assertIn("description: invalid UTF-8", err.details())
+        self.assertCode(C.NOT_FOUND, self.c.get_model, "u8")
+
     def test_import_limit_checked_before_buffering(self):
         """--max-import-mb 1: a 2 MiB stream stops at the first chunk past it."""
         big = fxtest.onnx_relu_model() + b"\0" * (2 << 20)

@@ -124,7 +124,7 @@ static Onnx__TensorProto *tensor_f(const char *name, int n, const int64_t *dims,
     onnx__tensor_proto__init(t);
     t->name = (char *)name;
     t->dims = keep(malloc(sizeof *t->dims * (size_t)(n + 1))); /* dims may be a literal */
-    memcpy(t->dims, dims ? dims : (const int64_t[]){ 0 }, sizeof *t->dims * (size_t)n);
+    memcpy(t->dims, dims ? dims : (const int64_t[]){0}, sizeof *t->dims * (size_t)n);
     t->n_dims = (size_t)n;
     t->has_data_type = 1;
     t->data_type = ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT;
@@ -169,7 +169,7 @@ static Onnx__NodeProto *node(model *b, const char *op, const char *name, const c
     b->nodes[b->g.n_node++] = n;
     return n;
 }
-#define IN(...) ((const char *const[]){ __VA_ARGS__, NULL })
+#define IN(...) ((const char *const[]){__VA_ARGS__, NULL})
 
 static Onnx__AttributeProto *attr(Onnx__NodeProto *n, const char *name, int type)
 {
@@ -209,7 +209,7 @@ typedef struct {
 
 static imported import(model *b)
 {
-    imported r = { 0 };
+    imported r = {0};
     size_t len;
     uint8_t *buf = pack(b, &len);
     r.rc = fxon_import(buf, len, &r.spec, &r.w, &r.wlen, r.err, sizeof r.err);
@@ -242,7 +242,7 @@ static float *run(imported *r, int ndim, const int64_t *shape, const float *x, i
 {
     char err[FXS_ERRLEN] = "";
     fxg_graph *g = NULL;
-    fxg_options o = { .seed = 1 };
+    fxg_options o = {.seed = 1};
     if (fxg_build(r->spec, &o, &g, err, sizeof err))
         fail_msg("fxg_build: %s", err);
     if (fxg_load_weights(g, r->w, r->wlen, err, sizeof err))
@@ -279,16 +279,16 @@ static const Fluxion__V1__AttrValue *spec_attr(const Fluxion__V1__Node *n, const
 
 /* ------------------------------------------------------------ models */
 
-static const float W23[6] = { 1, 2, 3, -1, 0.5f, 0.25f }; /* [2,3] */
-static const float B2[2] = { 0.5f, -4 };
+static const float W23[6] = {1, 2, 3, -1, 0.5f, 0.25f}; /* [2,3] */
+static const float B2[2] = {0.5f, -4};
 
 /* y = Relu(Gemm(x, W, B, transB=1)); PyTorch's nn.Linear + relu. */
 static model *gemm_model(void)
 {
     model *b = model_new(17);
-    input(b, "x", 2, (int64_t[]){ -1, 3 });
-    init(b, tensor_f("fc.weight", 2, (int64_t[]){ 2, 3 }, W23));
-    init(b, tensor_f("fc.bias", 1, (int64_t[]){ 2 }, B2));
+    input(b, "x", 2, (int64_t[]){-1, 3});
+    init(b, tensor_f("fc.weight", 2, (int64_t[]){2, 3}, W23));
+    init(b, tensor_f("fc.bias", 1, (int64_t[]){2}, B2));
     Onnx__NodeProto *g = node(b, "Gemm", "/fc/Gemm", IN("x", "fc.weight", "fc.bias"), IN("h"));
     attr_i(g, "transB", 1);
     node(b, "Relu", "/relu", IN("h"), IN("y"));
@@ -310,10 +310,10 @@ static void test_gemm_dense(void **state)
     assert_true(spec_attr(d, "bias")->b);
     assert_string_equal(r.spec->outputs[0]->name, "y");
     assert_int_equal(r.spec->inputs[0]->shape[0], -1);
-    float x[6] = { 1, 1, 1, 2, 0, -2 };
+    float x[6] = {1, 1, 1, 2, 0, -2};
     int64_t n;
     float *y = run(&r, 2, TU_SHAPE(2, 3), x, &n);
-    float want[4] = { 6.5f, 0, 0, 0 }; /* [1+2+3+.5, -1+.5+.25-4 -> 0], [2-6+.5 -> 0, -2-.5-4 -> 0] */
+    float want[4] = {6.5f, 0, 0, 0}; /* [1+2+3+.5, -1+.5+.25-4 -> 0], [2-6+.5 -> 0, -2-.5-4 -> 0] */
     assert_int_equal(n, 4);
     tu_assert_close(y, want, 4, 1e-6);
     free(y);
@@ -326,15 +326,15 @@ static void test_gemm_dense(void **state)
 static void test_matmul_bias_and_reshape_chain(void **state)
 {
     (void)state;
-    static const float WT[6] = { 1, -1, 2, 0.5f, 3, 0.25f }; /* [3,2] = W23^T */
-    static const int64_t zero[1] = { 0 }, minus1[1] = { -1 }, ax0[1] = { 0 };
+    static const float WT[6] = {1, -1, 2, 0.5f, 3, 0.25f}; /* [3,2] = W23^T */
+    static const int64_t zero[1] = {0}, minus1[1] = {-1}, ax0[1] = {0};
     model *b = model_new(13);
-    input(b, "x", 3, (int64_t[]){ -1, 2, 3 });
-    init(b, tensor_f("onnx::MatMul_9", 2, (int64_t[]){ 3, 2 }, WT));
-    init(b, tensor_f("lin.bias", 1, (int64_t[]){ 2 }, B2));
+    input(b, "x", 3, (int64_t[]){-1, 2, 3});
+    init(b, tensor_f("onnx::MatMul_9", 2, (int64_t[]){3, 2}, WT));
+    init(b, tensor_f("lin.bias", 1, (int64_t[]){2}, B2));
     init(b, tensor_i("c0", 0, NULL, zero));
-    init(b, tensor_i("ax0", 1, (int64_t[]){ 1 }, ax0));
-    init(b, tensor_i("m1", 1, (int64_t[]){ 1 }, minus1));
+    init(b, tensor_i("ax0", 1, (int64_t[]){1}, ax0));
+    init(b, tensor_i("m1", 1, (int64_t[]){1}, minus1));
     node(b, "MatMul", "/lin/MatMul", IN("x", "onnx::MatMul_9"), IN("mm"));
     node(b, "Add", "/lin/Add", IN("lin.bias", "mm"), IN("h"));
     node(b, "Shape", "/Shape", IN("h"), IN("s"));
@@ -353,10 +353,10 @@ static void test_matmul_bias_and_reshape_chain(void **state)
     assert_int_equal(shape->ints->n_values, 2);
     assert_int_equal(shape->ints->values[0], 0);
     assert_int_equal(shape->ints->values[1], -1);
-    float x[6] = { 1, 1, 1, 2, 0, -2 };
+    float x[6] = {1, 1, 1, 2, 0, -2};
     int64_t n;
     float *y = run(&r, 3, TU_SHAPE(1, 2, 3), x, &n);
-    float want[4] = { 6.5f, -4.25f, -3.5f, -6.5f };
+    float want[4] = {6.5f, -4.25f, -3.5f, -6.5f};
     assert_int_equal(n, 4);
     tu_assert_close(y, want, 4, 1e-6);
     free(y);
@@ -368,9 +368,9 @@ static void test_matmul_bias_and_reshape_chain(void **state)
 static void test_scalar_arithmetic(void **state)
 {
     (void)state;
-    static const float one[1] = { 1 }, four[1] = { 4 }, two[1] = { 2 };
+    static const float one[1] = {1}, four[1] = {4}, two[1] = {2};
     model *b = model_new(17);
-    input(b, "x", 2, (int64_t[]){ -1, 2 });
+    input(b, "x", 2, (int64_t[]){-1, 2});
     init(b, tensor_f("one", 0, NULL, one));
     init(b, tensor_f("four", 0, NULL, four));
     init(b, tensor_f("two", 0, NULL, two));
@@ -381,10 +381,10 @@ static void test_scalar_arithmetic(void **state)
     imported r = import(b);
     if (r.rc)
         fail_msg("import: %s", r.err);
-    float x[2] = { 3, -1 };
+    float x[2] = {3, -1};
     int64_t n;
     float *y = run(&r, 2, TU_SHAPE(1, 2), x, &n);
-    float want[2] = { 0.25f, 0.25f }; /* ((1-3)/4)^2, ((1+1)/4)^2 */
+    float want[2] = {0.25f, 0.25f}; /* ((1-3)/4)^2, ((1+1)/4)^2 */
     tu_assert_close(y, want, 2, 1e-6);
     free(y);
     imported_free(&r);
@@ -396,25 +396,78 @@ static void test_scalar_arithmetic(void **state)
 static void test_constant_tensor_operands(void **state)
 {
     (void)state;
-    static const float gamma[3] = { 2, -1, 0.5f }, beta[3] = { 0, 10, -1 };
+    static const float gamma[3] = {2, -1, 0.5f}, beta[3] = {0, 10, -1};
     model *b = model_new(13);
-    input(b, "x", 2, (int64_t[]){ -1, 3 });
-    init(b, tensor_f("ln.weight", 1, (int64_t[]){ 3 }, gamma));
-    init(b, tensor_f("ln.bias", 1, (int64_t[]){ 3 }, beta));
+    input(b, "x", 2, (int64_t[]){-1, 3});
+    init(b, tensor_f("ln.weight", 1, (int64_t[]){3}, gamma));
+    init(b, tensor_f("ln.bias", 1, (int64_t[]){3}, beta));
     node(b, "Mul", "/ln/Mul", IN("x", "ln.weight"), IN("h"));
     node(b, "Add", "/ln/Add", IN("h", "ln.bias"), IN("y"));
     output(b, "y");
     imported r = import(b);
     if (r.rc)
         fail_msg("import: %s", r.err);
-    float x[6] = { 1, 2, 3, -1, 0, 4 };
+    float x[6] = {1, 2, 3, -1, 0, 4};
     int64_t n;
     float *y = run(&r, 2, TU_SHAPE(2, 3), x, &n);
-    float want[6] = { 2, 8, 0.5f, -2, 10, 1 };
+    float want[6] = {2, 8, 0.5f, -2, 10, 1};
     assert_int_equal(n, 6);
     tu_assert_close(y, want, 6, 1e-6);
     free(y);
     imported_free(&r);
+    pool_free();
+}
+
+static void attr_ints(Onnx__NodeProto *n, const char *name, int count, const int64_t *v)
+{
+    Onnx__AttributeProto *a = attr(n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
+    a->ints = keep(malloc(sizeof *a->ints * (size_t)count));
+    memcpy(a->ints, v, sizeof *a->ints * (size_t)count);
+    a->n_ints = (size_t)count;
+}
+
+/* Split (sizes as input 1) -> outputs "node:K"; Concat; a Transpose of an
+ * initializer folded into MatMul's weight; Clip; ReduceMax (axes an
+ * attribute at opset 17). */
+static void test_plumbing(void **state)
+{
+    (void)state;
+    static const int64_t sizes[2] = {1, 3};
+    static const float w2[8] = {1, 0, 0, 0, 0, 0, 0, 1}; /* [2,4] */
+    static const float lo[1] = {0}, hi[1] = {1.5f};
+    model *b = model_new(17);
+    input(b, "x", 2, (int64_t[]){-1, 4});
+    init(b, tensor_i("sizes", 1, (int64_t[]){2}, sizes));
+    init(b, tensor_f("w2", 2, (int64_t[]){2, 4}, w2));
+    init(b, tensor_f("lo", 0, NULL, lo));
+    init(b, tensor_f("hi", 0, NULL, hi));
+    attr_i(node(b, "Split", "split", IN("x", "sizes"), IN("a", "b")), "axis", 1);
+    attr_i(node(b, "Concat", "cat", IN("b", "a"), IN("c")), "axis", 1);
+    attr_ints(node(b, "Transpose", "wt", IN("w2"), IN("w2t")), "perm", 2, (int64_t[]){1, 0});
+    node(b, "MatMul", "mm", IN("c", "w2t"), IN("m"));
+    node(b, "Clip", "clip", IN("m", "lo", "hi"), IN("k"));
+    Onnx__NodeProto *r = node(b, "ReduceMax", "rmax", IN("k"), IN("y"));
+    attr_ints(r, "axes", 1, (int64_t[]){1});
+    output(b, "y");
+    imported im = import(b);
+    if (im.rc)
+        fail_msg("import: %s", im.err);
+    const char *ops[] = {"split", "concat", "dense", "clamp", "max"};
+    assert_int_equal(im.spec->n_nodes, 5);
+    for (int i = 0; i < 5; i++)
+        assert_string_equal(im.spec->nodes[i]->op, ops[i]);
+    assert_string_equal(im.spec->nodes[1]->inputs[0], "split:1");
+    assert_string_equal(im.spec->nodes[1]->inputs[1], "split");
+    float x[8] = {1, 2, 3, 4, 0, 0, 9, -5};
+    int64_t n;
+    float *y = run(&im, 2, TU_SHAPE(2, 4), x, &n);
+    /* c = [2,3,4,1] -> [c0, c3] = [2, 1] -> clip [1.5, 1] -> max 1.5;
+     * c = [0,9,-5,0] -> [0, 0] -> 0 */
+    float want[2] = {1.5f, 0};
+    assert_int_equal(n, 2);
+    tu_assert_close(y, want, 2, 1e-6);
+    free(y);
+    imported_free(&im);
     pool_free();
 }
 
@@ -440,8 +493,8 @@ static void test_unsupported_op_and_attribute(void **state)
     expect_error(b, "domain 'com.microsoft' is not supported");
     pool_free();
     b = gemm_model(); /* an integer constant where a tensor must be */
-    static const int64_t idx[2] = { 1, 2 };
-    init(b, tensor_i("idx", 1, (int64_t[]){ 2 }, idx));
+    static const int64_t idx[2] = {1, 2};
+    init(b, tensor_i("idx", 1, (int64_t[]){2}, idx));
     b->nodes[1]->input = (char **)IN("idx");
     expect_error(b, "'idx' is an integer constant the engine cannot use as a tensor");
     pool_free();
@@ -499,8 +552,8 @@ static void test_bad_models(void **state)
     expect_error(b, "graph output 'missing' is not computed");
     pool_free();
     b = gemm_model(); /* 8 dims of 2^40: the element count overflows */
-    static const int64_t huge[8] = { 1LL << 40, 1LL << 40, 1LL << 40, 1LL << 40,
-                                     1LL << 40, 1LL << 40, 1LL << 40, 1LL << 40 };
+    static const int64_t huge[8] = {1LL << 40, 1LL << 40, 1LL << 40, 1LL << 40,
+                                    1LL << 40, 1LL << 40, 1LL << 40, 1LL << 40};
     b->inits[0]->dims = (int64_t *)huge;
     b->inits[0]->n_dims = 8;
     expect_error(b, "initializer 'fc.weight'");
@@ -517,8 +570,9 @@ static void test_bad_models(void **state)
     assert_int_equal(fxon_import((const uint8_t *)"", 0, &spec, &w, &wl, err, sizeof err),
                      FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "empty"));
-    assert_int_equal(fxon_import((const uint8_t *)"\xff\xff\xff\xff", 4, &spec, &w, &wl, err,
-                                 sizeof err), FXS_INVALID_ARGUMENT);
+    assert_int_equal(
+        fxon_import((const uint8_t *)"\xff\xff\xff\xff", 4, &spec, &w, &wl, err, sizeof err),
+        FXS_INVALID_ARGUMENT);
     assert_non_null(strstr(err, "not an ONNX model"));
 }
 
@@ -583,6 +637,7 @@ int main(void)
         cmocka_unit_test(test_matmul_bias_and_reshape_chain),
         cmocka_unit_test(test_scalar_arithmetic),
         cmocka_unit_test(test_constant_tensor_operands),
+        cmocka_unit_test(test_plumbing),
         cmocka_unit_test(test_unsupported_op_and_attribute),
         cmocka_unit_test(test_bad_models),
         cmocka_unit_test(test_truncated_and_mutated),
