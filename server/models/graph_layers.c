@@ -98,13 +98,15 @@ static fx_conv_opts conv_opts(const fxg_node *n)
         o.stride = (int)s->i, o.padding = (int)p->i, o.dilation = (int)d->i;
         return o;
     }
-    /* Zero _h/_w fields fall back to the plain ones: set the plain ones too. */
+    /* The engine reads a zero _h/_w field as "the plain one": strides and
+     * dilations (never 0) set both; paddings leave the plain ones 0, else
+     * [1, 0] would pad both axes by 1. */
     o.stride = o.stride_h = (int)s->i, o.stride_w = (int)s->i2;
-    o.padding = o.padding_h = (int)p->i, o.padding_w = (int)p->i2;
+    o.padding_h = (int)p->i, o.padding_w = (int)p->i2;
     o.dilation = o.dilation_h = (int)d->i, o.dilation_w = (int)d->i2;
     const fxg_attr *op = fxg_attr_get(n, "output_padding");
     if (op)
-        o.output_padding = o.output_padding_h = (int)op->i, o.output_padding_w = (int)op->i2;
+        o.output_padding_h = (int)op->i, o.output_padding_w = (int)op->i2;
     return o;
 }
 

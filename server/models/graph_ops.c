@@ -130,8 +130,10 @@ static fx_pool_opts pool_opts(const fxg_node *n)
 {
     const fxg_attr *k = fxg_attr_get(n, "kernel_size"), *s = fxg_attr_get(n, "stride"),
                    *p = fxg_attr_get(n, "padding"), *c = fxg_attr_get(n, "count_include_pad");
+    /* padding: a zero _h/_w means "the plain one" to the engine, so the plain
+     * one stays 0 ([1, 0] pads H only) */
     fx_pool_opts o = { .kernel = (int)k->i, .kernel_h = (int)k->i, .kernel_w = (int)k->i2,
-                       .padding = (int)p->i, .padding_h = (int)p->i, .padding_w = (int)p->i2,
+                       .padding_h = (int)p->i, .padding_w = (int)p->i2,
                        .exclude_pad = c && !c->i };
     if (s->set)
         o.stride = o.stride_h = (int)s->i, o.stride_w = (int)s->i2;

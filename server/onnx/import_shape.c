@@ -261,7 +261,10 @@ static int cv_cast(fxon_ctx *cx, const Onnx__NodeProto *n)
         return rc;
     if (v->c && !v->ref)
         return fxon__fold_cast(cx, n, v->c, (int)to);
-    bool same = to == v->elem || (v->elem == FXON_FLOAT && to == FXON_DOUBLE);
+    /* int32 <-> int64 pass through: the engine's lengths and indices take both */
+    bool ints = (v->elem == FXON_INT32 || v->elem == FXON_INT64) &&
+                (to == FXON_INT32 || to == FXON_INT64);
+    bool same = to == v->elem || (v->elem == FXON_FLOAT && to == FXON_DOUBLE) || ints;
     if (!same)
         return fxon_fail(cx,
                          "casting a run-time tensor from element type %d to %lld is not "

@@ -158,10 +158,11 @@ typedef struct {
     fxon_convert_fn fn;
 } fxon_converter;
 
-/* The converter tables, each ending with { NULL, 0, NULL }. fxon_layer_ops
- * is weak: the importer runs without import_layers.c. */
+/* The converter tables, each ending with { NULL, 0, NULL }. (Not weak: a
+ * weak reference does not pull import_layers.o out of the static library,
+ * and fluxiond then runs without the layers.) */
 extern const fxon_converter fxon_ops[];
-extern const fxon_converter fxon_layer_ops[] __attribute__((weak));
+extern const fxon_converter fxon_layer_ops[];
 
 /* ---- errors: each returns the code it reports */
 
