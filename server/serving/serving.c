@@ -1,8 +1,6 @@
 /* serving.c - see serving.h. */
 #include "serving/serving.h"
 
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,52 +10,17 @@
 #include "base/status.h"
 #include "models/models.h"
 #include "serving/servecfg.h"
-#include "serving/stats_internal.h"
+#include "serving/serving_internal.h"
 #include "base/util.h"
 
-#define MAX_OLD_VERSIONS 4
+#define MAX_OLD_VERSIONS FXSV_MAX_OLD_VERSIONS
 
-struct fxsv_served {
-    atomic_int refs;
-    char *name;
-    int64_t version;
-    fxg_graph *g;
-    fxb_batcher *b;     /* runs its requests */
-    fxsv_record *rec;   /* its version's statistics (outlive it) */
-};
-
-typedef struct entry {
-    char *name;
-    fxsv_served *current;
-    fxsv_served *old[MAX_OLD_VERSIONS]; /* other versions asked for by number */
-    int n_old;
-    struct entry *next;
-} entry;
-
-
-/* One model's changes (load, reload, unload, new settings) run one at a
- * time: each builds an instance outside sv->mu and swaps it in under it, and
- * two at once could swap the older build in last, or serve a model again
- * that an unload (or a delete) had just stopped. */
-typedef struct name_lock {
-    char *name;
-    int users;          /* holders and waiters; freed at 0 (under sv->mu) */
-    pthread_mutex_t mu;
-    struct name_lock *next;
-} name_lock;
-
-struct fxsv_serving {
-    fxdb_store *st;
-    fxsv_serving_opts o;
-    pthread_mutex_t mu; /* entries, locks */
-    entry *entries;
-    name_lock *locks;
-    fxsv_records *records; /* statistics per (model, version) */
-};
+typedef fxsv_entry entry;
+typedef fxsv_name_lock name_lock;
 
 /* ------------------------------------------------------------ instances */
 
-static void served_unref(fxsv_served *m)
+void fxsv_served_unref(fxsv_served *m)
 {
     if (!m || atomic_fetch_sub(&m->refs, 1) != 1)
         return;
@@ -68,13 +31,13 @@ static void served_unref(fxsv_served *m)
     free(m);
 }
 
-static fxsv_served *ref(fxsv_served *m)
+fxsv_served *fxsv_served_ref(fxsv_served *m)
 {
     atomic_fetch_add(&m->refs, 1);
     return m;
 }
 
-void fxsv_served_release(fxsv_served *m) { served_unref(m); }
+void fxsv_served_release(fxsv_served *m) { fxsv_served_unref(m); }
 const fxg_graph *fxsv_served_graph(const fxsv_served *m) { return m->g; }
 const char *fxsv_served_name(const fxsv_served *m) { return m->name; }
 int64_t fxsv_served_version(const fxsv_served *m) { return m->version; }
@@ -153,7 +116,7 @@ static int served_from_graph(fxsv_serving *sv, const char *name, int64_t version
             rc = FXS_FAILED_PRECONDITION;
     }
     if (rc) {
-        served_unref(m);
+        fxsv_served_unref(m);
         return rc;
     }
     fxsv_record_loaded(m->rec);
@@ -163,8 +126,8 @@ static int served_from_graph(fxsv_serving *sv, const char *name, int64_t version
 
 /* Builds the graph of a stored version (0: latest) with its weights;
  * *stored_loaded (optional): the store's "loaded" flag of the model. */
-static int build_served(fxsv_serving *sv, const char *name, int64_t version, fxsv_served **out,
-                        bool *stored_loaded, char *err, size_t errlen)
+int fxsv_build_served(fxsv_serving *sv, const char *name, int64_t version, fxsv_served **out,
+                      bool *stored_loaded, char *err, size_t errlen)
 {
     fxm_load_opts o = { .max_params = sv->o.max_params, .inference_only = true };
     fxm_loaded l;
@@ -178,7 +141,7 @@ static int build_served(fxsv_serving *sv, const char *name, int64_t version, fxs
 
 /* -------------------------------------------------------------- registry */
 
-static entry *find_entry(fxsv_serving *sv, const char *name)
+entry *fxsv_find_entry(fxsv_serving *sv, const char *name)
 {
     for (entry *e = sv->entries; e; e = e->next)
         if (strcmp(e->name, name) == 0)
@@ -191,18 +154,21 @@ static void entry_clear(entry *e, bool unloaded)
 {
     if (unloaded)
         fxsv_record_unloaded(e->current->rec);
-    served_unref(e->current);
+    fxsv_served_unref(e->current);
+    if (unloaded && e->canary)
+        fxsv_record_unloaded(e->canary->rec);
+    fxsv_served_unref(e->canary);
     for (int i = 0; i < e->n_old; i++) {
         if (unloaded)
             fxsv_record_unloaded(e->old[i]->rec);
-        served_unref(e->old[i]);
+        fxsv_served_unref(e->old[i]);
     }
     free(e->name);
     free(e);
 }
 
 /* Takes the change lock of a model (see name_lock); NULL when out of memory. */
-static name_lock *lock_name(fxsv_serving *sv, const char *name)
+name_lock *fxsv_lock_name(fxsv_serving *sv, const char *name)
 {
     pthread_mutex_lock(&sv->mu);
     name_lock *l = sv->locks;
@@ -224,7 +190,7 @@ static name_lock *lock_name(fxsv_serving *sv, const char *name)
     return l;
 }
 
-static void unlock_name(fxsv_serving *sv, name_lock *l)
+void fxsv_unlock_name(fxsv_serving *sv, name_lock *l)
 {
     pthread_mutex_unlock(&l->mu);
     pthread_mutex_lock(&sv->mu);
@@ -246,20 +212,25 @@ static int lock_failed(char *err, size_t errlen)
     return FXS_RESOURCE_EXHAUSTED;
 }
 
-/* Serves m in place of the one served (or as the first) and marks the
- * model loaded in the store unless it is. Under the model's lock. */
+/* Serves m in place of the one served (or as the first), with the canary
+ * the stored setting asks for beside it, and marks the model loaded in the
+ * store unless it is. Under the model's lock. */
 static int swap_in(fxsv_serving *sv, const char *name, fxsv_served *m, bool stored_loaded,
                    char *err, size_t errlen)
 {
     int64_t version = m->version; /* m is the entry's once swapped in: not ours to read */
+    uint32_t percent = 0;
+    fxsv_served *canary = fxsv_canary_for_load(sv, name, version, &percent);
+    fxsv_served *prev_canary = NULL, *evicted = NULL;
     pthread_mutex_lock(&sv->mu);
-    entry *e = find_entry(sv, name);
+    entry *e = fxsv_find_entry(sv, name);
     if (!e) {
         e = calloc(1, sizeof *e);
         if (!e || !(e->name = strdup(name))) {
             pthread_mutex_unlock(&sv->mu);
             free(e);
-            served_unref(m);
+            fxsv_served_unref(m);
+            fxsv_served_unref(canary);
             return lock_failed(err, errlen);
         }
         e->next = sv->entries;
@@ -267,8 +238,19 @@ static int swap_in(fxsv_serving *sv, const char *name, fxsv_served *m, bool stor
     }
     fxsv_served *prev = e->current;
     e->current = m;
+    if (canary != e->canary) { /* a new split (or none) */
+        prev_canary = e->canary;
+        e->canary = canary;
+        e->canary_turn = 0;
+        evicted = canary ? fxsv_entry_take_old(e, canary->version) : NULL;
+    } else {
+        fxsv_served_unref(canary); /* the one served: the entry holds it */
+    }
+    e->canary_percent = percent;
     pthread_mutex_unlock(&sv->mu);
-    served_unref(prev); /* requests in flight hold their own reference */
+    fxsv_served_unref(prev); /* requests in flight hold their own reference */
+    fxsv_served_unref(prev_canary);
+    fxsv_served_unref(evicted);
     fxl_log(FXL_INFO, "serving", "model loaded model=%s version=%lld", name, (long long)version);
     /* Served now; the flag makes a restart serve it too. */
     return stored_loaded ? 0 : fxdb_store_set_loaded(sv->st, name, true, err, errlen);
@@ -283,18 +265,18 @@ static int load_locked(fxsv_serving *sv, const char *name, bool only_if_loaded, 
         return 0;
     fxsv_served *m;
     bool stored_loaded = false;
-    int rc = build_served(sv, name, 0, &m, &stored_loaded, err, errlen);
+    int rc = fxsv_build_served(sv, name, 0, &m, &stored_loaded, err, errlen);
     return rc ? rc : swap_in(sv, name, m, stored_loaded, err, errlen);
 }
 
 static int load_or_reload(fxsv_serving *sv, const char *name, bool only_if_loaded, char *err,
                           size_t errlen)
 {
-    name_lock *l = lock_name(sv, name);
+    name_lock *l = fxsv_lock_name(sv, name);
     if (!l)
         return lock_failed(err, errlen);
     int rc = load_locked(sv, name, only_if_loaded, err, errlen);
-    unlock_name(sv, l);
+    fxsv_unlock_name(sv, l);
     return rc;
 }
 
@@ -311,7 +293,7 @@ int fxsv_serving_reload(fxsv_serving *sv, const char *name, char *err, size_t er
 int fxsv_serving_load_graph(fxsv_serving *sv, const char *name, int64_t version, fxg_graph *g,
                            char *err, size_t errlen)
 {
-    name_lock *l = lock_name(sv, name);
+    name_lock *l = fxsv_lock_name(sv, name);
     if (!l) {
         fxg_free(g);
         return lock_failed(err, errlen);
@@ -333,7 +315,7 @@ int fxsv_serving_load_graph(fxsv_serving *sv, const char *name, int64_t version,
     } else if (rc) {
         fxg_free(g);
     }
-    unlock_name(sv, l);
+    fxsv_unlock_name(sv, l);
     return rc;
 }
 
@@ -345,9 +327,9 @@ static int check_config(fxsv_serving *sv, const char *name, const fxb_config *c,
 {
     fxsv_served *m = NULL;
     pthread_mutex_lock(&sv->mu);
-    entry *e = find_entry(sv, name);
+    entry *e = fxsv_find_entry(sv, name);
     if (e)
-        m = ref(e->current);
+        m = fxsv_served_ref(e->current);
     pthread_mutex_unlock(&sv->mu);
     fxg_graph *own = NULL;
     fxdb_model_rec rec;
@@ -375,14 +357,14 @@ static int check_config(fxsv_serving *sv, const char *name, const fxb_config *c,
     if (!rc && g)
         rc = check_one_sample("serving setting memory_limit_bytes", g, c, dev, err, errlen);
     fxg_free(own);
-    served_unref(m);
+    fxsv_served_unref(m);
     return rc;
 }
 
 int fxsv_serving_set_config(fxsv_serving *sv, const char *name, const fxb_config *c, char *err,
                            size_t errlen)
 {
-    name_lock *l = lock_name(sv, name);
+    name_lock *l = fxsv_lock_name(sv, name);
     if (!l)
         return lock_failed(err, errlen);
     int rc = check_config(sv, name, c, err, errlen);
@@ -392,24 +374,28 @@ int fxsv_serving_set_config(fxsv_serving *sv, const char *name, const fxb_config
     fxsv_served *old[MAX_OLD_VERSIONS];
     int n_old = 0;
     pthread_mutex_lock(&sv->mu);
-    entry *e = rc ? NULL : find_entry(sv, name);
+    entry *e = rc ? NULL : fxsv_find_entry(sv, name);
+    fxsv_served *canary = NULL; /* rebuilt with the main one (swap_in) */
     if (e) {
         n_old = e->n_old;
         memcpy(old, e->old, sizeof old[0] * (size_t)n_old);
         e->n_old = 0;
+        canary = e->canary;
+        e->canary = NULL;
     }
     pthread_mutex_unlock(&sv->mu);
     for (int i = 0; i < n_old; i++)
-        served_unref(old[i]);
+        fxsv_served_unref(old[i]);
+    fxsv_served_unref(canary);
     if (e) /* the one served: rebuilt now */
         rc = load_locked(sv, name, false, err, errlen);
-    unlock_name(sv, l);
+    fxsv_unlock_name(sv, l);
     return rc;
 }
 
 int fxsv_serving_unload(fxsv_serving *sv, const char *name, char *err, size_t errlen)
 {
-    name_lock *l = lock_name(sv, name);
+    name_lock *l = fxsv_lock_name(sv, name);
     if (!l)
         return lock_failed(err, errlen);
     pthread_mutex_lock(&sv->mu);
@@ -427,7 +413,7 @@ int fxsv_serving_unload(fxsv_serving *sv, const char *name, char *err, size_t er
         snprintf(err, errlen, "%s", serr);
     else if (!e)
         snprintf(err, errlen, "model '%s' is not loaded", name);
-    unlock_name(sv, l);
+    fxsv_unlock_name(sv, l);
     if (e) {
         entry_clear(e, true);
         fxl_log(FXL_INFO, "serving", "model unloaded model=%s", name);
@@ -438,7 +424,7 @@ int fxsv_serving_unload(fxsv_serving *sv, const char *name, char *err, size_t er
 bool fxsv_serving_is_loaded(fxsv_serving *sv, const char *name, int64_t *version)
 {
     pthread_mutex_lock(&sv->mu);
-    entry *e = find_entry(sv, name);
+    entry *e = fxsv_find_entry(sv, name);
     if (e && version)
         *version = e->current->version;
     pthread_mutex_unlock(&sv->mu);
@@ -460,9 +446,23 @@ static fxsv_served *cached(entry *e, int64_t version)
 {
     if (version == 0 || e->current->version == version)
         return e->current;
+    if (e->canary && e->canary->version == version)
+        return e->canary;
     for (int i = 0; i < e->n_old; i++)
         if (e->old[i]->version == version)
             return e->old[i];
+    return NULL;
+}
+
+fxsv_served *fxsv_entry_take_old(entry *e, int64_t version)
+{
+    for (int i = 0; i < e->n_old; i++)
+        if (e->old[i]->version == version) {
+            fxsv_served *m = e->old[i];
+            memmove(e->old + i, e->old + i + 1, sizeof e->old[0] * (size_t)(e->n_old - i - 1));
+            e->n_old--;
+            return m;
+        }
     return NULL;
 }
 
@@ -470,10 +470,10 @@ int fxsv_serving_acquire(fxsv_serving *sv, const char *name, int64_t version, fx
                         char *err, size_t errlen)
 {
     pthread_mutex_lock(&sv->mu);
-    entry *e = find_entry(sv, name);
+    entry *e = fxsv_find_entry(sv, name);
     fxsv_served *m = e ? cached(e, version) : NULL;
     if (m)
-        *out = ref(m);
+        *out = fxsv_served_ref(m);
     pthread_mutex_unlock(&sv->mu);
     if (m)
         return 0;
@@ -488,27 +488,27 @@ int fxsv_serving_acquire(fxsv_serving *sv, const char *name, int64_t version, fx
     }
     /* An older version, loaded on demand (outside the lock: it reads files). */
     fxsv_served *built;
-    int rc = build_served(sv, name, version, &built, NULL, err, errlen);
+    int rc = fxsv_build_served(sv, name, version, &built, NULL, err, errlen);
     if (rc)
         return rc;
     fxsv_served *evicted = NULL;
     pthread_mutex_lock(&sv->mu);
-    e = find_entry(sv, name);
+    e = fxsv_find_entry(sv, name);
     m = e ? cached(e, version) : NULL;
     if (m) {                /* another request built it meanwhile, or unloaded */
-        *out = ref(m);
+        *out = fxsv_served_ref(m);
     } else if (e) {
         if (e->n_old == MAX_OLD_VERSIONS) {
             evicted = e->old[0];
             memmove(e->old, e->old + 1, sizeof e->old[0] * (MAX_OLD_VERSIONS - 1));
             e->n_old--;
         }
-        e->old[e->n_old++] = ref(built);
-        *out = ref(built);
+        e->old[e->n_old++] = fxsv_served_ref(built);
+        *out = fxsv_served_ref(built);
     }
     pthread_mutex_unlock(&sv->mu);
-    served_unref(built);
-    served_unref(evicted);
+    fxsv_served_unref(built);
+    fxsv_served_unref(evicted);
     if (!e) {
         snprintf(err, errlen, "model '%s' was unloaded", name);
         return FXS_FAILED_PRECONDITION;
@@ -521,14 +521,16 @@ int fxsv_serving_list(fxsv_serving *sv, fxsv_served ***out, int *n)
     pthread_mutex_lock(&sv->mu);
     int count = 0;
     for (entry *e = sv->entries; e; e = e->next)
-        count += 1 + e->n_old;
+        count += 1 + (e->canary != NULL) + e->n_old;
     fxsv_served **arr = calloc((size_t)count + 1, sizeof *arr);
     int k = 0;
     if (arr)
         for (entry *e = sv->entries; e; e = e->next) {
-            arr[k++] = ref(e->current);
+            arr[k++] = fxsv_served_ref(e->current);
+            if (e->canary)
+                arr[k++] = fxsv_served_ref(e->canary);
             for (int i = 0; i < e->n_old; i++)
-                arr[k++] = ref(e->old[i]);
+                arr[k++] = fxsv_served_ref(e->old[i]);
         }
     pthread_mutex_unlock(&sv->mu);
     *out = arr;
@@ -576,7 +578,7 @@ static void request_done(void *user, int status, const char *err, const fxb_outp
     p->r.send(p->r.user, st, st == status ? err : NULL);
     fxsv_served *m = p->m;
     free(p);
-    served_unref(m); /* may be the last reference: done calls may free (batcher.h) */
+    fxsv_served_unref(m); /* may be the last reference: done calls may free (batcher.h) */
 }
 
 int fxsv_submit(fxsv_served *m, const fxsv_request *r, char *err, size_t errlen)
@@ -586,7 +588,7 @@ int fxsv_submit(fxsv_served *m, const fxsv_request *r, char *err, size_t errlen)
     if (!p) {
         snprintf(err, errlen, "out of memory");
     } else {
-        *p = (pending){ .m = ref(m), .r = *r };
+        *p = (pending){ .m = fxsv_served_ref(m), .r = *r };
         fxsv_record_in_flight(m->rec, 1);
         fxb_request br = { .inputs = r->inputs, .priority = r->priority,
                            .timeout_us = r->timeout_us, .deadline_ns = r->deadline_ns,
@@ -595,7 +597,7 @@ int fxsv_submit(fxsv_served *m, const fxsv_request *r, char *err, size_t errlen)
         if (!(rc = fxb_submit(m->b, &br, err, errlen)))
             return 0;
         fxsv_record_in_flight(m->rec, -1);
-        served_unref(m); /* not the last: the caller holds m */
+        fxsv_served_unref(m); /* not the last: the caller holds m */
         free(p);
     }
     fxb_timing t = { .queue_ns = fxu_mono_ns() - r->received_ns };
@@ -625,6 +627,7 @@ int fxsv_serving_activity(fxsv_serving *sv, fx_device dev, uint64_t *last_active
     pthread_mutex_lock(&sv->mu);
     for (entry *e = sv->entries; e; e = e->next) {
         add_activity(e->current, dev, &n, &last);
+        add_activity(e->canary, dev, &n, &last);
         for (int i = 0; i < e->n_old; i++)
             add_activity(e->old[i], dev, &n, &last);
     }
@@ -660,6 +663,7 @@ int fxsv_serving_metrics(fxsv_serving *sv, fxsv_model_metrics **out, int *n)
     pthread_mutex_lock(&sv->mu);
     for (entry *e = sv->entries; e; e = e->next) {
         add_served(e->current, *out, *n);
+        add_served(e->canary, *out, *n);
         for (int i = 0; i < e->n_old; i++)
             add_served(e->old[i], *out, *n);
     }
