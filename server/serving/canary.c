@@ -6,9 +6,11 @@
  *
  * The split is a counter, not a coin: the entry counts those requests
  * modulo 100, and turn n goes to the canary when floor((n + 1) * P / 100)
- * passes floor(n * P / 100). Of every N requests since the canary was set,
- * exactly floor(N * P / 100) go to it, spread evenly (P = 25: every fourth),
- * so tests and dashboards can check the split exactly.
+ * passes floor(n * P / 100). Of every N requests since the canary was set
+ * (or the model loaded), exactly floor(N * P / 100) go to it, spread evenly
+ * (P = 25: every fourth), so tests and dashboards can check the split
+ * exactly. The count goes on across a reload (a new main version, new
+ * batching settings).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -47,14 +49,20 @@ int fxsv_serving_route(fxsv_serving *sv, const char *name, int64_t version, fxsv
     return fxsv_serving_acquire(sv, name, version, out, err, errlen);
 }
 
-/* The instance of the canary version: the one served now when it is that
- * version (another reference), else built from the store. */
+/* The instance of the canary version: the canary or older version served
+ * now when it is that version (another reference), else built from the
+ * store. */
 static int canary_instance(fxsv_serving *sv, const char *name, int64_t version,
                            fxsv_served **out, char *err, size_t errlen)
 {
     pthread_mutex_lock(&sv->mu);
     fxsv_entry *e = fxsv_find_entry(sv, name);
-    *out = e && e->canary && e->canary->version == version ? fxsv_served_ref(e->canary) : NULL;
+    *out = NULL;
+    if (e && e->canary && e->canary->version == version)
+        *out = fxsv_served_ref(e->canary);
+    for (int i = 0; e && !*out && i < e->n_old; i++)
+        if (e->old[i]->version == version)
+            *out = fxsv_served_ref(e->old[i]);
     pthread_mutex_unlock(&sv->mu);
     return *out ? 0 : fxsv_build_served(sv, name, version, out, NULL, err, errlen);
 }

@@ -238,10 +238,9 @@ static int swap_in(fxsv_serving *sv, const char *name, fxsv_served *m, bool stor
     }
     fxsv_served *prev = e->current;
     e->current = m;
-    if (canary != e->canary) { /* a new split (or none) */
+    if (canary != e->canary) { /* the split goes on: it restarts when set */
         prev_canary = e->canary;
         e->canary = canary;
-        e->canary_turn = 0;
         evicted = canary ? fxsv_entry_take_old(e, canary->version) : NULL;
     } else {
         fxsv_served_unref(canary); /* the one served: the entry holds it */

@@ -81,9 +81,9 @@ int fxsv_serving_count_loaded(fxsv_serving *sv);
  * settings (servecfg.h), so a restart serves it again; a loaded model
  * serves or drops it at once (requests in flight finish on the instance
  * they hold), a model loaded later serves it from its load. Of every N
- * requests routed without a version since it was set, exactly
- * floor(N * percent / 100) go to the canary (canary.c). When the main
- * version becomes the canary's (a new import), the canary is turned off.
+ * requests routed without a version since it was set (or the model
+ * loaded), exactly floor(N * percent / 100) go to the canary (canary.c).
+ * When the main version becomes the canary's, the canary is turned off.
  * version 0: off. NOT_FOUND for a model or a canary version not stored,
  * INVALID_ARGUMENT for the main version itself or percent over 100;
  * building it fails as fxsv_serving_load. */

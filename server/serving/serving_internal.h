@@ -31,8 +31,8 @@ typedef struct fxsv_entry {
     fxsv_served *current; /* the main instance */
     fxsv_served *canary;  /* the canary instance, or NULL (canary.c) */
     uint32_t canary_percent;
-    /* Requests without a version since the canary was set, modulo 100 (the
-     * period of the split, canary.c). */
+    /* Requests without a version since the canary was set (or the model
+     * loaded), modulo 100 (the period of the split, canary.c). */
     uint32_t canary_turn;
     fxsv_served *old[FXSV_MAX_OLD_VERSIONS]; /* other versions asked for by number */
     int n_old;
