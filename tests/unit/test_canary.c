@@ -171,6 +171,46 @@ static void test_bad_settings_are_refused(void **state)
     assert_int_equal(c.max_batch_size, 3);
 }
 
+/* The canary set while the model is not loaded is served from its load;
+ * when the main version becomes the canary's (here: version 2's file is
+ * damaged, so after a restart the latest usable version is 1), the canary
+ * is turned off: it has been promoted. */
+static void test_load_serves_it_and_promotion_ends_it(void **state)
+{
+    fixture *f = *state;
+    char err[512];
+    assert_int_equal(fxsv_serving_unload(f->sv, "default/m", err, sizeof err), 0);
+    assert_int_equal(fxsv_serving_set_canary(f->sv, "default/m", 1, 50, err, sizeof err), 0);
+    fxsv_served **all;
+    int n;
+    assert_int_equal(fxsv_serving_list(f->sv, &all, &n), 0);
+    assert_int_equal(n, 0); /* stored only */
+    free(all);
+    assert_int_equal(fxsv_serving_load(f->sv, "default/m", err, sizeof err), 0);
+    assert_int_equal(route(f), 2);
+    assert_int_equal(route(f), 1);
+    /* a restart with version 2 unusable */
+    fxsv_serving_free(f->sv);
+    fxdb_store_close(f->st);
+    FILE *w = fopen(tu_pathf("%s/models/default/m/v2.safetensors", f->dir), "ab");
+    assert_non_null(w);
+    fputs("damage", w);
+    fclose(w);
+    assert_int_equal(fxdb_store_open(f->dir, &f->st, err, sizeof err), 0);
+    assert_int_equal(fxsv_serving_create(f->st, NULL, &f->sv, err, sizeof err), 0);
+    if (fxsv_serving_load(f->sv, "default/m", err, sizeof err))
+        fail_msg("%s", err);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(route(f), 1);
+    fxsv_canary cn;
+    assert_int_equal(fxsv_canary_load(f->st, "default/m", &cn, err, sizeof err), 0);
+    assert_int_equal(cn.version, 0);
+    assert_int_equal(fxsv_serving_list(f->sv, &all, &n), 0);
+    assert_int_equal(n, 1);
+    fxsv_served_release(all[0]);
+    free(all);
+}
+
 /* ------------------------------------------------------------ the race */
 
 #define MAX_PENDING 64
@@ -339,6 +379,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_split_is_exact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_settings_are_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_load_serves_it_and_promotion_ends_it, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_changes_while_requests_flow, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
