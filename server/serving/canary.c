@@ -188,8 +188,8 @@ int fxsv_serving_set_canary(fxsv_serving *sv, const char *name, int64_t version,
     fxsv_unlock_name(sv, l);
     if (dropped)
         fxsv_record_unloaded(prev->rec);
-    fxsv_served_unref(prev); /* requests in flight hold their own references */
-    fxsv_served_unref(evicted);
-    fxsv_served_unref(built);
+    fxsv_served_release(prev); /* requests in flight hold their own references */
+    fxsv_served_release(evicted);
+    fxsv_served_release(built);
     return rc;
 }

@@ -20,7 +20,7 @@ typedef fxsv_name_lock name_lock;
 
 /* ------------------------------------------------------------ instances */
 
-void fxsv_served_unref(fxsv_served *m)
+static void served_unref(fxsv_served *m)
 {
     if (!m || atomic_fetch_sub(&m->refs, 1) != 1)
         return;
@@ -31,13 +31,13 @@ void fxsv_served_unref(fxsv_served *m)
     free(m);
 }
 
-fxsv_served *fxsv_served_ref(fxsv_served *m)
+static fxsv_served *ref(fxsv_served *m)
 {
     atomic_fetch_add(&m->refs, 1);
     return m;
 }
 
-void fxsv_served_release(fxsv_served *m) { fxsv_served_unref(m); }
+void fxsv_served_release(fxsv_served *m) { served_unref(m); }
 const fxg_graph *fxsv_served_graph(const fxsv_served *m) { return m->g; }
 const char *fxsv_served_name(const fxsv_served *m) { return m->name; }
 int64_t fxsv_served_version(const fxsv_served *m) { return m->version; }
@@ -116,7 +116,7 @@ static int served_from_graph(fxsv_serving *sv, const char *name, int64_t version
             rc = FXS_FAILED_PRECONDITION;
     }
     if (rc) {
-        fxsv_served_unref(m);
+        served_unref(m);
         return rc;
     }
     fxsv_record_loaded(m->rec);
@@ -126,8 +126,8 @@ static int served_from_graph(fxsv_serving *sv, const char *name, int64_t version
 
 /* Builds the graph of a stored version (0: latest) with its weights;
  * *stored_loaded (optional): the store's "loaded" flag of the model. */
-int fxsv_build_served(fxsv_serving *sv, const char *name, int64_t version, fxsv_served **out,
-                      bool *stored_loaded, char *err, size_t errlen)
+static int build_served(fxsv_serving *sv, const char *name, int64_t version, fxsv_served **out,
+                        bool *stored_loaded, char *err, size_t errlen)
 {
     fxm_load_opts o = { .max_params = sv->o.max_params, .inference_only = true };
     fxm_loaded l;
@@ -141,7 +141,7 @@ int fxsv_build_served(fxsv_serving *sv, const char *name, int64_t version, fxsv_
 
 /* -------------------------------------------------------------- registry */
 
-entry *fxsv_find_entry(fxsv_serving *sv, const char *name)
+static entry *find_entry(fxsv_serving *sv, const char *name)
 {
     for (entry *e = sv->entries; e; e = e->next)
         if (strcmp(e->name, name) == 0)
@@ -154,21 +154,21 @@ static void entry_clear(entry *e, bool unloaded)
 {
     if (unloaded)
         fxsv_record_unloaded(e->current->rec);
-    fxsv_served_unref(e->current);
+    served_unref(e->current);
     if (unloaded && e->canary)
         fxsv_record_unloaded(e->canary->rec);
-    fxsv_served_unref(e->canary);
+    served_unref(e->canary);
     for (int i = 0; i < e->n_old; i++) {
         if (unloaded)
             fxsv_record_unloaded(e->old[i]->rec);
-        fxsv_served_unref(e->old[i]);
+        served_unref(e->old[i]);
     }
     free(e->name);
     free(e);
 }
 
 /* Takes the change lock of a model (see name_lock); NULL when out of memory. */
-name_lock *fxsv_lock_name(fxsv_serving *sv, const char *name)
+static name_lock *lock_name(fxsv_serving *sv, const char *name)
 {
     pthread_mutex_lock(&sv->mu);
     name_lock *l = sv->locks;
@@ -190,7 +190,7 @@ name_lock *fxsv_lock_name(fxsv_serving *sv, const char *name)
     return l;
 }
 
-void fxsv_unlock_name(fxsv_serving *sv, name_lock *l)
+static void unlock_name(fxsv_serving *sv, name_lock *l)
 {
     pthread_mutex_unlock(&l->mu);
     pthread_mutex_lock(&sv->mu);
@@ -223,14 +223,14 @@ static int swap_in(fxsv_serving *sv, const char *name, fxsv_served *m, bool stor
     fxsv_served *canary = fxsv_canary_for_load(sv, name, version, &percent);
     fxsv_served *prev_canary = NULL, *evicted = NULL;
     pthread_mutex_lock(&sv->mu);
-    entry *e = fxsv_find_entry(sv, name);
+    entry *e = find_entry(sv, name);
     if (!e) {
         e = calloc(1, sizeof *e);
         if (!e || !(e->name = strdup(name))) {
             pthread_mutex_unlock(&sv->mu);
             free(e);
-            fxsv_served_unref(m);
-            fxsv_served_unref(canary);
+            served_unref(m);
+            served_unref(canary);
             return lock_failed(err, errlen);
         }
         e->next = sv->entries;
@@ -243,13 +243,13 @@ static int swap_in(fxsv_serving *sv, const char *name, fxsv_served *m, bool stor
         e->canary = canary;
         evicted = canary ? fxsv_entry_take_old(e, canary->version) : NULL;
     } else {
-        fxsv_served_unref(canary); /* the one served: the entry holds it */
+        served_unref(canary); /* the one served: the entry holds it */
     }
     e->canary_percent = percent;
     pthread_mutex_unlock(&sv->mu);
-    fxsv_served_unref(prev); /* requests in flight hold their own reference */
-    fxsv_served_unref(prev_canary);
-    fxsv_served_unref(evicted);
+    served_unref(prev); /* requests in flight hold their own reference */
+    served_unref(prev_canary);
+    served_unref(evicted);
     fxl_log(FXL_INFO, "serving", "model loaded model=%s version=%lld", name, (long long)version);
     /* Served now; the flag makes a restart serve it too. */
     return stored_loaded ? 0 : fxdb_store_set_loaded(sv->st, name, true, err, errlen);
@@ -264,18 +264,18 @@ static int load_locked(fxsv_serving *sv, const char *name, bool only_if_loaded, 
         return 0;
     fxsv_served *m;
     bool stored_loaded = false;
-    int rc = fxsv_build_served(sv, name, 0, &m, &stored_loaded, err, errlen);
+    int rc = build_served(sv, name, 0, &m, &stored_loaded, err, errlen);
     return rc ? rc : swap_in(sv, name, m, stored_loaded, err, errlen);
 }
 
 static int load_or_reload(fxsv_serving *sv, const char *name, bool only_if_loaded, char *err,
                           size_t errlen)
 {
-    name_lock *l = fxsv_lock_name(sv, name);
+    name_lock *l = lock_name(sv, name);
     if (!l)
         return lock_failed(err, errlen);
     int rc = load_locked(sv, name, only_if_loaded, err, errlen);
-    fxsv_unlock_name(sv, l);
+    unlock_name(sv, l);
     return rc;
 }
 
@@ -292,7 +292,7 @@ int fxsv_serving_reload(fxsv_serving *sv, const char *name, char *err, size_t er
 int fxsv_serving_load_graph(fxsv_serving *sv, const char *name, int64_t version, fxg_graph *g,
                            char *err, size_t errlen)
 {
-    name_lock *l = fxsv_lock_name(sv, name);
+    name_lock *l = lock_name(sv, name);
     if (!l) {
         fxg_free(g);
         return lock_failed(err, errlen);
@@ -314,7 +314,7 @@ int fxsv_serving_load_graph(fxsv_serving *sv, const char *name, int64_t version,
     } else if (rc) {
         fxg_free(g);
     }
-    fxsv_unlock_name(sv, l);
+    unlock_name(sv, l);
     return rc;
 }
 
@@ -326,9 +326,9 @@ static int check_config(fxsv_serving *sv, const char *name, const fxb_config *c,
 {
     fxsv_served *m = NULL;
     pthread_mutex_lock(&sv->mu);
-    entry *e = fxsv_find_entry(sv, name);
+    entry *e = find_entry(sv, name);
     if (e)
-        m = fxsv_served_ref(e->current);
+        m = ref(e->current);
     pthread_mutex_unlock(&sv->mu);
     fxg_graph *own = NULL;
     fxdb_model_rec rec;
@@ -356,14 +356,14 @@ static int check_config(fxsv_serving *sv, const char *name, const fxb_config *c,
     if (!rc && g)
         rc = check_one_sample("serving setting memory_limit_bytes", g, c, dev, err, errlen);
     fxg_free(own);
-    fxsv_served_unref(m);
+    served_unref(m);
     return rc;
 }
 
 int fxsv_serving_set_config(fxsv_serving *sv, const char *name, const fxb_config *c, char *err,
                            size_t errlen)
 {
-    name_lock *l = fxsv_lock_name(sv, name);
+    name_lock *l = lock_name(sv, name);
     if (!l)
         return lock_failed(err, errlen);
     int rc = check_config(sv, name, c, err, errlen);
@@ -373,7 +373,7 @@ int fxsv_serving_set_config(fxsv_serving *sv, const char *name, const fxb_config
     fxsv_served *old[MAX_OLD_VERSIONS];
     int n_old = 0;
     pthread_mutex_lock(&sv->mu);
-    entry *e = rc ? NULL : fxsv_find_entry(sv, name);
+    entry *e = rc ? NULL : find_entry(sv, name);
     fxsv_served *canary = NULL; /* rebuilt with the main one (swap_in) */
     if (e) {
         n_old = e->n_old;
@@ -384,17 +384,17 @@ int fxsv_serving_set_config(fxsv_serving *sv, const char *name, const fxb_config
     }
     pthread_mutex_unlock(&sv->mu);
     for (int i = 0; i < n_old; i++)
-        fxsv_served_unref(old[i]);
-    fxsv_served_unref(canary);
+        served_unref(old[i]);
+    served_unref(canary);
     if (e) /* the one served: rebuilt now */
         rc = load_locked(sv, name, false, err, errlen);
-    fxsv_unlock_name(sv, l);
+    unlock_name(sv, l);
     return rc;
 }
 
 int fxsv_serving_unload(fxsv_serving *sv, const char *name, char *err, size_t errlen)
 {
-    name_lock *l = fxsv_lock_name(sv, name);
+    name_lock *l = lock_name(sv, name);
     if (!l)
         return lock_failed(err, errlen);
     pthread_mutex_lock(&sv->mu);
@@ -412,7 +412,7 @@ int fxsv_serving_unload(fxsv_serving *sv, const char *name, char *err, size_t er
         snprintf(err, errlen, "%s", serr);
     else if (!e)
         snprintf(err, errlen, "model '%s' is not loaded", name);
-    fxsv_unlock_name(sv, l);
+    unlock_name(sv, l);
     if (e) {
         entry_clear(e, true);
         fxl_log(FXL_INFO, "serving", "model unloaded model=%s", name);
@@ -423,7 +423,7 @@ int fxsv_serving_unload(fxsv_serving *sv, const char *name, char *err, size_t er
 bool fxsv_serving_is_loaded(fxsv_serving *sv, const char *name, int64_t *version)
 {
     pthread_mutex_lock(&sv->mu);
-    entry *e = fxsv_find_entry(sv, name);
+    entry *e = find_entry(sv, name);
     if (e && version)
         *version = e->current->version;
     pthread_mutex_unlock(&sv->mu);
@@ -469,10 +469,10 @@ int fxsv_serving_acquire(fxsv_serving *sv, const char *name, int64_t version, fx
                         char *err, size_t errlen)
 {
     pthread_mutex_lock(&sv->mu);
-    entry *e = fxsv_find_entry(sv, name);
+    entry *e = find_entry(sv, name);
     fxsv_served *m = e ? cached(e, version) : NULL;
     if (m)
-        *out = fxsv_served_ref(m);
+        *out = ref(m);
     pthread_mutex_unlock(&sv->mu);
     if (m)
         return 0;
@@ -487,27 +487,27 @@ int fxsv_serving_acquire(fxsv_serving *sv, const char *name, int64_t version, fx
     }
     /* An older version, loaded on demand (outside the lock: it reads files). */
     fxsv_served *built;
-    int rc = fxsv_build_served(sv, name, version, &built, NULL, err, errlen);
+    int rc = build_served(sv, name, version, &built, NULL, err, errlen);
     if (rc)
         return rc;
     fxsv_served *evicted = NULL;
     pthread_mutex_lock(&sv->mu);
-    e = fxsv_find_entry(sv, name);
+    e = find_entry(sv, name);
     m = e ? cached(e, version) : NULL;
     if (m) {                /* another request built it meanwhile, or unloaded */
-        *out = fxsv_served_ref(m);
+        *out = ref(m);
     } else if (e) {
         if (e->n_old == MAX_OLD_VERSIONS) {
             evicted = e->old[0];
             memmove(e->old, e->old + 1, sizeof e->old[0] * (MAX_OLD_VERSIONS - 1));
             e->n_old--;
         }
-        e->old[e->n_old++] = fxsv_served_ref(built);
-        *out = fxsv_served_ref(built);
+        e->old[e->n_old++] = ref(built);
+        *out = ref(built);
     }
     pthread_mutex_unlock(&sv->mu);
-    fxsv_served_unref(built);
-    fxsv_served_unref(evicted);
+    served_unref(built);
+    served_unref(evicted);
     if (!e) {
         snprintf(err, errlen, "model '%s' was unloaded", name);
         return FXS_FAILED_PRECONDITION;
@@ -525,17 +525,28 @@ int fxsv_serving_list(fxsv_serving *sv, fxsv_served ***out, int *n)
     int k = 0;
     if (arr)
         for (entry *e = sv->entries; e; e = e->next) {
-            arr[k++] = fxsv_served_ref(e->current);
+            arr[k++] = ref(e->current);
             if (e->canary)
-                arr[k++] = fxsv_served_ref(e->canary);
+                arr[k++] = ref(e->canary);
             for (int i = 0; i < e->n_old; i++)
-                arr[k++] = fxsv_served_ref(e->old[i]);
+                arr[k++] = ref(e->old[i]);
         }
     pthread_mutex_unlock(&sv->mu);
     *out = arr;
     *n = k;
     return arr ? 0 : FXS_RESOURCE_EXHAUSTED;
 }
+
+/* serving_internal.h's names of the helpers above, for canary.c */
+fxsv_served *fxsv_served_ref(fxsv_served *m) { return ref(m); }
+int fxsv_build_served(fxsv_serving *sv, const char *name, int64_t version, fxsv_served **out,
+                      bool *stored_loaded, char *err, size_t errlen)
+{
+    return build_served(sv, name, version, out, stored_loaded, err, errlen);
+}
+fxsv_entry *fxsv_find_entry(fxsv_serving *sv, const char *name) { return find_entry(sv, name); }
+fxsv_name_lock *fxsv_lock_name(fxsv_serving *sv, const char *name) { return lock_name(sv, name); }
+void fxsv_unlock_name(fxsv_serving *sv, fxsv_name_lock *l) { unlock_name(sv, l); }
 
 /* ----------------------------------------------------------- statistics */
 
@@ -577,7 +588,7 @@ static void request_done(void *user, int status, const char *err, const fxb_outp
     p->r.send(p->r.user, st, st == status ? err : NULL);
     fxsv_served *m = p->m;
     free(p);
-    fxsv_served_unref(m); /* may be the last reference: done calls may free (batcher.h) */
+    served_unref(m); /* may be the last reference: done calls may free (batcher.h) */
 }
 
 int fxsv_submit(fxsv_served *m, const fxsv_request *r, char *err, size_t errlen)
@@ -587,7 +598,7 @@ int fxsv_submit(fxsv_served *m, const fxsv_request *r, char *err, size_t errlen)
     if (!p) {
         snprintf(err, errlen, "out of memory");
     } else {
-        *p = (pending){ .m = fxsv_served_ref(m), .r = *r };
+        *p = (pending){ .m = ref(m), .r = *r };
         fxsv_record_in_flight(m->rec, 1);
         fxb_request br = { .inputs = r->inputs, .priority = r->priority,
                            .timeout_us = r->timeout_us, .deadline_ns = r->deadline_ns,
@@ -596,7 +607,7 @@ int fxsv_submit(fxsv_served *m, const fxsv_request *r, char *err, size_t errlen)
         if (!(rc = fxb_submit(m->b, &br, err, errlen)))
             return 0;
         fxsv_record_in_flight(m->rec, -1);
-        fxsv_served_unref(m); /* not the last: the caller holds m */
+        served_unref(m); /* not the last: the caller holds m */
         free(p);
     }
     fxb_timing t = { .queue_ns = fxu_mono_ns() - r->received_ns };

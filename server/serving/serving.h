@@ -1,8 +1,9 @@
 /*
  * serving.h - the models being served (serving/, prefix fxsv_; the batcher
  * inside it is fxb_). This module owns: for each loaded model, the graph of
- * the version it serves (and of older versions asked for by number); loading,
- * reloading and unloading them; their inference requests (fxsv_submit hides
+ * the version it serves (and of its canary, canary.c, and of older versions
+ * asked for by number); loading, reloading and unloading them; their
+ * inference requests (fxsv_submit hides
  * the batcher, batcher.h, which forms and runs the batches, and batch_io.h,
  * which moves their data); and their statistics, of which it is the only
  * writer. Settings: servecfg.h; devices and memory limits: devices.h.

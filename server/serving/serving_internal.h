@@ -59,9 +59,8 @@ struct fxsv_serving {
     fxsv_records *records; /* statistics per (model, version) */
 };
 
+/* Another reference (drop it with fxsv_served_release, which takes NULL). */
 fxsv_served *fxsv_served_ref(fxsv_served *m);
-/* Drops a reference (NULL: nothing); the last frees the instance. */
-void fxsv_served_unref(fxsv_served *m);
 /* The instance of a stored version (0: the main one) built from the store
  * and batched by the model's stored settings; *stored_loaded (optional):
  * the store's "loaded" flag of the model. Status codes as store.h. */

@@ -267,11 +267,14 @@ static void race_send(void *user, int status, const char *err)
 /* Routes and submits requests without a version (every eighth names
  * version 1) until told to stop; each is answered on a serving thread or
  * inline. */
+/* The requests' input: read until each is sent, which may be after its
+ * sender thread has ended, so not on that thread's stack. */
+static const float X[4] = { 1, 2, 3, 4 };
+static const fxsv_input IN = { .ndim = 2, .shape = { 1, 4 }, .data = X };
+
 static void *sender(void *arg)
 {
     race *r = arg;
-    float x[4] = { 1, 2, 3, 4 };
-    fxsv_input in = { .ndim = 2, .shape = { 1, 4 }, .data = x };
     char err[512];
     for (int i = 0; !atomic_load(&r->stop); i++) {
         fxsv_served *m;
@@ -290,7 +293,7 @@ static void *sender(void *arg)
             pthread_cond_wait(&r->cv, &r->mu);
         r->pending++;
         pthread_mutex_unlock(&r->mu);
-        fxsv_request q = { .inputs = &in, .samples = 1, .received_ns = fxu_mono_ns(),
+        fxsv_request q = { .inputs = &IN, .samples = 1, .received_ns = fxu_mono_ns(),
                            .answer = race_answer, .send = race_send, .user = u,
                            .may_run_inline = i % 2 == 0 };
         rc = fxsv_submit(m, &q, err, sizeof err);
