@@ -6,10 +6,13 @@ n when floor((n + 1) P / 100) > floor(n P / 100). ModelStatistics and the
 metrics count per version; explicit versions bypass the split; the setting
 survives a restart; turning it on, off and changing it while requests flow
 from many threads fails no request (run under ASan by the sanitizer suite)."""
+import json
 import os
 import subprocess
+import tempfile
 import threading
 import unittest
+import urllib.request
 
 import fxtest
 from fxtest import C, Daemon, mlp_spec, np, randn
@@ -266,6 +269,36 @@ class CanaryRestartTest(unittest.TestCase):
         self.assertEqual(counts(c, "idle"), {})    # not loaded: neither version served
         c.load_model("idle")
         self.assertEqual(versions_of(c, "idle", 4), [2, 1, 2, 1])
+        d.stop()
+
+
+class CanaryHttpTest(unittest.TestCase):
+
+    def test_http_infer_is_split_too(self):
+        """POST /v2/models/NAME/infer (no version) takes the same split;
+        /versions/N/infer goes to N."""
+        port_file = os.path.join(tempfile.mkdtemp(dir=fxtest._WORK), "http-port")
+        d = Daemon(["--http-listen", "127.0.0.1:0", "--http-port-file", port_file],
+                   name="canary-http").start()
+        with open(port_file) as f:
+            port = int(f.read())
+        c = d.client()
+        two_versions(c, "web")
+        c.set_canary("web", 1, 50)
+        body = json.dumps({"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32",
+                                       "data": X.ravel().tolist()}]}).encode()
+
+        def post(path):
+            req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), data=body,
+                                         method="POST")
+            with urllib.request.urlopen(req, timeout=60) as r:
+                doc = json.loads(r.read())
+            if "model_version" not in doc:
+                self.skipTest("the KServe codec is not built in")
+            return int(doc["model_version"])
+        self.assertEqual([post("/v2/models/web/infer") for _ in range(6)], split(50, 6))
+        self.assertEqual([post("/v2/models/web/versions/2/infer") for _ in range(3)], [2] * 3)
+        self.assertEqual(counts(c, "web"), {1: 3, 2: 6})
         d.stop()
 
 
