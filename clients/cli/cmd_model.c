@@ -63,6 +63,16 @@ static void print_attrs(const Fluxion__V1__Node *n)
     }
 }
 
+/* "version 3, 10% of the requests without a version" or "none". */
+static void print_canary_line(const char *title, const Fluxion__V1__CanaryConfig *cn)
+{
+    if (cn && cn->version)
+        printf("%sversion %" PRId64 ", %u%% of the requests without a version\n", title,
+               cn->version, cn->percent);
+    else
+        printf("%snone\n", title);
+}
+
 static void print_model(const ProtobufCMessage *msg, const void *arg)
 {
     (void)arg;
@@ -107,6 +117,7 @@ static void print_model(const ProtobufCMessage *msg, const void *arg)
             printf("%s\n", m->parameters[i]->trainable ? "" : "  (buffer)");
         }
     }
+    print_canary_line("canary:      ", m->serving_config ? m->serving_config->canary : NULL);
     printf("versions:\n");
     for (size_t i = 0; i < m->n_versions; i++) {
         const Fluxion__V1__ModelVersion *v = m->versions[i];
@@ -559,6 +570,7 @@ static void print_config(const ProtobufCMessage *msg, const void *arg)
                                                                  : "(the server's first)");
     printf("memory_limit_bytes:    %" PRIu64 "%s\n", m->memory_limit_bytes,
            m->memory_limit_bytes ? "" : " (none)");
+    print_canary_line("canary:                ", m->canary);
 }
 
 /* `model config NAME [--setting VALUE ...] [--reset]`: with no setting,
@@ -596,6 +608,55 @@ static int cmd_config(cli_ctx *c, const cli_args *a)
     const Fluxion__V1__Model *m = (const void *)resp;
     Fluxion__V1__BatchingConfig none = FLUXION__V1__BATCHING_CONFIG__INIT;
     rc = cli_show(c, m->serving_config ? &m->serving_config->base : &none.base, print_config, NULL);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return rc;
+}
+
+/* ----------------------------------------------------------------- canary */
+
+static void print_canary(const ProtobufCMessage *msg, const void *arg)
+{
+    print_canary_line("canary: ", (const Fluxion__V1__CanaryConfig *)msg);
+}
+
+/* `model canary NAME VERSION --percent P` / `model canary NAME --off`;
+ * `model canary NAME` shows it (GetModel). */
+static int cmd_canary(cli_ctx *c, const cli_args *a)
+{
+    bool off = a->opt[1] != NULL;
+    Fluxion__V1__SetCanaryRequest req = FLUXION__V1__SET_CANARY_REQUEST__INIT;
+    req.name = (char *)a->pos[0];
+    req.off = off;
+    if (off && (a->pos[1] || a->opt[0]))
+        return cli_usage_error("model canary: --off takes no VERSION or --percent");
+    if (!off && a->pos[1] && !a->opt[0])
+        return cli_usage_error("model canary: --percent P is required with VERSION");
+    if (!off && !a->pos[1] && a->opt[0])
+        return cli_usage_error("model canary: --percent needs the canary VERSION");
+    if (!off && a->pos[1]) {
+        if (cli_parse_positive("VERSION", a->pos[1], &req.version))
+            return CLI_ERR_USAGE;
+        char *end;
+        errno = 0;
+        unsigned long long x = strtoull(a->opt[0], &end, 10);
+        if (errno || end == a->opt[0] || *end || *a->opt[0] == '-' || x > 100)
+            return cli_usage_error("model canary: --percent: '%s' is not an integer in [0, 100]",
+                                   a->opt[0]);
+        req.percent = (uint32_t)x;
+    }
+    if (off || a->pos[1])
+        return cli_call_print(c, &fluxion__v1__model_service__descriptor, "SetCanary",
+                              &req.base, print_canary, NULL);
+    Fluxion__V1__GetModelRequest get = FLUXION__V1__GET_MODEL_REQUEST__INIT;
+    get.name = (char *)a->pos[0];
+    ProtobufCMessage *resp;
+    int rc = cli_unary(c, &fluxion__v1__model_service__descriptor, "GetModel", &get.base, &resp);
+    if (rc)
+        return rc;
+    const Fluxion__V1__Model *m = (const void *)resp;
+    Fluxion__V1__CanaryConfig none = FLUXION__V1__CANARY_CONFIG__INIT;
+    const Fluxion__V1__CanaryConfig *cn = m->serving_config ? m->serving_config->canary : NULL;
+    rc = cli_show(c, cn ? &cn->base : &none.base, print_canary, NULL);
     protobuf_c_message_free_unpacked(resp, NULL);
     return rc;
 }
@@ -729,5 +790,19 @@ const cli_command cli_model_commands[] = {
       {"memory-limit-bytes", 0, "N", "weights + batches on the device; 0: none (default)"},
       {"reset", 0, NULL, "start from the defaults"}},
      cmd_config},
+    {"model canary",
+     "NAME [VERSION --percent P | --off]",
+     "show, set or stop a model's canary (a second version taking P% of requests)",
+     "Serves VERSION beside the main version, with the same batching settings:\n"
+     "P% of the inference requests that name no version go to it (exactly: of\n"
+     "every N requests, floor(N * P / 100), spread evenly); requests naming a\n"
+     "version go to that version. ModelStatistics and the metrics are per\n"
+     "version, so they show the split. Stored with the model's serving settings:\n"
+     "a restart serves it again. --off stops it; with neither, shows it.\n",
+     1,
+     2,
+     {{"percent", 0, "P", "the canary's share of requests without a version, 0..100"},
+      {"off", 0, NULL, "stop the canary: every request goes to the main version"}},
+     cmd_canary},
 };
 const size_t cli_n_model_commands = sizeof cli_model_commands / sizeof cli_model_commands[0];

@@ -47,8 +47,10 @@ static bool parse_version(const char *s, int64_t *v, char *err, size_t errlen)
     return true;
 }
 
-fxsv_served *fxa_acquire_served(fxr_call *call, fxa_daemon *d, const char *name,
-                                const char *version)
+/* route: an inference request, which a canary may take (serving.h
+ * fxsv_serving_route); else the instance the version names. */
+static fxsv_served *acquire(fxr_call *call, fxa_daemon *d, const char *name, const char *version,
+                            bool route)
 {
     char err[FXS_ERRLEN], key[FXP_KEY_MAX];
     int64_t v;
@@ -59,12 +61,19 @@ fxsv_served *fxa_acquire_served(fxr_call *call, fxa_daemon *d, const char *name,
         fxr_fail(call, FXS_INVALID_ARGUMENT, "%s", err);
         return NULL;
     }
-    int rc = fxsv_serving_acquire(d->serving, key, v, &m, err, sizeof err);
+    int rc = route ? fxsv_serving_route(d->serving, key, v, &m, err, sizeof err)
+                   : fxsv_serving_acquire(d->serving, key, v, &m, err, sizeof err);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return NULL;
     }
     return m;
+}
+
+fxsv_served *fxa_acquire_served(fxr_call *call, fxa_daemon *d, const char *name,
+                                const char *version)
+{
+    return acquire(call, d, name, version, false);
 }
 
 /* ------------------------------------------------------- health, metadata */
@@ -518,7 +527,7 @@ static void model_infer(fxr_call *call, const ProtobufCMessage *msg, void *data)
     fxa_daemon *d = data;
     const InferReq *req = (const void *)msg;
     uint64_t t_received = fxu_mono_ns();
-    fxsv_served *m = fxa_acquire_served(call, d, req->model_name, req->model_version);
+    fxsv_served *m = acquire(call, d, req->model_name, req->model_version, true);
     if (!m)
         return;
     infer_job *j = calloc(1, sizeof *j);

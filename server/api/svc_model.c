@@ -70,6 +70,12 @@ static Fluxion__V1__BatchingConfig *config_msg(pba *a, fxdb_store *st, const cha
         fxb_config_default(c);
     }
     fxsv_cfg_to_msg(c, m, pref);
+    fxsv_canary cn;
+    if (fxsv_canary_load(st, name, &cn, err, sizeof err) == 0 && cn.version &&
+        (m->canary = PBA_NEW(a, Fluxion__V1__CanaryConfig, fluxion__v1__canary_config__init))) {
+        m->canary->version = cn.version;
+        m->canary->percent = cn.percent;
+    }
     return m;
 }
 
@@ -474,9 +480,39 @@ static void set_serving_config(fxr_call *call, const ProtobufCMessage *msg, void
     fxl_log(FXL_INFO, "models", "serving config set model=%s enabled=%d max_batch_size=%u "
             "max_queue_delay_us=%llu instances=%u", key, c.enabled, c.max_batch_size,
             (unsigned long long)c.max_queue_delay_us, c.instances);
-    Fluxion__V1__BatchingConfig out = FLUXION__V1__BATCHING_CONFIG__INIT;
-    uint32_t pref[FXB_MAX_PREFERRED];
-    fxsv_cfg_to_msg(&c, &out, pref);
+    pba a = { 0 };
+    Fluxion__V1__BatchingConfig *out = config_msg(&a, d->store, key); /* with the canary */
+    if (!out || a.failed)
+        fxr_fail(call, FXS_RESOURCE_EXHAUSTED, "out of memory building the reply");
+    else
+        fxr_reply(call, &out->base);
+    pba_free(&a);
+}
+
+/* Sets or turns off a model's canary (serving.h fxsv_serving_set_canary). */
+static void set_canary(fxr_call *call, const ProtobufCMessage *msg, void *data)
+{
+    fxa_daemon *d = data;
+    const Fluxion__V1__SetCanaryRequest *req = (const void *)msg;
+    char err[FXS_ERRLEN], key[FXP_KEY_MAX];
+    if (!fxa_key(call, "model", req->name, key, sizeof key) ||
+        !fxa_model_stored_or_fail(d, call, key))
+        return;
+    if (!req->off && req->version <= 0) {
+        fxr_fail(call, FXS_INVALID_ARGUMENT, "version: %lld is not a version number (1, 2, ...); "
+                 "set off to turn the canary off", (long long)req->version);
+        return;
+    }
+    int64_t version = req->off ? 0 : req->version;
+    uint32_t percent = req->off ? 0 : req->percent;
+    int rc = fxsv_serving_set_canary(d->serving, key, version, percent, err, sizeof err);
+    if (rc) {
+        fxr_fail(call, rc, "model '%s': %s", fxa_show(call, key), err);
+        return;
+    }
+    Fluxion__V1__CanaryConfig out = FLUXION__V1__CANARY_CONFIG__INIT;
+    out.version = version;
+    out.percent = percent;
     fxr_reply(call, &out.base);
 }
 
@@ -493,6 +529,7 @@ int fxa_register_model_service(fxa_daemon *d)
         { "SetServingConfig", FXR_UNARY, FXP_WRITE, set_serving_config },
         { "UpdateModelSpec", FXR_UNARY, FXP_WRITE, fxa_update_model_spec },
         { "ImportOnnx", FXR_CLIENT_STREAM, FXP_WRITE, fxa_import_onnx },
+        { "SetCanary", FXR_UNARY, FXP_WRITE, set_canary },
     };
     return fxr_server_add_service(d->rpc, &fluxion__v1__model_service__descriptor, methods,
                                   (int)(sizeof methods / sizeof methods[0]), d);

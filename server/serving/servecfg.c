@@ -250,35 +250,43 @@ void fxsv_cfg_to_msg(const fxb_config *c, Fluxion__V1__BatchingConfig *m, uint32
 /* ---------------------------------------------------------------- store */
 
 /* The stored record is the packed message (store/servecfg_tab.c keeps the
- * bytes), so fields can grow without migrations. */
+ * bytes), so fields can grow without migrations. The batching settings and
+ * the canary share it: each is saved by reading the other back, under the
+ * model's change lock (serving.c), so neither overwrites the other. */
 
-int fxsv_cfg_load(fxdb_store *st, const char *model, fxb_config *c, char *err, size_t errlen)
+/* The stored message, or *out NULL when none is stored. */
+static int read_record(fxdb_store *st, const char *model, Fluxion__V1__BatchingConfig **out,
+                       char *err, size_t errlen)
 {
-    fxb_config_default(c);
+    *out = NULL;
     void *packed = NULL;
     size_t len = 0;
     int rc = fxdb_servecfg_get(st, model, &packed, &len, err, errlen);
     if (rc == FXS_NOT_FOUND)
-        return 0; /* the defaults */
+        return 0;
     if (rc)
         return rc;
-    Fluxion__V1__BatchingConfig *m = fluxion__v1__batching_config__unpack(NULL, len, packed);
+    *out = fluxion__v1__batching_config__unpack(NULL, len, packed);
     free(packed);
-    if (!m) {
+    if (!*out) {
         snprintf(err, errlen, "store: the serving config of '%s' does not parse", model);
         return FXS_INTERNAL;
     }
-    rc = fxsv_cfg_apply(c, m, NULL, 0, err, errlen);
-    fluxion__v1__batching_config__free_unpacked(m, NULL);
-    return rc;
+    return 0;
 }
 
-int fxsv_cfg_save(fxdb_store *st, const char *model, const fxb_config *c, char *err,
-                 size_t errlen)
+static int write_record(fxdb_store *st, const char *model, const fxb_config *c,
+                        const fxsv_canary *cn, char *err, size_t errlen)
 {
     Fluxion__V1__BatchingConfig m = FLUXION__V1__BATCHING_CONFIG__INIT;
+    Fluxion__V1__CanaryConfig canary = FLUXION__V1__CANARY_CONFIG__INIT;
     uint32_t pref[FXB_MAX_PREFERRED];
     fxsv_cfg_to_msg(c, &m, pref);
+    if (cn->version) {
+        canary.version = cn->version;
+        canary.percent = cn->percent;
+        m.canary = &canary;
+    }
     size_t len = fluxion__v1__batching_config__get_packed_size(&m);
     uint8_t *packed = malloc(len + 1);
     if (!packed) {
@@ -291,3 +299,44 @@ int fxsv_cfg_save(fxdb_store *st, const char *model, const fxb_config *c, char *
     return rc;
 }
 
+int fxsv_cfg_load(fxdb_store *st, const char *model, fxb_config *c, char *err, size_t errlen)
+{
+    fxb_config_default(c);
+    Fluxion__V1__BatchingConfig *m;
+    int rc = read_record(st, model, &m, err, errlen);
+    if (rc || !m)
+        return rc; /* !m: the defaults */
+    rc = fxsv_cfg_apply(c, m, NULL, 0, err, errlen);
+    fluxion__v1__batching_config__free_unpacked(m, NULL);
+    return rc;
+}
+
+int fxsv_canary_load(fxdb_store *st, const char *model, fxsv_canary *out, char *err,
+                    size_t errlen)
+{
+    *out = (fxsv_canary){ 0, 0 };
+    Fluxion__V1__BatchingConfig *m;
+    int rc = read_record(st, model, &m, err, errlen);
+    if (rc || !m)
+        return rc;
+    if (m->canary && m->canary->version > 0)
+        *out = (fxsv_canary){ m->canary->version, m->canary->percent };
+    fluxion__v1__batching_config__free_unpacked(m, NULL);
+    return 0;
+}
+
+int fxsv_cfg_save(fxdb_store *st, const char *model, const fxb_config *c, char *err,
+                 size_t errlen)
+{
+    fxsv_canary cn;
+    int rc = fxsv_canary_load(st, model, &cn, err, errlen);
+    return rc ? rc : write_record(st, model, c, &cn, err, errlen);
+}
+
+int fxsv_canary_save(fxdb_store *st, const char *model, const fxsv_canary *cn, char *err,
+                    size_t errlen)
+{
+    fxb_config c;
+    int rc = fxsv_cfg_load(st, model, &c, err, errlen);
+    return rc ? rc : write_record(st, model, &c, cn, err, errlen);
+}

@@ -40,9 +40,27 @@ int fxsv_cfg_apply_params(fxb_config *c,
  * outlive m. */
 void fxsv_cfg_to_msg(const fxb_config *c, Fluxion__V1__BatchingConfig *m, uint32_t *pref);
 
-/* Stored settings of a model; the defaults when none are stored. */
+/* Stored settings of a model; the defaults when none are stored. Saving
+ * keeps the stored canary (below). */
 int fxsv_cfg_load(fxdb_store *st, const char *model, fxb_config *c, char *err, size_t errlen);
 int fxsv_cfg_save(fxdb_store *st, const char *model, const fxb_config *c, char *err,
                  size_t errlen);
+
+/* A model's canary: a second version served beside the main one, taking
+ * percent (0..100) of the requests that name no version (serving.h
+ * fxsv_serving_set_canary). version 0: none. Stored in the same record as
+ * the batching settings (BatchingConfig.canary), so it needs no migration
+ * and goes with the model when it is deleted. */
+typedef struct {
+    int64_t version;
+    uint32_t percent;
+} fxsv_canary;
+
+/* The stored canary ({0, 0} when none); saving it keeps the batching
+ * settings. Status codes as store.h. */
+int fxsv_canary_load(fxdb_store *st, const char *model, fxsv_canary *out, char *err,
+                    size_t errlen);
+int fxsv_canary_save(fxdb_store *st, const char *model, const fxsv_canary *cn, char *err,
+                    size_t errlen);
 
 #endif

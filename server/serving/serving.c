@@ -1,8 +1,6 @@
 /* serving.c - see serving.h. */
 #include "serving/serving.h"
 
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,48 +10,13 @@
 #include "base/status.h"
 #include "models/models.h"
 #include "serving/servecfg.h"
-#include "serving/stats_internal.h"
+#include "serving/serving_internal.h"
 #include "base/util.h"
 
-#define MAX_OLD_VERSIONS 4
+#define MAX_OLD_VERSIONS FXSV_MAX_OLD_VERSIONS
 
-struct fxsv_served {
-    atomic_int refs;
-    char *name;
-    int64_t version;
-    fxg_graph *g;
-    fxb_batcher *b;     /* runs its requests */
-    fxsv_record *rec;   /* its version's statistics (outlive it) */
-};
-
-typedef struct entry {
-    char *name;
-    fxsv_served *current;
-    fxsv_served *old[MAX_OLD_VERSIONS]; /* other versions asked for by number */
-    int n_old;
-    struct entry *next;
-} entry;
-
-
-/* One model's changes (load, reload, unload, new settings) run one at a
- * time: each builds an instance outside sv->mu and swaps it in under it, and
- * two at once could swap the older build in last, or serve a model again
- * that an unload (or a delete) had just stopped. */
-typedef struct name_lock {
-    char *name;
-    int users;          /* holders and waiters; freed at 0 (under sv->mu) */
-    pthread_mutex_t mu;
-    struct name_lock *next;
-} name_lock;
-
-struct fxsv_serving {
-    fxdb_store *st;
-    fxsv_serving_opts o;
-    pthread_mutex_t mu; /* entries, locks */
-    entry *entries;
-    name_lock *locks;
-    fxsv_records *records; /* statistics per (model, version) */
-};
+typedef fxsv_entry entry;
+typedef fxsv_name_lock name_lock;
 
 /* ------------------------------------------------------------ instances */
 
@@ -192,6 +155,9 @@ static void entry_clear(entry *e, bool unloaded)
     if (unloaded)
         fxsv_record_unloaded(e->current->rec);
     served_unref(e->current);
+    if (unloaded && e->canary)
+        fxsv_record_unloaded(e->canary->rec);
+    served_unref(e->canary);
     for (int i = 0; i < e->n_old; i++) {
         if (unloaded)
             fxsv_record_unloaded(e->old[i]->rec);
@@ -246,12 +212,16 @@ static int lock_failed(char *err, size_t errlen)
     return FXS_RESOURCE_EXHAUSTED;
 }
 
-/* Serves m in place of the one served (or as the first) and marks the
- * model loaded in the store unless it is. Under the model's lock. */
+/* Serves m in place of the one served (or as the first), with the canary
+ * the stored setting asks for beside it, and marks the model loaded in the
+ * store unless it is. Under the model's lock. */
 static int swap_in(fxsv_serving *sv, const char *name, fxsv_served *m, bool stored_loaded,
                    char *err, size_t errlen)
 {
     int64_t version = m->version; /* m is the entry's once swapped in: not ours to read */
+    uint32_t percent = 0;
+    fxsv_served *canary = fxsv_canary_for_load(sv, name, version, &percent);
+    fxsv_served *prev_canary = NULL, *evicted = NULL;
     pthread_mutex_lock(&sv->mu);
     entry *e = find_entry(sv, name);
     if (!e) {
@@ -260,6 +230,7 @@ static int swap_in(fxsv_serving *sv, const char *name, fxsv_served *m, bool stor
             pthread_mutex_unlock(&sv->mu);
             free(e);
             served_unref(m);
+            served_unref(canary);
             return lock_failed(err, errlen);
         }
         e->next = sv->entries;
@@ -267,8 +238,18 @@ static int swap_in(fxsv_serving *sv, const char *name, fxsv_served *m, bool stor
     }
     fxsv_served *prev = e->current;
     e->current = m;
+    if (canary != e->canary) { /* the split goes on: it restarts when set */
+        prev_canary = e->canary;
+        e->canary = canary;
+        evicted = canary ? fxsv_entry_take_old(e, canary->version) : NULL;
+    } else {
+        served_unref(canary); /* the one served: the entry holds it */
+    }
+    e->canary_percent = percent;
     pthread_mutex_unlock(&sv->mu);
     served_unref(prev); /* requests in flight hold their own reference */
+    served_unref(prev_canary);
+    served_unref(evicted);
     fxl_log(FXL_INFO, "serving", "model loaded model=%s version=%lld", name, (long long)version);
     /* Served now; the flag makes a restart serve it too. */
     return stored_loaded ? 0 : fxdb_store_set_loaded(sv->st, name, true, err, errlen);
@@ -393,14 +374,18 @@ int fxsv_serving_set_config(fxsv_serving *sv, const char *name, const fxb_config
     int n_old = 0;
     pthread_mutex_lock(&sv->mu);
     entry *e = rc ? NULL : find_entry(sv, name);
+    fxsv_served *canary = NULL; /* rebuilt with the main one (swap_in) */
     if (e) {
         n_old = e->n_old;
         memcpy(old, e->old, sizeof old[0] * (size_t)n_old);
         e->n_old = 0;
+        canary = e->canary;
+        e->canary = NULL;
     }
     pthread_mutex_unlock(&sv->mu);
     for (int i = 0; i < n_old; i++)
         served_unref(old[i]);
+    served_unref(canary);
     if (e) /* the one served: rebuilt now */
         rc = load_locked(sv, name, false, err, errlen);
     unlock_name(sv, l);
@@ -460,9 +445,23 @@ static fxsv_served *cached(entry *e, int64_t version)
 {
     if (version == 0 || e->current->version == version)
         return e->current;
+    if (e->canary && e->canary->version == version)
+        return e->canary;
     for (int i = 0; i < e->n_old; i++)
         if (e->old[i]->version == version)
             return e->old[i];
+    return NULL;
+}
+
+fxsv_served *fxsv_entry_take_old(entry *e, int64_t version)
+{
+    for (int i = 0; i < e->n_old; i++)
+        if (e->old[i]->version == version) {
+            fxsv_served *m = e->old[i];
+            memmove(e->old + i, e->old + i + 1, sizeof e->old[0] * (size_t)(e->n_old - i - 1));
+            e->n_old--;
+            return m;
+        }
     return NULL;
 }
 
@@ -521,12 +520,14 @@ int fxsv_serving_list(fxsv_serving *sv, fxsv_served ***out, int *n)
     pthread_mutex_lock(&sv->mu);
     int count = 0;
     for (entry *e = sv->entries; e; e = e->next)
-        count += 1 + e->n_old;
+        count += 1 + (e->canary != NULL) + e->n_old;
     fxsv_served **arr = calloc((size_t)count + 1, sizeof *arr);
     int k = 0;
     if (arr)
         for (entry *e = sv->entries; e; e = e->next) {
             arr[k++] = ref(e->current);
+            if (e->canary)
+                arr[k++] = ref(e->canary);
             for (int i = 0; i < e->n_old; i++)
                 arr[k++] = ref(e->old[i]);
         }
@@ -535,6 +536,17 @@ int fxsv_serving_list(fxsv_serving *sv, fxsv_served ***out, int *n)
     *n = k;
     return arr ? 0 : FXS_RESOURCE_EXHAUSTED;
 }
+
+/* serving_internal.h's names of the helpers above, for canary.c */
+fxsv_served *fxsv_served_ref(fxsv_served *m) { return ref(m); }
+int fxsv_build_served(fxsv_serving *sv, const char *name, int64_t version, fxsv_served **out,
+                      bool *stored_loaded, char *err, size_t errlen)
+{
+    return build_served(sv, name, version, out, stored_loaded, err, errlen);
+}
+fxsv_entry *fxsv_find_entry(fxsv_serving *sv, const char *name) { return find_entry(sv, name); }
+fxsv_name_lock *fxsv_lock_name(fxsv_serving *sv, const char *name) { return lock_name(sv, name); }
+void fxsv_unlock_name(fxsv_serving *sv, fxsv_name_lock *l) { unlock_name(sv, l); }
 
 /* ----------------------------------------------------------- statistics */
 
@@ -625,6 +637,7 @@ int fxsv_serving_activity(fxsv_serving *sv, fx_device dev, uint64_t *last_active
     pthread_mutex_lock(&sv->mu);
     for (entry *e = sv->entries; e; e = e->next) {
         add_activity(e->current, dev, &n, &last);
+        add_activity(e->canary, dev, &n, &last);
         for (int i = 0; i < e->n_old; i++)
             add_activity(e->old[i], dev, &n, &last);
     }
@@ -660,6 +673,7 @@ int fxsv_serving_metrics(fxsv_serving *sv, fxsv_model_metrics **out, int *n)
     pthread_mutex_lock(&sv->mu);
     for (entry *e = sv->entries; e; e = e->next) {
         add_served(e->current, *out, *n);
+        add_served(e->canary, *out, *n);
         for (int i = 0; i < e->n_old; i++)
             add_served(e->old[i], *out, *n);
     }

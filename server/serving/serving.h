@@ -1,8 +1,9 @@
 /*
  * serving.h - the models being served (serving/, prefix fxsv_; the batcher
  * inside it is fxb_). This module owns: for each loaded model, the graph of
- * the version it serves (and of older versions asked for by number); loading,
- * reloading and unloading them; their inference requests (fxsv_submit hides
+ * the version it serves (and of its canary, canary.c, and of older versions
+ * asked for by number); loading, reloading and unloading them; their
+ * inference requests (fxsv_submit hides
  * the batcher, batcher.h, which forms and runs the batches, and batch_io.h,
  * which moves their data); and their statistics, of which it is the only
  * writer. Settings: servecfg.h; devices and memory limits: devices.h.
@@ -73,11 +74,34 @@ int fxsv_serving_set_config(fxsv_serving *sv, const char *name, const fxb_config
                            size_t errlen);
 int fxsv_serving_count_loaded(fxsv_serving *sv);
 
+/* The canary of a model: a second stored version served beside the main
+ * one (the version fxsv_serving_load serves), under the same batching
+ * settings with a batcher of its own, that takes percent (0..100) of the
+ * requests routed without a version (fxsv_serving_route); requests for a
+ * version by number go to that version as ever. Stored with the serving
+ * settings (servecfg.h), so a restart serves it again; a loaded model
+ * serves or drops it at once (requests in flight finish on the instance
+ * they hold), a model loaded later serves it from its load. Of every N
+ * requests routed without a version since it was set (or the model
+ * loaded), exactly floor(N * percent / 100) go to the canary (canary.c).
+ * When the main version becomes the canary's, the canary is turned off.
+ * version 0: off. NOT_FOUND for a model or a canary version not stored,
+ * INVALID_ARGUMENT for the main version itself or percent over 100;
+ * building it fails as fxsv_serving_load. */
+int fxsv_serving_set_canary(fxsv_serving *sv, const char *name, int64_t version,
+                           uint32_t percent, char *err, size_t errlen);
+
 /* The served instance of name at version (0: the one served). NOT_FOUND when
  * the model or version is not stored; FAILED_PRECONDITION when the model is
- * not loaded (UNAVAILABLE is kept for the server itself being unreachable). An older stored version is loaded on demand and kept. */
+ * not loaded (UNAVAILABLE is kept for the server itself being unreachable). An older stored version is loaded on demand and kept; the canary's
+ * version is its canary instance. */
 int fxsv_serving_acquire(fxsv_serving *sv, const char *name, int64_t version, fxsv_served **out,
                         char *err, size_t errlen);
+/* As fxsv_serving_acquire, for an inference request: without a version
+ * (0) it goes to the canary instance for the canary's share of requests
+ * (fxsv_serving_set_canary), else to the main one. */
+int fxsv_serving_route(fxsv_serving *sv, const char *name, int64_t version, fxsv_served **out,
+                      char *err, size_t errlen);
 void fxsv_served_release(fxsv_served *m);
 
 const fxg_graph *fxsv_served_graph(const fxsv_served *m);

@@ -159,6 +159,13 @@ def _import_onnx(ctx, col):
     return lambda md: ctx.s.models.ImportOnnx(iter([req]), metadata=md, timeout=TIMEOUT)
 
 
+@row(M + "SetCanary", WRITE_A)
+def _set_canary(ctx, col):
+    # off: a change that needs no second version and leaves "mlp" as it was
+    req = ctx.s.model_pb2.SetCanaryRequest(name=ctx.ref(col, "mlp"), off=True)
+    return lambda md: ctx.s.models.SetCanary(req, metadata=md, timeout=TIMEOUT)
+
+
 @row(D + "UploadDataset", WRITE_A)
 def _upload_dataset(ctx, col):
     name = cell_name("up", col)
@@ -434,7 +441,7 @@ def _remove_cert(ctx, col):
 TABLE = {method: expected for method, (expected, _) in ROWS.items()}
 
 # How many RPCs each service has (issue 12); the descriptors must agree.
-SERVICE_SIZES = {"fluxion.v1.ModelService": 10, "fluxion.v1.DatasetService": 4,
+SERVICE_SIZES = {"fluxion.v1.ModelService": 11, "fluxion.v1.DatasetService": 4,
                  "fluxion.v1.TrainingService": 7, "fluxion.v1.ClusterService": 3,
                  "inference.GRPCInferenceService": 11, "fluxion.v1.AdminService": 12,
                  "grpc.health.v1.Health": 3, "grpc.reflection.v1.ServerReflection": 1,

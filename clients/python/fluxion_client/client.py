@@ -296,6 +296,16 @@ class Client(DatasetsMixin, JobsMixin, AdminMixin):
         return self.models.SetServingConfig(model_pb2.SetServingConfigRequest(
             name=name, config=cfg, fields=list(settings), reset=reset), timeout=self.timeout)
 
+    @wrap
+    def set_canary(self, name: str, version: int = 0, percent: int = 0,
+                   off: bool = False) -> model_pb2.CanaryConfig:
+        """ModelService.SetCanary: serves version beside the main one and sends
+        it percent (0..100) of the requests that name no version (exactly
+        floor(N * percent / 100) of every N), or stops it (off=True); returns
+        the canary in force (version 0: none)."""
+        return self.models.SetCanary(model_pb2.SetCanaryRequest(
+            name=name, version=version, percent=percent, off=off), timeout=self.timeout)
+
     # ---------------------------------------------------------- inference
 
     @wrap
