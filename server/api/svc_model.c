@@ -101,13 +101,14 @@ static Fluxion__V1__Model *model_msg(pba *a, fxr_call *call, fxdb_store *st,
         m->versions[m->n_versions++] = v;
         m->latest_version = vr->version;
     }
+    fxa_versions_describe(a, m, rec);
     if (g)
         describe_graph(a, m, g);
     m->serving_config = config_msg(a, st, rec->name);
     return m;
 }
 
-static void reply_model(fxr_call *call, fxa_daemon *d, const char *name, bool with_graph)
+void fxa_model_reply(fxr_call *call, fxa_daemon *d, const char *name, bool with_graph)
 {
     char err[FXS_ERRLEN];
     fxdb_model_rec rec;
@@ -205,7 +206,7 @@ static void create_model(fxr_call *call, const ProtobufCMessage *msg, void *data
         fxr_fail(call, rc, "stored, but cannot be served: %s", err);
         return;
     }
-    reply_model(call, d, key, true);
+    fxa_model_reply(call, d, key, true);
 }
 
 static void get_model(fxr_call *call, const ProtobufCMessage *msg, void *data)
@@ -213,7 +214,7 @@ static void get_model(fxr_call *call, const ProtobufCMessage *msg, void *data)
     const Fluxion__V1__GetModelRequest *req = (const void *)msg;
     char key[FXP_KEY_MAX];
     if (fxa_key(call, "model", req->name, key, sizeof key))
-        reply_model(call, data, key, true);
+        fxa_model_reply(call, data, key, true);
 }
 
 static void list_models(fxr_call *call, const ProtobufCMessage *msg, void *data)
@@ -333,6 +334,7 @@ static void import_weights(fxr_call *call, const ProtobufCMessage *unused, void 
 {
     fxa_daemon *d = data;
     char err[FXS_ERRLEN], name[FXP_KEY_MAX] = "", key[FXP_KEY_MAX], source[256] = "import";
+    bool promote = true; /* production moves to it unless the first chunk says no_promote */
     uint8_t *buf = NULL;
     size_t len = 0, cap = 0;
     ProtobufCMessage *msg;
@@ -353,6 +355,7 @@ static void import_weights(fxr_call *call, const ProtobufCMessage *unused, void 
                 snprintf(name, sizeof name, "%s", c->name);
                 if (c->source[0])
                     snprintf(source, sizeof source, "%s", c->source);
+                promote = !c->no_promote;
             }
         }
         if (!status && c->data.len > d->max_import_bytes - len) {
@@ -401,7 +404,8 @@ static void import_weights(fxr_call *call, const ProtobufCMessage *unused, void 
     }
     int64_t version = 0;
     if (!status)
-        status = fxdb_store_add_version(d->store, key, buf, len, source, &version, err, sizeof err);
+        status = fxdb_store_add_version_opt(d->store, key, buf, len, source, promote, &version,
+                                            err, sizeof err);
     free(buf);
     if (status) {
         fxr_fail(call, status, "%s", err);
@@ -473,6 +477,7 @@ int fxa_register_model_service(fxa_daemon *d)
         { "ExportWeights", FXR_SERVER_STREAM, FXP_READ, export_weights },
         { "ImportWeights", FXR_CLIENT_STREAM, FXP_WRITE, import_weights },
         { "SetServingConfig", FXR_UNARY, FXP_WRITE, set_serving_config },
+        { "UpdateVersions", FXR_UNARY, FXP_WRITE, fxa_update_versions },
     };
     return fxr_server_add_service(d->rpc, &fluxion__v1__model_service__descriptor, methods,
                                   (int)(sizeof methods / sizeof methods[0]), d);

@@ -320,12 +320,13 @@ int fxsv_serving_load_graph(fxsv_serving *sv, const char *name, int64_t version,
      * that comes later unloads after this (fxsv_serving_unload). */
     fxdb_model_rec rec;
     int rc = fxdb_store_get_model(sv->st, name, &rec, err, errlen);
-    bool latest = !rc && rec.n_versions > 0 && rec.versions[rec.n_versions - 1].version == version;
+    int64_t want = 0;
+    bool latest = !rc && !fxm_resolve_version(&rec, 0, &want, NULL, 0) && want == version;
     bool stored_loaded = !rc && rec.loaded;
     if (!rc)
         fxdb_model_rec_free(&rec);
     fxsv_served *m = NULL;
-    if (!rc && !latest) { /* a newer version came meanwhile: that one */
+    if (!rc && !latest) { /* production moved meanwhile: that one */
         fxg_free(g);
         rc = load_locked(sv, name, false, err, errlen);
     } else if (!rc && !(rc = served_from_graph(sv, name, version, g, &m, err, errlen))) {
@@ -443,6 +444,22 @@ bool fxsv_serving_is_loaded(fxsv_serving *sv, const char *name, int64_t *version
         *version = e->current->version;
     pthread_mutex_unlock(&sv->mu);
     return e != NULL;
+}
+
+void fxsv_serving_forget_version(fxsv_serving *sv, const char *name, int64_t version)
+{
+    fxsv_served *gone = NULL;
+    pthread_mutex_lock(&sv->mu);
+    entry *e = find_entry(sv, name);
+    for (int i = 0; e && i < e->n_old; i++)
+        if (e->old[i]->version == version) {
+            gone = e->old[i];
+            memmove(e->old + i, e->old + i + 1, sizeof e->old[0] * (size_t)(e->n_old - i - 1));
+            e->n_old--;
+            break;
+        }
+    pthread_mutex_unlock(&sv->mu);
+    served_unref(gone); /* requests in flight hold their own reference */
 }
 
 int fxsv_serving_count_loaded(fxsv_serving *sv)

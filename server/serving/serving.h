@@ -66,6 +66,9 @@ int fxsv_serving_load_graph(fxsv_serving *sv, const char *name, int64_t version,
  * races the delete then either ends before the unload or finds no model. */
 int fxsv_serving_unload(fxsv_serving *sv, const char *name, char *err, size_t errlen);
 bool fxsv_serving_is_loaded(fxsv_serving *sv, const char *name, int64_t *version);
+/* Drops the instance of a version kept for requests that asked for it by
+ * number (a deleted version); requests in flight finish on it. */
+void fxsv_serving_forget_version(fxsv_serving *sv, const char *name, int64_t version);
 /* Checks and stores a model's batching settings (the device must be one
  * this server has enabled); a loaded model is reloaded with them (requests
  * in flight finish under the old ones). */

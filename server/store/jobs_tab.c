@@ -138,11 +138,23 @@ int fxdb_job_finish(fxdb_store *st, int64_t id, const fxdb_job_cols *cols, const
                     size_t weights_len, const char *source, fxdb_pack_fn pack, void *ctx,
                     int64_t *version, char *err, size_t errlen)
 {
+    return fxdb_job_finish_gated(st, id, cols, weights, weights_len, source, NULL, pack, ctx,
+                                 version, err, errlen);
+}
+
+int fxdb_job_finish_gated(fxdb_store *st, int64_t id, const fxdb_job_cols *cols,
+                          const void *weights, size_t weights_len, const char *source,
+                          const fxdb_gate *gate, fxdb_pack_fn pack, void *ctx, int64_t *version,
+                          char *err, size_t errlen)
+{
     if (id <= 0 || !cols || !cols->model || !pack)
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "store: job_finish: missing argument");
     save_op o = { .id = id, .cols = cols, .pack = pack, .pack_ctx = ctx };
-    return fxdb__add_version(st, cols->model, weights, weights_len, source, id, finish_fn, &o,
-                             version, err, errlen);
+    /* the gate decides inside the transaction, before the record is packed */
+    fxdb__vopts vo = { .promote = true, .gate = gate, .job_id = id, .after = finish_fn,
+                       .after_ctx = &o };
+    return fxdb__add_version(st, cols->model, weights, weights_len, source, &vo, version, err,
+                             errlen);
 }
 
 typedef struct {

@@ -303,8 +303,10 @@ static void finish_done(fxj_jobs *j, job *x, void *result, size_t len,
         done->finished_unix_ms = fxu_now_ms();
         rc = fxj__store_result(j, x->id, done, result, len, src, &v, err, sizeof err);
     }
-    if (!rc)
+    if (!rc && done->promoted)
         serve_result(j, x, note, sizeof note);
+    else if (!rc) /* the gate kept production: serving stays as it is */
+        snprintf(note, sizeof note, "; %.250s", done->promotion);
     pthread_mutex_lock(&j->mu);
     if (rc) {
         if (done)

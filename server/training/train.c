@@ -149,11 +149,19 @@ static int train_step(run_t *r)
     double loss = total ? fx_tensor_item(total) : NAN;
     if (fx_ctx_status(r->ctx) != FX_OK)
         return fxt__rfail(r, "step %" PRId64 ": %s", stepno, fx_ctx_error(r->ctx));
-    if (!isfinite(loss))
-        return fxt__rfail(r,
-                          "step %" PRId64 ": the loss is not finite (%g); try a lower learning "
-                          "rate or gradient clipping",
-                          stepno, loss);
+    if (!isfinite(loss)) {
+        /* Diverged: the run ends here and is done, its loss the non-finite
+         * value (and no validation loss to trust), so that the job stores
+         * what it made and its promotion gate never serves it
+         * (docs/versions.md). */
+        fx_ctx_reset(r->ctx);
+        fxt__set_value(r, V_LOSS, loss);
+        if (p->n_val)
+            fxt__set_value(r, V_VAL_LOSS, NAN);
+        r->stop_early = true;
+        r->win_n = 0;
+        return 0;
+    }
     for (int j = 0; j < p->nmetrics; j++) {
         const loss_t *l = &p->losses[p->metrics[j].loss];
         if (fxt__count_correct(r, j, r->out[l->out], &p->train->cols[l->col], idx, 0, b,
@@ -412,6 +420,8 @@ static fxt_result loop(run_t *r)
         int64_t epoch = r->epoch;
         if (train_step(r))
             return FXT_FAILED;
+        if (r->vhave[V_LOSS] && !isfinite(r->vval[V_LOSS]))
+            break; /* diverged (train_step) */
         if (eval_due(r, r->epoch != epoch)) {
             if (evaluate(r))
                 return FXT_FAILED;
