@@ -19,6 +19,7 @@ from .datasets import DatasetsMixin
 from .errors import ConnectTimeout, DataLoss, Internal, wrap
 from .jobs import JobsMixin
 from .spec import SpecLike, model_spec
+from .versions import VersionsMixin
 
 # numpy dtype <-> Open Inference Protocol datatype and the typed contents field.
 _DATATYPES: Dict[np.dtype, Tuple[str, str]] = {
@@ -84,7 +85,7 @@ def infer_outputs(resp: infer_pb2.ModelInferResponse) -> Dict[str, np.ndarray]:
     return out
 
 
-class Client(DatasetsMixin, JobsMixin, AdminMixin):
+class Client(DatasetsMixin, JobsMixin, AdminMixin, VersionsMixin):
     """A connection to fluxiond at target ("host:port"). timeout: seconds
     each call may take (None: no deadline). Usable as a context manager.
 
@@ -206,10 +207,12 @@ class Client(DatasetsMixin, JobsMixin, AdminMixin):
 
     @wrap
     def import_weights(self, name: str, weights: Weights, source: str = "",
-                       chunk_bytes: int = 1 << 20) -> model_pb2.ModelVersion:
+                       chunk_bytes: int = 1 << 20,
+                       no_promote: bool = False) -> model_pb2.ModelVersion:
         """ModelService.ImportWeights: adds a version from safetensors bytes or
         {name: array}, streamed in chunks of chunk_bytes; source: a note
-        stored with the version."""
+        stored with the version; no_promote: store it without serving it
+        (production stays)."""
         data = (safetensors.dump(weights) if isinstance(weights, Mapping)
                 else bytes(weights))
         if chunk_bytes <= 0:
@@ -221,7 +224,8 @@ class Client(DatasetsMixin, JobsMixin, AdminMixin):
                 piece = data[off:off + chunk_bytes]
                 if off == 0:
                     yield model_pb2.WeightsChunk(name=name, source=source,
-                                                 total_bytes=len(data), data=piece)
+                                                 total_bytes=len(data), data=piece,
+                                                 no_promote=no_promote)
                 else:
                     yield model_pb2.WeightsChunk(data=piece)
                 off += len(piece)
