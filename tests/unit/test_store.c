@@ -805,9 +805,9 @@ static void test_schema(void **state)
     assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &s, NULL),
                      SQLITE_OK);
     assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(s, 0), 7); /* models; datasets + jobs; serving_config;
+    assert_int_equal(sqlite3_column_int(s, 0), 8); /* models; datasets + jobs; serving_config;
                                                     * versions.job_id; jobs' datasets; teams;
-                                                    * teams' scheduling quota */
+                                                    * teams' scheduling quota; aliases */
     assert_int_equal(sqlite3_step(s), SQLITE_DONE); /* one row */
     sqlite3_finalize(s);
     /* a schema from a newer fluxiond is refused, not downgraded */
@@ -1285,7 +1285,7 @@ static void test_servecfg_table_before_migration(void **state)
     assert_int_equal(fxdb_servecfg_get(f->st, "default/m", &cfg, &len, err, sizeof err), 0);
     assert_int_equal(len, 2);
     free(cfg);
-    assert_int_equal(db_int(f, "SELECT version FROM schema_version"), 7);
+    assert_int_equal(db_int(f, "SELECT version FROM schema_version"), 8);
     create(f, "default/m", "w1"); /* the new columns work */
     assert_int_equal(db_int(f, "SELECT count(*) FROM versions WHERE job_id IS NULL"), 1);
 }

@@ -885,7 +885,11 @@ static void assert_upgraded(fixture *f)
     assert_int_equal(u.models, 2);
     assert_int_equal(u.weight_bytes, 1224 * 2 + 836);
     assert_int_equal(u.dataset_bytes, 64184);
-    assert_int_equal(db_int(f, "SELECT version FROM schema_version"), 7);
+    assert_int_equal(db_int(f, "SELECT version FROM schema_version"), 8);
+    /* 7 -> 8: every model's production alias is its latest usable version */
+    assert_int_equal(db_int(f, "SELECT count(*) FROM aliases WHERE name = 'production'"), 2);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM aliases a JOIN models m ON m.id = a.model_id "
+                               "WHERE a.version = m.last_version"), 2);
     /* 6 -> 7: the scheduling columns, 0 (the defaults) in the old rows */
     fxdb_team_rec t;
     assert_int_equal(fxdb_team_get(f->st, "default", &t, f->err, sizeof f->err), 0);
@@ -1018,7 +1022,7 @@ static void test_upgrade_schema_1(void **state)
     assert_string_equal(model_keys(f, "default"), "default/m");
     assert_readable(f, "default/m", 1, 3);
     assert_true(exists(tu_pathf("%s/models/default/m/v1.safetensors", f->data)));
-    assert_int_equal(db_int(f, "SELECT version FROM schema_version"), 7);
+    assert_int_equal(db_int(f, "SELECT version FROM schema_version"), 8);
     /* 6 -> 7: the scheduling columns, 0 (the defaults) in the old rows */
     fxdb_team_rec t;
     assert_int_equal(fxdb_team_get(f->st, "default", &t, f->err, sizeof f->err), 0);
