@@ -679,7 +679,7 @@ static void repository_index(fxr_call *call, const ProtobufCMessage *msg, void *
                     inference__repository_index_response__model_index__init);
         if (!mi)
             break;
-        int64_t latest = recs[i].n_versions ? recs[i].versions[recs[i].n_versions - 1].version : 0;
+        int64_t latest = recs[i].production; /* what a load serves */
         mi->name = pba_strdup(&a, fxa_show(call, recs[i].name));
         mi->version = pba_printf(&a, "%" PRId64, loaded ? served : latest);
         mi->state = loaded ? "READY" : "UNAVAILABLE";

@@ -283,7 +283,7 @@ static void export_weights(fxr_call *call, const ProtobufCMessage *msg, void *da
     if (!fxa_key(call, "model", req->name, key, sizeof key))
         return;
     if (req->version < 0) {
-        fxr_fail(call, FXS_INVALID_ARGUMENT, "version: %lld is negative (0 means the latest)",
+        fxr_fail(call, FXS_INVALID_ARGUMENT, "version: %lld is negative (0 means production, the served version)",
                  (long long)req->version);
         return;
     }
@@ -293,8 +293,12 @@ static void export_weights(fxr_call *call, const ProtobufCMessage *msg, void *da
         fxr_fail(call, rc, "%s", err);
         return;
     }
-    int64_t version = req->version ? req->version
-                                   : rec.n_versions ? rec.versions[rec.n_versions - 1].version : 0;
+    int64_t version = req->version;
+    if (!version && (rc = fxm_resolve_version(&rec, 0, &version, err, sizeof err)) != 0) {
+        fxdb_model_rec_free(&rec); /* 0: production, the served version */
+        fxr_fail(call, rc, "%s", err);
+        return;
+    }
     fxdb_model_rec_free(&rec);
     void *w = NULL;
     size_t wlen = 0;

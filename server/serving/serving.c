@@ -161,7 +161,7 @@ static int served_from_graph(fxsv_serving *sv, const char *name, int64_t version
     return 0;
 }
 
-/* Builds the graph of a stored version (0: latest) with its weights;
+/* Builds the graph of a stored version (0: production) with its weights;
  * *stored_loaded (optional): the store's "loaded" flag of the model. */
 static int build_served(fxsv_serving *sv, const char *name, int64_t version, fxsv_served **out,
                         bool *stored_loaded, char *err, size_t errlen)
@@ -274,7 +274,7 @@ static int swap_in(fxsv_serving *sv, const char *name, fxsv_served *m, bool stor
     return stored_loaded ? 0 : fxdb_store_set_loaded(sv->st, name, true, err, errlen);
 }
 
-/* Builds the latest version and serves it. only_if_loaded: nothing happens
+/* Builds production's version and serves it. only_if_loaded: nothing happens
  * when the model is not served. Under the model's lock. */
 static int load_locked(fxsv_serving *sv, const char *name, bool only_if_loaded, char *err,
                        size_t errlen)

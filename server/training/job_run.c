@@ -7,11 +7,13 @@
  * CANCELLED, or paused for a drain). Training itself runs outside j->mu
  * (lock order: jobs_internal.h).
  *
- * Serving the result: a job that succeeds adds version N+1 of its model.
- * When the model is being served, N+1 is served at once (as ImportWeights
- * does: the served version is the latest). serve_when_done also loads a
- * model that was not being served and marks it loaded in the store. Requests
- * in flight finish on the version they acquired (serving.c refcounts).
+ * Serving the result: a job that succeeds adds version N+1 of its model,
+ * and its promotion gate (job_gate.c, docs/versions.md) decides in the same
+ * transaction whether N+1 becomes production, the version served. When it
+ * does and the model is being served, N+1 is served at once (as
+ * ImportWeights does); serve_when_done also loads a model that was not
+ * being served and marks it loaded in the store. Requests in flight finish
+ * on the version they acquired (serving.c refcounts).
  */
 #define _GNU_SOURCE
 #include <inttypes.h>
