@@ -19,7 +19,8 @@ static void print_version_list(const Fluxion__V1__Model *m)
     char t[32], b[32];
     printf("production:  version %" PRId64 "\n", m->production_version);
     if (m->keep_last)
-        printf("retention:   the last %u versions + aliased and pinned ones\n", m->keep_last);
+        printf("retention:   the last %u version%s + aliased and pinned ones\n", m->keep_last,
+               m->keep_last == 1 ? "" : "s");
     if (m->n_aliases) {
         printf("aliases:    ");
         for (size_t i = 0; i < m->n_aliases; i++)
@@ -163,8 +164,11 @@ int cli_cmd_model_retain(cli_ctx *c, const cli_args *a)
     req.keep_last = (uint32_t)n;
     req.action_case = FLUXION__V1__UPDATE_VERSIONS_REQUEST__ACTION_KEEP_LAST;
     char done[256];
-    snprintf(done, sizeof done, "model %s: %s", a->pos[0],
-             n ? "keeps the last versions given + aliased and pinned ones" : "keeps every version");
+    if (n)
+        snprintf(done, sizeof done, "model %s: keeps the last %" PRId64 " versions + aliased and "
+                 "pinned ones", a->pos[0], n);
+    else
+        snprintf(done, sizeof done, "model %s: keeps every version", a->pos[0]);
     return update(c, &req, done);
 }
 

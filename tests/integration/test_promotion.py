@@ -83,6 +83,12 @@ class PromotionTest(DaemonTest):
                              capture_output=True, text=True, timeout=30)
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertIn("not promoted: diverged", out.stdout)
+        out = subprocess.run([CLI, "--server", self.d.address, "job", "get", job.id, "-o", "json"],
+                             capture_output=True, text=True, timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        got = json.loads(out.stdout)     # a NaN loss is still valid JSON
+        self.assertFalse(got["promoted"])
+        self.assertTrue(got["promotion"].startswith("not promoted: diverged"))
 
     def test_never_and_always(self):
         name = self.model("nev")

@@ -176,7 +176,7 @@ class Client(DatasetsMixin, JobsMixin, AdminMixin, VersionsMixin):
     def export_weights_chunks(self, name: str, version: int = 0,
                               chunk_bytes: int = 0) -> List[model_pb2.WeightsChunk]:
         """ModelService.ExportWeights: the WeightsChunk messages of an export
-        (version 0: the latest; chunk_bytes 0: the daemon's size)."""
+        (version 0: production, the served one; chunk_bytes 0: the daemon's size)."""
         return self._export_chunks(name, version, chunk_bytes)
 
     def _export_chunks(self, name: str, version: int,
@@ -197,7 +197,7 @@ class Client(DatasetsMixin, JobsMixin, AdminMixin, VersionsMixin):
     def export_weights(self, name: str, version: int = 0,
                        chunk_bytes: int = 0) -> Tuple[int, bytes]:
         """ModelService.ExportWeights joined: (version, safetensors bytes) of
-        a model version (0: the latest); DataLoss when bytes are missing."""
+        a model version (0: production); DataLoss when bytes are missing."""
         return self._export(name, version, chunk_bytes, "export_weights")
 
     @wrap
@@ -273,7 +273,7 @@ class Client(DatasetsMixin, JobsMixin, AdminMixin, VersionsMixin):
 
     @wrap
     def model_ready(self, name: str, version: Union[str, int] = "") -> bool:
-        """GRPCInferenceService.ModelReady ("": the latest version)."""
+        """GRPCInferenceService.ModelReady ("": the served version; a number or an alias)."""
         return self.inference.ModelReady(infer_pb2.ModelReadyRequest(
             name=name, version=str(version or "")), timeout=self.timeout).ready
 
