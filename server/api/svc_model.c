@@ -417,7 +417,9 @@ static void import_weights(fxr_call *call, const ProtobufCMessage *unused, void 
     }
     fxl_log(FXL_INFO, "models", "weights imported model=%s version=%lld bytes=%zu", key,
             (long long)version, len);
-    if ((status = fxsv_serving_reload(d->serving, key, err, sizeof err)) != 0) {
+    if (!promote) /* production stays: nothing to reload; retention may have removed some */
+        fxsv_serving_prune(d->serving, key);
+    else if ((status = fxsv_serving_reload(d->serving, key, err, sizeof err)) != 0) {
         fxr_fail(call, status, "stored as version %lld, but cannot be served: %s",
                  (long long)version, err);
         return;

@@ -143,6 +143,8 @@ void fxa_update_versions(fxr_call *call, const ProtobufCMessage *msg, void *data
         if (!rc)
             fxl_log(FXL_INFO, "models", "retention set model=%s keep_last=%u dropped=%d", key,
                     req->keep_last, dropped);
+        if (!rc && dropped)
+            fxsv_serving_prune(d->serving, key);
         break;
     }
     case FLUXION__V1__UPDATE_VERSIONS_REQUEST__ACTION_DELETE_VERSION:

@@ -284,7 +284,9 @@ static int load_locked(fxsv_serving *sv, const char *name, bool only_if_loaded, 
     fxsv_served *m;
     bool stored_loaded = false;
     int rc = build_served(sv, name, 0, &m, &stored_loaded, err, errlen);
-    return rc ? rc : swap_in(sv, name, m, stored_loaded, err, errlen);
+    if (!rc && !(rc = swap_in(sv, name, m, stored_loaded, err, errlen)))
+        fxsv_serving_prune(sv, name); /* versions retention removed */
+    return rc;
 }
 
 static int load_or_reload(fxsv_serving *sv, const char *name, bool only_if_loaded, char *err,
@@ -460,6 +462,29 @@ void fxsv_serving_forget_version(fxsv_serving *sv, const char *name, int64_t ver
         }
     pthread_mutex_unlock(&sv->mu);
     served_unref(gone); /* requests in flight hold their own reference */
+}
+
+void fxsv_serving_prune(fxsv_serving *sv, const char *name)
+{
+    int64_t kept[MAX_OLD_VERSIONS];
+    int n = 0;
+    pthread_mutex_lock(&sv->mu);
+    entry *e = find_entry(sv, name);
+    for (int i = 0; e && i < e->n_old; i++)
+        kept[n++] = e->old[i]->version;
+    pthread_mutex_unlock(&sv->mu);
+    fxdb_model_rec rec;
+    char err[256];
+    if (n == 0 || fxdb_store_get_model(sv->st, name, &rec, err, sizeof err) != 0)
+        return; /* a deleted model: its unload drops them all */
+    for (int i = 0; i < n; i++) {
+        bool stored = false;
+        for (int k = 0; k < rec.n_versions && !stored; k++)
+            stored = rec.versions[k].version == kept[i];
+        if (!stored)
+            fxsv_serving_forget_version(sv, name, kept[i]);
+    }
+    fxdb_model_rec_free(&rec);
 }
 
 int fxsv_serving_count_loaded(fxsv_serving *sv)

@@ -70,6 +70,9 @@ bool fxsv_serving_is_loaded(fxsv_serving *sv, const char *name, int64_t *version
 /* Drops the instance of a version kept for requests that asked for it by
  * number (a deleted version); requests in flight finish on it. */
 void fxsv_serving_forget_version(fxsv_serving *sv, const char *name, int64_t version);
+/* fxsv_serving_forget_version for every kept version the store no longer
+ * has (retention removed it); a load or reload does it too. */
+void fxsv_serving_prune(fxsv_serving *sv, const char *name);
 /* Checks and stores a model's batching settings (the device must be one
  * this server has enabled); a loaded model is reloaded with them (requests
  * in flight finish under the old ones). */

@@ -307,7 +307,10 @@ static void finish_done(fxj_jobs *j, job *x, void *result, size_t len,
     }
     if (!rc && done->promoted)
         serve_result(j, x, note, sizeof note);
-    else if (!rc) /* the gate kept production: serving stays as it is */
+    else if (!rc && j->sv) { /* the gate kept production: serving stays as it is */
+        snprintf(note, sizeof note, "; %.250s", done->promotion);
+        fxsv_serving_prune(j->sv, x->rec->spec->model); /* retention may have removed some */
+    } else if (!rc)
         snprintf(note, sizeof note, "; %.250s", done->promotion);
     pthread_mutex_lock(&j->mu);
     if (rc) {

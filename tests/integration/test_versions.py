@@ -122,12 +122,16 @@ class VersionsTest(DaemonTest):
         self.make("rt", 5)
         self.c.set_alias("rt", "keep", 1)
         self.c.pin("rt", 2)
+        self.assertServes("rt", 3, "3")             # kept by number for requests
         m = self.c.set_retention("rt", 2)
         self.assertEqual(m.keep_last, 2)
         # the last 2 (4, 5), the aliased 1, the pinned 2; 3 goes
         self.assertEqual([v.version for v in m.versions], [1, 2, 4, 5])
+        self.assertCode(C.NOT_FOUND, self.served, "rt", "3")   # gone from serving too
+        self.assertServes("rt", 4, "4")
         self.c.import_weights("rt", weights(600))
         self.c.import_weights("rt", weights(700), no_promote=True)
+        self.assertCode(C.NOT_FOUND, self.served, "rt", "4")   # retention, as 7 was added
         m = self.c.get_model("rt")
         # production stays 6 (7 was not promoted): it is kept as an alias
         self.assertEqual(m.production_version, 6)
