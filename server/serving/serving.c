@@ -555,6 +555,10 @@ int fxsv_serving_acquire(fxsv_serving *sv, const char *name, int64_t version, fx
         snprintf(err, errlen, "model '%s' was unloaded", name);
         return FXS_FAILED_PRECONDITION;
     }
+    /* A delete of this version that committed while it was being built
+     * forgot it before it was kept: look again now that it is (this request
+     * still runs on it, as one that had acquired it before the delete). */
+    fxsv_serving_prune(sv, name);
     return 0;
 }
 

@@ -222,6 +222,38 @@ class VersionsTest(DaemonTest):
         self.assertEqual([v.version for v in self.c.get_model("cc").versions], [1, 2, 3, 4])
         self.assertServes("cc", 1)
 
+    def test_delete_racing_infer(self):
+        """A version deleted while requests ask for it by number, many
+        times: each request answers with that version's outputs or
+        NOT_FOUND, never anything else, and the version is gone after."""
+        self.make("dr", 1)
+        c2 = self.d.client()
+        want = mlp_forward(weights(900), X)
+        for _ in range(20):
+            v = self.c.import_weights("dr", weights(900), no_promote=True).version
+            stop = threading.Event()
+            seen = []
+
+            def ask():
+                while not stop.is_set():
+                    try:
+                        np.testing.assert_allclose(c2.infer("dr", {"x": X}, version=str(v))["y"],
+                                                   want, rtol=1e-5, atol=1e-5)
+                        seen.append("ok")
+                    except FluxionError as e:
+                        seen.append(e.code)
+                        if e.code == C.NOT_FOUND:
+                            return
+            t = threading.Thread(target=ask)
+            t.start()
+            self.c.delete_version("dr", v)
+            stop.set()
+            t.join()
+            self.assertTrue(set(seen) <= {"ok", C.NOT_FOUND}, seen)
+            self.assertCode(C.NOT_FOUND, self.served, "dr", str(v))
+        self.assertEqual([x.version for x in self.c.get_model("dr").versions], [1])
+        self.assertServes("dr", 1)
+
 
 if __name__ == "__main__":
     fxtest.main()
