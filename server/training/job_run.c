@@ -288,7 +288,7 @@ static void serve_result(fxj_jobs *j, job *x, char *note, size_t notelen)
 static void finish_done(fxj_jobs *j, job *x, void *result, size_t len,
                         Fluxion__V1__JobProgress *final)
 {
-    char err[FXS_ERRLEN], src[48], msg[FXS_ERRLEN + 100], note[300] = "";
+    char err[FXS_ERRLEN], src[48], msg[FXS_ERRLEN + 100], note[512] = "";
     snprintf(src, sizeof src, "job %" PRId64, x->id);
     pthread_mutex_lock(&j->mu);
     if (final) {
@@ -305,13 +305,13 @@ static void finish_done(fxj_jobs *j, job *x, void *result, size_t len,
         done->finished_unix_ms = fxu_now_ms();
         rc = fxj__store_result(j, x->id, done, result, len, src, &v, err, sizeof err);
     }
+    char served[256] = "";
     if (!rc && done->promoted)
-        serve_result(j, x, note, sizeof note);
-    else if (!rc && j->sv) { /* the gate kept production: serving stays as it is */
-        snprintf(note, sizeof note, "; %.250s", done->promotion);
+        serve_result(j, x, served, sizeof served);
+    else if (!rc && j->sv) /* the gate kept production: serving stays as it is */
         fxsv_serving_prune(j->sv, x->rec->spec->model); /* retention may have removed some */
-    } else if (!rc)
-        snprintf(note, sizeof note, "; %.250s", done->promotion);
+    if (!rc) /* the gate's decision, then what serving made of it */
+        snprintf(note, sizeof note, "; %.200s%s", done->promotion, served);
     pthread_mutex_lock(&j->mu);
     if (rc) {
         if (done)

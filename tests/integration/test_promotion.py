@@ -143,6 +143,7 @@ class PromotionTest(DaemonTest):
         for ev in self.c.watch_job(job.id):
             last = ev
         self.assertEqual(last.job.promotion, "not promoted: promote is never")
+        self.assertIn("not promoted: promote is never", last.message)   # the SUCCEEDED event
 
     def test_bad_gate_fields(self):
         name = self.model("bad")
