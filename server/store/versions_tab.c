@@ -570,6 +570,9 @@ int fxdb_version_pin(fxdb_store *st, const char *name, int64_t version, bool pin
     int rc = check_args(st, name, NULL, err, errlen);
     if (rc)
         return rc;
+    if (version <= 0)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "version %" PRId64 " is not a version "
+                        "number (1, 2, ...)", version);
     op o = { .name = name, .version = version, .pinned = pinned };
     return fxdb__tx(st, pin_fn, &o, err, errlen);
 }

@@ -12,7 +12,7 @@ import threading
 import unittest
 
 import fxtest
-from fxtest import C, DaemonTest, mlp_forward, mlp_spec, np, randn
+from fxtest import C, DaemonTest, mlp_forward, mlp_spec, model_pb2, np, randn
 from fluxion_client import FluxionError
 
 
@@ -117,6 +117,20 @@ class VersionsTest(DaemonTest):
         self.assertFalse(m.versions[0].pinned)
         self.c.delete_version("dv", 1)
         self.assertCode(C.INVALID_ARGUMENT, self.c.delete_version, "dv", 0)
+
+    def test_bad_requests(self):
+        self.make("br", 1)
+        md = model_pb2.UpdateVersionsRequest(name="br")
+        with self.assertRaises(Exception) as cm:
+            self.c.models.UpdateVersions(md, timeout=10)
+        self.assertEqual(cm.exception.code(), C.INVALID_ARGUMENT)
+        self.assertIn("no action", cm.exception.details())
+        self.assertCode(C.INVALID_ARGUMENT, self.c.pin, "br", 0, contains="not a version number")
+        self.assertCode(C.INVALID_ARGUMENT, self.c.promote, "br", -1)
+        self.assertCode(C.INVALID_ARGUMENT, self.c.promote, "br", 1, reason="r" * 300,
+                        contains="reason")
+        self.assertCode(C.NOT_FOUND, self.c.pin, "nosuch", 1)
+        self.assertCode(C.INVALID_ARGUMENT, self.c.delete_alias, "br", "")
 
     def test_retention(self):
         self.make("rt", 5)
