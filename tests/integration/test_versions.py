@@ -120,11 +120,10 @@ class VersionsTest(DaemonTest):
 
     def test_bad_requests(self):
         self.make("br", 1)
-        md = model_pb2.UpdateVersionsRequest(name="br")
-        with self.assertRaises(Exception) as cm:
-            self.c.models.UpdateVersions(md, timeout=10)
-        self.assertEqual(cm.exception.code(), C.INVALID_ARGUMENT)
-        self.assertIn("no action", cm.exception.details())
+        req = model_pb2.UpdateVersionsRequest(name="br")    # no action
+        err = self.assertRpcCode(C.INVALID_ARGUMENT, self.c.models.UpdateVersions, req,
+                                 timeout=10)
+        self.assertIn("no action", err.details())
         self.assertCode(C.INVALID_ARGUMENT, self.c.pin, "br", 0, contains="not a version number")
         self.assertCode(C.INVALID_ARGUMENT, self.c.promote, "br", -1)
         self.assertCode(C.INVALID_ARGUMENT, self.c.promote, "br", 1, reason="r" * 300,
