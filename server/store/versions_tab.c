@@ -640,8 +640,12 @@ static int delete_version_fn(fxdb_store *st, void *ctx, char *err, size_t errlen
     if (pinned)
         return fxu_fail(err, errlen, FXS_FAILED_PRECONDITION, "version %" PRId64 " of model '%s' "
                         "is pinned; unpin it first", o->version, o->name);
-    if ((rc = fxdb__refuse_if_jobs_use(st, "model", o->name, err, errlen)))
-        return rc;
+    /* a queued or running job may start from (or be resumed on) any
+     * version of its model: none goes while one does */
+    char jerr[512];
+    if ((rc = fxdb__refuse_if_jobs_use(st, "model", o->name, jerr, sizeof jerr)))
+        return fxu_fail(err, errlen, rc, "cannot delete version %" PRId64 ": %s", o->version,
+                        jerr);
     if ((rc = delete_row(st, id, o->version, err, errlen)))
         return rc;
     o->n_dropped = 1;
