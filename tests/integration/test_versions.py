@@ -191,6 +191,13 @@ class VersionsTest(DaemonTest):
             except Exception as e:  # noqa: BLE001
                 errors.append(e)
 
+        def strict(fn):
+            try:
+                for i in range(50):
+                    fn(i)
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+
         def guard(fn, *a, **kw):
             try:
                 fn(*a, **kw)
@@ -209,7 +216,8 @@ class VersionsTest(DaemonTest):
                                                                 version="6"),)),
             threading.Thread(target=run, args=(lambda i: guard(c2.infer, "cc", {"x": X},
                                                                 version="5"),)),
-            threading.Thread(target=run, args=(lambda i: guard(c2.infer, "cc", {"x": X}),)),
+            # the served version, swapped under it: no request may fail
+            threading.Thread(target=strict, args=(lambda i: c2.infer("cc", {"x": X}),)),
         ]
         for t in threads:
             t.start()
