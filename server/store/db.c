@@ -185,7 +185,10 @@ static const char *const MIGRATIONS[] = {
      * was served before aliases). alias_history: every move of an alias
      * (rollback walks it back). versions.pinned: kept by retention;
      * versions.metric: the value a job's promotion gate compared (NULL:
-     * none). models.keep_last: retention (0: keep every version);
+     * none). jobs.base_version: the version a job trains from (0: not
+     * known yet; training/ saves its unfinished jobs at start, which fills
+     * it), so that deleting another version is not refused for it.
+     * models.keep_last: retention (0: keep every version);
      * models.last_version: the highest number ever given, so a deleted
      * version's number is never reused. */
     "CREATE TABLE aliases ("
@@ -208,6 +211,7 @@ static const char *const MIGRATIONS[] = {
     "ALTER TABLE versions ADD COLUMN metric_name TEXT;"
     "ALTER TABLE versions ADD COLUMN metric REAL;"
     "ALTER TABLE models ADD COLUMN keep_last INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN base_version INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE models ADD COLUMN last_version INTEGER NOT NULL DEFAULT 0;"
     "UPDATE models SET last_version = "
     "  (SELECT COALESCE(MAX(version), 0) FROM versions WHERE model_id = models.id);"

@@ -49,6 +49,7 @@ static int update_row(fxdb_store *st, save_op *o, int64_t now, char *err, size_t
     if (!rc)
         rc = fxdb__prepare(st, "UPDATE jobs SET state = ?1, model = ?2, record = ?3, "
                                "updated_ms = ?4, dataset = ?6, validation_dataset = ?7, "
+                               "base_version = ?8, "
                                "team = CASE WHEN instr(?2, '/') > 0 "
                                "THEN substr(?2, 1, instr(?2, '/') - 1) ELSE team END "
                                "WHERE id = ?5", &s, err, errlen);
@@ -60,6 +61,7 @@ static int update_row(fxdb_store *st, save_op *o, int64_t now, char *err, size_t
         sqlite3_bind_int64(s, 5, o->id);
         sqlite3_bind_text(s, 6, col(o->cols->dataset), -1, SQLITE_STATIC);
         sqlite3_bind_text(s, 7, col(o->cols->validation_dataset), -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 8, o->cols->base_version);
         rc = fxdb__step_done(st, s, "saving a job", err, errlen);
     }
     if (!rc && sqlite3_changes(st->db) != 1)

@@ -213,7 +213,8 @@ int fxdb_store_add_version_opt(fxdb_store *st, const char *name, const void *wei
  * production moved to it (create, import, a job whose gate allows it), and
  * retention applied in the same transaction: the model keeps its last
  * keep_last versions plus every aliased or pinned one and every version a
- * queued or running job of the model may use; the files of the versions it
+ * queued or running job trains from (all while one's is not known); the
+ * files of the versions it
  * drops are removed after the commit (a crash between leaves files no row
  * refers to, removed at open). */
 
@@ -246,8 +247,9 @@ int fxdb_version_pin(fxdb_store *st, const char *name, int64_t version, bool pin
 int fxdb_model_set_retention(fxdb_store *st, const char *name, uint32_t keep_last,
                              int *dropped, char *err, size_t errlen);
 /* Deletes a version's row, then its file. FAILED_PRECONDITION saying why
- * while it is production (served), aliased, pinned, or its model is
- * trained by a queued or running job; NOT_FOUND. */
+ * while it is production (served), aliased, pinned, or a queued or running
+ * job trains from it (fxdb_job_cols.base_version; 0 counts as any version);
+ * NOT_FOUND. */
 int fxdb_version_delete(fxdb_store *st, const char *name, int64_t version, char *err,
                         size_t errlen);
 
@@ -290,6 +292,7 @@ typedef struct {
     const char *model;
     const char *dataset;
     const char *validation_dataset; /* "" or NULL: none */
+    int64_t base_version;   /* the version it trains from; 0: not known (any) */
 } fxdb_job_cols;
 
 /* Packs a job's record for the row being written (*blob: malloc). id is the

@@ -277,14 +277,15 @@ int fxdb__settle_version(fxdb_store *st, int64_t model_id, int64_t version, cons
                       errlen);
 }
 
-/* The ids of the queued or running jobs of a model, for messages: 0 rows
- * means none. */
-static int jobs_using(fxdb_store *st, int64_t model_id, int64_t *n, char *err, size_t errlen)
+/* How many queued or running jobs of the model train from a version not
+ * known yet (jobs.base_version 0: a row from before it was recorded). */
+static int jobs_unknown_base(fxdb_store *st, int64_t model_id, int64_t *n, char *err,
+                             size_t errlen)
 {
     sqlite3_stmt *s;
     int rc = fxdb__prepare(st, "SELECT COUNT(*) FROM jobs j JOIN models m ON j.model = m.name "
-                           "WHERE m.id = ? AND j.state IN ('QUEUED', 'RUNNING')", &s, err,
-                           errlen);
+                           "WHERE m.id = ? AND j.state IN ('QUEUED', 'RUNNING') "
+                           "AND j.base_version = 0", &s, err, errlen);
     if (rc)
         return rc;
     sqlite3_bind_int64(s, 1, model_id);
@@ -324,13 +325,17 @@ int fxdb__retain(fxdb_store *st, int64_t model_id, int64_t **dropped, int *n, ch
     if (sqlite3_step(s) == SQLITE_ROW)
         keep = sqlite3_column_int64(s, 0);
     sqlite3_finalize(s);
-    /* a queued or running job may start from any version: nothing goes
-     * until it has finished (the next version added applies retention) */
-    if (keep <= 0 || (rc = jobs_using(st, model_id, &jobs, err, errlen)) || jobs > 0)
+    /* the versions queued or running jobs train from stay; a job whose
+     * version is not known keeps them all until it has finished (the next
+     * version added applies retention) */
+    if (keep <= 0 || (rc = jobs_unknown_base(st, model_id, &jobs, err, errlen)) || jobs > 0)
         return rc;
     if ((rc = fxdb__prepare(st, "SELECT version FROM versions v WHERE model_id = ?1 "
                             "AND pinned = 0 AND version NOT IN "
                             "(SELECT version FROM aliases WHERE model_id = ?1) "
+                            "AND version NOT IN (SELECT j.base_version FROM jobs j "
+                            "JOIN models m ON j.model = m.name WHERE m.id = ?1 "
+                            "AND j.state IN ('QUEUED', 'RUNNING')) "
                             "AND version NOT IN (SELECT version FROM versions "
                             "WHERE model_id = ?1 ORDER BY version DESC LIMIT ?2)",
                             &s, err, errlen)))
@@ -594,6 +599,43 @@ static int retention_fn(fxdb_store *st, void *ctx, char *err, size_t errlen)
     return rc;
 }
 
+/* The ids in the message: enough to act on, bounded. */
+#define MAX_NAMED_JOBS 10
+
+/* FAILED_PRECONDITION naming the queued or running jobs that train from
+ * the version (or from one not known yet: rows from before
+ * jobs.base_version, which training/ fills when it starts). */
+static int refuse_if_jobs_train_from(fxdb_store *st, const op *o, char *err, size_t errlen)
+{
+    sqlite3_stmt *s;
+    int rc = fxdb__prepare(st, "SELECT id FROM jobs WHERE model = ? AND state IN ('QUEUED', "
+                           "'RUNNING') AND base_version IN (?, 0) ORDER BY id", &s, err, errlen);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(s, 1, o->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, o->version);
+    char ids[MAX_NAMED_JOBS * 24 + 32] = "";
+    size_t used = 0;
+    int n = 0, r;
+    while ((r = sqlite3_step(s)) == SQLITE_ROW) {
+        if (n < MAX_NAMED_JOBS)
+            used += (size_t)snprintf(ids + used, sizeof ids - used, "%s%" PRId64, n ? ", " : "",
+                                     (int64_t)sqlite3_column_int64(s, 0));
+        n++;
+    }
+    if (r != SQLITE_DONE)
+        rc = fxdb__fail(st, err, errlen, "finding the jobs that train from a version");
+    sqlite3_finalize(s);
+    if (rc || n == 0)
+        return rc;
+    if (n > MAX_NAMED_JOBS)
+        snprintf(ids + used, sizeof ids - used, " and %d more", n - MAX_NAMED_JOBS);
+    return fxu_fail(err, errlen, FXS_FAILED_PRECONDITION, "version %" PRId64 " of model '%s' is "
+                    "used by queued or running training job%s %s; cancel %s (or wait until %s "
+                    "finished) first", o->version, o->name, n == 1 ? "" : "s", ids,
+                    n == 1 ? "it" : "them", n == 1 ? "it has" : "they have");
+}
+
 static int delete_version_fn(fxdb_store *st, void *ctx, char *err, size_t errlen)
 {
     op *o = ctx;
@@ -640,12 +682,8 @@ static int delete_version_fn(fxdb_store *st, void *ctx, char *err, size_t errlen
     if (pinned)
         return fxu_fail(err, errlen, FXS_FAILED_PRECONDITION, "version %" PRId64 " of model '%s' "
                         "is pinned; unpin it first", o->version, o->name);
-    /* a queued or running job may start from (or be resumed on) any
-     * version of its model: none goes while one does */
-    char jerr[512];
-    if ((rc = fxdb__refuse_if_jobs_use(st, "model", o->name, jerr, sizeof jerr)))
-        return fxu_fail(err, errlen, rc, "cannot delete version %" PRId64 ": %s", o->version,
-                        jerr);
+    if ((rc = refuse_if_jobs_train_from(st, o, err, errlen)))
+        return rc;
     if ((rc = delete_row(st, id, o->version, err, errlen)))
         return rc;
     o->n_dropped = 1;

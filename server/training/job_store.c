@@ -58,7 +58,8 @@ static fxdb_job_cols job_cols(const Fluxion__V1__Job *rec, Fluxion__V1__JobState
     const Fluxion__V1__JobSpec *sp = rec->spec;
     return (fxdb_job_cols){ .state = fxj__state_name(state), .model = sp ? sp->model : "",
                             .dataset = sp ? sp->dataset : "",
-                            .validation_dataset = sp ? sp->validation_dataset : "" };
+                            .validation_dataset = sp ? sp->validation_dataset : "",
+                            .base_version = rec->base_version };
 }
 
 /* Commits rec (a new row when *id is 0; *id gets it). */

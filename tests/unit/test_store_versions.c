@@ -372,15 +372,28 @@ static void test_job_gate(void **state)
     assert_int_equal(m.versions[3].version, v4);
     assert_false(m.versions[3].has_metric); /* NaN: none */
     fxdb_model_rec_free(&m);
-    /* a running job of the model keeps retention and delete-version off */
+    /* a running job whose base version is not known keeps retention and
+     * delete-version off for every version */
     fxdb_job_cols cols = { .state = "RUNNING", .model = KEY };
     int64_t id = 0;
     assert_int_equal(fxdb_job_save(f->st, &id, &cols, pack, NULL, f->err, sizeof f->err), 0);
-    expect(f, fxdb_version_delete(f->st, KEY, v3, f->err, sizeof f->err),
-           FXS_FAILED_PRECONDITION, "training job");
+    expect(f, fxdb_version_delete(f->st, KEY, v4, f->err, sizeof f->err),
+           FXS_FAILED_PRECONDITION, "training job 4");
     int dropped;
     assert_int_equal(fxdb_model_set_retention(f->st, KEY, 1, &dropped, f->err, sizeof f->err), 0);
     assert_int_equal(dropped, 0);
+    /* known: only the version it trains from is kept for it */
+    cols.base_version = v3;
+    assert_int_equal(fxdb_job_save(f->st, &id, &cols, pack, NULL, f->err, sizeof f->err), 0);
+    assert_int_equal(fxdb_model_set_retention(f->st, KEY, 1, &dropped, f->err, sizeof f->err), 0);
+    assert_int_equal(dropped, 1); /* 1; 2 is production, 3 the job's, 4 the last */
+    expect(f, fxdb_version_delete(f->st, KEY, v3, f->err, sizeof f->err),
+           FXS_FAILED_PRECONDITION, "version 3 of model 'default/m' is used by queued or "
+           "running training job 4");
+    assert_int_equal(fxdb_version_delete(f->st, KEY, v4, f->err, sizeof f->err), 0);
+    cols.state = "CANCELLED";
+    assert_int_equal(fxdb_job_save(f->st, &id, &cols, pack, NULL, f->err, sizeof f->err), 0);
+    assert_int_equal(fxdb_version_delete(f->st, KEY, v3, f->err, sizeof f->err), 0);
 }
 
 /* Two threads moving production and deleting versions at once. */

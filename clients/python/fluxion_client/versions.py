@@ -71,5 +71,6 @@ class VersionsMixin:
     @wrap
     def delete_version(self, name: str, version: int) -> model_pb2.Model:
         """ModelService.UpdateVersions delete_version: FailedPrecondition
-        while it is served, aliased, pinned or its model is being trained."""
+        while it is served, aliased, pinned or a queued or running job
+        trains from it."""
         return self._update_versions(name, delete_version=version)
