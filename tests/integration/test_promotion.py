@@ -145,6 +145,16 @@ class PromotionTest(DaemonTest):
         self.assertEqual(last.job.promotion, "not promoted: promote is never")
         self.assertIn("not promoted: promote is never", last.message)   # the SUCCEEDED event
 
+    def test_delete_version_refused_for_a_job(self):
+        name = self.model("jb")
+        self.c.import_weights(name, self.c.export_arrays(name))     # v2, production
+        job = self.c.submit_job(spec(model=name, model_version=1, steps=10 ** 7, epochs=0))
+        self.assertCode(C.FAILED_PRECONDITION, self.c.delete_version, name, 1,
+                        contains=("version 1", "training job %s" % job.id))
+        self.c.cancel_job(job.id)
+        self.wait(job.id)
+        self.assertEqual([v.version for v in self.c.delete_version(name, 1).versions], [2])
+
     def test_bad_gate_fields(self):
         name = self.model("bad")
         self.assertCode(C.INVALID_ARGUMENT, self.c.submit_job, spec(model=name, promote="maybe"),
