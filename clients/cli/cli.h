@@ -141,6 +141,17 @@ int cli_cmd_job_priority(cli_ctx *c, const cli_args *a);
 int cli_cmd_job_move(cli_ctx *c, const cli_args *a);
 /* cmd_model_update.c: `model update`, in the model table. */
 int cli_cmd_model_update(cli_ctx *c, const cli_args *a);
+/* cmd_versions.c: the version commands of the model table, and the
+ * versions part of `model get` (docs/versions.md). */
+struct Fluxion__V1__Model;
+void cli_print_model_versions(const struct Fluxion__V1__Model *m);
+int cli_cmd_model_promote(cli_ctx *c, const cli_args *a);
+int cli_cmd_model_rollback(cli_ctx *c, const cli_args *a);
+int cli_cmd_model_alias(cli_ctx *c, const cli_args *a);
+int cli_cmd_model_pin(cli_ctx *c, const cli_args *a);
+int cli_cmd_model_unpin(cli_ctx *c, const cli_args *a);
+int cli_cmd_model_retain(cli_ctx *c, const cli_args *a);
+int cli_cmd_model_delete_version(cli_ctx *c, const cli_args *a);
 /* "low", "normal", "high" (any case) -> JobPriority 1..3; usage error otherwise. */
 int cli_parse_priority(const char *text, int *out);
 /* A Team's text (cmd_admin.c), and its scheduling part (cmd_sched.c). */

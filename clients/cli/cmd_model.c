@@ -77,7 +77,7 @@ static void print_model(const ProtobufCMessage *msg, const void *arg)
 {
     (void)arg;
     const Fluxion__V1__Model *m = (const Fluxion__V1__Model *)msg;
-    char t[32], b[32];
+    char t[32];
     printf("name:        %s\n", m->name);
     if (*m->description)
         printf("description: %s\n", m->description);
@@ -118,17 +118,7 @@ static void print_model(const ProtobufCMessage *msg, const void *arg)
         }
     }
     print_canary_line("canary:      ", m->serving_config ? m->serving_config->canary : NULL);
-    printf("versions:\n");
-    for (size_t i = 0; i < m->n_versions; i++) {
-        const Fluxion__V1__ModelVersion *v = m->versions[i];
-        printf("  %-4" PRId64 " %s  %-10s %s  sha256 %s", v->version,
-               cli_time(v->created_unix_ms, t, sizeof t), cli_bytes(v->weights_bytes, b, sizeof b),
-               v->source, v->weights_sha256);
-        /* after a `model update`: the spec revision its weights fit */
-        if (v->spec_revision > 1 || m->spec_revision > 1)
-            printf("  spec revision %" PRId64, v->spec_revision ? v->spec_revision : 1);
-        printf("\n");
-    }
+    cli_print_model_versions(m); /* production, aliases, pins, history (cmd_versions.c) */
 }
 
 /* ----------------------------------------------------------------- create */
@@ -390,6 +380,7 @@ typedef struct {
     unsigned char *buf;
     Fluxion__V1__WeightsChunk chunk;
     bool first, done;
+    bool no_promote; /* --no-promote: production stays */
     int read_errno;
 } import_state;
 
@@ -414,6 +405,7 @@ static const ProtobufCMessage *import_next(void *data, int *fail)
         s->chunk.name = (char *)s->name;
         s->chunk.source = (char *)s->source;
         s->chunk.total_bytes = s->total;
+        s->chunk.no_promote = s->no_promote;
         s->first = false;
     }
     s->chunk.data.data = s->buf;
@@ -435,6 +427,7 @@ static int cmd_import(cli_ctx *c, const cli_args *a)
     import_state s = {.name = a->pos[0],
                       .path = cli_path_name(path),
                       .source = a->opt[0] ? a->opt[0] : "import",
+                      .no_promote = a->opt[1] != NULL,
                       .first = true};
     bool is_stdin = !strcmp(path, "-");
     s.f = is_stdin ? stdin : fopen(path, "rb");
@@ -733,7 +726,8 @@ const cli_command cli_model_commands[] = {
      "the model before it stores the version.\n",
      2,
      2,
-     {{"source", 0, "TEXT", "recorded as the version's source (default: import)"}},
+     {{"source", 0, "TEXT", "recorded as the version's source (default: import)"},
+      {"no-promote", 0, NULL, "store it without serving it (production stays)"}},
      cmd_import},
     {"model import-onnx",
      "NAME FILE [--description D] [--no-load]",
@@ -804,5 +798,27 @@ const cli_command cli_model_commands[] = {
      {{"percent", 0, "P", "the canary's share of requests without a version, 0..100"},
       {"off", 0, NULL, "stop the canary: every request goes to the main version"}},
      cmd_canary},
+    /* the life of a version: cmd_versions.c, docs/versions.md */
+    {"model promote", "NAME VERSION [--reason TEXT]",
+     "serve VERSION: move the alias production to it (recorded in the history)",
+     "The served instance is swapped at once; requests in flight finish on the old one.\n",
+     2, 2, {{"reason", 0, "TEXT", "recorded in the history"}}, cli_cmd_model_promote},
+    {"model rollback", "NAME", "serve the version production pointed to before its last move",
+     "Again: one move further back.\n", 1, 1, {{0}}, cli_cmd_model_rollback},
+    {"model alias", "NAME ALIAS VERSION | NAME ALIAS --delete",
+     "point an alias at a version (or delete it); inference accepts it as the version",
+     "Alias names: [a-z][a-z0-9_-]{0,31}. 'production' is the served version.\n",
+     2, 3, {{"delete", 0, NULL, "delete the alias"}}, cli_cmd_model_alias},
+    {"model pin", "NAME VERSION", "keep a version: retention and delete-version spare it", NULL,
+     2, 2, {{0}}, cli_cmd_model_pin},
+    {"model unpin", "NAME VERSION", "let retention remove a version again", NULL, 2, 2, {{0}},
+     cli_cmd_model_unpin},
+    {"model retain", "NAME N",
+     "keep the last N versions + aliased and pinned ones (0: every version)",
+     "Applied now and whenever a version is added; the others' files are removed.\n",
+     2, 2, {{0}}, cli_cmd_model_retain},
+    {"model delete-version", "NAME VERSION",
+     "delete one version (refused while served, aliased, pinned or trained on)", NULL, 2, 2,
+     {{0}}, cli_cmd_model_delete_version},
 };
 const size_t cli_n_model_commands = sizeof cli_model_commands / sizeof cli_model_commands[0];

@@ -251,6 +251,8 @@ static void print_job(const ProtobufCMessage *msg, const void *arg)
     }
     if (j->result_version)
         printf("result:        version %" PRId64 "\n", j->result_version);
+    if (j->promotion && *j->promotion) /* the promotion gate's decision (docs/versions.md) */
+        printf("promotion:     %s\n", j->promotion);
     if (j->progress) {
         progress_text(j->progress, false, text, sizeof text);
         printf("progress:      %s\n", text);

@@ -74,6 +74,22 @@ void fxa_export_onnx(fxr_call *call, const ProtobufCMessage *msg, void *data);
 /* True when the model (a key) is stored; otherwise fails the call
  * (NOT_FOUND) and returns false. */
 bool fxa_model_stored_or_fail(fxa_daemon *d, fxr_call *call, const char *key);
+/* Replies with the Model message of a stored model (with_graph: its
+ * inferred outputs and parameters too). */
+void fxa_model_reply(fxr_call *call, fxa_daemon *d, const char *name, bool with_graph);
+
+/* ---- svc_versions.c: aliases, promote/rollback, pins, retention */
+
+/* Into a Model message: its production version, aliases, history and
+ * retention, and each version's pin, aliases, metric and job. */
+void fxa_versions_describe(pba *a, Fluxion__V1__Model *m, const fxdb_model_rec *rec);
+/* ModelService.UpdateVersions. */
+void fxa_update_versions(fxr_call *call, const ProtobufCMessage *msg, void *data);
+/* A ModelInfer model_version: "" (and "production": the served one) 0, a
+ * number, or an alias of the model resolved in the store. INVALID_ARGUMENT
+ * or NOT_FOUND with a message. */
+int fxa_resolve_version(fxa_daemon *d, const char *key, const char *s, int64_t *v, char *err,
+                        size_t errlen);
 
 /* ---- svc_model.c, svc_onnx.c: creating models */
 

@@ -31,22 +31,6 @@ static const char *dtype_name(fx_dtype dt)
     }
 }
 
-/* Parses a model_version field: "" -> 0 (the served one). */
-static bool parse_version(const char *s, int64_t *v, char *err, size_t errlen)
-{
-    *v = 0;
-    if (!s || !*s)
-        return true;
-    char *end;
-    long long x = strtoll(s, &end, 10);
-    if (*end || x <= 0) {
-        snprintf(err, errlen, "version '%s' is not a version number (1, 2, ...)", s);
-        return false;
-    }
-    *v = x;
-    return true;
-}
-
 /* route: an inference request, which a canary may take (serving.h
  * fxsv_serving_route); else the instance the version names. */
 static fxsv_served *acquire(fxr_call *call, fxa_daemon *d, const char *name, const char *version,
@@ -57,12 +41,13 @@ static fxsv_served *acquire(fxr_call *call, fxa_daemon *d, const char *name, con
     fxsv_served *m = NULL;
     if (!fxa_key(call, "model", name, key, sizeof key))
         return NULL;
-    if (!parse_version(version, &v, err, sizeof err)) {
-        fxr_fail(call, FXS_INVALID_ARGUMENT, "%s", err);
+    int rc = fxa_resolve_version(d, key, version, &v, err, sizeof err); /* an alias too */
+    if (rc) {
+        fxr_fail(call, rc, "%s", err);
         return NULL;
     }
-    int rc = route ? fxsv_serving_route(d->serving, key, v, &m, err, sizeof err)
-                   : fxsv_serving_acquire(d->serving, key, v, &m, err, sizeof err);
+    rc = route ? fxsv_serving_route(d->serving, key, v, &m, err, sizeof err)
+               : fxsv_serving_acquire(d->serving, key, v, &m, err, sizeof err);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return NULL;
@@ -101,12 +86,13 @@ static void model_ready(fxr_call *call, const ProtobufCMessage *msg, void *data)
     int64_t v;
     if (!fxa_key(call, "model", req->name, key, sizeof key))
         return;
-    if (!parse_version(req->version, &v, err, sizeof err)) {
-        fxr_fail(call, FXS_INVALID_ARGUMENT, "%s", err);
+    int rc = fxa_resolve_version(d, key, req->version, &v, err, sizeof err);
+    if (rc) {
+        fxr_fail(call, rc, "%s", err);
         return;
     }
     fxsv_served *m = NULL;
-    int rc = fxsv_serving_acquire(d->serving, key, v, &m, err, sizeof err);
+    rc = fxsv_serving_acquire(d->serving, key, v, &m, err, sizeof err);
     if (rc == FXS_NOT_FOUND && v == 0) {
         fxr_fail(call, rc, "%s", err);
         return;
@@ -634,8 +620,16 @@ static void model_statistics(fxr_call *call, const ProtobufCMessage *msg, void *
     int64_t v;
     if (req->name[0] && !fxa_key(call, "model", req->name, key, sizeof key))
         return;
-    if (!parse_version(req->version, &v, err, sizeof err)) {
-        fxr_fail(call, FXS_INVALID_ARGUMENT, "%s", err);
+    /* "": every version; an alias: the version it names now */
+    int rc = key[0] || !req->version[0] ? fxa_resolve_version(d, key, req->version, &v, err,
+                                                              sizeof err)
+                                        : fxu_fail(err, sizeof err, FXS_INVALID_ARGUMENT,
+                                                   "a version needs a model name");
+    if (!rc && v == 0 && req->version[0] && !fxsv_serving_is_loaded(d->serving, key, &v))
+        rc = fxu_fail(err, sizeof err, FXS_FAILED_PRECONDITION, "model '%s' is not loaded",
+                      req->name);
+    if (rc) {
+        fxr_fail(call, rc, "%s", err);
         return;
     }
     if (key[0] && !fxa_model_stored_or_fail(d, call, key))
@@ -694,7 +688,7 @@ static void repository_index(fxr_call *call, const ProtobufCMessage *msg, void *
                     inference__repository_index_response__model_index__init);
         if (!mi)
             break;
-        int64_t latest = recs[i].n_versions ? recs[i].versions[recs[i].n_versions - 1].version : 0;
+        int64_t latest = recs[i].production; /* what a load serves */
         mi->name = pba_strdup(&a, fxa_show(call, recs[i].name));
         mi->version = pba_printf(&a, "%" PRId64, loaded ? served : latest);
         mi->state = loaded ? "READY" : "UNAVAILABLE";

@@ -109,13 +109,14 @@ Fluxion__V1__Model *fxa_model_msg(pba *a, fxr_call *call, fxdb_store *st,
         m->versions[m->n_versions++] = v;
         m->latest_version = vr->version;
     }
+    fxa_versions_describe(a, m, rec);
     if (g)
         describe_graph(a, m, g);
     m->serving_config = config_msg(a, st, rec->name);
     return m;
 }
 
-static void reply_model(fxr_call *call, fxa_daemon *d, const char *name, bool with_graph)
+void fxa_model_reply(fxr_call *call, fxa_daemon *d, const char *name, bool with_graph)
 {
     char err[FXS_ERRLEN];
     fxdb_model_rec rec;
@@ -213,7 +214,7 @@ void fxa_create_model(fxr_call *call, fxa_daemon *d, const char *key, const char
         fxr_fail(call, rc, "stored, but cannot be served: %s", err);
         return;
     }
-    reply_model(call, d, key, true);
+    fxa_model_reply(call, d, key, true);
 }
 
 static void create_model(fxr_call *call, const ProtobufCMessage *msg, void *data)
@@ -236,7 +237,7 @@ static void get_model(fxr_call *call, const ProtobufCMessage *msg, void *data)
     const Fluxion__V1__GetModelRequest *req = (const void *)msg;
     char key[FXP_KEY_MAX];
     if (fxa_key(call, "model", req->name, key, sizeof key))
-        reply_model(call, data, key, true);
+        fxa_model_reply(call, data, key, true);
 }
 
 static void list_models(fxr_call *call, const ProtobufCMessage *msg, void *data)
@@ -305,7 +306,7 @@ static void export_weights(fxr_call *call, const ProtobufCMessage *msg, void *da
     if (!fxa_key(call, "model", req->name, key, sizeof key))
         return;
     if (req->version < 0) {
-        fxr_fail(call, FXS_INVALID_ARGUMENT, "version: %lld is negative (0 means the latest)",
+        fxr_fail(call, FXS_INVALID_ARGUMENT, "version: %lld is negative (0 means production, the served version)",
                  (long long)req->version);
         return;
     }
@@ -315,8 +316,12 @@ static void export_weights(fxr_call *call, const ProtobufCMessage *msg, void *da
         fxr_fail(call, rc, "%s", err);
         return;
     }
-    int64_t version = req->version ? req->version
-                                   : rec.n_versions ? rec.versions[rec.n_versions - 1].version : 0;
+    int64_t version = req->version;
+    if (!version && (rc = fxm_resolve_version(&rec, 0, &version, err, sizeof err)) != 0) {
+        fxdb_model_rec_free(&rec); /* 0: production, the served version */
+        fxr_fail(call, rc, "%s", err);
+        return;
+    }
     fxdb_model_rec_free(&rec);
     void *w = NULL;
     size_t wlen = 0;
@@ -356,6 +361,7 @@ static void import_weights(fxr_call *call, const ProtobufCMessage *unused, void 
 {
     fxa_daemon *d = data;
     char err[FXS_ERRLEN], name[FXP_KEY_MAX] = "", key[FXP_KEY_MAX], source[256] = "import";
+    bool promote = true; /* production moves to it unless the first chunk says no_promote */
     uint8_t *buf = NULL;
     size_t len = 0, cap = 0;
     ProtobufCMessage *msg;
@@ -376,6 +382,7 @@ static void import_weights(fxr_call *call, const ProtobufCMessage *unused, void 
                 snprintf(name, sizeof name, "%s", c->name);
                 if (c->source[0])
                     snprintf(source, sizeof source, "%s", c->source);
+                promote = !c->no_promote;
             }
         }
         if (!status && c->data.len > d->max_import_bytes - len) {
@@ -424,7 +431,8 @@ static void import_weights(fxr_call *call, const ProtobufCMessage *unused, void 
     }
     int64_t version = 0;
     if (!status)
-        status = fxdb_store_add_version(d->store, key, buf, len, source, &version, err, sizeof err);
+        status = fxdb_store_add_version_opt(d->store, key, buf, len, source, promote, &version,
+                                            err, sizeof err);
     free(buf);
     if (status) {
         fxr_fail(call, status, "%s", err);
@@ -432,7 +440,9 @@ static void import_weights(fxr_call *call, const ProtobufCMessage *unused, void 
     }
     fxl_log(FXL_INFO, "models", "weights imported model=%s version=%lld bytes=%zu", key,
             (long long)version, len);
-    if ((status = fxsv_serving_reload(d->serving, key, err, sizeof err)) != 0) {
+    if (!promote) /* production stays: nothing to reload; retention may have removed some */
+        fxsv_serving_prune(d->serving, key);
+    else if ((status = fxsv_serving_reload(d->serving, key, err, sizeof err)) != 0) {
         fxr_fail(call, status, "stored as version %lld, but cannot be served: %s",
                  (long long)version, err);
         return;
@@ -530,6 +540,7 @@ int fxa_register_model_service(fxa_daemon *d)
         { "UpdateModelSpec", FXR_UNARY, FXP_WRITE, fxa_update_model_spec },
         { "ImportOnnx", FXR_CLIENT_STREAM, FXP_WRITE, fxa_import_onnx },
         { "SetCanary", FXR_UNARY, FXP_WRITE, set_canary },
+        { "UpdateVersions", FXR_UNARY, FXP_WRITE, fxa_update_versions },
     };
     return fxr_server_add_service(d->rpc, &fluxion__v1__model_service__descriptor, methods,
                                   (int)(sizeof methods / sizeof methods[0]), d);

@@ -34,6 +34,13 @@ int fxm_graph_of(const fxdb_model_rec *rec, uint64_t max_params, fxg_graph **out
 int fxm_resolve_version(const fxdb_model_rec *rec, int64_t want, int64_t *version, char *err,
                         size_t errlen)
 {
+    /* 0: production (the alias serving uses); the latest usable version
+     * when production's weights are unusable, as before aliases */
+    for (int i = 0; want == 0 && i < rec->n_versions; i++)
+        if (rec->versions[i].version == rec->production) {
+            *version = rec->production;
+            return 0;
+        }
     if (want == 0 && rec->n_versions > 0) {
         *version = rec->versions[rec->n_versions - 1].version;
         return 0;

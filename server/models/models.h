@@ -32,7 +32,8 @@
 int fxm_graph_of(const fxdb_model_rec *rec, uint64_t max_params, fxg_graph **out, char *err,
                  size_t errlen);
 
-/* The stored version `want` (0: the latest usable one) into *version;
+/* The stored version `want` (0: production, the served one; the latest
+ * usable one when production's weights are unusable) into *version;
  * FXS_NOT_FOUND naming the model when it has no such version,
  * FXS_FAILED_PRECONDITION when it has no usable version at all. */
 int fxm_resolve_version(const fxdb_model_rec *rec, int64_t want, int64_t *version, char *err,

@@ -124,7 +124,7 @@ static int served_from_graph(fxsv_serving *sv, const char *name, int64_t version
     return 0;
 }
 
-/* Builds the graph of a stored version (0: latest) with its weights;
+/* Builds the graph of a stored version (0: production) with its weights;
  * *stored_loaded (optional): the store's "loaded" flag of the model. */
 static int build_served(fxsv_serving *sv, const char *name, int64_t version, fxsv_served **out,
                         bool *stored_loaded, char *err, size_t errlen)
@@ -255,7 +255,7 @@ static int swap_in(fxsv_serving *sv, const char *name, fxsv_served *m, bool stor
     return stored_loaded ? 0 : fxdb_store_set_loaded(sv->st, name, true, err, errlen);
 }
 
-/* Builds the latest version and serves it. only_if_loaded: nothing happens
+/* Builds production's version and serves it. only_if_loaded: nothing happens
  * when the model is not served. Under the model's lock. */
 static int load_locked(fxsv_serving *sv, const char *name, bool only_if_loaded, char *err,
                        size_t errlen)
@@ -265,7 +265,9 @@ static int load_locked(fxsv_serving *sv, const char *name, bool only_if_loaded, 
     fxsv_served *m;
     bool stored_loaded = false;
     int rc = build_served(sv, name, 0, &m, &stored_loaded, err, errlen);
-    return rc ? rc : swap_in(sv, name, m, stored_loaded, err, errlen);
+    if (!rc && !(rc = swap_in(sv, name, m, stored_loaded, err, errlen)))
+        fxsv_serving_prune(sv, name); /* versions retention removed */
+    return rc;
 }
 
 static int load_or_reload(fxsv_serving *sv, const char *name, bool only_if_loaded, char *err,
@@ -301,12 +303,13 @@ int fxsv_serving_load_graph(fxsv_serving *sv, const char *name, int64_t version,
      * that comes later unloads after this (fxsv_serving_unload). */
     fxdb_model_rec rec;
     int rc = fxdb_store_get_model(sv->st, name, &rec, err, errlen);
-    bool latest = !rc && rec.n_versions > 0 && rec.versions[rec.n_versions - 1].version == version;
+    int64_t want = 0;
+    bool latest = !rc && !fxm_resolve_version(&rec, 0, &want, NULL, 0) && want == version;
     bool stored_loaded = !rc && rec.loaded;
     if (!rc)
         fxdb_model_rec_free(&rec);
     fxsv_served *m = NULL;
-    if (!rc && !latest) { /* a newer version came meanwhile: that one */
+    if (!rc && !latest) { /* production moved meanwhile: that one */
         fxg_free(g);
         rc = load_locked(sv, name, false, err, errlen);
     } else if (!rc && !(rc = served_from_graph(sv, name, version, g, &m, err, errlen))) {
@@ -430,6 +433,45 @@ bool fxsv_serving_is_loaded(fxsv_serving *sv, const char *name, int64_t *version
     return e != NULL;
 }
 
+void fxsv_serving_forget_version(fxsv_serving *sv, const char *name, int64_t version)
+{
+    fxsv_served *gone = NULL;
+    pthread_mutex_lock(&sv->mu);
+    entry *e = find_entry(sv, name);
+    for (int i = 0; e && i < e->n_old; i++)
+        if (e->old[i]->version == version) {
+            gone = e->old[i];
+            memmove(e->old + i, e->old + i + 1, sizeof e->old[0] * (size_t)(e->n_old - i - 1));
+            e->n_old--;
+            break;
+        }
+    pthread_mutex_unlock(&sv->mu);
+    served_unref(gone); /* requests in flight hold their own reference */
+}
+
+void fxsv_serving_prune(fxsv_serving *sv, const char *name)
+{
+    int64_t kept[MAX_OLD_VERSIONS];
+    int n = 0;
+    pthread_mutex_lock(&sv->mu);
+    entry *e = find_entry(sv, name);
+    for (int i = 0; e && i < e->n_old; i++)
+        kept[n++] = e->old[i]->version;
+    pthread_mutex_unlock(&sv->mu);
+    fxdb_model_rec rec;
+    char err[256];
+    if (n == 0 || fxdb_store_get_model(sv->st, name, &rec, err, sizeof err) != 0)
+        return; /* a deleted model: its unload drops them all */
+    for (int i = 0; i < n; i++) {
+        bool stored = false;
+        for (int k = 0; k < rec.n_versions && !stored; k++)
+            stored = rec.versions[k].version == kept[i];
+        if (!stored)
+            fxsv_serving_forget_version(sv, name, kept[i]);
+    }
+    fxdb_model_rec_free(&rec);
+}
+
 int fxsv_serving_count_loaded(fxsv_serving *sv)
 {
     int n = 0;
@@ -512,6 +554,10 @@ int fxsv_serving_acquire(fxsv_serving *sv, const char *name, int64_t version, fx
         snprintf(err, errlen, "model '%s' was unloaded", name);
         return FXS_FAILED_PRECONDITION;
     }
+    /* A delete of this version that committed while it was being built
+     * forgot it before it was kept: look again now that it is (this request
+     * still runs on it, as one that had acquired it before the delete). */
+    fxsv_serving_prune(sv, name);
     return 0;
 }
 

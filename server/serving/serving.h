@@ -45,8 +45,9 @@ void fxsv_serving_free(fxsv_serving *sv);
  * is served. Each also keeps the store's "loaded" flag (a restart serves the
  * models loaded at the stop).
  *
- * Serves the latest stored version of a model (replacing the one served:
- * requests in flight finish on the old one). Status codes as store.h; the
+ * Serves the production version of a model (its alias "production",
+ * docs/versions.md), replacing the one served: requests in flight finish on
+ * the old one. A promote or rollback reloads. Status codes as store.h; the
  * serving setting "device" (devices.h) places the weights: a device not
  * enabled is FAILED_PRECONDITION, weights over memory_limit_bytes or out of
  * device memory RESOURCE_EXHAUSTED, each naming the device. */
@@ -54,11 +55,11 @@ int fxsv_serving_load(fxsv_serving *sv, const char *name, char *err, size_t errl
 /* As fxsv_serving_load for a model that is served (a new version, new
  * settings); 0 and nothing done for one that is not. */
 int fxsv_serving_reload(fxsv_serving *sv, const char *name, char *err, size_t errlen);
-/* As fxsv_serving_load with the graph of the latest version already built
+/* As fxsv_serving_load with the graph of the production version already built
  * (CreateModel's, which made its weights): g (its gradients dropped) is
  * taken, freed on failure, and served as that version, without building it
- * again from the store. When a newer version was stored meanwhile, that one
- * is loaded instead. */
+ * again from the store. When production moved meanwhile, its version is
+ * loaded instead. */
 int fxsv_serving_load_graph(fxsv_serving *sv, const char *name, int64_t version, fxg_graph *g,
                            char *err, size_t errlen);
 /* Stops serving it (requests in flight finish) and clears its "loaded"
@@ -67,6 +68,12 @@ int fxsv_serving_load_graph(fxsv_serving *sv, const char *name, int64_t version,
  * races the delete then either ends before the unload or finds no model. */
 int fxsv_serving_unload(fxsv_serving *sv, const char *name, char *err, size_t errlen);
 bool fxsv_serving_is_loaded(fxsv_serving *sv, const char *name, int64_t *version);
+/* Drops the instance of a version kept for requests that asked for it by
+ * number (a deleted version); requests in flight finish on it. */
+void fxsv_serving_forget_version(fxsv_serving *sv, const char *name, int64_t version);
+/* fxsv_serving_forget_version for every kept version the store no longer
+ * has (retention removed it); a load or reload does it too. */
+void fxsv_serving_prune(fxsv_serving *sv, const char *name);
 /* Checks and stores a model's batching settings (the device must be one
  * this server has enabled); a loaded model is reloaded with them (requests
  * in flight finish under the old ones). */

@@ -179,9 +179,47 @@ static const char *const MIGRATIONS[] = {
     "ALTER TABLE teams ADD COLUMN budget_window_seconds INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE teams ADD COLUMN max_running_jobs INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE teams ADD COLUMN gpu_memory_bytes INTEGER NOT NULL DEFAULT 0;",
-    /* 7 -> 8: reserved for the versions helper's migration (aliases, pins);
-     * a no-op on this branch, replaced by theirs when both are merged. */
-    "SELECT 1;",
+    /* 7 -> 8: the life of a version (versions_tab.c, docs/versions.md).
+     * aliases: name -> version per model; 'production' is the version
+     * serving uses, set here to each model's latest usable version (what
+     * was served before aliases). alias_history: every move of an alias
+     * (rollback walks it back). versions.pinned: kept by retention;
+     * versions.metric: the value a job's promotion gate compared (NULL:
+     * none). jobs.base_version: the version a job trains from (0: not
+     * known yet; training/ saves its unfinished jobs at start, which fills
+     * it), so that deleting another version is not refused for it.
+     * models.keep_last: retention (0: keep every version);
+     * models.last_version: the highest number ever given, so a deleted
+     * version's number is never reused. */
+    "CREATE TABLE aliases ("
+    "  model_id INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,"
+    "  name TEXT NOT NULL,"
+    "  version INTEGER NOT NULL,"
+    "  updated_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY (model_id, name));"
+    "CREATE TABLE alias_history ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  model_id INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,"
+    "  alias TEXT NOT NULL,"
+    "  from_version INTEGER NOT NULL,"  /* 0: the alias was new */
+    "  to_version INTEGER NOT NULL,"    /* 0: the alias was deleted */
+    "  at_ms INTEGER NOT NULL,"
+    "  reason TEXT NOT NULL,"
+    "  undone INTEGER NOT NULL DEFAULT 0);" /* 1: a rollback walked back over it */
+    "CREATE INDEX alias_history_by_model ON alias_history(model_id, alias);"
+    "ALTER TABLE versions ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE versions ADD COLUMN metric_name TEXT;"
+    "ALTER TABLE versions ADD COLUMN metric REAL;"
+    "ALTER TABLE models ADD COLUMN keep_last INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN base_version INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE models ADD COLUMN last_version INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE models SET last_version = "
+    "  (SELECT COALESCE(MAX(version), 0) FROM versions WHERE model_id = models.id);"
+    "INSERT INTO aliases (model_id, name, version, updated_ms) "
+    "  SELECT m.id, 'production', COALESCE("
+    "    (SELECT MAX(version) FROM versions v WHERE v.model_id = m.id AND unusable IS NULL),"
+    "    m.last_version), CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) "
+    "  FROM models m WHERE m.last_version > 0;",
     /* 8 -> 9: spec revisions (revisions_tab.c): `model update` stores a
      * model's new spec as revision 2, 3, ... here (revision 1 stays
      * models.spec, the spec it was created with), and every version

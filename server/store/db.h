@@ -139,11 +139,38 @@ void fxdb__remove_file(const char *dir, const char *fname, const char *why);
 /* Runs inside a version's transaction once its row is in. */
 typedef int (*fxdb__after_fn)(fxdb_store *st, void *ctx, int64_t version, char *err,
                               size_t errlen);
-/* fxdb_store_add_version, with the job that made the version (job_id > 0:
- * versions.job_id) and after(ctx) in the same transaction (models_tab.c). */
+/* How a version is added (fxdb__add_version). */
+typedef struct {
+    bool promote;            /* production moves to it (when gate is NULL) */
+    const fxdb_gate *gate;   /* a job's promotion gate (store.h); NULL: promote decides */
+    int64_t job_id;          /* > 0: versions.job_id */
+    fxdb__after_fn after;    /* runs once the row is in and production settled (may be NULL) */
+    void *after_ctx;
+} fxdb__vopts;
+/* fxdb_store_add_version with o (NULL: promote, no job) in the same
+ * transaction, then retention (models_tab.c). */
 int fxdb__add_version(fxdb_store *st, const char *name, const void *weights, size_t weights_len,
-                      const char *source, int64_t job_id, fxdb__after_fn after, void *ctx,
-                      int64_t *version, char *err, size_t errlen);
+                      const char *source, const fxdb__vopts *o, int64_t *version, char *err,
+                      size_t errlen);
+
+/* ------------------------------------------- aliases and retention */
+
+/* (versions_tab.c) Into m, for the model row id: its aliases (production
+ * too), the newest history rows, and per version pinned/metric/job_id. */
+int fxdb__load_version_meta(fxdb_store *st, int64_t id, fxdb_model_rec *m, char *err,
+                            size_t errlen);
+void fxdb__free_version_meta(fxdb_model_rec *m);
+/* Inside a version's transaction, its row in: the metric of o's gate
+ * recorded, and production moved to it when o says so. */
+int fxdb__settle_version(fxdb_store *st, int64_t model_id, int64_t version, const fxdb__vopts *o,
+                         char *err, size_t errlen);
+/* Inside a transaction: retention applied to the model (versions.c);
+ * *dropped (malloc, *n) gets the numbers whose rows went, for
+ * fxdb__remove_version_files after the commit. */
+int fxdb__retain(fxdb_store *st, int64_t model_id, int64_t **dropped, int *n, char *err,
+                 size_t errlen);
+/* After the commit, under st->mu: the files of dropped versions. */
+void fxdb__remove_version_files(fxdb_store *st, const char *name, const int64_t *dropped, int n);
 
 /* ---------------------------------------------------- across the tables */
 

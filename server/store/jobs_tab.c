@@ -49,6 +49,7 @@ static int update_row(fxdb_store *st, save_op *o, int64_t now, char *err, size_t
     if (!rc)
         rc = fxdb__prepare(st, "UPDATE jobs SET state = ?1, model = ?2, record = ?3, "
                                "updated_ms = ?4, dataset = ?6, validation_dataset = ?7, "
+                               "base_version = ?8, "
                                "team = CASE WHEN instr(?2, '/') > 0 "
                                "THEN substr(?2, 1, instr(?2, '/') - 1) ELSE team END "
                                "WHERE id = ?5", &s, err, errlen);
@@ -60,6 +61,7 @@ static int update_row(fxdb_store *st, save_op *o, int64_t now, char *err, size_t
         sqlite3_bind_int64(s, 5, o->id);
         sqlite3_bind_text(s, 6, col(o->cols->dataset), -1, SQLITE_STATIC);
         sqlite3_bind_text(s, 7, col(o->cols->validation_dataset), -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 8, o->cols->base_version);
         rc = fxdb__step_done(st, s, "saving a job", err, errlen);
     }
     if (!rc && sqlite3_changes(st->db) != 1)
@@ -155,11 +157,23 @@ int fxdb_job_finish(fxdb_store *st, int64_t id, const fxdb_job_cols *cols, const
                     size_t weights_len, const char *source, fxdb_pack_fn pack, void *ctx,
                     int64_t *version, char *err, size_t errlen)
 {
+    return fxdb_job_finish_gated(st, id, cols, weights, weights_len, source, NULL, pack, ctx,
+                                 version, err, errlen);
+}
+
+int fxdb_job_finish_gated(fxdb_store *st, int64_t id, const fxdb_job_cols *cols,
+                          const void *weights, size_t weights_len, const char *source,
+                          const fxdb_gate *gate, fxdb_pack_fn pack, void *ctx, int64_t *version,
+                          char *err, size_t errlen)
+{
     if (id <= 0 || !cols || !cols->model || !pack)
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "store: job_finish: missing argument");
     save_op o = { .id = id, .cols = cols, .pack = pack, .pack_ctx = ctx };
-    return fxdb__add_version(st, cols->model, weights, weights_len, source, id, finish_fn, &o,
-                             version, err, errlen);
+    /* the gate decides inside the transaction, before the record is packed */
+    fxdb__vopts vo = { .promote = true, .gate = gate, .job_id = id, .after = finish_fn,
+                       .after_ctx = &o };
+    return fxdb__add_version(st, cols->model, weights, weights_len, source, &vo, version, err,
+                             errlen);
 }
 
 typedef struct {

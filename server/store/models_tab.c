@@ -43,8 +43,11 @@ void fxdb_model_rec_free(fxdb_model_rec *m)
     free(m->name);
     free(m->description);
     free(m->spec);
-    for (int i = 0; i < m->n_versions; i++)
+    fxdb__free_version_meta(m);
+    for (int i = 0; i < m->n_versions; i++) {
         free(m->versions[i].source);
+        free(m->versions[i].metric_name);
+    }
     free(m->versions);
     memset(m, 0, sizeof *m);
 }
@@ -53,7 +56,8 @@ static int load_versions(fxdb_store *st, int64_t id, fxdb_model_rec *m, char *er
 {
     sqlite3_stmt *s;
     int rc = fxdb__prepare(st, "SELECT version, created_ms, source, weights_bytes, sha256, "
-                           "spec_revision FROM versions WHERE model_id = ? AND unusable IS NULL "
+                           "spec_revision, pinned, metric_name, metric, COALESCE(job_id, 0) "
+                           "FROM versions WHERE model_id = ? AND unusable IS NULL "
                            "ORDER BY version", &s, err, errlen);
     if (rc)
         return rc;
@@ -77,8 +81,13 @@ static int load_versions(fxdb_store *st, int64_t id, fxdb_model_rec *m, char *er
         v->weights_bytes = (uint64_t)sqlite3_column_int64(s, 3);
         snprintf(v->sha256, sizeof v->sha256, "%s", (const char *)sqlite3_column_text(s, 4));
         v->spec_revision = sqlite3_column_int64(s, 5);
+        v->pinned = sqlite3_column_int(s, 6) != 0;
+        v->has_metric = sqlite3_column_type(s, 8) != SQLITE_NULL;
+        v->metric_name = xstrdup((const char *)sqlite3_column_text(s, 7));
+        v->metric = sqlite3_column_double(s, 8);
+        v->job_id = sqlite3_column_int64(s, 9);
         m->n_versions++;
-        if (!v->source) {
+        if (!v->source || !v->metric_name) {
             rc = fxu_oom(err, errlen);
             break;
         }
@@ -89,7 +98,7 @@ static int load_versions(fxdb_store *st, int64_t id, fxdb_model_rec *m, char *er
     return rc;
 }
 
-#define MODEL_COLS "id, name, description, spec, seed, loaded, created_ms"
+#define MODEL_COLS "id, name, description, spec, seed, loaded, created_ms, keep_last"
 
 /* A model record from a row of MODEL_COLS. */
 static int load_model(fxdb_store *st, sqlite3_stmt *s, fxdb_model_rec *m, char *err,
@@ -105,6 +114,7 @@ static int load_model(fxdb_store *st, sqlite3_stmt *s, fxdb_model_rec *m, char *
     m->seed = (uint64_t)sqlite3_column_int64(s, 4);
     m->loaded = sqlite3_column_int(s, 5) != 0;
     m->created_ms = sqlite3_column_int64(s, 6);
+    m->keep_last = (uint32_t)sqlite3_column_int64(s, 7);
     int rc = 0;
     if (!m->name || !m->description || (m->spec_len > 0 && !m->spec))
         rc = fxu_oom(err, errlen);
@@ -121,6 +131,8 @@ static int load_model(fxdb_store *st, sqlite3_stmt *s, fxdb_model_rec *m, char *
         rc = fxdb__revision_spec(st, id, m->name, m->spec_revision, &m->spec, &m->spec_len, err,
                                  errlen);
     }
+    if (!rc)
+        rc = fxdb__load_version_meta(st, id, m, err, errlen);
     if (rc)
         fxdb_model_rec_free(m);
     return rc;
@@ -226,7 +238,14 @@ static int insert_version(fxdb_store *st, int64_t id, int64_t version, const cha
     sqlite3_bind_text(s, 4, source ? source : "", -1, SQLITE_STATIC);
     sqlite3_bind_int64(s, 5, (int64_t)len);
     sqlite3_bind_text(s, 6, sha, -1, SQLITE_STATIC);
-    return fxdb__step_done(st, s, "inserting a version", err, errlen);
+    rc = fxdb__step_done(st, s, "inserting a version", err, errlen);
+    if (!rc && !(rc = fxdb__prepare(st, "UPDATE models SET last_version = MAX(last_version, ?) "
+                                        "WHERE id = ?", &s, err, errlen))) {
+        sqlite3_bind_int64(s, 1, version);
+        sqlite3_bind_int64(s, 2, id);
+        rc = fxdb__step_done(st, s, "numbering a version", err, errlen);
+    }
+    return rc;
 }
 
 static int insert_model(fxdb_store *st, const char *name, const char *description,
@@ -263,9 +282,9 @@ typedef struct {
     size_t len;
     char sha[65];
     char *tmp;
-    int64_t job_id;          /* the job whose result this is; 0: none */
-    fxdb__after_fn after;    /* runs once the row is in (may be NULL) */
-    void *after_ctx;
+    fxdb__vopts o;           /* promotion, the job, the after hook */
+    int64_t *dropped;        /* retention: versions whose files go after the commit */
+    int n_dropped;
 } new_weights;
 
 static int stage_weights(fxdb_store *st, new_weights *w, const char *name, const void *data,
@@ -293,6 +312,8 @@ static void unstage_weights(new_weights *w)
         unlink(w->tmp);
     free(w->tmp);
     w->tmp = NULL;
+    free(w->dropped);
+    w->dropped = NULL;
 }
 
 /* Decides, inside the transaction, which model (*id) and version number
@@ -327,12 +348,19 @@ static int write_version(fxdb_store *st, new_weights *w, version_prelude prelude
         }
     }
     if (!rc)
-        rc = insert_version(st, id, *version, w->source, w->len, w->sha, w->job_id, err, errlen);
-    if (!rc && w->after)
-        rc = w->after(st, w->after_ctx, *version, err, errlen);
+        rc = insert_version(st, id, *version, w->source, w->len, w->sha, w->o.job_id, err,
+                            errlen);
+    if (!rc)
+        rc = fxdb__settle_version(st, id, *version, &w->o, err, errlen);
+    if (!rc && w->o.after)
+        rc = w->o.after(st, w->o.after_ctx, *version, err, errlen);
+    if (!rc)
+        rc = fxdb__retain(st, id, &w->dropped, &w->n_dropped, err, errlen);
     rc = fxdb__finish_tx(st, rc, err, errlen);
     if (rc && placed)
         unlink(path);
+    if (!rc) /* rows first: a crash before this leaves orphans, removed at open */
+        fxdb__remove_version_files(st, w->name, w->dropped, w->n_dropped);
     free(path);
     return rc;
 }
@@ -416,6 +444,7 @@ int fxdb_store_create_model(fxdb_store *st, const char *name, const char *descri
     new_weights w;
     if ((rc = stage_weights(st, &w, name, weights, weights_len, source, err, errlen)))
         return rc;
+    w.o.promote = true;
     create_args a = { name, description, spec, spec_len, seed, loaded, false, weights_len };
     int64_t version;
     pthread_mutex_lock(&st->mu);
@@ -441,17 +470,17 @@ static int add_prelude(fxdb_store *st, void *ctx, int64_t *id, int64_t *version,
     int rc = fxdb__model_id(st, name, id, err, errlen);
     if (!rc)
         rc = fxdb__quota_check(st, name, false, w->len, 0, err, errlen);
-    /* unusable versions count: their numbers are never reused */
+    /* unusable and deleted versions count: their numbers are never reused */
     if (!rc)
-        rc = fxdb__query_int(st, "SELECT COALESCE(MAX(v.version), 0) + 1 FROM versions v "
-                             "JOIN models m ON m.id = v.model_id WHERE m.name = ?",
-                             name, version, err, errlen);
+        rc = fxdb__query_int(st, "SELECT MAX(m.last_version, COALESCE(MAX(v.version), 0)) + 1 "
+                             "FROM models m LEFT JOIN versions v ON m.id = v.model_id "
+                             "WHERE m.name = ?", name, version, err, errlen);
     return rc;
 }
 
 int fxdb__add_version(fxdb_store *st, const char *name, const void *weights, size_t weights_len,
-                      const char *source, int64_t job_id, fxdb__after_fn after, void *ctx,
-                      int64_t *version, char *err, size_t errlen)
+                      const char *source, const fxdb__vopts *o, int64_t *version, char *err,
+                      size_t errlen)
 {
     int rc = fxdb__check_name(st, name, err, errlen);
     if (rc)
@@ -459,9 +488,10 @@ int fxdb__add_version(fxdb_store *st, const char *name, const void *weights, siz
     new_weights w;
     if ((rc = stage_weights(st, &w, name, weights, weights_len, source, err, errlen)))
         return rc;
-    w.job_id = job_id;
-    w.after = after;
-    w.after_ctx = ctx;
+    if (o)
+        w.o = *o;
+    else
+        w.o.promote = true;
     int64_t v = 0;
     pthread_mutex_lock(&st->mu);
     rc = fxdb__reserve_ensure(st, err, errlen);
@@ -478,8 +508,15 @@ int fxdb_store_add_version(fxdb_store *st, const char *name, const void *weights
                           size_t weights_len, const char *source, int64_t *version,
                           char *err, size_t errlen)
 {
-    return fxdb__add_version(st, name, weights, weights_len, source, 0, NULL, NULL, version, err,
-                             errlen);
+    return fxdb__add_version(st, name, weights, weights_len, source, NULL, version, err, errlen);
+}
+
+int fxdb_store_add_version_opt(fxdb_store *st, const char *name, const void *weights,
+                               size_t weights_len, const char *source, bool promote,
+                               int64_t *version, char *err, size_t errlen)
+{
+    fxdb__vopts o = { .promote = promote };
+    return fxdb__add_version(st, name, weights, weights_len, source, &o, version, err, errlen);
 }
 
 static int remove_ours(const char *dir, const char *fname, void *ctx)
@@ -585,9 +622,13 @@ static int find_version(fxdb_store *st, const char *name, int64_t version, versi
     rc = fxdb__prepare(st, version > 0
                                ? "SELECT version, weights_bytes, sha256, unusable FROM versions "
                                  "WHERE model_id = ? AND version = ?"
-                               : "SELECT version, weights_bytes, sha256, unusable FROM versions "
-                                 "WHERE model_id = ? AND unusable IS NULL "
-                                 "ORDER BY version DESC LIMIT 1",
+                               /* production, or the latest usable one when
+                                * production's file is unusable (as before aliases) */
+                               : "SELECT v.version, v.weights_bytes, v.sha256, v.unusable "
+                                 "FROM versions v LEFT JOIN aliases a ON a.model_id = v.model_id "
+                                 "AND a.name = 'production' AND a.version = v.version "
+                                 "WHERE v.model_id = ?1 AND v.unusable IS NULL "
+                                 "ORDER BY a.version IS NULL, v.version DESC LIMIT 1",
                        &s, err, errlen);
     if (rc)
         return rc;

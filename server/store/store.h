@@ -6,6 +6,7 @@
  * call the typed functions below, one file per table:
  *
  *   models_tab.c    models, versions   DIR/models/<team>/<name>/v<N>.safetensors
+ *   versions_tab.c  aliases, alias_history, pins, retention, deleting a version
  *   datasets_tab.c  datasets           (the shards are datasets/'s files,
  *                                       DIR/datasets/<team>/<name>/)
  *   jobs_tab.c      jobs               (checkpoints are training/'s files)
@@ -127,7 +128,32 @@ typedef struct {
     uint64_t weights_bytes;
     char sha256[65];        /* hex of the weights file */
     int64_t spec_revision;  /* the spec revision its weights fit (1: the first) */
+    bool pinned;            /* kept by retention (fxdb_version_pin) */
+    bool has_metric;        /* a job's gate recorded metric_name = metric */
+    char *metric_name;      /* "" when none */
+    double metric;
+    int64_t job_id;         /* the job that made it; 0: none */
 } fxdb_version_rec;
+
+/* An alias of a model: name -> version (docs/versions.md). The alias
+ * FXDB_PRODUCTION is the version serving uses. */
+#define FXDB_PRODUCTION "production"
+#define FXDB_ALIAS_MAX 32
+typedef struct {
+    char *name;
+    int64_t version;
+    int64_t updated_ms;
+} fxdb_alias_rec;
+
+/* A move of an alias: from_version 0 when it was new, to_version 0 when it
+ * was deleted; undone: a rollback walked back over it. */
+typedef struct {
+    char *alias;
+    int64_t from_version, to_version;
+    int64_t at_ms;
+    char *reason;
+    bool undone;
+} fxdb_history_rec;
 
 typedef struct {
     char *name;
@@ -141,7 +167,14 @@ typedef struct {
     int64_t created_ms;
     int n_versions;
     fxdb_version_rec *versions; /* ascending */
+    int64_t production;     /* the alias FXDB_PRODUCTION's version; 0: none */
+    uint32_t keep_last;     /* retention: 0 keeps every version */
+    int n_aliases;
+    fxdb_alias_rec *aliases; /* by name */
+    int n_history;
+    fxdb_history_rec *history; /* newest first, at most FXDB_HISTORY_SHOWN */
 } fxdb_model_rec;
+#define FXDB_HISTORY_SHOWN 20
 
 void fxdb_model_rec_free(fxdb_model_rec *m); /* frees the contents */
 
@@ -185,7 +218,60 @@ int fxdb_store_list_models(fxdb_store *st, const char *team, fxdb_model_rec **ou
 int fxdb_store_delete_model(fxdb_store *st, const char *name, char *err, size_t errlen);
 int fxdb_store_set_loaded(fxdb_store *st, const char *name, bool loaded, char *err, size_t errlen);
 
-/* Weights of a version (0: the latest) read into *buf (malloc). */
+/* fxdb_store_add_version choosing whether the new version becomes
+ * production (ImportWeights with no_promote keeps the served one). */
+int fxdb_store_add_version_opt(fxdb_store *st, const char *name, const void *weights,
+                               size_t weights_len, const char *source, bool promote,
+                               int64_t *version, char *err, size_t errlen);
+
+/* ----------------------------------------- aliases, pins, retention
+ * (versions_tab.c, docs/versions.md). Each is one transaction; an alias
+ * move and its history row commit together. A version is added with
+ * production moved to it (create, import, a job whose gate allows it), and
+ * retention applied in the same transaction: the model keeps its last
+ * keep_last versions plus every aliased or pinned one and every version a
+ * queued or running job trains from (all while one's is not known); the
+ * files of the versions it
+ * drops are removed after the commit (a crash between leaves files no row
+ * refers to, removed at open). */
+
+/* Alias names: [a-z][a-z0-9_-]{0,31}. true, or false with a message. */
+bool fxdb_alias_name_ok(const char *alias, char *err, size_t errlen);
+/* alias -> version (a usable one: NOT_FOUND naming the version
+ * otherwise), recording the move with reason in the history. *previous
+ * (may be NULL) gets the version it pointed to (0: none). */
+int fxdb_alias_set(fxdb_store *st, const char *name, const char *alias, int64_t version,
+                   const char *reason, int64_t *previous, char *err, size_t errlen);
+/* NOT_FOUND when the model has no such alias; FAILED_PRECONDITION for
+ * FXDB_PRODUCTION (serving needs it: promote another version instead). */
+int fxdb_alias_delete(fxdb_store *st, const char *name, const char *alias, char *err,
+                      size_t errlen);
+/* The version of an alias: NOT_FOUND ("model 'x' has no alias 'y'"). */
+int fxdb_alias_get(fxdb_store *st, const char *name, const char *alias, int64_t *version,
+                   char *err, size_t errlen);
+/* The alias back to the version it pointed to before its last move that
+ * was not rolled back already (so rolling back twice goes back twice);
+ * *from and *to get the versions. FAILED_PRECONDITION when there is no
+ * such move, or the version it would go back to was deleted. */
+int fxdb_alias_rollback(fxdb_store *st, const char *name, const char *alias, int64_t *from,
+                        int64_t *to, char *err, size_t errlen);
+/* Pins (pinned true) or unpins a version. NOT_FOUND. */
+int fxdb_version_pin(fxdb_store *st, const char *name, int64_t version, bool pinned, char *err,
+                     size_t errlen);
+/* Retention: keep the last keep_last versions (0: every version), applied
+ * now and whenever a version is added. *dropped (may be NULL) gets how
+ * many versions it removed now. */
+int fxdb_model_set_retention(fxdb_store *st, const char *name, uint32_t keep_last,
+                             int *dropped, char *err, size_t errlen);
+/* Deletes a version's row, then its file. FAILED_PRECONDITION saying why
+ * while it is production (served), aliased, pinned, or a queued or running
+ * job trains from it (fxdb_job_cols.base_version; 0 counts as any version);
+ * NOT_FOUND. */
+int fxdb_version_delete(fxdb_store *st, const char *name, int64_t version, char *err,
+                        size_t errlen);
+
+/* Weights of a version (0: production, or the latest usable version when
+ * production's is unusable) read into *buf (malloc). */
 int fxdb_store_read_weights(fxdb_store *st, const char *name, int64_t version, void **buf,
                            size_t *len, char *err, size_t errlen);
 
@@ -223,7 +309,8 @@ typedef struct {
     const char *model;
     const char *dataset;
     const char *validation_dataset; /* "" or NULL: none */
-    int64_t base_version;   /* finish: the result records this version's spec
+    int64_t base_version;   /* the version it trains from; 0: not known (any);
+                               finish: the result records this version's spec
                                revision (0: the model's latest) */
 } fxdb_job_cols;
 
@@ -246,6 +333,26 @@ int fxdb_job_save(fxdb_store *st, int64_t *id, const fxdb_job_cols *cols, fxdb_p
 int fxdb_job_finish(fxdb_store *st, int64_t id, const fxdb_job_cols *cols, const void *weights,
                     size_t weights_len, const char *source, fxdb_pack_fn pack, void *ctx,
                     int64_t *version, char *err, size_t errlen);
+/* A job's promotion gate (docs/versions.md): the metric recorded with
+ * the new version, and decide, called inside fxdb_job_finish_gated's
+ * transaction (under the store's lock, before pack) with production's
+ * version and the metric recorded with it (cur_name, cur_metric; cur_has
+ * false: none), sets
+ * *promote: true moves production to the new version in the same
+ * transaction. decide may keep its reason in its ctx for pack. */
+typedef struct {
+    const char *metric_name; /* NULL or "": none recorded */
+    double metric;
+    int (*decide)(void *ctx, int64_t production, const char *cur_name, bool cur_has,
+                  double cur_metric, bool *promote, char *err, size_t errlen);
+    void *ctx;
+} fxdb_gate;
+/* fxdb_job_finish with a gate (NULL: production always moves, as
+ * fxdb_job_finish does). */
+int fxdb_job_finish_gated(fxdb_store *st, int64_t id, const fxdb_job_cols *cols,
+                          const void *weights, size_t weights_len, const char *source,
+                          const fxdb_gate *gate, fxdb_pack_fn pack, void *ctx, int64_t *version,
+                          char *err, size_t errlen);
 /* The version a job stored as its result (by versions.job_id, never by the
  * source text); *version 0 when there is none. */
 int fxdb_job_version(fxdb_store *st, int64_t id, int64_t *version, char *err, size_t errlen);

@@ -7,11 +7,13 @@
  * CANCELLED, or paused for a drain). Training itself runs outside j->mu
  * (lock order: jobs_internal.h).
  *
- * Serving the result: a job that succeeds adds version N+1 of its model.
- * When the model is being served, N+1 is served at once (as ImportWeights
- * does: the served version is the latest). serve_when_done also loads a
- * model that was not being served and marks it loaded in the store. Requests
- * in flight finish on the version they acquired (serving.c refcounts).
+ * Serving the result: a job that succeeds adds version N+1 of its model,
+ * and its promotion gate (job_gate.c, docs/versions.md) decides in the same
+ * transaction whether N+1 becomes production, the version served. When it
+ * does and the model is being served, N+1 is served at once (as
+ * ImportWeights does); serve_when_done also loads a model that was not
+ * being served and marks it loaded in the store. Requests in flight finish
+ * on the version they acquired (serving.c refcounts).
  */
 #define _GNU_SOURCE
 #include <inttypes.h>
@@ -288,7 +290,7 @@ static void serve_result(fxj_jobs *j, job *x, char *note, size_t notelen)
 static void finish_done(fxj_jobs *j, job *x, void *result, size_t len,
                         Fluxion__V1__JobProgress *final)
 {
-    char err[FXS_ERRLEN], src[48], msg[FXS_ERRLEN + 100], note[300] = "";
+    char err[FXS_ERRLEN], src[48], msg[FXS_ERRLEN + 100], note[512] = "";
     snprintf(src, sizeof src, "job %" PRId64, x->id);
     pthread_mutex_lock(&j->mu);
     if (final) {
@@ -305,8 +307,13 @@ static void finish_done(fxj_jobs *j, job *x, void *result, size_t len,
         done->finished_unix_ms = fxu_now_ms();
         rc = fxj__store_result(j, x->id, done, result, len, src, &v, err, sizeof err);
     }
-    if (!rc)
-        serve_result(j, x, note, sizeof note);
+    char served[256] = "";
+    if (!rc && done->promoted)
+        serve_result(j, x, served, sizeof served);
+    else if (!rc && j->sv) /* the gate kept production: serving stays as it is */
+        fxsv_serving_prune(j->sv, x->rec->spec->model); /* retention may have removed some */
+    if (!rc) /* the gate's decision, then what serving made of it */
+        snprintf(note, sizeof note, "; %.200s%s", done->promotion, served);
     pthread_mutex_lock(&j->mu);
     if (rc) {
         if (done)

@@ -4,6 +4,7 @@
  * the store filters on and checks deletes against.
  */
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,12 +138,17 @@ int fxj__load_one(fxj_jobs *j, int64_t id, Fluxion__V1__Job **out, char *err, si
 
 /* The job's result and its final record in one transaction (see
  * fxdb_job_finish): *version gets the new version of the job's model. */
-int fxj__store_result(fxj_jobs *j, int64_t id, const Fluxion__V1__Job *rec, const void *result,
+int fxj__store_result(fxj_jobs *j, int64_t id, Fluxion__V1__Job *rec, const void *result,
                       size_t len, const char *source, int64_t *version, char *err,
                       size_t errlen)
 {
     pack_ctx c = { .rec = rec, .fresh = false, .dir = j->dir };
     fxdb_job_cols cols = job_cols(rec, rec->state);
-    return fxdb_job_finish(j->st, id, &cols, result, len, source, pack_job, &c, version, err,
-                           errlen);
+    fxj_gate g;
+    fxj__gate_init(&g, rec);
+    /* NaN is no metric to record (SQLite would store NULL anyway) */
+    fxdb_gate gate = { .metric_name = g.have && isfinite(g.metric) ? g.metric_name : NULL,
+                       .metric = g.metric, .decide = fxj__gate_decide, .ctx = &g };
+    return fxdb_job_finish_gated(j->st, id, &cols, result, len, source, &gate, pack_job, &c,
+                                 version, err, errlen);
 }

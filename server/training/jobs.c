@@ -310,6 +310,9 @@ static int check_fields(const fxj_jobs *j, const Fluxion__V1__JobSpec *spec, cha
         fxu_seterr(err, errlen, "%s", bad);
         return FXS_INVALID_ARGUMENT;
     }
+    int rc = fxj__gate_check(spec, err, errlen);
+    if (rc)
+        return rc;
     fx_device dev;
     return fxsv_devices_resolve(j->opts.devices, spec->device, "spec.device", &dev, err, errlen);
 }

@@ -101,9 +101,28 @@ typedef struct {
 int fxj__save(fxj_jobs *j, const Fluxion__V1__Job *rec, int64_t *id, char *err, size_t errlen);
 int fxj__load(fxj_jobs *j, load_ctx *c, char *err, size_t errlen);
 int fxj__load_one(fxj_jobs *j, int64_t id, Fluxion__V1__Job **out, char *err, size_t errlen);
-int fxj__store_result(fxj_jobs *j, int64_t id, const Fluxion__V1__Job *rec, const void *result,
+/* The result and rec (SUCCEEDED) in one transaction, the promotion gate
+ * deciding inside it: rec->promoted and rec->promotion get the decision. */
+int fxj__store_result(fxj_jobs *j, int64_t id, Fluxion__V1__Job *rec, const void *result,
                       size_t len, const char *source, int64_t *version, char *err,
                       size_t errlen);
+
+/* job_gate.c: the promotion gate (docs/versions.md). */
+#define FXJ_METRIC_MAX 64
+typedef struct {
+    Fluxion__V1__Job *rec;          /* gets promoted, promotion */
+    char metric_name[FXJ_METRIC_MAX];
+    double metric;                  /* recorded with the version */
+    bool have;                      /* the job reported it */
+    bool diverged;                  /* its loss is not finite */
+} fxj_gate;
+/* The spec's promote fields (INVALID_ARGUMENT naming the field). */
+int fxj__gate_check(const Fluxion__V1__JobSpec *spec, char *err, size_t errlen);
+/* From rec's spec and final progress. */
+void fxj__gate_init(fxj_gate *g, Fluxion__V1__Job *rec);
+/* fxdb_gate.decide (store.h) with an fxj_gate as ctx. */
+int fxj__gate_decide(void *ctx, int64_t production, const char *cur_name, bool cur_has,
+                     double cur, bool *promote, char *err, size_t errlen);
 
 /* job_events.c: events (under j->mu). */
 void fxj__free_events(job *x);

@@ -158,6 +158,30 @@ static int memory_ok(run_t *r, const char *what)
 }
 
 /* One optimizer step on the batch at the current position. */
+/* Diverged: the run ends here and is done, its loss the non-finite value
+ * (and no validation loss to trust), so that the job stores what it made
+ * and its promotion gate never serves it (docs/versions.md). */
+static int diverged(run_t *r, double loss)
+{
+    fx_ctx_reset(r->ctx);
+    fxt__set_value(r, V_LOSS, loss);
+    if (r->P.n_val)
+        fxt__set_value(r, V_VAL_LOSS, NAN);
+    r->stop_early = true;
+    r->win_n = 0;
+    return 0;
+}
+
+/* A step that failed on non-finite values after this run updated the
+ * weights has diverged (the engine refuses non-finite outputs and losses,
+ * FX_ERR_VALUE); before any update they come from the data or the version
+ * trained from, and fail the job. */
+static bool is_divergence(run_t *r, const char *msg)
+{
+    return r->step > r->step_start && fx_ctx_status(r->ctx) == FX_ERR_VALUE &&
+           strstr(msg, "not finite") != NULL;
+}
+
 static int train_step(run_t *r)
 {
     const plan_t *p = &r->P;
@@ -168,6 +192,8 @@ static int train_step(run_t *r)
     if (forward(r, p->train, false, idx, 0, b)) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", r->err);
+        if (is_divergence(r, msg))
+            return diverged(r, NAN);
         return fxt__rfail(r, "step %" PRId64 ": %s", stepno, msg);
     }
     fx_tensor *total = NULL;
@@ -182,13 +208,12 @@ static int train_step(run_t *r)
         total = total ? fx_add(r->ctx, total, t) : t;
     }
     double loss = total ? fx_tensor_item(total) : NAN;
+    if (fx_ctx_status(r->ctx) != FX_OK && is_divergence(r, fx_ctx_error(r->ctx)))
+        return diverged(r, NAN);
     if (fx_ctx_status(r->ctx) != FX_OK)
         return fxt__rfail(r, "step %" PRId64 ": %s", stepno, fx_ctx_error(r->ctx));
     if (!isfinite(loss))
-        return fxt__rfail(r,
-                          "step %" PRId64 ": the loss is not finite (%g); try a lower learning "
-                          "rate or gradient clipping",
-                          stepno, loss);
+        return diverged(r, loss);
     for (int j = 0; j < p->nmetrics; j++) {
         const loss_t *l = &p->losses[p->metrics[j].loss];
         if (fxt__count_correct(r, j, r->out[l->out], &p->train->cols[l->col], idx, 0, b,
@@ -445,6 +470,8 @@ static fxt_result loop(run_t *r)
         int64_t epoch = r->epoch;
         if (train_step(r))
             return FXT_FAILED;
+        if (r->vhave[V_LOSS] && !isfinite(r->vval[V_LOSS]))
+            break; /* diverged (train_step) */
         if (eval_due(r, r->epoch != epoch)) {
             if (evaluate(r))
                 return FXT_FAILED;

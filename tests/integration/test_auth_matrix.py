@@ -166,6 +166,13 @@ def _set_canary(ctx, col):
     return lambda md: ctx.s.models.SetCanary(req, metadata=md, timeout=TIMEOUT)
 
 
+@row(M + "UpdateVersions", WRITE_A)
+def _update_versions(ctx, col):
+    name = ctx.make_model(cell_name("uv", col), load=False)
+    req = ctx.s.model_pb2.UpdateVersionsRequest(name=ctx.ref(col, name), pin=1)
+    return lambda md: ctx.s.models.UpdateVersions(req, metadata=md, timeout=TIMEOUT)
+
+
 @row(D + "UploadDataset", WRITE_A)
 def _upload_dataset(ctx, col):
     name = cell_name("up", col)
@@ -441,7 +448,7 @@ def _remove_cert(ctx, col):
 TABLE = {method: expected for method, (expected, _) in ROWS.items()}
 
 # How many RPCs each service has (issue 12); the descriptors must agree.
-SERVICE_SIZES = {"fluxion.v1.ModelService": 11, "fluxion.v1.DatasetService": 4,
+SERVICE_SIZES = {"fluxion.v1.ModelService": 12, "fluxion.v1.DatasetService": 4,
                  "fluxion.v1.TrainingService": 7, "fluxion.v1.ClusterService": 3,
                  "inference.GRPCInferenceService": 11, "fluxion.v1.AdminService": 12,
                  "grpc.health.v1.Health": 3, "grpc.reflection.v1.ServerReflection": 1,

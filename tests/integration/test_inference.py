@@ -79,7 +79,10 @@ class InferenceTest(fxtest.DaemonTest):
         self.assertTrue(self.c.model_ready("mlp", "1"))
         self.assertFalse(self.c.model_ready("mlp", "99"))
         self.assertCode(C.NOT_FOUND, self.c.model_ready, "nobody")
-        self.assertCode(C.INVALID_ARGUMENT, self.c.model_ready, "mlp", "one")
+        # a version is a number or an alias name (docs/versions.md)
+        self.assertCode(C.INVALID_ARGUMENT, self.c.model_ready, "mlp", "One 1")
+        self.assertCode(C.NOT_FOUND, self.c.model_ready, "mlp", "one", contains="no alias 'one'")
+        self.assertTrue(self.c.model_ready("mlp", "production"))
 
         m = self.c.model_metadata("multi")
         self.assertEqual(m.name, "multi")
@@ -94,7 +97,8 @@ class InferenceTest(fxtest.DaemonTest):
         self.assertEqual([(t.name, t.datatype) for t in e.inputs], [("ids", "INT64")])
         self.assertEqual(list(e.outputs[0].shape), [-1, 5, 3])
         self.assertCode(C.NOT_FOUND, self.c.model_metadata, "nobody")
-        self.assertCode(C.INVALID_ARGUMENT, self.c.model_metadata, "mlp", "x1")
+        self.assertCode(C.INVALID_ARGUMENT, self.c.model_metadata, "mlp", "x 1")
+        self.assertCode(C.NOT_FOUND, self.c.model_metadata, "mlp", "x1", contains="no alias")
 
     # ------------------------------------------------------------- infer
 
@@ -305,7 +309,9 @@ class InferenceTest(fxtest.DaemonTest):
         cases = [
             ("unknown model", C.NOT_FOUND, self.req("nobody"), "nobody"),
             ("empty model name", A, self.req(""), ""),
-            ("bad version string", A, self.req(version="v1"), "v1"),
+            ("bad version string", A, self.req(version="V 1"), "V 1"),
+            ("unknown alias", C.NOT_FOUND, self.req(version="v1"), "no alias 'v1'"),
+            ("number and junk", A, self.req(version="1x"), "1x"),
             ("zero version", A, self.req(version="0"), ""),
             ("negative version", A, self.req(version="-3"), ""),
             ("missing version", C.NOT_FOUND, self.req(version="42"), ""),

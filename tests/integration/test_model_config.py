@@ -178,8 +178,11 @@ class ModelConfigTest(DaemonTest):
         self.assertEqual(vp.WhichOneof("policy_choice"), "specific")
         self.assertEqual(list(vp.specific.versions), [1, 2])
         self.assertRpcCode(C.NOT_FOUND, self.config, "ver", "3")
-        err = self.assertRpcCode(C.INVALID_ARGUMENT, self.config, "ver", "two")
-        self.assertIn("two", err.details())
+        err = self.assertRpcCode(C.INVALID_ARGUMENT, self.config, "ver", "Two 2")
+        self.assertIn("Two 2", err.details())
+        # a name is an alias of the model (docs/versions.md)
+        err = self.assertRpcCode(C.NOT_FOUND, self.config, "ver", "two")
+        self.assertIn("no alias 'two'", err.details())
 
     def test_errors_as_model_metadata(self):
         """Each failure has ModelMetadata's code and message."""

@@ -31,6 +31,9 @@ SAMPLE_ARGS = {
     "set_team_quota": ("t",), "delete_team": ("t",), "create_token": ("n", "viewer"),
     "list_tokens": (), "revoke_token": (1,), "add_cert_principal": ("CN=x", "t", "viewer"),
     "list_cert_principals": (), "remove_cert_principal": ("CN=x",),
+    "promote": ("m", 1), "rollback": ("m",), "set_alias": ("m", "a", 1),
+    "delete_alias": ("m", "a"), "pin": ("m", 1), "unpin": ("m", 1),
+    "set_retention": ("m", 2), "delete_version": ("m", 1),
 }
 NOT_CALLS = {"close", "wait_ready"}
 

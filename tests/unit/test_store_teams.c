@@ -889,6 +889,10 @@ static void assert_upgraded(fixture *f)
     /* 8 -> 9: every old version fits revision 1 (models.spec), no other */
     assert_int_equal(db_int(f, "SELECT COUNT(*) FROM versions WHERE spec_revision <> 1"), 0);
     assert_int_equal(db_int(f, "SELECT COUNT(*) FROM spec_revisions"), 0);
+    /* 7 -> 8: every model's production alias is its latest usable version */
+    assert_int_equal(db_int(f, "SELECT count(*) FROM aliases WHERE name = 'production'"), 2);
+    assert_int_equal(db_int(f, "SELECT count(*) FROM aliases a JOIN models m ON m.id = a.model_id "
+                               "WHERE a.version = m.last_version"), 2);
     /* 6 -> 7: the scheduling columns, 0 (the defaults) in the old rows */
     fxdb_team_rec t;
     assert_int_equal(fxdb_team_get(f->st, "default", &t, f->err, sizeof f->err), 0);

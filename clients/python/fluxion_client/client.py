@@ -20,6 +20,7 @@ from .datasets import DatasetsMixin
 from .errors import ConnectTimeout, DataLoss, Internal, wrap
 from .jobs import JobsMixin
 from .spec import SpecLike, model_spec
+from .versions import VersionsMixin
 
 # numpy dtype <-> Open Inference Protocol datatype and the typed contents field.
 _DATATYPES: Dict[np.dtype, Tuple[str, str]] = {
@@ -85,7 +86,7 @@ def infer_outputs(resp: infer_pb2.ModelInferResponse) -> Dict[str, np.ndarray]:
     return out
 
 
-class Client(DatasetsMixin, JobsMixin, AdminMixin):
+class Client(DatasetsMixin, JobsMixin, AdminMixin, VersionsMixin):
     """A connection to fluxiond at target ("host:port"). timeout: seconds
     each call may take (None: no deadline). Usable as a context manager.
 
@@ -187,7 +188,7 @@ class Client(DatasetsMixin, JobsMixin, AdminMixin):
     def export_weights_chunks(self, name: str, version: int = 0,
                               chunk_bytes: int = 0) -> List[model_pb2.WeightsChunk]:
         """ModelService.ExportWeights: the WeightsChunk messages of an export
-        (version 0: the latest; chunk_bytes 0: the daemon's size)."""
+        (version 0: production, the served one; chunk_bytes 0: the daemon's size)."""
         return self._export_chunks(name, version, chunk_bytes)
 
     def _export_chunks(self, name: str, version: int,
@@ -208,7 +209,7 @@ class Client(DatasetsMixin, JobsMixin, AdminMixin):
     def export_weights(self, name: str, version: int = 0,
                        chunk_bytes: int = 0) -> Tuple[int, bytes]:
         """ModelService.ExportWeights joined: (version, safetensors bytes) of
-        a model version (0: the latest); DataLoss when bytes are missing."""
+        a model version (0: production); DataLoss when bytes are missing."""
         return self._export(name, version, chunk_bytes, "export_weights")
 
     @wrap
@@ -232,10 +233,12 @@ class Client(DatasetsMixin, JobsMixin, AdminMixin):
 
     @wrap
     def import_weights(self, name: str, weights: Weights, source: str = "",
-                       chunk_bytes: int = 1 << 20) -> model_pb2.ModelVersion:
+                       chunk_bytes: int = 1 << 20,
+                       no_promote: bool = False) -> model_pb2.ModelVersion:
         """ModelService.ImportWeights: adds a version from safetensors bytes or
         {name: array}, streamed in chunks of chunk_bytes; source: a note
-        stored with the version."""
+        stored with the version; no_promote: store it without serving it
+        (production stays)."""
         data = (safetensors.dump(weights) if isinstance(weights, Mapping)
                 else bytes(weights))
         if chunk_bytes <= 0:
@@ -247,7 +250,8 @@ class Client(DatasetsMixin, JobsMixin, AdminMixin):
                 piece = data[off:off + chunk_bytes]
                 if off == 0:
                     yield model_pb2.WeightsChunk(name=name, source=source,
-                                                 total_bytes=len(data), data=piece)
+                                                 total_bytes=len(data), data=piece,
+                                                 no_promote=no_promote)
                 else:
                     yield model_pb2.WeightsChunk(data=piece)
                 off += len(piece)
@@ -327,7 +331,7 @@ class Client(DatasetsMixin, JobsMixin, AdminMixin):
 
     @wrap
     def model_ready(self, name: str, version: Union[str, int] = "") -> bool:
-        """GRPCInferenceService.ModelReady ("": the latest version)."""
+        """GRPCInferenceService.ModelReady ("": the served version; a number or an alias)."""
         return self.inference.ModelReady(infer_pb2.ModelReadyRequest(
             name=name, version=str(version or "")), timeout=self.timeout).ready
 
