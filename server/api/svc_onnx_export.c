@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "models/models.h"
 #include "fluxion/v1/model.pb-c.h"
 #include "onnx/export.h"
 #include "base/log.h"
@@ -20,7 +21,7 @@ void fxa_export_onnx(fxr_call *call, const ProtobufCMessage *msg, void *data)
     if (!fxa_key(call, "model", req->name, key, sizeof key))
         return;
     if (req->version < 0) {
-        fxr_fail(call, FXS_INVALID_ARGUMENT, "version: %lld is negative (0 means the latest)",
+        fxr_fail(call, FXS_INVALID_ARGUMENT, "version: %lld is negative (0 means production, the served version)",
                  (long long)req->version);
         return;
     }
@@ -30,9 +31,17 @@ void fxa_export_onnx(fxr_call *call, const ProtobufCMessage *msg, void *data)
         fxr_fail(call, rc, "%s", err);
         return;
     }
-    int64_t version = req->version     ? req->version
-                      : rec.n_versions ? rec.versions[rec.n_versions - 1].version
-                                       : 0;
+    /* 0: production, the served version (as ExportWeights); the version's
+     * own spec revision (a `model update` since changes the latest's) */
+    int64_t version = 0;
+    rc = fxm_resolve_version(&rec, req->version, &version, err, sizeof err);
+    if (!rc)
+        rc = fxm_use_version_spec(d->store, &rec, version, err, sizeof err);
+    if (rc) {
+        fxdb_model_rec_free(&rec);
+        fxr_fail(call, rc, "%s", err);
+        return;
+    }
     Fluxion__V1__ModelSpec *spec = fluxion__v1__model_spec__unpack(NULL, rec.spec_len, rec.spec);
     fxdb_model_rec_free(&rec);
     if (!spec) {

@@ -19,6 +19,7 @@
 #include "base/log.h"
 #include "base/status.h"
 #include "base/util.h"
+#include "models/models.h"
 #include "serving/servecfg.h"
 #include "serving/serving_internal.h"
 
@@ -100,10 +101,13 @@ fxsv_served *fxsv_canary_for_load(fxsv_serving *sv, const char *name, int64_t ma
 }
 
 /* The version served as the main one: the loaded instance's, or for a
- * model not loaded the one a load would serve (the latest). */
+ * model not loaded the one a load would serve (production). */
 static int64_t main_version(fxsv_serving *sv, const fxdb_model_rec *rec)
 {
-    int64_t v = rec->n_versions ? rec->versions[rec->n_versions - 1].version : 0;
+    int64_t v = 0;
+    char err[FXS_ERRLEN];
+    if (fxm_resolve_version(rec, 0, &v, err, sizeof err) != 0)
+        v = 0;
     pthread_mutex_lock(&sv->mu);
     fxsv_entry *e = fxsv_find_entry(sv, rec->name);
     if (e)

@@ -143,8 +143,9 @@ int fxdb_store_update_spec(fxdb_store *st, const char *name, const void *spec, s
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
                         "store: update_spec: a spec of %zu bytes", spec_len);
     rev_op o = {.name = name, .spec = (void *)spec, .len = spec_len};
-    int rc = fxdb__add_version(st, name, weights, weights_len, source, 0, add_revision_fn, &o,
-                               version, err, errlen);
+    /* served at once, as an imported version is (production moves to it) */
+    fxdb__vopts vo = {.promote = true, .after = add_revision_fn, .after_ctx = &o};
+    int rc = fxdb__add_version(st, name, weights, weights_len, source, &vo, version, err, errlen);
     if (!rc && revision)
         *revision = o.revision;
     return rc;
