@@ -37,6 +37,9 @@ static void print_version_list(const Fluxion__V1__Model *m)
             printf("  %s %.6g", v->metric_name, v->metric);
         if (v->pinned)
             printf("  pinned");
+        /* after a `model update`: the spec revision its weights fit */
+        if (v->spec_revision > 1 || m->spec_revision > 1)
+            printf("  spec revision %" PRId64, v->spec_revision ? v->spec_revision : 1);
         for (size_t k = 0; k < v->n_aliases; k++)
             printf("%s%s", k ? "," : "  [", v->aliases[k]);
         printf("%s\n", v->n_aliases ? "]" : "");

@@ -16,7 +16,7 @@ SAMPLE_ARGS = {
     "create_model": ("m", mlp_spec()), "get_model": ("m",), "list_models": (),
     "delete_model": ("m",), "export_weights_chunks": ("m",), "export_weights": ("m",),
     "export_arrays": ("m",), "import_weights": ("m", b"x"),
-    "export_onnx": ("m",),
+    "export_onnx": ("m",), "import_onnx": ("m", b"x"),
     "set_serving_config": ("m",), "set_canary": ("m", 2, 10),
     "server_live": (), "server_ready": (),
     "server_metadata": (), "model_ready": ("m",), "model_metadata": ("m",),
