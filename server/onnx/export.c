@@ -187,7 +187,8 @@ static const char *init_raw(fxon_ex *ex, const char *name, int32_t type, int ndi
     if (!name || !t || !dims || !raw ||
         !grow(ex, (void ***)&ex->inits, ex->n_inits, &ex->cap_inits))
         return NULL;
-    memcpy(dims, shape, sizeof *dims * (size_t)ndim);
+    if (ndim) /* a scalar has no shape (NULL): memcpy's source must not be NULL */
+        memcpy(dims, shape, sizeof *dims * (size_t)ndim);
     if (copy)
         memcpy(raw, data, nbytes);
     t->name = pba_strdup(&ex->a, name);

@@ -344,7 +344,13 @@ class StopUnderLoadTest(unittest.TestCase):
                        for r in load.calls if r.thread == "infer"):
                 unfinished.append(stop)
         times = sorted(t for t, _ in exits)
-        over = [t for t in times if t > STOP_GRACE + 1]
+        # 1 s past the grace for the release and exit; on an overloaded box
+        # (more runnable threads than cores: a busy CI machine, ASan) the
+        # process's own exit is slower by up to as much again per unit of
+        # overload, capped at 3 s: the defect this guards (issue 11: 56 s
+        # with a 5 s grace) is far past either.
+        slack = 1 + min(2.0, max(0.0, os.getloadavg()[0] / (os.cpu_count() or 1) - 1))
+        over = [t for t in times if t > STOP_GRACE + slack]
         fxtest.sys.stderr.write(
             "stops under load: %d stops, grace %d s: exit after SIGTERM min %.2f s, median "
             "%.2f s, max %.2f s; %d over grace + 1 s; %d calls with a wrong code\n"
@@ -355,7 +361,7 @@ class StopUnderLoadTest(unittest.TestCase):
                                     % (stop, r.thread, r.start, r.seconds,
                                        getattr(r.code, "name", r.code), r.message))
         self.assertEqual([rc for _, rc in exits], [0] * STOPS, d.log_tail())
-        self.assertEqual(over, [], "exits over grace %d s + 1 s: %s" % (STOP_GRACE, times))
+        self.assertEqual(over, [], "exits over grace %d s + %.1f s: %s" % (STOP_GRACE, slack, times))
         self.assertEqual(hung, 0, "client threads hung")
         self.assertEqual(bad, [], "calls ended with a wrong code (see above)")
         self.assertEqual(unfinished, [], "stops with no inference in flight: load too light")
