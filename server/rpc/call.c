@@ -124,6 +124,8 @@ void fxr__call_free(fxr_call *c)
 {
     fxr_server *s = c->s;
     bool counted = c->counted;
+    if (c->charged_call || c->charged_bytes)
+        fxr_inflight_give(s->inflight, fxr_peer(c), c->charged_bytes, c->charged_call);
     if (c->call)
         grpc_call_unref(c->call);
     grpc_call_details_destroy(&c->details);
@@ -442,10 +444,34 @@ static void wait_received(fxr_call *c)
     }
 }
 
+/* A client stream's message is counted in flight from its receipt until
+ * the handler asks for the next one (it is done with it then, or keeps
+ * what it needs under its own limit, as ImportWeights does): past an
+ * in-flight limit the call is ended, as expire_idle does, so the handler's
+ * fxr_recv returns -1 and its fxr_fail only releases the call. c->mu held. */
+static bool charge_stream_message(fxr_call *c, grpc_byte_buffer *bb)
+{
+    char why[512];
+    uint64_t n = grpc_byte_buffer_length(bb);
+    if (fxr_inflight_take(c->s->inflight, fxr_peer(c), n, false, why, sizeof why) ==
+        FXR_LIMIT_NONE) {
+        c->charged_bytes = n;
+        return true;
+    }
+    atomic_store(&c->gone, true);
+    grpc_call_cancel_with_status(c->call, GRPC_STATUS_RESOURCE_EXHAUSTED, why, NULL);
+    fxr__log(c->s, "warn", "rpc: refused %s from %s: %s", c->path, fxr_peer(c), why);
+    return false;
+}
+
 int fxr_recv(fxr_call *c, ProtobufCMessage **msg)
 {
     *msg = NULL;
     pthread_mutex_lock(&c->mu);
+    if (c->charged_bytes) { /* the handler is done with the last message */
+        fxr_inflight_give(c->s->inflight, fxr_peer(c), c->charged_bytes, false);
+        c->charged_bytes = 0;
+    }
     if (c->recv_end) {
         pthread_mutex_unlock(&c->mu);
         return 0;
@@ -474,6 +500,8 @@ int fxr_recv(fxr_call *c, ProtobufCMessage **msg)
         ok = false;
     if (ok && !bb)
         c->recv_end = true;
+    if (ok && bb && !charge_stream_message(c, bb))
+        ok = false;
     pthread_mutex_unlock(&c->mu);
     if (!ok) {
         if (bb)

@@ -27,6 +27,7 @@
 #define FXR_RPC_INTERNAL_H
 
 #include "rpc/rpc.h"
+#include "rpc/inflight.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -89,6 +90,12 @@ struct fxr_call {
     bool counted; /* counted in live_calls */
     bool idle_expired; /* fxr_recv ended the call: the client was idle */
     int stream_slot;   /* index in s->stream_peers while a stream thread runs */
+    /* What the call holds in s->inflight under its peer's name: a call
+     * (charged_call) and request bytes (charged_bytes: the unary request,
+     * or a client stream's last message), given back by fxr__call_free,
+     * and a stream message's bytes by the next fxr_recv too. */
+    bool charged_call;
+    uint64_t charged_bytes;
 
     const route *route;
     /* guard.c: the caller, once authenticated (authed), and whether the
@@ -149,6 +156,7 @@ struct fxr_server {
     /* One slot per admitted streaming call (opts.max_streams of them): a
      * key of its peer address, 0 when free. */
     uint64_t *stream_peers;
+    fxr_inflight *inflight; /* request bytes and calls in flight, per client */
     bool shutdown_notified;
     tag shutdown_tag;
     atomic_uint_fast64_t in_flight, total;
