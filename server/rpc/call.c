@@ -96,6 +96,19 @@ int fxr__unpack_request(fxr_call *c, grpc_byte_buffer *bb, ProtobufCMessage **ms
     return rc;
 }
 
+bool fxr__reply_too_big(const fxr_server *s, const char *path, const ProtobufCMessage *resp,
+                        char *why, size_t whylen)
+{
+    size_t n = protobuf_c_message_get_packed_size(resp);
+    if (n <= s->opts.max_send_bytes)
+        return false;
+    snprintf(why, whylen, "the reply to %s would be %zu bytes, over the message limit of %zu "
+             "bytes (--max-message-mb): ask for less", path ? path : "?", n,
+             s->opts.max_send_bytes);
+    fxr__log(s, "warn", "rpc: %s", why);
+    return true;
+}
+
 /* ---------------------------------------------------------- call state */
 
 fxr_call *fxr__call_new(fxr_server *s)
@@ -201,6 +214,15 @@ void fxr__call_finish(fxr_call *c, const ProtobufCMessage *resp, fxs_status code
     if (c->local) {
         fxr__local_finish(c, resp, code, msg);
         return;
+    }
+    /* A reply over the message limit would be refused by gRPC on the way
+     * out with its own words: answer so here, naming the flag, and before
+     * packing it. */
+    char over[256];
+    if (resp && fxr__reply_too_big(s, c->path, resp, over, sizeof over)) {
+        resp = NULL;
+        code = FXS_RESOURCE_EXHAUSTED;
+        msg = over;
     }
     /* packed before locking: a big response must not hold up the pollers */
     grpc_byte_buffer *bb = atomic_load(&c->gone) ? NULL : pack_message(resp);

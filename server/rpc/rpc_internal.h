@@ -195,6 +195,11 @@ bool fxr__call_batch(fxr_call *c, const grpc_op *ops, size_t n, tag *t);
 /* Every way of finishing a call ends here (see call.c). */
 void fxr__call_finish(fxr_call *c, const ProtobufCMessage *resp, fxs_status code,
                       const char *msg);
+/* True (with why, logged) when resp packs to more than opts.max_send_bytes:
+ * the call is then answered RESOURCE_EXHAUSTED naming --max-message-mb
+ * instead (unary replies, gRPC and local). */
+bool fxr__reply_too_big(const fxr_server *s, const char *path, const ProtobufCMessage *resp,
+                        char *why, size_t whylen);
 /* A call was just accepted (on a poller): its path, peer and deadline, and
  * the close notice armed. Returns false when out of memory. */
 bool fxr__call_accepted(fxr_call *c);
