@@ -162,6 +162,23 @@ class LimitsTest(unittest.TestCase):
               for _ in range(2)]
         self.assertEqual(self.outcomes(fs), (2, []))
 
+    def test_stream_messages_counted(self):
+        from fluxion_client.datasets import upload_chunks
+        a = fxtest.stubs(fxtest.channel(self.d.address))
+        arrays = {"x": fxtest.np.zeros((3, 6 * N), fxtest.np.float32)}  # 6 MiB rows
+        # alone, a 6 MiB message at a time fits the client's 12 MiB
+        a.datasets.UploadDataset(upload_chunks("ok", arrays, chunk_samples=1), timeout=60)
+        # with 8 MiB held by two inferences, its first message is over
+        held = [a.inference.ModelInfer.future(sample_req(a, "big", 4), timeout=60)
+                for _ in range(2)]
+        time.sleep(0.5)
+        with self.assertRaises(grpc.RpcError) as e:
+            a.datasets.UploadDataset(upload_chunks("over", arrays, chunk_samples=1), timeout=60)
+        self.assertEqual(e.exception.code(), C.RESOURCE_EXHAUSTED)
+        self.assertIn("--max-inflight-mb-per-client 12", e.exception.details())
+        self.assertEqual(self.outcomes(held), (2, []))
+        self.assertEqual(self.wait_drained()[0], 0)
+
     def http_connect(self):
         s = socket.create_connection(("127.0.0.1", self.http_port), timeout=10)
         return s
