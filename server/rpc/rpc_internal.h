@@ -22,6 +22,8 @@
  * while fxr__log runs (the log callback takes no rpc lock). The auth and
  * audit hooks run with no rpc lock held; the TLS state's t->mu is taken
  * only by tls.c (gRPC's fetcher and the reload), never with another.
+ * The in-flight accounting's lock (inflight.c) is innermost: it may be
+ * taken under c->mu (fxr_recv) and takes no other.
  */
 #ifndef FXR_RPC_INTERNAL_H
 #define FXR_RPC_INTERNAL_H
