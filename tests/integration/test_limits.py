@@ -246,5 +246,22 @@ class LimitsTest(unittest.TestCase):
         self.assertEqual(self.wait_drained()[0], 0)
 
 
+class FlagsTest(unittest.TestCase):
+
+    def test_flags_listed_and_checked(self):
+        out = fxtest.subprocess.run([fxtest.FLUXIOND, "--help"], capture_output=True,
+                                    text=True, timeout=30).stdout
+        for flag in ("--max-inflight-mb N", "--max-inflight-mb-per-client N",
+                     "--max-calls-per-client N", "--http-max-connections-per-client N"):
+            self.assertIn(flag, out)
+        for flag, bad in (("--max-inflight-mb", "-1"), ("--max-inflight-mb-per-client", "x"),
+                          ("--max-calls-per-client", "-5"),
+                          ("--http-max-connections-per-client", "5000")):
+            p = fxtest.subprocess.run([fxtest.FLUXIOND, flag, bad], capture_output=True,
+                                      text=True, timeout=30)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn(flag, p.stderr)
+
+
 if __name__ == "__main__":
     fxtest.main()
