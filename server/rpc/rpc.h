@@ -55,7 +55,8 @@
  * server.c (lifecycle, pollers, accepting calls, drain), call.c (one call:
  * reply/fail/send/recv, cancellation; every request message, unary or
  * streamed, is unpacked in fxr__unpack_request there), dispatch.c (the method table, routing, the handler pool,
- * the streams' threads). rpc_internal.h holds their shared state and is
+ * the streams' threads), inflight.c (request bytes and calls in flight per
+ * client: inflight.h). rpc_internal.h holds their shared state and is
  * private to this folder.
  */
 #ifndef FXR_RPC_H

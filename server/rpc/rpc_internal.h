@@ -16,6 +16,8 @@
  *               create, handed to gRPC by its config fetcher, reloaded
  *   local.c     calls of another transport (HTTP) run as gRPC calls are:
  *               fxr_server_call_local
+ *   inflight.c  request bytes and calls each client holds in flight, and
+ *               the caps on them (inflight.h: no gRPC, unit-tested alone)
  *
  * Locks: s->mu (server state and counters), s->q_mu (the handler pool) and
  * c->mu (one call) are never held together, except that c->mu may be held
