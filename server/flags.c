@@ -43,6 +43,16 @@ void fxf_usage(FILE *f)
 "                          port 0)\n"
 "  --http-max-connections N  HTTP connections at once, each with a thread\n"
 "                          (default 64)\n"
+"  --http-max-connections-per-client N  of them, the most from one client\n"
+"                          address (default 32; 0: no limit); more are refused\n"
+"  --max-inflight-mb N     request bytes all calls in flight may hold, MiB\n"
+"                          (gRPC and HTTP; default 16 x --max-message-mb;\n"
+"                          0: no limit); past it RESOURCE_EXHAUSTED (HTTP 429)\n"
+"  --max-inflight-mb-per-client N  of them, what one client may hold (a gRPC\n"
+"                          connection, an HTTP address; default 4 x\n"
+"                          --max-message-mb; 0: no limit)\n"
+"  --max-calls-per-client N  calls one gRPC connection may have in flight,\n"
+"                          queued ones too (default 1024; 0: no limit)\n"
 "  --rpc-threads N         threads running RPC handlers (default 8)\n"
 "  --poll-threads N        threads polling gRPC completion queues (default 2)\n"
 "  --max-streams N         streaming calls open at once (uploads, imports,\n"
@@ -137,13 +147,18 @@ int fxf_parse(int argc, char **argv, fxf_options *o)
            O_TWORKERS, O_CKPT, O_STREAMS, O_PEER_STREAMS, O_IDLE, O_TMODELS, O_TWEIGHTS,
            O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_TLS_REQUIRE, O_INSECURE, O_INIT_TOKEN, O_HALF_LIFE, O_MIN_RUN,
            O_INFER_FIRST, O_MIN_SHARE, O_GRACE_STEPS };
-    enum { O_HTTP = 3000, O_HTTP_PORT_FILE, O_HTTP_CONNS }; /* the HTTP port */
+    enum { O_HTTP = 3000, O_HTTP_PORT_FILE, O_HTTP_CONNS, O_HTTP_PEER_CONNS }; /* the HTTP port */
+    enum { O_INFLIGHT = 4000, O_PEER_INFLIGHT, O_PEER_CALLS }; /* limits under load */
     static const struct option longs[] = {
         { "listen", required_argument, 0, O_LISTEN },
         { "data-dir", required_argument, 0, O_DATA },
         { "http-listen", required_argument, 0, O_HTTP },
         { "http-port-file", required_argument, 0, O_HTTP_PORT_FILE },
         { "http-max-connections", required_argument, 0, O_HTTP_CONNS },
+        { "http-max-connections-per-client", required_argument, 0, O_HTTP_PEER_CONNS },
+        { "max-inflight-mb", required_argument, 0, O_INFLIGHT },
+        { "max-inflight-mb-per-client", required_argument, 0, O_PEER_INFLIGHT },
+        { "max-calls-per-client", required_argument, 0, O_PEER_CALLS },
         { "devices", required_argument, 0, O_DEVICE },
         { "device", required_argument, 0, O_DEVICE },
         { "threads", required_argument, 0, O_THREADS },
@@ -193,7 +208,9 @@ int fxf_parse(int argc, char **argv, fxf_options *o)
                     .max_model_params = 1LL << 30, .max_dataset_mb = 16384,
                     .train_workers = 1, .checkpoint_steps = 500,
                     .inference_first = true, .training_min_share = 0.1, .sched_min_run_s = -1,
-                    .max_streams = 64, .stream_idle_seconds = 60, .http_max_connections = 64 };
+                    .max_streams = 64, .stream_idle_seconds = 60, .http_max_connections = 64,
+                    .http_max_connections_per_client = 32, .max_inflight_mb = -1,
+                    .max_inflight_mb_per_client = -1, .max_calls_per_client = 1024 };
     int c;
     long v;
     opterr = 0;
@@ -205,6 +222,23 @@ int fxf_parse(int argc, char **argv, fxf_options *o)
         case O_HTTP_PORT_FILE: o->http_port_file = optarg; break;
         case O_HTTP_CONNS:
             if (parse_long("--http-max-connections", optarg, 1, 4096, &o->http_max_connections))
+                return 2;
+            break;
+        case O_HTTP_PEER_CONNS:
+            if (parse_long("--http-max-connections-per-client", optarg, 0, 4096,
+                           &o->http_max_connections_per_client))
+                return 2;
+            break;
+        case O_INFLIGHT:
+            if (parse_long("--max-inflight-mb", optarg, 0, 1L << 30, &o->max_inflight_mb)) return 2;
+            break;
+        case O_PEER_INFLIGHT:
+            if (parse_long("--max-inflight-mb-per-client", optarg, 0, 1L << 30,
+                           &o->max_inflight_mb_per_client))
+                return 2;
+            break;
+        case O_PEER_CALLS:
+            if (parse_long("--max-calls-per-client", optarg, 0, 1L << 20, &o->max_calls_per_client))
                 return 2;
             break;
         case O_DEVICE: o->devices = optarg; break;
@@ -338,6 +372,13 @@ int fxf_parse(int argc, char **argv, fxf_options *o)
         fprintf(stderr, "fluxiond: --init-admin-token: no file name\n");
         return 2;
     }
+    /* room for several messages of the largest size at once, so that the
+     * in-flight limits never refuse one lone request the message limit
+     * lets through */
+    if (o->max_inflight_mb < 0)
+        o->max_inflight_mb = 16 * o->max_message_mb;
+    if (o->max_inflight_mb_per_client < 0)
+        o->max_inflight_mb_per_client = 4 * o->max_message_mb;
     return 0;
 }
 

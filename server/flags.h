@@ -16,6 +16,10 @@ typedef struct {
     const char *tls_cert, *tls_key, *tls_client_ca, *init_admin_token;
     const char *http_listen, *http_port_file; /* the HTTP port (server/http/); NULL: off */
     long http_max_connections;
+    long http_max_connections_per_client; /* 0: no limit */
+    /* in-flight request bytes (MiB; -1 until parsed: derived from
+     * --max-message-mb) and calls per client; 0: no limit */
+    long max_inflight_mb, max_inflight_mb_per_client, max_calls_per_client;
     bool tls_require_client_cert, insecure;
     long threads, rpc_threads, poll_threads;
     long max_message_mb, max_import_mb, grace_seconds, max_dataset_mb;

@@ -372,6 +372,7 @@ static int start_http(fxa_daemon *d, const fxf_options *o, fxh_server **out, int
     fxh_opts ho = { .listen = o->http_listen, .rpc = d->rpc,
                     .max_body_bytes = d->max_message_bytes,
                     .max_connections = (int)o->http_max_connections,
+                    .max_connections_per_client = (int)o->http_max_connections_per_client,
                     .tls_cert_file = o->tls_cert, .tls_key_file = o->tls_key, .log = http_log };
     if (fxh_start(&ho, out, port, err, sizeof err) != 0) {
         fxl_log(FXL_ERROR, "main", "cannot serve HTTP addr=%s error=\"%s\"", o->http_listen, err);
@@ -481,6 +482,9 @@ int main(int argc, char **argv)
                            .max_send_bytes = d.max_message_bytes,
                            .max_streams = (int)o.max_streams,
                            .max_streams_per_peer = (int)o.max_streams_per_client,
+                           .max_inflight_bytes = (uint64_t)o.max_inflight_mb << 20,
+                           .max_inflight_bytes_per_peer = (uint64_t)o.max_inflight_mb_per_client << 20,
+                           .max_calls_per_peer = (int)o.max_calls_per_client,
                            .stream_idle_ms = o.stream_idle_seconds
                                                  ? (int)o.stream_idle_seconds * 1000 : -1,
                            .log = rpc_log,

@@ -105,6 +105,16 @@ static void process_metrics(collector *c)
           (double)fxr_server_in_flight(d->rpc));
     gauge(c, "fluxion_grpc_open_streams", "Streaming calls open (watches, uploads, exports).",
           (double)fxr_server_open_streams(d->rpc));
+    gauge(c, "fluxion_rpc_inflight_bytes",
+          "Request bytes held by calls in flight, gRPC and HTTP (--max-inflight-mb).",
+          (double)fxr_server_inflight_bytes(d->rpc));
+    fxm_family(&c->w, "fluxion_rpc_limit_rejections_total", FXM_COUNTER,
+               "Calls refused by an in-flight limit (RESOURCE_EXHAUSTED, HTTP 429), by limit.");
+    const char *name;
+    for (int i = 0; fxr_server_limit_rejections(d->rpc, &name, i), name; i++) {
+        fxm_label l[] = { { "limit", name } };
+        fxm_sample(&c->w, l, 1, (double)fxr_server_limit_rejections(d->rpc, &name, i));
+    }
 }
 
 /* ------------------------------------------------------------- devices */

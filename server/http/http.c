@@ -43,6 +43,13 @@ typedef struct {
     size_t len, cap;
     bool too_large;   /* past the limit: the rest is dropped, then 413 */
     bool answered;
+    /* the body's bytes held in the rpc server's in-flight limits under
+     * client ("http:ADDR"); limited: a limit refused more (why), the rest
+     * is dropped, then 429 */
+    char client[80];
+    uint64_t charged;
+    bool limited;
+    char why[512];
 } pending;
 
 static void log_line(const fxh_server *h, const char *level, const char *fmt, ...)
@@ -229,6 +236,32 @@ static void peer_of(struct MHD_Connection *conn, char *out, size_t len)
     snprintf(out, len, "http:%s:%d", host, port);
 }
 
+/* "http:ADDR" of the connection's peer: the client of the in-flight
+ * limits (one address, as MHD's per-address connection limit counts). */
+static void client_of(struct MHD_Connection *conn, char *out, size_t len)
+{
+    char peer[80];
+    peer_of(conn, peer, sizeof peer);
+    char *colon = strrchr(peer, ':');
+    if (colon)
+        *colon = '\0';
+    snprintf(out, len, "%s", peer);
+}
+
+/* Holds `total` bytes of p's body in the in-flight limits (what is held
+ * already is not taken twice): false when a limit refuses (p->why). */
+static bool charge_body(fxh_server *h, pending *p, uint64_t total)
+{
+    if (total <= p->charged || p->limited)
+        return !p->limited;
+    if (fxr_server_charge(h->opts.rpc, p->client, total - p->charged, p->why, sizeof p->why)) {
+        p->limited = true;
+        return false;
+    }
+    p->charged = total;
+    return true;
+}
+
 /* Keeps the URL as sent: routes.c splits the path at '/' first and then
  * decodes each segment, so that "%2F" stays inside its segment and "%00"
  * can be refused instead of cutting the string short. */
@@ -251,6 +284,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!(p = calloc(1, sizeof *p)))
             return MHD_NO;
         *con_cls = p;
+        client_of(conn, p->client, sizeof p->client);
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
         unsigned long long declared = cl ? strtoull(cl, NULL, 10) : 0;
@@ -261,17 +295,25 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             p->answered = true;
             return send_answer(conn, &a);
         }
+        if (!charge_body(h, p, declared)) { /* before the body is read */
+            fxh_answer a = { 0 };
+            fxh__error(&a, FXS_RESOURCE_EXHAUSTED, 429, "%s", p->why);
+            p->answered = true;
+            return send_answer(conn, &a);
+        }
         return MHD_YES;
     }
     if (*upload_data_size) { /* a piece of the body */
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (p->too_large || p->answered)
+        if (p->too_large || p->answered || p->limited)
             return MHD_YES;
         if (n > limit - p->len) {
             p->too_large = true;
             return MHD_YES;
         }
+        if (!charge_body(h, p, p->len + n)) /* a chunked body, as it arrives */
+            return MHD_YES;
         if (p->len + n > p->cap) {
             size_t cap = p->cap ? p->cap : 4096;
             while (cap < p->len + n)
@@ -295,6 +337,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                    "(--max-message-mb)", limit);
         return send_answer(conn, &a);
     }
+    if (p->limited) {
+        fxh__error(&a, FXS_RESOURCE_EXHAUSTED, 429, "%s", p->why);
+        return send_answer(conn, &a);
+    }
     fxh_request r = { .rpc = h->opts.rpc, .method = method, .url = url, .tls = h->tls,
                       .body = p->body ? p->body : "", .body_len = p->len };
     r.authorization = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
@@ -311,9 +357,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)cls, (void)conn, (void)toe;
+    (void)conn, (void)toe;
+    fxh_server *h = cls;
     pending *p = *con_cls;
     if (p) {
+        if (p->charged)
+            fxr_server_uncharge(h->opts.rpc, p->client, p->charged);
         free(p->body);
         free(p);
     }
@@ -428,6 +477,7 @@ int fxh_start(const fxh_opts *opts, fxh_server **out, int *port, char *err, size
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, /* first: it applies to what follows */
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->opts.max_connections,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)h->opts.max_connections_per_client,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)h->opts.idle_timeout_s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,

@@ -17,7 +17,12 @@
  *
  * Bodies: a Content-Length over opts.max_body_bytes is answered 413 before
  * the body is read; a chunked body is counted as it arrives and answered
- * 413 once it passes the limit.
+ * 413 once it passes the limit. A body's bytes are also held in the rpc
+ * server's in-flight limits (fxr_server_charge, the client being
+ * "http:ADDR", its address) from the headers (the declared length) or as
+ * they arrive (chunked) until the request is freed: past one, 429 naming
+ * the limit and its flag, before the body is read when its length is
+ * declared.
  *
  * TLS: with cert and key files the port serves HTTPS with them (read at
  * start, kept in memory). They are not re-read on SIGHUP: a new
@@ -39,6 +44,9 @@ typedef struct {
     fxr_server *rpc;         /* started; must outlive this server */
     size_t max_body_bytes;   /* a request body past it: 413. 0: 64 MiB */
     int max_connections;     /* 0: 64 */
+    /* from one client address (MHD's per-IP limit): more are refused at
+     * accept; 0: no limit */
+    int max_connections_per_client;
     int idle_timeout_s;      /* a connection idle this long is closed; 0: 60 */
     const char *tls_cert_file, *tls_key_file; /* both or neither (PEM) */
     void (*log)(void *data, const char *level, const char *msg); /* NULL: stderr */

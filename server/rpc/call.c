@@ -96,6 +96,19 @@ int fxr__unpack_request(fxr_call *c, grpc_byte_buffer *bb, ProtobufCMessage **ms
     return rc;
 }
 
+bool fxr__reply_too_big(const fxr_server *s, const char *path, const ProtobufCMessage *resp,
+                        char *why, size_t whylen)
+{
+    size_t n = protobuf_c_message_get_packed_size(resp);
+    if (n <= s->opts.max_send_bytes)
+        return false;
+    snprintf(why, whylen, "the reply to %s would be %zu bytes, over the message limit of %zu "
+             "bytes (--max-message-mb): ask for less", path ? path : "?", n,
+             s->opts.max_send_bytes);
+    fxr__log(s, "warn", "rpc: %s", why);
+    return true;
+}
+
 /* ---------------------------------------------------------- call state */
 
 fxr_call *fxr__call_new(fxr_server *s)
@@ -124,6 +137,8 @@ void fxr__call_free(fxr_call *c)
 {
     fxr_server *s = c->s;
     bool counted = c->counted;
+    if (c->charged_call || c->charged_bytes)
+        fxr_inflight_give(s->inflight, fxr_peer(c), c->charged_bytes, c->charged_call);
     if (c->call)
         grpc_call_unref(c->call);
     grpc_call_details_destroy(&c->details);
@@ -199,6 +214,15 @@ void fxr__call_finish(fxr_call *c, const ProtobufCMessage *resp, fxs_status code
     if (c->local) {
         fxr__local_finish(c, resp, code, msg);
         return;
+    }
+    /* A reply over the message limit would be refused by gRPC on the way
+     * out with its own words: answer so here, naming the flag, and before
+     * packing it. */
+    char over[256];
+    if (resp && fxr__reply_too_big(s, c->path, resp, over, sizeof over)) {
+        resp = NULL;
+        code = FXS_RESOURCE_EXHAUSTED;
+        msg = over;
     }
     /* packed before locking: a big response must not hold up the pollers */
     grpc_byte_buffer *bb = atomic_load(&c->gone) ? NULL : pack_message(resp);
@@ -442,10 +466,34 @@ static void wait_received(fxr_call *c)
     }
 }
 
+/* A client stream's message is counted in flight from its receipt until
+ * the handler asks for the next one (it is done with it then, or keeps
+ * what it needs under its own limit, as ImportWeights does): past an
+ * in-flight limit the call is ended, as expire_idle does, so the handler's
+ * fxr_recv returns -1 and its fxr_fail only releases the call. c->mu held. */
+static bool charge_stream_message(fxr_call *c, grpc_byte_buffer *bb)
+{
+    char why[512];
+    uint64_t n = grpc_byte_buffer_length(bb);
+    if (fxr_inflight_take(c->s->inflight, fxr_peer(c), n, false, why, sizeof why) ==
+        FXR_LIMIT_NONE) {
+        c->charged_bytes = n;
+        return true;
+    }
+    atomic_store(&c->gone, true);
+    grpc_call_cancel_with_status(c->call, GRPC_STATUS_RESOURCE_EXHAUSTED, why, NULL);
+    fxr__log(c->s, "warn", "rpc: refused %s from %s: %s", c->path, fxr_peer(c), why);
+    return false;
+}
+
 int fxr_recv(fxr_call *c, ProtobufCMessage **msg)
 {
     *msg = NULL;
     pthread_mutex_lock(&c->mu);
+    if (c->charged_bytes) { /* the handler is done with the last message */
+        fxr_inflight_give(c->s->inflight, fxr_peer(c), c->charged_bytes, false);
+        c->charged_bytes = 0;
+    }
     if (c->recv_end) {
         pthread_mutex_unlock(&c->mu);
         return 0;
@@ -474,6 +522,8 @@ int fxr_recv(fxr_call *c, ProtobufCMessage **msg)
         ok = false;
     if (ok && !bb)
         c->recv_end = true;
+    if (ok && bb && !charge_stream_message(c, bb))
+        ok = false;
     pthread_mutex_unlock(&c->mu);
     if (!ok) {
         if (bb)

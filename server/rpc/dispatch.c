@@ -187,12 +187,28 @@ void *fxr__worker_main(void *arg)
 
 static void start_stream_thread(fxr_server *s, fxr_call *c);
 
+/* Takes a call or request bytes for c in the in-flight limits (rpc.h),
+ * on a poller, before the handler runs: false with why (logged) when a
+ * limit refuses them. fxr__call_free gives them back. */
+static bool charge(fxr_call *c, uint64_t bytes, bool call, char *why, size_t whylen)
+{
+    if (fxr_inflight_take(c->s->inflight, fxr_peer(c), bytes, call, why, whylen) !=
+        FXR_LIMIT_NONE) {
+        fxr__log(c->s, "warn", "rpc: refused %s from %s: %s", c->path, fxr_peer(c), why);
+        return false;
+    }
+    c->charged_bytes += bytes;
+    c->charged_call |= call;
+    return true;
+}
+
 /* The request message of a unary or server-streaming call arrived (on a
  * poller): hand the call to the pool (unary) or a thread of its own (server
  * stream), c->recv_bb with it. */
 static void on_unary_request(tag *t, bool ok)
 {
     fxr_call *c = container_of(t, fxr_call, recv_tag);
+    char why[512];
     pthread_mutex_lock(&c->mu);
     grpc_byte_buffer *bb = c->recv_bb;
     pthread_mutex_unlock(&c->mu);
@@ -208,6 +224,10 @@ static void on_unary_request(tag *t, bool ok)
         fxr__call_finish(c, NULL, FXS_CANCELLED, NULL);
     } else if (!bb) {
         fxr_fail(c, FXS_INVALID_ARGUMENT, "%s: no request message", c->path);
+    } else if (!charge(c, grpc_byte_buffer_length(bb), false, why, sizeof why)) {
+        c->recv_bb = NULL;
+        grpc_byte_buffer_destroy(bb);
+        fxr_fail(c, FXS_RESOURCE_EXHAUSTED, "%s", why);
     } else if (c->route->kind == FXR_SERVER_STREAM) {
         start_stream_thread(c->s, c);
     } else {
@@ -320,6 +340,7 @@ static void start_stream_thread(fxr_server *s, fxr_call *c)
 /* A new call was accepted (on a poller): route it. */
 void fxr__dispatch(fxr_server *s, fxr_call *c)
 {
+    char why[512];
     bool named = fxr__call_accepted(c);
     c->route = named ? find_route(s, c->details.method) : NULL;
     if (!named) {
@@ -332,6 +353,8 @@ void fxr__dispatch(fxr_server *s, fxr_call *c)
     } else if (!c->route->fn) {
         fxr__log(s, "warn", "rpc: method %s is not implemented (from %s)", c->path, fxr_peer(c));
         fxr_fail(c, FXS_UNIMPLEMENTED, "method %s is not implemented", c->path);
+    } else if (!charge(c, 0, true, why, sizeof why)) {
+        fxr_fail(c, FXS_RESOURCE_EXHAUSTED, "%s", why);
     } else if (c->route->kind == FXR_UNARY || c->route->kind == FXR_SERVER_STREAM) {
         pthread_mutex_lock(&c->mu);
         grpc_op rop = { .op = GRPC_OP_RECV_MESSAGE };

@@ -116,6 +116,11 @@ void fxr__local_finish(fxr_call *c, const ProtobufCMessage *resp, fxs_status cod
     }
     uint8_t *buf = NULL;
     size_t len = 0;
+    char over[256];
+    if (code == FXS_OK && resp && fxr__reply_too_big(s, c->path, resp, over, sizeof over)) {
+        code = FXS_RESOURCE_EXHAUSTED;
+        msg = over;
+    }
     if (code == FXS_OK && resp) {
         len = protobuf_c_message_get_packed_size(resp);
         buf = malloc(len ? len : 1);

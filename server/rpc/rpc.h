@@ -55,7 +55,8 @@
  * server.c (lifecycle, pollers, accepting calls, drain), call.c (one call:
  * reply/fail/send/recv, cancellation; every request message, unary or
  * streamed, is unpacked in fxr__unpack_request there), dispatch.c (the method table, routing, the handler pool,
- * the streams' threads). rpc_internal.h holds their shared state and is
+ * the streams' threads), inflight.c (request bytes and calls in flight per
+ * client: inflight.h). rpc_internal.h holds their shared state and is
  * private to this folder.
  */
 #ifndef FXR_RPC_H
@@ -159,6 +160,19 @@ typedef struct {
      * frees its thread. 0: 60 s; < 0: no limit. Server-streaming calls are
      * never idle by this measure: only waits for the client count. */
     int stream_idle_ms;
+    /* Request bytes held by calls in flight (rpc/inflight.h): a unary or
+     * server-streaming call's request from its receipt until the call's
+     * state is freed, a client stream's message from its receipt until the
+     * handler's next fxr_recv (or the call's end). Every client together
+     * (max_inflight_bytes) and one client connection
+     * (max_inflight_bytes_per_peer); and the calls one connection has in
+     * flight (max_calls_per_peer, streams too). Past one, the call is
+     * answered RESOURCE_EXHAUSTED naming the limit, its flag and the
+     * amounts, before its handler runs (a stream: its message is refused
+     * and the call ended, as for the idle limit). 0: no limit. */
+    uint64_t max_inflight_bytes;
+    uint64_t max_inflight_bytes_per_peer;
+    int max_calls_per_peer;
     /* Called (from any thread) with one line per event worth logging:
      * level "info"/"warn"/"error". NULL: stderr. */
     void (*log)(void *log_data, const char *level, const char *msg);
@@ -245,6 +259,22 @@ uint64_t fxr_server_in_flight(const fxr_server *s);
 uint64_t fxr_server_total_calls(const fxr_server *s);
 /* Streaming calls open now (each holds a stream slot and its thread). */
 int fxr_server_open_streams(fxr_server *s);
+
+/* Request bytes held by calls in flight now (opts.max_inflight_bytes), and
+ * the refusals of the in-flight limits so far: i in 0..2, *name the
+ * limit's name ("inflight_bytes", "inflight_bytes_per_client",
+ * "calls_per_client"); past the last, 0 with *name NULL. */
+uint64_t fxr_server_inflight_bytes(fxr_server *s);
+uint64_t fxr_server_limit_rejections(fxr_server *s, const char **name, int i);
+
+/* For another transport that holds a request's bytes before it makes its
+ * local call (the HTTP port buffers bodies): takes bytes for client under
+ * the same in-flight limits as gRPC calls. 0, or FXS_RESOURCE_EXHAUSTED
+ * with why naming the limit, its flag and the amounts (nothing taken).
+ * Give them back with fxr_server_uncharge once the request is freed. */
+int fxr_server_charge(fxr_server *s, const char *client, uint64_t bytes, char *why,
+                      size_t whylen);
+void fxr_server_uncharge(fxr_server *s, const char *client, uint64_t bytes);
 
 /* ------------------------------------------------------- local calls */
 

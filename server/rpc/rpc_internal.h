@@ -16,17 +16,22 @@
  *               create, handed to gRPC by its config fetcher, reloaded
  *   local.c     calls of another transport (HTTP) run as gRPC calls are:
  *               fxr_server_call_local
+ *   inflight.c  request bytes and calls each client holds in flight, and
+ *               the caps on them (inflight.h: no gRPC, unit-tested alone)
  *
  * Locks: s->mu (server state and counters), s->q_mu (the handler pool) and
  * c->mu (one call) are never held together, except that c->mu may be held
  * while fxr__log runs (the log callback takes no rpc lock). The auth and
  * audit hooks run with no rpc lock held; the TLS state's t->mu is taken
  * only by tls.c (gRPC's fetcher and the reload), never with another.
+ * The in-flight accounting's lock (inflight.c) is innermost: it may be
+ * taken under c->mu (fxr_recv) and takes no other.
  */
 #ifndef FXR_RPC_INTERNAL_H
 #define FXR_RPC_INTERNAL_H
 
 #include "rpc/rpc.h"
+#include "rpc/inflight.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -89,6 +94,12 @@ struct fxr_call {
     bool counted; /* counted in live_calls */
     bool idle_expired; /* fxr_recv ended the call: the client was idle */
     int stream_slot;   /* index in s->stream_peers while a stream thread runs */
+    /* What the call holds in s->inflight under its peer's name: a call
+     * (charged_call) and request bytes (charged_bytes: the unary request,
+     * or a client stream's last message), given back by fxr__call_free,
+     * and a stream message's bytes by the next fxr_recv too. */
+    bool charged_call;
+    uint64_t charged_bytes;
 
     const route *route;
     /* guard.c: the caller, once authenticated (authed), and whether the
@@ -149,6 +160,7 @@ struct fxr_server {
     /* One slot per admitted streaming call (opts.max_streams of them): a
      * key of its peer address, 0 when free. */
     uint64_t *stream_peers;
+    fxr_inflight *inflight; /* request bytes and calls in flight, per client */
     bool shutdown_notified;
     tag shutdown_tag;
     atomic_uint_fast64_t in_flight, total;
@@ -187,6 +199,11 @@ bool fxr__call_batch(fxr_call *c, const grpc_op *ops, size_t n, tag *t);
 /* Every way of finishing a call ends here (see call.c). */
 void fxr__call_finish(fxr_call *c, const ProtobufCMessage *resp, fxs_status code,
                       const char *msg);
+/* True (with why, logged) when resp packs to more than opts.max_send_bytes:
+ * the call is then answered RESOURCE_EXHAUSTED naming --max-message-mb
+ * instead (unary replies, gRPC and local). */
+bool fxr__reply_too_big(const fxr_server *s, const char *path, const ProtobufCMessage *resp,
+                        char *why, size_t whylen);
 /* A call was just accepted (on a poller): its path, peer and deadline, and
  * the close notice armed. Returns false when out of memory. */
 bool fxr__call_accepted(fxr_call *c);

@@ -163,6 +163,33 @@ int fxr_server_open_streams(fxr_server *s)
     return n;
 }
 
+uint64_t fxr_server_inflight_bytes(fxr_server *s)
+{
+    return fxr_inflight_bytes(s->inflight);
+}
+
+uint64_t fxr_server_limit_rejections(fxr_server *s, const char **name, int i)
+{
+    if (i < 0 || i >= FXR_LIMIT_COUNT - 1)
+        return (*name = NULL), 0;
+    *name = fxr_inflight_limit_name((fxr_limit)(i + 1));
+    return fxr_inflight_rejected(s->inflight, (fxr_limit)(i + 1));
+}
+
+int fxr_server_charge(fxr_server *s, const char *client, uint64_t bytes, char *why,
+                      size_t whylen)
+{
+    if (fxr_inflight_take(s->inflight, client, bytes, false, why, whylen) == FXR_LIMIT_NONE)
+        return 0;
+    fxr__log(s, "warn", "rpc: refused a request from %s: %s", client ? client : "?", why);
+    return FXS_RESOURCE_EXHAUSTED;
+}
+
+void fxr_server_uncharge(fxr_server *s, const char *client, uint64_t bytes)
+{
+    fxr_inflight_give(s->inflight, client, bytes, false);
+}
+
 /* ------------------------------------------------------------ lifecycle */
 
 static int check_opts(const fxr_server_opts *o, char *err, size_t errlen)
@@ -187,6 +214,9 @@ static int check_opts(const fxr_server_opts *o, char *err, size_t errlen)
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
                         "rpc: max_streams %d or max_streams_per_peer %d is not in 0..%d",
                         o->max_streams, o->max_streams_per_peer, MAX_THREADS);
+    if (o->max_calls_per_peer < 0)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "rpc: max_calls_per_peer %d < 0",
+                        o->max_calls_per_peer);
     if (!o->tls_cert_file != !o->tls_key_file)
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
                         "rpc: TLS needs both a certificate and a key file (only the %s is given)",
@@ -246,7 +276,13 @@ int fxr_server_create(const fxr_server_opts *opts, fxr_server **out, char *err, 
     if (!s->opts.stream_idle_ms)
         s->opts.stream_idle_ms = DEFAULT_STREAM_IDLE_MS;
     s->stream_peers = calloc((size_t)s->opts.max_streams, sizeof *s->stream_peers);
-    if (!s->stream_peers) {
+    fxr_inflight_limits lim = { .max_bytes = s->opts.max_inflight_bytes,
+                                .max_bytes_per_peer = s->opts.max_inflight_bytes_per_peer,
+                                .max_calls_per_peer = s->opts.max_calls_per_peer };
+    s->inflight = fxr_inflight_new(&lim);
+    if (!s->stream_peers || !s->inflight) {
+        free(s->stream_peers);
+        fxr_inflight_free(s->inflight);
         free(s->listen);
         free(s);
         return fxu_fail(err, errlen, FXS_RESOURCE_EXHAUSTED, "rpc: out of memory");
@@ -262,6 +298,7 @@ int fxr_server_create(const fxr_server_opts *opts, fxr_server **out, char *err, 
         pthread_mutex_destroy(&s->q_mu);
         pthread_cond_destroy(&s->q_cv);
         free(s->stream_peers);
+        fxr_inflight_free(s->inflight);
         free(s->listen);
         free(s);
         return rc;
@@ -512,6 +549,7 @@ void fxr_server_destroy(fxr_server *s)
     free(s->pollers);
     free(s->workers);
     free(s->stream_peers);
+    fxr_inflight_free(s->inflight);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->q_mu);

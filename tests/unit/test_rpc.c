@@ -877,6 +877,44 @@ static void test_oversize(void **state)
     stop_env(&e);
 }
 
+/* A reply over the server's send limit is answered RESOURCE_EXHAUSTED
+ * naming the flag (gRPC's own refusal does not), and the in-flight
+ * accounting of the requests is back at 0 after each call, a refused one
+ * too (issue 19, limits). */
+static void test_reply_over_send_limit(void **state)
+{
+    fxr_server_opts o = { .listen = "127.0.0.1:0", .max_send_bytes = 64 << 10,
+                          .max_inflight_bytes_per_peer = 48 << 10, .log = capture_log };
+    env e = start_env_opts(&o, 1 << 20);
+    Fxtest__EchoRequest req = FXTEST__ECHO_REQUEST__INIT;
+    Fxtest__EchoReply *rep = NULL;
+    char err[256];
+    req.size = 100 << 10;
+    assert_int_equal(call_echo(e.ch, "Big", &req, &rep, 5000, err, sizeof err),
+                     FXS_RESOURCE_EXHAUSTED);
+    assert_null(rep);
+    assert_non_null(strstr(err, "over the message limit of 65536 bytes (--max-message-mb)"));
+    req.size = 1000;
+    assert_int_equal(call_echo(e.ch, "Big", &req, &rep, 5000, err, sizeof err), FXS_OK);
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    /* a request over the client's in-flight cap, refused before its handler */
+    uint8_t *blob = calloc(1, 50 << 10);
+    req.size = 0;
+    req.blob.data = blob;
+    req.blob.len = 50 << 10;
+    assert_int_equal(call_echo(e.ch, "Unary", &req, &rep, 5000, err, sizeof err),
+                     FXS_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(err, "(--max-inflight-mb-per-client"));
+    free(blob);
+    const char *name;
+    assert_int_equal(fxr_server_limit_rejections(e.srv, &name, 1), 1);
+    assert_string_equal(name, "inflight_bytes_per_client");
+    for (int i = 0; i < 100 && fxr_server_inflight_bytes(e.srv); i++)
+        usleep(10000); /* the call's state is freed just after its status is sent */
+    assert_int_equal(fxr_server_inflight_bytes(e.srv), 0);
+    stop_env(&e);
+}
+
 static void test_unparseable(void **state)
 {
     char err[256];
@@ -1638,6 +1676,7 @@ int main(void)
         cmocka_unit_test(test_create_errors),
         cmocka_unit_test(test_add_service_errors),
         cmocka_unit_test(test_oversize),
+        cmocka_unit_test(test_reply_over_send_limit),
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_shutdown_in_flight),
         cmocka_unit_test(test_shutdown_idle_fast),
