@@ -12,12 +12,15 @@
  * length and a packed fluxion.v1.UploadDatasetChunk. The limits are small
  * (1 MiB a dataset, 64 KiB shards) so that every size check is reached.
  */
+#include "fuzz_tmp.h"
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "base/log.h"
 #include "datasets/datasets.h"
 #include "rpc/wirecheck.h"
 #include "store/store.h"
@@ -29,9 +32,9 @@ static void init(void)
 {
     if (g_ds)
         return;
-    char dir[256], err[512];
-    const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-    snprintf(dir, sizeof dir, "%s/fx_fuzz_ds.%d", base, (int)getpid());
+    char err[512];
+    const char *dir = fuzz_tmp("ds");
+    fxl_configure(FXL_ERROR, false); /* no line per stored dataset */
     fxds_datasets_opts o = {.max_dataset_bytes = 1 << 20, .shard_bytes = 64 << 10};
     if (fxdb_store_open(dir, &g_st, err, sizeof err) != 0 ||
         fxds_datasets_open(g_st, &o, &g_ds, err, sizeof err) != 0) {
@@ -65,7 +68,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!c)
             break;
         if (!u) {
-            snprintf(key, sizeof key, "fz/%s", c->name[0] ? c->name : "d");
+            snprintf(key, sizeof key, "default/%s", c->name[0] ? c->name : "d");
             rc = fxds_upload_begin(g_ds, key, c->description, &u, err, sizeof err);
         }
         for (size_t i = 0; !rc && i < c->n_tensors; i++)

@@ -8,6 +8,8 @@
  * CRC-32C right), as TensorBoard reads it, with one event per accepted
  * scalar after the file_version event.
  */
+#include "fuzz_tmp.h"
+
 #include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -23,8 +25,7 @@ static void init(void)
 {
     if (g_dir[0])
         return;
-    const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-    snprintf(g_dir, sizeof g_dir, "%s/fx_fuzz_tb.%d", base, (int)getpid());
+    snprintf(g_dir, sizeof g_dir, "%s", fuzz_tmp("tb"));
 }
 
 static void rm_files(void)
