@@ -101,6 +101,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (protobuf_c_message_pack(msg, buf) != n)
         abort();
     bool again_malformed = false;
+    err[0] = 0;
     if (fxr_wirecheck(desc, buf, n, &again_malformed, err, sizeof err) != 0 || again_malformed) {
         fprintf(stderr, "fuzz_rpc: %s: refused once packed again: %s\n", desc->name, err);
         abort();
