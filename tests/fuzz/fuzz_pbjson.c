@@ -9,10 +9,10 @@
  * from the services' method tables; the rest is the JSON text or the
  * packed message.
  *
- * Invariant (abort): a message decoded from JSON, encoded again with any
- * flags, decodes to a message that packs to the same bytes; and a message
- * that encodes to JSON decodes back the same way. (pbjson.h: its JSON is
- * the proto3 JSON mapping, which round-trips.)
+ * Invariant (abort): a message (decoded from JSON or unpacked) that
+ * encodes to JSON with any flags decodes back to a message that encodes to
+ * the same JSON. (pbjson.h: its JSON is the proto3 JSON mapping, which
+ * round-trips; unknown fields have no JSON form.)
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -63,15 +63,6 @@ static void init(void)
         }
 }
 
-static uint8_t *pack(const ProtobufCMessage *m, size_t *n)
-{
-    *n = protobuf_c_message_get_packed_size(m);
-    uint8_t *b = malloc(*n ? *n : 1);
-    if (!b || protobuf_c_message_pack(m, b) != *n)
-        abort();
-    return b;
-}
-
 /* m -> JSON (flags) -> a message that must pack as m does. */
 static void round_trip(const ProtobufCMessage *m, unsigned flags)
 {
@@ -98,15 +89,16 @@ static void round_trip(const ProtobufCMessage *m, unsigned flags)
                 m->descriptor->name, flags, err, text);
         abort();
     }
-    size_t n1, n2;
-    uint8_t *b1 = pack(m, &n1), *b2 = pack(m2, &n2);
-    if (n1 != n2 || memcmp(b1, b2, n1) != 0) {
-        fprintf(stderr, "fuzz_pbjson: %s: JSON (flags %u) does not round-trip:\n%s\n",
-                m->descriptor->name, flags, text);
+    /* compared as JSON: unknown fields (kept by protobuf-c) have no JSON form */
+    json_t *j2 = pbjson_encode(m2, flags, err, sizeof err);
+    char *text2 = j2 ? json_dumps(j2, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    if (!text2 || strcmp(text, text2) != 0) {
+        fprintf(stderr, "fuzz_pbjson: %s: JSON (flags %u) does not round-trip:\n%s\n%s\n",
+                m->descriptor->name, flags, text, text2 ? text2 : err);
         abort();
     }
-    free(b1);
-    free(b2);
+    json_decref(j2);
+    free(text2);
     free(text);
     protobuf_c_message_free_unpacked(m2, NULL);
 }
