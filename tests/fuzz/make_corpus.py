@@ -225,14 +225,14 @@ def rpc_seeds():
             if m.input_type.full_name == "fluxion.v1.CreateModelRequest":
                 filled.spec.CopyFrom(json_format.ParseDict(friendly_to_canonical(SPECS["cnn"]),
                                                            model_pb2.ModelSpec()))
-            put("rpc_" + name, "%02d-%s" % (i, m.name), bytes([i]) + filled.SerializeToString())
+            put("rpc_" + name, "%02d-%s" % (i, m.name), bytes([i]) + filled.SerializeToString(deterministic=True))
 
 
 def graph_seeds():
     for name, js in SPECS.items():
         put("graph", name + ".json", json.dumps(js, separators=(",", ":")))
         msg = json_format.ParseDict(friendly_to_canonical(js), model_pb2.ModelSpec())
-        put("graph", name + ".pb", msg.SerializeToString())
+        put("graph", name + ".pb", msg.SerializeToString(deterministic=True))
 
 
 def pbjson_types():
@@ -269,7 +269,7 @@ def pbjson_seeds():
         msg = fill(msg_class(d)())
         put("pbjson", "%03d-%s.json" % (i, d.name),
             sel(i, flags=i % 8) + json_format.MessageToJson(msg, indent=None).encode())
-        put("pbjson", "%03d-%s.pb" % (i, d.name), sel(i, True, i % 8) + msg.SerializeToString())
+        put("pbjson", "%03d-%s.pb" % (i, d.name), sel(i, True, i % 8) + msg.SerializeToString(deterministic=True))
 
 
 def inferjson_seeds():
@@ -287,13 +287,13 @@ def inferjson_seeds():
     r.raw_output_contents.append(struct.pack("<2q", 1, -2))
     o = r.outputs.add(name="s", datatype="BYTES", shape=[2])
     r.raw_output_contents.append(struct.pack("<I", 1) + b"a" + struct.pack("<I", 2) + b"bc")
-    put("inferjson", "response-raw.pb", b"\x01" + r.SerializeToString())
+    put("inferjson", "response-raw.pb", b"\x01" + r.SerializeToString(deterministic=True))
     r = infer_pb2.ModelInferResponse(model_name="m")
     o = r.outputs.add(name="y", datatype="FP32", shape=[3])
     o.contents.fp32_contents.extend([1, 2, 3])
     o = r.outputs.add(name="h", datatype="FP16", shape=[1])
     r.raw_output_contents.append(b"")
-    put("inferjson", "response-typed.pb", b"\x01" + r.SerializeToString())
+    put("inferjson", "response-typed.pb", b"\x01" + r.SerializeToString(deterministic=True))
 
 
 def kserve_seeds():
@@ -333,6 +333,12 @@ def safetensors_seeds():
         ("c", "I32", [1, 1], struct.pack("<i", 5)),
         ("s", "F32", [], struct.pack("<f", 1))], {"format": "pt"}))
     put("safetensors", "empty-tensor.safetensors", st_file([("e", "F32", [0, 3], b"")]))
+    # the weights of fuzz_safetensors.c's model (dense 4 -> 8 -> 3)
+    put("safetensors", "mlp-weights.safetensors", st_file([
+        ("fc1.weight", "F32", [8, 4], struct.pack("<32f", *range(32))),
+        ("fc1.bias", "F32", [8], struct.pack("<8f", *range(8))),
+        ("fc2.weight", "F32", [3, 8], struct.pack("<24f", *range(24))),
+        ("fc2.bias", "F32", [3], struct.pack("<3f", 1, 2, 3))]))
 
 
 def tbevents_seeds():
@@ -343,7 +349,7 @@ def tbevents_seeds():
 
 def dataset_seeds():
     def chunk(**kw):
-        b = dataset_pb2.UploadDatasetChunk(**kw).SerializeToString()
+        b = dataset_pb2.UploadDatasetChunk(**kw).SerializeToString(deterministic=True)
         return struct.pack("<H", len(b)) + b
     FP32, I64 = model_pb2.FP32, model_pb2.INT64
     x1 = dataset_pb2.TensorData(name="x", dtype=FP32, shape=[2, 2], data=struct.pack("<4f", 1, 2, 3, 4))

@@ -17,15 +17,15 @@ activationrelu'
 ap	avgpool2dmp"
 kernel_size"
 stride9
-gn	groupnormap"
+gn	groupnormap"
+num_channels"
 
-num_groups"
-num_channelsb
-ctconv_transpose2dgn"
-out_channels"
-in_channels"
-stride"
-kernel_size0
+num_groupsb
+ctconv_transpose2dgn"
+in_channels"
+kernel_size"
+out_channels"
+stride0
 aapadaptive_avgpool2dct"
 output_size
 gapglobal_avgpool2dct

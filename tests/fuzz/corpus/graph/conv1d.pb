@@ -2,16 +2,16 @@
 
 sÿÿÿÿÿÿÿÿÿ
 X
-cconv1ds"
-in_channels"
-dilation"
-out_channels"
-kernel_size(
+cconv1ds"
+dilation"
+in_channels"
+kernel_size"
+out_channels(
 bnbatchnorm1dc"
 num_features
 flflattenbn6
-fcdensefl"
-out_features"
-in_features
+fcdensefl"
+in_features"
+out_features
 
 out0fc
