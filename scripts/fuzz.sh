@@ -18,6 +18,10 @@ cd "$(dirname "$0")/.."
 secs="${1:-60}"; shift || true
 BUILD="${FX_FUZZ_BUILD:-build-fuzz}"
 command -v clang >/dev/null || { echo "fuzz: clang is needed (apt-get install clang)" >&2; exit 2; }
+# libFuzzer's runtime is a package of its own on Debian (clang only recommends it)
+echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return 0; }' |
+  clang -x c - -fsanitize=fuzzer,address,undefined -o /dev/null 2>/dev/null ||
+  { echo "fuzz: clang cannot link -fsanitize=fuzzer (apt-get install libclang-rt-14-dev)" >&2; exit 2; }
 
 if [ $# -gt 0 ]; then targets=("$@"); else
   targets=(); for d in tests/fuzz/corpus/*/; do targets+=("$(basename "$d")"); done

