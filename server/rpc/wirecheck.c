@@ -138,6 +138,7 @@ typedef struct {
     bool malformed;
     char *err;
     size_t errlen;
+    const uint8_t *start; /* the request's first byte, for offsets in errors */
 } walker;
 
 /* How many fields numbered `id` come before `upto` in [msg, upto). The
@@ -244,6 +245,17 @@ static int walk(walker *w, const ProtobufCMessageDescriptor *desc, const uint8_t
             w->malformed = true;
             return 0;
         }
+        if (id == 0) {
+            /* A multi-byte tag can spell field number 0, which protobuf-c
+             * accepts and keeps as an unknown field but packs back as the
+             * one-byte tag 0 that no reader accepts: a spec stored with it
+             * (CreateModel packs the request's spec) would not read back. */
+            char path[512];
+            format_path(w, path, sizeof path);
+            return fxu_fail(w->err, w->errlen, FXS_INVALID_ARGUMENT,
+                            "%s: field number 0 at byte %zu (not a valid field number)",
+                            path[0] ? path : "top level", (size_t)(p + i - w->start));
+        }
         const ProtobufCFieldDescriptor *f = NULL;
         if (wt == PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED)
             f = protobuf_c_message_descriptor_get_field(desc, id);
@@ -271,7 +283,7 @@ static int walk(walker *w, const ProtobufCMessageDescriptor *desc, const uint8_t
 int fxr_wirecheck(const ProtobufCMessageDescriptor *desc, const void *data, size_t len,
                   bool *malformed, char *err, size_t errlen)
 {
-    walker w = { .err = err, .errlen = errlen };
+    walker w = { .err = err, .errlen = errlen, .start = data };
     int rc = walk(&w, desc, data, len);
     if (malformed)
         *malformed = w.malformed;

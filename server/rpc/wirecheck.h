@@ -14,6 +14,9 @@
  * docs/limits.md). `bytes` fields are not text and are not checked. Domain
  * modules keep their own, stricter rules (model names, graph names).
  *
+ * A field number 0 (a multi-byte tag can spell it, and protobuf-c keeps it
+ * as an unknown field that it cannot pack back readably) is refused too.
+ *
  * Malformed wire data is protobuf_c_message_unpack's to refuse: the walk
  * stops there and says so (it never reads outside data[0..len), whatever
  * the bytes). Its idea of well-formed is protobuf-c's, so a walk that

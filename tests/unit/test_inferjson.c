@@ -451,6 +451,9 @@ static void test_response_typed(void **state)
     yshape[1] = -1;
     expect_response_error(&resp, "output y: bad shape dimension -1");
     yshape[1] = 3;
+    idx.name = "i\xff"; /* jansson keys must be UTF-8 (found by fuzz_inferjson) */
+    expect_response_error(&resp, "output i\xff: the output's name is not valid UTF-8");
+    idx.name = "idx";
     idx.contents = NULL;
     expect_response_error(&resp, "output idx: the shape holds 1 elements, the contents have 0");
 }

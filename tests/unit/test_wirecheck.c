@@ -470,6 +470,15 @@ static void test_wire_forms(void **state)
     assert_int_equal(fxr_wirecheck(d, (const uint8_t[]){ 0x72, 0x01, 0xFF, 0x72, 0x09 }, 5,
                                    &malformed, err, sizeof err), FXS_INVALID_ARGUMENT);
     assert_string_equal(err, "str: invalid UTF-8 at byte 0");
+    /* field number 0 in a multi-byte tag: protobuf-c keeps it as an unknown
+     * field and packs it back as the invalid tag 0x00, so it is refused */
+    assert_int_equal(fxr_wirecheck(d, (const uint8_t[]){ 0x80, 0x00, 0x01 }, 3, &malformed, err,
+                                   sizeof err), FXS_INVALID_ARGUMENT);
+    assert_string_equal(err, "top level: field number 0 at byte 0 (not a valid field number)");
+    assert_int_equal(fxr_wirecheck(d, (const uint8_t[]){ 0x08, 0x01, 0xFA, 0x01, 0x03, 0x80, 0x00,
+                                                        0x01 }, 8, &malformed, err, sizeof err),
+                     FXS_INVALID_ARGUMENT);
+    assert_string_equal(err, "child: field number 0 at byte 5 (not a valid field number)");
     /* unknown fields are not strings we know of: field 100 with 0xFF passes */
     expect_passes(d, (const uint8_t[]){ 0xA2, 0x06, 0x01, 0xFF }, 4);
     /* a string field sent as a varint is skipped (protobuf-c refuses it) */

@@ -1,0 +1,2 @@
+À
+name_subject	name_team	name_role 

@@ -1,0 +1,2 @@
+À$
+	name_name
