@@ -37,13 +37,13 @@ echo "fuzz: built ${#targets[@]} targets in $(( $(date +%s) - t0 )) s"
 max_len() {
   case "$1" in
     tbevents) echo 1024 ;;
-    graph|pbjson|dataset) echo 16384 ;;
+    graph|pbjson|dataset|onnx) echo 16384 ;;
     *) echo 4096 ;;
   esac
 }
 dict() {
   case "$1" in
-    rpc_*|dataset) echo tests/fuzz/dict/protobuf.dict ;;
+    rpc_*|dataset|onnx) echo tests/fuzz/dict/protobuf.dict ;;
     graph) cat tests/fuzz/dict/json.dict tests/fuzz/dict/protobuf.dict > "$BUILD/graph.dict"
            echo "$BUILD/graph.dict" ;;
     *) echo tests/fuzz/dict/json.dict ;;
