@@ -471,6 +471,87 @@ static void test_plumbing(void **state)
     pool_free();
 }
 
+static void attr_s(Onnx__NodeProto *n, const char *name, const char *v)
+{
+    Onnx__AttributeProto *a = attr(n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING);
+    a->has_s = 1;
+    a->s.data = (uint8_t *)v;
+    a->s.len = strlen(v);
+}
+
+static double gelu_exact(double x) { return 0.5 * x * (1 + erf(x / sqrt(2.0))); }
+static double gelu_tanh(double x)
+{
+    return 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
+}
+
+/* PyTorch's exact nn.GELU() before opset 20: x * 0.5 * (1 + Erf(x / sqrt2))
+ * (Div -> Erf -> Add -> Mul -> Mul); Gelu at opset 20, exact (its default)
+ * and tanh; both against doubles. */
+static void test_erf_gelu(void **state)
+{
+    (void)state;
+    static const float sqrt2[1] = {1.4142135f}, one[1] = {1}, half[1] = {0.5f};
+    static const float x[6] = {-3, -1, -0.25f, 0.5f, 1, 2.5f};
+    model *b = model_new(13);
+    input(b, "x", 2, (int64_t[]){-1, 3});
+    init(b, tensor_f("sqrt2", 0, NULL, sqrt2));
+    init(b, tensor_f("one", 0, NULL, one));
+    init(b, tensor_f("half", 0, NULL, half));
+    node(b, "Div", "/act/Div", IN("x", "sqrt2"), IN("d"));
+    node(b, "Erf", "/act/Erf", IN("d"), IN("e"));
+    node(b, "Add", "/act/Add", IN("e", "one"), IN("a"));
+    node(b, "Mul", "/act/Mul", IN("x", "a"), IN("m"));
+    node(b, "Mul", "/act/Mul_1", IN("m", "half"), IN("y"));
+    output(b, "y");
+    imported r = import(b);
+    if (r.rc)
+        fail_msg("import: %s", r.err);
+    assert_non_null(spec_node(r.spec, "erf", 0));
+    int64_t n;
+    float *y = run(&r, 2, TU_SHAPE(2, 3), x, &n), want[6];
+    for (int i = 0; i < 6; i++)
+        want[i] = (float)gelu_exact(x[i]);
+    assert_int_equal(n, 6);
+    tu_assert_close(y, want, 6, 1e-6);
+    free(y);
+    imported_free(&r);
+    pool_free();
+    for (int approx = 0; approx < 3; approx++) { /* absent, "none", "tanh" */
+        b = model_new(20);
+        input(b, "x", 2, (int64_t[]){-1, 3});
+        Onnx__NodeProto *g = node(b, "Gelu", "/gelu", IN("x"), IN("y"));
+        if (approx)
+            attr_s(g, "approximate", approx == 1 ? "none" : "tanh");
+        output(b, "y");
+        r = import(b);
+        if (r.rc)
+            fail_msg("import: %s", r.err);
+        const Fluxion__V1__Node *gn = spec_node(r.spec, "gelu", 0);
+        if (approx < 2)
+            assert_string_equal(spec_attr(gn, "approximate")->s, "none");
+        y = run(&r, 2, TU_SHAPE(2, 3), x, &n);
+        for (int i = 0; i < 6; i++)
+            want[i] = (float)(approx < 2 ? gelu_exact(x[i]) : gelu_tanh(x[i]));
+        tu_assert_close(y, want, 6, 1e-6);
+        free(y);
+        imported_free(&r);
+        pool_free();
+    }
+    b = model_new(20);
+    input(b, "x", 2, (int64_t[]){-1, 3});
+    attr_s(node(b, "Gelu", "/gelu", IN("x"), IN("y")), "approximate", "sigmoid");
+    output(b, "y");
+    expect_error(b, "node '/gelu' (Gelu, opset 20): approximate='sigmoid' is not supported");
+    pool_free();
+    b = model_new(17); /* Gelu is opset 20 */
+    input(b, "x", 2, (int64_t[]){-1, 3});
+    node(b, "Gelu", "/gelu", IN("x"), IN("y"));
+    output(b, "y");
+    expect_error(b, "node '/gelu' (Gelu, opset 17)");
+    pool_free();
+}
+
 /* ------------------------------------------------------------ refusals */
 
 static void test_unsupported_op_and_attribute(void **state)
@@ -638,6 +719,7 @@ int main(void)
         cmocka_unit_test(test_scalar_arithmetic),
         cmocka_unit_test(test_constant_tensor_operands),
         cmocka_unit_test(test_plumbing),
+        cmocka_unit_test(test_erf_gelu),
         cmocka_unit_test(test_unsupported_op_and_attribute),
         cmocka_unit_test(test_bad_models),
         cmocka_unit_test(test_truncated_and_mutated),
