@@ -246,8 +246,17 @@ static int binary(fxon_ctx *cx, const Onnx__NodeProto *n, char op)
 
 static int cv_add(fxon_ctx *cx, const Onnx__NodeProto *n) { return binary(cx, n, '+'); }
 static int cv_sub(fxon_ctx *cx, const Onnx__NodeProto *n) { return binary(cx, n, '-'); }
-static int cv_mul(fxon_ctx *cx, const Onnx__NodeProto *n) { return binary(cx, n, '*'); }
-static int cv_div(fxon_ctx *cx, const Onnx__NodeProto *n) { return binary(cx, n, '/'); }
+static int cv_mul(fxon_ctx *cx, const Onnx__NodeProto *n)
+{
+    int rc = binary(cx, n, '*');
+    return rc ? rc : fxon__fuse_gelu(cx, n);
+}
+
+static int cv_div(fxon_ctx *cx, const Onnx__NodeProto *n)
+{
+    int rc = binary(cx, n, '/');
+    return rc ? rc : fxon__fuse_gelu(cx, n);
+}
 
 static int cv_where(fxon_ctx *cx, const Onnx__NodeProto *n)
 {

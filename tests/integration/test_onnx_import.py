@@ -190,12 +190,19 @@ class OnnxImportTest(fxtest.DaemonTest):
         self.assertCode(C.RESOURCE_EXHAUSTED, self.c.import_onnx, "big", big,
                         contains=("--max-import-mb",), chunk_bytes=256 << 10)
 
-    def test_exact_gelu_is_erf(self):
-        """PyTorch's exact nn.GELU() (Div/Erf/Add/Mul/Mul) imports through
-        the erf op (test_models_match_pytorch_* compare its outputs)."""
+    def test_exact_gelu_joins_into_gelu(self):
+        """PyTorch's exact nn.GELU() (Div/Erf/Add/Mul/Mul) imports as one
+        gelu node, approximate none (test_models_match_pytorch_* compare
+        its outputs); its tanh form stays written out."""
         for opset in (13, 17):
             m = self.c.import_onnx("ge-%d" % opset, self.onnx_path("gelu_exact_op%d" % opset))
-            self.assertIn("erf", [n.op for n in m.spec.nodes])
+            ops = [n.op for n in m.spec.nodes]
+            self.assertEqual(ops.count("gelu"), 1, ops)
+            self.assertNotIn("erf", ops)
+            g = [n for n in m.spec.nodes if n.op == "gelu"][0]
+            self.assertEqual(g.attrs["approximate"].s, "none")
+            t = self.c.import_onnx("gt-%d" % opset, self.onnx_path("gelu_tanh_op%d" % opset))
+            self.assertIn("tanh", [n.op for n in t.spec.nodes])
 
     def test_gelu_opset20_against_onnxruntime(self):
         """Gelu (opset 20: approximate absent, none, tanh) and Erf written by

@@ -485,38 +485,75 @@ static double gelu_tanh(double x)
     return 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
 }
 
-/* PyTorch's exact nn.GELU() before opset 20: x * 0.5 * (1 + Erf(x / sqrt2))
- * (Div -> Erf -> Add -> Mul -> Mul); Gelu at opset 20, exact (its default)
- * and tanh; both against doubles. */
+/* Exact GELU written out. kind 0: PyTorch's nn.GELU() before opset 20,
+ * Mul(Mul(x, Add(Erf(Div(x, sqrt2)), 1)), 0.5); 1: the 0.5 first and a
+ * Mul by 1/sqrt2, Mul(Mul(x, 0.5), Add(1, Erf(Mul(x, 0.7071)))); 2: kind 0
+ * with Erf's output a graph output too; 3: kind 0 dividing by 2 instead
+ * of sqrt2 (not a GELU). */
+static model *gelu_written_out(int kind)
+{
+    static const float sqrt2[1] = {1.4142135f}, rsqrt2[1] = {0.70710677f}, one[1] = {1},
+                       half[1] = {0.5f}, two[1] = {2};
+    model *b = model_new(13);
+    input(b, "x", 2, (int64_t[]){-1, 3});
+    init(b, tensor_f("sqrt2", 0, NULL, kind == 3 ? two : sqrt2));
+    init(b, tensor_f("rsqrt2", 0, NULL, rsqrt2));
+    init(b, tensor_f("one", 0, NULL, one));
+    init(b, tensor_f("half", 0, NULL, half));
+    if (kind == 1) {
+        node(b, "Mul", "/act/Mul", IN("x", "half"), IN("h"));
+        node(b, "Mul", "/act/Mul_1", IN("x", "rsqrt2"), IN("d"));
+        node(b, "Erf", "/act/Erf", IN("d"), IN("e"));
+        node(b, "Add", "/act/Add", IN("one", "e"), IN("a"));
+        node(b, "Mul", "/act/Mul_2", IN("h", "a"), IN("y"));
+    } else {
+        node(b, "Div", "/act/Div", IN("x", "sqrt2"), IN("d"));
+        node(b, "Erf", "/act/Erf", IN("d"), IN("e"));
+        node(b, "Add", "/act/Add", IN("e", "one"), IN("a"));
+        node(b, "Mul", "/act/Mul", IN("x", "a"), IN("m"));
+        node(b, "Mul", "/act/Mul_1", IN("m", "half"), IN("y"));
+    }
+    output(b, "y");
+    if (kind == 2)
+        output(b, "e");
+    return b;
+}
+
+/* The written-out forms join into one gelu node (approximate none) unless
+ * an inner value is read elsewhere or the constants are not a GELU's; the
+ * values are right either way. Gelu at opset 20, exact (its default) and
+ * tanh. All against doubles. */
 static void test_erf_gelu(void **state)
 {
     (void)state;
-    static const float sqrt2[1] = {1.4142135f}, one[1] = {1}, half[1] = {0.5f};
     static const float x[6] = {-3, -1, -0.25f, 0.5f, 1, 2.5f};
-    model *b = model_new(13);
-    input(b, "x", 2, (int64_t[]){-1, 3});
-    init(b, tensor_f("sqrt2", 0, NULL, sqrt2));
-    init(b, tensor_f("one", 0, NULL, one));
-    init(b, tensor_f("half", 0, NULL, half));
-    node(b, "Div", "/act/Div", IN("x", "sqrt2"), IN("d"));
-    node(b, "Erf", "/act/Erf", IN("d"), IN("e"));
-    node(b, "Add", "/act/Add", IN("e", "one"), IN("a"));
-    node(b, "Mul", "/act/Mul", IN("x", "a"), IN("m"));
-    node(b, "Mul", "/act/Mul_1", IN("m", "half"), IN("y"));
-    output(b, "y");
-    imported r = import(b);
-    if (r.rc)
-        fail_msg("import: %s", r.err);
-    assert_non_null(spec_node(r.spec, "erf", 0));
+    float want[6], *y;
     int64_t n;
-    float *y = run(&r, 2, TU_SHAPE(2, 3), x, &n), want[6];
-    for (int i = 0; i < 6; i++)
-        want[i] = (float)gelu_exact(x[i]);
-    assert_int_equal(n, 6);
-    tu_assert_close(y, want, 6, 1e-6);
-    free(y);
-    imported_free(&r);
-    pool_free();
+    imported r;
+    model *b;
+    for (int kind = 0; kind < 4; kind++) {
+        r = import(gelu_written_out(kind));
+        if (r.rc)
+            fail_msg("import: %s", r.err);
+        if (kind < 2) {
+            assert_int_equal(r.spec->n_nodes, 1);
+            const Fluxion__V1__Node *g = spec_node(r.spec, "gelu", 0);
+            assert_string_equal(spec_attr(g, "approximate")->s, "none");
+            assert_string_equal(g->inputs[0], "x");
+            assert_string_equal(r.spec->outputs[0]->source, g->name);
+        } else {
+            assert_int_equal(r.spec->n_nodes, 5);
+            spec_node(r.spec, "erf", 0);
+        }
+        y = run(&r, 2, TU_SHAPE(2, 3), x, &n);
+        for (int i = 0; i < 6; i++)
+            want[i] = (float)(kind == 3 ? 0.5 * x[i] * (1 + erf(x[i] / 2.0)) : gelu_exact(x[i]));
+        assert_int_equal(n, 6);
+        tu_assert_close(y, want, 6, 1e-6);
+        free(y);
+        imported_free(&r);
+        pool_free();
+    }
     for (int approx = 0; approx < 3; approx++) { /* absent, "none", "tanh" */
         b = model_new(20);
         input(b, "x", 2, (int64_t[]){-1, 3});
