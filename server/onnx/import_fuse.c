@@ -2,13 +2,15 @@
  * import_fuse.c - the exact GELU written out, joined back into one `gelu`
  * node. Before opset 20 PyTorch exports nn.GELU() as
  * Mul(Mul(x, Add(Erf(Div(x, sqrt 2)), 1)), 0.5) (other exporters put the
- * 0.5 elsewhere in the product); the converters turn that into scale,
- * erf, add_scalar, mul and scale nodes, which compute the same thing in
- * five passes. After each Mul or Div, fxon__fuse_gelu looks at the
- * product that ends there: a factor 0.5 times x times 1 + erf(x / sqrt 2),
- * every inner value read only there, becomes gelu(x, approximate none) in
- * the place of its last node, and the inner nodes go. Anything else is
- * left as converted.
+ * 0.5 elsewhere in the product, or multiply by 1/sqrt 2); the converters
+ * turn that into scale, erf, add_scalar, mul and scale nodes, which
+ * compute the same thing in five passes. After each Mul or Div,
+ * fxon__fuse_gelu looks at the ONNX product that ends there: constant
+ * factors making 0.5, times x, times 1 + erf(x / sqrt 2), every inner
+ * value read only there, becomes gelu(x, approximate none) in the place of
+ * the product's last spec node, and the inner nodes go. Anything else is
+ * left as converted. The walk follows ONNX values (hash lookups and
+ * producer indexes), so it costs O(1) per Mul or Div whatever the graph.
  */
 #include <math.h>
 #include <string.h>
@@ -17,110 +19,132 @@
 #include "onnx/import_ops.h"
 #include "base/status.h"
 
-#define MAX_PRODUCT 8 /* nodes of one product looked at (PyTorch's has 2) */
+#define MAX_PRODUCT 8 /* Mul/Div nodes of one product looked at (PyTorch's has 2) */
 
-/* The spec node named ref (output 0 only), or NULL. */
-static Fluxion__V1__Node *node_named(fxon_ctx *cx, const char *ref)
+typedef struct {
+    fxon_value *inner[MAX_PRODUCT + 3]; /* values whose spec nodes go */
+    int n_inner;
+    fxon_value *leaf[2]; /* the factors computed at run time */
+    int n_leaf;
+    double factor; /* the product of the constant factors */
+} product;
+
+/* The ONNX node that computes v, or NULL. */
+static const Onnx__NodeProto *producer(fxon_ctx *cx, const fxon_value *v)
 {
-    struct fxon_impl *im = cx->impl;
-    for (size_t i = im->n_nodes; i-- > 0;)
-        if (strcmp(im->nodes[i]->name, ref) == 0)
-            return im->nodes[i];
-    return NULL;
+    const Onnx__GraphProto *g = cx->impl->graph;
+    if (!v || !g || v->producer < 0 || (size_t)v->producer >= g->n_node)
+        return NULL;
+    return g->node[v->producer];
 }
 
-/* How many node inputs and graph outputs read node's output, over every
- * ONNX value it stands for (an alias counts its own readers too, so a
- * value passed through Identity is never taken for read once). */
-static int readers(fxon_ctx *cx, const Fluxion__V1__Node *node)
+static bool is_op(const Onnx__NodeProto *n, const char *op, size_t nin)
 {
-    struct fxon_impl *im = cx->impl;
-    int n = 0;
-    for (size_t i = 0; i < im->vcap; i++)
-        if (im->vals[i] && im->vals[i]->node == node)
-            n += im->vals[i]->uses;
-    return n;
+    const char *dom = n ? n->domain : NULL;
+    return n && strcmp(n->op_type, op) == 0 && n->n_input == nin && n->n_output == 1 &&
+           (!dom || !dom[0] || strcmp(dom, "ai.onnx") == 0);
 }
 
-static bool is_op(const Fluxion__V1__Node *n, const char *op, int nin)
+static fxon_value *in_value(fxon_ctx *cx, const Onnx__NodeProto *n, int i)
 {
-    return n && strcmp(n->op, op) == 0 && n->n_inputs == (size_t)nin;
+    return fxon_value_of(cx, fxon_in(n, i));
 }
 
-static double attr_f(Fluxion__V1__Node *n, const char *key)
+/* A constant scalar operand, as binary() in import_ops.c takes one (made
+ * a scale or add_scalar node, not materialised). */
+static bool scalar(const fxon_value *c, const fxon_value *x, double *s)
 {
-    Fluxion__V1__AttrValue *v = fxon_get_attr(n, key);
-    if (!v)
-        return NAN;
-    return v->value_case == FLUXION__V1__ATTR_VALUE__VALUE_F   ? v->f
-           : v->value_case == FLUXION__V1__ATTR_VALUE__VALUE_I ? (double)v->i
-                                                               : NAN;
+    return c && x && c->c && !c->ref && x->ref && fxon_const_scalar(c->c, s) &&
+           c->c->ndim <= (x->ndim < 0 ? 8 : x->ndim) && isfinite(*s);
 }
 
 static bool near(double a, double b) { return fabs(a - b) <= 1e-6 * fabs(b); }
 
-typedef struct {
-    Fluxion__V1__Node *inner[MAX_PRODUCT + 3]; /* nodes to drop */
-    int n_inner;
-    const char *leaf[2]; /* the factors that are not scale/mul nodes */
-    int n_leaf;
-    double factor; /* the product of the scales */
-} product;
-
-/* Flattens ref, a factor of the product, into p: a scale or mul node read
- * only here is opened; anything else is a leaf. false: too big. */
-static bool flatten(fxon_ctx *cx, const char *ref, product *p, bool root)
+/* Flattens v, a factor of the product, into p: a Mul, or a Div by a
+ * constant, whose output is read only here is opened; anything else is a
+ * leaf. false: not a product of two run-time factors and constants. */
+static bool flatten(fxon_ctx *cx, fxon_value *v, product *p, bool root)
 {
-    Fluxion__V1__Node *n = strchr(ref, ':') ? NULL : node_named(cx, ref);
-    bool scale = is_op(n, "scale", 1), mul = is_op(n, "mul", 2);
-    if (!root && (scale || mul) && readers(cx, n) != 1)
-        scale = mul = false;
-    if (!scale && !mul) {
+    const Onnx__NodeProto *n = producer(cx, v);
+    bool mul = is_op(n, "Mul", 2), div = is_op(n, "Div", 2);
+    if (!v || !v->ref)
+        return false;
+    if ((!mul && !div) || (!root && v->uses != 1)) {
         if (p->n_leaf == 2)
             return false;
-        p->leaf[p->n_leaf++] = ref;
+        p->leaf[p->n_leaf++] = v;
         return true;
     }
-    if (p->n_inner == MAX_PRODUCT)
-        return false;
-    if (!root)
-        p->inner[p->n_inner++] = n;
-    if (scale)
-        p->factor *= attr_f(n, "value");
-    for (size_t i = 0; i < n->n_inputs; i++)
-        if (!flatten(cx, n->inputs[i], p, false))
+    if (!root) {
+        if (p->n_inner == MAX_PRODUCT)
             return false;
-    return true;
+        p->inner[p->n_inner++] = v;
+    }
+    fxon_value *a = in_value(cx, n, 0), *b = in_value(cx, n, 1);
+    double s;
+    if (div)
+        return scalar(b, a, &s) && s != 0 && (p->factor /= s, flatten(cx, a, p, false));
+    if (scalar(b, a, &s))
+        return p->factor *= s, flatten(cx, a, p, false);
+    if (scalar(a, b, &s))
+        return p->factor *= s, flatten(cx, b, p, false);
+    return flatten(cx, a, p, false) && flatten(cx, b, p, false);
 }
 
-/* 1 + erf(x / sqrt 2) for x = *x (add_scalar, erf, scale, each read only
- * once); its nodes go into p. */
-static bool one_plus_erf(fxon_ctx *cx, const char *ref, const char *x, product *p)
+/* a = 1 + erf(x / sqrt 2) (Add, Erf, Div by sqrt 2 or Mul by 1/sqrt 2, each
+ * output read once); their values go into p. */
+static bool one_plus_erf(fxon_ctx *cx, fxon_value *a, fxon_value *x, product *p)
 {
-    Fluxion__V1__Node *a = strchr(ref, ':') ? NULL : node_named(cx, ref);
-    if (!is_op(a, "add_scalar", 1) || !near(attr_f(a, "value"), 1) || readers(cx, a) != 1)
+    const Onnx__NodeProto *n = producer(cx, a);
+    double s;
+    if (a->uses != 1 || !is_op(n, "Add", 2))
         return false;
-    Fluxion__V1__Node *e = node_named(cx, a->inputs[0]);
-    if (!is_op(e, "erf", 1) || readers(cx, e) != 1)
+    fxon_value *e = in_value(cx, n, 0), *o = in_value(cx, n, 1);
+    if (scalar(e, o, &s)) /* 1 + erf */
+        e = o, o = in_value(cx, n, 0);
+    if (!scalar(o, e, &s) || s != 1 || e->uses != 1 || !is_op(n = producer(cx, e), "Erf", 1))
         return false;
-    Fluxion__V1__Node *d = node_named(cx, e->inputs[0]);
-    if (!is_op(d, "scale", 1) || !near(attr_f(d, "value"), M_SQRT1_2) || readers(cx, d) != 1 ||
-        strcmp(d->inputs[0], x) != 0)
+    fxon_value *d = in_value(cx, n, 0), *c;
+    if (!d || d->uses != 1)
         return false;
+    n = producer(cx, d);
+    if (is_op(n, "Div", 2)) {
+        if (in_value(cx, n, 0) != x || !scalar(c = in_value(cx, n, 1), x, &s) || !near(s, M_SQRT2))
+            return false;
+    } else if (is_op(n, "Mul", 2)) {
+        fxon_value *m0 = in_value(cx, n, 0), *m1 = in_value(cx, n, 1);
+        c = m0 == x ? m1 : m0;
+        if ((m0 != x && m1 != x) || !scalar(c, x, &s) || !near(s, M_SQRT1_2))
+            return false;
+    } else {
+        return false;
+    }
     p->inner[p->n_inner++] = a;
     p->inner[p->n_inner++] = e;
     p->inner[p->n_inner++] = d;
     return true;
 }
 
+/* The spec node that made v: one node of a known op per ONNX node, so
+ * dropping it leaves nothing behind. */
+static bool plain_node(const fxon_value *v)
+{
+    static const char *const ops[] = {"scale", "mul", "add_scalar", "erf", NULL};
+    if (!v->node || v->out_index != 0)
+        return false;
+    for (int i = 0; ops[i]; i++)
+        if (strcmp(v->node->op, ops[i]) == 0)
+            return true;
+    return false;
+}
+
 int fxon__fuse_gelu(fxon_ctx *cx, const Onnx__NodeProto *n)
 {
     fxon_value *v = fxon_value_of(cx, n->output[0]);
-    Fluxion__V1__Node *root = v ? v->node : NULL;
-    if (!root || !(is_op(root, "scale", 1) || is_op(root, "mul", 2)))
+    if (!v || !plain_node(v))
         return 0;
     product p = {.factor = 1};
-    if (!flatten(cx, root->name, &p, true) || p.n_leaf != 2 || !near(p.factor, 0.5))
+    if (!flatten(cx, v, &p, true) || p.n_leaf != 2 || !near(p.factor, 0.5))
         return 0;
     int k; /* the leaf that is x; the other is 1 + erf(x / sqrt 2) */
     for (k = 0; k < 2; k++)
@@ -128,10 +152,14 @@ int fxon__fuse_gelu(fxon_ctx *cx, const Onnx__NodeProto *n)
             break;
     if (k == 2)
         return 0;
-    char *x = fxon_strdup(cx, p.leaf[k]), *op = fxon_strdup(cx, "gelu");
+    for (int i = 0; i < p.n_inner; i++)
+        if (!plain_node(p.inner[i]) || p.inner[i]->node == v->node)
+            return 0;
+    char *x = fxon_strdup(cx, p.leaf[k]->ref), *op = fxon_strdup(cx, "gelu");
     if (!x || !op)
         return FXS_RESOURCE_EXHAUSTED;
     /* The last node becomes the gelu (its name and ONNX value stay). */
+    Fluxion__V1__Node *root = v->node;
     root->op = op;
     root->inputs[0] = x;
     root->n_inputs = 1;
@@ -139,21 +167,17 @@ int fxon__fuse_gelu(fxon_ctx *cx, const Onnx__NodeProto *n)
     int rc = fxon_set_str(cx, root, "approximate", "none");
     if (rc)
         return rc;
+    /* The inner values were read only inside the product: their nodes go
+     * (marked, then one pass) and nothing refers to them any more. */
+    for (int i = 0; i < p.n_inner; i++) {
+        p.inner[i]->node->op = NULL;
+        p.inner[i]->node = NULL;
+    }
     struct fxon_impl *im = cx->impl;
     size_t kept = 0;
-    for (size_t i = 0; i < im->n_nodes; i++) {
-        bool drop = false;
-        for (int j = 0; j < p.n_inner; j++)
-            drop |= im->nodes[i] == p.inner[j];
-        if (!drop)
+    for (size_t i = 0; i < im->n_nodes; i++)
+        if (im->nodes[i]->op)
             im->nodes[kept++] = im->nodes[i];
-    }
     im->n_nodes = kept;
-    /* The dropped nodes' ONNX values were read only inside the product:
-     * nothing refers to them any more. */
-    for (size_t i = 0; i < im->vcap; i++)
-        for (int j = 0; im->vals[i] && j < p.n_inner; j++)
-            if (im->vals[i]->node == p.inner[j])
-                im->vals[i]->node = NULL;
     return 0;
 }
