@@ -55,6 +55,7 @@ typedef enum {
     FX_UN_ELU,                                   /* alpha a */
     FX_UN_GELU, FX_UN_SIGMOID, FX_UN_TANH,
     FX_UN_CLAMP, /* [a, b] */
+    FX_UN_ERF, FX_UN_GELU_EXACT, /* x * Phi(x) */
     FX_UN_COUNT
 } fx_unary_op;
 

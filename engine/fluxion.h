@@ -339,6 +339,9 @@ fx_tensor *fx_relu(fx_ctx *ctx, fx_tensor *x);
 fx_tensor *fx_leaky_relu(fx_ctx *ctx, fx_tensor *x, float slope);
 fx_tensor *fx_elu(fx_ctx *ctx, fx_tensor *x, float alpha);
 fx_tensor *fx_gelu(fx_ctx *ctx, fx_tensor *x); /* tanh approximation */
+/* Exact gelu: x * Phi(x) = 0.5 x (1 + erf(x / sqrt(2))) (PyTorch's default). */
+fx_tensor *fx_gelu_exact(fx_ctx *ctx, fx_tensor *x);
+fx_tensor *fx_erf(fx_ctx *ctx, fx_tensor *x);
 fx_tensor *fx_sigmoid(fx_ctx *ctx, fx_tensor *x);
 fx_tensor *fx_tanh(fx_ctx *ctx, fx_tensor *x);
 fx_tensor *fx_clamp(fx_ctx *ctx, fx_tensor *x, float lo, float hi);

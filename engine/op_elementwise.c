@@ -54,6 +54,8 @@ fx_tensor *fx_elu(fx_ctx *ctx, fx_tensor *x, float alpha) { return unary(ctx, "e
 fx_tensor *fx_gelu(fx_ctx *ctx, fx_tensor *x) { return unary(ctx, "gelu", FX_UN_GELU, 0, 0, x); }
 fx_tensor *fx_sigmoid(fx_ctx *ctx, fx_tensor *x) { return unary(ctx, "sigmoid", FX_UN_SIGMOID, 0, 0, x); }
 fx_tensor *fx_tanh(fx_ctx *ctx, fx_tensor *x) { return unary(ctx, "tanh", FX_UN_TANH, 0, 0, x); }
+fx_tensor *fx_erf(fx_ctx *ctx, fx_tensor *x) { return unary(ctx, "erf", FX_UN_ERF, 0, 0, x); }
+fx_tensor *fx_gelu_exact(fx_ctx *ctx, fx_tensor *x) { return unary(ctx, "gelu_exact", FX_UN_GELU_EXACT, 0, 0, x); }
 
 fx_tensor *fx_clamp(fx_ctx *ctx, fx_tensor *x, float lo, float hi)
 {

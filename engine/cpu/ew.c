@@ -5,6 +5,9 @@
 
 #define GELU_C 0.7978845608028654f /* sqrt(2/pi) */
 #define GELU_K 0.044715f
+#define RSQRT2 0.7071067811865476f     /* 1/sqrt(2) */
+#define TWO_RSQRTPI 1.1283791670955126f /* 2/sqrt(pi), erf's slope at 0 */
+#define RSQRT2PI 0.3989422804014327f    /* 1/sqrt(2 pi), the normal density at 0 */
 
 /* Expands to one parallel loop per op so the compiler can vectorise each. */
 #define MAP(expr)                                                                                  \
@@ -43,6 +46,9 @@ int64_t cpu_unary(fx_unary_op op, float a, float b, const fx_tensor *x, fx_tenso
         break;
     case FX_UN_TANH: MAP(tanhf(v)); break;
     case FX_UN_CLAMP: MAP(v < a ? a : (v > b ? b : v)); break;
+    case FX_UN_ERF: MAP(erff(v)); break;
+    /* x Phi(x) with Phi = erfc(-x/sqrt2)/2: no cancellation for x << 0 */
+    case FX_UN_GELU_EXACT: MAP(0.5f * v * erfcf(-v * RSQRT2)); break;
     default: return n;
     }
     switch (op) { /* only these can turn finite inputs into inf/nan */
@@ -91,6 +97,11 @@ void cpu_unary_backward(fx_unary_op op, float a, float b, const fx_tensor *x, co
     case FX_UN_SIGMOID: GRAD(o * (1.0f - o)); break;
     case FX_UN_TANH: GRAD(1.0f - o * o); break;
     case FX_UN_CLAMP: GRAD((v >= a && v <= b) ? 1.0f : 0.0f); break;
+    case FX_UN_ERF: GRAD(TWO_RSQRTPI * expf(-v * v)); break;
+    /* Phi(x) + x phi(x) */
+    case FX_UN_GELU_EXACT:
+        GRAD(0.5f * erfcf(-v * RSQRT2) + v * RSQRT2PI * expf(-0.5f * v * v));
+        break;
     default: break;
     }
 }

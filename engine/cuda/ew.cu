@@ -5,6 +5,9 @@
 
 #define GELU_C 0.7978845608028654f
 #define GELU_K 0.044715f
+#define RSQRT2 0.7071067811865476f
+#define TWO_RSQRTPI 1.1283791670955126f
+#define RSQRT2PI 0.3989422804014327f
 
 __device__ static inline float un_f(int op, float a, float b, float v)
 {
@@ -23,6 +26,8 @@ __device__ static inline float un_f(int op, float a, float b, float v)
     case FX_UN_GELU: return 0.5f * v * (1.0f + tanhf(GELU_C * (v + GELU_K * v * v * v)));
     case FX_UN_SIGMOID: return v >= 0.0f ? 1.0f / (1.0f + expf(-v)) : expf(v) / (1.0f + expf(v));
     case FX_UN_TANH: return tanhf(v);
+    case FX_UN_ERF: return erff(v);
+    case FX_UN_GELU_EXACT: return 0.5f * v * erfcf(-v * RSQRT2); /* as the CPU's */
     default: return v < a ? a : (v > b ? b : v); /* clamp */
     }
 }
@@ -47,6 +52,8 @@ __device__ static inline float un_d(int op, float a, float b, float v, float o)
     }
     case FX_UN_SIGMOID: return o * (1.0f - o);
     case FX_UN_TANH: return 1.0f - o * o;
+    case FX_UN_ERF: return TWO_RSQRTPI * expf(-v * v);
+    case FX_UN_GELU_EXACT: return 0.5f * erfcf(-v * RSQRT2) + v * RSQRT2PI * expf(-0.5f * v * v);
     default: return (v >= a && v <= b) ? 1.0f : 0.0f;
     }
 }

@@ -177,6 +177,17 @@ static void fwd_activation(const fxg_node *n, fx_ctx *ctx, fx_tensor *const *in,
 
 static const fxg_attr_schema activation_attrs[] = { REQ_CHOICE("activation", fxg_acts), END };
 
+/* gelu's approximate, as PyTorch and ONNX spell it; index 0 (the default,
+ * so specs written before the attribute keep their meaning) is the tanh
+ * approximation, 1 the exact x * Phi(x). */
+static const char *const gelu_approx[] = { "tanh", "none", NULL };
+static const fxg_attr_schema gelu_attrs[] = { CHOICE("approximate", gelu_approx, 0), END };
+
+static void fwd_gelu(const fxg_node *n, fx_ctx *ctx, fx_tensor *const *in, fx_tensor **out)
+{
+    out[0] = fxg_attr_i(n, "approximate") ? fx_gelu_exact(ctx, in[0]) : fx_gelu(ctx, in[0]);
+}
+
 /* -------------------------------------------------------------- attention */
 
 static void fwd_sdpa(const fxg_node *n, fx_ctx *ctx, fx_tensor *const *in, fx_tensor **out)
@@ -411,7 +422,7 @@ static const engine_fn engine_fns[] = {
     { "sqrt", fwd_unary, { .unary = fx_sqrt } },
     { "abs", fwd_unary, { .unary = fx_abs } },
     { "relu", fwd_unary, { .unary = fx_relu } },
-    { "gelu", fwd_unary, { .unary = fx_gelu } },
+    { "erf", fwd_unary, { .unary = fx_erf } },
     { "sigmoid", fwd_unary, { .unary = fx_sigmoid } },
     { "tanh", fwd_unary, { .unary = fx_tanh } },
     { "scale", fwd_scalar, { .scalar = fx_scale } },
@@ -469,7 +480,8 @@ const fxg_op fxg_tensor_ops[] = {
     OP("relu", 1, fxg_no_attrs, fwd_unary, "max(x, 0)"),
     OP("leaky_relu", 1, leaky_attrs, fwd_scalar, "x < 0 ? negative_slope * x : x"),
     OP("elu", 1, elu_attrs, fwd_scalar, "x < 0 ? alpha * (exp(x) - 1) : x"),
-    OP("gelu", 1, fxg_no_attrs, fwd_unary, "gelu(x), tanh approximation"),
+    OP("erf", 1, fxg_no_attrs, fwd_unary, "erf(x)"),
+    OP("gelu", 1, gelu_attrs, fwd_gelu, "x * Phi(x), by default its tanh approximation"),
     OP("sigmoid", 1, fxg_no_attrs, fwd_unary, "1 / (1 + exp(-x))"),
     OP("tanh", 1, fxg_no_attrs, fwd_unary, "tanh(x)"),
     { .name = "clamp", .min_in = 1, .max_in = 1, .attrs = clamp_attrs, .check = clamp_check,

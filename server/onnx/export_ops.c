@@ -30,6 +30,20 @@ static const char *gelu_tanh(fxon_ex *ex, const char *node, const char *x, const
     return fxon_ex_op(ex, "Mul", node, out, FXON_IN(hx, t4));
 }
 
+/* The exact gelu as PyTorch exports nn.GELU() before opset 20:
+ * (x * (1 + erf(x / sqrt(2)))) * 0.5. */
+static const char *gelu_exact(fxon_ex *ex, const char *node, const char *x, const char *out)
+{
+    const char *r2 = fxon_ex_scalar_f(ex, node, (float)M_SQRT2);
+    const char *d = fxon_ex_op(ex, "Div", node, NULL, FXON_IN(x, r2));
+    const char *e = fxon_ex_op(ex, "Erf", node, NULL, FXON_IN(d));
+    const char *one = fxon_ex_scalar_f(ex, node, 1.0f);
+    const char *a = fxon_ex_op(ex, "Add", node, NULL, FXON_IN(e, one));
+    const char *m = fxon_ex_op(ex, "Mul", node, NULL, FXON_IN(x, a));
+    const char *half = fxon_ex_scalar_f(ex, node, 0.5f);
+    return fxon_ex_op(ex, "Mul", node, out, FXON_IN(m, half));
+}
+
 const char *fxon_ex_activation(fxon_ex *ex, const char *node, const char *act, const char *x,
                                const char *out)
 {
@@ -88,6 +102,7 @@ static int cv_same(fxon_ex *ex, const Fluxion__V1__Node *n, const fxon_xval *in,
         {"log", "Log"},
         {"sqrt", "Sqrt"},
         {"abs", "Abs"},
+        {"erf", "Erf"},
         {"relu", "Relu"},
         {"sigmoid", "Sigmoid"},
         {"tanh", "Tanh"},
@@ -156,7 +171,8 @@ static int cv_gelu(fxon_ex *ex, const Fluxion__V1__Node *n, const fxon_xval *in,
                    const fxon_xval *out, int nout)
 {
     (void)nin, (void)nout;
-    return gelu_tanh(ex, n->name, in[0].name, out[0].name) ? 0 : -1;
+    bool exact = strcmp(fxon_ex_as(n, "approximate", "tanh"), "none") == 0;
+    return (exact ? gelu_exact : gelu_tanh)(ex, n->name, in[0].name, out[0].name) ? 0 : -1;
 }
 
 static int cv_clamp(fxon_ex *ex, const Fluxion__V1__Node *n, const fxon_xval *in, int nin,
@@ -426,6 +442,7 @@ const fxon_xconv fxon_ex_op_convs[] = {
     {"sqrt", cv_same},
     {"pow", cv_scalar},
     {"abs", cv_same},
+    {"erf", cv_same},
     {"relu", cv_same},
     {"leaky_relu", cv_leaky_elu},
     {"elu", cv_leaky_elu},

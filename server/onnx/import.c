@@ -440,6 +440,8 @@ int fxon_import(const uint8_t *onnx, size_t len, Fluxion__V1__ModelSpec **spec_o
     if (!rc && g->n_sparse_initializer)
         rc = fxon_fail(&cx, "sparse initializers are not supported");
     if (!rc)
+        cx.impl->graph = g;
+    if (!rc)
         rc = find_opset(&cx, m);
     if (!rc)
         rc = check_names(&cx, g);

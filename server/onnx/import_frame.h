@@ -38,6 +38,7 @@ struct fxon_impl {
     fxon_value **graph_inputs; /* the spec's inputs, in order */
     size_t n_graph_inputs;
     const char *ones_ref; /* a [1] tensor of ones (import_data.c), once made */
+    const Onnx__GraphProto *graph; /* the ONNX graph (fxon_value.producer indexes its nodes) */
 };
 
 /* Creates / frees cx->impl. */

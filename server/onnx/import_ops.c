@@ -50,6 +50,7 @@ UNARY(cv_log, "log")
 UNARY(cv_sqrt, "sqrt")
 UNARY(cv_neg, "neg")
 UNARY(cv_abs, "abs")
+UNARY(cv_erf, "erf")
 
 /* A unary op with one float attribute. */
 static int unary_f(fxon_ctx *cx, const Onnx__NodeProto *n, const char *op, const char *key,
@@ -84,19 +85,27 @@ static int cv_elu(fxon_ctx *cx, const Onnx__NodeProto *n)
     return unary_f(cx, n, "elu", "alpha", a);
 }
 
+/* Gelu (opset 20): approximate "none" (the default) is the exact x Phi(x),
+ * "tanh" the approximation; the spec's gelu has both (its default, tanh,
+ * is left implicit). */
 static int cv_gelu(fxon_ctx *cx, const Onnx__NodeProto *n)
 {
     const char *approx;
+    fxon_value *v;
+    const char *ref;
     int rc;
     if ((rc = fxon_attrs_known(cx, n, (const char *[]){"approximate", NULL})) ||
         (rc = fxon_attr_str(cx, n, "approximate", "none", &approx)))
         return rc;
-    if (strcmp(approx, "tanh") != 0)
-        return fxon_fail(cx,
-                         "approximate='%.32s' is not supported: the engine's gelu is the "
-                         "tanh approximation (export nn.GELU(approximate='tanh'))",
-                         approx);
-    return unary(cx, n, "gelu");
+    bool exact = strcmp(approx, "none") == 0;
+    if (!exact && strcmp(approx, "tanh") != 0)
+        return fxon_fail(cx, "approximate='%.32s' is not supported (none or tanh)", approx);
+    if ((rc = fxon_input(cx, n, 0, &v)) || (rc = fxon_need_ref(cx, n, 0, &ref)))
+        return rc;
+    Fluxion__V1__Node *node = emit1(cx, n, "gelu", NULL, 1, &ref, v->elem, v->ndim, v->shape);
+    if (!node)
+        return FXS_INVALID_ARGUMENT;
+    return exact ? fxon_set_str(cx, node, "approximate", "none") : 0;
 }
 
 static int cv_pow(fxon_ctx *cx, const Onnx__NodeProto *n)
@@ -237,8 +246,17 @@ static int binary(fxon_ctx *cx, const Onnx__NodeProto *n, char op)
 
 static int cv_add(fxon_ctx *cx, const Onnx__NodeProto *n) { return binary(cx, n, '+'); }
 static int cv_sub(fxon_ctx *cx, const Onnx__NodeProto *n) { return binary(cx, n, '-'); }
-static int cv_mul(fxon_ctx *cx, const Onnx__NodeProto *n) { return binary(cx, n, '*'); }
-static int cv_div(fxon_ctx *cx, const Onnx__NodeProto *n) { return binary(cx, n, '/'); }
+static int cv_mul(fxon_ctx *cx, const Onnx__NodeProto *n)
+{
+    int rc = binary(cx, n, '*');
+    return rc ? rc : fxon__fuse_gelu(cx, n);
+}
+
+static int cv_div(fxon_ctx *cx, const Onnx__NodeProto *n)
+{
+    int rc = binary(cx, n, '/');
+    return rc ? rc : fxon__fuse_gelu(cx, n);
+}
 
 static int cv_where(fxon_ctx *cx, const Onnx__NodeProto *n)
 {
@@ -476,6 +494,7 @@ const fxon_converter fxon_ops[] = {
     {"Sqrt", 13, cv_sqrt},
     {"Neg", 13, cv_neg},
     {"Abs", 13, cv_abs},
+    {"Erf", 13, cv_erf},
     {"LeakyRelu", 13, cv_leaky_relu},
     {"Elu", 13, cv_elu},
     {"Gelu", 20, cv_gelu},

@@ -25,6 +25,10 @@ int fxon__fold_transpose(fxon_ctx *cx, const Onnx__NodeProto *n, const fxon_cons
                          const int *perm);
 int fxon__fold_cast(fxon_ctx *cx, const Onnx__NodeProto *n, const fxon_const *x, int to);
 
+/* After a Mul or Div: the exact GELU written out (Div/Erf/Add/Mul/Mul)
+ * ending at n's output becomes one gelu node (import_fuse.c). */
+int fxon__fuse_gelu(fxon_ctx *cx, const Onnx__NodeProto *n);
+
 /* The converters of import_shape.c (shapes, reductions, plumbing). */
 extern const fxon_converter fxon_shape_ops[];
 

@@ -227,6 +227,15 @@ MODELS = {
                      "idx": np.array([3, 0, 2], dtype=np.int64),
                      "gidx": r.integers(0, 2, size=(b, 4, 2)).astype(np.int64),
                      "cond": r.integers(0, 2, size=(b, 4, 6)).astype(np.int32)}),
+    # erf and the exact gelu (Div/Erf/Add/Mul/Mul, as PyTorch exports
+    # nn.GELU() before opset 20) beside the tanh gelu, wide inputs (tails).
+    "erf_gelu": ({
+        "inputs": [f32("x", -1, 7)],
+        "nodes": [dense("fc", "x", 7, 6), node("gx", "gelu", ["fc"], approximate="none"),
+                  node("gt", "gelu", ["fc"], approximate="tanh"), node("er", "erf", ["gx"]),
+                  node("er2", "erf", ["x"])],
+        "outputs": outs(("gx", "gx"), ("gt", "gt"), ("er", "er"), ("er2", "er2")),
+    }, lambda b, r: {"x": 3 * rand(r, b, 7)}),
     # Outputs named as other tensors, an input as an output, shared sources.
     "aliases": ({
         "inputs": [f32("x", -1, 3)],

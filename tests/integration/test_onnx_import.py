@@ -8,6 +8,7 @@ upload limit holds."""
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,7 @@ from fxtest import FluxionError, np, onnx_model, onnx_node, onnx_value_info
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXPORTER = os.path.join(fxtest.SOURCE_DIR, "tests", "py", "onnx_export_models.py")
+GELU_ORT = os.path.join(fxtest.SOURCE_DIR, "tests", "py", "onnx_gelu_ort.py")
 TORCH_PY = "/usr/bin/python3"
 CLI = os.environ.get("FLUXION_CLI") or os.path.join(fxtest.SOURCE_DIR, "build", "fluxion")
 
@@ -187,6 +189,50 @@ class OnnxImportTest(fxtest.DaemonTest):
         big = fxtest.onnx_relu_model() + b"\0" * (2 << 20)
         self.assertCode(C.RESOURCE_EXHAUSTED, self.c.import_onnx, "big", big,
                         contains=("--max-import-mb",), chunk_bytes=256 << 10)
+
+    def test_exact_gelu_joins_into_gelu(self):
+        """PyTorch's exact nn.GELU() (Div/Erf/Add/Mul/Mul) imports as one
+        gelu node, approximate none (test_models_match_pytorch_* compare
+        its outputs); its tanh form stays written out."""
+        for opset in (13, 17):
+            m = self.c.import_onnx("ge-%d" % opset, self.onnx_path("gelu_exact_op%d" % opset))
+            ops = [n.op for n in m.spec.nodes]
+            self.assertEqual(ops.count("gelu"), 1, ops)
+            self.assertNotIn("erf", ops)
+            g = [n for n in m.spec.nodes if n.op == "gelu"][0]
+            self.assertEqual(g.attrs["approximate"].s, "none")
+            t = self.c.import_onnx("gt-%d" % opset, self.onnx_path("gelu_tanh_op%d" % opset))
+            self.assertIn("tanh", [n.op for n in t.spec.nodes])
+
+    def test_gelu_opset20_against_onnxruntime(self):
+        """Gelu (opset 20: approximate absent, none, tanh) and Erf written by
+        the python on PATH with onnx, onnxruntime's outputs the reference;
+        skipped without them."""
+        other = shutil.which("python3")
+        if not other or os.path.realpath(other) == os.path.realpath(sys.executable):
+            self.skipTest("no second python3 on PATH for onnxruntime")
+        env = dict(os.environ)
+        env.pop("PYTHONPATH", None)
+        out = os.path.join(self.dir, "gelu-ort")
+        r = subprocess.run([other, GELU_ORT, out], capture_output=True, text=True, env=env,
+                           timeout=120)
+        if r.returncode != 0 and "ModuleNotFoundError" in r.stderr:
+            self.skipTest("onnx or onnxruntime missing: " + r.stderr.strip().splitlines()[-1])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        names = sorted(f[:-5] for f in os.listdir(out) if f.endswith(".onnx"))
+        self.assertEqual(names, ["erf13", "gelu20_default", "gelu20_none", "gelu20_tanh"])
+        for name in names:
+            with self.subTest(model=name):
+                ref = np.load(os.path.join(out, name + ".npz"))
+                m = self.c.import_onnx(name.replace("_", "-"), os.path.join(out, name + ".onnx"))
+                ops = {n.op: n for n in m.spec.nodes}
+                if name.startswith("gelu"):
+                    want = "tanh" if name.endswith("tanh") else "none"
+                    attrs = ops["gelu"].attrs
+                    self.assertEqual(attrs["approximate"].s if "approximate" in attrs else "tanh",
+                                     want)
+                got = self.c.infer(name.replace("_", "-"), {"x": ref["in:x"]})["y"]
+                np.testing.assert_allclose(got, ref["out:y"], rtol=TOL, atol=TOL, err_msg=name)
 
     def test_corrupt_corpus_refused_cleanly(self):
         """Truncations and byte mutations of real exports (fixed seed): every

@@ -158,6 +158,33 @@ class TorchBlock(nn.Module):
         return {"out": ln + ff, "attn": attn}
 
 
+GELU_SPEC = {
+    "inputs": [{"name": "x", "dtype": "FP32", "shape": [-1, 6]}],
+    "nodes": [dense("fc1", "x", 6, 16),
+              {"name": "wide", "op": "scale", "inputs": ["fc1"], "attrs": {"value": 3.0}},
+              {"name": "exact", "op": "gelu", "inputs": ["wide"], "attrs": {"approximate": "none"}},
+              {"name": "approx", "op": "gelu", "inputs": ["wide"], "attrs": {"approximate": "tanh"}},
+              {"name": "er", "op": "erf", "inputs": ["approx"]},
+              {"name": "sum", "op": "add", "inputs": ["exact", "er"]},
+              dense("fc2", "sum", 16, 3)],
+    "outputs": [{"name": "y", "source": "fc2"}, {"name": "exact", "source": "exact"}],
+}
+
+
+class TorchGelu(nn.Module):
+    """nn.GELU() (exact) and its tanh form, torch.erf, on wide inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(6, 16), nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = 3.0 * self.fc1(x)
+        exact = nn.GELU()(h)
+        er = torch.erf(nn.GELU(approximate="tanh")(h))
+        return {"y": self.fc2(exact + er), "exact": exact}
+
+
 def state_arrays(module):
     """The module's state_dict as numpy, without PyTorch's batch counter."""
     return {k: v.detach().numpy().copy() for k, v in module.state_dict().items()
@@ -234,6 +261,9 @@ class TorchTest(fxtest.DaemonTest):
     def test_attention_block(self):
         inputs = {"x": fxtest.randn(5, 3, 5, 8), "lengths": np.array([5, 2, 4], dtype=np.int64)}
         self.check("block", BLOCK_SPEC, TorchBlock(), inputs, seed=5)
+
+    def test_gelu_exact_and_erf(self):
+        self.check("gelu", GELU_SPEC, TorchGelu(), {"x": fxtest.randn(6, 7, 6)}, seed=6)
 
 
 if __name__ == "__main__":

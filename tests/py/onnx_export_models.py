@@ -131,6 +131,31 @@ class Embed(nn.Module):
         return self.head(self.emb(ids).mean(dim=1))
 
 
+class Gelu(nn.Module):
+    """nn.GELU between two Linears on wide inputs (the tails): exact, torch
+    1.13 exports it as Div -> Erf -> Add -> Mul -> Mul; approximate='tanh'
+    as Mul/Pow/Add/Tanh."""
+
+    def __init__(self, approximate):
+        super().__init__()
+        self.fc1 = nn.Linear(6, 16)
+        self.act = nn.GELU(approximate=approximate)
+        self.fc2 = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc2(self.act(3.0 * self.fc1(x)))
+
+
+def gelu_exact():
+    torch.manual_seed(6)
+    return Gelu("none"), (torch.randn(5, 6),), ["x"], ["y"]
+
+
+def gelu_tanh():
+    torch.manual_seed(7)
+    return Gelu("tanh"), (torch.randn(5, 6),), ["x"], ["y"]
+
+
 def mlp():
     torch.manual_seed(1)
     return MLP(), (torch.randn(5, 3, 4),), ["x"], ["logp"]
@@ -156,7 +181,8 @@ def embed():
     return Embed(), (torch.randint(0, 11, (4, 7)),), ["ids"], ["y"]
 
 
-MODELS = {"embed": embed, "mlp": mlp, "two_head": two_head, "ops": ops, "norm_attention": norm_attention}
+MODELS = {"embed": embed, "mlp": mlp, "two_head": two_head, "ops": ops, "norm_attention": norm_attention,
+          "gelu_exact": gelu_exact, "gelu_tanh": gelu_tanh}
 # Opsets per model where not OPSETS: at 17 LayerNorm is LayerNormalization,
 # a layer converter of import_layers.c (onnx-layers adds 17 when it lands).
 MODEL_OPSETS = {"norm_attention": (13,)}

@@ -8,7 +8,8 @@
 
 /* ------------------------------------------------------------------ unary */
 
-enum { NEG, SCALE, ADDS, EXP, LOG, SQRT, POW, ABS, RELU, LEAKY, ELU, GELU, SIG, TANH, CLAMP };
+enum { NEG, SCALE, ADDS, EXP, LOG, SQRT, POW, ABS, RELU, LEAKY, ELU, GELU, SIG, TANH, CLAMP,
+       ERF, GELU_EXACT };
 
 typedef struct {
     int op;
@@ -35,6 +36,8 @@ static fx_tensor *f_unary(fx_ctx *ctx, fx_tensor **in, fx_layer *l, const void *
     case GELU: return fx_gelu(ctx, x);
     case SIG: return fx_sigmoid(ctx, x);
     case TANH: return fx_tanh(ctx, x);
+    case ERF: return fx_erf(ctx, x);
+    case GELU_EXACT: return fx_gelu_exact(ctx, x);
     default: return fx_clamp(ctx, x, u->a, u->b);
     }
 }
@@ -56,6 +59,8 @@ static double unary(double v, const un_arg *u)
     case GELU: return 0.5 * v * (1 + tanh(sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
     case SIG: return 1 / (1 + exp(-v));
     case TANH: return tanh(v);
+    case ERF: return erf(v);
+    case GELU_EXACT: return 0.5 * v * (1 + erf(v / sqrt(2.0)));
     default: return v < u->a ? u->a : (v > u->b ? u->b : v);
     }
 }
@@ -333,6 +338,8 @@ const or_row OR_ROWS_POINTWISE[] = {
     UNARY("gelu", GELU, 0, 0, AWAY, 0),
     UNARY("sigmoid", SIG, 0, 0, AWAY, 0),
     UNARY("tanh", TANH, 0, 0, AWAY, 0),
+    UNARY("erf", ERF, 0, 0, AWAY, 0),
+    UNARY("gelu_exact", GELU_EXACT, 0, 0, AWAY, 0),
     UNARY("clamp", CLAMP, -1.0f, 1.0f, AWAY_FROM_1, -1.0f), /* the bounds the fill avoids */
     BINARY("add", 0),
     BINARY("sub", 1),

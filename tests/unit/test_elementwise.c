@@ -8,6 +8,39 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* erf and the exact gelu in their tails, where the registry's fill (|x| in
+ * [0.2, 2]) does not go: saturated values, no NaN from 1 + erf(-big)'s
+ * cancellation, gradients that vanish (or tend to 1) rather than overflow;
+ * and their values at 0 and +-1 against doubles. */
+static void test_erf_tails(void **state)
+{
+    (void)state;
+    const float xs[] = { -30.0f, -9.0f, -1.0f, 0.0f, 1.0f, 9.0f, 30.0f };
+    enum { N = sizeof xs / sizeof xs[0] };
+    for (int g = 0; g < 2; g++) {
+        fx_tensor *x = tu_from(FX_F32, 1, TU_SHAPE(N), xs);
+        assert_int_equal(fx_tensor_set_requires_grad(x, true), FX_OK);
+        fx_ctx *ctx = fx_ctx_create(fx_cpu());
+        fx_tensor *y = g ? fx_gelu_exact(ctx, x) : fx_erf(ctx, x);
+        assert_non_null(y);
+        assert_int_equal(fx_backward_seed(ctx, y, fx_full(ctx, FX_F32, 1, TU_SHAPE(N), 1.0)),
+                         FX_OK);
+        float *yv = tu_values(y), *dv = tu_values(x->grad);
+        for (int i = 0; i < N; i++) {
+            double v = xs[i], want = g ? 0.5 * v * erfc(-v / sqrt(2.0)) : erf(v);
+            double dwant = g ? 0.5 * erfc(-v / sqrt(2.0)) + v * exp(-0.5 * v * v) / sqrt(2 * M_PI)
+                             : 2 / sqrt(M_PI) * exp(-v * v);
+            assert_true(isfinite(yv[i]) && isfinite(dv[i]));
+            assert_float_equal(yv[i], want, 1e-6 * (1 + fabs(want)));
+            assert_float_equal(dv[i], dwant, 1e-6);
+        }
+        free(yv);
+        free(dv);
+        fx_ctx_free(ctx);
+        fx_tensor_free(x);
+    }
+}
+
 /* A condition of a dtype where does not take is refused, naming the op.
  * (Its forward and gradient, with i32 and f32 conditions and broadcasting,
  * are the registry's where row.) */
@@ -106,6 +139,7 @@ static void test_bad_input(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_erf_tails),
         cmocka_unit_test(test_where),
         cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_bad_input),

@@ -616,6 +616,44 @@ static void test_misc_model(void **state)
     spec_free(s);
 }
 
+/* gelu's approximate picks the engine's function (absent: the tanh
+ * approximation, as before the attribute existed); erf is the engine's. */
+static void test_gelu_erf(void **state)
+{
+    (void)state;
+    spec_t *s = spec_new();
+    input(s, "x", FP32, 2, N64(-1), N64(5));
+    node(s, "g0", "gelu", "x", NULL);
+    node(s, "gt", "gelu", "x", S("approximate", "tanh"), NULL);
+    node(s, "gn", "gelu", "x", S("approximate", "none"), NULL);
+    node(s, "e", "erf", "gn", NULL);
+    const char *outs[] = { "g0", "gt", "gn", "e" };
+    for (int i = 0; i < 4; i++)
+        output(s, outs[i], outs[i]);
+    fxg_graph *g = create(s, 1);
+    fx_ctx *ctx = eval_ctx();
+    fx_rng *rng = fx_rng_create(3);
+    fx_tensor *in[1] = { rand_in(ctx, rng, 2, TU_SHAPE(3, 5), -3, 3) }, *out[4];
+    forward_ok(g, ctx, in, out);
+    fx_tensor *exact = fx_gelu_exact(ctx, in[0]);
+    assert_same(out[0], fx_gelu(ctx, in[0]), 0);
+    assert_same(out[1], fx_gelu(ctx, in[0]), 0);
+    assert_same(out[2], exact, 0);
+    assert_same(out[3], fx_erf(ctx, exact), 0);
+    /* the two differ (by up to ~5e-4 on [-3, 3]): the attribute was read */
+    float *a = tu_values(out[0]), *b = tu_values(out[2]);
+    double diff = 0;
+    for (int i = 0; i < 15; i++)
+        diff = fmax(diff, fabs(a[i] - b[i]));
+    assert_true(diff > 1e-5);
+    free(a);
+    free(b);
+    fx_rng_free(rng);
+    fx_ctx_free(ctx);
+    fxg_free(g);
+    spec_free(s);
+}
+
 /* Every op of the table builds and runs in some spec (a smoke test of the
  * table entries that the models above do not use). */
 static void test_more_ops(void **state)
@@ -653,7 +691,9 @@ static void test_more_ops(void **state)
     node(s, "lr", "leaky_relu", "as", NULL);
     node(s, "el", "elu", "lr", F("alpha", 0.5), NULL);
     node(s, "ge", "gelu", "el", NULL);
-    node(s, "sg", "sigmoid", "ge", NULL);
+    node(s, "gx", "gelu", "ge", S("approximate", "none"), NULL);
+    node(s, "er", "erf", "gx", NULL);
+    node(s, "sg", "sigmoid", "er", NULL);
     node(s, "th", "tanh", "sg", NULL);
     node(s, "cl", "clamp", "th", F("min", 0.1), NULL);
     node(s, "ls", "log_softmax", "cl", NULL);
@@ -936,6 +976,10 @@ static void test_errors_attrs(void **state)
     s = with_out(base());
     node(s, "c", "clamp", "fc1", F("min", 2), F("max", 1), NULL);
     EXPECT(s, "node 'c' (clamp)", "min 2 is above max 1");
+
+    s = with_out(base());
+    node(s, "ge", "gelu", "fc1", S("approximate", "exact"), NULL);
+    EXPECT(s, "node 'ge' (gelu)", "'approximate' is 'exact', expected one of tanh, none");
 
     s = with_out(base());
     node(s, "g", "groupnorm", "fc1", I("num_groups", 3), I("num_channels", 8), NULL);
@@ -1482,6 +1526,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_split_outputs),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_misc_model),
+        cmocka_unit_test(test_gelu_erf),
         cmocka_unit_test(test_more_ops),
         cmocka_unit_test(test_gradients),
         cmocka_unit_test(test_errors_names),

@@ -471,6 +471,124 @@ static void test_plumbing(void **state)
     pool_free();
 }
 
+static void attr_s(Onnx__NodeProto *n, const char *name, const char *v)
+{
+    Onnx__AttributeProto *a = attr(n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING);
+    a->has_s = 1;
+    a->s.data = (uint8_t *)v;
+    a->s.len = strlen(v);
+}
+
+static double gelu_exact(double x) { return 0.5 * x * (1 + erf(x / sqrt(2.0))); }
+static double gelu_tanh(double x)
+{
+    return 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
+}
+
+/* Exact GELU written out. kind 0: PyTorch's nn.GELU() before opset 20,
+ * Mul(Mul(x, Add(Erf(Div(x, sqrt2)), 1)), 0.5); 1: the 0.5 first and a
+ * Mul by 1/sqrt2, Mul(Mul(x, 0.5), Add(1, Erf(Mul(x, 0.7071)))); 2: kind 0
+ * with Erf's output a graph output too; 3: kind 0 dividing by 2 instead
+ * of sqrt2 (not a GELU). */
+static model *gelu_written_out(int kind)
+{
+    static const float sqrt2[1] = {1.4142135f}, rsqrt2[1] = {0.70710677f}, one[1] = {1},
+                       half[1] = {0.5f}, two[1] = {2};
+    model *b = model_new(13);
+    input(b, "x", 2, (int64_t[]){-1, 3});
+    init(b, tensor_f("sqrt2", 0, NULL, kind == 3 ? two : sqrt2));
+    init(b, tensor_f("rsqrt2", 0, NULL, rsqrt2));
+    init(b, tensor_f("one", 0, NULL, one));
+    init(b, tensor_f("half", 0, NULL, half));
+    if (kind == 1) {
+        node(b, "Mul", "/act/Mul", IN("x", "half"), IN("h"));
+        node(b, "Mul", "/act/Mul_1", IN("x", "rsqrt2"), IN("d"));
+        node(b, "Erf", "/act/Erf", IN("d"), IN("e"));
+        node(b, "Add", "/act/Add", IN("one", "e"), IN("a"));
+        node(b, "Mul", "/act/Mul_2", IN("h", "a"), IN("y"));
+    } else {
+        node(b, "Div", "/act/Div", IN("x", "sqrt2"), IN("d"));
+        node(b, "Erf", "/act/Erf", IN("d"), IN("e"));
+        node(b, "Add", "/act/Add", IN("e", "one"), IN("a"));
+        node(b, "Mul", "/act/Mul", IN("x", "a"), IN("m"));
+        node(b, "Mul", "/act/Mul_1", IN("m", "half"), IN("y"));
+    }
+    output(b, "y");
+    if (kind == 2)
+        output(b, "e");
+    return b;
+}
+
+/* The written-out forms join into one gelu node (approximate none) unless
+ * an inner value is read elsewhere or the constants are not a GELU's; the
+ * values are right either way. Gelu at opset 20, exact (its default) and
+ * tanh. All against doubles. */
+static void test_erf_gelu(void **state)
+{
+    (void)state;
+    static const float x[6] = {-3, -1, -0.25f, 0.5f, 1, 2.5f};
+    float want[6], *y;
+    int64_t n;
+    imported r;
+    model *b;
+    for (int kind = 0; kind < 4; kind++) {
+        r = import(gelu_written_out(kind));
+        if (r.rc)
+            fail_msg("import: %s", r.err);
+        if (kind < 2) {
+            assert_int_equal(r.spec->n_nodes, 1);
+            const Fluxion__V1__Node *g = spec_node(r.spec, "gelu", 0);
+            assert_string_equal(spec_attr(g, "approximate")->s, "none");
+            assert_string_equal(g->inputs[0], "x");
+            assert_string_equal(r.spec->outputs[0]->source, g->name);
+        } else {
+            assert_int_equal(r.spec->n_nodes, 5);
+            spec_node(r.spec, "erf", 0);
+        }
+        y = run(&r, 2, TU_SHAPE(2, 3), x, &n);
+        for (int i = 0; i < 6; i++)
+            want[i] = (float)(kind == 3 ? 0.5 * x[i] * (1 + erf(x[i] / 2.0)) : gelu_exact(x[i]));
+        assert_int_equal(n, 6);
+        tu_assert_close(y, want, 6, 1e-6);
+        free(y);
+        imported_free(&r);
+        pool_free();
+    }
+    for (int approx = 0; approx < 3; approx++) { /* absent, "none", "tanh" */
+        b = model_new(20);
+        input(b, "x", 2, (int64_t[]){-1, 3});
+        Onnx__NodeProto *g = node(b, "Gelu", "/gelu", IN("x"), IN("y"));
+        if (approx)
+            attr_s(g, "approximate", approx == 1 ? "none" : "tanh");
+        output(b, "y");
+        r = import(b);
+        if (r.rc)
+            fail_msg("import: %s", r.err);
+        const Fluxion__V1__Node *gn = spec_node(r.spec, "gelu", 0);
+        if (approx < 2)
+            assert_string_equal(spec_attr(gn, "approximate")->s, "none");
+        y = run(&r, 2, TU_SHAPE(2, 3), x, &n);
+        for (int i = 0; i < 6; i++)
+            want[i] = (float)(approx < 2 ? gelu_exact(x[i]) : gelu_tanh(x[i]));
+        tu_assert_close(y, want, 6, 1e-6);
+        free(y);
+        imported_free(&r);
+        pool_free();
+    }
+    b = model_new(20);
+    input(b, "x", 2, (int64_t[]){-1, 3});
+    attr_s(node(b, "Gelu", "/gelu", IN("x"), IN("y")), "approximate", "sigmoid");
+    output(b, "y");
+    expect_error(b, "node '/gelu' (Gelu, opset 20): approximate='sigmoid' is not supported");
+    pool_free();
+    b = model_new(17); /* Gelu is opset 20 */
+    input(b, "x", 2, (int64_t[]){-1, 3});
+    node(b, "Gelu", "/gelu", IN("x"), IN("y"));
+    output(b, "y");
+    expect_error(b, "node '/gelu' (Gelu, opset 17)");
+    pool_free();
+}
+
 /* ------------------------------------------------------------ refusals */
 
 static void test_unsupported_op_and_attribute(void **state)
@@ -578,11 +696,10 @@ static void test_bad_models(void **state)
 
 /* Every prefix of a valid file, and byte mutations of it (fixed seed):
  * each either imports or fails with a message; ASan watches the rest. */
-static void test_truncated_and_mutated(void **state)
+/* Every prefix and 4000 mutations of b's file. */
+static void truncate_and_mutate(model *b)
 {
-    (void)state;
     size_t len;
-    model *b = gemm_model();
     uint8_t *good = pack(b, &len);
     uint8_t *buf = malloc(len);
     assert_non_null(buf);
@@ -630,6 +747,15 @@ static void test_truncated_and_mutated(void **state)
     pool_free();
 }
 
+/* The Gemm model, and the written-out GELU (the fusion's walk over
+ * whatever the mutations leave of it). */
+static void test_truncated_and_mutated(void **state)
+{
+    (void)state;
+    truncate_and_mutate(gemm_model());
+    truncate_and_mutate(gelu_written_out(0));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -638,6 +764,7 @@ int main(void)
         cmocka_unit_test(test_scalar_arithmetic),
         cmocka_unit_test(test_constant_tensor_operands),
         cmocka_unit_test(test_plumbing),
+        cmocka_unit_test(test_erf_gelu),
         cmocka_unit_test(test_unsupported_op_and_attribute),
         cmocka_unit_test(test_bad_models),
         cmocka_unit_test(test_truncated_and_mutated),
