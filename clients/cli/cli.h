@@ -221,6 +221,17 @@ typedef struct {
 } cli_rpc;
 cli_rpc cli_rpc_of(const ProtobufCServiceDescriptor *service, const char *method);
 
+/* A file (or stdin for "-") sent to a client-streaming method in chunks of
+ * up to 1 MiB. fill makes the message of each chunk (data, n bytes): the
+ * first (first true; total: the file's size when it is a regular file,
+ * else 0) carries what names the object, and is sent even for an empty
+ * file so that the server answers about it. Read and call errors printed,
+ * exit code returned; *resp: the answer. */
+typedef const ProtobufCMessage *(*cli_chunk_fn)(void *ctx, bool first, uint64_t total,
+                                                 const uint8_t *data, size_t n);
+int cli_stream_file(cli_ctx *c, const ProtobufCServiceDescriptor *service, const char *method,
+                    const char *path, cli_chunk_fn fill, void *ctx, ProtobufCMessage **resp);
+
 /* A unary call; errors printed, exit code returned. */
 int cli_unary(cli_ctx *c, const ProtobufCServiceDescriptor *service, const char *method,
               const ProtobufCMessage *req, ProtobufCMessage **resp);

@@ -20,7 +20,6 @@
 #include "util.h"
 #include "pbjson.h"
 
-#define IMPORT_CHUNK_BYTES (1u << 20)
 
 /* --------------------------------------------------------------- printing */
 
@@ -374,41 +373,24 @@ static int cmd_export_onnx(cli_ctx *c, const cli_args *a) { return export_to(c, 
 /* ----------------------------------------------------------------- import */
 
 typedef struct {
-    FILE *f;
-    const char *name, *path, *source;
-    uint64_t total;
-    unsigned char *buf;
-    Fluxion__V1__WeightsChunk chunk;
-    bool first, done;
+    const char *name, *source;
     bool no_promote; /* --no-promote: production stays */
-    int read_errno;
+    Fluxion__V1__WeightsChunk chunk;
 } import_state;
 
-/* Chunks of up to 1 MiB; the first names the model (and is sent even for
- * an empty file, so that the server answers about it). */
-static const ProtobufCMessage *import_next(void *data, int *fail)
+/* The first chunk names the model, its source, total size and promotion. */
+static const ProtobufCMessage *import_chunk(void *ctx, bool first, uint64_t total,
+                                            const uint8_t *data, size_t n)
 {
-    import_state *s = data;
-    if (s->done)
-        return NULL;
-    size_t n = fread(s->buf, 1, IMPORT_CHUNK_BYTES, s->f);
-    if (n < IMPORT_CHUNK_BYTES && ferror(s->f)) {
-        s->read_errno = errno ? errno : EIO;
-        *fail = 1;
-        return NULL;
-    }
-    if (n == 0 && !s->first)
-        return NULL;
-    s->done = n < IMPORT_CHUNK_BYTES;
+    import_state *s = ctx;
     fluxion__v1__weights_chunk__init(&s->chunk);
-    if (s->first) {
+    if (first) {
         s->chunk.name = (char *)s->name;
         s->chunk.source = (char *)s->source;
-        s->chunk.total_bytes = s->total;
+        s->chunk.total_bytes = total;
         s->chunk.no_promote = s->no_promote;
-        s->first = false;
     }
-    s->chunk.data.data = s->buf;
+    s->chunk.data.data = (uint8_t *)data;
     s->chunk.data.len = n;
     return &s->chunk.base;
 }
@@ -423,41 +405,12 @@ static void print_imported(const ProtobufCMessage *msg, const void *name)
 
 static int cmd_import(cli_ctx *c, const cli_args *a)
 {
-    const char *path = a->pos[1];
     import_state s = {.name = a->pos[0],
-                      .path = cli_path_name(path),
                       .source = a->opt[0] ? a->opt[0] : "import",
-                      .no_promote = a->opt[1] != NULL,
-                      .first = true};
-    bool is_stdin = !strcmp(path, "-");
-    s.f = is_stdin ? stdin : fopen(path, "rb");
-    if (!s.f)
-        return cli_local_error("%s: %s", path, strerror(errno));
-    struct stat st;
-    if (!fstat(fileno(s.f), &st) && S_ISREG(st.st_mode))
-        s.total = (uint64_t)st.st_size;
-    s.buf = malloc(IMPORT_CHUNK_BYTES);
-    fxc_channel *ch = s.buf ? cli_channel(c) : NULL;
-    int rc = CLI_OK;
-    if (!s.buf)
-        rc = cli_local_error("out of memory");
-    else if (!ch)
-        rc = CLI_ERR_LOCAL;
+                      .no_promote = a->opt[1] != NULL};
     ProtobufCMessage *resp = NULL;
-    if (!rc) {
-        char err[1024] = "";
-        fxc_call_opts o = cli_call_opts(c);
-        cli_rpc r = cli_rpc_of(&fluxion__v1__model_service__descriptor, "ImportWeights");
-        int code = fxc_client_stream(ch, r.path, import_next, NULL, &s, r.resp, &resp, &o, err,
-                                     sizeof err);
-        if (s.read_errno)
-            rc = cli_local_error("%s: %s", s.path, strerror(s.read_errno));
-        else if (code)
-            rc = cli_status_error(c, code, err);
-    }
-    free(s.buf);
-    if (!is_stdin)
-        fclose(s.f);
+    int rc = cli_stream_file(c, &fluxion__v1__model_service__descriptor, "ImportWeights",
+                             a->pos[1], import_chunk, &s, &resp);
     if (rc)
         return rc;
     rc = cli_show(c, resp, print_imported, a->pos[0]);

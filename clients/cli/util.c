@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "fsutil.h"
@@ -446,4 +447,77 @@ const char *cli_bytes(uint64_t n, char *buf, size_t len)
     else
         snprintf(buf, len, "%.1f %s", v, units[u]);
     return buf;
+}
+
+/* ------------------------------------------------------- file streams */
+
+#define STREAM_CHUNK_BYTES (1u << 20)
+
+typedef struct {
+    FILE *f;
+    unsigned char *buf;
+    uint64_t total;
+    cli_chunk_fn fill;
+    void *ctx;
+    bool first, done;
+    int read_errno;
+} file_stream;
+
+static const ProtobufCMessage *file_next(void *data, int *fail)
+{
+    file_stream *s = data;
+    if (s->done)
+        return NULL;
+    size_t n = fread(s->buf, 1, STREAM_CHUNK_BYTES, s->f);
+    if (n < STREAM_CHUNK_BYTES && ferror(s->f)) {
+        s->read_errno = errno ? errno : EIO;
+        *fail = 1;
+        return NULL;
+    }
+    if (n == 0 && !s->first)
+        return NULL;
+    s->done = n < STREAM_CHUNK_BYTES;
+    bool first = s->first;
+    s->first = false;
+    return s->fill(s->ctx, first, s->total, s->buf, n);
+}
+
+int cli_stream_file(cli_ctx *c, const ProtobufCServiceDescriptor *service, const char *method,
+                    const char *path, cli_chunk_fn fill, void *ctx, ProtobufCMessage **resp)
+{
+    *resp = NULL;
+    file_stream s = {.fill = fill, .ctx = ctx, .first = true};
+    bool is_stdin = !strcmp(path, "-");
+    s.f = is_stdin ? stdin : fopen(path, "rb");
+    if (!s.f)
+        return cli_local_error("%s: %s", path, strerror(errno));
+    struct stat st;
+    if (!fstat(fileno(s.f), &st) && S_ISREG(st.st_mode))
+        s.total = (uint64_t)st.st_size;
+    s.buf = malloc(STREAM_CHUNK_BYTES);
+    fxc_channel *ch = s.buf ? cli_channel(c) : NULL;
+    int rc = CLI_OK;
+    if (!s.buf)
+        rc = cli_local_error("out of memory");
+    else if (!ch)
+        rc = CLI_ERR_LOCAL;
+    if (!rc) {
+        char err[1024] = "";
+        fxc_call_opts o = cli_call_opts(c);
+        cli_rpc r = cli_rpc_of(service, method);
+        int code = fxc_client_stream(ch, r.path, file_next, NULL, &s, r.resp, resp, &o, err,
+                                     sizeof err);
+        if (s.read_errno)
+            rc = cli_local_error("%s: %s", cli_path_name(path), strerror(s.read_errno));
+        else if (code)
+            rc = cli_status_error(c, code, err);
+    }
+    free(s.buf);
+    if (!is_stdin)
+        fclose(s.f);
+    if (rc && *resp) {
+        protobuf_c_message_free_unpacked(*resp, NULL);
+        *resp = NULL;
+    }
+    return rc;
 }
