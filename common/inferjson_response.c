@@ -73,6 +73,25 @@ static json_t *raw_elem(const dtype *dt, const unsigned char *p)
 }
 
 /* Appends `count` elements of one output to data. */
+/* An output's typed contents of dt's list (the array and its length),
+ * which must hold count elements. */
+static int typed_contents(jsonpath *c, const dtype *dt,
+                          const Inference__ModelInferResponse__InferOutputTensor *o,
+                          uint64_t count, const void **array, size_t *have)
+{
+    *have = 0;
+    *array = NULL;
+    if (o->contents) {
+        const ProtobufCFieldDescriptor *lf = ij__list_field(dt->list);
+        *have = *(const size_t *)MEMBER(o->contents, lf->quantifier_offset);
+        *array = *(void *const *)MEMBER(o->contents, lf->offset);
+    }
+    if (*have != count)
+        return jsonpath_fail(c, "the shape holds %" PRIu64 " elements, the contents have %zu",
+                             count, *have);
+    return 0;
+}
+
 static int output_data(jsonpath *c, const dtype *dt, const Inference__ModelInferResponse *resp,
                        size_t i, uint64_t count, json_t *data)
 {
@@ -106,16 +125,10 @@ static int output_data(jsonpath *c, const dtype *dt, const Inference__ModelInfer
                                  pos);
         return 0;
     }
-    size_t have = 0;
-    const void *array = NULL;
-    if (o->contents) {
-        const ProtobufCFieldDescriptor *lf = ij__list_field(dt->list);
-        have = *(const size_t *)MEMBER(o->contents, lf->quantifier_offset);
-        array = *(void *const *)MEMBER(o->contents, lf->offset);
-    }
-    if (have != count)
-        return jsonpath_fail(c, "the shape holds %" PRIu64 " elements, the contents have %zu",
-                             count, have);
+    size_t have;
+    const void *array;
+    if (typed_contents(c, dt, o, count, &array, &have))
+        return -1;
     for (size_t k = 0; k < have; k++) {
         json_t *v = typed_elem(dt, array, k);
         if (!v || json_array_append_new(data, v))
@@ -249,16 +262,10 @@ int inferjson_output_raw(jsonpath *c, const Inference__ModelInferResponse *resp,
         out->len = r->len;
         return 0;
     }
-    size_t have = 0;
-    const void *array = NULL;
-    if (o->contents) {
-        const ProtobufCFieldDescriptor *lf = ij__list_field(dt->list);
-        have = *(const size_t *)MEMBER(o->contents, lf->quantifier_offset);
-        array = *(void *const *)MEMBER(o->contents, lf->offset);
-    }
-    if (have != count)
-        return jsonpath_fail(c, "the shape holds %" PRIu64 " elements, the contents have %zu",
-                             count, have);
+    size_t have;
+    const void *array;
+    if (typed_contents(c, dt, o, count, &array, &have))
+        return -1;
     size_t total = 0;
     for (size_t k = 0; k < have; k++) /* sizes fit: the elements are in memory already */
         total +=
