@@ -146,6 +146,9 @@ class Store:
     def check(self, where):
         """The store's invariants (see the module's doc)."""
         t, c = self.t, self.c
+        for j in c.list_jobs():     # a job resumed by the restart ends first
+            if j.state not in FINAL_STATES:
+                wait_job(c, j.id)
         models = {m.name: m for m in c.list_models()}
         for name, versions in self.acked.items():
             t.assertIn(name, models, "%s: acknowledged model %s lost" % (where, name))
@@ -340,9 +343,10 @@ class TrainJob(Op):
 
 
 class Checkpoint(TrainJob):
-    """The same job, counting only the calls on its checkpoint file."""
+    """The same job, counting only the calls on its checkpoint file (its
+    temporary file, the fsync, the rename)."""
     name = "checkpoint"
-    path = "checkpoint"
+    path = "checkpoint.safetensors"
 
 
 class Promote(Op):
@@ -359,16 +363,15 @@ class Promote(Op):
 
     def settle(self, st, tag, models, ok):
         name = self.model(tag)
-        prod = dict(models[name].aliases).get("production") if hasattr(models[name], "aliases") \
-            else None
-        if ok and prod is not None:
-            st.t.assertEqual(int(prod), 1)
-        w1 = st.c.export_arrays(name, 1)
+        prod = models[name].production_version
+        if ok:
+            st.t.assertEqual(prod, 1)
+        st.t.assertIn(prod, (1, 2))
         x = randn(4, 2, 16)
-        y = st.c.infer(name, {"x": x})["y"]
-        w = w1 if prod is None or int(prod) == 1 else st.c.export_arrays(name, 2)
-        np.testing.assert_allclose(y, fxtest.mlp_forward(w, x), rtol=1e-4, atol=1e-4)
-        return prod is not None and int(prod) == 1
+        y = st.c.infer(name, {"x": x})["y"]     # the served version is the production one
+        np.testing.assert_allclose(y, fxtest.mlp_forward(st.c.export_arrays(name, prod), x),
+                                   rtol=1e-4, atol=1e-4)
+        return prod == 1
 
 
 class UpdateSpec(Op):
@@ -443,11 +446,12 @@ class CrashInjectionTest(unittest.TestCase):
     def run_op(self, st, op, rows):
         # K: the calls one run of the operation makes
         op.prepare(st, "0")
-        out, k = st.armed(0, "eio", lambda: op.run(st, "0"))
+        out, k = st.armed(0, "eio" + (" " + op.path if op.path else ""),
+                           lambda: op.run(st, "0"))
         self.assertNotIsInstance(out, Exception, "the count-only run failed: %s" % out)
         self.assertGreater(k, 0, "%s made no counted call" % op.name)
-        models, dsets, left = st.check("count-only run")
-        op.settle(st, "0", dsets if op.name == "upload_dataset" else models, True)
+        op.settle(st, "0", *self.listing(st, op), True)
+        st.check("count-only run")
         ns = sample(k)
         sys.stderr.write("%s: K = %d counted calls; N in %s\n" % (op.name, k, ns))
         for mode in MODES:
@@ -473,6 +477,15 @@ class CrashInjectionTest(unittest.TestCase):
         self.assertEqual(left, [], "temporary files left after the restart")
         bad = ["%s/%s %s" % (r["op"], r["mode"], f) for r in rows for f in r["failures"]]
         self.assertEqual(bad, [], "\n".join(bad))
+
+    def listing(self, st, op):
+        """What settle looks at: (the models or datasets by name,)."""
+        for j in st.c.list_jobs():
+            if j.state not in FINAL_STATES:
+                wait_job(st.c, j.id)
+        if isinstance(op, UploadDataset):
+            return ({d.name: d for d in st.c.list_datasets()},)
+        return ({m.name: m for m in st.c.list_models()},)
 
     def one(self, st, op, mode, n, tag, row):
         op.prepare(st, tag)
@@ -502,10 +515,9 @@ class CrashInjectionTest(unittest.TestCase):
                     self.assertIn(out.code, (C.INTERNAL, C.RESOURCE_EXHAUSTED, C.UNAVAILABLE,
                                              C.DATA_LOSS, C.ABORTED), msg)
             row["failed_clean" if failed else "ok_despite"] += 1
-        models, dsets, left = st.check("%s N=%d" % (mode, n))
+        there = op.settle(st, tag, *self.listing(st, op), not failed and mode != "kill")
+        _, _, left = st.check("%s N=%d" % (mode, n))
         self.assertEqual(left, [], "temporary files left: %s" % left)
-        there = op.settle(st, tag, dsets if op.name == "upload_dataset" else models,
-                          not failed and mode != "kill")
         row["complete" if there else "absent"] += 1
         if mode != "kill" and failed:
             # the retry (unarmed) succeeds
@@ -514,9 +526,8 @@ class CrashInjectionTest(unittest.TestCase):
             out = op.run(st, retry)
             if isinstance(out, training_pb2.Job):
                 self.assertEqual(out.state, training_pb2.SUCCEEDED, out.error)
-            m, d, _ = st.check("retry")
-            self.assertTrue(op.settle(st, retry, d if op.name == "upload_dataset" else m, True)
-                            or isinstance(op, (Promote, DeleteVersion)))
+            self.assertTrue(op.settle(st, retry, *self.listing(st, op), True))
+            st.check("retry")
 
 
 def _add(op):
