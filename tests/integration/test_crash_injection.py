@@ -47,7 +47,7 @@ import make_blobs  # noqa: E402
 from fluxion_client.jobs import FINAL_STATES, training_pb2  # noqa: E402
 
 FULL = os.environ.get("FX_CRASH_FULL") == "1"
-SAMPLES = int(os.environ.get("FX_CRASH_SAMPLES", "4"))
+SAMPLES = int(os.environ.get("FX_CRASH_SAMPLES", "6"))
 TABLE = os.environ.get("FX_CRASH_TABLE")
 ONLY = os.environ.get("FX_CRASH_OPS", "")       # comma list of operations to run
 MODES = os.environ.get("FX_CRASH_MODES", "eio,enospc,kill").split(",")
@@ -114,6 +114,15 @@ class Store:
         finally:
             os.unlink(self.arm)
         return out, self.counted()
+
+    def faulted_call(self):
+        """The call the shim failed last ("op file"), from its log."""
+        with open(self.log) as f:
+            for line in f:
+                if line.endswith(" FAIL\n"):
+                    _, op, path, _ = line.split(" ")
+                    return "%s %s" % (op, os.path.relpath(path, self.d.data_dir))
+        return ""
 
     def counted(self):
         if not os.path.exists(self.log):
@@ -515,6 +524,8 @@ class CrashInjectionTest(unittest.TestCase):
                     self.assertIn(out.code, (C.INTERNAL, C.RESOURCE_EXHAUSTED, C.UNAVAILABLE,
                                              C.DATA_LOSS, C.ABORTED), msg)
             row["failed_clean" if failed else "ok_despite"] += 1
+            if not failed and n <= row["k"]:
+                row.setdefault("ok_despite_calls", []).append("N=%d %s" % (n, st.faulted_call()))
         there = op.settle(st, tag, *self.listing(st, op), not failed and mode != "kill")
         _, _, left = st.check("%s N=%d" % (mode, n))
         self.assertEqual(left, [], "temporary files left: %s" % left)
