@@ -11,7 +11,9 @@
 # (the calls one run makes under the data directory), how many N were
 # swept (1..K+1: K+1 faults nothing, or kills after the last call), how
 # many recovered (every check passed), how many failed cleanly with an
-# error / succeeded anyway (eio, enospc: the failed call was best effort),
+# error (eio, enospc) or killed the daemon (kill; the others: the run made
+# fewer calls than the count-only one, then a kill -9 after it) / succeeded
+# anyway (eio, enospc: the failed call was best effort, or retried),
 # how many left the object complete / absent, and the failures. Exit
 # status 1 if any N failed.
 set -euo pipefail
@@ -40,12 +42,12 @@ secs=$(( $(date +%s) - start ))
 /usr/bin/python3 - "$table" "$secs" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-fmt = "%-15s %-7s %4s %6s %10s %13s %11s %9s %7s %9s"
-print(fmt % ("operation", "mode", "K", "swept", "recovered", "failed clean", "ok despite",
+fmt = "%-15s %-7s %4s %6s %10s %14s %11s %9s %7s %9s"
+print(fmt % ("operation", "mode", "K", "swept", "recovered", "failed/killed", "ok despite",
              "complete", "absent", "failures"))
 tot = [0, 0, 0]
 for r in rows:
-    clean = r["failed_clean"] if r["mode"] != "kill" else "-"
+    clean = r["failed_clean"] if r["mode"] != "kill" else r["killed"]
     despite = r["ok_despite"] if r["mode"] != "kill" else "-"
     print(fmt % (r["op"], r["mode"], r["k"], r["swept"], r["recovered"], clean, despite,
                  r["complete"], r["absent"], len(r["failures"])))

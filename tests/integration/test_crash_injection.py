@@ -36,9 +36,10 @@ import unittest
 import fxtest
 from fxtest import C, Daemon, FluxionError, mlp_spec, np, randn
 
-SHIM = os.environ.get("FX_FAULT_SHIM") or os.path.join(fxtest.SOURCE_DIR, "build",
-                                                       "libfx_faultshim.so")
-if not os.path.exists(SHIM):
+# FX_FAULT_SHIM set but empty: a sanitizer build, which has no shim.
+SHIM = os.environ.get("FX_FAULT_SHIM",
+                      os.path.join(fxtest.SOURCE_DIR, "build", "libfx_faultshim.so"))
+if not SHIM or not os.path.exists(SHIM):
     print("skipped: no fault shim at %r (FX_FAULT_SHIM; sanitizer builds have none)" % SHIM)
     sys.exit(fxtest.SKIP)
 
@@ -139,11 +140,6 @@ class Store:
         self.d.env = dict(os.environ, **self.env) if shim else None
         self.d.start()
         self.c = self.d.client(timeout=60)
-
-    def wait_dead(self):
-        rc = self.d.wait_exit(30)
-        self.t.assertIsNotNone(rc, "the daemon was to be killed at the armed call")
-        self.d.kill9()
 
     # ------------------------------------------------------- acknowledging
     def ack_model(self, name):
@@ -465,7 +461,7 @@ class CrashInjectionTest(unittest.TestCase):
         sys.stderr.write("%s: K = %d counted calls; N in %s\n" % (op.name, k, ns))
         for mode in MODES:
             row = {"op": op.name, "mode": mode, "k": k, "swept": 0, "recovered": 0,
-                   "failed_clean": 0, "ok_despite": 0, "complete": 0, "absent": 0,
+                   "failed_clean": 0, "ok_despite": 0, "complete": 0, "absent": 0, "killed": 0,
                    "failures": []}
             rows.append(row)
             for n in ns:
@@ -480,6 +476,8 @@ class CrashInjectionTest(unittest.TestCase):
                     if not st.d.alive():
                         st.restart()
                 row["swept"] += 1
+            if not row["failures"] and not row["failed_clean" if mode != "kill" else "killed"]:
+                row["failures"].append("no N made the operation fail: is the shim working?")
         # the last restart without the shim: the same store, the same answers
         st.restart(shim=False)
         _, _, left = st.check("restart without the shim")
@@ -506,12 +504,16 @@ class CrashInjectionTest(unittest.TestCase):
             out = FluxionError(C.INTERNAL, "job %s: %s" % (
                 training_pb2.JobState.Name(out.state), out.error))
         if mode == "kill":
-            if n <= row["k"]:
-                st.wait_dead()
-            elif not st.d.alive():
-                self.fail("the daemon died after the last counted call")
+            # The count can differ from the count-only run's by a call or
+            # two (SQLite checkpoints its WAL when it has grown, a job's
+            # events file is synced on time): a kill at any call is a crash
+            # to recover from, and no kill (N past this run's calls) is
+            # a kill -9 after the operation.
+            if st.d.wait_exit(30 if failed else 0.2) is not None:
+                row["killed"] = row.get("killed", 0) + 1
             else:
-                st.d.kill9()    # N = K + 1: killed after the operation's last call
+                row["not_reached"] = row.get("not_reached", 0) + (n <= row["k"])
+            st.d.kill9()
             st.restart()
         else:
             self.assertTrue(st.d.alive(), "the daemon died of an injected %s" % mode)
