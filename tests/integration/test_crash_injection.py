@@ -462,6 +462,7 @@ class CrashInjectionTest(unittest.TestCase):
         for mode in MODES:
             row = {"op": op.name, "mode": mode, "k": k, "swept": 0, "recovered": 0,
                    "failed_clean": 0, "ok_despite": 0, "complete": 0, "absent": 0, "killed": 0,
+                   "faulted": 0,
                    "failures": []}
             rows.append(row)
             for n in ns:
@@ -476,7 +477,7 @@ class CrashInjectionTest(unittest.TestCase):
                     if not st.d.alive():
                         st.restart()
                 row["swept"] += 1
-            if not row["failures"] and not row["failed_clean" if mode != "kill" else "killed"]:
+            if not row["failures"] and not row["faulted" if mode != "kill" else "killed"]:
                 row["failures"].append("no N made the operation fail: is the shim working?")
         # the last restart without the shim: the same store, the same answers
         st.restart(shim=False)
@@ -499,6 +500,8 @@ class CrashInjectionTest(unittest.TestCase):
         arm_mode = mode + (" " + op.path if op.path else "")
         out, _ = st.armed(n, arm_mode, lambda: op.run(st, tag))
         failed = isinstance(out, Exception)
+        if mode != "kill" and st.faulted_call():
+            row["faulted"] = row.get("faulted", 0) + 1
         if isinstance(out, training_pb2.Job) and out.state != training_pb2.SUCCEEDED:
             failed = True
             out = FluxionError(C.INTERNAL, "job %s: %s" % (
