@@ -120,8 +120,8 @@ class Store:
         """The call the shim failed last ("op file"), from its log."""
         with open(self.log) as f:
             for line in f:
-                if line.endswith(" FAIL\n"):
-                    _, op, path, _ = line.split(" ")
+                if line.endswith(" FAIL\n"):   # "N op path FAIL" (a path may hold spaces)
+                    _, op, path = line[:-len(" FAIL\n")].split(" ", 2)
                     return "%s %s" % (op, os.path.relpath(path, self.d.data_dir))
         return ""
 
