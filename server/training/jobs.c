@@ -8,6 +8,7 @@
 #define _GNU_SOURCE
 #include "training/jobs.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -203,6 +204,43 @@ static int restore(fxj_jobs *j, char *err, size_t errlen)
     return rc;
 }
 
+/* Whether a file name is base/fsutil.h's temporary name: .BASE.tmp.XXXXXX. */
+static bool is_temp_name(const char *name)
+{
+    const char *t = name[0] == '.' ? strstr(name, ".tmp.") : NULL;
+    return t && t != name && strlen(t + 5) == 6;
+}
+
+/* A kill while a checkpoint was being written leaves its temporary file
+ * (.checkpoint.safetensors.tmp.XXXXXX) in the job's directory, where
+ * nothing else would ever remove it: removed at start, before any job runs
+ * (found by tests/integration/test_crash_injection.py). */
+static void remove_temps(const fxj_jobs *j)
+{
+    DIR *d = opendir(j->dir);
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] < '1' || e->d_name[0] > '9')
+            continue; /* job directories are named by their id */
+        char *sub = fxu_strf("%s/%s", j->dir, e->d_name);
+        DIR *s = sub ? opendir(sub) : NULL;
+        struct dirent *f;
+        while (s && (f = readdir(s)) != NULL) {
+            if (!is_temp_name(f->d_name))
+                continue;
+            char *p = fxu_strf("%s/%s", sub, f->d_name);
+            if (p && unlink(p) == 0)
+                fxl_log(FXL_INFO, "jobs", "removed a temporary file path=%s", p);
+            free(p);
+        }
+        if (s)
+            closedir(s);
+        free(sub);
+    }
+    if (d)
+        closedir(d);
+}
+
 int fxj_jobs_start(fxdb_store *st, fxds_datasets *ds, fxsv_serving *sv, const fxj_jobs_opts *opts,
                    fxj_jobs **out, char *err, size_t errlen)
 {
@@ -237,6 +275,8 @@ int fxj_jobs_start(fxdb_store *st, fxds_datasets *ds, fxsv_serving *sv, const fx
     pthread_cond_init(&j->events, NULL);
     atomic_init(&j->stopping, false);
     int rc = fxu_mkdir_p(j->dir, err, errlen);
+    if (!rc)
+        remove_temps(j);
     if (!rc)
         rc = fxj__sched_init(j, err, errlen);
     if (!rc)
@@ -392,14 +432,15 @@ int fxj_jobs_submit(fxj_jobs *j, const Fluxion__V1__JobSpec *spec, Fluxion__V1__
         set_str(&copy->tensorboard_dir, tb);
         free(tb);
     }
-    if (!rc && !(x = job_new(copy, id)))
+    /* Only these two fail for want of memory: a save that failed keeps its
+     * own message (a full disk is RESOURCE_EXHAUSTED too, and "out of
+     * memory" would send its reader the wrong way). */
+    if (!rc && (!(x = job_new(copy, id)) || !(*out = fxj__job_copy(copy)))) {
+        fxu_seterr(err, errlen, "jobs: out of memory");
         rc = FXS_RESOURCE_EXHAUSTED;
-    if (!rc && !(*out = fxj__job_copy(copy)))
-        rc = FXS_RESOURCE_EXHAUSTED;
+    }
     if (rc) {
         pthread_mutex_unlock(&j->mu);
-        if (rc == FXS_RESOURCE_EXHAUSTED)
-            fxu_seterr(err, errlen, "jobs: out of memory");
         free(x);
         fluxion__v1__job__free_unpacked(copy, NULL);
         return rc;
