@@ -3,8 +3,6 @@ and prediction is back (kill -9 in the middle of writes: test_kill9.py)."""
 import json
 import os
 import subprocess
-import threading
-import time
 import unittest
 
 import fxtest
