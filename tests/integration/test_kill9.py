@@ -11,7 +11,7 @@ import unittest
 import fxtest
 import killloop
 
-KILLS = int(os.environ.get("FX_KILL9_KILLS", "8"))
+KILLS = int(os.environ.get("FX_KILL9_KILLS", "12"))
 
 
 class Kill9Test(unittest.TestCase):
