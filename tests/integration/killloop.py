@@ -88,6 +88,7 @@ class Ledger:
         self.lock = threading.Lock()
         self.models = {}        # name -> {version: sha256 or None (exists, bytes unknown)}
         self.deleted = set()    # models whose DeleteModel was acknowledged
+        self.deleting = set()   # DeleteModel sent, no reply yet: either way after a kill
         self.datasets = {}      # name -> sha256
         self.onnx = set()       # models from ImportOnnx
         self.ops = 0            # acknowledged operations, all kinds
@@ -139,11 +140,14 @@ class Writers:
             v = c.import_weights(name, blob, chunk_bytes=rng.choice((1024, 4096, 1 << 20))).version
             self.ack(lambda: L.models[name].__setitem__(v, sha(blob)))
             if rng.random() < 0.4:
+                with L.lock:
+                    L.deleting.add(name)
                 c.delete_model(name)
 
                 def gone():
                     del L.models[name]
                     L.deleted.add(name)
+                    L.deleting.discard(name)
                 self.ack(gone)
 
     def datasets_writer(self, c, wid, rng):
@@ -195,6 +199,11 @@ class KillLoop:
     def check_store(self, c, cycle):
         L = self.ledger
         models = {m.name: m for m in c.list_models()}
+        for name in L.deleting:     # the kill came before the reply: done or not
+            if name not in models:
+                del L.models[name]
+                L.deleted.add(name)
+        L.deleting.clear()
         for name, versions in L.models.items():
             if name not in models:
                 raise AssertionError("cycle %d: acknowledged model %s lost" % (cycle, name))
