@@ -219,14 +219,18 @@ class KillLoop:
             if name in models:
                 raise AssertionError("cycle %d: %s deleted (acknowledged) but listed"
                                      % (cycle, name))
+        # older objects: their listed sha256 above, and the bytes of a few
+        # drawn at random each cycle (a file must not change under its row)
+        older = sorted(n for n in L.models if n in models and not n.startswith("c%d-" % cycle))
+        spot = set(random.Random(self.seed * 100003 + cycle).sample(older, min(12, len(older))))
         for name, m in models.items():
             if not m.versions:
                 raise AssertionError("cycle %d: %s listed without versions" % (cycle, name))
-            fresh = name.startswith("c%d-" % cycle) or name not in L.models
+            fresh = name.startswith("c%d-" % cycle) or name not in L.models or name in spot
             for v in m.versions:
-                # every version of the last cycle's models and of the ones
-                # never acknowledged; the others were exported in their cycle
-                # and are checked by their listed sha256 above
+                # every version of the last cycle's models, of the ones never
+                # acknowledged and of the spot checks; the others were
+                # exported in their cycle and checked by their listed sha256
                 if not fresh and L.models.get(name, {}).get(v.version) is not None:
                     continue
                 _, data = c.export_weights(name, v.version)
@@ -240,7 +244,7 @@ class KillLoop:
                 if want is not None and sha(data) != want:
                     raise AssertionError("cycle %d: %s v%d: exported bytes differ from the "
                                          "acknowledged ones" % (cycle, name, v.version))
-            if fresh and name.startswith("c"):
+            if fresh and name.startswith("c%d-" % cycle):
                 if not m.loaded:
                     c.load_model(name)
                 x = randn(cycle, 3, 32)
