@@ -29,11 +29,11 @@ class SoakTest(unittest.TestCase):
     def test_verdict_fails_on_growth(self):
         """The bounds bite: more threads, fds, rows or bytes after the load
         than before, RSS beyond +10% after the warm-up, or an error."""
-        s = soak.Soak(1, 10, warmup=5)
+        s = soak.Soak(1, 10, warmup=5, interval=1)
         s.cycles = 1
         row = (1, 0, 1000, 20, 20, 0, 0, 0, 0, "", 15)
         s.rows = [row, (6, 0, 1200) + row[3:]]
-        _, fails = s.verdict((1000, 20, 20, 15), (1000, 21, 21, 16), 100, 100 + (128 << 10),
+        _, fails = s.verdict((1000, 20, 20, 15), (1000, 21, 21, 16), 100, 100 + (256 << 10),
                              10, {"models": 1}, {"models": 2})
         text = "\n".join(fails)
         for want in ("RSS grew", "threads", "open fds", "data dir", "store rows"):
