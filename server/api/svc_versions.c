@@ -150,7 +150,7 @@ void fxa_update_versions(fxr_call *call, const ProtobufCMessage *msg, void *data
     case FLUXION__V1__UPDATE_VERSIONS_REQUEST__ACTION_DELETE_VERSION:
         rc = fxdb_version_delete(d->store, key, req->delete_version, err, sizeof err);
         if (!rc)
-            fxsv_serving_forget_version(d->serving, key, req->delete_version);
+            fxsv_serving_prune(d->serving, key); /* its instance and statistics */
         break;
     default:
         rc = fxu_fail(err, sizeof err, FXS_INVALID_ARGUMENT, "no action: set one of promote, "

@@ -460,7 +460,7 @@ void fxsv_serving_prune(fxsv_serving *sv, const char *name)
     pthread_mutex_unlock(&sv->mu);
     fxdb_model_rec rec;
     char err[256];
-    if (n == 0 || fxdb_store_get_model(sv->st, name, &rec, err, sizeof err) != 0)
+    if (fxdb_store_get_model(sv->st, name, &rec, err, sizeof err) != 0)
         return; /* a deleted model: its unload drops them all */
     for (int i = 0; i < n; i++) {
         bool stored = false;
@@ -468,6 +468,14 @@ void fxsv_serving_prune(fxsv_serving *sv, const char *name)
             stored = rec.versions[k].version == kept[i];
         if (!stored)
             fxsv_serving_forget_version(sv, name, kept[i]);
+    }
+    /* and the statistics of the versions gone */
+    int64_t *stored = malloc(sizeof *stored * (size_t)(rec.n_versions + 1));
+    if (stored) {
+        for (int k = 0; k < rec.n_versions; k++)
+            stored[k] = rec.versions[k].version;
+        fxsv_records_keep(sv->records, name, stored, rec.n_versions);
+        free(stored);
     }
     fxdb_model_rec_free(&rec);
 }

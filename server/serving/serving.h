@@ -72,7 +72,8 @@ bool fxsv_serving_is_loaded(fxsv_serving *sv, const char *name, int64_t *version
  * number (a deleted version); requests in flight finish on it. */
 void fxsv_serving_forget_version(fxsv_serving *sv, const char *name, int64_t version);
 /* fxsv_serving_forget_version for every kept version the store no longer
- * has (retention removed it); a load or reload does it too. */
+ * has (deleted, or retention removed it), whose statistics go too; a load
+ * or reload does it too. */
 void fxsv_serving_prune(fxsv_serving *sv, const char *name);
 /* Checks and stores a model's batching settings (the device must be one
  * this server has enabled); a loaded model is reloaded with them (requests

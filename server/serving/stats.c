@@ -103,12 +103,17 @@ fxsv_record *fxsv_record_get(fxsv_records *r, const char *name, int64_t version)
     return rec;
 }
 
-void fxsv_records_forget(fxsv_records *r, const char *name)
+/* Drops the registry's references to name's records whose version is not
+ * one of keep[0..n_keep) (n_keep < 0: every version). */
+static void forget(fxsv_records *r, const char *name, const int64_t *keep, int n_keep)
 {
     fxsv_record *gone = NULL;
     pthread_mutex_lock(&r->mu);
     for (fxsv_record **pp = &r->head; *pp;) {
-        if (strcmp((*pp)->name, name) == 0) {
+        bool kept = false;
+        for (int i = 0; i < n_keep && !kept; i++)
+            kept = (*pp)->version == keep[i];
+        if (!kept && strcmp((*pp)->name, name) == 0) {
             fxsv_record *rec = *pp;
             *pp = rec->next;
             rec->next = gone;
@@ -123,6 +128,16 @@ void fxsv_records_forget(fxsv_records *r, const char *name)
         gone = rec->next;
         fxsv_record_unref(rec);
     }
+}
+
+void fxsv_records_forget(fxsv_records *r, const char *name)
+{
+    forget(r, name, NULL, -1);
+}
+
+void fxsv_records_keep(fxsv_records *r, const char *name, const int64_t *versions, int n)
+{
+    forget(r, name, versions, n < 0 ? 0 : n);
 }
 
 static void add(fxsv_duration *d, uint64_t ns)

@@ -24,6 +24,11 @@ fxsv_record *fxsv_record_get(fxsv_records *r, const char *name, int64_t version)
 void fxsv_record_unref(fxsv_record *rec);
 /* Drops the registry's references to name's records. */
 void fxsv_records_forget(fxsv_records *r, const char *name);
+/* The same for the records of name's versions other than versions[0..n):
+ * a deleted version's figures go with it (each record is ~5 KB: a model
+ * whose versions turn over for ever grew by one per version, found by
+ * scripts/soak.sh). */
+void fxsv_records_keep(fxsv_records *r, const char *name, const int64_t *versions, int n);
 
 /* One answered request: code its status (0: OK), t its timings (queue its
  * own, the rest its batch's), samples its inference_count. */

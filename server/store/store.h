@@ -175,6 +175,11 @@ typedef struct {
     fxdb_history_rec *history; /* newest first, at most FXDB_HISTORY_SHOWN */
 } fxdb_model_rec;
 #define FXDB_HISTORY_SHOWN 20
+/* The alias moves kept per model (the oldest go): a model promoted forever
+ * (a job with a promotion gate, a deploy script) would otherwise grow the
+ * store by a row per move (found by scripts/soak.sh); rollback walks back at
+ * most this far. */
+#define FXDB_HISTORY_KEPT 1000
 
 void fxdb_model_rec_free(fxdb_model_rec *m); /* frees the contents */
 

@@ -196,7 +196,15 @@ static int add_history(fxdb_store *st, int64_t model_id, const char *alias, int6
     sqlite3_bind_int64(s, 5, fxu_now_ms());
     sqlite3_bind_text(s, 6, reason ? reason : "", -1, SQLITE_STATIC);
     sqlite3_bind_int(s, 7, undone);
-    return fxdb__step_done(st, s, "recording an alias move", err, errlen);
+    if ((rc = fxdb__step_done(st, s, "recording an alias move", err, errlen)))
+        return rc;
+    if ((rc = fxdb__prepare(st, "DELETE FROM alias_history WHERE model_id = ?1 AND id <= "
+                             "(SELECT id FROM alias_history WHERE model_id = ?1 "
+                             "ORDER BY id DESC LIMIT 1 OFFSET ?2)", &s, err, errlen)))
+        return rc;
+    sqlite3_bind_int64(s, 1, model_id);
+    sqlite3_bind_int(s, 2, FXDB_HISTORY_KEPT);
+    return fxdb__step_done(st, s, "pruning the alias history", err, errlen);
 }
 
 /* alias -> to (a version row that exists), with its history row; a move to

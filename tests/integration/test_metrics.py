@@ -152,6 +152,26 @@ class MetricsTest(DaemonTest):
         s = parse(self.metrics(a))
         self.assertIsNone(value(s, "fluxion_inference_requests_total", team="ta", model="m"))
 
+    def test_deleted_version_leaves(self):
+        """A deleted version's series go with it (its statistics record was
+        kept for ever: ~5 KB per version of a model whose versions turn
+        over, found by scripts/soak.sh); the others stay."""
+        a = self.a
+        a.create_model("dv", mlp_spec(), seed=3)
+        w = a.export_arrays("dv")
+        a.import_weights("dv", {k: v * 2 for k, v in w.items()})
+        a.infer("dv", {"x": randn(4, 1, 4)}, version="1")
+        a.infer("dv", {"x": randn(4, 1, 4)})
+        s = parse(self.metrics(a))
+        for v in ("1", "2"):
+            self.assertEqual(value(s, "fluxion_inference_requests_total", code="OK", team="ta",
+                                   model="dv", version=v), 1)
+        a.delete_version("dv", 1)
+        s = parse(self.metrics(a))
+        self.assertIsNone(value(s, "fluxion_inference_requests_total", model="dv", version="1"))
+        self.assertEqual(value(s, "fluxion_inference_requests_total", code="OK", team="ta",
+                               model="dv", version="2"), 1)
+
     def test_failures_count_by_code(self):
         a = self.a
         a.create_model("f", mlp_spec(), seed=3)
