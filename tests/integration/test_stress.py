@@ -31,6 +31,7 @@ import http.client
 import json
 import os
 import random
+import re
 import tempfile
 import threading
 import time
@@ -58,6 +59,11 @@ DATASETS = ("d0", "d1")
 RACY = {C.NOT_FOUND, C.FAILED_PRECONDITION, C.ALREADY_EXISTS, C.ABORTED,
         C.RESOURCE_EXHAUSTED, C.UNAVAILABLE}
 HTTP_RACY = {400, 404, 409, 429, 503}
+# INVALID_ARGUMENT that a race explains: weights exported before another
+# thread changed the spec, a canary version that production moved to since
+# the client looked.
+RACY_INVALID = {(C.INVALID_ARGUMENT, "import_weights"): "shape",
+                (C.INVALID_ARGUMENT, "canary"): "is the main version"}
 
 
 def spec(hidden):
@@ -285,8 +291,8 @@ class Stress:
             try:
                 bad = fn(c, r)
             except fxtest.FluxionError as e:
-                if e.code in RACY or (e.code == C.INVALID_ARGUMENT and op == "import_weights"
-                                      and "shape" in e.message):
+                if e.code in RACY or (e.code, op) in RACY_INVALID and \
+                        RACY_INVALID[(e.code, op)] in e.message:
                     self.note(op, e.code.name)
                 else:
                     self.note(op, e.code.name, "%s %s" % (e.code.name, e.message))
@@ -303,6 +309,8 @@ class Stress:
 
 
 class StressTest(fxtest.DaemonTest):
+    maxDiff = None
+
     @classmethod
     def setUpClass(cls):
         pass   # a daemon of its own per test (setUp): --http-listen
@@ -343,8 +351,8 @@ class StressTest(fxtest.DaemonTest):
             print("  %-16s %6d  %s" % (op, s.calls[op], refusals))
         self.assertTrue(self.d.alive(), "the daemon died during the stress\n" + self.d.log_tail())
         self.assertFalse(any(t.is_alive() for t in threads), "a client thread hung")
-        self.assertEqual(s.unexpected[:20], [], "%d unexpected answers" % len(s.unexpected))
-        self.assertGreater(total, 50 * THREADS * min(SECONDS, 30) / 30, s.calls)
+        self.assertEqual(sorted(set(s.unexpected))[:40], [], "%d unexpected answers" % len(s.unexpected))
+        self.assertGreater(total, 5 * THREADS, s.calls)   # it did run (ASan/TSan are slow)
 
         self.check_jobs(s)
         self.check_models(s)
@@ -403,24 +411,42 @@ class StressTest(fxtest.DaemonTest):
                 s.tally(m.name, resp.model_version)
 
     def check_statistics(self, s):
-        """KEEP's success count per version = the OK answers counted here,
-        for the versions still stored (a deleted version's record goes)."""
+        """KEEP's OK answers per version as the clients counted them = the
+        daemon's: fluxion_inference_requests_total{code="OK"} (GetMetrics:
+        every version with a record, served now or not) and, for the
+        versions served now, ModelStatistics' success count. A version
+        without a record must be one deleted since (its record goes)."""
         c = self.c
         stored = {str(v.version) for v in c.get_model(KEEP).versions}
-        stats = {st.version: st for st in c.model_statistics(KEEP)}
+        text = c.cluster.GetMetrics(fxtest.stubs(c.channel).cluster_pb2.GetMetricsRequest(),
+                                    timeout=CALL_TIMEOUT).text
+        metric = {}
+        for line in text.splitlines():
+            m = re.match(r'fluxion_inference_requests_total\{(.*)\} (\S+)$', line)
+            if not m:
+                continue
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+            if labels.get("model") in (KEEP, "default/" + KEEP) and labels.get("code") == "OK":
+                metric[labels["version"]] = int(float(m.group(2)))
+        self.assertTrue(metric, "no fluxion_inference_requests_total for %s" % KEEP)
         for version, n in sorted(s.ok_by_version.items()):
-            if version not in stats:
-                self.assertNotIn(version, stored, "no statistics for %s version %s, which "
+            if version not in metric:
+                self.assertNotIn(version, stored, "no metrics for %s version %s, which "
                                  "answered %d times" % (KEEP, version, n))
                 continue
-            st = stats[version].inference_stats
-            self.assertEqual(st.success.count, n, "%s version %s: ModelStatistics counts %d "
-                             "successes, the clients %d" % (KEEP, version, st.success.count, n))
-            self.assertGreaterEqual(stats[version].inference_count, n)
-        for version, st in stats.items():
-            if version not in s.ok_by_version:
-                self.assertEqual(st.inference_stats.success.count, 0, (KEEP, version))
-        print("  %s: OK answers per version %s" % (KEEP, dict(sorted(s.ok_by_version.items()))))
+            self.assertEqual(metric[version], n, "%s version %s: the metrics count %d OK "
+                             "answers, the clients %d" % (KEEP, version, metric[version], n))
+        for version, n in metric.items():
+            self.assertEqual(n, s.ok_by_version.get(version, 0), (KEEP, version))
+        served = c.model_statistics(KEEP)
+        for st in served:
+            self.assertEqual(st.inference_stats.success.count, s.ok_by_version.get(st.version, 0),
+                             "%s version %s: ModelStatistics' success count vs the clients'"
+                             % (KEEP, st.version))
+            self.assertGreaterEqual(st.inference_count, st.inference_stats.success.count)
+        print("  %s: OK answers per version %s; %d served now"
+              % (KEEP, dict(sorted(s.ok_by_version.items(), key=lambda kv: int(kv[0]))),
+                 len(served)))
 
     def check_data_dir(self):
         """Files on disk = what the store lists."""
