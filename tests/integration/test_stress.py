@@ -39,7 +39,10 @@ import time
 import fxtest
 from fxtest import C, np
 from fluxion_client import client as fxclient
+from fluxion_client._stubs import training_pb2
 from fluxion_client.jobs import FINAL_STATES
+
+CANCELLED = training_pb2.CANCELLED
 
 SECONDS = float(os.environ.get("FX_STRESS_SECONDS", "30"))
 THREADS = int(os.environ.get("FX_STRESS_THREADS", "16"))
@@ -468,6 +471,15 @@ class StressTest(fxtest.DaemonTest):
             for name in os.listdir(os.path.join(ds_dir, team)):
                 got_ds.add(name)
         self.assertEqual(got_ds, want_ds, "dataset folders vs the listing")
+        # a job's folder belongs to a listed job; a checkpoint outlives only
+        # a CANCELLED run (ResumeJob continues from it)
+        jobs = {j.id: j for j in c.list_jobs()}
+        jobs_dir = os.path.join(root, "jobs")
+        for jid in os.listdir(jobs_dir) if os.path.isdir(jobs_dir) else ():
+            self.assertIn(jid, jobs, "jobs/%s: no such job listed" % jid)
+            if os.path.exists(os.path.join(jobs_dir, jid, "checkpoint.safetensors")):
+                self.assertEqual(jobs[jid].state, CANCELLED,
+                                 "job %s is %s but kept its checkpoint" % (jid, jobs[jid].state))
         tmp = os.path.join(root, "tmp")
         self.assertEqual(os.listdir(tmp) if os.path.isdir(tmp) else [], [], "files left in tmp/")
 
