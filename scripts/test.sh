@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test.sh - every test: set up, build, run the suite (ctest), then build and
-# run it again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# run it again under AddressSanitizer + UndefinedBehaviorSanitizer, then the
+# server's tests under ThreadSanitizer (scripts/tsan.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs="$(nproc)"
@@ -49,6 +50,12 @@ if [ "${FX_SKIP_SANITIZERS:-0}" != 1 ]; then
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
      UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
      ctest --output-on-failure -j"$jobs")
+  # The server's tests and a 20 s concurrency stress under ThreadSanitizer
+  # (scripts/tsan.sh; its build is build-tsan/).
+  if [ "${FX_SKIP_TSAN:-0}" != 1 ]; then
+    echo "== server tests under TSan =="
+    scripts/tsan.sh 20
+  fi
 fi
 
 # The fuzzers, short form. Every target's corpus (seeds and regression

@@ -31,8 +31,10 @@ static inline float rnn_tanh(float x)
 /* The row functions below are also compiled for AVX2+FMA and AVX-512 and
  * the best one the CPU runs is chosen when the library loads: the engine is
  * built for x86-64-v2 (SSE4), and outside the gemms these loops are most of
- * a step. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
+ * a step. Not under ThreadSanitizer: it instruments the resolver, which the
+ * dynamic loader runs before TSan's runtime is set up (a crash at start). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11 && \
+    !defined(__SANITIZE_THREAD__)
 #define RNN_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
 #else
 #define RNN_CLONES

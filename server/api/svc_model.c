@@ -425,14 +425,16 @@ static void import_weights(fxr_call *call, const ProtobufCMessage *unused, void 
         return;
     }
     fxdb_model_rec rec;
+    int64_t revision = 0; /* the spec the weights were checked against */
     if (!status && (status = fxdb_store_get_model(d->store, key, &rec, err, sizeof err)) == 0) {
         status = fxm_check_weights(&rec, d->max_params, buf, len, err, sizeof err);
+        revision = rec.spec_revision;
         fxdb_model_rec_free(&rec);
     }
     int64_t version = 0;
     if (!status)
-        status = fxdb_store_add_version_opt(d->store, key, buf, len, source, promote, &version,
-                                            err, sizeof err);
+        status = fxdb_store_add_version_fit(d->store, key, buf, len, source, promote, revision,
+                                            &version, err, sizeof err);
     free(buf);
     if (status) {
         fxr_fail(call, status, "%s", err);

@@ -172,6 +172,7 @@ void fxr__call_release(fxr_call *c)
 bool fxr__call_batch(fxr_call *c, const grpc_op *ops, size_t n, tag *t)
 {
     c->refs++;
+    FXR_TAG_RELEASE(t);
     grpc_call_error e = grpc_call_start_batch(c->call, ops, n, t, NULL);
     if (e == GRPC_CALL_OK)
         return true;

@@ -77,7 +77,7 @@ bool fxr__authorize(fxr_call *c)
          * configured every certificate a client presents is verified in
          * the handshake (or the handshake fails), and without one none is
          * asked for. */
-        if (!c->local && s->tls && s->tls->ca_pem) {
+        if (!c->local && s->tls && s->tls->ca_file) { /* not ca_pem: a reload swaps it */
             grpc_auth_context *ctx = grpc_call_auth_context(c->call);
             if (ctx) {
                 if (auth_property(ctx, GRPC_X509_SUBJECT_PROPERTY_NAME, subject, sizeof subject))

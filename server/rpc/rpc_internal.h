@@ -63,6 +63,28 @@ struct tag {
     void (*done)(tag *t, bool ok);
 };
 
+/* ThreadSanitizer does not see gRPC's own synchronisation (the library is
+ * not instrumented), so what a thread wrote before handing a tag to gRPC
+ * looks unsynchronised with the poller that gets the tag back. These mark
+ * that edge (scripts/tsan.sh): released where a tag is handed over,
+ * acquired where the completion queue returns it. Nothing without TSan. */
+#if defined(__SANITIZE_THREAD__)
+#define FXR__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define FXR__TSAN 1
+#endif
+#endif
+#ifdef FXR__TSAN
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define FXR_TAG_RELEASE(t) __tsan_release(t)
+#define FXR_TAG_ACQUIRE(t) __tsan_acquire(t)
+#else
+#define FXR_TAG_RELEASE(t) ((void)(t))
+#define FXR_TAG_ACQUIRE(t) ((void)(t))
+#endif
+
 typedef struct {
     char *path;
     size_t path_len;
@@ -132,8 +154,9 @@ enum { S_CREATED, S_STARTED, S_SHUTTING, S_STOPPED, S_ABANDONED };
  * one it has not taken yet. */
 typedef struct fxr__tls {
     pthread_mutex_t mu;
-    char *cert_file, *key_file, *ca_file;
-    char *cert_pem, *key_pem, *ca_pem; /* ca_pem NULL without a client CA */
+    char *cert_file, *key_file, *ca_file; /* set at start, never changed: read without mu */
+    char *cert_pem, *key_pem, *ca_pem; /* under mu (a reload swaps them); ca_pem NULL
+                                        * without a client CA (ca_file NULL) */
     bool fresh;
     uint64_t reloads; /* how many configs gRPC has taken */
 } fxr__tls;

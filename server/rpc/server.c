@@ -112,6 +112,7 @@ static void post_request(fxr_server *s)
     }
     s->pending_requests++;
     pthread_mutex_unlock(&s->mu);
+    FXR_TAG_RELEASE(&c->accept_tag);
     grpc_call_error e = grpc_server_request_call(s->srv, &c->call, &c->details, &c->md, s->cq,
                                                  s->cq, &c->accept_tag);
     if (e != GRPC_CALL_OK) {
@@ -131,6 +132,7 @@ static void *poller_main(void *arg)
             return NULL;
         if (ev.type == GRPC_OP_COMPLETE) {
             tag *t = ev.tag;
+            FXR_TAG_ACQUIRE(t);
             t->done(t, ev.success != 0);
         }
     }
@@ -480,6 +482,7 @@ int fxr_server_shutdown(fxr_server *s, int grace_ms, int release_ms, char *err, 
      * cancel, also when every call is done: gRPC's shutdown notice waits
      * for every connection to close, and an idle client (or a silent TCP
      * peer) may never close its own; cancelling disconnects them. */
+    FXR_TAG_RELEASE(&s->shutdown_tag);
     grpc_server_shutdown_and_notify(s->srv, s->cq, &s->shutdown_tag);
     atomic_store(&s->past_grace, true);
     grpc_server_cancel_all_calls(s->srv);
@@ -513,8 +516,10 @@ int fxr_server_shutdown(fxr_server *s, int grace_ms, int release_ms, char *err, 
  * shut down, and its queue drained, before it is destroyed. */
 static void shutdown_unstarted(fxr_server *s)
 {
-    if (s->port > 0)
+    if (s->port > 0) {
+        FXR_TAG_RELEASE(&s->shutdown_tag);
         grpc_server_shutdown_and_notify(s->srv, s->cq, &s->shutdown_tag);
+    }
     grpc_completion_queue_shutdown(s->cq);
     poller_main(s);
 }

@@ -299,6 +299,15 @@ static int write_record(fxdb_store *st, const char *model, const fxb_config *c,
     return rc;
 }
 
+int64_t fxsv_cfg_canary_version(const void *config, size_t len)
+{
+    Fluxion__V1__BatchingConfig *m = fluxion__v1__batching_config__unpack(NULL, len, config);
+    int64_t v = m && m->canary && m->canary->version > 0 ? m->canary->version : 0;
+    if (m)
+        fluxion__v1__batching_config__free_unpacked(m, NULL);
+    return v;
+}
+
 int fxsv_cfg_load(fxdb_store *st, const char *model, fxb_config *c, char *err, size_t errlen)
 {
     fxb_config_default(c);

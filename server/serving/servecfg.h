@@ -62,5 +62,8 @@ int fxsv_canary_load(fxdb_store *st, const char *model, fxsv_canary *out, char *
                     size_t errlen);
 int fxsv_canary_save(fxdb_store *st, const char *model, const fxsv_canary *cn, char *err,
                     size_t errlen);
+/* The canary version of a packed record (0: none): the store's reader
+ * (store.h fxdb_store_set_canary_fn), registered by fxsv_serving_create. */
+int64_t fxsv_cfg_canary_version(const void *config, size_t len);
 
 #endif

@@ -752,6 +752,7 @@ int fxsv_serving_create(fxdb_store *st, const fxsv_serving_opts *opts, fxsv_serv
     if (!sv)
         return fxu_oom(err, errlen);
     sv->st = st;
+    fxdb_store_set_canary_fn(st, fxsv_cfg_canary_version); /* the canary's version stays */
     if (!(sv->records = fxsv_records_new())) {
         free(sv);
         return fxu_oom(err, errlen);

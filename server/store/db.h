@@ -35,6 +35,7 @@ struct fxdb_store {
     bool reserve_ok;      /* it exists at full size */
     int lock_fd;
     fxdb_quota default_quota; /* under mu; 0 values: none (teams_tab.c) */
+    fxdb_canary_fn canary_fn;  /* the canary of a serving_config record (NULL: none) */
 };
 
 /* ------------------------------------------------------------ logging */
@@ -144,6 +145,7 @@ typedef struct {
     bool promote;            /* production moves to it (when gate is NULL) */
     const fxdb_gate *gate;   /* a job's promotion gate (store.h); NULL: promote decides */
     int64_t job_id;          /* > 0: versions.job_id */
+    int64_t fits_revision;   /* > 0: the spec revision the weights were checked against */
     fxdb__after_fn after;    /* runs once the row is in and production settled (may be NULL) */
     void *after_ctx;
 } fxdb__vopts;
@@ -180,6 +182,10 @@ void fxdb__remove_version_files(fxdb_store *st, const char *name, const int64_t 
  * (jobs_tab.c). */
 int fxdb__refuse_if_jobs_use(fxdb_store *st, const char *what, const char *name, char *err,
                              size_t errlen);
+/* Inside a transaction: the canary version the serving_config record of
+ * the model with row id names (0: none, or no reader registered). */
+int fxdb__canary_of(fxdb_store *st, int64_t model_id, int64_t *version, char *err,
+                    size_t errlen);
 /* Inside a model's delete transaction: its serving settings go too
  * (servecfg_tab.c). */
 int fxdb__servecfg_forget(fxdb_store *st, const char *model, char *err, size_t errlen);

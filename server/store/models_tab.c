@@ -475,6 +475,21 @@ static int add_prelude(fxdb_store *st, void *ctx, int64_t *id, int64_t *version,
         rc = fxdb__query_int(st, "SELECT MAX(m.last_version, COALESCE(MAX(v.version), 0)) + 1 "
                              "FROM models m LEFT JOIN versions v ON m.id = v.model_id "
                              "WHERE m.name = ?", name, version, err, errlen);
+    /* The new row takes the latest usable version's revision (insert_version):
+     * if UpdateModelSpec made another one since the weights were checked
+     * against fits_revision, the version would not fit its own spec and
+     * could never be served. */
+    int64_t latest = 0;
+    if (!rc && w->o.fits_revision > 0 &&
+        !(rc = fxdb__query_int(st, "SELECT COALESCE((SELECT v.spec_revision FROM versions v "
+                               "JOIN models m ON m.id = v.model_id WHERE m.name = ?1 AND "
+                               "v.unusable IS NULL ORDER BY v.version DESC LIMIT 1), 1)",
+                               name, &latest, err, errlen)) &&
+        latest != w->o.fits_revision)
+        rc = fxu_fail(err, errlen, FXS_ABORTED,
+                      "model '%s': its spec changed (revision %lld, now %lld) while the "
+                      "weights were checked: send them again", fxp_key_name(name),
+                      (long long)w->o.fits_revision, (long long)latest);
     return rc;
 }
 
@@ -516,6 +531,15 @@ int fxdb_store_add_version_opt(fxdb_store *st, const char *name, const void *wei
                                int64_t *version, char *err, size_t errlen)
 {
     fxdb__vopts o = { .promote = promote };
+    return fxdb__add_version(st, name, weights, weights_len, source, &o, version, err, errlen);
+}
+
+int fxdb_store_add_version_fit(fxdb_store *st, const char *name, const void *weights,
+                               size_t weights_len, const char *source, bool promote,
+                               int64_t fits_revision, int64_t *version, char *err,
+                               size_t errlen)
+{
+    fxdb__vopts o = { .promote = promote, .fits_revision = fits_revision };
     return fxdb__add_version(st, name, weights, weights_len, source, &o, version, err, errlen);
 }
 

@@ -9,6 +9,7 @@
 
 #include <stdlib.h>
 
+#include "base/principal.h"
 #include "base/status.h"
 #include "base/util.h"
 
@@ -55,17 +56,68 @@ int fxdb_servecfg_get(fxdb_store *st, const char *model, void **config, size_t *
     return fxdb__read(st, get_fn, &o, err, errlen);
 }
 
+/* A record naming a canary version that is not stored (deleted meanwhile:
+ * SetCanary checked it before this transaction) is refused. */
+static int check_canary(fxdb_store *st, const cfg_op *o, char *err, size_t errlen)
+{
+    int64_t v = st->canary_fn ? st->canary_fn(o->in, o->in_len) : 0;
+    if (v <= 0)
+        return 0;
+    sqlite3_stmt *s;
+    int rc = fxdb__prepare(st, "SELECT 1 FROM versions v JOIN models m ON m.id = v.model_id "
+                           "WHERE m.name = ? AND v.version = ?", &s, err, errlen);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(s, 1, o->model, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, v);
+    int r = sqlite3_step(s);
+    sqlite3_finalize(s);
+    if (r == SQLITE_DONE)
+        return fxu_fail(err, errlen, FXS_NOT_FOUND, "model '%s' has no version %lld (deleted "
+                        "meanwhile): the canary cannot be set to it", fxp_key_name(o->model),
+                        (long long)v);
+    return r == SQLITE_ROW ? 0 : fxdb__fail(st, err, errlen, "checking the canary's version");
+}
+
 static int put_fn(fxdb_store *st, void *ctx, char *err, size_t errlen)
 {
     cfg_op *o = ctx;
     sqlite3_stmt *s;
-    int rc = fxdb__prepare(st, "INSERT OR REPLACE INTO serving_config (model, config) "
-                               "VALUES (?, ?)", &s, err, errlen);
-    if (rc)
+    int rc = check_canary(st, o, err, errlen);
+    if (rc || (rc = fxdb__prepare(st, "INSERT OR REPLACE INTO serving_config (model, config) "
+                                      "VALUES (?, ?)", &s, err, errlen)))
         return rc;
     sqlite3_bind_text(s, 1, o->model, -1, SQLITE_STATIC);
     sqlite3_bind_blob(s, 2, o->in_len ? o->in : "", (int)o->in_len, SQLITE_STATIC);
     return fxdb__step_done(st, s, "saving serving settings", err, errlen);
+}
+
+int fxdb__canary_of(fxdb_store *st, int64_t model_id, int64_t *version, char *err,
+                    size_t errlen)
+{
+    *version = 0;
+    if (!st->canary_fn)
+        return 0;
+    sqlite3_stmt *s;
+    int rc = fxdb__prepare(st, "SELECT c.config FROM serving_config c JOIN models m "
+                           "ON c.model = m.name WHERE m.id = ?", &s, err, errlen);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(s, 1, model_id);
+    int r = sqlite3_step(s);
+    if (r == SQLITE_ROW)
+        *version = st->canary_fn(sqlite3_column_blob(s, 0), (size_t)sqlite3_column_bytes(s, 0));
+    else if (r != SQLITE_DONE)
+        rc = fxdb__fail(st, err, errlen, "reading serving settings");
+    sqlite3_finalize(s);
+    return rc;
+}
+
+void fxdb_store_set_canary_fn(fxdb_store *st, fxdb_canary_fn fn)
+{
+    pthread_mutex_lock(&st->mu);
+    st->canary_fn = fn;
+    pthread_mutex_unlock(&st->mu);
 }
 
 int fxdb_servecfg_put(fxdb_store *st, const char *model, const void *config, size_t len,

@@ -228,6 +228,13 @@ int fxdb_store_set_loaded(fxdb_store *st, const char *name, bool loaded, char *e
 int fxdb_store_add_version_opt(fxdb_store *st, const char *name, const void *weights,
                                size_t weights_len, const char *source, bool promote,
                                int64_t *version, char *err, size_t errlen);
+/* The same for weights checked against the spec of revision fits_revision
+ * (ImportWeights): ABORTED, nothing stored, when another revision became
+ * the latest meanwhile (UpdateModelSpec), as the version would take it. */
+int fxdb_store_add_version_fit(fxdb_store *st, const char *name, const void *weights,
+                               size_t weights_len, const char *source, bool promote,
+                               int64_t fits_revision, int64_t *version, char *err,
+                               size_t errlen);
 
 /* ----------------------------------------- aliases, pins, retention
  * (versions_tab.c, docs/versions.md). Each is one transaction; an alias
@@ -376,6 +383,14 @@ int fxdb_servecfg_put(fxdb_store *st, const char *model, const void *config, siz
                       char *err, size_t errlen);
 /* Forgets a model's settings (none stored is fine). */
 int fxdb_servecfg_delete(fxdb_store *st, const char *model, char *err, size_t errlen);
+/* The canary version a packed record names (0: none). The store keeps the
+ * record's bytes without reading them; serving registers this reader
+ * (serving/servecfg.c) so that the store keeps the canary's version, in
+ * the transaction that decides: delete_version refuses it, retention
+ * skips it, and a record naming a version that is not stored is refused
+ * (NOT_FOUND), so no canary outlives its version. */
+typedef int64_t (*fxdb_canary_fn)(const void *config, size_t len);
+void fxdb_store_set_canary_fn(fxdb_store *st, fxdb_canary_fn fn);
 
 /* --------------------------------------------------------------- teams */
 

@@ -338,8 +338,12 @@ int fxdb__retain(fxdb_store *st, int64_t model_id, int64_t **dropped, int *n, ch
      * version added applies retention) */
     if (keep <= 0 || (rc = jobs_unknown_base(st, model_id, &jobs, err, errlen)) || jobs > 0)
         return rc;
+    /* and so does the canary's (SetCanary; its record names it) */
+    int64_t canary = 0;
+    if ((rc = fxdb__canary_of(st, model_id, &canary, err, errlen)))
+        return rc;
     if ((rc = fxdb__prepare(st, "SELECT version FROM versions v WHERE model_id = ?1 "
-                            "AND pinned = 0 AND version NOT IN "
+                            "AND pinned = 0 AND version != ?3 AND version NOT IN "
                             "(SELECT version FROM aliases WHERE model_id = ?1) "
                             "AND version NOT IN (SELECT j.base_version FROM jobs j "
                             "JOIN models m ON j.model = m.name WHERE m.id = ?1 "
@@ -350,6 +354,7 @@ int fxdb__retain(fxdb_store *st, int64_t model_id, int64_t **dropped, int *n, ch
         return rc;
     sqlite3_bind_int64(s, 1, model_id);
     sqlite3_bind_int64(s, 2, keep);
+    sqlite3_bind_int64(s, 3, canary);
     int cap = 0, r;
     while (!rc && (r = sqlite3_step(s)) == SQLITE_ROW) {
         if (*n == cap) {
@@ -690,6 +695,13 @@ static int delete_version_fn(fxdb_store *st, void *ctx, char *err, size_t errlen
     if (pinned)
         return fxu_fail(err, errlen, FXS_FAILED_PRECONDITION, "version %" PRId64 " of model '%s' "
                         "is pinned; unpin it first", o->version, o->name);
+    int64_t canary = 0;
+    if ((rc = fxdb__canary_of(st, id, &canary, err, errlen)))
+        return rc;
+    if (canary == o->version)
+        return fxu_fail(err, errlen, FXS_FAILED_PRECONDITION, "version %" PRId64 " of model '%s' "
+                        "is the canary; turn the canary off or set it to another version first",
+                        o->version, o->name);
     if ((rc = refuse_if_jobs_train_from(st, o, err, errlen)))
         return rc;
     if ((rc = delete_row(st, id, o->version, err, errlen)))

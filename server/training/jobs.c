@@ -602,6 +602,18 @@ int fxj_jobs_resume(fxj_jobs *j, const char *id, Fluxion__V1__Job **out, char *e
     x->resumed = true;
     x->requested = true;
     x->preempted = rec->preemptions > 0;
+    /* The scheduler first: a run cancelled a moment ago is CANCELLED (and
+     * retired) before its thread ends and leaves the scheduler, and a
+     * resume in between must not mark the job FAILED (test_stress.py). */
+    char serr[FXS_ERRLEN];
+    int src = fxj__sched_submit(j, x, serr, sizeof serr);
+    if (src == FXS_ALREADY_EXISTS) {
+        pthread_mutex_unlock(&j->mu);
+        fxj__job_unref(x); /* and rec with it: nothing was stored */
+        return fxu_fail(err, errlen, FXS_FAILED_PRECONDITION, "job %" PRId64 " is still "
+                        "stopping (its cancelled run has not ended yet): resume it again in "
+                        "a moment", n);
+    }
     fxj__commit(j, x, 0, NULL);
     x->next = j->jobs;
     j->jobs = x;
@@ -609,13 +621,14 @@ int fxj_jobs_resume(fxj_jobs *j, const char *id, Fluxion__V1__Job **out, char *e
     snprintf(msg, sizeof msg, "queued to resume from checkpoint step %" PRId64,
              rec->checkpoint_step);
     fxj__announce(j, x, FLUXION__V1__JOB_EVENT__KIND__STATE, msg);
-    char serr[FXS_ERRLEN];
-    if (fxj__sched_submit(j, x, serr, sizeof serr) != 0) {
+    if (src != 0) {
         x->refs++;
         fxj__set_state(j, x, FLUXION__V1__JOB_STATE__FAILED, serr);
+        *out = fxj__job_copy(x->rec); /* before the unref: a final job is retired, x freed */
         fxj__job_unref(x);
+    } else {
+        *out = fxj__job_copy(x->rec);
     }
-    *out = fxj__job_copy(x->rec);
     fxj__schedule(j);
     pthread_mutex_unlock(&j->mu);
     fxl_log(FXL_INFO, "jobs", "job resumed on request job=%" PRId64, n);

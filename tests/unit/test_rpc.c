@@ -1451,8 +1451,9 @@ static void test_stream_idle_timeout(void **state)
         fail_msg("message '%s' does not name the idle limit", is.err);
     assert_true(log_has("rpc: /fxtest.Echo/ClientStream from ipv4:127.0.0.1:"));
 
-    /* 6 chunks 150 ms apart: 900 ms in all, never 300 ms without one */
-    idle_stream steady = { .u = { .n = 6 }, .gap_ms = 150, .ch = e.ch };
+    /* 9 chunks 100 ms apart: 900 ms in all, never 300 ms without one (a
+     * third of the limit: the TSan build is slow enough to stretch a gap) */
+    idle_stream steady = { .u = { .n = 9 }, .gap_ms = 100, .ch = e.ch };
     idle_stream_main(&steady);
     assert_int_equal(steady.rc, FXS_OK);
     /* a server stream that waits 400 ms between messages */

@@ -7,7 +7,9 @@
  * its refusals, a job's gate deciding inside fxdb_job_finish_gated's
  * transaction (the metric stored, production moved or not), reads of
  * version 0 following production, and two threads promoting, rolling back
- * and deleting at once (the suite runs it under ASan).
+ * and deleting at once (the suite runs it under ASan); the canary's version
+ * kept, and imported weights refused across a spec update (test_stress.py
+ * found both).
  */
 #define _GNU_SOURCE
 #include <math.h>
@@ -503,6 +505,72 @@ static void test_concurrent(void **state)
     assert_int_equal(production(f), p);
 }
 
+/* The canary version of these tests' serving records, "canary=<N>" (the
+ * store never reads a record; serving's reader parses the packed
+ * BatchingConfig). */
+static int64_t canary_of_record(const void *config, size_t len)
+{
+    char buf[32];
+    long long v;
+    if (len == 0 || len >= sizeof buf)
+        return 0;
+    memcpy(buf, config, len);
+    buf[len] = '\0';
+    return sscanf(buf, "canary=%lld", &v) == 1 ? v : 0;
+}
+
+/* Found by test_stress.py: delete_version and retention removed the
+ * canary's version, leaving a canary that named nothing. */
+static void test_canary_version_kept(void **state)
+{
+    fixture *f = *state;
+    make(f, 4); /* production 4 */
+    fxdb_store_set_canary_fn(f->st, canary_of_record);
+    assert_int_equal(fxdb_servecfg_put(f->st, KEY, "canary=2", 8, f->err, sizeof f->err), 0);
+    expect(f, fxdb_version_delete(f->st, KEY, 2, f->err, sizeof f->err), FXS_FAILED_PRECONDITION,
+           "is the canary");
+    int dropped = 0;
+    assert_int_equal(fxdb_model_set_retention(f->st, KEY, 1, &dropped, f->err, sizeof f->err), 0);
+    assert_int_equal(dropped, 2);
+    assert_string_equal(versions(f), "2,4");
+    /* a canary set to a version deleted meanwhile: refused, nothing stored */
+    expect(f, fxdb_servecfg_put(f->st, KEY, "canary=3", 8, f->err, sizeof f->err), FXS_NOT_FOUND,
+           "no version 3");
+    void *cfg;
+    size_t len;
+    assert_int_equal(fxdb_servecfg_get(f->st, KEY, &cfg, &len, f->err, sizeof f->err), 0);
+    assert_int_equal(len, 8);
+    assert_memory_equal(cfg, "canary=2", 8);
+    free(cfg);
+    /* turned off, its version can go */
+    assert_int_equal(fxdb_servecfg_put(f->st, KEY, "canary=0", 8, f->err, sizeof f->err), 0);
+    assert_int_equal(fxdb_version_delete(f->st, KEY, 2, f->err, sizeof f->err), 0);
+    assert_string_equal(versions(f), "4");
+}
+
+/* Found by test_stress.py: weights checked against revision 1 were stored
+ * as a version of revision 2 when UpdateModelSpec ran in between (a
+ * version that could never be served). */
+static void test_import_checked_revision(void **state)
+{
+    fixture *f = *state;
+    make(f, 1);
+    int64_t rev = 0, v = 0;
+    assert_int_equal(fxdb_store_update_spec(f->st, KEY, "\x0a\x01y", 3, "w2", 2, "update", &rev,
+                                            &v, f->err, sizeof f->err), 0);
+    assert_int_equal(rev, 2);
+    expect(f, fxdb_store_add_version_fit(f->st, KEY, "w3", 2, "import", true, 1, &v, f->err,
+                                         sizeof f->err), FXS_ABORTED, "spec changed");
+    assert_string_equal(versions(f), "1,2");
+    assert_int_equal(production(f), 2);
+    assert_int_equal(fxdb_store_add_version_fit(f->st, KEY, "w3", 2, "import", true, 2, &v,
+                                                f->err, sizeof f->err), 0);
+    assert_int_equal(v, 3);
+    fxdb_model_rec m = get(f);
+    assert_int_equal(m.versions[m.n_versions - 1].spec_revision, 2);
+    fxdb_model_rec_free(&m);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -515,6 +583,8 @@ int main(void)
         T(test_retention),
         T(test_job_gate),
         T(test_concurrent),
+        T(test_canary_version_kept),
+        T(test_import_checked_revision),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

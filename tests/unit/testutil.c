@@ -80,8 +80,8 @@ void tu_coords_of(int ndim, const int64_t *shape, int64_t i, int64_t *c)
 
 char *tu_pathf(const char *fmt, ...)
 {
-    static char bufs[8][512];
-    static int next;
+    static _Thread_local char bufs[8][512]; /* per thread: tests call it from several */
+    static _Thread_local int next;
     char *b = bufs[next++ % 8];
     va_list ap;
     va_start(ap, fmt);
