@@ -71,6 +71,12 @@ void fxa_update_model_spec(fxr_call *call, const ProtobufCMessage *msg, void *da
  * ONNX model, streamed in chunks. */
 void fxa_export_onnx(fxr_call *call, const ProtobufCMessage *msg, void *data);
 
+/* What an export (ExportWeights, ExportOnnx) reads: the model named (its
+ * key into key, FXP_KEY_MAX), its record (free it) and the version (want;
+ * 0: production, the served one). false after failing the call. */
+bool fxa_export_target(fxr_call *call, fxa_daemon *d, const char *name, int64_t want,
+                       char *key, fxdb_model_rec *rec, int64_t *version);
+
 /* True when the model (a key) is stored; otherwise fails the call
  * (NOT_FOUND) and returns false. */
 bool fxa_model_stored_or_fail(fxa_daemon *d, fxr_call *call, const char *key);

@@ -298,31 +298,42 @@ static void delete_model(fxr_call *call, const ProtobufCMessage *msg, void *data
     fxr_reply(call, &resp.base);
 }
 
+bool fxa_export_target(fxr_call *call, fxa_daemon *d, const char *name, int64_t want,
+                       char *key, fxdb_model_rec *rec, int64_t *version)
+{
+    char err[FXS_ERRLEN];
+    if (!fxa_key(call, "model", name, key, FXP_KEY_MAX))
+        return false;
+    if (want < 0) {
+        fxr_fail(call, FXS_INVALID_ARGUMENT, "version: %lld is negative (0 means production, the served version)",
+                 (long long)want);
+        return false;
+    }
+    int rc = fxdb_store_get_model(d->store, key, rec, err, sizeof err);
+    if (rc) {
+        fxr_fail(call, rc, "%s", err);
+        return false;
+    }
+    *version = want;
+    if (!want && (rc = fxm_resolve_version(rec, 0, version, err, sizeof err)) != 0) {
+        fxdb_model_rec_free(rec); /* 0: production, the served version */
+        fxr_fail(call, rc, "%s", err);
+        return false;
+    }
+    return true;
+}
+
 static void export_weights(fxr_call *call, const ProtobufCMessage *msg, void *data)
 {
     fxa_daemon *d = data;
     const Fluxion__V1__ExportWeightsRequest *req = (const void *)msg;
     char err[FXS_ERRLEN], key[FXP_KEY_MAX];
-    if (!fxa_key(call, "model", req->name, key, sizeof key))
-        return;
-    if (req->version < 0) {
-        fxr_fail(call, FXS_INVALID_ARGUMENT, "version: %lld is negative (0 means production, the served version)",
-                 (long long)req->version);
-        return;
-    }
     fxdb_model_rec rec;
-    int rc = fxdb_store_get_model(d->store, key, &rec, err, sizeof err);
-    if (rc) {
-        fxr_fail(call, rc, "%s", err);
+    int64_t version;
+    if (!fxa_export_target(call, d, req->name, req->version, key, &rec, &version))
         return;
-    }
-    int64_t version = req->version;
-    if (!version && (rc = fxm_resolve_version(&rec, 0, &version, err, sizeof err)) != 0) {
-        fxdb_model_rec_free(&rec); /* 0: production, the served version */
-        fxr_fail(call, rc, "%s", err);
-        return;
-    }
     fxdb_model_rec_free(&rec);
+    int rc;
     void *w = NULL;
     size_t wlen = 0;
     rc = fxdb_store_read_weights(d->store, key, version, &w, &wlen, err, sizeof err);

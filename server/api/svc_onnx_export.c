@@ -18,23 +18,13 @@ void fxa_export_onnx(fxr_call *call, const ProtobufCMessage *msg, void *data)
     fxa_daemon *d = data;
     const Fluxion__V1__ExportOnnxRequest *req = (const void *)msg;
     char err[FXS_ERRLEN], key[FXP_KEY_MAX];
-    if (!fxa_key(call, "model", req->name, key, sizeof key))
-        return;
-    if (req->version < 0) {
-        fxr_fail(call, FXS_INVALID_ARGUMENT, "version: %lld is negative (0 means production, the served version)",
-                 (long long)req->version);
-        return;
-    }
     fxdb_model_rec rec;
-    int rc = fxdb_store_get_model(d->store, key, &rec, err, sizeof err);
-    if (rc) {
-        fxr_fail(call, rc, "%s", err);
+    int64_t version;
+    if (!fxa_export_target(call, d, req->name, req->version, key, &rec, &version))
         return;
-    }
-    /* 0: production, the served version (as ExportWeights); the version's
-     * own spec revision (a `model update` since changes the latest's) */
-    int64_t version = 0;
-    rc = fxm_resolve_version(&rec, req->version, &version, err, sizeof err);
+    /* an explicit version must exist; the version's own spec revision (a
+     * `model update` since changes the latest's) */
+    int rc = fxm_resolve_version(&rec, version, &version, err, sizeof err);
     if (!rc)
         rc = fxm_use_version_spec(d->store, &rec, version, err, sizeof err);
     if (rc) {
