@@ -36,7 +36,27 @@ typedef enum {
     FXT_DONE = 0, /* finished: steps/epochs done or stopped early */
     FXT_STOPPED,  /* should_stop said so: resume from the last checkpoint */
     FXT_FAILED,   /* err says why (non-finite loss, out of memory, ...) */
+    /* Data-parallel: a collective failed (a rank died, a connection
+     * dropped, a timeout): err says which; resume from the last checkpoint
+     * when the world forms again. */
+    FXT_LOST,
 } fxt_result;
+
+struct fxcm_comm;
+
+/* Data-parallel training (docs/distributed.md): this process is rank
+ * `rank` of `world`. Every rank runs fxt_run with the same spec, seed,
+ * data and resume checkpoint; rank 0's weights are broadcast at the start;
+ * each step rank r trains on its share of the global batch (world *
+ * batch_size samples of the one global shuffle order); gradients are
+ * summed in buckets of bucket_bytes as soon as they are final, overlapping
+ * backward; every rank steps its optimizer; only rank 0 calls
+ * on_checkpoint (and reports progress, evaluations and scalars). */
+typedef struct {
+    int rank, world;            /* world <= 1: one rank */
+    struct fxcm_comm *comm;     /* comm/comm.h, formed by the caller */
+    size_t bucket_bytes;        /* 0: 25 MiB */
+} fxt_dist;
 
 typedef struct {
     /* Progress (step, samples/s, ETA, lr, and the loss and metrics of the
@@ -82,6 +102,8 @@ typedef struct {
     /* Periodic checkpoints in a row that may fail before the run does;
      * 0: FXT_MAX_CHECKPOINT_FAILURES. */
     int max_checkpoint_failures;
+    /* Data-parallel rank and its comm; NULL: one rank. */
+    const fxt_dist *dist;
 } fxt_hooks;
 
 /* Checks the spec against the graph and the data before anything runs:
