@@ -169,6 +169,7 @@ static fx_status move_one(fx_tensor *t, fx_device dev)
     fx_storage *old = t->storage;
     fx_device olddev = t->device;
     t->storage = c->storage;
+    t->storage->version = old->version + 1; /* new memory: earlier packs are stale */
     t->device = dev;
     memcpy(t->strides, c->strides, sizeof t->strides);
     t->offset = 0;

@@ -174,6 +174,11 @@ typedef struct fx_storage {
     size_t nbytes;
     fx_device device;
     bool owned;      /* freed with the persistent tensor that made it */
+    /* Bumped by every write through the API to a tensor on this storage
+     * (copy, copy_from_host, fill, init, optimizer step): pre-packed
+     * weights (fx_layer_prepack) remember it and are not used once it has
+     * changed. Writes through fx_data's pointer do not bump it. */
+    uint64_t version;
 } fx_storage;
 
 enum {
@@ -550,6 +555,28 @@ typedef struct {
 /* dense/affine: y = act(x w^T + b), w [out,in] ("weight"), b [out] ("bias"). */
 fx_layer *fx_dense_create(const char *name, int64_t in, int64_t out, const fx_dense_opts *o,
                           fx_rng *rng);
+/*
+ * Pre-packed weights for inference. fx_layer_prepack copies the weights of
+ * every dense layer in l's tree (on the CPU) once into the panel layout of
+ * the engine's register-tiled kernels; from then on a forward with grad
+ * mode off (fx_ctx_set_grad(ctx, false)) streams the packed copy with bias
+ * and activation fused into the product, instead of OpenBLAS re-packing
+ * the weights on every call. Results equal the unpacked path to float
+ * rounding (not bit for bit: another order of partial sums; docs/engine.md).
+ * A pack is read-only: any number of threads may run forwards through one
+ * packed layer (each with its own context). Prepack (and unpack) while no
+ * forward runs. A pack remembers its weights' storage version: after any
+ * write through the API (copy, load, optimizer step, move) it is ignored
+ * (the plain path runs) until packed again, so training never reads stale
+ * packs; writes through fx_data's raw pointer are not seen. Packs are freed
+ * with the layer or by fx_layer_unpack. Returns FX_ERR_NOMEM when a pack
+ * could not be made (the others are kept; unpacked layers run as before).
+ * fx_layer_num_packed counts the current (valid) packs in l's tree.
+ */
+fx_status fx_layer_prepack(fx_layer *l);
+void fx_layer_unpack(fx_layer *l);
+int fx_layer_num_packed(const fx_layer *l);
+
 /* chain: applies the layers in order; takes ownership. */
 fx_layer *fx_chain_create(const char *name, int n, fx_layer *const *layers);
 

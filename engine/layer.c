@@ -2,6 +2,7 @@
  * and optional user data. Dense and chain are built from the same pieces a
  * user's custom layer uses. */
 #include "internal.h"
+#include "kern_packed.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -284,12 +285,89 @@ fx_tensor *fx_activate(fx_ctx *ctx, fx_tensor *x, fx_activation act)
 typedef struct {
     fx_activation act;
     fx_tensor *w, *b; /* b NULL without bias */
+    fx_packed *pack;  /* fx_layer_prepack's copy of w and b, or NULL */
 } dense_data;
 
+static void dense_free(void *p)
+{
+    dense_data *d = p;
+    if (d)
+        fx__pack_free(d->pack);
+    free(d);
+}
+
+/* With a pack that is still current and grad mode off (nothing to record),
+ * the product runs on the packed weights with bias and activation fused
+ * (softmax after); otherwise, or when the input does not fit the packed
+ * kernels (fx__linear_packed returns NULL without an error), the plain
+ * path. */
 static fx_tensor *dense_forward(fx_layer *self, fx_ctx *ctx, fx_tensor *x)
 {
     dense_data *d = self->data;
+    if (d->pack && x && !fx_ctx_grad_enabled(ctx)) {
+        bool fuse = fx__pack_fusable(d->act);
+        fx_tensor *y = fx__linear_packed(ctx, x, d->w, d->b, d->pack,
+                                         fuse ? d->act : FX_ACT_NONE);
+        if (y)
+            return fuse ? y : fx_activate(ctx, y, d->act);
+        if (fx_ctx_status(ctx) != FX_OK)
+            return NULL;
+    }
     return fx_activate(ctx, fx_linear(ctx, x, d->w, d->b), d->act);
+}
+
+static void prepack_one(fx_layer *l, fx_status *s, int *n)
+{
+    if (l->forward == dense_forward) {
+        dense_data *d = l->data;
+        fx__pack_free(d->pack);
+        d->pack = NULL;
+        if (d->w->device.type == FX_DEV_CPU && d->w->dtype == FX_F32) {
+            d->pack = fx__pack_create(d->w, d->b);
+            if (!d->pack && *s == FX_OK)
+                *s = FX_ERR_NOMEM;
+            *n += d->pack != NULL;
+        }
+    }
+    for (int i = 0; i < l->nchildren; i++)
+        prepack_one(l->children[i], s, n);
+}
+
+fx_status fx_layer_prepack(fx_layer *l)
+{
+    if (!l)
+        return FX_ERR_ARG;
+    fx_status s = FX_OK;
+    int n = 0;
+    prepack_one(l, &s, &n);
+    return s;
+}
+
+void fx_layer_unpack(fx_layer *l)
+{
+    if (!l)
+        return;
+    if (l->forward == dense_forward) {
+        dense_data *d = l->data;
+        fx__pack_free(d->pack);
+        d->pack = NULL;
+    }
+    for (int i = 0; i < l->nchildren; i++)
+        fx_layer_unpack(l->children[i]);
+}
+
+int fx_layer_num_packed(const fx_layer *l)
+{
+    if (!l)
+        return 0;
+    int n = 0;
+    if (l->forward == dense_forward) {
+        const dense_data *d = l->data;
+        n += fx__pack_valid(d->pack, d->w, d->b);
+    }
+    for (int i = 0; i < l->nchildren; i++)
+        n += fx_layer_num_packed(l->children[i]);
+    return n;
 }
 
 /*
@@ -317,7 +395,7 @@ fx_layer *fx_dense_create(const char *name, int64_t in, int64_t out, const fx_de
         fx_layer_free(l);
         return NULL;
     }
-    fx_layer_set_data(l, d, free);
+    fx_layer_set_data(l, d, dense_free);
     d->act = opts.act;
     d->w = fx_param_create(opts.device, 2, (int64_t[]){ out, in }, kind, a, b, rng);
     if (fx_layer_add_param(l, "weight", d->w) != FX_OK)

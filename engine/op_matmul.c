@@ -1,5 +1,6 @@
 /* op_matmul.c - matmul (batched) and linear: forward, backward, checks. */
 #include "internal.h"
+#include "kern_packed.h"
 
 #include <limits.h>
 
@@ -165,5 +166,29 @@ fx_tensor *fx_linear(fx_ctx *ctx, fx_tensor *x, fx_tensor *w, fx_tensor *b)
     fx_node *n = fx__record(ctx, op, linear_backward, y, nin, (fx_tensor *[]){ x, w, b });
     if (n)
         n->i[0] = R;
+    return y;
+}
+
+fx_tensor *fx__linear_packed(fx_ctx *ctx, fx_tensor *x, const fx_tensor *w, const fx_tensor *b,
+                             const fx_packed *p, fx_activation act)
+{
+    if (!ctx || !x || !p || fx_ctx_grad_enabled(ctx) || ctx->status != FX_OK ||
+        x->dtype != FX_F32 || x->device.type != FX_DEV_CPU || x->ndim < 1 ||
+        x->shape[x->ndim - 1] != p->K || !fx__pack_valid(p, w, b) || !fx__pack_fusable(act))
+        return NULL;
+    int64_t R = p->K ? fx_tensor_numel(x) / p->K : 0;
+    if (!fits_int(R))
+        return NULL;
+    x = fx_contiguous(ctx, x);
+    if (!x)
+        return NULL;
+    int64_t shape[FX_MAX_DIMS];
+    for (int i = 0; i < x->ndim - 1; i++)
+        shape[i] = x->shape[i];
+    shape[x->ndim - 1] = p->N;
+    fx_tensor *y = fx_tensor_new(ctx, FX_F32, x->ndim, shape);
+    if (!y)
+        return NULL;
+    fx__packed_gemm(p, R, (const float *)fx_data(x), p->K, (float *)fx_data(y), p->N, act);
     return y;
 }

@@ -486,8 +486,10 @@ fx_status fx_optim_step(fx_optim *o)
     a.bias_c2 = 1.0 - pow(h->beta2, (double)o->steps);
     for (int i = 0; i < o->nparams; i++) {
         optim_param *e = &o->params[i];
-        if (is_active(e))
+        if (is_active(e)) {
             fx_be(e->p)->optim->step(o->kind, &a, e->p, e->p->grad, e->state[0], e->state[1]);
+            e->p->storage->version++;
+        }
     }
     return FX_OK;
 }

@@ -160,6 +160,7 @@ fx_tensor *fx_tensor_create(fx_device dev, fx_dtype dt, int ndim, const int64_t 
     st->nbytes = nbytes;
     st->device = dev;
     st->owned = true;
+    st->version = 0;
     t->storage = st;
     t->flags = FX_TENSOR_PERSISTENT;
     be->mem->fill(t, 0.0);
@@ -224,6 +225,7 @@ fx_status fx_tensor_copy_from_host(fx_tensor *t, const void *src, size_t nbytes)
         return FX_ERR_SHAPE;
     if (nbytes)
         fx_be(t)->mem->from_host(t, src);
+    t->storage->version++;
     return FX_OK;
 }
 
@@ -235,6 +237,7 @@ fx_status fx_tensor_copy(fx_tensor *dst, const fx_tensor *src)
         return FX_ERR_SHAPE;
     if (dst->dtype != src->dtype)
         return FX_ERR_DTYPE;
+    dst->storage->version++;
     if (dst->device.type == src->device.type && dst->device.index == src->device.index) {
         fx_be(dst)->mem->copy(dst, src, false);
         return FX_OK;
@@ -257,6 +260,7 @@ fx_status fx_tensor_fill(fx_tensor *t, double value)
     if (!fx_tensor_is_contiguous(t))
         return FX_ERR_ARG;
     fx_be(t)->mem->fill(t, value);
+    t->storage->version++;
     return FX_OK;
 }
 
@@ -303,6 +307,7 @@ fx_tensor *fx_tensor_new(fx_ctx *ctx, fx_dtype dt, int ndim, const int64_t *shap
     st->nbytes = nbytes;
     st->device = ctx->dev;
     st->owned = false;
+    st->version = 0;
     t->storage = st;
     return t;
 }

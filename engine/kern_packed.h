@@ -1,0 +1,64 @@
+/*
+ * kern_packed.h - pre-packed weights for inference (engine/cpu/gemm_packed.c).
+ *
+ * A dense layer's weight W [N = out, K = in] is copied once into panels of
+ * FX_PACK_NR output columns: panel p holds, for k = 0..K-1, the FX_PACK_NR
+ * floats W[p*NR + j][k] (zero past N), one cache line pair per k step, which
+ * is exactly the order the register-tiled micro-kernels read. The bias is
+ * padded to whole panels the same way. The layout does not depend on the
+ * instruction set, so any kernel (AVX-512, AVX2, portable) reads any pack.
+ *
+ * A pack is read-only once made: any number of threads may run products
+ * from it at once. It remembers the weight's storage and version
+ * (fx_storage.version) at packing time; fx__packed_valid says whether the
+ * weight has changed since (then the caller falls back to the plain path).
+ */
+#ifndef FX_KERN_PACKED_H
+#define FX_KERN_PACKED_H
+
+#include "internal.h"
+
+#define FX_PACK_NR 32
+
+typedef struct fx_packed {
+    int64_t N, K, np;    /* outputs, inputs, panels (ceil(N / NR)) */
+    float *panels;       /* np * K * NR floats, 64-byte aligned */
+    float *bias;         /* np * NR floats, or NULL without bias */
+    const fx_storage *w_storage, *b_storage; /* what it was packed from */
+    uint64_t w_version, b_version;
+} fx_packed;
+
+/* Packs w [N,K] (f32, contiguous, on the CPU) and bias [N] (or NULL); NULL
+ * on a bad argument or out of memory. */
+fx_packed *fx__pack_create(const fx_tensor *w, const fx_tensor *bias);
+void fx__pack_free(fx_packed *p);
+/* True while w and bias are the tensors it was packed from, unchanged. */
+bool fx__pack_valid(const fx_packed *p, const fx_tensor *w, const fx_tensor *bias);
+
+/*
+ * Y[M,N] = act(X[M,K] W^T + bias), rows lda / ldc floats apart. act is one
+ * of NONE, RELU, LEAKY_RELU (slope 0.01), SIGMOID, TANH, GELU, ELU (alpha 1)
+ * (fx__pack_fusable); bias and activation are applied in the kernel's
+ * epilogue while the tile is in registers (relu) or in L1 (the others).
+ * Splits the panels over fx__num_threads threads for large products.
+ */
+bool fx__pack_fusable(fx_activation act);
+void fx__packed_gemm(const fx_packed *p, int64_t M, const float *X, int64_t lda, float *Y,
+                     int64_t ldc, fx_activation act);
+
+/*
+ * The forward of linear + act on a pack of (w, b), for grad mode off: y is a
+ * new arena tensor. NULL without an error when the pack does not apply
+ * (stale, x not f32 on the CPU, features that differ): the caller then takes
+ * the plain path; NULL with an error recorded on failure.
+ */
+fx_tensor *fx__linear_packed(fx_ctx *ctx, fx_tensor *x, const fx_tensor *w, const fx_tensor *b,
+                             const fx_packed *p, fx_activation act);
+
+/* For tests: 1 forces the portable kernel, 2 AVX2, 3 AVX-512 (each only when
+ * the CPU has it, else the best below); 0 (default) picks the best. The
+ * name of the kernel a product would use now: "avx512", "avx2", "portable". */
+extern int fx__packed_isa;
+const char *fx__packed_kernel_name(void);
+
+#endif
