@@ -619,6 +619,8 @@ int fxg_load_weights(fxg_graph *g, const void *buf, size_t len, char *err, size_
         return fxu_fail(err, errlen, s == FX_ERR_NOMEM ? FXS_RESOURCE_EXHAUSTED : FXS_INVALID_ARGUMENT,
                         "weights: %s", msg);
     int rc = check_weights(g, &in, err, errlen);
+    if (!rc)
+        fxg_unpack(g); /* the packs would be stale */
     for (int i = 0; !rc && i < g->params.count; i++) {
         const fx_tensor *src = fx_params_find(&in, g->params.items[i].name);
         if (fx_tensor_copy(g->params.items[i].tensor, src) != FX_OK)
@@ -651,6 +653,7 @@ int fxg_to_device(fxg_graph *g, fx_device dev, char *err, size_t errlen)
     if (!fx_device_available(dev))
         return fxu_fail(err, errlen, FXS_FAILED_PRECONDITION, "device %s is not available", name);
     fx_device from = g->device;
+    fxg_unpack(g); /* packs are of the host copies */
     for (int i = 0; i < g->params.count; i++) {
         fx_status s = fx_tensor_move_to_device(g->params.items[i].tensor, dev);
         if (s == FX_OK)
@@ -668,6 +671,23 @@ int fxg_to_device(fxg_graph *g, fx_device dev, char *err, size_t errlen)
     }
     g->device = dev;
     return 0;
+}
+
+int fxg_prepack(fxg_graph *g)
+{
+    int n = 0;
+    for (int i = 0; g && i < g->nnodes; i++)
+        if (g->nodes[i].layer) {
+            fx_layer_prepack(g->nodes[i].layer); /* a layer left unpacked runs as before */
+            n += fx_layer_num_packed(g->nodes[i].layer);
+        }
+    return n;
+}
+
+void fxg_unpack(fxg_graph *g)
+{
+    for (int i = 0; g && i < g->nnodes; i++)
+        fx_layer_unpack(g->nodes[i].layer);
 }
 
 fx_device fxg_device(const fxg_graph *g)

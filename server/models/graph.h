@@ -77,6 +77,18 @@ bool fxg_param_trainable(const fxg_graph *g, int i);
  * has nothing to accumulate into (the graph is then inference-only). */
 void fxg_drop_grads(fxg_graph *g);
 
+/* For a graph that serves: packs the weights of its dense layers (on the
+ * CPU) once into the engine's kernel layout (fx_layer_prepack), so that
+ * forwards with grad mode off stream them instead of re-packing on every
+ * call. Returns the number of layers packed (0 when there is nothing to
+ * pack, e.g. on a GPU); a layer that could not be packed (out of memory)
+ * runs the plain path. Packs are read-only (forwards on several threads
+ * share them) and are dropped by fxg_load_weights and fxg_to_device (a
+ * weight changed any other way through the engine's API makes its pack
+ * stale, and stale packs are never used). Not while the graph is in use. */
+int fxg_prepack(fxg_graph *g);
+void fxg_unpack(fxg_graph *g);
+
 /* The trainable ones only (for an optimizer). */
 const fx_params *fxg_trainable_params(const fxg_graph *g);
 int64_t fxg_num_trainable(const fxg_graph *g); /* trainable scalars */

@@ -110,6 +110,8 @@ static int served_from_graph(fxsv_serving *sv, const char *name, int64_t version
     rc = fxsv_cfg_load(sv->st, name, &cfg, err, errlen);
     if (!rc)
         rc = place(sv, name, g, &cfg, err, errlen);
+    if (!rc)
+        fxg_prepack(g); /* dense weights packed once per served version (CPU) */
     if (!rc && (rc = fxb_create(g, &cfg, record_batch, m, &m->b, berr, sizeof berr))) {
         snprintf(err, errlen, "model '%s': batching settings: %s", name, berr);
         if (rc == FXS_INVALID_ARGUMENT) /* stored settings that do not fit */
