@@ -212,12 +212,10 @@ typedef struct {
 static pk_kernel pick(void)
 {
 #ifdef PK_HAVE_X86
-    static int avx512 = -1, avx2 = -1;
-    if (avx512 < 0) {
-        __builtin_cpu_init();
-        avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-        avx512 = __builtin_cpu_supports("avx512f");
-    }
+    /* a load and a bit test each (libgcc fills the model at start-up);
+     * no cache of our own, so no data race between serving threads */
+    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    bool avx512 = __builtin_cpu_supports("avx512f");
     if (avx512 && (fx__packed_isa == 0 || fx__packed_isa >= 3))
         return (pk_kernel){ pk_avx512, 12, 32, "avx512" };
     if (avx2 && fx__packed_isa != 1)
