@@ -208,6 +208,16 @@ static void test_layer(void **state)
         assert_int_equal(fx_layer_num_packed(net), 3);
         float *packed = forward(net, ctx, x, false, &n);
         expect_close(packed, plain, n);
+        { /* no rows: an empty result, as unpacked */
+            fx_ctx_reset(ctx);
+            fx_ctx_set_grad(ctx, false);
+            fx_tensor *x0 = fx_zeros(ctx, FX_F32, 2, TU_SHAPE(0, 37));
+            fx_tensor *y0 = fx_layer_forward(net, ctx, x0);
+            assert_non_null(y0);
+            assert_int_equal(y0->ndim, 2);
+            assert_int_equal(y0->shape[0], 0);
+            assert_int_equal(y0->shape[1], 9);
+        }
         /* grad mode on: the plain path, bit for bit, and it trains */
         float *g = forward(net, ctx, x, true, &n);
         assert_memory_equal(g, plain_grad, (size_t)n * sizeof(float));
