@@ -468,6 +468,28 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* Writes net's parameters as safetensors, plus "check.input" (x) and
+ * "check.output" (net's no-grad forward of x) so a peer that loads the
+ * weights can prove it computes the same function. */
+static void save_weights(fx_layer *net, fx_ctx *ctx, fx_tensor *x, const char *path)
+{
+    fx_params params;
+    fx_params_init(&params);
+    char err[256] = "";
+    fx_tensor *y = fx_layer_forward(net, ctx, x);
+    fx_tensor *out = y ? fx_tensor_create(fx_cpu(), FX_F32, y->ndim, y->shape) : NULL;
+    if (!out || fx_tensor_copy(out, y) != FX_OK)
+        die("forward: %s", y ? "cannot copy the output" : fx_ctx_error(ctx));
+    fx_ctx_reset(ctx);
+    if (fx_layer_collect_params(net, &params) != FX_OK ||
+        fx_params_add(&params, "check.input", x) != FX_OK ||
+        fx_params_add(&params, "check.output", out) != FX_OK ||
+        fx_safetensors_save(path, &params, 0, NULL, NULL, err, sizeof err) != FX_OK)
+        die("forward: cannot save the weights to %s: %s", path, err);
+    fx_params_clear(&params);
+    fx_tensor_free(out);
+}
+
 static int cmd_forward(int argc, char **argv)
 {
     const char *model = NULL, *save = NULL;
@@ -521,15 +543,6 @@ static int cmd_forward(int argc, char **argv)
     fx_layer *net = rng ? m->build(rng) : NULL;
     if (!rng || !ctx || !net)
         die("could not build model %s", m->name);
-    if (save) {
-        fx_params params;
-        fx_params_init(&params);
-        char err[256] = "";
-        if (fx_layer_collect_params(net, &params) != FX_OK ||
-            fx_safetensors_save(save, &params, 0, NULL, NULL, err, sizeof err) != FX_OK)
-            die("forward: cannot save the weights to %s: %s", save, err);
-        fx_params_clear(&params);
-    }
     if (prepack && fx_layer_prepack(net) != FX_OK)
         die("forward: fx_layer_prepack failed on model %s", m->name);
     fx_ctx_set_grad(ctx, false);
@@ -558,6 +571,8 @@ static int cmd_forward(int argc, char **argv)
         if (!xs[p] || fx_tensor_copy_from_host(xs[p], hx, (size_t)nx * 4) != FX_OK)
             die("could not make the input pool");
     }
+    if (save)
+        save_weights(net, ctx, xs[0], save);
     double sum = 0, c0 = 0, t_all = 0;
     for (int r = 0; r < warmup + reps; r++) {
         if (r == warmup) {

@@ -113,7 +113,7 @@ bench_machine() {
     local model
     model=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)
     [ -n "$model" ] || model=$(sed -n 's/^model name[^:]*: *//p' /proc/cpuinfo | head -n 1)
-    echo "CPU: ${model:-unknown}, $(nproc) CPUs; ISA: $(bench_isa); load average $(bench_load)"
+    echo "CPU: ${model:-unknown}, $(getconf _NPROCESSORS_ONLN) CPUs; ISA: $(bench_isa); load average $(bench_load)"
 }
 
 # OpenBLAS 0.3.21 takes some newer Xeons for a "Prescott": give every

@@ -53,10 +53,12 @@ else
     echo "venv.sh: $VENV already has every package"
 fi
 "$VPY" - <<'PY'
-import importlib
+import importlib, importlib.metadata
 for m in ("torch", "numpy", "onnx", "onnxruntime", "pytriton", "tritonclient"):
     try:
-        v = getattr(importlib.import_module(m), "__version__", "?")
+        importlib.import_module(m)
+        v = importlib.metadata.version({"pytriton": "nvidia-pytriton",
+                                        "tritonclient.grpc": "tritonclient"}.get(m, m))
     except Exception as e:  # reported, not fatal: serve_table skips Triton
         v = "MISSING (%s)" % type(e).__name__
     print("venv.sh: %-12s %s" % (m, v))
