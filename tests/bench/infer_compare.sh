@@ -84,7 +84,8 @@ print()
 print("1 thread each (fluxion --threads 1, OPENBLAS_NUM_THREADS=1; ORT intra_op 1, sequential)%s; "
       "medians of %d interleaved runs of per-forward medians; same weights (ORT output vs "
       "fluxion's: max abs diff %.1e); torch %s exported opset 17, onnxruntime %s; "
-      "load average before %s, after %s."
+      "load average before %s, after %s. ORT's times include the Python call of "
+      "InferenceSession.run (a few us; it matters at batch 1 only)."
       % (pre, n, c["max_abs_diff_ort_vs_fluxion"], c["torch"], c["onnxruntime"],
          sys.argv[2], sys.argv[3]))
 PY
