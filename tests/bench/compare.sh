@@ -29,7 +29,7 @@
 #
 # Environment: REPS (default 3), MODELS (default "logreg mlp cnn lstm"),
 # THREADS (default "1 2"), PYTHON (default: the venv's python), STEPS /
-# WARMUP (passed through when set), IDLE_WAIT / IDLE_PCT / LOAD_MAX /
+# WARMUP (passed through when set), RUN_TIMEOUT, IDLE_WAIT / IDLE_PCT / LOAD_MAX /
 # LOAD_WAIT (lib.sh). The raw JSON lines go to stderr.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

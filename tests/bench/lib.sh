@@ -10,15 +10,17 @@
 #                             (IDLE_PCT percent idle over half a second, from
 #                             /proc/stat) or IDLE_WAIT seconds passed
 #   bench_interleave N CMD_A -- CMD_B
-#                             runs A B A B ... N times each, each after
-#                             bench_wait_idle; stdout of both appended to $BENCH_RAW
+#                             runs A B A B ... N times each, each through
+#                             bench_run (idle wait, RUN_TIMEOUT, stdout
+#                             appended to $BENCH_RAW)
 #   bench_median              medians of the numbers on stdin (one a line)
 #   bench_machine             one line: CPU model, cores, ISA (AVX-512, AMX,
 #                             AVX512-BF16, AVX2), load average
 #   bench_load                the load average now (1, 5, 15 minutes)
 #
 # Environment: LOAD_MAX (default 0.5), LOAD_WAIT (default 300), IDLE_PCT
-# (default 90), IDLE_WAIT (default 120; 0 disables both waits), BENCH_VENV
+# (default 90), IDLE_WAIT (default 120; 0 disables both waits), RUN_TIMEOUT
+# (default 900 s per run), BENCH_VENV
 # (default build/bench-venv), PYTHON (overrides the venv's python).
 # The load average trails by a minute (a run just finished keeps it near 1
 # on 2 cores), so between the runs of a table the instantaneous idle share
@@ -78,6 +80,23 @@ bench_wait_idle() {
     done
 }
 
+# bench_run CMD...: after bench_wait_idle, runs CMD with at most RUN_TIMEOUT
+# seconds (default 900), its stdout appended to $BENCH_RAW (and stderr); a
+# run that fails or overruns is reported and left out of the medians (on a
+# loaded machine a 2-thread OpenMP run can crawl: every parallel region
+# waits for the thread that was descheduled).
+bench_run() {
+    bench_wait_idle "${1##*/}"
+    local rc=0
+    timeout "${RUN_TIMEOUT:-900}" "$@" >"$BENCH_RAW.one" || rc=$?
+    tee -a "$BENCH_RAW" <"$BENCH_RAW.one" >&2
+    rm -f "$BENCH_RAW.one"
+    if [ "$rc" != 0 ]; then
+        echo "${1##*/}: $* failed or ran past RUN_TIMEOUT (status $rc); left out" >&2
+    fi
+    return 0
+}
+
 # bench_interleave N A... -- B...: A B A B ..., N pairs; output to $BENCH_RAW.
 bench_interleave() {
     local n=$1 i=0; shift
@@ -87,10 +106,8 @@ bench_interleave() {
         if [ "$in_b" = 0 ]; then a+=("$x"); else b+=("$x"); fi
     done
     while [ "$i" -lt "$n" ]; do
-        bench_wait_idle "${a[0]##*/}"
-        "${a[@]}" | tee -a "$BENCH_RAW" >&2
-        bench_wait_idle "${b[0]##*/}"
-        "${b[@]}" | tee -a "$BENCH_RAW" >&2
+        bench_run "${a[@]}"
+        bench_run "${b[@]}"
         i=$((i + 1))
     done
 }
