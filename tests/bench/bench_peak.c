@@ -41,8 +41,8 @@ static double mono_s(void)
 __attribute__((target("avx512f"), noipa)) static float fma_loop_avx512(long iters)
 {
     __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
-    __m512 c0 = _mm512_set1_ps(0.f), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
-           c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0;
+    __m512 c0 = _mm512_set1_ps(0.f), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0,
+           c8 = c0, c9 = c0, c10 = c0, c11 = c0;
     /* opaque to the compiler: twelve chains it cannot merge into one */
     __asm__("" : "+v"(c0), "+v"(c1), "+v"(c2), "+v"(c3), "+v"(c4), "+v"(c5));
     __asm__("" : "+v"(c6), "+v"(c7), "+v"(c8), "+v"(c9), "+v"(c10), "+v"(c11));
@@ -69,8 +69,8 @@ __attribute__((target("avx512f"), noipa)) static float fma_loop_avx512(long iter
 __attribute__((target("avx2,fma"), noipa)) static float fma_loop_avx2(long iters)
 {
     __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
-    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0,
-           c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0;
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0,
+           c8 = c0, c9 = c0, c10 = c0, c11 = c0;
     __asm__("" : "+x"(c0), "+x"(c1), "+x"(c2), "+x"(c3), "+x"(c4), "+x"(c5));
     __asm__("" : "+x"(c6), "+x"(c7), "+x"(c8), "+x"(c9), "+x"(c10), "+x"(c11));
     for (long i = 0; i < iters; i++) {
@@ -146,7 +146,8 @@ int cmd_peak(int argc, char **argv)
         return 2;
     }
     if ((use512 && !has512) || (!use512 && !has2)) {
-        fprintf(stderr, "fluxion-bench peak: this CPU lacks %s\n", use512 ? "AVX-512F" : "AVX2+FMA");
+        fprintf(stderr, "fluxion-bench peak: this CPU lacks %s\n",
+                use512 ? "AVX-512F" : "AVX2+FMA");
         return 1;
     }
     int lanes = use512 ? 16 : 8;

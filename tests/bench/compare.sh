@@ -72,6 +72,7 @@ while [ "$r" -lt "$reps" ]; do
     "$bench" peak | tee -a "$BENCH_RAW" >&2
     for t in $threads; do
         for shape in "128 512 784" "128 256 512" "128 10 256"; do
+            # shellcheck disable=SC2086
             set -- $shape
             bench_wait_idle compare.sh
             "$bench" sgemm --m "$1" --n "$2" --k "$3" --threads "$t" | tee -a "$BENCH_RAW" >&2
@@ -84,7 +85,7 @@ core=$(OPENBLAS_VERBOSE=2 "$bench" sgemm --reps 1 2>&1 | sed -n 's/^Core: *//p' 
 torch_blas=$("$py" -c 'import torch; c = torch.__config__.show()
 print(torch.__version__, "MKL" if torch.backends.mkl.is_available() else "no MKL",
       "oneDNN" if torch.backends.mkldnn.is_available() else "no oneDNN")' 2>/dev/null || echo '?')
-echo "$(bench_machine)"
+bench_machine
 echo
 "$py" - "$BENCH_RAW" "$load_before" "$(bench_load)" "${core:-unknown}" "$torch_blas" <<'EOF'
 import json, statistics, sys

@@ -54,7 +54,7 @@ for b in $batches; do
         "$py" "$here/onnx_bench.py" forward --onnx "$work/mlp.onnx" --batch "$b" --reps "$fwd_reps"
 done
 
-echo "$(bench_machine)"
+bench_machine
 echo
 "$py" - "$BENCH_RAW" "$load_before" "$(bench_load)" "$check" <<'PY'
 import json, statistics, sys

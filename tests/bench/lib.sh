@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # lib.sh - helpers shared by the benchmark scripts (sourced, bash).
 #
 #   . "$(dirname "$0")/lib.sh"

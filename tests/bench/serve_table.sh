@@ -169,8 +169,7 @@ triton_start() {
         --http-port $((TRITON_PORT - 1)) --allow-metrics false \
         >"$work/triton/log" 2>&1 &
     triton=$!
-    local i
-    for i in $(seq 120); do
+    for _ in $(seq 120); do
         grep -q 'Started GRPCInferenceService' "$work/triton/log" 2>/dev/null && return 0
         kill -0 "$triton" 2>/dev/null || break
         sleep 0.5
@@ -188,7 +187,7 @@ triton_setup && use_triton=1
 
 bench_wait_load serve_table.sh
 load_before=$(bench_load)
-for rep in $(seq "$REPS"); do
+for _ in $(seq "$REPS"); do
     for c in $CONCURRENCY; do
         for b in on off; do
             run fluxiond "$addr" mlp "$b" "$c"
