@@ -4,6 +4,9 @@
  *     fluxion-bench train --model M [--threads N] [--steps S] [--warmup W]
  *                         [--device cpu|cuda:N] [--batch B]
  *     fluxion-bench sgemm [--m M] [--n N] [--k K] [--threads N] [--reps R]
+ *     fluxion-bench forward --model M [--batch B] [--threads N] [--reps R]
+ *                           [--warmup W] [--prepack] [--save-weights FILE]
+ *     fluxion-bench peak [--isa auto|avx512|avx2] (bench_peak.c)
  *     fluxion-bench serve --server ADDR --model M ... (bench_serve.c)
  *
  * train runs the step loop a user writes (forward, fx_backward,
@@ -28,6 +31,15 @@
  * Models are rows of a table (name, builder, batch, input shape, classes,
  * optimizer, learning rate, matmul flop count): adding one (cnn, lstm) is a
  * builder function and a row.
+ *
+ * forward times the inference path a server takes: the model in no-grad,
+ * evaluation mode, one fx_layer_forward per call on a batch of B samples,
+ * fx_ctx_reset after each; it prints the median (and p10/p90) time per
+ * forward in microseconds. --prepack packs the weights once first through
+ * the engine's prepack API (FX_HAVE_PREPACK, from the dense work of issue
+ * 17); a build without it says so and exits 2. --save-weights writes the
+ * model's parameters as safetensors (names "mlp.fc1.weight", w [out,in]),
+ * so tests/bench/onnx_bench.py times ONNX Runtime on the same weights.
  *
  * sgemm times OpenBLAS's C = A B (through the engine's fx_matmul in no-grad
  * mode, which is one cblas_sgemm call) and prints GFLOP/s, to compare a
@@ -101,6 +113,9 @@ static void usage(FILE *f)
             "usage: fluxion-bench train --model M [--threads N] [--steps S] [--warmup W]\n"
             "                           [--device cpu|cuda:N] [--batch B] [--tf32]\n"
             "       fluxion-bench sgemm [--m M] [--n N] [--k K] [--threads N] [--reps R]\n"
+            "       fluxion-bench forward --model M [--batch B] [--threads N] [--reps R] [--warmup W]\n"
+            "                             [--prepack] [--save-weights FILE]\n"
+            "       fluxion-bench peak [--isa auto|avx512|avx2] [--seconds S]\n"
             "       fluxion-bench serve --server ADDR --model M [--concurrency C] [--duration S]\n"
             "                           [--rate R] [--input FILE.json] [--raw]\n"
             "\n"
@@ -119,6 +134,12 @@ static void usage(FILE *f)
             "                   there; the timed loop ends with a device sync\n"
             "       --batch B   samples per step (default: per model)\n"
             "       --tf32      allow TF32 tensor cores in f32 products (CUDA; default off)\n"
+            "forward: times one no-grad forward (inference) of the model at batch B\n"
+            "       (default 8) and prints median/p10/p90 microseconds as JSON; reps default\n"
+            "       2000, warmup 200. --prepack: pack the weights once first (engine prepack\n"
+            "       API; refused when this build lacks it). --save-weights FILE: write the\n"
+            "       parameters as safetensors (for tests/bench/onnx_bench.py).\n"
+            "peak:  one core's fp32 FMA peak GFLOP/s (independent AVX-512/AVX2 FMAs).\n"
             "--threads N  threads for OpenBLAS and the engine (default 1)\n"
             "Exit status: 0 ok, 1 engine error, 2 bad command line.\n",
             POOL);
@@ -431,13 +452,169 @@ static int cmd_sgemm(int argc, char **argv)
     return 0;
 }
 
+/* -------------------------------------------------------------- forward */
+
+/* The engine's prepack API (issue 17, branch h/dense): packs a layer tree's
+ * dense/conv weights once for inference. fluxion.h defines FX_HAVE_PREPACK
+ * when it declares fx_layer_prepack; before that lands, a weak reference
+ * keeps this file compiling and --prepack is refused at run time. */
+#ifndef FX_HAVE_PREPACK
+fx_status fx_layer_prepack(fx_layer *l) __attribute__((weak));
+#endif
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Writes net's parameters as safetensors, plus "check.input" (x) and
+ * "check.output" (net's no-grad forward of x) so a peer that loads the
+ * weights can prove it computes the same function. */
+static void save_weights(fx_layer *net, fx_ctx *ctx, fx_tensor *x, const char *path)
+{
+    fx_params params;
+    fx_params_init(&params);
+    char err[256] = "";
+    fx_tensor *y = fx_layer_forward(net, ctx, x);
+    fx_tensor *out = y ? fx_tensor_create(fx_cpu(), FX_F32, y->ndim, y->shape) : NULL;
+    if (!out || fx_tensor_copy(out, y) != FX_OK)
+        die("forward: %s", y ? "cannot copy the output" : fx_ctx_error(ctx));
+    fx_ctx_reset(ctx);
+    if (fx_layer_collect_params(net, &params) != FX_OK ||
+        fx_params_add(&params, "check.input", x) != FX_OK ||
+        fx_params_add(&params, "check.output", out) != FX_OK ||
+        fx_safetensors_save(path, &params, 0, NULL, NULL, err, sizeof err) != FX_OK)
+        die("forward: cannot save the weights to %s: %s", path, err);
+    fx_params_clear(&params);
+    fx_tensor_free(out);
+}
+
+static int cmd_forward(int argc, char **argv)
+{
+    const char *model = NULL, *save = NULL;
+    int threads = 1, reps = 2000, warmup = 200, batch = 8;
+    bool prepack = false;
+    for (int i = 0; i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+            usage(stdout);
+            exit(0);
+        }
+        if (!strcmp(f, "--prepack")) {
+            prepack = true;
+            continue;
+        }
+        if (strcmp(f, "--model") && strcmp(f, "--threads") && strcmp(f, "--reps") &&
+            strcmp(f, "--warmup") && strcmp(f, "--batch") && strcmp(f, "--save-weights"))
+            die_usage("forward: unknown option '%s'", f);
+        if (i + 1 >= argc)
+            die_usage("forward: %s needs a value", f);
+        const char *v = argv[++i];
+        if (!strcmp(f, "--model"))
+            model = v;
+        else if (!strcmp(f, "--save-weights"))
+            save = v;
+        else if (!strcmp(f, "--threads"))
+            threads = (int)parse_int(f, v, 1, 1024);
+        else if (!strcmp(f, "--batch"))
+            batch = (int)parse_int(f, v, 1, 1 << 16);
+        else if (!strcmp(f, "--reps"))
+            reps = (int)parse_int(f, v, 1, 100000000);
+        else
+            warmup = (int)parse_int(f, v, 0, 100000000);
+    }
+    if (!model)
+        die_usage("forward: --model is required (logreg, mlp, cnn, lstm)");
+    const bench_model *m = NULL;
+    for (int i = 0; i < NMODELS; i++)
+        if (!strcmp(MODELS[i].name, model))
+            m = &MODELS[i];
+    if (!m)
+        die_usage("forward: unknown model '%s' (logreg, mlp, cnn, lstm)", model);
+#ifndef FX_HAVE_PREPACK
+    if (prepack && !fx_layer_prepack)
+        die_usage("forward: --prepack needs the engine's prepack API (fx_layer_prepack), "
+                  "which this build lacks");
+#endif
+    fx_set_num_threads(threads);
+    fx_rng *rng = fx_rng_create(1234);
+    fx_ctx *ctx = fx_ctx_create(fx_cpu());
+    fx_layer *net = rng ? m->build(rng) : NULL;
+    if (!rng || !ctx || !net)
+        die("could not build model %s", m->name);
+    if (prepack && fx_layer_prepack(net) != FX_OK)
+        die("forward: fx_layer_prepack failed on model %s", m->name);
+    fx_ctx_set_grad(ctx, false);
+    fx_ctx_set_training(ctx, false);
+
+    int64_t xshape[FX_MAX_DIMS] = { batch };
+    int64_t per_sample = 1;
+    for (int d = 0; d < m->in_ndim; d++)
+        per_sample *= xshape[d + 1] = m->in_shape[d];
+    int64_t nx = batch * per_sample;
+    float *hx = malloc((size_t)nx * sizeof *hx);
+    double *us = malloc((size_t)reps * sizeof *us);
+    fx_tensor *xs[POOL];
+    if (!hx || !us)
+        die("out of memory");
+    for (int p = 0; p < POOL; p++) {
+        for (int64_t i = 0; i < nx; i++) {
+            if (m->in_dtype == FX_I32) {
+                int32_t tok = (int32_t)(fx_rng_u64(rng) % (uint64_t)m->vocab);
+                memcpy(&hx[i], &tok, sizeof tok);
+            } else {
+                hx[i] = (float)fx_rng_normal(rng);
+            }
+        }
+        xs[p] = fx_tensor_create(fx_cpu(), m->in_dtype, m->in_ndim + 1, xshape);
+        if (!xs[p] || fx_tensor_copy_from_host(xs[p], hx, (size_t)nx * 4) != FX_OK)
+            die("could not make the input pool");
+    }
+    if (save)
+        save_weights(net, ctx, xs[0], save);
+    double sum = 0, c0 = 0, t_all = 0;
+    for (int r = 0; r < warmup + reps; r++) {
+        if (r == warmup) {
+            c0 = cpu_s();
+            t_all = now_s();
+        }
+        double t = now_s();
+        fx_tensor *out = fx_layer_forward(net, ctx, xs[r % POOL]);
+        if (!out)
+            die("forward: %s", fx_ctx_error(ctx));
+        fx_ctx_reset(ctx);
+        double dt = now_s() - t;
+        if (r >= warmup) {
+            us[r - warmup] = dt * 1e6;
+            sum += dt * 1e6;
+        }
+    }
+    double cpu = (cpu_s() - c0) / (now_s() - t_all);
+    qsort(us, (size_t)reps, sizeof *us, cmp_double);
+    printf("{\"bench\":\"forward\",\"impl\":\"fluxion\",\"model\":\"%s\",\"batch\":%d,"
+           "\"threads\":%d,\"prepack\":%s,\"reps\":%d,\"median_us\":%.2f,\"p10_us\":%.2f,"
+           "\"p90_us\":%.2f,\"mean_us\":%.2f,\"samples_per_s\":%.1f,\"cpu_util\":%.2f}\n",
+           m->name, batch, threads, prepack ? "true" : "false", reps, us[reps / 2],
+           us[reps / 10], us[reps * 9 / 10], sum / reps, batch * 1e6 / us[reps / 2], cpu);
+    for (int p = 0; p < POOL; p++)
+        fx_tensor_free(xs[p]);
+    free(hx);
+    free(us);
+    fx_layer_free(net);
+    fx_ctx_free(ctx);
+    fx_rng_free(rng);
+    return 0;
+}
+
+int cmd_peak(int argc, char **argv);  /* bench_peak.c: one core's FMA peak */
 int cmd_serve(int argc, char **argv); /* bench_serve.c: a ModelInfer load generator */
 
 int main(int argc, char **argv)
 {
     fx_blas_reexec_if_misdetected(argv);
     if (argc < 2)
-        die_usage("missing command (train or sgemm)");
+        die_usage("missing command (train, sgemm, forward, peak or serve)");
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(stdout);
         return 0;
@@ -446,7 +623,11 @@ int main(int argc, char **argv)
         return cmd_train(argc - 2, argv + 2);
     if (!strcmp(argv[1], "sgemm"))
         return cmd_sgemm(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "forward"))
+        return cmd_forward(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "peak"))
+        return cmd_peak(argc - 2, argv + 2);
     if (!strcmp(argv[1], "serve"))
         return cmd_serve(argc - 2, argv + 2);
-    die_usage("unknown command '%s' (train, sgemm or serve)", argv[1]);
+    die_usage("unknown command '%s' (train, sgemm, forward, peak or serve)", argv[1]);
 }

@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """torch_bench.py - the fluxion-bench training models in PyTorch.
 
     torch_bench.py train --model M [--threads N] [--steps S] [--warmup W]
@@ -7,6 +7,8 @@ Same models, batch sizes, optimizers, learning rates, warmup and timed steps
 as tests/bench/fluxion_bench.c, and the same JSON line with "impl":"torch":
 
     {"model":"mlp","threads":2,"samples_per_s":...,"final_loss":...,"impl":"torch",...}
+
+Runs under torch 1.13 (Debian) and 2.x (PyPI, tests/bench/venv.sh).
 
 The data is a pool of 8 pre-generated batches (inputs N(0,1), random integer
 labels, fixed seed), cycled, so data generation is not timed. The step loop is
