@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "serving/batch_io.h"
+#include "serving/batch_policy.h"
 #include "serving/devices.h"
 #include "base/status.h"
 #include "base/util.h"
@@ -58,9 +59,9 @@ struct fxb_batcher {
     uint32_t n_queued;
     batch *running;
     int64_t reaper_wake;   /* when the reaper plans to look next */
-    uint64_t last_arrival; /* ns */
-    double gap_ns;         /* moving average of the time between arrivals */
     bool stop;
+
+    fxb_waiter waiter;     /* whether a partial batch waits (batch_policy.h) */
 
     fx_device device;      /* the graph's: the instances' contexts run there */
     uint64_t weights_bytes;
@@ -202,11 +203,6 @@ int fxb_submit(fxb_batcher *b, const fxb_request *r, char *err, size_t errlen)
                      "retry later", b->c.max_queue_size);
         return FXS_UNAVAILABLE;
     }
-    if (b->last_arrival) {
-        double gap = (double)(q->received > b->last_arrival ? q->received - b->last_arrival : 0);
-        b->gap_ns += (gap - b->gap_ns) / 8;
-    }
-    b->last_arrival = q->received;
     level *l = &b->lv[q->level];
     q->prev = l->tail;
     if (l->tail)
@@ -215,7 +211,7 @@ int fxb_submit(fxb_batcher *b, const fxb_request *r, char *err, size_t errlen)
         l->head = q;
     l->tail = q;
     b->n_queued++;
-    atomic_fetch_add(&b->pressure, 1);
+    fxb_waiter_arrival(&b->waiter, atomic_fetch_add(&b->pressure, 1) + 1, q->samples);
     atomic_store_explicit(&b->last_active, q->received, memory_order_relaxed);
     if (q->deadline < b->reaper_wake)
         pthread_cond_signal(&b->reaper_cv);
@@ -262,8 +258,10 @@ static int pick(fxb_batcher *b, req **out, int64_t *wait_until)
     req *h = NULL;
     for (uint32_t l = 0; l < b->c.priority_levels && !h; l++)
         h = b->lv[l].head;
-    if (!h)
+    if (!h) {
+        fxb_waiter_end(&b->waiter, fxb_mono_ns()); /* its requests' deadlines passed */
         return 0;
+    }
     int n = 0;
     out[n++] = h;
     int64_t total = h->samples, cap = b->c.max_batch_size;
@@ -282,14 +280,20 @@ static int pick(fxb_batcher *b, req **out, int64_t *wait_until)
     /* a batch of the largest preferred size goes at once, like a full one */
     bool full = !b->c.enabled || h->samples < 0 || total >= cap || total >= top_pref;
     int64_t due = clamp_ns(oldest + b->c.max_queue_delay_us * 1000u);
-    /* Waiting only pays when another request is likely before the delay
-     * ends: when requests come further apart than that (a lone client),
-     * the batch goes at once instead of adding the delay to its latency. */
-    bool expect_more = (double)b->last_arrival + b->gap_ns < (double)due;
-    if (!full && !b->stop && expect_more && (int64_t)fxb_mono_ns() < due) {
+    if (!full && !b->stop && b->c.wait_full_delay && (int64_t)fxb_mono_ns() < due) {
         *wait_until = due;
         return -1;
     }
+    if (!full && !b->stop && !b->c.wait_full_delay) {
+        uint64_t now = fxb_mono_ns(), every = b->c.max_queue_delay_us * 1000u * FXB_PROBE_DELAYS;
+        fxb_situation s = { .samples = total, .room = (top_pref < cap ? top_pref : cap) - total,
+                            .left_ns = due - (int64_t)now, .in_server = atomic_load(&b->pressure),
+                            .now_ns = now,
+                            .probe_every_ns = every > FXB_PROBE_MIN_NS ? every : FXB_PROBE_MIN_NS };
+        if (fxb_waiter_wait(&b->waiter, &s, wait_until))
+            return -1;
+    }
+    fxb_waiter_end(&b->waiter, fxb_mono_ns());
     if (b->c.enabled && b->c.n_preferred && h->samples >= 0 && total < cap) {
         /* send the largest preferred size there is (all when none fits) */
         int64_t best = 0;
@@ -484,6 +488,12 @@ static void run(fxb_batcher *b, instance *in, req **r, int n)
     tm.input_ns = t1 - t0;
     tm.infer_ns = t2 - t1;
     tm.output_ns = fxb_mono_ns() - t2;
+    if (!status) { /* the cost curve (batch_policy.h) */
+        pthread_mutex_lock(&b->mu);
+        fxb_evidence_batch(&b->waiter.ev, (int64_t)tm.batch_size,
+                           tm.input_ns + tm.infer_ns + tm.output_ns);
+        pthread_mutex_unlock(&b->mu);
+    }
     /* Statistics first: the last done call may free what on_batch reports to. */
     if (b->on_batch)
         b->on_batch(b->batch_data, status == 0, &tm);
