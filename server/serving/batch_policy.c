@@ -38,7 +38,10 @@ void fxb_evidence_wait(fxb_evidence *e, uint64_t waited_ns, int64_t joined)
 
 void fxb_evidence_arrival(fxb_evidence *e, int in_server)
 {
-    e->callers *= 1.0 - 1.0 / FXB_CALLER_MEMORY;
+    /* by 1/FXB_CALLER_MEMORY per round of arrivals from every caller, not
+     * per arrival: 64 callers bring 64 arrivals per round, and the peak
+     * comes once per round at most */
+    e->callers *= 1.0 - 1.0 / (FXB_CALLER_MEMORY * (e->callers > 1 ? e->callers : 1));
     if ((double)in_server > e->callers)
         e->callers = in_server;
 }
@@ -111,6 +114,33 @@ fxb_decision fxb_decide(const fxb_evidence *e, const fxb_situation *s)
         }
     }
     return (fxb_decision){ (int64_t)ceil(best_w), false };
+}
+
+int64_t fxb_best_size(const fxb_evidence *e, int64_t total)
+{
+    double whole = fxb_evidence_cost(e, (double)total);
+    if (total < 2 || whole <= 0)
+        return total;
+    double best = whole / (double)total * FXB_TRIM_SHARE;
+    int64_t size = total;
+    for (int64_t m = 1; m < total; m *= 2) {
+        double c = fxb_evidence_cost(e, (double)m) / (double)m;
+        if (c < best) {
+            best = c;
+            size = m;
+        }
+    }
+    return size;
+}
+
+int64_t fxb_waiter_size(fxb_waiter *w, int64_t total, uint64_t now, uint64_t probe_every_ns)
+{
+    int64_t size = fxb_best_size(&w->ev, total);
+    if (size < total && now - w->ev.last_whole_ns >= probe_every_ns)
+        size = total;
+    if (size == total)
+        w->ev.last_whole_ns = now;
+    return size;
 }
 
 void fxb_waiter_arrival(fxb_waiter *w, int in_server, int64_t samples)

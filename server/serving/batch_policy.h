@@ -19,7 +19,8 @@
  *    fraction of waits that gathered any partner (a gauge, not used by the
  *    rule);
  *  - the callers: the peak number of requests in the server at once (queued
- *    or running), decayed over about FXB_CALLER_MEMORY arrivals. A lone
+ *    or running), decayed over about FXB_CALLER_MEMORY rounds of arrivals
+ *    (a round: one arrival per caller). A lone
  *    closed-loop client has exactly one; a batch that holds as many
  *    requests as callers were ever seen at once has nobody left to wait for.
  *
@@ -59,7 +60,7 @@
 #define FXB_COST_BUCKETS 22  /* batch sizes 1, 2, 3-4, ..., up to 2^20 */
 #define FXB_COST_MEMORY 8    /* a bucket's mean weighs a new batch 1/8 */
 #define FXB_WAIT_MEMORY 16   /* waits' sums decay by 1/16 per wait */
-#define FXB_CALLER_MEMORY 64 /* the caller peak decays by 1/64 per arrival */
+#define FXB_CALLER_MEMORY 64 /* the caller peak decays by 1/64 per round */
 #define FXB_PROBE_DELAYS 100 /* a probe at most once per 100 queue delays */
 #define FXB_PROBE_MIN_NS 10000000 /* ... and per 10 ms */
 
@@ -75,6 +76,7 @@ typedef struct {
     double waits, waits_joined, joined, waited_ns;
     uint64_t last_wait_ns; /* when the last wait began; 0: never */
     double callers;        /* the decayed peak of requests in the server */
+    uint64_t last_whole_ns; /* when a batch last ran all it could (untrimmed) */
 } fxb_evidence;
 
 void fxb_evidence_init(fxb_evidence *e);
@@ -107,6 +109,15 @@ typedef struct {
 
 fxb_decision fxb_decide(const fxb_evidence *e, const fxb_situation *s);
 
+/* The size (samples) to run out of total queued ones, from the cost curve:
+ * the size among 1, 2, 4, 8, ... below total whose cost per sample is the
+ * lowest, when it is below FXB_TRIM_SHARE of total's (the rest goes in the
+ * next batch); else total. Where the engine's kernels make a middle size
+ * dearer per sample than a smaller one (a library that packs its operands
+ * from some size up), this runs the cheaper size. */
+#define FXB_TRIM_SHARE 0.8
+int64_t fxb_best_size(const fxb_evidence *e, int64_t total);
+
 /* A batcher's evidence and the wait in progress (from the first decision to
  * wait until a batch goes): when it began, until when the last decision
  * holds, the samples that arrived since it began, the requests since the
@@ -128,6 +139,9 @@ void fxb_waiter_arrival(fxb_waiter *w, int in_server, int64_t samples);
  * decision; else the last decision holds until its time, and a probe holds
  * to the end of the delay. */
 bool fxb_waiter_wait(fxb_waiter *w, const fxb_situation *s, int64_t *until);
+/* The size to run (fxb_best_size), except once per probe_every_ns, when a
+ * batch runs whole so that the cost of its size stays measured. */
+int64_t fxb_waiter_size(fxb_waiter *w, int64_t total, uint64_t now, uint64_t probe_every_ns);
 /* A batch goes (or nothing is left to wait for): the wait in progress, if
  * any, becomes evidence. */
 void fxb_waiter_end(fxb_waiter *w, uint64_t now);

@@ -284,32 +284,37 @@ static int pick(fxb_batcher *b, req **out, int64_t *wait_until)
         *wait_until = due;
         return -1;
     }
+    uint64_t now = fxb_mono_ns(), every = b->c.max_queue_delay_us * 1000u * FXB_PROBE_DELAYS;
+    if (every < FXB_PROBE_MIN_NS)
+        every = FXB_PROBE_MIN_NS;
     if (!full && !b->stop && !b->c.wait_full_delay) {
-        uint64_t now = fxb_mono_ns(), every = b->c.max_queue_delay_us * 1000u * FXB_PROBE_DELAYS;
         fxb_situation s = { .samples = total, .room = (top_pref < cap ? top_pref : cap) - total,
                             .left_ns = due - (int64_t)now, .in_server = atomic_load(&b->pressure),
-                            .now_ns = now,
-                            .probe_every_ns = every > FXB_PROBE_MIN_NS ? every : FXB_PROBE_MIN_NS };
+                            .now_ns = now, .probe_every_ns = every };
         if (fxb_waiter_wait(&b->waiter, &s, wait_until))
             return -1;
     }
-    fxb_waiter_end(&b->waiter, fxb_mono_ns());
+    fxb_waiter_end(&b->waiter, now);
+    /* the size to send: the largest preferred size there is (all when none
+     * fits), or without preferred sizes the cheapest per sample by the cost
+     * curve (batch_policy.h); the rest waits for the next batch */
+    int64_t best = 0;
     if (b->c.enabled && b->c.n_preferred && h->samples >= 0 && total < cap) {
-        /* send the largest preferred size there is (all when none fits) */
-        int64_t best = 0;
         for (int i = 0; i < b->c.n_preferred; i++)
             if (b->c.preferred[i] <= total)
                 best = b->c.preferred[i];
-        if (best >= h->samples) {
-            int64_t sum = 0;
-            int k = 0;
-            for (int i = 0; i < n; i++)
-                if (sum + out[i]->samples <= best) {
-                    sum += out[i]->samples;
-                    out[k++] = out[i];
-                }
-            n = k;
-        }
+    } else if (b->c.enabled && !b->c.n_preferred && !b->c.wait_full_delay && n > 1) {
+        best = fxb_waiter_size(&b->waiter, total, now, every);
+    }
+    if (best >= h->samples && best < total) {
+        int64_t sum = 0;
+        int k = 0;
+        for (int i = 0; i < n; i++)
+            if (sum + out[i]->samples <= best) {
+                sum += out[i]->samples;
+                out[k++] = out[i];
+            }
+        n = k;
     }
     for (int i = 0; i < n; i++) {
         unlink_req(b, out[i]);
