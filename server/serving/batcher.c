@@ -280,14 +280,14 @@ static int pick(fxb_batcher *b, req **out, int64_t *wait_until)
     /* a batch of the largest preferred size goes at once, like a full one */
     bool full = !b->c.enabled || h->samples < 0 || total >= cap || total >= top_pref;
     int64_t due = clamp_ns(oldest + b->c.max_queue_delay_us * 1000u);
-    if (!full && !b->stop && b->c.wait_full_delay && (int64_t)fxb_mono_ns() < due) {
-        *wait_until = due;
-        return -1;
-    }
     uint64_t now = fxb_mono_ns(), every = b->c.max_queue_delay_us * 1000u * FXB_PROBE_DELAYS;
     if (every < FXB_PROBE_MIN_NS)
         every = FXB_PROBE_MIN_NS;
-    if (!full && !b->stop && !b->c.wait_full_delay) {
+    if (!full && !b->stop && b->c.n_preferred && (int64_t)now < due) {
+        *wait_until = due; /* the user's sizes: wait the delay for them */
+        return -1;
+    }
+    if (!full && !b->stop && !b->c.n_preferred) {
         fxb_situation s = { .samples = total, .room = (top_pref < cap ? top_pref : cap) - total,
                             .left_ns = due - (int64_t)now, .in_server = atomic_load(&b->pressure),
                             .now_ns = now, .probe_every_ns = every };
@@ -303,7 +303,7 @@ static int pick(fxb_batcher *b, req **out, int64_t *wait_until)
         for (int i = 0; i < b->c.n_preferred; i++)
             if (b->c.preferred[i] <= total)
                 best = b->c.preferred[i];
-    } else if (b->c.enabled && !b->c.n_preferred && !b->c.wait_full_delay && n > 1) {
+    } else if (b->c.enabled && !b->c.n_preferred && n > 1) {
         best = fxb_waiter_size(&b->waiter, total, now, every);
     }
     if (best >= h->samples && best < total) {

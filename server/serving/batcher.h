@@ -6,11 +6,13 @@
  * An idle instance forms a batch from the oldest request of the highest
  * priority and every queued request that can join it, and runs it when the
  * batch is full (max_batch_size samples, or the largest preferred size),
- * when waiting would not pay (batch_policy.h decides from what the model's
- * earlier waits gathered, how many callers it has, and what its batches
- * cost), or when the oldest request has waited max_queue_delay_us. The
- * batch is one forward pass; each request gets its own rows of every output
- * back.
+ * or when the oldest request has waited max_queue_delay_us, or, without
+ * preferred sizes, when waiting would not pay (batch_policy.h decides from
+ * what the model's earlier waits gathered, how many callers it has, and
+ * what its batches cost; it also picks the batch size). Preferred sizes are
+ * the user's statement of the sizes to run: a batch waits the delay for
+ * them, as Triton's dynamic batcher does. The batch is one forward pass;
+ * each request gets its own rows of every output back.
  *
  * Joining: requests whose inputs agree on every dim but the first are
  * concatenated along dim 0 (a request may carry several samples). Requests
@@ -62,11 +64,6 @@ typedef struct {
      * after a batch gives them back, so one large batch does not keep its
      * memory for the life of the model. */
     uint64_t arena_keep_bytes;
-    /* Not a stored setting either (false by default): every partial batch
-     * waits the whole max_queue_delay_us, as a fixed-delay batcher does,
-     * instead of deciding from evidence whether waiting pays
-     * (batch_policy.h). For tests that need requests held in the queue. */
-    bool wait_full_delay;
 } fxb_config;
 
 #define FXB_DEFAULT_MAX_BATCH 32

@@ -6,7 +6,8 @@
  * (fxg_forward in a context of the test's own), so the expected values do
  * not come from the batcher. How batches form from a held queue is one
  * table (CASES: the settings, the requests, the batches expected; with
- * wait_full_delay, so that timing does not decide what is queued); the
+ * preferred sizes, so that a partial batch waits the delay and timing does
+ * not decide what is queued); the
  * other behaviours (whether a partial batch waits, deadlines, priorities,
  * instances, freeing from a done call, inline runs, memory) have a test each
  * on the same fixture (bt_*). The decision rule alone is test_batch_policy.c. */
@@ -214,6 +215,14 @@ static fxb_config cfg(uint32_t max_batch, uint64_t delay_us)
     return c;
 }
 
+/* Partial batches wait the delay: the only preferred size is the largest
+ * (the requests stay queued, whatever the evidence would decide). */
+static void hold(fxb_config *c)
+{
+    c->preferred[0] = c->max_batch_size;
+    c->n_preferred = 1;
+}
+
 /* A new batcher (and a clear collector) on t's graph. */
 static void bt_batcher(bt *t, const fxb_config *c)
 {
@@ -364,10 +373,11 @@ static void run_case(void **state)
     const batch_case *k = *state;
     fxb_config c = cfg(k->max_batch, k->delay_us);
     c.enabled = !k->off;
-    c.wait_full_delay = true;
     c.pad_variable_dims = k->pad;
     for (int i = 0; i < 2 && k->pref[i]; i++)
         c.preferred[c.n_preferred++] = k->pref[i];
+    if (!c.n_preferred) /* hold: wait the delay for a full batch */
+        c.preferred[c.n_preferred++] = k->max_batch;
     bt t;
     bt_start(&t, k->lstm ? LSTM : MLP, &c);
     for (int i = 0; i < k->n_req; i++) {
@@ -509,7 +519,7 @@ static void test_full_queue_rejects(void **state)
 {
     fxb_config c = cfg(8, 10000000);
     c.max_queue_size = 2;
-    c.wait_full_delay = true; /* held in the queue */
+    hold(&c);
     bt t;
     bt_start(&t, MLP, &c);
     for (int i = 0; i < 3; i++)
@@ -534,7 +544,7 @@ static void test_pressure_counts_requests(void **state)
 {
     fxb_config c = cfg(8, 10000000); /* a batch waits 10 s for a full one */
     c.max_queue_size = 8;
-    c.wait_full_delay = true; /* held in the queue */
+    hold(&c);
     bt t;
     bt_start(&t, MLP, &c);
     assert_int_equal(fxb_pressure(t.b), 0);
@@ -569,7 +579,7 @@ static void test_timeout_while_queued(void **state)
 {
     fxb_config c = cfg(8, 10000000);
     c.timeout_us = 30000;
-    c.wait_full_delay = true; /* held in the queue */
+    hold(&c);
     bt t;
     bt_start(&t, MLP, &c);
     bt_add(&t, mlp_rq(1, 0));
