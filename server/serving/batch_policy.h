@@ -31,11 +31,11 @@
  *  1. others = callers - requests in the server now: the requests that may
  *     still come. 0 => go now (never wait for a partner that cannot exist).
  *  2. Probe: with no wait ever measured, or none for probe_every_ns
- *     (FXB_PROBE_DELAYS delays), wait the whole delay once, so that a
- *     change in load is noticed (a probe that gathers nothing costs one
- *     delay per FXB_PROBE_DELAYS delays: under 1% of a lone client's time,
- *     and a lone client never probes after its first request, since step 1
- *     comes first).
+ *     (FXB_PROBE_DELAYS delays, at least FXB_PROBE_MIN_NS), wait to the
+ *     end of the delay (or until every caller seen is in), so that a change
+ *     in load is noticed: a probe that gathers nothing costs one delay per
+ *     FXB_PROBE_DELAYS delays, under 1%. A lone closed-loop client never
+ *     probes: step 1 comes first.
  *  3. Else, for waits w in (left/4, left/2, left, and the time the expected
  *     partners take to fill the room or to bring every other caller): the
  *     expected samples joining k = min(rate * w, room, others), and the
@@ -49,7 +49,10 @@
  *     decreasing; with one bucket, proportionally: no gain assumed).
  *
  * max_queue_delay_us stays the bound on any wait: left_ns is measured from
- * the oldest request's arrival. Batching never changes results (batch_io.h).
+ * the oldest request's arrival. The curve also picks the size to run
+ * (fxb_best_size). The batcher applies all this only without preferred
+ * batch sizes (with them a partial batch waits the delay for them, as
+ * Triton's does). Batching never changes results (batch_io.h).
  */
 #ifndef FXB_POLICY_H
 #define FXB_POLICY_H
