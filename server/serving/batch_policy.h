@@ -10,8 +10,9 @@
  * keeps, per model (fxb_evidence):
  *
  *  - the cost curve: the decayed mean execution time (inputs merged, forward
- *    pass, outputs copied) of its batches, per batch-size bucket (1, 2,
- *    3-4, 5-8, ...), from the batches it ran;
+ *    pass, outputs copied; on the CPU the thread's CPU time, which load on
+ *    the machine does not inflate) of its batches, per batch-size bucket
+ *    (1, 2, 3-4, 5-8, ...), from the batches it ran;
  *  - what its waits gathered: per wait (from the first decision to wait
  *    until the batch went), how long it lasted and how many samples joined,
  *    exponentially decayed over the last FXB_WAIT_MEMORY waits: the rate at
