@@ -119,11 +119,14 @@ fxb_decision fxb_decide(const fxb_evidence *e, const fxb_situation *s)
 int64_t fxb_best_size(const fxb_evidence *e, int64_t total)
 {
     double whole = fxb_evidence_cost(e, (double)total);
-    if (total < 2 || whole <= 0)
+    /* only on sizes measured more than once: one batch is an anecdote */
+    if (total < 2 || whole <= 0 || e->cost[bucket_of(total)].count < 2)
         return total;
     double best = whole / (double)total * FXB_TRIM_SHARE;
     int64_t size = total;
     for (int64_t m = 1; m < total; m *= 2) {
+        if (e->cost[bucket_of(m)].count < 2)
+            continue;
         double c = fxb_evidence_cost(e, (double)m) / (double)m;
         if (c < best) {
             best = c;

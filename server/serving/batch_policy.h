@@ -116,7 +116,8 @@ fxb_decision fxb_decide(const fxb_evidence *e, const fxb_situation *s);
 /* The size (samples) to run out of total queued ones, from the cost curve:
  * the size among 1, 2, 4, 8, ... below total whose cost per sample is the
  * lowest, when it is below FXB_TRIM_SHARE of total's (the rest goes in the
- * next batch); else total. Where the engine's kernels make a middle size
+ * next batch); else total. Only sizes whose bucket was measured at least
+ * twice count, total's included. Where the engine's kernels make a middle size
  * dearer per sample than a smaller one (a library that packs its operands
  * from some size up), this runs the cheaper size. */
 #define FXB_TRIM_SHARE 0.8

@@ -221,6 +221,8 @@ static void test_best_size(void **state)
     int64_t sizes[] = { 1, 2, 4, 8, 64 };
     uint64_t ns[] = { 38 * US, 40 * US, 200 * US, 260 * US, 1000 * US };
     curve(&e, sizes, ns, 5);
+    assert_int_equal(fxb_best_size(&e, 5), 5); /* each measured once: not enough */
+    curve(&e, sizes, ns, 5);
     assert_int_equal(fxb_best_size(&e, 1), 1);
     assert_int_equal(fxb_best_size(&e, 2), 2);
     assert_int_equal(fxb_best_size(&e, 5), 2);
@@ -229,11 +231,13 @@ static void test_best_size(void **state)
     /* a fixed cost: the whole queue */
     fxb_evidence_init(&e);
     fixed_cost_curve(&e);
+    fixed_cost_curve(&e);
     for (int64_t n = 1; n <= 64; n++)
         assert_int_equal(fxb_best_size(&e, n), n);
     /* trimmed sizes still run whole once per probe interval */
     fxb_waiter w;
     memset(&w, 0, sizeof w);
+    curve(&w.ev, sizes, ns, 5);
     curve(&w.ev, sizes, ns, 5);
     assert_int_equal(fxb_waiter_size(&w, 6, 100 * MS, 20 * MS), 6); /* never whole yet */
     assert_int_equal(fxb_waiter_size(&w, 6, 101 * MS, 20 * MS), 2);
