@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "serving/batch_io.h"
+#include "serving/batch_policy.h"
 #include "serving/devices.h"
 #include "base/status.h"
 #include "base/util.h"
@@ -58,9 +59,9 @@ struct fxb_batcher {
     uint32_t n_queued;
     batch *running;
     int64_t reaper_wake;   /* when the reaper plans to look next */
-    uint64_t last_arrival; /* ns */
-    double gap_ns;         /* moving average of the time between arrivals */
     bool stop;
+
+    fxb_waiter waiter;     /* whether a partial batch waits (batch_policy.h) */
 
     fx_device device;      /* the graph's: the instances' contexts run there */
     uint64_t weights_bytes;
@@ -202,11 +203,6 @@ int fxb_submit(fxb_batcher *b, const fxb_request *r, char *err, size_t errlen)
                      "retry later", b->c.max_queue_size);
         return FXS_UNAVAILABLE;
     }
-    if (b->last_arrival) {
-        double gap = (double)(q->received > b->last_arrival ? q->received - b->last_arrival : 0);
-        b->gap_ns += (gap - b->gap_ns) / 8;
-    }
-    b->last_arrival = q->received;
     level *l = &b->lv[q->level];
     q->prev = l->tail;
     if (l->tail)
@@ -215,7 +211,7 @@ int fxb_submit(fxb_batcher *b, const fxb_request *r, char *err, size_t errlen)
         l->head = q;
     l->tail = q;
     b->n_queued++;
-    atomic_fetch_add(&b->pressure, 1);
+    fxb_waiter_arrival(&b->waiter, atomic_fetch_add(&b->pressure, 1) + 1, q->samples);
     atomic_store_explicit(&b->last_active, q->received, memory_order_relaxed);
     if (q->deadline < b->reaper_wake)
         pthread_cond_signal(&b->reaper_cv);
@@ -262,8 +258,10 @@ static int pick(fxb_batcher *b, req **out, int64_t *wait_until)
     req *h = NULL;
     for (uint32_t l = 0; l < b->c.priority_levels && !h; l++)
         h = b->lv[l].head;
-    if (!h)
+    if (!h) {
+        fxb_waiter_end(&b->waiter, fxb_mono_ns()); /* its requests' deadlines passed */
         return 0;
+    }
     int n = 0;
     out[n++] = h;
     int64_t total = h->samples, cap = b->c.max_batch_size;
@@ -282,30 +280,41 @@ static int pick(fxb_batcher *b, req **out, int64_t *wait_until)
     /* a batch of the largest preferred size goes at once, like a full one */
     bool full = !b->c.enabled || h->samples < 0 || total >= cap || total >= top_pref;
     int64_t due = clamp_ns(oldest + b->c.max_queue_delay_us * 1000u);
-    /* Waiting only pays when another request is likely before the delay
-     * ends: when requests come further apart than that (a lone client),
-     * the batch goes at once instead of adding the delay to its latency. */
-    bool expect_more = (double)b->last_arrival + b->gap_ns < (double)due;
-    if (!full && !b->stop && expect_more && (int64_t)fxb_mono_ns() < due) {
-        *wait_until = due;
+    uint64_t now = fxb_mono_ns(), every = b->c.max_queue_delay_us * 1000u * FXB_PROBE_DELAYS;
+    if (every < FXB_PROBE_MIN_NS)
+        every = FXB_PROBE_MIN_NS;
+    if (!full && !b->stop && b->c.n_preferred && (int64_t)now < due) {
+        *wait_until = due; /* the user's sizes: wait the delay for them */
         return -1;
     }
+    if (!full && !b->stop && !b->c.n_preferred) {
+        fxb_situation s = { .samples = total, .room = (top_pref < cap ? top_pref : cap) - total,
+                            .left_ns = due - (int64_t)now, .in_server = atomic_load(&b->pressure),
+                            .now_ns = now, .probe_every_ns = every };
+        if (fxb_waiter_wait(&b->waiter, &s, wait_until))
+            return -1;
+    }
+    fxb_waiter_end(&b->waiter, now);
+    /* the size to send: the largest preferred size there is (all when none
+     * fits), or without preferred sizes the cheapest per sample by the cost
+     * curve (batch_policy.h); the rest waits for the next batch */
+    int64_t best = 0;
     if (b->c.enabled && b->c.n_preferred && h->samples >= 0 && total < cap) {
-        /* send the largest preferred size there is (all when none fits) */
-        int64_t best = 0;
         for (int i = 0; i < b->c.n_preferred; i++)
             if (b->c.preferred[i] <= total)
                 best = b->c.preferred[i];
-        if (best >= h->samples) {
-            int64_t sum = 0;
-            int k = 0;
-            for (int i = 0; i < n; i++)
-                if (sum + out[i]->samples <= best) {
-                    sum += out[i]->samples;
-                    out[k++] = out[i];
-                }
-            n = k;
-        }
+    } else if (b->c.enabled && !b->c.n_preferred && n > 1) {
+        best = fxb_waiter_size(&b->waiter, total, now, every);
+    }
+    if (best >= h->samples && best < total) {
+        int64_t sum = 0;
+        int k = 0;
+        for (int i = 0; i < n; i++)
+            if (sum + out[i]->samples <= best) {
+                sum += out[i]->samples;
+                out[k++] = out[i];
+            }
+        n = k;
     }
     for (int i = 0; i < n; i++) {
         unlink_req(b, out[i]);
@@ -424,6 +433,13 @@ static void answer(fxb_batcher *b, instance *in, req **r, int n, int status, con
     }
 }
 
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 /* Runs the batch r[0..n): merges the inputs, runs the forward pass, copies
  * the outputs to the host, checks the device and the memory limit, and
  * answers each request (batch_io.h moves the data). */
@@ -432,7 +448,7 @@ static void run(fxb_batcher *b, instance *in, req **r, int n)
     fx_ctx_reset(in->ctx);
     fxb_io *io = &in->io;
     fxb_timing tm = { 0 };
-    uint64_t t0 = fxb_mono_ns();
+    uint64_t t0 = fxb_mono_ns(), cpu0 = thread_cpu_ns();
     char err[512] = "";
     int status = 0;
     for (int j = 0; j < n; j++) {
@@ -484,6 +500,16 @@ static void run(fxb_batcher *b, instance *in, req **r, int n)
     tm.input_ns = t1 - t0;
     tm.infer_ns = t2 - t1;
     tm.output_ns = fxb_mono_ns() - t2;
+    if (!status) { /* the cost curve (batch_policy.h) */
+        /* on the CPU the thread's own time: time preempted by other work
+         * on a loaded machine is not the batch's cost (and would weigh
+         * more on longer batches) */
+        uint64_t cost = b->device.type == FX_DEV_CPU ? thread_cpu_ns() - cpu0
+                                                     : tm.input_ns + tm.infer_ns + tm.output_ns;
+        pthread_mutex_lock(&b->mu);
+        fxb_evidence_batch(&b->waiter.ev, (int64_t)tm.batch_size, cost);
+        pthread_mutex_unlock(&b->mu);
+    }
     /* Statistics first: the last done call may free what on_batch reports to. */
     if (b->on_batch)
         b->on_batch(b->batch_data, status == 0, &tm);

@@ -5,9 +5,14 @@
  * model's execution instances (threads, each with its own engine context).
  * An idle instance forms a batch from the oldest request of the highest
  * priority and every queued request that can join it, and runs it when the
- * batch is full (max_batch_size samples, or the largest preferred size), or
- * when the oldest request has waited max_queue_delay_us. The batch is one
- * forward pass; each request gets its own rows of every output back.
+ * batch is full (max_batch_size samples, or the largest preferred size),
+ * or when the oldest request has waited max_queue_delay_us, or, without
+ * preferred sizes, when waiting would not pay (batch_policy.h decides from
+ * what the model's earlier waits gathered, how many callers it has, and
+ * what its batches cost; it also picks the batch size). Preferred sizes are
+ * the user's statement of the sizes to run: a batch waits the delay for
+ * them, as Triton's dynamic batcher does. The batch is one forward pass;
+ * each request gets its own rows of every output back.
  *
  * Joining: requests whose inputs agree on every dim but the first are
  * concatenated along dim 0 (a request may carry several samples). Requests

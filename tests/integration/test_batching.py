@@ -54,7 +54,10 @@ class BatchingTest(DaemonTest):
     def test_concurrent_requests_are_batched_with_unbatched_results(self):
         c = self.c
         c.create_model("m", mlp_spec(), seed=3)
-        cfg = c.set_serving_config("m", max_batch_size=16, max_queue_delay_us=100000)
+        # preferred sizes: a partial batch waits the delay for them (without,
+        # the batcher decides from evidence: test_batching_evidence.py)
+        cfg = c.set_serving_config("m", max_batch_size=16, max_queue_delay_us=100000,
+                                   preferred_batch_sizes=[16])
         self.assertEqual((cfg.max_batch_size, cfg.max_queue_delay_us, cfg.enabled),
                          (16, 100000, True))
         xs = [randn(i, 1 + i % 3, 4) for i in range(12)]   # 1 to 3 samples each
@@ -78,7 +81,7 @@ class BatchingTest(DaemonTest):
         c = self.c
         c.create_model("seq", SEQ_SPEC, seed=5)
         c.set_serving_config("seq", pad_variable_dims=True, max_batch_size=16,
-                             max_queue_delay_us=100000)
+                             max_queue_delay_us=100000, preferred_batch_sizes=[16])
         reqs = []
         for i, (n, t) in enumerate([(1, 2), (2, 5), (1, 3), (1, 7), (2, 2)]):
             lengths = np.array([max(1, t - k) for k in range(n)], dtype=np.int64)
@@ -97,7 +100,7 @@ class BatchingTest(DaemonTest):
         c = self.c
         c.create_model("q", mlp_spec(), seed=1)
         c.set_serving_config("q", max_queue_size=2, max_batch_size=64,
-                             max_queue_delay_us=1000000)
+                             max_queue_delay_us=1000000, preferred_batch_sizes=[64])
         got = concurrently([lambda i=i: c.infer("q", {"x": randn(i, 1, 4)})["y"]
                             for i in range(4)])
         refused = [e for e in got if isinstance(e, fxtest.FluxionError)]
@@ -111,7 +114,7 @@ class BatchingTest(DaemonTest):
         c = self.c
         c.create_model("t", mlp_spec(), seed=1)
         c.set_serving_config("t", max_batch_size=64, max_queue_delay_us=2000000,
-                             timeout_us=50000)
+                             timeout_us=50000, preferred_batch_sizes=[64])
         self.assertCode(C.DEADLINE_EXCEEDED, c.infer, "t", {"x": randn(1, 1, 4)},
                         contains="deadline")
         # the request's own "timeout" parameter (microseconds), and priority
@@ -182,7 +185,7 @@ class LoadGeneratorTest(DaemonTest):
         self.assertIn("NOT_FOUND", r.stderr)
         self.c.create_model("full", mlp_spec(), seed=1)
         self.c.set_serving_config("full", max_queue_size=1, max_batch_size=64,
-                                  max_queue_delay_us=100000)
+                                  max_queue_delay_us=100000, preferred_batch_sizes=[64])
         out = json.loads(self.bench("--model", "full", "--concurrency", "8").stdout)
         self.assertGreater(out["errors"].get("UNAVAILABLE", 0), 0)
         r = self.bench("--model", "g", "--concurrency", "0")

@@ -9,8 +9,8 @@ served; fluxion_rpc_inflight_bytes returns to 0 after calls finish, fail or
 are cancelled, and fluxion_rpc_limit_rejections_total counts the refusals.
 
 Requests are held in flight deterministically by the batcher: the model's
-max_queue_delay_us is 3 s with a batch size never reached, so an admitted
-ModelInfer stays in flight about 3 s while the others arrive."""
+max_queue_delay_us is 3 s with a (preferred) batch size never reached, so an
+admitted ModelInfer stays in flight about 3 s while the others arrive."""
 import re
 import socket
 import time
@@ -46,7 +46,9 @@ class LimitsTest(unittest.TestCase):
             cls.http_port = int(f.read())
         c = cls.d.client(timeout=60)
         c.create_model("big", fxtest.mlp_spec(n_in=N, hidden=1, n_out=1))
-        c.set_serving_config("big", max_batch_size=1 << 20, max_queue_delay_us=HOLD_US)
+        # preferred sizes: a partial batch waits the delay for them
+        c.set_serving_config("big", max_batch_size=1 << 20, max_queue_delay_us=HOLD_US,
+                             preferred_batch_sizes=[1 << 20])
         cls.admin = fxtest.stubs(fxtest.channel(cls.d.address))
 
     @classmethod

@@ -4,10 +4,13 @@
  * Batches are observed through the per-batch statistics hook; every
  * request's result is compared with the graph run on that request alone
  * (fxg_forward in a context of the test's own), so the expected values do
- * not come from the batcher. How batches form is one table (CASES: the
- * settings, the requests, the batches expected); the other behaviours
- * (deadlines, priorities, instances, freeing from a done call, inline runs,
- * memory) have a test each on the same fixture (bt_*). */
+ * not come from the batcher. How batches form from a held queue is one
+ * table (CASES: the settings, the requests, the batches expected; with
+ * preferred sizes, so that a partial batch waits the delay and timing does
+ * not decide what is queued); the
+ * other behaviours (whether a partial batch waits, deadlines, priorities,
+ * instances, freeing from a done call, inline runs, memory) have a test each
+ * on the same fixture (bt_*). The decision rule alone is test_batch_policy.c. */
 #include "testutil.h"
 
 #include <jansson.h>
@@ -212,6 +215,14 @@ static fxb_config cfg(uint32_t max_batch, uint64_t delay_us)
     return c;
 }
 
+/* Partial batches wait the delay: the only preferred size is the largest
+ * (the requests stay queued, whatever the evidence would decide). */
+static void hold(fxb_config *c)
+{
+    c->preferred[0] = c->max_batch_size;
+    c->n_preferred = 1;
+}
+
 /* A new batcher (and a clear collector) on t's graph. */
 static void bt_batcher(bt *t, const fxb_config *c)
 {
@@ -365,6 +376,8 @@ static void run_case(void **state)
     c.pad_variable_dims = k->pad;
     for (int i = 0; i < 2 && k->pref[i]; i++)
         c.preferred[c.n_preferred++] = k->pref[i];
+    if (!c.n_preferred) /* hold: wait the delay for a full batch */
+        c.preferred[c.n_preferred++] = k->max_batch;
     bt t;
     bt_start(&t, k->lstm ? LSTM : MLP, &c);
     for (int i = 0; i < k->n_req; i++) {
@@ -399,27 +412,87 @@ static void run_case(void **state)
     bt_end(&t);
 }
 
-/* Requests that come further apart than the delay do not wait for it (the
- * average gap between arrivals says no other request is due in time). */
-static void test_sparse_requests_do_not_wait(void **state)
+/* A lone closed-loop client (each request sent once the last is answered)
+ * is never held for a partner, however short its gaps and however long the
+ * delay: no other caller is ever in the server. */
+static void test_lone_client_never_waits(void **state)
 {
-    fxb_config c = cfg(8, 30000); /* 30 ms */
+    fxb_config c = cfg(8, 2000000); /* 2 s */
     bt t;
     bt_start(&t, MLP, &c);
-    for (int i = 0; i < 12; i++) {
+    for (int i = 0; i < 20; i++) {
         assert_int_equal(bt_submit(&t, bt_add(&t, mlp_rq(1, (float)i)), 0, 0), 0);
         wait_done(i + 1);
-        sleep_ms(60); /* 60 ms apart */
     }
-    assert_true(C.t[0].queue_ns >= 29000000u); /* no history yet: it waited */
-    assert_true(C.t[11].queue_ns < 15000000u);  /* gaps of 60 ms: no wait */
-    for (int i = 0; i < 12; i++)
+    assert_int_equal(C.n_batches, 20);
+    for (int i = 0; i < 20; i++) {
+        assert_true(C.t[i].queue_ns < 1000000000u); /* not the delay: half of it at most */
         bt_expect_alone(&t, i, 1e-6);
+    }
     bt_end(&t);
 }
 
-/* A request that fails in the batch (a length past its sequence) fails
- * alone: the others get their results. */
+/* Closed-loop clients on threads: each sends its next request once its last
+ * is answered. */
+typedef struct {
+    bt *t;
+    int first, n; /* its requests: ids first, first + stride, ... */
+    int stride;
+} client;
+
+static void *client_main(void *arg)
+{
+    client *cl = arg;
+    for (int j = 0; j < cl->n; j++) {
+        int id = cl->first + j * cl->stride;
+        if (bt_submit(cl->t, id, 0, 0) != 0)
+            return "fxb_submit failed"; /* the test's wait_done then fails */
+        pthread_mutex_lock(&C.mu);
+        while (!C.done_ns[id])
+            pthread_cond_wait(&C.cv, &C.mu);
+        pthread_mutex_unlock(&C.mu);
+    }
+    return NULL;
+}
+
+/* Several closed-loop clients at once are batched (fewer batches than
+ * requests: the batcher learns that there are other callers, and a wait
+ * gathers them), each with the result it gets alone; no batch waited the
+ * whole delay once every caller was in. */
+static void test_concurrent_clients_are_batched(void **state)
+{
+    enum { CLIENTS = 4, EACH = 12 };
+    fxb_config c = cfg(8, 2000000); /* 2 s: a wait that runs to it is plain to see */
+    bt t;
+    bt_start(&t, SLOW, &c); /* long enough a batch for the clients to meet in the server */
+    for (int i = 0; i < CLIENTS * EACH; i++)
+        bt_add(&t, slow_rq(1, (float)i));
+    client cl[CLIENTS];
+    pthread_t th[CLIENTS];
+    uint64_t t0 = fxb_mono_ns();
+    for (int k = 0; k < CLIENTS; k++) {
+        cl[k] = (client){ &t, k, EACH, CLIENTS };
+        assert_int_equal(pthread_create(&th[k], NULL, client_main, &cl[k]), 0);
+    }
+    wait_done(CLIENTS * EACH);
+    for (int k = 0; k < CLIENTS; k++) {
+        void *failed;
+        pthread_join(th[k], &failed);
+        assert_null(failed);
+    }
+    fprintf(stderr, "test_concurrent_clients_are_batched: %d batches for %d requests\n",
+            C.n_batches, CLIENTS * EACH);
+    assert_true(C.n_batches < CLIENTS * EACH);
+    for (int i = 0; i < CLIENTS * EACH; i++) {
+        assert_int_equal(C.status[i], 0);
+        bt_expect_alone(&t, i, 1e-4); /* sums of 1024 products near 7: float rounding */
+    }
+    /* a wait ends once every caller seen at once is in: 48 requests in
+     * well under 48 delays (a run that waited the delay each time: 96 s) */
+    assert_true(ms_since(t0) < 30000);
+    bt_end(&t);
+}
+
 static void test_bad_request_fails_alone(void **state)
 {
     fxb_config c = cfg(3, 10000000);
@@ -446,6 +519,7 @@ static void test_full_queue_rejects(void **state)
 {
     fxb_config c = cfg(8, 10000000);
     c.max_queue_size = 2;
+    hold(&c);
     bt t;
     bt_start(&t, MLP, &c);
     for (int i = 0; i < 3; i++)
@@ -470,6 +544,7 @@ static void test_pressure_counts_requests(void **state)
 {
     fxb_config c = cfg(8, 10000000); /* a batch waits 10 s for a full one */
     c.max_queue_size = 8;
+    hold(&c);
     bt t;
     bt_start(&t, MLP, &c);
     assert_int_equal(fxb_pressure(t.b), 0);
@@ -504,6 +579,7 @@ static void test_timeout_while_queued(void **state)
 {
     fxb_config c = cfg(8, 10000000);
     c.timeout_us = 30000;
+    hold(&c);
     bt t;
     bt_start(&t, MLP, &c);
     bt_add(&t, mlp_rq(1, 0));
@@ -868,7 +944,8 @@ int main(void)
         cmocka_unit_test(test_free_from_done),
         cmocka_unit_test(test_free_from_reaper_while_inline_runs),
         cmocka_unit_test(test_inline_run),
-        cmocka_unit_test(test_sparse_requests_do_not_wait),
+        cmocka_unit_test(test_lone_client_never_waits),
+        cmocka_unit_test(test_concurrent_clients_are_batched),
         cmocka_unit_test(test_full_queue_rejects),
         cmocka_unit_test(test_pressure_counts_requests),
         cmocka_unit_test(test_timeout_while_queued),

@@ -285,11 +285,14 @@ static void test_serving_pressure_counts_queued(void **state)
     assert_int_equal(fxdb_store_open(dir, &st, err, sizeof err), 0);
     assert_int_equal(fxsv_serving_create(st, NULL, &sv, err, sizeof err), 0);
     store_model(st, "default/m");
-    /* a batch waits up to 2 s for more requests than will come */
+    /* a batch waits up to 2 s for more requests than will come (a
+     * preferred size: it waits the delay for it) */
     fxb_config c;
     fxb_config_default(&c);
     c.max_batch_size = 64;
     c.max_queue_delay_us = 2000000;
+    c.preferred[0] = 64;
+    c.n_preferred = 1;
     if (fxsv_serving_set_config(sv, "default/m", &c, err, sizeof err) ||
         fxsv_serving_load(sv, "default/m", err, sizeof err))
         fail_msg("%s", err);
