@@ -45,7 +45,8 @@ typedef struct {
                                * i, f, g, o after their nonlinearities; else NULL */
     /* forward */
     const fx_tensor *xg;      /* [N, T, G*H] input gates x W_ih^T + b_ih */
-    const fx_tensor *b_hh;    /* [G*H] or NULL */
+    const fx_tensor *b_hh;    /* [G*H] or NULL (the op folds b_hh into xg except for GRU,
+                               * whose b_hn is multiplied by r, and passes NULL) */
     bool h0_zero;             /* hs[0] is zero: step 0 needs no product */
     fx_tensor *hg;            /* [N, G*H] scratch for h W_hh^T */
     fx_tensor *y;             /* [N, T, D*H] output; writes columns [col, col + H) */
@@ -73,6 +74,18 @@ typedef struct {
     /* y = x with rows t >= lengths[n] of x [N, T, C] set to zero (so padded
      * garbage, even NaN, never reaches a product). */
     void (*mask_steps)(const fx_tensor *x, const fx_tensor *lengths, fx_tensor *y);
+    /* Optional: the sequence-wide products over the first R rows of their
+     * (contiguous f32) operands, for a backend whose own kernels beat its
+     * gemm there (the CPU's need no packing of the large operands and add
+     * the bias in the product). NULL, or false (out of memory; nothing was
+     * written): the op uses the backend's gemm instead.
+     *   gates   y [R, G] = x [R, I] w^T + bias     w [G, I], bias [G] or NULL
+     *   grad_w  dw [G, I] += dg^T a                dg [R, G], a [R, I]
+     *   grad_x  dx [R, I] += dg w                  dg [R, G], w [G, I] */
+    bool (*gates)(int64_t R, const fx_tensor *x, const fx_tensor *w, const fx_tensor *bias,
+                  fx_tensor *y);
+    bool (*grad_w)(int64_t R, const fx_tensor *dg, const fx_tensor *a, fx_tensor *dw);
+    bool (*grad_x)(int64_t R, const fx_tensor *dg, const fx_tensor *w, fx_tensor *dx);
 } fx_rnn_kernels;
 
 #endif
