@@ -74,18 +74,16 @@ typedef struct {
     /* y = x with rows t >= lengths[n] of x [N, T, C] set to zero (so padded
      * garbage, even NaN, never reaches a product). */
     void (*mask_steps)(const fx_tensor *x, const fx_tensor *lengths, fx_tensor *y);
-    /* Optional: the sequence-wide products over the first R rows of their
+    /* Optional: sequence-wide products over the first R rows of their
      * (contiguous f32) operands, for a backend whose own kernels beat its
-     * gemm there (the CPU's need no packing of the large operands and add
-     * the bias in the product). NULL, or false (out of memory; nothing was
-     * written): the op uses the backend's gemm instead.
+     * gemm there (the CPU's pack no large operand and add the bias inside
+     * the product). NULL, or false (out of memory; nothing was written):
+     * the op uses the backend's gemm instead.
      *   gates   y [R, G] = x [R, I] w^T + bias     w [G, I], bias [G] or NULL
-     *   grad_w  dw [G, I] += dg^T a                dg [R, G], a [R, I]
-     *   grad_x  dx [R, I] += dg w                  dg [R, G], w [G, I] */
+     *   grad_w  dw [G, I] += dg^T a                dg [R, G], a [R, I] */
     bool (*gates)(int64_t R, const fx_tensor *x, const fx_tensor *w, const fx_tensor *bias,
                   fx_tensor *y);
     bool (*grad_w)(int64_t R, const fx_tensor *dg, const fx_tensor *a, fx_tensor *dw);
-    bool (*grad_x)(int64_t R, const fx_tensor *dg, const fx_tensor *w, fx_tensor *dx);
 } fx_rnn_kernels;
 
 #endif

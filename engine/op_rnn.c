@@ -420,7 +420,7 @@ static bool backward_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d, const fx
     }
     if (!bias_grads(ctx, tp->mode, w, dxg, dhg))
         return false;
-    if (din && (!be->rnn->grad_x || !be->rnn->grad_x(N * T, dxg, w->w_ih, din)))
+    if (din)
         be->blas->gemm(1, false, false, N * T, I, GH, 1.0f, dxg, 0, w->w_ih, 0, 1.0f, din, 0);
     return true;
 }

@@ -657,18 +657,6 @@ static bool cpu_rnn_grad_w(int64_t R, const fx_tensor *dg, const fx_tensor *a, f
                                       .ldc = C, .add = true }, true);
 }
 
-/* dx [R, C] += dg [R, G] w [G, C]. */
-static bool cpu_rnn_grad_x(int64_t R, const fx_tensor *dg, const fx_tensor *w, fx_tensor *dx)
-{
-    if (fx__rnn_isa == 4)
-        return false;
-    int64_t G = w->shape[0], C = w->shape[1];
-    micro_kernel mk = kernel_for_rows(R);
-    return product(&mk, &(prod_args){ .M = R, .N = C, .K = G, .a = fx_f32(dg), .rsa = G,
-                                      .csa = 1, .b = fx_f32(w), .ldb = C, .c = fx_f32(dx),
-                                      .ldc = C, .add = true }, true);
-}
-
 /* ------------------------------------------------------------------ masks */
 
 static void cpu_rnn_mask_steps(const fx_tensor *x, const fx_tensor *lengths, fx_tensor *y)
@@ -690,5 +678,4 @@ const fx_rnn_kernels fx__cpu_rnn = {
     .mask_steps = cpu_rnn_mask_steps,
     .gates = cpu_rnn_gates,
     .grad_w = cpu_rnn_grad_w,
-    .grad_x = cpu_rnn_grad_x,
 };
