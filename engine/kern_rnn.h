@@ -74,16 +74,13 @@ typedef struct {
     /* y = x with rows t >= lengths[n] of x [N, T, C] set to zero (so padded
      * garbage, even NaN, never reaches a product). */
     void (*mask_steps)(const fx_tensor *x, const fx_tensor *lengths, fx_tensor *y);
-    /* Optional: sequence-wide products over the first R rows of their
-     * (contiguous f32) operands, for a backend whose own kernels beat its
-     * gemm there (the CPU's pack no large operand and add the bias inside
-     * the product). NULL, or false (out of memory; nothing was written):
-     * the op uses the backend's gemm instead.
-     *   gates   y [R, G] = x [R, I] w^T + bias     w [G, I], bias [G] or NULL
-     *   grad_w  dw [G, I] += dg^T a                dg [R, G], a [R, I] */
+    /* Optional: the input gates of every step, y [R, G] = x [R, I] w^T +
+     * bias (w [G, I], bias [G] or NULL; contiguous f32, R rows), for a
+     * backend whose own kernel beats bias fill + gemm there (the CPU's adds
+     * the bias inside the product). NULL, or false (out of memory; nothing
+     * was written): the op uses the backend's bias fill and gemm. */
     bool (*gates)(int64_t R, const fx_tensor *x, const fx_tensor *w, const fx_tensor *bias,
                   fx_tensor *y);
-    bool (*grad_w)(int64_t R, const fx_tensor *dg, const fx_tensor *a, fx_tensor *dw);
 } fx_rnn_kernels;
 
 #endif

@@ -409,14 +409,12 @@ static bool backward_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d, const fx
     if (fx_tensor_requires_grad(w->w_hh)) {
         if (!(g = fx__grad(ctx, w->w_hh)))
             return false;
-        if (!be->rnn->grad_w || !be->rnn->grad_w(S * N, dhg, r->hs, g))
-            be->blas->gemm(1, true, false, GH, H, S * N, 1.0f, dhg, 0, r->hs, 0, 1.0f, g, 0);
+        be->blas->gemm(1, true, false, GH, H, S * N, 1.0f, dhg, 0, r->hs, 0, 1.0f, g, 0);
     }
     if (fx_tensor_requires_grad(w->w_ih)) {
         if (!(g = fx__grad(ctx, w->w_ih)))
             return false;
-        if (!be->rnn->grad_w || !be->rnn->grad_w(N * T, dxg, in, g))
-            be->blas->gemm(1, true, false, GH, I, N * T, 1.0f, dxg, 0, in, 0, 1.0f, g, 0);
+        be->blas->gemm(1, true, false, GH, I, N * T, 1.0f, dxg, 0, in, 0, 1.0f, g, 0);
     }
     if (!bias_grads(ctx, tp->mode, w, dxg, dhg))
         return false;

@@ -22,9 +22,9 @@
  * 4 forces the plain path, BLAS for every product, kept for out of memory
  * and as the measured baseline). The same kernel does the input gates
  * (bias loaded into the accumulators: no separate bias pass over the gate
- * buffer) and dW = dG^T A (dG read down its columns, A where it lies:
- * nothing of the 2 MB operands is packed). The input gradient dx = dG W_ih
- * stays with BLAS: our kernel was not faster there.
+ * buffer). The weight gradients (dG^T A over all steps) and the input
+ * gradient stay with BLAS: our kernel, reading dG down its columns or
+ * copying it into blocks, was slower there in profiles of the benchmark.
  *
  * Per step and block of rows: the product into a buffer of gate
  * pre-activations that stays in cache (N x G*H padded to whole panels),
@@ -224,8 +224,8 @@ static bool pack_b(packed_b *pb, const float *w, int64_t ldw, bool trans, int64_
 
 /*
  * A product C [M, N] = (add ? C : 0) + bias + A B with A(i, k) =
- * a[i*rsa + k*csa] and B either packed (pb) or B(k, q) = b[k*ldb + q] read
- * where it lies; bias [N] (per column) or NULL; C's rows ldc apart. With
+ * a[i*rsa + k*csa], B packed (pb, N = pb->cols, K = pb->K), bias [N] (per
+ * column) or NULL; C's rows ldc apart. With
  * c_padded (and not add), C has room for whole panels (ldc >= panels * nr)
  * and every tile is stored straight into it.
  */
@@ -233,9 +233,7 @@ typedef struct {
     int64_t M, N, K;
     const float *a;
     int64_t rsa, csa;
-    const packed_b *pb; /* or: */
-    const float *b;
-    int64_t ldb;
+    const packed_b *pb;
     const float *bias;
     float *c;
     int64_t ldc;
@@ -283,10 +281,10 @@ static bool product(const micro_kernel *mk, const prod_args *p, bool threaded)
 {
     int64_t MR = mk->mr, nr = mk->nr, K = p->K, full = p->M / MR * MR;
     int64_t panels = (p->N + nr - 1) / nr, wlast = p->N - (panels - 1) * nr;
-    /* A last partial panel: B's columns (unless packed) and the bias padded */
-    bool ragged = wlast < nr && (!p->pb || p->bias);
+    /* the bias of a last partial panel, zero-padded */
+    bool ragged = wlast < nr && p->bias;
     float *pad = p->M <= full ? NULL : p->pad ? p->pad : malloc((size_t)(MR * K) * sizeof(float));
-    float *edge = ragged ? calloc((size_t)(K * nr + nr), sizeof(float)) : NULL;
+    float *edge = ragged ? calloc((size_t)nr, sizeof(float)) : NULL;
     if ((p->M > full && !pad) || (ragged && !edge)) {
         free(pad);
         free(edge);
@@ -294,32 +292,17 @@ static bool product(const micro_kernel *mk, const prod_args *p, bool threaded)
     }
     if (pad)
         pad_rows(p, full, MR, pad);
-    if (edge) { /* the last panel's columns, then its bias, zero-padded */
-        for (int64_t k = 0; !p->pb && k < K; k++)
-            memcpy(edge + k * nr, p->b + k * p->ldb + (panels - 1) * nr,
-                   (size_t)wlast * sizeof(float));
-        if (p->bias)
-            memcpy(edge + K * nr, p->bias + (panels - 1) * nr, (size_t)wlast * sizeof(float));
-    }
+    if (edge)
+        memcpy(edge, p->bias + (panels - 1) * nr, (size_t)wlast * sizeof(float));
     int64_t blocks = p->M / MR + (pad ? 1 : 0);
     double work = threaded ? (double)p->M * (double)p->N * (double)K : 0.0;
     FX_PFOR(work > 4e6 && fx__num_threads > 1 ? INT64_MAX : 0, blk, blocks, {
         int64_t i = blk * MR;
         for (int64_t q = 0; q < panels; q++) {
             int64_t c0 = q * nr, w = q == panels - 1 ? wlast : nr;
-            const float *bp, *bias = p->bias ? p->bias + c0 : NULL;
-            int64_t ldb = nr;
-            if (edge && q == panels - 1 && p->bias)
-                bias = edge + K * nr;
-            if (p->pb) {
-                bp = p->pb->p + q * K * nr;
-            } else if (edge && q == panels - 1) {
-                bp = edge;
-            } else {
-                bp = p->b + c0;
-                ldb = p->ldb;
-            }
-            tile_rows(mk, p, i, i >= full ? pad : NULL, bp, ldb, bias, c0, w);
+            const float *bias = edge && q == panels - 1 ? edge : p->bias ? p->bias + c0 : NULL;
+            tile_rows(mk, p, i, i >= full ? pad : NULL, p->pb->p + q * K * nr, nr, bias, c0,
+                      w);
         }
     });
     if (pad != p->pad)
@@ -652,19 +635,6 @@ static bool cpu_rnn_gates(int64_t R, const fx_tensor *x, const fx_tensor *w,
     return ok;
 }
 
-/* dw [G, C] += dg^T a over R rows: A is dg read by columns, B is a where
- * it lies (nothing of the large operands is packed). */
-static bool cpu_rnn_grad_w(int64_t R, const fx_tensor *dg, const fx_tensor *a, fx_tensor *dw)
-{
-    if (fx__rnn_isa == 4)
-        return false;
-    int64_t G = dw->shape[0], C = dw->shape[1];
-    micro_kernel mk = kernel_for_rows(G);
-    return product(&mk, &(prod_args){ .M = G, .N = C, .K = R, .a = fx_f32(dg), .rsa = 1,
-                                      .csa = G, .b = fx_f32(a), .ldb = C, .c = fx_f32(dw),
-                                      .ldc = C, .add = true }, true);
-}
-
 /* ------------------------------------------------------------------ masks */
 
 static void cpu_rnn_mask_steps(const fx_tensor *x, const fx_tensor *lengths, fx_tensor *y)
@@ -685,5 +655,4 @@ const fx_rnn_kernels fx__cpu_rnn = {
     .backward = cpu_rnn_backward,
     .mask_steps = cpu_rnn_mask_steps,
     .gates = cpu_rnn_gates,
-    .grad_w = cpu_rnn_grad_w,
 };
