@@ -45,7 +45,8 @@ typedef struct {
                                * i, f, g, o after their nonlinearities; else NULL */
     /* forward */
     const fx_tensor *xg;      /* [N, T, G*H] input gates x W_ih^T + b_ih */
-    const fx_tensor *b_hh;    /* [G*H] or NULL */
+    const fx_tensor *b_hh;    /* [G*H] or NULL (the op folds b_hh into xg except for GRU,
+                               * whose b_hn is multiplied by r, and passes NULL) */
     bool h0_zero;             /* hs[0] is zero: step 0 needs no product */
     fx_tensor *hg;            /* [N, G*H] scratch for h W_hh^T */
     fx_tensor *y;             /* [N, T, D*H] output; writes columns [col, col + H) */
@@ -73,6 +74,13 @@ typedef struct {
     /* y = x with rows t >= lengths[n] of x [N, T, C] set to zero (so padded
      * garbage, even NaN, never reaches a product). */
     void (*mask_steps)(const fx_tensor *x, const fx_tensor *lengths, fx_tensor *y);
+    /* Optional: the input gates of every step, y [R, G] = x [R, I] w^T +
+     * bias (w [G, I], bias [G] or NULL; contiguous f32, R rows), for a
+     * backend whose own kernel beats bias fill + gemm there (the CPU's adds
+     * the bias inside the product). NULL, or false (out of memory; nothing
+     * was written): the op uses the backend's bias fill and gemm. */
+    bool (*gates)(int64_t R, const fx_tensor *x, const fx_tensor *w, const fx_tensor *bias,
+                  fx_tensor *y);
 } fx_rnn_kernels;
 
 #endif

@@ -5,10 +5,10 @@
  * kern_rnn.h.
  *
  * The whole stack is one op with one tape record. Per layer and direction:
- *   forward   xg = x W_ih^T + b_ih for every step (one gemm), then the
- *             backend's recurrence kernel: per step hg = h W_hh^T and the
- *             fused cell, which adds b_hh, applies the gates and writes the
- *             new state and the output;
+ *   forward   xg = x W_ih^T + b_ih (+ b_hh outside GRU) for every step
+ *             (one gemm), then the backend's recurrence kernel: per step
+ *             hg = h W_hh^T and the fused cell, which adds a GRU's b_hh,
+ *             applies the gates and writes the new state and the output;
  *   backward  the backend's recurrence backward: per step (last to first)
  *             the cell's backward, which writes the gate gradients dxg (by
  *             position) and dhg (by step), then dh += dhg_s W_hh; after it
@@ -282,11 +282,29 @@ static bool run_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d)
     if (!r->xg || !r->hs || (lstm && !r->cs) || (gated && !r->act) || !hg)
         return false;
 
-    /* The input gates of every step at once: xg = in W_ih^T + b_ih. */
-    if (w->b_ih)
-        be->blas->bias_fill(r->xg, w->b_ih);
-    be->blas->gemm(1, false, true, N * T, GH, I, 1.0f, in, 0, w->w_ih, 0, w->b_ih ? 1.0f : 0.0f,
-                   r->xg, 0);
+    /* The input gates of every step at once: xg = in W_ih^T + b_ih, and for
+     * LSTM and the simple RNN + b_hh too (both biases add to the same
+     * pre-activation; a GRU's b_hn sits inside r * (.), so it stays with the
+     * per-step product). */
+    const fx_tensor *bias = w->b_ih, *b_step = w->b_hh;
+    if (tp->mode != FX_RNN_GRU && w->b_hh) {
+        bias = w->b_hh;
+        b_step = NULL;
+        if (w->b_ih) {
+            fx_tensor *sum = fx__tensor_new_like(ctx, w->b_ih);
+            if (!sum)
+                return false;
+            be->mem->copy(sum, w->b_ih, false);
+            be->ew->axpy(1.0f, w->b_hh, sum);
+            bias = sum;
+        }
+    }
+    if (!be->rnn->gates || !be->rnn->gates(N * T, in, w->w_ih, bias, r->xg)) {
+        if (bias)
+            be->blas->bias_fill(r->xg, bias);
+        be->blas->gemm(1, false, true, N * T, GH, I, 1.0f, in, 0, w->w_ih, 0,
+                       bias ? 1.0f : 0.0f, r->xg, 0);
+    }
 
     /* Initial states: this row of h0 / c0, or zeros. */
     fx_tensor *init[2] = { tp->h0, tp->c0 }, *dst[2] = { r->hs, r->cs };
@@ -304,7 +322,7 @@ static bool run_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d)
     be->rnn->forward(&(fx_rnn_seq_args){
         .kind = mode_cell(tp->mode), .reverse = d == 1, .steps = S, .col = d * H,
         .lengths = tp->len, .w_hh = w->w_hh, .hs = r->hs, .cs = r->cs, .act = r->act,
-        .xg = r->xg, .b_hh = w->b_hh, .h0_zero = !tp->h0, .hg = hg, .y = tp->lout[l] });
+        .xg = r->xg, .b_hh = b_step, .h0_zero = !tp->h0, .hg = hg, .y = tp->lout[l] });
     return true;
 }
 

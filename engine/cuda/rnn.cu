@@ -190,4 +190,5 @@ const fx_rnn_kernels fx__cuda_rnn = {
     .forward = cu_rnn_forward,
     .backward = cu_rnn_backward,
     .mask_steps = cu_rnn_mask_steps,
+    .gates = NULL, /* the input gates run on cuBLAS (the op's bias fill and gemm) */
 };

@@ -2,8 +2,9 @@
  * lengths: outputs and final states against the registry's per-sample
  * double reference (or_rnn, from PyTorch's formulas), padded garbage (huge
  * values, NaN) changing nothing, a batch against each sample run alone,
- * parameter names and init, one tape record, 1 vs 2 threads, and refused
- * inputs with their messages. The finite-difference gradients w.r.t. x, h0,
+ * parameter names and init, one tape record, 1 vs 2 threads, every CPU
+ * kernel path (portable, AVX2, AVX-512, plain BLAS) against the reference
+ * and each other, and refused inputs with their messages. The finite-difference gradients w.r.t. x, h0,
  * c0 and every weight (mixed lengths, both directions, two layers) and the
  * cross-backend comparisons are the registry's rnn_tanh, rnn_relu, gru, lstm
  * and recurrent rows (test_ops). */
@@ -21,7 +22,7 @@ typedef struct {
     int L;
     bool bidir, no_bias;
     int64_t N, T, in, H;
-    int64_t len[4];
+    int64_t len[40];
 } cfg;
 
 static int dirs(const cfg *c) { return c->bidir ? 2 : 1; }
@@ -472,6 +473,81 @@ static void test_threads(void **state)
     fx_rng_free(rng);
 }
 
+/* ------------------------------------------------------- kernel paths */
+
+/* engine/cpu/rnn.c: 1 portable vectors, 2 AVX2, 3 AVX-512 (each where the
+ * CPU has it, else the next narrower), 4 the plain path (BLAS for every
+ * product, the computation before the fused kernels); 0 the best. */
+extern int fx__rnn_isa;
+
+/* Every kernel path on one configuration, with initial states and mixed
+ * lengths: out and h_n against the double reference (or_rnn: plain loops
+ * over PyTorch's formulas) within 2e-5 relative, and every gradient (weights
+ * and x) against the plain path within 1e-4 absolute (they sum in other
+ * orders; the values are O(1)). The sizes leave partial tiles everywhere:
+ * rows (samples) not a multiple of any tile height, hidden and input sizes
+ * not a multiple of any panel width. */
+static void check_paths(const cfg *c)
+{
+    fx_rng *rng = fx_rng_create(31 + c->mode + 7 * c->N);
+    fx_layer *layer = make_layer(c, "enc", rng);
+    int D = dirs(c);
+    bool lstm = c->mode == FX_RNN_LSTM;
+    int64_t N = c->N, T = c->T, H = c->H, LD = c->L * D, ny = N * T * D * H, ns = LD * N * H;
+    fx_tensor *x = tu_randn(rng, 3, (int64_t[]){ N, T, c->in }, 1.0, 0.0);
+    fx_tensor *h0 = tu_randn(rng, 3, (int64_t[]){ LD, N, H }, 0.5, 0.0);
+    fx_tensor *c0 = lstm ? tu_randn(rng, 3, (int64_t[]){ LD, N, H }, 0.5, 0.0) : NULL;
+    fx_tensor *r1 = tu_randn(rng, 3, (int64_t[]){ N, T, D * H }, 1.0, 0.0);
+    fx_tensor *r2 = tu_randn(rng, 3, (int64_t[]){ LD, N, H }, 1.0, 0.0);
+    fx_tensor *len = lengths_of(c);
+    float *xv = tu_values(x), *h0v = tu_values(h0), *c0v = c0 ? tu_values(c0) : NULL;
+    double *out = malloc((size_t)ny * sizeof *out), *hn = malloc((size_t)ns * sizeof *hn),
+           *cn = malloc((size_t)ns * sizeof *cn);
+    reference(c, layer, xv, h0v, c0v, out, hn, cn);
+    fx__rnn_isa = 4;
+    run_result plain = run_once(layer, x, len, h0, c0, r1, r2, r2);
+    for (int isa = 0; isa <= 4; isa++) {
+        fx__rnn_isa = isa;
+        run_result r = run_once(layer, x, len, h0, c0, r1, r2, r2);
+        assert_close_d(r.y, out, ny, 2e-5, "out");
+        assert_close_d(r.hn, hn, ns, 2e-5, "h_n");
+        tu_assert_close(r.grads, plain.grads, plain.ngrads, 1e-4);
+        tu_assert_close(r.dx, plain.dx, N * T * c->in, 1e-4);
+        free_result(&r);
+    }
+    fx__rnn_isa = 0;
+    free_result(&plain);
+    free(out);
+    free(hn);
+    free(cn);
+    free(xv);
+    free(h0v);
+    free(c0v);
+    tu_free_all(6, (fx_tensor *[]){ x, h0, c0, r1, r2, len });
+    fx_layer_free(layer);
+    fx_rng_free(rng);
+}
+
+static void test_kernel_paths(void **state)
+{
+    (void)state;
+    cfg cs[] = {
+        { FX_RNN_LSTM, 1, false, false, 13, 7, 19, 21, { 0 } },
+        { FX_RNN_LSTM, 2, true, true, 37, 5, 33, 40, { 0 } },
+        { FX_RNN_LSTM, 1, false, false, 32, 6, 64, 128, { 0 } }, /* the benchmark's shape */
+        { FX_RNN_GRU, 2, true, false, 37, 5, 33, 40, { 0 } },
+        { FX_RNN_GRU, 1, false, true, 9, 4, 5, 17, { 0 } },
+        { FX_RNN_TANH, 1, true, false, 13, 7, 19, 70, { 0 } },
+        { FX_RNN_RELU, 1, false, false, 8, 3, 4, 5, { 0 } },
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof *cs; i++) {
+        cfg *c = &cs[i];
+        for (int64_t n = 0; n < c->N; n++) /* mixed lengths, except the benchmark's */
+            c->len[n] = c->H == 128 ? c->T : 1 + (n * 5 + 2) % c->T;
+        check_paths(c);
+    }
+}
+
 /* ----------------------------------------------------------- bad input */
 
 /* Runs the layer on the given inputs and expects status s with every
@@ -564,6 +640,7 @@ int main(void)
         cmocka_unit_test(test_final_state_only),
         cmocka_unit_test(test_layer_params),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_kernel_paths),
         cmocka_unit_test(test_bad_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
