@@ -477,7 +477,7 @@ static void open_world(int n, int64_t timeout_ms, fxcm_memstore *m, rank_ctx *rs
 
 static void test_abort_from_another_thread(void **state) {
     (void)state;
-    const int64_t timeout = 20000; /* far above what an abort may take */
+    const int64_t timeout = 8000; /* far above what an abort may take */
     fxcm_memstore *m = fxcm_memstore_new();
     rank_ctx rs[2];
     open_world(2, timeout, m, rs);
@@ -496,13 +496,16 @@ static void test_abort_from_another_thread(void **state) {
     char err[FXS_ERRLEN];
     float x = 1;
     assert_int_equal(fxcm_allreduce(rs[0].c, &x, 1, err, sizeof err), FXS_ABORTED);
-    /* rank 1: its peer's connection is closed */
+    /* rank 1: its peer's connection is closed. Usually UNAVAILABLE at once;
+     * when its send is written before Gloo's event loop has read the
+     * close, Gloo leaves that send to the timeout (docs/distributed.md,
+     * "Gloo's limits"): DEADLINE_EXCEEDED, still bounded. */
     double t0 = now_ms();
     int rc = fxcm_allreduce(rs[1].c, &x, 1, err, sizeof err);
     double took = now_ms() - t0;
     print_message("rank 1: %s after %.0f ms: %s\n", fxs_status_name(rc), took, err);
     assert_true(peer_gone_code(rc));
-    assert_true(took < timeout / 2);
+    assert_true(took < FAULT_BOUND_MS);
     fxcm_free(rs[0].c);
     fxcm_free(rs[1].c);
     free(rs[0].w);
