@@ -487,6 +487,7 @@ static void test_lost_rank(void **state)
     data_free(&d);
 }
 
+#if TU_ALLOC_HOOKS
 /* Counts the allocations of the calling thread between polls. */
 typedef struct {
     int polls, from, to;
@@ -508,6 +509,7 @@ static bool count_polls(void *data, int64_t step)
     }
     return false;
 }
+#endif
 
 /* Data parallelism adds no heap allocation to a steady-state step (inside
  * an epoch: no evaluation): rank 0's thread allocates in steps 6..19
