@@ -4,8 +4,8 @@ placement ["cpu", "cpu"] (2 CPU slots: --train-workers 2) ends with the
 weights a world_size 1 job with twice the batch gives, within a stated
 float tolerance (|a - b| <= 1e-5 + 1e-4 |b|: the gradient sums are taken in
 another order, nothing else differs); a world job cancelled mid-run and
-resumed (ResumeJob) from its checkpoint ends with the weights of the same
-job uninterrupted; placements and sizes that cannot run are refused saying
+resumed (ResumeJob) from its checkpoint, and one drained by a restart,
+end with the weights of the same job uninterrupted; placements and sizes that cannot run are refused saying
 why (a peer that is not configured, a bad world_size or bucket_bytes)."""
 import json
 import os
@@ -109,6 +109,29 @@ class DistLocalTest(DaemonTest):
         again = self.wait(self.c.submit_job(s).id)
         self.assertClose(self.weights(resumed), self.weights(again),
                          "cancelled at step %d and resumed vs uninterrupted" % at)
+
+    def test_drain_and_restart_a_world_job(self):
+        # a drain (SIGTERM) checkpoints every rank's step and leaves the job
+        # RUNNING; the restarted daemon resumes the world from it
+        s = spec(world_size=2, placement=["cpu", "cpu"], epochs=0, steps=1500,
+                 checkpoint_every_steps=100000)
+        job = self.c.submit_job(s)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            j = self.c.get_job(job.id)
+            if j.progress.step >= 10 or j.state in FINAL_STATES:
+                break
+            time.sleep(0.01)
+        self.d.restart()
+        type(self).c = self.d.client()
+        resumed = self.wait(job.id)
+        self.assertEqual(resumed.state, training_pb2.SUCCEEDED, resumed.error)
+        if resumed.checkpoint_step == 0:   # the only checkpoint is the drain's
+            self.skipTest("the job ended before the drain (machine too fast for 1500 steps)")
+        self.assertEqual(resumed.progress.step, 1500)
+        again = self.wait(self.c.submit_job(s).id)
+        self.assertClose(self.weights(resumed), self.weights(again),
+                         "drained at step %d, restarted, vs uninterrupted" % resumed.checkpoint_step)
 
     def test_refusals(self):
         self.assertCode(C.FAILED_PRECONDITION, self.c.submit_job,
