@@ -137,6 +137,10 @@ class DistLocalTest(DaemonTest):
         self.assertCode(C.FAILED_PRECONDITION, self.c.submit_job,
                         spec(world_size=2, placement=["cpu", "gpu-box/cpu"]),
                         contains=("placement[1]", "no peer named gpu-box", "--peers"))
+        self.assertCode(C.FAILED_PRECONDITION, self.c.submit_job,
+                        spec(world_size=3, placement=["cpu", "cpu", "cpu"]),
+                        contains=("3 ranks on cpu need 3 CPU training slots", "has 2",
+                                  "--train-workers"))
         self.assertCode(C.INVALID_ARGUMENT, self.c.submit_job, spec(world_size=300),
                         contains="world_size")
         self.assertCode(C.INVALID_ARGUMENT, self.c.submit_job,
