@@ -36,6 +36,9 @@
 #include <gloo/transport/tcp/context.h>
 #include <gloo/transport/tcp/device.h>
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -135,6 +138,37 @@ struct TcpFailAll : gloo::transport::tcp::Context {
     }
 };
 
+/* SIGPIPE blocked in this thread while it lives: Gloo writes with
+ * writev(2), which raises SIGPIPE on a connection the peer closed; a
+ * process that does not ignore SIGPIPE (fluxiond does; a test may not)
+ * would die of it instead of seeing EPIPE. The device's event loop thread,
+ * started by CreateDevice, inherits the mask; the comm's worker blocks it
+ * itself (comm.c). A SIGPIPE left pending here is dropped before the old
+ * mask comes back. */
+struct SigpipeBlocked {
+    sigset_t old;
+    bool ok;
+    SigpipeBlocked() {
+        sigset_t s;
+        sigemptyset(&s);
+        sigaddset(&s, SIGPIPE);
+        ok = pthread_sigmask(SIG_BLOCK, &s, &old) == 0;
+    }
+    ~SigpipeBlocked() {
+        if (!ok)
+            return;
+        if (!sigismember(&old, SIGPIPE)) {
+            sigset_t s, pending;
+            sigemptyset(&s);
+            sigaddset(&s, SIGPIPE);
+            struct timespec zero = {0, 0};
+            if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE))
+                sigtimedwait(&s, nullptr, &zero);
+        }
+        pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    }
+};
+
 bool says_timeout(const char *what) {
     return strcasestr(what, "timeout") || strcasestr(what, "timed out");
 }
@@ -197,6 +231,7 @@ extern "C" int fxcm__gloo_open(const fxcm_opts *o, int64_t timeout_ms, fxcm__glo
     snprintf(where, sizeof where, "gloo rendezvous (rank %d of %d, '%s', listening on %s)",
              o->rank, o->world, o->prefix, host);
     auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+    SigpipeBlocked sigpipe;
     try {
         gloo::transport::tcp::attr attr;
         attr.hostname = host;
