@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "allochooks.h"
 #include "base/status.h"
 #include "base/util.h"
 #include "comm/comm.h"
@@ -730,6 +731,45 @@ static void test_bad_args(void **state) {
     fxcm_memstore_free(m);
 }
 
+/* Starting and waiting allocate nothing (the ring is the comm's). A world
+ * of 1: Gloo itself allocates inside its worker for every operation of a
+ * larger world, and the hooks count every thread. */
+#if defined(__SANITIZE_THREAD__) || !TU_ALLOC_HOOKS
+static void test_no_allocation(void **state) {
+    (void)state;
+    print_message("skipped: no allocation hooks under the sanitizers\n");
+    skip();
+}
+#else
+static void test_no_allocation(void **state) {
+    (void)state;
+    fxcm_memstore *m = fxcm_memstore_new();
+    fxcm_store s = fxcm_memstore_store(m);
+    fxcm_opts o = {.backend = FXCM_GLOO, .rank = 0, .world = 1, .prefix = "alloc", .store = &s};
+    fxcm_comm *c;
+    char err[FXS_ERRLEN];
+    assert_int_equal(fxcm_open(&o, &c, err, sizeof err), 0);
+    float buf[64] = {0};
+    uint64_t t[8];
+    assert_int_equal(fxcm_allreduce(c, buf, 64, err, sizeof err), 0); /* warm-up */
+    tu_alloc_count_start();
+    for (int step = 0; step < 20; step++) {
+        for (int k = 0; k < 8; k++)
+            if (fxcm_allreduce_start(c, buf, 64, &t[k], err, sizeof err))
+                break;
+        if (fxcm_wait(c, t[7], err, sizeof err) || fxcm_barrier(c, err, sizeof err) ||
+            fxcm_broadcast(c, buf, 64, 0, err, sizeof err))
+            break;
+    }
+    long n = tu_alloc_count_stop();
+    assert_int_equal(fxcm_barrier(c, err, sizeof err), 0);
+    if (n != 0)
+        fail_msg("%ld allocations in 20 steps of start/wait", n);
+    fxcm_free(c);
+    fxcm_memstore_free(m);
+}
+#endif
+
 /* ------------------------------------------- measurement (not a test) */
 
 /* `test_comm --bench [WORLD]`: allreduce time on loopback per size, for
@@ -803,6 +843,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_rank_never_arrives),
         cmocka_unit_test(test_abort_from_another_thread),
         cmocka_unit_test(test_ring_full),
+        cmocka_unit_test(test_no_allocation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
