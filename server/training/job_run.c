@@ -182,6 +182,7 @@ typedef struct {
     void *ckpt;
     size_t ckpt_len;
     fx_device device;   /* spec.device, resolved when the job starts */
+    fxj__world_plan world; /* its ranks (world 1: one) */
 } run_inputs;
 
 static void free_inputs(run_inputs *in)
@@ -212,6 +213,8 @@ static int prepare_inputs(fxj_jobs *j, job *x, run_inputs *in, char *err, size_t
     if (!x->rec->assigned_device || !fx_device_parse(x->rec->assigned_device, &in->device))
         rc = fxsv_devices_resolve(j->opts.devices, spec->device, "spec.device", &in->device, err,
                                   errlen);
+    if (!rc && spec->world_size > 1)
+        rc = fxj__world_place(j, spec, &in->world, err, errlen);
     if (rc)
         return rc;
     /* from_scratch: the base version's graph, initialized from the job's seed */
@@ -350,8 +353,10 @@ static bool begin_run(fxj_jobs *j, job *x)
         snprintf(msg, sizeof msg, "resumed %s (checkpoint step %" PRId64 ") on %s",
                  x->requested ? "on request"
                  : x->resumed ? "after a restart"
+                 : x->lost_rank ? "after a lost rank"
                               : "after a preemption",
                  x->rec->checkpoint_step, x->rec->assigned_device);
+    x->lost_rank = false;
     fxj__set_state(j, x, FLUXION__V1__JOB_STATE__RUNNING, again ? msg : "started");
     if (again)
         fxj__announce(j, x, FLUXION__V1__JOB_EVENT__KIND__RESUMED, msg);
@@ -377,14 +382,19 @@ static bool begin_run(fxj_jobs *j, job *x)
  * first), PREEMPTED says for whom, and its thread then tells the core
  * (job_sched.c). Its next run resumes from the checkpoint, as after a
  * restart, and gives the same weights as an uninterrupted run. */
-static void requeue(fxj_jobs *j, job *x)
+static void requeue(fxj_jobs *j, job *x, const char *lost)
 {
-    char msg[FXSC_REASON_MAX + 64];
+    char msg[FXS_ERRLEN + 64];
     pthread_mutex_lock(&j->mu);
-    snprintf(msg, sizeof msg, "preempted at checkpoint step %" PRId64 " for %s",
-             x->rec->checkpoint_step, x->preempt_for);
+    if (lost)
+        snprintf(msg, sizeof msg, "a rank was lost at checkpoint step %" PRId64 ": %s",
+                 x->rec->checkpoint_step, lost);
+    else
+        snprintf(msg, sizeof msg, "preempted at checkpoint step %" PRId64 " for %s",
+                 x->rec->checkpoint_step, x->preempt_for);
     x->rec->state = FLUXION__V1__JOB_STATE__QUEUED;
-    x->rec->preemptions++;
+    if (!lost)
+        x->rec->preemptions++;
     if (x->rec->assigned_device && x->rec->assigned_device != protobuf_c_empty_string)
         free(x->rec->assigned_device);
     x->rec->assigned_device = strdup("");
@@ -392,9 +402,37 @@ static void requeue(fxj_jobs *j, job *x)
     x->resumed = false; /* its next start resumes from this preemption */
     x->requeued = true;
     atomic_store(&x->preempt, false);
-    fxj__commit(j, x, FLUXION__V1__JOB_EVENT__KIND__PREEMPTED, msg);
+    fxj__commit(j, x, lost ? FLUXION__V1__JOB_EVENT__KIND__STATE
+                           : FLUXION__V1__JOB_EVENT__KIND__PREEMPTED, msg);
     pthread_mutex_unlock(&j->mu);
-    fxl_log(FXL_INFO, "jobs", "job preempted job=%" PRId64 " msg=\"%s\"", x->id, msg);
+    fxl_log(FXL_INFO, "jobs", "job %s job=%" PRId64 " msg=\"%s\"", lost ? "requeued" : "preempted",
+            x->id, msg);
+}
+
+/* A data-parallel run that lost a rank goes back to the queue and resumes
+ * from its last checkpoint (requeue), unless it keeps being lost without a
+ * newer checkpoint: then it fails with the last error. */
+#define MAX_LOST_IN_A_ROW 3
+
+static void lost_run(fxj_jobs *j, job *x, const char *err)
+{
+    pthread_mutex_lock(&j->mu);
+    if (x->lost_in_a_row && x->lost_at_step == x->rec->checkpoint_step)
+        x->lost_in_a_row++;
+    else
+        x->lost_in_a_row = 1;
+    x->lost_at_step = x->rec->checkpoint_step;
+    x->lost_rank = true;
+    bool give_up = x->lost_in_a_row > MAX_LOST_IN_A_ROW;
+    pthread_mutex_unlock(&j->mu);
+    if (!give_up) {
+        requeue(j, x, err);
+        return;
+    }
+    char msg[FXS_ERRLEN + 64];
+    snprintf(msg, sizeof msg, "lost a rank %d times in a row at step %" PRId64 ": %s",
+             MAX_LOST_IN_A_ROW + 1, x->lost_at_step, err);
+    finish_early(j, x, FLUXION__V1__JOB_STATE__FAILED, msg);
 }
 
 /* fxt_run with the hooks, and what its outcome makes of the job. */
@@ -417,9 +455,19 @@ static void train(fxj_jobs *j, job *x, run_ctx *r, run_inputs *in)
     char dname[32];
     fxl_log(FXL_INFO, "jobs", "job training job=%" PRId64 " device=%s", x->id,
             fx_device_str(in->device, dname, sizeof dname));
-    fxt_result res = fxt_run(x->rec->spec, in->g, fxds_dataset_columns(in->train),
-                             in->val ? fxds_dataset_columns(in->val) : NULL, in->ckpt,
-                             in->ckpt_len, &h, &result, &rlen, &final, err, sizeof err);
+    fxt_result res;
+    if (in->world.world > 1) { /* data-parallel: job_world.c */
+        fxj__world_args wa = {.j = j, .x = x, .plan = &in->world, .g0 = in->g,
+                              .train = fxds_dataset_columns(in->train),
+                              .val = in->val ? fxds_dataset_columns(in->val) : NULL,
+                              .ckpt = in->ckpt, .ckpt_len = in->ckpt_len, .hooks = &h,
+                              .final = &final};
+        res = fxj__world_run(&wa, &result, &rlen, err, sizeof err);
+    } else {
+        res = fxt_run(x->rec->spec, in->g, fxds_dataset_columns(in->train),
+                      in->val ? fxds_dataset_columns(in->val) : NULL, in->ckpt, in->ckpt_len,
+                      &h, &result, &rlen, &final, err, sizeof err);
+    }
     char tberr[FXS_ERRLEN];
     if (r->tb)
         tb_status(r, fxtb_flush(r->tb, tberr, sizeof tberr), tberr);
@@ -428,10 +476,12 @@ static void train(fxj_jobs *j, job *x, run_ctx *r, run_inputs *in)
         final = NULL;
     } else if (res == FXT_FAILED) {
         finish_early(j, x, FLUXION__V1__JOB_STATE__FAILED, err);
+    } else if (res == FXT_LOST && !atomic_load(&x->cancel) && !atomic_load(&j->stopping)) {
+        lost_run(j, x, err);
     } else if (atomic_load(&x->cancel)) {
         finish_early(j, x, FLUXION__V1__JOB_STATE__CANCELLED, "cancelled while running");
     } else if (atomic_load(&x->preempt) && !atomic_load(&j->stopping)) {
-        requeue(j, x);
+        requeue(j, x, NULL);
     } else {
         fxl_log(FXL_INFO, "jobs", "job paused for the shutdown job=%" PRId64, x->id);
     }
