@@ -1,5 +1,6 @@
 /* batcher.c - see batcher.h. */
 #include "serving/batcher.h"
+#include "serving/batcher_internal.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -16,83 +17,13 @@
 #include "base/status.h"
 #include "base/util.h"
 
-/* A request's life: QUEUED (in a level's list) -> TAKEN (an instance copies
- * its inputs; nobody else touches it) -> RUNNING (its batch runs; the reaper
- * may answer it) -> DONE (answered). Only QUEUED->DONE (under the lock) and
- * RUNNING->DONE / RUNNING->TAKEN (compare-and-swap) race. */
-enum { RQ_QUEUED, RQ_TAKEN, RQ_RUNNING, RQ_DONE };
-
-typedef struct req {
-    fxb_request r;
-    uint32_t level;      /* 0-based */
-    uint64_t received;
-    int64_t deadline;    /* INT64_MAX: none */
-    int64_t samples;     /* dim 0 of the inputs; -1: cannot join a batch */
-    atomic_int state;
-    struct req *prev, *next;
-} req;
-
-typedef struct batch {
-    req **r;
-    int n;
-    pthread_t thread;   /* running it: an instance's, or the submitter's (inline) */
-    struct batch *next; /* in the running list */
-} batch;
-
-typedef struct {
-    req *head, *tail;
-} level;
-
-struct fxb_batcher {
-    const fxg_graph *g;
-    fxb_config c;
-    bool batchable;        /* every input and output has a -1 first dim */
-    unsigned *out_var;     /* per output: bit k set when dim k is -1 */
-    fxb_batch_fn on_batch;
-    void *batch_data;
-    int n_in, n_out;
-
-    pthread_mutex_t mu;
-    pthread_cond_t cv;     /* instances: work or stop */
-    pthread_cond_t reaper_cv;
-    level lv[FXB_MAX_LEVELS];
-    uint32_t n_queued;
-    batch *running;
-    int64_t reaper_wake;   /* when the reaper plans to look next */
-    bool stop;
-
-    fxb_waiter waiter;     /* whether a partial batch waits (batch_policy.h) */
-
-    fx_device device;      /* the graph's: the instances' contexts run there */
-    uint64_t weights_bytes;
-    atomic_size_t arena[FXB_MAX_INSTANCES]; /* each instance's arena capacity */
-    atomic_int next_slot;
-
-    pthread_t threads[FXB_MAX_INSTANCES + 1]; /* instances, then the reaper */
-    int nthreads;
-    atomic_int refs;       /* the owner + each thread that runs */
-
-    /* A lone request that would go at once runs on the submitting thread
-     * (the RPC handler) with this instance, saving the hand-off to an
-     * instance thread; at most c.instances batches run at a time either way. */
-    struct instance *inl;  /* NULL: not offered (a GPU device, no slot left) */
-    bool inl_busy;
-    int n_running;         /* batches running, inline included */
-
-    /* Requests queued or in a running batch: +1 when fxb_submit queues one,
-     * -1 just before its done call. Read without the lock (fxb_pressure) by
-     * training's inference-first yield at every step boundary. */
-    atomic_int pressure;
-    _Atomic uint64_t last_active; /* ns: the last submit or answer */
-};
-
-static __thread fxb_batcher *tl_batcher; /* the batcher whose thread this is */
+__thread fxb_batcher *fxb__tl_batcher; /* the batcher whose thread this is */
 
 uint64_t fxb_mono_ns(void) { return fxu_mono_ns(); }
 
 /* ----------------------------------------------------------------- queue */
 
-static void unlink_req(fxb_batcher *b, req *q)
+void fxb__unlink_req(fxb_batcher *b, req *q)
 {
     level *l = &b->lv[q->level];
     if (q->prev)
@@ -120,7 +51,6 @@ static int64_t req_samples(const fxb_batcher *b, const fxb_request *r)
 
 static int pick(fxb_batcher *b, req **out, int64_t *wait_until);
 static void run(fxb_batcher *b, struct instance *in, req **r, int n);
-static void release(fxb_batcher *b);
 
 /* Under b->mu, just after a request was queued: when the next batch would
  * go at once and a slot is free, runs it on this thread with the inline
@@ -145,10 +75,10 @@ static bool run_inline(fxb_batcher *b)
     b->running = &bt;
     atomic_fetch_add(&b->refs, 1); /* a done call may free the model, and b's owner */
     pthread_mutex_unlock(&b->mu);
-    fxb_batcher *prev = tl_batcher;
-    tl_batcher = b; /* fxb_free from a done call here must not wait for this batch */
+    fxb_batcher *prev = fxb__tl_batcher;
+    fxb__tl_batcher = b; /* fxb_free from a done call here must not wait for this batch */
     run(b, b->inl, rr, n);
-    tl_batcher = prev;
+    fxb__tl_batcher = prev;
     pthread_mutex_lock(&b->mu);
     b->n_running--;
     b->inl_busy = false;
@@ -164,7 +94,7 @@ static bool run_inline(fxb_batcher *b)
         free(rr[j]);
     if (rr != stackr)
         free(rr);
-    release(b);
+    fxb__release(b);
     return true;
 }
 
@@ -317,7 +247,7 @@ static int pick(fxb_batcher *b, req **out, int64_t *wait_until)
         n = k;
     }
     for (int i = 0; i < n; i++) {
-        unlink_req(b, out[i]);
+        fxb__unlink_req(b, out[i]);
         atomic_store(&out[i]->state, RQ_TAKEN);
     }
     return n;
@@ -520,7 +450,7 @@ static void run(fxb_batcher *b, instance *in, req **r, int n)
 
 static void instance_free(instance *in);
 
-static void release(fxb_batcher *b)
+void fxb__release(fxb_batcher *b)
 {
     if (atomic_fetch_sub(&b->refs, 1) != 1)
         return;
@@ -551,16 +481,10 @@ static void instance_free(instance *in)
     fx_ctx_free(in->ctx);
 }
 
-static void timed_wait(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t until_mono)
-{
-    struct timespec ts = { .tv_sec = until_mono / 1000000000, .tv_nsec = until_mono % 1000000000 };
-    pthread_cond_timedwait(cv, mu, &ts);
-}
-
 static void *instance_main(void *arg)
 {
     fxb_batcher *b = arg;
-    tl_batcher = b;
+    fxb__tl_batcher = b;
     /* wake at the end of the queue delay, not up to 50 us later (the
      * default timer slack): the delay is what a lone request pays */
     prctl(PR_SET_TIMERSLACK, 1000UL);
@@ -580,7 +504,7 @@ static void *instance_main(void *arg)
             break;
         if (n <= 0) {
             if (n < 0)
-                timed_wait(&b->cv, &b->mu, until);
+                fxb__timed_wait(&b->cv, &b->mu, until);
             else
                 pthread_cond_wait(&b->cv, &b->mu);
             continue;
@@ -608,82 +532,7 @@ static void *instance_main(void *arg)
     pthread_mutex_unlock(&b->mu);
     free(r);
     instance_free(&in);
-    release(b);
-    return NULL;
-}
-
-/* Answers every request whose deadline passed; sleeps until the next one. */
-static void *reaper_main(void *arg)
-{
-    fxb_batcher *b = arg;
-    tl_batcher = b;
-    pthread_mutex_lock(&b->mu);
-    for (;;) {
-        int64_t now = (int64_t)fxb_mono_ns(), next = INT64_MAX;
-        req *expired = NULL;   /* queued ones, linked through next */
-        struct { fxb_done_fn done; void *user; } late[64]; /* running ones */
-        int n_late = 0;
-        for (uint32_t l = 0; l < b->c.priority_levels; l++)
-            for (req *q = b->lv[l].head, *nx; q; q = nx) {
-                nx = q->next;
-                if (q->deadline <= now) {
-                    unlink_req(b, q);
-                    atomic_store(&q->state, RQ_DONE);
-                    atomic_fetch_sub(&b->pressure, 1);
-                    q->next = expired;
-                    expired = q;
-                } else if (q->deadline < next) {
-                    next = q->deadline;
-                }
-            }
-        for (batch *bt = b->running; bt; bt = bt->next)
-            for (int j = 0; j < bt->n; j++) {
-                req *q = bt->r[j];
-                int st = atomic_load(&q->state);
-                if (st == RQ_DONE)
-                    continue;
-                if (q->deadline <= now && st == RQ_RUNNING && n_late < 64) {
-                    int expect = RQ_RUNNING;
-                    /* copied: the instance frees q once its batch ends */
-                    if (atomic_compare_exchange_strong(&q->state, &expect, RQ_DONE)) {
-                        late[n_late++] = (typeof(late[0])){ q->r.done, q->r.user };
-                        atomic_fetch_sub(&b->pressure, 1);
-                    }
-                } else if (q->deadline <= now) {
-                    next = now + 100000; /* still copying its inputs: look again soon */
-                } else if (q->deadline < next) {
-                    next = q->deadline;
-                }
-            }
-        if (!expired && !n_late && b->stop && !b->running && b->n_queued == 0)
-            break;
-        if (!expired && !n_late) {
-            b->reaper_wake = next;
-            if (next == INT64_MAX)
-                pthread_cond_wait(&b->reaper_cv, &b->mu);
-            else
-                timed_wait(&b->reaper_cv, &b->mu, next);
-            b->reaper_wake = 0;
-            continue;
-        }
-        pthread_mutex_unlock(&b->mu);
-        for (int j = 0; j < n_late; j++) {
-            fxb_timing tm = { .queue_ns = 0 };
-            late[j].done(late[j].user, FXS_DEADLINE_EXCEEDED,
-                         "the request's deadline passed while its batch ran", NULL, &tm);
-        }
-        while (expired) {
-            req *q = expired;
-            expired = q->next;
-            fxb_timing tm = { .queue_ns = fxb_mono_ns() - q->received };
-            q->r.done(q->r.user, FXS_DEADLINE_EXCEEDED,
-                      "the request's deadline passed while it waited in the queue", NULL, &tm);
-            free(q);
-        }
-        pthread_mutex_lock(&b->mu);
-    }
-    pthread_mutex_unlock(&b->mu);
-    release(b);
+    fxb__release(b);
     return NULL;
 }
 
@@ -752,7 +601,7 @@ int fxb_create(const fxg_graph *g, const fxb_config *c, fxb_batch_fn on_batch, v
     int want = (int)c->instances + 1;
     for (int i = 0; i < want; i++) {
         atomic_fetch_add(&b->refs, 1);
-        void *(*fn)(void *) = i < (int)c->instances ? instance_main : reaper_main;
+        void *(*fn)(void *) = i < (int)c->instances ? instance_main : fxb__reaper_main;
         if (pthread_create(&b->threads[i], NULL, fn, b) != 0) {
             atomic_fetch_sub(&b->refs, 1);
             snprintf(err, errlen, "cannot start batcher threads: %s", strerror(errno));
@@ -775,7 +624,7 @@ void fxb_free(fxb_batcher *b)
     for (uint32_t l = 0; l < b->c.priority_levels; l++)
         while (b->lv[l].head) {
             req *q = b->lv[l].head;
-            unlink_req(b, q);
+            fxb__unlink_req(b, q);
             atomic_fetch_sub(&b->pressure, 1);
             q->next = drop;
             drop = q;
@@ -811,7 +660,7 @@ void fxb_free(fxb_batcher *b)
      * running list, and the reaper ends only once the list is empty, so
      * neither can be joined here; both end by themselves once the batch
      * returns (each holds a reference to b). The other instances are joined. */
-    bool own = tl_batcher == b;
+    bool own = fxb__tl_batcher == b;
     for (int i = 0; i < b->nthreads; i++) {
         bool reaper = i == (int)b->c.instances;
         if (own && (reaper || pthread_equal(b->threads[i], pthread_self())))
@@ -819,5 +668,5 @@ void fxb_free(fxb_batcher *b)
         else
             pthread_join(b->threads[i], NULL);
     }
-    release(b);
+    fxb__release(b);
 }
