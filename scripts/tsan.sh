@@ -15,7 +15,7 @@ jobs="$(nproc)"
 # the server's tests: RPC layer, batching and serving, jobs, store
 tests=(test_rpc test_rpc_auth test_rpc_local test_batcher test_canary test_jobs test_yield
        test_store test_store_teams test_store_versions test_datasets test_models test_devices
-       test_metrics)
+       test_metrics test_comm test_train_dist)
 
 cmake -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFX_TSAN=ON -DFX_CUDA=OFF >/dev/null
 cmake --build "$build" -j"$jobs" --target fluxiond fluxion fluxion_py_stubs "${tests[@]}"
