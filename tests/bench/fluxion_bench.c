@@ -454,14 +454,6 @@ static int cmd_sgemm(int argc, char **argv)
 
 /* -------------------------------------------------------------- forward */
 
-/* The engine's prepack API (issue 17, branch h/dense): packs a layer tree's
- * dense/conv weights once for inference. fluxion.h defines FX_HAVE_PREPACK
- * when it declares fx_layer_prepack; before that lands, a weak reference
- * keeps this file compiling and --prepack is refused at run time. */
-#ifndef FX_HAVE_PREPACK
-fx_status fx_layer_prepack(fx_layer *l) __attribute__((weak));
-#endif
-
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -533,9 +525,6 @@ static int cmd_forward(int argc, char **argv)
     if (!m)
         die_usage("forward: unknown model '%s' (logreg, mlp, cnn, lstm)", model);
 #ifndef FX_HAVE_PREPACK
-    if (prepack && !fx_layer_prepack)
-        die_usage("forward: --prepack needs the engine's prepack API (fx_layer_prepack), "
-                  "which this build lacks");
 #endif
     fx_set_num_threads(threads);
     fx_rng *rng = fx_rng_create(1234);
