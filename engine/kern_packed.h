@@ -55,6 +55,22 @@ void fx__packed_gemm(const fx_packed *p, int64_t M, const float *X, int64_t lda,
 fx_tensor *fx__linear_packed(fx_ctx *ctx, fx_tensor *x, const fx_tensor *w, const fx_tensor *b,
                              const fx_packed *p, fx_activation act);
 
+/*
+ * relu(linear(x, w, b)) as one tape node (the dense layer's path for relu on
+ * the CPU, grad mode on or off): OpenBLAS product, the relu in place, and a
+ * backward that masks dY and sums the bias gradient in one pass
+ * (fx__relu_backward_bias) before the two BLAS products. The same values as
+ * fx_linear + fx_relu up to the bias gradient's summation order. NULL
+ * without an error when it does not apply (not f32 contiguous on the CPU,
+ * shapes that disagree): the caller then takes fx_linear + fx_relu, which
+ * also words the errors; NULL with an error on failure.
+ */
+fx_tensor *fx__linear_relu(fx_ctx *ctx, fx_tensor *x, fx_tensor *w, fx_tensor *b);
+/* dZ = (Y > 0 ? dY : 0) over R x C (all contiguous), and dbias[c] += the
+ * sum of column c of dZ when dbias is not NULL (rows in order). */
+void fx__relu_backward_bias(int64_t R, int64_t C, const float *Y, const float *dY, float *dZ,
+                            float *dbias);
+
 /* For tests: 1 forces the portable kernel, 2 AVX2, 3 AVX-512 (each only when
  * the CPU has it, else the best below); 0 (default) picks the best. The
  * name of the kernel a product would use now: "avx512", "avx2", "portable". */

@@ -313,6 +313,11 @@ static fx_tensor *dense_forward(fx_layer *self, fx_ctx *ctx, fx_tensor *x)
         if (fx_ctx_status(ctx) != FX_OK)
             return NULL;
     }
+    if (x && d->act == FX_ACT_RELU) {
+        fx_tensor *y = fx__linear_relu(ctx, x, d->w, d->b);
+        if (y || fx_ctx_status(ctx) != FX_OK)
+            return y;
+    }
     return fx_activate(ctx, fx_linear(ctx, x, d->w, d->b), d->act);
 }
 
