@@ -154,8 +154,10 @@ static void check_case(fx_rng *rng, int xdim, int64_t R, int64_t K, int64_t N, b
         assert_same(f.dw, u.dw, N * K);
         assert_same(f.db, u.db, N);
         if (passes == 1) {
-            reference(tu_values(x), tu_values(w), b ? tu_values(b) : NULL, tu_values(g), R, K, N,
-                      &f);
+            float *xv = tu_values(x), *wv = tu_values(w), *bv = b ? tu_values(b) : NULL,
+                  *gv = tu_values(g);
+            reference(xv, wv, bv, gv, R, K, N, &f);
+            free(xv), free(wv), free(bv), free(gv);
             result again = run(true, x, w, b, g, 1); /* deterministic run to run */
             assert_same(again.y, f.y, f.ny);
             assert_same(again.dw, f.dw, N * K);
@@ -198,12 +200,13 @@ static void test_not_applicable(void **state)
     assert_null(fx__linear_relu(ctx, x, w, NULL)); /* 6 features, w wants 7 */
     fx_tensor *w6 = tu_randn(rng, 2, TU_SHAPE(5, 6), 1.0, 0.0);
     assert_null(fx__linear_relu(ctx, x, w6, b)); /* bias [4] for 5 outputs */
-    fx_tensor *xt = fx_transpose(ctx, tu_randn(rng, 2, TU_SHAPE(6, 4), 1.0, 0.0), 0, 1);
+    fx_tensor *x64 = tu_randn(rng, 2, TU_SHAPE(6, 4), 1.0, 0.0);
+    fx_tensor *xt = fx_transpose(ctx, x64, 0, 1);
     if (!fx_tensor_is_contiguous(xt)) /* a strided view, where transpose makes one */
         assert_null(fx__linear_relu(ctx, xt, w6, NULL));
     assert_int_equal(fx_ctx_status(ctx), FX_OK);
     fx_ctx_free(ctx);
-    tu_free_all(4, (fx_tensor *[]){ x, w, b, w6 });
+    tu_free_all(5, (fx_tensor *[]){ x, w, b, w6, x64 });
     fx_rng_free(rng);
 }
 
