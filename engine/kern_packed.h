@@ -59,8 +59,10 @@ fx_tensor *fx__linear_packed(fx_ctx *ctx, fx_tensor *x, const fx_tensor *w, cons
  * relu(linear(x, w, b)) as one tape node (the dense layer's path for relu on
  * the CPU, grad mode on or off): OpenBLAS product, the relu in place, and a
  * backward that masks dY and sums the bias gradient in one pass
- * (fx__relu_backward_bias) before the two BLAS products. The same values as
- * fx_linear + fx_relu up to the bias gradient's summation order. NULL
+ * (fx__relu_backward_bias) before the two BLAS products. Bit-identical to
+ * fx_linear + fx_relu (same kernels, same order of every sum). The packed
+ * kernels above, packing the weights per call since they change every
+ * step, measured no faster than OpenBLAS for the mlp's step. NULL
  * without an error when it does not apply (not f32 contiguous on the CPU,
  * shapes that disagree): the caller then takes fx_linear + fx_relu, which
  * also words the errors; NULL with an error on failure.

@@ -35,76 +35,6 @@ int fx__packed_isa = 0;
 
 /* ------------------------------------------------------------- packing */
 
-/* Copies panel q of W [N,K] (rows ldw floats apart) into dst (K * NR
- * floats): dst[k * NR + j] = W[q * NR + j][k], zero past N. Blocks of 16 k
- * keep the strided writes inside 2 KB of L1 while each row is read in whole
- * cache lines. */
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-/* dst[k * FX_PACK_NR + j] = src[j * lds + k] for a 16 x 16 block: the usual
- * unpack / shuffle / lane-shuffle transpose (pure data movement). */
-__attribute__((target("avx512f"))) static void tr16(const float *src, int64_t lds, float *dst)
-{
-    __m512 r[16], t[16];
-    for (int i = 0; i < 16; i++) {
-        r[i] = _mm512_loadu_ps(src + i * lds);
-        /* 32 rows stream at once, more than the hardware prefetchers
-         * follow: fetch each row 4 blocks (256 bytes) ahead */
-        _mm_prefetch((const char *)(src + i * lds + 64), _MM_HINT_T0);
-    }
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
-        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
-        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-    }
-    for (int h = 0; h < 16; h += 8)
-        for (int i = 0; i < 4; i++) {
-            t[h + i] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0x88);
-            t[h + i + 4] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0xDD);
-        }
-    for (int i = 0; i < 8; i++) {
-        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
-    }
-    for (int i = 0; i < 16; i++)
-        _mm512_store_ps(dst + i * FX_PACK_NR, r[i]);
-}
-#define PK_HAVE_TR16 1
-#endif
-
-static void pack_panel(const float *W, int64_t N, int64_t K, int64_t ldw, int64_t q, float *dst)
-{
-    const int64_t n0 = q * FX_PACK_NR;
-    const int jn = (int)(N - n0 < FX_PACK_NR ? N - n0 : FX_PACK_NR);
-#ifdef PK_HAVE_TR16
-    const bool tr = __builtin_cpu_supports("avx512f");
-#endif
-    for (int64_t kb = 0; kb < K; kb += 16) {
-        const int kl = (int)(K - kb < 16 ? K - kb : 16);
-#ifdef PK_HAVE_TR16
-        if (tr && jn == FX_PACK_NR && kl == 16) {
-            tr16(W + n0 * ldw + kb, ldw, dst + kb * FX_PACK_NR);
-            tr16(W + (n0 + 16) * ldw + kb, ldw, dst + kb * FX_PACK_NR + 16);
-            continue;
-        }
-#endif
-        float *d = dst + kb * FX_PACK_NR;
-        for (int j = 0; j < jn; j++) {
-            const float *src = W + (n0 + j) * ldw + kb;
-            for (int kk = 0; kk < kl; kk++)
-                d[kk * FX_PACK_NR + j] = src[kk];
-        }
-        for (int j = jn; j < FX_PACK_NR; j++)
-            for (int kk = 0; kk < kl; kk++)
-                d[kk * FX_PACK_NR + j] = 0.0f;
-    }
-}
-
 fx_packed *fx__pack_create(const fx_tensor *w, const fx_tensor *bias)
 {
     if (!w || w->dtype != FX_F32 || w->ndim != 2 || w->device.type != FX_DEV_CPU ||
@@ -132,8 +62,14 @@ fx_packed *fx__pack_create(const fx_tensor *w, const fx_tensor *bias)
         return NULL;
     }
     const float *W = fx_f32(w);
-    for (int64_t q = 0; q < p->np; q++)
-        pack_panel(W, N, K, K, q, p->panels + (size_t)q * (size_t)K * FX_PACK_NR);
+    for (int64_t q = 0; q < p->np; q++) {
+        float *panel = p->panels + (size_t)q * (size_t)K * FX_PACK_NR;
+        for (int j = 0; j < FX_PACK_NR; j++) {
+            int64_t n = q * FX_PACK_NR + j;
+            for (int64_t k = 0; k < K; k++)
+                panel[k * FX_PACK_NR + j] = n < N ? W[n * K + k] : 0.0f;
+        }
+    }
     if (bias) {
         const float *B = fx_f32(bias);
         for (int64_t n = 0; n < p->np * FX_PACK_NR; n++)
