@@ -308,14 +308,82 @@ fx_tensor *fx__grad(fx_ctx *ctx, fx_tensor *t)
     return t->grad;
 }
 
+void fx_ctx_set_grad_ready_hook(fx_ctx *ctx, fx_grad_ready_fn fn, void *data)
+{
+    if (!ctx)
+        return;
+    ctx->grad_ready = fn;
+    ctx->grad_ready_data = data;
+}
+
+/* The grad-ready hook's bookkeeping: per persistent tensor that requires
+ * grad, the tape records still to walk that have it as an input. An
+ * open-addressing table in the meta arena (reset with the step). */
+typedef struct {
+    fx_tensor *t;
+    int64_t left;
+} use_slot;
+
+static bool hooked_input(const fx_tensor *t)
+{
+    return (t->flags & (FX_TENSOR_PERSISTENT | FX_TENSOR_REQUIRES_GRAD)) ==
+           (FX_TENSOR_PERSISTENT | FX_TENSOR_REQUIRES_GRAD);
+}
+
+static use_slot *use_slot_of(use_slot *tab, size_t cap, const fx_tensor *t)
+{
+    size_t h = (size_t)(((uint64_t)(uintptr_t)t >> 4) * 0x9E3779B97F4A7C15ull) & (cap - 1);
+    while (tab[h].t && tab[h].t != t)
+        h = (h + 1) & (cap - 1);
+    return &tab[h];
+}
+
+/* Counts the remaining uses (NULL when nothing is hooked, or on error with
+ * ctx's status set). */
+static use_slot *count_uses(fx_ctx *ctx, size_t *cap_out)
+{
+    size_t n = 0;
+    for (fx_node *nd = ctx->tape; nd; nd = nd->prev)
+        for (int i = 0; i < nd->nin; i++)
+            n += hooked_input(nd->in[i]);
+    if (!n)
+        return NULL;
+    size_t cap = 16;
+    while (cap < 2 * n)
+        cap *= 2;
+    use_slot *tab = fx__ctx_alloc_meta(ctx, cap * sizeof *tab);
+    if (!tab)
+        return NULL;
+    memset(tab, 0, cap * sizeof *tab);
+    for (fx_node *nd = ctx->tape; nd; nd = nd->prev)
+        for (int i = 0; i < nd->nin; i++)
+            if (hooked_input(nd->in[i])) {
+                use_slot *u = use_slot_of(tab, cap, nd->in[i]);
+                u->t = nd->in[i];
+                u->left++;
+            }
+    *cap_out = cap;
+    return tab;
+}
+
 static fx_status run_tape(fx_ctx *ctx)
 {
+    size_t cap = 0;
+    use_slot *uses = ctx->grad_ready ? count_uses(ctx, &cap) : NULL;
+    if (ctx->status != FX_OK)
+        return ctx->status;
     for (fx_node *n = ctx->tape; n; n = n->prev) {
-        if (!n->out->grad)
-            continue; /* no gradient reached this output */
-        n->backward(ctx, n);
-        if (ctx->status != FX_OK)
-            return ctx->status;
+        if (n->out->grad) { /* else no gradient reached this output */
+            n->backward(ctx, n);
+            if (ctx->status != FX_OK)
+                return ctx->status;
+        }
+        for (int i = 0; uses && i < n->nin; i++)
+            if (hooked_input(n->in[i])) {
+                use_slot *u = use_slot_of(uses, cap, n->in[i]);
+                if (--u->left == 0)
+                    ctx->grad_ready(ctx->grad_ready_data, u->t);
+            }
     }
     ctx->tape = NULL;
     ctx->tape_len = 0;

@@ -220,6 +220,15 @@ fx_tensor *fx_tensor_create(fx_device dev, fx_dtype dt, int ndim, const int64_t 
 void fx_tensor_free(fx_tensor *t); /* also frees its grad; NULL is fine */
 /* Gives a persistent tensor a persistent, zeroed gradient and marks it. */
 fx_status fx_tensor_set_requires_grad(fx_tensor *t, bool on);
+/* Makes t's gradient live in caller memory: buf holds numel(t) elements of
+ * t's dtype on t's device (e.g. a slice of a flat bucket that is all-reduced
+ * in one call). The current gradient's values are copied into buf; t->grad
+ * becomes a persistent tensor over buf that is not owned (fx_tensor_free
+ * frees the tensor, never buf). Zeroing the gradient (fx_optim_zero_grad,
+ * fx_tensor_fill) writes through to buf. buf must outlive t's gradient (or
+ * be detached first: buf NULL gives t an owned gradient again, with buf's
+ * values). t must be persistent and require grad (FX_ERR_STATE). */
+fx_status fx_tensor_set_grad_buffer(fx_tensor *t, void *buf);
 
 /* Host <-> tensor copies; nbytes must equal numel * dtype size. The tensor
  * may be strided (views are gathered / scattered by the backend). */
@@ -309,6 +318,20 @@ fx_status fx_backward(fx_ctx *ctx, fx_tensor *loss);
 fx_status fx_backward_seed(fx_ctx *ctx, fx_tensor *out, const fx_tensor *seed);
 /* Number of records on the tape (for tests). */
 size_t fx_tape_length(const fx_ctx *ctx);
+
+/* Grad-ready hook (data-parallel training: start reducing a gradient while
+ * backward goes on). During fx_backward / fx_backward_seed on ctx, fn(data,
+ * t) is called for each persistent tensor t that is an input of a tape
+ * record, as soon as its gradient is final: no record left on the tape
+ * will add to it. The remaining uses are counted over the whole tape before
+ * the walk; records that are skipped because no gradient reached their
+ * output count down too, so each such tensor is reported exactly once per
+ * backward, in the order its gradient became final. Persistent tensors that
+ * are on no record are not reported (the caller knows they got nothing).
+ * The counting uses the context's arena: no heap allocation in a steady
+ * state. fn NULL: no hook (the default). */
+typedef void (*fx_grad_ready_fn)(void *data, fx_tensor *t);
+void fx_ctx_set_grad_ready_hook(fx_ctx *ctx, fx_grad_ready_fn fn, void *data);
 
 /* -------------------------------------------------------------------- ops */
 /*

@@ -109,6 +109,8 @@ struct fx_ctx {
     fx_status status;
     char err[512];
     fx_priority priority;
+    fx_grad_ready_fn grad_ready; /* fx_ctx_set_grad_ready_hook */
+    void *grad_ready_data;
     /* CUDA: the context's stream and cuBLAS handle (engine/cuda/stream.cu,
      * an fx__cuda_lane), NULL until the context first runs something. */
     void *lane;

@@ -205,6 +205,43 @@ fx_status fx_tensor_set_requires_grad(fx_tensor *t, bool on)
     return FX_OK;
 }
 
+fx_status fx_tensor_set_grad_buffer(fx_tensor *t, void *buf)
+{
+    if (!t)
+        return FX_ERR_ARG;
+    if (!(t->flags & FX_TENSOR_PERSISTENT) || !(t->flags & FX_TENSOR_REQUIRES_GRAD) || !t->grad)
+        return FX_ERR_STATE;
+    fx_tensor *g;
+    if (buf) {
+        /* the tensor and its storage record in one block: fx_tensor_free
+         * frees the block and leaves the (not owned) memory alone */
+        g = malloc(sizeof *g + sizeof(fx_storage));
+        if (!g || !init_meta(g, t->device, t->dtype, t->ndim, t->shape)) {
+            free(g);
+            return FX_ERR_NOMEM;
+        }
+        fx_storage *st = (fx_storage *)(g + 1);
+        st->ptr = buf;
+        st->nbytes = tensor_bytes(g);
+        st->device = t->device;
+        st->owned = false;
+        g->storage = st;
+        g->flags = FX_TENSOR_PERSISTENT;
+    } else {
+        g = fx_tensor_create(t->device, t->dtype, t->ndim, t->shape);
+        if (!g)
+            return FX_ERR_NOMEM;
+    }
+    fx_status s = fx_tensor_copy(g, t->grad);
+    if (s != FX_OK) {
+        fx_tensor_free(g);
+        return s;
+    }
+    fx_tensor_free(t->grad);
+    t->grad = g;
+    return FX_OK;
+}
+
 fx_status fx_tensor_to_host(const fx_tensor *t, void *dst, size_t nbytes)
 {
     if (!t || (!dst && nbytes))

@@ -10,7 +10,7 @@ PKGS=(build-essential cmake pkg-config
       libopenblas-dev libcmocka-dev libsqlite3-dev libuv1-dev
       libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler protobuf-compiler-grpc
       libjansson-dev libssl-dev python3 python3-numpy python3-grpcio python3-protobuf
-      libprotobuf-dev libmicrohttpd-dev)
+      libprotobuf-dev libmicrohttpd-dev libgloo-dev)
 # Extra packages for a caller (e.g. benchmarks ask for python3-torch).
 if [ -n "${FX_EXTRA_PKGS:-}" ]; then read -r -a extra <<< "$FX_EXTRA_PKGS"; PKGS+=("${extra[@]}"); fi
 

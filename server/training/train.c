@@ -182,49 +182,131 @@ static bool is_divergence(run_t *r, const char *msg)
            strstr(msg, "not finite") != NULL;
 }
 
-static int train_step(run_t *r)
+/* Forward and losses of this rank's rows of the step: the summed loss to
+ * backpropagate (scaled by the rank's share of the global batch), its value
+ * in *loss; NULL with *loss NAN when the step diverged; NULL with -1 in *rc
+ * on an error. x: the data-parallel scalars (NULL with one rank). */
+static fx_tensor *step_loss(run_t *r, const int64_t *idx, int64_t b, double share, float *x,
+                            double *loss, int *rc)
 {
     const plan_t *p = &r->P;
-    int64_t b = p->n_train - r->pos < p->batch ? p->n_train - r->pos : p->batch;
-    const int64_t *idx = r->perm + r->pos;
     int64_t stepno = r->step + 1;
-    fx_ctx_reset(r->ctx);
+    *loss = NAN;
+    *rc = 0;
     if (forward(r, p->train, false, idx, 0, b)) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", r->err);
         if (is_divergence(r, msg))
-            return diverged(r, NAN);
-        return fxt__rfail(r, "step %" PRId64 ": %s", stepno, msg);
+            return NULL;
+        *rc = fxt__rfail(r, "step %" PRId64 ": %s", stepno, msg);
+        return NULL;
     }
     fx_tensor *total = NULL;
     for (int i = 0; i < p->nlosses; i++) {
         const loss_t *l = &p->losses[i];
         int64_t cnt;
         fx_tensor *t = loss_of(r, l, false, p->train, idx, 0, b, FX_MEAN, &cnt);
-        if (t && p->nlosses > 1)
-            r->win_loss_out[i] += fx_tensor_item(t);
+        if (t && p->nlosses > 1) {
+            if (x)
+                x[1 + i] = (float)(share * fx_tensor_item(t));
+            else
+                r->win_loss_out[i] += fx_tensor_item(t);
+        }
         if (l->weight != 1.0)
             t = fx_scale(r->ctx, t, (float)l->weight);
         total = total ? fx_add(r->ctx, total, t) : t;
     }
-    double loss = total ? fx_tensor_item(total) : NAN;
-    if (fx_ctx_status(r->ctx) != FX_OK && is_divergence(r, fx_ctx_error(r->ctx)))
-        return diverged(r, NAN);
-    if (fx_ctx_status(r->ctx) != FX_OK)
-        return fxt__rfail(r, "step %" PRId64 ": %s", stepno, fx_ctx_error(r->ctx));
-    if (!isfinite(loss))
-        return diverged(r, loss);
+    *loss = total ? fx_tensor_item(total) : NAN;
+    if (fx_ctx_status(r->ctx) != FX_OK && is_divergence(r, fx_ctx_error(r->ctx))) {
+        *loss = NAN;
+        return NULL;
+    }
+    if (fx_ctx_status(r->ctx) != FX_OK) {
+        *rc = fxt__rfail(r, "step %" PRId64 ": %s", stepno, fx_ctx_error(r->ctx));
+        return NULL;
+    }
+    if (!isfinite(*loss))
+        return NULL;
+    int xm = 1 + (p->nlosses > 1 ? p->nlosses : 0);
     for (int j = 0; j < p->nmetrics; j++) {
         const loss_t *l = &p->losses[p->metrics[j].loss];
+        int64_t c = 0, n = 0;
         if (fxt__count_correct(r, j, r->out[l->out], &p->train->cols[l->col], idx, 0, b,
-                               &r->win_correct[j], &r->win_total[j]))
-            return -1;
+                               x ? &c : &r->win_correct[j], x ? &n : &r->win_total[j])) {
+            *rc = -1;
+            return NULL;
+        }
+        if (x) {
+            x[xm + 2 * j] = (float)c;
+            x[xm + 2 * j + 1] = (float)n;
+        }
     }
-    if (fx_backward(r->ctx, total) != FX_OK)
-        return fxt__rfail(r, "step %" PRId64 ": backward: %s", stepno, fx_ctx_error(r->ctx));
+    /* the sum over the ranks of share * (their mean) is the global mean */
+    return share != 1.0 ? fx_scale(r->ctx, total, (float)share) : total;
+}
+
+/* Data-parallel: what the ranks summed, into the window (the loss
+ * itself is x[0]). */
+static void add_global_scalars(run_t *r, const float *x)
+{
+    const plan_t *p = &r->P;
+    int xm = 1 + (p->nlosses > 1 ? p->nlosses : 0);
+    for (int i = 0; p->nlosses > 1 && i < p->nlosses; i++)
+        r->win_loss_out[i] += x[1 + i];
+    for (int j = 0; j < p->nmetrics; j++) {
+        r->win_correct[j] += (int64_t)x[xm + 2 * j];
+        r->win_total[j] += (int64_t)x[xm + 2 * j + 1];
+    }
+    r->stop_vote = x[xm + 2 * p->nmetrics] > 0;
+    if (r->v_comm >= 0) {
+        double ms, ov;
+        fxt__dist_comm_stats(r, &ms, &ov);
+        fxt__set_value(r, r->v_comm, ms);
+        fxt__set_value(r, r->v_comm + 1, ov);
+    }
+}
+
+/* One optimizer step on the global batch at the current position (with
+ * several ranks: this rank's share of it, the gradients summed). */
+static int train_step(run_t *r)
+{
+    const plan_t *p = &r->P;
+    int64_t gb = p->n_train - r->pos < p->batch * p->world ? p->n_train - r->pos
+                                                           : p->batch * p->world;
+    int64_t off = 0, b = gb;
+    fxt__dist_share(r, gb, &off, &b);
+    const int64_t *idx = r->perm + r->pos + off;
+    int64_t stepno = r->step + 1;
+    float *x = r->dist ? fxt__dist_scalars(r) : NULL;
+    fx_ctx_reset(r->ctx);
+    double loss = 0;
+    fx_tensor *total = NULL;
+    if (b > 0) { /* a rank may have no rows of a last partial batch */
+        int rc;
+        total = step_loss(r, idx, b, (double)b / (double)gb, x, &loss, &rc);
+        if (rc)
+            return -1;
+        if (!total && !x)
+            return diverged(r, loss);
+        if (total && fx_backward(r->ctx, total) != FX_OK)
+            return fxt__rfail(r, "step %" PRId64 ": backward: %s", stepno, fx_ctx_error(r->ctx));
+    }
+    if (x) {
+        x[0] = b > 0 ? (float)((double)b / (double)gb * loss) : 0.0f;
+        int xm = 1 + (p->nlosses > 1 ? p->nlosses : 0);
+        x[xm + 2 * p->nmetrics] = r->stop_vote ? 1.0f : 0.0f;
+        if (fxt__dist_reduce(r, stepno))
+            return -1;
+        loss = x[0];
+        add_global_scalars(r, x);
+        if (!isfinite(loss)) /* on every rank alike: the sum carries a NaN */
+            return diverged(r, loss);
+    }
     if (fx_optim_step(r->opt) != FX_OK)
         return fxt__rfail(r, "step %" PRId64 ": %s", stepno, fx_optim_error(r->opt));
     fx_optim_zero_grad(r->opt);
+    if (r->dist && fxt__dist_sync_buffers(r, stepno))
+        return -1;
     char what[48];
     snprintf(what, sizeof what, "step %" PRId64, stepno);
     if (device_ok(r, what) || memory_ok(r, what))
@@ -235,8 +317,8 @@ static int train_step(run_t *r)
     r->sc_loss += loss;
     r->sc_n++;
     r->step++;
-    r->samples += b;
-    r->pos += b;
+    r->samples += gb;
+    r->pos += gb;
     if (r->pos >= p->n_train) {
         r->pos = 0;
         r->epoch++;
@@ -419,11 +501,13 @@ static int run_init(run_t *r, const Fluxion__V1__JobSpec *spec)
     if (!r->opt)
         return fxt__rfail(r, "optimizer: %s", fx_optim_last_create_error());
     fx_params_init(&r->best_w);
+    r->v_comm = -1;
     return fxt__make_value_names(r);
 }
 
 static void run_free(run_t *r)
 {
+    fxt__dist_free(r);
     fx_ctx_free(r->ctx);
     fx_rng_free(r->rng);
     fx_optim_free(r->opt);
@@ -460,7 +544,12 @@ static fxt_result loop(run_t *r)
     while (r->step < p->total_steps && !r->stop_early) {
         if (r->hk->yield)
             r->hk->yield(r->hk->yield_data ? r->hk->yield_data : r->hk->data);
-        if (r->hk->should_stop && r->hk->should_stop(r->hk->data, r->step)) {
+        bool stop = r->hk->should_stop && r->hk->should_stop(r->hk->data, r->step);
+        /* data-parallel: a vote carried by the next step's scalars, so that
+         * every rank stops after the same step */
+        if (r->dist && stop)
+            r->stop_vote = true;
+        if (!r->dist && stop) {
             if (r->ckpt_stored != r->step) /* the one just written is this step's */
                 fxt__checkpoint(r, true); /* not stored: resumed from the one before */
             return FXT_STOPPED;
@@ -469,7 +558,11 @@ static fxt_result loop(run_t *r)
             shuffle(r);
         int64_t epoch = r->epoch;
         if (train_step(r))
-            return FXT_FAILED;
+            return r->lost ? FXT_LOST : FXT_FAILED;
+        if (r->dist && r->stop_vote) {
+            fxt__checkpoint(r, true);
+            return FXT_STOPPED;
+        }
         if (r->vhave[V_LOSS] && !isfinite(r->vval[V_LOSS]))
             break; /* diverged (train_step) */
         if (eval_due(r, r->epoch != epoch)) {
@@ -528,6 +621,23 @@ fxt_result fxt_run(const Fluxion__V1__JobSpec *spec, fxg_graph *g, const fxds_co
 {
     static const fxt_hooks no_hooks;
     char local[512];
+    /* data-parallel: only rank 0 reports and checkpoints; the plan counts
+     * steps of the world's global batch */
+    const fxt_dist *dist = hooks && hooks->dist && hooks->dist->world > 1 ? hooks->dist : NULL;
+    fxt_hooks quiet;
+    Fluxion__V1__JobSpec wspec;
+    if (dist && spec) {
+        wspec = *spec;
+        wspec.world_size = dist->world;
+        spec = &wspec;
+    }
+    if (dist && dist->rank != 0) {
+        quiet = *hooks;
+        quiet.on_progress = quiet.on_eval = NULL;
+        quiet.on_checkpoint = NULL;
+        quiet.on_scalar = NULL;
+        hooks = &quiet;
+    }
     run_t r = {.g = g,
                .hk = hooks ? hooks : &no_hooks,
                .err = err && errlen ? err : local,
@@ -553,12 +663,15 @@ fxt_result fxt_run(const Fluxion__V1__JobSpec *spec, fxg_graph *g, const fxds_co
     r.shuffle = spec->shuffle;
     r.scalar_every = r.P.total_steps / 100 > 1 ? r.P.total_steps / 100 : 1;
     fxt_result res = FXT_FAILED;
-    if (!run_init(&r, spec) && (!resume_buf || !fxt__resume(&r, resume_buf, resume_len))) {
+    if (!run_init(&r, spec) && (!resume_buf || !fxt__resume(&r, resume_buf, resume_len)) &&
+        !fxt__dist_init(&r)) {
         fxt__set_value(&r, V_LR, fx_optim_lr(r.opt));
         r.t_start = r.t_last = fxt__now_s();
         r.step_start = r.pr_step = r.step;
         r.ckpt_stored = resume_buf ? r.step : -1;
         res = loop(&r);
+    } else if (r.lost) {
+        res = FXT_LOST;
     }
     if (res == FXT_DONE && finish(&r, result, result_len, final))
         res = FXT_FAILED;

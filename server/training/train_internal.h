@@ -57,7 +57,8 @@ typedef struct {
     int nlosses;
     metric_t *metrics;
     int nmetrics;
-    int64_t batch, n_train, n_val, val_offset;
+    int64_t batch, n_train, n_val, val_offset; /* batch: per rank */
+    int world; /* data-parallel ranks (1: one); the global batch is world * batch */
     int64_t steps_per_epoch, total_steps, total_epochs, eval_every, ckpt_every;
     fx_optim_kind opt_kind;
     fx_optim_hparams hp;
@@ -67,6 +68,8 @@ typedef struct {
     double es_min_delta;
     int es_patience;
 } plan_t;
+
+#define FXT_MAX_WORLD 256
 
 /* Checks spec against g and the columns and fills p (fxt_validate's
  * contract); on error p holds nothing to free. */
@@ -123,6 +126,11 @@ typedef struct {
     char **vname;
     double *vval;
     bool *vhave;
+    /* data-parallel (train_dist.c); NULL with one rank */
+    struct fxt__dist *dist;
+    bool lost;   /* a collective failed: the run ends FXT_LOST */
+    bool stop_vote; /* should_stop said so on this rank; acted on by all after the step */
+    int v_comm;  /* index of the value "comm_ms" ("comm_overlap" next); -1: none */
     char *err;
     size_t errlen;
 } run_t;
@@ -187,5 +195,28 @@ void fxt__loss_scalars(run_t *r, bool force);
  * run must fail. */
 int fxt__checkpoint(run_t *r, bool stopping);
 int fxt__resume(run_t *r, const void *buf, size_t len);
+
+/* -------------------------------------------------------- train_dist.c */
+
+typedef struct fxt__dist fxt__dist;
+/* With hooks->dist world > 1: buckets, gradients in them, the grad-ready
+ * hook, and rank 0's weights broadcast (after a resume). 0 with one rank. */
+int fxt__dist_init(run_t *r);
+void fxt__dist_free(run_t *r);
+/* This rank's share [off, off + n) of a global batch of `global` rows. */
+void fxt__dist_share(const run_t *r, int64_t global, int64_t *off, int64_t *n);
+/* Starts a step: returns the step's scalars to fill (zeroed), summed over
+ * the ranks by fxt__dist_reduce. Layout: [0] loss * share, then per loss
+ * (several losses) its value * share, then per metric correct and total,
+ * then the stop vote. */
+float *fxt__dist_scalars(run_t *r);
+/* After backward: starts what the hook did not, waits for every bucket and
+ * the scalars. -1 with r->lost set when a collective failed. */
+int fxt__dist_reduce(run_t *r, int64_t stepno);
+/* Rank 0's buffers (batch norm statistics) to every rank. */
+int fxt__dist_sync_buffers(run_t *r, int64_t stepno);
+/* The mean wall time of a step's collectives (first start to last wait)
+ * and the fraction of it that overlapped backward. */
+void fxt__dist_comm_stats(const run_t *r, double *comm_ms, double *overlap);
 
 #endif

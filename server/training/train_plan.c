@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "base/status.h"
+#include "comm/comm.h"
 
 static const char *const loss_kinds[LK_COUNT] = {
     "mse", "cross_entropy", "cross_entropy_soft", "bce_with_logits", "ctc", "output"};
@@ -551,7 +552,9 @@ static int check_sizes(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err, s
         p->valc = p->train;
         p->val_offset = p->n_train;
     }
-    p->steps_per_epoch = (p->n_train + p->batch - 1) / p->batch;
+    /* a step trains the global batch: world ranks of batch samples each */
+    int64_t global = p->batch > INT64_MAX / p->world ? INT64_MAX : p->batch * p->world;
+    p->steps_per_epoch = (p->n_train + global - 1) / global;
     if (spec->steps <= 0 && spec->epochs > INT64_MAX / p->steps_per_epoch)
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "epochs: %" PRId64 " is too many",
                         spec->epochs);
@@ -560,6 +563,78 @@ static int check_sizes(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err, s
                                       : spec->epochs;
     p->eval_every = spec->eval_every_steps;
     p->ckpt_every = spec->checkpoint_every_steps;
+    return 0;
+}
+
+/* Data-parallel fields (training.proto 44-48; docs/distributed.md). Devices
+ * are checked by name here (the daemon resolves them against its devices
+ * when it places the ranks). p->world is what the step counts use. */
+static int check_world(const Fluxion__V1__JobSpec *spec, plan_t *p, char *err, size_t errlen)
+{
+    int w = spec->world_size;
+    if (w < 0 || w > FXT_MAX_WORLD)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "world_size: %d is not in [0, %d] (0 or 1: one rank)", w, FXT_MAX_WORLD);
+    p->world = w > 1 ? w : 1;
+    if (spec->n_placement && spec->n_placement != (size_t)p->world)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "placement: %zu entries for world_size %d (give none, or one per rank)",
+                        spec->n_placement, p->world);
+    if (spec->min_world_size < 0 || spec->min_world_size > p->world)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "min_world_size: %d is not in [0, world_size %d] (0: not elastic)",
+                        spec->min_world_size, p->world);
+    if (spec->bucket_bytes && (spec->bucket_bytes < 1024 || spec->bucket_bytes > (1ll << 30)))
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "bucket_bytes: %" PRId64 " is not in [1024, 1073741824] (0: 25 MiB)",
+                        spec->bucket_bytes);
+    const char *be = spec->comm_backend ? spec->comm_backend : "";
+    fxcm_backend kind = *be ? fxcm_backend_parse(be) : 0;
+    if (*be && !kind)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "comm_backend: '%.64s' is not one of gloo, nccl (\"\": by the devices)", be);
+    bool any_cuda = false, any_cpu = false;
+    size_t nd = spec->n_placement ? spec->n_placement : p->world > 1;
+    for (size_t i = 0; i < nd; i++) {
+        char field[32];
+        const char *d = spec->n_placement ? spec->placement[i] : spec->device;
+        if (spec->n_placement)
+            snprintf(field, sizeof field, "placement[%zu]", i);
+        else
+            snprintf(field, sizeof field, "device");
+        if (!d || !*d) {
+            if (spec->n_placement)
+                return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                                "%s: empty (\"cpu\", \"cuda:N\" or \"PEER/DEVICE\")", field);
+            any_cpu = true; /* the daemon's default device: checked when placed */
+            continue;
+        }
+        const char *slash = spec->n_placement ? strchr(d, '/') : NULL;
+        if (slash == d)
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                            "%s: '%.64s' has an empty peer name", field, d);
+        fx_device fd = {.type = FX_DEV_CUDA}; /* "gpu": the freest CUDA device */
+        const char *dn = slash ? slash + 1 : d;
+        if (strcmp(dn, "gpu") != 0 && !fx_device_parse(dn, &fd))
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                            "%s: '%.64s' is not a device (\"cpu\", \"cuda:N\"%s)", field, d,
+                            spec->n_placement ? " or \"PEER/DEVICE\"" : "");
+        any_cuda |= fd.type == FX_DEV_CUDA;
+        any_cpu |= fd.type != FX_DEV_CUDA;
+    }
+    if (p->world > 1 && kind == FXCM_NCCL) {
+        if (any_cpu)
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                            "comm_backend: nccl reduces CUDA memory; every rank must be on a "
+                            "cuda device (or use gloo for cpu ranks)");
+        if (!fxcm_available(FXCM_NCCL))
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                            "comm_backend: nccl is not built into this fluxiond (no nccl.h at "
+                            "build time); use gloo with cpu ranks");
+    }
+    if (p->world > 1 && kind == FXCM_GLOO && any_cuda)
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "comm_backend: gloo reduces host memory; ranks on cuda devices need nccl");
     return 0;
 }
 
@@ -624,7 +699,9 @@ int fxt__plan_build(const Fluxion__V1__JobSpec *spec, const fxg_graph *g, const 
     p->g = g;
     p->train = train;
     p->valc = val;
-    int rc = check_sizes(spec, p, err, errlen);
+    int rc = check_world(spec, p, err, errlen);
+    if (!rc)
+        rc = check_sizes(spec, p, err, errlen);
     if (!rc)
         rc = check_feeds(spec, p, err, errlen);
     if (!rc)

@@ -24,7 +24,7 @@ static int add_value_name(run_t *r, const char *fmt, const char *a, const char *
 int fxt__make_value_names(run_t *r)
 {
     const plan_t *p = &r->P;
-    int cap = V_FIXED + 2 * p->nlosses + 2 * p->nmetrics;
+    int cap = V_FIXED + 2 * p->nlosses + 2 * p->nmetrics + 2;
     r->vname = calloc((size_t)cap, sizeof *r->vname);
     r->vval = calloc((size_t)cap, sizeof *r->vval);
     r->vhave = calloc((size_t)cap, sizeof *r->vhave);
@@ -43,6 +43,12 @@ int fxt__make_value_names(run_t *r)
         if (add_value_name(r, "%s%s", p->metrics[i].name, "") ||
             add_value_name(r, "val_%s%s", p->metrics[i].name, ""))
             return -1;
+    if (p->world > 1) { /* data-parallel: docs/distributed.md */
+        r->v_comm = r->nvals;
+        if (add_value_name(r, "comm_ms%s%s", "", "") ||
+            add_value_name(r, "comm_overlap%s%s", "", ""))
+            return -1;
+    }
     return 0;
 }
 
