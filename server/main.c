@@ -34,6 +34,7 @@
 #include "flags.h"
 #include "http/http.h"
 #include "peers/peers.h"
+#include "training/ranks.h"
 
 /* ------------------------------------------------------------ control loop */
 
@@ -130,6 +131,8 @@ static void *drain_main(void *arg)
     fxr_server_destroy(d->rpc);
     atomic_store(&c->waiting_for, "the jobs to be freed");
     fxj_jobs_free(d->jobs);
+    atomic_store(&c->waiting_for, "the ranks for peers to stop");
+    fxj_ranks_free(d->ranks);
     atomic_store(&c->waiting_for, "the served models to stop");
     fxsv_serving_free(d->serving);
     atomic_store(&c->waiting_for, "the datasets to close");
@@ -551,12 +554,20 @@ int main(int argc, char **argv)
                            .inference_first = o.inference_first,
                            .preempt_grace_steps = o.preempt_grace_steps,
                            .training_min_share = o.training_min_share,
+                           .peers = d.peers,
                            .devices = &d.devices,
                            .sched_half_life_ms = o.sched_half_life_min * 60000,
                            .sched_min_run_ms = o.sched_min_run_s < 0    ? 0
                                                : o.sched_min_run_s == 0 ? 1
                                                                         : o.sched_min_run_s * 1000 }, &d.jobs, err, sizeof err) != 0) {
         fxl_log(FXL_ERROR, "main", "cannot start the training jobs error=\"%s\"", err);
+        return 1;
+    }
+    /* ranks for peers' jobs: only with a peer secret (nobody else can ask) */
+    if (fxpr_secret(d.peers) &&
+        fxj_ranks_new(d.peers, (int)o.train_workers, d.max_params, &d.ranks, err,
+                      sizeof err) != 0) {
+        fxl_log(FXL_ERROR, "main", "cannot take ranks for peers error=\"%s\"", err);
         return 1;
     }
     int port = 0, http_port = 0;

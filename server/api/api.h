@@ -45,6 +45,7 @@ typedef struct {
     int engine_threads;
     fxsv_devices devices;         /* enabled (--devices) */
     struct fxpr_peers *peers;     /* peers/peers.h: the other daemons (never NULL once started) */
+    struct fxj_ranks *ranks;      /* training/ranks.h: ranks run for peers (NULL: none taken) */
     uint64_t max_dataset_bytes;   /* --max-dataset-mb: a member's StartRank data limit */
 } fxa_daemon;
 

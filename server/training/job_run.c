@@ -377,14 +377,22 @@ static bool begin_run(fxj_jobs *j, job *x)
  * first), PREEMPTED says for whom, and its thread then tells the core
  * (job_sched.c). Its next run resumes from the checkpoint, as after a
  * restart, and gives the same weights as an uninterrupted run. */
-static void requeue(fxj_jobs *j, job *x)
+/* lost: a world across daemons that lost a rank or could not form
+ * (job_peers.c): back to QUEUED the same way, the event saying which peer
+ * (a STATE event; not counted as a preemption). */
+static void requeue(fxj_jobs *j, job *x, const char *lost)
 {
-    char msg[FXSC_REASON_MAX + 64];
+    char msg[FXS_ERRLEN + 64];
     pthread_mutex_lock(&j->mu);
-    snprintf(msg, sizeof msg, "preempted at checkpoint step %" PRId64 " for %s",
-             x->rec->checkpoint_step, x->preempt_for);
+    if (lost)
+        snprintf(msg, sizeof msg, "back to the queue at checkpoint step %" PRId64 ": %s",
+                 x->rec->checkpoint_step, lost);
+    else
+        snprintf(msg, sizeof msg, "preempted at checkpoint step %" PRId64 " for %s",
+                 x->rec->checkpoint_step, x->preempt_for);
     x->rec->state = FLUXION__V1__JOB_STATE__QUEUED;
-    x->rec->preemptions++;
+    if (!lost)
+        x->rec->preemptions++;
     if (x->rec->assigned_device && x->rec->assigned_device != protobuf_c_empty_string)
         free(x->rec->assigned_device);
     x->rec->assigned_device = strdup("");
@@ -392,9 +400,11 @@ static void requeue(fxj_jobs *j, job *x)
     x->resumed = false; /* its next start resumes from this preemption */
     x->requeued = true;
     atomic_store(&x->preempt, false);
-    fxj__commit(j, x, FLUXION__V1__JOB_EVENT__KIND__PREEMPTED, msg);
+    fxj__commit(j, x, lost ? FLUXION__V1__JOB_EVENT__KIND__STATE
+                           : FLUXION__V1__JOB_EVENT__KIND__PREEMPTED, msg);
     pthread_mutex_unlock(&j->mu);
-    fxl_log(FXL_INFO, "jobs", "job preempted job=%" PRId64 " msg=\"%s\"", x->id, msg);
+    fxl_log(FXL_INFO, "jobs", "job %s job=%" PRId64 " msg=\"%s\"", lost ? "requeued" : "preempted",
+            x->id, msg);
 }
 
 /* fxt_run with the hooks, and what its outcome makes of the job. */
@@ -417,9 +427,14 @@ static void train(fxj_jobs *j, job *x, run_ctx *r, run_inputs *in)
     char dname[32];
     fxl_log(FXL_INFO, "jobs", "job training job=%" PRId64 " device=%s", x->id,
             fx_device_str(in->device, dname, sizeof dname));
-    fxt_result res = fxt_run(x->rec->spec, in->g, fxds_dataset_columns(in->train),
-                             in->val ? fxds_dataset_columns(in->val) : NULL, in->ckpt,
-                             in->ckpt_len, &h, &result, &rlen, &final, err, sizeof err);
+    /* a world with ranks on peers: rank 0 here (job_peers.c) */
+    fxt_result res = fxj__peer_world(j, x->rec->spec)
+        ? fxj__train_peers(j, x, &h, in->g, fxds_dataset_columns(in->train),
+                           in->val ? fxds_dataset_columns(in->val) : NULL, in->ckpt,
+                           in->ckpt_len, &result, &rlen, &final, err, sizeof err)
+        : fxt_run(x->rec->spec, in->g, fxds_dataset_columns(in->train),
+                  in->val ? fxds_dataset_columns(in->val) : NULL, in->ckpt, in->ckpt_len, &h,
+                  &result, &rlen, &final, err, sizeof err);
     char tberr[FXS_ERRLEN];
     if (r->tb)
         tb_status(r, fxtb_flush(r->tb, tberr, sizeof tberr), tberr);
@@ -431,7 +446,9 @@ static void train(fxj_jobs *j, job *x, run_ctx *r, run_inputs *in)
     } else if (atomic_load(&x->cancel)) {
         finish_early(j, x, FLUXION__V1__JOB_STATE__CANCELLED, "cancelled while running");
     } else if (atomic_load(&x->preempt) && !atomic_load(&j->stopping)) {
-        requeue(j, x);
+        requeue(j, x, NULL);
+    } else if (res == FXT_LOST && !atomic_load(&j->stopping)) {
+        requeue(j, x, err);
     } else {
         fxl_log(FXL_INFO, "jobs", "job paused for the shutdown job=%" PRId64, x->id);
     }

@@ -15,6 +15,7 @@
 
 #include "sched/sched.h"
 #include "training/jobs.h"
+#include "training/train.h"
 
 /* One of a job's events, packed as a fluxion.v1.JobEvent (job_events.c). */
 typedef struct event {
@@ -154,5 +155,17 @@ int fxj__open_data(fxj_jobs *j, const char *name, const char *what, fxds_dataset
 void fxj__run_job(fxj_jobs *j, job *x);
 /* job_sched.c: the served models' reservations the core holds, forgotten. */
 void fxj__reservations_free(fxj_jobs *j);
+
+/* ---- job_peers.c: worlds across daemons (training/ranks.h) */
+
+/* True when the job's world has ranks on peers (its placement names one,
+ * or it has none and --peers lists some). */
+bool fxj__peer_world(const fxj_jobs *j, const Fluxion__V1__JobSpec *s);
+/* fxt_run as rank 0 of a world whose other ranks run on peers. FXT_LOST
+ * when the world could not form or lost a rank (err names the peer). */
+fxt_result fxj__train_peers(fxj_jobs *j, job *x, const fxt_hooks *hooks, fxg_graph *g,
+                            const fxds_columns *train, const fxds_columns *val, const void *ckpt,
+                            size_t ckpt_len, void **result, size_t *rlen,
+                            Fluxion__V1__JobProgress **final, char *err, size_t errlen);
 
 #endif

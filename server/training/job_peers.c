@@ -1,0 +1,284 @@
+/*
+ * job_peers.c - the coordinator of a world that spans daemons (ranks.h):
+ * rank 0 here, ranks 1.. on the peers its placement names, started with
+ * PeerService StartRank all or nothing, then fxt_run as rank 0. Called by
+ * job_run.c in place of fxt_run.
+ *
+ * Every rank gets the same spec, seed, starting weights (rank 0's graph,
+ * broadcast again by the trainer), resume checkpoint and data; only rank 0
+ * reports and checkpoints. When a member cannot be admitted, or the world
+ * does not form, or a collective fails later (a member died, a connection
+ * dropped: Gloo's timeout), the members started are stopped and the run
+ * ends FXT_LOST with err naming the peer; job_run.c puts the job back to
+ * QUEUED, and its next run forms the world again from the last checkpoint.
+ */
+#define _GNU_SOURCE
+#include "training/jobs_internal.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/log.h"
+#include "base/status.h"
+#include "base/util.h"
+#include "comm/comm.h"
+#include "models/models.h"
+#include "training/ranks.h"
+
+/* After a world that could not form, the job waits this long before it
+ * goes back to the queue (its slot is held meanwhile; the members are
+ * released at once, so two coordinators never wait on each other). */
+#define RETRY_BACKOFF_MS 2000
+#define START_RANK_TIMEOUT_MS 60000
+#define CHUNK_BYTES (1u << 20)
+
+/* The peer of rank r's placement entry "PEER/DEVICE" (index into peers),
+ * or -1 for an entry of this daemon; *dev: the DEVICE part. */
+static int entry_peer(const fxpr_peers *p, const char *e, const char **dev)
+{
+    const char *slash = strrchr(e, '/');
+    *dev = slash ? slash + 1 : e;
+    if (!slash)
+        return -1;
+    char name[FXPR_NAME_MAX + 1];
+    snprintf(name, sizeof name, "%.*s", (int)(slash - e), e);
+    int i = fxpr_find(p, name);
+    return i < 0 ? -2 : i;
+}
+
+bool fxj__peer_world(const fxj_jobs *j, const Fluxion__V1__JobSpec *s)
+{
+    fxpr_peers *p = j->opts.peers;
+    if (s->world_size <= 1 || !p)
+        return false;
+    for (size_t i = 0; i < s->n_placement; i++)
+        if (strchr(s->placement[i], '/'))
+            return true;
+    if (s->n_placement)
+        return false;
+    for (int i = 0; i < fxpr_count(p); i++)
+        if (fxpr_find(p, fxpr_name(p, i)) == i)
+            return true;
+    return false;
+}
+
+typedef struct {
+    int peer;          /* index in the registry */
+    const char *device;
+    char *rank_id;     /* the member's handle once admitted */
+} member;
+
+/* Ranks 1.. to peers: the placement's, or the peers in --peers order. */
+static int place(fxpr_peers *p, const Fluxion__V1__JobSpec *s, member *m, char *err,
+                 size_t errlen)
+{
+    int w = s->world_size, next = 0;
+    if (s->n_placement && strchr(s->placement[0], '/'))
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "placement[0] '%s': rank 0 runs on the daemon the job was submitted to",
+                        s->placement[0]);
+    for (int r = 1; r < w; r++) {
+        const char *dev = "cpu";
+        int i;
+        if (s->n_placement) {
+            i = entry_peer(p, s->placement[r], &dev);
+            if (i == -2)
+                return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                                "placement[%d] '%s': unknown peer (not in --peers)", r,
+                                s->placement[r]);
+        } else {
+            while (next < fxpr_count(p) && fxpr_find(p, fxpr_name(p, next)) != next)
+                next++;
+            i = next < fxpr_count(p) ? next++ : -1;
+        }
+        if (i < 0)
+            return fxu_fail(err, errlen, FXS_UNIMPLEMENTED,
+                            "rank %d on this daemon in a world with ranks on peers: not "
+                            "supported yet (place every rank but 0 on a peer)", r);
+        m[r].peer = i;
+        m[r].device = dev;
+    }
+    return 0;
+}
+
+/* The base version's model spec (the graph its weights fit). */
+static int model_spec(fxj_jobs *j, job *x, Fluxion__V1__ModelSpec **out, char *err,
+                      size_t errlen)
+{
+    fxdb_model_rec rec;
+    int rc = fxdb_store_get_model(j->st, x->rec->spec->model, &rec, err, errlen);
+    if (rc)
+        return rc;
+    if (!(rc = fxm_use_version_spec(j->st, &rec, x->rec->base_version, err, errlen)) &&
+        !(*out = fluxion__v1__model_spec__unpack(NULL, rec.spec_len, rec.spec)))
+        rc = fxu_fail(err, errlen, FXS_DATA_LOSS, "the model's stored spec does not parse");
+    fxdb_model_rec_free(&rec);
+    return rc;
+}
+
+static void stop_members(fxj_jobs *j, member *m, int w, const char *reason)
+{
+    for (int r = 1; r < w; r++) {
+        if (!m[r].rank_id)
+            continue;
+        Fluxion__V1__StopRankRequest q = FLUXION__V1__STOP_RANK_REQUEST__INIT;
+        q.rank_id = m[r].rank_id;
+        q.reason = (char *)reason;
+        ProtobufCMessage *resp = NULL;
+        char err[FXS_ERRLEN];
+        if (fxpr_call(j->opts.peers, m[r].peer, "StopRank", &q.base, &resp, 3000, err,
+                      sizeof err) == 0)
+            protobuf_c_message_free_unpacked(resp, NULL);
+        else
+            fxl_log(FXL_WARN, "jobs", "could not stop a peer's rank rank_id=%s error=\"%s\"",
+                    m[r].rank_id, err);
+    }
+}
+
+/* Which member failed, for the job's event: the first that does not
+ * answer or whose rank ended otherwise than running or done. */
+static void blame(fxj_jobs *j, member *m, int w, char *who, size_t wholen)
+{
+    snprintf(who, wholen, "a peer");
+    for (int r = 1; r < w; r++) {
+        Fluxion__V1__RankStatusRequest q = FLUXION__V1__RANK_STATUS_REQUEST__INIT;
+        q.rank_id = m[r].rank_id;
+        ProtobufCMessage *resp = NULL;
+        char err[FXS_ERRLEN];
+        const char *name = fxpr_name(j->opts.peers, m[r].peer);
+        int rc = fxpr_call(j->opts.peers, m[r].peer, "RankStatus", &q.base, &resp, 2000, err,
+                           sizeof err);
+        if (rc) {
+            snprintf(who, wholen, "peer %s (%s)", name, fxs_status_name(rc));
+            return;
+        }
+        Fluxion__V1__RankStatusResponse *s = (void *)resp;
+        if (strcmp(s->state, "RUNNING") && strcmp(s->state, "DONE")) {
+            snprintf(who, wholen, "peer %s (rank %d %s: %.120s)", name, r, s->state, s->error);
+            protobuf_c_message_free_unpacked(resp, NULL);
+            return;
+        }
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+}
+
+/* Waits up to ms, returning early when the job is cancelled or the daemon
+ * stops. */
+static void backoff(fxj_jobs *j, job *x, int ms)
+{
+    for (int t = 0; t < ms && !atomic_load(&x->cancel) && !atomic_load(&j->stopping); t += 100)
+        nanosleep(&(struct timespec){ 0, 100 * 1000000L }, NULL);
+}
+
+fxt_result fxj__train_peers(fxj_jobs *j, job *x, const fxt_hooks *hooks, fxg_graph *g,
+                            const fxds_columns *train, const fxds_columns *val, const void *ckpt,
+                            size_t ckpt_len, void **result, size_t *rlen,
+                            Fluxion__V1__JobProgress **final, char *err, size_t errlen)
+{
+    const Fluxion__V1__JobSpec *s = x->rec->spec;
+    fxpr_peers *p = j->opts.peers;
+    int w = s->world_size;
+    member *m = calloc((size_t)w, sizeof *m);
+    Fluxion__V1__ModelSpec *ms = NULL;
+    void *wbuf = NULL, *tbuf = NULL, *vbuf = NULL;
+    size_t wlen = 0, tlen = 0, vlen = 0;
+    char e2[FXS_ERRLEN - 128] = "", prefix[96] = "", jid[32];
+    fxcm_comm *comm = NULL;
+    fxt_result res = FXT_FAILED;
+    int rc = m ? 0 : fxu_oom(e2, sizeof e2);
+    if (!rc)
+        rc = place(p, s, m, e2, sizeof e2);
+    if (!rc)
+        rc = model_spec(j, x, &ms, e2, sizeof e2);
+    if (!rc)
+        rc = fxg_save_weights(g, &wbuf, &wlen, e2, sizeof e2);
+    if (!rc)
+        rc = fxj_columns_encode(train, &tbuf, &tlen, e2, sizeof e2);
+    if (!rc && val)
+        rc = fxj_columns_encode(val, &vbuf, &vlen, e2, sizeof e2);
+    if (rc) { /* nothing a retry would change */
+        fxu_seterr(err, errlen, "world across daemons: %s", e2);
+        goto out;
+    }
+    snprintf(jid, sizeof jid, "%" PRId64, x->id);
+    snprintf(prefix, sizeof prefix, "w/%s/%" PRIu64, jid, fxu_mono_ns());
+    fxpr_blob blobs[4] = { { wbuf, wlen }, { ckpt, ckpt_len }, { tbuf, tlen }, { vbuf, vlen } };
+    /* all or nothing: any member that cannot take its rank now releases
+     * the others */
+    for (int r = 1; r < w && !rc; r++) {
+        Fluxion__V1__RankAssignment a = FLUXION__V1__RANK_ASSIGNMENT__INIT;
+        a.job_id = jid;
+        a.attempt = x->rec->preemptions;
+        a.rank = r;
+        a.world = w;
+        a.backend = s->comm_backend && s->comm_backend[0] ? s->comm_backend : "gloo";
+        a.bucket_bytes = s->bucket_bytes;
+        a.comm_prefix = prefix;
+        a.coordinator = (char *)fxpr_node(p);
+        a.device = (char *)m[r].device;
+        a.seed = s->seed;
+        a.timeout_ms = FXJ_PEER_COMM_TIMEOUT_MS;
+        Fluxion__V1__StartRankChunk first = FLUXION__V1__START_RANK_CHUNK__INIT;
+        first.assignment = &a;
+        first.spec = (Fluxion__V1__JobSpec *)s;
+        first.model = ms;
+        first.weights_len = wlen;
+        first.resume_len = ckpt_len;
+        first.train_len = tlen;
+        first.val_len = vlen;
+        rc = fxpr_start_rank(p, m[r].peer, &first.base, blobs, CHUNK_BYTES,
+                             START_RANK_TIMEOUT_MS, &m[r].rank_id, e2, sizeof e2);
+    }
+    if (!rc) {
+        const char *host = fxpr_comm_host(p);
+        fxcm_opts o = { .backend = FXCM_GLOO, .rank = 0, .world = w, .prefix = prefix,
+                        .store = fxpr_kv_store(p), .timeout_ms = FXJ_PEER_COMM_TIMEOUT_MS,
+                        .bind_host = host[0] ? host : NULL };
+        char ce[384];
+        if ((rc = fxcm_open(&o, &comm, ce, sizeof ce))) {
+            char who[256];
+            blame(j, m, w, who, sizeof who);
+            snprintf(e2, sizeof e2, "%s: the world did not form: %s", who, ce);
+        }
+    }
+    if (rc) {
+        stop_members(j, m, w, "the world did not form");
+        fxu_seterr(err, errlen, "waiting for %s", e2);
+        fxl_log(FXL_WARN, "jobs", "world across daemons not formed job=%" PRId64 " error=\"%s\"",
+                x->id, err);
+        backoff(j, x, RETRY_BACKOFF_MS);
+        res = FXT_LOST;
+        goto out;
+    }
+    fxl_log(FXL_INFO, "jobs", "world across daemons formed job=%" PRId64 " world=%d prefix=%s",
+            x->id, w, prefix);
+    fxt_dist dist = { .rank = 0, .world = w, .comm = comm, .bucket_bytes = (size_t)s->bucket_bytes };
+    fxt_hooks h = *hooks;
+    h.dist = &dist;
+    res = fxt_run(s, g, train, val, ckpt, ckpt_len, &h, result, rlen, final, err, errlen);
+    if (res == FXT_LOST) {
+        char who[512], tmp[FXS_ERRLEN];
+        blame(j, m, w, who, sizeof who);
+        snprintf(tmp, sizeof tmp, "%s", err);
+        fxu_seterr(err, errlen, "lost %s: %s", who, tmp);
+    }
+    if (res != FXT_DONE)
+        stop_members(j, m, w, res == FXT_LOST ? "the world lost a rank" : "the job stopped");
+out:
+    if (comm)
+        fxcm_free(comm);
+    if (prefix[0])
+        fxpr_kv_drop(p, prefix);
+    for (int r = 1; m && r < w; r++)
+        free(m[r].rank_id);
+    free(m);
+    if (ms)
+        fluxion__v1__model_spec__free_unpacked(ms, NULL);
+    free(wbuf);
+    free(tbuf);
+    free(vbuf);
+    return res;
+}
