@@ -166,6 +166,34 @@ class DistPeersTest(unittest.TestCase):
         done = self.wait(job.id, timeout=90)
         self.assertClose(self.weights(run, done), w_ref)
 
+    def test_4_kill_coordinator(self):
+        """kill -9 of A (rank 0): B's rank fails its collective and ends;
+        A restarted resumes the job (RUNNING at start) and forms the world
+        again; same weights as an uninterrupted run."""
+        ref = self.model("ref-coord")
+        run = self.model("run-coord")
+        steps = 200
+        j1 = self.c.submit_job(spec(ref, 16, world=2, placement=["cpu", "B/cpu"], opt="adam",
+                                    steps=steps))
+        w_ref = self.weights(ref, self.wait(j1.id))
+        job = self.c.submit_job(spec(run, 16, world=2, placement=["cpu", "B/cpu"], opt="adam",
+                                     steps=steps))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            j = self.c.get_job(job.id)
+            if j.checkpoint_step >= 20 or j.state in FINAL_STATES:
+                break
+            time.sleep(0.01)
+        self.assertEqual(j.state, training_pb2.RUNNING, j)
+        self.a.kill9()
+        # B's rank notices (connection reset, or Gloo's timeout at worst)
+        self.assertTrue(fxtest.wait_log(self.b, "job=%s rank=1 state=LOST" % job.id, 45),
+                        self.b.log_tail())
+        self.a.start()
+        type(self).c = self.c = self.a.client()
+        done = self.wait(job.id, timeout=90)
+        self.assertClose(self.weights(run, done), w_ref)
+
 
 if __name__ == "__main__":
     fxtest.main()
