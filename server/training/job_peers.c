@@ -49,51 +49,24 @@ static int entry_peer(const fxpr_peers *p, const char *e, const char **dev)
     return i < 0 ? -2 : i;
 }
 
-bool fxj__peer_world(const fxj_jobs *j, const Fluxion__V1__JobSpec *s)
-{
-    fxpr_peers *p = j->opts.peers;
-    if (s->world_size <= 1 || !p)
-        return false;
-    for (size_t i = 0; i < s->n_placement; i++)
-        if (strchr(s->placement[i], '/'))
-            return true;
-    if (s->n_placement)
-        return false;
-    for (int i = 0; i < fxpr_count(p); i++)
-        if (fxpr_find(p, fxpr_name(p, i)) == i)
-            return true;
-    return false;
-}
-
 typedef struct {
     int peer;          /* index in the registry */
     const char *device;
     char *rank_id;     /* the member's handle once admitted */
 } member;
 
-/* Ranks 1.. to peers: the placement's, or the peers in --peers order. */
+/* Ranks 1.. to the peers the placement names (job_world.c's plan found
+ * at least one "PEER/DEVICE" entry, and that every peer is configured). */
 static int place(fxpr_peers *p, const Fluxion__V1__JobSpec *s, member *m, char *err,
                  size_t errlen)
 {
-    int w = s->world_size, next = 0;
-    if (s->n_placement && strchr(s->placement[0], '/'))
-        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
-                        "placement[0] '%s': rank 0 runs on the daemon the job was submitted to",
-                        s->placement[0]);
-    for (int r = 1; r < w; r++) {
+    for (int r = 1; r < s->world_size; r++) {
         const char *dev = "cpu";
-        int i;
-        if (s->n_placement) {
-            i = entry_peer(p, s->placement[r], &dev);
-            if (i == -2)
-                return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
-                                "placement[%d] '%s': unknown peer (not in --peers)", r,
-                                s->placement[r]);
-        } else {
-            while (next < fxpr_count(p) && fxpr_find(p, fxpr_name(p, next)) != next)
-                next++;
-            i = next < fxpr_count(p) ? next++ : -1;
-        }
+        int i = r < (int)s->n_placement ? entry_peer(p, s->placement[r], &dev) : -1;
+        if (i == -2)
+            return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                            "placement[%d] '%s': unknown peer (not in --peers)", r,
+                            s->placement[r]);
         if (i < 0)
             return fxu_fail(err, errlen, FXS_UNIMPLEMENTED,
                             "rank %d on this daemon in a world with ranks on peers: not "
@@ -176,8 +149,10 @@ static void backoff(fxj_jobs *j, job *x, int ms)
 fxt_result fxj__train_peers(fxj_jobs *j, job *x, const fxt_hooks *hooks, fxg_graph *g,
                             const fxds_columns *train, const fxds_columns *val, const void *ckpt,
                             size_t ckpt_len, void **result, size_t *rlen,
-                            Fluxion__V1__JobProgress **final, char *err, size_t errlen)
+                            Fluxion__V1__JobProgress **final, bool *formed, char *err,
+                            size_t errlen)
 {
+    *formed = true;
     const Fluxion__V1__JobSpec *s = x->rec->spec;
     fxpr_peers *p = j->opts.peers;
     int w = s->world_size;
@@ -250,6 +225,7 @@ fxt_result fxj__train_peers(fxj_jobs *j, job *x, const fxt_hooks *hooks, fxg_gra
         fxl_log(FXL_WARN, "jobs", "world across daemons not formed job=%" PRId64 " error=\"%s\"",
                 x->id, err);
         backoff(j, x, RETRY_BACKOFF_MS);
+        *formed = false;
         res = FXT_LOST;
         goto out;
     }

@@ -182,6 +182,7 @@ typedef struct {
     void *ckpt;
     size_t ckpt_len;
     fx_device device;   /* spec.device, resolved when the job starts */
+    fxj__world_plan world; /* its ranks (world 1: one) */
 } run_inputs;
 
 static void free_inputs(run_inputs *in)
@@ -212,6 +213,8 @@ static int prepare_inputs(fxj_jobs *j, job *x, run_inputs *in, char *err, size_t
     if (!x->rec->assigned_device || !fx_device_parse(x->rec->assigned_device, &in->device))
         rc = fxsv_devices_resolve(j->opts.devices, spec->device, "spec.device", &in->device, err,
                                   errlen);
+    if (!rc && spec->world_size > 1)
+        rc = fxj__world_place(j, spec, &in->world, err, errlen);
     if (rc)
         return rc;
     /* from_scratch: the base version's graph, initialized from the job's seed */
@@ -407,6 +410,31 @@ static void requeue(fxj_jobs *j, job *x, const char *lost)
             x->id, msg);
 }
 
+/* A data-parallel run that lost a rank goes back to the queue and resumes
+ * from its last checkpoint (requeue), unless it keeps being lost without a
+ * newer checkpoint: then it fails with the last error. */
+#define MAX_LOST_IN_A_ROW 3
+
+static void lost_run(fxj_jobs *j, job *x, const char *err)
+{
+    pthread_mutex_lock(&j->mu);
+    if (x->lost_in_a_row && x->lost_at_step == x->rec->checkpoint_step)
+        x->lost_in_a_row++;
+    else
+        x->lost_in_a_row = 1;
+    x->lost_at_step = x->rec->checkpoint_step;
+    bool give_up = x->lost_in_a_row > MAX_LOST_IN_A_ROW;
+    pthread_mutex_unlock(&j->mu);
+    if (!give_up) {
+        requeue(j, x, err);
+        return;
+    }
+    char msg[FXS_ERRLEN + 64];
+    snprintf(msg, sizeof msg, "lost a rank %d times in a row at step %" PRId64 ": %s",
+             MAX_LOST_IN_A_ROW + 1, x->lost_at_step, err);
+    finish_early(j, x, FLUXION__V1__JOB_STATE__FAILED, msg);
+}
+
 /* fxt_run with the hooks, and what its outcome makes of the job. */
 static void train(fxj_jobs *j, job *x, run_ctx *r, run_inputs *in)
 {
@@ -427,14 +455,24 @@ static void train(fxj_jobs *j, job *x, run_ctx *r, run_inputs *in)
     char dname[32];
     fxl_log(FXL_INFO, "jobs", "job training job=%" PRId64 " device=%s", x->id,
             fx_device_str(in->device, dname, sizeof dname));
-    /* a world with ranks on peers: rank 0 here (job_peers.c) */
-    fxt_result res = fxj__peer_world(j, x->rec->spec)
-        ? fxj__train_peers(j, x, &h, in->g, fxds_dataset_columns(in->train),
-                           in->val ? fxds_dataset_columns(in->val) : NULL, in->ckpt,
-                           in->ckpt_len, &result, &rlen, &final, err, sizeof err)
-        : fxt_run(x->rec->spec, in->g, fxds_dataset_columns(in->train),
-                  in->val ? fxds_dataset_columns(in->val) : NULL, in->ckpt, in->ckpt_len, &h,
-                  &result, &rlen, &final, err, sizeof err);
+    fxt_result res;
+    bool formed = true; /* a world across daemons that could not form: not a loss */
+    if (in->world.nremote > 0) { /* ranks on peers: rank 0 here (job_peers.c) */
+        res = fxj__train_peers(j, x, &h, in->g, fxds_dataset_columns(in->train),
+                               in->val ? fxds_dataset_columns(in->val) : NULL, in->ckpt,
+                               in->ckpt_len, &result, &rlen, &final, &formed, err, sizeof err);
+    } else if (in->world.world > 1) { /* data-parallel: job_world.c */
+        fxj__world_args wa = {.j = j, .x = x, .plan = &in->world, .g0 = in->g,
+                              .train = fxds_dataset_columns(in->train),
+                              .val = in->val ? fxds_dataset_columns(in->val) : NULL,
+                              .ckpt = in->ckpt, .ckpt_len = in->ckpt_len, .hooks = &h,
+                              .final = &final};
+        res = fxj__world_run(&wa, &result, &rlen, err, sizeof err);
+    } else {
+        res = fxt_run(x->rec->spec, in->g, fxds_dataset_columns(in->train),
+                      in->val ? fxds_dataset_columns(in->val) : NULL, in->ckpt, in->ckpt_len,
+                      &h, &result, &rlen, &final, err, sizeof err);
+    }
     char tberr[FXS_ERRLEN];
     if (r->tb)
         tb_status(r, fxtb_flush(r->tb, tberr, sizeof tberr), tberr);
@@ -443,12 +481,15 @@ static void train(fxj_jobs *j, job *x, run_ctx *r, run_inputs *in)
         final = NULL;
     } else if (res == FXT_FAILED) {
         finish_early(j, x, FLUXION__V1__JOB_STATE__FAILED, err);
+    } else if (res == FXT_LOST && !formed && !atomic_load(&x->cancel) &&
+               !atomic_load(&j->stopping)) {
+        requeue(j, x, err); /* waiting for a peer: as long as it takes */
+    } else if (res == FXT_LOST && !atomic_load(&x->cancel) && !atomic_load(&j->stopping)) {
+        lost_run(j, x, err);
     } else if (atomic_load(&x->cancel)) {
         finish_early(j, x, FLUXION__V1__JOB_STATE__CANCELLED, "cancelled while running");
     } else if (atomic_load(&x->preempt) && !atomic_load(&j->stopping)) {
         requeue(j, x, NULL);
-    } else if (res == FXT_LOST && !atomic_load(&j->stopping)) {
-        requeue(j, x, err);
     } else {
         fxl_log(FXL_INFO, "jobs", "job paused for the shutdown job=%" PRId64, x->id);
     }

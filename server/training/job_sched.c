@@ -228,7 +228,17 @@ int fxj__sched_submit(fxj_jobs *j, job *x, char *err, size_t errlen)
                     .preemptible = !spec->not_preemptible, .slots = 1,
                     .submit_ms = x->rec->created_unix_ms };
     fxp_key_team(spec->model, sj.team, sizeof sj.team);
-    int rc = target_of(j, spec->device, "spec.device", sj.device, &sj.kind, err, errlen);
+    const char *request = spec->device;
+    fxj__world_plan wp;
+    if (spec->world_size > 1) { /* data-parallel: its local ranks, all-or-nothing (job_world.c) */
+        int rc = fxj__world_place(j, spec, &wp, err, errlen);
+        if (rc)
+            return rc;
+        sj.slots = wp.nlocal;
+        request = wp.request;
+    }
+    int rc = target_of(j, request, spec->n_placement ? "placement[0]" : "spec.device", sj.device,
+                       &sj.kind, err, errlen);
     if (rc)
         return rc;
     if (sj.kind == FXSC_GPU && !x->memory_bytes)

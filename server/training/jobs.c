@@ -351,6 +351,10 @@ static int check_fields(const fxj_jobs *j, const Fluxion__V1__JobSpec *spec, cha
         return FXS_INVALID_ARGUMENT;
     }
     int rc = fxj__gate_check(spec, err, errlen);
+    fxj__world_plan wp; /* data-parallel ranks: peers and devices (job_world.c) */
+    if (!rc && spec->world_size > 1 && spec->world_size <= 256 &&
+        (!spec->n_placement || spec->n_placement == (size_t)spec->world_size))
+        rc = fxj__world_place(j, spec, &wp, err, errlen);
     if (rc)
         return rc;
     fx_device dev;

@@ -35,7 +35,9 @@ typedef struct job {
     bool requested;        /* resumed: by ResumeJob (a cancelled job) */
     bool pending;          /* QUEUED in the scheduler core (no thread runs it) */
     bool preempted;        /* it was preempted: its next run emits RESUMED */
-    bool requeued;         /* its run ended by a preemption (job_sched.c) */
+    bool requeued;         /* its run ended by a preemption or a lost rank (job_sched.c) */
+    int lost_in_a_row;     /* data-parallel runs lost without a newer checkpoint */
+    int64_t lost_at_step;  /* the checkpoint step of the last lost run */
     atomic_bool cancel;    /* cancel requested while running */
     atomic_bool preempt;   /* PREEMPT decided: checkpoint and requeue at the next step */
     char preempt_for[FXSC_REASON_MAX]; /* PREEMPT's reason: for whom */
@@ -153,19 +155,49 @@ uint64_t fxj__estimate_memory(fxj_jobs *j, const Fluxion__V1__JobSpec *spec,
 int fxj__open_data(fxj_jobs *j, const char *name, const char *what, fxds_dataset **out,
                    char *err, size_t errlen);
 void fxj__run_job(fxj_jobs *j, job *x);
+/* job_world.c: a data-parallel job's world (world_size > 1; see the top
+ * of job_world.c for the seam remote ranks use). */
+typedef struct {
+    int world;          /* ranks in all */
+    int nlocal, nremote;
+    int first_local;    /* 0: rank 0 is here */
+    fx_device device;   /* the local ranks' device */
+    char request[64];   /* as the spec names it ("cpu", "gpu", ""), for the scheduler */
+} fxj__world_plan;
+/* Where the ranks of spec run: FAILED_PRECONDITION for a peer that is not
+ * configured or local ranks on several devices, the device resolution's
+ * errors (naming placement[i] or spec.device). */
+int fxj__world_place(const fxj_jobs *j, const Fluxion__V1__JobSpec *spec, fxj__world_plan *out,
+                     char *err, size_t errlen);
+typedef struct {
+    fxj_jobs *j;
+    job *x;
+    const fxj__world_plan *plan;
+    fxg_graph *g0;      /* rank 0's graph (the job's) */
+    const fxds_columns *train, *val;
+    const void *ckpt;   /* to resume from, or NULL */
+    size_t ckpt_len;
+    const fxt_hooks *hooks; /* rank 0's (the job's) */
+    Fluxion__V1__JobProgress **final;
+} fxj__world_args;
+/* Runs every local rank (rank 0 on the calling thread) to the end: see
+ * job_world.c for the outcome. */
+fxt_result fxj__world_run(const fxj__world_args *a, void **result, size_t *result_len,
+                          char *err, size_t errlen);
+
 /* job_sched.c: the served models' reservations the core holds, forgotten. */
 void fxj__reservations_free(fxj_jobs *j);
 
 /* ---- job_peers.c: worlds across daemons (training/ranks.h) */
 
-/* True when the job's world has ranks on peers (its placement names one,
- * or it has none and --peers lists some). */
-bool fxj__peer_world(const fxj_jobs *j, const Fluxion__V1__JobSpec *s);
-/* fxt_run as rank 0 of a world whose other ranks run on peers. FXT_LOST
- * when the world could not form or lost a rank (err names the peer). */
+/* fxt_run as rank 0 of a world whose other ranks run on peers (the
+ * world's plan has nremote > 0: fxj__world_place). FXT_LOST when the world
+ * could not form (*formed false: a peer refused or is unreachable; the
+ * job waits for it) or lost a rank later (err names the peer). */
 fxt_result fxj__train_peers(fxj_jobs *j, job *x, const fxt_hooks *hooks, fxg_graph *g,
                             const fxds_columns *train, const fxds_columns *val, const void *ckpt,
                             size_t ckpt_len, void **result, size_t *rlen,
-                            Fluxion__V1__JobProgress **final, char *err, size_t errlen);
+                            Fluxion__V1__JobProgress **final, bool *formed, char *err,
+                            size_t errlen);
 
 #endif

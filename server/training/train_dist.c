@@ -135,13 +135,18 @@ static int bcast_tensor(run_t *r, fx_tensor *t, const char *what)
     size_t n = bytes / sizeof(float);
     char msg[384];
     int rc;
-    if (t->device.type == FX_DEV_CPU && fx_tensor_is_contiguous(t)) {
+    /* Gloo reduces host memory, NCCL device memory: tensors where the
+     * backend reads them go directly */
+    bool host = fxcm_comm_backend(D->comm) == FXCM_GLOO;
+    if ((t->device.type == FX_DEV_CPU) == host && fx_tensor_is_contiguous(t)) {
         float *p = (float *)((unsigned char *)t->storage->ptr +
                              (size_t)t->offset * fx_dtype_size(t->dtype));
         rc = fxcm_broadcast(D->comm, p, n, 0, msg, sizeof msg);
     } else {
-        /* not a hot path with NCCL's device buffers (the bucket buffers are
-         * on the device); here: through the host */
+        if (!host)
+            return fxt__rfail(r, "%s: NCCL broadcasts device memory; a host or strided tensor "
+                              "cannot be broadcast", what);
+        /* not a hot path: a strided tensor, through the host */
         if (n > D->stage_n) {
             float *s = realloc(D->stage, n * sizeof *s);
             if (!s)
@@ -237,6 +242,9 @@ int fxt__dist_init(run_t *r)
         return 0;
     if (!d->comm || d->rank < 0 || d->rank >= d->world)
         return fxt__rfail(r, "data-parallel: rank %d of %d without a comm", d->rank, d->world);
+    if ((fxcm_comm_backend(d->comm) == FXCM_GLOO) != (r->hk->device.type == FX_DEV_CPU))
+        return fxt__rfail(r, "data-parallel: %s cannot reduce gradients on this device (gloo: "
+                          "cpu ranks, nccl: cuda ranks)", fxcm_backend_name(fxcm_comm_backend(d->comm)));
     fxt__dist *D = calloc(1, sizeof *D);
     if (!D)
         return fxt__rfail(r, "out of memory");

@@ -17,10 +17,15 @@ extern void __libc_free(void *);
 static atomic_int counting;
 static atomic_long allocations;
 static int trace;
+/* tu_alloc_count_thread: only the marked threads count */
+static atomic_int thread_filter;
+static _Thread_local int thread_marked;
 
 static void note(void)
 {
     if (!atomic_load_explicit(&counting, memory_order_relaxed))
+        return;
+    if (atomic_load_explicit(&thread_filter, memory_order_relaxed) && !thread_marked)
         return;
     atomic_fetch_add(&allocations, 1);
     if (trace) {
@@ -56,6 +61,12 @@ long tu_alloc_count_stop(void)
     return atomic_load(&allocations);
 }
 
+void tu_alloc_count_thread(bool on)
+{
+    thread_marked = on;
+    atomic_store(&thread_filter, on);
+}
+
 void tu_alloc_trace(bool on)
 {
     void *prime[2];
@@ -66,4 +77,5 @@ void tu_alloc_trace(bool on)
 void tu_alloc_count_start(void) {}
 long tu_alloc_count_stop(void) { return 0; }
 void tu_alloc_trace(bool on) { (void)on; }
+void tu_alloc_count_thread(bool on) { (void)on; }
 #endif

@@ -21,6 +21,10 @@
 void tu_alloc_count_start(void);
 /* Stops counting and returns the allocations seen since the start. */
 long tu_alloc_count_stop(void);
+/* On: from now on only the calling thread's allocations count (for a
+ * thread among others that allocate on their own, e.g. a library's I/O
+ * threads); off: every thread's again. */
+void tu_alloc_count_thread(bool on);
 /* With trace on, every counted allocation prints its backtrace to stderr. */
 void tu_alloc_trace(bool on);
 

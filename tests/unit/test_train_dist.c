@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "allochooks.h"
 #include "base/status.h"
 #include "comm/comm.h"
 #include "models/graph.h"
@@ -192,6 +193,8 @@ typedef struct {
     int abort_at_poll;   /* > 0: this rank aborts its comm at that poll */
     int stop_at_poll;    /* > 0: should_stop true from that poll */
     int polls;
+    int count_from, count_to; /* > 0: count heap allocations between these polls */
+    long allocs;
     fxcm_comm *comm;
     const void *resume;
     size_t resume_len;
@@ -211,6 +214,14 @@ static bool poll_stop(void *data, int64_t step)
     (void)step;
     rank_t *k = data;
     k->polls++;
+    if (k->count_from && k->polls == k->count_from) {
+        tu_alloc_count_thread(true);
+        tu_alloc_count_start();
+    }
+    if (k->count_to && k->polls == k->count_to) {
+        k->allocs = tu_alloc_count_stop();
+        tu_alloc_count_thread(false);
+    }
     if (k->abort_at_poll && k->polls == k->abort_at_poll)
         fxcm_abort(k->comm);
     return k->stop_at_poll && k->polls >= k->stop_at_poll;
@@ -476,6 +487,75 @@ static void test_lost_rank(void **state)
     data_free(&d);
 }
 
+/* Counts the allocations of the calling thread between polls. */
+typedef struct {
+    int polls, from, to;
+    long allocs;
+} counter_t;
+
+static bool count_polls(void *data, int64_t step)
+{
+    (void)step;
+    counter_t *c = data;
+    c->polls++;
+    if (c->polls == c->from) {
+        tu_alloc_count_thread(true);
+        tu_alloc_count_start();
+    }
+    if (c->polls == c->to) {
+        c->allocs = tu_alloc_count_stop();
+        tu_alloc_count_thread(false);
+    }
+    return false;
+}
+
+/* Data parallelism adds no heap allocation to a steady-state step (inside
+ * an epoch: no evaluation): rank 0's thread allocates in steps 6..19
+ * exactly what one rank's does (the gradient buckets are allocated once;
+ * the grad-ready hook counts in the arena; starting and waiting for the
+ * collectives allocate nothing on the training thread). Gloo's own
+ * transport threads allocate per operation (its unbound buffers) and are
+ * not counted. */
+static void test_steady_state_allocates_nothing(void **state)
+{
+    (void)state;
+#if TU_ALLOC_HOOKS
+    mspec *ms = mlp_spec();
+    data_t d;
+    xor_data(&d, 400);
+    jspec *js = job_new("adam", 0.01, 8, 1); /* 25 steps */
+    jspec *j1 = job_new("adam", 0.01, 16, 1);
+    counter_t one = {.from = 6, .to = 20};
+    fxg_graph *g = build(ms, 100);
+    void *w = NULL;
+    size_t wlen;
+    char err[512];
+    fxt_hooks h1 = {.data = &one, .should_stop = count_polls};
+    assert_int_equal(fxt_run(j1, g, &d.c, NULL, NULL, 0, &h1, &w, &wlen, NULL, err, sizeof err),
+                     FXT_DONE);
+    free(w);
+    fxg_free(g);
+    rank_t ks[2];
+    memset(ks, 0, sizeof ks);
+    ks[0].count_from = 6;
+    ks[0].count_to = 20;
+    run_world(ks, 2, ms, js, &d.c, "allocs");
+    assert_int_equal(ks[0].res, FXT_DONE);
+    assert_int_equal(ks[1].res, FXT_DONE);
+    printf("  heap allocations on the training thread in steps 6..19: one rank %ld, rank 0 of "
+           "2 %ld\n", one.allocs, ks[0].allocs);
+    assert_int_equal(ks[0].allocs, one.allocs);
+    for (int r = 0; r < 2; r++)
+        rank_free(&ks[r]);
+    fluxion__v1__job_spec__free_unpacked(js, NULL);
+    fluxion__v1__job_spec__free_unpacked(j1, NULL);
+    fluxion__v1__model_spec__free_unpacked(ms, NULL);
+    data_free(&d);
+#else
+    skip();
+#endif
+}
+
 int main(void)
 {
     if (!fxcm_available(FXCM_GLOO)) {
@@ -489,6 +569,7 @@ int main(void)
         cmocka_unit_test(test_three_ranks),
         cmocka_unit_test(test_stop_and_resume),
         cmocka_unit_test(test_lost_rank),
+        cmocka_unit_test(test_steady_state_allocates_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
