@@ -65,9 +65,11 @@ class DistPeersTest(unittest.TestCase):
         with open(tok, "w") as f:
             f.write(secrets.token_hex(32))
         cls.pa, cls.pb = free_port(), free_port()
+        # B takes one rank for peers at a time (--cpu-slots 1); A runs two jobs
         common = ["--peer-token-file", tok, "--threads", "1", "--checkpoint-steps", "10"]
         cls.a = fxtest.Daemon(["--listen", "127.0.0.1:%d" % cls.pa, "--node-name", "A",
-                               "--peers", "B=127.0.0.1:%d" % cls.pb] + common, name="A").start()
+                               "--peers", "B=127.0.0.1:%d" % cls.pb, "--cpu-slots", "2"] + common,
+                              name="A").start()
         cls.b = fxtest.Daemon(["--listen", "127.0.0.1:%d" % cls.pb, "--node-name", "B",
                                "--peers", "A=127.0.0.1:%d" % cls.pa] + common, name="B").start()
         cls.c = cls.a.client()
@@ -122,6 +124,32 @@ class DistPeersTest(unittest.TestCase):
         self.assertTrue(any(float(np.max(np.abs(np.asarray(w0[k]) - np.asarray(w2[k])))) > 1e-3
                             for k in w0))
         return w1
+
+    def test_0_refused(self):
+        """Placements this daemon cannot run are refused at submission."""
+        m = self.model("refused")
+        for placement, code, text in (
+                (["cpu", "Z/cpu"], fxtest.C.FAILED_PRECONDITION, "no peer named Z"),
+                (["B/cpu", "cpu"], fxtest.C.INVALID_ARGUMENT, "rank 0"),
+                (["cpu", "B/bogus"], fxtest.C.INVALID_ARGUMENT, "placement[1]")):
+            with self.assertRaises(fxtest.FluxionError) as cm:
+                self.c.submit_job(spec(m, 16, world=2, placement=placement))
+            self.assertEqual(cm.exception.code, code, cm.exception.message)
+            self.assertIn(text, cm.exception.message)
+
+    def test_5_member_busy(self):
+        """Two jobs want B's one rank: the second waits (all or nothing: its
+        rank 0 on A is released between tries, the event says why) and runs
+        once the first is done; both end as they should."""
+        m1, m2 = self.model("busy-1"), self.model("busy-2")
+        j1 = self.c.submit_job(spec(m1, 16, world=2, placement=["cpu", "B/cpu"], steps=300))
+        deadline = time.monotonic() + 30
+        while self.c.get_job(j1.id).state != training_pb2.RUNNING and time.monotonic() < deadline:
+            time.sleep(0.02)
+        j2 = self.c.submit_job(spec(m2, 16, world=2, placement=["cpu", "B/cpu"], steps=20))
+        self.assertTrue(fxtest.wait_log(self.a, "ranks for peers already", 30), self.a.log_tail())
+        self.assertEqual(self.wait(j1.id).state, training_pb2.SUCCEEDED)
+        self.assertEqual(self.wait(j2.id).state, training_pb2.SUCCEEDED)
 
     def test_1_exact_sgd(self):
         self.exactness("sgd")
