@@ -47,6 +47,7 @@ struct fxj_ranks {
     int max_ranks;
     uint64_t max_params;
     uint64_t next_id;
+    int starting;             /* admitted, being built (counted as running) */
     rank *head;
 };
 
@@ -307,30 +308,36 @@ int fxj_rank_start(fxj_ranks *rs, const Fluxion__V1__StartRankChunk *first, cons
     *rank_id = NULL;
     /* admission first: nothing is built for a rank that cannot run now */
     pthread_mutex_lock(&rs->mu);
-    int running = 0;
+    int running = rs->starting;
     for (rank *r = rs->head; r; r = r->next)
         running += r->running;
     uint64_t id = ++rs->next_id;
+    if (running < rs->max_ranks)
+        rs->starting++; /* the slot is this rank's while it is built */
     pthread_mutex_unlock(&rs->mu);
     if (running >= rs->max_ranks)
         return fxu_fail(err, errlen, FXS_RESOURCE_EXHAUSTED,
                         "this daemon runs %d ranks for peers already (at most %d: --cpu-slots)",
                         running, rs->max_ranks);
     rank *r = calloc(1, sizeof *r);
-    if (!r)
-        return fxu_oom(err, errlen);
-    r->rs = rs;
-    snprintf(r->id, sizeof r->id, "rank-%" PRIu64 "-%.40s-%d", id, first->assignment->job_id,
-             first->assignment->rank);
-    int rc = build(rs, r, first, weights, weights_len, resume, resume_len, train, train_len, val,
-                   val_len, err, errlen);
+    int rc = r ? 0 : fxu_oom(err, errlen);
+    if (r) {
+        r->rs = rs;
+        snprintf(r->id, sizeof r->id, "rank-%" PRIu64 "-%.40s-%d", id,
+                 first->assignment->job_id, first->assignment->rank);
+        rc = build(rs, r, first, weights, weights_len, resume, resume_len, train, train_len,
+                   val, val_len, err, errlen);
+    }
+    pthread_mutex_lock(&rs->mu);
+    rs->starting--;
     if (rc) {
-        rank_free(r);
+        pthread_mutex_unlock(&rs->mu);
+        if (r)
+            rank_free(r);
         return rc;
     }
     snprintf(r->state, sizeof r->state, "RUNNING");
     r->running = true;
-    pthread_mutex_lock(&rs->mu);
     if (pthread_create(&r->th, NULL, rank_main, r) != 0) {
         pthread_mutex_unlock(&rs->mu);
         rank_free(r);
