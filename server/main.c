@@ -448,6 +448,7 @@ int main(int argc, char **argv)
                                 .token_file = o.peer_token_file,
                                 .tls_cert_file = o.tls_cert, .tls_key_file = o.tls_key,
                                 .tls_ca_file = o.tls_client_ca,
+                                .tls_client_cert = o.tls_require_client_cert,
                                 .max_message_bytes = d.max_message_bytes,
                                 .version = FX_VERSION_STRING },
                   &d.peers, err, sizeof err) != 0) {

@@ -156,6 +156,7 @@ int fxpr_open(const fxpr_opts *o, fxpr_peers **out, char *err, size_t errlen)
         return fxu_oom(err, errlen);
     pthread_mutex_init(&p->mu, NULL);
     p->max_message_bytes = o->max_message_bytes ? o->max_message_bytes : 64u << 20;
+    p->tls_client_cert = o->tls_client_cert;
     int rc = 0;
     if (o->node_name) {
         size_t n = strlen(o->node_name);
@@ -261,8 +262,9 @@ static int channel(fxpr_peers *p, int i, fxc_channel **ch, char *err, size_t err
                                 .max_send_bytes = p->max_message_bytes,
                                 .tls = p->tls_cert_file != NULL,
                                 .tls_ca_file = p->tls_ca_file,
-                                .tls_cert_file = p->tls_cert_file,
-                                .tls_key_file = p->tls_key_file, .token = p->secret };
+                                .tls_cert_file = p->tls_client_cert ? p->tls_cert_file : NULL,
+                                .tls_key_file = p->tls_client_cert ? p->tls_key_file : NULL,
+                                .token = p->secret };
         rc = fxc_channel_open(p->peer[i].addr, &co, &p->peer[i].ch, err, errlen);
     }
     *ch = p->peer[i].ch;

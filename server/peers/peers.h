@@ -18,8 +18,10 @@
  * Authentication. Every call to a peer carries the shared secret of
  * --peer-token-file as its bearer token (auth/auth.h: the peer principal,
  * which may call PeerService only). With --tls-cert, peer channels use TLS:
- * they verify the peer against --tls-client-ca (else the system roots) and
- * present --tls-cert/--tls-key as their client certificate.
+ * they verify the peer against --tls-client-ca (else the system roots);
+ * with --tls-require-client-cert they also present --tls-cert/--tls-key as
+ * their client certificate (which then needs clientAuth besides
+ * serverAuth), otherwise none: the secret is what authenticates a peer.
  *
  * Every function returns 0 or an fxs_status code with a message in err,
  * and is thread-safe.
@@ -53,6 +55,7 @@ typedef struct {
     const char *token_file;  /* --peer-token-file, or NULL: no peer calls either way */
     /* peer channels' TLS (the daemon's own files; NULL: plaintext) */
     const char *tls_cert_file, *tls_key_file, *tls_ca_file;
+    bool tls_client_cert;    /* present the certificate (--tls-require-client-cert) */
     size_t max_message_bytes; /* per peer message; 0: 64 MiB */
     const char *version;     /* this daemon's, for Hello */
 } fxpr_opts;

@@ -24,6 +24,7 @@ struct fxpr_peers {
     char version[64];
     char *secret;
     char *tls_cert_file, *tls_key_file, *tls_ca_file, *comm_host;
+    bool tls_client_cert;
     size_t max_message_bytes;
     fxcm_memstore *kv;        /* what KvSet/KvGet serve */
     fxcm_store kv_store;

@@ -192,6 +192,37 @@ class PeersTest(unittest.TestCase):
                   metadata=self.md)
 
 
+class TlsPeersTest(unittest.TestCase):
+    """With --tls-cert, the peer channels use TLS and verify the peer
+    against --tls-client-ca: B greets A over TLS at its start."""
+
+    def test_tls_greeting(self):
+        w = os.path.join(fxtest._WORK, "tls")
+        os.makedirs(w, exist_ok=True)
+        ca = fxtest.make_ca(w, "ca")
+        cert, key = fxtest.make_cert(w, "server", ca, "fluxiond", server=True)
+        secret = secrets.token_hex(32)
+        tok = write(os.path.join(w, "peer.token"), secret)
+        pa, pb = free_port(), free_port()
+        tls = ["--tls-cert", cert, "--tls-key", key, "--tls-client-ca", ca[0],
+               "--peer-token-file", tok]
+        a = fxtest.Daemon(["--listen", "127.0.0.1:%d" % pa, "--node-name", "A",
+                           "--peers", "B=127.0.0.1:%d" % pb] + tls, name="tlsA").start()
+        b = fxtest.Daemon(["--listen", "127.0.0.1:%d" % pb, "--node-name", "B",
+                           "--peers", "A=127.0.0.1:%d" % pa] + tls, name="tlsB").start()
+        try:
+            self.assertTrue(fxtest.wait_log(b, 'peer answers" peer=A', 20), b.log_tail())
+            ch = fxtest.channel(a.address, ca=ca[0])
+            r = peer_pb2_grpc.PeerServiceStub(ch).Hello(peer_pb2.PeerHelloRequest(node="B"),
+                                                         metadata=bearer(secret),
+                                                         timeout=30)
+            self.assertEqual(r.node, "A")
+            ch.close()
+        finally:
+            a.stop()
+            b.stop()
+
+
 class NoPeerTokenTest(fxtest.DaemonTest):
     """A daemon without --peer-token-file answers PeerService
     FAILED_PRECONDITION, whatever the caller sends."""
