@@ -152,6 +152,23 @@ class PeersTest(unittest.TestCase):
         self.code(C.PERMISSION_DENIED, s.training.ListJobs, s.training_pb2.ListJobsRequest(),
                   metadata=self.md, contains="role 'peer'")
 
+    def test_garbage(self):
+        """Bytes that do not parse: INVALID_ARGUMENT from every unary method,
+        and the peer's daemon goes on."""
+        ch = fxtest.channel(self.b.address)
+        for m in ("Hello", "KvSet", "KvGet", "StopRank", "RankStatus"):
+            call = ch.unary_unary("/fluxion.v1.PeerService/%s" % m)
+            for g in (b"\x0a\x05ab", b"\xff\xff\xff\xff", b"\x2a\xff\xff\xff\xff\x0f"):
+                with self.assertRaises(fxtest.grpc.RpcError) as cm:
+                    call(g, metadata=self.md, timeout=10)
+                self.assertEqual(cm.exception.code(), C.INVALID_ARGUMENT, m)
+        sr = ch.stream_unary("/fluxion.v1.PeerService/StartRank")
+        with self.assertRaises(fxtest.grpc.RpcError) as cm:
+            sr(iter([b"\xff\xff"]), metadata=self.md, timeout=10)
+        self.assertEqual(cm.exception.code(), C.INVALID_ARGUMENT)
+        ch.close()
+        self.assertTrue(self.b.alive())
+
     def start_rank(self, stub, msgs, timeout=30):
         return stub.StartRank(iter(msgs), metadata=self.md, timeout=timeout)
 
