@@ -264,7 +264,9 @@ static int channel(fxpr_peers *p, int i, fxc_channel **ch, char *err, size_t err
                                 .tls_ca_file = p->tls_ca_file,
                                 .tls_cert_file = p->tls_client_cert ? p->tls_cert_file : NULL,
                                 .tls_key_file = p->tls_client_cert ? p->tls_key_file : NULL,
-                                .token = p->secret };
+                                .token = p->secret,
+                                /* a peer back from a restart is reached within 1 s */
+                                .max_reconnect_backoff_ms = 1000 };
         rc = fxc_channel_open(p->peer[i].addr, &co, &p->peer[i].ch, err, errlen);
     }
     *ch = p->peer[i].ch;

@@ -52,6 +52,7 @@ static int entry_peer(const fxpr_peers *p, const char *e, const char **dev)
 typedef struct {
     int peer;          /* index in the registry */
     const char *device;
+    bool out;          /* elastic: left out of this formation (unreachable) */
     char *rank_id;     /* the member's handle once admitted */
 } member;
 
@@ -117,6 +118,8 @@ static void blame(fxj_jobs *j, member *m, int w, char *who, size_t wholen)
 {
     snprintf(who, wholen, "a peer");
     for (int r = 1; r < w; r++) {
+        if (!m[r].rank_id)
+            continue;
         Fluxion__V1__RankStatusRequest q = FLUXION__V1__RANK_STATUS_REQUEST__INIT;
         q.rank_id = m[r].rank_id;
         ProtobufCMessage *resp = NULL;
@@ -136,6 +139,41 @@ static void blame(fxj_jobs *j, member *m, int w, char *who, size_t wholen)
         }
         protobuf_c_message_free_unpacked(resp, NULL);
     }
+}
+
+/* Elastic worlds (min_world_size > 0): the members that answer Hello now
+ * take part; the others are left out of this formation (m[r].out), named
+ * in left. Returns the size of the world to form (rank 0 included). */
+static int probe(fxj_jobs *j, member *m, int w, char *left, size_t leftlen)
+{
+    int live = 1;
+    size_t used = 0;
+    left[0] = 0;
+    for (int r = 1; r < w; r++) {
+        Fluxion__V1__PeerHelloRequest q = FLUXION__V1__PEER_HELLO_REQUEST__INIT;
+        q.node = (char *)fxpr_node(j->opts.peers);
+        q.version = (char *)fxpr_version(j->opts.peers);
+        ProtobufCMessage *resp = NULL;
+        char err[FXS_ERRLEN];
+        int rc;
+        /* a channel that failed before reconnects within its backoff (1 s) */
+        for (int try = 0;; try++) {
+            rc = fxpr_call(j->opts.peers, m[r].peer, "Hello", &q.base, &resp, 3000, err,
+                           sizeof err);
+            if (resp)
+                protobuf_c_message_free_unpacked(resp, NULL);
+            resp = NULL;
+            if (rc != FXS_UNAVAILABLE || try == 3)
+                break;
+            nanosleep(&(struct timespec){ 0, 500 * 1000000L }, NULL);
+        }
+        m[r].out = rc != 0;
+        live += !m[r].out;
+        if (m[r].out && used + 1 < leftlen)
+            used += (size_t)snprintf(left + used, leftlen - used, "%s%s (%s)", used ? ", " : "",
+                                     fxpr_name(j->opts.peers, m[r].peer), fxs_status_name(rc));
+    }
+    return live;
 }
 
 /* Waits up to ms, returning early when the job is cancelled or the daemon
@@ -181,14 +219,35 @@ fxt_result fxj__train_peers(fxj_jobs *j, job *x, const fxt_hooks *hooks, fxg_gra
     snprintf(jid, sizeof jid, "%" PRId64, x->id);
     snprintf(prefix, sizeof prefix, "w/%s/%" PRIu64, jid, fxu_mono_ns());
     fxpr_blob blobs[4] = { { wbuf, wlen }, { ckpt, ckpt_len }, { tbuf, tlen }, { vbuf, vlen } };
+    /* elastic: the world that can form now, if it is big enough */
+    int live = w, k = 0;
+    if (s->min_world_size > 0) {
+        char left[512];
+        live = probe(j, m, w, left, sizeof left);
+        if (live < s->min_world_size) {
+            rc = FXS_UNAVAILABLE;
+            snprintf(e2, sizeof e2, "%s: %d of the %d ranks could form, min_world_size %d",
+                     left, live, w, s->min_world_size);
+        } else if (live < w) {
+            char msg[700];
+            snprintf(msg, sizeof msg, "elastic: a world of %d ranks (of %d; min_world_size %d) "
+                     "without %s", live, w, s->min_world_size, left);
+            pthread_mutex_lock(&j->mu);
+            fxj__announce(j, x, FLUXION__V1__JOB_EVENT__KIND__STATE, msg);
+            pthread_mutex_unlock(&j->mu);
+            fxl_log(FXL_WARN, "jobs", "job=%" PRId64 " %s", x->id, msg);
+        }
+    }
     /* all or nothing: any member that cannot take its rank now releases
      * the others */
     for (int r = 1; r < w && !rc; r++) {
+        if (m[r].out)
+            continue;
         Fluxion__V1__RankAssignment a = FLUXION__V1__RANK_ASSIGNMENT__INIT;
         a.job_id = jid;
         a.attempt = x->rec->preemptions;
-        a.rank = r;
-        a.world = w;
+        a.rank = ++k;
+        a.world = live;
         a.backend = s->comm_backend && s->comm_backend[0] ? s->comm_backend : "gloo";
         a.bucket_bytes = s->bucket_bytes;
         a.comm_prefix = prefix;
@@ -207,9 +266,9 @@ fxt_result fxj__train_peers(fxj_jobs *j, job *x, const fxt_hooks *hooks, fxg_gra
         rc = fxpr_start_rank(p, m[r].peer, &first.base, blobs, CHUNK_BYTES,
                              START_RANK_TIMEOUT_MS, &m[r].rank_id, e2, sizeof e2);
     }
-    if (!rc) {
+    if (!rc && live > 1) {
         const char *host = fxpr_comm_host(p);
-        fxcm_opts o = { .backend = FXCM_GLOO, .rank = 0, .world = w, .prefix = prefix,
+        fxcm_opts o = { .backend = FXCM_GLOO, .rank = 0, .world = live, .prefix = prefix,
                         .store = fxpr_kv_store(p), .timeout_ms = FXJ_PEER_COMM_TIMEOUT_MS,
                         .bind_host = host[0] ? host : NULL };
         char ce[384];
@@ -231,10 +290,16 @@ fxt_result fxj__train_peers(fxj_jobs *j, job *x, const fxt_hooks *hooks, fxg_gra
     }
     fxl_log(FXL_INFO, "jobs", "world across daemons formed job=%" PRId64 " world=%d prefix=%s",
             x->id, w, prefix);
-    fxt_dist dist = { .rank = 0, .world = w, .comm = comm, .bucket_bytes = (size_t)s->bucket_bytes };
+    fxt_dist dist = { .rank = 0, .world = live, .comm = comm,
+                      .bucket_bytes = (size_t)s->bucket_bytes };
     fxt_hooks h = *hooks;
-    h.dist = &dist;
-    res = fxt_run(s, g, train, val, ckpt, ckpt_len, &h, result, rlen, final, err, errlen);
+    h.dist = live > 1 ? &dist : NULL;
+    /* a world shrunk to rank 0 alone: one rank of the same per-rank batch */
+    Fluxion__V1__JobSpec one = *s;
+    one.world_size = 1;
+    one.n_placement = 0;
+    res = fxt_run(live > 1 ? s : &one, g, train, val, ckpt, ckpt_len, &h, result, rlen, final,
+                  err, errlen);
     if (res == FXT_LOST) {
         char who[512], tmp[FXS_ERRLEN];
         blame(j, m, w, who, sizeof who);

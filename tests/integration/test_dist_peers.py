@@ -222,6 +222,27 @@ class DistPeersTest(unittest.TestCase):
         done = self.wait(job.id, timeout=90)
         self.assertClose(self.weights(run, done), w_ref)
 
+    def test_6_elastic(self):
+        """min_world_size 1: when B dies the job goes on without it (a world
+        of rank 0 alone, the same per-rank batch) and succeeds."""
+        run = self.model("elastic")
+        job = self.c.submit_job(spec(run, 16, world=2, placement=["cpu", "B/cpu"], opt="adam",
+                                     steps=300, min_world_size=1))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            j = self.c.get_job(job.id)
+            if j.checkpoint_step >= 20 or j.state in FINAL_STATES:
+                break
+            time.sleep(0.01)
+        self.assertEqual(j.state, training_pb2.RUNNING, j)
+        watch = fxtest.JobWatcher(self.c, job.id, timeout=120)
+        self.b.kill9()
+        done = self.wait(job.id, timeout=90)
+        self.assertEqual(done.state, training_pb2.SUCCEEDED, done.error)
+        msgs = [e.message for e in watch.events]
+        self.assertTrue(any("elastic: a world of 1 ranks" in m and "B" in m for m in msgs), msgs)
+        self.b.start()
+
 
 if __name__ == "__main__":
     fxtest.main()
