@@ -21,6 +21,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -288,6 +289,12 @@ static void backend_fail_all(fxcm_comm *c, const char *why) {
 
 static void *gloo_worker(void *arg) {
     fxcm_comm *c = arg;
+    /* Gloo's writes raise SIGPIPE on a connection the peer closed: EPIPE
+     * instead, in a process that does not ignore SIGPIPE (see gloo.cpp) */
+    sigset_t pipe;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, NULL);
     pthread_mutex_lock(&c->mu);
     for (;;) {
         while (!c->closing && (c->status || c->done == c->started))

@@ -36,6 +36,13 @@
 #include <gloo/transport/tcp/context.h>
 #include <gloo/transport/tcp/device.h>
 
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -135,6 +142,71 @@ struct TcpFailAll : gloo::transport::tcp::Context {
     }
 };
 
+/* SIGPIPE blocked in this thread while it lives: Gloo writes with
+ * writev(2), which raises SIGPIPE on a connection the peer closed; a
+ * process that does not ignore SIGPIPE (fluxiond does; a test may not)
+ * would die of it instead of seeing EPIPE. The device's event loop thread,
+ * started by CreateDevice, inherits the mask; the comm's worker blocks it
+ * itself (comm.c). A SIGPIPE left pending here is dropped before the old
+ * mask comes back. */
+struct SigpipeBlocked {
+    sigset_t old;
+    bool ok;
+    SigpipeBlocked() {
+        sigset_t s;
+        sigemptyset(&s);
+        sigaddset(&s, SIGPIPE);
+        ok = pthread_sigmask(SIG_BLOCK, &s, &old) == 0;
+    }
+    ~SigpipeBlocked() {
+        if (!ok)
+            return;
+        if (!sigismember(&old, SIGPIPE)) {
+            sigset_t s, pending;
+            sigemptyset(&s);
+            sigaddset(&s, SIGPIPE);
+            struct timespec zero = {0, 0};
+            if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE))
+                sigtimedwait(&s, nullptr, &zero);
+        }
+        pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    }
+};
+
+/* Whether this machine can listen on host (a socket of each address
+ * getaddrinfo gives, bound to port 0), with the reason in err when not.
+ * Checked before Gloo's CreateDevice, which fails the same way but leaks
+ * getaddrinfo's list when it throws. */
+bool bindable(const char *host, char *err, size_t errlen) {
+    struct addrinfo hints = {};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    struct addrinfo *res = nullptr;
+    int gai = getaddrinfo(host, nullptr, &hints, &res);
+    if (gai != 0) {
+        snprintf(err, errlen, "cannot resolve '%s': %s", host, gai_strerror(gai));
+        return false;
+    }
+    int last = 0;
+    bool ok = false;
+    for (struct addrinfo *a = res; a && !ok; a = a->ai_next) {
+        int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+        if (fd < 0) {
+            last = errno;
+            continue;
+        }
+        if (bind(fd, a->ai_addr, a->ai_addrlen) == 0)
+            ok = true;
+        else
+            last = errno;
+        close(fd);
+    }
+    freeaddrinfo(res);
+    if (!ok)
+        snprintf(err, errlen, "cannot listen on '%s': %s", host, strerror(last));
+    return ok;
+}
+
 bool says_timeout(const char *what) {
     return strcasestr(what, "timeout") || strcasestr(what, "timed out");
 }
@@ -197,6 +269,14 @@ extern "C" int fxcm__gloo_open(const fxcm_opts *o, int64_t timeout_ms, fxcm__glo
     snprintf(where, sizeof where, "gloo rendezvous (rank %d of %d, '%s', listening on %s)",
              o->rank, o->world, o->prefix, host);
     auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+    SigpipeBlocked sigpipe;
+    char why[400];
+    if (!bindable(host, why, sizeof why)) {
+        /* UNAVAILABLE: a name not published yet (DNS) may resolve later */
+        snprintf(err, errlen, "%s: %s", where, why);
+        delete g;
+        return FXS_UNAVAILABLE;
+    }
     try {
         gloo::transport::tcp::attr attr;
         attr.hostname = host;

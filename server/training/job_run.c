@@ -353,8 +353,10 @@ static bool begin_run(fxj_jobs *j, job *x)
         snprintf(msg, sizeof msg, "resumed %s (checkpoint step %" PRId64 ") on %s",
                  x->requested ? "on request"
                  : x->resumed ? "after a restart"
+                 : x->lost_rank ? "after a lost rank"
                               : "after a preemption",
                  x->rec->checkpoint_step, x->rec->assigned_device);
+    x->lost_rank = false;
     fxj__set_state(j, x, FLUXION__V1__JOB_STATE__RUNNING, again ? msg : "started");
     if (again)
         fxj__announce(j, x, FLUXION__V1__JOB_EVENT__KIND__RESUMED, msg);
@@ -423,6 +425,7 @@ static void lost_run(fxj_jobs *j, job *x, const char *err)
     else
         x->lost_in_a_row = 1;
     x->lost_at_step = x->rec->checkpoint_step;
+    x->lost_rank = true;
     bool give_up = x->lost_in_a_row > MAX_LOST_IN_A_ROW;
     pthread_mutex_unlock(&j->mu);
     if (!give_up) {

@@ -112,6 +112,21 @@ int fxj__world_place(const fxj_jobs *j, const Fluxion__V1__JobSpec *spec, fxj__w
         }
         out->nlocal++;
     }
+    /* the scheduler admits the local ranks as one job of nlocal slots on
+     * their device: refuse what could never be admitted */
+    int workers = j->opts.workers > 0 ? j->opts.workers : 1;
+    if (out->nlocal > 1 && out->device.type == FX_DEV_CPU && out->nlocal > workers) {
+        fxu_seterr(err, errlen, "world_size: %d ranks on cpu need %d CPU training slots; this "
+                   "fluxiond has %d (fluxiond --train-workers)", out->nlocal, out->nlocal, workers);
+        return FXS_FAILED_PRECONDITION;
+    }
+    if (out->nlocal > 1 && out->device.type == FX_DEV_CUDA) {
+        char b[32];
+        fxu_seterr(err, errlen, "world_size: %d ranks on %s: a GPU runs one rank (NCCL needs a "
+                   "device per rank); place the ranks on several daemons' GPUs", out->nlocal,
+                   fx_device_str(out->device, b, sizeof b));
+        return FXS_FAILED_PRECONDITION;
+    }
     if (out->world > 1 && out->first_local != 0) {
         fxu_seterr(err, errlen, "placement[0]: rank 0 runs on the daemon the job is submitted to "
                    "(a device, not a peer)");

@@ -36,6 +36,7 @@ typedef struct job {
     bool pending;          /* QUEUED in the scheduler core (no thread runs it) */
     bool preempted;        /* it was preempted: its next run emits RESUMED */
     bool requeued;         /* its run ended by a preemption or a lost rank (job_sched.c) */
+    bool lost_rank;        /* its run ended by a lost rank: its next run says so */
     int lost_in_a_row;     /* data-parallel runs lost without a newer checkpoint */
     int64_t lost_at_step;  /* the checkpoint step of the last lost run */
     atomic_bool cancel;    /* cancel requested while running */

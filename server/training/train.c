@@ -559,7 +559,7 @@ static fxt_result loop(run_t *r)
         int64_t epoch = r->epoch;
         if (train_step(r))
             return r->lost ? FXT_LOST : FXT_FAILED;
-        if (r->dist && r->stop_vote) {
+        if (r->dist && r->stop_vote && r->step < p->total_steps && !r->stop_early) {
             fxt__checkpoint(r, true);
             return FXT_STOPPED;
         }

@@ -58,6 +58,8 @@ struct fxt__dist {
     size_t cap;
     bucket_t *b;
     int nb, next; /* next: the first bucket not started this step */
+    uint64_t last; /* the last operation started (its wait covers all) */
+    bool inflight; /* operations started and not waited for */
     /* the step's scalars, summed over the ranks */
     fx_tensor *xt;
     float *x;
@@ -102,6 +104,10 @@ static void start_ready(run_t *r)
         D->fail = fxcm_allreduce_start(D->comm, (float *)b->buf->storage->ptr, b->n, &b->ticket,
                                        D->ferr, sizeof D->ferr);
         b->started = !D->fail;
+        if (b->started) {
+            D->last = b->ticket;
+            D->inflight = true;
+        }
         D->next++;
     }
 }
@@ -187,25 +193,36 @@ static int make_buckets(run_t *r)
     D->val = calloc(D->cap, sizeof *D->val);
     if (!D->bucket_of || !D->ready || !D->b || !D->key || !D->val)
         return fxt__rfail(r, "out of memory");
-    /* reverse parameter order: bucket 0 holds the last parameters */
-    D->nb = 0;
-    size_t in_bucket = 0;
-    for (int i = np - 1; i >= 0; i--) {
-        size_t n = (size_t)fx_tensor_numel(ps->items[i].tensor);
-        if (D->b[D->nb].nparams && (in_bucket + n) * sizeof(float) > cap_bytes) {
-            D->nb++;
-            in_bucket = 0;
+    /* reverse parameter order: bucket 0 holds the last parameters; a step
+     * starts every bucket and the scalars before it waits, so there are
+     * fewer buckets than the comm's pending operations (larger buckets
+     * when bucket_bytes would make too many) */
+    for (;;) {
+        memset(D->b, 0, ((size_t)np + 1) * sizeof *D->b);
+        D->nb = 0;
+        size_t in_bucket = 0;
+        for (int i = np - 1; i >= 0; i--) {
+            size_t n = (size_t)fx_tensor_numel(ps->items[i].tensor);
+            if (D->b[D->nb].nparams && (in_bucket + n) * sizeof(float) > cap_bytes) {
+                D->nb++;
+                in_bucket = 0;
+            }
+            D->bucket_of[i] = D->nb;
+            D->b[D->nb].nparams++;
+            D->b[D->nb].n += n;
+            in_bucket += n;
         }
-        D->bucket_of[i] = D->nb;
-        D->b[D->nb].nparams++;
-        D->b[D->nb].n += n;
-        in_bucket += n;
+        if (np)
+            D->nb++;
+        if (D->nb < FXCM_MAX_PENDING / 2)
+            break;
+        cap_bytes *= 2;
+    }
+    for (int i = 0; i < np; i++) {
         size_t h = slot_of(D, ps->items[i].tensor);
         D->key[h] = ps->items[i].tensor;
         D->val[h] = i;
     }
-    if (np)
-        D->nb++;
     for (int k = 0; k < D->nb; k++) {
         D->b[k].buf = fx_tensor_create(r->hk->device, FX_F32, 1, (int64_t[]){(int64_t)D->b[k].n});
         if (!D->b[k].buf)
@@ -289,9 +306,20 @@ void fxt__dist_free(run_t *r)
         if (t->grad && !t->grad->storage->owned)
             fx_tensor_set_grad_buffer(t, NULL);
     }
-    for (int k = 0; k < D->nb; k++)
+    /* A step that failed in backward after buckets were started: stop them
+     * (the run ends anyway). The backend may read a bucket until its own
+     * timeout after the abort, so those buffers are left allocated: a
+     * failed run's bounded leak rather than a read of freed memory. */
+    bool leak = D->inflight;
+    if (D->inflight) {
+        char werr[64];
+        fxcm_abort(D->comm);
+        fxcm_wait(D->comm, D->last, werr, sizeof werr);
+    }
+    for (int k = 0; k < D->nb && !leak; k++)
         fx_tensor_free(D->b[k].buf);
-    fx_tensor_free(D->xt);
+    if (!leak)
+        fx_tensor_free(D->xt);
     free(D->b);
     free(D->bucket_of);
     free(D->ready);
@@ -350,9 +378,21 @@ int fxt__dist_reduce(run_t *r, int64_t stepno)
     if (!D->fail)
         D->fail = fxcm_allreduce_start(D->comm, (float *)D->xt->storage->ptr, (size_t)D->nx,
                                        &D->x_ticket, D->ferr, sizeof D->ferr);
-    /* the last operation's wait covers every one before it */
-    if (!D->fail)
-        D->fail = fxcm_wait(D->comm, D->x_ticket, D->ferr, sizeof D->ferr);
+    if (!D->fail) {
+        D->last = D->x_ticket;
+        D->inflight = true;
+    }
+    /* the last operation's wait covers every one before it; after a failed
+     * start too, so that no operation still reads a bucket */
+    if (D->inflight) {
+        char werr[sizeof D->ferr];
+        int rc = fxcm_wait(D->comm, D->last, werr, sizeof werr);
+        D->inflight = false;
+        if (rc && !D->fail) {
+            D->fail = rc;
+            snprintf(D->ferr, sizeof D->ferr, "%s", werr);
+        }
+    }
     if (D->fail)
         return lost(r, what, D->ferr);
     if (fx_tensor_to_host(D->xt, D->x, (size_t)D->nx * sizeof *D->x) != FX_OK)

@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "allochooks.h"
 #include "base/status.h"
 #include "base/util.h"
 #include "comm/comm.h"
@@ -477,7 +478,7 @@ static void open_world(int n, int64_t timeout_ms, fxcm_memstore *m, rank_ctx *rs
 
 static void test_abort_from_another_thread(void **state) {
     (void)state;
-    const int64_t timeout = 20000; /* far above what an abort may take */
+    const int64_t timeout = 8000; /* far above what an abort may take */
     fxcm_memstore *m = fxcm_memstore_new();
     rank_ctx rs[2];
     open_world(2, timeout, m, rs);
@@ -496,13 +497,16 @@ static void test_abort_from_another_thread(void **state) {
     char err[FXS_ERRLEN];
     float x = 1;
     assert_int_equal(fxcm_allreduce(rs[0].c, &x, 1, err, sizeof err), FXS_ABORTED);
-    /* rank 1: its peer's connection is closed */
+    /* rank 1: its peer's connection is closed. Usually UNAVAILABLE at once;
+     * when its send is written before Gloo's event loop has read the
+     * close, Gloo leaves that send to the timeout (docs/distributed.md,
+     * "Gloo's limits"): DEADLINE_EXCEEDED, still bounded. */
     double t0 = now_ms();
     int rc = fxcm_allreduce(rs[1].c, &x, 1, err, sizeof err);
     double took = now_ms() - t0;
     print_message("rank 1: %s after %.0f ms: %s\n", fxs_status_name(rc), took, err);
     assert_true(peer_gone_code(rc));
-    assert_true(took < timeout / 2);
+    assert_true(took < FAULT_BOUND_MS);
     fxcm_free(rs[0].c);
     fxcm_free(rs[1].c);
     free(rs[0].w);
@@ -679,6 +683,14 @@ static void test_bad_args(void **state) {
         assert_int_equal(fxcm_open(&o, &c, err, sizeof err), FXS_UNIMPLEMENTED);
         assert_non_null(strstr(err, "without NCCL"));
     }
+    /* an address this machine does not have (TEST-NET-1): refused at once */
+    o = ok, o.bind_host = "192.0.2.1";
+    double t0 = now_ms();
+    assert_int_equal(fxcm_open(&o, &c, err, sizeof err), FXS_UNAVAILABLE);
+    assert_null(c);
+    assert_true(now_ms() - t0 < FAULT_BOUND_MS);
+    print_message("bind_host 192.0.2.1: %s\n", err);
+    assert_non_null(strstr(err, "192.0.2.1"));
     /* names */
     assert_true(fxcm_available(FXCM_GLOO));
     assert_string_equal(fxcm_backend_name(FXCM_GLOO), "gloo");
@@ -719,7 +731,104 @@ static void test_bad_args(void **state) {
     fxcm_memstore_free(m);
 }
 
-int main(void) {
+/* Starting and waiting allocate nothing (the ring is the comm's). A world
+ * of 1: Gloo itself allocates inside its worker for every operation of a
+ * larger world, and the hooks count every thread. */
+#if defined(__SANITIZE_THREAD__) || !TU_ALLOC_HOOKS
+static void test_no_allocation(void **state) {
+    (void)state;
+    print_message("skipped: no allocation hooks under the sanitizers\n");
+    skip();
+}
+#else
+static void test_no_allocation(void **state) {
+    (void)state;
+    fxcm_memstore *m = fxcm_memstore_new();
+    fxcm_store s = fxcm_memstore_store(m);
+    fxcm_opts o = {.backend = FXCM_GLOO, .rank = 0, .world = 1, .prefix = "alloc", .store = &s};
+    fxcm_comm *c;
+    char err[FXS_ERRLEN];
+    assert_int_equal(fxcm_open(&o, &c, err, sizeof err), 0);
+    float buf[64] = {0};
+    uint64_t t[8];
+    assert_int_equal(fxcm_allreduce(c, buf, 64, err, sizeof err), 0); /* warm-up */
+    tu_alloc_count_start();
+    for (int step = 0; step < 20; step++) {
+        for (int k = 0; k < 8; k++)
+            if (fxcm_allreduce_start(c, buf, 64, &t[k], err, sizeof err))
+                break;
+        if (fxcm_wait(c, t[7], err, sizeof err) || fxcm_barrier(c, err, sizeof err) ||
+            fxcm_broadcast(c, buf, 64, 0, err, sizeof err))
+            break;
+    }
+    long n = tu_alloc_count_stop();
+    assert_int_equal(fxcm_barrier(c, err, sizeof err), 0);
+    if (n != 0)
+        fail_msg("%ld allocations in 20 steps of start/wait", n);
+    fxcm_free(c);
+    fxcm_memstore_free(m);
+}
+#endif
+
+/* ------------------------------------------- measurement (not a test) */
+
+/* `test_comm --bench [WORLD]`: allreduce time on loopback per size, for
+ * the docs and the scaling estimates; prints, asserts nothing. */
+typedef struct {
+    size_t n;
+    int iters;
+    double ms; /* per operation, rank 0 */
+} bench_row;
+
+static bench_row bench_rows[] = {{256, 200, 0}, {1u << 16, 50, 0}, {1u << 20, 20, 0},
+                                 {25u << 18, 10, 0}}; /* 1 KB, 256 KB, 4 MB, 25 MB */
+
+static void bench_rank(rank_ctx *r) {
+    size_t maxn = 25u << 18;
+    float *buf = calloc(maxn, sizeof(float));
+    CHECK(r, buf, "out of memory");
+    if (!buf)
+        return;
+    for (size_t k = 0; k < sizeof bench_rows / sizeof *bench_rows; k++) {
+        bench_row *b = &bench_rows[k];
+        int rc = fxcm_allreduce(r->c, buf, b->n, r->err, sizeof r->err); /* warm-up */
+        double t0 = now_ms();
+        for (int i = 0; i < b->iters && !rc; i++)
+            rc = fxcm_allreduce(r->c, buf, b->n, r->err, sizeof r->err);
+        CHECK(r, rc == 0, "allreduce: %s", r->err);
+        if (r->rank == 0)
+            b->ms = (now_ms() - t0) / b->iters;
+    }
+    free(buf);
+}
+
+static int bench(int world) {
+    if (world < 2 || world > MAXW)
+        world = 2;
+    healthy_world(world, bench_rank, NULL);
+    double load[3] = {0};
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf %lf %lf", &load[0], &load[1], &load[2]) != 3)
+            load[0] = -1;
+        fclose(f);
+    }
+    printf("gloo allreduce, %d ranks as threads on 127.0.0.1 (load average %.2f)\n", world,
+           load[0]);
+    printf("%12s %10s %12s %14s\n", "floats", "bytes", "ms/op", "busbw GB/s");
+    for (size_t k = 0; k < sizeof bench_rows / sizeof *bench_rows; k++) {
+        const bench_row *b = &bench_rows[k];
+        double bytes = (double)b->n * 4;
+        /* a ring allreduce moves 2 (W-1)/W of the buffer per rank (NCCL's bus bandwidth) */
+        double busbw = bytes * 2.0 * (world - 1) / world / (b->ms / 1e3) / 1e9;
+        printf("%12zu %10.0f %12.3f %14.3f\n", b->n, bytes, b->ms, busbw);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc >= 2 && strcmp(argv[1], "--bench") == 0)
+        return bench(argc >= 3 ? atoi(argv[2]) : 2);
     /* first: the fork happens while this process has one thread */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_killed_rank),
@@ -734,6 +843,7 @@ int main(void) {
         cmocka_unit_test(test_rank_never_arrives),
         cmocka_unit_test(test_abort_from_another_thread),
         cmocka_unit_test(test_ring_full),
+        cmocka_unit_test(test_no_allocation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
