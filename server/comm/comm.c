@@ -570,11 +570,20 @@ void fxcm_abort(fxcm_comm *c) {
         return;
     char why[128];
     snprintf(why, sizeof why, "comm (rank %d of %d) aborted", c->rank, c->world);
+#ifdef FXCM_HAVE_NCCL
+    /* first: a start may hold c->mu while NCCL settles an enqueue; the
+     * abort ends that wait */
+    if (c->nccl)
+        fxcm__nccl_abort(c->nccl);
+#endif
     pthread_mutex_lock(&c->mu);
     /* an earlier failure keeps its code: it says why better */
     latch(c, FXS_ABORTED, why);
     pthread_mutex_unlock(&c->mu);
-    backend_fail_all(c, why);
+    /* after the latch: the worker's operation then fails with an
+     * IoException, but the comm already says ABORTED */
+    if (c->gloo)
+        fxcm__gloo_fail_all(c->gloo, why);
 }
 
 void fxcm_free(fxcm_comm *c) {
