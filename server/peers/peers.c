@@ -180,9 +180,8 @@ int fxpr_open(const fxpr_opts *o, fxpr_peers **out, char *err, size_t errlen)
     if (!rc && p->n && !p->secret)
         rc = fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
                       "--peers needs --peer-token-file FILE (the secret the daemons share)");
-    if (!rc && o->comm_host && (!*o->comm_host || strlen(o->comm_host) > FXPR_ADDR_MAX))
-        rc = fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "--comm-host: 1..%d characters",
-                      FXPR_ADDR_MAX);
+    if (!rc && o->comm_host && (!*o->comm_host || strlen(o->comm_host) > 255))
+        rc = fxu_fail(err, errlen, FXS_INVALID_ARGUMENT, "--comm-host: 1..255 characters");
 #define DUP(f) (o->f && !(p->f = strdup(o->f)))
     if (!rc && (DUP(tls_cert_file) || DUP(tls_key_file) || DUP(tls_ca_file) || DUP(comm_host)))
         rc = fxu_oom(err, errlen);
