@@ -222,6 +222,23 @@ class DistPeersTest(unittest.TestCase):
         done = self.wait(job.id, timeout=90)
         self.assertClose(self.weights(run, done), w_ref)
 
+    def test_5b_cancel(self):
+        """Cancelling a world job stops its rank on B after the same step
+        (the stop vote), and the job ends CANCELLED."""
+        m = self.model("cancel")
+        job = self.c.submit_job(spec(m, 16, world=2, placement=["cpu", "B/cpu"], steps=100000))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            j = self.c.get_job(job.id)
+            if j.progress.step >= 10 or j.state in FINAL_STATES:
+                break
+            time.sleep(0.02)
+        self.assertEqual(j.state, training_pb2.RUNNING, j)
+        self.c.cancel_job(job.id)
+        self.assertEqual(self.wait(job.id, timeout=60).state, training_pb2.CANCELLED)
+        self.assertTrue(fxtest.wait_log(self.b, "job=%s rank=1 state=STOPPED" % job.id, 30),
+                        self.b.log_tail())
+
     def test_6_elastic(self):
         """min_world_size 1: when B dies the job goes on without it (a world
         of rank 0 alone, the same per-rank batch) and succeeds."""
