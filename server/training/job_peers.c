@@ -268,9 +268,16 @@ fxt_result fxj__train_peers(fxj_jobs *j, job *x, const fxt_hooks *hooks, fxg_gra
     }
     if (!rc && live > 1) {
         const char *host = fxpr_comm_host(p);
-        fxcm_opts o = { .backend = FXCM_GLOO, .rank = 0, .world = live, .prefix = prefix,
-                        .store = fxpr_kv_store(p), .timeout_ms = FXJ_PEER_COMM_TIMEOUT_MS,
-                        .bind_host = host[0] ? host : NULL };
+        /* the backend the members were told (NCCL across daemons: its
+         * unique id goes through the same store; untested without GPUs) */
+        fxcm_backend be = s->comm_backend && s->comm_backend[0]
+                              ? fxcm_backend_parse(s->comm_backend) : FXCM_GLOO;
+        fxcm_opts o = { .backend = be ? be : FXCM_GLOO, .rank = 0, .world = live,
+                        .prefix = prefix, .store = fxpr_kv_store(p),
+                        .timeout_ms = FXJ_PEER_COMM_TIMEOUT_MS,
+                        .bind_host = host[0] ? host : NULL,
+                        .cuda_device = hooks->device.type == FX_DEV_CUDA ? hooks->device.index
+                                                                          : 0 };
         char ce[384];
         if ((rc = fxcm_open(&o, &comm, ce, sizeof ce))) {
             char who[256];
@@ -289,7 +296,7 @@ fxt_result fxj__train_peers(fxj_jobs *j, job *x, const fxt_hooks *hooks, fxg_gra
         goto out;
     }
     fxl_log(FXL_INFO, "jobs", "world across daemons formed job=%" PRId64 " world=%d prefix=%s",
-            x->id, w, prefix);
+            x->id, live, prefix);
     fxt_dist dist = { .rank = 0, .world = live, .comm = comm,
                       .bucket_bytes = (size_t)s->bucket_bytes };
     fxt_hooks h = *hooks;

@@ -206,6 +206,9 @@ static void *rank_main(void *arg)
                     .timeout_ms = r->a->timeout_ms > 0 ? r->a->timeout_ms
                                                        : FXJ_PEER_COMM_TIMEOUT_MS,
                     .bind_host = host[0] ? host : NULL };
+    fx_device dev = fx_cpu();
+    if (r->a->device[0] && fx_device_parse(r->a->device, &dev) && dev.type == FX_DEV_CUDA)
+        o.cuda_device = dev.index;
     fxcm_comm *comm = NULL;
     int rc = fxcm_open(&o, &comm, err, sizeof err);
     if (rc) {
@@ -274,6 +277,10 @@ static int build(fxj_ranks *rs, rank *r, const Fluxion__V1__StartRankChunk *firs
     if (!(r->a = (void *)dup_msg(&first->assignment->base)) ||
         !(r->spec = (void *)dup_msg(&first->spec->base)))
         return fxu_oom(err, errlen);
+    fx_device dev = fx_cpu();
+    if (r->a->device[0] && (!fx_device_parse(r->a->device, &dev) || !fx_device_available(dev)))
+        return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
+                        "device '%.32s': not a device of this daemon", r->a->device);
     fxg_options go = { .seed = r->a->seed, .max_params = rs->max_params };
     char e2[FXS_ERRLEN - 64];
     int rc = fxg_build(first->model, &go, &r->g, e2, sizeof e2);
