@@ -82,8 +82,11 @@ void fxpr_kv_drop(fxpr_peers *p, const char *prefix)
 struct fxpr_remote {
     fxpr_peers *p;
     int peer;
+    const atomic_bool *cancel;
     fxcm_store store;
 };
+
+#define REMOTE_POLL_MS 1000
 
 static int remote_set(void *data, const char *key, const void *val, size_t len, char *err,
                       size_t errlen)
@@ -107,11 +110,22 @@ static int remote_get(void *data, const char *key, void **val, size_t *len, int6
         timeout_ms = timeout_ms <= 0 ? FXPR_KV_WAIT_DEFAULT_MS : FXPR_KV_WAIT_MAX_MS;
     Fluxion__V1__PeerKvGetRequest req = FLUXION__V1__PEER_KV_GET_REQUEST__INIT;
     req.key = (char *)key;
-    req.timeout_ms = timeout_ms;
     ProtobufCMessage *resp = NULL;
-    /* the call's deadline a little past the wait: the answer is the
-     * coordinator's DEADLINE_EXCEEDED, with its message */
-    int rc = fxpr_call(r->p, r->peer, "KvGet", &req.base, &resp, timeout_ms + 5000, err, errlen);
+    uint64_t end = fxu_mono_ns() + (uint64_t)timeout_ms * 1000000u;
+    int rc;
+    for (;;) {
+        if (r->cancel && atomic_load(r->cancel))
+            return fxu_fail(err, errlen, FXS_ABORTED, "rendezvous: stopped");
+        uint64_t now = fxu_mono_ns();
+        int64_t left = now < end ? (int64_t)((end - now) / 1000000u) : 0;
+        req.timeout_ms = left < REMOTE_POLL_MS ? (left > 0 ? left : 1) : REMOTE_POLL_MS;
+        /* the call's deadline a little past the wait: the answer is the
+         * coordinator's DEADLINE_EXCEEDED, with its message */
+        rc = fxpr_call(r->p, r->peer, "KvGet", &req.base, &resp, req.timeout_ms + 5000, err,
+                       errlen);
+        if (rc != FXS_DEADLINE_EXCEEDED || left <= REMOTE_POLL_MS)
+            break;
+    }
     if (rc)
         return rc;
     Fluxion__V1__PeerKvGetResponse *g = (void *)resp;
@@ -125,8 +139,8 @@ static int remote_get(void *data, const char *key, void **val, size_t *len, int6
     return rc;
 }
 
-int fxpr_remote_open(fxpr_peers *p, const char *coordinator, fxpr_remote **out, char *err,
-                     size_t errlen)
+int fxpr_remote_open(fxpr_peers *p, const char *coordinator, const atomic_bool *cancel,
+                     fxpr_remote **out, char *err, size_t errlen)
 {
     int i = fxpr_find(p, coordinator);
     if (i < 0)
@@ -137,6 +151,7 @@ int fxpr_remote_open(fxpr_peers *p, const char *coordinator, fxpr_remote **out, 
         return fxu_oom(err, errlen);
     r->p = p;
     r->peer = i;
+    r->cancel = cancel;
     r->store = (fxcm_store){ .set = remote_set, .get = remote_get, .data = r };
     *out = r;
     return 0;

@@ -29,6 +29,7 @@
 #ifndef FXPR_PEERS_H
 #define FXPR_PEERS_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -121,10 +122,13 @@ const fxcm_store *fxpr_kv_store(fxpr_peers *p);
 void fxpr_kv_drop(fxpr_peers *p, const char *prefix);
 
 /* A store over KvSet/KvGet on the peer named coordinator, for a member's
- * rank: fxpr_remote_store(r) is valid while r lives. */
+ * rank: fxpr_remote_store(r) is valid while r lives. Its get waits in
+ * KvGet calls of at most a second (a coordinator's handler thread is never
+ * held longer), and gives up with ABORTED once *cancel (may be NULL) is
+ * true. */
 typedef struct fxpr_remote fxpr_remote;
-int fxpr_remote_open(fxpr_peers *p, const char *coordinator, fxpr_remote **out, char *err,
-                     size_t errlen);
+int fxpr_remote_open(fxpr_peers *p, const char *coordinator, const atomic_bool *cancel,
+                     fxpr_remote **out, char *err, size_t errlen);
 const fxcm_store *fxpr_remote_store(fxpr_remote *r);
 void fxpr_remote_free(fxpr_remote *r);
 

@@ -304,7 +304,7 @@ static int build(fxj_ranks *rs, rank *r, const Fluxion__V1__StartRankChunk *firs
     if ((rc = fxt_validate(r->spec, r->g, fxj_columns_get(r->train), fxj_columns_get(r->val),
                            e2, sizeof e2)))
         return fxu_fail(err, errlen, rc, "job spec: %s", e2);
-    return fxpr_remote_open(rs->peers, r->a->coordinator, &r->remote, err, errlen);
+    return fxpr_remote_open(rs->peers, r->a->coordinator, &r->stop, &r->remote, err, errlen);
 }
 
 int fxj_rank_start(fxj_ranks *rs, const Fluxion__V1__StartRankChunk *first, const void *weights,
