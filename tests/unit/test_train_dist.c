@@ -12,7 +12,8 @@
  * A stop requested on one rank stops every rank after the same step, and a
  * resume from rank 0's checkpoint ends with the uninterrupted run's weights.
  * Faults: a rank that aborts its comm mid-run makes the others' fxt_run
- * end FXT_LOST (not hang), the error naming the collective failure. */
+ * end FXT_LOST (not hang), the error naming the collective failure.
+ * The JobSpec's data-parallel fields are validated naming the field. */
 #include "testutil.h"
 
 #include <math.h>
@@ -566,6 +567,70 @@ static void test_steady_state_allocates_nothing(void **state)
 #endif
 }
 
+/* The data-parallel fields are validated with messages naming the field. */
+static void test_validation(void **state)
+{
+    (void)state;
+    mspec *ms = mlp_spec();
+    data_t d;
+    xor_data(&d, 40);
+    fxg_graph *g = build(ms, 1);
+    static char *p2[] = {"cpu", "cpu"}, *p1[] = {"cpu"}, *pe[] = {"cpu", ""},
+                *pb[] = {"cpu", "tpu:0"}, *pp[] = {"cpu", "/cpu"}, *pc[] = {"cuda:0", "cuda:1"},
+                *pr[] = {"cpu", "box-1/cpu"};
+    struct {
+        int world;
+        char **placement;
+        size_t np;
+        int min_world;
+        int64_t bucket;
+        const char *backend;
+        const char *want; /* NULL: valid */
+    } cases[] = {
+        {2, p2, 2, 0, 0, "", NULL},
+        {2, pr, 2, 2, 1024, "gloo", NULL}, /* peers: checked by the daemon */
+        {256, NULL, 0, 0, 1 << 30, "", NULL},
+        {-1, NULL, 0, 0, 0, "", "world_size: -1 is not in [0, 256]"},
+        {257, NULL, 0, 0, 0, "", "world_size: 257 is not in [0, 256]"},
+        {2, p1, 1, 0, 0, "", "placement: 1 entries for world_size 2"},
+        {2, pe, 2, 0, 0, "", "placement[1]: empty"},
+        {2, pb, 2, 0, 0, "", "placement[1]: 'tpu:0' is not a device"},
+        {2, pp, 2, 0, 0, "", "placement[1]: '/cpu' has an empty peer name"},
+        {2, p2, 2, 3, 0, "", "min_world_size: 3 is not in [0, world_size 2]"},
+        {2, p2, 2, 0, 1023, "", "bucket_bytes: 1023 is not in [1024, 1073741824]"},
+        {2, p2, 2, 0, (1ll << 30) + 1, "", "bucket_bytes: 1073741825 is not in"},
+        {2, p2, 2, 0, 0, "mpi", "comm_backend: 'mpi' is not one of gloo, nccl"},
+        {2, p2, 2, 0, 0, "nccl", "comm_backend: nccl reduces CUDA memory"},
+        {2, pc, 2, 0, 0, "gloo", "comm_backend: gloo reduces host memory"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        jspec *j = job_new("sgd", 0.1, 8, 1);
+        j->world_size = cases[i].world;
+        j->n_placement = cases[i].np;
+        j->placement = cases[i].placement;
+        j->min_world_size = cases[i].min_world;
+        j->bucket_bytes = cases[i].bucket;
+        j->comm_backend = (char *)cases[i].backend;
+        char err[512] = "";
+        int rc = fxt_validate(j, g, &d.c, NULL, err, sizeof err);
+        j->n_placement = 0; /* static strings: not the spec's to free */
+        j->placement = NULL;
+        j->comm_backend = (char *)protobuf_c_empty_string;
+        fluxion__v1__job_spec__free_unpacked(j, NULL);
+        if (!cases[i].want) {
+            if (rc)
+                fail_msg("case %zu: refused: %s", i, err);
+            continue;
+        }
+        if (rc != FXS_INVALID_ARGUMENT || !strstr(err, cases[i].want))
+            fail_msg("case %zu: rc %d, '%s'; expected INVALID_ARGUMENT with '%s'", i, rc, err,
+                     cases[i].want);
+    }
+    fxg_free(g);
+    fluxion__v1__model_spec__free_unpacked(ms, NULL);
+    data_free(&d);
+}
+
 int main(void)
 {
     if (!fxcm_available(FXCM_GLOO)) {
@@ -574,6 +639,7 @@ int main(void)
     }
     fx_set_num_threads(1);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_validation),
         cmocka_unit_test(test_two_ranks_sgd),
         cmocka_unit_test(test_two_ranks_adam),
         cmocka_unit_test(test_three_ranks),
