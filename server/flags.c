@@ -118,6 +118,21 @@ void fxf_usage(FILE *f)
 "                          without tokens, without authentication): a warning\n"
 "                          is logged; for trusted networks only\n"
 "\n"
+"Peers: training across daemons (docs/distributed.md, \"Peers\").\n"
+"  --peers LIST            other daemons this one trains with, comma-separated:\n"
+"                          NAME=HOST:PORT or HOST:PORT (NAME: HOST:PORT); job\n"
+"                          placements name them (\"B/cpu\"). Host names are\n"
+"                          resolved at each connection (StatefulSet names\n"
+"                          work); this daemon's own entry is skipped\n"
+"  --peers-file FILE       the same, one a line ('#' comments)\n"
+"  --peer-token-file FILE  the secret the daemons share (32..256 visible\n"
+"                          ASCII); peer calls carry it, and only it reaches\n"
+"                          the internal PeerService. Needed with --peers\n"
+"  --node-name NAME        this daemon's name among its peers (default: the\n"
+"                          HOST:PORT of --listen)\n"
+"  --comm-host HOST        the address this daemon's collectives listen on,\n"
+"                          which its peers must reach (default 127.0.0.1)\n"
+"\n"
 "  --grace-seconds S       time calls in flight get to finish on shutdown\n"
 "                          (default 5); the exit follows within 1 s\n"
 "  --log-level LEVEL       debug, info, warn, error (default info)\n"
@@ -149,6 +164,7 @@ int fxf_parse(int argc, char **argv, fxf_options *o)
            O_INFER_FIRST, O_MIN_SHARE, O_GRACE_STEPS };
     enum { O_HTTP = 3000, O_HTTP_PORT_FILE, O_HTTP_CONNS, O_HTTP_PEER_CONNS }; /* the HTTP port */
     enum { O_INFLIGHT = 4000, O_PEER_INFLIGHT, O_PEER_CALLS }; /* limits under load */
+    enum { O_PEERS = 5000, O_PEERS_FILE, O_PEER_TOKEN, O_NODE_NAME, O_COMM_HOST }; /* peers */
     static const struct option longs[] = {
         { "listen", required_argument, 0, O_LISTEN },
         { "data-dir", required_argument, 0, O_DATA },
@@ -197,6 +213,11 @@ int fxf_parse(int argc, char **argv, fxf_options *o)
         { "log-level", required_argument, 0, O_LEVEL },
         { "log-format", required_argument, 0, O_FORMAT },
         { "version", no_argument, 0, O_VERSION },
+        { "peers", required_argument, 0, O_PEERS },
+        { "peers-file", required_argument, 0, O_PEERS_FILE },
+        { "peer-token-file", required_argument, 0, O_PEER_TOKEN },
+        { "node-name", required_argument, 0, O_NODE_NAME },
+        { "comm-host", required_argument, 0, O_COMM_HOST },
         { "help", no_argument, 0, 'h' },
         { 0, 0, 0, 0 },
     };
@@ -305,6 +326,11 @@ int fxf_parse(int argc, char **argv, fxf_options *o)
         }
         case O_CKPT: if (parse_long("--checkpoint-steps", optarg, 1, LONG_MAX, &o->checkpoint_steps)) return 2; break;
         case O_GRACE: if (parse_long("--grace-seconds", optarg, 0, 3600, &o->grace_seconds)) return 2; break;
+        case O_PEERS: o->peers = optarg; break;
+        case O_PEERS_FILE: o->peers_file = optarg; break;
+        case O_PEER_TOKEN: o->peer_token_file = optarg; break;
+        case O_NODE_NAME: o->node_name = optarg; break;
+        case O_COMM_HOST: o->comm_host = optarg; break;
         case O_LEVEL: o->log_level = optarg; break;
         case O_FORMAT: o->log_format = optarg; break;
         case O_VERSION: printf("fluxiond %s\n", FX_VERSION_STRING); exit(0);
@@ -371,6 +397,13 @@ int fxf_parse(int argc, char **argv, fxf_options *o)
     if (o->init_admin_token && !*o->init_admin_token) {
         fprintf(stderr, "fluxiond: --init-admin-token: no file name\n");
         return 2;
+    }
+    if ((o->peers && *o->peers) || o->peers_file) {
+        if (!o->peer_token_file) {
+            fprintf(stderr, "fluxiond: --peers and --peers-file need --peer-token-file FILE "
+                    "(the secret the daemons share)\n");
+            return 2;
+        }
     }
     /* room for several messages of the largest size at once, so that the
      * in-flight limits never refuse one lone request the message limit

@@ -33,6 +33,8 @@ typedef struct {
     long sched_min_run_s;     /* -1: the core's default; 0: none (1 ms) */
     long max_streams, max_streams_per_client, stream_idle_seconds;
     long long max_model_params;
+    /* peers (server/peers/, docs/distributed.md "Peers"); NULL: none */
+    const char *peers, *peers_file, *peer_token_file, *node_name, *comm_host;
     fxsv_devices enabled; /* --devices parsed */
 } fxf_options;
 

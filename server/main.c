@@ -33,6 +33,8 @@
 #include "base/log.h"
 #include "flags.h"
 #include "http/http.h"
+#include "peers/peers.h"
+#include "training/ranks.h"
 
 /* ------------------------------------------------------------ control loop */
 
@@ -129,6 +131,8 @@ static void *drain_main(void *arg)
     fxr_server_destroy(d->rpc);
     atomic_store(&c->waiting_for, "the jobs to be freed");
     fxj_jobs_free(d->jobs);
+    atomic_store(&c->waiting_for, "the ranks for peers to stop");
+    fxj_ranks_free(d->ranks);
     atomic_store(&c->waiting_for, "the served models to stop");
     fxsv_serving_free(d->serving);
     atomic_store(&c->waiting_for, "the datasets to close");
@@ -137,6 +141,8 @@ static void *drain_main(void *arg)
     fxau_close(d->auth);
     atomic_store(&c->waiting_for, "the store to close");
     fxdb_store_close(d->store);
+    atomic_store(&c->waiting_for, "the peers' channels to close");
+    fxpr_free(d->peers);
     c->clean = true;
     uv_async_send(&c->done);
     return NULL;
@@ -226,6 +232,13 @@ static void rpc_log(void *data, const char *level, const char *msg)
 static int auth_hook(void *data, const fxr_credentials *c, fxp_principal *out, char *err,
                      size_t errlen)
 {
+    /* PeerService without a peer secret: nobody may call it (an admin
+     * neither), and the caller learns why */
+    if (!fxau_peer_enabled(data) && c->method &&
+        strncmp(c->method, "/fluxion.v1.PeerService/", 24) == 0) {
+        snprintf(err, errlen, "this daemon has no --peer-token-file");
+        return FXS_FAILED_PRECONDITION;
+    }
     return fxau_authenticate(data, c->authorization, c->cert_subject, c->cert_cn, out, err,
                              errlen);
 }
@@ -422,6 +435,7 @@ int main(int argc, char **argv)
     fx_set_num_threads((int)o.threads);
 
     fxa_daemon d = { .data_dir = o.data_dir, .start_ms = fxu_now_ms(),
+                     .max_dataset_bytes = (uint64_t)o.max_dataset_mb << 20,
                      .max_params = (uint64_t)o.max_model_params,
                      .max_import_bytes = (uint64_t)o.max_import_mb << 20,
                      .max_message_bytes = (uint64_t)o.max_message_mb << 20,
@@ -429,6 +443,19 @@ int main(int argc, char **argv)
                      .devices = o.enabled };
     atomic_init(&d.draining, false);
     char err[1024];
+    if (fxpr_open(&(fxpr_opts){ .peers = o.peers, .peers_file = o.peers_file,
+                                .node_name = o.node_name, .comm_host = o.comm_host,
+                                .token_file = o.peer_token_file,
+                                .tls_cert_file = o.tls_cert, .tls_key_file = o.tls_key,
+                                .tls_ca_file = o.tls_client_ca,
+                                .tls_client_cert = o.tls_require_client_cert,
+                                .max_message_bytes = d.max_message_bytes,
+                                .version = FX_VERSION_STRING },
+                  &d.peers, err, sizeof err) != 0) {
+        fxl_log(FXL_ERROR, "main", "peers refused error=\"%s\"", err);
+        fprintf(stderr, "fluxiond: %s\n", err);
+        return 1;
+    }
     if (fxdb_store_open(o.data_dir, &d.store, err, sizeof err) != 0) {
         fxl_log(FXL_ERROR, "main", "cannot open the data directory dir=%s error=\"%s\"",
                 o.data_dir, err);
@@ -460,6 +487,13 @@ int main(int argc, char **argv)
     }
     if (!o.tls_client_ca)
         tokens_on = fxau_enabled(d.auth);
+    if (fxpr_secret(d.peers) &&
+        fxau_set_peer_secret(d.auth, fxpr_secret(d.peers), err, sizeof err) != 0) {
+        fxl_log(FXL_ERROR, "main", "--peer-token-file refused error=\"%s\"", err);
+        fxau_close(d.auth);
+        fxdb_store_close(d.store);
+        return 1;
+    }
     if (bootstrap_tokens(d.auth, &o, &given) || check_exposure(d.auth, &o, tokens_on || given)) {
         fxau_close(d.auth);
         fxdb_store_close(d.store);
@@ -508,7 +542,7 @@ int main(int argc, char **argv)
     if (fxa_register_model_service(&d) || fxa_register_inference_service(&d) ||
         fxa_register_cluster_service(&d) || fxa_register_dataset_service(&d) ||
         fxa_register_training_service(&d) || fxa_register_admin_service(&d) ||
-        fxa_register_health_service(&d) ||
+        fxa_register_health_service(&d) || fxa_register_peer_service(&d) ||
         fxa_register_reflection_service(&d)) {
         fxl_log(FXL_ERROR, "main", "cannot register the services");
         return 1;
@@ -521,6 +555,7 @@ int main(int argc, char **argv)
                            .inference_first = o.inference_first,
                            .preempt_grace_steps = o.preempt_grace_steps,
                            .training_min_share = o.training_min_share,
+                           .peers = d.peers,
                            .devices = &d.devices,
                            .sched_half_life_ms = o.sched_half_life_min * 60000,
                            .sched_min_run_ms = o.sched_min_run_s < 0    ? 0
@@ -529,11 +564,20 @@ int main(int argc, char **argv)
         fxl_log(FXL_ERROR, "main", "cannot start the training jobs error=\"%s\"", err);
         return 1;
     }
+    /* ranks for peers' jobs: only with a peer secret (nobody else can ask) */
+    if (fxpr_secret(d.peers) &&
+        fxj_ranks_new(d.peers, (int)o.train_workers, d.max_params, &d.ranks, err,
+                      sizeof err) != 0) {
+        fxl_log(FXL_ERROR, "main", "cannot take ranks for peers error=\"%s\"", err);
+        return 1;
+    }
     int port = 0, http_port = 0;
     if (fxr_server_start(d.rpc, &port) != 0) {
         fxl_log(FXL_ERROR, "main", "cannot start serving addr=%s", o.listen);
         return 1;
     }
+    fxpr_set_listen(d.peers, o.listen, port);
+    fxpr_greet_async(d.peers);
     fxh_server *http = NULL;
     if (o.http_listen && start_http(&d, &o, &http, &http_port))
         return 1;

@@ -142,13 +142,18 @@ int fxc_channel_open(const char *target, const fxc_channel_opts *opts, fxc_chann
         grpc_shutdown();
         return rc;
     }
-    grpc_arg args[2] = {
+    int backoff = opts && opts->max_reconnect_backoff_ms > 0 ? opts->max_reconnect_backoff_ms : 0;
+    grpc_arg args[4] = {
         { .type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
           .value.integer = clamp_int(recv) },
         { .type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
           .value.integer = clamp_int(send) },
+        { .type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+          .value.integer = backoff },
+        { .type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+          .value.integer = backoff < 1000 ? backoff : 1000 },
     };
-    grpc_channel_args cargs = { .num_args = 2, .args = args };
+    grpc_channel_args cargs = { .num_args = backoff ? 4 : 2, .args = args };
     c->ch = grpc_channel_create(target, creds, &cargs);
     grpc_channel_credentials_release(creds);
     if (!c->ch) {

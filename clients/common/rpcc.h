@@ -37,6 +37,11 @@ typedef struct {
     /* A bearer token sent on EVERY call of the channel as the metadata
      * `authorization: Bearer <token>` (copied; NULL or "": none). */
     const char *token;
+    /* The longest wait between reconnection attempts after the server
+     * could not be reached (gRPC's default 120 s; 0: that default). A
+     * daemon calling its peers keeps it short, so that a peer that comes
+     * back is reached within it. */
+    int max_reconnect_backoff_ms;
 } fxc_channel_opts;
 
 /* target "HOST:PORT". Returns 0 and *out, or a status code with err set:

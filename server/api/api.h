@@ -44,6 +44,9 @@ typedef struct {
     uint32_t chunk_bytes;        /* ExportWeights default chunk */
     int engine_threads;
     fxsv_devices devices;         /* enabled (--devices) */
+    struct fxpr_peers *peers;     /* peers/peers.h: the other daemons (never NULL once started) */
+    struct fxj_ranks *ranks;      /* training/ranks.h: ranks run for peers (NULL: none taken) */
+    uint64_t max_dataset_bytes;   /* --max-dataset-mb: a member's StartRank data limit */
 } fxa_daemon;
 
 int fxa_register_model_service(fxa_daemon *d);
@@ -54,6 +57,21 @@ int fxa_register_training_service(fxa_daemon *d);
 int fxa_register_admin_service(fxa_daemon *d);
 int fxa_register_health_service(fxa_daemon *d);
 int fxa_register_reflection_service(fxa_daemon *d); /* svc_reflection.c */
+int fxa_register_peer_service(fxa_daemon *d);       /* svc_peer.c: internal */
+
+/* ---- peer_ranks.c: the ranks this daemon runs for other daemons' jobs
+ * (PeerService StartRank/StopRank/RankStatus). first: StartRank's first
+ * message (assignment, specs); the blobs as they arrived (NULL, 0 when
+ * empty). *rank_id: the handle (malloc). 0 or a status with err. */
+typedef struct Fluxion__V1__StartRankChunk Fluxion__V1__StartRankChunk;
+int fxa_rank_start(fxa_daemon *d, const Fluxion__V1__StartRankChunk *first,
+                   const void *weights, size_t weights_len, const void *resume,
+                   size_t resume_len, const void *train, size_t train_len, const void *val,
+                   size_t val_len, char **rank_id, char *err, size_t errlen);
+int fxa_rank_stop(fxa_daemon *d, const char *rank_id, const char *reason, char *err,
+                  size_t errlen);
+int fxa_rank_status(fxa_daemon *d, const char *rank_id, char *state, size_t statelen,
+                    char *why, size_t whylen, int64_t *step, char *err, size_t errlen);
 
 /* ClusterService/GetMetrics (svc_metrics.c): the Prometheus text of the
  * daemon's metrics, filtered to the caller's team unless an admin. */

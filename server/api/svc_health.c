@@ -17,6 +17,7 @@
 #include "fluxion/v1/cluster.pb-c.h"
 #include "fluxion/v1/dataset.pb-c.h"
 #include "fluxion/v1/model.pb-c.h"
+#include "fluxion/v1/peer.pb-c.h"
 #include "fluxion/v1/training.pb-c.h"
 #include "grpc_health/v1/health.pb-c.h"
 #include "grpcreflect/v1/reflection.pb-c.h"
@@ -34,6 +35,7 @@ static const ProtobufCServiceDescriptor *const SERVICES[] = {
     &fluxion__v1__training_service__descriptor,
     &fluxion__v1__cluster_service__descriptor,
     &fluxion__v1__admin_service__descriptor,
+    &fluxion__v1__peer_service__descriptor, /* internal, but served: docs/distributed.md */
     &inference__grpcinference_service__descriptor,
     &grpc__health__v1__health__descriptor,
     &grpc__reflection__v1__server_reflection__descriptor,

@@ -71,6 +71,7 @@ bool fxau_enabled(const fxau_auth *a);
 /* The RPC hook: rpc/ calls it once per call, before any handler.
  * authorization: the metadata value or NULL; cert_subject / cert_cn: the
  * verified client certificate's subject and common name, or NULL.
+ * The peer secret first (fxau_set_peer_secret), in local mode too.
  * Local mode (not enabled): *out = fxp_local_principal(), 0.
  * Else a token wins over a certificate (a bad token is not rescued by a
  * good certificate); FXS_UNAUTHENTICATED with a message that says which of:
@@ -78,6 +79,17 @@ bool fxau_enabled(const fxau_auth *a);
  * token, a revoked token, an expired token, an unmapped certificate. */
 int fxau_authenticate(fxau_auth *a, const char *authorization, const char *cert_subject,
                       const char *cert_cn, fxp_principal *out, char *err, size_t errlen);
+
+/* The peer secret (fluxiond --peer-token-file, read and checked by
+ * peers/peers.h): a call whose bearer token is this secret is the peer
+ * principal (role FXP_PEER, team default, who "peer"), which may call
+ * PeerService only (and nothing else may: base/principal.h FXP_PEER_ONLY).
+ * It is compared in constant time (hashes, CRYPTO_memcmp), before the
+ * tokens, and works in local mode too. Call once, before the server
+ * starts. INVALID_ARGUMENT when secret is not 32..256 visible ASCII. */
+int fxau_set_peer_secret(fxau_auth *a, const char *secret, char *err, size_t errlen);
+/* True once a peer secret is set. */
+bool fxau_peer_enabled(const fxau_auth *a);
 
 /* --init-admin-token FILE. FILE exists: its content, trimmed of white space,
  * is registered as admin token "bootstrap" of team default unless a token

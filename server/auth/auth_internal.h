@@ -46,6 +46,10 @@ struct fxau_auth {
     int ncerts;
     /* Tests: how many hashes the compare loops have visited in all. */
     _Atomic uint64_t compares;
+    /* The daemons' shared secret (fxau_set_peer_secret): its SHA-256. Set
+     * once before the server starts, read-only after. */
+    bool peer_set;
+    unsigned char peer_hash[32];
 };
 
 /* SHA-256 of data (OpenSSL). */

@@ -15,6 +15,7 @@ const char *fxp_role_name(fxp_role r)
     case FXP_VIEWER: return "viewer";
     case FXP_MEMBER: return "member";
     case FXP_ADMIN: return "admin";
+    case FXP_PEER: return "peer";
     default: return "none";
     }
 }
@@ -41,6 +42,7 @@ const char *fxp_access_name(fxp_access a)
     case FXP_WRITE: return "write";
     case FXP_MANAGE: return "manage";
     case FXP_PUBLIC: return "public";
+    case FXP_PEER_ONLY: return "peer";
     default: return "unset";
     }
 }
@@ -54,6 +56,7 @@ fxp_role fxp_access_role(fxp_access a)
     case FXP_INFER: return FXP_VIEWER;
     case FXP_WRITE: return FXP_MEMBER;
     case FXP_MANAGE: return FXP_ADMIN;
+    case FXP_PEER_ONLY: return FXP_PEER;
     default: return (fxp_role)(FXP_ADMIN + 1); /* nobody: an unset access is never allowed */
     }
 }
@@ -64,6 +67,9 @@ bool fxp_allows(fxp_role r, fxp_access a)
         return true;
     if (a == FXP_ACCESS_UNSET || r == FXP_ROLE_NONE)
         return false;
+    /* the peer role and the peer access go only with each other */
+    if (a == FXP_PEER_ONLY || r == FXP_PEER)
+        return a == FXP_PEER_ONLY && r == FXP_PEER;
     return (int)r >= (int)fxp_access_role(a);
 }
 

@@ -37,6 +37,10 @@ typedef enum {
     FXP_VIEWER = 1,
     FXP_MEMBER = 2,
     FXP_ADMIN = 3,
+    /* Another fluxiond (its --peer-token-file secret, auth/auth.h): may
+     * call PeerService and nothing else; no token can be given this role.
+     * Out of the viewer < member < admin order on purpose. */
+    FXP_PEER = 8,
 } fxp_role;
 
 /* What a method needs. Every registered method states one (0 is refused at
@@ -50,6 +54,8 @@ typedef enum {
     FXP_MANAGE,  /* admin only: teams, tokens, certificate principals */
     FXP_PUBLIC,  /* no credentials needed (grpc.health.v1: probes carry none);
                   * such a method sees no object and changes nothing */
+    FXP_PEER_ONLY, /* the peer principal only (PeerService): no other role,
+                    * an admin neither */
 } fxp_access;
 
 #define FXP_TEAM_MAX 63     /* team name: 1..63 of [a-z0-9_-], first a letter or digit */

@@ -73,7 +73,7 @@ static int check_service(fxr_server *s, const ProtobufCServiceDescriptor *desc,
                      methods[i].name, (int)methods[i].kind);
             return FXS_INVALID_ARGUMENT;
         }
-        if (methods[i].access <= FXP_ACCESS_UNSET || methods[i].access > FXP_PUBLIC) {
+        if (methods[i].access <= FXP_ACCESS_UNSET || methods[i].access > FXP_PEER_ONLY) {
             fxr__log(s, "error", "rpc: %s/%s: no access class (%d): every method must state "
                      "who may call it (base/principal.h)", desc->name, methods[i].name,
                      (int)methods[i].access);

@@ -382,12 +382,15 @@ static bool begin_run(fxj_jobs *j, job *x)
  * first), PREEMPTED says for whom, and its thread then tells the core
  * (job_sched.c). Its next run resumes from the checkpoint, as after a
  * restart, and gives the same weights as an uninterrupted run. */
+/* lost: a world across daemons that lost a rank or could not form
+ * (job_peers.c): back to QUEUED the same way, the event saying which peer
+ * (a STATE event; not counted as a preemption). */
 static void requeue(fxj_jobs *j, job *x, const char *lost)
 {
     char msg[FXS_ERRLEN + 64];
     pthread_mutex_lock(&j->mu);
     if (lost)
-        snprintf(msg, sizeof msg, "a rank was lost at checkpoint step %" PRId64 ": %s",
+        snprintf(msg, sizeof msg, "back to the queue at checkpoint step %" PRId64 ": %s",
                  x->rec->checkpoint_step, lost);
     else
         snprintf(msg, sizeof msg, "preempted at checkpoint step %" PRId64 " for %s",
@@ -456,7 +459,12 @@ static void train(fxj_jobs *j, job *x, run_ctx *r, run_inputs *in)
     fxl_log(FXL_INFO, "jobs", "job training job=%" PRId64 " device=%s", x->id,
             fx_device_str(in->device, dname, sizeof dname));
     fxt_result res;
-    if (in->world.world > 1) { /* data-parallel: job_world.c */
+    bool formed = true; /* a world across daemons that could not form: not a loss */
+    if (in->world.nremote > 0) { /* ranks on peers: rank 0 here (job_peers.c) */
+        res = fxj__train_peers(j, x, &h, in->g, fxds_dataset_columns(in->train),
+                               in->val ? fxds_dataset_columns(in->val) : NULL, in->ckpt,
+                               in->ckpt_len, &result, &rlen, &final, &formed, err, sizeof err);
+    } else if (in->world.world > 1) { /* data-parallel: job_world.c */
         fxj__world_args wa = {.j = j, .x = x, .plan = &in->world, .g0 = in->g,
                               .train = fxds_dataset_columns(in->train),
                               .val = in->val ? fxds_dataset_columns(in->val) : NULL,
@@ -476,6 +484,9 @@ static void train(fxj_jobs *j, job *x, run_ctx *r, run_inputs *in)
         final = NULL;
     } else if (res == FXT_FAILED) {
         finish_early(j, x, FLUXION__V1__JOB_STATE__FAILED, err);
+    } else if (res == FXT_LOST && !formed && !atomic_load(&x->cancel) &&
+               !atomic_load(&j->stopping)) {
+        requeue(j, x, err); /* waiting for a peer: as long as it takes */
     } else if (res == FXT_LOST && !atomic_load(&x->cancel) && !atomic_load(&j->stopping)) {
         lost_run(j, x, err);
     } else if (atomic_load(&x->cancel)) {

@@ -54,18 +54,17 @@
 #include "base/util.h"
 #include "comm/comm.h"
 #include "models/models.h"
+#include "peers/peers.h"
 #include "training/jobs_internal.h"
 
 #define WORLD_TIMEOUT_MS 60000
 
 /* ------------------------------------------------------------- placement */
 
-/* Whether a peer of that name is configured (fluxiond --peers). None yet:
- * the peers module (h/peers) answers here. */
+/* Whether a peer of that name is configured (fluxiond --peers). */
 static bool fxj__world_find_peer(const fxj_jobs *j, const char *name)
 {
-    (void)j, (void)name;
-    return false;
+    return j->opts.peers && fxpr_find(j->opts.peers, name) >= 0;
 }
 
 int fxj__world_place(const fxj_jobs *j, const Fluxion__V1__JobSpec *spec, fxj__world_plan *out,

@@ -61,6 +61,9 @@ typedef struct {
      * training_min_share ([0, 1], fluxiond's default 0.1) of the time. */
     bool inference_first;
     double training_min_share;
+    /* The other daemons (peers/peers.h): jobs whose placement names them
+     * run ranks there (job_peers.c, training/ranks.h). NULL: none. */
+    struct fxpr_peers *peers;
 } fxj_jobs_opts;
 
 /* Starts the workers and resumes the stored RUNNING and QUEUED jobs: 0

@@ -189,4 +189,16 @@ fxt_result fxj__world_run(const fxj__world_args *a, void **result, size_t *resul
 /* job_sched.c: the served models' reservations the core holds, forgotten. */
 void fxj__reservations_free(fxj_jobs *j);
 
+/* ---- job_peers.c: worlds across daemons (training/ranks.h) */
+
+/* fxt_run as rank 0 of a world whose other ranks run on peers (the
+ * world's plan has nremote > 0: fxj__world_place). FXT_LOST when the world
+ * could not form (*formed false: a peer refused or is unreachable; the
+ * job waits for it) or lost a rank later (err names the peer). */
+fxt_result fxj__train_peers(fxj_jobs *j, job *x, const fxt_hooks *hooks, fxg_graph *g,
+                            const fxds_columns *train, const fxds_columns *val, const void *ckpt,
+                            size_t ckpt_len, void **result, size_t *rlen,
+                            Fluxion__V1__JobProgress **final, bool *formed, char *err,
+                            size_t errlen);
+
 #endif

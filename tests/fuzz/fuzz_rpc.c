@@ -25,6 +25,7 @@
 #include "fluxion/v1/cluster.pb-c.h"
 #include "fluxion/v1/dataset.pb-c.h"
 #include "fluxion/v1/model.pb-c.h"
+#include "fluxion/v1/peer.pb-c.h"
 #include "fluxion/v1/training.pb-c.h"
 #include "grpc_health/v1/health.pb-c.h"
 #include "grpcreflect/v1/reflection.pb-c.h"
@@ -45,6 +46,7 @@ static const struct {
     {"health", &grpc__health__v1__health__descriptor},
     {"infer", &inference__grpcinference_service__descriptor},
     {"model", &fluxion__v1__model_service__descriptor},
+    {"peer", &fluxion__v1__peer_service__descriptor},
     /* both reflection versions: the same messages in two packages */
     {"reflection", &grpc__reflection__v1__server_reflection__descriptor},
     {"reflection", &grpc__reflection__v1alpha__server_reflection__descriptor},

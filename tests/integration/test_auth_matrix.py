@@ -55,6 +55,10 @@ WRITE_A = (U, U, U, U, U, PD, OK, NF, OK)    # change a's object (or create one 
 MANAGE = (U, U, U, U, U, PD, PD, PD, OK)     # admins only
 OWN_TEAM = (U, U, U, U, U, OK, OK, NF, OK)   # GetTeam("a"): a caller's own team only
 PUBLIC = (OK, OK, OK, OK, OK, OK, OK, OK, OK)  # grpc.health.v1: probes carry no credentials
+# fluxion.v1.PeerService (internal) on a daemon without --peer-token-file:
+# nobody, an admin neither (with one, only the peer secret: test_peers.py)
+FP = C.FAILED_PRECONDITION
+NO_PEERS = (FP, FP, FP, FP, FP, FP, FP, FP, FP)
 
 ROWS = {}  # "package.Service/Method" -> (expected row, cell function); filled below
 
@@ -325,6 +329,28 @@ def _reflection(version):
 
 _reflection("v1")
 _reflection("v1alpha")
+
+
+def _peer(method, request, stream=False, **fields):
+    """PeerService: refused before its handler on this daemon (no
+    --peer-token-file), whoever calls."""
+    @row("fluxion.v1.PeerService/" + method, NO_PEERS)
+    def cell(ctx, col):
+        from fluxion.v1 import peer_pb2, peer_pb2_grpc
+        stub = peer_pb2_grpc.PeerServiceStub(ctx.s.channel)
+        req = getattr(peer_pb2, request)(**fields)
+        if stream:
+            return lambda md: getattr(stub, method)(iter([req]), metadata=md, timeout=TIMEOUT)
+        return lambda md: getattr(stub, method)(req, metadata=md, timeout=TIMEOUT)
+    return cell
+
+
+_peer("Hello", "PeerHelloRequest", node="x")
+_peer("KvSet", "PeerKvSetRequest", key="w/k", value=b"v")
+_peer("KvGet", "PeerKvGetRequest", key="w/k", timeout_ms=1)
+_peer("StartRank", "StartRankChunk", stream=True)
+_peer("StopRank", "StopRankRequest", rank_id="r")
+_peer("RankStatus", "RankStatusRequest", rank_id="r")
 _infer_unary("ServerReady", "ServerReadyRequest", ANY)
 _infer_unary("ServerMetadata", "ServerMetadataRequest", ANY)
 _infer_unary("ModelReady", "ModelReadyRequest", READ_A, name="mlp")
@@ -452,17 +478,18 @@ SERVICE_SIZES = {"fluxion.v1.ModelService": 12, "fluxion.v1.DatasetService": 4,
                  "fluxion.v1.TrainingService": 7, "fluxion.v1.ClusterService": 3,
                  "inference.GRPCInferenceService": 11, "fluxion.v1.AdminService": 12,
                  "grpc.health.v1.Health": 3, "grpc.reflection.v1.ServerReflection": 1,
-                 "grpc.reflection.v1alpha.ServerReflection": 1}
+                 "grpc.reflection.v1alpha.ServerReflection": 1, "fluxion.v1.PeerService": 6}
 
 
 def service_methods(s):
     """{"package.Service/Method"} of every service in the generated modules."""
     from grpc_health.v1 import health_pb2
+    from fluxion.v1 import peer_pb2
     from grpcreflect.v1 import reflection_pb2 as reflection_v1
     from grpcreflect.v1alpha import reflection_pb2 as reflection_v1alpha
     out = set()
     for mod in (s.model_pb2, s.dataset_pb2, s.training_pb2, s.cluster_pb2, s.infer_pb2,
-                s.admin_pb2, health_pb2, reflection_v1, reflection_v1alpha):
+                s.admin_pb2, health_pb2, reflection_v1, reflection_v1alpha, peer_pb2):
         for svc in mod.DESCRIPTOR.services_by_name.values():
             for m in svc.methods:
                 out.add("%s/%s" % (svc.full_name, m.name))

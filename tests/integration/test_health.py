@@ -34,7 +34,7 @@ except ImportError as e:  # pragma: no cover
 S = health_pb2.HealthCheckResponse
 SERVICES = ["", "fluxion.v1.ModelService", "fluxion.v1.DatasetService",
             "fluxion.v1.TrainingService", "fluxion.v1.ClusterService",
-            "fluxion.v1.AdminService", "inference.GRPCInferenceService",
+            "fluxion.v1.AdminService", "fluxion.v1.PeerService", "inference.GRPCInferenceService",
             "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
             "grpc.reflection.v1alpha.ServerReflection"]
 

@@ -4,7 +4,7 @@
 #   - only server/rpc/ includes gRPC, only server/store/ includes sqlite3.h,
 #     only server/main.c includes uv.h;
 #   - the domain folders (base, store, models, serving, datasets, training, auth,
-#     sched, metrics) never include api/ or rpc/ headers;
+#     sched, metrics, onnx, peers, comm) never include api/ or rpc/ headers;
 #   - base/ includes nothing from the other folders; sched/ (the scheduler's
 #     pure core) and metrics/ (the exposition writer) include only base/;
 #   - no server source file is over MAX_LINES lines.
@@ -23,7 +23,7 @@ done < <(grep -rlE '#\s*include\s*[<"]sqlite3\.h' server --include='*.[ch]')
 while IFS= read -r f; do
   [ "$f" = server/main.c ] || fail "$f includes uv.h (only server/main.c may)"
 done < <(grep -rlE '#\s*include\s*[<"]uv\.h' server --include='*.[ch]')
-for d in base store models serving datasets training auth sched metrics onnx; do
+for d in base store models serving datasets training auth sched metrics onnx peers comm; do
   [ -d "server/$d" ] || continue
   grep -rnE '#\s*include\s*"(api|rpc)/' "server/$d" --include='*.[ch]' |
     while IFS= read -r hit; do echo "check_layout: $hit (a domain folder includes api/ or rpc/)" >&2; done

@@ -48,7 +48,19 @@ static void test_roles_and_access(void **state)
         assert_false(fxp_allows(M[i].r, FXP_ACCESS_UNSET));
         /* a public method (health) is everyone's, even with no role */
         assert_true(fxp_allows(M[i].r, FXP_PUBLIC));
+        /* PeerService is the peer principal's only: no other role's */
+        assert_false(fxp_allows(M[i].r, FXP_PEER_ONLY));
     }
+    /* the peer principal (another fluxiond) may call PeerService and
+     * nothing else, and no token can be given its role */
+    assert_true(fxp_allows(FXP_PEER, FXP_PEER_ONLY));
+    assert_true(fxp_allows(FXP_PEER, FXP_PUBLIC));
+    assert_false(fxp_allows(FXP_PEER, FXP_ANY));
+    assert_false(fxp_allows(FXP_PEER, FXP_READ));
+    assert_false(fxp_allows(FXP_PEER, FXP_MANAGE));
+    assert_int_equal(fxp_role_from_name("peer"), FXP_ROLE_NONE);
+    assert_string_equal(fxp_role_name(FXP_PEER), "peer");
+    assert_int_equal(fxp_access_role(FXP_PEER_ONLY), FXP_PEER);
     assert_int_equal(fxp_role_from_name("viewer"), FXP_VIEWER);
     assert_int_equal(fxp_role_from_name("member"), FXP_MEMBER);
     assert_int_equal(fxp_role_from_name("admin"), FXP_ADMIN);
