@@ -77,6 +77,13 @@ typedef struct {
      * db[c] += the sum of dm over n and l, in the same pass. */
     void (*relu_mask_bias_backward)(const fx_tensor *dy, const fx_tensor *y, fx_tensor *dm,
                                     fx_tensor *db, int64_t n, int64_t c, int64_t l);
+    /* Optional (NULL: relu_mask_bias_backward then conv2d_backward_weight):
+     * for y = relu(conv(x, w) + b), dw and db (db may be NULL) += the
+     * gradients from dy, the mask applied as dy is read, for a layer whose
+     * input needs no gradient (no masked copy of dy is kept). */
+    void (*conv2d_backward_weight_relu)(const fx_conv_geom *g, const fx_tensor *x,
+                                        const fx_tensor *dy, const fx_tensor *y, fx_tensor *dw,
+                                        fx_tensor *db, fx_tensor *ws);
 } fx_conv_kernels;
 
 #endif

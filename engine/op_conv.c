@@ -130,6 +130,21 @@ static void conv_backward(fx_ctx *ctx, fx_node *n)
     const fx_conv_kernels *k = fx_be(x)->conv;
     bool gx = fx_tensor_requires_grad(x), gw = fx_tensor_requires_grad(w), ok;
     bool gb = b && fx_tensor_requires_grad(b);
+    if (n->i[CONV_GEOM_INTS + 1] && !gx && k->conv2d_backward_weight_relu) {
+        /* Fused ReLU, weight and bias only (a first layer): the mask is
+         * applied as the weight pass reads dy. */
+        fx_tensor *dw = gw ? fx__grad(ctx, w) : NULL;
+        fx_tensor *db = gb ? fx__grad(ctx, b) : NULL;
+        if ((gw && !dw) || (gb && !db))
+            return;
+        if (gw) {
+            fx_tensor *ws = conv_workspace(ctx, k, &g, &ok);
+            if (!ok)
+                return;
+            k->conv2d_backward_weight_relu(&g, x, dy, n->out, dw, db, ws);
+            return;
+        }
+    }
     if (n->i[CONV_GEOM_INTS + 1]) {
         /* Fused ReLU: the gradient through the clamp, and the bias's
          * gradient with it, in one pass; then on as for a plain conv. */
