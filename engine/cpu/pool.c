@@ -154,6 +154,49 @@ __attribute__((target("avx512f"))) static void maxpool2_plane_avx512(const fx_po
         }
     }
 }
+
+/* Its backward: dx += dy at each maximum, sixteen outputs a step. The
+ * windows do not overlap, so each output's dy goes to the one of its four
+ * elements that argmax names (a select per candidate), and the even and odd
+ * columns are interleaved back into two 16-float runs per image row. */
+__attribute__((target("avx512f"))) static void maxpool2_plane_backward_avx512(
+    const fx_pool_geom *g, const float *dy, const int32_t *am, float *dx)
+{
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                           28, 30);
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+    const int32_t w = (int32_t)g->w;
+    for (int64_t i = 0; i < g->oh; i++) {
+        float *r0 = dx + 2 * i * g->w, *r1 = r0 + g->w;
+        const float *dr = dy + i * g->ow;
+        const int32_t *ar = am + i * g->ow;
+        for (int64_t j = 0; j < g->ow; j += 16) {
+            int64_t n = g->ow - j < 16 ? g->ow - j : 16;
+            __mmask16 mo = (__mmask16)((1u << n) - 1);
+            __mmask16 m0 = (__mmask16)(2 * n >= 16 ? 0xffffu : (1u << (2 * n)) - 1);
+            __mmask16 m1 = (__mmask16)(2 * n <= 16 ? 0 : (1u << (2 * n - 16)) - 1);
+            __m512 d = _mm512_maskz_loadu_ps(mo, dr + j);
+            __m512i a = _mm512_maskz_loadu_epi32(mo, ar + j);
+            __m512i k0 = _mm512_add_epi32(even, _mm512_set1_epi32((int32_t)(2 * i * g->w + 2 * j)));
+            __m512 v[4];
+            int32_t offs[4] = { 0, 1, w, w + 1 };
+            for (int c = 0; c < 4; c++)
+                v[c] = _mm512_maskz_mov_ps(
+                    _mm512_cmpeq_epi32_mask(a, _mm512_add_epi32(k0, _mm512_set1_epi32(offs[c]))),
+                    d);
+            float *rows[2] = { r0 + 2 * j, r1 + 2 * j };
+            for (int r = 0; r < 2; r++) {
+                __m512 p0 = _mm512_permutex2var_ps(v[2 * r], lo, v[2 * r + 1]);
+                __m512 p1 = _mm512_permutex2var_ps(v[2 * r], hi, v[2 * r + 1]);
+                _mm512_mask_storeu_ps(rows[r], m0,
+                                      _mm512_add_ps(_mm512_maskz_loadu_ps(m0, rows[r]), p0));
+                _mm512_mask_storeu_ps(rows[r] + 16, m1,
+                                      _mm512_add_ps(_mm512_maskz_loadu_ps(m1, rows[r] + 16), p1));
+            }
+        }
+    }
+}
 #endif
 
 /* The conv kernels' instruction set override (conv.c; tests set it): 0
@@ -232,11 +275,16 @@ void cpu_pool2d_backward(const fx_pool_geom *g, fx_pool_kind kind, const fx_tens
     float *DX = fx_f32(dx);
     const int32_t *A = argmax ? (const int32_t *)fx_data(argmax) : NULL;
     int64_t in = g->h * g->w, out = g->oh * g->ow;
+    bool wide = kind == FX_POOL_MAX && is_pool2(g) && pool_avx512();
     FX_PFOR(g->planes * (in + out), p, g->planes, {
         const float *dp = D + p * out;
         float *xp = DX + p * in;
         if (kind == FX_POOL_AVG) {
             avgpool_plane(g, xp, NULL, dp);
+#ifdef FX_HAVE_POOL_AVX512
+        } else if (wide) {
+            maxpool2_plane_backward_avx512(g, dp, A + p * out, xp);
+#endif
         } else {
             const int32_t *ap = A + p * out;
             for (int64_t k = 0; k < out; k++)
