@@ -1,7 +1,8 @@
 /*
  * conv.c - CPU kernels: convolution (im2col and a register-tiled matrix
- * product of our own) and the channel bias. The conv family's table is
- * here; its pooling kernels are in pool.c.
+ * product of our own). The conv family's table is here; its pooling
+ * kernels are in pool.c, the channel bias and the conv + ReLU fusion's
+ * element loops in conv_bias.c.
  *
  * Convolution. The input patches of a block of samples are unrolled into a
  * column matrix col [Kc, S*L] (Kc = C/groups * KH * KW taps, L = OH*OW
@@ -532,86 +533,6 @@ static void transpose_pad(const float *src, const float *ym, float *sums, int64_
 
 /* ----------------------------------------------------------- the passes */
 
-/*
- * The ReLU fusions' element loops, in 16-float vectors (one register with
- * AVX-512, four SSE ones without), written once and instantiated per
- * instruction set like the micro-kernels.
- *
- * relu_rows: v = max(v, 0) over n floats (NaN -> 0, as the ReLU op does).
- * mask_row: m = d where y > 0, else 0, over l floats; returns their sum,
- * taken as cpu_channel_bias_backward's row_sum takes it (16 float lanes,
- * lane q summing the elements i with i % 16 == q, then the lanes and the
- * tail in double), so the fused and separate paths give the same bits.
- */
-#define FX_RELU_LOOPS(SUF, ATTR)                                                                \
-    ATTR static void relu_rows_##SUF(float *v, int64_t n)                                       \
-    {                                                                                           \
-        typedef float vf __attribute__((vector_size(64), aligned(4), may_alias));               \
-        typedef int32_t vi __attribute__((vector_size(64), aligned(4), may_alias));             \
-        int64_t i = 0;                                                                          \
-        for (; i + 16 <= n; i += 16) {                                                          \
-            vf x = *(vf *)(v + i);                                                              \
-            *(vf *)(v + i) = (vf)((x > 0.0f) & (vi)x);                                          \
-        }                                                                                       \
-        for (; i < n; i++)                                                                      \
-            v[i] = v[i] > 0.0f ? v[i] : 0.0f;                                                   \
-    }                                                                                           \
-    ATTR static double mask_row_##SUF(const float *d, const float *y, float *m, int64_t l)      \
-    {                                                                                           \
-        typedef float vf __attribute__((vector_size(64), aligned(4), may_alias));               \
-        typedef int32_t vi __attribute__((vector_size(64), aligned(4), may_alias));             \
-        vf lane = { 0 };                                                                        \
-        int64_t i = 0;                                                                          \
-        for (; i + 16 <= l; i += 16) {                                                          \
-            vf v = (vf)((*(const vf *)(y + i) > 0.0f) & *(const vi *)(d + i));                  \
-            *(vf *)(m + i) = v;                                                                 \
-            lane += v;                                                                          \
-        }                                                                                       \
-        double r = 0.0;                                                                         \
-        for (int q = 0; q < 16; q++)                                                            \
-            r += lane[q];                                                                       \
-        for (; i < l; i++) {                                                                    \
-            float v = y[i] > 0.0f ? d[i] : 0.0f;                                                \
-            m[i] = v;                                                                           \
-            r += v;                                                                             \
-        }                                                                                       \
-        return r;                                                                               \
-    }
-
-FX_RELU_LOOPS(generic, )
-#ifdef FX_HAVE_X86_MICRO
-FX_RELU_LOOPS(avx512, __attribute__((target("avx512f"))))
-#endif
-
-static bool use_avx512_loops(void)
-{
-#ifdef FX_HAVE_X86_MICRO
-    return __builtin_cpu_supports("avx512f") && (fx__conv_isa == 0 || fx__conv_isa == 3);
-#else
-    return false;
-#endif
-}
-
-static void relu_rows(float *v, int64_t n)
-{
-#ifdef FX_HAVE_X86_MICRO
-    if (use_avx512_loops()) {
-        relu_rows_avx512(v, n);
-        return;
-    }
-#endif
-    relu_rows_generic(v, n);
-}
-
-static double mask_row(const float *d, const float *y, float *m, int64_t l)
-{
-#ifdef FX_HAVE_X86_MICRO
-    if (use_avx512_loops())
-        return mask_row_avx512(d, y, m, l);
-#endif
-    return mask_row_generic(d, y, m, l);
-}
-
 typedef enum { CONV_FWD, CONV_BWD_DATA, CONV_BWD_WEIGHT } conv_pass;
 
 /* The operands of one kernel call. CONV_FWD: x, w, b -> y; CONV_BWD_DATA:
@@ -659,7 +580,7 @@ static void conv_block(const conv_plan *p, const conv_io *io, int64_t s0, int64_
             product(p, &p->kf, &a, par, io->regions, t);
             if (io->relu) /* the block's outputs are still in cache */
                 for (int64_t s = 0; s < S; s++)
-                    relu_rows(yg + s * ys, p->og * p->l);
+                    cpu_conv_relu_rows(yg + s * ys, p->og * p->l);
             break;
         case CONV_BWD_DATA: /* dcol (Kc x S*L) = W_g^T dy_g; dx_g itself when 1x1 */
             a = (mm_args){ .M = p->kc, .N = S * p->l, .K = p->og,
@@ -796,66 +717,6 @@ static void cpu_conv2d_backward_weight_relu(const fx_conv_geom *g, const fx_tens
     conv_io io = { CONV_BWD_WEIGHT, fx_f32(x), fx_f32(dw), fx_f32(dy), NULL, true, false,
                    fx_f32(y), db ? fx_f32(db) : NULL, NULL, NULL };
     conv_run(&p, &io, ws);
-}
-
-static void cpu_channel_bias_fill(const fx_tensor *b, fx_tensor *y, int64_t n, int64_t c, int64_t l)
-{
-    const float *B = b ? fx_f32(b) : NULL;
-    float *Y = fx_f32(y);
-    FX_PFOR(n * c * l, p, n * c, {
-        float v = B ? B[p % c] : 0.0f, *row = Y + p * l;
-        for (int64_t i = 0; i < l; i++)
-            row[i] = v;
-    });
-}
-
-/* The sum of a row in 16 float lanes (vectorised; one accumulator would be
- * a serial chain of adds), the lanes and the tail added in double. */
-static double row_sum(const float *row, int64_t l)
-{
-    float lane[16] = { 0 };
-    int64_t i = 0;
-    for (; i + 16 <= l; i += 16)
-        for (int k = 0; k < 16; k++)
-            lane[k] += row[i + k];
-    double s = 0.0;
-    for (int k = 0; k < 16; k++)
-        s += lane[k];
-    for (; i < l; i++)
-        s += row[i];
-    return s;
-}
-
-/* Per channel, a sum over samples of row sums. */
-static void cpu_channel_bias_backward(const fx_tensor *dy, fx_tensor *db, int64_t n, int64_t c,
-                                      int64_t l)
-{
-    const float *D = fx_f32(dy);
-    float *G = fx_f32(db);
-    FX_PFOR(n * c * l, ch, c, {
-        double s = 0.0;
-        for (int64_t k = 0; k < n; k++)
-            s += row_sum(D + (k * c + ch) * l, l);
-        G[ch] += (float)s;
-    });
-}
-
-/* dm = dy masked by y > 0, and per channel the sum of dm (rows summed as
- * cpu_channel_bias_backward sums them: see mask_row), in one pass. */
-static void cpu_relu_mask_bias_backward(const fx_tensor *dy, const fx_tensor *y, fx_tensor *dm,
-                                        fx_tensor *db, int64_t n, int64_t c, int64_t l)
-{
-    const float *D = fx_f32(dy), *Y = fx_f32(y);
-    float *M = fx_f32(dm), *G = db ? fx_f32(db) : NULL;
-    FX_PFOR(n * c * l, ch, c, {
-        double s = 0.0;
-        for (int64_t k = 0; k < n; k++) {
-            int64_t off = (k * c + ch) * l;
-            s += mask_row(D + off, Y + off, M + off, l);
-        }
-        if (G)
-            G[ch] += (float)s;
-    });
 }
 
 const fx_conv_kernels fx__cpu_conv = {
