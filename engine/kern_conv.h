@@ -65,6 +65,25 @@ typedef struct {
     /* dx += the gradient: MAX routes dy to argmax, AVG spreads dy / count. */
     void (*pool2d_backward)(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *dy,
                             const fx_tensor *argmax, fx_tensor *dx);
+    /* Optional fusions for a convolution followed by ReLU (a layer with
+     * FX_ACT_RELU); NULL: the ops run conv2d and a separate ReLU op.
+     * conv2d_relu: y = max(conv(x, w) + b, 0) (b may be NULL), the clamp
+     * applied while each block of y is still in cache (a NaN becomes 0, as
+     * in the ReLU op). */
+    void (*conv2d_relu)(const fx_conv_geom *g, const fx_tensor *x, const fx_tensor *w,
+                        const fx_tensor *b, fx_tensor *y, fx_tensor *ws);
+    /* For y [N, C, L] a ReLU's output and dy its gradient: dm = dy where
+     * y > 0, else 0 (dm is written, not added), and, when db is not NULL,
+     * db[c] += the sum of dm over n and l, in the same pass. */
+    void (*relu_mask_bias_backward)(const fx_tensor *dy, const fx_tensor *y, fx_tensor *dm,
+                                    fx_tensor *db, int64_t n, int64_t c, int64_t l);
+    /* Optional (NULL: relu_mask_bias_backward then conv2d_backward_weight):
+     * for y = relu(conv(x, w) + b), dw and db (db may be NULL) += the
+     * gradients from dy, the mask applied as dy is read, for a layer whose
+     * input needs no gradient (no masked copy of dy is kept). */
+    void (*conv2d_backward_weight_relu)(const fx_conv_geom *g, const fx_tensor *x,
+                                        const fx_tensor *dy, const fx_tensor *y, fx_tensor *dw,
+                                        fx_tensor *db, fx_tensor *ws);
 } fx_conv_kernels;
 
 #endif

@@ -96,7 +96,8 @@ static fx_tensor *conv_workspace(fx_ctx *ctx, const fx_conv_kernels *k, const fx
 /* ---------------------------------------------------------- convolution */
 
 /* The geometry travels in n->i[0..15): n c h w o oh ow kh kw sh sw ph pw dh
- * dw groups, then n->i[16] says transposed. */
+ * dw groups, then n->i[16] says transposed and n->i[17] that the output is
+ * the ReLU of the convolution (the fused layer path). */
 #define CONV_GEOM_INTS 16
 
 static void geom_save(fx_node *n, const fx_conv_geom *g)
@@ -113,7 +114,7 @@ static fx_conv_geom geom_load(const fx_node *n)
 
 _Static_assert(sizeof(fx_conv_geom) == CONV_GEOM_INTS * sizeof(int64_t),
                "fx_conv_geom is a run of int64_t");
-_Static_assert(CONV_GEOM_INTS < FX_NODE_INTS, "a tape record holds the geometry and a flag");
+_Static_assert(CONV_GEOM_INTS + 2 <= FX_NODE_INTS, "a tape record holds the geometry and flags");
 
 /*
  * Backward of a convolution (in[0] x, in[1] w, in[2] b when present). For a
@@ -128,6 +129,33 @@ static void conv_backward(fx_ctx *ctx, fx_node *n)
     fx_tensor *dy = n->out->grad;
     const fx_conv_kernels *k = fx_be(x)->conv;
     bool gx = fx_tensor_requires_grad(x), gw = fx_tensor_requires_grad(w), ok;
+    bool gb = b && fx_tensor_requires_grad(b);
+    if (n->i[CONV_GEOM_INTS + 1] && !gx && k->conv2d_backward_weight_relu) {
+        /* Fused ReLU, weight and bias only (a first layer): the mask is
+         * applied as the weight pass reads dy. */
+        fx_tensor *dw = gw ? fx__grad(ctx, w) : NULL;
+        fx_tensor *db = gb ? fx__grad(ctx, b) : NULL;
+        if ((gw && !dw) || (gb && !db))
+            return;
+        if (gw) {
+            fx_tensor *ws = conv_workspace(ctx, k, &g, &ok);
+            if (!ok)
+                return;
+            k->conv2d_backward_weight_relu(&g, x, dy, n->out, dw, db, ws);
+            return;
+        }
+    }
+    if (n->i[CONV_GEOM_INTS + 1]) {
+        /* Fused ReLU: the gradient through the clamp, and the bias's
+         * gradient with it, in one pass; then on as for a plain conv. */
+        fx_tensor *dm = fx_tensor_new(ctx, FX_F32, n->out->ndim, n->out->shape);
+        fx_tensor *db = gb ? fx__grad(ctx, b) : NULL;
+        if (!dm || (gb && !db))
+            return;
+        k->relu_mask_bias_backward(dy, n->out, dm, db, g.n, g.o, g.oh * g.ow);
+        dy = dm;
+        gb = false;
+    }
     fx_tensor *ws = (gx || gw) ? conv_workspace(ctx, k, &g, &ok) : NULL;
     if ((gx || gw) && !ok)
         return;
@@ -149,7 +177,7 @@ static void conv_backward(fx_ctx *ctx, fx_node *n)
         else
             k->conv2d_backward_weight(&g, x, dy, dw, ws);
     }
-    if (b && fx_tensor_requires_grad(b)) {
+    if (gb) {
         fx_tensor *db = fx__grad(ctx, b);
         if (!db)
             return;
@@ -166,10 +194,13 @@ static bool fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
 /*
  * The three convolution ops. Checks the ranks, the options, the channels
  * against the weight and groups, the kernel against the padded input and the
- * bias; then runs the kernels and records the tape.
+ * bias; then runs the kernels and records the tape. relu (not transposed,
+ * and only when the backend has the fused kernels) returns the ReLU of the
+ * convolution, computed and differentiated in the convolution's passes.
  */
 static fx_tensor *conv_op(fx_ctx *ctx, const char *op, bool one_d, bool transposed,
-                          fx_tensor *x, fx_tensor *w, fx_tensor *b, const fx_conv_opts *opts)
+                          fx_tensor *x, fx_tensor *w, fx_tensor *b, const fx_conv_opts *opts,
+                          bool relu)
 {
     int nin = b ? 3 : 2;
     if (!fx__op_check(ctx, op, nin, (fx_tensor *[]){ x, w, b }))
@@ -263,6 +294,8 @@ static fx_tensor *conv_op(fx_ctx *ctx, const char *op, bool one_d, bool transpos
     if (transposed) {
         k->channel_bias_fill(b, y, N, O, OH * OW);
         k->conv2d_backward_data(&g, x, w, y, ws);
+    } else if (relu) {
+        k->conv2d_relu(&g, x, w, b, y, ws);
     } else {
         k->conv2d(&g, x, w, b, y, false, ws);
     }
@@ -270,6 +303,7 @@ static fx_tensor *conv_op(fx_ctx *ctx, const char *op, bool one_d, bool transpos
     if (n) {
         geom_save(n, &g);
         n->i[CONV_GEOM_INTS] = transposed;
+        n->i[CONV_GEOM_INTS + 1] = relu;
     }
     return y;
 }
@@ -277,19 +311,19 @@ static fx_tensor *conv_op(fx_ctx *ctx, const char *op, bool one_d, bool transpos
 fx_tensor *fx_conv2d(fx_ctx *ctx, fx_tensor *x, fx_tensor *w, fx_tensor *b,
                      const fx_conv_opts *opts)
 {
-    return conv_op(ctx, "conv2d", false, false, x, w, b, opts);
+    return conv_op(ctx, "conv2d", false, false, x, w, b, opts, false);
 }
 
 fx_tensor *fx_conv1d(fx_ctx *ctx, fx_tensor *x, fx_tensor *w, fx_tensor *b,
                      const fx_conv_opts *opts)
 {
-    return conv_op(ctx, "conv1d", true, false, x, w, b, opts);
+    return conv_op(ctx, "conv1d", true, false, x, w, b, opts, false);
 }
 
 fx_tensor *fx_conv_transpose2d(fx_ctx *ctx, fx_tensor *x, fx_tensor *w, fx_tensor *b,
                                const fx_conv_opts *opts)
 {
-    return conv_op(ctx, "conv_transpose2d", false, true, x, w, b, opts);
+    return conv_op(ctx, "conv_transpose2d", false, true, x, w, b, opts, false);
 }
 
 /* ------------------------------------------------------------- pooling */
@@ -438,6 +472,11 @@ typedef struct {
 static fx_tensor *conv_layer_forward(fx_layer *self, fx_ctx *ctx, fx_tensor *x)
 {
     conv_layer *d = fx_layer_data(self);
+    /* Convolution + ReLU as one op where the backend fuses them. */
+    if (d->o.act == FX_ACT_RELU && d->kind != LAYER_CONVT2D && x && fx_be(x)->conv->conv2d_relu &&
+        fx_be(x)->conv->relu_mask_bias_backward)
+        return conv_op(ctx, d->kind == LAYER_CONV1D ? "conv1d" : "conv2d",
+                       d->kind == LAYER_CONV1D, false, x, d->w, d->b, &d->o, true);
     fx_tensor *y = d->kind == LAYER_CONV1D   ? fx_conv1d(ctx, x, d->w, d->b, &d->o)
                    : d->kind == LAYER_CONV2D ? fx_conv2d(ctx, x, d->w, d->b, &d->o)
                                              : fx_conv_transpose2d(ctx, x, d->w, d->b, &d->o);

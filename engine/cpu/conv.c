@@ -1,7 +1,8 @@
 /*
  * conv.c - CPU kernels: convolution (im2col and a register-tiled matrix
- * product of our own) and the channel bias. The conv family's table is
- * here; its pooling kernels are in pool.c.
+ * product of our own). The conv family's table is here; its pooling
+ * kernels are in pool.c, the channel bias and the conv + ReLU fusion's
+ * element loops in conv_bias.c.
  *
  * Convolution. The input patches of a block of samples are unrolled into a
  * column matrix col [Kc, S*L] (Kc = C/groups * KH * KW taps, L = OH*OW
@@ -250,8 +251,9 @@ typedef struct {
     int64_t kcp, ldn, ogn;     /* Kc to MR_LCM; columns of col (nb*L to NR); Og to NR */
     /* Workspace (floats): the bias padded by MR_MAX per group, shared, then
      * one region per thread: col, an A panel, a B panel, dy^T for nb
-     * samples and a weight-gradient sum per group. */
-    int64_t shared, apanel, bpanel, bt, dwt, per_thread;
+     * samples, a weight-gradient sum per group and (fused ReLU) the bias
+     * gradient's sums in 4 lanes per output. */
+    int64_t shared, apanel, bpanel, bt, dwt, dbt, per_thread;
 } conv_plan;
 
 static int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
@@ -282,7 +284,8 @@ static conv_plan plan_of(const fx_conv_geom *g)
     p.bpanel = p.apanel + KC * MR_MAX;
     p.bt = p.bpanel + KC * NR_MAX;
     p.dwt = p.bt + p.nb * p.l * p.ogn;
-    p.per_thread = p.dwt + g->groups * p.kcp * p.ogn;
+    p.dbt = p.dwt + g->groups * p.kcp * p.ogn; /* fused ReLU: 4 bias lanes per output */
+    p.per_thread = p.dbt + 4 * g->o;
     return p;
 }
 
@@ -465,19 +468,37 @@ static void col_run(const conv_plan *p, bool par, bool unfold, float *x, float *
  * dst zero. In 4x4 blocks of vector shuffles (the element-wise loop costs
  * more than the weight gradient's product in a layer with few taps), within
  * blocks of 16 columns so the rows written stay in L1.
+ *
+ * With ym (a ReLU's output, laid out as src), src is first masked where
+ * ym <= 0 and each masked row's sum added into sums (4 lanes per row: lane
+ * k of row o sums the columns q with q % 4 == k in the vector part, the
+ * tail into lane 0), for the fused ReLU's weight and bias gradients.
  */
-static void transpose_pad(const float *src, int64_t rows, int64_t cols, float *dst, int64_t ld)
+static void transpose_pad(const float *src, const float *ym, float *sums, int64_t rows,
+                          int64_t cols, float *dst, int64_t ld)
 {
-    int64_t r4 = rows / 4 * 4;
+    int64_t r4 = rows / 4 * 4, c4 = cols / 4 * 4;
+    const fx_v4f zero = { 0 };
     for (int64_t q0 = 0; q0 < cols; q0 += 16) {
         int64_t q1 = q0 + 16 < cols ? q0 + 16 : cols;
         for (int64_t o = 0; o < r4; o += 4) {
             const float *s0 = src + o * cols;
+            const float *m0 = ym ? ym + o * cols : NULL;
             int64_t q = q0;
             for (; q + 4 <= q1; q += 4) {
                 fx_v4f a = *(const fx_v4f *)(s0 + q), b = *(const fx_v4f *)(s0 + cols + q);
                 fx_v4f c = *(const fx_v4f *)(s0 + 2 * cols + q);
                 fx_v4f d = *(const fx_v4f *)(s0 + 3 * cols + q);
+                if (m0) {
+                    a = (fx_v4f)((*(const fx_v4f *)(m0 + q) > zero) & (fx_v4i)a);
+                    b = (fx_v4f)((*(const fx_v4f *)(m0 + cols + q) > zero) & (fx_v4i)b);
+                    c = (fx_v4f)((*(const fx_v4f *)(m0 + 2 * cols + q) > zero) & (fx_v4i)c);
+                    d = (fx_v4f)((*(const fx_v4f *)(m0 + 3 * cols + q) > zero) & (fx_v4i)d);
+                    *(fx_v4f *)(sums + 4 * o) += a;
+                    *(fx_v4f *)(sums + 4 * o + 4) += b;
+                    *(fx_v4f *)(sums + 4 * o + 8) += c;
+                    *(fx_v4f *)(sums + 4 * o + 12) += d;
+                }
                 fx_v4f t0 = FX_SHUF(a, b, 0, 4, 1, 5), t1 = FX_SHUF(a, b, 2, 6, 3, 7);
                 fx_v4f t2 = FX_SHUF(c, d, 0, 4, 1, 5), t3 = FX_SHUF(c, d, 2, 6, 3, 7);
                 *(fx_v4f *)(dst + q * ld + o) = FX_SHUF(t0, t2, 0, 1, 4, 5);
@@ -486,12 +507,24 @@ static void transpose_pad(const float *src, int64_t rows, int64_t cols, float *d
                 *(fx_v4f *)(dst + (q + 3) * ld + o) = FX_SHUF(t1, t3, 2, 3, 6, 7);
             }
             for (; q < q1; q++)
-                for (int64_t k = 0; k < 4; k++)
-                    dst[q * ld + o + k] = s0[k * cols + q];
+                for (int64_t k = 0; k < 4; k++) {
+                    float v = s0[k * cols + q];
+                    if (m0) {
+                        v = m0[k * cols + q] > 0.0f ? v : 0.0f;
+                        sums[4 * (o + k)] += v;
+                    }
+                    dst[q * ld + o + k] = v;
+                }
         }
         for (int64_t o = r4; o < rows; o++)
-            for (int64_t q = q0; q < q1; q++)
-                dst[q * ld + o] = src[o * cols + q];
+            for (int64_t q = q0; q < q1; q++) {
+                float v = src[o * cols + q];
+                if (ym) {
+                    v = ym[o * cols + q] > 0.0f ? v : 0.0f;
+                    sums[4 * o + (q < c4 ? q % 4 : 0)] += v;
+                }
+                dst[q * ld + o] = v;
+            }
         for (int64_t q = q0; q < q1; q++)
             for (int64_t o = rows; o < ld; o++)
                 dst[q * ld + o] = 0.0f;
@@ -509,6 +542,9 @@ typedef struct {
     float *x, *w, *y;
     const float *b;
     bool accumulate;
+    bool relu; /* CONV_FWD: clamp y at 0 after each block's product */
+    const float *ym; /* CONV_BWD_WEIGHT: mask dy where this ReLU output is <= 0 */
+    float *db;       /* ... and add the masked dy's sums here (may be NULL) */
     float *bias, *regions; /* workspace: padded bias, per-thread regions */
 } conv_io;
 
@@ -542,6 +578,9 @@ static void conv_block(const conv_plan *p, const conv_io *io, int64_t s0, int64_
             if (p->direct) /* col is x itself, in per-sample segments */
                 a.b = xg, a.ldb = a.bseg = a.bread = p->hw, a.bstride = xs;
             product(p, &p->kf, &a, par, io->regions, t);
+            if (io->relu) /* the block's outputs are still in cache */
+                for (int64_t s = 0; s < S; s++)
+                    cpu_conv_relu_rows(yg + s * ys, p->og * p->l);
             break;
         case CONV_BWD_DATA: /* dcol (Kc x S*L) = W_g^T dy_g; dx_g itself when 1x1 */
             a = (mm_args){ .M = p->kc, .N = S * p->l, .K = p->og,
@@ -562,7 +601,9 @@ static void conv_block(const conv_plan *p, const conv_io *io, int64_t s0, int64_
         case CONV_BWD_WEIGHT: { /* dW_g^T (Kc x Og) += col dy_g^T, K = S*L */
             float *bt = mine + p->bt;
             for (int64_t s = 0; s < S; s++)
-                transpose_pad(yg + s * ys, p->og, p->l, bt + s * p->l * p->ogn, p->ogn);
+                transpose_pad(yg + s * ys, io->ym ? io->ym + (s0 + s) * ys + gi * p->og * p->l : NULL,
+                              mine + p->dbt + 4 * gi * p->og, p->og, p->l,
+                              bt + s * p->l * p->ogn, p->ogn);
             a = (mm_args){ .M = p->kc, .N = p->ogn, .K = S * p->l,
                            .a = col, .rsa = p->ldn, .csa = 1, .am = p->kcp,
                            .b = bt, .ldb = p->ogn, .bseg = p->ogn, .bread = p->ogn,
@@ -596,6 +637,9 @@ static void conv_run(const conv_plan *p, conv_io *io, fx_tensor *ws)
     if (io->pass == CONV_BWD_WEIGHT || (io->pass == CONV_FWD && !p->direct))
         for (int64_t t = 0; t < (p->nt > 1 ? p->nt : 1); t++)
             memset(io->regions + t * p->per_thread, 0, (size_t)(p->kc * p->ldn) * sizeof(float));
+    if (io->ym)
+        for (int64_t t = 0; t < (p->nt > 1 ? p->nt : 1); t++)
+            memset(io->regions + t * p->per_thread + p->dbt, 0, (size_t)(4 * g->o) * sizeof(float));
     int64_t nt = p->nt, nb = p->nb;
     if (nt > 1) {
         double flops = 2.0 * (double)g->n * g->o * p->kc * p->l;
@@ -610,6 +654,14 @@ static void conv_run(const conv_plan *p, conv_io *io, fx_tensor *ws)
     }
     if (io->pass != CONV_BWD_WEIGHT || g->n == 0)
         return;
+    if (io->ym && io->db) /* the regions' bias sums, lanes then regions in order */
+        for (int64_t o = 0; o < g->o; o++) {
+            double sum = 0.0;
+            for (int64_t t = 0; t < nt; t++)
+                for (int k = 0; k < 4; k++)
+                    sum += io->regions[t * p->per_thread + p->dbt + 4 * o + k];
+            io->db[o] += (float)sum;
+        }
     for (int64_t gi = 0; gi < g->groups; gi++)
         for (int64_t o = 0; o < p->og; o++) {
             float *dw = io->w + (gi * p->og + o) * p->kc;
@@ -626,7 +678,16 @@ static void cpu_conv2d(const fx_conv_geom *g, const fx_tensor *x, const fx_tenso
 {
     conv_plan p = plan_of(g);
     conv_io io = { CONV_FWD, fx_f32(x), fx_f32(w), fx_f32(y), b ? fx_f32(b) : NULL, accumulate,
-                   NULL, NULL };
+                   false, NULL, NULL, NULL, NULL };
+    conv_run(&p, &io, ws);
+}
+
+static void cpu_conv2d_relu(const fx_conv_geom *g, const fx_tensor *x, const fx_tensor *w,
+                            const fx_tensor *b, fx_tensor *y, fx_tensor *ws)
+{
+    conv_plan p = plan_of(g);
+    conv_io io = { CONV_FWD, fx_f32(x), fx_f32(w), fx_f32(y), b ? fx_f32(b) : NULL, false,
+                   true, NULL, NULL, NULL, NULL };
     conv_run(&p, &io, ws);
 }
 
@@ -634,7 +695,8 @@ static void cpu_conv2d_backward_data(const fx_conv_geom *g, const fx_tensor *dy,
                                      const fx_tensor *w, fx_tensor *dx, fx_tensor *ws)
 {
     conv_plan p = plan_of(g);
-    conv_io io = { CONV_BWD_DATA, fx_f32(dx), fx_f32(w), fx_f32(dy), NULL, true, NULL, NULL };
+    conv_io io = { CONV_BWD_DATA, fx_f32(dx), fx_f32(w), fx_f32(dy), NULL, true, false, NULL,
+                   NULL, NULL, NULL };
     conv_run(&p, &io, ws);
 }
 
@@ -642,50 +704,19 @@ static void cpu_conv2d_backward_weight(const fx_conv_geom *g, const fx_tensor *x
                                        const fx_tensor *dy, fx_tensor *dw, fx_tensor *ws)
 {
     conv_plan p = plan_of(g);
-    conv_io io = { CONV_BWD_WEIGHT, fx_f32(x), fx_f32(dw), fx_f32(dy), NULL, true, NULL, NULL };
+    conv_io io = { CONV_BWD_WEIGHT, fx_f32(x), fx_f32(dw), fx_f32(dy), NULL, true, false, NULL,
+                   NULL, NULL, NULL };
     conv_run(&p, &io, ws);
 }
 
-static void cpu_channel_bias_fill(const fx_tensor *b, fx_tensor *y, int64_t n, int64_t c, int64_t l)
+static void cpu_conv2d_backward_weight_relu(const fx_conv_geom *g, const fx_tensor *x,
+                                            const fx_tensor *dy, const fx_tensor *y,
+                                            fx_tensor *dw, fx_tensor *db, fx_tensor *ws)
 {
-    const float *B = b ? fx_f32(b) : NULL;
-    float *Y = fx_f32(y);
-    FX_PFOR(n * c * l, p, n * c, {
-        float v = B ? B[p % c] : 0.0f, *row = Y + p * l;
-        for (int64_t i = 0; i < l; i++)
-            row[i] = v;
-    });
-}
-
-/* The sum of a row in 16 float lanes (vectorised; one accumulator would be
- * a serial chain of adds), the lanes and the tail added in double. */
-static double row_sum(const float *row, int64_t l)
-{
-    float lane[16] = { 0 };
-    int64_t i = 0;
-    for (; i + 16 <= l; i += 16)
-        for (int k = 0; k < 16; k++)
-            lane[k] += row[i + k];
-    double s = 0.0;
-    for (int k = 0; k < 16; k++)
-        s += lane[k];
-    for (; i < l; i++)
-        s += row[i];
-    return s;
-}
-
-/* Per channel, a sum over samples of row sums. */
-static void cpu_channel_bias_backward(const fx_tensor *dy, fx_tensor *db, int64_t n, int64_t c,
-                                      int64_t l)
-{
-    const float *D = fx_f32(dy);
-    float *G = fx_f32(db);
-    FX_PFOR(n * c * l, ch, c, {
-        double s = 0.0;
-        for (int64_t k = 0; k < n; k++)
-            s += row_sum(D + (k * c + ch) * l, l);
-        G[ch] += (float)s;
-    });
+    conv_plan p = plan_of(g);
+    conv_io io = { CONV_BWD_WEIGHT, fx_f32(x), fx_f32(dw), fx_f32(dy), NULL, true, false,
+                   fx_f32(y), db ? fx_f32(db) : NULL, NULL, NULL };
+    conv_run(&p, &io, ws);
 }
 
 const fx_conv_kernels fx__cpu_conv = {
@@ -697,4 +728,7 @@ const fx_conv_kernels fx__cpu_conv = {
     .channel_bias_backward = cpu_channel_bias_backward,
     .pool2d = cpu_pool2d,
     .pool2d_backward = cpu_pool2d_backward,
+    .conv2d_relu = cpu_conv2d_relu,
+    .relu_mask_bias_backward = cpu_relu_mask_bias_backward,
+    .conv2d_backward_weight_relu = cpu_conv2d_backward_weight_relu,
 };

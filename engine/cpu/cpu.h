@@ -11,7 +11,9 @@
  *     loss.c      cross entropy (labels, soft), BCE from logits
  *     loss_ctc.c  the CTC loss (same family as loss.c)
  *     optim.c     optimizer steps
- *     conv.c      convolution, channel bias (table fx__cpu_conv)
+ *     conv.c      convolution (table fx__cpu_conv)
+ *     conv_bias.c channel bias, conv + ReLU loops (in the conv family's
+ *                 table; CPU only: CUDA's bias is in cuda/conv.cu)
  *     pool.c      pooling (in the conv family's table)
  *     norm.c      batch / layer / group norm (table fx__cpu_norm)
  *     embed.c     embedding lookups (table fx__cpu_embed)
@@ -209,6 +211,14 @@ void cpu_ctc_backward(const fx_ctc_args *a, const fx_tensor *log_probs,
                       const fx_tensor *input_lengths, const fx_tensor *target_lengths,
                       const fx_tensor *ext, const fx_tensor *alpha, const fx_tensor *nll,
                       const fx_tensor *dloss, fx_tensor *scratch, fx_tensor *dlog_probs);
+
+/* channel bias and the conv + ReLU loops (conv_bias.c; conv.c's table) */
+void cpu_channel_bias_fill(const fx_tensor *b, fx_tensor *y, int64_t n, int64_t c, int64_t l);
+void cpu_channel_bias_backward(const fx_tensor *dy, fx_tensor *db, int64_t n, int64_t c,
+                               int64_t l);
+void cpu_relu_mask_bias_backward(const fx_tensor *dy, const fx_tensor *y, fx_tensor *dm,
+                                 fx_tensor *db, int64_t n, int64_t c, int64_t l);
+void cpu_conv_relu_rows(float *v, int64_t n); /* v = max(v, 0), NaN -> 0 */
 
 /* pooling (pool.c; the conv family's table in conv.c lists them) */
 void cpu_pool2d(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *x, fx_tensor *y,

@@ -104,6 +104,114 @@ static void maxpool2_plane(const fx_pool_geom *g, const float *x, float *y, int3
     }
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define FX_HAVE_POOL_AVX512 1
+
+/* The same with AVX-512, sixteen outputs at a time with masked loads and
+ * stores, so a short row (a 28-wide image gives 14 outputs) is one step:
+ * the even and odd columns come apart by two-source permutes, and the
+ * maximum, its index and the NaN rule are those of maxpool2_plane. */
+__attribute__((target("avx512f"))) static void maxpool2_plane_avx512(const fx_pool_geom *g,
+                                                                      const float *x, float *y,
+                                                                      int32_t *am)
+{
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                           28, 30);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    const int32_t w = (int32_t)g->w;
+    for (int64_t i = 0; i < g->oh; i++) {
+        const float *r0 = x + 2 * i * g->w, *r1 = r0 + g->w;
+        float *yr = y + i * g->ow;
+        int32_t *ar = am ? am + i * g->ow : NULL;
+        for (int64_t j = 0; j < g->ow; j += 16) {
+            int64_t n = g->ow - j < 16 ? g->ow - j : 16;
+            __mmask16 mo = (__mmask16)((1u << n) - 1);
+            __mmask16 m0 = (__mmask16)(2 * n >= 16 ? 0xffffu : (1u << (2 * n)) - 1);
+            __mmask16 m1 = (__mmask16)(2 * n <= 16 ? 0 : (1u << (2 * n - 16)) - 1);
+            __m512 u0 = _mm512_maskz_loadu_ps(m0, r0 + 2 * j);
+            __m512 u1 = _mm512_maskz_loadu_ps(m1, r0 + 2 * j + 16);
+            __m512 l0 = _mm512_maskz_loadu_ps(m0, r1 + 2 * j);
+            __m512 l1 = _mm512_maskz_loadu_ps(m1, r1 + 2 * j + 16);
+            __m512 cand[4] = { _mm512_permutex2var_ps(u0, even, u1),
+                               _mm512_permutex2var_ps(u0, odd, u1),
+                               _mm512_permutex2var_ps(l0, even, l1),
+                               _mm512_permutex2var_ps(l0, odd, l1) };
+            __m512i k0 = _mm512_add_epi32(even, _mm512_set1_epi32((int32_t)(2 * i * g->w + 2 * j)));
+            int32_t offs[4] = { 0, 1, w, w + 1 };
+            __m512 m = cand[0];
+            __m512i k = k0;
+            for (int c = 1; c < 4; c++) {
+                __mmask16 sel = _mm512_cmp_ps_mask(cand[c], m, _CMP_GT_OQ) |
+                                (_mm512_cmp_ps_mask(cand[c], cand[c], _CMP_UNORD_Q) &
+                                 _mm512_cmp_ps_mask(m, m, _CMP_ORD_Q));
+                m = _mm512_mask_mov_ps(m, sel, cand[c]);
+                k = _mm512_mask_mov_epi32(k, sel, _mm512_add_epi32(k0, _mm512_set1_epi32(offs[c])));
+            }
+            _mm512_mask_storeu_ps(yr + j, mo, m);
+            if (ar)
+                _mm512_mask_storeu_epi32(ar + j, mo, k);
+        }
+    }
+}
+
+/* Its backward: dx += dy at each maximum, sixteen outputs a step. The
+ * windows do not overlap, so each output's dy goes to the one of its four
+ * elements that argmax names (a select per candidate), and the even and odd
+ * columns are interleaved back into two 16-float runs per image row. */
+__attribute__((target("avx512f"))) static void maxpool2_plane_backward_avx512(
+    const fx_pool_geom *g, const float *dy, const int32_t *am, float *dx)
+{
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                           28, 30);
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+    const int32_t w = (int32_t)g->w;
+    for (int64_t i = 0; i < g->oh; i++) {
+        float *r0 = dx + 2 * i * g->w, *r1 = r0 + g->w;
+        const float *dr = dy + i * g->ow;
+        const int32_t *ar = am + i * g->ow;
+        for (int64_t j = 0; j < g->ow; j += 16) {
+            int64_t n = g->ow - j < 16 ? g->ow - j : 16;
+            __mmask16 mo = (__mmask16)((1u << n) - 1);
+            __mmask16 m0 = (__mmask16)(2 * n >= 16 ? 0xffffu : (1u << (2 * n)) - 1);
+            __mmask16 m1 = (__mmask16)(2 * n <= 16 ? 0 : (1u << (2 * n - 16)) - 1);
+            __m512 d = _mm512_maskz_loadu_ps(mo, dr + j);
+            __m512i a = _mm512_maskz_loadu_epi32(mo, ar + j);
+            __m512i k0 = _mm512_add_epi32(even, _mm512_set1_epi32((int32_t)(2 * i * g->w + 2 * j)));
+            __m512 v[4];
+            int32_t offs[4] = { 0, 1, w, w + 1 };
+            for (int c = 0; c < 4; c++)
+                v[c] = _mm512_maskz_mov_ps(
+                    _mm512_cmpeq_epi32_mask(a, _mm512_add_epi32(k0, _mm512_set1_epi32(offs[c]))),
+                    d);
+            float *rows[2] = { r0 + 2 * j, r1 + 2 * j };
+            for (int r = 0; r < 2; r++) {
+                __m512 p0 = _mm512_permutex2var_ps(v[2 * r], lo, v[2 * r + 1]);
+                __m512 p1 = _mm512_permutex2var_ps(v[2 * r], hi, v[2 * r + 1]);
+                _mm512_mask_storeu_ps(rows[r], m0,
+                                      _mm512_add_ps(_mm512_maskz_loadu_ps(m0, rows[r]), p0));
+                _mm512_mask_storeu_ps(rows[r] + 16, m1,
+                                      _mm512_add_ps(_mm512_maskz_loadu_ps(m1, rows[r] + 16), p1));
+            }
+        }
+    }
+}
+#endif
+
+/* The conv kernels' instruction set override (conv.c; tests set it): 0
+ * best, 3 AVX-512, others below it. */
+extern int fx__conv_isa;
+
+static bool pool_avx512(void)
+{
+#ifdef FX_HAVE_POOL_AVX512
+    return __builtin_cpu_supports("avx512f") && (fx__conv_isa == 0 || fx__conv_isa == 3);
+#else
+    return false;
+#endif
+}
+
 /* Average pooling of one plane (dy == NULL), or its backward: dx += dy /
  * count spread over each window (x is then dx). */
 static void avgpool_plane(const fx_pool_geom *g, float *x, float *y, const float *dy)
@@ -144,11 +252,15 @@ void cpu_pool2d(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *x, fx
     float *X = fx_f32(x), *Y = fx_f32(y);
     int32_t *A = argmax ? (int32_t *)fx_data(argmax) : NULL;
     int64_t in = g->h * g->w, out = g->oh * g->ow;
-    bool two = is_pool2(g);
+    bool two = is_pool2(g), wide = two && pool_avx512();
     FX_PFOR(g->planes * (in + out), p, g->planes, {
         int32_t *ap = A ? A + p * out : NULL;
         if (kind == FX_POOL_AVG)
             avgpool_plane(g, X + p * in, Y + p * out, NULL);
+#ifdef FX_HAVE_POOL_AVX512
+        else if (wide)
+            maxpool2_plane_avx512(g, X + p * in, Y + p * out, ap);
+#endif
         else if (two)
             maxpool2_plane(g, X + p * in, Y + p * out, ap);
         else
@@ -163,11 +275,16 @@ void cpu_pool2d_backward(const fx_pool_geom *g, fx_pool_kind kind, const fx_tens
     float *DX = fx_f32(dx);
     const int32_t *A = argmax ? (const int32_t *)fx_data(argmax) : NULL;
     int64_t in = g->h * g->w, out = g->oh * g->ow;
+    bool wide = kind == FX_POOL_MAX && is_pool2(g) && pool_avx512();
     FX_PFOR(g->planes * (in + out), p, g->planes, {
         const float *dp = D + p * out;
         float *xp = DX + p * in;
         if (kind == FX_POOL_AVG) {
             avgpool_plane(g, xp, NULL, dp);
+#ifdef FX_HAVE_POOL_AVX512
+        } else if (wide) {
+            maxpool2_plane_backward_avx512(g, dp, A + p * out, xp);
+#endif
         } else {
             const int32_t *ap = A + p * out;
             for (int64_t k = 0; k < out; k++)

@@ -139,6 +139,68 @@ static void test_maxpool(void **state)
     fx_rng_free(rng);
 }
 
+/* The conv family's instruction set override (conv.c): 1 portable, 3
+ * AVX-512, 0 the best. */
+extern int fx__conv_isa;
+
+/* The 2x2 max pool's AVX-512 kernel (sixteen outputs a step, masked tails)
+ * against the portable one: the same values, and the gradient routed to
+ * the same elements (bit for bit: a maximum is a choice, not a sum), on
+ * rows of 1 to 35 outputs with ties (values on a coarse grid), NaNs and
+ * an odd height. */
+static void test_maxpool2_isa(void **state)
+{
+    (void)state;
+    fx_rng *rng = fx_rng_create(22);
+    static const int64_t widths[] = { 2, 7, 14, 28, 32, 33, 34, 70 };
+    for (size_t k = 0; k < sizeof widths / sizeof *widths; k++) {
+        int64_t n = 2, c = 3, h = 5, w = widths[k], numel = n * c * h * w;
+        float *xv = malloc((size_t)numel * sizeof *xv);
+        for (int64_t i = 0; i < numel; i++)
+            xv[i] = (float)(fx_rng_u64(rng) % 7); /* many ties */
+        xv[numel / 3] = NAN;
+        xv[numel - 1] = NAN;
+        fx_tensor *x = tu_from(FX_F32, 4, TU_SHAPE(n, c, h, w), xv);
+        fx_tensor_set_requires_grad(x, true);
+        float *res[2][2];
+        int64_t ny = 0;
+        for (int v = 0; v < 2; v++) {
+            fx__conv_isa = v ? 3 : 1;
+            fx_ctx *ctx = fx_ctx_create(fx_cpu());
+            fx_tensor *y = fx_maxpool2d(ctx, x, &(fx_pool_opts){ .kernel = 2 });
+            assert_non_null(y);
+            ny = fx_tensor_numel(y);
+            float *seed = malloc((size_t)ny * sizeof *seed);
+            for (int64_t i = 0; i < ny; i++)
+                seed[i] = (float)(i + 1);
+            assert_int_equal(fx_backward_seed(ctx, y, fx_tensor_from_host(ctx, FX_F32, 4,
+                                                                          y->shape, seed)),
+                             FX_OK);
+            res[v][0] = tu_values(y);
+            res[v][1] = tu_values(x->grad);
+            fx_tensor_fill(x->grad, 0);
+            free(seed);
+            fx_ctx_free(ctx);
+        }
+        fx__conv_isa = 0;
+        for (int64_t i = 0; i < ny; i++)
+            if (isnan(res[0][0][i]) != isnan(res[1][0][i]) ||
+                (!isnan(res[0][0][i]) && res[0][0][i] != res[1][0][i]))
+                fail_msg("width %lld: output %lld: %g vs %g", (long long)w, (long long)i,
+                         res[1][0][i], res[0][0][i]);
+        for (int64_t i = 0; i < numel; i++)
+            if (res[0][1][i] != res[1][1][i])
+                fail_msg("width %lld: grad %lld: %g vs %g", (long long)w, (long long)i,
+                         res[1][1][i], res[0][1][i]);
+        for (int v = 0; v < 2; v++)
+            for (int j = 0; j < 2; j++)
+                free(res[v][j]);
+        free(xv);
+        fx_tensor_free(x);
+    }
+    fx_rng_free(rng);
+}
+
 /* The gradient of each window goes to its maximum (and only there), and an
  * element that is the maximum of two windows gets both. */
 static void test_maxpool_routes(void **state)
@@ -401,6 +463,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_maxpool),   cmocka_unit_test(test_maxpool_routes),
+        cmocka_unit_test(test_maxpool2_isa),
         cmocka_unit_test(test_avgpool),   cmocka_unit_test(test_adaptive),
         cmocka_unit_test(test_bad_input), cmocka_unit_test(test_threads),
         cmocka_unit_test(test_flatten),   cmocka_unit_test(test_layers),
