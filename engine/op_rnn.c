@@ -404,12 +404,17 @@ static bool backward_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d, const fx
     }
 
     /* Weight gradients, each one product over all steps. Rows of dhg for
-     * inactive samples are zero, so hs[0..S) can be used whole. */
+     * inactive samples are zero, so hs[0..S) can be used whole; a zero
+     * initial state adds nothing, so step 0 is left out then. */
     fx_tensor *g;
     if (fx_tensor_requires_grad(w->w_hh)) {
         if (!(g = fx__grad(ctx, w->w_hh)))
             return false;
-        be->blas->gemm(1, true, false, GH, H, S * N, 1.0f, dhg, 0, r->hs, 0, 1.0f, g, 0);
+        int64_t s0 = tp->h0 ? 0 : 1, K = (S - s0) * N;
+        fx_tensor gv = block(dhg, s0 * N * GH, 2, (int64_t[]){ K, GH });
+        fx_tensor hv = block(r->hs, s0 * N * H, 2, (int64_t[]){ K, H });
+        if (K > 0)
+            be->blas->gemm(1, true, false, GH, H, K, 1.0f, &gv, 0, &hv, 0, 1.0f, g, 0);
     }
     if (fx_tensor_requires_grad(w->w_ih)) {
         if (!(g = fx__grad(ctx, w->w_ih)))

@@ -495,18 +495,21 @@ static void add_dy(int64_t H, float *restrict dh, const float *restrict dy)
         dh[j] += dy[j];
 }
 
-/* tanh / relu cell: one gradient for the input and recurrent products. */
-RNN_CLONES static void rnn_row_backward(bool relu, int64_t H, const float *restrict h, float *restrict dh,
-                             float *restrict dxg, float *restrict dhg)
+/* tanh / relu cell: one gradient for the input and recurrent products,
+ * stored to both (dxg by position, dhg by step). dy is added here; dh
+ * leaves zero when clear (else the caller overwrites it). */
+RNN_CLONES static void rnn_row_backward(bool relu, int64_t H, const float *restrict h,
+                                        const float *restrict dy, float *restrict dh,
+                                        float *restrict dxg, float *restrict dhg, bool clear)
 {
     if (relu)
         for (int64_t j = 0; j < H; j++)
-            dxg[j] = (float)(h[j] > 0.0f) * dh[j];
+            dxg[j] = dhg[j] = (float)(h[j] > 0.0f) * (dh[j] + dy[j]);
     else
         for (int64_t j = 0; j < H; j++)
-            dxg[j] = dh[j] * (1.0f - h[j] * h[j]);
-    memcpy(dhg, dxg, (size_t)H * sizeof *dhg);
-    memset(dh, 0, (size_t)H * sizeof *dh);
+            dxg[j] = dhg[j] = (dh[j] + dy[j]) * (1.0f - h[j] * h[j]);
+    if (clear)
+        memset(dh, 0, (size_t)H * sizeof *dh);
 }
 
 /* GRU: h' = (1-z) n + z h, n = tanh(x_n + r hn). The n gate's recurrent
@@ -529,14 +532,17 @@ RNN_CLONES static void gru_row_backward(int64_t H, const float *restrict act, co
 }
 
 /* LSTM: c' = f c + i g, h' = o tanh(c'). dc leaves as d c * f; the whole
- * gradient of h goes through the gates (dh leaves zero). */
-RNN_CLONES static void lstm_row_backward(int64_t H, const float *restrict act, const float *restrict cp,
-                              const float *restrict c, float *restrict dh, float *restrict dc,
-                              float *restrict dxg, float *restrict dhg)
+ * gradient of h goes through the gates (the caller clears dh, or
+ * overwrites it). */
+RNN_CLONES static void lstm_row_backward(int64_t H, const float *restrict act,
+                                         const float *restrict cp, const float *restrict c,
+                                         float *restrict dh, float *restrict dc,
+                                         float *restrict dxg, float *restrict dhg)
 {
     const float *gi = act, *gf = act + H, *gg = act + 2 * H, *go = act + 3 * H;
     for (int64_t j = 0; j < H; j++) {
-        float i = gi[j], f = gf[j], g = gg[j], o = go[j], tc = rnn_tanh(c[j]), d = dh[j];
+        float i = gi[j], f = gf[j], g = gg[j], o = go[j], tc = rnn_tanh(c[j]);
+        float d = dh[j];
         float dcj = dc[j] + d * o * (1.0f - tc * tc);
         float di = dcj * g * i * (1.0f - i), df = dcj * cp[j] * f * (1.0f - f);
         float dg = dcj * i * (1.0f - g * g), dout = d * tc * o * (1.0f - o);
@@ -547,14 +553,19 @@ RNN_CLONES static void lstm_row_backward(int64_t H, const float *restrict act, c
         dc[j] = dcj * f;
     }
     memcpy(dhg, dxg, (size_t)(4 * H) * sizeof *dhg);
-    memset(dh, 0, (size_t)H * sizeof *dh);
 }
 
 /* The cells' backward of step s for rows [r0, r1): writes dxg at the active
- * positions and dhg[s] (zero rows for inactive samples). */
-static void cells_backward(const fx_rnn_seq_args *a, const seq_geom *g, int64_t s, int64_t r0,
-                           int64_t r1)
+ * positions and dhg[s] (zero rows for inactive samples). True when every
+ * row's dh was consumed and left as garbage (LSTM and tanh/relu with all
+ * rows active, and may_skip): the caller then overwrites dh (dh = dhg[s]
+ * W_hh instead of +=, saving the clear and a read); else dh is exact. */
+static bool cells_backward(const fx_rnn_seq_args *a, const seq_geom *g, int64_t s, int64_t r0,
+                           int64_t r1, bool may_skip)
 {
+    bool skip = may_skip && a->kind != FX_CELL_GRU;
+    for (int64_t n = r0; n < r1 && skip; n++)
+        skip = s < g->len[n];
     int64_t N = g->N, H = g->H, GH = g->GH, A = 4 * H;
     const float *DY = fx_f32(a->dy);
     const float *Hp = fx_f32(a->hs) + s * N * H, *Hn = Hp + N * H;
@@ -571,14 +582,20 @@ static void cells_backward(const fx_rnn_seq_args *a, const seq_geom *g, int64_t 
         }
         int64_t t = position(g, n, s);
         float *dxg = DXG + (n * g->T + t) * GH;
-        add_dy(H, dh, DY + (n * g->T + t) * g->Y + g->col);
-        if (a->kind == FX_CELL_LSTM)
+        const float *dy = DY + (n * g->T + t) * g->Y + g->col;
+        if (a->kind == FX_CELL_LSTM) {
+            add_dy(H, dh, dy);
             lstm_row_backward(H, Act + n * A, Cp + n * H, Cn + n * H, dh, DC + n * H, dxg, dhg);
-        else if (a->kind == FX_CELL_GRU)
+            if (!skip)
+                memset(dh, 0, (size_t)H * sizeof *dh);
+        } else if (a->kind == FX_CELL_GRU) {
+            add_dy(H, dh, dy);
             gru_row_backward(H, Act + n * A, Hp + n * H, dh, dxg, dhg);
-        else
-            rnn_row_backward(a->kind == FX_CELL_RELU, H, Hn + n * H, dh, dxg, dhg);
+        } else {
+            rnn_row_backward(a->kind == FX_CELL_RELU, H, Hn + n * H, dy, dh, dxg, dhg, !skip);
+        }
     }
+    return skip;
 }
 
 static void cpu_rnn_backward(const fx_rnn_seq_args *a)
@@ -594,7 +611,9 @@ static void cpu_rnn_backward(const fx_rnn_seq_args *a)
         float *pad = packed ? malloc((size_t)(MR_MAX * GH) * sizeof(float)) : NULL;
         micro_kernel k = kernel_for_rows(r1 - r0);
         for (int64_t s = a->steps - 1; s >= 0; s--) {
-            cells_backward(a, &g, s, r0, r1);
+            /* the last step run keeps dh exact when the caller wants it */
+            bool skip = cells_backward(a, &g, s, r0, r1,
+                                       pad && !(s == 0 && !a->want_dh0));
             if (s == 0 && !a->want_dh0)
                 continue;
             /* dh += dhg[s] W_hh (then the gradient of hs[s]) */
@@ -602,7 +621,7 @@ static void cpu_rnn_backward(const fx_rnn_seq_args *a)
             float *dh = fx_f32(a->dh) + r0 * H;
             if (pad)
                 product(&k, &(prod_args){ .M = r1 - r0, .N = H, .K = GH, .a = dhg, .rsa = GH,
-                                          .csa = 1, .pb = &pb, .c = dh, .ldc = H, .add = true,
+                                          .csa = 1, .pb = &pb, .c = dh, .ldc = H, .add = !skip,
                                           .pad = pad }, false);
             else
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)H,
