@@ -85,11 +85,6 @@ typedef struct {
      * (w [G, C]; contiguous f32, R rows). NULL, or false (out of memory;
      * nothing was written): the op uses the backend's gemm. */
     bool (*grad_input)(int64_t R, const fx_tensor *dg, const fx_tensor *w, fx_tensor *dx);
-    /* Optional: a weight gradient over all steps, dw [G, C] += g^T x with g
-     * [K, G] and x [K, C] (2-D contiguous f32 views, K rows each). NULL, or
-     * false (shapes it does not take, out of memory; nothing was written):
-     * the op uses the backend's gemm. */
-    bool (*grad_weight)(const fx_tensor *g, const fx_tensor *x, fx_tensor *dw);
 } fx_rnn_kernels;
 
 #endif

@@ -413,16 +413,13 @@ static bool backward_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d, const fx
         int64_t s0 = tp->h0 ? 0 : 1, K = (S - s0) * N;
         fx_tensor gv = block(dhg, s0 * N * GH, 2, (int64_t[]){ K, GH });
         fx_tensor hv = block(r->hs, s0 * N * H, 2, (int64_t[]){ K, H });
-        if (K > 0 && (!be->rnn->grad_weight || !be->rnn->grad_weight(&gv, &hv, g)))
+        if (K > 0)
             be->blas->gemm(1, true, false, GH, H, K, 1.0f, &gv, 0, &hv, 0, 1.0f, g, 0);
     }
     if (fx_tensor_requires_grad(w->w_ih)) {
         if (!(g = fx__grad(ctx, w->w_ih)))
             return false;
-        fx_tensor gv = block(dxg, 0, 2, (int64_t[]){ N * T, GH });
-        fx_tensor xv = block(in, 0, 2, (int64_t[]){ N * T, I });
-        if (!be->rnn->grad_weight || !be->rnn->grad_weight(&gv, &xv, g))
-            be->blas->gemm(1, true, false, GH, I, N * T, 1.0f, dxg, 0, in, 0, 1.0f, g, 0);
+        be->blas->gemm(1, true, false, GH, I, N * T, 1.0f, dxg, 0, in, 0, 1.0f, g, 0);
     }
     if (!bias_grads(ctx, tp->mode, w, dxg, dhg))
         return false;

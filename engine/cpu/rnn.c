@@ -22,9 +22,13 @@
  * 4 forces the plain path, BLAS for every product, kept for out of memory
  * and as the measured baseline). The same kernel does the input gates
  * (bias loaded into the accumulators: no separate bias pass over the gate
- * buffer). The weight gradients (dG^T A over all steps) and the input
- * gradient stay with BLAS: our kernel, reading dG down its columns or
- * copying it into blocks, was slower there in profiles of the benchmark.
+ * buffer), and the input gradient dG W_ih of all steps (2x OpenBLAS's
+ * sgemm at 1024 x 64 x 512 in a loop, hot in cache; within noise, maybe
+ * 1%, inside a training step). The weight gradients (dG^T A over all
+ * steps) stay with BLAS: our kernel, reading dG down its columns, copying
+ * it into blocks, or computing the transpose A^T dG from dG's rows, was at
+ * best 8% faster in a loop and no faster inside a training step (measured
+ * by toggling the two paths step by step in one process).
  *
  * Per step and block of rows: the product into a buffer of gate
  * pre-activations that stays in cache (N x G*H padded to whole panels),
@@ -672,48 +676,6 @@ static bool cpu_rnn_grad_input(int64_t R, const fx_tensor *dg, const fx_tensor *
     return ok;
 }
 
-/* dw [G, C] += g^T x over K rows, as its transpose x^T g into a [C, G]
- * scratch then added transposed (G*C floats, small next to the product):
- * A(i, k) = x[k*C + i] (MR consecutive floats a step) and B's panels read
- * straight from g's rows (ldb = G), K in blocks of KC. Unpacked, and about
- * 5-10% faster than OpenBLAS at the benchmark's shapes (K 1024, G 512, C
- * 64 and 128; packing either operand here cost more than it saved).
- * Takes C a multiple of the kernel's rows and G of its panel width. */
-#define WGRAD_KC 256
-static bool cpu_rnn_grad_weight(const fx_tensor *g, const fx_tensor *x, fx_tensor *dw)
-{
-    if (fx__rnn_isa == 4)
-        return false;
-    int64_t K = g->shape[0], G = g->shape[1], C = x->shape[1];
-    micro_kernel mk = kernel_for_rows(C);
-#ifdef RNN_HAVE_X86_MICRO
-    if (mk.fn == micro_avx512_12 && C % 12 != 0)
-        mk = (micro_kernel){ micro_avx512_8, 8, 32 };
-#endif
-    int64_t MR = mk.mr, nr = mk.nr;
-    if (C % MR != 0 || G % nr != 0 || K == 0)
-        return false;
-    float *t = aligned_alloc(64, (size_t)(C * G) * sizeof(float));
-    if (!t)
-        return false;
-    const float *A = fx_f32(x), *B = fx_f32(g);
-    for (int64_t k0 = 0; k0 < K; k0 += WGRAD_KC) {
-        int64_t kc = K - k0 < WGRAD_KC ? K - k0 : WGRAD_KC;
-        for (int64_t i0 = 0; i0 < C; i0 += MR)
-            for (int64_t q = 0; q < G; q += nr)
-                mk.fn(kc, A + k0 * C + i0, 1, C, B + k0 * G + q, G, NULL, t + i0 * G + q, G,
-                      k0 > 0);
-    }
-    float *D = fx_f32(dw);
-    for (int64_t i0 = 0; i0 < G; i0 += 16)
-        for (int64_t c0 = 0; c0 < C; c0 += 16)
-            for (int64_t i = i0; i < i0 + 16 && i < G; i++)
-                for (int64_t c = c0; c < c0 + 16 && c < C; c++)
-                    D[i * C + c] += t[c * G + i];
-    free(t);
-    return true;
-}
-
 /* ------------------------------------------------------------------ masks */
 
 static void cpu_rnn_mask_steps(const fx_tensor *x, const fx_tensor *lengths, fx_tensor *y)
@@ -735,5 +697,4 @@ const fx_rnn_kernels fx__cpu_rnn = {
     .mask_steps = cpu_rnn_mask_steps,
     .gates = cpu_rnn_gates,
     .grad_input = cpu_rnn_grad_input,
-    .grad_weight = cpu_rnn_grad_weight,
 };

@@ -535,9 +535,8 @@ static void test_kernel_paths(void **state)
         { FX_RNN_LSTM, 1, false, false, 13, 7, 19, 21, { 0 } },
         { FX_RNN_LSTM, 2, true, true, 37, 5, 33, 40, { 0 } },
         { FX_RNN_LSTM, 1, false, false, 32, 6, 64, 128, { 0 } }, /* the benchmark's shape */
-        /* the CPU's own weight / input gradient products (rnn.c) take gate
-         * widths a multiple of the panel width and input / hidden sizes a
-         * multiple of the tile height; N * T over one block of K rows */
+        /* whole panels and tiles in the CPU's products (rnn.c), and more
+         * rows (N * T) than the benchmark's shape */
         { FX_RNN_LSTM, 1, true, false, 16, 20, 32, 64, { 0 } },
         { FX_RNN_TANH, 1, false, false, 16, 17, 24, 96, { 0 } },
         { FX_RNN_GRU, 2, true, false, 37, 5, 33, 40, { 0 } },
