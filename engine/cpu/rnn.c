@@ -556,7 +556,8 @@ RNN_CLONES static void lstm_row_backward(int64_t H, const float *restrict act,
         dxg[3 * H + j] = dout;
         dc[j] = dcj * f;
     }
-    memcpy(dhg, dxg, (size_t)(4 * H) * sizeof *dhg);
+    if (dhg)
+        memcpy(dhg, dxg, (size_t)(4 * H) * sizeof *dhg);
 }
 
 /* The cells' backward of step s for rows [r0, r1): writes dxg at the active
@@ -577,11 +578,12 @@ static bool cells_backward(const fx_rnn_seq_args *a, const seq_geom *g, int64_t 
     const float *Cn = Cp ? Cp + N * H : NULL;
     const float *Act = a->act ? fx_f32(a->act) + s * N * A : NULL;
     float *DH = fx_f32(a->dh), *DC = a->dc ? fx_f32(a->dc) : NULL;
-    float *DXG = fx_f32(a->dxg), *DHG = fx_f32(a->dhg) + s * N * GH;
+    float *DXG = fx_f32(a->dxg), *DHG = a->dhg ? fx_f32(a->dhg) + s * N * GH : NULL;
     for (int64_t n = r0; n < r1; n++) {
-        float *dhg = DHG + n * GH, *dh = DH + n * H;
+        float *dhg = DHG ? DHG + n * GH : NULL, *dh = DH + n * H;
         if (s >= g->len[n]) { /* done: the state was carried, so is its gradient */
-            memset(dhg, 0, (size_t)GH * sizeof(float));
+            if (dhg)
+                memset(dhg, 0, (size_t)GH * sizeof(float));
             continue;
         }
         int64_t t = position(g, n, s);
@@ -620,16 +622,19 @@ static void cpu_rnn_backward(const fx_rnn_seq_args *a)
                                        pad && !(s == 0 && !a->want_dh0));
             if (s == 0 && !a->want_dh0)
                 continue;
-            /* dh += dhg[s] W_hh (then the gradient of hs[s]) */
-            const float *dhg = fx_f32(a->dhg) + (s * N + r0) * GH;
+            /* dh += dhg[s] W_hh (then the gradient of hs[s]); without dhg
+             * (dense LSTM) its rows are dxg's at position s */
+            const float *dhg = a->dhg ? fx_f32(a->dhg) + (s * N + r0) * GH
+                                      : fx_f32(a->dxg) + (r0 * g.T + s) * GH;
+            int64_t lda = a->dhg ? GH : g.T * GH;
             float *dh = fx_f32(a->dh) + r0 * H;
             if (pad)
-                product(&k, &(prod_args){ .M = r1 - r0, .N = H, .K = GH, .a = dhg, .rsa = GH,
+                product(&k, &(prod_args){ .M = r1 - r0, .N = H, .K = GH, .a = dhg, .rsa = lda,
                                           .csa = 1, .pb = &pb, .c = dh, .ldc = H, .add = !skip,
                                           .pad = pad }, false);
             else
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)H,
-                            (int)GH, 1.0f, dhg, (int)GH, fx_f32(a->w_hh), (int)H, 1.0f, dh,
+                            (int)GH, 1.0f, dhg, (int)lda, fx_f32(a->w_hh), (int)H, 1.0f, dh,
                             (int)H);
         }
         free(pad);
@@ -697,4 +702,5 @@ const fx_rnn_kernels fx__cpu_rnn = {
     .mask_steps = cpu_rnn_mask_steps,
     .gates = cpu_rnn_gates,
     .grad_input = cpu_rnn_grad_input,
+    .dense_lstm = true,
 };
