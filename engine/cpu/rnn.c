@@ -35,8 +35,9 @@
  * then the cell reads it with the input gates in one pass that applies the
  * nonlinearities and writes the saved activations (after the
  * nonlinearities, once), c, h and y. Backward: the cell's backward for the
- * block (gate gradients into dxg by position and dhg by step), then
- * dh += dhg_s W_hh with the packed W_hh.
+ * block (gate gradients into dxg by position and dhg by step; a dense LSTM,
+ * one way with every sample all T steps, has no dhg and the product reads
+ * dxg's rows in place), then dh = (or +=) dhg_s W_hh with the packed W_hh.
  *
  * Threads: samples are independent through time, so the rows are split
  * into one block per thread and each thread runs its block through every
