@@ -58,7 +58,10 @@ typedef struct {
     fx_tensor *dxg;           /* [N, T, G*H] gradient of the input gates (and b_ih), written
                                * at the positions of active samples */
     fx_tensor *dhg;           /* [S, N, G*H] gradient of h W_hh^T (and b_hh) by step, zero
-                               * rows for inactive samples */
+                               * rows for inactive samples; may be NULL where the kernels
+                               * say dense_lstm, for an LSTM run forward with every sample
+                               * active at every step (S = T): then dhg[s] is dxg's column
+                               * of rows at position s, read in place */
 } fx_rnn_seq_args;
 
 typedef struct {
@@ -81,6 +84,13 @@ typedef struct {
      * was written): the op uses the backend's bias fill and gemm. */
     bool (*gates)(int64_t R, const fx_tensor *x, const fx_tensor *w, const fx_tensor *bias,
                   fx_tensor *y);
+    /* Optional: the input gradient of all steps, dx [R, C] += dg [R, G] w
+     * (w [G, C]; contiguous f32, R rows). NULL, or false (out of memory;
+     * nothing was written): the op uses the backend's gemm. */
+    bool (*grad_input)(int64_t R, const fx_tensor *dg, const fx_tensor *w, fx_tensor *dx);
+    /* backward takes dhg NULL in the dense LSTM case above (saves a copy of
+     * every gate gradient) */
+    bool dense_lstm;
 } fx_rnn_kernels;
 
 #endif

@@ -351,8 +351,8 @@ static bool bias_grads(fx_ctx *ctx, fx_rnn_mode mode, const fx_rnn_weights *w,
     }
     if (gi)
         k->bias_backward(dxg, gi);
-    if (gh)
-        k->bias_backward(dhg, gh);
+    if (gh) /* dhg NULL: dense LSTM, where dxg holds the same values */
+        k->bias_backward(dhg ? dhg : dxg, gh);
     return true;
 }
 
@@ -374,8 +374,11 @@ static bool backward_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d, const fx
     /* Padded positions are never written by the kernel and must add zero. */
     fx_tensor *dxg = tp->padded ? fx_zeros(ctx, FX_F32, 3, xshape)
                                 : fx_tensor_new(ctx, FX_F32, 3, xshape);
-    fx_tensor *dhg = fx_tensor_new(ctx, FX_F32, 3, (int64_t[]){ S, N, GH });
-    if (!dh || (lstm && !dc) || !dxg || !dhg)
+    /* Dense LSTM (forward, every sample active at every step): the kernel
+     * reads the recurrent gate gradients from dxg in place, no dhg. */
+    bool dense = lstm && d == 0 && !tp->padded && be->rnn->dense_lstm;
+    fx_tensor *dhg = dense ? NULL : fx_tensor_new(ctx, FX_F32, 3, (int64_t[]){ S, N, GH });
+    if (!dh || (lstm && !dc) || !dxg || (!dense && !dhg))
         return false;
 
     /* The running state gradients start from those of h_n and c_n. */
@@ -404,12 +407,28 @@ static bool backward_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d, const fx
     }
 
     /* Weight gradients, each one product over all steps. Rows of dhg for
-     * inactive samples are zero, so hs[0..S) can be used whole. */
+     * inactive samples are zero, so hs[0..S) can be used whole; a zero
+     * initial state adds nothing, so step 0 is left out then. */
     fx_tensor *g;
     if (fx_tensor_requires_grad(w->w_hh)) {
         if (!(g = fx__grad(ctx, w->w_hh)))
             return false;
-        be->blas->gemm(1, true, false, GH, H, S * N, 1.0f, dhg, 0, r->hs, 0, 1.0f, g, 0);
+        if (dense) { /* by position: the states hs[t] of sample n as row n*T + t */
+            fx_tensor *hp = fx_tensor_new(ctx, FX_F32, 3, (int64_t[]){ N, T, H });
+            if (!hp)
+                return false;
+            fx_tensor v = block(r->hs, 0, 3, (int64_t[]){ N, T, H });
+            v.strides[0] = H;
+            v.strides[1] = N * H;
+            be->mem->copy(hp, &v, false);
+            be->blas->gemm(1, true, false, GH, H, N * T, 1.0f, dxg, 0, hp, 0, 1.0f, g, 0);
+        } else {
+            int64_t s0 = tp->h0 ? 0 : 1, K = (S - s0) * N;
+            fx_tensor gv = block(dhg, s0 * N * GH, 2, (int64_t[]){ K, GH });
+            fx_tensor hv = block(r->hs, s0 * N * H, 2, (int64_t[]){ K, H });
+            if (K > 0)
+                be->blas->gemm(1, true, false, GH, H, K, 1.0f, &gv, 0, &hv, 0, 1.0f, g, 0);
+        }
     }
     if (fx_tensor_requires_grad(w->w_ih)) {
         if (!(g = fx__grad(ctx, w->w_ih)))
@@ -418,7 +437,7 @@ static bool backward_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d, const fx
     }
     if (!bias_grads(ctx, tp->mode, w, dxg, dhg))
         return false;
-    if (din)
+    if (din && (!be->rnn->grad_input || !be->rnn->grad_input(N * T, dxg, w->w_ih, din)))
         be->blas->gemm(1, false, false, N * T, I, GH, 1.0f, dxg, 0, w->w_ih, 0, 1.0f, din, 0);
     return true;
 }

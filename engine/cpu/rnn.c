@@ -22,17 +22,22 @@
  * 4 forces the plain path, BLAS for every product, kept for out of memory
  * and as the measured baseline). The same kernel does the input gates
  * (bias loaded into the accumulators: no separate bias pass over the gate
- * buffer). The weight gradients (dG^T A over all steps) and the input
- * gradient stay with BLAS: our kernel, reading dG down its columns or
- * copying it into blocks, was slower there in profiles of the benchmark.
+ * buffer), and the input gradient dG W_ih of all steps (2x OpenBLAS's
+ * sgemm at 1024 x 64 x 512 in a loop, hot in cache; within noise, maybe
+ * 1%, inside a training step). The weight gradients (dG^T A over all
+ * steps) stay with BLAS: our kernel, reading dG down its columns, copying
+ * it into blocks, or computing the transpose A^T dG from dG's rows, was at
+ * best 8% faster in a loop and no faster inside a training step (measured
+ * by toggling the two paths step by step in one process).
  *
  * Per step and block of rows: the product into a buffer of gate
  * pre-activations that stays in cache (N x G*H padded to whole panels),
  * then the cell reads it with the input gates in one pass that applies the
  * nonlinearities and writes the saved activations (after the
  * nonlinearities, once), c, h and y. Backward: the cell's backward for the
- * block (gate gradients into dxg by position and dhg by step), then
- * dh += dhg_s W_hh with the packed W_hh.
+ * block (gate gradients into dxg by position and dhg by step; a dense LSTM,
+ * one way with every sample all T steps, has no dhg and the product reads
+ * dxg's rows in place), then dh = (or +=) dhg_s W_hh with the packed W_hh.
  *
  * Threads: samples are independent through time, so the rows are split
  * into one block per thread and each thread runs its block through every
@@ -495,18 +500,21 @@ static void add_dy(int64_t H, float *restrict dh, const float *restrict dy)
         dh[j] += dy[j];
 }
 
-/* tanh / relu cell: one gradient for the input and recurrent products. */
-RNN_CLONES static void rnn_row_backward(bool relu, int64_t H, const float *restrict h, float *restrict dh,
-                             float *restrict dxg, float *restrict dhg)
+/* tanh / relu cell: one gradient for the input and recurrent products,
+ * stored to both (dxg by position, dhg by step). dy is added here; dh
+ * leaves zero when clear (else the caller overwrites it). */
+RNN_CLONES static void rnn_row_backward(bool relu, int64_t H, const float *restrict h,
+                                        const float *restrict dy, float *restrict dh,
+                                        float *restrict dxg, float *restrict dhg, bool clear)
 {
     if (relu)
         for (int64_t j = 0; j < H; j++)
-            dxg[j] = (float)(h[j] > 0.0f) * dh[j];
+            dxg[j] = dhg[j] = (float)(h[j] > 0.0f) * (dh[j] + dy[j]);
     else
         for (int64_t j = 0; j < H; j++)
-            dxg[j] = dh[j] * (1.0f - h[j] * h[j]);
-    memcpy(dhg, dxg, (size_t)H * sizeof *dhg);
-    memset(dh, 0, (size_t)H * sizeof *dh);
+            dxg[j] = dhg[j] = (dh[j] + dy[j]) * (1.0f - h[j] * h[j]);
+    if (clear)
+        memset(dh, 0, (size_t)H * sizeof *dh);
 }
 
 /* GRU: h' = (1-z) n + z h, n = tanh(x_n + r hn). The n gate's recurrent
@@ -529,14 +537,17 @@ RNN_CLONES static void gru_row_backward(int64_t H, const float *restrict act, co
 }
 
 /* LSTM: c' = f c + i g, h' = o tanh(c'). dc leaves as d c * f; the whole
- * gradient of h goes through the gates (dh leaves zero). */
-RNN_CLONES static void lstm_row_backward(int64_t H, const float *restrict act, const float *restrict cp,
-                              const float *restrict c, float *restrict dh, float *restrict dc,
-                              float *restrict dxg, float *restrict dhg)
+ * gradient of h goes through the gates (the caller clears dh, or
+ * overwrites it). */
+RNN_CLONES static void lstm_row_backward(int64_t H, const float *restrict act,
+                                         const float *restrict cp, const float *restrict c,
+                                         float *restrict dh, float *restrict dc,
+                                         float *restrict dxg, float *restrict dhg)
 {
     const float *gi = act, *gf = act + H, *gg = act + 2 * H, *go = act + 3 * H;
     for (int64_t j = 0; j < H; j++) {
-        float i = gi[j], f = gf[j], g = gg[j], o = go[j], tc = rnn_tanh(c[j]), d = dh[j];
+        float i = gi[j], f = gf[j], g = gg[j], o = go[j], tc = rnn_tanh(c[j]);
+        float d = dh[j];
         float dcj = dc[j] + d * o * (1.0f - tc * tc);
         float di = dcj * g * i * (1.0f - i), df = dcj * cp[j] * f * (1.0f - f);
         float dg = dcj * i * (1.0f - g * g), dout = d * tc * o * (1.0f - o);
@@ -546,15 +557,21 @@ RNN_CLONES static void lstm_row_backward(int64_t H, const float *restrict act, c
         dxg[3 * H + j] = dout;
         dc[j] = dcj * f;
     }
-    memcpy(dhg, dxg, (size_t)(4 * H) * sizeof *dhg);
-    memset(dh, 0, (size_t)H * sizeof *dh);
+    if (dhg)
+        memcpy(dhg, dxg, (size_t)(4 * H) * sizeof *dhg);
 }
 
 /* The cells' backward of step s for rows [r0, r1): writes dxg at the active
- * positions and dhg[s] (zero rows for inactive samples). */
-static void cells_backward(const fx_rnn_seq_args *a, const seq_geom *g, int64_t s, int64_t r0,
-                           int64_t r1)
+ * positions and dhg[s] (zero rows for inactive samples). True when every
+ * row's dh was consumed and left as garbage (LSTM and tanh/relu with all
+ * rows active, and may_skip): the caller then overwrites dh (dh = dhg[s]
+ * W_hh instead of +=, saving the clear and a read); else dh is exact. */
+static bool cells_backward(const fx_rnn_seq_args *a, const seq_geom *g, int64_t s, int64_t r0,
+                           int64_t r1, bool may_skip)
 {
+    bool skip = may_skip && a->kind != FX_CELL_GRU;
+    for (int64_t n = r0; n < r1 && skip; n++)
+        skip = s < g->len[n];
     int64_t N = g->N, H = g->H, GH = g->GH, A = 4 * H;
     const float *DY = fx_f32(a->dy);
     const float *Hp = fx_f32(a->hs) + s * N * H, *Hn = Hp + N * H;
@@ -562,23 +579,30 @@ static void cells_backward(const fx_rnn_seq_args *a, const seq_geom *g, int64_t 
     const float *Cn = Cp ? Cp + N * H : NULL;
     const float *Act = a->act ? fx_f32(a->act) + s * N * A : NULL;
     float *DH = fx_f32(a->dh), *DC = a->dc ? fx_f32(a->dc) : NULL;
-    float *DXG = fx_f32(a->dxg), *DHG = fx_f32(a->dhg) + s * N * GH;
+    float *DXG = fx_f32(a->dxg), *DHG = a->dhg ? fx_f32(a->dhg) + s * N * GH : NULL;
     for (int64_t n = r0; n < r1; n++) {
-        float *dhg = DHG + n * GH, *dh = DH + n * H;
+        float *dhg = DHG ? DHG + n * GH : NULL, *dh = DH + n * H;
         if (s >= g->len[n]) { /* done: the state was carried, so is its gradient */
-            memset(dhg, 0, (size_t)GH * sizeof(float));
+            if (dhg)
+                memset(dhg, 0, (size_t)GH * sizeof(float));
             continue;
         }
         int64_t t = position(g, n, s);
         float *dxg = DXG + (n * g->T + t) * GH;
-        add_dy(H, dh, DY + (n * g->T + t) * g->Y + g->col);
-        if (a->kind == FX_CELL_LSTM)
+        const float *dy = DY + (n * g->T + t) * g->Y + g->col;
+        if (a->kind == FX_CELL_LSTM) {
+            add_dy(H, dh, dy);
             lstm_row_backward(H, Act + n * A, Cp + n * H, Cn + n * H, dh, DC + n * H, dxg, dhg);
-        else if (a->kind == FX_CELL_GRU)
+            if (!skip)
+                memset(dh, 0, (size_t)H * sizeof *dh);
+        } else if (a->kind == FX_CELL_GRU) {
+            add_dy(H, dh, dy);
             gru_row_backward(H, Act + n * A, Hp + n * H, dh, dxg, dhg);
-        else
-            rnn_row_backward(a->kind == FX_CELL_RELU, H, Hn + n * H, dh, dxg, dhg);
+        } else {
+            rnn_row_backward(a->kind == FX_CELL_RELU, H, Hn + n * H, dy, dh, dxg, dhg, !skip);
+        }
     }
+    return skip;
 }
 
 static void cpu_rnn_backward(const fx_rnn_seq_args *a)
@@ -594,19 +618,24 @@ static void cpu_rnn_backward(const fx_rnn_seq_args *a)
         float *pad = packed ? malloc((size_t)(MR_MAX * GH) * sizeof(float)) : NULL;
         micro_kernel k = kernel_for_rows(r1 - r0);
         for (int64_t s = a->steps - 1; s >= 0; s--) {
-            cells_backward(a, &g, s, r0, r1);
+            /* the last step run keeps dh exact when the caller wants it */
+            bool skip = cells_backward(a, &g, s, r0, r1,
+                                       pad && !(s == 0 && !a->want_dh0));
             if (s == 0 && !a->want_dh0)
                 continue;
-            /* dh += dhg[s] W_hh (then the gradient of hs[s]) */
-            const float *dhg = fx_f32(a->dhg) + (s * N + r0) * GH;
+            /* dh += dhg[s] W_hh (then the gradient of hs[s]); without dhg
+             * (dense LSTM) its rows are dxg's at position s */
+            const float *dhg = a->dhg ? fx_f32(a->dhg) + (s * N + r0) * GH
+                                      : fx_f32(a->dxg) + (r0 * g.T + s) * GH;
+            int64_t lda = a->dhg ? GH : g.T * GH;
             float *dh = fx_f32(a->dh) + r0 * H;
             if (pad)
-                product(&k, &(prod_args){ .M = r1 - r0, .N = H, .K = GH, .a = dhg, .rsa = GH,
-                                          .csa = 1, .pb = &pb, .c = dh, .ldc = H, .add = true,
+                product(&k, &(prod_args){ .M = r1 - r0, .N = H, .K = GH, .a = dhg, .rsa = lda,
+                                          .csa = 1, .pb = &pb, .c = dh, .ldc = H, .add = !skip,
                                           .pad = pad }, false);
             else
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)H,
-                            (int)GH, 1.0f, dhg, (int)GH, fx_f32(a->w_hh), (int)H, 1.0f, dh,
+                            (int)GH, 1.0f, dhg, (int)lda, fx_f32(a->w_hh), (int)H, 1.0f, dh,
                             (int)H);
         }
         free(pad);
@@ -635,6 +664,24 @@ static bool cpu_rnn_gates(int64_t R, const fx_tensor *x, const fx_tensor *w,
     return ok;
 }
 
+/* dx [R, C] += dg [R, G] w, w [G, C] packed once (as is). */
+static bool cpu_rnn_grad_input(int64_t R, const fx_tensor *dg, const fx_tensor *w,
+                               fx_tensor *dx)
+{
+    if (fx__rnn_isa == 4)
+        return false;
+    int64_t G = w->shape[0], C = w->shape[1];
+    micro_kernel mk = kernel_for_rows(R);
+    packed_b pb;
+    if (!pack_b(&pb, fx_f32(w), C, false, G, C, mk.nr))
+        return false;
+    bool ok = product(&mk, &(prod_args){ .M = R, .N = C, .K = G, .a = fx_f32(dg), .rsa = G,
+                                         .csa = 1, .pb = &pb, .c = fx_f32(dx), .ldc = C,
+                                         .add = true }, true);
+    free(pb.p);
+    return ok;
+}
+
 /* ------------------------------------------------------------------ masks */
 
 static void cpu_rnn_mask_steps(const fx_tensor *x, const fx_tensor *lengths, fx_tensor *y)
@@ -655,4 +702,6 @@ const fx_rnn_kernels fx__cpu_rnn = {
     .backward = cpu_rnn_backward,
     .mask_steps = cpu_rnn_mask_steps,
     .gates = cpu_rnn_gates,
+    .grad_input = cpu_rnn_grad_input,
+    .dense_lstm = true,
 };

@@ -535,6 +535,10 @@ static void test_kernel_paths(void **state)
         { FX_RNN_LSTM, 1, false, false, 13, 7, 19, 21, { 0 } },
         { FX_RNN_LSTM, 2, true, true, 37, 5, 33, 40, { 0 } },
         { FX_RNN_LSTM, 1, false, false, 32, 6, 64, 128, { 0 } }, /* the benchmark's shape */
+        /* whole panels and tiles in the CPU's products (rnn.c), and more
+         * rows (N * T) than the benchmark's shape */
+        { FX_RNN_LSTM, 1, true, false, 16, 20, 32, 64, { 0 } },
+        { FX_RNN_TANH, 1, false, false, 16, 17, 24, 96, { 0 } },
         { FX_RNN_GRU, 2, true, false, 37, 5, 33, 40, { 0 } },
         { FX_RNN_GRU, 1, false, true, 9, 4, 5, 17, { 0 } },
         { FX_RNN_TANH, 1, true, false, 13, 7, 19, 70, { 0 } },
@@ -545,6 +549,57 @@ static void test_kernel_paths(void **state)
         for (int64_t n = 0; n < c->N; n++) /* mixed lengths, except the benchmark's */
             c->len[n] = c->H == 128 ? c->T : 1 + (n * 5 + 2) % c->T;
         check_paths(c);
+    }
+}
+
+/* The dense LSTM path (one way, every sample all T steps: the CPU reads
+ * the recurrent gate gradients from dxg in place and forms dW_hh by
+ * position) against the general one, forced by one more step that every
+ * sample leaves padded: same outputs and gradients (x's over the real
+ * steps), with and without initial states. */
+static void test_dense_lstm(void **state)
+{
+    (void)state;
+    for (int with_h0 = 0; with_h0 < 2; with_h0++) {
+        cfg c = { FX_RNN_LSTM, 1, false, false, 5, 6, 8, 8, { 0 } };
+        int64_t N = c.N, T = c.T, I = c.in, H = c.H;
+        for (int64_t n = 0; n < N; n++)
+            c.len[n] = T;
+        fx_rng *rng = fx_rng_create(41 + with_h0);
+        fx_layer *layer = make_layer(&c, "enc", rng);
+        fx_tensor *x = tu_randn(rng, 3, (int64_t[]){ N, T + 1, I }, 1.0, 0.0);
+        fx_tensor *r1 = tu_randn(rng, 3, (int64_t[]){ N, T + 1, H }, 1.0, 0.0);
+        fx_tensor *r2 = tu_randn(rng, 3, (int64_t[]){ 1, N, H }, 1.0, 0.0);
+        fx_tensor *h0 = with_h0 ? tu_randn(rng, 3, (int64_t[]){ 1, N, H }, 0.5, 0.0) : NULL;
+        fx_tensor *c0 = with_h0 ? tu_randn(rng, 3, (int64_t[]){ 1, N, H }, 0.5, 0.0) : NULL;
+        float *xv = tu_values(x), *r1v = tu_values(r1);
+        float *xs = malloc((size_t)(N * T * I) * sizeof *xs);
+        float *rs = malloc((size_t)(N * T * H) * sizeof *rs);
+        for (int64_t n = 0; n < N; n++) {
+            memcpy(xs + n * T * I, xv + n * (T + 1) * I, (size_t)(T * I) * sizeof *xs);
+            memcpy(rs + n * T * H, r1v + n * (T + 1) * H, (size_t)(T * H) * sizeof *rs);
+        }
+        fx_tensor *xd = tu_from(FX_F32, 3, (int64_t[]){ N, T, I }, xs);
+        assert_int_equal(fx_tensor_set_requires_grad(xd, true), FX_OK);
+        fx_tensor *r1d = tu_from(FX_F32, 3, (int64_t[]){ N, T, H }, rs);
+        fx_tensor *len = lengths_of(&c);
+        run_result dense = run_once(layer, xd, len, h0, c0, r1d, r2, r2);
+        run_result gen = run_once(layer, x, len, h0, c0, r1, r2, r2);
+        tu_assert_close(dense.grads, gen.grads, gen.ngrads, 1e-4);
+        tu_assert_close(dense.hn, gen.hn, N * H, 1e-5);
+        for (int64_t n = 0; n < N; n++) {
+            tu_assert_close(dense.dx + n * T * I, gen.dx + n * (T + 1) * I, T * I, 1e-4);
+            tu_assert_close(dense.y + n * T * H, gen.y + n * (T + 1) * H, T * H, 1e-5);
+        }
+        free_result(&dense);
+        free_result(&gen);
+        free(xv);
+        free(r1v);
+        free(xs);
+        free(rs);
+        tu_free_all(8, (fx_tensor *[]){ x, r1, r2, h0, c0, xd, r1d, len });
+        fx_layer_free(layer);
+        fx_rng_free(rng);
     }
 }
 
@@ -641,6 +696,7 @@ int main(void)
         cmocka_unit_test(test_layer_params),
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_kernel_paths),
+        cmocka_unit_test(test_dense_lstm),
         cmocka_unit_test(test_bad_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
