@@ -422,6 +422,12 @@ static void load_stored(fxa_daemon *d)
     fxl_log(FXL_INFO, "main", "store opened models=%d", n);
 }
 
+/* The peers module, reachable from here until the process exits: a start
+ * that fails after it opened (a refused --http-listen, a port in use)
+ * returns from main without tearing the daemon down, while threads that
+ * were given it may still run; the clean shutdown frees it (drain_main). */
+static fxpr_peers *started_peers;
+
 int main(int argc, char **argv)
 {
     fx_blas_reexec_if_misdetected(argv);
@@ -456,6 +462,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "fluxiond: %s\n", err);
         return 1;
     }
+    started_peers = d.peers;
     if (fxdb_store_open(o.data_dir, &d.store, err, sizeof err) != 0) {
         fxl_log(FXL_ERROR, "main", "cannot open the data directory dir=%s error=\"%s\"",
                 o.data_dir, err);
