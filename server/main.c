@@ -129,10 +129,12 @@ static void *drain_main(void *arg)
     fxh_stop(c->http);
     atomic_store(&c->waiting_for, "gRPC to shut down");
     fxr_server_destroy(d->rpc);
-    atomic_store(&c->waiting_for, "the jobs to be freed");
-    fxj_jobs_free(d->jobs);
+    /* the ranks first: an ending rank gives its slot back to the jobs' scheduler */
     atomic_store(&c->waiting_for, "the ranks for peers to stop");
     fxj_ranks_free(d->ranks);
+    d->ranks = NULL;
+    atomic_store(&c->waiting_for, "the jobs to be freed");
+    fxj_jobs_free(d->jobs);
     atomic_store(&c->waiting_for, "the served models to stop");
     fxsv_serving_free(d->serving);
     atomic_store(&c->waiting_for, "the datasets to close");
@@ -578,6 +580,7 @@ int main(int argc, char **argv)
         fxl_log(FXL_ERROR, "main", "cannot take ranks for peers error=\"%s\"", err);
         return 1;
     }
+    fxj_ranks_set_jobs(d.ranks, d.jobs); /* admitted by this daemon's scheduler */
     int port = 0, http_port = 0;
     if (fxr_server_start(d.rpc, &port) != 0) {
         fxl_log(FXL_ERROR, "main", "cannot start serving addr=%s", o.listen);

@@ -17,6 +17,7 @@
 #include "base/util.h"
 #include "comm/comm.h"
 #include "models/graph.h"
+#include "training/jobs.h"
 #include "training/train.h"
 
 #define KEEP_FINISHED 64 /* finished ranks kept for RankStatus */
@@ -33,6 +34,7 @@ typedef struct rank {
     size_t resume_len;
     fxpr_remote *remote;
     fxcm_comm *comm;          /* under rs->mu while the thread may free it */
+    int64_t ticket;           /* its slot in the jobs' scheduler (0: none) */
     atomic_bool stop;
     atomic_llong step;
     bool running;             /* under rs->mu */
@@ -44,6 +46,7 @@ typedef struct rank {
 struct fxj_ranks {
     pthread_mutex_t mu;
     fxpr_peers *peers;
+    fxj_jobs *jobs;           /* admits the ranks (fxj_jobs_admit_rank); NULL: none */
     int max_ranks;
     uint64_t max_params;
     uint64_t next_id;
@@ -161,6 +164,12 @@ int fxj_ranks_new(fxpr_peers *peers, int max_ranks, uint64_t max_params, fxj_ran
     return 0;
 }
 
+void fxj_ranks_set_jobs(fxj_ranks *rs, struct fxj_jobs *j)
+{
+    if (rs)
+        rs->jobs = j;
+}
+
 static void rank_free(rank *r)
 {
     if (r->a)
@@ -188,7 +197,10 @@ static void set_end(rank *r, const char *state, const char *why)
     snprintf(r->state, sizeof r->state, "%s", state);
     snprintf(r->why, sizeof r->why, "%s", why ? why : "");
     r->running = false;
+    int64_t ticket = r->ticket;
+    r->ticket = 0;
     pthread_mutex_unlock(&r->rs->mu);
+    fxj_jobs_release_rank(r->rs->jobs, ticket); /* its slot is the scheduler's again */
     fxl_log(strcmp(state, "DONE") && strcmp(state, "STOPPED") ? FXL_WARN : FXL_INFO, "ranks",
             "peer rank ended rank_id=%s job=%s rank=%d state=%s error=\"%s\"", r->id,
             r->a->job_id, r->a->rank, state, why ? why : "");
@@ -326,9 +338,23 @@ int fxj_rank_start(fxj_ranks *rs, const Fluxion__V1__StartRankChunk *first, cons
         return fxu_fail(err, errlen, FXS_RESOURCE_EXHAUSTED,
                         "this daemon runs %d ranks for peers already (at most %d: --cpu-slots)",
                         running, rs->max_ranks);
+    /* then the scheduler's: a slot on the asked device now, or a refusal */
+    int64_t ticket = 0;
+    int rc = rs->jobs ? fxj_jobs_admit_rank(rs->jobs, first->assignment->device, &ticket, err,
+                                            errlen)
+                      : 0;
+    if (rc) {
+        pthread_mutex_lock(&rs->mu);
+        rs->starting--;
+        pthread_mutex_unlock(&rs->mu);
+        fxl_log(FXL_INFO, "ranks", "peer rank refused job=%s rank=%d error=\"%s\"",
+                first->assignment->job_id, first->assignment->rank, err);
+        return rc;
+    }
     rank *r = calloc(1, sizeof *r);
-    int rc = r ? 0 : fxu_oom(err, errlen);
+    rc = r ? 0 : fxu_oom(err, errlen);
     if (r) {
+        r->ticket = ticket;
         r->rs = rs;
         snprintf(r->id, sizeof r->id, "rank-%" PRIu64 "-%.40s-%d", id,
                  first->assignment->job_id, first->assignment->rank);
@@ -341,6 +367,7 @@ int fxj_rank_start(fxj_ranks *rs, const Fluxion__V1__StartRankChunk *first, cons
         pthread_mutex_unlock(&rs->mu);
         if (r)
             rank_free(r);
+        fxj_jobs_release_rank(rs->jobs, ticket);
         return rc;
     }
     snprintf(r->state, sizeof r->state, "RUNNING");
@@ -348,6 +375,7 @@ int fxj_rank_start(fxj_ranks *rs, const Fluxion__V1__StartRankChunk *first, cons
     if (pthread_create(&r->th, NULL, rank_main, r) != 0) {
         pthread_mutex_unlock(&rs->mu);
         rank_free(r);
+        fxj_jobs_release_rank(rs->jobs, ticket);
         return fxu_fail(err, errlen, FXS_RESOURCE_EXHAUSTED, "cannot start a thread");
     }
     r->next = rs->head;

@@ -24,6 +24,7 @@
 #include "base/status.h"
 #include "base/util.h"
 #include "models/models.h"
+#include "peers/peers.h"
 #include "training/jobs_internal.h"
 
 #define TICK_MS 200           /* decisions also run this often (usage, budgets) */
@@ -379,6 +380,11 @@ void fxj__schedule(fxj_jobs *j)
         if (fxsc_decide(j->sc, now, d, 32, &n) != 0)
             break;
         for (int i = 0; i < n; i++) {
+            if (d[i].job >= FXJ__RANK_ID_BASE) { /* a peer's rank: never preempted */
+                if (d[i].action == FXSC_START && d[i].job == j->rank_admitting)
+                    j->rank_admitted = true;
+                continue;
+            }
             job *x = fxj__find_active(j, d[i].job);
             if (!x) {
                 char err[FXS_ERRLEN];
@@ -398,6 +404,82 @@ void fxj__schedule(fxj_jobs *j)
         }
     } while (n == 32);
     refresh_positions(j, now);
+}
+
+/* ------------------------------------------------------ peers' ranks */
+
+/* A queued job's reason in the core ("" when it has none). */
+static void reason_of(fxj_jobs *j, int64_t id, char *out, size_t outlen)
+{
+    fxsc_view v;
+    char err[FXS_ERRLEN];
+    snprintf(out, outlen, "%s", "");
+    if (fxsc_snapshot(j->sc, fxu_now_ms(), &v, err, sizeof err) != 0)
+        return;
+    for (int i = 0; i < v.n_jobs; i++)
+        if (v.jobs[i].id == id)
+            snprintf(out, outlen, "%s", v.jobs[i].reason);
+    fxsc_view_free(&v);
+}
+
+int fxj_jobs_admit_rank(fxj_jobs *j, const char *device, int64_t *ticket, char *err,
+                        size_t errlen)
+{
+    *ticket = 0;
+    fxsc_job sj = { .priority = FXSC_NORMAL, .preemptible = false, .slots = 1 };
+    snprintf(sj.team, sizeof sj.team, "%s", FXJ_PEERS_TEAM);
+    int rc = target_of(j, device && *device ? device : "cpu", "assignment.device", sj.device,
+                       &sj.kind, err, errlen);
+    if (rc)
+        return rc;
+    const char *node = j->opts.peers ? fxpr_node(j->opts.peers) : "";
+    pthread_mutex_lock(&j->mu);
+    if (!j->sc || atomic_load(&j->stopping)) {
+        pthread_mutex_unlock(&j->mu);
+        return fxu_fail(err, errlen, FXS_UNAVAILABLE, "%s is shutting down", node);
+    }
+    if (!team_known(j, FXJ_PEERS_TEAM)) { /* best-effort: no quota, weight 1 */
+        fxsc_team_cfg cfg = { .weight = 1 };
+        if (fxsc_set_team(j->sc, FXJ_PEERS_TEAM, &cfg, err, errlen) == 0)
+            team_remember(j, FXJ_PEERS_TEAM);
+    }
+    int64_t now = fxu_now_ms();
+    sj.id = FXJ__RANK_ID_BASE + ++j->rank_next;
+    sj.submit_ms = now;
+    if (!(rc = fxsc_submit(j->sc, &sj, now, err, errlen))) {
+        j->rank_admitting = sj.id;
+        j->rank_admitted = false;
+        fxj__schedule(j);
+        j->rank_admitting = 0;
+        if (j->rank_admitted) {
+            *ticket = sj.id;
+        } else {
+            char why[FXSC_REASON_MAX];
+            reason_of(j, sj.id, why, sizeof why);
+            fxsc_remove(j->sc, sj.id, fxu_now_ms(), err, errlen);
+            fxj__schedule(j); /* what it held (no backfill) is free again */
+            rc = fxu_fail(err, errlen, FXS_RESOURCE_EXHAUSTED, "no free slot on %s of %s: %s",
+                          sj.device[0] ? sj.device : "a GPU", node, why[0] ? why : "busy");
+        }
+    }
+    pthread_mutex_unlock(&j->mu);
+    if (!rc)
+        fxl_log(FXL_INFO, "jobs", "peer rank admitted ticket=%" PRId64 " device=%s", sj.id,
+                sj.device);
+    return rc;
+}
+
+void fxj_jobs_release_rank(fxj_jobs *j, int64_t ticket)
+{
+    if (!j || !ticket)
+        return;
+    char err[FXS_ERRLEN];
+    pthread_mutex_lock(&j->mu);
+    if (j->sc) {
+        fxsc_remove(j->sc, ticket, fxu_now_ms(), err, sizeof err);
+        fxj__schedule(j);
+    }
+    pthread_mutex_unlock(&j->mu);
 }
 
 /* ------------------------------------------------- served models' memory */

@@ -119,6 +119,20 @@ void fxj_team_cfg(const fxdb_quota *q, fxsc_team_cfg *cfg);
 /* A snapshot of the queue (free with fxsc_view_free); the caller filters
  * by team. */
 int fxj_jobs_queue(fxj_jobs *j, fxsc_view *out, char *err, size_t errlen);
+/* A rank of a peer's job (training/ranks.h) admitted through this daemon's
+ * scheduler (docs/distributed.md, "Peers"): submitted to the core as a job
+ * of team FXJ_PEERS_TEAM (best-effort: no quota, so it never preempts this
+ * daemon's jobs; not preemptible: a rank cannot checkpoint alone), 1 slot
+ * on device ("" or NULL: cpu), and kept only when the very next decision
+ * pass starts it; otherwise it leaves the core at once (no holding) and the
+ * answer is RESOURCE_EXHAUSTED "no free slot on DEVICE of NODE: REASON"
+ * (the coordinator releases its world and tries again later). *ticket: to
+ * hand to fxj_jobs_release_rank when the rank ends. */
+#define FXJ_PEERS_TEAM "@peers"
+int fxj_jobs_admit_rank(fxj_jobs *j, const char *device, int64_t *ticket, char *err,
+                        size_t errlen);
+/* The rank's slot is free again (ticket 0: nothing). */
+void fxj_jobs_release_rank(fxj_jobs *j, int64_t ticket);
 /* A QUEUED job's priority (UNSPECIFIED: unchanged) and device (NULL or "":
  * unchanged; else as JobSpec.device). FAILED_PRECONDITION when it is not
  * queued, INVALID_ARGUMENT for a device this daemon does not have, NOT_FOUND.

@@ -79,7 +79,14 @@ struct fxj_jobs {
     pthread_t ticker;
     struct fxj__resv *reserved; /* served models the core holds a reservation for */
     int n_reserved;
+    /* peers' ranks in the core (job_sched.c, fxj_jobs_admit_rank) */
+    int64_t rank_next;     /* ids FXJ__RANK_ID_BASE + n */
+    int64_t rank_admitting; /* the rank whose START the pass looks for; 0: none */
+    bool rank_admitted;
 };
+
+/* Ids of peers' ranks in the scheduler core (never a job's id). */
+#define FXJ__RANK_ID_BASE ((int64_t)1 << 62)
 
 /* jobs.c: helpers. */
 bool fxj__is_final(Fluxion__V1__JobState s);

@@ -36,6 +36,11 @@
 #define FXJ_PEER_COMM_TIMEOUT_MS 15000
 
 typedef struct fxj_ranks fxj_ranks;
+struct fxj_jobs;
+
+/* The jobs whose scheduler admits the ranks (set once, before the first
+ * StartRank; NULL: only the --cpu-slots cap). The jobs must outlive rs. */
+void fxj_ranks_set_jobs(fxj_ranks *rs, struct fxj_jobs *j);
 
 int fxj_ranks_new(fxpr_peers *peers, int max_ranks, uint64_t max_params, fxj_ranks **out,
                   char *err, size_t errlen);

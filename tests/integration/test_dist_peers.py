@@ -239,6 +239,51 @@ class DistPeersTest(unittest.TestCase):
         self.assertTrue(fxtest.wait_log(self.b, "job=%s rank=1 state=STOPPED" % job.id, 30),
                         self.b.log_tail())
 
+    def test_5c_member_busy_locally(self):
+        """B admits a peer's rank through its own scheduler: while B's one
+        CPU slot runs B's own job, B refuses the rank (RESOURCE_EXHAUSTED,
+        "no free slot on cpu of B") and A's job waits QUEUED saying so; once
+        B's job ends A's job runs and ends with the weights of the
+        equivalent one-rank run."""
+        cb = self.b.client()
+        cb.upload_dataset("blobs", make_blobs.blobs(1000, 0))
+        cb.create_model("local-b", MODEL, seed=7, no_load=True)
+        local = cb.submit_job(spec("local-b", 16, steps=1000000))
+        deadline = time.monotonic() + 60
+        while cb.get_job(local.id).state != training_pb2.RUNNING and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertEqual(cb.get_job(local.id).state, training_pb2.RUNNING)
+        one, two = self.model("one-busy-b"), self.model("two-busy-b")
+        j1 = self.c.submit_job(spec(one, 32))
+        w1 = self.weights(one, self.wait(j1.id))
+        job = self.c.submit_job(spec(two, 16, world=2, placement=["cpu", "B/cpu"]))
+        watch = fxtest.JobWatcher(self.c, job.id, timeout=120)
+
+        def refused():
+            return [e for e in watch.events if e.kind == training_pb2.JobEvent.STATE and
+                    e.job.state == training_pb2.QUEUED and
+                    "no free slot on cpu of B" in e.message]
+        deadline = time.monotonic() + 60
+        while not refused() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertTrue(refused(), [(e.kind, e.job.state, e.message) for e in watch.events])
+        self.assertTrue(fxtest.wait_log(self.b, "peer rank refused\" job=%s rank=1" % job.id, 10),
+                        self.b.log_tail())
+        # it keeps waiting (never fails) while B's own job holds the slot
+        time.sleep(2)
+        self.assertNotIn(self.c.get_job(job.id).state, FINAL_STATES)
+        self.assertEqual(cb.get_job(local.id).state, training_pb2.RUNNING)
+        cb.cancel_job(local.id)
+        done = self.wait(job.id, timeout=120)
+        self.assertClose(self.weights(two, done), w1)
+        self.assertTrue(fxtest.wait_log(self.b, "job=%s rank=1 world=2 " % job.id, 5))
+        # the rank's slot went back to B's scheduler: B runs its own jobs again
+        again = cb.submit_job(spec("local-b", 16, steps=5))
+        deadline = time.monotonic() + 60
+        while cb.get_job(again.id).state not in FINAL_STATES and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(cb.get_job(again.id).state, training_pb2.SUCCEEDED)
+
     def test_6_elastic(self):
         """min_world_size 1: when B dies the job goes on without it (a world
         of rank 0 alone, the same per-rank batch) and succeeds."""
