@@ -191,4 +191,6 @@ const fx_rnn_kernels fx__cuda_rnn = {
     .backward = cu_rnn_backward,
     .mask_steps = cu_rnn_mask_steps,
     .gates = NULL, /* the input gates run on cuBLAS (the op's bias fill and gemm) */
+    .grad_input = NULL,  /* the input gradient too */
+    .dense_lstm = false, /* the general backward (dhg per step) */
 };
