@@ -36,47 +36,12 @@
  * tiles.
  */
 #include "cpu.h"
+#include "micro.h"
 
 /* ------------------------------------------------------- micro-kernels */
 
-/*
- * The product's inner loop: an MR x NR tile C = (add ? C : 0) + bias + A B
- * over kc steps, with A(i, k) = a[i*rsa + k*csa], B rows of NR floats ldb
- * apart and bias (MR values, one per row) or NULL. Written once with GCC
- * vector types and instantiated per instruction set: the tile lives in
- * MR * NV vector registers, and each step is NV loads of B, MR broadcasts of
- * A and MR * NV fused multiply-adds.
- */
-#define FX_MICRO(NAME, ATTR, VW, MR, NV)                                                        \
-    ATTR static void NAME(int64_t kc, const float *a, int64_t rsa, int64_t csa, const float *b, \
-                          int64_t ldb, float *c, int64_t ldc, bool add, const float *bias)     \
-    {                                                                                           \
-        typedef float vf                                                                        \
-            __attribute__((vector_size(VW * sizeof(float)), aligned(sizeof(float)), may_alias)); \
-        vf acc[MR][NV];                                                                         \
-        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                                   \
-            _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++)                                \
-                acc[i][j] = (vf){ 0 } + (bias ? bias[i] : 0.0f);                                \
-        for (int64_t k = 0; k < kc; k++, a += csa, b += ldb) {                                  \
-            vf bv[NV];                                                                          \
-            _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++)                                \
-                bv[j] = *(const vf *)(b + j * VW);                                              \
-            _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                               \
-                _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++)                            \
-                    acc[i][j] += a[i * rsa] * bv[j];                                            \
-        }                                                                                       \
-        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                                   \
-            _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) {                              \
-                vf *p = (vf *)(c + i * ldc + j * VW);                                           \
-                if (add)                                                                        \
-                    *p += acc[i][j];                                                            \
-                else                                                                            \
-                    *p = acc[i][j];                                                             \
-            }                                                                                   \
-    }
-
-typedef void (*micro_fn)(int64_t kc, const float *a, int64_t rsa, int64_t csa, const float *b,
-                         int64_t ldb, float *c, int64_t ldc, bool add, const float *bias);
+/* The tile kernel: micro.h (FX_MICRO), shared with rnn.c. */
+typedef fx_micro_fn micro_fn;
 
 /* A micro-kernel, its tile and its speed relative to the widest of its set
  * (so a product can trade padded rows against speed). */
@@ -226,10 +191,10 @@ static void mm_tiles(const micro_kernel *mk, const mm_args *x, int64_t is0, int6
                 if (is == edge)
                     ap = apanel, rsa = 1, csa = mr;
                 if (cdirect && i + mr <= x->cm) {
-                    mk->fn(kc, ap, rsa, csa, bp, ldb, cbase + i * x->ldc, x->ldc, add, bi);
+                    mk->fn(kc, ap, rsa, csa, bp, ldb, cbase + i * x->ldc, x->ldc, add, bi, NULL);
                 } else {
                     float t[MR_MAX * NR_MAX];
-                    mk->fn(kc, ap, rsa, csa, bp, ldb, t, nr, false, bi);
+                    mk->fn(kc, ap, rsa, csa, bp, ldb, t, nr, false, bi, NULL);
                     store_tile(x, t, mr, nr, i, j, add);
                 }
             }

@@ -53,6 +53,7 @@
  * double-precision reference (tests/unit/test_rnn.c, every kernel path).
  */
 #include "cpu.h"
+#include "micro.h"
 
 #include <cblas.h>
 #include <stdlib.h>
@@ -121,40 +122,9 @@ static inline int64_t position(const seq_geom *g, int64_t n, int64_t s)
 
 /* ------------------------------------------------------- micro-kernels */
 
-/*
- * An MR x NR tile C = (add ? C : 0) + bias + A B over K steps, with
- * A(i, k) = a[i*rsa + k*csa], B(k, q) = b[k*ldb + q] (NR floats a row) and
- * bias NR floats (one per column) or NULL; C's rows ldc apart.
- */
-#define RNN_MICRO(NAME, ATTR, VW, MR, NV)                                                       \
-    ATTR static void NAME(int64_t K, const float *a, int64_t rsa, int64_t csa, const float *b,  \
-                          int64_t ldb, const float *bias, float *c, int64_t ldc, bool add)      \
-    {                                                                                           \
-        typedef float vf                                                                        \
-            __attribute__((vector_size(VW * sizeof(float)), aligned(sizeof(float)), may_alias)); \
-        vf acc[MR][NV];                                                                         \
-        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                                   \
-            _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++)                                \
-                acc[i][j] = bias ? *(const vf *)(bias + j * VW) : (vf){ 0 };                    \
-        for (int64_t k = 0; k < K; k++, a += csa, b += ldb) {                                   \
-            vf bv[NV];                                                                          \
-            _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) bv[j] = *(const vf *)(b + j * VW); \
-            _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                               \
-                _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++)                            \
-                    acc[i][j] += a[i * rsa] * bv[j];                                            \
-        }                                                                                       \
-        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                                   \
-            _Pragma("GCC unroll 4") for (int j = 0; j < NV; j++) {                              \
-                vf *p = (vf *)(c + i * ldc + j * VW);                                           \
-                if (add)                                                                        \
-                    *p += acc[i][j];                                                            \
-                else                                                                            \
-                    *p = acc[i][j];                                                             \
-            }                                                                                   \
-    }
-
-typedef void (*micro_fn)(int64_t K, const float *a, int64_t rsa, int64_t csa, const float *b,
-                         int64_t ldb, const float *bias, float *c, int64_t ldc, bool add);
+/* The tile kernel: micro.h (FX_MICRO), shared with conv.c; the gate
+ * products pass their bias per column. */
+typedef fx_micro_fn micro_fn;
 
 typedef struct {
     micro_fn fn;
@@ -164,12 +134,12 @@ typedef struct {
 #define MR_MAX 12
 #define NR_MAX 32
 
-RNN_MICRO(micro_generic, , 4, 4, 2)
+FX_MICRO(micro_generic, , 4, 4, 2)
 #if defined(__x86_64__) && defined(__GNUC__)
 #define RNN_HAVE_X86_MICRO 1
-RNN_MICRO(micro_avx2, __attribute__((target("avx2,fma"))), 8, 6, 2)
-RNN_MICRO(micro_avx512_12, __attribute__((target("avx512f,fma"))), 16, 12, 2)
-RNN_MICRO(micro_avx512_8, __attribute__((target("avx512f,fma"))), 16, 8, 2)
+FX_MICRO(micro_avx2, __attribute__((target("avx2,fma"))), 8, 6, 2)
+FX_MICRO(micro_avx512_12, __attribute__((target("avx512f,fma"))), 16, 12, 2)
+FX_MICRO(micro_avx512_8, __attribute__((target("avx512f,fma"))), 16, 8, 2)
 #endif
 
 /* For tests and measurements: 1 forces the portable kernels, 2 AVX2, 3
@@ -264,11 +234,11 @@ static void tile_rows(const micro_kernel *mk, const prod_args *p, int64_t i, con
     const float *a = pad ? pad : p->a + i * p->rsa;
     int64_t rsa = pad ? p->K : p->rsa, csa = pad ? 1 : p->csa;
     if (rows == MR && (w == nr || (p->c_padded && !p->add))) {
-        mk->fn(p->K, a, rsa, csa, bp, ldb, bias, p->c + i * p->ldc + c0, p->ldc, p->add);
+        mk->fn(p->K, a, rsa, csa, bp, ldb, p->c + i * p->ldc + c0, p->ldc, p->add, NULL, bias);
         return;
     }
     float tile[MR_MAX * NR_MAX];
-    mk->fn(p->K, a, rsa, csa, bp, ldb, bias, tile, nr, false);
+    mk->fn(p->K, a, rsa, csa, bp, ldb, tile, nr, false, NULL, bias);
     int64_t cw = p->c_padded && !p->add ? nr : w;
     for (int64_t r = 0; r < rows; r++) {
         float *d = p->c + (i + r) * p->ldc + c0;
