@@ -332,11 +332,12 @@ static void export_weights(fxr_call *call, const ProtobufCMessage *msg, void *da
     int64_t version;
     if (!fxa_export_target(call, d, req->name, req->version, key, &rec, &version))
         return;
+    int64_t model_id = rec.id; /* production was resolved in that model row */
     fxdb_model_rec_free(&rec);
     int rc;
     void *w = NULL;
     size_t wlen = 0;
-    rc = fxdb_store_read_weights(d->store, key, version, &w, &wlen, err, sizeof err);
+    rc = fxdb_store_read_weights_of(d->store, key, model_id, version, &w, &wlen, err, sizeof err);
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return;
@@ -436,16 +437,17 @@ static void import_weights(fxr_call *call, const ProtobufCMessage *unused, void 
         return;
     }
     fxdb_model_rec rec;
-    int64_t revision = 0; /* the spec the weights were checked against */
+    int64_t revision = 0, model_id = 0; /* the spec the weights were checked against */
     if (!status && (status = fxdb_store_get_model(d->store, key, &rec, err, sizeof err)) == 0) {
         status = fxm_check_weights(&rec, d->max_params, buf, len, err, sizeof err);
         revision = rec.spec_revision;
+        model_id = rec.id;
         fxdb_model_rec_free(&rec);
     }
     int64_t version = 0;
     if (!status)
-        status = fxdb_store_add_version_fit(d->store, key, buf, len, source, promote, revision,
-                                            &version, err, sizeof err);
+        status = fxdb_store_add_version_fit(d->store, key, buf, len, source, promote, model_id,
+                                            revision, &version, err, sizeof err);
     free(buf);
     if (status) {
         fxr_fail(call, status, "%s", err);

@@ -81,14 +81,16 @@ static void reply(fxr_call *call, fxa_daemon *d, const char *key, int64_t revisi
 /* The new graph (built and initialized from seed) with the latest
  * version's weights carried in, as safetensors *w; *from: that version. */
 static int carried_weights(fxa_daemon *d, const char *key,
-                           const Fluxion__V1__UpdateModelSpecRequest *req, fxm_carry_report *rep, void **w, size_t *wlen, int64_t *from,
-                           char *err, size_t errlen)
+                           const Fluxion__V1__UpdateModelSpecRequest *req, fxm_carry_report *rep,
+                           void **w, size_t *wlen, int64_t *from, int64_t *model_id, char *err,
+                           size_t errlen)
 {
     fxdb_model_rec rec;
     int rc = fxdb_store_get_model(d->store, key, &rec, err, errlen);
     if (rc)
         return rc;
     uint64_t seed = req->seed ? req->seed : rec.seed;
+    int64_t seed_of = rec.id;
     fxdb_model_rec_free(&rec);
     char gerr[FXS_ERRLEN - 16];
     fxg_graph *g = NULL;
@@ -101,7 +103,11 @@ static int carried_weights(fxa_daemon *d, const char *key,
     rc = fxm_load_version(d->store, key, 0, &lo, &old, err, errlen);
     if (!rc) {
         *from = old.version;
-        rc = fxm_carry(old.g, g, rep, err, errlen);
+        *model_id = old.model_id;
+        rc = old.model_id != seed_of /* the seed was another model's */
+                 ? fxu_fail(err, errlen, FXS_ABORTED, "model '%s' was deleted and created "
+                            "again meanwhile: try again", req->name)
+                 : fxm_carry(old.g, g, rep, err, errlen);
         fxg_free(old.g);
     }
     if (!rc)
@@ -128,8 +134,8 @@ void fxa_update_model_spec(fxr_call *call, const ProtobufCMessage *msg, void *da
     memset(&rep, 0, sizeof rep);
     void *w = NULL, *spec = NULL;
     size_t wlen = 0, slen = fluxion__v1__model_spec__get_packed_size(req->spec);
-    int64_t from = 0, revision = 0, version = 0;
-    int rc = carried_weights(d, key, req, &rep, &w, &wlen, &from, err, sizeof err);
+    int64_t from = 0, revision = 0, version = 0, model_id = 0;
+    int rc = carried_weights(d, key, req, &rep, &w, &wlen, &from, &model_id, err, sizeof err);
     if (!rc && !(spec = malloc(slen ? slen : 1)))
         rc = fxu_oom(err, sizeof err);
     if (!rc) {
@@ -137,8 +143,9 @@ void fxa_update_model_spec(fxr_call *call, const ProtobufCMessage *msg, void *da
         char source[96];
         snprintf(source, sizeof source, "update (from v%" PRId64 ": %d carried, %d new)", from,
                  rep.n_carried, rep.n_reinit);
-        rc = fxdb_store_update_spec(d->store, key, spec, slen, w, wlen, source, &revision,
-                                    &version, err, sizeof err);
+        /* into the model carried from: not one created again since */
+        rc = fxdb_store_update_spec(d->store, key, model_id, spec, slen, w, wlen, source,
+                                    &revision, &version, err, sizeof err);
     }
     free(w);
     free(spec);

@@ -33,6 +33,8 @@ void fxa_export_onnx(fxr_call *call, const ProtobufCMessage *msg, void *data)
         return;
     }
     Fluxion__V1__ModelSpec *spec = fluxion__v1__model_spec__unpack(NULL, rec.spec_len, rec.spec);
+    int64_t model_id = rec.id; /* the weights of that model row, not of one created again
+                                  since under the name (ABORTED): another spec maybe */
     fxdb_model_rec_free(&rec);
     if (!spec) {
         fxr_fail(call, FXS_INTERNAL, "the stored spec of '%s' does not parse", req->name);
@@ -42,7 +44,7 @@ void fxa_export_onnx(fxr_call *call, const ProtobufCMessage *msg, void *data)
     size_t wlen = 0;
     uint8_t *onnx = NULL;
     size_t olen = 0;
-    rc = fxdb_store_read_weights(d->store, key, version, &w, &wlen, err, sizeof err);
+    rc = fxdb_store_read_weights_of(d->store, key, model_id, version, &w, &wlen, err, sizeof err);
     if (!rc)
         rc = fxon_export(spec, w, wlen, fxa_show(call, key), &onnx, &olen, err, sizeof err);
     free(w);

@@ -66,7 +66,7 @@ int fxm_use_version_spec(fxdb_store *st, fxdb_model_rec *rec, int64_t version, c
             continue;
         void *spec = NULL;
         size_t len = 0;
-        int rc = fxdb_store_read_spec(st, rec->name, r, &spec, &len, err, errlen);
+        int rc = fxdb_store_read_spec(st, rec->name, rec->id, r, &spec, &len, err, errlen);
         if (rc)
             return rc;
         free(rec->spec);
@@ -78,7 +78,7 @@ int fxm_use_version_spec(fxdb_store *st, fxdb_model_rec *rec, int64_t version, c
     return 0;
 }
 
-int fxm_load_version(fxdb_store *st, const char *name, int64_t want, const fxm_load_opts *o,
+static int load_once(fxdb_store *st, const char *name, int64_t want, const fxm_load_opts *o,
                      fxm_loaded *out, char *err, size_t errlen)
 {
     *out = (fxm_loaded){0};
@@ -86,7 +86,7 @@ int fxm_load_version(fxdb_store *st, const char *name, int64_t want, const fxm_l
     int rc = fxdb_store_get_model(st, name, &rec, err, errlen);
     if (rc)
         return rc;
-    int64_t v = 0;
+    int64_t v = 0, id = rec.id;
     fxg_graph *g = NULL;
     bool loaded = rec.loaded;
     rc = fxm_resolve_version(&rec, want, &v, err, errlen);
@@ -100,7 +100,7 @@ int fxm_load_version(fxdb_store *st, const char *name, int64_t want, const fxm_l
     if (rc)
         return rc;
     if (o && o->fresh) {
-        *out = (fxm_loaded){ .g = g, .version = v, .loaded = loaded };
+        *out = (fxm_loaded){ .g = g, .model_id = id, .version = v, .loaded = loaded };
         return 0;
     }
     if (o && o->inference_only) /* given back before the weights are read: the
@@ -109,7 +109,9 @@ int fxm_load_version(fxdb_store *st, const char *name, int64_t want, const fxm_l
     void *w = NULL;
     size_t wlen = 0;
     char gerr[FXS_ERRLEN];
-    rc = fxdb_store_read_weights(st, name, v, &w, &wlen, err, errlen);
+    /* of the model row the graph came from (a model created again since
+     * has other weights under the same number: ABORTED) */
+    rc = fxdb_store_read_weights_of(st, name, id, v, &w, &wlen, err, errlen);
     if (!rc && fxg_load_weights(g, w, wlen, gerr, sizeof gerr) != 0)
         /* The store checked size and SHA-256: weights that were accepted
          * when stored no longer fit the graph this build makes. */
@@ -120,8 +122,19 @@ int fxm_load_version(fxdb_store *st, const char *name, int64_t want, const fxm_l
         fxg_free(g);
         return rc;
     }
-    *out = (fxm_loaded){ .g = g, .version = v, .loaded = loaded };
+    *out = (fxm_loaded){ .g = g, .model_id = id, .version = v, .loaded = loaded };
     return 0;
+}
+
+int fxm_load_version(fxdb_store *st, const char *name, int64_t want, const fxm_load_opts *o,
+                     fxm_loaded *out, char *err, size_t errlen)
+{
+    /* ABORTED: the name is another model's now; that one is what a caller
+     * naming it gets (a few tries: it may be created again and again) */
+    int rc = FXS_ABORTED;
+    for (int i = 0; i < 3 && rc == FXS_ABORTED; i++)
+        rc = load_once(st, name, want, o, out, err, errlen);
+    return rc;
 }
 
 int fxm_check_weights(const fxdb_model_rec *rec, uint64_t max_params, const void *buf,

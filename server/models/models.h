@@ -55,12 +55,17 @@ typedef struct {
 
 typedef struct {
     fxg_graph *g;         /* owned by the caller */
+    int64_t model_id;     /* the model's row (fxdb_model_rec.id) it came from */
     int64_t version;      /* the version loaded */
     bool loaded;          /* the store's "served" flag of the model */
 } fxm_loaded;
 
 /* The graph of model `name` (its version's spec revision) with the weights
- * of version `want` (0: the latest usable one). */
+ * of version `want` (0: the latest usable one). The record, the spec and
+ * the weights are read one after the other, each checked to be of the same
+ * model row: a model deleted and created again under its name in between
+ * (its versions numbered anew, maybe for another spec) is read again, at
+ * most a few times, then ABORTED. */
 int fxm_load_version(fxdb_store *st, const char *name, int64_t want, const fxm_load_opts *o,
                      fxm_loaded *out, char *err, size_t errlen);
 

@@ -374,6 +374,22 @@ int fxdb__model_id(fxdb_store *st, const char *name, int64_t *id, char *err, siz
     return rc;
 }
 
+int fxdb__recreated(const char *name, char *err, size_t errlen)
+{
+    return fxu_fail(err, errlen, FXS_ABORTED, "model '%s' was deleted and created again "
+                    "meanwhile (its versions are numbered anew, maybe for another spec): "
+                    "try again", fxp_key_name(name));
+}
+
+int fxdb__model_id_of(fxdb_store *st, const char *name, int64_t want, int64_t *id, char *err,
+                      size_t errlen)
+{
+    int rc = fxdb__model_id(st, name, id, err, errlen);
+    if (!rc && want > 0 && *id != want)
+        rc = fxdb__recreated(name, err, errlen);
+    return rc;
+}
+
 /* ------------------------------------------------------- transactions */
 
 void fxdb__rollback(fxdb_store *st)

@@ -68,6 +68,13 @@ int fxdb__column_blob(sqlite3_stmt *s, int col, void **out, size_t *len, char *e
 fxdb_row *fxdb__rows_add(fxdb_row **rows, int *n, int *cap);
 /* The id of a model row; FXS_NOT_FOUND ("model \"x\" not found"). */
 int fxdb__model_id(fxdb_store *st, const char *name, int64_t *id, char *err, size_t errlen);
+/* fxdb__model_id, and ABORTED (fxdb__recreated) when want > 0 and the name
+ * is another row's now. */
+int fxdb__model_id_of(fxdb_store *st, const char *name, int64_t want, int64_t *id, char *err,
+                      size_t errlen);
+/* ABORTED: the model named name was deleted and created again since the
+ * caller read it (fxdb_model_rec.id). */
+int fxdb__recreated(const char *name, char *err, size_t errlen);
 /* The packed spec of a model row's revision (under st->mu; revisions_tab.c):
  * revision 1 is models.spec. *spec malloc'd; NOT_FOUND naming it. */
 int fxdb__revision_spec(fxdb_store *st, int64_t model_id, const char *name, int64_t revision,
@@ -146,6 +153,8 @@ typedef struct {
     const fxdb_gate *gate;   /* a job's promotion gate (store.h); NULL: promote decides */
     int64_t job_id;          /* > 0: versions.job_id */
     int64_t fits_revision;   /* > 0: the spec revision the weights were checked against */
+    int64_t fits_model_id;   /* > 0: the model (row id) they were checked against or made
+                                from: ABORTED when the name is another model's now */
     fxdb__after_fn after;    /* runs once the row is in and production settled (may be NULL) */
     void *after_ctx;
 } fxdb__vopts;

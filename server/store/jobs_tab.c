@@ -133,18 +133,36 @@ static int finish_fn(fxdb_store *st, void *ctx, int64_t version, char *err, size
 {
     save_op *o = ctx;
     o->version = version;
-    /* the weights fit the base version's spec revision (revisions_tab.c),
-     * which a `model update` since the job started is not */
+    /* The weights fit the base version's spec revision (revisions_tab.c),
+     * which a `model update` since the job started is not. The base stays
+     * while the job is queued or running (versions_tab.c refuses to delete
+     * it, retention keeps it); were it gone, the result's spec would be
+     * unknown: refused rather than stored under the latest revision, which
+     * a `model update` may have made another shape. */
     if (o->cols->base_version > 0) {
         sqlite3_stmt *s;
-        int rc = fxdb__prepare(st, "UPDATE versions SET spec_revision = COALESCE((SELECT b."
-                               "spec_revision FROM versions b WHERE b.model_id = versions.model_id"
-                               " AND b.version = ?1), spec_revision) WHERE version = ?2 AND "
-                               "model_id = (SELECT id FROM models WHERE name = ?3)",
+        int rc = fxdb__prepare(st, "SELECT b.spec_revision FROM versions b JOIN models m ON "
+                               "m.id = b.model_id WHERE m.name = ?1 AND b.version = ?2",
                                &s, err, errlen);
         if (rc)
             return rc;
-        sqlite3_bind_int64(s, 1, o->cols->base_version);
+        sqlite3_bind_text(s, 1, o->cols->model, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 2, o->cols->base_version);
+        int r = sqlite3_step(s);
+        int64_t revision = r == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+        sqlite3_finalize(s);
+        if (r == SQLITE_DONE)
+            return fxu_fail(err, errlen, FXS_FAILED_PRECONDITION, "model '%s': version %" PRId64
+                            ", which the job trained from, is gone, so the spec its result "
+                            "fits is unknown", fxp_key_name(o->cols->model),
+                            o->cols->base_version);
+        if (r != SQLITE_ROW)
+            return fxdb__fail(st, err, errlen, "reading the base version's spec revision");
+        if ((rc = fxdb__prepare(st, "UPDATE versions SET spec_revision = ?1 WHERE version = ?2 "
+                                "AND model_id = (SELECT id FROM models WHERE name = ?3)",
+                                &s, err, errlen)))
+            return rc;
+        sqlite3_bind_int64(s, 1, revision);
         sqlite3_bind_int64(s, 2, version);
         sqlite3_bind_text(s, 3, o->cols->model, -1, SQLITE_STATIC);
         if ((rc = fxdb__step_done(st, s, "recording the result's spec revision", err, errlen)))

@@ -119,6 +119,7 @@ static int load_model(fxdb_store *st, sqlite3_stmt *s, fxdb_model_rec *m, char *
     if (!m->name || !m->description || (m->spec_len > 0 && !m->spec))
         rc = fxu_oom(err, errlen);
     int64_t id = sqlite3_column_int64(s, 0);
+    m->id = id;
     if (!rc)
         rc = load_versions(st, id, m, err, errlen);
     /* the spec is the latest version's revision (revision 1: models.spec) */
@@ -467,7 +468,10 @@ static int add_prelude(fxdb_store *st, void *ctx, int64_t *id, int64_t *version,
 {
     const new_weights *w = ctx;
     const char *name = w->name;
-    int rc = fxdb__model_id(st, name, id, err, errlen);
+    /* weights checked against (or carried from) a model deleted and
+     * created again since: its revision numbers start again from 1, for
+     * another spec, so fits_revision below would not tell */
+    int rc = fxdb__model_id_of(st, name, w->o.fits_model_id, id, err, errlen);
     if (!rc)
         rc = fxdb__quota_check(st, name, false, w->len, 0, err, errlen);
     /* unusable and deleted versions count: their numbers are never reused */
@@ -536,10 +540,11 @@ int fxdb_store_add_version_opt(fxdb_store *st, const char *name, const void *wei
 
 int fxdb_store_add_version_fit(fxdb_store *st, const char *name, const void *weights,
                                size_t weights_len, const char *source, bool promote,
-                               int64_t fits_revision, int64_t *version, char *err,
-                               size_t errlen)
+                               int64_t model_id, int64_t fits_revision, int64_t *version,
+                               char *err, size_t errlen)
 {
-    fxdb__vopts o = { .promote = promote, .fits_revision = fits_revision };
+    fxdb__vopts o = { .promote = promote, .fits_revision = fits_revision,
+                      .fits_model_id = model_id };
     return fxdb__add_version(st, name, weights, weights_len, source, &o, version, err, errlen);
 }
 
@@ -635,11 +640,12 @@ typedef struct {
 } version_row;
 
 /* The row of a version (0: the latest usable one). */
-static int find_version(fxdb_store *st, const char *name, int64_t version, version_row *out,
-                        char *err, size_t errlen)
+/* model_id > 0: of that model row only (ABORTED when the name is another's) */
+static int find_version(fxdb_store *st, const char *name, int64_t model_id, int64_t version,
+                        version_row *out, char *err, size_t errlen)
 {
     int64_t id;
-    int rc = fxdb__model_id(st, name, &id, err, errlen);
+    int rc = fxdb__model_id_of(st, name, model_id, &id, err, errlen);
     if (rc)
         return rc;
     sqlite3_stmt *s;
@@ -696,12 +702,12 @@ static void mark_unusable(fxdb_store *st, const char *name, const version_row *r
 
 /* Under the mutex: the version's row and its file opened (an open file
  * stays readable even if the model is deleted meanwhile). */
-static int open_version(fxdb_store *st, const char *name, int64_t version, version_row *row,
-                        int *fd, char **path, char *err, size_t errlen)
+static int open_version(fxdb_store *st, const char *name, int64_t model_id, int64_t version,
+                        version_row *row, int *fd, char **path, char *err, size_t errlen)
 {
     memset(row, 0, sizeof *row);
     pthread_mutex_lock(&st->mu);
-    int rc = find_version(st, name, version, row, err, errlen);
+    int rc = find_version(st, name, model_id, version, row, err, errlen);
     if (!rc && row->unusable) {
         fxu_seterr(err, errlen, "version %" PRId64 " of model \"%s\" is unusable: %s", row->version,
                name, row->unusable);
@@ -724,6 +730,13 @@ static int open_version(fxdb_store *st, const char *name, int64_t version, versi
 int fxdb_store_read_weights(fxdb_store *st, const char *name, int64_t version, void **buf,
                            size_t *len, char *err, size_t errlen)
 {
+    return fxdb_store_read_weights_of(st, name, 0, version, buf, len, err, errlen);
+}
+
+int fxdb_store_read_weights_of(fxdb_store *st, const char *name, int64_t model_id,
+                               int64_t version, void **buf, size_t *len, char *err,
+                               size_t errlen)
+{
     int rc = fxdb__check_name(st, name, err, errlen);
     if (rc)
         return rc;
@@ -736,7 +749,7 @@ int fxdb_store_read_weights(fxdb_store *st, const char *name, int64_t version, v
     version_row row;
     int fd = -1;
     char *path = NULL;
-    rc = open_version(st, name, version, &row, &fd, &path, err, errlen);
+    rc = open_version(st, name, model_id, version, &row, &fd, &path, err, errlen);
     void *b = NULL;
     size_t n = 0;
     char e[512];

@@ -65,6 +65,7 @@ int fxdb__revision_count(fxdb_store *st, int64_t model_id, int64_t *n, char *err
 
 typedef struct {
     const char *name;
+    int64_t want_id;  /* > 0: the model the caller read (read_fn) */
     int64_t model_id;
     int64_t revision; /* out */
     void *spec;       /* in: the spec; out of read_fn: a copy */
@@ -74,15 +75,15 @@ typedef struct {
 static int read_fn(fxdb_store *st, void *ctx, char *err, size_t errlen)
 {
     rev_op *o = ctx;
-    int rc = fxdb__model_id(st, o->name, &o->model_id, err, errlen);
+    int rc = fxdb__model_id_of(st, o->name, o->want_id, &o->model_id, err, errlen);
     if (!rc)
         rc = fxdb__revision_spec(st, o->model_id, o->name, o->revision, &o->spec, &o->len, err,
                                  errlen);
     return rc;
 }
 
-int fxdb_store_read_spec(fxdb_store *st, const char *name, int64_t revision, void **spec,
-                         size_t *len, char *err, size_t errlen)
+int fxdb_store_read_spec(fxdb_store *st, const char *name, int64_t model_id, int64_t revision,
+                         void **spec, size_t *len, char *err, size_t errlen)
 {
     int rc = fxdb__check_name(st, name, err, errlen);
     if (rc)
@@ -90,7 +91,7 @@ int fxdb_store_read_spec(fxdb_store *st, const char *name, int64_t revision, voi
     if (!spec || !len || revision < 1)
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
                         "store: read_spec: bad argument (revision %" PRId64 ")", revision);
-    rev_op o = {.name = name, .revision = revision};
+    rev_op o = {.name = name, .want_id = model_id, .revision = revision};
     rc = fxdb__read(st, read_fn, &o, err, errlen);
     if (rc) {
         free(o.spec);
@@ -135,16 +136,18 @@ static int add_revision_fn(fxdb_store *st, void *ctx, int64_t version, char *err
     return fxdb__step_done(st, s, "recording a version's spec revision", err, errlen);
 }
 
-int fxdb_store_update_spec(fxdb_store *st, const char *name, const void *spec, size_t spec_len,
-                           const void *weights, size_t weights_len, const char *source,
-                           int64_t *revision, int64_t *version, char *err, size_t errlen)
+int fxdb_store_update_spec(fxdb_store *st, const char *name, int64_t model_id, const void *spec,
+                           size_t spec_len, const void *weights, size_t weights_len,
+                           const char *source, int64_t *revision, int64_t *version, char *err,
+                           size_t errlen)
 {
     if ((!spec && spec_len) || spec_len > INT_MAX)
         return fxu_fail(err, errlen, FXS_INVALID_ARGUMENT,
                         "store: update_spec: a spec of %zu bytes", spec_len);
     rev_op o = {.name = name, .spec = (void *)spec, .len = spec_len};
     /* served at once, as an imported version is (production moves to it) */
-    fxdb__vopts vo = {.promote = true, .after = add_revision_fn, .after_ctx = &o};
+    fxdb__vopts vo = {.promote = true, .fits_model_id = model_id, .after = add_revision_fn,
+                      .after_ctx = &o};
     int rc = fxdb__add_version(st, name, weights, weights_len, source, &vo, version, err, errlen);
     if (!rc && revision)
         *revision = o.revision;

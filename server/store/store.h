@@ -156,6 +156,9 @@ typedef struct {
 } fxdb_history_rec;
 
 typedef struct {
+    int64_t id;             /* the model's row: never reused, so a model deleted and created
+                               again under its name is another id (its versions, numbered
+                               from 1 again, are other weights of maybe another spec) */
     char *name;
     char *description;
     void *spec;             /* packed fluxion.v1.ModelSpec: of spec_revision */
@@ -202,14 +205,20 @@ int fxdb_store_add_version(fxdb_store *st, const char *name, const void *weights
  * version in one transaction; a version records the revision its weights
  * fit (a new version takes the latest version's, a job's result its base
  * version's). fxdb_store_get_model's spec is the latest version's revision. */
-/* The packed spec of a revision (*spec malloc'd); NOT_FOUND naming it. */
-int fxdb_store_read_spec(fxdb_store *st, const char *name, int64_t revision, void **spec,
-                         size_t *len, char *err, size_t errlen);
+/* The packed spec of a revision (*spec malloc'd); NOT_FOUND naming it.
+ * model_id > 0 (fxdb_model_rec.id): the revision of that model only;
+ * ABORTED when the name is another model's now (deleted and created again
+ * since the record was read). */
+int fxdb_store_read_spec(fxdb_store *st, const char *name, int64_t model_id, int64_t revision,
+                         void **spec, size_t *len, char *err, size_t errlen);
 /* A new revision (*revision gets it) with spec, and a new version of it
- * (*version) with weights, in one transaction. */
-int fxdb_store_update_spec(fxdb_store *st, const char *name, const void *spec, size_t spec_len,
-                           const void *weights, size_t weights_len, const char *source,
-                           int64_t *revision, int64_t *version, char *err, size_t errlen);
+ * (*version) with weights, in one transaction. model_id > 0: the model
+ * (fxdb_model_rec.id) the weights were carried from; ABORTED, nothing
+ * stored, when the name is another model's now. */
+int fxdb_store_update_spec(fxdb_store *st, const char *name, int64_t model_id, const void *spec,
+                           size_t spec_len, const void *weights, size_t weights_len,
+                           const char *source, int64_t *revision, int64_t *version, char *err,
+                           size_t errlen);
 
 int fxdb_store_get_model(fxdb_store *st, const char *name, fxdb_model_rec *out, char *err,
                         size_t errlen);
@@ -229,12 +238,15 @@ int fxdb_store_add_version_opt(fxdb_store *st, const char *name, const void *wei
                                size_t weights_len, const char *source, bool promote,
                                int64_t *version, char *err, size_t errlen);
 /* The same for weights checked against the spec of revision fits_revision
- * (ImportWeights): ABORTED, nothing stored, when another revision became
- * the latest meanwhile (UpdateModelSpec), as the version would take it. */
+ * of the model whose fxdb_model_rec.id is model_id (ImportWeights):
+ * ABORTED, nothing stored, when another revision became the latest
+ * meanwhile (UpdateModelSpec), as the version would take it, or when the
+ * model was deleted and created again (its revision numbers start again
+ * from 1, for another spec). */
 int fxdb_store_add_version_fit(fxdb_store *st, const char *name, const void *weights,
                                size_t weights_len, const char *source, bool promote,
-                               int64_t fits_revision, int64_t *version, char *err,
-                               size_t errlen);
+                               int64_t model_id, int64_t fits_revision, int64_t *version,
+                               char *err, size_t errlen);
 
 /* ----------------------------------------- aliases, pins, retention
  * (versions_tab.c, docs/versions.md). Each is one transaction; an alias
@@ -286,6 +298,14 @@ int fxdb_version_delete(fxdb_store *st, const char *name, int64_t version, char 
  * production's is unusable) read into *buf (malloc). */
 int fxdb_store_read_weights(fxdb_store *st, const char *name, int64_t version, void **buf,
                            size_t *len, char *err, size_t errlen);
+/* The same for a version of the model whose fxdb_model_rec.id is model_id
+ * (0: whichever has the name): ABORTED when the name is another model's
+ * now (deleted and created again since the record was read: its version
+ * numbers start again from 1, for other weights of maybe another spec). A
+ * caller that read the record first, then the weights, reads them so. */
+int fxdb_store_read_weights_of(fxdb_store *st, const char *name, int64_t model_id,
+                               int64_t version, void **buf, size_t *len, char *err,
+                               size_t errlen);
 
 /* ------------------------------------------------------------ datasets */
 
