@@ -72,11 +72,30 @@ static int update_row(fxdb_store *st, save_op *o, int64_t now, char *err, size_t
 
 /* A new job needs its model and datasets to exist at the moment its row
  * goes in: with the deletes' check of the jobs (fxdb__refuse_if_jobs_use),
- * a delete and a submission racing each other cannot both succeed. */
+ * a delete and a submission racing each other cannot both succeed. So does
+ * the version it trains from (versions_tab.c keeps it from then on), of
+ * the model it was validated against, not one created again since under
+ * its name (whose versions are numbered anew, maybe for another spec). */
 static int check_inputs(fxdb_store *st, const fxdb_job_cols *c, char *err, size_t errlen)
 {
-    int64_t id;
-    int rc = fxdb__model_id(st, col(c->model), &id, err, errlen);
+    int64_t id, model_id;
+    int rc = fxdb__model_id_of(st, col(c->model), c->model_id, &model_id, err, errlen);
+    if (!rc && c->base_version > 0) {
+        sqlite3_stmt *s;
+        if ((rc = fxdb__prepare(st, "SELECT 1 FROM versions WHERE model_id = ? AND version = ?",
+                                &s, err, errlen)))
+            return rc;
+        sqlite3_bind_int64(s, 1, model_id);
+        sqlite3_bind_int64(s, 2, c->base_version);
+        int r = sqlite3_step(s);
+        sqlite3_finalize(s);
+        if (r == SQLITE_DONE)
+            rc = fxu_fail(err, errlen, FXS_NOT_FOUND, "model '%s' has no version %" PRId64
+                          " (deleted meanwhile): the job would train from it",
+                          fxp_key_name(col(c->model)), c->base_version);
+        else if (r != SQLITE_ROW)
+            rc = fxdb__fail(st, err, errlen, "finding a job's base version");
+    }
     const char *ds[2] = { col(c->dataset), col(c->validation_dataset) };
     for (int i = 0; !rc && i < 2; i++) {
         if (!*ds[i])

@@ -344,6 +344,9 @@ typedef struct {
     int64_t base_version;   /* the version it trains from; 0: not known (any);
                                finish: the result records this version's spec
                                revision (0: the model's latest) */
+    int64_t model_id;       /* a new row: > 0, the model row the job was validated
+                               against (fxdb_model_rec.id): ABORTED when the name is
+                               another model's now (deleted and created again) */
 } fxdb_job_cols;
 
 /* Packs a job's record for the row being written (*blob: malloc). id is the

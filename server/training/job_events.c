@@ -112,7 +112,7 @@ int fxj__commit(fxj_jobs *j, job *x, int kind, const char *message)
 {
     char err[FXS_ERRLEN];
     int64_t id = x->id;
-    int rc = fxj__save(j, x->rec, &id, err, sizeof err);
+    int rc = fxj__save(j, x->rec, 0, &id, err, sizeof err);
     if (rc)
         fxl_log(FXL_ERROR, "jobs", "cannot save job=%" PRId64 " error=\"%s\"", x->id, err);
     if (kind)

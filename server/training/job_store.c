@@ -62,11 +62,14 @@ static fxdb_job_cols job_cols(const Fluxion__V1__Job *rec, Fluxion__V1__JobState
                             .base_version = rec->base_version };
 }
 
-/* Commits rec (a new row when *id is 0; *id gets it). */
-int fxj__save(fxj_jobs *j, const Fluxion__V1__Job *rec, int64_t *id, char *err, size_t errlen)
+/* Commits rec (a new row when *id is 0; *id gets it; model_id: the model
+ * row it was validated against, see fxdb_job_cols). */
+int fxj__save(fxj_jobs *j, const Fluxion__V1__Job *rec, int64_t model_id, int64_t *id, char *err,
+              size_t errlen)
 {
     pack_ctx c = { .rec = rec, .fresh = *id == 0, .dir = j->dir };
     fxdb_job_cols cols = job_cols(rec, rec->state);
+    cols.model_id = model_id;
     return fxdb_job_save(j->st, id, &cols, pack_job, &c, err, errlen);
 }
 

@@ -364,7 +364,7 @@ static int check_fields(const fxj_jobs *j, const Fluxion__V1__JobSpec *spec, cha
 /* Everything that can be checked before queueing; rec gets the facts to
  * record (base version, dataset checksum). */
 static int validate(fxj_jobs *j, const Fluxion__V1__JobSpec *spec, Fluxion__V1__Job *rec,
-                    char *sha, uint64_t *mem, char *err, size_t errlen)
+                    int64_t *model_id, char *sha, uint64_t *mem, char *err, size_t errlen)
 {
     int rc = check_fields(j, spec, err, errlen);
     if (rc)
@@ -372,6 +372,7 @@ static int validate(fxj_jobs *j, const Fluxion__V1__JobSpec *spec, Fluxion__V1__
     fxdb_model_rec mr;
     if ((rc = fxdb_store_get_model(j->st, spec->model, &mr, err, errlen)))
         return rc;
+    *model_id = mr.id; /* the row is added only while this model has the name */
     fxg_graph *g = NULL;
     rc = fxm_resolve_version(&mr, spec->model_version, &rec->base_version, err, errlen);
     if (!rc) /* the base version's spec revision */
@@ -411,7 +412,8 @@ int fxj_jobs_submit(fxj_jobs *j, const Fluxion__V1__JobSpec *spec, Fluxion__V1__
     Fluxion__V1__Job rec = FLUXION__V1__JOB__INIT;
     char sha[65] = "";
     uint64_t mem = 0;
-    int rc = validate(j, spec, &rec, sha, &mem, err, errlen);
+    int64_t model_id = 0;
+    int rc = validate(j, spec, &rec, &model_id, sha, &mem, err, errlen);
     if (rc)
         return rc;
     rec.spec = (Fluxion__V1__JobSpec *)spec;
@@ -427,7 +429,7 @@ int fxj_jobs_submit(fxj_jobs *j, const Fluxion__V1__JobSpec *spec, Fluxion__V1__
     pthread_mutex_lock(&j->mu);
     int64_t id = 0;
     char idbuf[24];
-    rc = fxj__save(j, copy, &id, err, errlen);
+    rc = fxj__save(j, copy, model_id, &id, err, errlen);
     job *x = NULL;
     if (!rc) {
         snprintf(idbuf, sizeof idbuf, "%" PRId64, id);

@@ -109,7 +109,8 @@ typedef struct {
     Fluxion__V1__Job **recs;
     int n;
 } load_ctx;
-int fxj__save(fxj_jobs *j, const Fluxion__V1__Job *rec, int64_t *id, char *err, size_t errlen);
+int fxj__save(fxj_jobs *j, const Fluxion__V1__Job *rec, int64_t model_id, int64_t *id, char *err,
+              size_t errlen);
 int fxj__load(fxj_jobs *j, load_ctx *c, char *err, size_t errlen);
 int fxj__load_one(fxj_jobs *j, int64_t id, Fluxion__V1__Job **out, char *err, size_t errlen);
 /* The result and rec (SUCCEEDED) in one transaction, the promotion gate

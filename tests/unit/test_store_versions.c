@@ -610,6 +610,10 @@ static void test_recreated_model(void **state)
                                          sizeof f->err), FXS_ABORTED, "created again");
     expect(f, fxdb_store_update_spec(f->st, KEY, old, "\x0a\x01y", 3, "w3", 2, "update", &rev, &v,
                                      f->err, sizeof f->err), FXS_ABORTED, "created again");
+    fxdb_job_cols cols = { .state = "QUEUED", .model = KEY, .model_id = old, .base_version = 1 };
+    int64_t job = 0;
+    expect(f, fxdb_job_save(f->st, &job, &cols, pack, NULL, f->err, sizeof f->err), FXS_ABORTED,
+           "created again");
     assert_string_equal(versions(f), "1");
     /* the new model's own reads and writes */
     m = get(f);
@@ -630,6 +634,8 @@ static void test_recreated_model(void **state)
     assert_int_equal(fxdb_store_add_version_fit(f->st, KEY, "n2", 2, "import", true, now, 1, &v,
                                                 f->err, sizeof f->err), 0);
     assert_int_equal(v, 2);
+    cols.model_id = now;
+    assert_int_equal(fxdb_job_save(f->st, &job, &cols, pack, NULL, f->err, sizeof f->err), 0);
     /* 0: whichever model has the name (the callers that read no record) */
     assert_int_equal(fxdb_store_read_weights_of(f->st, KEY, 0, 2, &buf, &len, f->err,
                                                 sizeof f->err), 0);
@@ -660,16 +666,26 @@ static void test_job_result_base_gone(void **state)
     assert_int_equal(m.versions[2].spec_revision, 1);
     assert_int_equal(m.spec_revision, 1);
     fxdb_model_rec_free(&m);
-    /* a base version that is not there (never was: it cannot be deleted
-     * under a queued or running job) */
+    /* no job row goes in for a base version that is not there (deleted
+     * since the job was validated) */
     id = 0;
-    cols = (fxdb_job_cols){ .state = "RUNNING", .model = KEY, .base_version = 9 };
+    cols = (fxdb_job_cols){ .state = "QUEUED", .model = KEY, .base_version = 9 };
+    expect(f, fxdb_job_save(f->st, &id, &cols, pack, NULL, f->err, sizeof f->err),
+           FXS_NOT_FOUND, "model 'm' has no version 9 (deleted meanwhile)");
+    /* a base version gone all the same (deleted while the job was
+     * cancelled, then the row running again as a resume does it): the
+     * result's spec is unknown, refused */
+    cols.base_version = 1;
+    cols.state = "CANCELLED";
+    assert_int_equal(fxdb_job_save(f->st, &id, &cols, pack, NULL, f->err, sizeof f->err), 0);
+    assert_int_equal(fxdb_version_delete(f->st, KEY, 1, f->err, sizeof f->err), 0);
+    cols.state = "RUNNING";
     assert_int_equal(fxdb_job_save(f->st, &id, &cols, pack, NULL, f->err, sizeof f->err), 0);
     cols.state = "SUCCEEDED";
     expect(f, fxdb_job_finish(f->st, id, &cols, "wk", 2, "job", pack, NULL, &v, f->err,
                               sizeof f->err), FXS_FAILED_PRECONDITION,
-           "version 9, which the job trained from, is gone");
-    assert_string_equal(versions(f), "1,2,3");
+           "version 1, which the job trained from, is gone");
+    assert_string_equal(versions(f), "2,3");
 }
 
 int main(void)
