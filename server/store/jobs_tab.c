@@ -88,13 +88,13 @@ static int check_inputs(fxdb_store *st, const fxdb_job_cols *c, char *err, size_
         sqlite3_bind_int64(s, 1, model_id);
         sqlite3_bind_int64(s, 2, c->base_version);
         int r = sqlite3_step(s);
-        sqlite3_finalize(s);
         if (r == SQLITE_DONE)
             rc = fxu_fail(err, errlen, FXS_NOT_FOUND, "model '%s' has no version %" PRId64
                           " (deleted meanwhile): the job would train from it",
                           fxp_key_name(col(c->model)), c->base_version);
         else if (r != SQLITE_ROW)
             rc = fxdb__fail(st, err, errlen, "finding a job's base version");
+        sqlite3_finalize(s);
     }
     const char *ds[2] = { col(c->dataset), col(c->validation_dataset) };
     for (int i = 0; !rc && i < 2; i++) {
@@ -169,14 +169,16 @@ static int finish_fn(fxdb_store *st, void *ctx, int64_t version, char *err, size
         sqlite3_bind_int64(s, 2, o->cols->base_version);
         int r = sqlite3_step(s);
         int64_t revision = r == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
-        sqlite3_finalize(s);
         if (r == SQLITE_DONE)
-            return fxu_fail(err, errlen, FXS_FAILED_PRECONDITION, "model '%s': version %" PRId64
-                            ", which the job trained from, is gone, so the spec its result "
-                            "fits is unknown", fxp_key_name(o->cols->model),
-                            o->cols->base_version);
-        if (r != SQLITE_ROW)
-            return fxdb__fail(st, err, errlen, "reading the base version's spec revision");
+            rc = fxu_fail(err, errlen, FXS_FAILED_PRECONDITION, "model '%s': version %" PRId64
+                          ", which the job trained from, is gone, so the spec its result "
+                          "fits is unknown", fxp_key_name(o->cols->model),
+                          o->cols->base_version);
+        else if (r != SQLITE_ROW)
+            rc = fxdb__fail(st, err, errlen, "reading the base version's spec revision");
+        sqlite3_finalize(s);
+        if (rc)
+            return rc;
         if ((rc = fxdb__prepare(st, "UPDATE versions SET spec_revision = ?1 WHERE version = ?2 "
                                 "AND model_id = (SELECT id FROM models WHERE name = ?3)",
                                 &s, err, errlen)))
