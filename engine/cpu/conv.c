@@ -209,6 +209,7 @@ typedef struct {
     const fx_conv_geom *g;
     int64_t cg, og, kc, l, hw; /* per group: channels, outputs, taps; plane sizes */
     bool direct;               /* 1x1, stride 1, no padding: col is the input */
+    bool wdot;                 /* the weight pass by dot products (conv_wdot.c) */
     micro_kernel kf, kd, kw;   /* kernels of the forward, data and weight products */
     int64_t nr;                /* their NR (one per instruction set) */
     int64_t nt;                /* threads given a run of samples (1: split each block) */
@@ -237,6 +238,7 @@ static conv_plan plan_of(const fx_conv_geom *g)
     p.kf = kernel_for_rows(p.og);
     p.kd = kernel_for_rows(p.kc);
     p.kw = kernel_for_rows(p.kc);
+    p.wdot = cpu_conv_wgrad_dot_ok(p.kc);
     p.nr = p.kf.nr;
     p.nt = g->n >= fx__num_threads ? fx__num_threads : 1;
     p.kcp = round_up(p.kc, MR_LCM);
@@ -564,6 +566,17 @@ static void conv_block(const conv_plan *p, const conv_io *io, int64_t s0, int64_
                 col_run(p, par, false, xg + s * xs, col + s * p->l, p->ldn);
             break;
         case CONV_BWD_WEIGHT: { /* dW_g^T (Kc x Og) += col dy_g^T, K = S*L */
+            float *dwt = mine + p->dwt + gi * p->kcp * p->ogn;
+            if (p->wdot) { /* few taps: dot products, dy read where it lies */
+                const float *ymg = io->ym ? io->ym + s0 * ys + gi * p->og * p->l : NULL;
+                float *sums = io->ym ? mine + p->dbt + 4 * gi * p->og : NULL;
+                int64_t nt = par ? fx__num_threads : 1;
+                FX_PFOR(par ? 2.0 * (double)S * p->l * p->og * p->kc : 0, k, nt, {
+                    cpu_conv_wgrad_dot(p->kc, k * p->og / nt, (k + 1) * p->og / nt, S, p->l, col,
+                                       p->ldn, yg, ymg, ys, dwt, p->ogn, !first, sums);
+                });
+                break;
+            }
             float *bt = mine + p->bt;
             for (int64_t s = 0; s < S; s++)
                 transpose_pad(yg + s * ys, io->ym ? io->ym + (s0 + s) * ys + gi * p->og * p->l : NULL,
@@ -572,7 +585,7 @@ static void conv_block(const conv_plan *p, const conv_io *io, int64_t s0, int64_
             a = (mm_args){ .M = p->kc, .N = p->ogn, .K = S * p->l,
                            .a = col, .rsa = p->ldn, .csa = 1, .am = p->kcp,
                            .b = bt, .ldb = p->ogn, .bseg = p->ogn, .bread = p->ogn,
-                           .c = mine + p->dwt + gi * p->kcp * p->ogn, .ldc = p->ogn,
+                           .c = dwt, .ldc = p->ogn,
                            .cseg = p->ogn, .cm = p->kcp, .cwrite = p->ogn, .add = !first };
             product(p, &p->kw, &a, par, io->regions, t);
             break;
