@@ -65,6 +65,11 @@ typedef struct {
     /* dx += the gradient: MAX routes dy to argmax, AVG spreads dy / count. */
     void (*pool2d_backward)(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *dy,
                             const fx_tensor *argmax, fx_tensor *dx);
+    /* Optional (NULL: the op zero-fills a new dx and runs pool2d_backward):
+     * the same with dx set, not added to (a new gradient buffer, never
+     * zero-filled: positions no window reaches are set to 0). */
+    void (*pool2d_backward_set)(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *dy,
+                                const fx_tensor *argmax, fx_tensor *dx);
     /* Optional fusions for a convolution followed by ReLU (a layer with
      * FX_ACT_RELU); NULL: the ops run conv2d and a separate ReLU op.
      * conv2d_relu: y = max(conv(x, w) + b, 0) (b may be NULL), the clamp

@@ -706,6 +706,7 @@ const fx_conv_kernels fx__cpu_conv = {
     .channel_bias_backward = cpu_channel_bias_backward,
     .pool2d = cpu_pool2d,
     .pool2d_backward = cpu_pool2d_backward,
+    .pool2d_backward_set = cpu_pool2d_backward_set,
     .conv2d_relu = cpu_conv2d_relu,
     .relu_mask_bias_backward = cpu_relu_mask_bias_backward,
     .conv2d_backward_weight_relu = cpu_conv2d_backward_weight_relu,

@@ -238,6 +238,8 @@ void cpu_pool2d(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *x, fx
                 fx_tensor *argmax);
 void cpu_pool2d_backward(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *dy,
                          const fx_tensor *argmax, fx_tensor *dx);
+void cpu_pool2d_backward_set(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *dy,
+                             const fx_tensor *argmax, fx_tensor *dx);
 
 /* optimizers (optim.c) */
 void cpu_optim_step(fx_optim_kind kind, const fx_optim_step_args *a, fx_tensor *p,

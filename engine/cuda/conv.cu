@@ -215,6 +215,7 @@ const fx_conv_kernels fx__cuda_conv = {
     .channel_bias_backward = cu_channel_bias_backward,
     .pool2d = cu_pool2d,
     .pool2d_backward = cu_pool2d_backward,
+    .pool2d_backward_set = NULL, /* the op zero-fills and adds */
     /* the conv + ReLU fusions are CPU-only: the ops run conv2d and ReLU */
     .conv2d_relu = NULL,
     .relu_mask_bias_backward = NULL,
