@@ -38,6 +38,10 @@
 #include "cpu.h"
 #include "micro.h"
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 /* ------------------------------------------------------- micro-kernels */
 
 /* The tile kernel: micro.h (FX_MICRO), shared with rnn.c. */
@@ -432,23 +436,78 @@ static void col_run(const conv_plan *p, bool par, bool unfold, float *x, float *
 
 /*
  * dst[q*ld + o] = src[o*cols + q] for a rows x cols src, columns rows..ld of
- * dst zero. In 4x4 blocks of vector shuffles (the element-wise loop costs
- * more than the weight gradient's product in a layer with few taps), within
- * blocks of 16 columns so the rows written stay in L1.
+ * dst zero. With AVX-512 and no mask, the first rows / 16 * 16 rows in
+ * 16x16 blocks (transpose16_avx512); the others in 4x4 blocks of vector
+ * shuffles (the element-wise loop costs more than the weight gradient's
+ * product in a layer with few taps), within blocks of 16 columns so the
+ * rows written stay in L1.
  *
  * With ym (a ReLU's output, laid out as src), src is first masked where
  * ym <= 0 and each masked row's sum added into sums (4 lanes per row: lane
  * k of row o sums the columns q with q % 4 == k in the vector part, the
  * tail into lane 0), for the fused ReLU's weight and bias gradients.
  */
+#ifdef FX_HAVE_X86_MICRO
+/* The rows [0, rows16) (a multiple of 16) of transpose_pad without a mask,
+ * in 16x16 blocks of AVX-512 shuffles: each group of 16 rows is read along
+ * its length (16 streams the prefetchers follow), a masked load for the
+ * columns' tail, and each block lands as 16 stores of 16 floats. */
+__attribute__((target("avx512f"))) static void transpose16_avx512(const float *src,
+                                                                 int64_t rows16, int64_t cols,
+                                                                 float *dst, int64_t ld)
+{
+    for (int64_t o = 0; o < rows16; o += 16)
+        for (int64_t q = 0; q < cols; q += 16) {
+            int64_t n = cols - q < 16 ? cols - q : 16;
+            __mmask16 m = (__mmask16)(n == 16 ? 0xffffu : (1u << n) - 1);
+            __m512 r[16], t[16], u[16], v[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = _mm512_maskz_loadu_ps(m, src + (o + i) * cols + q);
+            for (int i = 0; i < 16; i += 2) { /* 32-bit pairs of rows i, i+1 */
+                t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+                t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+            }
+            for (int i = 0; i < 16; i += 4) { /* u[i + j]: column 4k + j of rows i..i+3 */
+                __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
+                __m512d c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
+                u[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+                u[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+                u[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+                u[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+            }
+            for (int h = 0; h < 16; h += 8) /* lanes 0,2 and 1,3 of rows h..h+7 */
+                for (int j = 0; j < 4; j++) {
+                    v[h + j] = _mm512_shuffle_f32x4(u[h + j], u[h + 4 + j], 0x88);
+                    v[h + 4 + j] = _mm512_shuffle_f32x4(u[h + j], u[h + 4 + j], 0xdd);
+                }
+            for (int j = 0; j < 4; j++) { /* columns j, 4+j, 8+j, 12+j: all 16 rows */
+                r[j] = _mm512_shuffle_f32x4(v[j], v[8 + j], 0x88);
+                r[4 + j] = _mm512_shuffle_f32x4(v[4 + j], v[12 + j], 0x88);
+                r[8 + j] = _mm512_shuffle_f32x4(v[j], v[8 + j], 0xdd);
+                r[12 + j] = _mm512_shuffle_f32x4(v[4 + j], v[12 + j], 0xdd);
+            }
+            for (int i = 0; i < n; i++)
+                _mm512_storeu_ps(dst + (q + i) * ld + o, r[i]);
+        }
+}
+#endif
+
 static void transpose_pad(const float *src, const float *ym, float *sums, int64_t rows,
                           int64_t cols, float *dst, int64_t ld)
 {
-    int64_t r4 = rows / 4 * 4, c4 = cols / 4 * 4;
+    int64_t o0 = 0; /* the rows done by the AVX-512 blocks */
+#ifdef FX_HAVE_X86_MICRO
+    if (!ym && rows >= 16 && __builtin_cpu_supports("avx512f") &&
+        (fx__conv_isa == 0 || fx__conv_isa == 3)) {
+        o0 = rows / 16 * 16;
+        transpose16_avx512(src, o0, cols, dst, ld);
+    }
+#endif
+    int64_t r4 = o0 + (rows - o0) / 4 * 4, c4 = cols / 4 * 4;
     const fx_v4f zero = { 0 };
     for (int64_t q0 = 0; q0 < cols; q0 += 16) {
         int64_t q1 = q0 + 16 < cols ? q0 + 16 : cols;
-        for (int64_t o = 0; o < r4; o += 4) {
+        for (int64_t o = o0; o < r4; o += 4) {
             const float *s0 = src + o * cols;
             const float *m0 = ym ? ym + o * cols : NULL;
             int64_t q = q0;

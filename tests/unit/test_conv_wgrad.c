@@ -1,7 +1,8 @@
 /* test_conv_wgrad.c - a convolution's weight and bias gradients against
  * sums in double written here, for layers with few taps per output (<= 12:
  * engine/cpu/conv_wdot.c's dot products on AVX-512, the transposed product
- * with the other instruction sets) and one just past them, with every
+ * with the other instruction sets) and ones past them (the product with dy
+ * transposed: AVX-512 16x16 blocks, then 4x4 ones for the rest), with every
  * instruction set forced, 1 and 2 threads, with and without the input's
  * gradient, plain and with a fused ReLU (the mask taken from the layer's
  * own output). Sizes are ragged: rows of output positions that are not a
@@ -152,6 +153,8 @@ static void test_few_taps(void **state)
         { 2, 1, 3, 3, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1 },    /* 9 positions: the tail only */
         { 2, 2, 7, 5, 7, 2, 2, 1, 1, 1, 0, 2, 1, 1 },    /* dilation, 8 taps */
         { 2, 13, 5, 5, 3, 1, 1, 1, 1, 0, 0, 1, 1, 1 },   /* 13 taps: the transposed product */
+        { 2, 3, 9, 7, 21, 3, 3, 1, 1, 1, 1, 1, 1, 1 },   /* dy^T: 16-row blocks + 5 rows, tail */
+        { 2, 32, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1 }, /* the benchmark cnn's second layer */
     };
     int nt = fx_get_num_threads();
     fx_rng *rng = fx_rng_create(31);
