@@ -49,6 +49,11 @@ typedef struct {
      * convolution's forward). */
     void (*conv2d_backward_data)(const fx_conv_geom *g, const fx_tensor *dy, const fx_tensor *w,
                                  fx_tensor *dx, fx_tensor *ws);
+    /* Optional (NULL: the op zero-fills a new dx and runs
+     * conv2d_backward_data): dx = conv^T(dy, w), dx a new gradient buffer
+     * set, never zero-filled first (positions no tap reads get 0). */
+    void (*conv2d_backward_data_set)(const fx_conv_geom *g, const fx_tensor *dy,
+                                     const fx_tensor *w, fx_tensor *dx, fx_tensor *ws);
     /* dw += the gradient of <conv(x, w), dy> w.r.t. w. */
     void (*conv2d_backward_weight)(const fx_conv_geom *g, const fx_tensor *x, const fx_tensor *dy,
                                    fx_tensor *dw, fx_tensor *ws);

@@ -160,11 +160,19 @@ static void conv_backward(fx_ctx *ctx, fx_node *n)
     if ((gx || gw) && !ok)
         return;
     if (gx) {
-        fx_tensor *dx = fx__grad(ctx, x);
+        /* A new gradient buffer is set, not zero-filled and added to:
+         * conv2d sets y when not accumulating; conv2d_backward_data_set
+         * where the backend has it. */
+        bool fresh = false;
+        fx_tensor *dx = transposed || k->conv2d_backward_data_set
+                            ? fx__grad_for_set(ctx, x, &fresh)
+                            : fx__grad(ctx, x);
         if (!dx)
             return;
         if (transposed)
-            k->conv2d(&g, dy, w, NULL, dx, true, ws);
+            k->conv2d(&g, dy, w, NULL, dx, !fresh, ws);
+        else if (fresh)
+            k->conv2d_backward_data_set(&g, dy, w, dx, ws);
         else
             k->conv2d_backward_data(&g, dy, w, dx, ws);
     }

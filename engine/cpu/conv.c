@@ -59,7 +59,7 @@ typedef struct {
 #define NR_MAX 32
 #define MR_LCM 24   /* every kernel's MR divides it: padded row counts fit all */
 #define KC 256      /* K steps per pass over a tile: B's NR-wide panel stays in L1 */
-#define COL_BUDGET (1 << 18) /* floats of unrolled input per block (1 MB, in L2) */
+#define COL_BUDGET (1 << 17) /* floats of unrolled input per block (512 KB: half of L2) */
 
 FX_MICRO(micro_generic, , 4, 4, 2)
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -405,12 +405,16 @@ static void fold_row(const fx_conv_geom *g, const tap_geom *t, int64_t hw, float
  * Unrolls (unfold) or folds back (!unfold) channels [c0, c1) of one sample's
  * group: row r = (c, a, b) of col (rows ld apart) holds tap (a, b) of
  * channel c for every output position. Taps outside, channels inside, so
- * each tap's geometry is worked out once.
+ * each tap's geometry is worked out once. zero (folding into a new
+ * gradient buffer): the channels' planes are zeroed first, while they are
+ * about to be in cache, instead of in a pass of their own.
  */
-static void col_channels(const conv_plan *p, bool unfold, float *x, float *col, int64_t ld,
-                         int64_t c0, int64_t c1)
+static void col_channels(const conv_plan *p, bool unfold, bool zero, float *x, float *col,
+                         int64_t ld, int64_t c0, int64_t c1)
 {
     const fx_conv_geom *g = p->g;
+    if (zero)
+        memset(x + c0 * p->hw, 0, (size_t)((c1 - c0) * p->hw) * sizeof(float));
     for (int64_t a = 0; a < g->kh; a++)
         for (int64_t b = 0; b < g->kw; b++) {
             tap_geom t = tap_of(g, a, b);
@@ -424,14 +428,16 @@ static void col_channels(const conv_plan *p, bool unfold, float *x, float *col, 
         }
 }
 
-/* im2col (unfold) or col2im (fold) of one sample's group, split over
- * channels when par (channels are independent both ways). */
-static void col_run(const conv_plan *p, bool par, bool unfold, float *x, float *col, int64_t ld)
+/* im2col (unfold) or col2im (fold; zero: into zeroed planes) of one
+ * sample's group, split over channels when par (channels are independent
+ * both ways). */
+static void col_run(const conv_plan *p, bool par, bool unfold, bool zero, float *x, float *col,
+                    int64_t ld)
 {
     if (par)
-        FX_PFOR(p->kc * p->l, c, p->cg, col_channels(p, unfold, x, col, ld, c, c + 1););
+        FX_PFOR(p->kc * p->l, c, p->cg, col_channels(p, unfold, zero, x, col, ld, c, c + 1););
     else
-        col_channels(p, unfold, x, col, ld, 0, p->cg);
+        col_channels(p, unfold, zero, x, col, ld, 0, p->cg);
 }
 
 /*
@@ -562,7 +568,8 @@ static void transpose_pad(const float *src, const float *ym, float *sums, int64_
 typedef enum { CONV_FWD, CONV_BWD_DATA, CONV_BWD_WEIGHT } conv_pass;
 
 /* The operands of one kernel call. CONV_FWD: x, w, b -> y; CONV_BWD_DATA:
- * dy (in y), w -> dx (in x); CONV_BWD_WEIGHT: x, dy (in y) -> dw (in w). */
+ * dy (in y), w -> dx (in x); CONV_BWD_WEIGHT: x, dy (in y) -> dw (in w).
+ * accumulate: y (CONV_FWD) or dx (CONV_BWD_DATA) is added to, else set. */
 typedef struct {
     conv_pass pass;
     float *x, *w, *y;
@@ -591,7 +598,7 @@ static void conv_block(const conv_plan *p, const conv_io *io, int64_t s0, int64_
         bool unroll = io->pass == CONV_BWD_WEIGHT || (io->pass == CONV_FWD && !p->direct);
         if (unroll)
             for (int64_t s = 0; s < S; s++)
-                col_run(p, par, true, xg + s * xs, col + s * p->l, p->ldn);
+                col_run(p, par, true, false, xg + s * xs, col + s * p->l, p->ldn);
         mm_args a;
         switch (io->pass) {
         case CONV_FWD: /* y_g (Og x S*L, per-sample segments) = W_g col */
@@ -616,13 +623,13 @@ static void conv_block(const conv_plan *p, const conv_io *io, int64_t s0, int64_
                            .cwrite = p->ldn };
             if (p->direct) {
                 a.c = xg, a.ldc = a.cseg = a.cwrite = p->hw, a.cstride = xs;
-                a.cm = p->kc, a.add = true;
+                a.cm = p->kc, a.add = io->accumulate;
                 product(p, &p->kd, &a, par, io->regions, t);
                 break;
             }
             product(p, &p->kd, &a, par, io->regions, t);
             for (int64_t s = 0; s < S; s++)
-                col_run(p, par, false, xg + s * xs, col + s * p->l, p->ldn);
+                col_run(p, par, false, !io->accumulate, xg + s * xs, col + s * p->l, p->ldn);
             break;
         case CONV_BWD_WEIGHT: { /* dW_g^T (Kc x Og) += col dy_g^T, K = S*L */
             float *dwt = mine + p->dwt + gi * p->kcp * p->ogn;
@@ -737,6 +744,15 @@ static void cpu_conv2d_backward_data(const fx_conv_geom *g, const fx_tensor *dy,
     conv_run(&p, &io, ws);
 }
 
+static void cpu_conv2d_backward_data_set(const fx_conv_geom *g, const fx_tensor *dy,
+                                         const fx_tensor *w, fx_tensor *dx, fx_tensor *ws)
+{
+    conv_plan p = plan_of(g);
+    conv_io io = { CONV_BWD_DATA, fx_f32(dx), fx_f32(w), fx_f32(dy), NULL, false, false, NULL,
+                   NULL, NULL, NULL };
+    conv_run(&p, &io, ws);
+}
+
 static void cpu_conv2d_backward_weight(const fx_conv_geom *g, const fx_tensor *x,
                                        const fx_tensor *dy, fx_tensor *dw, fx_tensor *ws)
 {
@@ -760,6 +776,7 @@ const fx_conv_kernels fx__cpu_conv = {
     .conv2d_workspace = cpu_conv2d_workspace,
     .conv2d = cpu_conv2d,
     .conv2d_backward_data = cpu_conv2d_backward_data,
+    .conv2d_backward_data_set = cpu_conv2d_backward_data_set,
     .conv2d_backward_weight = cpu_conv2d_backward_weight,
     .channel_bias_fill = cpu_channel_bias_fill,
     .channel_bias_backward = cpu_channel_bias_backward,
