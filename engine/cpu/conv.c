@@ -404,28 +404,34 @@ static void fold_row(const fx_conv_geom *g, const tap_geom *t, int64_t hw, float
 /*
  * Unrolls (unfold) or folds back (!unfold) channels [c0, c1) of one sample's
  * group: row r = (c, a, b) of col (rows ld apart) holds tap (a, b) of
- * channel c for every output position. Taps outside, channels inside, so
- * each tap's geometry is worked out once. zero (folding into a new
- * gradient buffer): the channels' planes are zeroed first, while they are
- * about to be in cache, instead of in a pass of their own.
+ * channel c for every output position. Channels outside, taps inside: col
+ * is walked in its row order and a channel's plane stays in L1 across its
+ * taps (the taps' geometry is worked out once, for up to TAPS_MAX taps).
+ * zero (folding into a new gradient buffer): each plane is zeroed first,
+ * while it is about to be in cache, instead of in a pass of its own.
  */
+#define TAPS_MAX 64
 static void col_channels(const conv_plan *p, bool unfold, bool zero, float *x, float *col,
                          int64_t ld, int64_t c0, int64_t c1)
 {
     const fx_conv_geom *g = p->g;
-    if (zero)
-        memset(x + c0 * p->hw, 0, (size_t)((c1 - c0) * p->hw) * sizeof(float));
-    for (int64_t a = 0; a < g->kh; a++)
-        for (int64_t b = 0; b < g->kw; b++) {
-            tap_geom t = tap_of(g, a, b);
-            for (int64_t c = c0; c < c1; c++) {
-                float *row = col + ((c * g->kh + a) * g->kw + b) * ld;
-                if (unfold)
-                    unroll_row(g, &t, p->hw, x + c * p->hw, row);
-                else
-                    fold_row(g, &t, p->hw, row, x + c * p->hw);
-            }
+    int64_t taps = g->kh * g->kw;
+    tap_geom tg[TAPS_MAX];
+    for (int64_t k = 0; k < taps && k < TAPS_MAX; k++)
+        tg[k] = tap_of(g, k / g->kw, k % g->kw);
+    for (int64_t c = c0; c < c1; c++) {
+        float *xc = x + c * p->hw;
+        if (zero)
+            memset(xc, 0, (size_t)p->hw * sizeof(float));
+        for (int64_t k = 0; k < taps; k++) {
+            tap_geom t = k < TAPS_MAX ? tg[k] : tap_of(g, k / g->kw, k % g->kw);
+            float *row = col + (c * taps + k) * ld;
+            if (unfold)
+                unroll_row(g, &t, p->hw, xc, row);
+            else
+                fold_row(g, &t, p->hw, row, xc);
         }
+    }
 }
 
 /* im2col (unfold) or col2im (fold; zero: into zeroed planes) of one
