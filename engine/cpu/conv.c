@@ -11,8 +11,11 @@
  *
  *     forward          y_g    = W_g col          M = Og, N = S*L, K = Kc
  *     backward data    dcol   = W_g^T dy_g       M = Kc, N = S*L, K = Og
- *                      then col2im adds dcol into dx
+ *                      then col2im adds dcol into dx (or sets a new one)
  *     backward weight  dW_g^T += col dy_g^T      M = Kc, N = Og,  K = S*L
+ *
+ * (With at most 12 taps, the weight pass is dot products instead:
+ * conv_wdot.c.)
  *
  * Unrolling several samples together gives the products long rows (a 14x14
  * output alone would leave a 32-wide tile 1/8 empty) while col stays in
