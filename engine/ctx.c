@@ -308,6 +308,14 @@ fx_tensor *fx__grad(fx_ctx *ctx, fx_tensor *t)
     return t->grad;
 }
 
+fx_tensor *fx__grad_for_set(fx_ctx *ctx, fx_tensor *t, bool *fresh)
+{
+    *fresh = !t->grad;
+    if (!t->grad)
+        t->grad = fx_tensor_new(ctx, t->dtype, t->ndim, t->shape);
+    return t->grad;
+}
+
 void fx_ctx_set_grad_ready_hook(fx_ctx *ctx, fx_grad_ready_fn fn, void *data)
 {
     if (!ctx)

@@ -180,6 +180,11 @@ fx_node *fx__record(fx_ctx *ctx, const char *op, fx_backward_fn backward, fx_ten
 /* The gradient buffer of t: its existing grad, or a new zeroed arena tensor
  * of t's shape (contiguous). NULL only on OOM. */
 fx_tensor *fx__grad(fx_ctx *ctx, fx_tensor *t);
+/* The same for a backward pass that can set every element of the gradient
+ * instead of adding to it: a new buffer is left unfilled (no zero pass the
+ * pass would overwrite) and *fresh says so; an existing one (*fresh false)
+ * must be added to. NULL only on OOM. */
+fx_tensor *fx__grad_for_set(fx_ctx *ctx, fx_tensor *t, bool *fresh);
 
 /* Fails the op with FX_ERR_VALUE when a kernel reported non-finite outputs. */
 bool fx__check_finite(fx_ctx *ctx, const char *op, int64_t nonfinite, const fx_tensor *out);

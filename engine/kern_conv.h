@@ -49,6 +49,11 @@ typedef struct {
      * convolution's forward). */
     void (*conv2d_backward_data)(const fx_conv_geom *g, const fx_tensor *dy, const fx_tensor *w,
                                  fx_tensor *dx, fx_tensor *ws);
+    /* Optional (NULL: the op zero-fills a new dx and runs
+     * conv2d_backward_data): dx = conv^T(dy, w), dx a new gradient buffer
+     * set, never zero-filled first (positions no tap reads get 0). */
+    void (*conv2d_backward_data_set)(const fx_conv_geom *g, const fx_tensor *dy,
+                                     const fx_tensor *w, fx_tensor *dx, fx_tensor *ws);
     /* dw += the gradient of <conv(x, w), dy> w.r.t. w. */
     void (*conv2d_backward_weight)(const fx_conv_geom *g, const fx_tensor *x, const fx_tensor *dy,
                                    fx_tensor *dw, fx_tensor *ws);
@@ -65,6 +70,11 @@ typedef struct {
     /* dx += the gradient: MAX routes dy to argmax, AVG spreads dy / count. */
     void (*pool2d_backward)(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *dy,
                             const fx_tensor *argmax, fx_tensor *dx);
+    /* Optional (NULL: the op zero-fills a new dx and runs pool2d_backward):
+     * the same with dx set, not added to (a new gradient buffer, never
+     * zero-filled: positions no window reaches are set to 0). */
+    void (*pool2d_backward_set)(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *dy,
+                                const fx_tensor *argmax, fx_tensor *dx);
     /* Optional fusions for a convolution followed by ReLU (a layer with
      * FX_ACT_RELU); NULL: the ops run conv2d and a separate ReLU op.
      * conv2d_relu: y = max(conv(x, w) + b, 0) (b may be NULL), the clamp

@@ -160,11 +160,19 @@ static void conv_backward(fx_ctx *ctx, fx_node *n)
     if ((gx || gw) && !ok)
         return;
     if (gx) {
-        fx_tensor *dx = fx__grad(ctx, x);
+        /* A new gradient buffer is set, not zero-filled and added to:
+         * conv2d sets y when not accumulating; conv2d_backward_data_set
+         * where the backend has it. */
+        bool fresh = false;
+        fx_tensor *dx = transposed || k->conv2d_backward_data_set
+                            ? fx__grad_for_set(ctx, x, &fresh)
+                            : fx__grad(ctx, x);
         if (!dx)
             return;
         if (transposed)
-            k->conv2d(&g, dy, w, NULL, dx, true, ws);
+            k->conv2d(&g, dy, w, NULL, dx, !fresh, ws);
+        else if (fresh)
+            k->conv2d_backward_data_set(&g, dy, w, dx, ws);
         else
             k->conv2d_backward_data(&g, dy, w, dx, ws);
     }
@@ -352,9 +360,15 @@ static void pool_backward(fx_ctx *ctx, fx_node *n)
         return;
     fx_pool_kind kind;
     fx_pool_geom g = pool_load(n, &kind);
-    fx_tensor *dx = fx__grad(ctx, x);
-    if (dx)
-        fx_be(x)->conv->pool2d_backward(&g, kind, n->out->grad, n->saved[0], dx);
+    const fx_conv_kernels *k = fx_be(x)->conv;
+    bool fresh = false;
+    fx_tensor *dx = k->pool2d_backward_set ? fx__grad_for_set(ctx, x, &fresh) : fx__grad(ctx, x);
+    if (!dx)
+        return;
+    if (fresh) /* a new buffer: set, no zero pass first */
+        k->pool2d_backward_set(&g, kind, n->out->grad, n->saved[0], dx);
+    else
+        k->pool2d_backward(&g, kind, n->out->grad, n->saved[0], dx);
 }
 
 /*

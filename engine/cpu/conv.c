@@ -11,8 +11,11 @@
  *
  *     forward          y_g    = W_g col          M = Og, N = S*L, K = Kc
  *     backward data    dcol   = W_g^T dy_g       M = Kc, N = S*L, K = Og
- *                      then col2im adds dcol into dx
+ *                      then col2im adds dcol into dx (or sets a new one)
  *     backward weight  dW_g^T += col dy_g^T      M = Kc, N = Og,  K = S*L
+ *
+ * (With at most 12 taps, the weight pass is dot products instead:
+ * conv_wdot.c.)
  *
  * Unrolling several samples together gives the products long rows (a 14x14
  * output alone would leave a 32-wide tile 1/8 empty) while col stays in
@@ -38,6 +41,10 @@
 #include "cpu.h"
 #include "micro.h"
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 /* ------------------------------------------------------- micro-kernels */
 
 /* The tile kernel: micro.h (FX_MICRO), shared with rnn.c. */
@@ -55,7 +62,7 @@ typedef struct {
 #define NR_MAX 32
 #define MR_LCM 24   /* every kernel's MR divides it: padded row counts fit all */
 #define KC 256      /* K steps per pass over a tile: B's NR-wide panel stays in L1 */
-#define COL_BUDGET (1 << 18) /* floats of unrolled input per block (1 MB, in L2) */
+#define COL_BUDGET (1 << 17) /* floats of unrolled input per block (512 KB: half of L2) */
 
 FX_MICRO(micro_generic, , 4, 4, 2)
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -209,6 +216,7 @@ typedef struct {
     const fx_conv_geom *g;
     int64_t cg, og, kc, l, hw; /* per group: channels, outputs, taps; plane sizes */
     bool direct;               /* 1x1, stride 1, no padding: col is the input */
+    bool wdot;                 /* the weight pass by dot products (conv_wdot.c) */
     micro_kernel kf, kd, kw;   /* kernels of the forward, data and weight products */
     int64_t nr;                /* their NR (one per instruction set) */
     int64_t nt;                /* threads given a run of samples (1: split each block) */
@@ -237,6 +245,7 @@ static conv_plan plan_of(const fx_conv_geom *g)
     p.kf = kernel_for_rows(p.og);
     p.kd = kernel_for_rows(p.kc);
     p.kw = kernel_for_rows(p.kc);
+    p.wdot = cpu_conv_wgrad_dot_ok(p.kc);
     p.nr = p.kf.nr;
     p.nt = g->n >= fx__num_threads ? fx__num_threads : 1;
     p.kcp = round_up(p.kc, MR_LCM);
@@ -398,55 +407,122 @@ static void fold_row(const fx_conv_geom *g, const tap_geom *t, int64_t hw, float
 /*
  * Unrolls (unfold) or folds back (!unfold) channels [c0, c1) of one sample's
  * group: row r = (c, a, b) of col (rows ld apart) holds tap (a, b) of
- * channel c for every output position. Taps outside, channels inside, so
- * each tap's geometry is worked out once.
+ * channel c for every output position. Channels outside, taps inside: col
+ * is walked in its row order and a channel's plane stays in L1 across its
+ * taps (the taps' geometry is worked out once, for up to TAPS_MAX taps).
+ * zero (folding into a new gradient buffer): each plane is zeroed first,
+ * while it is about to be in cache, instead of in a pass of its own.
  */
-static void col_channels(const conv_plan *p, bool unfold, float *x, float *col, int64_t ld,
-                         int64_t c0, int64_t c1)
+#define TAPS_MAX 64
+static void col_channels(const conv_plan *p, bool unfold, bool zero, float *x, float *col,
+                         int64_t ld, int64_t c0, int64_t c1)
 {
     const fx_conv_geom *g = p->g;
-    for (int64_t a = 0; a < g->kh; a++)
-        for (int64_t b = 0; b < g->kw; b++) {
-            tap_geom t = tap_of(g, a, b);
-            for (int64_t c = c0; c < c1; c++) {
-                float *row = col + ((c * g->kh + a) * g->kw + b) * ld;
-                if (unfold)
-                    unroll_row(g, &t, p->hw, x + c * p->hw, row);
-                else
-                    fold_row(g, &t, p->hw, row, x + c * p->hw);
-            }
+    int64_t taps = g->kh * g->kw;
+    tap_geom tg[TAPS_MAX];
+    for (int64_t k = 0; k < taps && k < TAPS_MAX; k++)
+        tg[k] = tap_of(g, k / g->kw, k % g->kw);
+    for (int64_t c = c0; c < c1; c++) {
+        float *xc = x + c * p->hw;
+        if (zero)
+            memset(xc, 0, (size_t)p->hw * sizeof(float));
+        for (int64_t k = 0; k < taps; k++) {
+            tap_geom t = k < TAPS_MAX ? tg[k] : tap_of(g, k / g->kw, k % g->kw);
+            float *row = col + (c * taps + k) * ld;
+            if (unfold)
+                unroll_row(g, &t, p->hw, xc, row);
+            else
+                fold_row(g, &t, p->hw, row, xc);
         }
+    }
 }
 
-/* im2col (unfold) or col2im (fold) of one sample's group, split over
- * channels when par (channels are independent both ways). */
-static void col_run(const conv_plan *p, bool par, bool unfold, float *x, float *col, int64_t ld)
+/* im2col (unfold) or col2im (fold; zero: into zeroed planes) of one
+ * sample's group, split over channels when par (channels are independent
+ * both ways). */
+static void col_run(const conv_plan *p, bool par, bool unfold, bool zero, float *x, float *col,
+                    int64_t ld)
 {
     if (par)
-        FX_PFOR(p->kc * p->l, c, p->cg, col_channels(p, unfold, x, col, ld, c, c + 1););
+        FX_PFOR(p->kc * p->l, c, p->cg, col_channels(p, unfold, zero, x, col, ld, c, c + 1););
     else
-        col_channels(p, unfold, x, col, ld, 0, p->cg);
+        col_channels(p, unfold, zero, x, col, ld, 0, p->cg);
 }
 
 /*
  * dst[q*ld + o] = src[o*cols + q] for a rows x cols src, columns rows..ld of
- * dst zero. In 4x4 blocks of vector shuffles (the element-wise loop costs
- * more than the weight gradient's product in a layer with few taps), within
- * blocks of 16 columns so the rows written stay in L1.
+ * dst zero. With AVX-512 and no mask, the first rows / 16 * 16 rows in
+ * 16x16 blocks (transpose16_avx512); the others in 4x4 blocks of vector
+ * shuffles (the element-wise loop costs more than the weight gradient's
+ * product in a layer with few taps), within blocks of 16 columns so the
+ * rows written stay in L1.
  *
  * With ym (a ReLU's output, laid out as src), src is first masked where
  * ym <= 0 and each masked row's sum added into sums (4 lanes per row: lane
  * k of row o sums the columns q with q % 4 == k in the vector part, the
  * tail into lane 0), for the fused ReLU's weight and bias gradients.
  */
+#ifdef FX_HAVE_X86_MICRO
+/* The rows [0, rows16) (a multiple of 16) of transpose_pad without a mask,
+ * in 16x16 blocks of AVX-512 shuffles: each group of 16 rows is read along
+ * its length (16 streams the prefetchers follow), a masked load for the
+ * columns' tail, and each block lands as 16 stores of 16 floats. */
+__attribute__((target("avx512f"))) static void transpose16_avx512(const float *src,
+                                                                 int64_t rows16, int64_t cols,
+                                                                 float *dst, int64_t ld)
+{
+    for (int64_t o = 0; o < rows16; o += 16)
+        for (int64_t q = 0; q < cols; q += 16) {
+            int64_t n = cols - q < 16 ? cols - q : 16;
+            __mmask16 m = (__mmask16)(n == 16 ? 0xffffu : (1u << n) - 1);
+            __m512 r[16], t[16], u[16], v[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = _mm512_maskz_loadu_ps(m, src + (o + i) * cols + q);
+            for (int i = 0; i < 16; i += 2) { /* 32-bit pairs of rows i, i+1 */
+                t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+                t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+            }
+            for (int i = 0; i < 16; i += 4) { /* u[i + j]: column 4k + j of rows i..i+3 */
+                __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
+                __m512d c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
+                u[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+                u[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+                u[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+                u[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+            }
+            for (int h = 0; h < 16; h += 8) /* lanes 0,2 and 1,3 of rows h..h+7 */
+                for (int j = 0; j < 4; j++) {
+                    v[h + j] = _mm512_shuffle_f32x4(u[h + j], u[h + 4 + j], 0x88);
+                    v[h + 4 + j] = _mm512_shuffle_f32x4(u[h + j], u[h + 4 + j], 0xdd);
+                }
+            for (int j = 0; j < 4; j++) { /* columns j, 4+j, 8+j, 12+j: all 16 rows */
+                r[j] = _mm512_shuffle_f32x4(v[j], v[8 + j], 0x88);
+                r[4 + j] = _mm512_shuffle_f32x4(v[4 + j], v[12 + j], 0x88);
+                r[8 + j] = _mm512_shuffle_f32x4(v[j], v[8 + j], 0xdd);
+                r[12 + j] = _mm512_shuffle_f32x4(v[4 + j], v[12 + j], 0xdd);
+            }
+            for (int i = 0; i < n; i++)
+                _mm512_storeu_ps(dst + (q + i) * ld + o, r[i]);
+        }
+}
+#endif
+
 static void transpose_pad(const float *src, const float *ym, float *sums, int64_t rows,
                           int64_t cols, float *dst, int64_t ld)
 {
-    int64_t r4 = rows / 4 * 4, c4 = cols / 4 * 4;
+    int64_t o0 = 0; /* the rows done by the AVX-512 blocks */
+#ifdef FX_HAVE_X86_MICRO
+    if (!ym && rows >= 16 && __builtin_cpu_supports("avx512f") &&
+        (fx__conv_isa == 0 || fx__conv_isa == 3)) {
+        o0 = rows / 16 * 16;
+        transpose16_avx512(src, o0, cols, dst, ld);
+    }
+#endif
+    int64_t r4 = o0 + (rows - o0) / 4 * 4, c4 = cols / 4 * 4;
     const fx_v4f zero = { 0 };
     for (int64_t q0 = 0; q0 < cols; q0 += 16) {
         int64_t q1 = q0 + 16 < cols ? q0 + 16 : cols;
-        for (int64_t o = 0; o < r4; o += 4) {
+        for (int64_t o = o0; o < r4; o += 4) {
             const float *s0 = src + o * cols;
             const float *m0 = ym ? ym + o * cols : NULL;
             int64_t q = q0;
@@ -501,7 +577,8 @@ static void transpose_pad(const float *src, const float *ym, float *sums, int64_
 typedef enum { CONV_FWD, CONV_BWD_DATA, CONV_BWD_WEIGHT } conv_pass;
 
 /* The operands of one kernel call. CONV_FWD: x, w, b -> y; CONV_BWD_DATA:
- * dy (in y), w -> dx (in x); CONV_BWD_WEIGHT: x, dy (in y) -> dw (in w). */
+ * dy (in y), w -> dx (in x); CONV_BWD_WEIGHT: x, dy (in y) -> dw (in w).
+ * accumulate: y (CONV_FWD) or dx (CONV_BWD_DATA) is added to, else set. */
 typedef struct {
     conv_pass pass;
     float *x, *w, *y;
@@ -530,7 +607,7 @@ static void conv_block(const conv_plan *p, const conv_io *io, int64_t s0, int64_
         bool unroll = io->pass == CONV_BWD_WEIGHT || (io->pass == CONV_FWD && !p->direct);
         if (unroll)
             for (int64_t s = 0; s < S; s++)
-                col_run(p, par, true, xg + s * xs, col + s * p->l, p->ldn);
+                col_run(p, par, true, false, xg + s * xs, col + s * p->l, p->ldn);
         mm_args a;
         switch (io->pass) {
         case CONV_FWD: /* y_g (Og x S*L, per-sample segments) = W_g col */
@@ -555,15 +632,26 @@ static void conv_block(const conv_plan *p, const conv_io *io, int64_t s0, int64_
                            .cwrite = p->ldn };
             if (p->direct) {
                 a.c = xg, a.ldc = a.cseg = a.cwrite = p->hw, a.cstride = xs;
-                a.cm = p->kc, a.add = true;
+                a.cm = p->kc, a.add = io->accumulate;
                 product(p, &p->kd, &a, par, io->regions, t);
                 break;
             }
             product(p, &p->kd, &a, par, io->regions, t);
             for (int64_t s = 0; s < S; s++)
-                col_run(p, par, false, xg + s * xs, col + s * p->l, p->ldn);
+                col_run(p, par, false, !io->accumulate, xg + s * xs, col + s * p->l, p->ldn);
             break;
         case CONV_BWD_WEIGHT: { /* dW_g^T (Kc x Og) += col dy_g^T, K = S*L */
+            float *dwt = mine + p->dwt + gi * p->kcp * p->ogn;
+            if (p->wdot) { /* few taps: dot products, dy read where it lies */
+                const float *ymg = io->ym ? io->ym + s0 * ys + gi * p->og * p->l : NULL;
+                float *sums = io->ym ? mine + p->dbt + 4 * gi * p->og : NULL;
+                int64_t nt = par ? fx__num_threads : 1;
+                FX_PFOR(par ? 2.0 * (double)S * p->l * p->og * p->kc : 0, k, nt, {
+                    cpu_conv_wgrad_dot(p->kc, k * p->og / nt, (k + 1) * p->og / nt, S, p->l, col,
+                                       p->ldn, yg, ymg, ys, dwt, p->ogn, !first, sums);
+                });
+                break;
+            }
             float *bt = mine + p->bt;
             for (int64_t s = 0; s < S; s++)
                 transpose_pad(yg + s * ys, io->ym ? io->ym + (s0 + s) * ys + gi * p->og * p->l : NULL,
@@ -572,7 +660,7 @@ static void conv_block(const conv_plan *p, const conv_io *io, int64_t s0, int64_
             a = (mm_args){ .M = p->kc, .N = p->ogn, .K = S * p->l,
                            .a = col, .rsa = p->ldn, .csa = 1, .am = p->kcp,
                            .b = bt, .ldb = p->ogn, .bseg = p->ogn, .bread = p->ogn,
-                           .c = mine + p->dwt + gi * p->kcp * p->ogn, .ldc = p->ogn,
+                           .c = dwt, .ldc = p->ogn,
                            .cseg = p->ogn, .cm = p->kcp, .cwrite = p->ogn, .add = !first };
             product(p, &p->kw, &a, par, io->regions, t);
             break;
@@ -665,6 +753,15 @@ static void cpu_conv2d_backward_data(const fx_conv_geom *g, const fx_tensor *dy,
     conv_run(&p, &io, ws);
 }
 
+static void cpu_conv2d_backward_data_set(const fx_conv_geom *g, const fx_tensor *dy,
+                                         const fx_tensor *w, fx_tensor *dx, fx_tensor *ws)
+{
+    conv_plan p = plan_of(g);
+    conv_io io = { CONV_BWD_DATA, fx_f32(dx), fx_f32(w), fx_f32(dy), NULL, false, false, NULL,
+                   NULL, NULL, NULL };
+    conv_run(&p, &io, ws);
+}
+
 static void cpu_conv2d_backward_weight(const fx_conv_geom *g, const fx_tensor *x,
                                        const fx_tensor *dy, fx_tensor *dw, fx_tensor *ws)
 {
@@ -688,11 +785,13 @@ const fx_conv_kernels fx__cpu_conv = {
     .conv2d_workspace = cpu_conv2d_workspace,
     .conv2d = cpu_conv2d,
     .conv2d_backward_data = cpu_conv2d_backward_data,
+    .conv2d_backward_data_set = cpu_conv2d_backward_data_set,
     .conv2d_backward_weight = cpu_conv2d_backward_weight,
     .channel_bias_fill = cpu_channel_bias_fill,
     .channel_bias_backward = cpu_channel_bias_backward,
     .pool2d = cpu_pool2d,
     .pool2d_backward = cpu_pool2d_backward,
+    .pool2d_backward_set = cpu_pool2d_backward_set,
     .conv2d_relu = cpu_conv2d_relu,
     .relu_mask_bias_backward = cpu_relu_mask_bias_backward,
     .conv2d_backward_weight_relu = cpu_conv2d_backward_weight_relu,

@@ -220,11 +220,26 @@ void cpu_relu_mask_bias_backward(const fx_tensor *dy, const fx_tensor *y, fx_ten
                                  fx_tensor *db, int64_t n, int64_t c, int64_t l);
 void cpu_conv_relu_rows(float *v, int64_t n); /* v = max(v, 0), NaN -> 0 */
 
+/* A weight gradient by dot products (conv_wdot.c; conv.c's weight pass for
+ * layers with at most FX_WDOT_KC taps per output, when _ok says the CPU and
+ * the forced instruction set run it): for outputs [o0, o1) and taps k < kc,
+ * over S samples of L positions, sum col[k*ldc + s*L + l] * dy[s*ys + o*L + l]
+ * (dy taken as 0 where ym, when not NULL, is <= 0) and add it to (or, !add,
+ * store it in) dst[k*ldd + o]; with sums, add each output's sum of the
+ * masked dy to sums[4*o]. */
+#define FX_WDOT_KC 12
+bool cpu_conv_wgrad_dot_ok(int64_t kc);
+void cpu_conv_wgrad_dot(int64_t kc, int64_t o0, int64_t o1, int64_t S, int64_t L,
+                        const float *col, int64_t ldc, const float *dy, const float *ym,
+                        int64_t ys, float *dst, int64_t ldd, bool add, float *sums);
+
 /* pooling (pool.c; the conv family's table in conv.c lists them) */
 void cpu_pool2d(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *x, fx_tensor *y,
                 fx_tensor *argmax);
 void cpu_pool2d_backward(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *dy,
                          const fx_tensor *argmax, fx_tensor *dx);
+void cpu_pool2d_backward_set(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *dy,
+                             const fx_tensor *argmax, fx_tensor *dx);
 
 /* optimizers (optim.c) */
 void cpu_optim_step(fx_optim_kind kind, const fx_optim_step_args *a, fx_tensor *p,

@@ -155,12 +155,13 @@ __attribute__((target("avx512f"))) static void maxpool2_plane_avx512(const fx_po
     }
 }
 
-/* Its backward: dx += dy at each maximum, sixteen outputs a step. The
+/* Its backward: dx += dy at each maximum (set: dx = that, 0 elsewhere, for
+ * a plane the windows cover, even H and W), sixteen outputs a step. The
  * windows do not overlap, so each output's dy goes to the one of its four
  * elements that argmax names (a select per candidate), and the even and odd
  * columns are interleaved back into two 16-float runs per image row. */
 __attribute__((target("avx512f"))) static void maxpool2_plane_backward_avx512(
-    const fx_pool_geom *g, const float *dy, const int32_t *am, float *dx)
+    const fx_pool_geom *g, const float *dy, const int32_t *am, float *dx, bool set)
 {
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
                                            28, 30);
@@ -189,6 +190,11 @@ __attribute__((target("avx512f"))) static void maxpool2_plane_backward_avx512(
             for (int r = 0; r < 2; r++) {
                 __m512 p0 = _mm512_permutex2var_ps(v[2 * r], lo, v[2 * r + 1]);
                 __m512 p1 = _mm512_permutex2var_ps(v[2 * r], hi, v[2 * r + 1]);
+                if (set) {
+                    _mm512_mask_storeu_ps(rows[r], m0, p0);
+                    _mm512_mask_storeu_ps(rows[r] + 16, m1, p1);
+                    continue;
+                }
                 _mm512_mask_storeu_ps(rows[r], m0,
                                       _mm512_add_ps(_mm512_maskz_loadu_ps(m0, rows[r]), p0));
                 _mm512_mask_storeu_ps(rows[r] + 16, m1,
@@ -268,6 +274,53 @@ void cpu_pool2d(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *x, fx
     });
 }
 
+/* One plane's backward, dx += dy routed (the element loops of
+ * cpu_pool2d_backward). */
+static void pool_plane_backward(const fx_pool_geom *g, fx_pool_kind kind, const float *dp,
+                                const int32_t *ap, float *xp, bool wide)
+{
+    int64_t out = g->oh * g->ow;
+    if (kind == FX_POOL_AVG) {
+        avgpool_plane(g, xp, NULL, dp);
+#ifdef FX_HAVE_POOL_AVX512
+    } else if (wide) {
+        maxpool2_plane_backward_avx512(g, dp, ap, xp, false);
+#endif
+    } else {
+        for (int64_t k = 0; k < out; k++)
+            xp[ap[k]] += dp[k];
+    }
+    (void)wide;
+}
+
+/* dx = the gradient, dx a new buffer: a 2x2 max pool over even planes sets
+ * every element directly; other windows zero each plane while it is in
+ * cache and add (the same sums as cpu_pool2d_backward into zeros). */
+void cpu_pool2d_backward_set(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *dy,
+                             const fx_tensor *argmax, fx_tensor *dx)
+{
+    const float *D = fx_f32(dy);
+    float *DX = fx_f32(dx);
+    const int32_t *A = argmax ? (const int32_t *)fx_data(argmax) : NULL;
+    int64_t in = g->h * g->w, out = g->oh * g->ow;
+    bool wide = kind == FX_POOL_MAX && is_pool2(g) && pool_avx512();
+    bool covers = wide && g->h % 2 == 0 && g->w % 2 == 0;
+    FX_PFOR(g->planes * (in + out), p, g->planes, {
+        const float *dp = D + p * out;
+        const int32_t *ap = A ? A + p * out : NULL;
+        float *xp = DX + p * in;
+#ifdef FX_HAVE_POOL_AVX512
+        if (covers) {
+            maxpool2_plane_backward_avx512(g, dp, ap, xp, true);
+            continue;
+        }
+#endif
+        memset(xp, 0, (size_t)in * sizeof *xp);
+        pool_plane_backward(g, kind, dp, ap, xp, wide);
+    });
+    (void)covers;
+}
+
 void cpu_pool2d_backward(const fx_pool_geom *g, fx_pool_kind kind, const fx_tensor *dy,
                          const fx_tensor *argmax, fx_tensor *dx)
 {
@@ -277,18 +330,6 @@ void cpu_pool2d_backward(const fx_pool_geom *g, fx_pool_kind kind, const fx_tens
     int64_t in = g->h * g->w, out = g->oh * g->ow;
     bool wide = kind == FX_POOL_MAX && is_pool2(g) && pool_avx512();
     FX_PFOR(g->planes * (in + out), p, g->planes, {
-        const float *dp = D + p * out;
-        float *xp = DX + p * in;
-        if (kind == FX_POOL_AVG) {
-            avgpool_plane(g, xp, NULL, dp);
-#ifdef FX_HAVE_POOL_AVX512
-        } else if (wide) {
-            maxpool2_plane_backward_avx512(g, dp, A + p * out, xp);
-#endif
-        } else {
-            const int32_t *ap = A + p * out;
-            for (int64_t k = 0; k < out; k++)
-                xp[ap[k]] += dp[k];
-        }
+        pool_plane_backward(g, kind, D + p * out, A ? A + p * out : NULL, DX + p * in, wide);
     });
 }

@@ -210,11 +210,13 @@ const fx_conv_kernels fx__cuda_conv = {
     .conv2d_workspace = cu_conv2d_workspace,
     .conv2d = cu_conv2d,
     .conv2d_backward_data = cu_conv2d_backward_data,
+    .conv2d_backward_data_set = NULL, /* the op zero-fills and adds */
     .conv2d_backward_weight = cu_conv2d_backward_weight,
     .channel_bias_fill = cu_channel_bias_fill,
     .channel_bias_backward = cu_channel_bias_backward,
     .pool2d = cu_pool2d,
     .pool2d_backward = cu_pool2d_backward,
+    .pool2d_backward_set = NULL, /* the op zero-fills and adds */
     /* the conv + ReLU fusions are CPU-only: the ops run conv2d and ReLU */
     .conv2d_relu = NULL,
     .relu_mask_bias_backward = NULL,

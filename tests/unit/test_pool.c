@@ -368,6 +368,112 @@ static void test_bad_input(void **state)
     fx_ctx_free(ctx);
 }
 
+/* The gradient a backward pass routes to a pool's input, by the
+ * definition: max to its window's maximum (the values are distinct), the
+ * average spread over the window (divided as naive_pool divides). */
+static void naive_pool_backward(const pool_case *c, bool max, const float *x, const float *dy,
+                                double *dx)
+{
+    int64_t oh = out_size(c->h, c->kh, c->sh, c->ph), ow = out_size(c->w, c->kw, c->sw, c->pw);
+    for (int64_t p = 0; p < c->n * c->c; p++)
+        for (int64_t i = 0; i < oh; i++)
+            for (int64_t j = 0; j < ow; j++) {
+                double d = dy[(p * oh + i) * ow + j], m = -INFINITY;
+                int64_t best = -1, cnt = 0, span = 0;
+                for (int pass = 0; pass < 2; pass++)
+                    for (int64_t a = 0; a < c->kh; a++)
+                        for (int64_t b = 0; b < c->kw; b++) {
+                            int64_t iy = i * c->sh - c->ph + a, ix = j * c->sw - c->pw + b;
+                            if (pass == 0 && iy < c->h + c->ph && ix < c->w + c->pw)
+                                span++;
+                            if (iy < 0 || iy >= c->h || ix < 0 || ix >= c->w)
+                                continue;
+                            int64_t at = (p * c->h + iy) * c->w + ix;
+                            if (pass == 0) {
+                                cnt++;
+                                if (x[at] > m)
+                                    m = x[at], best = at;
+                            } else if (!max) {
+                                dx[at] += d / (double)(c->exclude_pad ? cnt : span);
+                            }
+                        }
+                if (max)
+                    dx[best] += d;
+            }
+}
+
+/* A pool's backward into a new gradient buffer (set, with no zero pass
+ * first: every element, reached by a window or not, must be written) and
+ * into one a later op's backward has already written (added to), against
+ * the definition, with every instruction set: planes the 2x2 windows cover
+ * (set directly), odd sizes (an uncovered last row and column), overlapping
+ * windows with padding, average pooling. */
+static void test_backward_set(void **state)
+{
+    (void)state;
+    static const pool_case cases[] = {
+        { 2, 3, 6, 8, 2, 2, 2, 2, 0, 0, false },   /* covered: set directly */
+        { 2, 2, 28, 28, 2, 2, 2, 2, 0, 0, false }, /* covered, 14-output rows (masked) */
+        { 2, 3, 4, 36, 2, 2, 2, 2, 0, 0, false },  /* covered, 18-output rows (two steps) */
+        { 2, 2, 7, 9, 2, 2, 2, 2, 0, 0, false },   /* odd: last row and column unreached */
+        { 2, 2, 7, 7, 3, 3, 2, 2, 1, 1, false },   /* overlapping, padding */
+        { 2, 2, 7, 5, 3, 3, 2, 2, 1, 1, true },    /* average */
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        const pool_case *c = &cases[k];
+        bool max = k < 5;
+        int64_t numel = c->n * c->c * c->h * c->w;
+        int64_t oh = out_size(c->h, c->kh, c->sh, c->ph), ow = out_size(c->w, c->kw, c->sw, c->pw);
+        int64_t ny = c->n * c->c * oh * ow;
+        float *xv = malloc((size_t)numel * sizeof *xv), *dyv = malloc((size_t)ny * sizeof *dyv);
+        for (int64_t i = 0; i < numel; i++) /* distinct: one maximum per window */
+            xv[i] = (float)((i * 7919) % numel) * 0.01f - 1.0f;
+        for (int64_t i = 0; i < ny; i++)
+            dyv[i] = (float)((i % 7) + 1) * 0.5f;
+        double *want = calloc((size_t)numel, sizeof *want);
+        naive_pool_backward(c, max, xv, dyv, want);
+        for (int isa = 0; isa <= 3; isa++)
+            for (int added = 0; added < 2; added++) {
+                fx__conv_isa = isa;
+                fx_ctx *ctx = fx_ctx_create(fx_cpu());
+                /* NaNs where the arena will place the gradient: an element
+                 * the set path does not write shows */
+                for (int r = 0; r < 2; r++) { /* the second time in the one chunk it keeps */
+                    assert_non_null(fx_full(ctx, FX_F32, 1, TU_SHAPE(1 << 16), NAN));
+                    fx_ctx_reset(ctx);
+                }
+                fx_tensor *x = tu_from(FX_F32, 4, TU_SHAPE(c->n, c->c, c->h, c->w), xv);
+                fx_tensor_set_requires_grad(x, true);
+                /* an op's output: its gradient buffer is made in the backward */
+                fx_tensor *x1 = fx_scale(ctx, x, 1.0f);
+                fx_pool_opts o = opts_of(c);
+                fx_tensor *y = max ? fx_maxpool2d(ctx, x1, &o) : fx_avgpool2d(ctx, x1, &o);
+                assert_non_null(y);
+                fx_tensor *dy = fx_tensor_from_host(ctx, FX_F32, 4, y->shape, dyv);
+                fx_tensor *loss = fx_sum(ctx, fx_mul(ctx, y, dy), 0, NULL, false);
+                if (added) /* recorded after the pool: its backward writes x's gradient first */
+                    loss = fx_add(ctx, loss, fx_sum(ctx, fx_scale(ctx, x1, 0.5f), 0, NULL, false));
+                assert_non_null(loss);
+                if (fx_backward(ctx, loss) != FX_OK)
+                    fail_msg("case %zu isa %d: %s", k, isa, fx_ctx_error(ctx));
+                float *got = tu_values(x->grad);
+                for (int64_t i = 0; i < numel; i++) {
+                    double w = want[i] + (added ? 0.5 : 0.0);
+                    if (!(fabs(got[i] - w) <= 1e-6 * (1 + fabs(w))))
+                        fail_msg("case %zu isa %d %s: grad %lld is %g, want %g", k, isa,
+                                 added ? "added" : "set", (long long)i, got[i], w);
+                }
+                free(got);
+                fx_ctx_free(ctx);
+                fx_tensor_free(x);
+                fx__conv_isa = 0;
+            }
+        free(xv);
+        free(dyv);
+        free(want);
+    }
+}
+
 /* Pooling split over planes gives exactly the one-thread result. */
 static void test_threads(void **state)
 {
@@ -463,7 +569,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_maxpool),   cmocka_unit_test(test_maxpool_routes),
-        cmocka_unit_test(test_maxpool2_isa),
+        cmocka_unit_test(test_maxpool2_isa), cmocka_unit_test(test_backward_set),
         cmocka_unit_test(test_avgpool),   cmocka_unit_test(test_adaptive),
         cmocka_unit_test(test_bad_input), cmocka_unit_test(test_threads),
         cmocka_unit_test(test_flatten),   cmocka_unit_test(test_layers),
