@@ -321,32 +321,34 @@ static fx_tensor *dense_forward(fx_layer *self, fx_ctx *ctx, fx_tensor *x)
     return fx_activate(ctx, fx_linear(ctx, x, d->w, d->b), d->act);
 }
 
-static void prepack_one(fx_layer *l, fx_status *s, int *n)
+static void prepack_one(fx_layer *l, fx_precision prec, fx_status *s, int *n)
 {
     if (l->forward == dense_forward) {
         dense_data *d = l->data;
         fx__pack_free(d->pack);
         d->pack = NULL;
         if (d->w->device.type == FX_DEV_CPU && d->w->dtype == FX_F32) {
-            d->pack = fx__pack_create(d->w, d->b);
+            d->pack = fx__pack_create_precision(d->w, d->b, prec);
             if (!d->pack && *s == FX_OK)
                 *s = FX_ERR_NOMEM;
             *n += d->pack != NULL;
         }
     }
     for (int i = 0; i < l->nchildren; i++)
-        prepack_one(l->children[i], s, n);
+        prepack_one(l->children[i], prec, s, n);
 }
 
-fx_status fx_layer_prepack(fx_layer *l)
+fx_status fx_layer_prepack_precision(fx_layer *l, fx_precision p)
 {
-    if (!l)
+    if (!l || (p != FX_PREC_F32 && p != FX_PREC_BF16))
         return FX_ERR_ARG;
     fx_status s = FX_OK;
     int n = 0;
-    prepack_one(l, &s, &n);
+    prepack_one(l, p, &s, &n);
     return s;
 }
+
+fx_status fx_layer_prepack(fx_layer *l) { return fx_layer_prepack_precision(l, FX_PREC_F32); }
 
 void fx_layer_unpack(fx_layer *l)
 {

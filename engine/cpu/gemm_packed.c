@@ -37,6 +37,14 @@ int fx__packed_isa = 0;
 
 fx_packed *fx__pack_create(const fx_tensor *w, const fx_tensor *bias)
 {
+    return fx__pack_create_precision(w, bias, FX_PREC_F32);
+}
+
+fx_packed *fx__pack_create_precision(const fx_tensor *w, const fx_tensor *bias,
+                                     fx_precision prec)
+{
+    if (prec != FX_PREC_F32 && prec != FX_PREC_BF16)
+        return NULL;
     if (!w || w->dtype != FX_F32 || w->ndim != 2 || w->device.type != FX_DEV_CPU ||
         !fx_tensor_is_contiguous(w))
         return NULL;
@@ -51,6 +59,7 @@ fx_packed *fx__pack_create(const fx_tensor *w, const fx_tensor *bias)
         return NULL;
     p->N = N;
     p->K = K;
+    p->prec = prec;
     p->np = (N + FX_PACK_NR - 1) / FX_PACK_NR;
     size_t nf = (size_t)p->np * (size_t)(K ? K : 1) * FX_PACK_NR;
     size_t nb = ((nf * sizeof(float)) + 63) / 64 * 64;
@@ -67,7 +76,10 @@ fx_packed *fx__pack_create(const fx_tensor *w, const fx_tensor *bias)
         for (int j = 0; j < FX_PACK_NR; j++) {
             int64_t n = q * FX_PACK_NR + j;
             for (int64_t k = 0; k < K; k++)
-                panel[k * FX_PACK_NR + j] = n < N ? W[n * K + k] : 0.0f;
+                panel[k * FX_PACK_NR + j] =
+                    n >= N ? 0.0f
+                    : prec == FX_PREC_BF16 ? fx__bf16_to_f32(fx__bf16_from_f32(W[n * K + k]))
+                                           : W[n * K + k];
         }
     }
     if (bias) {
@@ -292,10 +304,22 @@ void fx__packed_gemm(const fx_packed *p, int64_t M, const float *X, int64_t lda,
     if (!p || M <= 0)
         return;
     pk_kernel kn = pick();
+    float *Xr = NULL;
+    if (p->prec == FX_PREC_BF16) {
+        Xr = malloc(sizeof(float) * (size_t)(M * (p->K ? p->K : 1)));
+        if (!Xr)
+            return;
+        for (int64_t i = 0; i < M; i++)
+            for (int64_t k = 0; k < p->K; k++)
+                Xr[i * p->K + k] = fx__bf16_to_f32(fx__bf16_from_f32(X[i * lda + k]));
+        X = Xr;
+        lda = p->K;
+    }
     /* one panel per task; threads only when the product is worth a fork
      * (the same 2^18 multiply-adds as cpu_gemm: work / 8 against FX_GRAIN) */
     double work = (double)M * (double)p->N * (double)p->K / 8.0;
     FX_PFOR(work, q, p->np, run_panel(kn, p, q, M, X, lda, Y, ldc, act););
+    free(Xr);
 }
 
 /* ------------------------------------------------ linear + relu backward */
