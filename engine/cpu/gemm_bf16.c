@@ -193,7 +193,7 @@ typedef void (*bk_fn)(int mr, int64_t Kh, const uint32_t *a, int64_t lda, const 
 BK_MICRO(bk_portable, , 4, 2, 4, BK_STEP_WIDEN)
 #ifdef BK_HAVE_X86
 #define BK_ATTR_512 __attribute__((target("avx512f,fma")))
-#define BK_ATTR_BF16 __attribute__((target("avx512f,avx512bw,avx512bf16,fma")))
+#define BK_ATTR_BF16 __attribute__((target("avx512f,avx512bw,avx512dq,avx512bf16,fma")))
 BK_MICRO(bk_avx512, BK_ATTR_512, 16, 2, 8, BK_STEP_WIDEN)
 BK_MICRO(bk_avx512bf16, BK_ATTR_BF16, 16, 2, 12, BK_STEP_DP)
 #endif
@@ -203,6 +203,11 @@ BK_MICRO(bk_avx512bf16, BK_ATTR_BF16, 16, 2, 12, BK_STEP_DP)
 /* out[0..n) = bf16 of x[0..n), then one zero when n is odd (a whole last
  * pair). */
 typedef void (*bk_cvt)(const float *x, int64_t n, uint16_t *out);
+/* out[j] = bf16(r0[j]) | bf16(r1[j]) << 16 for j < n (r1 NULL: zeros). */
+typedef void (*bk_pair)(const float *r0, const float *r1, int64_t n, uint32_t *out);
+/* A whole panel (32 columns) of B^T: words p of rows n0.. of B (B[n*ldb +
+ * k], K >= 2 columns read, the last pair of an odd K included). */
+typedef void (*bk_gather)(const float *B, int64_t ldb, int64_t K, uint32_t *panel);
 
 static void cvt_portable(const float *restrict x, int64_t n, uint16_t *restrict out)
 {
@@ -210,6 +215,17 @@ static void cvt_portable(const float *restrict x, int64_t n, uint16_t *restrict 
         out[i] = (uint16_t)r16(x[i]);
     if (n & 1)
         out[n] = 0;
+}
+
+static void pair_portable(const float *restrict r0, const float *restrict r1, int64_t n,
+                          uint32_t *restrict out)
+{
+    if (r1)
+        for (int64_t j = 0; j < n; j++)
+            out[j] = r16(r0[j]) | r16(r1[j]) << 16;
+    else
+        for (int64_t j = 0; j < n; j++)
+            out[j] = r16(r0[j]);
 }
 
 #ifdef BK_HAVE_X86
@@ -223,12 +239,48 @@ BK_ATTR_BF16 static void cvt_bf16(const float *restrict x, int64_t n, uint16_t *
     }
     cvt_portable(x + i, n - i, out + i);
 }
+
+BK_ATTR_BF16 static void pair_bf16(const float *restrict r0, const float *restrict r1, int64_t n,
+                                   uint32_t *restrict out)
+{
+    int64_t j = 0;
+    for (; r1 && j + 16 <= n; j += 16) {
+        __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(r0 + j)));
+        __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(r1 + j)));
+        _mm512_storeu_si512((void *)(out + j), _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+    }
+    pair_portable(r0 + j, r1 ? r1 + j : NULL, n - j, out + j);
+}
+
+/* Each k pair of 16 rows is one 64-bit gather of 8 rows twice, converted
+ * in one vcvtne2ps2bf16 into the 16 words of the panel's row. */
+BK_ATTR_BF16 static void gather_bf16(const float *B, int64_t ldb, int64_t K,
+                                     uint32_t *restrict panel)
+{
+    int64_t Kh = (K + 1) / 2, full = K / 2;
+    __m512i idx = _mm512_mullo_epi64(_mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0),
+                                     _mm512_set1_epi64(ldb));
+    for (int h = 0; h < 2; h++) {
+        const float *b0 = B + 16 * h * ldb, *b1 = b0 + 8 * ldb;
+        for (int64_t p = 0; p < full; p++) {
+            __m512i lo = _mm512_i64gather_epi64(idx, (const void *)(b0 + 2 * p), 4);
+            __m512i hi = _mm512_i64gather_epi64(idx, (const void *)(b1 + 2 * p), 4);
+            __m512bh r = _mm512_cvtne2ps_pbh((__m512)hi, (__m512)lo);
+            _mm512_storeu_si512((void *)(panel + p * FX_PACK_NR + 16 * h), (__m512i)r);
+        }
+    }
+    if (Kh > full) /* odd K: the last k alone */
+        for (int j = 0; j < FX_PACK_NR; j++)
+            panel[full * FX_PACK_NR + j] = r16(B[j * ldb + K - 1]);
+}
 #endif
 
 typedef struct {
     bk_fn fn;
     bk_cvt cvt;
-    int mr, nc; /* rows, columns per call */
+    bk_pair pair;
+    bk_gather gather; /* NULL: pack_panel's loop */
+    int mr, nc;       /* rows, columns per call */
     const char *name;
 } bk_kernel;
 
@@ -238,13 +290,14 @@ static bk_kernel pick(void)
     /* a load and a bit test each (libgcc fills the model at start-up) */
     bool avx512 = __builtin_cpu_supports("avx512f");
     bool bf16 = avx512 && __builtin_cpu_supports("avx512bw") &&
-                __builtin_cpu_supports("avx512bf16");
+                __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bf16");
     if (bf16 && (fx__bf16_isa == 0 || fx__bf16_isa >= 3))
-        return (bk_kernel){ bk_avx512bf16, cvt_bf16, 12, 32, "avx512bf16" };
+        return (bk_kernel){ bk_avx512bf16, cvt_bf16, pair_bf16, gather_bf16, 12, 32,
+                            "avx512bf16" };
     if (avx512 && fx__bf16_isa != 1)
-        return (bk_kernel){ bk_avx512, cvt_portable, 8, 32, "avx512" };
+        return (bk_kernel){ bk_avx512, cvt_portable, pair_portable, NULL, 8, 32, "avx512" };
 #endif
-    return (bk_kernel){ bk_portable, cvt_portable, 4, 8, "portable" };
+    return (bk_kernel){ bk_portable, cvt_portable, pair_portable, NULL, 4, 8, "portable" };
 }
 
 const char *fx__bf16_kernel_name(void) { return pick().name; }
@@ -277,6 +330,10 @@ static void pack_panel(bk_kernel kn, const float *B, int64_t ldb, bool trans, in
 {
     int64_t Kh = (K + 1) / 2, n0 = q * FX_PACK_NR;
     int nc = (int)(N - n0 < FX_PACK_NR ? N - n0 : FX_PACK_NR);
+    if (trans && kn.gather && nc == FX_PACK_NR && K >= 2) {
+        kn.gather(B + n0 * ldb, ldb, K, panel);
+        return;
+    }
     if (trans) { /* column n is row n of B: convert it, scatter its words */
         const uint32_t *w = (const uint32_t *)tmp;
         for (int j = 0; j < FX_PACK_NR; j++) {
@@ -291,11 +348,9 @@ static void pack_panel(bk_kernel kn, const float *B, int64_t ldb, bool trans, in
         return;
     }
     for (int64_t p = 0; p < Kh; p++) {
-        const float *r0 = B + 2 * p * ldb + n0, *r1 = r0 + ldb;
+        const float *r0 = B + 2 * p * ldb + n0;
         uint32_t *dst = panel + p * FX_PACK_NR;
-        bool odd = 2 * p + 1 < K;
-        for (int j = 0; j < nc; j++)
-            dst[j] = r16(r0[j]) | (odd ? r16(r1[j]) << 16 : 0);
+        kn.pair(r0, 2 * p + 1 < K ? r0 + ldb : NULL, nc, dst);
         for (int j = nc; j < FX_PACK_NR; j++)
             dst[j] = 0;
     }
