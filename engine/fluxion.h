@@ -622,10 +622,13 @@ fx_layer *fx_dense_create(const char *name, int64_t in, int64_t out, const fx_de
  */
 fx_status fx_layer_prepack(fx_layer *l);
 /* Like fx_layer_prepack, in a precision: FX_PREC_BF16 packs the weights as
- * bfloat16 (half the bytes) and runs the bf16 kernels (operands rounded as
- * in fx_ctx_set_precision, inputs once per call; bias and sums in fp32),
- * whatever the context's precision. FX_ERR_ARG for a value outside the
- * enum. fx_layer_prepack(l) is fx_layer_prepack_precision(l, FX_PREC_F32). */
+ * bfloat16 (half the bytes) for the bf16 kernels (operands rounded as in
+ * fx_ctx_set_precision, inputs once per call; bias and sums in fp32). A
+ * pack serves the forwards whose context has its precision
+ * (fx_ctx_set_precision); a context in the other precision takes the plain
+ * path in its own precision, so an answer is always in the precision its
+ * context asks for. FX_ERR_ARG for a value outside the enum.
+ * fx_layer_prepack(l) is fx_layer_prepack_precision(l, FX_PREC_F32). */
 fx_status fx_layer_prepack_precision(fx_layer *l, fx_precision p);
 void fx_layer_unpack(fx_layer *l);
 int fx_layer_num_packed(const fx_layer *l);

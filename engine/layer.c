@@ -296,15 +296,15 @@ static void dense_free(void *p)
     free(d);
 }
 
-/* With a pack that is still current and grad mode off (nothing to record),
- * the product runs on the packed weights with bias and activation fused
- * (softmax after); otherwise, or when the input does not fit the packed
- * kernels (fx__linear_packed returns NULL without an error), the plain
- * path. */
+/* With a pack that is still current, grad mode off (nothing to record) and
+ * the context in the pack's precision, the product runs on the packed
+ * weights with bias and activation fused (softmax after); otherwise, or
+ * when the input does not fit the packed kernels (fx__linear_packed returns
+ * NULL without an error), the plain path, in the context's precision. */
 static fx_tensor *dense_forward(fx_layer *self, fx_ctx *ctx, fx_tensor *x)
 {
     dense_data *d = self->data;
-    if (d->pack && x && !fx_ctx_grad_enabled(ctx)) {
+    if (d->pack && x && !fx_ctx_grad_enabled(ctx) && d->pack->prec == fx_ctx_precision(ctx)) {
         bool fuse = fx__pack_fusable(d->act);
         fx_tensor *y = fx__linear_packed(ctx, x, d->w, d->b, d->pack,
                                          fuse ? d->act : FX_ACT_NONE);

@@ -141,10 +141,10 @@ static void usage(FILE *f)
             "       2000, warmup 200. --prepack: pack the weights once first (engine prepack\n"
             "       API; refused when this build lacks it). --save-weights FILE: write the\n"
             "       parameters as safetensors (for tests/bench/onnx_bench.py).\n"
-            "       --bf16: bf16 products (with --prepack: weights packed as bf16, else the\n"
-            "       context's precision); adds max_abs_err, max_rel_err (over the largest\n"
-            "       |logit| of each sample) and argmax_agree against the fp32 forward of\n"
-            "       the same inputs to the JSON.\n"
+            "       --bf16: the context in bf16 precision (with --prepack: the weights\n"
+            "       packed as bf16; without: packed per call by the ops); adds max_abs_err,\n"
+            "       max_rel_err (over the largest |logit| of each sample) and argmax_agree\n"
+            "       against the fp32 forward of the same inputs to the JSON.\n"
             "peak:  one core's fp32 FMA peak GFLOP/s (independent AVX-512/AVX2 FMAs).\n"
             "--threads N  threads for OpenBLAS and the engine (default 1)\n"
             "Exit status: 0 ok, 1 engine error, 2 bad command line.\n",
@@ -596,7 +596,7 @@ static int cmd_forward(int argc, char **argv)
         ref[p] = forward_values(net, ctx, xs[p], &nout);
     if (prepack && fx_layer_prepack_precision(net, bf16 ? FX_PREC_BF16 : FX_PREC_F32) != FX_OK)
         die("forward: fx_layer_prepack failed on model %s", m->name);
-    if (bf16 && !prepack && fx_ctx_set_precision(ctx, FX_PREC_BF16) != FX_OK)
+    if (bf16 && fx_ctx_set_precision(ctx, FX_PREC_BF16) != FX_OK)
         die("forward: fx_ctx_set_precision(bf16) failed");
     char acc[160] = "";
     if (bf16) {
