@@ -455,6 +455,20 @@ static void test_layer(void **state)
     for (int j = 0; j < 21 * 9; j++)
         assert_true(fabs(y[j] - ref[j]) <= 1e-5 * (1.0 + fabs(ref[j])));
     free(y);
+    /* both precisions packed side by side: each context takes its own */
+    assert_int_equal(fx_layer_num_packed(net), 3 + 2);
+    assert_int_equal(fx_layer_prepack_precision(net, FX_PREC_BF16), FX_OK);
+    assert_int_equal(fx_layer_num_packed(net), 6);
+    y = forward(net, ctx, x, FX_PREC_BF16);
+    for (int j = 0; j < 21 * 9; j++)
+        assert_true(fabs(y[j] - first[j]) <= 1e-5 * (1.0 + fabs(first[j])));
+    free(y);
+    y = forward(net, ctx, x, FX_PREC_F32);
+    for (int j = 0; j < 21 * 9; j++)
+        assert_true(fabs(y[j] - ref[j]) <= 1e-5 * (1.0 + fabs(ref[j])));
+    free(y);
+    fx_layer_unpack(net);
+    assert_int_equal(fx_layer_num_packed(net), 0);
     free(W1);
     free(first);
     free(ref);
