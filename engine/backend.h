@@ -94,6 +94,13 @@ typedef struct {
     void (*gemm)(int64_t batch, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                  const fx_tensor *a, int64_t stride_a, const fx_tensor *b, int64_t stride_b,
                  float beta, fx_tensor *c, int64_t stride_c);
+    /* gemm's contract, with every element of A and B rounded to bfloat16
+     * (round to nearest even, subnormals to zero) and the products summed in
+     * fp32; alpha, beta and C stay fp32. NULL where the backend has none
+     * (the op then keeps fp32). */
+    void (*gemm_bf16)(int64_t batch, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                      float alpha, const fx_tensor *a, int64_t stride_a, const fx_tensor *b,
+                      int64_t stride_b, float beta, fx_tensor *c, int64_t stride_c);
     /* y[r, :] = bias for every row r of y [R, C] (bias [C]). */
     void (*bias_fill)(fx_tensor *y, const fx_tensor *bias);
     /* dbias[c] += sum over rows of dy[r, c]. */

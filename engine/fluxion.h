@@ -300,6 +300,30 @@ typedef enum { FX_PRIORITY_LOW = -1, FX_PRIORITY_NORMAL = 0, FX_PRIORITY_HIGH = 
 fx_status fx_ctx_set_priority(fx_ctx *ctx, fx_priority p);
 fx_priority fx_ctx_priority(const fx_ctx *ctx);
 
+/*
+ * Precision of a context's dense-layer products. In FX_PREC_BF16 the matrix
+ * products of dense layers (fx_linear, the dense + relu op and both of their
+ * backward products) round their two operands to bfloat16 (round to nearest
+ * even; fp32 subnormals become signed zeros, as the AVX-512 BF16
+ * instructions do) and accumulate the products in fp32. Results, gradients
+ * and parameters stay fp32 (master weights); nothing else changes. Other
+ * products (convolution, attention, matmul) stay fp32. The default is
+ * FX_PREC_F32. CPU contexts only: FX_PREC_BF16 on another device returns
+ * FX_ERR_DEVICE and the context keeps fp32; FX_ERR_ARG for a value outside
+ * the enum. The setting survives fx_ctx_reset. docs/engine.md states the
+ * accuracy.
+ */
+typedef enum { FX_PREC_F32 = 0, FX_PREC_BF16 = 1 } fx_precision;
+const char *fx_precision_name(fx_precision p); /* "fp32", "bf16"; NULL outside the enum */
+/* "fp32" or "bf16" (exactly) into *out; false (out untouched) otherwise. */
+bool fx_precision_parse(const char *s, fx_precision *out);
+fx_status fx_ctx_set_precision(fx_ctx *ctx, fx_precision p);
+fx_precision fx_ctx_precision(const fx_ctx *ctx);
+/* True when this CPU runs bf16 products natively (AVX-512 BF16); without
+ * it the portable kernels give the same roundings of the operands (sums
+ * may differ by fp32 rounding), more slowly. */
+bool fx_cpu_has_bf16(void);
+
 /* Bytes the arena holds (capacity) and uses now; for tests and tuning. */
 size_t fx_ctx_arena_capacity(const fx_ctx *ctx);
 size_t fx_ctx_arena_used(const fx_ctx *ctx);
@@ -597,6 +621,18 @@ fx_layer *fx_dense_create(const char *name, int64_t in, int64_t out, const fx_de
  * fx_layer_num_packed counts the current (valid) packs in l's tree.
  */
 fx_status fx_layer_prepack(fx_layer *l);
+/* Like fx_layer_prepack, in a precision: FX_PREC_BF16 packs the weights as
+ * bfloat16 (half the bytes) for the bf16 kernels (operands rounded as in
+ * fx_ctx_set_precision, inputs once per call; bias and sums in fp32). A
+ * layer holds at most one pack per precision (packing again replaces that
+ * precision's pack only; fx_layer_unpack drops both), and a forward uses
+ * the pack of its context's precision (fx_ctx_set_precision); without one,
+ * the plain path in that precision. So a model packed in both precisions
+ * serves either without repacking, and an answer is always in the precision
+ * its context asks for. fx_layer_num_packed counts the packs of both.
+ * FX_ERR_ARG for a value outside the enum. fx_layer_prepack(l) is
+ * fx_layer_prepack_precision(l, FX_PREC_F32). */
+fx_status fx_layer_prepack_precision(fx_layer *l, fx_precision p);
 void fx_layer_unpack(fx_layer *l);
 int fx_layer_num_packed(const fx_layer *l);
 

@@ -109,6 +109,7 @@ struct fx_ctx {
     fx_status status;
     char err[512];
     fx_priority priority;
+    fx_precision precision; /* fx_ctx_set_precision (dense products) */
     fx_grad_ready_fn grad_ready; /* fx_ctx_set_grad_ready_hook */
     void *grad_ready_data;
     /* CUDA: the context's stream and cuBLAS handle (engine/cuda/stream.cu,

@@ -18,11 +18,15 @@
 
 #include "internal.h"
 
+#include <string.h>
+
 #define FX_PACK_NR 32
 
 typedef struct fx_packed {
     int64_t N, K, np;    /* outputs, inputs, panels (ceil(N / NR)) */
-    float *panels;       /* np * K * NR floats, 64-byte aligned */
+    fx_precision prec;   /* FX_PREC_BF16: weights rounded to bf16 */
+    float *panels;       /* np * K * NR floats, 64-byte aligned (fp32) */
+    uint32_t *words;     /* np * ceil(K/2) * NR bf16 pairs (bf16; gemm_bf16.c) */
     float *bias;         /* np * NR floats, or NULL without bias */
     const fx_storage *w_storage, *b_storage; /* what it was packed from */
     uint64_t w_version, b_version;
@@ -31,6 +35,9 @@ typedef struct fx_packed {
 /* Packs w [N,K] (f32, contiguous, on the CPU) and bias [N] (or NULL); NULL
  * on a bad argument or out of memory. */
 fx_packed *fx__pack_create(const fx_tensor *w, const fx_tensor *bias);
+/* The same in a precision (fx__pack_create is FX_PREC_F32). */
+fx_packed *fx__pack_create_precision(const fx_tensor *w, const fx_tensor *bias,
+                                     fx_precision prec);
 void fx__pack_free(fx_packed *p);
 /* True while w and bias are the tensors it was packed from, unchanged. */
 bool fx__pack_valid(const fx_packed *p, const fx_tensor *w, const fx_tensor *bias);
@@ -78,5 +85,50 @@ void fx__relu_backward_bias(int64_t R, int64_t C, const float *Y, const float *d
  * name of the kernel a product would use now: "avx512", "avx2", "portable". */
 extern int fx__packed_isa;
 const char *fx__packed_kernel_name(void);
+
+/* ------------------------------------------------------------ bf16 */
+
+/* fp32 -> bf16 as the AVX-512 BF16 conversions do: round to nearest even,
+ * subnormals to signed zero, NaN stays a (quiet) NaN. */
+static inline uint16_t fx__bf16_from_f32(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN */
+        return (uint16_t)((u >> 16) | 0x40);
+    if ((u & 0x7f800000u) == 0) /* zero or subnormal */
+        return (uint16_t)((u >> 16) & 0x8000);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+static inline float fx__bf16_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* The bf16 side of a pack: its words from W [N, K] (false: out of memory),
+ * and fx__packed_gemm on them (each call rounds X to bf16 once). */
+bool fx__bf16_pack_weights(fx_packed *p, const float *W);
+void fx__bf16_packed_gemm(const fx_packed *p, int64_t M, const float *X, int64_t lda, float *Y,
+                          int64_t ldc, fx_activation act);
+/* The activations fx__packed_gemm applies after the store (sigmoid, tanh,
+ * gelu, elu) on n outputs, with the elementwise ops' formulas; others
+ * leave y as it is. */
+void fx__pack_act_row(float *y, int n, fx_activation act);
+
+/* For tests: 1 forces the portable bf16 kernel, 2 the AVX-512F one (bf16
+ * widened to fp32 in registers), 3 AVX-512 BF16 (vdpbf16ps), each only when
+ * the CPU has it, else the best below; 0 (default) picks the best. The name
+ * of the kernel a bf16 product would use now: "avx512bf16", "avx512",
+ * "portable". */
+extern int fx__bf16_isa;
+const char *fx__bf16_kernel_name(void);
+
+/* The CPU backend's blas gemm_bf16 entry (engine/cpu/gemm_bf16.c). */
+void cpu_gemm_bf16(int64_t batch, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                   const fx_tensor *a, int64_t stride_a, const fx_tensor *b, int64_t stride_b,
+                   float beta, fx_tensor *c, int64_t stride_c);
 
 #endif

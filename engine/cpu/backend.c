@@ -5,6 +5,7 @@
  * (ce_soft and bce_logits, say) cannot be swapped unseen; cuda/backend.cu
  * does the same. */
 #include "cpu.h"
+#include "../kern_packed.h" /* cpu_gemm_bf16 */
 
 static bool cpu_available(int index) { return index == 0; }
 
@@ -28,6 +29,7 @@ static const fx_ew_kernels ew = {
 };
 static const fx_blas_kernels blas = {
     .gemm = cpu_gemm,
+    .gemm_bf16 = cpu_gemm_bf16,
     .bias_fill = cpu_bias_fill,
     .bias_backward = cpu_bias_backward,
 };

@@ -111,6 +111,7 @@ static void cu_bias_backward(const fx_tensor *dy, fx_tensor *dbias)
 
 const fx_blas_kernels fx__cuda_blas_k = {
     .gemm = cu_gemm,
+    .gemm_bf16 = NULL, /* bf16 products are CPU-only (fx_ctx_set_precision) */
     .bias_fill = cu_bias_fill,
     .bias_backward = cu_bias_backward,
 };
