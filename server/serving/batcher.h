@@ -124,6 +124,11 @@ typedef struct {
      * go at once and an execution slot is free (CPU models): fxb_submit then
      * returns after the done call. Leave false where that would block. */
     bool may_run_inline;
+    /* With may_run_inline: the most requests the batch run on the caller's
+     * thread may hold, 0 for any (a gRPC poller runs only its own request:
+     * a large batch would hold up the I/O of every call); a bigger batch
+     * goes to an instance thread. */
+    uint32_t inline_max_requests;
 } fxb_request;
 
 /* Per executed batch, for statistics (on the instance thread). */
