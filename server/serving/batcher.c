@@ -53,25 +53,49 @@ static int form(fxb_batcher *b, req **out, int64_t *wait_until);
 static void take(fxb_batcher *b, req **out, int n);
 static void run(fxb_batcher *b, struct instance *in, req **r, int n);
 
-/* What fxb_submit learnt of the next batch: */
-enum { NEXT_UNKNOWN, NEXT_GOES, NEXT_WAITS };
+/* What fxb_submit learnt of the next batch: nothing, it goes now, it waits
+ * (until a time), or an inline batch runs and its thread looks at the
+ * queue when it ends. */
+enum { NEXT_UNKNOWN, NEXT_GOES, NEXT_WAITS, NEXT_INLINE };
+
+/* Inline batches one thread runs back to back (the first one included)
+ * before it leaves the queue to the instances: a poller's own calls wait
+ * for it meanwhile. */
+#define INLINE_ROUNDS 3
+
+/* Whether the batch r[0..n) may run inline: its cost by the curve is at
+ * most max_ns (0: any); a size not measured yet goes to an instance. */
+static bool inline_fits(const fxb_batcher *b, req **r, int n, uint64_t max_ns)
+{
+    if (!max_ns)
+        return true;
+    int64_t samples = 0;
+    for (int j = 0; j < n; j++)
+        samples += r[j]->samples > 0 ? r[j]->samples : 1;
+    double cost = fxb_evidence_cost(&b->waiter.ev, (double)samples);
+    return cost >= 0 && cost <= (double)max_ns;
+}
 
 /* Under b->mu, just after a request was queued: when the next batch would
- * go at once, a slot is free and the batch holds at most max requests (0:
- * any), runs it on this thread with the inline instance; returns true then,
- * with b->mu released. Else *next says what it found (NEXT_WAITS: until
+ * go at once, a slot is free and the batch fits max_ns (inline_fits), runs
+ * it on this thread with the inline instance, then the batches that are
+ * due next and fit as well (INLINE_ROUNDS at most), and returns true with
+ * b->mu released. Else *next says what it found (NEXT_WAITS: until
  * *until). */
-static bool run_inline(fxb_batcher *b, uint32_t max, int *next, int64_t *until)
+static bool run_inline(fxb_batcher *b, uint64_t max_ns, int *next, int64_t *until)
 {
     *next = NEXT_UNKNOWN;
-    if (!b->inl || b->inl_busy || b->stop || b->n_running >= (int)b->c.instances)
+    if (!b->inl || b->inl_busy || b->stop || b->n_running >= (int)b->c.instances) {
+        if (b->inl_busy && !b->stop)
+            *next = NEXT_INLINE;
         return false;
+    }
     req *stackr[64];
     size_t cap = b->c.enabled ? b->c.max_batch_size : 1;
     req **rr = cap <= 64 ? stackr : malloc(cap * sizeof *rr);
     int n = rr ? form(b, rr, until) : 0;
     *next = n < 0 ? NEXT_WAITS : n > 0 ? NEXT_GOES : NEXT_UNKNOWN;
-    if (n <= 0 || (max && (uint32_t)n > max)) {
+    if (n <= 0 || !inline_fits(b, rr, n, max_ns)) {
         /* it should wait for more, or it is a batch for an instance */
         if (rr != stackr)
             free(rr);
@@ -83,26 +107,37 @@ static bool run_inline(fxb_batcher *b, uint32_t max, int *next, int64_t *until)
     batch bt = { rr, n, pthread_self(), b->running };
     b->running = &bt;
     atomic_fetch_add(&b->refs, 1); /* a done call may free the model, and b's owner */
-    pthread_mutex_unlock(&b->mu);
-    fxb_batcher *prev = fxb__tl_batcher;
-    fxb__tl_batcher = b; /* fxb_free from a done call here must not wait for this batch */
-    run(b, b->inl, rr, n);
-    fxb__tl_batcher = prev;
-    pthread_mutex_lock(&b->mu);
+    for (int round = 1;; round++) {
+        pthread_mutex_unlock(&b->mu);
+        fxb_batcher *prev = fxb__tl_batcher;
+        fxb__tl_batcher = b; /* fxb_free from a done call here must not wait for this batch */
+        run(b, b->inl, rr, n);
+        fxb__tl_batcher = prev;
+        pthread_mutex_lock(&b->mu);
+        for (int j = 0; j < n; j++) /* the reaper reads them under b->mu only */
+            free(rr[j]);
+        bt.n = 0;
+        int64_t u;
+        if (b->stop || round >= INLINE_ROUNDS || (n = form(b, rr, &u)) <= 0 ||
+            !inline_fits(b, rr, n, max_ns))
+            break;
+        take(b, rr, n); /* the next batch is due too, and short: run it here */
+        bt.n = n;
+    }
     b->n_running--;
     b->inl_busy = false;
     batch **pp = &b->running;
     while (*pp != &bt)
         pp = &(*pp)->next;
     *pp = bt.next;
-    /* instances waiting for the slot; fxb_free waits for running batches */
-    if (b->slot_waiters || b->stop)
+    /* instances waiting for the slot, or (while this ran, submits left the
+     * queue to this thread) for requests that are queued now; fxb_free
+     * waits for running batches */
+    if (b->slot_waiters || b->stop || (b->n_queued && (b->idle_waiters || b->timed_waiters)))
         pthread_cond_broadcast(&b->cv);
     if (b->stop)
         pthread_cond_signal(&b->reaper_cv); /* it ends once nothing runs */
     pthread_mutex_unlock(&b->mu);
-    for (int j = 0; j < n; j++)
-        free(rr[j]);
     if (rr != stackr)
         free(rr);
     fxb__release(b);
@@ -158,14 +193,15 @@ int fxb_submit(fxb_batcher *b, const fxb_request *r, char *err, size_t errlen)
         pthread_cond_signal(&b->reaper_cv);
     int next = NEXT_UNKNOWN;
     int64_t until = 0;
-    if (r->may_run_inline && run_inline(b, r->inline_max_requests, &next, &until))
+    if (r->may_run_inline && run_inline(b, r->inline_max_ns, &next, &until))
         return 0; /* ran here, answered, b->mu released */
     /* An instance is woken when it has something to do now: one waiting
      * for work, or one waiting for a partial batch when the batch goes now
      * or must go earlier than it waits for. One that runs a batch picks the
-     * next one itself; one waiting for a slot is woken by the slot. */
+     * next one itself, and so does (or wakes one) an inline batch's thread;
+     * one waiting for a slot is woken by the slot. */
     bool later = next == NEXT_WAITS && b->timed_min != INT64_MIN && until >= b->timed_min;
-    if (b->idle_waiters || (b->timed_waiters && !later)) {
+    if (next != NEXT_INLINE && (b->idle_waiters || (b->timed_waiters && !later))) {
         if (b->idle_waiters + b->timed_waiters + b->slot_waiters > 1)
             pthread_cond_broadcast(&b->cv); /* the right one among them */
         else
@@ -244,7 +280,8 @@ static int form(fxb_batcher *b, req **out, int64_t *wait_until)
     if (!full && !b->stop && !b->c.n_preferred) {
         fxb_situation s = { .samples = total, .room = (top_pref < cap ? top_pref : cap) - total,
                             .left_ns = due - (int64_t)now, .in_server = atomic_load(&b->pressure),
-                            .now_ns = now, .probe_every_ns = every };
+                            .now_ns = now, .probe_every_ns = every,
+                            .wait_share = b->wait_share };
         if (fxb_waiter_wait(&b->waiter, &s, wait_until))
             return -1;
     }
@@ -620,6 +657,7 @@ int fxb_create(const fxg_graph *g, const fxb_config *c, fxb_batch_fn on_batch, v
     b->batch_data = batch_data;
     b->n_in = fxg_num_inputs(g);
     b->n_out = fxg_num_outputs(g);
+    b->wait_share = b->device.type == FX_DEV_CPU ? FXB_CPU_WAIT_SHARE : 1;
     b->batchable = b->n_in > 0;
     for (int i = 0; i < b->n_in; i++)
         b->batchable &= first_dim_free(fxg_input(g, i));

@@ -63,6 +63,7 @@ struct fxb_batcher {
     bool stop;
 
     fxb_waiter waiter;     /* whether a partial batch waits (batch_policy.h) */
+    double wait_share;     /* fxb_situation.wait_share */
 
     fx_device device;      /* the graph's: the instances' contexts run there */
     uint64_t weights_bytes;

@@ -662,7 +662,7 @@ int fxsv_submit(fxsv_served *m, const fxsv_request *r, char *err, size_t errlen)
                            .timeout_us = r->timeout_us, .deadline_ns = r->deadline_ns,
                            .received_ns = r->received_ns, .done = request_done, .user = p,
                            .may_run_inline = r->may_run_inline,
-                           .inline_max_requests = r->inline_max_requests };
+                           .inline_max_ns = r->inline_max_ns };
         if (!(rc = fxb_submit(m->b, &br, err, errlen)))
             return 0;
         fxsv_record_in_flight(m->rec, -1);

@@ -138,7 +138,7 @@ typedef struct {
     int64_t deadline_ns;      /* the client's, CLOCK_MONOTONIC; 0: none */
     uint64_t received_ns;     /* CLOCK_MONOTONIC */
     bool may_run_inline;      /* as fxb_request: fxsv_submit may answer it itself */
-    uint32_t inline_max_requests; /* as fxb_request */
+    uint64_t inline_max_ns;   /* as fxb_request */
     /* Called once, on a serving thread (or the caller's, inline): status 0
      * and outputs[i] for every graph output i (valid during the call), or
      * an fxs status and its message. Makes the answer without sending it and
