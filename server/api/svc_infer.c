@@ -526,9 +526,8 @@ static int infer_params(const InferReq *req, fxsv_request *br, char *err, size_t
 }
 
 /* The longest batch a gRPC poller runs itself (by the model's cost curve):
- * running it there saves waking an instance thread and switching to it, the
- * largest cost of a batch of a small model on a shared CPU, while the
- * poller's other calls wait at most this long (the other poller goes on). */
+ * it saves waking an instance thread, a small model's largest cost per batch
+ * on a shared CPU; the poller's other calls wait (the other poller goes on). */
 #define POLLER_INLINE_NS 200000
 
 static void model_infer(fxr_call *call, const ProtobufCMessage *msg, void *data)
@@ -551,8 +550,6 @@ static void model_infer(fxr_call *call, const ProtobufCMessage *msg, void *data)
     fxsv_request br = { .samples = j->batch, .deadline_ns = fxr_deadline_ns(call),
                         .received_ns = t_received, .answer = infer_answer, .send = infer_send,
                         .user = j, .may_run_inline = true,
-                        /* a poller runs a short batch (the I/O waits for
-                         * it), an instance thread a longer one */
                         .inline_max_ns = fxr_on_poller(call) ? POLLER_INLINE_NS : 0 };
     if (!rc && infer_params(req, &br, err, sizeof err) != 0)
         rc = FXS_INVALID_ARGUMENT;
