@@ -1,7 +1,10 @@
 /*
  * svc_infer.c - inference.GRPCInferenceService, the Open Inference Protocol
- * (KServe v2 / Triton gRPC). ModelInfer is validated on the RPC handler
- * thread, then runs on an inference worker (serving.h), which replies.
+ * (KServe v2 / Triton gRPC). ModelInfer is validated on the gRPC poller
+ * that received it (FXR_UNARY_POLLER: no hand-off to the handler pool; what
+ * would block there goes to the pool with fxr_defer), then runs on an
+ * inference worker (serving.h), which replies; a lone request may run on
+ * the poller itself.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -41,10 +44,24 @@ static fxsv_served *acquire(fxr_call *call, fxa_daemon *d, const char *name, con
     fxsv_served *m = NULL;
     if (!fxa_key(call, "model", name, key, sizeof key))
         return NULL;
+    /* On a poller (ModelInfer, FXR_UNARY_POLLER) nothing may block: an
+     * alias is looked up in the store, and an instance not at hand is built
+     * from it; both go to the handler pool, where this runs again. */
+    bool poller = fxr_on_poller(call);
+    if (poller && version && *version && strcmp(version, FXDB_PRODUCTION) != 0 &&
+        !(*version >= '0' && *version <= '9')) {
+        fxr_defer(call);
+        return NULL;
+    }
     int rc = fxa_resolve_version(d, key, version, &v, err, sizeof err); /* an alias too */
     if (rc) {
         fxr_fail(call, rc, "%s", err);
         return NULL;
+    }
+    if (poller && route) {
+        if (!fxsv_serving_route_at_hand(d->serving, key, v, &m))
+            fxr_defer(call);
+        return m;
     }
     rc = route ? fxsv_serving_route(d->serving, key, v, &m, err, sizeof err)
                : fxsv_serving_acquire(d->serving, key, v, &m, err, sizeof err);
@@ -508,6 +525,11 @@ static int infer_params(const InferReq *req, fxsv_request *br, char *err, size_t
     return 0;
 }
 
+/* The longest batch a gRPC poller runs itself (by the model's cost curve):
+ * it saves waking an instance thread, a small model's largest cost per batch
+ * on a shared CPU; the poller's other calls wait (the other poller goes on). */
+#define POLLER_INLINE_NS 200000
+
 static void model_infer(fxr_call *call, const ProtobufCMessage *msg, void *data)
 {
     fxa_daemon *d = data;
@@ -527,7 +549,8 @@ static void model_infer(fxr_call *call, const ProtobufCMessage *msg, void *data)
     int rc = validate(d, j, err, sizeof err);
     fxsv_request br = { .samples = j->batch, .deadline_ns = fxr_deadline_ns(call),
                         .received_ns = t_received, .answer = infer_answer, .send = infer_send,
-                        .user = j, .may_run_inline = true };
+                        .user = j, .may_run_inline = true,
+                        .inline_max_ns = fxr_on_poller(call) ? POLLER_INLINE_NS : 0 };
     if (!rc && infer_params(req, &br, err, sizeof err) != 0)
         rc = FXS_INVALID_ARGUMENT;
     if (!rc && !(j->inputs = calloc((size_t)j->n_in + 1, sizeof *j->inputs))) {
@@ -763,7 +786,8 @@ int fxa_register_inference_service(fxa_daemon *d)
         { "ModelReady", FXR_UNARY, FXP_READ, model_ready },
         { "ServerMetadata", FXR_UNARY, FXP_ANY, server_metadata },
         { "ModelMetadata", FXR_UNARY, FXP_READ, model_metadata },
-        { "ModelInfer", FXR_UNARY, FXP_INFER, model_infer },
+        /* on the poller: validated and queued (or run, alone) there */
+        { "ModelInfer", FXR_UNARY_POLLER, FXP_INFER, model_infer },
         { "ModelConfig", FXR_UNARY, FXP_READ, fxa_model_config }, /* svc_infer_config.c */
         { "ModelStatistics", FXR_UNARY, FXP_READ, model_statistics },
         { "RepositoryIndex", FXR_UNARY, FXP_READ, repository_index },

@@ -4,7 +4,9 @@
  * routing each accepted call, the pool of handler threads for unary calls,
  * and the threads of streaming calls.
  *
- * Pollers never run handlers: unary calls go to the pool; each streaming
+ * Pollers run only FXR_UNARY_POLLER handlers (ModelInfer: they never
+ * block, and hand themselves to the pool with fxr_defer where they would);
+ * other unary calls go to the pool; each streaming
  * call (server, client or bidi) gets a thread of its own for its lifetime,
  * so long streams (watches, uploads) never hold a thread of the pool.
  */
@@ -68,7 +70,7 @@ static int check_service(fxr_server *s, const ProtobufCServiceDescriptor *desc,
                      methods[i].name ? methods[i].name : "(null)");
             return FXS_INVALID_ARGUMENT;
         }
-        if (methods[i].kind < FXR_UNARY || methods[i].kind > FXR_BIDI) {
+        if (methods[i].kind < FXR_UNARY || methods[i].kind > FXR_UNARY_POLLER) {
             fxr__log(s, "error", "rpc: %s/%s: bad streaming kind %d", desc->name,
                      methods[i].name, (int)methods[i].kind);
             return FXS_INVALID_ARGUMENT;
@@ -153,7 +155,13 @@ static void run_queued(fxr_call *c)
     grpc_byte_buffer *bb = c->recv_bb;
     char err[256];
     c->recv_bb = NULL;
-    if (atomic_load(&c->gone)) { /* timed out or cancelled while queued */
+    if (c->deferred) { /* fxr_defer: checked and unpacked on the poller */
+        c->deferred = false;
+        if (atomic_load(&c->gone))
+            fxr__call_finish(c, NULL, FXS_CANCELLED, NULL);
+        else
+            c->route->fn(c, c->req, c->route->data); /* may free c */
+    } else if (atomic_load(&c->gone)) { /* timed out or cancelled while queued */
         grpc_byte_buffer_destroy(bb);
         fxr__call_finish(c, NULL, FXS_CANCELLED, NULL);
     } else if (!fxr__authorize(c)) {
@@ -202,9 +210,34 @@ static bool charge(fxr_call *c, uint64_t bytes, bool call, char *why, size_t why
     return true;
 }
 
+/* A FXR_UNARY_POLLER call's handler, here on the poller: the request is
+ * checked and unpacked as on a handler thread (run_queued). */
+static __thread const fxr_call *tl_poller_call; /* its handler runs here, now */
+
+static void run_on_poller(fxr_call *c)
+{
+    tl_poller_call = c;
+    run_queued(c); /* the recv batch's reference keeps c until the caller releases it */
+    tl_poller_call = NULL;
+}
+
+bool fxr_on_poller(const fxr_call *c)
+{
+    return c && tl_poller_call == c;
+}
+
+void fxr_defer(fxr_call *c)
+{
+    if (!fxr_on_poller(c))
+        return;
+    tl_poller_call = NULL;
+    c->deferred = true;
+    enqueue_handler(c->s, c);
+}
+
 /* The request message of a unary or server-streaming call arrived (on a
  * poller): hand the call to the pool (unary) or a thread of its own (server
- * stream), c->recv_bb with it. */
+ * stream), c->recv_bb with it, or run a FXR_UNARY_POLLER handler here. */
 static void on_unary_request(tag *t, bool ok)
 {
     fxr_call *c = container_of(t, fxr_call, recv_tag);
@@ -230,6 +263,8 @@ static void on_unary_request(tag *t, bool ok)
         fxr_fail(c, FXS_RESOURCE_EXHAUSTED, "%s", why);
     } else if (c->route->kind == FXR_SERVER_STREAM) {
         start_stream_thread(c->s, c);
+    } else if (c->route->kind == FXR_UNARY_POLLER) {
+        run_on_poller(c);
     } else {
         enqueue_handler(c->s, c);
     }
@@ -355,7 +390,8 @@ void fxr__dispatch(fxr_server *s, fxr_call *c)
         fxr_fail(c, FXS_UNIMPLEMENTED, "method %s is not implemented", c->path);
     } else if (!charge(c, 0, true, why, sizeof why)) {
         fxr_fail(c, FXS_RESOURCE_EXHAUSTED, "%s", why);
-    } else if (c->route->kind == FXR_UNARY || c->route->kind == FXR_SERVER_STREAM) {
+    } else if (c->route->kind == FXR_UNARY || c->route->kind == FXR_UNARY_POLLER ||
+               c->route->kind == FXR_SERVER_STREAM) {
         pthread_mutex_lock(&c->mu);
         grpc_op rop = { .op = GRPC_OP_RECV_MESSAGE };
         rop.data.recv_message.recv_message = &c->recv_bb;

@@ -57,7 +57,7 @@ void fxr_server_call_local(fxr_server *s, const char *path, const fxr_credential
         refuse(done, ud, FXS_UNIMPLEMENTED, "unknown method %.200s", path ? path : "(null)");
         return;
     }
-    if (!r->fn || r->kind != FXR_UNARY) {
+    if (!r->fn || (r->kind != FXR_UNARY && r->kind != FXR_UNARY_POLLER)) {
         refuse(done, ud, FXS_UNIMPLEMENTED,
                r->fn ? "method %s is streaming: not callable over this transport"
                      : "method %s is not implemented", r->path);

@@ -80,6 +80,11 @@ typedef enum {
     FXR_SERVER_STREAM, /* one request, a stream of responses (fxr_send) */
     FXR_CLIENT_STREAM, /* a stream of requests (fxr_recv), one response */
     FXR_BIDI,          /* both */
+    /* Unary, and its handler runs on the poller that received the request,
+     * saving the hand-off to the handler pool (a thread wakeup and a
+     * context switch per call). Such a handler must not block: where it
+     * would (a store lookup, a file read), it calls fxr_defer and returns. */
+    FXR_UNARY_POLLER,
 } fxr_kind;
 
 typedef struct fxr_server fxr_server;
@@ -340,6 +345,15 @@ int fxr_recv(fxr_call *call, ProtobufCMessage **msg);
  * grace period is over. Calls in flight when a shutdown starts get the grace
  * period to finish. */
 bool fxr_cancelled(const fxr_call *call);
+
+/* True while a FXR_UNARY_POLLER handler runs on a poller (not after
+ * fxr_defer, and never for a local call). */
+bool fxr_on_poller(const fxr_call *call);
+/* From a FXR_UNARY_POLLER handler on a poller, before it has finished the
+ * call: hands the call to the handler pool, where the same handler runs
+ * again with the same request (fxr_on_poller false then); the handler
+ * returns at once and touches the call no more. */
+void fxr_defer(fxr_call *call);
 
 /* True once a shutdown started: a handler of an endless stream (a watch)
  * should end it now rather than hold the drain for the whole grace. */

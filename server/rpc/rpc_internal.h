@@ -136,6 +136,7 @@ struct fxr_call {
     char *peer; /* gpr_malloc'd by gRPC */
     int64_t deadline_ns;
     fxr_call *next; /* handler pool queue */
+    bool deferred;  /* fxr_defer: authorized and unpacked, for the pool */
     /* local.c: a call of another transport (HTTP): no grpc_call; its end
      * goes to local_done, its credentials are local_cred's (valid while
      * fxr_server_call_local runs: the guard reads them before it returns) */

@@ -101,13 +101,14 @@ fxb_decision fxb_decide(const fxb_evidence *e, const fxb_situation *s)
     double kmax = (double)(s->room < others ? s->room : others);
     double left = (double)s->left_ns;
     double cand[4] = { left / 4, left / 2, left, kmax / rate };
+    double share = s->wait_share > 0 && s->wait_share < 1 ? s->wait_share : 1;
     double best = now_cost / n, best_w = 0;
     for (int i = 0; i < 4; i++) {
         double w = cand[i] < left ? cand[i] : left;
         if (w < 1)
             continue;
         double k = rate * w < kmax ? rate * w : kmax;
-        double per = (fxb_evidence_cost(e, n + k) + w) / (n + k);
+        double per = (fxb_evidence_cost(e, n + k) + w * share) / (n + k);
         if (per < best) {
             best = per;
             best_w = w;

@@ -49,49 +49,95 @@ static int64_t req_samples(const fxb_batcher *b, const fxb_request *r)
     return n;
 }
 
-static int pick(fxb_batcher *b, req **out, int64_t *wait_until);
+static int form(fxb_batcher *b, req **out, int64_t *wait_until);
+static void take(fxb_batcher *b, req **out, int n);
 static void run(fxb_batcher *b, struct instance *in, req **r, int n);
 
-/* Under b->mu, just after a request was queued: when the next batch would
- * go at once and a slot is free, runs it on this thread with the inline
- * instance; returns true then, with b->mu released. */
-static bool run_inline(fxb_batcher *b)
+/* What fxb_submit learnt of the next batch: nothing, it goes now, it waits
+ * (until a time), or an inline batch runs and its thread looks at the
+ * queue when it ends. */
+enum { NEXT_UNKNOWN, NEXT_GOES, NEXT_WAITS, NEXT_INLINE };
+
+/* Inline batches one thread runs back to back (the first one included)
+ * before it leaves the queue to the instances: a poller's own calls wait
+ * for it meanwhile. */
+#define INLINE_ROUNDS 3
+
+/* Whether the batch r[0..n) may run inline: its cost by the curve is at
+ * most max_ns (0: any); a size not measured yet goes to an instance. */
+static bool inline_fits(const fxb_batcher *b, req **r, int n, uint64_t max_ns)
 {
-    if (!b->inl || b->inl_busy || b->stop || b->n_running >= (int)b->c.instances)
+    if (!max_ns)
+        return true;
+    int64_t samples = 0;
+    for (int j = 0; j < n; j++)
+        samples += r[j]->samples > 0 ? r[j]->samples : 1;
+    double cost = fxb_evidence_cost(&b->waiter.ev, (double)samples);
+    return cost >= 0 && cost <= (double)max_ns;
+}
+
+/* Under b->mu, just after a request was queued: when the next batch would
+ * go at once, a slot is free and the batch fits max_ns (inline_fits), runs
+ * it on this thread with the inline instance, then the batches that are
+ * due next and fit as well (INLINE_ROUNDS at most), and returns true with
+ * b->mu released. Else *next says what it found (NEXT_WAITS: until
+ * *until). */
+static bool run_inline(fxb_batcher *b, uint64_t max_ns, int *next, int64_t *until)
+{
+    *next = NEXT_UNKNOWN;
+    if (!b->inl || b->inl_busy || b->stop || b->n_running >= (int)b->c.instances) {
+        if (b->inl_busy && !b->stop)
+            *next = NEXT_INLINE;
         return false;
+    }
     req *stackr[64];
     size_t cap = b->c.enabled ? b->c.max_batch_size : 1;
     req **rr = cap <= 64 ? stackr : malloc(cap * sizeof *rr);
-    int64_t until = 0;
-    int n = rr ? pick(b, rr, &until) : -1;
-    if (n <= 0) { /* it should wait for more: the instances do that */
+    int n = rr ? form(b, rr, until) : 0;
+    *next = n < 0 ? NEXT_WAITS : n > 0 ? NEXT_GOES : NEXT_UNKNOWN;
+    if (n <= 0 || !inline_fits(b, rr, n, max_ns)) {
+        /* it should wait for more, or it is a batch for an instance */
         if (rr != stackr)
             free(rr);
         return false;
     }
+    take(b, rr, n);
     b->inl_busy = true;
     b->n_running++;
     batch bt = { rr, n, pthread_self(), b->running };
     b->running = &bt;
     atomic_fetch_add(&b->refs, 1); /* a done call may free the model, and b's owner */
-    pthread_mutex_unlock(&b->mu);
-    fxb_batcher *prev = fxb__tl_batcher;
-    fxb__tl_batcher = b; /* fxb_free from a done call here must not wait for this batch */
-    run(b, b->inl, rr, n);
-    fxb__tl_batcher = prev;
-    pthread_mutex_lock(&b->mu);
+    for (int round = 1;; round++) {
+        pthread_mutex_unlock(&b->mu);
+        fxb_batcher *prev = fxb__tl_batcher;
+        fxb__tl_batcher = b; /* fxb_free from a done call here must not wait for this batch */
+        run(b, b->inl, rr, n);
+        fxb__tl_batcher = prev;
+        pthread_mutex_lock(&b->mu);
+        for (int j = 0; j < n; j++) /* the reaper reads them under b->mu only */
+            free(rr[j]);
+        bt.n = 0;
+        int64_t u;
+        if (b->stop || round >= INLINE_ROUNDS || (n = form(b, rr, &u)) <= 0 ||
+            !inline_fits(b, rr, n, max_ns))
+            break;
+        take(b, rr, n); /* the next batch is due too, and short: run it here */
+        bt.n = n;
+    }
     b->n_running--;
     b->inl_busy = false;
     batch **pp = &b->running;
     while (*pp != &bt)
         pp = &(*pp)->next;
     *pp = bt.next;
-    pthread_cond_broadcast(&b->cv); /* instances waiting for the slot, or for work */
+    /* instances waiting for the slot, or (while this ran, submits left the
+     * queue to this thread) for requests that are queued now; fxb_free
+     * waits for running batches */
+    if (b->slot_waiters || b->stop || (b->n_queued && (b->idle_waiters || b->timed_waiters)))
+        pthread_cond_broadcast(&b->cv);
     if (b->stop)
         pthread_cond_signal(&b->reaper_cv); /* it ends once nothing runs */
     pthread_mutex_unlock(&b->mu);
-    for (int j = 0; j < n; j++)
-        free(rr[j]);
     if (rr != stackr)
         free(rr);
     fxb__release(b);
@@ -145,9 +191,22 @@ int fxb_submit(fxb_batcher *b, const fxb_request *r, char *err, size_t errlen)
     atomic_store_explicit(&b->last_active, q->received, memory_order_relaxed);
     if (q->deadline < b->reaper_wake)
         pthread_cond_signal(&b->reaper_cv);
-    if (r->may_run_inline && run_inline(b))
+    int next = NEXT_UNKNOWN;
+    int64_t until = 0;
+    if (r->may_run_inline && run_inline(b, r->inline_max_ns, &next, &until))
         return 0; /* ran here, answered, b->mu released */
-    pthread_cond_signal(&b->cv);
+    /* An instance is woken when it has something to do now: one waiting
+     * for work, or one waiting for a partial batch when the batch goes now
+     * or must go earlier than it waits for. One that runs a batch picks the
+     * next one itself, and so does (or wakes one) an inline batch's thread;
+     * one waiting for a slot is woken by the slot. */
+    bool later = next == NEXT_WAITS && b->timed_min != INT64_MIN && until >= b->timed_min;
+    if (next != NEXT_INLINE && (b->idle_waiters || (b->timed_waiters && !later))) {
+        if (b->idle_waiters + b->timed_waiters + b->slot_waiters > 1)
+            pthread_cond_broadcast(&b->cv); /* the right one among them */
+        else
+            pthread_cond_signal(&b->cv);
+    }
     pthread_mutex_unlock(&b->mu);
     return 0;
 }
@@ -180,10 +239,11 @@ static bool compatible(const fxb_batcher *b, const req *h, const req *q)
 
 static int64_t clamp_ns(uint64_t t) { return t > INT64_MAX ? INT64_MAX : (int64_t)t; }
 
-/* Picks the next batch from the queue into out (capacity max_batch_size or
- * 1): returns its request count, 0 when the queue is empty, or -1 with
- * *wait_until when the batch should wait for more requests. Under b->mu. */
-static int pick(fxb_batcher *b, req **out, int64_t *wait_until)
+/* Forms the next batch from the queue into out (capacity max_batch_size or
+ * 1), leaving it queued: returns its request count, 0 when the queue is
+ * empty, or -1 with *wait_until when the batch should wait for more
+ * requests. Under b->mu. */
+static int form(fxb_batcher *b, req **out, int64_t *wait_until)
 {
     req *h = NULL;
     for (uint32_t l = 0; l < b->c.priority_levels && !h; l++)
@@ -220,7 +280,8 @@ static int pick(fxb_batcher *b, req **out, int64_t *wait_until)
     if (!full && !b->stop && !b->c.n_preferred) {
         fxb_situation s = { .samples = total, .room = (top_pref < cap ? top_pref : cap) - total,
                             .left_ns = due - (int64_t)now, .in_server = atomic_load(&b->pressure),
-                            .now_ns = now, .probe_every_ns = every };
+                            .now_ns = now, .probe_every_ns = every,
+                            .wait_share = b->wait_share };
         if (fxb_waiter_wait(&b->waiter, &s, wait_until))
             return -1;
     }
@@ -246,10 +307,24 @@ static int pick(fxb_batcher *b, req **out, int64_t *wait_until)
             }
         n = k;
     }
+    return n;
+}
+
+/* Takes the batch form returned out of the queue. Under b->mu. */
+static void take(fxb_batcher *b, req **out, int n)
+{
     for (int i = 0; i < n; i++) {
         fxb__unlink_req(b, out[i]);
         atomic_store(&out[i]->state, RQ_TAKEN);
     }
+}
+
+/* form, then take: the next batch to run, as form counts. Under b->mu. */
+static int pick(fxb_batcher *b, req **out, int64_t *wait_until)
+{
+    int n = form(b, out, wait_until);
+    if (n > 0)
+        take(b, out, n);
     return n;
 }
 
@@ -495,18 +570,29 @@ static void *instance_main(void *arg)
     pthread_mutex_lock(&b->mu);
     while (ok && r) {
         if (!b->stop && b->n_running >= (int)b->c.instances) {
+            b->slot_waiters++;
             pthread_cond_wait(&b->cv, &b->mu); /* an inline batch holds the slot */
+            b->slot_waiters--;
             continue;
         }
         int64_t until = 0;
         int n = pick(b, r, &until);
         if (n == 0 && b->stop)
             break;
-        if (n <= 0) {
-            if (n < 0)
-                fxb__timed_wait(&b->cv, &b->mu, until);
+        if (n < 0) {
+            b->timed_min = b->timed_waiters ? INT64_MIN : until;
+            b->timed_waiters++;
+            fxb__timed_wait(&b->cv, &b->mu, until);
+            if (--b->timed_waiters == 0)
+                b->timed_min = INT64_MAX;
             else
-                pthread_cond_wait(&b->cv, &b->mu);
+                b->timed_min = INT64_MIN; /* which of the others wakes first: unknown */
+            continue;
+        }
+        if (n == 0) {
+            b->idle_waiters++;
+            pthread_cond_wait(&b->cv, &b->mu);
+            b->idle_waiters--;
             continue;
         }
         batch bt = { r, n, pthread_self(), b->running };
@@ -571,6 +657,7 @@ int fxb_create(const fxg_graph *g, const fxb_config *c, fxb_batch_fn on_batch, v
     b->batch_data = batch_data;
     b->n_in = fxg_num_inputs(g);
     b->n_out = fxg_num_outputs(g);
+    b->wait_share = b->device.type == FX_DEV_CPU ? FXB_CPU_WAIT_SHARE : 1;
     b->batchable = b->n_in > 0;
     for (int i = 0; i < b->n_in; i++)
         b->batchable &= first_dim_free(fxg_input(g, i));

@@ -121,9 +121,16 @@ typedef struct {
     fxb_done_fn done;
     void *user;
     /* The caller's thread may run the request's batch itself when it would
-     * go at once and an execution slot is free (CPU models): fxb_submit then
-     * returns after the done call. Leave false where that would block. */
+     * go at once and an execution slot is free (CPU models), and the
+     * batches due after it that fit inline_max_ns (a few at most): fxb_submit
+     * then returns after the done calls. Leave false where that would block. */
     bool may_run_inline;
+    /* With may_run_inline: the longest a batch run on the caller's thread
+     * may take by the model's cost curve (batch_policy.h), 0 for any. A
+     * gRPC poller must not hold up the I/O of every call for long: a batch
+     * the curve says is dearer, or that it has not measured yet, goes to
+     * an instance thread. */
+    uint64_t inline_max_ns;
 } fxb_request;
 
 /* Per executed batch, for statistics (on the instance thread). */

@@ -63,6 +63,7 @@ struct fxb_batcher {
     bool stop;
 
     fxb_waiter waiter;     /* whether a partial batch waits (batch_policy.h) */
+    double wait_share;     /* fxb_situation.wait_share */
 
     fx_device device;      /* the graph's: the instances' contexts run there */
     uint64_t weights_bytes;
@@ -79,6 +80,12 @@ struct fxb_batcher {
     struct instance *inl;  /* NULL: not offered (a GPU device, no slot left) */
     bool inl_busy;
     int n_running;         /* batches running, inline included */
+    /* Instance threads waiting on cv: for work (the queue was empty), for
+     * a slot (an inline batch holds it), or until timed_min at the latest
+     * (a partial batch waits; INT64_MIN when unknown: several waited).
+     * fxb_submit wakes one only when the new request needs it. */
+    int idle_waiters, slot_waiters, timed_waiters;
+    int64_t timed_min;
 
     /* Requests queued or in a running batch: +1 when fxb_submit queues one,
      * -1 just before its done call. Read without the lock (fxb_pressure) by

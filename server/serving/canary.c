@@ -29,6 +29,26 @@ static bool canary_turn(uint32_t n, uint32_t percent)
     return (n + 1) * percent / 100 > n * percent / 100;
 }
 
+bool fxsv_serving_route_at_hand(fxsv_serving *sv, const char *name, int64_t version,
+                                fxsv_served **out)
+{
+    fxsv_served *m = NULL;
+    pthread_mutex_lock(&sv->mu);
+    fxsv_entry *e = fxsv_find_entry(sv, name);
+    if (e && version == 0 && e->canary) {
+        bool to_canary = canary_turn(e->canary_turn, e->canary_percent);
+        e->canary_turn = (e->canary_turn + 1) % 100;
+        m = fxsv_served_ref(to_canary ? e->canary : e->current);
+    } else if (e) {
+        m = fxsv_entry_cached(e, version);
+        if (m)
+            m = fxsv_served_ref(m);
+    }
+    pthread_mutex_unlock(&sv->mu);
+    *out = m;
+    return m != NULL;
+}
+
 int fxsv_serving_route(fxsv_serving *sv, const char *name, int64_t version, fxsv_served **out,
                       char *err, size_t errlen)
 {

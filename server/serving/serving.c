@@ -505,6 +505,8 @@ static fxsv_served *cached(entry *e, int64_t version)
     return NULL;
 }
 
+fxsv_served *fxsv_entry_cached(entry *e, int64_t version) { return cached(e, version); }
+
 fxsv_served *fxsv_entry_take_old(entry *e, int64_t version)
 {
     for (int i = 0; i < e->n_old; i++)
@@ -659,7 +661,8 @@ int fxsv_submit(fxsv_served *m, const fxsv_request *r, char *err, size_t errlen)
         fxb_request br = { .inputs = r->inputs, .priority = r->priority,
                            .timeout_us = r->timeout_us, .deadline_ns = r->deadline_ns,
                            .received_ns = r->received_ns, .done = request_done, .user = p,
-                           .may_run_inline = r->may_run_inline };
+                           .may_run_inline = r->may_run_inline,
+                           .inline_max_ns = r->inline_max_ns };
         if (!(rc = fxb_submit(m->b, &br, err, errlen)))
             return 0;
         fxsv_record_in_flight(m->rec, -1);

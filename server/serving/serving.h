@@ -110,6 +110,11 @@ int fxsv_serving_acquire(fxsv_serving *sv, const char *name, int64_t version, fx
  * (fxsv_serving_set_canary), else to the main one. */
 int fxsv_serving_route(fxsv_serving *sv, const char *name, int64_t version, fxsv_served **out,
                       char *err, size_t errlen);
+/* As fxsv_serving_route, only when the instance is at hand (loaded, its
+ * version kept): never reads the store or files, so a thread that must not
+ * block may call it. false: call fxsv_serving_route from one that may. */
+bool fxsv_serving_route_at_hand(fxsv_serving *sv, const char *name, int64_t version,
+                                fxsv_served **out);
 void fxsv_served_release(fxsv_served *m);
 
 const fxg_graph *fxsv_served_graph(const fxsv_served *m);
@@ -133,6 +138,7 @@ typedef struct {
     int64_t deadline_ns;      /* the client's, CLOCK_MONOTONIC; 0: none */
     uint64_t received_ns;     /* CLOCK_MONOTONIC */
     bool may_run_inline;      /* as fxb_request: fxsv_submit may answer it itself */
+    uint64_t inline_max_ns;   /* as fxb_request */
     /* Called once, on a serving thread (or the caller's, inline): status 0
      * and outputs[i] for every graph output i (valid during the call), or
      * an fxs status and its message. Makes the answer without sending it and

@@ -68,6 +68,8 @@ int fxsv_build_served(fxsv_serving *sv, const char *name, int64_t version, fxsv_
                       bool *stored_loaded, char *err, size_t errlen);
 /* The entry of a loaded model, or NULL. Under sv->mu. */
 fxsv_entry *fxsv_find_entry(fxsv_serving *sv, const char *name);
+/* The instance of version (0: the main one) kept in e, or NULL. Under sv->mu. */
+fxsv_served *fxsv_entry_cached(fxsv_entry *e, int64_t version);
 /* Takes the instance of version out of e's older versions (the caller
  * drops its reference), or NULL. Under sv->mu. */
 fxsv_served *fxsv_entry_take_old(fxsv_entry *e, int64_t version);

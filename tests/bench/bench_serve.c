@@ -18,7 +18,7 @@
  *     {"model":"mlp","concurrency":64,"rate":0,"duration_s":10.0,
  *      "requests":..., "ok":..., "requests_per_s":..., "p50_us":...,
  *      "p90_us":..., "p99_us":..., "p999_us":..., "mean_us":...,
- *      "errors":{"UNAVAILABLE":3}}
+ *      "calls":..., "client_cpu_us_per_call":..., "errors":{"UNAVAILABLE":3}}
  * requests_per_s counts answered-OK requests. Exit status 0, or 1 when the
  * server cannot be reached or no request succeeded, 2 on a usage error.
  */
@@ -33,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "inferjson.h"
@@ -66,6 +67,7 @@ typedef struct {
 
 typedef struct {
     const opts *o;
+    atomic_uint_fast64_t calls; /* every call answered, warmup included */
     fxc_channel *ch;
     const uint8_t *req;
     size_t req_len;
@@ -277,6 +279,7 @@ static void *worker_main(void *arg)
         int rc = fxc_unary_raw(s->ch, INFER_PATH, s->req, s->req_len, &resp, &resp_len, &co,
                                w->last_err, sizeof w->last_err);
         record(w, due, mono_ns(), rc);
+        atomic_fetch_add_explicit(&s->calls, 1, memory_order_relaxed);
         free(resp);
     }
     return NULL;
@@ -314,6 +317,9 @@ int cmd_serve(int argc, char **argv)
     s.measure_ns = s.start_ns + (uint64_t)(o.warmup * 1e9);
     s.end_ns = s.measure_ns + (uint64_t)(o.duration * 1e9);
     atomic_init(&s.next_slot, 0);
+    atomic_init(&s.calls, 0);
+    struct rusage ru0;
+    getrusage(RUSAGE_SELF, &ru0);
     worker *w = calloc((size_t)o.concurrency, sizeof *w);
     if (!w)
         die("out of memory");
@@ -336,6 +342,15 @@ int cmd_serve(int argc, char **argv)
             codes[c] += w[i].codes[c];
     }
     uint64_t wall = mono_ns() - s.measure_ns;
+    /* this process's CPU time per call (warmup included): on a loaded
+     * machine a steadier figure than the rates */
+    struct rusage ru1;
+    getrusage(RUSAGE_SELF, &ru1);
+    double cpu_us = (double)(ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec +
+                             ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) * 1e6 +
+                    (double)(ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec +
+                             ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec);
+    uint64_t calls = atomic_load(&s.calls);
     uint32_t *all = malloc(sizeof *all * (total + 1));
     if (!all)
         die("out of memory");
@@ -356,11 +371,13 @@ int cmd_serve(int argc, char **argv)
         requests += codes[c];
     printf("{\"model\":\"%s\",\"concurrency\":%d,\"rate\":%g,\"duration_s\":%.3f,"
            "\"requests\":%llu,\"ok\":%zu,\"requests_per_s\":%.1f,\"p50_us\":%u,\"p90_us\":%u,"
-           "\"p99_us\":%u,\"p999_us\":%u,\"mean_us\":%.1f,\"errors\":{",
+           "\"p99_us\":%u,\"p999_us\":%u,\"mean_us\":%.1f,\"calls\":%llu,"
+           "\"client_cpu_us_per_call\":%.1f,\"errors\":{",
            o.model, o.concurrency, o.rate, secs, (unsigned long long)requests, total,
            (double)total / secs, quantile(all, total, 0.5), quantile(all, total, 0.9),
            quantile(all, total, 0.99), quantile(all, total, 0.999),
-           total ? sum / (double)total : 0.0);
+           total ? sum / (double)total : 0.0, (unsigned long long)calls,
+           calls ? cpu_us / (double)calls : 0.0);
     int shown = 0;
     for (int c = 1; c < N_CODES; c++)
         if (codes[c])

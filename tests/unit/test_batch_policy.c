@@ -148,6 +148,42 @@ static void test_no_wait_when_it_does_not_pay(void **state)
     assert_int_equal(decide(&e, at(1, 63, 200 * US, 1, 5 * MS)).wait_ns, 0);
 }
 
+/* On the CPU (wait_share FXB_CPU_WAIT_SHARE) a wait costs next to nothing:
+ * a partner expected within the delay is worth waiting for where the same
+ * evidence on an accelerator (share 1) says go now; a lone caller still
+ * goes at once. */
+static void test_cpu_wait_share(void **state)
+{
+    fxb_evidence e;
+    fxb_evidence_init(&e);
+    /* the mlp's curve: 26 us alone, 75 us for 8, 600 us for 64 */
+    int64_t sizes[] = { 1, 8, 64 };
+    uint64_t ns[] = { 26 * US, 75 * US, 600 * US };
+    curve(&e, sizes, ns, 3);
+    callers(&e, 8);
+    for (int i = 0; i < 16; i++)
+        fxb_evidence_wait(&e, 100 * US, 2); /* 2 partners per 100 us */
+    e.last_wait_ns = 4 * MS;
+    fxb_situation s = at(1, 63, 200 * US, 2, 5 * MS);
+    assert_int_equal(fxb_decide(&e, &s).wait_ns, 0); /* share 0 is 1 */
+    s.wait_share = 1;
+    assert_int_equal(fxb_decide(&e, &s).wait_ns, 0);
+    s.wait_share = FXB_CPU_WAIT_SHARE;
+    fxb_decision d = fxb_decide(&e, &s);
+    assert_false(d.probe);
+    assert_true(d.wait_ns > 0 && d.wait_ns <= 200 * US);
+    /* the lone caller: no wait whatever the share */
+    fxb_evidence_init(&e);
+    curve(&e, sizes, ns, 3);
+    callers(&e, 1);
+    for (int i = 0; i < 16; i++)
+        fxb_evidence_wait(&e, 100 * US, 2);
+    e.last_wait_ns = 4 * MS;
+    s = at(1, 63, 200 * US, 1, 5 * MS);
+    s.wait_share = FXB_CPU_WAIT_SHARE;
+    assert_int_equal(fxb_decide(&e, &s).wait_ns, 0);
+}
+
 /* The cost curve: decayed means per bucket, interpolated between buckets,
  * proportional below the first and with one bucket, extrapolated at the
  * last slope (never decreasing) beyond the last. */
@@ -285,6 +321,7 @@ int main(void)
         cmocka_unit_test(test_wait_when_partners_come_and_batches_pay),
         cmocka_unit_test(test_no_wait_when_it_does_not_pay),
         cmocka_unit_test(test_cost_curve),
+        cmocka_unit_test(test_cpu_wait_share),
         cmocka_unit_test(test_wait_evidence_decays),
         cmocka_unit_test(test_callers_peak_decays_per_round),
         cmocka_unit_test(test_best_size),

@@ -890,6 +890,54 @@ static void test_inline_run(void **state)
     bt_end(&t);
 }
 
+/* inline_max_ns (a gRPC poller's limit): a batch runs on the submitting
+ * thread only when the cost curve says it takes at most that long; a size
+ * not measured yet, or a dearer one, goes to an instance thread. Same
+ * results either way. */
+static void test_inline_max_ns(void **state)
+{
+    fxb_config c = cfg(8, 0);
+    c.enabled = false;
+    bt t;
+    bt_start(&t, MLP, &c);
+    bt_add(&t, mlp_rq(3, 0.25f));
+    char err[256];
+    /* no batch measured yet: an instance runs it */
+    fxb_request br = { .inputs = t.r[0].in, .done = record_thread, .user = &TAGS[0],
+                       .may_run_inline = true, .inline_max_ns = 10000000000ULL };
+    assert_int_equal(fxb_submit(t.b, &br, err, sizeof err), 0);
+    wait_done(1);
+    assert_false(pthread_equal(done_thread, pthread_self()));
+    /* measured now, and far below 10 s: here, once the instance has let
+     * go of the execution slot (it may still hold it right after its done
+     * call; a request submitted meanwhile is its) */
+    bool here = false;
+    for (int k = 1; k < MAXR - 1 && !here; k++) {
+        br.user = &TAGS[k];
+        assert_int_equal(fxb_submit(t.b, &br, err, sizeof err), 0);
+        pthread_mutex_lock(&C.mu);
+        here = C.n_done == k + 1 && pthread_equal(done_thread, pthread_self());
+        pthread_mutex_unlock(&C.mu);
+        if (!here) {
+            wait_done(k + 1);
+            usleep(1000);
+        }
+    }
+    assert_true(here);
+    int n = C.n_done;
+    /* over a limit of 1 ns: an instance again */
+    br.user = &TAGS[n];
+    br.inline_max_ns = 1;
+    assert_int_equal(fxb_submit(t.b, &br, err, sizeof err), 0);
+    wait_done(n + 1);
+    assert_false(pthread_equal(done_thread, pthread_self()));
+    for (int i = 0; i <= n; i++) {
+        assert_int_equal(C.status[i], 0);
+        assert_memory_equal(C.out[0], C.out[i], 3 * 3 * sizeof(float));
+    }
+    bt_end(&t);
+}
+
 /* Out of memory in a batch is RESOURCE_EXHAUSTED, not INVALID_ARGUMENT
  * (issue 11, defect 8): the process's address space is capped a little above
  * what it uses, and a request's 1 GiB output cannot be allocated. Skipped
@@ -944,6 +992,7 @@ int main(void)
         cmocka_unit_test(test_free_from_done),
         cmocka_unit_test(test_free_from_reaper_while_inline_runs),
         cmocka_unit_test(test_inline_run),
+        cmocka_unit_test(test_inline_max_ns),
         cmocka_unit_test(test_lone_client_never_waits),
         cmocka_unit_test(test_concurrent_clients_are_batched),
         cmocka_unit_test(test_full_queue_rejects),

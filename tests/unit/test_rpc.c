@@ -118,6 +118,27 @@ static void h_unary(fxr_call *call, const ProtobufCMessage *m, void *data)
     fxr_reply(call, &r.base);
 }
 
+/* FXR_UNARY_POLLER: answers where it ran ("poller:" or "pool:" before the
+ * text, index 1 when the pool's run followed a deferral); text "defer"
+ * hands the call to the pool from the poller. */
+static atomic_int poller_deferrals;
+static void h_on_poller(fxr_call *call, const ProtobufCMessage *m, void *data)
+{
+    const Fxtest__EchoRequest *req = (const Fxtest__EchoRequest *)m;
+    bool poller = fxr_on_poller(call);
+    if (poller && strcmp(req->text, "defer") == 0) {
+        atomic_fetch_add(&poller_deferrals, 1);
+        fxr_defer(call);
+        return;
+    }
+    char text[64];
+    snprintf(text, sizeof text, "%s:%s", poller ? "poller" : "pool", req->text);
+    Fxtest__EchoReply r = FXTEST__ECHO_REPLY__INIT;
+    r.text = text;
+    r.index = !poller && strcmp(req->text, "defer") == 0 ? atomic_load(&poller_deferrals) : 0;
+    fxr_reply(call, &r.base);
+}
+
 static void h_server_stream(fxr_call *call, const ProtobufCMessage *m, void *data)
 {
     const Fxtest__EchoRequest *req = (const Fxtest__EchoRequest *)m;
@@ -262,6 +283,7 @@ static const fxr_method echo_methods[] = {
     { "Big", FXR_UNARY, FXP_ANY, h_big },
     { "Fail", FXR_UNARY, FXP_ANY, h_fail },
     { "Deferred", FXR_UNARY, FXP_ANY, h_deferred },
+    { "OnPoller", FXR_UNARY_POLLER, FXP_ANY, h_on_poller },
     /* NoHandler: routed, no handler -> UNIMPLEMENTED */
 };
 #define N_ECHO_METHODS ((int)(sizeof echo_methods / sizeof *echo_methods))
@@ -1016,6 +1038,24 @@ static bool shared_idle(void)
     return fxr_server_in_flight(shared.srv) == 0;
 }
 
+static void *poller_caller(void *arg)
+{
+    int i = (int)(intptr_t)arg;
+    Fxtest__EchoRequest req = FXTEST__ECHO_REQUEST__INIT;
+    Fxtest__EchoReply *rep = NULL;
+    char err[256];
+    bool ok = true;
+    req.text = i % 2 ? "defer" : "x";
+    for (int k = 0; k < 20 && ok; k++) {
+        ok = call_echo(shared.ch, "OnPoller", &req, &rep, 5000, err, sizeof err) == FXS_OK &&
+             strcmp(rep->text, i % 2 ? "pool:defer" : "poller:x") == 0;
+        if (rep)
+            protobuf_c_message_free_unpacked(&rep->base, NULL);
+        rep = NULL;
+    }
+    return ok ? (char *)arg + 1 : NULL;
+}
+
 static void test_deferred(void **state)
 {
     Fxtest__EchoRequest req = FXTEST__ECHO_REQUEST__INIT;
@@ -1031,6 +1071,37 @@ static void test_deferred(void **state)
                      FXS_DEADLINE_EXCEEDED);
     assert_null(rep);
     assert_int_equal(fxr_server_in_flight(shared.srv), 1);
+    assert_true(wait_for(shared_idle, 3000));
+}
+
+/* A FXR_UNARY_POLLER handler runs on the poller (fxr_on_poller); one that
+ * defers runs again on the pool with the same request, and is answered
+ * once. Other unary handlers never see fxr_on_poller. */
+static void test_on_poller(void **state)
+{
+    Fxtest__EchoRequest req = FXTEST__ECHO_REQUEST__INIT;
+    Fxtest__EchoReply *rep = NULL;
+    char err[256];
+    req.text = "here";
+    assert_int_equal(call_echo(shared.ch, "OnPoller", &req, &rep, 5000, err, sizeof err), FXS_OK);
+    assert_string_equal(rep->text, "poller:here");
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    int before = atomic_load(&poller_deferrals);
+    req.text = "defer";
+    assert_int_equal(call_echo(shared.ch, "OnPoller", &req, &rep, 5000, err, sizeof err), FXS_OK);
+    assert_string_equal(rep->text, "pool:defer");
+    assert_int_equal(rep->index, before + 1);
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    /* many at once, half of them deferred: each answered once */
+    enum { N = 16 };
+    pthread_t th[N];
+    for (int i = 0; i < N; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, poller_caller, (void *)(intptr_t)i), 0);
+    for (int i = 0; i < N; i++) {
+        void *ok;
+        pthread_join(th[i], &ok);
+        assert_non_null(ok);
+    }
     assert_true(wait_for(shared_idle, 3000));
 }
 
@@ -1704,6 +1775,7 @@ int main(void)
         cmocka_unit_test(test_unparseable),
         cmocka_unit_test(test_concurrent),
         cmocka_unit_test(test_deferred),
+        cmocka_unit_test(test_on_poller),
         cmocka_unit_test(test_metadata_truncated),
         cmocka_unit_test(test_latency_report),
     };
