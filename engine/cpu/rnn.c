@@ -54,6 +54,7 @@
  */
 #include "cpu.h"
 #include "micro.h"
+#include "rnn_cells.h"
 
 #include <cblas.h>
 #include <stdlib.h>
@@ -80,11 +81,14 @@ static inline float rnn_tanh(float x)
 #define RNN_CLONES
 #endif
 
+extern int fx__rnn_isa; /* the kernel choice, below */
+
 /* The geometry of a sequence, read from the tensors. */
 typedef struct {
     int64_t N, T, H, GH, Y, col;
     const int64_t *len;
     bool reverse;
+    bool cells512; /* LSTM rows: rnn_cells.c's AVX-512 ones */
 } seq_geom;
 
 static seq_geom geom(const fx_rnn_seq_args *a)
@@ -98,6 +102,7 @@ static seq_geom geom(const fx_rnn_seq_args *a)
     g.col = a->col;
     g.len = (const int64_t *)fx_data(a->lengths);
     g.reverse = a->reverse;
+    g.cells512 = fx__rnn_cells_avx512() && (fx__rnn_isa == 0 || fx__rnn_isa == 3);
     return g;
 }
 
@@ -385,7 +390,9 @@ static void cells_forward(const fx_rnn_seq_args *a, const seq_geom *g, int64_t s
         const float *xg = XG + (n * g->T + t) * GH;
         float *hg = HG + (n - r0) * ldh;
         float *y = Y + (n * g->T + t) * g->Y + g->col;
-        if (a->kind == FX_CELL_LSTM)
+        if (a->kind == FX_CELL_LSTM && g->cells512 && !B)
+            fx__lstm_row_avx512(H, xg, hg, Cp + n * H, Cn + n * H, Hn + n * H, Act + n * A, y);
+        else if (a->kind == FX_CELL_LSTM)
             lstm_row(H, xg, hg, B, Cp + n * H, Cn + n * H, Hn + n * H, Act + n * A, y);
         else if (a->kind == FX_CELL_GRU)
             gru_row(H, xg, hg, B, Hp + n * H, Hn + n * H, Act + n * A, y);
@@ -560,7 +567,10 @@ static bool cells_backward(const fx_rnn_seq_args *a, const seq_geom *g, int64_t 
         int64_t t = position(g, n, s);
         float *dxg = DXG + (n * g->T + t) * GH;
         const float *dy = DY + (n * g->T + t) * g->Y + g->col;
-        if (a->kind == FX_CELL_LSTM) {
+        if (a->kind == FX_CELL_LSTM && g->cells512) {
+            fx__lstm_row_backward_avx512(H, Act + n * A, Cp + n * H, Cn + n * H, dy, dh,
+                                         DC + n * H, dxg, dhg, !skip);
+        } else if (a->kind == FX_CELL_LSTM) {
             add_dy(H, dh, dy);
             lstm_row_backward(H, Act + n * A, Cp + n * H, Cn + n * H, dh, DC + n * H, dxg, dhg);
             if (!skip)
