@@ -88,6 +88,13 @@ typedef struct {
      * (w [G, C]; contiguous f32, R rows). NULL, or false (out of memory;
      * nothing was written): the op uses the backend's gemm. */
     bool (*grad_input)(int64_t R, const fx_tensor *dg, const fx_tensor *w, fx_tensor *dx);
+    /* Optional: the weight gradients of n (1 or 2) inputs against the same
+     * gate gradients at once, gw[s] [G, C_s] += dg^T x[s] (dg [R, G], x[s]
+     * [R, C_s]; contiguous f32, R rows). NULL, or false (not run here, or
+     * out of memory; nothing was written): the op uses the backend's gemm,
+     * one per input. */
+    bool (*grad_weights)(int64_t R, const fx_tensor *dg, int n, const fx_tensor *const *x,
+                         fx_tensor *const *gw);
     /* backward takes dhg NULL in the dense LSTM case above (saves a copy of
      * every gate gradient) */
     bool dense_lstm;

@@ -406,35 +406,52 @@ static bool backward_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d, const fx
         be->ew->axpy(1.0f, dstate[i], &row);
     }
 
-    /* Weight gradients, each one product over all steps. Rows of dhg for
-     * inactive samples are zero, so hs[0..S) can be used whole; a zero
-     * initial state adds nothing, so step 0 is left out then. */
-    fx_tensor *g;
-    if (fx_tensor_requires_grad(w->w_hh)) {
-        if (!(g = fx__grad(ctx, w->w_hh)))
+    /* Weight gradients, each one product over all steps (both in one call
+     * of the backend's grad_weights where it has one and they share the
+     * gate gradients). Rows of dhg for inactive samples are zero, so
+     * hs[0..S) can be used whole; a zero initial state adds nothing, so
+     * step 0 is left out then. */
+    bool need_hh = fx_tensor_requires_grad(w->w_hh), need_ih = fx_tensor_requires_grad(w->w_ih);
+    fx_tensor *g_hh = need_hh ? fx__grad(ctx, w->w_hh) : NULL;
+    fx_tensor *g_ih = need_ih ? fx__grad(ctx, w->w_ih) : NULL;
+    if ((need_hh && !g_hh) || (need_ih && !g_ih))
+        return false;
+    fx_tensor gv, hv;
+    const fx_tensor *hsrc = NULL, *hdg = NULL; /* the states and their gate gradients */
+    int64_t hrows = 0;
+    if (need_hh && dense) { /* by position: the states hs[t] of sample n as row n*T + t */
+        fx_tensor *hp = fx_tensor_new(ctx, FX_F32, 3, (int64_t[]){ N, T, H });
+        if (!hp)
             return false;
-        if (dense) { /* by position: the states hs[t] of sample n as row n*T + t */
-            fx_tensor *hp = fx_tensor_new(ctx, FX_F32, 3, (int64_t[]){ N, T, H });
-            if (!hp)
-                return false;
-            fx_tensor v = block(r->hs, 0, 3, (int64_t[]){ N, T, H });
-            v.strides[0] = H;
-            v.strides[1] = N * H;
-            be->mem->copy(hp, &v, false);
-            be->blas->gemm(1, true, false, GH, H, N * T, 1.0f, dxg, 0, hp, 0, 1.0f, g, 0);
-        } else {
-            int64_t s0 = tp->h0 ? 0 : 1, K = (S - s0) * N;
-            fx_tensor gv = block(dhg, s0 * N * GH, 2, (int64_t[]){ K, GH });
-            fx_tensor hv = block(r->hs, s0 * N * H, 2, (int64_t[]){ K, H });
-            if (K > 0)
-                be->blas->gemm(1, true, false, GH, H, K, 1.0f, &gv, 0, &hv, 0, 1.0f, g, 0);
-        }
+        fx_tensor v = block(r->hs, 0, 3, (int64_t[]){ N, T, H });
+        v.strides[0] = H;
+        v.strides[1] = N * H;
+        be->mem->copy(hp, &v, false);
+        hsrc = hp;
+        hdg = dxg;
+        hrows = N * T;
+    } else if (need_hh) {
+        int64_t s0 = tp->h0 ? 0 : 1;
+        hrows = (S - s0) * N;
+        gv = block(dhg, s0 * N * GH, 2, (int64_t[]){ hrows, GH });
+        hv = block(r->hs, s0 * N * H, 2, (int64_t[]){ hrows, H });
+        hsrc = hrows > 0 ? &hv : NULL;
+        hdg = &gv;
     }
-    if (fx_tensor_requires_grad(w->w_ih)) {
-        if (!(g = fx__grad(ctx, w->w_ih)))
-            return false;
-        be->blas->gemm(1, true, false, GH, I, N * T, 1.0f, dxg, 0, in, 0, 1.0f, g, 0);
+    bool done_hh = !hsrc, done_ih = !need_ih;
+    bool (*gw)(int64_t, const fx_tensor *, int, const fx_tensor *const *, fx_tensor *const *) =
+        be->rnn->grad_weights;
+    if (gw && !done_hh && !done_ih && hdg == dxg) {
+        done_hh = done_ih = gw(N * T, dxg, 2, (const fx_tensor *[]){ in, hsrc },
+                               (fx_tensor *[]){ g_ih, g_hh });
+    } else if (gw) {
+        done_hh = done_hh || gw(hrows, hdg, 1, &hsrc, &g_hh);
+        done_ih = done_ih || gw(N * T, dxg, 1, (const fx_tensor *[]){ in }, &g_ih);
     }
+    if (!done_hh)
+        be->blas->gemm(1, true, false, GH, H, hrows, 1.0f, hdg, 0, hsrc, 0, 1.0f, g_hh, 0);
+    if (!done_ih)
+        be->blas->gemm(1, true, false, GH, I, N * T, 1.0f, dxg, 0, in, 0, 1.0f, g_ih, 0);
     if (!bias_grads(ctx, tp->mode, w, dxg, dhg))
         return false;
     if (din && (!be->rnn->grad_input || !be->rnn->grad_input(N * T, dxg, w->w_ih, din)))

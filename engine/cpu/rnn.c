@@ -54,7 +54,7 @@
  */
 #include "cpu.h"
 #include "micro.h"
-#include "rnn_cells.h"
+#include "rnn_parts.h"
 
 #include <cblas.h>
 #include <stdlib.h>
@@ -80,8 +80,6 @@ static inline float rnn_tanh(float x)
 #else
 #define RNN_CLONES
 #endif
-
-extern int fx__rnn_isa; /* the kernel choice, below */
 
 /* The geometry of a sequence, read from the tensors. */
 typedef struct {
@@ -401,6 +399,41 @@ static void cells_forward(const fx_rnn_seq_args *a, const seq_geom *g, int64_t s
     }
 }
 
+/* Asks for the cache lines [p, p + bytes) (for writing when write). */
+static void prefetch_lines(const void *p, int64_t bytes, bool write)
+{
+    const char *b = p;
+    for (int64_t o = 0; o < bytes; o += 64) {
+        if (write)
+            __builtin_prefetch(b + o, 1, 2);
+        else
+            __builtin_prefetch(b + o, 0, 2);
+    }
+}
+
+/* What the cells of step s touch in rows [r0, r1) and that is not in cache
+ * yet, asked for while the step's product runs (which reads little beyond
+ * the packed W_hh): the rows of the input gates (forward) or of their
+ * gradient (backward), 4H floats each spread over the sequence by position,
+ * which the hardware prefetchers miss, and the step's saved activations. */
+static void prefetch_step(const fx_rnn_seq_args *a, const seq_geom *g, int64_t s, int64_t r0,
+                          int64_t r1, bool backward)
+{
+    int64_t N = g->N, H = g->H, GH = g->GH, A = 4 * H;
+    const float *rows = backward ? fx_f32(a->dxg) : fx_f32(a->xg);
+    for (int64_t n = r0; n < r1; n++)
+        if (s < g->len[n]) {
+            int64_t t = position(g, n, s);
+            prefetch_lines(rows + (n * g->T + t) * GH, GH * (int64_t)sizeof(float), backward);
+            if (backward)
+                prefetch_lines(fx_f32(a->dy) + (n * g->T + t) * g->Y + g->col,
+                               H * (int64_t)sizeof(float), false);
+        }
+    if (a->act)
+        prefetch_lines(fx_f32(a->act) + (s * N + r0) * A, (r1 - r0) * A * (int64_t)sizeof(float),
+                       !backward);
+}
+
 /* Per-thread buffers of the packed path: the products of a row block and
  * the partial-block pad. */
 typedef struct {
@@ -454,6 +487,7 @@ static void cpu_rnn_forward(const fx_rnn_seq_args *a)
                 forward_rows_blas(a, &g, s, r0, r1);
                 continue;
             }
+            prefetch_step(a, &g, s, r0, r1, false);
             if (s == 0 && a->h0_zero)
                 memset(sc.hg, 0, (size_t)((r1 - r0) * ldh) * sizeof(float));
             else
@@ -609,6 +643,8 @@ static void cpu_rnn_backward(const fx_rnn_seq_args *a)
                                       : fx_f32(a->dxg) + (r0 * g.T + s) * GH;
             int64_t lda = a->dhg ? GH : g.T * GH;
             float *dh = fx_f32(a->dh) + r0 * H;
+            if (s > 0)
+                prefetch_step(a, &g, s - 1, r0, r1, true);
             if (pad)
                 product(&k, &(prod_args){ .M = r1 - r0, .N = H, .K = GH, .a = dhg, .rsa = lda,
                                           .csa = 1, .pb = &pb, .c = dh, .ldc = H, .add = !skip,
@@ -662,6 +698,23 @@ static bool cpu_rnn_grad_input(int64_t R, const fx_tensor *dg, const fx_tensor *
     return ok;
 }
 
+/* gw[s] += dg^T x[s]: rnn_wgrad.c (false where it does not run). */
+static bool cpu_rnn_grad_weights(int64_t R, const fx_tensor *dg, int n,
+                                 const fx_tensor *const *x, fx_tensor *const *gw)
+{
+    const float *xs[2];
+    float *gs[2];
+    int64_t C[2];
+    if (n < 1 || n > 2)
+        return false;
+    for (int s = 0; s < n; s++) {
+        xs[s] = fx_f32(x[s]);
+        gs[s] = fx_f32(gw[s]);
+        C[s] = x[s]->shape[x[s]->ndim - 1];
+    }
+    return fx__rnn_grad_weights(R, dg->shape[dg->ndim - 1], fx_f32(dg), n, xs, C, gs);
+}
+
 /* ------------------------------------------------------------------ masks */
 
 static void cpu_rnn_mask_steps(const fx_tensor *x, const fx_tensor *lengths, fx_tensor *y)
@@ -683,5 +736,6 @@ const fx_rnn_kernels fx__cpu_rnn = {
     .mask_steps = cpu_rnn_mask_steps,
     .gates = cpu_rnn_gates,
     .grad_input = cpu_rnn_grad_input,
+    .grad_weights = cpu_rnn_grad_weights,
     .dense_lstm = true,
 };

@@ -1,6 +1,6 @@
 /*
  * rnn_cells.c - the LSTM cell's rows (forward and backward) written with
- * AVX-512 intrinsics, for rnn.c (which chooses them: see rnn_cells.h).
+ * AVX-512 intrinsics, for rnn.c (which chooses them: see rnn_parts.h).
  *
  * Why not the compiler-vectorised rows of rnn.c: those evaluate the
  * portable fx_exp_approx (integer-key clamps, 2^n built in the exponent
@@ -16,7 +16,7 @@
  * absolute); tests/unit/test_rnn.c checks every kernel path against a
  * double reference, saturating inputs included.
  */
-#include "rnn_cells.h"
+#include "rnn_parts.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
