@@ -48,6 +48,12 @@ typedef struct {
     const fx_tensor *b_hh;    /* [G*H] or NULL (the op folds b_hh into xg except for GRU,
                                * whose b_hn is multiplied by r, and passes NULL) */
     bool h0_zero;             /* hs[0] is zero: step 0 needs no product */
+    /* With gates_pending (an LSTM, on kernels that say fused_gates) xg is
+     * allocated but not yet formed: the kernel forms the input gates itself
+     * from x [N, T, I] (the layer's input), w_ih [G*H, I] and b_in [G*H]
+     * (both biases' sum) or NULL, inside its per-step products or into xg */
+    bool gates_pending;
+    const fx_tensor *x, *w_ih, *b_in;
     fx_tensor *hg;            /* [N, G*H] scratch for h W_hh^T */
     fx_tensor *y;             /* [N, T, D*H] output; writes columns [col, col + H) */
     /* backward */
@@ -95,6 +101,8 @@ typedef struct {
      * one per input. */
     bool (*grad_weights)(int64_t R, const fx_tensor *dg, int n, const fx_tensor *const *x,
                          fx_tensor *const *gw);
+    /* forward takes gates_pending (an LSTM's input gates left to it) */
+    bool fused_gates;
     /* backward takes dhg NULL in the dense LSTM case above (saves a copy of
      * every gate gradient) */
     bool dense_lstm;

@@ -299,7 +299,10 @@ static bool run_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d)
             bias = sum;
         }
     }
-    if (!be->rnn->gates || !be->rnn->gates(N * T, in, w->w_ih, bias, r->xg)) {
+    /* an LSTM on kernels that form them in their per-step products: left
+     * to the kernel (xg stays allocated for its fallback) */
+    bool pending = lstm && be->rnn->fused_gates;
+    if (!pending && (!be->rnn->gates || !be->rnn->gates(N * T, in, w->w_ih, bias, r->xg))) {
         if (bias)
             be->blas->bias_fill(r->xg, bias);
         be->blas->gemm(1, false, true, N * T, GH, I, 1.0f, in, 0, w->w_ih, 0,
@@ -322,7 +325,8 @@ static bool run_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d)
     be->rnn->forward(&(fx_rnn_seq_args){
         .kind = mode_cell(tp->mode), .reverse = d == 1, .steps = S, .col = d * H,
         .lengths = tp->len, .w_hh = w->w_hh, .hs = r->hs, .cs = r->cs, .act = r->act,
-        .xg = r->xg, .b_hh = b_step, .h0_zero = !tp->h0, .hg = hg, .y = tp->lout[l] });
+        .xg = r->xg, .b_hh = b_step, .h0_zero = !tp->h0, .gates_pending = pending, .x = in,
+        .w_ih = w->w_ih, .b_in = bias, .hg = hg, .y = tp->lout[l] });
     return true;
 }
 

@@ -87,6 +87,7 @@ typedef struct {
     const int64_t *len;
     bool reverse;
     bool cells512; /* LSTM rows: rnn_cells.c's AVX-512 ones */
+    bool fused;    /* the input gates are in the step's products (xg not read) */
 } seq_geom;
 
 static seq_geom geom(const fx_rnn_seq_args *a)
@@ -94,13 +95,14 @@ static seq_geom geom(const fx_rnn_seq_args *a)
     seq_geom g;
     g.N = a->hs->shape[1];
     g.H = a->hs->shape[2];
-    g.T = a->xg ? a->xg->shape[1] : a->dxg->shape[1];
-    g.GH = a->xg ? a->xg->shape[2] : a->dxg->shape[2];
+    g.T = a->y ? a->y->shape[1] : a->dy->shape[1];
+    g.GH = a->w_hh->shape[0];
     g.Y = a->y ? a->y->shape[2] : a->dy->shape[2];
     g.col = a->col;
     g.len = (const int64_t *)fx_data(a->lengths);
     g.reverse = a->reverse;
     g.cells512 = fx__rnn_cells_avx512() && (fx__rnn_isa == 0 || fx__rnn_isa == 3);
+    g.fused = false;
     return g;
 }
 
@@ -110,12 +112,17 @@ static inline int64_t position(const seq_geom *g, int64_t n, int64_t s)
     return g->reverse ? g->len[n] - 1 - s : s;
 }
 
+static int64_t row_block_count(int64_t N)
+{
+    int64_t nb = N / 8 < fx__num_threads ? N / 8 : fx__num_threads;
+    return nb < 1 ? 1 : nb;
+}
+
 /* Runs body(r0, r1) over row blocks [r0, r1) of N rows, one block per
  * thread (blocks of at least 8 rows, so each product keeps some height). */
 #define ROW_BLOCKS(N, r0, r1, ...)                                                             \
     do {                                                                                       \
-        int64_t nb_ = (N) / 8 < fx__num_threads ? (N) / 8 : fx__num_threads;                   \
-        nb_ = nb_ < 1 ? 1 : nb_;                                                               \
+        int64_t nb_ = row_block_count(N);                                                      \
         int64_t per_ = ((N) + nb_ - 1) / nb_;                                                  \
         FX_PFOR(nb_ > 1 ? INT64_MAX : 0, b_, nb_, {                                            \
             int64_t r0 = b_ * per_, r1 = r0 + per_ < (N) ? r0 + per_ : (N);                    \
@@ -216,6 +223,7 @@ typedef struct {
     float *c;
     int64_t ldc;
     bool add, c_padded;
+    bool bias_padded; /* bias has whole panels (zero past N) */
     float *pad; /* MR_MAX x K floats for a partial block of rows, or NULL (allocated) */
 } prod_args;
 
@@ -260,7 +268,7 @@ static bool product(const micro_kernel *mk, const prod_args *p, bool threaded)
     int64_t MR = mk->mr, nr = mk->nr, K = p->K, full = p->M / MR * MR;
     int64_t panels = (p->N + nr - 1) / nr, wlast = p->N - (panels - 1) * nr;
     /* the bias of a last partial panel, zero-padded */
-    bool ragged = wlast < nr && p->bias;
+    bool ragged = wlast < nr && p->bias && !p->bias_padded;
     float *pad = p->M <= full ? NULL : p->pad ? p->pad : malloc((size_t)(MR * K) * sizeof(float));
     float *edge = ragged ? calloc((size_t)nr, sizeof(float)) : NULL;
     if ((p->M > full && !pad) || (ragged && !edge)) {
@@ -341,8 +349,9 @@ RNN_CLONES static void gru_row(int64_t H, const float *restrict xg, const float 
 }
 
 /* One active row of an LSTM in one pass: gates i, f, g, o from xg + hg
- * (+ b: the op folds b_hh into xg, so usually NULL) into act after their
- * nonlinearities, then c and h. */
+ * (+ b: the op folds b_hh into xg, so usually NULL; xg NULL: hg holds the
+ * whole pre-activations) into act after their nonlinearities, then c and
+ * h. */
 RNN_CLONES static void lstm_row(int64_t H, const float *restrict xg, float *restrict hg,
                      const float *restrict b, const float *restrict cp, float *restrict c,
                      float *restrict h, float *restrict act, float *restrict y)
@@ -351,9 +360,11 @@ RNN_CLONES static void lstm_row(int64_t H, const float *restrict xg, float *rest
         for (int64_t j = 0; j < 4 * H; j++)
             hg[j] += b[j];
     for (int64_t j = 0; j < H; j++) {
-        float i = rnn_sigmoid(xg[j] + hg[j]), f = rnn_sigmoid(xg[H + j] + hg[H + j]);
-        float g = rnn_tanh(xg[2 * H + j] + hg[2 * H + j]);
-        float o = rnn_sigmoid(xg[3 * H + j] + hg[3 * H + j]);
+        float xi = xg ? xg[j] : 0.0f, xf = xg ? xg[H + j] : 0.0f;
+        float xgg = xg ? xg[2 * H + j] : 0.0f, xo = xg ? xg[3 * H + j] : 0.0f;
+        float i = rnn_sigmoid(xi + hg[j]), f = rnn_sigmoid(xf + hg[H + j]);
+        float g = rnn_tanh(xgg + hg[2 * H + j]);
+        float o = rnn_sigmoid(xo + hg[3 * H + j]);
         float cj = f * cp[j] + i * g, hj = o * rnn_tanh(cj);
         act[j] = i;
         act[H + j] = f;
@@ -376,7 +387,7 @@ static void cells_forward(const fx_rnn_seq_args *a, const seq_geom *g, int64_t s
     const float *Cp = a->cs ? fx_f32(a->cs) + s * N * H : NULL;
     float *Cn = a->cs ? fx_f32(a->cs) + (s + 1) * N * H : NULL;
     float *Act = a->act ? fx_f32(a->act) + s * N * A : NULL;
-    const float *XG = fx_f32(a->xg), *B = a->b_hh ? fx_f32(a->b_hh) : NULL;
+    const float *XG = g->fused ? NULL : fx_f32(a->xg), *B = a->b_hh ? fx_f32(a->b_hh) : NULL;
     for (int64_t n = r0; n < r1; n++) {
         if (s >= g->len[n]) { /* done: carry the state */
             memcpy(Hn + n * H, Hp + n * H, (size_t)H * sizeof(float));
@@ -385,7 +396,7 @@ static void cells_forward(const fx_rnn_seq_args *a, const seq_geom *g, int64_t s
             continue;
         }
         int64_t t = position(g, n, s);
-        const float *xg = XG + (n * g->T + t) * GH;
+        const float *xg = XG ? XG + (n * g->T + t) * GH : NULL;
         float *hg = HG + (n - r0) * ldh;
         float *y = Y + (n * g->T + t) * g->Y + g->col;
         if (a->kind == FX_CELL_LSTM && g->cells512 && !B)
@@ -420,11 +431,13 @@ static void prefetch_step(const fx_rnn_seq_args *a, const seq_geom *g, int64_t s
                           int64_t r1, bool backward)
 {
     int64_t N = g->N, H = g->H, GH = g->GH, A = 4 * H;
-    const float *rows = backward ? fx_f32(a->dxg) : fx_f32(a->xg);
+    const float *rows = backward ? fx_f32(a->dxg) : g->fused ? fx_f32(a->x) : fx_f32(a->xg);
+    int64_t width = g->fused && !backward ? a->x->shape[2] : GH;
     for (int64_t n = r0; n < r1; n++)
         if (s < g->len[n]) {
             int64_t t = position(g, n, s);
-            prefetch_lines(rows + (n * g->T + t) * GH, GH * (int64_t)sizeof(float), backward);
+            prefetch_lines(rows + (n * g->T + t) * width, width * (int64_t)sizeof(float),
+                           backward);
             if (backward)
                 prefetch_lines(fx_f32(a->dy) + (n * g->T + t) * g->Y + g->col,
                                H * (int64_t)sizeof(float), false);
@@ -437,20 +450,82 @@ static void prefetch_step(const fx_rnn_seq_args *a, const seq_geom *g, int64_t s
 /* Per-thread buffers of the packed path: the products of a row block and
  * the partial-block pad. */
 typedef struct {
-    float *hg, *pad;
+    float *hg, *pad, *a; /* a: the fused products' rows [x | h] */
 } rows_scratch;
 
-static bool scratch_alloc(rows_scratch *sc, int64_t rows, int64_t width, int64_t K)
+static bool scratch_alloc(rows_scratch *sc, int64_t rows, int64_t width, int64_t K, bool fused)
 {
     sc->hg = malloc((size_t)(rows * width) * sizeof(float));
     sc->pad = malloc((size_t)(MR_MAX * K) * sizeof(float));
-    return sc->hg && sc->pad;
+    sc->a = fused ? malloc((size_t)(rows * K) * sizeof(float)) : NULL;
+    return sc->hg && sc->pad && (sc->a || !fused);
 }
 
 static void scratch_free(rows_scratch *sc)
 {
     free(sc->hg);
     free(sc->pad);
+    free(sc->a);
+}
+
+/* [W_ih^T; W_hh^T] ([I + H, cols]) packed like pack_b, for the fused
+ * products [x_t | h] B. False when out of memory. */
+static bool pack_cat(packed_b *pb, const float *w_ih, int64_t In, const float *w_hh, int64_t H,
+                     int64_t cols, int64_t nr)
+{
+    int64_t K = In + H;
+    pb->K = K;
+    pb->cols = cols;
+    pb->nr = nr;
+    pb->panels = (cols + nr - 1) / nr;
+    size_t bytes = (size_t)(pb->panels * K * nr) * sizeof(float);
+    pb->p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!pb->p)
+        return false;
+    for (int64_t p = 0; p < pb->panels; p++)
+        for (int64_t k = 0; k < K; k++) {
+            float *dst = pb->p + (p * K + k) * nr;
+            for (int64_t c = 0; c < nr; c++) {
+                int64_t q = p * nr + c;
+                dst[c] = q >= cols ? 0.0f : k < In ? w_ih[q * In + k] : w_hh[q * H + k - In];
+            }
+        }
+    return true;
+}
+
+/* The rows [r0, r1) of step s's fused product: x at the row's position,
+ * then hs[s] (zeros for inactive rows, whose products are not used). */
+static void fused_rows(const fx_rnn_seq_args *a, const seq_geom *g, int64_t s, int64_t r0,
+                       int64_t r1, int64_t In, float *dst)
+{
+    int64_t H = g->H, K = In + H;
+    const float *X = fx_f32(a->x), *Hs = fx_f32(a->hs) + s * g->N * H;
+    for (int64_t n = r0; n < r1; n++) {
+        float *d = dst + (n - r0) * K;
+        if (s >= g->len[n]) {
+            memset(d, 0, (size_t)K * sizeof(float));
+            continue;
+        }
+        memcpy(d, X + (n * g->T + position(g, n, s)) * In, (size_t)In * sizeof(float));
+        memcpy(d + In, Hs + n * H, (size_t)H * sizeof(float));
+    }
+}
+
+/* The input gates of every step into a->xg, for a call with gates_pending
+ * that does not fuse them (the plain path, out of memory). */
+static bool cpu_rnn_gates(int64_t R, const fx_tensor *x, const fx_tensor *w,
+                          const fx_tensor *bias, fx_tensor *y);
+
+static void pending_gates(const fx_rnn_seq_args *a)
+{
+    int64_t R = a->x->shape[0] * a->x->shape[1], In = a->x->shape[2], G = a->w_ih->shape[0];
+    if (cpu_rnn_gates(R, a->x, a->w_ih, a->b_in, (fx_tensor *)a->xg)) /* the op's, writable */
+        return;
+    float *Y = fx_f32(a->xg);
+    for (int64_t r = 0; a->b_in && r < R; r++)
+        memcpy(Y + r * G, fx_f32(a->b_in), (size_t)G * sizeof(float));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)G, (int)In, 1.0f,
+                fx_f32(a->x), (int)In, fx_f32(a->w_ih), (int)In, a->b_in ? 1.0f : 0.0f, Y, (int)G);
 }
 
 /* The plain path for rows [r0, r1), step s: one cblas_sgemm into a->hg. */
@@ -468,37 +543,73 @@ static void forward_rows_blas(const fx_rnn_seq_args *a, const seq_geom *g, int64
     cells_forward(a, g, s, r0, r1, HG, GH);
 }
 
+/*
+ * The forward. With gates_pending (an LSTM; see kern_rnn.h) each step's
+ * product is [x_t | h] [W_ih^T; W_hh^T] + the bias, K = I + H, so the input
+ * gates are never written to memory and read back (xg: 2 MB in the
+ * benchmark, read by position, i.e. scattered); the plain path and out of
+ * memory form xg first instead.
+ */
 static void cpu_rnn_forward(const fx_rnn_seq_args *a)
 {
     seq_geom g = geom(a);
-    int64_t H = g.H, GH = g.GH;
+    int64_t H = g.H, GH = g.GH, In = a->gates_pending ? a->x->shape[2] : 0, K = In + H;
     packed_b pb = { 0 };
-    bool packed = fx__rnn_isa != 4;
     micro_kernel mk = kernel_for_rows(g.N);
-    if (packed)
+    bool packed = fx__rnn_isa != 4;
+    if (packed && a->gates_pending)
+        packed = pack_cat(&pb, fx_f32(a->w_ih), In, fx_f32(a->w_hh), H, GH, mk.nr);
+    else if (packed)
         packed = pack_b(&pb, fx_f32(a->w_hh), H, true, H, GH, mk.nr);
-    int64_t ldh = pb.panels * mk.nr;
+    int64_t ldh = pb.panels * mk.nr, nb = row_block_count(g.N), per = (g.N + nb - 1) / nb;
+    /* every block's buffers first: a block must not fall back alone once
+     * the gates are left to the products */
+    rows_scratch *sc = packed ? calloc((size_t)nb, sizeof *sc) : NULL;
+    float *bias = packed && a->b_in ? calloc((size_t)ldh, sizeof(float)) : NULL;
+    packed = sc && (bias || !a->b_in || !a->gates_pending);
+    for (int64_t b = 0; packed && b < nb; b++)
+        packed = scratch_alloc(&sc[b], per, ldh, K, a->gates_pending);
+    if (!packed) {
+        for (int64_t b = 0; sc && b < nb; b++)
+            scratch_free(&sc[b]);
+        free(sc);
+        sc = NULL;
+    }
+    if (bias)
+        memcpy(bias, fx_f32(a->b_in), (size_t)GH * sizeof(float));
+    if (a->gates_pending && !packed)
+        pending_gates(a);
+    g.fused = a->gates_pending && packed;
     ROW_BLOCKS(g.N, r0, r1, {
-        rows_scratch sc = { 0 };
-        bool mine = packed && scratch_alloc(&sc, r1 - r0, ldh, H);
+        rows_scratch *my = sc ? &sc[r0 / per] : NULL;
         micro_kernel k = kernel_for_rows(r1 - r0);
         for (int64_t s = 0; s < a->steps; s++) {
-            if (!mine) {
+            if (!my) {
                 forward_rows_blas(a, &g, s, r0, r1);
                 continue;
             }
             prefetch_step(a, &g, s, r0, r1, false);
-            if (s == 0 && a->h0_zero)
-                memset(sc.hg, 0, (size_t)((r1 - r0) * ldh) * sizeof(float));
-            else
+            if (g.fused) {
+                fused_rows(a, &g, s, r0, r1, In, my->a);
+                product(&k, &(prod_args){ .M = r1 - r0, .N = GH, .K = K, .a = my->a, .rsa = K,
+                                          .csa = 1, .pb = &pb, .bias = bias, .c = my->hg,
+                                          .ldc = ldh, .c_padded = true, .bias_padded = true,
+                                          .pad = my->pad }, false);
+            } else if (s == 0 && a->h0_zero) {
+                memset(my->hg, 0, (size_t)((r1 - r0) * ldh) * sizeof(float));
+            } else {
                 product(&k, &(prod_args){ .M = r1 - r0, .N = GH, .K = H,
                                           .a = fx_f32(a->hs) + (s * g.N + r0) * H, .rsa = H,
-                                          .csa = 1, .pb = &pb, .c = sc.hg, .ldc = ldh,
-                                          .c_padded = true, .pad = sc.pad }, false);
-            cells_forward(a, &g, s, r0, r1, sc.hg, ldh);
+                                          .csa = 1, .pb = &pb, .c = my->hg, .ldc = ldh,
+                                          .c_padded = true, .pad = my->pad }, false);
+            }
+            cells_forward(a, &g, s, r0, r1, my->hg, ldh);
         }
-        scratch_free(&sc);
     });
+    for (int64_t b = 0; sc && b < nb; b++)
+        scratch_free(&sc[b]);
+    free(sc);
+    free(bias);
     free(pb.p);
 }
 
@@ -737,5 +848,6 @@ const fx_rnn_kernels fx__cpu_rnn = {
     .gates = cpu_rnn_gates,
     .grad_input = cpu_rnn_grad_input,
     .grad_weights = cpu_rnn_grad_weights,
+    .fused_gates = true,
     .dense_lstm = true,
 };

@@ -80,13 +80,15 @@ AVX512 void fx__lstm_row_avx512(int64_t H, const float *restrict xg, const float
 {
     for (int64_t j = 0; j < H; j += 16) {
         __mmask16 m = lanes(H, j);
-        __m512 pi = _mm512_add_ps(_mm512_maskz_loadu_ps(m, xg + j), _mm512_maskz_loadu_ps(m, hg + j));
-        __m512 pf = _mm512_add_ps(_mm512_maskz_loadu_ps(m, xg + H + j),
-                                  _mm512_maskz_loadu_ps(m, hg + H + j));
-        __m512 pg = _mm512_add_ps(_mm512_maskz_loadu_ps(m, xg + 2 * H + j),
-                                  _mm512_maskz_loadu_ps(m, hg + 2 * H + j));
-        __m512 po = _mm512_add_ps(_mm512_maskz_loadu_ps(m, xg + 3 * H + j),
-                                  _mm512_maskz_loadu_ps(m, hg + 3 * H + j));
+        __m512 pi = _mm512_maskz_loadu_ps(m, hg + j), pf = _mm512_maskz_loadu_ps(m, hg + H + j);
+        __m512 pg = _mm512_maskz_loadu_ps(m, hg + 2 * H + j);
+        __m512 po = _mm512_maskz_loadu_ps(m, hg + 3 * H + j);
+        if (xg) {
+            pi = _mm512_add_ps(pi, _mm512_maskz_loadu_ps(m, xg + j));
+            pf = _mm512_add_ps(pf, _mm512_maskz_loadu_ps(m, xg + H + j));
+            pg = _mm512_add_ps(pg, _mm512_maskz_loadu_ps(m, xg + 2 * H + j));
+            po = _mm512_add_ps(po, _mm512_maskz_loadu_ps(m, xg + 3 * H + j));
+        }
         __m512 i = sigmoid16(pi), f = sigmoid16(pf), g = tanh16(pg), o = sigmoid16(po);
         __m512 cj = _mm512_fmadd_ps(f, _mm512_maskz_loadu_ps(m, cp + j), _mm512_mul_ps(i, g));
         __m512 hj = _mm512_mul_ps(o, tanh16(cj));

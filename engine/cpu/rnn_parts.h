@@ -15,7 +15,8 @@
 /* True when the CPU runs the rows below (AVX-512F). */
 bool fx__rnn_cells_avx512(void);
 
-/* One active row: gates i, f, g, o from xg + hg (4H each, PyTorch's order)
+/* One active row: gates i, f, g, o from xg + hg (4H each, PyTorch's order;
+ * xg NULL: hg holds the whole pre-activations)
  * after their nonlinearities into act, c = f cp + i g, h = y = o tanh(c). */
 void fx__lstm_row_avx512(int64_t H, const float *xg, const float *hg, const float *cp, float *c,
                          float *h, float *act, float *y);
