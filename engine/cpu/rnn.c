@@ -7,37 +7,37 @@
  * (x W_ih^T + both biases, outside GRU), then per step a small product
  * with W_hh (M = the batch, 32 in the benchmark, against [H, G*H]) and one
  * fused pointwise pass; backward the same in reverse, then one product each
- * for dW_hh (over all steps), dW_ih and dx.
+ * for dW_hh (over all steps), dW_ih and dx. An LSTM (gates_pending) has no
+ * product for the input gates: each step's product is [x_t | h] times
+ * [W_ih^T; W_hh^T] with the bias in its accumulators, so the gates of all
+ * steps (2 MB in the benchmark, read back by position, i.e. scattered) are
+ * never written and read again.
  *
- * The per-step products. Handed to BLAS, a product this small is dominated
- * by overheads: OpenBLAS re-packs the whole W_hh (256 KB at H = 128) on
- * every call, 2 x S times per training step. So W_hh is packed once per
- * call here, in the panel layout our register-tiled micro-kernel reads
- * (the scheme of conv.c: an MR x NR tile in vector registers, each of K
- * steps NV loads of B, MR broadcasts of A and MR * NV fused multiply-adds),
- * for the forward as W_hh^T [H, G*H] and for the backward as W_hh
- * [G*H, H]. The kernel is written once with GCC vector types and
- * instantiated for AVX-512, AVX2+FMA and portable 4-wide vectors; the best
- * one the CPU runs is picked at run time (fx__rnn_isa forces one for tests;
- * 4 forces the plain path, BLAS for every product, kept for out of memory
- * and as the measured baseline). The same kernel does the input gates
- * (bias loaded into the accumulators: no separate bias pass over the gate
- * buffer), and the input gradient dG W_ih of all steps (2x OpenBLAS's
- * sgemm at 1024 x 64 x 512 in a loop, hot in cache; within noise, maybe
- * 1%, inside a training step). The weight gradients (dG^T A over all
- * steps) stay with BLAS: our kernel, reading dG down its columns, copying
- * it into blocks, or computing the transpose A^T dG from dG's rows, was at
- * best 8% faster in a loop and no faster inside a training step (measured
- * by toggling the two paths step by step in one process).
+ * The per-step products (rnn_prod.c). Handed to BLAS, a product this small
+ * is dominated by overheads: OpenBLAS re-packs the whole W_hh (256 KB at
+ * H = 128) on every call, 2 x S times per training step. So W_hh is packed
+ * once per call, in the panel layout our register-tiled micro-kernel reads
+ * (micro.h: an MR x NR tile in vector registers, each of K steps NV loads
+ * of B, MR broadcasts of A and MR * NV fused multiply-adds), for the
+ * forward as W_hh^T [H, G*H] (or [W_ih^T; W_hh^T]) and for the backward as
+ * W_hh [G*H, H], for AVX-512, AVX2+FMA or portable 4-wide vectors, the
+ * best the CPU runs (fx__rnn_isa forces one for tests; 4 forces the plain
+ * path, BLAS for every product, kept for out of memory and as the measured
+ * baseline). The same kernel does the input gates of the other cells (bias
+ * loaded into the accumulators) and the input gradient dG W_ih of all
+ * steps. The weight gradients (dG^T A over all steps) run in rnn_wgrad.c,
+ * W_ih's and W_hh's in one pass over dG (AVX-512; elsewhere BLAS).
  *
  * Per step and block of rows: the product into a buffer of gate
  * pre-activations that stays in cache (N x G*H padded to whole panels),
- * then the cell reads it with the input gates in one pass that applies the
- * nonlinearities and writes the saved activations (after the
- * nonlinearities, once), c, h and y. Backward: the cell's backward for the
- * block (gate gradients into dxg by position and dhg by step; a dense LSTM,
- * one way with every sample all T steps, has no dhg and the product reads
- * dxg's rows in place), then dh = (or +=) dhg_s W_hh with the packed W_hh.
+ * then the cell reads it (with the input gates, outside a fused LSTM) in
+ * one pass that applies the nonlinearities and writes the saved
+ * activations (after the nonlinearities, once), c, h and y; meanwhile the
+ * next rows the cells read are prefetched (they are scattered by position).
+ * Backward: the cell's backward for the block (gate gradients into dxg by
+ * position and dhg by step; a dense LSTM, one way with every sample all T
+ * steps, has no dhg and the product reads dxg's rows in place), then dh =
+ * (or +=) dhg_s W_hh with the packed W_hh.
  *
  * Threads: samples are independent through time, so the rows are split
  * into one block per thread and each thread runs its block through every
@@ -51,6 +51,8 @@
  * within 1.5e-7 relative, tanh within 9e-8 absolute (so 1.3e-5 relative
  * where |tanh| is 1e-3, more nearer 0); whole stacks stay within 2e-5 of a
  * double-precision reference (tests/unit/test_rnn.c, every kernel path).
+ * The LSTM's rows have an AVX-512 version in intrinsics (rnn_cells.c, the
+ * same polynomial without divisions), used at fx__rnn_isa 0 and 3.
  */
 #include "cpu.h"
 #include "micro.h"
@@ -129,173 +131,6 @@ static int64_t row_block_count(int64_t N)
             __VA_ARGS__                                                                        \
         });                                                                                    \
     } while (0)
-
-/* ------------------------------------------------------- micro-kernels */
-
-/* The tile kernel: micro.h (FX_MICRO), shared with conv.c; the gate
- * products pass their bias per column. */
-typedef fx_micro_fn micro_fn;
-
-typedef struct {
-    micro_fn fn;
-    int64_t mr, nr;
-} micro_kernel;
-
-#define MR_MAX 12
-#define NR_MAX 32
-
-FX_MICRO(micro_generic, , 4, 4, 2)
-#if defined(__x86_64__) && defined(__GNUC__)
-#define RNN_HAVE_X86_MICRO 1
-FX_MICRO(micro_avx2, __attribute__((target("avx2,fma"))), 8, 6, 2)
-FX_MICRO(micro_avx512_12, __attribute__((target("avx512f,fma"))), 16, 12, 2)
-FX_MICRO(micro_avx512_8, __attribute__((target("avx512f,fma"))), 16, 8, 2)
-#endif
-
-/* For tests and measurements: 1 forces the portable kernels, 2 AVX2, 3
- * AVX-512 (each only when the CPU has it), 4 the plain path (BLAS for every
- * product); 0 picks the best the CPU has. */
-int fx__rnn_isa = 0;
-
-/* The kernel for blocks of M rows: of the best instruction set's kernels
- * (all with one NR), the one with the fewest padded rows. */
-static micro_kernel kernel_for_rows(int64_t M)
-{
-#ifdef RNN_HAVE_X86_MICRO
-    bool avx512 = __builtin_cpu_supports("avx512f");
-    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (avx512 && (fx__rnn_isa == 0 || fx__rnn_isa == 3)) {
-        int64_t p12 = (M + 11) / 12 * 12, p8 = (M + 7) / 8 * 8;
-        return p8 * 12 < p12 * 11 ? (micro_kernel){ micro_avx512_8, 8, 32 }
-                                  : (micro_kernel){ micro_avx512_12, 12, 32 };
-    }
-    if (avx2 && fx__rnn_isa != 1)
-        return (micro_kernel){ micro_avx2, 6, 16 };
-#endif
-    (void)M;
-    return (micro_kernel){ micro_generic, 4, 8 };
-}
-
-/* A matrix B [K, cols] packed for the micro-kernels: panel p holds columns
- * [p*nr, p*nr + nr) as K rows of nr floats, zero past the last column. */
-typedef struct {
-    float *p;
-    int64_t K, cols, nr, panels;
-} packed_b;
-
-/* Packs B(k, q) = trans ? w[q*ldw + k] : w[k*ldw + q]. False when out of
- * memory. */
-static bool pack_b(packed_b *pb, const float *w, int64_t ldw, bool trans, int64_t K,
-                   int64_t cols, int64_t nr)
-{
-    pb->K = K;
-    pb->cols = cols;
-    pb->nr = nr;
-    pb->panels = (cols + nr - 1) / nr;
-    size_t bytes = (size_t)(pb->panels * K * nr) * sizeof(float);
-    pb->p = aligned_alloc(64, (bytes + 63) / 64 * 64);
-    if (!pb->p)
-        return false;
-    for (int64_t p = 0; p < pb->panels; p++)
-        for (int64_t k = 0; k < K; k++) {
-            float *dst = pb->p + (p * K + k) * nr;
-            for (int64_t c = 0; c < nr; c++) {
-                int64_t q = p * nr + c;
-                dst[c] = q >= cols ? 0.0f : trans ? w[q * ldw + k] : w[k * ldw + q];
-            }
-        }
-    return true;
-}
-
-/*
- * A product C [M, N] = (add ? C : 0) + bias + A B with A(i, k) =
- * a[i*rsa + k*csa], B packed (pb, N = pb->cols, K = pb->K), bias [N] (per
- * column) or NULL; C's rows ldc apart. With
- * c_padded (and not add), C has room for whole panels (ldc >= panels * nr)
- * and every tile is stored straight into it.
- */
-typedef struct {
-    int64_t M, N, K;
-    const float *a;
-    int64_t rsa, csa;
-    const packed_b *pb;
-    const float *bias;
-    float *c;
-    int64_t ldc;
-    bool add, c_padded;
-    bool bias_padded; /* bias has whole panels (zero past N) */
-    float *pad; /* MR_MAX x K floats for a partial block of rows, or NULL (allocated) */
-} prod_args;
-
-/* The last partial block of rows [full, M) of A, as MR rows of K (zero
- * past M): pad (MR x K floats). */
-static void pad_rows(const prod_args *p, int64_t full, int64_t MR, float *pad)
-{
-    for (int64_t i = 0; i < MR; i++)
-        for (int64_t k = 0; k < p->K; k++)
-            pad[i * p->K + k] = full + i < p->M ? p->a[(full + i) * p->rsa + k * p->csa] : 0.0f;
-}
-
-/* Rows [i, i + MR) (from a, or from pad when i is the partial block) times
- * panel bp (ldb apart) into columns [c0, c0 + w) of C. */
-static void tile_rows(const micro_kernel *mk, const prod_args *p, int64_t i, const float *pad,
-                      const float *bp, int64_t ldb, const float *bias, int64_t c0, int64_t w)
-{
-    int64_t MR = mk->mr, nr = mk->nr, rows = p->M - i < MR ? p->M - i : MR;
-    const float *a = pad ? pad : p->a + i * p->rsa;
-    int64_t rsa = pad ? p->K : p->rsa, csa = pad ? 1 : p->csa;
-    if (rows == MR && (w == nr || (p->c_padded && !p->add))) {
-        mk->fn(p->K, a, rsa, csa, bp, ldb, p->c + i * p->ldc + c0, p->ldc, p->add, NULL, bias);
-        return;
-    }
-    float tile[MR_MAX * NR_MAX];
-    mk->fn(p->K, a, rsa, csa, bp, ldb, tile, nr, false, NULL, bias);
-    int64_t cw = p->c_padded && !p->add ? nr : w;
-    for (int64_t r = 0; r < rows; r++) {
-        float *d = p->c + (i + r) * p->ldc + c0;
-        for (int64_t q = 0; q < cw; q++)
-            d[q] = p->add ? d[q] + tile[r * nr + q] : tile[r * nr + q];
-    }
-}
-
-/*
- * Runs the product on micro-kernel mk (its rows split over threads when
- * threaded and the product is large). False when out of memory (nothing
- * written then).
- */
-static bool product(const micro_kernel *mk, const prod_args *p, bool threaded)
-{
-    int64_t MR = mk->mr, nr = mk->nr, K = p->K, full = p->M / MR * MR;
-    int64_t panels = (p->N + nr - 1) / nr, wlast = p->N - (panels - 1) * nr;
-    /* the bias of a last partial panel, zero-padded */
-    bool ragged = wlast < nr && p->bias && !p->bias_padded;
-    float *pad = p->M <= full ? NULL : p->pad ? p->pad : malloc((size_t)(MR * K) * sizeof(float));
-    float *edge = ragged ? calloc((size_t)nr, sizeof(float)) : NULL;
-    if ((p->M > full && !pad) || (ragged && !edge)) {
-        free(pad);
-        free(edge);
-        return false;
-    }
-    if (pad)
-        pad_rows(p, full, MR, pad);
-    if (edge)
-        memcpy(edge, p->bias + (panels - 1) * nr, (size_t)wlast * sizeof(float));
-    int64_t blocks = p->M / MR + (pad ? 1 : 0);
-    double work = threaded ? (double)p->M * (double)p->N * (double)K : 0.0;
-    FX_PFOR(work > 4e6 && fx__num_threads > 1 ? INT64_MAX : 0, blk, blocks, {
-        int64_t i = blk * MR;
-        for (int64_t q = 0; q < panels; q++) {
-            int64_t c0 = q * nr, w = q == panels - 1 ? wlast : nr;
-            const float *bias = edge && q == panels - 1 ? edge : p->bias ? p->bias + c0 : NULL;
-            tile_rows(mk, p, i, i >= full ? pad : NULL, p->pb->p + q * K * nr, nr, bias, c0,
-                      w);
-        }
-    });
-    if (pad != p->pad)
-        free(pad);
-    free(edge);
-    return true;
-}
 
 /* ---------------------------------------------------------------- forward */
 
@@ -468,31 +303,6 @@ static void scratch_free(rows_scratch *sc)
     free(sc->a);
 }
 
-/* [W_ih^T; W_hh^T] ([I + H, cols]) packed like pack_b, for the fused
- * products [x_t | h] B. False when out of memory. */
-static bool pack_cat(packed_b *pb, const float *w_ih, int64_t In, const float *w_hh, int64_t H,
-                     int64_t cols, int64_t nr)
-{
-    int64_t K = In + H;
-    pb->K = K;
-    pb->cols = cols;
-    pb->nr = nr;
-    pb->panels = (cols + nr - 1) / nr;
-    size_t bytes = (size_t)(pb->panels * K * nr) * sizeof(float);
-    pb->p = aligned_alloc(64, (bytes + 63) / 64 * 64);
-    if (!pb->p)
-        return false;
-    for (int64_t p = 0; p < pb->panels; p++)
-        for (int64_t k = 0; k < K; k++) {
-            float *dst = pb->p + (p * K + k) * nr;
-            for (int64_t c = 0; c < nr; c++) {
-                int64_t q = p * nr + c;
-                dst[c] = q >= cols ? 0.0f : k < In ? w_ih[q * In + k] : w_hh[q * H + k - In];
-            }
-        }
-    return true;
-}
-
 /* The rows [r0, r1) of step s's fused product: x at the row's position,
  * then hs[s] (zeros for inactive rows, whose products are not used). */
 static void fused_rows(const fx_rnn_seq_args *a, const seq_geom *g, int64_t s, int64_t r0,
@@ -555,12 +365,12 @@ static void cpu_rnn_forward(const fx_rnn_seq_args *a)
     seq_geom g = geom(a);
     int64_t H = g.H, GH = g.GH, In = a->gates_pending ? a->x->shape[2] : 0, K = In + H;
     packed_b pb = { 0 };
-    micro_kernel mk = kernel_for_rows(g.N);
+    micro_kernel mk = fx__rnn_kernel_for_rows(g.N);
     bool packed = fx__rnn_isa != 4;
     if (packed && a->gates_pending)
-        packed = pack_cat(&pb, fx_f32(a->w_ih), In, fx_f32(a->w_hh), H, GH, mk.nr);
+        packed = fx__rnn_pack_cat(&pb, fx_f32(a->w_ih), In, fx_f32(a->w_hh), H, GH, mk.nr);
     else if (packed)
-        packed = pack_b(&pb, fx_f32(a->w_hh), H, true, H, GH, mk.nr);
+        packed = fx__rnn_pack_b(&pb, fx_f32(a->w_hh), H, true, H, GH, mk.nr);
     int64_t ldh = pb.panels * mk.nr, nb = row_block_count(g.N), per = (g.N + nb - 1) / nb;
     /* every block's buffers first: a block must not fall back alone once
      * the gates are left to the products */
@@ -582,7 +392,7 @@ static void cpu_rnn_forward(const fx_rnn_seq_args *a)
     g.fused = a->gates_pending && packed;
     ROW_BLOCKS(g.N, r0, r1, {
         rows_scratch *my = sc ? &sc[r0 / per] : NULL;
-        micro_kernel k = kernel_for_rows(r1 - r0);
+        micro_kernel k = fx__rnn_kernel_for_rows(r1 - r0);
         for (int64_t s = 0; s < a->steps; s++) {
             if (!my) {
                 forward_rows_blas(a, &g, s, r0, r1);
@@ -591,14 +401,14 @@ static void cpu_rnn_forward(const fx_rnn_seq_args *a)
             prefetch_step(a, &g, s, r0, r1, false);
             if (g.fused) {
                 fused_rows(a, &g, s, r0, r1, In, my->a);
-                product(&k, &(prod_args){ .M = r1 - r0, .N = GH, .K = K, .a = my->a, .rsa = K,
+                fx__rnn_product(&k, &(prod_args){ .M = r1 - r0, .N = GH, .K = K, .a = my->a, .rsa = K,
                                           .csa = 1, .pb = &pb, .bias = bias, .c = my->hg,
                                           .ldc = ldh, .c_padded = true, .bias_padded = true,
                                           .pad = my->pad }, false);
             } else if (s == 0 && a->h0_zero) {
                 memset(my->hg, 0, (size_t)((r1 - r0) * ldh) * sizeof(float));
             } else {
-                product(&k, &(prod_args){ .M = r1 - r0, .N = GH, .K = H,
+                fx__rnn_product(&k, &(prod_args){ .M = r1 - r0, .N = GH, .K = H,
                                           .a = fx_f32(a->hs) + (s * g.N + r0) * H, .rsa = H,
                                           .csa = 1, .pb = &pb, .c = my->hg, .ldc = ldh,
                                           .c_padded = true, .pad = my->pad }, false);
@@ -736,12 +546,12 @@ static void cpu_rnn_backward(const fx_rnn_seq_args *a)
     int64_t H = g.H, GH = g.GH, N = g.N;
     packed_b pb = { 0 };
     bool packed = fx__rnn_isa != 4;
-    micro_kernel mk = kernel_for_rows(N);
+    micro_kernel mk = fx__rnn_kernel_for_rows(N);
     if (packed)
-        packed = pack_b(&pb, fx_f32(a->w_hh), H, false, GH, H, mk.nr);
+        packed = fx__rnn_pack_b(&pb, fx_f32(a->w_hh), H, false, GH, H, mk.nr);
     ROW_BLOCKS(N, r0, r1, {
         float *pad = packed ? malloc((size_t)(MR_MAX * GH) * sizeof(float)) : NULL;
-        micro_kernel k = kernel_for_rows(r1 - r0);
+        micro_kernel k = fx__rnn_kernel_for_rows(r1 - r0);
         for (int64_t s = a->steps - 1; s >= 0; s--) {
             /* the last step run keeps dh exact when the caller wants it */
             bool skip = cells_backward(a, &g, s, r0, r1,
@@ -757,7 +567,7 @@ static void cpu_rnn_backward(const fx_rnn_seq_args *a)
             if (s > 0)
                 prefetch_step(a, &g, s - 1, r0, r1, true);
             if (pad)
-                product(&k, &(prod_args){ .M = r1 - r0, .N = H, .K = GH, .a = dhg, .rsa = lda,
+                fx__rnn_product(&k, &(prod_args){ .M = r1 - r0, .N = H, .K = GH, .a = dhg, .rsa = lda,
                                           .csa = 1, .pb = &pb, .c = dh, .ldc = H, .add = !skip,
                                           .pad = pad }, false);
             else
@@ -779,11 +589,11 @@ static bool cpu_rnn_gates(int64_t R, const fx_tensor *x, const fx_tensor *w,
     if (fx__rnn_isa == 4)
         return false;
     int64_t G = w->shape[0], C = w->shape[1];
-    micro_kernel mk = kernel_for_rows(R);
+    micro_kernel mk = fx__rnn_kernel_for_rows(R);
     packed_b pb;
-    if (!pack_b(&pb, fx_f32(w), C, true, C, G, mk.nr))
+    if (!fx__rnn_pack_b(&pb, fx_f32(w), C, true, C, G, mk.nr))
         return false;
-    bool ok = product(&mk, &(prod_args){ .M = R, .N = G, .K = C, .a = fx_f32(x), .rsa = C,
+    bool ok = fx__rnn_product(&mk, &(prod_args){ .M = R, .N = G, .K = C, .a = fx_f32(x), .rsa = C,
                                          .csa = 1, .pb = &pb,
                                          .bias = bias ? fx_f32(bias) : NULL, .c = fx_f32(y),
                                          .ldc = G }, true);
@@ -798,11 +608,11 @@ static bool cpu_rnn_grad_input(int64_t R, const fx_tensor *dg, const fx_tensor *
     if (fx__rnn_isa == 4)
         return false;
     int64_t G = w->shape[0], C = w->shape[1];
-    micro_kernel mk = kernel_for_rows(R);
+    micro_kernel mk = fx__rnn_kernel_for_rows(R);
     packed_b pb;
-    if (!pack_b(&pb, fx_f32(w), C, false, G, C, mk.nr))
+    if (!fx__rnn_pack_b(&pb, fx_f32(w), C, false, G, C, mk.nr))
         return false;
-    bool ok = product(&mk, &(prod_args){ .M = R, .N = C, .K = G, .a = fx_f32(dg), .rsa = G,
+    bool ok = fx__rnn_product(&mk, &(prod_args){ .M = R, .N = C, .K = G, .a = fx_f32(dg), .rsa = G,
                                          .csa = 1, .pb = &pb, .c = fx_f32(dx), .ldc = C,
                                          .add = true }, true);
     free(pb.p);
