@@ -401,17 +401,21 @@ static void cpu_rnn_forward(const fx_rnn_seq_args *a)
             prefetch_step(a, &g, s, r0, r1, false);
             if (g.fused) {
                 fused_rows(a, &g, s, r0, r1, In, my->a);
-                fx__rnn_product(&k, &(prod_args){ .M = r1 - r0, .N = GH, .K = K, .a = my->a, .rsa = K,
-                                          .csa = 1, .pb = &pb, .bias = bias, .c = my->hg,
-                                          .ldc = ldh, .c_padded = true, .bias_padded = true,
-                                          .pad = my->pad }, false);
+                /* a zero initial state: the x part of the product only */
+                int64_t kx = s == 0 && a->h0_zero ? In : K;
+                fx__rnn_product(&k, &(prod_args){ .M = r1 - r0, .N = GH, .K = kx, .a = my->a,
+                                                  .rsa = K, .csa = 1, .pb = &pb, .bias = bias,
+                                                  .c = my->hg, .ldc = ldh, .c_padded = true,
+                                                  .bias_padded = true, .pad = my->pad },
+                                false);
             } else if (s == 0 && a->h0_zero) {
                 memset(my->hg, 0, (size_t)((r1 - r0) * ldh) * sizeof(float));
             } else {
                 fx__rnn_product(&k, &(prod_args){ .M = r1 - r0, .N = GH, .K = H,
-                                          .a = fx_f32(a->hs) + (s * g.N + r0) * H, .rsa = H,
-                                          .csa = 1, .pb = &pb, .c = my->hg, .ldc = ldh,
-                                          .c_padded = true, .pad = my->pad }, false);
+                                                  .a = fx_f32(a->hs) + (s * g.N + r0) * H,
+                                                  .rsa = H, .csa = 1, .pb = &pb, .c = my->hg,
+                                                  .ldc = ldh, .c_padded = true, .pad = my->pad },
+                                false);
             }
             cells_forward(a, &g, s, r0, r1, my->hg, ldh);
         }
@@ -567,9 +571,10 @@ static void cpu_rnn_backward(const fx_rnn_seq_args *a)
             if (s > 0)
                 prefetch_step(a, &g, s - 1, r0, r1, true);
             if (pad)
-                fx__rnn_product(&k, &(prod_args){ .M = r1 - r0, .N = H, .K = GH, .a = dhg, .rsa = lda,
-                                          .csa = 1, .pb = &pb, .c = dh, .ldc = H, .add = !skip,
-                                          .pad = pad }, false);
+                fx__rnn_product(&k, &(prod_args){ .M = r1 - r0, .N = H, .K = GH, .a = dhg,
+                                                  .rsa = lda, .csa = 1, .pb = &pb, .c = dh,
+                                                  .ldc = H, .add = !skip, .pad = pad },
+                                false);
             else
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)H,
                             (int)GH, 1.0f, dhg, (int)lda, fx_f32(a->w_hh), (int)H, 1.0f, dh,
@@ -593,10 +598,10 @@ static bool cpu_rnn_gates(int64_t R, const fx_tensor *x, const fx_tensor *w,
     packed_b pb;
     if (!fx__rnn_pack_b(&pb, fx_f32(w), C, true, C, G, mk.nr))
         return false;
-    bool ok = fx__rnn_product(&mk, &(prod_args){ .M = R, .N = G, .K = C, .a = fx_f32(x), .rsa = C,
-                                         .csa = 1, .pb = &pb,
-                                         .bias = bias ? fx_f32(bias) : NULL, .c = fx_f32(y),
-                                         .ldc = G }, true);
+    bool ok = fx__rnn_product(&mk, &(prod_args){ .M = R, .N = G, .K = C, .a = fx_f32(x),
+                                                 .rsa = C, .csa = 1, .pb = &pb,
+                                                 .bias = bias ? fx_f32(bias) : NULL,
+                                                 .c = fx_f32(y), .ldc = G }, true);
     free(pb.p);
     return ok;
 }
@@ -612,9 +617,9 @@ static bool cpu_rnn_grad_input(int64_t R, const fx_tensor *dg, const fx_tensor *
     packed_b pb;
     if (!fx__rnn_pack_b(&pb, fx_f32(w), C, false, G, C, mk.nr))
         return false;
-    bool ok = fx__rnn_product(&mk, &(prod_args){ .M = R, .N = C, .K = G, .a = fx_f32(dg), .rsa = G,
-                                         .csa = 1, .pb = &pb, .c = fx_f32(dx), .ldc = C,
-                                         .add = true }, true);
+    bool ok = fx__rnn_product(&mk, &(prod_args){ .M = R, .N = C, .K = G, .a = fx_f32(dg),
+                                                 .rsa = G, .csa = 1, .pb = &pb, .c = fx_f32(dx),
+                                                 .ldc = C, .add = true }, true);
     free(pb.p);
     return ok;
 }

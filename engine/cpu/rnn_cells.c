@@ -64,8 +64,7 @@ AVX512 static inline __m512 tanh16(__m512 x)
     __m512 e = exp16(_mm512_mul_ps(ax, _mm512_set1_ps(-2.0f)));
     __m512 one = _mm512_set1_ps(1.0f);
     __m512 t = _mm512_mul_ps(_mm512_sub_ps(one, e), recip16(_mm512_add_ps(one, e)));
-    return _mm512_castsi512_ps(
-        _mm512_or_si512(_mm512_castps_si512(t), _mm512_and_si512(sign, xb)));
+    return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(t), _mm512_and_si512(sign, xb)));
 }
 
 /* Lanes [j, j + 16) of H, as a mask (all ones but in the last block). */
@@ -75,8 +74,8 @@ static inline __mmask16 lanes(int64_t H, int64_t j)
 }
 
 AVX512 void fx__lstm_row_avx512(int64_t H, const float *restrict xg, const float *restrict hg,
-                                const float *restrict cp, float *restrict c,
-                                float *restrict h, float *restrict act, float *restrict y)
+                                const float *restrict cp, float *restrict c, float *restrict h,
+                                float *restrict act, float *restrict y)
 {
     for (int64_t j = 0; j < H; j += 16) {
         __mmask16 m = lanes(H, j);
@@ -115,7 +114,8 @@ AVX512 void fx__lstm_row_backward_avx512(int64_t H, const float *restrict act,
         __m512 g = _mm512_maskz_loadu_ps(m, act + 2 * H + j);
         __m512 o = _mm512_maskz_loadu_ps(m, act + 3 * H + j);
         __m512 tc = tanh16(_mm512_maskz_loadu_ps(m, c + j));
-        __m512 d = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dh + j), _mm512_maskz_loadu_ps(m, dy + j));
+        __m512 d =
+            _mm512_add_ps(_mm512_maskz_loadu_ps(m, dh + j), _mm512_maskz_loadu_ps(m, dy + j));
         /* dc' = dc + d o (1 - tc^2) */
         __m512 dcj = _mm512_fmadd_ps(_mm512_mul_ps(d, o), _mm512_fnmadd_ps(tc, tc, one),
                                      _mm512_maskz_loadu_ps(m, dc + j));

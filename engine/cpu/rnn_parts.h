@@ -59,7 +59,8 @@ typedef struct {
 
 /*
  * A product C [M, N] = (add ? C : 0) + bias + A B with A(i, k) =
- * a[i*rsa + k*csa], B packed (pb, N = pb->cols, K = pb->K), bias [N] (per
+ * a[i*rsa + k*csa], B packed (pb, N = pb->cols; K <= pb->K: B's first K
+ * rows), bias [N] (per
  * column) or NULL; C's rows ldc apart. With
  * c_padded (and not add), C has room for whole panels (ldc >= panels * nr)
  * and every tile is stored straight into it.
@@ -74,7 +75,7 @@ typedef struct {
     int64_t ldc;
     bool add, c_padded;
     bool bias_padded; /* bias has whole panels (zero past N) */
-    float *pad; /* MR_MAX x K floats for a partial block of rows, or NULL (allocated) */
+    float *pad;       /* MR_MAX x K floats for a partial block of rows, or NULL (allocated) */
 } prod_args;
 
 /* The kernel for blocks of M rows (of the chosen instruction set's). */
@@ -82,8 +83,8 @@ micro_kernel fx__rnn_kernel_for_rows(int64_t M);
 
 /* Packs B(k, q) = trans ? w[q*ldw + k] : w[k*ldw + q] (K rows, cols
  * columns) in panels of nr. False when out of memory. */
-bool fx__rnn_pack_b(packed_b *pb, const float *w, int64_t ldw, bool trans, int64_t K,
-                    int64_t cols, int64_t nr);
+bool fx__rnn_pack_b(packed_b *pb, const float *w, int64_t ldw, bool trans, int64_t K, int64_t cols,
+                    int64_t nr);
 
 /* [W_ih^T; W_hh^T] ([In + H, cols]; w_ih [cols, In], w_hh [cols, H]) packed
  * like fx__rnn_pack_b. False when out of memory. */
@@ -93,8 +94,6 @@ bool fx__rnn_pack_cat(packed_b *pb, const float *w_ih, int64_t In, const float *
 /* Runs the product on kernel mk (its rows split over threads when threaded
  * and the product is large). False when out of memory (nothing written). */
 bool fx__rnn_product(const micro_kernel *mk, const prod_args *p, bool threaded);
-
-
 
 /* Weight gradients of n (1 or 2) inputs against the same gate gradients:
  * gw[s] [G, C[s]] += dg^T x[s] with dg [R, G], x[s] [R, C[s]] (contiguous

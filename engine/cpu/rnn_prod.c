@@ -33,21 +33,20 @@ micro_kernel fx__rnn_kernel_for_rows(int64_t M)
     bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     if (avx512 && (fx__rnn_isa == 0 || fx__rnn_isa == 3)) {
         int64_t p12 = (M + 11) / 12 * 12, p8 = (M + 7) / 8 * 8;
-        return p8 * 12 < p12 * 11 ? (micro_kernel){ micro_avx512_8, 8, 32 }
-                                  : (micro_kernel){ micro_avx512_12, 12, 32 };
+        return p8 * 12 < p12 * 11 ? (micro_kernel){micro_avx512_8, 8, 32}
+                                  : (micro_kernel){micro_avx512_12, 12, 32};
     }
     if (avx2 && fx__rnn_isa != 1)
-        return (micro_kernel){ micro_avx2, 6, 16 };
+        return (micro_kernel){micro_avx2, 6, 16};
 #endif
     (void)M;
-    return (micro_kernel){ micro_generic, 4, 8 };
+    return (micro_kernel){micro_generic, 4, 8};
 }
-
 
 /* Packs B(k, q) = trans ? w[q*ldw + k] : w[k*ldw + q]. False when out of
  * memory. */
-bool fx__rnn_pack_b(packed_b *pb, const float *w, int64_t ldw, bool trans, int64_t K,
-                   int64_t cols, int64_t nr)
+bool fx__rnn_pack_b(packed_b *pb, const float *w, int64_t ldw, bool trans, int64_t K, int64_t cols,
+                    int64_t nr)
 {
     pb->K = K;
     pb->cols = cols;
@@ -67,7 +66,6 @@ bool fx__rnn_pack_b(packed_b *pb, const float *w, int64_t ldw, bool trans, int64
         }
     return true;
 }
-
 
 /* The last partial block of rows [full, M) of A, as MR rows of K (zero
  * past M): pad (MR x K floats). */
@@ -129,7 +127,7 @@ bool fx__rnn_product(const micro_kernel *mk, const prod_args *p, bool threaded)
         for (int64_t q = 0; q < panels; q++) {
             int64_t c0 = q * nr, w = q == panels - 1 ? wlast : nr;
             const float *bias = edge && q == panels - 1 ? edge : p->bias ? p->bias + c0 : NULL;
-            tile_rows(mk, p, i, i >= full ? pad : NULL, p->pb->p + q * K * nr, nr, bias, c0,
+            tile_rows(mk, p, i, i >= full ? pad : NULL, p->pb->p + q * p->pb->K * nr, nr, bias, c0,
                       w);
         }
     });
@@ -142,7 +140,7 @@ bool fx__rnn_product(const micro_kernel *mk, const prod_args *p, bool threaded)
 /* [W_ih^T; W_hh^T] ([I + H, cols]) packed like pack_b, for the fused
  * products [x_t | h] B. False when out of memory. */
 bool fx__rnn_pack_cat(packed_b *pb, const float *w_ih, int64_t In, const float *w_hh, int64_t H,
-                     int64_t cols, int64_t nr)
+                      int64_t cols, int64_t nr)
 {
     int64_t K = In + H;
     pb->K = K;
@@ -163,4 +161,3 @@ bool fx__rnn_pack_cat(packed_b *pb, const float *w_ih, int64_t In, const float *
         }
     return true;
 }
-

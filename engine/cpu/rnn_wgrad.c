@@ -54,10 +54,10 @@ static void panel(int64_t q, int64_t k0, int64_t kk, int64_t G, const float *dg,
 bool fx__rnn_grad_weights(int64_t R, int64_t G, const float *dg, int n, const float *const *x,
                           const int64_t *C, float *const *gw)
 {
-    if (!__builtin_cpu_supports("avx512f") || (fx__rnn_isa != 0 && fx__rnn_isa != 3) ||
-        G % WG_NR || n < 1 || n > 2 || R < 1)
+    if (!__builtin_cpu_supports("avx512f") || (fx__rnn_isa != 0 && fx__rnn_isa != 3) || G % WG_NR ||
+        n < 1 || n > 2 || R < 1)
         return false;
-    int64_t off[3] = { 0 };
+    int64_t off[3] = {0};
     for (int s = 0; s < n; s++)
         off[s + 1] = off[s] + C[s];
     int64_t kc = R < WG_KC ? R : WG_KC;
@@ -69,7 +69,7 @@ bool fx__rnn_grad_weights(int64_t R, int64_t G, const float *dg, int n, const fl
         free(pads);
         return false;
     }
-    const float *pad[2] = { pads, pads + kc * WG_MR };
+    const float *pad[2] = {pads, pads + kc * WG_MR};
     for (int64_t k0 = 0; k0 < R; k0 += kc) {
         int64_t kk = R - k0 < kc ? R - k0 : kc;
         for (int s = 0; s < n; s++) {
@@ -79,8 +79,7 @@ bool fx__rnn_grad_weights(int64_t R, int64_t G, const float *dg, int n, const fl
                 for (int64_t r = 0; r < WG_MR; r++)
                     p[k * WG_MR + r] = full + r < C[s] ? x[s][(k0 + k) * C[s] + full + r] : 0.0f;
         }
-        FX_PFOR(kk * G * off[n], q, G / WG_NR,
-                { panel(q, k0, kk, G, dg, n, x, C, off, pad, ct); });
+        FX_PFOR(kk * G * off[n], q, G / WG_NR, { panel(q, k0, kk, G, dg, n, x, C, off, pad, ct); });
     }
     /* gw += ct^T: per gate, 16 columns at a time (16 streams down ct's
      * rows, one line of gw) */
