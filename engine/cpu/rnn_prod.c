@@ -43,10 +43,30 @@ micro_kernel fx__rnn_kernel_for_rows(int64_t M)
     return (micro_kernel){micro_generic, 4, 8};
 }
 
-/* Packs B(k, q) = trans ? w[q*ldw + k] : w[k*ldw + q]. False when out of
- * memory. */
-bool fx__rnn_pack_b(packed_b *pb, const float *w, int64_t ldw, bool trans, int64_t K, int64_t cols,
-                    int64_t nr)
+/* Rows [k0, k0 + K) of every panel (Ktot rows each) from B(k, q) = trans ?
+ * w[q*ldw + k] : w[k*ldw + q] (cols columns): whole rows copied, or columns
+ * read along w's rows; zero past the last column. */
+static void pack_rows(float *pp, int64_t Ktot, int64_t k0, const float *w, int64_t ldw,
+                      bool trans, int64_t K, int64_t cols, int64_t nr)
+{
+    for (int64_t q0 = 0, p = 0; q0 < cols; q0 += nr, p++) {
+        int64_t wn = cols - q0 < nr ? cols - q0 : nr;
+        float *panel = pp + (p * Ktot + k0) * nr;
+        if (!trans)
+            for (int64_t k = 0; k < K; k++)
+                memcpy(panel + k * nr, w + k * ldw + q0, (size_t)wn * sizeof(float));
+        else
+            for (int64_t c = 0; c < wn; c++) {
+                const float *src = w + (q0 + c) * ldw;
+                for (int64_t k = 0; k < K; k++)
+                    panel[k * nr + c] = src[k];
+            }
+        for (int64_t k = 0; wn < nr && k < K; k++)
+            memset(panel + k * nr + wn, 0, (size_t)(nr - wn) * sizeof(float));
+    }
+}
+
+static bool alloc_panels(packed_b *pb, int64_t K, int64_t cols, int64_t nr)
 {
     pb->K = K;
     pb->cols = cols;
@@ -54,16 +74,15 @@ bool fx__rnn_pack_b(packed_b *pb, const float *w, int64_t ldw, bool trans, int64
     pb->panels = (cols + nr - 1) / nr;
     size_t bytes = (size_t)(pb->panels * K * nr) * sizeof(float);
     pb->p = aligned_alloc(64, (bytes + 63) / 64 * 64);
-    if (!pb->p)
+    return pb->p != NULL;
+}
+
+bool fx__rnn_pack_b(packed_b *pb, const float *w, int64_t ldw, bool trans, int64_t K, int64_t cols,
+                    int64_t nr)
+{
+    if (!alloc_panels(pb, K, cols, nr))
         return false;
-    for (int64_t p = 0; p < pb->panels; p++)
-        for (int64_t k = 0; k < K; k++) {
-            float *dst = pb->p + (p * K + k) * nr;
-            for (int64_t c = 0; c < nr; c++) {
-                int64_t q = p * nr + c;
-                dst[c] = q >= cols ? 0.0f : trans ? w[q * ldw + k] : w[k * ldw + q];
-            }
-        }
+    pack_rows(pb->p, K, 0, w, ldw, trans, K, cols, nr);
     return true;
 }
 
@@ -142,22 +161,9 @@ bool fx__rnn_product(const micro_kernel *mk, const prod_args *p, bool threaded)
 bool fx__rnn_pack_cat(packed_b *pb, const float *w_ih, int64_t In, const float *w_hh, int64_t H,
                       int64_t cols, int64_t nr)
 {
-    int64_t K = In + H;
-    pb->K = K;
-    pb->cols = cols;
-    pb->nr = nr;
-    pb->panels = (cols + nr - 1) / nr;
-    size_t bytes = (size_t)(pb->panels * K * nr) * sizeof(float);
-    pb->p = aligned_alloc(64, (bytes + 63) / 64 * 64);
-    if (!pb->p)
+    if (!alloc_panels(pb, In + H, cols, nr))
         return false;
-    for (int64_t p = 0; p < pb->panels; p++)
-        for (int64_t k = 0; k < K; k++) {
-            float *dst = pb->p + (p * K + k) * nr;
-            for (int64_t c = 0; c < nr; c++) {
-                int64_t q = p * nr + c;
-                dst[c] = q >= cols ? 0.0f : k < In ? w_ih[q * In + k] : w_hh[q * H + k - In];
-            }
-        }
+    pack_rows(pb->p, In + H, 0, w_ih, In, true, In, cols, nr);
+    pack_rows(pb->p, In + H, In, w_hh, H, true, H, cols, nr);
     return true;
 }
