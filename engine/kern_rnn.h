@@ -96,11 +96,12 @@ typedef struct {
     bool (*grad_input)(int64_t R, const fx_tensor *dg, const fx_tensor *w, fx_tensor *dx);
     /* Optional: the weight gradients of n (1 or 2) inputs against the same
      * gate gradients at once, gw[s] [G, C_s] += dg^T x[s] (dg [R, G], x[s]
-     * [R, C_s]; contiguous f32, R rows). NULL, or false (not run here, or
-     * out of memory; nothing was written): the op uses the backend's gemm,
-     * one per input. */
+     * [R, C_s]; contiguous f32, R rows), and gb [G] += dg's column sums
+     * where gb is not NULL (the bias). NULL, or false (not run here, or out
+     * of memory; nothing was written): the op uses the backend's gemm, one
+     * per input, and its bias backward. */
     bool (*grad_weights)(int64_t R, const fx_tensor *dg, int n, const fx_tensor *const *x,
-                         fx_tensor *const *gw);
+                         fx_tensor *const *gw, fx_tensor *gb);
     /* forward takes gates_pending (an LSTM's input gates left to it) */
     bool fused_gates;
     /* backward takes dhg NULL in the dense LSTM case above (saves a copy of

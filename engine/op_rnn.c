@@ -334,9 +334,10 @@ static bool run_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d)
 
 /* Bias gradients: column sums of the gate gradients, db_ih from dxg and
  * db_hh from dhg. Outside GRU the two hold the same values (dhg by step,
- * dxg by position, zero elsewhere), so one sum serves both. */
+ * dxg by position, zero elsewhere), so one sum serves both; sum, when not
+ * NULL, is that sum already formed (by the backend's grad_weights). */
 static bool bias_grads(fx_ctx *ctx, fx_rnn_mode mode, const fx_rnn_weights *w,
-                       const fx_tensor *dxg, const fx_tensor *dhg)
+                       const fx_tensor *dxg, const fx_tensor *dhg, const fx_tensor *sum)
 {
     const fx_blas_kernels *k = ctx->be->blas;
     bool need_i = fx_tensor_requires_grad(w->b_ih), need_h = fx_tensor_requires_grad(w->b_hh);
@@ -344,13 +345,20 @@ static bool bias_grads(fx_ctx *ctx, fx_rnn_mode mode, const fx_rnn_weights *w,
     fx_tensor *gh = need_h ? fx__grad(ctx, w->b_hh) : NULL;
     if ((need_i && !gi) || (need_h && !gh))
         return false;
+    if (sum && mode != FX_RNN_GRU) {
+        if (gi)
+            ctx->be->ew->axpy(1.0f, sum, gi);
+        if (gh)
+            ctx->be->ew->axpy(1.0f, sum, gh);
+        return true;
+    }
     if (gi && gh && mode != FX_RNN_GRU) {
-        fx_tensor *sum = fx_zeros(ctx, FX_F32, 1, gi->shape);
-        if (!sum)
+        fx_tensor *both = fx_zeros(ctx, FX_F32, 1, gi->shape);
+        if (!both)
             return false;
-        k->bias_backward(dxg, sum);
-        ctx->be->ew->axpy(1.0f, sum, gi);
-        ctx->be->ew->axpy(1.0f, sum, gh);
+        k->bias_backward(dxg, both);
+        ctx->be->ew->axpy(1.0f, both, gi);
+        ctx->be->ew->axpy(1.0f, both, gh);
         return true;
     }
     if (gi)
@@ -442,21 +450,28 @@ static bool backward_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d, const fx
         hsrc = hrows > 0 ? &hv : NULL;
         hdg = &gv;
     }
-    bool done_hh = !hsrc, done_ih = !need_ih;
-    bool (*gw)(int64_t, const fx_tensor *, int, const fx_tensor *const *, fx_tensor *const *) =
-        be->rnn->grad_weights;
+    bool done_hh = !hsrc, done_ih = !need_ih, done_b = false;
+    bool (*gw)(int64_t, const fx_tensor *, int, const fx_tensor *const *, fx_tensor *const *,
+               fx_tensor *) = be->rnn->grad_weights;
+    /* outside GRU the biases' one gradient (bias_grads) comes with dxg's pass */
+    bool need_b = tp->mode != FX_RNN_GRU &&
+                  (fx_tensor_requires_grad(w->b_ih) || fx_tensor_requires_grad(w->b_hh));
+    fx_tensor *bsum = gw && need_b ? fx_zeros(ctx, FX_F32, 1, (int64_t[]){ GH }) : NULL;
+    if (gw && need_b && !bsum)
+        return false;
     if (gw && !done_hh && !done_ih && hdg == dxg) {
-        done_hh = done_ih = gw(N * T, dxg, 2, (const fx_tensor *[]){ in, hsrc },
-                               (fx_tensor *[]){ g_ih, g_hh });
+        done_hh = done_ih = done_b = gw(N * T, dxg, 2, (const fx_tensor *[]){ in, hsrc },
+                                        (fx_tensor *[]){ g_ih, g_hh }, bsum);
     } else if (gw) {
-        done_hh = done_hh || gw(hrows, hdg, 1, &hsrc, &g_hh);
-        done_ih = done_ih || gw(N * T, dxg, 1, (const fx_tensor *[]){ in }, &g_ih);
+        done_hh = done_hh || gw(hrows, hdg, 1, &hsrc, &g_hh, NULL);
+        if (!done_ih)
+            done_ih = done_b = gw(N * T, dxg, 1, (const fx_tensor *[]){ in }, &g_ih, bsum);
     }
     if (!done_hh)
         be->blas->gemm(1, true, false, GH, H, hrows, 1.0f, hdg, 0, hsrc, 0, 1.0f, g_hh, 0);
     if (!done_ih)
         be->blas->gemm(1, true, false, GH, I, N * T, 1.0f, dxg, 0, in, 0, 1.0f, g_ih, 0);
-    if (!bias_grads(ctx, tp->mode, w, dxg, dhg))
+    if (!bias_grads(ctx, tp->mode, w, dxg, dhg, done_b ? bsum : NULL))
         return false;
     if (din && (!be->rnn->grad_input || !be->rnn->grad_input(N * T, dxg, w->w_ih, din)))
         be->blas->gemm(1, false, false, N * T, I, GH, 1.0f, dxg, 0, w->w_ih, 0, 1.0f, din, 0);

@@ -624,9 +624,10 @@ static bool cpu_rnn_grad_input(int64_t R, const fx_tensor *dg, const fx_tensor *
     return ok;
 }
 
-/* gw[s] += dg^T x[s]: rnn_wgrad.c (false where it does not run). */
+/* gw[s] += dg^T x[s] (and gb += dg's column sums): rnn_wgrad.c (false
+ * where it does not run). */
 static bool cpu_rnn_grad_weights(int64_t R, const fx_tensor *dg, int n,
-                                 const fx_tensor *const *x, fx_tensor *const *gw)
+                                 const fx_tensor *const *x, fx_tensor *const *gw, fx_tensor *gb)
 {
     const float *xs[2];
     float *gs[2];
@@ -638,7 +639,8 @@ static bool cpu_rnn_grad_weights(int64_t R, const fx_tensor *dg, int n,
         gs[s] = fx_f32(gw[s]);
         C[s] = x[s]->shape[x[s]->ndim - 1];
     }
-    return fx__rnn_grad_weights(R, dg->shape[dg->ndim - 1], fx_f32(dg), n, xs, C, gs);
+    return fx__rnn_grad_weights(R, dg->shape[dg->ndim - 1], fx_f32(dg), n, xs, C, gs,
+                                gb ? fx_f32(gb) : NULL);
 }
 
 /* ------------------------------------------------------------------ masks */

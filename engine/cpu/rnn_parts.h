@@ -97,10 +97,10 @@ bool fx__rnn_product(const micro_kernel *mk, const prod_args *p, bool threaded);
 
 /* Weight gradients of n (1 or 2) inputs against the same gate gradients:
  * gw[s] [G, C[s]] += dg^T x[s] with dg [R, G], x[s] [R, C[s]] (contiguous
- * rows). False, with nothing written, where it does not run (no AVX-512,
- * another kernel forced, G not a multiple of 64, out of memory): the caller
- * uses BLAS. */
+ * rows), and gb [G] += dg's column sums when gb is not NULL (a bias). False,
+ * with nothing written, where it does not run (no AVX-512, another kernel
+ * forced, G not a multiple of 64, out of memory): the caller uses BLAS. */
 bool fx__rnn_grad_weights(int64_t R, int64_t G, const float *dg, int n, const float *const *x,
-                          const int64_t *C, float *const *gw);
+                          const int64_t *C, float *const *gw, float *gb);
 
 #endif

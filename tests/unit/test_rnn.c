@@ -544,12 +544,14 @@ static void test_kernel_paths(void **state)
         { FX_RNN_GRU, 1, false, true, 9, 4, 5, 17, { 0 } },
         { FX_RNN_TANH, 1, true, false, 13, 7, 19, 70, { 0 } },
         { FX_RNN_RELU, 1, false, false, 8, 3, 4, 5, { 0 } },
-        /* gate widths a multiple of 64 (rnn_wgrad.c's weight gradients)
-         * with input and hidden sizes not a multiple of its 6 columns, one
-         * way with all lengths T (its W_ih and W_hh pass, the dense LSTM)
-         * and with mixed lengths both ways */
+        /* gate widths a multiple of 64 (rnn_wgrad.c's weight gradients
+         * and bias sums) with input and hidden sizes not a multiple of its 6
+         * columns, one way with all lengths T (its W_ih and W_hh pass, the
+         * dense LSTM) and with mixed lengths both ways */
         { FX_RNN_LSTM, 1, false, false, 11, 9, 35, 16, { 0 } },
         { FX_RNN_LSTM, 2, true, false, 7, 6, 13, 32, { 0 } },
+        /* sizes that are multiples of 6: no spare column for the bias */
+        { FX_RNN_LSTM, 1, false, false, 11, 4, 12, 48, { 0 } },
     };
     for (size_t i = 0; i < sizeof cs / sizeof *cs; i++) {
         cfg *c = &cs[i];
