@@ -68,6 +68,12 @@ typedef struct {
                                * say dense_lstm, for an LSTM run forward with every sample
                                * active at every step (S = T): then dhg[s] is dxg's column
                                * of rows at position s, read in place */
+    /* backward, optional (not GRU): the layer input's gradient dx [N, T, I]
+     * (w_ih above): a kernel may add dxg W_ih into it at the active
+     * positions inside its per-step products and set *dx_added (else the op
+     * runs that product itself) */
+    fx_tensor *dx;
+    bool *dx_added;
 } fx_rnn_seq_args;
 
 typedef struct {

@@ -401,10 +401,12 @@ static bool backward_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d, const fx
         be->mem->copy(dc, &src, false);
     }
     bool need_h0 = fx_tensor_requires_grad(tp->h0), need_c0 = fx_tensor_requires_grad(tp->c0);
+    bool dx_added = false; /* the kernel may form din's share in its steps (not GRU) */
     be->rnn->backward(&(fx_rnn_seq_args){
         .kind = mode_cell(tp->mode), .reverse = d == 1, .steps = S, .col = d * H,
         .lengths = tp->len, .w_hh = w->w_hh, .hs = r->hs, .cs = r->cs, .act = r->act,
-        .dy = dy, .want_dh0 = need_h0, .dh = dh, .dc = dc, .dxg = dxg, .dhg = dhg });
+        .dy = dy, .want_dh0 = need_h0, .dh = dh, .dc = dc, .dxg = dxg, .dhg = dhg,
+        .w_ih = w->w_ih, .dx = tp->mode == FX_RNN_GRU ? NULL : din, .dx_added = &dx_added });
 
     fx_tensor *init[2] = { tp->h0, tp->c0 }, *dstate[2] = { dh, dc };
     bool need[2] = { need_h0, lstm && need_c0 };
@@ -473,7 +475,8 @@ static bool backward_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d, const fx
         be->blas->gemm(1, true, false, GH, I, N * T, 1.0f, dxg, 0, in, 0, 1.0f, g_ih, 0);
     if (!bias_grads(ctx, tp->mode, w, dxg, dhg, done_b ? bsum : NULL))
         return false;
-    if (din && (!be->rnn->grad_input || !be->rnn->grad_input(N * T, dxg, w->w_ih, din)))
+    if (din && !dx_added &&
+        (!be->rnn->grad_input || !be->rnn->grad_input(N * T, dxg, w->w_ih, din)))
         be->blas->gemm(1, false, false, N * T, I, GH, 1.0f, dxg, 0, w->w_ih, 0, 1.0f, din, 0);
     return true;
 }

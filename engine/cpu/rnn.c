@@ -544,6 +544,53 @@ static bool cells_backward(const fx_rnn_seq_args *a, const seq_geom *g, int64_t 
     return skip;
 }
 
+/* After a fused backward product of step s for rows [r0, r1) (C, rows
+ * ldw apart: H columns for dh, then In for dx): dh = (skip ? 0 : dh) + C's
+ * first part (dh NULL: none), dx at each active row's position += the
+ * second. */
+static void add_step(const fx_rnn_seq_args *a, const seq_geom *g, int64_t s, int64_t r0,
+                     int64_t r1, const float *C, int64_t ldw, float *dh, bool skip, int64_t In)
+{
+    int64_t H = g->H;
+    float *DX = fx_f32(a->dx);
+    for (int64_t n = r0; n < r1; n++) {
+        const float *c = C + (n - r0) * ldw;
+        float *d = dh ? dh + (n - r0) * H : NULL;
+        for (int64_t j = 0; d && j < H; j++)
+            d[j] = skip ? c[j] : d[j] + c[j];
+        if (s >= g->len[n])
+            continue;
+        float *x = DX + (n * g->T + position(g, n, s)) * In;
+        for (int64_t j = 0; j < In; j++)
+            x[j] += c[H + j];
+    }
+}
+
+/* W_hh [G*H, H] and W_ih [G*H, In] side by side ([G*H, H + In]), packed
+ * for the backward's products when H is whole panels: the first H / nr
+ * panels W_hh's, the rest W_ih's. False when out of memory. */
+static bool pack_side(packed_b *pb, const float *w_hh, int64_t H, const float *w_ih, int64_t In,
+                      int64_t GH, int64_t nr)
+{
+    packed_b px;
+    if (!fx__rnn_pack_b(pb, w_hh, H, false, GH, H + In, nr))
+        return false;
+    if (!fx__rnn_pack_b(&px, w_ih, In, false, GH, In, nr)) {
+        free(pb->p);
+        return false;
+    }
+    memcpy(pb->p + (H / nr) * GH * nr, px.p, (size_t)(px.panels * GH * nr) * sizeof(float));
+    free(px.p);
+    return true;
+}
+
+/*
+ * The backward. With a->dx (not GRU; H whole panels) each step's product
+ * is dhg_s [W_hh | W_ih], whose second part is the input gradient of the
+ * step's active positions, added into dx: the rows of dxg are still in
+ * cache, instead of a product over all of dxg afterwards. Every row
+ * block's buffers come first: the input gradient is all or nothing.
+ */
 static void cpu_rnn_backward(const fx_rnn_seq_args *a)
 {
     seq_geom g = geom(a);
@@ -551,16 +598,41 @@ static void cpu_rnn_backward(const fx_rnn_seq_args *a)
     packed_b pb = { 0 };
     bool packed = fx__rnn_isa != 4;
     micro_kernel mk = fx__rnn_kernel_for_rows(N);
-    if (packed)
+    bool fdx = packed && a->dx && a->dx_added && a->kind != FX_CELL_GRU && H % mk.nr == 0;
+    int64_t In = fdx ? a->w_ih->shape[1] : 0, ldw = 0;
+    if (fdx)
+        packed = pack_side(&pb, fx_f32(a->w_hh), H, fx_f32(a->w_ih), In, GH, mk.nr);
+    else if (packed)
         packed = fx__rnn_pack_b(&pb, fx_f32(a->w_hh), H, false, GH, H, mk.nr);
+    fdx = fdx && packed;
+    ldw = pb.panels * mk.nr;
+    int64_t nb = row_block_count(N), per = (N + nb - 1) / nb;
+    rows_scratch *sc = packed ? calloc((size_t)nb, sizeof *sc) : NULL;
+    packed = sc != NULL;
+    for (int64_t b = 0; packed && b < nb; b++) {
+        sc[b].pad = malloc((size_t)(MR_MAX * GH) * sizeof(float));
+        sc[b].hg = fdx ? malloc((size_t)(per * ldw) * sizeof(float)) : NULL;
+        packed = sc[b].pad && (sc[b].hg || !fdx);
+    }
+    if (!packed) {
+        for (int64_t b = 0; sc && b < nb; b++)
+            scratch_free(&sc[b]);
+        free(sc);
+        sc = NULL;
+        fdx = false;
+    }
+    packed_b pbx = pb; /* W_ih's panels alone */
+    pbx.p = pb.p + (H / mk.nr) * GH * mk.nr;
+    pbx.cols = In;
+    pbx.panels = pb.panels - H / mk.nr;
     ROW_BLOCKS(N, r0, r1, {
-        float *pad = packed ? malloc((size_t)(MR_MAX * GH) * sizeof(float)) : NULL;
+        float *pad = sc ? sc[r0 / per].pad : NULL, *C = sc ? sc[r0 / per].hg : NULL;
         micro_kernel k = fx__rnn_kernel_for_rows(r1 - r0);
         for (int64_t s = a->steps - 1; s >= 0; s--) {
             /* the last step run keeps dh exact when the caller wants it */
-            bool skip = cells_backward(a, &g, s, r0, r1,
-                                       pad && !(s == 0 && !a->want_dh0));
-            if (s == 0 && !a->want_dh0)
+            bool last = s == 0 && !a->want_dh0;
+            bool skip = cells_backward(a, &g, s, r0, r1, pad && !last);
+            if (last && !fdx)
                 continue;
             /* dh += dhg[s] W_hh (then the gradient of hs[s]); without dhg
              * (dense LSTM) its rows are dxg's at position s */
@@ -570,19 +642,31 @@ static void cpu_rnn_backward(const fx_rnn_seq_args *a)
             float *dh = fx_f32(a->dh) + r0 * H;
             if (s > 0)
                 prefetch_step(a, &g, s - 1, r0, r1, true);
-            if (pad)
+            if (fdx) {
+                fx__rnn_product(&k, &(prod_args){ .M = r1 - r0, .N = last ? In : H + In,
+                                                  .K = GH, .a = dhg, .rsa = lda, .csa = 1,
+                                                  .pb = last ? &pbx : &pb, .c = last ? C + H : C,
+                                                  .ldc = ldw, .c_padded = true, .pad = pad },
+                                false);
+                add_step(a, &g, s, r0, r1, C, ldw, last ? NULL : dh, skip, In);
+            } else if (pad) {
                 fx__rnn_product(&k, &(prod_args){ .M = r1 - r0, .N = H, .K = GH, .a = dhg,
                                                   .rsa = lda, .csa = 1, .pb = &pb, .c = dh,
                                                   .ldc = H, .add = !skip, .pad = pad },
                                 false);
-            else
+            } else {
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)H,
                             (int)GH, 1.0f, dhg, (int)lda, fx_f32(a->w_hh), (int)H, 1.0f, dh,
                             (int)H);
+            }
         }
-        free(pad);
     });
+    for (int64_t b = 0; sc && b < nb; b++)
+        scratch_free(&sc[b]);
+    free(sc);
     free(pb.p);
+    if (fdx)
+        *a->dx_added = true;
 }
 
 /* ------------------------------------------------- sequence-wide products */
