@@ -566,24 +566,6 @@ static void add_step(const fx_rnn_seq_args *a, const seq_geom *g, int64_t s, int
     }
 }
 
-/* W_hh [G*H, H] and W_ih [G*H, In] side by side ([G*H, H + In]), packed
- * for the backward's products when H is whole panels: the first H / nr
- * panels W_hh's, the rest W_ih's. False when out of memory. */
-static bool pack_side(packed_b *pb, const float *w_hh, int64_t H, const float *w_ih, int64_t In,
-                      int64_t GH, int64_t nr)
-{
-    packed_b px;
-    if (!fx__rnn_pack_b(pb, w_hh, H, false, GH, H + In, nr))
-        return false;
-    if (!fx__rnn_pack_b(&px, w_ih, In, false, GH, In, nr)) {
-        free(pb->p);
-        return false;
-    }
-    memcpy(pb->p + (H / nr) * GH * nr, px.p, (size_t)(px.panels * GH * nr) * sizeof(float));
-    free(px.p);
-    return true;
-}
-
 /*
  * The backward. With a->dx (not GRU; H whole panels) each step's product
  * is dhg_s [W_hh | W_ih], whose second part is the input gradient of the
@@ -601,7 +583,7 @@ static void cpu_rnn_backward(const fx_rnn_seq_args *a)
     bool fdx = packed && a->dx && a->dx_added && a->kind != FX_CELL_GRU && H % mk.nr == 0;
     int64_t In = fdx ? a->w_ih->shape[1] : 0, ldw = 0;
     if (fdx)
-        packed = pack_side(&pb, fx_f32(a->w_hh), H, fx_f32(a->w_ih), In, GH, mk.nr);
+        packed = fx__rnn_pack_side(&pb, fx_f32(a->w_hh), H, fx_f32(a->w_ih), In, GH, mk.nr);
     else if (packed)
         packed = fx__rnn_pack_b(&pb, fx_f32(a->w_hh), H, false, GH, H, mk.nr);
     fdx = fdx && packed;

@@ -91,6 +91,12 @@ bool fx__rnn_pack_b(packed_b *pb, const float *w, int64_t ldw, bool trans, int64
 bool fx__rnn_pack_cat(packed_b *pb, const float *w_ih, int64_t In, const float *w_hh, int64_t H,
                       int64_t cols, int64_t nr);
 
+/* W_hh [K, H] and W_ih [K, In] side by side ([K, H + In]) packed like
+ * fx__rnn_pack_b, H a whole number of panels (the first H / nr panels
+ * W_hh's, the rest W_ih's). False when out of memory or H is not. */
+bool fx__rnn_pack_side(packed_b *pb, const float *w_hh, int64_t H, const float *w_ih, int64_t In,
+                       int64_t K, int64_t nr);
+
 /* Runs the product on kernel mk (its rows split over threads when threaded
  * and the product is large). False when out of memory (nothing written). */
 bool fx__rnn_product(const micro_kernel *mk, const prod_args *p, bool threaded);

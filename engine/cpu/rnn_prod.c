@@ -46,8 +46,8 @@ micro_kernel fx__rnn_kernel_for_rows(int64_t M)
 /* Rows [k0, k0 + K) of every panel (Ktot rows each) from B(k, q) = trans ?
  * w[q*ldw + k] : w[k*ldw + q] (cols columns): whole rows copied, or columns
  * read along w's rows; zero past the last column. */
-static void pack_rows(float *pp, int64_t Ktot, int64_t k0, const float *w, int64_t ldw,
-                      bool trans, int64_t K, int64_t cols, int64_t nr)
+static void pack_rows(float *pp, int64_t Ktot, int64_t k0, const float *w, int64_t ldw, bool trans,
+                      int64_t K, int64_t cols, int64_t nr)
 {
     for (int64_t q0 = 0, p = 0; q0 < cols; q0 += nr, p++) {
         int64_t wn = cols - q0 < nr ? cols - q0 : nr;
@@ -158,6 +158,16 @@ bool fx__rnn_product(const micro_kernel *mk, const prod_args *p, bool threaded)
 
 /* [W_ih^T; W_hh^T] ([I + H, cols]) packed like pack_b, for the fused
  * products [x_t | h] B. False when out of memory. */
+bool fx__rnn_pack_side(packed_b *pb, const float *w_hh, int64_t H, const float *w_ih, int64_t In,
+                       int64_t K, int64_t nr)
+{
+    if (H % nr || !alloc_panels(pb, K, H + In, nr))
+        return false;
+    pack_rows(pb->p, K, 0, w_hh, H, false, K, H, nr);
+    pack_rows(pb->p + (H / nr) * K * nr, K, 0, w_ih, In, false, K, In, nr);
+    return true;
+}
+
 bool fx__rnn_pack_cat(packed_b *pb, const float *w_ih, int64_t In, const float *w_hh, int64_t H,
                       int64_t cols, int64_t nr)
 {
