@@ -24,9 +24,10 @@
  * best the CPU runs (fx__rnn_isa forces one for tests; 4 forces the plain
  * path, BLAS for every product, kept for out of memory and as the measured
  * baseline). The same kernel does the input gates of the other cells (bias
- * loaded into the accumulators) and the input gradient dG W_ih of all
- * steps. The weight gradients (dG^T A over all steps) run in rnn_wgrad.c,
- * W_ih's and W_hh's in one pass over dG (AVX-512; elsewhere BLAS).
+ * loaded into the accumulators) and, for GRU or where H is not whole
+ * panels, the input gradient dG W_ih of all steps. The weight gradients
+ * (dG^T A over all steps) run in rnn_wgrad.c, W_ih's and W_hh's in one pass
+ * over dG that also sums the bias gradient (AVX-512; elsewhere BLAS).
  *
  * Per step and block of rows: the product into a buffer of gate
  * pre-activations that stays in cache (N x G*H padded to whole panels),
@@ -37,7 +38,8 @@
  * Backward: the cell's backward for the block (gate gradients into dxg by
  * position and dhg by step; a dense LSTM, one way with every sample all T
  * steps, has no dhg and the product reads dxg's rows in place), then dh =
- * (or +=) dhg_s W_hh with the packed W_hh.
+ * (or +=) dhg_s W_hh with the packed W_hh, outside GRU as dhg_s [W_hh |
+ * W_ih], whose second part, the step's input gradient, goes to dx.
  *
  * Threads: samples are independent through time, so the rows are split
  * into one block per thread and each thread runs its block through every
