@@ -5,7 +5,8 @@
  * engine/cuda/rnn.cu).
  *
  * The op (engine/op_rnn.c) forms the input gates of every step with one
- * gemm and the weight gradients with one gemm each; the kernels below run
+ * gemm and the weight gradients with one gemm each, unless the kernels
+ * below take those on (fused_gates, grad_weights, dx); they run
  * the recurrence itself (per step a product with W_hh and a fused pointwise
  * cell), so that a backend can keep the whole time loop on its side (the CPU
  * splits the samples over threads for all steps at once, a GPU keeps it on

@@ -14,6 +14,10 @@
  *             position) and dhg (by step), then dh += dhg_s W_hh; after it
  *             one gemm each for dW_hh (over all steps), dW_ih and the layer
  *             input's gradient.
+ * A backend's kernels may take some of these products on (kern_rnn.h): the
+ * CPU forms an LSTM's input gates inside its per-step products, the input
+ * gradient in the backward's, and both weight gradients (and the bias's)
+ * in one pass.
  * The states, cells and gate activations of every step are kept for the
  * backward. Rows of h0, h_n and the like are addressed through tensor structs
  * on the stack (block()); every buffer comes from the context's arena.
