@@ -546,6 +546,16 @@ static bool cells_backward(const fx_rnn_seq_args *a, const seq_geom *g, int64_t 
     return skip;
 }
 
+/* d = c (set) or d += c, n floats. */
+RNN_CLONES static void add_row(int64_t n, float *restrict d, const float *restrict c, bool set)
+{
+    if (set)
+        memcpy(d, c, (size_t)n * sizeof *d);
+    else
+        for (int64_t j = 0; j < n; j++)
+            d[j] += c[j];
+}
+
 /* After a fused backward product of step s for rows [r0, r1) (C, rows
  * ldw apart: H columns for dh, then In for dx): dh = (skip ? 0 : dh) + C's
  * first part (dh NULL: none), dx at each active row's position += the
@@ -557,14 +567,10 @@ static void add_step(const fx_rnn_seq_args *a, const seq_geom *g, int64_t s, int
     float *DX = fx_f32(a->dx);
     for (int64_t n = r0; n < r1; n++) {
         const float *c = C + (n - r0) * ldw;
-        float *d = dh ? dh + (n - r0) * H : NULL;
-        for (int64_t j = 0; d && j < H; j++)
-            d[j] = skip ? c[j] : d[j] + c[j];
-        if (s >= g->len[n])
-            continue;
-        float *x = DX + (n * g->T + position(g, n, s)) * In;
-        for (int64_t j = 0; j < In; j++)
-            x[j] += c[H + j];
+        if (dh)
+            add_row(H, dh + (n - r0) * H, c, skip);
+        if (s < g->len[n])
+            add_row(In, DX + (n * g->T + position(g, n, s)) * In, c + H, false);
     }
 }
 
