@@ -5,7 +5,8 @@
  * engine/cuda/rnn.cu).
  *
  * The op (engine/op_rnn.c) forms the input gates of every step with one
- * gemm and the weight gradients with one gemm each; the kernels below run
+ * gemm and the weight gradients with one gemm each, unless the kernels
+ * below take those on (fused_gates, grad_weights, dx); they run
  * the recurrence itself (per step a product with W_hh and a fused pointwise
  * cell), so that a backend can keep the whole time loop on its side (the CPU
  * splits the samples over threads for all steps at once, a GPU keeps it on
@@ -48,6 +49,12 @@ typedef struct {
     const fx_tensor *b_hh;    /* [G*H] or NULL (the op folds b_hh into xg except for GRU,
                                * whose b_hn is multiplied by r, and passes NULL) */
     bool h0_zero;             /* hs[0] is zero: step 0 needs no product */
+    /* With gates_pending (an LSTM, on kernels that say fused_gates) xg is
+     * allocated but not yet formed: the kernel forms the input gates itself
+     * from x [N, T, I] (the layer's input), w_ih [G*H, I] and b_in [G*H]
+     * (both biases' sum) or NULL, inside its per-step products or into xg */
+    bool gates_pending;
+    const fx_tensor *x, *w_ih, *b_in;
     fx_tensor *hg;            /* [N, G*H] scratch for h W_hh^T */
     fx_tensor *y;             /* [N, T, D*H] output; writes columns [col, col + H) */
     /* backward */
@@ -62,6 +69,12 @@ typedef struct {
                                * say dense_lstm, for an LSTM run forward with every sample
                                * active at every step (S = T): then dhg[s] is dxg's column
                                * of rows at position s, read in place */
+    /* backward, optional (not GRU): the layer input's gradient dx [N, T, I]
+     * (w_ih above): a kernel may add dxg W_ih into it at the active
+     * positions inside its per-step products and set *dx_added (else the op
+     * runs that product itself) */
+    fx_tensor *dx;
+    bool *dx_added;
 } fx_rnn_seq_args;
 
 typedef struct {
@@ -88,6 +101,16 @@ typedef struct {
      * (w [G, C]; contiguous f32, R rows). NULL, or false (out of memory;
      * nothing was written): the op uses the backend's gemm. */
     bool (*grad_input)(int64_t R, const fx_tensor *dg, const fx_tensor *w, fx_tensor *dx);
+    /* Optional: the weight gradients of n (1 or 2) inputs against the same
+     * gate gradients at once, gw[s] [G, C_s] += dg^T x[s] (dg [R, G], x[s]
+     * [R, C_s]; contiguous f32, R rows), and gb [G] += dg's column sums
+     * where gb is not NULL (the bias). NULL, or false (not run here, or out
+     * of memory; nothing was written): the op uses the backend's gemm, one
+     * per input, and its bias backward. */
+    bool (*grad_weights)(int64_t R, const fx_tensor *dg, int n, const fx_tensor *const *x,
+                         fx_tensor *const *gw, fx_tensor *gb);
+    /* forward takes gates_pending (an LSTM's input gates left to it) */
+    bool fused_gates;
     /* backward takes dhg NULL in the dense LSTM case above (saves a copy of
      * every gate gradient) */
     bool dense_lstm;

@@ -14,6 +14,10 @@
  *             position) and dhg (by step), then dh += dhg_s W_hh; after it
  *             one gemm each for dW_hh (over all steps), dW_ih and the layer
  *             input's gradient.
+ * A backend's kernels may take some of these products on (kern_rnn.h): the
+ * CPU forms an LSTM's input gates inside its per-step products, the input
+ * gradient in the backward's, and both weight gradients (and the bias's)
+ * in one pass.
  * The states, cells and gate activations of every step are kept for the
  * backward. Rows of h0, h_n and the like are addressed through tensor structs
  * on the stack (block()); every buffer comes from the context's arena.
@@ -299,7 +303,10 @@ static bool run_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d)
             bias = sum;
         }
     }
-    if (!be->rnn->gates || !be->rnn->gates(N * T, in, w->w_ih, bias, r->xg)) {
+    /* an LSTM on kernels that form them in their per-step products: left
+     * to the kernel (xg stays allocated for its fallback) */
+    bool pending = lstm && be->rnn->fused_gates;
+    if (!pending && (!be->rnn->gates || !be->rnn->gates(N * T, in, w->w_ih, bias, r->xg))) {
         if (bias)
             be->blas->bias_fill(r->xg, bias);
         be->blas->gemm(1, false, true, N * T, GH, I, 1.0f, in, 0, w->w_ih, 0,
@@ -322,7 +329,8 @@ static bool run_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d)
     be->rnn->forward(&(fx_rnn_seq_args){
         .kind = mode_cell(tp->mode), .reverse = d == 1, .steps = S, .col = d * H,
         .lengths = tp->len, .w_hh = w->w_hh, .hs = r->hs, .cs = r->cs, .act = r->act,
-        .xg = r->xg, .b_hh = b_step, .h0_zero = !tp->h0, .hg = hg, .y = tp->lout[l] });
+        .xg = r->xg, .b_hh = b_step, .h0_zero = !tp->h0, .gates_pending = pending, .x = in,
+        .w_ih = w->w_ih, .b_in = bias, .hg = hg, .y = tp->lout[l] });
     return true;
 }
 
@@ -330,9 +338,10 @@ static bool run_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d)
 
 /* Bias gradients: column sums of the gate gradients, db_ih from dxg and
  * db_hh from dhg. Outside GRU the two hold the same values (dhg by step,
- * dxg by position, zero elsewhere), so one sum serves both. */
+ * dxg by position, zero elsewhere), so one sum serves both; sum, when not
+ * NULL, is that sum already formed (by the backend's grad_weights). */
 static bool bias_grads(fx_ctx *ctx, fx_rnn_mode mode, const fx_rnn_weights *w,
-                       const fx_tensor *dxg, const fx_tensor *dhg)
+                       const fx_tensor *dxg, const fx_tensor *dhg, const fx_tensor *sum)
 {
     const fx_blas_kernels *k = ctx->be->blas;
     bool need_i = fx_tensor_requires_grad(w->b_ih), need_h = fx_tensor_requires_grad(w->b_hh);
@@ -340,13 +349,20 @@ static bool bias_grads(fx_ctx *ctx, fx_rnn_mode mode, const fx_rnn_weights *w,
     fx_tensor *gh = need_h ? fx__grad(ctx, w->b_hh) : NULL;
     if ((need_i && !gi) || (need_h && !gh))
         return false;
+    if (sum && mode != FX_RNN_GRU) {
+        if (gi)
+            ctx->be->ew->axpy(1.0f, sum, gi);
+        if (gh)
+            ctx->be->ew->axpy(1.0f, sum, gh);
+        return true;
+    }
     if (gi && gh && mode != FX_RNN_GRU) {
-        fx_tensor *sum = fx_zeros(ctx, FX_F32, 1, gi->shape);
-        if (!sum)
+        fx_tensor *both = fx_zeros(ctx, FX_F32, 1, gi->shape);
+        if (!both)
             return false;
-        k->bias_backward(dxg, sum);
-        ctx->be->ew->axpy(1.0f, sum, gi);
-        ctx->be->ew->axpy(1.0f, sum, gh);
+        k->bias_backward(dxg, both);
+        ctx->be->ew->axpy(1.0f, both, gi);
+        ctx->be->ew->axpy(1.0f, both, gh);
         return true;
     }
     if (gi)
@@ -389,10 +405,12 @@ static bool backward_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d, const fx
         be->mem->copy(dc, &src, false);
     }
     bool need_h0 = fx_tensor_requires_grad(tp->h0), need_c0 = fx_tensor_requires_grad(tp->c0);
+    bool dx_added = false; /* the kernel may form din's share in its steps (not GRU) */
     be->rnn->backward(&(fx_rnn_seq_args){
         .kind = mode_cell(tp->mode), .reverse = d == 1, .steps = S, .col = d * H,
         .lengths = tp->len, .w_hh = w->w_hh, .hs = r->hs, .cs = r->cs, .act = r->act,
-        .dy = dy, .want_dh0 = need_h0, .dh = dh, .dc = dc, .dxg = dxg, .dhg = dhg });
+        .dy = dy, .want_dh0 = need_h0, .dh = dh, .dc = dc, .dxg = dxg, .dhg = dhg,
+        .w_ih = w->w_ih, .dx = tp->mode == FX_RNN_GRU ? NULL : din, .dx_added = &dx_added });
 
     fx_tensor *init[2] = { tp->h0, tp->c0 }, *dstate[2] = { dh, dc };
     bool need[2] = { need_h0, lstm && need_c0 };
@@ -406,38 +424,63 @@ static bool backward_direction(fx_ctx *ctx, rnn_tape *tp, int l, int d, const fx
         be->ew->axpy(1.0f, dstate[i], &row);
     }
 
-    /* Weight gradients, each one product over all steps. Rows of dhg for
-     * inactive samples are zero, so hs[0..S) can be used whole; a zero
-     * initial state adds nothing, so step 0 is left out then. */
-    fx_tensor *g;
-    if (fx_tensor_requires_grad(w->w_hh)) {
-        if (!(g = fx__grad(ctx, w->w_hh)))
-            return false;
-        if (dense) { /* by position: the states hs[t] of sample n as row n*T + t */
-            fx_tensor *hp = fx_tensor_new(ctx, FX_F32, 3, (int64_t[]){ N, T, H });
-            if (!hp)
-                return false;
-            fx_tensor v = block(r->hs, 0, 3, (int64_t[]){ N, T, H });
-            v.strides[0] = H;
-            v.strides[1] = N * H;
-            be->mem->copy(hp, &v, false);
-            be->blas->gemm(1, true, false, GH, H, N * T, 1.0f, dxg, 0, hp, 0, 1.0f, g, 0);
-        } else {
-            int64_t s0 = tp->h0 ? 0 : 1, K = (S - s0) * N;
-            fx_tensor gv = block(dhg, s0 * N * GH, 2, (int64_t[]){ K, GH });
-            fx_tensor hv = block(r->hs, s0 * N * H, 2, (int64_t[]){ K, H });
-            if (K > 0)
-                be->blas->gemm(1, true, false, GH, H, K, 1.0f, &gv, 0, &hv, 0, 1.0f, g, 0);
-        }
-    }
-    if (fx_tensor_requires_grad(w->w_ih)) {
-        if (!(g = fx__grad(ctx, w->w_ih)))
-            return false;
-        be->blas->gemm(1, true, false, GH, I, N * T, 1.0f, dxg, 0, in, 0, 1.0f, g, 0);
-    }
-    if (!bias_grads(ctx, tp->mode, w, dxg, dhg))
+    /* Weight gradients, each one product over all steps (both in one call
+     * of the backend's grad_weights where it has one and they share the
+     * gate gradients). Rows of dhg for inactive samples are zero, so
+     * hs[0..S) can be used whole; a zero initial state adds nothing, so
+     * step 0 is left out then. */
+    bool need_hh = fx_tensor_requires_grad(w->w_hh), need_ih = fx_tensor_requires_grad(w->w_ih);
+    fx_tensor *g_hh = need_hh ? fx__grad(ctx, w->w_hh) : NULL;
+    fx_tensor *g_ih = need_ih ? fx__grad(ctx, w->w_ih) : NULL;
+    if ((need_hh && !g_hh) || (need_ih && !g_ih))
         return false;
-    if (din && (!be->rnn->grad_input || !be->rnn->grad_input(N * T, dxg, w->w_ih, din)))
+    fx_tensor gv, hv;
+    const fx_tensor *hsrc = NULL, *hdg = NULL; /* the states and their gate gradients */
+    int64_t hrows = 0;
+    if (need_hh && dense) { /* by position: the states hs[t] of sample n as row n*T + t */
+        fx_tensor *hp = fx_tensor_new(ctx, FX_F32, 3, (int64_t[]){ N, T, H });
+        if (!hp)
+            return false;
+        fx_tensor v = block(r->hs, 0, 3, (int64_t[]){ N, T, H });
+        v.strides[0] = H;
+        v.strides[1] = N * H;
+        be->mem->copy(hp, &v, false);
+        hsrc = hp;
+        hdg = dxg;
+        hrows = N * T;
+    } else if (need_hh) {
+        int64_t s0 = tp->h0 ? 0 : 1;
+        hrows = (S - s0) * N;
+        gv = block(dhg, s0 * N * GH, 2, (int64_t[]){ hrows, GH });
+        hv = block(r->hs, s0 * N * H, 2, (int64_t[]){ hrows, H });
+        hsrc = hrows > 0 ? &hv : NULL;
+        hdg = &gv;
+    }
+    bool done_hh = !hsrc, done_ih = !need_ih, done_b = false;
+    bool (*gw)(int64_t, const fx_tensor *, int, const fx_tensor *const *, fx_tensor *const *,
+               fx_tensor *) = be->rnn->grad_weights;
+    /* outside GRU the biases' one gradient (bias_grads) comes with dxg's pass */
+    bool need_b = tp->mode != FX_RNN_GRU &&
+                  (fx_tensor_requires_grad(w->b_ih) || fx_tensor_requires_grad(w->b_hh));
+    fx_tensor *bsum = gw && need_b ? fx_zeros(ctx, FX_F32, 1, (int64_t[]){ GH }) : NULL;
+    if (gw && need_b && !bsum)
+        return false;
+    if (gw && !done_hh && !done_ih && hdg == dxg) {
+        done_hh = done_ih = done_b = gw(N * T, dxg, 2, (const fx_tensor *[]){ in, hsrc },
+                                        (fx_tensor *[]){ g_ih, g_hh }, bsum);
+    } else if (gw) {
+        done_hh = done_hh || gw(hrows, hdg, 1, &hsrc, &g_hh, NULL);
+        if (!done_ih)
+            done_ih = done_b = gw(N * T, dxg, 1, (const fx_tensor *[]){ in }, &g_ih, bsum);
+    }
+    if (!done_hh)
+        be->blas->gemm(1, true, false, GH, H, hrows, 1.0f, hdg, 0, hsrc, 0, 1.0f, g_hh, 0);
+    if (!done_ih)
+        be->blas->gemm(1, true, false, GH, I, N * T, 1.0f, dxg, 0, in, 0, 1.0f, g_ih, 0);
+    if (!bias_grads(ctx, tp->mode, w, dxg, dhg, done_b ? bsum : NULL))
+        return false;
+    if (din && !dx_added &&
+        (!be->rnn->grad_input || !be->rnn->grad_input(N * T, dxg, w->w_ih, din)))
         be->blas->gemm(1, false, false, N * T, I, GH, 1.0f, dxg, 0, w->w_ih, 0, 1.0f, din, 0);
     return true;
 }

@@ -7,37 +7,39 @@
  * (x W_ih^T + both biases, outside GRU), then per step a small product
  * with W_hh (M = the batch, 32 in the benchmark, against [H, G*H]) and one
  * fused pointwise pass; backward the same in reverse, then one product each
- * for dW_hh (over all steps), dW_ih and dx.
+ * for dW_hh (over all steps), dW_ih and dx. An LSTM (gates_pending) has no
+ * product for the input gates: each step's product is [x_t | h] times
+ * [W_ih^T; W_hh^T] with the bias in its accumulators, so the gates of all
+ * steps (2 MB in the benchmark, read back by position, i.e. scattered) are
+ * never written and read again.
  *
- * The per-step products. Handed to BLAS, a product this small is dominated
- * by overheads: OpenBLAS re-packs the whole W_hh (256 KB at H = 128) on
- * every call, 2 x S times per training step. So W_hh is packed once per
- * call here, in the panel layout our register-tiled micro-kernel reads
- * (the scheme of conv.c: an MR x NR tile in vector registers, each of K
- * steps NV loads of B, MR broadcasts of A and MR * NV fused multiply-adds),
- * for the forward as W_hh^T [H, G*H] and for the backward as W_hh
- * [G*H, H]. The kernel is written once with GCC vector types and
- * instantiated for AVX-512, AVX2+FMA and portable 4-wide vectors; the best
- * one the CPU runs is picked at run time (fx__rnn_isa forces one for tests;
- * 4 forces the plain path, BLAS for every product, kept for out of memory
- * and as the measured baseline). The same kernel does the input gates
- * (bias loaded into the accumulators: no separate bias pass over the gate
- * buffer), and the input gradient dG W_ih of all steps (2x OpenBLAS's
- * sgemm at 1024 x 64 x 512 in a loop, hot in cache; within noise, maybe
- * 1%, inside a training step). The weight gradients (dG^T A over all
- * steps) stay with BLAS: our kernel, reading dG down its columns, copying
- * it into blocks, or computing the transpose A^T dG from dG's rows, was at
- * best 8% faster in a loop and no faster inside a training step (measured
- * by toggling the two paths step by step in one process).
+ * The per-step products (rnn_prod.c). Handed to BLAS, a product this small
+ * is dominated by overheads: OpenBLAS re-packs the whole W_hh (256 KB at
+ * H = 128) on every call, 2 x S times per training step. So W_hh is packed
+ * once per call, in the panel layout our register-tiled micro-kernel reads
+ * (micro.h: an MR x NR tile in vector registers, each of K steps NV loads
+ * of B, MR broadcasts of A and MR * NV fused multiply-adds), for the
+ * forward as W_hh^T [H, G*H] (or [W_ih^T; W_hh^T]) and for the backward as
+ * W_hh [G*H, H], for AVX-512, AVX2+FMA or portable 4-wide vectors, the
+ * best the CPU runs (fx__rnn_isa forces one for tests; 4 forces the plain
+ * path, BLAS for every product, kept for out of memory and as the measured
+ * baseline). The same kernel does the input gates of the other cells (bias
+ * loaded into the accumulators) and, for GRU or where H is not whole
+ * panels, the input gradient dG W_ih of all steps. The weight gradients
+ * (dG^T A over all steps) run in rnn_wgrad.c, W_ih's and W_hh's in one pass
+ * over dG that also sums the bias gradient (AVX-512; elsewhere BLAS).
  *
  * Per step and block of rows: the product into a buffer of gate
  * pre-activations that stays in cache (N x G*H padded to whole panels),
- * then the cell reads it with the input gates in one pass that applies the
- * nonlinearities and writes the saved activations (after the
- * nonlinearities, once), c, h and y. Backward: the cell's backward for the
- * block (gate gradients into dxg by position and dhg by step; a dense LSTM,
- * one way with every sample all T steps, has no dhg and the product reads
- * dxg's rows in place), then dh = (or +=) dhg_s W_hh with the packed W_hh.
+ * then the cell reads it (with the input gates, outside a fused LSTM) in
+ * one pass that applies the nonlinearities and writes the saved
+ * activations (after the nonlinearities, once), c, h and y; meanwhile the
+ * next rows the cells read are prefetched (they are scattered by position).
+ * Backward: the cell's backward for the block (gate gradients into dxg by
+ * position and dhg by step; a dense LSTM, one way with every sample all T
+ * steps, has no dhg and the product reads dxg's rows in place), then dh =
+ * (or +=) dhg_s W_hh with the packed W_hh, outside GRU as dhg_s [W_hh |
+ * W_ih], whose second part, the step's input gradient, goes to dx.
  *
  * Threads: samples are independent through time, so the rows are split
  * into one block per thread and each thread runs its block through every
@@ -51,9 +53,12 @@
  * within 1.5e-7 relative, tanh within 9e-8 absolute (so 1.3e-5 relative
  * where |tanh| is 1e-3, more nearer 0); whole stacks stay within 2e-5 of a
  * double-precision reference (tests/unit/test_rnn.c, every kernel path).
+ * The LSTM's rows have an AVX-512 version in intrinsics (rnn_cells.c, the
+ * same polynomial without divisions), used at fx__rnn_isa 0 and 3.
  */
 #include "cpu.h"
 #include "micro.h"
+#include "rnn_parts.h"
 
 #include <cblas.h>
 #include <stdlib.h>
@@ -85,6 +90,8 @@ typedef struct {
     int64_t N, T, H, GH, Y, col;
     const int64_t *len;
     bool reverse;
+    bool cells512; /* LSTM rows: rnn_cells.c's AVX-512 ones */
+    bool fused;    /* the input gates are in the step's products (xg not read) */
 } seq_geom;
 
 static seq_geom geom(const fx_rnn_seq_args *a)
@@ -92,12 +99,14 @@ static seq_geom geom(const fx_rnn_seq_args *a)
     seq_geom g;
     g.N = a->hs->shape[1];
     g.H = a->hs->shape[2];
-    g.T = a->xg ? a->xg->shape[1] : a->dxg->shape[1];
-    g.GH = a->xg ? a->xg->shape[2] : a->dxg->shape[2];
+    g.T = a->y ? a->y->shape[1] : a->dy->shape[1];
+    g.GH = a->w_hh->shape[0];
     g.Y = a->y ? a->y->shape[2] : a->dy->shape[2];
     g.col = a->col;
     g.len = (const int64_t *)fx_data(a->lengths);
     g.reverse = a->reverse;
+    g.cells512 = fx__rnn_cells_avx512() && (fx__rnn_isa == 0 || fx__rnn_isa == 3);
+    g.fused = false;
     return g;
 }
 
@@ -107,184 +116,23 @@ static inline int64_t position(const seq_geom *g, int64_t n, int64_t s)
     return g->reverse ? g->len[n] - 1 - s : s;
 }
 
+static int64_t row_block_count(int64_t N)
+{
+    int64_t nb = N / 8 < fx__num_threads ? N / 8 : fx__num_threads;
+    return nb < 1 ? 1 : nb;
+}
+
 /* Runs body(r0, r1) over row blocks [r0, r1) of N rows, one block per
  * thread (blocks of at least 8 rows, so each product keeps some height). */
 #define ROW_BLOCKS(N, r0, r1, ...)                                                             \
     do {                                                                                       \
-        int64_t nb_ = (N) / 8 < fx__num_threads ? (N) / 8 : fx__num_threads;                   \
-        nb_ = nb_ < 1 ? 1 : nb_;                                                               \
+        int64_t nb_ = row_block_count(N);                                                      \
         int64_t per_ = ((N) + nb_ - 1) / nb_;                                                  \
         FX_PFOR(nb_ > 1 ? INT64_MAX : 0, b_, nb_, {                                            \
             int64_t r0 = b_ * per_, r1 = r0 + per_ < (N) ? r0 + per_ : (N);                    \
             __VA_ARGS__                                                                        \
         });                                                                                    \
     } while (0)
-
-/* ------------------------------------------------------- micro-kernels */
-
-/* The tile kernel: micro.h (FX_MICRO), shared with conv.c; the gate
- * products pass their bias per column. */
-typedef fx_micro_fn micro_fn;
-
-typedef struct {
-    micro_fn fn;
-    int64_t mr, nr;
-} micro_kernel;
-
-#define MR_MAX 12
-#define NR_MAX 32
-
-FX_MICRO(micro_generic, , 4, 4, 2)
-#if defined(__x86_64__) && defined(__GNUC__)
-#define RNN_HAVE_X86_MICRO 1
-FX_MICRO(micro_avx2, __attribute__((target("avx2,fma"))), 8, 6, 2)
-FX_MICRO(micro_avx512_12, __attribute__((target("avx512f,fma"))), 16, 12, 2)
-FX_MICRO(micro_avx512_8, __attribute__((target("avx512f,fma"))), 16, 8, 2)
-#endif
-
-/* For tests and measurements: 1 forces the portable kernels, 2 AVX2, 3
- * AVX-512 (each only when the CPU has it), 4 the plain path (BLAS for every
- * product); 0 picks the best the CPU has. */
-int fx__rnn_isa = 0;
-
-/* The kernel for blocks of M rows: of the best instruction set's kernels
- * (all with one NR), the one with the fewest padded rows. */
-static micro_kernel kernel_for_rows(int64_t M)
-{
-#ifdef RNN_HAVE_X86_MICRO
-    bool avx512 = __builtin_cpu_supports("avx512f");
-    bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (avx512 && (fx__rnn_isa == 0 || fx__rnn_isa == 3)) {
-        int64_t p12 = (M + 11) / 12 * 12, p8 = (M + 7) / 8 * 8;
-        return p8 * 12 < p12 * 11 ? (micro_kernel){ micro_avx512_8, 8, 32 }
-                                  : (micro_kernel){ micro_avx512_12, 12, 32 };
-    }
-    if (avx2 && fx__rnn_isa != 1)
-        return (micro_kernel){ micro_avx2, 6, 16 };
-#endif
-    (void)M;
-    return (micro_kernel){ micro_generic, 4, 8 };
-}
-
-/* A matrix B [K, cols] packed for the micro-kernels: panel p holds columns
- * [p*nr, p*nr + nr) as K rows of nr floats, zero past the last column. */
-typedef struct {
-    float *p;
-    int64_t K, cols, nr, panels;
-} packed_b;
-
-/* Packs B(k, q) = trans ? w[q*ldw + k] : w[k*ldw + q]. False when out of
- * memory. */
-static bool pack_b(packed_b *pb, const float *w, int64_t ldw, bool trans, int64_t K,
-                   int64_t cols, int64_t nr)
-{
-    pb->K = K;
-    pb->cols = cols;
-    pb->nr = nr;
-    pb->panels = (cols + nr - 1) / nr;
-    size_t bytes = (size_t)(pb->panels * K * nr) * sizeof(float);
-    pb->p = aligned_alloc(64, (bytes + 63) / 64 * 64);
-    if (!pb->p)
-        return false;
-    for (int64_t p = 0; p < pb->panels; p++)
-        for (int64_t k = 0; k < K; k++) {
-            float *dst = pb->p + (p * K + k) * nr;
-            for (int64_t c = 0; c < nr; c++) {
-                int64_t q = p * nr + c;
-                dst[c] = q >= cols ? 0.0f : trans ? w[q * ldw + k] : w[k * ldw + q];
-            }
-        }
-    return true;
-}
-
-/*
- * A product C [M, N] = (add ? C : 0) + bias + A B with A(i, k) =
- * a[i*rsa + k*csa], B packed (pb, N = pb->cols, K = pb->K), bias [N] (per
- * column) or NULL; C's rows ldc apart. With
- * c_padded (and not add), C has room for whole panels (ldc >= panels * nr)
- * and every tile is stored straight into it.
- */
-typedef struct {
-    int64_t M, N, K;
-    const float *a;
-    int64_t rsa, csa;
-    const packed_b *pb;
-    const float *bias;
-    float *c;
-    int64_t ldc;
-    bool add, c_padded;
-    float *pad; /* MR_MAX x K floats for a partial block of rows, or NULL (allocated) */
-} prod_args;
-
-/* The last partial block of rows [full, M) of A, as MR rows of K (zero
- * past M): pad (MR x K floats). */
-static void pad_rows(const prod_args *p, int64_t full, int64_t MR, float *pad)
-{
-    for (int64_t i = 0; i < MR; i++)
-        for (int64_t k = 0; k < p->K; k++)
-            pad[i * p->K + k] = full + i < p->M ? p->a[(full + i) * p->rsa + k * p->csa] : 0.0f;
-}
-
-/* Rows [i, i + MR) (from a, or from pad when i is the partial block) times
- * panel bp (ldb apart) into columns [c0, c0 + w) of C. */
-static void tile_rows(const micro_kernel *mk, const prod_args *p, int64_t i, const float *pad,
-                      const float *bp, int64_t ldb, const float *bias, int64_t c0, int64_t w)
-{
-    int64_t MR = mk->mr, nr = mk->nr, rows = p->M - i < MR ? p->M - i : MR;
-    const float *a = pad ? pad : p->a + i * p->rsa;
-    int64_t rsa = pad ? p->K : p->rsa, csa = pad ? 1 : p->csa;
-    if (rows == MR && (w == nr || (p->c_padded && !p->add))) {
-        mk->fn(p->K, a, rsa, csa, bp, ldb, p->c + i * p->ldc + c0, p->ldc, p->add, NULL, bias);
-        return;
-    }
-    float tile[MR_MAX * NR_MAX];
-    mk->fn(p->K, a, rsa, csa, bp, ldb, tile, nr, false, NULL, bias);
-    int64_t cw = p->c_padded && !p->add ? nr : w;
-    for (int64_t r = 0; r < rows; r++) {
-        float *d = p->c + (i + r) * p->ldc + c0;
-        for (int64_t q = 0; q < cw; q++)
-            d[q] = p->add ? d[q] + tile[r * nr + q] : tile[r * nr + q];
-    }
-}
-
-/*
- * Runs the product on micro-kernel mk (its rows split over threads when
- * threaded and the product is large). False when out of memory (nothing
- * written then).
- */
-static bool product(const micro_kernel *mk, const prod_args *p, bool threaded)
-{
-    int64_t MR = mk->mr, nr = mk->nr, K = p->K, full = p->M / MR * MR;
-    int64_t panels = (p->N + nr - 1) / nr, wlast = p->N - (panels - 1) * nr;
-    /* the bias of a last partial panel, zero-padded */
-    bool ragged = wlast < nr && p->bias;
-    float *pad = p->M <= full ? NULL : p->pad ? p->pad : malloc((size_t)(MR * K) * sizeof(float));
-    float *edge = ragged ? calloc((size_t)nr, sizeof(float)) : NULL;
-    if ((p->M > full && !pad) || (ragged && !edge)) {
-        free(pad);
-        free(edge);
-        return false;
-    }
-    if (pad)
-        pad_rows(p, full, MR, pad);
-    if (edge)
-        memcpy(edge, p->bias + (panels - 1) * nr, (size_t)wlast * sizeof(float));
-    int64_t blocks = p->M / MR + (pad ? 1 : 0);
-    double work = threaded ? (double)p->M * (double)p->N * (double)K : 0.0;
-    FX_PFOR(work > 4e6 && fx__num_threads > 1 ? INT64_MAX : 0, blk, blocks, {
-        int64_t i = blk * MR;
-        for (int64_t q = 0; q < panels; q++) {
-            int64_t c0 = q * nr, w = q == panels - 1 ? wlast : nr;
-            const float *bias = edge && q == panels - 1 ? edge : p->bias ? p->bias + c0 : NULL;
-            tile_rows(mk, p, i, i >= full ? pad : NULL, p->pb->p + q * K * nr, nr, bias, c0,
-                      w);
-        }
-    });
-    if (pad != p->pad)
-        free(pad);
-    free(edge);
-    return true;
-}
 
 /* ---------------------------------------------------------------- forward */
 
@@ -338,8 +186,9 @@ RNN_CLONES static void gru_row(int64_t H, const float *restrict xg, const float 
 }
 
 /* One active row of an LSTM in one pass: gates i, f, g, o from xg + hg
- * (+ b: the op folds b_hh into xg, so usually NULL) into act after their
- * nonlinearities, then c and h. */
+ * (+ b: the op folds b_hh into xg, so usually NULL; xg NULL: hg holds the
+ * whole pre-activations) into act after their nonlinearities, then c and
+ * h. */
 RNN_CLONES static void lstm_row(int64_t H, const float *restrict xg, float *restrict hg,
                      const float *restrict b, const float *restrict cp, float *restrict c,
                      float *restrict h, float *restrict act, float *restrict y)
@@ -348,9 +197,11 @@ RNN_CLONES static void lstm_row(int64_t H, const float *restrict xg, float *rest
         for (int64_t j = 0; j < 4 * H; j++)
             hg[j] += b[j];
     for (int64_t j = 0; j < H; j++) {
-        float i = rnn_sigmoid(xg[j] + hg[j]), f = rnn_sigmoid(xg[H + j] + hg[H + j]);
-        float g = rnn_tanh(xg[2 * H + j] + hg[2 * H + j]);
-        float o = rnn_sigmoid(xg[3 * H + j] + hg[3 * H + j]);
+        float xi = xg ? xg[j] : 0.0f, xf = xg ? xg[H + j] : 0.0f;
+        float xgg = xg ? xg[2 * H + j] : 0.0f, xo = xg ? xg[3 * H + j] : 0.0f;
+        float i = rnn_sigmoid(xi + hg[j]), f = rnn_sigmoid(xf + hg[H + j]);
+        float g = rnn_tanh(xgg + hg[2 * H + j]);
+        float o = rnn_sigmoid(xo + hg[3 * H + j]);
         float cj = f * cp[j] + i * g, hj = o * rnn_tanh(cj);
         act[j] = i;
         act[H + j] = f;
@@ -373,7 +224,7 @@ static void cells_forward(const fx_rnn_seq_args *a, const seq_geom *g, int64_t s
     const float *Cp = a->cs ? fx_f32(a->cs) + s * N * H : NULL;
     float *Cn = a->cs ? fx_f32(a->cs) + (s + 1) * N * H : NULL;
     float *Act = a->act ? fx_f32(a->act) + s * N * A : NULL;
-    const float *XG = fx_f32(a->xg), *B = a->b_hh ? fx_f32(a->b_hh) : NULL;
+    const float *XG = g->fused ? NULL : fx_f32(a->xg), *B = a->b_hh ? fx_f32(a->b_hh) : NULL;
     for (int64_t n = r0; n < r1; n++) {
         if (s >= g->len[n]) { /* done: carry the state */
             memcpy(Hn + n * H, Hp + n * H, (size_t)H * sizeof(float));
@@ -382,10 +233,12 @@ static void cells_forward(const fx_rnn_seq_args *a, const seq_geom *g, int64_t s
             continue;
         }
         int64_t t = position(g, n, s);
-        const float *xg = XG + (n * g->T + t) * GH;
+        const float *xg = XG ? XG + (n * g->T + t) * GH : NULL;
         float *hg = HG + (n - r0) * ldh;
         float *y = Y + (n * g->T + t) * g->Y + g->col;
-        if (a->kind == FX_CELL_LSTM)
+        if (a->kind == FX_CELL_LSTM && g->cells512 && !B)
+            fx__lstm_row_avx512(H, xg, hg, Cp + n * H, Cn + n * H, Hn + n * H, Act + n * A, y);
+        else if (a->kind == FX_CELL_LSTM)
             lstm_row(H, xg, hg, B, Cp + n * H, Cn + n * H, Hn + n * H, Act + n * A, y);
         else if (a->kind == FX_CELL_GRU)
             gru_row(H, xg, hg, B, Hp + n * H, Hn + n * H, Act + n * A, y);
@@ -394,23 +247,97 @@ static void cells_forward(const fx_rnn_seq_args *a, const seq_geom *g, int64_t s
     }
 }
 
+/* Asks for the cache lines [p, p + bytes) (for writing when write). */
+static void prefetch_lines(const void *p, int64_t bytes, bool write)
+{
+    const char *b = p;
+    for (int64_t o = 0; o < bytes; o += 64) {
+        if (write)
+            __builtin_prefetch(b + o, 1, 2);
+        else
+            __builtin_prefetch(b + o, 0, 2);
+    }
+}
+
+/* What the cells of step s touch in rows [r0, r1) and that is not in cache
+ * yet, asked for while the step's product runs (which reads little beyond
+ * the packed W_hh): the rows of the input gates (forward) or of their
+ * gradient (backward), 4H floats each spread over the sequence by position,
+ * which the hardware prefetchers miss, and the step's saved activations. */
+static void prefetch_step(const fx_rnn_seq_args *a, const seq_geom *g, int64_t s, int64_t r0,
+                          int64_t r1, bool backward)
+{
+    int64_t N = g->N, H = g->H, GH = g->GH, A = 4 * H;
+    const float *rows = backward ? fx_f32(a->dxg) : g->fused ? fx_f32(a->x) : fx_f32(a->xg);
+    int64_t width = g->fused && !backward ? a->x->shape[2] : GH;
+    for (int64_t n = r0; n < r1; n++)
+        if (s < g->len[n]) {
+            int64_t t = position(g, n, s);
+            prefetch_lines(rows + (n * g->T + t) * width, width * (int64_t)sizeof(float),
+                           backward);
+            if (backward)
+                prefetch_lines(fx_f32(a->dy) + (n * g->T + t) * g->Y + g->col,
+                               H * (int64_t)sizeof(float), false);
+        }
+    if (a->act)
+        prefetch_lines(fx_f32(a->act) + (s * N + r0) * A, (r1 - r0) * A * (int64_t)sizeof(float),
+                       !backward);
+}
+
 /* Per-thread buffers of the packed path: the products of a row block and
  * the partial-block pad. */
 typedef struct {
-    float *hg, *pad;
+    float *hg, *pad, *a; /* a: the fused products' rows [x | h] */
 } rows_scratch;
 
-static bool scratch_alloc(rows_scratch *sc, int64_t rows, int64_t width, int64_t K)
+static bool scratch_alloc(rows_scratch *sc, int64_t rows, int64_t width, int64_t K, bool fused)
 {
     sc->hg = malloc((size_t)(rows * width) * sizeof(float));
     sc->pad = malloc((size_t)(MR_MAX * K) * sizeof(float));
-    return sc->hg && sc->pad;
+    sc->a = fused ? malloc((size_t)(rows * K) * sizeof(float)) : NULL;
+    return sc->hg && sc->pad && (sc->a || !fused);
 }
 
 static void scratch_free(rows_scratch *sc)
 {
     free(sc->hg);
     free(sc->pad);
+    free(sc->a);
+}
+
+/* The rows [r0, r1) of step s's fused product: x at the row's position,
+ * then hs[s] (zeros for inactive rows, whose products are not used). */
+static void fused_rows(const fx_rnn_seq_args *a, const seq_geom *g, int64_t s, int64_t r0,
+                       int64_t r1, int64_t In, float *dst)
+{
+    int64_t H = g->H, K = In + H;
+    const float *X = fx_f32(a->x), *Hs = fx_f32(a->hs) + s * g->N * H;
+    for (int64_t n = r0; n < r1; n++) {
+        float *d = dst + (n - r0) * K;
+        if (s >= g->len[n]) {
+            memset(d, 0, (size_t)K * sizeof(float));
+            continue;
+        }
+        memcpy(d, X + (n * g->T + position(g, n, s)) * In, (size_t)In * sizeof(float));
+        memcpy(d + In, Hs + n * H, (size_t)H * sizeof(float));
+    }
+}
+
+/* The input gates of every step into a->xg, for a call with gates_pending
+ * that does not fuse them (the plain path, out of memory). */
+static bool cpu_rnn_gates(int64_t R, const fx_tensor *x, const fx_tensor *w,
+                          const fx_tensor *bias, fx_tensor *y);
+
+static void pending_gates(const fx_rnn_seq_args *a)
+{
+    int64_t R = a->x->shape[0] * a->x->shape[1], In = a->x->shape[2], G = a->w_ih->shape[0];
+    if (cpu_rnn_gates(R, a->x, a->w_ih, a->b_in, (fx_tensor *)a->xg)) /* the op's, writable */
+        return;
+    float *Y = fx_f32(a->xg);
+    for (int64_t r = 0; a->b_in && r < R; r++)
+        memcpy(Y + r * G, fx_f32(a->b_in), (size_t)G * sizeof(float));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)R, (int)G, (int)In, 1.0f,
+                fx_f32(a->x), (int)In, fx_f32(a->w_ih), (int)In, a->b_in ? 1.0f : 0.0f, Y, (int)G);
 }
 
 /* The plain path for rows [r0, r1), step s: one cblas_sgemm into a->hg. */
@@ -428,36 +355,77 @@ static void forward_rows_blas(const fx_rnn_seq_args *a, const seq_geom *g, int64
     cells_forward(a, g, s, r0, r1, HG, GH);
 }
 
+/*
+ * The forward. With gates_pending (an LSTM; see kern_rnn.h) each step's
+ * product is [x_t | h] [W_ih^T; W_hh^T] + the bias, K = I + H, so the input
+ * gates are never written to memory and read back (xg: 2 MB in the
+ * benchmark, read by position, i.e. scattered); the plain path and out of
+ * memory form xg first instead.
+ */
 static void cpu_rnn_forward(const fx_rnn_seq_args *a)
 {
     seq_geom g = geom(a);
-    int64_t H = g.H, GH = g.GH;
+    int64_t H = g.H, GH = g.GH, In = a->gates_pending ? a->x->shape[2] : 0, K = In + H;
     packed_b pb = { 0 };
+    micro_kernel mk = fx__rnn_kernel_for_rows(g.N);
     bool packed = fx__rnn_isa != 4;
-    micro_kernel mk = kernel_for_rows(g.N);
-    if (packed)
-        packed = pack_b(&pb, fx_f32(a->w_hh), H, true, H, GH, mk.nr);
-    int64_t ldh = pb.panels * mk.nr;
+    if (packed && a->gates_pending)
+        packed = fx__rnn_pack_cat(&pb, fx_f32(a->w_ih), In, fx_f32(a->w_hh), H, GH, mk.nr);
+    else if (packed)
+        packed = fx__rnn_pack_b(&pb, fx_f32(a->w_hh), H, true, H, GH, mk.nr);
+    int64_t ldh = pb.panels * mk.nr, nb = row_block_count(g.N), per = (g.N + nb - 1) / nb;
+    /* every block's buffers first: a block must not fall back alone once
+     * the gates are left to the products */
+    rows_scratch *sc = packed ? calloc((size_t)nb, sizeof *sc) : NULL;
+    float *bias = packed && a->b_in ? calloc((size_t)ldh, sizeof(float)) : NULL;
+    packed = sc && (bias || !a->b_in || !a->gates_pending);
+    for (int64_t b = 0; packed && b < nb; b++)
+        packed = scratch_alloc(&sc[b], per, ldh, K, a->gates_pending);
+    if (!packed) {
+        for (int64_t b = 0; sc && b < nb; b++)
+            scratch_free(&sc[b]);
+        free(sc);
+        sc = NULL;
+    }
+    if (bias)
+        memcpy(bias, fx_f32(a->b_in), (size_t)GH * sizeof(float));
+    if (a->gates_pending && !packed)
+        pending_gates(a);
+    g.fused = a->gates_pending && packed;
     ROW_BLOCKS(g.N, r0, r1, {
-        rows_scratch sc = { 0 };
-        bool mine = packed && scratch_alloc(&sc, r1 - r0, ldh, H);
-        micro_kernel k = kernel_for_rows(r1 - r0);
+        rows_scratch *my = sc ? &sc[r0 / per] : NULL;
+        micro_kernel k = fx__rnn_kernel_for_rows(r1 - r0);
         for (int64_t s = 0; s < a->steps; s++) {
-            if (!mine) {
+            if (!my) {
                 forward_rows_blas(a, &g, s, r0, r1);
                 continue;
             }
-            if (s == 0 && a->h0_zero)
-                memset(sc.hg, 0, (size_t)((r1 - r0) * ldh) * sizeof(float));
-            else
-                product(&k, &(prod_args){ .M = r1 - r0, .N = GH, .K = H,
-                                          .a = fx_f32(a->hs) + (s * g.N + r0) * H, .rsa = H,
-                                          .csa = 1, .pb = &pb, .c = sc.hg, .ldc = ldh,
-                                          .c_padded = true, .pad = sc.pad }, false);
-            cells_forward(a, &g, s, r0, r1, sc.hg, ldh);
+            prefetch_step(a, &g, s, r0, r1, false);
+            if (g.fused) {
+                fused_rows(a, &g, s, r0, r1, In, my->a);
+                /* a zero initial state: the x part of the product only */
+                int64_t kx = s == 0 && a->h0_zero ? In : K;
+                fx__rnn_product(&k, &(prod_args){ .M = r1 - r0, .N = GH, .K = kx, .a = my->a,
+                                                  .rsa = K, .csa = 1, .pb = &pb, .bias = bias,
+                                                  .c = my->hg, .ldc = ldh, .c_padded = true,
+                                                  .bias_padded = true, .pad = my->pad },
+                                false);
+            } else if (s == 0 && a->h0_zero) {
+                memset(my->hg, 0, (size_t)((r1 - r0) * ldh) * sizeof(float));
+            } else {
+                fx__rnn_product(&k, &(prod_args){ .M = r1 - r0, .N = GH, .K = H,
+                                                  .a = fx_f32(a->hs) + (s * g.N + r0) * H,
+                                                  .rsa = H, .csa = 1, .pb = &pb, .c = my->hg,
+                                                  .ldc = ldh, .c_padded = true, .pad = my->pad },
+                                false);
+            }
+            cells_forward(a, &g, s, r0, r1, my->hg, ldh);
         }
-        scratch_free(&sc);
     });
+    for (int64_t b = 0; sc && b < nb; b++)
+        scratch_free(&sc[b]);
+    free(sc);
+    free(bias);
     free(pb.p);
 }
 
@@ -560,7 +528,10 @@ static bool cells_backward(const fx_rnn_seq_args *a, const seq_geom *g, int64_t 
         int64_t t = position(g, n, s);
         float *dxg = DXG + (n * g->T + t) * GH;
         const float *dy = DY + (n * g->T + t) * g->Y + g->col;
-        if (a->kind == FX_CELL_LSTM) {
+        if (a->kind == FX_CELL_LSTM && g->cells512) {
+            fx__lstm_row_backward_avx512(H, Act + n * A, Cp + n * H, Cn + n * H, dy, dh,
+                                         DC + n * H, dxg, dhg, !skip);
+        } else if (a->kind == FX_CELL_LSTM) {
             add_dy(H, dh, dy);
             lstm_row_backward(H, Act + n * A, Cp + n * H, Cn + n * H, dh, DC + n * H, dxg, dhg);
             if (!skip)
@@ -575,23 +546,83 @@ static bool cells_backward(const fx_rnn_seq_args *a, const seq_geom *g, int64_t 
     return skip;
 }
 
+/* d = c (set) or d += c, n floats. */
+RNN_CLONES static void add_row(int64_t n, float *restrict d, const float *restrict c, bool set)
+{
+    if (set)
+        memcpy(d, c, (size_t)n * sizeof *d);
+    else
+        for (int64_t j = 0; j < n; j++)
+            d[j] += c[j];
+}
+
+/* After a fused backward product of step s for rows [r0, r1) (C, rows
+ * ldw apart: H columns for dh, then In for dx): dh = (skip ? 0 : dh) + C's
+ * first part (dh NULL: none), dx at each active row's position += the
+ * second. */
+static void add_step(const fx_rnn_seq_args *a, const seq_geom *g, int64_t s, int64_t r0,
+                     int64_t r1, const float *C, int64_t ldw, float *dh, bool skip, int64_t In)
+{
+    int64_t H = g->H;
+    float *DX = fx_f32(a->dx);
+    for (int64_t n = r0; n < r1; n++) {
+        const float *c = C + (n - r0) * ldw;
+        if (dh)
+            add_row(H, dh + (n - r0) * H, c, skip);
+        if (s < g->len[n])
+            add_row(In, DX + (n * g->T + position(g, n, s)) * In, c + H, false);
+    }
+}
+
+/*
+ * The backward. With a->dx (not GRU; H whole panels) each step's product
+ * is dhg_s [W_hh | W_ih], whose second part is the input gradient of the
+ * step's active positions, added into dx: the rows of dxg are still in
+ * cache, instead of a product over all of dxg afterwards. Every row
+ * block's buffers come first: the input gradient is all or nothing.
+ */
 static void cpu_rnn_backward(const fx_rnn_seq_args *a)
 {
     seq_geom g = geom(a);
     int64_t H = g.H, GH = g.GH, N = g.N;
     packed_b pb = { 0 };
     bool packed = fx__rnn_isa != 4;
-    micro_kernel mk = kernel_for_rows(N);
-    if (packed)
-        packed = pack_b(&pb, fx_f32(a->w_hh), H, false, GH, H, mk.nr);
+    micro_kernel mk = fx__rnn_kernel_for_rows(N);
+    bool fdx = packed && a->dx && a->dx_added && a->kind != FX_CELL_GRU && H % mk.nr == 0;
+    int64_t In = fdx ? a->w_ih->shape[1] : 0, ldw = 0;
+    if (fdx)
+        packed = fx__rnn_pack_side(&pb, fx_f32(a->w_hh), H, fx_f32(a->w_ih), In, GH, mk.nr);
+    else if (packed)
+        packed = fx__rnn_pack_b(&pb, fx_f32(a->w_hh), H, false, GH, H, mk.nr);
+    fdx = fdx && packed;
+    ldw = pb.panels * mk.nr;
+    int64_t nb = row_block_count(N), per = (N + nb - 1) / nb;
+    rows_scratch *sc = packed ? calloc((size_t)nb, sizeof *sc) : NULL;
+    packed = sc != NULL;
+    for (int64_t b = 0; packed && b < nb; b++) {
+        sc[b].pad = malloc((size_t)(MR_MAX * GH) * sizeof(float));
+        sc[b].hg = fdx ? malloc((size_t)(per * ldw) * sizeof(float)) : NULL;
+        packed = sc[b].pad && (sc[b].hg || !fdx);
+    }
+    if (!packed) {
+        for (int64_t b = 0; sc && b < nb; b++)
+            scratch_free(&sc[b]);
+        free(sc);
+        sc = NULL;
+        fdx = false;
+    }
+    packed_b pbx = pb; /* W_ih's panels alone */
+    pbx.p = pb.p + (H / mk.nr) * GH * mk.nr;
+    pbx.cols = In;
+    pbx.panels = pb.panels - H / mk.nr;
     ROW_BLOCKS(N, r0, r1, {
-        float *pad = packed ? malloc((size_t)(MR_MAX * GH) * sizeof(float)) : NULL;
-        micro_kernel k = kernel_for_rows(r1 - r0);
+        float *pad = sc ? sc[r0 / per].pad : NULL, *C = sc ? sc[r0 / per].hg : NULL;
+        micro_kernel k = fx__rnn_kernel_for_rows(r1 - r0);
         for (int64_t s = a->steps - 1; s >= 0; s--) {
             /* the last step run keeps dh exact when the caller wants it */
-            bool skip = cells_backward(a, &g, s, r0, r1,
-                                       pad && !(s == 0 && !a->want_dh0));
-            if (s == 0 && !a->want_dh0)
+            bool last = s == 0 && !a->want_dh0;
+            bool skip = cells_backward(a, &g, s, r0, r1, pad && !last);
+            if (last && !fdx)
                 continue;
             /* dh += dhg[s] W_hh (then the gradient of hs[s]); without dhg
              * (dense LSTM) its rows are dxg's at position s */
@@ -599,18 +630,33 @@ static void cpu_rnn_backward(const fx_rnn_seq_args *a)
                                       : fx_f32(a->dxg) + (r0 * g.T + s) * GH;
             int64_t lda = a->dhg ? GH : g.T * GH;
             float *dh = fx_f32(a->dh) + r0 * H;
-            if (pad)
-                product(&k, &(prod_args){ .M = r1 - r0, .N = H, .K = GH, .a = dhg, .rsa = lda,
-                                          .csa = 1, .pb = &pb, .c = dh, .ldc = H, .add = !skip,
-                                          .pad = pad }, false);
-            else
+            if (s > 0)
+                prefetch_step(a, &g, s - 1, r0, r1, true);
+            if (fdx) {
+                fx__rnn_product(&k, &(prod_args){ .M = r1 - r0, .N = last ? In : H + In,
+                                                  .K = GH, .a = dhg, .rsa = lda, .csa = 1,
+                                                  .pb = last ? &pbx : &pb, .c = last ? C + H : C,
+                                                  .ldc = ldw, .c_padded = true, .pad = pad },
+                                false);
+                add_step(a, &g, s, r0, r1, C, ldw, last ? NULL : dh, skip, In);
+            } else if (pad) {
+                fx__rnn_product(&k, &(prod_args){ .M = r1 - r0, .N = H, .K = GH, .a = dhg,
+                                                  .rsa = lda, .csa = 1, .pb = &pb, .c = dh,
+                                                  .ldc = H, .add = !skip, .pad = pad },
+                                false);
+            } else {
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)H,
                             (int)GH, 1.0f, dhg, (int)lda, fx_f32(a->w_hh), (int)H, 1.0f, dh,
                             (int)H);
+            }
         }
-        free(pad);
     });
+    for (int64_t b = 0; sc && b < nb; b++)
+        scratch_free(&sc[b]);
+    free(sc);
     free(pb.p);
+    if (fdx)
+        *a->dx_added = true;
 }
 
 /* ------------------------------------------------- sequence-wide products */
@@ -622,14 +668,14 @@ static bool cpu_rnn_gates(int64_t R, const fx_tensor *x, const fx_tensor *w,
     if (fx__rnn_isa == 4)
         return false;
     int64_t G = w->shape[0], C = w->shape[1];
-    micro_kernel mk = kernel_for_rows(R);
+    micro_kernel mk = fx__rnn_kernel_for_rows(R);
     packed_b pb;
-    if (!pack_b(&pb, fx_f32(w), C, true, C, G, mk.nr))
+    if (!fx__rnn_pack_b(&pb, fx_f32(w), C, true, C, G, mk.nr))
         return false;
-    bool ok = product(&mk, &(prod_args){ .M = R, .N = G, .K = C, .a = fx_f32(x), .rsa = C,
-                                         .csa = 1, .pb = &pb,
-                                         .bias = bias ? fx_f32(bias) : NULL, .c = fx_f32(y),
-                                         .ldc = G }, true);
+    bool ok = fx__rnn_product(&mk, &(prod_args){ .M = R, .N = G, .K = C, .a = fx_f32(x),
+                                                 .rsa = C, .csa = 1, .pb = &pb,
+                                                 .bias = bias ? fx_f32(bias) : NULL,
+                                                 .c = fx_f32(y), .ldc = G }, true);
     free(pb.p);
     return ok;
 }
@@ -641,15 +687,34 @@ static bool cpu_rnn_grad_input(int64_t R, const fx_tensor *dg, const fx_tensor *
     if (fx__rnn_isa == 4)
         return false;
     int64_t G = w->shape[0], C = w->shape[1];
-    micro_kernel mk = kernel_for_rows(R);
+    micro_kernel mk = fx__rnn_kernel_for_rows(R);
     packed_b pb;
-    if (!pack_b(&pb, fx_f32(w), C, false, G, C, mk.nr))
+    if (!fx__rnn_pack_b(&pb, fx_f32(w), C, false, G, C, mk.nr))
         return false;
-    bool ok = product(&mk, &(prod_args){ .M = R, .N = C, .K = G, .a = fx_f32(dg), .rsa = G,
-                                         .csa = 1, .pb = &pb, .c = fx_f32(dx), .ldc = C,
-                                         .add = true }, true);
+    bool ok = fx__rnn_product(&mk, &(prod_args){ .M = R, .N = C, .K = G, .a = fx_f32(dg),
+                                                 .rsa = G, .csa = 1, .pb = &pb, .c = fx_f32(dx),
+                                                 .ldc = C, .add = true }, true);
     free(pb.p);
     return ok;
+}
+
+/* gw[s] += dg^T x[s] (and gb += dg's column sums): rnn_wgrad.c (false
+ * where it does not run). */
+static bool cpu_rnn_grad_weights(int64_t R, const fx_tensor *dg, int n,
+                                 const fx_tensor *const *x, fx_tensor *const *gw, fx_tensor *gb)
+{
+    const float *xs[2];
+    float *gs[2];
+    int64_t C[2];
+    if (n < 1 || n > 2)
+        return false;
+    for (int s = 0; s < n; s++) {
+        xs[s] = fx_f32(x[s]);
+        gs[s] = fx_f32(gw[s]);
+        C[s] = x[s]->shape[x[s]->ndim - 1];
+    }
+    return fx__rnn_grad_weights(R, dg->shape[dg->ndim - 1], fx_f32(dg), n, xs, C, gs,
+                                gb ? fx_f32(gb) : NULL);
 }
 
 /* ------------------------------------------------------------------ masks */
@@ -673,5 +738,7 @@ const fx_rnn_kernels fx__cpu_rnn = {
     .mask_steps = cpu_rnn_mask_steps,
     .gates = cpu_rnn_gates,
     .grad_input = cpu_rnn_grad_input,
+    .grad_weights = cpu_rnn_grad_weights,
+    .fused_gates = true,
     .dense_lstm = true,
 };

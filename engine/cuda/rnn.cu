@@ -192,5 +192,7 @@ const fx_rnn_kernels fx__cuda_rnn = {
     .mask_steps = cu_rnn_mask_steps,
     .gates = NULL, /* the input gates run on cuBLAS (the op's bias fill and gemm) */
     .grad_input = NULL,  /* the input gradient too */
+    .grad_weights = NULL, /* and the weight gradients */
+    .fused_gates = false, /* the input gates come formed (xg) */
     .dense_lstm = false, /* the general backward (dhg per step) */
 };

@@ -486,15 +486,16 @@ extern int fx__rnn_isa;
  * and x) against the plain path within 1e-4 absolute (they sum in other
  * orders; the values are O(1)). The sizes leave partial tiles everywhere:
  * rows (samples) not a multiple of any tile height, hidden and input sizes
- * not a multiple of any panel width. */
-static void check_paths(const cfg *c)
+ * not a multiple of any panel width. x is drawn xscale times larger than
+ * N(0, 1) (the gradients' tolerance scales with it: dW_ih does). */
+static void check_paths(const cfg *c, double xscale)
 {
     fx_rng *rng = fx_rng_create(31 + c->mode + 7 * c->N);
     fx_layer *layer = make_layer(c, "enc", rng);
     int D = dirs(c);
     bool lstm = c->mode == FX_RNN_LSTM;
     int64_t N = c->N, T = c->T, H = c->H, LD = c->L * D, ny = N * T * D * H, ns = LD * N * H;
-    fx_tensor *x = tu_randn(rng, 3, (int64_t[]){ N, T, c->in }, 1.0, 0.0);
+    fx_tensor *x = tu_randn(rng, 3, (int64_t[]){ N, T, c->in }, xscale, 0.0);
     fx_tensor *h0 = tu_randn(rng, 3, (int64_t[]){ LD, N, H }, 0.5, 0.0);
     fx_tensor *c0 = lstm ? tu_randn(rng, 3, (int64_t[]){ LD, N, H }, 0.5, 0.0) : NULL;
     fx_tensor *r1 = tu_randn(rng, 3, (int64_t[]){ N, T, D * H }, 1.0, 0.0);
@@ -511,7 +512,7 @@ static void check_paths(const cfg *c)
         run_result r = run_once(layer, x, len, h0, c0, r1, r2, r2);
         assert_close_d(r.y, out, ny, 2e-5, "out");
         assert_close_d(r.hn, hn, ns, 2e-5, "h_n");
-        tu_assert_close(r.grads, plain.grads, plain.ngrads, 1e-4);
+        tu_assert_close(r.grads, plain.grads, plain.ngrads, 1e-4 * xscale); /* dW_ih scales with x */
         tu_assert_close(r.dx, plain.dx, N * T * c->in, 1e-4);
         free_result(&r);
     }
@@ -543,12 +544,31 @@ static void test_kernel_paths(void **state)
         { FX_RNN_GRU, 1, false, true, 9, 4, 5, 17, { 0 } },
         { FX_RNN_TANH, 1, true, false, 13, 7, 19, 70, { 0 } },
         { FX_RNN_RELU, 1, false, false, 8, 3, 4, 5, { 0 } },
+        /* gate widths a multiple of 64 (rnn_wgrad.c's weight gradients
+         * and bias sums) with input and hidden sizes not a multiple of its 6
+         * columns, one way with all lengths T (its W_ih and W_hh pass, the
+         * dense LSTM) and with mixed lengths both ways */
+        { FX_RNN_LSTM, 1, false, false, 11, 9, 35, 16, { 0 } },
+        { FX_RNN_LSTM, 2, true, false, 7, 6, 13, 32, { 0 } },
+        /* sizes that are multiples of 6: no spare column for the bias */
+        { FX_RNN_LSTM, 1, false, false, 11, 4, 12, 48, { 0 } },
     };
     for (size_t i = 0; i < sizeof cs / sizeof *cs; i++) {
         cfg *c = &cs[i];
         for (int64_t n = 0; n < c->N; n++) /* mixed lengths, except the benchmark's */
-            c->len[n] = c->H == 128 ? c->T : 1 + (n * 5 + 2) % c->T;
-        check_paths(c);
+            c->len[n] = c->H == 128 || c->N == 11 ? c->T : 1 + (n * 5 + 2) % c->T;
+        check_paths(c, 1.0);
+    }
+    /* saturated gates (x 40 times larger: pre-activations in the tens, both
+     * signs): the AVX-512 cells' exp, reciprocal and tanh at their ends */
+    cfg sat[] = {
+        { FX_RNN_LSTM, 1, false, false, 9, 5, 17, 23, { 0 } },
+        { FX_RNN_LSTM, 1, false, false, 32, 4, 64, 128, { 0 } },
+    };
+    for (size_t i = 0; i < sizeof sat / sizeof *sat; i++) {
+        for (int64_t n = 0; n < sat[i].N; n++)
+            sat[i].len[n] = 1 + (n * 3 + 1) % sat[i].T;
+        check_paths(&sat[i], 40.0);
     }
 }
 
@@ -556,16 +576,19 @@ static void test_kernel_paths(void **state)
  * the recurrent gate gradients from dxg in place and forms dW_hh by
  * position) against the general one, forced by one more step that every
  * sample leaves padded: same outputs and gradients (x's over the real
- * steps), with and without initial states. */
+ * steps), with and without initial states, on every kernel path (the
+ * dense case also takes rnn_wgrad.c's joint W_ih / W_hh pass: G = 64). */
 static void test_dense_lstm(void **state)
 {
     (void)state;
-    for (int with_h0 = 0; with_h0 < 2; with_h0++) {
-        cfg c = { FX_RNN_LSTM, 1, false, false, 5, 6, 8, 8, { 0 } };
+    for (int k = 0; k < 10; k++) {
+        int with_h0 = k % 2;
+        fx__rnn_isa = k / 2;
+        cfg c = { FX_RNN_LSTM, 1, false, false, 5, 6, 8, 16, { 0 } };
         int64_t N = c.N, T = c.T, I = c.in, H = c.H;
         for (int64_t n = 0; n < N; n++)
             c.len[n] = T;
-        fx_rng *rng = fx_rng_create(41 + with_h0);
+        fx_rng *rng = fx_rng_create(41 + k);
         fx_layer *layer = make_layer(&c, "enc", rng);
         fx_tensor *x = tu_randn(rng, 3, (int64_t[]){ N, T + 1, I }, 1.0, 0.0);
         fx_tensor *r1 = tu_randn(rng, 3, (int64_t[]){ N, T + 1, H }, 1.0, 0.0);
@@ -601,6 +624,7 @@ static void test_dense_lstm(void **state)
         fx_layer_free(layer);
         fx_rng_free(rng);
     }
+    fx__rnn_isa = 0;
 }
 
 /* ----------------------------------------------------------- bad input */
