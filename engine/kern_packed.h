@@ -25,7 +25,8 @@
 typedef struct fx_packed {
     int64_t N, K, np;    /* outputs, inputs, panels (ceil(N / NR)) */
     fx_precision prec;   /* FX_PREC_BF16: weights rounded to bf16 */
-    float *panels;       /* np * K * NR floats, 64-byte aligned */
+    float *panels;       /* np * K * NR floats, 64-byte aligned (fp32) */
+    uint32_t *words;     /* np * ceil(K/2) * NR bf16 pairs (bf16; gemm_bf16.c) */
     float *bias;         /* np * NR floats, or NULL without bias */
     const fx_storage *w_storage, *b_storage; /* what it was packed from */
     uint64_t w_version, b_version;
@@ -106,6 +107,16 @@ static inline float fx__bf16_to_f32(uint16_t h)
     memcpy(&f, &u, sizeof f);
     return f;
 }
+
+/* The bf16 side of a pack: its words from W [N, K] (false: out of memory),
+ * and fx__packed_gemm on them (each call rounds X to bf16 once). */
+bool fx__bf16_pack_weights(fx_packed *p, const float *W);
+void fx__bf16_packed_gemm(const fx_packed *p, int64_t M, const float *X, int64_t lda, float *Y,
+                          int64_t ldc, fx_activation act);
+/* The activations fx__packed_gemm applies after the store (sigmoid, tanh,
+ * gelu, elu) on n outputs, with the elementwise ops' formulas; others
+ * leave y as it is. */
+void fx__pack_act_row(float *y, int n, fx_activation act);
 
 /* For tests: 1 forces the portable bf16 kernel, 2 the AVX-512F one (bf16
  * widened to fp32 in registers), 3 AVX-512 BF16 (vdpbf16ps), each only when

@@ -61,26 +61,28 @@ fx_packed *fx__pack_create_precision(const fx_tensor *w, const fx_tensor *bias,
     p->K = K;
     p->prec = prec;
     p->np = (N + FX_PACK_NR - 1) / FX_PACK_NR;
-    size_t nf = (size_t)p->np * (size_t)(K ? K : 1) * FX_PACK_NR;
-    size_t nb = ((nf * sizeof(float)) + 63) / 64 * 64;
-    p->panels = aligned_alloc(64, nb);
     if (bias)
         p->bias = aligned_alloc(64, (size_t)p->np * FX_PACK_NR * sizeof(float));
-    if (!p->panels || (bias && !p->bias)) {
+    const float *W = fx_f32(w);
+    bool ok = !bias || p->bias;
+    if (ok && prec == FX_PREC_BF16)
+        ok = fx__bf16_pack_weights(p, W);
+    else if (ok) {
+        size_t nf = (size_t)p->np * (size_t)(K ? K : 1) * FX_PACK_NR;
+        p->panels = aligned_alloc(64, ((nf * sizeof(float)) + 63) / 64 * 64);
+        ok = p->panels != NULL;
+        for (int64_t q = 0; ok && q < p->np; q++) {
+            float *panel = p->panels + (size_t)q * (size_t)K * FX_PACK_NR;
+            for (int j = 0; j < FX_PACK_NR; j++) {
+                int64_t n = q * FX_PACK_NR + j;
+                for (int64_t k = 0; k < K; k++)
+                    panel[k * FX_PACK_NR + j] = n < N ? W[n * K + k] : 0.0f;
+            }
+        }
+    }
+    if (!ok) {
         fx__pack_free(p);
         return NULL;
-    }
-    const float *W = fx_f32(w);
-    for (int64_t q = 0; q < p->np; q++) {
-        float *panel = p->panels + (size_t)q * (size_t)K * FX_PACK_NR;
-        for (int j = 0; j < FX_PACK_NR; j++) {
-            int64_t n = q * FX_PACK_NR + j;
-            for (int64_t k = 0; k < K; k++)
-                panel[k * FX_PACK_NR + j] =
-                    n >= N ? 0.0f
-                    : prec == FX_PREC_BF16 ? fx__bf16_to_f32(fx__bf16_from_f32(W[n * K + k]))
-                                           : W[n * K + k];
-        }
     }
     if (bias) {
         const float *B = fx_f32(bias);
@@ -99,6 +101,7 @@ void fx__pack_free(fx_packed *p)
     if (!p)
         return;
     free(p->panels);
+    free(p->words);
     free(p->bias);
     free(p);
 }
@@ -245,7 +248,7 @@ const char *fx__packed_kernel_name(void) { return pick().name; }
 
 /* The activations that run after the store, on one tile row (in L1);
  * the same formulas as the elementwise ops so the results are theirs. */
-static void act_row(float *y, int n, fx_activation act)
+void fx__pack_act_row(float *y, int n, fx_activation act)
 {
     switch (act) {
     case FX_ACT_SIGMOID:
@@ -293,7 +296,7 @@ static void run_panel(pk_kernel kn, const fx_packed *p, int64_t q, int64_t M, co
                   ldc, nc, ract);
             if (after)
                 for (int i = 0; i < mr; i++)
-                    act_row(c + i * ldc, nc, act);
+                    fx__pack_act_row(c + i * ldc, nc, act);
         }
     }
 }
@@ -303,23 +306,15 @@ void fx__packed_gemm(const fx_packed *p, int64_t M, const float *X, int64_t lda,
 {
     if (!p || M <= 0)
         return;
-    pk_kernel kn = pick();
-    float *Xr = NULL;
     if (p->prec == FX_PREC_BF16) {
-        Xr = malloc(sizeof(float) * (size_t)(M * (p->K ? p->K : 1)));
-        if (!Xr)
-            return;
-        for (int64_t i = 0; i < M; i++)
-            for (int64_t k = 0; k < p->K; k++)
-                Xr[i * p->K + k] = fx__bf16_to_f32(fx__bf16_from_f32(X[i * lda + k]));
-        X = Xr;
-        lda = p->K;
+        fx__bf16_packed_gemm(p, M, X, lda, Y, ldc, act);
+        return;
     }
+    pk_kernel kn = pick();
     /* one panel per task; threads only when the product is worth a fork
      * (the same 2^18 multiply-adds as cpu_gemm: work / 8 against FX_GRAIN) */
     double work = (double)M * (double)p->N * (double)p->K / 8.0;
     FX_PFOR(work, q, p->np, run_panel(kn, p, q, M, X, lda, Y, ldc, act););
-    free(Xr);
 }
 
 /* ------------------------------------------------ linear + relu backward */

@@ -111,10 +111,10 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: fluxion-bench train --model M [--threads N] [--steps S] [--warmup W]\n"
-            "                           [--device cpu|cuda:N] [--batch B] [--tf32]\n"
+            "                           [--device cpu|cuda:N] [--batch B] [--tf32] [--bf16]\n"
             "       fluxion-bench sgemm [--m M] [--n N] [--k K] [--threads N] [--reps R]\n"
             "       fluxion-bench forward --model M [--batch B] [--threads N] [--reps R] [--warmup W]\n"
-            "                             [--prepack] [--save-weights FILE]\n"
+            "                             [--prepack] [--bf16] [--save-weights FILE]\n"
             "       fluxion-bench peak [--isa auto|avx512|avx2] [--seconds S]\n"
             "       fluxion-bench serve --server ADDR --model M [--concurrency C] [--duration S]\n"
             "                           [--rate R] [--input FILE.json] [--raw]\n"
@@ -134,11 +134,17 @@ static void usage(FILE *f)
             "                   there; the timed loop ends with a device sync\n"
             "       --batch B   samples per step (default: per model)\n"
             "       --tf32      allow TF32 tensor cores in f32 products (CUDA; default off)\n"
+            "       --bf16      the context in bf16 precision (fx_ctx_set_precision: dense\n"
+            "                   products on bf16 operands, fp32 sums; CPU only)\n"
             "forward: times one no-grad forward (inference) of the model at batch B\n"
             "       (default 8) and prints median/p10/p90 microseconds as JSON; reps default\n"
             "       2000, warmup 200. --prepack: pack the weights once first (engine prepack\n"
             "       API; refused when this build lacks it). --save-weights FILE: write the\n"
             "       parameters as safetensors (for tests/bench/onnx_bench.py).\n"
+            "       --bf16: bf16 products (with --prepack: weights packed as bf16, else the\n"
+            "       context's precision); adds max_abs_err, max_rel_err (over the largest\n"
+            "       |logit| of each sample) and argmax_agree against the fp32 forward of\n"
+            "       the same inputs to the JSON.\n"
             "peak:  one core's fp32 FMA peak GFLOP/s (independent AVX-512/AVX2 FMAs).\n"
             "--threads N  threads for OpenBLAS and the engine (default 1)\n"
             "Exit status: 0 ok, 1 engine error, 2 bad command line.\n",
@@ -245,6 +251,7 @@ static int cmd_train(int argc, char **argv)
 {
     const char *model = NULL;
     int threads = 1, steps = -1, warmup = -1, batch = -1;
+    bool bf16 = false;
     fx_device dev = fx_cpu();
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
@@ -254,10 +261,14 @@ static int cmd_train(int argc, char **argv)
         }
         if (strcmp(f, "--model") && strcmp(f, "--threads") && strcmp(f, "--steps") &&
             strcmp(f, "--warmup") && strcmp(f, "--device") && strcmp(f, "--batch") &&
-            strcmp(f, "--tf32"))
+            strcmp(f, "--tf32") && strcmp(f, "--bf16"))
             die_usage("train: unknown option '%s'", f);
         if (!strcmp(f, "--tf32")) { /* a switch: TF32 tensor cores for f32 products */
             fx_set_tf32(true);
+            continue;
+        }
+        if (!strcmp(f, "--bf16")) {
+            bf16 = true;
             continue;
         }
         if (i + 1 >= argc)
@@ -315,6 +326,8 @@ static int cmd_train(int argc, char **argv)
     if (!rng || !ctx || !net || fx_layer_to_device(net, dev) != FX_OK ||
         fx_layer_collect_params(net, &params) != FX_OK)
         die("could not build model %s on %s", m->name, dname);
+    if (bf16 && fx_ctx_set_precision(ctx, FX_PREC_BF16) != FX_OK)
+        die("train: --bf16: precision bf16 is for CPU contexts only (device %s)", dname);
     fx_optim *opt = fx_optim_create(m->optim, &(fx_optim_hparams){ .lr = m->lr }, &params);
     if (!opt)
         die("could not create the optimizer: %s", fx_optim_last_create_error());
@@ -374,9 +387,9 @@ static int cmd_train(int argc, char **argv)
     double sps = (double)steps * m->batch / dt;
     printf("{\"model\":\"%s\",\"threads\":%d,\"samples_per_s\":%.1f,\"final_loss\":%.6f,"
            "\"impl\":\"fluxion\",\"device\":\"%s\",\"batch\":%d,\"steps\":%d,\"warmup\":%d,\"ms_per_step\":%.4f,"
-           "\"gflops\":%.3f,\"cpu_util\":%.2f}\n",
+           "\"gflops\":%.3f,\"cpu_util\":%.2f,\"precision\":\"%s\"}\n",
            m->name, threads, sps, loss, dname, m->batch, steps, warmup, 1e3 * dt / steps,
-           sps * m->flops_per_sample * 1e-9, dc / dt);
+           sps * m->flops_per_sample * 1e-9, dc / dt, bf16 ? "bf16" : "fp32");
 
     for (int p = 0; p < POOL; p++) {
         fx_tensor_free(xs[p]);
@@ -482,11 +495,23 @@ static void save_weights(fx_layer *net, fx_ctx *ctx, fx_tensor *x, const char *p
     fx_tensor_free(out);
 }
 
+/* The outputs of one no-grad forward of x as a malloc'd host array. */
+static float *forward_values(fx_layer *net, fx_ctx *ctx, fx_tensor *x, int64_t *n)
+{
+    fx_tensor *y = fx_layer_forward(net, ctx, x);
+    float *v = y ? malloc((size_t)fx_tensor_numel(y) * sizeof *v) : NULL;
+    if (!v || fx_tensor_to_host(y, v, (size_t)fx_tensor_numel(y) * sizeof *v) != FX_OK)
+        die("forward: %s", y ? "cannot copy the output" : fx_ctx_error(ctx));
+    *n = fx_tensor_numel(y);
+    fx_ctx_reset(ctx);
+    return v;
+}
+
 static int cmd_forward(int argc, char **argv)
 {
     const char *model = NULL, *save = NULL;
     int threads = 1, reps = 2000, warmup = 200, batch = 8;
-    bool prepack = false;
+    bool prepack = false, bf16 = false;
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
@@ -495,6 +520,10 @@ static int cmd_forward(int argc, char **argv)
         }
         if (!strcmp(f, "--prepack")) {
             prepack = true;
+            continue;
+        }
+        if (!strcmp(f, "--bf16")) {
+            bf16 = true;
             continue;
         }
         if (strcmp(f, "--model") && strcmp(f, "--threads") && strcmp(f, "--reps") &&
@@ -532,8 +561,6 @@ static int cmd_forward(int argc, char **argv)
     fx_layer *net = rng ? m->build(rng) : NULL;
     if (!rng || !ctx || !net)
         die("could not build model %s", m->name);
-    if (prepack && fx_layer_prepack(net) != FX_OK)
-        die("forward: fx_layer_prepack failed on model %s", m->name);
     fx_ctx_set_grad(ctx, false);
     fx_ctx_set_training(ctx, false);
 
@@ -562,6 +589,45 @@ static int cmd_forward(int argc, char **argv)
     }
     if (save)
         save_weights(net, ctx, xs[0], save);
+    /* the fp32 outputs of the pool, before any packing (--bf16 compares) */
+    float *ref[POOL] = { 0 };
+    int64_t nout = 0;
+    for (int p = 0; bf16 && p < POOL; p++)
+        ref[p] = forward_values(net, ctx, xs[p], &nout);
+    if (prepack && fx_layer_prepack_precision(net, bf16 ? FX_PREC_BF16 : FX_PREC_F32) != FX_OK)
+        die("forward: fx_layer_prepack failed on model %s", m->name);
+    if (bf16 && !prepack && fx_ctx_set_precision(ctx, FX_PREC_BF16) != FX_OK)
+        die("forward: fx_ctx_set_precision(bf16) failed");
+    char acc[160] = "";
+    if (bf16) {
+        double max_abs = 0, max_rel = 0;
+        int64_t agree = 0, rows = 0, cls = nout / batch;
+        for (int p = 0; p < POOL; p++) {
+            float *y = forward_values(net, ctx, xs[p], &nout);
+            for (int64_t r = 0; r < batch; r++) {
+                const float *a = y + r * cls, *b = ref[p] + r * cls;
+                double scale = 0;
+                int64_t ia = 0, ib = 0;
+                for (int64_t j = 0; j < cls; j++) {
+                    double d = fabs((double)a[j] - b[j]);
+                    max_abs = d > max_abs ? d : max_abs;
+                    scale = fabs(b[j]) > scale ? fabs(b[j]) : scale;
+                    ia = a[j] > a[ia] ? j : ia;
+                    ib = b[j] > b[ib] ? j : ib;
+                }
+                for (int64_t j = 0; j < cls && scale > 0; j++) {
+                    double d = fabs((double)a[j] - b[j]) / scale;
+                    max_rel = d > max_rel ? d : max_rel;
+                }
+                agree += ia == ib;
+                rows++;
+            }
+            free(y);
+            free(ref[p]);
+        }
+        snprintf(acc, sizeof acc, ",\"max_abs_err\":%.3g,\"max_rel_err\":%.3g,\"argmax_agree\":%.4f",
+                 max_abs, max_rel, (double)agree / (double)rows);
+    }
     double sum = 0, c0 = 0, t_all = 0;
     for (int r = 0; r < warmup + reps; r++) {
         if (r == warmup) {
@@ -583,9 +649,11 @@ static int cmd_forward(int argc, char **argv)
     qsort(us, (size_t)reps, sizeof *us, cmp_double);
     printf("{\"bench\":\"forward\",\"impl\":\"fluxion\",\"model\":\"%s\",\"batch\":%d,"
            "\"threads\":%d,\"prepack\":%s,\"reps\":%d,\"median_us\":%.2f,\"p10_us\":%.2f,"
-           "\"p90_us\":%.2f,\"mean_us\":%.2f,\"samples_per_s\":%.1f,\"cpu_util\":%.2f}\n",
+           "\"p90_us\":%.2f,\"mean_us\":%.2f,\"samples_per_s\":%.1f,\"cpu_util\":%.2f,"
+           "\"precision\":\"%s\"%s}\n",
            m->name, batch, threads, prepack ? "true" : "false", reps, us[reps / 2],
-           us[reps / 10], us[reps * 9 / 10], sum / reps, batch * 1e6 / us[reps / 2], cpu);
+           us[reps / 10], us[reps * 9 / 10], sum / reps, batch * 1e6 / us[reps / 2], cpu,
+           bf16 ? "bf16" : "fp32", acc);
     for (int p = 0; p < POOL; p++)
         fx_tensor_free(xs[p]);
     free(hx);
