@@ -622,10 +622,16 @@ fx_layer *fx_dense_create(const char *name, int64_t in, int64_t out, const fx_de
  */
 fx_status fx_layer_prepack(fx_layer *l);
 /* Like fx_layer_prepack, in a precision: FX_PREC_BF16 packs the weights as
- * bfloat16 (half the bytes) and runs the bf16 kernels (operands rounded as
- * in fx_ctx_set_precision, inputs once per call; bias and sums in fp32),
- * whatever the context's precision. FX_ERR_ARG for a value outside the
- * enum. fx_layer_prepack(l) is fx_layer_prepack_precision(l, FX_PREC_F32). */
+ * bfloat16 (half the bytes) for the bf16 kernels (operands rounded as in
+ * fx_ctx_set_precision, inputs once per call; bias and sums in fp32). A
+ * layer holds at most one pack per precision (packing again replaces that
+ * precision's pack only; fx_layer_unpack drops both), and a forward uses
+ * the pack of its context's precision (fx_ctx_set_precision); without one,
+ * the plain path in that precision. So a model packed in both precisions
+ * serves either without repacking, and an answer is always in the precision
+ * its context asks for. fx_layer_num_packed counts the packs of both.
+ * FX_ERR_ARG for a value outside the enum. fx_layer_prepack(l) is
+ * fx_layer_prepack_precision(l, FX_PREC_F32). */
 fx_status fx_layer_prepack_precision(fx_layer *l, fx_precision p);
 void fx_layer_unpack(fx_layer *l);
 int fx_layer_num_packed(const fx_layer *l);

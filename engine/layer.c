@@ -285,28 +285,33 @@ fx_tensor *fx_activate(fx_ctx *ctx, fx_tensor *x, fx_activation act)
 typedef struct {
     fx_activation act;
     fx_tensor *w, *b; /* b NULL without bias */
-    fx_packed *pack;  /* fx_layer_prepack's copy of w and b, or NULL */
+    /* fx_layer_prepack_precision's copies of w and b, one per precision
+     * (index fx_precision), or NULL */
+    fx_packed *pack[2];
 } dense_data;
 
 static void dense_free(void *p)
 {
     dense_data *d = p;
-    if (d)
-        fx__pack_free(d->pack);
+    if (d) {
+        fx__pack_free(d->pack[FX_PREC_F32]);
+        fx__pack_free(d->pack[FX_PREC_BF16]);
+    }
     free(d);
 }
 
-/* With a pack that is still current and grad mode off (nothing to record),
- * the product runs on the packed weights with bias and activation fused
- * (softmax after); otherwise, or when the input does not fit the packed
- * kernels (fx__linear_packed returns NULL without an error), the plain
- * path. */
+/* With a pack in the context's precision that is still current and grad
+ * mode off (nothing to record), the product runs on the packed weights with
+ * bias and activation fused (softmax after); otherwise, or when the input
+ * does not fit the packed kernels (fx__linear_packed returns NULL without an
+ * error), the plain path, in the context's precision. */
 static fx_tensor *dense_forward(fx_layer *self, fx_ctx *ctx, fx_tensor *x)
 {
     dense_data *d = self->data;
-    if (d->pack && x && !fx_ctx_grad_enabled(ctx)) {
+    fx_packed *pack = d->pack[fx_ctx_precision(ctx) == FX_PREC_BF16];
+    if (pack && x && !fx_ctx_grad_enabled(ctx)) {
         bool fuse = fx__pack_fusable(d->act);
-        fx_tensor *y = fx__linear_packed(ctx, x, d->w, d->b, d->pack,
+        fx_tensor *y = fx__linear_packed(ctx, x, d->w, d->b, pack,
                                          fuse ? d->act : FX_ACT_NONE);
         if (y)
             return fuse ? y : fx_activate(ctx, y, d->act);
@@ -325,13 +330,13 @@ static void prepack_one(fx_layer *l, fx_precision prec, fx_status *s, int *n)
 {
     if (l->forward == dense_forward) {
         dense_data *d = l->data;
-        fx__pack_free(d->pack);
-        d->pack = NULL;
+        fx__pack_free(d->pack[prec]);
+        d->pack[prec] = NULL;
         if (d->w->device.type == FX_DEV_CPU && d->w->dtype == FX_F32) {
-            d->pack = fx__pack_create_precision(d->w, d->b, prec);
-            if (!d->pack && *s == FX_OK)
+            d->pack[prec] = fx__pack_create_precision(d->w, d->b, prec);
+            if (!d->pack[prec] && *s == FX_OK)
                 *s = FX_ERR_NOMEM;
-            *n += d->pack != NULL;
+            *n += d->pack[prec] != NULL;
         }
     }
     for (int i = 0; i < l->nchildren; i++)
@@ -356,8 +361,10 @@ void fx_layer_unpack(fx_layer *l)
         return;
     if (l->forward == dense_forward) {
         dense_data *d = l->data;
-        fx__pack_free(d->pack);
-        d->pack = NULL;
+        for (int p = 0; p < 2; p++) {
+            fx__pack_free(d->pack[p]);
+            d->pack[p] = NULL;
+        }
     }
     for (int i = 0; i < l->nchildren; i++)
         fx_layer_unpack(l->children[i]);
@@ -370,7 +377,8 @@ int fx_layer_num_packed(const fx_layer *l)
     int n = 0;
     if (l->forward == dense_forward) {
         const dense_data *d = l->data;
-        n += fx__pack_valid(d->pack, d->w, d->b);
+        n += fx__pack_valid(d->pack[FX_PREC_F32], d->w, d->b);
+        n += fx__pack_valid(d->pack[FX_PREC_BF16], d->w, d->b);
     }
     for (int i = 0; i < l->nchildren; i++)
         n += fx_layer_num_packed(l->children[i]);

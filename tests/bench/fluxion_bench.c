@@ -19,7 +19,9 @@
  *
  * cpu_util is the process's CPU time over the wall time of the timed steps:
  * well below the thread count means the run shared its cores with other
- * work and its samples_per_s is low for that reason.
+ * work and its samples_per_s is low for that reason. cpu_ms_per_step (and
+ * forward's cpu_us) is that CPU time per step (per forward): the figure to
+ * compare on a shared machine.
  *
  * The data is a pool of pre-generated batches (inputs N(0,1), random integer
  * labels, fixed seed) held in persistent tensors, so data generation is not
@@ -141,10 +143,10 @@ static void usage(FILE *f)
             "       2000, warmup 200. --prepack: pack the weights once first (engine prepack\n"
             "       API; refused when this build lacks it). --save-weights FILE: write the\n"
             "       parameters as safetensors (for tests/bench/onnx_bench.py).\n"
-            "       --bf16: bf16 products (with --prepack: weights packed as bf16, else the\n"
-            "       context's precision); adds max_abs_err, max_rel_err (over the largest\n"
-            "       |logit| of each sample) and argmax_agree against the fp32 forward of\n"
-            "       the same inputs to the JSON.\n"
+            "       --bf16: the context in bf16 precision (with --prepack: the weights\n"
+            "       packed as bf16; without: packed per call by the ops); adds max_abs_err,\n"
+            "       max_rel_err (over the largest |logit| of each sample) and argmax_agree\n"
+            "       against the fp32 forward of the same inputs to the JSON.\n"
             "peak:  one core's fp32 FMA peak GFLOP/s (independent AVX-512/AVX2 FMAs).\n"
             "--threads N  threads for OpenBLAS and the engine (default 1)\n"
             "Exit status: 0 ok, 1 engine error, 2 bad command line.\n",
@@ -387,9 +389,9 @@ static int cmd_train(int argc, char **argv)
     double sps = (double)steps * m->batch / dt;
     printf("{\"model\":\"%s\",\"threads\":%d,\"samples_per_s\":%.1f,\"final_loss\":%.6f,"
            "\"impl\":\"fluxion\",\"device\":\"%s\",\"batch\":%d,\"steps\":%d,\"warmup\":%d,\"ms_per_step\":%.4f,"
-           "\"gflops\":%.3f,\"cpu_util\":%.2f,\"precision\":\"%s\"}\n",
+           "\"gflops\":%.3f,\"cpu_util\":%.2f,\"cpu_ms_per_step\":%.4f,\"precision\":\"%s\"}\n",
            m->name, threads, sps, loss, dname, m->batch, steps, warmup, 1e3 * dt / steps,
-           sps * m->flops_per_sample * 1e-9, dc / dt, bf16 ? "bf16" : "fp32");
+           sps * m->flops_per_sample * 1e-9, dc / dt, 1e3 * dc / steps, bf16 ? "bf16" : "fp32");
 
     for (int p = 0; p < POOL; p++) {
         fx_tensor_free(xs[p]);
@@ -596,7 +598,7 @@ static int cmd_forward(int argc, char **argv)
         ref[p] = forward_values(net, ctx, xs[p], &nout);
     if (prepack && fx_layer_prepack_precision(net, bf16 ? FX_PREC_BF16 : FX_PREC_F32) != FX_OK)
         die("forward: fx_layer_prepack failed on model %s", m->name);
-    if (bf16 && !prepack && fx_ctx_set_precision(ctx, FX_PREC_BF16) != FX_OK)
+    if (bf16 && fx_ctx_set_precision(ctx, FX_PREC_BF16) != FX_OK)
         die("forward: fx_ctx_set_precision(bf16) failed");
     char acc[160] = "";
     if (bf16) {
@@ -645,15 +647,15 @@ static int cmd_forward(int argc, char **argv)
             sum += dt * 1e6;
         }
     }
-    double cpu = (cpu_s() - c0) / (now_s() - t_all);
+    double cpu_total = cpu_s() - c0, cpu = cpu_total / (now_s() - t_all);
     qsort(us, (size_t)reps, sizeof *us, cmp_double);
     printf("{\"bench\":\"forward\",\"impl\":\"fluxion\",\"model\":\"%s\",\"batch\":%d,"
            "\"threads\":%d,\"prepack\":%s,\"reps\":%d,\"median_us\":%.2f,\"p10_us\":%.2f,"
            "\"p90_us\":%.2f,\"mean_us\":%.2f,\"samples_per_s\":%.1f,\"cpu_util\":%.2f,"
-           "\"precision\":\"%s\"%s}\n",
+           "\"cpu_us\":%.2f,\"precision\":\"%s\"%s}\n",
            m->name, batch, threads, prepack ? "true" : "false", reps, us[reps / 2],
            us[reps / 10], us[reps * 9 / 10], sum / reps, batch * 1e6 / us[reps / 2], cpu,
-           bf16 ? "bf16" : "fp32", acc);
+           cpu_total * 1e6 / reps, bf16 ? "bf16" : "fp32", acc);
     for (int p = 0; p < POOL; p++)
         fx_tensor_free(xs[p]);
     free(hx);

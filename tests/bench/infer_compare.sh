@@ -18,6 +18,8 @@
 # Environment: REPS (runs of each, default 5), BATCHES (default "1 8 64"),
 # FWD_REPS (forwards per run, default 2000), PREPACK=1 (pass --prepack to
 # fluxion-bench: the engine's pre-packed weights, when the build has them),
+# BF16=1 (pass --bf16: the forward in bf16 precision, weights packed as bf16
+# with PREPACK=1; the table then notes fluxion's max error against fp32),
 # PYTHON (default: the venv's, tests/bench/venv.sh), IDLE_WAIT, LOAD_MAX.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -29,6 +31,7 @@ batches=${BATCHES:-1 8 64}
 fwd_reps=${FWD_REPS:-2000}
 pp=()
 [ -n "${PREPACK:-}" ] && pp=(--prepack)
+[ -n "${BF16:-}" ] && pp+=(--bf16)
 
 [ -x "$bench" ] || { echo "infer_compare.sh: no fluxion-bench at $bench (build it, or pass its path)" >&2; exit 2; }
 if [ -z "$py" ] || ! "$py" -c "import onnxruntime, torch" 2>/dev/null; then
@@ -69,8 +72,12 @@ print("|---|---:|---:|---:|---:|---:|---:|")
 pre = ""
 for b in sorted({k[0] for k in runs}):
     f, o = runs.get((b, "fluxion"), []), runs.get((b, "onnxruntime"), [])
-    if f and f[0].get("prepack"):
-        pre = " (fluxion --prepack)"
+    if f and (f[0].get("prepack") or f[0].get("precision") == "bf16"):
+        pre = " (fluxion%s%s)" % (" --prepack" if f[0].get("prepack") else "",
+                                  " --bf16: max rel error of the logits vs fp32 %.1e, argmax "
+                                  "agreement %.4f" % (max(r["max_rel_err"] for r in f),
+                                                      min(r["argmax_agree"] for r in f))
+                                  if f[0].get("precision") == "bf16" else "")
     fm = statistics.median(r["median_us"] for r in f) if f else float("nan")
     om = statistics.median(r["median_us"] for r in o) if o else float("nan")
     ratio = fm / om

@@ -384,19 +384,21 @@ static fx_layer *make_net(uint64_t seed)
     return net;
 }
 
-static float *forward(fx_layer *net, fx_ctx *ctx, fx_tensor *x)
+static float *forward(fx_layer *net, fx_ctx *ctx, fx_tensor *x, fx_precision prec)
 {
     fx_ctx_reset(ctx);
     fx_ctx_set_grad(ctx, false);
+    assert_int_equal(fx_ctx_set_precision(ctx, prec), FX_OK);
     fx_tensor *y = fx_layer_forward(net, ctx, x);
     if (!y)
         fail_msg("forward: %s", fx_ctx_error(ctx));
     return tu_values(y);
 }
 
-/* A bf16-packed net answers within the bf16 bound of the fp32 net (three
- * layers: a few 2^-8 relative of the logits' scale), unlike the fp32 pack
- * (1e-5); a weight written through the API makes the pack stale, and
+/* A bf16-packed net answers, in a bf16 context, within the bf16 bound of
+ * the fp32 net (three layers: a few 2^-8 relative of the logits' scale),
+ * and an fp32 context does not use the bf16 pack (the plain fp32 path,
+ * bit for bit); a weight written through the API makes the pack stale, and
  * packing again in fp32 replaces it. */
 static void test_layer(void **state)
 {
@@ -405,7 +407,7 @@ static void test_layer(void **state)
     fx_layer *net = make_net(9);
     fx_ctx *ctx = fx_ctx_create(fx_cpu());
     fx_tensor *x = tu_randn(rng, 2, TU_SHAPE(21, 37), 1.0, 0.0);
-    float *ref = forward(net, ctx, x);
+    float *ref = forward(net, ctx, x, FX_PREC_F32);
     assert_int_equal(fx_layer_prepack_precision(net, (fx_precision)5), FX_ERR_ARG);
     assert_int_equal(fx_layer_num_packed(net), 0);
     assert_int_equal(fx_layer_prepack_precision(net, FX_PREC_BF16), FX_OK);
@@ -415,7 +417,7 @@ static void test_layer(void **state)
     double maxd = 0.0;
     for (int i = 0; i < n; i++) {
         fx__bf16_isa = set[i];
-        float *y = forward(net, ctx, x);
+        float *y = forward(net, ctx, x, FX_PREC_BF16);
         for (int j = 0; j < 21 * 9; j++) {
             double d = fabs(y[j] - ref[j]);
             maxd = d > maxd ? d : maxd;
@@ -438,19 +440,35 @@ static void test_layer(void **state)
     }
     fx__bf16_isa = 0;
     assert_true(maxd > 0.0); /* it did round: not the fp32 path */
+    float *y = forward(net, ctx, x, FX_PREC_F32);
+    assert_memory_equal(y, ref, sizeof(float) * 21 * 9);
+    free(y);
 
     /* stale after a write: the layer's own pack is no longer counted */
     fx_tensor *w1 = fx_layer_param(net, "fc1.weight");
     float *W1 = tu_values(w1);
     assert_int_equal(fx_tensor_copy_from_host(w1, W1, sizeof(float) * 70 * 37), FX_OK);
     assert_int_equal(fx_layer_num_packed(net), 2);
-    float *y;
     /* fp32 pack over the bf16 one */
     assert_int_equal(fx_layer_prepack_precision(net, FX_PREC_F32), FX_OK);
-    y = forward(net, ctx, x);
+    y = forward(net, ctx, x, FX_PREC_F32);
     for (int j = 0; j < 21 * 9; j++)
         assert_true(fabs(y[j] - ref[j]) <= 1e-5 * (1.0 + fabs(ref[j])));
     free(y);
+    /* both precisions packed side by side: each context takes its own */
+    assert_int_equal(fx_layer_num_packed(net), 3 + 2);
+    assert_int_equal(fx_layer_prepack_precision(net, FX_PREC_BF16), FX_OK);
+    assert_int_equal(fx_layer_num_packed(net), 6);
+    y = forward(net, ctx, x, FX_PREC_BF16);
+    for (int j = 0; j < 21 * 9; j++)
+        assert_true(fabs(y[j] - first[j]) <= 1e-5 * (1.0 + fabs(first[j])));
+    free(y);
+    y = forward(net, ctx, x, FX_PREC_F32);
+    for (int j = 0; j < 21 * 9; j++)
+        assert_true(fabs(y[j] - ref[j]) <= 1e-5 * (1.0 + fabs(ref[j])));
+    free(y);
+    fx_layer_unpack(net);
+    assert_int_equal(fx_layer_num_packed(net), 0);
     free(W1);
     free(first);
     free(ref);
