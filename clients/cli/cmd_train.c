@@ -266,6 +266,8 @@ static void print_job(const ProtobufCMessage *msg, const void *arg)
         printf("device:        %s\n", j->assigned_device);
     else if (s)
         printf("device:        %s (asked)\n", *s->device ? s->device : "the first device");
+    if (s)
+        printf("precision:     %s\n", *s->precision ? s->precision : "fp32");
     printf("checkpoint:    step %" PRId64 "\n", j->checkpoint_step);
     printf("preemptions:   %d\n", j->preemptions);
     printf("restarts:      %d\n", j->restarts);

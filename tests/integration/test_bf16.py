@@ -256,6 +256,10 @@ class TrainingTest(DaemonTest):
         self.assertEqual(p.returncode, 0, p.stderr)
         jobs = self.c.list_jobs(model=MODEL["name"])
         self.assertEqual(jobs[-1].spec.precision, "bf16")
+        p = subprocess.run([CLI, "--server", self.d.address, "job", "get", jobs[-1].id],
+                           capture_output=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("precision:     bf16\n", p.stdout.decode())
         p = subprocess.run([CLI, "--server", self.d.address, "train", "submit", path,
                             "--precision", "fp8"], capture_output=True, timeout=60)
         self.assertNotEqual(p.returncode, 0)
