@@ -725,9 +725,9 @@ const cli_command cli_model_commands[] = {
      "Requests agreeing on every dim but the first are concatenated along dim 0;\n"
      "requests of different lengths along a -1 dim are batched by length, or padded\n"
      "with --pad-variable-dims on (only for models whose lengths inputs mask the\n"
-     "padding: rnn, gru, lstm, attention key_lengths). --precision bf16 packs the\n"
-     "dense layers' weights as bfloat16 (CPU only; outputs stay FP32, within about\n"
-     "1e-2 relative of fp32: docs/serving.md).\n",
+     "padding: rnn, gru, lstm, attention key_lengths). --precision bf16 runs the\n"
+     "dense layers on bfloat16 operands with fp32 sums (CPU only; outputs stay FP32;\n"
+     "accuracy and cost: docs/serving.md, Precision).\n",
      1,
      1,
      {{"batching", 0, "on|off", "batch requests (default on); off: each runs alone"},
