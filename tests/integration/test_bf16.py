@@ -148,6 +148,23 @@ class ServingTest(DaemonTest):
                             contains="precision")
         self.assertEqual(self.c.get_model("m").serving_config.precision, "fp32")
 
+    def test_linear_op(self):
+        """A linear op (weights as an input, nothing to pack) follows the
+        setting too: the instances' contexts run in the model's precision."""
+        spec = {"inputs": [{"name": "x", "dtype": "FP32", "shape": [-1, 24]},
+                           {"name": "w", "dtype": "FP32", "shape": [7, 24]}],
+                "nodes": [{"name": "lin", "op": "linear", "inputs": ["x", "w"]}],
+                "outputs": [{"name": "y", "source": "lin"}]}
+        self.c.create_model("lin", spec)
+        x, w = fxtest.randn(3, 9, 24), fxtest.randn(4, 7, 24)
+        ref32 = x.astype(np.float64) @ w.astype(np.float64).T
+        ref16 = bf16(x) @ bf16(w).T
+        for prec, ref in (("bf16", ref16), ("fp32", ref32), ("bf16", ref16)):
+            self.c.set_serving_config("lin", precision=prec)
+            y = self.c.infer("lin", {"x": x, "w": w})["y"]
+            self.assertLess(rel(y, ref), TIGHT, prec)
+        self.assertGreater(rel(ref32, ref16), 10 * TIGHT)
+
     def test_switch_under_load(self):
         """Clients send requests while the precision flips: each answer is
         the fp32 result or the bf16 one (a repack never shows half-made),
