@@ -42,7 +42,9 @@ fx_precision fx_ctx_precision(const fx_ctx *ctx) { return ctx ? ctx->precision :
 bool fx_cpu_has_bf16(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
-    return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512f");
+    /* what gemm_bf16.c's native kernel and packing need */
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bf16");
 #else
     return false;
 #endif

@@ -335,12 +335,11 @@ static void pack_panel(bk_kernel kn, const float *B, int64_t ldb, bool trans, in
         return;
     }
     if (trans) { /* column n is row n of B: convert it, scatter its words */
-        const uint32_t *w = (const uint32_t *)tmp;
         for (int j = 0; j < FX_PACK_NR; j++) {
             if (j < nc) {
                 kn.cvt(B + (n0 + j) * ldb, K, tmp);
-                for (int64_t p = 0; p < Kh; p++)
-                    panel[p * FX_PACK_NR + j] = w[p];
+                for (int64_t p = 0; p < Kh; p++) /* memcpy: halves read as words */
+                    memcpy(panel + p * FX_PACK_NR + j, tmp + 2 * p, sizeof(uint32_t));
             } else
                 for (int64_t p = 0; p < Kh; p++)
                     panel[p * FX_PACK_NR + j] = 0;
@@ -487,7 +486,8 @@ void cpu_gemm_bf16(int64_t batch, bool ta, bool tb, int64_t M, int64_t N, int64_
     uint32_t *Aw = malloc(sizeof(uint32_t) * (size_t)(M * Kh));
     uint32_t *Bw = aligned_alloc(64, (sizeof(uint32_t) * (size_t)np * pw + 63) / 64 * 64);
     int nt = fx__num_threads > 1 ? fx__num_threads : 1;
-    uint16_t *tmp = malloc(sizeof(uint16_t) * (size_t)(K + 2) * (size_t)nt);
+    int64_t tmp_len = (K + 2 + 31) / 32 * 32; /* halves per thread, whole lines */
+    uint16_t *tmp = malloc(sizeof(uint16_t) * (size_t)tmp_len * (size_t)nt);
     if (!Aw || !Bw || !tmp) {
         free(Aw);
         free(Bw);
@@ -516,7 +516,7 @@ void cpu_gemm_bf16(int64_t batch, bool ta, bool tb, int64_t M, int64_t N, int64_
                 int tid = 0;
 #endif
                 pack_panel(kn, Bt, ldb, tb, K, N, q, Bw + (size_t)q * pw,
-                           tmp + (size_t)(tid < nt ? tid : 0) * (size_t)(K + 2));
+                           tmp + (size_t)(tid < nt ? tid : 0) * (size_t)tmp_len);
             });
         FX_PFOR(work, task, np * mparts, {
             int64_t q = task / mparts, i0 = task % mparts * rows;
