@@ -32,6 +32,7 @@
 #include "cpu.h"
 #include "../kern_packed.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -373,6 +374,61 @@ bool fx__bf16_pack_weights(fx_packed *p, const float *W)
     return true;
 }
 
+/* ------------------------------------------------------------- scratch */
+
+/*
+ * The packed operands of a call live in the calling thread's scratch,
+ * grown as needed and kept for its next call, so a steady-state step or
+ * forward allocates nothing (tests/unit/test_alloc.c's rule; test_bf16
+ * checks it for these products). It is freed when the thread exits (a
+ * pthread key's destructor); the main thread's stays until the process
+ * ends. Worker threads of a call read the caller's buffers.
+ */
+enum { SCR_A, SCR_B, SCR_TMP, SCR_N }; /* op(A) words, op(B) panels, rows */
+typedef struct {
+    void *p[SCR_N];
+    size_t n[SCR_N];
+} bk_scratch;
+
+static _Thread_local bk_scratch *tls_scratch;
+static pthread_key_t scratch_key;
+static bool scratch_key_ok;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *v)
+{
+    bk_scratch *s = v;
+    for (int i = 0; s && i < SCR_N; i++)
+        free(s->p[i]);
+    free(s);
+}
+
+static void scratch_init(void) { scratch_key_ok = pthread_key_create(&scratch_key, scratch_free) == 0; }
+
+/* At least bytes of 64-byte aligned memory for slot; NULL when out of
+ * memory. */
+static void *scratch(int slot, size_t bytes)
+{
+    bk_scratch *s = tls_scratch;
+    if (!s) {
+        pthread_once(&scratch_once, scratch_init);
+        if (!scratch_key_ok || !(s = calloc(1, sizeof *s)))
+            return NULL;
+        if (pthread_setspecific(scratch_key, s) != 0) {
+            free(s);
+            return NULL;
+        }
+        tls_scratch = s;
+    }
+    if (s->n[slot] < bytes) {
+        free(s->p[slot]);
+        size_t nb = (bytes + bytes / 4 + 63) / 64 * 64; /* a quarter more: fewer regrowths */
+        s->p[slot] = aligned_alloc(64, nb);
+        s->n[slot] = s->p[slot] ? nb : 0;
+    }
+    return s->p[slot];
+}
+
 /* ------------------------------------------------------------- products */
 
 /* Rows i0..i1 of C against one panel (columns col0.., of which < N). */
@@ -404,7 +460,7 @@ void fx__bf16_packed_gemm(const fx_packed *p, int64_t M, const float *X, int64_t
 {
     int64_t Kh = (p->K + 1) / 2;
     bk_kernel kn = pick();
-    uint32_t *Aw = malloc(sizeof(uint32_t) * (size_t)(M * (Kh ? Kh : 1)));
+    uint32_t *Aw = scratch(SCR_A, sizeof(uint32_t) * (size_t)(M * (Kh ? Kh : 1)));
     if (!Aw) { /* out of memory: the fp32 product of the same bf16 values */
         for (int64_t i = 0; i < M; i++)
             for (int64_t n = 0; n < p->N; n++) {
@@ -425,7 +481,6 @@ void fx__bf16_packed_gemm(const fx_packed *p, int64_t M, const float *X, int64_t
     FX_PFOR(work, q, p->np,
             run_block(kn, Aw, Kh, 0, M, p->words + (size_t)q * (size_t)Kh * FX_PACK_NR,
                       q * FX_PACK_NR, p->N, p->bias, Y, ldc, 1.0f, 0.0f, act););
-    free(Aw);
 }
 
 /* One product, scalar (no memory for the packed operands): the kernels'
@@ -483,15 +538,12 @@ void cpu_gemm_bf16(int64_t batch, bool ta, bool tb, int64_t M, int64_t N, int64_
     bk_kernel kn = pick();
     int64_t Kh = (K + 1) / 2, np = (N + FX_PACK_NR - 1) / FX_PACK_NR;
     size_t pw = (size_t)Kh * FX_PACK_NR;
-    uint32_t *Aw = malloc(sizeof(uint32_t) * (size_t)(M * Kh));
-    uint32_t *Bw = aligned_alloc(64, (sizeof(uint32_t) * (size_t)np * pw + 63) / 64 * 64);
+    uint32_t *Aw = scratch(SCR_A, sizeof(uint32_t) * (size_t)(M * Kh));
+    uint32_t *Bw = scratch(SCR_B, sizeof(uint32_t) * (size_t)np * pw);
     int nt = fx__num_threads > 1 ? fx__num_threads : 1;
     int64_t tmp_len = (K + 2 + 31) / 32 * 32; /* halves per thread, whole lines */
-    uint16_t *tmp = malloc(sizeof(uint16_t) * (size_t)tmp_len * (size_t)nt);
+    uint16_t *tmp = scratch(SCR_TMP, sizeof(uint16_t) * (size_t)tmp_len * (size_t)nt);
     if (!Aw || !Bw || !tmp) {
-        free(Aw);
-        free(Bw);
-        free(tmp);
         for (int64_t i = 0; i < batch; i++)
             gemm1_scalar(ta, tb, M, N, K, alpha, A + i * stride_a, lda, B + i * stride_b, ldb,
                          beta, C + i * stride_c, N);
@@ -525,7 +577,4 @@ void cpu_gemm_bf16(int64_t batch, bool ta, bool tb, int64_t M, int64_t N, int64_
                       alpha, beta, FX_ACT_NONE);
         });
     }
-    free(Aw);
-    free(Bw);
-    free(tmp);
 }

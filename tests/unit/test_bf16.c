@@ -11,14 +11,18 @@
  * twice the worst case of 2 * 2^-9 + 2^-18) plus the tight one.
  * Every kernel this CPU can run is forced (fx__bf16_isa); shapes are ragged
  * (M 1..130, odd K and N, K = 1); the threaded split equals the serial
- * result bit for bit.
+ * result bit for bit. After a warm-up, the products and a bf16-packed
+ * forward allocate nothing (the project's steady-state rule; the test links
+ * tests/unit/allochooks.c, skipped under sanitizers).
  */
 #include "testutil.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "allochooks.h"
 #include "kern_packed.h"
 
 /* The kernels this CPU can run, as fx__bf16_isa values. */
@@ -370,6 +374,43 @@ static void test_threads(void **state)
     fx_rng_free(rng);
 }
 
+/* A thread's scratch goes with it (the ASan build's leak check sees it
+ * otherwise); its products equal the main thread's. */
+typedef struct {
+    const fx_packed *p;
+    const float *X;
+    float *Y;
+} thread_job;
+
+static void *thread_forward(void *arg)
+{
+    thread_job *j = arg;
+    fx__packed_gemm(j->p, 20, j->X, 45, j->Y, 33, FX_ACT_NONE);
+    return NULL;
+}
+
+static void test_thread_exit(void **state)
+{
+    (void)state;
+    fx_rng *rng = fx_rng_create(8);
+    fx_tensor *x = tu_randn(rng, 2, TU_SHAPE(20, 45), 1.0, 0.0);
+    fx_tensor *w = tu_randn(rng, 2, TU_SHAPE(33, 45), 0.2, 0.0);
+    fx_packed *p = fx__pack_create_precision(w, NULL, FX_PREC_BF16);
+    float *X = tu_values(x), Y0[20 * 33], Y1[20 * 33];
+    fx__packed_gemm(p, 20, X, 45, Y0, 33, FX_ACT_NONE);
+    for (int i = 0; i < 3; i++) {
+        thread_job j = { p, X, Y1 };
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, thread_forward, &j), 0);
+        assert_int_equal(pthread_join(t, NULL), 0);
+        assert_memory_equal(Y0, Y1, sizeof Y0);
+    }
+    fx__pack_free(p);
+    free(X);
+    tu_free_all(2, (fx_tensor *[]){ x, w });
+    fx_rng_free(rng);
+}
+
 /* -------------------------------------------------------------- layers */
 
 static fx_layer *make_net(uint64_t seed)
@@ -478,13 +519,72 @@ static void test_layer(void **state)
     fx_rng_free(rng);
 }
 
+/* ---------------------------------------------------------- allocations */
+
+static void steady(int threads)
+{
+#if TU_ALLOC_HOOKS
+    fx_set_num_threads(threads);
+    fx_rng *rng = fx_rng_create(41);
+    fx_layer *net = make_net(4);
+    assert_int_equal(fx_layer_prepack_precision(net, FX_PREC_BF16), FX_OK);
+    fx_ctx *ctx = fx_ctx_create(fx_cpu());
+    assert_int_equal(fx_ctx_set_precision(ctx, FX_PREC_BF16), FX_OK);
+    fx_ctx_set_grad(ctx, false);
+    fx_tensor *x = tu_randn(rng, 2, TU_SHAPE(64, 37), 1.0, 0.0);
+    fx_tensor *a = tu_randn(rng, 2, TU_SHAPE(256, 301), 1.0, 0.0);
+    fx_tensor *b = tu_randn(rng, 2, TU_SHAPE(300, 301), 1.0, 0.0);
+    fx_tensor *c = tu_randn(rng, 2, TU_SHAPE(301, 301), 1.0, 0.0);
+    const fx_blas_kernels *k = fx__cpu_backend.blas;
+    long n = -1;
+    for (int it = 0; it < 13; it++) {
+        if (it == 3)
+            tu_alloc_count_start();
+        /* forward products, then dX- and dW-shaped ones (every packing) */
+        k->gemm_bf16(1, false, true, 256, 300, 301, 1.0f, a, 0, b, 0, 0.0f, c, 0);
+        k->gemm_bf16(1, false, false, 256, 301, 300, 1.0f, c, 0, b, 0, 1.0f, a, 0);
+        k->gemm_bf16(1, true, false, 300, 301, 256, 1.0f, c, 0, a, 0, 1.0f, b, 0);
+        fx_tensor *y = fx_layer_forward(net, ctx, x);
+        fx_ctx_reset(ctx);
+        if (!y) {
+            tu_alloc_count_stop();
+            fail_msg("forward: %s", fx_ctx_error(ctx));
+        }
+    }
+    n = tu_alloc_count_stop();
+    if (n != 0)
+        fail_msg("%d threads: %ld allocations in 10 steady-state rounds", threads, n);
+    tu_free_all(4, (fx_tensor *[]){ x, a, b, c });
+    fx_ctx_free(ctx);
+    fx_layer_free(net);
+    fx_rng_free(rng);
+    fx_set_num_threads(1);
+#else
+    (void)threads;
+    skip();
+#endif
+}
+
+static void test_steady_one_thread(void **state)
+{
+    (void)state;
+    steady(1);
+}
+
+static void test_steady_two_threads(void **state)
+{
+    (void)state;
+    steady(2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round),         cmocka_unit_test(test_api),
         cmocka_unit_test(test_packed_shapes), cmocka_unit_test(test_gemm),
         cmocka_unit_test(test_gemm_sum),      cmocka_unit_test(test_threads),
-        cmocka_unit_test(test_layer),
+        cmocka_unit_test(test_layer),         cmocka_unit_test(test_steady_one_thread),
+        cmocka_unit_test(test_steady_two_threads), cmocka_unit_test(test_thread_exit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
