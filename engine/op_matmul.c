@@ -99,23 +99,38 @@ fx_tensor *fx_matmul(fx_ctx *ctx, fx_tensor *a, fx_tensor *b)
     return y;
 }
 
+/* The general product of a dense layer's forward and backward in ctx: the
+ * backend's bf16 GEMM (operands rounded to bf16, sums in fp32) in a bf16
+ * context where the backend has one, else its fp32 GEMM. Only the dense
+ * paths (fx_linear, linear + relu) follow the context's precision; matmul
+ * stays fp32. */
+typedef void (*gemm_fn)(int64_t batch, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                        float alpha, const fx_tensor *a, int64_t stride_a, const fx_tensor *b,
+                        int64_t stride_b, float beta, fx_tensor *c, int64_t stride_c);
+
+static gemm_fn dense_gemm(const fx_ctx *ctx, const fx_blas_kernels *k)
+{
+    return k->gemm_bf16 && fx_ctx_precision(ctx) == FX_PREC_BF16 ? k->gemm_bf16 : k->gemm;
+}
+
 static void linear_backward(fx_ctx *ctx, fx_node *n)
 {
     fx_tensor *x = n->in[0], *w = n->in[1], *b = n->nin > 2 ? n->in[2] : NULL;
     fx_tensor *dy = n->out->grad;
     const fx_blas_kernels *k = fx_be(x)->blas;
+    gemm_fn gemm = dense_gemm(ctx, k);
     int64_t R = n->i[0], in = w->shape[1], out = w->shape[0];
     if (fx_tensor_requires_grad(x)) {
         fx_tensor *dx = fx__grad(ctx, x);
         if (!dx)
             return;
-        k->gemm(1, false, false, R, in, out, 1.0f, dy, 0, w, 0, 1.0f, dx, 0);
+        gemm(1, false, false, R, in, out, 1.0f, dy, 0, w, 0, 1.0f, dx, 0);
     }
     if (fx_tensor_requires_grad(w)) {
         fx_tensor *dw = fx__grad(ctx, w);
         if (!dw)
             return;
-        k->gemm(1, true, false, out, in, R, 1.0f, dy, 0, x, 0, 1.0f, dw, 0);
+        gemm(1, true, false, out, in, R, 1.0f, dy, 0, x, 0, 1.0f, dw, 0);
     }
     if (b && fx_tensor_requires_grad(b)) {
         fx_tensor *db = fx__grad(ctx, b);
@@ -162,7 +177,7 @@ fx_tensor *fx_linear(fx_ctx *ctx, fx_tensor *x, fx_tensor *w, fx_tensor *b)
     const fx_blas_kernels *k = fx_be(x)->blas;
     if (b)
         k->bias_fill(y, b);
-    k->gemm(1, false, true, R, out, in, 1.0f, x, 0, w, 0, b ? 1.0f : 0.0f, y, 0);
+    dense_gemm(ctx, k)(1, false, true, R, out, in, 1.0f, x, 0, w, 0, b ? 1.0f : 0.0f, y, 0);
     fx_node *n = fx__record(ctx, op, linear_backward, y, nin, (fx_tensor *[]){ x, w, b });
     if (n)
         n->i[0] = R;
@@ -205,6 +220,7 @@ static void linear_relu_backward(fx_ctx *ctx, fx_node *n)
     fx_tensor *x = n->in[0], *w = n->in[1], *b = n->nin > 2 ? n->in[2] : NULL;
     fx_tensor *y = n->out, *dy = y->grad;
     const fx_blas_kernels *k = fx_be(x)->blas;
+    gemm_fn gemm = dense_gemm(ctx, k);
     int64_t R = n->i[0], in = w->shape[1], out = w->shape[0];
     fx_tensor *db = NULL;
     if (b && fx_tensor_requires_grad(b) && !(db = fx__grad(ctx, b)))
@@ -218,13 +234,13 @@ static void linear_relu_backward(fx_ctx *ctx, fx_node *n)
         fx_tensor *dx = fx__grad(ctx, x);
         if (!dx)
             return;
-        k->gemm(1, false, false, R, in, out, 1.0f, dz, 0, w, 0, 1.0f, dx, 0);
+        gemm(1, false, false, R, in, out, 1.0f, dz, 0, w, 0, 1.0f, dx, 0);
     }
     if (fx_tensor_requires_grad(w)) {
         fx_tensor *dw = fx__grad(ctx, w);
         if (!dw)
             return;
-        k->gemm(1, true, false, out, in, R, 1.0f, dz, 0, x, 0, 1.0f, dw, 0);
+        gemm(1, true, false, out, in, R, 1.0f, dz, 0, x, 0, 1.0f, dw, 0);
     }
 }
 
@@ -260,7 +276,8 @@ fx_tensor *fx__linear_relu(fx_ctx *ctx, fx_tensor *x, fx_tensor *w, fx_tensor *b
     const fx_backend *be = fx_be(x);
     if (b)
         be->blas->bias_fill(y, b);
-    be->blas->gemm(1, false, true, R, out, in, 1.0f, x, 0, w, 0, b ? 1.0f : 0.0f, y, 0);
+    dense_gemm(ctx, be->blas)(1, false, true, R, out, in, 1.0f, x, 0, w, 0, b ? 1.0f : 0.0f, y,
+                              0);
     be->ew->unary(FX_UN_RELU, 0, 0, y, y);
     fx_node *n = fx__record(ctx, "linear_relu", linear_relu_backward, y, nin,
                             (fx_tensor *[]){ x, w, b });

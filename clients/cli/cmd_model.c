@@ -431,6 +431,7 @@ static const struct {
     { "preferred_batch_sizes", V_LIST }, { "max_queue_size", V_U32 }, { "timeout_us", V_U64 },
     { "priority_levels", V_U32 }, { "default_priority", V_U32 }, { "instances", V_U32 },
     { "pad_variable_dims", V_BOOL }, { "device", V_TEXT }, { "memory_limit_bytes", V_U64 },
+    { "precision", V_TEXT },
 };
 #define N_CONFIG_OPTS (sizeof CONFIG_OPTS / sizeof CONFIG_OPTS[0])
 
@@ -461,8 +462,11 @@ static int config_value(Fluxion__V1__BatchingConfig *m, size_t i, const char *fl
         break;
     case V_U32: rc = parse_u64(flag, text, UINT32_MAX, &v); break;
     case V_U64: rc = parse_u64(flag, text, UINT64_MAX, &v); break;
-    case V_TEXT: /* the server checks it against its devices */
-        m->device = (char *)text;
+    case V_TEXT: /* the server checks them (devices, "fp32" or "bf16") */
+        if (i == 10)
+            m->device = (char *)text;
+        else
+            m->precision = (char *)text;
         return CLI_OK;
     case V_LIST: {
         char buf[256];
@@ -516,6 +520,7 @@ static void print_config(const ProtobufCMessage *msg, const void *arg)
                                                                  : "(the server's first)");
     printf("memory_limit_bytes:    %" PRIu64 "%s\n", m->memory_limit_bytes,
            m->memory_limit_bytes ? "" : " (none)");
+    printf("precision:             %s\n", m->precision && *m->precision ? m->precision : "fp32");
     print_canary_line("canary:                ", m->canary);
 }
 
@@ -720,7 +725,9 @@ const cli_command cli_model_commands[] = {
      "Requests agreeing on every dim but the first are concatenated along dim 0;\n"
      "requests of different lengths along a -1 dim are batched by length, or padded\n"
      "with --pad-variable-dims on (only for models whose lengths inputs mask the\n"
-     "padding: rnn, gru, lstm, attention key_lengths).\n",
+     "padding: rnn, gru, lstm, attention key_lengths). --precision bf16 runs the\n"
+     "dense layers on bfloat16 operands with fp32 sums (CPU only; outputs stay FP32;\n"
+     "accuracy and cost: docs/serving.md, Precision).\n",
      1,
      1,
      {{"batching", 0, "on|off", "batch requests (default on); off: each runs alone"},
@@ -735,6 +742,7 @@ const cli_command cli_model_commands[] = {
       {"pad-variable-dims", 0, "on|off", "pad along -1 dims (default off)"},
       {"device", 0, "DEV", "cpu, cuda:N or gpu (default: the server's first device)"},
       {"memory-limit-bytes", 0, "N", "weights + batches on the device; 0: none (default)"},
+      {"precision", 0, "P", "fp32 (default) or bf16: dense products in bfloat16 (CPU)"},
       {"reset", 0, NULL, "start from the defaults"}},
      cmd_config},
     {"model canary",

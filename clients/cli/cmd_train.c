@@ -266,6 +266,8 @@ static void print_job(const ProtobufCMessage *msg, const void *arg)
         printf("device:        %s\n", j->assigned_device);
     else if (s)
         printf("device:        %s (asked)\n", *s->device ? s->device : "the first device");
+    if (s)
+        printf("precision:     %s\n", *s->precision ? s->precision : "fp32");
     printf("checkpoint:    step %" PRId64 "\n", j->checkpoint_step);
     printf("preemptions:   %d\n", j->preemptions);
     printf("restarts:      %d\n", j->restarts);
@@ -305,6 +307,11 @@ static int cmd_submit(cli_ctx *c, const cli_args *a)
             return rc;
         }
         spec->priority = (Fluxion__V1__JobPriority)p;
+    }
+    /* --precision overrides the file's; the server checks the value */
+    if (a->opt[2] && !cli_set_string(&spec->precision, a->opt[2])) {
+        fluxion__v1__job_spec__free_unpacked(spec, NULL);
+        return cli_local_error("out of memory");
     }
     Fluxion__V1__SubmitJobRequest req = FLUXION__V1__SUBMIT_JOB_REQUEST__INIT;
     req.spec = spec;
@@ -446,7 +453,9 @@ static const char SUBMIT_DETAILS[] =
     "The finished job adds a version to the model. With --watch, follows it\n"
     "as `fluxion job watch` does (exit 0 only when it SUCCEEDED). --priority\n"
     "(low, normal, high) sets spec.priority: the queue orders jobs by priority,\n"
-    "then by their team's recent device time over its weight (fluxion queue).\n";
+    "then by their team's recent device time over its weight (fluxion queue).\n"
+    "--precision bf16 (spec.precision) runs the dense layers' products in\n"
+    "bfloat16 on a CPU device; weights, gradients and the result stay fp32.\n";
 
 static const char WATCH_DETAILS[] =
     "Shows a progress bar (step, epoch, loss, validation loss, samples/s, ETA)\n"
@@ -458,10 +467,11 @@ static const char WATCH_DETAILS[] =
     "make room, saying for whom) and RESUMED (from its checkpoint) too.\n";
 
 const cli_command cli_train_commands[] = {
-    {"train submit", "JOBFILE [--watch] [--priority P]",
+    {"train submit", "JOBFILE [--watch] [--priority P] [--precision P]",
      "submit a training job (JSON JobSpec; - for stdin)", SUBMIT_DETAILS, 1, 1,
      {{"watch", 'w', NULL, "follow the job until it ends"},
-      {"priority", 'p', "P", "low, normal or high (default: the file's, else normal)"}},
+      {"priority", 'p', "P", "low, normal or high (default: the file's, else normal)"},
+      {"precision", 0, "P", "fp32 or bf16 (CPU devices; default: the file's, else fp32)"}},
      cmd_submit},
 };
 const size_t cli_n_train_commands = sizeof cli_train_commands / sizeof cli_train_commands[0];

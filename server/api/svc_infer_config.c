@@ -7,7 +7,7 @@
  *
  * What fills it: the inputs and outputs of the graph served (the stored
  * spec's, with the outputs' inferred shapes), the model's serving settings
- * (servecfg.h: batching, queue, priorities, instances), the device the
+ * (servecfg.h: batching, queue, priorities, instances, precision), the device the
  * weights are on, and the versions loaded. Nothing is stored in Triton's
  * form: the config is made on each call, so it always says what is served.
  */
@@ -210,6 +210,7 @@ static void put_parameters(pba *a, ModelConfig *mc, const fxb_config *c)
         { "batching_enabled", c->enabled ? "true" : "false" },
         { "pad_variable_dims", c->pad_variable_dims ? "true" : "false" },
         { "memory_limit_bytes", pba_printf(a, "%" PRIu64, c->memory_limit_bytes) },
+        { "precision", (char *)fx_precision_name(c->precision) },
         { "device", pba_strdup(a, c->device) },
     };
     size_t n = sizeof p / sizeof p[0] - (c->device[0] ? 0 : 1);

@@ -675,10 +675,16 @@ int fxg_to_device(fxg_graph *g, fx_device dev, char *err, size_t errlen)
 
 int fxg_prepack(fxg_graph *g)
 {
+    return fxg_prepack_precision(g, FX_PREC_F32);
+}
+
+int fxg_prepack_precision(fxg_graph *g, fx_precision p)
+{
     int n = 0;
     for (int i = 0; g && i < g->nnodes; i++)
         if (g->nodes[i].layer) {
-            fx_layer_prepack(g->nodes[i].layer); /* a layer left unpacked runs as before */
+            /* a layer left unpacked runs as before */
+            fx_layer_prepack_precision(g->nodes[i].layer, p);
             n += fx_layer_num_packed(g->nodes[i].layer);
         }
     return n;

@@ -87,6 +87,9 @@ void fxg_drop_grads(fxg_graph *g);
  * weight changed any other way through the engine's API makes its pack
  * stale, and stale packs are never used). Not while the graph is in use. */
 int fxg_prepack(fxg_graph *g);
+/* The same with the packs in precision p (FX_PREC_BF16: bf16 weights and
+ * kernels, fx_layer_prepack_precision); fxg_prepack is FX_PREC_F32. */
+int fxg_prepack_precision(fxg_graph *g, fx_precision p);
 void fxg_unpack(fxg_graph *g);
 
 /* The trainable ones only (for an optimizer). */

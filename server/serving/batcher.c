@@ -359,6 +359,10 @@ static fx_ctx *instance_ctx(const fxb_batcher *b)
         fx_ctx_set_training(ctx, false);
         /* on CUDA: a stream of higher priority than training's (a no-op on the CPU) */
         fx_ctx_set_priority(ctx, FX_PRIORITY_HIGH);
+        /* dense products the packs do not cover (a layer left unpacked, a
+         * linear op) in the model's precision too; bf16 is CPU-only, which
+         * the config check ensured */
+        fx_ctx_set_precision(ctx, b->c.precision);
     }
     return ctx;
 }

@@ -59,6 +59,11 @@ typedef struct {
     bool pad_variable_dims;
     char device[32];          /* as requested (devices.h); "": the server's first */
     uint64_t memory_limit_bytes; /* weights + instances' arenas; 0: none */
+    /* Of the dense layers' products: the served version is packed in it
+     * (serving.c, fx_layer_prepack_precision) and the instances' contexts
+     * run in it (a pack serves its own precision's contexts only); bf16 on
+     * CPU devices only. */
+    fx_precision precision;
     /* Not a stored setting (fxb_config_default's FXB_ARENA_KEEP_BYTES): an
      * instance whose engine arena and staging buffers hold more than this
      * after a batch gives them back, so one large batch does not keep its

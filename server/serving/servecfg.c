@@ -9,7 +9,7 @@
 
 #include "base/status.h"
 
-typedef enum { F_BOOL, F_U32, F_U64, F_LIST, F_STR } field_kind;
+typedef enum { F_BOOL, F_U32, F_U64, F_LIST, F_STR, F_PREC } field_kind;
 
 typedef struct {
     const char *name;
@@ -33,6 +33,7 @@ static const field FIELDS[] = {
     { "pad_variable_dims", F_BOOL, CF(pad_variable_dims), MF(pad_variable_dims) },
     { "device", F_STR, CF(device), MF(device) },
     { "memory_limit_bytes", F_U64, CF(memory_limit_bytes), MF(memory_limit_bytes) },
+    { "precision", F_PREC, CF(precision), MF(precision) },
 };
 #define N_FIELDS ((int)(sizeof FIELDS / sizeof FIELDS[0]))
 
@@ -102,6 +103,19 @@ static int put_str(fxb_config *c, const field *f, const char *v, char *err, size
     return 0;
 }
 
+/* "fp32" or "bf16" ("": fp32, the default). The device it needs is checked
+ * where the model is placed (fxsv_cfg_check_precision). */
+static int put_prec(fxb_config *c, const char *v, char *err, size_t errlen)
+{
+    fx_precision p = FX_PREC_F32;
+    if (*v && !fx_precision_parse(v, &p)) {
+        snprintf(err, errlen, "precision: '%.40s' is not fp32 or bf16", v);
+        return FXS_INVALID_ARGUMENT;
+    }
+    c->precision = p;
+    return 0;
+}
+
 static bool parse_u64(const char *s, uint64_t *v)
 {
     char *end;
@@ -124,6 +138,8 @@ int fxsv_cfg_set_text(fxb_config *c, const char *name, const char *value, char *
     uint64_t v;
     if (f->kind == F_STR)
         return put_str(c, f, value, err, errlen);
+    if (f->kind == F_PREC)
+        return put_prec(c, value, err, errlen);
     if (f->kind == F_BOOL) {
         if (!strcmp(value, "true") || !strcmp(value, "1") || !strcmp(value, "on"))
             return put_num(c, f, 1, err, errlen);
@@ -168,6 +184,10 @@ static int apply_field(fxb_config *c, const field *f, const Fluxion__V1__Batchin
     case F_STR: {
         const char *v = *(char *const *)p;
         return put_str(c, f, v ? v : "", err, errlen);
+    }
+    case F_PREC: {
+        const char *v = *(char *const *)p;
+        return put_prec(c, v ? v : "", err, errlen);
     }
     }
     return FXS_INTERNAL;
@@ -245,6 +265,19 @@ void fxsv_cfg_to_msg(const fxb_config *c, Fluxion__V1__BatchingConfig *m, uint32
     m->pad_variable_dims = c->pad_variable_dims;
     m->device = (char *)c->device;
     m->memory_limit_bytes = c->memory_limit_bytes;
+    m->precision = (char *)fx_precision_name(c->precision);
+}
+
+int fxsv_cfg_check_precision(const fxb_config *c, fx_device dev, const char *what, char *err,
+                            size_t errlen)
+{
+    if (c->precision == FX_PREC_F32 || dev.type == FX_DEV_CPU)
+        return 0;
+    char name[32];
+    snprintf(err, errlen, "%sprecision: %s runs on CPU devices only, and the model is placed "
+             "on %s (set device cpu, or precision fp32)", what ? what : "",
+             fx_precision_name(c->precision), fx_device_str(dev, name, sizeof name));
+    return FXS_INVALID_ARGUMENT;
 }
 
 /* ---------------------------------------------------------------- store */

@@ -37,8 +37,14 @@ int fxsv_cfg_apply_params(fxb_config *c,
 
 /* Fills m (initialised by the caller) from c; pref is storage for the
  * preferred sizes (FXB_MAX_PREFERRED). m->device points into c: c must
- * outlive m. */
+ * outlive m. m->precision is "fp32" or "bf16" (static). */
 void fxsv_cfg_to_msg(const fxb_config *c, Fluxion__V1__BatchingConfig *m, uint32_t *pref);
+
+/* Whether the precision setting of c can run on dev (bf16: CPU only): 0, or
+ * INVALID_ARGUMENT with a message naming the setting, prefixed by what
+ * (may be NULL). */
+int fxsv_cfg_check_precision(const fxb_config *c, fx_device dev, const char *what, char *err,
+                            size_t errlen);
 
 /* Stored settings of a model; the defaults when none are stored. Saving
  * keeps the stored canary (below). */

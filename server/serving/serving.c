@@ -110,8 +110,13 @@ static int served_from_graph(fxsv_serving *sv, const char *name, int64_t version
     rc = fxsv_cfg_load(sv->st, name, &cfg, err, errlen);
     if (!rc)
         rc = place(sv, name, g, &cfg, err, errlen);
-    if (!rc)
-        fxg_prepack(g); /* dense weights packed once per served version (CPU) */
+    /* bf16 stored before the device changed (or "" resolves elsewhere now) */
+    if (!rc && fxsv_cfg_check_precision(&cfg, fxg_device(g), "", berr, sizeof berr)) {
+        snprintf(err, errlen, "model '%s': serving setting %s", name, berr);
+        rc = FXS_FAILED_PRECONDITION;
+    }
+    if (!rc) /* dense weights packed once per served version (CPU), in its precision */
+        fxg_prepack_precision(g, cfg.precision);
     if (!rc && (rc = fxb_create(g, &cfg, record_batch, m, &m->b, berr, sizeof berr))) {
         snprintf(err, errlen, "model '%s': batching settings: %s", name, berr);
         if (rc == FXS_INVALID_ARGUMENT) /* stored settings that do not fit */
@@ -351,6 +356,8 @@ static int check_config(fxsv_serving *sv, const char *name, const fxb_config *c,
     if (!rc)
         rc = fxsv_devices_resolve(sv->o.devices, c->device, "serving setting device", &dev, err,
                                  errlen);
+    if (!rc)
+        rc = fxsv_cfg_check_precision(c, dev, "serving setting ", err, errlen);
     /* Not stored when the weights served now (or the model's, when it is
      * not loaded) could not be placed, or would leave no room for a batch. */
     const fxg_graph *g = m ? m->g : own;

@@ -350,7 +350,10 @@ static int check_fields(const fxj_jobs *j, const Fluxion__V1__JobSpec *spec, cha
         fxu_seterr(err, errlen, "%s", bad);
         return FXS_INVALID_ARGUMENT;
     }
-    int rc = fxj__gate_check(spec, err, errlen);
+    /* before the devices are placed: bf16 on a GPU named is a precision error */
+    int rc = fxt_check_precision(spec, NULL, NULL, err, errlen);
+    if (!rc)
+        rc = fxj__gate_check(spec, err, errlen);
     fxj__world_plan wp; /* data-parallel ranks: peers and devices (job_world.c) */
     if (!rc && spec->world_size > 1 && spec->world_size <= 256 &&
         (!spec->n_placement || spec->n_placement == (size_t)spec->world_size))
@@ -358,7 +361,8 @@ static int check_fields(const fxj_jobs *j, const Fluxion__V1__JobSpec *spec, cha
     if (rc)
         return rc;
     fx_device dev;
-    return fxsv_devices_resolve(j->opts.devices, spec->device, "spec.device", &dev, err, errlen);
+    rc = fxsv_devices_resolve(j->opts.devices, spec->device, "spec.device", &dev, err, errlen);
+    return rc ? rc : fxt_check_precision(spec, &dev, NULL, err, errlen);
 }
 
 /* Everything that can be checked before queueing; rec gets the facts to

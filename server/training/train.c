@@ -490,6 +490,14 @@ static int run_init(run_t *r, const Fluxion__V1__JobSpec *spec)
     if (!r->ctx || !r->rng || !r->perm || !r->in || !r->out || !r->win_correct || !r->win_loss_out)
         return fxt__rfail(r, "out of memory");
     r->win_total = r->win_correct + p->nmetrics;
+    /* the dense products in bf16 (parameters, gradients, optimizer state and
+     * the saved weights stay fp32); every rank makes its context here */
+    if (p->precision != FX_PREC_F32 && fx_ctx_set_precision(r->ctx, p->precision) != FX_OK) {
+        char name[32];
+        return fxt__rfail(r, "precision: %s runs on CPU devices only, and the job runs on %s",
+                          fx_precision_name(p->precision),
+                          fx_device_str(r->hk->device, name, sizeof name));
+    }
     /* dropout masks: a stream of their own, derived from the seed */
     fx_ctx_seed(r->ctx, spec->seed ^ 0x9E3779B97F4A7C15ull);
     fx_ctx_set_training(r->ctx, true);

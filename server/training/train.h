@@ -9,6 +9,7 @@
  *   train.c         the step loop, evaluations, early stopping (fxt_run)
  *   train_report.c  reported values, progress, TensorBoard scalars
  *   train_ckpt.c    checkpoints: what they hold, and resuming from one
+ *   train_precision.c  spec.precision: its value and the devices it needs
  *
  * Determinism: with the same spec, seed, data and starting weights, the CPU
  * result is bit-for-bit the same, also when the run was stopped and resumed
@@ -115,6 +116,14 @@ typedef struct {
  * (validation_split or none), not when the spec names a validation_dataset. */
 int fxt_validate(const Fluxion__V1__JobSpec *spec, const fxg_graph *g, const fxds_columns *train,
                  const fxds_columns *val, char *err, size_t errlen);
+
+/* spec.precision: its value (*out when not NULL) and the devices it runs
+ * on: bf16 needs CPU devices, those the spec names (device, placement) and,
+ * when dev is not NULL, the device the job resolved to. 0, or
+ * FXS_INVALID_ARGUMENT with a message naming the field. fxt_validate
+ * checks it too (without dev). */
+int fxt_check_precision(const Fluxion__V1__JobSpec *spec, const fx_device *dev,
+                        fx_precision *out, char *err, size_t errlen);
 
 /* Semantics beyond training.proto's comments:
  * - optimizer.kind "" is adam; lr 0 takes the kind's default (sgd, momentum,

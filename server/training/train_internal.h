@@ -59,6 +59,7 @@ typedef struct {
     int nmetrics;
     int64_t batch, n_train, n_val, val_offset; /* batch: per rank */
     int world; /* data-parallel ranks (1: one); the global batch is world * batch */
+    fx_precision precision; /* of the dense products (spec.precision) */
     int64_t steps_per_epoch, total_steps, total_epochs, eval_every, ckpt_every;
     fx_optim_kind opt_kind;
     fx_optim_hparams hp;

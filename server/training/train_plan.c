@@ -701,6 +701,8 @@ int fxt__plan_build(const Fluxion__V1__JobSpec *spec, const fxg_graph *g, const 
     p->valc = val;
     int rc = check_world(spec, p, err, errlen);
     if (!rc)
+        rc = fxt_check_precision(spec, NULL, &p->precision, err, errlen);
+    if (!rc)
         rc = check_sizes(spec, p, err, errlen);
     if (!rc)
         rc = check_feeds(spec, p, err, errlen);
