@@ -42,6 +42,43 @@ void fx__pack_free(fx_packed *p);
 /* True while w and bias are the tensors it was packed from, unchanged. */
 bool fx__pack_valid(const fx_packed *p, const fx_tensor *w, const fx_tensor *bias);
 
+/* Leaky relu's slope, as ew.c's. */
+#define FX_PACK_LEAKY_SLOPE 0.01f
+
+/*
+ * The epilogue the packed micro-kernels share (gemm_packed.c's fp32 and
+ * gemm_bf16.c's templates): ACC[MR][NV] vectors of VW floats, types vf
+ * (float) and vi (int) of that width in scope; RACT 1 applies relu, 2 leaky
+ * relu on the registers; then the tile goes to C (rows LDC floats apart),
+ * whole when NCOLS == NV * VW, else its first NCOLS columns.
+ */
+#define FX_PACK_TILE_STORE(ACC, MR, NV, VW, C, LDC, NCOLS, RACT)                                \
+    do {                                                                                        \
+        if (RACT) {                                                                             \
+            _Pragma("GCC unroll 16") for (int i = 0; i < (MR); i++)                             \
+                _Pragma("GCC unroll 8") for (int j = 0; j < (NV); j++) {                        \
+                    vf v = (ACC)[i][j];                                                         \
+                    vi pos = v > (vf){ 0 };                                                     \
+                    vf neg = FX_PACK_LEAKY_SLOPE * v;                                           \
+                    if ((RACT) != 2)                                                            \
+                        neg = (vf){ 0 };                                                        \
+                    (ACC)[i][j] = (vf)(((vi)v & pos) | ((vi)neg & ~pos));                       \
+                }                                                                               \
+        }                                                                                       \
+        if ((NCOLS) == (NV) * (VW)) {                                                           \
+            _Pragma("GCC unroll 16") for (int i = 0; i < (MR); i++)                             \
+                _Pragma("GCC unroll 8") for (int j = 0; j < (NV); j++)                          \
+                    *(vf *)((C) + i * (LDC) + j * (VW)) = (ACC)[i][j];                          \
+        } else {                                                                                \
+            for (int i = 0; i < (MR); i++) {                                                    \
+                vf row[(NV)];                                                                   \
+                for (int j = 0; j < (NV); j++)                                                  \
+                    row[j] = (ACC)[i][j];                                                       \
+                memcpy((C) + i * (LDC), row, (size_t)(NCOLS) * sizeof(float));                  \
+            }                                                                                   \
+        }                                                                                       \
+    } while (0)
+
 /*
  * Y[M,N] = act(X[M,K] W^T + bias), rows lda / ldc floats apart. act is one
  * of NONE, RELU, LEAKY_RELU (slope 0.01), SIGMOID, TANH, GELU, ELU (alpha 1)

@@ -72,7 +72,6 @@ typedef void (*bk_fn)(int mr, int64_t Kh, const uint32_t *a, int64_t lda, const 
                       const float *bias, float *c, int64_t ldc, int ncols, float alpha,
                       float beta, int ract);
 
-#define LEAKY_SLOPE 0.01f
 
 /* One k pair: acc[i][j] += a_odd * b_odd; acc[i][j] += a_even * b_even,
  * with the pair widened to fp32 (bf16 is the top half of an fp32). */
@@ -146,29 +145,7 @@ typedef void (*bk_fn)(int mr, int64_t Kh, const uint32_t *a, int64_t lda, const 
                     acc[i][j] += beta * row[j];                                                 \
             }                                                                                   \
         }                                                                                       \
-        if (ract) {                                                                             \
-            _Pragma("GCC unroll 16") for (int i = 0; i < mr; i++)                               \
-                _Pragma("GCC unroll 8") for (int j = 0; j < NV; j++) {                          \
-                    vf v = acc[i][j];                                                           \
-                    vi pos = v > (vf){ 0 };                                                     \
-                    vf neg = LEAKY_SLOPE * v;                                                   \
-                    if (ract != 2)                                                              \
-                        neg = (vf){ 0 };                                                        \
-                    acc[i][j] = (vf)(((vi)v & pos) | ((vi)neg & ~pos));                         \
-                }                                                                               \
-        }                                                                                       \
-        if (ncols == NV * VW) {                                                                 \
-            _Pragma("GCC unroll 16") for (int i = 0; i < mr; i++)                               \
-                _Pragma("GCC unroll 8") for (int j = 0; j < NV; j++)                            \
-                    *(vf *)(c + i * ldc + j * VW) = acc[i][j];                                  \
-        } else {                                                                                \
-            for (int i = 0; i < mr; i++) {                                                      \
-                vf row[NV];                                                                     \
-                for (int j = 0; j < NV; j++)                                                    \
-                    row[j] = acc[i][j];                                                         \
-                memcpy(c + i * ldc, row, (size_t)ncols * sizeof(float));                        \
-            }                                                                                   \
-        }                                                                                       \
+        FX_PACK_TILE_STORE(acc, mr, NV, VW, c, ldc, ncols, ract);                               \
     }                                                                                           \
     ATTR static void NAME(int mr, int64_t Kh, const uint32_t *a, int64_t lda, const uint32_t *b, \
                           const float *bias, float *c, int64_t ldc, int ncols, float alpha,     \

@@ -136,7 +136,6 @@ bool fx__pack_fusable(fx_activation act)
 typedef void (*pk_fn)(int mr, int64_t K, const float *a, int64_t lda, const float *b,
                       const float *bias, float *c, int64_t ldc, int ncols, int ract);
 
-#define LEAKY_SLOPE 0.01f
 
 /*
  * NAME(mr, ...): the tile of mr <= MRMAX rows and NV * VW columns of C,
@@ -168,29 +167,7 @@ typedef void (*pk_fn)(int mr, int64_t K, const float *a, int64_t lda, const floa
                     acc[i][j] += av * bv[j];                                                    \
             }                                                                                   \
         }                                                                                       \
-        if (ract) {                                                                             \
-            _Pragma("GCC unroll 16") for (int i = 0; i < mr; i++)                               \
-                _Pragma("GCC unroll 8") for (int j = 0; j < NV; j++) {                          \
-                    vf v = acc[i][j];                                                           \
-                    vi pos = v > (vf){ 0 };                                                     \
-                    vf neg = LEAKY_SLOPE * v;                                                   \
-                    if (ract != 2)                                                              \
-                        neg = (vf){ 0 };                                                        \
-                    acc[i][j] = (vf)(((vi)v & pos) | ((vi)neg & ~pos));                         \
-                }                                                                               \
-        }                                                                                       \
-        if (ncols == NV * VW) {                                                                 \
-            _Pragma("GCC unroll 16") for (int i = 0; i < mr; i++)                               \
-                _Pragma("GCC unroll 8") for (int j = 0; j < NV; j++)                            \
-                    *(vf *)(c + i * ldc + j * VW) = acc[i][j];                                  \
-        } else {                                                                                \
-            for (int i = 0; i < mr; i++) {                                                      \
-                vf row[NV];                                                                     \
-                for (int j = 0; j < NV; j++)                                                    \
-                    row[j] = acc[i][j];                                                         \
-                memcpy(c + i * ldc, row, (size_t)ncols * sizeof(float));                        \
-            }                                                                                   \
-        }                                                                                       \
+        FX_PACK_TILE_STORE(acc, mr, NV, VW, c, ldc, ncols, ract);                               \
     }                                                                                           \
     ATTR static void NAME(int mr, int64_t K, const float *a, int64_t lda, const float *b,       \
                           const float *bias, float *c, int64_t ldc, int ncols, int ract)        \
